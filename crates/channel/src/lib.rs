@@ -1,0 +1,137 @@
+//! The channel plug-in contract.
+//!
+//! A channel adapter (chat, email, social, voice, the intake API) is built
+//! from its configuration with a [`ChannelContext`]: its name, the
+//! [`Intake`] to hand inbound events to, its [`Outbox`] of replies to deliver,
+//! and the shutdown token. It declares the [`Resource`]s it claims so that two
+//! adapters cannot collide, may serve HTTP routes under
+//! `/channels/{name}/` on the daemon's shared server, and runs its own
+//! background work until shutdown. See `docs/architecture.md`.
+#![forbid(unsafe_code)]
+
+pub mod secret;
+
+use futures::future::BoxFuture;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_core::{DeliveryOutcome, InboundEvent, IntakeError, IntakeReceipt, OutboundMessage};
+use tokio_util::sync::CancellationToken;
+
+pub use secret::{Secret, SecretError, SecretValue};
+
+/// The one entry point for inbound events. An `Ok` receipt means the event is
+/// durably stored: only then may the adapter acknowledge its sender.
+pub trait Intake: Send + Sync + fmt::Debug {
+    fn submit(&self, event: InboundEvent) -> BoxFuture<'_, Result<IntakeReceipt, IntakeError>>;
+}
+
+/// One outbound message taken from an adapter's outbox, to be settled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundDelivery {
+    /// The outbox's handle for this delivery (opaque to the adapter).
+    pub handle: String,
+    /// How many times it was handed out before, including this one.
+    pub attempt: u32,
+    pub message: OutboundMessage,
+}
+
+/// Why the outbox could not be read or settled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox temporarily unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt outbox entry {handle}: {reason}")]
+    Corrupt { handle: String, reason: String },
+}
+
+/// An adapter's durable queue of replies to deliver. A delivery that is
+/// neither settled nor deferred (the adapter crashed) is handed out again.
+pub trait Outbox: Send + Sync + fmt::Debug {
+    /// The next message to deliver, waiting at most `wait` for one.
+    fn next(&self, wait: Duration) -> BoxFuture<'_, Result<Option<OutboundDelivery>, OutboxError>>;
+    /// Records the final outcome and removes the delivery from the outbox.
+    fn settle<'a>(
+        &'a self,
+        delivery: &'a OutboundDelivery,
+        outcome: DeliveryOutcome,
+    ) -> BoxFuture<'a, Result<(), OutboxError>>;
+    /// A temporary failure: hand the delivery out again after `delay`
+    /// (backoff, or a provider's `Retry-After`). Order among the adapter's
+    /// deliveries to the same customer is the adapter's concern.
+    fn defer<'a>(
+        &'a self,
+        delivery: &'a OutboundDelivery,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), OutboxError>>;
+}
+
+/// Everything an adapter is built with.
+#[derive(Debug, Clone)]
+pub struct ChannelContext {
+    /// The adapter's configured name, unique in the daemon. It is the
+    /// `source` of every event the adapter submits.
+    pub name: String,
+    pub intake: Arc<dyn Intake>,
+    pub outbox: Arc<dyn Outbox>,
+    /// Cancelled when the daemon shuts down: stop taking new work, finish
+    /// what is in flight, return from [`ChannelAdapter::run`].
+    pub shutdown: CancellationToken,
+}
+
+/// Something an adapter claims exclusively.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// A TCP listener of its own (e.g. LMTP).
+    TcpListener(SocketAddr),
+    /// A mailbox it fetches from (e.g. `imap://user@host/INBOX`).
+    Mailbox(String),
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::TcpListener(addr) => write!(f, "tcp listener {addr}"),
+            Resource::Mailbox(m) => write!(f, "mailbox {m}"),
+        }
+    }
+}
+
+/// Why an adapter could not be built or stopped running.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The configuration is wrong; the message names the key.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A channel's configuration: the one thing the daemon needs from a channel
+/// crate besides its name in the registry.
+pub trait ChannelConfig: fmt::Debug + Send + Sync {
+    /// Checks the configuration without side effects (no sockets, but secrets
+    /// are read), for `switchboard validate`.
+    fn validate(&self) -> Result<(), ChannelError>;
+    /// What the adapter will claim, known before it is built.
+    fn resources(&self) -> Vec<Resource> {
+        Vec::new()
+    }
+    /// Builds the adapter.
+    fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError>;
+}
+
+/// A running channel.
+pub trait ChannelAdapter: Send {
+    /// HTTP routes served under `/channels/{name}` on the shared server
+    /// (webhooks, websockets). `None` when the adapter serves none.
+    fn routes(&self) -> Option<axum::Router> {
+        None
+    }
+    /// Runs the adapter's own work (listeners, pollers, outbox delivery) until
+    /// the context's shutdown token is cancelled.
+    fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>>;
+}

@@ -1,0 +1,129 @@
+//! Secrets in configuration: written inline, read from a file, or read from
+//! an environment variable. Never printed.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::PathBuf;
+use subtle::ConstantTimeEq;
+
+/// Where a secret comes from. In TOML:
+/// `token = "inline"`, `token = { file = "/etc/switchboard/token" }` or
+/// `token = { env = "INTAKE_TOKEN" }`. A file's trailing newline is dropped.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Secret {
+    Inline(String),
+    File {
+        file: PathBuf,
+    },
+    Env {
+        env: String,
+    },
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Secret(inline, redacted)"),
+            Secret::File { file } => write!(f, "Secret(file {})", file.display()),
+            Secret::Env { env } => write!(f, "Secret(env {env})"),
+        }
+    }
+}
+
+/// A secret could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("environment variable {0} is not set or not UTF-8")]
+    Env(String),
+    #[error("the secret is empty")]
+    Empty,
+}
+
+impl Secret {
+    /// Reads the secret.
+    pub fn resolve(&self) -> Result<SecretValue, SecretError> {
+        let value = match self {
+            Secret::Inline(v) => v.clone(),
+            Secret::File { file } => std::fs::read_to_string(file)
+                .map_err(|e| SecretError::File {
+                    path: file.display().to_string(),
+                    reason: e.to_string(),
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            Secret::Env { env } => std::env::var(env).map_err(|_| SecretError::Env(env.clone()))?,
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        Ok(SecretValue(value))
+    }
+}
+
+/// A secret's value. `Debug` does not show it.
+#[derive(Clone)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares with `candidate` in time independent of where they differ
+    /// (both are hashed first, so lengths do not leak either).
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(candidate);
+        a.ct_eq(&b).into()
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(redacted)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Holder {
+        token: Secret,
+    }
+
+    #[test]
+    fn reads_inline_file_and_env_forms() {
+        let inline: Holder = toml::from_str(r#"token = "s3cret""#).expect("inline");
+        assert!(inline.token.resolve().expect("resolve").matches(b"s3cret"));
+
+        let dir = std::env::temp_dir().join(format!("sb-secret-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").expect("write");
+        let text = format!("token = {{ file = {:?} }}", dir.display().to_string());
+        let file: Holder = toml::from_str(&text).expect("file");
+        let value = file.token.resolve().expect("resolve");
+        assert_eq!(value.expose(), "from-file");
+        std::fs::remove_file(&dir).expect("remove");
+
+        let env: Holder = toml::from_str(r#"token = { env = "PATH" }"#).expect("env");
+        assert!(env.token.resolve().is_ok());
+        let missing: Holder =
+            toml::from_str(r#"token = { env = "SWITCHBOARD_SURELY_UNSET_VAR" }"#).expect("env");
+        assert!(matches!(missing.token.resolve(), Err(SecretError::Env(_))));
+    }
+
+    #[test]
+    fn never_printed() {
+        let s = Secret::Inline("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let v = s.resolve().expect("resolve");
+        assert!(!format!("{v:?}").contains("hunter2"));
+        assert!(!v.matches(b"hunter3"));
+        assert!(!v.matches(b""));
+    }
+}

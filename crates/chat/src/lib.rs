@@ -1,0 +1,7 @@
+//! Switchboard's chat channel: the website chat widget over websocket and the agent console (issue 4).
+//!
+//! Reserved. This crate will implement `switchboard_channel::ChannelAdapter`
+//! (see `docs/architecture.md`, "The channel plug-in contract") and be
+//! registered with one line in the daemon's channel list. Until then it holds
+//! nothing, and the daemon refuses a `[[channels]]` entry of this type.
+#![forbid(unsafe_code)]

@@ -1,0 +1,89 @@
+//! Who the customer is, as a channel sees them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A customer's identity on one channel: a scheme saying what kind of address
+/// it is and the address itself, e.g. `email:olena@customer.example`,
+/// `whatsapp:380501234567`, `messenger:6001002003`, `phone:+15551234567`,
+/// `visitor:vs_…`. The same identity seen again is the same customer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CustomerIdentity {
+    /// 1 to 32 characters of `a-z0-9_-`.
+    pub scheme: String,
+    /// 1 to 320 bytes (the longest email address), no control characters.
+    pub value: String,
+}
+
+/// Why an identity was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("customer scheme must be 1 to 32 characters of a-z, 0-9, '_' or '-'")]
+    Scheme,
+    #[error("customer value must be 1 to 320 bytes without control characters")]
+    Value,
+}
+
+impl CustomerIdentity {
+    pub const MAX_VALUE_BYTES: usize = 320;
+
+    /// A checked identity. Email addresses are compared case-insensitively in
+    /// practice, so email values are lower-cased here, once, for everyone.
+    pub fn new(scheme: &str, value: &str) -> Result<Self, IdentityError> {
+        let scheme_ok = !scheme.is_empty()
+            && scheme.len() <= 32
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !scheme_ok {
+            return Err(IdentityError::Scheme);
+        }
+        let value = value.trim();
+        if value.is_empty()
+            || value.len() > Self::MAX_VALUE_BYTES
+            || value.chars().any(char::is_control)
+        {
+            return Err(IdentityError::Value);
+        }
+        let value = if scheme == "email" {
+            value.to_lowercase()
+        } else {
+            value.to_owned()
+        };
+        Ok(CustomerIdentity {
+            scheme: scheme.to_owned(),
+            value,
+        })
+    }
+
+    /// Re-checks an identity that came from outside (e.g. deserialized).
+    pub fn validated(self) -> Result<Self, IdentityError> {
+        Self::new(&self.scheme, &self.value)
+    }
+}
+
+impl fmt::Display for CustomerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.scheme, self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_normalised() {
+        let id = CustomerIdentity::new("email", " Olena@Customer.Example ").expect("valid");
+        assert_eq!(id.to_string(), "email:olena@customer.example");
+    }
+
+    #[test]
+    fn bad_identities_are_refused() {
+        assert_eq!(CustomerIdentity::new("", "x"), Err(IdentityError::Scheme));
+        assert_eq!(CustomerIdentity::new("E-mail", "x"), Err(IdentityError::Scheme));
+        assert_eq!(CustomerIdentity::new("email", " "), Err(IdentityError::Value));
+        assert_eq!(CustomerIdentity::new("phone", "1\n2"), Err(IdentityError::Value));
+        assert_eq!(CustomerIdentity::new("phone", &"1".repeat(321)), Err(IdentityError::Value));
+    }
+}

@@ -1,0 +1,230 @@
+//! What a channel hands to the intake, and what it gets back.
+
+use crate::{ChannelKind, ContactId, ConversationId, CustomerIdentity, MessageId, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A normalized inbound message from a customer. Every channel produces
+/// these; the intake stores them durably before anyone acknowledges the
+/// sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundEvent {
+    /// The kind of channel (capacity and routing are per kind).
+    pub channel: ChannelKind,
+    /// The configured name of the adapter instance that received it. Replies
+    /// go back out through the same instance.
+    pub source: String,
+    /// The address the customer wrote to: a mailbox, a page or phone-number
+    /// id, a widget id, a called number. Routing rules match on it.
+    #[serde(default)]
+    pub address: String,
+    /// Who wrote.
+    pub customer: CustomerIdentity,
+    /// The customer's display name, when the channel tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_name: Option<String>,
+    /// The provider's id for this message (Message-ID, `wamid.…`,
+    /// `update_id`, a widget's client message id). Repeats of the same id from
+    /// the same source are stored once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The message text, as plain text.
+    #[serde(default)]
+    pub text: String,
+    /// The customer's language, a BCP 47 tag, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Free attributes for routing rules (e.g. `tier = "vip"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// When the provider says the message was sent; the intake's clock when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Timestamp>,
+}
+
+/// Limits an event must fit before it is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    pub max_text_bytes: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits {
+            max_text_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why an event was refused. The sender gets this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEvent {
+    #[error("customer: {0}")]
+    Customer(#[from] crate::IdentityError),
+    #[error("source must be 1 to 64 characters of A-Za-z0-9._-")]
+    Source,
+    #[error("{field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
+    #[error("an event needs text or a subject")]
+    Empty,
+    #[error("attributes: at most 32, keys 1 to 64 bytes, values at most 1024 bytes")]
+    Attributes,
+}
+
+impl InboundEvent {
+    /// Checks the event against `limits`, normalizing the customer identity.
+    pub fn validate(mut self, limits: EventLimits) -> Result<Self, InvalidEvent> {
+        self.customer = self.customer.validated()?;
+        let source_ok = !self.source.is_empty()
+            && self.source.len() <= 64
+            && self
+                .source
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !source_ok {
+            return Err(InvalidEvent::Source);
+        }
+        let short_fields: [(&'static str, Option<&str>, usize); 6] = [
+            ("address", Some(&self.address), 320),
+            ("customer_name", self.customer_name.as_deref(), 256),
+            ("provider_message_id", self.provider_message_id.as_deref(), 512),
+            ("subject", self.subject.as_deref(), 1024),
+            ("language", self.language.as_deref(), 35),
+            ("text", Some(&self.text), limits.max_text_bytes),
+        ];
+        for (field, value, max) in short_fields {
+            if value.is_some_and(|v| v.len() > max) {
+                return Err(InvalidEvent::TooLong { field, max });
+            }
+        }
+        if self.text.trim().is_empty() && self.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            return Err(InvalidEvent::Empty);
+        }
+        let attrs_ok = self.attributes.len() <= 32
+            && self
+                .attributes
+                .iter()
+                .all(|(k, v)| !k.is_empty() && k.len() <= 64 && v.len() <= 1024);
+        if !attrs_ok {
+            return Err(InvalidEvent::Attributes);
+        }
+        Ok(self)
+    }
+}
+
+/// What the intake did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntakeOutcome {
+    /// A new contact (and conversation) was created and queued for routing.
+    Created,
+    /// The customer had an open conversation on this source; the message was
+    /// appended to it.
+    Appended,
+    /// The provider message id was seen before; nothing was stored and the
+    /// ids are those of the first delivery.
+    Duplicate,
+}
+
+impl IntakeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Appended => "appended",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// The durable ids of a stored inbound message. Having one means Redis has
+/// the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeReceipt {
+    pub outcome: IntakeOutcome,
+    pub contact_id: ContactId,
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    /// The message's position in its conversation's log (a Redis stream id):
+    /// the cursor for exact replay.
+    pub seq: String,
+}
+
+/// Why the intake did not take an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    /// The event is malformed; retrying will not help.
+    #[error("invalid event: {0}")]
+    Invalid(#[from] InvalidEvent),
+    /// The store cannot be reached or did not answer in time. Nothing is
+    /// acknowledged; the sender should retry.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// The intake is shutting down and takes no new work.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl IntakeError {
+    /// A short, bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid",
+            Self::Unavailable(_) => "unavailable",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> InboundEvent {
+        InboundEvent {
+            channel: ChannelKind::Chat,
+            source: "website".into(),
+            address: "widget-1".into(),
+            customer: CustomerIdentity::new("visitor", "vs_1").expect("valid"),
+            customer_name: None,
+            provider_message_id: Some("m1".into()),
+            subject: None,
+            text: "Hello".into(),
+            language: None,
+            attributes: BTreeMap::new(),
+            sent_at: None,
+        }
+    }
+
+    #[test]
+    fn valid_event_passes() {
+        assert!(event().validate(EventLimits::default()).is_ok());
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let limits = EventLimits { max_text_bytes: 4 };
+        assert_eq!(
+            event().validate(limits),
+            Err(InvalidEvent::TooLong { field: "text", max: 4 })
+        );
+        let mut e = event();
+        e.text = "  ".into();
+        assert_eq!(e.validate(EventLimits::default()), Err(InvalidEvent::Empty));
+        let mut e = event();
+        e.source = "web site".into();
+        assert_eq!(e.validate(EventLimits::default()), Err(InvalidEvent::Source));
+        let mut e = event();
+        e.attributes.insert(String::new(), "x".into());
+        assert_eq!(e.validate(EventLimits::default()), Err(InvalidEvent::Attributes));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let json = r#"{"channel":"chat","source":"w","customer":{"scheme":"visitor","value":"v"},"text":"hi","bogus":1}"#;
+        assert!(serde_json::from_str::<InboundEvent>(json).is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! The durable intake: one atomic Redis script per inbound message.
+
+use crate::{Store, StoreError};
+use futures::future::BoxFuture;
+use metrics::{counter, histogram};
+use redis::Script;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use switchboard_channel::Intake;
+use switchboard_core::inbound::EventLimits;
+use switchboard_core::{
+    ContactId, ConversationId, InboundEvent, IntakeError, IntakeOutcome, IntakeReceipt, MessageId,
+    Timestamp,
+};
+use tracing::{debug, warn};
+
+/// Intake settings from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct IntakeSettings {
+    /// How long a provider message id is remembered.
+    pub dedupe_window: Duration,
+    pub limits: EventLimits,
+}
+
+/// The intake on Redis. Answers `Ok` only once Redis has executed the whole
+/// script (dedupe mark, contact, conversation, message, routing entry);
+/// Redis runs a script atomically and writes its effects to the AOF as one
+/// transaction, so a crash of either process never leaves half of it.
+#[derive(Clone)]
+pub struct RedisIntake {
+    store: Store,
+    settings: IntakeSettings,
+    script: Arc<Script>,
+    /// Set by the daemon when it stops taking new work.
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for RedisIntake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisIntake")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisIntake {
+    pub fn new(store: Store, settings: IntakeSettings) -> RedisIntake {
+        RedisIntake {
+            store,
+            settings,
+            script: Arc::new(Script::new(include_str!("lua/intake.lua"))),
+            closed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Stops taking new events: later submissions fail with
+    /// [`IntakeError::ShuttingDown`]. Submissions already under way finish.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Stores `event` durably and answers with its ids.
+    pub async fn submit_event(&self, event: InboundEvent) -> Result<IntakeReceipt, IntakeError> {
+        let channel = event.channel.as_str();
+        let source = event.source.clone();
+        let started = Instant::now();
+        let result = self.store_event(event).await;
+        match &result {
+            Ok(receipt) => {
+                counter!("switchboard_intake_events_total",
+                    "channel" => channel, "source" => source, "outcome" => receipt.outcome.as_str())
+                .increment(1);
+                histogram!("switchboard_intake_duration_seconds", "channel" => channel)
+                    .record(started.elapsed().as_secs_f64());
+                debug!(contact_id = %receipt.contact_id, conversation_id = %receipt.conversation_id,
+                    message_id = %receipt.message_id, outcome = receipt.outcome.as_str(), "Inbound message stored.");
+            }
+            Err(error) => {
+                counter!("switchboard_intake_errors_total",
+                    "channel" => channel, "source" => source, "error_type" => error.kind())
+                .increment(1);
+                if matches!(error, IntakeError::Unavailable(_)) {
+                    warn!(%error, channel, "Intake could not store a message.");
+                }
+            }
+        }
+        result
+    }
+
+    async fn store_event(&self, event: InboundEvent) -> Result<IntakeReceipt, IntakeError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(IntakeError::ShuttingDown);
+        }
+        let event = event.validate(self.settings.limits)?;
+        let keys = self.store.keys();
+        let p = keys.partition_of(&event.source, &event.customer);
+        let now = Timestamp::now();
+        let contact = ContactId::new(p);
+        let conversation = ConversationId::new(p);
+        let message = MessageId::new();
+        let routing = keys.routing(p);
+        let (has_dedupe, dedupe) = match &event.provider_message_id {
+            Some(id) => ("1", keys.dedupe(p, &event.source, id)),
+            // A key of the same slot that the script will not touch.
+            None => ("0", routing.clone()),
+        };
+        let message_json = serde_json::to_string(&StoredMessage {
+            event: &event,
+            received_at: now,
+        })
+        .map_err(|e| IntakeError::Unavailable(format!("cannot encode message: {e}")))?;
+        let attributes = serde_json::to_string(&event.attributes)
+            .map_err(|e| IntakeError::Unavailable(format!("cannot encode attributes: {e}")))?;
+
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(dedupe)
+            .key(keys.open_conversation(p, &event.source, &event.customer))
+            .key(routing)
+            .arg(has_dedupe)
+            .arg(self.settings.dedupe_window.as_secs().max(1))
+            .arg(contact.to_string())
+            .arg(conversation.to_string())
+            .arg(message.to_string())
+            .arg(now.as_millis())
+            .arg(message_json)
+            .arg(keys.tag(p))
+            .arg(event.channel.as_str())
+            .arg(&event.source)
+            .arg(&event.address)
+            .arg(event.customer.to_string())
+            .arg(event.customer_name.as_deref().unwrap_or(""))
+            .arg(event.subject.as_deref().unwrap_or(""))
+            .arg(event.language.as_deref().unwrap_or(""))
+            .arg(attributes);
+        let mut conn = self.store.conn();
+        let reply: String = self
+            .store
+            .bounded(invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|e| match e {
+                StoreError::Unavailable(m) => IntakeError::Unavailable(m),
+                other => IntakeError::Unavailable(other.to_string()),
+            })?;
+        parse_reply(&reply).ok_or_else(|| {
+            IntakeError::Unavailable(format!("unexpected intake reply {reply:?}"))
+        })
+    }
+}
+
+/// What the conversation log holds for an inbound message.
+#[derive(serde::Serialize)]
+struct StoredMessage<'a> {
+    #[serde(flatten)]
+    event: &'a InboundEvent,
+    received_at: Timestamp,
+}
+
+/// Parses `"outcome|contact|conversation|message|seq"`.
+fn parse_reply(reply: &str) -> Option<IntakeReceipt> {
+    let mut parts = reply.split('|');
+    let outcome = match parts.next()? {
+        "created" => IntakeOutcome::Created,
+        "appended" => IntakeOutcome::Appended,
+        "duplicate" => IntakeOutcome::Duplicate,
+        _ => return None,
+    };
+    let receipt = IntakeReceipt {
+        outcome,
+        contact_id: parts.next()?.parse().ok()?,
+        conversation_id: parts.next()?.parse().ok()?,
+        message_id: parts.next()?.parse().ok()?,
+        seq: parts.next()?.to_owned(),
+    };
+    parts.next().is_none().then_some(receipt)
+}
+
+impl Intake for RedisIntake {
+    fn submit(&self, event: InboundEvent) -> BoxFuture<'_, Result<IntakeReceipt, IntakeError>> {
+        Box::pin(self.submit_event(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_parse_strictly() {
+        let ok = "created|0-01ARZ3NDEKTSV4RRFFQ69G5FAV|0-01ARZ3NDEKTSV4RRFFQ69G5FAW|01ARZ3NDEKTSV4RRFFQ69G5FAX|1-0";
+        let receipt = parse_reply(ok).expect("parses");
+        assert_eq!(receipt.outcome, IntakeOutcome::Created);
+        assert_eq!(receipt.seq, "1-0");
+        assert!(parse_reply("created|x|y|z|1-0").is_none());
+        assert!(parse_reply(&format!("{ok}|extra")).is_none());
+        assert!(parse_reply("").is_none());
+    }
+}

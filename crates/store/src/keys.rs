@@ -1,0 +1,139 @@
+//! The Redis key layout.
+//!
+//! Every key of a partition starts with `<prefix>:{p<N>}`; the braces are a
+//! Redis Cluster hash tag, so one atomic script can touch all keys of a
+//! partition on a single Redis and on a cluster alike. Keys that are not per
+//! partition carry their own tag (an outbox is `<prefix>:{o:<source>}:…`).
+
+use crate::StoreError;
+use switchboard_core::{ContactId, ConversationId, CustomerIdentity, Partition};
+
+/// Builds every key name. The one place that knows the layout.
+#[derive(Debug, Clone)]
+pub struct KeySpace {
+    prefix: String,
+    partitions: u16,
+}
+
+impl KeySpace {
+    pub fn new(prefix: &str, partitions: u16) -> Result<KeySpace, StoreError> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !ok {
+            return Err(StoreError::Config(format!(
+                "redis.key_prefix {prefix:?} must be 1 to 32 characters of A-Za-z0-9_.-"
+            )));
+        }
+        if partitions == 0 || partitions > 1024 {
+            return Err(StoreError::Config("redis.partitions must be between 1 and 1024".into()));
+        }
+        Ok(KeySpace {
+            prefix: prefix.to_owned(),
+            partitions,
+        })
+    }
+
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    pub fn all_partitions(&self) -> impl Iterator<Item = Partition> + use<> {
+        (0..self.partitions).map(Partition)
+    }
+
+    /// The partition of a customer on a source: all their contacts live there.
+    pub fn partition_of(&self, source: &str, customer: &CustomerIdentity) -> Partition {
+        let key = format!("{source}\0{}\0{}", customer.scheme, customer.value);
+        Partition::of(key.as_bytes(), self.partitions)
+    }
+
+    /// `<prefix>:{p<N>}`: what every key of the partition starts with.
+    pub fn tag(&self, p: Partition) -> String {
+        format!("{}:{{p{}}}", self.prefix, p.0)
+    }
+
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.prefix)
+    }
+
+    pub fn dedupe(&self, p: Partition, source: &str, provider_message_id: &str) -> String {
+        format!("{}:dedupe:{source}:{provider_message_id}", self.tag(p))
+    }
+
+    pub fn open_conversation(&self, p: Partition, source: &str, customer: &CustomerIdentity) -> String {
+        format!("{}:open:{source}:{customer}", self.tag(p))
+    }
+
+    pub fn contact(&self, id: &ContactId) -> String {
+        format!("{}:contact:{id}", self.tag(id.partition()))
+    }
+
+    pub fn conversation(&self, id: &ConversationId) -> String {
+        format!("{}:conv:{id}", self.tag(id.partition()))
+    }
+
+    pub fn conversation_log(&self, id: &ConversationId) -> String {
+        format!("{}:conv:{id}:log", self.tag(id.partition()))
+    }
+
+    /// Delivery states of outbound messages, a hash by message id.
+    pub fn conversation_delivery(&self, id: &ConversationId) -> String {
+        format!("{}:conv:{id}:delivery", self.tag(id.partition()))
+    }
+
+    /// Contacts created and not yet taken by a router.
+    pub fn routing(&self, p: Partition) -> String {
+        format!("{}:routing", self.tag(p))
+    }
+
+    /// Contacts waiting for an agent, scored by when they started waiting.
+    pub fn waiting(&self, p: Partition) -> String {
+        format!("{}:waiting", self.tag(p))
+    }
+
+    pub fn outbox(&self, source: &str) -> String {
+        format!("{}:{{o:{source}}}:outbox", self.prefix)
+    }
+
+    pub fn outbox_deferred(&self, source: &str) -> String {
+        format!("{}:{{o:{source}}}:deferred", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_a_contact_share_its_partition_tag() {
+        let ks = KeySpace::new("sb", 8).expect("valid");
+        let customer = CustomerIdentity::new("email", "a@b.example").expect("valid");
+        let p = ks.partition_of("mail", &customer);
+        let contact = ContactId::new(p);
+        let conv = ConversationId::new(p);
+        let tag = ks.tag(p);
+        for key in [
+            ks.dedupe(p, "mail", "<x@y>"),
+            ks.open_conversation(p, "mail", &customer),
+            ks.contact(&contact),
+            ks.conversation(&conv),
+            ks.conversation_log(&conv),
+            ks.routing(p),
+            ks.waiting(p),
+        ] {
+            assert!(key.starts_with(&tag), "{key} outside {tag}");
+        }
+        assert_eq!(ks.tag(Partition(3)), "sb:{p3}");
+    }
+
+    #[test]
+    fn bad_prefixes_and_counts_are_refused() {
+        assert!(KeySpace::new("", 1).is_err());
+        assert!(KeySpace::new("a{b}", 1).is_err());
+        assert!(KeySpace::new("sb", 0).is_err());
+        assert!(KeySpace::new("sb", 1025).is_err());
+    }
+}

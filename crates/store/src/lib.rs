@@ -1,0 +1,246 @@
+//! Everything of Switchboard's that touches Redis.
+//!
+//! - [`RedisIntake`]: the durable intake every channel submits to.
+//! - [`RoutingStreams`]: the per-partition streams of contacts waiting to be
+//!   routed, read through a consumer group so that a crashed reader's entries
+//!   are reclaimed by another.
+//! - [`RedisOutbox`]: each adapter's durable queue of replies.
+//!
+//! The key layout is in [`keys`] and `docs/architecture.md`.
+#![forbid(unsafe_code)]
+
+pub mod intake;
+pub mod keys;
+pub mod outbox;
+pub mod routing;
+
+pub use intake::{IntakeSettings, RedisIntake};
+pub use keys::KeySpace;
+pub use outbox::RedisOutbox;
+pub use routing::{QueuedContact, RoutingStreams};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::{Duration, Instant};
+
+/// How to reach Redis and lay out keys.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…`.
+    pub url: String,
+    /// Overrides the password in `url` (read from a secret).
+    pub password: Option<String>,
+    pub key_prefix: String,
+    pub partitions: u16,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+/// A failure of the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Config(String),
+    #[error("invalid redis url: {0}")]
+    Url(String),
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error(
+        "redis holds data laid out with {stored} partitions but redis.partitions = {configured}; \
+         set redis.partitions = {stored} (the partition count cannot change once data exists)"
+    )]
+    Layout { stored: u16, configured: u16 },
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+        {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            // LOADING, MASTERDOWN, READONLY and friends are passing states too,
+            // and a script error means nothing was stored: never acknowledge.
+            match e.code() {
+                Some("LOADING" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY") => {
+                    StoreError::Unavailable(e.to_string())
+                }
+                _ => StoreError::Protocol(e.to_string()),
+            }
+        }
+    }
+}
+
+/// A handle on Redis. Cheap to clone; connects lazily and reconnects by
+/// itself, so it can be made while Redis is down.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    client: redis::Client,
+    keys: KeySpace,
+    config: StoreConfig,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &redact_url(&self.config.url))
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Parses and checks a Redis URL without connecting.
+pub fn parse_url(url: &str, password: Option<&str>) -> Result<redis::ConnectionInfo, StoreError> {
+    use redis::IntoConnectionInfo;
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("redis://") || lower.starts_with("rediss://") || lower.starts_with("unix://")) {
+        return Err(StoreError::Url(format!(
+            "{:?} must start with redis://, rediss:// or unix://",
+            redact_url(url)
+        )));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| StoreError::Url(format!("{}: {e}", redact_url(url))))?;
+    Ok(match password {
+        Some(p) => {
+            let settings = info.redis_settings().clone().set_password(p.to_owned());
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    })
+}
+
+impl Store {
+    /// A lazily connecting store. Fails only on a malformed configuration.
+    pub fn new(config: StoreConfig) -> Result<Store, StoreError> {
+        let keys = KeySpace::new(&config.key_prefix, config.partitions)?;
+        let info = parse_url(&config.url, config.password.as_deref())?;
+        let client = redis::Client::open(info).map_err(|e| StoreError::Url(e.to_string()))?;
+        let conn = Self::manager(&client, &config, config.response_timeout)?;
+        Ok(Store {
+            conn,
+            client,
+            keys,
+            config,
+        })
+    }
+
+    fn manager(
+        client: &redis::Client,
+        config: &StoreConfig,
+        response_timeout: Duration,
+    ) -> Result<ConnectionManager, StoreError> {
+        let mc = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(response_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        ConnectionManager::new_lazy_with_config(client.clone(), mc)
+            .map_err(|e| StoreError::Url(e.to_string()))
+    }
+
+    /// A separate connection for blocking reads (a blocked command would hold
+    /// up everything pipelined behind it on the shared connection).
+    pub fn dedicated_connection(&self, block: Duration) -> Result<ConnectionManager, StoreError> {
+        Self::manager(&self.client, &self.config, block + self.config.response_timeout)
+    }
+
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Round-trip time of a PING.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        let mut conn = self.conn();
+        let reply: String = self.bounded(redis::cmd("PING").query_async(&mut conn)).await?;
+        if reply != "PONG" {
+            return Err(StoreError::Protocol(format!("PING answered {reply:?}")));
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Records the partition count on first use and refuses a different one
+    /// later: customers are placed by it.
+    pub async fn check_layout(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let meta = self.keys.meta();
+        let configured = self.keys.partitions();
+        let stored: Option<u16> = self
+            .bounded(async {
+                redis::cmd("HSETNX")
+                    .arg(&meta)
+                    .arg("partitions")
+                    .arg(configured)
+                    .query_async::<i64>(&mut conn)
+                    .await?;
+                redis::cmd("HGET")
+                    .arg(&meta)
+                    .arg("partitions")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        match stored {
+            Some(stored) if stored == configured => Ok(()),
+            Some(stored) => Err(StoreError::Layout { stored, configured }),
+            None => Err(StoreError::Protocol("meta partitions missing after HSETNX".into())),
+        }
+    }
+
+    /// Runs a Redis future under the response timeout, so that no caller
+    /// ever hangs on a dead server.
+    pub(crate) async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.config.response_timeout + self.config.connect_timeout;
+        match tokio::time::timeout(limit, fut).await {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {} ms",
+                limit.as_millis()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_redacted() {
+        assert!(parse_url("redis://127.0.0.1:6379", None).is_ok());
+        assert!(parse_url("unix:///run/redis.sock", None).is_ok());
+        assert!(matches!(parse_url("http://127.0.0.1", None), Err(StoreError::Url(_))));
+        assert!(matches!(parse_url("redis://[::1", None), Err(StoreError::Url(_))));
+        let redacted = redact_url("redis://default:hunter2@db:6379/0");
+        assert_eq!(redacted, "redis://default:***@db:6379/0");
+        let err = parse_url("redis://u:hunter2@[::1", None).expect_err("bad").to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

@@ -1,0 +1,56 @@
+-- Durable intake of one inbound message. Atomic: either all of it is stored
+-- or none of it. All keys share the partition's hash tag.
+--
+-- KEYS[1] dedupe key (ignored unless ARGV[1] == '1')
+-- KEYS[2] open-conversation key of (source, customer)
+-- KEYS[3] the partition's routing stream
+-- ARGV[1] '1' when the event has a provider message id
+-- ARGV[2] dedupe window, seconds
+-- ARGV[3] new contact id      ARGV[4] new conversation id
+-- ARGV[5] message id          ARGV[6] now, ms since epoch
+-- ARGV[7] message JSON        ARGV[8] key prefix of the partition ("sb:{p3}")
+-- ARGV[9] channel  ARGV[10] source  ARGV[11] address  ARGV[12] customer
+-- ARGV[13] customer name  ARGV[14] subject  ARGV[15] language
+-- ARGV[16] attributes JSON
+-- Returns "outcome|contact|conversation|message|seq".
+if ARGV[1] == '1' then
+  local seen = redis.call('GET', KEYS[1])
+  if seen then
+    return 'duplicate|' .. seen
+  end
+end
+
+local tag = ARGV[8]
+local outcome = 'appended'
+local conv = redis.call('GET', KEYS[2])
+local contact
+if conv then
+  contact = redis.call('HGET', tag .. ':conv:' .. conv, 'contact')
+end
+if not contact then
+  outcome = 'created'
+  conv = ARGV[4]
+  contact = ARGV[3]
+  redis.call('HSET', tag .. ':conv:' .. conv,
+    'id', conv, 'contact', contact, 'state', 'open',
+    'channel', ARGV[9], 'source', ARGV[10], 'address', ARGV[11],
+    'customer', ARGV[12], 'created_at', ARGV[6])
+  redis.call('HSET', tag .. ':contact:' .. contact,
+    'id', contact, 'conversation', conv, 'state', 'new',
+    'channel', ARGV[9], 'source', ARGV[10], 'address', ARGV[11],
+    'customer', ARGV[12], 'customer_name', ARGV[13], 'subject', ARGV[14],
+    'language', ARGV[15], 'attributes', ARGV[16], 'created_at', ARGV[6])
+  redis.call('SET', KEYS[2], conv)
+  redis.call('XADD', KEYS[3], '*', 'contact', contact, 'at', ARGV[6])
+end
+
+local seq = redis.call('XADD', tag .. ':conv:' .. conv .. ':log', '*',
+  'id', ARGV[5], 'dir', 'in', 'at', ARGV[6], 'msg', ARGV[7])
+redis.call('HSET', tag .. ':conv:' .. conv, 'last_inbound_at', ARGV[6])
+redis.call('HINCRBY', tag .. ':conv:' .. conv, 'messages', 1)
+
+local ids = contact .. '|' .. conv .. '|' .. ARGV[5] .. '|' .. seq
+if ARGV[1] == '1' then
+  redis.call('SET', KEYS[1], ids, 'EX', ARGV[2])
+end
+return outcome .. '|' .. ids

@@ -1,0 +1,251 @@
+//! Each adapter's durable outbox of replies.
+//!
+//! A stream per source, read through the consumer group `delivery`. A
+//! delivery handed out and neither settled nor deferred within the
+//! visibility timeout (the adapter crashed) is handed out again. A deferred
+//! delivery waits in a sorted set until it is due.
+
+use crate::{Store, StoreError};
+use futures::future::BoxFuture;
+use redis::Script;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
+use std::time::Duration;
+use switchboard_channel::{OutboundDelivery, Outbox, OutboxError};
+use switchboard_core::{DeliveryOutcome, OutboundMessage, Timestamp};
+
+const GROUP: &str = "delivery";
+
+/// The outbox of one adapter (`source`).
+#[derive(Clone)]
+pub struct RedisOutbox {
+    store: Store,
+    source: String,
+    consumer: String,
+    visibility: Duration,
+    blocking: ConnectionManager,
+    promote: std::sync::Arc<Script>,
+    defer: std::sync::Arc<Script>,
+    group_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
+}
+
+impl std::fmt::Debug for RedisOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOutbox")
+            .field("source", &self.source)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<StoreError> for OutboxError {
+    fn from(e: StoreError) -> Self {
+        OutboxError::Unavailable(e.to_string())
+    }
+}
+
+impl RedisOutbox {
+    /// The outbox of `source`, read by `consumer` (unique per instance). A
+    /// delivery not settled within `visibility` is handed out again.
+    pub fn new(store: Store, source: &str, consumer: &str, visibility: Duration) -> Result<Self, StoreError> {
+        // The longest wait `next` is asked for is bounded by callers; allow 30 s.
+        let blocking = store.dedicated_connection(Duration::from_secs(30))?;
+        Ok(RedisOutbox {
+            store,
+            source: source.to_owned(),
+            consumer: consumer.to_owned(),
+            visibility,
+            blocking,
+            promote: std::sync::Arc::new(Script::new(include_str!("lua/outbox_promote.lua"))),
+            defer: std::sync::Arc::new(Script::new(include_str!("lua/outbox_defer.lua"))),
+            group_ready: std::sync::Arc::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// Puts a reply in the outbox. Durable when this returns `Ok`.
+    pub async fn enqueue(&self, message: &OutboundMessage) -> Result<(), StoreError> {
+        let json = serde_json::to_string(message)
+            .map_err(|e| StoreError::Protocol(format!("cannot encode outbound message: {e}")))?;
+        let mut conn = self.store.conn();
+        let key = self.store.keys().outbox(&self.source);
+        self.store
+            .bounded(
+                redis::cmd("XADD")
+                    .arg(&key)
+                    .arg("*")
+                    .arg("attempt")
+                    .arg(1)
+                    .arg("msg")
+                    .arg(json)
+                    .query_async::<String>(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn ensure_group(&self) -> Result<(), StoreError> {
+        self.group_ready
+            .get_or_try_init(|| async {
+                let mut conn = self.store.conn();
+                let result: redis::RedisResult<()> = self
+                    .store
+                    .bounded(
+                        redis::cmd("XGROUP")
+                            .arg("CREATE")
+                            .arg(self.store.keys().outbox(&self.source))
+                            .arg(GROUP)
+                            .arg("0")
+                            .arg("MKSTREAM")
+                            .query_async(&mut conn),
+                    )
+                    .await
+                    .map(Ok)
+                    .or_else(|e| match e {
+                        StoreError::Protocol(m) if m.contains("BUSYGROUP") => Ok(Ok(())),
+                        other => Err(other),
+                    })?;
+                result.map_err(StoreError::from)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn next_delivery(&self, wait: Duration) -> Result<Option<OutboundDelivery>, OutboxError> {
+        self.ensure_group().await?;
+        let keys = self.store.keys();
+        let stream = keys.outbox(&self.source);
+        let mut conn = self.store.conn();
+        let _: i64 = self
+            .store
+            .bounded(
+                self.promote
+                    .key(&stream)
+                    .key(keys.outbox_deferred(&self.source))
+                    .arg(Timestamp::now().as_millis())
+                    .arg(100)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        let claimed: StreamAutoClaimReply = self
+            .store
+            .bounded(
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(u64::try_from(self.visibility.as_millis()).unwrap_or(u64::MAX))
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if let Some(entry) = claimed.claimed.into_iter().next() {
+            return self.delivery(entry).map(Some);
+        }
+        let wait = wait.min(Duration::from_secs(30));
+        let options = StreamReadOptions::default()
+            .group(GROUP, &self.consumer)
+            .count(1)
+            .block(usize::try_from(wait.as_millis()).unwrap_or(0).max(1));
+        let mut blocking = self.blocking.clone();
+        let reply: Option<StreamReadReply> = tokio::time::timeout(
+            wait + self.store.config().response_timeout,
+            redis::AsyncCommands::xread_options(&mut blocking, &[&stream], &[">"], &options),
+        )
+        .await
+        .map_err(|_| OutboxError::Unavailable("XREADGROUP timed out".into()))?
+        .map_err(StoreError::from)?;
+        let entry = reply
+            .and_then(|r| r.keys.into_iter().next())
+            .and_then(|k| k.ids.into_iter().next());
+        entry.map(|e| self.delivery(e)).transpose()
+    }
+
+    fn delivery(&self, entry: StreamId) -> Result<OutboundDelivery, OutboxError> {
+        let corrupt = |reason: String| OutboxError::Corrupt {
+            handle: entry.id.clone(),
+            reason,
+        };
+        let msg: String = entry
+            .get("msg")
+            .ok_or_else(|| corrupt("no msg field".into()))?;
+        let attempt: u32 = entry.get::<String>("attempt").and_then(|a| a.parse().ok()).unwrap_or(1);
+        let message: OutboundMessage =
+            serde_json::from_str(&msg).map_err(|e| corrupt(e.to_string()))?;
+        Ok(OutboundDelivery {
+            handle: entry.id.clone(),
+            attempt,
+            message,
+        })
+    }
+
+    async fn settle_delivery(&self, delivery: &OutboundDelivery, outcome: DeliveryOutcome) -> Result<(), OutboxError> {
+        let keys = self.store.keys();
+        let state = serde_json::json!({ "outcome": outcome, "attempts": delivery.attempt, "at": Timestamp::now() });
+        let mut conn = self.store.conn();
+        // The state first: a crash between the two re-delivers (at least
+        // once), never loses the outcome.
+        self.store
+            .bounded(
+                redis::cmd("HSET")
+                    .arg(keys.conversation_delivery(&delivery.message.conversation_id))
+                    .arg(delivery.message.message_id.to_string())
+                    .arg(state.to_string())
+                    .query_async::<i64>(&mut conn),
+            )
+            .await?;
+        let stream = keys.outbox(&self.source);
+        self.store
+            .bounded(
+                redis::pipe()
+                    .atomic()
+                    .cmd("XACK")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&delivery.handle)
+                    .cmd("XDEL")
+                    .arg(&stream)
+                    .arg(&delivery.handle)
+                    .query_async::<()>(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn defer_delivery(&self, delivery: &OutboundDelivery, delay: Duration) -> Result<(), OutboxError> {
+        let keys = self.store.keys();
+        let json = serde_json::to_string(&delivery.message)
+            .map_err(|e| OutboxError::Unavailable(e.to_string()))?;
+        let due = Timestamp::now().as_millis() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
+        let mut conn = self.store.conn();
+        let _: i64 = self
+            .store
+            .bounded(
+                self.defer
+                    .key(keys.outbox(&self.source))
+                    .key(keys.outbox_deferred(&self.source))
+                    .arg(&delivery.handle)
+                    .arg(GROUP)
+                    .arg(due)
+                    .arg(format!("{}|{json}", delivery.attempt.saturating_add(1)))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl Outbox for RedisOutbox {
+    fn next(&self, wait: Duration) -> BoxFuture<'_, Result<Option<OutboundDelivery>, OutboxError>> {
+        Box::pin(self.next_delivery(wait))
+    }
+
+    fn settle<'a>(&'a self, delivery: &'a OutboundDelivery, outcome: DeliveryOutcome) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(self.settle_delivery(delivery, outcome))
+    }
+
+    fn defer<'a>(&'a self, delivery: &'a OutboundDelivery, delay: Duration) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(self.defer_delivery(delivery, delay))
+    }
+}

@@ -1,0 +1,187 @@
+//! The routing streams: contacts created by the intake, waiting to be taken
+//! by a router.
+//!
+//! One stream per partition, read through the consumer group `router`. An
+//! entry read but not yet moved to the waiting queue stays *pending* under
+//! its reader; if that reader dies, [`RoutingStreams::reclaim`] hands it to
+//! another after `min_idle`. Moving an entry is idempotent, so an entry
+//! handled twice (the first reader was only slow) changes nothing the second
+//! time.
+
+use crate::{Store, StoreError};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply};
+use std::time::Duration;
+use switchboard_core::{ContactId, Partition, Timestamp};
+
+/// The consumer group every router instance reads through.
+pub const GROUP: &str = "router";
+
+/// A contact taken from a routing stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedContact {
+    pub partition: Partition,
+    pub entry_id: String,
+    pub contact_id: ContactId,
+    /// When the intake created it (ms).
+    pub created_at: Timestamp,
+}
+
+/// A reader of the routing streams, with a connection of its own because it
+/// blocks.
+pub struct RoutingStreams {
+    store: Store,
+    conn: ConnectionManager,
+    consumer: String,
+    block: Duration,
+    enqueue: Script,
+}
+
+impl std::fmt::Debug for RoutingStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingStreams")
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoutingStreams {
+    /// A reader named `consumer` (unique per instance) that blocks at most
+    /// `block` per read.
+    pub fn new(store: Store, consumer: String, block: Duration) -> Result<Self, StoreError> {
+        let conn = store.dedicated_connection(block)?;
+        Ok(RoutingStreams {
+            store,
+            conn,
+            consumer,
+            block,
+            enqueue: Script::new(include_str!("lua/enqueue_waiting.lua")),
+        })
+    }
+
+    /// Creates the consumer group on every partition's stream (from the
+    /// start, so entries written before any router ran are read too).
+    pub async fn ensure_groups(&mut self) -> Result<(), StoreError> {
+        for p in self.store.keys().all_partitions() {
+            let key = self.store.keys().routing(p);
+            let result: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&key)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut self.conn)
+                .await;
+            match result {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// New entries for this consumer, waiting at most the block time.
+    pub async fn read(&mut self, count: usize) -> Result<Vec<QueuedContact>, StoreError> {
+        let keys: Vec<String> = self
+            .store
+            .keys()
+            .all_partitions()
+            .map(|p| self.store.keys().routing(p))
+            .collect();
+        let ids = vec![">"; keys.len()];
+        let options = StreamReadOptions::default()
+            .group(GROUP, &self.consumer)
+            .count(count)
+            .block(usize::try_from(self.block.as_millis()).unwrap_or(usize::MAX));
+        let reply: Option<StreamReadReply> = tokio::time::timeout(
+            self.block + self.store.config().response_timeout,
+            redis::AsyncCommands::xread_options(&mut self.conn, &keys, &ids, &options),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("XREADGROUP timed out".into()))??;
+        let mut out = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(p) = self.partition_of_key(&stream.key) else {
+                continue;
+            };
+            for entry in stream.ids {
+                out.push(self.entry(p, &entry.id, &entry.map)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries pending for longer than `min_idle` under any consumer (one
+    /// that crashed or hangs), now claimed by this one.
+    pub async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Vec<QueuedContact>, StoreError> {
+        let mut out = Vec::new();
+        for p in self.store.keys().all_partitions() {
+            let key = self.store.keys().routing(p);
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&key)
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut self.conn)
+                .await?;
+            for entry in reply.claimed {
+                out.push(self.entry(p, &entry.id, &entry.map)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves a taken entry to its partition's waiting queue and removes it
+    /// from the stream. True when it was queued by this call.
+    pub async fn enqueue_waiting(&mut self, entry: &QueuedContact) -> Result<bool, StoreError> {
+        let keys = self.store.keys();
+        let queued: i64 = self
+            .enqueue
+            .key(keys.routing(entry.partition))
+            .key(keys.waiting(entry.partition))
+            .key(keys.contact(&entry.contact_id))
+            .arg(&entry.entry_id)
+            .arg(GROUP)
+            .arg(entry.contact_id.to_string())
+            .arg(entry.created_at.as_millis())
+            .arg(Timestamp::now().as_millis())
+            .invoke_async(&mut self.conn)
+            .await?;
+        Ok(queued == 1)
+    }
+
+    fn partition_of_key(&self, key: &str) -> Option<Partition> {
+        self.store
+            .keys()
+            .all_partitions()
+            .find(|p| self.store.keys().routing(*p) == key)
+    }
+
+    fn entry(
+        &self,
+        partition: Partition,
+        id: &str,
+        map: &std::collections::HashMap<String, redis::Value>,
+    ) -> Result<QueuedContact, StoreError> {
+        let field = |name: &str| -> Result<String, StoreError> {
+            map.get(name)
+                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                .ok_or_else(|| StoreError::Protocol(format!("routing entry {id} has no {name}")))
+        };
+        let contact_id = field("contact")?
+            .parse()
+            .map_err(|e| StoreError::Protocol(format!("routing entry {id}: {e}")))?;
+        let created_at = Timestamp(field("at")?.parse().unwrap_or(0));
+        Ok(QueuedContact {
+            partition,
+            entry_id: id.to_owned(),
+            contact_id,
+            created_at,
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! Routing streams and outboxes against a real redis-server.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use redis::AsyncCommands;
+use std::time::Duration;
+use switchboard_channel::Outbox;
+use switchboard_core::{
+    ChannelKind, ContactId, ConversationId, CustomerIdentity, DeliveryOutcome, MessageId,
+    OutboundMessage, Partition, Timestamp,
+};
+use switchboard_store::{RedisOutbox, RoutingStreams};
+use switchboard_testkit::RedisServer;
+
+#[tokio::test]
+async fn entries_reach_the_waiting_queue_once_even_when_reclaimed() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 2);
+    let intake = intake_for(&store);
+    let block = Duration::from_millis(100);
+    let mut a = RoutingStreams::new(store.clone(), "a".into(), block).unwrap();
+    let mut b = RoutingStreams::new(store.clone(), "b".into(), block).unwrap();
+    a.ensure_groups().await.unwrap();
+    b.ensure_groups().await.unwrap();
+
+    for i in 0..10 {
+        intake.submit_event(event(&format!("vs_{i}"), None, "hi")).await.unwrap();
+    }
+    // Reader a takes everything, then "dies" before moving it.
+    let mut taken = Vec::new();
+    while taken.len() < 10 {
+        taken.extend(a.read(100).await.unwrap());
+    }
+    assert!(b.read(100).await.unwrap().is_empty());
+    // Not idle long enough yet: nothing to reclaim.
+    assert!(b.reclaim(Duration::from_secs(60), 100).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reclaimed = b.reclaim(Duration::from_millis(10), 100).await.unwrap();
+    assert_eq!(reclaimed.len(), 10);
+    for entry in &reclaimed {
+        assert!(b.enqueue_waiting(entry).await.unwrap());
+    }
+    // The first reader wakes up and tries again: nothing changes.
+    for entry in &taken {
+        assert!(!a.enqueue_waiting(entry).await.unwrap());
+    }
+    let mut conn = raw(&redis).await;
+    let mut waiting = 0;
+    for p in store.keys().all_partitions() {
+        let n: usize = conn.zcard(store.keys().waiting(p)).await.unwrap();
+        waiting += n;
+        let left: usize = conn.xlen(store.keys().routing(p)).await.unwrap();
+        assert_eq!(left, 0, "stream entries are deleted once moved");
+    }
+    assert_eq!(waiting, 10);
+    let state: String = conn.hget(store.keys().contact(&taken[0].contact_id), "state").await.unwrap();
+    assert_eq!(state, "queued");
+}
+
+fn reply(text: &str) -> OutboundMessage {
+    let p = Partition(0);
+    OutboundMessage {
+        message_id: MessageId::new(),
+        contact_id: ContactId::new(p),
+        conversation_id: ConversationId::new(p),
+        channel: ChannelKind::Chat,
+        source: "website".into(),
+        from_address: "widget-1".into(),
+        to: CustomerIdentity::new("visitor", "vs_1").unwrap(),
+        subject: None,
+        text: text.into(),
+        in_reply_to: None,
+        created_at: Timestamp::now(),
+    }
+}
+
+#[tokio::test]
+async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let outbox = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_millis(300)).unwrap();
+    let wait = Duration::from_millis(100);
+    assert!(outbox.next(wait).await.unwrap().is_none());
+
+    outbox.enqueue(&reply("one")).await.unwrap();
+    outbox.enqueue(&reply("two")).await.unwrap();
+    let first = outbox.next(wait).await.unwrap().unwrap();
+    assert_eq!((first.message.text.as_str(), first.attempt), ("one", 1));
+    // A temporary failure: deferred, then handed out again with attempt 2.
+    outbox.defer(&first, Duration::from_millis(200)).await.unwrap();
+    let second = outbox.next(wait).await.unwrap().unwrap();
+    assert_eq!(second.message.text, "two");
+    outbox
+        .settle(&second, DeliveryOutcome::Delivered { provider_message_id: Some("p2".into()) })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let retried = outbox.next(wait).await.unwrap().unwrap();
+    assert_eq!((retried.message.text.as_str(), retried.attempt), ("one", 2));
+
+    // Another instance takes over a delivery that was never settled.
+    let other = RedisOutbox::new(store.clone(), "website", "i2", Duration::from_millis(300)).unwrap();
+    assert!(other.next(wait).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = other.next(wait).await.unwrap().unwrap();
+    assert_eq!(again.message.message_id, retried.message.message_id);
+    other
+        .settle(&again, DeliveryOutcome::Failed { reason: "window closed".into() })
+        .await
+        .unwrap();
+    assert!(other.next(wait).await.unwrap().is_none());
+
+    let mut conn = raw(&redis).await;
+    let state: String = conn
+        .hget(
+            store.keys().conversation_delivery(&again.message.conversation_id),
+            again.message.message_id.to_string(),
+        )
+        .await
+        .unwrap();
+    assert!(state.contains("window closed"), "{state}");
+}

@@ -1,0 +1,200 @@
+//! Test harness shared by every crate that needs Redis.
+//!
+//! [`RedisServer::start`] runs a private `redis-server` on a free loopback
+//! port with its data in a temporary directory, and kills it on drop. Tests
+//! never share a server, so they can run in parallel and leave nothing behind.
+//! The binary is `redis-server` from `PATH`, or `SWITCHBOARD_TEST_REDIS_SERVER`.
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private Redis server for one test.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind promptly).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+fn redis_binary() -> PathBuf {
+    std::env::var_os("SWITCHBOARD_TEST_REDIS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+impl RedisServer {
+    /// Starts a server with append-only persistence (as in production) and
+    /// waits until it answers PING.
+    pub fn start() -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-redis-")
+            .tempdir()
+            .expect("create a temporary directory for redis");
+        RedisServer::start_in(dir)
+    }
+
+    /// A port can be taken between asking and binding; try a few.
+    fn start_in(mut dir: tempfile::TempDir) -> RedisServer {
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                dir,
+                child: None,
+            };
+            if server.spawn() {
+                return server;
+            }
+            dir = server.take_dir();
+        }
+        panic!("could not start redis-server on a free port after 5 tries");
+    }
+
+    fn take_dir(mut self) -> tempfile::TempDir {
+        self.kill();
+        std::mem::replace(
+            &mut self.dir,
+            tempfile::TempDir::new().expect("placeholder dir"),
+        )
+    }
+
+    /// Spawns redis-server on `self.port`; false when it did not come up.
+    fn spawn(&mut self) -> bool {
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new(redis_binary())
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            .args(["--save", ""])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .args(["--maxmemory-policy", "noeviction"])
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {:?}: {e}. Install it (`apt-get install -y redis-server`; \
+                     scripts/test.sh does) or set SWITCHBOARD_TEST_REDIS_SERVER",
+                    redis_binary()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.child = None;
+                return false;
+            }
+            if ping(self.port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The directory holding the server's data and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server abruptly (SIGKILL), as a crash would.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts the server again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some() && ping(self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// True when a Redis server answers PING on 127.0.0.1:`port`.
+pub fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_stops_and_restarts() {
+        let mut redis = RedisServer::start();
+        assert!(redis.is_running());
+        let port = redis.port();
+        redis.stop();
+        assert!(!ping(port));
+        redis.restart();
+        assert!(redis.is_running());
+        assert_eq!(redis.port(), port);
+        drop(redis);
+        assert!(!ping(port));
+    }
+}
