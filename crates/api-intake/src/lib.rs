@@ -1,0 +1,156 @@
+//! The intake API: trusted in-house systems (a CRM, a form backend, a load
+//! test) submit normalized events over HTTP.
+//!
+//! `POST /channels/{name}/events` with `Authorization: Bearer <token>` and an
+//! [`InboundEvent`] as JSON (its `source` is set to the adapter's name). The
+//! answer is 200 with the receipt only once Redis has the event; 503 with
+//! `Retry-After` when it cannot be stored. Documented in `docs/intake-api.md`.
+#![forbid(unsafe_code)]
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::future::BoxFuture;
+use metrics::counter;
+use serde::Deserialize;
+use std::sync::Arc;
+use switchboard_channel::{
+    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Secret, SecretValue,
+};
+use switchboard_core::{InboundEvent, IntakeError};
+
+/// `[[channels]] type = "intake_api"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeApiConfig {
+    /// The adapter's name: the `source` of its events and its URL segment.
+    pub name: String,
+    /// The bearer token callers present. Inline, `{ file = … }` or `{ env = … }`.
+    pub token: Secret,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    256 * 1024
+}
+
+impl ChannelConfig for IntakeApiConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self) -> Result<(), ChannelError> {
+        let token = self.token.resolve()?;
+        if token.expose().len() < 16 {
+            return Err(ChannelError::Config(format!(
+                "channels.{}.token: must be at least 16 characters",
+                self.name
+            )));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ChannelError::Config(format!(
+                "channels.{}.max_body_bytes: must be at least 1024",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
+        self.validate()?;
+        Ok(Box::new(IntakeApi {
+            state: Arc::new(ApiState {
+                name: ctx.name.clone(),
+                token: self.token.resolve()?,
+                intake: ctx.intake.clone(),
+            }),
+            max_body: self.max_body_bytes,
+            ctx,
+        }))
+    }
+}
+
+struct ApiState {
+    name: String,
+    token: SecretValue,
+    intake: Arc<dyn Intake>,
+}
+
+struct IntakeApi {
+    state: Arc<ApiState>,
+    max_body: usize,
+    ctx: ChannelContext,
+}
+
+impl ChannelAdapter for IntakeApi {
+    fn routes(&self) -> Option<Router> {
+        Some(
+            Router::new()
+                .route("/events", post(submit))
+                .layer(DefaultBodyLimit::max(self.max_body))
+                .with_state(self.state.clone()),
+        )
+    }
+
+    fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
+        // Everything happens in the HTTP handlers; replies to contacts of this
+        // source stay in its outbox (there is no pull API for them yet).
+        let shutdown = self.ctx.shutdown.clone();
+        Box::pin(async move {
+            shutdown.cancelled().await;
+            Ok(())
+        })
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: String) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
+}
+
+fn rejected(source: &str, reason: &'static str) {
+    counter!("switchboard_intake_api_rejected_total", "source" => source.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    if !presented.is_some_and(|t| state.token.matches(t)) {
+        rejected(&state.name, "unauthorized");
+        let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".into());
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let mut event: InboundEvent = match serde_json::from_slice(&body) {
+        Ok(event) => event,
+        Err(e) => {
+            rejected(&state.name, "bad_json");
+            return error(StatusCode::BAD_REQUEST, "bad_json", e.to_string());
+        }
+    };
+    event.source = state.name.clone();
+    match state.intake.submit(event).await {
+        Ok(receipt) => (StatusCode::OK, axum::Json(receipt)).into_response(),
+        Err(IntakeError::Invalid(e)) => {
+            rejected(&state.name, "invalid_event");
+            error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", e.to_string())
+        }
+        Err(e @ (IntakeError::Unavailable(_) | IntakeError::ShuttingDown)) => {
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}

@@ -113,6 +113,8 @@ pub enum ChannelError {
 /// A channel's configuration: the one thing the daemon needs from a channel
 /// crate besides its name in the registry.
 pub trait ChannelConfig: fmt::Debug + Send + Sync {
+    /// The adapter's configured name (`name = …`), unique in the daemon.
+    fn name(&self) -> &str;
     /// Checks the configuration without side effects (no sockets, but secrets
     /// are read), for `switchboard validate`.
     fn validate(&self) -> Result<(), ChannelError>;

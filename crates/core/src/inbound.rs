@@ -13,7 +13,9 @@ pub struct InboundEvent {
     /// The kind of channel (capacity and routing are per kind).
     pub channel: ChannelKind,
     /// The configured name of the adapter instance that received it. Replies
-    /// go back out through the same instance.
+    /// go back out through the same instance. Adapters set it; a value sent
+    /// by an outside caller is overwritten.
+    #[serde(default)]
     pub source: String,
     /// The address the customer wrote to: a mailbox, a page or phone-number
     /// id, a widget id, a called number. Routing rules match on it.

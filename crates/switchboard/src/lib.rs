@@ -1,0 +1,14 @@
+//! The Switchboard daemon: configuration in, wired crates out.
+//!
+//! [`cli`] parses the command line; [`config`] loads and checks the
+//! configuration; [`app`] builds the store, the router and the channels from
+//! it and runs them with the HTTP server until a signal says stop.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod channels;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod systemd;
+pub mod telemetry;

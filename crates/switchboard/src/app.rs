@@ -1,0 +1,180 @@
+//! Wires the store, the router, the channels and the HTTP server together
+//! and runs them until SIGTERM or SIGINT.
+
+use crate::config::Config;
+use crate::http::{self, HealthState};
+use crate::systemd;
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use switchboard_channel::ChannelContext;
+use switchboard_router::{Router, RouterSettings};
+use switchboard_store::{IntakeSettings, RedisIntake, RedisOutbox, Store, StoreConfig, StoreError};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+/// A delivery not settled within this time is handed to another instance.
+const OUTBOX_VISIBILITY: Duration = Duration::from_secs(60);
+
+/// Runs the daemon. Returns when it has shut down cleanly.
+pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
+    let instance = config.instance_id();
+    let store = Store::new(StoreConfig {
+        url: config.redis.url.clone(),
+        password: config.redis_password()?,
+        key_prefix: config.redis.key_prefix.clone(),
+        partitions: config.redis.partitions,
+        connect_timeout: Duration::from_millis(config.redis.connect_timeout_ms),
+        response_timeout: Duration::from_millis(config.redis.response_timeout_ms),
+    })?;
+    info!(instance = %instance, redis = %switchboard_store::redact_url(&config.redis.url), "Switchboard is starting.");
+
+    // `stop_accepting` ends the HTTP server gracefully; `background` ends
+    // everything else once requests in flight are done.
+    let stop_accepting = CancellationToken::new();
+    let background = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<anyhow::Error>(1);
+
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(config.intake.dedupe_window_secs),
+            limits: switchboard_core::inbound::EventLimits {
+                max_text_bytes: config.intake.max_text_bytes,
+            },
+        },
+    );
+    tracker.spawn(check_layout(store.clone(), background.clone(), fatal_tx.clone()));
+
+    let router = Router::new(
+        store.clone(),
+        RouterSettings {
+            consumer: instance.clone(),
+            block: Duration::from_millis(config.router.block_ms),
+            reclaim_idle: Duration::from_millis(config.router.reclaim_idle_ms),
+            batch: config.router.batch,
+        },
+    )?;
+    let router_health = router.health();
+    tracker.spawn(router.run(background.clone()));
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let mut app = http::routes(HealthState {
+        store: store.clone(),
+        router: router_health,
+        metrics,
+        draining: draining.clone(),
+    });
+
+    for channel in &config.channels {
+        let name = channel.config().name().to_owned();
+        let ctx = ChannelContext {
+            name: name.clone(),
+            intake: Arc::new(intake.clone()),
+            outbox: Arc::new(RedisOutbox::new(store.clone(), &name, &instance, OUTBOX_VISIBILITY)?),
+            shutdown: background.clone(),
+        };
+        let adapter = channel
+            .config()
+            .build(ctx)
+            .with_context(|| format!("channels.{name}: cannot start"))?;
+        if let Some(routes) = adapter.routes() {
+            app = app.nest(&format!("/channels/{name}"), routes);
+        }
+        let kind = channel.type_name();
+        tracker.spawn(async move {
+            if let Err(error) = adapter.run().await {
+                error!(channel = %name, kind, %error, "Channel stopped with an error.");
+            }
+        });
+        info!(channel = %channel.config().name(), kind, "Channel started.");
+    }
+
+    let addr = config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+    info!(%addr, "Switchboard is listening: /healthz, /readyz, /metrics, /channels/<name>/…");
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let mut server_task = tokio::spawn(async move { server.await });
+
+    systemd::ready("serving");
+    let watchdog = systemd::spawn_watchdog(background.clone());
+
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let fatal = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break None,
+            _ = sigint.recv() => break None,
+            _ = sighup.recv() => {
+                warn!("SIGHUP received: live reload is not supported yet; restart to apply a new configuration.");
+            }
+            Some(err) = fatal_rx.recv() => break Some(err),
+            result = &mut server_task => {
+                break Some(match result {
+                    Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
+                    Ok(Err(e)) => anyhow::Error::new(e).context("the HTTP server failed"),
+                    Err(e) => anyhow::Error::new(e).context("the HTTP server task failed"),
+                });
+            }
+        }
+    };
+
+    info!(drain_timeout_s = config.shutdown.drain_timeout_secs, "Shutting down: no new work, finishing requests in flight.");
+    systemd::stopping();
+    draining.store(true, Ordering::SeqCst);
+    stop_accepting.cancel();
+    if !server_task.is_finished() {
+        match tokio::time::timeout(config.drain_timeout(), &mut server_task).await {
+            Ok(_) => info!("Requests in flight finished."),
+            Err(_) => {
+                warn!("Drain deadline passed; closing the remaining connections.");
+                server_task.abort();
+            }
+        }
+    }
+    intake.close();
+    background.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+        warn!("Some background tasks did not stop in time.");
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    match fatal {
+        Some(err) => Err(err),
+        None => {
+            info!("Switchboard stopped.");
+            Ok(())
+        }
+    }
+}
+
+/// Checks the key layout once Redis answers; a mismatch is fatal.
+async fn check_layout(store: Store, shutdown: CancellationToken, fatal: mpsc::Sender<anyhow::Error>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store.check_layout().await {
+            Ok(()) => return,
+            Err(e @ StoreError::Layout { .. }) => {
+                let _ = fatal.send(anyhow::Error::new(e)).await;
+                return;
+            }
+            Err(e) => warn!(error = %e, "Redis is not reachable yet; will retry."),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,42 @@
+//! The channel registry: one line per channel type.
+//!
+//! Adding a channel touches its own crate and one line of the `channels!`
+//! list below; the macro makes the `[[channels]]` configuration enum and its
+//! dispatch from it.
+
+use serde::Deserialize;
+use switchboard_channel::ChannelConfig;
+
+macro_rules! channels {
+    ($($variant:ident = $type_name:literal => $config:ty,)*) => {
+        /// One `[[channels]]` entry; `type` selects the adapter.
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum ChannelSettings {
+            $(#[serde(rename = $type_name)] $variant($config),)*
+        }
+
+        impl ChannelSettings {
+            /// The channel's configuration behind the plug-in contract.
+            pub fn config(&self) -> &dyn ChannelConfig {
+                match self {
+                    $(Self::$variant(c) => c,)*
+                }
+            }
+
+            /// The `type` it was configured with.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $type_name,)*
+                }
+            }
+        }
+
+        /// Every registered `type`.
+        pub const CHANNEL_TYPES: &[&str] = &[$($type_name,)*];
+    };
+}
+
+channels! {
+    IntakeApi = "intake_api" => switchboard_api_intake::IntakeApiConfig,
+}

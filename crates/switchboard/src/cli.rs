@@ -1,0 +1,127 @@
+//! The command line.
+
+use crate::config::{self, Config};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Switchboard routes customer contacts from every channel to a free agent.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version)]
+struct Cli {
+    /// The configuration file [default: /etc/switchboard/switchboard.toml]
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Check the configuration and exit: 0 when valid, 2 when not.
+    Validate {
+        /// Also connect to Redis and fail (exit 1) if it does not answer.
+        #[arg(long)]
+        check_redis: bool,
+    },
+    /// Print one key of the merged configuration (file and environment),
+    /// without checking the rest: `switchboard show-config redis.url`.
+    ShowConfig { key: String },
+}
+
+/// Exit status for an invalid configuration (64-78 are sysexits; systemd
+/// treats any non-zero the same).
+const EXIT_CONFIG: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli.config.clone().unwrap_or_else(config::default_path);
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::ShowConfig { key } = &command {
+        return show_config(&path, key);
+    }
+    let config = match config::load(&path, std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("switchboard: invalid configuration {}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match command {
+        Command::Validate { check_redis } => runtime.block_on(validate(&path, &config, check_redis)),
+        Command::Run => {
+            crate::telemetry::init_logs(&config.log);
+            let metrics = match crate::telemetry::init_metrics() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("switchboard: cannot set up metrics: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::app::run(config, metrics)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "Switchboard failed.");
+                    eprintln!("switchboard: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::ShowConfig { .. } => ExitCode::SUCCESS,
+    }
+}
+
+async fn validate(path: &std::path::Path, config: &Config, check_redis: bool) -> ExitCode {
+    if check_redis {
+        let store = match config.redis_password().map_err(|e| e.to_string()).and_then(|password| {
+            switchboard_store::Store::new(switchboard_store::StoreConfig {
+                url: config.redis.url.clone(),
+                password,
+                key_prefix: config.redis.key_prefix.clone(),
+                partitions: config.redis.partitions,
+                connect_timeout: std::time::Duration::from_millis(config.redis.connect_timeout_ms),
+                response_timeout: std::time::Duration::from_millis(config.redis.response_timeout_ms),
+            })
+            .map_err(|e| e.to_string())
+        }) {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("switchboard: invalid configuration {}: redis: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let url = switchboard_store::redact_url(&config.redis.url);
+        if let Err(e) = store.ping().await {
+            eprintln!("switchboard: cannot reach Redis at {url}: {e}");
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) = store.check_layout().await {
+            eprintln!("switchboard: Redis at {url}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("configuration OK: {}", path.display());
+    ExitCode::SUCCESS
+}
+
+fn show_config(path: &std::path::Path, key: &str) -> ExitCode {
+    match config::raw_value(path, std::env::vars(), key) {
+        Ok(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}

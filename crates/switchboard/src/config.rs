@@ -1,0 +1,445 @@
+//! The configuration: a TOML file plus `SWITCHBOARD__SECTION__KEY`
+//! environment overrides, checked strictly. `config/switchboard.toml`
+//! documents every key; a test keeps it in step with this file.
+
+use crate::channels::ChannelSettings;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use switchboard_channel::Secret;
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub instance: InstanceConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub intake: IntakeConfig,
+    #[serde(default)]
+    pub router: RouterConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// The channel adapters, each a `[[channels]]` table with a `type`.
+    #[serde(default)]
+    pub channels: Vec<ChannelSettings>,
+}
+
+/// `[instance]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// This instance's name among those sharing one Redis. Empty: the host
+    /// name and process id.
+    #[serde(default)]
+    pub id: String,
+}
+
+/// `[redis]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path`. Required.
+    #[serde(default)]
+    pub url: String,
+    /// A password that overrides the one in `url`; a secret.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The prefix of every key.
+    #[serde(default = "defaults::key_prefix")]
+    pub key_prefix: String,
+    /// Routing partitions. Fixed once data exists.
+    #[serde(default = "defaults::partitions")]
+    pub partitions: u16,
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "defaults::response_timeout_ms")]
+    pub response_timeout_ms: u64,
+}
+
+/// `[http]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where the HTTP server (health, metrics, APIs, webhooks) listens.
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+}
+
+/// `[intake]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// How long a provider message id is remembered, in seconds.
+    #[serde(default = "defaults::dedupe_window_secs")]
+    pub dedupe_window_secs: u64,
+    /// The longest message text accepted, in bytes.
+    #[serde(default = "defaults::max_text_bytes")]
+    pub max_text_bytes: usize,
+}
+
+/// `[router]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Longest wait for new contacts per read, in milliseconds.
+    #[serde(default = "defaults::block_ms")]
+    pub block_ms: u64,
+    /// A contact taken by an instance that went silent this long is taken
+    /// over by another, in milliseconds.
+    #[serde(default = "defaults::reclaim_idle_ms")]
+    pub reclaim_idle_ms: u64,
+    /// Contacts taken per read.
+    #[serde(default = "defaults::batch")]
+    pub batch: usize,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `switchboard_store=debug,info`, …
+    #[serde(default = "defaults::level")]
+    pub level: String,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// On SIGTERM, how long requests in flight may take to finish, in seconds.
+    #[serde(default = "defaults::drain_timeout_secs")]
+    pub drain_timeout_secs: u64,
+}
+
+mod defaults {
+    pub fn key_prefix() -> String {
+        "sb".into()
+    }
+    pub fn partitions() -> u16 {
+        8
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        1000
+    }
+    pub fn response_timeout_ms() -> u64 {
+        2000
+    }
+    pub fn listen() -> String {
+        "127.0.0.1:8080".into()
+    }
+    pub fn dedupe_window_secs() -> u64 {
+        7 * 24 * 3600
+    }
+    pub fn max_text_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn block_ms() -> u64 {
+        1000
+    }
+    pub fn reclaim_idle_ms() -> u64 {
+        15_000
+    }
+    pub fn batch() -> usize {
+        100
+    }
+    pub fn level() -> String {
+        "info".into()
+    }
+    pub fn drain_timeout_secs() -> u64 {
+        10
+    }
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                // Every field has a serde default, so an empty table is valid.
+                serde_json::from_str("{}").expect("all fields have defaults")
+            }
+        }
+    )*};
+}
+default_from_serde!(RedisConfig, HttpConfig, IntakeConfig, RouterConfig, LogConfig, ShutdownConfig);
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The prefix of environment overrides: `SWITCHBOARD__REDIS__URL` sets
+/// `redis.url`.
+pub const ENV_PREFIX: &str = "SWITCHBOARD";
+
+/// Loads `path` with overrides from `env` (the process environment in the
+/// binary, a map in tests). Only variables starting `SWITCHBOARD__` count.
+pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    let raw = merged(path, env)?;
+    let config: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "configuration".to_owned() } else { key };
+        ConfigError::new(key, e.into_inner().to_string())
+    })?;
+    config.check()?;
+    Ok(config)
+}
+
+/// One key of the merged configuration as text, unchecked (for scripts).
+/// Secrets are never printed.
+pub fn raw_value(path: &Path, env: impl IntoIterator<Item = (String, String)>, key: &str) -> Result<String, ConfigError> {
+    if ["password", "token", "secret"].iter().any(|s| key.contains(s)) {
+        return Err(ConfigError::new(key, "secrets are not printed"));
+    }
+    let raw = merged(path, env)?;
+    match raw.get::<config::Value>(key) {
+        Ok(value) => value
+            .into_string()
+            .map_err(|e| ConfigError::new(key, e.to_string())),
+        Err(config::ConfigError::NotFound(_)) => Ok(String::new()),
+        Err(e) => Err(ConfigError::new(key, e.to_string())),
+    }
+}
+
+/// The file with the environment's overrides on top.
+fn merged(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<config::Config, ConfigError> {
+    let overrides: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SWITCHBOARD__"))
+        .collect();
+    let file = path.display().to_string();
+    if !path.exists() {
+        return Err(ConfigError::new(file, "no such file"));
+    }
+    config::Config::builder()
+        .add_source(config::File::new(&file, config::FileFormat::Toml).required(true))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        )
+        .build()
+        .map_err(|e| ConfigError::new(file, e.to_string()))
+}
+
+impl Config {
+    /// Checks what serde cannot: addresses, URLs, ranges, secrets, names.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.redis.url.trim().is_empty() {
+            return Err(ConfigError::new(
+                "redis.url",
+                "not set: set it (or SWITCHBOARD__REDIS__URL), or start with scripts/run.sh, which runs a private redis-server",
+            ));
+        }
+        let password = self.redis_password()?;
+        switchboard_store::parse_url(&self.redis.url, password.as_deref())
+            .map_err(|e| ConfigError::new("redis.url", e.to_string()))?;
+        switchboard_store::KeySpace::new(&self.redis.key_prefix, self.redis.partitions)
+            .map_err(|e| ConfigError::new("redis", e.to_string()))?;
+        for (key, value, min) in [
+            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms, 10),
+            ("redis.response_timeout_ms", self.redis.response_timeout_ms, 10),
+            ("intake.dedupe_window_secs", self.intake.dedupe_window_secs, 60),
+            ("router.block_ms", self.router.block_ms, 10),
+            ("router.reclaim_idle_ms", self.router.reclaim_idle_ms, 1000),
+        ] {
+            if value < min {
+                return Err(ConfigError::new(key, format!("{value} is below the minimum of {min}")));
+            }
+        }
+        if self.intake.max_text_bytes < 1024 {
+            return Err(ConfigError::new("intake.max_text_bytes", "must be at least 1024"));
+        }
+        if self.router.batch == 0 || self.router.batch > 10_000 {
+            return Err(ConfigError::new("router.batch", "must be between 1 and 10000"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        self.check_channels()
+    }
+
+    fn check_channels(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        let mut claimed = BTreeMap::new();
+        for (i, channel) in self.channels.iter().enumerate() {
+            let config = channel.config();
+            let name = config.name();
+            let key = format!("channels[{i}]");
+            let name_ok = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !name_ok {
+                return Err(ConfigError::new(
+                    format!("{key}.name"),
+                    "must be 1 to 64 characters of A-Za-z0-9._-",
+                ));
+            }
+            if !names.insert(name) {
+                return Err(ConfigError::new(format!("{key}.name"), format!("{name:?} is used twice")));
+            }
+            config
+                .validate()
+                .map_err(|e| ConfigError::new(format!("channels.{name} ({})", channel.type_name()), e.to_string()))?;
+            for resource in config.resources() {
+                if let Some(other) = claimed.insert(resource.clone(), name) {
+                    return Err(ConfigError::new(
+                        format!("channels.{name}"),
+                        format!("{resource} is already claimed by channel {other:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.http.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "http.listen",
+                format!("{:?} is not an address:port such as 127.0.0.1:8080", self.http.listen),
+            )
+        })
+    }
+
+    pub fn redis_password(&self) -> Result<Option<String>, ConfigError> {
+        self.redis
+            .password
+            .as_ref()
+            .map(|s| s.resolve().map(|v| v.expose().to_owned()))
+            .transpose()
+            .map_err(|e| ConfigError::new("redis.password", e.to_string()))
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown.drain_timeout_secs)
+    }
+
+    /// The instance's name: configured, or `<host>-<pid>`.
+    pub fn instance_id(&self) -> String {
+        if !self.instance.id.is_empty() {
+            return self.instance.id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "switchboard".into());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+/// The default configuration file's path.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("/etc/switchboard/switchboard.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid_and_documents_every_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/switchboard.toml");
+        // The shipped file leaves redis.url empty on purpose (scripts/run.sh fills it).
+        let config = load(&path, env(&[("SWITCHBOARD__REDIS__URL", "redis://127.0.0.1:6379")])).unwrap();
+        let defaults: Config = serde_json::from_str(r#"{"redis":{"url":"redis://127.0.0.1:6379"}}"#).unwrap();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"), "config/switchboard.toml differs from the defaults in config.rs");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in [
+            "[instance]", "id =", "[redis]", "url =", "password", "key_prefix =", "partitions =",
+            "connect_timeout_ms =", "response_timeout_ms =", "[http]", "listen =", "[intake]",
+            "dedupe_window_secs =", "max_text_bytes =", "[router]", "block_ms =", "reclaim_idle_ms =",
+            "batch =", "[log]", "format =", "level =", "[shutdown]", "drain_timeout_secs =",
+            "[[channels]]", "intake_api", "max_body_bytes",
+        ] {
+            assert!(text.contains(key), "config/switchboard.toml does not document {key}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let f = file("[redis]\nurl = \"redis://file:6379\"\n[http]\nlisten = \"127.0.0.1:1\"\n");
+        let config = load(
+            f.path(),
+            env(&[("SWITCHBOARD__REDIS__URL", "redis://env:6380"), ("SWITCHBOARD__REDIS__PARTITIONS", "4"), ("OTHER", "x")]),
+        )
+        .unwrap();
+        assert_eq!(config.redis.url, "redis://env:6380");
+        assert_eq!(config.redis.partitions, 4);
+        assert_eq!(config.http.listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[redis]\nurl = \"redis://x\"\nbogus = 1\n", &[][..], "redis"),
+            ("[redis]\nurl = \"redis://x\"\n[http]\nlisten = \"nowhere\"\n", &[][..], "http.listen"),
+            ("[redis]\nurl = \"htp://x\"\n", &[][..], "redis.url"),
+            ("", &[][..], "redis.url"),
+            ("[redis]\nurl = \"redis://x\"\npartitions = \"many\"\n", &[][..], "redis.partitions"),
+            ("[redis]\nurl = \"redis://x\"\n", &[("SWITCHBOARD__HTTP__LISTN", "x")][..], "http"),
+            ("[redis]\nurl = \"redis://x\"\n[log]\nformat = \"xml\"\n", &[][..], "log.format"),
+            ("[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"fax\"\nname = \"f\"\n", &[][..], "channels"),
+            ("[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"short\"\n", &[][..], "channels.a"),
+            ("[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = { file = \"/nonexistent/t\" }\n", &[][..], "channels.a"),
+            ("[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"0123456789abcdef0\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"0123456789abcdef0\"\n", &[][..], "channels[1].name"),
+        ];
+        for (text, vars, key) in cases {
+            let f = file(text);
+            let err = load(f.path(), env(vars)).unwrap_err();
+            assert!(err.key.starts_with(key), "{text:?}: {err} does not name {key}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_themselves() {
+        let f = file("[redis]\nurl = \"redis://x\"\nbogus = 1\n");
+        let err = load(f.path(), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}
