@@ -191,10 +191,18 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// A problem on one line (parsers' messages come with pictures).
     fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        let problem: String = problem.into();
+        let problem = problem
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .collect::<Vec<_>>()
+            .join("; ");
         ConfigError {
             key: key.into(),
-            problem: problem.into(),
+            problem,
         }
     }
 }

@@ -16,10 +16,7 @@ pub fn stopping() {
 /// Pings the watchdog at half the interval systemd asked for, until
 /// `shutdown`. A runtime so stuck that this task cannot run gets restarted.
 pub fn spawn_watchdog(shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
-    let mut usec = 0;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return None;
-    }
+    let usec = watchdog_usec()?;
     let period = Duration::from_micros(usec) / 2;
     tracing::info!(period_ms = period.as_millis() as u64, "Watchdog enabled.");
     Some(tokio::spawn(async move {
@@ -33,4 +30,18 @@ pub fn spawn_watchdog(shutdown: CancellationToken) -> Option<tokio::task::JoinHa
             }
         }
     }))
+}
+
+/// The watchdog interval systemd asked for, as `sd_watchdog_enabled(3)`
+/// reads it: `WATCHDOG_USEC`, for this process unless `WATCHDOG_PID` names
+/// another. (The sd-notify crate also requires `WATCHDOG_PID` to be set,
+/// which libsystemd does not.)
+fn watchdog_usec() -> Option<u64> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then_some(usec)
 }

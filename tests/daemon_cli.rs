@@ -1,0 +1,186 @@
+//! The binary from the outside: configuration errors, SIGTERM, sd_notify,
+//! the intake API's refusals, and the deploy files.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::Duration;
+use switchboard_e2e::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard-under-test");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).envs(env.iter().copied()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn invalid_configurations_exit_non_zero_with_one_line_naming_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        ("[redis]\nurl = \"redis://127.0.0.1:1\"\nbogus = 1\n", &[], "unknown field `bogus`"),
+        ("[redis]\nurl = \"redis://127.0.0.1:1\"\n[htp]\n", &[], "unknown field `htp`"),
+        ("[redis]\nurl = \"redis://127.0.0.1:1\"\n[http]\nlisten = \"x\"\n", &[], "http.listen"),
+        ("[redis]\nurl = \"mysql://x\"\n", &[], "redis.url"),
+        ("[redis]\nurl = \"redis://127.0.0.1:1\"\n", &[("SWITCHBOARD__REDIS__PARTITIONS", "0")], "partitions"),
+        ("[redis]\nurl = \"redis://127.0.0.1:1\"\n", &[("SWITCHBOARD__REDIS__NOPE", "1")], "unknown field `nope`"),
+        ("[redis\n", &[], "c.toml"),
+    ];
+    for (text, env, expected) in cases {
+        std::fs::write(&path, text).unwrap();
+        for cmd in [&["validate", "--config"][..], &["--config"][..]] {
+            let mut args = cmd.to_vec();
+            let p = path.to_str().unwrap();
+            args.push(p);
+            let (code, stderr) = run(&args, env);
+            assert_eq!(code, 2, "{args:?} {text:?}: {stderr}");
+            assert!(stderr.contains(expected), "{text:?}: {stderr:?} does not say {expected}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr:?}");
+        }
+    }
+    // A well-formed URL nobody answers at: validate --check-redis says so.
+    std::fs::write(&path, format!("[redis]\nurl = \"redis://127.0.0.1:{}\"\n", free_port())).unwrap();
+    let (code, stderr) = run(&["validate", "--check-redis", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+    let (code, _) = run(&["validate", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn the_shipped_configuration_validates_with_a_redis_url() {
+    let path = repo_root().join("config/switchboard.toml");
+    let (code, stderr) = run(&["validate", "--config", path.to_str().unwrap()], &[("SWITCHBOARD__REDIS__URL", "redis://127.0.0.1:6379")]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut daemon = Daemon::start_with_env(
+        BIN,
+        &redis.url(),
+        "",
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")],
+    );
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no notification ({e}); got {seen:?}"));
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
+
+    // Requests in flight when SIGTERM arrives either finish (200, stored) or
+    // are refused before anything is acknowledged; nothing hangs.
+    let http = Http::new();
+    let base = daemon.base();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (http, base) = (http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            http.submit(&base, &chat_event(&format!("c{i}"), &format!("t{i}"), "hi")).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    daemon.signal("TERM");
+    let status = daemon.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    let mut ok = 0;
+    for t in tasks {
+        if let Ok(reply) = t.await.unwrap() {
+            assert!(reply.status == 200 || reply.status == 503, "{} {}", reply.status, reply.body);
+            ok += usize::from(reply.status == 200);
+        }
+    }
+    let stored = stored_messages(&redis.url()).await;
+    assert!(stored.len() >= ok, "{ok} acknowledged but {} stored", stored.len());
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if seen.contains("STOPPING=1") {
+                    break;
+                }
+            }
+            Err(e) => panic!("no STOPPING=1 ({e}); got {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(BIN, &redis.url(), "[intake]\nmax_text_bytes = 2048\n");
+    let base = daemon.base();
+    let http = Http::new();
+    let post = |auth: Option<&'static str>, body: String| {
+        let mut request = hyper::Request::post(format!("{base}/channels/api/events"))
+            .header("content-type", "application/json");
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        (request, body)
+    };
+    let bearer = Box::leak(format!("Bearer {TOKEN}").into_boxed_str());
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let send = |(request, body): (hyper::http::request::Builder, String)| {
+        let client = client.clone();
+        async move {
+            let response = client.request(request.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
+            let status = response.status().as_u16();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let good = chat_event("c1", "g1", "hi").to_string();
+    let cases = [
+        (post(None, good.clone()), 401, "unauthorized"),
+        (post(Some("Bearer wrong-token-0123456789"), good.clone()), 401, "unauthorized"),
+        (post(Some(bearer), "{not json".into()), 400, "bad_json"),
+        (post(Some(bearer), r#"{"channel":"fax","customer":{"scheme":"v","value":"x"},"text":"hi"}"#.into()), 400, "bad_json"),
+        (post(Some(bearer), chat_event("c1", "g2", &"x".repeat(3000)).to_string()), 422, "invalid_event"),
+        (post(Some(bearer), chat_event("c1", "g3", "   ").to_string()), 422, "invalid_event"),
+        (post(Some(bearer), "x".repeat(300 * 1024)), 413, ""),
+    ];
+    for (request, status, code) in cases {
+        let (got, body) = send(request).await;
+        assert_eq!(got, status, "{body}");
+        if !code.is_empty() {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(json["error"]["code"], code, "{body}");
+        }
+    }
+    assert!(stored_messages(&redis.url()).await.is_empty(), "a refused request stored something");
+    let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
+    for reason in ["unauthorized\"} 2", "bad_json\"} 2", "invalid_event\"} 2"] {
+        assert!(metrics.contains(reason), "{reason} not counted:\n{metrics}");
+    }
+    let (status, _) = send(post(Some(bearer), good)).await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn deploy_unit_passes_systemd_analyze_verify() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        panic!("systemd-analyze is missing: scripts/test.sh installs systemd");
+    };
+    assert!(out.status.success());
+    // The unit names /usr/bin/switchboard; verify it against this build.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(repo_root().join("deploy/switchboard.service")).unwrap();
+    let unit = unit.replace("/usr/bin/switchboard", BIN);
+    let path = dir.path().join("switchboard.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Only our unit's own lines count; the host may have broken units of its own.
+    let ours: Vec<_> = stderr.lines().filter(|l| l.contains("switchboard.service")).collect();
+    assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {stderr}");
+}

@@ -1,0 +1,297 @@
+//! Helpers for end-to-end tests: run the real daemon as a child process
+//! against a private redis-server and talk to it over HTTP.
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use switchboard_testkit::{RedisServer, free_port};
+
+/// The intake API token every test daemon is configured with.
+pub const TOKEN: &str = "e2e-token-0123456789abcdef";
+
+/// A `switchboard` process.
+pub struct Daemon {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes a configuration (redis at `redis_url`, an intake API channel
+    /// named `api`, `extra` appended) and starts the daemon, waiting for
+    /// `/healthz`.
+    pub fn start(binary: &str, redis_url: &str, extra: &str) -> Daemon {
+        Self::start_with_env(binary, redis_url, extra, &[])
+    }
+
+    pub fn start_with_env(binary: &str, redis_url: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::Builder::new().prefix("switchboard-e2e-").tempdir().unwrap();
+        let port = free_port();
+        let config = format!(
+            "[redis]\nurl = \"{redis_url}\"\nconnect_timeout_ms = 300\nresponse_timeout_ms = 1000\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n\
+             [log]\nlevel = \"warn\"\n\
+             [router]\nblock_ms = 200\nreclaim_idle_ms = 2000\n\
+             {extra}\n\
+             [[channels]]\ntype = \"intake_api\"\nname = \"api\"\ntoken = \"{TOKEN}\"\n"
+        );
+        std::fs::write(dir.path().join("switchboard.toml"), config).unwrap();
+        let mut daemon = Daemon {
+            binary: PathBuf::from(binary),
+            dir,
+            port,
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("switchboard.toml")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(self.config_path())
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("daemon exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not listen on {}: {}", self.port, self.log());
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM") with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Starts the process again with the same configuration and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTP/1.1 client with keep-alive.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A status and a body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Http {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Http {
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(1024)
+                .build(connector),
+        }
+    }
+
+    async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Result<Reply, String> {
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Reply, String> {
+        let request = hyper::Request::get(url).body(Full::default()).unwrap();
+        self.send(request).await
+    }
+
+    /// POSTs `body` to the intake API with the test token.
+    pub async fn submit(&self, base: &str, body: &serde_json::Value) -> Result<Reply, String> {
+        let request = hyper::Request::post(format!("{base}/channels/api/events"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        self.send(request).await
+    }
+}
+
+/// An intake API event from `customer` with provider id `id`.
+pub fn chat_event(customer: &str, id: &str, text: &str) -> serde_json::Value {
+    serde_json::json!({
+        "channel": "chat",
+        "address": "widget-1",
+        "customer": { "scheme": "visitor", "value": customer },
+        "provider_message_id": id,
+        "text": text,
+    })
+}
+
+/// Polls `check` until it is true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Every stored inbound message, as (provider message id, message id,
+/// conversation key), read straight from Redis.
+pub async fn stored_messages(redis_url: &str) -> Vec<(String, String, String)> {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("sb:*:conv:*:log")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::new();
+    for key in keys {
+        let reply: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut conn, &key).await.unwrap();
+        for entry in reply.ids {
+            let msg: String = entry.get("msg").unwrap();
+            let id: String = entry.get("id").unwrap();
+            let json: serde_json::Value = serde_json::from_str(&msg).unwrap();
+            let provider = json["provider_message_id"].as_str().unwrap_or_default().to_owned();
+            out.push((provider, id, key.clone()));
+        }
+    }
+    out
+}
+
+/// The repository's root (for scripts and deploy files).
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
