@@ -10,21 +10,49 @@ use switchboard_e2e::*;
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-under-test");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(BIN).args(args).envs(env.iter().copied()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn invalid_configurations_exit_non_zero_with_one_line_naming_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
-        ("[redis]\nurl = \"redis://127.0.0.1:1\"\nbogus = 1\n", &[], "unknown field `bogus`"),
-        ("[redis]\nurl = \"redis://127.0.0.1:1\"\n[htp]\n", &[], "unknown field `htp`"),
-        ("[redis]\nurl = \"redis://127.0.0.1:1\"\n[http]\nlisten = \"x\"\n", &[], "http.listen"),
+    type Case = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+    let cases: &[Case] = &[
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\nbogus = 1\n",
+            &[],
+            "unknown field `bogus`",
+        ),
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\n[htp]\n",
+            &[],
+            "unknown field `htp`",
+        ),
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\n[http]\nlisten = \"x\"\n",
+            &[],
+            "http.listen",
+        ),
         ("[redis]\nurl = \"mysql://x\"\n", &[], "redis.url"),
-        ("[redis]\nurl = \"redis://127.0.0.1:1\"\n", &[("SWITCHBOARD__REDIS__PARTITIONS", "0")], "partitions"),
-        ("[redis]\nurl = \"redis://127.0.0.1:1\"\n", &[("SWITCHBOARD__REDIS__NOPE", "1")], "unknown field `nope`"),
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\n",
+            &[("SWITCHBOARD__REDIS__PARTITIONS", "0")],
+            "partitions",
+        ),
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\n",
+            &[("SWITCHBOARD__REDIS__NOPE", "1")],
+            "unknown field `nope`",
+        ),
         ("[redis\n", &[], "c.toml"),
     ];
     for (text, env, expected) in cases {
@@ -35,13 +63,32 @@ fn invalid_configurations_exit_non_zero_with_one_line_naming_the_cause() {
             args.push(p);
             let (code, stderr) = run(&args, env);
             assert_eq!(code, 2, "{args:?} {text:?}: {stderr}");
-            assert!(stderr.contains(expected), "{text:?}: {stderr:?} does not say {expected}");
-            assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr:?}");
+            assert!(
+                stderr.contains(expected),
+                "{text:?}: {stderr:?} does not say {expected}"
+            );
+            assert_eq!(
+                stderr.trim_end().lines().count(),
+                1,
+                "not one line: {stderr:?}"
+            );
         }
     }
     // A well-formed URL nobody answers at: validate --check-redis says so.
-    std::fs::write(&path, format!("[redis]\nurl = \"redis://127.0.0.1:{}\"\n", free_port())).unwrap();
-    let (code, stderr) = run(&["validate", "--check-redis", "--config", path.to_str().unwrap()], &[]);
+    std::fs::write(
+        &path,
+        format!("[redis]\nurl = \"redis://127.0.0.1:{}\"\n", free_port()),
+    )
+    .unwrap();
+    let (code, stderr) = run(
+        &[
+            "validate",
+            "--check-redis",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("cannot reach Redis"), "{stderr}");
     let (code, _) = run(&["validate", "--config", path.to_str().unwrap()], &[]);
@@ -51,7 +98,10 @@ fn invalid_configurations_exit_non_zero_with_one_line_naming_the_cause() {
 #[test]
 fn the_shipped_configuration_validates_with_a_redis_url() {
     let path = repo_root().join("config/switchboard.toml");
-    let (code, stderr) = run(&["validate", "--config", path.to_str().unwrap()], &[("SWITCHBOARD__REDIS__URL", "redis://127.0.0.1:6379")]);
+    let (code, stderr) = run(
+        &["validate", "--config", path.to_str().unwrap()],
+        &[("SWITCHBOARD__REDIS__URL", "redis://127.0.0.1:6379")],
+    );
     assert_eq!(code, 0, "{stderr}");
 }
 
@@ -61,17 +111,24 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut daemon = Daemon::start_with_env(
         BIN,
         &redis.url(),
         "",
-        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
     );
     let mut seen = String::new();
     let mut buf = [0u8; 512];
     while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
-        let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no notification ({e}); got {seen:?}"));
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification ({e}); got {seen:?}"));
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         seen.push('\n');
     }
@@ -84,7 +141,8 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
     for i in 0..200 {
         let (http, base) = (http.clone(), base.clone());
         tasks.push(tokio::spawn(async move {
-            http.submit(&base, &chat_event(&format!("c{i}"), &format!("t{i}"), "hi")).await
+            http.submit(&base, &chat_event(&format!("c{i}"), &format!("t{i}"), "hi"))
+                .await
         }));
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -94,12 +152,21 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
     let mut ok = 0;
     for t in tasks {
         if let Ok(reply) = t.await.unwrap() {
-            assert!(reply.status == 200 || reply.status == 503, "{} {}", reply.status, reply.body);
+            assert!(
+                reply.status == 200 || reply.status == 503,
+                "{} {}",
+                reply.status,
+                reply.body
+            );
             ok += usize::from(reply.status == 200);
         }
     }
     let stored = stored_messages(&redis.url()).await;
-    assert!(stored.len() >= ok, "{ok} acknowledged but {} stored", stored.len());
+    assert!(
+        stored.len() >= ok,
+        "{ok} acknowledged but {} stored",
+        stored.len()
+    );
     loop {
         match socket.recv(&mut buf) {
             Ok(n) => {
@@ -133,20 +200,52 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
     let send = |(request, body): (hyper::http::request::Builder, String)| {
         let client = client.clone();
         async move {
-            let response = client.request(request.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
+            let response = client
+                .request(
+                    request
+                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
             let status = response.status().as_u16();
-            let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
             (status, String::from_utf8_lossy(&body).into_owned())
         }
     };
     let good = chat_event("c1", "g1", "hi").to_string();
     let cases = [
         (post(None, good.clone()), 401, "unauthorized"),
-        (post(Some("Bearer wrong-token-0123456789"), good.clone()), 401, "unauthorized"),
+        (
+            post(Some("Bearer wrong-token-0123456789"), good.clone()),
+            401,
+            "unauthorized",
+        ),
         (post(Some(bearer), "{not json".into()), 400, "bad_json"),
-        (post(Some(bearer), r#"{"channel":"fax","customer":{"scheme":"v","value":"x"},"text":"hi"}"#.into()), 400, "bad_json"),
-        (post(Some(bearer), chat_event("c1", "g2", &"x".repeat(3000)).to_string()), 422, "invalid_event"),
-        (post(Some(bearer), chat_event("c1", "g3", "   ").to_string()), 422, "invalid_event"),
+        (
+            post(
+                Some(bearer),
+                r#"{"channel":"fax","customer":{"scheme":"v","value":"x"},"text":"hi"}"#.into(),
+            ),
+            400,
+            "bad_json",
+        ),
+        (
+            post(
+                Some(bearer),
+                chat_event("c1", "g2", &"x".repeat(3000)).to_string(),
+            ),
+            422,
+            "invalid_event",
+        ),
+        (
+            post(Some(bearer), chat_event("c1", "g3", "   ").to_string()),
+            422,
+            "invalid_event",
+        ),
         (post(Some(bearer), "x".repeat(300 * 1024)), 413, ""),
     ];
     for (request, status, code) in cases {
@@ -157,7 +256,10 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
             assert_eq!(json["error"]["code"], code, "{body}");
         }
     }
-    assert!(stored_messages(&redis.url()).await.is_empty(), "a refused request stored something");
+    assert!(
+        stored_messages(&redis.url()).await.is_empty(),
+        "a refused request stored something"
+    );
     let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
     for reason in ["unauthorized\"} 2", "bad_json\"} 2", "invalid_event\"} 2"] {
         assert!(metrics.contains(reason), "{reason} not counted:\n{metrics}");
@@ -178,9 +280,19 @@ fn deploy_unit_passes_systemd_analyze_verify() {
     let unit = unit.replace("/usr/bin/switchboard", BIN);
     let path = dir.path().join("switchboard.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Only our unit's own lines count; the host may have broken units of its own.
-    let ours: Vec<_> = stderr.lines().filter(|l| l.contains("switchboard.service")).collect();
-    assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {stderr}");
+    let ours: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("switchboard.service"))
+        .collect();
+    assert!(
+        out.status.success() && ours.is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
 }

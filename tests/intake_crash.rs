@@ -18,14 +18,21 @@ const CUSTOMERS: usize = 1_500;
 
 #[derive(Debug, Clone)]
 enum Fate {
-    Acked { message_id: String, contact_id: String },
+    Acked {
+        message_id: String,
+        contact_id: String,
+    },
     NotAcked(String),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_submissions_survive_sigkill_exactly_once() {
     let redis = RedisServer::start();
-    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_switchboard-under-test"), &redis.url(), "");
+    let mut daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        "",
+    );
     let base = daemon.base();
     let http = Http::new();
 
@@ -34,14 +41,24 @@ async fn acknowledged_submissions_survive_sigkill_exactly_once() {
     let fates: Arc<Mutex<HashMap<usize, Fate>>> = Arc::default();
     let mut tasks = Vec::new();
     for _ in 0..TASKS {
-        let (next, acked, fates, http, base) = (next.clone(), acked.clone(), fates.clone(), http.clone(), base.clone());
+        let (next, acked, fates, http, base) = (
+            next.clone(),
+            acked.clone(),
+            fates.clone(),
+            http.clone(),
+            base.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= TOTAL {
                     break;
                 }
-                let event = chat_event(&format!("c{}", i % CUSTOMERS), &format!("m{i}"), &format!("message {i}"));
+                let event = chat_event(
+                    &format!("c{}", i % CUSTOMERS),
+                    &format!("m{i}"),
+                    &format!("message {i}"),
+                );
                 let fate = match http.submit(&base, &event).await {
                     Ok(reply) if reply.status == 200 => {
                         let json = reply.json();
@@ -64,7 +81,13 @@ async fn acknowledged_submissions_survive_sigkill_exactly_once() {
     }
 
     // Kill part-way, while requests are in flight, then restart.
-    assert!(eventually(Duration::from_secs(120), || async { acked.load(Ordering::SeqCst) >= 3_000 }).await, "too slow to reach 3,000 acks");
+    assert!(
+        eventually(Duration::from_secs(120), || async {
+            acked.load(Ordering::SeqCst) >= 3_000
+        })
+        .await,
+        "too slow to reach 3,000 acks"
+    );
     daemon.kill9();
     let acked_at_kill = acked.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -74,27 +97,60 @@ async fn acknowledged_submissions_survive_sigkill_exactly_once() {
     }
     let fates = fates.lock().await.clone();
     assert_eq!(fates.len(), TOTAL);
-    let acked_total = fates.values().filter(|f| matches!(f, Fate::Acked { .. })).count();
-    let refused: Vec<_> = fates.values().filter_map(|f| match f { Fate::NotAcked(e) => Some(e.clone()), _ => None }).collect();
-    println!("acked {acked_total} of {TOTAL} ({acked_at_kill} before the kill); not acked: {}", refused.len());
-    assert!(acked_total > acked_at_kill, "nothing was acknowledged after the restart");
-    assert!(!refused.is_empty(), "the kill did not interrupt anything; the test proves nothing");
+    let acked_total = fates
+        .values()
+        .filter(|f| matches!(f, Fate::Acked { .. }))
+        .count();
+    let refused: Vec<_> = fates
+        .values()
+        .filter_map(|f| match f {
+            Fate::NotAcked(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    println!(
+        "acked {acked_total} of {TOTAL} ({acked_at_kill} before the kill); not acked: {}",
+        refused.len()
+    );
+    assert!(
+        acked_total > acked_at_kill,
+        "nothing was acknowledged after the restart"
+    );
+    assert!(
+        !refused.is_empty(),
+        "the kill did not interrupt anything; the test proves nothing"
+    );
 
     // What Redis holds.
     let stored = stored_messages(&redis.url()).await;
     let mut by_provider: HashMap<String, Vec<String>> = HashMap::new();
     for (provider, message_id, _) in &stored {
-        by_provider.entry(provider.clone()).or_default().push(message_id.clone());
+        by_provider
+            .entry(provider.clone())
+            .or_default()
+            .push(message_id.clone());
     }
     let mut unacked_stored = 0;
     for (i, fate) in &fates {
-        let copies = by_provider.get(&format!("m{i}")).cloned().unwrap_or_default();
+        let copies = by_provider
+            .get(&format!("m{i}"))
+            .cloned()
+            .unwrap_or_default();
         match fate {
             Fate::Acked { message_id, .. } => {
-                assert_eq!(copies, vec![message_id.clone()], "acknowledged m{i} stored {} times", copies.len());
+                assert_eq!(
+                    copies,
+                    vec![message_id.clone()],
+                    "acknowledged m{i} stored {} times",
+                    copies.len()
+                );
             }
             Fate::NotAcked(_) => {
-                assert!(copies.len() <= 1, "unacknowledged m{i} stored {} times", copies.len());
+                assert!(
+                    copies.len() <= 1,
+                    "unacknowledged m{i} stored {} times",
+                    copies.len()
+                );
                 unacked_stored += copies.len();
             }
         }
@@ -105,11 +161,19 @@ async fn acknowledged_submissions_survive_sigkill_exactly_once() {
     // Senders retry what was not acknowledged: each is stored once in the end,
     // and repeats of acknowledged ones change nothing.
     for (i, fate) in &fates {
-        let event = chat_event(&format!("c{}", i % CUSTOMERS), &format!("m{i}"), &format!("message {i}"));
+        let event = chat_event(
+            &format!("c{}", i % CUSTOMERS),
+            &format!("m{i}"),
+            &format!("message {i}"),
+        );
         if matches!(fate, Fate::NotAcked(_)) || i % 50 == 0 {
             let reply = http.submit(&base, &event).await.unwrap();
             assert_eq!(reply.status, 200, "{}", reply.body);
-            if let Fate::Acked { message_id, contact_id } = fate {
+            if let Fate::Acked {
+                message_id,
+                contact_id,
+            } = fate
+            {
                 let json = reply.json();
                 assert_eq!(json["outcome"], "duplicate");
                 assert_eq!(json["message_id"].as_str(), Some(message_id.as_str()));
@@ -118,7 +182,11 @@ async fn acknowledged_submissions_survive_sigkill_exactly_once() {
         }
     }
     let stored = stored_messages(&redis.url()).await;
-    assert_eq!(stored.len(), TOTAL, "after retries every submission is stored exactly once");
+    assert_eq!(
+        stored.len(),
+        TOTAL,
+        "after retries every submission is stored exactly once"
+    );
 
     // Every contact created is routed (queued) after the restart.
     let client = redis::Client::open(redis.url()).unwrap();
@@ -129,8 +197,14 @@ async fn acknowledged_submissions_survive_sigkill_exactly_once() {
             let mut waiting = 0usize;
             let mut pending = 0usize;
             for p in 0..8 {
-                let n: usize = redis::AsyncCommands::zcard(&mut conn, format!("sb:{{p{p}}}:waiting")).await.unwrap();
-                let s: usize = redis::AsyncCommands::xlen(&mut conn, format!("sb:{{p{p}}}:routing")).await.unwrap();
+                let n: usize =
+                    redis::AsyncCommands::zcard(&mut conn, format!("sb:{{p{p}}}:waiting"))
+                        .await
+                        .unwrap();
+                let s: usize =
+                    redis::AsyncCommands::xlen(&mut conn, format!("sb:{{p{p}}}:routing"))
+                        .await
+                        .unwrap();
                 waiting += n;
                 pending += s;
             }
@@ -140,8 +214,13 @@ async fn acknowledged_submissions_survive_sigkill_exactly_once() {
     .await;
     let mut waiting = 0usize;
     for p in 0..8 {
-        let n: usize = redis::AsyncCommands::zcard(&mut conn, format!("sb:{{p{p}}}:waiting")).await.unwrap();
+        let n: usize = redis::AsyncCommands::zcard(&mut conn, format!("sb:{{p{p}}}:waiting"))
+            .await
+            .unwrap();
         waiting += n;
     }
-    assert!(routed, "{waiting} of {CUSTOMERS} contacts queued for routing");
+    assert!(
+        routed,
+        "{waiting} of {CUSTOMERS} contacts queued for routing"
+    );
 }

@@ -9,21 +9,42 @@ use switchboard_e2e::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_survived_and_reported() {
     let mut redis = RedisServer::start();
-    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_switchboard-under-test"), &redis.url(), "");
+    let mut daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        "",
+    );
     let base = daemon.base();
     let http = Http::new();
 
-    let ready = || async { http.get(&format!("{base}/readyz")).await.is_ok_and(|r| r.status == 200) };
-    assert!(eventually(Duration::from_secs(10), ready).await, "not ready at start");
-    let before = http.submit(&base, &chat_event("c1", "before", "hello")).await.unwrap();
+    let ready = || async {
+        http.get(&format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status == 200)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), ready).await,
+        "not ready at start"
+    );
+    let before = http
+        .submit(&base, &chat_event("c1", "before", "hello"))
+        .await
+        .unwrap();
     assert_eq!(before.status, 200, "{}", before.body);
 
     redis.stop();
     let started = Instant::now();
-    let during = http.submit(&base, &chat_event("c1", "during", "anyone?")).await.unwrap();
+    let during = http
+        .submit(&base, &chat_event("c1", "during", "anyone?"))
+        .await
+        .unwrap();
     assert_eq!(during.status, 503, "{}", during.body);
     assert_eq!(during.json()["error"]["code"], "unavailable");
-    assert!(started.elapsed() < Duration::from_secs(5), "answer took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answer took {:?}",
+        started.elapsed()
+    );
     let readyz = http.get(&format!("{base}/readyz")).await.unwrap();
     assert_eq!(readyz.status, 503, "{}", readyz.body);
     assert_eq!(readyz.json()["ready"], false);
@@ -32,22 +53,38 @@ async fn redis_outage_is_survived_and_reported() {
     // Still down a while later: still running, still refusing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(daemon.is_running(), "daemon died: {}", daemon.log());
-    let still = http.submit(&base, &chat_event("c1", "during", "anyone?")).await.unwrap();
+    let still = http
+        .submit(&base, &chat_event("c1", "during", "anyone?"))
+        .await
+        .unwrap();
     assert_eq!(still.status, 503);
     let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
     assert!(
-        metrics.lines().any(|l| l.starts_with("switchboard_intake_errors_total") && l.contains("error_type=\"unavailable\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_intake_errors_total")
+                && l.contains("error_type=\"unavailable\"")),
         "unavailable errors are not counted:\n{metrics}"
     );
 
     redis.restart();
-    assert!(eventually(Duration::from_secs(20), ready).await, "not ready after Redis came back: {}", daemon.log());
-    let after = http.submit(&base, &chat_event("c1", "during", "anyone?")).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), ready).await,
+        "not ready after Redis came back: {}",
+        daemon.log()
+    );
+    let after = http
+        .submit(&base, &chat_event("c1", "during", "anyone?"))
+        .await
+        .unwrap();
     assert_eq!(after.status, 200, "{}", after.body);
     // The refused message was never stored, so the retry is new, not a duplicate,
     // and it joins the conversation that survived in the AOF.
     assert_eq!(after.json()["outcome"], "appended");
-    assert_eq!(after.json()["conversation_id"], before.json()["conversation_id"]);
+    assert_eq!(
+        after.json()["conversation_id"],
+        before.json()["conversation_id"]
+    );
     let stored = stored_messages(&redis.url()).await;
     assert_eq!(stored.len(), 2);
 }

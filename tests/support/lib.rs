@@ -1,7 +1,11 @@
 //! Helpers for end-to-end tests: run the real daemon as a child process
 //! against a private redis-server and talk to it over HTTP.
 #![forbid(unsafe_code)]
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -34,8 +38,16 @@ impl Daemon {
         Self::start_with_env(binary, redis_url, extra, &[])
     }
 
-    pub fn start_with_env(binary: &str, redis_url: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::Builder::new().prefix("switchboard-e2e-").tempdir().unwrap();
+    pub fn start_with_env(
+        binary: &str,
+        redis_url: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-e2e-")
+            .tempdir()
+            .unwrap();
         let port = free_port();
         let config = format!(
             "[redis]\nurl = \"{redis_url}\"\nconnect_timeout_ms = 300\nresponse_timeout_ms = 1000\n\
@@ -50,7 +62,10 @@ impl Daemon {
             binary: PathBuf::from(binary),
             dir,
             port,
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
         };
         daemon.spawn();
@@ -129,13 +144,18 @@ impl Daemon {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "daemon did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// Starts the process again with the same configuration and port.
@@ -279,12 +299,17 @@ pub async fn stored_messages(redis_url: &str) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for key in keys {
         let reply: redis::streams::StreamRangeReply =
-            redis::AsyncCommands::xrange_all(&mut conn, &key).await.unwrap();
+            redis::AsyncCommands::xrange_all(&mut conn, &key)
+                .await
+                .unwrap();
         for entry in reply.ids {
             let msg: String = entry.get("msg").unwrap();
             let id: String = entry.get("id").unwrap();
             let json: serde_json::Value = serde_json::from_str(&msg).unwrap();
-            let provider = json["provider_message_id"].as_str().unwrap_or_default().to_owned();
+            let provider = json["provider_message_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             out.push((provider, id, key.clone()));
         }
     }

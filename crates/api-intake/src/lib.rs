@@ -9,8 +9,8 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -125,7 +125,11 @@ async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: By
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
     if !presented.is_some_and(|t| state.token.matches(t)) {
         rejected(&state.name, "unauthorized");
-        let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required".into());
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required".into(),
+        );
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -143,10 +147,18 @@ async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: By
         Ok(receipt) => (StatusCode::OK, axum::Json(receipt)).into_response(),
         Err(IntakeError::Invalid(e)) => {
             rejected(&state.name, "invalid_event");
-            error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", e.to_string())
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_event",
+                e.to_string(),
+            )
         }
         Err(e @ (IntakeError::Unavailable(_) | IntakeError::ShuttingDown)) => {
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string());
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            );
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -16,7 +16,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_core::{DeliveryOutcome, InboundEvent, IntakeError, IntakeReceipt, OutboundMessage};
+use switchboard_core::{
+    DeliveryOutcome, InboundEvent, IntakeError, IntakeReceipt, OutboundMessage,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use secret::{Secret, SecretError, SecretValue};

@@ -14,12 +14,8 @@ use subtle::ConstantTimeEq;
 #[serde(untagged)]
 pub enum Secret {
     Inline(String),
-    File {
-        file: PathBuf,
-    },
-    Env {
-        env: String,
-    },
+    File { file: PathBuf },
+    Env { env: String },
 }
 
 impl fmt::Debug for Secret {

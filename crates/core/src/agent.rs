@@ -18,7 +18,9 @@ pub struct Skill {
 pub enum Presence {
     Offline,
     Available,
-    Away { reason: String },
+    Away {
+        reason: String,
+    },
     /// After closing a contact, until the wrap-up time ends.
     WrapUp,
 }

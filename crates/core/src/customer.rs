@@ -81,9 +81,21 @@ mod tests {
     #[test]
     fn bad_identities_are_refused() {
         assert_eq!(CustomerIdentity::new("", "x"), Err(IdentityError::Scheme));
-        assert_eq!(CustomerIdentity::new("E-mail", "x"), Err(IdentityError::Scheme));
-        assert_eq!(CustomerIdentity::new("email", " "), Err(IdentityError::Value));
-        assert_eq!(CustomerIdentity::new("phone", "1\n2"), Err(IdentityError::Value));
-        assert_eq!(CustomerIdentity::new("phone", &"1".repeat(321)), Err(IdentityError::Value));
+        assert_eq!(
+            CustomerIdentity::new("E-mail", "x"),
+            Err(IdentityError::Scheme)
+        );
+        assert_eq!(
+            CustomerIdentity::new("email", " "),
+            Err(IdentityError::Value)
+        );
+        assert_eq!(
+            CustomerIdentity::new("phone", "1\n2"),
+            Err(IdentityError::Value)
+        );
+        assert_eq!(
+            CustomerIdentity::new("phone", &"1".repeat(321)),
+            Err(IdentityError::Value)
+        );
     }
 }

@@ -143,11 +143,13 @@ impl fmt::Display for MessageId {
 impl FromStr for MessageId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        Ulid::from_string(s).map(MessageId).map_err(|_| IdError::Plain {
-            kind: "message",
-            value: s.chars().take(64).collect(),
-            reason: "not a ULID",
-        })
+        Ulid::from_string(s)
+            .map(MessageId)
+            .map_err(|_| IdError::Plain {
+                kind: "message",
+                value: s.chars().take(64).collect(),
+                reason: "not a ULID",
+            })
     }
 }
 
@@ -187,7 +189,8 @@ impl FromStr for AgentId {
     fn from_str(s: &str) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if ok {
             Ok(AgentId(s.to_owned()))
         } else {
@@ -224,7 +227,14 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_refused() {
-        for bad in ["", "7", "-01ARZ3NDEKTSV4RRFFQ69G5FAV", "+7-01ARZ3NDEKTSV4RRFFQ69G5FAV", "7-nope", "70000000-01ARZ3NDEKTSV4RRFFQ69G5FAV"] {
+        for bad in [
+            "",
+            "7",
+            "-01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "+7-01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "7-nope",
+            "70000000-01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        ] {
             assert!(bad.parse::<ContactId>().is_err(), "{bad:?} accepted");
         }
         assert!("a b".parse::<AgentId>().is_err());
@@ -235,9 +245,18 @@ mod tests {
     #[test]
     fn partition_hash_is_stable() {
         // Pinned values: a change here would move customers between partitions.
-        assert_eq!(Partition::of(b"", 8), Partition((0xcbf2_9ce4_8422_2325_u64 % 8) as u16));
-        assert_eq!(Partition::of(b"email:olena@customer.example", 1), Partition(0));
-        assert_eq!(Partition::of(b"a", 1000), Partition((0xaf63_dc4c_8601_ec8c_u64 % 1000) as u16));
+        assert_eq!(
+            Partition::of(b"", 8),
+            Partition((0xcbf2_9ce4_8422_2325_u64 % 8) as u16)
+        );
+        assert_eq!(
+            Partition::of(b"email:olena@customer.example", 1),
+            Partition(0)
+        );
+        assert_eq!(
+            Partition::of(b"a", 1000),
+            Partition((0xaf63_dc4c_8601_ec8c_u64 % 1000) as u16)
+        );
     }
 
     proptest! {

@@ -93,7 +93,11 @@ impl InboundEvent {
         let short_fields: [(&'static str, Option<&str>, usize); 6] = [
             ("address", Some(&self.address), 320),
             ("customer_name", self.customer_name.as_deref(), 256),
-            ("provider_message_id", self.provider_message_id.as_deref(), 512),
+            (
+                "provider_message_id",
+                self.provider_message_id.as_deref(),
+                512,
+            ),
             ("subject", self.subject.as_deref(), 1024),
             ("language", self.language.as_deref(), 35),
             ("text", Some(&self.text), limits.max_text_bytes),
@@ -103,7 +107,9 @@ impl InboundEvent {
                 return Err(InvalidEvent::TooLong { field, max });
             }
         }
-        if self.text.trim().is_empty() && self.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        if self.text.trim().is_empty()
+            && self.subject.as_deref().is_none_or(|s| s.trim().is_empty())
+        {
             return Err(InvalidEvent::Empty);
         }
         let attrs_ok = self.attributes.len() <= 32
@@ -211,17 +217,26 @@ mod tests {
         let limits = EventLimits { max_text_bytes: 4 };
         assert_eq!(
             event().validate(limits),
-            Err(InvalidEvent::TooLong { field: "text", max: 4 })
+            Err(InvalidEvent::TooLong {
+                field: "text",
+                max: 4
+            })
         );
         let mut e = event();
         e.text = "  ".into();
         assert_eq!(e.validate(EventLimits::default()), Err(InvalidEvent::Empty));
         let mut e = event();
         e.source = "web site".into();
-        assert_eq!(e.validate(EventLimits::default()), Err(InvalidEvent::Source));
+        assert_eq!(
+            e.validate(EventLimits::default()),
+            Err(InvalidEvent::Source)
+        );
         let mut e = event();
         e.attributes.insert(String::new(), "x".into());
-        assert_eq!(e.validate(EventLimits::default()), Err(InvalidEvent::Attributes));
+        assert_eq!(
+            e.validate(EventLimits::default()),
+            Err(InvalidEvent::Attributes)
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_store::{QueuedContact, RoutingStreams, Store, StoreError};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{Instrument, info, info_span, warn};
 
 /// Router settings from configuration.
 #[derive(Debug, Clone)]
@@ -46,7 +46,9 @@ impl RouterHealth {
     }
 
     fn mark_ok(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        let ms = u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.last_ok_ms.store(ms, Ordering::Relaxed);
     }
 

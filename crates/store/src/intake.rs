@@ -143,9 +143,8 @@ impl RedisIntake {
                 StoreError::Unavailable(m) => IntakeError::Unavailable(m),
                 other => IntakeError::Unavailable(other.to_string()),
             })?;
-        parse_reply(&reply).ok_or_else(|| {
-            IntakeError::Unavailable(format!("unexpected intake reply {reply:?}"))
-        })
+        parse_reply(&reply)
+            .ok_or_else(|| IntakeError::Unavailable(format!("unexpected intake reply {reply:?}")))
     }
 }
 

@@ -28,7 +28,9 @@ impl KeySpace {
             )));
         }
         if partitions == 0 || partitions > 1024 {
-            return Err(StoreError::Config("redis.partitions must be between 1 and 1024".into()));
+            return Err(StoreError::Config(
+                "redis.partitions must be between 1 and 1024".into(),
+            ));
         }
         Ok(KeySpace {
             prefix: prefix.to_owned(),
@@ -63,7 +65,12 @@ impl KeySpace {
         format!("{}:dedupe:{source}:{provider_message_id}", self.tag(p))
     }
 
-    pub fn open_conversation(&self, p: Partition, source: &str, customer: &CustomerIdentity) -> String {
+    pub fn open_conversation(
+        &self,
+        p: Partition,
+        source: &str,
+        customer: &CustomerIdentity,
+    ) -> String {
         format!("{}:open:{source}:{customer}", self.tag(p))
     }
 

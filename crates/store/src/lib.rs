@@ -55,16 +55,19 @@ pub enum StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
         {
             StoreError::Unavailable(e.to_string())
         } else {
             // LOADING, MASTERDOWN, READONLY and friends are passing states too,
             // and a script error means nothing was stored: never acknowledge.
             match e.code() {
-                Some("LOADING" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY") => {
-                    StoreError::Unavailable(e.to_string())
-                }
+                Some(
+                    "LOADING" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY",
+                ) => StoreError::Unavailable(e.to_string()),
                 _ => StoreError::Protocol(e.to_string()),
             }
         }
@@ -106,7 +109,10 @@ pub fn redact_url(url: &str) -> String {
 pub fn parse_url(url: &str, password: Option<&str>) -> Result<redis::ConnectionInfo, StoreError> {
     use redis::IntoConnectionInfo;
     let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("redis://") || lower.starts_with("rediss://") || lower.starts_with("unix://")) {
+    if !(lower.starts_with("redis://")
+        || lower.starts_with("rediss://")
+        || lower.starts_with("unix://"))
+    {
         return Err(StoreError::Url(format!(
             "{:?} must start with redis://, rediss:// or unix://",
             redact_url(url)
@@ -117,7 +123,7 @@ pub fn parse_url(url: &str, password: Option<&str>) -> Result<redis::ConnectionI
         .map_err(|e| StoreError::Url(format!("{}: {e}", redact_url(url))))?;
     Ok(match password {
         Some(p) => {
-            let settings = info.redis_settings().clone().set_password(p.to_owned());
+            let settings = info.redis_settings().clone().set_password(p);
             info.set_redis_settings(settings)
         }
         None => info,
@@ -157,7 +163,11 @@ impl Store {
     /// A separate connection for blocking reads (a blocked command would hold
     /// up everything pipelined behind it on the shared connection).
     pub fn dedicated_connection(&self, block: Duration) -> Result<ConnectionManager, StoreError> {
-        Self::manager(&self.client, &self.config, block + self.config.response_timeout)
+        Self::manager(
+            &self.client,
+            &self.config,
+            block + self.config.response_timeout,
+        )
     }
 
     pub fn keys(&self) -> &KeySpace {
@@ -176,7 +186,9 @@ impl Store {
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
         let mut conn = self.conn();
-        let reply: String = self.bounded(redis::cmd("PING").query_async(&mut conn)).await?;
+        let reply: String = self
+            .bounded(redis::cmd("PING").query_async(&mut conn))
+            .await?;
         if reply != "PONG" {
             return Err(StoreError::Protocol(format!("PING answered {reply:?}")));
         }
@@ -207,7 +219,9 @@ impl Store {
         match stored {
             Some(stored) if stored == configured => Ok(()),
             Some(stored) => Err(StoreError::Layout { stored, configured }),
-            None => Err(StoreError::Protocol("meta partitions missing after HSETNX".into())),
+            None => Err(StoreError::Protocol(
+                "meta partitions missing after HSETNX".into(),
+            )),
         }
     }
 
@@ -236,11 +250,19 @@ mod tests {
     fn urls_are_checked_and_redacted() {
         assert!(parse_url("redis://127.0.0.1:6379", None).is_ok());
         assert!(parse_url("unix:///run/redis.sock", None).is_ok());
-        assert!(matches!(parse_url("http://127.0.0.1", None), Err(StoreError::Url(_))));
-        assert!(matches!(parse_url("redis://[::1", None), Err(StoreError::Url(_))));
+        assert!(matches!(
+            parse_url("http://127.0.0.1", None),
+            Err(StoreError::Url(_))
+        ));
+        assert!(matches!(
+            parse_url("redis://[::1", None),
+            Err(StoreError::Url(_))
+        ));
         let redacted = redact_url("redis://default:hunter2@db:6379/0");
         assert_eq!(redacted, "redis://default:***@db:6379/0");
-        let err = parse_url("redis://u:hunter2@[::1", None).expect_err("bad").to_string();
+        let err = parse_url("redis://u:hunter2@[::1", None)
+            .expect_err("bad")
+            .to_string();
         assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -47,7 +47,12 @@ impl From<StoreError> for OutboxError {
 impl RedisOutbox {
     /// The outbox of `source`, read by `consumer` (unique per instance). A
     /// delivery not settled within `visibility` is handed out again.
-    pub fn new(store: Store, source: &str, consumer: &str, visibility: Duration) -> Result<Self, StoreError> {
+    pub fn new(
+        store: Store,
+        source: &str,
+        consumer: &str,
+        visibility: Duration,
+    ) -> Result<Self, StoreError> {
         // The longest wait `next` is asked for is bounded by callers; allow 30 s.
         let blocking = store.dedicated_connection(Duration::from_secs(30))?;
         Ok(RedisOutbox {
@@ -170,7 +175,10 @@ impl RedisOutbox {
         let msg: String = entry
             .get("msg")
             .ok_or_else(|| corrupt("no msg field".into()))?;
-        let attempt: u32 = entry.get::<String>("attempt").and_then(|a| a.parse().ok()).unwrap_or(1);
+        let attempt: u32 = entry
+            .get::<String>("attempt")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1);
         let message: OutboundMessage =
             serde_json::from_str(&msg).map_err(|e| corrupt(e.to_string()))?;
         Ok(OutboundDelivery {
@@ -180,7 +188,11 @@ impl RedisOutbox {
         })
     }
 
-    async fn settle_delivery(&self, delivery: &OutboundDelivery, outcome: DeliveryOutcome) -> Result<(), OutboxError> {
+    async fn settle_delivery(
+        &self,
+        delivery: &OutboundDelivery,
+        outcome: DeliveryOutcome,
+    ) -> Result<(), OutboxError> {
         let keys = self.store.keys();
         let state = serde_json::json!({ "outcome": outcome, "attempts": delivery.attempt, "at": Timestamp::now() });
         let mut conn = self.store.conn();
@@ -213,11 +225,16 @@ impl RedisOutbox {
         Ok(())
     }
 
-    async fn defer_delivery(&self, delivery: &OutboundDelivery, delay: Duration) -> Result<(), OutboxError> {
+    async fn defer_delivery(
+        &self,
+        delivery: &OutboundDelivery,
+        delay: Duration,
+    ) -> Result<(), OutboxError> {
         let keys = self.store.keys();
         let json = serde_json::to_string(&delivery.message)
             .map_err(|e| OutboxError::Unavailable(e.to_string()))?;
-        let due = Timestamp::now().as_millis() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
+        let due =
+            Timestamp::now().as_millis() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
         let mut conn = self.store.conn();
         let _: i64 = self
             .store
@@ -241,11 +258,19 @@ impl Outbox for RedisOutbox {
         Box::pin(self.next_delivery(wait))
     }
 
-    fn settle<'a>(&'a self, delivery: &'a OutboundDelivery, outcome: DeliveryOutcome) -> BoxFuture<'a, Result<(), OutboxError>> {
+    fn settle<'a>(
+        &'a self,
+        delivery: &'a OutboundDelivery,
+        outcome: DeliveryOutcome,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
         Box::pin(self.settle_delivery(delivery, outcome))
     }
 
-    fn defer<'a>(&'a self, delivery: &'a OutboundDelivery, delay: Duration) -> BoxFuture<'a, Result<(), OutboxError>> {
+    fn defer<'a>(
+        &'a self,
+        delivery: &'a OutboundDelivery,
+        delay: Duration,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
         Box::pin(self.defer_delivery(delivery, delay))
     }
 }

@@ -115,7 +115,11 @@ impl RoutingStreams {
 
     /// Entries pending for longer than `min_idle` under any consumer (one
     /// that crashed or hangs), now claimed by this one.
-    pub async fn reclaim(&mut self, min_idle: Duration, count: usize) -> Result<Vec<QueuedContact>, StoreError> {
+    pub async fn reclaim(
+        &mut self,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<QueuedContact>, StoreError> {
         let mut out = Vec::new();
         for p in self.store.keys().all_partitions() {
             let key = self.store.keys().routing(p);

@@ -16,26 +16,44 @@ async fn new_customer_creates_a_contact_and_follow_ups_append() {
     let store = store_for(&redis, 4);
     let intake = intake_for(&store);
 
-    let first = intake.submit_event(event("vs_1", Some("m1"), "Hello")).await.unwrap();
+    let first = intake
+        .submit_event(event("vs_1", Some("m1"), "Hello"))
+        .await
+        .unwrap();
     assert_eq!(first.outcome, IntakeOutcome::Created);
-    let second = intake.submit_event(event("vs_1", Some("m2"), "Anyone?")).await.unwrap();
+    let second = intake
+        .submit_event(event("vs_1", Some("m2"), "Anyone?"))
+        .await
+        .unwrap();
     assert_eq!(second.outcome, IntakeOutcome::Appended);
     assert_eq!(second.contact_id, first.contact_id);
     assert_eq!(second.conversation_id, first.conversation_id);
     assert_ne!(second.message_id, first.message_id);
     assert!(second.seq > first.seq, "{} then {}", first.seq, second.seq);
 
-    let other = intake.submit_event(event("vs_2", None, "Hi")).await.unwrap();
+    let other = intake
+        .submit_event(event("vs_2", None, "Hi"))
+        .await
+        .unwrap();
     assert_eq!(other.outcome, IntakeOutcome::Created);
     assert_ne!(other.contact_id, first.contact_id);
 
     let mut conn = raw(&redis).await;
     let keys = store.keys();
-    let log: usize = conn.xlen(keys.conversation_log(&first.conversation_id)).await.unwrap();
+    let log: usize = conn
+        .xlen(keys.conversation_log(&first.conversation_id))
+        .await
+        .unwrap();
     assert_eq!(log, 2);
-    let state: String = conn.hget(keys.contact(&first.contact_id), "state").await.unwrap();
+    let state: String = conn
+        .hget(keys.contact(&first.contact_id), "state")
+        .await
+        .unwrap();
     assert_eq!(state, "new");
-    let customer: String = conn.hget(keys.contact(&first.contact_id), "customer").await.unwrap();
+    let customer: String = conn
+        .hget(keys.contact(&first.contact_id), "customer")
+        .await
+        .unwrap();
     assert_eq!(customer, "visitor:vs_1");
     // Two contacts queued for routing, across the partitions.
     let mut routed = 0;
@@ -51,20 +69,45 @@ async fn repeated_provider_ids_store_nothing_twice() {
     let redis = RedisServer::start();
     let store = store_for(&redis, 1);
     let intake = intake_for(&store);
-    let first = intake.submit_event(event("vs_1", Some("wamid.1"), "Hello")).await.unwrap();
-    let again = intake.submit_event(event("vs_1", Some("wamid.1"), "Hello")).await.unwrap();
+    let first = intake
+        .submit_event(event("vs_1", Some("wamid.1"), "Hello"))
+        .await
+        .unwrap();
+    let again = intake
+        .submit_event(event("vs_1", Some("wamid.1"), "Hello"))
+        .await
+        .unwrap();
     assert_eq!(again.outcome, IntakeOutcome::Duplicate);
     assert_eq!(
-        (&again.contact_id, &again.conversation_id, &again.message_id, &again.seq),
-        (&first.contact_id, &first.conversation_id, &first.message_id, &first.seq)
+        (
+            &again.contact_id,
+            &again.conversation_id,
+            &again.message_id,
+            &again.seq
+        ),
+        (
+            &first.contact_id,
+            &first.conversation_id,
+            &first.message_id,
+            &first.seq
+        )
     );
     let mut conn = raw(&redis).await;
-    let log: usize = conn.xlen(store.keys().conversation_log(&first.conversation_id)).await.unwrap();
+    let log: usize = conn
+        .xlen(store.keys().conversation_log(&first.conversation_id))
+        .await
+        .unwrap();
     assert_eq!(log, 1);
     // The dedupe mark lasts the configured window (7 days).
     let p = first.contact_id.partition();
-    let ttl: i64 = conn.ttl(store.keys().dedupe(p, "website", "wamid.1")).await.unwrap();
-    assert!(ttl > 7 * 24 * 3600 - 60 && ttl <= 7 * 24 * 3600, "ttl {ttl}");
+    let ttl: i64 = conn
+        .ttl(store.keys().dedupe(p, "website", "wamid.1"))
+        .await
+        .unwrap();
+    assert!(
+        ttl > 7 * 24 * 3600 - 60 && ttl <= 7 * 24 * 3600,
+        "ttl {ttl}"
+    );
 }
 
 #[tokio::test]
@@ -79,7 +122,11 @@ async fn concurrent_repeats_yield_one_message_each() {
         let id = i % 100;
         tasks.push(tokio::spawn(async move {
             intake
-                .submit_event(event(&format!("vs_{}", id % 20), Some(&format!("m{id}")), "hi"))
+                .submit_event(event(
+                    &format!("vs_{}", id % 20),
+                    Some(&format!("m{id}")),
+                    "hi",
+                ))
                 .await
                 .unwrap()
         }));
@@ -92,9 +139,15 @@ async fn concurrent_repeats_yield_one_message_each() {
     assert_eq!(distinct.len(), 100);
     let contacts: HashSet<_> = receipts.iter().map(|r| r.contact_id).collect();
     assert_eq!(contacts.len(), 20);
-    let created = receipts.iter().filter(|r| r.outcome == IntakeOutcome::Created).count();
+    let created = receipts
+        .iter()
+        .filter(|r| r.outcome == IntakeOutcome::Created)
+        .count();
     assert_eq!(created, 20);
-    let dups = receipts.iter().filter(|r| r.outcome == IntakeOutcome::Duplicate).count();
+    let dups = receipts
+        .iter()
+        .filter(|r| r.outcome == IntakeOutcome::Duplicate)
+        .count();
     assert_eq!(dups, 300);
     let mut conn = raw(&redis).await;
     let mut logged = 0;
@@ -113,7 +166,10 @@ async fn invalid_events_are_refused_before_redis() {
     let intake = intake_for(&store);
     let mut e = event("vs_1", None, "x");
     e.text = "a".repeat(70 * 1024);
-    assert!(matches!(intake.submit_event(e).await, Err(IntakeError::Invalid(_))));
+    assert!(matches!(
+        intake.submit_event(e).await,
+        Err(IntakeError::Invalid(_))
+    ));
     let mut conn = raw(&redis).await;
     let size: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
     assert_eq!(size, 0);
@@ -124,13 +180,23 @@ async fn redis_down_is_unavailable_and_recovery_is_automatic() {
     let mut redis = RedisServer::start();
     let store = store_for(&redis, 1);
     let intake = intake_for(&store);
-    intake.submit_event(event("vs_1", Some("a"), "before")).await.unwrap();
+    intake
+        .submit_event(event("vs_1", Some("a"), "before"))
+        .await
+        .unwrap();
 
     redis.stop();
     let started = Instant::now();
-    let err = intake.submit_event(event("vs_1", Some("b"), "during")).await.unwrap_err();
+    let err = intake
+        .submit_event(event("vs_1", Some("b"), "during"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, IntakeError::Unavailable(_)), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(store.ping().await.is_err());
 
     redis.restart();

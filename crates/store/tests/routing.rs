@@ -26,7 +26,10 @@ async fn entries_reach_the_waiting_queue_once_even_when_reclaimed() {
     b.ensure_groups().await.unwrap();
 
     for i in 0..10 {
-        intake.submit_event(event(&format!("vs_{i}"), None, "hi")).await.unwrap();
+        intake
+            .submit_event(event(&format!("vs_{i}"), None, "hi"))
+            .await
+            .unwrap();
     }
     // Reader a takes everything, then "dies" before moving it.
     let mut taken = Vec::new();
@@ -35,7 +38,12 @@ async fn entries_reach_the_waiting_queue_once_even_when_reclaimed() {
     }
     assert!(b.read(100).await.unwrap().is_empty());
     // Not idle long enough yet: nothing to reclaim.
-    assert!(b.reclaim(Duration::from_secs(60), 100).await.unwrap().is_empty());
+    assert!(
+        b.reclaim(Duration::from_secs(60), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     let reclaimed = b.reclaim(Duration::from_millis(10), 100).await.unwrap();
     assert_eq!(reclaimed.len(), 10);
@@ -55,7 +63,10 @@ async fn entries_reach_the_waiting_queue_once_even_when_reclaimed() {
         assert_eq!(left, 0, "stream entries are deleted once moved");
     }
     assert_eq!(waiting, 10);
-    let state: String = conn.hget(store.keys().contact(&taken[0].contact_id), "state").await.unwrap();
+    let state: String = conn
+        .hget(store.keys().contact(&taken[0].contact_id), "state")
+        .await
+        .unwrap();
     assert_eq!(state, "queued");
 }
 
@@ -80,7 +91,8 @@ fn reply(text: &str) -> OutboundMessage {
 async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     let redis = RedisServer::start();
     let store = store_for(&redis, 1);
-    let outbox = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_millis(300)).unwrap();
+    let outbox =
+        RedisOutbox::new(store.clone(), "website", "i1", Duration::from_millis(300)).unwrap();
     let wait = Duration::from_millis(100);
     assert!(outbox.next(wait).await.unwrap().is_none());
 
@@ -89,11 +101,19 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     let first = outbox.next(wait).await.unwrap().unwrap();
     assert_eq!((first.message.text.as_str(), first.attempt), ("one", 1));
     // A temporary failure: deferred, then handed out again with attempt 2.
-    outbox.defer(&first, Duration::from_millis(200)).await.unwrap();
+    outbox
+        .defer(&first, Duration::from_millis(200))
+        .await
+        .unwrap();
     let second = outbox.next(wait).await.unwrap().unwrap();
     assert_eq!(second.message.text, "two");
     outbox
-        .settle(&second, DeliveryOutcome::Delivered { provider_message_id: Some("p2".into()) })
+        .settle(
+            &second,
+            DeliveryOutcome::Delivered {
+                provider_message_id: Some("p2".into()),
+            },
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -101,13 +121,19 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     assert_eq!((retried.message.text.as_str(), retried.attempt), ("one", 2));
 
     // Another instance takes over a delivery that was never settled.
-    let other = RedisOutbox::new(store.clone(), "website", "i2", Duration::from_millis(300)).unwrap();
+    let other =
+        RedisOutbox::new(store.clone(), "website", "i2", Duration::from_millis(300)).unwrap();
     assert!(other.next(wait).await.unwrap().is_none());
     tokio::time::sleep(Duration::from_millis(350)).await;
     let again = other.next(wait).await.unwrap().unwrap();
     assert_eq!(again.message.message_id, retried.message.message_id);
     other
-        .settle(&again, DeliveryOutcome::Failed { reason: "window closed".into() })
+        .settle(
+            &again,
+            DeliveryOutcome::Failed {
+                reason: "window closed".into(),
+            },
+        )
         .await
         .unwrap();
     assert!(other.next(wait).await.unwrap().is_none());
@@ -115,7 +141,9 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     let mut conn = raw(&redis).await;
     let state: String = conn
         .hget(
-            store.keys().conversation_delivery(&again.message.conversation_id),
+            store
+                .keys()
+                .conversation_delivery(&again.message.conversation_id),
             again.message.message_id.to_string(),
         )
         .await

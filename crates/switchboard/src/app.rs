@@ -50,7 +50,11 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             },
         },
     );
-    tracker.spawn(check_layout(store.clone(), background.clone(), fatal_tx.clone()));
+    tracker.spawn(check_layout(
+        store.clone(),
+        background.clone(),
+        fatal_tx.clone(),
+    ));
 
     let router = Router::new(
         store.clone(),
@@ -77,7 +81,12 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         let ctx = ChannelContext {
             name: name.clone(),
             intake: Arc::new(intake.clone()),
-            outbox: Arc::new(RedisOutbox::new(store.clone(), &name, &instance, OUTBOX_VISIBILITY)?),
+            outbox: Arc::new(RedisOutbox::new(
+                store.clone(),
+                &name,
+                &instance,
+                OUTBOX_VISIBILITY,
+            )?),
             shutdown: background.clone(),
         };
         let adapter = channel
@@ -101,7 +110,8 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         .await
         .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
     info!(%addr, "Switchboard is listening: /healthz, /readyz, /metrics, /channels/<name>/…");
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let mut server_task = tokio::spawn(async move { server.await });
 
     systemd::ready("serving");
@@ -128,7 +138,10 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         }
     };
 
-    info!(drain_timeout_s = config.shutdown.drain_timeout_secs, "Shutting down: no new work, finishing requests in flight.");
+    info!(
+        drain_timeout_s = config.shutdown.drain_timeout_secs,
+        "Shutting down: no new work, finishing requests in flight."
+    );
     systemd::stopping();
     draining.store(true, Ordering::SeqCst);
     stop_accepting.cancel();
@@ -144,7 +157,10 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     intake.close();
     background.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
         warn!("Some background tasks did not stop in time.");
     }
     if let Some(w) = watchdog {
@@ -160,7 +176,11 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
 }
 
 /// Checks the key layout once Redis answers; a mismatch is fatal.
-async fn check_layout(store: Store, shutdown: CancellationToken, fatal: mpsc::Sender<anyhow::Error>) {
+async fn check_layout(
+    store: Store,
+    shutdown: CancellationToken,
+    fatal: mpsc::Sender<anyhow::Error>,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
         match store.check_layout().await {

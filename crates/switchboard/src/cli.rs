@@ -49,7 +49,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchboard: cannot start the async runtime: {e}");
@@ -57,7 +60,9 @@ pub fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Validate { check_redis } => runtime.block_on(validate(&path, &config, check_redis)),
+        Command::Validate { check_redis } => {
+            runtime.block_on(validate(&path, &config, check_redis))
+        }
         Command::Run => {
             crate::telemetry::init_logs(&config.log);
             let metrics = match crate::telemetry::init_metrics() {
@@ -82,20 +87,30 @@ pub fn main() -> ExitCode {
 
 async fn validate(path: &std::path::Path, config: &Config, check_redis: bool) -> ExitCode {
     if check_redis {
-        let store = match config.redis_password().map_err(|e| e.to_string()).and_then(|password| {
-            switchboard_store::Store::new(switchboard_store::StoreConfig {
-                url: config.redis.url.clone(),
-                password,
-                key_prefix: config.redis.key_prefix.clone(),
-                partitions: config.redis.partitions,
-                connect_timeout: std::time::Duration::from_millis(config.redis.connect_timeout_ms),
-                response_timeout: std::time::Duration::from_millis(config.redis.response_timeout_ms),
-            })
+        let store = match config
+            .redis_password()
             .map_err(|e| e.to_string())
-        }) {
+            .and_then(|password| {
+                switchboard_store::Store::new(switchboard_store::StoreConfig {
+                    url: config.redis.url.clone(),
+                    password,
+                    key_prefix: config.redis.key_prefix.clone(),
+                    partitions: config.redis.partitions,
+                    connect_timeout: std::time::Duration::from_millis(
+                        config.redis.connect_timeout_ms,
+                    ),
+                    response_timeout: std::time::Duration::from_millis(
+                        config.redis.response_timeout_ms,
+                    ),
+                })
+                .map_err(|e| e.to_string())
+            }) {
             Ok(store) => store,
             Err(e) => {
-                eprintln!("switchboard: invalid configuration {}: redis: {e}", path.display());
+                eprintln!(
+                    "switchboard: invalid configuration {}: redis: {e}",
+                    path.display()
+                );
                 return ExitCode::from(EXIT_CONFIG);
             }
         };

@@ -180,7 +180,14 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(RedisConfig, HttpConfig, IntakeConfig, RouterConfig, LogConfig, ShutdownConfig);
+default_from_serde!(
+    RedisConfig,
+    HttpConfig,
+    IntakeConfig,
+    RouterConfig,
+    LogConfig,
+    ShutdownConfig
+);
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,7 +204,11 @@ impl ConfigError {
         let problem = problem
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with('|')
+                    && !l.chars().next().is_some_and(|c| c.is_ascii_digit())
+            })
             .collect::<Vec<_>>()
             .join("; ");
         ConfigError {
@@ -213,11 +224,18 @@ pub const ENV_PREFIX: &str = "SWITCHBOARD";
 
 /// Loads `path` with overrides from `env` (the process environment in the
 /// binary, a map in tests). Only variables starting `SWITCHBOARD__` count.
-pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+pub fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
     let raw = merged(path, env)?;
     let config: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." { "configuration".to_owned() } else { key };
+        let key = if key == "." {
+            "configuration".to_owned()
+        } else {
+            key
+        };
         ConfigError::new(key, e.into_inner().to_string())
     })?;
     config.check()?;
@@ -226,8 +244,15 @@ pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Res
 
 /// One key of the merged configuration as text, unchecked (for scripts).
 /// Secrets are never printed.
-pub fn raw_value(path: &Path, env: impl IntoIterator<Item = (String, String)>, key: &str) -> Result<String, ConfigError> {
-    if ["password", "token", "secret"].iter().any(|s| key.contains(s)) {
+pub fn raw_value(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+    key: &str,
+) -> Result<String, ConfigError> {
+    if ["password", "token", "secret"]
+        .iter()
+        .any(|s| key.contains(s))
+    {
         return Err(ConfigError::new(key, "secrets are not printed"));
     }
     let raw = merged(path, env)?;
@@ -241,7 +266,10 @@ pub fn raw_value(path: &Path, env: impl IntoIterator<Item = (String, String)>, k
 }
 
 /// The file with the environment's overrides on top.
-fn merged(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<config::Config, ConfigError> {
+fn merged(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<config::Config, ConfigError> {
     let overrides: config::Map<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with("SWITCHBOARD__"))
@@ -279,21 +307,42 @@ impl Config {
         switchboard_store::KeySpace::new(&self.redis.key_prefix, self.redis.partitions)
             .map_err(|e| ConfigError::new("redis", e.to_string()))?;
         for (key, value, min) in [
-            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms, 10),
-            ("redis.response_timeout_ms", self.redis.response_timeout_ms, 10),
-            ("intake.dedupe_window_secs", self.intake.dedupe_window_secs, 60),
+            (
+                "redis.connect_timeout_ms",
+                self.redis.connect_timeout_ms,
+                10,
+            ),
+            (
+                "redis.response_timeout_ms",
+                self.redis.response_timeout_ms,
+                10,
+            ),
+            (
+                "intake.dedupe_window_secs",
+                self.intake.dedupe_window_secs,
+                60,
+            ),
             ("router.block_ms", self.router.block_ms, 10),
             ("router.reclaim_idle_ms", self.router.reclaim_idle_ms, 1000),
         ] {
             if value < min {
-                return Err(ConfigError::new(key, format!("{value} is below the minimum of {min}")));
+                return Err(ConfigError::new(
+                    key,
+                    format!("{value} is below the minimum of {min}"),
+                ));
             }
         }
         if self.intake.max_text_bytes < 1024 {
-            return Err(ConfigError::new("intake.max_text_bytes", "must be at least 1024"));
+            return Err(ConfigError::new(
+                "intake.max_text_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.router.batch == 0 || self.router.batch > 10_000 {
-            return Err(ConfigError::new("router.batch", "must be between 1 and 10000"));
+            return Err(ConfigError::new(
+                "router.batch",
+                "must be between 1 and 10000",
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
@@ -309,7 +358,9 @@ impl Config {
             let key = format!("channels[{i}]");
             let name_ok = !name.is_empty()
                 && name.len() <= 64
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             if !name_ok {
                 return Err(ConfigError::new(
                     format!("{key}.name"),
@@ -317,11 +368,17 @@ impl Config {
                 ));
             }
             if !names.insert(name) {
-                return Err(ConfigError::new(format!("{key}.name"), format!("{name:?} is used twice")));
+                return Err(ConfigError::new(
+                    format!("{key}.name"),
+                    format!("{name:?} is used twice"),
+                ));
             }
-            config
-                .validate()
-                .map_err(|e| ConfigError::new(format!("channels.{name} ({})", channel.type_name()), e.to_string()))?;
+            config.validate().map_err(|e| {
+                ConfigError::new(
+                    format!("channels.{name} ({})", channel.type_name()),
+                    e.to_string(),
+                )
+            })?;
             for resource in config.resources() {
                 if let Some(other) = claimed.insert(resource.clone(), name) {
                     return Err(ConfigError::new(
@@ -338,7 +395,10 @@ impl Config {
         self.http.listen.parse().map_err(|_| {
             ConfigError::new(
                 "http.listen",
-                format!("{:?} is not an address:port such as 127.0.0.1:8080", self.http.listen),
+                format!(
+                    "{:?} is not an address:port such as 127.0.0.1:8080",
+                    self.http.listen
+                ),
             )
         })
     }
@@ -386,25 +446,61 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn the_shipped_example_is_valid_and_documents_every_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/switchboard.toml");
         // The shipped file leaves redis.url empty on purpose (scripts/run.sh fills it).
-        let config = load(&path, env(&[("SWITCHBOARD__REDIS__URL", "redis://127.0.0.1:6379")])).unwrap();
-        let defaults: Config = serde_json::from_str(r#"{"redis":{"url":"redis://127.0.0.1:6379"}}"#).unwrap();
-        assert_eq!(format!("{config:?}"), format!("{defaults:?}"), "config/switchboard.toml differs from the defaults in config.rs");
+        let config = load(
+            &path,
+            env(&[("SWITCHBOARD__REDIS__URL", "redis://127.0.0.1:6379")]),
+        )
+        .unwrap();
+        let defaults: Config =
+            serde_json::from_str(r#"{"redis":{"url":"redis://127.0.0.1:6379"}}"#).unwrap();
+        assert_eq!(
+            format!("{config:?}"),
+            format!("{defaults:?}"),
+            "config/switchboard.toml differs from the defaults in config.rs"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         for key in [
-            "[instance]", "id =", "[redis]", "url =", "password", "key_prefix =", "partitions =",
-            "connect_timeout_ms =", "response_timeout_ms =", "[http]", "listen =", "[intake]",
-            "dedupe_window_secs =", "max_text_bytes =", "[router]", "block_ms =", "reclaim_idle_ms =",
-            "batch =", "[log]", "format =", "level =", "[shutdown]", "drain_timeout_secs =",
-            "[[channels]]", "intake_api", "max_body_bytes",
+            "[instance]",
+            "id =",
+            "[redis]",
+            "url =",
+            "password",
+            "key_prefix =",
+            "partitions =",
+            "connect_timeout_ms =",
+            "response_timeout_ms =",
+            "[http]",
+            "listen =",
+            "[intake]",
+            "dedupe_window_secs =",
+            "max_text_bytes =",
+            "[router]",
+            "block_ms =",
+            "reclaim_idle_ms =",
+            "batch =",
+            "[log]",
+            "format =",
+            "level =",
+            "[shutdown]",
+            "drain_timeout_secs =",
+            "[[channels]]",
+            "intake_api",
+            "max_body_bytes",
         ] {
-            assert!(text.contains(key), "config/switchboard.toml does not document {key}");
+            assert!(
+                text.contains(key),
+                "config/switchboard.toml does not document {key}"
+            );
         }
     }
 
@@ -413,7 +509,11 @@ mod tests {
         let f = file("[redis]\nurl = \"redis://file:6379\"\n[http]\nlisten = \"127.0.0.1:1\"\n");
         let config = load(
             f.path(),
-            env(&[("SWITCHBOARD__REDIS__URL", "redis://env:6380"), ("SWITCHBOARD__REDIS__PARTITIONS", "4"), ("OTHER", "x")]),
+            env(&[
+                ("SWITCHBOARD__REDIS__URL", "redis://env:6380"),
+                ("SWITCHBOARD__REDIS__PARTITIONS", "4"),
+                ("OTHER", "x"),
+            ]),
         )
         .unwrap();
         assert_eq!(config.redis.url, "redis://env:6380");
@@ -424,22 +524,61 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            ("[redis]\nurl = \"redis://x\"\nbogus = 1\n", &[][..], "redis"),
-            ("[redis]\nurl = \"redis://x\"\n[http]\nlisten = \"nowhere\"\n", &[][..], "http.listen"),
+            (
+                "[redis]\nurl = \"redis://x\"\nbogus = 1\n",
+                &[][..],
+                "redis",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[http]\nlisten = \"nowhere\"\n",
+                &[][..],
+                "http.listen",
+            ),
             ("[redis]\nurl = \"htp://x\"\n", &[][..], "redis.url"),
             ("", &[][..], "redis.url"),
-            ("[redis]\nurl = \"redis://x\"\npartitions = \"many\"\n", &[][..], "redis.partitions"),
-            ("[redis]\nurl = \"redis://x\"\n", &[("SWITCHBOARD__HTTP__LISTN", "x")][..], "http"),
-            ("[redis]\nurl = \"redis://x\"\n[log]\nformat = \"xml\"\n", &[][..], "log.format"),
-            ("[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"fax\"\nname = \"f\"\n", &[][..], "channels"),
-            ("[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"short\"\n", &[][..], "channels.a"),
-            ("[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = { file = \"/nonexistent/t\" }\n", &[][..], "channels.a"),
-            ("[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"0123456789abcdef0\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"0123456789abcdef0\"\n", &[][..], "channels[1].name"),
+            (
+                "[redis]\nurl = \"redis://x\"\npartitions = \"many\"\n",
+                &[][..],
+                "redis.partitions",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n",
+                &[("SWITCHBOARD__HTTP__LISTN", "x")][..],
+                "http",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[log]\nformat = \"xml\"\n",
+                &[][..],
+                "log.format",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"fax\"\nname = \"f\"\n",
+                &[][..],
+                "channels",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"short\"\n",
+                &[][..],
+                "channels.a",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = { file = \"/nonexistent/t\" }\n",
+                &[][..],
+                "channels.a",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"0123456789abcdef0\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"0123456789abcdef0\"\n",
+                &[][..],
+                "channels[1].name",
+            ),
         ];
         for (text, vars, key) in cases {
             let f = file(text);
             let err = load(f.path(), env(vars)).unwrap_err();
-            assert!(err.key.starts_with(key), "{text:?}: {err} does not name {key}");
+            assert!(
+                err.key.starts_with(key),
+                "{text:?}: {err} does not name {key}"
+            );
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
     }

@@ -60,7 +60,10 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
 
 async fn render_metrics(State(state): State<HealthState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
 }

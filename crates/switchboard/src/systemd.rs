@@ -10,7 +10,10 @@ pub fn ready(status: &str) {
 }
 
 pub fn stopping() {
-    let _ = sd_notify::notify(false, &[NotifyState::Stopping, NotifyState::Status("draining")]);
+    let _ = sd_notify::notify(
+        false,
+        &[NotifyState::Stopping, NotifyState::Status("draining")],
+    );
 }
 
 /// Pings the watchdog at half the interval systemd asked for, until

@@ -13,7 +13,11 @@ pub fn init_logs(config: &LogConfig) {
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }
 
@@ -34,13 +38,38 @@ pub fn init_metrics() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!("switchboard_intake_events_total", "Inbound messages stored, by channel, source and outcome (created, appended, duplicate).");
-    describe_counter!("switchboard_intake_errors_total", "Inbound messages not stored, by channel, source and error_type (invalid, unavailable, shutting_down).");
-    describe_histogram!("switchboard_intake_duration_seconds", Unit::Seconds, "Time to store one inbound message.");
-    describe_counter!("switchboard_intake_api_rejected_total", "Intake API requests refused, by source and reason (unauthorized, bad_json, invalid_event).");
-    describe_counter!("switchboard_router_contacts_queued_total", "Contacts moved to a waiting queue.");
-    describe_counter!("switchboard_router_errors_total", "Router passes that failed, by error_type.");
-    describe_gauge!("switchboard_redis_up", "1 when the last Redis health check succeeded.");
-    describe_counter!("switchboard_http_requests_total", "HTTP requests answered, by status class.");
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "switchboard_intake_events_total",
+        "Inbound messages stored, by channel, source and outcome (created, appended, duplicate)."
+    );
+    describe_counter!(
+        "switchboard_intake_errors_total",
+        "Inbound messages not stored, by channel, source and error_type (invalid, unavailable, shutting_down)."
+    );
+    describe_histogram!(
+        "switchboard_intake_duration_seconds",
+        Unit::Seconds,
+        "Time to store one inbound message."
+    );
+    describe_counter!(
+        "switchboard_intake_api_rejected_total",
+        "Intake API requests refused, by source and reason (unauthorized, bad_json, invalid_event)."
+    );
+    describe_counter!(
+        "switchboard_router_contacts_queued_total",
+        "Contacts moved to a waiting queue."
+    );
+    describe_counter!(
+        "switchboard_router_errors_total",
+        "Router passes that failed, by error_type."
+    );
+    describe_gauge!(
+        "switchboard_redis_up",
+        "1 when the last Redis health check succeeded."
+    );
+    describe_counter!(
+        "switchboard_http_requests_total",
+        "HTTP requests answered, by status class."
+    );
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs Switchboard on a fresh Debian machine that has only the Rust toolchain.
+#
+#   scripts/run.sh [--config FILE]        (default: config/switchboard.toml)
+#
+# Builds the release binary, and when no Redis URL is configured (redis.url in
+# the file, or SWITCHBOARD__REDIS__URL) starts a private redis-server
+# (installing it if missing) with its data under .switchboard/redis, then runs
+# the daemon in the foreground. Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+config=config/switchboard.toml
+if [ "${1:-}" = "--config" ] && [ -n "${2:-}" ]; then config=$2; fi
+state=${SWITCHBOARD_STATE_DIR:-$PWD/.switchboard}
+redis_port=${SWITCHBOARD_REDIS_PORT:-6390}
+
+cargo build --release --locked -p switchboard
+bin=target/release/switchboard
+
+url=$("$bin" show-config redis.url --config "$config")
+started_redis=""
+if [ -z "$url" ]; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "run.sh: installing redis-server" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  fi
+  mkdir -p "$state/redis"
+  pidfile="$state/redis/redis.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "run.sh: reusing the private Redis already running (pid $(cat "$pidfile"))"
+  else
+    redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$state/redis" \
+      --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
+      --daemonize yes --pidfile "$pidfile" --logfile "$state/redis/redis.log"
+    for _ in $(seq 50); do
+      [ -f "$pidfile" ] && break
+      sleep 0.1
+    done
+    [ -f "$pidfile" ] || { echo "run.sh: redis-server did not start; see $state/redis/redis.log" >&2; exit 1; }
+    started_redis=$(cat "$pidfile")
+  fi
+  url="redis://127.0.0.1:$redis_port"
+  export SWITCHBOARD__REDIS__URL=$url
+  echo "run.sh: private Redis at $url, data in $state/redis"
+fi
+
+listen=$("$bin" show-config http.listen --config "$config")
+echo "run.sh: Switchboard HTTP at http://$listen  (/healthz, /readyz, /metrics, /channels/<name>/…)"
+echo "run.sh: configuration $config; stop with Ctrl-C"
+
+stop_redis() {
+  if [ -n "$started_redis" ] && kill -0 "$started_redis" 2>/dev/null; then
+    echo "run.sh: stopping the private Redis (data kept in $state/redis)"
+    kill -TERM "$started_redis" || true
+  fi
+}
+trap stop_redis EXIT
+"$bin" --config "$config" &
+daemon=$!
+trap 'kill -TERM $daemon 2>/dev/null || true' INT TERM
+wait "$daemon" || status=$?
+wait "$daemon" 2>/dev/null || true
+exit "${status:-0}"

@@ -1,0 +1,185 @@
+//! Intake throughput: acknowledged submissions per second over loopback with
+//! 50 concurrent submitters, against raw unpipelined XADD on the same Redis
+//! in the same run. Run with:
+//!
+//!   cargo bench -p switchboard-e2e --bench intake
+//!
+//! SWITCHBOARD_BENCH_SECS sets the measured seconds (default 10). Figures and
+//! how to read them: docs/benchmarks.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use switchboard_e2e::*;
+
+const SUBMITTERS: usize = 50;
+
+fn main() {
+    let secs: u64 = std::env::var("SWITCHBOARD_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = RedisServer::start();
+
+    let raw = raw_xadd_rate(&redis, &runtime, secs);
+    println!(
+        "raw XADD, {SUBMITTERS} clients, unpipelined: {:.0} ops/s ({})",
+        raw.0, raw.1
+    );
+
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        "",
+    );
+    let (rate, p50, p99, errors) = runtime.block_on(intake_rate(&daemon.base(), secs));
+    println!(
+        "intake over HTTP, {SUBMITTERS} submitters: {rate:.0} acknowledged submissions/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {errors} errors"
+    );
+    println!(
+        "ratio intake / raw XADD: {:.3} (target >= 0.3)",
+        rate / raw.0
+    );
+}
+
+/// Raw XADD rate: redis-benchmark when installed (as the issue asks), else
+/// the same load from Rust.
+fn raw_xadd_rate(
+    redis: &RedisServer,
+    runtime: &tokio::runtime::Runtime,
+    secs: u64,
+) -> (f64, &'static str) {
+    let requests = 400_000.to_string();
+    let port = redis.port().to_string();
+    let clients = SUBMITTERS.to_string();
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-c",
+            &clients,
+            "-n",
+            &requests,
+            "-P",
+            "1",
+            "-q",
+        ])
+        .args(["XADD", "bench:raw", "*", "field", "value"])
+        .output();
+    if let Ok(out) = out {
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "XADD bench:raw * field value: 81234.56 requests per second, p50=…"
+        let rate = text
+            .rsplit("\r")
+            .chain(text.lines())
+            .filter_map(|l| l.split(": ").nth(1))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|n| n.parse::<f64>().ok())
+            .last();
+        if let Some(rate) = rate {
+            return (rate, "redis-benchmark");
+        }
+    }
+    let url = redis.url();
+    let rate = runtime.block_on(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..SUBMITTERS {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let _: String = redis::cmd("XADD")
+                        .arg("bench:raw")
+                        .arg("*")
+                        .arg("field")
+                        .arg("value")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(secs.min(5))).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total as f64 / started.elapsed().as_secs_f64()
+    });
+    (rate, "Rust client; redis-benchmark not installed")
+}
+
+async fn intake_rate(base: &str, secs: u64) -> (f64, f64, f64, u64) {
+    let http = Http::new();
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..SUBMITTERS {
+        let (http, base, measuring, stop) = (
+            http.clone(),
+            base.to_owned(),
+            measuring.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(200_000);
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let event = chat_event(
+                    &format!("c{}", (i * 31 + t as u64) % 5000),
+                    &format!("b{t}-{i}"),
+                    "benchmark message of an ordinary length, about sixty bytes",
+                );
+                let started = Instant::now();
+                let ok = matches!(http.submit(&base, &event).await, Ok(r) if r.status == 200);
+                if measuring.load(Ordering::Relaxed) {
+                    if ok {
+                        latencies.push(started.elapsed().as_micros() as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    (all.len() as f64 / elapsed, pct(0.50), pct(0.99), errors)
+}
