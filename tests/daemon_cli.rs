@@ -25,7 +25,11 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 fn invalid_configurations_exit_non_zero_with_one_line_naming_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    type Case = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static str,
+    );
     let cases: &[Case] = &[
         (
             "[redis]\nurl = \"redis://127.0.0.1:1\"\nbogus = 1\n",

@@ -235,10 +235,15 @@ impl Http {
 
     /// POSTs `body` to the intake API with the test token.
     pub async fn submit(&self, base: &str, body: &serde_json::Value) -> Result<Reply, String> {
+        self.submit_raw(base, Bytes::from(body.to_string())).await
+    }
+
+    /// POSTs an already encoded body to the intake API with the test token.
+    pub async fn submit_raw(&self, base: &str, body: Bytes) -> Result<Reply, String> {
         let request = hyper::Request::post(format!("{base}/channels/api/events"))
             .header("authorization", format!("Bearer {TOKEN}"))
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(body))
             .unwrap();
         self.send(request).await
     }
@@ -319,4 +324,18 @@ pub async fn stored_messages(redis_url: &str) -> Vec<(String, String, String)> {
 /// The repository's root (for scripts and deploy files).
 pub fn repo_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// CPU time (user + system) a process has used so far, from /proc.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ")".
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on every Linux this runs on.
+    Duration::from_millis(ticks * 10)
 }
