@@ -34,7 +34,8 @@ if not contact then
   redis.call('HSET', tag .. ':conv:' .. conv,
     'id', conv, 'contact', contact, 'state', 'open',
     'channel', ARGV[9], 'source', ARGV[10], 'address', ARGV[11],
-    'customer', ARGV[12], 'created_at', ARGV[6])
+    'customer', ARGV[12], 'created_at', ARGV[6],
+    'last_inbound_at', ARGV[6], 'messages', 0)
   redis.call('HSET', tag .. ':contact:' .. contact,
     'id', contact, 'conversation', conv, 'state', 'new',
     'channel', ARGV[9], 'source', ARGV[10], 'address', ARGV[11],
@@ -46,7 +47,9 @@ end
 
 local seq = redis.call('XADD', tag .. ':conv:' .. conv .. ':log', '*',
   'id', ARGV[5], 'dir', 'in', 'at', ARGV[6], 'msg', ARGV[7])
-redis.call('HSET', tag .. ':conv:' .. conv, 'last_inbound_at', ARGV[6])
+if outcome == 'appended' then
+  redis.call('HSET', tag .. ':conv:' .. conv, 'last_inbound_at', ARGV[6])
+end
 redis.call('HINCRBY', tag .. ':conv:' .. conv, 'messages', 1)
 
 local ids = contact .. '|' .. conv .. '|' .. ARGV[5] .. '|' .. seq
