@@ -6,6 +6,10 @@
 //! built on this loop.
 #![forbid(unsafe_code)]
 
+pub mod engine;
+pub mod plan;
+pub mod rules;
+
 use metrics::counter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

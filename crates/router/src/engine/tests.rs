@@ -1,0 +1,576 @@
+use super::*;
+use crate::plan::{OverflowStepConfig, Plan, QueueConfig, Strategy as Selection};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use switchboard_core::Partition;
+
+fn queue(name: &str, skills: &[(&str, u8)]) -> QueueConfig {
+    QueueConfig {
+        name: name.into(),
+        skills: skills.iter().map(|(s, l)| (s.to_string(), *l)).collect(),
+        ..QueueConfig::general()
+    }
+}
+
+fn engine(queues: Vec<QueueConfig>) -> Engine {
+    let plan = Plan::compile("routing", &queues, &[], "").expect("valid plan");
+    Engine::new(Arc::new(plan), &[])
+}
+
+fn agent_id(name: &str) -> AgentId {
+    name.parse().expect("valid agent id")
+}
+
+fn profile(name: &str, skills: &[(&str, u8)], capacity: [u32; 4]) -> AgentProfile {
+    AgentProfile {
+        id: agent_id(name),
+        skills: skills.iter().map(|(s, l)| (s.to_string(), *l)).collect(),
+        capacity,
+        total_capacity: None,
+    }
+}
+
+fn available(idle_since: u64) -> AgentStatus {
+    AgentStatus {
+        availability: Availability::Available,
+        connected: true,
+        load: [0; 4],
+        idle_since,
+        last_offer_at: 0,
+    }
+}
+
+fn contact(queue: usize, channel: ChannelKind, since: u64) -> WaitingContact {
+    WaitingContact {
+        id: ContactId::new(Partition(0)),
+        channel,
+        queue,
+        priority: 0,
+        waiting_since: since,
+        queued_at: since,
+        rule: None,
+        sticky: None,
+        excluded: Vec::new(),
+    }
+}
+
+const CHAT: [u32; 4] = [3, 0, 0, 0];
+
+#[test]
+fn best_match_prefers_proficiency_then_occupancy_then_idle() {
+    let mut e = engine(vec![queue("billing", &[("billing", 2)])]);
+    e.upsert_agent(profile("novice", &[("billing", 2)], CHAT), available(0));
+    e.upsert_agent(profile("expert", &[("billing", 5)], CHAT), available(100));
+    e.upsert_agent(profile("unskilled", &[("sales", 5)], CHAT), available(0));
+    let d = e.next_decision(1000);
+    assert!(d.is_none(), "nobody waits yet");
+    e.add_contact(contact(0, ChannelKind::Chat, 1000), 1000);
+    let d = e.next_decision(1000).expect("a decision");
+    assert_eq!(d.agent.as_str(), "expert");
+    assert_eq!(d.explanation.chosen.as_deref(), Some("expert"));
+    assert_eq!(d.explanation.candidates[0].agent, "expert");
+    assert_eq!(d.explanation.candidates[1].agent, "novice");
+    assert_eq!(d.explanation.excluded.not_skilled, 1);
+
+    // Two experts: the less occupied one, then the one idle longest.
+    let mut e = engine(vec![queue("billing", &[("billing", 2)])]);
+    e.upsert_agent(profile("busy", &[("billing", 5)], CHAT), {
+        let mut s = available(0);
+        s.load = [1, 0, 0, 0];
+        s
+    });
+    e.upsert_agent(
+        profile("idle-recently", &[("billing", 5)], CHAT),
+        available(500),
+    );
+    e.upsert_agent(
+        profile("idle-longest", &[("billing", 5)], CHAT),
+        available(200),
+    );
+    e.add_contact(contact(0, ChannelKind::Chat, 1000), 1000);
+    assert_eq!(
+        e.next_decision(1000).expect("decision").agent.as_str(),
+        "idle-longest"
+    );
+    e.add_contact(contact(0, ChannelKind::Chat, 1000), 1000);
+    assert_eq!(
+        e.next_decision(1000).expect("decision").agent.as_str(),
+        "idle-recently"
+    );
+}
+
+#[test]
+fn other_strategies() {
+    let mut rr = queue("rr", &[]);
+    rr.strategy = Selection::RoundRobin;
+    let mut ms = queue("ms", &[]);
+    ms.strategy = Selection::MostSkilled;
+    let mut e = engine(vec![rr, ms]);
+    e.upsert_agent(profile("a", &[("x", 1)], [10, 0, 0, 0]), available(0));
+    e.upsert_agent(
+        profile("b", &[("x", 5), ("y", 5)], [10, 0, 0, 0]),
+        available(0),
+    );
+    let mut order = Vec::new();
+    for t in 1..=4 {
+        e.add_contact(contact(0, ChannelKind::Chat, t), t);
+        order.push(e.next_decision(t).expect("decision").agent.to_string());
+    }
+    assert_eq!(order, ["a", "b", "a", "b"], "round robin alternates");
+    e.add_contact(contact(1, ChannelKind::Chat, 10), 10);
+    assert_eq!(e.next_decision(10).expect("decision").agent.as_str(), "b");
+}
+
+#[test]
+fn capacity_presence_and_voice_are_respected() {
+    let mut e = engine(vec![queue("q", &[])]);
+    e.upsert_agent(profile("a", &[], [1, 0, 0, 1]), available(0));
+    e.add_contact(contact(0, ChannelKind::Email, 1), 1);
+    assert!(e.next_decision(1).is_none(), "no email capacity");
+    e.add_contact(contact(0, ChannelKind::Voice, 1), 1);
+    let d = e.next_decision(1).expect("voice offered");
+    assert_eq!(d.contact.channel, ChannelKind::Voice);
+    let chat = contact(0, ChannelKind::Chat, 2);
+    e.add_contact(chat.clone(), 2);
+    assert!(e.next_decision(2).is_none(), "on a call: no chat");
+    let why = e.explain_waiting(&chat.id, 3).expect("waiting");
+    assert_eq!(why.excluded.by_reason.get("on_call"), Some(&1), "{why:?}");
+
+    // The call ends: the chat goes to the agent.
+    let mut s = e.agent_status(&agent_id("a")).expect("known");
+    s.load = [0; 4];
+    e.update_agent(&agent_id("a"), s);
+    let d = e.next_decision(3).expect("chat offered");
+    assert_eq!(d.contact.channel, ChannelKind::Chat);
+
+    // Away and disconnected agents get nothing.
+    let mut away = available(0);
+    away.availability = Availability::Away;
+    e.upsert_agent(profile("b", &[], CHAT), away);
+    let mut gone = available(0);
+    gone.connected = false;
+    e.upsert_agent(profile("c", &[], CHAT), gone);
+    e.add_contact(contact(0, ChannelKind::Chat, 4), 4);
+    e.add_contact(contact(0, ChannelKind::Chat, 4), 4);
+    // "a" has chat capacity 1 and holds one.
+    assert!(e.next_decision(4).is_none());
+}
+
+fn e_contact_ids(e: &Engine) -> Vec<ContactId> {
+    e.contact_ix.keys().cloned().collect()
+}
+
+#[test]
+fn voice_may_be_interrupted_by_configured_channels() {
+    let plan = Plan::compile("routing", &[queue("q", &[])], &[], "").expect("valid");
+    let mut e = Engine::new(Arc::new(plan), &[ChannelKind::Email]);
+    let mut on_call = available(0);
+    on_call.load = [0, 0, 0, 1];
+    e.upsert_agent(profile("a", &[], [1, 1, 0, 1]), on_call);
+    e.add_contact(contact(0, ChannelKind::Chat, 1), 1);
+    e.add_contact(contact(0, ChannelKind::Email, 1), 1);
+    let d = e.next_decision(1).expect("email may interrupt");
+    assert_eq!(d.contact.channel, ChannelKind::Email);
+    assert!(e.next_decision(1).is_none());
+}
+
+#[test]
+fn overflow_steps_apply_at_their_time() {
+    let mut q = queue("billing", &[("billing", 4)]);
+    q.overflow = vec![
+        OverflowStepConfig {
+            after_secs: 30,
+            relax: [("billing".to_string(), 2)].into(),
+            ..Default::default()
+        },
+        OverflowStepConfig {
+            after_secs: 60,
+            also_queues: vec!["sales".into()],
+            auto_answer: Some("Still looking for someone".into()),
+            ..Default::default()
+        },
+        OverflowStepConfig {
+            after_secs: 120,
+            move_to: Some("fallback".into()),
+            ..Default::default()
+        },
+    ];
+    let mut e = engine(vec![
+        q,
+        queue("sales", &[("sales", 1)]),
+        queue("fallback", &[("ops", 1)]),
+    ]);
+    e.upsert_agent(
+        profile("junior", &[("billing", 2)], [1, 0, 0, 0]),
+        available(0),
+    );
+    e.upsert_agent(
+        profile("seller", &[("sales", 3)], [1, 0, 0, 0]),
+        available(0),
+    );
+    e.upsert_agent(profile("ops", &[("ops", 1)], [1, 0, 0, 0]), available(0));
+    let start = 1_000_000;
+    e.add_contact(contact(0, ChannelKind::Chat, start), start);
+    assert!(e.next_decision(start).is_none(), "nobody has billing 4");
+    assert_eq!(e.next_timer(), Some(start + 30_000));
+    assert!(e.advance(start + 29_999).is_empty(), "not yet");
+    assert!(e.next_decision(start + 29_999).is_none());
+    let actions = e.advance(start + 30_000);
+    assert!(matches!(
+        actions[..],
+        [StepAction::Overflowed { step: 1, .. }]
+    ));
+    let d = e.next_decision(start + 30_000).expect("relaxed");
+    assert_eq!((d.agent.as_str(), d.step), ("junior", 1));
+
+    // A second contact: junior is full now; at 60 s sales agents join.
+    e.add_contact(contact(0, ChannelKind::Chat, start), start);
+    e.advance(start + 30_000);
+    assert!(e.next_decision(start + 30_000).is_none());
+    let actions = e.advance(start + 60_000);
+    assert!(actions.contains(&StepAction::AutoAnswer {
+        contact: e_contact_ids(&e)[0],
+        text: "Still looking for someone".into()
+    }));
+    let d = e.next_decision(start + 60_000).expect("borrowed");
+    assert_eq!((d.agent.as_str(), d.step), ("seller", 2));
+    assert_eq!(d.explanation.step, 2);
+
+    // A third: at 120 s it moves to the fallback queue.
+    e.add_contact(contact(0, ChannelKind::Chat, start), start);
+    e.advance(start + 60_000);
+    assert!(e.next_decision(start + 60_000).is_none());
+    let actions = e.advance(start + 120_000);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, StepAction::Moved { from: 0, to: 2, .. }))
+    );
+    let d = e.next_decision(start + 120_000).expect("fallback");
+    assert_eq!((d.agent.as_str(), d.contact.queue), ("ops", 2));
+}
+
+#[test]
+fn contacts_added_late_start_at_the_step_their_wait_reached() {
+    let mut q = queue("q", &[("a", 5)]);
+    q.overflow = vec![OverflowStepConfig {
+        after_secs: 10,
+        relax: [("a".to_string(), 1)].into(),
+        ..Default::default()
+    }];
+    let mut e = engine(vec![q]);
+    e.upsert_agent(profile("x", &[("a", 1)], CHAT), available(0));
+    // Reloaded after a failover: it has waited 15 s already.
+    e.add_contact(contact(0, ChannelKind::Chat, 0), 15_000);
+    assert_eq!(e.next_decision(15_000).expect("step 1").step, 1);
+}
+
+#[test]
+fn priority_ages_and_strict_priority_does_not() {
+    let mut aging = queue("aging", &[]);
+    aging.priority_weight_secs = 60;
+    let mut e = engine(vec![aging]);
+    let mut old_low = contact(0, ChannelKind::Chat, 0);
+    old_low.priority = 0;
+    let mut new_high = contact(0, ChannelKind::Chat, 90_000);
+    new_high.priority = 1;
+    let (old_id, new_id) = (old_low.id, new_high.id);
+    e.add_contact(old_low.clone(), 100_000);
+    e.add_contact(new_high.clone(), 100_000);
+    assert!(e.next_decision(100_000).is_none());
+    e.upsert_agent(profile("a", &[], [1, 0, 0, 0]), available(0));
+    // One level is worth 60 s; the old one waited 90 s longer.
+    assert_eq!(e.next_decision(100_000).expect("d").contact.id, old_id);
+
+    let mut strict = queue("strict", &[]);
+    strict.strict_priority = true;
+    let mut e = engine(vec![strict]);
+    e.add_contact(old_low, 100_000);
+    e.add_contact(new_high, 100_000);
+    e.upsert_agent(profile("a", &[], [1, 0, 0, 0]), available(0));
+    assert_eq!(e.next_decision(100_000).expect("d").contact.id, new_id);
+}
+
+#[test]
+fn sticky_contacts_wait_for_their_agent_then_go_to_anyone() {
+    let mut e = engine(vec![queue("q", &[])]);
+    let mut busy = available(0);
+    busy.load = [1, 0, 0, 0];
+    e.upsert_agent(profile("last", &[], [1, 0, 0, 0]), busy);
+    e.upsert_agent(profile("other", &[], [1, 0, 0, 0]), available(0));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 30_000));
+    e.add_contact(c, 0);
+    assert!(e.next_decision(0).is_none(), "waits for its agent");
+    // The agent frees up within the wait: it gets the contact.
+    e.update_agent(&agent_id("last"), available(10));
+    let d = e.next_decision(10).expect("sticky");
+    assert_eq!(d.agent.as_str(), "last");
+    assert_eq!(d.explanation.sticky_agent.as_deref(), Some("last"));
+
+    // It does not free up: after the wait, anyone.
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 30_000));
+    e.add_contact(c, 20);
+    assert!(e.next_decision(20).is_none());
+    let actions = e.advance(30_000);
+    assert!(matches!(actions[..], [StepAction::StickyExpired { .. }]));
+    assert_eq!(e.next_decision(30_000).expect("d").agent.as_str(), "other");
+}
+
+#[test]
+fn declined_agents_are_not_offered_the_contact_again() {
+    let mut e = engine(vec![queue("q", &[])]);
+    e.upsert_agent(profile("a", &[], CHAT), available(0));
+    e.upsert_agent(profile("b", &[], CHAT), available(1));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.excluded = vec![agent_id("a")];
+    e.add_contact(c, 0);
+    let d = e.next_decision(0).expect("d");
+    assert_eq!(d.agent.as_str(), "b");
+    assert_eq!(d.explanation.excluded.declined, ["a"]);
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.excluded = vec![agent_id("a"), agent_id("b")];
+    e.add_contact(c, 0);
+    assert!(e.next_decision(0).is_none());
+}
+
+#[test]
+fn adding_the_same_contact_twice_changes_nothing() {
+    let mut e = engine(vec![queue("q", &[])]);
+    let c = contact(0, ChannelKind::Chat, 0);
+    e.add_contact(c.clone(), 0);
+    e.add_contact(c.clone(), 0);
+    assert_eq!(e.waiting_count(), 1);
+    assert_eq!(e.remove_contact(&c.id), Some(c.clone()));
+    assert_eq!(e.remove_contact(&c.id), None);
+}
+
+// ---- properties ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Contact {
+        queue: usize,
+        channel: usize,
+        priority: i32,
+    },
+    Finish {
+        agent: usize,
+        channel: usize,
+    },
+    Presence {
+        agent: usize,
+        available: bool,
+    },
+    Tick {
+        ms: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize, 0..4usize, -2..3i32).prop_map(|(queue, channel, priority)| Op::Contact { queue, channel, priority }),
+        2 => (0..12usize, 0..4usize).prop_map(|(agent, channel)| Op::Finish { agent, channel }),
+        1 => (0..12usize, any::<bool>()).prop_map(|(agent, available)| Op::Presence { agent, available }),
+        1 => (1..40_000u64).prop_map(|ms| Op::Tick { ms }),
+    ]
+}
+
+type Skills = Vec<(usize, u8)>;
+
+fn agent_spec() -> impl Strategy<Value = (Skills, [u32; 4], Option<u32>)> {
+    (
+        proptest::collection::vec((0..4usize, 1..=5u8), 0..4),
+        [0..4u32, 0..4u32, 0..3u32, 0..2u32],
+        proptest::option::of(1..6u32),
+    )
+}
+
+const SKILLS: [&str; 4] = ["billing", "sales", "lang:uk", "tech"];
+const CHANNELS: [ChannelKind; 4] = [
+    ChannelKind::Chat,
+    ChannelKind::Email,
+    ChannelKind::Social,
+    ChannelKind::Voice,
+];
+
+fn property_plan() -> Vec<QueueConfig> {
+    let mut billing = queue("billing", &[("billing", 4), ("lang:uk", 2)]);
+    billing.overflow = vec![
+        OverflowStepConfig {
+            after_secs: 20,
+            relax: [("billing".to_string(), 2)].into(),
+            ..Default::default()
+        },
+        OverflowStepConfig {
+            after_secs: 45,
+            also_skills: [("tech".to_string(), 4)].into(),
+            ..Default::default()
+        },
+    ];
+    let mut sales = queue("sales", &[("sales", 1)]);
+    sales.strategy = Selection::LeastOccupied;
+    sales.overflow = vec![OverflowStepConfig {
+        after_secs: 30,
+        also_queues: vec!["billing".into()],
+        ..Default::default()
+    }];
+    let mut general = queue("general", &[]);
+    general.strategy = Selection::RoundRobin;
+    vec![billing, sales, general]
+}
+
+/// Whether `skills` qualify for queue `q` at `step` of [`property_plan`],
+/// written out by hand from the configuration above.
+fn qualifies(skills: &BTreeMap<&str, u8>, q: usize, step: usize) -> bool {
+    let has = |s: &str, min: u8| skills.get(s).is_some_and(|l| *l >= min);
+    let billing0 = has("billing", 4) && has("lang:uk", 2);
+    match q {
+        0 => {
+            billing0
+                || (step >= 1 && has("billing", 2) && has("lang:uk", 2))
+                || (step >= 2 && has("tech", 4))
+        }
+        1 => has("sales", 1) || (step >= 1 && billing0),
+        _ => true,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever happens, every offer goes to an agent who is available,
+    /// skilled for the contact's queue at its step, and below capacity
+    /// after taking it; and every contact is offered at most once.
+    #[test]
+    fn offers_respect_skills_capacity_and_presence(
+        agents in proptest::collection::vec(agent_spec(), 1..12),
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        let plan = Plan::compile("routing", &property_plan(), &[], "").expect("valid");
+        let mut e = Engine::new(Arc::new(plan), &[]);
+        let mut load: Vec<[u32; 4]> = vec![[0; 4]; agents.len()];
+        let mut avail: Vec<bool> = vec![true; agents.len()];
+        let mut skill_maps = Vec::new();
+        for (i, (skills, capacity, total)) in agents.iter().enumerate() {
+            let mut p = profile(&format!("a{i}"), &[], *capacity);
+            p.skills = skills.iter().map(|(s, l)| (SKILLS[*s].to_string(), *l)).collect();
+            p.total_capacity = *total;
+            let mut m = BTreeMap::new();
+            for (s, l) in skills { m.insert(SKILLS[*s], *l); }
+            skill_maps.push(m);
+            e.upsert_agent(p, available(0));
+        }
+        let mut now = 1_000_000u64;
+        let mut offered = std::collections::HashSet::new();
+        for op in ops {
+            match op {
+                Op::Contact { queue, channel, priority } => {
+                    let mut c = contact(queue, CHANNELS[channel], now);
+                    c.priority = priority;
+                    e.add_contact(c, now);
+                }
+                Op::Finish { agent, channel } => {
+                    let a = agent % agents.len();
+                    if load[a][channel] > 0 {
+                        load[a][channel] -= 1;
+                        let mut s = e.agent_status(&agent_id(&format!("a{a}"))).expect("known");
+                        s.load = load[a];
+                        s.idle_since = now;
+                        e.update_agent(&agent_id(&format!("a{a}")), s);
+                    }
+                }
+                Op::Presence { agent, available: on } => {
+                    let a = agent % agents.len();
+                    avail[a] = on;
+                    let mut s = e.agent_status(&agent_id(&format!("a{a}"))).expect("known");
+                    s.availability = if on { Availability::Available } else { Availability::Away };
+                    e.update_agent(&agent_id(&format!("a{a}")), s);
+                }
+                Op::Tick { ms } => {
+                    now += ms;
+                    e.advance(now);
+                }
+            }
+            while let Some(d) = e.next_decision(now) {
+                let a: usize = d.agent.as_str()[1..].parse().expect("index");
+                let c = ch(d.contact.channel);
+                prop_assert!(avail[a], "offered to an agent who is away");
+                prop_assert!(offered.insert(d.contact.id), "offered twice");
+                load[a][c] += 1;
+                let (_, capacity, total) = &agents[a];
+                prop_assert!(load[a][c] <= capacity[c], "over channel capacity: {:?} > {:?}", load[a], capacity);
+                let sum: u32 = load[a].iter().sum();
+                let cap = total.unwrap_or_else(|| capacity.iter().sum());
+                prop_assert!(sum <= cap, "over total capacity");
+                if c != 3 {
+                    prop_assert_eq!(load[a][3], 0, "work offered during a call");
+                }
+                prop_assert!(
+                    qualifies(&skill_maps[a], d.contact.queue, d.step),
+                    "agent {} skills {:?} not qualified for queue {} step {}",
+                    a, skill_maps[a], d.contact.queue, d.step
+                );
+                let waited = now - d.contact.queued_at;
+                let due = [0, 20_000, 45_000];
+                let due = if d.contact.queue == 0 { due[d.step] } else if d.contact.queue == 1 { [0, 30_000][d.step] } else { 0 };
+                prop_assert!(waited >= due, "step {} applied after {} ms", d.step, waited);
+            }
+        }
+        // Nothing left waiting that some agent could take right now.
+        for (a, (_, capacity, total)) in agents.iter().enumerate() {
+            if !avail[a] { continue; }
+            let sum: u32 = load[a].iter().sum();
+            let cap = total.unwrap_or_else(|| capacity.iter().sum());
+            for slot in e.contacts.iter().flatten() {
+                let c = ch(slot.contact.channel);
+                let fits = load[a][c] < capacity[c] && sum < cap && (c == 3 || load[a][3] == 0);
+                prop_assert!(
+                    !(fits && qualifies(&skill_maps[a], slot.contact.queue, slot.step)),
+                    "agent a{} could take a waiting contact", a
+                );
+            }
+        }
+    }
+
+    /// With static agents, the engine's choice for one contact equals a
+    /// brute-force ranking of every agent by the queue's strategy.
+    #[test]
+    fn the_choice_equals_a_brute_force_ranking(
+        agents in proptest::collection::vec((agent_spec(), 0..3u32, 0..1000u64), 1..30),
+        queue_ix in 0..3usize,
+    ) {
+        let plan = Plan::compile("routing", &property_plan(), &[], "").expect("valid");
+        let mut e = Engine::new(Arc::new(plan), &[]);
+        let mut expected: Option<(u64, u64, u64, usize)> = None;
+        for (i, ((skills, _, _), load, idle)) in agents.iter().enumerate() {
+            let capacity = [5, 0, 0, 0];
+            let mut p = profile(&format!("a{i}"), &[], capacity);
+            p.skills = skills.iter().map(|(s, l)| (SKILLS[*s].to_string(), *l)).collect();
+            let mut status = available(*idle);
+            status.load = [*load, 0, 0, 0];
+            e.upsert_agent(p, status);
+            let mut m = BTreeMap::new();
+            for (s, l) in skills { m.insert(SKILLS[*s], *l); }
+            if !qualifies(&m, queue_ix, 0) { continue; }
+            // The same skill can appear twice in the generated list; the
+            // engine keeps the last, as a map would.
+            let score: u64 = match queue_ix {
+                0 => u64::from(*m.get("billing").unwrap_or(&0)) + u64::from(*m.get("lang:uk").unwrap_or(&0)),
+                1 => u64::from(*m.get("sales").unwrap_or(&0)),
+                _ => 0,
+            };
+            let occupancy = u64::from(*load) * 1_000_000 / 5;
+            let key = match queue_ix {
+                0 => (u64::MAX - score, occupancy, *idle, i),
+                1 => (occupancy, *idle, 0, i),
+                _ => (0, 0, 0, i), // round robin: nobody was offered yet
+            };
+            if expected.is_none_or(|k| key < k) { expected = Some(key); }
+        }
+        e.add_contact(contact(queue_ix, ChannelKind::Chat, 0), 0);
+        let got = e.next_decision(0).map(|d| d.agent.to_string());
+        prop_assert_eq!(got, expected.map(|k| format!("a{}", k.3)));
+    }
+}

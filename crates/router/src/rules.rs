@@ -1,0 +1,198 @@
+//! Which queue a new contact goes to: the first rule whose every condition
+//! holds, else the default queue.
+
+use crate::plan::Plan;
+use std::collections::BTreeMap;
+use switchboard_core::ChannelKind;
+
+/// What the rules look at, read from the contact the intake stored.
+#[derive(Debug, Clone, Default)]
+pub struct ContactFacts {
+    pub channel: Option<ChannelKind>,
+    pub source: String,
+    pub address: String,
+    pub subject: String,
+    /// The beginning of the first message.
+    pub text: String,
+    pub language: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Where the rules sent a contact, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub queue: usize,
+    /// The rule that matched; `None` when the default queue applied.
+    pub rule: Option<String>,
+    /// The queue's priority plus the rule's.
+    pub priority: i32,
+}
+
+pub fn place(plan: &Plan, facts: &ContactFacts) -> Placement {
+    for rule in &plan.rules {
+        if matches(rule, facts) {
+            let queue = &plan.queues[rule.queue];
+            return Placement {
+                queue: rule.queue,
+                rule: Some(rule.name.clone()),
+                priority: queue.priority.saturating_add(rule.priority),
+            };
+        }
+    }
+    Placement {
+        queue: plan.default_queue,
+        rule: None,
+        priority: plan.queues[plan.default_queue].priority,
+    }
+}
+
+fn matches(rule: &crate::plan::Rule, f: &ContactFacts) -> bool {
+    if !rule.channels.is_empty() && !f.channel.is_some_and(|c| rule.channels.contains(&c)) {
+        return false;
+    }
+    if !rule.sources.is_empty() && !rule.sources.contains(&f.source) {
+        return false;
+    }
+    if !rule.addresses.is_empty() && !rule.addresses.contains(&f.address.to_lowercase()) {
+        return false;
+    }
+    if !rule.languages.is_empty() {
+        let lang = f.language.to_lowercase();
+        // `uk-UA` matches a rule for `uk`.
+        let primary = lang.split(['-', '_']).next().unwrap_or("");
+        if !rule.languages.iter().any(|l| *l == lang || l == primary) {
+            return false;
+        }
+    }
+    if rule
+        .attributes
+        .iter()
+        .any(|(k, v)| f.attributes.get(k) != Some(v))
+    {
+        return false;
+    }
+    if !rule.words.is_empty() {
+        let haystack = format!("{} {}", f.subject, f.text).to_lowercase();
+        let found = haystack
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|w| rule.words.iter().any(|r| r == w));
+        if !found {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{QueueConfig, RuleConfig};
+
+    fn queue(name: &str, priority: i32) -> QueueConfig {
+        QueueConfig {
+            name: name.into(),
+            priority,
+            ..QueueConfig::general()
+        }
+    }
+
+    fn rule(name: &str, queue: &str) -> RuleConfig {
+        RuleConfig {
+            name: name.into(),
+            queue: queue.into(),
+            channels: vec![],
+            sources: vec![],
+            addresses: vec![],
+            words: vec![],
+            languages: vec![],
+            attributes: BTreeMap::new(),
+            priority: 0,
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_default_catches_the_rest() {
+        let mut vip = rule("vip", "priority");
+        vip.attributes.insert("vip".into(), "true".into());
+        vip.priority = 5;
+        let mut billing = rule("billing-words", "billing");
+        billing.words = vec!["Invoice".into(), "refund".into()];
+        let mut ukrainian = rule("uk", "ukrainian");
+        ukrainian.languages = vec!["uk".into()];
+        let mut mailbox = rule("mailbox", "billing");
+        mailbox.channels = vec![ChannelKind::Email];
+        mailbox.addresses = vec!["Billing@Example.com".into()];
+        let plan = Plan::compile(
+            "routing",
+            &[
+                queue("general", 0),
+                queue("priority", 10),
+                queue("billing", 1),
+                queue("ukrainian", 0),
+            ],
+            &[vip, billing, ukrainian, mailbox],
+            "general",
+        )
+        .expect("valid");
+
+        let mut f = ContactFacts {
+            channel: Some(ChannelKind::Chat),
+            text: "Where is my refund?".into(),
+            ..Default::default()
+        };
+        assert_eq!(place(&plan, &f).rule.as_deref(), Some("billing-words"));
+        f.attributes.insert("vip".into(), "true".into());
+        let p = place(&plan, &f);
+        assert_eq!((p.queue, p.priority), (1, 15));
+
+        let f = ContactFacts {
+            channel: Some(ChannelKind::Chat),
+            text: "refunding".into(),
+            language: "uk-UA".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            place(&plan, &f).rule.as_deref(),
+            Some("uk"),
+            "whole words only"
+        );
+
+        let f = ContactFacts {
+            channel: Some(ChannelKind::Email),
+            address: "billing@example.COM".into(),
+            ..Default::default()
+        };
+        assert_eq!(place(&plan, &f).queue, 2);
+        let f = ContactFacts {
+            channel: Some(ChannelKind::Chat),
+            address: "billing@example.com".into(),
+            ..Default::default()
+        };
+        let p = place(&plan, &f);
+        assert_eq!((p.queue, p.rule), (0, None));
+    }
+
+    #[test]
+    fn bad_configurations_name_the_key() {
+        let e = Plan::compile("routing", &[queue("a", 0)], &[rule("r", "nope")], "")
+            .expect_err("unknown queue");
+        assert_eq!(e.key, "routing.rules[0].queue");
+        let e = Plan::compile("routing", &[queue("a", 0), queue("a", 1)], &[], "")
+            .expect_err("duplicate");
+        assert_eq!(e.key, "routing.queues[1].name");
+        let mut q = queue("a", 0);
+        q.skills.insert("billing".into(), 3);
+        q.overflow.push(crate::plan::OverflowStepConfig {
+            after_secs: 30,
+            relax: [("billing".to_string(), 4)].into(),
+            ..Default::default()
+        });
+        let e = Plan::compile("routing", &[q], &[], "").expect_err("raising a minimum");
+        assert_eq!(e.key, "routing.queues[0].overflow[0].relax.billing");
+        let mut q = queue("a", 0);
+        q.skills.insert("billing".into(), 9);
+        assert!(Plan::compile("routing", &[q], &[], "").is_err());
+        let plan = Plan::compile("routing", &[], &[], "").expect("no queues: general");
+        assert_eq!(plan.queues[0].name, "general");
+    }
+}
