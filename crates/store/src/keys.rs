@@ -101,6 +101,39 @@ impl KeySpace {
         format!("{}:waiting", self.tag(p))
     }
 
+    /// `<prefix>:{r}`: every key of the routing state (agents, queues,
+    /// offers, the lease) carries this one hash tag, so each assignment is
+    /// one atomic script on one Redis Cluster slot. Routing is a few small
+    /// writes per contact; one shard carries it easily, while the bulky
+    /// per-customer data stays spread over the partitions.
+    pub fn route_tag(&self) -> String {
+        format!("{}:{{r}}", self.prefix)
+    }
+
+    pub fn route(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.route_tag())
+    }
+
+    pub fn route_agent(&self, agent: &str) -> String {
+        self.route(&format!("agent:{agent}"))
+    }
+
+    pub fn route_held(&self, agent: &str) -> String {
+        self.route(&format!("held:{agent}"))
+    }
+
+    pub fn route_contact(&self, contact: &ContactId) -> String {
+        self.route(&format!("c:{contact}"))
+    }
+
+    pub fn route_decisions(&self, contact: &ContactId) -> String {
+        self.route(&format!("why:{contact}"))
+    }
+
+    pub fn route_sticky(&self, customer_key: &str) -> String {
+        self.route(&format!("sticky:{customer_key}"))
+    }
+
     pub fn outbox(&self, source: &str) -> String {
         format!("{}:{{o:{source}}}:outbox", self.prefix)
     }

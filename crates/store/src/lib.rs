@@ -9,11 +9,15 @@
 //! The key layout is in [`keys`] and `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub mod assign;
 pub mod intake;
 pub mod keys;
 pub mod outbox;
 pub mod routing;
 
+pub use assign::{
+    AgentLive, AgentRecord, Answer, NewRoute, Offer, RouteEvent, RouteRecord, RoutingState,
+};
 pub use intake::{IntakeSettings, RedisIntake};
 pub use keys::KeySpace;
 pub use outbox::RedisOutbox;

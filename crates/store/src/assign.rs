@@ -1,0 +1,795 @@
+//! The routing state in Redis: agents, waiting contacts, offers and the
+//! routing lease, all under one hash tag (`<prefix>:{r}`).
+//!
+//! Every change is one Lua script (`lua/route/*.lua`) that checks and
+//! writes atomically and appends an event to the routing event stream. The
+//! invariants live in the scripts, not in any instance's memory:
+//!
+//! - a contact is offered only while it is `waiting`, so never to two
+//!   agents at once;
+//! - an offer is written only if the agent's per-channel and total load
+//!   stay within capacity and the offering instance holds the lease
+//!   (fencing token), so a paused instance that wakes up with a stale view
+//!   is refused;
+//! - load counters change only together with the set of contacts the agent
+//!   holds, so each agent's load equals what it really holds.
+
+use crate::{Store, StoreError};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::time::Duration;
+use switchboard_core::{ChannelKind, ContactId};
+
+/// Routing events kept in the stream (approximate trim). Instances read it
+/// live; a reader that falls this far behind reloads a snapshot.
+pub const EVENTS_MAXLEN: u64 = 100_000;
+
+macro_rules! route_script {
+    ($name:literal) => {
+        Script::new(concat!(
+            include_str!("lua/route/common.lua"),
+            "\n",
+            include_str!(concat!("lua/route/", $name, ".lua"))
+        ))
+    };
+}
+
+struct Scripts {
+    enqueue: Script,
+    offer: Script,
+    answer: Script,
+    close: Script,
+    presence: Script,
+    requeue: Script,
+    lease: Script,
+    agent: Script,
+}
+
+/// An agent's profile as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub id: String,
+    pub name: String,
+    pub skills: Vec<(String, u8)>,
+    /// Per channel: chat, email, social, voice.
+    pub capacity: [u32; 4],
+    /// 0: the sum of the channels.
+    pub total_capacity: u32,
+    /// SHA-256 of the agent's token, hex.
+    pub token_sha256: String,
+}
+
+/// An agent's changing state, as stored and as carried by events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentLive {
+    pub presence: String,
+    pub reason: String,
+    pub online_until: u64,
+    pub idle_since: u64,
+    pub last_offer_at: u64,
+    pub wrap_until: u64,
+    pub loads: [u32; 4],
+    pub ver: u64,
+}
+
+/// A contact in the routing state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteRecord {
+    pub contact: String,
+    /// `waiting`, `offered`, `assigned` or `closed`.
+    pub state: String,
+    pub queue: String,
+    pub channel: String,
+    pub priority: i32,
+    pub since: u64,
+    pub queued_at: u64,
+    pub rule: String,
+    pub source: String,
+    pub customer: String,
+    pub sticky: String,
+    pub sticky_until: u64,
+    pub excluded: Vec<String>,
+    pub agent: String,
+    pub offer_until: u64,
+    pub fields: HashMap<String, String>,
+}
+
+/// A contact to put in the routing state.
+#[derive(Debug, Clone)]
+pub struct NewRoute<'a> {
+    pub contact: &'a ContactId,
+    pub queue: &'a str,
+    pub channel: ChannelKind,
+    pub priority: i32,
+    pub since: u64,
+    pub now: u64,
+    pub rule: &'a str,
+    pub source: &'a str,
+    pub customer: &'a str,
+    pub sticky: Option<(&'a str, u64)>,
+}
+
+/// An offer to write.
+#[derive(Debug, Clone)]
+pub struct Offer<'a> {
+    pub token: &'a str,
+    pub contact: &'a ContactId,
+    pub agent: &'a str,
+    pub now: u64,
+    pub until: u64,
+    pub auto_accept: bool,
+    pub interrupt_voice: &'a str,
+    pub explanation: &'a str,
+    pub step: usize,
+}
+
+/// What an agent does with an offer, or what happens to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Accept,
+    Decline,
+    /// The deadline passed (counts as missed).
+    Expire,
+    /// The agent's session ended.
+    Revoke,
+}
+
+impl Answer {
+    fn as_str(self) -> &'static str {
+        match self {
+            Answer::Accept => "accept",
+            Answer::Decline => "decline",
+            Answer::Expire => "expire",
+            Answer::Revoke => "revoke",
+        }
+    }
+}
+
+/// One entry of the routing event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEvent {
+    pub id: String,
+    /// `enqueued`, `offered`, `assigned`, `accepted`, `declined`, `expired`,
+    /// `revoked`, `closed`, `requeued`, `presence`, `agent`.
+    pub kind: String,
+    pub contact: Option<String>,
+    pub agent: Option<String>,
+    pub live: Option<AgentLive>,
+    pub fields: HashMap<String, String>,
+}
+
+/// The routing state.
+#[derive(Clone)]
+pub struct RoutingState {
+    store: Store,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for RoutingState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingState").finish_non_exhaustive()
+    }
+}
+
+fn channel_index(c: &str) -> Option<usize> {
+    ["chat", "email", "social", "voice"]
+        .iter()
+        .position(|x| *x == c)
+}
+
+fn parse_loads(s: &str) -> [u32; 4] {
+    let mut out = [0; 4];
+    for (i, v) in s.split(',').take(4).enumerate() {
+        out[i] = v.parse().unwrap_or(0);
+    }
+    out
+}
+
+fn live_from(map: &HashMap<String, String>) -> AgentLive {
+    let n = |k: &str| map.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let loads = match map.get("loads") {
+        Some(l) => parse_loads(l),
+        None => {
+            let mut out = [0; 4];
+            for (i, c) in ["chat", "email", "social", "voice"].iter().enumerate() {
+                out[i] = map
+                    .get(&format!("l:{c}"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+            }
+            out
+        }
+    };
+    AgentLive {
+        presence: map
+            .get("presence")
+            .cloned()
+            .unwrap_or_else(|| "offline".into()),
+        reason: map.get("reason").cloned().unwrap_or_default(),
+        online_until: n("online_until"),
+        idle_since: n("idle_since"),
+        last_offer_at: n("last_offer_at"),
+        wrap_until: n("wrap_until"),
+        loads,
+        ver: n("ver"),
+    }
+}
+
+impl RoutingState {
+    pub fn new(store: Store) -> RoutingState {
+        RoutingState {
+            store,
+            scripts: std::sync::Arc::new(Scripts {
+                enqueue: route_script!("enqueue"),
+                offer: route_script!("offer"),
+                answer: route_script!("answer"),
+                close: route_script!("close"),
+                presence: route_script!("presence"),
+                requeue: route_script!("requeue"),
+                lease: route_script!("lease"),
+                agent: route_script!("agent"),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.store.conn()
+    }
+
+    /// A connection of its own for blocking reads of the event stream.
+    pub fn event_reader(&self, block: Duration) -> Result<ConnectionManager, StoreError> {
+        self.store.dedicated_connection(block)
+    }
+
+    pub async fn upsert_agent(
+        &self,
+        agent: &AgentRecord,
+        origin: &str,
+    ) -> Result<bool, StoreError> {
+        let k = self.store.keys();
+        let skills: HashMap<&str, u8> =
+            agent.skills.iter().map(|(s, l)| (s.as_str(), *l)).collect();
+        let skills = serde_json::to_string(&skills).unwrap_or_else(|_| "{}".into());
+        let cap = serde_json::to_string(&agent.capacity).unwrap_or_else(|_| "[0,0,0,0]".into());
+        let mut inv = self.scripts.agent.prepare_invoke();
+        inv.key(k.route_agent(&agent.id))
+            .key(k.route("agents"))
+            .key(k.route("events"))
+            .arg(&agent.id)
+            .arg(&agent.name)
+            .arg(skills)
+            .arg(cap)
+            .arg(agent.total_capacity)
+            .arg(&agent.token_sha256)
+            .arg(EVENTS_MAXLEN)
+            .arg(origin);
+        let mut conn = self.conn();
+        let created: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(created == 1)
+    }
+
+    /// Puts a new contact in the routing state; false when it was known.
+    pub async fn enqueue(&self, r: &NewRoute<'_>) -> Result<bool, StoreError> {
+        let k = self.store.keys();
+        let (sticky, sticky_until) = r.sticky.unwrap_or(("", 0));
+        let mut inv = self.scripts.enqueue.prepare_invoke();
+        inv.key(k.route_contact(r.contact))
+            .key(k.route("waiting"))
+            .key(k.route("events"))
+            .arg(r.contact.to_string())
+            .arg(r.queue)
+            .arg(r.channel.as_str())
+            .arg(r.priority)
+            .arg(r.since)
+            .arg(r.now)
+            .arg(r.rule)
+            .arg(r.source)
+            .arg(r.customer)
+            .arg(sticky)
+            .arg(sticky_until)
+            .arg(EVENTS_MAXLEN);
+        let mut conn = self.conn();
+        let queued: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(queued == 1)
+    }
+
+    /// Writes an offer if every invariant holds. `Ok("ok")` or the reason it
+    /// was refused (`fenced`, `not_waiting`, `at_capacity`, …).
+    pub async fn offer(&self, o: &Offer<'_>) -> Result<String, StoreError> {
+        let k = self.store.keys();
+        let mut inv = self.scripts.offer.prepare_invoke();
+        inv.key(k.route("leader"))
+            .key(k.route_contact(o.contact))
+            .key(k.route_agent(o.agent))
+            .key(k.route_held(o.agent))
+            .key(k.route("waiting"))
+            .key(k.route("offers"))
+            .key(k.route("events"))
+            .key(k.route_decisions(o.contact))
+            .arg(o.token)
+            .arg(o.contact.to_string())
+            .arg(o.agent)
+            .arg(o.now)
+            .arg(o.until)
+            .arg(if o.auto_accept { "1" } else { "0" })
+            .arg(o.interrupt_voice)
+            .arg(o.explanation)
+            .arg(EVENTS_MAXLEN)
+            .arg(o.step);
+        let mut conn = self.conn();
+        self.store.bounded(inv.invoke_async(&mut conn)).await
+    }
+
+    /// Accept, decline, expire or revoke an offer. `Ok("ok")`, or
+    /// `not_offered` / `not_due`.
+    pub async fn answer(
+        &self,
+        action: Answer,
+        contact: &ContactId,
+        agent: &str,
+        now: u64,
+        missed_before_away: u32,
+    ) -> Result<String, StoreError> {
+        let k = self.store.keys();
+        let mut inv = self.scripts.answer.prepare_invoke();
+        inv.key(k.route_contact(contact))
+            .key(k.route_agent(agent))
+            .key(k.route_held(agent))
+            .key(k.route("waiting"))
+            .key(k.route("offers"))
+            .key(k.route("events"))
+            .arg(action.as_str())
+            .arg(contact.to_string())
+            .arg(agent)
+            .arg(now)
+            .arg(missed_before_away)
+            .arg(EVENTS_MAXLEN);
+        let mut conn = self.conn();
+        self.store.bounded(inv.invoke_async(&mut conn)).await
+    }
+
+    /// Closes an assigned contact. `Ok("ok")` or `not_assigned`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn close(
+        &self,
+        contact: &ContactId,
+        agent: &str,
+        now: u64,
+        disposition: &str,
+        wrap_until: u64,
+        retention: Duration,
+        sticky_memory: Duration,
+    ) -> Result<String, StoreError> {
+        let k = self.store.keys();
+        let customer = self
+            .route_field(contact, "customer")
+            .await?
+            .unwrap_or_default();
+        let mut inv = self.scripts.close.prepare_invoke();
+        inv.key(k.route_contact(contact))
+            .key(k.route_agent(agent))
+            .key(k.route_held(agent))
+            .key(k.route("events"))
+            .key(k.route_sticky(&customer))
+            .arg(contact.to_string())
+            .arg(agent)
+            .arg(now)
+            .arg(disposition)
+            .arg(wrap_until)
+            .arg(retention.as_secs().max(1))
+            .arg(if customer.is_empty() {
+                0
+            } else {
+                sticky_memory.as_secs()
+            })
+            .arg(EVENTS_MAXLEN);
+        let mut conn = self.conn();
+        self.store.bounded(inv.invoke_async(&mut conn)).await
+    }
+
+    /// Sets presence (`None` keeps it) and/or the session deadline (`None`
+    /// keeps it; `Some(0)` ends the session). With `only_if`, nothing
+    /// changes unless the presence is that now. `Ok("ok")`,
+    /// `unknown_agent` or `unchanged`.
+    pub async fn set_presence(
+        &self,
+        agent: &str,
+        presence: Option<(&str, &str)>,
+        online_until: Option<u64>,
+        only_if: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let k = self.store.keys();
+        let (p, reason) = presence.unwrap_or(("", ""));
+        let mut inv = self.scripts.presence.prepare_invoke();
+        inv.key(k.route_agent(agent))
+            .key(k.route("events"))
+            .arg(agent)
+            .arg(p)
+            .arg(reason)
+            .arg(online_until.map(|v| v.to_string()).unwrap_or_default())
+            .arg(EVENTS_MAXLEN)
+            .arg(if presence.is_none() { "1" } else { "0" })
+            .arg(only_if.unwrap_or(""));
+        let mut conn = self.conn();
+        self.store.bounded(inv.invoke_async(&mut conn)).await
+    }
+
+    /// Puts a contact an agent holds back in a queue (`None`: its own).
+    pub async fn requeue(
+        &self,
+        contact: &ContactId,
+        agent: &str,
+        now: u64,
+        queue: Option<&str>,
+        reason: &str,
+    ) -> Result<String, StoreError> {
+        let k = self.store.keys();
+        let mut inv = self.scripts.requeue.prepare_invoke();
+        inv.key(k.route_contact(contact))
+            .key(k.route_agent(agent))
+            .key(k.route_held(agent))
+            .key(k.route("waiting"))
+            .key(k.route("offers"))
+            .key(k.route("events"))
+            .arg(contact.to_string())
+            .arg(agent)
+            .arg(now)
+            .arg(queue.unwrap_or(""))
+            .arg(reason)
+            .arg(EVENTS_MAXLEN);
+        let mut conn = self.conn();
+        self.store.bounded(inv.invoke_async(&mut conn)).await
+    }
+
+    /// Tries to take the routing lease: the fencing token when taken.
+    pub async fn acquire_lease(
+        &self,
+        instance: &str,
+        lease: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        self.lease("acquire", instance, lease).await
+    }
+
+    /// Extends the lease; false when it was lost (expired and taken).
+    pub async fn renew_lease(&self, token: &str, lease: Duration) -> Result<bool, StoreError> {
+        Ok(self.lease("renew", token, lease).await?.as_deref() == Some("1"))
+    }
+
+    pub async fn release_lease(&self, token: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lease("release", token, Duration::ZERO)
+            .await?
+            .as_deref()
+            == Some("1"))
+    }
+
+    async fn lease(
+        &self,
+        action: &str,
+        who: &str,
+        lease: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let k = self.store.keys();
+        let mut inv = self.scripts.lease.prepare_invoke();
+        inv.key(k.route("leader"))
+            .key(k.route("epoch"))
+            .arg(action)
+            .arg(who)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1));
+        let mut conn = self.conn();
+        let v: redis::Value = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(match v {
+            redis::Value::Nil => None,
+            redis::Value::Int(i) => Some(i.to_string()),
+            other => redis::from_redis_value::<String>(other).ok(),
+        })
+    }
+
+    /// The current lease holder's token, if any.
+    pub async fn leader(&self) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route("leader");
+        self.store
+            .bounded(redis::cmd("GET").arg(key).query_async(&mut conn))
+            .await
+    }
+
+    // ---- reads ----
+
+    pub async fn agent_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route("agents");
+        self.store
+            .bounded(redis::cmd("SMEMBERS").arg(key).query_async(&mut conn))
+            .await
+    }
+
+    /// An agent's profile and state; `None` when unknown.
+    pub async fn agent(&self, id: &str) -> Result<Option<(AgentRecord, AgentLive)>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route_agent(id);
+        let map: HashMap<String, String> = self
+            .store
+            .bounded(redis::cmd("HGETALL").arg(key).query_async(&mut conn))
+            .await?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(agent_from(id, &map)))
+    }
+
+    /// Every agent, read in one pipeline.
+    pub async fn agents(&self) -> Result<Vec<(AgentRecord, AgentLive)>, StoreError> {
+        let ids = self.agent_ids().await?;
+        let k = self.store.keys();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGETALL").arg(k.route_agent(id));
+            }
+            let mut conn = self.conn();
+            let maps: Vec<HashMap<String, String>> =
+                self.store.bounded(pipe.query_async(&mut conn)).await?;
+            for (id, map) in chunk.iter().zip(maps) {
+                if !map.is_empty() {
+                    out.push(agent_from(id, &map));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn route_record(
+        &self,
+        contact: &ContactId,
+    ) -> Result<Option<RouteRecord>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route_contact(contact);
+        let map: HashMap<String, String> = self
+            .store
+            .bounded(redis::cmd("HGETALL").arg(key).query_async(&mut conn))
+            .await?;
+        Ok((!map.is_empty()).then(|| record_from(map)))
+    }
+
+    async fn route_field(
+        &self,
+        contact: &ContactId,
+        field: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route_contact(contact);
+        self.store
+            .bounded(
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(field)
+                    .query_async(&mut conn),
+            )
+            .await
+    }
+
+    /// Every waiting contact with its record, read in pipelines.
+    pub async fn waiting(&self) -> Result<Vec<RouteRecord>, StoreError> {
+        let mut conn = self.conn();
+        let k = self.store.keys();
+        let ids: Vec<String> = self
+            .store
+            .bounded(
+                redis::cmd("ZRANGE")
+                    .arg(k.route("waiting"))
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGETALL").arg(k.route(&format!("c:{id}")));
+            }
+            let maps: Vec<HashMap<String, String>> =
+                self.store.bounded(pipe.query_async(&mut conn)).await?;
+            out.extend(
+                maps.into_iter()
+                    .filter(|m| m.get("state").map(String::as_str) == Some("waiting"))
+                    .map(record_from),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Offers whose deadline passed.
+    pub async fn due_offers(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route("offers");
+        self.store
+            .bounded(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(key)
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await
+    }
+
+    /// The contacts an agent holds (offered or assigned).
+    pub async fn held(&self, agent: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route_held(agent);
+        self.store
+            .bounded(redis::cmd("SMEMBERS").arg(key).query_async(&mut conn))
+            .await
+    }
+
+    /// The routing decisions recorded for a contact, oldest first (JSON).
+    pub async fn decisions(&self, contact: &ContactId) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route_decisions(contact);
+        self.store
+            .bounded(
+                redis::cmd("LRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn),
+            )
+            .await
+    }
+
+    /// The agent a customer had last, if remembered.
+    pub async fn sticky_agent(&self, customer_key: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route_sticky(customer_key);
+        self.store
+            .bounded(redis::cmd("GET").arg(key).query_async(&mut conn))
+            .await
+    }
+
+    /// The id of the newest event ("0-0" when none): read a snapshot after
+    /// taking it, then follow events from it, and nothing is missed.
+    pub async fn last_event_id(&self) -> Result<String, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route("events");
+        let reply: redis::streams::StreamRangeReply = self
+            .store
+            .bounded(
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(reply
+            .ids
+            .first()
+            .map(|e| e.id.clone())
+            .unwrap_or_else(|| "0-0".into()))
+    }
+
+    /// Events after `after`, waiting up to `block` for the first. Uses the
+    /// given (dedicated) connection.
+    pub async fn read_events(
+        &self,
+        conn: &mut ConnectionManager,
+        after: &str,
+        block: Duration,
+        count: usize,
+    ) -> Result<Vec<RouteEvent>, StoreError> {
+        let key = self.store.keys().route("events");
+        let options = redis::streams::StreamReadOptions::default()
+            .count(count)
+            .block(usize::try_from(block.as_millis()).unwrap_or(usize::MAX));
+        let reply: Option<redis::streams::StreamReadReply> = tokio::time::timeout(
+            block + self.store.config().response_timeout,
+            redis::AsyncCommands::xread_options(conn, &[&key], &[after], &options),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("XREAD timed out".into()))??;
+        let mut out = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            for entry in stream.ids {
+                let fields: HashMap<String, String> = entry
+                    .map
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        redis::from_redis_value::<String>(v.clone())
+                            .ok()
+                            .map(|v| (k.clone(), v))
+                    })
+                    .collect();
+                let live = fields.contains_key("loads").then(|| live_from(&fields));
+                out.push(RouteEvent {
+                    id: entry.id.clone(),
+                    kind: fields.get("type").cloned().unwrap_or_default(),
+                    contact: fields.get("contact").cloned(),
+                    agent: fields.get("agent").cloned(),
+                    live,
+                    fields,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn agent_from(id: &str, map: &HashMap<String, String>) -> (AgentRecord, AgentLive) {
+    let skills: HashMap<String, u8> = map
+        .get("skills")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let mut skills: Vec<(String, u8)> = skills.into_iter().collect();
+    skills.sort();
+    let capacity: [u32; 4] = map
+        .get("cap")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or([0; 4]);
+    (
+        AgentRecord {
+            id: id.to_owned(),
+            name: map.get("name").cloned().unwrap_or_default(),
+            skills,
+            capacity,
+            total_capacity: map
+                .get("cap_total")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            token_sha256: map.get("token").cloned().unwrap_or_default(),
+        },
+        live_from(map),
+    )
+}
+
+fn record_from(map: HashMap<String, String>) -> RouteRecord {
+    let s = |k: &str| map.get(k).cloned().unwrap_or_default();
+    let n = |k: &str| map.get(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+    RouteRecord {
+        contact: s("id"),
+        state: s("state"),
+        queue: s("queue"),
+        channel: s("channel"),
+        priority: map
+            .get("priority")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        since: n("since"),
+        queued_at: n("queued_at"),
+        rule: s("rule"),
+        source: s("source"),
+        customer: s("customer"),
+        sticky: s("sticky"),
+        sticky_until: n("sticky_until"),
+        excluded: s("excluded")
+            .split(',')
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        agent: s("agent"),
+        offer_until: n("offer_until"),
+        fields: map,
+    }
+}
+
+/// The channel index (chat 0, email 1, social 2, voice 3) of a stored name.
+pub fn channel_slot(name: &str) -> Option<usize> {
+    channel_index(name)
+}

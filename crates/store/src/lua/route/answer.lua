@@ -1,0 +1,53 @@
+-- An agent's answer to an offer, or its expiry.
+--   accept: offered to this agent -> assigned.
+--   decline / expire / revoke: offered to this agent -> waiting again, the
+--   agent excluded from it, their load released. `expire` only once the
+--   deadline passed, and it counts a missed offer: N in a row sets the
+--   agent away. `revoke` (the agent's session ended) neither counts nor
+--   excludes: the agent may get it again once back.
+--
+-- KEYS[1] contact  KEYS[2] agent  KEYS[3] held by agent  KEYS[4] waiting
+-- KEYS[5] offers  KEYS[6] events
+-- ARGV[1] action  ARGV[2] contact id  ARGV[3] agent id  ARGV[4] now
+-- ARGV[5] missed offers before away (0: never)  ARGV[6] events maxlen
+-- Returns 'ok', or why not: 'not_offered' (not offered to this agent now),
+-- 'not_due'.
+local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'offer_until',
+  'since', 'excluded')
+if c[1] ~= 'offered' or c[2] ~= ARGV[3] then
+  return 'not_offered'
+end
+local action = ARGV[1]
+if action == 'accept' then
+  redis.call('HSET', KEYS[1], 'state', 'assigned', 'answered_at', ARGV[4])
+  redis.call('ZREM', KEYS[5], ARGV[2])
+  redis.call('HSET', KEYS[2], 'missed', 0)
+  emit(KEYS[6], ARGV[6], extend({'type', 'accepted', 'contact', ARGV[2],
+    'channel', c[3]}, agent_state(KEYS[2], ARGV[3])))
+  return 'ok'
+end
+if action == 'expire' and num(c[4]) > num(ARGV[4]) then
+  return 'not_due'
+end
+local excluded = c[6] or ''
+if action ~= 'revoke' then
+  if excluded == '' then excluded = ARGV[3] else excluded = excluded .. ',' .. ARGV[3] end
+end
+redis.call('HSET', KEYS[1], 'state', 'waiting', 'agent', '', 'offer_until', '',
+  'excluded', excluded)
+redis.call('ZREM', KEYS[5], ARGV[2])
+redis.call('ZADD', KEYS[4], c[5], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+release_load(KEYS[2], c[3])
+if action == 'expire' then
+  local missed = redis.call('HINCRBY', KEYS[2], 'missed', 1)
+  local limit = num(ARGV[5])
+  if limit > 0 and missed >= limit and redis.call('HGET', KEYS[2], 'presence') == 'available' then
+    redis.call('HSET', KEYS[2], 'presence', 'away', 'reason', 'missed_offers', 'missed', 0)
+  end
+elseif action == 'decline' then
+  redis.call('HSET', KEYS[2], 'missed', 0)
+end
+emit(KEYS[6], ARGV[6], extend({'type', action .. 'd', 'contact', ARGV[2],
+  'channel', c[3]}, agent_state(KEYS[2], ARGV[3])))
+return 'ok'

@@ -1,0 +1,82 @@
+-- Offers a waiting contact to an agent, if and only if this instance still
+-- holds the routing lease (fencing) and the agent can take it: available,
+-- connected, below capacity on the channel and in all, not on a call
+-- (unless the channel may interrupt). Everything is checked here, in one
+-- atomic step, so neither a stale leader nor a stale in-memory view can
+-- assign a contact twice or overrun a capacity.
+--
+-- KEYS[1] leader  KEYS[2] contact  KEYS[3] agent  KEYS[4] held by agent (set)
+-- KEYS[5] waiting (zset)  KEYS[6] offers (zset)  KEYS[7] events
+-- KEYS[8] decisions of the contact (list)
+-- ARGV[1] lease token  ARGV[2] contact id  ARGV[3] agent id  ARGV[4] now
+-- ARGV[5] offer deadline (ms)  ARGV[6] '1' to assign without asking
+-- ARGV[7] channels that may interrupt a call, comma-separated
+-- ARGV[8] explanation JSON  ARGV[9] events maxlen  ARGV[10] step
+-- Returns 'ok' or the reason it was refused.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 'fenced'
+end
+local c = redis.call('HMGET', KEYS[2], 'state', 'channel', 'excluded')
+if c[1] ~= 'waiting' then
+  return 'not_waiting'
+end
+local channel = c[2]
+local excluded = c[3] or ''
+if string.find(',' .. excluded .. ',', ',' .. ARGV[3] .. ',', 1, true) then
+  return 'declined_before'
+end
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return 'unknown_agent'
+end
+local a = redis.call('HMGET', KEYS[3], 'presence', 'online_until', 'cap', 'cap_total')
+if a[1] ~= 'available' then
+  return 'not_available'
+end
+if num(a[2]) < num(ARGV[4]) then
+  return 'disconnected'
+end
+local cap = cjson.decode(a[3] or '[0,0,0,0]')
+local l = loads(KEYS[3])
+local total = l[1] + l[2] + l[3] + l[4]
+local cap_total = num(a[4])
+if cap_total == 0 then cap_total = cap[1] + cap[2] + cap[3] + cap[4] end
+for i, name in ipairs(CHANNELS) do
+  if name == channel then
+    if l[i] >= (cap[i] or 0) then return 'at_capacity' end
+  end
+end
+if total >= cap_total then
+  return 'at_capacity'
+end
+if channel ~= 'voice' and l[4] > 0 then
+  local ok = false
+  for name in string.gmatch(ARGV[7], '[^,]+') do
+    if name == channel then ok = true end
+  end
+  if not ok then return 'on_call' end
+end
+
+local auto = ARGV[6] == '1'
+local state = 'offered'
+if auto then state = 'assigned' end
+redis.call('HSET', KEYS[2], 'state', state, 'agent', ARGV[3], 'offered_at', ARGV[4],
+  'offer_until', ARGV[5], 'step', ARGV[10])
+if redis.call('HGET', KEYS[2], 'first_offered_at') == false then
+  redis.call('HSET', KEYS[2], 'first_offered_at', ARGV[4])
+end
+if auto then redis.call('HSET', KEYS[2], 'answered_at', ARGV[4]) end
+redis.call('HINCRBY', KEYS[3], 'l:' .. channel, 1)
+redis.call('HSET', KEYS[3], 'last_offer_at', ARGV[4])
+redis.call('HINCRBY', KEYS[3], 'ver', 1)
+redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[2])
+if not auto then
+  redis.call('ZADD', KEYS[6], ARGV[5], ARGV[2])
+end
+redis.call('RPUSH', KEYS[8], ARGV[8])
+redis.call('LTRIM', KEYS[8], -50, -1)
+local kind = 'offered'
+if auto then kind = 'assigned' end
+emit(KEYS[7], ARGV[9], extend({'type', kind, 'contact', ARGV[2], 'channel', channel,
+  'until', ARGV[5]}, agent_state(KEYS[3], ARGV[3])))
+return 'ok'

@@ -1,0 +1,34 @@
+-- Sets an agent's presence and/or session deadline.
+--
+-- KEYS[1] agent  KEYS[2] events
+-- ARGV[1] agent id  ARGV[2] presence ('' keeps it)  ARGV[3] reason
+-- ARGV[4] online until (ms; '' keeps it)  ARGV[5] events maxlen
+-- ARGV[6] '1' to emit only when something changed
+-- ARGV[7] only if the presence is now this ('' for any; ends wrap-up)
+-- Returns 'ok', 'unknown_agent' or 'unchanged' (ARGV[7] did not hold).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 'unknown_agent'
+end
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'presence') ~= ARGV[7] then
+  return 'unchanged'
+end
+local before = redis.call('HMGET', KEYS[1], 'presence', 'reason', 'online_until')
+local now_online = num(ARGV[4]) > 0
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'presence', ARGV[2], 'reason', ARGV[3])
+  if ARGV[2] ~= 'wrap_up' then redis.call('HSET', KEYS[1], 'wrap_until', 0) end
+  if ARGV[2] == 'available' then redis.call('HSET', KEYS[1], 'missed', 0) end
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'online_until', ARGV[4])
+end
+local after = redis.call('HMGET', KEYS[1], 'presence', 'reason')
+-- A heartbeat only matters to others when the session comes or goes.
+local was_online = num(before[3]) > 0
+local changed = before[1] ~= after[1] or before[2] ~= after[2] or
+  (ARGV[4] ~= '' and was_online ~= now_online)
+if changed or ARGV[6] ~= '1' then
+  redis.call('HINCRBY', KEYS[1], 'ver', 1)
+  emit(KEYS[2], ARGV[5], extend({'type', 'presence'}, agent_state(KEYS[1], ARGV[1])))
+end
+return 'ok'

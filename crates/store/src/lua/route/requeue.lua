@@ -1,0 +1,23 @@
+-- Puts a contact an agent holds back in the queue: the agent's session
+-- ended and did not come back within the grace period, or a supervisor
+-- or the agent transferred it to a queue. Works for offered and assigned
+-- contacts alike.
+--
+-- KEYS[1] contact  KEYS[2] agent  KEYS[3] held by agent  KEYS[4] waiting
+-- KEYS[5] offers  KEYS[6] events
+-- ARGV[1] contact id  ARGV[2] agent id  ARGV[3] now  ARGV[4] new queue
+-- ('' keeps it)  ARGV[5] reason  ARGV[6] events maxlen
+local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'since')
+if (c[1] ~= 'assigned' and c[1] ~= 'offered') or c[2] ~= ARGV[2] then
+  return 'not_held'
+end
+redis.call('HSET', KEYS[1], 'state', 'waiting', 'agent', '', 'offer_until', '',
+  'queued_at', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[4]) end
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZADD', KEYS[4], c[4], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+release_load(KEYS[2], c[3])
+emit(KEYS[6], ARGV[6], extend({'type', 'requeued', 'contact', ARGV[1], 'channel', c[3],
+  'reason', ARGV[5]}, agent_state(KEYS[2], ARGV[2])))
+return 'ok'

@@ -1,0 +1,368 @@
+//! The routing state's scripts against a real redis-server: the invariants
+//! that make several instances safe (fencing, capacity, one offer at a
+//! time) are checked here, where they live.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::store_for;
+use std::time::Duration;
+use switchboard_core::{ChannelKind, ContactId, Partition};
+use switchboard_store::{AgentRecord, Answer, NewRoute, Offer, RoutingState};
+use switchboard_testkit::RedisServer;
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn agent(id: &str, capacity: [u32; 4]) -> AgentRecord {
+    AgentRecord {
+        id: id.into(),
+        name: format!("Agent {id}"),
+        skills: vec![("billing".into(), 3)],
+        capacity,
+        total_capacity: 0,
+        token_sha256: "00".repeat(32),
+    }
+}
+
+async fn online(state: &RoutingState, id: &str, cap: [u32; 4]) {
+    state.upsert_agent(&agent(id, cap), "test").await.unwrap();
+    let r = state
+        .set_presence(id, Some(("available", "")), Some(NOW + 3_600_000), None)
+        .await
+        .unwrap();
+    assert_eq!(r, "ok");
+}
+
+async fn waiting(state: &RoutingState, channel: ChannelKind) -> ContactId {
+    let id = ContactId::new(Partition(1));
+    let queued = state
+        .enqueue(&NewRoute {
+            contact: &id,
+            queue: "general",
+            channel,
+            priority: 0,
+            since: NOW,
+            now: NOW,
+            rule: "",
+            source: "web",
+            customer: "visitor:1",
+            sticky: None,
+        })
+        .await
+        .unwrap();
+    assert!(queued);
+    id
+}
+
+fn offer<'a>(token: &'a str, contact: &'a ContactId, agent: &'a str) -> Offer<'a> {
+    Offer {
+        token,
+        contact,
+        agent,
+        now: NOW,
+        until: NOW + 30_000,
+        auto_accept: false,
+        interrupt_voice: "",
+        explanation: "{}",
+        step: 0,
+    }
+}
+
+#[tokio::test]
+async fn offers_are_fenced_single_and_within_capacity() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("lease free");
+    assert!(token.starts_with("1:"), "{token}");
+    assert_eq!(
+        state
+            .acquire_lease("two", Duration::from_secs(10))
+            .await
+            .unwrap(),
+        None,
+        "held by one"
+    );
+    online(&state, "a", [1, 0, 0, 1]).await;
+    online(&state, "b", [1, 0, 0, 0]).await;
+    let c1 = waiting(&state, ChannelKind::Chat).await;
+    let c2 = waiting(&state, ChannelKind::Chat).await;
+
+    assert_eq!(
+        state.offer(&offer("2:two", &c1, "a")).await.unwrap(),
+        "fenced"
+    );
+    assert_eq!(state.offer(&offer(&token, &c1, "a")).await.unwrap(), "ok");
+    assert_eq!(
+        state.offer(&offer(&token, &c1, "b")).await.unwrap(),
+        "not_waiting",
+        "never offered to two agents at once"
+    );
+    assert_eq!(
+        state.offer(&offer(&token, &c2, "a")).await.unwrap(),
+        "at_capacity"
+    );
+    assert_eq!(
+        state.offer(&offer(&token, &c2, "nobody")).await.unwrap(),
+        "unknown_agent"
+    );
+
+    // A call blocks other channels.
+    let call = waiting(&state, ChannelKind::Voice).await;
+    assert_eq!(
+        state
+            .answer(Answer::Decline, &c1, "a", NOW, 3)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(state.offer(&offer(&token, &call, "a")).await.unwrap(), "ok");
+    assert_eq!(
+        state.offer(&offer(&token, &c2, "a")).await.unwrap(),
+        "on_call"
+    );
+    let mut o = offer(&token, &c2, "a");
+    o.interrupt_voice = "chat,email";
+    assert_eq!(
+        state.offer(&o).await.unwrap(),
+        "ok",
+        "chat may interrupt when configured"
+    );
+
+    // Declined: waiting again, and not for the agent who declined.
+    assert_eq!(
+        state.offer(&offer(&token, &c1, "a")).await.unwrap(),
+        "declined_before"
+    );
+    let rec = state.route_record(&c1).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state.as_str(), rec.excluded.clone()),
+        ("waiting", vec!["a".to_string()])
+    );
+    assert_eq!(state.offer(&offer(&token, &c1, "b")).await.unwrap(), "ok");
+
+    // Load equals what each agent holds.
+    for id in ["a", "b"] {
+        let (_, live) = state.agent(id).await.unwrap().unwrap();
+        let held = state.held(id).await.unwrap();
+        assert_eq!(live.loads.iter().sum::<u32>() as usize, held.len(), "{id}");
+    }
+    assert_eq!(state.decisions(&c1).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn accept_expire_autopause_close_and_sticky() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a", [5, 0, 0, 0]).await;
+    let c = waiting(&state, ChannelKind::Chat).await;
+    assert_eq!(
+        state.answer(Answer::Accept, &c, "a", NOW, 2).await.unwrap(),
+        "not_offered"
+    );
+    assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
+    assert_eq!(
+        state.answer(Answer::Accept, &c, "b", NOW, 2).await.unwrap(),
+        "not_offered"
+    );
+    assert_eq!(
+        state.answer(Answer::Accept, &c, "a", NOW, 2).await.unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        state
+            .close(
+                &c,
+                "a",
+                NOW + 1,
+                "solved",
+                NOW + 30_000,
+                Duration::from_secs(60),
+                Duration::from_secs(600)
+            )
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let (_, live) = state.agent("a").await.unwrap().unwrap();
+    assert_eq!((live.presence.as_str(), live.loads), ("wrap_up", [0; 4]));
+    assert_eq!(live.idle_since, NOW + 1);
+    assert_eq!(
+        state.sticky_agent("visitor:1").await.unwrap().as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        state
+            .set_presence("a", Some(("available", "")), None, Some("wrap_up"))
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        state
+            .set_presence("a", Some(("available", "")), None, Some("wrap_up"))
+            .await
+            .unwrap(),
+        "unchanged"
+    );
+
+    // Two missed offers in a row set the agent away.
+    for i in 0..2 {
+        let c = waiting(&state, ChannelKind::Chat).await;
+        assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
+        assert_eq!(
+            state.answer(Answer::Expire, &c, "a", NOW, 2).await.unwrap(),
+            "not_due"
+        );
+        assert_eq!(
+            state
+                .answer(Answer::Expire, &c, "a", NOW + 30_000, 2)
+                .await
+                .unwrap(),
+            "ok"
+        );
+        let (_, live) = state.agent("a").await.unwrap().unwrap();
+        let expected = if i == 0 { "available" } else { "away" };
+        assert_eq!(live.presence, expected);
+    }
+    let (_, live) = state.agent("a").await.unwrap().unwrap();
+    assert_eq!(
+        (live.reason.as_str(), live.loads),
+        ("missed_offers", [0; 4])
+    );
+    assert_eq!(state.waiting().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_the_old_token_is_refused() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let old = state
+        .acquire_lease("paused", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        state
+            .renew_lease(&old, Duration::from_millis(200))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let new = state
+        .acquire_lease("successor", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("expired lease is free");
+    assert!(new.starts_with("2:"), "epoch went up: {new}");
+    assert!(
+        !state
+            .renew_lease(&old, Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
+    online(&state, "a", [3, 0, 0, 0]).await;
+    let c = waiting(&state, ChannelKind::Chat).await;
+    assert_eq!(state.offer(&offer(&old, &c, "a")).await.unwrap(), "fenced");
+    assert_eq!(state.offer(&offer(&new, &c, "a")).await.unwrap(), "ok");
+    assert!(!state.release_lease(&old).await.unwrap());
+    assert!(state.release_lease(&new).await.unwrap());
+}
+
+#[tokio::test]
+async fn racing_offers_never_overrun_capacity_or_double_assign() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    for i in 0..10 {
+        online(&state, &format!("a{i}"), [3, 0, 0, 0]).await;
+    }
+    let mut contacts = Vec::new();
+    for _ in 0..100 {
+        contacts.push(waiting(&state, ChannelKind::Chat).await);
+    }
+    // 40 tasks each try every contact with every agent, in different orders.
+    let mut tasks = Vec::new();
+    for t in 0..40usize {
+        let state = state.clone();
+        let token = token.clone();
+        let contacts = contacts.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = Vec::new();
+            for k in 0..contacts.len() {
+                let c = &contacts[(k * 7 + t) % contacts.len()];
+                let agent = format!("a{}", (k + t) % 10);
+                if state.offer(&offer(&token, c, &agent)).await.unwrap() == "ok" {
+                    ok.push((c.to_string(), agent));
+                }
+            }
+            ok
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all.len(), 30, "10 agents x capacity 3");
+    let mut seen = std::collections::HashSet::new();
+    for (c, _) in &all {
+        assert!(seen.insert(c.clone()), "{c} offered twice");
+    }
+    for i in 0..10 {
+        let id = format!("a{i}");
+        let (_, live) = state.agent(&id).await.unwrap().unwrap();
+        assert_eq!(live.loads[0], 3);
+        assert_eq!(state.held(&id).await.unwrap().len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn events_carry_the_agent_state_and_enqueue_is_idempotent() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let start = state.last_event_id().await.unwrap();
+    assert_eq!(start, "0-0");
+    online(&state, "a", [2, 0, 0, 0]).await;
+    let c = waiting(&state, ChannelKind::Chat).await;
+    let again = state
+        .enqueue(&NewRoute {
+            contact: &c,
+            queue: "other",
+            channel: ChannelKind::Chat,
+            priority: 9,
+            since: NOW,
+            now: NOW,
+            rule: "",
+            source: "web",
+            customer: "visitor:1",
+            sticky: None,
+        })
+        .await
+        .unwrap();
+    assert!(!again, "a second enqueue changes nothing");
+    let mut conn = state.event_reader(Duration::from_millis(100)).unwrap();
+    let events = state
+        .read_events(&mut conn, &start, Duration::from_millis(100), 100)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["agent", "presence", "enqueued"]);
+    let live = events[1].live.clone().unwrap();
+    assert_eq!(
+        (live.presence.as_str(), live.online_until),
+        ("available", NOW + 3_600_000)
+    );
+    assert_eq!(events[2].contact.as_deref(), Some(c.to_string().as_str()));
+}
