@@ -1,20 +1,26 @@
 //! Switchboard's router.
 //!
-//! Today it takes every contact the intake created off the routing streams
-//! and puts it in its partition's waiting queue, reclaiming the entries of
-//! instances that died. Choosing an agent by skill and load (issue 3) is
-//! built on this loop.
+//! - [`Router`] (every instance): takes the contacts the intake created off
+//!   the per-partition routing streams, places each in a queue by the
+//!   routing rules ([`rules`]) and hands it to the routing state, reclaiming
+//!   the entries of instances that died.
+//! - [`leader::Leader`] (one instance at a time, by a fenced lease): keeps
+//!   the selection [`engine`] in step with the routing state and makes the
+//!   offers.
+//! - [`plan`] and [`settings`]: the `[routing]` configuration.
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod leader;
 pub mod plan;
 pub mod rules;
+pub mod settings;
 
 use metrics::counter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use switchboard_store::{QueuedContact, RoutingStreams, Store, StoreError};
+use switchboard_store::{NewRoute, QueuedContact, RoutingState, RoutingStreams, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -77,16 +83,28 @@ pub struct Router {
     streams: RoutingStreams,
     settings: RouterSettings,
     health: RouterHealth,
+    state: RoutingState,
+    plan: Arc<plan::Plan>,
+    config: Arc<settings::RoutingConfig>,
 }
 
 impl Router {
-    pub fn new(store: Store, settings: RouterSettings) -> Result<Router, StoreError> {
+    pub fn new(
+        store: Store,
+        settings: RouterSettings,
+        plan: Arc<plan::Plan>,
+        config: Arc<settings::RoutingConfig>,
+    ) -> Result<Router, StoreError> {
+        let state = RoutingState::new(store.clone());
         let streams = RoutingStreams::new(store, settings.consumer.clone(), settings.block)?;
         let health = RouterHealth::new(settings.block * 2 + Duration::from_secs(5));
         Ok(Router {
             streams,
             settings,
             health,
+            state,
+            plan,
+            config,
         })
     }
 
@@ -153,11 +171,59 @@ impl Router {
         .await;
     }
 
+    /// Places a new contact in a queue and hands it to the routing state.
     async fn queue(&mut self, entry: &QueuedContact) -> Result<(), StoreError> {
-        let queued = self.streams.enqueue_waiting(entry).await?;
+        let fields = self.streams.contact_fields(&entry.contact_id).await?;
+        if fields.is_empty() {
+            // Expired or deleted since: nothing to route.
+            self.streams.mark_routed(entry).await?;
+            return Ok(());
+        }
+        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        let facts = rules::ContactFacts {
+            channel: get("channel").parse().ok(),
+            source: get("source"),
+            address: get("address"),
+            subject: get("subject"),
+            text: get("preview"),
+            language: get("language"),
+            attributes: serde_json::from_str(&get("attributes")).unwrap_or_default(),
+        };
+        let placement = rules::place(&self.plan, &facts);
+        let queue = &self.plan.queues[placement.queue];
+        let customer_key = format!("{}:{}", facts.source, get("customer"));
+        let now = switchboard_core::Timestamp::now().as_millis();
+        let sticky = if self.config.sticky_memory_days > 0 {
+            self.state.sticky_agent(&customer_key).await?
+        } else {
+            None
+        };
+        let sticky_until = now + self.config.sticky_wait_secs * 1000;
+        let since = fields
+            .get("created_at")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(entry.created_at.as_millis());
+        let queued = self
+            .state
+            .enqueue(&NewRoute {
+                contact: &entry.contact_id,
+                queue: &queue.name,
+                channel: facts.channel.unwrap_or(switchboard_core::ChannelKind::Chat),
+                priority: placement.priority,
+                since,
+                now,
+                rule: placement.rule.as_deref().unwrap_or(""),
+                source: &facts.source,
+                customer: &customer_key,
+                sticky: sticky.as_deref().map(|a| (a, sticky_until)),
+            })
+            .await?;
+        self.streams.mark_routed(entry).await?;
         if queued {
-            counter!("switchboard_router_contacts_queued_total").increment(1);
-            tracing::debug!(contact_id = %entry.contact_id, "Contact is waiting for an agent.");
+            counter!("switchboard_router_contacts_queued_total", "queue" => queue.name.clone())
+                .increment(1);
+            tracing::debug!(contact_id = %entry.contact_id, queue = %queue.name,
+                rule = placement.rule.as_deref().unwrap_or("(default)"), "Contact is waiting for an agent.");
         }
         Ok(())
     }

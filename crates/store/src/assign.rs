@@ -653,6 +653,29 @@ impl RoutingState {
             .await
     }
 
+    /// Appends a record to a contact's routing decisions (the last 50 are
+    /// kept, for 90 days after the last one).
+    pub async fn record_decision(&self, contact: &ContactId, json: &str) -> Result<(), StoreError> {
+        let key = self.store.keys().route_decisions(contact);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("RPUSH")
+            .arg(&key)
+            .arg(json)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&key)
+            .arg(-50)
+            .arg(-1)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(90 * 24 * 3600)
+            .ignore();
+        let mut conn = self.conn();
+        self.store.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
     /// The agent a customer had last, if remembered.
     pub async fn sticky_agent(&self, customer_key: &str) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn();

@@ -133,7 +133,8 @@ impl RedisIntake {
             .arg(event.customer_name.as_deref().unwrap_or(""))
             .arg(event.subject.as_deref().unwrap_or(""))
             .arg(event.language.as_deref().unwrap_or(""))
-            .arg(attributes);
+            .arg(attributes)
+            .arg(preview(&event.text));
         let mut conn = self.store.conn();
         let reply: String = self
             .store
@@ -181,9 +182,26 @@ impl Intake for RedisIntake {
     }
 }
 
+/// The first 500 bytes of a text, cut at a character boundary: what routing
+/// rules match words in.
+fn preview(text: &str) -> &str {
+    let mut end = text.len().min(500);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previews_cut_at_character_boundaries() {
+        let text = "ї".repeat(400);
+        assert_eq!(preview(&text).len(), 500);
+        assert_eq!(preview("short"), "short");
+    }
 
     #[test]
     fn replies_parse_strictly() {

@@ -96,11 +96,6 @@ impl KeySpace {
         format!("{}:routing", self.tag(p))
     }
 
-    /// Contacts waiting for an agent, scored by when they started waiting.
-    pub fn waiting(&self, p: Partition) -> String {
-        format!("{}:waiting", self.tag(p))
-    }
-
     /// `<prefix>:{r}`: every key of the routing state (agents, queues,
     /// offers, the lease) carries this one hash tag, so each assignment is
     /// one atomic script on one Redis Cluster slot. Routing is a few small
@@ -162,7 +157,6 @@ mod tests {
             ks.conversation(&conv),
             ks.conversation_log(&conv),
             ks.routing(p),
-            ks.waiting(p),
         ] {
             assert!(key.starts_with(&tag), "{key} outside {tag}");
         }

@@ -4,9 +4,9 @@
 //! One stream per partition, read through the consumer group `router`. An
 //! entry read but not yet moved to the waiting queue stays *pending* under
 //! its reader; if that reader dies, [`RoutingStreams::reclaim`] hands it to
-//! another after `min_idle`. Moving an entry is idempotent, so an entry
-//! handled twice (the first reader was only slow) changes nothing the second
-//! time.
+//! another after `min_idle`. Handing an entry to the routing state is
+//! idempotent, so an entry handled twice (the first reader was only slow)
+//! changes nothing the second time.
 
 use crate::{Store, StoreError};
 use redis::Script;
@@ -35,7 +35,7 @@ pub struct RoutingStreams {
     conn: ConnectionManager,
     consumer: String,
     block: Duration,
-    enqueue: Script,
+    routed: Script,
 }
 
 impl std::fmt::Debug for RoutingStreams {
@@ -56,7 +56,7 @@ impl RoutingStreams {
             conn,
             consumer,
             block,
-            enqueue: Script::new(include_str!("lua/enqueue_waiting.lua")),
+            routed: Script::new(include_str!("lua/routed.lua")),
         })
     }
 
@@ -140,23 +140,36 @@ impl RoutingStreams {
         Ok(out)
     }
 
-    /// Moves a taken entry to its partition's waiting queue and removes it
-    /// from the stream. True when it was queued by this call.
-    pub async fn enqueue_waiting(&mut self, entry: &QueuedContact) -> Result<bool, StoreError> {
+    /// The fields of a contact as the intake stored them (channel, source,
+    /// address, subject, language, attributes, preview, …).
+    pub async fn contact_fields(
+        &mut self,
+        contact: &ContactId,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let key = self.store.keys().contact(contact);
+        let map = tokio::time::timeout(
+            self.store.config().response_timeout,
+            redis::cmd("HGETALL").arg(key).query_async(&mut self.conn),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("HGETALL timed out".into()))??;
+        Ok(map)
+    }
+
+    /// Marks a taken entry as handed to the routing state and removes it
+    /// from the stream. True when marked by this call.
+    pub async fn mark_routed(&mut self, entry: &QueuedContact) -> Result<bool, StoreError> {
         let keys = self.store.keys();
-        let queued: i64 = self
-            .enqueue
+        let moved: i64 = self
+            .routed
             .key(keys.routing(entry.partition))
-            .key(keys.waiting(entry.partition))
             .key(keys.contact(&entry.contact_id))
             .arg(&entry.entry_id)
             .arg(GROUP)
-            .arg(entry.contact_id.to_string())
-            .arg(entry.created_at.as_millis())
             .arg(Timestamp::now().as_millis())
             .invoke_async(&mut self.conn)
             .await?;
-        Ok(queued == 1)
+        Ok(moved == 1)
     }
 
     fn partition_of_key(&self, key: &str) -> Option<Partition> {

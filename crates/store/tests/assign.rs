@@ -366,3 +366,53 @@ async fn events_carry_the_agent_state_and_enqueue_is_idempotent() {
     );
     assert_eq!(events[2].contact.as_deref(), Some(c.to_string().as_str()));
 }
+
+#[tokio::test]
+async fn reading_events_when_there_are_none_returns_after_the_block_time() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    online(&state, "a", [2, 0, 0, 0]).await;
+    let last = state.last_event_id().await.unwrap();
+    let mut conn = state.event_reader(Duration::from_millis(100)).unwrap();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let events = state
+            .read_events(&mut conn, &last, Duration::from_millis(100), 100)
+            .await
+            .unwrap();
+        assert!(events.is_empty());
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_blocked_reader_wakes_up_for_a_new_event() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    online(&state, "a", [2, 0, 0, 0]).await;
+    let mut last = state.last_event_id().await.unwrap();
+    let mut conn = state.event_reader(Duration::from_millis(100)).unwrap();
+    let writer = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        waiting(&writer, ChannelKind::Chat).await;
+    });
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    while got.is_empty() && started.elapsed() < Duration::from_secs(3) {
+        let events = state
+            .read_events(&mut conn, &last, Duration::from_millis(100), 100)
+            .await
+            .unwrap();
+        eprintln!("read {} after {:?}", events.len(), started.elapsed());
+        if let Some(e) = events.last() {
+            last = e.id.clone();
+        }
+        got.extend(events);
+    }
+    assert_eq!(got.len(), 1);
+}

@@ -15,7 +15,7 @@ use switchboard_store::{RedisOutbox, RoutingStreams};
 use switchboard_testkit::RedisServer;
 
 #[tokio::test]
-async fn entries_reach_the_waiting_queue_once_even_when_reclaimed() {
+async fn entries_are_marked_routed_once_even_when_reclaimed() {
     let redis = RedisServer::start();
     let store = store_for(&redis, 2);
     let intake = intake_for(&store);
@@ -48,21 +48,19 @@ async fn entries_reach_the_waiting_queue_once_even_when_reclaimed() {
     let reclaimed = b.reclaim(Duration::from_millis(10), 100).await.unwrap();
     assert_eq!(reclaimed.len(), 10);
     for entry in &reclaimed {
-        assert!(b.enqueue_waiting(entry).await.unwrap());
+        let fields = b.contact_fields(&entry.contact_id).await.unwrap();
+        assert_eq!(fields.get("preview").map(String::as_str), Some("hi"));
+        assert!(b.mark_routed(entry).await.unwrap());
     }
     // The first reader wakes up and tries again: nothing changes.
     for entry in &taken {
-        assert!(!a.enqueue_waiting(entry).await.unwrap());
+        assert!(!a.mark_routed(entry).await.unwrap());
     }
     let mut conn = raw(&redis).await;
-    let mut waiting = 0;
     for p in store.keys().all_partitions() {
-        let n: usize = conn.zcard(store.keys().waiting(p)).await.unwrap();
-        waiting += n;
         let left: usize = conn.xlen(store.keys().routing(p)).await.unwrap();
-        assert_eq!(left, 0, "stream entries are deleted once moved");
+        assert_eq!(left, 0, "stream entries are deleted once handled");
     }
-    assert_eq!(waiting, 10);
     let state: String = conn
         .hget(store.keys().contact(&taken[0].contact_id), "state")
         .await

@@ -10,8 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use switchboard_channel::ChannelContext;
+use switchboard_router::leader::Leader;
 use switchboard_router::{Router, RouterSettings};
-use switchboard_store::{IntakeSettings, RedisIntake, RedisOutbox, Store, StoreConfig, StoreError};
+use switchboard_store::{
+    AgentRecord, IntakeSettings, RedisIntake, RedisOutbox, RoutingState, Store, StoreConfig,
+    StoreError,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +60,8 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         fatal_tx.clone(),
     ));
 
+    let routing = Arc::new(config.routing.clone());
+    let plan = Arc::new(routing.plan().map_err(|e| anyhow::anyhow!("{e}"))?);
     let router = Router::new(
         store.clone(),
         RouterSettings {
@@ -64,9 +70,26 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             reclaim_idle: Duration::from_millis(config.router.reclaim_idle_ms),
             batch: config.router.batch,
         },
+        plan.clone(),
+        routing.clone(),
     )?;
     let router_health = router.health();
     tracker.spawn(router.run(background.clone()));
+    let state = RoutingState::new(store.clone());
+    tracker.spawn(load_agents(
+        state.clone(),
+        routing
+            .agent_records()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        background.clone(),
+    ));
+    let leader = Leader::new(
+        state.clone(),
+        plan.clone(),
+        routing.clone(),
+        instance.clone(),
+    );
+    tracker.spawn(leader.run(background.clone()));
 
     let draining = Arc::new(AtomicBool::new(false));
     let mut app = http::routes(HealthState {
@@ -172,6 +195,31 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             info!("Switchboard stopped.");
             Ok(())
         }
+    }
+}
+
+/// Writes the agents of the configuration to the routing state once Redis
+/// answers (their presence and load are left as they are).
+async fn load_agents(state: RoutingState, agents: Vec<AgentRecord>, shutdown: CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    let mut left = agents;
+    while !left.is_empty() {
+        let mut failed = Vec::new();
+        for agent in left {
+            if let Err(error) = state.upsert_agent(&agent, "config").await {
+                warn!(agent_id = %agent.id, %error, "Cannot store a configured agent yet; will retry.");
+                failed.push(agent);
+            }
+        }
+        left = failed;
+        if left.is_empty() {
+            break;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Config {
     #[serde(default)]
     pub router: RouterConfig,
     #[serde(default)]
+    pub routing: switchboard_router::settings::RoutingConfig,
+    #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
@@ -295,6 +297,9 @@ impl Config {
     /// Checks what serde cannot: addresses, URLs, ranges, secrets, names.
     pub fn check(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.routing
+            .plan()
+            .map_err(|e| ConfigError::new(e.key, e.problem))?;
         if self.redis.url.trim().is_empty() {
             return Err(ConfigError::new(
                 "redis.url",
@@ -488,6 +493,21 @@ mod tests {
             "block_ms =",
             "reclaim_idle_ms =",
             "batch =",
+            "[routing]",
+            "default_queue =",
+            "missed_offers_before_away =",
+            "wrap_up_secs =",
+            "reconnect_grace_secs =",
+            "sticky_wait_secs =",
+            "sticky_memory_days =",
+            "interrupt_voice =",
+            "lease_ms =",
+            "retention_days =",
+            "[routing.offer_timeout_secs]",
+            "[[routing.queues]]",
+            "[[routing.queues.overflow]]",
+            "[[routing.rules]]",
+            "[[routing.agents]]",
             "[log]",
             "format =",
             "level =",

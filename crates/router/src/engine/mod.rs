@@ -427,17 +427,39 @@ impl Engine {
 
     /// Adds a waiting contact (idempotent: a contact already waiting is
     /// left as it is).
-    pub fn add_contact(&mut self, contact: WaitingContact, now: u64) {
+    pub fn add_contact(&mut self, mut contact: WaitingContact, now: u64) {
         if self.contact_ix.contains_key(&contact.id) || contact.queue >= self.plan.queues.len() {
             return;
         }
+        // A contact that waited past its queue's move (reloaded after a
+        // failover) is where the move put it. Moves cannot loop (a queue
+        // never moves to itself, and each hop needs more waiting), but the
+        // hops are bounded anyway.
+        let mut step;
+        let mut hops = 0;
+        loop {
+            let queue = &self.plan.queues[contact.queue];
+            let waited_in_queue = now.saturating_sub(contact.queued_at);
+            step = queue
+                .steps
+                .iter()
+                .rposition(|s| s.after_ms <= waited_in_queue)
+                .unwrap_or(0);
+            match queue.steps[step].move_to {
+                Some(to) if hops < self.plan.queues.len() => {
+                    contact.queued_at =
+                        contact.queued_at.saturating_add(queue.steps[step].after_ms);
+                    contact.priority = contact
+                        .priority
+                        .saturating_sub(queue.priority)
+                        .saturating_add(self.plan.queues[to].priority);
+                    contact.queue = to;
+                    hops += 1;
+                }
+                _ => break,
+            }
+        }
         let queue = &self.plan.queues[contact.queue];
-        let waited_in_queue = now.saturating_sub(contact.queued_at);
-        let step = queue
-            .steps
-            .iter()
-            .rposition(|s| s.after_ms <= waited_in_queue)
-            .unwrap_or(0);
         let rank = Rank::new(
             queue,
             contact.priority,

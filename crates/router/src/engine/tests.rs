@@ -266,6 +266,21 @@ fn contacts_added_late_start_at_the_step_their_wait_reached() {
 }
 
 #[test]
+fn contacts_reloaded_after_their_move_time_are_in_the_target_queue() {
+    let mut q = queue("first", &[("a", 1)]);
+    q.overflow = vec![OverflowStepConfig {
+        after_secs: 60,
+        move_to: Some("second".into()),
+        ..Default::default()
+    }];
+    let mut e = engine(vec![q, queue("second", &[("b", 1)])]);
+    e.upsert_agent(profile("b-agent", &[("b", 1)], CHAT), available(0));
+    e.add_contact(contact(0, ChannelKind::Chat, 0), 61_000);
+    let d = e.next_decision(61_000).expect("moved, then offered");
+    assert_eq!((d.contact.queue, d.contact.queued_at), (1, 60_000));
+}
+
+#[test]
 fn priority_ages_and_strict_priority_does_not() {
     let mut aging = queue("aging", &[]);
     aging.priority_weight_secs = 60;

@@ -11,7 +11,7 @@
 -- ARGV[7] message JSON        ARGV[8] key prefix of the partition ("sb:{p3}")
 -- ARGV[9] channel  ARGV[10] source  ARGV[11] address  ARGV[12] customer
 -- ARGV[13] customer name  ARGV[14] subject  ARGV[15] language
--- ARGV[16] attributes JSON
+-- ARGV[16] attributes JSON  ARGV[17] the beginning of the text (routing rules)
 -- Returns "outcome|contact|conversation|message|seq".
 if ARGV[1] == '1' then
   local seen = redis.call('GET', KEYS[1])
@@ -40,7 +40,8 @@ if not contact then
     'id', contact, 'conversation', conv, 'state', 'new',
     'channel', ARGV[9], 'source', ARGV[10], 'address', ARGV[11],
     'customer', ARGV[12], 'customer_name', ARGV[13], 'subject', ARGV[14],
-    'language', ARGV[15], 'attributes', ARGV[16], 'created_at', ARGV[6])
+    'language', ARGV[15], 'attributes', ARGV[16], 'preview', ARGV[17],
+    'created_at', ARGV[6])
   redis.call('SET', KEYS[2], conv)
   redis.call('XADD', KEYS[3], '*', 'contact', contact, 'at', ARGV[6])
 end

@@ -1,0 +1,553 @@
+//! The routing leader: the one instance at a time that makes offers.
+//!
+//! Every instance runs [`Leader::run`]; the one holding the routing lease
+//! loads a snapshot of agents and waiting contacts into the [`Engine`],
+//! follows the routing event stream to keep it current, and commits each
+//! decision with the fenced offer script. When it stops renewing the lease
+//! (crash, pause, partition), another instance takes the lease after
+//! `lease_ms`, with a higher fencing token; whatever the old one still
+//! tries is refused by Redis. Offer deadlines, wrap-up ends and agents whose
+//! session lapsed are handled by the leader's sweeps.
+
+use crate::engine::{
+    AgentProfile, AgentStatus, Availability, Decision, Engine, StepAction, WaitingContact,
+};
+use crate::plan::Plan;
+use crate::settings::RoutingConfig;
+use metrics::{counter, gauge, histogram};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use switchboard_core::{AgentId, ChannelKind, ContactId, Timestamp};
+use switchboard_store::{
+    AgentLive, AgentRecord, Answer, Offer, RouteEvent, RouteRecord, RoutingState, StoreError,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Whether this instance is the routing leader now.
+#[derive(Debug, Clone, Default)]
+pub struct LeaderStatus(Arc<AtomicBool>);
+
+impl LeaderStatus {
+    pub fn is_leader(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, v: bool) {
+        self.0.store(v, Ordering::Relaxed);
+        gauge!("switchboard_router_leader").set(if v { 1.0 } else { 0.0 });
+    }
+}
+
+/// What is recorded for each routing decision (`why:<contact>`).
+#[derive(Debug, Serialize)]
+struct DecisionRecord<'a> {
+    at: u64,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<&'a crate::engine::Explanation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+pub struct Leader {
+    state: RoutingState,
+    plan: Arc<Plan>,
+    config: Arc<RoutingConfig>,
+    instance: String,
+    status: LeaderStatus,
+    interrupt_voice: String,
+}
+
+impl std::fmt::Debug for Leader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leader")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    Timestamp::now().as_millis()
+}
+
+/// The engine's view of a stored agent.
+pub fn agent_profile(rec: &AgentRecord) -> Option<AgentProfile> {
+    Some(AgentProfile {
+        id: rec.id.parse().ok()?,
+        skills: rec.skills.clone(),
+        capacity: rec.capacity,
+        total_capacity: (rec.total_capacity > 0).then_some(rec.total_capacity),
+    })
+}
+
+pub fn agent_status(live: &AgentLive, now: u64) -> AgentStatus {
+    AgentStatus {
+        availability: match live.presence.as_str() {
+            "available" => Availability::Available,
+            "away" => Availability::Away,
+            "wrap_up" => Availability::WrapUp,
+            _ => Availability::Offline,
+        },
+        connected: live.online_until > now,
+        load: live.loads,
+        idle_since: live.idle_since,
+        last_offer_at: live.last_offer_at,
+    }
+}
+
+/// The engine's view of a stored waiting contact. A queue that no longer
+/// exists (configuration changed) falls back to the default queue.
+pub fn waiting_contact(rec: &RouteRecord, plan: &Plan) -> Option<WaitingContact> {
+    let id: ContactId = rec.contact.parse().ok()?;
+    let channel: ChannelKind = rec.channel.parse().ok()?;
+    let queue = plan.queue_index(&rec.queue).unwrap_or(plan.default_queue);
+    let sticky = (!rec.sticky.is_empty())
+        .then(|| {
+            rec.sticky
+                .parse::<AgentId>()
+                .ok()
+                .map(|a| (a, rec.sticky_until))
+        })
+        .flatten();
+    Some(WaitingContact {
+        id,
+        channel,
+        queue,
+        priority: rec.priority,
+        waiting_since: rec.since,
+        queued_at: rec.queued_at,
+        rule: (!rec.rule.is_empty()).then(|| rec.rule.clone()),
+        sticky,
+        excluded: rec.excluded.iter().filter_map(|a| a.parse().ok()).collect(),
+    })
+}
+
+/// The leader's mirror of agents: the newest state seen of each.
+struct Mirror {
+    live: HashMap<String, AgentLive>,
+    /// Agents whose lapsed session was handled (offers revoked / contacts
+    /// requeued), until they come back.
+    revoked: HashSet<String>,
+    requeued: HashSet<String>,
+}
+
+impl Leader {
+    pub fn new(
+        state: RoutingState,
+        plan: Arc<Plan>,
+        config: Arc<RoutingConfig>,
+        instance: String,
+    ) -> Leader {
+        let interrupt_voice = config.interrupt_voice_csv();
+        Leader {
+            state,
+            plan,
+            config,
+            instance,
+            status: LeaderStatus::default(),
+            interrupt_voice,
+        }
+    }
+
+    pub fn status(&self) -> LeaderStatus {
+        self.status.clone()
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.config.lease_ms)
+    }
+
+    /// Runs until `shutdown`: waits for the lease, routes while holding it.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let span = info_span!("routing_leader", instance = %self.instance);
+        async move {
+            while !shutdown.is_cancelled() {
+                match self.state.acquire_lease(&self.instance, self.lease()).await {
+                    Ok(Some(token)) => {
+                        info!(%token, "This instance is the routing leader now.");
+                        counter!("switchboard_router_leaderships_total").increment(1);
+                        self.status.set(true);
+                        let result = self.lead(&token, &shutdown).await;
+                        self.status.set(false);
+                        match result {
+                            Ok(()) => info!("Stopped leading."),
+                            Err(error) => {
+                                counter!("switchboard_router_errors_total", "error_type" => "leader").increment(1);
+                                warn!(%error, "Routing leader stopped on an error.");
+                            }
+                        }
+                        if let Err(error) = self.state.release_lease(&token).await {
+                            debug!(%error, "Could not release the lease; it will expire.");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => debug!(%error, "Could not try the routing lease."),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(self.lease() / 3) => {}
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn lead(&self, token: &str, shutdown: &CancellationToken) -> Result<(), StoreError> {
+        let mut reader = self.state.event_reader(Duration::from_millis(100))?;
+        let mut after = self.state.last_event_id().await?;
+        let loaded = Instant::now();
+        let now = now_ms();
+        let mut engine = Engine::new(self.plan.clone(), &self.config.interrupt_voice);
+        let mut mirror = Mirror {
+            live: HashMap::new(),
+            revoked: HashSet::new(),
+            requeued: HashSet::new(),
+        };
+        for (rec, live) in self.state.agents().await? {
+            if let Some(profile) = agent_profile(&rec) {
+                engine.upsert_agent(profile, agent_status(&live, now));
+                mirror.live.insert(rec.id.clone(), live);
+            }
+        }
+        for rec in self.state.waiting().await? {
+            if let Some(c) = waiting_contact(&rec, &self.plan) {
+                engine.add_contact(c, now);
+            }
+        }
+        info!(
+            agents = engine.agent_count(),
+            waiting = engine.waiting_count(),
+            took_ms = loaded.elapsed().as_millis() as u64,
+            "Routing state loaded."
+        );
+        let mut last_renew = Instant::now();
+        let mut last_sweep = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if last_renew.elapsed() >= self.lease() / 3 {
+                if !self.state.renew_lease(token, self.lease()).await? {
+                    warn!("The routing lease was lost (this instance was too slow to renew it).");
+                    return Ok(());
+                }
+                last_renew = Instant::now();
+            }
+            let now = now_ms();
+            for action in engine.advance(now) {
+                self.record_step(&action, now).await;
+            }
+            while let Some(decision) = engine.next_decision(now) {
+                if !self
+                    .commit(&mut engine, &mut mirror, decision, token, now)
+                    .await?
+                {
+                    return Ok(());
+                }
+            }
+            gauge!("switchboard_router_waiting_contacts").set(engine.waiting_count() as f64);
+            if last_sweep.elapsed() >= Duration::from_millis(250) {
+                self.sweep(&mut engine, &mut mirror, now).await?;
+                last_sweep = Instant::now();
+            }
+            let wait = engine
+                .next_timer()
+                .map(|t| Duration::from_millis(t.saturating_sub(now)))
+                .unwrap_or(Duration::from_millis(100))
+                .clamp(Duration::from_millis(1), Duration::from_millis(100));
+            let events = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                events = self.state.read_events(&mut reader, &after, wait, 1000) => events?,
+            };
+            let now = now_ms();
+            for event in events {
+                after = event.id.clone();
+                self.apply(&mut engine, &mut mirror, event, now).await?;
+            }
+        }
+    }
+
+    /// Writes one decision. False when the lease was lost.
+    async fn commit(
+        &self,
+        engine: &mut Engine,
+        mirror: &mut Mirror,
+        d: Decision,
+        token: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let queue = &self.plan.queues[d.contact.queue];
+        let explanation = serde_json::to_string(&DecisionRecord {
+            at: now,
+            kind: "offer",
+            agent: Some(d.agent.as_str()),
+            outcome: None,
+            explanation: Some(&d.explanation),
+            detail: None,
+        })
+        .unwrap_or_else(|_| "{}".into());
+        let until = now
+            + u64::try_from(
+                self.config
+                    .offer_timeout_secs
+                    .of(d.contact.channel)
+                    .as_millis(),
+            )
+            .unwrap_or(0);
+        let outcome = self
+            .state
+            .offer(&Offer {
+                token,
+                contact: &d.contact.id,
+                agent: d.agent.as_str(),
+                now,
+                until,
+                auto_accept: queue.auto_accept,
+                interrupt_voice: &self.interrupt_voice,
+                explanation: &explanation,
+                step: d.step,
+            })
+            .await?;
+        histogram!("switchboard_router_offer_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        counter!("switchboard_router_offers_total", "queue" => queue.name.clone(), "outcome" => outcome.clone())
+            .increment(1);
+        match outcome.as_str() {
+            "ok" => {
+                histogram!("switchboard_router_wait_seconds", "queue" => queue.name.clone())
+                    .record(now.saturating_sub(d.contact.waiting_since) as f64 / 1000.0);
+                debug!(contact_id = %d.contact.id, agent_id = %d.agent, queue = %queue.name, step = d.step, "Offered.");
+                Ok(true)
+            }
+            "fenced" => Ok(false),
+            refused => {
+                // The engine's view was behind Redis: refresh the agent and
+                // the contact from Redis and let the engine try again.
+                debug!(contact_id = %d.contact.id, agent_id = %d.agent, refused, "Offer refused by the store; refreshing.");
+                if let Some((rec, live)) = self.state.agent(d.agent.as_str()).await? {
+                    if let Some(profile) = agent_profile(&rec) {
+                        engine.upsert_agent(profile, agent_status(&live, now));
+                    }
+                    mirror.live.insert(rec.id.clone(), live);
+                } else {
+                    engine.remove_agent(&d.agent);
+                }
+                if let Some(rec) = self.state.route_record(&d.contact.id).await?
+                    && rec.state == "waiting"
+                    && let Some(c) = waiting_contact(&rec, &self.plan)
+                {
+                    engine.add_contact(c, now);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    async fn record_step(&self, action: &StepAction, now: u64) {
+        let (contact, detail) = match action {
+            StepAction::Overflowed {
+                contact,
+                queue,
+                step,
+            } => {
+                counter!("switchboard_router_overflows_total", "queue" => self.plan.queues[*queue].name.clone())
+                    .increment(1);
+                (
+                    contact,
+                    format!(
+                        "queue {} overflow step {step}",
+                        self.plan.queues[*queue].name
+                    ),
+                )
+            }
+            StepAction::Moved { contact, from, to } => (
+                contact,
+                format!(
+                    "moved from queue {} to {}",
+                    self.plan.queues[*from].name, self.plan.queues[*to].name
+                ),
+            ),
+            StepAction::AutoAnswer { contact, text } => {
+                counter!("switchboard_router_auto_answers_total").increment(1);
+                (contact, format!("automatic answer due: {text}"))
+            }
+            StepAction::StickyExpired { contact, agent } => (
+                contact,
+                format!("sticky wait for {agent} ended; open to all agents"),
+            ),
+        };
+        let record = serde_json::to_string(&DecisionRecord {
+            at: now,
+            kind: "step",
+            agent: None,
+            outcome: None,
+            explanation: None,
+            detail: Some(detail),
+        })
+        .unwrap_or_else(|_| "{}".into());
+        if let Err(error) = self.state.record_decision(contact, &record).await {
+            debug!(%error, contact_id = %contact, "Could not record a routing step.");
+        }
+    }
+
+    async fn apply(
+        &self,
+        engine: &mut Engine,
+        mirror: &mut Mirror,
+        event: RouteEvent,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if let (Some(agent), Some(live)) = (&event.agent, &event.live) {
+            let newer = mirror
+                .live
+                .get(agent)
+                .is_none_or(|known| live.ver >= known.ver);
+            if newer {
+                if live.online_until > now {
+                    mirror.revoked.remove(agent);
+                    mirror.requeued.remove(agent);
+                }
+                if let Ok(id) = agent.parse::<AgentId>()
+                    && !engine.update_agent(&id, agent_status(live, now))
+                    && event.kind != "agent"
+                {
+                    // Unknown to the engine: read its profile.
+                    self.refresh_agent(engine, agent, now).await?;
+                }
+                mirror.live.insert(agent.clone(), live.clone());
+            }
+        }
+        let contact = event
+            .contact
+            .as_deref()
+            .and_then(|c| c.parse::<ContactId>().ok());
+        match (event.kind.as_str(), contact) {
+            ("agent", _) => {
+                if let Some(agent) = &event.agent {
+                    self.refresh_agent(engine, agent, now).await?;
+                }
+            }
+            ("enqueued" | "declined" | "expired" | "revoked" | "requeued", Some(c)) => {
+                if let Some(rec) = self.state.route_record(&c).await?
+                    && rec.state == "waiting"
+                    && let Some(w) = waiting_contact(&rec, &self.plan)
+                {
+                    engine.add_contact(w, now);
+                }
+            }
+            ("offered" | "assigned", Some(c)) => {
+                engine.remove_contact(&c);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn refresh_agent(
+        &self,
+        engine: &mut Engine,
+        agent: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if let Some((rec, live)) = self.state.agent(agent).await?
+            && let Some(profile) = agent_profile(&rec)
+        {
+            engine.upsert_agent(profile, agent_status(&live, now));
+        }
+        Ok(())
+    }
+
+    /// Offer deadlines, wrap-up ends, lapsed sessions.
+    async fn sweep(
+        &self,
+        engine: &mut Engine,
+        mirror: &mut Mirror,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        for (contact, _) in self.state.due_offers(now, 500).await? {
+            let Ok(id) = contact.parse::<ContactId>() else {
+                continue;
+            };
+            if let Some(rec) = self.state.route_record(&id).await?
+                && rec.state == "offered"
+            {
+                let r = self
+                    .state
+                    .answer(
+                        Answer::Expire,
+                        &id,
+                        &rec.agent,
+                        now,
+                        self.config.missed_offers_before_away,
+                    )
+                    .await?;
+                if r == "ok" {
+                    counter!("switchboard_router_offers_missed_total").increment(1);
+                    info!(contact_id = %id, agent_id = %rec.agent, "Offer not answered in time; routing again.");
+                }
+            }
+        }
+        let grace = self.config.reconnect_grace_secs * 1000;
+        let mut lapsed = Vec::new();
+        let mut wrapped = Vec::new();
+        for (agent, live) in &mirror.live {
+            if live.presence == "wrap_up" && live.wrap_until > 0 && live.wrap_until <= now {
+                wrapped.push(agent.clone());
+            }
+            if live.online_until > 0 && live.online_until <= now {
+                let requeue = live.online_until + grace <= now && !mirror.requeued.contains(agent);
+                let revoke = !mirror.revoked.contains(agent);
+                if requeue || revoke {
+                    lapsed.push((agent.clone(), requeue));
+                }
+            }
+        }
+        for agent in wrapped {
+            self.state
+                .set_presence(&agent, Some(("available", "")), None, Some("wrap_up"))
+                .await?;
+        }
+        for (agent, requeue) in lapsed {
+            if let Some(live) = mirror.live.get(&agent)
+                && let Ok(id) = agent.parse::<AgentId>()
+            {
+                engine.update_agent(&id, agent_status(live, now));
+            }
+            for contact in self.state.held(&agent).await? {
+                let Ok(id) = contact.parse::<ContactId>() else {
+                    continue;
+                };
+                let Some(rec) = self.state.route_record(&id).await? else {
+                    continue;
+                };
+                if rec.state == "offered" {
+                    self.state
+                        .answer(Answer::Revoke, &id, &agent, now, 0)
+                        .await?;
+                    info!(contact_id = %id, agent_id = %agent, "Agent disconnected; offer taken back.");
+                } else if rec.state == "assigned" && requeue {
+                    self.state
+                        .requeue(&id, &agent, now, None, "agent_disconnected")
+                        .await?;
+                    counter!("switchboard_router_requeued_total", "reason" => "agent_disconnected")
+                        .increment(1);
+                    info!(contact_id = %id, agent_id = %agent, "Agent did not come back; contact back in the queue.");
+                }
+            }
+            mirror.revoked.insert(agent.clone());
+            if requeue {
+                mirror.requeued.insert(agent);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! The `[routing]` configuration section: queues, rules, agents and the
+//! timings of offers, wrap-up and reconnection.
+
+use crate::plan::{Plan, PlanError, QueueConfig, RuleConfig, check_levels};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+use switchboard_channel::Secret;
+use switchboard_core::{AgentId, ChannelKind};
+use switchboard_store::AgentRecord;
+
+/// `[routing.offer_timeout_secs]`: how long an agent has to accept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferTimeouts {
+    #[serde(default = "defaults::chat")]
+    pub chat: u64,
+    #[serde(default = "defaults::email")]
+    pub email: u64,
+    #[serde(default = "defaults::social")]
+    pub social: u64,
+    #[serde(default = "defaults::voice")]
+    pub voice: u64,
+}
+
+impl Default for OfferTimeouts {
+    fn default() -> Self {
+        OfferTimeouts {
+            chat: defaults::chat(),
+            email: defaults::email(),
+            social: defaults::social(),
+            voice: defaults::voice(),
+        }
+    }
+}
+
+impl OfferTimeouts {
+    pub fn of(&self, channel: ChannelKind) -> Duration {
+        Duration::from_secs(match channel {
+            ChannelKind::Chat => self.chat,
+            ChannelKind::Email => self.email,
+            ChannelKind::Social => self.social,
+            ChannelKind::Voice => self.voice,
+        })
+    }
+}
+
+/// `[[routing.agents]]`: an agent defined in configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub id: AgentId,
+    #[serde(default)]
+    pub name: String,
+    /// Skill → proficiency 1–5 (`"lang:uk" = 5`).
+    #[serde(default)]
+    pub skills: BTreeMap<String, u8>,
+    /// Contacts held at once per channel (`chat = 3, email = 5`); a channel
+    /// not listed gets none.
+    #[serde(default)]
+    pub capacity: BTreeMap<ChannelKind, u32>,
+    /// At most this many over all channels; unset: the sum.
+    #[serde(default)]
+    pub total_capacity: Option<u32>,
+    /// The agent's sign-in token (at least 16 characters), as a secret …
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// … or only its SHA-256, hex, so the file holds no token at all.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+}
+
+/// `[routing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    #[serde(default)]
+    pub queues: Vec<QueueConfig>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Where contacts no rule matches go; empty: the first queue.
+    #[serde(default)]
+    pub default_queue: String,
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    #[serde(default)]
+    pub offer_timeout_secs: OfferTimeouts,
+    /// Missed offers in a row that set an agent away (0: never).
+    #[serde(default = "defaults::missed_offers_before_away")]
+    pub missed_offers_before_away: u32,
+    /// After closing a contact the agent is in wrap-up this long (0: none).
+    #[serde(default = "defaults::wrap_up_secs")]
+    pub wrap_up_secs: u64,
+    /// A disconnected agent's contacts go back to the queue after this
+    /// long, unless the agent comes back. Offers are taken back at once.
+    #[serde(default = "defaults::reconnect_grace_secs")]
+    pub reconnect_grace_secs: u64,
+    /// A returning customer waits this long for the agent they had last.
+    #[serde(default = "defaults::sticky_wait_secs")]
+    pub sticky_wait_secs: u64,
+    /// How long the last agent of a customer is remembered (0: no sticky
+    /// routing).
+    #[serde(default = "defaults::sticky_memory_days")]
+    pub sticky_memory_days: u64,
+    /// Channels whose contacts may be offered to an agent on a call.
+    #[serde(default)]
+    pub interrupt_voice: Vec<ChannelKind>,
+    /// The routing lease: an instance that stops renewing it for this long
+    /// is replaced as the router by another.
+    #[serde(default = "defaults::lease_ms")]
+    pub lease_ms: u64,
+    /// Closed contacts' routing records are kept this long.
+    #[serde(default = "defaults::retention_days")]
+    pub retention_days: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        // Every field has a default; an empty table is valid.
+        RoutingConfig {
+            queues: Vec::new(),
+            rules: Vec::new(),
+            default_queue: String::new(),
+            agents: Vec::new(),
+            offer_timeout_secs: OfferTimeouts::default(),
+            missed_offers_before_away: defaults::missed_offers_before_away(),
+            wrap_up_secs: defaults::wrap_up_secs(),
+            reconnect_grace_secs: defaults::reconnect_grace_secs(),
+            sticky_wait_secs: defaults::sticky_wait_secs(),
+            sticky_memory_days: defaults::sticky_memory_days(),
+            interrupt_voice: Vec::new(),
+            lease_ms: defaults::lease_ms(),
+            retention_days: defaults::retention_days(),
+        }
+    }
+}
+
+mod defaults {
+    pub fn chat() -> u64 {
+        30
+    }
+    pub fn email() -> u64 {
+        120
+    }
+    pub fn social() -> u64 {
+        60
+    }
+    pub fn voice() -> u64 {
+        20
+    }
+    pub fn missed_offers_before_away() -> u32 {
+        3
+    }
+    pub fn wrap_up_secs() -> u64 {
+        30
+    }
+    pub fn reconnect_grace_secs() -> u64 {
+        60
+    }
+    pub fn sticky_wait_secs() -> u64 {
+        30
+    }
+    pub fn sticky_memory_days() -> u64 {
+        30
+    }
+    pub fn lease_ms() -> u64 {
+        3000
+    }
+    pub fn retention_days() -> u64 {
+        30
+    }
+}
+
+/// The shortest agent token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// SHA-256 of a token, hex: what Redis stores and sign-in compares.
+pub fn token_digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl RoutingConfig {
+    /// Checks everything (secrets are read) and compiles the plan.
+    pub fn plan(&self) -> Result<Plan, PlanError> {
+        let plan = Plan::compile("routing", &self.queues, &self.rules, &self.default_queue)?;
+        if self.lease_ms < 500 {
+            return Err(PlanError {
+                key: "routing.lease_ms".into(),
+                problem: "must be at least 500".into(),
+            });
+        }
+        self.agent_records()?;
+        Ok(plan)
+    }
+
+    /// The configured agents as stored, tokens hashed.
+    pub fn agent_records(&self) -> Result<Vec<AgentRecord>, PlanError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(self.agents.len());
+        for (i, a) in self.agents.iter().enumerate() {
+            let key = |field: &str| format!("routing.agents[{i}].{field}");
+            let fail = |field: &str, problem: String| PlanError {
+                key: key(field),
+                problem,
+            };
+            if !seen.insert(a.id.clone()) {
+                return Err(fail("id", format!("agent {} is defined twice", a.id)));
+            }
+            check_levels(&key("skills"), &a.skills, 1)?;
+            let digest = match (&a.token, &a.token_sha256) {
+                (Some(secret), None) => {
+                    let value = secret.resolve().map_err(|e| fail("token", e.to_string()))?;
+                    if value.expose().len() < MIN_TOKEN_LEN {
+                        return Err(fail(
+                            "token",
+                            format!("must be at least {MIN_TOKEN_LEN} characters"),
+                        ));
+                    }
+                    token_digest(value.expose())
+                }
+                (None, Some(hex)) => {
+                    let ok = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+                    if !ok {
+                        return Err(fail("token_sha256", "must be 64 hex digits".into()));
+                    }
+                    hex.to_ascii_lowercase()
+                }
+                (Some(_), Some(_)) => {
+                    return Err(fail("token", "set token or token_sha256, not both".into()));
+                }
+                (None, None) => {
+                    return Err(fail(
+                        "token",
+                        "every agent needs token or token_sha256".into(),
+                    ));
+                }
+            };
+            let mut capacity = [0u32; 4];
+            for (channel, n) in &a.capacity {
+                capacity[ChannelKind::ALL
+                    .iter()
+                    .position(|c| c == channel)
+                    .unwrap_or(0)] = *n;
+            }
+            if capacity.iter().all(|c| *c == 0) {
+                return Err(fail(
+                    "capacity",
+                    "give the agent capacity on at least one channel".into(),
+                ));
+            }
+            out.push(AgentRecord {
+                id: a.id.to_string(),
+                name: if a.name.is_empty() {
+                    a.id.to_string()
+                } else {
+                    a.name.clone()
+                },
+                skills: a.skills.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                capacity,
+                total_capacity: a.total_capacity.unwrap_or(0),
+                token_sha256: digest,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn interrupt_voice_csv(&self) -> String {
+        self.interrupt_voice
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

@@ -1,0 +1,303 @@
+//! The router (hand-off + leader) against a real redis-server: contacts
+//! from the intake reach agents by their rules and skills, offers that are
+//! declined or missed go to someone else, and a second instance takes over
+//! routing when the first stops.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_core::{ChannelKind, ContactId, CustomerIdentity, InboundEvent, Timestamp};
+use switchboard_router::leader::Leader;
+use switchboard_router::plan::{QueueConfig, RuleConfig};
+use switchboard_router::settings::RoutingConfig;
+use switchboard_router::{Router, RouterSettings};
+use switchboard_store::{
+    AgentRecord, Answer, IntakeSettings, RedisIntake, RoutingState, Store, StoreConfig,
+};
+use switchboard_testkit::RedisServer;
+use tokio_util::sync::CancellationToken;
+
+fn store(redis: &RedisServer) -> Store {
+    Store::new(StoreConfig {
+        url: redis.url(),
+        password: None,
+        key_prefix: "sb".into(),
+        partitions: 4,
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(1000),
+    })
+    .unwrap()
+}
+
+fn intake(store: &Store) -> RedisIntake {
+    RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(3600),
+            limits: Default::default(),
+        },
+    )
+}
+
+fn routing() -> RoutingConfig {
+    let mut billing = QueueConfig::general();
+    billing.name = "billing".into();
+    billing.skills = [("billing".to_string(), 3)].into();
+    let mut general = QueueConfig::general();
+    general.name = "general".into();
+    RoutingConfig {
+        queues: vec![general, billing],
+        rules: vec![RuleConfig {
+            name: "money".into(),
+            queue: "billing".into(),
+            channels: vec![],
+            sources: vec![],
+            addresses: vec![],
+            words: vec!["invoice".into()],
+            languages: vec![],
+            attributes: BTreeMap::new(),
+            priority: 0,
+        }],
+        missed_offers_before_away: 1,
+        lease_ms: 600,
+        offer_timeout_secs: switchboard_router::settings::OfferTimeouts {
+            chat: 1,
+            ..Default::default()
+        },
+        ..RoutingConfig::default()
+    }
+}
+
+fn event(customer: &str, text: &str) -> InboundEvent {
+    InboundEvent {
+        channel: ChannelKind::Chat,
+        source: "website".into(),
+        address: "widget-1".into(),
+        customer: CustomerIdentity::new("visitor", customer).unwrap(),
+        customer_name: None,
+        provider_message_id: Some(format!("m-{customer}")),
+        subject: None,
+        text: text.into(),
+        language: None,
+        attributes: BTreeMap::new(),
+        sent_at: None,
+    }
+}
+
+struct Instance {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Instance {
+    fn start(store: &Store, name: &str, config: &RoutingConfig) -> Instance {
+        let config = Arc::new(config.clone());
+        let plan = Arc::new(config.plan().unwrap());
+        let stop = CancellationToken::new();
+        let router = Router::new(
+            store.clone(),
+            RouterSettings {
+                consumer: name.into(),
+                block: Duration::from_millis(100),
+                reclaim_idle: Duration::from_secs(2),
+                batch: 100,
+            },
+            plan.clone(),
+            config.clone(),
+        )
+        .unwrap();
+        let leader = Leader::new(RoutingState::new(store.clone()), plan, config, name.into());
+        let tasks = vec![
+            tokio::spawn(router.run(stop.clone())),
+            tokio::spawn(leader.run(stop.clone())),
+        ];
+        Instance { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
+async fn agent(state: &RoutingState, id: &str, skills: &[(&str, u8)], chat: u32) {
+    state
+        .upsert_agent(
+            &AgentRecord {
+                id: id.into(),
+                name: id.into(),
+                skills: skills.iter().map(|(s, l)| (s.to_string(), *l)).collect(),
+                capacity: [chat, 0, 0, 0],
+                total_capacity: 0,
+                token_sha256: "00".repeat(32),
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let online = Timestamp::now().as_millis() + 3_600_000;
+    state
+        .set_presence(id, Some(("available", "")), Some(online), None)
+        .await
+        .unwrap();
+}
+
+/// Waits until `check` holds, polling the routing state.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn states(state: &RoutingState, ids: &[ContactId]) -> HashMap<String, (String, String)> {
+    let mut out = HashMap::new();
+    for id in ids {
+        let r = state.route_record(id).await.unwrap().unwrap_or_default();
+        out.insert(id.to_string(), (r.state, r.agent));
+    }
+    out
+}
+
+#[tokio::test]
+async fn contacts_reach_skilled_agents_and_missed_offers_move_on() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    agent(&state, "biller", &[("billing", 4)], 2).await;
+    agent(&state, "generalist", &[], 5).await;
+    let instance = Instance::start(&store, "one", &routing());
+
+    let billing = intake
+        .submit_event(event("v1", "About my invoice"))
+        .await
+        .unwrap()
+        .contact_id;
+    let hello = intake
+        .submit_event(event("v2", "Hello"))
+        .await
+        .unwrap()
+        .contact_id;
+    let ids = [billing, hello];
+    until("both are offered", || async {
+        states(&state, &ids)
+            .await
+            .values()
+            .all(|(s, _)| s == "offered")
+    })
+    .await;
+    let s = states(&state, &ids).await;
+    assert_eq!(
+        s[&billing.to_string()].1,
+        "biller",
+        "the rule sent it to billing"
+    );
+    let decisions = state.decisions(&billing).await.unwrap();
+    assert!(decisions[0].contains("\"rule\":\"money\""), "{decisions:?}");
+    assert!(
+        decisions[0].contains("\"chosen\":\"biller\""),
+        "{decisions:?}"
+    );
+
+    // Whoever got the greeting accepts it; the biller lets the billing
+    // offer lapse (1 s) and, with missed_offers_before_away = 1, is set
+    // away. Nobody else has the skill, so the billing contact waits.
+    let now = Timestamp::now().as_millis();
+    let greeter = s[&hello.to_string()].1.clone();
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &hello, &greeter, now, 1)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    until("the missed offer is taken back", || async {
+        states(&state, &ids).await[&billing.to_string()].0 == "waiting"
+    })
+    .await;
+    let (_, live) = state.agent("biller").await.unwrap().unwrap();
+    assert_eq!(
+        (live.presence.as_str(), live.reason.as_str()),
+        ("away", "missed_offers")
+    );
+
+    // A second biller comes online: the contact goes to them.
+    agent(&state, "biller2", &[("billing", 3)], 1).await;
+    until("the second biller gets it", || async {
+        states(&state, &ids).await[&billing.to_string()] == ("offered".into(), "biller2".into())
+    })
+    .await;
+    let decisions = state.decisions(&billing).await.unwrap();
+    assert!(
+        decisions
+            .last()
+            .unwrap()
+            .contains("\"declined\":[\"biller\"]"),
+        "{decisions:?}"
+    );
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn another_instance_takes_over_routing_when_the_leader_stops() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    agent(&state, "a1", &[], 100).await;
+    // Offers stay open long enough that a1 is not set away for missing
+    // them while the test runs.
+    let mut config = routing();
+    config.offer_timeout_secs.chat = 60;
+    let first = Instance::start(&store, "first", &config);
+    until("first leads", || async {
+        state
+            .leader()
+            .await
+            .unwrap()
+            .is_some_and(|t| t.ends_with(":first"))
+    })
+    .await;
+    let second = Instance::start(&store, "second", &config);
+    let c1 = intake
+        .submit_event(event("v1", "hi"))
+        .await
+        .unwrap()
+        .contact_id;
+    until("c1 offered", || async {
+        states(&state, &[c1]).await[&c1.to_string()].0 == "offered"
+    })
+    .await;
+
+    // The leader stops without a word (its lease just expires).
+    first.stop.cancel();
+    for t in first.tasks {
+        t.abort();
+    }
+    let c2 = intake
+        .submit_event(event("v2", "hi"))
+        .await
+        .unwrap()
+        .contact_id;
+    until("the second instance leads and routes", || async {
+        let leader = state.leader().await.unwrap().unwrap_or_default();
+        leader.ends_with(":second") && states(&state, &[c2]).await[&c2.to_string()].0 == "offered"
+    })
+    .await;
+    let (_, live) = state.agent("a1").await.unwrap().unwrap();
+    assert_eq!(live.loads[0], 2);
+    assert_eq!(state.held("a1").await.unwrap().len(), 2);
+    second.stop().await;
+}
