@@ -233,6 +233,28 @@ impl Http {
         self.send(request).await
     }
 
+    /// Any request, with a bearer token and a JSON body when given.
+    pub async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, String> {
+        let mut request = hyper::Request::builder().method(method).uri(url);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(b) => {
+                request = request.header("content-type", "application/json");
+                Full::new(Bytes::from(b.to_string()))
+            }
+            None => Full::default(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
     /// POSTs `body` to the intake API with the test token.
     pub async fn submit(&self, base: &str, body: &serde_json::Value) -> Result<Reply, String> {
         self.submit_raw(base, Bytes::from(body.to_string())).await
@@ -338,4 +360,73 @@ pub fn cpu_time(pid: u32) -> Duration {
         .sum();
     // USER_HZ is 100 on every Linux this runs on.
     Duration::from_millis(ticks * 10)
+}
+
+/// An agent's websocket to the daemon's agent API.
+pub struct AgentSocket {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl AgentSocket {
+    /// Connects with the token in the Authorization header.
+    pub async fn connect(base: &str, token: &str) -> Result<AgentSocket, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/api/v1/ws", base.replacen("http://", "ws://", 1));
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(AgentSocket { stream })
+    }
+
+    pub async fn send(&mut self, frame: serde_json::Value) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                frame.to_string().into(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON frame, within `limit`.
+    pub async fn next(&mut self, limit: Duration) -> Option<serde_json::Value> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = tokio::time::timeout(left, self.stream.next())
+                .await
+                .ok()??
+                .ok()?;
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                return serde_json::from_str(text.as_str()).ok();
+            }
+        }
+    }
+
+    /// Frames until one of `kind` arrives (others are returned too).
+    pub async fn until(
+        &mut self,
+        kind: &str,
+        limit: Duration,
+    ) -> (Option<serde_json::Value>, Vec<serde_json::Value>) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(frame) = self
+            .next(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            if frame["type"] == kind {
+                return (Some(frame), seen);
+            }
+            seen.push(frame);
+        }
+        (None, seen)
+    }
 }

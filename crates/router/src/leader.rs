@@ -517,6 +517,18 @@ impl Leader {
                 .await?;
         }
         for (agent, requeue) in lapsed {
+            // Heartbeats extend a live session without an event, so the
+            // mirror's deadline may be old: ask Redis before acting.
+            match self.state.agent(&agent).await? {
+                Some((_, fresh)) if fresh.online_until > now => {
+                    mirror.live.insert(agent.clone(), fresh);
+                    continue;
+                }
+                Some((_, fresh)) => {
+                    mirror.live.insert(agent.clone(), fresh);
+                }
+                None => continue,
+            }
             if let Some(live) = mirror.live.get(&agent)
                 && let Ok(id) = agent.parse::<AgentId>()
             {
@@ -536,7 +548,7 @@ impl Leader {
                     info!(contact_id = %id, agent_id = %agent, "Agent disconnected; offer taken back.");
                 } else if rec.state == "assigned" && requeue {
                     self.state
-                        .requeue(&id, &agent, now, None, "agent_disconnected")
+                        .requeue(&id, &agent, now, None, "agent_disconnected", None)
                         .await?;
                     counter!("switchboard_router_requeued_total", "reason" => "agent_disconnected")
                         .increment(1);

@@ -132,7 +132,7 @@ async fn agent(state: &RoutingState, id: &str, skills: &[(&str, u8)], chat: u32)
                 skills: skills.iter().map(|(s, l)| (s.to_string(), *l)).collect(),
                 capacity: [chat, 0, 0, 0],
                 total_capacity: 0,
-                token_sha256: "00".repeat(32),
+                token_sha256: format!("{id:0>64}"),
             },
             "test",
         )

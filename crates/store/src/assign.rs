@@ -260,6 +260,7 @@ impl RoutingState {
         inv.key(k.route_agent(&agent.id))
             .key(k.route("agents"))
             .key(k.route("events"))
+            .key(k.route(&format!("token:{}", agent.token_sha256)))
             .arg(&agent.id)
             .arg(&agent.name)
             .arg(skills)
@@ -267,10 +268,27 @@ impl RoutingState {
             .arg(agent.total_capacity)
             .arg(&agent.token_sha256)
             .arg(EVENTS_MAXLEN)
-            .arg(origin);
+            .arg(origin)
+            .arg(k.route("token:"));
         let mut conn = self.conn();
-        let created: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
-        Ok(created == 1)
+        let reply: redis::Value = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        match reply {
+            redis::Value::Int(1) => Ok(true),
+            redis::Value::Int(_) => Ok(false),
+            _ => Err(StoreError::Conflict(format!(
+                "agent {}: another agent has the same token",
+                agent.id
+            ))),
+        }
+    }
+
+    /// The agent a token (its SHA-256, hex) belongs to.
+    pub async fn agent_by_token(&self, digest: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route(&format!("token:{digest}"));
+        self.store
+            .bounded(redis::cmd("GET").arg(key).query_async(&mut conn))
+            .await
     }
 
     /// Puts a new contact in the routing state; false when it was known.
@@ -414,12 +432,15 @@ impl RoutingState {
             .arg(online_until.map(|v| v.to_string()).unwrap_or_default())
             .arg(EVENTS_MAXLEN)
             .arg(if presence.is_none() { "1" } else { "0" })
-            .arg(only_if.unwrap_or(""));
+            .arg(only_if.unwrap_or(""))
+            .arg(switchboard_core::Timestamp::now().as_millis());
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }
 
-    /// Puts a contact an agent holds back in a queue (`None`: its own).
+    /// Puts a contact an agent holds back in a queue (`None`: its own),
+    /// optionally for one agent first (a transfer to an agent).
+    #[allow(clippy::too_many_arguments)]
     pub async fn requeue(
         &self,
         contact: &ContactId,
@@ -427,7 +448,9 @@ impl RoutingState {
         now: u64,
         queue: Option<&str>,
         reason: &str,
+        first_for: Option<(&str, u64)>,
     ) -> Result<String, StoreError> {
+        let (sticky, sticky_until) = first_for.unwrap_or(("", 0));
         let k = self.store.keys();
         let mut inv = self.scripts.requeue.prepare_invoke();
         inv.key(k.route_contact(contact))
@@ -441,7 +464,9 @@ impl RoutingState {
             .arg(now)
             .arg(queue.unwrap_or(""))
             .arg(reason)
-            .arg(EVENTS_MAXLEN);
+            .arg(EVENTS_MAXLEN)
+            .arg(sticky)
+            .arg(sticky_until);
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assign;
+pub mod conversations;
 pub mod intake;
 pub mod keys;
 pub mod outbox;
@@ -18,6 +19,7 @@ pub mod routing;
 pub use assign::{
     AgentLive, AgentRecord, Answer, NewRoute, Offer, RouteEvent, RouteRecord, RoutingState,
 };
+pub use conversations::{Conversations, LogEntry};
 pub use intake::{IntakeSettings, RedisIntake};
 pub use keys::KeySpace;
 pub use outbox::RedisOutbox;
@@ -55,6 +57,8 @@ pub enum StoreError {
     Layout { stored: u16, configured: u16 },
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<redis::RedisError> for StoreError {

@@ -69,11 +69,17 @@ impl RedisOutbox {
 
     /// Puts a reply in the outbox. Durable when this returns `Ok`.
     pub async fn enqueue(&self, message: &OutboundMessage) -> Result<(), StoreError> {
+        Self::enqueue_to(&self.store, message).await
+    }
+
+    /// Puts a message in the outbox of its `source`, without a reader of
+    /// that outbox (the agent API hands replies over this way).
+    pub async fn enqueue_to(store: &Store, message: &OutboundMessage) -> Result<(), StoreError> {
         let json = serde_json::to_string(message)
             .map_err(|e| StoreError::Protocol(format!("cannot encode outbound message: {e}")))?;
-        let mut conn = self.store.conn();
-        let key = self.store.keys().outbox(&self.source);
-        self.store
+        let mut conn = store.conn();
+        let key = store.keys().outbox(&message.source);
+        store
             .bounded(
                 redis::cmd("XADD")
                     .arg(&key)

@@ -20,7 +20,7 @@ fn agent(id: &str, capacity: [u32; 4]) -> AgentRecord {
         skills: vec![("billing".into(), 3)],
         capacity,
         total_capacity: 0,
-        token_sha256: "00".repeat(32),
+        token_sha256: format!("{id:0>64}"),
     }
 }
 
@@ -415,4 +415,39 @@ async fn a_blocked_reader_wakes_up_for_a_new_event() {
         got.extend(events);
     }
     assert_eq!(got.len(), 1);
+}
+
+#[tokio::test]
+async fn tokens_identify_one_agent_each() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let mut a = agent("a", [1, 0, 0, 0]);
+    assert!(state.upsert_agent(&a, "test").await.unwrap());
+    assert_eq!(
+        state
+            .agent_by_token(&a.token_sha256)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("a")
+    );
+    let mut b = agent("b", [1, 0, 0, 0]);
+    b.token_sha256 = a.token_sha256.clone();
+    assert!(
+        state.upsert_agent(&b, "test").await.is_err(),
+        "same token as a"
+    );
+    // A new token replaces the old one.
+    let old = a.token_sha256.clone();
+    a.token_sha256 = "f".repeat(64);
+    assert!(!state.upsert_agent(&a, "test").await.unwrap());
+    assert_eq!(state.agent_by_token(&old).await.unwrap(), None);
+    assert_eq!(
+        state
+            .agent_by_token(&a.token_sha256)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("a")
+    );
 }

@@ -90,6 +90,13 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         instance.clone(),
     );
     tracker.spawn(leader.run(background.clone()));
+    let agent_api = switchboard_api_agent::AgentApi::new(
+        store.clone(),
+        routing.clone(),
+        plan.clone(),
+        config.agent_api.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
 
     let draining = Arc::new(AtomicBool::new(false));
     let mut app = http::routes(HealthState {
@@ -97,7 +104,9 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         router: router_health,
         metrics,
         draining: draining.clone(),
-    });
+    })
+    .nest("/api/v1", agent_api.routes());
+    tracker.spawn(agent_api.run(background.clone()));
 
     for channel in &config.channels {
         let name = channel.config().name().to_owned();
@@ -132,7 +141,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
-    info!(%addr, "Switchboard is listening: /healthz, /readyz, /metrics, /channels/<name>/…");
+    info!(%addr, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /channels/<name>/…");
     let server =
         axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let mut server_task = tokio::spawn(async move { server.await });

@@ -27,6 +27,8 @@ pub struct Config {
     #[serde(default)]
     pub routing: switchboard_router::settings::RoutingConfig,
     #[serde(default)]
+    pub agent_api: switchboard_api_agent::AgentApiConfig,
+    #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
@@ -300,6 +302,9 @@ impl Config {
         self.routing
             .plan()
             .map_err(|e| ConfigError::new(e.key, e.problem))?;
+        self.agent_api
+            .check()
+            .map_err(|(key, problem)| ConfigError::new(key, problem))?;
         if self.redis.url.trim().is_empty() {
             return Err(ConfigError::new(
                 "redis.url",
@@ -508,6 +513,11 @@ mod tests {
             "[[routing.queues.overflow]]",
             "[[routing.rules]]",
             "[[routing.agents]]",
+            "[agent_api]",
+            "supervisor_token",
+            "session_ttl_secs =",
+            "max_text_bytes =",
+            "ws_send_buffer =",
             "[log]",
             "format =",
             "level =",

@@ -5,6 +5,7 @@
 -- ARGV[4] online until (ms; '' keeps it)  ARGV[5] events maxlen
 -- ARGV[6] '1' to emit only when something changed
 -- ARGV[7] only if the presence is now this ('' for any; ends wrap-up)
+-- ARGV[8] now (ms): a session is live while online_until is later
 -- Returns 'ok', 'unknown_agent' or 'unchanged' (ARGV[7] did not hold).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 'unknown_agent'
@@ -13,7 +14,7 @@ if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'presence') ~= ARGV[7] then
   return 'unchanged'
 end
 local before = redis.call('HMGET', KEYS[1], 'presence', 'reason', 'online_until')
-local now_online = num(ARGV[4]) > 0
+local now = num(ARGV[8])
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'presence', ARGV[2], 'reason', ARGV[3])
   if ARGV[2] ~= 'wrap_up' then redis.call('HSET', KEYS[1], 'wrap_until', 0) end
@@ -24,9 +25,9 @@ if ARGV[4] ~= '' then
 end
 local after = redis.call('HMGET', KEYS[1], 'presence', 'reason')
 -- A heartbeat only matters to others when the session comes or goes.
-local was_online = num(before[3]) > 0
-local changed = before[1] ~= after[1] or before[2] ~= after[2] or
-  (ARGV[4] ~= '' and was_online ~= now_online)
+local was_online = num(before[3]) > now
+local is_online = num(redis.call('HGET', KEYS[1], 'online_until')) > now
+local changed = before[1] ~= after[1] or before[2] ~= after[2] or was_online ~= is_online
 if changed or ARGV[6] ~= '1' then
   redis.call('HINCRBY', KEYS[1], 'ver', 1)
   emit(KEYS[2], ARGV[5], extend({'type', 'presence'}, agent_state(KEYS[1], ARGV[1])))

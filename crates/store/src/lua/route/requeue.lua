@@ -7,6 +7,7 @@
 -- KEYS[5] offers  KEYS[6] events
 -- ARGV[1] contact id  ARGV[2] agent id  ARGV[3] now  ARGV[4] new queue
 -- ('' keeps it)  ARGV[5] reason  ARGV[6] events maxlen
+-- ARGV[7] offer it to this agent first ('' for none)  ARGV[8] until (ms)
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'since')
 if (c[1] ~= 'assigned' and c[1] ~= 'offered') or c[2] ~= ARGV[2] then
   return 'not_held'
@@ -14,6 +15,7 @@ end
 redis.call('HSET', KEYS[1], 'state', 'waiting', 'agent', '', 'offer_until', '',
   'queued_at', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[4]) end
+redis.call('HSET', KEYS[1], 'sticky', ARGV[7], 'sticky_until', ARGV[8])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[4], c[4], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])

@@ -1,0 +1,122 @@
+//! Errors of the agent API: an HTTP status, a stable code and a message.
+//! The codes are part of the API (`docs/agent-api.md`); messages may change.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use metrics::counter;
+use serde::Serialize;
+use switchboard_store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid agent or supervisor token is required (Authorization: Bearer <token>)",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// Maps a refusal of a routing script (`not_offered`, `at_capacity`, …)
+    /// to its API error.
+    pub fn refused(reason: &str, contact: &str) -> ApiError {
+        match reason {
+            "not_offered" => ApiError::conflict(
+                "not_offered",
+                format!("contact {contact} is not offered to you (any more)"),
+            ),
+            "not_assigned" => ApiError::conflict(
+                "not_assigned",
+                format!("contact {contact} is not assigned to you"),
+            ),
+            "not_held" => {
+                ApiError::conflict("not_assigned", format!("you do not hold contact {contact}"))
+            }
+            "at_capacity" => ApiError::conflict("over_capacity", "the agent is at capacity"),
+            "unknown_agent" => ApiError::not_found("unknown_agent", "no such agent"),
+            other => ApiError::conflict("refused", format!("refused: {other}")),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::conflict("conflict", m),
+            other => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("temporarily unavailable: {other}"),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        counter!("switchboard_agent_api_errors_total", "code" => self.code).increment(1);
+        let mut response = (
+            self.status,
+            Json(Body {
+                error: Detail {
+                    code: self.code,
+                    message: &self.message,
+                },
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,405 @@
+//! The HTTP side of the agent API, under `/api/v1`.
+
+use crate::Inner;
+use crate::actions::{Caller, contact_id, conversation_of};
+use crate::error::ApiError;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use switchboard_store::AgentRecord;
+
+type Api = State<Arc<Inner>>;
+
+/// Who calls: `Authorization: Bearer <token>`, or `?access_token=` for
+/// websockets from browsers (which cannot set headers on them).
+pub async fn caller(
+    inner: &Inner,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = header_token.or(query_token).filter(|t| !t.is_empty()) else {
+        return Err(ApiError::unauthorized());
+    };
+    if let Some(secret) = &inner.supervisor
+        && secret.matches(token.as_bytes())
+    {
+        return Ok(Caller::Supervisor);
+    }
+    // Looked up by the token's SHA-256: the time this takes tells nothing
+    // about the token.
+    let digest = switchboard_router::settings::token_digest(token);
+    match inner.state.agent_by_token(&digest).await? {
+        Some(agent) => Ok(Caller::Agent(agent)),
+        None => {
+            metrics::counter!("switchboard_agent_api_auth_failures_total").increment(1);
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+async fn who(inner: &Inner, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    caller(inner, headers, None).await
+}
+
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
+}
+
+fn ok() -> Response {
+    Json(json!({ "ok": true })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceBody {
+    presence: String,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextBody {
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    #[serde(default)]
+    disposition: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAgent {
+    id: switchboard_core::AgentId,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    skills: BTreeMap<String, u8>,
+    #[serde(default)]
+    capacity: BTreeMap<switchboard_core::ChannelKind, u32>,
+    #[serde(default)]
+    total_capacity: Option<u32>,
+    token: String,
+}
+
+pub async fn me(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    Ok(Json(inner.me(caller.agent()?).await?).into_response())
+}
+
+pub async fn presence(
+    State(inner): Api,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let b: PresenceBody = body(&bytes)?;
+    inner
+        .set_presence(caller.agent()?, &b.presence, &b.reason)
+        .await?;
+    Ok(ok())
+}
+
+pub async fn heartbeat(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let until = inner.heartbeat(caller.agent()?).await?;
+    Ok(Json(json!({ "online_until": until })).into_response())
+}
+
+pub async fn accept(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    inner.answer(caller.agent()?, &id, true).await?;
+    Ok(ok())
+}
+
+pub async fn decline(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    inner.answer(caller.agent()?, &id, false).await?;
+    Ok(ok())
+}
+
+pub async fn close(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let b: CloseBody = if bytes.is_empty() {
+        CloseBody {
+            disposition: String::new(),
+        }
+    } else {
+        body(&bytes)?
+    };
+    inner.close(caller.agent()?, &id, &b.disposition).await?;
+    Ok(ok())
+}
+
+pub async fn transfer(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let b: TransferBody = body(&bytes)?;
+    inner
+        .transfer(&caller, &id, b.queue.as_deref(), b.agent.as_deref())
+        .await?;
+    Ok(ok())
+}
+
+pub async fn note(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let b: TextBody = body(&bytes)?;
+    let seq = inner.note(&caller, &id, &b.text).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "seq": seq }))).into_response())
+}
+
+pub async fn reply(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let b: TextBody = body(&bytes)?;
+    let (message_id, seq) = inner.reply(caller.agent()?, &id, &b.text).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "message_id": message_id, "seq": seq })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct TranscriptQuery {
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// A contact: what the customer sent us, where it is in routing, and its
+/// transcript. Text is returned as text; clients must render it as text.
+pub async fn contact(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<TranscriptQuery>,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let cid = contact_id(&id)?;
+    let rec = inner.visible(&caller, &cid).await?;
+    let fields = inner.contact_fields(&cid).await?;
+    let conv = conversation_of(&fields)?;
+    let after = q.after.unwrap_or_else(|| "-".into());
+    let entries = inner.conversations.transcript(&conv, &after, 500).await?;
+    let transcript: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            json!({
+                "seq": e.seq,
+                "id": e.id,
+                "dir": e.dir,
+                "at": e.at,
+                "message": serde_json::from_str::<Value>(&e.msg).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    Ok(Json(json!({
+        "id": id,
+        "conversation_id": pick("conversation"),
+        "channel": pick("channel"),
+        "source": pick("source"),
+        "address": pick("address"),
+        "customer": pick("customer"),
+        "customer_name": pick("customer_name"),
+        "subject": pick("subject"),
+        "language": pick("language"),
+        "created_at": pick("created_at").parse::<u64>().unwrap_or(0),
+        "routing": { "state": rec.state, "queue": rec.queue, "agent": rec.agent, "rule": rec.rule },
+        "transcript": transcript,
+    }))
+    .into_response())
+}
+
+/// Every routing decision recorded for a contact, with its explanation.
+pub async fn routing(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let cid = contact_id(&id)?;
+    let rec = inner.visible(&caller, &cid).await?;
+    let decisions: Vec<Value> = inner
+        .state
+        .decisions(&cid)
+        .await?
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    Ok(Json(json!({
+        "contact_id": id,
+        "state": rec.state,
+        "queue": rec.queue,
+        "agent": rec.agent,
+        "excluded": rec.excluded,
+        "decisions": decisions,
+    }))
+    .into_response())
+}
+
+/// Supervisors: each queue's waiting contacts and longest wait.
+pub async fn queues(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
+    who(&inner, &headers).await?.supervisor()?;
+    let now = switchboard_core::Timestamp::now().as_millis();
+    let mut by_queue: BTreeMap<String, (u64, u64)> = inner
+        .plan
+        .queues
+        .iter()
+        .map(|q| (q.name.clone(), (0, 0)))
+        .collect();
+    for rec in inner.state.waiting().await? {
+        let entry = by_queue.entry(rec.queue.clone()).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(now.saturating_sub(rec.since));
+    }
+    let list: Vec<Value> = by_queue
+        .into_iter()
+        .map(|(name, (waiting, longest))| json!({ "queue": name, "waiting": waiting, "longest_wait_ms": longest }))
+        .collect();
+    Ok(Json(json!({ "queues": list })).into_response())
+}
+
+/// Supervisors: every agent's presence and load.
+pub async fn agents(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
+    who(&inner, &headers).await?.supervisor()?;
+    let now = switchboard_core::Timestamp::now().as_millis();
+    let mut list: Vec<Value> = inner
+        .state
+        .agents()
+        .await?
+        .into_iter()
+        .map(|(rec, live)| {
+            json!({
+                "id": rec.id,
+                "name": rec.name,
+                "presence": live.presence,
+                "reason": live.reason,
+                "online": live.online_until > now,
+                "loads": crate::frames::Loads::from(live.loads),
+                "capacity": crate::frames::Loads::from(rec.capacity),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(Json(json!({ "agents": list })).into_response())
+}
+
+/// Supervisors: create or update an agent through the API.
+pub async fn put_agent(
+    State(inner): Api,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    who(&inner, &headers).await?.supervisor()?;
+    let a: NewAgent = body(&bytes)?;
+    if a.token.len() < switchboard_router::settings::MIN_TOKEN_LEN {
+        return Err(ApiError::bad_request(
+            "invalid_agent",
+            "token: at least 16 characters",
+        ));
+    }
+    switchboard_router::plan::check_levels("skills", &a.skills, 1)
+        .map_err(|e| ApiError::bad_request("invalid_agent", e.to_string()))?;
+    let mut capacity = [0u32; 4];
+    for (c, n) in &a.capacity {
+        let i = switchboard_core::ChannelKind::ALL
+            .iter()
+            .position(|x| x == c)
+            .unwrap_or(0);
+        capacity[i] = *n;
+    }
+    if capacity.iter().all(|c| *c == 0) {
+        return Err(ApiError::bad_request(
+            "invalid_agent",
+            "capacity: at least one channel",
+        ));
+    }
+    let record = AgentRecord {
+        id: a.id.to_string(),
+        name: if a.name.is_empty() {
+            a.id.to_string()
+        } else {
+            a.name
+        },
+        skills: a.skills.into_iter().collect(),
+        capacity,
+        total_capacity: a.total_capacity.unwrap_or(0),
+        token_sha256: switchboard_router::settings::token_digest(&a.token),
+    };
+    let created = inner.state.upsert_agent(&record, "api").await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "id": record.id, "created": created }))).into_response())
+}
+
+/// The agent websocket.
+pub async fn ws(
+    State(inner): Api,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let caller = caller(&inner, &headers, q.get("access_token").map(String::as_str)).await?;
+    let agent = caller.agent()?.to_owned();
+    let max = inner.settings.max_text_bytes + 4096;
+    Ok(upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| crate::ws::session(inner, agent, socket))
+        .into_response())
+}

@@ -1,0 +1,150 @@
+//! The agents connected to this instance, and the routing events that
+//! reach them.
+//!
+//! Every instance follows the routing event stream and forwards each event
+//! to the websocket sessions of the agent it concerns, if any are connected
+//! here; so an agent gets their offers whichever instance they are on and
+//! whichever instance made the offer. Each session has a bounded queue: a
+//! client that stops reading is disconnected rather than slowing anyone
+//! else down.
+
+use crate::frames::{ServerFrame, frames_for};
+use metrics::{counter, gauge};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use switchboard_store::{RoutingState, StoreError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The sessions of one agent: (session id, its frame queue).
+type Sessions = Vec<(u64, mpsc::Sender<ServerFrame>)>;
+
+#[derive(Debug, Default)]
+pub struct Hub {
+    sessions: Mutex<HashMap<String, Sessions>>,
+    next: AtomicU64,
+}
+
+impl Hub {
+    /// A new session of `agent`; frames for it arrive on the receiver.
+    pub fn register(&self, agent: &str, buffer: usize) -> (u64, mpsc::Receiver<ServerFrame>) {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.entry(agent.to_owned()).or_default().push((id, tx));
+        gauge!("switchboard_agent_sessions")
+            .set(sessions.values().map(Vec::len).sum::<usize>() as f64);
+        (id, rx)
+    }
+
+    /// Ends a session; true when the agent has no other session here.
+    pub fn unregister(&self, agent: &str, id: u64) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let last = match sessions.get_mut(agent) {
+            Some(list) => {
+                list.retain(|(i, _)| *i != id);
+                list.is_empty()
+            }
+            None => true,
+        };
+        if last {
+            sessions.remove(agent);
+        }
+        gauge!("switchboard_agent_sessions")
+            .set(sessions.values().map(Vec::len).sum::<usize>() as f64);
+        last
+    }
+
+    /// Agents with at least one session here.
+    pub fn agents(&self) -> Vec<String> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.keys().cloned().collect()
+    }
+
+    /// Queues a frame for every session of `agent`. A session whose queue
+    /// is full is dropped (its socket closes).
+    pub fn send(&self, agent: &str, frame: &ServerFrame) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = sessions.get_mut(agent) {
+            list.retain(|(_, tx)| match tx.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    counter!("switchboard_agent_sessions_dropped_total", "reason" => "slow_reader")
+                        .increment(1);
+                    warn!(
+                        agent_id = agent,
+                        "An agent session stopped reading; disconnecting it."
+                    );
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        }
+    }
+
+    /// Follows the routing events and forwards them, and keeps the sessions
+    /// of connected agents alive in Redis, until `shutdown`.
+    pub async fn run(&self, state: RoutingState, ttl: Duration, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut after: Option<String> = None;
+        let mut last_refresh = tokio::time::Instant::now();
+        while !shutdown.is_cancelled() {
+            let result: Result<(), StoreError> = async {
+                let mut conn = state.event_reader(Duration::from_millis(500))?;
+                let mut cursor = match after.take() {
+                    Some(a) => a,
+                    None => state.last_event_id().await?,
+                };
+                loop {
+                    let events = tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        events = state.read_events(&mut conn, &cursor, Duration::from_millis(500), 1000) => events,
+                    };
+                    let events = match events {
+                        Ok(e) => e,
+                        Err(e) => {
+                            after = Some(cursor);
+                            return Err(e);
+                        }
+                    };
+                    for event in &events {
+                        for (agent, frame) in frames_for(event) {
+                            self.send(&agent, &frame);
+                        }
+                    }
+                    if let Some(last) = events.last() {
+                        cursor = last.id.clone();
+                    }
+                    if last_refresh.elapsed() >= ttl / 3 {
+                        self.refresh(&state, ttl).await;
+                        last_refresh = tokio::time::Instant::now();
+                    }
+                }
+            }
+            .await;
+            match result {
+                Ok(()) => return,
+                Err(error) => {
+                    debug!(%error, "Following routing events failed; retrying.");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn refresh(&self, state: &RoutingState, ttl: Duration) {
+        let until = switchboard_core::Timestamp::now().as_millis() + ttl.as_millis() as u64;
+        for agent in self.agents() {
+            if let Err(error) = state.set_presence(&agent, None, Some(until), None).await {
+                debug!(%error, agent_id = %agent, "Could not refresh an agent's session.");
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The agent API: how agents and supervisors work with Switchboard.
+//!
+//! HTTP under `/api/v1` and a websocket at `/api/v1/ws`, documented in
+//! `docs/agent-api.md` (with `docs/agent-api.openapi.yaml`). Agents sign in
+//! with their token; supervisors with the supervisor token. Every change
+//! goes through the routing state's scripts, so the API never bypasses the
+//! router's checks; events reach an agent's websocket on whichever instance
+//! they are connected to ([`hub`]).
+#![forbid(unsafe_code)]
+
+pub mod actions;
+pub mod error;
+pub mod frames;
+mod http;
+pub mod hub;
+mod ws;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use std::sync::Arc;
+use switchboard_channel::{Secret, SecretValue};
+use switchboard_router::plan::Plan;
+use switchboard_router::settings::RoutingConfig;
+use switchboard_store::{Conversations, RoutingState, Store};
+use tokio_util::sync::CancellationToken;
+
+/// `[agent_api]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentApiConfig {
+    /// The token supervisors sign in with (queues, agents, any contact's
+    /// record, creating agents). Unset: no supervisor access.
+    #[serde(default)]
+    pub supervisor_token: Option<Secret>,
+    /// An agent's session lasts this long without a websocket or a
+    /// heartbeat, in seconds.
+    #[serde(default = "defaults::session_ttl_secs")]
+    pub session_ttl_secs: u64,
+    /// The longest reply or note, in bytes.
+    #[serde(default = "defaults::max_text_bytes")]
+    pub max_text_bytes: usize,
+    /// Frames queued per websocket before a client that does not read is
+    /// disconnected.
+    #[serde(default = "defaults::ws_send_buffer")]
+    pub ws_send_buffer: usize,
+}
+
+mod defaults {
+    pub fn session_ttl_secs() -> u64 {
+        30
+    }
+    pub fn max_text_bytes() -> usize {
+        16 * 1024
+    }
+    pub fn ws_send_buffer() -> usize {
+        256
+    }
+}
+
+impl Default for AgentApiConfig {
+    fn default() -> Self {
+        AgentApiConfig {
+            supervisor_token: None,
+            session_ttl_secs: defaults::session_ttl_secs(),
+            max_text_bytes: defaults::max_text_bytes(),
+            ws_send_buffer: defaults::ws_send_buffer(),
+        }
+    }
+}
+
+impl AgentApiConfig {
+    /// Checks the section; errors name the key.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if let Some(secret) = &self.supervisor_token {
+            let value = secret
+                .resolve()
+                .map_err(|e| ("agent_api.supervisor_token".to_owned(), e.to_string()))?;
+            if value.expose().len() < 16 {
+                return Err((
+                    "agent_api.supervisor_token".into(),
+                    "must be at least 16 characters".into(),
+                ));
+            }
+        }
+        if self.session_ttl_secs < 3 {
+            return Err((
+                "agent_api.session_ttl_secs".into(),
+                "must be at least 3".into(),
+            ));
+        }
+        if self.max_text_bytes < 256 {
+            return Err((
+                "agent_api.max_text_bytes".into(),
+                "must be at least 256".into(),
+            ));
+        }
+        if self.ws_send_buffer == 0 {
+            return Err((
+                "agent_api.ws_send_buffer".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Shared by every handler and session.
+pub struct Inner {
+    pub(crate) state: RoutingState,
+    pub(crate) conversations: Conversations,
+    pub(crate) routing: Arc<RoutingConfig>,
+    pub(crate) plan: Arc<Plan>,
+    pub(crate) supervisor: Option<SecretValue>,
+    pub(crate) settings: AgentApiConfig,
+    pub(crate) hub: hub::Hub,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentApi").finish_non_exhaustive()
+    }
+}
+
+/// The agent API of one instance.
+#[derive(Debug, Clone)]
+pub struct AgentApi {
+    inner: Arc<Inner>,
+}
+
+impl AgentApi {
+    pub fn new(
+        store: Store,
+        routing: Arc<RoutingConfig>,
+        plan: Arc<Plan>,
+        settings: AgentApiConfig,
+    ) -> Result<AgentApi, String> {
+        let supervisor = match &settings.supervisor_token {
+            Some(s) => Some(
+                s.resolve()
+                    .map_err(|e| format!("agent_api.supervisor_token: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(AgentApi {
+            inner: Arc::new(Inner {
+                state: RoutingState::new(store.clone()),
+                conversations: Conversations::new(store),
+                routing,
+                plan,
+                supervisor,
+                settings,
+                hub: hub::Hub::default(),
+            }),
+        })
+    }
+
+    /// The routes, to be mounted at `/api/v1`.
+    pub fn routes(&self) -> Router {
+        let limit = self.inner.settings.max_text_bytes + 4096;
+        Router::new()
+            .route("/me", get(http::me))
+            .route("/me/presence", put(http::presence))
+            .route("/me/heartbeat", post(http::heartbeat))
+            .route("/contacts/{id}", get(http::contact))
+            .route("/contacts/{id}/routing", get(http::routing))
+            .route("/contacts/{id}/accept", post(http::accept))
+            .route("/contacts/{id}/decline", post(http::decline))
+            .route("/contacts/{id}/close", post(http::close))
+            .route("/contacts/{id}/transfer", post(http::transfer))
+            .route("/contacts/{id}/notes", post(http::note))
+            .route("/contacts/{id}/messages", post(http::reply))
+            .route("/queues", get(http::queues))
+            .route("/agents", get(http::agents).put(http::put_agent))
+            .route("/ws", get(http::ws))
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self.inner.clone())
+    }
+
+    /// Forwards routing events to this instance's agent sessions and keeps
+    /// those sessions alive, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let ttl = self.inner.session_ttl();
+        self.inner
+            .hub
+            .run(self.inner.state.clone(), ttl, shutdown)
+            .await;
+    }
+}

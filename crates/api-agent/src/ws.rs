@@ -1,0 +1,220 @@
+//! One agent's websocket session.
+//!
+//! Opening it starts the agent's session (online); closing it ends it, and
+//! the routing leader takes back pending offers at once and requeues held
+//! contacts after the grace period unless the agent reconnects. The server
+//! pings every 20 s; a client silent for 60 s is disconnected.
+
+use crate::Inner;
+use crate::actions::Caller;
+use crate::error::ApiError;
+use crate::frames::{ClientFrame, ErrorBody, PROTOCOL_VERSION, ServerFrame};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use metrics::counter;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span};
+
+const PING_EVERY: Duration = Duration::from_secs(20);
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
+    let span = info_span!("agent_session", agent_id = %agent);
+    async move {
+        let (session_id, mut frames) = inner.hub.register(&agent, inner.settings.ws_send_buffer);
+        counter!("switchboard_agent_sessions_total").increment(1);
+        info!("Agent connected.");
+        let (mut sink, mut stream) = socket.split();
+        let started = async {
+            inner.heartbeat(&agent).await?;
+            inner.me(&agent).await
+        }
+        .await;
+        let hello = match started {
+            Ok(me) => ServerFrame::Hello {
+                version: PROTOCOL_VERSION,
+                me,
+            },
+            Err(e) => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1011,
+                        reason: Utf8Bytes::from(e.message.chars().take(100).collect::<String>()),
+                    })))
+                    .await;
+                inner.hub.unregister(&agent, session_id);
+                return;
+            }
+        };
+        let mut ok = send(&mut sink, &hello).await;
+        let mut last_heard = Instant::now();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        while ok {
+            tokio::select! {
+                frame = frames.recv() => match frame {
+                    Some(frame) => ok = send(&mut sink, &frame).await,
+                    None => {
+                        // Dropped by the hub: the client stopped reading.
+                        let _ = sink.send(Message::Close(Some(CloseFrame {
+                            code: 1008,
+                            reason: Utf8Bytes::from_static("too slow: frames were not read"),
+                        }))).await;
+                        break;
+                    }
+                },
+                message = stream.next() => {
+                    let Some(Ok(message)) = message else { break };
+                    last_heard = Instant::now();
+                    match message {
+                        Message::Text(text) => {
+                            if let Some(reply) = handle(&inner, &agent, text.as_str()).await {
+                                ok = send(&mut sink, &reply).await;
+                            }
+                        }
+                        Message::Binary(_) => {
+                            counter!("switchboard_agent_ws_rejected_total", "reason" => "binary").increment(1);
+                            ok = send(&mut sink, &result("", Err(ApiError::bad_request("bad_frame", "text frames only")))).await;
+                        }
+                        Message::Close(_) => break,
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > IDLE_LIMIT {
+                        debug!("Agent silent too long; closing.");
+                        break;
+                    }
+                    ok = sink.send(Message::Ping(Default::default())).await.is_ok();
+                }
+            }
+        }
+        if inner.hub.unregister(&agent, session_id) {
+            // The last session here: the agent is gone unless another
+            // instance keeps them alive (it refreshes within a third of
+            // the TTL).
+            let now = switchboard_core::Timestamp::now().as_millis();
+            if let Err(error) = inner.state.set_presence(&agent, None, Some(now), None).await {
+                debug!(%error, "Could not end the agent's session; it lapses by itself.");
+            }
+        }
+        info!("Agent disconnected.");
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn send(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    frame: &ServerFrame,
+) -> bool {
+    match serde_json::to_string(frame) {
+        Ok(text) => sink.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => true,
+    }
+}
+
+fn result(reference: &str, outcome: Result<Option<serde_json::Value>, ApiError>) -> ServerFrame {
+    match outcome {
+        Ok(data) => ServerFrame::Result {
+            reference: reference.to_owned(),
+            ok: true,
+            error: None,
+            data,
+        },
+        Err(e) => ServerFrame::Result {
+            reference: reference.to_owned(),
+            ok: false,
+            error: Some(ErrorBody {
+                code: e.code.to_owned(),
+                message: e.message,
+            }),
+            data: None,
+        },
+    }
+}
+
+async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
+    if text.len() > inner.settings.max_text_bytes + 1024 {
+        counter!("switchboard_agent_ws_rejected_total", "reason" => "too_large").increment(1);
+        return Some(result(
+            "",
+            Err(ApiError::bad_request("too_large", "frame too large")),
+        ));
+    }
+    let frame: ClientFrame = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            counter!("switchboard_agent_ws_rejected_total", "reason" => "bad_json").increment(1);
+            return Some(result(
+                "",
+                Err(ApiError::bad_request("bad_frame", e.to_string())),
+            ));
+        }
+    };
+    let caller = Caller::Agent(agent.to_owned());
+    let (reference, outcome) = match frame {
+        ClientFrame::Ping => return Some(ServerFrame::Pong),
+        ClientFrame::Presence {
+            reference,
+            presence,
+            reason,
+        } => (
+            reference,
+            inner
+                .set_presence(agent, &presence, &reason)
+                .await
+                .map(|()| None),
+        ),
+        ClientFrame::Accept {
+            reference,
+            contact_id,
+        } => (
+            reference,
+            inner.answer(agent, &contact_id, true).await.map(|()| None),
+        ),
+        ClientFrame::Decline {
+            reference,
+            contact_id,
+        } => (
+            reference,
+            inner.answer(agent, &contact_id, false).await.map(|()| None),
+        ),
+        ClientFrame::Reply {
+            reference,
+            contact_id,
+            text,
+        } => (
+            reference,
+            inner
+                .reply(agent, &contact_id, &text)
+                .await
+                .map(|(id, seq)| Some(serde_json::json!({ "message_id": id, "seq": seq }))),
+        ),
+        ClientFrame::Note {
+            reference,
+            contact_id,
+            text,
+        } => (
+            reference,
+            inner
+                .note(&caller, &contact_id, &text)
+                .await
+                .map(|seq| Some(serde_json::json!({ "seq": seq }))),
+        ),
+        ClientFrame::Close {
+            reference,
+            contact_id,
+            disposition,
+        } => (
+            reference,
+            inner
+                .close(agent, &contact_id, &disposition)
+                .await
+                .map(|()| None),
+        ),
+    };
+    Some(result(&reference, outcome))
+}

@@ -1,0 +1,447 @@
+//! The agent API from the outside, against the real daemon and Redis: an
+//! agent signs in over the websocket, gets an offer for a contact submitted
+//! through the intake, accepts it, replies (the reply lands in the outbox
+//! of the contact's channel), adds a note, reads the transcript and the
+//! routing explanation, closes with a disposition and enters wrap-up; and
+//! every refusal has its documented status and code.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use std::time::Duration;
+use switchboard_e2e::*;
+
+const OLENA: &str = "olena-token-0123456789";
+const PETRO: &str = "petro-token-0123456789";
+const SUPERVISOR: &str = "supervisor-token-0123456789";
+
+fn config() -> String {
+    format!(
+        r#"
+[routing]
+wrap_up_secs = 2
+
+[[routing.queues]]
+name = "general"
+
+[[routing.queues]]
+name = "billing"
+skills = {{ billing = 3 }}
+
+[[routing.rules]]
+name = "money"
+queue = "billing"
+words = ["invoice"]
+
+[[routing.agents]]
+id = "olena"
+name = "Olena"
+skills = {{ billing = 4, "lang:uk" = 5 }}
+capacity = {{ chat = 2 }}
+token = "{OLENA}"
+
+[[routing.agents]]
+id = "petro"
+name = "Petro"
+capacity = {{ chat = 1 }}
+token = "{PETRO}"
+
+[agent_api]
+supervisor_token = "{SUPERVISOR}"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let api = format!("{base}/api/v1");
+
+    // Refusals first: no token, a wrong token, a supervisor-only view.
+    let r = http
+        .call("GET", &format!("{api}/me"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/me"),
+            Some("wrong-token-0123456789"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    // Configured agents are stored shortly after start.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            http.call("GET", &format!("{api}/me"), Some(OLENA), None)
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await,
+        "{}",
+        daemon.log()
+    );
+    let r = http
+        .call("GET", &format!("{api}/queues"), Some(OLENA), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let r = http
+        .call(
+            "PUT",
+            &format!("{api}/me/presence"),
+            Some(OLENA),
+            Some(&json!({"presence": "napping"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (422, Some("invalid_presence"))
+    );
+    let r = http
+        .call(
+            "PUT",
+            &format!("{api}/me/presence"),
+            Some(OLENA),
+            Some(&json!({"presense": "away"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("bad_json"))
+    );
+
+    // Olena connects and goes available; Petro stays offline.
+    let mut ws = AgentSocket::connect(&base, OLENA).await.unwrap();
+    let hello = ws.next(Duration::from_secs(5)).await.expect("hello");
+    assert_eq!(
+        (hello["type"].as_str(), hello["version"].as_u64()),
+        (Some("hello"), Some(1))
+    );
+    assert_eq!(hello["me"]["id"], "olena");
+    ws.send(json!({"type": "presence", "ref": "p1", "presence": "available"}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    assert_eq!(result.unwrap()["ok"], true);
+
+    // A customer writes about an invoice: the billing rule, Olena's skill.
+    let r = http
+        .submit(
+            &base,
+            &chat_event("visitor-1", "m-1", "<b>Where</b> is my invoice?"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let contact = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+    let offer = offer.unwrap_or_else(|| panic!("no offer: {}", daemon.log()));
+    assert_eq!(offer["contact_id"], contact.as_str());
+    assert_eq!(offer["channel"], "chat");
+
+    // Petro may not accept what was not offered to him; replying before
+    // accepting is refused too.
+    let r = http
+        .call(
+            "POST",
+            &format!("{api}/contacts/{contact}/accept"),
+            Some(PETRO),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (409, Some("not_offered"))
+    );
+    let r = http
+        .call(
+            "POST",
+            &format!("{api}/contacts/{contact}/messages"),
+            Some(OLENA),
+            Some(&json!({"text": "hi"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (409, Some("not_assigned"))
+    );
+
+    ws.send(json!({"type": "accept", "ref": "a1", "contact_id": contact}))
+        .await;
+    let (assigned, _) = ws.until("assigned", Duration::from_secs(5)).await;
+    assert_eq!(assigned.unwrap()["contact_id"], contact.as_str());
+
+    // Reply over the websocket, note over HTTP.
+    ws.send(json!({"type": "reply", "ref": "r1", "contact_id": contact, "text": "Let me check, one moment."})).await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    let result = result.unwrap();
+    assert_eq!(
+        (result["ref"].as_str(), result["ok"].as_bool()),
+        (Some("r1"), Some(true)),
+        "{result}"
+    );
+    let r = http
+        .call(
+            "POST",
+            &format!("{api}/contacts/{contact}/notes"),
+            Some(OLENA),
+            Some(&json!({"text": "asked about invoice 42"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // The reply is in the outbox of the channel it came in on.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let outbox: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut conn, "sb:{o:api}:outbox")
+            .await
+            .unwrap();
+    assert_eq!(outbox.ids.len(), 1);
+    let msg: String = redis::from_redis_value(outbox.ids[0].map["msg"].clone()).unwrap();
+    let msg: serde_json::Value = serde_json::from_str(&msg).unwrap();
+    assert_eq!(msg["text"], "Let me check, one moment.");
+    assert_eq!(msg["contact_id"], contact.as_str());
+
+    // The transcript: the customer's text as text, the reply, the note.
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/contacts/{contact}"),
+            Some(OLENA),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let c = r.json();
+    let dirs: Vec<&str> = c["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["dir"].as_str().unwrap())
+        .collect();
+    assert_eq!(dirs, ["in", "out", "note"]);
+    assert_eq!(
+        c["transcript"][0]["message"]["text"],
+        "<b>Where</b> is my invoice?"
+    );
+    assert_eq!(c["routing"]["queue"], "billing");
+
+    // The routing explanation: the rule, the queue, the candidates.
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/contacts/{contact}/routing"),
+            Some(OLENA),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let why = r.json();
+    let first = &why["decisions"][0];
+    assert_eq!(first["kind"], "offer");
+    assert_eq!(first["explanation"]["rule"], "money");
+    assert_eq!(first["explanation"]["queue"], "billing");
+    assert_eq!(first["explanation"]["chosen"], "olena");
+    assert_eq!(first["explanation"]["candidates"][0]["agent"], "olena");
+    // Petro lacks the skill: counted as not skilled.
+    assert_eq!(first["explanation"]["excluded"]["not_skilled"], 1);
+    // Petro cannot see it; the supervisor can.
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/contacts/{contact}/routing"),
+            Some(PETRO),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/contacts/{contact}/routing"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    // Supervisors see agents with their load.
+    let r = http
+        .call("GET", &format!("{api}/agents"), Some(SUPERVISOR), None)
+        .await
+        .unwrap();
+    let agents = r.json();
+    let olena = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "olena")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (olena["loads"]["chat"].as_u64(), olena["online"].as_bool()),
+        (Some(1), Some(true))
+    );
+
+    // Close with a disposition: wrap-up, then available again.
+    ws.send(
+        json!({"type": "close", "ref": "c1", "contact_id": contact, "disposition": "resolved"}),
+    )
+    .await;
+    let (closed, _) = ws.until("closed", Duration::from_secs(5)).await;
+    assert_eq!(closed.unwrap()["disposition"], "resolved");
+    let (presence, _) = ws.until("presence", Duration::from_secs(5)).await;
+    assert_eq!(presence.unwrap()["presence"], "wrap_up");
+    let (presence, _) = ws.until("presence", Duration::from_secs(10)).await;
+    let presence = presence.unwrap();
+    assert_eq!(presence["presence"], "available", "wrap-up ends after 2 s");
+    assert_eq!(presence["loads"]["chat"], 0);
+
+    // Closing twice is refused with a code.
+    let r = http
+        .call(
+            "POST",
+            &format!("{api}/contacts/{contact}/close"),
+            Some(OLENA),
+            Some(&json!({"disposition": "x"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (409, Some("not_assigned"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let api = format!("{base}/api/v1");
+
+    // A supervisor creates an agent through the API; it signs in at once.
+    let r = http
+        .call(
+            "PUT",
+            &format!("{api}/agents"),
+            Some(SUPERVISOR),
+            Some(&json!({"id": "mariia", "name": "Mariia", "capacity": {"chat": 1}, "token": "mariia-token-0123456789"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = http
+        .call(
+            "PUT",
+            &format!("{api}/agents"),
+            Some(SUPERVISOR),
+            Some(&json!({"id": "bad", "capacity": {"chat": 1}, "token": "short"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (422, Some("invalid_agent"))
+    );
+
+    let mut first = AgentSocket::connect(&base, "mariia-token-0123456789")
+        .await
+        .unwrap();
+    first.next(Duration::from_secs(5)).await.expect("hello");
+    first
+        .send(json!({"type": "presence", "presence": "available"}))
+        .await;
+    first.until("result", Duration::from_secs(5)).await;
+
+    let r = http
+        .submit(&base, &chat_event("visitor-2", "m-2", "hello"))
+        .await
+        .unwrap();
+    let contact = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (offer, seen) = first.until("offer", Duration::from_secs(10)).await;
+    let why = http
+        .call(
+            "GET",
+            &format!("{api}/contacts/{contact}/routing"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(offer.is_some(), "{seen:?} {} {}", why.body, daemon.log());
+
+    // Mariia's connection drops: the offer is taken back at once, not after
+    // its 30 s timeout.
+    drop(first);
+    let taken_back = eventually(Duration::from_secs(5), || async {
+        let r = http
+            .call(
+                "GET",
+                &format!("{api}/contacts/{contact}/routing"),
+                Some(SUPERVISOR),
+                None,
+            )
+            .await
+            .unwrap();
+        r.json()["state"] == "waiting"
+    })
+    .await;
+    assert!(taken_back, "{}", daemon.log());
+
+    // Queues show it waiting.
+    let r = http
+        .call("GET", &format!("{api}/queues"), Some(SUPERVISOR), None)
+        .await
+        .unwrap();
+    let general = r.json()["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "general")
+        .unwrap()
+        .clone();
+    assert_eq!(general["waiting"], 1);
+
+    // She comes back: the contact is offered again.
+    let mut again = AgentSocket::connect(&base, "mariia-token-0123456789")
+        .await
+        .unwrap();
+    let hello = again.next(Duration::from_secs(5)).await.expect("hello");
+    assert_eq!(hello["me"]["presence"], "available");
+    let (offer, _) = again.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(
+        offer.expect("offered again")["contact_id"],
+        contact.as_str()
+    );
+}
