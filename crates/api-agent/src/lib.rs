@@ -188,3 +188,32 @@ impl AgentApi {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The documentation lists every route the API serves.
+    #[test]
+    fn every_route_is_documented() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+        let openapi =
+            std::fs::read_to_string(root.join("agent-api.openapi.yaml")).expect("openapi");
+        let prose = std::fs::read_to_string(root.join("agent-api.md")).expect("agent-api.md");
+        let source = include_str!("lib.rs");
+        let routes: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(".route(\""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert!(routes.len() >= 14, "{routes:?}");
+        for route in routes {
+            assert!(
+                openapi.contains(&format!("  {route}:")),
+                "{route} missing in the OpenAPI file"
+            );
+            assert!(
+                prose.contains(&format!("/api/v1{route}")),
+                "{route} missing in agent-api.md"
+            );
+        }
+    }
+}
