@@ -8,7 +8,6 @@
 //! how to read them: docs/benchmarks.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ fn main() {
         .unwrap();
     let redis = RedisServer::start();
 
-    let raw = raw_xadd_rate(&redis, &runtime, secs);
+    let raw = raw_xadd_rate(&redis, &runtime, secs, SUBMITTERS);
     println!(
         "raw XADD, {SUBMITTERS} clients, unpipelined: {:.0} ops/s ({})",
         raw.0, raw.1
@@ -61,82 +60,6 @@ fn main() {
             used.as_secs_f64() * 1e6 / count.max(1) as f64
         );
     }
-}
-
-/// Raw XADD rate: redis-benchmark when installed (as the issue asks), else
-/// the same load from Rust.
-fn raw_xadd_rate(
-    redis: &RedisServer,
-    runtime: &tokio::runtime::Runtime,
-    secs: u64,
-) -> (f64, &'static str) {
-    let requests = 400_000.to_string();
-    let port = redis.port().to_string();
-    let clients = SUBMITTERS.to_string();
-    let out = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-c",
-            &clients,
-            "-n",
-            &requests,
-            "-P",
-            "1",
-            "-q",
-        ])
-        .args(["XADD", "bench:raw", "*", "field", "value"])
-        .output();
-    if let Ok(out) = out {
-        let text = String::from_utf8_lossy(&out.stdout);
-        // "XADD bench:raw * field value: 81234.56 requests per second, p50=…"
-        let rate = text
-            .rsplit("\r")
-            .chain(text.lines())
-            .filter_map(|l| l.split(": ").nth(1))
-            .filter_map(|l| l.split_whitespace().next())
-            .filter_map(|n| n.parse::<f64>().ok())
-            .last();
-        if let Some(rate) = rate {
-            return (rate, "redis-benchmark");
-        }
-    }
-    let url = redis.url();
-    let rate = runtime.block_on(async move {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for _ in 0..SUBMITTERS {
-            let client = redis::Client::open(url.as_str()).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            let stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let _: String = redis::cmd("XADD")
-                        .arg("bench:raw")
-                        .arg("*")
-                        .arg("field")
-                        .arg("value")
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
-                    n += 1;
-                }
-                n
-            }));
-        }
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs(secs.min(5))).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut total = 0;
-        for t in tasks {
-            total += t.await.unwrap();
-        }
-        total as f64 / started.elapsed().as_secs_f64()
-    });
-    (rate, "Rust client; redis-benchmark not installed")
 }
 
 async fn intake_rate(base: &str, secs: u64) -> (f64, f64, f64, u64, u64) {

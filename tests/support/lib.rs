@@ -14,6 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use switchboard_testkit::{RedisServer, free_port};
@@ -111,6 +113,11 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// The process id, unless killed.
+    pub fn running_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {
@@ -394,6 +401,36 @@ impl AgentSocket {
             .unwrap();
     }
 
+    /// Sends a frame; false when the connection is gone.
+    pub async fn try_send(&mut self, frame: serde_json::Value) -> bool {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                frame.to_string().into(),
+            ))
+            .await
+            .is_ok()
+    }
+
+    /// The next JSON frame: `Ok(None)` when none came within `limit`,
+    /// `Err(())` when the connection is gone.
+    pub async fn recv(&mut self, limit: Duration) -> Result<Option<serde_json::Value>, ()> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) | Ok(Some(Err(_))) => return Err(()),
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                    return Ok(serde_json::from_str(text.as_str()).ok());
+                }
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) => return Err(()),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// The next JSON frame, within `limit`.
     pub async fn next(&mut self, limit: Duration) -> Option<serde_json::Value> {
         use futures_util::StreamExt;
@@ -429,4 +466,82 @@ impl AgentSocket {
         }
         (None, seen)
     }
+}
+
+/// Raw XADD rate on `redis` with `clients` connections, unpipelined: the
+/// yardstick benchmarks report next to their own figures. Measured with
+/// redis-benchmark when installed, else with the same load from Rust.
+pub fn raw_xadd_rate(
+    redis: &RedisServer,
+    runtime: &tokio::runtime::Runtime,
+    secs: u64,
+    clients: usize,
+) -> (f64, &'static str) {
+    let requests = 400_000.to_string();
+    let port = redis.port().to_string();
+    let clients_arg = clients.to_string();
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-c",
+            &clients_arg,
+            "-n",
+            &requests,
+            "-P",
+            "1",
+            "-q",
+        ])
+        .args(["XADD", "bench:raw", "*", "field", "value"])
+        .output();
+    if let Ok(out) = out {
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "XADD bench:raw * field value: 81234.56 requests per second, p50=…"
+        let rate = text
+            .rsplit("\r")
+            .chain(text.lines())
+            .filter_map(|l| l.split(": ").nth(1))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|n| n.parse::<f64>().ok())
+            .last();
+        if let Some(rate) = rate {
+            return (rate, "redis-benchmark");
+        }
+    }
+    let url = redis.url();
+    let rate = runtime.block_on(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let _: String = redis::cmd("XADD")
+                        .arg("bench:raw")
+                        .arg("*")
+                        .arg("field")
+                        .arg("value")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(secs.min(5))).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total as f64 / started.elapsed().as_secs_f64()
+    });
+    (rate, "Rust client; redis-benchmark not installed")
 }

@@ -17,7 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_core::{
-    DeliveryOutcome, InboundEvent, IntakeError, IntakeReceipt, OutboundMessage,
+    DeliveryOutcome, InboundEvent, InboundUpdate, IntakeError, IntakeReceipt, OutboundMessage,
+    UpdateOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,10 @@ pub use secret::{Secret, SecretError, SecretValue};
 /// durably stored: only then may the adapter acknowledge its sender.
 pub trait Intake: Send + Sync + fmt::Debug {
     fn submit(&self, event: InboundEvent) -> BoxFuture<'_, Result<IntakeReceipt, IntakeError>>;
+    /// Applies a change to a message that exists already (an edit, a
+    /// receipt for a reply). An `Ok` outcome, whatever it is, means there is
+    /// nothing left to store: the adapter may acknowledge its sender.
+    fn update(&self, update: InboundUpdate) -> BoxFuture<'_, Result<UpdateOutcome, IntakeError>>;
 }
 
 /// One outbound message taken from an adapter's outbox, to be settled.

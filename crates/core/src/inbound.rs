@@ -81,13 +81,7 @@ impl InboundEvent {
     /// Checks the event against `limits`, normalizing the customer identity.
     pub fn validate(mut self, limits: EventLimits) -> Result<Self, InvalidEvent> {
         self.customer = self.customer.validated()?;
-        let source_ok = !self.source.is_empty()
-            && self.source.len() <= 64
-            && self
-                .source
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !source_ok {
+        if !source_ok(&self.source) {
             return Err(InvalidEvent::Source);
         }
         let short_fields: [(&'static str, Option<&str>, usize); 6] = [
@@ -185,6 +179,134 @@ impl IntakeError {
             Self::ShuttingDown => "shutting_down",
         }
     }
+}
+
+/// A change a provider reports to a message that exists already: the
+/// customer edited a message, or the provider tells how one of our replies
+/// fared. Never creates a contact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundUpdate {
+    pub channel: ChannelKind,
+    /// The adapter's configured name (set by the adapter, as for events).
+    #[serde(default)]
+    pub source: String,
+    /// The customer of the conversation concerned.
+    pub customer: CustomerIdentity,
+    /// The provider's id of the message concerned: the customer's message
+    /// for an edit, our reply (as the provider named it when it accepted
+    /// it) for a status.
+    pub provider_message_id: String,
+    /// A unique id of this update, when the provider gives one: a repeated
+    /// delivery of it is applied once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_id: Option<String>,
+    pub change: Change,
+    /// When the provider says it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// The customer edited their message; this is the new text.
+    Edited { text: String },
+    /// Our reply reached a new state at the provider.
+    Status {
+        status: ReplyStatus,
+        /// The provider's explanation of a failure.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+}
+
+/// How far a reply got. Later states never go back to earlier ones
+/// (providers deliver receipts out of order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyStatus {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl ReplyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl InboundUpdate {
+    /// Checks the update against `limits`, normalizing the customer identity.
+    pub fn validate(mut self, limits: EventLimits) -> Result<Self, InvalidEvent> {
+        self.customer = self.customer.validated()?;
+        if !source_ok(&self.source) {
+            return Err(InvalidEvent::Source);
+        }
+        let fields: [(&'static str, Option<&str>, usize); 3] = [
+            ("provider_message_id", Some(&self.provider_message_id), 512),
+            ("update_id", self.update_id.as_deref(), 512),
+            (
+                "text",
+                match &self.change {
+                    Change::Edited { text } => Some(text),
+                    Change::Status { detail, .. } => detail.as_deref(),
+                },
+                limits.max_text_bytes,
+            ),
+        ];
+        for (field, value, max) in fields {
+            if value.is_some_and(|v| v.len() > max) {
+                return Err(InvalidEvent::TooLong { field, max });
+            }
+        }
+        if self.provider_message_id.is_empty() {
+            return Err(InvalidEvent::Empty);
+        }
+        Ok(self)
+    }
+}
+
+/// What the intake did with an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateOutcome {
+    /// Recorded on the message.
+    Applied,
+    /// This update was applied before.
+    Duplicate,
+    /// No message with that provider id is known (never seen, or older than
+    /// the dedupe window); nothing was stored.
+    UnknownMessage,
+    /// A status older than the one recorded (e.g. `delivered` after `read`).
+    Stale,
+}
+
+impl UpdateOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::UnknownMessage => "unknown_message",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+fn source_ok(source: &str) -> bool {
+    !source.is_empty()
+        && source.len() <= 64
+        && source
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub use channel::ChannelKind;
 pub use customer::{CustomerIdentity, IdentityError};
 pub use event::ContactEvent;
 pub use ids::{AgentId, ContactId, ConversationId, IdError, MessageId, Partition};
-pub use inbound::{InboundEvent, IntakeError, IntakeOutcome, IntakeReceipt, InvalidEvent};
+pub use inbound::{
+    Change, InboundEvent, InboundUpdate, IntakeError, IntakeOutcome, IntakeReceipt, InvalidEvent,
+    ReplyStatus, UpdateOutcome,
+};
 pub use outbound::{DeliveryOutcome, OutboundMessage};
 pub use time::Timestamp;

@@ -27,6 +27,12 @@ use switchboard_store::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+/// Offers committed together at most.
+const COMMIT_BATCH: usize = 256;
+
+/// Events after which a contact may be waiting again.
+const REQUEUING: [&str; 5] = ["enqueued", "declined", "expired", "revoked", "requeued"];
+
 /// Whether this instance is the routing leader now.
 #[derive(Debug, Clone, Default)]
 pub struct LeaderStatus(Arc<AtomicBool>);
@@ -201,6 +207,28 @@ impl Leader {
     }
 
     async fn lead(&self, token: &str, shutdown: &CancellationToken) -> Result<(), StoreError> {
+        // The lease is renewed by a task of its own, so that loading a large
+        // snapshot or a burst of work never outlasts it. A leader that lost
+        // it stops at its next check; until then the offer script refuses
+        // its stale token (fencing), so nothing it does in between counts.
+        let lost = Arc::new(AtomicBool::new(false));
+        // Dropped with this future, so the lease is never kept for a
+        // leader that no longer runs.
+        let _keeper = AbortOnDrop(tokio::spawn(keep_lease(
+            self.state.clone(),
+            token.to_owned(),
+            self.lease(),
+            lost.clone(),
+        )));
+        self.lead_while(token, shutdown, &lost).await
+    }
+
+    async fn lead_while(
+        &self,
+        token: &str,
+        shutdown: &CancellationToken,
+        lost: &AtomicBool,
+    ) -> Result<(), StoreError> {
         let mut reader = self.state.event_reader(Duration::from_millis(100))?;
         let mut after = self.state.last_event_id().await?;
         let loaded = Instant::now();
@@ -228,28 +256,46 @@ impl Leader {
             took_ms = loaded.elapsed().as_millis() as u64,
             "Routing state loaded."
         );
-        let mut last_renew = Instant::now();
         let mut last_sweep = Instant::now();
         loop {
-            if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() || lost.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            if last_renew.elapsed() >= self.lease() / 3 {
-                if !self.state.renew_lease(token, self.lease()).await? {
-                    warn!("The routing lease was lost (this instance was too slow to renew it).");
+            let now = now_ms();
+            let steps = engine.advance(now);
+            for chunk in steps.chunks(COMMIT_BATCH) {
+                futures::future::join_all(chunk.iter().map(|a| self.record_step(a, now))).await;
+                if lost.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                last_renew = Instant::now();
             }
-            let now = now_ms();
-            for action in engine.advance(now) {
-                self.record_step(&action, now).await;
-            }
-            while let Some(decision) = engine.next_decision(now) {
-                if !self
-                    .commit(&mut engine, &mut mirror, decision, token, now)
-                    .await?
-                {
+            // Decisions are committed in batches, concurrently (the
+            // connection pipelines them); each is checked by Redis on its
+            // own, so a batch cannot break an invariant either.
+            loop {
+                let mut batch = Vec::new();
+                while batch.len() < COMMIT_BATCH {
+                    match engine.next_decision(now) {
+                        Some(d) => batch.push(d),
+                        None => break,
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                let outcomes = futures::future::join_all(
+                    batch.iter().map(|d| self.write_offer(d, token, now)),
+                )
+                .await;
+                for (d, outcome) in batch.into_iter().zip(outcomes) {
+                    if !self
+                        .settle(&mut engine, &mut mirror, d, outcome?, now)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                }
+                if lost.load(Ordering::Relaxed) {
                     return Ok(());
                 }
             }
@@ -268,23 +314,31 @@ impl Leader {
                 events = self.state.read_events(&mut reader, &after, wait, 1000) => events?,
             };
             let now = now_ms();
+            // Contacts that may be waiting again: read their records
+            // together, not one round trip each.
+            let wanted: Vec<ContactId> = events
+                .iter()
+                .filter(|e| REQUEUING.contains(&e.kind.as_str()))
+                .filter_map(|e| e.contact.as_deref().and_then(|c| c.parse().ok()))
+                .collect();
+            let fetched =
+                futures::future::join_all(wanted.iter().map(|c| self.state.route_record(c))).await;
+            let mut records: HashMap<ContactId, RouteRecord> = HashMap::new();
+            for (c, rec) in wanted.into_iter().zip(fetched) {
+                if let Some(rec) = rec? {
+                    records.insert(c, rec);
+                }
+            }
             for event in events {
                 after = event.id.clone();
-                self.apply(&mut engine, &mut mirror, event, now).await?;
+                self.apply(&mut engine, &mut mirror, event, &records, now)
+                    .await?;
             }
         }
     }
 
-    /// Writes one decision. False when the lease was lost.
-    async fn commit(
-        &self,
-        engine: &mut Engine,
-        mirror: &mut Mirror,
-        d: Decision,
-        token: &str,
-        now: u64,
-    ) -> Result<bool, StoreError> {
-        let started = Instant::now();
+    /// Writes one decision; the store's answer (`ok` or why not).
+    async fn write_offer(&self, d: &Decision, token: &str, now: u64) -> Result<String, StoreError> {
         let queue = &self.plan.queues[d.contact.queue];
         let explanation = serde_json::to_string(&DecisionRecord {
             at: now,
@@ -303,6 +357,7 @@ impl Leader {
                     .as_millis(),
             )
             .unwrap_or(0);
+        let started = Instant::now();
         let outcome = self
             .state
             .offer(&Offer {
@@ -319,6 +374,20 @@ impl Leader {
             .await?;
         histogram!("switchboard_router_offer_commit_seconds")
             .record(started.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+
+    /// Acts on the store's answer to an offer. False when the lease was
+    /// lost.
+    async fn settle(
+        &self,
+        engine: &mut Engine,
+        mirror: &mut Mirror,
+        d: Decision,
+        outcome: String,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let queue = &self.plan.queues[d.contact.queue];
         counter!("switchboard_router_offers_total", "queue" => queue.name.clone(), "outcome" => outcome.clone())
             .increment(1);
         match outcome.as_str() {
@@ -404,6 +473,7 @@ impl Leader {
         engine: &mut Engine,
         mirror: &mut Mirror,
         event: RouteEvent,
+        records: &HashMap<ContactId, RouteRecord>,
         now: u64,
     ) -> Result<(), StoreError> {
         if let (Some(agent), Some(live)) = (&event.agent, &event.live) {
@@ -436,10 +506,10 @@ impl Leader {
                     self.refresh_agent(engine, agent, now).await?;
                 }
             }
-            ("enqueued" | "declined" | "expired" | "revoked" | "requeued", Some(c)) => {
-                if let Some(rec) = self.state.route_record(&c).await?
+            (kind, Some(c)) if REQUEUING.contains(&kind) => {
+                if let Some(rec) = records.get(&c)
                     && rec.state == "waiting"
-                    && let Some(w) = waiting_contact(&rec, &self.plan)
+                    && let Some(w) = waiting_contact(rec, &self.plan)
                 {
                     engine.add_contact(w, now);
                 }
@@ -562,4 +632,35 @@ impl Leader {
         }
         Ok(())
     }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews the routing lease every third of its length until it is lost:
+/// refused (another instance holds it) or not renewed for a whole lease
+/// because Redis did not answer. Sets `lost` and returns then.
+async fn keep_lease(state: RoutingState, token: String, lease: Duration, lost: Arc<AtomicBool>) {
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match state.renew_lease(&token, lease).await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => {
+                warn!("The routing lease was lost (another instance holds it now).");
+                break;
+            }
+            Err(error) if renewed.elapsed() >= lease => {
+                warn!(%error, "The routing lease lapsed: Redis did not answer in time.");
+                break;
+            }
+            Err(error) => debug!(%error, "Could not renew the routing lease; retrying."),
+        }
+    }
+    lost.store(true, Ordering::Relaxed);
 }

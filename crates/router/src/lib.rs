@@ -138,9 +138,11 @@ impl Router {
                     if entries.is_empty() {
                         entries = self.streams.read(self.settings.batch).await?;
                     }
-                    for entry in &entries {
-                        self.queue(entry).await?;
-                    }
+                    // Entries are independent: hand them off concurrently
+                    // (the connection pipelines the round trips).
+                    let this = &self;
+                    let results = futures::future::join_all(entries.iter().map(|e| this.queue(e))).await;
+                    results.into_iter().collect::<Result<Vec<()>, StoreError>>()?;
                     Ok::<(), StoreError>(())
                 };
                 let result = tokio::select! {
@@ -172,7 +174,7 @@ impl Router {
     }
 
     /// Places a new contact in a queue and hands it to the routing state.
-    async fn queue(&mut self, entry: &QueuedContact) -> Result<(), StoreError> {
+    async fn queue(&self, entry: &QueuedContact) -> Result<(), StoreError> {
         let fields = self.streams.contact_fields(&entry.contact_id).await?;
         if fields.is_empty() {
             // Expired or deleted since: nothing to route.

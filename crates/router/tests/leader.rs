@@ -13,19 +13,24 @@ use switchboard_router::plan::{QueueConfig, RuleConfig};
 use switchboard_router::settings::RoutingConfig;
 use switchboard_router::{Router, RouterSettings};
 use switchboard_store::{
-    AgentRecord, Answer, IntakeSettings, RedisIntake, RoutingState, Store, StoreConfig,
+    AgentRecord, Answer, IntakeSettings, RedisIntake, RoutingState, Store, StoreConfig, Topology,
 };
-use switchboard_testkit::RedisServer;
+use switchboard_testkit::{RedisCluster, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 fn store(redis: &RedisServer) -> Store {
+    store_at(redis.url(), Default::default())
+}
+
+fn store_at(url: String, topology: Topology) -> Store {
     Store::new(StoreConfig {
-        url: redis.url(),
+        url,
         password: None,
         key_prefix: "sb".into(),
         partitions: 4,
         connect_timeout: Duration::from_millis(300),
         response_timeout: Duration::from_millis(1000),
+        topology,
     })
     .unwrap()
 }
@@ -300,4 +305,88 @@ async fn another_instance_takes_over_routing_when_the_leader_stops() {
     assert_eq!(live.loads[0], 2);
     assert_eq!(state.held("a1").await.unwrap().len(), 2);
     second.stop().await;
+}
+
+/// The whole path (intake, hand-off, leader, offers, answers) on a Redis
+/// Cluster of three masters: every key of one operation shares a hash tag,
+/// so nothing is refused as CROSSSLOT, and the partitions really are spread
+/// over the nodes.
+#[tokio::test]
+async fn routes_on_a_three_master_cluster() {
+    let cluster = RedisCluster::start(3);
+    let urls = cluster.urls();
+    let store = store_at(
+        urls[0].clone(),
+        Topology::Cluster {
+            seeds: urls[1..].to_vec(),
+        },
+    );
+    store.check_layout().await.unwrap();
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+
+    // The four partition tags and the routing tag land on more than one node.
+    let mut owners = std::collections::HashSet::new();
+    for tag in ["{p0}", "{p1}", "{p2}", "{p3}", "{r}"] {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &cluster.nodes()[0].port().to_string()])
+            .args(["cluster", "keyslot", &format!("sb:{tag}:x")])
+            .output()
+            .unwrap();
+        let slot: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        owners.insert(slot / (16384 / 3 + 1));
+    }
+    assert!(owners.len() > 1, "all tags on one node: {owners:?}");
+
+    for i in 0..6 {
+        agent(&state, &format!("c{i}"), &[("billing", 3)], 4).await;
+    }
+    let one = Instance::start(&store, "one", &routing());
+    let two = Instance::start(&store, "two", &routing());
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let text = if i % 2 == 0 { "invoice 42" } else { "hello" };
+        let receipt = intake
+            .submit_event(event(&format!("v{i}"), text))
+            .await
+            .unwrap();
+        ids.push(receipt.contact_id);
+    }
+    let again = intake
+        .submit_event(event("v0", "invoice 42"))
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, switchboard_core::IntakeOutcome::Duplicate);
+    assert_eq!(again.contact_id, ids[0]);
+
+    until("all 20 are offered", || async {
+        states(&state, &ids)
+            .await
+            .values()
+            .all(|(s, _)| s == "offered")
+    })
+    .await;
+    let now = Timestamp::now().as_millis();
+    for (id, (_, agent)) in states(&state, &ids).await {
+        let id: ContactId = id.parse().unwrap();
+        assert_eq!(
+            state
+                .answer(Answer::Accept, &id, &agent, now, 1)
+                .await
+                .unwrap(),
+            "ok"
+        );
+    }
+    let mut held_total = 0;
+    for i in 0..6 {
+        let name = format!("c{i}");
+        let (_, live) = state.agent(&name).await.unwrap().unwrap();
+        let held = state.held(&name).await.unwrap().len();
+        assert!(live.loads[0] <= 4, "{name} over capacity: {live:?}");
+        assert_eq!(live.loads[0] as usize, held, "{name}'s load counter");
+        held_total += held;
+    }
+    assert_eq!(held_total, 20, "each contact held exactly once");
+    one.stop().await;
+    two.stop().await;
 }

@@ -1,7 +1,41 @@
 //! Switchboard's social channel: Meta, Telegram and generic signed webhooks, with replies through each provider's API (issue 6).
 //!
-//! Reserved. This crate will implement `switchboard_channel::ChannelAdapter`
-//! (see `docs/architecture.md`, "The channel plug-in contract") and be
-//! registered with one line in the daemon's channel list. Until then it holds
-//! nothing, and the daemon refuses a `[[channels]]` entry of this type.
+//! This crate will implement `switchboard_channel::ChannelAdapter` (see
+//! `docs/architecture.md`, "The channel plug-in contract") and be registered
+//! with one line in the daemon's channel list. Until then the daemon refuses
+//! a `[[channels]]` entry of this type.
+//!
+//! What is here is the layer without I/O, in the order a delivery meets it:
+//!
+//! 1. [`verify`]: is the delivery from the provider? Checked on the raw body
+//!    bytes and headers ([`verify_meta_signature`], [`verify_telegram_token`],
+//!    [`verify_generic`]); a refusal is a [`SignatureError`] (HTTP 401,
+//!    nothing stored).
+//! 2. [`parse`]: what does it say? Each provider's body becomes a list of
+//!    [`SocialItem`]s ([`parse_meta`], [`parse_telegram`], [`parse_generic`]);
+//!    a body that cannot be read is a [`ParseError`] (HTTP 400).
+//! 3. [`item`]: the items. A [`SocialMessage`] becomes an
+//!    `InboundEvent` for the intake ([`SocialMessage::into_inbound`]); only
+//!    once the intake has stored every message of a delivery may the adapter
+//!    answer 2xx. Edits, receipts and echoes concern messages that exist
+//!    already; ignored events are acknowledged and counted.
+//!
+//! The HTTP routes, the configuration and the outbound replies build on
+//! these types.
 #![forbid(unsafe_code)]
+
+pub mod item;
+pub mod parse;
+pub mod verify;
+
+pub use item::{
+    AttachmentKind, AttachmentRef, Echo, GeoPoint, Ignored, MessageEdit, Platform, Receipt,
+    ReceiptStatus, ReceiptTarget, SocialItem, SocialMessage,
+};
+pub use parse::{MAX_EVENTS, ParseError, parse_generic, parse_meta, parse_telegram};
+pub use verify::{
+    SignatureError, generic_signature, verify_generic, verify_meta_signature, verify_telegram_token,
+};
+
+#[cfg(test)]
+mod corpus_tests;

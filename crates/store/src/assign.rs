@@ -14,9 +14,9 @@
 //! - load counters change only together with the set of contacts the agent
 //!   holds, so each agent's load equals what it really holds.
 
+use crate::RedisConn;
 use crate::{Store, StoreError};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::time::Duration;
 use switchboard_core::{ChannelKind, ContactId};
@@ -237,12 +237,12 @@ impl RoutingState {
         &self.store
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.store.conn()
     }
 
     /// A connection of its own for blocking reads of the event stream.
-    pub fn event_reader(&self, block: Duration) -> Result<ConnectionManager, StoreError> {
+    pub fn event_reader(&self, block: Duration) -> Result<RedisConn, StoreError> {
         self.store.dedicated_connection(block)
     }
 
@@ -738,7 +738,7 @@ impl RoutingState {
     /// given (dedicated) connection.
     pub async fn read_events(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         after: &str,
         block: Duration,
         count: usize,

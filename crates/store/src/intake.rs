@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use switchboard_channel::Intake;
 use switchboard_core::inbound::EventLimits;
 use switchboard_core::{
-    ContactId, ConversationId, InboundEvent, IntakeError, IntakeOutcome, IntakeReceipt, MessageId,
-    Timestamp,
+    ContactId, ConversationId, InboundEvent, InboundUpdate, IntakeError, IntakeOutcome,
+    IntakeReceipt, MessageId, Timestamp, UpdateOutcome,
 };
 use tracing::{debug, warn};
 
@@ -29,11 +29,12 @@ pub struct IntakeSettings {
 /// transaction, so a crash of either process never leaves half of it.
 #[derive(Clone)]
 pub struct RedisIntake {
-    store: Store,
-    settings: IntakeSettings,
+    pub(crate) store: Store,
+    pub(crate) settings: IntakeSettings,
     script: Arc<Script>,
+    pub(crate) update_script: Arc<Script>,
     /// Set by the daemon when it stops taking new work.
-    closed: Arc<AtomicBool>,
+    pub(crate) closed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisIntake {
@@ -50,6 +51,7 @@ impl RedisIntake {
             store,
             settings,
             script: Arc::new(Script::new(include_str!("lua/intake.lua"))),
+            update_script: Arc::new(Script::new(include_str!("lua/update.lua"))),
             closed: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -179,6 +181,10 @@ fn parse_reply(reply: &str) -> Option<IntakeReceipt> {
 impl Intake for RedisIntake {
     fn submit(&self, event: InboundEvent) -> BoxFuture<'_, Result<IntakeReceipt, IntakeError>> {
         Box::pin(self.submit_event(event))
+    }
+
+    fn update(&self, update: InboundUpdate) -> BoxFuture<'_, Result<UpdateOutcome, IntakeError>> {
+        Box::pin(self.submit_update(update))
     }
 }
 

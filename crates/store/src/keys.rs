@@ -65,6 +65,18 @@ impl KeySpace {
         format!("{}:dedupe:{source}:{provider_message_id}", self.tag(p))
     }
 
+    /// A reply's id at the provider → `"<conversation>|<message>"`, written
+    /// when the provider accepts the reply, so that its receipts find it.
+    pub fn reply_ref(&self, p: Partition, source: &str, provider_message_id: &str) -> String {
+        format!("{}:reply:{source}:{provider_message_id}", self.tag(p))
+    }
+
+    /// Each reply's latest status at the provider (`<rank>|<JSON>` by
+    /// message id).
+    pub fn conversation_status(&self, id: &ConversationId) -> String {
+        format!("{}:conv:{id}:status", self.tag(id.partition()))
+    }
+
     pub fn open_conversation(
         &self,
         p: Partition,

@@ -10,22 +10,24 @@
 #![forbid(unsafe_code)]
 
 pub mod assign;
+mod conn;
 pub mod conversations;
 pub mod intake;
 pub mod keys;
 pub mod outbox;
 pub mod routing;
+pub mod updates;
 
 pub use assign::{
     AgentLive, AgentRecord, Answer, NewRoute, Offer, RouteEvent, RouteRecord, RoutingState,
 };
+pub use conn::{RedisConn, Topology};
 pub use conversations::{Conversations, LogEntry};
 pub use intake::{IntakeSettings, RedisIntake};
 pub use keys::KeySpace;
 pub use outbox::RedisOutbox;
 pub use routing::{QueuedContact, RoutingStreams};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::{Duration, Instant};
 
 /// How to reach Redis and lay out keys.
@@ -39,6 +41,8 @@ pub struct StoreConfig {
     pub partitions: u16,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// A single server or a cluster.
+    pub topology: Topology,
 }
 
 /// A failure of the store.
@@ -86,7 +90,7 @@ impl From<redis::RedisError> for StoreError {
 /// itself, so it can be made while Redis is down.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConn,
     client: redis::Client,
     keys: KeySpace,
     config: StoreConfig,
@@ -143,8 +147,13 @@ impl Store {
     pub fn new(config: StoreConfig) -> Result<Store, StoreError> {
         let keys = KeySpace::new(&config.key_prefix, config.partitions)?;
         let info = parse_url(&config.url, config.password.as_deref())?;
+        if let Topology::Cluster { seeds } = &config.topology {
+            for seed in seeds {
+                parse_url(seed, config.password.as_deref())?;
+            }
+        }
         let client = redis::Client::open(info).map_err(|e| StoreError::Url(e.to_string()))?;
-        let conn = Self::manager(&client, &config, config.response_timeout)?;
+        let conn = Self::connection(&client, &config, config.response_timeout)?;
         Ok(Store {
             conn,
             client,
@@ -153,25 +162,30 @@ impl Store {
         })
     }
 
-    fn manager(
+    fn connection(
         client: &redis::Client,
         config: &StoreConfig,
         response_timeout: Duration,
-    ) -> Result<ConnectionManager, StoreError> {
-        let mc = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(response_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        ConnectionManager::new_lazy_with_config(client.clone(), mc)
-            .map_err(|e| StoreError::Url(e.to_string()))
+    ) -> Result<RedisConn, StoreError> {
+        let made = match &config.topology {
+            Topology::Standalone => {
+                RedisConn::standalone(client, config.connect_timeout, response_timeout)
+            }
+            Topology::Cluster { seeds } => {
+                let mut nodes = vec![client.get_connection_info().clone()];
+                for seed in seeds {
+                    nodes.push(parse_url(seed, config.password.as_deref())?);
+                }
+                RedisConn::cluster(nodes, config.connect_timeout, response_timeout)
+            }
+        };
+        made.map_err(|e| StoreError::Url(e.to_string()))
     }
 
     /// A separate connection for blocking reads (a blocked command would hold
     /// up everything pipelined behind it on the shared connection).
-    pub fn dedicated_connection(&self, block: Duration) -> Result<ConnectionManager, StoreError> {
-        Self::manager(
+    pub fn dedicated_connection(&self, block: Duration) -> Result<RedisConn, StoreError> {
+        Self::connection(
             &self.client,
             &self.config,
             block + self.config.response_timeout,
@@ -186,7 +200,7 @@ impl Store {
         &self.config
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 

@@ -5,10 +5,10 @@
 //! visibility timeout (the adapter crashed) is handed out again. A deferred
 //! delivery waits in a sorted set until it is due.
 
+use crate::RedisConn;
 use crate::{Store, StoreError};
 use futures::future::BoxFuture;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 use std::time::Duration;
 use switchboard_channel::{OutboundDelivery, Outbox, OutboxError};
@@ -23,7 +23,7 @@ pub struct RedisOutbox {
     source: String,
     consumer: String,
     visibility: Duration,
-    blocking: ConnectionManager,
+    blocking: RedisConn,
     promote: std::sync::Arc<Script>,
     defer: std::sync::Arc<Script>,
     group_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
@@ -213,6 +213,23 @@ impl RedisOutbox {
                     .query_async::<i64>(&mut conn),
             )
             .await?;
+        if let DeliveryOutcome::Delivered {
+            provider_message_id: Some(provider_id),
+        } = &outcome
+        {
+            // So that the provider's receipts for it find it.
+            let conversation = &delivery.message.conversation_id;
+            self.store
+                .bounded(
+                    redis::cmd("SET")
+                        .arg(keys.reply_ref(conversation.partition(), &self.source, provider_id))
+                        .arg(format!("{conversation}|{}", delivery.message.message_id))
+                        .arg("EX")
+                        .arg(crate::updates::REPLY_REF_TTL.as_secs())
+                        .query_async::<()>(&mut conn),
+                )
+                .await?;
+        }
         let stream = keys.outbox(&self.source);
         self.store
             .bounded(

@@ -8,15 +8,18 @@
 //! idempotent, so an entry handled twice (the first reader was only slow)
 //! changes nothing the second time.
 
+use crate::RedisConn;
 use crate::{Store, StoreError};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply};
 use std::time::Duration;
 use switchboard_core::{ContactId, Partition, Timestamp};
 
 /// The consumer group every router instance reads through.
 pub const GROUP: &str = "router";
+
+/// How often an idle reader polls the streams on a Redis Cluster.
+pub const CLUSTER_POLL: Duration = Duration::from_millis(10);
 
 /// A contact taken from a routing stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +35,7 @@ pub struct QueuedContact {
 /// blocks.
 pub struct RoutingStreams {
     store: Store,
-    conn: ConnectionManager,
+    conn: RedisConn,
     consumer: String,
     block: Duration,
     routed: Script,
@@ -84,6 +87,9 @@ impl RoutingStreams {
 
     /// New entries for this consumer, waiting at most the block time.
     pub async fn read(&mut self, count: usize) -> Result<Vec<QueuedContact>, StoreError> {
+        if self.conn.is_cluster() {
+            return self.read_each(count).await;
+        }
         let keys: Vec<String> = self
             .store
             .keys()
@@ -101,6 +107,48 @@ impl RoutingStreams {
         )
         .await
         .map_err(|_| StoreError::Unavailable("XREADGROUP timed out".into()))??;
+        self.entries(reply)
+    }
+
+    /// On a cluster the partitions' streams live on different nodes and one
+    /// XREADGROUP cannot name them all: each is read without blocking, and
+    /// when all are empty the reader polls again every [`CLUSTER_POLL`]
+    /// until the block time is over.
+    async fn read_each(&mut self, count: usize) -> Result<Vec<QueuedContact>, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.block;
+        let this = &*self;
+        loop {
+            let reads = this.store.keys().all_partitions().map(|p| {
+                let key = this.store.keys().routing(p);
+                let mut conn = this.store.conn();
+                let options = StreamReadOptions::default()
+                    .group(GROUP, &this.consumer)
+                    .count(count);
+                async move {
+                    let reply: Option<StreamReadReply> = this
+                        .store
+                        .bounded(redis::AsyncCommands::xread_options(
+                            &mut conn,
+                            &[&key],
+                            &[">"],
+                            &options,
+                        ))
+                        .await?;
+                    this.entries(reply)
+                }
+            });
+            let mut out = Vec::new();
+            for result in futures::future::join_all(reads).await {
+                out.extend(result?);
+            }
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+            tokio::time::sleep(CLUSTER_POLL).await;
+        }
+    }
+
+    fn entries(&self, reply: Option<StreamReadReply>) -> Result<Vec<QueuedContact>, StoreError> {
         let mut out = Vec::new();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             let Some(p) = self.partition_of_key(&stream.key) else {
@@ -143,31 +191,31 @@ impl RoutingStreams {
     /// The fields of a contact as the intake stored them (channel, source,
     /// address, subject, language, attributes, preview, …).
     pub async fn contact_fields(
-        &mut self,
+        &self,
         contact: &ContactId,
     ) -> Result<std::collections::HashMap<String, String>, StoreError> {
         let key = self.store.keys().contact(contact);
-        let map = tokio::time::timeout(
-            self.store.config().response_timeout,
-            redis::cmd("HGETALL").arg(key).query_async(&mut self.conn),
-        )
-        .await
-        .map_err(|_| StoreError::Unavailable("HGETALL timed out".into()))??;
-        Ok(map)
+        let mut conn = self.store.conn();
+        self.store
+            .bounded(redis::cmd("HGETALL").arg(key).query_async(&mut conn))
+            .await
     }
 
     /// Marks a taken entry as handed to the routing state and removes it
     /// from the stream. True when marked by this call.
-    pub async fn mark_routed(&mut self, entry: &QueuedContact) -> Result<bool, StoreError> {
+    pub async fn mark_routed(&self, entry: &QueuedContact) -> Result<bool, StoreError> {
         let keys = self.store.keys();
-        let moved: i64 = self
-            .routed
+        let mut invocation = self.routed.prepare_invoke();
+        invocation
             .key(keys.routing(entry.partition))
             .key(keys.contact(&entry.contact_id))
             .arg(&entry.entry_id)
             .arg(GROUP)
-            .arg(Timestamp::now().as_millis())
-            .invoke_async(&mut self.conn)
+            .arg(Timestamp::now().as_millis());
+        let mut conn = self.store.conn();
+        let moved: i64 = self
+            .store
+            .bounded(invocation.invoke_async(&mut conn))
             .await?;
         Ok(moved == 1)
     }

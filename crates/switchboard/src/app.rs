@@ -13,8 +13,7 @@ use switchboard_channel::ChannelContext;
 use switchboard_router::leader::Leader;
 use switchboard_router::{Router, RouterSettings};
 use switchboard_store::{
-    AgentRecord, IntakeSettings, RedisIntake, RedisOutbox, RoutingState, Store, StoreConfig,
-    StoreError,
+    AgentRecord, IntakeSettings, RedisIntake, RedisOutbox, RoutingState, Store, StoreError,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -28,14 +27,7 @@ const OUTBOX_VISIBILITY: Duration = Duration::from_secs(60);
 /// Runs the daemon. Returns when it has shut down cleanly.
 pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
     let instance = config.instance_id();
-    let store = Store::new(StoreConfig {
-        url: config.redis.url.clone(),
-        password: config.redis_password()?,
-        key_prefix: config.redis.key_prefix.clone(),
-        partitions: config.redis.partitions,
-        connect_timeout: Duration::from_millis(config.redis.connect_timeout_ms),
-        response_timeout: Duration::from_millis(config.redis.response_timeout_ms),
-    })?;
+    let store = Store::new(config.store_config()?)?;
     info!(instance = %instance, redis = %switchboard_store::redact_url(&config.redis.url), "Switchboard is starting.");
 
     // `stop_accepting` ends the HTTP server gracefully; `background` ends

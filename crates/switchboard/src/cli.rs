@@ -88,23 +88,10 @@ pub fn main() -> ExitCode {
 async fn validate(path: &std::path::Path, config: &Config, check_redis: bool) -> ExitCode {
     if check_redis {
         let store = match config
-            .redis_password()
+            .store_config()
             .map_err(|e| e.to_string())
-            .and_then(|password| {
-                switchboard_store::Store::new(switchboard_store::StoreConfig {
-                    url: config.redis.url.clone(),
-                    password,
-                    key_prefix: config.redis.key_prefix.clone(),
-                    partitions: config.redis.partitions,
-                    connect_timeout: std::time::Duration::from_millis(
-                        config.redis.connect_timeout_ms,
-                    ),
-                    response_timeout: std::time::Duration::from_millis(
-                        config.redis.response_timeout_ms,
-                    ),
-                })
-                .map_err(|e| e.to_string())
-            }) {
+            .and_then(|c| switchboard_store::Store::new(c).map_err(|e| e.to_string()))
+        {
             Ok(store) => store,
             Err(e) => {
                 eprintln!(

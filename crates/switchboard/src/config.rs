@@ -67,6 +67,22 @@ pub struct RedisConfig {
     pub connect_timeout_ms: u64,
     #[serde(default = "defaults::response_timeout_ms")]
     pub response_timeout_ms: u64,
+    /// `standalone` (one server) or `cluster` (a Redis Cluster; `url` is one
+    /// seed node).
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// More cluster seed nodes besides `url`, in `cluster` mode.
+    #[serde(default)]
+    pub cluster_nodes: Vec<String>,
+}
+
+/// `redis.mode`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    #[default]
+    Standalone,
+    Cluster,
 }
 
 /// `[http]`
@@ -314,6 +330,16 @@ impl Config {
         let password = self.redis_password()?;
         switchboard_store::parse_url(&self.redis.url, password.as_deref())
             .map_err(|e| ConfigError::new("redis.url", e.to_string()))?;
+        for node in &self.redis.cluster_nodes {
+            switchboard_store::parse_url(node, password.as_deref())
+                .map_err(|e| ConfigError::new("redis.cluster_nodes", e.to_string()))?;
+        }
+        if !self.redis.cluster_nodes.is_empty() && self.redis.mode != RedisMode::Cluster {
+            return Err(ConfigError::new(
+                "redis.cluster_nodes",
+                "set only with redis.mode = \"cluster\"",
+            ));
+        }
         switchboard_store::KeySpace::new(&self.redis.key_prefix, self.redis.partitions)
             .map_err(|e| ConfigError::new("redis", e.to_string()))?;
         for (key, value, min) in [
@@ -410,6 +436,25 @@ impl Config {
                     self.http.listen
                 ),
             )
+        })
+    }
+
+    /// The store's configuration (reads the password secret).
+    pub fn store_config(&self) -> Result<switchboard_store::StoreConfig, ConfigError> {
+        let topology = match self.redis.mode {
+            RedisMode::Standalone => switchboard_store::Topology::Standalone,
+            RedisMode::Cluster => switchboard_store::Topology::Cluster {
+                seeds: self.redis.cluster_nodes.clone(),
+            },
+        };
+        Ok(switchboard_store::StoreConfig {
+            url: self.redis.url.clone(),
+            password: self.redis_password()?,
+            key_prefix: self.redis.key_prefix.clone(),
+            partitions: self.redis.partitions,
+            connect_timeout: Duration::from_millis(self.redis.connect_timeout_ms),
+            response_timeout: Duration::from_millis(self.redis.response_timeout_ms),
+            topology,
         })
     }
 

@@ -18,6 +18,7 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; bind promptly).
@@ -36,20 +37,26 @@ impl RedisServer {
     /// Starts a server with append-only persistence (as in production) and
     /// waits until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a server with more command-line options (kept for restarts).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("switchboard-redis-")
             .tempdir()
             .expect("create a temporary directory for redis");
-        RedisServer::start_in(dir)
+        RedisServer::start_in(dir, extra.iter().map(|s| s.to_string()).collect())
     }
 
     /// A port can be taken between asking and binding; try a few.
-    fn start_in(mut dir: tempfile::TempDir) -> RedisServer {
+    fn start_in(mut dir: tempfile::TempDir, extra: Vec<String>) -> RedisServer {
         for _ in 0..5 {
             let mut server = RedisServer {
                 port: free_port(),
                 dir,
                 child: None,
+                extra: extra.clone(),
             };
             if server.spawn() {
                 return server;
@@ -79,6 +86,7 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--daemonize", "no", "--loglevel", "warning"])
             .args(["--maxmemory-policy", "noeviction"])
+            .args(&self.extra)
             .arg("--logfile")
             .arg(&log)
             .stdin(Stdio::null())
@@ -167,6 +175,80 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A private Redis Cluster of several masters (no replicas), each a
+/// [`RedisServer`] with cluster mode on, joined and given all 16384 slots by
+/// `redis-cli --cluster create`.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` nodes and waits until the cluster state is ok on
+    /// every one of them.
+    pub fn start(masters: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+        let out = Command::new(redis_cli())
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", redis_cli()));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| cluster_ok(n.port())) {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach cluster_state:ok"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
+
+fn redis_cli() -> PathBuf {
+    std::env::var_os("SWITCHBOARD_TEST_REDIS_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-cli"))
+}
+
+fn cluster_ok(port: u16) -> bool {
+    Command::new(redis_cli())
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
 }
 
 /// True when a Redis server answers PING on 127.0.0.1:`port`.

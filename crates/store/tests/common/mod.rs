@@ -15,6 +15,7 @@ pub fn store_for(redis: &RedisServer, partitions: u16) -> Store {
         partitions,
         connect_timeout: Duration::from_millis(300),
         response_timeout: Duration::from_millis(1000),
+        topology: Default::default(),
     })
     .unwrap()
 }

@@ -29,7 +29,11 @@ local function agent_state(agent_key, agent)
     'loads', l[1] .. ',' .. l[2] .. ',' .. l[3] .. ',' .. l[4]}
 end
 
+-- Appends a routing event and counts it by type in the stats hash
+-- (`<prefix>:{r}:stats`, next to the events stream).
 local function emit(events_key, maxlen, fields)
+  local stats = string.gsub(events_key, 'events$', 'stats')
+  redis.call('HINCRBY', stats, fields[2], 1)
   return redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
 end
 

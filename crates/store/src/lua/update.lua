@@ -1,0 +1,52 @@
+-- A change to a message that exists already: a customer's edit, or a
+-- provider's status for one of our replies. Atomic; all keys share the
+-- partition's hash tag. Never creates a contact.
+--
+-- KEYS[1] the update's own dedupe key (ignored unless ARGV[1] == '1')
+-- KEYS[2] the reference of the message concerned: for an edit, the
+--         inbound message's dedupe key ("contact|conv|msg|seq"); for a
+--         status, the reply's key ("conv|msg")
+-- ARGV[1] '1' when the update has an id   ARGV[2] dedupe window, seconds
+-- ARGV[3] 'edit' or 'status'              ARGV[4] now, ms
+-- ARGV[5] the partition's key prefix ("sb:{p3}")
+-- edit:   ARGV[6] the edit's own message id   ARGV[7] the log entry's JSON
+-- status: ARGV[6] the status's rank (sent 1 < delivered 2 < read 3 < failed 4)
+--         ARGV[7] the status JSON
+-- Returns "applied|conv|msg|seq", "applied|conv|msg", "stale|conv|msg",
+-- "duplicate" or "unknown".
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  return 'duplicate'
+end
+local ref = redis.call('GET', KEYS[2])
+if not ref then
+  return 'unknown'
+end
+local tag = ARGV[5]
+local result
+if ARGV[3] == 'edit' then
+  local conv, msg = string.match(ref, '^[^|]*|([^|]*)|([^|]*)|')
+  if not conv then
+    return 'unknown'
+  end
+  local seq = redis.call('XADD', tag .. ':conv:' .. conv .. ':log', '*',
+    'id', ARGV[6], 'dir', 'edit', 'at', ARGV[4], 'msg', ARGV[7])
+  result = 'applied|' .. conv .. '|' .. msg .. '|' .. seq
+else
+  local conv, msg = string.match(ref, '^([^|]*)|([^|]*)$')
+  if not conv then
+    return 'unknown'
+  end
+  local key = tag .. ':conv:' .. conv .. ':status'
+  local current = redis.call('HGET', key, msg)
+  local rank = current and tonumber(string.match(current, '^(%d+)|')) or 0
+  if rank >= tonumber(ARGV[6]) then
+    result = 'stale|' .. conv .. '|' .. msg
+  else
+    redis.call('HSET', key, msg, ARGV[6] .. '|' .. ARGV[7])
+    result = 'applied|' .. conv .. '|' .. msg
+  end
+end
+if ARGV[1] == '1' then
+  redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+end
+return result

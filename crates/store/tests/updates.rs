@@ -1,0 +1,167 @@
+//! Edits and reply statuses against a real redis-server: they find their
+//! message by the provider's id, apply once, never go back, and never make a
+//! contact.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use redis::AsyncCommands;
+use std::time::Duration;
+use switchboard_channel::Outbox;
+use switchboard_core::{
+    Change, ChannelKind, CustomerIdentity, DeliveryOutcome, InboundUpdate, IntakeOutcome,
+    OutboundMessage, ReplyStatus, Timestamp, UpdateOutcome,
+};
+use switchboard_store::{Conversations, RedisOutbox};
+use switchboard_testkit::RedisServer;
+
+fn update(provider_id: &str, update_id: Option<&str>, change: Change) -> InboundUpdate {
+    InboundUpdate {
+        channel: ChannelKind::Chat,
+        source: "website".into(),
+        customer: CustomerIdentity::new("visitor", "v1").unwrap(),
+        provider_message_id: provider_id.into(),
+        update_id: update_id.map(str::to_owned),
+        change,
+        at: None,
+    }
+}
+
+fn edit(text: &str) -> Change {
+    Change::Edited { text: text.into() }
+}
+
+fn status(s: ReplyStatus) -> Change {
+    Change::Status {
+        status: s,
+        detail: None,
+    }
+}
+
+#[tokio::test]
+async fn an_edit_is_logged_once_against_its_message() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let first = intake
+        .submit_event(event("v1", Some("tg-1"), "Helo"))
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, IntakeOutcome::Created);
+
+    let applied = intake
+        .submit_update(update("tg-1", Some("u-7"), edit("Hello")))
+        .await
+        .unwrap();
+    assert_eq!(applied, UpdateOutcome::Applied);
+    let again = intake
+        .submit_update(update("tg-1", Some("u-7"), edit("Hello")))
+        .await
+        .unwrap();
+    assert_eq!(again, UpdateOutcome::Duplicate);
+    let unknown = intake
+        .submit_update(update("tg-404", Some("u-8"), edit("?")))
+        .await
+        .unwrap();
+    assert_eq!(unknown, UpdateOutcome::UnknownMessage);
+
+    let log = Conversations::new(store.clone())
+        .transcript(&first.conversation_id, "-", 100)
+        .await
+        .unwrap();
+    let dirs: Vec<&str> = log.iter().map(|e| e.dir.as_str()).collect();
+    assert_eq!(dirs, ["in", "edit"], "one message, one edit");
+    assert!(log[1].msg.contains("\"text\":\"Hello\""), "{}", log[1].msg);
+    assert!(log[1].msg.contains("\"of_provider_message_id\":\"tg-1\""));
+
+    // No new contact: only the first is in the routing stream.
+    let mut conn = raw(&redis).await;
+    let mut queued = 0;
+    for p in store.keys().all_partitions() {
+        let n: usize = conn.xlen(store.keys().routing(p)).await.unwrap();
+        queued += n;
+    }
+    assert_eq!(queued, 1);
+}
+
+#[tokio::test]
+async fn reply_statuses_move_forward_only() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let first = intake
+        .submit_event(event("v1", Some("m-1"), "Hi"))
+        .await
+        .unwrap();
+    let outbox = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_secs(30)).unwrap();
+    let reply = OutboundMessage {
+        message_id: switchboard_core::MessageId::new(),
+        contact_id: first.contact_id,
+        conversation_id: first.conversation_id,
+        channel: ChannelKind::Chat,
+        source: "website".into(),
+        from_address: "widget-1".into(),
+        to: CustomerIdentity::new("visitor", "v1").unwrap(),
+        subject: None,
+        text: "Hello!".into(),
+        in_reply_to: None,
+        created_at: Timestamp::now(),
+    };
+    outbox.enqueue(&reply).await.unwrap();
+
+    // Before the provider accepted it, a status finds nothing.
+    let early = intake
+        .submit_update(update("wamid.R1", None, status(ReplyStatus::Delivered)))
+        .await
+        .unwrap();
+    assert_eq!(early, UpdateOutcome::UnknownMessage);
+
+    let delivery = outbox
+        .next(Duration::from_millis(500))
+        .await
+        .unwrap()
+        .unwrap();
+    outbox
+        .settle(
+            &delivery,
+            DeliveryOutcome::Delivered {
+                provider_message_id: Some("wamid.R1".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let apply = |s: ReplyStatus, id: &'static str| {
+        let intake = intake.clone();
+        async move {
+            intake
+                .submit_update(update("wamid.R1", Some(id), status(s)))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        apply(ReplyStatus::Delivered, "s1").await,
+        UpdateOutcome::Applied
+    );
+    assert_eq!(apply(ReplyStatus::Read, "s2").await, UpdateOutcome::Applied);
+    assert_eq!(
+        apply(ReplyStatus::Read, "s2").await,
+        UpdateOutcome::Duplicate
+    );
+    assert_eq!(
+        apply(ReplyStatus::Delivered, "s3").await,
+        UpdateOutcome::Stale
+    );
+
+    let mut conn = raw(&redis).await;
+    let stored: String = conn
+        .hget(
+            store.keys().conversation_status(&first.conversation_id),
+            reply.message_id.to_string(),
+        )
+        .await
+        .unwrap();
+    assert!(stored.starts_with("3|"), "{stored}");
+    assert!(stored.contains("\"status\":\"read\""), "{stored}");
+}
