@@ -262,6 +262,21 @@ impl Http {
         self.send(request.body(body).unwrap()).await
     }
 
+    /// POSTs a raw body with the given headers.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
+        let mut request = hyper::Request::post(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Full::new(body.into())).unwrap())
+            .await
+    }
+
     /// POSTs `body` to the intake API with the test token.
     pub async fn submit(&self, base: &str, body: &serde_json::Value) -> Result<Reply, String> {
         self.submit_raw(base, Bytes::from(body.to_string())).await

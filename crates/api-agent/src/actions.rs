@@ -7,10 +7,8 @@ use crate::error::ApiError;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::time::Duration;
-use switchboard_core::{
-    ChannelKind, ContactId, ConversationId, CustomerIdentity, MessageId, OutboundMessage, Timestamp,
-};
-use switchboard_store::{Answer, RouteRecord};
+use switchboard_core::{ContactId, ConversationId, Timestamp};
+use switchboard_store::{Answer, RouteRecord, StoreError};
 use tracing::info;
 
 /// Who is calling.
@@ -306,29 +304,15 @@ impl Inner {
             ));
         }
         self.check_text(text)?;
-        let fields = self.contact_fields(&id).await?;
-        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
-        let customer = get("customer");
-        let (scheme, value) = customer.split_once(':').unwrap_or(("", ""));
-        let to = CustomerIdentity::new(scheme, value)
-            .map_err(|e| ApiError::conflict("refused", format!("stored customer identity: {e}")))?;
-        let channel: ChannelKind = get("channel")
-            .parse()
-            .map_err(|_| ApiError::conflict("refused", "stored channel unknown"))?;
-        let subject = get("subject");
-        let message = OutboundMessage {
-            message_id: MessageId::new(),
-            contact_id: id,
-            conversation_id: conversation_of(&fields)?,
-            channel,
-            source: get("source"),
-            from_address: get("address"),
-            to,
-            subject: (!subject.is_empty()).then_some(subject),
-            text: text.to_owned(),
-            in_reply_to: None,
-            created_at: Timestamp::now(),
-        };
+        let message = self
+            .conversations
+            .outbound_to(&id, text)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(m) => ApiError::conflict("refused", m),
+                other => other.into(),
+            })?;
+        let channel = message.channel;
         let seq = self.conversations.reply(&message, agent).await?;
         metrics::counter!("switchboard_agent_replies_total", "channel" => channel.as_str())
             .increment(1);

@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_core::{AgentId, ChannelKind, ContactId, Timestamp};
 use switchboard_store::{
-    AgentLive, AgentRecord, Answer, Offer, RouteEvent, RouteRecord, RoutingState, StoreError,
+    AgentLive, AgentRecord, Answer, Conversations, Offer, RouteEvent, RouteRecord, RoutingState,
+    StoreError,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -64,6 +65,7 @@ struct DecisionRecord<'a> {
 
 pub struct Leader {
     state: RoutingState,
+    conversations: Conversations,
     plan: Arc<Plan>,
     config: Arc<RoutingConfig>,
     instance: String,
@@ -153,6 +155,7 @@ impl Leader {
     ) -> Leader {
         let interrupt_voice = config.interrupt_voice_csv();
         Leader {
+            conversations: Conversations::new(state.store().clone()),
             state,
             plan,
             config,
@@ -445,9 +448,28 @@ impl Leader {
                     self.plan.queues[*from].name, self.plan.queues[*to].name
                 ),
             ),
-            StepAction::AutoAnswer { contact, text } => {
-                counter!("switchboard_router_auto_answers_total").increment(1);
-                (contact, format!("automatic answer due: {text}"))
+            StepAction::AutoAnswer {
+                contact,
+                queue,
+                step,
+                text,
+            } => {
+                let queue = &self.plan.queues[*queue].name;
+                let sent = self
+                    .conversations
+                    .automatic_reply(contact, &format!("{queue}:{step}"), text)
+                    .await;
+                let outcome = match &sent {
+                    Ok(true) => "sent",
+                    Ok(false) => "already_sent",
+                    Err(_) => "failed",
+                };
+                counter!("switchboard_router_auto_answers_total", "outcome" => outcome)
+                    .increment(1);
+                if let Err(error) = &sent {
+                    warn!(%error, contact_id = %contact, "Could not send an automatic answer.");
+                }
+                (contact, format!("automatic answer ({outcome}): {text}"))
             }
             StepAction::StickyExpired { contact, agent } => (
                 contact,

@@ -390,3 +390,50 @@ async fn routes_on_a_three_master_cluster() {
     one.stop().await;
     two.stop().await;
 }
+
+/// An overflow step with an automatic answer sends it to the customer once:
+/// through the outbox of the contact's source, and in the transcript, even
+/// when another instance takes over routing and replays the step.
+#[tokio::test]
+async fn an_overflow_step_answers_the_customer_once() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let intake = intake(&store);
+    let mut config = routing();
+    config.queues[0].overflow = vec![switchboard_router::plan::OverflowStepConfig {
+        after_secs: 1,
+        auto_answer: Some("Everyone is busy; we will answer soon.".into()),
+        ..Default::default()
+    }];
+    let first = Instance::start(&store, "first", &config);
+    let receipt = intake.submit_event(event("v1", "hello")).await.unwrap();
+    let outbox_len = || async {
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let n: usize = redis::AsyncCommands::xlen(&mut conn, store.keys().outbox("website"))
+            .await
+            .unwrap();
+        n
+    };
+    until("the automatic answer is in the outbox", || async {
+        outbox_len().await == 1
+    })
+    .await;
+    // Another instance leads from scratch and replays the steps.
+    first.stop().await;
+    let second = Instance::start(&store, "second", &config);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(outbox_len().await, 1, "sent once");
+    let log = switchboard_store::Conversations::new(store.clone())
+        .transcript(&receipt.conversation_id, "-", 10)
+        .await
+        .unwrap();
+    let out: Vec<_> = log.iter().filter(|e| e.dir == "out").collect();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].msg.contains("Everyone is busy"), "{}", out[0].msg);
+    assert!(out[0].msg.contains("\"author\":\"switchboard\""));
+    second.stop().await;
+}

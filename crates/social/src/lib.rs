@@ -26,7 +26,9 @@
 
 pub mod item;
 pub mod parse;
+pub mod send;
 pub mod verify;
+pub mod webhook;
 
 pub use item::{
     AttachmentKind, AttachmentRef, Echo, GeoPoint, Ignored, MessageEdit, Platform, Receipt,
@@ -36,6 +38,9 @@ pub use parse::{MAX_EVENTS, ParseError, parse_generic, parse_meta, parse_telegra
 pub use verify::{
     SignatureError, generic_signature, verify_generic, verify_meta_signature, verify_telegram_token,
 };
+pub use webhook::generic::GenericConfig;
+pub use webhook::meta::{MetaAccount, MetaConfig};
+pub use webhook::telegram::TelegramConfig;
 
 #[cfg(test)]
 mod corpus_tests;

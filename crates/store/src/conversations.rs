@@ -8,7 +8,9 @@
 
 use crate::{Store, StoreError};
 use std::collections::HashMap;
-use switchboard_core::{ContactId, ConversationId, OutboundMessage, Timestamp};
+use switchboard_core::{
+    ChannelKind, ContactId, ConversationId, CustomerIdentity, MessageId, OutboundMessage, Timestamp,
+};
 
 /// One entry of a conversation log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,116 @@ impl Conversations {
                 }
             })
             .collect())
+    }
+
+    /// How each reply of a conversation fared, by message id: the outbox's
+    /// outcome (`delivery`: delivered with the provider's id, or failed with
+    /// the reason the agent is shown) and the provider's latest receipt
+    /// (`status`: sent, delivered, read, failed), each as JSON.
+    pub async fn reply_states(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<HashMap<String, (Option<String>, Option<String>)>, StoreError> {
+        let keys = self.store.keys();
+        let mut conn = self.store.conn();
+        let (delivery, status): (HashMap<String, String>, HashMap<String, String>) = self
+            .store
+            .bounded(
+                redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(keys.conversation_delivery(conversation))
+                    .cmd("HGETALL")
+                    .arg(keys.conversation_status(conversation))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut out: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
+        for (id, json) in delivery {
+            out.entry(id).or_default().0 = Some(json);
+        }
+        for (id, ranked) in status {
+            let json = ranked.split_once('|').map(|(_, j)| j.to_owned());
+            out.entry(id).or_default().1 = json;
+        }
+        Ok(out)
+    }
+
+    /// A reply to the customer of `contact`, on the channel and through the
+    /// adapter it came in on, from the address it wrote to. Not yet sent.
+    pub async fn outbound_to(
+        &self,
+        contact: &ContactId,
+        text: &str,
+    ) -> Result<OutboundMessage, StoreError> {
+        let fields = self
+            .contact(contact)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("no contact {contact}")))?;
+        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        let refused = |what: &str| StoreError::Conflict(format!("contact {contact}: {what}"));
+        let customer = get("customer");
+        let (scheme, value) = customer.split_once(':').unwrap_or(("", ""));
+        let to = CustomerIdentity::new(scheme, value)
+            .map_err(|e| refused(&format!("stored customer identity: {e}")))?;
+        let channel: ChannelKind = get("channel")
+            .parse()
+            .map_err(|_| refused("stored channel unknown"))?;
+        let conversation_id = get("conversation")
+            .parse()
+            .map_err(|_| refused("no conversation"))?;
+        let subject = get("subject");
+        Ok(OutboundMessage {
+            message_id: MessageId::new(),
+            contact_id: *contact,
+            conversation_id,
+            channel,
+            source: get("source"),
+            from_address: get("address"),
+            to,
+            subject: (!subject.is_empty()).then_some(subject),
+            text: text.to_owned(),
+            in_reply_to: None,
+            created_at: Timestamp::now(),
+        })
+    }
+
+    /// Sends the customer of `contact` an automatic `text`, once per `key`
+    /// (a routing step): a second call with the same key (another instance
+    /// took over routing and replayed the step) sends nothing. True when
+    /// sent by this call.
+    pub async fn automatic_reply(
+        &self,
+        contact: &ContactId,
+        key: &str,
+        text: &str,
+    ) -> Result<bool, StoreError> {
+        let message = self.outbound_to(contact, text).await?;
+        let guard = format!("{}:auto:{key}", self.store.keys().contact(contact));
+        let mut conn = self.store.conn();
+        let first: Option<String> = self
+            .store
+            .bounded(
+                redis::cmd("SET")
+                    .arg(&guard)
+                    .arg(message.message_id.to_string())
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(7 * 24 * 3600)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if first.is_none() {
+            return Ok(false);
+        }
+        if let Err(e) = self.reply(&message, "switchboard").await {
+            // Not sent: let a later attempt try again.
+            let _: Result<i64, _> = self
+                .store
+                .bounded(redis::cmd("DEL").arg(&guard).query_async(&mut conn))
+                .await;
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Hands a reply to the outbox of its source, then logs it. Returns

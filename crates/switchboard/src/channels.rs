@@ -39,4 +39,7 @@ macro_rules! channels {
 
 channels! {
     IntakeApi = "intake_api" => switchboard_api_intake::IntakeApiConfig,
+    Meta = "meta" => switchboard_social::MetaConfig,
+    Telegram = "telegram" => switchboard_social::TelegramConfig,
+    Webhook = "webhook" => switchboard_social::GenericConfig,
 }

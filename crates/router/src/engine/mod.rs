@@ -145,7 +145,12 @@ pub enum StepAction {
         step: usize,
     },
     /// The step says: answer the customer automatically.
-    AutoAnswer { contact: ContactId, text: String },
+    AutoAnswer {
+        contact: ContactId,
+        queue: usize,
+        step: usize,
+        text: String,
+    },
     /// The step moved the contact to another queue.
     Moved {
         contact: ContactId,
@@ -561,7 +566,12 @@ impl Engine {
                         step: next,
                     });
                     if let Some(text) = s.auto_answer {
-                        actions.push(StepAction::AutoAnswer { contact: id, text });
+                        actions.push(StepAction::AutoAnswer {
+                            contact: id,
+                            queue,
+                            step: next,
+                            text,
+                        });
                     }
                     if let Some(to) = s.move_to {
                         let target = &self.plan.queues[to];
