@@ -24,7 +24,7 @@ pub enum ServerFrame {
         channel: String,
         until: u64,
     },
-    /// An offer was withdrawn: `declined`, `expired` or `revoked`.
+    /// An offer was withdrawn: `declined`, `expired`, `revoked` or `abandoned`.
     OfferWithdrawn {
         contact_id: String,
         reason: String,
@@ -167,7 +167,7 @@ fn frame_for(event: &RouteEvent) -> Option<(String, ServerFrame)> {
             channel: f("channel"),
             until: f("until").parse().unwrap_or(0),
         },
-        "declined" | "expired" | "revoked" => ServerFrame::OfferWithdrawn {
+        "declined" | "expired" | "revoked" | "abandoned" => ServerFrame::OfferWithdrawn {
             contact_id: contact(),
             reason: event.kind.clone(),
         },

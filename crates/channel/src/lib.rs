@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_core::{
-    DeliveryOutcome, InboundEvent, InboundUpdate, IntakeError, IntakeReceipt, OutboundMessage,
-    UpdateOutcome,
+    ContactId, CustomerIdentity, DeliveryOutcome, InboundEvent, InboundUpdate, IntakeError,
+    IntakeReceipt, OutboundMessage, UpdateOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,53 @@ pub trait Intake: Send + Sync + fmt::Debug {
     /// receipt for a reply). An `Ok` outcome, whatever it is, means there is
     /// nothing left to store: the adapter may acknowledge its sender.
     fn update(&self, update: InboundUpdate) -> BoxFuture<'_, Result<UpdateOutcome, IntakeError>>;
+    /// What a message with this provider id from this customer was stored
+    /// as (within the dedupe window); `None` when it was not.
+    fn lookup<'a>(
+        &'a self,
+        source: &'a str,
+        customer: &'a CustomerIdentity,
+        provider_message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IntakeReceipt>, IntakeError>>;
+}
+
+/// Where a contact is in routing, as a channel sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView {
+    /// `waiting`, `offered`, `assigned` or `closed`.
+    pub state: String,
+    /// The agent it is offered or assigned to.
+    pub agent: Option<String>,
+    pub queue: String,
+}
+
+/// What a channel may ask of routing about its own contacts: a voice
+/// channel rings the chosen agent's phone and tells routing whether it was
+/// answered, and ends a call the caller hung up. Every answer is the routing
+/// state's own (`ok`, `not_offered`, `abandoned`, `closed`, …).
+pub trait Routing: Send + Sync + fmt::Debug {
+    /// The contact's place in routing; `None` while routing does not know it.
+    fn route<'a>(
+        &'a self,
+        contact: &'a ContactId,
+    ) -> BoxFuture<'a, Result<Option<RouteView>, IntakeError>>;
+    /// The agent took (`accept`) or missed the contact offered to them on
+    /// the channel itself (their phone was answered, or rang out). A miss
+    /// counts like a missed offer.
+    fn answer<'a>(
+        &'a self,
+        contact: &'a ContactId,
+        agent: &'a str,
+        accept: bool,
+    ) -> BoxFuture<'a, Result<String, IntakeError>>;
+    /// The customer went away or the channel ended the contact: waiting or
+    /// offered, it is abandoned (never offered again); assigned, it is
+    /// closed with `disposition` and its agent enters wrap-up.
+    fn end<'a>(
+        &'a self,
+        contact: &'a ContactId,
+        disposition: &'a str,
+    ) -> BoxFuture<'a, Result<String, IntakeError>>;
 }
 
 /// One outbound message taken from an adapter's outbox, to be settled.
@@ -72,6 +119,14 @@ pub trait Outbox: Send + Sync + fmt::Debug {
         delivery: &'a OutboundDelivery,
         delay: Duration,
     ) -> BoxFuture<'a, Result<(), OutboxError>>;
+    /// Takes, or renews, the right to deliver this outbox for `lease`.
+    /// One instance holds it at a time, so that an adapter that keeps its
+    /// replies in order in memory keeps them in order across instances too.
+    /// True while this instance holds it.
+    fn hold_delivery(&self, lease: Duration) -> BoxFuture<'_, Result<bool, OutboxError>>;
+    /// Gives the right up (on shutdown), so another instance takes over at
+    /// once rather than when the lease runs out.
+    fn release_delivery(&self) -> BoxFuture<'_, Result<(), OutboxError>>;
 }
 
 /// Everything an adapter is built with.
@@ -82,6 +137,8 @@ pub struct ChannelContext {
     pub name: String,
     pub intake: Arc<dyn Intake>,
     pub outbox: Arc<dyn Outbox>,
+    /// Routing, for channels that take part in it (voice).
+    pub routing: Arc<dyn Routing>,
     /// Cancelled when the daemon shuts down: stop taking new work, finish
     /// what is in flight, return from [`ChannelAdapter::run`].
     pub shutdown: CancellationToken,

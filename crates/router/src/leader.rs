@@ -28,6 +28,18 @@ use switchboard_store::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+/// Why leading ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Led {
+    /// Shut down, or the lease was lost.
+    Stopped,
+    /// Events not yet read were trimmed from the stream.
+    Behind,
+}
+
+/// Events read at once.
+const EVENT_BATCH: usize = 2000;
+
 /// Offers committed together at most.
 const COMMIT_BATCH: usize = 256;
 
@@ -223,7 +235,13 @@ impl Leader {
             self.lease(),
             lost.clone(),
         )));
-        self.lead_while(token, shutdown, &lost).await
+        // A leader that fell so far behind that events it had not read were
+        // trimmed away cannot trust its picture: it loads it again.
+        while self.lead_while(token, shutdown, &lost).await? == Led::Behind {
+            counter!("switchboard_router_reloads_total").increment(1);
+            warn!("The routing leader fell behind the event stream; reloading the routing state.");
+        }
+        Ok(())
     }
 
     async fn lead_while(
@@ -231,9 +249,10 @@ impl Leader {
         token: &str,
         shutdown: &CancellationToken,
         lost: &AtomicBool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Led, StoreError> {
         let mut reader = self.state.event_reader(Duration::from_millis(100))?;
         let mut after = self.state.last_event_id().await?;
+        let mut last_n = 0u64;
         let loaded = Instant::now();
         let now = now_ms();
         let mut engine = Engine::new(self.plan.clone(), &self.config.interrupt_voice);
@@ -262,14 +281,14 @@ impl Leader {
         let mut last_sweep = Instant::now();
         loop {
             if shutdown.is_cancelled() || lost.load(Ordering::Relaxed) {
-                return Ok(());
+                return Ok(Led::Stopped);
             }
             let now = now_ms();
             let steps = engine.advance(now);
             for chunk in steps.chunks(COMMIT_BATCH) {
                 futures::future::join_all(chunk.iter().map(|a| self.record_step(a, now))).await;
                 if lost.load(Ordering::Relaxed) {
-                    return Ok(());
+                    return Ok(Led::Stopped);
                 }
             }
             // Decisions are committed in batches, concurrently (the
@@ -295,11 +314,11 @@ impl Leader {
                         .settle(&mut engine, &mut mirror, d, outcome?, now)
                         .await?
                     {
-                        return Ok(());
+                        return Ok(Led::Stopped);
                     }
                 }
                 if lost.load(Ordering::Relaxed) {
-                    return Ok(());
+                    return Ok(Led::Stopped);
                 }
             }
             gauge!("switchboard_router_waiting_contacts").set(engine.waiting_count() as f64);
@@ -313,9 +332,18 @@ impl Leader {
                 .unwrap_or(Duration::from_millis(100))
                 .clamp(Duration::from_millis(1), Duration::from_millis(100));
             let events = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                events = self.state.read_events(&mut reader, &after, wait, 1000) => events?,
+                () = shutdown.cancelled() => return Ok(Led::Stopped),
+                events = self.state.read_events(&mut reader, &after, wait, EVENT_BATCH) => events?,
             };
+            for event in &events {
+                let n = event.number();
+                if n != 0 {
+                    if last_n != 0 && n != last_n + 1 {
+                        return Ok(Led::Behind);
+                    }
+                    last_n = n;
+                }
+            }
             let now = now_ms();
             // Contacts that may be waiting again: read their records
             // together, not one round trip each.
@@ -536,7 +564,7 @@ impl Leader {
                     engine.add_contact(w, now);
                 }
             }
-            ("offered" | "assigned", Some(c)) => {
+            ("offered" | "assigned" | "abandoned", Some(c)) => {
                 engine.remove_contact(&c);
             }
             _ => {}

@@ -10,6 +10,7 @@
 //! - [`plan`] and [`settings`]: the `[routing]` configuration.
 #![forbid(unsafe_code)]
 
+pub mod channel_routing;
 pub mod engine;
 pub mod leader;
 pub mod plan;

@@ -311,12 +311,15 @@ impl SocialMessage {
                 clip(payload, MAX_ATTRIBUTE_BYTES).to_owned(),
             );
         }
+        // Captions are compared with the message's own text only (not with
+        // the summaries added so far): linear in the number of attachments.
+        let original = self.text.clone();
         let mut text = self.text;
         for attachment in &self.attachments {
             if !text.is_empty() {
                 text.push('\n');
             }
-            text.push_str(&summarize(attachment, &text));
+            text.push_str(&summarize(attachment, &original));
         }
         InboundEvent {
             channel: ChannelKind::Social,

@@ -42,6 +42,7 @@ struct Scripts {
     close: Script,
     presence: Script,
     requeue: Script,
+    abandon: Script,
     lease: Script,
     agent: Script,
 }
@@ -133,6 +134,9 @@ pub enum Answer {
     Expire,
     /// The agent's session ended.
     Revoke,
+    /// The agent missed it on the channel itself (their phone rang out):
+    /// an expiry before the deadline, counted as missed.
+    Miss,
 }
 
 impl Answer {
@@ -142,6 +146,7 @@ impl Answer {
             Answer::Decline => "decline",
             Answer::Expire => "expire",
             Answer::Revoke => "revoke",
+            Answer::Miss => "miss",
         }
     }
 }
@@ -151,12 +156,23 @@ impl Answer {
 pub struct RouteEvent {
     pub id: String,
     /// `enqueued`, `offered`, `assigned`, `accepted`, `declined`, `expired`,
-    /// `revoked`, `closed`, `requeued`, `presence`, `agent`.
+    /// `revoked`, `closed`, `requeued`, `abandoned`, `presence`, `agent`.
     pub kind: String,
     pub contact: Option<String>,
     pub agent: Option<String>,
     pub live: Option<AgentLive>,
     pub fields: HashMap<String, String>,
+}
+
+impl RouteEvent {
+    /// The event's number in the stream (1, 2, 3, …; 0 for events written
+    /// before numbering). A jump means events were trimmed unread.
+    pub fn number(&self) -> u64 {
+        self.fields
+            .get("n")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// The routing state.
@@ -227,6 +243,7 @@ impl RoutingState {
                 close: route_script!("close"),
                 presence: route_script!("presence"),
                 requeue: route_script!("requeue"),
+                abandon: route_script!("abandon"),
                 lease: route_script!("lease"),
                 agent: route_script!("agent"),
             }),
@@ -408,6 +425,52 @@ impl RoutingState {
             .arg(EVENTS_MAXLEN);
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
+    }
+
+    /// The customer went away or the channel ended the contact: a waiting
+    /// or offered contact is abandoned (never offered again), an assigned
+    /// one closed with `disposition` and its agent put in wrap-up until
+    /// `wrap_until` (0: none). `Ok` with `abandoned`, `closed`,
+    /// `already_closed` or `unknown`.
+    pub async fn end_by_channel(
+        &self,
+        contact: &ContactId,
+        now: u64,
+        disposition: &str,
+        wrap_until: u64,
+        retention: Duration,
+    ) -> Result<String, StoreError> {
+        let k = self.store.keys();
+        // The script checks that the agent is still the one read here; a
+        // change in between (an offer made meanwhile) means: read again.
+        for _ in 0..5 {
+            let agent = self
+                .route_field(contact, "agent")
+                .await?
+                .unwrap_or_default();
+            let mut inv = self.scripts.abandon.prepare_invoke();
+            inv.key(k.route_contact(contact))
+                .key(k.route("waiting"))
+                .key(k.route("offers"))
+                .key(k.route("events"))
+                .key(k.route_agent(&agent))
+                .key(k.route_held(&agent))
+                .arg(contact.to_string())
+                .arg(&agent)
+                .arg(now)
+                .arg(disposition)
+                .arg(wrap_until)
+                .arg(retention.as_secs().max(1))
+                .arg(EVENTS_MAXLEN);
+            let mut conn = self.conn();
+            let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+            if outcome != "changed" {
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "contact {contact} kept changing hands; try again"
+        )))
     }
 
     /// Sets presence (`None` keeps it) and/or the session deadline (`None`

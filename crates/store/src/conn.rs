@@ -91,6 +91,7 @@ impl RedisConn {
             .retries(2)
             .min_retry_wait(50)
             .max_retry_wait(500)
+            .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
             .build()?;
         Ok(RedisConn::Cluster(Arc::new(LazyCluster {
             client,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use switchboard_channel::Intake;
 use switchboard_core::inbound::EventLimits;
 use switchboard_core::{
-    ContactId, ConversationId, InboundEvent, InboundUpdate, IntakeError, IntakeOutcome,
-    IntakeReceipt, MessageId, Timestamp, UpdateOutcome,
+    ContactId, ConversationId, CustomerIdentity, InboundEvent, InboundUpdate, IntakeError,
+    IntakeOutcome, IntakeReceipt, MessageId, Timestamp, UpdateOutcome,
 };
 use tracing::{debug, warn};
 
@@ -185,6 +185,29 @@ impl Intake for RedisIntake {
 
     fn update(&self, update: InboundUpdate) -> BoxFuture<'_, Result<UpdateOutcome, IntakeError>> {
         Box::pin(self.submit_update(update))
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        source: &'a str,
+        customer: &'a CustomerIdentity,
+        provider_message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IntakeReceipt>, IntakeError>> {
+        Box::pin(async move {
+            let keys = self.store.keys();
+            let key = keys.dedupe(
+                keys.partition_of(source, customer),
+                source,
+                provider_message_id,
+            );
+            let mut conn = self.store.conn();
+            let ids: Option<String> = self
+                .store
+                .bounded(redis::cmd("GET").arg(key).query_async(&mut conn))
+                .await
+                .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+            Ok(ids.and_then(|ids| parse_reply(&format!("duplicate|{ids}"))))
+        })
     }
 }
 

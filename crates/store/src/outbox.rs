@@ -26,6 +26,7 @@ pub struct RedisOutbox {
     blocking: RedisConn,
     promote: std::sync::Arc<Script>,
     defer: std::sync::Arc<Script>,
+    hold: std::sync::Arc<Script>,
     group_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
@@ -63,6 +64,7 @@ impl RedisOutbox {
             blocking,
             promote: std::sync::Arc::new(Script::new(include_str!("lua/outbox_promote.lua"))),
             defer: std::sync::Arc::new(Script::new(include_str!("lua/outbox_defer.lua"))),
+            hold: std::sync::Arc::new(Script::new(include_str!("lua/outbox_hold.lua"))),
             group_ready: std::sync::Arc::new(tokio::sync::OnceCell::new()),
         })
     }
@@ -276,7 +278,34 @@ impl RedisOutbox {
     }
 }
 
+impl RedisOutbox {
+    async fn hold(&self, action: &str, lease: Duration) -> Result<bool, OutboxError> {
+        let key = format!("{}:holder", self.store.keys().outbox(&self.source));
+        let mut conn = self.store.conn();
+        let held: i64 = self
+            .store
+            .bounded(
+                self.hold
+                    .key(key)
+                    .arg(action)
+                    .arg(&self.consumer)
+                    .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(held == 1)
+    }
+}
+
 impl Outbox for RedisOutbox {
+    fn hold_delivery(&self, lease: Duration) -> BoxFuture<'_, Result<bool, OutboxError>> {
+        Box::pin(self.hold("hold", lease))
+    }
+
+    fn release_delivery(&self) -> BoxFuture<'_, Result<(), OutboxError>> {
+        Box::pin(async move { self.hold("release", Duration::ZERO).await.map(|_| ()) })
+    }
+
     fn next(&self, wait: Duration) -> BoxFuture<'_, Result<Option<OutboundDelivery>, OutboxError>> {
         Box::pin(self.next_delivery(wait))
     }

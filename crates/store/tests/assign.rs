@@ -451,3 +451,89 @@ async fn tokens_identify_one_agent_each() {
         Some("a")
     );
 }
+
+#[tokio::test]
+async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a1", [0, 0, 0, 1]).await;
+    let retention = Duration::from_secs(3600);
+
+    // Waiting: out of the queue, never offered again.
+    let w = waiting(&state, ChannelKind::Voice).await;
+    assert_eq!(
+        state
+            .end_by_channel(&w, NOW + 5, "abandoned", 0, retention)
+            .await
+            .unwrap(),
+        "abandoned"
+    );
+    assert!(state.waiting().await.unwrap().is_empty());
+    assert_eq!(
+        state.offer(&offer(&token, &w, "a1")).await.unwrap(),
+        "not_waiting"
+    );
+
+    // Offered: the offer is withdrawn and the agent's voice load freed.
+    let o = waiting(&state, ChannelKind::Voice).await;
+    assert_eq!(state.offer(&offer(&token, &o, "a1")).await.unwrap(), "ok");
+    assert_eq!(state.agent("a1").await.unwrap().unwrap().1.loads[3], 1);
+    assert_eq!(
+        state
+            .end_by_channel(&o, NOW + 6, "abandoned", 0, retention)
+            .await
+            .unwrap(),
+        "abandoned"
+    );
+    assert_eq!(state.agent("a1").await.unwrap().unwrap().1.loads[3], 0);
+    assert!(state.held("a1").await.unwrap().is_empty());
+    assert!(
+        state
+            .due_offers(NOW + 100_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Assigned: closed by the channel, the agent in wrap-up.
+    let a = waiting(&state, ChannelKind::Voice).await;
+    assert_eq!(state.offer(&offer(&token, &a, "a1")).await.unwrap(), "ok");
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &a, "a1", NOW + 7, 1)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        state
+            .end_by_channel(&a, NOW + 60_000, "completed", NOW + 90_000, retention)
+            .await
+            .unwrap(),
+        "closed"
+    );
+    let (_, live) = state.agent("a1").await.unwrap().unwrap();
+    assert_eq!((live.loads[3], live.presence.as_str()), (0, "wrap_up"));
+    let rec = state.route_record(&a).await.unwrap().unwrap();
+    assert_eq!(rec.state, "closed");
+    assert_eq!(
+        state
+            .end_by_channel(&a, NOW + 61_000, "completed", 0, retention)
+            .await
+            .unwrap(),
+        "already_closed"
+    );
+    let unknown = ContactId::new(Partition(2));
+    assert_eq!(
+        state
+            .end_by_channel(&unknown, NOW, "abandoned", 0, retention)
+            .await
+            .unwrap(),
+        "unknown"
+    );
+}

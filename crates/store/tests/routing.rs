@@ -148,3 +148,34 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
         .unwrap();
     assert!(state.contains("window closed"), "{state}");
 }
+
+#[tokio::test]
+async fn one_instance_at_a_time_holds_the_right_to_deliver() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let lease = Duration::from_millis(400);
+    let one = RedisOutbox::new(store.clone(), "website", "one", Duration::from_secs(30)).unwrap();
+    let two = RedisOutbox::new(store.clone(), "website", "two", Duration::from_secs(30)).unwrap();
+    let other = RedisOutbox::new(store.clone(), "meta", "two", Duration::from_secs(30)).unwrap();
+    assert!(one.hold_delivery(lease).await.unwrap());
+    assert!(!two.hold_delivery(lease).await.unwrap(), "held by one");
+    assert!(
+        other.hold_delivery(lease).await.unwrap(),
+        "another outbox is free"
+    );
+    assert!(
+        one.hold_delivery(lease).await.unwrap(),
+        "renewed by its holder"
+    );
+    // Released: the other instance takes over at once.
+    two.release_delivery().await.unwrap();
+    assert!(
+        !two.hold_delivery(lease).await.unwrap(),
+        "only the holder releases"
+    );
+    one.release_delivery().await.unwrap();
+    assert!(two.hold_delivery(lease).await.unwrap());
+    // Not renewed: it lapses.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    assert!(one.hold_delivery(lease).await.unwrap());
+}

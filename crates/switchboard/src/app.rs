@@ -100,6 +100,9 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     .nest("/api/v1", agent_api.routes());
     tracker.spawn(agent_api.run(background.clone()));
 
+    let channel_routing: Arc<dyn switchboard_channel::Routing> = Arc::new(
+        switchboard_router::channel_routing::ChannelRouting::new(state.clone(), routing.clone()),
+    );
     for channel in &config.channels {
         let name = channel.config().name().to_owned();
         let ctx = ChannelContext {
@@ -111,6 +114,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
                 &instance,
                 OUTBOX_VISIBILITY,
             )?),
+            routing: channel_routing.clone(),
             shutdown: background.clone(),
         };
         let adapter = channel

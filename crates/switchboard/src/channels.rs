@@ -42,4 +42,5 @@ channels! {
     Meta = "meta" => switchboard_social::MetaConfig,
     Telegram = "telegram" => switchboard_social::TelegramConfig,
     Webhook = "webhook" => switchboard_social::GenericConfig,
+    Twilio = "twilio" => switchboard_voice::TwilioConfig,
 }

@@ -292,23 +292,73 @@ impl Replies {
 
     /// Delivers the adapter's outbox until shutdown (nothing to do when it
     /// sends no replies: they stay in the outbox).
+    ///
+    /// One instance delivers an outbox at a time
+    /// ([`switchboard_channel::Outbox::hold_delivery`]),
+    /// because the deliverer keeps each conversation's replies in order in
+    /// its memory. The others wait and take over when the holder stops
+    /// renewing (it died, or shut down and released it); replies the holder
+    /// had taken come back through the outbox's visibility timeout, or at
+    /// once when it hands them back on shutdown.
     pub(crate) fn run(self, ctx: ChannelContext) -> BoxFuture<'static, Result<(), ChannelError>> {
         Box::pin(async move {
             if self.senders.is_empty() {
                 ctx.shutdown.cancelled().await;
                 return Ok(());
             }
-            let deliverer = Deliverer::new(
-                ctx.outbox.clone(),
-                self.senders,
-                DeliverySettings::default(),
-            )
-            .map_err(|e| ChannelError::Config(format!("channels.{}: {e}", ctx.name)))?;
-            deliverer.run(ctx.shutdown.clone()).await;
+            while !ctx.shutdown.is_cancelled() {
+                match ctx.outbox.hold_delivery(HOLD_LEASE).await {
+                    Ok(true) => self.deliver_while_held(&ctx).await?,
+                    Ok(false) => {}
+                    Err(error) => {
+                        debug!(source = %ctx.name, %error, "Could not ask for the outbox.")
+                    }
+                }
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => {}
+                    () = tokio::time::sleep(HOLD_LEASE / 3) => {}
+                }
+            }
             Ok(())
         })
     }
+
+    async fn deliver_while_held(&self, ctx: &ChannelContext) -> Result<(), ChannelError> {
+        let deliverer = Deliverer::new(
+            ctx.outbox.clone(),
+            self.senders.clone(),
+            DeliverySettings::default(),
+        )
+        .map_err(|e| ChannelError::Config(format!("channels.{}: {e}", ctx.name)))?;
+        debug!(source = %ctx.name, "This instance delivers the outbox now.");
+        let stop = ctx.shutdown.child_token();
+        let mut running = tokio::spawn(deliverer.run(stop.clone()));
+        let mut renewed = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = &mut running => break,
+                () = tokio::time::sleep(HOLD_LEASE / 3) => {}
+            }
+            match ctx.outbox.hold_delivery(HOLD_LEASE).await {
+                Ok(true) => renewed = tokio::time::Instant::now(),
+                Ok(false) => stop.cancel(),
+                Err(_) if renewed.elapsed() >= HOLD_LEASE => stop.cancel(),
+                Err(_) => {}
+            }
+            if stop.is_cancelled() {
+                let _ = running.await;
+                break;
+            }
+        }
+        if ctx.shutdown.is_cancelled() {
+            let _ = ctx.outbox.release_delivery().await;
+        }
+        Ok(())
+    }
 }
+
+/// How long the right to deliver an outbox lasts unless renewed.
+const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// A configuration error naming the key.
 pub(crate) fn config_error(name: &str, key: &str, problem: &str) -> ChannelError {

@@ -2,8 +2,8 @@
 --   accept: offered to this agent -> assigned.
 --   decline / expire / revoke: offered to this agent -> waiting again, the
 --   agent excluded from it, their load released. `expire` only once the
---   deadline passed, and it counts a missed offer: N in a row sets the
---   agent away. `revoke` (the agent's session ended) neither counts nor
+--   deadline passed (`miss`: at once, the channel saw it missed), and it
+--   counts a missed offer: N in a row sets the agent away. `revoke` (the agent's session ended) neither counts nor
 --   excludes: the agent may get it again once back.
 --
 -- KEYS[1] contact  KEYS[2] agent  KEYS[3] held by agent  KEYS[4] waiting
@@ -26,7 +26,11 @@ if action == 'accept' then
     'channel', c[3]}, agent_state(KEYS[2], ARGV[3])))
   return 'ok'
 end
-if action == 'expire' and num(c[4]) > num(ARGV[4]) then
+if action == 'miss' then
+  -- Missed on the channel itself (a phone that rang out): an expiry that
+  -- does not wait for the deadline.
+  action = 'expire'
+elseif action == 'expire' and num(c[4]) > num(ARGV[4]) then
   return 'not_due'
 end
 local excluded = c[6] or ''

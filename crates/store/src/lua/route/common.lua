@@ -31,9 +31,14 @@ end
 
 -- Appends a routing event and counts it by type in the stats hash
 -- (`<prefix>:{r}:stats`, next to the events stream).
+-- Every event carries `n`, its number in the stream (1, 2, 3, …), so a
+-- reader sees a gap (events trimmed before it read them) and reloads.
 local function emit(events_key, maxlen, fields)
   local stats = string.gsub(events_key, 'events$', 'stats')
   redis.call('HINCRBY', stats, fields[2], 1)
+  local n = redis.call('HINCRBY', stats, '_n', 1)
+  fields[#fields + 1] = 'n'
+  fields[#fields + 1] = n
   return redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
 end
 

@@ -1,0 +1,51 @@
+-- The customer went away (a caller hung up, a visitor left) or the channel
+-- ended the contact. A waiting or offered contact is *abandoned*: taken out
+-- of the queue (and the offer withdrawn), never offered again. An assigned
+-- one is closed with the given disposition, as if its agent had closed it
+-- (the agent enters wrap-up when one is set).
+--
+-- KEYS[1] contact  KEYS[2] waiting  KEYS[3] offers  KEYS[4] events
+-- KEYS[5] agent (of the record as read by the caller; '' key unused when none)
+-- KEYS[6] held by that agent
+-- ARGV[1] contact id  ARGV[2] the agent the caller read ('' for none)
+-- ARGV[3] now  ARGV[4] disposition  ARGV[5] wrap-up until (ms; 0 for none)
+-- ARGV[6] retention (s)  ARGV[7] events maxlen
+-- Returns 'abandoned', 'closed', 'already_closed', 'unknown' or 'changed'
+-- (the record's agent is not ARGV[2]: read it again and retry).
+local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel')
+if not c[1] then
+  return 'unknown'
+end
+if c[1] == 'closed' then
+  return 'already_closed'
+end
+local agent = c[2] or ''
+if agent ~= ARGV[2] then
+  return 'changed'
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local was = c[1]
+redis.call('HSET', KEYS[1], 'state', 'closed', 'closed_at', ARGV[3], 'disposition', ARGV[4],
+  'agent', '', 'offer_until', '')
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+local fields
+if agent ~= '' then
+  redis.call('SREM', KEYS[6], ARGV[1])
+  release_load(KEYS[5], c[3])
+  if redis.call('SCARD', KEYS[6]) == 0 then
+    redis.call('HSET', KEYS[5], 'idle_since', ARGV[3])
+  end
+  if was == 'assigned' and num(ARGV[5]) > 0
+      and redis.call('HGET', KEYS[5], 'presence') == 'available' then
+    redis.call('HSET', KEYS[5], 'presence', 'wrap_up', 'wrap_until', ARGV[5])
+  end
+end
+local kind = (was == 'assigned') and 'closed' or 'abandoned'
+fields = {'type', kind, 'contact', ARGV[1], 'channel', c[3], 'disposition', ARGV[4],
+  'was', was}
+if agent ~= '' then
+  fields = extend(fields, agent_state(KEYS[5], agent))
+end
+emit(KEYS[4], ARGV[7], fields)
+return kind

@@ -1,0 +1,576 @@
+//! The generic CTI API, as Zammad documents it: a PBX POSTs one event per
+//! request, as JSON or as a form, to a URL that carries a shared token
+//! ([`verify_token`](crate::verify_token)).
+//!
+//! | field | events | meaning |
+//! |---|---|---|
+//! | `event` | all | `newCall`, `answer` or `hangup` |
+//! | `callId` | all | the PBX's id of the call, the same in all its events (1 to 250 characters) |
+//! | `from` | all | the calling number (`493055571600`, `02214710334`, `anonymous`) |
+//! | `to` | all | the called number |
+//! | `direction` | all | `in` or `out` |
+//! | `user` | optional | the user(s) involved: for `in`, those the call rings or who answered; for `out`, the caller. A form repeats `user[]` per user; JSON gives a string or an array |
+//! | `queue` | optional | the PBX's queue name |
+//! | `answeringNumber` | `answer`, `hangup`, optional | who answered (a phone number, login or id) |
+//! | `cause` | `hangup` | `normalClearing`, `busy`, `cancel`, `noAnswer`, `congestion`, `notFound`, `forwarded` |
+//!
+//! ```json
+//! {"event": "newCall", "from": "493023125741", "to": "492214710334",
+//!  "direction": "in", "callId": "307fa962-de8d-4ffc-817b-7f6993204159",
+//!  "user": ["Christopher Miller", "Emma Taylor"]}
+//! ```
+//!
+//! ```text
+//! event=hangup&from=493023125741&to=492214710334&direction=in
+//!   &callId=307fa962-de8d-4ffc-817b-7f6993204159&cause=cancel
+//! ```
+//!
+//! Numbers sent as JSON numbers are taken as their digits. Unknown fields
+//! are ignored. A `cause` we do not know is kept as
+//! [`HangupCause::Other`]. `multipart/form-data` is not read (send
+//! `application/x-www-form-urlencoded` or JSON).
+
+use super::{Form, MAX_BODY_BYTES, ParseError, clip, parse_form, text};
+use crate::call::{CallEvent, CallEventKind, Direction, EndCause, Provider};
+use serde::Deserialize;
+
+/// The longest `callId` (Zammad's documented maximum).
+pub const MAX_CALL_ID_CHARS: usize = 250;
+/// The most `user` entries we keep.
+pub const MAX_USERS: usize = 32;
+/// The longest `from`, `to`, `user`, `queue`, `answeringNumber`.
+const MAX_TEXT_BYTES: usize = 256;
+
+/// How the body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtiFormat {
+    /// `application/json`
+    Json,
+    /// `application/x-www-form-urlencoded`
+    Form,
+}
+
+impl CtiFormat {
+    /// The format a `Content-Type` header names (parameters such as
+    /// `charset` are ignored), or `None` for any other type.
+    pub fn from_content_type(content_type: Option<&str>) -> Option<Self> {
+        let media = content_type?.split(';').next()?.trim();
+        if media.eq_ignore_ascii_case("application/json") {
+            Some(Self::Json)
+        } else if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Some(Self::Form)
+        } else {
+            None
+        }
+    }
+}
+
+/// One CTI event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtiEvent {
+    /// `event`, with the hangup's `cause`.
+    pub kind: CtiEventKind,
+    /// `callId`.
+    pub call_id: String,
+    /// `from` (may be `anonymous`).
+    pub from: String,
+    /// `to`.
+    pub to: String,
+    /// `direction`: `in` or `out`.
+    pub direction: Direction,
+    /// `user` / `user[]`: the PBX users involved (names), at most
+    /// [`MAX_USERS`].
+    pub users: Vec<String>,
+    /// `queue`.
+    pub queue: Option<String>,
+    /// `answeringNumber`.
+    pub answering_number: Option<String>,
+}
+
+/// `event`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CtiEventKind {
+    /// `newCall`
+    NewCall,
+    /// `answer`
+    Answer,
+    /// `hangup`, with its `cause` when given.
+    Hangup { cause: Option<HangupCause> },
+}
+
+/// `cause` of a `hangup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HangupCause {
+    /// `normalClearing`: one party hung up after the call was established.
+    NormalClearing,
+    /// `busy`: the called party was busy.
+    Busy,
+    /// `cancel`: the caller hung up before the called party picked up.
+    Cancel,
+    /// `noAnswer`: the called party did not answer (or rejected the call,
+    /// e.g. do-not-disturb).
+    NoAnswer,
+    /// `congestion`: the called party could not be reached.
+    Congestion,
+    /// `notFound`: the number does not exist or the party is offline.
+    NotFound,
+    /// `forwarded`: the call was forwarded to another party.
+    Forwarded,
+    /// Any other cause, as sent (at most 64 bytes).
+    Other(String),
+}
+
+impl HangupCause {
+    fn parse(value: &str) -> Self {
+        match value {
+            "normalClearing" => Self::NormalClearing,
+            "busy" => Self::Busy,
+            "cancel" => Self::Cancel,
+            "noAnswer" => Self::NoAnswer,
+            "congestion" => Self::Congestion,
+            "notFound" => Self::NotFound,
+            "forwarded" => Self::Forwarded,
+            other => Self::Other(clip(other, 64).to_owned()),
+        }
+    }
+
+    /// The normalized cause: `congestion` and `notFound` are
+    /// [`EndCause::Failed`], `forwarded` is `Other("forwarded")`.
+    pub fn end_cause(&self) -> EndCause {
+        match self {
+            Self::NormalClearing => EndCause::Completed,
+            Self::Busy => EndCause::Busy,
+            Self::Cancel => EndCause::Canceled,
+            Self::NoAnswer => EndCause::NoAnswer,
+            Self::Congestion | Self::NotFound => EndCause::Failed,
+            Self::Forwarded => EndCause::Other("forwarded".to_owned()),
+            Self::Other(other) => EndCause::Other(other.clone()),
+        }
+    }
+}
+
+/// Reads one CTI event from a request body in `format`.
+pub fn parse_cti(body: &[u8], format: CtiFormat) -> Result<CtiEvent, ParseError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ParseError::TooLarge {
+            max: MAX_BODY_BYTES,
+        });
+    }
+    let raw = match format {
+        CtiFormat::Json => from_json(body)?,
+        CtiFormat::Form => from_form(&parse_form(body)?)?,
+    };
+    raw.validate()
+}
+
+impl CtiEvent {
+    /// What this event means for the call: `newCall` →
+    /// [`CallEventKind::Ringing`], `answer` → [`CallEventKind::Answered`] by
+    /// `answeringNumber` (else the first `user`), `hangup` →
+    /// [`CallEventKind::Ended`] (no cause given: `Other("unspecified")`).
+    pub fn call_event(&self) -> CallEvent {
+        let kind = match &self.kind {
+            CtiEventKind::NewCall => CallEventKind::Ringing {
+                from: self.from.clone(),
+                to: self.to.clone(),
+                direction: self.direction,
+                caller_name: None,
+                queue: self.queue.clone(),
+            },
+            CtiEventKind::Answer => CallEventKind::Answered {
+                by: self
+                    .answering_number
+                    .clone()
+                    .or_else(|| self.users.first().cloned()),
+            },
+            CtiEventKind::Hangup { cause } => CallEventKind::Ended {
+                cause: cause.as_ref().map_or_else(
+                    || EndCause::Other("unspecified".into()),
+                    HangupCause::end_cause,
+                ),
+                duration_secs: None,
+            },
+        };
+        CallEvent {
+            provider: Provider::Cti,
+            call_id: self.call_id.clone(),
+            kind,
+            sequence: None,
+            at: None,
+        }
+    }
+}
+
+/// The fields as sent, before their values are checked.
+#[derive(Debug, Default)]
+struct Raw {
+    event: Option<String>,
+    call_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    direction: Option<String>,
+    users: Vec<String>,
+    queue: Option<String>,
+    answering_number: Option<String>,
+    cause: Option<String>,
+}
+
+impl Raw {
+    fn validate(self) -> Result<CtiEvent, ParseError> {
+        let event = required("event", self.event)?;
+        let kind = match event.as_str() {
+            "newCall" => CtiEventKind::NewCall,
+            "answer" => CtiEventKind::Answer,
+            "hangup" => CtiEventKind::Hangup {
+                cause: optional(self.cause).map(|c| HangupCause::parse(c.trim())),
+            },
+            other => {
+                return Err(ParseError::invalid(
+                    "event",
+                    format!("{:?} is not newCall, answer or hangup", clip(other, 32)),
+                ));
+            }
+        };
+        let call_id = required("callId", self.call_id)?;
+        if call_id.chars().count() > MAX_CALL_ID_CHARS {
+            return Err(ParseError::invalid(
+                "callId",
+                format!("longer than {MAX_CALL_ID_CHARS} characters"),
+            ));
+        }
+        let call_id = text("callId", &call_id, usize::MAX)?;
+        let direction = match required("direction", self.direction)?.as_str() {
+            "in" => Direction::Inbound,
+            "out" => Direction::Outbound,
+            other => {
+                return Err(ParseError::invalid(
+                    "direction",
+                    format!("{:?} is not in or out", clip(other, 32)),
+                ));
+            }
+        };
+        let from = text(
+            "from",
+            &self.from.ok_or(ParseError::Missing("from"))?,
+            MAX_TEXT_BYTES,
+        )?;
+        let to = text("to", &required("to", self.to)?, MAX_TEXT_BYTES)?;
+        if self.users.len() > MAX_USERS {
+            return Err(ParseError::invalid(
+                "user",
+                format!("more than {MAX_USERS} users"),
+            ));
+        }
+        let mut users = self
+            .users
+            .iter()
+            .map(|u| text("user", u, MAX_TEXT_BYTES))
+            .collect::<Result<Vec<_>, _>>()?;
+        users.retain(|u| !u.is_empty());
+        let queue = optional(self.queue)
+            .map(|q| text("queue", &q, MAX_TEXT_BYTES))
+            .transpose()?;
+        let answering_number = optional(self.answering_number)
+            .map(|a| text("answeringNumber", &a, MAX_TEXT_BYTES))
+            .transpose()?;
+        Ok(CtiEvent {
+            kind,
+            call_id,
+            from,
+            to,
+            direction,
+            users,
+            queue,
+            answering_number,
+        })
+    }
+}
+
+/// A value given and not blank, trimmed.
+fn optional(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn required(field: &'static str, value: Option<String>) -> Result<String, ParseError> {
+    optional(value).ok_or(ParseError::Missing(field))
+}
+
+fn from_form(params: &[(String, String)]) -> Result<Raw, ParseError> {
+    let form = Form::new(params);
+    let owned = |name: &'static str| Ok::<_, ParseError>(form.get(name)?.map(str::to_owned));
+    // Zammad documents `user[]` for forms; a PBX sending one `user` is read
+    // the same way.
+    let users: Vec<String> = form
+        .all("user[]")
+        .chain(form.all("user"))
+        .take(MAX_USERS + 1)
+        .map(str::to_owned)
+        .collect();
+    Ok(Raw {
+        event: owned("event")?,
+        call_id: owned("callId")?,
+        from: owned("from")?,
+        to: owned("to")?,
+        direction: owned("direction")?,
+        users,
+        queue: owned("queue")?,
+        answering_number: owned("answeringNumber")?,
+        cause: owned("cause")?,
+    })
+}
+
+/// A JSON scalar a PBX may send for a number or id.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Unsigned(u64),
+    Signed(i64),
+}
+
+impl Scalar {
+    fn into_string(self) -> String {
+        match self {
+            Self::Text(s) => s,
+            Self::Unsigned(n) => n.to_string(),
+            Self::Signed(n) => n.to_string(),
+        }
+    }
+}
+
+/// `user`: one name or a list of names.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Users {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct JsonBody {
+    event: Option<String>,
+    #[serde(rename = "callId")]
+    call_id: Option<Scalar>,
+    from: Option<Scalar>,
+    to: Option<Scalar>,
+    direction: Option<String>,
+    #[serde(alias = "user[]")]
+    user: Option<Users>,
+    queue: Option<String>,
+    #[serde(rename = "answeringNumber")]
+    answering_number: Option<Scalar>,
+    cause: Option<String>,
+}
+
+fn from_json(body: &[u8]) -> Result<Raw, ParseError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: JsonBody =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| ParseError::Json {
+            path: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        })?;
+    de.end().map_err(|e| ParseError::Json {
+        path: ".".into(),
+        message: e.to_string(),
+    })?;
+    let users = match parsed.user {
+        None => Vec::new(),
+        Some(Users::One(u)) => vec![u],
+        Some(Users::Many(list)) => list,
+    };
+    Ok(Raw {
+        event: parsed.event,
+        call_id: parsed.call_id.map(Scalar::into_string),
+        from: parsed.from.map(Scalar::into_string),
+        to: parsed.to.map(Scalar::into_string),
+        direction: parsed.direction,
+        users,
+        queue: parsed.queue,
+        answering_number: parsed.answering_number.map(Scalar::into_string),
+        cause: parsed.cause,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(body: &str) -> Result<CtiEvent, ParseError> {
+        parse_cti(body.as_bytes(), CtiFormat::Json)
+    }
+
+    fn form(body: &str) -> Result<CtiEvent, ParseError> {
+        parse_cti(body.as_bytes(), CtiFormat::Form)
+    }
+
+    #[test]
+    fn content_types() {
+        for (ct, want) in [
+            (Some("application/json"), Some(CtiFormat::Json)),
+            (
+                Some("Application/JSON; charset=utf-8"),
+                Some(CtiFormat::Json),
+            ),
+            (
+                Some("application/x-www-form-urlencoded"),
+                Some(CtiFormat::Form),
+            ),
+            (Some("multipart/form-data; boundary=x"), None),
+            (Some(""), None),
+            (None, None),
+        ] {
+            assert_eq!(CtiFormat::from_content_type(ct), want, "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn json_user_may_be_a_string_or_a_list() {
+        let one = json(
+            r#"{"event":"answer","from":"493023125741","to":"492214710334","direction":"in",
+                "callId":"c-1","user":"Emma Taylor"}"#,
+        )
+        .expect("parses");
+        assert_eq!(one.users, ["Emma Taylor"]);
+        assert_eq!(
+            one.call_event().kind,
+            CallEventKind::Answered {
+                by: Some("Emma Taylor".into())
+            }
+        );
+        let many = json(
+            r#"{"event":"newCall","from":"493023125741","to":"492214710334","direction":"in",
+                "callId":"c-1","user":["A","B"],"queue":"support"}"#,
+        )
+        .expect("parses");
+        assert_eq!(many.users, ["A", "B"]);
+        assert_eq!(many.queue.as_deref(), Some("support"));
+    }
+
+    #[test]
+    fn numbers_may_be_json_numbers() {
+        let event = json(
+            r#"{"event":"answer","from":493023125741,"to":492214710334,"direction":"in",
+                "callId":123456789,"answeringNumber":42}"#,
+        )
+        .expect("parses");
+        assert_eq!(event.from, "493023125741");
+        assert_eq!(event.call_id, "123456789");
+        assert_eq!(
+            event.call_event().kind,
+            CallEventKind::Answered {
+                by: Some("42".into())
+            }
+        );
+    }
+
+    #[test]
+    fn form_users_repeat() {
+        let event = form(
+            "event=newCall&from=493023125741&to=492214710334&direction=in&callId=c-2\
+             &user%5B%5D=Christopher+Miller&user[]=Emma+Taylor",
+        )
+        .expect("parses");
+        assert_eq!(event.users, ["Christopher Miller", "Emma Taylor"]);
+        let single =
+            form("event=newCall&from=1&to=2&direction=out&callId=c&user=Chris").expect("parses");
+        assert_eq!(single.users, ["Chris"]);
+        assert_eq!(single.direction, Direction::Outbound);
+    }
+
+    #[test]
+    fn hangup_causes() {
+        for (raw, want) in [
+            ("normalClearing", EndCause::Completed),
+            ("busy", EndCause::Busy),
+            ("cancel", EndCause::Canceled),
+            ("noAnswer", EndCause::NoAnswer),
+            ("congestion", EndCause::Failed),
+            ("notFound", EndCause::Failed),
+            ("forwarded", EndCause::Other("forwarded".into())),
+            ("exploded", EndCause::Other("exploded".into())),
+        ] {
+            let event = form(&format!(
+                "event=hangup&from=1&to=2&direction=in&callId=c&cause={raw}"
+            ))
+            .expect(raw);
+            assert_eq!(
+                event.call_event().kind,
+                CallEventKind::Ended {
+                    cause: want,
+                    duration_secs: None
+                },
+                "{raw}"
+            );
+        }
+        let no_cause = form("event=hangup&from=1&to=2&direction=in&callId=c").expect("parses");
+        assert_eq!(no_cause.kind, CtiEventKind::Hangup { cause: None });
+        assert_eq!(
+            no_cause.call_event().kind,
+            CallEventKind::Ended {
+                cause: EndCause::Other("unspecified".into()),
+                duration_secs: None
+            }
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let ok = "event=newCall&from=1&to=2&direction=in&callId=c";
+        assert!(form(ok).is_ok());
+        for (from, to, kind) in [
+            ("event=newCall", "event=ringing", "invalid"),
+            ("event=newCall", "event=NEWCALL", "invalid"),
+            ("event=newCall&", "", "missing"),
+            ("&callId=c", "", "missing"),
+            ("&callId=c", "&callId=", "missing"),
+            ("direction=in", "direction=inbound", "invalid"),
+            ("direction=in", "direction=in&direction=out", "repeated"),
+            ("&to=2", "", "missing"),
+            ("from=1&", "", "missing"),
+            ("callId=c", "callId=a%00b", "invalid"),
+        ] {
+            let body = ok.replace(from, to);
+            assert_eq!(form(&body).map_err(|e| e.kind()), Err(kind), "{body}");
+        }
+        let long_id = ok.replace("callId=c", &format!("callId={}", "я".repeat(251)));
+        assert_eq!(form(&long_id).map_err(|e| e.kind()), Err("invalid"));
+        let max_id = ok.replace("callId=c", &format!("callId={}", "я".repeat(250)));
+        assert!(form(&max_id).is_ok());
+        let users = format!("{ok}{}", "&user[]=u".repeat(MAX_USERS + 1));
+        assert_eq!(form(&users).map_err(|e| e.kind()), Err("invalid"));
+        for bad in [
+            "",
+            "[]",
+            "{",
+            r#"{"event":"newCall"} x"#,
+            r#"{"event":1,"from":"1","to":"2","direction":"in","callId":"c"}"#,
+            r#"{"event":"newCall","from":"1","to":"2","direction":"in","callId":{}}"#,
+            r#"{"event":"newCall","from":"1","to":"2","direction":"in","callId":"c","user":[1]}"#,
+        ] {
+            assert_eq!(json(bad).map_err(|e| e.kind()), Err("json"), "{bad}");
+        }
+        let huge = format!("{ok}&x={}", "y".repeat(MAX_BODY_BYTES));
+        assert_eq!(form(&huge).map_err(|e| e.kind()), Err("too_large"));
+        assert_eq!(
+            parse_cti(huge.as_bytes(), CtiFormat::Json).map_err(|e| e.kind()),
+            Err("too_large")
+        );
+    }
+
+    #[test]
+    fn unknown_json_fields_are_ignored_even_deep_ones() {
+        let nested = format!(
+            r#"{{"event":"newCall","from":"1","to":"2","direction":"in","callId":"c","x":{}{}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        // Deep nesting is refused by serde_json's recursion limit, or skipped;
+        // never a stack overflow.
+        let _ = json(&nested);
+        let event = json(
+            r#"{"event":"newCall","from":"1","to":"2","direction":"in","callId":"c","pbx":"asterisk"}"#,
+        )
+        .expect("parses");
+        assert_eq!(event.call_id, "c");
+    }
+}

@@ -1,0 +1,528 @@
+//! `[[channels]] type = "twilio"`: calls to a Twilio number, routed like
+//! every other contact. Twilio requests our URLs (each signed with
+//! `X-Twilio-Signature` over `public_url` + path + query and the form
+//! parameters; refused with 403 otherwise) and we answer with TwiML:
+//!
+//! - `POST /incoming` (the number's voice webhook): a blocked caller is
+//!   rejected; anyone else becomes a voice contact (stored before we answer)
+//!   and hears the hold message, then a pause and a redirect to `/wait`.
+//! - `POST /wait?contact=ID`: while the contact waits, more hold; once it is
+//!   offered to an agent, `<Dial>` to the agent's endpoint (SIP URI, number
+//!   or client) with the ring timeout, reporting the agent's leg to
+//!   `/agent` and the outcome to `/dialed`.
+//! - `POST /agent?contact=ID&agent=A` (the agent leg's status callback):
+//!   `in-progress` means the agent answered: the offer is accepted.
+//! - `POST /dialed?contact=ID&agent=A` (the `<Dial>` action): answered and
+//!   over, the contact is closed (the agent enters wrap-up) and the call
+//!   hung up; not answered, the offer counts as missed, goes to the next
+//!   agent, and the caller holds again.
+//! - `POST /status` (the number's status callback): a call that ends while
+//!   waiting or offered is *abandoned* (never offered again); one that ends
+//!   while connected is closed.
+//!
+//! Routing's answer is the truth: the adapter keeps no call state of its
+//! own, so any instance can serve any request of a call.
+
+use crate::{
+    CallEvent, CallEventKind, Caller, DialOptions, Direction, Hold, Provider, RejectReason, Target,
+    TwilioCall, classify_caller, inbound_event, parse_form, parse_twilio, twiml_connect,
+    twiml_hangup, twiml_reject, verify_twilio_signature,
+};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::future::BoxFuture;
+use metrics::counter;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use switchboard_channel::{
+    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Routing, Secret,
+    SecretValue,
+};
+use switchboard_core::{ContactId, IntakeError};
+use tracing::{debug, info, warn};
+
+/// `[[channels]] type = "twilio"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    pub name: String,
+    /// The account's auth token: the key of `X-Twilio-Signature`.
+    pub auth_token: Secret,
+    /// The URL Twilio reaches this channel at (through the reverse proxy),
+    /// e.g. `https://switchboard.example.com/channels/phone`: signatures
+    /// cover it, and our TwiML points Twilio back to it.
+    pub public_url: String,
+    /// Said once when the caller is put on hold.
+    #[serde(default = "default_hold_message")]
+    pub hold_message: String,
+    /// `<Say language>` of the hold message, e.g. `uk-UA`.
+    #[serde(default)]
+    pub hold_language: Option<String>,
+    /// Hold music (an absolute URL of an audio file); silence without it.
+    #[serde(default)]
+    pub hold_music_url: Option<String>,
+    /// How often a waiting call asks again whether an agent is chosen.
+    #[serde(default = "default_hold_pause")]
+    pub hold_pause_secs: u32,
+    /// How long an agent's phone rings before the call goes to the next.
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout_secs: u32,
+    /// Each agent's phone: `sip:…`, `client:…` or a number.
+    #[serde(default)]
+    pub agents: BTreeMap<String, String>,
+    /// Callers rejected outright.
+    #[serde(default)]
+    pub blocked: Vec<String>,
+}
+
+fn default_hold_message() -> String {
+    "Thank you for calling. Please hold; the next available agent will answer.".into()
+}
+
+fn default_hold_pause() -> u32 {
+    5
+}
+
+fn default_ring_timeout() -> u32 {
+    20
+}
+
+fn target(endpoint: &str) -> Target {
+    if let Some(client) = endpoint.strip_prefix("client:") {
+        Target::Client(client.to_owned())
+    } else if endpoint.starts_with("sip:") || endpoint.starts_with("sips:") {
+        Target::Sip(endpoint.to_owned())
+    } else {
+        Target::Number(endpoint.to_owned())
+    }
+}
+
+fn config_error(name: &str, key: &str, problem: &str) -> ChannelError {
+    ChannelError::Config(format!("channels.{name}.{key}: {problem}"))
+}
+
+impl ChannelConfig for TwilioConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self) -> Result<(), ChannelError> {
+        if self.auth_token.resolve()?.expose().len() < 16 {
+            return Err(config_error(
+                &self.name,
+                "auth_token",
+                "must be at least 16 characters",
+            ));
+        }
+        let url_ok = url::Url::parse(&self.public_url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none());
+        if !url_ok || self.public_url.ends_with('/') {
+            return Err(config_error(
+                &self.name,
+                "public_url",
+                "must be an http(s) URL without a query or a trailing slash",
+            ));
+        }
+        if !(1..=60).contains(&self.hold_pause_secs) {
+            return Err(config_error(
+                &self.name,
+                "hold_pause_secs",
+                "must be 1 to 60",
+            ));
+        }
+        if !(5..=120).contains(&self.ring_timeout_secs) {
+            return Err(config_error(
+                &self.name,
+                "ring_timeout_secs",
+                "must be 5 to 120",
+            ));
+        }
+        // Every endpoint and the hold TwiML are checked by building them.
+        let probe = format!("{}/wait", self.public_url);
+        for (agent, endpoint) in &self.agents {
+            twiml_connect(
+                &target(endpoint),
+                &DialOptions {
+                    ring_timeout_secs: self.ring_timeout_secs,
+                    action_url: &probe,
+                    status_url: Some(&probe),
+                    caller_id: None,
+                },
+            )
+            .map_err(|e| config_error(&self.name, &format!("agents.{agent}"), &e.to_string()))?;
+        }
+        self.hold(&probe, true)
+            .to_twiml()
+            .map_err(|e| config_error(&self.name, "hold", &e.to_string()))?;
+        Ok(())
+    }
+
+    fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
+        self.validate()?;
+        let blocked = self
+            .blocked
+            .iter()
+            .map(|b| match classify_caller(b) {
+                Caller::Phone(n) => n,
+                _ => b.clone(),
+            })
+            .collect();
+        let state = Arc::new(TwilioState {
+            name: ctx.name.clone(),
+            token: self.auth_token.resolve()?,
+            config: self.clone(),
+            blocked,
+            intake: ctx.intake.clone(),
+            routing: ctx.routing.clone(),
+        });
+        Ok(Box::new(TwilioChannel { state, ctx }))
+    }
+}
+
+impl TwilioConfig {
+    fn hold<'a>(&'a self, redirect: &'a str, first: bool) -> Hold<'a> {
+        Hold {
+            message: if first { &self.hold_message } else { "" },
+            language: self.hold_language.as_deref(),
+            music_url: self.hold_music_url.as_deref(),
+            pause_secs: self.hold_pause_secs,
+            redirect_url: redirect,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TwilioState {
+    name: String,
+    token: SecretValue,
+    config: TwilioConfig,
+    blocked: HashSet<String>,
+    intake: Arc<dyn Intake>,
+    routing: Arc<dyn Routing>,
+}
+
+struct TwilioChannel {
+    state: Arc<TwilioState>,
+    ctx: ChannelContext,
+}
+
+impl ChannelAdapter for TwilioChannel {
+    fn routes(&self) -> Option<Router> {
+        Some(
+            Router::new()
+                .route("/incoming", post(incoming))
+                .route("/wait", post(wait))
+                .route("/agent", post(agent_leg))
+                .route("/dialed", post(dialed))
+                .route("/status", post(status))
+                .with_state(self.state.clone()),
+        )
+    }
+
+    fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
+        let shutdown = self.ctx.shutdown.clone();
+        Box::pin(async move {
+            shutdown.cancelled().await;
+            Ok(())
+        })
+    }
+}
+
+/// Why a request was not served.
+enum Refusal {
+    Signature(String),
+    Bad(String),
+    Unavailable(String),
+}
+
+impl From<IntakeError> for Refusal {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Invalid(e) => Refusal::Bad(e.to_string()),
+            other => Refusal::Unavailable(other.to_string()),
+        }
+    }
+}
+
+type Served = Result<Response, Refusal>;
+
+fn twiml(xml: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"))],
+        xml,
+    )
+        .into_response()
+}
+
+fn empty() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+impl TwilioState {
+    /// Checks the signature and reads the call. `path_and_query` is the part
+    /// of the URL after the channel's prefix, exactly as requested.
+    fn read(
+        &self,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(TwilioCall, Vec<(String, String)>), Refusal> {
+        let params = parse_form(body).map_err(|e| Refusal::Bad(e.to_string()))?;
+        // The router strips the channel's prefix; the public URL stands for it.
+        let path = uri.path();
+        let suffix = path
+            .strip_prefix(&format!("/channels/{}", self.name))
+            .unwrap_or(path);
+        let url = match uri.query() {
+            Some(q) => format!("{}{suffix}?{q}", self.config.public_url),
+            None => format!("{}{suffix}", self.config.public_url),
+        };
+        let signature = headers
+            .get(crate::verify::TWILIO_SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        verify_twilio_signature(self.token.expose().as_bytes(), &url, &params, signature)
+            .map_err(|e| Refusal::Signature(e.to_string()))?;
+        let call = parse_twilio(&params).map_err(|e| Refusal::Bad(e.to_string()))?;
+        Ok((call, params))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.public_url)
+    }
+
+    fn hold(&self, contact: &ContactId, first: bool) -> Served {
+        let redirect = self.url(&format!("/wait?contact={contact}"));
+        self.config
+            .hold(&redirect, first)
+            .to_twiml()
+            .map(twiml)
+            .map_err(|e| Refusal::Unavailable(e.to_string()))
+    }
+
+    fn answer(&self, endpoint: &'static str, result: Served) -> Response {
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Refusal::Signature(_)) => "bad_signature",
+            Err(Refusal::Bad(_)) => "bad_request",
+            Err(Refusal::Unavailable(_)) => "unavailable",
+        };
+        counter!("switchboard_voice_requests_total",
+            "source" => self.name.clone(), "endpoint" => endpoint, "outcome" => outcome)
+        .increment(1);
+        match result {
+            Ok(response) => response,
+            Err(Refusal::Signature(e)) => {
+                warn!(source = %self.name, endpoint, error = %e, "Twilio request refused: bad signature.");
+                (StatusCode::FORBIDDEN, e).into_response()
+            }
+            Err(Refusal::Bad(e)) => {
+                debug!(source = %self.name, endpoint, error = %e, "Twilio request refused.");
+                (StatusCode::BAD_REQUEST, e).into_response()
+            }
+            Err(Refusal::Unavailable(e)) => {
+                warn!(source = %self.name, endpoint, error = %e, "Twilio request not served; Twilio will retry or play its fallback.");
+                (StatusCode::SERVICE_UNAVAILABLE, e).into_response()
+            }
+        }
+    }
+
+    /// The contact of the caller's call `call_sid` from `from` to `to`.
+    async fn contact_of(&self, call: &TwilioCall) -> Result<Option<ContactId>, Refusal> {
+        let ringing = CallEvent {
+            provider: Provider::Twilio,
+            call_id: call.call_sid.clone(),
+            kind: CallEventKind::Ringing {
+                from: call.from.clone(),
+                to: call.to.clone(),
+                direction: Direction::Inbound,
+                caller_name: None,
+                queue: None,
+            },
+            sequence: None,
+            at: None,
+        };
+        let Ok(event) = inbound_event(&ringing, &self.name) else {
+            return Ok(None);
+        };
+        Ok(self
+            .intake
+            .lookup(&self.name, &event.customer, &call.call_sid)
+            .await?
+            .map(|r| r.contact_id))
+    }
+}
+
+/// The contact (and agent) our own URLs carry in their query (signed by
+/// Twilio with the rest of the URL).
+fn query(uri: &axum::http::Uri) -> Result<(ContactId, Option<String>), Refusal> {
+    let mut contact = None;
+    let mut agent = None;
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "contact" => contact = Some(v.into_owned()),
+            "agent" => agent = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let contact = contact
+        .ok_or_else(|| Refusal::Bad("contact: missing".into()))?
+        .parse()
+        .map_err(|_| Refusal::Bad("contact: not a contact id".into()))?;
+    Ok((contact, agent))
+}
+
+async fn incoming(
+    State(state): State<Arc<TwilioState>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let (call, _) = state.read(&uri, &headers, &body)?;
+        let event = call
+            .call_event()
+            .ok_or_else(|| Refusal::Bad("not a new call".into()))?;
+        let inbound = inbound_event(&event, &state.name).map_err(|e| Refusal::Bad(e.to_string()))?;
+        if state.blocked.contains(&inbound.customer.value) {
+            info!(source = %state.name, call_id = %call.call_sid, "Blocked caller rejected.");
+            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "blocked")
+                .increment(1);
+            return Ok(twiml(twiml_reject(RejectReason::Rejected)));
+        }
+        let receipt = state.intake.submit(inbound).await?;
+        counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "queued")
+            .increment(1);
+        info!(source = %state.name, call_id = %call.call_sid, contact_id = %receipt.contact_id, "Call queued.");
+        state.hold(&receipt.contact_id, true)
+    }
+    .await;
+    state.answer("incoming", result)
+}
+
+async fn wait(
+    State(state): State<Arc<TwilioState>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        state.read(&uri, &headers, &body)?;
+        let (contact, _) = query(&uri)?;
+        let route = state.routing.route(&contact).await?;
+        let (Some(route_state), agent) = (
+            route.as_ref().map(|r| r.state.as_str()),
+            route.as_ref().and_then(|r| r.agent.clone()),
+        ) else {
+            // Not handed to routing yet: hold.
+            return state.hold(&contact, false);
+        };
+        match (route_state, agent) {
+            ("offered" | "assigned", Some(agent)) => {
+                let Some(endpoint) = state.config.agents.get(&agent) else {
+                    warn!(source = %state.name, agent_id = %agent, "The agent has no phone in this channel's configuration; the offer is passed on.");
+                    state.routing.answer(&contact, &agent, false).await?;
+                    return state.hold(&contact, false);
+                };
+                let action = state.url(&format!("/dialed?contact={contact}&agent={agent}"));
+                let status = state.url(&format!("/agent?contact={contact}&agent={agent}"));
+                debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Ringing the agent.");
+                twiml_connect(
+                    &target(endpoint),
+                    &DialOptions {
+                        ring_timeout_secs: state.config.ring_timeout_secs,
+                        action_url: &action,
+                        status_url: Some(&status),
+                        caller_id: None,
+                    },
+                )
+                .map(twiml)
+                .map_err(|e| Refusal::Unavailable(e.to_string()))
+            }
+            ("closed", _) => Ok(twiml(twiml_hangup())),
+            _ => state.hold(&contact, false),
+        }
+    }
+    .await;
+    state.answer("wait", result)
+}
+
+async fn agent_leg(
+    State(state): State<Arc<TwilioState>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let (call, _) = state.read(&uri, &headers, &body)?;
+        let (contact, agent) = query(&uri)?;
+        let agent = agent.ok_or_else(|| Refusal::Bad("agent: missing".into()))?;
+        if let Some(CallEventKind::Answered { .. }) = call.call_event().map(|e| e.kind) {
+            let outcome = state.routing.answer(&contact, &agent, true).await?;
+            info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent answered the call.");
+        }
+        Ok(empty())
+    }
+    .await;
+    state.answer("agent", result)
+}
+
+async fn dialed(
+    State(state): State<Arc<TwilioState>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let (call, _) = state.read(&uri, &headers, &body)?;
+        let (contact, agent) = query(&uri)?;
+        let agent = agent.ok_or_else(|| Refusal::Bad("agent: missing".into()))?;
+        match call.call_event().map(|e| e.kind) {
+            Some(CallEventKind::Answered { .. }) => {
+                // Answered and over (the agent's leg ended): the contact is
+                // done. Accepting first is harmless when the agent leg's
+                // callback did it already.
+                state.routing.answer(&contact, &agent, true).await?;
+                state.routing.end(&contact, "completed").await?;
+                Ok(twiml(twiml_hangup()))
+            }
+            _ => {
+                let outcome = state.routing.answer(&contact, &agent, false).await?;
+                info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent did not answer; the call goes to the next.");
+                state.hold(&contact, false)
+            }
+        }
+    }
+    .await;
+    state.answer("dialed", result)
+}
+
+async fn status(
+    State(state): State<Arc<TwilioState>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let (call, _) = state.read(&uri, &headers, &body)?;
+        let Some(CallEventKind::Ended { cause, .. }) = call.call_event().map(|e| e.kind) else {
+            return Ok(empty());
+        };
+        let Some(contact) = state.contact_of(&call).await? else {
+            debug!(source = %state.name, call_id = %call.call_sid, "Status of a call we never queued.");
+            return Ok(empty());
+        };
+        let outcome = state.routing.end(&contact, cause.as_str()).await?;
+        counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => outcome.clone())
+            .increment(1);
+        info!(source = %state.name, call_id = %call.call_sid, contact_id = %contact, outcome = %outcome, "Call ended.");
+        Ok(empty())
+    }
+    .await;
+    state.answer("status", result)
+}

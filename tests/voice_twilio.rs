@@ -1,0 +1,405 @@
+//! Whole calls through the Twilio channel of a running daemon: the test
+//! plays Twilio, posting signed form requests exactly as Twilio does
+//! (signatures of the corpus rows from `tests/corpus/voice/SIGNATURES.tsv`,
+//! computed independently of Switchboard; the others with this file's own
+//! HMAC-SHA1), and follows the TwiML answers.
+//!
+//! Calls: answered (the agent's phone rings, is answered, the call ends,
+//! the agent wraps up); abandoned in queue (never offered again);
+//! ring-no-answer (the next agent's phone rings); an agent busy on another
+//! call (the next call waits for them); a blocked caller (rejected, nothing
+//! stored); wrong signatures (refused, nothing stored).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hmac::Mac;
+use serde_json::json;
+use std::time::Duration;
+use switchboard_e2e::*;
+
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/voice");
+const PUBLIC: &str = "https://switchboard.example.com/voice/twilio";
+const TOKEN_OLHA: &str = "olha-agent-token-0123456789";
+const TOKEN_PETRO: &str = "petro-agent-token-0123456789";
+const SUPERVISOR: &str = "supervisor-token-0123456789";
+
+fn auth_token() -> String {
+    let text = std::fs::read_to_string(format!("{CORPUS}/SIGNATURES.tsv")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("# Twilio auth token:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn config(agents: &str) -> String {
+    format!(
+        r#"
+[routing]
+wrap_up_secs = 2
+missed_offers_before_away = 1
+
+[routing.offer_timeout_secs]
+voice = 60
+{agents}
+
+[agent_api]
+supervisor_token = "{SUPERVISOR}"
+
+[[channels]]
+type = "twilio"
+name = "phone"
+auth_token = "{}"
+public_url = "{PUBLIC}"
+hold_pause_secs = 1
+ring_timeout_secs = 15
+blocked = ["+48 22 000 00 00"]
+
+[channels.agents]
+olha = "sip:olha@pbx.example.com"
+petro = "+380441234567"
+"#,
+        auth_token()
+    )
+}
+
+fn agent(id: &str, token: &str) -> String {
+    format!(
+        "\n[[routing.agents]]\nid = \"{id}\"\ncapacity = {{ voice = 1, chat = 2 }}\ntoken = \"{token}\"\n"
+    )
+}
+
+/// Twilio's `X-Twilio-Signature`: base64(HMAC-SHA1(token, url + every
+/// parameter's name and value, sorted by name)).
+fn sign(url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut data = url.to_owned();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(auth_token().as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn form(params: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// Plays Twilio against the daemon at `base`.
+struct Twilio {
+    http: Http,
+    base: String,
+}
+
+impl Twilio {
+    /// Posts `params` to `path` (relative to the channel, with its query),
+    /// signed for the public URL, as Twilio does.
+    async fn post(&self, path: &str, params: &[(&str, &str)]) -> Reply {
+        let signature = sign(&format!("{PUBLIC}{path}"), params);
+        self.post_signed(path, params, &signature).await
+    }
+
+    async fn post_signed(&self, path: &str, params: &[(&str, &str)], signature: &str) -> Reply {
+        self.http
+            .post(
+                &format!("{}/channels/phone{path}", self.base),
+                &[
+                    ("x-twilio-signature", signature),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                form(params),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// A new inbound call: the hold TwiML, and the `/wait…` path it
+    /// redirects to.
+    async fn call(&self, sid: &str, from: &str) -> String {
+        let reply = self.post("/incoming", &incoming(sid, from)).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(reply.body.contains("<Say"), "{}", reply.body);
+        redirect(&reply.body)
+    }
+
+    /// Follows the hold loop until the TwiML dials someone; the dialled
+    /// target and the `/dialed…` and `/agent…` paths.
+    async fn until_dialed(&self, wait: &str, sid: &str) -> (String, String, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let reply = self.post(wait, &leg(sid, "in-progress")).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            if reply.body.contains("<Dial") {
+                // <Sip …>uri</Sip> or <Number …>number</Number>
+                let noun = if reply.body.contains("<Sip") {
+                    "Sip"
+                } else {
+                    "Number"
+                };
+                let start = reply.body.find(&format!("<{noun}")).unwrap();
+                let target = between(&reply.body[start..], ">", &format!("</{noun}>")).unwrap();
+                let action = path_of(&attr(&reply.body, "action"));
+                let status = path_of(&attr(&reply.body, "statusCallback"));
+                return (target, action, status);
+            }
+            assert!(reply.body.contains("<Redirect"), "{}", reply.body);
+            assert!(std::time::Instant::now() < deadline, "never dialled");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn incoming<'a>(sid: &'a str, from: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", sid),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("From", from),
+        ("To", "+15550783881"),
+    ]
+}
+
+fn leg<'a>(sid: &'a str, status: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+        ("CallSid", sid),
+        ("CallStatus", status),
+        ("Direction", "inbound"),
+        ("From", "+380501234567"),
+        ("To", "+15550783881"),
+    ]
+}
+
+fn between(text: &str, open: &str, close: &str) -> Option<String> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(text[start..end].to_owned())
+}
+
+fn attr(text: &str, name: &str) -> String {
+    between(text, &format!(" {name}=\""), "\"")
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .replace("&amp;", "&")
+}
+
+/// Where a hold TwiML sends Twilio next.
+fn redirect(twiml: &str) -> String {
+    let start = twiml
+        .find("<Redirect")
+        .unwrap_or_else(|| panic!("no redirect in {twiml}"));
+    let url = between(&twiml[start..], ">", "</Redirect>").unwrap();
+    path_of(&url.replace("&amp;", "&"))
+}
+
+/// The part of one of our public URLs after the channel's prefix.
+fn path_of(url: &str) -> String {
+    url.strip_prefix(PUBLIC)
+        .unwrap_or_else(|| panic!("{url} is not under {PUBLIC}"))
+        .to_owned()
+}
+
+/// The contact id in one of our URLs.
+fn contact_in(path: &str) -> String {
+    between(&format!("{path}&"), "contact=", "&").unwrap()
+}
+
+async fn route(http: &Http, base: &str, contact: &str) -> serde_json::Value {
+    http.call(
+        "GET",
+        &format!("{base}/api/v1/contacts/{contact}/routing"),
+        Some(SUPERVISOR),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+}
+
+async fn online(base: &str, token: &str) -> AgentSocket {
+    let mut ws = AgentSocket::connect(base, token).await.unwrap();
+    ws.next(Duration::from_secs(5)).await.expect("hello");
+    ws.send(json!({"type": "presence", "presence": "available"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws
+}
+
+#[tokio::test]
+async fn corpus_rows_and_an_answered_call() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(&agent("olha", TOKEN_OLHA)),
+    );
+    let twilio = Twilio {
+        http: Http::new(),
+        base: daemon.base(),
+    };
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(format!("{CORPUS}/SIGNATURES.tsv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("file\t"))
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    let corpus = |file: &str| std::fs::read_to_string(format!("{CORPUS}/{file}")).unwrap();
+    let post_row = |row: &Vec<String>| {
+        let body = corpus(&row[0]);
+        let path = path_of(&row[1]);
+        let signature = row[2].clone();
+        let http = twilio.http.clone();
+        let base = twilio.base.clone();
+        async move {
+            http.post(
+                &format!("{base}/channels/phone{path}"),
+                &[
+                    ("x-twilio-signature", signature.as_str()),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                body,
+            )
+            .await
+            .unwrap()
+        }
+    };
+
+    // Row 4: the wrong signature (signed for another URL) is refused and
+    // nothing is stored.
+    let refused = post_row(&rows[3]).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(stored_messages(&redis.url()).await.is_empty());
+
+    // Row 1: the incoming call is queued and the caller held.
+    let reply = post_row(&rows[0]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("<Say"), "{}", reply.body);
+    let wait = redirect(&reply.body);
+    let contact = contact_in(&wait);
+    assert_eq!(stored_messages(&redis.url()).await.len(), 1);
+
+    // The agent comes online: the next wait rings her SIP phone.
+    let mut olha = online(&twilio.base, TOKEN_OLHA).await;
+    let sid = "CA11111111111111111111111111111111";
+    let (target, dialed, agent_status) = twilio.until_dialed(&wait, sid).await;
+    assert_eq!(target, "sip:olha@pbx.example.com");
+    let (offer, _) = olha.until("offer", Duration::from_secs(5)).await;
+    assert_eq!(offer.unwrap()["channel"], "voice");
+
+    // Her phone is answered: the agent leg's callback accepts the offer.
+    let mut agent_leg = leg("CA99999999999999999999999999999999", "in-progress");
+    agent_leg.push(("ParentCallSid", sid));
+    let r = twilio.post(&agent_status, &agent_leg).await;
+    assert!(r.status < 300, "{}", r.body);
+    let routed = route(&twilio.http, &twilio.base, &contact).await;
+    assert_eq!(routed["state"], "assigned", "{routed}");
+
+    // The conversation ends: the Dial action hangs up; row 3 (the caller's
+    // completed status) finds the contact closed.
+    let mut done = leg(sid, "completed");
+    done.push(("DialCallStatus", "completed"));
+    done.push(("DialCallDuration", "95"));
+    let r = twilio.post(&dialed, &done).await;
+    assert!(r.body.contains("<Hangup"), "{}", r.body);
+    let r = post_row(&rows[1]).await;
+    assert!(r.status < 300, "{}", r.body);
+    let (closed, _) = olha.until("closed", Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "the agent is told the call is over");
+    let (presence, _) = olha.until("presence", Duration::from_secs(5)).await;
+    assert_eq!(presence.unwrap()["presence"], "wrap_up");
+
+    // Row 3 (CA2222…): a caller who hangs up while queued. Nobody is free
+    // (the agent wraps up), so the call waits; the cancel abandons it.
+    let wait2 = twilio
+        .call("CA22222222222222222222222222222222", "+48221234567")
+        .await;
+    let second = contact_in(&wait2);
+    let r = post_row(&rows[2]).await;
+    assert!(r.status < 300, "{}", r.body);
+    let routed = route(&twilio.http, &twilio.base, &second).await;
+    assert_eq!(routed["state"], "closed", "{routed}");
+    // Once the agent is free again, the abandoned call is never offered.
+    let (offer, _) = olha.until("offer", Duration::from_secs(4)).await;
+    assert!(offer.is_none(), "an abandoned call was offered: {offer:?}");
+    let metrics = Http::new()
+        .get(&format!("{}/metrics", twilio.base))
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_voice_calls_total") && l.contains("abandoned")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn ring_no_answer_busy_agents_and_blocked_callers() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(&format!(
+            "{}{}",
+            agent("olha", TOKEN_OLHA),
+            agent("petro", TOKEN_PETRO)
+        )),
+    );
+    let twilio = Twilio {
+        http: Http::new(),
+        base: daemon.base(),
+    };
+
+    // A blocked caller is rejected and nothing is stored.
+    let r = twilio
+        .post(
+            "/incoming",
+            &incoming("CA00000000000000000000000000000001", "+48220000000"),
+        )
+        .await;
+    assert!(r.body.contains("<Reject"), "{}", r.body);
+    assert!(stored_messages(&redis.url()).await.is_empty());
+
+    let _olha = online(&twilio.base, TOKEN_OLHA).await;
+    let _petro = online(&twilio.base, TOKEN_PETRO).await;
+
+    // Ring, no answer: the call goes to the other agent's phone.
+    let a = "CA00000000000000000000000000000002";
+    let wait = twilio.call(a, "+380501111111").await;
+    let (first, dialed, _) = twilio.until_dialed(&wait, a).await;
+    let mut missed = leg(a, "in-progress");
+    missed.push(("DialCallStatus", "no-answer"));
+    let r = twilio.post(&dialed, &missed).await;
+    assert!(r.body.contains("<Redirect"), "held again: {}", r.body);
+    let (second, _, status) = twilio.until_dialed(&wait, a).await;
+    assert_ne!(first, second, "the next agent's phone rings");
+    let mut answered = leg("CA00000000000000000000000000000009", "in-progress");
+    answered.push(("ParentCallSid", a));
+    twilio.post(&status, &answered).await;
+
+    // The agent who answered is on a call (voice capacity 1) and the one who
+    // missed was set away (missed_offers_before_away = 1): a second call
+    // waits for someone free.
+    let b = "CA00000000000000000000000000000003";
+    let wait_b = twilio.call(b, "+380502222222").await;
+    let contact_b = contact_in(&wait_b);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = twilio.post(&wait_b, &leg(b, "in-progress")).await;
+    assert!(
+        r.body.contains("<Redirect") && !r.body.contains("<Dial"),
+        "no free agent: held, not dialled: {}",
+        r.body
+    );
+    let routed = route(&twilio.http, &twilio.base, &contact_b).await;
+    assert_eq!(routed["state"], "waiting", "{routed}");
+}
