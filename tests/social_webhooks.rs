@@ -83,11 +83,45 @@ async fn graph_stand_in() -> (String, Sent) {
         }))
     }
     let sent: Sent = Arc::default();
-    let app = axum::Router::new()
-        .route("/{version}/{phone}/messages", axum::routing::post(send))
-        .with_state(sent.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Media: `GET /{version}/{media-id}` names a short-lived URL, which
+    // serves the file to the same bearer token.
+    let media_info = move |Path((_version, id)): Path<(String, String)>, headers: HeaderMap| async move {
+        if headers.get("authorization").and_then(|v| v.to_str().ok())
+            != Some("Bearer whatsapp-access-token")
+            || id != "MEDIA-ID-1"
+        {
+            return (
+                axum::http::StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": 100}})),
+            );
+        }
+        (
+            axum::http::StatusCode::OK,
+            Json(json!({
+                "messaging_product": "whatsapp",
+                "url": format!("http://{addr}/files/{id}"),
+                "mime_type": "image/jpeg",
+                "file_size": 9,
+                "id": id
+            })),
+        )
+    };
+    let file = |Path(id): Path<String>, headers: HeaderMap| async move {
+        let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
+            == Some("Bearer whatsapp-access-token");
+        if authorized && id == "MEDIA-ID-1" {
+            (axum::http::StatusCode::OK, b"\xff\xd8JPEGDATA".to_vec())
+        } else {
+            (axum::http::StatusCode::NOT_FOUND, Vec::new())
+        }
+    };
+    let app = axum::Router::new()
+        .route("/{version}/{phone}/messages", axum::routing::post(send))
+        .route("/{version}/{id}", axum::routing::get(media_info))
+        .route("/files/{id}", axum::routing::get(file))
+        .with_state(sent.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}/v21.0"), sent)
 }
@@ -252,7 +286,7 @@ async fn every_corpus_delivery_has_its_documented_outcome() {
         .unwrap();
     assert_eq!(bad.status, 403);
 
-    let mut agent = AgentSocket::connect(&base, AGENT_TOKEN).await.unwrap();
+    let mut agent = AgentSocket::connect_when_ready(&base, AGENT_TOKEN).await;
     agent.next(Duration::from_secs(5)).await.expect("hello");
     agent
         .send(json!({"type": "presence", "presence": "available"}))
@@ -401,6 +435,20 @@ async fn every_corpus_delivery_has_its_documented_outcome() {
                 let text = image["text"].as_str().unwrap();
                 assert!(text.contains("media id MEDIA-ID-1"), "{context}: {text}");
                 assert!(text.contains("image/jpeg"), "{context}: {text}");
+                // The agent opens it: fetched through the Graph API.
+                let url = format!("{base}/api/v1/contacts/{whatsapp_contact}/media/MEDIA-ID-1");
+                let got = http
+                    .call("GET", &url, Some(AGENT_TOKEN), None)
+                    .await
+                    .unwrap();
+                assert_eq!(got.status, 200, "{}", got.body);
+                assert!(got.body.ends_with("JPEGDATA"), "{}", got.body);
+                let other = format!("{base}/api/v1/contacts/{whatsapp_contact}/media/MEDIA-ID-2");
+                let missing = http
+                    .call("GET", &other, Some(AGENT_TOKEN), None)
+                    .await
+                    .unwrap();
+                assert_eq!(missing.status, 404, "only media the conversation received");
             }
             7 => {
                 assert_eq!(reply.status, 200, "{context}");

@@ -225,7 +225,7 @@ async fn route(http: &Http, base: &str, contact: &str) -> serde_json::Value {
 }
 
 async fn online(base: &str, token: &str) -> AgentSocket {
-    let mut ws = AgentSocket::connect(base, token).await.unwrap();
+    let mut ws = AgentSocket::connect_when_ready(base, token).await;
     ws.next(Duration::from_secs(5)).await.expect("hello");
     ws.send(json!({"type": "presence", "presence": "available"}))
         .await;

@@ -78,7 +78,7 @@ fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let mut agents = Vec::new();
         for i in 0..AGENTS {
-            let mut ws = AgentSocket::connect(&base, &token(i)).await.unwrap();
+            let mut ws = AgentSocket::connect_when_ready(&base, &token(i)).await;
             ws.recv(Duration::from_secs(10)).await.unwrap().unwrap();
             ws.send(json!({"type": "presence", "presence": "available"}))
                 .await;

@@ -406,6 +406,20 @@ impl AgentSocket {
         Ok(AgentSocket { stream })
     }
 
+    /// Connects, retrying for up to 5 s while the token is refused: agents
+    /// from the configuration are written to Redis just after the daemon
+    /// starts listening.
+    pub async fn connect_when_ready(base: &str, token: &str) -> AgentSocket {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match AgentSocket::connect(base, token).await {
+                Ok(ws) => return ws,
+                Err(e) if Instant::now() >= deadline => panic!("cannot connect: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     pub async fn send(&mut self, frame: serde_json::Value) {
         use futures_util::SinkExt;
         self.stream

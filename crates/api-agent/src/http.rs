@@ -49,7 +49,7 @@ pub async fn caller(
     }
 }
 
-async fn who(inner: &Inner, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) async fn who(inner: &Inner, headers: &HeaderMap) -> Result<Caller, ApiError> {
     caller(inner, headers, None).await
 }
 

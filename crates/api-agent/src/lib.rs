@@ -13,6 +13,7 @@ pub mod error;
 pub mod frames;
 mod http;
 pub mod hub;
+mod media;
 mod ws;
 
 use axum::Router;
@@ -115,6 +116,7 @@ pub struct Inner {
     pub(crate) supervisor: Option<SecretValue>,
     pub(crate) settings: AgentApiConfig,
     pub(crate) hub: hub::Hub,
+    pub(crate) media: media::MediaSources,
 }
 
 impl std::fmt::Debug for Inner {
@@ -152,8 +154,14 @@ impl AgentApi {
                 supervisor,
                 settings,
                 hub: hub::Hub::default(),
+                media: media::MediaSources::default(),
             }),
         })
+    }
+
+    /// Serves the attachments of `channel`'s contacts through `source`.
+    pub fn register_media(&self, channel: &str, source: Arc<dyn switchboard_channel::MediaSource>) {
+        self.inner.media.register(channel, source);
     }
 
     /// The routes, to be mounted at `/api/v1`.
@@ -171,6 +179,7 @@ impl AgentApi {
             .route("/contacts/{id}/transfer", post(http::transfer))
             .route("/contacts/{id}/notes", post(http::note))
             .route("/contacts/{id}/messages", post(http::reply))
+            .route("/contacts/{id}/media/{media_id}", get(media::media))
             .route("/queues", get(http::queues))
             .route("/agents", get(http::agents).put(http::put_agent))
             .route("/ws", get(http::ws))

@@ -81,6 +81,37 @@ pub trait Routing: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<String, IntakeError>>;
 }
 
+/// A customer's attachment, fetched from the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    /// As the provider gave it; the agent API never serves it inline.
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Why an attachment could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    #[error("the provider does not know this attachment (or no longer has it)")]
+    NotFound,
+    #[error("the attachment is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the provider could not be reached: {0}")]
+    Unavailable(String),
+}
+
+/// Attachments kept as references (media ids) and fetched through the
+/// provider's API when an agent opens them.
+pub trait MediaSource: Send + Sync + fmt::Debug {
+    /// The attachment `media_id` received by `account` (the contact's
+    /// address: page, phone number id, bot).
+    fn fetch<'a>(
+        &'a self,
+        account: &'a str,
+        media_id: &'a str,
+    ) -> BoxFuture<'a, Result<Media, MediaError>>;
+}
+
 /// One outbound message taken from an adapter's outbox, to be settled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboundDelivery {
@@ -195,6 +226,11 @@ pub trait ChannelAdapter: Send {
     /// HTTP routes served under `/channels/{name}` on the shared server
     /// (webhooks, websockets). `None` when the adapter serves none.
     fn routes(&self) -> Option<axum::Router> {
+        None
+    }
+    /// Where agents' requests for the channel's attachments go, when the
+    /// channel keeps attachments as references.
+    fn media(&self) -> Option<Arc<dyn MediaSource>> {
         None
     }
     /// Runs the adapter's own work (listeners, pollers, outbox delivery) until

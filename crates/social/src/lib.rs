@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod item;
+pub mod media;
 pub mod parse;
 pub mod send;
 pub mod verify;

@@ -430,8 +430,9 @@ impl RoutingState {
     /// The customer went away or the channel ended the contact: a waiting
     /// or offered contact is abandoned (never offered again), an assigned
     /// one closed with `disposition` and its agent put in wrap-up until
-    /// `wrap_until` (0: none). `Ok` with `abandoned`, `closed`,
-    /// `already_closed` or `unknown`.
+    /// `wrap_until` (0: none). One routing does not know yet (not handed
+    /// off) is abandoned too: its closed record makes the later hand-off a
+    /// no-op. `Ok` with `abandoned`, `closed` or `already_closed`.
     pub async fn end_by_channel(
         &self,
         contact: &ContactId,

@@ -528,12 +528,34 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
             .unwrap(),
         "already_closed"
     );
-    let unknown = ContactId::new(Partition(2));
+    // Not handed to routing yet: abandoned now, and the hand-off's enqueue
+    // later does nothing.
+    let early = ContactId::new(Partition(2));
     assert_eq!(
         state
-            .end_by_channel(&unknown, NOW, "abandoned", 0, retention)
+            .end_by_channel(&early, NOW, "canceled", 0, retention)
             .await
             .unwrap(),
-        "unknown"
+        "abandoned"
+    );
+    let queued = state
+        .enqueue(&NewRoute {
+            contact: &early,
+            queue: "general",
+            channel: ChannelKind::Voice,
+            priority: 0,
+            since: NOW,
+            now: NOW,
+            rule: "",
+            source: "web",
+            customer: "visitor:1",
+            sticky: None,
+        })
+        .await
+        .unwrap();
+    assert!(!queued, "never queued after it was abandoned");
+    assert_eq!(
+        state.route_record(&early).await.unwrap().unwrap().state,
+        "closed"
     );
 }

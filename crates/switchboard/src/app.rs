@@ -98,7 +98,6 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         draining: draining.clone(),
     })
     .nest("/api/v1", agent_api.routes());
-    tracker.spawn(agent_api.run(background.clone()));
 
     let channel_routing: Arc<dyn switchboard_channel::Routing> = Arc::new(
         switchboard_router::channel_routing::ChannelRouting::new(state.clone(), routing.clone()),
@@ -124,6 +123,9 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         if let Some(routes) = adapter.routes() {
             app = app.nest(&format!("/channels/{name}"), routes);
         }
+        if let Some(media) = adapter.media() {
+            agent_api.register_media(&name, media);
+        }
         let kind = channel.type_name();
         tracker.spawn(async move {
             if let Err(error) = adapter.run().await {
@@ -132,6 +134,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         });
         info!(channel = %channel.config().name(), kind, "Channel started.");
     }
+    tracker.spawn(agent_api.run(background.clone()));
 
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -138,9 +138,20 @@ impl ChannelConfig for MetaConfig {
             }
         }
         let replies = Replies::new(&self.name, senders)?;
+        let mut tokens = std::collections::HashMap::new();
+        for account in &self.accounts {
+            tokens.insert(account.id.clone(), account.access_token.resolve()?);
+        }
+        let media = Arc::new(crate::media::GraphMedia {
+            client: crate::send::http_client(std::time::Duration::from_secs(5))
+                .map_err(|e| config_error(&self.name, "media", &e.to_string()))?,
+            graph_url: self.graph_url.clone(),
+            tokens,
+        });
         Ok(Box::new(MetaAdapter {
             state,
             replies,
+            media,
             ctx,
         }))
     }
@@ -156,6 +167,7 @@ struct MetaState {
 struct MetaAdapter {
     state: Arc<MetaState>,
     replies: Replies,
+    media: Arc<crate::media::GraphMedia>,
     ctx: ChannelContext,
 }
 
@@ -166,6 +178,10 @@ impl ChannelAdapter for MetaAdapter {
                 .route("/webhook", get(handshake).post(deliver))
                 .with_state(self.state.clone()),
         )
+    }
+
+    fn media(&self) -> Option<Arc<dyn switchboard_channel::MediaSource>> {
+        Some(self.media.clone())
     }
 
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {

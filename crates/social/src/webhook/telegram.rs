@@ -108,9 +108,16 @@ impl ChannelConfig for TelegramConfig {
         let mut sender = SendConfig::new(Platform::Telegram, self.bot(), self.bot_token.resolve()?);
         sender.url = Some(self.api_url.clone());
         let replies = Replies::new(&self.name, vec![sender])?;
+        let media = Arc::new(crate::media::TelegramMedia {
+            client: crate::send::http_client(std::time::Duration::from_secs(5))
+                .map_err(|e| config_error(&self.name, "media", &e.to_string()))?,
+            api_url: self.api_url.clone(),
+            token: self.bot_token.resolve()?,
+        });
         Ok(Box::new(TelegramAdapter {
             state,
             replies,
+            media,
             ctx,
         }))
     }
@@ -126,6 +133,7 @@ struct TelegramState {
 struct TelegramAdapter {
     state: Arc<TelegramState>,
     replies: Replies,
+    media: Arc<crate::media::TelegramMedia>,
     ctx: ChannelContext,
 }
 
@@ -136,6 +144,10 @@ impl ChannelAdapter for TelegramAdapter {
                 .route("/webhook", post(deliver))
                 .with_state(self.state.clone()),
         )
+    }
+
+    fn media(&self) -> Option<Arc<dyn switchboard_channel::MediaSource>> {
+        Some(self.media.clone())
     }
 
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {

@@ -10,11 +10,19 @@
 -- ARGV[1] contact id  ARGV[2] the agent the caller read ('' for none)
 -- ARGV[3] now  ARGV[4] disposition  ARGV[5] wrap-up until (ms; 0 for none)
 -- ARGV[6] retention (s)  ARGV[7] events maxlen
--- Returns 'abandoned', 'closed', 'already_closed', 'unknown' or 'changed'
--- (the record's agent is not ARGV[2]: read it again and retry).
+-- Returns 'abandoned', 'closed', 'already_closed' or 'changed' (the
+-- record's agent is not ARGV[2]: read it again and retry).
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel')
 if not c[1] then
-  return 'unknown'
+  -- Not handed to routing yet (the caller hung up within moments): a
+  -- closed record now makes the hand-off's enqueue a no-op later, so the
+  -- contact is never offered.
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'closed', 'closed_at', ARGV[3],
+    'disposition', ARGV[4], 'agent', '', 'excluded', '')
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  emit(KEYS[4], ARGV[7], {'type', 'abandoned', 'contact', ARGV[1], 'disposition', ARGV[4],
+    'was', 'new'})
+  return 'abandoned'
 end
 if c[1] == 'closed' then
   return 'already_closed'

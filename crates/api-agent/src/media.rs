@@ -1,0 +1,133 @@
+//! `GET /api/v1/contacts/{id}/media/{media_id}`: a customer's attachment,
+//! fetched through the provider's API by the contact's channel when an
+//! agent opens it. Only media ids the conversation received are served, and
+//! always as a download (`Content-Disposition: attachment`, `nosniff`), so
+//! a customer's file never runs in the console's origin.
+
+use crate::Inner;
+use crate::actions::{contact_id, conversation_of};
+use crate::error::ApiError;
+use crate::http::who;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use switchboard_channel::{MediaError, MediaSource};
+use tracing::info;
+
+/// The channels that keep attachments as references, by channel name.
+#[derive(Debug, Default)]
+pub struct MediaSources(RwLock<HashMap<String, Arc<dyn MediaSource>>>);
+
+impl MediaSources {
+    pub fn register(&self, channel: &str, source: Arc<dyn MediaSource>) {
+        if let Ok(mut map) = self.0.write() {
+            map.insert(channel.to_owned(), source);
+        }
+    }
+
+    fn get(&self, channel: &str) -> Option<Arc<dyn MediaSource>> {
+        self.0.read().ok().and_then(|m| m.get(channel).cloned())
+    }
+}
+
+fn id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-_.".contains(c)
+}
+
+/// Whether `text` names `media_id` as a whole (`media id X]`, not `X0`).
+fn mentions(text: &str, media_id: &str) -> bool {
+    let needle = format!("media id {media_id}");
+    text.match_indices(&needle).any(|(at, _)| {
+        text[at + needle.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !id_char(c))
+    })
+}
+
+pub async fn media(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Path((id, media_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let cid = contact_id(&id)?;
+    inner.visible(&caller, &cid).await?;
+    let unknown = || {
+        ApiError::not_found(
+            "unknown_media",
+            "this conversation received no such attachment",
+        )
+    };
+    if media_id.is_empty() || media_id.len() > 512 || !media_id.chars().all(id_char) {
+        return Err(unknown());
+    }
+    let fields = inner.contact_fields(&cid).await?;
+    let conv = conversation_of(&fields)?;
+    let log = inner.conversations.transcript(&conv, "-", 1000).await?;
+    if !log
+        .iter()
+        .any(|e| e.dir == "in" && mentions(&e.msg, &media_id))
+    {
+        return Err(unknown());
+    }
+    let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    let source = inner.media.get(&pick("source")).ok_or_else(unknown)?;
+    let media = source
+        .fetch(&pick("address"), &media_id)
+        .await
+        .map_err(|e| match e {
+            MediaError::NotFound => unknown(),
+            MediaError::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
+            MediaError::Unavailable(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "provider_unavailable",
+                e.to_string(),
+            ),
+        })?;
+    info!(contact_id = %cid, media_id = %media_id, bytes = media.bytes.len(), "Attachment fetched for an agent.");
+    let content_type = HeaderValue::from_str(&media.content_type)
+        .ok()
+        .filter(|_| media.content_type.contains('/'))
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{media_id}\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_DISPOSITION, disposition),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            ),
+        ],
+        media.bytes,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn a_media_id_is_matched_whole() {
+        let text = "[attachment: image, image/jpeg, media id MEDIA-ID-1]";
+        assert!(mentions(text, "MEDIA-ID-1"));
+        assert!(!mentions(text, "MEDIA-ID"));
+        assert!(!mentions("media id MEDIA-ID-10]", "MEDIA-ID-1"));
+        assert!(mentions(
+            "[attachment: photo, media id AgAD-large]",
+            "AgAD-large"
+        ));
+    }
+}
