@@ -22,7 +22,7 @@ use switchboard_core::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub use secret::{Secret, SecretError, SecretValue};
+pub use secret::{Secret, SecretError, SecretValue, same_secret};
 
 /// The one entry point for inbound events. An `Ok` receipt means the event is
 /// durably stored: only then may the adapter acknowledge its sender.

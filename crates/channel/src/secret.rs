@@ -72,10 +72,15 @@ impl SecretValue {
     /// Compares with `candidate` in time independent of where they differ
     /// (both are hashed first, so lengths do not leak either).
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        let a = Sha256::digest(self.0.as_bytes());
-        let b = Sha256::digest(candidate);
-        a.ct_eq(&b).into()
+        same_secret(self.0.as_bytes(), candidate)
     }
+}
+
+/// Compares two secrets in time independent of their content and of where
+/// they differ: both are hashed (SHA-256) first, so lengths do not leak
+/// either, then compared in constant time.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
 impl fmt::Debug for SecretValue {

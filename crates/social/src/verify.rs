@@ -10,12 +10,11 @@
 //!   "<timestamp>.<body>")>`; the timestamp must be within a tolerance of
 //!   our clock so a captured delivery cannot be replayed later.
 //!
-//! Comparisons are constant-time (`Mac::verify_slice`, `subtle`). An empty
+//! Comparisons are constant-time (`Mac::verify_slice`, and `switchboard_channel::same_secret` for tokens). An empty
 //! secret never verifies anything.
 
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -84,10 +83,7 @@ pub fn verify_telegram_token(expected: &[u8], header: Option<&str>) -> Result<()
     if expected.is_empty() {
         return Err(SignatureError::Mismatch);
     }
-    let same: bool = Sha256::digest(expected)
-        .ct_eq(&Sha256::digest(presented.as_bytes()))
-        .into();
-    if same {
+    if switchboard_channel::same_secret(expected, presented.as_bytes()) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)

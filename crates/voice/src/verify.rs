@@ -138,10 +138,7 @@ pub fn verify_token(expected: &[u8], presented: Option<&str>) -> Result<(), Sign
     if expected.is_empty() {
         return Err(SignatureError::Mismatch);
     }
-    let same: bool = Sha256::digest(expected)
-        .ct_eq(&Sha256::digest(presented.as_bytes()))
-        .into();
-    if same {
+    if switchboard_channel::same_secret(expected, presented.as_bytes()) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
