@@ -43,4 +43,5 @@ channels! {
     Telegram = "telegram" => switchboard_social::TelegramConfig,
     Webhook = "webhook" => switchboard_social::GenericConfig,
     Twilio = "twilio" => switchboard_voice::TwilioConfig,
+    Cti = "cti" => switchboard_voice::CtiConfig,
 }

@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod cti_channel;
 pub mod inbound;
 pub mod parse;
 pub mod phone;
@@ -42,6 +43,7 @@ pub mod twilio_channel;
 pub mod verify;
 
 pub use call::{CallEvent, CallEventKind, Direction, EndCause, Provider};
+pub use cti_channel::CtiConfig;
 pub use inbound::{NotInbound, inbound_event};
 pub use parse::cti::{CtiEvent, CtiEventKind, CtiFormat, HangupCause, parse_cti};
 pub use parse::twilio::{CallStatus, DialCallStatus, DialResult, TwilioCall, parse_twilio};

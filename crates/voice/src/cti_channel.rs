@@ -1,0 +1,447 @@
+//! `[[channels]] type = "cti"`: a generic CTI API any PBX can call
+//! (Zammad-style events), at `POST /channels/{name}/events` with the shared
+//! token (`Authorization: Bearer …`, or `?token=…` for PBXs that can only
+//! set a URL), JSON or form bodies.
+//!
+//! - `newCall` (inbound): a blocked caller gets `{"action":"reject",…}`;
+//!   anyone else becomes a voice contact (stored before we answer) and the
+//!   answer is `{}`: the PBX holds the caller in its own queue. A dispatcher
+//!   then follows the contact in routing, and when it is offered to an
+//!   agent, tells the PBX at `callback_url` to connect the call
+//!   (`{"action":"dial","callId":…,"number":<the agent's extension or SIP
+//!   URI>,"agent":…}`), retrying with backoff while the PBX does not answer
+//!   2xx, for as long as the offer stands. If the offer lapses (nobody
+//!   picked up), the next agent's dial follows.
+//! - `answer`: the agent (`user` or `answeringNumber`, matched against the
+//!   configured agents) picked up: the offer is accepted.
+//! - `hangup`: waiting or offered, the call is abandoned (never offered
+//!   again); connected, the contact is closed and the agent wraps up.
+//!
+//! The dispatcher lives in memory: after a restart, a call already waiting
+//! gets its dial callbacks again once the PBX repeats its `newCall` (which
+//! stores nothing twice), documented in docs/voice.md.
+
+use crate::{
+    Caller, CtiEvent, CtiEventKind, CtiFormat, CtiReply, RejectReason, Target, classify_caller,
+    inbound_event, parse_cti,
+};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures::future::BoxFuture;
+use metrics::counter;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_channel::{
+    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Routing, Secret,
+    SecretValue,
+};
+use switchboard_core::{ContactId, IntakeError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// `[[channels]] type = "cti"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtiConfig {
+    pub name: String,
+    /// The token the PBX presents.
+    pub token: Secret,
+    /// Where we tell the PBX to connect a waiting call to an agent.
+    pub callback_url: String,
+    /// Each agent's extension or SIP URI, by agent id.
+    #[serde(default)]
+    pub agents: BTreeMap<String, String>,
+    /// Callers rejected outright.
+    #[serde(default)]
+    pub blocked: Vec<String>,
+}
+
+fn config_error(name: &str, key: &str, problem: &str) -> ChannelError {
+    ChannelError::Config(format!("channels.{name}.{key}: {problem}"))
+}
+
+fn target(endpoint: &str) -> Target {
+    if endpoint.starts_with("sip:") || endpoint.starts_with("sips:") {
+        Target::Sip(endpoint.to_owned())
+    } else {
+        Target::Number(endpoint.to_owned())
+    }
+}
+
+impl ChannelConfig for CtiConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self) -> Result<(), ChannelError> {
+        if self.token.resolve()?.expose().len() < 16 {
+            return Err(config_error(
+                &self.name,
+                "token",
+                "must be at least 16 characters",
+            ));
+        }
+        if !url::Url::parse(&self.callback_url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(config_error(
+                &self.name,
+                "callback_url",
+                "must be an http(s) URL",
+            ));
+        }
+        for (agent, endpoint) in &self.agents {
+            CtiReply::Dial {
+                caller_id: None,
+                target: target(endpoint),
+            }
+            .to_json()
+            .map_err(|e| config_error(&self.name, &format!("agents.{agent}"), &e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
+        self.validate()?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| config_error(&self.name, "callback_url", &e.without_url().to_string()))?;
+        let by_endpoint = self
+            .agents
+            .iter()
+            .map(|(agent, endpoint)| (endpoint.clone(), agent.clone()))
+            .collect();
+        let blocked = self
+            .blocked
+            .iter()
+            .map(|b| match classify_caller(b) {
+                Caller::Phone(n) => n,
+                _ => b.clone(),
+            })
+            .collect();
+        let state = Arc::new(CtiState {
+            name: ctx.name.clone(),
+            token: self.token.resolve()?,
+            config: self.clone(),
+            by_endpoint,
+            blocked,
+            intake: ctx.intake.clone(),
+            routing: ctx.routing.clone(),
+            client,
+            shutdown: ctx.shutdown.clone(),
+            active: std::sync::Mutex::new(HashSet::new()),
+        });
+        Ok(Box::new(CtiChannel { state, ctx }))
+    }
+}
+
+#[derive(Debug)]
+struct CtiState {
+    name: String,
+    token: SecretValue,
+    config: CtiConfig,
+    /// Extension or SIP URI → agent id.
+    by_endpoint: HashMap<String, String>,
+    blocked: HashSet<String>,
+    intake: Arc<dyn Intake>,
+    routing: Arc<dyn Routing>,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+    /// Calls a dispatcher follows on this instance.
+    active: std::sync::Mutex<HashSet<ContactId>>,
+}
+
+struct CtiChannel {
+    state: Arc<CtiState>,
+    ctx: ChannelContext,
+}
+
+impl ChannelAdapter for CtiChannel {
+    fn routes(&self) -> Option<Router> {
+        Some(
+            Router::new()
+                .route("/events", post(events))
+                .with_state(self.state.clone()),
+        )
+    }
+
+    fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
+        let shutdown = self.ctx.shutdown.clone();
+        Box::pin(async move {
+            shutdown.cancelled().await;
+            Ok(())
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+fn answer(status: StatusCode, code: &'static str, message: String) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn events(
+    State(state): State<Arc<CtiState>>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query.token.as_deref());
+    let outcome = match presented {
+        Some(t) if state.token.matches(t.as_bytes()) => handle(&state, &headers, &body).await,
+        _ => Err((
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid token is required".to_owned(),
+        )),
+    };
+    let label: &'static str = match &outcome {
+        Ok(_) => "ok",
+        Err((_, code, _)) => code,
+    };
+    counter!("switchboard_voice_requests_total",
+        "source" => state.name.clone(), "endpoint" => "cti", "outcome" => label)
+    .increment(1);
+    match outcome {
+        Ok(reply) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            reply,
+        )
+            .into_response(),
+        Err((status, code, message)) => {
+            debug!(source = %state.name, code, %message, "CTI request refused.");
+            answer(status, code, message)
+        }
+    }
+}
+
+type Refused = (StatusCode, &'static str, String);
+
+fn unavailable(e: IntakeError) -> Refused {
+    match e {
+        IntakeError::Invalid(e) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+        other => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            other.to_string(),
+        ),
+    }
+}
+
+async fn handle(
+    state: &Arc<CtiState>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, Refused> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let format = CtiFormat::from_content_type(content_type).ok_or((
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send application/json or application/x-www-form-urlencoded".to_owned(),
+    ))?;
+    let event = parse_cti(body, format)
+        .map_err(|e| (StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    let continue_ = || CtiReply::Continue.to_json().unwrap_or_else(|_| "{}".into());
+    match &event.kind {
+        CtiEventKind::NewCall => {
+            let Ok(inbound) = inbound_event(&event.call_event(), &state.name) else {
+                // Outbound calls and other events are not contacts.
+                return Ok(continue_());
+            };
+            if state.blocked.contains(&inbound.customer.value) {
+                counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "blocked")
+                    .increment(1);
+                info!(source = %state.name, call_id = %event.call_id, "Blocked caller rejected.");
+                return CtiReply::Reject {
+                    reason: RejectReason::Busy,
+                }
+                .to_json()
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "reply", e.to_string()));
+            }
+            let receipt = state.intake.submit(inbound).await.map_err(unavailable)?;
+            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "queued")
+                .increment(1);
+            info!(source = %state.name, call_id = %event.call_id, contact_id = %receipt.contact_id, "Call queued.");
+            if receipt.outcome != switchboard_core::IntakeOutcome::Duplicate {
+                tokio::spawn(dispatch(
+                    state.clone(),
+                    receipt.contact_id,
+                    event.call_id.clone(),
+                ));
+            }
+            Ok(continue_())
+        }
+        CtiEventKind::Answer => {
+            let Some(contact) = contact_of(state, &event).await? else {
+                return Ok(continue_());
+            };
+            let by = event
+                .answering_number
+                .iter()
+                .chain(event.users.iter())
+                .find_map(|who| {
+                    state
+                        .by_endpoint
+                        .get(who)
+                        .cloned()
+                        .or_else(|| state.config.agents.contains_key(who).then(|| who.clone()))
+                });
+            if let Some(agent) = by {
+                let outcome = state
+                    .routing
+                    .answer(&contact, &agent, true)
+                    .await
+                    .map_err(unavailable)?;
+                info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent answered the call.");
+            } else {
+                warn!(source = %state.name, call_id = %event.call_id, "A call was answered by someone who is not a configured agent.");
+            }
+            Ok(continue_())
+        }
+        CtiEventKind::Hangup { cause } => {
+            let Some(contact) = contact_of(state, &event).await? else {
+                return Ok(continue_());
+            };
+            let disposition = cause
+                .as_ref()
+                .map(|c| c.end_cause().as_str().to_owned())
+                .unwrap_or_else(|| "ended".to_owned());
+            let outcome = state
+                .routing
+                .end(&contact, &disposition)
+                .await
+                .map_err(unavailable)?;
+            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => outcome.clone())
+                .increment(1);
+            info!(source = %state.name, call_id = %event.call_id, contact_id = %contact, outcome = %outcome, "Call ended.");
+            Ok(continue_())
+        }
+    }
+}
+
+/// The contact of the call `event` is about (found by the call id the
+/// `newCall` was stored under).
+async fn contact_of(state: &CtiState, event: &CtiEvent) -> Result<Option<ContactId>, Refused> {
+    let mut ringing = event.clone();
+    ringing.kind = CtiEventKind::NewCall;
+    ringing.direction = crate::Direction::Inbound;
+    let Ok(inbound) = inbound_event(&ringing.call_event(), &state.name) else {
+        return Ok(None);
+    };
+    Ok(state
+        .intake
+        .lookup(&state.name, &inbound.customer, &event.call_id)
+        .await
+        .map_err(unavailable)?
+        .map(|r| r.contact_id))
+}
+
+/// Follows one waiting call in routing and tells the PBX to connect it to
+/// each agent it is offered to, until it is connected or over.
+async fn dispatch(state: Arc<CtiState>, contact: ContactId, call_id: String) {
+    follow(&state, &contact, &call_id).await;
+    if let Ok(mut active) = state.active.lock() {
+        active.remove(&contact);
+    }
+}
+
+async fn follow(state: &Arc<CtiState>, contact: &ContactId, call_id: &str) {
+    let mut dialed: Option<String> = None;
+    loop {
+        if state.shutdown.is_cancelled() {
+            return;
+        }
+        match state.routing.route(contact).await {
+            Ok(Some(route)) => match (route.state.as_str(), route.agent) {
+                ("offered", Some(agent))
+                    if dialed.as_deref() != Some(&agent)
+                        && tell_pbx(state, contact, call_id, &agent).await =>
+                {
+                    dialed = Some(agent);
+                }
+                ("assigned" | "closed", _) => return,
+                _ => {}
+            },
+            Ok(None) => {}
+            Err(error) => {
+                debug!(%error, contact_id = %contact, "Could not read the call's routing.")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// POSTs the dial instruction, retrying with backoff while the PBX does not
+/// answer 2xx and the offer stands. True once the PBX took it.
+async fn tell_pbx(state: &CtiState, contact: &ContactId, call_id: &str, agent: &str) -> bool {
+    let Some(endpoint) = state.config.agents.get(agent) else {
+        warn!(source = %state.name, agent_id = %agent, "The agent has no phone in this channel's configuration; the offer is passed on.");
+        let _ = state.routing.answer(contact, agent, false).await;
+        return false;
+    };
+    let body = serde_json::json!({
+        "action": "dial",
+        "callId": call_id,
+        "number": endpoint,
+        "agent": agent,
+        "contact_id": contact.to_string(),
+    });
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let sent = state
+            .client
+            .post(&state.config.callback_url)
+            .bearer_auth(state.token.expose())
+            .header("idempotency-key", format!("dial:{contact}:{agent}"))
+            .json(&body)
+            .send()
+            .await;
+        let ok = matches!(&sent, Ok(r) if r.status().is_success());
+        counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
+            "outcome" => if ok { "delivered" } else { "retry" })
+        .increment(1);
+        if ok {
+            info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The PBX was told to connect the call.");
+            return true;
+        }
+        match sent {
+            Ok(r) => {
+                debug!(source = %state.name, status = %r.status(), "The PBX refused the callback; retrying.")
+            }
+            Err(e) => {
+                debug!(source = %state.name, error = %e.without_url(), "The PBX callback failed; retrying.")
+            }
+        }
+        tokio::select! {
+            () = state.shutdown.cancelled() => return false,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+        // Retry only while the call is still offered to this agent.
+        match state.routing.route(contact).await {
+            Ok(Some(r)) if r.state == "offered" && r.agent.as_deref() == Some(agent) => {}
+            _ => return false,
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Whole calls through the generic CTI API of a running daemon, with a
+//! local PBX stand-in receiving our dial callbacks: an answered call whose
+//! PBX is down at first (the callback is retried until it answers, and the
+//! call is still connected), a ring that nobody picks up going to the next
+//! agent, a caller who hangs up while queued (abandoned, never offered), a
+//! blocked caller, and a wrong token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchboard_e2e::*;
+
+const TOKEN: &str = "cti-shared-token-0123456789";
+const SUPERVISOR: &str = "supervisor-token-0123456789";
+
+#[derive(Default)]
+struct Pbx {
+    /// Requests to refuse with 503 before accepting (the PBX is down).
+    down_for: AtomicUsize,
+    attempts: AtomicUsize,
+    dials: Mutex<Vec<Value>>,
+}
+
+async fn pbx() -> (String, Arc<Pbx>) {
+    async fn callback(
+        State(pbx): State<Arc<Pbx>>,
+        Json(body): Json<Value>,
+    ) -> axum::http::StatusCode {
+        pbx.attempts.fetch_add(1, Ordering::SeqCst);
+        if pbx
+            .down_for
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        pbx.dials.lock().unwrap().push(body);
+        axum::http::StatusCode::OK
+    }
+    let state = Arc::new(Pbx::default());
+    let app = axum::Router::new()
+        .route("/callback", axum::routing::post(callback))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/callback"), state)
+}
+
+fn config(callback: &str) -> String {
+    format!(
+        r#"
+[routing]
+wrap_up_secs = 0
+missed_offers_before_away = 1
+
+[routing.offer_timeout_secs]
+voice = 2
+
+[[routing.agents]]
+id = "olha"
+capacity = {{ voice = 1 }}
+token = "olha-agent-token-0123456789"
+
+[[routing.agents]]
+id = "petro"
+capacity = {{ voice = 1 }}
+token = "petro-agent-token-0123456789"
+
+[agent_api]
+supervisor_token = "{SUPERVISOR}"
+
+[[channels]]
+type = "cti"
+name = "pbx"
+token = "{TOKEN}"
+callback_url = "{callback}"
+blocked = ["+48220000000"]
+
+[channels.agents]
+olha = "201"
+petro = "sip:202@pbx.example.com"
+"#
+    )
+}
+
+async fn event(http: &Http, base: &str, body: Value) -> Reply {
+    http.post(
+        &format!("{base}/channels/pbx/events"),
+        &[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("content-type", "application/json"),
+        ],
+        body.to_string(),
+    )
+    .await
+    .unwrap()
+}
+
+fn new_call(id: &str, from: &str) -> Value {
+    json!({"event": "newCall", "direction": "in", "callId": id, "from": from, "to": "4930609854180"})
+}
+
+async fn state_of(http: &Http, base: &str, contact: &str) -> String {
+    http.call(
+        "GET",
+        &format!("{base}/api/v1/contacts/{contact}/routing"),
+        Some(SUPERVISOR),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The contact id of the call stored most recently for `from`.
+async fn contact_for(redis: &str, from: &str) -> String {
+    let client = redis::Client::open(redis).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sb:{p*}:contact:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for key in keys {
+        let customer: Option<String> = redis::AsyncCommands::hget(&mut conn, &key, "customer")
+            .await
+            .unwrap();
+        if customer.as_deref() == Some(&format!("phone:{from}")) {
+            return key.rsplit(':').next().unwrap().to_owned();
+        }
+    }
+    panic!("no contact for {from}");
+}
+
+async fn online(base: &str, token: &str) -> AgentSocket {
+    let mut ws = AgentSocket::connect_when_ready(base, token).await;
+    ws.next(Duration::from_secs(5)).await.expect("hello");
+    ws.send(json!({"type": "presence", "presence": "available"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws
+}
+
+#[tokio::test]
+async fn calls_through_the_cti_api_with_a_pbx_that_is_down_at_first() {
+    let (callback, pbx) = pbx().await;
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(&callback),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+
+    // A wrong token changes nothing.
+    let refused = http
+        .post(
+            &format!("{base}/channels/pbx/events"),
+            &[
+                ("authorization", "Bearer nope"),
+                ("content-type", "application/json"),
+            ],
+            new_call("x1", "+380501234567").to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 401);
+    // A blocked caller is rejected as the CTI API documents it.
+    let blocked = event(&http, &base, new_call("b1", "+48220000000")).await;
+    assert_eq!(
+        blocked.json(),
+        json!({"action": "reject", "reason": "busy"})
+    );
+    assert!(stored_messages(&redis.url()).await.is_empty());
+
+    // Answered, with the PBX down for the first two callbacks.
+    pbx.down_for.store(2, Ordering::SeqCst);
+    let _olha = online(&base, "olha-agent-token-0123456789").await;
+    let held = event(&http, &base, new_call("c1", "+380501234567")).await;
+    assert_eq!((held.status, held.json()), (200, json!({})));
+    let contact = contact_for(&redis.url(), "+380501234567").await;
+    // The PBX may repeat newCall for a waiting call: stored once.
+    let again = event(&http, &base, new_call("c1", "+380501234567")).await;
+    assert_eq!((again.status, again.json()), (200, json!({})));
+    assert_eq!(stored_messages(&redis.url()).await.len(), 1);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !pbx.dials.lock().unwrap().is_empty()
+        })
+        .await,
+        "the dial reached the PBX once it was back"
+    );
+    assert!(
+        pbx.attempts.load(Ordering::SeqCst) >= 3,
+        "retried while the PBX was down"
+    );
+    let dial = pbx.dials.lock().unwrap()[0].clone();
+    assert_eq!(
+        (
+            dial["action"].as_str(),
+            dial["callId"].as_str(),
+            dial["number"].as_str(),
+            dial["agent"].as_str()
+        ),
+        (Some("dial"), Some("c1"), Some("201"), Some("olha"))
+    );
+    let answered = event(
+        &http,
+        &base,
+        json!({"event": "answer", "direction": "in", "callId": "c1", "from": "+380501234567", "to": "4930609854180", "user": ["201"], "answeringNumber": "201"}),
+    )
+    .await;
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(state_of(&http, &base, &contact).await, "assigned");
+    let hung_up = event(
+        &http,
+        &base,
+        json!({"event": "hangup", "direction": "in", "callId": "c1", "from": "+380501234567", "to": "4930609854180", "cause": "normalClearing"}),
+    )
+    .await;
+    assert_eq!(hung_up.status, 200);
+    assert_eq!(state_of(&http, &base, &contact).await, "closed");
+    assert_eq!(pbx.dials.lock().unwrap().len(), 1, "dialled once");
+
+    // Nobody picks up: the offer lapses (2 s) and the next agent is dialled.
+    let _petro = online(&base, "petro-agent-token-0123456789").await;
+    event(&http, &base, new_call("c2", "+380502222222")).await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            pbx.dials.lock().unwrap().len() >= 3
+        })
+        .await,
+        "a second agent was dialled after the first did not answer: {:?}",
+        pbx.dials.lock().unwrap()
+    );
+    let dials = pbx.dials.lock().unwrap().clone();
+    assert_eq!(dials[1]["callId"], "c2");
+    assert_eq!(dials[2]["callId"], "c2");
+    assert_ne!(dials[1]["agent"], dials[2]["agent"]);
+
+    // A caller who hangs up while queued (both agents are now away or busy
+    // with c2) is abandoned and never offered.
+    event(&http, &base, new_call("c3", "+380503333333")).await;
+    let third = contact_for(&redis.url(), "+380503333333").await;
+    event(
+        &http,
+        &base,
+        json!({"event": "hangup", "direction": "in", "callId": "c3", "from": "+380503333333", "to": "4930609854180", "cause": "cancel"}),
+    )
+    .await;
+    assert_eq!(state_of(&http, &base, &third).await, "closed");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pbx.dials
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|d| d["callId"] != "c3"),
+        "an abandoned call was dialled"
+    );
+}
