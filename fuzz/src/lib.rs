@@ -1,8 +1,9 @@
-//! What every parser target checks on what a parser returns: the rest of
-//! the untrusted path, `SocialMessage::into_inbound` and
+//! What every social parser target checks on what a parser returns: the
+//! rest of the untrusted path, `SocialMessage::into_inbound` and
 //! `InboundEvent::validate`, must not panic either, and the intake may
 //! refuse a parsed message only for a reason the parsers knowingly leave to
-//! it (see `allowed_refusal`).
+//! it (see `allowed_refusal`). The voice targets' shared checks are in
+//! [`voice`].
 
 use switchboard_core::InvalidEvent;
 use switchboard_social::{Platform, SocialItem};
@@ -52,3 +53,5 @@ fn allowed_refusal(platform: Platform, e: &InvalidEvent) -> bool {
         Platform::Generic => matches!(*field, "text" | "address"),
     }
 }
+
+pub mod voice;
