@@ -21,9 +21,9 @@
 //! gets its dial callbacks again once the PBX repeats its `newCall` (which
 //! stores nothing twice), documented in docs/voice.md.
 
+use crate::config_error;
 use crate::{
-    Caller, CtiEvent, CtiEventKind, CtiFormat, CtiReply, RejectReason, Target, classify_caller,
-    inbound_event, parse_cti,
+    CtiEvent, CtiEventKind, CtiFormat, CtiReply, RejectReason, Target, inbound_event, parse_cti,
 };
 use axum::Router;
 use axum::body::Bytes;
@@ -62,18 +62,6 @@ pub struct CtiConfig {
     pub blocked: Vec<String>,
 }
 
-fn config_error(name: &str, key: &str, problem: &str) -> ChannelError {
-    ChannelError::Config(format!("channels.{name}.{key}: {problem}"))
-}
-
-fn target(endpoint: &str) -> Target {
-    if endpoint.starts_with("sip:") || endpoint.starts_with("sips:") {
-        Target::Sip(endpoint.to_owned())
-    } else {
-        Target::Number(endpoint.to_owned())
-    }
-}
-
 impl ChannelConfig for CtiConfig {
     fn name(&self) -> &str {
         &self.name
@@ -99,7 +87,7 @@ impl ChannelConfig for CtiConfig {
         for (agent, endpoint) in &self.agents {
             CtiReply::Dial {
                 caller_id: None,
-                target: target(endpoint),
+                target: Target::from_endpoint(endpoint),
             }
             .to_json()
             .map_err(|e| config_error(&self.name, &format!("agents.{agent}"), &e.to_string()))?;
@@ -120,14 +108,7 @@ impl ChannelConfig for CtiConfig {
             .iter()
             .map(|(agent, endpoint)| (endpoint.clone(), agent.clone()))
             .collect();
-        let blocked = self
-            .blocked
-            .iter()
-            .map(|b| match classify_caller(b) {
-                Caller::Phone(n) => n,
-                _ => b.clone(),
-            })
-            .collect();
+        let blocked = crate::phone::blocked_set(&self.blocked);
         let state = Arc::new(CtiState {
             name: ctx.name.clone(),
             token: self.token.resolve()?,

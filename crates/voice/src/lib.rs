@@ -64,3 +64,12 @@ pub use verify::{
 
 #[cfg(test)]
 mod corpus_tests;
+
+/// A configuration error naming the channel's key.
+pub(crate) fn config_error(
+    name: &str,
+    key: &str,
+    problem: &str,
+) -> switchboard_channel::ChannelError {
+    switchboard_channel::ChannelError::Config(format!("channels.{name}.{key}: {problem}"))
+}

@@ -106,6 +106,17 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
     }
 }
 
+/// Configured blocked callers, normalized as callers are.
+pub fn blocked_set(blocked: &[String]) -> std::collections::HashSet<String> {
+    blocked
+        .iter()
+        .map(|b| match classify_caller(b) {
+            Caller::Phone(n) => n,
+            _ => b.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,10 +23,11 @@
 //! Routing's answer is the truth: the adapter keeps no call state of its
 //! own, so any instance can serve any request of a call.
 
+use crate::config_error;
 use crate::{
-    CallEvent, CallEventKind, Caller, DialOptions, Direction, Hold, Provider, RejectReason, Target,
-    TwilioCall, classify_caller, inbound_event, parse_form, parse_twilio, twiml_connect,
-    twiml_hangup, twiml_reject, verify_twilio_signature,
+    CallEvent, CallEventKind, DialOptions, Direction, Hold, Provider, RejectReason, Target,
+    TwilioCall, inbound_event, parse_form, parse_twilio, twiml_connect, twiml_hangup, twiml_reject,
+    verify_twilio_signature,
 };
 use axum::Router;
 use axum::body::Bytes;
@@ -92,20 +93,6 @@ fn default_ring_timeout() -> u32 {
     20
 }
 
-fn target(endpoint: &str) -> Target {
-    if let Some(client) = endpoint.strip_prefix("client:") {
-        Target::Client(client.to_owned())
-    } else if endpoint.starts_with("sip:") || endpoint.starts_with("sips:") {
-        Target::Sip(endpoint.to_owned())
-    } else {
-        Target::Number(endpoint.to_owned())
-    }
-}
-
-fn config_error(name: &str, key: &str, problem: &str) -> ChannelError {
-    ChannelError::Config(format!("channels.{name}.{key}: {problem}"))
-}
-
 impl ChannelConfig for TwilioConfig {
     fn name(&self) -> &str {
         &self.name
@@ -146,7 +133,7 @@ impl ChannelConfig for TwilioConfig {
         let probe = format!("{}/wait", self.public_url);
         for (agent, endpoint) in &self.agents {
             twiml_connect(
-                &target(endpoint),
+                &Target::from_endpoint(endpoint),
                 &DialOptions {
                     ring_timeout_secs: self.ring_timeout_secs,
                     action_url: &probe,
@@ -164,14 +151,7 @@ impl ChannelConfig for TwilioConfig {
 
     fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
         self.validate()?;
-        let blocked = self
-            .blocked
-            .iter()
-            .map(|b| match classify_caller(b) {
-                Caller::Phone(n) => n,
-                _ => b.clone(),
-            })
-            .collect();
+        let blocked = crate::phone::blocked_set(&self.blocked);
         let state = Arc::new(TwilioState {
             name: ctx.name.clone(),
             token: self.auth_token.resolve()?,
@@ -433,7 +413,7 @@ async fn wait(
                 let status = state.url(&format!("/agent?contact={contact}&agent={agent}"));
                 debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Ringing the agent.");
                 twiml_connect(
-                    &target(endpoint),
+                    &Target::from_endpoint(endpoint),
                     &DialOptions {
                         ring_timeout_secs: state.config.ring_timeout_secs,
                         action_url: &action,

@@ -78,6 +78,18 @@ impl ReplyError {
 }
 
 impl Target {
+    /// An agent's phone as configured: `sip:…`/`sips:…`, `client:…`, or a
+    /// number.
+    pub fn from_endpoint(endpoint: &str) -> Target {
+        if let Some(client) = endpoint.strip_prefix("client:") {
+            Target::Client(client.to_owned())
+        } else if endpoint.starts_with("sip:") || endpoint.starts_with("sips:") {
+            Target::Sip(endpoint.to_owned())
+        } else {
+            Target::Number(endpoint.to_owned())
+        }
+    }
+
     /// The target as written (checked).
     pub(crate) fn checked(&self) -> Result<&str, ReplyError> {
         let (field, value, ok) = match self {
