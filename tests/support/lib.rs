@@ -165,6 +165,15 @@ impl Daemon {
             .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
+    /// Stops the process with SIGTERM (as systemd does), waits for it to
+    /// exit 0 and starts it again.
+    pub fn restart_gracefully(&mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(30));
+        assert!(status.success(), "exit status {status}: {}", self.log());
+        self.spawn();
+    }
+
     /// Starts the process again with the same configuration and port.
     pub fn restart(&mut self) {
         self.kill9();

@@ -160,6 +160,30 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     fn release_delivery(&self) -> BoxFuture<'_, Result<(), OutboxError>>;
 }
 
+/// Why the adapter's state could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("channel state temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A small durable key-value store of the adapter's own (shared by every
+/// instance running the same adapter): checkpoints such as an IMAP
+/// mailbox's UIDVALIDITY and last UID, and leases so that one instance at a
+/// time does a job (fetching one mailbox).
+pub trait ChannelState: Send + Sync + fmt::Debug {
+    /// The value stored under `key`, if any.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StateError>>;
+    /// Stores `value` under `key`, durably when this returns `Ok`.
+    fn set<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), StateError>>;
+    /// Takes, or renews, the lease `key` for `lease`. True while this
+    /// instance holds it; one instance holds a lease at a time.
+    fn hold<'a>(&'a self, key: &'a str, lease: Duration)
+    -> BoxFuture<'a, Result<bool, StateError>>;
+    /// Gives the lease up, if this instance holds it.
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StateError>>;
+}
+
 /// Everything an adapter is built with.
 #[derive(Debug, Clone)]
 pub struct ChannelContext {
@@ -170,6 +194,8 @@ pub struct ChannelContext {
     pub outbox: Arc<dyn Outbox>,
     /// Routing, for channels that take part in it (voice).
     pub routing: Arc<dyn Routing>,
+    /// The adapter's own durable state (checkpoints, leases).
+    pub state: Arc<dyn ChannelState>,
     /// Cancelled when the daemon shuts down: stop taking new work, finish
     /// what is in flight, return from [`ChannelAdapter::run`].
     pub shutdown: CancellationToken,

@@ -213,6 +213,10 @@ pub struct InboundUpdate {
 pub enum Change {
     /// The customer edited their message; this is the new text.
     Edited { text: String },
+    /// The customer's side answered one of our replies automatically (an
+    /// out-of-office, RFC 3834): recorded in the conversation next to the
+    /// reply, never routed and never answered.
+    AutoReply { text: String },
     /// Our reply reached a new state at the provider.
     Status {
         status: ReplyStatus,
@@ -257,7 +261,7 @@ impl InboundUpdate {
             (
                 "text",
                 match &self.change {
-                    Change::Edited { text } => Some(text),
+                    Change::Edited { text } | Change::AutoReply { text } => Some(text),
                     Change::Status { detail, .. } => detail.as_deref(),
                 },
                 limits.max_text_bytes,

@@ -1,7 +1,21 @@
 //! Switchboard's email channel: email over LMTP/SMTP and IMAP in, SMTP out (issue 5).
 //!
-//! Reserved. This crate will implement `switchboard_channel::ChannelAdapter`
-//! (see `docs/architecture.md`, "The channel plug-in contract") and be
-//! registered with one line in the daemon's channel list. Until then it holds
-//! nothing, and the daemon refuses a `[[channels]]` entry of this type.
+//! - [`parse`]: raw RFC 5322 bytes → what Switchboard needs (no I/O).
+//! - [`listen`]: the LMTP/SMTP listener (the dialogue, STARTTLS, limits).
+//! - [`imap`]: fetching from IMAP mailboxes with a durable checkpoint.
+//! - [`ingest`]: parsed mail → the intake (contacts, auto replies, bounces).
+//! - [`attachments`]: the attachment directory, served to agents.
+//! - [`outbound`]: replies over SMTP (lettre) from the channel's outbox.
+//! - [`config`]: `[[channels]] type = "email"`; the adapter is in `adapter`.
 #![forbid(unsafe_code)]
+
+mod adapter;
+pub mod attachments;
+pub mod config;
+pub mod imap;
+pub mod ingest;
+pub mod listen;
+pub mod outbound;
+pub mod parse;
+
+pub use config::EmailConfig;

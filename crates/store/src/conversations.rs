@@ -18,7 +18,8 @@ pub struct LogEntry {
     /// The entry's stream id: its place in the conversation.
     pub seq: String,
     pub id: String,
-    /// `in` (customer), `out` (agent reply), `note` (internal).
+    /// `in` (customer), `out` (agent reply), `note` (internal), `edit` (a
+    /// customer edited a message), `auto` (an automatic answer to a reply).
     pub dir: String,
     pub at: u64,
     /// The message as JSON.
@@ -152,6 +153,7 @@ impl Conversations {
             .parse()
             .map_err(|_| refused("no conversation"))?;
         let subject = get("subject");
+        let in_reply_to = self.last_inbound_provider_id(&conversation_id).await?;
         Ok(OutboundMessage {
             message_id: MessageId::new(),
             contact_id: *contact,
@@ -162,9 +164,49 @@ impl Conversations {
             to,
             subject: (!subject.is_empty()).then_some(subject),
             text: text.to_owned(),
-            in_reply_to: None,
+            in_reply_to,
             created_at: Timestamp::now(),
         })
+    }
+
+    /// The provider's id of the customer's latest message in the
+    /// conversation (among its last 100 entries): what a reply answers
+    /// (email threads on it).
+    async fn last_inbound_provider_id(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.store.conn();
+        let key = self.store.keys().conversation_log(conversation);
+        let reply: redis::streams::StreamRangeReply = self
+            .store
+            .bounded(
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(100)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let field = |e: &redis::streams::StreamId, k: &str| {
+            e.map
+                .get(k)
+                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        };
+        Ok(reply
+            .ids
+            .iter()
+            .filter(|e| field(e, "dir").as_deref() == Some("in"))
+            .find_map(|e| {
+                let msg = field(e, "msg")?;
+                let value: serde_json::Value = serde_json::from_str(&msg).ok()?;
+                value
+                    .get("provider_message_id")?
+                    .as_str()
+                    .map(str::to_owned)
+            }))
     }
 
     /// Sends the customer of `contact` an automatic `text`, once per `key`

@@ -145,6 +145,12 @@ impl KeySpace {
         format!("{}:{{o:{source}}}:outbox", self.prefix)
     }
 
+    /// `<prefix>:{c:<source>}:state:<key>`: one value of an adapter's own
+    /// state (checkpoints, leases).
+    pub fn channel_state(&self, source: &str, key: &str) -> String {
+        format!("{}:{{c:{source}}}:state:{key}", self.prefix)
+    }
+
     pub fn outbox_deferred(&self, source: &str) -> String {
         format!("{}:{{o:{source}}}:deferred", self.prefix)
     }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assign;
+pub mod channel_state;
 mod conn;
 pub mod conversations;
 pub mod intake;
@@ -21,6 +22,7 @@ pub mod updates;
 pub use assign::{
     AgentLive, AgentRecord, Answer, NewRoute, Offer, RouteEvent, RouteRecord, RoutingState,
 };
+pub use channel_state::RedisChannelState;
 pub use conn::{RedisConn, Topology};
 pub use conversations::{Conversations, LogEntry};
 pub use intake::{IntakeSettings, RedisIntake};

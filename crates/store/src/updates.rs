@@ -1,5 +1,6 @@
 //! Changes to messages that exist already: a customer's edit (a new entry
-//! in the conversation log pointing at the message it edits) and a
+//! in the conversation log pointing at the message it edits), an automatic
+//! answer to one of our replies (an `auto` entry in the log) and a
 //! provider's status for one of our replies (kept per reply, never going
 //! back: `read` stays `read` when a late `delivered` arrives).
 //!
@@ -27,6 +28,7 @@ impl RedisIntake {
         let source = update.source.clone();
         let kind = match update.change {
             Change::Edited { .. } => "edit",
+            Change::AutoReply { .. } => "auto_reply",
             Change::Status { .. } => "status",
         };
         let result = self.store_update(update).await;
@@ -68,6 +70,22 @@ impl RedisIntake {
                     .arg(has_id)
                     .arg(self.settings.dedupe_window.as_secs().max(1))
                     .arg("edit")
+                    .arg(now.as_millis())
+                    .arg(keys.tag(p))
+                    .arg(MessageId::new().to_string())
+                    .arg(entry.to_string());
+            }
+            Change::AutoReply { text } => {
+                let entry = serde_json::json!({
+                    "of_provider_message_id": update.provider_message_id,
+                    "text": text,
+                    "received_at": at,
+                });
+                invocation
+                    .key(keys.reply_ref(p, &update.source, &update.provider_message_id))
+                    .arg(has_id)
+                    .arg(self.settings.dedupe_window.as_secs().max(1))
+                    .arg("auto")
                     .arg(now.as_millis())
                     .arg(keys.tag(p))
                     .arg(MessageId::new().to_string())

@@ -165,3 +165,73 @@ async fn reply_statuses_move_forward_only() {
     assert!(stored.starts_with("3|"), "{stored}");
     assert!(stored.contains("\"status\":\"read\""), "{stored}");
 }
+
+#[tokio::test]
+async fn an_auto_reply_is_logged_next_to_the_reply_it_answers() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let first = intake
+        .submit_event(event("v1", Some("m-1"), "Hi"))
+        .await
+        .unwrap();
+    let outbox = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_secs(30)).unwrap();
+    let reply = OutboundMessage {
+        message_id: switchboard_core::MessageId::new(),
+        contact_id: first.contact_id,
+        conversation_id: first.conversation_id,
+        channel: ChannelKind::Chat,
+        source: "website".into(),
+        from_address: "widget-1".into(),
+        to: CustomerIdentity::new("visitor", "v1").unwrap(),
+        subject: None,
+        text: "Hello!".into(),
+        in_reply_to: None,
+        created_at: Timestamp::now(),
+    };
+    outbox.enqueue(&reply).await.unwrap();
+    let ooo = || Change::AutoReply {
+        text: "I am out of office until Monday.".into(),
+    };
+    let early = intake
+        .submit_update(update("reply-1@support.example", None, ooo()))
+        .await
+        .unwrap();
+    assert_eq!(early, UpdateOutcome::UnknownMessage);
+    let delivery = outbox
+        .next(Duration::from_millis(500))
+        .await
+        .unwrap()
+        .unwrap();
+    outbox
+        .settle(
+            &delivery,
+            DeliveryOutcome::Delivered {
+                provider_message_id: Some("reply-1@support.example".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let applied = intake
+        .submit_update(update("reply-1@support.example", Some("ooo-1"), ooo()))
+        .await
+        .unwrap();
+    assert_eq!(applied, UpdateOutcome::Applied);
+    let again = intake
+        .submit_update(update("reply-1@support.example", Some("ooo-1"), ooo()))
+        .await
+        .unwrap();
+    assert_eq!(again, UpdateOutcome::Duplicate);
+
+    let log = Conversations::new(store.clone())
+        .transcript(&first.conversation_id, "-", 100)
+        .await
+        .unwrap();
+    let autos: Vec<_> = log.iter().filter(|e| e.dir == "auto").collect();
+    assert_eq!(autos.len(), 1, "{log:?}");
+    assert!(autos[0].msg.contains("out of office"), "{:?}", autos[0]);
+    assert!(autos[0].msg.contains("reply-1@support.example"));
+    // Never a new contact: the conversation still has its one contact.
+    let contacts: Vec<String> = raw(&redis).await.keys("sb:*:contact:*").await.unwrap();
+    assert_eq!(contacts.len(), 1, "{contacts:?}");
+}

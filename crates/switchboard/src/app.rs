@@ -114,6 +114,11 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
                 OUTBOX_VISIBILITY,
             )?),
             routing: channel_routing.clone(),
+            state: Arc::new(switchboard_store::RedisChannelState::new(
+                store.clone(),
+                &name,
+                &instance,
+            )),
             shutdown: background.clone(),
         };
         let adapter = channel

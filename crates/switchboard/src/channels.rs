@@ -9,18 +9,19 @@ use switchboard_channel::ChannelConfig;
 
 macro_rules! channels {
     ($($variant:ident = $type_name:literal => $config:ty,)*) => {
-        /// One `[[channels]]` entry; `type` selects the adapter.
+        /// One `[[channels]]` entry; `type` selects the adapter. Each
+        /// configuration is boxed: they differ a lot in size.
         #[derive(Debug, Deserialize)]
         #[serde(tag = "type")]
         pub enum ChannelSettings {
-            $(#[serde(rename = $type_name)] $variant($config),)*
+            $(#[serde(rename = $type_name)] $variant(Box<$config>),)*
         }
 
         impl ChannelSettings {
             /// The channel's configuration behind the plug-in contract.
             pub fn config(&self) -> &dyn ChannelConfig {
                 match self {
-                    $(Self::$variant(c) => c,)*
+                    $(Self::$variant(c) => c.as_ref(),)*
                 }
             }
 
@@ -44,4 +45,5 @@ channels! {
     Webhook = "webhook" => switchboard_social::GenericConfig,
     Twilio = "twilio" => switchboard_voice::TwilioConfig,
     Cti = "cti" => switchboard_voice::CtiConfig,
+    Email = "email" => switchboard_email::EmailConfig,
 }

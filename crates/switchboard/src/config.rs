@@ -579,6 +579,57 @@ mod tests {
         }
     }
 
+    /// Every commented `[[channels]]` example in the shipped file parses
+    /// as its type once uncommented (secrets and paths aside).
+    #[test]
+    fn the_commented_channel_examples_parse() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/switchboard.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let starts: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i] == "# [[channels]]")
+            .collect();
+        assert!(starts.len() >= 7, "examples found: {}", starts.len());
+        for &start in &starts {
+            let mut example = String::new();
+            for line in &lines[start + 1..] {
+                let Some(rest) = line.strip_prefix("# ") else {
+                    break;
+                };
+                if rest.is_empty() || rest == "[[channels]]" {
+                    break;
+                }
+                // Drop a trailing comment; commented-out optional keys stay out.
+                if rest.starts_with('#') {
+                    continue;
+                }
+                let code = match rest.find(" #") {
+                    Some(i)
+                        if !rest[..i].contains('"') || rest[..i].matches('"').count() % 2 == 0 =>
+                    {
+                        &rest[..i]
+                    }
+                    _ => rest,
+                };
+                example.push_str(code);
+                example.push('\n');
+            }
+            #[derive(serde::Deserialize)]
+            struct Example {
+                #[allow(dead_code)]
+                channels: Vec<crate::channels::ChannelSettings>,
+            }
+            let example = format!("[[channels]]\n{example}");
+            let parsed: Result<Example, _> = toml::from_str(&example);
+            assert!(
+                parsed.is_ok(),
+                "example at line {}: {:?}\n{example}",
+                start + 1,
+                parsed.err()
+            );
+        }
+    }
+
     #[test]
     fn environment_overrides_the_file() {
         let f = file("[redis]\nurl = \"redis://file:6379\"\n[http]\nlisten = \"127.0.0.1:1\"\n");

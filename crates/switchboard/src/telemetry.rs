@@ -7,6 +7,12 @@ use tracing_subscriber::EnvFilter;
 /// Installs the log subscriber. Logs go to stderr (journald keeps them).
 pub fn init_logs(config: &LogConfig) {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // async-imap traces every command it sends, LOGIN with its password
+    // included: never below debug, whatever the configured level.
+    let filter = match "async_imap=debug".parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -71,5 +77,49 @@ fn describe() {
     describe_counter!(
         "switchboard_http_requests_total",
         "HTTP requests answered, by status class."
+    );
+    describe_email();
+}
+
+/// The email channel's metrics (docs/email.md).
+fn describe_email() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "switchboard_email_sessions_total",
+        "LMTP/SMTP sessions ended, by source and outcome."
+    );
+    describe_counter!(
+        "switchboard_email_messages_total",
+        "Mail transactions answered by the listener, by source and outcome (accepted, temporary, rejected, too_large)."
+    );
+    describe_histogram!(
+        "switchboard_email_message_bytes",
+        Unit::Bytes,
+        "Size of the mail the listener took in."
+    );
+    describe_counter!(
+        "switchboard_email_intake_total",
+        "Mail parsed, by source, kind (customer, auto_reply, bounce, bulk) and outcome."
+    );
+    describe_counter!(
+        "switchboard_email_imap_messages_total",
+        "Messages fetched over IMAP, by mailbox and outcome."
+    );
+    describe_counter!(
+        "switchboard_email_imap_errors_total",
+        "IMAP connection and protocol failures, by mailbox and kind."
+    );
+    describe_gauge!(
+        "switchboard_email_imap_connected",
+        "1 while the IMAP mailbox is connected."
+    );
+    describe_counter!(
+        "switchboard_email_replies_total",
+        "Replies handed to the SMTP relay, by source and outcome (delivered, failed, deferred)."
+    );
+    describe_histogram!(
+        "switchboard_email_send_seconds",
+        Unit::Seconds,
+        "Time for the SMTP relay to answer one reply."
     );
 }

@@ -6,6 +6,9 @@
 //! The binary is `redis-server` from `PATH`, or `SWITCHBOARD_TEST_REDIS_SERVER`.
 #![forbid(unsafe_code)]
 
+pub mod dovecot;
+pub mod postfix;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -4,12 +4,12 @@
 --
 -- KEYS[1] the update's own dedupe key (ignored unless ARGV[1] == '1')
 -- KEYS[2] the reference of the message concerned: for an edit, the
---         inbound message's dedupe key ("contact|conv|msg|seq"); for a
---         status, the reply's key ("conv|msg")
+--         inbound message's dedupe key ("contact|conv|msg|seq"); for an
+--         auto reply or a status, the reply's key ("conv|msg")
 -- ARGV[1] '1' when the update has an id   ARGV[2] dedupe window, seconds
--- ARGV[3] 'edit' or 'status'              ARGV[4] now, ms
+-- ARGV[3] 'edit', 'auto' or 'status'      ARGV[4] now, ms
 -- ARGV[5] the partition's key prefix ("sb:{p3}")
--- edit:   ARGV[6] the edit's own message id   ARGV[7] the log entry's JSON
+-- edit, auto: ARGV[6] the entry's own message id   ARGV[7] the log entry's JSON
 -- status: ARGV[6] the status's rank (sent 1 < delivered 2 < read 3 < failed 4)
 --         ARGV[7] the status JSON
 -- Returns "applied|conv|msg|seq", "applied|conv|msg", "stale|conv|msg",
@@ -30,6 +30,14 @@ if ARGV[3] == 'edit' then
   end
   local seq = redis.call('XADD', tag .. ':conv:' .. conv .. ':log', '*',
     'id', ARGV[6], 'dir', 'edit', 'at', ARGV[4], 'msg', ARGV[7])
+  result = 'applied|' .. conv .. '|' .. msg .. '|' .. seq
+elseif ARGV[3] == 'auto' then
+  local conv, msg = string.match(ref, '^([^|]*)|([^|]*)$')
+  if not conv then
+    return 'unknown'
+  end
+  local seq = redis.call('XADD', tag .. ':conv:' .. conv .. ':log', '*',
+    'id', ARGV[6], 'dir', 'auto', 'at', ARGV[4], 'msg', ARGV[7])
   result = 'applied|' .. conv .. '|' .. msg .. '|' .. seq
 else
   local conv, msg = string.match(ref, '^([^|]*)|([^|]*)$')

@@ -1,0 +1,444 @@
+//! `[[channels]] type = "email"`: which addresses the channel answers for,
+//! where mail comes in (an LMTP/SMTP listener, IMAP mailboxes) and the SMTP
+//! relay replies leave through.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use switchboard_channel::{ChannelError, Resource, Secret};
+
+/// `[[channels]] type = "email"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub name: String,
+    /// The addresses mail is accepted for (`help@support.example.com`). The
+    /// one a customer wrote to is the contact's `address`, which routing
+    /// rules match; replies leave from it.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Whole domains accepted (any local part), e.g. for plus-addresses.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Largest message taken in, in bytes (SIZE on the listener, the
+    /// RFC822.SIZE check on IMAP).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Where attachments are kept (written before the sender is answered).
+    /// Instances sharing one Redis must share this directory.
+    pub attachments_dir: PathBuf,
+    /// Largest attachment kept, in bytes; larger ones are listed, not kept.
+    #[serde(default = "default_max_attachment_bytes")]
+    pub max_attachment_bytes: usize,
+    /// Bulk and list mail (`Precedence: bulk`, `List-Id`): `ignore` (counted,
+    /// not routed) or `route`.
+    #[serde(default)]
+    pub bulk: BulkPolicy,
+    /// The LMTP/SMTP listener mail servers deliver to.
+    #[serde(default)]
+    pub listen: Option<ListenConfig>,
+    /// IMAP mailboxes fetched from.
+    #[serde(default)]
+    pub imap: Vec<ImapConfig>,
+    /// The relay replies are sent through.
+    pub smtp: SmtpConfig,
+}
+
+/// What to do with bulk and list mail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkPolicy {
+    #[default]
+    Ignore,
+    Route,
+}
+
+/// `[channels.listen]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// `127.0.0.1:2424`; mail servers on other hosts need a reachable address.
+    pub address: SocketAddr,
+    /// `lmtp` (what Postfix's `lmtp:` transport and Dovecot speak) or `smtp`.
+    #[serde(default)]
+    pub protocol: ListenProtocol,
+    /// The name in the greeting; the channel's first address's domain when
+    /// unset.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// PEM certificate chain and key for STARTTLS.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse mail before STARTTLS.
+    #[serde(default)]
+    pub require_tls: bool,
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    #[serde(default = "default_command_timeout_secs")]
+    pub command_timeout_secs: u64,
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+/// The listener's dialect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenProtocol {
+    #[default]
+    Lmtp,
+    Smtp,
+}
+
+/// How a connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    /// Implicit TLS (IMAP 993, SMTP 465).
+    #[default]
+    Tls,
+    StartTls,
+    /// Plain text: only for a peer on loopback or a private link.
+    None,
+}
+
+/// `[[channels.imap]]`: one mailbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: Security,
+    pub user: String,
+    pub password: Secret,
+    #[serde(default = "default_folder")]
+    pub folder: String,
+    /// After intake: `seen` (flag it), `delete`, or `move:<folder>`.
+    #[serde(default = "default_after")]
+    pub after: String,
+    /// The address mail in this mailbox was sent to, when its headers do
+    /// not name one of the channel's addresses.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default = "default_true")]
+    pub idle: bool,
+    #[serde(default = "default_poll_secs")]
+    pub poll_interval_secs: u64,
+}
+
+/// `[channels.smtp]`: the relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "default_smtp_security")]
+    pub security: Security,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default = "default_smtp_timeout_secs")]
+    pub timeout_secs: u64,
+    /// First retry after a temporary failure; doubles up to an hour.
+    #[serde(default = "default_retry_secs")]
+    pub retry_secs: u64,
+    /// Attempts before a reply is given up as failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Secret for signed plus-addresses in Reply-To (`help+<id>.<mac>@`);
+    /// none when unset.
+    #[serde(default)]
+    pub thread_secret: Option<Secret>,
+}
+
+fn default_max_message_bytes() -> usize {
+    25 * 1024 * 1024
+}
+fn default_max_attachment_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_max_recipients() -> usize {
+    100
+}
+fn default_command_timeout_secs() -> u64 {
+    300
+}
+fn default_max_sessions() -> usize {
+    256
+}
+fn default_folder() -> String {
+    "INBOX".into()
+}
+fn default_after() -> String {
+    "seen".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_poll_secs() -> u64 {
+    60
+}
+fn default_smtp_security() -> Security {
+    Security::StartTls
+}
+fn default_smtp_timeout_secs() -> u64 {
+    30
+}
+fn default_retry_secs() -> u64 {
+    60
+}
+fn default_max_attempts() -> u32 {
+    24
+}
+
+/// `channels.<name>.<key>: <problem>`.
+pub(crate) fn config_error(name: &str, key: &str, problem: &str) -> ChannelError {
+    ChannelError::Config(format!("channels.{name}.{key}: {problem}"))
+}
+
+/// A plausible mail address: one `@`, both sides non-empty, no spaces.
+pub(crate) fn address_ok(a: &str) -> bool {
+    matches!(a.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty() && !d.contains('@'))
+        && !a.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+impl ImapConfig {
+    /// The port: the configured one, else 993 (TLS) or 143.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            Security::Tls => 993,
+            _ => 143,
+        })
+    }
+
+    /// `imap://user@host:port/folder`: the mailbox's name in logs, metrics
+    /// and state keys.
+    pub fn label(&self) -> String {
+        format!(
+            "imap://{}@{}:{}/{}",
+            self.user,
+            self.host,
+            self.port(),
+            self.folder
+        )
+    }
+}
+
+impl SmtpConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            Security::Tls => 465,
+            Security::StartTls => 587,
+            Security::None => 25,
+        })
+    }
+}
+
+impl EmailConfig {
+    /// Checks everything that can be checked without I/O (secrets are read).
+    pub fn check(&self) -> Result<(), ChannelError> {
+        let err = |key: &str, problem: &str| config_error(&self.name, key, problem);
+        if self.addresses.is_empty() && self.domains.is_empty() {
+            return Err(err("addresses", "name at least one address or domain"));
+        }
+        if let Some(bad) = self.addresses.iter().find(|a| !address_ok(a)) {
+            return Err(err("addresses", &format!("{bad:?} is not a mail address")));
+        }
+        if let Some(bad) = self
+            .domains
+            .iter()
+            .find(|d| d.is_empty() || d.contains('@') || d.contains(char::is_whitespace))
+        {
+            return Err(err("domains", &format!("{bad:?} is not a domain")));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(err("max_message_bytes", "must be at least 1024"));
+        }
+        if self.listen.is_none() && self.imap.is_empty() {
+            return Err(err(
+                "listen",
+                "configure a listener or at least one [[imap]] mailbox",
+            ));
+        }
+        if let Some(l) = &self.listen {
+            if l.tls_cert.is_some() != l.tls_key.is_some() {
+                return Err(err("listen.tls_cert", "tls_cert and tls_key go together"));
+            }
+            if l.require_tls && l.tls_cert.is_none() {
+                return Err(err("listen.require_tls", "needs tls_cert and tls_key"));
+            }
+            if l.max_recipients == 0 || l.max_sessions == 0 || l.command_timeout_secs == 0 {
+                return Err(err(
+                    "listen",
+                    "max_recipients, max_sessions and command_timeout_secs must be positive",
+                ));
+            }
+        }
+        for (i, m) in self.imap.iter().enumerate() {
+            m.password.resolve()?;
+            if parse_after(&m.after).is_none() {
+                return Err(err(
+                    &format!("imap[{i}].after"),
+                    "must be seen, delete or move:<folder>",
+                ));
+            }
+            if m.address.as_deref().is_some_and(|a| !address_ok(a)) {
+                return Err(err(&format!("imap[{i}].address"), "is not a mail address"));
+            }
+            if m.poll_interval_secs == 0 {
+                return Err(err(
+                    &format!("imap[{i}].poll_interval_secs"),
+                    "must be positive",
+                ));
+            }
+        }
+        if let Some(p) = &self.smtp.password {
+            p.resolve()?;
+        }
+        if self.smtp.password.is_some() != self.smtp.user.is_some() {
+            return Err(err("smtp.user", "user and password go together"));
+        }
+        if let Some(s) = &self.smtp.thread_secret
+            && s.resolve()?.expose().len() < 16
+        {
+            return Err(err("smtp.thread_secret", "must be at least 16 characters"));
+        }
+        if self.smtp.max_attempts == 0 || self.smtp.retry_secs == 0 {
+            return Err(err("smtp", "max_attempts and retry_secs must be positive"));
+        }
+        Ok(())
+    }
+
+    /// What the channel claims: its listener and its mailboxes.
+    pub fn claims(&self) -> Vec<Resource> {
+        let mut out: Vec<Resource> = self
+            .listen
+            .iter()
+            .map(|l| Resource::TcpListener(l.address))
+            .collect();
+        out.extend(self.imap.iter().map(|m| Resource::Mailbox(m.label())));
+        out
+    }
+}
+
+/// The addresses and domains a channel takes mail for.
+#[derive(Debug, Clone)]
+pub struct Accepts {
+    addresses: Vec<String>,
+    domains: Vec<String>,
+}
+
+impl Accepts {
+    pub fn of(config: &EmailConfig) -> Accepts {
+        let lower = |v: &[String]| v.iter().map(|a| a.to_ascii_lowercase()).collect();
+        Accepts {
+            addresses: lower(&config.addresses),
+            domains: lower(&config.domains),
+        }
+    }
+
+    /// Whether mail for `rcpt` is ours (compared case-insensitively).
+    pub fn accepts(&self, rcpt: &str) -> bool {
+        let rcpt = rcpt.to_ascii_lowercase();
+        self.addresses.contains(&rcpt)
+            || rcpt
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| self.domains.iter().any(|x| x == d))
+    }
+
+    /// The first configured address (or `support@<first domain>`).
+    pub fn default_address(&self) -> String {
+        self.addresses
+            .first()
+            .cloned()
+            .or_else(|| self.domains.first().map(|d| format!("support@{d}")))
+            .unwrap_or_default()
+    }
+
+    /// The domain of the first address: the listener's default name.
+    pub fn hostname(&self) -> String {
+        let a = self.default_address();
+        a.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or(a)
+    }
+}
+
+/// What happens to a fetched message after intake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    Seen,
+    Delete,
+    Move(String),
+}
+
+/// `seen`, `delete` or `move:<folder>`.
+pub fn parse_after(s: &str) -> Option<After> {
+    match s {
+        "seen" => Some(After::Seen),
+        "delete" => Some(After::Delete),
+        _ => s
+            .strip_prefix("move:")
+            .filter(|f| !f.trim().is_empty())
+            .map(|f| After::Move(f.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml_text: &str) -> EmailConfig {
+        toml::from_str(toml_text).expect("parses")
+    }
+
+    const BASE: &str = r#"
+        name = "mail"
+        addresses = ["help@support.example.com"]
+        domains = ["billing.example.com"]
+        attachments_dir = "/tmp/a"
+        [listen]
+        address = "127.0.0.1:2424"
+        [smtp]
+        host = "127.0.0.1"
+    "#;
+
+    #[test]
+    fn a_minimal_configuration_is_valid() {
+        let c = config(BASE);
+        c.check().expect("valid");
+        let a = Accepts::of(&c);
+        assert!(a.accepts("HELP@support.example.com"));
+        assert!(a.accepts("anyone@Billing.Example.com"));
+        assert!(!a.accepts("help@elsewhere.example"));
+        assert!(!a.accepts("help@support.example.com.evil"));
+        assert_eq!(a.hostname(), "support.example.com");
+        assert_eq!(c.claims().len(), 1);
+        assert_eq!(c.smtp.port(), 587);
+    }
+
+    #[test]
+    fn problems_name_the_key() {
+        let no_in = BASE.replace("[listen]\n        address = \"127.0.0.1:2424\"", "");
+        let e = config(&no_in).check().expect_err("no inbound").to_string();
+        assert!(e.contains("channels.mail.listen"), "{e}");
+        let bad = BASE.replace("help@support.example.com", "help");
+        let e = config(&bad).check().expect_err("bad address").to_string();
+        assert!(e.contains("channels.mail.addresses"), "{e}");
+        let e = toml::from_str::<EmailConfig>(&format!("{BASE}\nbogus = 1"))
+            .expect_err("unknown key")
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn after_actions_parse() {
+        assert_eq!(parse_after("seen"), Some(After::Seen));
+        assert_eq!(parse_after("move:Done"), Some(After::Move("Done".into())));
+        assert_eq!(parse_after("move:"), None);
+        assert_eq!(parse_after("archive"), None);
+    }
+}

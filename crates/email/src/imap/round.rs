@@ -1,0 +1,230 @@
+//! One round: what came in after the checkpoint, in UID order; sizes and
+//! flags first, then each body, the sink, the after-intake action and the
+//! checkpoint.
+
+use async_imap::types::{Fetch, Flag};
+use futures::TryStreamExt;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::checkpoint::{self, Checkpoint};
+use super::conn::ImapSession;
+use super::session::{COMMAND_TIMEOUT, End};
+use super::{AfterIntake, Ctx, SinkError, error_metric};
+
+/// The longest wait for one message's body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the server can do.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Caps {
+    pub(super) idle: bool,
+    pub(super) mv: bool,
+    pub(super) uidplus: bool,
+}
+
+/// How a round ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Round {
+    /// Everything after the checkpoint was taken in; `progress` when there
+    /// was anything.
+    Done { progress: bool },
+    /// The sink asked to try again later; the checkpoint stays before the
+    /// message.
+    Temporary,
+}
+
+/// A message's UID, size and flags.
+#[derive(Debug)]
+struct Meta {
+    uid: u32,
+    size: Option<u32>,
+    seen: bool,
+    deleted: bool,
+}
+
+pub(super) async fn run(
+    ctx: &Ctx,
+    session: &mut ImapSession,
+    caps: &Caps,
+    cp: &mut Checkpoint,
+    stop: &CancellationToken,
+) -> Result<Round, End> {
+    let s = &ctx.settings;
+    let set = format!("{}:*", cp.last.saturating_add(1));
+    let fetches = End::guard(stop, "fetch", COMMAND_TIMEOUT, async {
+        let stream = session.uid_fetch(&set, "(UID RFC822.SIZE FLAGS)").await?;
+        stream.try_collect::<Vec<Fetch>>().await
+    })
+    .await?;
+    // `N:*` includes the last message even when its UID is below N.
+    let mut metas: Vec<Meta> = fetches
+        .iter()
+        .filter_map(|f| {
+            let uid = f.uid.filter(|uid| *uid > cp.last)?;
+            let flags: Vec<Flag<'_>> = f.flags().collect();
+            Some(Meta {
+                uid,
+                size: f.size,
+                seen: flags.contains(&Flag::Seen),
+                deleted: flags.contains(&Flag::Deleted),
+            })
+        })
+        .collect();
+    metas.sort_by_key(|m| m.uid);
+    metas.dedup_by_key(|m| m.uid);
+    let progress = !metas.is_empty();
+    // Right after a UIDVALIDITY change (or the first time), only what is
+    // still new: see the module's documentation.
+    let fresh = cp.last == 0;
+    let mut unsaved = false;
+    for m in metas {
+        if stop.is_cancelled() {
+            if unsaved {
+                checkpoint::save(ctx, *cp).await?;
+            }
+            return Err(End::Stopped);
+        }
+        if fresh && (m.deleted || (s.after == AfterIntake::Seen && m.seen)) {
+            debug!(uid = m.uid, "Passing over a message taken in before.");
+            (cp.last, unsaved) = (m.uid, true);
+            continue;
+        }
+        if let Some(size) = m.size.filter(|n| *n as usize > s.max_message_bytes) {
+            too_large(ctx, m.uid, size as usize);
+            (cp.last, unsaved) = (m.uid, true);
+            continue;
+        }
+        let raw = End::guard(stop, "fetch", BODY_TIMEOUT, async {
+            let stream = session.uid_fetch(m.uid.to_string(), "BODY.PEEK[]").await?;
+            stream.try_collect::<Vec<Fetch>>().await
+        })
+        .await?;
+        let Some(raw) = raw
+            .iter()
+            .find(|f| f.uid == Some(m.uid))
+            .and_then(Fetch::body)
+        else {
+            debug!(uid = m.uid, "The message is gone.");
+            (cp.last, unsaved) = (m.uid, true);
+            continue;
+        };
+        if raw.len() > s.max_message_bytes {
+            too_large(ctx, m.uid, raw.len());
+            (cp.last, unsaved) = (m.uid, true);
+            continue;
+        }
+        let fallback = format!("imap:{}:{}:{}", s.label, cp.validity, m.uid);
+        match ctx.sink.deliver(s, m.uid, raw, &fallback).await {
+            Ok(()) => {
+                outcome(ctx, "stored");
+                info!(uid = m.uid, bytes = raw.len(), "Took in a message.");
+            }
+            Err(SinkError::Rejected(e)) => {
+                outcome(ctx, "rejected");
+                warn!(uid = m.uid, error = %e, "A fetched message was rejected; passing over it.");
+            }
+            Err(SinkError::Temporary(e)) => {
+                outcome(ctx, "temporary");
+                warn!(uid = m.uid, error = %e, "Could not store a fetched message; will try again.");
+                if unsaved {
+                    checkpoint::save(ctx, *cp).await?;
+                }
+                return Ok(Round::Temporary);
+            }
+        }
+        // Stored: the checkpoint moves on whatever the action does.
+        let after = after_intake(ctx, session, caps, m.uid).await;
+        cp.last = m.uid;
+        checkpoint::save(ctx, *cp).await?;
+        unsaved = false;
+        after?;
+    }
+    if unsaved {
+        checkpoint::save(ctx, *cp).await?;
+    }
+    Ok(Round::Done { progress })
+}
+
+fn outcome(ctx: &Ctx, outcome: &'static str) {
+    metrics::counter!("switchboard_email_imap_messages_total",
+        "mailbox" => ctx.settings.label.clone(), "outcome" => outcome)
+    .increment(1);
+}
+
+fn too_large(ctx: &Ctx, uid: u32, size: usize) {
+    outcome(ctx, "too_large");
+    let max = ctx.settings.max_message_bytes;
+    warn!(
+        uid,
+        size, max, "Passing over a message over the size limit; it stays in the mailbox."
+    );
+}
+
+/// Applies the after-intake action. A refusal (NO, BAD: say, a missing
+/// folder) is logged and counted; a broken connection ends the session.
+async fn after_intake(
+    ctx: &Ctx,
+    session: &mut ImapSession,
+    caps: &Caps,
+    uid: u32,
+) -> Result<(), End> {
+    let uid_set = uid.to_string();
+    let action = async {
+        match &ctx.settings.after {
+            AfterIntake::Seen => store(session, &uid_set, "+FLAGS.SILENT (\\Seen)").await,
+            AfterIntake::Move(folder) if caps.mv => session.uid_mv(&uid_set, folder).await,
+            AfterIntake::Move(folder) => {
+                session.uid_copy(&uid_set, folder).await?;
+                delete(session, caps, &uid_set).await
+            }
+            AfterIntake::Delete => delete(session, caps, &uid_set).await,
+        }
+    };
+    let result = match tokio::time::timeout(COMMAND_TIMEOUT, action).await {
+        Ok(result) => result,
+        Err(_) => return Err(End::failed("after", "timed out")),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(async_imap::error::Error::No(e) | async_imap::error::Error::Bad(e)) => {
+            error_metric(ctx, "after");
+            warn!(uid, error = %e, after = ?ctx.settings.after, "The server refused the after-intake action.");
+            Ok(())
+        }
+        Err(e) => Err(End::failed("after", e)),
+    }
+}
+
+async fn store(
+    session: &mut ImapSession,
+    uid_set: &str,
+    query: &str,
+) -> async_imap::error::Result<()> {
+    session
+        .uid_store(uid_set, query)
+        .await?
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// `\Deleted`, then `UID EXPUNGE` (UIDPLUS) or a plain `EXPUNGE`.
+async fn delete(
+    session: &mut ImapSession,
+    caps: &Caps,
+    uid_set: &str,
+) -> async_imap::error::Result<()> {
+    store(session, uid_set, "+FLAGS.SILENT (\\Deleted)").await?;
+    if caps.uidplus {
+        session
+            .uid_expunge(uid_set)
+            .await?
+            .try_collect::<Vec<_>>()
+            .await?;
+    } else {
+        session.expunge().await?.try_collect::<Vec<_>>().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! One connection: log in, select the folder, check the UIDVALIDITY, then
+//! rounds of fetching, each followed by IDLE (or a sleep) until something
+//! changes.
+
+use async_imap::extensions::idle::IdleResponse;
+use async_imap::types::UnsolicitedResponse;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+use switchboard_channel::StateError;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Ctx;
+use super::backoff::{self, Backoff};
+use super::checkpoint::{self, Checkpoint};
+use super::conn::{self, ImapSession};
+use super::round::{self, Caps, Round};
+
+/// The longest wait for a connection (TCP, TLS, greeting, LOGIN).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest wait for one command's answer.
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// IDLE is re-issued at least this often (RFC 2177).
+const IDLE_MAX: Duration = Duration::from_secs(29 * 60);
+/// A zero poll interval would hammer the server.
+const MIN_POLL: Duration = Duration::from_secs(1);
+/// Politeness on the way out (DONE, LOGOUT) is capped at this.
+const GOODBYE: Duration = Duration::from_millis(500);
+
+/// Why a session ended.
+#[derive(Debug)]
+pub(super) enum End {
+    /// Shutdown, or the lease was lost.
+    Stopped,
+    /// Something failed; `kind` labels the error metric.
+    Failed { kind: &'static str, error: String },
+}
+
+impl End {
+    pub(super) fn failed(kind: &'static str, error: impl fmt::Display) -> End {
+        End::Failed {
+            kind,
+            error: error.to_string(),
+        }
+    }
+
+    /// Runs `fut` unless `stop` is cancelled first or it takes longer than
+    /// `limit`; errors become [`End::Failed`] of `kind`.
+    pub(super) async fn guard<T, E: IntoEnd>(
+        stop: &CancellationToken,
+        kind: &'static str,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, End> {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => Err(End::Stopped),
+            r = tokio::time::timeout(limit, fut) => match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(e.into_end(kind)),
+                Err(_) => Err(End::failed(kind, "timed out")),
+            },
+        }
+    }
+}
+
+/// An error that ends a session.
+pub(super) trait IntoEnd {
+    fn into_end(self, kind: &'static str) -> End;
+}
+
+impl IntoEnd for End {
+    fn into_end(self, _kind: &'static str) -> End {
+        self
+    }
+}
+
+impl IntoEnd for async_imap::error::Error {
+    fn into_end(self, kind: &'static str) -> End {
+        End::failed(kind, self)
+    }
+}
+
+impl IntoEnd for StateError {
+    fn into_end(self, kind: &'static str) -> End {
+        End::failed(kind, self)
+    }
+}
+
+/// Runs one session until `stop` or a failure. `backoff` is reset once a
+/// whole round has worked.
+pub(super) async fn run(
+    ctx: &Ctx,
+    stop: &CancellationToken,
+    backoff: &mut Backoff,
+) -> Result<(), End> {
+    let s = &ctx.settings;
+    let mut session = End::guard(stop, "connect", CONNECT_TIMEOUT, conn::connect(s)).await?;
+    let label = s.label.clone();
+    metrics::gauge!("switchboard_email_imap_connected", "mailbox" => label).set(1.0);
+    let found = End::guard(stop, "protocol", COMMAND_TIMEOUT, session.capabilities()).await?;
+    let caps = Caps {
+        idle: found.has_str("IDLE"),
+        mv: found.has_str("MOVE"),
+        uidplus: found.has_str("UIDPLUS"),
+    };
+    let mailbox = End::guard(stop, "select", COMMAND_TIMEOUT, session.select(&s.folder)).await?;
+    let validity = mailbox
+        .uid_validity
+        .ok_or_else(|| End::failed("select", "the server sent no UIDVALIDITY"))?;
+    let mut cp = match checkpoint::load(ctx, stop).await? {
+        Some(cp) if cp.validity == validity => cp,
+        stored => {
+            let cp = Checkpoint { validity, last: 0 };
+            match stored {
+                Some(old) => warn!(
+                    old = old.validity,
+                    new = validity,
+                    "The folder's UIDVALIDITY changed; taking in what is still new."
+                ),
+                None => info!(validity, "No checkpoint yet; taking in what is still new."),
+            }
+            checkpoint::save(ctx, cp).await?;
+            cp
+        }
+    };
+    info!(last_uid = cp.last, idle = caps.idle, "Connected.");
+    let mut temporary = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    loop {
+        changed(&mut session);
+        match round::run(ctx, &mut session, &caps, &mut cp, stop).await? {
+            Round::Temporary => {
+                if !backoff::sleep(stop, temporary.next_delay()).await {
+                    break;
+                }
+                continue;
+            }
+            Round::Done { progress } => {
+                backoff.reset();
+                temporary.reset();
+                // More may have come in meanwhile (or its EXISTS been lost).
+                if changed(&mut session) || progress {
+                    continue;
+                }
+            }
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        if s.idle && caps.idle {
+            session = idle(ctx, session, stop).await?;
+        } else if !backoff::sleep(stop, s.poll_interval.max(MIN_POLL)).await {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(GOODBYE, session.logout()).await;
+    Ok(())
+}
+
+/// Drains the unsolicited responses; true when new mail was announced.
+fn changed(session: &mut ImapSession) -> bool {
+    let mut exists = false;
+    while let Ok(r) = session.unsolicited_responses.try_recv() {
+        exists |= matches!(
+            r,
+            UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+        );
+    }
+    exists
+}
+
+/// Waits in IDLE until the server reports a change, the poll interval
+/// passes (IDLE is re-issued) or `stop`.
+async fn idle(
+    ctx: &Ctx,
+    session: ImapSession,
+    stop: &CancellationToken,
+) -> Result<ImapSession, End> {
+    let period = ctx.settings.poll_interval.clamp(MIN_POLL, IDLE_MAX);
+    let mut handle = session.idle();
+    End::guard(stop, "idle", COMMAND_TIMEOUT, handle.init()).await?;
+    debug!("Waiting in IDLE.");
+    let (wait, interrupt) = handle.wait_with_timeout(period);
+    let woke = tokio::select! {
+        r = wait => Some(r),
+        _ = tokio::time::sleep(period) => Some(Ok(IdleResponse::Timeout)),
+        _ = stop.cancelled() => None,
+    };
+    drop(interrupt);
+    match woke {
+        None => {
+            if let Ok(Ok(mut session)) = tokio::time::timeout(GOODBYE, handle.done()).await {
+                let _ = tokio::time::timeout(GOODBYE, session.logout()).await;
+            }
+            Err(End::Stopped)
+        }
+        Some(Err(e)) => Err(End::failed("idle", e)),
+        Some(Ok(response)) => {
+            if let IdleResponse::NewData(data) = &response {
+                debug!(response = ?data.parsed(), "The mailbox changed.");
+            }
+            End::guard(stop, "idle", COMMAND_TIMEOUT, handle.done()).await
+        }
+    }
+}

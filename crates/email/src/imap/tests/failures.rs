@@ -1,0 +1,108 @@
+//! What goes wrong: the sink, sizes, the password.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use switchboard_testkit::dovecot::Dovecot;
+
+use super::counters::Counters;
+use super::support::{Fetcher, MemState, Sink, checkpoint, mail, settings};
+use crate::imap::AfterIntake;
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_temporary_sink_error_keeps_the_message_for_the_next_round() {
+    let dovecot = Dovecot::start();
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    sink.temporary.store(2, Ordering::SeqCst);
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    dovecot.append("support", "INBOX", &mail(1));
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(1, WITHIN).await;
+    assert_eq!(sink.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(sink.uids(), vec![1]);
+    assert_eq!(checkpoint(&state, &settings, Some(1)).await.1, 1);
+    let label = &settings.label;
+    let key =
+        |o: &str| format!("switchboard_email_imap_messages_total{{mailbox={label},outcome={o}}}");
+    assert_eq!(counters.get(&key("temporary")), 2);
+    assert_eq!(counters.get(&key("stored")), 1);
+    fetcher.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_skipped_and_counted_and_later_ones_arrive() {
+    let dovecot = Dovecot::start();
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let mut settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    settings.max_message_bytes = 2000;
+    let mut big = mail(1);
+    big.extend(std::iter::repeat_n(b'x', 5000));
+    big.extend(b"\r\n");
+    dovecot.append("support", "INBOX", &big);
+    dovecot.append("support", "INBOX", &mail(2));
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(1, WITHIN).await;
+    assert_eq!(sink.uids(), vec![2]);
+    assert_eq!(checkpoint(&state, &settings, Some(2)).await.1, 2);
+    let label = &settings.label;
+    let key = format!("switchboard_email_imap_messages_total{{mailbox={label},outcome=too_large}}");
+    assert_eq!(counters.get(&key), 1);
+    // The large one stays, unread, for a person to look at.
+    let flags = dovecot.messages("support", "INBOX");
+    assert_eq!(flags[0], (1, String::new()));
+    dovecot.append("support", "INBOX", &mail(3));
+    sink.wait_for(2, WITHIN).await;
+    assert_eq!(sink.uids(), vec![2, 3]);
+    fetcher.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_retried_with_backoff_until_shutdown() {
+    let dovecot = Dovecot::start();
+    dovecot.append("support", "INBOX", &mail(1));
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let mut settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    settings.password = "wrong".into();
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let label = &settings.label;
+    let failures = counters.get(&format!(
+        "switchboard_email_imap_errors_total{{kind=login,mailbox={label}}}"
+    ));
+    // 0 s, then after 0.5–1 s, then after 1–2 s more: 2 or 3 tries, not dozens.
+    assert!(
+        (2..=4).contains(&failures),
+        "{failures} login failures: {}\n{}",
+        counters.dump(),
+        dovecot.log()
+    );
+    assert!(dovecot.log().contains("auth failed"), "{}", dovecot.log());
+    let took = fetcher.stop().await;
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert_eq!(sink.len(), 0);
+    assert_eq!(sink.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(state.value(&format!("{label}:checkpoint")), None);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_retried_and_shutdown_is_prompt() {
+    let port = switchboard_testkit::free_port();
+    let dovecot = Dovecot::start();
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let mut settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    settings.port = port;
+    drop(dovecot);
+    let fetcher = Fetcher::start(settings, &sink, &state);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let took = fetcher.stop().await;
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert_eq!(sink.len(), 0);
+}

@@ -1,0 +1,166 @@
+//! The happy paths: once each, in order, the after-intake actions, restarts,
+//! IDLE, UIDVALIDITY changes, two instances.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_testkit::dovecot::Dovecot;
+
+use super::support::{Fetcher, MemState, Sink, checkpoint, mail, settings};
+use crate::imap::AfterIntake;
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn each_message_once_in_uid_order_marked_seen_and_not_again_after_a_restart() {
+    let dovecot = Dovecot::start();
+    for n in 1..=3 {
+        dovecot.append("support", "INBOX", &mail(n));
+    }
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(3, WITHIN).await;
+    assert_eq!(sink.uids(), vec![1, 2, 3]);
+    {
+        let got = sink.got.lock().unwrap();
+        for (i, (uid, raw, fallback)) in got.iter().enumerate() {
+            assert_eq!(raw, &mail(i as u32 + 1));
+            assert!(fallback.starts_with(&format!("imap:{}:", settings.label)));
+            assert!(fallback.ends_with(&format!(":{uid}")));
+        }
+    }
+    // The checkpoint is written once the after-intake action is done.
+    checkpoint(&state, &settings, Some(3)).await;
+    let flags = dovecot.messages("support", "INBOX");
+    assert!(flags.iter().all(|(_, f)| f.contains("\\Seen")), "{flags:?}");
+    fetcher.stop().await;
+
+    // A new fetcher on the same state takes in only what is new.
+    dovecot.append("support", "INBOX", &mail(4));
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(4, WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.uids(), vec![1, 2, 3, 4]);
+    fetcher.stop().await;
+}
+
+#[tokio::test]
+async fn moves_taken_in_messages_to_a_folder() {
+    let dovecot = Dovecot::start();
+    dovecot.create_folder("support", "Done");
+    for n in 1..=2 {
+        dovecot.append("support", "INBOX", &mail(n));
+    }
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Move("Done".into()));
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(2, WITHIN).await;
+    checkpoint(&state, &settings, Some(2)).await;
+    assert_eq!(dovecot.messages("support", "INBOX"), vec![]);
+    assert_eq!(dovecot.messages("support", "Done").len(), 2);
+    dovecot.append("support", "INBOX", &mail(3));
+    sink.wait_for(3, WITHIN).await;
+    assert_eq!(sink.uids(), vec![1, 2, 3]);
+    fetcher.stop().await;
+}
+
+#[tokio::test]
+async fn deletes_taken_in_messages() {
+    let dovecot = Dovecot::start();
+    for n in 1..=2 {
+        dovecot.append("support", "INBOX", &mail(n));
+    }
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Delete);
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(2, WITHIN).await;
+    checkpoint(&state, &settings, Some(2)).await;
+    assert_eq!(dovecot.messages("support", "INBOX"), vec![]);
+    fetcher.stop().await;
+    assert_eq!(sink.uids(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn mail_arriving_during_idle_is_prompt_and_shutdown_during_idle_too() {
+    let dovecot = Dovecot::start();
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    checkpoint(&state, &settings, None).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // in IDLE now
+    for n in 1..=2 {
+        let appended = Instant::now();
+        dovecot.append("support", "INBOX", &mail(n));
+        sink.wait_for(n as usize, WITHIN).await;
+        let took = appended.elapsed();
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let took = fetcher.stop().await;
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+}
+
+#[tokio::test]
+async fn a_new_uidvalidity_refetches_what_is_new_without_losing_any() {
+    let dovecot = Dovecot::start();
+    dovecot.create_folder("support", "Support");
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let settings = settings(&dovecot, "Support", AfterIntake::Seen);
+    for n in 1..=2 {
+        dovecot.append("support", "Support", &mail(n));
+    }
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(2, WITHIN).await;
+    let (first_validity, _) = checkpoint(&state, &settings, Some(2)).await;
+    fetcher.stop().await;
+
+    // Recreated: the same UIDs again, a new UIDVALIDITY.
+    dovecot.delete_folder("support", "Support");
+    dovecot.create_folder("support", "Support");
+    for n in 3..=4 {
+        dovecot.append("support", "Support", &mail(n));
+    }
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(4, WITHIN).await;
+    let (validity, _) = checkpoint(&state, &settings, Some(2)).await;
+    assert_ne!(validity, first_validity);
+    fetcher.stop().await;
+    let got: Vec<Vec<u8>> = sink
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.1.clone())
+        .collect();
+    assert_eq!(got, (1..=4).map(mail).collect::<Vec<_>>());
+
+    // A checkpoint of another UIDVALIDITY: what is seen is not taken again,
+    // what is not yet seen is.
+    let key = format!("{}:checkpoint", settings.label);
+    state.put(&key, "1:99");
+    dovecot.append("support", "Support", &mail(5));
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(5, WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    fetcher.stop().await;
+    assert_eq!(sink.uids(), vec![1, 2, 1, 2, 3]);
+    assert_eq!(state.value(&key), Some(format!("{validity}:3")));
+}
+
+#[tokio::test]
+async fn two_instances_take_each_message_in_once() {
+    let dovecot = Dovecot::start();
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    let a = Fetcher::start(settings.clone(), &sink, &state);
+    let b = Fetcher::start(settings.clone(), &sink, &state.instance());
+    for n in 1..=5 {
+        dovecot.append("support", "INBOX", &mail(n));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.wait_for(5, WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.uids(), vec![1, 2, 3, 4, 5]);
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,0 +1,44 @@
+//! The fetcher against a real Dovecot (`switchboard_testkit::dovecot`).
+#![allow(clippy::unwrap_used)]
+
+mod counters;
+mod failures;
+mod fetching;
+mod support;
+mod tls;
+
+use super::checkpoint::Checkpoint;
+
+#[test]
+fn checkpoints_parse_and_format() {
+    let cp = Checkpoint::parse("1700000000:42").unwrap();
+    assert_eq!((cp.validity, cp.last), (1_700_000_000, 42));
+    assert_eq!(cp.format(), "1700000000:42");
+    assert_eq!(Checkpoint::parse(" 7:0\n").map(|c| c.last), Some(0));
+    for bad in ["", "7", "7:", ":3", "a:b", "7:-1", "7:3:4"] {
+        assert!(Checkpoint::parse(bad).is_none(), "{bad:?}");
+    }
+}
+
+#[test]
+fn the_password_is_not_in_debug_output() {
+    let settings = super::MailboxSettings {
+        label: "imap://support@mail.example.com:993/INBOX".into(),
+        host: "mail.example.com".into(),
+        port: 993,
+        security: super::Security::Tls,
+        user: "support".into(),
+        password: "hunter2-very-secret".into(),
+        folder: "INBOX".into(),
+        after: super::AfterIntake::Seen,
+        poll_interval: std::time::Duration::from_secs(60),
+        idle: true,
+        max_message_bytes: 1000,
+        tls_roots: None,
+    };
+    let shown = format!("{settings:?}");
+    assert!(
+        !shown.contains("hunter2") && shown.contains("redacted"),
+        "{shown}"
+    );
+}

@@ -1,0 +1,346 @@
+//! From raw mail to the intake: one place for the listener and the IMAP
+//! fetcher. A customer's mail becomes a contact (or joins their open
+//! conversation); an auto reply is recorded next to the reply it answers;
+//! a bounce marks the reply it returns as failed; bulk mail is counted and
+//! left alone unless configured. Nothing is acknowledged before the intake
+//! (and the attachment store) has it.
+
+use crate::attachments::AttachmentStore;
+use crate::config::{Accepts, BulkPolicy};
+use crate::parse::{self, MailKind, ParseLimits, ParsedMail};
+use metrics::counter;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use switchboard_channel::Intake;
+use switchboard_core::{
+    Change, ChannelKind, CustomerIdentity, InboundEvent, InboundUpdate, IntakeError, ReplyStatus,
+    Timestamp, UpdateOutcome,
+};
+use tracing::{info, warn};
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Stored as a customer message (`created`, `appended` or `duplicate`).
+    Stored {
+        contact_id: String,
+        outcome: &'static str,
+    },
+    /// An auto reply or a bounce, applied to the reply it concerns (or not
+    /// found: nothing to apply).
+    Update {
+        kind: &'static str,
+        outcome: &'static str,
+    },
+    /// Bulk mail left alone.
+    Ignored { kind: &'static str },
+}
+
+/// Why a message was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Try again later (Redis or the disk unavailable): 451 / retry.
+    #[error("temporarily unavailable: {0}")]
+    Temporary(String),
+    /// It can never be taken: 550 / skip.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl From<IntakeError> for IngestError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Invalid(i) => IngestError::Rejected(format!("invalid message: {i}")),
+            other => IngestError::Temporary(other.to_string()),
+        }
+    }
+}
+
+/// Takes raw mail in for one email channel.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub source: String,
+    pub intake: Arc<dyn Intake>,
+    pub attachments: AttachmentStore,
+    pub limits: ParseLimits,
+    pub bulk: BulkPolicy,
+    pub accepts: Accepts,
+}
+
+/// How one message arrived.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Arrival<'a> {
+    /// The envelope recipient it was delivered to (the listener).
+    pub rcpt: Option<&'a str>,
+    /// The address to use when neither the envelope nor the headers name
+    /// one of the channel's (an IMAP mailbox's own).
+    pub default_address: Option<&'a str>,
+    /// The envelope sender (`MAIL FROM`), when there was one.
+    pub envelope_from: Option<&'a str>,
+    /// The message's name when it has no Message-ID (an IMAP UID); a hash
+    /// of the bytes otherwise.
+    pub fallback_id: Option<&'a str>,
+}
+
+impl Ingest {
+    /// Takes one message. A repeat (same Message-ID, or the same
+    /// fallback id) is stored once.
+    pub async fn take(&self, raw: &[u8], arrival: Arrival<'_>) -> Result<Taken, IngestError> {
+        let mail = parse::parse(raw, &self.limits);
+        let address = arrival
+            .rcpt
+            .map(str::to_owned)
+            .or_else(|| {
+                mail.to
+                    .iter()
+                    .chain(&mail.cc)
+                    .find(|a| self.accepts.accepts(a))
+                    .cloned()
+            })
+            .or_else(|| arrival.default_address.map(str::to_owned))
+            .unwrap_or_else(|| self.accepts.default_address());
+        let (envelope_from, fallback_id) = (arrival.envelope_from, arrival.fallback_id);
+        let kind = match &mail.kind {
+            MailKind::Customer => "customer",
+            MailKind::AutoReply => "auto_reply",
+            MailKind::Bounce(_) => "bounce",
+            MailKind::Bulk => "bulk",
+        };
+        let result = self
+            .take_parsed(mail, raw, &address, envelope_from, fallback_id)
+            .await;
+        let outcome = match &result {
+            Ok(Taken::Stored { outcome, .. }) => *outcome,
+            Ok(Taken::Update { outcome, .. }) => *outcome,
+            Ok(Taken::Ignored { .. }) => "ignored",
+            Err(IngestError::Temporary(_)) => "temporary",
+            Err(IngestError::Rejected(_)) => "rejected",
+        };
+        counter!("switchboard_email_intake_total",
+            "source" => self.source.clone(), "kind" => kind, "outcome" => outcome)
+        .increment(1);
+        result
+    }
+
+    async fn take_parsed(
+        &self,
+        mail: ParsedMail,
+        raw: &[u8],
+        address: &str,
+        envelope_from: Option<&str>,
+        fallback_id: Option<&str>,
+    ) -> Result<Taken, IngestError> {
+        match &mail.kind {
+            MailKind::Bounce(bounce) => {
+                let detail = bounce_detail(bounce);
+                let failed = bounce.permanent
+                    || bounce
+                        .action
+                        .as_deref()
+                        .is_some_and(|a| a.eq_ignore_ascii_case("failed"));
+                if !failed {
+                    info!(detail = %detail, "A delay notice: the reply is still on its way.");
+                    return Ok(Taken::Update {
+                        kind: "bounce",
+                        outcome: "delayed",
+                    });
+                }
+                let (Some(recipient), Some(original)) = (
+                    bounce.recipient.as_deref(),
+                    bounce.original_message_id.as_deref(),
+                ) else {
+                    info!(detail = %detail, "A bounce that names no reply of ours; nothing to mark.");
+                    return Ok(Taken::Update {
+                        kind: "bounce",
+                        outcome: "unknown_message",
+                    });
+                };
+                let change = Change::Status {
+                    status: ReplyStatus::Failed,
+                    detail: Some(detail),
+                };
+                let outcome = self
+                    .update(
+                        recipient,
+                        &[original.to_owned()],
+                        mail.message_id.clone(),
+                        change,
+                    )
+                    .await?;
+                Ok(Taken::Update {
+                    kind: "bounce",
+                    outcome: outcome.as_str(),
+                })
+            }
+            MailKind::AutoReply => {
+                let Some(from) = sender(&mail, envelope_from) else {
+                    return Ok(Taken::Update {
+                        kind: "auto_reply",
+                        outcome: "unknown_message",
+                    });
+                };
+                let mut refs = mail.in_reply_to.clone();
+                refs.extend(mail.references.iter().rev().cloned());
+                let change = Change::AutoReply {
+                    text: mail.text.clone(),
+                };
+                let outcome = self
+                    .update(&from, &refs, mail.message_id.clone(), change)
+                    .await?;
+                Ok(Taken::Update {
+                    kind: "auto_reply",
+                    outcome: outcome.as_str(),
+                })
+            }
+            MailKind::Bulk if self.bulk == BulkPolicy::Ignore => {
+                info!(message_id = ?mail.message_id, "Bulk or list mail not routed (bulk = \"ignore\").");
+                Ok(Taken::Ignored { kind: "bulk" })
+            }
+            MailKind::Customer | MailKind::Bulk => {
+                self.store_customer_mail(mail, raw, address, envelope_from, fallback_id)
+                    .await
+            }
+        }
+    }
+
+    /// Applies `change` to the first of `refs` that names one of our replies.
+    async fn update(
+        &self,
+        customer: &str,
+        refs: &[String],
+        update_id: Option<String>,
+        change: Change,
+    ) -> Result<UpdateOutcome, IngestError> {
+        let customer = CustomerIdentity::new("email", customer)
+            .map_err(|e| IngestError::Rejected(format!("customer address: {e}")))?;
+        for reference in refs.iter().take(20) {
+            let update = InboundUpdate {
+                channel: ChannelKind::Email,
+                source: self.source.clone(),
+                customer: customer.clone(),
+                provider_message_id: reference.clone(),
+                update_id: update_id.clone(),
+                change: change.clone(),
+                at: None,
+            };
+            let outcome = self.intake.update(update).await?;
+            if outcome != UpdateOutcome::UnknownMessage {
+                return Ok(outcome);
+            }
+        }
+        Ok(UpdateOutcome::UnknownMessage)
+    }
+
+    async fn store_customer_mail(
+        &self,
+        mail: ParsedMail,
+        raw: &[u8],
+        address: &str,
+        envelope_from: Option<&str>,
+        fallback_id: Option<&str>,
+    ) -> Result<Taken, IngestError> {
+        let from = sender(&mail, envelope_from)
+            .ok_or_else(|| IngestError::Rejected("the mail names no sender".into()))?;
+        let customer = CustomerIdentity::new("email", &from)
+            .map_err(|e| IngestError::Rejected(format!("sender address: {e}")))?;
+        let mut text = mail.text.clone();
+        for attachment in mail.attachments {
+            let size = attachment.bytes.len();
+            let id = self
+                .attachments
+                .keep(&attachment.content_type, attachment.bytes)
+                .await
+                .map_err(|e| IngestError::Temporary(format!("attachment store: {e}")))?;
+            let _ = write!(
+                text,
+                "\n[attachment: {}, {}, {size} bytes, media id {id}]",
+                attachment.name, attachment.content_type
+            );
+        }
+        if mail.skipped_attachments > 0 {
+            let _ = write!(
+                text,
+                "\n[{} attachment(s) not kept: over the size or count limit]",
+                mail.skipped_attachments
+            );
+        }
+        let mut attributes = BTreeMap::new();
+        if let Some(tag) = &mail.tag {
+            attributes.insert("email_thread".to_owned(), tag.clone());
+        }
+        if mail.no_auto_answer {
+            attributes.insert("no_auto_answer".to_owned(), "true".to_owned());
+        }
+        let provider_message_id = mail
+            .message_id
+            .clone()
+            .or_else(|| fallback_id.map(str::to_owned))
+            .unwrap_or_else(|| format!("sha256:{}", &hex::encode(Sha256::digest(raw))[..32]));
+        let event = InboundEvent {
+            channel: ChannelKind::Email,
+            source: self.source.clone(),
+            address: address.to_ascii_lowercase(),
+            customer,
+            customer_name: mail.from.as_ref().and_then(|m| m.name.clone()),
+            provider_message_id: Some(provider_message_id),
+            subject: mail.subject.clone().filter(|s| !s.trim().is_empty()),
+            text: if text.trim().is_empty() && mail.subject.is_none() {
+                "(empty message)".into()
+            } else {
+                text
+            },
+            language: mail.language.clone(),
+            attributes,
+            sent_at: mail.date_ms.map(Timestamp),
+        };
+        let receipt = self.intake.submit(event).await.map_err(|e| {
+            if matches!(e, IntakeError::Invalid(_)) {
+                warn!(error = %e, "Mail refused by the intake.");
+            }
+            IngestError::from(e)
+        })?;
+        info!(contact_id = %receipt.contact_id, outcome = receipt.outcome.as_str(), "Mail taken in.");
+        Ok(Taken::Stored {
+            contact_id: receipt.contact_id.to_string(),
+            outcome: receipt.outcome.as_str(),
+        })
+    }
+}
+
+/// The sender: From, else the envelope's MAIL FROM.
+fn sender(mail: &ParsedMail, envelope_from: Option<&str>) -> Option<String> {
+    mail.from
+        .as_ref()
+        .map(|m| m.address.clone())
+        .filter(|a| crate::config::address_ok(a))
+        .or_else(|| {
+            envelope_from
+                .filter(|a| crate::config::address_ok(a))
+                .map(str::to_owned)
+        })
+}
+
+/// What the agent is shown for a bounced reply.
+fn bounce_detail(b: &parse::Bounce) -> String {
+    let mut out = String::from("bounced");
+    if let Some(s) = &b.status {
+        let _ = write!(
+            out,
+            " ({s}{})",
+            if b.permanent {
+                ", permanent"
+            } else {
+                ", temporary"
+            }
+        );
+    }
+    if let Some(r) = &b.recipient {
+        let _ = write!(out, ": {r}");
+    }
+    if let Some(d) = &b.diagnostic {
+        let _ = write!(out, ": {}", d.chars().take(300).collect::<String>());
+    }
+    out
+}

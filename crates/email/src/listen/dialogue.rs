@@ -1,0 +1,218 @@
+//! The command/answer loop on one byte stream.
+
+use super::MAX_ERRORS;
+use super::commands::{Flow, Session};
+use super::session::Outcome;
+use super::wire::{close, farewell, flush};
+use smtp_proto::Error;
+use smtp_proto::request::receiver::{
+    DataReceiver, DummyDataReceiver, DummyLineReceiver, MAX_LINE_LENGTH, RequestReceiver,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// Bytes read from the client at a time (also the most a body can grow past
+/// the size limit before it is dropped).
+const READ_CHUNK: usize = 16 * 1024;
+
+pub(super) enum Ended<T> {
+    Closed(Outcome),
+    /// STARTTLS was answered with 220: the handshake follows on `T`.
+    Upgrade(T),
+}
+
+/// What the incoming bytes are.
+enum Mode {
+    Command,
+    /// The rest of an over-long command line, dropped.
+    SkipLine(DummyLineReceiver),
+    Data {
+        rx: DataReceiver,
+        body: Vec<u8>,
+    },
+    /// The rest of a body over the size limit, dropped.
+    Discard(DummyDataReceiver),
+}
+
+/// The command/answer loop on one stream (plain, then again under TLS).
+/// Replies are collected in `out` and written whenever all input at hand is
+/// processed (PIPELINING).
+pub(super) async fn dialogue<T>(
+    mut io: T,
+    s: &mut Session,
+    shutdown: &CancellationToken,
+    mut out: Vec<u8>,
+) -> Ended<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let timeout = s.settings.command_timeout;
+    let max_bytes = s.settings.max_message_bytes;
+    let mut receiver = RequestReceiver::default();
+    let mut mode = Mode::Command;
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        if let Err(outcome) = flush(&mut io, &mut out, timeout).await {
+            return Ended::Closed(outcome);
+        }
+        // Between commands a shutdown ends the session; within DATA the
+        // message is taken first.
+        let idle = matches!(mode, Mode::Command | Mode::SkipLine(_));
+        let read = tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if idle => None,
+            read = tokio::time::timeout(timeout, io.read(&mut buf)) => Some(read),
+        };
+        let n = match read {
+            None => {
+                return farewell(
+                    io,
+                    s,
+                    out,
+                    "4.3.2",
+                    "Service shutting down",
+                    Outcome::Shutdown,
+                )
+                .await;
+            }
+            Some(Err(_)) => {
+                return farewell(
+                    io,
+                    s,
+                    out,
+                    "4.4.2",
+                    "Error: timeout exceeded",
+                    Outcome::Timeout,
+                )
+                .await;
+            }
+            Some(Ok(Ok(0))) => return Ended::Closed(Outcome::Disconnected),
+            Some(Ok(Ok(n))) => n,
+            Some(Ok(Err(e))) => {
+                debug!(error = %e, "Read failed.");
+                return Ended::Closed(Outcome::Disconnected);
+            }
+        };
+        let mut bytes = buf[..n].iter();
+        while !bytes.as_slice().is_empty() {
+            match &mut mode {
+                Mode::Command => {
+                    if shutdown.is_cancelled() {
+                        return farewell(
+                            io,
+                            s,
+                            out,
+                            "4.3.2",
+                            "Service shutting down",
+                            Outcome::Shutdown,
+                        )
+                        .await;
+                    }
+                    // The receiver caps a line it buffers, not one it gets
+                    // whole: the same limit for both.
+                    let ingested = if line_too_long(bytes.as_slice()) {
+                        Err(Error::ResponseTooLong)
+                    } else {
+                        receiver.ingest(&mut bytes).map(|r| r.into_owned())
+                    };
+                    let flow = match ingested {
+                        Ok(request) => s.command(request, &mut out),
+                        Err(Error::NeedsMoreData { .. }) => break,
+                        Err(Error::ResponseTooLong) => {
+                            s.error(&mut out, 500, "5.5.2", "Error: line too long");
+                            receiver = RequestReceiver::default();
+                            mode = Mode::SkipLine(DummyLineReceiver::default());
+                            Flow::Continue
+                        }
+                        Err(e) => {
+                            s.syntax_error(e, &mut out);
+                            Flow::Continue
+                        }
+                    };
+                    if s.errors >= MAX_ERRORS {
+                        return farewell(
+                            io,
+                            s,
+                            out,
+                            "4.7.0",
+                            "Error: too many errors",
+                            Outcome::TooManyErrors,
+                        )
+                        .await;
+                    }
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Data => {
+                            mode = Mode::Data {
+                                rx: data_receiver(),
+                                body: Vec::new(),
+                            }
+                        }
+                        Flow::StartTls => {
+                            // Whatever was pipelined after STARTTLS is
+                            // dropped with `buf` (command injection).
+                            return match flush(&mut io, &mut out, timeout).await {
+                                Ok(()) => Ended::Upgrade(io),
+                                Err(outcome) => Ended::Closed(outcome),
+                            };
+                        }
+                        Flow::Quit => {
+                            if flush(&mut io, &mut out, timeout).await.is_ok() {
+                                close(&mut io).await;
+                            }
+                            return Ended::Closed(Outcome::Quit);
+                        }
+                    }
+                }
+                Mode::SkipLine(skip) => {
+                    if skip.ingest(&mut bytes) {
+                        mode = Mode::Command;
+                    }
+                }
+                Mode::Data { rx, body } => {
+                    let done = rx.ingest(&mut bytes, body);
+                    if body.len() > max_bytes {
+                        let skip = DummyDataReceiver::new_data(rx);
+                        mode = if done {
+                            Mode::Command
+                        } else {
+                            Mode::Discard(skip)
+                        };
+                        if done {
+                            s.too_large(&mut out);
+                        }
+                    } else if done {
+                        let body = std::mem::take(body);
+                        mode = Mode::Command;
+                        s.deliver(body, &mut out).await;
+                    }
+                }
+                Mode::Discard(skip) => {
+                    if skip.ingest(&mut bytes) {
+                        mode = Mode::Command;
+                        s.too_large(&mut out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A DATA receiver that has seen the CRLF ending the DATA command, so that
+/// a body starting with "." (a stuffed first line, or the end of an empty
+/// body) is read right.
+fn data_receiver() -> DataReceiver {
+    let mut rx = DataReceiver::new();
+    let mut scratch = Vec::new();
+    rx.ingest(&mut b"\r\n".iter(), &mut scratch);
+    rx
+}
+
+/// The next line, complete in `input`, is longer than smtp-proto's limit.
+fn line_too_long(input: &[u8]) -> bool {
+    input
+        .iter()
+        .position(|&b| b == b'\n')
+        .is_some_and(|lf| lf >= MAX_LINE_LENGTH)
+}

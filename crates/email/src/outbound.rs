@@ -1,0 +1,289 @@
+//! Agents' replies out over SMTP (lettre): from the address the customer
+//! wrote to, threaded with Message-ID, In-Reply-To and References, with
+//! the conversation's tag in the subject. A reply stays in the channel's
+//! durable outbox until the relay accepts it: temporary failures are
+//! retried with backoff, permanent ones (5xx) are shown to the agent.
+
+use crate::config::{Security, SmtpConfig};
+use crate::parse;
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use metrics::{counter, histogram};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_channel::{ChannelContext, ChannelError, OutboundDelivery, Outbox};
+use switchboard_core::{DeliveryOutcome, OutboundMessage};
+use tracing::{Instrument, info, info_span, warn};
+
+/// Sends one channel's replies.
+pub struct Sender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    retry: Duration,
+    max_attempts: u32,
+    thread_secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+impl Sender {
+    /// The relay client for `config` (no connection is made yet).
+    pub fn new(name: &str, config: &SmtpConfig) -> Result<Sender, ChannelError> {
+        let err =
+            |e: &dyn std::fmt::Display| crate::config::config_error(name, "smtp", &e.to_string());
+        let tls = match config.security {
+            Security::None => Tls::None,
+            Security::StartTls => {
+                Tls::Required(TlsParameters::new(config.host.clone()).map_err(|e| err(&e))?)
+            }
+            Security::Tls => {
+                Tls::Wrapper(TlsParameters::new(config.host.clone()).map_err(|e| err(&e))?)
+            }
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+            .port(config.port())
+            .tls(tls)
+            .timeout(Some(Duration::from_secs(config.timeout_secs.max(1))));
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            let password = password.resolve()?;
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+        }
+        let thread_secret = match &config.thread_secret {
+            Some(s) => Some(s.resolve()?.expose().as_bytes().to_vec()),
+            None => None,
+        };
+        Ok(Sender {
+            transport: builder.build(),
+            retry: Duration::from_secs(config.retry_secs),
+            max_attempts: config.max_attempts,
+            thread_secret,
+        })
+    }
+
+    /// Delivers the outbox until shutdown.
+    pub async fn run(self: Arc<Self>, ctx: ChannelContext) -> Result<(), ChannelError> {
+        let outbox = ctx.outbox.clone();
+        loop {
+            let next = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                next = outbox.next(Duration::from_secs(5)) => next,
+            };
+            match next {
+                Ok(Some(delivery)) => {
+                    let span = info_span!("email_reply",
+                        contact_id = %delivery.message.contact_id,
+                        message_id = %delivery.message.message_id,
+                        attempt = delivery.attempt);
+                    self.deliver(outbox.as_ref(), &ctx.name, delivery)
+                        .instrument(span)
+                        .await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "Email outbox unavailable; retrying.");
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, outbox: &dyn Outbox, source: &str, delivery: OutboundDelivery) {
+        let started = Instant::now();
+        let (outcome, settle) = match build(&delivery.message, self.thread_secret.as_deref()) {
+            Err(reason) => ("failed", Ok(DeliveryOutcome::Failed { reason })),
+            Ok((message, message_id)) => match self.transport.send(message).await {
+                Ok(_) => (
+                    "delivered",
+                    Ok(DeliveryOutcome::Delivered {
+                        provider_message_id: Some(message_id),
+                    }),
+                ),
+                Err(e) if e.is_permanent() => (
+                    "failed",
+                    Ok(DeliveryOutcome::Failed {
+                        reason: format!("the mail server refused it: {e}"),
+                    }),
+                ),
+                Err(e) if delivery.attempt >= self.max_attempts => (
+                    "failed",
+                    Ok(DeliveryOutcome::Failed {
+                        reason: format!("gave up after {} attempts: {e}", delivery.attempt),
+                    }),
+                ),
+                Err(e) => ("deferred", Err(e.to_string())),
+            },
+        };
+        histogram!("switchboard_email_send_seconds", "source" => source.to_owned())
+            .record(started.elapsed().as_secs_f64());
+        counter!("switchboard_email_replies_total", "source" => source.to_owned(), "outcome" => outcome)
+            .increment(1);
+        let result = match settle {
+            Ok(outcome) => {
+                match &outcome {
+                    DeliveryOutcome::Delivered { .. } => {
+                        info!("Email reply accepted by the relay.")
+                    }
+                    DeliveryOutcome::Failed { reason } => {
+                        warn!(reason = %reason, "Email reply failed.")
+                    }
+                }
+                outbox.settle(&delivery, outcome).await
+            }
+            Err(error) => {
+                let delay = backoff(self.retry, delivery.attempt);
+                warn!(error = %error, retry_in_secs = delay.as_secs(), "Email reply deferred.");
+                outbox.defer(&delivery, delay).await
+            }
+        };
+        if let Err(e) = result {
+            // Not settled: the outbox hands it out again after its timeout.
+            warn!(error = %e, "Could not record the reply's outcome.");
+        }
+    }
+}
+
+/// `retry · 2^(attempt-1)`, at most an hour, with ±20 % jitter.
+fn backoff(retry: Duration, attempt: u32) -> Duration {
+    let base = retry
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(12))
+        .min(Duration::from_secs(3600));
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+/// `<message.conversation@domain>`: the same on every attempt, so a retry
+/// after a crash is recognisably the same mail.
+pub fn message_id_for(message: &OutboundMessage) -> String {
+    let domain = message
+        .from_address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("switchboard.invalid");
+    format!(
+        "{}.{}@{domain}",
+        message.message_id, message.conversation_id
+    )
+}
+
+/// The mail for `message` and its Message-ID (without brackets).
+pub fn build(
+    message: &OutboundMessage,
+    thread_secret: Option<&[u8]>,
+) -> Result<(Message, String), String> {
+    let from: Mailbox = message
+        .from_address
+        .parse()
+        .map_err(|e| format!("cannot send from {:?}: {e}", message.from_address))?;
+    let to: Mailbox = message
+        .to
+        .value
+        .parse()
+        .map_err(|e| format!("cannot send to {:?}: {e}", message.to.value))?;
+    let id = message_id_for(message);
+    let tag = message.conversation_id.to_string();
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(parse::tagged_subject(message.subject.as_deref(), &tag))
+        .message_id(Some(format!("<{id}>")))
+        .date_now();
+    if let Some(secret) = thread_secret {
+        let plus = parse::plus_address(&message.from_address, &tag, secret);
+        if let Ok(reply_to) = plus.parse::<Mailbox>() {
+            builder = builder.reply_to(reply_to);
+        }
+    }
+    // Only a real Message-ID threads (not our fallback ids).
+    if let Some(parent) = message
+        .in_reply_to
+        .as_deref()
+        .filter(|p| p.contains('@') && !p.contains(['<', '>', ' ']))
+    {
+        builder = builder
+            .in_reply_to(format!("<{parent}>"))
+            .references(format!("<{parent}>"));
+    }
+    let mail = builder
+        .header(ContentType::TEXT_PLAIN)
+        .body(message.text.clone())
+        .map_err(|e| format!("cannot build the mail: {e}"))?;
+    Ok((mail, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_core::{
+        ChannelKind, ContactId, ConversationId, CustomerIdentity, MessageId, Partition, Timestamp,
+    };
+
+    fn reply() -> OutboundMessage {
+        OutboundMessage {
+            message_id: MessageId::new(),
+            contact_id: ContactId::new(Partition(3)),
+            conversation_id: ConversationId::new(Partition(3)),
+            channel: ChannelKind::Email,
+            source: "mail".into(),
+            from_address: "help@support.example.com".into(),
+            to: CustomerIdentity::new("email", "olena@customer.example").expect("valid"),
+            subject: Some("Замовлення #4411".into()),
+            text: "Добрий день!\n<b>not html</b>".into(),
+            in_reply_to: Some("order-4411@mail.customer.example".into()),
+            created_at: Timestamp::now(),
+        }
+    }
+
+    #[test]
+    fn a_reply_threads_and_carries_the_tag() {
+        let r = reply();
+        let (mail, id) = build(&r, Some(b"0123456789abcdef")).expect("builds");
+        let text = String::from_utf8(mail.formatted()).expect("utf-8");
+        assert!(id.ends_with("@support.example.com"), "{id}");
+        assert!(text.contains(&format!("Message-ID: <{id}>")), "{text}");
+        assert!(
+            text.contains("In-Reply-To: <order-4411@mail.customer.example>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("References: <order-4411@mail.customer.example>"),
+            "{text}"
+        );
+        assert!(text.contains("From: help@support.example.com"), "{text}");
+        assert!(text.contains("To: olena@customer.example"), "{text}");
+        assert!(text.contains("Reply-To: help+"), "{text}");
+        assert!(
+            text.contains("Content-Type: text/plain; charset=utf-8"),
+            "{text}"
+        );
+        assert_eq!(message_id_for(&r), id, "stable across attempts");
+    }
+
+    #[test]
+    fn fallback_ids_do_not_thread_and_bad_addresses_fail() {
+        let mut r = reply();
+        r.in_reply_to = Some("sha256:abcd".into());
+        let (mail, _) = build(&r, None).expect("builds");
+        let text = String::from_utf8(mail.formatted()).expect("utf-8");
+        assert!(!text.contains("In-Reply-To"), "{text}");
+        assert!(!text.contains("Reply-To"), "{text}");
+        r.from_address = "not an address".into();
+        assert!(build(&r, None).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let one = backoff(Duration::from_secs(60), 1);
+        assert!(one >= Duration::from_secs(48) && one <= Duration::from_secs(72));
+        let many = backoff(Duration::from_secs(60), 30);
+        assert!(many <= Duration::from_secs(4320));
+    }
+}

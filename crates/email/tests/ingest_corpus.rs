@@ -1,0 +1,391 @@
+//! Every file of the email corpus (`tests/corpus/email`, from
+//! `../shared/corpus/email` with its EXPECTED.tsv) through the ingest into
+//! the real intake on a private redis-server, checked against what
+//! EXPECTED.tsv says must happen; plus the bounce and auto reply of a reply
+//! Switchboard really sent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use redis::AsyncCommands;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_channel::{MediaSource, Outbox};
+use switchboard_core::DeliveryOutcome;
+use switchboard_email::attachments::AttachmentStore;
+use switchboard_email::config::{Accepts, BulkPolicy, EmailConfig};
+use switchboard_email::ingest::{Arrival, Ingest, Taken};
+use switchboard_email::parse::ParseLimits;
+use switchboard_store::{
+    Conversations, IntakeSettings, RedisIntake, RedisOutbox, Store, StoreConfig,
+};
+use switchboard_testkit::RedisServer;
+
+fn corpus(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../../tests/corpus/email/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+struct World {
+    redis: RedisServer,
+    store: Store,
+    ingest: Ingest,
+    _dir: tempfile::TempDir,
+}
+
+fn world(bulk: BulkPolicy) -> World {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig {
+        url: redis.url(),
+        password: None,
+        key_prefix: "sb".into(),
+        partitions: 4,
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(1000),
+        topology: Default::default(),
+    })
+    .unwrap();
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(7 * 24 * 3600),
+            limits: Default::default(),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config: EmailConfig = toml::from_str(&format!(
+        r#"
+        name = "mail"
+        addresses = ["help@support.example.com", "billing@support.example.com"]
+        attachments_dir = "{}"
+        [listen]
+        address = "127.0.0.1:1"
+        [smtp]
+        host = "127.0.0.1"
+        "#,
+        dir.path().display()
+    ))
+    .unwrap();
+    let ingest = Ingest {
+        source: "mail".into(),
+        intake: Arc::new(intake),
+        attachments: AttachmentStore::open(dir.path(), 10 << 20).unwrap(),
+        limits: ParseLimits::default(),
+        bulk,
+        accepts: Accepts::of(&config),
+    };
+    World {
+        redis,
+        store,
+        ingest,
+        _dir: dir,
+    }
+}
+
+impl World {
+    async fn take(&self, name: &str, rcpt: &str) -> Taken {
+        let arrival = Arrival {
+            rcpt: Some(rcpt),
+            envelope_from: Some("sender@mx.customer.example"),
+            ..Arrival::default()
+        };
+        self.ingest.take(&corpus(name), arrival).await.unwrap()
+    }
+
+    async fn contact(&self, id: &str) -> HashMap<String, String> {
+        Conversations::new(self.store.clone())
+            .contact(&id.parse().unwrap())
+            .await
+            .unwrap()
+            .expect("contact stored")
+    }
+
+    /// The text of the contact's first message.
+    async fn first_text(&self, id: &str) -> String {
+        let contact = self.contact(id).await;
+        let log = Conversations::new(self.store.clone())
+            .transcript(&contact["conversation"].parse().unwrap(), "-", 100)
+            .await
+            .unwrap();
+        let msg: serde_json::Value = serde_json::from_str(&log[0].msg).unwrap();
+        msg["text"].as_str().unwrap().to_owned()
+    }
+
+    async fn contacts(&self) -> usize {
+        let mut conn = redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = conn.keys("sb:*:contact:*").await.unwrap();
+        keys.len()
+    }
+}
+
+fn stored(taken: &Taken, outcome: &str) -> String {
+    match taken {
+        Taken::Stored {
+            contact_id,
+            outcome: o,
+        } if *o == outcome => contact_id.clone(),
+        other => panic!("expected a stored ({outcome}) contact, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_corpus_file_gets_its_expected_outcome() {
+    let w = world(BulkPolicy::Ignore);
+
+    // 01: a new contact; subject and body decoded exactly.
+    let c01 = stored(
+        &w.take("01-uk-plain-utf8.eml", "help@support.example.com")
+            .await,
+        "created",
+    );
+    let f = w.contact(&c01).await;
+    assert_eq!(f["customer"], "email:olena@customer.example");
+    assert_eq!(f["address"], "help@support.example.com");
+    assert_eq!(f["channel"], "email");
+    assert_eq!(f["subject"], "Замовлення #4411 не доставлено");
+    assert_eq!(f["customer_name"], "Olena Kovalenko");
+    assert_eq!(
+        w.first_text(&c01).await.trim_end(),
+        "Добрий день!\nМоє замовлення #4411 досі не доставлене. Допоможіть, будь ласка."
+    );
+
+    // 03: the threaded follow-up joins the same conversation.
+    let c03 = stored(
+        &w.take("03-uk-followup-threaded.eml", "help@support.example.com")
+            .await,
+        "appended",
+    );
+    assert_eq!(c03, c01);
+    // The same delivery again (a mail server retrying) is stored once.
+    let again = stored(
+        &w.take("03-uk-followup-threaded.eml", "help@support.example.com")
+            .await,
+        "duplicate",
+    );
+    assert_eq!(again, c01);
+
+    // 04, 05: other charsets decoded to UTF-8.
+    let c04 = stored(
+        &w.take("04-ru-cp1251-8bit.eml", "help@support.example.com")
+            .await,
+        "created",
+    );
+    let f = w.contact(&c04).await;
+    assert_eq!(f["customer_name"], "Иван Петров");
+    assert_eq!(f["subject"], "Возврат товара");
+    assert_eq!(
+        w.first_text(&c04).await.trim_end(),
+        "Здравствуйте! Хочу вернуть товар, он пришёл повреждённым."
+    );
+    let c05 = stored(
+        &w.take("05-zh-big5-base64.eml", "help@support.example.com")
+            .await,
+        "created",
+    );
+    assert_eq!(w.contact(&c05).await["subject"], "帳戶無法登入");
+    assert_eq!(
+        w.first_text(&c05).await.trim_end(),
+        "您好，我的帳戶無法登入，請協助重設密碼。"
+    );
+
+    // 06: readable text from HTML only, the script gone.
+    let c06 = stored(
+        &w.take("06-pl-html-only-latin2.eml", "help@support.example.com")
+            .await,
+        "created",
+    );
+    let text06 = w.first_text(&c06).await;
+    assert!(
+        !text06.contains("<script") && !text06.contains("alert("),
+        "{text06}"
+    );
+    assert!(!text06.contains('<'), "no tags: {text06}");
+    for words in ["Dzień dobry", "fakturę", "zamówienia 5512"] {
+        assert!(text06.contains(words), "{words:?} in {text06}");
+    }
+
+    // 07: to billing@, text part used, the PDF kept and retrievable.
+    let c07 = stored(
+        &w.take(
+            "07-en-alternative-with-pdf.eml",
+            "billing@support.example.com",
+        )
+        .await,
+        "created",
+    );
+    assert_eq!(
+        w.contact(&c07).await["address"],
+        "billing@support.example.com"
+    );
+    let text07 = w.first_text(&c07).await;
+    let line = text07
+        .lines()
+        .find(|l| l.starts_with("[attachment: "))
+        .unwrap_or_else(|| panic!("no attachment line: {text07}"));
+    assert!(line.contains("application/pdf"), "{line}");
+    let media_id = line
+        .rsplit("media id ")
+        .next()
+        .unwrap()
+        .trim_end_matches(']');
+    let pdf = w.ingest.attachments.fetch("", media_id).await.unwrap();
+    assert!(pdf.bytes.starts_with(b"%PDF"), "{:?}", &pdf.bytes[..8]);
+    assert!(
+        line.contains(&format!("{} bytes", pdf.bytes.len())),
+        "{line}"
+    );
+
+    // 08, 09: an auto reply and a bounce naming replies we never sent:
+    // recorded nowhere, no contact, still accepted.
+    let before = w.contacts().await;
+    assert!(matches!(
+        w.take("08-auto-replied-ooo.eml", "help@support.example.com")
+            .await,
+        Taken::Update {
+            kind: "auto_reply",
+            ..
+        }
+    ));
+    assert!(matches!(
+        w.take("09-bounce-dsn.eml", "help@support.example.com")
+            .await,
+        Taken::Update { kind: "bounce", .. }
+    ));
+    // 10: bulk mail is not routed by default.
+    assert_eq!(
+        w.take("10-bulk-list.eml", "help@support.example.com").await,
+        Taken::Ignored { kind: "bulk" }
+    );
+    assert_eq!(w.contacts().await, before);
+
+    // 11: broken MIME still becomes a contact.
+    let c11 = stored(
+        &w.take("11-malformed-no-msgid.eml", "help@support.example.com")
+            .await,
+        "created",
+    );
+    assert!(!w.first_text(&c11).await.trim().is_empty());
+    // Without a Message-ID, the same bytes again are the same message.
+    stored(
+        &w.take("11-malformed-no-msgid.eml", "help@support.example.com")
+            .await,
+        "duplicate",
+    );
+
+    // 12: raw UTF-8 headers and addresses.
+    let c12 = stored(
+        &w.take("12-smtputf8-raw-headers.eml", "help@support.example.com")
+            .await,
+        "created",
+    );
+    let f = w.contact(&c12).await;
+    assert_eq!(f["customer"], "email:тарас@клієнт.укр");
+    assert_eq!(f["customer_name"], "Тарас");
+    assert_eq!(f["subject"], "Питання щодо гарантії");
+    assert_eq!(
+        w.first_text(&c12).await.trim_end(),
+        "Чи діє гарантія на ремонт?"
+    );
+}
+
+#[tokio::test]
+async fn bulk_mail_is_routed_when_configured() {
+    let w = world(BulkPolicy::Route);
+    stored(
+        &w.take("10-bulk-list.eml", "help@support.example.com").await,
+        "created",
+    );
+}
+
+#[tokio::test]
+async fn a_bounce_fails_our_reply_and_an_auto_reply_is_logged_next_to_it() {
+    let w = world(BulkPolicy::Ignore);
+    let contact = stored(
+        &w.take("01-uk-plain-utf8.eml", "help@support.example.com")
+            .await,
+        "created",
+    );
+    let conversations = Conversations::new(w.store.clone());
+    let contact_id = contact.parse().unwrap();
+    let reply = conversations
+        .outbound_to(&contact_id, "Добрий день!")
+        .await
+        .unwrap();
+    // The reply answers the customer's message.
+    assert_eq!(
+        reply.in_reply_to.as_deref(),
+        Some("order-4411@mail.customer.example")
+    );
+    conversations.reply(&reply, "olha").await.unwrap();
+    let outbox = RedisOutbox::new(w.store.clone(), "mail", "i1", Duration::from_secs(30)).unwrap();
+    let delivery = outbox.next(Duration::from_secs(1)).await.unwrap().unwrap();
+    let sent_id = switchboard_email::outbound::message_id_for(&delivery.message);
+    outbox
+        .settle(
+            &delivery,
+            DeliveryOutcome::Delivered {
+                provider_message_id: Some(sent_id.clone()),
+            },
+        )
+        .await
+        .unwrap();
+
+    let ooo = String::from_utf8(corpus("08-auto-replied-ooo.eml"))
+        .unwrap()
+        .replace("john@customer.example", "olena@customer.example")
+        .replace("agent-reply-2@support.example.com", &sent_id);
+    let taken = w
+        .ingest
+        .take(ooo.as_bytes(), Arrival::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        taken,
+        Taken::Update {
+            kind: "auto_reply",
+            outcome: "applied"
+        }
+    );
+
+    let bounce = String::from_utf8(corpus("09-bounce-dsn.eml"))
+        .unwrap()
+        .replace("nobody@customer.example", "olena@customer.example")
+        .replace("agent-reply-3@support.example.com", &sent_id);
+    let taken = w
+        .ingest
+        .take(bounce.as_bytes(), Arrival::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        taken,
+        Taken::Update {
+            kind: "bounce",
+            outcome: "applied"
+        }
+    );
+
+    let f = w.contact(&contact).await;
+    let conversation = f["conversation"].parse().unwrap();
+    let log = conversations
+        .transcript(&conversation, "-", 100)
+        .await
+        .unwrap();
+    let auto: Vec<_> = log.iter().filter(|e| e.dir == "auto").collect();
+    assert_eq!(auto.len(), 1, "{log:?}");
+    assert!(auto[0].msg.contains("out of office"), "{:?}", auto[0]);
+    let states = conversations.reply_states(&conversation).await.unwrap();
+    let (_, status) = &states[&reply.message_id.to_string()];
+    let status = status.as_deref().expect("a status");
+    assert!(
+        status.contains("\"failed\"") && status.contains("5.1.1"),
+        "{status}"
+    );
+    // Neither made a contact.
+    assert_eq!(w.contacts().await, 1);
+}

@@ -1,0 +1,34 @@
+//! The adapters' own state (checkpoints, leases) against a real redis-server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+use switchboard_channel::ChannelState;
+use switchboard_store::RedisChannelState;
+use switchboard_testkit::RedisServer;
+
+#[tokio::test]
+async fn values_persist_and_one_instance_holds_a_lease() {
+    let redis = RedisServer::start();
+    let store = common::store_for(&redis, 4);
+    let a = RedisChannelState::new(store.clone(), "mail", "instance-a");
+    let b = RedisChannelState::new(store.clone(), "mail", "instance-b");
+    assert_eq!(a.get("inbox:checkpoint").await.expect("get"), None);
+    a.set("inbox:checkpoint", "17:42").await.expect("set");
+    assert_eq!(
+        b.get("inbox:checkpoint").await.expect("get").as_deref(),
+        Some("17:42")
+    );
+    let other = RedisChannelState::new(store.clone(), "mail2", "instance-a");
+    assert_eq!(other.get("inbox:checkpoint").await.expect("get"), None);
+
+    let lease = Duration::from_secs(30);
+    assert!(a.hold("inbox", lease).await.expect("hold"));
+    assert!(!b.hold("inbox", lease).await.expect("hold"));
+    assert!(a.hold("inbox", lease).await.expect("renew"));
+    b.release("inbox").await.expect("release by a non-holder");
+    assert!(!b.hold("inbox", lease).await.expect("hold"));
+    a.release("inbox").await.expect("release");
+    assert!(b.hold("inbox", lease).await.expect("hold after release"));
+}
