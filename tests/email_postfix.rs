@@ -10,7 +10,8 @@
 //!   reply and a newsletter open no contact.
 //! - Faults: Redis stopped during an LMTP delivery (451, Postfix keeps the
 //!   mail and its retry succeeds, stored once); the relay down (the reply
-//!   waits in the outbox and goes out when it is back).
+//!   waits in the outbox and goes out when it is back); the relay refusing
+//!   a reply for good (failed at once, with the reason for the agent).
 //! - IMAP: a Dovecot mailbox fetched with IDLE, marked seen, and not
 //!   fetched again after the daemon restarts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -353,7 +354,7 @@ async fn mail_relayed_by_postfix_is_routed_and_the_reply_lands_in_the_thread() {
 }
 
 #[tokio::test]
-async fn redis_down_gives_451_and_a_relay_down_keeps_the_reply_queued() {
+async fn redis_down_gives_451_a_relay_down_keeps_the_reply_and_a_refusal_fails_it() {
     let lmtp = free_port();
     let mut postfix = Postfix::start(
         PostfixOptions::new()
@@ -362,7 +363,10 @@ async fn redis_down_gives_451_and_a_relay_down_keeps_the_reply_queued() {
             // Retry deferred mail soon (the test flushes anyway).
             .main_cf("minimal_backoff_time", "1s")
             .main_cf("maximal_backoff_time", "2s")
-            .main_cf("queue_run_delay", "1s"),
+            .main_cf("queue_run_delay", "1s")
+            // Only our domains: mail for others is refused (554), as a
+            // relay refuses what it will not deliver.
+            .main_cf("smtpd_relay_restrictions", "reject_unauth_destination"),
     );
     let mut redis = RedisServer::start_with(&["--appendfsync", "always"]);
     let files = tempfile::tempdir().unwrap();
@@ -428,6 +432,36 @@ async fn redis_down_gives_451_and_a_relay_down_keeps_the_reply_queued() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(postfix.maildir_messages("customer.example").len(), 1);
+
+    // A reply the relay refuses for good (5xx) is failed, with the reason,
+    // for the agent to see; it is not retried.
+    let stranger = "From: Stranger <someone@elsewhere.example>\r\nTo: help@support.example.com\r\n\
+         Subject: Hello\r\nMessage-ID: <stranger-1@elsewhere.example>\r\n\
+         Date: Wed, 25 Nov 2026 10:00:00 +0200\r\n\r\nAnyone there?\r\n";
+    submit(
+        &postfix,
+        "someone@elsewhere.example",
+        HELP,
+        stranger.as_bytes(),
+    );
+    let other = accept_next(&mut olha).await;
+    olha.send(json!({"type": "reply", "contact_id": other, "text": "Yes, hello!"}))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            reply_state(&http, &base, &other).await == "failed"
+        })
+        .await,
+        "{}",
+        contact(&http, &base, &other).await
+    );
+    let c = contact(&http, &base, &other).await;
+    let reason = entries(&c, "out")[0]["delivery"]["outcome"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("554"), "{reason}");
+    assert_eq!(entries(&c, "out")[0]["delivery"]["attempts"], 1);
 }
 
 #[tokio::test]
