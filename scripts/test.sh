@@ -2,7 +2,8 @@
 # Runs Switchboard's whole test suite on a fresh Debian machine that has only
 # the Rust toolchain: installs what the tests need (redis-server for the store
 # and end-to-end tests, systemd's systemd-analyze for the unit file check,
-# Postfix, Dovecot and swaks for the email tests),
+# Postfix, Dovecot and swaks for the email tests, headless Chromium and
+# chromedriver for the widget and console tests),
 # then runs every test of the workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -x /usr/sbin/postfix ] || need+=(postfix)
 [ -x /usr/sbin/dovecot ] && [ -e /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -7,6 +7,8 @@
     missing_debug_implementations
 )]
 
+pub mod browser;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;

@@ -62,6 +62,25 @@ pub enum ServerFrame {
         data: Option<serde_json::Value>,
     },
     Pong,
+    /// A new entry in the log of a contact you hold (`in`, `out`, `note`,
+    /// `rating`, …): the customer's messages live, and what other tabs sent.
+    Message {
+        contact_id: String,
+        seq: String,
+        dir: String,
+        text: String,
+        at: u64,
+    },
+    /// The customer types (chat).
+    Typing {
+        contact_id: String,
+        on: bool,
+    },
+    /// The customer has read up to `seq` (chat).
+    Read {
+        contact_id: String,
+        seq: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -131,7 +150,28 @@ pub enum ClientFrame {
         #[serde(default)]
         disposition: String,
     },
+    /// You type (or stopped) in a contact you hold: the customer sees it
+    /// (chat).
+    Typing {
+        #[serde(rename = "ref", default)]
+        reference: String,
+        contact_id: String,
+        on: bool,
+    },
     Ping,
+}
+
+/// The text a log entry shows an agent: a customer's `text`, a reply's
+/// `message.text`, a rating's comment.
+pub fn entry_text(msg: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(msg) else {
+        return String::new();
+    };
+    let text = value
+        .get("text")
+        .or_else(|| value.get("message").and_then(|m| m.get("text")))
+        .or_else(|| value.get("comment"));
+    text.and_then(|t| t.as_str()).unwrap_or_default().to_owned()
 }
 
 /// The frames a routing event means for the agent it concerns: the event's
@@ -240,6 +280,28 @@ mod tests {
             r#"{"type":"offer","contact_id":"1-ABC","channel":"chat","until":99}"#
         );
         assert!(frames_for(&event("enqueued", "x", &[])).is_empty());
+    }
+
+    #[test]
+    fn live_frames_serialize_as_documented() {
+        let f = ServerFrame::Message {
+            contact_id: "1-ABC".into(),
+            seq: "5-0".into(),
+            dir: "in".into(),
+            text: "hi".into(),
+            at: 7,
+        };
+        assert_eq!(
+            serde_json::to_string(&f).expect("json"),
+            r#"{"type":"message","contact_id":"1-ABC","seq":"5-0","dir":"in","text":"hi","at":7}"#
+        );
+        let t: ClientFrame =
+            serde_json::from_str(r#"{"type":"typing","contact_id":"1-ABC","on":true}"#)
+                .expect("valid");
+        assert!(matches!(t, ClientFrame::Typing { on: true, .. }));
+        assert_eq!(entry_text(r#"{"text":"a"}"#), "a");
+        assert_eq!(entry_text(r#"{"author":"x","message":{"text":"b"}}"#), "b");
+        assert_eq!(entry_text("not json"), "");
     }
 
     #[test]

@@ -8,13 +8,16 @@
 //! client that stops reading is disconnected rather than slowing anyone
 //! else down.
 
-use crate::frames::{ServerFrame, frames_for};
+use crate::frames::{ServerFrame, entry_text, frames_for};
+use futures::StreamExt;
 use metrics::{counter, gauge};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-use switchboard_store::{RoutingState, StoreError};
+use std::time::{Duration, Instant};
+use switchboard_channel::{LiveEvent, LiveKind, LiveSignal};
+use switchboard_core::{ContactId, ConversationId};
+use switchboard_store::{Conversations, Live, RoutingState, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -22,10 +25,15 @@ use tracing::{debug, warn};
 /// The sessions of one agent: (session id, its frame queue).
 type Sessions = Vec<(u64, mpsc::Sender<ServerFrame>)>;
 
+/// How long the agent holding a contact is remembered for live frames.
+const HOLDER_CACHE: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Default)]
 pub struct Hub {
     sessions: Mutex<HashMap<String, Sessions>>,
     next: AtomicU64,
+    /// Contact → (the agent holding it, or none; when looked up).
+    holders: Mutex<HashMap<String, (Option<String>, Instant)>>,
 }
 
 impl Hub {
@@ -85,9 +93,145 @@ impl Hub {
         }
     }
 
-    /// Follows the routing events and forwards them, and keeps the sessions
-    /// of connected agents alive in Redis, until `shutdown`.
+    /// Follows the routing events and the live doorbell and forwards them,
+    /// and keeps the sessions of connected agents alive in Redis, until
+    /// `shutdown`.
     pub async fn run(&self, state: RoutingState, ttl: Duration, shutdown: CancellationToken) {
+        tokio::join!(
+            self.follow_routing(state.clone(), ttl, shutdown.clone()),
+            self.follow_live(state, shutdown),
+        );
+    }
+
+    /// Forwards live events (new log entries, a customer typing or reading)
+    /// to the agents connected here who hold the contact. The doorbell is
+    /// lossy; an agent who must not miss anything reads the transcript
+    /// (`GET /contacts/{id}?after=`).
+    async fn follow_live(&self, state: RoutingState, shutdown: CancellationToken) {
+        let live = Live::new(state.store().clone());
+        let conversations = Conversations::new(state.store().clone());
+        let mut events = live.subscribe();
+        loop {
+            let signal = tokio::select! {
+                () = shutdown.cancelled() => return,
+                signal = events.next() => signal,
+            };
+            match signal {
+                None => return,
+                Some(LiveSignal::Resync) => {
+                    self.holders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                }
+                Some(LiveSignal::Event(event)) => {
+                    if let Err(error) = self.forward_live(&state, &conversations, &event).await {
+                        debug!(%error, conversation_id = %event.conv, "Could not forward a live event.");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn forward_live(
+        &self,
+        state: &RoutingState,
+        conversations: &Conversations,
+        event: &LiveEvent,
+    ) -> Result<(), StoreError> {
+        if event.contact.is_empty() || self.is_empty() {
+            return Ok(());
+        }
+        let frame = match event.kind {
+            LiveKind::Log => {
+                let Ok(conv) = event.conv.parse::<ConversationId>() else {
+                    return Ok(());
+                };
+                let Some(agent) = self.holder(state, &event.contact).await? else {
+                    return Ok(());
+                };
+                if !self.has(&agent) {
+                    return Ok(());
+                }
+                let Some(entry) = conversations.entry_at(&conv, &event.seq).await? else {
+                    return Ok(());
+                };
+                let frame = ServerFrame::Message {
+                    contact_id: event.contact.clone(),
+                    seq: entry.seq,
+                    dir: entry.dir,
+                    text: entry_text(&entry.msg),
+                    at: entry.at,
+                };
+                self.send(&agent, &frame);
+                return Ok(());
+            }
+            LiveKind::Typing if event.who == "visitor" => ServerFrame::Typing {
+                contact_id: event.contact.clone(),
+                on: event.on,
+            },
+            LiveKind::Read if event.who == "visitor" => ServerFrame::Read {
+                contact_id: event.contact.clone(),
+                seq: event.seq.clone(),
+            },
+            _ => return Ok(()),
+        };
+        if let Some(agent) = self.holder(state, &event.contact).await? {
+            self.send(&agent, &frame);
+        }
+        Ok(())
+    }
+
+    /// The agent holding `contact` (offered or assigned), cached briefly.
+    async fn holder(
+        &self,
+        state: &RoutingState,
+        contact: &str,
+    ) -> Result<Option<String>, StoreError> {
+        {
+            let holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((agent, at)) = holders.get(contact)
+                && at.elapsed() < HOLDER_CACHE
+            {
+                return Ok(agent.clone());
+            }
+        }
+        let Ok(id) = contact.parse::<ContactId>() else {
+            return Ok(None);
+        };
+        let agent = state
+            .route_record(&id)
+            .await?
+            .filter(|r| (r.state == "offered" || r.state == "assigned") && !r.agent.is_empty())
+            .map(|r| r.agent);
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        if holders.len() > 10_000 {
+            holders.retain(|_, (_, at)| at.elapsed() < HOLDER_CACHE);
+        }
+        holders.insert(contact.to_owned(), (agent.clone(), Instant::now()));
+        Ok(agent)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    fn has(&self, agent: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(agent)
+    }
+
+    async fn follow_routing(
+        &self,
+        state: RoutingState,
+        ttl: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(100);
         let mut after: Option<String> = None;
         let mut last_refresh = tokio::time::Instant::now();

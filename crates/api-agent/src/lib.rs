@@ -5,10 +5,13 @@
 //! with their token; supervisors with the supervisor token. Every change
 //! goes through the routing state's scripts, so the API never bypasses the
 //! router's checks; events reach an agent's websocket on whichever instance
-//! they are connected to ([`hub`]).
+//! they are connected to ([`hub`]). The reference agent console, a static
+//! page that speaks this API from a browser, is served at `/console`
+//! ([`console`]).
 #![forbid(unsafe_code)]
 
 pub mod actions;
+pub mod console;
 pub mod error;
 pub mod frames;
 mod http;
@@ -185,6 +188,13 @@ impl AgentApi {
             .route("/ws", get(http::ws))
             .layer(DefaultBodyLimit::max(limit))
             .with_state(self.inner.clone())
+    }
+
+    /// The reference agent console, to be mounted at the root: `/console`,
+    /// `/console/console.js`, `/console/console.css`. No authentication
+    /// (the page holds no data; the agent types their token into it).
+    pub fn console_routes(&self) -> Router {
+        console::routes()
     }
 
     /// Forwards routing events to this instance's agent sessions and keeps

@@ -136,6 +136,42 @@ fn result(reference: &str, outcome: Result<Option<serde_json::Value>, ApiError>)
     }
 }
 
+/// The agent types in a contact they hold: a live `typing` event the
+/// customer's channel (chat) shows.
+async fn typing(
+    inner: &Inner,
+    caller: &Caller,
+    agent: &str,
+    contact: &str,
+    on: bool,
+) -> Result<(), ApiError> {
+    let id = crate::actions::contact_id(contact)?;
+    inner.visible(caller, &id).await?;
+    let fields = inner.contact_fields(&id).await?;
+    let conv = crate::actions::conversation_of(&fields)?;
+    let name = inner
+        .state
+        .agent(agent)
+        .await?
+        .map(|(profile, _)| profile.name)
+        .unwrap_or_default();
+    let event = switchboard_channel::LiveEvent {
+        conv: conv.to_string(),
+        contact: contact.to_owned(),
+        source: fields.get("source").cloned().unwrap_or_default(),
+        kind: switchboard_channel::LiveKind::Typing,
+        seq: String::new(),
+        dir: String::new(),
+        on,
+        who: "agent".into(),
+        name,
+    };
+    switchboard_store::Live::new(inner.state.store().clone())
+        .publish(&event)
+        .await;
+    Ok(())
+}
+
 async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
     if text.len() > inner.settings.max_text_bytes + 1024 {
         counter!("switchboard_agent_ws_rejected_total", "reason" => "too_large").increment(1);
@@ -156,6 +192,16 @@ async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
     };
     let caller = Caller::Agent(agent.to_owned());
     let (reference, outcome) = match frame {
+        ClientFrame::Typing {
+            reference,
+            contact_id,
+            on,
+        } => (
+            reference,
+            typing(inner, &caller, agent, &contact_id, on)
+                .await
+                .map(|()| None),
+        ),
         ClientFrame::Ping => return Some(ServerFrame::Pong),
         ClientFrame::Presence {
             reference,

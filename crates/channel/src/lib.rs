@@ -9,6 +9,7 @@
 //! background work until shutdown. See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub mod live;
 pub mod secret;
 
 use futures::future::BoxFuture;
@@ -22,6 +23,7 @@ use switchboard_core::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub use live::{ConversationLog, LiveBus, LiveEvent, LiveKind, LiveSignal, LogEntry};
 pub use secret::{Secret, SecretError, SecretValue, same_secret};
 
 /// The one entry point for inbound events. An `Ok` receipt means the event is
@@ -49,6 +51,8 @@ pub struct RouteView {
     pub state: String,
     /// The agent it is offered or assigned to.
     pub agent: Option<String>,
+    /// That agent's display name, when known.
+    pub agent_name: Option<String>,
     pub queue: String,
 }
 
@@ -79,6 +83,15 @@ pub trait Routing: Send + Sync + fmt::Debug {
         contact: &'a ContactId,
         disposition: &'a str,
     ) -> BoxFuture<'a, Result<String, IntakeError>>;
+    /// A waiting contact's place in its queue (1 = next); `None` when it is
+    /// not waiting.
+    fn queue_position<'a>(
+        &'a self,
+        contact: &'a ContactId,
+    ) -> BoxFuture<'a, Result<Option<u32>, IntakeError>> {
+        let _ = contact;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A customer's attachment, fetched from the provider.
@@ -158,6 +171,15 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     /// Gives the right up (on shutdown), so another instance takes over at
     /// once rather than when the lease runs out.
     fn release_delivery(&self) -> BoxFuture<'_, Result<(), OutboxError>>;
+    /// Hands a delivery over to another adapter's outbox: `message` (with
+    /// that adapter as its `source`) is enqueued there, then the delivery is
+    /// removed from this outbox. At least once: a crash between the two
+    /// hands it over again.
+    fn forward<'a>(
+        &'a self,
+        delivery: &'a OutboundDelivery,
+        message: OutboundMessage,
+    ) -> BoxFuture<'a, Result<(), OutboxError>>;
 }
 
 /// Why the adapter's state could not be read or written.
@@ -196,6 +218,11 @@ pub struct ChannelContext {
     pub routing: Arc<dyn Routing>,
     /// The adapter's own durable state (checkpoints, leases).
     pub state: Arc<dyn ChannelState>,
+    /// The live doorbell: new log entries, typing, read marks (chat).
+    pub live: Arc<dyn LiveBus>,
+    /// The conversation logs of the channel's customers (chat resumes
+    /// from them).
+    pub conversations: Arc<dyn ConversationLog>,
     /// Cancelled when the daemon shuts down: stop taking new work, finish
     /// what is in flight, return from [`ChannelAdapter::run`].
     pub shutdown: CancellationToken,

@@ -1,7 +1,108 @@
-//! Switchboard's chat channel: the website chat widget over websocket and the agent console (issue 4).
+//! Switchboard's chat channel: the website chat widget over a websocket
+//! (`docs/widget-protocol.md`, `docs/chat.md`).
 //!
-//! Reserved. This crate will implement `switchboard_channel::ChannelAdapter`
-//! (see `docs/architecture.md`, "The channel plug-in contract") and be
-//! registered with one line in the daemon's channel list. Until then it holds
-//! nothing, and the daemon refuses a `[[channels]]` entry of this type.
+//! - [`config`] — `[[channels]] type = "chat"`.
+//! - [`protocol`] — the frames, without I/O.
+//! - [`token`] — visitors' signed session tokens.
+//! - [`session`] — one websocket: hello/resume, messages into the intake,
+//!   the conversation log out, routing state (agent, queue, closed).
+//! - [`hub`] — this instance's sessions and the live doorbell that wakes
+//!   them.
+//! - [`outbox`] — agents' replies are already in the conversation log; the
+//!   outbox only settles them (or forwards an offline-form answer to the
+//!   email channel).
+//! - [`uploads`] — attachments.
 #![forbid(unsafe_code)]
+
+pub mod config;
+mod http;
+pub mod hub;
+pub mod limits;
+pub mod outbox;
+pub mod protocol;
+pub mod session;
+pub mod token;
+pub mod uploads;
+
+pub use config::{ChatConfig, OfflineConfig, WidgetConfig};
+
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use switchboard_channel::{
+    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, MediaSource,
+};
+
+/// Everything a session needs, shared by the instance's sessions.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: ChatConfig,
+    pub ctx: ChannelContext,
+    pub tokens: token::Tokens,
+    pub hub: hub::Hub,
+    pub per_ip: limits::PerIp,
+    pub uploads: uploads::Uploads,
+}
+
+impl ChannelConfig for ChatConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self) -> Result<(), ChannelError> {
+        self.check()
+    }
+
+    fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
+        self.check()?;
+        let secret = self
+            .session_secret
+            .resolve()
+            .map_err(|e| config::config_error(&self.name, "session_secret", &e.to_string()))?;
+        let uploads = uploads::Uploads::open(&self.uploads_dir, self.max_upload_bytes)
+            .map_err(|e| config::config_error(&self.name, "uploads_dir", &e.to_string()))?;
+        Ok(Box::new(ChatAdapter {
+            shared: Arc::new(Shared {
+                config: self.clone(),
+                tokens: token::Tokens::new(secret.expose().as_bytes()),
+                hub: hub::Hub::default(),
+                per_ip: limits::PerIp::new(self.rate_per_ip),
+                uploads,
+                ctx,
+            }),
+        }))
+    }
+}
+
+/// The running chat channel.
+#[derive(Debug)]
+pub struct ChatAdapter {
+    shared: Arc<Shared>,
+}
+
+impl ChatAdapter {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl ChannelAdapter for ChatAdapter {
+    fn routes(&self) -> Option<axum::Router> {
+        Some(http::routes(self.shared.clone()))
+    }
+
+    fn media(&self) -> Option<Arc<dyn MediaSource>> {
+        Some(Arc::new(self.shared.uploads.clone()))
+    }
+
+    fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
+        let shared = self.shared;
+        Box::pin(async move {
+            let shutdown = shared.ctx.shutdown.clone();
+            tokio::join!(
+                shared.hub.run(shared.ctx.live.clone(), shutdown.clone()),
+                outbox::run(shared.clone()),
+            );
+            Ok(())
+        })
+    }
+}

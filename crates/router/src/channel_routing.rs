@@ -41,11 +41,34 @@ impl Routing for ChannelRouting {
                 .route_record(contact)
                 .await
                 .map_err(unavailable)?;
-            Ok(record.map(|r| RouteView {
+            let Some(r) = record else { return Ok(None) };
+            let agent_name = if r.agent.is_empty() {
+                None
+            } else {
+                self.state
+                    .agent(&r.agent)
+                    .await
+                    .map_err(unavailable)?
+                    .map(|(profile, _)| profile.name)
+            };
+            Ok(Some(RouteView {
                 state: r.state,
                 agent: (!r.agent.is_empty()).then_some(r.agent),
+                agent_name,
                 queue: r.queue,
             }))
+        })
+    }
+
+    fn queue_position<'a>(
+        &'a self,
+        contact: &'a ContactId,
+    ) -> BoxFuture<'a, Result<Option<u32>, IntakeError>> {
+        Box::pin(async move {
+            self.state
+                .queue_position(contact)
+                .await
+                .map_err(unavailable)
         })
     }
 

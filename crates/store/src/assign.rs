@@ -424,7 +424,26 @@ impl RoutingState {
             })
             .arg(EVENTS_MAXLEN);
         let mut conn = self.conn();
-        self.store.bounded(inv.invoke_async(&mut conn)).await
+        let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        if outcome == "ok" {
+            self.end_conversation(contact).await;
+        }
+        Ok(outcome)
+    }
+
+    /// After routing closed or abandoned `contact`: its conversation is no
+    /// longer the customer's open one (a separate step: the conversation
+    /// lives in its partition, routing state under the routing tag). A
+    /// failure is logged and counted; the customer's next message then still
+    /// joins the closed conversation, as before this step existed.
+    async fn end_conversation(&self, contact: &ContactId) {
+        if let Err(e) = crate::Conversations::new(self.store.clone())
+            .end(contact)
+            .await
+        {
+            metrics::counter!("switchboard_store_conversation_end_errors_total").increment(1);
+            tracing::warn!(contact_id = %contact, error = %e, "Could not end the contact's conversation.");
+        }
     }
 
     /// The customer went away or the channel ended the contact: a waiting
@@ -466,6 +485,9 @@ impl RoutingState {
             let mut conn = self.conn();
             let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
             if outcome != "changed" {
+                if matches!(outcome.as_str(), "abandoned" | "closed") {
+                    self.end_conversation(contact).await;
+                }
                 return Ok(outcome);
             }
         }
@@ -693,6 +715,71 @@ impl RoutingState {
             );
         }
         Ok(out)
+    }
+
+    /// A waiting contact's place in its queue: 1 + the contacts of the same
+    /// queue waiting longer (among the 1,000 longest-waiting ahead of it).
+    /// `None` when it is not waiting. Priorities are not counted: an
+    /// estimate for the customer, not the leader's order.
+    pub async fn queue_position(&self, contact: &ContactId) -> Result<Option<u32>, StoreError> {
+        let k = self.store.keys();
+        let mut conn = self.conn();
+        let id = contact.to_string();
+        let record = k.route_contact(contact);
+        let (score, queue, state): (Option<String>, Option<String>, Option<String>) = self
+            .store
+            .bounded(
+                redis::pipe()
+                    .cmd("ZSCORE")
+                    .arg(k.route("waiting"))
+                    .arg(&id)
+                    .cmd("HGET")
+                    .arg(&record)
+                    .arg("queue")
+                    .cmd("HGET")
+                    .arg(&record)
+                    .arg("state")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let (Some(score), Some(queue)) = (score, queue) else {
+            return Ok(None);
+        };
+        if state.as_deref() != Some("waiting") {
+            return Ok(None);
+        }
+        let ahead: Vec<String> = self
+            .store
+            .bounded(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(k.route("waiting"))
+                    .arg("-inf")
+                    .arg(format!("({score}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1000)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if ahead.is_empty() {
+            return Ok(Some(1));
+        }
+        let mut pipe = redis::pipe();
+        for other in &ahead {
+            pipe.cmd("HMGET")
+                .arg(k.route(&format!("c:{other}")))
+                .arg("queue")
+                .arg("state");
+        }
+        let fields: Vec<(Option<String>, Option<String>)> =
+            self.store.bounded(pipe.query_async(&mut conn)).await?;
+        let same = fields
+            .iter()
+            .filter(|(q, s)| q.as_deref() == Some(&queue) && s.as_deref() == Some("waiting"))
+            .count();
+        Ok(Some(
+            u32::try_from(same).unwrap_or(u32::MAX).saturating_add(1),
+        ))
     }
 
     /// Offers whose deadline passed.

@@ -7,24 +7,15 @@
 //! the caller is told the write failed.
 
 use crate::{Store, StoreError};
+use futures::future::BoxFuture;
 use std::collections::HashMap;
+use switchboard_channel::{ConversationLog, LiveEvent};
 use switchboard_core::{
-    ChannelKind, ContactId, ConversationId, CustomerIdentity, MessageId, OutboundMessage, Timestamp,
+    ChannelKind, ContactId, ConversationId, CustomerIdentity, IntakeError, MessageId,
+    OutboundMessage, Timestamp,
 };
 
-/// One entry of a conversation log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    /// The entry's stream id: its place in the conversation.
-    pub seq: String,
-    pub id: String,
-    /// `in` (customer), `out` (agent reply), `note` (internal), `edit` (a
-    /// customer edited a message), `auto` (an automatic answer to a reply).
-    pub dir: String,
-    pub at: u64,
-    /// The message as JSON.
-    pub msg: String,
-}
+pub use switchboard_channel::LogEntry;
 
 #[derive(Debug, Clone)]
 pub struct Conversations {
@@ -76,25 +67,7 @@ impl Conversations {
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .map(|e| {
-                let get = |k: &str| {
-                    e.map
-                        .get(k)
-                        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-                        .unwrap_or_default()
-                };
-                LogEntry {
-                    id: get("id"),
-                    dir: get("dir"),
-                    at: get("at").parse().unwrap_or(0),
-                    msg: get("msg"),
-                    seq: e.id,
-                }
-            })
-            .collect())
+        Ok(reply.ids.into_iter().map(entry_from).collect())
     }
 
     /// How each reply of a conversation fared, by message id: the outbox's
@@ -259,6 +232,8 @@ impl Conversations {
         let logged = serde_json::json!({ "author": author, "message": message }).to_string();
         self.append(
             &message.conversation_id,
+            &message.contact_id.to_string(),
+            &message.source,
             &message.message_id.to_string(),
             "out",
             &logged,
@@ -277,19 +252,39 @@ impl Conversations {
         let id = switchboard_core::MessageId::new().to_string();
         let json = serde_json::json!({ "author": author, "contact_id": contact, "text": text })
             .to_string();
-        self.append(conversation, &id, "note", &json).await
+        let source = self
+            .contact(contact)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.get("source").cloned())
+            .unwrap_or_default();
+        self.append(
+            conversation,
+            &contact.to_string(),
+            &source,
+            &id,
+            "note",
+            &json,
+        )
+        .await
     }
 
-    async fn append(
+    /// Appends an entry to a conversation log, then rings the live
+    /// doorbell (which never fails the append).
+    pub async fn append(
         &self,
         conversation: &ConversationId,
+        contact: &str,
+        source: &str,
         id: &str,
         dir: &str,
         msg: &str,
     ) -> Result<String, StoreError> {
         let mut conn = self.store.conn();
         let key = self.store.keys().conversation_log(conversation);
-        self.store
+        let seq: String = self
+            .store
             .bounded(
                 redis::cmd("XADD")
                     .arg(key)
@@ -304,6 +299,224 @@ impl Conversations {
                     .arg(msg)
                     .query_async(&mut conn),
             )
+            .await?;
+        crate::Live::new(self.store.clone())
+            .publish(&LiveEvent::log(conversation, contact, source, &seq, dir))
+            .await;
+        Ok(seq)
+    }
+
+    /// Ends the conversation of a contact routing has closed or abandoned:
+    /// the conversation is marked closed and is no longer the customer's
+    /// open one on its source, so their next message starts a new contact
+    /// (routed again; sticky routing prefers the same agent). Idempotent;
+    /// the open-conversation key is removed only while it still names this
+    /// conversation.
+    pub async fn end(&self, contact: &ContactId) -> Result<(), StoreError> {
+        let keys = self.store.keys();
+        let mut conn = self.store.conn();
+        let (conversation, source, customer): (Option<String>, Option<String>, Option<String>) =
+            self.store
+                .bounded(
+                    redis::cmd("HMGET")
+                        .arg(keys.contact(contact))
+                        .arg("conversation")
+                        .arg("source")
+                        .arg("customer")
+                        .query_async(&mut conn),
+                )
+                .await?;
+        let (Some(conversation), Some(source), Some(customer)) = (conversation, source, customer)
+        else {
+            return Ok(());
+        };
+        let Ok(conv) = conversation.parse::<ConversationId>() else {
+            return Ok(());
+        };
+        let (scheme, value) = customer.split_once(':').unwrap_or(("", ""));
+        let Ok(identity) = CustomerIdentity::new(scheme, value) else {
+            return Ok(());
+        };
+        let open =
+            keys.open_conversation(keys.partition_of(&source, &identity), &source, &identity);
+        // The open key and the conversation share the partition's hash tag.
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
+             if redis.call('EXISTS', KEYS[2]) == 1 then \
+               redis.call('HSET', KEYS[2], 'state', 'closed', 'closed_at', ARGV[2]) end \
+             return 1",
+        );
+        let mut inv = script.prepare_invoke();
+        inv.key(open)
+            .key(keys.conversation(&conv))
+            .arg(conversation)
+            .arg(Timestamp::now().as_millis());
+        let _: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// The customer's open conversation on `source` and its contact.
+    pub async fn open_conversation(
+        &self,
+        source: &str,
+        customer: &CustomerIdentity,
+    ) -> Result<Option<(ConversationId, ContactId)>, StoreError> {
+        let keys = self.store.keys();
+        let p = keys.partition_of(source, customer);
+        let mut conn = self.store.conn();
+        let conv: Option<String> = self
+            .store
+            .bounded(
+                redis::cmd("GET")
+                    .arg(keys.open_conversation(p, source, customer))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let Some(conv) = conv.and_then(|c| c.parse::<ConversationId>().ok()) else {
+            return Ok(None);
+        };
+        let contact: Option<String> = self
+            .store
+            .bounded(
+                redis::cmd("HGET")
+                    .arg(keys.conversation(&conv))
+                    .arg("contact")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(contact
+            .and_then(|c| c.parse::<ContactId>().ok())
+            .map(|contact| (conv, contact)))
+    }
+
+    /// The entry at `seq`, if the log has it.
+    pub async fn entry_at(
+        &self,
+        conversation: &ConversationId,
+        seq: &str,
+    ) -> Result<Option<LogEntry>, StoreError> {
+        let mut conn = self.store.conn();
+        let key = self.store.keys().conversation_log(conversation);
+        let reply: redis::streams::StreamRangeReply = self
+            .store
+            .bounded(
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(seq)
+                    .arg(seq)
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(reply.ids.into_iter().next().map(entry_from))
+    }
+
+    /// The entry with message id `id` among the last `within` entries.
+    pub async fn find_recent(
+        &self,
+        conversation: &ConversationId,
+        id: &str,
+        within: usize,
+    ) -> Result<Option<LogEntry>, StoreError> {
+        let mut conn = self.store.conn();
+        let key = self.store.keys().conversation_log(conversation);
+        let reply: redis::streams::StreamRangeReply = self
+            .store
+            .bounded(
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(within)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(reply.ids.into_iter().map(entry_from).find(|e| e.id == id))
+    }
+}
+
+fn entry_from(e: redis::streams::StreamId) -> LogEntry {
+    let get = |k: &str| {
+        e.map
+            .get(k)
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            .unwrap_or_default()
+    };
+    LogEntry {
+        id: get("id"),
+        dir: get("dir"),
+        at: get("at").parse().unwrap_or(0),
+        msg: get("msg"),
+        seq: e.id,
+    }
+}
+
+fn unavailable(e: StoreError) -> IntakeError {
+    IntakeError::Unavailable(e.to_string())
+}
+
+impl ConversationLog for Conversations {
+    fn open_conversation<'a>(
+        &'a self,
+        source: &'a str,
+        customer: &'a CustomerIdentity,
+    ) -> BoxFuture<'a, Result<Option<(ConversationId, ContactId)>, IntakeError>> {
+        Box::pin(async move {
+            Conversations::open_conversation(self, source, customer)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn entries_after<'a>(
+        &'a self,
+        conversation: &'a ConversationId,
+        after: &'a str,
+        count: usize,
+    ) -> BoxFuture<'a, Result<Vec<LogEntry>, IntakeError>> {
+        Box::pin(async move {
+            self.transcript(conversation, after, count)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn find_recent<'a>(
+        &'a self,
+        conversation: &'a ConversationId,
+        id: &'a str,
+        within: usize,
+    ) -> BoxFuture<'a, Result<Option<LogEntry>, IntakeError>> {
+        Box::pin(async move {
+            Conversations::find_recent(self, conversation, id, within)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        conversation: &'a ConversationId,
+        contact: &'a ContactId,
+        source: &'a str,
+        dir: &'a str,
+        msg: &'a str,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        Box::pin(async move {
+            let id = MessageId::new().to_string();
+            Conversations::append(
+                self,
+                conversation,
+                &contact.to_string(),
+                source,
+                &id,
+                dir,
+                msg,
+            )
             .await
+            .map_err(unavailable)
+        })
     }
 }

@@ -7,7 +7,7 @@ use redis::Script;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use switchboard_channel::Intake;
+use switchboard_channel::{Intake, LiveEvent};
 use switchboard_core::inbound::EventLimits;
 use switchboard_core::{
     ContactId, ConversationId, CustomerIdentity, InboundEvent, InboundUpdate, IntakeError,
@@ -71,12 +71,25 @@ impl RedisIntake {
         match &result {
             Ok(receipt) => {
                 counter!("switchboard_intake_events_total",
-                    "channel" => channel, "source" => source, "outcome" => receipt.outcome.as_str())
+                    "channel" => channel, "source" => source.clone(), "outcome" => receipt.outcome.as_str())
                 .increment(1);
                 histogram!("switchboard_intake_duration_seconds", "channel" => channel)
                     .record(started.elapsed().as_secs_f64());
                 debug!(contact_id = %receipt.contact_id, conversation_id = %receipt.conversation_id,
                     message_id = %receipt.message_id, outcome = receipt.outcome.as_str(), "Inbound message stored.");
+                if receipt.outcome != IntakeOutcome::Duplicate {
+                    // The doorbell, after the script and outside it: it
+                    // must never fail or delay the intake (see `live`).
+                    let live = crate::Live::new(self.store.clone());
+                    let event = LiveEvent::log(
+                        &receipt.conversation_id,
+                        &receipt.contact_id.to_string(),
+                        &source,
+                        &receipt.seq,
+                        "in",
+                    );
+                    tokio::spawn(async move { live.publish(&event).await });
+                }
             }
             Err(error) => {
                 counter!("switchboard_intake_errors_total",

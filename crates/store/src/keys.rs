@@ -151,6 +151,13 @@ impl KeySpace {
         format!("{}:{{c:{source}}}:state:{key}", self.prefix)
     }
 
+    /// `<prefix>:live`: the pub/sub channel of the live doorbell
+    /// ([`crate::live`]). Not a key: `PUBLISH` on a cluster reaches every
+    /// node whatever the name's slot.
+    pub fn live(&self) -> String {
+        format!("{}:live", self.prefix)
+    }
+
     pub fn outbox_deferred(&self, source: &str) -> String {
         format!("{}:{{o:{source}}}:deferred", self.prefix)
     }

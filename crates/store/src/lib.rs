@@ -15,6 +15,7 @@ mod conn;
 pub mod conversations;
 pub mod intake;
 pub mod keys;
+pub mod live;
 pub mod outbox;
 pub mod routing;
 pub mod updates;
@@ -27,6 +28,7 @@ pub use conn::{RedisConn, Topology};
 pub use conversations::{Conversations, LogEntry};
 pub use intake::{IntakeSettings, RedisIntake};
 pub use keys::KeySpace;
+pub use live::Live;
 pub use outbox::RedisOutbox;
 pub use routing::{QueuedContact, RoutingStreams};
 
@@ -206,6 +208,10 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     pub(crate) fn conn(&self) -> RedisConn {

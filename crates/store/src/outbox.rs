@@ -297,7 +297,42 @@ impl RedisOutbox {
     }
 }
 
+impl RedisOutbox {
+    async fn forward_delivery(
+        &self,
+        delivery: &OutboundDelivery,
+        message: OutboundMessage,
+    ) -> Result<(), OutboxError> {
+        Self::enqueue_to(&self.store, &message).await?;
+        let stream = self.store.keys().outbox(&self.source);
+        let mut conn = self.store.conn();
+        self.store
+            .bounded(
+                redis::pipe()
+                    .atomic()
+                    .cmd("XACK")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&delivery.handle)
+                    .cmd("XDEL")
+                    .arg(&stream)
+                    .arg(&delivery.handle)
+                    .query_async::<()>(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 impl Outbox for RedisOutbox {
+    fn forward<'a>(
+        &'a self,
+        delivery: &'a OutboundDelivery,
+        message: OutboundMessage,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(self.forward_delivery(delivery, message))
+    }
+
     fn hold_delivery(&self, lease: Duration) -> BoxFuture<'_, Result<bool, OutboxError>> {
         Box::pin(self.hold("hold", lease))
     }

@@ -559,3 +559,91 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
         "closed"
     );
 }
+
+/// A customer who writes again after their contact was closed (by the
+/// agent, or abandoned through the channel) starts a new contact, routed
+/// again; before that, messages join the open one.
+#[tokio::test]
+async fn a_message_after_the_close_starts_a_new_contact() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = common::intake_for(&store);
+    let state = RoutingState::new(store.clone());
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a", [5, 0, 0, 0]).await;
+    let route = |contact: ContactId| {
+        let state = state.clone();
+        async move {
+            state
+                .enqueue(&NewRoute {
+                    contact: &contact,
+                    queue: "general",
+                    channel: ChannelKind::Chat,
+                    priority: 0,
+                    since: NOW,
+                    now: NOW,
+                    rule: "",
+                    source: "website",
+                    customer: "visitor:v1",
+                    sticky: None,
+                })
+                .await
+                .unwrap();
+            contact
+        }
+    };
+    let first = intake
+        .submit_event(common::event("v1", Some("m1"), "hello"))
+        .await
+        .unwrap();
+    let again = intake
+        .submit_event(common::event("v1", Some("m2"), "still there?"))
+        .await
+        .unwrap();
+    assert_eq!(again.contact_id, first.contact_id, "joins the open contact");
+    let c = route(first.contact_id).await;
+    assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
+    assert_eq!(
+        state.answer(Answer::Accept, &c, "a", NOW, 2).await.unwrap(),
+        "ok"
+    );
+    let retention = Duration::from_secs(60);
+    let closed = state
+        .close(&c, "a", NOW + 1, "solved", 0, retention, retention)
+        .await
+        .unwrap();
+    assert_eq!(closed, "ok");
+
+    let second = intake
+        .submit_event(common::event("v1", Some("m3"), "one more question"))
+        .await
+        .unwrap();
+    assert_eq!(second.outcome, switchboard_core::IntakeOutcome::Created);
+    assert_ne!(second.contact_id, first.contact_id);
+    assert_ne!(second.conversation_id, first.conversation_id);
+    // A repeat of a message of the closed contact is still that contact's.
+    let repeat = intake
+        .submit_event(common::event("v1", Some("m1"), "hello"))
+        .await
+        .unwrap();
+    assert_eq!(repeat.contact_id, first.contact_id);
+
+    // Abandoned through the channel (the customer left while waiting).
+    let waiting = route(second.contact_id).await;
+    assert_eq!(
+        state
+            .end_by_channel(&waiting, NOW + 2, "abandoned", 0, retention)
+            .await
+            .unwrap(),
+        "abandoned"
+    );
+    let third = intake
+        .submit_event(common::event("v1", Some("m4"), "hello again"))
+        .await
+        .unwrap();
+    assert_ne!(third.contact_id, second.contact_id);
+}

@@ -97,7 +97,8 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         metrics,
         draining: draining.clone(),
     })
-    .nest("/api/v1", agent_api.routes());
+    .nest("/api/v1", agent_api.routes())
+    .merge(agent_api.console_routes());
 
     let channel_routing: Arc<dyn switchboard_channel::Routing> = Arc::new(
         switchboard_router::channel_routing::ChannelRouting::new(state.clone(), routing.clone()),
@@ -119,6 +120,8 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
                 &name,
                 &instance,
             )),
+            live: Arc::new(switchboard_store::Live::new(store.clone())),
+            conversations: Arc::new(switchboard_store::Conversations::new(store.clone())),
             shutdown: background.clone(),
         };
         let adapter = channel
@@ -145,9 +148,14 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
-    info!(%addr, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /channels/<name>/…");
+    info!(%addr, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /console, /channels/<name>/…");
     let server =
-        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        // With the peer's address: channels limit by it (chat's `rate_per_ip`).
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let mut server_task = tokio::spawn(async move { server.await });
 
     systemd::ready("serving");

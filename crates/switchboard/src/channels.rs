@@ -46,4 +46,5 @@ channels! {
     Twilio = "twilio" => switchboard_voice::TwilioConfig,
     Cti = "cti" => switchboard_voice::CtiConfig,
     Email = "email" => switchboard_email::EmailConfig,
+    Chat = "chat" => switchboard_chat::ChatConfig,
 }

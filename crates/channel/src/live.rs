@@ -1,0 +1,145 @@
+//! The live doorbell and the conversation log as channels see them.
+//!
+//! The conversation log (a Redis stream per conversation) is the truth;
+//! the live bus is only a doorbell that says "look again": every instance
+//! subscribes to it, and whoever follows a conversation re-reads its log
+//! after the last entry it has sent. The bus is lossy (Redis pub/sub), so a
+//! subscriber gets [`LiveSignal::Resync`] whenever its subscription
+//! (re)connects and then re-reads every conversation it follows.
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use switchboard_core::{ContactId, ConversationId, CustomerIdentity, IntakeError};
+
+/// What a live event announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveKind {
+    /// A new entry in the conversation log (`seq`, `dir`).
+    Log,
+    /// Someone types (`on`, `who`, `name`).
+    Typing,
+    /// Someone read up to `seq` (`who`, `name`).
+    Read,
+    /// A kind this version does not know (sent by a newer instance).
+    #[serde(other)]
+    Other,
+}
+
+/// One doorbell event: small JSON on `<prefix>:live`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveEvent {
+    /// The conversation id.
+    pub conv: String,
+    /// The contact id, or `""` when unknown.
+    #[serde(default)]
+    pub contact: String,
+    /// The channel (adapter) name the conversation belongs to.
+    #[serde(default)]
+    pub source: String,
+    pub kind: LiveKind,
+    /// The log entry's stream id (`log`), or the last entry read (`read`).
+    #[serde(default)]
+    pub seq: String,
+    /// The log entry's direction (`in`, `out`, `note`, …).
+    #[serde(default)]
+    pub dir: String,
+    /// Typing started (true) or stopped.
+    #[serde(default)]
+    pub on: bool,
+    /// `visitor` or `agent`.
+    #[serde(default)]
+    pub who: String,
+    /// The agent's display name, or `""`.
+    #[serde(default)]
+    pub name: String,
+}
+
+impl LiveEvent {
+    /// A new log entry of `conv`.
+    pub fn log(conv: &ConversationId, contact: &str, source: &str, seq: &str, dir: &str) -> Self {
+        LiveEvent {
+            conv: conv.to_string(),
+            contact: contact.to_owned(),
+            source: source.to_owned(),
+            kind: LiveKind::Log,
+            seq: seq.to_owned(),
+            dir: dir.to_owned(),
+            on: false,
+            who: String::new(),
+            name: String::new(),
+        }
+    }
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveSignal {
+    Event(LiveEvent),
+    /// The subscription (re)connected: events may have been missed, so
+    /// re-read the log of every conversation followed.
+    Resync,
+}
+
+/// The live doorbell.
+pub trait LiveBus: Send + Sync + fmt::Debug {
+    /// Publishes `event`. Never fails: a lost doorbell is caught up by the
+    /// next one or by a resync (failures are logged and counted).
+    fn publish(&self, event: LiveEvent) -> BoxFuture<'_, ()>;
+    /// Every event published from now on, with a [`LiveSignal::Resync`]
+    /// first and after every reconnection. Ends when the bus shuts down.
+    fn subscribe(&self) -> BoxStream<'static, LiveSignal>;
+}
+
+/// One entry of a conversation log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The entry's stream id: its place in the conversation.
+    pub seq: String,
+    pub id: String,
+    /// `in` (customer), `out` (agent reply), `note` (internal), `edit` (a
+    /// customer edited a message), `auto` (an automatic answer to a reply),
+    /// `rating` (a chat visitor's rating).
+    pub dir: String,
+    pub at: u64,
+    /// The message as JSON.
+    pub msg: String,
+}
+
+/// Reading (and, for what is not a customer message, writing) the
+/// conversation logs of the channel's own customers.
+pub trait ConversationLog: Send + Sync + fmt::Debug {
+    /// The customer's open conversation on `source` and its current
+    /// contact, if any.
+    fn open_conversation<'a>(
+        &'a self,
+        source: &'a str,
+        customer: &'a CustomerIdentity,
+    ) -> BoxFuture<'a, Result<Option<(ConversationId, ContactId)>, IntakeError>>;
+    /// Up to `count` entries after `after` (`"-"` from the start), in order.
+    fn entries_after<'a>(
+        &'a self,
+        conversation: &'a ConversationId,
+        after: &'a str,
+        count: usize,
+    ) -> BoxFuture<'a, Result<Vec<LogEntry>, IntakeError>>;
+    /// The entry with message id `id` among the last `within` entries.
+    fn find_recent<'a>(
+        &'a self,
+        conversation: &'a ConversationId,
+        id: &'a str,
+        within: usize,
+    ) -> BoxFuture<'a, Result<Option<LogEntry>, IntakeError>>;
+    /// Appends an entry that is not a customer message (a rating) and rings
+    /// the doorbell; returns its seq.
+    fn append<'a>(
+        &'a self,
+        conversation: &'a ConversationId,
+        contact: &'a ContactId,
+        source: &'a str,
+        dir: &'a str,
+        msg: &'a str,
+    ) -> BoxFuture<'a, Result<String, IntakeError>>;
+}

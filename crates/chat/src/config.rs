@@ -1,0 +1,317 @@
+//! `[[channels]] type = "chat"`: the website chat widget.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use switchboard_channel::{ChannelError, Secret};
+
+/// The chat channel's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    pub name: String,
+    /// The widgets embedded on websites; each `id` is the address routing
+    /// rules match.
+    pub widgets: Vec<WidgetConfig>,
+    /// Signs visitors' session tokens (HMAC-SHA256); at least 32 characters.
+    pub session_secret: Secret,
+    #[serde(default = "defaults::session_ttl_secs")]
+    pub session_ttl_secs: u64,
+    /// The largest websocket frame a client may send (bytes).
+    #[serde(default = "defaults::max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// The longest visitor message (characters).
+    #[serde(default = "defaults::max_message_chars")]
+    pub max_message_chars: usize,
+    /// Frames per minute from one session.
+    #[serde(default = "defaults::rate_per_session")]
+    pub rate_per_session: u32,
+    /// Frames per minute from one client address (all its sessions).
+    #[serde(default = "defaults::rate_per_ip")]
+    pub rate_per_ip: u32,
+    #[serde(default = "defaults::ping_interval_secs")]
+    pub ping_interval_secs: u64,
+    #[serde(default = "defaults::idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Frames queued for one client before a client that does not read is
+    /// closed (1008).
+    #[serde(default = "defaults::send_buffer")]
+    pub send_buffer: usize,
+    /// Where uploaded files are kept (shared by all instances).
+    #[serde(default = "defaults::uploads_dir")]
+    pub uploads_dir: PathBuf,
+    #[serde(default = "defaults::max_upload_bytes")]
+    pub max_upload_bytes: usize,
+    /// Content types accepted for uploads.
+    #[serde(default = "defaults::upload_types")]
+    pub upload_types: Vec<String>,
+    /// The estimated wait shown per place in the queue (seconds); 0 shows
+    /// none.
+    #[serde(default = "defaults::eta_per_position_secs")]
+    pub eta_per_position_secs: u64,
+    /// The offline form: answered by mail through this email channel.
+    #[serde(default)]
+    pub offline: Option<OfflineConfig>,
+}
+
+/// One embedded widget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WidgetConfig {
+    /// The address of its contacts (routing rules: `addresses = ["shop"]`).
+    pub id: String,
+    /// Page origins allowed to open the websocket (`https://shop.example`).
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+/// Where offline-form contacts are answered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineConfig {
+    /// The `[[channels]]` name of an email channel that sends the answers.
+    pub email_channel: String,
+    /// The address the answers come from.
+    pub address: String,
+}
+
+mod defaults {
+    use std::path::PathBuf;
+    pub fn session_ttl_secs() -> u64 {
+        7 * 24 * 3600
+    }
+    pub fn max_frame_bytes() -> usize {
+        16 * 1024
+    }
+    pub fn max_message_chars() -> usize {
+        4000
+    }
+    pub fn rate_per_session() -> u32 {
+        60
+    }
+    pub fn rate_per_ip() -> u32 {
+        300
+    }
+    pub fn ping_interval_secs() -> u64 {
+        25
+    }
+    pub fn idle_timeout_secs() -> u64 {
+        90
+    }
+    pub fn send_buffer() -> usize {
+        64
+    }
+    pub fn uploads_dir() -> PathBuf {
+        PathBuf::from("/var/lib/switchboard/chat-uploads")
+    }
+    pub fn max_upload_bytes() -> usize {
+        10 * 1024 * 1024
+    }
+    pub fn upload_types() -> Vec<String> {
+        [
+            "image/png",
+            "image/jpeg",
+            "image/gif",
+            "application/pdf",
+            "text/plain",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    }
+    pub fn eta_per_position_secs() -> u64 {
+        60
+    }
+}
+
+pub(crate) fn config_error(name: &str, key: &str, problem: &str) -> ChannelError {
+    ChannelError::Config(format!("channels.{name}.{key}: {problem}"))
+}
+
+/// A plausible mail address: one `@`, both sides non-empty, no spaces or
+/// control characters, at most 254 bytes.
+pub fn address_ok(a: &str) -> bool {
+    a.len() <= 254
+        && !a.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(a.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.contains('@') && !d.starts_with('.') && !d.ends_with('.'))
+}
+
+fn id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl ChatConfig {
+    /// Checks every key; the error names the first bad one.
+    pub fn check(&self) -> Result<(), ChannelError> {
+        let name = &self.name;
+        let err = |key: &str, problem: &str| config_error(name, key, problem);
+        if !id_ok(name) {
+            return Err(err("name", "must be 1 to 64 characters of A-Za-z0-9._-"));
+        }
+        if self.widgets.is_empty() {
+            return Err(err("widgets", "at least one widget is needed"));
+        }
+        for (i, w) in self.widgets.iter().enumerate() {
+            if !id_ok(&w.id) {
+                return Err(err(
+                    &format!("widgets[{i}].id"),
+                    "must be 1 to 64 characters of A-Za-z0-9._-",
+                ));
+            }
+            if self.widgets[..i].iter().any(|o| o.id == w.id) {
+                return Err(err(&format!("widgets[{i}].id"), "used twice"));
+            }
+            if w.origins.is_empty() {
+                return Err(err(
+                    &format!("widgets[{i}].origins"),
+                    "at least one origin (https://host[:port]) is needed",
+                ));
+            }
+            for o in &w.origins {
+                let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                    && !o.ends_with('/')
+                    && o.split("://")
+                        .nth(1)
+                        .is_some_and(|h| !h.is_empty() && !h.contains('/'));
+                if !ok {
+                    return Err(err(
+                        &format!("widgets[{i}].origins"),
+                        &format!("{o:?} is not an origin (scheme://host[:port], no path)"),
+                    ));
+                }
+            }
+        }
+        let secret = self
+            .session_secret
+            .resolve()
+            .map_err(|e| err("session_secret", &e.to_string()))?;
+        if secret.expose().len() < 32 {
+            return Err(err("session_secret", "must be at least 32 characters"));
+        }
+        let ranges: [(&str, u64, u64, u64); 9] = [
+            (
+                "session_ttl_secs",
+                self.session_ttl_secs,
+                60,
+                365 * 24 * 3600,
+            ),
+            (
+                "max_frame_bytes",
+                self.max_frame_bytes as u64,
+                1024,
+                1 << 20,
+            ),
+            (
+                "max_message_chars",
+                self.max_message_chars as u64,
+                1,
+                64 * 1024,
+            ),
+            (
+                "rate_per_session",
+                u64::from(self.rate_per_session),
+                1,
+                100_000,
+            ),
+            ("rate_per_ip", u64::from(self.rate_per_ip), 1, 1_000_000),
+            ("ping_interval_secs", self.ping_interval_secs, 1, 3600),
+            ("idle_timeout_secs", self.idle_timeout_secs, 2, 24 * 3600),
+            ("send_buffer", self.send_buffer as u64, 1, 100_000),
+            (
+                "max_upload_bytes",
+                self.max_upload_bytes as u64,
+                1,
+                100 << 20,
+            ),
+        ];
+        for (key, value, min, max) in ranges {
+            if value < min || value > max {
+                return Err(err(key, &format!("must be between {min} and {max}")));
+            }
+        }
+        if self.idle_timeout_secs <= self.ping_interval_secs {
+            return Err(err(
+                "idle_timeout_secs",
+                "must be longer than ping_interval_secs",
+            ));
+        }
+        for t in &self.upload_types {
+            if !t.contains('/') || t.chars().any(|c| c.is_whitespace() || c == ';') {
+                return Err(err("upload_types", &format!("{t:?} is not a media type")));
+            }
+        }
+        if let Some(o) = &self.offline {
+            if !id_ok(&o.email_channel) {
+                return Err(err("offline.email_channel", "must name an email channel"));
+            }
+            if !address_ok(&o.address) {
+                return Err(err("offline.address", "must be a mail address"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn widget(&self, id: &str) -> Option<&WidgetConfig> {
+        self.widgets.iter().find(|w| w.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(extra: &str) -> ChatConfig {
+        toml::from_str(&format!(
+            r#"
+            name = "website"
+            session_secret = "0123456789abcdef0123456789abcdef"
+            {extra}
+            [[widgets]]
+            id = "shop"
+            origins = ["https://shop.example"]
+            "#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_errors_name_the_key() {
+        parse("").check().unwrap();
+        let e = parse("session_ttl_secs = 1")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("channels.website.session_ttl_secs"), "{e}");
+        let mut c = parse("");
+        c.session_secret = Secret::Inline("short".into());
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("session_secret"), "{e}");
+        let mut c = parse("");
+        c.widgets[0].origins = vec!["https://shop.example/".into()];
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("widgets[0].origins")
+        );
+        let e = parse("[offline]\nemail_channel = \"mail\"\naddress = \"nope\"")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("offline.address"), "{e}");
+    }
+
+    #[test]
+    fn addresses_are_checked_simply() {
+        assert!(address_ok("a@b.example"));
+        assert!(!address_ok("a@b"));
+        assert!(!address_ok("a b@c.example"));
+        assert!(!address_ok("@c.example"));
+        assert!(!address_ok("a@@c.example"));
+    }
+}

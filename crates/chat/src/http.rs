@@ -1,0 +1,239 @@
+//! The channel's HTTP routes, under `/channels/{name}`: `GET ws`,
+//! `POST upload`, `GET widget.js`.
+
+use crate::Shared;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics::counter;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// The widget served at `widget.js` (written in `assets/`).
+const WIDGET_JS: &str = include_str!("../assets/widget.js");
+
+pub fn routes(shared: Arc<Shared>) -> Router {
+    let upload_limit = shared.config.max_upload_bytes;
+    let uploads = Router::new()
+        .route(
+            "/upload",
+            post(upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .layer(upload_cors(&shared));
+    Router::new()
+        .route("/ws", get(ws))
+        .route("/widget.js", get(widget_js))
+        .merge(uploads)
+        .with_state(shared)
+}
+
+/// Uploads come from the pages that embed the widget, another origin than
+/// Switchboard's: the browser asks first (a preflight, for the
+/// `Authorization` and `X-Filename` headers) and reads an answer, 413 and
+/// 415 included, only with CORS headers naming its origin. Only the
+/// widgets' configured origins are named; no credentials (cookies) are
+/// involved, the session token is a header.
+fn upload_cors(shared: &Shared) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = shared
+        .config
+        .widgets
+        .iter()
+        .flat_map(|w| w.origins.iter())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([axum::http::Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            axum::http::HeaderName::from_static("x-filename"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    #[serde(default)]
+    widget: Option<String>,
+}
+
+fn reject(reason: &'static str, status: StatusCode, message: &'static str) -> Response {
+    counter!("switchboard_chat_rejected_total", "reason" => reason).increment(1);
+    (status, message).into_response()
+}
+
+/// The client's address: the peer's, or behind a proxy on this host
+/// (a loopback peer) the last `X-Forwarded-For` hop. `None` when the
+/// server does not tell the peer (no per-address limit then).
+fn client_ip(headers: &HeaderMap, ext: &Extensions) -> Option<IpAddr> {
+    let peer = ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
+    if peer.is_loopback()
+        && let Some(forwarded) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+    {
+        return Some(forwarded);
+    }
+    Some(peer)
+}
+
+async fn ws(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    ext: Extensions,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return reject("origin", StatusCode::FORBIDDEN, "no Origin\n");
+    };
+    let allowed = match &query.widget {
+        Some(w) => shared
+            .config
+            .widget(w)
+            .is_some_and(|w| w.origins.contains(&origin)),
+        None => shared
+            .config
+            .widgets
+            .iter()
+            .any(|w| w.origins.contains(&origin)),
+    };
+    if !allowed {
+        warn!(origin = %origin, "Chat websocket refused: origin not allowed.");
+        return reject(
+            "origin",
+            StatusCode::FORBIDDEN,
+            "this origin may not use this chat\n",
+        );
+    }
+    let ip = client_ip(&headers, &ext);
+    let max = shared.config.max_frame_bytes;
+    upgrade
+        .max_frame_size(max)
+        .max_message_size(max)
+        // Small buffers: most sockets are idle (issue 4: ≤ 16 KiB each).
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.saturating_mul(4).max(64 * 1024))
+        .on_upgrade(move |socket| crate::session::serve(shared, socket, ip, origin))
+}
+
+async fn widget_js() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/javascript; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        WIDGET_JS,
+    )
+        .into_response()
+}
+
+/// Percent-decodes a file name and keeps it harmless: no path, no control
+/// characters, at most 200 characters.
+fn file_name(raw: &str) -> String {
+    let name = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let name = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = name.chars().filter(|c| !c.is_control()).take(200).collect();
+    if clean.trim().is_empty() || clean == "." || clean == ".." {
+        "file".into()
+    } else {
+        clean
+    }
+}
+
+async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = switchboard_core::Timestamp::now().as_millis();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let session = match token.map(|t| shared.tokens.verify(t, now)) {
+        Some(Ok(s)) if shared.config.widget(&s.widget).is_some() => s,
+        _ => return reject("bad_session", StatusCode::UNAUTHORIZED, "bad session\n"),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if !shared
+        .config
+        .upload_types
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(&content_type))
+    {
+        return reject(
+            "upload_type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "this type of file is not accepted\n",
+        );
+    }
+    if body.is_empty() {
+        return reject("upload_empty", StatusCode::BAD_REQUEST, "empty file\n");
+    }
+    let name = file_name(
+        headers
+            .get("x-filename")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("file"),
+    );
+    match shared
+        .uploads
+        .store(&session.visitor, &name, &content_type, &body)
+        .await
+    {
+        Ok(attachment) => {
+            counter!("switchboard_chat_uploads_total").increment(1);
+            info!(media_id = %attachment.id, size = attachment.size, "Chat upload stored.");
+            (StatusCode::CREATED, axum::Json(attachment)).into_response()
+        }
+        Err(error) => {
+            warn!(%error, "Cannot store a chat upload.");
+            reject(
+                "upload_io",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot store the file now\n",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_decoded_and_made_harmless() {
+        assert_eq!(file_name("a%20b.png"), "a b.png");
+        assert_eq!(file_name("..%2F..%2Fetc%2Fpasswd"), "passwd");
+        assert_eq!(file_name(".."), "file");
+        assert_eq!(file_name("%E2%9C%93.txt"), "✓.txt");
+        assert_eq!(file_name("bad%zz"), "bad%zz");
+    }
+}

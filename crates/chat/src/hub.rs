@@ -1,0 +1,185 @@
+//! The chat sessions of this instance and the live doorbell that wakes
+//! them.
+//!
+//! One subscription per instance. A doorbell for a conversation followed
+//! here wakes each of its sessions, which reads the log after the last
+//! entry it sent (so nothing is doubled or missed, whichever instance
+//! wrote the entry); a resync (the subscription reconnected) wakes all of
+//! them. Typing and read marks of agents go straight to the sessions'
+//! small event queues (dropped when full: they are ephemeral).
+
+use futures::StreamExt;
+use metrics::gauge;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use switchboard_channel::{LiveBus, LiveKind, LiveSignal};
+use switchboard_core::{ContactId, ConversationId};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// What the hub tells a session besides "look at the log".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    /// Another tab of the same visitor started this conversation.
+    Attach(ConversationId, ContactId),
+    /// The agent types.
+    Typing { on: bool, name: String },
+    /// The agent read up to `seq`.
+    Read { seq: String },
+}
+
+/// A session as the hub knows it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    id: u64,
+    visitor: String,
+    /// Wakes the session to read the log.
+    pub bell: Arc<Notify>,
+    events: mpsc::Sender<HubEvent>,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    by_conv: HashMap<String, Vec<Link>>,
+    by_visitor: HashMap<String, Vec<Link>>,
+    /// The conversation each session follows.
+    conv_of: HashMap<u64, String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Hub {
+    maps: Mutex<Maps>,
+    next: AtomicU64,
+}
+
+impl Hub {
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session of `visitor`; its events arrive on the receiver.
+    pub fn register(&self, visitor: &str) -> (Link, mpsc::Receiver<HubEvent>) {
+        let (tx, rx) = mpsc::channel(16);
+        let link = Link {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            visitor: visitor.to_owned(),
+            bell: Arc::new(Notify::new()),
+            events: tx,
+        };
+        let mut maps = self.maps();
+        maps.by_visitor
+            .entry(visitor.to_owned())
+            .or_default()
+            .push(link.clone());
+        gauge!("switchboard_chat_sessions").set(count(&maps.by_visitor) as f64);
+        (link, rx)
+    }
+
+    /// The session follows `conv` (and nothing else).
+    pub fn follow(&self, link: &Link, conv: &ConversationId) {
+        let mut maps = self.maps();
+        unfollow(&mut maps, link.id);
+        maps.conv_of.insert(link.id, conv.to_string());
+        maps.by_conv
+            .entry(conv.to_string())
+            .or_default()
+            .push(link.clone());
+    }
+
+    /// `visitor` has conversation `conv` now: every session of theirs here
+    /// is told (another tab may not know yet).
+    pub fn attach_visitor(&self, visitor: &str, conv: &ConversationId, contact: &ContactId) {
+        let maps = self.maps();
+        if let Some(links) = maps.by_visitor.get(visitor) {
+            for l in links {
+                let _ = l.events.try_send(HubEvent::Attach(*conv, *contact));
+            }
+        }
+    }
+
+    pub fn unregister(&self, link: &Link) {
+        let mut maps = self.maps();
+        unfollow(&mut maps, link.id);
+        if let Some(list) = maps.by_visitor.get_mut(&link.visitor) {
+            list.retain(|l| l.id != link.id);
+            if list.is_empty() {
+                maps.by_visitor.remove(&link.visitor);
+            }
+        }
+        gauge!("switchboard_chat_sessions").set(count(&maps.by_visitor) as f64);
+    }
+
+    fn ring(&self, conv: &str) {
+        if let Some(links) = self.maps().by_conv.get(conv) {
+            for l in links {
+                l.bell.notify_one();
+            }
+        }
+    }
+
+    fn ring_all(&self) {
+        for links in self.maps().by_conv.values() {
+            for l in links {
+                l.bell.notify_one();
+            }
+        }
+    }
+
+    fn tell(&self, conv: &str, event: &HubEvent) {
+        if let Some(links) = self.maps().by_conv.get(conv) {
+            for l in links {
+                let _ = l.events.try_send(event.clone());
+            }
+        }
+    }
+
+    /// Follows the doorbell until `shutdown`.
+    pub async fn run(&self, live: Arc<dyn LiveBus>, shutdown: CancellationToken) {
+        let mut signals = live.subscribe();
+        loop {
+            let signal = tokio::select! {
+                () = shutdown.cancelled() => return,
+                s = signals.next() => s,
+            };
+            match signal {
+                None => {
+                    debug!("The live doorbell ended.");
+                    return;
+                }
+                Some(LiveSignal::Resync) => self.ring_all(),
+                Some(LiveSignal::Event(e)) => match e.kind {
+                    LiveKind::Log => self.ring(&e.conv),
+                    LiveKind::Typing if e.who == "agent" => self.tell(
+                        &e.conv,
+                        &HubEvent::Typing {
+                            on: e.on,
+                            name: e.name,
+                        },
+                    ),
+                    LiveKind::Read if e.who == "agent" => {
+                        self.tell(&e.conv, &HubEvent::Read { seq: e.seq })
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+}
+
+fn unfollow(maps: &mut Maps, id: u64) {
+    let Some(conv) = maps.conv_of.remove(&id) else {
+        return;
+    };
+    if let Some(list) = maps.by_conv.get_mut(&conv) {
+        list.retain(|l| l.id != id);
+        if list.is_empty() {
+            maps.by_conv.remove(&conv);
+        }
+    }
+}
+
+fn count(map: &HashMap<String, Vec<Link>>) -> usize {
+    map.values().map(Vec::len).sum()
+}

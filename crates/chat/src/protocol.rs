@@ -1,0 +1,226 @@
+//! The widget protocol, version 1 (`docs/widget-protocol.md`): JSON text
+//! frames with a `type`. No I/O here.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this server speaks.
+pub const VERSION: u32 = 1;
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Hello {
+        v: u32,
+        widget: String,
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        locale: Option<String>,
+        #[serde(default)]
+        after: Option<String>,
+    },
+    Prechat {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        email: Option<String>,
+        #[serde(default)]
+        topic: Option<String>,
+    },
+    Message {
+        client_id: String,
+        text: String,
+        #[serde(default)]
+        attachments: Vec<String>,
+    },
+    Typing {
+        on: bool,
+    },
+    Read {
+        seq: String,
+    },
+    Rating {
+        score: u8,
+        #[serde(default)]
+        comment: Option<String>,
+    },
+    Offline {
+        name: String,
+        email: String,
+        text: String,
+    },
+    Ping,
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome {
+        v: u32,
+        token: String,
+        expires_at: u64,
+        visitor: String,
+        conversation: Option<String>,
+        online: bool,
+        form: Option<&'static str>,
+    },
+    Ack {
+        client_id: String,
+        seq: String,
+        conversation: String,
+    },
+    Message {
+        seq: String,
+        id: String,
+        from: &'static str,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        name: String,
+        text: String,
+        at: u64,
+        attachments: Vec<Attachment>,
+        /// The visitor's own message: the `client_id` it was sent with.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    Typing {
+        on: bool,
+        name: String,
+    },
+    Read {
+        seq: String,
+    },
+    Agent {
+        state: &'static str,
+        name: String,
+    },
+    Queue {
+        position: u32,
+        estimated_wait_secs: Option<u64>,
+    },
+    Closed {
+        reason: &'static str,
+    },
+    Result {
+        of: &'static str,
+        ok: bool,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+    Pong,
+}
+
+/// An attachment as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub content_type: String,
+    pub size: u64,
+}
+
+impl ServerFrame {
+    pub fn error(code: &'static str, message: impl Into<String>) -> ServerFrame {
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+            client_id: None,
+        }
+    }
+}
+
+/// Parses a client frame; the error is the `bad_frame` message.
+pub fn parse(text: &str) -> Result<ClientFrame, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+/// A `client_id`: 1–64 printable ASCII characters without `|` or `:`
+/// (it becomes part of the provider message id `<visitor>:<client_id>`).
+pub fn client_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'|' && b != b':')
+}
+
+/// A stream id `ms-n` (what `after`, `read.seq` carry).
+pub fn seq_ok(seq: &str) -> bool {
+    matches!(seq.split_once('-'), Some((ms, n))
+        if !ms.is_empty() && ms.len() <= 20 && !n.is_empty() && n.len() <= 20
+            && ms.bytes().all(|b| b.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The BCP 47 tag of a widget locale, when it looks like one.
+pub fn language(locale: Option<&str>) -> Option<String> {
+    let l = locale?.trim();
+    let ok = !l.is_empty()
+        && l.len() <= 35
+        && l.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| l.replace('_', "-"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn client_frames_parse_strictly() {
+        assert_eq!(
+            parse(r#"{"type":"hello","v":1,"widget":"shop"}"#).unwrap(),
+            ClientFrame::Hello {
+                v: 1,
+                widget: "shop".into(),
+                token: None,
+                locale: None,
+                after: None
+            }
+        );
+        assert!(parse(r#"{"type":"message","client_id":"c1","text":"hi","x":1}"#).is_err());
+        assert!(parse(r#"{"type":"explode"}"#).is_err());
+        assert!(parse("not json").is_err());
+        assert!(parse(r#"{"type":"rating","score":300}"#).is_err());
+    }
+
+    #[test]
+    fn server_frames_serialize_as_documented() {
+        let f = ServerFrame::Ack {
+            client_id: "c1".into(),
+            seq: "1-0".into(),
+            conversation: "0-X".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"type":"ack","client_id":"c1","seq":"1-0","conversation":"0-X"}"#
+        );
+        let q = ServerFrame::Queue {
+            position: 2,
+            estimated_wait_secs: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&q).unwrap(),
+            r#"{"type":"queue","position":2,"estimated_wait_secs":null}"#
+        );
+    }
+
+    #[test]
+    fn ids_and_seqs_are_checked() {
+        assert!(client_id_ok("m-1"));
+        assert!(!client_id_ok(""));
+        assert!(!client_id_ok("a:b"));
+        assert!(!client_id_ok(&"x".repeat(65)));
+        assert!(seq_ok("1795389528425-0"));
+        assert!(!seq_ok("1795389528425"));
+        assert!(!seq_ok("a-0"));
+        assert_eq!(language(Some("pt_BR")), Some("pt-BR".into()));
+        assert_eq!(language(Some("<b>")), None);
+    }
+}

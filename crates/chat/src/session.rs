@@ -1,0 +1,1073 @@
+//! One visitor websocket.
+//!
+//! A writer task owns the socket's sending half and drains a bounded queue
+//! (`send_buffer` frames); the session task reads frames, answers them,
+//! and wakes up when the hub rings (read the log after the last entry
+//! sent), when the hub has an event (another tab's conversation, the agent
+//! typing), and on timers (ping, routing state). A client that leaves the
+//! queue full for [`SLOW_READER`] is closed with 1008.
+
+use crate::Shared;
+use crate::hub::HubEvent;
+use crate::limits::Bucket;
+use crate::protocol::{self, Attachment, ClientFrame, ServerFrame, VERSION};
+use crate::token::{Session, random_id};
+use crate::uploads::{attachment_line, split_attachments};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use metrics::counter;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_channel::{LiveEvent, LiveKind};
+use switchboard_core::{
+    ChannelKind, ContactId, ConversationId, CustomerIdentity, InboundEvent, IntakeError, Timestamp,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span};
+
+/// How long a full send queue is tolerated before the client is closed.
+const SLOW_READER: Duration = Duration::from_secs(5);
+/// Rejected frames in a row before a session is closed.
+const STRIKES: u32 = 20;
+/// How long a client may take to say hello.
+const HELLO_WITHIN: Duration = Duration::from_secs(30);
+/// Log entries read per round.
+const PAGE: usize = 100;
+
+/// What the writer task sends.
+#[derive(Debug)]
+enum Out {
+    Text(String),
+    Ping,
+    Close(u16, &'static str),
+}
+
+/// Why the session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client went away (or closed).
+    Gone,
+    Close(u16, &'static str),
+    /// The client does not read: the queue stayed full.
+    Slow,
+}
+
+/// What the visitor said in the pre-chat form.
+#[derive(Debug, Clone, Default)]
+struct Prechat {
+    name: Option<String>,
+    email: Option<String>,
+    topic: Option<String>,
+}
+
+/// What the session last told the client about routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Seen {
+    /// The agent (id, display name) announced as joined.
+    agent: Option<(String, String)>,
+    position: Option<u32>,
+    waiting: bool,
+    closed: bool,
+    rated: bool,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    out: mpsc::Sender<Out>,
+    /// `None` when the server does not know the peer.
+    ip: Option<IpAddr>,
+    bucket: Bucket,
+    strikes: u32,
+}
+
+/// A session after a successful `hello`.
+struct Active {
+    session: Session,
+    customer: CustomerIdentity,
+    language: Option<String>,
+    conv: Option<(ConversationId, ContactId)>,
+    /// The last log entry sent (`-`: none).
+    cursor: String,
+    prechat: Prechat,
+    seen: Seen,
+    /// Agent ids → display names, for messages' `name`.
+    names: HashMap<String, String>,
+    /// When routing is asked next.
+    poll_at: Instant,
+}
+
+/// Serves one websocket until it closes.
+pub async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: Option<IpAddr>, origin: String) {
+    let span = info_span!("chat_session", channel = %shared.ctx.name, visitor = tracing::field::Empty,
+        conversation_id = tracing::field::Empty, contact_id = tracing::field::Empty);
+    async move {
+        counter!("switchboard_chat_connections_total").increment(1);
+        let (sink, stream) = socket.split();
+        let (out, rx) = mpsc::channel(shared.config.send_buffer.max(1));
+        let writer = tokio::spawn(write(sink, rx));
+        let mut conn = Conn {
+            bucket: Bucket::new(shared.config.rate_per_session),
+            shared,
+            out,
+            ip,
+            strikes: 0,
+        };
+        let end = conn.run(stream, &origin).await;
+        match end {
+            End::Slow => {
+                counter!("switchboard_chat_rejected_total", "reason" => "slow_reader").increment(1);
+                writer.abort();
+            }
+            End::Close(code, reason) => {
+                let _ = conn.out.try_send(Out::Close(code, reason));
+                drop(conn);
+                let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            }
+            End::Gone => {
+                drop(conn);
+                let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn write(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Out>,
+) {
+    while let Some(out) = rx.recv().await {
+        let result = match out {
+            Out::Text(text) => sink.send(Message::Text(text.into())).await,
+            Out::Ping => sink.send(Message::Ping(Default::default())).await,
+            Out::Close(code, reason) => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    })))
+                    .await;
+                break;
+            }
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+type Stream = futures::stream::SplitStream<WebSocket>;
+
+impl Conn {
+    /// Queues a frame; `Err(End::Slow)` when the client stopped reading.
+    async fn send(&self, frame: &ServerFrame) -> Result<(), End> {
+        let Ok(text) = serde_json::to_string(frame) else {
+            return Ok(());
+        };
+        match tokio::time::timeout(SLOW_READER, self.out.send(Out::Text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::Slow),
+        }
+    }
+
+    async fn refuse(&self, code: &'static str, message: &str) -> Result<(), End> {
+        counter!("switchboard_chat_rejected_total", "reason" => code).increment(1);
+        self.send(&ServerFrame::error(code, message)).await
+    }
+
+    /// Charges one frame to the session's and the address's allowance.
+    fn allowed(&mut self) -> bool {
+        let session_ok = self.bucket.take(std::time::Instant::now());
+        session_ok && self.ip.is_none_or(|ip| self.shared.per_ip.take(ip))
+    }
+
+    /// The next client frame's text; `Err` ends the session.
+    async fn next_text(
+        &mut self,
+        message: Option<Result<Message, axum::Error>>,
+    ) -> Result<Option<String>, End> {
+        match message {
+            None => Err(End::Gone),
+            Some(Err(error)) => {
+                let text = error.to_string();
+                if text.contains("too long")
+                    || text.contains("Space limit")
+                    || text.contains("size")
+                {
+                    counter!("switchboard_chat_rejected_total", "reason" => "too_large")
+                        .increment(1);
+                    Err(End::Close(1009, "frame too large"))
+                } else {
+                    debug!(%error, "Chat socket error.");
+                    Err(End::Gone)
+                }
+            }
+            Some(Ok(Message::Text(text))) => Ok(Some(text.as_str().to_owned())),
+            Some(Ok(Message::Binary(_))) => {
+                self.refuse("bad_frame", "text frames only").await?;
+                Ok(None)
+            }
+            Some(Ok(Message::Close(_))) => Err(End::Gone),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+        }
+    }
+
+    async fn run(&mut self, mut stream: Stream, origin: &str) -> End {
+        let hello_deadline = Instant::now() + HELLO_WITHIN;
+        // Before hello.
+        let (mut active, after) = loop {
+            let message = tokio::select! {
+                () = self.shared.ctx.shutdown.cancelled() => return End::Close(1001, "server going away"),
+                () = tokio::time::sleep_until(hello_deadline) => return End::Close(1008, "no hello"),
+                m = stream.next() => m,
+            };
+            let text = match self.next_text(message).await {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(end) => return end,
+            };
+            match self.hello(&text, origin).await {
+                Ok(Some(started)) => break started,
+                Ok(None) => {
+                    self.strikes += 1;
+                    if self.strikes > STRIKES {
+                        return End::Close(1008, "too many refused frames");
+                    }
+                }
+                Err(end) => return end,
+            }
+        };
+        self.strikes = 0;
+        let span = tracing::Span::current();
+        span.record("visitor", active.session.visitor.as_str());
+        let (link, mut events) = self.shared.hub.register(&active.session.visitor);
+        let bell = link.bell.clone();
+        if let Some((conv, contact)) = active.conv {
+            self.shared.hub.follow(&link, &conv);
+            span.record("conversation_id", conv.to_string());
+            span.record("contact_id", contact.to_string());
+        }
+        let end = self
+            .active(&mut active, &mut stream, &mut events, &bell, &link, after)
+            .await;
+        self.shared.hub.unregister(&link);
+        info!(?end, "Chat session ended.");
+        end
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn active(
+        &mut self,
+        active: &mut Active,
+        stream: &mut Stream,
+        events: &mut mpsc::Receiver<HubEvent>,
+        bell: &tokio::sync::Notify,
+        link: &crate::hub::Link,
+        after: Option<String>,
+    ) -> End {
+        let config = &self.shared.config;
+        let ping_every = Duration::from_secs(config.ping_interval_secs);
+        let idle_limit = Duration::from_secs(config.idle_timeout_secs);
+        if let Some(after) = after {
+            active.cursor = after;
+        }
+        if let Err(end) = self.catch_up(active).await {
+            return end;
+        }
+        if let Err(end) = self.poll_route(active, link).await {
+            return end;
+        }
+        let mut last_heard = Instant::now();
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        active.poll_at = Instant::now() + self.poll_interval(active);
+        loop {
+            let step: Result<(), End> = tokio::select! {
+                () = self.shared.ctx.shutdown.cancelled() => return End::Close(1001, "server going away"),
+                () = bell.notified() => self.catch_up(active).await,
+                Some(event) = events.recv() => self.hub_event(active, link, event).await,
+                message = stream.next() => {
+                    last_heard = Instant::now();
+                    match self.next_text(message).await {
+                        Ok(Some(text)) => self.frame(active, link, &text).await,
+                        Ok(None) => Ok(()),
+                        Err(end) => Err(end),
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= idle_limit {
+                        return End::Close(1001, "idle");
+                    }
+                    match self.out.try_send(Out::Ping) {
+                        Err(mpsc::error::TrySendError::Closed(_)) => Err(End::Gone),
+                        _ => Ok(()),
+                    }
+                }
+                () = tokio::time::sleep_until(active.poll_at) => {
+                    let r = self.poll_route(active, link).await;
+                    active.poll_at = Instant::now() + self.poll_interval(active);
+                    r
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Every 2 s while waiting for an agent, every 10 s otherwise.
+    fn poll_interval(&self, active: &Active) -> Duration {
+        if active.seen.waiting {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(10)
+        }
+    }
+
+    /// Handles `hello`: `Ok(None)` when refused (the client may try again).
+    async fn hello(
+        &self,
+        text: &str,
+        origin: &str,
+    ) -> Result<Option<(Active, Option<String>)>, End> {
+        if !self.allowed_hello() {
+            self.refuse("rate_limited", "too many frames; slow down")
+                .await?;
+            return Ok(None);
+        }
+        let frame = match protocol::parse(text) {
+            Ok(f) => f,
+            Err(e) => {
+                self.refuse("bad_frame", &e).await?;
+                return Ok(None);
+            }
+        };
+        let ClientFrame::Hello {
+            v,
+            widget,
+            token,
+            locale,
+            after,
+        } = frame
+        else {
+            if matches!(frame, ClientFrame::Ping) {
+                self.send(&ServerFrame::Pong).await?;
+            } else {
+                self.refuse("bad_frame", "say hello first").await?;
+            }
+            return Ok(None);
+        };
+        if v != VERSION {
+            self.refuse(
+                "unsupported_version",
+                &format!("this server speaks version {VERSION}"),
+            )
+            .await?;
+            return Ok(None);
+        }
+        let Some(widget_config) = self.shared.config.widget(&widget) else {
+            self.refuse("bad_frame", "unknown widget").await?;
+            return Ok(None);
+        };
+        if !widget_config.origins.iter().any(|o| o == origin) {
+            counter!("switchboard_chat_rejected_total", "reason" => "origin").increment(1);
+            return Err(End::Close(1008, "origin not allowed for this widget"));
+        }
+        let after = match after {
+            Some(a) if !protocol::seq_ok(&a) => {
+                self.refuse("bad_frame", "after must be a seq").await?;
+                return Ok(None);
+            }
+            other => other,
+        };
+        let now = Timestamp::now().as_millis();
+        let visitor = match token {
+            Some(token) => match self.shared.tokens.check(&token, &widget, now) {
+                Ok(session) => session.visitor,
+                Err(error) => {
+                    debug!(%error, "Session token refused.");
+                    self.refuse("bad_session", "the session is not valid; start a new one")
+                        .await?;
+                    return Ok(None);
+                }
+            },
+            None => random_id(),
+        };
+        let session = Session {
+            widget: widget.clone(),
+            visitor,
+            expires_at: now + self.shared.config.session_ttl_secs * 1000,
+        };
+        let customer = match CustomerIdentity::new("visitor", &session.visitor) {
+            Ok(c) => c,
+            Err(_) => {
+                self.refuse("bad_session", "the session is not valid; start a new one")
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let conv = match self
+            .shared
+            .ctx
+            .conversations
+            .open_conversation(&self.shared.ctx.name, &customer)
+            .await
+        {
+            Ok(conv) => conv,
+            Err(error) => {
+                debug!(%error, "Cannot look up the visitor's conversation.");
+                self.refuse("unavailable", "try again shortly").await?;
+                return Ok(None);
+            }
+        };
+        self.send(&ServerFrame::Welcome {
+            v: VERSION,
+            token: self.shared.tokens.issue(&session),
+            expires_at: session.expires_at,
+            visitor: session.visitor.clone(),
+            conversation: conv.map(|(c, _)| c.to_string()),
+            online: true,
+            form: if conv.is_none() {
+                Some("prechat")
+            } else {
+                None
+            },
+        })
+        .await?;
+        counter!("switchboard_chat_sessions_total").increment(1);
+        Ok(Some((
+            Active {
+                session,
+                customer,
+                language: protocol::language(locale.as_deref()),
+                conv,
+                cursor: "-".into(),
+                prechat: Prechat::default(),
+                seen: Seen::default(),
+                names: HashMap::new(),
+                poll_at: Instant::now(),
+            },
+            after,
+        )))
+    }
+
+    fn allowed_hello(&self) -> bool {
+        self.ip.is_none_or(|ip| self.shared.per_ip.take(ip))
+    }
+
+    /// Sends every `in`/`out` entry after the cursor, in order.
+    async fn catch_up(&self, active: &mut Active) -> Result<(), End> {
+        let Some((conv, _)) = active.conv else {
+            return Ok(());
+        };
+        loop {
+            let entries = match self
+                .shared
+                .ctx
+                .conversations
+                .entries_after(&conv, &active.cursor, PAGE)
+                .await
+            {
+                Ok(e) => e,
+                Err(error) => {
+                    // The next bell or poll tries again.
+                    debug!(%error, "Cannot read the conversation log.");
+                    return Ok(());
+                }
+            };
+            let full = entries.len() == PAGE;
+            for entry in entries {
+                active.cursor = entry.seq.clone();
+                if let Some(frame) = message_frame(active, &entry) {
+                    self.send(&frame).await?;
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn hub_event(
+        &self,
+        active: &mut Active,
+        link: &crate::hub::Link,
+        event: HubEvent,
+    ) -> Result<(), End> {
+        match event {
+            HubEvent::Attach(conv, contact) => {
+                if active.conv.map(|(c, _)| c) != Some(conv) {
+                    if active.conv.is_some() {
+                        active.cursor = "-".into();
+                        active.seen = Seen::default();
+                    }
+                    active.conv = Some((conv, contact));
+                    // Tell the visitor where they are at once.
+                    active.poll_at = Instant::now();
+                    self.shared.hub.follow(link, &conv);
+                    self.catch_up(active).await?;
+                }
+                Ok(())
+            }
+            HubEvent::Typing { on, name } => self.send(&ServerFrame::Typing { on, name }).await,
+            HubEvent::Read { seq } => self.send(&ServerFrame::Read { seq }).await,
+        }
+    }
+
+    /// The agent and queue state from routing, announced when it changes.
+    async fn poll_route(&self, active: &mut Active, link: &crate::hub::Link) -> Result<(), End> {
+        let routing = &self.shared.ctx.routing;
+        let Some((conv, contact)) = active.conv else {
+            // Another tab (perhaps on another instance) may have started one.
+            if let Ok(Some((conv, contact))) = self
+                .shared
+                .ctx
+                .conversations
+                .open_conversation(&self.shared.ctx.name, &active.customer)
+                .await
+            {
+                return self
+                    .hub_event(active, link, HubEvent::Attach(conv, contact))
+                    .await;
+            }
+            return Ok(());
+        };
+        // A doorbell may have been lost: the log is the truth.
+        self.catch_up(active).await?;
+        let view = match routing.route(&contact).await {
+            Ok(v) => v,
+            Err(error) => {
+                debug!(%error, conversation_id = %conv, "Cannot read the routing state.");
+                return Ok(());
+            }
+        };
+        let (state, agent) = match &view {
+            // Not routed yet: waiting for all the visitor can tell.
+            None => ("waiting", None),
+            Some(v) => (
+                v.state.as_str(),
+                v.agent.clone().map(|a| {
+                    let name = v.agent_name.clone().unwrap_or_else(|| a.clone());
+                    (a, name)
+                }),
+            ),
+        };
+        match state {
+            "assigned" => {
+                active.seen.waiting = false;
+                if active.seen.agent != agent {
+                    if let Some((_, name)) = active.seen.agent.take() {
+                        self.send(&ServerFrame::Agent {
+                            state: "left",
+                            name,
+                        })
+                        .await?;
+                    }
+                    if let Some((id, name)) = &agent {
+                        active.names.insert(id.clone(), name.clone());
+                        self.send(&ServerFrame::Agent {
+                            state: "joined",
+                            name: name.clone(),
+                        })
+                        .await?;
+                    }
+                    active.seen.agent = agent;
+                }
+            }
+            "closed" => {
+                active.seen.waiting = false;
+                if !active.seen.closed {
+                    active.seen.closed = true;
+                    active.seen.agent = None;
+                    self.send(&ServerFrame::Closed { reason: "agent" }).await?;
+                }
+            }
+            _ => {
+                // waiting or offered: no agent has it yet.
+                active.seen.waiting = true;
+                if let Some((_, name)) = active.seen.agent.take() {
+                    self.send(&ServerFrame::Agent {
+                        state: "left",
+                        name,
+                    })
+                    .await?;
+                }
+                let position = if state == "waiting" {
+                    routing.queue_position(&contact).await.ok().flatten()
+                } else {
+                    Some(1)
+                };
+                if let Some(position) = position
+                    && active.seen.position != Some(position)
+                {
+                    active.seen.position = Some(position);
+                    let eta = self.shared.config.eta_per_position_secs;
+                    self.send(&ServerFrame::Queue {
+                        position,
+                        estimated_wait_secs: (eta > 0).then(|| u64::from(position) * eta),
+                    })
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn frame(
+        &mut self,
+        active: &mut Active,
+        link: &crate::hub::Link,
+        text: &str,
+    ) -> Result<(), End> {
+        if !self.allowed() {
+            self.strikes += 1;
+            if self.strikes > STRIKES {
+                return Err(End::Close(1008, "rate limit exceeded"));
+            }
+            return self
+                .refuse("rate_limited", "too many frames; slow down")
+                .await;
+        }
+        let frame = match protocol::parse(text) {
+            Ok(f) => f,
+            Err(e) => {
+                self.strikes += 1;
+                if self.strikes > STRIKES {
+                    return Err(End::Close(1008, "too many refused frames"));
+                }
+                return self.refuse("bad_frame", &e).await;
+            }
+        };
+        self.strikes = 0;
+        match frame {
+            ClientFrame::Ping => self.send(&ServerFrame::Pong).await,
+            ClientFrame::Hello { .. } => self.refuse("bad_frame", "hello was said already").await,
+            ClientFrame::Prechat { name, email, topic } => {
+                self.prechat(active, name, email, topic).await
+            }
+            ClientFrame::Message {
+                client_id,
+                text,
+                attachments,
+            } => {
+                self.message(active, link, client_id, text, attachments)
+                    .await
+            }
+            ClientFrame::Typing { on } => {
+                self.live(active, LiveKind::Typing, on, "").await;
+                Ok(())
+            }
+            ClientFrame::Read { seq } => {
+                if !protocol::seq_ok(&seq) {
+                    return self.refuse("bad_frame", "seq must be a seq").await;
+                }
+                self.live(active, LiveKind::Read, false, &seq).await;
+                Ok(())
+            }
+            ClientFrame::Rating { score, comment } => self.rating(active, score, comment).await,
+            ClientFrame::Offline { name, email, text } => {
+                self.offline(active, name, email, text).await
+            }
+        }
+    }
+
+    async fn live(&self, active: &Active, kind: LiveKind, on: bool, seq: &str) {
+        let Some((conv, contact)) = active.conv else {
+            return;
+        };
+        self.shared
+            .ctx
+            .live
+            .publish(LiveEvent {
+                conv: conv.to_string(),
+                contact: contact.to_string(),
+                source: self.shared.ctx.name.clone(),
+                kind,
+                seq: seq.to_owned(),
+                dir: String::new(),
+                on,
+                who: "visitor".into(),
+                name: String::new(),
+            })
+            .await;
+    }
+
+    async fn prechat(
+        &self,
+        active: &mut Active,
+        name: Option<String>,
+        email: Option<String>,
+        topic: Option<String>,
+    ) -> Result<(), End> {
+        let clean = |v: Option<String>, max: usize| {
+            v.map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.chars()
+                        .filter(|c| !c.is_control())
+                        .take(max)
+                        .collect::<String>()
+                })
+        };
+        let email = clean(email, 254);
+        if let Some(e) = &email
+            && !crate::config::address_ok(e)
+        {
+            return self
+                .refuse("bad_email", "that is not an email address")
+                .await;
+        }
+        active.prechat = Prechat {
+            name: clean(name, 128),
+            email,
+            topic: clean(topic, 128),
+        };
+        self.send(&ServerFrame::Result {
+            of: "prechat",
+            ok: true,
+        })
+        .await
+    }
+
+    async fn message(
+        &self,
+        active: &mut Active,
+        link: &crate::hub::Link,
+        client_id: String,
+        text: String,
+        attachments: Vec<String>,
+    ) -> Result<(), End> {
+        let with_id = |code: &'static str, message: &str| ServerFrame::Error {
+            code,
+            message: message.to_owned(),
+            client_id: Some(client_id.clone()),
+        };
+        if !protocol::client_id_ok(&client_id) {
+            counter!("switchboard_chat_rejected_total", "reason" => "bad_client_id").increment(1);
+            return self
+                .send(&with_id(
+                    "bad_client_id",
+                    "client_id: 1 to 64 printable characters, no ':' or '|'",
+                ))
+                .await;
+        }
+        let chars = text.chars().count();
+        if chars > self.shared.config.max_message_chars {
+            counter!("switchboard_chat_rejected_total", "reason" => "too_long").increment(1);
+            return self
+                .send(&with_id("too_long", "the message is too long"))
+                .await;
+        }
+        if text.trim().is_empty() && attachments.is_empty() {
+            counter!("switchboard_chat_rejected_total", "reason" => "bad_frame").increment(1);
+            return self
+                .send(&with_id("bad_frame", "the message is empty"))
+                .await;
+        }
+        if attachments.len() > 10 {
+            counter!("switchboard_chat_rejected_total", "reason" => "unknown_attachment")
+                .increment(1);
+            return self
+                .send(&with_id("unknown_attachment", "at most 10 attachments"))
+                .await;
+        }
+        let mut lines = Vec::new();
+        for id in &attachments {
+            match self
+                .shared
+                .uploads
+                .describe(&active.session.visitor, id)
+                .await
+            {
+                Some(a) => lines.push(attachment_line(&a)),
+                None => {
+                    counter!("switchboard_chat_rejected_total", "reason" => "unknown_attachment")
+                        .increment(1);
+                    return self
+                        .send(&with_id("unknown_attachment", "no such upload of yours"))
+                        .await;
+                }
+            }
+        }
+        let mut body = text;
+        for line in lines {
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            body.push_str(&line);
+        }
+        let mut attributes = BTreeMap::new();
+        if let Some(t) = &active.prechat.topic {
+            attributes.insert("topic".to_owned(), t.clone());
+        }
+        if let Some(e) = &active.prechat.email {
+            attributes.insert("email".to_owned(), e.clone());
+        }
+        let event = InboundEvent {
+            channel: ChannelKind::Chat,
+            source: self.shared.ctx.name.clone(),
+            address: active.session.widget.clone(),
+            customer: active.customer.clone(),
+            customer_name: active.prechat.name.clone(),
+            provider_message_id: Some(format!("{}:{client_id}", active.session.visitor)),
+            subject: None,
+            text: body,
+            language: active.language.clone(),
+            attributes,
+            sent_at: None,
+        };
+        match self.shared.ctx.intake.submit(event).await {
+            Ok(receipt) => {
+                counter!("switchboard_chat_messages_total", "outcome" => receipt.outcome.as_str())
+                    .increment(1);
+                let conv = receipt.conversation_id;
+                if active.conv.map(|(c, _)| c) != Some(conv) {
+                    let span = tracing::Span::current();
+                    span.record("conversation_id", conv.to_string());
+                    span.record("contact_id", receipt.contact_id.to_string());
+                    // Every tab of the visitor here follows it (this one too).
+                    self.shared.hub.attach_visitor(
+                        &active.session.visitor,
+                        &conv,
+                        &receipt.contact_id,
+                    );
+                    self.hub_event(active, link, HubEvent::Attach(conv, receipt.contact_id))
+                        .await?;
+                }
+                self.send(&ServerFrame::Ack {
+                    client_id,
+                    seq: receipt.seq,
+                    conversation: conv.to_string(),
+                })
+                .await
+            }
+            Err(error) => {
+                let (outcome, code, message) = match &error {
+                    IntakeError::Invalid(e) => ("invalid", "bad_frame", e.to_string()),
+                    _ => (
+                        "unavailable",
+                        "unavailable",
+                        "not stored; send it again shortly".to_owned(),
+                    ),
+                };
+                counter!("switchboard_chat_messages_total", "outcome" => outcome).increment(1);
+                counter!("switchboard_chat_rejected_total", "reason" => code).increment(1);
+                debug!(%error, "A visitor message was not stored.");
+                self.send(&with_id(code, &message)).await
+            }
+        }
+    }
+
+    async fn rating(
+        &self,
+        active: &mut Active,
+        score: u8,
+        comment: Option<String>,
+    ) -> Result<(), End> {
+        let Some((conv, contact)) = active.conv else {
+            return self
+                .refuse("not_closed", "there is no conversation to rate")
+                .await;
+        };
+        if !active.seen.closed {
+            // The poll may lag: ask routing now.
+            if let Ok(Some(view)) = self.shared.ctx.routing.route(&contact).await
+                && view.state == "closed"
+            {
+                active.seen.closed = true;
+            }
+        }
+        if !active.seen.closed {
+            return self
+                .refuse("not_closed", "rate the conversation once it is closed")
+                .await;
+        }
+        if active.seen.rated {
+            return self
+                .send(&ServerFrame::Result {
+                    of: "rating",
+                    ok: true,
+                })
+                .await;
+        }
+        let comment = comment.unwrap_or_default();
+        if !(1..=5).contains(&score) || comment.chars().count() > 1000 {
+            return self
+                .refuse(
+                    "bad_rating",
+                    "score 1 to 5, comment at most 1000 characters",
+                )
+                .await;
+        }
+        let msg = serde_json::json!({ "score": score, "comment": comment }).to_string();
+        match self
+            .shared
+            .ctx
+            .conversations
+            .append(&conv, &contact, &self.shared.ctx.name, "rating", &msg)
+            .await
+        {
+            Ok(_) => {
+                active.seen.rated = true;
+                counter!("switchboard_chat_ratings_total", "score" => score.to_string())
+                    .increment(1);
+                self.send(&ServerFrame::Result {
+                    of: "rating",
+                    ok: true,
+                })
+                .await
+            }
+            Err(error) => {
+                debug!(%error, "Cannot store a rating.");
+                self.refuse("unavailable", "not stored; send it again shortly")
+                    .await
+            }
+        }
+    }
+
+    async fn offline(
+        &self,
+        active: &Active,
+        name: String,
+        email: String,
+        text: String,
+    ) -> Result<(), End> {
+        let email = email.trim().to_owned();
+        if !crate::config::address_ok(&email) {
+            return self
+                .refuse("bad_email", "that is not an email address")
+                .await;
+        }
+        if text.chars().count() > self.shared.config.max_message_chars {
+            return self.refuse("too_long", "the message is too long").await;
+        }
+        if text.trim().is_empty() {
+            return self.refuse("bad_frame", "the message is empty").await;
+        }
+        let Ok(customer) = CustomerIdentity::new("email", &email.to_ascii_lowercase()) else {
+            return self
+                .refuse("bad_email", "that is not an email address")
+                .await;
+        };
+        let mut attributes = BTreeMap::new();
+        attributes.insert("offline".to_owned(), "true".to_owned());
+        if let Some(t) = &active.prechat.topic {
+            attributes.insert("topic".to_owned(), t.clone());
+        }
+        let name: String = name
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(128)
+            .collect();
+        let event = InboundEvent {
+            channel: ChannelKind::Chat,
+            source: self.shared.ctx.name.clone(),
+            address: active.session.widget.clone(),
+            customer,
+            customer_name: (!name.is_empty()).then_some(name),
+            provider_message_id: Some(format!(
+                "{}:offline:{}",
+                active.session.visitor,
+                random_id()
+            )),
+            subject: None,
+            text,
+            language: active.language.clone(),
+            attributes,
+            sent_at: None,
+        };
+        match self.shared.ctx.intake.submit(event).await {
+            Ok(receipt) => {
+                counter!("switchboard_chat_messages_total", "outcome" => "offline").increment(1);
+                info!(contact_id = %receipt.contact_id, "Offline form stored.");
+                self.send(&ServerFrame::Result {
+                    of: "offline",
+                    ok: true,
+                })
+                .await
+            }
+            Err(IntakeError::Invalid(e)) => self.refuse("bad_frame", &e.to_string()).await,
+            Err(error) => {
+                debug!(%error, "An offline form was not stored.");
+                self.refuse("unavailable", "not stored; send it again shortly")
+                    .await
+            }
+        }
+    }
+}
+
+/// The `message` frame for a log entry the visitor sees (`in`, `out`).
+fn message_frame(active: &Active, entry: &switchboard_channel::LogEntry) -> Option<ServerFrame> {
+    let value: serde_json::Value = serde_json::from_str(&entry.msg).ok()?;
+    match entry.dir.as_str() {
+        "in" => {
+            let text = value
+                .get("text")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default();
+            let (text, attachments) = split_attachments(text);
+            let client_id = value
+                .get("provider_message_id")
+                .and_then(|p| p.as_str())
+                .and_then(|p| p.strip_prefix(active.session.visitor.as_str()))
+                .and_then(|p| p.strip_prefix(':'))
+                .map(str::to_owned);
+            Some(ServerFrame::Message {
+                seq: entry.seq.clone(),
+                id: entry.id.clone(),
+                from: "visitor",
+                name: String::new(),
+                text,
+                at: entry.at,
+                attachments,
+                client_id,
+            })
+        }
+        "out" => {
+            let author = value
+                .get("author")
+                .and_then(|a| a.as_str())
+                .unwrap_or_default();
+            let text = value
+                .get("message")
+                .and_then(|m| m.get("text"))
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let name = if author == "switchboard" {
+                String::new()
+            } else {
+                active
+                    .names
+                    .get(author)
+                    .cloned()
+                    .or_else(|| {
+                        active
+                            .seen
+                            .agent
+                            .as_ref()
+                            .filter(|(id, _)| id == author)
+                            .map(|(_, n)| n.clone())
+                    })
+                    .unwrap_or_else(|| author.to_owned())
+            };
+            Some(ServerFrame::Message {
+                seq: entry.seq.clone(),
+                id: entry.id.clone(),
+                from: "agent",
+                name,
+                text,
+                at: entry.at,
+                attachments: Vec::<Attachment>::new(),
+                client_id: None,
+            })
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,179 @@
+//! Visitors' uploads: one file per media id in `uploads_dir` (shared by
+//! every instance), with a small JSON description beside it naming the
+//! visitor who uploaded it. Agents fetch them through the agent API
+//! ([`MediaSource`]).
+
+use crate::protocol::Attachment;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use switchboard_channel::{Media, MediaError, MediaSource};
+
+/// What is kept beside an upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    visitor: String,
+    name: String,
+    #[serde(rename = "type")]
+    content_type: String,
+    size: u64,
+}
+
+/// The upload directory.
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    dir: PathBuf,
+    max_bytes: usize,
+}
+
+fn id_ok(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Uploads {
+    pub fn open(dir: &Path, max_bytes: usize) -> std::io::Result<Uploads> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Uploads {
+            dir: dir.to_owned(),
+            max_bytes,
+        })
+    }
+
+    fn path(&self, id: &str) -> Option<PathBuf> {
+        id_ok(id).then(|| self.dir.join(id))
+    }
+
+    /// Stores an upload of `visitor`; returns its description.
+    pub async fn store(
+        &self,
+        visitor: &str,
+        name: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> std::io::Result<Attachment> {
+        let id = crate::token::random_id();
+        let path = self
+            .path(&id)
+            .ok_or_else(|| std::io::Error::other("bad id"))?;
+        let meta = Meta {
+            visitor: visitor.to_owned(),
+            name: name.to_owned(),
+            content_type: content_type.to_owned(),
+            size: bytes.len() as u64,
+        };
+        let json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
+        // The file first, its description last: a description means a
+        // complete file.
+        tokio::fs::write(&path, bytes).await?;
+        tokio::fs::write(path.with_extension("json"), json).await?;
+        Ok(Attachment {
+            id,
+            name: meta.name,
+            content_type: meta.content_type,
+            size: meta.size,
+        })
+    }
+
+    /// The upload `id` if `visitor` uploaded it.
+    pub async fn describe(&self, visitor: &str, id: &str) -> Option<Attachment> {
+        let path = self.path(id)?;
+        let json = tokio::fs::read(path.with_extension("json")).await.ok()?;
+        let meta: Meta = serde_json::from_slice(&json).ok()?;
+        (meta.visitor == visitor).then(|| Attachment {
+            id: id.to_owned(),
+            name: meta.name,
+            content_type: meta.content_type,
+            size: meta.size,
+        })
+    }
+}
+
+impl MediaSource for Uploads {
+    fn fetch<'a>(
+        &'a self,
+        _account: &'a str,
+        media_id: &'a str,
+    ) -> BoxFuture<'a, Result<Media, MediaError>> {
+        Box::pin(async move {
+            let path = self.path(media_id).ok_or(MediaError::NotFound)?;
+            let json = tokio::fs::read(path.with_extension("json"))
+                .await
+                .map_err(|_| MediaError::NotFound)?;
+            let meta: Meta = serde_json::from_slice(&json).map_err(|_| MediaError::NotFound)?;
+            if meta.size > self.max_bytes as u64 {
+                return Err(MediaError::TooLarge(self.max_bytes));
+            }
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+            Ok(Media {
+                content_type: meta.content_type,
+                bytes,
+            })
+        })
+    }
+}
+
+/// The line a message's text carries for an attachment (as the email
+/// channel writes them), so agents and the transcript see it.
+pub fn attachment_line(a: &Attachment) -> String {
+    format!(
+        "[attachment: {}, {}, {} bytes, media id {}]",
+        a.name.replace(['\n', '\r', ']'], " "),
+        a.content_type,
+        a.size,
+        a.id
+    )
+}
+
+/// Splits a stored text into the visitor's text and the attachments its
+/// trailing attachment lines describe.
+pub fn split_attachments(text: &str) -> (String, Vec<Attachment>) {
+    let mut lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    while let Some(last) = lines.last() {
+        let Some(a) = parse_line(last) else { break };
+        found.push(a);
+        lines.pop();
+    }
+    found.reverse();
+    if found.is_empty() {
+        return (text.to_owned(), found);
+    }
+    (lines.join("\n"), found)
+}
+
+fn parse_line(line: &str) -> Option<Attachment> {
+    let inner = line.strip_prefix("[attachment: ")?.strip_suffix(']')?;
+    let (rest, id) = inner.rsplit_once(", media id ")?;
+    let (rest, size) = rest.strip_suffix(" bytes")?.rsplit_once(", ")?;
+    let (name, content_type) = rest.rsplit_once(", ")?;
+    Some(Attachment {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        content_type: content_type.to_owned(),
+        size: size.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn attachment_lines_round_trip() {
+        let a = Attachment {
+            id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            name: "a, b.png".into(),
+            content_type: "image/png".into(),
+            size: 12,
+        };
+        let text = format!("look\n{}", attachment_line(&a));
+        assert_eq!(split_attachments(&text), ("look".to_owned(), vec![a]));
+        assert_eq!(split_attachments("plain").1, vec![]);
+    }
+}

@@ -1,0 +1,717 @@
+//! The chat channel end to end: a real redis-server, the real intake and
+//! outbox, the adapter's routes served by axum on a free port, and real
+//! websocket clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchboard_channel::{ChannelConfig, ChannelContext, RouteView, Routing};
+use switchboard_chat::ChatConfig;
+use switchboard_core::{ContactId, IntakeError};
+use switchboard_store::{
+    Conversations, IntakeSettings, Live, RedisChannelState, RedisIntake, RedisOutbox, Store,
+    StoreConfig,
+};
+use switchboard_testkit::RedisServer;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
+
+const ORIGIN: &str = "https://shop.example";
+
+/// Routing as the test sets it.
+#[derive(Debug, Default)]
+struct FakeRouting {
+    views: Mutex<HashMap<ContactId, RouteView>>,
+}
+
+impl FakeRouting {
+    fn set(&self, contact: ContactId, state: &str, agent: Option<(&str, &str)>) {
+        self.views.lock().unwrap().insert(
+            contact,
+            RouteView {
+                state: state.into(),
+                agent: agent.map(|a| a.0.to_owned()),
+                agent_name: agent.map(|a| a.1.to_owned()),
+                queue: "default".into(),
+            },
+        );
+    }
+}
+
+impl Routing for FakeRouting {
+    fn route<'a>(
+        &'a self,
+        contact: &'a ContactId,
+    ) -> BoxFuture<'a, Result<Option<RouteView>, IntakeError>> {
+        let view = self.views.lock().unwrap().get(contact).cloned();
+        Box::pin(async move { Ok(view) })
+    }
+    fn answer<'a>(
+        &'a self,
+        _: &'a ContactId,
+        _: &'a str,
+        _: bool,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        Box::pin(async { Ok("ok".into()) })
+    }
+    fn end<'a>(
+        &'a self,
+        _: &'a ContactId,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        Box::pin(async { Ok("ok".into()) })
+    }
+    fn queue_position<'a>(
+        &'a self,
+        _: &'a ContactId,
+    ) -> BoxFuture<'a, Result<Option<u32>, IntakeError>> {
+        Box::pin(async { Ok(Some(3)) })
+    }
+}
+
+struct World {
+    _redis: RedisServer,
+    store: Store,
+    routing: Arc<FakeRouting>,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn world() -> World {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig {
+        url: redis.url(),
+        password: None,
+        key_prefix: "sb".into(),
+        partitions: 4,
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(1000),
+        topology: Default::default(),
+    })
+    .unwrap();
+    World {
+        _redis: redis,
+        store,
+        routing: Arc::new(FakeRouting::default()),
+        dir: tempfile::tempdir().unwrap(),
+        shutdown: CancellationToken::new(),
+    }
+}
+
+fn config(dir: &std::path::Path, extra: &str) -> ChatConfig {
+    toml::from_str(&format!(
+        r#"
+        name = "website"
+        session_secret = "0123456789abcdef0123456789abcdef"
+        uploads_dir = "{}"
+        max_frame_bytes = 4096
+        {extra}
+        [[widgets]]
+        id = "shop"
+        origins = ["{ORIGIN}"]
+        [offline]
+        email_channel = "mail"
+        address = "help@support.example"
+        "#,
+        dir.display()
+    ))
+    .unwrap()
+}
+
+impl World {
+    /// One instance of the adapter, served on a free port.
+    async fn instance(&self, instance: &str, extra: &str) -> SocketAddr {
+        let store = &self.store;
+        let ctx = ChannelContext {
+            name: "website".into(),
+            intake: Arc::new(RedisIntake::new(
+                store.clone(),
+                IntakeSettings {
+                    dedupe_window: Duration::from_secs(3600),
+                    limits: Default::default(),
+                },
+            )),
+            outbox: Arc::new(
+                RedisOutbox::new(store.clone(), "website", instance, Duration::from_secs(60))
+                    .unwrap(),
+            ),
+            routing: self.routing.clone(),
+            state: Arc::new(RedisChannelState::new(store.clone(), "website", instance)),
+            live: Arc::new(Live::new(store.clone())),
+            conversations: Arc::new(Conversations::new(store.clone())),
+            shutdown: self.shutdown.clone(),
+        };
+        let adapter = config(self.dir.path(), extra).build(ctx).unwrap();
+        let routes = adapter.routes().unwrap();
+        tokio::spawn(adapter.run());
+        let app = axum::Router::new().nest("/channels/website", routes);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        });
+        // Let the hub subscribe before anything is published.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        addr
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: SocketAddr, origin: &str) -> Result<Ws, tungstenite::Error> {
+    let mut request = format!("ws://{addr}/channels/website/ws")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", origin.parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next JSON frame (pings skipped); panics after 5 s.
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the socket is open")
+            .expect("no socket error");
+        if let Message::Text(text) = next {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+/// The next frame of type `kind`, skipping others.
+async fn recv_type(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let frame = recv(ws).await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+/// Frames of type `kind` arriving within `wait`.
+async fn collect(ws: &mut Ws, kind: &str, wait: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(text) = message {
+            let v: Value = serde_json::from_str(text.as_str()).unwrap();
+            if v["type"] == kind {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+async fn hello(ws: &mut Ws, token: Option<&str>, after: Option<&str>) -> Value {
+    let mut frame = json!({"type": "hello", "v": 1, "widget": "shop", "locale": "uk"});
+    if let Some(t) = token {
+        frame["token"] = json!(t);
+    }
+    if let Some(a) = after {
+        frame["after"] = json!(a);
+    }
+    send(ws, frame).await;
+    let welcome = recv(ws).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    welcome
+}
+
+async fn message(ws: &mut Ws, client_id: &str, text: &str) -> Value {
+    send(
+        ws,
+        json!({"type": "message", "client_id": client_id, "text": text}),
+    )
+    .await;
+    recv_type(ws, "ack").await
+}
+
+async fn log_len(store: &Store, conversation: &str) -> usize {
+    let conv = conversation.parse().unwrap();
+    Conversations::new(store.clone())
+        .transcript(&conv, "-", 1000)
+        .await
+        .unwrap()
+        .len()
+}
+
+/// An agent's reply, as the agent API makes it.
+async fn reply(store: &Store, contact: &str, text: &str) -> String {
+    let conversations = Conversations::new(store.clone());
+    let message = conversations
+        .outbound_to(&contact.parse().unwrap(), text)
+        .await
+        .unwrap();
+    conversations.reply(&message, "olena").await.unwrap()
+}
+
+async fn contact_of(store: &Store, conversation: &str) -> String {
+    let mut conn = redis::Client::open(store.config().url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let conv: switchboard_core::ConversationId = conversation.parse().unwrap();
+    redis::cmd("HGET")
+        .arg(store.keys().conversation(&conv))
+        .arg("contact")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_acknowledged_once_stored_and_a_resend_is_not_doubled() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut ws, None, None).await;
+    assert!(welcome["token"].as_str().unwrap().contains('.'));
+    assert_eq!(welcome["conversation"], Value::Null);
+    assert_eq!(welcome["form"], "prechat");
+    send(
+        &mut ws,
+        json!({"type": "prechat", "name": "Olena", "topic": "billing"}),
+    )
+    .await;
+    assert_eq!(recv_type(&mut ws, "result").await["of"], "prechat");
+
+    let ack = message(&mut ws, "c1", "Where is my invoice?").await;
+    assert_eq!(ack["client_id"], "c1");
+    let seq = ack["seq"].as_str().unwrap().to_owned();
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let again = message(&mut ws, "c1", "Where is my invoice?").await;
+    assert_eq!(
+        again["seq"],
+        seq.as_str(),
+        "the resend names the first copy"
+    );
+    assert_eq!(log_len(&w.store, &conversation).await, 1, "stored once");
+
+    // The contact carries what the pre-chat form said.
+    let contact = contact_of(&w.store, &conversation).await;
+    let fields = Conversations::new(w.store.clone())
+        .contact(&contact.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fields["customer_name"], "Olena");
+    assert_eq!(fields["address"], "shop");
+    assert_eq!(fields["language"], "uk");
+    assert!(fields["attributes"].contains("billing"), "{fields:?}");
+
+    // Bad frames get clear errors, never a closed socket.
+    send(
+        &mut ws,
+        json!({"type": "message", "client_id": "", "text": "x"}),
+    )
+    .await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "bad_client_id");
+    send(&mut ws, json!({"type": "explode"})).await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "bad_frame");
+    send(&mut ws, json!({"type": "rating", "score": 5})).await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "not_closed");
+    send(&mut ws, json!({"type": "ping"})).await;
+    recv_type(&mut ws, "pong").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_origin_is_forbidden_and_a_forged_token_is_a_bad_session() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    match connect(addr, "https://evil.example").await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut ws, None, None).await;
+    let token = welcome["token"].as_str().unwrap();
+    let (payload, _) = token.split_once('.').unwrap();
+    let forged = format!("{payload}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let mut other = connect(addr, ORIGIN).await.unwrap();
+    send(
+        &mut other,
+        json!({"type": "hello", "v": 1, "widget": "shop", "token": forged}),
+    )
+    .await;
+    let error = recv(&mut other).await;
+    assert_eq!(error["code"], "bad_session", "{error}");
+    // The client starts afresh on the same socket.
+    let fresh = hello(&mut other, None, None).await;
+    assert_ne!(fresh["visitor"], welcome["visitor"]);
+    send(
+        &mut other,
+        json!({"type": "hello", "v": 2, "widget": "shop"}),
+    )
+    .await;
+    assert_eq!(recv(&mut other).await["code"], "bad_frame", "hello twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_frame_closes_the_socket() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    let big = "x".repeat(8000);
+    let _ = ws
+        .send(Message::Text(
+            json!({"type": "message", "client_id": "c", "text": big})
+                .to_string()
+                .into(),
+        ))
+        .await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s");
+    if let Some(code) = closed {
+        assert_eq!(code, 1009);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_gets_exactly_the_missed_replies_in_order() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut ws, None, None).await;
+    let token = welcome["token"].as_str().unwrap().to_owned();
+    let ack = message(&mut ws, "c1", "hello?").await;
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let seen = ack["seq"].as_str().unwrap().to_owned();
+    ws.close(None).await.unwrap();
+    drop(ws);
+
+    let contact = contact_of(&w.store, &conversation).await;
+    let r1 = reply(&w.store, &contact, "first").await;
+    let r2 = reply(&w.store, &contact, "second").await;
+
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut ws, Some(&token), Some(&seen)).await;
+    assert_eq!(welcome["conversation"], conversation.as_str());
+    assert_eq!(welcome["form"], Value::Null);
+    let messages = collect(&mut ws, "message", Duration::from_millis(1500)).await;
+    let got: Vec<(&str, &str, &str)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_str().unwrap(),
+                m["from"].as_str().unwrap(),
+                m["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (r1.as_str(), "agent", "first"),
+            (r2.as_str(), "agent", "second")
+        ]
+    );
+
+    // The chat outbox settles replies once they are in the log.
+    let conv = conversation.parse().unwrap();
+    let states = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let states = Conversations::new(w.store.clone())
+                .reply_states(&conv)
+                .await
+                .unwrap();
+            if states.values().filter(|(d, _)| d.is_some()).count() == 2 {
+                return states;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("both replies settled");
+    for (delivery, _) in states.values() {
+        assert!(delivery.as_deref().unwrap().contains("delivered"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tabs_of_one_visitor_both_get_the_reply() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut tab1 = connect(addr, ORIGIN).await.unwrap();
+    let token = hello(&mut tab1, None, None).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut tab2 = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut tab2, Some(&token), None).await;
+
+    let ack = message(&mut tab1, "c1", "from tab one").await;
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    // The other tab sees the visitor's own message, with its client id.
+    let own = recv_type(&mut tab2, "message").await;
+    assert_eq!(own["from"], "visitor");
+    assert_eq!(own["text"], "from tab one");
+    assert_eq!(own["client_id"], "c1");
+
+    let contact = contact_of(&w.store, &conversation).await;
+    w.routing.set(
+        contact.parse().unwrap(),
+        "assigned",
+        Some(("olena", "Olena")),
+    );
+    let joined = recv_type(&mut tab2, "agent").await;
+    assert_eq!(
+        (joined["state"].as_str(), joined["name"].as_str()),
+        (Some("joined"), Some("Olena"))
+    );
+
+    let seq = reply(&w.store, &contact, "Hi, Olena here").await;
+    for tab in [&mut tab1, &mut tab2] {
+        let m = loop {
+            let m = recv_type(tab, "message").await;
+            if m["from"] == "agent" {
+                break m;
+            }
+        };
+        assert_eq!(m["seq"], seq.as_str());
+        assert_eq!(m["text"], "Hi, Olena here");
+        assert_eq!(m["name"], "Olena");
+    }
+
+    // Closed: a rating is taken and logged.
+    w.routing.set(contact.parse().unwrap(), "closed", None);
+    send(&mut tab1, json!({"type": "rating", "score": 6})).await;
+    assert_eq!(recv_type(&mut tab1, "error").await["code"], "bad_rating");
+    send(
+        &mut tab1,
+        json!({"type": "rating", "score": 5, "comment": "quick"}),
+    )
+    .await;
+    let result = recv_type(&mut tab1, "result").await;
+    assert_eq!(
+        (result["of"].as_str(), result["ok"].as_bool()),
+        (Some("rating"), Some(true))
+    );
+    let conv = conversation.parse().unwrap();
+    let log = Conversations::new(w.store.clone())
+        .transcript(&conv, "-", 100)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.dir == "rating" && e.msg.contains("quick"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_reaches_a_visitor_connected_to_another_instance() {
+    let w = world();
+    let a = w.instance("a", "").await;
+    let _b = w.instance("b", "").await;
+    let mut ws = connect(a, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    let ack = message(&mut ws, "c1", "anyone?").await;
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let contact = contact_of(&w.store, &conversation).await;
+    // The waiting visitor learns their place.
+    let queue = recv_type(&mut ws, "queue").await;
+    assert_eq!(queue["position"], 3);
+    assert_eq!(queue["estimated_wait_secs"], 180);
+
+    // The agent works on another instance: their reply is logged there
+    // and the doorbell goes through Redis.
+    let seq = reply(&w.store, &contact, "yes, here").await;
+    let m = loop {
+        let m = recv_type(&mut ws, "message").await;
+        if m["from"] == "agent" {
+            break m;
+        }
+    };
+    assert_eq!(m["seq"], seq.as_str());
+    assert_eq!(m["text"], "yes, here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_form_becomes_an_email_contact_answered_through_the_email_channel() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    send(
+        &mut ws,
+        json!({"type": "offline", "name": "Ann", "email": "not-an-address", "text": "call me"}),
+    )
+    .await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "bad_email");
+    send(
+        &mut ws,
+        json!({"type": "offline", "name": "Ann", "email": "ann@example.org", "text": "call me"}),
+    )
+    .await;
+    assert_eq!(recv_type(&mut ws, "result").await["of"], "offline");
+
+    let customer = switchboard_core::CustomerIdentity::new("email", "ann@example.org").unwrap();
+    let conversations = Conversations::new(w.store.clone());
+    let (_, contact) = conversations
+        .open_conversation("website", &customer)
+        .await
+        .unwrap()
+        .expect("an email contact");
+    let fields = conversations.contact(&contact).await.unwrap().unwrap();
+    assert!(fields["attributes"].contains("offline"), "{fields:?}");
+    assert_eq!(fields["channel"], "chat");
+
+    reply(&w.store, &contact.to_string(), "We will call you.").await;
+    let mut conn = redis::Client::open(w.store.config().url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = w.store.keys().outbox("mail");
+    let entries: redis::streams::StreamRangeReply =
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                if !r.ids.is_empty() {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("forwarded to the email outbox");
+    let msg: String = entries.ids[0].get("msg").unwrap();
+    let msg: Value = serde_json::from_str(&msg).unwrap();
+    assert_eq!(msg["channel"], "email");
+    assert_eq!(msg["source"], "mail");
+    assert_eq!(msg["from_address"], "help@support.example");
+    assert!(msg["to"].to_string().contains("ann@example.org"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_script_is_served() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            b"GET /channels/website/widget.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:.200}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("content-type: application/javascript")
+    );
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("cache-control: public")
+    );
+}
+
+/// Raw HTTP/1.1 exchange with the instance; the whole response.
+async fn http(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response.to_ascii_lowercase()
+}
+
+/// Uploads come from the embedding page's origin: the preflight and the
+/// answers (refusals included) name that origin, and no other.
+#[tokio::test]
+async fn uploads_answer_the_widget_origin_with_cors() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let preflight = http(
+        addr,
+        &format!(
+            "OPTIONS /channels/website/upload HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\n\
+             Access-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: authorization, content-type, x-filename\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(preflight.starts_with("http/1.1 200"), "{preflight}");
+    assert!(
+        preflight.contains(&format!(
+            "access-control-allow-origin: {}",
+            ORIGIN.to_ascii_lowercase()
+        )),
+        "{preflight}"
+    );
+    assert!(preflight.contains("x-filename"), "{preflight}");
+    // A refused upload (no session) still tells the page why.
+    let refused = http(
+        addr,
+        &format!(
+            "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\n\
+             Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+        ),
+    )
+    .await;
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(refused.contains("access-control-allow-origin"), "{refused}");
+    // Another origin is not named.
+    let foreign = http(
+        addr,
+        "OPTIONS /channels/website/upload HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n\
+         Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !foreign.contains("access-control-allow-origin"),
+        "{foreign}"
+    );
+}

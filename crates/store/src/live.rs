@@ -1,0 +1,186 @@
+//! The live doorbell: Redis pub/sub on `<prefix>:live`.
+//!
+//! Small JSON events ([`LiveEvent`]) say that a conversation log has a new
+//! entry, or that someone types or read. Pub/sub is lossy (a subscriber
+//! that is disconnected misses what was published meanwhile), so it is
+//! only a doorbell: whoever follows a conversation re-reads its log after
+//! the last entry it has sent, and re-reads all of them on
+//! [`LiveSignal::Resync`], which a subscription yields first and after
+//! every reconnection. Publishing never fails the operation it follows: a
+//! failure is logged and counted in `switchboard_live_publish_errors_total`.
+//!
+//! On Redis Cluster, `PUBLISH` reaches subscribers on every node, so the
+//! subscription may use any node (the first configured one).
+
+use crate::{Store, StoreError};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use metrics::counter;
+use std::time::Duration;
+use switchboard_channel::{LiveBus, LiveEvent, LiveSignal};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Events waiting for a slow subscriber before it is told to resync.
+const SUBSCRIBER_BUFFER: usize = 4096;
+/// How often an idle subscription checks that its connection is alive.
+const SUBSCRIPTION_PING: Duration = Duration::from_secs(15);
+
+/// The live bus on one Redis.
+#[derive(Clone)]
+pub struct Live {
+    store: Store,
+    channel: String,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+impl Live {
+    pub fn new(store: Store) -> Live {
+        let channel = store.keys().live();
+        Live { store, channel }
+    }
+
+    /// Publishes `event`; a failure is logged and counted, never returned.
+    pub async fn publish(&self, event: &LiveEvent) {
+        if let Err(error) = self.try_publish(event).await {
+            counter!("switchboard_live_publish_errors_total").increment(1);
+            warn!(conversation_id = %event.conv, %error, "Could not ring the live doorbell.");
+        }
+    }
+
+    async fn try_publish(&self, event: &LiveEvent) -> Result<(), StoreError> {
+        let json = serde_json::to_string(event)
+            .map_err(|e| StoreError::Protocol(format!("cannot encode live event: {e}")))?;
+        let mut conn = self.store.conn();
+        let _: i64 = self
+            .store
+            .bounded(
+                redis::cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(json)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every event from now on, with [`LiveSignal::Resync`] first and after
+    /// every reconnection (and after events were dropped because the
+    /// subscriber fell behind). Reconnects by itself; ends when the stream
+    /// is dropped.
+    pub fn subscribe(&self) -> BoxStream<'static, LiveSignal> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let client = self.store.client().clone();
+        let channel = self.channel.clone();
+        let timeout = self.store.config().connect_timeout + self.store.config().response_timeout;
+        tokio::spawn(follow(client, channel, timeout, tx));
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|signal| (signal, rx))
+        })
+        .boxed()
+    }
+}
+
+/// Keeps one subscription up until the subscriber goes away.
+async fn follow(
+    client: redis::Client,
+    channel: String,
+    timeout: Duration,
+    tx: mpsc::Sender<LiveSignal>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::time::timeout(timeout, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        match connected {
+            Ok(Ok(pubsub)) => {
+                backoff = Duration::from_millis(100);
+                if tx.send(LiveSignal::Resync).await.is_err() {
+                    return;
+                }
+                if !pump(pubsub, timeout, &tx).await {
+                    return;
+                }
+                debug!("The live subscription was lost; reconnecting.");
+            }
+            Ok(Err(error)) => debug!(%error, "Cannot subscribe to the live doorbell yet."),
+            Err(_) => debug!("Subscribing to the live doorbell timed out."),
+        }
+        tokio::select! {
+            () = tx.closed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Forwards messages until the connection is lost (false: the subscriber
+/// went away).
+async fn pump(
+    pubsub: redis::aio::PubSub,
+    timeout: Duration,
+    tx: &mpsc::Sender<LiveSignal>,
+) -> bool {
+    let (mut sink, mut stream) = pubsub.split();
+    let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
+    ping.tick().await;
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            () = tx.closed() => return false,
+            message = stream.next() => {
+                let Some(message) = message else { return true };
+                let Ok(payload) = message.get_payload::<String>() else { continue };
+                let event = match serde_json::from_str::<LiveEvent>(&payload) {
+                    Ok(event) => event,
+                    Err(error) => {
+                        debug!(%error, "Ignoring a live event this version cannot read.");
+                        continue;
+                    }
+                };
+                if lost {
+                    if tx.try_send(LiveSignal::Resync).is_err() {
+                        continue;
+                    }
+                    lost = false;
+                }
+                match tx.try_send(LiveSignal::Event(event)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        counter!("switchboard_live_dropped_total").increment(1);
+                        lost = true;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            _ = ping.tick() => {
+                let alive = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
+                if !matches!(alive, Ok(Ok(_))) {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+impl LiveBus for Live {
+    fn publish(&self, event: LiveEvent) -> BoxFuture<'_, ()> {
+        Box::pin(async move { Live::publish(self, &event).await })
+    }
+
+    fn subscribe(&self) -> BoxStream<'static, LiveSignal> {
+        Live::subscribe(self)
+    }
+}

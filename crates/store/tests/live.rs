@@ -1,0 +1,134 @@
+//! The live doorbell against a real redis-server: the intake and replies
+//! ring it, a subscription resyncs after Redis comes back, and publishing
+//! while Redis is down fails nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{event, intake_for, store_for};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use std::time::Duration;
+use switchboard_channel::{LiveEvent, LiveKind, LiveSignal};
+use switchboard_core::IntakeOutcome;
+use switchboard_store::{Conversations, Live};
+use switchboard_testkit::RedisServer;
+
+async fn next(signals: &mut BoxStream<'static, LiveSignal>) -> LiveSignal {
+    tokio::time::timeout(Duration::from_secs(10), signals.next())
+        .await
+        .expect("a signal within 10 s")
+        .expect("the subscription lives")
+}
+
+async fn next_event(signals: &mut BoxStream<'static, LiveSignal>) -> LiveEvent {
+    loop {
+        if let LiveSignal::Event(e) = next(signals).await {
+            return e;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intake_and_replies_ring_the_doorbell() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let live = Live::new(store.clone());
+    let mut signals = live.subscribe();
+    assert_eq!(next(&mut signals).await, LiveSignal::Resync, "resync first");
+
+    let intake = intake_for(&store);
+    let receipt = intake
+        .submit_event(event("v-1", Some("m1"), "hello"))
+        .await
+        .unwrap();
+    let e = next_event(&mut signals).await;
+    assert_eq!(e.kind, LiveKind::Log);
+    assert_eq!(e.conv, receipt.conversation_id.to_string());
+    assert_eq!(e.contact, receipt.contact_id.to_string());
+    assert_eq!(
+        (e.seq.as_str(), e.dir.as_str(), e.source.as_str()),
+        (receipt.seq.as_str(), "in", "website")
+    );
+
+    // A duplicate stores nothing and rings nothing.
+    let dup = intake
+        .submit_event(event("v-1", Some("m1"), "hello"))
+        .await
+        .unwrap();
+    assert_eq!(dup.outcome, IntakeOutcome::Duplicate);
+    assert_eq!(dup.seq, receipt.seq, "the first copy's seq");
+
+    let conversations = Conversations::new(store.clone());
+    let message = conversations
+        .outbound_to(&receipt.contact_id, "an answer")
+        .await
+        .unwrap();
+    let seq = conversations.reply(&message, "olena").await.unwrap();
+    let e = next_event(&mut signals).await;
+    assert_eq!(
+        (e.seq.as_str(), e.dir.as_str()),
+        (seq.as_str(), "out"),
+        "no event for the duplicate"
+    );
+    let note = conversations
+        .note(
+            &receipt.conversation_id,
+            &receipt.contact_id,
+            "olena",
+            "vip",
+        )
+        .await
+        .unwrap();
+    let e = next_event(&mut signals).await;
+    assert_eq!((e.seq.as_str(), e.dir.as_str()), (note.as_str(), "note"));
+    assert_eq!(e.source, "website");
+    assert_eq!(
+        conversations
+            .entry_at(&receipt.conversation_id, &seq)
+            .await
+            .unwrap()
+            .map(|e| e.dir),
+        Some("out".into())
+    );
+    let open = conversations
+        .open_conversation("website", &event("v-1", None, "x").customer)
+        .await
+        .unwrap();
+    assert_eq!(open, Some((receipt.conversation_id, receipt.contact_id)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_resyncs_after_redis_comes_back_and_publishing_never_fails() {
+    let mut redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let live = Live::new(store.clone());
+    let mut signals = live.subscribe();
+    assert_eq!(next(&mut signals).await, LiveSignal::Resync);
+
+    redis.stop();
+    // Publishing while Redis is away returns (and only counts an error).
+    let event = LiveEvent {
+        conv: "0-01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        contact: String::new(),
+        source: "website".into(),
+        kind: LiveKind::Typing,
+        seq: String::new(),
+        dir: String::new(),
+        on: true,
+        who: "visitor".into(),
+        name: String::new(),
+    };
+    tokio::time::timeout(Duration::from_secs(5), live.publish(&event))
+        .await
+        .expect("publish gives up within the store's timeouts");
+
+    redis.restart();
+    assert_eq!(
+        next(&mut signals).await,
+        LiveSignal::Resync,
+        "resync after the gap"
+    );
+    live.publish(&event).await;
+    assert_eq!(next_event(&mut signals).await, event);
+}

@@ -1,0 +1,479 @@
+//! The chat widget and the agent console in a real browser (Debian's
+//! headless Chromium through chromedriver), against two daemons on one
+//! Redis:
+//!
+//! - a visitor on a shop page (another origin, hostile CSS) opens the
+//!   widget served by instance A, fills the pre-chat form and writes; the
+//!   agent, signed in to the console on instance B, gets the offer, accepts,
+//!   reads the message (HTML in it shown as text, never run) and replies;
+//!   the visitor sees the reply (as text);
+//! - instance A is killed (SIGKILL) and started again: meanwhile the agent
+//!   replies twice and the visitor writes once; after the widget reconnects
+//!   every message is there exactly once, in order, on both sides; a reload
+//!   of the page loses nothing and doubles nothing;
+//! - the agent closes the chat with a disposition and the visitor rates it.
+//!
+//! Screenshots of the widget and the console go to `target/screenshots/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use switchboard_e2e::browser::{Browser, screenshot_dir};
+use switchboard_e2e::*;
+
+const SUPERVISOR: &str = "supervisor-token-0123456789";
+const OLHA: &str = "olha-agent-token-0123456789";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(page_origin: &str, uploads: &std::path::Path) -> String {
+    format!(
+        r#"
+[routing]
+wrap_up_secs = 0
+
+[[routing.agents]]
+id = "olha"
+name = "Ольга"
+capacity = {{ chat = 3 }}
+token = "{OLHA}"
+
+[agent_api]
+supervisor_token = "{SUPERVISOR}"
+
+[[channels]]
+type = "chat"
+name = "website"
+session_secret = "chat-session-secret-0123456789abcdef-xyz"
+uploads_dir = "{}"
+
+[[channels.widgets]]
+id = "demo"
+origins = ["{page_origin}"]
+"#,
+        uploads.display()
+    )
+}
+
+/// Serves the demo shop page (crates/chat/assets/demo.html) on its own
+/// origin, as a customer's website would.
+async fn shop_page() -> String {
+    let html = std::fs::read_to_string(repo_root().join("crates/chat/assets/demo.html")).unwrap();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// JS: the widget's element with `data-testid` `id` (inside its shadow root).
+fn w(id: &str) -> String {
+    format!(
+        "document.querySelector('#switchboard-widget').shadowRoot.querySelector('[data-testid=\"{id}\"]')"
+    )
+}
+
+/// The texts of the widget's messages, in the order shown, with who wrote
+/// them and their seq.
+async fn widget_messages(visitor: &Browser) -> Vec<(String, String, String)> {
+    let v = visitor
+        .js(
+            &format!(
+                "return Array.from({}.querySelectorAll('[data-testid=\"sb-message\"]')).map(m => [
+                   m.getAttribute('data-from') || '', m.getAttribute('data-seq') || '',
+                   m.querySelector('[data-testid=\"sb-message-text\"]').textContent]);",
+                w("sb-messages")
+            ),
+            vec![],
+        )
+        .await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m[0].as_str().unwrap().to_owned(),
+                m[1].as_str().unwrap().to_owned(),
+                m[2].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Types `text` into the widget and sends it.
+async fn visitor_writes(visitor: &Browser, text: &str) {
+    visitor
+        .js(
+            &format!(
+                "const i = {}; i.focus(); i.value = arguments[0];
+                 i.dispatchEvent(new Event('input', {{bubbles: true}}));
+                 {}.click(); return true;",
+                w("sb-input"),
+                w("sb-send")
+            ),
+            vec![json!(text)],
+        )
+        .await;
+}
+
+/// The console's transcript entries: (dir, seq, text).
+async fn console_entries(agent: &Browser) -> Vec<(String, String, String)> {
+    let v = agent
+        .js(
+            "return Array.from(document.querySelectorAll('[data-testid=\"transcript\"] [data-testid=\"entry\"]')).map(e => [
+               e.getAttribute('data-dir') || '', e.getAttribute('data-seq') || '',
+               (e.querySelector('[data-testid=\"entry-text\"]') || e).textContent]);",
+            vec![],
+        )
+        .await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m[0].as_str().unwrap().to_owned(),
+                m[1].as_str().unwrap().to_owned(),
+                m[2].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Types into a console field with real key strokes and presses Enter.
+async fn agent_types(agent: &Browser, testid: &str, text: &str) {
+    use fantoccini::Locator;
+    let field = agent
+        .client
+        .find(Locator::Css(&format!("[data-testid=\"{testid}\"]")))
+        .await
+        .unwrap();
+    field.send_keys(text).await.unwrap();
+    field.send_keys("\u{E007}").await.unwrap(); // Enter
+}
+
+async fn click(agent: &Browser, css: &str) {
+    use fantoccini::Locator;
+    agent
+        .client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+fn count(list: &[(String, String, String)], needle: &str) -> usize {
+    list.iter().filter(|(_, _, t)| t.contains(needle)).count()
+}
+
+#[tokio::test]
+async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
+    let shop = shop_page().await;
+    let redis = RedisServer::start();
+    let uploads = tempfile::tempdir().unwrap();
+    let cfg = config(&shop, uploads.path());
+    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
+    let mut a = Daemon::start(binary, &redis.url(), &cfg);
+    let b = Daemon::start(binary, &redis.url(), &cfg);
+    let http = Http::new();
+    let shots = screenshot_dir();
+
+    // The agent signs in to the console on instance B.
+    let agent = Browser::start().await;
+    agent
+        .client
+        .goto(&format!("{}/console", b.base()))
+        .await
+        .unwrap();
+    agent_types(&agent, "token-input", OLHA).await;
+    agent
+        .until(
+            WAIT,
+            "the console is connected",
+            "return window.SwitchboardConsole && window.SwitchboardConsole.state().connected;",
+        )
+        .await;
+    {
+        use fantoccini::Locator;
+        agent
+            .client
+            .find(Locator::Css("[data-testid=\"presence-select\"]"))
+            .await
+            .unwrap()
+            .select_by_value("available")
+            .await
+            .unwrap();
+    }
+    agent
+        .until(
+            WAIT,
+            "the agent is available",
+            "return document.querySelector('[data-testid=\"presence-state\"]').getAttribute('data-presence') === 'available';",
+        )
+        .await;
+
+    // The visitor opens the widget on the shop's page (instance A).
+    let visitor = Browser::start().await;
+    visitor
+        .client
+        .goto(&format!(
+            "{shop}/?server={}&widget=demo&locale=uk",
+            a.base()
+        ))
+        .await
+        .unwrap();
+    visitor
+        .until(
+            WAIT,
+            "the widget is connected",
+            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
+        )
+        .await;
+    visitor
+        .js("window.SwitchboardWidget.open(); return true;", vec![])
+        .await;
+    // The pre-chat form comes first: name and topic feed routing.
+    let prechat = visitor
+        .js(&format!("return !{}.hidden;", w("sb-prechat-form")), vec![])
+        .await;
+    if prechat == json!(true) {
+        visitor
+            .js(
+                &format!(
+                    "{n}.value = 'Олена'; {t}.value = 'доставка';
+                     {n}.dispatchEvent(new Event('input', {{bubbles: true}}));
+                     {s}.click(); return true;",
+                    n = w("sb-prechat-name"),
+                    t = w("sb-prechat-topic"),
+                    s = w("sb-prechat-submit")
+                ),
+                vec![],
+            )
+            .await;
+    }
+    let hostile = "Де моє замовлення? <img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>";
+    visitor_writes(&visitor, hostile).await;
+    visitor
+        .until(WAIT, "the message is acknowledged", &format!(
+            "return Array.from({}.querySelectorAll('[data-testid=\"sb-message\"][data-from=\"visitor\"]')).some(m => m.getAttribute('data-seq'));",
+            w("sb-messages")))
+        .await;
+
+    // The offer reaches the console on the other instance; accept it.
+    let contact = agent
+        .until(
+            WAIT,
+            "an offer in the console",
+            "const o = document.querySelector('[data-testid=\"offer\"]'); return o && o.getAttribute('data-contact-id');",
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    click(
+        &agent,
+        "[data-testid=\"offer\"] [data-testid=\"offer-accept\"]",
+    )
+    .await;
+    agent
+        .until(WAIT, "the visitor's message in the transcript", "return Array.from(document.querySelectorAll('[data-testid=\"entry\"][data-dir=\"in\"]')).some(e => e.textContent.includes('Де моє замовлення?'));")
+        .await;
+    let entries = console_entries(&agent).await;
+    assert_eq!(
+        count(&entries, "<img src=x onerror="),
+        1,
+        "shown as text: {entries:?}"
+    );
+    for browser in [&agent, &visitor] {
+        let pwned = browser.js("return window.__pwned === undefined && document.querySelectorAll('img[src=\"x\"]').length === 0;", vec![]).await;
+        assert_eq!(pwned, json!(true), "customer HTML never runs");
+    }
+
+    // The agent replies (HTML again, as text); the visitor sees it.
+    agent_types(
+        &agent,
+        "reply-input",
+        "Вітаю, Олено! <b>Зараз</b> перевірю.",
+    )
+    .await;
+    visitor
+        .until(WAIT, "the agent's reply in the widget", &format!(
+            "return Array.from({}.querySelectorAll('[data-testid=\"sb-message\"][data-from=\"agent\"]')).some(m => m.textContent.includes('Зараз'));",
+            w("sb-messages")))
+        .await;
+    let shown = widget_messages(&visitor).await;
+    assert_eq!(count(&shown, "<b>Зараз</b> перевірю."), 1, "{shown:?}");
+    assert_eq!(
+        visitor
+            .js(
+                &format!("return {}.querySelectorAll('b').length;", w("sb-messages")),
+                vec![]
+            )
+            .await,
+        json!(0)
+    );
+    visitor.screenshot(&shots.join("widget.png")).await;
+    agent.screenshot(&shots.join("console.png")).await;
+
+    // Instance A (the visitor's) crashes. Meanwhile the agent answers twice
+    // and the visitor writes once.
+    a.kill9();
+    agent_types(&agent, "reply-input", "Перша відповідь, поки вас не було.").await;
+    agent_types(&agent, "reply-input", "Друга відповідь, поки вас не було.").await;
+    visitor
+        .until(
+            WAIT,
+            "the widget notices",
+            "return !window.SwitchboardWidget.state().connected;",
+        )
+        .await;
+    visitor_writes(&visitor, "Я ще тут, мережа пропала.").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.restart();
+    visitor
+        .until(Duration::from_secs(45), "both replies after the reconnect", &format!(
+            "const t = {}.textContent; return t.includes('Перша відповідь') && t.includes('Друга відповідь') && window.SwitchboardWidget.state().pending === 0;",
+            w("sb-messages")))
+        .await;
+    let shown = widget_messages(&visitor).await;
+    for text in ["Перша відповідь", "Друга відповідь", "Я ще тут"]
+    {
+        assert_eq!(count(&shown, text), 1, "{text} exactly once: {shown:?}");
+    }
+    let position = |needle: &str| {
+        shown
+            .iter()
+            .position(|(_, _, t)| t.contains(needle))
+            .unwrap()
+    };
+    assert!(
+        position("Перша відповідь") < position("Друга відповідь"),
+        "{shown:?}"
+    );
+    agent
+        .until(WAIT, "the visitor's message from the outage", "return document.querySelector('[data-testid=\"transcript\"]').textContent.includes('Я ще тут');")
+        .await;
+    assert_eq!(count(&console_entries(&agent).await, "Я ще тут"), 1);
+    // Stored once each in Redis too.
+    let record = http
+        .call(
+            "GET",
+            &format!("{}/api/v1/contacts/{contact}", b.base()),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    let texts: Vec<String> = record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    for text in [
+        "Перша відповідь",
+        "Друга відповідь",
+        "Я ще тут",
+        "Де моє замовлення?",
+    ] {
+        assert_eq!(
+            texts.iter().filter(|t| t.contains(text)).count(),
+            1,
+            "{text}: {texts:?}"
+        );
+    }
+
+    // A reload resumes: the same messages, none doubled.
+    visitor.client.refresh().await.unwrap();
+    visitor
+        .until(
+            WAIT,
+            "the widget is back",
+            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
+        )
+        .await;
+    visitor
+        .js("window.SwitchboardWidget.open(); return true;", vec![])
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_reload = widget_messages(&visitor).await;
+    for text in ["Перша відповідь", "Друга відповідь", "Я ще тут", "Зараз"]
+    {
+        assert_eq!(
+            count(&after_reload, text),
+            1,
+            "{text} after the reload: {after_reload:?}"
+        );
+    }
+
+    // The agent closes with a disposition; the visitor rates the chat.
+    agent
+        .js(
+            "const s = document.querySelector('[data-testid=\"disposition-select\"]');
+             if (s) { s.value = s.options[s.options.length > 1 ? 1 : 0].value; s.dispatchEvent(new Event('change', {bubbles: true})); }
+             const t = document.querySelector('[data-testid=\"disposition-text\"]');
+             if (t && !t.hidden) { t.value = 'solved'; t.dispatchEvent(new Event('input', {bubbles: true})); }
+             return true;",
+            vec![],
+        )
+        .await;
+    click(&agent, "[data-testid=\"close-button\"]").await;
+    visitor
+        .until(
+            WAIT,
+            "the rating form",
+            &format!("return !{}.hidden;", w("sb-rating-form")),
+        )
+        .await;
+    visitor
+        .js(
+            &format!(
+                "{f}.querySelector('label[for=\"sb-star-5\"]').click();
+                 {c}.value = 'Швидко і ввічливо'; {c}.dispatchEvent(new Event('input', {{bubbles: true}}));
+                 {s}.click(); return true;",
+                f = w("sb-rating-form"),
+                c = w("sb-rating-comment"),
+                s = w("sb-rating-submit")
+            ),
+            vec![],
+        )
+        .await;
+    visitor
+        .until(
+            WAIT,
+            "thanks for the rating",
+            &format!("return !{}.hidden;", w("sb-rating-thanks")),
+        )
+        .await;
+    visitor.screenshot(&shots.join("widget-rated.png")).await;
+    let rated = eventually(WAIT, || async {
+        let record = http
+            .call(
+                "GET",
+                &format!("{}/api/v1/contacts/{contact}", b.base()),
+                Some(SUPERVISOR),
+                None,
+            )
+            .await
+            .unwrap()
+            .json();
+        record["routing"]["state"] == "closed"
+            && record["transcript"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e: &Value| e["dir"] == "rating" && e["message"]["score"] == 5)
+    })
+    .await;
+    assert!(rated, "closed and rated 5");
+    agent.screenshot(&shots.join("console-closed.png")).await;
+    agent.close().await;
+    visitor.close().await;
+}
