@@ -481,6 +481,19 @@ impl Conn {
                 }
             };
             let full = entries.len() == PAGE;
+            // A reply from an agent not announced yet (the routing poll has
+            // not seen the assignment): announce them first, so the visitor
+            // sees who joined and their name on the reply.
+            let unknown_author = entries.iter().any(|e| {
+                e.dir == "out"
+                    && serde_json::from_str::<serde_json::Value>(&e.msg)
+                        .ok()
+                        .and_then(|v| v.get("author")?.as_str().map(str::to_owned))
+                        .is_some_and(|a| a != "switchboard" && !active.names.contains_key(&a))
+            });
+            if unknown_author && let Some((_, contact)) = active.conv {
+                self.announce_route(active, contact).await?;
+            }
             for entry in entries {
                 active.cursor = entry.seq.clone();
                 if let Some(frame) = message_frame(active, &entry) {
@@ -521,8 +534,7 @@ impl Conn {
 
     /// The agent and queue state from routing, announced when it changes.
     async fn poll_route(&self, active: &mut Active, link: &crate::hub::Link) -> Result<(), End> {
-        let routing = &self.shared.ctx.routing;
-        let Some((conv, contact)) = active.conv else {
+        let Some((_, contact)) = active.conv else {
             // Another tab (perhaps on another instance) may have started one.
             if let Ok(Some((conv, contact))) = self
                 .shared
@@ -539,10 +551,17 @@ impl Conn {
         };
         // A doorbell may have been lost: the log is the truth.
         self.catch_up(active).await?;
+        self.announce_route(active, contact).await
+    }
+
+    /// Reads the contact's routing state and tells the visitor what changed
+    /// (agent joined or left, queue position, closed).
+    async fn announce_route(&self, active: &mut Active, contact: ContactId) -> Result<(), End> {
+        let routing = &self.shared.ctx.routing;
         let view = match routing.route(&contact).await {
             Ok(v) => v,
             Err(error) => {
-                debug!(%error, conversation_id = %conv, "Cannot read the routing state.");
+                debug!(%error, contact_id = %contact, "Cannot read the routing state.");
                 return Ok(());
             }
         };

@@ -222,7 +222,13 @@ impl Session {
         match &self.tx {
             None => self.error(out, 503, "5.5.1", "Error: need MAIL command"),
             Some(tx) if tx.recipients.is_empty() => {
-                self.error(out, 554, "5.5.1", "Error: no valid recipients");
+                // RFC 2033 4.2 asks LMTP for 503; SMTP servers say 554.
+                let code = if self.settings.protocol == Protocol::Lmtp {
+                    503
+                } else {
+                    554
+                };
+                self.error(out, code, "5.5.1", "Error: no valid recipients");
             }
             Some(_) => {
                 plain(354, "End data with <CR><LF>.<CR><LF>").write(out);

@@ -223,7 +223,7 @@ async fn rset_clears_the_transaction() {
     c.expect("RCPT TO:<help@support.test>", "503 5.5.1").await;
     c.expect("DATA", "503 5.5.1").await;
     c.expect("MAIL FROM:<a@b.test>", "250").await;
-    c.expect("DATA", "554 5.5.1").await;
+    c.expect("DATA", "503 5.5.1").await; // LMTP (RFC 2033 4.2)
     c.expect("VRFY someone", "252").await;
     c.expect("HELP", "214").await;
     c.expect("EXPN list", "502 5.5.1").await;
@@ -231,4 +231,54 @@ async fn rset_clears_the_transaction() {
     c.expect("STARTTLS", "502 5.5.1").await;
     c.expect("FROBNICATE", "500 5.5.2").await;
     assert!(sink.got().is_empty());
+}
+
+/// Found by the `email_lmtp` fuzz target: `MAIL FROM` without a colon is
+/// answered on its own line, and the next line is a command of its own.
+#[tokio::test]
+async fn a_mail_from_without_a_colon_does_not_swallow_the_next_line() {
+    let sink = Arc::new(TestSink::default());
+    let server = start(settings(Protocol::Smtp), sink.clone()).await;
+    let mut c = Client::connect(&server).await;
+    c.ehlo().await;
+    c.expect("MAIL FROM", "501 5.5.4").await;
+    c.expect("RCPT TO", "501 5.5.4").await;
+    // Pipelined: the colon-less line does not join the next one.
+    c.send("MAIL FROM\r\n:<x@y.test>\r\nNOOP\r\n").await;
+    assert!(c.reply().await[0].starts_with("501 5.5.4"));
+    assert!(
+        c.reply().await[0].starts_with("50"),
+        "the orphan line is refused"
+    );
+    assert!(c.reply().await[0].starts_with("250"), "NOOP answered");
+    c.expect("MAIL FROM:<a@b.test>", "250 2.1.0").await;
+}
+
+/// Found by the `email_lmtp` fuzz target: a body of exactly the size limit
+/// is accepted whether or not a read ends between the final CR and LF.
+#[tokio::test]
+async fn a_body_of_exactly_the_limit_is_accepted_however_it_is_split() {
+    let sink = Arc::new(TestSink::default());
+    let mut s = settings(Protocol::Lmtp);
+    s.max_message_bytes = 256;
+    let server = start(s, sink.clone()).await;
+    let body = format!("{}\r\n", "x".repeat(254));
+    for split in [false, true] {
+        let mut c = Client::connect(&server).await;
+        c.lhlo().await;
+        c.expect("MAIL FROM:<a@b.test>", "250").await;
+        c.expect("RCPT TO:<one@support.test>", "250").await;
+        c.expect("DATA", "354").await;
+        if split {
+            // A read ends between the final CR and LF.
+            c.send(&format!("{body}.\r")).await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            c.send("\n").await;
+        } else {
+            c.send(&format!("{body}.\r\n")).await;
+        }
+        assert_eq!(c.reply().await, ["250 2.0.0 stored"], "split: {split}");
+    }
+    assert_eq!(sink.got().len(), 2);
+    assert_eq!(sink.got()[1].1.len(), 256);
 }
