@@ -242,7 +242,12 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
     let prechat = visitor
         .js(&format!("return !{}.hidden;", w("sb-prechat-form")), vec![])
         .await;
-    if prechat == json!(true) {
+    assert_eq!(
+        prechat,
+        json!(true),
+        "an agent is available: the pre-chat form"
+    );
+    {
         visitor
             .js(
                 &format!(

@@ -92,6 +92,16 @@ pub trait Routing: Send + Sync + fmt::Debug {
         let _ = contact;
         Box::pin(async { Ok(None) })
     }
+    /// Whether an agent could take a contact of `channel` now: online,
+    /// available and below their capacity for it (a chat widget offers its
+    /// offline form otherwise). May be a few seconds old.
+    fn agents_available(
+        &self,
+        channel: switchboard_core::ChannelKind,
+    ) -> BoxFuture<'_, Result<bool, IntakeError>> {
+        let _ = channel;
+        Box::pin(async { Ok(true) })
+    }
 }
 
 /// A customer's attachment, fetched from the provider.

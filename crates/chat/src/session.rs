@@ -425,18 +425,35 @@ impl Conn {
                 return Ok(None);
             }
         };
+        // Without an agent who could answer now, a new visitor is offered
+        // the offline form (when one is configured); a routing error counts
+        // as "someone may": the chat still queues.
+        let online = match self
+            .shared
+            .ctx
+            .routing
+            .agents_available(ChannelKind::Chat)
+            .await
+        {
+            Ok(online) => online,
+            Err(error) => {
+                debug!(%error, "Cannot tell whether agents are available.");
+                true
+            }
+        };
+        let form = match (conv.is_some(), online, self.shared.config.offline.is_some()) {
+            (true, _, _) => None,
+            (false, false, true) => Some("offline"),
+            (false, _, _) => Some("prechat"),
+        };
         self.send(&ServerFrame::Welcome {
             v: VERSION,
             token: self.shared.tokens.issue(&session),
             expires_at: session.expires_at,
             visitor: session.visitor.clone(),
             conversation: conv.map(|(c, _)| c.to_string()),
-            online: true,
-            form: if conv.is_none() {
-                Some("prechat")
-            } else {
-                None
-            },
+            online,
+            form,
         })
         .await?;
         counter!("switchboard_chat_sessions_total").increment(1);

@@ -28,6 +28,8 @@ const ORIGIN: &str = "https://shop.example";
 #[derive(Debug, Default)]
 struct FakeRouting {
     views: Mutex<HashMap<ContactId, RouteView>>,
+    /// No agent could take a chat now.
+    nobody: std::sync::atomic::AtomicBool,
 }
 
 impl FakeRouting {
@@ -45,6 +47,13 @@ impl FakeRouting {
 }
 
 impl Routing for FakeRouting {
+    fn agents_available(
+        &self,
+        _: switchboard_core::ChannelKind,
+    ) -> BoxFuture<'_, Result<bool, IntakeError>> {
+        let nobody = self.nobody.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move { Ok(!nobody) })
+    }
     fn route<'a>(
         &'a self,
         contact: &'a ContactId,
@@ -714,4 +723,34 @@ async fn uploads_answer_the_widget_origin_with_cors() {
         !foreign.contains("access-control-allow-origin"),
         "{foreign}"
     );
+}
+
+/// With nobody to answer, a new visitor is offered the offline form; a
+/// visitor with a conversation keeps chatting.
+#[tokio::test]
+async fn nobody_available_offers_the_offline_form_to_new_visitors() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut ws, None, None).await;
+    assert_eq!(
+        (welcome["online"].clone(), welcome["form"].clone()),
+        (json!(true), json!("prechat"))
+    );
+    let token = welcome["token"].as_str().unwrap().to_owned();
+    message(&mut ws, "c-1", "hello").await;
+
+    w.routing
+        .nobody
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut newcomer = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut newcomer, None, None).await;
+    assert_eq!(
+        (welcome["online"].clone(), welcome["form"].clone()),
+        (json!(false), json!("offline"))
+    );
+    let mut again = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut again, Some(&token), None).await;
+    assert_eq!(welcome["form"], Value::Null, "{welcome}");
+    assert!(welcome["conversation"].is_string());
 }

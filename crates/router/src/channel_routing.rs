@@ -6,10 +6,10 @@
 use crate::settings::RoutingConfig;
 use futures::future::BoxFuture;
 use metrics::counter;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use switchboard_channel::{RouteView, Routing};
-use switchboard_core::{ContactId, IntakeError, Timestamp};
+use switchboard_core::{ChannelKind, ContactId, IntakeError, Timestamp};
 use switchboard_store::{Answer, RoutingState, StoreError};
 use tracing::info;
 
@@ -18,11 +18,43 @@ use tracing::info;
 pub struct ChannelRouting {
     state: RoutingState,
     config: Arc<RoutingConfig>,
+    /// Per channel, whether an agent could take a contact, and when that
+    /// was read: every visitor's `hello` asks, so all agents are read at
+    /// most once per [`AVAILABLE_TTL`].
+    available: Arc<Mutex<Option<Available>>>,
 }
+
+/// When it was read, and per channel (in [`ChannelKind::ALL`] order)
+/// whether some agent could take a contact.
+type Available = (Instant, [bool; 4]);
+
+const AVAILABLE_TTL: Duration = Duration::from_secs(3);
 
 impl ChannelRouting {
     pub fn new(state: RoutingState, config: Arc<RoutingConfig>) -> ChannelRouting {
-        ChannelRouting { state, config }
+        ChannelRouting {
+            state,
+            config,
+            available: Arc::default(),
+        }
+    }
+
+    async fn read_available(&self) -> Result<[bool; 4], StoreError> {
+        let now = Timestamp::now().as_millis();
+        let mut out = [false; 4];
+        for (profile, live) in self.state.agents().await? {
+            let held: u32 = live.loads.iter().sum();
+            if live.presence != "available"
+                || live.online_until < now
+                || (profile.total_capacity > 0 && held >= profile.total_capacity)
+            {
+                continue;
+            }
+            for (i, slot) in out.iter_mut().enumerate() {
+                *slot |= profile.capacity[i] > live.loads[i];
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -69,6 +101,25 @@ impl Routing for ChannelRouting {
                 .queue_position(contact)
                 .await
                 .map_err(unavailable)
+        })
+    }
+
+    fn agents_available(&self, channel: ChannelKind) -> BoxFuture<'_, Result<bool, IntakeError>> {
+        Box::pin(async move {
+            let index = ChannelKind::ALL
+                .iter()
+                .position(|c| *c == channel)
+                .unwrap_or(0);
+            let cached = *self.available.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, by_channel)) = cached
+                && at.elapsed() < AVAILABLE_TTL
+            {
+                return Ok(by_channel[index]);
+            }
+            let by_channel = self.read_available().await.map_err(unavailable)?;
+            *self.available.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), by_channel));
+            Ok(by_channel[index])
         })
     }
 
