@@ -445,3 +445,56 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
         contact.as_str()
     );
 }
+
+/// The customer's messages reach the agent holding the contact live, from
+/// the first one after the accept (the hub learns the holder from the
+/// routing events, not from a cache that remembered "nobody" for a while).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_after_the_accept_arrive_live_at_once() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let mut ws = AgentSocket::connect_when_ready(&base, PETRO).await;
+    ws.next(Duration::from_secs(5)).await.expect("hello");
+    ws.send(json!({"type": "presence", "presence": "available"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = http
+        .submit(&base, &chat_event("live-1", "l1", "hello"))
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+    let contact = offer.expect("an offer")["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.send(json!({"type": "accept", "contact_id": contact}))
+        .await;
+    ws.until("assigned", Duration::from_secs(5))
+        .await
+        .0
+        .expect("assigned");
+    for i in 0..3 {
+        let text = format!("right after the accept {i}");
+        let r = http
+            .submit(&base, &chat_event("live-1", &format!("l2-{i}"), &text))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
+        let mut got = None;
+        while got.is_none() && tokio::time::Instant::now() < deadline {
+            let (frame, _) = ws.until("message", Duration::from_millis(1000)).await;
+            got = frame.filter(|f| f["text"] == text.as_str());
+        }
+        let frame = got.unwrap_or_else(|| panic!("{text:?} did not arrive live within 1 s"));
+        assert_eq!(frame["contact_id"], contact.as_str());
+        assert_eq!(frame["dir"], "in");
+    }
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_channel::{LiveEvent, LiveKind, LiveSignal};
 use switchboard_core::{ContactId, ConversationId};
-use switchboard_store::{Conversations, Live, RoutingState, StoreError};
+use switchboard_store::{Conversations, Live, RouteEvent, RoutingState, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -27,6 +27,9 @@ type Sessions = Vec<(u64, mpsc::Sender<ServerFrame>)>;
 
 /// How long the agent holding a contact is remembered for live frames.
 const HOLDER_CACHE: Duration = Duration::from_secs(2);
+
+/// Live events forwarded at once (each contact's by one worker, in order).
+const LIVE_WORKERS: usize = 8;
 
 #[derive(Debug, Default)]
 pub struct Hub {
@@ -107,28 +110,75 @@ impl Hub {
     /// to the agents connected here who hold the contact. The doorbell is
     /// lossy; an agent who must not miss anything reads the transcript
     /// (`GET /contacts/{id}?after=`).
+    ///
+    /// Events are forwarded by [`LIVE_WORKERS`] workers, each contact's
+    /// always by the same one: one event's Redis reads do not hold up the
+    /// others', and each contact's events stay in order.
     async fn follow_live(&self, state: RoutingState, shutdown: CancellationToken) {
         let live = Live::new(state.store().clone());
         let conversations = Conversations::new(state.store().clone());
         let mut events = live.subscribe();
-        loop {
-            let signal = tokio::select! {
-                () = shutdown.cancelled() => return,
-                signal = events.next() => signal,
-            };
-            match signal {
-                None => return,
-                Some(LiveSignal::Resync) => {
-                    self.holders
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clear();
-                }
-                Some(LiveSignal::Event(event)) => {
-                    if let Err(error) = self.forward_live(&state, &conversations, &event).await {
+        let mut queues = Vec::with_capacity(LIVE_WORKERS);
+        let mut workers = Vec::with_capacity(LIVE_WORKERS);
+        for _ in 0..LIVE_WORKERS {
+            let (tx, mut rx) = mpsc::channel::<LiveEvent>(1024);
+            queues.push(tx);
+            let (state, conversations) = (&state, &conversations);
+            workers.push(async move {
+                while let Some(event) = rx.recv().await {
+                    if let Err(error) = self.forward_live(state, conversations, &event).await {
                         debug!(%error, conversation_id = %event.conv, "Could not forward a live event.");
                     }
                 }
+            });
+        }
+        let dispatch = async move {
+            loop {
+                let signal = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    signal = events.next() => signal,
+                };
+                match signal {
+                    None => return,
+                    Some(LiveSignal::Resync) => {
+                        self.holders
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clear();
+                    }
+                    Some(LiveSignal::Event(event)) => {
+                        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                        std::hash::Hash::hash(&event.contact, &mut hasher);
+                        let worker = std::hash::Hasher::finish(&hasher) as usize % LIVE_WORKERS;
+                        if queues[worker].try_send(event).is_err() {
+                            // A worker this far behind: the doorbell is
+                            // lossy by design (the transcript is the truth).
+                            counter!("switchboard_agent_live_dropped_total").increment(1);
+                        }
+                    }
+                }
+            }
+            // Dropping `queues` ends the workers.
+        };
+        tokio::join!(dispatch, futures::future::join_all(workers));
+    }
+
+    /// Keeps the holder cache right as routing events go by: an offer or an
+    /// assignment names the contact's agent at once (so a customer's first
+    /// messages after an accept are not missed for the cache's lifetime);
+    /// anything else ending a hold forgets it.
+    fn note_holder(&self, event: &RouteEvent) {
+        let Some(contact) = &event.contact else {
+            return;
+        };
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        match (event.kind.as_str(), &event.agent) {
+            ("offered" | "assigned" | "accepted", Some(agent)) => {
+                holders.insert(contact.clone(), (Some(agent.clone()), Instant::now()));
+            }
+            ("enqueued" | "presence" | "agent", _) => {}
+            _ => {
+                holders.remove(contact);
             }
         }
     }
@@ -255,6 +305,7 @@ impl Hub {
                         }
                     };
                     for event in &events {
+                        self.note_holder(event);
                         for (agent, frame) in frames_for(event) {
                             self.send(&agent, &frame);
                         }
