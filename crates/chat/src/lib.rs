@@ -26,6 +26,27 @@ pub mod uploads;
 
 pub use config::{ChatConfig, OfflineConfig, WidgetConfig};
 
+/// For the fuzz targets (`fuzz/`, issue 4): the parsers of untrusted input
+/// that are otherwise private to the crate. Not part of the channel's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The name an upload is stored under, from its `X-Filename` header
+    /// (percent-decoded, made harmless).
+    pub fn file_name(raw: &str) -> String {
+        crate::http::file_name(raw)
+    }
+
+    /// Whether `id` is an upload's media id (22 base64url characters).
+    pub fn attachment_id_ok(id: &str) -> bool {
+        crate::uploads::id_ok(id)
+    }
+
+    /// Whether `id` may name a widget (or the channel) in the configuration.
+    pub fn widget_id_ok(id: &str) -> bool {
+        crate::config::id_ok(id)
+    }
+}
+
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use switchboard_channel::{

@@ -50,7 +50,9 @@ pub enum ClientFrame {
         email: String,
         text: String,
     },
-    Ping,
+    /// A struct variant, not a unit one: serde lets an internally tagged
+    /// unit variant carry any other field, whatever `deny_unknown_fields`.
+    Ping {},
 }
 
 /// What the server sends.
@@ -137,6 +139,14 @@ impl ServerFrame {
 
 /// Parses a client frame; the error is the `bad_frame` message.
 pub fn parse(text: &str) -> Result<ClientFrame, String> {
+    // A frame is a JSON object: serde would also read an internally tagged
+    // enum from an array (`["typing",true]`), which the protocol is not.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err("a frame is a JSON object".into());
+    }
     serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
@@ -150,11 +160,14 @@ pub fn client_id_ok(id: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'|' && b != b':')
 }
 
-/// A stream id `ms-n` (what `after`, `read.seq` carry).
+/// A stream id `ms-n` (what `after`, `read.seq` carry): both parts digits
+/// that fit a `u64`, as Redis reads them (`XRANGE` refuses anything else, so
+/// a cursor beyond would fail every read of the conversation).
 pub fn seq_ok(seq: &str) -> bool {
     matches!(seq.split_once('-'), Some((ms, n))
         if !ms.is_empty() && ms.len() <= 20 && !n.is_empty() && n.len() <= 20
-            && ms.bytes().all(|b| b.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit()))
+            && ms.bytes().all(|b| b.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit())
+            && ms.parse::<u64>().is_ok() && n.parse::<u64>().is_ok())
 }
 
 /// The BCP 47 tag of a widget locale, when it looks like one.
@@ -222,5 +235,41 @@ mod tests {
         assert!(!seq_ok("a-0"));
         assert_eq!(language(Some("pt_BR")), Some("pt-BR".into()));
         assert_eq!(language(Some("<b>")), None);
+    }
+
+    /// Found by the `chat_frames` fuzz target (27 bytes, as found): `ping`
+    /// took unknown fields.
+    #[test]
+    fn ping_takes_no_fields() {
+        assert!(parse(r#"{"type":"ping","nnnn":true}"#).is_err());
+        assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping {}));
+    }
+
+    /// Found by the `chat_frames` fuzz target (11 bytes, as found): a JSON
+    /// array read as a frame, its first element as the type.
+    #[test]
+    fn frames_are_objects_only() {
+        assert!(parse(r#"["prechat"]"#).is_err());
+        assert!(parse(r#" ["typing",true]"#).is_err());
+        assert!(parse("\r\n {\"type\":\"ping\"}").is_ok());
+    }
+
+    /// Found by the `chat_frames` fuzz target (input minimized by `tmin`):
+    /// 20 digits beyond `u64::MAX` passed as a seq, which Redis refuses as a
+    /// stream id, so the session could never read the log after it.
+    #[test]
+    fn seqs_beyond_u64_are_refused() {
+        let frame = r#"{"type":"hello","v":1,"widget":"","after":"18446744073709551616-0"}"#;
+        let Ok(ClientFrame::Hello {
+            after: Some(after), ..
+        }) = parse(frame)
+        else {
+            panic!("{frame} does not parse");
+        };
+        assert!(!seq_ok(&after));
+        assert!(!seq_ok("0-18446744073709551616"));
+        assert!(!seq_ok("99999999999999999999-0"));
+        assert!(seq_ok("18446744073709551615-0"));
+        assert!(seq_ok("0-0"));
     }
 }

@@ -355,7 +355,7 @@ impl Conn {
             after,
         } = frame
         else {
-            if matches!(frame, ClientFrame::Ping) {
+            if matches!(frame, ClientFrame::Ping {}) {
                 self.send(&ServerFrame::Pong).await?;
             } else {
                 self.refuse("bad_frame", "say hello first").await?;
@@ -681,7 +681,7 @@ impl Conn {
         };
         self.strikes = 0;
         match frame {
-            ClientFrame::Ping => self.send(&ServerFrame::Pong).await,
+            ClientFrame::Ping {} => self.send(&ServerFrame::Pong).await,
             ClientFrame::Hello { .. } => self.refuse("bad_frame", "hello was said already").await,
             ClientFrame::Prechat { name, email, topic } => {
                 self.prechat(active, name, email, topic).await

@@ -26,7 +26,7 @@ pub struct Uploads {
     max_bytes: usize,
 }
 
-fn id_ok(id: &str) -> bool {
+pub(crate) fn id_ok(id: &str) -> bool {
     id.len() == 22
         && id
             .bytes()
