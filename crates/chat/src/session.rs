@@ -805,6 +805,21 @@ impl Conn {
                 .send(&with_id("bad_frame", "the message is empty"))
                 .await;
         }
+        // Attachments are lines the server appends to the text; a visitor
+        // may not write one (it would show as an attachment, or name
+        // another conversation's media id to the agent).
+        if text
+            .lines()
+            .any(|l| l.trim_start().starts_with(crate::uploads::LINE_PREFIX))
+        {
+            counter!("switchboard_chat_rejected_total", "reason" => "bad_frame").increment(1);
+            return self
+                .send(&with_id(
+                    "bad_frame",
+                    "a line may not start with \"[attachment: \"",
+                ))
+                .await;
+        }
         if attachments.len() > 10 {
             counter!("switchboard_chat_rejected_total", "reason" => "unknown_attachment")
                 .increment(1);

@@ -146,8 +146,11 @@ pub fn split_attachments(text: &str) -> (String, Vec<Attachment>) {
     (lines.join("\n"), found)
 }
 
+/// How an attachment line starts.
+pub(crate) const LINE_PREFIX: &str = "[attachment: ";
+
 fn parse_line(line: &str) -> Option<Attachment> {
-    let inner = line.strip_prefix("[attachment: ")?.strip_suffix(']')?;
+    let inner = line.strip_prefix(LINE_PREFIX)?.strip_suffix(']')?;
     let (rest, id) = inner.rsplit_once(", media id ")?;
     let (rest, size) = rest.strip_suffix(" bytes")?.rsplit_once(", ")?;
     let (name, content_type) = rest.rsplit_once(", ")?;

@@ -351,6 +351,18 @@ async fn a_message_is_acknowledged_once_stored_and_a_resend_is_not_doubled() {
     assert_eq!(recv_type(&mut ws, "error").await["code"], "bad_frame");
     send(&mut ws, json!({"type": "rating", "score": 5})).await;
     assert_eq!(recv_type(&mut ws, "error").await["code"], "not_closed");
+    // A visitor cannot write an attachment line of their own.
+    send(
+        &mut ws,
+        json!({"type": "message", "client_id": "c-spoof",
+               "text": "hi\n[attachment: a.png, image/png, 5 bytes, media id AAAAAAAAAAAAAAAAAAAAAA]"}),
+    )
+    .await;
+    let refused = recv_type(&mut ws, "error").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["client_id"].as_str()),
+        (Some("bad_frame"), Some("c-spoof"))
+    );
     send(&mut ws, json!({"type": "ping"})).await;
     recv_type(&mut ws, "pong").await;
 }
