@@ -92,16 +92,16 @@ async fn widget_messages(visitor: &Browser) -> Vec<(String, String, String)> {
             vec![],
         )
         .await;
+    triples(&v)
+}
+
+/// A JSON array of `[a, b, c]` string arrays as tuples.
+fn triples(v: &Value) -> Vec<(String, String, String)> {
+    let text = |x: &Value| x.as_str().unwrap_or_default().to_owned();
     v.as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            (
-                m[0].as_str().unwrap().to_owned(),
-                m[1].as_str().unwrap().to_owned(),
-                m[2].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|m| (text(&m[0]), text(&m[1]), text(&m[2])))
         .collect()
 }
 
@@ -131,17 +131,7 @@ async fn console_entries(agent: &Browser) -> Vec<(String, String, String)> {
             vec![],
         )
         .await;
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m[0].as_str().unwrap().to_owned(),
-                m[1].as_str().unwrap().to_owned(),
-                m[2].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    triples(&v)
 }
 
 /// Types into a console field with real key strokes and presses Enter.

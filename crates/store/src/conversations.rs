@@ -149,6 +149,26 @@ impl Conversations {
         &self,
         conversation: &ConversationId,
     ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .recent(conversation, 100)
+            .await?
+            .into_iter()
+            .filter(|e| e.dir == "in")
+            .find_map(|e| {
+                let value: serde_json::Value = serde_json::from_str(&e.msg).ok()?;
+                value
+                    .get("provider_message_id")?
+                    .as_str()
+                    .map(str::to_owned)
+            }))
+    }
+
+    /// The last `count` entries of the conversation, newest first.
+    async fn recent(
+        &self,
+        conversation: &ConversationId,
+        count: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
         let mut conn = self.store.conn();
         let key = self.store.keys().conversation_log(conversation);
         let reply: redis::streams::StreamRangeReply = self
@@ -159,27 +179,11 @@ impl Conversations {
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
-                    .arg(100)
+                    .arg(count)
                     .query_async(&mut conn),
             )
             .await?;
-        let field = |e: &redis::streams::StreamId, k: &str| {
-            e.map
-                .get(k)
-                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-        };
-        Ok(reply
-            .ids
-            .iter()
-            .filter(|e| field(e, "dir").as_deref() == Some("in"))
-            .find_map(|e| {
-                let msg = field(e, "msg")?;
-                let value: serde_json::Value = serde_json::from_str(&msg).ok()?;
-                value
-                    .get("provider_message_id")?
-                    .as_str()
-                    .map(str::to_owned)
-            }))
+        Ok(reply.ids.into_iter().map(entry_from).collect())
     }
 
     /// Sends the customer of `contact` an automatic `text`, once per `key`
@@ -419,21 +423,11 @@ impl Conversations {
         id: &str,
         within: usize,
     ) -> Result<Option<LogEntry>, StoreError> {
-        let mut conn = self.store.conn();
-        let key = self.store.keys().conversation_log(conversation);
-        let reply: redis::streams::StreamRangeReply = self
-            .store
-            .bounded(
-                redis::cmd("XREVRANGE")
-                    .arg(key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(within)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(reply.ids.into_iter().map(entry_from).find(|e| e.id == id))
+        Ok(self
+            .recent(conversation, within)
+            .await?
+            .into_iter()
+            .find(|e| e.id == id))
     }
 }
 
