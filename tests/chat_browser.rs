@@ -285,10 +285,27 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
         1,
         "shown as text: {entries:?}"
     );
-    for browser in [&agent, &visitor] {
-        let pwned = browser.js("return window.__pwned === undefined && document.querySelectorAll('img[src=\"x\"]').length === 0;", vec![]).await;
-        assert_eq!(pwned, json!(true), "customer HTML never runs");
-    }
+    let safe_console = agent
+        .js(
+            "return window.__pwned === undefined && document.querySelectorAll('[data-testid=\"transcript\"] img, [data-testid=\"transcript\"] script').length === 0;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        safe_console,
+        json!(true),
+        "customer HTML never runs in the console"
+    );
+    let safe_widget = visitor
+        .js(
+            &format!(
+                "return window.__pwned === undefined && {}.querySelectorAll('img, script').length === 0;",
+                w("sb-messages")
+            ),
+            vec![],
+        )
+        .await;
+    assert_eq!(safe_widget, json!(true), "nor in the widget");
 
     // The agent replies (HTML again, as text); the visitor sees it.
     agent_types(
