@@ -313,6 +313,28 @@ async fn commandstats(url: &str) -> BTreeMap<String, (u64, u64)> {
     out
 }
 
+/// All CPUs' (busy, total) ticks since boot from /proc/stat, and the
+/// number of CPUs: how busy the machine was, other processes included.
+fn machine_ticks() -> (u64, u64, usize) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total, cpus.max(1))
+}
+
 fn main() {
     let secs: u64 = std::env::var("SWITCHBOARD_BENCH_SECS")
         .ok()
@@ -357,7 +379,7 @@ fn main() {
         ("load generator", std::process::id()),
     ];
     let url = redis.url();
-    let (elapsed, tally, cpu, stats) = runtime.block_on(async move {
+    let (elapsed, tally, cpu, stats, machine) = runtime.block_on(async move {
         let measuring = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -368,6 +390,7 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
         let stats_before = commandstats(&url).await;
         let cpu_before: Vec<Duration> = pids.iter().map(|(_, pid)| cpu_time(*pid)).collect();
+        let machine_before = machine_ticks();
         measuring.store(true, Ordering::Relaxed);
         let started = Instant::now();
         tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -378,6 +401,7 @@ fn main() {
             .zip(cpu_before)
             .map(|((_, pid), before)| cpu_time(*pid).saturating_sub(before))
             .collect();
+        let machine_after = machine_ticks();
         let stats_after = commandstats(&url).await;
         stop.store(true, Ordering::Relaxed);
         let mut tally = Tally::default();
@@ -398,7 +422,9 @@ fn main() {
             })
             .filter(|(_, calls, _)| *calls > 0)
             .collect();
-        (elapsed, tally, cpu, stats)
+        let busy = machine_after.0.saturating_sub(machine_before.0) as f64
+            / machine_after.1.saturating_sub(machine_before.1).max(1) as f64;
+        (elapsed, tally, cpu, stats, (busy, machine_after.2))
     });
 
     let mut all = tally.latencies;
@@ -439,17 +465,20 @@ fn main() {
             used.as_secs_f64() * 1e6 / accepted.max(1) as f64
         );
     }
-    let per = |n: u64| n as f64 / accepted.max(1) as f64;
-    let total_calls: u64 = stats.iter().map(|s| s.1).sum();
-    let total_usec: u64 = stats.iter().map(|s| s.2).sum();
+    let (busy, cpus) = machine;
+    let ours = cpu.iter().map(Duration::as_secs_f64).sum::<f64>() / elapsed;
     println!(
-        "  Redis commands per accepted delivery: {:.1}, {:.0} us of Redis command time",
-        per(total_calls),
-        per(total_usec)
+        "  CPU whole machine: {:.0}% busy of {cpus} cores, {:.0}% of it outside these three processes",
+        busy * 100.0,
+        (busy * cpus as f64 - ours).max(0.0) * 100.0 / cpus as f64
     );
+    // Commands run by a script are counted too, and their time is also in
+    // the script's (EVALSHA's).
+    let per = |n: u64| n as f64 / accepted.max(1) as f64;
+    println!("  Redis commands per accepted delivery (INFO commandstats, script calls included):");
     let mut stats = stats;
     stats.sort_by_key(|s| std::cmp::Reverse(s.2));
-    for (name, calls, usec) in stats.iter().take(8) {
+    for (name, calls, usec) in stats.iter().take(12) {
         println!(
             "    {name}: {:.2} calls, {:.1} us per delivery",
             per(*calls),
