@@ -196,30 +196,56 @@ fn find_from(s: &str, from: usize, needle: &str) -> Option<usize> {
     s.get(from..)?.find(needle).map(|i| from + i)
 }
 
+/// The length of the longest prefix of `s` without line ends or control
+/// characters other than `\t` (`char::is_control`: C0, DEL and C1, the
+/// last encoded as 0xC2 0x80..=0x9F). Always a character boundary.
+fn ordinary_prefix(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let x = b[i];
+        if (x < 0x20 && x != b'\t')
+            || x == 0x7f
+            || (x == 0xc2 && b.get(i + 1).is_some_and(|y| (0x80..=0x9f).contains(y)))
+        {
+            return i;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
 /// Line ends as `\n`, no control characters but `\n` and `\t`, at most one
 /// blank line in a row, no blank lines around; then clipped to `max` bytes,
 /// ending in [`CLIPPED_MARK`] when clipped (the mark counted in `max`).
 pub(super) fn finish(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len());
     let mut newlines = 0;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        let c = match c {
-            '\r' if chars.peek() == Some(&'\n') => continue,
-            '\r' | '\n' => '\n',
-            '\t' => '\t',
-            c if c.is_control() => continue,
-            c => c,
-        };
-        if c == '\n' {
-            newlines += 1;
-            if newlines > 2 || out.is_empty() {
-                continue;
-            }
-        } else {
+    let mut rest = text;
+    while !rest.is_empty() {
+        // Runs of ordinary characters are copied whole (most of a body).
+        let end = ordinary_prefix(rest);
+        if end > 0 {
+            out.push_str(&rest[..end]);
             newlines = 0;
+            rest = &rest[end..];
         }
-        out.push(c);
+        let mut chars = rest.chars();
+        let Some(c) = chars.next() else { break };
+        let after = chars.as_str();
+        match c {
+            // CR LF: the LF makes the line end.
+            '\r' if after.starts_with('\n') => {}
+            '\r' | '\n' => {
+                newlines += 1;
+                if newlines <= 2 && !out.is_empty() {
+                    out.push('\n');
+                }
+            }
+            // Any other control character is dropped.
+            _ => {}
+        }
+        rest = after;
     }
     let trimmed_len = out.trim_end().len();
     out.truncate(trimmed_len);
@@ -232,4 +258,60 @@ pub(super) fn finish(text: &str, max: usize) -> String {
     let mut clipped = clip(&out, max - CLIPPED_MARK.len()).trim_end().to_owned();
     clipped.push_str(CLIPPED_MARK);
     clipped
+}
+
+#[cfg(test)]
+mod finish_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The character-by-character definition `finish` had before its
+    /// fast path: both must agree on any text.
+    fn reference(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut newlines = 0;
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            let c = match c {
+                '\r' if chars.peek() == Some(&'\n') => continue,
+                '\r' | '\n' => '\n',
+                '\t' => '\t',
+                c if c.is_control() => continue,
+                c => c,
+            };
+            if c == '\n' {
+                newlines += 1;
+                if newlines > 2 || out.is_empty() {
+                    continue;
+                }
+            } else {
+                newlines = 0;
+            }
+            out.push(c);
+        }
+        let trimmed_len = out.trim_end().len();
+        out.truncate(trimmed_len);
+        out
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_definition() {
+        let alphabet = [
+            'a', ' ', '\t', '\r', '\n', '\u{0}', '\u{1b}', '\u{7f}', '\u{80}', '\u{85}', '\u{9f}',
+            '\u{a0}', 'ї', '字', '😀', '\u{2028}', 'Â',
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..40);
+            let text: String = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            assert_eq!(finish(&text, usize::MAX), reference(&text), "{text:?}");
+        }
+        for c in '\u{0}'..='\u{ff}' {
+            let text = format!("x{c}y\r\n\r\n\r\nz{c}");
+            assert_eq!(finish(&text, usize::MAX), reference(&text), "{c:?}");
+        }
+    }
 }
