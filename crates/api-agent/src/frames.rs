@@ -161,18 +161,7 @@ pub enum ClientFrame {
     Ping,
 }
 
-/// The text a log entry shows an agent: a customer's `text`, a reply's
-/// `message.text`, a rating's comment.
-pub fn entry_text(msg: &str) -> String {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(msg) else {
-        return String::new();
-    };
-    let text = value
-        .get("text")
-        .or_else(|| value.get("message").and_then(|m| m.get("text")))
-        .or_else(|| value.get("comment"));
-    text.and_then(|t| t.as_str()).unwrap_or_default().to_owned()
-}
+pub use switchboard_channel::entry_text;
 
 /// The frames a routing event means for the agent it concerns: the event's
 /// own frame, then (when the event carries the agent's state) a `presence`

@@ -203,15 +203,28 @@ impl Hub {
                 if !self.has(&agent) {
                     return Ok(());
                 }
-                let Some(entry) = conversations.entry_at(&conv, &event.seq).await? else {
-                    return Ok(());
-                };
-                let frame = ServerFrame::Message {
-                    contact_id: event.contact.clone(),
-                    seq: entry.seq,
-                    dir: entry.dir,
-                    text: entry_text(&entry.msg),
-                    at: entry.at,
+                // The doorbell usually carries the entry; an older
+                // instance's does not: read it back then.
+                let frame = match &event.text {
+                    Some(text) => ServerFrame::Message {
+                        contact_id: event.contact.clone(),
+                        seq: event.seq.clone(),
+                        dir: event.dir.clone(),
+                        text: text.clone(),
+                        at: event.at,
+                    },
+                    None => {
+                        let Some(entry) = conversations.entry_at(&conv, &event.seq).await? else {
+                            return Ok(());
+                        };
+                        ServerFrame::Message {
+                            contact_id: event.contact.clone(),
+                            seq: entry.seq,
+                            dir: entry.dir,
+                            text: entry_text(&entry.msg),
+                            at: entry.at,
+                        }
+                    }
                 };
                 self.send(&agent, &frame);
                 return Ok(());

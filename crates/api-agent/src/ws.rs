@@ -165,6 +165,8 @@ async fn typing(
         on,
         who: "agent".into(),
         name,
+        text: None,
+        at: 0,
     };
     switchboard_store::Live::new(inner.state.store().clone())
         .publish(&event)

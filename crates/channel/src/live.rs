@@ -55,6 +55,13 @@ pub struct LiveEvent {
     /// The agent's display name, or `""`.
     #[serde(default)]
     pub name: String,
+    /// For `log`: the entry's text and time (ms), so that followers need
+    /// not read the entry back from Redis; `None` from older instances (or
+    /// for entries without text), then read the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub at: u64,
 }
 
 impl LiveEvent {
@@ -70,11 +77,37 @@ impl LiveEvent {
             on: false,
             who: String::new(),
             name: String::new(),
+            text: None,
+            at: 0,
         }
+    }
+
+    /// The same event carrying the entry's text and time.
+    pub fn with_entry(mut self, text: String, at: u64) -> Self {
+        self.text = Some(text);
+        self.at = at;
+        self
     }
 }
 
+/// The text of a conversation-log entry's `msg` JSON: a customer's
+/// message (`text`), a reply (`message.text`), a note (`text`), a rating
+/// (`comment`).
+pub fn entry_text(msg: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(msg) else {
+        return String::new();
+    };
+    let text = value
+        .get("text")
+        .or_else(|| value.get("message").and_then(|m| m.get("text")))
+        .or_else(|| value.get("comment"));
+    text.and_then(|t| t.as_str()).unwrap_or_default().to_owned()
+}
+
 /// What a subscription yields.
+// One signal at a time goes through a stream: boxing the event would
+// cost an allocation each and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveSignal {
     Event(LiveEvent),

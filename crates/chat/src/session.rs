@@ -729,6 +729,8 @@ impl Conn {
                 on,
                 who: "visitor".into(),
                 name: String::new(),
+                text: None,
+                at: 0,
             })
             .await;
     }

@@ -287,6 +287,7 @@ impl Conversations {
     ) -> Result<String, StoreError> {
         let mut conn = self.store.conn();
         let key = self.store.keys().conversation_log(conversation);
+        let at = Timestamp::now().as_millis();
         let seq: String = self
             .store
             .bounded(
@@ -298,15 +299,15 @@ impl Conversations {
                     .arg("dir")
                     .arg(dir)
                     .arg("at")
-                    .arg(Timestamp::now().as_millis())
+                    .arg(at)
                     .arg("msg")
                     .arg(msg)
                     .query_async(&mut conn),
             )
             .await?;
-        crate::Live::new(self.store.clone())
-            .publish(&LiveEvent::log(conversation, contact, source, &seq, dir))
-            .await;
+        let event = LiveEvent::log(conversation, contact, source, &seq, dir)
+            .with_entry(switchboard_channel::entry_text(msg), at);
+        crate::Live::new(self.store.clone()).publish(&event).await;
         Ok(seq)
     }
 

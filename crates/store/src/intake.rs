@@ -68,15 +68,8 @@ impl RedisIntake {
         let source = event.source.clone();
         let started = Instant::now();
         let result = self.store_event(event).await;
-        match &result {
-            Ok(receipt) => {
-                counter!("switchboard_intake_events_total",
-                    "channel" => channel, "source" => source.clone(), "outcome" => receipt.outcome.as_str())
-                .increment(1);
-                histogram!("switchboard_intake_duration_seconds", "channel" => channel)
-                    .record(started.elapsed().as_secs_f64());
-                debug!(contact_id = %receipt.contact_id, conversation_id = %receipt.conversation_id,
-                    message_id = %receipt.message_id, outcome = receipt.outcome.as_str(), "Inbound message stored.");
+        let result = match result {
+            Ok((receipt, text, at)) => {
                 if receipt.outcome != IntakeOutcome::Duplicate {
                     // The doorbell, after the script and outside it: it
                     // must never fail or delay the intake (see `live`).
@@ -87,9 +80,23 @@ impl RedisIntake {
                         &source,
                         &receipt.seq,
                         "in",
-                    );
+                    )
+                    .with_entry(text, at);
                     tokio::spawn(async move { live.publish(&event).await });
                 }
+                Ok(receipt)
+            }
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(receipt) => {
+                counter!("switchboard_intake_events_total",
+                    "channel" => channel, "source" => source.clone(), "outcome" => receipt.outcome.as_str())
+                .increment(1);
+                histogram!("switchboard_intake_duration_seconds", "channel" => channel)
+                    .record(started.elapsed().as_secs_f64());
+                debug!(contact_id = %receipt.contact_id, conversation_id = %receipt.conversation_id,
+                    message_id = %receipt.message_id, outcome = receipt.outcome.as_str(), "Inbound message stored.");
             }
             Err(error) => {
                 counter!("switchboard_intake_errors_total",
@@ -103,7 +110,12 @@ impl RedisIntake {
         result
     }
 
-    async fn store_event(&self, event: InboundEvent) -> Result<IntakeReceipt, IntakeError> {
+    /// Stores the event; the receipt, with the stored text and time for
+    /// the doorbell.
+    async fn store_event(
+        &self,
+        event: InboundEvent,
+    ) -> Result<(IntakeReceipt, String, u64), IntakeError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(IntakeError::ShuttingDown);
         }
@@ -159,8 +171,10 @@ impl RedisIntake {
                 StoreError::Unavailable(m) => IntakeError::Unavailable(m),
                 other => IntakeError::Unavailable(other.to_string()),
             })?;
-        parse_reply(&reply)
-            .ok_or_else(|| IntakeError::Unavailable(format!("unexpected intake reply {reply:?}")))
+        let receipt = parse_reply(&reply).ok_or_else(|| {
+            IntakeError::Unavailable(format!("unexpected intake reply {reply:?}"))
+        })?;
+        Ok((receipt, event.text, now.as_millis()))
     }
 }
 

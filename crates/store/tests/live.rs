@@ -50,6 +50,9 @@ async fn the_intake_and_replies_ring_the_doorbell() {
         (e.seq.as_str(), e.dir.as_str(), e.source.as_str()),
         (receipt.seq.as_str(), "in", "website")
     );
+    // The doorbell carries the entry's text and time (no read back).
+    assert_eq!(e.text.as_deref(), Some("hello"));
+    assert!(e.at > 0);
 
     // A duplicate stores nothing and rings nothing.
     let dup = intake
@@ -71,6 +74,7 @@ async fn the_intake_and_replies_ring_the_doorbell() {
         (seq.as_str(), "out"),
         "no event for the duplicate"
     );
+    assert_eq!(e.text.as_deref(), Some("an answer"));
     let note = conversations
         .note(
             &receipt.conversation_id,
@@ -118,6 +122,8 @@ async fn a_subscription_resyncs_after_redis_comes_back_and_publishing_never_fail
         on: true,
         who: "visitor".into(),
         name: String::new(),
+        text: None,
+        at: 0,
     };
     tokio::time::timeout(Duration::from_secs(5), live.publish(&event))
         .await
