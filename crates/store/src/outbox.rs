@@ -232,22 +232,7 @@ impl RedisOutbox {
                 )
                 .await?;
         }
-        let stream = keys.outbox(&self.source);
-        self.store
-            .bounded(
-                redis::pipe()
-                    .atomic()
-                    .cmd("XACK")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg(&delivery.handle)
-                    .cmd("XDEL")
-                    .arg(&stream)
-                    .arg(&delivery.handle)
-                    .query_async::<()>(&mut conn),
-            )
-            .await?;
-        Ok(())
+        self.remove(delivery).await
     }
 
     async fn defer_delivery(
@@ -304,6 +289,11 @@ impl RedisOutbox {
         message: OutboundMessage,
     ) -> Result<(), OutboxError> {
         Self::enqueue_to(&self.store, &message).await?;
+        self.remove(delivery).await
+    }
+
+    /// Acknowledges and deletes a delivery from this outbox's stream.
+    async fn remove(&self, delivery: &OutboundDelivery) -> Result<(), OutboxError> {
         let stream = self.store.keys().outbox(&self.source);
         let mut conn = self.store.conn();
         self.store
