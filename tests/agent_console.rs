@@ -394,6 +394,58 @@ async fn an_agent_works_a_chat_in_the_console() {
              document.querySelector('[data-testid=presence-state]').getAttribute('data-presence') === 'wrap_up';",
         )
         .await;
+    // The same visitor comes back: the console lists the earlier contact
+    // (docs/records.md, customers across contacts).
+    option("available").await;
+    browser
+        .until(
+            Duration::from_secs(10),
+            "available again",
+            "return document.querySelector('[data-testid=presence-state]').getAttribute('data-presence') === 'available';",
+        )
+        .await;
+    let r = http
+        .submit(&base, &chat_event("visitor-1", "m-2", "Me again"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let again = r.json()["contact_id"].as_str().unwrap().to_owned();
+    assert_ne!(again, contact, "a new contact after the close");
+    browser
+        .until(
+            Duration::from_secs(15),
+            "the second offer",
+            &format!(
+                "return document.querySelector('[data-testid=offer-accept][data-contact-id=\"{again}\"]');"
+            ),
+        )
+        .await;
+    browser
+        .client
+        .find(Locator::Css(&format!(
+            "[data-testid=\"offer-accept\"][data-contact-id=\"{again}\"]"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let item = browser
+        .until(
+            Duration::from_secs(10),
+            "the earlier contact",
+            &format!(
+                "const i = document.querySelectorAll('[data-testid=history-item]'); \
+                 return i.length === 1 && i[0].getAttribute('data-contact-id') === '{contact}' \
+                   ? i[0].textContent : null;"
+            ),
+        )
+        .await;
+    let item = item.as_str().unwrap();
+    assert!(
+        item.starts_with("Chat · ") && item.contains("closed: resolved"),
+        "{item}"
+    );
     assert_eq!(
         browser
             .js("return window.__pwned === undefined;", vec![])

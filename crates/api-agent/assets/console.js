@@ -540,9 +540,11 @@
         unread: false,
         typing: false,
         typingTimer: null,
-        loading: null
+        loading: null,
+        history: null // the person's earlier contacts, on any channel
       };
       S.convs.set(id, c);
+      loadHistory(c);
       if (fresh) announce("New conversation assigned to you.");
     }
     if (fresh && S.selected !== id) c.unread = true;
@@ -550,6 +552,33 @@
     renderConversations();
     refresh(c);
     return c;
+  }
+
+  function loadHistory(c) {
+    api("GET", "/contacts/" + encodeURIComponent(c.id) + "/history")
+      .then(function (h) {
+        c.history = h.previous_contacts || [];
+        if (S.selected === c.id) renderHistory(c);
+      })
+      .catch(quiet);
+  }
+
+  function renderHistory(c) {
+    var list = $("history");
+    clear(list);
+    var items = (c && c.history) || [];
+    $("history-box").hidden = items.length === 0;
+    $("history-title").textContent = "Earlier contacts (" + items.length + ")";
+    items.forEach(function (p) {
+      var when = p.queued_at ? new Date(p.queued_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "";
+      var parts = [CHANNELS[p.channel] || p.channel, when];
+      if (p.subject) parts.push(p.subject);
+      if (p.state === "closed") parts.push(p.disposition ? "closed: " + p.disposition : "closed");
+      else parts.push(p.state);
+      if (p.agent) parts.push("by " + p.agent);
+      if (p.rating) parts.push("rated " + p.rating + "/5");
+      list.appendChild(el("li", { "data-testid": "history-item", "data-contact-id": p.id }, parts.join(" · ")));
+    });
   }
 
   function endConversation(id, why) {
@@ -617,6 +646,7 @@
     if (!c) {
       if (S.ended) return; // keep showing the conversation that just ended
       $("conversation-title").textContent = "No conversation selected";
+      renderHistory(null);
       $("conversation-meta").textContent = "";
       $("conversation-ended").hidden = true;
       $("tools").hidden = true;
@@ -639,6 +669,7 @@
     meta.push("Contact " + c.id);
     $("conversation-meta").textContent = meta.join(" · ");
     $("typing").textContent = c.typing ? "The customer is typing…" : "";
+    renderHistory(c);
     if (transcript.getAttribute("data-contact-id") !== c.id) {
       clear(transcript);
       transcript.setAttribute("data-contact-id", c.id);

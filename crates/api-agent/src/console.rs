@@ -79,7 +79,11 @@ fn etag(body: &str) -> String {
     format!("\"{hash:016x}\"")
 }
 
-fn asset(headers: &HeaderMap, body: &'static str, content_type: &'static str) -> Response {
+pub(crate) fn asset(
+    headers: &HeaderMap,
+    body: &'static str,
+    content_type: &'static str,
+) -> Response {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let csp = HeaderValue::from_str(&policy(host)).unwrap_or(HeaderValue::from_static(POLICY));
     let tag = etag(body);

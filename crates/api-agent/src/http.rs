@@ -231,30 +231,8 @@ pub async fn contact(
     let fields = inner.contact_fields(&cid).await?;
     let conv = conversation_of(&fields)?;
     let after = q.after.unwrap_or_else(|| "-".into());
-    let entries = inner.conversations.transcript(&conv, &after, 500).await?;
-    let mut replies = inner.conversations.reply_states(&conv).await?;
-    let parse = |j: Option<String>| {
-        j.and_then(|j| serde_json::from_str::<Value>(&j).ok())
-            .unwrap_or(Value::Null)
-    };
-    let transcript: Vec<Value> = entries
-        .into_iter()
-        .map(|e| {
-            let mut entry = json!({
-                "seq": e.seq,
-                "id": e.id,
-                "dir": e.dir,
-                "at": e.at,
-                "message": serde_json::from_str::<Value>(&e.msg).unwrap_or(Value::Null),
-            });
-            if e.dir == "out" {
-                let (delivery, status) = replies.remove(&e.id).unwrap_or_default();
-                entry["delivery"] = parse(delivery);
-                entry["status"] = parse(status);
-            }
-            entry
-        })
-        .collect();
+    let transcript =
+        switchboard_records::record::transcript(&inner.conversations, &conv, &after, 500).await?;
     let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
     Ok(Json(json!({
         "id": id,

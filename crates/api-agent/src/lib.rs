@@ -17,6 +17,8 @@ pub mod frames;
 mod http;
 pub mod hub;
 mod media;
+mod records;
+pub mod wallboard;
 mod ws;
 
 use axum::Router;
@@ -120,6 +122,7 @@ pub struct Inner {
     pub(crate) settings: AgentApiConfig,
     pub(crate) hub: hub::Hub,
     pub(crate) media: media::MediaSources,
+    pub(crate) recorder: Option<switchboard_records::Recorder>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -140,6 +143,7 @@ impl AgentApi {
         routing: Arc<RoutingConfig>,
         plan: Arc<Plan>,
         settings: AgentApiConfig,
+        recorder: Option<switchboard_records::Recorder>,
     ) -> Result<AgentApi, String> {
         let supervisor = match &settings.supervisor_token {
             Some(s) => Some(
@@ -158,6 +162,7 @@ impl AgentApi {
                 settings,
                 hub: hub::Hub::default(),
                 media: media::MediaSources::default(),
+                recorder,
             }),
         })
     }
@@ -176,6 +181,8 @@ impl AgentApi {
             .route("/me/heartbeat", post(http::heartbeat))
             .route("/contacts/{id}", get(http::contact))
             .route("/contacts/{id}/routing", get(http::routing))
+            .route("/contacts/{id}/record", get(records::record))
+            .route("/contacts/{id}/history", get(records::history))
             .route("/contacts/{id}/accept", post(http::accept))
             .route("/contacts/{id}/decline", post(http::decline))
             .route("/contacts/{id}/close", post(http::close))
@@ -185,6 +192,9 @@ impl AgentApi {
             .route("/contacts/{id}/media/{media_id}", get(media::media))
             .route("/queues", get(http::queues))
             .route("/agents", get(http::agents).put(http::put_agent))
+            .route("/kpis", get(records::kpis))
+            .route("/kpis/series", get(records::series))
+            .route("/records/export", get(records::export))
             .route("/ws", get(http::ws))
             .layer(DefaultBodyLimit::max(limit))
             .with_state(self.inner.clone())
@@ -194,7 +204,7 @@ impl AgentApi {
     /// `/console/console.js`, `/console/console.css`. No authentication
     /// (the page holds no data; the agent types their token into it).
     pub fn console_routes(&self) -> Router {
-        console::routes()
+        console::routes().merge(wallboard::routes())
     }
 
     /// Forwards routing events to this instance's agent sessions and keeps

@@ -10,7 +10,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,9 +19,10 @@ use metrics::counter;
 use serde::Deserialize;
 use std::sync::Arc;
 use switchboard_channel::{
-    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Secret, SecretValue,
+    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Routing, Secret,
+    SecretValue,
 };
-use switchboard_core::{InboundEvent, IntakeError};
+use switchboard_core::{ContactId, InboundEvent, IntakeError};
 
 /// `[[channels]] type = "intake_api"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +70,7 @@ impl ChannelConfig for IntakeApiConfig {
                 name: ctx.name.clone(),
                 token: self.token.resolve()?,
                 intake: ctx.intake.clone(),
+                routing: ctx.routing.clone(),
             }),
             max_body: self.max_body_bytes,
             ctx,
@@ -80,6 +82,7 @@ struct ApiState {
     name: String,
     token: SecretValue,
     intake: Arc<dyn Intake>,
+    routing: Arc<dyn Routing>,
 }
 
 struct IntakeApi {
@@ -93,6 +96,8 @@ impl ChannelAdapter for IntakeApi {
         Some(
             Router::new()
                 .route("/events", post(submit))
+                .route("/contacts/{id}/end", post(end))
+                .route("/contacts/{id}/rating", post(rate))
                 .layer(DefaultBodyLimit::max(self.max_body))
                 .with_state(self.state.clone()),
         )
@@ -119,21 +124,160 @@ fn rejected(source: &str, reason: &'static str) {
         .increment(1);
 }
 
-async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// `None` when the bearer token is right; the 401 otherwise.
+fn unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    if !presented.is_some_and(|t| state.token.matches(t)) {
-        rejected(&state.name, "unauthorized");
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required".into(),
+    if presented.is_some_and(|t| state.token.matches(t)) {
+        return None;
+    }
+    rejected(&state.name, "unauthorized");
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid bearer token is required".into(),
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
+}
+
+fn unavailable(e: &IntakeError) -> Response {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The contact, when it came in through this adapter; the error answer
+/// otherwise (404 for contacts of other channels too: not ours to touch).
+async fn own_contact(state: &ApiState, id: &str) -> Result<ContactId, Response> {
+    let unknown = || {
+        error(
+            StatusCode::NOT_FOUND,
+            "unknown_contact",
+            format!("no contact {id} of this channel"),
+        )
+    };
+    let contact: ContactId = id.parse().map_err(|_| unknown())?;
+    // A contact submitted a moment ago may not be handed to routing yet
+    // (milliseconds, normally): wait a little for it.
+    for _ in 0..20 {
+        match state.routing.route(&contact).await {
+            Ok(Some(view)) if view.source == state.name => return Ok(contact),
+            Ok(Some(_)) => return Err(unknown()),
+            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Err(e) => return Err(unavailable(&e)),
+        }
+    }
+    Err(unknown())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndBody {
+    #[serde(default = "default_disposition")]
+    disposition: String,
+}
+
+fn default_disposition() -> String {
+    "customer_left".into()
+}
+
+/// `POST /channels/{name}/contacts/{id}/end`: the customer went away (hung
+/// up, left): waiting or offered, the contact is abandoned; assigned, it
+/// is closed with the disposition.
+async fn end(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&state, &headers) {
+        return r;
+    }
+    let body: EndBody = if body.is_empty() {
+        EndBody {
+            disposition: default_disposition(),
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                rejected(&state.name, "bad_json");
+                return error(StatusCode::BAD_REQUEST, "bad_json", e.to_string());
+            }
+        }
+    };
+    if body.disposition.is_empty() || body.disposition.len() > 64 {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_disposition",
+            "disposition: 1 to 64 bytes".into(),
         );
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+    }
+    let contact = match own_contact(&state, &id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match state.routing.end(&contact, &body.disposition).await {
+        Ok(outcome) => axum::Json(serde_json::json!({ "outcome": outcome })).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RatingBody {
+    score: u8,
+}
+
+/// `POST /channels/{name}/contacts/{id}/rating`: the customer's
+/// satisfaction rating (1 to 5), e.g. from a post-call survey. The first
+/// rating of a contact counts.
+async fn rate(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&state, &headers) {
+        return r;
+    }
+    let body: RatingBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            rejected(&state.name, "bad_json");
+            return error(StatusCode::BAD_REQUEST, "bad_json", e.to_string());
+        }
+    };
+    if !(1..=5).contains(&body.score) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_rating",
+            "score: 1 to 5".into(),
+        );
+    }
+    let contact = match own_contact(&state, &id).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match state.routing.rate(&contact, body.score).await {
+        Ok(outcome) => axum::Json(serde_json::json!({ "outcome": outcome })).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = unauthorized(&state, &headers) {
+        return r;
     }
     let mut event: InboundEvent = match serde_json::from_slice(&body) {
         Ok(event) => event,
@@ -153,16 +297,6 @@ async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: By
                 e.to_string(),
             )
         }
-        Err(e @ (IntakeError::Unavailable(_) | IntakeError::ShuttingDown)) => {
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
+        Err(e @ (IntakeError::Unavailable(_) | IntakeError::ShuttingDown)) => unavailable(&e),
     }
 }

@@ -54,6 +54,8 @@ pub struct RouteView {
     /// That agent's display name, when known.
     pub agent_name: Option<String>,
     pub queue: String,
+    /// The channel adapter the contact came in through.
+    pub source: String,
 }
 
 /// What a channel may ask of routing about its own contacts: a voice
@@ -83,6 +85,17 @@ pub trait Routing: Send + Sync + fmt::Debug {
         contact: &'a ContactId,
         disposition: &'a str,
     ) -> BoxFuture<'a, Result<String, IntakeError>>;
+    /// The customer's satisfaction rating of a contact (CSAT, 1 to 5), from
+    /// the channel (a widget's rating, a post-call survey). The first
+    /// rating counts: `ok`, `already_rated` or `unknown_contact`.
+    fn rate<'a>(
+        &'a self,
+        contact: &'a ContactId,
+        score: u8,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        let _ = (contact, score);
+        Box::pin(async { Ok("unknown_contact".to_owned()) })
+    }
     /// A waiting contact's place in its queue (1 = next); `None` when it is
     /// not waiting.
     fn queue_position<'a>(

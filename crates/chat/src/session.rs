@@ -957,6 +957,14 @@ impl Conn {
                 )
                 .await;
         }
+        // Routing's record first (the KPIs' CSAT; idempotent, so a retry
+        // after a failed log append counts once), then the transcript.
+        if let Err(error) = self.shared.ctx.routing.rate(&contact, score).await {
+            debug!(%error, "Cannot record a rating.");
+            return self
+                .refuse("unavailable", "not stored; send it again shortly")
+                .await;
+        }
         let msg = serde_json::json!({ "score": score, "comment": comment }).to_string();
         match self
             .shared

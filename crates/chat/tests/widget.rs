@@ -41,6 +41,7 @@ impl FakeRouting {
                 agent: agent.map(|a| a.0.to_owned()),
                 agent_name: agent.map(|a| a.1.to_owned()),
                 queue: "default".into(),
+                source: "widget".into(),
             },
         );
     }

@@ -56,6 +56,28 @@ impl CustomerIdentity {
         })
     }
 
+    /// The key that recognises the same person across channels: email
+    /// addresses as they are (`email:…`), phone numbers of any channel that
+    /// identifies by one (`phone`, `whatsapp`, `sms`, `caller`, `tel`) as
+    /// `tel:+<digits>`, so a WhatsApp user who calls is one customer;
+    /// anything else (`messenger:…`, `visitor:…`) only matches itself.
+    pub fn person_key(&self) -> String {
+        if matches!(
+            self.scheme.as_str(),
+            "phone" | "whatsapp" | "sms" | "caller" | "tel"
+        ) {
+            let digits: String = self.value.chars().filter(char::is_ascii_digit).collect();
+            let plausible = self
+                .value
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'));
+            if plausible && (7..=15).contains(&digits.len()) {
+                return format!("tel:+{digits}");
+            }
+        }
+        self.to_string()
+    }
+
     /// Re-checks an identity that came from outside (e.g. deserialized).
     pub fn validated(self) -> Result<Self, IdentityError> {
         Self::new(&self.scheme, &self.value)
@@ -97,5 +119,34 @@ mod tests {
             CustomerIdentity::new("phone", &"1".repeat(321)),
             Err(IdentityError::Value)
         );
+    }
+}
+
+#[cfg(test)]
+mod person_tests {
+    use super::CustomerIdentity;
+
+    fn key(scheme: &str, value: &str) -> String {
+        CustomerIdentity::new(scheme, value)
+            .expect("valid")
+            .person_key()
+    }
+
+    #[test]
+    fn phone_numbers_meet_across_channels() {
+        assert_eq!(key("whatsapp", "380501234567"), "tel:+380501234567");
+        assert_eq!(key("phone", "+380 50 123-45-67"), "tel:+380501234567");
+        assert_eq!(key("caller", "+1 (555) 123.4567"), "tel:+15551234567");
+    }
+
+    #[test]
+    fn other_identities_match_only_themselves() {
+        assert_eq!(
+            key("email", "Olena@Customer.Example"),
+            "email:olena@customer.example"
+        );
+        assert_eq!(key("messenger", "6001002003"), "messenger:6001002003");
+        assert_eq!(key("phone", "anonymous"), "phone:anonymous");
+        assert_eq!(key("phone", "12345"), "phone:12345");
     }
 }

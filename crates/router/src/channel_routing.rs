@@ -2,7 +2,13 @@
 //! contact is, the agent's answer given on the channel itself (a voice
 //! call answered on the agent's phone), and contacts the channel ends (a
 //! caller who hung up).
+//!
+//! `agents_available` also looks at business hours: a channel whose
+//! contacts can only go to queues that are closed now has no agent
+//! available (a chat widget shows its offline form then).
 
+use crate::hours::Schedule;
+use crate::plan::Plan;
 use crate::settings::RoutingConfig;
 use futures::future::BoxFuture;
 use metrics::counter;
@@ -22,6 +28,10 @@ pub struct ChannelRouting {
     /// was read: every visitor's `hello` asks, so all agents are read at
     /// most once per [`AVAILABLE_TTL`].
     available: Arc<Mutex<Option<Available>>>,
+    /// Per channel (in [`ChannelKind::ALL`] order), the schedules of the
+    /// queues its contacts may be placed in; `None` when one of them is
+    /// always open.
+    hours: Arc<[Option<Vec<Arc<Schedule>>>; 4]>,
 }
 
 /// When it was read, and per channel (in [`ChannelKind::ALL`] order)
@@ -32,10 +42,25 @@ const AVAILABLE_TTL: Duration = Duration::from_secs(3);
 
 impl ChannelRouting {
     pub fn new(state: RoutingState, config: Arc<RoutingConfig>) -> ChannelRouting {
+        // The daemon checked the configuration before; a plan that does not
+        // compile here counts as always open.
+        let hours = match config.routing_plan() {
+            Ok(plan) => ChannelKind::ALL.map(|c| channel_schedules(&plan, c)),
+            Err(_) => [None, None, None, None],
+        };
         ChannelRouting {
             state,
             config,
             available: Arc::default(),
+            hours: Arc::new(hours),
+        }
+    }
+
+    /// Whether some queue a contact of channel index `i` may go to is open.
+    fn hours_open(&self, i: usize, now: u64) -> bool {
+        match &self.hours[i] {
+            None => true,
+            Some(schedules) => schedules.iter().any(|s| s.is_open(now)),
         }
     }
 
@@ -54,8 +79,43 @@ impl ChannelRouting {
                 *slot |= profile.capacity[i] > live.loads[i];
             }
         }
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = *slot && self.hours_open(i, now);
+        }
         Ok(out)
     }
+}
+
+/// The schedules of every queue a contact of `channel` may be placed in
+/// (rules that may match it, then the default queue unless a rule matches
+/// every contact of the channel); `None` when one of them has no schedule.
+/// Rules are read generously: a rule with any condition besides the
+/// channel may match.
+pub fn channel_schedules(plan: &Plan, channel: ChannelKind) -> Option<Vec<Arc<Schedule>>> {
+    let mut queues = Vec::new();
+    let mut catch_all = false;
+    for rule in &plan.rules {
+        if !rule.channels.is_empty() && !rule.channels.contains(&channel) {
+            continue;
+        }
+        queues.push(rule.queue);
+        let unconditional = rule.sources.is_empty()
+            && rule.addresses.is_empty()
+            && rule.words.is_empty()
+            && rule.languages.is_empty()
+            && rule.attributes.is_empty();
+        if unconditional {
+            catch_all = true;
+            break;
+        }
+    }
+    if !catch_all {
+        queues.push(plan.default_queue);
+    }
+    queues
+        .into_iter()
+        .map(|q| plan.queues[q].schedule.clone())
+        .collect()
 }
 
 fn unavailable(e: StoreError) -> IntakeError {
@@ -88,6 +148,7 @@ impl Routing for ChannelRouting {
                 agent: (!r.agent.is_empty()).then_some(r.agent),
                 agent_name,
                 queue: r.queue,
+                source: r.source,
             }))
         })
     }
@@ -139,6 +200,22 @@ impl Routing for ChannelRouting {
                 .await
                 .map_err(unavailable)?;
             info!(contact_id = %contact, agent_id = agent, accept, outcome = %outcome, "Offer answered on the channel.");
+            Ok(outcome)
+        })
+    }
+
+    fn rate<'a>(
+        &'a self,
+        contact: &'a ContactId,
+        score: u8,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        Box::pin(async move {
+            let outcome = switchboard_store::Records::new(self.state.store().clone())
+                .rate(contact, score, Timestamp::now().as_millis())
+                .await
+                .map_err(unavailable)?;
+            counter!("switchboard_router_ratings_total", "outcome" => outcome.clone()).increment(1);
+            info!(contact_id = %contact, score, outcome = %outcome, "Contact rated.");
             Ok(outcome)
         })
     }

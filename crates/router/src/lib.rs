@@ -7,11 +7,16 @@
 //! - [`leader::Leader`] (one instance at a time, by a fenced lease): keeps
 //!   the selection [`engine`] in step with the routing state and makes the
 //!   offers.
-//! - [`plan`] and [`settings`]: the `[routing]` configuration.
+//! - [`plan`] and [`settings`]: the `[routing]` configuration; [`hours`]
+//!   (business hours) and [`answers`] (the acknowledgement and the
+//!   after-hours answer the hand-off sends).
 #![forbid(unsafe_code)]
 
+pub mod answers;
 pub mod channel_routing;
 pub mod engine;
+mod greeting;
+pub mod hours;
 pub mod leader;
 pub mod plan;
 pub mod rules;
@@ -195,6 +200,11 @@ impl Router {
         let placement = rules::place(&self.plan, &facts);
         let queue = &self.plan.queues[placement.queue];
         let customer_key = format!("{}:{}", facts.source, get("customer"));
+        let person = get("customer")
+            .split_once(':')
+            .and_then(|(scheme, value)| switchboard_core::CustomerIdentity::new(scheme, value).ok())
+            .map(|identity| identity.person_key())
+            .unwrap_or_default();
         let now = switchboard_core::Timestamp::now().as_millis();
         let sticky = if self.config.sticky_memory_days > 0 {
             self.state.sticky_agent(&customer_key).await?
@@ -206,6 +216,11 @@ impl Router {
             .get("created_at")
             .and_then(|v| v.parse().ok())
             .unwrap_or(entry.created_at.as_millis());
+        // The acknowledgement, or outside business hours the after-hours
+        // answer (greeting.rs), before the contact can be offered.
+        let then = self
+            .greet(&entry.contact_id, &fields, &facts, placement.queue, now)
+            .await?;
         let queued = self
             .state
             .enqueue(&NewRoute {
@@ -219,8 +234,10 @@ impl Router {
                 source: &facts.source,
                 customer: &customer_key,
                 sticky: sticky.as_deref().map(|a| (a, sticky_until)),
+                person: &person,
             })
             .await?;
+        self.after_queueing(&entry.contact_id, then, now).await?;
         self.streams.mark_routed(entry).await?;
         if queued {
             counter!("switchboard_router_contacts_queued_total", "queue" => queue.name.clone())

@@ -7,8 +7,11 @@
 //! each agent sits in one "ring" per queue, the first step it qualifies at
 //! (Genesys calls these bullseye rings).
 
+use crate::answers::AutoAnswers;
+use crate::hours::{Schedule, ScheduleConfig};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use switchboard_core::ChannelKind;
 
 /// How the engine ranks the agents who could take a contact.
@@ -38,6 +41,29 @@ impl Strategy {
             Strategy::LongestIdle => "longest_idle",
             Strategy::RoundRobin => "round_robin",
             Strategy::MostSkilled => "most_skilled",
+        }
+    }
+}
+
+/// What happens to a contact handed to routing while its queue is closed
+/// (outside its schedule's hours).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterHours {
+    /// It waits, never offered while the queue is closed, and is routed in
+    /// waiting order when it opens.
+    #[default]
+    Wait,
+    /// The channel's routing ends it (disposition `after_hours`) after the
+    /// automatic answer.
+    Close,
+}
+
+impl AfterHours {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AfterHours::Wait => "wait",
+            AfterHours::Close => "close",
         }
     }
 }
@@ -96,6 +122,12 @@ pub struct QueueConfig {
     pub auto_accept: bool,
     #[serde(default)]
     pub overflow: Vec<OverflowStepConfig>,
+    /// Business hours: a `[[routing.schedules]]` name; none: always open.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Contacts arriving while the queue is closed: `wait` or `close`.
+    #[serde(default)]
+    pub after_hours: AfterHours,
 }
 
 /// `[[routing.rules]]`: the first rule whose every given condition holds
@@ -199,6 +231,35 @@ pub struct Queue {
     pub scored: Requirement,
     /// Step 0 is the queue's own requirement; then the overflow steps.
     pub steps: Vec<Step>,
+    /// Business hours; `None`: always open.
+    pub schedule: Option<Arc<Schedule>>,
+    pub after_hours: AfterHours,
+}
+
+impl Queue {
+    /// Whether it takes contacts at `now` (ms).
+    pub fn is_open(&self, now: u64) -> bool {
+        self.schedule.as_ref().is_none_or(|s| s.is_open(now))
+    }
+
+    /// The open time between `from` and `to` (ms): overflow steps count
+    /// only the time the queue was open.
+    pub fn open_ms(&self, from: u64, to: u64) -> u64 {
+        match &self.schedule {
+            None => to.saturating_sub(from),
+            Some(s) => s.open_ms_between(from, to),
+        }
+    }
+
+    /// When `after_ms` of open time has passed since `from`; `None` when
+    /// the queue does not open long enough within the schedule's horizon.
+    pub fn due(&self, from: u64, after_ms: u64) -> Option<u64> {
+        match &self.schedule {
+            None => Some(from.saturating_add(after_ms)),
+            Some(_) if after_ms == 0 => Some(from),
+            Some(s) => s.after_open(from, after_ms),
+        }
+    }
 }
 
 /// A rule, compiled (lower-cased where compared without case).
@@ -223,6 +284,10 @@ pub struct Plan {
     /// Where contacts no rule matches go.
     pub default_queue: usize,
     pub skills: SkillTable,
+    /// `[[routing.schedules]]`, checked.
+    pub schedules: Vec<Arc<Schedule>>,
+    /// The acknowledgement and the after-hours answer.
+    pub answers: AutoAnswers,
 }
 
 /// The queue contacts go to when no queue is configured at all.
@@ -237,6 +302,22 @@ impl Plan {
         rules: &[RuleConfig],
         default_queue: &str,
     ) -> Result<Plan, PlanError> {
+        Self::compile_with_schedules(key, queues, rules, default_queue, &[])
+    }
+
+    /// [`Plan::compile`] with business hours: queues may name these
+    /// schedules.
+    pub fn compile_with_schedules(
+        key: &str,
+        queues: &[QueueConfig],
+        rules: &[RuleConfig],
+        default_queue: &str,
+        schedules: &[ScheduleConfig],
+    ) -> Result<Plan, PlanError> {
+        let schedules: Vec<Arc<Schedule>> = crate::hours::compile_all(key, schedules)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let general;
         let queues = if queues.is_empty() {
             general = [QueueConfig::general()];
@@ -345,6 +426,27 @@ impl Plan {
                     auto_answer: o.auto_answer.clone(),
                 });
             }
+            let schedule = match &q.schedule {
+                None => None,
+                Some(name) => Some(
+                    schedules
+                        .iter()
+                        .find(|s| s.name == *name)
+                        .cloned()
+                        .ok_or_else(|| {
+                            err(
+                                format!("{qk}.schedule"),
+                                format!("no schedule is named {name:?} (see [[{key}.schedules]])"),
+                            )
+                        })?,
+                ),
+            };
+            if q.after_hours == AfterHours::Close && schedule.is_none() {
+                return Err(err(
+                    format!("{qk}.after_hours"),
+                    "\"close\" needs a schedule (the queue is never closed without one)",
+                ));
+            }
             compiled.push(Queue {
                 name: q.name.clone(),
                 priority: q.priority,
@@ -355,6 +457,8 @@ impl Plan {
                 auto_accept: q.auto_accept,
                 scored: base,
                 steps,
+                schedule,
+                after_hours: q.after_hours,
             });
         }
         let mut compiled_rules = Vec::with_capacity(rules.len());
@@ -383,6 +487,8 @@ impl Plan {
             rules: compiled_rules,
             default_queue,
             skills,
+            schedules,
+            answers: AutoAnswers::default(),
         })
     }
 
@@ -405,6 +511,8 @@ impl QueueConfig {
             priority_weight_secs: defaults::priority_weight_secs(),
             auto_accept: false,
             overflow: Vec::new(),
+            schedule: None,
+            after_hours: AfterHours::Wait,
         }
     }
 }
@@ -416,7 +524,7 @@ fn requirement(skills: &mut SkillTable, levels: &BTreeMap<String, u8>) -> Requir
         .collect()
 }
 
-fn check_name(key: &str, name: &str) -> Result<(), PlanError> {
+pub(crate) fn check_name(key: &str, name: &str) -> Result<(), PlanError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -1,6 +1,8 @@
 //! The `[routing]` configuration section: queues, rules, agents and the
 //! timings of offers, wrap-up and reconnection.
 
+use crate::answers::{AutoAnswers, NameFallback, Templates, TemplatesConfig};
+use crate::hours::ScheduleConfig;
 use crate::plan::{Plan, PlanError, QueueConfig, RuleConfig, check_levels};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -113,6 +115,23 @@ pub struct RoutingConfig {
     /// Closed contacts' routing records are kept this long.
     #[serde(default = "defaults::retention_days")]
     pub retention_days: u64,
+    /// `[[routing.schedules]]`: business hours and holidays in a time zone,
+    /// named by queues (`schedule = "office"`).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
+    /// `[routing.acknowledgement]`: sent once to every new contact when it
+    /// is handed to routing, by channel and language (none: nothing sent).
+    #[serde(default)]
+    pub acknowledgement: TemplatesConfig,
+    /// `[routing.after_hours_answer]`: sent once to a contact handed to
+    /// routing while its queue is closed, instead of the acknowledgement.
+    #[serde(default)]
+    pub after_hours_answer: TemplatesConfig,
+    /// `[routing.name_fallback]`: what `{name}` reads when the customer gave
+    /// no name, by language (`en = "there"`); unset: nothing, and the space
+    /// before it goes too.
+    #[serde(default)]
+    pub name_fallback: BTreeMap<String, String>,
 }
 
 impl Default for RoutingConfig {
@@ -132,6 +151,10 @@ impl Default for RoutingConfig {
             interrupt_voice: Vec::new(),
             lease_ms: defaults::lease_ms(),
             retention_days: defaults::retention_days(),
+            schedules: Vec::new(),
+            acknowledgement: TemplatesConfig::default(),
+            after_hours_answer: TemplatesConfig::default(),
+            name_fallback: BTreeMap::new(),
         }
     }
 }
@@ -186,7 +209,7 @@ pub fn token_digest(token: &str) -> String {
 impl RoutingConfig {
     /// Checks everything (secrets are read) and compiles the plan.
     pub fn plan(&self) -> Result<Plan, PlanError> {
-        let plan = Plan::compile("routing", &self.queues, &self.rules, &self.default_queue)?;
+        let plan = self.routing_plan()?;
         if self.lease_ms < 500 {
             return Err(PlanError {
                 key: "routing.lease_ms".into(),
@@ -194,6 +217,27 @@ impl RoutingConfig {
             });
         }
         self.agent_records()?;
+        Ok(plan)
+    }
+
+    /// The plan without the agents' checks (no secrets are read): queues,
+    /// rules, schedules and automatic answers.
+    pub fn routing_plan(&self) -> Result<Plan, PlanError> {
+        let mut plan = Plan::compile_with_schedules(
+            "routing",
+            &self.queues,
+            &self.rules,
+            &self.default_queue,
+            &self.schedules,
+        )?;
+        plan.answers = AutoAnswers {
+            acknowledgement: Templates::compile("routing.acknowledgement", &self.acknowledgement)?,
+            after_hours: Templates::compile(
+                "routing.after_hours_answer",
+                &self.after_hours_answer,
+            )?,
+            name_fallback: NameFallback::compile("routing.name_fallback", &self.name_fallback)?,
+        };
         Ok(plan)
     }
 

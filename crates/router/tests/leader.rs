@@ -437,3 +437,134 @@ async fn an_overflow_step_answers_the_customer_once() {
     assert!(out[0].msg.contains("\"author\":\"switchboard\""));
     second.stop().await;
 }
+
+/// Outside business hours: the after-hours answer goes out once, the
+/// contact is not offered and its routing record says why; a queue that
+/// closes contacts ends them with `after_hours`; an open queue's contact
+/// gets one acknowledgement and is offered at once.
+#[tokio::test]
+async fn closed_queues_answer_and_hold_their_contacts() {
+    use switchboard_router::answers::{TemplateEntry, TemplatesConfig};
+    use switchboard_router::hours::ScheduleConfig;
+    use switchboard_router::plan::AfterHours;
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    agent(&state, "generalist", &[("billing", 5)], 5).await;
+    let mut config = routing();
+    config.schedules = vec![ScheduleConfig {
+        name: "never".into(),
+        timezone: "Europe/Kyiv".into(),
+        hours: Default::default(),
+        holidays: vec![],
+    }];
+    // general: closed, contacts wait; billing: closed, contacts are
+    // closed; "open" (rule: the word "open") has no schedule.
+    config.queues[0].schedule = Some("never".into());
+    config.queues[1].schedule = Some("never".into());
+    config.queues[1].after_hours = AfterHours::Close;
+    let mut open = QueueConfig::general();
+    open.name = "open".into();
+    config.queues.push(open);
+    let mut rule = config.rules[0].clone();
+    rule.name = "open".into();
+    rule.queue = "open".into();
+    rule.words = vec!["open".into()];
+    config.rules.insert(0, rule);
+    config.after_hours_answer = TemplatesConfig(
+        [(
+            "default".to_string(),
+            TemplateEntry::Text("Hello {name}, we are closed.".into()),
+        )]
+        .into(),
+    );
+    config.acknowledgement = TemplatesConfig(
+        [(
+            "chat".to_string(),
+            TemplateEntry::Table([("en".to_string(), "Thanks {name}!".to_string())].into()),
+        )]
+        .into(),
+    );
+    let instance = Instance::start(&store, "one", &config);
+    let conversations = switchboard_store::Conversations::new(store.clone());
+    let out_texts = |conv| {
+        let conversations = conversations.clone();
+        async move {
+            conversations
+                .transcript(&conv, "-", 20)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.dir == "out")
+                .map(|e| e.msg)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let mut waits = event("v1", "hello");
+    waits.customer_name = Some("Olena".into());
+    let waits = intake.submit_event(waits).await.unwrap();
+    let closes = intake
+        .submit_event(event("v2", "my invoice"))
+        .await
+        .unwrap();
+    let opened = intake
+        .submit_event(event("v3", "open please"))
+        .await
+        .unwrap();
+    until("the open queue's contact is offered", || async {
+        states(&state, &[opened.contact_id]).await[&opened.contact_id.to_string()].0 == "offered"
+    })
+    .await;
+    until("the closing queue's contact is closed", || async {
+        states(&state, &[closes.contact_id]).await[&closes.contact_id.to_string()].0 == "closed"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rec = state
+        .route_record(&waits.contact_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (rec.state.as_str(), rec.queue.as_str()),
+        ("waiting", "general")
+    );
+    let out = out_texts(waits.conversation_id).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].contains("Hello Olena, we are closed."), "{}", out[0]);
+    let why = state.decisions(&waits.contact_id).await.unwrap();
+    assert!(why[0].contains("\"kind\":\"after_hours\""), "{why:?}");
+    assert!(why[0].contains("queue general is closed"), "{why:?}");
+    assert!(why[0].contains("automatic answer sent"), "{why:?}");
+
+    let out = out_texts(closes.conversation_id).await;
+    assert_eq!(out, vec![out[0].clone()]);
+    assert!(
+        out[0].contains("Hello, we are closed."),
+        "no name: {}",
+        out[0]
+    );
+    let rec = state
+        .route_record(&closes.contact_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec.fields.get("disposition").map(String::as_str),
+        Some("after_hours")
+    );
+
+    let out = out_texts(opened.conversation_id).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].contains("Thanks!"), "{}", out[0]);
+    // The same customer writes again: same contact, no second answer.
+    let mut again = event("v3", "open again");
+    again.provider_message_id = Some("m-v3-2".into());
+    let again = intake.submit_event(again).await.unwrap();
+    assert_eq!(again.contact_id, opened.contact_id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(out_texts(opened.conversation_id).await.len(), 1);
+    instance.stop().await;
+}

@@ -109,6 +109,9 @@ pub struct NewRoute<'a> {
     pub source: &'a str,
     pub customer: &'a str,
     pub sticky: Option<(&'a str, u64)>,
+    /// The person across channels (`CustomerIdentity::person_key`); empty
+    /// when unknown.
+    pub person: &'a str,
 }
 
 /// An offer to write.
@@ -327,7 +330,8 @@ impl RoutingState {
             .arg(r.customer)
             .arg(sticky)
             .arg(sticky_until)
-            .arg(EVENTS_MAXLEN);
+            .arg(EVENTS_MAXLEN)
+            .arg(r.person);
         let mut conn = self.conn();
         let queued: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(queued == 1)

@@ -275,7 +275,9 @@ impl Conversations {
     }
 
     /// Appends an entry to a conversation log, then rings the live
-    /// doorbell (which never fails the append).
+    /// doorbell (which never fails the append). With the webhook event
+    /// feed on, a reply (`out`) gets its `message.created` event in the
+    /// same step (`crate::feed`).
     pub async fn append(
         &self,
         conversation: &ConversationId,
@@ -288,6 +290,15 @@ impl Conversations {
         let mut conn = self.store.conn();
         let key = self.store.keys().conversation_log(conversation);
         let at = Timestamp::now().as_millis();
+        if dir == "out" && self.store.event_feed() {
+            let seq = self
+                .append_with_event(conversation, contact, (id, dir, at, msg))
+                .await?;
+            let event = LiveEvent::log(conversation, contact, source, &seq, dir)
+                .with_entry(switchboard_channel::entry_text(msg), at);
+            crate::Live::new(self.store.clone()).publish(&event).await;
+            return Ok(seq);
+        }
         let seq: String = self
             .store
             .bounded(
@@ -309,6 +320,26 @@ impl Conversations {
             .with_entry(switchboard_channel::entry_text(msg), at);
         crate::Live::new(self.store.clone()).publish(&event).await;
         Ok(seq)
+    }
+
+    /// A reply and its webhook event. The contact's routing events still
+    /// on their way to the feed (its assignment) are moved first, so that
+    /// the feed has the reply after the assignment that allowed it; should
+    /// that fail, the reply is logged all the same (its event may then
+    /// precede the assignment's).
+    async fn append_with_event(
+        &self,
+        conversation: &ConversationId,
+        contact: &str,
+        fields: (&str, &str, u64, &str),
+    ) -> Result<String, StoreError> {
+        if let Ok(contact_id) = contact.parse::<ContactId>() {
+            let feed = crate::EventFeed::new(self.store.clone());
+            if let Err(error) = feed.move_routing_events_of(&contact_id).await {
+                tracing::warn!(contact_id = contact, %error, "Could not move the contact's routing events before its reply.");
+            }
+        }
+        crate::feed::append_with_event(&self.store, conversation, contact, fields).await
     }
 
     /// Ends the conversation of a contact routing has closed or abandoned:

@@ -161,7 +161,8 @@ impl RedisIntake {
             .arg(event.subject.as_deref().unwrap_or(""))
             .arg(event.language.as_deref().unwrap_or(""))
             .arg(attributes)
-            .arg(preview(&event.text));
+            .arg(preview(&event.text))
+            .arg(if self.store.event_feed() { "1" } else { "0" });
         let mut conn = self.store.conn();
         let reply: String = self
             .store

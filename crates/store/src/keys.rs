@@ -108,6 +108,23 @@ impl KeySpace {
         format!("{}:routing", self.tag(p))
     }
 
+    /// The partition's event feed for outbound webhooks (`docs/webhooks.md`):
+    /// every webhook event of the partition's contacts, in causal order.
+    pub fn feed(&self, p: Partition) -> String {
+        format!("{}:feed", self.tag(p))
+    }
+
+    /// Marks a routing event (by its number) as copied into the partition's
+    /// feed, so that it is copied once.
+    pub fn feed_seen(&self, p: Partition, n: &str) -> String {
+        format!("{}:hookseen:{n}", self.tag(p))
+    }
+
+    /// Who delivers webhook `name` from the partition's feed (a lease).
+    pub fn feed_holder(&self, p: Partition, name: &str) -> String {
+        format!("{}:hook:{name}:holder", self.tag(p))
+    }
+
     /// `<prefix>:{r}`: every key of the routing state (agents, queues,
     /// offers, the lease) carries this one hash tag, so each assignment is
     /// one atomic script on one Redis Cluster slot. Routing is a few small
@@ -182,6 +199,9 @@ mod tests {
             ks.conversation(&conv),
             ks.conversation_log(&conv),
             ks.routing(p),
+            ks.feed(p),
+            ks.feed_seen(p, "7"),
+            ks.feed_holder(p, "crm"),
         ] {
             assert!(key.starts_with(&tag), "{key} outside {tag}");
         }

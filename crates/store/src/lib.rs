@@ -5,6 +5,8 @@
 //!   routed, read through a consumer group so that a crashed reader's entries
 //!   are reclaimed by another.
 //! - [`RedisOutbox`]: each adapter's durable queue of replies.
+//! - [`EventFeed`]: the per-partition feed of webhook events and the move
+//!   of routing's webhook events into it (`docs/webhooks.md`).
 //!
 //! The key layout is in [`keys`] and `docs/architecture.md`.
 #![forbid(unsafe_code)]
@@ -13,10 +15,12 @@ pub mod assign;
 pub mod channel_state;
 mod conn;
 pub mod conversations;
+pub mod feed;
 pub mod intake;
 pub mod keys;
 pub mod live;
 pub mod outbox;
+pub mod records;
 pub mod routing;
 pub mod updates;
 
@@ -26,10 +30,12 @@ pub use assign::{
 pub use channel_state::RedisChannelState;
 pub use conn::{RedisConn, Topology};
 pub use conversations::{Conversations, LogEntry};
+pub use feed::{Batch, EventFeed, FeedEntry, Moved};
 pub use intake::{IntakeSettings, RedisIntake};
 pub use keys::KeySpace;
 pub use live::Live;
 pub use outbox::RedisOutbox;
+pub use records::{KpiFact, Records};
 pub use routing::{QueuedContact, RoutingStreams};
 
 use std::time::{Duration, Instant};
@@ -98,6 +104,9 @@ pub struct Store {
     client: redis::Client,
     keys: KeySpace,
     config: StoreConfig,
+    /// Whether the intake and agents' replies write the webhook event feed
+    /// ([`feed`]); set by the daemon when webhooks are configured.
+    event_feed: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -169,7 +178,22 @@ impl Store {
             client,
             keys,
             config,
+            event_feed: false,
         })
+    }
+
+    /// This store with the webhook event feed on or off (off by default):
+    /// when on, the intake and [`Conversations`] write each webhook event
+    /// into its partition's feed together with what it reports. Set it
+    /// before cloning the store out: clones made earlier keep their value.
+    pub fn with_event_feed(mut self, on: bool) -> Store {
+        self.event_feed = on;
+        self
+    }
+
+    /// Whether the webhook event feed is written.
+    pub fn event_feed(&self) -> bool {
+        self.event_feed
     }
 
     fn connection(

@@ -47,6 +47,7 @@ async fn waiting(state: &RoutingState, channel: ChannelKind) -> ContactId {
             source: "web",
             customer: "visitor:1",
             sticky: None,
+            person: "",
         })
         .await
         .unwrap();
@@ -348,6 +349,7 @@ async fn events_carry_the_agent_state_and_enqueue_is_idempotent() {
             source: "web",
             customer: "visitor:1",
             sticky: None,
+            person: "",
         })
         .await
         .unwrap();
@@ -550,6 +552,7 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
             source: "web",
             customer: "visitor:1",
             sticky: None,
+            person: "",
         })
         .await
         .unwrap();
@@ -590,6 +593,7 @@ async fn a_message_after_the_close_starts_a_new_contact() {
                     source: "website",
                     customer: "visitor:v1",
                     sticky: None,
+                    person: "",
                 })
                 .await
                 .unwrap();

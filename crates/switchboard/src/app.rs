@@ -27,7 +27,14 @@ const OUTBOX_VISIBILITY: Duration = Duration::from_secs(60);
 /// Runs the daemon. Returns when it has shut down cleanly.
 pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
     let instance = config.instance_id();
-    let store = Store::new(config.store_config()?)?;
+    if config.testing.manual_clock {
+        switchboard_core::Timestamp::set_manual(switchboard_core::Timestamp::system());
+        warn!(
+            "[testing] manual_clock is on: the clock stands still until POST /debug/clock. For tests only."
+        );
+    }
+    // With webhooks, the intake and replies also write the event feed.
+    let store = Store::new(config.store_config()?)?.with_event_feed(!config.webhooks.is_empty());
     info!(instance = %instance, redis = %switchboard_store::redact_url(&config.redis.url), "Switchboard is starting.");
 
     // `stop_accepting` ends the HTTP server gracefully; `background` ends
@@ -82,11 +89,19 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         instance.clone(),
     );
     tracker.spawn(leader.run(background.clone()));
+    let recorder = switchboard_records::Recorder::new(
+        store.clone(),
+        plan.clone(),
+        config.records.clone(),
+        Duration::from_secs(routing.retention_days * 86_400),
+    );
+    tracker.spawn(recorder.clone().run(background.clone()));
     let agent_api = switchboard_api_agent::AgentApi::new(
         store.clone(),
         routing.clone(),
         plan.clone(),
         config.agent_api.clone(),
+        Some(recorder),
     )
     .map_err(|e| anyhow::anyhow!(e))?;
 
@@ -99,6 +114,14 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     })
     .nest("/api/v1", agent_api.routes())
     .merge(agent_api.console_routes());
+    if config.testing.manual_clock
+        && let Some(secret) = &config.agent_api.supervisor_token
+    {
+        let supervisor = secret
+            .resolve()
+            .map_err(|e| anyhow::anyhow!("agent_api.supervisor_token: {e}"))?;
+        app = app.merge(http::clock_routes(supervisor));
+    }
 
     let channel_routing: Arc<dyn switchboard_channel::Routing> = Arc::new(
         switchboard_router::channel_routing::ChannelRouting::new(state.clone(), routing.clone()),
@@ -143,6 +166,11 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         info!(channel = %channel.config().name(), kind, "Channel started.");
     }
     tracker.spawn(agent_api.run(background.clone()));
+    if !config.webhooks.is_empty() {
+        let webhooks =
+            switchboard_webhooks::Webhooks::new(store.clone(), &config.webhooks, &instance)?;
+        tracker.spawn(webhooks.run(background.clone()));
+    }
 
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -29,12 +29,20 @@ pub struct Config {
     #[serde(default)]
     pub agent_api: switchboard_api_agent::AgentApiConfig,
     #[serde(default)]
+    pub records: switchboard_records::RecordsConfig,
+    #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub testing: TestingConfig,
     /// The channel adapters, each a `[[channels]]` table with a `type`.
     #[serde(default)]
     pub channels: Vec<ChannelSettings>,
+    /// Outbound webhooks to CRMs and helpdesks, each a `[[webhooks]]` table
+    /// (`docs/webhooks.md`).
+    #[serde(default)]
+    pub webhooks: Vec<switchboard_webhooks::WebhookConfig>,
 }
 
 /// `[instance]`
@@ -45,6 +53,17 @@ pub struct InstanceConfig {
     /// name and process id.
     #[serde(default)]
     pub id: String,
+}
+
+/// `[testing]`: for end-to-end tests only; never in production.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingConfig {
+    /// The daemon's clock stands still at its start time and moves only
+    /// through `POST /debug/clock` (supervisor token), so that a test can
+    /// play a day of traffic in seconds and know every duration exactly.
+    #[serde(default)]
+    pub manual_clock: bool,
 }
 
 /// `[redis]`
@@ -321,6 +340,15 @@ impl Config {
         self.agent_api
             .check()
             .map_err(|(key, problem)| ConfigError::new(key, problem))?;
+        self.records
+            .check()
+            .map_err(|(key, problem)| ConfigError::new(key, problem))?;
+        if self.testing.manual_clock && self.agent_api.supervisor_token.is_none() {
+            return Err(ConfigError::new(
+                "testing.manual_clock",
+                "needs agent_api.supervisor_token (the clock is moved with it)",
+            ));
+        }
         if self.redis.url.trim().is_empty() {
             return Err(ConfigError::new(
                 "redis.url",
@@ -382,6 +410,8 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
+        switchboard_webhooks::check(&self.webhooks)
+            .map_err(|e| ConfigError::new(e.key, e.problem))?;
         self.check_channels()
     }
 
@@ -558,6 +588,14 @@ mod tests {
             "[[routing.queues.overflow]]",
             "[[routing.rules]]",
             "[[routing.agents]]",
+            "schedule =",
+            "after_hours =",
+            "[[routing.schedules]]",
+            "timezone =",
+            "holidays =",
+            "[routing.after_hours_answer]",
+            "[routing.acknowledgement",
+            "[routing.name_fallback]",
             "[agent_api]",
             "supervisor_token",
             "session_ttl_secs =",
@@ -571,6 +609,9 @@ mod tests {
             "[[channels]]",
             "intake_api",
             "max_body_bytes",
+            "[[webhooks]]",
+            "timeout_ms =",
+            "max_age_hours =",
         ] {
             assert!(
                 text.contains(key),
@@ -628,6 +669,104 @@ mod tests {
                 parsed.err()
             );
         }
+    }
+
+    /// The commented `[[webhooks]]` example parses and checks once
+    /// uncommented (with an inline secret instead of the variable).
+    #[test]
+    fn the_commented_webhook_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/switchboard.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: String = text
+            .lines()
+            .skip_while(|l| *l != "# [[webhooks]]")
+            .map_while(|l| l.strip_prefix("# "))
+            .map(|l| match l.find("  #") {
+                Some(i) => l[..i].trim_end(),
+                None => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(example.contains("url ="), "no example found");
+        let example = example.replace(
+            "secret = { env = \"CRM_WEBHOOK_SECRET\" }",
+            "secret = \"0123456789abcdef\"",
+        );
+        let f = file(&format!("[redis]\nurl = \"redis://x\"\n{example}"));
+        let config = load(f.path(), env(&[])).unwrap();
+        assert_eq!(config.webhooks.len(), 1);
+        assert_eq!(config.webhooks[0].events.len(), 4);
+        let f = file(
+            "[redis]\nurl = \"redis://x\"\n[[webhooks]]\nname = \"crm\"\nurl = \"https://x\"\nsecret = \"short\"\n",
+        );
+        let err = load(f.path(), env(&[])).unwrap_err();
+        assert_eq!(err.key, "webhooks.crm.secret", "{err}");
+    }
+
+    /// The commented queue, rule, business-hours and automatic-answer
+    /// examples of `[routing]` parse and compile once uncommented.
+    #[test]
+    fn the_commented_routing_examples_parse() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/switchboard.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut example =
+            String::from("[redis]\nurl = \"redis://x\"\n[[routing.queues]]\nname = \"general\"\n");
+        let mut in_agent = false;
+        for line in text
+            .lines()
+            .skip_while(|l| *l != "# [[routing.queues]]")
+            .take_while(|l| !l.starts_with('['))
+        {
+            let Some(rest) = line.strip_prefix("# ").or((line == "#").then_some("")) else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            if rest.is_empty() {
+                in_agent = false;
+                continue;
+            }
+            in_agent |= rest == "[[routing.agents]]";
+            let key = rest.split_once(" = ").map(|(k, _)| k);
+            let code = rest.starts_with('[')
+                || key.is_some_and(|k| {
+                    !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                });
+            if in_agent || !code {
+                continue;
+            }
+            let code = match rest.find("  #") {
+                Some(i) => rest[..i].trim_end(),
+                None => rest,
+            };
+            example.push_str(code);
+            example.push('\n');
+        }
+        assert!(example.contains("[[routing.schedules]]"), "{example}");
+        assert!(
+            example.contains("[routing.after_hours_answer.email]"),
+            "{example}"
+        );
+        let f = file(&example);
+        let config = load(f.path(), env(&[])).unwrap();
+        let plan = config
+            .routing
+            .plan()
+            .unwrap_or_else(|e| panic!("{e}\n{example}"));
+        let billing = &plan.queues[plan.queue_index("billing").unwrap()];
+        assert_eq!(billing.schedule.as_ref().unwrap().timezone, "Europe/Kyiv");
+        assert!(!plan.answers.after_hours.is_empty());
+        assert!(!plan.answers.acknowledgement.is_empty());
+        // Errors name the key.
+        let f = file(
+            "[redis]\nurl = \"redis://x\"\n[[routing.schedules]]\nname = \"office\"\ntimezone = \"UTC\"\nhours = { mon = [\"9:00-17:00x\"] }\n",
+        );
+        let err = load(f.path(), env(&[])).unwrap_err();
+        assert_eq!(err.key, "routing.schedules[0].hours.mon[0]", "{err}");
+        let f = file(
+            "[redis]\nurl = \"redis://x\"\n[routing.after_hours_answer.email]\nen = \"Hi {nmae}\"\n",
+        );
+        let err = load(f.path(), env(&[])).unwrap_err();
+        assert_eq!(err.key, "routing.after_hours_answer.email.en", "{err}");
     }
 
     #[test]

@@ -31,6 +31,62 @@ pub fn routes(state: HealthState) -> Router {
         .with_state(state)
 }
 
+/// `POST /debug/clock` (only with `[testing] manual_clock`): moves the
+/// manual clock. Body `{"advance_ms": N}` or `{"set_ms": N}`; answers the
+/// clock's new reading. Never backwards (timers and records assume time
+/// goes forward).
+pub fn clock_routes(supervisor: switchboard_channel::SecretValue) -> Router {
+    Router::new()
+        .route("/debug/clock", axum::routing::post(move_clock))
+        .with_state(Arc::new(supervisor))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockMove {
+    #[serde(default)]
+    advance_ms: Option<u64>,
+    #[serde(default)]
+    set_ms: Option<u64>,
+}
+
+async fn move_clock(
+    State(supervisor): State<Arc<switchboard_channel::SecretValue>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    use switchboard_core::Timestamp;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !supervisor.matches(token.as_bytes()) {
+        return (StatusCode::UNAUTHORIZED, "supervisor token required\n").into_response();
+    }
+    let Ok(m) = serde_json::from_slice::<ClockMove>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "body: {\"advance_ms\": N} or {\"set_ms\": N}\n",
+        )
+            .into_response();
+    };
+    let now = Timestamp::now().as_millis();
+    let next = match (m.advance_ms, m.set_ms) {
+        (Some(a), None) => now.saturating_add(a),
+        (None, Some(s)) if s >= now => s,
+        (None, Some(_)) => {
+            return (StatusCode::CONFLICT, "the clock never goes back\n").into_response();
+        }
+        _ => {
+            return (StatusCode::BAD_REQUEST, "give advance_ms or set_ms\n").into_response();
+        }
+    };
+    Timestamp::set_manual(Timestamp(next));
+    tracing::info!(now_ms = next, "The manual clock moved.");
+    axum::Json(serde_json::json!({ "now_ms": next })).into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }

@@ -17,6 +17,13 @@
 //!   waiting contacts.
 //! - Timers (overflow steps, the end of a sticky wait) are a time-ordered
 //!   set; [`Engine::advance`] applies those that are due.
+//! - Business hours: a queue whose schedule is closed is skipped by every
+//!   match (its contacts stay in place, in order); [`Engine::advance`] and
+//!   [`Engine::next_decision`] notice openings and closings at the times
+//!   the schedules give, and at an opening the queue's contacts are matched
+//!   again, best rank first. Overflow steps count only the time the queue
+//!   was open, so a contact that waited overnight starts the morning at the
+//!   step it had reached the evening before.
 //!
 //! ## What the caller does with a decision
 //!
@@ -275,6 +282,13 @@ pub struct Engine {
     /// else gets it, they look again.
     targets: HashMap<u32, Vec<u32>>,
     next_seq: u64,
+    /// Per queue: open now (by the last look at its schedule).
+    open: Vec<bool>,
+    /// Per queue: when to look at its schedule again (`u64::MAX`: never,
+    /// no schedule).
+    hours_next: Vec<u64>,
+    /// The earliest of `hours_next`.
+    hours_due: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -314,6 +328,10 @@ impl Engine {
             .iter()
             .map(|q| q.steps.iter().map(|_| Default::default()).collect())
             .collect();
+        // Scheduled queues count as closed until the first look at `now`.
+        let open: Vec<bool> = plan.queues.iter().map(|q| q.schedule.is_none()).collect();
+        let hours_next: Vec<u64> = open.iter().map(|o| if *o { u64::MAX } else { 0 }).collect();
+        let hours_due = hours_next.iter().copied().min().unwrap_or(u64::MAX);
         Engine {
             plan,
             interrupt_voice: iv,
@@ -331,7 +349,50 @@ impl Engine {
             dirty_agents: VecDeque::new(),
             targets: HashMap::new(),
             next_seq: 0,
+            open,
+            hours_next,
+            hours_due,
         }
+    }
+
+    /// Whether queue `queue` was open at the last look at its schedule.
+    pub fn is_queue_open(&self, queue: usize) -> bool {
+        self.open.get(queue).copied().unwrap_or(false)
+    }
+
+    /// Looks at the schedules due at `now`: a queue that opened has its
+    /// contacts matched again (best rank first).
+    fn update_hours(&mut self, now: u64) {
+        if now < self.hours_due {
+            return;
+        }
+        let mut due = u64::MAX;
+        for q in 0..self.plan.queues.len() {
+            if self.hours_next[q] <= now
+                && let Some(schedule) = self.plan.queues[q].schedule.clone()
+            {
+                let (open, change) = schedule.next_change(now);
+                self.hours_next[q] = change
+                    .unwrap_or_else(|| now.saturating_add(86_400_000))
+                    .max(now.saturating_add(1));
+                let opened = open && !self.open[q];
+                self.open[q] = open;
+                if opened {
+                    let ixs: Vec<u32> = self
+                        .contacts
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.as_ref().is_some_and(|s| s.contact.queue == q))
+                        .filter_map(|(i, _)| u32::try_from(i).ok())
+                        .collect();
+                    for ix in ixs {
+                        self.mark_contact(ix);
+                    }
+                }
+            }
+            due = due.min(self.hours_next[q]);
+        }
+        self.hours_due = due;
     }
 
     pub fn plan(&self) -> &Plan {
@@ -444,7 +505,12 @@ impl Engine {
         let mut hops = 0;
         loop {
             let queue = &self.plan.queues[contact.queue];
-            let waited_in_queue = now.saturating_sub(contact.queued_at);
+            // Overflow steps count only the time the queue was open.
+            let waited_in_queue = if queue.steps.len() > 1 {
+                queue.open_ms(contact.queued_at, now)
+            } else {
+                0
+            };
             step = queue
                 .steps
                 .iter()
@@ -452,8 +518,10 @@ impl Engine {
                 .unwrap_or(0);
             match queue.steps[step].move_to {
                 Some(to) if hops < self.plan.queues.len() => {
-                    contact.queued_at =
-                        contact.queued_at.saturating_add(queue.steps[step].after_ms);
+                    contact.queued_at = queue
+                        .due(contact.queued_at, queue.steps[step].after_ms)
+                        .unwrap_or(now)
+                        .min(now);
                     contact.priority = contact
                         .priority
                         .saturating_sub(queue.priority)
@@ -520,14 +588,21 @@ impl Engine {
         Some(slot.contact)
     }
 
-    /// The time of the next timer, if any.
+    /// The time of the next timer, if any (an opening or closing of a
+    /// queue included).
     pub fn next_timer(&self) -> Option<u64> {
-        self.timers.first().map(|(t, _)| *t)
+        let timer = self.timers.first().map(|(t, _)| *t);
+        let hours = (self.hours_due != u64::MAX).then_some(self.hours_due);
+        match (timer, hours) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Applies every timer due at `now`: overflow steps, moves, the end of
-    /// sticky waits.
+    /// Applies every timer due at `now`: openings and closings of queues,
+    /// overflow steps, moves, the end of sticky waits.
     pub fn advance(&mut self, now: u64) -> Vec<StepAction> {
+        self.update_hours(now);
         let mut actions = Vec::new();
         while let Some(&(due, ix)) = self.timers.first() {
             if due > now {
@@ -609,6 +684,7 @@ impl Engine {
     /// the engine's view: the contact leaves the queue and the agent's load
     /// on its channel goes up by one.
     pub fn next_decision(&mut self, now: u64) -> Option<Decision> {
+        self.update_hours(now);
         loop {
             // Each agent with room nominates the best contact it could take;
             // then contacts are served best rank first, each by its best
@@ -815,7 +891,7 @@ impl Engine {
             let q = &self.plan.queues[slot.contact.queue];
             q.steps
                 .get(slot.step + 1)
-                .map(|s| slot.contact.queued_at.saturating_add(s.after_ms))
+                .and_then(|s| q.due(slot.contact.queued_at, s.after_ms))
         });
         self.set_timer(ix, due);
     }
@@ -845,6 +921,10 @@ impl Engine {
     /// The best agent for a waiting contact.
     fn match_contact(&mut self, ix: u32, now: u64) -> Option<Decision> {
         let slot = self.contacts[ix as usize].as_ref()?;
+        if !self.open[slot.contact.queue] {
+            // Matched again when the queue opens.
+            return None;
+        }
         let c = ch(slot.contact.channel);
         let agent = match slot.place {
             Place::Sticky { agent } => {
@@ -880,8 +960,9 @@ impl Engine {
         if let Some(set) = self.sticky.get(&ax) {
             let found = set.iter().find(|(_, cix)| {
                 self.contacts[*cix as usize].as_ref().is_some_and(|s| {
-                    a.can_take(ch(s.contact.channel), &self.interrupt_voice)
-                        .is_ok()
+                    self.open[s.contact.queue]
+                        && a.can_take(ch(s.contact.channel), &self.interrupt_voice)
+                            .is_ok()
                 })
             });
             if let Some((_, cix)) = found {
@@ -895,6 +976,9 @@ impl Engine {
             }
             for (q, ring) in a.rings.iter().enumerate() {
                 let Some((ring, _)) = ring else { continue };
+                if !self.open[q] {
+                    continue;
+                }
                 for step in (*ring as usize)..self.plan.queues[q].steps.len() {
                     let found =
                         self.waiting[q][step][c]

@@ -588,3 +588,184 @@ proptest! {
         prop_assert_eq!(got, expected.map(|k| format!("a{}", k.3)));
     }
 }
+
+// ---- business hours ----
+
+fn utc(local: &str) -> u64 {
+    let dt: jiff::civil::DateTime = local.parse().expect("a local time");
+    let ts = jiff::tz::TimeZone::UTC
+        .to_timestamp(dt)
+        .expect("an instant");
+    u64::try_from(ts.as_millisecond()).expect("after 1970")
+}
+
+/// Queue 0 "office" (UTC, Monday to Friday 09:00-17:00), queue 1 "always".
+fn office_engine(mut office: QueueConfig) -> Engine {
+    use crate::hours::{ScheduleConfig, WeekHours};
+    let day = vec!["09:00-17:00".to_string()];
+    let schedule = ScheduleConfig {
+        name: "office".into(),
+        timezone: "UTC".into(),
+        hours: WeekHours {
+            mon: day.clone(),
+            tue: day.clone(),
+            wed: day.clone(),
+            thu: day.clone(),
+            fri: day,
+            ..WeekHours::default()
+        },
+        holidays: vec![],
+    };
+    office.schedule = Some("office".into());
+    let queues = vec![office, queue("always", &[]), queue("fallback", &[])];
+    let plan =
+        Plan::compile_with_schedules("routing", &queues, &[], "", &[schedule]).expect("valid plan");
+    Engine::new(Arc::new(plan), &[])
+}
+
+#[test]
+fn a_closed_queue_is_skipped_and_served_in_order_at_opening() {
+    let mut e = office_engine(queue("office", &[]));
+    // 2026-05-01 is a Friday.
+    let evening = utc("2026-05-01T18:00");
+    let mut one = profile("a", &[], [1, 0, 0, 0]);
+    one.total_capacity = Some(1);
+    e.upsert_agent(one, available(0));
+    assert!(e.advance(evening).is_empty());
+    assert!(!e.is_queue_open(0));
+    assert!(e.is_queue_open(1));
+    let older = contact(0, ChannelKind::Chat, evening - 60_000);
+    let newer = contact(0, ChannelKind::Chat, evening);
+    e.add_contact(newer.clone(), evening);
+    e.add_contact(older.clone(), evening);
+    assert!(
+        e.next_decision(evening).is_none(),
+        "closed: nobody is offered"
+    );
+    // The agent frees up (a status change): still nothing from the closed
+    // queue.
+    e.update_agent(&agent_id("a"), available(1));
+    assert!(e.next_decision(evening + 1000).is_none());
+    // The engine wakes at the opening: Monday 09:00.
+    let monday = utc("2026-05-04T09:00");
+    assert_eq!(e.next_timer(), Some(monday));
+    assert!(e.next_decision(monday - 1).is_none());
+    e.advance(monday);
+    assert!(e.is_queue_open(0));
+    let d = e.next_decision(monday).expect("offered at the opening");
+    assert_eq!(d.contact.id, older.id, "longest waiting first");
+    assert!(e.next_decision(monday).is_none(), "the agent is full");
+    // And it closes again at 17:00.
+    assert_eq!(e.next_timer(), Some(utc("2026-05-04T17:00")));
+    e.advance(utc("2026-05-04T17:00"));
+    assert!(!e.is_queue_open(0));
+}
+
+#[test]
+fn an_open_queue_beside_a_closed_one_is_served_at_once() {
+    let mut e = office_engine(queue("office", &[]));
+    let night = utc("2026-05-02T03:00");
+    e.upsert_agent(profile("a", &[], CHAT), available(0));
+    e.advance(night);
+    e.add_contact(contact(0, ChannelKind::Chat, night - 5), night);
+    let open = contact(1, ChannelKind::Chat, night);
+    e.add_contact(open.clone(), night);
+    let d = e.next_decision(night).expect("the open queue");
+    assert_eq!(d.contact.id, open.id);
+    assert!(e.next_decision(night).is_none());
+    // A sticky contact of the closed queue waits too, even for its agent.
+    let mut sticky = contact(0, ChannelKind::Chat, night);
+    sticky.sticky = Some((agent_id("a"), night + 3_600_000));
+    e.add_contact(sticky, night);
+    assert!(e.next_decision(night).is_none());
+}
+
+#[test]
+fn overflow_steps_count_only_open_time() {
+    let mut q = queue("office", &[]);
+    q.overflow = vec![
+        OverflowStepConfig {
+            after_secs: 60,
+            auto_answer: Some("Still looking".into()),
+            ..Default::default()
+        },
+        OverflowStepConfig {
+            after_secs: 120,
+            move_to: Some("fallback".into()),
+            ..Default::default()
+        },
+    ];
+    let mut e = office_engine(q);
+    // Arrives 30 s before Friday's closing: 30 s of open time that day.
+    let arrived = utc("2026-05-01T16:59:30");
+    e.advance(arrived);
+    let c = contact(0, ChannelKind::Chat, arrived);
+    e.add_contact(c.clone(), arrived);
+    // Nothing fires over the weekend …
+    assert!(e.advance(utc("2026-05-02T12:00")).is_empty());
+    assert!(
+        e.advance(utc("2026-05-04T09:00")).is_empty(),
+        "not at the opening either"
+    );
+    // … the step comes 30 s into Monday.
+    let step = utc("2026-05-04T09:00:30");
+    let timers: Vec<u64> = e.timers.iter().map(|(t, _)| *t).collect();
+    assert!(timers.contains(&step), "{timers:?}");
+    let actions = e.advance(step);
+    assert!(matches!(actions[0], StepAction::Overflowed { step: 1, .. }));
+    assert!(matches!(actions[1], StepAction::AutoAnswer { step: 1, .. }));
+    // The move after 120 s of open time.
+    let actions = e.advance(utc("2026-05-04T09:01:30"));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, StepAction::Moved { to: 2, .. })),
+        "{actions:?}"
+    );
+
+    // A leader reloading the contact on Monday morning places it where open
+    // time says: step 1 after 70 s, moved after 120 s.
+    let mut e2 = {
+        let mut q = queue("office", &[]);
+        q.overflow = vec![
+            OverflowStepConfig {
+                after_secs: 60,
+                ..Default::default()
+            },
+            OverflowStepConfig {
+                after_secs: 120,
+                move_to: Some("fallback".into()),
+                ..Default::default()
+            },
+        ];
+        office_engine(q)
+    };
+    let now = utc("2026-05-04T09:00:40");
+    e2.advance(now);
+    e2.add_contact(c.clone(), now);
+    let slot = e2.contacts[e2.contact_ix[&c.id] as usize]
+        .as_ref()
+        .expect("waiting");
+    assert_eq!((slot.contact.queue, slot.step), (0, 1));
+    let mut e3 = office_engine({
+        let mut q = queue("office", &[]);
+        q.overflow = vec![OverflowStepConfig {
+            after_secs: 120,
+            move_to: Some("fallback".into()),
+            ..Default::default()
+        }];
+        q
+    });
+    let now = utc("2026-05-04T09:05");
+    e3.advance(now);
+    e3.add_contact(c.clone(), now);
+    let slot = e3.contacts[e3.contact_ix[&c.id] as usize]
+        .as_ref()
+        .expect("waiting");
+    assert_eq!(slot.contact.queue, 2, "moved");
+    assert_eq!(
+        slot.contact.queued_at,
+        utc("2026-05-04T09:01:30"),
+        "when the move happened"
+    );
+}

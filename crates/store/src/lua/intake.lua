@@ -12,6 +12,9 @@
 -- ARGV[9] channel  ARGV[10] source  ARGV[11] address  ARGV[12] customer
 -- ARGV[13] customer name  ARGV[14] subject  ARGV[15] language
 -- ARGV[16] attributes JSON  ARGV[17] the beginning of the text (routing rules)
+-- ARGV[18] '1' to write the webhook events into the partition's feed
+--          (`<tag>:feed`, docs/webhooks.md): contact.created for a new
+--          contact, then message.created; a duplicate writes nothing.
 -- Returns "outcome|contact|conversation|message|seq".
 if ARGV[1] == '1' then
   local seen = redis.call('GET', KEYS[1])
@@ -52,6 +55,17 @@ if outcome == 'appended' then
   redis.call('HSET', tag .. ':conv:' .. conv, 'last_inbound_at', ARGV[6])
 end
 redis.call('HINCRBY', tag .. ':conv:' .. conv, 'messages', 1)
+
+if ARGV[18] == '1' then
+  local feed = tag .. ':feed'
+  if outcome == 'created' then
+    redis.call('XADD', feed, '*', 'type', 'contact.created', 'id', contact .. ':created',
+      'contact', contact, 'conversation', conv, 'at', ARGV[6])
+  end
+  redis.call('XADD', feed, '*', 'type', 'message.created',
+    'id', contact .. ':message:' .. seq, 'contact', contact, 'conversation', conv,
+    'seq', seq, 'dir', 'in', 'at', ARGV[6])
+end
 
 local ids = contact .. '|' .. conv .. '|' .. ARGV[5] .. '|' .. seq
 if ARGV[1] == '1' then

@@ -21,7 +21,7 @@ if not c[1] then
     'disposition', ARGV[4], 'agent', '', 'excluded', '')
   redis.call('EXPIRE', KEYS[1], ARGV[6])
   emit(KEYS[4], ARGV[7], {'type', 'abandoned', 'contact', ARGV[1], 'disposition', ARGV[4],
-    'was', 'new'})
+    'was', 'new'}, ARGV[3])
   return 'abandoned'
 end
 if c[1] == 'closed' then
@@ -55,5 +55,5 @@ fields = {'type', kind, 'contact', ARGV[1], 'channel', c[3], 'disposition', ARGV
 if agent ~= '' then
   fields = extend(fields, agent_state(KEYS[5], agent))
 end
-emit(KEYS[4], ARGV[7], fields)
+emit(KEYS[4], ARGV[7], fields, ARGV[3])
 return kind

@@ -23,7 +23,7 @@ if action == 'accept' then
   redis.call('ZREM', KEYS[5], ARGV[2])
   redis.call('HSET', KEYS[2], 'missed', 0)
   emit(KEYS[6], ARGV[6], extend({'type', 'accepted', 'contact', ARGV[2],
-    'channel', c[3]}, agent_state(KEYS[2], ARGV[3])))
+    'channel', c[3]}, agent_state(KEYS[2], ARGV[3])), ARGV[4])
   return 'ok'
 end
 if action == 'miss' then
@@ -53,5 +53,5 @@ elseif action == 'decline' then
   redis.call('HSET', KEYS[2], 'missed', 0)
 end
 emit(KEYS[6], ARGV[6], extend({'type', action .. 'd', 'contact', ARGV[2],
-  'channel', c[3]}, agent_state(KEYS[2], ARGV[3])))
+  'channel', c[3]}, agent_state(KEYS[2], ARGV[3])), ARGV[4])
 return 'ok'

@@ -25,5 +25,5 @@ if num(ARGV[5]) > 0 and redis.call('HGET', KEYS[2], 'presence') == 'available' t
   redis.call('HSET', KEYS[2], 'presence', 'wrap_up', 'wrap_until', ARGV[5])
 end
 emit(KEYS[4], ARGV[8], extend({'type', 'closed', 'contact', ARGV[1], 'channel', c[3],
-  'disposition', ARGV[4]}, agent_state(KEYS[2], ARGV[2])))
+  'disposition', ARGV[4]}, agent_state(KEYS[2], ARGV[2])), ARGV[3])
 return 'ok'

@@ -29,16 +29,149 @@ local function agent_state(agent_key, agent)
     'loads', l[1] .. ',' .. l[2] .. ',' .. l[3] .. ',' .. l[4]}
 end
 
+-- Keys next to the events stream: `<prefix>:{r}:` .. name (same hash tag).
+local function sibling(events_key, name)
+  return string.sub(events_key, 1, #events_key - 6) .. name
+end
+
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- What the records keep of an event besides the contact's timeline: the
+-- agent's changing state is in the events stream for the leader, not in
+-- a contact's history.
+local TIMELINE_SKIP = {contact = true, presence = true, reason = true, online_until = true,
+  idle_since = true, last_offer_at = true, ver = true, wrap_until = true, loads = true}
+
+-- KPI facts (`<prefix>:{r}:kpi`, a stream kept ~26 h by its ids' time): one
+-- per contact entering a queue, answered, abandoned, closed, rated,
+-- reopened, transferred, and per change of an agent's (online, presence,
+-- busy). `crates/records` folds them into rolling windows.
+local KPI_KEEP_MS = 26 * 3600 * 1000
+
+local function kpi_fact(events_key, fact)
+  local flat = {}
+  for k, v in pairs(fact) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = v
+  end
+  redis.call('XADD', sibling(events_key, 'kpi'), 'MINID', '~', server_ms() - KPI_KEEP_MS,
+    '*', unpack(flat))
+end
+
+-- The records of one event (`crates/records`, docs/records.md): the
+-- contact's timeline, KPI facts, and a copy for the webhooks when they are on.
+local function record(events_key, f, now, n)
+  local kind = f['type']
+  local contact = f['contact']
+  if contact then
+    local entry = {at = now, n = n}
+    for k, v in pairs(f) do
+      if not TIMELINE_SKIP[k] or (k == 'reason' and kind == 'requeued') then entry[k] = v end
+    end
+    if entry['agent'] == nil and f['agent'] then entry['agent'] = f['agent'] end
+    local tl = sibling(events_key, 'tl:' .. contact)
+    redis.call('RPUSH', tl, cjson.encode(entry))
+    local ckey = sibling(events_key, 'c:' .. contact)
+    if kind == 'closed' or kind == 'abandoned' then
+      local ttl = redis.call('TTL', ckey)
+      if ttl > 0 then redis.call('EXPIRE', tl, ttl) end
+    end
+    local fact = nil
+    if kind == 'enqueued' or kind == 'requeued' or kind == 'accepted' or kind == 'assigned'
+        or kind == 'abandoned' or kind == 'closed' or kind == 'rated' then
+      local c = redis.call('HMGET', ckey, 'queue', 'channel', 'queued_at', 'answered_at',
+        'kpi_answered', 'agent', 'last_agent')
+      local base = {k = kind, at = now, c = contact, q = c[1] or '', ch = c[2] or ''}
+      if kind == 'enqueued' then
+        fact = base
+        redis.call('HSET', ckey, 'kpi_answered', '0')
+      elseif kind == 'requeued' then
+        if f['reason'] == 'transfer' then
+          -- Sent on by an agent: counted against the queue it leaves, and
+          -- as a new offer to the queue it enters.
+          kpi_fact(events_key, {k = 'transferred', at = now, c = contact,
+            q = f['from_queue'] or '', ch = c[2] or '', ag = f['agent'] or ''})
+          fact = base
+          base['k'] = 'enqueued'
+          redis.call('HSET', ckey, 'kpi_answered', '0')
+        end
+      elseif kind == 'accepted' or kind == 'assigned' then
+        redis.call('HSET', ckey, 'last_agent', f['agent'] or '')
+        if c[5] ~= '1' then
+          redis.call('HSET', ckey, 'kpi_answered', '1')
+          base['k'] = 'answered'
+          base['ag'] = f['agent'] or ''
+          base['w'] = now - num(c[3])
+          fact = base
+        end
+      elseif kind == 'abandoned' then
+        if f['was'] ~= 'new' then
+          base['w'] = now - num(c[3])
+          fact = base
+        end
+      elseif kind == 'closed' then
+        base['ag'] = f['agent'] or c[6] or ''
+        base['h'] = now - num(c[4])
+        base['d'] = f['disposition'] or ''
+        fact = base
+      elseif kind == 'rated' then
+        base['ag'] = c[7] or ''
+        base['s'] = f['score'] or '0'
+        fact = base
+      end
+    end
+    if fact then kpi_fact(events_key, fact) end
+    if (kind == 'accepted' or kind == 'assigned' or kind == 'closed' or kind == 'abandoned')
+        and redis.call('EXISTS', sibling(events_key, 'hooks:on')) == 1 then
+      redis.call('XADD', sibling(events_key, 'hooks'), '*', 'type', kind, 'contact', contact,
+        'agent', f['agent'] or '', 'channel', f['channel'] or '',
+        'disposition', f['disposition'] or '', 'at', now, 'n', n)
+    end
+  end
+  -- An agent's occupancy: online (a live session, not offline), presence,
+  -- and busy (holding a contact or in wrap-up), recorded when it changes.
+  -- (A profile update, `agent`, changes neither and has no caller's clock.)
+  local agent = f['agent']
+  if agent and f['presence'] and kind ~= 'agent' then
+    local busy = '0'
+    for l in string.gmatch(f['loads'] or '', '[^,]+') do
+      if num(l) > 0 then busy = '1' end
+    end
+    if f['presence'] == 'wrap_up' then busy = '1' end
+    local online = '0'
+    if f['presence'] ~= 'offline' and num(f['online_until']) > now then online = '1' end
+    local state = online .. f['presence'] .. busy
+    local akey = sibling(events_key, 'agent:' .. agent)
+    if redis.call('HGET', akey, 'kpi_state') ~= state then
+      redis.call('HSET', akey, 'kpi_state', state)
+      kpi_fact(events_key, {k = 'agent', at = now, ag = agent, o = online, p = f['presence'],
+        b = busy})
+    end
+  end
+end
+
 -- Appends a routing event and counts it by type in the stats hash
--- (`<prefix>:{r}:stats`, next to the events stream).
+-- (`<prefix>:{r}:stats`, next to the events stream), then keeps its
+-- records (`record`). `now` is the caller's clock (ms); without it, the
+-- server's.
 -- Every event carries `n`, its number in the stream (1, 2, 3, …), so a
 -- reader sees a gap (events trimmed before it read them) and reloads.
-local function emit(events_key, maxlen, fields)
-  local stats = string.gsub(events_key, 'events$', 'stats')
+local function emit(events_key, maxlen, fields, now)
+  local stats = sibling(events_key, 'stats')
   redis.call('HINCRBY', stats, fields[2], 1)
   local n = redis.call('HINCRBY', stats, '_n', 1)
   fields[#fields + 1] = 'n'
   fields[#fields + 1] = n
+  -- The event's own fields come first; an agent's state after them may
+  -- repeat a name (`reason`: the agent's away reason): the first counts.
+  local f = {}
+  for i = 1, #fields, 2 do
+    if f[fields[i]] == nil then f[fields[i]] = fields[i + 1] end
+  end
+  record(events_key, f, tonumber(now) or server_ms(), n)
   return redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
 end
 

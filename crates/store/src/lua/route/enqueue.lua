@@ -7,6 +7,9 @@
 -- ARGV[5] waiting since (ms)  ARGV[6] now  ARGV[7] rule  ARGV[8] source
 -- ARGV[9] customer key (sticky)  ARGV[10] sticky agent ('' for none)
 -- ARGV[11] sticky deadline (ms)  ARGV[12] events maxlen
+-- ARGV[13] the person's key across channels (CustomerIdentity::person_key)
+-- The records' retention sweep (crates/records) removes old contacts from
+-- the `contacts` index together with their data.
 -- Returns 1 when queued now, 0 when known already.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
@@ -16,5 +19,31 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'waiting', 'queue', ARGV[2],
   'rule', ARGV[7], 'source', ARGV[8], 'customer', ARGV[9],
   'sticky', ARGV[10], 'sticky_until', ARGV[11], 'excluded', '')
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-emit(KEYS[3], ARGV[12], {'type', 'enqueued', 'contact', ARGV[1]})
+-- The records: every contact by the time it was queued (the export's
+-- index), and the person's contacts across channels. A contact of the same
+-- person closed within the first-contact-resolution window was not
+-- resolved at first contact: a `reopened` fact says so.
+local settings = redis.call('HMGET', sibling(KEYS[3], 'settings'), 'fcr_ms', 'retention_s')
+local fcr_ms = tonumber(settings[1]) or (3 * 86400000)
+local retention_s = tonumber(settings[2]) or (30 * 86400)
+local now = num(ARGV[6])
+local index = sibling(KEYS[3], 'contacts')
+redis.call('ZADD', index, now, ARGV[1])
+if ARGV[13] and ARGV[13] ~= '' then
+  redis.call('HSET', KEYS[1], 'person', ARGV[13])
+  local person = sibling(KEYS[3], 'person:' .. ARGV[13])
+  local before = redis.call('ZREVRANGE', person, 0, 0)
+  redis.call('ZADD', person, now, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', person, '-inf', now - retention_s * 1000)
+  redis.call('EXPIRE', person, retention_s)
+  if before[1] then
+    local p = redis.call('HMGET', sibling(KEYS[3], 'c:' .. before[1]), 'state', 'closed_at',
+      'queue', 'channel', 'last_agent', 'answered_at')
+    if p[1] == 'closed' and p[6] and now - num(p[2]) <= fcr_ms then
+      kpi_fact(KEYS[3], {k = 'reopened', at = now, c = before[1], q = p[3] or '',
+        ch = p[4] or '', ag = p[5] or '', by = ARGV[1]})
+    end
+  end
+end
+emit(KEYS[3], ARGV[12], {'type', 'enqueued', 'contact', ARGV[1]}, ARGV[6])
 return 1

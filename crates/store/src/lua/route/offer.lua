@@ -78,5 +78,5 @@ redis.call('LTRIM', KEYS[8], -50, -1)
 local kind = 'offered'
 if auto then kind = 'assigned' end
 emit(KEYS[7], ARGV[9], extend({'type', kind, 'contact', ARGV[2], 'channel', channel,
-  'until', ARGV[5]}, agent_state(KEYS[3], ARGV[3])))
+  'until', ARGV[5]}, agent_state(KEYS[3], ARGV[3])), ARGV[4])
 return 'ok'

@@ -30,6 +30,6 @@ local is_online = num(redis.call('HGET', KEYS[1], 'online_until')) > now
 local changed = before[1] ~= after[1] or before[2] ~= after[2] or was_online ~= is_online
 if changed or ARGV[6] ~= '1' then
   redis.call('HINCRBY', KEYS[1], 'ver', 1)
-  emit(KEYS[2], ARGV[5], extend({'type', 'presence'}, agent_state(KEYS[1], ARGV[1])))
+  emit(KEYS[2], ARGV[5], extend({'type', 'presence'}, agent_state(KEYS[1], ARGV[1])), ARGV[8])
 end
 return 'ok'

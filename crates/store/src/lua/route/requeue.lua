@@ -8,7 +8,7 @@
 -- ARGV[1] contact id  ARGV[2] agent id  ARGV[3] now  ARGV[4] new queue
 -- ('' keeps it)  ARGV[5] reason  ARGV[6] events maxlen
 -- ARGV[7] offer it to this agent first ('' for none)  ARGV[8] until (ms)
-local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'since')
+local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'since', 'queue')
 if (c[1] ~= 'assigned' and c[1] ~= 'offered') or c[2] ~= ARGV[2] then
   return 'not_held'
 end
@@ -21,5 +21,5 @@ redis.call('ZADD', KEYS[4], c[4], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 release_load(KEYS[2], c[3])
 emit(KEYS[6], ARGV[6], extend({'type', 'requeued', 'contact', ARGV[1], 'channel', c[3],
-  'reason', ARGV[5]}, agent_state(KEYS[2], ARGV[2])))
+  'reason', ARGV[5], 'from_queue', c[5] or ''}, agent_state(KEYS[2], ARGV[2])), ARGV[3])
 return 'ok'

@@ -1,0 +1,178 @@
+//! Records and KPIs over HTTP: a contact's whole record, a person's other
+//! contacts, the KPIs of a rolling window, the wallboard's series, and the
+//! export of every contact of a time range as JSON lines.
+
+use crate::Inner;
+use crate::actions::contact_id;
+use crate::error::ApiError;
+use crate::http::who;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use switchboard_records::record::{contact_record, previous_contacts};
+use switchboard_records::{Recorder, Window};
+
+type Api = State<Arc<Inner>>;
+
+fn recorder(inner: &Inner) -> Result<&Recorder, ApiError> {
+    inner.recorder.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "records are not kept by this instance",
+        )
+    })
+}
+
+/// The whole record of a contact: its supervisor, or the agent holding it.
+pub async fn record(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let cid = contact_id(&id)?;
+    inner.visible(&caller, &cid).await?;
+    let rec = recorder(&inner)?;
+    match contact_record(rec.sources(), &cid).await? {
+        Some(record) => Ok(Json(record).into_response()),
+        None => Err(ApiError::not_found(
+            "unknown_contact",
+            format!("no record of contact {id}"),
+        )),
+    }
+}
+
+/// The other contacts of the person behind a contact, on any channel.
+pub async fn history(
+    State(inner): Api,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let cid = contact_id(&id)?;
+    inner.visible(&caller, &cid).await?;
+    let rec = recorder(&inner)?;
+    let previous = previous_contacts(rec.sources(), &cid, 20).await?;
+    Ok(Json(json!({ "contact_id": id, "previous_contacts": previous })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KpiQuery {
+    #[serde(default)]
+    window: Option<String>,
+}
+
+/// Supervisors: the KPIs of one rolling window (`5m`, `1h`, `24h`).
+pub async fn kpis(
+    State(inner): Api,
+    headers: HeaderMap,
+    Query(q): Query<KpiQuery>,
+) -> Result<Response, ApiError> {
+    who(&inner, &headers).await?.supervisor()?;
+    let name = q.window.unwrap_or_else(|| "1h".into());
+    let window = Window::parse(&name).ok_or_else(|| {
+        ApiError::bad_request("bad_window", format!("window {name:?}: use 5m, 1h or 24h"))
+    })?;
+    let report = recorder(&inner)?.report(window).await?;
+    Ok(Json(report).into_response())
+}
+
+/// Supervisors: samples of the waiting contacts per queue, oldest first
+/// (the wallboard's chart).
+pub async fn series(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
+    who(&inner, &headers).await?.supervisor()?;
+    let samples = recorder(&inner)?.series().await?;
+    Ok(Json(json!({ "samples": samples })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    from: u64,
+    to: u64,
+}
+
+/// Contacts read from the index per round.
+const EXPORT_BATCH: usize = 200;
+
+/// Supervisors: every contact queued in `[from, to]` (ms since the epoch),
+/// one whole record per line (JSON lines), oldest first. Streamed, so a
+/// large range does not sit in memory.
+pub async fn export(
+    State(inner): Api,
+    headers: HeaderMap,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    who(&inner, &headers).await?.supervisor()?;
+    if q.to < q.from {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            "`to` must not be before `from`",
+        ));
+    }
+    let rec = recorder(&inner)?.clone();
+    // The first batch is read before answering, so that an unavailable
+    // store is a 503 rather than a cut-off 200.
+    let first = rec
+        .records()
+        .contacts_between(q.from, q.to, 0, EXPORT_BATCH)
+        .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut batch = first;
+        let mut offset = 0;
+        loop {
+            let n = batch.len();
+            for (id, _) in batch {
+                let Ok(cid) = id.parse() else { continue };
+                let line = match contact_record(rec.sources(), &cid).await {
+                    Ok(Some(record)) => format!("{record}\n"),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        metrics::counter!("switchboard_records_export_errors_total").increment(1);
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(line)).await.is_err() {
+                    return;
+                }
+            }
+            if n < EXPORT_BATCH {
+                return;
+            }
+            offset += n;
+            batch = match rec
+                .records()
+                .contacts_between(q.from, q.to, offset, EXPORT_BATCH)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

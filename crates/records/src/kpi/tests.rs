@@ -1,0 +1,168 @@
+//! The KPI definitions on small hand-computed scripts.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+const MIN: u64 = 60_000;
+
+fn target(q: &str) -> u64 {
+    if q == "sales" { 20_000 } else { 60_000 }
+}
+
+fn entered(k: &mut Kpis, at: u64, c: &str, q: &str) {
+    k.add(
+        at,
+        Fact::Entered {
+            contact: c.into(),
+            queue: q.into(),
+            channel: "chat".into(),
+        },
+    );
+}
+
+fn answered(k: &mut Kpis, at: u64, c: &str, q: &str, ag: &str, wait_ms: u64) {
+    k.add(
+        at,
+        Fact::Answered {
+            contact: c.into(),
+            queue: q.into(),
+            channel: "chat".into(),
+            agent: ag.into(),
+            wait_ms,
+        },
+    );
+}
+
+fn closed(k: &mut Kpis, at: u64, c: &str, q: &str, ag: &str, handle_ms: u64) {
+    k.add(
+        at,
+        Fact::Closed {
+            contact: c.into(),
+            queue: q.into(),
+            channel: "chat".into(),
+            agent: ag.into(),
+            handle_ms,
+        },
+    );
+}
+
+fn rated(k: &mut Kpis, at: u64, score: u8) {
+    k.add(
+        at,
+        Fact::Rated {
+            queue: "sales".into(),
+            channel: "chat".into(),
+            agent: "ann".into(),
+            score,
+        },
+    );
+}
+
+#[test]
+fn a_small_day_gives_the_hand_computed_figures() {
+    let t0 = 1_000 * MIN;
+    let mut k = Kpis::default();
+    // c1: answered after 10 s (within 20 s), handled 5 min.
+    entered(&mut k, t0, "c1", "sales");
+    answered(&mut k, t0 + 10_000, "c1", "sales", "ann", 10_000);
+    closed(&mut k, t0 + 10_000 + 5 * MIN, "c1", "sales", "ann", 5 * MIN);
+    // c2: answered after 30 s (late), handled 3 min; c3: abandoned.
+    entered(&mut k, t0 + MIN, "c2", "sales");
+    answered(&mut k, t0 + MIN + 30_000, "c2", "sales", "ann", 30_000);
+    closed(&mut k, t0 + 4 * MIN + 30_000, "c2", "sales", "ann", 3 * MIN);
+    entered(&mut k, t0 + 2 * MIN, "c3", "sales");
+    k.add(
+        t0 + 2 * MIN + 40_000,
+        Fact::Abandoned {
+            contact: "c3".into(),
+            queue: "sales".into(),
+            channel: "chat".into(),
+            wait_ms: 40_000,
+        },
+    );
+    // c1's customer comes back: c1 was not resolved at first contact.
+    k.add(
+        t0 + 7 * MIN,
+        Fact::Reopened {
+            contact: "c1".into(),
+        },
+    );
+    rated(&mut k, t0 + 8 * MIN, 4);
+    rated(&mut k, t0 + 8 * MIN, 5);
+    let r = k.report("1h", t0 + 10 * MIN, 60 * MIN, &target);
+    let s = &r.queues["sales"];
+    assert_eq!((s.offered, s.answered, s.abandoned, s.closed), (3, 2, 1, 2));
+    assert_eq!(s.asa_secs, Some(20.0));
+    assert_eq!(s.service_level, Some(0.3333));
+    assert_eq!(s.abandonment_rate, Some(0.3333));
+    assert_eq!(s.aht_secs, Some(240.0));
+    assert_eq!((s.reopened, s.fcr_rate), (1, Some(0.5)));
+    assert_eq!((s.csat_count, s.csat_avg), (2, Some(4.5)));
+    assert_eq!((s.wait_p50_secs, s.wait_p90_secs), (Some(10.0), Some(30.0)));
+    assert_eq!(r.agents["ann"].answered, 2);
+    assert_eq!(r.total, *s);
+    // The 5-minute window ending then, (t0+5m, t0+10m], sees c1's close
+    // (at t0+5m10s, reopened since) and the ratings, nothing else.
+    let r5 = k.report("5m", t0 + 10 * MIN, 5 * MIN, &target);
+    assert_eq!(r5.total.offered, 0);
+    assert_eq!(r5.total.csat_count, 2);
+    assert_eq!((r5.total.closed, r5.total.fcr_rate), (1, Some(0.0)));
+    assert_eq!(r5.total.aht_secs, Some(300.0));
+}
+
+#[test]
+fn occupancy_integrates_an_agents_states_over_the_window() {
+    let t0 = 1_000 * MIN;
+    let mut k = Kpis::default();
+    let state = |online: bool, presence: &str, busy: bool| Fact::Agent {
+        agent: "ann".into(),
+        online,
+        presence: presence.into(),
+        busy,
+    };
+    k.add(t0, state(true, "available", false)); // idle 10 min
+    k.add(t0 + 10 * MIN, state(true, "available", true)); // busy 30 min
+    k.add(t0 + 40 * MIN, state(true, "away", false)); // away 10 min: not counted
+    k.add(t0 + 50 * MIN, state(true, "available", false)); // idle 10 min
+    let r = k.report("1h", t0 + 60 * MIN, 60 * MIN, &target);
+    assert_eq!(r.agents["ann"].occupancy, Some(0.6));
+    // A window starting in the middle of the first state counts its rest.
+    let r = k.report("5m", t0 + 12 * MIN, 5 * MIN, &target);
+    assert_eq!(r.agents["ann"].occupancy, Some(0.4));
+    // Pruning keeps the state in force at the cut.
+    k.prune(t0 + 20 * MIN);
+    let r = k.report("5m", t0 + 25 * MIN, 5 * MIN, &target);
+    assert_eq!(r.agents["ann"].occupancy, Some(1.0));
+}
+
+#[test]
+fn facts_parse_from_their_stored_fields() {
+    let fields: HashMap<String, String> = [
+        ("k", "answered"),
+        ("at", "1234"),
+        ("c", "3-abc"),
+        ("q", "sales"),
+        ("ch", "email"),
+        ("ag", "ann"),
+        ("w", "4500"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    assert_eq!(
+        Fact::parse(&fields),
+        Some((
+            1234,
+            Fact::Answered {
+                contact: "3-abc".into(),
+                queue: "sales".into(),
+                channel: "email".into(),
+                agent: "ann".into(),
+                wait_ms: 4500,
+            }
+        ))
+    );
+    let mut unknown = fields.clone();
+    unknown.insert("k".into(), "something_new".into());
+    assert_eq!(Fact::parse(&unknown), None);
+}

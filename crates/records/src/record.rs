@@ -1,0 +1,173 @@
+//! One contact's whole record: who, what was said, what routing did, and
+//! how it ended. The agent API serves it (`GET /api/v1/contacts/{id}/record`)
+//! and the export writes one per line.
+
+use serde_json::{Value, json};
+use switchboard_core::{ContactId, ConversationId};
+use switchboard_store::{Conversations, Records, RoutingState, StoreError};
+
+/// The transcript of a conversation after `after` (`-`: from the start),
+/// at most `limit` entries: every message in and out (replies with their
+/// delivery and provider status), notes, ratings and automatic answers.
+pub async fn transcript(
+    conversations: &Conversations,
+    conversation: &ConversationId,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
+    let entries = conversations.transcript(conversation, after, limit).await?;
+    let mut replies = conversations.reply_states(conversation).await?;
+    let parse = |j: Option<String>| {
+        j.and_then(|j| serde_json::from_str::<Value>(&j).ok())
+            .unwrap_or(Value::Null)
+    };
+    Ok(entries
+        .into_iter()
+        .map(|e| {
+            let mut entry = json!({
+                "seq": e.seq,
+                "id": e.id,
+                "dir": e.dir,
+                "at": e.at,
+                "message": serde_json::from_str::<Value>(&e.msg).unwrap_or(Value::Null),
+            });
+            if e.dir == "out" {
+                let (delivery, status) = replies.remove(&e.id).unwrap_or_default();
+                entry["delivery"] = parse(delivery);
+                entry["status"] = parse(status);
+            }
+            entry
+        })
+        .collect())
+}
+
+/// What the stores hold of a contact.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub conversations: Conversations,
+    pub state: RoutingState,
+    pub records: Records,
+}
+
+/// A contact's timeline (oldest first), parsed.
+pub async fn timeline(records: &Records, contact: &ContactId) -> Result<Vec<Value>, StoreError> {
+    Ok(records
+        .timeline(contact)
+        .await?
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect())
+}
+
+/// The whole record of `contact`; `None` when nothing is known of it
+/// (never existed, or deleted after the retention).
+pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<Value>, StoreError> {
+    let fields = s.conversations.contact(contact).await?;
+    let route = s.state.route_record(contact).await?;
+    let (Some(fields), route) = (fields, route) else {
+        return Ok(None);
+    };
+    let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    let timeline = timeline(&s.records, contact).await?;
+    let first_at = |kinds: &[&str]| {
+        timeline
+            .iter()
+            .find(|e| e["type"].as_str().is_some_and(|t| kinds.contains(&t)))
+            .and_then(|e| e["at"].as_u64())
+    };
+    let rf = |k: &str| {
+        route
+            .as_ref()
+            .and_then(|r| r.fields.get(k).cloned())
+            .unwrap_or_default()
+    };
+    let rn = |k: &str| rf(k).parse::<u64>().ok();
+    let transcript = match pick("conversation").parse::<ConversationId>() {
+        Ok(conv) => transcript(&s.conversations, &conv, "-", 10_000).await?,
+        Err(_) => Vec::new(),
+    };
+    let decisions: Vec<Value> = s
+        .state
+        .decisions(contact)
+        .await?
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    Ok(Some(json!({
+        "id": contact.to_string(),
+        "conversation_id": pick("conversation"),
+        "channel": pick("channel"),
+        "source": pick("source"),
+        "address": pick("address"),
+        "customer": pick("customer"),
+        "customer_name": pick("customer_name"),
+        "person": rf("person"),
+        "subject": pick("subject"),
+        "language": pick("language"),
+        "created_at": pick("created_at").parse::<u64>().unwrap_or(0),
+        "state": rf("state"),
+        "queue": rf("queue"),
+        "agent": rf("last_agent"),
+        "disposition": rf("disposition"),
+        "rating": rn("rating"),
+        "times": {
+            "queued": first_at(&["enqueued"]).or_else(|| rn("queued_at")),
+            "first_offered": rn("first_offered_at"),
+            "answered": first_at(&["accepted", "assigned"]),
+            "closed": rn("closed_at"),
+        },
+        "timeline": timeline,
+        "transcript": transcript,
+        "routing_decisions": decisions,
+    })))
+}
+
+/// The person's other contacts, newest first (at most `limit`): what an
+/// agent sees of the customer's history, on any channel.
+pub async fn previous_contacts(
+    s: &Sources,
+    contact: &ContactId,
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
+    let Some(route) = s.state.route_record(contact).await? else {
+        return Ok(Vec::new());
+    };
+    let person = route.fields.get("person").cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for (id, at) in s.records.person_contacts(&person, limit + 1).await? {
+        if id == contact.to_string() {
+            continue;
+        }
+        let Ok(other) = id.parse::<ContactId>() else {
+            continue;
+        };
+        let Some(rec) = s.state.route_record(&other).await? else {
+            continue;
+        };
+        let f = |k: &str| rec.fields.get(k).cloned().unwrap_or_default();
+        let subject = s
+            .conversations
+            .contact(&other)
+            .await?
+            .and_then(|c| c.get("subject").cloned())
+            .unwrap_or_default();
+        out.push(json!({
+            "id": id,
+            "queued_at": at,
+            "channel": rec.channel,
+            "source": rec.source,
+            "customer": rec.customer,
+            "subject": subject,
+            "queue": rec.queue,
+            "state": rec.state,
+            "agent": f("last_agent"),
+            "disposition": f("disposition"),
+            "closed_at": f("closed_at").parse::<u64>().ok(),
+            "rating": f("rating").parse::<u64>().ok(),
+        }));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}

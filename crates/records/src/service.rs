@@ -1,0 +1,344 @@
+//! Each instance's follower of the KPI facts.
+
+use crate::RecordsConfig;
+use crate::kpi::{Fact, Figures, Kpis, Report};
+use metrics::gauge;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use switchboard_core::Timestamp;
+use switchboard_router::plan::Plan;
+use switchboard_store::{Records, RoutingState, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// A rolling window of the KPIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    FiveMinutes,
+    Hour,
+    Day,
+}
+
+impl Window {
+    pub const ALL: [Window; 3] = [Window::FiveMinutes, Window::Hour, Window::Day];
+
+    pub fn parse(s: &str) -> Option<Window> {
+        match s {
+            "5m" => Some(Window::FiveMinutes),
+            "1h" => Some(Window::Hour),
+            "24h" => Some(Window::Day),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Window::FiveMinutes => "5m",
+            Window::Hour => "1h",
+            Window::Day => "24h",
+        }
+    }
+
+    pub fn millis(self) -> u64 {
+        match self {
+            Window::FiveMinutes => 5 * 60_000,
+            Window::Hour => 3_600_000,
+            Window::Day => 86_400_000,
+        }
+    }
+}
+
+/// Facts older than this are forgotten (the longest window and a margin).
+const KEEP_MS: u64 = 25 * 3_600_000;
+/// Samples of the waiting contacts kept: an hour at the default rate.
+const SERIES_KEEP_SECS: u64 = 3600;
+/// Contacts swept per pass.
+const SWEEP_BATCH: usize = 500;
+
+struct Shared {
+    records: Records,
+    state: RoutingState,
+    sources: crate::record::Sources,
+    plan: Arc<Plan>,
+    config: RecordsConfig,
+    retention: Duration,
+    kpis: Mutex<Kpis>,
+    /// The last fact read. Held while reading, so that two readers never
+    /// add the same facts twice.
+    cursor: tokio::sync::Mutex<String>,
+}
+
+/// Follows the KPI facts and keeps the records (see the crate docs).
+#[derive(Clone)]
+pub struct Recorder {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// `retention`: how long closed contacts are kept (routing's
+    /// `retention_days`).
+    pub fn new(
+        store: Store,
+        plan: Arc<Plan>,
+        config: RecordsConfig,
+        retention: Duration,
+    ) -> Recorder {
+        Recorder {
+            shared: Arc::new(Shared {
+                records: Records::new(store.clone()),
+                state: RoutingState::new(store.clone()),
+                sources: crate::record::Sources {
+                    conversations: switchboard_store::Conversations::new(store.clone()),
+                    state: RoutingState::new(store.clone()),
+                    records: Records::new(store),
+                },
+                plan,
+                config,
+                retention,
+                kpis: Mutex::new(Kpis::default()),
+                cursor: tokio::sync::Mutex::new("-".into()),
+            }),
+        }
+    }
+
+    pub fn records(&self) -> &Records {
+        &self.shared.records
+    }
+
+    /// What a contact's record is read from.
+    pub fn sources(&self) -> &crate::record::Sources {
+        &self.shared.sources
+    }
+
+    fn kpis(&self) -> MutexGuard<'_, Kpis> {
+        // A panic while holding it cannot leave a fold half-done that
+        // matters: the next read rebuilds nothing, it only adds.
+        self.shared
+            .kpis
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A queue's service-level target in ms (60 s for unknown queues).
+    fn target_ms(&self, queue: &str) -> u64 {
+        self.shared
+            .plan
+            .queues
+            .iter()
+            .find(|q| q.name == queue)
+            .map_or(60_000, |q| q.service_level_secs * 1000)
+    }
+
+    /// The KPIs of `window`, as of now. Reads any facts not read yet first,
+    /// so a report right after a change includes it.
+    pub async fn report(&self, window: Window) -> Result<Report, StoreError> {
+        self.catch_up().await?;
+        let now = Timestamp::now().as_millis();
+        let target = |q: &str| self.target_ms(q);
+        Ok(self
+            .kpis()
+            .report(window.name(), now, window.millis(), &target))
+    }
+
+    /// Reads the facts written since the last read.
+    pub async fn catch_up(&self) -> Result<usize, StoreError> {
+        let mut cursor = self.shared.cursor.lock().await;
+        let mut read = 0;
+        loop {
+            let facts = self.shared.records.kpi_facts(&cursor, 5000).await?;
+            let n = facts.len();
+            let mut kpis = self.kpis();
+            for fact in facts {
+                match Fact::parse(&fact.fields) {
+                    Some((at, f)) => kpis.add(at, f),
+                    None => debug!(id = %fact.id, "Skipping a KPI fact of an unknown kind."),
+                }
+                *cursor = fact.id;
+            }
+            let now = Timestamp::now().as_millis();
+            kpis.prune(now.saturating_sub(KEEP_MS));
+            drop(kpis);
+            read += n;
+            if n < 5000 {
+                break;
+            }
+        }
+        Ok(read)
+    }
+
+    /// The samples of waiting contacts, oldest first.
+    pub async fn series(&self) -> Result<Vec<Value>, StoreError> {
+        Ok(self
+            .shared
+            .records
+            .series()
+            .await?
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+
+    /// Follows the facts until `shutdown`: reads them every second, sets
+    /// the gauges, samples the waiting contacts and sweeps old contacts.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let fcr_ms = self.shared.config.fcr_days * 86_400_000;
+        let retention_s = self.shared.retention.as_secs();
+        let mut settings_written = false;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seconds: u64 = 0;
+        info!("Records are following the KPI facts.");
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            seconds += 1;
+            if !settings_written {
+                match self
+                    .shared
+                    .records
+                    .write_settings(fcr_ms, retention_s)
+                    .await
+                {
+                    Ok(()) => settings_written = true,
+                    Err(error) => {
+                        debug!(%error, "Cannot write the records' settings yet.");
+                        continue;
+                    }
+                }
+            }
+            if let Err(error) = self.catch_up().await {
+                debug!(%error, "Cannot read KPI facts now.");
+                continue;
+            }
+            if seconds.is_multiple_of(self.shared.config.metrics_secs.max(1)) {
+                self.set_gauges();
+            }
+            if seconds.is_multiple_of(self.shared.config.sample_secs.max(1))
+                && let Err(error) = self.sample().await
+            {
+                debug!(%error, "Cannot sample the waiting contacts now.");
+            }
+            if seconds.is_multiple_of(60) {
+                self.sweep().await;
+            }
+        }
+    }
+
+    async fn sample(&self) -> Result<(), StoreError> {
+        let now = Timestamp::now().as_millis();
+        let mut waiting: BTreeMap<String, u64> = self
+            .shared
+            .plan
+            .queues
+            .iter()
+            .map(|q| (q.name.clone(), 0))
+            .collect();
+        let mut longest: u64 = 0;
+        for rec in self.shared.state.waiting().await? {
+            *waiting.entry(rec.queue.clone()).or_default() += 1;
+            longest = longest.max(now.saturating_sub(rec.queued_at));
+        }
+        let total: u64 = waiting.values().sum();
+        let every = self.shared.config.sample_secs.max(1);
+        let sample =
+            json!({ "at": now, "total": total, "longest_wait_ms": longest, "queues": waiting });
+        let keep = usize::try_from(SERIES_KEEP_SECS / every).unwrap_or(240);
+        // Slightly under the period, so that the sampling instance does not
+        // drift out of its own slot.
+        self.shared
+            .records
+            .sample(&sample.to_string(), every * 1000 - 200, keep.max(2))
+            .await?;
+        Ok(())
+    }
+
+    async fn sweep(&self) {
+        let before = Timestamp::now()
+            .as_millis()
+            .saturating_sub(u64::try_from(self.shared.retention.as_millis()).unwrap_or(u64::MAX));
+        match self.shared.records.sweep(before, SWEEP_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("switchboard_records_swept_total").increment(n as u64);
+                info!(contacts = n, "Deleted contacts older than the retention.");
+            }
+            Err(error) => warn!(%error, "Could not sweep old contacts."),
+        }
+    }
+
+    /// Sets `switchboard_kpi_<figure>{window, scope, name}` for every
+    /// window and group.
+    pub fn set_gauges(&self) {
+        let now = Timestamp::now().as_millis();
+        let target = |q: &str| self.target_ms(q);
+        let reports: Vec<Report> = {
+            let kpis = self.kpis();
+            Window::ALL
+                .iter()
+                .map(|w| kpis.report(w.name(), now, w.millis(), &target))
+                .collect()
+        };
+        for r in &reports {
+            set_figures(&r.window, "total", "all", &r.total);
+            for (scope, groups) in [
+                ("queue", &r.queues),
+                ("channel", &r.channels),
+                ("agent", &r.agents),
+            ] {
+                for (name, figures) in groups {
+                    set_figures(&r.window, scope, name, figures);
+                }
+            }
+        }
+    }
+}
+
+fn set_figures(window: &str, scope: &'static str, name: &str, f: &Figures) {
+    let labels = [
+        ("window", window.to_owned()),
+        ("scope", scope.to_owned()),
+        ("name", name.to_owned()),
+    ];
+    let counts: [(&'static str, u64); 8] = [
+        ("switchboard_kpi_offered", f.offered),
+        ("switchboard_kpi_answered", f.answered),
+        ("switchboard_kpi_abandoned", f.abandoned),
+        ("switchboard_kpi_transferred", f.transferred),
+        ("switchboard_kpi_closed", f.closed),
+        ("switchboard_kpi_reopened", f.reopened),
+        ("switchboard_kpi_csat_responses", f.csat_count),
+        (
+            "switchboard_kpi_answered_within_target",
+            f.answered_within_target,
+        ),
+    ];
+    for (metric, value) in counts {
+        gauge!(metric, &labels).set(value as f64);
+    }
+    let figures: [(&'static str, Option<f64>); 10] = [
+        ("switchboard_kpi_asa_seconds", f.asa_secs),
+        ("switchboard_kpi_service_level_ratio", f.service_level),
+        ("switchboard_kpi_abandonment_ratio", f.abandonment_rate),
+        ("switchboard_kpi_wait_p50_seconds", f.wait_p50_secs),
+        ("switchboard_kpi_wait_p90_seconds", f.wait_p90_secs),
+        ("switchboard_kpi_wait_p99_seconds", f.wait_p99_secs),
+        ("switchboard_kpi_aht_seconds", f.aht_secs),
+        ("switchboard_kpi_fcr_ratio", f.fcr_rate),
+        ("switchboard_kpi_csat_average", f.csat_avg),
+        ("switchboard_kpi_occupancy_ratio", f.occupancy),
+    ];
+    for (metric, value) in figures {
+        // No data is not zero: Prometheus gets NaN, which alerts ignore.
+        gauge!(metric, &labels).set(value.unwrap_or(f64::NAN));
+    }
+}

@@ -1,0 +1,217 @@
+//! What the hand-off does for a new contact besides queueing it: the first
+//! acknowledgement, and outside its queue's business hours the after-hours
+//! answer, a recorded explanation and, for `after_hours = "close"`, the
+//! end of the contact (see docs/routing.md, "Business hours and automatic
+//! answers").
+//!
+//! Every answer goes through [`Conversations::automatic_reply`], guarded
+//! once per contact and key (`ack`, `after_hours`), so a routing-stream
+//! entry handled twice (a slow instance, a crash between the steps) sends
+//! nothing twice.
+
+use crate::Router;
+use crate::answers::Fill;
+use crate::plan::AfterHours;
+use crate::rules::ContactFacts;
+use metrics::counter;
+use std::collections::HashMap;
+use std::time::Duration;
+use switchboard_core::{ChannelKind, ContactId};
+use switchboard_store::{Conversations, StoreError};
+use tracing::{info, warn};
+
+/// The automatic-reply keys (`Conversations::automatic_reply`).
+pub const ACK_KEY: &str = "ack";
+pub const AFTER_HOURS_KEY: &str = "after_hours";
+
+/// The disposition of a contact closed because its queue was closed.
+pub const AFTER_HOURS_DISPOSITION: &str = "after_hours";
+
+/// What the hand-off still has to do once the contact is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// Nothing: it waits (for an agent, or for the opening).
+    Wait,
+    /// End it (`after_hours = "close"`).
+    End,
+}
+
+fn attribute(facts: &ContactFacts, name: &str) -> bool {
+    facts.attributes.get(name).is_some_and(|v| v == "true")
+}
+
+impl Router {
+    /// Before a new contact is queued: its automatic answers, and the
+    /// after-hours decision when its queue is closed at `now`.
+    pub(crate) async fn greet(
+        &self,
+        contact: &ContactId,
+        fields: &HashMap<String, String>,
+        facts: &ContactFacts,
+        queue_ix: usize,
+        now: u64,
+    ) -> Result<Then, StoreError> {
+        let queue = &self.plan.queues[queue_ix];
+        let channel = facts.channel.unwrap_or(ChannelKind::Chat);
+        let closed = !queue.is_open(now);
+        let answers = &self.plan.answers;
+        let ack = answers.acknowledgement.pick(channel, &facts.language);
+        if !closed && ack.is_none() {
+            return Ok(Then::Wait);
+        }
+        // An offline form is a message left for later: it waits, whatever
+        // the queue says.
+        let end = closed && queue.after_hours == AfterHours::Close && !attribute(facts, "offline");
+        let then = if end { Then::End } else { Then::Wait };
+        if let Some(known) = self.state.route_record(contact).await? {
+            // Handed off before (this entry is handled again): the answers
+            // went out then. A contact still waiting is ended as planned.
+            return Ok(if end && known.state == "waiting" {
+                Then::End
+            } else {
+                Then::Wait
+            });
+        }
+        // Auto replies, bounces and bulk mail never become contacts; mail
+        // that asks for no automatic answer (X-Auto-Response-Suppress, bulk
+        // routed anyway) is marked so by its channel.
+        let suppressed = attribute(facts, "no_auto_answer");
+        let schedule = queue.schedule.as_deref();
+        let format = |t: u64| match schedule {
+            Some(s) => s.format_local(t),
+            None => crate::hours::format_in(&jiff::tz::TimeZone::UTC, t),
+        };
+        let opens = schedule.map_or(Some(now), |s| s.next_opening(now));
+        let reply_by = queue.due(
+            opens.unwrap_or(now),
+            queue.service_level_secs.saturating_mul(1000),
+        );
+        let opens_at = opens.map(format).unwrap_or_default();
+        let reply_by = if opens.is_some() {
+            reply_by.map(format).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let timezone = schedule.map_or("UTC", |s| s.timezone.as_str());
+        let name = fields.get("customer_name").map_or("", String::as_str);
+        let fill = Fill {
+            name: "",
+            opens_at: &opens_at,
+            reply_by: &reply_by,
+            timezone,
+        };
+        let conversations = Conversations::new(self.state.store().clone());
+        let after = if closed {
+            answers.after_hours.pick(channel, &facts.language)
+        } else {
+            None
+        };
+        if closed {
+            let answered = match after {
+                None => format!("no automatic answer is configured for {}", channel.as_str()),
+                Some(_) if suppressed => {
+                    "no automatic answer: the message asks for none".to_owned()
+                }
+                Some(t) => {
+                    let text = answers.render(t, name, fill.clone());
+                    let outcome = send(&conversations, contact, AFTER_HOURS_KEY, &text).await;
+                    format!("automatic answer {}", outcome.replace('_', " "))
+                }
+            };
+            let action = if end {
+                AfterHours::Close
+            } else {
+                AfterHours::Wait
+            };
+            counter!("switchboard_router_after_hours_total",
+                "queue" => queue.name.clone(), "action" => action.as_str())
+            .increment(1);
+            let until = match opens {
+                Some(_) => format!("closed until {opens_at} ({timezone})"),
+                None => "closed, with no opening in sight".to_owned(),
+            };
+            let then_text = if end {
+                format!("the contact is closed (disposition {AFTER_HOURS_DISPOSITION})")
+            } else {
+                "the contact waits for the opening".to_owned()
+            };
+            let detail = format!("queue {} is {until}; {answered}; {then_text}", queue.name);
+            info!(contact_id = %contact, queue = %queue.name, action = action.as_str(), "Contact arrived outside business hours.");
+            let record = serde_json::json!({
+                "at": now,
+                "kind": "after_hours",
+                "queue": queue.name,
+                "opens_at": opens_at,
+                "timezone": timezone,
+                "action": action.as_str(),
+                "detail": detail,
+            });
+            if let Err(error) = self
+                .state
+                .record_decision(contact, &record.to_string())
+                .await
+            {
+                warn!(%error, contact_id = %contact, "Could not record the after-hours decision.");
+            }
+        }
+        if let Some(t) = ack {
+            let outcome = if suppressed {
+                "suppressed"
+            } else if after.is_some() {
+                // One automatic answer is enough: the after-hours one.
+                "after_hours"
+            } else {
+                let text = answers.render(t, name, fill);
+                send(&conversations, contact, ACK_KEY, &text).await
+            };
+            counter!("switchboard_router_acknowledgements_total",
+                "channel" => channel.as_str(), "outcome" => outcome)
+            .increment(1);
+        }
+        Ok(then)
+    }
+
+    /// After the contact is queued: ends it when its queue was closed and
+    /// says `after_hours = "close"` (only while it is still waiting, so a
+    /// contact an agent took meanwhile is left alone).
+    pub(crate) async fn after_queueing(
+        &self,
+        contact: &ContactId,
+        then: Then,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if then != Then::End {
+            return Ok(());
+        }
+        let outcome = self
+            .state
+            .end_by_channel(
+                contact,
+                now,
+                AFTER_HOURS_DISPOSITION,
+                0,
+                Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1)),
+            )
+            .await?;
+        info!(contact_id = %contact, outcome = %outcome, "Contact closed outside business hours.");
+        Ok(())
+    }
+}
+
+/// Sends one automatic answer: `sent`, `already_sent` or `failed` (logged;
+/// never fails the hand-off).
+async fn send(
+    conversations: &Conversations,
+    contact: &ContactId,
+    key: &str,
+    text: &str,
+) -> &'static str {
+    match conversations.automatic_reply(contact, key, text).await {
+        Ok(true) => "sent",
+        Ok(false) => "already_sent",
+        Err(error) => {
+            warn!(%error, contact_id = %contact, key, "Could not send an automatic answer.");
+            "failed"
+        }
+    }
+}

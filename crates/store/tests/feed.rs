@@ -1,0 +1,388 @@
+//! The webhook event feed against a real redis-server: what the intake and
+//! replies write into it, the mover copying routing events exactly once and
+//! in order (also when run twice, or after a mover died half-way), and the
+//! delivery primitives (lease, consumer group, claim of a dead holder's
+//! entries, trimming).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{event, intake_for, raw, store_for};
+use std::time::Duration;
+use switchboard_core::{ContactId, IntakeOutcome, Partition};
+use switchboard_store::{Conversations, EventFeed, FeedEntry, Store};
+use switchboard_testkit::RedisServer;
+
+/// The entries of the feed of `p`.
+async fn feed_of(store: &Store, p: Partition) -> Vec<FeedEntry> {
+    let mut conn = raw_conn(store).await;
+    let reply: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut conn, store.keys().feed(p))
+            .await
+            .unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|e| FeedEntry {
+            partition: p,
+            fields: e
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        redis::from_redis_value::<String>(v.clone()).unwrap(),
+                    )
+                })
+                .collect(),
+            entry_id: e.id,
+        })
+        .collect()
+}
+
+async fn raw_conn(store: &Store) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(store.config().url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+fn kinds(entries: &[FeedEntry]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e.get("type").unwrap_or_default().to_owned(),
+                e.get("dir").unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A routing event as routing's scripts copy it to `{r}:hooks`.
+async fn routing_event(redis: &RedisServer, kind: &str, contact: &ContactId, n: u64) {
+    let mut conn = raw(redis).await;
+    let _: String = redis::cmd("XADD")
+        .arg("sb:{r}:hooks")
+        .arg("*")
+        .arg("type")
+        .arg(kind)
+        .arg("contact")
+        .arg(contact.to_string())
+        .arg("agent")
+        .arg(if kind == "abandoned" { "" } else { "olena" })
+        .arg("channel")
+        .arg("chat")
+        .arg("disposition")
+        .arg(if kind == "closed" { "resolved" } else { "" })
+        .arg("at")
+        .arg(1_800_000_000_000u64 + n)
+        .arg("n")
+        .arg(n)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_intake_writes_created_then_messages_and_nothing_for_duplicates() {
+    let redis = RedisServer::start();
+    // Off by default: nothing in any feed.
+    let plain = store_for(&redis, 4);
+    let receipt = intake_for(&plain)
+        .submit_event(event("quiet", Some("q1"), "hi"))
+        .await
+        .unwrap();
+    let p = receipt.contact_id.partition();
+    assert!(feed_of(&plain, p).await.is_empty());
+
+    let store = store_for(&redis, 4).with_event_feed(true);
+    let intake = intake_for(&store);
+    let first = intake
+        .submit_event(event("olena", Some("m1"), "hello"))
+        .await
+        .unwrap();
+    assert_eq!(first.outcome, IntakeOutcome::Created);
+    let second = intake
+        .submit_event(event("olena", Some("m2"), "are you there?"))
+        .await
+        .unwrap();
+    assert_eq!(second.outcome, IntakeOutcome::Appended);
+    let again = intake
+        .submit_event(event("olena", Some("m2"), "are you there?"))
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, IntakeOutcome::Duplicate);
+
+    let p = first.contact_id.partition();
+    let feed = feed_of(&store, p).await;
+    let contact = first.contact_id.to_string();
+    let mine: Vec<&FeedEntry> = feed
+        .iter()
+        .filter(|e| e.get("contact") == Some(contact.as_str()))
+        .collect();
+    assert_eq!(mine.len(), 3, "{feed:?}");
+    assert_eq!(mine[0].get("type"), Some("contact.created"));
+    assert_eq!(
+        mine[0].get("id"),
+        Some(format!("{contact}:created").as_str())
+    );
+    assert_eq!(
+        mine[0].get("conversation"),
+        Some(first.conversation_id.to_string().as_str())
+    );
+    for (entry, receipt) in [(mine[1], &first), (mine[2], &second)] {
+        assert_eq!(entry.get("type"), Some("message.created"));
+        assert_eq!(entry.get("dir"), Some("in"));
+        assert_eq!(entry.get("seq"), Some(receipt.seq.as_str()));
+        assert_eq!(
+            entry.get("id"),
+            Some(format!("{contact}:message:{}", receipt.seq).as_str())
+        );
+        assert!(entry.get("at").unwrap().parse::<u64>().unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn replies_follow_the_assignment_and_notes_are_not_events() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4).with_event_feed(true);
+    let receipt = intake_for(&store)
+        .submit_event(event("petro", Some("m1"), "hello"))
+        .await
+        .unwrap();
+    let contact = receipt.contact_id;
+    let p = contact.partition();
+
+    // Routing assigned the contact; the mover has not run yet.
+    routing_event(&redis, "accepted", &contact, 1).await;
+    let conversations = Conversations::new(store.clone());
+    let reply = conversations
+        .outbound_to(&contact, "Hi, Olena here.")
+        .await
+        .unwrap();
+    let seq = conversations.reply(&reply, "olena").await.unwrap();
+    conversations
+        .note(&receipt.conversation_id, &contact, "olena", "internal")
+        .await
+        .unwrap();
+
+    // The reply moved the assignment into the feed before itself.
+    let feed = feed_of(&store, p).await;
+    assert_eq!(
+        kinds(&feed),
+        [
+            ("contact.created".into(), String::new()),
+            ("message.created".into(), "in".into()),
+            ("contact.assigned".into(), String::new()),
+            ("message.created".into(), "out".into()),
+        ]
+    );
+    assert_eq!(
+        feed[2].get("id"),
+        Some(format!("{contact}:assigned:1").as_str())
+    );
+    assert_eq!(feed[2].get("agent"), Some("olena"));
+    assert_eq!(
+        feed[2].get("conversation"),
+        Some(receipt.conversation_id.to_string().as_str())
+    );
+    assert_eq!(feed[3].get("seq"), Some(seq.as_str()));
+
+    // The mover finds the assignment copied already and only deletes it.
+    routing_event(&redis, "closed", &contact, 2).await;
+    let feed_ops = EventFeed::new(store.clone());
+    let moved = feed_ops.move_routing_events(100).await.unwrap();
+    assert_eq!((moved.copied, moved.already), (1, 1));
+    let feed = feed_of(&store, p).await;
+    assert_eq!(feed.len(), 5);
+    let closed = &feed[4];
+    assert_eq!(closed.get("type"), Some("contact.closed"));
+    assert_eq!(closed.get("outcome"), Some("closed"));
+    assert_eq!(closed.get("disposition"), Some("resolved"));
+    assert_eq!(closed.get("at"), Some("1800000000002"));
+}
+
+#[tokio::test]
+async fn the_mover_copies_each_routing_event_once_in_order() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4).with_event_feed(true);
+    let feed = EventFeed::new(store.clone());
+    let a = ContactId::new(Partition(2));
+    let b = ContactId::new(Partition(3));
+    routing_event(&redis, "assigned", &a, 10).await;
+    routing_event(&redis, "accepted", &b, 11).await;
+    // Not webhook events: deleted, never copied.
+    let mut conn = raw(&redis).await;
+    let _: String = redis::cmd("XADD")
+        .arg("sb:{r}:hooks")
+        .arg("*")
+        .arg("type")
+        .arg("offered")
+        .arg("contact")
+        .arg(a.to_string())
+        .arg("n")
+        .arg(12)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("sb:{r}:hooks")
+        .arg("*")
+        .arg("type")
+        .arg("closed")
+        .arg("contact")
+        .arg("not-a-contact")
+        .arg("n")
+        .arg(13)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    routing_event(&redis, "closed", &a, 14).await;
+    routing_event(&redis, "abandoned", &b, 15).await;
+
+    // A mover that died after copying b's events, before deleting them
+    // (or an agent's reply to b that moved them first).
+    let early = feed.move_routing_events_of(&b).await.unwrap();
+    assert_eq!(early.copied, 2);
+    // Two passes, as two instances whose leases overlapped would run them.
+    let first = feed.move_routing_events(2).await.unwrap();
+    assert_eq!((first.copied, first.already), (1, 1));
+    let rest = feed.move_routing_events(100).await.unwrap();
+    assert_eq!((rest.copied, rest.already, rest.ignored), (1, 1, 2));
+    let again = feed.move_routing_events(100).await.unwrap();
+    assert_eq!(again, Default::default());
+    let left: u64 = redis::cmd("XLEN")
+        .arg("sb:{r}:hooks")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+
+    let fa = feed_of(&store, a.partition()).await;
+    let ids: Vec<&str> = fa.iter().filter_map(|e| e.get("id")).collect();
+    assert_eq!(ids, [format!("{a}:assigned:10"), format!("{a}:closed:14")]);
+    let fb = feed_of(&store, b.partition()).await;
+    let ids: Vec<&str> = fb.iter().filter_map(|e| e.get("id")).collect();
+    assert_eq!(ids, [format!("{b}:assigned:11"), format!("{b}:closed:15")]);
+    assert_eq!(fb[1].get("outcome"), Some("abandoned"));
+    assert_eq!(fb[1].get("agent"), None);
+
+    // The same routing event appended twice (a replayed copy) is copied once.
+    routing_event(&redis, "closed", &a, 14).await;
+    let moved = feed.move_routing_events(100).await.unwrap();
+    assert_eq!((moved.copied, moved.already), (0, 1));
+    assert_eq!(feed_of(&store, a.partition()).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_new_holder_delivers_what_the_dead_one_left_first() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 2).with_event_feed(true);
+    let feed = EventFeed::new(store.clone());
+    let intake = intake_for(&store);
+    let first = intake
+        .submit_event(event("mariia", Some("m1"), "one"))
+        .await
+        .unwrap();
+    let p = first.contact_id.partition();
+    for i in 2..=4 {
+        intake
+            .submit_event(event("mariia", Some(&format!("m{i}")), "more"))
+            .await
+            .unwrap();
+    }
+    let group = "hook:crm";
+    feed.ensure_group(p, group).await.unwrap();
+    feed.ensure_group(p, group).await.unwrap();
+
+    // One holder at a time.
+    let lease = Duration::from_millis(300);
+    assert!(feed.hold(p, "crm", "a", lease).await.unwrap());
+    assert!(!feed.hold(p, "crm", "b", lease).await.unwrap());
+    assert!(feed.hold(p, "crm", "a", lease).await.unwrap());
+
+    // "a" takes two, settles the first and dies.
+    let batch = feed.next(p, group, "a", 2).await.unwrap();
+    assert_eq!(batch.entries.len(), 2);
+    assert_eq!(batch.entries[0].get("type"), Some("contact.created"));
+    feed.ack(p, group, &batch.entries[0].entry_id)
+        .await
+        .unwrap();
+    let unsettled = batch.entries[1].entry_id.clone();
+    assert_eq!(feed.backlog(p, group).await.unwrap(), Some(4));
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(feed.hold(p, "crm", "b", lease).await.unwrap());
+    let batch = feed.next(p, group, "b", 10).await.unwrap();
+    assert_eq!(batch.entries.len(), 1, "the pending one first, alone");
+    assert_eq!(batch.entries[0].entry_id, unsettled);
+    feed.ack(p, group, &unsettled).await.unwrap();
+    let batch = feed.next(p, group, "b", 10).await.unwrap();
+    let got: Vec<&str> = batch.entries.iter().filter_map(|e| e.get("type")).collect();
+    assert_eq!(got, ["message.created"; 3]);
+    assert!(
+        batch
+            .entries
+            .windows(2)
+            .all(|w| w[0].entry_id < w[1].entry_id)
+    );
+
+    // "b" dies holding them; the feed is trimmed meanwhile: the next
+    // holder is told they are gone.
+    feed.trim(Duration::ZERO).await.unwrap();
+    let mut conn = raw(&redis).await;
+    // `~` trims whole nodes only; drop the rest exactly.
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(store.keys().feed(p))
+        .arg("MINID")
+        .arg("99999999999999")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    feed.release(p, "crm", "b").await.unwrap();
+    assert!(feed.hold(p, "crm", "c", lease).await.unwrap());
+    let batch = feed.next(p, group, "c", 10).await.unwrap();
+    assert!(batch.entries.is_empty());
+    assert_eq!(batch.gone.len(), 3);
+    let batch = feed.next(p, group, "c", 10).await.unwrap();
+    assert_eq!(batch, Default::default());
+}
+
+#[tokio::test]
+async fn announcing_turns_routing_copies_on_for_a_while() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 2);
+    let feed = EventFeed::new(store.clone());
+    feed.announce(Duration::from_secs(60)).await.unwrap();
+    let mut conn = raw(&redis).await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("sb:{r}:hooks:on")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=60).contains(&ttl), "{ttl}");
+    assert!(feed.hold_mover("a", Duration::from_secs(5)).await.unwrap());
+    assert!(!feed.hold_mover("b", Duration::from_secs(5)).await.unwrap());
+    feed.release_mover("a").await.unwrap();
+    assert!(feed.hold_mover("b", Duration::from_secs(5)).await.unwrap());
+
+    // A blocked wait returns when a routing event arrives.
+    let mut waiter = store.dedicated_connection(Duration::from_secs(2)).unwrap();
+    let none = feed
+        .wait_routing_events(&mut waiter, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(!none);
+    let feed2 = feed.clone();
+    let waiting = tokio::spawn(async move {
+        feed2
+            .wait_routing_events(&mut waiter, Duration::from_secs(2))
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    routing_event(&redis, "assigned", &ContactId::new(Partition(1)), 1).await;
+    assert!(waiting.await.unwrap());
+}

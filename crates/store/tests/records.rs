@@ -1,0 +1,166 @@
+//! The records the routing scripts keep, against a real redis-server: the
+//! timeline and KPI facts of a contact, the person index, ratings once, and
+//! the retention sweep (old closed contacts go with their conversation,
+//! open ones stay).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use switchboard_core::{ChannelKind, ContactId};
+use switchboard_store::{NewRoute, Records, RoutingState};
+use switchboard_testkit::RedisServer;
+
+const T0: u64 = 1_800_000_000_000;
+
+async fn queue(state: &RoutingState, contact: &ContactId, person: &str, now: u64) {
+    let queued = state
+        .enqueue(&NewRoute {
+            contact,
+            queue: "general",
+            channel: ChannelKind::Chat,
+            priority: 0,
+            since: now,
+            now,
+            rule: "",
+            source: "website",
+            customer: "website:visitor:x",
+            sticky: None,
+            person,
+        })
+        .await
+        .unwrap();
+    assert!(queued);
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_old_closed_contacts_with_their_conversation() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let state = RoutingState::new(store.clone());
+    let records = Records::new(store.clone());
+    let old = intake
+        .submit_event(event("ann", Some("m1"), "hello"))
+        .await
+        .unwrap();
+    let open = intake
+        .submit_event(event("bob", Some("m2"), "hi"))
+        .await
+        .unwrap();
+    queue(&state, &old.contact_id, "visitor:ann", T0).await;
+    queue(&state, &open.contact_id, "visitor:bob", T0).await;
+    let ended = state
+        .end_by_channel(
+            &old.contact_id,
+            T0 + 1000,
+            "left",
+            0,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, "abandoned");
+
+    // The timeline and the facts of the abandoned contact.
+    let timeline = records.timeline(&old.contact_id).await.unwrap();
+    let kinds: Vec<String> = timeline
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(e).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["enqueued", "abandoned"]);
+    let facts = records.kpi_facts("-", 100).await.unwrap();
+    let abandoned = facts
+        .iter()
+        .find(|f| f.fields["k"] == "abandoned")
+        .expect("an abandoned fact");
+    assert_eq!(abandoned.fields["w"], "1000");
+    assert_eq!(abandoned.fields["q"], "general");
+    // Reading on from the last fact gives nothing new.
+    let last = facts.last().unwrap().id.clone();
+    assert!(records.kpi_facts(&last, 100).await.unwrap().is_empty());
+    assert_eq!(
+        records
+            .contacts_between(0, u64::MAX, 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        records.person_contacts("visitor:ann", 5).await.unwrap(),
+        [(old.contact_id.to_string(), T0)]
+    );
+
+    // Nothing is old yet.
+    assert_eq!(records.sweep(T0 - 1, 100).await.unwrap(), 0);
+    // Both are old; only the closed one goes.
+    assert_eq!(records.sweep(T0 + 1, 100).await.unwrap(), 1);
+    let mut conn = raw(&redis).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{}*", old.contact_id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+    let conv: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*conv:{}*", old.conversation_id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(conv.is_empty(), "conversation left behind: {conv:?}");
+    let left = records.contacts_between(0, u64::MAX, 0, 10).await.unwrap();
+    assert_eq!(left, [(open.contact_id.to_string(), T0)]);
+    assert!(
+        state
+            .route_record(&open.contact_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let open_conv: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*conv:{}*", open.conversation_id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!open_conv.is_empty());
+}
+
+#[tokio::test]
+async fn a_contact_is_rated_once() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let state = RoutingState::new(store.clone());
+    let records = Records::new(store.clone());
+    let r = intake
+        .submit_event(event("ann", Some("m1"), "hello"))
+        .await
+        .unwrap();
+    let unknown = ContactId::new(r.contact_id.partition());
+    assert_eq!(
+        records.rate(&unknown, 5, T0).await.unwrap(),
+        "unknown_contact"
+    );
+    queue(&state, &r.contact_id, "visitor:ann", T0).await;
+    assert_eq!(records.rate(&r.contact_id, 4, T0).await.unwrap(), "ok");
+    assert_eq!(
+        records.rate(&r.contact_id, 1, T0).await.unwrap(),
+        "already_rated"
+    );
+    let rated: Vec<_> = records
+        .kpi_facts("-", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.fields["k"] == "rated")
+        .collect();
+    assert_eq!(rated.len(), 1);
+    assert_eq!(rated[0].fields["s"], "4");
+}

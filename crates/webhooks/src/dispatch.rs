@@ -1,0 +1,386 @@
+//! Delivery of one webhook from one partition's feed: in feed order, one
+//! event at a time, by the one instance holding the lease.
+
+use crate::config::Target;
+use crate::deliver::{self, Attempt};
+use crate::event::Event;
+use crate::payload;
+use metrics::{counter, gauge, histogram};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use switchboard_core::{Partition, Timestamp};
+use switchboard_store::{Conversations, EventFeed, FeedEntry};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+/// How often an idle holder looks for new events.
+const POLL: Duration = Duration::from_millis(250);
+/// How often an instance without the lease tries to take it.
+const TAKE_EVERY: Duration = Duration::from_secs(2);
+/// How often the holder renews its lease.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// Entries taken from the feed at a time.
+const BATCH: usize = 32;
+/// How often the backlog gauge is refreshed.
+const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The backlog of one webhook on this instance, per partition it holds.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    name: String,
+    per_partition: Vec<AtomicU64>,
+}
+
+impl Backlog {
+    pub(crate) fn new(name: &str, partitions: u16) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            name: name.to_owned(),
+            per_partition: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    fn set(&self, p: Partition, value: u64) {
+        if let Some(slot) = self.per_partition.get(usize::from(p.0)) {
+            slot.store(value, Ordering::Relaxed);
+        }
+        let total: u64 = self
+            .per_partition
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .sum();
+        gauge!("switchboard_webhook_backlog", "webhook" => self.name.clone()).set(total as f64);
+    }
+}
+
+/// Why handling an entry stopped.
+enum Handled {
+    /// Delivered, rejected, dropped or skipped: acknowledge it.
+    Settled,
+    /// Another instance holds the lease now (or it could not be renewed).
+    LeaseLost,
+    Shutdown,
+}
+
+/// One (webhook, partition).
+pub(crate) struct Worker {
+    pub(crate) feed: EventFeed,
+    pub(crate) conversations: Conversations,
+    pub(crate) client: reqwest::Client,
+    pub(crate) target: Arc<Target>,
+    pub(crate) partition: Partition,
+    pub(crate) holder: String,
+    pub(crate) backlog: Arc<Backlog>,
+}
+
+impl Worker {
+    fn group(&self) -> String {
+        format!("hook:{}", self.target.name)
+    }
+
+    /// The lease outlives the longest attempt with room to renew.
+    fn lease(&self) -> Duration {
+        self.target.timeout + Duration::from_secs(20)
+    }
+
+    /// Takes or renews the lease; false when not held.
+    async fn hold(&self) -> bool {
+        match self
+            .feed
+            .hold(
+                self.partition,
+                &self.target.name,
+                &self.holder,
+                self.lease(),
+            )
+            .await
+        {
+            Ok(held) => held,
+            Err(error) => {
+                debug!(webhook = %self.target.name, partition = self.partition.0, %error, "Cannot take or renew the webhook lease.");
+                false
+            }
+        }
+    }
+
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let group = self.group();
+        // The group first (from the feed's start); retried until Redis answers.
+        loop {
+            match self.feed.ensure_group(self.partition, &group).await {
+                Ok(()) => break,
+                Err(error) => {
+                    debug!(webhook = %self.target.name, %error, "Cannot create the webhook's consumer group yet.");
+                    if sleep(&shutdown, Duration::from_secs(1)).await {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut queue: VecDeque<FeedEntry> = VecDeque::new();
+        let mut held = false;
+        let mut renewed = Instant::now();
+        let mut measured: Option<Instant> = None;
+        while !shutdown.is_cancelled() {
+            if !held || renewed.elapsed() >= RENEW_EVERY {
+                let now_held = self.hold().await;
+                if held && !now_held {
+                    warn!(webhook = %self.target.name, partition = self.partition.0, "Lost the webhook lease; another instance delivers this partition now.");
+                    queue.clear();
+                }
+                if now_held && !held {
+                    debug!(webhook = %self.target.name, partition = self.partition.0, "Delivering this partition's webhook events.");
+                }
+                held = now_held;
+                renewed = Instant::now();
+                if !held {
+                    self.backlog.set(self.partition, 0);
+                    let wait = TAKE_EVERY + Duration::from_millis(rand::random_range(0..500));
+                    if sleep(&shutdown, wait).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if measured.is_none_or(|m| m.elapsed() >= BACKLOG_EVERY) {
+                measured = Some(Instant::now());
+                if let Ok(Some(n)) = self.feed.backlog(self.partition, &group).await {
+                    self.backlog.set(self.partition, n);
+                }
+            }
+            let Some(entry) = queue.front().cloned() else {
+                match self
+                    .feed
+                    .next(self.partition, &group, &self.holder, BATCH)
+                    .await
+                {
+                    Ok(batch) => {
+                        for id in &batch.gone {
+                            counter!("switchboard_webhook_deliveries_total",
+                                "webhook" => self.target.name.clone(), "outcome" => "dropped")
+                            .increment(1);
+                            warn!(webhook = %self.target.name, partition = self.partition.0, entry = %id,
+                                "A webhook event was trimmed from the feed before it was delivered; dropped.");
+                        }
+                        if batch.entries.is_empty()
+                            && batch.gone.is_empty()
+                            && sleep(&shutdown, POLL).await
+                        {
+                            break;
+                        }
+                        queue.extend(batch.entries);
+                    }
+                    Err(error) => {
+                        warn!(webhook = %self.target.name, %error, "Cannot read the webhook feed; will retry.");
+                        if sleep(&shutdown, Duration::from_secs(1)).await {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            };
+            match self.handle(&entry, &shutdown, &mut renewed).await {
+                Handled::Settled => {
+                    if self.settle(&entry, &group, &shutdown, &mut renewed).await {
+                        queue.pop_front();
+                    } else {
+                        queue.clear();
+                        held = false;
+                    }
+                }
+                Handled::LeaseLost => {
+                    warn!(webhook = %self.target.name, partition = self.partition.0, "Lost the webhook lease during a delivery.");
+                    queue.clear();
+                    held = false;
+                }
+                Handled::Shutdown => break,
+            }
+        }
+        if held {
+            let _ = self
+                .feed
+                .release(self.partition, &self.target.name, &self.holder)
+                .await;
+        }
+    }
+
+    /// Acknowledges a settled entry, retrying while Redis is away (an
+    /// entry left pending would be delivered again). False when the lease
+    /// was lost meanwhile or the daemon stops.
+    async fn settle(
+        &self,
+        entry: &FeedEntry,
+        group: &str,
+        shutdown: &CancellationToken,
+        renewed: &mut Instant,
+    ) -> bool {
+        loop {
+            match self.feed.ack(self.partition, group, &entry.entry_id).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    warn!(webhook = %self.target.name, entry = %entry.entry_id, %error, "Cannot acknowledge a webhook event; will retry.");
+                    if sleep(shutdown, Duration::from_secs(1)).await {
+                        return false;
+                    }
+                    if renewed.elapsed() >= RENEW_EVERY {
+                        if !self.hold().await {
+                            return false;
+                        }
+                        *renewed = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers one entry, retrying until it is settled.
+    async fn handle(
+        &self,
+        entry: &FeedEntry,
+        shutdown: &CancellationToken,
+        renewed: &mut Instant,
+    ) -> Handled {
+        let name = &self.target.name;
+        let event = match Event::from_entry(entry) {
+            Ok(event) => event,
+            Err(error) => {
+                counter!("switchboard_webhook_deliveries_total",
+                    "webhook" => name.clone(), "outcome" => "dropped")
+                .increment(1);
+                error!(webhook = %name, %error, "An invalid webhook event was dropped.");
+                return Handled::Settled;
+            }
+        };
+        if !self.target.wants(event.kind) {
+            return Handled::Settled;
+        }
+        let span = info_span!("webhook", webhook = %name, contact_id = %event.contact, event_id = %event.id, event_type = event.kind.as_str());
+        self.deliver(&event, shutdown, renewed)
+            .instrument(span)
+            .await
+    }
+
+    async fn deliver(
+        &self,
+        event: &Event,
+        shutdown: &CancellationToken,
+        renewed: &mut Instant,
+    ) -> Handled {
+        let name = &self.target.name;
+        let max_age = u64::try_from(self.target.max_age.as_millis()).unwrap_or(u64::MAX);
+        let mut body: Option<Vec<u8>> = None;
+        let mut attempt = 0u32;
+        loop {
+            if Timestamp::now().as_millis().saturating_sub(event.at) > max_age {
+                counter!("switchboard_webhook_deliveries_total",
+                    "webhook" => name.clone(), "outcome" => "dropped")
+                .increment(1);
+                warn!(
+                    attempts = attempt,
+                    "A webhook event older than max_age_hours was dropped undelivered."
+                );
+                return Handled::Settled;
+            }
+            if renewed.elapsed() >= RENEW_EVERY {
+                if !self.hold().await {
+                    return Handled::LeaseLost;
+                }
+                *renewed = Instant::now();
+            }
+            let bytes = match &body {
+                Some(b) => b.clone(),
+                None => match payload::load(&self.conversations, event).await {
+                    Ok(facts) => {
+                        let b = payload::body(event, &facts).to_string().into_bytes();
+                        body = Some(b.clone());
+                        b
+                    }
+                    Err(error) => {
+                        warn!(%error, "Cannot read a webhook event's contact or messages; will retry.");
+                        if sleep(shutdown, Duration::from_secs(1)).await {
+                            return Handled::Shutdown;
+                        }
+                        continue;
+                    }
+                },
+            };
+            attempt += 1;
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => return Handled::Shutdown,
+                outcome = deliver::post(&self.client, &self.target, &event.id, event.kind.as_str(), &bytes) => outcome,
+            };
+            histogram!("switchboard_webhook_delivery_seconds", "webhook" => name.clone())
+                .record(started.elapsed().as_secs_f64());
+            match outcome {
+                Attempt::Delivered { status } => {
+                    counter!("switchboard_webhook_deliveries_total",
+                        "webhook" => name.clone(), "outcome" => "delivered")
+                    .increment(1);
+                    debug!(status, attempt, "Webhook event delivered.");
+                    return Handled::Settled;
+                }
+                Attempt::Rejected { status } => {
+                    counter!("switchboard_webhook_deliveries_total",
+                        "webhook" => name.clone(), "outcome" => "rejected")
+                    .increment(1);
+                    warn!(
+                        status,
+                        attempt, "The webhook receiver refused an event for good; moving on."
+                    );
+                    return Handled::Settled;
+                }
+                Attempt::Retry { reason, after } => {
+                    counter!("switchboard_webhook_deliveries_total",
+                        "webhook" => name.clone(), "outcome" => "retried")
+                    .increment(1);
+                    let wait = deliver::backoff(attempt, after);
+                    if attempt == 1 {
+                        warn!(%reason, retry_in_ms = wait.as_millis() as u64, "Webhook delivery failed; retrying (later events of this partition wait).");
+                    } else {
+                        info!(%reason, attempt, retry_in_ms = wait.as_millis() as u64, "Webhook delivery failed again; retrying.");
+                    }
+                    match self.wait_holding(wait, shutdown, renewed).await {
+                        Some(h) => return h,
+                        None => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps `wait`, renewing the lease meanwhile. `Some` when the wait
+    /// ended otherwise than by time.
+    async fn wait_holding(
+        &self,
+        wait: Duration,
+        shutdown: &CancellationToken,
+        renewed: &mut Instant,
+    ) -> Option<Handled> {
+        let until = Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if sleep(shutdown, left.min(RENEW_EVERY)).await {
+                return Some(Handled::Shutdown);
+            }
+            if renewed.elapsed() >= RENEW_EVERY {
+                if !self.hold().await {
+                    return Some(Handled::LeaseLost);
+                }
+                *renewed = Instant::now();
+            }
+        }
+    }
+}
+
+/// Sleeps; true when the daemon stops meanwhile.
+async fn sleep(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(d) => false,
+    }
+}

@@ -1,0 +1,302 @@
+//! The JSON body of each event (examples in `docs/webhooks.md`). The
+//! builders are pure; [`load`] reads what they need from the store at
+//! delivery time.
+
+use crate::config::EventType;
+use crate::event::Event;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use switchboard_channel::{LogEntry, entry_text};
+use switchboard_core::{ContactId, ConversationId};
+use switchboard_store::{Conversations, StoreError};
+
+/// Log entries read per page of a transcript.
+const PAGE: usize = 500;
+
+/// What a body is built from.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The contact's hash as the intake stored it; `None` when gone.
+    pub contact: Option<HashMap<String, String>>,
+    /// message.created: the log entry; `None` when gone.
+    pub message: Option<LogEntry>,
+    /// contact.closed: the conversation's log (all entries; only messages
+    /// to and from the customer are sent).
+    pub transcript: Vec<LogEntry>,
+}
+
+/// Reads the facts of `event`.
+pub async fn load(conversations: &Conversations, event: &Event) -> Result<Facts, StoreError> {
+    let contact = conversations.contact(&event.contact).await?;
+    let conversation = conversation_of(event, contact.as_ref());
+    let mut facts = Facts {
+        contact,
+        ..Facts::default()
+    };
+    match (event.kind, conversation) {
+        (EventType::MessageCreated, Some(conv)) => {
+            if let Some(seq) = &event.seq {
+                facts.message = conversations.entry_at(&conv, seq).await?;
+            }
+        }
+        (EventType::ContactClosed, Some(conv)) => {
+            let mut after = "-".to_owned();
+            loop {
+                let page = conversations.transcript(&conv, &after, PAGE).await?;
+                let full = page.len() == PAGE;
+                if let Some(last) = page.last() {
+                    after = last.seq.clone();
+                }
+                facts.transcript.extend(page);
+                if !full {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(facts)
+}
+
+fn conversation_of(
+    event: &Event,
+    contact: Option<&HashMap<String, String>>,
+) -> Option<ConversationId> {
+    event.conversation.or_else(|| {
+        contact
+            .and_then(|c| c.get("conversation"))
+            .and_then(|c| c.parse().ok())
+    })
+}
+
+/// The body of `event`.
+pub fn body(event: &Event, facts: &Facts) -> Value {
+    let contact = contact_json(&event.contact, event, facts.contact.as_ref());
+    let customer = facts
+        .contact
+        .as_ref()
+        .and_then(|c| c.get("customer"))
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Map::new();
+    out.insert("id".into(), json!(event.id));
+    out.insert("type".into(), json!(event.kind.as_str()));
+    out.insert("created_at".into(), json!(event.at));
+    out.insert("contact".into(), contact);
+    match event.kind {
+        EventType::ContactCreated => {}
+        EventType::MessageCreated => {
+            let message = match &facts.message {
+                Some(entry) => message_json(entry, &customer),
+                // The log entry is gone (the conversation expired): what
+                // the event itself knows.
+                None => json!({
+                    "seq": event.seq,
+                    "direction": event.dir,
+                    "text": null,
+                    "at": event.at,
+                    "author": null,
+                }),
+            };
+            out.insert("message".into(), message);
+        }
+        EventType::ContactAssigned => {
+            out.insert("agent".into(), json!(event.agent));
+        }
+        EventType::ContactClosed => {
+            out.insert("agent".into(), json!(event.agent));
+            out.insert("disposition".into(), json!(event.disposition));
+            out.insert(
+                "outcome".into(),
+                json!(event.outcome.as_deref().unwrap_or("closed")),
+            );
+            let transcript: Vec<Value> = facts
+                .transcript
+                .iter()
+                .filter(|e| e.dir == "in" || e.dir == "out")
+                .map(|e| message_json(e, &customer))
+                .collect();
+            out.insert("transcript".into(), Value::Array(transcript));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The contact as the intake stored it; empty texts are `null`.
+fn contact_json(id: &ContactId, event: &Event, fields: Option<&HashMap<String, String>>) -> Value {
+    let get = |k: &str| {
+        fields
+            .and_then(|f| f.get(k))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    let attributes = get("attributes")
+        .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    let conversation = event
+        .conversation
+        .map(|c| c.to_string())
+        .or_else(|| get("conversation"));
+    json!({
+        "id": id.to_string(),
+        "channel": get("channel").or_else(|| event.channel.clone()),
+        "source": get("source"),
+        "address": get("address"),
+        "customer": get("customer"),
+        "customer_name": get("customer_name"),
+        "subject": get("subject"),
+        "language": get("language"),
+        "attributes": attributes,
+        "conversation_id": conversation,
+        "created_at": get("created_at").and_then(|t| t.parse::<u64>().ok()),
+    })
+}
+
+/// A log entry as a message: who wrote it, its text, when.
+fn message_json(entry: &LogEntry, customer: &str) -> Value {
+    let author = if entry.dir == "in" {
+        (!customer.is_empty()).then(|| customer.to_owned())
+    } else {
+        serde_json::from_str::<Value>(&entry.msg)
+            .ok()
+            .and_then(|v| v.get("author").and_then(Value::as_str).map(str::to_owned))
+    };
+    json!({
+        "seq": entry.seq,
+        "message_id": entry.id,
+        "direction": entry.dir,
+        "text": entry_text(&entry.msg),
+        "at": entry.at,
+        "author": author,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use switchboard_core::Partition;
+
+    fn event(kind: EventType) -> Event {
+        Event {
+            id: "evt-1".into(),
+            kind,
+            contact: ContactId::new(Partition(2)),
+            conversation: Some(ConversationId::new(Partition(2))),
+            at: 1_800_000_000_000,
+            seq: Some("1800000000000-0".into()),
+            dir: Some("in".into()),
+            agent: Some("olena".into()),
+            channel: Some("chat".into()),
+            disposition: Some("resolved".into()),
+            outcome: Some("closed".into()),
+        }
+    }
+
+    fn contact() -> HashMap<String, String> {
+        [
+            ("channel", "chat"),
+            ("source", "website"),
+            ("address", "widget-1"),
+            ("customer", "visitor:abc"),
+            ("customer_name", "Mariia"),
+            ("subject", ""),
+            ("language", "uk"),
+            ("attributes", r#"{"plan":"pro"}"#),
+            ("created_at", "1799999999000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    fn entry(seq: &str, dir: &str, msg: Value) -> LogEntry {
+        LogEntry {
+            id: format!("m-{seq}"),
+            dir: dir.into(),
+            at: 1_800_000_000_500,
+            msg: msg.to_string(),
+            seq: seq.into(),
+        }
+    }
+
+    #[test]
+    fn a_customer_message_carries_the_contact_and_its_text() {
+        let e = event(EventType::MessageCreated);
+        let facts = Facts {
+            contact: Some(contact()),
+            message: Some(entry(
+                "1-0",
+                "in",
+                json!({"text": "Hello", "provider_message_id": "p1"}),
+            )),
+            transcript: vec![],
+        };
+        let body = body(&e, &facts);
+        assert_eq!(body["id"], "evt-1");
+        assert_eq!(body["type"], "message.created");
+        assert_eq!(body["created_at"], 1_800_000_000_000u64);
+        assert_eq!(body["contact"]["id"], e.contact.to_string());
+        assert_eq!(body["contact"]["customer_name"], "Mariia");
+        assert_eq!(body["contact"]["subject"], Value::Null);
+        assert_eq!(body["contact"]["attributes"]["plan"], "pro");
+        assert_eq!(
+            body["contact"]["conversation_id"],
+            e.conversation.unwrap().to_string()
+        );
+        assert_eq!(body["message"]["text"], "Hello");
+        assert_eq!(body["message"]["direction"], "in");
+        assert_eq!(body["message"]["author"], "visitor:abc");
+        assert_eq!(body["message"]["seq"], "1-0");
+        assert!(body.get("transcript").is_none());
+    }
+
+    #[test]
+    fn a_missing_log_entry_still_gives_a_message() {
+        let e = event(EventType::MessageCreated);
+        let body = body(&e, &Facts::default());
+        assert_eq!(body["message"]["seq"], "1800000000000-0");
+        assert_eq!(body["message"]["text"], Value::Null);
+        assert_eq!(body["contact"]["channel"], "chat");
+        assert_eq!(body["contact"]["source"], Value::Null);
+    }
+
+    #[test]
+    fn a_closed_contact_carries_the_transcript_without_notes() {
+        let e = event(EventType::ContactClosed);
+        let facts = Facts {
+            contact: Some(contact()),
+            message: None,
+            transcript: vec![
+                entry("1-0", "in", json!({"text": "Hello"})),
+                entry(
+                    "2-0",
+                    "out",
+                    json!({"author": "olena", "message": {"text": "Hi, how can I help?"}}),
+                ),
+                entry("3-0", "note", json!({"author": "olena", "text": "VIP"})),
+                entry("4-0", "in", json!({"text": "Thanks"})),
+            ],
+        };
+        let body = body(&e, &facts);
+        assert_eq!(body["agent"], "olena");
+        assert_eq!(body["disposition"], "resolved");
+        assert_eq!(body["outcome"], "closed");
+        let t = body["transcript"].as_array().unwrap();
+        let texts: Vec<&str> = t.iter().map(|m| m["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["Hello", "Hi, how can I help?", "Thanks"]);
+        assert_eq!(t[1]["author"], "olena");
+        assert_eq!(t[1]["direction"], "out");
+    }
+
+    #[test]
+    fn assignment_and_creation_are_small() {
+        let body_a = body(&event(EventType::ContactAssigned), &Facts::default());
+        assert_eq!(body_a["agent"], "olena");
+        assert!(body_a.get("message").is_none());
+        let body_c = body(&event(EventType::ContactCreated), &Facts::default());
+        let keys: Vec<&String> = body_c.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+    }
+}

@@ -1,0 +1,510 @@
+//! A scripted day of traffic through the real daemon, on a manual clock
+//! (`[testing] manual_clock`), and the KPIs it must give, computed by hand
+//! below: answered within and after the service level, a transfer, an
+//! abandoned contact, a customer who comes back within the FCR window, and
+//! two ratings. Then the contact records: the timeline of the transferred
+//! contact, the returning customer's history, and the JSON-lines export.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use switchboard_e2e::*;
+
+const ANN: &str = "ann-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+const SUPERVISOR: &str = "supervisor-token-0123456789";
+
+fn config() -> String {
+    format!(
+        r#"
+[testing]
+manual_clock = true
+
+[records]
+fcr_days = 1
+metrics_secs = 1
+
+[routing]
+wrap_up_secs = 0
+reconnect_grace_secs = 100000
+offer_timeout_secs = {{ chat = 3600, email = 3600, social = 3600, voice = 3600 }}
+default_queue = "support"
+
+[[routing.queues]]
+name = "sales"
+skills = {{ sales = 1 }}
+service_level_secs = 20
+
+[[routing.queues]]
+name = "support"
+skills = {{ support = 1 }}
+service_level_secs = 60
+
+[[routing.rules]]
+name = "buyers"
+queue = "sales"
+words = ["buy"]
+
+[[routing.agents]]
+id = "ann"
+name = "Ann"
+skills = {{ sales = 3 }}
+capacity = {{ chat = 5 }}
+token = "{ANN}"
+
+[[routing.agents]]
+id = "bob"
+name = "Bob"
+skills = {{ support = 3 }}
+capacity = {{ chat = 5 }}
+token = "{BOB}"
+
+[agent_api]
+supervisor_token = "{SUPERVISOR}"
+session_ttl_secs = 200000
+"#
+    )
+}
+
+struct Day {
+    http: Http,
+    base: String,
+    api: String,
+}
+
+impl Day {
+    async fn advance(&self, secs: u64) {
+        let r = self
+            .http
+            .call(
+                "POST",
+                &format!("{}/debug/clock", self.base),
+                Some(SUPERVISOR),
+                Some(&json!({ "advance_ms": secs * 1000 })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    async fn contact(&self, visitor: &str, id: &str, text: &str) -> String {
+        let r = self
+            .http
+            .submit(&self.base, &chat_event(visitor, id, text))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["contact_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .call(
+                "POST",
+                &format!("{}{path}", self.base),
+                Some(token),
+                Some(&body),
+            )
+            .await
+            .unwrap();
+        assert!(r.status < 300, "{path}: {} {}", r.status, r.body);
+        r.json()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .call(
+                "GET",
+                &format!("{}{path}", self.api),
+                Some(SUPERVISOR),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        r.json()
+    }
+
+    async fn kpis(&self, window: &str) -> Value {
+        self.get(&format!("/kpis?window={window}")).await
+    }
+}
+
+async fn offered(ws: &mut AgentSocket, contact: &str) {
+    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(offer.expect("an offer")["contact_id"], contact);
+}
+
+async fn accept(ws: &mut AgentSocket, contact: &str) {
+    ws.send(json!({"type": "accept", "ref": "a", "contact_id": contact}))
+        .await;
+    let (assigned, _) = ws.until("assigned", Duration::from_secs(5)).await;
+    assert_eq!(assigned.expect("assigned")["contact_id"], contact);
+}
+
+async fn presence(ws: &mut AgentSocket, presence: &str) {
+    ws.send(json!({"type": "presence", "ref": "p", "presence": presence, "reason": "break"}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    assert_eq!(result.expect("result")["ok"], true);
+}
+
+/// Asserts `figures[key]` equals `want` (numbers compared as f64).
+fn check(figures: &Value, what: &str, want: &[(&str, Value)]) {
+    for (key, value) in want {
+        let got = &figures[*key];
+        let same = match (got.as_f64(), value.as_f64()) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            _ => got == value,
+        };
+        assert!(same, "{what}.{key}: got {got}, want {value}\n{figures:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_day_gives_the_hand_computed_kpis() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let base = daemon.base();
+    let day = Day {
+        http: Http::new(),
+        api: format!("{base}/api/v1"),
+        base,
+    };
+    let mut ann = AgentSocket::connect_when_ready(&day.base, ANN).await;
+    let mut bob = AgentSocket::connect_when_ready(&day.base, BOB).await;
+    presence(&mut ann, "available").await;
+    presence(&mut bob, "available").await;
+
+    // t = 0: c1 wants to buy: sales, Ann. Answered after 10 s (within the
+    // 20 s target), closed after 300 s, rated 5.
+    let c1 = day.contact("v1", "m1", "I want to buy a plan").await;
+    offered(&mut ann, &c1).await;
+    day.advance(10).await;
+    accept(&mut ann, &c1).await;
+    day.advance(300).await;
+    day.post(
+        &format!("/api/v1/contacts/{c1}/close"),
+        ANN,
+        json!({"disposition": "sold"}),
+    )
+    .await;
+    let rated = day
+        .post(
+            &format!("/channels/api/contacts/{c1}/rating"),
+            TOKEN,
+            json!({"score": 5}),
+        )
+        .await;
+    assert_eq!(rated["outcome"], "ok");
+    let again = day
+        .post(
+            &format!("/channels/api/contacts/{c1}/rating"),
+            TOKEN,
+            json!({"score": 1}),
+        )
+        .await;
+    assert_eq!(again["outcome"], "already_rated");
+
+    // t = 310: c2 needs help: support, Bob, answered after 90 s (late);
+    // at t = 520 Bob transfers it to sales; Ann answers after 5 s and
+    // closes at t = 585 (handled 60 s by her).
+    let c2 = day.contact("v2", "m2", "I need help").await;
+    offered(&mut bob, &c2).await;
+    day.advance(90).await;
+    accept(&mut bob, &c2).await;
+    day.advance(120).await;
+    day.post(
+        &format!("/api/v1/contacts/{c2}/transfer"),
+        BOB,
+        json!({"queue": "sales"}),
+    )
+    .await;
+    offered(&mut ann, &c2).await;
+    day.advance(5).await;
+    accept(&mut ann, &c2).await;
+    day.advance(60).await;
+    day.post(
+        &format!("/api/v1/contacts/{c2}/close"),
+        ANN,
+        json!({"disposition": "solved"}),
+    )
+    .await;
+
+    // t = 585: Bob takes a break; c3 waits 45 s and leaves (abandoned).
+    presence(&mut bob, "away").await;
+    let c3 = day.contact("v3", "m3", "hello?").await;
+    day.advance(45).await;
+    let ended = day
+        .post(
+            &format!("/channels/api/contacts/{c3}/end"),
+            TOKEN,
+            json!({}),
+        )
+        .await;
+    assert_eq!(ended["outcome"], "abandoned");
+    presence(&mut bob, "available").await;
+
+    // Two hours later (t = 7830) c1's customer is back: c1 was not resolved
+    // at first contact. Answered after 30 s (late), closed after 200 s,
+    // rated 3. Then 240 s pass: now = 8300.
+    day.advance(7200).await;
+    let c4 = day.contact("v1", "m4", "I want to buy more").await;
+    offered(&mut ann, &c4).await;
+    day.advance(30).await;
+    accept(&mut ann, &c4).await;
+    day.advance(200).await;
+    day.post(
+        &format!("/api/v1/contacts/{c4}/close"),
+        ANN,
+        json!({"disposition": "sold"}),
+    )
+    .await;
+    day.post(
+        &format!("/channels/api/contacts/{c4}/rating"),
+        TOKEN,
+        json!({"score": 3}),
+    )
+    .await;
+    day.advance(240).await;
+
+    // 24 h: everything.
+    let k = day.kpis("24h").await;
+    let third = |x: f64| (x * 10000.0).round() / 10000.0;
+    check(
+        &k["queues"]["sales"],
+        "24h sales",
+        &[
+            ("offered", json!(3)),
+            ("answered", json!(3)),
+            ("answered_within_target", json!(2)),
+            ("abandoned", json!(0)),
+            ("service_level", json!(third(2.0 / 3.0))),
+            ("abandonment_rate", json!(0.0)),
+            ("asa_secs", json!(15.0)),
+            ("wait_p50_secs", json!(10.0)),
+            ("wait_p90_secs", json!(30.0)),
+            ("closed", json!(3)),
+            ("aht_secs", json!(186.667)),
+            ("reopened", json!(1)),
+            ("fcr_rate", json!(third(2.0 / 3.0))),
+            ("csat_count", json!(2)),
+            ("csat_avg", json!(4.0)),
+            ("transferred", json!(0)),
+        ],
+    );
+    check(
+        &k["queues"]["support"],
+        "24h support",
+        &[
+            ("offered", json!(2)),
+            ("answered", json!(1)),
+            ("answered_within_target", json!(0)),
+            ("abandoned", json!(1)),
+            ("service_level", json!(0.0)),
+            ("abandonment_rate", json!(0.5)),
+            ("asa_secs", json!(90.0)),
+            ("closed", json!(0)),
+            ("aht_secs", Value::Null),
+            ("transferred", json!(1)),
+        ],
+    );
+    let total = [
+        ("offered", json!(5)),
+        ("answered", json!(4)),
+        ("abandoned", json!(1)),
+        ("service_level", json!(0.4)),
+        ("abandonment_rate", json!(0.2)),
+        ("asa_secs", json!(33.75)),
+        ("wait_p50_secs", json!(10.0)),
+        ("wait_p90_secs", json!(90.0)),
+        ("closed", json!(3)),
+        ("aht_secs", json!(186.667)),
+        ("fcr_rate", json!(third(2.0 / 3.0))),
+        ("csat_avg", json!(4.0)),
+        ("transferred", json!(1)),
+    ];
+    check(&k["total"], "24h total", &total);
+    check(&k["channels"]["chat"], "24h chat", &total);
+    // Ann: busy 0–310, 520–585, 7830–8060 (605 s) of 8300 s signed in and
+    // available.
+    check(
+        &k["agents"]["ann"],
+        "24h ann",
+        &[
+            ("answered", json!(3)),
+            ("closed", json!(3)),
+            ("csat_count", json!(2)),
+            ("occupancy", json!(third(605.0 / 8300.0))),
+        ],
+    );
+    check(
+        &k["agents"]["bob"],
+        "24h bob",
+        &[
+            ("answered", json!(1)),
+            ("transferred", json!(1)),
+            ("closed", json!(0)),
+        ],
+    );
+
+    // 1 h (t 4700–8300): only c4.
+    let k = day.kpis("1h").await;
+    check(
+        &k["total"],
+        "1h total",
+        &[
+            ("offered", json!(1)),
+            ("answered", json!(1)),
+            ("service_level", json!(0.0)),
+            ("asa_secs", json!(30.0)),
+            ("closed", json!(1)),
+            ("aht_secs", json!(200.0)),
+            ("fcr_rate", json!(1.0)),
+            ("csat_count", json!(1)),
+            ("csat_avg", json!(3.0)),
+        ],
+    );
+    check(
+        &k["agents"]["ann"],
+        "1h ann",
+        &[("occupancy", json!(third(230.0 / 3600.0)))],
+    );
+    // 5 min (t 8000–8300): c4's close and rating only.
+    let k = day.kpis("5m").await;
+    check(
+        &k["total"],
+        "5m total",
+        &[
+            ("offered", json!(0)),
+            ("answered", json!(0)),
+            ("closed", json!(1)),
+            ("aht_secs", json!(200.0)),
+            ("csat_count", json!(1)),
+        ],
+    );
+    let r = day
+        .http
+        .call(
+            "GET",
+            &format!("{}/kpis?window=2h", day.api),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (422, Some("bad_window"))
+    );
+    let r = day
+        .http
+        .call("GET", &format!("{}/kpis", day.api), Some(ANN), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "agents do not see the KPIs");
+
+    // The same figures on /metrics (refreshed every second).
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let m = day
+                .http
+                .get(&format!("{}/metrics", day.base))
+                .await
+                .unwrap()
+                .body;
+            m.lines().any(|l| {
+                l.starts_with("switchboard_kpi_service_level_ratio{")
+                    && l.contains("window=\"24h\"")
+                    && l.contains("scope=\"queue\"")
+                    && l.contains("name=\"sales\"")
+                    && l.ends_with(" 0.6667")
+            }) && m.lines().any(|l| {
+                l.starts_with("switchboard_kpi_abandoned{")
+                    && l.contains("window=\"24h\"")
+                    && l.contains("scope=\"total\"")
+                    && l.ends_with(" 1")
+            })
+        })
+        .await,
+        "KPI gauges missing on /metrics"
+    );
+
+    // c2's record: its whole timeline, in order, with the transfer.
+    let record = day.get(&format!("/contacts/{c2}/record")).await;
+    let kinds: Vec<&str> = record["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "enqueued", "offered", "accepted", "requeued", "offered", "accepted", "closed"
+        ],
+        "{record:#}"
+    );
+    let t0 = record["times"]["queued"].as_u64().unwrap();
+    assert_eq!(record["times"]["answered"].as_u64().unwrap() - t0, 90_000);
+    assert_eq!(record["times"]["closed"].as_u64().unwrap() - t0, 275_000);
+    assert_eq!(record["disposition"], "solved");
+    assert_eq!(record["agent"], "ann");
+    assert_eq!(record["transcript"][0]["message"]["text"], "I need help");
+    assert_eq!(record["timeline"][3]["reason"], "transfer");
+    assert_eq!(record["timeline"][3]["agent"], "bob");
+
+    // The returning customer: the agent holding c4 sees c1 in its history
+    // (c4 is closed now, so the supervisor asks).
+    let history = day.get(&format!("/contacts/{c4}/history")).await;
+    let previous = history["previous_contacts"].as_array().unwrap();
+    assert_eq!(previous.len(), 1, "{history:#}");
+    assert_eq!(previous[0]["id"], c1.as_str());
+    assert_eq!(previous[0]["rating"], 5);
+    assert_eq!(previous[0]["disposition"], "sold");
+
+    // The export: every contact of the range, one record per line.
+    let r = day
+        .http
+        .call(
+            "GET",
+            &format!("{}/records/export?from=0&to=99999999999999", day.api),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let lines: Vec<Value> = r
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [c1.as_str(), c2.as_str(), c3.as_str(), c4.as_str()]);
+    assert_eq!(lines[2]["timeline"][1]["type"], "abandoned");
+    assert_eq!(lines[0]["rating"], 5);
+    // A range that holds only c4.
+    let r = day
+        .http
+        .call(
+            "GET",
+            &format!(
+                "{}/records/export?from={}&to=99999999999999",
+                day.api,
+                t0 + 1_000_000
+            ),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.body.lines().count(), 1, "{}", r.body);
+    drop(daemon);
+}
