@@ -106,8 +106,9 @@ pub trait Routing: Send + Sync + fmt::Debug {
         Box::pin(async { Ok(None) })
     }
     /// Whether an agent could take a contact of `channel` now: online,
-    /// available and below their capacity for it (a chat widget offers its
-    /// offline form otherwise). May be a few seconds old.
+    /// available and below their capacity for it, and some queue its
+    /// contacts may go to is open (business hours). A chat widget offers
+    /// its offline form otherwise. May be a few seconds old.
     fn agents_available(
         &self,
         channel: switchboard_core::ChannelKind,

@@ -4,7 +4,7 @@
 //!
 //! A day of 50,000 contacts (50 queues, 200 agents, 4 channels): each
 //! entered, answered or abandoned, closed, some rated, some reopened, and
-//! the agents' state changes: ~230,000 facts. Prints how long adding them
+//! the agents' state changes: ~250,000 facts. Prints how long adding them
 //! takes and one report per window, then runs criterion on the 24 h and
 //! 5 min reports. Figures: docs/benchmarks.md.
 #![allow(clippy::unwrap_used)]
