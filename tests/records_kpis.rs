@@ -508,3 +508,187 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
     assert_eq!(r.body.lines().count(), 1, "{}", r.body);
     drop(daemon);
 }
+
+fn two_channel_config() -> String {
+    format!(
+        r#"
+[testing]
+manual_clock = true
+
+[records]
+metrics_secs = 1
+
+[routing]
+wrap_up_secs = 0
+reconnect_grace_secs = 100000
+offer_timeout_secs = {{ chat = 3600, email = 3600, social = 3600, voice = 3600 }}
+
+[[routing.queues]]
+name = "general"
+service_level_secs = 30
+
+[[routing.agents]]
+id = "ann"
+name = "Ann"
+capacity = {{ chat = 2, email = 2 }}
+token = "{ANN}"
+
+[[routing.agents]]
+id = "bob"
+name = "Bob"
+capacity = {{ chat = 2, email = 2 }}
+token = "{BOB}"
+
+[agent_api]
+supervisor_token = "{SUPERVISOR}"
+session_ttl_secs = 200000
+"#
+    )
+}
+
+/// A second day: an email declined by one agent and answered late by
+/// another, a chat answered in time; the figures split by channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_on_two_channels_splits_the_kpis_by_channel() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &two_channel_config(),
+    );
+    let base = daemon.base();
+    let day = Day {
+        http: Http::new(),
+        api: format!("{base}/api/v1"),
+        base,
+    };
+    let mut ann = AgentSocket::connect_when_ready(&day.base, ANN).await;
+    let mut bob = AgentSocket::connect_when_ready(&day.base, BOB).await;
+    presence(&mut ann, "available").await;
+
+    // t = 0: an email; Ann declines it at t = 20, Bob (available from then)
+    // accepts at t = 60: answered after 60 s, outside the 30 s target.
+    let r = day
+        .http
+        .submit(
+            &day.base,
+            &json!({
+                "channel": "email",
+                "address": "help@shop.example",
+                "customer": { "scheme": "email", "value": "Olena@Customer.example" },
+                "provider_message_id": "<e1@customer.example>",
+                "subject": "Refund",
+                "text": "Where is my refund?",
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let e1 = r.json()["contact_id"].as_str().unwrap().to_owned();
+    offered(&mut ann, &e1).await;
+    day.advance(20).await;
+    ann.send(json!({"type": "decline", "ref": "d", "contact_id": e1}))
+        .await;
+    let (result, _) = ann.until("result", Duration::from_secs(5)).await;
+    assert_eq!(result.expect("result")["ok"], true);
+    presence(&mut bob, "available").await;
+    offered(&mut bob, &e1).await;
+    day.advance(40).await;
+    accept(&mut bob, &e1).await;
+    presence(&mut bob, "away").await;
+
+    // t = 60: a chat, Ann answers after 10 s and closes at t = 170; Bob
+    // closes the email at t = 170 too (handled 110 s).
+    let ch1 = day.contact("v1", "c1", "Hi there").await;
+    offered(&mut ann, &ch1).await;
+    day.advance(10).await;
+    accept(&mut ann, &ch1).await;
+    day.advance(100).await;
+    day.post(
+        &format!("/api/v1/contacts/{ch1}/close"),
+        ANN,
+        json!({"disposition": "solved"}),
+    )
+    .await;
+    day.post(
+        &format!("/api/v1/contacts/{e1}/close"),
+        BOB,
+        json!({"disposition": "refunded"}),
+    )
+    .await;
+
+    let k = day.kpis("1h").await;
+    check(
+        &k["channels"]["email"],
+        "email",
+        &[
+            ("offered", json!(1)),
+            ("answered", json!(1)),
+            ("service_level", json!(0.0)),
+            ("asa_secs", json!(60.0)),
+            ("aht_secs", json!(110.0)),
+        ],
+    );
+    check(
+        &k["channels"]["chat"],
+        "chat",
+        &[
+            ("offered", json!(1)),
+            ("answered", json!(1)),
+            ("service_level", json!(1.0)),
+            ("asa_secs", json!(10.0)),
+            ("aht_secs", json!(100.0)),
+        ],
+    );
+    check(
+        &k["queues"]["general"],
+        "general",
+        &[
+            ("offered", json!(2)),
+            ("answered", json!(2)),
+            ("service_level", json!(0.5)),
+            ("asa_secs", json!(35.0)),
+            ("aht_secs", json!(105.0)),
+            ("wait_p50_secs", json!(10.0)),
+            ("wait_p99_secs", json!(60.0)),
+        ],
+    );
+    check(
+        &k["agents"]["ann"],
+        "ann",
+        &[("answered", json!(1)), ("closed", json!(1))],
+    );
+    check(
+        &k["agents"]["bob"],
+        "bob",
+        &[("answered", json!(1)), ("closed", json!(1))],
+    );
+
+    // The email's timeline shows the decline and who answered.
+    let record = day.get(&format!("/contacts/{e1}/record")).await;
+    let steps: Vec<(String, String)> = record["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["agent"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("enqueued", ""),
+        ("offered", "ann"),
+        ("declined", "ann"),
+        ("offered", "bob"),
+        ("accepted", "bob"),
+        ("closed", "bob"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(steps, want, "{record:#}");
+    assert_eq!(record["person"], "email:olena@customer.example");
+    drop(daemon);
+}
