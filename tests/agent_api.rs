@@ -498,3 +498,65 @@ async fn messages_after_the_accept_arrive_live_at_once() {
         assert_eq!(frame["dir"], "in");
     }
 }
+
+/// When routing events were trimmed before an instance read them (their
+/// numbers skip), the agents connected there get a fresh `hello` with what
+/// they hold now, so a missed offer is not lost to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_routing_events_resends_hello() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let base = daemon.base();
+    let http = Http::new();
+    let mut ws = AgentSocket::connect_when_ready(&base, OLENA).await;
+    ws.send(json!({"type": "presence", "ref": "p1", "presence": "available"}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    assert_eq!(result.unwrap()["ok"], true);
+    let r = http
+        .submit(&base, &chat_event("visitor-9", "m-9", "hello"))
+        .await
+        .unwrap();
+    let contact = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(offer.unwrap()["contact_id"], contact.as_str());
+
+    // An event numbered far ahead: as if thousands were trimmed unread.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let n: u64 = redis::cmd("HGET")
+        .arg("sb:{r}:stats")
+        .arg("_n")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("sb:{r}:events")
+        .arg("*")
+        .arg("type")
+        .arg("enqueued")
+        .arg("contact")
+        .arg("0-nobody")
+        .arg("n")
+        .arg(n + 5000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (hello, _) = ws.until("hello", Duration::from_secs(10)).await;
+    let hello = hello.expect("a fresh hello after the gap");
+    let held = hello["me"]["held"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{hello}");
+    assert_eq!(held[0]["contact_id"], contact.as_str());
+    assert_eq!(held[0]["state"], "offered");
+    let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_agent_event_gaps_total") && !l.ends_with(" 0")),
+        "gap not counted"
+    );
+}

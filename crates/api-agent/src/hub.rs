@@ -99,9 +99,20 @@ impl Hub {
     /// Follows the routing events and the live doorbell and forwards them,
     /// and keeps the sessions of connected agents alive in Redis, until
     /// `shutdown`.
-    pub async fn run(&self, state: RoutingState, ttl: Duration, shutdown: CancellationToken) {
+    ///
+    /// When the events it reads jump (their numbers skip: events were
+    /// trimmed from the stream before this instance read them), the agents
+    /// connected here may have missed offers or withdrawals: their ids are
+    /// sent on `resync`, and each gets a fresh `hello`.
+    pub async fn run(
+        &self,
+        state: RoutingState,
+        ttl: Duration,
+        resync: mpsc::Sender<Vec<String>>,
+        shutdown: CancellationToken,
+    ) {
         tokio::join!(
-            self.follow_routing(state.clone(), ttl, shutdown.clone()),
+            self.follow_routing(state.clone(), ttl, resync, shutdown.clone()),
             self.follow_live(state, shutdown),
         );
     }
@@ -293,10 +304,12 @@ impl Hub {
         &self,
         state: RoutingState,
         ttl: Duration,
+        resync: mpsc::Sender<Vec<String>>,
         shutdown: CancellationToken,
     ) {
         let mut backoff = Duration::from_millis(100);
         let mut after: Option<String> = None;
+        let mut gaps = Gaps::default();
         let mut last_refresh = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             let result: Result<(), StoreError> = async {
@@ -317,11 +330,22 @@ impl Hub {
                             return Err(e);
                         }
                     };
+                    let mut gap = false;
                     for event in &events {
+                        gap |= gaps.jumped(event.number());
                         self.note_holder(event);
                         for (agent, frame) in frames_for(event) {
                             self.send(&agent, &frame);
                         }
+                    }
+                    if gap {
+                        counter!("switchboard_agent_event_gaps_total").increment(1);
+                        warn!("Routing events were trimmed before this instance read them; resynchronising its agents.");
+                        self.holders
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clear();
+                        let _ = resync.try_send(self.agents());
                     }
                     if let Some(last) = events.last() {
                         cursor = last.id.clone();
@@ -354,5 +378,41 @@ impl Hub {
                 debug!(%error, agent_id = %agent, "Could not refresh an agent's session.");
             }
         }
+    }
+}
+
+/// Watches the routing events' numbers for a jump.
+#[derive(Debug, Default)]
+struct Gaps {
+    last: u64,
+}
+
+impl Gaps {
+    /// True when `n` skips past the last number seen (events between were
+    /// never read). Numbers that go back (the counter was reset with a
+    /// fresh Redis) or are missing (0) only move the mark.
+    fn jumped(&mut self, n: u64) -> bool {
+        if n == 0 {
+            return false;
+        }
+        let jumped = self.last > 0 && n > self.last + 1;
+        self.last = n;
+        jumped
+    }
+}
+
+#[cfg(test)]
+mod gap_tests {
+    use super::Gaps;
+
+    #[test]
+    fn only_a_skip_forward_is_a_gap() {
+        let mut g = Gaps::default();
+        assert!(!g.jumped(7), "the first event");
+        assert!(!g.jumped(8));
+        assert!(!g.jumped(0), "unnumbered");
+        assert!(g.jumped(12), "9 to 11 missed");
+        assert!(!g.jumped(3), "a reset counter");
+        assert!(!g.jumped(4));
     }
 }

@@ -211,10 +211,33 @@ impl AgentApi {
     /// those sessions alive, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let ttl = self.inner.session_ttl();
-        self.inner
+        let (resync, mut wanted) = tokio::sync::mpsc::channel::<Vec<String>>(4);
+        let inner = self.inner.clone();
+        // A fresh `hello` (what the agent holds and is offered now) for each
+        // agent connected here, after a gap in the routing events.
+        let hellos = async move {
+            while let Some(agents) = wanted.recv().await {
+                for agent in agents {
+                    match inner.me(&agent).await {
+                        Ok(me) => inner.hub.send(
+                            &agent,
+                            &frames::ServerFrame::Hello {
+                                version: frames::PROTOCOL_VERSION,
+                                me,
+                            },
+                        ),
+                        Err(error) => {
+                            tracing::debug!(agent_id = %agent, ?error, "Could not resynchronise an agent.")
+                        }
+                    }
+                }
+            }
+        };
+        let follow = self
+            .inner
             .hub
-            .run(self.inner.state.clone(), ttl, shutdown)
-            .await;
+            .run(self.inner.state.clone(), ttl, resync, shutdown);
+        tokio::join!(follow, hellos);
     }
 }
 
