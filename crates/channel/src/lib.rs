@@ -9,6 +9,7 @@
 //! background work until shutdown. See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub mod files;
 pub mod live;
 pub mod secret;
 

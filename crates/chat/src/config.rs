@@ -41,6 +41,10 @@ pub struct ChatConfig {
     pub uploads_dir: PathBuf,
     #[serde(default = "defaults::max_upload_bytes")]
     pub max_upload_bytes: usize,
+    /// Uploads older than this many days are deleted (0: kept for ever).
+    /// Match `[routing] retention_days`.
+    #[serde(default = "defaults::uploads_keep_days")]
+    pub uploads_keep_days: u64,
     /// Content types accepted for uploads.
     #[serde(default = "defaults::upload_types")]
     pub upload_types: Vec<String>,
@@ -106,6 +110,9 @@ mod defaults {
     }
     pub fn max_upload_bytes() -> usize {
         10 * 1024 * 1024
+    }
+    pub fn uploads_keep_days() -> u64 {
+        30
     }
     pub fn upload_types() -> Vec<String> {
         [

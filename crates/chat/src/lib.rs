@@ -119,9 +119,24 @@ impl ChannelAdapter for ChatAdapter {
         let shared = self.shared;
         Box::pin(async move {
             let shutdown = shared.ctx.shutdown.clone();
+            let keep_days = shared.config.uploads_keep_days;
+            let clean = async {
+                if keep_days > 0 {
+                    switchboard_channel::files::keep_clean(
+                        shared.ctx.name.clone(),
+                        "uploads",
+                        shared.config.uploads_dir.clone(),
+                        std::time::Duration::from_secs(keep_days * 86_400),
+                        std::time::Duration::from_secs(3600),
+                        shutdown.clone(),
+                    )
+                    .await;
+                }
+            };
             tokio::join!(
                 shared.hub.run(shared.ctx.live.clone(), shutdown.clone()),
                 outbox::run(shared.clone()),
+                clean,
             );
             Ok(())
         })

@@ -147,6 +147,16 @@ impl ChannelAdapter for EmailAdapter {
                     self.ctx.shutdown.clone(),
                 ));
             }
+            if self.config.attachments_keep_days > 0 {
+                tasks.spawn(switchboard_channel::files::keep_clean(
+                    name.clone(),
+                    "attachments",
+                    self.config.attachments_dir.clone(),
+                    Duration::from_secs(self.config.attachments_keep_days * 86_400),
+                    Duration::from_secs(3600),
+                    self.ctx.shutdown.clone(),
+                ));
+            }
             let sender = self.sender.clone();
             let ctx = self.ctx.clone();
             let result = sender

@@ -49,7 +49,14 @@ fn keep_blocking(dir: &Path, content_type: &str, bytes: &[u8]) -> std::io::Resul
     let id = format!("sha256-{}", &hex::encode(digest)[..32]);
     let path = dir.join(&id);
     write_atomically(&dir.join(format!("{id}.type")), content_type.as_bytes())?;
-    if !path.exists() {
+    if path.exists() {
+        // Received again: young again for the clean-up (attachments not
+        // seen for `attachments_keep_days` are deleted).
+        std::fs::File::options()
+            .write(true)
+            .open(&path)?
+            .set_modified(std::time::SystemTime::now())?;
+    } else {
         write_atomically(&path, bytes)?;
     }
     Ok(id)
@@ -116,6 +123,35 @@ impl MediaSource for AttachmentStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_attachment_received_again_is_young_again_for_the_clean_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = AttachmentStore::open(dir.path(), 1024).expect("open");
+        let id = store
+            .keep("text/plain", b"hello".to_vec())
+            .await
+            .expect("keep");
+        let path = dir.path().join(&id);
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(90 * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_modified(long_ago)
+            .expect("age it");
+        store
+            .keep("text/plain", b"hello".to_vec())
+            .await
+            .expect("again");
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+        assert_eq!(
+            switchboard_channel::files::sweep_older_than(dir.path(), cutoff).expect("sweep"),
+            0,
+            "the repeated attachment was kept"
+        );
+        assert!(path.exists());
+    }
 
     #[tokio::test]
     async fn kept_bytes_come_back_with_their_type() {

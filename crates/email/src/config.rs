@@ -30,6 +30,11 @@ pub struct EmailConfig {
     /// Largest attachment kept, in bytes; larger ones are listed, not kept.
     #[serde(default = "default_max_attachment_bytes")]
     pub max_attachment_bytes: usize,
+    /// Attachments not received again for this many days are deleted
+    /// (0: kept for ever). Match `[routing] retention_days`, after which the
+    /// contacts that list them are deleted too.
+    #[serde(default = "default_attachments_keep_days")]
+    pub attachments_keep_days: u64,
     /// Bulk and list mail (`Precedence: bulk`, `List-Id`): `ignore` (counted,
     /// not routed) or `route`.
     #[serde(default)]
@@ -161,6 +166,9 @@ fn default_max_message_bytes() -> usize {
 }
 fn default_max_attachment_bytes() -> usize {
     10 * 1024 * 1024
+}
+fn default_attachments_keep_days() -> u64 {
+    30
 }
 fn default_max_recipients() -> usize {
     100

@@ -1,0 +1,98 @@
+//! Keeping a channel's file directory (email attachments, chat uploads)
+//! from growing for ever: files not written or touched for longer than the
+//! channel keeps them are deleted, once an hour. Several instances sharing
+//! the directory may sweep it at once; a file another one deleted first is
+//! not an error.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// Deletes the regular files of `dir` last modified before `cutoff`;
+/// returns how many. Blocking: run it off the async threads.
+pub fn sweep_older_than(dir: &Path, cutoff: SystemTime) -> std::io::Result<usize> {
+    let mut deleted = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let old = meta.modified().map(|m| m < cutoff).unwrap_or(false);
+        if old {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Sweeps `dir` every `every` (and once at start), deleting files older
+/// than `keep`, until `shutdown`. `what` names the directory in logs and in
+/// `switchboard_channel_files_deleted_total{channel, what}`.
+pub async fn keep_clean(
+    channel: String,
+    what: &'static str,
+    dir: PathBuf,
+    keep: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let cutoff = SystemTime::now()
+            .checked_sub(keep)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || sweep_older_than(&d, cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                metrics::counter!("switchboard_channel_files_deleted_total",
+                    "channel" => channel.clone(), "what" => what)
+                .increment(n as u64);
+                tracing::info!(channel = %channel, what, files = n, "Deleted files older than the channel keeps them.");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(channel = %channel, what, %error, dir = %dir.display(), "Could not sweep old files.");
+            }
+            Err(error) => {
+                tracing::warn!(channel = %channel, what, %error, "The file sweep failed.")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::sweep_older_than;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn only_files_older_than_the_cutoff_go() {
+        let dir = std::env::temp_dir().join(format!("sb-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let old = dir.join("old");
+        let new = dir.join("new");
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&new, b"y").unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(40 * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let cutoff = SystemTime::now() - Duration::from_secs(30 * 86_400);
+        assert_eq!(sweep_older_than(&dir, cutoff).unwrap(), 1);
+        assert!(!old.exists() && new.exists() && dir.join("sub").exists());
+        assert_eq!(sweep_older_than(&dir, cutoff).unwrap(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
