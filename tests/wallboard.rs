@@ -16,6 +16,17 @@ const ANN: &str = "ann-token-0123456789";
 const SUPERVISOR: &str = "supervisor-token-0123456789";
 
 fn config() -> String {
+    // Closed today whatever the day: today and the next week are holidays,
+    // so the next opening is a Monday at least a week away.
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let holidays: Vec<String> = (0..8)
+        .map(|d| format!("\"{}\"", civil_date(today + d)))
+        .collect();
+    let holidays = holidays.join(", ");
     format!(
         r#"
 [records]
@@ -33,6 +44,16 @@ service_level_secs = 20
 [[routing.queues]]
 name = "support"
 
+[[routing.schedules]]
+name = "weekdays"
+timezone = "UTC"
+hours = {{ mon = ["09:00-17:00"] }}
+holidays = [{holidays}]
+
+[[routing.queues]]
+name = "night"
+schedule = "weekdays"
+
 [[routing.rules]]
 name = "buyers"
 queue = "sales"
@@ -48,6 +69,21 @@ token = "{ANN}"
 supervisor_token = "{SUPERVISOR}"
 "#
     )
+}
+
+/// `YYYY-MM-DD` of a day number since 1970-01-01 (Howard Hinnant's
+/// civil_from_days).
+fn civil_date(days: u64) -> String {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 async fn text(browser: &Browser, id: &str) -> String {
@@ -162,6 +198,20 @@ async fn the_wallboard_shows_queues_and_agents_live() {
     assert_eq!(agent[1], "available");
     assert_eq!(agent[2], "1 / 1");
     assert_eq!(text(&browser, "total-available").await, "1");
+    // A queue outside its business hours says until when.
+    let night = browser
+        .js(
+            "return document.querySelector('tr[data-queue=night]').children[0].textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        night
+            .as_str()
+            .unwrap()
+            .starts_with("night (closed until Mon"),
+        "{night}"
+    );
     let points = browser
         .until(
             Duration::from_secs(10),

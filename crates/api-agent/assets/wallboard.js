@@ -78,7 +78,11 @@
       longest = Math.max(longest, q.longest_wait_ms);
       var tr = document.createElement("tr");
       tr.setAttribute("data-queue", q.queue);
-      tr.appendChild(cell(q.queue));
+      var name = q.queue;
+      if (q.open === false) {
+        name += q.opens_at ? " (closed until " + new Date(q.opens_at).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" }) + ")" : " (closed)";
+      }
+      tr.appendChild(cell(name, q.open === false ? "closed" : ""));
       tr.appendChild(cell(String(q.waiting), "num"));
       tr.appendChild(cell(duration(q.longest_wait_ms), "num"));
       tr.appendChild(cell(percent(k.service_level), "num " + levelClass(k.service_level)));

@@ -295,7 +295,22 @@ pub async fn queues(State(inner): Api, headers: HeaderMap) -> Result<Response, A
     }
     let list: Vec<Value> = by_queue
         .into_iter()
-        .map(|(name, (waiting, longest))| json!({ "queue": name, "waiting": waiting, "longest_wait_ms": longest }))
+        .map(|(name, (waiting, longest))| {
+            // Business hours: open now, or when it opens next.
+            let queue = inner.plan.queues.iter().find(|q| q.name == name);
+            let open = queue.is_none_or(|q| q.is_open(now));
+            let opens_at = queue
+                .filter(|_| !open)
+                .and_then(|q| q.schedule.as_ref())
+                .and_then(|s| s.next_opening(now));
+            json!({
+                "queue": name,
+                "waiting": waiting,
+                "longest_wait_ms": longest,
+                "open": open,
+                "opens_at": opens_at,
+            })
+        })
         .collect();
     Ok(Json(json!({ "queues": list })).into_response())
 }
