@@ -51,6 +51,8 @@ local TIMELINE_SKIP = {contact = true, presence = true, reason = true, online_un
 -- busy). `crates/records` folds them into rolling windows.
 local KPI_KEEP_MS = 26 * 3600 * 1000
 
+-- Trimmed by the server's clock (stream ids are its time), so that an
+-- instance with a wrong clock cannot trim what others wrote.
 local function kpi_fact(events_key, fact)
   local flat = {}
   for k, v in pairs(fact) do
@@ -99,13 +101,14 @@ local function record(events_key, f, now, n)
           redis.call('HSET', ckey, 'kpi_answered', '0')
         end
       elseif kind == 'accepted' or kind == 'assigned' then
-        redis.call('HSET', ckey, 'last_agent', f['agent'] or '')
         if c[5] ~= '1' then
-          redis.call('HSET', ckey, 'kpi_answered', '1')
+          redis.call('HSET', ckey, 'kpi_answered', '1', 'last_agent', f['agent'] or '')
           base['k'] = 'answered'
           base['ag'] = f['agent'] or ''
           base['w'] = now - num(c[3])
           fact = base
+        else
+          redis.call('HSET', ckey, 'last_agent', f['agent'] or '')
         end
       elseif kind == 'abandoned' then
         if f['was'] ~= 'new' then
@@ -135,7 +138,8 @@ local function record(events_key, f, now, n)
   -- and busy (holding a contact or in wrap-up), recorded when it changes.
   -- (A profile update, `agent`, changes neither and has no caller's clock.)
   local agent = f['agent']
-  if agent and f['presence'] and kind ~= 'agent' then
+  -- (An accept changes neither: the offer made the agent busy already.)
+  if agent and f['presence'] and kind ~= 'agent' and kind ~= 'accepted' then
     local busy = '0'
     for l in string.gmatch(f['loads'] or '', '[^,]+') do
       if num(l) > 0 then busy = '1' end
