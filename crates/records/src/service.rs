@@ -139,13 +139,20 @@ impl Recorder {
 
     /// The KPIs of `window`, as of now. Reads any facts not read yet first,
     /// so a report right after a change includes it.
+    ///
+    /// Folding a busy day takes tens of milliseconds: it runs on the
+    /// blocking pool, never on the threads that serve requests.
     pub async fn report(&self, window: Window) -> Result<Report, StoreError> {
         self.catch_up().await?;
-        let now = Timestamp::now().as_millis();
-        let target = |q: &str| self.target_ms(q);
-        Ok(self
-            .kpis()
-            .report(window.name(), now, window.millis(), &target))
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = Timestamp::now().as_millis();
+            let target = |q: &str| this.target_ms(q);
+            this.kpis()
+                .report(window.name(), now, window.millis(), &target)
+        })
+        .await
+        .map_err(|e| StoreError::Protocol(format!("KPI report failed: {e}")))
     }
 
     /// Reads the facts written since the last read.
@@ -155,17 +162,24 @@ impl Recorder {
         loop {
             let facts = self.shared.records.kpi_facts(&cursor, 5000).await?;
             let n = facts.len();
-            let mut kpis = self.kpis();
-            for fact in facts {
-                match Fact::parse(&fact.fields) {
-                    Some((at, f)) => kpis.add(at, f),
-                    None => debug!(id = %fact.id, "Skipping a KPI fact of an unknown kind."),
-                }
-                *cursor = fact.id;
+            if let Some(last) = facts.last() {
+                *cursor = last.id.clone();
             }
-            let now = Timestamp::now().as_millis();
-            kpis.prune(now.saturating_sub(KEEP_MS));
-            drop(kpis);
+            // Off the request threads: the lock may be held by a fold.
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut kpis = this.kpis();
+                for fact in facts {
+                    match Fact::parse(&fact.fields) {
+                        Some((at, f)) => kpis.add(at, f),
+                        None => debug!(id = %fact.id, "Skipping a KPI fact of an unknown kind."),
+                    }
+                }
+                let now = Timestamp::now().as_millis();
+                kpis.prune(now.saturating_sub(KEEP_MS));
+            })
+            .await
+            .map_err(|e| StoreError::Protocol(format!("KPI facts not added: {e}")))?;
             read += n;
             if n < 5000 {
                 break;
@@ -221,7 +235,10 @@ impl Recorder {
                 continue;
             }
             if seconds.is_multiple_of(self.shared.config.metrics_secs.max(1)) {
-                self.set_gauges();
+                let this = self.clone();
+                if let Err(error) = tokio::task::spawn_blocking(move || this.set_gauges()).await {
+                    warn!(%error, "Setting the KPI gauges failed.");
+                }
             }
             if seconds.is_multiple_of(self.shared.config.sample_secs.max(1))
                 && let Err(error) = self.sample().await
