@@ -190,6 +190,27 @@ async fn a_crm_that_was_down_gets_every_event_once_and_in_order() {
     assert_eq!(c2, c);
     // A duplicate delivery of a customer message is no event.
     customer_writes(&http, &base, "cust-c", "c2", "Anyone there?").await;
+    // D: the customer leaves before anyone answers (ended through the
+    // intake API, as a PBX ends a call the caller hung up).
+    let d = customer_writes(&http, &base, "cust-d", "d1", "Never mind").await;
+    let bearer = format!("Bearer {TOKEN}");
+    let r = http
+        .post(
+            &format!("{base}/channels/api/contacts/{d}/end"),
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            "{}",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["outcome"].as_str()),
+        (200, Some("abandoned")),
+        "{}",
+        r.body
+    );
 
     // The receiver stays down a while: the daemon retries.
     let left = Duration::from_secs(5).saturating_sub(down_since.elapsed());
@@ -225,8 +246,8 @@ async fn a_crm_that_was_down_gets_every_event_once_and_in_order() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     // A: created, in, assigned, out, in, closed; B: created, in, assigned,
-    // closed; C: created, in, in.
-    let expected = 6 + 4 + 3;
+    // closed; C: created, in, in; D: created, in, closed (abandoned).
+    let expected = 6 + 4 + 3 + 3;
     let all_in = eventually(Duration::from_secs(60), || async {
         inbox.lock().unwrap().len() >= expected
     })
@@ -297,6 +318,17 @@ async fn a_crm_that_was_down_gets_every_event_once_and_in_order() {
             "message:in:Hello?",
             "message:in:Anyone there?"
         ]
+    );
+    assert_eq!(
+        shape(&d),
+        ["contact.created", "message:in:Never mind", "contact.closed"]
+    );
+    let abandoned = &per_contact[&d][2];
+    assert_eq!(abandoned["outcome"], "abandoned", "{abandoned:#}");
+    assert_eq!(
+        abandoned["transcript"].as_array().map(Vec::len),
+        Some(1),
+        "{abandoned:#}"
     );
 
     // The details a CRM files them by.

@@ -73,7 +73,6 @@ local function record(events_key, f, now, n)
     for k, v in pairs(f) do
       if not TIMELINE_SKIP[k] or (k == 'reason' and kind == 'requeued') then entry[k] = v end
     end
-    if entry['agent'] == nil and f['agent'] then entry['agent'] = f['agent'] end
     local tl = sibling(events_key, 'tl:' .. contact)
     redis.call('RPUSH', tl, cjson.encode(entry))
     local ckey = sibling(events_key, 'c:' .. contact)
@@ -136,9 +135,9 @@ local function record(events_key, f, now, n)
   end
   -- An agent's occupancy: online (a live session, not offline), presence,
   -- and busy (holding a contact or in wrap-up), recorded when it changes.
-  -- (A profile update, `agent`, changes neither and has no caller's clock.)
+  -- A profile update (`agent`) changes none of them and has no caller's
+  -- clock; an accept neither (the offer made the agent busy already).
   local agent = f['agent']
-  -- (An accept changes neither: the offer made the agent busy already.)
   if agent and f['presence'] and kind ~= 'agent' and kind ~= 'accepted' then
     local busy = '0'
     for l in string.gmatch(f['loads'] or '', '[^,]+') do
