@@ -98,10 +98,35 @@ async fn the_sweep_deletes_old_closed_contacts_with_their_conversation() {
         [(old.contact_id.to_string(), T0)]
     );
 
+    // A caller who hung up before the hand-off: abandoned, indexed too.
+    let early = intake
+        .submit_event(event("cyd", Some("m3"), "bye"))
+        .await
+        .unwrap();
+    let ended = state
+        .end_by_channel(&early.contact_id, T0, "left", 0, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(ended, "abandoned");
+    assert_eq!(
+        records
+            .contacts_between(0, u64::MAX, 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
     // Nothing is old yet.
     assert_eq!(records.sweep(T0 - 1, 100).await.unwrap(), 0);
-    // Both are old; only the closed one goes.
-    assert_eq!(records.sweep(T0 + 1, 100).await.unwrap(), 1);
+    // All are old; only the two closed ones go.
+    assert_eq!(records.sweep(T0 + 1, 100).await.unwrap(), 2);
+    let early_keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{}*", early.conversation_id))
+        .query_async(&mut raw(&redis).await)
+        .await
+        .unwrap();
+    assert!(early_keys.is_empty(), "left behind: {early_keys:?}");
     let mut conn = raw(&redis).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("*{}*", old.contact_id))

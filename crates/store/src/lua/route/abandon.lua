@@ -20,6 +20,9 @@ if not c[1] then
   redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'closed', 'closed_at', ARGV[3],
     'disposition', ARGV[4], 'agent', '', 'excluded', '')
   redis.call('EXPIRE', KEYS[1], ARGV[6])
+  -- In the records' index too, so that the retention sweep deletes its
+  -- conversation like any other's (the hand-off will not index it).
+  redis.call('ZADD', sibling(KEYS[4], 'contacts'), ARGV[3], ARGV[1])
   emit(KEYS[4], ARGV[7], {'type', 'abandoned', 'contact', ARGV[1], 'disposition', ARGV[4],
     'was', 'new'}, ARGV[3])
   return 'abandoned'
