@@ -10,7 +10,9 @@
 //!   change of an agent's occupancy state; `crates/records` folds them into
 //!   rolling windows.
 //! - `contacts` (sorted set): every contact by the time it was queued: the
-//!   export's index and the retention sweep's work list.
+//!   export's index.
+//! - `closed` (sorted set): contacts by the time they ended (closed or
+//!   abandoned): the retention sweep's work list.
 //! - `person:<key>` (sorted set): a person's contacts across channels
 //!   (`CustomerIdentity::person_key`).
 //! - `settings` (hash): `fcr_ms`, `retention_s`, written by each instance at
@@ -263,41 +265,34 @@ impl Records {
         Ok(out)
     }
 
-    /// Deletes up to `batch` contacts queued before `before` (ms) whose
-    /// routing is over (closed, or its record gone): their routing record,
-    /// timeline, decisions, the contact and its conversation (hash, log,
-    /// delivery and status). Open contacts are kept. Returns how many were
-    /// deleted. Idempotent; several instances may sweep at once.
+    /// Deletes up to `batch` contacts that ended (closed or abandoned)
+    /// before `before` (ms): their routing record, timeline, decisions, the
+    /// contact and its conversation (hash, log, delivery and status), and
+    /// their places in the indexes. Open contacts are never in the list.
+    /// Returns how many were deleted. Idempotent; several instances may
+    /// sweep at once.
     pub async fn sweep(&self, before: u64, batch: usize) -> Result<usize, StoreError> {
         let k = self.store.keys();
-        let old = self.contacts_between(0, before, 0, batch).await?;
-        let mut deleted = 0;
         let mut conn = self.conn();
-        for (id, _) in old {
+        let old: Vec<String> = self
+            .store
+            .bounded(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(k.route("closed"))
+                    .arg("-inf")
+                    .arg(before)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(batch)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut deleted = 0;
+        for id in old {
             let Ok(contact) = id.parse::<ContactId>() else {
-                let _: i64 = self
-                    .store
-                    .bounded(
-                        redis::cmd("ZREM")
-                            .arg(k.route("contacts"))
-                            .arg(&id)
-                            .query_async(&mut conn),
-                    )
-                    .await?;
+                self.forget(&id).await?;
                 continue;
             };
-            let state: Option<String> = self
-                .store
-                .bounded(
-                    redis::cmd("HGET")
-                        .arg(k.route_contact(&contact))
-                        .arg("state")
-                        .query_async(&mut conn),
-                )
-                .await?;
-            if matches!(state.as_deref(), Some(s) if s != "closed") {
-                continue;
-            }
             let conversation: Option<String> = self
                 .store
                 .bounded(
@@ -329,17 +324,29 @@ impl Records {
                         .query_async(&mut conn),
                 )
                 .await?;
-            let _: i64 = self
-                .store
-                .bounded(
-                    redis::cmd("ZREM")
-                        .arg(k.route("contacts"))
-                        .arg(&id)
-                        .query_async(&mut conn),
-                )
-                .await?;
+            self.forget(&id).await?;
             deleted += 1;
         }
         Ok(deleted)
+    }
+
+    /// Takes a contact out of the records' indexes.
+    async fn forget(&self, id: &str) -> Result<(), StoreError> {
+        let k = self.store.keys();
+        let mut conn = self.conn();
+        self.store
+            .bounded(
+                redis::pipe()
+                    .cmd("ZREM")
+                    .arg(k.route("closed"))
+                    .arg(id)
+                    .ignore()
+                    .cmd("ZREM")
+                    .arg(k.route("contacts"))
+                    .arg(id)
+                    .ignore()
+                    .query_async(&mut conn),
+            )
+            .await
     }
 }

@@ -77,8 +77,8 @@ local function record(events_key, f, now, n)
     redis.call('RPUSH', tl, cjson.encode(entry))
     local ckey = sibling(events_key, 'c:' .. contact)
     if kind == 'closed' or kind == 'abandoned' then
-      local ttl = redis.call('TTL', ckey)
-      if ttl > 0 then redis.call('EXPIRE', tl, ttl) end
+      -- The retention sweep's list: contacts by the time they ended.
+      redis.call('ZADD', sibling(events_key, 'closed'), now, contact)
     end
     local fact = nil
     if kind == 'enqueued' or kind == 'requeued' or kind == 'accepted' or kind == 'assigned'

@@ -8,8 +8,8 @@
 -- ARGV[9] customer key (sticky)  ARGV[10] sticky agent ('' for none)
 -- ARGV[11] sticky deadline (ms)  ARGV[12] events maxlen
 -- ARGV[13] the person's key across channels (CustomerIdentity::person_key)
--- The records' retention sweep (crates/records) removes old contacts from
--- the `contacts` index together with their data.
+-- The records' retention sweep (crates/records) removes contacts that
+-- ended long enough ago from the `contacts` index with their data.
 -- Returns 1 when queued now, 0 when known already.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
