@@ -176,7 +176,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
-    info!(%addr, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /console, /channels/<name>/…");
+    info!(%addr, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /console, /wallboard, /channels/<name>/…");
     let server =
         // With the peer's address: channels limit by it (chat's `rate_per_ip`).
         axum::serve(
