@@ -237,6 +237,7 @@ pub fn event(kind: &str, agent: &str, fields: &[(&str, &str)]) -> RouteEvent {
         contact: fields.get("contact").cloned(),
         agent: Some(agent.into()),
         live: None,
+        record: None,
         fields,
     }
 }

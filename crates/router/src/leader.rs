@@ -345,11 +345,12 @@ impl Leader {
                 }
             }
             let now = now_ms();
-            // Contacts that may be waiting again: read their records
-            // together, not one round trip each.
+            // Contacts that may be waiting again: their events carry their
+            // records; those that do not (written by an older version) are
+            // read together, not one round trip each.
             let wanted: Vec<ContactId> = events
                 .iter()
-                .filter(|e| REQUEUING.contains(&e.kind.as_str()))
+                .filter(|e| REQUEUING.contains(&e.kind.as_str()) && e.record.is_none())
                 .filter_map(|e| e.contact.as_deref().and_then(|c| c.parse().ok()))
                 .collect();
             let fetched =
@@ -557,14 +558,14 @@ impl Leader {
                 }
             }
             (kind, Some(c)) if REQUEUING.contains(&kind) => {
-                if let Some(rec) = records.get(&c)
+                if let Some(rec) = event.record.as_ref().or_else(|| records.get(&c))
                     && rec.state == "waiting"
                     && let Some(w) = waiting_contact(rec, &self.plan)
                 {
                     engine.add_contact(w, now);
                 }
             }
-            ("offered" | "assigned" | "abandoned", Some(c)) => {
+            ("offered" | "assigned" | "abandoned" | "closed", Some(c)) => {
                 engine.remove_contact(&c);
             }
             _ => {}

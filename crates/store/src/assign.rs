@@ -164,6 +164,11 @@ pub struct RouteEvent {
     pub contact: Option<String>,
     pub agent: Option<String>,
     pub live: Option<AgentLive>,
+    /// The contact's routing record after the change, for the events after
+    /// which it may be waiting again (`enqueued`, `requeued`, `declined`,
+    /// `expired`, `revoked`); `None` for others and for events written
+    /// before records were carried.
+    pub record: Option<RouteRecord>,
     pub fields: HashMap<String, String>,
 }
 
@@ -205,7 +210,7 @@ fn parse_loads(s: &str) -> [u32; 4] {
     out
 }
 
-fn live_from(map: &HashMap<String, String>) -> AgentLive {
+pub(crate) fn live_from(map: &HashMap<String, String>) -> AgentLive {
     let n = |k: &str| map.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
     let loads = match map.get("loads") {
         Some(l) => parse_loads(l),
@@ -899,39 +904,21 @@ impl RoutingState {
         count: usize,
     ) -> Result<Vec<RouteEvent>, StoreError> {
         let key = self.store.keys().route("events");
-        let options = redis::streams::StreamReadOptions::default()
-            .count(count)
-            .block(usize::try_from(block.as_millis()).unwrap_or(usize::MAX));
-        let reply: Option<redis::streams::StreamReadReply> = tokio::time::timeout(
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX))
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(after);
+        let reply: redis::Value = tokio::time::timeout(
             block + self.store.config().response_timeout,
-            redis::AsyncCommands::xread_options(conn, &[&key], &[after], &options),
+            cmd.query_async(conn),
         )
         .await
         .map_err(|_| StoreError::Unavailable("XREAD timed out".into()))??;
-        let mut out = Vec::new();
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in stream.ids {
-                let fields: HashMap<String, String> = entry
-                    .map
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        redis::from_redis_value::<String>(v.clone())
-                            .ok()
-                            .map(|v| (k.clone(), v))
-                    })
-                    .collect();
-                let live = fields.contains_key("loads").then(|| live_from(&fields));
-                out.push(RouteEvent {
-                    id: entry.id.clone(),
-                    kind: fields.get("type").cloned().unwrap_or_default(),
-                    contact: fields.get("contact").cloned(),
-                    agent: fields.get("agent").cloned(),
-                    live,
-                    fields,
-                });
-            }
-        }
-        Ok(out)
+        Ok(crate::events::from_xread(reply))
     }
 }
 
@@ -962,7 +949,7 @@ fn agent_from(id: &str, map: &HashMap<String, String>) -> (AgentRecord, AgentLiv
     )
 }
 
-fn record_from(map: HashMap<String, String>) -> RouteRecord {
+pub(crate) fn record_from(map: HashMap<String, String>) -> RouteRecord {
     let s = |k: &str| map.get(k).cloned().unwrap_or_default();
     let n = |k: &str| map.get(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
     RouteRecord {

@@ -15,6 +15,7 @@ pub mod assign;
 pub mod channel_state;
 mod conn;
 pub mod conversations;
+mod events;
 pub mod feed;
 pub mod intake;
 pub mod keys;

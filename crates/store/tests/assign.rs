@@ -367,6 +367,17 @@ async fn events_carry_the_agent_state_and_enqueue_is_idempotent() {
         ("available", NOW + 3_600_000)
     );
     assert_eq!(events[2].contact.as_deref(), Some(c.to_string().as_str()));
+    // The enqueued event carries the contact's record, so the leader needs
+    // no read; events that cannot make a contact wait again carry none.
+    let rec = events[2].record.as_ref().expect("the record in the event");
+    assert_eq!(rec.contact, c.to_string());
+    assert_eq!(
+        (rec.state.as_str(), rec.queue.as_str(), rec.channel.as_str()),
+        ("waiting", "general", "chat"),
+        "{rec:?}"
+    );
+    assert_eq!((rec.since, rec.queued_at), (NOW, NOW));
+    assert!(events[0].record.is_none() && events[1].record.is_none());
 }
 
 #[tokio::test]

@@ -43,7 +43,8 @@ end
 -- agent's changing state is in the events stream for the leader, not in
 -- a contact's history.
 local TIMELINE_SKIP = {contact = true, presence = true, reason = true, online_until = true,
-  idle_since = true, last_offer_at = true, ver = true, wrap_until = true, loads = true}
+  idle_since = true, last_offer_at = true, ver = true, wrap_until = true, loads = true,
+  n = true}
 
 -- KPI facts (`<prefix>:{r}:kpi`, a stream kept ~26 h by its ids' time): one
 -- per contact entering a queue, answered, abandoned, closed, rated,
@@ -156,12 +157,21 @@ local function record(events_key, f, now, n)
   end
 end
 
+-- The routing record fields an event carries (`rec`) when the contact may
+-- be waiting again after it, so the leader need not read them back.
+local RECORD_FIELDS = {'id', 'state', 'queue', 'channel', 'priority', 'since', 'queued_at',
+  'rule', 'source', 'customer', 'sticky', 'sticky_until', 'excluded', 'agent', 'offer_until'}
+local CARRIES_RECORD = {enqueued = true, requeued = true, declined = true, expired = true,
+  revoked = true}
+
 -- Appends a routing event and counts it by type in the stats hash
 -- (`<prefix>:{r}:stats`, next to the events stream), then keeps its
 -- records (`record`). `now` is the caller's clock (ms); without it, the
 -- server's.
 -- Every event carries `n`, its number in the stream (1, 2, 3, …), so a
 -- reader sees a gap (events trimmed before it read them) and reloads.
+-- The stream entry is one field, `e`: the event as a JSON object of
+-- strings (crates/store/src/events.rs reads it).
 local function emit(events_key, maxlen, fields, now)
   local stats = sibling(events_key, 'stats')
   redis.call('HINCRBY', stats, fields[2], 1)
@@ -172,10 +182,18 @@ local function emit(events_key, maxlen, fields, now)
   -- repeat a name (`reason`: the agent's away reason): the first counts.
   local f = {}
   for i = 1, #fields, 2 do
-    if f[fields[i]] == nil then f[fields[i]] = fields[i + 1] end
+    if f[fields[i]] == nil then f[fields[i]] = tostring(fields[i + 1]) end
   end
   record(events_key, f, tonumber(now) or server_ms(), n)
-  return redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  if f['contact'] and CARRIES_RECORD[f['type']] then
+    local r = redis.call('HMGET', sibling(events_key, 'c:' .. f['contact']), unpack(RECORD_FIELDS))
+    local rec = {}
+    for i, name in ipairs(RECORD_FIELDS) do
+      if r[i] then rec[name] = r[i] end
+    end
+    f['rec'] = rec
+  end
+  return redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 'e', cjson.encode(f))
 end
 
 local function extend(a, b)

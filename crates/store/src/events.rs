@@ -1,0 +1,242 @@
+//! Reading the routing event stream (`<prefix>:{r}:events`).
+//!
+//! Each entry has one field, `e`: the event as a JSON object of strings
+//! (`type`, `contact`, `agent`, the agent's state after the change, `n`,
+//! …). Events after which a contact may be waiting again (`enqueued`,
+//! `requeued`, `declined`, `expired`, `revoked`) also carry `rec`, the
+//! contact's routing record as the script left it, so the routing leader
+//! does not read it back. One field instead of twenty-odd makes an event
+//! cheaper for Redis to append and serve, and for every reader to parse
+//! (each instance's leader and agent hub read every event).
+//!
+//! Entries written before this format (flat field/value pairs) are read
+//! too, so a rolling upgrade keeps working.
+
+use crate::assign::{RouteEvent, RouteRecord, live_from, record_from};
+use redis::Value;
+use std::collections::HashMap;
+
+/// The events of an `XREAD` reply (RESP2 arrays or RESP3 maps), taken
+/// apart without copying the reply.
+pub(crate) fn from_xread(reply: Value) -> Vec<RouteEvent> {
+    // RESP2: `[[key, entries], …]`; RESP3: `{key: entries, …}`.
+    let streams = match reply {
+        Value::Map(map) => map,
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|stream| match stream {
+                Value::Array(kv) => {
+                    let mut kv = kv.into_iter();
+                    Some((kv.next()?, kv.next()?))
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (_, entries) in streams {
+        if let Value::Array(entries) = entries {
+            for entry in entries {
+                if let Some(event) = from_entry(entry) {
+                    out.push(event);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `[id, [field, value, …]]`.
+fn from_entry(entry: Value) -> Option<RouteEvent> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let mut parts = parts.into_iter();
+    let id = text(parts.next()?)?;
+    let mut fields = HashMap::new();
+    let mut record = None;
+    for (name, value) in pairs(parts.next()?) {
+        let (Some(name), Some(value)) = (text(name), text(value)) else {
+            continue;
+        };
+        if name == "e" {
+            record = unpack(&value, &mut fields);
+        } else {
+            fields.entry(name).or_insert(value);
+        }
+    }
+    Some(event(id, fields, record))
+}
+
+/// Fills `fields` from the JSON body; the contact's record when it has one.
+fn unpack(body: &str, fields: &mut HashMap<String, String>) -> Option<RouteRecord> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str(body) else {
+        return None;
+    };
+    let mut record = None;
+    for (k, v) in map {
+        match v {
+            serde_json::Value::String(s) => {
+                fields.insert(k, s);
+            }
+            serde_json::Value::Object(rec) if k == "rec" => {
+                let rec: HashMap<String, String> = rec
+                    .into_iter()
+                    .filter_map(|(k, v)| match v {
+                        serde_json::Value::String(s) => Some((k, s)),
+                        serde_json::Value::Number(n) => Some((k, n.to_string())),
+                        _ => None,
+                    })
+                    .collect();
+                if !rec.is_empty() {
+                    record = Some(record_from(rec));
+                }
+            }
+            serde_json::Value::Number(n) => {
+                fields.insert(k, n.to_string());
+            }
+            _ => {}
+        }
+    }
+    record
+}
+
+pub(crate) fn event(
+    id: String,
+    fields: HashMap<String, String>,
+    record: Option<RouteRecord>,
+) -> RouteEvent {
+    let live = fields.contains_key("loads").then(|| live_from(&fields));
+    RouteEvent {
+        id,
+        kind: fields.get("type").cloned().unwrap_or_default(),
+        contact: fields.get("contact").cloned(),
+        agent: fields.get("agent").cloned(),
+        live,
+        record,
+        fields,
+    }
+}
+
+/// The (key, value) pairs of a flat array or a map.
+fn pairs(value: Value) -> Vec<(Value, Value)> {
+    match value {
+        Value::Map(map) => map,
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len() / 2);
+            let mut items = items.into_iter();
+            while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn text(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::VerbatimString { text, .. } => Some(text),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn reply(entries: Vec<Value>) -> Value {
+        Value::Array(vec![Value::Array(vec![
+            bulk("sb:{r}:events"),
+            Value::Array(entries),
+        ])])
+    }
+
+    #[test]
+    fn reads_a_json_event_with_its_record() {
+        let body = r#"{"type":"enqueued","contact":"1-abc","n":"7",
+            "rec":{"id":"1-abc","state":"waiting","queue":"sales","priority":"2","since":"1000","excluded":"a1,a2"}}"#;
+        let events = from_xread(reply(vec![Value::Array(vec![
+            bulk("1-0"),
+            Value::Array(vec![bulk("e"), bulk(body)]),
+        ])]));
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.id, "1-0");
+        assert_eq!(e.kind, "enqueued");
+        assert_eq!(e.contact.as_deref(), Some("1-abc"));
+        assert_eq!(e.number(), 7);
+        assert!(e.live.is_none());
+        let rec = e.record.as_ref().expect("record");
+        assert_eq!(rec.contact, "1-abc");
+        assert_eq!(rec.queue, "sales");
+        assert_eq!(rec.priority, 2);
+        assert_eq!(rec.since, 1000);
+        assert_eq!(rec.excluded, vec!["a1", "a2"]);
+        assert!(!e.fields.contains_key("rec"));
+    }
+
+    #[test]
+    fn reads_flat_events_written_before_json() {
+        let events = from_xread(reply(vec![Value::Array(vec![
+            bulk("2-0"),
+            Value::Array(vec![
+                bulk("type"),
+                bulk("offered"),
+                bulk("contact"),
+                bulk("1-x"),
+                bulk("agent"),
+                bulk("ann"),
+                bulk("loads"),
+                bulk("1,0,0,0"),
+                bulk("presence"),
+                bulk("available"),
+            ]),
+        ])]));
+        assert_eq!(events[0].kind, "offered");
+        assert_eq!(events[0].agent.as_deref(), Some("ann"));
+        let live = events[0].live.as_ref().expect("agent state");
+        assert_eq!(live.loads, [1, 0, 0, 0]);
+        assert_eq!(live.presence, "available");
+        assert!(events[0].record.is_none());
+    }
+
+    #[test]
+    fn nothing_and_garbage_give_no_events() {
+        assert!(from_xread(Value::Nil).is_empty());
+        let events = from_xread(reply(vec![
+            bulk("not an entry"),
+            Value::Array(vec![
+                bulk("3-0"),
+                Value::Array(vec![bulk("e"), bulk("{not json")]),
+            ]),
+        ]));
+        // An entry whose body is not JSON still has its id (and no fields):
+        // readers skip events without a type.
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "");
+    }
+
+    #[test]
+    fn resp3_maps_are_read_too() {
+        let events = from_xread(Value::Map(vec![(
+            bulk("sb:{r}:events"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("4-0"),
+                Value::Map(vec![(
+                    bulk("e"),
+                    bulk(r#"{"type":"closed","contact":"1-y"}"#),
+                )]),
+            ])]),
+        )]));
+        assert_eq!(events[0].kind, "closed");
+    }
+}
