@@ -1,4 +1,5 @@
-//! Reading the routing event stream (`<prefix>:{r}:events`).
+//! Reading the routing event stream (`<prefix>:{r}:events`) and the KPI
+//! facts stream (`<prefix>:{r}:kpi`, written the same way).
 //!
 //! Each entry has one field, `e`: the event as a JSON object of strings
 //! (`type`, `contact`, `agent`, the agent's state after the change, `n`,
@@ -47,8 +48,28 @@ pub(crate) fn from_xread(reply: Value) -> Vec<RouteEvent> {
     out
 }
 
-/// `[id, [field, value, …]]`.
+/// `[id, [field, value, …]]` as a routing event.
 fn from_entry(entry: Value) -> Option<RouteEvent> {
+    let (id, fields, record) = entry_fields(entry)?;
+    Some(event(id, fields, record))
+}
+
+/// The entries of an `XRANGE` reply: id and fields (the JSON body `e`
+/// unpacked), oldest first. The KPI facts stream is written the same way.
+pub(crate) fn from_xrange(reply: Value) -> Vec<(String, HashMap<String, String>)> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(entry_fields)
+        .map(|(id, fields, _)| (id, fields))
+        .collect()
+}
+
+/// `[id, [field, value, …]]`: the id, the fields (a JSON body `e`
+/// unpacked into them) and the routing record a body carried.
+fn entry_fields(entry: Value) -> Option<(String, HashMap<String, String>, Option<RouteRecord>)> {
     let Value::Array(parts) = entry else {
         return None;
     };
@@ -66,7 +87,7 @@ fn from_entry(entry: Value) -> Option<RouteEvent> {
             fields.entry(name).or_insert(value);
         }
     }
-    Some(event(id, fields, record))
+    Some((id, fields, record))
 }
 
 /// Fills `fields` from the JSON body; the contact's record when it has one.
@@ -223,6 +244,29 @@ mod tests {
         // readers skip events without a type.
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "");
+    }
+
+    #[test]
+    fn xrange_entries_unpack_their_body() {
+        let facts = from_xrange(Value::Array(vec![
+            Value::Array(vec![
+                bulk("5-0"),
+                Value::Array(vec![
+                    bulk("e"),
+                    bulk(r#"{"k":"answered","w":"1500","q":"sales"}"#),
+                ]),
+            ]),
+            Value::Array(vec![
+                bulk("6-0"),
+                Value::Array(vec![bulk("k"), bulk("closed"), bulk("h"), bulk("60000")]),
+            ]),
+        ]));
+        assert_eq!(facts.len(), 2);
+        assert_eq!(facts[0].0, "5-0");
+        assert_eq!(facts[0].1["w"], "1500");
+        assert_eq!(facts[0].1["q"], "sales");
+        assert_eq!(facts[1].1["k"], "closed");
+        assert!(from_xrange(Value::Nil).is_empty());
     }
 
     #[test]

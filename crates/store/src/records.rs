@@ -126,7 +126,7 @@ impl Records {
         } else {
             format!("({after}")
         };
-        let reply: redis::streams::StreamRangeReply = self
+        let reply: redis::Value = self
             .store
             .bounded(
                 redis::cmd("XRANGE")
@@ -138,21 +138,9 @@ impl Records {
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(reply
-            .ids
+        Ok(crate::events::from_xrange(reply)
             .into_iter()
-            .map(|e| KpiFact {
-                fields: e
-                    .map
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        redis::from_redis_value::<String>(v.clone())
-                            .ok()
-                            .map(|v| (k.clone(), v))
-                    })
-                    .collect(),
-                id: e.id,
-            })
+            .map(|(id, fields)| KpiFact { id, fields })
             .collect())
     }
 
