@@ -499,6 +499,98 @@ async fn messages_after_the_accept_arrive_live_at_once() {
     }
 }
 
+/// A returning customer goes back to the agent who last handled them:
+/// the hand-off finds the remembered agent (in the enqueue script) and the
+/// contact waits for that agent's wrap-up rather than going to the other
+/// agent, who is free at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_customer_waits_for_the_last_agent() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let mut olena = AgentSocket::connect_when_ready(&base, OLENA).await;
+    let mut petro = AgentSocket::connect_when_ready(&base, PETRO).await;
+    for ws in [&mut olena, &mut petro] {
+        ws.next(Duration::from_secs(5)).await.expect("hello");
+        ws.send(json!({"type": "presence", "presence": "available"}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // First contact: whoever gets it handles and closes it.
+    let r = http
+        .submit(&base, &chat_event("returning-1", "r1", "first time"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let first = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (o, _) = olena.until("offer", Duration::from_millis(1500)).await;
+    let (first_agent, other_agent) = if o.is_some() {
+        (&mut olena, &mut petro)
+    } else {
+        (&mut petro, &mut olena)
+    };
+    if o.is_none() {
+        let (p, _) = first_agent.until("offer", Duration::from_secs(5)).await;
+        assert_eq!(p.expect("an offer")["contact_id"], first.as_str());
+    }
+    first_agent
+        .send(json!({"type": "accept", "contact_id": first}))
+        .await;
+    first_agent
+        .until("assigned", Duration::from_secs(5))
+        .await
+        .0
+        .expect("assigned");
+    first_agent
+        .send(json!({"type": "close", "contact_id": first, "disposition": "resolved"}))
+        .await;
+    first_agent
+        .until("closed", Duration::from_secs(5))
+        .await
+        .0
+        .expect("closed");
+
+    // The same customer again, while that agent is in wrap-up (2 s).
+    let r = http
+        .submit(&base, &chat_event("returning-1", "r2", "me again"))
+        .await
+        .unwrap();
+    let second = r.json()["contact_id"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let (elsewhere, _) = other_agent
+        .until("offer", Duration::from_millis(1200))
+        .await;
+    assert!(
+        elsewhere.is_none(),
+        "offered to the other agent: {elsewhere:?}"
+    );
+    let (offer, _) = first_agent.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(
+        offer.expect("offered after wrap-up")["contact_id"],
+        second.as_str()
+    );
+    let routing = http
+        .call(
+            "GET",
+            &format!("{base}/api/v1/contacts/{second}/routing"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        routing.body.contains("sticky"),
+        "the explanation names the sticky agent: {}",
+        routing.body
+    );
+}
+
 /// When routing events were trimmed before an instance read them (their
 /// numbers skip), the agents connected there get a fresh `hello` with what
 /// they hold now, so a missed offer is not lost to them.

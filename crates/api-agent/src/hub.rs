@@ -273,11 +273,7 @@ impl Hub {
         let Ok(id) = contact.parse::<ContactId>() else {
             return Ok(None);
         };
-        let agent = state
-            .route_record(&id)
-            .await?
-            .filter(|r| (r.state == "offered" || r.state == "assigned") && !r.agent.is_empty())
-            .map(|r| r.agent);
+        let agent = state.holder(&id).await?;
         let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
         if holders.len() > 10_000 {
             holders.retain(|_, (_, at)| at.elapsed() < HOLDER_CACHE);

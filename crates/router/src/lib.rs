@@ -206,12 +206,10 @@ impl Router {
             .map(|identity| identity.person_key())
             .unwrap_or_default();
         let now = switchboard_core::Timestamp::now().as_millis();
-        let sticky = if self.config.sticky_memory_days > 0 {
-            self.state.sticky_agent(&customer_key).await?
-        } else {
-            None
-        };
-        let sticky_until = now + self.config.sticky_wait_secs * 1000;
+        // The customer's last agent, when remembered, is looked up by the
+        // enqueue script itself.
+        let sticky_memory =
+            (self.config.sticky_memory_days > 0).then(|| now + self.config.sticky_wait_secs * 1000);
         let since = fields
             .get("created_at")
             .and_then(|v| v.parse().ok())
@@ -233,7 +231,8 @@ impl Router {
                 rule: placement.rule.as_deref().unwrap_or(""),
                 source: &facts.source,
                 customer: &customer_key,
-                sticky: sticky.as_deref().map(|a| (a, sticky_until)),
+                sticky: None,
+                sticky_memory,
                 person: &person,
             })
             .await?;

@@ -109,6 +109,10 @@ pub struct NewRoute<'a> {
     pub source: &'a str,
     pub customer: &'a str,
     pub sticky: Option<(&'a str, u64)>,
+    /// Without `sticky`: the deadline to wait for the customer's last agent
+    /// if Redis remembers one (looked up in the same script, no extra round
+    /// trip); `None` not to look.
+    pub sticky_memory: Option<u64>,
     /// The person across channels (`CustomerIdentity::person_key`); empty
     /// when unknown.
     pub person: &'a str,
@@ -336,7 +340,8 @@ impl RoutingState {
             .arg(sticky)
             .arg(sticky_until)
             .arg(EVENTS_MAXLEN)
-            .arg(r.person);
+            .arg(r.person)
+            .arg(r.sticky_memory.map(|t| t.to_string()).unwrap_or_default());
         let mut conn = self.conn();
         let queued: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(queued == 1)
@@ -676,6 +681,28 @@ impl RoutingState {
             .bounded(redis::cmd("HGETALL").arg(key).query_async(&mut conn))
             .await?;
         Ok((!map.is_empty()).then(|| record_from(map)))
+    }
+
+    /// The agent a contact is offered or assigned to, if any: two fields,
+    /// not the whole record (asked for every live message an instance's
+    /// agents might hold).
+    pub async fn holder(&self, contact: &ContactId) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route_contact(contact);
+        let (state, agent): (Option<String>, Option<String>) = self
+            .store
+            .bounded(
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("state")
+                    .arg("agent")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(match (state.as_deref(), agent) {
+            (Some("offered" | "assigned"), Some(agent)) if !agent.is_empty() => Some(agent),
+            _ => None,
+        })
     }
 
     async fn route_field(

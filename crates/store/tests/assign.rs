@@ -47,6 +47,7 @@ async fn waiting(state: &RoutingState, channel: ChannelKind) -> ContactId {
             source: "web",
             customer: "visitor:1",
             sticky: None,
+            sticky_memory: None,
             person: "",
         })
         .await
@@ -200,6 +201,34 @@ async fn accept_expire_autopause_close_and_sticky() {
         state.sticky_agent("visitor:1").await.unwrap().as_deref(),
         Some("a")
     );
+    // The customer comes back: the enqueue script finds the remembered
+    // agent itself and gives it the deadline asked for.
+    for (customer, expected) in [("visitor:1", "a"), ("visitor:2", "")] {
+        let back = ContactId::new(Partition(1));
+        let new_route = NewRoute {
+            contact: &back,
+            queue: "general",
+            channel: ChannelKind::Chat,
+            priority: 0,
+            since: NOW + 2,
+            now: NOW + 2,
+            rule: "",
+            source: "web",
+            customer,
+            sticky: None,
+            sticky_memory: Some(NOW + 20_000),
+            person: "",
+        };
+        assert!(state.enqueue(&new_route).await.unwrap());
+        let rec = state.route_record(&back).await.unwrap().unwrap();
+        assert_eq!(rec.sticky, expected, "{customer}");
+        let until = if expected.is_empty() { 0 } else { NOW + 20_000 };
+        assert_eq!(rec.sticky_until, until, "{customer}");
+        state
+            .end_by_channel(&back, NOW + 3, "customer_left", 0, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
     assert_eq!(
         state
             .set_presence("a", Some(("available", "")), None, Some("wrap_up"))
@@ -349,6 +378,7 @@ async fn events_carry_the_agent_state_and_enqueue_is_idempotent() {
             source: "web",
             customer: "visitor:1",
             sticky: None,
+            sticky_memory: None,
             person: "",
         })
         .await
@@ -563,6 +593,7 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
             source: "web",
             customer: "visitor:1",
             sticky: None,
+            sticky_memory: None,
             person: "",
         })
         .await
@@ -604,6 +635,7 @@ async fn a_message_after_the_close_starts_a_new_contact() {
                     source: "website",
                     customer: "visitor:v1",
                     sticky: None,
+                    sticky_memory: None,
                     person: "",
                 })
                 .await

@@ -27,6 +27,7 @@ async fn queue(state: &RoutingState, contact: &ContactId, person: &str, now: u64
             source: "website",
             customer: "website:visitor:x",
             sticky: None,
+            sticky_memory: None,
             person,
         })
         .await

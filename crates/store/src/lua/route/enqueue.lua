@@ -8,16 +8,26 @@
 -- ARGV[9] customer key (sticky)  ARGV[10] sticky agent ('' for none)
 -- ARGV[11] sticky deadline (ms)  ARGV[12] events maxlen
 -- ARGV[13] the person's key across channels (CustomerIdentity::person_key)
+-- ARGV[14] when no sticky agent is given: the sticky deadline (ms) to use
+--          if the customer's last agent is remembered (`sticky:<customer>`,
+--          written at close); '' not to look
 -- The records' retention sweep (crates/records) removes contacts that
 -- ended long enough ago from the `contacts` index with their data.
 -- Returns 1 when queued now, 0 when known already.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
+local sticky, sticky_until = ARGV[10], ARGV[11]
+if sticky == '' and ARGV[14] and ARGV[14] ~= '' then
+  local remembered = redis.call('GET', sibling(KEYS[3], 'sticky:' .. ARGV[9]))
+  if remembered then
+    sticky, sticky_until = remembered, ARGV[14]
+  end
+end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'waiting', 'queue', ARGV[2],
   'channel', ARGV[3], 'priority', ARGV[4], 'since', ARGV[5], 'queued_at', ARGV[6],
   'rule', ARGV[7], 'source', ARGV[8], 'customer', ARGV[9],
-  'sticky', ARGV[10], 'sticky_until', ARGV[11], 'excluded', '')
+  'sticky', sticky, 'sticky_until', sticky_until, 'excluded', '')
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 -- The records: every contact by the time it was queued (the export's
 -- index), and the person's contacts across channels. A contact of the same
