@@ -55,7 +55,7 @@ pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
         while ok {
             tokio::select! {
                 frame = frames.recv() => match frame {
-                    Some(frame) => ok = send(&mut sink, &frame).await,
+                    Some(frame) => ok = send_queued(&mut sink, frame, &mut frames).await,
                     None => {
                         // Dropped by the hub: the client stopped reading.
                         let _ = sink.send(Message::Close(Some(CloseFrame {
@@ -104,6 +104,33 @@ pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
     }
     .instrument(span)
     .await;
+}
+
+/// Frames written before one flush at most: an event's frames (an offer
+/// and the presence after it) and whatever else is queued leave in one
+/// write, not one system call each.
+const SEND_BATCH: usize = 32;
+
+/// Sends `first` and the frames queued behind it, then flushes once.
+async fn send_queued(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    first: ServerFrame,
+    queued: &mut tokio::sync::mpsc::Receiver<ServerFrame>,
+) -> bool {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(frame) = next.take() {
+        if let Ok(text) = serde_json::to_string(&frame)
+            && sink.feed(Message::Text(text.into())).await.is_err()
+        {
+            return false;
+        }
+        written += 1;
+        if written < SEND_BATCH {
+            next = queued.try_recv().ok();
+        }
+    }
+    sink.flush().await.is_ok()
 }
 
 async fn send(

@@ -15,6 +15,7 @@
 
 use crate::assign::{RouteEvent, RouteRecord, live_from, record_from};
 use redis::Value;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::collections::HashMap;
 
 /// The events of an `XREAD` reply (RESP2 arrays or RESP3 maps), taken
@@ -92,35 +93,96 @@ fn entry_fields(entry: Value) -> Option<(String, HashMap<String, String>, Option
 
 /// Fills `fields` from the JSON body; the contact's record when it has one.
 fn unpack(body: &str, fields: &mut HashMap<String, String>) -> Option<RouteRecord> {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_str(body) else {
+    let Ok(body) = serde_json::from_str::<Body>(body) else {
         return None;
     };
-    let mut record = None;
-    for (k, v) in map {
-        match v {
-            serde_json::Value::String(s) => {
-                fields.insert(k, s);
+    fields.extend(body.fields);
+    body.rec.filter(|r| !r.is_empty()).map(record_from)
+}
+
+/// An entry's JSON body: values are strings (numbers are taken as their
+/// text), except `rec`, an object of them. Read straight into maps, without
+/// an intermediate `serde_json::Value` (every instance reads every event).
+struct Body {
+    fields: HashMap<String, String>,
+    rec: Option<HashMap<String, String>>,
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Body, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Body;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
             }
-            serde_json::Value::Object(rec) if k == "rec" => {
-                let rec: HashMap<String, String> = rec
-                    .into_iter()
-                    .filter_map(|(k, v)| match v {
-                        serde_json::Value::String(s) => Some((k, s)),
-                        serde_json::Value::Number(n) => Some((k, n.to_string())),
-                        _ => None,
-                    })
-                    .collect();
-                if !rec.is_empty() {
-                    record = Some(record_from(rec));
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+                let mut body = Body {
+                    fields: HashMap::with_capacity(map.size_hint().unwrap_or(24)),
+                    rec: None,
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "rec" {
+                        let rec: HashMap<String, Scalar> = map.next_value()?;
+                        body.rec = Some(
+                            rec.into_iter()
+                                .filter_map(|(k, v)| v.0.map(|v| (k, v)))
+                                .collect(),
+                        );
+                    } else if let Scalar(Some(value)) = map.next_value()? {
+                        body.fields.insert(key, value);
+                    }
                 }
+                Ok(body)
             }
-            serde_json::Value::Number(n) => {
-                fields.insert(k, n.to_string());
-            }
-            _ => {}
         }
+        d.deserialize_map(V)
     }
-    record
+}
+
+/// A string or number as text; anything else as nothing.
+struct Scalar(Option<String>);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 pub(crate) fn event(
@@ -267,6 +329,28 @@ mod tests {
         assert_eq!(facts[0].1["q"], "sales");
         assert_eq!(facts[1].1["k"], "closed");
         assert!(from_xrange(Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn bodies_take_numbers_as_text_and_skip_other_values() {
+        let mut fields = HashMap::new();
+        let rec = unpack(
+            r#"{"type":"x","n":12,"w":-3,"f":1.5,"b":true,"z":null,"l":[1,{"a":2}],"o":{"a":"b"},
+               "rec":{"id":"1-a","since":1000,"state":"waiting","odd":[1]}}"#,
+            &mut fields,
+        );
+        assert_eq!(fields["n"], "12");
+        assert_eq!(fields["w"], "-3");
+        assert_eq!(fields["f"], "1.5");
+        for skipped in ["b", "z", "l", "o", "rec"] {
+            assert!(!fields.contains_key(skipped), "{skipped}");
+        }
+        let rec = rec.expect("record");
+        assert_eq!((rec.contact.as_str(), rec.since), ("1-a", 1000));
+        assert!(!rec.fields.contains_key("odd"));
+        let mut none = HashMap::new();
+        assert!(unpack("[1,2]", &mut none).is_none() && none.is_empty());
+        assert!(unpack(r#"{"rec":{}}"#, &mut none).is_none());
     }
 
     #[test]
