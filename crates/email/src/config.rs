@@ -81,6 +81,8 @@ pub struct ListenConfig {
     pub require_tls: bool,
     #[serde(default = "default_max_recipients")]
     pub max_recipients: usize,
+    /// Time for a whole command line, or for each 1 KiB of a message body
+    /// (not per read: a client dribbling bytes is timed out).
     #[serde(default = "default_command_timeout_secs")]
     pub command_timeout_secs: u64,
     #[serde(default = "default_max_sessions")]

@@ -22,6 +22,13 @@ pub(super) enum Ended<T> {
     Upgrade(T),
 }
 
+/// Input that must arrive within one `command_timeout`: a whole command
+/// line, or this many bytes of a message body (or of a line or body being
+/// dropped). A read that brings less does not extend the time, so a client
+/// dribbling a byte at a time cannot hold a session slot for ever
+/// (slowloris; Postfix's `smtpd_per_record_deadline` does the same).
+const PROGRESS_BYTES: usize = 1024;
+
 /// What the incoming bytes are.
 enum Mode {
     Command,
@@ -52,6 +59,8 @@ where
     let mut receiver = RequestReceiver::default();
     let mut mode = Mode::Command;
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut progress = 0usize;
     loop {
         if let Err(outcome) = flush(&mut io, &mut out, timeout).await {
             return Ended::Closed(outcome);
@@ -62,7 +71,7 @@ where
         let read = tokio::select! {
             biased;
             () = shutdown.cancelled(), if idle => None,
-            read = tokio::time::timeout(timeout, io.read(&mut buf)) => Some(read),
+            read = tokio::time::timeout_at(deadline, io.read(&mut buf)) => Some(read),
         };
         let n = match read {
             None => {
@@ -96,6 +105,8 @@ where
         };
         let mut bytes = buf[..n].iter();
         while !bytes.as_slice().is_empty() {
+            let before = bytes.as_slice().len();
+            let was_command = matches!(mode, Mode::Command);
             match &mut mode {
                 Mode::Command => {
                     if shutdown.is_cancelled() {
@@ -212,6 +223,14 @@ where
                         s.too_large(&mut out);
                     }
                 }
+            }
+            // A command answered (the loop `break`s above while a line is
+            // incomplete), a body or a dropped part finished, or enough of
+            // one arrived: the next record gets a whole timeout again.
+            progress += before - bytes.as_slice().len();
+            if was_command || matches!(mode, Mode::Command) || progress >= PROGRESS_BYTES {
+                deadline = tokio::time::Instant::now() + timeout;
+                progress = 0;
             }
         }
     }

@@ -97,6 +97,87 @@ async fn idle_timeout() {
     assert_eq!(c.line().await, "");
 }
 
+/// Writes `bytes` one at a time, `gap` apart, ignoring write errors (the
+/// server may have closed already).
+async fn dribble<S: tokio::io::AsyncWrite + Unpin>(io: &mut S, bytes: &[u8], gap: Duration) {
+    use tokio::io::AsyncWriteExt;
+    for b in bytes {
+        if io.write_all(&[*b]).await.is_err() || io.flush().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(gap).await;
+    }
+}
+
+/// Each read arrives well within the timeout, but the command line never
+/// ends: the line as a whole must arrive within the timeout.
+#[tokio::test]
+async fn a_command_dribbled_a_byte_at_a_time_times_out() {
+    let mut s = settings(Protocol::Lmtp);
+    s.command_timeout = Duration::from_millis(400);
+    let server = start(s, Arc::new(TestSink::default())).await;
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    // 1.6 s of dribbling if the server let it go on; it ends the session
+    // after 0.4 s, and the writes fail soon after.
+    let started = std::time::Instant::now();
+    dribble(
+        c.io.get_mut(),
+        b"NOOP and a very long",
+        Duration::from_millis(80),
+    )
+    .await;
+    assert_eq!(c.line().await, "421 4.4.2 mx.test Error: timeout exceeded");
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.line().await, "");
+}
+
+/// The same within a message body: fewer than PROGRESS_BYTES per timeout
+/// ends the session; a body that keeps coming does not.
+#[tokio::test]
+async fn a_body_dribbled_a_byte_at_a_time_times_out_but_a_slow_steady_one_does_not() {
+    let mut s = settings(Protocol::Lmtp);
+    s.command_timeout = Duration::from_millis(400);
+    let sink = Arc::new(TestSink::default());
+    let server = start(s, sink.clone()).await;
+
+    // Steady: 512 bytes every 100 ms (twice PROGRESS_BYTES per timeout),
+    // 1.5 s in all (several timeouts), under the 10,000-byte size limit.
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    c.expect("MAIL FROM:<a@b.test>", "250").await;
+    c.expect("RCPT TO:<one@support.test>", "250").await;
+    c.expect("DATA", "354").await;
+    c.send("Subject: slow\r\n\r\n").await;
+    let line = format!("{}\r\n", "x".repeat(510));
+    for _ in 0..15 {
+        c.send(&line).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.send(".\r\n").await;
+    assert!(
+        c.line().await.starts_with("250 "),
+        "a slow but steady body is taken"
+    );
+
+    // Dribbled: one byte every 80 ms.
+    c.expect("MAIL FROM:<a@b.test>", "250").await;
+    c.expect("RCPT TO:<one@support.test>", "250").await;
+    c.expect("DATA", "354").await;
+    let started = std::time::Instant::now();
+    dribble(c.io.get_mut(), &[b'y'; 25], Duration::from_millis(80)).await;
+    assert_eq!(c.line().await, "421 4.4.2 mx.test Error: timeout exceeded");
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn too_many_errors() {
     let server = start(settings(Protocol::Lmtp), Arc::new(TestSink::default())).await;
