@@ -53,9 +53,19 @@ timezone = "Europe/Kyiv"
 hours = {all}
 holidays = {holidays}
 
+[[routing.schedules]]
+name = "office"
+timezone = "UTC"
+hours = {{ mon = ["09:00-17:00"], tue = ["09:00-17:00"], wed = ["09:00-17:00"], thu = ["09:00-17:00"], fri = ["09:00-17:00"], sat = ["09:00-17:00"], sun = ["09:00-17:00"] }}
+
 [[routing.queues]]
 name = "front"
 schedule = "always"
+
+[[routing.queues]]
+name = "late"
+schedule = "office"
+after_hours = "close"
 
 [[routing.queues]]
 name = "night"
@@ -76,6 +86,11 @@ addresses = ["widget-night"]
 name = "gone"
 queue = "gone"
 addresses = ["widget-gone"]
+
+[[routing.rules]]
+name = "late"
+queue = "late"
+addresses = ["widget-late"]
 
 [routing.after_hours_answer]
 default = "We are closed."
@@ -358,4 +373,110 @@ async fn a_waiting_contact_is_offered_when_its_queue_opens() {
     let offer =
         offer.unwrap_or_else(|| panic!("not offered at the opening: {seen:?} {}", daemon.log()));
     assert_eq!(offer["contact_id"], night.as_str());
+}
+
+/// With the manual clock: a contact still waiting when its queue closes
+/// (`after_hours = "close"`) gets the after-hours answer and is closed
+/// with `after_hours`, at the closing, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_waiting_at_closing_time_is_answered_and_closed() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let today = i64::try_from(now.as_secs() / 86_400).unwrap();
+    let day = u64::try_from(today + 2).unwrap() * 86_400_000;
+    let closing = day + 17 * 3_600_000;
+    let config = config(today) + "session_ttl_secs = 3\n[testing]\nmanual_clock = true\n";
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config,
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let api = format!("{base}/api/v1");
+    let clock = |set_ms: u64| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http
+                .call(
+                    "POST",
+                    &format!("{base}/debug/clock"),
+                    Some(SUPERVISOR),
+                    Some(&json!({ "set_ms": set_ms })),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    };
+    // Two minutes before closing, with no agent signed in: it waits.
+    clock(closing - 120_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http
+        .submit(
+            &base,
+            &event("late-1", "l1", "widget-late", "en", Some("Eve")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let late = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let acknowledged = eventually(Duration::from_secs(10), || async {
+        answers(&http, &api, &late).await.len() == 1
+    })
+    .await;
+    assert!(acknowledged, "{}", daemon.log());
+    clock(closing - 1000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(routing(&http, &api, &late).await["state"], "waiting");
+
+    clock(closing + 1000).await;
+    let closed = eventually(Duration::from_secs(10), || async {
+        routing(&http, &api, &late).await["state"] == "closed"
+    })
+    .await;
+    assert!(
+        closed,
+        "{} {}",
+        routing(&http, &api, &late).await,
+        daemon.log()
+    );
+    assert_eq!(
+        answers(&http, &api, &late).await,
+        [
+            "Thanks Eve, an agent will be with you shortly.".to_owned(),
+            format!(
+                "Hello Eve, we are closed until {} 09:00. We will answer by {} 09:01 (UTC).",
+                civil(today + 3),
+                civil(today + 3)
+            ),
+        ]
+    );
+    let why = routing(&http, &api, &late).await;
+    let said = why["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["detail"].as_str())
+        .any(|d| {
+            d.contains("queue late closed while the contact waited")
+                && d.contains("disposition after_hours")
+        });
+    assert!(said, "{why}");
+    let record = http
+        .call(
+            "GET",
+            &format!("{api}/contacts/{late}/record"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        record.json()["disposition"],
+        "after_hours",
+        "{}",
+        record.body
+    );
 }

@@ -11,13 +11,13 @@
 
 use crate::Router;
 use crate::answers::Fill;
-use crate::plan::AfterHours;
+use crate::plan::{AfterHours, Plan, Queue};
 use crate::rules::ContactFacts;
 use metrics::counter;
 use std::collections::HashMap;
 use std::time::Duration;
 use switchboard_core::{ChannelKind, ContactId};
-use switchboard_store::{Conversations, StoreError};
+use switchboard_store::{Conversations, RoutingState, StoreError};
 use tracing::{info, warn};
 
 /// The automatic-reply keys (`Conversations::automatic_reply`).
@@ -76,23 +76,12 @@ impl Router {
         // that asks for no automatic answer (X-Auto-Response-Suppress, bulk
         // routed anyway) is marked so by its channel.
         let suppressed = attribute(facts, "no_auto_answer");
-        let schedule = queue.schedule.as_deref();
-        let format = |t: u64| match schedule {
-            Some(s) => s.format_local(t),
-            None => crate::hours::format_in(&jiff::tz::TimeZone::UTC, t),
-        };
-        let opens = schedule.map_or(Some(now), |s| s.next_opening(now));
-        let reply_by = queue.due(
-            opens.unwrap_or(now),
-            queue.service_level_secs.saturating_mul(1000),
-        );
-        let opens_at = opens.map(format).unwrap_or_default();
-        let reply_by = if opens.is_some() {
-            reply_by.map(format).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let timezone = schedule.map_or("UTC", |s| s.timezone.as_str());
+        let Opening {
+            opens,
+            opens_at,
+            reply_by,
+            timezone,
+        } = opening(queue, now);
         let name = fields.get("customer_name").map_or("", String::as_str);
         let fill = Fill {
             name: "",
@@ -196,6 +185,118 @@ impl Router {
         info!(contact_id = %contact, outcome = %outcome, "Contact closed outside business hours.");
         Ok(())
     }
+}
+
+/// When a closed queue opens next, as the answers' placeholders show it.
+pub(crate) struct Opening<'a> {
+    /// `None`: no opening within the schedule's horizon.
+    pub opens: Option<u64>,
+    pub opens_at: String,
+    pub reply_by: String,
+    pub timezone: &'a str,
+}
+
+pub(crate) fn opening(queue: &Queue, now: u64) -> Opening<'_> {
+    let schedule = queue.schedule.as_deref();
+    let format = |t: u64| match schedule {
+        Some(s) => s.format_local(t),
+        None => crate::hours::format_in(&jiff::tz::TimeZone::UTC, t),
+    };
+    let opens = schedule.map_or(Some(now), |s| s.next_opening(now));
+    let reply_by = queue.due(
+        opens.unwrap_or(now),
+        queue.service_level_secs.saturating_mul(1000),
+    );
+    Opening {
+        opens,
+        opens_at: opens.map(format).unwrap_or_default(),
+        reply_by: if opens.is_some() {
+            reply_by.map(format).unwrap_or_default()
+        } else {
+            String::new()
+        },
+        timezone: schedule.map_or("UTC", |s| s.timezone.as_str()),
+    }
+}
+
+/// A contact still waiting when its queue closed, in a queue that says
+/// `after_hours = "close"`: the after-hours answer (when one is configured
+/// for its channel and language, and the message did not ask for none),
+/// then the end of the contact. An offline form waits, as at arrival.
+/// Returns what happened, for the routing record.
+pub(crate) async fn close_after_hours(
+    state: &RoutingState,
+    plan: &Plan,
+    contact: &ContactId,
+    queue_ix: usize,
+    now: u64,
+    retention: Duration,
+) -> String {
+    let queue = &plan.queues[queue_ix];
+    let fields = match state.contact_fields(contact).await {
+        Ok(f) => f,
+        Err(error) => {
+            warn!(%error, contact_id = %contact, "Could not read a contact to close after hours.");
+            return format!(
+                "queue {} closed; the contact could not be read: it waits",
+                queue.name
+            );
+        }
+    };
+    let attributes: HashMap<String, String> = fields
+        .get("attributes")
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or_default();
+    let flag = |name: &str| attributes.get(name).is_some_and(|v| v == "true");
+    if flag("offline") {
+        return format!(
+            "queue {} closed; an offline form waits for the opening",
+            queue.name
+        );
+    }
+    let channel = fields
+        .get("channel")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(ChannelKind::Chat);
+    let language = fields.get("language").map_or("", String::as_str);
+    let name = fields.get("customer_name").map_or("", String::as_str);
+    let o = opening(queue, now);
+    let answered = match plan.answers.after_hours.pick(channel, language) {
+        None => format!("no automatic answer is configured for {}", channel.as_str()),
+        Some(_) if flag("no_auto_answer") => {
+            "no automatic answer: the message asks for none".to_owned()
+        }
+        Some(t) => {
+            let fill = Fill {
+                name: "",
+                opens_at: &o.opens_at,
+                reply_by: &o.reply_by,
+                timezone: o.timezone,
+            };
+            let text = plan.answers.render(t, name, fill);
+            let conversations = Conversations::new(state.store().clone());
+            let outcome = send(&conversations, contact, AFTER_HOURS_KEY, &text).await;
+            format!("automatic answer {}", outcome.replace('_', " "))
+        }
+    };
+    let ended = match state
+        .end_by_channel(contact, now, AFTER_HOURS_DISPOSITION, 0, retention)
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            warn!(%error, contact_id = %contact, "Could not close a contact after hours.");
+            "failed".to_owned()
+        }
+    };
+    counter!("switchboard_router_after_hours_total",
+        "queue" => queue.name.clone(), "action" => "closed_at_closing")
+    .increment(1);
+    info!(contact_id = %contact, queue = %queue.name, outcome = %ended, "Queue closed: waiting contact closed after hours.");
+    format!(
+        "queue {} closed while the contact waited (until {} {}); {answered}; ended: {ended} (disposition {AFTER_HOURS_DISPOSITION})",
+        queue.name, o.opens_at, o.timezone
+    )
 }
 
 /// Sends one automatic answer: `sent`, `already_sent` or `failed` (logged;

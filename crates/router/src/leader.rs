@@ -504,6 +504,20 @@ impl Leader {
                 contact,
                 format!("sticky wait for {agent} ended; open to all agents"),
             ),
+            StepAction::ClosedAfterHours { contact, queue } => {
+                let retention =
+                    Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1));
+                let detail = crate::greeting::close_after_hours(
+                    &self.state,
+                    &self.plan,
+                    contact,
+                    *queue,
+                    now,
+                    retention,
+                )
+                .await;
+                (contact, detail)
+            }
         };
         let record = serde_json::to_string(&DecisionRecord {
             at: now,

@@ -683,6 +683,15 @@ impl RoutingState {
         Ok((!map.is_empty()).then(|| record_from(map)))
     }
 
+    /// The stored contact's fields (channel, language, attributes, …);
+    /// empty when it is unknown.
+    pub async fn contact_fields(
+        &self,
+        contact: &ContactId,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        crate::routing::contact_fields(&self.store, contact).await
+    }
+
     /// The agent a contact is offered or assigned to, if any: two fields,
     /// not the whole record (asked for every live message an instance's
     /// agents might hold).

@@ -194,11 +194,7 @@ impl RoutingStreams {
         &self,
         contact: &ContactId,
     ) -> Result<std::collections::HashMap<String, String>, StoreError> {
-        let key = self.store.keys().contact(contact);
-        let mut conn = self.store.conn();
-        self.store
-            .bounded(redis::cmd("HGETALL").arg(key).query_async(&mut conn))
-            .await
+        contact_fields(&self.store, contact).await
     }
 
     /// Marks a taken entry as handed to the routing state and removes it
@@ -249,4 +245,17 @@ impl RoutingStreams {
             created_at,
         })
     }
+}
+
+/// A stored contact's fields (channel, customer, address, language,
+/// attributes, …); empty when it is unknown.
+pub(crate) async fn contact_fields(
+    store: &Store,
+    contact: &ContactId,
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    let key = store.keys().contact(contact);
+    let mut conn = store.conn();
+    store
+        .bounded(redis::cmd("HGETALL").arg(key).query_async(&mut conn))
+        .await
 }

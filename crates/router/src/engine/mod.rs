@@ -39,7 +39,7 @@ mod keys;
 
 pub use explain::{Candidate, Exclusions, Explanation};
 
-use crate::plan::Plan;
+use crate::plan::{AfterHours, Plan};
 use keys::{AgentKey, Rank};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -166,6 +166,10 @@ pub enum StepAction {
     },
     /// The sticky wait ended; the contact is open to every agent.
     StickyExpired { contact: ContactId, agent: AgentId },
+    /// The contact's queue closed (business hours) while it waited, and
+    /// the queue says `after_hours = "close"`: the leader answers and ends
+    /// it (the engine keeps it until the routing event says it ended).
+    ClosedAfterHours { contact: ContactId, queue: usize },
 }
 
 struct AgentSlot {
@@ -289,6 +293,8 @@ pub struct Engine {
     hours_next: Vec<u64>,
     /// The earliest of `hours_next`.
     hours_due: u64,
+    /// Contacts whose queue just closed and ends them then, for `advance`.
+    closing: Vec<(ContactId, usize)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -352,6 +358,7 @@ impl Engine {
             open,
             hours_next,
             hours_due,
+            closing: Vec::new(),
         }
     }
 
@@ -376,7 +383,17 @@ impl Engine {
                     .unwrap_or_else(|| now.saturating_add(86_400_000))
                     .max(now.saturating_add(1));
                 let opened = open && !self.open[q];
+                let closed = !open && self.open[q];
                 self.open[q] = open;
+                if closed && self.plan.queues[q].after_hours == AfterHours::Close {
+                    self.closing.extend(
+                        self.contacts
+                            .iter()
+                            .flatten()
+                            .filter(|s| s.contact.queue == q)
+                            .map(|s| (s.contact.id, q)),
+                    );
+                }
                 if opened {
                     let ixs: Vec<u32> = self
                         .contacts
@@ -603,7 +620,11 @@ impl Engine {
     /// overflow steps, moves, the end of sticky waits.
     pub fn advance(&mut self, now: u64) -> Vec<StepAction> {
         self.update_hours(now);
-        let mut actions = Vec::new();
+        let mut actions: Vec<StepAction> = self
+            .closing
+            .drain(..)
+            .map(|(contact, queue)| StepAction::ClosedAfterHours { contact, queue })
+            .collect();
         while let Some(&(due, ix)) = self.timers.first() {
             if due > now {
                 break;

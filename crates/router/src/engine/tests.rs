@@ -769,3 +769,38 @@ fn overflow_steps_count_only_open_time() {
         "when the move happened"
     );
 }
+
+#[test]
+fn contacts_waiting_at_closing_time_are_closed_when_the_queue_says_so() {
+    let mut close = queue("office", &[]);
+    close.after_hours = crate::plan::AfterHours::Close;
+    for (office, expect_closed) in [(close, true), (queue("office", &[]), false)] {
+        let mut e = office_engine(office);
+        // 2026-05-04 is a Monday; nobody to take the contacts.
+        let afternoon = utc("2026-05-04T16:59");
+        assert!(e.advance(afternoon).is_empty());
+        assert!(e.is_queue_open(0));
+        let waiting = contact(0, ChannelKind::Chat, afternoon - 60_000);
+        let elsewhere = contact(1, ChannelKind::Chat, afternoon);
+        e.add_contact(waiting.clone(), afternoon);
+        e.add_contact(elsewhere, afternoon);
+        assert!(e.advance(afternoon + 30_000).is_empty(), "still open");
+        let actions = e.advance(utc("2026-05-04T17:00"));
+        assert!(!e.is_queue_open(0));
+        if expect_closed {
+            assert!(
+                matches!(actions[..], [StepAction::ClosedAfterHours { contact, queue: 0 }] if contact == waiting.id),
+                "{actions:?}"
+            );
+            // Said once, at the closing, not at every later look.
+            assert!(e.advance(utc("2026-05-04T18:00")).is_empty());
+        } else {
+            assert!(
+                actions.is_empty(),
+                "a `wait` queue keeps its contacts: {actions:?}"
+            );
+        }
+        // The engine keeps the contact until its end is reported.
+        assert!(e.is_waiting(&waiting.id));
+    }
+}
