@@ -459,11 +459,7 @@ async fn messages_after_the_accept_arrive_live_at_once() {
     );
     let http = Http::new();
     let base = daemon.base();
-    let mut ws = AgentSocket::connect_when_ready(&base, PETRO).await;
-    ws.next(Duration::from_secs(5)).await.expect("hello");
-    ws.send(json!({"type": "presence", "presence": "available"}))
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ws = AgentSocket::connect_available(&base, PETRO).await;
     let first = http
         .submit(&base, &chat_event("live-1", "l1", "hello"))
         .await
@@ -513,14 +509,8 @@ async fn a_returning_customer_waits_for_the_last_agent() {
     );
     let http = Http::new();
     let base = daemon.base();
-    let mut olena = AgentSocket::connect_when_ready(&base, OLENA).await;
-    let mut petro = AgentSocket::connect_when_ready(&base, PETRO).await;
-    for ws in [&mut olena, &mut petro] {
-        ws.next(Duration::from_secs(5)).await.expect("hello");
-        ws.send(json!({"type": "presence", "presence": "available"}))
-            .await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut olena = AgentSocket::connect_available(&base, OLENA).await;
+    let mut petro = AgentSocket::connect_available(&base, PETRO).await;
 
     // First contact: whoever gets it handles and closes it.
     let r = http

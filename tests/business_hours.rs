@@ -157,6 +157,20 @@ async fn answers(http: &Http, api: &str, contact: &str) -> Vec<String> {
         .collect()
 }
 
+/// Sets the daemon's manual clock.
+async fn set_clock(http: &Http, base: &str, set_ms: u64) {
+    let r = http
+        .call(
+            "POST",
+            &format!("{base}/debug/clock"),
+            Some(SUPERVISOR),
+            Some(&json!({ "set_ms": set_ms })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 async fn routing(http: &Http, api: &str, contact: &str) -> Value {
     let r = http
         .call(
@@ -186,12 +200,7 @@ async fn closed_queues_answer_hold_or_close_and_open_ones_acknowledge_once() {
     let base = daemon.base();
     let api = format!("{base}/api/v1");
 
-    let mut ws = AgentSocket::connect_when_ready(&base, OLENA).await;
-    ws.next(Duration::from_secs(5)).await.expect("hello");
-    ws.send(json!({"type": "presence", "ref": "p", "presence": "available"}))
-        .await;
-    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
-    assert_eq!(result.expect("presence set")["ok"], true);
+    let mut ws = AgentSocket::connect_available(&base, OLENA).await;
 
     // The "night" queue is closed today: the answer in Ukrainian, no offer.
     let r = http
@@ -326,12 +335,7 @@ async fn a_waiting_contact_is_offered_when_its_queue_opens() {
     let http = Http::new();
     let base = daemon.base();
     let api = format!("{base}/api/v1");
-    let mut ws = AgentSocket::connect_when_ready(&base, OLENA).await;
-    ws.next(Duration::from_secs(5)).await.expect("hello");
-    ws.send(json!({"type": "presence", "ref": "p", "presence": "available"}))
-        .await;
-    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
-    assert_eq!(result.expect("presence set")["ok"], true);
+    let mut ws = AgentSocket::connect_available(&base, OLENA).await;
 
     let r = http
         .submit(
@@ -349,22 +353,7 @@ async fn a_waiting_contact_is_offered_when_its_queue_opens() {
     let (offer, _) = ws.until("offer", Duration::from_secs(2)).await;
     assert!(offer.is_none(), "offered while closed: {offer:?}");
     // One second before the opening: still closed.
-    let clock = |set_ms: u64| {
-        let http = http.clone();
-        let base = base.clone();
-        async move {
-            let r = http
-                .call(
-                    "POST",
-                    &format!("{base}/debug/clock"),
-                    Some(SUPERVISOR),
-                    Some(&json!({ "set_ms": set_ms })),
-                )
-                .await
-                .unwrap();
-            assert_eq!(r.status, 200, "{}", r.body);
-        }
-    };
+    let clock = |set_ms: u64| set_clock(&http, &base, set_ms);
     clock(opening - 1000).await;
     let (offer, _) = ws.until("offer", Duration::from_secs(3)).await;
     assert!(offer.is_none(), "offered before the opening: {offer:?}");
@@ -394,22 +383,7 @@ async fn a_contact_waiting_at_closing_time_is_answered_and_closed() {
     let http = Http::new();
     let base = daemon.base();
     let api = format!("{base}/api/v1");
-    let clock = |set_ms: u64| {
-        let http = http.clone();
-        let base = base.clone();
-        async move {
-            let r = http
-                .call(
-                    "POST",
-                    &format!("{base}/debug/clock"),
-                    Some(SUPERVISOR),
-                    Some(&json!({ "set_ms": set_ms })),
-                )
-                .await
-                .unwrap();
-            assert_eq!(r.status, 200, "{}", r.body);
-        }
-    };
+    let clock = |set_ms: u64| set_clock(&http, &base, set_ms);
     // Two minutes before closing, with no agent signed in: it waits.
     clock(closing - 120_000).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -431,6 +431,22 @@ impl AgentSocket {
         }
     }
 
+    /// Connects when ready, reads the `hello` and sets the agent available
+    /// (waiting for the `result` of that).
+    pub async fn connect_available(base: &str, token: &str) -> AgentSocket {
+        let mut ws = AgentSocket::connect_when_ready(base, token).await;
+        let (hello, _) = ws.until("hello", Duration::from_secs(5)).await;
+        assert!(hello.is_some(), "no hello");
+        ws.send(
+            serde_json::json!({"type": "presence", "ref": "available", "presence": "available"}),
+        )
+        .await;
+        let (result, seen) = ws.until("result", Duration::from_secs(5)).await;
+        let result = result.unwrap_or_else(|| panic!("presence not set: {seen:?}"));
+        assert_eq!(result["ok"], true, "{result}");
+        ws
+    }
+
     pub async fn send(&mut self, frame: serde_json::Value) {
         use futures_util::SinkExt;
         self.stream
