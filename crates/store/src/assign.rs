@@ -415,27 +415,18 @@ impl RoutingState {
         sticky_memory: Duration,
     ) -> Result<String, StoreError> {
         let k = self.store.keys();
-        let customer = self
-            .route_field(contact, "customer")
-            .await?
-            .unwrap_or_default();
         let mut inv = self.scripts.close.prepare_invoke();
         inv.key(k.route_contact(contact))
             .key(k.route_agent(agent))
             .key(k.route_held(agent))
             .key(k.route("events"))
-            .key(k.route_sticky(&customer))
             .arg(contact.to_string())
             .arg(agent)
             .arg(now)
             .arg(disposition)
             .arg(wrap_until)
             .arg(retention.as_secs().max(1))
-            .arg(if customer.is_empty() {
-                0
-            } else {
-                sticky_memory.as_secs()
-            })
+            .arg(sticky_memory.as_secs())
             .arg(EVENTS_MAXLEN);
         let mut conn = self.conn();
         let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;

@@ -12,21 +12,17 @@ local function num(v)
   return tonumber(v) or 0
 end
 
-local function loads(agent_key)
-  local l = redis.call('HMGET', agent_key, 'l:chat', 'l:email', 'l:social', 'l:voice')
-  return {num(l[1]), num(l[2]), num(l[3]), num(l[4])}
-end
-
 -- The fields of an event that carry an agent's whole changing state, so
 -- that whoever reads events can apply them without reading the agent.
+-- One read (every event with an agent pays it).
 local function agent_state(agent_key, agent)
   local f = redis.call('HMGET', agent_key, 'presence', 'reason', 'online_until',
-    'idle_since', 'last_offer_at', 'ver', 'wrap_until')
-  local l = loads(agent_key)
+    'idle_since', 'last_offer_at', 'ver', 'wrap_until',
+    'l:chat', 'l:email', 'l:social', 'l:voice')
   return {'agent', agent, 'presence', f[1] or 'offline', 'reason', f[2] or '',
     'online_until', f[3] or '0', 'idle_since', f[4] or '0',
     'last_offer_at', f[5] or '0', 'ver', f[6] or '0', 'wrap_until', f[7] or '0',
-    'loads', l[1] .. ',' .. l[2] .. ',' .. l[3] .. ',' .. l[4]}
+    'loads', num(f[8]) .. ',' .. num(f[9]) .. ',' .. num(f[10]) .. ',' .. num(f[11])}
 end
 
 -- Keys next to the events stream: `<prefix>:{r}:` .. name (same hash tag).

@@ -16,7 +16,7 @@
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 'fenced'
 end
-local c = redis.call('HMGET', KEYS[2], 'state', 'channel', 'excluded')
+local c = redis.call('HMGET', KEYS[2], 'state', 'channel', 'excluded', 'first_offered_at')
 if c[1] ~= 'waiting' then
   return 'not_waiting'
 end
@@ -25,10 +25,12 @@ local excluded = c[3] or ''
 if string.find(',' .. excluded .. ',', ',' .. ARGV[3] .. ',', 1, true) then
   return 'declined_before'
 end
-if redis.call('EXISTS', KEYS[3]) == 0 then
+-- One read of the agent: an agent's hash always has its capacity (agent.lua).
+local a = redis.call('HMGET', KEYS[3], 'presence', 'online_until', 'cap', 'cap_total',
+  'l:chat', 'l:email', 'l:social', 'l:voice', 'ver')
+if not a[3] then
   return 'unknown_agent'
 end
-local a = redis.call('HMGET', KEYS[3], 'presence', 'online_until', 'cap', 'cap_total')
 if a[1] ~= 'available' then
   return 'not_available'
 end
@@ -36,7 +38,7 @@ if num(a[2]) < num(ARGV[4]) then
   return 'disconnected'
 end
 local cap = cjson.decode(a[3] or '[0,0,0,0]')
-local l = loads(KEYS[3])
+local l = {num(a[5]), num(a[6]), num(a[7]), num(a[8])}
 local total = l[1] + l[2] + l[3] + l[4]
 local cap_total = num(a[4])
 if cap_total == 0 then cap_total = cap[1] + cap[2] + cap[3] + cap[4] end
@@ -59,15 +61,19 @@ end
 local auto = ARGV[6] == '1'
 local state = 'offered'
 if auto then state = 'assigned' end
-redis.call('HSET', KEYS[2], 'state', state, 'agent', ARGV[3], 'offered_at', ARGV[4],
-  'offer_until', ARGV[5], 'step', ARGV[10])
-if redis.call('HGET', KEYS[2], 'first_offered_at') == false then
-  redis.call('HSET', KEYS[2], 'first_offered_at', ARGV[4])
+local set = {'state', state, 'agent', ARGV[3], 'offered_at', ARGV[4],
+  'offer_until', ARGV[5], 'step', ARGV[10]}
+if not c[4] then extend(set, {'first_offered_at', ARGV[4]}) end
+if auto then extend(set, {'answered_at', ARGV[4]}) end
+redis.call('HSET', KEYS[2], unpack(set))
+-- The agent's load on the channel, last offer and version, in one write
+-- from the values read above (this script is atomic).
+local load = 0
+for i, name in ipairs(CHANNELS) do
+  if name == channel then load = l[i] end
 end
-if auto then redis.call('HSET', KEYS[2], 'answered_at', ARGV[4]) end
-redis.call('HINCRBY', KEYS[3], 'l:' .. channel, 1)
-redis.call('HSET', KEYS[3], 'last_offer_at', ARGV[4])
-redis.call('HINCRBY', KEYS[3], 'ver', 1)
+redis.call('HSET', KEYS[3], 'l:' .. channel, load + 1, 'last_offer_at', ARGV[4],
+  'ver', num(a[9]) + 1)
 redis.call('SADD', KEYS[4], ARGV[2])
 redis.call('ZREM', KEYS[5], ARGV[2])
 if not auto then
