@@ -145,9 +145,20 @@ impl Router {
                         entries = self.streams.read(self.settings.batch).await?;
                     }
                     // Entries are independent: hand them off concurrently
-                    // (the connection pipelines the round trips).
+                    // (the connection pipelines the round trips), then mark
+                    // those handed off, one call per partition. An entry
+                    // that failed stays pending and is read again.
                     let this = &self;
                     let results = futures::future::join_all(entries.iter().map(|e| this.queue(e))).await;
+                    let done: Vec<&QueuedContact> = entries
+                        .iter()
+                        .zip(&results)
+                        .filter(|(_, r)| r.is_ok())
+                        .map(|(e, _)| e)
+                        .collect();
+                    if !done.is_empty() {
+                        self.streams.mark_routed_all(&done).await?;
+                    }
                     results.into_iter().collect::<Result<Vec<()>, StoreError>>()?;
                     Ok::<(), StoreError>(())
                 };
@@ -180,11 +191,11 @@ impl Router {
     }
 
     /// Places a new contact in a queue and hands it to the routing state.
+    /// The caller then marks the entry routed.
     async fn queue(&self, entry: &QueuedContact) -> Result<(), StoreError> {
         let fields = self.streams.contact_fields(&entry.contact_id).await?;
         if fields.is_empty() {
             // Expired or deleted since: nothing to route.
-            self.streams.mark_routed(entry).await?;
             return Ok(());
         }
         let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
@@ -237,7 +248,6 @@ impl Router {
             })
             .await?;
         self.after_queueing(&entry.contact_id, then, now).await?;
-        self.streams.mark_routed(entry).await?;
         if queued {
             counter!("switchboard_router_contacts_queued_total", "queue" => queue.name.clone())
                 .increment(1);

@@ -200,20 +200,44 @@ impl RoutingStreams {
     /// Marks a taken entry as handed to the routing state and removes it
     /// from the stream. True when marked by this call.
     pub async fn mark_routed(&self, entry: &QueuedContact) -> Result<bool, StoreError> {
+        Ok(self.mark_routed_all(&[entry]).await? == 1)
+    }
+
+    /// Marks taken entries as handed to the routing state and removes them
+    /// from their streams: one script call per partition, the partitions
+    /// concurrently. Returns how many were marked by this call.
+    pub async fn mark_routed_all(&self, entries: &[&QueuedContact]) -> Result<usize, StoreError> {
         let keys = self.store.keys();
-        let mut invocation = self.routed.prepare_invoke();
-        invocation
-            .key(keys.routing(entry.partition))
-            .key(keys.contact(&entry.contact_id))
-            .arg(&entry.entry_id)
-            .arg(GROUP)
-            .arg(Timestamp::now().as_millis());
-        let mut conn = self.store.conn();
-        let moved: i64 = self
-            .store
-            .bounded(invocation.invoke_async(&mut conn))
-            .await?;
-        Ok(moved == 1)
+        let now = Timestamp::now().as_millis();
+        let mut by_partition: std::collections::BTreeMap<Partition, Vec<&QueuedContact>> =
+            std::collections::BTreeMap::new();
+        for entry in entries {
+            by_partition.entry(entry.partition).or_default().push(entry);
+        }
+        let calls = by_partition.into_iter().map(|(partition, entries)| {
+            let mut invocation = self.routed.prepare_invoke();
+            invocation.key(keys.routing(partition));
+            for entry in &entries {
+                invocation.key(keys.contact(&entry.contact_id));
+            }
+            invocation.arg(GROUP).arg(now);
+            for entry in &entries {
+                invocation.arg(&entry.entry_id);
+            }
+            async move {
+                let mut conn = self.store.conn();
+                let moved: i64 = self
+                    .store
+                    .bounded(invocation.invoke_async(&mut conn))
+                    .await?;
+                Ok::<usize, StoreError>(usize::try_from(moved).unwrap_or(0))
+            }
+        });
+        let mut moved = 0;
+        for result in futures::future::join_all(calls).await {
+            moved += result?;
+        }
+        Ok(moved)
     }
 
     fn partition_of_key(&self, key: &str) -> Option<Partition> {

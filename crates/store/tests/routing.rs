@@ -68,6 +68,77 @@ async fn entries_are_marked_routed_once_even_when_reclaimed() {
     assert_eq!(state, "queued");
 }
 
+#[tokio::test]
+async fn a_batch_is_marked_routed_with_one_call_per_partition() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let mut a = RoutingStreams::new(store.clone(), "a".into(), Duration::from_millis(100)).unwrap();
+    a.ensure_groups().await.unwrap();
+    for i in 0..40 {
+        intake
+            .submit_event(event(&format!("batch_{i}"), None, "hi"))
+            .await
+            .unwrap();
+    }
+    let mut taken = Vec::new();
+    while taken.len() < 40 {
+        taken.extend(a.read(100).await.unwrap());
+    }
+    let partitions: std::collections::BTreeSet<_> = taken.iter().map(|e| e.partition).collect();
+    assert!(partitions.len() > 1, "spread over partitions");
+    let mut conn = raw(&redis).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let all: Vec<_> = taken.iter().collect();
+    assert_eq!(a.mark_routed_all(&all).await.unwrap(), 40);
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stat = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split([':', ',']).find_map(|p| p.strip_prefix(name)))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    // Calls refused with NOSCRIPT (the script was not loaded yet) are
+    // retried by the client after loading it.
+    assert_eq!(
+        stat("calls=") - stat("failed_calls="),
+        partitions.len(),
+        "{info}"
+    );
+    // Again: nothing new is marked, nothing breaks.
+    assert_eq!(a.mark_routed_all(&all).await.unwrap(), 0);
+    for p in store.keys().all_partitions() {
+        let left: usize = conn.xlen(store.keys().routing(p)).await.unwrap();
+        assert_eq!(left, 0);
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(store.keys().routing(p))
+            .arg("router")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let redis::Value::Array(summary) = pending else {
+            panic!("{pending:?}")
+        };
+        assert_eq!(summary[0], redis::Value::Int(0), "nothing left pending");
+    }
+    for e in &taken {
+        let state: String = conn
+            .hget(store.keys().contact(&e.contact_id), "state")
+            .await
+            .unwrap();
+        assert_eq!(state, "queued");
+    }
+}
+
 fn reply(text: &str) -> OutboundMessage {
     let p = Partition(0);
     OutboundMessage {
