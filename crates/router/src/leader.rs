@@ -33,7 +33,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 enum Led {
     /// Shut down, or the lease was lost.
     Stopped,
-    /// Events not yet read were trimmed from the stream.
+    /// Events not yet read were trimmed from the stream, or one could not
+    /// be read.
     Behind,
 }
 
@@ -336,6 +337,11 @@ impl Leader {
                 events = self.state.read_events(&mut reader, &after, wait, EVENT_BATCH) => events?,
             };
             for event in &events {
+                if event.kind.is_empty() {
+                    // An entry it cannot read (counted by the store): what
+                    // it said is unknown, so the picture is reloaded.
+                    return Ok(Led::Behind);
+                }
                 let n = event.number();
                 if n != 0 {
                     if last_n != 0 && n != last_n + 1 {
@@ -507,7 +513,7 @@ impl Leader {
             StepAction::ClosedAfterHours { contact, queue } => {
                 let retention =
                     Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1));
-                let detail = crate::greeting::close_after_hours(
+                let Some(detail) = crate::greeting::close_after_hours(
                     &self.state,
                     &self.plan,
                     contact,
@@ -515,7 +521,10 @@ impl Leader {
                     now,
                     retention,
                 )
-                .await;
+                .await
+                else {
+                    return;
+                };
                 (contact, detail)
             }
         };

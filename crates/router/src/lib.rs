@@ -147,7 +147,8 @@ impl Router {
                     // Entries are independent: hand them off concurrently
                     // (the connection pipelines the round trips), then mark
                     // those handed off, one call per partition. An entry
-                    // that failed stays pending and is read again.
+                    // that failed stays pending and is reclaimed after
+                    // `reclaim_idle` (handing off again is harmless).
                     let this = &self;
                     let results = futures::future::join_all(entries.iter().map(|e| this.queue(e))).await;
                     let done: Vec<&QueuedContact> = entries

@@ -234,7 +234,14 @@ pub(crate) fn live_from(map: &HashMap<String, String>) -> AgentLive {
             .get("presence")
             .cloned()
             .unwrap_or_else(|| "offline".into()),
-        reason: map.get("reason").cloned().unwrap_or_default(),
+        // Events carry the agent's as `away_reason` (their own `reason` is
+        // why a contact was requeued); the agent's hash and older events
+        // as `reason`.
+        reason: map
+            .get("away_reason")
+            .or_else(|| map.get("reason"))
+            .cloned()
+            .unwrap_or_default(),
         online_until: n("online_until"),
         idle_since: n("idle_since"),
         last_offer_at: n("last_offer_at"),

@@ -83,7 +83,15 @@ fn entry_fields(entry: Value) -> Option<(String, HashMap<String, String>, Option
             continue;
         };
         if name == "e" {
-            record = unpack(&value, &mut fields);
+            match unpack(&value, &mut fields) {
+                Ok(r) => record = r,
+                Err(()) => {
+                    // Never written by Switchboard: counted and logged; the
+                    // entry has no type, and the leader reloads on it.
+                    metrics::counter!("switchboard_store_unreadable_entries_total").increment(1);
+                    tracing::warn!(entry_id = %id, "A stream entry's body is not a JSON object; skipped.");
+                }
+            }
         } else {
             fields.entry(name).or_insert(value);
         }
@@ -92,12 +100,11 @@ fn entry_fields(entry: Value) -> Option<(String, HashMap<String, String>, Option
 }
 
 /// Fills `fields` from the JSON body; the contact's record when it has one.
-fn unpack(body: &str, fields: &mut HashMap<String, String>) -> Option<RouteRecord> {
-    let Ok(body) = serde_json::from_str::<Body>(body) else {
-        return None;
-    };
+/// `Err` when the body is not a JSON object.
+fn unpack(body: &str, fields: &mut HashMap<String, String>) -> Result<Option<RouteRecord>, ()> {
+    let body = serde_json::from_str::<Body>(body).map_err(|_| ())?;
     fields.extend(body.fields);
-    body.rec.filter(|r| !r.is_empty()).map(record_from)
+    Ok(body.rec.filter(|r| !r.is_empty()).map(record_from))
 }
 
 /// An entry's JSON body: values are strings (numbers are taken as their
@@ -345,12 +352,12 @@ mod tests {
         for skipped in ["b", "z", "l", "o", "rec"] {
             assert!(!fields.contains_key(skipped), "{skipped}");
         }
-        let rec = rec.expect("record");
+        let rec = rec.expect("valid").expect("record");
         assert_eq!((rec.contact.as_str(), rec.since), ("1-a", 1000));
         assert!(!rec.fields.contains_key("odd"));
         let mut none = HashMap::new();
-        assert!(unpack("[1,2]", &mut none).is_none() && none.is_empty());
-        assert!(unpack(r#"{"rec":{}}"#, &mut none).is_none());
+        assert!(unpack("[1,2]", &mut none).is_err() && none.is_empty());
+        assert_eq!(unpack(r#"{"rec":{}}"#, &mut none), Ok(None));
     }
 
     #[test]

@@ -694,3 +694,55 @@ async fn a_message_after_the_close_starts_a_new_contact() {
         .unwrap();
     assert_ne!(third.contact_id, second.contact_id);
 }
+
+/// A requeue's own `reason` (why) and the agent's away reason travel
+/// side by side in the event: readers get each right.
+#[tokio::test]
+async fn a_requeued_event_keeps_its_reason_apart_from_the_agents() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a", [2, 0, 0, 0]).await;
+    let c = waiting(&state, ChannelKind::Chat).await;
+    assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
+    assert_eq!(
+        state.answer(Answer::Accept, &c, "a", NOW, 3).await.unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        state
+            .set_presence("a", Some(("away", "lunch")), None, None)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let before = state.last_event_id().await.unwrap();
+    assert_eq!(
+        state
+            .requeue(&c, "a", NOW + 1, None, "transfer", None)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let mut conn = state.event_reader(Duration::from_millis(100)).unwrap();
+    let events = state
+        .read_events(&mut conn, &before, Duration::from_millis(100), 10)
+        .await
+        .unwrap();
+    let requeued = events
+        .iter()
+        .find(|e| e.kind == "requeued")
+        .expect("requeued");
+    assert_eq!(requeued.fields["reason"], "transfer");
+    let live = requeued.live.as_ref().expect("the agent's state");
+    assert_eq!(
+        (live.presence.as_str(), live.reason.as_str()),
+        ("away", "lunch")
+    );
+    let rec = requeued.record.as_ref().expect("the record");
+    assert_eq!(rec.state, "waiting");
+}

@@ -13,13 +13,15 @@ local function num(v)
 end
 
 -- The fields of an event that carry an agent's whole changing state, so
--- that whoever reads events can apply them without reading the agent.
+-- that whoever reads events can apply them without reading the agent. The
+-- agent's away reason is `away_reason`: an event's own `reason` (why a
+-- contact was requeued) is another thing.
 -- One read (every event with an agent pays it).
 local function agent_state(agent_key, agent)
   local f = redis.call('HMGET', agent_key, 'presence', 'reason', 'online_until',
     'idle_since', 'last_offer_at', 'ver', 'wrap_until',
     'l:chat', 'l:email', 'l:social', 'l:voice')
-  return {'agent', agent, 'presence', f[1] or 'offline', 'reason', f[2] or '',
+  return {'agent', agent, 'presence', f[1] or 'offline', 'away_reason', f[2] or '',
     'online_until', f[3] or '0', 'idle_since', f[4] or '0',
     'last_offer_at', f[5] or '0', 'ver', f[6] or '0', 'wrap_until', f[7] or '0',
     'loads', num(f[8]) .. ',' .. num(f[9]) .. ',' .. num(f[10]) .. ',' .. num(f[11])}
@@ -40,7 +42,7 @@ end
 -- a contact's history.
 local TIMELINE_SKIP = {contact = true, presence = true, reason = true, online_until = true,
   idle_since = true, last_offer_at = true, ver = true, wrap_until = true, loads = true,
-  n = true}
+  away_reason = true, n = true}
 
 -- KPI facts (`<prefix>:{r}:kpi`, a stream kept ~26 h by its ids' time): one
 -- per contact entering a queue, answered, abandoned, closed, rated,
@@ -173,8 +175,8 @@ local function emit(events_key, maxlen, fields, now)
   local n = redis.call('HINCRBY', stats, '_n', 1)
   fields[#fields + 1] = 'n'
   fields[#fields + 1] = n
-  -- The event's own fields come first; an agent's state after them may
-  -- repeat a name (`reason`: the agent's away reason): the first counts.
+  -- The event's own fields come first; should an agent's state after them
+  -- repeat a name, the first counts.
   local f = {}
   for i = 1, #fields, 2 do
     if f[fields[i]] == nil then f[fields[i]] = tostring(fields[i + 1]) end
