@@ -434,7 +434,8 @@ async fn a_contact_waiting_at_closing_time_is_answered_and_closed() {
         .iter()
         .filter_map(|d| d["detail"].as_str())
         .any(|d| {
-            d.contains("queue late closed while the contact waited")
+            d.contains("queue late is closed (until")
+                && d.contains("while the contact waits")
                 && d.contains("disposition after_hours")
         });
     assert!(said, "{why}");

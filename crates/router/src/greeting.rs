@@ -219,11 +219,13 @@ pub(crate) fn opening(queue: &Queue, now: u64) -> Opening<'_> {
     }
 }
 
-/// A contact still waiting when its queue closed, in a queue that says
-/// `after_hours = "close"`: the after-hours answer (when one is configured
-/// for its channel and language, and the message did not ask for none),
-/// then the end of the contact. An offline form waits, as at arrival.
-/// Returns what happened, for the routing record.
+/// A contact waiting in a closed queue that says `after_hours = "close"`
+/// (it waited when the queue closed, or came into it while closed): the
+/// after-hours answer (when one is configured for its channel and
+/// language, and the message did not ask for none), then the end of the
+/// contact. An offline form waits, as at arrival; so does a contact no
+/// longer waiting (the hand-off ended it already). Returns what happened,
+/// for the routing record, or `None` when nothing was done.
 pub(crate) async fn close_after_hours(
     state: &RoutingState,
     plan: &Plan,
@@ -231,16 +233,24 @@ pub(crate) async fn close_after_hours(
     queue_ix: usize,
     now: u64,
     retention: Duration,
-) -> String {
+) -> Option<String> {
     let queue = &plan.queues[queue_ix];
-    let fields = match state.contact_fields(contact).await {
-        Ok(f) => f,
+    let read = async {
+        let waiting = state
+            .route_record(contact)
+            .await?
+            .is_some_and(|r| r.state == "waiting");
+        Ok::<_, StoreError>((waiting, state.contact_fields(contact).await?))
+    };
+    let fields = match read.await {
+        Ok((true, f)) => f,
+        Ok((false, _)) => return None,
         Err(error) => {
             warn!(%error, contact_id = %contact, "Could not read a contact to close after hours.");
-            return format!(
+            return Some(format!(
                 "queue {} closed; the contact could not be read: it waits",
                 queue.name
-            );
+            ));
         }
     };
     let attributes: HashMap<String, String> = fields
@@ -249,10 +259,7 @@ pub(crate) async fn close_after_hours(
         .unwrap_or_default();
     let flag = |name: &str| attributes.get(name).is_some_and(|v| v == "true");
     if flag("offline") {
-        return format!(
-            "queue {} closed; an offline form waits for the opening",
-            queue.name
-        );
+        return None;
     }
     let channel = fields
         .get("channel")
@@ -293,10 +300,10 @@ pub(crate) async fn close_after_hours(
         "queue" => queue.name.clone(), "action" => "closed_at_closing")
     .increment(1);
     info!(contact_id = %contact, queue = %queue.name, outcome = %ended, "Queue closed: waiting contact closed after hours.");
-    format!(
-        "queue {} closed while the contact waited (until {} {}); {answered}; ended: {ended} (disposition {AFTER_HOURS_DISPOSITION})",
+    Some(format!(
+        "queue {} is closed (until {} {}) while the contact waits; {answered}; ended: {ended} (disposition {AFTER_HOURS_DISPOSITION})",
         queue.name, o.opens_at, o.timezone
-    )
+    ))
 }
 
 /// Sends one automatic answer: `sent`, `already_sent` or `failed` (logged;

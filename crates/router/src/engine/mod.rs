@@ -590,6 +590,17 @@ impl Engine {
             None => self.schedule_next_step(ix),
         }
         self.mark_contact(ix);
+        // Waiting in a queue that is closed now and ends its contacts (a
+        // leader that took over after the closing, a decline, a transfer
+        // into it): reported like the contacts waiting at the closing. The
+        // leader checks the contact is still waiting before it acts.
+        self.update_hours(now);
+        if let Some(slot) = self.contacts[ix as usize].as_ref() {
+            let q = slot.contact.queue;
+            if !self.open[q] && self.plan.queues[q].after_hours == AfterHours::Close {
+                self.closing.push((slot.contact.id, q));
+            }
+        }
     }
 
     /// Removes a waiting contact (answered elsewhere, abandoned, closed).

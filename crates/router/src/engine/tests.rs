@@ -804,3 +804,23 @@ fn contacts_waiting_at_closing_time_are_closed_when_the_queue_says_so() {
         assert!(e.is_waiting(&waiting.id));
     }
 }
+
+#[test]
+fn a_contact_coming_into_a_closed_close_queue_is_reported_too() {
+    let mut close = queue("office", &[]);
+    close.after_hours = crate::plan::AfterHours::Close;
+    let mut e = office_engine(close);
+    // Sunday: closed all day. A leader loading its state now (or a
+    // contact declined back into the queue) sees a waiting contact there.
+    let sunday = utc("2026-05-03T12:00");
+    let c = contact(0, ChannelKind::Chat, sunday - 3_600_000);
+    e.add_contact(c.clone(), sunday);
+    let actions = e.advance(sunday);
+    assert!(
+        matches!(actions[..], [StepAction::ClosedAfterHours { contact, queue: 0 }] if contact == c.id),
+        "{actions:?}"
+    );
+    // The open queue beside it: nothing.
+    e.add_contact(contact(1, ChannelKind::Chat, sunday), sunday);
+    assert!(e.advance(sunday + 1).is_empty());
+}
