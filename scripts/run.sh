@@ -16,7 +16,7 @@ state=${SWITCHBOARD_STATE_DIR:-$PWD/.switchboard}
 redis_port=${SWITCHBOARD_REDIS_PORT:-6390}
 
 cargo build --release --locked -p switchboard
-bin=target/release/switchboard
+bin=${CARGO_TARGET_DIR:-target}/release/switchboard
 
 url=$("$bin" show-config redis.url --config "$config")
 started_redis=""
