@@ -8,6 +8,9 @@
 )]
 
 pub mod browser;
+mod keepalive;
+
+pub use keepalive::{KeepAlive, RawReply};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
