@@ -38,8 +38,10 @@ async fn the_intake_and_replies_ring_the_doorbell() {
     assert_eq!(next(&mut signals).await, LiveSignal::Resync, "resync first");
 
     let intake = intake_for(&store);
+    // The intake script writes the doorbell's JSON around this text.
+    let text = "hello \"there\",\n\\ <b>ї</b> \u{1F600}";
     let receipt = intake
-        .submit_event(event("v-1", Some("m1"), "hello"))
+        .submit_event(event("v-1", Some("m1"), text))
         .await
         .unwrap();
     let e = next_event(&mut signals).await;
@@ -51,12 +53,12 @@ async fn the_intake_and_replies_ring_the_doorbell() {
         (receipt.seq.as_str(), "in", "website")
     );
     // The doorbell carries the entry's text and time (no read back).
-    assert_eq!(e.text.as_deref(), Some("hello"));
+    assert_eq!(e.text.as_deref(), Some(text));
     assert!(e.at > 0);
 
     // A duplicate stores nothing and rings nothing.
     let dup = intake
-        .submit_event(event("v-1", Some("m1"), "hello"))
+        .submit_event(event("v-1", Some("m1"), text))
         .await
         .unwrap();
     assert_eq!(dup.outcome, IntakeOutcome::Duplicate);
