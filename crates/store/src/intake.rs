@@ -7,7 +7,7 @@ use redis::Script;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use switchboard_channel::{Intake, LiveKind};
+use switchboard_channel::{Intake, LiveEvent};
 use switchboard_core::inbound::EventLimits;
 use switchboard_core::{
     ContactId, ConversationId, CustomerIdentity, InboundEvent, InboundUpdate, IntakeError,
@@ -68,6 +68,26 @@ impl RedisIntake {
         let source = event.source.clone();
         let started = Instant::now();
         let result = self.store_event(event).await;
+        let result = match result {
+            Ok((receipt, text, at)) => {
+                if receipt.outcome != IntakeOutcome::Duplicate {
+                    // The doorbell, after the script and outside it: it
+                    // must never fail or delay the intake (see `live`).
+                    let live = crate::Live::new(self.store.clone());
+                    let event = LiveEvent::log(
+                        &receipt.conversation_id,
+                        &receipt.contact_id.to_string(),
+                        &source,
+                        &receipt.seq,
+                        "in",
+                    )
+                    .with_entry(text, at);
+                    tokio::spawn(async move { live.publish(&event).await });
+                }
+                Ok(receipt)
+            }
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(receipt) => {
                 counter!("switchboard_intake_events_total",
@@ -90,8 +110,12 @@ impl RedisIntake {
         result
     }
 
-    /// Stores the event and rings the live doorbell (inside the script).
-    async fn store_event(&self, event: InboundEvent) -> Result<IntakeReceipt, IntakeError> {
+    /// Stores the event; the receipt, with the stored text and time for
+    /// the doorbell.
+    async fn store_event(
+        &self,
+        event: InboundEvent,
+    ) -> Result<(IntakeReceipt, String, u64), IntakeError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(IntakeError::ShuttingDown);
         }
@@ -115,14 +139,6 @@ impl RedisIntake {
         .map_err(|e| IntakeError::Unavailable(format!("cannot encode message: {e}")))?;
         let attributes = serde_json::to_string(&event.attributes)
             .map_err(|e| IntakeError::Unavailable(format!("cannot encode attributes: {e}")))?;
-        let doorbell = serde_json::to_string(&DoorbellTail {
-            source: &event.source,
-            kind: LiveKind::Log,
-            dir: "in",
-            text: &event.text,
-            at: now.as_millis(),
-        })
-        .map_err(|e| IntakeError::Unavailable(format!("cannot encode the doorbell: {e}")))?;
 
         let mut invocation = self.script.prepare_invoke();
         invocation
@@ -146,10 +162,7 @@ impl RedisIntake {
             .arg(event.language.as_deref().unwrap_or(""))
             .arg(attributes)
             .arg(preview(&event.text))
-            .arg(if self.store.event_feed() { "1" } else { "0" })
-            .arg(keys.live())
-            // Without its `{`: the script writes the ids in front.
-            .arg(doorbell.get(1..).unwrap_or_default());
+            .arg(if self.store.event_feed() { "1" } else { "0" });
         let mut conn = self.store.conn();
         let reply: String = self
             .store
@@ -162,7 +175,7 @@ impl RedisIntake {
         let receipt = parse_reply(&reply).ok_or_else(|| {
             IntakeError::Unavailable(format!("unexpected intake reply {reply:?}"))
         })?;
-        Ok(receipt)
+        Ok((receipt, event.text, now.as_millis()))
     }
 }
 
@@ -172,17 +185,6 @@ struct StoredMessage<'a> {
     #[serde(flatten)]
     event: &'a InboundEvent,
     received_at: Timestamp,
-}
-
-/// The live doorbell of an inbound message ([`LiveEvent`]) without the ids
-/// that only the script knows (conversation, contact, log entry).
-#[derive(serde::Serialize)]
-struct DoorbellTail<'a> {
-    source: &'a str,
-    kind: LiveKind,
-    dir: &'static str,
-    text: &'a str,
-    at: u64,
 }
 
 /// Parses `"outcome|contact|conversation|message|seq"`.

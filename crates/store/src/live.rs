@@ -8,8 +8,6 @@
 //! [`LiveSignal::Resync`], which a subscription yields first and after
 //! every reconnection. Publishing never fails the operation it follows: a
 //! failure is logged and counted in `switchboard_live_publish_errors_total`.
-//! The intake publishes an inbound message's event from inside its script
-//! (`lua/intake.lua`), which saves a round trip per message.
 //!
 //! On Redis Cluster, `PUBLISH` reaches subscribers on every node, so the
 //! subscription may use any node (the first configured one).

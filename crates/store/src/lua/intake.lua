@@ -15,11 +15,6 @@
 -- ARGV[18] '1' to write the webhook events into the partition's feed
 --          (`<tag>:feed`, docs/webhooks.md): contact.created for a new
 --          contact, then message.created; a duplicate writes nothing.
--- ARGV[19] the live doorbell's pub/sub channel (`<prefix>:live`)
--- ARGV[20] the doorbell's JSON after its ids: `"source":…,"at":…}`. The
---          script puts conv, contact and seq (plain ids, nothing to
---          escape) in front and publishes it: one round trip per message
---          instead of two. A duplicate publishes nothing.
 -- Returns "outcome|contact|conversation|message|seq".
 if ARGV[1] == '1' then
   local seen = redis.call('GET', KEYS[1])
@@ -71,9 +66,6 @@ if ARGV[18] == '1' then
     'id', contact .. ':message:' .. seq, 'contact', contact, 'conversation', conv,
     'seq', seq, 'dir', 'in', 'at', ARGV[6])
 end
-
-redis.call('PUBLISH', ARGV[19], '{"conv":"' .. conv .. '","contact":"' .. contact
-  .. '","seq":"' .. seq .. '",' .. ARGV[20])
 
 local ids = contact .. '|' .. conv .. '|' .. ARGV[5] .. '|' .. seq
 if ARGV[1] == '1' then
