@@ -1,5 +1,5 @@
 //! The binary from the outside: configuration errors, SIGTERM, sd_notify,
-//! the intake API's refusals, and the deploy files.
+//! the intake API's refusals, risky Redis settings, and the deploy files.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::net::UnixDatagram;
@@ -270,6 +270,35 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
     }
     let (status, _) = send(post(Some(bearer), good)).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_could_lose_acknowledged_contacts_is_reported() {
+    // Redis's own defaults: no append-only file; and an evicting policy.
+    let redis =
+        RedisServer::start_with(&["--appendonly", "no", "--maxmemory-policy", "allkeys-lru"]);
+    let daemon = Daemon::start(BIN, &redis.url(), "");
+    let http = Http::new();
+    let metrics = format!("{}/metrics", daemon.base());
+    let reported = eventually(Duration::from_secs(10), || async {
+        http.get(&metrics).await.is_ok_and(|r| {
+            r.body
+                .contains("switchboard_redis_risky_settings{risk=\"loss\"} 2")
+        })
+    })
+    .await;
+    let log = daemon.log();
+    assert!(reported, "gauge not set; log:\n{log}");
+    for setting in ["appendonly = no", "maxmemory-policy = allkeys-lru"] {
+        assert!(
+            log.contains(&format!("Redis setting {setting}")),
+            "{setting} not named in the log:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("stream-node-max-bytes"),
+        "a recommended setting is not reported:\n{log}"
+    );
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub mod live;
 pub mod outbox;
 pub mod records;
 pub mod routing;
+pub mod settings;
 pub mod updates;
 
 pub use assign::{
@@ -38,6 +39,7 @@ pub use live::Live;
 pub use outbox::RedisOutbox;
 pub use records::{KpiFact, Records};
 pub use routing::{QueuedContact, RoutingStreams};
+pub use settings::{Risk, SettingAdvice};
 
 use std::time::{Duration, Instant};
 

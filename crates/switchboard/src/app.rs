@@ -272,7 +272,8 @@ async fn load_agents(state: RoutingState, agents: Vec<AgentRecord>, shutdown: Ca
     }
 }
 
-/// Checks the key layout once Redis answers; a mismatch is fatal.
+/// Checks the key layout once Redis answers (a mismatch is fatal), then
+/// Redis's persistence and memory settings (risky ones are logged).
 async fn check_layout(
     store: Store,
     shutdown: CancellationToken,
@@ -281,7 +282,7 @@ async fn check_layout(
     let mut delay = Duration::from_millis(200);
     loop {
         match store.check_layout().await {
-            Ok(()) => return,
+            Ok(()) => return report_settings(&store).await,
             Err(e @ StoreError::Layout { .. }) => {
                 let _ = fatal.send(anyhow::Error::new(e)).await;
                 return;
@@ -293,5 +294,35 @@ async fn check_layout(
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Warns once per Redis setting that puts acknowledged contacts or memory
+/// at risk (`switchboard_store::settings`), and sets the gauge
+/// `switchboard_redis_risky_settings` by risk.
+async fn report_settings(store: &Store) {
+    match store.check_settings().await {
+        Ok(Some(advice)) => {
+            for risk in [
+                switchboard_store::Risk::Loss,
+                switchboard_store::Risk::Memory,
+            ] {
+                let n = advice.iter().filter(|a| a.risk == risk).count();
+                metrics::gauge!("switchboard_redis_risky_settings", "risk" => risk.as_str())
+                    .set(n as f64);
+            }
+            for a in &advice {
+                warn!(setting = a.name, value = %a.value, recommended = a.recommended, risk = a.risk.as_str(),
+                    "Redis setting {} = {}: {}. Set {} {} (deploy/redis-switchboard.conf).",
+                    a.name, a.value, a.why, a.name, a.recommended);
+            }
+            if advice.is_empty() {
+                info!("Redis persistence and memory settings are as recommended.");
+            }
+        }
+        Ok(None) => {
+            info!("Redis does not allow CONFIG GET here; its persistence settings are not checked.")
+        }
+        Err(error) => warn!(%error, "Could not read Redis's settings."),
     }
 }

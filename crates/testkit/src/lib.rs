@@ -89,6 +89,8 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--daemonize", "no", "--loglevel", "warning"])
             .args(["--maxmemory-policy", "noeviction"])
+            // As deploy/redis-switchboard.conf recommends.
+            .args(["--stream-node-max-bytes", "1024"])
             .args(&self.extra)
             .arg("--logfile")
             .arg(&log)
