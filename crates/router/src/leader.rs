@@ -280,11 +280,18 @@ impl Leader {
             "Routing state loaded."
         );
         let mut last_sweep = Instant::now();
+        // Offers the store refused twice in one round (same contact, same
+        // agent): tried again next round, after the events and a new clock,
+        // so that a view the engine cannot correct never spins this loop.
+        let mut refused = Refused::default();
         loop {
             if shutdown.is_cancelled() || lost.load(Ordering::Relaxed) {
                 return Ok(Led::Stopped);
             }
             let now = now_ms();
+            for c in refused.next_round() {
+                engine.add_contact(c, now);
+            }
             let steps = engine.advance(now);
             for chunk in steps.chunks(COMMIT_BATCH) {
                 futures::future::join_all(chunk.iter().map(|a| self.record_step(a, now))).await;
@@ -312,7 +319,7 @@ impl Leader {
                 .await;
                 for (d, outcome) in batch.into_iter().zip(outcomes) {
                     if !self
-                        .settle(&mut engine, &mut mirror, d, outcome?, now)
+                        .settle(&mut engine, &mut mirror, &mut refused, d, outcome?, now)
                         .await?
                     {
                         return Ok(Led::Stopped);
@@ -421,6 +428,7 @@ impl Leader {
         &self,
         engine: &mut Engine,
         mirror: &mut Mirror,
+        round: &mut Refused,
         d: Decision,
         outcome: String,
         now: u64,
@@ -452,7 +460,14 @@ impl Leader {
                     && rec.state == "waiting"
                     && let Some(c) = waiting_contact(&rec, &self.plan)
                 {
-                    engine.add_contact(c, now);
+                    if round.first_time(&d) {
+                        engine.add_contact(c, now);
+                    } else {
+                        counter!("switchboard_router_offers_deferred_total").increment(1);
+                        warn!(contact_id = %d.contact.id, agent_id = %d.agent, refused,
+                            "The store refused the same offer twice; trying again next round.");
+                        round.defer(c);
+                    }
                 }
                 Ok(true)
             }
@@ -737,4 +752,28 @@ async fn keep_lease(state: RoutingState, token: String, lease: Duration, lost: A
         }
     }
     lost.store(true, Ordering::Relaxed);
+}
+
+/// Offers the store refused in the current round of the leader's loop.
+#[derive(Debug, Default)]
+struct Refused {
+    pairs: HashSet<(ContactId, AgentId)>,
+    deferred: Vec<WaitingContact>,
+}
+
+impl Refused {
+    /// Starts a round: the contacts deferred in the last one.
+    fn next_round(&mut self) -> Vec<WaitingContact> {
+        self.pairs.clear();
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// True the first time this round that this offer was refused.
+    fn first_time(&mut self, d: &Decision) -> bool {
+        self.pairs.insert((d.contact.id, d.agent.clone()))
+    }
+
+    fn defer(&mut self, contact: WaitingContact) {
+        self.deferred.push(contact);
+    }
 }

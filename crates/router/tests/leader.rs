@@ -568,3 +568,97 @@ async fn closed_queues_answer_and_hold_their_contacts() {
     assert_eq!(out_texts(opened.conversation_id).await.len(), 1);
     instance.stop().await;
 }
+
+/// A returning customer's contact waits for their last agent (sticky
+/// routing); that agent declines it. It goes to someone else at once, and
+/// the leader goes on routing (it used to re-offer it to the agent who
+/// declined, refused by the store, for ever, and route nothing else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_contact_its_agent_declines_goes_to_someone_else() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    agent(&state, "a", &[], 5).await;
+    agent(&state, "b", &[], 5).await;
+    let mut config = routing();
+    config.offer_timeout_secs.chat = 60;
+    config.missed_offers_before_away = 0;
+    config.sticky_wait_secs = 300;
+    config.sticky_memory_days = 1;
+    let instance = Instance::start(&store, "one", &config);
+
+    let first = intake
+        .submit_event(event("v1", "hi"))
+        .await
+        .unwrap()
+        .contact_id;
+    until("the first contact is offered", || async {
+        states(&state, &[first]).await[&first.to_string()].0 == "offered"
+    })
+    .await;
+    let last = states(&state, &[first]).await[&first.to_string()].1.clone();
+    let other = if last == "a" { "b" } else { "a" };
+    let now = Timestamp::now().as_millis();
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &first, &last, now, 0)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let day = Duration::from_secs(86_400);
+    assert_eq!(
+        state
+            .close(&first, &last, now, "done", 0, day, day)
+            .await
+            .unwrap(),
+        "ok"
+    );
+
+    // The customer comes back: offered to their last agent, who declines.
+    let again = intake
+        .submit_event(InboundEvent {
+            provider_message_id: Some("m-v1-again".into()),
+            ..event("v1", "one more thing")
+        })
+        .await
+        .unwrap()
+        .contact_id;
+    until(
+        "the returning contact is offered to the last agent",
+        || async {
+            states(&state, &[again]).await[&again.to_string()] == ("offered".into(), last.clone())
+        },
+    )
+    .await;
+    let now = Timestamp::now().as_millis();
+    assert_eq!(
+        state
+            .answer(Answer::Decline, &again, &last, now, 0)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    until(
+        "the declined contact is offered to the other agent",
+        || async {
+            states(&state, &[again]).await[&again.to_string()]
+                == ("offered".into(), other.to_owned())
+        },
+    )
+    .await;
+    // And routing goes on.
+    let next = intake
+        .submit_event(event("v3", "hello"))
+        .await
+        .unwrap()
+        .contact_id;
+    until("a new customer's contact is offered", || async {
+        states(&state, &[next]).await[&next.to_string()].0 == "offered"
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), instance.stop())
+        .await
+        .expect("the leader stops");
+}

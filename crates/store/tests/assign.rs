@@ -746,3 +746,63 @@ async fn a_requeued_event_keeps_its_reason_apart_from_the_agents() {
     let rec = requeued.record.as_ref().expect("the record");
     assert_eq!(rec.state, "waiting");
 }
+
+#[tokio::test]
+async fn a_transfer_to_an_agent_who_declined_before_asks_them_again() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a", [2, 0, 0, 0]).await;
+    online(&state, "b", [2, 0, 0, 0]).await;
+    online(&state, "x", [2, 0, 0, 0]).await;
+    let c = waiting(&state, ChannelKind::Chat).await;
+    for declines in ["b", "x"] {
+        assert_eq!(
+            state.offer(&offer(&token, &c, declines)).await.unwrap(),
+            "ok"
+        );
+        assert_eq!(
+            state
+                .answer(Answer::Decline, &c, declines, NOW, 3)
+                .await
+                .unwrap(),
+            "ok"
+        );
+    }
+    assert_eq!(
+        state.offer(&offer(&token, &c, "b")).await.unwrap(),
+        "declined_before"
+    );
+    assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
+    assert_eq!(
+        state.answer(Answer::Accept, &c, "a", NOW, 3).await.unwrap(),
+        "ok"
+    );
+    // a sends it to b by name: b is asked, x still is not.
+    assert_eq!(
+        state
+            .requeue(
+                &c,
+                "a",
+                NOW + 1,
+                None,
+                "transfer",
+                Some(("b", NOW + 60_000))
+            )
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let rec = state.route_record(&c).await.unwrap().expect("record");
+    assert_eq!(rec.sticky, "b");
+    assert_eq!(rec.excluded, ["x"]);
+    assert_eq!(
+        state.offer(&offer(&token, &c, "x")).await.unwrap(),
+        "declined_before"
+    );
+    assert_eq!(state.offer(&offer(&token, &c, "b")).await.unwrap(), "ok");
+}

@@ -564,10 +564,13 @@ impl Engine {
                 u32::try_from(self.contacts.len() - 1).unwrap_or(u32::MAX)
             }
         };
+        // Not an agent who declined or missed this contact: the store
+        // would refuse the offer (`declined_before`) and the contact would
+        // wait for nobody until the sticky deadline.
         let sticky_agent = contact
             .sticky
             .as_ref()
-            .filter(|(_, deadline)| *deadline > now)
+            .filter(|(agent, deadline)| *deadline > now && !contact.excluded.contains(agent))
             .and_then(|(agent, deadline)| self.agent_ix.get(agent).map(|ix| (*ix, *deadline)));
         self.contact_ix.insert(contact.id, ix);
         let place = match sticky_agent {

@@ -333,6 +333,23 @@ fn sticky_contacts_wait_for_their_agent_then_go_to_anyone() {
 }
 
 #[test]
+fn a_sticky_contact_its_agent_declined_goes_to_the_queue_at_once() {
+    let mut e = engine(vec![queue("q", &[])]);
+    e.upsert_agent(profile("last", &[], CHAT), available(0));
+    e.upsert_agent(profile("other", &[], CHAT), available(1));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 30_000));
+    c.excluded = vec![agent_id("last")];
+    e.add_contact(c, 10);
+    // Not offered to the agent who declined (the store would refuse it,
+    // again and again), nor kept waiting for them until the deadline.
+    let d = e.next_decision(10).expect("offered now");
+    assert_eq!(d.agent.as_str(), "other");
+    assert_eq!(d.explanation.sticky_agent, None);
+    assert!(e.next_decision(10).is_none());
+}
+
+#[test]
 fn declined_agents_are_not_offered_the_contact_again() {
     let mut e = engine(vec![queue("q", &[])]);
     e.upsert_agent(profile("a", &[], CHAT), available(0));

@@ -8,7 +8,10 @@
 -- ARGV[1] contact id  ARGV[2] agent id  ARGV[3] now  ARGV[4] new queue
 -- ('' keeps it)  ARGV[5] reason  ARGV[6] events maxlen
 -- ARGV[7] offer it to this agent first ('' for none)  ARGV[8] until (ms)
-local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'since', 'queue')
+--         A transfer to an agent who declined or missed the contact before
+--         lifts that: they are asked again.
+local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'since', 'queue',
+  'excluded')
 if (c[1] ~= 'assigned' and c[1] ~= 'offered') or c[2] ~= ARGV[2] then
   return 'not_held'
 end
@@ -16,6 +19,13 @@ redis.call('HSET', KEYS[1], 'state', 'waiting', 'agent', '', 'offer_until', '',
   'queued_at', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[4]) end
 redis.call('HSET', KEYS[1], 'sticky', ARGV[7], 'sticky_until', ARGV[8])
+if ARGV[7] ~= '' and c[6] and c[6] ~= '' then
+  local kept = {}
+  for a in string.gmatch(c[6], '[^,]+') do
+    if a ~= ARGV[7] then kept[#kept + 1] = a end
+  end
+  redis.call('HSET', KEYS[1], 'excluded', table.concat(kept, ','))
+end
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[4], c[4], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
