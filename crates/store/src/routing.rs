@@ -107,7 +107,9 @@ impl RoutingStreams {
         )
         .await
         .map_err(|_| StoreError::Unavailable("XREADGROUP timed out".into()))??;
-        self.entries(reply)
+        let (good, unreadable) = self.entries(reply);
+        self.set_aside(unreadable).await;
+        Ok(good)
     }
 
     /// On a cluster the partitions' streams live on different nodes and one
@@ -134,13 +136,17 @@ impl RoutingStreams {
                             &options,
                         ))
                         .await?;
-                    this.entries(reply)
+                    Ok::<_, StoreError>(this.entries(reply))
                 }
             });
             let mut out = Vec::new();
+            let mut unreadable = Vec::new();
             for result in futures::future::join_all(reads).await {
-                out.extend(result?);
+                let (good, bad) = result?;
+                out.extend(good);
+                unreadable.extend(bad);
             }
+            this.set_aside(unreadable).await;
             if !out.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(out);
             }
@@ -148,17 +154,53 @@ impl RoutingStreams {
         }
     }
 
-    fn entries(&self, reply: Option<StreamReadReply>) -> Result<Vec<QueuedContact>, StoreError> {
+    /// The contacts of a read, and the entries that name none (never
+    /// written by Switchboard) with their partitions.
+    fn entries(
+        &self,
+        reply: Option<StreamReadReply>,
+    ) -> (Vec<QueuedContact>, Vec<(Partition, String)>) {
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             let Some(p) = self.partition_of_key(&stream.key) else {
                 continue;
             };
             for entry in stream.ids {
-                out.push(self.entry(p, &entry.id, &entry.map)?);
+                match self.entry(p, &entry.id, &entry.map) {
+                    Ok(c) => out.push(c),
+                    Err(_) => unreadable.push((p, entry.id)),
+                }
             }
         }
-        Ok(out)
+        (out, unreadable)
+    }
+
+    /// Entries that name no contact are counted, logged and acknowledged,
+    /// so that they neither fail the contacts read with them nor come back
+    /// on every reclaim; they stay in the stream for inspection. A failure
+    /// to acknowledge is only logged: the entry comes back and is set aside
+    /// again.
+    async fn set_aside(&self, unreadable: Vec<(Partition, String)>) {
+        for (p, id) in unreadable {
+            metrics::counter!("switchboard_store_unreadable_entries_total").increment(1);
+            let key = self.store.keys().routing(p);
+            tracing::warn!(stream = %key, entry = %id, "A routing-stream entry names no contact; acknowledged and left in the stream.");
+            let mut conn = self.store.conn();
+            let acked: Result<i64, StoreError> = self
+                .store
+                .bounded(
+                    redis::cmd("XACK")
+                        .arg(&key)
+                        .arg(GROUP)
+                        .arg(&id)
+                        .query_async(&mut conn),
+                )
+                .await;
+            if let Err(error) = acked {
+                tracing::warn!(stream = %key, entry = %id, %error, "Could not acknowledge an unreadable routing-stream entry.");
+            }
+        }
     }
 
     /// Entries pending for longer than `min_idle` under any consumer (one
@@ -169,6 +211,7 @@ impl RoutingStreams {
         count: usize,
     ) -> Result<Vec<QueuedContact>, StoreError> {
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for p in self.store.keys().all_partitions() {
             let key = self.store.keys().routing(p);
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -182,9 +225,13 @@ impl RoutingStreams {
                 .query_async(&mut self.conn)
                 .await?;
             for entry in reply.claimed {
-                out.push(self.entry(p, &entry.id, &entry.map)?);
+                match self.entry(p, &entry.id, &entry.map) {
+                    Ok(c) => out.push(c),
+                    Err(_) => unreadable.push((p, entry.id)),
+                }
             }
         }
+        self.set_aside(unreadable).await;
         Ok(out)
     }
 

@@ -68,6 +68,97 @@ async fn entries_are_marked_routed_once_even_when_reclaimed() {
     assert_eq!(state, "queued");
 }
 
+/// An entry that names no contact (never written by Switchboard) is set
+/// aside, acknowledged, and does not hold back the contacts read or
+/// reclaimed with it.
+#[tokio::test]
+async fn an_unreadable_entry_does_not_strand_the_contacts_around_it() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let intake = intake_for(&store);
+    let block = Duration::from_millis(100);
+    let mut a = RoutingStreams::new(store.clone(), "a".into(), block).unwrap();
+    let mut b = RoutingStreams::new(store.clone(), "b".into(), block).unwrap();
+    a.ensure_groups().await.unwrap();
+    let stream = store.keys().routing(Partition(0));
+    let mut conn = raw(&redis).await;
+    let bad = |conn: &mut redis::aio::MultiplexedConnection| {
+        let stream = stream.clone();
+        let mut conn = conn.clone();
+        async move {
+            let _: String = redis::cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("contact")
+                .arg("not-an-id")
+                .arg("at")
+                .arg("1")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    let pending = |conn: &mut redis::aio::MultiplexedConnection| {
+        let stream = stream.clone();
+        let mut conn = conn.clone();
+        async move {
+            let summary: (usize, Option<String>, Option<String>, redis::Value) =
+                redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg("router")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            summary.0
+        }
+    };
+
+    // Read: the good one comes back, the bad one is set aside.
+    bad(&mut conn).await;
+    let first = intake
+        .submit_event(event("around_1", None, "hi"))
+        .await
+        .unwrap();
+    let read = a.read(100).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.contact_id).collect::<Vec<_>>(),
+        [first.contact_id]
+    );
+    assert!(a.mark_routed(&read[0]).await.unwrap());
+    assert_eq!(pending(&mut conn).await, 0, "the bad entry is acknowledged");
+
+    // Reclaim: a reader took both and died; the next one gets the good one.
+    bad(&mut conn).await;
+    let second = intake
+        .submit_event(event("around_2", None, "hi"))
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("router")
+        .arg("dead")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending(&mut conn).await, 2);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let reclaimed = b.reclaim(Duration::from_millis(10), 100).await.unwrap();
+    assert_eq!(
+        reclaimed.iter().map(|e| e.contact_id).collect::<Vec<_>>(),
+        [second.contact_id]
+    );
+    assert!(b.mark_routed(&reclaimed[0]).await.unwrap());
+    assert_eq!(pending(&mut conn).await, 0);
+    let left: usize = conn.xlen(&stream).await.unwrap();
+    assert_eq!(
+        left, 2,
+        "unreadable entries stay in the stream for inspection"
+    );
+}
+
 #[tokio::test]
 async fn a_batch_is_marked_routed_with_one_call_per_partition() {
     let redis = RedisServer::start();
