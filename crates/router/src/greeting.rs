@@ -174,11 +174,10 @@ impl Router {
         }
         let outcome = self
             .state
-            .end_by_channel(
+            .end_if_waiting(
                 contact,
                 now,
                 AFTER_HOURS_DISPOSITION,
-                0,
                 Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1)),
             )
             .await?;
@@ -287,7 +286,7 @@ pub(crate) async fn close_after_hours(
         }
     };
     let ended = match state
-        .end_by_channel(contact, now, AFTER_HOURS_DISPOSITION, 0, retention)
+        .end_if_waiting(contact, now, AFTER_HOURS_DISPOSITION, retention)
         .await
     {
         Ok(outcome) => outcome,

@@ -472,6 +472,34 @@ impl RoutingState {
         wrap_until: u64,
         retention: Duration,
     ) -> Result<String, StoreError> {
+        self.end_contact(contact, now, disposition, wrap_until, retention, "")
+            .await
+    }
+
+    /// Abandons `contact` only while it is waiting (not offered, not
+    /// assigned, not yet handed to routing): for ends decided before an
+    /// offer may have been made (a queue closed for the night). `Ok` with
+    /// `abandoned`, `not_waiting` or `already_closed`.
+    pub async fn end_if_waiting(
+        &self,
+        contact: &ContactId,
+        now: u64,
+        disposition: &str,
+        retention: Duration,
+    ) -> Result<String, StoreError> {
+        self.end_contact(contact, now, disposition, 0, retention, "waiting")
+            .await
+    }
+
+    async fn end_contact(
+        &self,
+        contact: &ContactId,
+        now: u64,
+        disposition: &str,
+        wrap_until: u64,
+        retention: Duration,
+        only_in: &str,
+    ) -> Result<String, StoreError> {
         let k = self.store.keys();
         // The script checks that the agent is still the one read here; a
         // change in between (an offer made meanwhile) means: read again.
@@ -493,7 +521,8 @@ impl RoutingState {
                 .arg(disposition)
                 .arg(wrap_until)
                 .arg(retention.as_secs().max(1))
-                .arg(EVENTS_MAXLEN);
+                .arg(EVENTS_MAXLEN)
+                .arg(only_in);
             let mut conn = self.conn();
             let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
             if outcome != "changed" {

@@ -806,3 +806,44 @@ async fn a_transfer_to_an_agent_who_declined_before_asks_them_again() {
     );
     assert_eq!(state.offer(&offer(&token, &c, "b")).await.unwrap(), "ok");
 }
+
+#[tokio::test]
+async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a1", [2, 0, 0, 0]).await;
+    let retention = Duration::from_secs(3600);
+    // Offered meanwhile (its queue opened): the after-hours end is too late.
+    let o = waiting(&state, ChannelKind::Chat).await;
+    assert_eq!(state.offer(&offer(&token, &o, "a1")).await.unwrap(), "ok");
+    assert_eq!(
+        state
+            .end_if_waiting(&o, NOW + 5, "after_hours", retention)
+            .await
+            .unwrap(),
+        "not_waiting"
+    );
+    assert_eq!(
+        state.route_record(&o).await.unwrap().expect("record").state,
+        "offered"
+    );
+    assert_eq!(state.agent("a1").await.unwrap().unwrap().1.loads[0], 1);
+    // Still waiting: ended.
+    let w = waiting(&state, ChannelKind::Chat).await;
+    assert_eq!(
+        state
+            .end_if_waiting(&w, NOW + 6, "after_hours", retention)
+            .await
+            .unwrap(),
+        "abandoned"
+    );
+    assert_eq!(
+        state.offer(&offer(&token, &w, "a1")).await.unwrap(),
+        "not_waiting"
+    );
+}

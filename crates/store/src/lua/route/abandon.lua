@@ -10,8 +10,10 @@
 -- ARGV[1] contact id  ARGV[2] the agent the caller read ('' for none)
 -- ARGV[3] now  ARGV[4] disposition  ARGV[5] wrap-up until (ms; 0 for none)
 -- ARGV[6] retention (s)  ARGV[7] events maxlen
--- Returns 'abandoned', 'closed', 'already_closed' or 'changed' (the
--- record's agent is not ARGV[2]: read it again and retry).
+-- ARGV[8] 'waiting' to end it only while it waits ('' for any state): the
+--         after-hours ends, decided before an offer may have been made
+-- Returns 'abandoned', 'closed', 'already_closed', 'not_waiting' or
+-- 'changed' (the record's agent is not ARGV[2]: read it again and retry).
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel')
 if not c[1] then
   -- Not handed to routing yet (the caller hung up within moments): a
@@ -29,6 +31,9 @@ if not c[1] then
 end
 if c[1] == 'closed' then
   return 'already_closed'
+end
+if ARGV[8] == 'waiting' and c[1] ~= 'waiting' then
+  return 'not_waiting'
 end
 local agent = c[2] or ''
 if agent ~= ARGV[2] then
