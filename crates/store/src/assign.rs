@@ -421,6 +421,16 @@ impl RoutingState {
         retention: Duration,
         sticky_memory: Duration,
     ) -> Result<String, StoreError> {
+        // The conversation ends first, while the agent still holds the
+        // contact: a message the customer sends from now on starts a new
+        // contact (routed; sticky routing prefers this agent) instead of
+        // joining one that is being closed, and a crash between the two
+        // steps leaves nothing that a retried close cannot finish.
+        let (state, holder) = self.state_and_agent(contact).await?;
+        let ended = state.as_deref() == Some("assigned") && holder.as_deref() == Some(agent);
+        if ended {
+            self.end_conversation(contact).await;
+        }
         let k = self.store.keys();
         let mut inv = self.scripts.close.prepare_invoke();
         inv.key(k.route_contact(contact))
@@ -437,7 +447,13 @@ impl RoutingState {
             .arg(EVENTS_MAXLEN);
         let mut conn = self.conn();
         let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
-        if outcome == "ok" {
+        // On a retry of a close whose answer was lost (a timeout after the
+        // script ran), the contact is this agent's and closed.
+        let closed_by_agent = outcome == "ok"
+            || (outcome == "not_assigned"
+                && self.state_and_agent(contact).await?
+                    == (Some("closed".to_owned()), Some(agent.to_owned())));
+        if closed_by_agent && !ended {
             self.end_conversation(contact).await;
         }
         Ok(outcome)
@@ -501,6 +517,13 @@ impl RoutingState {
         only_in: &str,
     ) -> Result<String, StoreError> {
         let k = self.store.keys();
+        // The conversation ends first (see `close`), unless the end is only
+        // for a waiting contact: decided earlier, it may come too late.
+        let ended = only_in.is_empty()
+            && self.route_field(contact, "state").await?.as_deref() != Some("closed");
+        if ended {
+            self.end_conversation(contact).await;
+        }
         // The script checks that the agent is still the one read here; a
         // change in between (an offer made meanwhile) means: read again.
         for _ in 0..5 {
@@ -526,7 +549,7 @@ impl RoutingState {
             let mut conn = self.conn();
             let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
             if outcome != "changed" {
-                if matches!(outcome.as_str(), "abandoned" | "closed") {
+                if !ended && matches!(outcome.as_str(), "abandoned" | "closed") {
                     self.end_conversation(contact).await;
                 }
                 return Ok(outcome);
@@ -723,10 +746,21 @@ impl RoutingState {
     /// not the whole record (asked for every live message an instance's
     /// agents might hold).
     pub async fn holder(&self, contact: &ContactId) -> Result<Option<String>, StoreError> {
+        let (state, agent) = self.state_and_agent(contact).await?;
+        Ok(match (state.as_deref(), agent) {
+            (Some("offered" | "assigned"), Some(agent)) if !agent.is_empty() => Some(agent),
+            _ => None,
+        })
+    }
+
+    /// A contact's routing state and agent (one read).
+    async fn state_and_agent(
+        &self,
+        contact: &ContactId,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
         let mut conn = self.conn();
         let key = self.store.keys().route_contact(contact);
-        let (state, agent): (Option<String>, Option<String>) = self
-            .store
+        self.store
             .bounded(
                 redis::cmd("HMGET")
                     .arg(key)
@@ -734,11 +768,7 @@ impl RoutingState {
                     .arg("agent")
                     .query_async(&mut conn),
             )
-            .await?;
-        Ok(match (state.as_deref(), agent) {
-            (Some("offered" | "assigned"), Some(agent)) if !agent.is_empty() => Some(agent),
-            _ => None,
-        })
+            .await
     }
 
     async fn route_field(

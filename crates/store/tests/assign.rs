@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::store_for;
+use common::{event, intake_for, store_for};
 use std::time::Duration;
 use switchboard_core::{ChannelKind, ContactId, Partition};
 use switchboard_store::{AgentRecord, Answer, NewRoute, Offer, RoutingState};
@@ -846,4 +846,122 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
         state.offer(&offer(&token, &w, "a1")).await.unwrap(),
         "not_waiting"
     );
+}
+
+/// A contact from the intake, handed to routing, offered to and accepted by
+/// `agent`.
+async fn assigned_from_intake(
+    state: &RoutingState,
+    intake: &switchboard_store::RedisIntake,
+    token: &str,
+    customer: &str,
+    agent: &str,
+) -> ContactId {
+    let receipt = intake
+        .submit_event(event(customer, None, "hello"))
+        .await
+        .unwrap();
+    let c = receipt.contact_id;
+    let who = format!("visitor:{customer}");
+    let route = NewRoute {
+        contact: &c,
+        queue: "general",
+        channel: ChannelKind::Chat,
+        priority: 0,
+        since: NOW,
+        now: NOW,
+        rule: "",
+        source: "website",
+        customer: &who,
+        sticky: None,
+        sticky_memory: None,
+        person: "",
+    };
+    assert!(state.enqueue(&route).await.unwrap());
+    assert_eq!(state.offer(&offer(token, &c, agent)).await.unwrap(), "ok");
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &c, agent, NOW, 3)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    c
+}
+
+/// Closing ends the contact's conversation, so that the customer's next
+/// message is a new contact (routed), also when the close is retried after
+/// its first answer was lost; an agent who does not hold the contact ends
+/// nothing.
+#[tokio::test]
+async fn a_close_ends_the_conversation_even_when_retried() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let state = RoutingState::new(store.clone());
+    let intake = intake_for(&store);
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a1", [3, 0, 0, 0]).await;
+    online(&state, "b1", [3, 0, 0, 0]).await;
+    let day = Duration::from_secs(86_400);
+    let next = |customer: &'static str, id: &'static str| {
+        let intake = intake.clone();
+        async move {
+            intake
+                .submit_event(event(customer, Some(id), "me again"))
+                .await
+                .unwrap()
+                .contact_id
+        }
+    };
+
+    // The close script ran, its answer was lost: the retry ends the
+    // conversation.
+    let c = assigned_from_intake(&state, &intake, &token, "retry", "a1").await;
+    let k = store.keys();
+    let script = redis::Script::new(concat!(
+        include_str!("../src/lua/route/common.lua"),
+        "\n",
+        include_str!("../src/lua/route/close.lua")
+    ));
+    let mut conn = common::raw(&redis).await;
+    let out: String = script
+        .key(k.route_contact(&c))
+        .key(k.route_agent("a1"))
+        .key(k.route_held("a1"))
+        .key(k.route("events"))
+        .arg(c.to_string())
+        .arg("a1")
+        .arg(NOW + 1)
+        .arg("done")
+        .arg(0)
+        .arg(86_400)
+        .arg(86_400)
+        .arg(1000)
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(out, "ok");
+    assert_eq!(
+        state
+            .close(&c, "a1", NOW + 2, "done", 0, day, day)
+            .await
+            .unwrap(),
+        "not_assigned"
+    );
+    assert_ne!(next("retry", "r2").await, c, "a new contact");
+
+    // Someone else's contact, or one only offered: nothing ends.
+    let held = assigned_from_intake(&state, &intake, &token, "held", "a1").await;
+    assert_eq!(
+        state
+            .close(&held, "b1", NOW + 3, "done", 0, day, day)
+            .await
+            .unwrap(),
+        "not_assigned"
+    );
+    assert_eq!(next("held", "h2").await, held, "still the same contact");
 }
