@@ -126,8 +126,17 @@ pub fn agent_status(live: &AgentLive, now: u64) -> AgentStatus {
 /// The engine's view of a stored waiting contact. A queue that no longer
 /// exists (configuration changed) falls back to the default queue.
 pub fn waiting_contact(rec: &RouteRecord, plan: &Plan) -> Option<WaitingContact> {
-    let id: ContactId = rec.contact.parse().ok()?;
-    let channel: ChannelKind = rec.channel.parse().ok()?;
+    let (Ok(id), Ok(channel)) = (
+        rec.contact.parse::<ContactId>(),
+        rec.channel.parse::<ChannelKind>(),
+    ) else {
+        // Never written by Switchboard: it cannot be offered; said and
+        // counted rather than dropped silently.
+        counter!("switchboard_router_unreadable_records_total").increment(1);
+        warn!(contact_id = %rec.contact, channel = %rec.channel,
+            "A waiting contact's routing record has no valid id or channel; it is not routed.");
+        return None;
+    };
     let queue = plan.queue_index(&rec.queue).unwrap_or(plan.default_queue);
     let sticky = (!rec.sticky.is_empty())
         .then(|| {

@@ -229,19 +229,19 @@ async fn accept_expire_autopause_close_and_sticky() {
             .await
             .unwrap();
     }
+    // The wrap-up runs until NOW + 30 s (later than the clock): a sweep
+    // with an old view cannot end it early.
+    let end_wrap_up = || state.set_presence("a", Some(("available", "")), None, Some("wrap_up"));
+    assert_eq!(end_wrap_up().await.unwrap(), "unchanged");
+    let mut conn = common::raw(&redis).await;
+    let _: () = redis::AsyncCommands::hset(&mut conn, "sb:{r}:agent:a", "wrap_until", 1)
+        .await
+        .unwrap();
+    assert_eq!(end_wrap_up().await.unwrap(), "ok", "over: ended");
     assert_eq!(
-        state
-            .set_presence("a", Some(("available", "")), None, Some("wrap_up"))
-            .await
-            .unwrap(),
-        "ok"
-    );
-    assert_eq!(
-        state
-            .set_presence("a", Some(("available", "")), None, Some("wrap_up"))
-            .await
-            .unwrap(),
-        "unchanged"
+        end_wrap_up().await.unwrap(),
+        "unchanged",
+        "no longer in wrap-up"
     );
 
     // Two missed offers in a row set the agent away.

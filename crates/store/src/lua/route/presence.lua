@@ -4,13 +4,20 @@
 -- ARGV[1] agent id  ARGV[2] presence ('' keeps it)  ARGV[3] reason
 -- ARGV[4] online until (ms; '' keeps it)  ARGV[5] events maxlen
 -- ARGV[6] '1' to emit only when something changed
--- ARGV[7] only if the presence is now this ('' for any; ends wrap-up)
+-- ARGV[7] only if the presence is now this ('' for any; 'wrap_up': and its
+--         wrap_until has passed)
 -- ARGV[8] now (ms): a session is live while online_until is later
 -- Returns 'ok', 'unknown_agent' or 'unchanged' (ARGV[7] did not hold).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 'unknown_agent'
 end
 if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'presence') ~= ARGV[7] then
+  return 'unchanged'
+end
+-- Ending a wrap-up (the leader's sweep): only once it is over. A leader
+-- whose view is old (paused, behind the events) must not cut short a
+-- wrap-up the agent began since.
+if ARGV[7] == 'wrap_up' and num(redis.call('HGET', KEYS[1], 'wrap_until')) > num(ARGV[8]) then
   return 'unchanged'
 end
 local before = redis.call('HMGET', KEYS[1], 'presence', 'reason', 'online_until')
