@@ -337,10 +337,23 @@ impl EmailConfig {
 }
 
 /// The addresses and domains a channel takes mail for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Accepts {
     addresses: Vec<String>,
     domains: Vec<String>,
+    /// `smtp.thread_secret`: replies' `Reply-To` is a plus-address signed
+    /// with it, which customers answer to.
+    thread_secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Accepts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepts")
+            .field("addresses", &self.addresses)
+            .field("domains", &self.domains)
+            .field("thread_secret", &self.thread_secret.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Accepts {
@@ -349,13 +362,37 @@ impl Accepts {
         Accepts {
             addresses: lower(&config.addresses),
             domains: lower(&config.domains),
+            // Checked by `check` (and resolved again by the sender).
+            thread_secret: config
+                .smtp
+                .thread_secret
+                .as_ref()
+                .and_then(|s| s.resolve().ok())
+                .map(|s| s.expose().as_bytes().to_vec()),
         }
     }
 
-    /// Whether mail for `rcpt` is ours (compared case-insensitively).
+    /// Whether mail for `rcpt` is ours (compared case-insensitively): one of
+    /// the addresses or domains, or a plus-address of one that Switchboard
+    /// signed for a reply's `Reply-To`.
     pub fn accepts(&self, rcpt: &str) -> bool {
-        let rcpt = rcpt.to_ascii_lowercase();
-        self.addresses.contains(&rcpt)
+        self.address_for(rcpt).is_some()
+    }
+
+    /// The channel's address that mail for `rcpt` is to: `rcpt` itself, or
+    /// for a signed plus-address its base mailbox (lower case); `None` when
+    /// it is not ours.
+    pub fn address_for(&self, rcpt: &str) -> Option<String> {
+        if self.plain(&rcpt.to_ascii_lowercase()) {
+            return Some(rcpt.to_owned());
+        }
+        let secret = self.thread_secret.as_deref()?;
+        let (base, _) = crate::parse::verify_plus_address(rcpt, secret)?;
+        self.plain(&base).then_some(base)
+    }
+
+    fn plain(&self, rcpt: &str) -> bool {
+        self.addresses.iter().any(|a| a == rcpt)
             || rcpt
                 .rsplit_once('@')
                 .is_some_and(|(_, d)| self.domains.iter().any(|x| x == d))
@@ -427,6 +464,42 @@ mod tests {
         assert!(!a.accepts("help@support.example.com.evil"));
         assert_eq!(a.hostname(), "support.example.com");
         assert_eq!(c.claims().len(), 1);
+        // No thread secret: a plus-address is nobody's.
+        let signed =
+            crate::parse::plus_address("help@support.example.com", "1-01abc", b"0123456789abcdef");
+        assert!(!a.accepts(&signed));
+    }
+
+    #[test]
+    fn signed_reply_to_addresses_are_accepted_as_their_mailbox() {
+        let secret = "0123456789abcdefXYZ";
+        let c = config(&BASE.replace(
+            "[smtp]\n        host = \"127.0.0.1\"",
+            &format!("[smtp]\n        host = \"127.0.0.1\"\n        thread_secret = \"{secret}\""),
+        ));
+        c.check().expect("valid");
+        let a = Accepts::of(&c);
+        let signed =
+            crate::parse::plus_address("help@support.example.com", "1-01ABC", secret.as_bytes());
+        assert!(a.accepts(&signed), "{signed}");
+        assert_eq!(
+            a.address_for(&signed.to_uppercase()).as_deref(),
+            Some("help@support.example.com")
+        );
+        // Forged, or signed for a mailbox that is not ours: refused.
+        let (local, domain) = signed.rsplit_once('@').expect("an address");
+        let last = if local.ends_with('0') { '1' } else { '0' };
+        let forged = format!("{}{last}@{domain}", &local[..local.len() - 1]);
+        assert!(!a.accepts(&forged), "{forged}");
+        assert!(!a.accepts("help+1-01abc.0000000000000000@support.example.com"));
+        let foreign =
+            crate::parse::plus_address("help@elsewhere.example", "1-01abc", secret.as_bytes());
+        assert!(!a.accepts(&foreign));
+        // Plain addresses keep their spelling.
+        assert_eq!(
+            a.address_for("HELP@support.example.com").as_deref(),
+            Some("HELP@support.example.com")
+        );
         assert_eq!(c.smtp.port(), 587);
     }
 

@@ -89,15 +89,15 @@ impl Ingest {
     /// fallback id) is stored once.
     pub async fn take(&self, raw: &[u8], arrival: Arrival<'_>) -> Result<Taken, IngestError> {
         let mail = parse::parse(raw, &self.limits);
+        // A signed plus-address (a reply's Reply-To) stands for its mailbox.
         let address = arrival
             .rcpt
-            .map(str::to_owned)
+            .map(|r| self.accepts.address_for(r).unwrap_or_else(|| r.to_owned()))
             .or_else(|| {
                 mail.to
                     .iter()
                     .chain(&mail.cc)
-                    .find(|a| self.accepts.accepts(a))
-                    .cloned()
+                    .find_map(|a| self.accepts.address_for(a))
             })
             .or_else(|| arrival.default_address.map(str::to_owned))
             .unwrap_or_else(|| self.accepts.default_address());

@@ -35,6 +35,8 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
+const THREAD_SECRET: &str = "corpus-thread-secret-0123";
+
 fn world(bulk: BulkPolicy) -> World {
     let redis = RedisServer::start();
     let store = Store::new(StoreConfig {
@@ -64,6 +66,7 @@ fn world(bulk: BulkPolicy) -> World {
         address = "127.0.0.1:1"
         [smtp]
         host = "127.0.0.1"
+        thread_secret = "{THREAD_SECRET}"
         "#,
         dir.path().display()
     ))
@@ -388,4 +391,26 @@ async fn a_bounce_fails_our_reply_and_an_auto_reply_is_logged_next_to_it() {
     );
     // Neither made a contact.
     assert_eq!(w.contacts().await, 1);
+}
+
+/// A customer answers a reply: to its `Reply-To`, the signed plus-address.
+/// The mail is ours and the contact's address is the mailbox itself; a
+/// forged plus-address is not ours.
+#[tokio::test]
+async fn an_answer_to_a_signed_reply_to_address_is_taken() {
+    let w = world(BulkPolicy::Ignore);
+    let signed = switchboard_email::parse::plus_address(
+        "help@support.example.com",
+        "1-01jabcdef",
+        THREAD_SECRET.as_bytes(),
+    );
+    assert!(w.ingest.accepts.accepts(&signed), "{signed}");
+    let id = stored(&w.take("01-uk-plain-utf8.eml", &signed).await, "created");
+    assert_eq!(w.contact(&id).await["address"], "help@support.example.com");
+    let forged = switchboard_email::parse::plus_address(
+        "help@support.example.com",
+        "1-01jabcdef",
+        b"another secret, not ours",
+    );
+    assert!(!w.ingest.accepts.accepts(&forged));
 }
