@@ -43,6 +43,12 @@ pub trait Intake: Send + Sync + fmt::Debug {
         customer: &'a CustomerIdentity,
         provider_message_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<IntakeReceipt>, IntakeError>>;
+    /// The limits events are checked against (`[intake]` in the
+    /// configuration), so that an adapter can fit what it builds (an email
+    /// with its attachment lines) instead of having it refused.
+    fn limits(&self) -> switchboard_core::inbound::EventLimits {
+        switchboard_core::inbound::EventLimits::default()
+    }
 }
 
 /// Where a contact is in routing, as a channel sees it.

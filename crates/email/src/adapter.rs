@@ -47,6 +47,9 @@ impl ChannelConfig for EmailConfig {
             attachments: attachments.clone(),
             limits: ParseLimits {
                 max_attachment_bytes: self.max_attachment_bytes,
+                // The intake's limit: the text with its attachment lines
+                // is fitted to it (`Ingest::take`).
+                max_text_bytes: ctx.intake.limits().max_text_bytes,
                 ..ParseLimits::default()
             },
             bulk: self.bulk,

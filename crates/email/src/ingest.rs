@@ -245,7 +245,10 @@ impl Ingest {
             .ok_or_else(|| IngestError::Rejected("the mail names no sender".into()))?;
         let customer = CustomerIdentity::new("email", &from)
             .map_err(|e| IngestError::Rejected(format!("sender address: {e}")))?;
-        let mut text = mail.text.clone();
+        // The attachments' lines go after the text, which is cut to leave
+        // them room: the whole must fit the intake's limit, or the mail
+        // would be refused for good.
+        let mut lines = String::new();
         for attachment in mail.attachments {
             let size = attachment.bytes.len();
             let id = self
@@ -254,18 +257,21 @@ impl Ingest {
                 .await
                 .map_err(|e| IngestError::Temporary(format!("attachment store: {e}")))?;
             let _ = write!(
-                text,
+                lines,
                 "\n[attachment: {}, {}, {size} bytes, media id {id}]",
                 attachment.name, attachment.content_type
             );
         }
         if mail.skipped_attachments > 0 {
             let _ = write!(
-                text,
+                lines,
                 "\n[{} attachment(s) not kept: over the size or count limit]",
                 mail.skipped_attachments
             );
         }
+        let max = self.limits.max_text_bytes;
+        let mut text = fit(&mail.text, max.saturating_sub(lines.len()));
+        text.push_str(fit(&lines, max.saturating_sub(text.len())).as_str());
         let mut attributes = BTreeMap::new();
         if let Some(tag) = &mail.tag {
             attributes.insert("email_thread".to_owned(), tag.clone());
@@ -343,4 +349,22 @@ fn bounce_detail(b: &parse::Bounce) -> String {
         let _ = write!(out, ": {}", d.chars().take(300).collect::<String>());
     }
     out
+}
+
+/// `text`, cut at a character boundary to at most `room` bytes, ending in
+/// [`parse::CLIPPED_MARK`] when cut (the mark counted).
+fn fit(text: &str, room: usize) -> String {
+    if text.len() <= room {
+        return text.to_owned();
+    }
+    let mark = if room >= parse::CLIPPED_MARK.len() {
+        parse::CLIPPED_MARK
+    } else {
+        ""
+    };
+    let mut end = room - mark.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", text[..end].trim_end())
 }

@@ -414,3 +414,37 @@ async fn an_answer_to_a_signed_reply_to_address_is_taken() {
     );
     assert!(!w.ingest.accepts.accepts(&forged));
 }
+
+/// A long mail with an attachment: its text is cut so that the text and the
+/// attachment's line fit the intake's limit together (it used to be refused
+/// for good, 550, for being over the limit after the line was added).
+#[tokio::test]
+async fn a_long_mail_with_an_attachment_is_cut_to_fit_not_refused() {
+    let w = world(BulkPolicy::Ignore);
+    let long = "Довгий рядок тексту. ".repeat(3000); // ~ 100 KB of UTF-8
+    let raw = format!(
+        "From: Olena <olena@customer.example>\r\nTo: help@support.example.com\r\n\
+         Subject: a long one\r\nMessage-ID: <long-1@customer.example>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+         {long}\r\n--b1\r\nContent-Type: image/png; name=\"logo.png\"\r\n\
+         Content-Disposition: attachment; filename=\"logo.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         iVBORw0KGgo=\r\n--b1--\r\n"
+    );
+    let arrival = Arrival {
+        rcpt: Some("help@support.example.com"),
+        envelope_from: Some("olena@customer.example"),
+        ..Arrival::default()
+    };
+    let taken = w.ingest.take(raw.as_bytes(), arrival).await.unwrap();
+    let id = stored(&taken, "created");
+    let text = w.first_text(&id).await;
+    assert!(text.len() <= 64 * 1024, "{} bytes", text.len());
+    assert!(text.starts_with("Довгий рядок тексту."));
+    assert!(text.contains("[…]"), "marked as cut");
+    assert!(
+        text.contains("[attachment: logo.png, image/png"),
+        "the attachment's line is kept: {}",
+        &text[text.len().saturating_sub(300)..]
+    );
+}

@@ -207,6 +207,10 @@ fn parse_reply(reply: &str) -> Option<IntakeReceipt> {
 }
 
 impl Intake for RedisIntake {
+    fn limits(&self) -> EventLimits {
+        self.settings.limits
+    }
+
     fn submit(&self, event: InboundEvent) -> BoxFuture<'_, Result<IntakeReceipt, IntakeError>> {
         Box::pin(self.submit_event(event))
     }

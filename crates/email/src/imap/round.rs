@@ -122,8 +122,12 @@ pub(super) async fn run(
                 info!(uid = m.uid, bytes = raw.len(), "Took in a message.");
             }
             Err(SinkError::Rejected(e)) => {
+                // Not stored: left in the mailbox as it is (never deleted
+                // or moved by `after`), for a person to look at.
                 outcome(ctx, "rejected");
-                warn!(uid = m.uid, error = %e, "A fetched message was rejected; passing over it.");
+                warn!(uid = m.uid, error = %e, "A fetched message was rejected; passing over it and leaving it in the mailbox.");
+                (cp.last, unsaved) = (m.uid, true);
+                continue;
             }
             Err(SinkError::Temporary(e)) => {
                 outcome(ctx, "temporary");

@@ -63,6 +63,31 @@ async fn an_oversized_message_is_skipped_and_counted_and_later_ones_arrive() {
 }
 
 #[tokio::test]
+async fn a_rejected_message_is_left_in_the_mailbox_even_when_taken_ones_are_deleted() {
+    let dovecot = Dovecot::start();
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    sink.reject.store(1, Ordering::SeqCst);
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Delete);
+    dovecot.append("support", "INBOX", &mail(1));
+    dovecot.append("support", "INBOX", &mail(2));
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(1, WITHIN).await;
+    assert_eq!(sink.uids(), vec![2]);
+    checkpoint(&state, &settings, Some(2)).await;
+    // Taken: deleted. Refused: still there, for a person to look at.
+    assert_eq!(
+        dovecot.messages("support", "INBOX"),
+        vec![(1, String::new())]
+    );
+    let label = &settings.label;
+    let key = format!("switchboard_email_imap_messages_total{{mailbox={label},outcome=rejected}}");
+    assert_eq!(counters.get(&key), 1);
+    fetcher.stop().await;
+}
+
+#[tokio::test]
 async fn a_wrong_password_is_retried_with_backoff_until_shutdown() {
     let dovecot = Dovecot::start();
     dovecot.append("support", "INBOX", &mail(1));

@@ -105,12 +105,16 @@ impl ChannelState for MemState {
 }
 
 /// Collects what it is given; the first `temporary` calls fail with
-/// [`SinkError::Temporary`].
+/// [`SinkError::Temporary`], the `reject` after them with
+/// [`SinkError::Rejected`].
 #[derive(Debug, Default)]
 pub(super) struct Sink {
     pub(super) got: Mutex<Vec<(u32, Vec<u8>, String)>>,
     pub(super) calls: AtomicUsize,
     pub(super) temporary: AtomicUsize,
+    /// The next this many calls (after the temporary ones) are refused
+    /// for good ([`SinkError::Rejected`]).
+    pub(super) reject: AtomicUsize,
 }
 
 impl Sink {
@@ -155,6 +159,11 @@ impl FetchedMailSink for Sink {
             if left > 0 {
                 self.temporary.store(left - 1, Ordering::SeqCst);
                 return Err(SinkError::Temporary("redis is down".into()));
+            }
+            let refuse = self.reject.load(Ordering::SeqCst);
+            if refuse > 0 {
+                self.reject.store(refuse - 1, Ordering::SeqCst);
+                return Err(SinkError::Rejected("the mail names no sender".into()));
             }
             self.got
                 .lock()
