@@ -873,6 +873,7 @@ impl Conn {
             language: active.language.clone(),
             attributes,
             sent_at: None,
+            new_contact: false,
         };
         match self.shared.ctx.intake.submit(event).await {
             Ok(receipt) => {
@@ -1042,6 +1043,7 @@ impl Conn {
             language: active.language.clone(),
             attributes,
             sent_at: None,
+            new_contact: false,
         };
         match self.shared.ctx.intake.submit(event).await {
             Ok(receipt) => {

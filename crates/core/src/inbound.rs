@@ -46,6 +46,12 @@ pub struct InboundEvent {
     /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<Timestamp>,
+    /// Always a new contact, even when the customer has an open
+    /// conversation on this source: a phone call is one contact of its
+    /// own (two calls from one number are two contacts). Later messages
+    /// of the customer join the newest conversation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_contact: bool,
 }
 
 /// Limits an event must fit before it is stored.
@@ -330,6 +336,7 @@ mod tests {
             language: None,
             attributes: BTreeMap::new(),
             sent_at: None,
+            new_contact: false,
         }
     }
 

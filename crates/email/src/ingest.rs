@@ -300,6 +300,7 @@ impl Ingest {
             language: mail.language.clone(),
             attributes,
             sent_at: mail.date_ms.map(Timestamp),
+            new_contact: false,
         };
         let receipt = self.intake.submit(event).await.map_err(|e| {
             if matches!(e, IntakeError::Invalid(_)) {

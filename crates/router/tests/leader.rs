@@ -87,6 +87,7 @@ fn event(customer: &str, text: &str) -> InboundEvent {
         language: None,
         attributes: BTreeMap::new(),
         sent_at: None,
+        new_contact: false,
     }
 }
 

@@ -333,6 +333,7 @@ impl SocialMessage {
             language: self.language,
             attributes,
             sent_at: self.sent_at,
+            new_contact: false,
         }
     }
 }

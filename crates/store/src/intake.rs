@@ -162,7 +162,8 @@ impl RedisIntake {
             .arg(event.language.as_deref().unwrap_or(""))
             .arg(attributes)
             .arg(preview(&event.text))
-            .arg(if self.store.event_feed() { "1" } else { "0" });
+            .arg(if self.store.event_feed() { "1" } else { "0" })
+            .arg(if event.new_contact { "1" } else { "0" });
         let mut conn = self.store.conn();
         let reply: String = self
             .store

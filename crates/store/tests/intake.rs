@@ -7,8 +7,40 @@ use common::*;
 use redis::AsyncCommands;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use switchboard_core::{IntakeError, IntakeOutcome};
+use switchboard_core::{InboundEvent, IntakeError, IntakeOutcome};
 use switchboard_testkit::RedisServer;
+
+/// A phone call is a contact of its own: two calls from one number are two
+/// contacts, and what the customer sends later joins the newest one.
+#[tokio::test]
+async fn an_event_marked_new_contact_never_joins_an_open_conversation() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let call = |id: &str| InboundEvent {
+        new_contact: true,
+        ..event("vs_call", Some(id), "Incoming call")
+    };
+    let first = intake.submit_event(call("call-1")).await.unwrap();
+    let second = intake.submit_event(call("call-2")).await.unwrap();
+    assert_eq!(
+        (first.outcome, second.outcome),
+        (IntakeOutcome::Created, IntakeOutcome::Created)
+    );
+    assert_ne!(first.contact_id, second.contact_id);
+    assert_ne!(first.conversation_id, second.conversation_id);
+    // A repeat of a call's event is still that call.
+    let again = intake.submit_event(call("call-1")).await.unwrap();
+    assert_eq!(again.outcome, IntakeOutcome::Duplicate);
+    assert_eq!(again.contact_id, first.contact_id);
+    // An ordinary message joins the newest.
+    let text = intake
+        .submit_event(event("vs_call", Some("sms-1"), "I called twice"))
+        .await
+        .unwrap();
+    assert_eq!(text.outcome, IntakeOutcome::Appended);
+    assert_eq!(text.contact_id, second.contact_id);
+}
 
 #[tokio::test]
 async fn new_customer_creates_a_contact_and_follow_ups_append() {

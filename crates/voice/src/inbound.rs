@@ -97,6 +97,8 @@ pub fn inbound_event(event: &CallEvent, source: &str) -> Result<InboundEvent, No
         language: None,
         attributes,
         sent_at: event.at,
+        // Every call is a contact of its own (two calls from one number are two).
+        new_contact: true,
     })
 }
 

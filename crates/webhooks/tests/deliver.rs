@@ -68,6 +68,7 @@ fn event(customer: &str, id: &str, text: &str) -> InboundEvent {
         language: None,
         attributes: Default::default(),
         sent_at: None,
+        new_contact: false,
     }
 }
 

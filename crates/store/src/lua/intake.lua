@@ -15,6 +15,9 @@
 -- ARGV[18] '1' to write the webhook events into the partition's feed
 --          (`<tag>:feed`, docs/webhooks.md): contact.created for a new
 --          contact, then message.created; a duplicate writes nothing.
+-- ARGV[19] '1' for a new contact whatever is open (a phone call): the open
+--          conversation is not looked up, and the new one becomes the open
+--          one.
 -- Returns "outcome|contact|conversation|message|seq".
 if ARGV[1] == '1' then
   local seen = redis.call('GET', KEYS[1])
@@ -25,7 +28,10 @@ end
 
 local tag = ARGV[8]
 local outcome = 'appended'
-local conv = redis.call('GET', KEYS[2])
+local conv = nil
+if ARGV[19] ~= '1' then
+  conv = redis.call('GET', KEYS[2])
+end
 local contact
 if conv then
   contact = redis.call('HGET', tag .. ':conv:' .. conv, 'contact')

@@ -43,6 +43,7 @@ pub fn event(customer: &str, provider_id: Option<&str>, text: &str) -> InboundEv
         language: Some("uk".into()),
         attributes: BTreeMap::new(),
         sent_at: None,
+        new_contact: false,
     }
 }
 
