@@ -642,3 +642,117 @@ async fn a_gap_in_the_routing_events_resends_hello() {
         "gap not counted"
     );
 }
+
+/// A frame over the size limit closes the session with 1009 and is
+/// counted: it used to drop the connection without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_too_large_is_answered_with_1009_and_counted() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let base = daemon.base();
+    let mut ws = AgentSocket::connect_available(&base, OLENA).await;
+    let note = "x".repeat(64 * 1024);
+    let frame = json!({"type": "note", "ref": "n1", "contact_id": "0-x", "text": note});
+    ws.send_raw(frame.to_string()).await;
+    assert_eq!(ws.close_code(Duration::from_secs(5)).await, Some(1009));
+    let metrics = Http::new()
+        .get(&format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        metrics.contains(r#"switchboard_agent_ws_closed_total{reason="too_large"} 1"#),
+        "not counted:\n{metrics}"
+    );
+}
+
+/// Refusals that axum makes before a handler runs (a body over the limit, a
+/// query it cannot read) and a cursor that is no cursor answer the
+/// documented JSON errors and are counted; so is a call without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_handler_are_documented_json_and_counted() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let api = format!("{base}/api/v1");
+    let code = |r: &Reply| {
+        (
+            r.status,
+            r.json()["error"]["code"].as_str().map(str::to_owned),
+        )
+    };
+
+    let r = http
+        .call("GET", &format!("{api}/me"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(code(&r), (401, Some("unauthorized".into())));
+    let big = json!({"text": "x".repeat(24 * 1024)});
+    let r = http
+        .call(
+            "POST",
+            &format!("{api}/contacts/0-x/notes"),
+            Some(SUPERVISOR),
+            Some(&big),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code(&r), (413, Some("too_large".into())), "{}", r.body);
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/records/export?from=yesterday"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code(&r), (400, Some("bad_request".into())), "{}", r.body);
+
+    let submitted = http
+        .submit(&base, &chat_event("visitor-c", "m-c", "hello"))
+        .await
+        .unwrap();
+    let contact = submitted.json()["contact_id"].as_str().unwrap().to_owned();
+    let url = |after: &str| format!("{api}/contacts/{contact}?after={after}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            http.call("GET", &url("-"), Some(SUPERVISOR), None)
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await,
+        "the contact is not visible"
+    );
+    for bad in ["garbage", "", "18446744073709551615-18446744073709551615"] {
+        let r = http
+            .call("GET", &url(bad), Some(SUPERVISOR), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            code(&r),
+            (422, Some("invalid_cursor".into())),
+            "{bad:?}: {}",
+            r.body
+        );
+    }
+
+    let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
+    for counted in [
+        r#"switchboard_agent_api_errors_total{code="too_large"} 1"#,
+        r#"switchboard_agent_api_errors_total{code="bad_request"} 1"#,
+        r#"switchboard_agent_api_errors_total{code="invalid_cursor"} 3"#,
+        "switchboard_agent_api_auth_failures_total 1",
+    ] {
+        assert!(metrics.contains(counted), "{counted} missing:\n{metrics}");
+    }
+}

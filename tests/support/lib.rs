@@ -460,6 +460,35 @@ impl AgentSocket {
             .unwrap();
     }
 
+    /// Sends `text` as it is, in one text frame.
+    pub async fn send_raw(&mut self, text: String) -> bool {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .is_ok()
+    }
+
+    /// The code of the close frame the server sends within `limit`, skipping
+    /// other frames; `None` when none came (or the connection just broke).
+    pub async fn close_code(&mut self, limit: Duration) -> Option<u16> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.stream.next())
+                .await
+                .ok()??
+            {
+                Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => {
+                    return frame.map(|f| u16::from(f.code));
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Sends a frame; false when the connection is gone.
     pub async fn try_send(&mut self, frame: serde_json::Value) -> bool {
         use futures_util::SinkExt;

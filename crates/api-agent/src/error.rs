@@ -120,3 +120,33 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Axum's own refusals (a body over the limit, a query or path it cannot
+/// read) are plain text; the API promises JSON errors with stable codes,
+/// counted like every other. A response that is already JSON, or not an
+/// error, passes unchanged.
+pub(crate) async fn documented(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error()) || status == StatusCode::UNAUTHORIZED {
+        return response;
+    }
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, "too_large", "the request body is over the limit").into_response()
+        }
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request's path, query or body is not what this endpoint takes",
+        )
+        .into_response(),
+        _ => response,
+    }
+}

@@ -30,6 +30,7 @@ pub async fn caller(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(token) = header_token.or(query_token).filter(|t| !t.is_empty()) else {
+        metrics::counter!("switchboard_agent_api_auth_failures_total").increment(1);
         return Err(ApiError::unauthorized());
     };
     if let Some(secret) = &inner.supervisor
@@ -231,6 +232,12 @@ pub async fn contact(
     let fields = inner.contact_fields(&cid).await?;
     let conv = conversation_of(&fields)?;
     let after = q.after.unwrap_or_else(|| "-".into());
+    if !is_cursor(&after) {
+        return Err(ApiError::bad_request(
+            "invalid_cursor",
+            "after: '-' or a transcript entry's seq (<ms>-<n>)",
+        ));
+    }
     let transcript =
         switchboard_records::record::transcript(&inner.conversations, &conv, &after, 500).await?;
     let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
@@ -411,4 +418,41 @@ pub async fn ws(
         .read_buffer_size(4096)
         .on_upgrade(move |socket| crate::ws::session(inner, agent, socket))
         .into_response())
+}
+
+/// A transcript cursor: `-` (from the start) or an entry's `seq`, a Redis
+/// stream id `<ms>-<n>` after which another can exist.
+fn is_cursor(after: &str) -> bool {
+    if after == "-" {
+        return true;
+    }
+    let Some((ms, n)) = after.split_once('-') else {
+        return false;
+    };
+    match (ms.parse::<u64>(), n.parse::<u64>()) {
+        (Ok(ms), Ok(n)) => !(ms == u64::MAX && n == u64::MAX),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    #[test]
+    fn cursors_are_checked() {
+        for good in ["-", "0-0", "1795386692563-0", "1-18446744073709551615"] {
+            assert!(super::is_cursor(good), "{good}");
+        }
+        for bad in [
+            "",
+            "garbage",
+            "12",
+            "1-",
+            "-1",
+            "1-2-3",
+            "+",
+            "18446744073709551615-18446744073709551615",
+        ] {
+            assert!(!super::is_cursor(bad), "{bad}");
+        }
+    }
 }

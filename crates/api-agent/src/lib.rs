@@ -197,6 +197,7 @@ impl AgentApi {
             .route("/records/export", get(records::export))
             .route("/ws", get(http::ws))
             .layer(DefaultBodyLimit::max(limit))
+            .layer(axum::middleware::map_response(error::documented))
             .with_state(self.inner.clone())
     }
 

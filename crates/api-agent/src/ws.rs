@@ -19,6 +19,32 @@ use tracing::{Instrument, debug, info, info_span};
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// How long one write may wait for a client that does not read: then the
+/// session ends (its socket, task and buffers with it).
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
+
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+
+/// Why a session ended, for `switchboard_agent_ws_closed_total{reason}`.
+fn closed(reason: &'static str) {
+    counter!("switchboard_agent_ws_closed_total", "reason" => reason).increment(1);
+}
+
+/// Runs one write under [`WRITE_LIMIT`]; false when it failed or took too
+/// long (counted as `write_timeout`).
+async fn written<F>(write: F) -> bool
+where
+    F: std::future::Future<Output = bool>,
+{
+    match tokio::time::timeout(WRITE_LIMIT, write).await {
+        Ok(ok) => ok,
+        Err(_) => {
+            closed("write_timeout");
+            debug!("The agent's client does not read; closing.");
+            false
+        }
+    }
+}
 
 pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
     let span = info_span!("agent_session", agent_id = %agent);
@@ -38,56 +64,78 @@ pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
                 me,
             },
             Err(e) => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: 1011,
-                        reason: Utf8Bytes::from(e.message.chars().take(100).collect::<String>()),
-                    })))
-                    .await;
+                let close = Message::Close(Some(CloseFrame {
+                    code: 1011,
+                    reason: Utf8Bytes::from(e.message.chars().take(100).collect::<String>()),
+                }));
+                written(async { sink.send(close).await.is_ok() }).await;
                 inner.hub.unregister(&agent, session_id);
                 return;
             }
         };
-        let mut ok = send(&mut sink, &hello).await;
+        let mut ok = written(send(&mut sink, &hello)).await;
         let mut last_heard = Instant::now();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         while ok {
             tokio::select! {
                 frame = frames.recv() => match frame {
-                    Some(frame) => ok = send_queued(&mut sink, frame, &mut frames).await,
+                    Some(frame) => ok = written(send_queued(&mut sink, frame, &mut frames)).await,
                     None => {
                         // Dropped by the hub: the client stopped reading.
-                        let _ = sink.send(Message::Close(Some(CloseFrame {
-                            code: 1008,
-                            reason: Utf8Bytes::from_static("too slow: frames were not read"),
-                        }))).await;
+                        closed("too_slow");
+                        close(&mut sink, 1008, "too slow: frames were not read").await;
                         break;
                     }
                 },
                 message = stream.next() => {
-                    let Some(Ok(message)) = message else { break };
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => {
+                            // A frame over the size limit, or one that is not
+                            // websocket: said to the client, counted.
+                            let too_large = error.to_string().contains("too long");
+                            closed(if too_large { "too_large" } else { "bad_frame" });
+                            debug!(%error, "Unreadable frame from the agent's client; closing.");
+                            let (code, why) = if too_large {
+                                (1009, "frame too large")
+                            } else {
+                                (1002, "unreadable frame")
+                            };
+                            close(&mut sink, code, why).await;
+                            break;
+                        }
+                        None => {
+                            closed("gone");
+                            break;
+                        }
+                    };
                     last_heard = Instant::now();
                     match message {
                         Message::Text(text) => {
                             if let Some(reply) = handle(&inner, &agent, text.as_str()).await {
-                                ok = send(&mut sink, &reply).await;
+                                ok = written(send(&mut sink, &reply)).await;
                             }
                         }
                         Message::Binary(_) => {
                             counter!("switchboard_agent_ws_rejected_total", "reason" => "binary").increment(1);
-                            ok = send(&mut sink, &result("", Err(ApiError::bad_request("bad_frame", "text frames only")))).await;
+                            let refused = result("", Err(ApiError::bad_request("bad_frame", "text frames only")));
+                            ok = written(send(&mut sink, &refused)).await;
                         }
-                        Message::Close(_) => break,
+                        Message::Close(_) => {
+                            closed("client");
+                            break;
+                        }
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > IDLE_LIMIT {
+                        closed("idle");
                         debug!("Agent silent too long; closing.");
                         break;
                     }
-                    ok = sink.send(Message::Ping(Default::default())).await.is_ok();
+                    ok = written(async { sink.send(Message::Ping(Default::default())).await.is_ok() }).await;
                 }
             }
         }
@@ -111,9 +159,18 @@ pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
 /// write, not one system call each.
 const SEND_BATCH: usize = 32;
 
+/// Sends a close frame, waiting at most [`WRITE_LIMIT`].
+async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
+    let _ = tokio::time::timeout(WRITE_LIMIT, sink.send(frame)).await;
+}
+
 /// Sends `first` and the frames queued behind it, then flushes once.
 async fn send_queued(
-    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    sink: &mut Sink,
     first: ServerFrame,
     queued: &mut tokio::sync::mpsc::Receiver<ServerFrame>,
 ) -> bool {
@@ -133,10 +190,7 @@ async fn send_queued(
     sink.flush().await.is_ok()
 }
 
-async fn send(
-    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
-    frame: &ServerFrame,
-) -> bool {
+async fn send(sink: &mut Sink, frame: &ServerFrame) -> bool {
     match serde_json::to_string(frame) {
         Ok(text) => sink.send(Message::Text(text.into())).await.is_ok(),
         Err(_) => true,
