@@ -250,7 +250,7 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
             422,
             "invalid_event",
         ),
-        (post(Some(bearer), "x".repeat(300 * 1024)), 413, ""),
+        (post(Some(bearer), "x".repeat(300 * 1024)), 413, "too_large"),
     ];
     for (request, status, code) in cases {
         let (got, body) = send(request).await;
@@ -265,7 +265,12 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
         "a refused request stored something"
     );
     let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
-    for reason in ["unauthorized\"} 2", "bad_json\"} 2", "invalid_event\"} 2"] {
+    for reason in [
+        "unauthorized\"} 2",
+        "bad_json\"} 2",
+        "invalid_event\"} 2",
+        "too_large\"} 1",
+    ] {
         assert!(metrics.contains(reason), "{reason} not counted:\n{metrics}");
     }
     let (status, _) = send(post(Some(bearer), good)).await;

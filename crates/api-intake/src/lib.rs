@@ -99,6 +99,10 @@ impl ChannelAdapter for IntakeApi {
                 .route("/contacts/{id}/end", post(end))
                 .route("/contacts/{id}/rating", post(rate))
                 .layer(DefaultBodyLimit::max(self.max_body))
+                .layer(axum::middleware::map_response_with_state(
+                    self.state.clone(),
+                    too_large,
+                ))
                 .with_state(self.state.clone()),
         )
     }
@@ -117,6 +121,25 @@ impl ChannelAdapter for IntakeApi {
 fn error(status: StatusCode, code: &'static str, message: String) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     (status, axum::Json(body)).into_response()
+}
+
+/// A body over `max_body_bytes` is refused by axum before the handler, in
+/// plain text: answered as the API's JSON error instead, and counted.
+async fn too_large(State(state): State<Arc<ApiState>>, response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        return response;
+    }
+    rejected(&state.name, "too_large");
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "the request body is over the channel's max_body_bytes".into(),
+    )
 }
 
 fn rejected(source: &str, reason: &'static str) {
@@ -160,6 +183,7 @@ fn unavailable(e: &IntakeError) -> Response {
 /// otherwise (404 for contacts of other channels too: not ours to touch).
 async fn own_contact(state: &ApiState, id: &str) -> Result<ContactId, Response> {
     let unknown = || {
+        rejected(&state.name, "unknown_contact");
         error(
             StatusCode::NOT_FOUND,
             "unknown_contact",
@@ -217,6 +241,7 @@ async fn end(
         }
     };
     if body.disposition.is_empty() || body.disposition.len() > 64 {
+        rejected(&state.name, "bad_disposition");
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_disposition",
@@ -259,6 +284,7 @@ async fn rate(
         }
     };
     if !(1..=5).contains(&body.score) {
+        rejected(&state.name, "bad_rating");
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_rating",

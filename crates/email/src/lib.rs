@@ -17,5 +17,7 @@ pub mod ingest;
 pub mod listen;
 pub mod outbound;
 pub mod parse;
+#[cfg(test)]
+mod test_counters;
 
 pub use config::EmailConfig;

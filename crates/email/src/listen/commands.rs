@@ -213,7 +213,13 @@ impl Session {
                 Reply::new(250, "2.1.5", "Ok").write(out);
                 tx.recipients.push(address);
             }
-            RcptVerdict::Unknown => Reply::unknown_recipient(&address).write(out),
+            RcptVerdict::Unknown => {
+                // Not ours (no relay): refused and counted.
+                metrics::counter!("switchboard_email_recipients_refused_total",
+                    "source" => self.settings.name.clone())
+                .increment(1);
+                Reply::unknown_recipient(&address).write(out)
+            }
             RcptVerdict::Refuse(reply) => reply.write(out),
         }
     }

@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use switchboard_testkit::dovecot::Dovecot;
 
-use super::counters::Counters;
 use super::support::{Fetcher, MemState, Sink, checkpoint, mail, settings};
 use crate::imap::AfterIntake;
+use crate::test_counters::Counters;
 
 const WITHIN: Duration = Duration::from_secs(10);
 

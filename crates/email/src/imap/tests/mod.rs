@@ -1,7 +1,6 @@
 //! The fetcher against a real Dovecot (`switchboard_testkit::dovecot`).
 #![allow(clippy::unwrap_used)]
 
-mod counters;
 mod failures;
 mod fetching;
 mod support;

@@ -5,9 +5,9 @@ use std::time::Duration;
 use switchboard_testkit::dovecot::Dovecot;
 use tokio_rustls::rustls::RootCertStore;
 
-use super::counters::Counters;
 use super::support::{Fetcher, MemState, Sink, mail, settings};
 use crate::imap::{AfterIntake, Security};
+use crate::test_counters::Counters;
 
 const WITHIN: Duration = Duration::from_secs(10);
 

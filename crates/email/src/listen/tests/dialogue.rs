@@ -9,6 +9,8 @@ const BODY: &str = "Subject: hi\r\n\r\nHello.\r\n";
 
 #[tokio::test]
 async fn lmtp_dialogue_with_an_unknown_recipient() {
+    let counters = crate::test_counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
     let sink = Arc::new(TestSink::default());
     let server = start(settings(Protocol::Lmtp), sink.clone()).await;
     let mut c = Client::connect(&server).await;
@@ -35,6 +37,11 @@ async fn lmtp_dialogue_with_an_unknown_recipient() {
     c.expect("RCPT TO:<Help@Support.TEST>", "250 2.1.5").await;
     c.expect("RCPT TO:<nobody@elsewhere.test>", "550 5.1.1")
         .await;
+    let refused = format!(
+        "switchboard_email_recipients_refused_total{{source={}}}",
+        settings(Protocol::Lmtp).name
+    );
+    assert_eq!(counters.get(&refused), 1, "{}", counters.dump());
     c.expect("RCPT TO:<busy@elsewhere.test>", "450 4.2.1 busy")
         .await;
     c.expect("DATA", "354 ").await;

@@ -1,11 +1,12 @@
 //! A metrics recorder that keeps counters, to assert on them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Counters recorded (thread-locally: the tests run on one thread).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Counters(Arc<Mutex<HashMap<String, u64>>>);
+pub(crate) struct Counters(Arc<Mutex<HashMap<String, u64>>>);
 
 struct Count(String, Arc<Mutex<HashMap<String, u64>>>);
 
@@ -20,11 +21,11 @@ impl metrics::CounterFn for Count {
 
 impl Counters {
     /// The counter `name` with these labels (`name{k=v,k=v}`, sorted).
-    pub(super) fn dump(&self) -> String {
+    pub(crate) fn dump(&self) -> String {
         format!("{:?}", self.0.lock().unwrap())
     }
 
-    pub(super) fn get(&self, key: &str) -> u64 {
+    pub(crate) fn get(&self, key: &str) -> u64 {
         self.0.lock().unwrap().get(key).copied().unwrap_or(0)
     }
 }
