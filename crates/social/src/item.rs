@@ -296,6 +296,15 @@ impl SocialMessage {
     /// attribute `payload`. The event is not validated here; the intake does
     /// that.
     pub fn into_inbound(self, source: &str) -> InboundEvent {
+        self.into_inbound_within(source, usize::MAX).0
+    }
+
+    /// As [`into_inbound`](Self::into_inbound), with the text made to fit
+    /// `max_text_bytes` (the intake's limit, `Intake::limits`) rather than
+    /// be refused: the customer's own text is cut at a character boundary,
+    /// ending in [`CUT_MARK`], to leave the attachment lines room (they are
+    /// cut too only when they alone do not fit). True when anything was cut.
+    pub fn into_inbound_within(self, source: &str, max_text_bytes: usize) -> (InboundEvent, bool) {
         let mut attributes = BTreeMap::new();
         attributes.insert("platform".to_owned(), self.platform.as_str().to_owned());
         if !self.attachments.is_empty() {
@@ -313,15 +322,13 @@ impl SocialMessage {
         }
         // Captions are compared with the message's own text only (not with
         // the summaries added so far): linear in the number of attachments.
-        let original = self.text.clone();
-        let mut text = self.text;
-        for attachment in &self.attachments {
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            text.push_str(&summarize(attachment, &original));
-        }
-        InboundEvent {
+        let lines: Vec<String> = self
+            .attachments
+            .iter()
+            .map(|a| summarize(a, &self.text))
+            .collect();
+        let (text, cut) = join_within(&self.text, &lines.join("\n"), max_text_bytes);
+        let event = InboundEvent {
             channel: ChannelKind::Social,
             source: source.to_owned(),
             address: self.account.unwrap_or_default(),
@@ -334,8 +341,40 @@ impl SocialMessage {
             attributes,
             sent_at: self.sent_at,
             new_contact: false,
-        }
+        };
+        (event, cut)
     }
+}
+
+/// `text`, then `lines` on the lines after it, within `max` bytes: the
+/// text is cut first. True when anything was cut.
+fn join_within(text: &str, lines: &str, max: usize) -> (String, bool) {
+    if lines.is_empty() {
+        return (fit(text, max), text.len() > max);
+    }
+    let room = max.saturating_sub(lines.len() + 1);
+    let mut out = fit(text, room);
+    let mut cut = text.len() > room;
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    let room = max.saturating_sub(out.len());
+    cut |= lines.len() > room;
+    out.push_str(&fit(lines, room));
+    (out, cut)
+}
+
+/// What ends a text cut to fit the intake's limit.
+pub const CUT_MARK: &str = "\n[…]";
+
+/// `text`, cut at a character boundary to at most `room` bytes and ending
+/// in [`CUT_MARK`] when cut (the mark counted).
+pub(crate) fn fit(text: &str, room: usize) -> String {
+    if text.len() <= room {
+        return text.to_owned();
+    }
+    let mark = if room >= CUT_MARK.len() { CUT_MARK } else { "" };
+    format!("{}{mark}", clip(text, room - mark.len()).trim_end())
 }
 
 /// `[attachment: image, image/jpeg, media id MEDIA-ID-1]`; the caption is
@@ -458,6 +497,46 @@ mod tests {
         let event = m.into_inbound("meta");
         assert_eq!(event.text, "[attachment: document \"invoice.pdf\"]");
         assert!(event.validate(Default::default()).is_ok());
+    }
+
+    #[test]
+    fn a_long_text_is_cut_to_fit_leaving_the_attachment_lines() {
+        let limits = switchboard_core::inbound::EventLimits {
+            max_text_bytes: 64 * 1024,
+        };
+        let mut m = message();
+        m.text = "ї".repeat(40_000);
+        let mut image = AttachmentRef::new(AttachmentKind::Image);
+        image.media_id = Some("MEDIA-1".into());
+        m.attachments = vec![image];
+        let (event, cut) = m.into_inbound_within("meta", limits.max_text_bytes);
+        assert!(cut);
+        assert!(event.text.len() <= limits.max_text_bytes);
+        assert!(
+            event
+                .text
+                .ends_with("ї\n[…]\n[attachment: image, media id MEDIA-1]"),
+            "{} bytes",
+            event.text.len()
+        );
+        assert!(event.validate(limits).is_ok());
+
+        // What fits is left as it is.
+        let (event, cut) = message().into_inbound_within("meta", 8);
+        assert!(!cut);
+        assert_eq!(event.text, "фото");
+        let (event, cut) = message().into_inbound_within("meta", 7);
+        assert!(cut);
+        assert_eq!(event.text, "\n[…]");
+    }
+
+    #[test]
+    fn fit_cuts_at_a_character_boundary_with_the_mark() {
+        assert_eq!(fit("abc", 3), "abc");
+        assert_eq!(fit("abcdefgh", 8), "abcdefgh");
+        assert_eq!(fit("abcdefghi", 8), "ab\n[…]");
+        assert_eq!(fit("аб вгд", 9), "а\n[…]");
+        assert_eq!(fit("abc", 2), "ab");
     }
 
     #[test]

@@ -8,15 +8,65 @@
 //! - Telegram: `getFile?file_id=…` answers `result.file_path`; the file is
 //!   `GET {api_url}/file/bot{token}/{file_path}`. The token is in the path:
 //!   errors are stripped of URLs.
+//!
+//! A whole fetch, both requests and every byte of the file, must be done
+//! within [`MEDIA_TIMEOUT`]: a provider that stalls (mid-body too) gets the
+//! agent an error, not a request that hangs. Every failed fetch is counted
+//! in `switchboard_social_media_errors_total{platform, kind}`.
 
 use futures::future::BoxFuture;
+use metrics::counter;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::time::Duration;
 use switchboard_channel::{Media, MediaError, MediaSource, SecretValue};
+use tracing::{debug, warn};
 
 /// The largest attachment served (WhatsApp documents go up to 100 MB; an
 /// agent console has no use for more than this).
 pub const MAX_MEDIA_BYTES: usize = 25 * 1024 * 1024;
+
+/// The most one attachment fetch may take, connections, both requests and
+/// the whole body included.
+pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `fetch`, given up after `timeout` with a clear error; failures counted
+/// and logged.
+async fn within(
+    platform: &'static str,
+    media_id: &str,
+    timeout: Duration,
+    fetch: impl Future<Output = Result<Media, MediaError>>,
+) -> Result<Media, MediaError> {
+    let (result, kind) = match tokio::time::timeout(timeout, fetch).await {
+        Ok(Ok(media)) => return Ok(media),
+        Ok(Err(e)) => {
+            let kind = match e {
+                MediaError::NotFound => "not_found",
+                MediaError::TooLarge(_) => "too_large",
+                MediaError::Unavailable(_) => "unavailable",
+            };
+            (e, kind)
+        }
+        Err(_) => (
+            MediaError::Unavailable(format!(
+                "the attachment did not arrive within {timeout:?} (the provider stalled)"
+            )),
+            "timeout",
+        ),
+    };
+    counter!("switchboard_social_media_errors_total", "platform" => platform, "kind" => kind)
+        .increment(1);
+    if kind == "not_found" {
+        debug!(
+            platform,
+            media_id, "An attachment the provider does not know was asked for."
+        );
+    } else {
+        warn!(platform, media_id, kind, error = %result, "An attachment could not be fetched.");
+    }
+    Err(result)
+}
 
 fn unavailable(e: reqwest::Error) -> MediaError {
     MediaError::Unavailable(e.without_url().to_string())
@@ -55,6 +105,8 @@ pub struct GraphMedia {
     pub(crate) graph_url: String,
     /// Account id → access token.
     pub(crate) tokens: HashMap<String, SecretValue>,
+    /// The most one fetch takes ([`MEDIA_TIMEOUT`]).
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -70,43 +122,52 @@ impl MediaSource for GraphMedia {
         account: &'a str,
         media_id: &'a str,
     ) -> BoxFuture<'a, Result<Media, MediaError>> {
-        Box::pin(async move {
-            let token = self.tokens.get(account).ok_or(MediaError::NotFound)?;
-            if media_id.is_empty()
-                || !media_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                return Err(MediaError::NotFound);
-            }
-            let info = self
-                .client
-                .get(format!("{}/{media_id}", self.graph_url))
-                .bearer_auth(token.expose())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if !info.status().is_success() {
-                return Err(status_error(info.status()));
-            }
-            let info: GraphMediaInfo = info.json().await.map_err(unavailable)?;
-            let file = self
-                .client
-                .get(&info.url)
-                .bearer_auth(token.expose())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if !file.status().is_success() {
-                return Err(status_error(file.status()));
-            }
-            let content_type = info
-                .mime_type
-                .unwrap_or_else(|| "application/octet-stream".into());
-            Ok(Media {
-                content_type,
-                bytes: body(file).await?,
-            })
+        Box::pin(within(
+            "whatsapp",
+            media_id,
+            self.timeout,
+            self.fetch_now(account, media_id),
+        ))
+    }
+}
+
+impl GraphMedia {
+    async fn fetch_now(&self, account: &str, media_id: &str) -> Result<Media, MediaError> {
+        let token = self.tokens.get(account).ok_or(MediaError::NotFound)?;
+        if media_id.is_empty()
+            || !media_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(MediaError::NotFound);
+        }
+        let info = self
+            .client
+            .get(format!("{}/{media_id}", self.graph_url))
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !info.status().is_success() {
+            return Err(status_error(info.status()));
+        }
+        let info: GraphMediaInfo = info.json().await.map_err(unavailable)?;
+        let file = self
+            .client
+            .get(&info.url)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !file.status().is_success() {
+            return Err(status_error(file.status()));
+        }
+        let content_type = info
+            .mime_type
+            .unwrap_or_else(|| "application/octet-stream".into());
+        Ok(Media {
+            content_type,
+            bytes: body(file).await?,
         })
     }
 }
@@ -117,6 +178,8 @@ pub struct TelegramMedia {
     pub(crate) client: reqwest::Client,
     pub(crate) api_url: String,
     pub(crate) token: SecretValue,
+    /// The most one fetch takes ([`MEDIA_TIMEOUT`]).
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -138,39 +201,136 @@ impl MediaSource for TelegramMedia {
         _account: &'a str,
         media_id: &'a str,
     ) -> BoxFuture<'a, Result<Media, MediaError>> {
-        Box::pin(async move {
-            let token = self.token.expose();
-            let info = self
-                .client
-                .get(format!("{}/bot{token}/getFile", self.api_url))
-                .query(&[("file_id", media_id)])
-                .send()
-                .await
-                .map_err(unavailable)?;
-            let info: TelegramFile = info.json().await.map_err(unavailable)?;
-            let path = match (info.ok, info.result.and_then(|r| r.file_path)) {
-                (true, Some(path)) if !path.contains("..") => path,
-                _ => return Err(MediaError::NotFound),
-            };
-            let file = self
-                .client
-                .get(format!("{}/file/bot{token}/{path}", self.api_url))
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if !file.status().is_success() {
-                return Err(status_error(file.status()));
-            }
-            let content_type = file
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/octet-stream")
-                .to_owned();
-            Ok(Media {
-                content_type,
-                bytes: body(file).await?,
-            })
+        Box::pin(within(
+            "telegram",
+            media_id,
+            self.timeout,
+            self.fetch_now(media_id),
+        ))
+    }
+}
+
+impl TelegramMedia {
+    async fn fetch_now(&self, media_id: &str) -> Result<Media, MediaError> {
+        let token = self.token.expose();
+        let info = self
+            .client
+            .get(format!("{}/bot{token}/getFile", self.api_url))
+            .query(&[("file_id", media_id)])
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let info: TelegramFile = info.json().await.map_err(unavailable)?;
+        let path = match (info.ok, info.result.and_then(|r| r.file_path)) {
+            (true, Some(path)) if !path.contains("..") => path,
+            _ => return Err(MediaError::NotFound),
+        };
+        let file = self
+            .client
+            .get(format!("{}/file/bot{token}/{path}", self.api_url))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !file.status().is_success() {
+            return Err(status_error(file.status()));
+        }
+        let content_type = file
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        Ok(Media {
+            content_type,
+            bytes: body(file).await?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::{Body, Bytes};
+    use axum::routing::get;
+    use futures::StreamExt;
+    use switchboard_channel::Secret;
+
+    /// A provider that names the file, then sends its headers and a first
+    /// chunk of it, and nothing more.
+    async fn stalling_provider() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let file = || async {
+            let first =
+                futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("JPEG")) });
+            let body = Body::from_stream(first.chain(futures::stream::pending()));
+            (
+                [("content-length", "1000"), ("content-type", "image/jpeg")],
+                body,
+            )
+        };
+        let url = format!("{base}/files/MEDIA-1");
+        let app = axum::Router::new()
+            .route(
+                "/v21.0/MEDIA-1",
+                get(move || async move {
+                    axum::Json(serde_json::json!({"url": url, "mime_type": "image/jpeg"}))
+                }),
+            )
+            .route(
+                "/bot1:token/getFile",
+                get(|| async {
+                    axum::Json(
+                        serde_json::json!({"ok": true, "result": {"file_path": "photos/a.jpg"}}),
+                    )
+                }),
+            )
+            .route("/files/MEDIA-1", get(file))
+            .route("/file/bot1:token/photos/a.jpg", get(file));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+
+    fn secret(value: &str) -> SecretValue {
+        Secret::Inline(value.to_owned()).resolve().expect("secret")
+    }
+
+    #[tokio::test]
+    async fn a_provider_stalling_mid_body_is_given_up_on() {
+        let base = stalling_provider().await;
+        let client = crate::send::http_client(Duration::from_secs(1)).expect("client");
+        let timeout = Duration::from_millis(300);
+        let graph = GraphMedia {
+            client: client.clone(),
+            graph_url: format!("{base}/v21.0"),
+            tokens: HashMap::from([("106540352242922".to_owned(), secret("token"))]),
+            timeout,
+        };
+        let telegram = TelegramMedia {
+            client,
+            api_url: base,
+            token: secret("1:token"),
+            timeout,
+        };
+        let fetches: [(&str, BoxFuture<'_, Result<Media, MediaError>>); 2] = [
+            ("graph", graph.fetch("106540352242922", "MEDIA-1")),
+            ("telegram", telegram.fetch("bot", "MEDIA-1")),
+        ];
+        for (name, fetch) in fetches {
+            let result = tokio::time::timeout(Duration::from_secs(5), fetch)
+                .await
+                .unwrap_or_else(|_| panic!("{name}: the fetch hung"));
+            match result {
+                Err(MediaError::Unavailable(reason)) => {
+                    assert!(
+                        reason.contains("did not arrive within 300ms"),
+                        "{name}: {reason}"
+                    )
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
     }
 }

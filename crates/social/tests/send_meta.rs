@@ -428,6 +428,11 @@ async fn senders_are_found_by_platform_and_account() {
         Ok((Platform::Telegram, "shop_bot".into()))
     );
     assert_eq!(to("generic", ""), Ok((Platform::Generic, String::new())));
+    // The bridge's one sender replies for every account it posts for.
+    assert_eq!(
+        to("generic", "shop-1"),
+        Ok((Platform::Generic, String::new()))
+    );
     assert!(matches!(
         to("messenger", "999"),
         Err(Unroutable::Account { .. })

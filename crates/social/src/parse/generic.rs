@@ -25,6 +25,11 @@
 //!   `latitude` and `longitude`), `contact`, with `media_id` or `url`.
 //! - `account`, `name`, `language`, `payload`, `attachments` and times are
 //!   optional. A message needs text or an attachment.
+//! - What the intake refuses (a text over its limit, an `account` over 320
+//!   bytes) is answered 422 `invalid_event`, never cut
+//!   ([`crate::webhook`]).
+//! - An edit without `edited_at` is told apart from other edits of the
+//!   message by its text.
 //!
 //! Unlike the providers' formats this one is ours, so unknown fields are
 //! refused (a misspelt field would otherwise be lost silently).

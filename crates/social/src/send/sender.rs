@@ -20,7 +20,8 @@ pub struct SendConfig {
     /// The account replies go out from, matched against
     /// `OutboundMessage::from_address`: the Facebook page id, the Instagram
     /// professional account id, the WhatsApp phone number id, the Telegram
-    /// bot's name (or empty), the generic `account` (or empty).
+    /// bot's name (or empty); empty for the generic bridge, whose one
+    /// sender replies for every account.
     pub account: String,
     /// The API base URL, without a trailing slash: default
     /// `https://graph.facebook.com/v21.0` for Meta and

@@ -37,10 +37,12 @@ pub enum Unroutable {
 /// its recipient) and account (`from_address`).
 ///
 /// Meta accounts must match exactly: a reply from the wrong page would reach
-/// nobody, or the wrong business. Telegram and the generic bridge may leave
-/// `from_address` empty (a Telegram update does not name its bot); such a
-/// reply goes through the one sender of its platform, when there is exactly
-/// one.
+/// nobody, or the wrong business. Telegram may leave `from_address` empty (a
+/// Telegram update does not name its bot); such a reply goes through the one
+/// Telegram sender, when there is exactly one. A generic bridge has one
+/// sender (its `reply_url`), which replies for every account it posts
+/// messages for (the reply's body names the account): a generic reply goes
+/// through it whatever its `from_address`.
 #[derive(Debug, Clone, Default)]
 pub struct Senders {
     by_account: HashMap<(Platform, String), Arc<Sender>>,
@@ -70,8 +72,12 @@ impl Senders {
         if let Some(sender) = self.by_account.get(&(platform, msg.from_address.clone())) {
             return Ok(sender.clone());
         }
-        let lenient = matches!(platform, Platform::Telegram | Platform::Generic);
-        if lenient && msg.from_address.is_empty() {
+        let lenient = match platform {
+            Platform::Generic => true,
+            Platform::Telegram => msg.from_address.is_empty(),
+            _ => false,
+        };
+        if lenient {
             let mut candidates = self.by_account.iter().filter(|((p, _), _)| *p == platform);
             if let (Some((_, only)), None) = (candidates.next(), candidates.next()) {
                 return Ok(only.clone());

@@ -6,7 +6,7 @@
 //! `tolerance_secs` from our clock is refused, so a captured delivery cannot
 //! be replayed later.
 
-use super::{Refusal, Replies, Webhook, config_error, default_max_body, header};
+use super::{OnInvalid, Refusal, Replies, Webhook, config_error, default_max_body, header};
 use crate::Platform;
 use crate::parse_generic;
 use crate::send::SendConfig;
@@ -90,11 +90,14 @@ impl ChannelConfig for GenericConfig {
                 intake: ctx.intake.clone(),
                 max_body: self.max_body_bytes,
                 accounts: None,
+                on_invalid: OnInvalid::Refuse,
             },
             secret: self.secret.resolve()?,
             tolerance_secs: self.tolerance_secs,
         });
         let mut senders = Vec::new();
+        // One sender for every account the bridge posts messages for: the
+        // reply's body names the account (`Senders::for_message`).
         if let Some(url) = &self.reply_url {
             let mut sender = SendConfig::new(Platform::Generic, "", self.secret.resolve()?);
             sender.url = Some(url.clone());

@@ -11,7 +11,7 @@
 //! is listed under `accounts` with a name and its access token (for
 //! replies); it is the `address` of its contacts, which routing rules match.
 
-use super::{Refusal, Replies, Webhook, config_error, default_max_body, header};
+use super::{OnInvalid, Refusal, Replies, Webhook, config_error, default_max_body, header};
 use crate::Platform;
 use crate::send::SendConfig;
 use crate::verify::{META_SIGNATURE_HEADER, verify_meta_signature};
@@ -122,6 +122,7 @@ impl ChannelConfig for MetaConfig {
                 intake: ctx.intake.clone(),
                 max_body: self.max_body_bytes,
                 accounts: Some(self.accounts.iter().map(|a| a.id.clone()).collect()),
+                on_invalid: OnInvalid::Fit,
             },
             app_secret: self.app_secret.resolve()?,
             verify_token: self.verify_token.resolve()?,
@@ -147,6 +148,7 @@ impl ChannelConfig for MetaConfig {
                 .map_err(|e| config_error(&self.name, "media", &e.to_string()))?,
             graph_url: self.graph_url.clone(),
             tokens,
+            timeout: crate::media::MEDIA_TIMEOUT,
         });
         Ok(Box::new(MetaAdapter {
             state,

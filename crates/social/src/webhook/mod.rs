@@ -17,11 +17,18 @@
 //! provider retries the whole delivery, which the intake's dedupe makes
 //! harmless. Every outcome is counted in `switchboard_social_deliveries_total`
 //! and `switchboard_social_items_total`.
+//!
+//! What the intake would refuse for good depends on who sent it
+//! ([`OnInvalid`]): our own generic format is refused (422) so the sender
+//! can correct it; a provider's message is fitted (its text cut to the
+//! intake's limit) so that it is stored, because a provider retries a
+//! refused delivery forever or disables the webhook.
 
 pub mod generic;
 pub mod meta;
 pub mod telegram;
 
+use crate::item::fit;
 use crate::send::deliver::{Deliverer, DeliverySettings};
 use crate::send::{SendConfig, Sender, Senders, http_client};
 use crate::{
@@ -32,13 +39,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use metrics::counter;
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::Arc;
 use switchboard_channel::{ChannelContext, ChannelError, Intake};
 use switchboard_core::{
-    Change, ChannelKind, InboundUpdate, IntakeError, ReplyStatus, UpdateOutcome,
+    Change, ChannelKind, InboundUpdate, IntakeError, InvalidEvent, ReplyStatus, UpdateOutcome,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// The default largest delivery accepted, in bytes (Meta batches up to 1000
 /// events; Telegram sends one update per request).
@@ -57,6 +65,23 @@ pub(crate) struct Webhook {
     /// adapter answers for; an item for another is counted and skipped.
     /// `None`: the adapter has a single implicit account.
     pub accounts: Option<HashSet<String>>,
+    /// What becomes of an item the intake would refuse.
+    pub on_invalid: OnInvalid,
+}
+
+/// What becomes of an item the intake would refuse for good (a text over
+/// `[intake] max_text_bytes`, an `account` over 320 bytes, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnInvalid {
+    /// Our own format: the delivery is refused (422) naming the event, so
+    /// the sender learns of it and can correct it.
+    Refuse,
+    /// A provider's format: texts are cut to the intake's limit (ending in
+    /// [`crate::item::CUT_MARK`]) so that the message is stored; what the
+    /// intake still refuses is counted, logged with the reason, and
+    /// acknowledged (a provider retries a refused delivery forever, or
+    /// disables the webhook).
+    Fit,
 }
 
 /// Why a delivery was not acknowledged.
@@ -65,6 +90,8 @@ pub(crate) enum Refusal {
     TooLarge,
     Signature(SignatureError),
     Parse(ParseError),
+    /// The intake refused an event for good (only with [`OnInvalid::Refuse`]).
+    Invalid(String),
     Unavailable(String),
 }
 
@@ -74,6 +101,7 @@ impl Refusal {
             Self::TooLarge => "too_large",
             Self::Signature(_) => "bad_signature",
             Self::Parse(_) => "bad_payload",
+            Self::Invalid(_) => "invalid_event",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -113,6 +141,10 @@ impl Webhook {
                 debug!(source = %self.name, error = %e, "Webhook delivery refused: unreadable body.");
                 error(StatusCode::BAD_REQUEST, e.kind(), e.to_string())
             }
+            Err(Refusal::Invalid(m)) => {
+                debug!(source = %self.name, error = %m, "Webhook delivery refused: an event the intake does not take.");
+                error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", m)
+            }
             Err(Refusal::Unavailable(m)) => {
                 warn!(source = %self.name, error = %m, "Webhook delivery not stored; the provider will retry.");
                 let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m);
@@ -124,17 +156,32 @@ impl Webhook {
         }
     }
 
-    /// Stores every item of a delivery, in order. `Err` only when the store
-    /// is unavailable: then nothing may be acknowledged.
+    /// Stores every item of a delivery, in order. `Err` when the store is
+    /// unavailable (then nothing may be acknowledged), or when an event the
+    /// intake refuses ends the delivery ([`OnInvalid::Refuse`]): the items
+    /// before it are stored, and a corrected delivery repeating them is
+    /// harmless (dedupe).
     pub(crate) async fn store(&self, items: Vec<SocialItem>) -> Result<usize, Refusal> {
         let count = items.len();
-        for item in items {
-            let (kind, outcome) = self.store_item(item).await?;
-            counter!("switchboard_social_items_total",
-                "source" => self.name.clone(), "kind" => kind, "outcome" => outcome)
-            .increment(1);
+        for (index, item) in items.into_iter().enumerate() {
+            let kind = kind_of(&item);
+            let outcome = match self.store_item(item).await {
+                Ok(outcome) => outcome,
+                Err(Refusal::Invalid(reason)) => {
+                    self.count(kind, "invalid");
+                    return Err(Refusal::Invalid(format!("events[{index}]: {reason}")));
+                }
+                Err(other) => return Err(other),
+            };
+            self.count(kind, outcome);
         }
         Ok(count)
+    }
+
+    fn count(&self, kind: &'static str, outcome: &'static str) {
+        counter!("switchboard_social_items_total",
+            "source" => self.name.clone(), "kind" => kind, "outcome" => outcome)
+        .increment(1);
     }
 
     fn known(&self, account: Option<&str>) -> bool {
@@ -145,29 +192,68 @@ impl Webhook {
         }
     }
 
-    async fn store_item(&self, item: SocialItem) -> Result<(&'static str, &'static str), Refusal> {
+    /// The intake's text limit, when texts are fitted to it.
+    fn text_room(&self) -> usize {
+        match self.on_invalid {
+            OnInvalid::Fit => self.intake.limits().max_text_bytes,
+            OnInvalid::Refuse => usize::MAX,
+        }
+    }
+
+    /// Counts and logs a text cut to fit the intake's limit.
+    fn cut(&self, kind: &'static str, id: &str, bytes: usize) {
+        info!(source = %self.name, kind, provider_message_id = %id, bytes,
+            max = self.text_room(), "A text over the intake's limit was cut to fit it.");
+        counter!("switchboard_social_texts_cut_total", "source" => self.name.clone(), "kind" => kind)
+            .increment(1);
+    }
+
+    /// What an intake error means for the delivery: a refusal for good is
+    /// logged with its reason, then refuses the delivery or is acknowledged
+    /// as `invalid` ([`OnInvalid`]); anything else is retried by the sender.
+    fn refused(
+        &self,
+        kind: &'static str,
+        id: &str,
+        error: IntakeError,
+    ) -> Result<&'static str, Refusal> {
+        match error {
+            IntakeError::Invalid(e) => {
+                warn!(source = %self.name, kind, provider_message_id = %id, error = %e,
+                    "The intake refused an item for good.");
+                match self.on_invalid {
+                    OnInvalid::Refuse => Err(Refusal::Invalid(in_our_words(&e))),
+                    OnInvalid::Fit => Ok("invalid"),
+                }
+            }
+            e => Err(Refusal::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn store_item(&self, item: SocialItem) -> Result<&'static str, Refusal> {
         match item {
             SocialItem::Message(m) => {
                 if !self.known(m.account.as_deref()) {
                     warn!(source = %self.name, account = ?m.account, "A message for an account that is not configured was skipped.");
-                    return Ok(("message", "unknown_account"));
+                    return Ok("unknown_account");
                 }
-                let event = m.into_inbound(&self.name);
+                let id = m.provider_message_id.clone();
+                let bytes = m.text.len();
+                let (event, cut) = m.into_inbound_within(&self.name, self.text_room());
+                if cut {
+                    self.cut("message", &id, bytes);
+                }
                 match self.intake.submit(event).await {
-                    Ok(receipt) => Ok(("message", receipt.outcome.as_str())),
-                    Err(IntakeError::Invalid(e)) => {
-                        warn!(source = %self.name, error = %e, "A message was refused by the intake.");
-                        Ok(("message", "invalid"))
-                    }
-                    Err(e) => Err(Refusal::Unavailable(e.to_string())),
+                    Ok(receipt) => Ok(receipt.outcome.as_str()),
+                    Err(e) => self.refused("message", &id, e),
                 }
             }
             SocialItem::Edit(edit) => self.store_edit(edit).await,
             SocialItem::Receipt(receipt) => self.store_receipt(receipt).await,
-            SocialItem::Echo(_) => Ok(("echo", "skipped")),
+            SocialItem::Echo(_) => Ok("skipped"),
             SocialItem::Ignored(ignored) => {
                 debug!(source = %self.name, reason = ignored.reason, "Webhook event ignored.");
-                Ok(("ignored", ignored.reason))
+                Ok(ignored.reason)
             }
         }
     }
@@ -175,21 +261,23 @@ impl Webhook {
     /// An edit updates the message it edits. When that message is unknown
     /// (older than the dedupe window, or its delivery never reached us) the
     /// new text is stored as a message, so the customer's words are not lost.
-    async fn store_edit(&self, edit: MessageEdit) -> Result<(&'static str, &'static str), Refusal> {
+    async fn store_edit(&self, edit: MessageEdit) -> Result<&'static str, Refusal> {
         if !self.known(edit.account.as_deref()) {
-            return Ok(("edit", "unknown_account"));
+            warn!(source = %self.name, account = ?edit.account, "An edit for an account that is not configured was skipped.");
+            return Ok("unknown_account");
         }
-        let edited_at = edit.edited_at.map(|t| t.as_millis()).unwrap_or(0);
-        let update_id = format!("{}:edit:{edited_at}", edit.provider_message_id);
+        let update_id = edit_id(&edit);
+        let text = fit(&edit.text, self.text_room());
+        if text.len() != edit.text.len() {
+            self.cut("edit", &update_id, edit.text.len());
+        }
         let update = InboundUpdate {
             channel: ChannelKind::Social,
             source: self.name.clone(),
             customer: edit.customer.clone(),
             provider_message_id: edit.provider_message_id.clone(),
             update_id: Some(update_id.clone()),
-            change: Change::Edited {
-                text: edit.text.clone(),
-            },
+            change: Change::Edited { text: text.clone() },
             at: edit.edited_at,
         };
         match self.intake.update(update).await {
@@ -199,35 +287,30 @@ impl Webhook {
                     account: edit.account,
                     customer: edit.customer,
                     customer_name: None,
-                    provider_message_id: update_id,
-                    text: edit.text,
+                    provider_message_id: update_id.clone(),
+                    text,
                     payload: None,
                     attachments: Vec::new(),
                     language: None,
                     sent_at: edit.edited_at,
                 };
                 match self.intake.submit(message.into_inbound(&self.name)).await {
-                    Ok(_) => Ok(("edit", "stored_as_message")),
-                    Err(IntakeError::Invalid(_)) => Ok(("edit", "invalid")),
-                    Err(e) => Err(Refusal::Unavailable(e.to_string())),
+                    Ok(_) => Ok("stored_as_message"),
+                    Err(e) => self.refused("edit", &update_id, e),
                 }
             }
-            Ok(outcome) => Ok(("edit", outcome.as_str())),
-            Err(IntakeError::Invalid(_)) => Ok(("edit", "invalid")),
-            Err(e) => Err(Refusal::Unavailable(e.to_string())),
+            Ok(outcome) => Ok(outcome.as_str()),
+            Err(e) => self.refused("edit", &update_id, e),
         }
     }
 
     /// A receipt for one of our replies records how far it got. Read
     /// watermarks (Messenger's "everything before this time was read") and
     /// receipts without a customer are counted only.
-    async fn store_receipt(
-        &self,
-        receipt: Receipt,
-    ) -> Result<(&'static str, &'static str), Refusal> {
+    async fn store_receipt(&self, receipt: Receipt) -> Result<&'static str, Refusal> {
         let (ReceiptTarget::Message(id), Some(customer)) = (&receipt.target, receipt.customer)
         else {
-            return Ok(("receipt", "unsupported"));
+            return Ok("unsupported");
         };
         let (status, detail) = match &receipt.status {
             ReceiptStatus::Sent => (ReplyStatus::Sent, None),
@@ -253,11 +336,59 @@ impl Webhook {
             at: receipt.at,
         };
         match self.intake.update(update).await {
-            Ok(outcome) => Ok(("receipt", outcome.as_str())),
-            Err(IntakeError::Invalid(_)) => Ok(("receipt", "invalid")),
-            Err(e) => Err(Refusal::Unavailable(e.to_string())),
+            Ok(outcome) => Ok(outcome.as_str()),
+            Err(e) => self.refused("receipt", id, e),
         }
     }
+}
+
+/// The intake's reason, in the words of the generic format (whose
+/// `account` is the event's `address`).
+fn in_our_words(e: &InvalidEvent) -> String {
+    match e {
+        InvalidEvent::TooLong {
+            field: "address",
+            max,
+        } => format!("account is longer than {max} bytes"),
+        e => e.to_string(),
+    }
+}
+
+/// The metrics label of an item.
+fn kind_of(item: &SocialItem) -> &'static str {
+    match item {
+        SocialItem::Message(_) => "message",
+        SocialItem::Edit(_) => "edit",
+        SocialItem::Receipt(_) => "receipt",
+        SocialItem::Echo(_) => "echo",
+        SocialItem::Ignored(_) => "ignored",
+    }
+}
+
+/// The longest id the intake keeps (a provider message id, an update id).
+const MAX_ID_BYTES: usize = 512;
+
+/// The id of an edit, its dedupe key (and its message id when it is stored
+/// as a message): `<message id>:edit:<edited_at in ms>`, or, when the
+/// provider gives no time, `<message id>:edit:<the first 16 hex digits of
+/// the new text's SHA-256>`, so that two different edits are two edits and
+/// a repeated delivery of one edit is applied once. An id that would be
+/// longer than the intake keeps is `edit:<SHA-256 of it>`.
+fn edit_id(edit: &MessageEdit) -> String {
+    let suffix = match edit.edited_at {
+        Some(at) => at.as_millis().to_string(),
+        None => sha256_hex(&edit.text)[..16].to_owned(),
+    };
+    let id = format!("{}:edit:{suffix}", edit.provider_message_id);
+    if id.len() <= MAX_ID_BYTES {
+        id
+    } else {
+        format!("edit:{}", sha256_hex(&id))
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> Response {
@@ -363,4 +494,40 @@ const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(6);
 /// A configuration error naming the key.
 pub(crate) fn config_error(name: &str, key: &str, problem: &str) -> ChannelError {
     ChannelError::Config(format!("channels.{name}.{key}: {problem}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Platform;
+    use switchboard_core::{CustomerIdentity, Timestamp};
+
+    fn edit(text: &str, edited_at: Option<u64>) -> MessageEdit {
+        MessageEdit {
+            platform: Platform::Generic,
+            account: None,
+            customer: CustomerIdentity::new("generic", "u-42").expect("identity"),
+            provider_message_id: "m-1".into(),
+            text: text.into(),
+            edited_at: edited_at.map(Timestamp),
+        }
+    }
+
+    #[test]
+    fn edits_without_a_time_are_told_apart_by_their_text() {
+        let first = edit_id(&edit("Hello again", None));
+        let second = edit_id(&edit("Hello again and again", None));
+        assert_ne!(first, second);
+        assert_eq!(first, edit_id(&edit("Hello again", None)));
+        assert!(first.starts_with("m-1:edit:"), "{first}");
+        assert_eq!(first.len(), "m-1:edit:".len() + 16);
+        assert_eq!(
+            edit_id(&edit("Hello again", Some(1_795_341_700_000))),
+            "m-1:edit:1795341700000"
+        );
+        let mut long = edit("Hello again", None);
+        long.provider_message_id = "x".repeat(512);
+        let id = edit_id(&long);
+        assert!(id.starts_with("edit:") && id.len() <= MAX_ID_BYTES, "{id}");
+    }
 }

@@ -5,7 +5,7 @@
 //! A bot is one account: its messages get `address` = the configured `bot`
 //! name, which routing rules match.
 
-use super::{Refusal, Replies, Webhook, config_error, default_max_body, header};
+use super::{OnInvalid, Refusal, Replies, Webhook, config_error, default_max_body, header};
 use crate::Platform;
 use crate::send::SendConfig;
 use crate::verify::{TELEGRAM_TOKEN_HEADER, verify_telegram_token};
@@ -101,6 +101,7 @@ impl ChannelConfig for TelegramConfig {
                 intake: ctx.intake.clone(),
                 max_body: self.max_body_bytes,
                 accounts: None,
+                on_invalid: OnInvalid::Fit,
             },
             bot: self.bot().to_owned(),
             secret_token: self.secret_token.resolve()?,
@@ -113,6 +114,7 @@ impl ChannelConfig for TelegramConfig {
                 .map_err(|e| config_error(&self.name, "media", &e.to_string()))?,
             api_url: self.api_url.clone(),
             token: self.bot_token.resolve()?,
+            timeout: crate::media::MEDIA_TIMEOUT,
         });
         Ok(Box::new(TelegramAdapter {
             state,
