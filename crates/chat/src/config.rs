@@ -41,6 +41,14 @@ pub struct ChatConfig {
     pub uploads_dir: PathBuf,
     #[serde(default = "defaults::max_upload_bytes")]
     pub max_upload_bytes: usize,
+    /// Uploads per minute from one visitor session.
+    #[serde(default = "defaults::upload_rate_per_session")]
+    pub upload_rate_per_session: u32,
+    /// Upload bytes per minute from one visitor session (at least
+    /// `max_upload_bytes`); default 5 × `max_upload_bytes`. See
+    /// [`ChatConfig::upload_bytes_per_minute`].
+    #[serde(default)]
+    pub upload_bytes_per_session: Option<u64>,
     /// Uploads older than this many days are deleted (0: kept for ever).
     /// Match `[routing] retention_days`.
     #[serde(default = "defaults::uploads_keep_days")]
@@ -110,6 +118,9 @@ mod defaults {
     }
     pub fn max_upload_bytes() -> usize {
         10 * 1024 * 1024
+    }
+    pub fn upload_rate_per_session() -> u32 {
+        10
     }
     pub fn uploads_keep_days() -> u64 {
         30
@@ -199,7 +210,7 @@ impl ChatConfig {
         if secret.expose().len() < 32 {
             return Err(err("session_secret", "must be at least 32 characters"));
         }
-        let ranges: [(&str, u64, u64, u64); 9] = [
+        let ranges: [(&str, u64, u64, u64); 11] = [
             (
                 "session_ttl_secs",
                 self.session_ttl_secs,
@@ -234,11 +245,29 @@ impl ChatConfig {
                 1,
                 100 << 20,
             ),
+            (
+                "upload_rate_per_session",
+                u64::from(self.upload_rate_per_session),
+                1,
+                10_000,
+            ),
+            (
+                "upload_bytes_per_session",
+                self.upload_bytes_per_minute(),
+                1,
+                10 << 30,
+            ),
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {
                 return Err(err(key, &format!("must be between {min} and {max}")));
             }
+        }
+        if self.upload_bytes_per_minute() < self.max_upload_bytes as u64 {
+            return Err(err(
+                "upload_bytes_per_session",
+                "must be at least max_upload_bytes",
+            ));
         }
         if self.idle_timeout_secs <= self.ping_interval_secs {
             return Err(err(
@@ -260,6 +289,13 @@ impl ChatConfig {
             }
         }
         Ok(())
+    }
+
+    /// Upload bytes a minute from one visitor session:
+    /// `upload_bytes_per_session`, by default 5 × `max_upload_bytes`.
+    pub fn upload_bytes_per_minute(&self) -> u64 {
+        self.upload_bytes_per_session
+            .unwrap_or((self.max_upload_bytes as u64).saturating_mul(5))
     }
 
     pub fn widget(&self, id: &str) -> Option<&WidgetConfig> {
@@ -311,6 +347,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("offline.address"), "{e}");
+        let e = parse("max_upload_bytes = 2000\nupload_bytes_per_session = 1000")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upload_bytes_per_session"), "{e}");
+        // By default it follows max_upload_bytes.
+        let c = parse("max_upload_bytes = 104857600");
+        c.check().unwrap();
+        assert_eq!(c.upload_bytes_per_minute(), 500 << 20);
     }
 
     #[test]

@@ -3,28 +3,33 @@
 
 use crate::Shared;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use metrics::counter;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use tracing::{info, warn};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 /// The widget served at `widget.js` (written in `assets/`).
 const WIDGET_JS: &str = include_str!("../assets/widget.js");
+/// An upload's body may pause this long at most.
+const UPLOAD_IDLE: Duration = Duration::from_secs(10);
+/// An upload's whole body arrives within this.
+const UPLOAD_WITHIN: Duration = Duration::from_secs(60);
 
 pub fn routes(shared: Arc<Shared>) -> Router {
-    let upload_limit = shared.config.max_upload_bytes;
+    // The body is read by the handler, within `max_upload_bytes` and the
+    // time limits (no `DefaultBodyLimit`: its 413 would not be counted).
     let uploads = Router::new()
-        .route(
-            "/upload",
-            post(upload).layer(DefaultBodyLimit::max(upload_limit)),
-        )
+        .route("/upload", post(upload))
         .layer(upload_cors(&shared));
     Router::new()
         .route("/ws", get(ws))
@@ -169,7 +174,70 @@ pub(crate) fn file_name(raw: &str) -> String {
     }
 }
 
-async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Why an upload's body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BodyError {
+    #[error("larger than max_upload_bytes")]
+    TooLarge,
+    #[error("too slow")]
+    Timeout,
+    #[error("broken off")]
+    Broken,
+}
+
+/// Reads a body of at most `limit` bytes, each chunk within `idle` of the
+/// last and the whole within `within`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    idle: Duration,
+    within: Duration,
+) -> Result<Vec<u8>, BodyError> {
+    let deadline = Instant::now() + within;
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    loop {
+        let wait = (Instant::now() + idle).min(deadline);
+        match tokio::time::timeout_at(wait, stream.next()).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => return Ok(bytes),
+            Ok(Some(Err(error))) => {
+                debug!(%error, "An upload's body broke off.");
+                return Err(BodyError::Broken);
+            }
+            Ok(Some(Ok(chunk))) => {
+                if bytes.len().saturating_add(chunk.len()) > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+fn too_large() -> Response {
+    reject(
+        "upload_too_large",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the file is too large\n",
+    )
+}
+
+async fn upload(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    ext: Extensions,
+    body: Body,
+) -> Response {
+    if let Some(ip) = client_ip(&headers, &ext)
+        && !shared.per_ip.take(ip)
+    {
+        return reject(
+            "upload_rate_limited",
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests from your address; slow down\n",
+        );
+    }
     let now = switchboard_core::Timestamp::now().as_millis();
     let token = headers
         .get(header::AUTHORIZATION)
@@ -197,6 +265,46 @@ async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             "this type of file is not accepted\n",
         );
     }
+    let limit = shared.config.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    // Charged before the body is read; a body without a length as the
+    // largest there may be.
+    if !shared
+        .upload_quota
+        .take(&session.visitor, declared.unwrap_or(limit as u64))
+    {
+        info!(visitor = %session.visitor, "Upload refused: the session's upload allowance is spent.");
+        return reject(
+            "upload_quota",
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many uploads; slow down\n",
+        );
+    }
+    let body = match read_body(body, limit, UPLOAD_IDLE, UPLOAD_WITHIN).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Timeout) => {
+            info!(visitor = %session.visitor, "Upload refused: the body came too slowly.");
+            return reject(
+                "upload_timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                "the file did not arrive in time\n",
+            );
+        }
+        Err(BodyError::Broken) => {
+            return reject(
+                "upload_broken",
+                StatusCode::BAD_REQUEST,
+                "the upload broke off\n",
+            );
+        }
+    };
     if body.is_empty() {
         return reject("upload_empty", StatusCode::BAD_REQUEST, "empty file\n");
     }
@@ -213,11 +321,11 @@ async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     {
         Ok(attachment) => {
             counter!("switchboard_chat_uploads_total").increment(1);
-            info!(media_id = %attachment.id, size = attachment.size, "Chat upload stored.");
+            info!(visitor = %session.visitor, media_id = %attachment.id, size = attachment.size, "Chat upload stored.");
             (StatusCode::CREATED, axum::Json(attachment)).into_response()
         }
         Err(error) => {
-            warn!(%error, "Cannot store a chat upload.");
+            warn!(%error, visitor = %session.visitor, "Cannot store a chat upload.");
             reject(
                 "upload_io",
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -230,6 +338,7 @@ async fn upload(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Bytes;
 
     #[test]
     fn file_names_are_decoded_and_made_harmless() {
@@ -238,5 +347,45 @@ mod tests {
         assert_eq!(file_name(".."), "file");
         assert_eq!(file_name("%E2%9C%93.txt"), "✓.txt");
         assert_eq!(file_name("bad%zz"), "bad%zz");
+    }
+
+    fn chunks(n: usize) -> Body {
+        let chunk = Bytes::from(vec![b'x'; 10]);
+        Body::from_stream(futures::stream::iter(
+            std::iter::repeat_n(chunk, n).map(Ok::<_, std::io::Error>),
+        ))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_within_their_limits() {
+        let long = Duration::from_secs(5);
+        assert_eq!(
+            read_body(chunks(3), 30, long, long).await,
+            Ok(vec![b'x'; 30])
+        );
+        // Too large without a Content-Length (chunked).
+        assert_eq!(
+            read_body(chunks(4), 30, long, long).await,
+            Err(BodyError::TooLarge)
+        );
+        // A body that stops coming.
+        let stalled = Body::from_stream(
+            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))])
+                .chain(futures::stream::pending()),
+        );
+        let short = Duration::from_millis(50);
+        assert_eq!(
+            read_body(stalled, 30, short, long).await,
+            Err(BodyError::Timeout)
+        );
+        // One that trickles in, never pausing long, but too slowly.
+        let trickle = Body::from_stream(futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), ()))
+        }));
+        assert_eq!(
+            read_body(trickle, 1000, short, Duration::from_millis(200)).await,
+            Err(BodyError::Timeout)
+        );
     }
 }

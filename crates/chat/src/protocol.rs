@@ -160,14 +160,21 @@ pub fn client_id_ok(id: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'|' && b != b':')
 }
 
-/// A stream id `ms-n` (what `after`, `read.seq` carry): both parts digits
-/// that fit a `u64`, as Redis reads them (`XRANGE` refuses anything else, so
-/// a cursor beyond would fail every read of the conversation).
+/// A stream id `ms-n` (what `after`, `read.seq` carry) that Redis can read
+/// after: both parts digits that fit a `u64`, and not the last id there is
+/// (`u64::MAX-u64::MAX`: nothing can follow it, and `XRANGE key (id +`
+/// refuses it as an invalid start). Redis refuses anything else, so such a
+/// cursor would fail every read of the conversation.
 pub fn seq_ok(seq: &str) -> bool {
-    matches!(seq.split_once('-'), Some((ms, n))
-        if !ms.is_empty() && ms.len() <= 20 && !n.is_empty() && n.len() <= 20
-            && ms.bytes().all(|b| b.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit())
-            && ms.parse::<u64>().is_ok() && n.parse::<u64>().is_ok())
+    let part = |p: &str| {
+        (!p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<u64>().ok())
+            .flatten()
+    };
+    match seq.split_once('-').map(|(ms, n)| (part(ms), part(n))) {
+        Some((Some(ms), Some(n))) => (ms, n) != (u64::MAX, u64::MAX),
+        _ => false,
+    }
 }
 
 /// The BCP 47 tag of a widget locale, when it looks like one.
@@ -271,5 +278,15 @@ mod tests {
         assert!(!seq_ok("99999999999999999999-0"));
         assert!(seq_ok("18446744073709551615-0"));
         assert!(seq_ok("0-0"));
+    }
+
+    /// The last stream id there is: Redis refuses it as the start of a
+    /// read after it (`XRANGE key (id +`: "invalid start ID"), so a
+    /// session resumed after it would never read its log.
+    #[test]
+    fn the_last_stream_id_is_refused() {
+        assert!(!seq_ok("18446744073709551615-18446744073709551615"));
+        assert!(seq_ok("18446744073709551615-18446744073709551614"));
+        assert!(seq_ok("18446744073709551614-18446744073709551615"));
     }
 }

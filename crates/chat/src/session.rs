@@ -5,7 +5,10 @@
 //! and wakes up when the hub rings (read the log after the last entry
 //! sent), when the hub has an event (another tab's conversation, the agent
 //! typing), and on timers (ping, routing state). A client that leaves the
-//! queue full for [`SLOW_READER`] is closed with 1008.
+//! queue full for [`SLOW_READER`] is closed with 1008; the writer also
+//! gives up a frame the client does not take within [`SLOW_READER`], and
+//! once the session has ended it gets [`WRITER_GRACE`] to send what is
+//! queued before it is stopped (so no socket outlives its session).
 
 use crate::Shared;
 use crate::hub::HubEvent;
@@ -25,11 +28,18 @@ use switchboard_core::{
     ChannelKind, ContactId, ConversationId, CustomerIdentity, InboundEvent, IntakeError, Timestamp,
 };
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-/// How long a full send queue is tolerated before the client is closed.
+/// How long a full send queue is tolerated before the client is closed,
+/// and how long the writer waits for the client to take one frame.
 const SLOW_READER: Duration = Duration::from_secs(5);
+/// How long the writer may go on once the session has ended (the queued
+/// frames, then the close frame); then it is stopped.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// Offline forms one session may send.
+const OFFLINE_FORMS: u32 = 3;
 /// Rejected frames in a row before a session is closed.
 const STRIKES: u32 = 20;
 /// How long a client may take to say hello.
@@ -43,6 +53,17 @@ enum Out {
     Text(String),
     Ping,
     Close(u16, &'static str),
+}
+
+/// A frame from the client.
+#[derive(Debug)]
+enum Incoming {
+    Text(String),
+    /// Refused as a text frame that does not parse would be: charged to
+    /// the allowances and struck.
+    Binary,
+    /// Ping or pong: nothing to answer.
+    Control,
 }
 
 /// Why the session ends.
@@ -97,6 +118,10 @@ struct Active {
     names: HashMap<String, String>,
     /// When routing is asked next.
     poll_at: Instant,
+    /// Offline forms stored for this session.
+    offline_forms: u32,
+    /// The last read of the conversation log failed (warned once).
+    log_unreadable: bool,
 }
 
 /// Serves one websocket until it closes.
@@ -107,7 +132,7 @@ pub async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: Option<IpAddr>, o
         counter!("switchboard_chat_connections_total").increment(1);
         let (sink, stream) = socket.split();
         let (out, rx) = mpsc::channel(shared.config.send_buffer.max(1));
-        let writer = tokio::spawn(write(sink, rx));
+        let writer = tokio::spawn(write(sink, rx).in_current_span());
         let mut conn = Conn {
             bucket: Bucket::new(shared.config.rate_per_session),
             shared,
@@ -124,11 +149,11 @@ pub async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: Option<IpAddr>, o
             End::Close(code, reason) => {
                 let _ = conn.out.try_send(Out::Close(code, reason));
                 drop(conn);
-                let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+                finish(writer).await;
             }
             End::Gone => {
                 drop(conn);
-                let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+                finish(writer).await;
             }
         }
     }
@@ -136,29 +161,77 @@ pub async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: Option<IpAddr>, o
     .await;
 }
 
+/// Lets the writer send what is queued (the close frame last) for
+/// [`WRITER_GRACE`], then stops it. Dropping its handle instead would
+/// leave a writer blocked on a client that does not read holding the
+/// socket for ever.
+async fn finish(mut writer: JoinHandle<()>) {
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        debug!("The client did not take the last frames; the socket is dropped.");
+        writer.abort();
+        // Wait for the task to go, and the socket with it.
+        let _ = writer.await;
+    }
+}
+
 async fn write(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Out>,
 ) {
     while let Some(out) = rx.recv().await {
-        let result = match out {
-            Out::Text(text) => sink.send(Message::Text(text.into())).await,
-            Out::Ping => sink.send(Message::Ping(Default::default())).await,
-            Out::Close(code, reason) => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(reason),
-                    })))
-                    .await;
-                break;
-            }
+        let (message, last) = match out {
+            Out::Text(text) => (Message::Text(text.into()), false),
+            Out::Ping => (Message::Ping(Default::default()), false),
+            Out::Close(code, reason) => (
+                Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                })),
+                true,
+            ),
         };
-        if result.is_err() {
-            break;
+        match tokio::time::timeout(SLOW_READER, sink.send(message)).await {
+            Ok(Ok(())) if !last => {}
+            Ok(_) => break,
+            Err(_) => {
+                // The client does not read: the socket goes (the session
+                // finds its queue closed).
+                counter!("switchboard_chat_rejected_total", "reason" => "slow_reader").increment(1);
+                debug!("The client did not take a frame in time; the socket is dropped.");
+                return;
+            }
         }
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(SLOW_READER, sink.close()).await;
+}
+
+/// Reads a websocket message; `Err` ends the session.
+fn incoming(message: Option<Result<Message, axum::Error>>) -> Result<Incoming, End> {
+    match message {
+        None => Err(End::Gone),
+        Some(Err(error)) => {
+            let text = error.to_string();
+            if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                counter!("switchboard_chat_rejected_total", "reason" => "too_large").increment(1);
+                Err(End::Close(1009, "frame too large"))
+            } else {
+                debug!(%error, "Chat socket error.");
+                Err(End::Gone)
+            }
+        }
+        Some(Ok(Message::Text(text))) => Ok(Incoming::Text(text.as_str().to_owned())),
+        Some(Ok(Message::Binary(_))) => Ok(Incoming::Binary),
+        Some(Ok(Message::Close(_))) => Err(End::Gone),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(Incoming::Control),
+    }
+}
+
+/// Parses a client frame; `None` is a binary frame (refused the same way).
+fn parse(text: Option<&str>) -> Result<ClientFrame, String> {
+    text.map_or_else(|| Err("text frames only".to_owned()), protocol::parse)
 }
 
 type Stream = futures::stream::SplitStream<WebSocket>;
@@ -187,37 +260,6 @@ impl Conn {
         session_ok && self.ip.is_none_or(|ip| self.shared.per_ip.take(ip))
     }
 
-    /// The next client frame's text; `Err` ends the session.
-    async fn next_text(
-        &mut self,
-        message: Option<Result<Message, axum::Error>>,
-    ) -> Result<Option<String>, End> {
-        match message {
-            None => Err(End::Gone),
-            Some(Err(error)) => {
-                let text = error.to_string();
-                if text.contains("too long")
-                    || text.contains("Space limit")
-                    || text.contains("size")
-                {
-                    counter!("switchboard_chat_rejected_total", "reason" => "too_large")
-                        .increment(1);
-                    Err(End::Close(1009, "frame too large"))
-                } else {
-                    debug!(%error, "Chat socket error.");
-                    Err(End::Gone)
-                }
-            }
-            Some(Ok(Message::Text(text))) => Ok(Some(text.as_str().to_owned())),
-            Some(Ok(Message::Binary(_))) => {
-                self.refuse("bad_frame", "text frames only").await?;
-                Ok(None)
-            }
-            Some(Ok(Message::Close(_))) => Err(End::Gone),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
-        }
-    }
-
     async fn run(&mut self, mut stream: Stream, origin: &str) -> End {
         let hello_deadline = Instant::now() + HELLO_WITHIN;
         // Before hello.
@@ -227,12 +269,13 @@ impl Conn {
                 () = tokio::time::sleep_until(hello_deadline) => return End::Close(1008, "no hello"),
                 m = stream.next() => m,
             };
-            let text = match self.next_text(message).await {
-                Ok(Some(t)) => t,
-                Ok(None) => continue,
+            let text = match incoming(message) {
+                Ok(Incoming::Text(t)) => Some(t),
+                Ok(Incoming::Binary) => None,
+                Ok(Incoming::Control) => continue,
                 Err(end) => return end,
             };
-            match self.hello(&text, origin).await {
+            match self.hello(text.as_deref(), origin).await {
                 Ok(Some(started)) => break started,
                 Ok(None) => {
                     self.strikes += 1;
@@ -291,14 +334,19 @@ impl Conn {
                 () = self.shared.ctx.shutdown.cancelled() => return End::Close(1001, "server going away"),
                 () = bell.notified() => self.catch_up(active).await,
                 Some(event) = events.recv() => self.hub_event(active, link, event).await,
-                message = stream.next() => {
-                    last_heard = Instant::now();
-                    match self.next_text(message).await {
-                        Ok(Some(text)) => self.frame(active, link, &text).await,
-                        Ok(None) => Ok(()),
-                        Err(end) => Err(end),
+                message = stream.next() => match incoming(message) {
+                    Ok(Incoming::Text(text)) => {
+                        last_heard = Instant::now();
+                        self.frame(active, link, Some(&text)).await
                     }
-                }
+                    // Refused: not a sign of a client that is still there.
+                    Ok(Incoming::Binary) => self.frame(active, link, None).await,
+                    Ok(Incoming::Control) => {
+                        last_heard = Instant::now();
+                        Ok(())
+                    }
+                    Err(end) => Err(end),
+                },
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= idle_limit {
                         return End::Close(1001, "idle");
@@ -329,10 +377,11 @@ impl Conn {
         }
     }
 
-    /// Handles `hello`: `Ok(None)` when refused (the client may try again).
+    /// Handles `hello` (`None`: a binary frame): `Ok(None)` when refused
+    /// (the client may try again).
     async fn hello(
         &self,
-        text: &str,
+        text: Option<&str>,
         origin: &str,
     ) -> Result<Option<(Active, Option<String>)>, End> {
         if !self.allowed_hello() {
@@ -340,7 +389,7 @@ impl Conn {
                 .await?;
             return Ok(None);
         }
-        let frame = match protocol::parse(text) {
+        let frame = match parse(text) {
             Ok(f) => f,
             Err(e) => {
                 self.refuse("bad_frame", &e).await?;
@@ -468,6 +517,8 @@ impl Conn {
                 seen: Seen::default(),
                 names: HashMap::new(),
                 poll_at: Instant::now(),
+                offline_forms: 0,
+                log_unreadable: false,
             },
             after,
         )))
@@ -493,10 +544,19 @@ impl Conn {
                 Ok(e) => e,
                 Err(error) => {
                     // The next bell or poll tries again.
-                    debug!(%error, "Cannot read the conversation log.");
+                    counter!("switchboard_chat_log_read_errors_total").increment(1);
+                    if active.log_unreadable {
+                        debug!(%error, conversation_id = %conv, cursor = %active.cursor,
+                            "Still cannot read the conversation log.");
+                    } else {
+                        warn!(%error, conversation_id = %conv, cursor = %active.cursor,
+                            "Cannot read the conversation log; trying again at the next doorbell or poll.");
+                    }
+                    active.log_unreadable = true;
                     return Ok(());
                 }
             };
+            active.log_unreadable = false;
             let full = entries.len() == PAGE;
             // A reply from an agent not announced yet (the routing poll has
             // not seen the assignment): announce them first, so the visitor
@@ -654,11 +714,12 @@ impl Conn {
         Ok(())
     }
 
+    /// Handles a frame after `hello` (`None`: a binary frame).
     async fn frame(
         &mut self,
         active: &mut Active,
         link: &crate::hub::Link,
-        text: &str,
+        text: Option<&str>,
     ) -> Result<(), End> {
         if !self.allowed() {
             self.strikes += 1;
@@ -669,7 +730,7 @@ impl Conn {
                 .refuse("rate_limited", "too many frames; slow down")
                 .await;
         }
-        let frame = match protocol::parse(text) {
+        let frame = match parse(text) {
             Ok(f) => f,
             Err(e) => {
                 self.strikes += 1;
@@ -994,11 +1055,28 @@ impl Conn {
 
     async fn offline(
         &self,
-        active: &Active,
+        active: &mut Active,
         name: String,
         email: String,
         text: String,
     ) -> Result<(), End> {
+        if self.shared.config.offline.is_none() {
+            return self
+                .refuse("no_offline_form", "this chat has no offline form")
+                .await;
+        }
+        if active.offline_forms >= OFFLINE_FORMS {
+            info!(
+                forms = active.offline_forms,
+                "Offline form refused: the session sent its share."
+            );
+            return self
+                .refuse(
+                    "offline_limit",
+                    "this session has sent all the offline forms it may",
+                )
+                .await;
+        }
         let email = email.trim().to_owned();
         if !crate::config::address_ok(&email) {
             return self
@@ -1047,6 +1125,7 @@ impl Conn {
         };
         match self.shared.ctx.intake.submit(event).await {
             Ok(receipt) => {
+                active.offline_forms += 1;
                 counter!("switchboard_chat_messages_total", "outcome" => "offline").increment(1);
                 info!(contact_id = %receipt.contact_id, "Offline form stored.");
                 self.send(&ServerFrame::Result {

@@ -86,7 +86,7 @@ impl Routing for FakeRouting {
 }
 
 struct World {
-    _redis: RedisServer,
+    redis: RedisServer,
     store: Store,
     routing: Arc<FakeRouting>,
     dir: tempfile::TempDir,
@@ -112,7 +112,7 @@ fn world() -> World {
     })
     .unwrap();
     World {
-        _redis: redis,
+        redis,
         store,
         routing: Arc::new(FakeRouting::default()),
         dir: tempfile::tempdir().unwrap(),
@@ -120,20 +120,27 @@ fn world() -> World {
     }
 }
 
-fn config(dir: &std::path::Path, extra: &str) -> ChatConfig {
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// The offline form's table; `instance_without_offline` leaves it out.
+const OFFLINE: &str = r#"
+        [offline]
+        email_channel = "mail"
+        address = "help@support.example"
+"#;
+
+fn config(dir: &std::path::Path, extra: &str, offline: &str) -> ChatConfig {
     toml::from_str(&format!(
         r#"
         name = "website"
-        session_secret = "0123456789abcdef0123456789abcdef"
+        session_secret = "{SECRET}"
         uploads_dir = "{}"
         max_frame_bytes = 4096
         {extra}
         [[widgets]]
         id = "shop"
         origins = ["{ORIGIN}"]
-        [offline]
-        email_channel = "mail"
-        address = "help@support.example"
+        {offline}
         "#,
         dir.display()
     ))
@@ -143,6 +150,15 @@ fn config(dir: &std::path::Path, extra: &str) -> ChatConfig {
 impl World {
     /// One instance of the adapter, served on a free port.
     async fn instance(&self, instance: &str, extra: &str) -> SocketAddr {
+        self.instance_with(instance, extra, OFFLINE).await
+    }
+
+    /// An instance whose channel has no offline form.
+    async fn instance_without_offline(&self, instance: &str, extra: &str) -> SocketAddr {
+        self.instance_with(instance, extra, "").await
+    }
+
+    async fn instance_with(&self, instance: &str, extra: &str, offline: &str) -> SocketAddr {
         let store = &self.store;
         let ctx = ChannelContext {
             name: "website".into(),
@@ -163,7 +179,7 @@ impl World {
             conversations: Arc::new(Conversations::new(store.clone())),
             shutdown: self.shutdown.clone(),
         };
-        let adapter = config(self.dir.path(), extra).build(ctx).unwrap();
+        let adapter = config(self.dir.path(), extra, offline).build(ctx).unwrap();
         let routes = adapter.routes().unwrap();
         tokio::spawn(adapter.run());
         let app = axum::Router::new().nest("/channels/website", routes);
@@ -766,4 +782,433 @@ async fn nobody_available_offers_the_offline_form_to_new_visitors() {
     let welcome = hello(&mut again, Some(&token), None).await;
     assert_eq!(welcome["form"], Value::Null, "{welcome}");
     assert!(welcome["conversation"].is_string());
+}
+
+/// Counters as the code increments them, for the tests that check a
+/// refusal or an error is counted: one global recorder for this test
+/// binary. Tests run at once, so a test looks at how much a counter grew.
+mod counted {
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    type Values = Arc<Mutex<HashMap<String, u64>>>;
+
+    struct Test(Values);
+
+    struct One {
+        key: String,
+        values: Values,
+    }
+
+    impl CounterFn for One {
+        fn increment(&self, value: u64) {
+            *self
+                .values
+                .lock()
+                .unwrap()
+                .entry(self.key.clone())
+                .or_default() += value;
+        }
+        fn absolute(&self, value: u64) {
+            self.values.lock().unwrap().insert(self.key.clone(), value);
+        }
+    }
+
+    impl Recorder for Test {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            Counter::from_arc(Arc::new(One {
+                key: format!("{}{{{}}}", key.name(), labels.join(",")),
+                values: self.0.clone(),
+            }))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    fn values() -> &'static Values {
+        static VALUES: OnceLock<Values> = OnceLock::new();
+        VALUES.get_or_init(|| {
+            let values = Values::default();
+            metrics::set_global_recorder(Test(values.clone()))
+                .expect("no other recorder in this test binary");
+            values
+        })
+    }
+
+    /// Starts counting (before what is counted).
+    pub fn start() {
+        values();
+    }
+
+    /// The counter `name` with `labels` (`k=v,k=v`, as the code gives them).
+    pub fn get(name: &str, labels: &str) -> u64 {
+        values()
+            .lock()
+            .unwrap()
+            .get(&format!("{name}{{{labels}}}"))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// How the server closed the socket: the close code, `None` when the
+/// connection just ended; panics when it stays open 5 s.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s")
+}
+
+/// The TCP state of the server's end of the connection from local port
+/// `client_port` (`/proc/net/tcp`, IPv4 loopback: `01` is established),
+/// `None` once it is gone.
+#[cfg(target_os = "linux")]
+fn server_socket_state(server: SocketAddr, client_port: u16) -> Option<String> {
+    let local = format!("0100007F:{:04X}", server.port());
+    let remote = format!("0100007F:{client_port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 3 && f[1] == local && f[2] == remote).then(|| f[3].to_owned())
+        })
+}
+
+/// A client that stopped reading and whose session then ends (here: too
+/// many refused frames): the server stops its writer and lets the socket
+/// go, instead of leaving a task blocked on it for ever.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_lets_go_of_a_socket_its_client_does_not_read() {
+    let w = world();
+    let addr = w
+        .instance("a", "send_buffer = 5000\nrate_per_session = 100000")
+        .await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let token = hello(&mut ws, None, None).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ack = message(&mut ws, "c1", "hello?").await;
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    ws.close(None).await.unwrap();
+    drop(ws);
+    // Megabytes of replies for the visitor: more than the socket buffers.
+    let contact = contact_of(&w.store, &conversation).await;
+    let conv = conversation.parse().unwrap();
+    let conversations = Conversations::new(w.store.clone());
+    let msg = json!({"author": "switchboard", "message": {"text": "x".repeat(12_000)}}).to_string();
+    for i in 0..600 {
+        conversations
+            .append(&conv, &contact, "website", &format!("m{i}"), "out", &msg)
+            .await
+            .unwrap();
+    }
+    // A client with a small receive buffer reads the welcome, then nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let client_port = stream.local_addr().unwrap().port();
+    let mut request = format!("ws://{addr}/channels/website/ws")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", ORIGIN.parse().unwrap());
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    hello(&mut ws, Some(&token), None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        server_socket_state(addr, client_port).as_deref(),
+        Some("01")
+    );
+    // The session ends (1008, too many refused frames) with its writer
+    // stuck on the full socket.
+    for _ in 0..25 {
+        let _ = ws.send(Message::Text("not json".into())).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let state = server_socket_state(addr, client_port);
+    assert_ne!(
+        state.as_deref(),
+        Some("01"),
+        "the server still holds the socket"
+    );
+}
+
+/// Binary frames are refused like bad text frames: charged to the
+/// session's allowance and struck, so a flood of them is rate limited and
+/// then closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_are_charged_and_struck_like_text_frames() {
+    let w = world();
+    let addr = w.instance("a", "rate_per_session = 5").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    for _ in 0..5 {
+        ws.send(Message::Binary(vec![1u8, 2, 3].into()))
+            .await
+            .unwrap();
+        assert_eq!(recv_type(&mut ws, "error").await["code"], "bad_frame");
+    }
+    // The allowance is spent: a ping is refused too.
+    send(&mut ws, json!({"type": "ping"})).await;
+    let answer = recv(&mut ws).await;
+    assert_eq!(answer["code"], "rate_limited", "{answer}");
+    for _ in 0..30 {
+        let _ = ws.send(Message::Binary(vec![0u8].into())).await;
+    }
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+}
+
+/// Before `hello` as well: binary frames are charged to the address and
+/// struck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_before_hello_are_charged_and_struck() {
+    let w = world();
+    let addr = w.instance("a", "rate_per_ip = 5").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    for _ in 0..5 {
+        ws.send(Message::Binary(vec![1u8].into())).await.unwrap();
+        assert_eq!(recv(&mut ws).await["code"], "bad_frame");
+    }
+    send(&mut ws, json!({"type": "hello", "v": 1, "widget": "shop"})).await;
+    let answer = recv(&mut ws).await;
+    assert_eq!(answer["code"], "rate_limited", "{answer}");
+    for _ in 0..30 {
+        let _ = ws.send(Message::Binary(vec![0u8].into())).await;
+    }
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+}
+
+/// A session token for a new visitor of widget `shop`.
+fn visitor_token() -> String {
+    switchboard_chat::token::Tokens::new(SECRET.as_bytes()).issue(
+        &switchboard_chat::token::Session {
+            widget: "shop".into(),
+            visitor: switchboard_chat::token::random_id(),
+            expires_at: switchboard_core::Timestamp::now().as_millis() + 3_600_000,
+        },
+    )
+}
+
+/// An upload of `body` (text/plain) with more `headers` (`Name: value\r\n`
+/// each); the whole response, lower-cased. Panics after 20 s.
+async fn upload(addr: SocketAddr, token: &str, body: &str, headers: &str) -> String {
+    let request = format!(
+        "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::time::timeout(Duration::from_secs(20), http(addr, &request))
+        .await
+        .expect("an answer within 20 s")
+}
+
+/// Uploads are charged to the client address's allowance (`rate_per_ip`)
+/// and to the visitor's own (`upload_rate_per_session` files and
+/// `upload_bytes_per_session` bytes a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_limited_per_session_and_per_address() {
+    let w = world();
+    let addr = w
+        .instance("a", "rate_per_ip = 4\nupload_rate_per_session = 2")
+        .await;
+    let a = visitor_token();
+    for _ in 0..2 {
+        let r = upload(addr, &a, "hello", "").await;
+        assert!(r.starts_with("http/1.1 201"), "{r}");
+    }
+    let r = upload(addr, &a, "hello", "").await;
+    assert!(r.starts_with("http/1.1 429"), "{r}");
+    assert!(r.contains("too many uploads"), "{r}");
+    // Another visitor at another address has their own allowances.
+    let b = visitor_token();
+    let r = upload(addr, &b, "hello", "X-Forwarded-For: 192.0.2.7\r\n").await;
+    assert!(r.starts_with("http/1.1 201"), "{r}");
+    // A third visitor at the first address: its 4th request is allowed,
+    // the 5th is not.
+    let c = visitor_token();
+    let r = upload(addr, &c, "hello", "").await;
+    assert!(r.starts_with("http/1.1 201"), "{r}");
+    let r = upload(addr, &c, "hello", "").await;
+    assert!(r.starts_with("http/1.1 429"), "{r}");
+    assert!(r.contains("your address"), "{r}");
+
+    // Bytes: 100 a minute, files of at most 64.
+    let addr = w
+        .instance("b", "max_upload_bytes = 64\nupload_bytes_per_session = 100")
+        .await;
+    let d = visitor_token();
+    let r = upload(addr, &d, &"x".repeat(60), "").await;
+    assert!(r.starts_with("http/1.1 201"), "{r}");
+    let r = upload(addr, &d, &"x".repeat(60), "").await;
+    assert!(r.starts_with("http/1.1 429"), "{r}");
+    assert!(r.contains("too many uploads"), "{r}");
+}
+
+/// An upload announcing more than `max_upload_bytes` is refused before its
+/// body is read, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_upload_is_refused_up_front_and_counted() {
+    counted::start();
+    let before = counted::get("switchboard_chat_rejected_total", "reason=upload_too_large");
+    let w = world();
+    let addr = w.instance("a", "max_upload_bytes = 1000").await;
+    let token = visitor_token();
+    // Only the head: the body is never sent.
+    let request = format!(
+        "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 10485760\r\nConnection: close\r\n\r\n"
+    );
+    let r = tokio::time::timeout(Duration::from_secs(10), http(addr, &request))
+        .await
+        .expect("an answer without the body");
+    assert!(r.starts_with("http/1.1 413"), "{r}");
+    let after = counted::get("switchboard_chat_rejected_total", "reason=upload_too_large");
+    assert!(after > before, "the 413 is counted");
+}
+
+/// A body that stops coming is given up after a while (408), not waited
+/// for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_body_stalls_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let token = visitor_token();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 10000\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'x'; 100]).await.unwrap();
+    let mut response = String::new();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("an answer within 20 s")
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+/// Without `[offline]` there is no offline form: the frame is refused and
+/// no contact is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_form_is_refused_without_an_offline_channel() {
+    let w = world();
+    let addr = w.instance_without_offline("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    send(
+        &mut ws,
+        json!({"type": "offline", "name": "Ann", "email": "ann@example.org", "text": "call me"}),
+    )
+    .await;
+    let answer = recv(&mut ws).await;
+    assert_eq!(answer["code"], "no_offline_form", "{answer}");
+    let customer = switchboard_core::CustomerIdentity::new("email", "ann@example.org").unwrap();
+    let open = Conversations::new(w.store.clone())
+        .open_conversation("website", &customer)
+        .await
+        .unwrap();
+    assert!(open.is_none(), "no contact: {open:?}");
+}
+
+/// A session may send a few offline forms, not any number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_forms_are_limited_per_session() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    let form =
+        json!({"type": "offline", "name": "Ann", "email": "ann@example.org", "text": "call me"});
+    for _ in 0..3 {
+        send(&mut ws, form.clone()).await;
+        let answer = recv(&mut ws).await;
+        assert_eq!(
+            (answer["of"].as_str(), answer["ok"].as_bool()),
+            (Some("offline"), Some(true)),
+            "{answer}"
+        );
+    }
+    send(&mut ws, form).await;
+    let answer = recv(&mut ws).await;
+    assert_eq!(answer["code"], "offline_limit", "{answer}");
+}
+
+/// `after` naming the last possible stream id is refused at `hello`:
+/// Redis cannot read after it, so the session would never get anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_redis_cannot_read_after_is_refused() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    send(
+        &mut ws,
+        json!({"type": "hello", "v": 1, "widget": "shop",
+               "after": "18446744073709551615-18446744073709551615"}),
+    )
+    .await;
+    let answer = recv(&mut ws).await;
+    assert_eq!(answer["code"], "bad_frame", "{answer}");
+    hello(
+        &mut ws,
+        None,
+        Some("18446744073709551615-18446744073709551614"),
+    )
+    .await;
+}
+
+/// A session that cannot read its conversation's log counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_read_errors_are_counted() {
+    counted::start();
+    let before = counted::get("switchboard_chat_log_read_errors_total", "");
+    let mut w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    message(&mut ws, "c1", "anyone?").await;
+    // Waiting: the session reads the log every 2 s.
+    w.redis.stop();
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        while counted::get("switchboard_chat_log_read_errors_total", "") <= before {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "a failed read of the log is counted");
 }
