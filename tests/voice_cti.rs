@@ -3,7 +3,9 @@
 //! PBX is down at first (the callback is retried until it answers, and the
 //! call is still connected), a ring that nobody picks up going to the next
 //! agent, a caller who hangs up while queued (abandoned, never offered), a
-//! blocked caller, and a wrong token.
+//! blocked caller, and a wrong token. And a call waiting through a restart
+//! of the daemon: the PBX repeats its `newCall`, and the call is dialled
+//! once an agent is chosen.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::Json;
@@ -267,4 +269,67 @@ async fn calls_through_the_cti_api_with_a_pbx_that_is_down_at_first() {
             .all(|d| d["callId"] != "c3"),
         "an abandoned call was dialled"
     );
+}
+
+/// A call waits (nobody online), the daemon restarts gracefully, the PBX
+/// repeats its `newCall` as docs/voice.md asks, then an agent comes online:
+/// the new process dials the call (it used to follow only calls it stored
+/// itself, so the offer lapsed with the PBX never told).
+#[tokio::test]
+async fn a_call_waiting_through_a_restart_is_dialled_after_the_pbx_repeats_it() {
+    let (callback, pbx) = pbx().await;
+    let redis = RedisServer::start();
+    let mut daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(&callback),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+
+    let held = event(&http, &base, new_call("r1", "+380504444444")).await;
+    assert_eq!((held.status, held.json()), (200, json!({})));
+    let contact = contact_for(&redis.url(), "+380504444444").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            state_of(&http, &base, &contact).await == "waiting"
+        })
+        .await,
+        "the call waits in routing"
+    );
+
+    daemon.restart_gracefully();
+    // A new client: the old one's pooled connection went with the process.
+    let http = Http::new();
+    let again = event(&http, &base, new_call("r1", "+380504444444")).await;
+    assert_eq!((again.status, again.json()), (200, json!({})));
+    assert_eq!(stored_messages(&redis.url()).await.len(), 1, "stored once");
+
+    let _olha = online(&base, "olha-agent-token-0123456789").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !pbx.dials.lock().unwrap().is_empty()
+        })
+        .await,
+        "the waiting call was dialled after the restart (routing: {})",
+        state_of(&http, &base, &contact).await
+    );
+    let dial = pbx.dials.lock().unwrap()[0].clone();
+    assert_eq!(
+        (
+            dial["callId"].as_str(),
+            dial["number"].as_str(),
+            dial["agent"].as_str()
+        ),
+        (Some("r1"), Some("201"), Some("olha"))
+    );
+    let answered = event(
+        &http,
+        &base,
+        json!({"event": "answer", "direction": "in", "callId": "r1", "from": "+380504444444", "to": "4930609854180", "answeringNumber": "201"}),
+    )
+    .await;
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(state_of(&http, &base, &contact).await, "assigned");
+    assert_eq!(pbx.dials.lock().unwrap().len(), 1, "dialled once");
 }

@@ -17,9 +17,14 @@
 //! - `hangup`: waiting or offered, the call is abandoned (never offered
 //!   again); connected, the contact is closed and the agent wraps up.
 //!
-//! The dispatcher lives in memory: after a restart, a call already waiting
-//! gets its dial callbacks again once the PBX repeats its `newCall` (which
-//! stores nothing twice), documented in docs/voice.md.
+//! The dispatcher lives in memory, one per call on an instance: after a
+//! restart, a call already waiting gets its dial callbacks again once the
+//! PBX repeats its `newCall` (which stores nothing twice, and starts a
+//! dispatcher where none follows the call), documented in docs/voice.md.
+//! Each offer is dialled once, a new offer to the same agent (after a lapse
+//! or a revoked offer) too. When the PBX's newCalls reach several instances,
+//! each follows the call but only the one holding the call's lease (channel
+//! state `dispatch:<contact>`) dials; on shutdown it gives the lease up.
 
 use crate::config_error;
 use crate::{
@@ -36,13 +41,15 @@ use metrics::counter;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
 use switchboard_channel::{
-    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Routing, Secret,
-    SecretValue,
+    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, ChannelState, Intake, Routing,
+    Secret, SecretValue,
 };
 use switchboard_core::{ContactId, IntakeError};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 /// `[[channels]] type = "cti"`.
@@ -119,7 +126,9 @@ impl ChannelConfig for CtiConfig {
             routing: ctx.routing.clone(),
             client,
             shutdown: ctx.shutdown.clone(),
+            leases: ctx.state.clone(),
             active: std::sync::Mutex::new(HashSet::new()),
+            dispatchers: TaskTracker::new(),
         });
         Ok(Box::new(CtiChannel { state, ctx }))
     }
@@ -137,8 +146,13 @@ struct CtiState {
     routing: Arc<dyn Routing>,
     client: reqwest::Client,
     shutdown: CancellationToken,
-    /// Calls a dispatcher follows on this instance.
+    /// The channel's state shared by all instances: a call's lease.
+    leases: Arc<dyn ChannelState>,
+    /// Calls a dispatcher follows on this instance: one each, removed when
+    /// it ends.
     active: std::sync::Mutex<HashSet<ContactId>>,
+    /// The dispatchers, awaited on shutdown (they give their leases up).
+    dispatchers: TaskTracker,
 }
 
 struct CtiChannel {
@@ -157,8 +171,14 @@ impl ChannelAdapter for CtiChannel {
 
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
         let shutdown = self.ctx.shutdown.clone();
+        let state = self.state.clone();
         Box::pin(async move {
             shutdown.cancelled().await;
+            // The dispatchers stop at once and release their calls' leases,
+            // so that another instance (or this one, restarted) dials them
+            // without waiting for the leases to lapse.
+            state.dispatchers.close();
+            state.dispatchers.wait().await;
             Ok(())
         })
     }
@@ -264,13 +284,9 @@ async fn handle(
             counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "queued")
                 .increment(1);
             info!(source = %state.name, call_id = %event.call_id, contact_id = %receipt.contact_id, "Call queued.");
-            if receipt.outcome != switchboard_core::IntakeOutcome::Duplicate {
-                tokio::spawn(dispatch(
-                    state.clone(),
-                    receipt.contact_id,
-                    event.call_id.clone(),
-                ));
-            }
+            // A repeated newCall (a duplicate) too: after a restart, no
+            // dispatcher follows the call until the PBX repeats it.
+            follow_call(state, receipt.contact_id, &event.call_id);
             Ok(continue_())
         }
         CtiEventKind::Answer => {
@@ -338,44 +354,174 @@ async fn contact_of(state: &CtiState, event: &CtiEvent) -> Result<Option<Contact
         .map(|r| r.contact_id))
 }
 
-/// Follows one waiting call in routing and tells the PBX to connect it to
-/// each agent it is offered to, until it is connected or over.
-async fn dispatch(state: Arc<CtiState>, contact: ContactId, call_id: String) {
-    follow(&state, &contact, &call_id).await;
-    if let Ok(mut active) = state.active.lock() {
-        active.remove(&contact);
+/// How often a dispatcher reads the call's routing.
+const POLL: Duration = Duration::from_millis(300);
+/// A call's lease: the instance holding it dials the call.
+const LEASE: Duration = Duration::from_secs(15);
+/// Its holder renews it this often while it follows the call.
+const RENEW: Duration = Duration::from_secs(5);
+/// How often an instance that does not hold it tries to take it.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Starts a dispatcher for `contact` unless one follows it on this instance
+/// already.
+fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str) {
+    if state.shutdown.is_cancelled() {
+        return;
+    }
+    let fresh = state
+        .active
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(contact);
+    if !fresh {
+        debug!(source = %state.name, contact_id = %contact, "The call is followed already.");
+        return;
+    }
+    let active = Active {
+        state: state.clone(),
+        contact,
+    };
+    state
+        .dispatchers
+        .spawn(dispatch(active, call_id.to_owned()));
+}
+
+/// A call in [`CtiState::active`], taken out when its dispatcher ends
+/// (returns, panics or is dropped).
+struct Active {
+    state: Arc<CtiState>,
+    contact: ContactId,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.state
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.contact);
     }
 }
 
-async fn follow(state: &Arc<CtiState>, contact: &ContactId, call_id: &str) {
-    let mut dialed: Option<String> = None;
+/// Follows one waiting call in routing and tells the PBX to connect it to
+/// each agent it is offered to, until it is connected or over.
+async fn dispatch(active: Active, call_id: String) {
+    let Active { state, contact } = &active;
+    let mut lease = Lease::new(contact);
+    follow(state, contact, &call_id, &mut lease).await;
+    lease.release(state).await;
+}
+
+/// This instance's claim to dial a call ([`LEASE`]), so that one instance
+/// dials it even when the PBX's repeated newCalls reached several.
+struct Lease {
+    key: String,
+    held: bool,
+    /// When it was last taken, renewed or tried.
+    checked: Option<Instant>,
+}
+
+impl Lease {
+    fn new(contact: &ContactId) -> Lease {
+        Lease {
+            key: format!("dispatch:{contact}"),
+            held: false,
+            checked: None,
+        }
+    }
+
+    /// Whether this instance holds the lease, taking or renewing it when
+    /// due. Not when the channel state cannot be reached.
+    async fn hold(&mut self, state: &CtiState) -> bool {
+        let every = if self.held { RENEW } else { RETRY };
+        if self.checked.is_some_and(|at| at.elapsed() < every) {
+            return self.held;
+        }
+        self.checked = Some(Instant::now());
+        self.held = match state.leases.hold(&self.key, LEASE).await {
+            Ok(held) => held,
+            Err(error) => {
+                debug!(source = %state.name, %error, "Could not take or renew a call's lease.");
+                false
+            }
+        };
+        self.held
+    }
+
+    async fn release(&self, state: &CtiState) {
+        if self.held
+            && let Err(error) = state.leases.release(&self.key).await
+        {
+            debug!(source = %state.name, %error, "Could not release a call's lease; it lapses.");
+        }
+    }
+}
+
+/// The offer standing now, as the dispatcher saw it: from the first read
+/// of the call's routing that shows it offered to this agent to the first
+/// that does not. Another offer to the same agent later is a new one.
+struct Offer {
+    agent: String,
+    /// Which offer to this agent it is, from 1 (the `Idempotency-Key`).
+    number: u32,
+    dialed: bool,
+}
+
+async fn follow(state: &Arc<CtiState>, contact: &ContactId, call_id: &str, lease: &mut Lease) {
+    let mut offer: Option<Offer> = None;
+    let mut offers: HashMap<String, u32> = HashMap::new();
     loop {
         if state.shutdown.is_cancelled() {
             return;
         }
+        let leading = lease.hold(state).await;
         match state.routing.route(contact).await {
             Ok(Some(route)) => match (route.state.as_str(), route.agent) {
-                ("offered", Some(agent))
-                    if dialed.as_deref() != Some(&agent)
-                        && tell_pbx(state, contact, call_id, &agent).await =>
-                {
-                    dialed = Some(agent);
+                ("offered", Some(agent)) => {
+                    let current = match offer.take() {
+                        Some(o) if o.agent == agent => o,
+                        _ => {
+                            let number = offers.entry(agent.clone()).or_default();
+                            *number += 1;
+                            Offer {
+                                agent,
+                                number: *number,
+                                dialed: false,
+                            }
+                        }
+                    };
+                    let dialed = current.dialed
+                        || (leading && tell_pbx(state, contact, call_id, &current, lease).await);
+                    offer = Some(Offer { dialed, ..current });
                 }
                 ("assigned" | "closed", _) => return,
-                _ => {}
+                // Waiting again: the offer, if any, is over.
+                _ => offer = None,
             },
             Ok(None) => {}
             Err(error) => {
                 debug!(%error, contact_id = %contact, "Could not read the call's routing.")
             }
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            () = tokio::time::sleep(POLL) => {}
+        }
     }
 }
 
 /// POSTs the dial instruction, retrying with backoff while the PBX does not
-/// answer 2xx and the offer stands. True once the PBX took it.
-async fn tell_pbx(state: &CtiState, contact: &ContactId, call_id: &str, agent: &str) -> bool {
+/// answer 2xx, the offer stands and this instance holds the call's lease.
+/// True once the PBX took it.
+async fn tell_pbx(
+    state: &CtiState,
+    contact: &ContactId,
+    call_id: &str,
+    offer: &Offer,
+    lease: &mut Lease,
+) -> bool {
+    let agent = offer.agent.as_str();
     let Some(endpoint) = state.config.agents.get(agent) else {
         warn!(source = %state.name, agent_id = %agent, "The agent has no phone in this channel's configuration; the offer is passed on.");
         let _ = state.routing.answer(contact, agent, false).await;
@@ -388,16 +534,24 @@ async fn tell_pbx(state: &CtiState, contact: &ContactId, call_id: &str, agent: &
         "agent": agent,
         "contact_id": contact.to_string(),
     });
+    // The first offer to an agent keeps the key it always had; a later one
+    // (after a lapse or a revoked offer) is a new dial, with a key of its own.
+    let key = match offer.number {
+        1 => format!("dial:{contact}:{agent}"),
+        n => format!("dial:{contact}:{agent}:{n}"),
+    };
     let mut delay = Duration::from_millis(200);
     loop {
-        let sent = state
-            .client
-            .post(&state.config.callback_url)
-            .bearer_auth(state.token.expose())
-            .header("idempotency-key", format!("dial:{contact}:{agent}"))
-            .json(&body)
-            .send()
-            .await;
+        let sent = tokio::select! {
+            () = state.shutdown.cancelled() => return false,
+            sent = state
+                .client
+                .post(&state.config.callback_url)
+                .bearer_auth(state.token.expose())
+                .header("idempotency-key", &key)
+                .json(&body)
+                .send() => sent,
+        };
         let ok = matches!(&sent, Ok(r) if r.status().is_success());
         counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
             "outcome" => if ok { "delivered" } else { "retry" })
@@ -419,10 +573,18 @@ async fn tell_pbx(state: &CtiState, contact: &ContactId, call_id: &str, agent: &
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
-        // Retry only while the call is still offered to this agent.
+        // Retry only while the call is still offered to this agent, and
+        // this instance still holds its lease.
+        if !lease.hold(state).await {
+            return false;
+        }
         match state.routing.route(contact).await {
             Ok(Some(r)) if r.state == "offered" && r.agent.as_deref() == Some(agent) => {}
             _ => return false,
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cti_tests.rs"]
+mod tests;

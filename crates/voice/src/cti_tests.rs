@@ -1,0 +1,550 @@
+//! The CTI channel's dispatcher, built through its configuration and driven
+//! over HTTP like a PBX would, against fakes of the intake (a repeated
+//! `newCall` is a duplicate), routing (set by the test) and the channel
+//! state (leases shared by "instances"), with a local PBX stand-in that
+//! records our dial callbacks.
+//!
+//! A restart is an instance stopped (its shutdown token cancelled, `run`
+//! awaited) and another built on the same fakes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::CtiConfig;
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switchboard_channel::{
+    ChannelConfig, ChannelContext, ChannelError, ChannelState, ConversationLog, Intake, LiveBus,
+    LiveEvent, LiveSignal, LogEntry, OutboundDelivery, Outbox, OutboxError, RouteView, Routing,
+    StateError,
+};
+use switchboard_core::{
+    ContactId, ConversationId, CustomerIdentity, DeliveryOutcome, InboundEvent, InboundUpdate,
+    IntakeError, IntakeOutcome, IntakeReceipt, MessageId, OutboundMessage, Partition,
+    UpdateOutcome,
+};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "cti-unit-token-0123456789";
+
+/// The PBX stand-in: every dial callback, with its `Idempotency-Key`.
+#[derive(Debug, Default)]
+struct Pbx {
+    dials: Mutex<Vec<(String, Value)>>,
+}
+
+impl Pbx {
+    fn dials(&self) -> Vec<(String, Value)> {
+        self.dials.lock().unwrap().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.dials.lock().unwrap().len()
+    }
+}
+
+async fn pbx() -> (String, Arc<Pbx>) {
+    async fn callback(
+        State(pbx): State<Arc<Pbx>>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> axum::http::StatusCode {
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        pbx.dials.lock().unwrap().push((key, body));
+        axum::http::StatusCode::OK
+    }
+    let state = Arc::new(Pbx::default());
+    let app = axum::Router::new()
+        .route("/callback", axum::routing::post(callback))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/callback"), state)
+}
+
+/// The intake: a call (by its provider id) is stored once; a repeat is a
+/// duplicate with the first delivery's ids.
+#[derive(Debug, Default)]
+struct FakeIntake {
+    calls: Mutex<HashMap<String, ContactId>>,
+}
+
+impl FakeIntake {
+    fn contact(&self, call_id: &str) -> ContactId {
+        *self.calls.lock().unwrap().get(call_id).expect("stored")
+    }
+}
+
+fn receipt(outcome: IntakeOutcome, contact_id: ContactId) -> IntakeReceipt {
+    IntakeReceipt {
+        outcome,
+        contact_id,
+        conversation_id: ConversationId::new(Partition(0)),
+        message_id: MessageId::new(),
+        seq: "1-0".into(),
+    }
+}
+
+impl Intake for FakeIntake {
+    fn submit(&self, event: InboundEvent) -> BoxFuture<'_, Result<IntakeReceipt, IntakeError>> {
+        assert!(event.new_contact, "every call is a contact of its own");
+        let id = event.provider_message_id.clone().unwrap_or_default();
+        let mut calls = self.calls.lock().unwrap();
+        let result = match calls.get(&id) {
+            Some(contact) => receipt(IntakeOutcome::Duplicate, *contact),
+            None => {
+                let contact = ContactId::new(Partition(0));
+                calls.insert(id, contact);
+                receipt(IntakeOutcome::Created, contact)
+            }
+        };
+        Box::pin(async move { Ok(result) })
+    }
+
+    fn update(&self, _: InboundUpdate) -> BoxFuture<'_, Result<UpdateOutcome, IntakeError>> {
+        Box::pin(async { Ok(UpdateOutcome::UnknownMessage) })
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a CustomerIdentity,
+        provider_message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IntakeReceipt>, IntakeError>> {
+        let found = self.calls.lock().unwrap().get(provider_message_id).copied();
+        Box::pin(async move { Ok(found.map(|c| receipt(IntakeOutcome::Duplicate, c))) })
+    }
+}
+
+/// Routing as the test sets it.
+#[derive(Debug, Default)]
+struct FakeRouting {
+    views: Mutex<HashMap<ContactId, RouteView>>,
+}
+
+impl FakeRouting {
+    fn set(&self, contact: ContactId, state: &str, agent: Option<&str>) {
+        self.views.lock().unwrap().insert(
+            contact,
+            RouteView {
+                state: state.into(),
+                agent: agent.map(str::to_owned),
+                agent_name: None,
+                queue: "default".into(),
+                source: "pbx".into(),
+            },
+        );
+    }
+}
+
+impl Routing for FakeRouting {
+    fn route<'a>(
+        &'a self,
+        contact: &'a ContactId,
+    ) -> BoxFuture<'a, Result<Option<RouteView>, IntakeError>> {
+        let view = self.views.lock().unwrap().get(contact).cloned();
+        Box::pin(async move { Ok(view) })
+    }
+
+    fn answer<'a>(
+        &'a self,
+        _: &'a ContactId,
+        _: &'a str,
+        _: bool,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        Box::pin(async { Ok("ok".into()) })
+    }
+
+    fn end<'a>(
+        &'a self,
+        _: &'a ContactId,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        Box::pin(async { Ok("ok".into()) })
+    }
+}
+
+/// Leases shared by every instance of a test, as Redis holds them.
+#[derive(Debug, Default)]
+struct Leases {
+    held: Mutex<HashMap<String, (usize, Instant)>>,
+}
+
+/// One instance's channel state.
+#[derive(Debug)]
+struct MemState {
+    leases: Arc<Leases>,
+    owner: usize,
+}
+
+impl ChannelState for MemState {
+    fn get<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<String>, StateError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn set<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn hold<'a>(
+        &'a self,
+        key: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let mut held = self.leases.held.lock().unwrap();
+        let now = Instant::now();
+        let ok = match held.get(key) {
+            Some((owner, until)) if *owner != self.owner && *until > now => false,
+            _ => {
+                held.insert(key.into(), (self.owner, now + lease));
+                true
+            }
+        };
+        Box::pin(async move { Ok(ok) })
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StateError>> {
+        let mut held = self.leases.held.lock().unwrap();
+        if held.get(key).is_some_and(|(owner, _)| *owner == self.owner) {
+            held.remove(key);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What the CTI channel never uses.
+#[derive(Debug)]
+struct Unused;
+
+impl Outbox for Unused {
+    fn next(&self, _: Duration) -> BoxFuture<'_, Result<Option<OutboundDelivery>, OutboxError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn settle<'a>(
+        &'a self,
+        _: &'a OutboundDelivery,
+        _: DeliveryOutcome,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn defer<'a>(
+        &'a self,
+        _: &'a OutboundDelivery,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn hold_delivery(&self, _: Duration) -> BoxFuture<'_, Result<bool, OutboxError>> {
+        Box::pin(async { Ok(false) })
+    }
+    fn release_delivery(&self) -> BoxFuture<'_, Result<(), OutboxError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn forward<'a>(
+        &'a self,
+        _: &'a OutboundDelivery,
+        _: OutboundMessage,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl LiveBus for Unused {
+    fn publish(&self, _: LiveEvent) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn subscribe(&self) -> BoxStream<'static, LiveSignal> {
+        Box::pin(futures::stream::empty())
+    }
+}
+
+impl ConversationLog for Unused {
+    fn open_conversation<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a CustomerIdentity,
+    ) -> BoxFuture<'a, Result<Option<(ConversationId, ContactId)>, IntakeError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn entries_after<'a>(
+        &'a self,
+        _: &'a ConversationId,
+        _: &'a str,
+        _: usize,
+    ) -> BoxFuture<'a, Result<Vec<LogEntry>, IntakeError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn find_recent<'a>(
+        &'a self,
+        _: &'a ConversationId,
+        _: &'a str,
+        _: usize,
+    ) -> BoxFuture<'a, Result<Option<LogEntry>, IntakeError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn append<'a>(
+        &'a self,
+        _: &'a ConversationId,
+        _: &'a ContactId,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        Box::pin(async { Ok(String::new()) })
+    }
+}
+
+/// What every instance of a test shares: the PBX, the intake, routing and
+/// the leases (Redis, in the daemon).
+struct World {
+    callback: String,
+    pbx: Arc<Pbx>,
+    intake: Arc<FakeIntake>,
+    routing: Arc<FakeRouting>,
+    leases: Arc<Leases>,
+    http: reqwest::Client,
+}
+
+/// One running CTI channel, as one daemon instance runs it.
+struct Instance {
+    events: String,
+    shutdown: CancellationToken,
+    run: tokio::task::JoinHandle<Result<(), ChannelError>>,
+}
+
+impl Instance {
+    /// A graceful stop: shutdown, then `run` returns.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.run)
+            .await
+            .expect("the channel stopped in time")
+            .expect("the channel task")
+            .expect("the channel stopped without an error");
+    }
+}
+
+impl World {
+    async fn new() -> World {
+        let (callback, pbx) = pbx().await;
+        World {
+            callback,
+            pbx,
+            intake: Arc::default(),
+            routing: Arc::default(),
+            leases: Arc::default(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A CTI channel named `pbx` of instance `owner`, serving its routes on
+    /// a port of its own.
+    async fn instance(&self, owner: usize) -> Instance {
+        let config: CtiConfig = serde_json::from_value(json!({
+            "name": "pbx",
+            "token": TOKEN,
+            "callback_url": self.callback,
+            "agents": {"olha": "201", "petro": "sip:202@pbx.example.com"},
+        }))
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let ctx = ChannelContext {
+            name: "pbx".into(),
+            intake: self.intake.clone(),
+            outbox: Arc::new(Unused),
+            routing: self.routing.clone(),
+            state: Arc::new(MemState {
+                leases: self.leases.clone(),
+                owner,
+            }),
+            live: Arc::new(Unused),
+            conversations: Arc::new(Unused),
+            shutdown: shutdown.clone(),
+        };
+        let adapter = config.build(ctx).unwrap();
+        let app = adapter.routes().expect("the CTI channel serves routes");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop_serving = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop_serving.cancelled_owned())
+                .await
+        });
+        Instance {
+            events: format!("http://{addr}/events"),
+            shutdown,
+            run: tokio::spawn(adapter.run()),
+        }
+    }
+
+    /// The PBX posts `newCall` for call `id` to `instance`.
+    async fn new_call(&self, instance: &Instance, id: &str) -> ContactId {
+        let reply = self
+            .http
+            .post(&instance.events)
+            .bearer_auth(TOKEN)
+            .json(&json!({"event": "newCall", "direction": "in", "callId": id,
+                "from": "+380501234567", "to": "4930609854180"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        assert_eq!(reply.json::<Value>().await.unwrap(), json!({}));
+        self.intake.contact(id)
+    }
+
+    /// Waits up to 5 s for the PBX to have `n` dials.
+    async fn dials(&self, n: usize) -> Vec<(String, Value)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.pbx.count() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let dials = self.pbx.dials();
+        assert!(dials.len() >= n, "{n} dial(s) expected, got {dials:?}");
+        dials
+    }
+}
+
+/// Longer than a few of the dispatcher's polls: time for a dial that
+/// should not happen.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// The reviewer's scenario: `newCall`, a graceful restart, the PBX repeats
+/// its `newCall` (a duplicate), then an agent is chosen: the call is dialled.
+#[tokio::test]
+async fn a_call_repeated_after_a_restart_is_dialled() {
+    let world = World::new().await;
+    let first = world.instance(1).await;
+    let contact = world.new_call(&first, "r1").await;
+    world.routing.set(contact, "waiting", None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.stop().await;
+
+    let second = world.instance(2).await;
+    assert_eq!(world.new_call(&second, "r1").await, contact, "stored once");
+    world.routing.set(contact, "offered", Some("olha"));
+    let dials = world.dials(1).await;
+    assert_eq!(dials[0].1["callId"], "r1");
+    assert_eq!(dials[0].1["agent"], "olha");
+    assert_eq!(dials[0].1["number"], "201");
+    assert_eq!(dials[0].1["contact_id"], contact.to_string());
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        world.pbx.count(),
+        1,
+        "dialled once: {:?}",
+        world.pbx.dials()
+    );
+    world.routing.set(contact, "assigned", Some("olha"));
+    second.stop().await;
+}
+
+/// The PBX repeating its `newCall` while the call waits starts no second
+/// dispatcher: each offer is dialled once.
+#[tokio::test]
+async fn a_repeated_new_call_is_followed_once() {
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "c1").await;
+    world.routing.set(contact, "waiting", None);
+    world.new_call(&instance, "c1").await;
+    world.new_call(&instance, "c1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        world.pbx.count(),
+        1,
+        "dialled once: {:?}",
+        world.pbx.dials()
+    );
+    // Once the call is connected its dispatcher is done, and a later repeat
+    // finds nothing to dial.
+    world.routing.set(contact, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.new_call(&instance, "c1").await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        world.pbx.count(),
+        1,
+        "dialled once: {:?}",
+        world.pbx.dials()
+    );
+    instance.stop().await;
+}
+
+/// An offer taken back (the agent's session lapsed) and made again to the
+/// same agent is a new offer: the PBX is told to dial again, with an
+/// `Idempotency-Key` of its own.
+#[tokio::test]
+async fn a_new_offer_to_the_same_agent_is_dialled_again() {
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "c1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    world.routing.set(contact, "waiting", None);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    world.routing.set(contact, "offered", Some("olha"));
+    let dials = world.dials(2).await;
+    assert_eq!(dials[1].1["agent"], "olha");
+    assert_eq!(dials[0].0, format!("dial:{contact}:olha"));
+    assert_ne!(dials[0].0, dials[1].0, "each offer has its own key");
+    // Another agent, then the first again: three offers, three dials more.
+    world.routing.set(contact, "offered", Some("petro"));
+    world.dials(3).await;
+    world.routing.set(contact, "offered", Some("olha"));
+    let dials = world.dials(4).await;
+    let agents: Vec<&str> = dials
+        .iter()
+        .map(|d| d.1["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["olha", "olha", "petro", "olha"]);
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(world.pbx.count(), 4, "{:?}", world.pbx.dials());
+    instance.stop().await;
+}
+
+/// Two instances both told of a call (the PBX repeated its `newCall`
+/// through a load balancer): one of them dials each offer, and when it
+/// stops, the other takes over.
+#[tokio::test]
+async fn one_instance_dials_a_call_that_several_follow() {
+    let world = World::new().await;
+    let a = world.instance(1).await;
+    let b = world.instance(2).await;
+    let contact = world.new_call(&a, "c1").await;
+    world.routing.set(contact, "waiting", None);
+    world.new_call(&b, "c1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        world.pbx.count(),
+        1,
+        "dialled once: {:?}",
+        world.pbx.dials()
+    );
+
+    // The instance that took the call first stops; the other dials the
+    // next offer.
+    world.routing.set(contact, "waiting", None);
+    a.stop().await;
+    world.routing.set(contact, "offered", Some("petro"));
+    let dials = world.dials(2).await;
+    assert_eq!(dials[1].1["agent"], "petro");
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(world.pbx.count(), 2, "{:?}", world.pbx.dials());
+    b.stop().await;
+}
