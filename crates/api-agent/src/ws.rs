@@ -347,3 +347,17 @@ async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
     };
     Some(result(&reference, outcome))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{WRITE_LIMIT, written};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_client_never_takes_gives_up_after_the_limit() {
+        let started = tokio::time::Instant::now();
+        assert!(!written(std::future::pending::<bool>()).await);
+        assert_eq!(started.elapsed(), WRITE_LIMIT);
+        assert!(written(async { true }).await);
+        assert!(!written(async { false }).await, "a failed write");
+    }
+}
