@@ -47,6 +47,35 @@ fn mentions(text: &str, media_id: &str) -> bool {
     })
 }
 
+/// Log entries read per page, and pages at most, when looking for the
+/// message that brought an attachment (a long conversation's later
+/// attachments are found too).
+const PAGE: usize = 1000;
+const MAX_PAGES: usize = 100;
+
+/// Whether a customer's message in the conversation names `media_id`.
+async fn received(
+    inner: &Inner,
+    conv: &switchboard_core::ConversationId,
+    media_id: &str,
+) -> Result<bool, ApiError> {
+    let mut after = "-".to_owned();
+    for _ in 0..MAX_PAGES {
+        let page = inner.conversations.transcript(conv, &after, PAGE).await?;
+        if page
+            .iter()
+            .any(|e| e.dir == "in" && mentions(&e.msg, media_id))
+        {
+            return Ok(true);
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = last.seq.clone(),
+            _ => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
 pub async fn media(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,
@@ -66,11 +95,7 @@ pub async fn media(
     }
     let fields = inner.contact_fields(&cid).await?;
     let conv = conversation_of(&fields)?;
-    let log = inner.conversations.transcript(&conv, "-", 1000).await?;
-    if !log
-        .iter()
-        .any(|e| e.dir == "in" && mentions(&e.msg, &media_id))
-    {
+    if !received(&inner, &conv, &media_id).await? {
         return Err(unknown());
     }
     let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
