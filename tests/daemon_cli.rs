@@ -48,6 +48,11 @@ fn invalid_configurations_exit_non_zero_with_one_line_naming_the_cause() {
         ),
         ("[redis]\nurl = \"mysql://x\"\n", &[], "redis.url"),
         (
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\n[routing]\nretention_days = 0\n",
+            &[],
+            "routing.retention_days",
+        ),
+        (
             "[redis]\nurl = \"redis://127.0.0.1:1\"\n",
             &[("SWITCHBOARD__REDIS__PARTITIONS", "0")],
             "partitions",

@@ -216,6 +216,14 @@ impl RoutingConfig {
                 problem: "must be at least 500".into(),
             });
         }
+        if !(1..=36_500).contains(&self.retention_days) {
+            // 0 is no "keep for ever" here: the sweep would delete every
+            // contact a minute after it ends.
+            return Err(PlanError {
+                key: "routing.retention_days".into(),
+                problem: "must be 1 to 36500 (days closed contacts are kept)".into(),
+            });
+        }
         self.agent_records()?;
         Ok(plan)
     }
