@@ -171,6 +171,22 @@ impl Worker {
                         }
                         queue.extend(batch.entries);
                     }
+                    Err(error) if error.to_string().contains("NOGROUP") => {
+                        // The feed's key was deleted (a flush, a Redis that
+                        // lost its data): new events made a stream without
+                        // the group. Made again, from the feed's start.
+                        counter!("switchboard_webhook_groups_recreated_total",
+                            "webhook" => self.target.name.clone())
+                        .increment(1);
+                        warn!(webhook = %self.target.name, partition = self.partition.0,
+                            "The webhook feed lost its consumer group; creating it again.");
+                        if let Err(error) = self.feed.ensure_group(self.partition, &group).await {
+                            warn!(webhook = %self.target.name, %error, "Cannot create the webhook feed's group; will retry.");
+                            if sleep(&shutdown, Duration::from_secs(1)).await {
+                                break;
+                            }
+                        }
+                    }
                     Err(error) => {
                         warn!(webhook = %self.target.name, %error, "Cannot read the webhook feed; will retry.");
                         if sleep(&shutdown, Duration::from_secs(1)).await {

@@ -168,3 +168,88 @@ async fn failures_hold_the_partition_back_and_refusals_are_passed() {
         .unwrap();
     assert_eq!(holder, None);
 }
+
+/// The feed's key is deleted under a running dispatcher (a flush, a Redis
+/// that lost its data): the consumer group is made again and later events
+/// are delivered (they used to wait for a restart, a warning a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_lost_its_group_is_delivered_again() {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig {
+        url: redis.url(),
+        password: None,
+        key_prefix: "sb".into(),
+        partitions: 1,
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(1000),
+        topology: Default::default(),
+    })
+    .unwrap()
+    .with_event_feed(true);
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(3600),
+            limits: Default::default(),
+        },
+    );
+    let rx = Arc::new(Mutex::new(Receiver::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .route("/in", axum::routing::post(receive))
+        .with_state(rx.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = WebhookConfig {
+        name: "crm".into(),
+        url: format!("http://127.0.0.1:{port}/in"),
+        secret: Secret::Inline(SECRET.into()),
+        events: vec![switchboard_webhooks::EventType::MessageCreated],
+        timeout_ms: 2000,
+        max_age_hours: 1,
+    };
+    let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(hooks.run(shutdown.clone()));
+    let seen = |n: usize| {
+        let rx = rx.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            while rx.lock().unwrap().seen.len() < n && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            rx.lock().unwrap().seen.len() >= n
+        }
+    };
+
+    intake
+        .submit_event(event("olena", "g1", "before"))
+        .await
+        .unwrap();
+    assert!(seen(1).await, "the first event is delivered");
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg("sb:{p0}:feed")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    intake
+        .submit_event(event("olena", "g2", "after"))
+        .await
+        .unwrap();
+    assert!(seen(2).await, "an event after the loss is delivered");
+    shutdown.cancel();
+    running.await.unwrap();
+    let texts: Vec<String> = rx
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .map(|s| s.1.clone())
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
+}
