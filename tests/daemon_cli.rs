@@ -311,6 +311,56 @@ async fn a_redis_that_could_lose_acknowledged_contacts_is_reported() {
     );
 }
 
+/// A channel that stops with an error (here: its listening port is taken)
+/// stops the instance, non-zero and naming the channel, rather than leaving
+/// it "ready" with the channel's replies never sent.
+#[test]
+fn a_channel_that_fails_at_run_time_stops_the_instance() {
+    let redis = RedisServer::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[redis]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+             [[channels]]\ntype = \"email\"\nname = \"mail\"\n\
+             addresses = [\"help@support.example.com\"]\nattachments_dir = \"{}\"\n\
+             [channels.listen]\naddress = \"127.0.0.1:{port}\"\n\
+             [channels.smtp]\nhost = \"127.0.0.1\"\n",
+            redis.url(),
+            free_port(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = status.unwrap_or_else(|| panic!("still running with a dead channel:\n{stderr}"));
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("channels.mail: stopped"), "{stderr}");
+    drop(taken);
+}
+
 #[test]
 fn deploy_unit_passes_systemd_analyze_verify() {
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {

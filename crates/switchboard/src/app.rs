@@ -158,9 +158,16 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             agent_api.register_media(&name, media);
         }
         let kind = channel.type_name();
+        let fatal = fatal_tx.clone();
         tracker.spawn(async move {
             if let Err(error) = adapter.run().await {
+                // A channel that cannot serve would leave its contacts'
+                // replies unsent while the instance looks ready: the
+                // instance stops (non-zero; systemd restarts it).
                 error!(channel = %name, kind, %error, "Channel stopped with an error.");
+                let _ = fatal
+                    .send(anyhow::anyhow!("channels.{name}: stopped: {error}"))
+                    .await;
             }
         });
         info!(channel = %channel.config().name(), kind, "Channel started.");
