@@ -27,7 +27,9 @@ pub struct RedisOutbox {
     promote: std::sync::Arc<Script>,
     defer: std::sync::Arc<Script>,
     hold: std::sync::Arc<Script>,
-    group_ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    /// The consumer group exists (as far as this reader knows): made once,
+    /// and again after Redis says it is gone (`NOGROUP`).
+    group_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisOutbox {
@@ -65,7 +67,7 @@ impl RedisOutbox {
             promote: std::sync::Arc::new(Script::new(include_str!("lua/outbox_promote.lua"))),
             defer: std::sync::Arc::new(Script::new(include_str!("lua/outbox_defer.lua"))),
             hold: std::sync::Arc::new(Script::new(include_str!("lua/outbox_hold.lua"))),
-            group_ready: std::sync::Arc::new(tokio::sync::OnceCell::new()),
+            group_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -97,38 +99,57 @@ impl RedisOutbox {
     }
 
     async fn ensure_group(&self) -> Result<(), StoreError> {
-        self.group_ready
-            .get_or_try_init(|| async {
-                let mut conn = self.store.conn();
-                let result: redis::RedisResult<()> = self
-                    .store
-                    .bounded(
-                        redis::cmd("XGROUP")
-                            .arg("CREATE")
-                            .arg(self.store.keys().outbox(&self.source))
-                            .arg(GROUP)
-                            .arg("0")
-                            .arg("MKSTREAM")
-                            .query_async(&mut conn),
-                    )
-                    .await
-                    .map(Ok)
-                    .or_else(|e| match e {
-                        StoreError::Protocol(m) if m.contains("BUSYGROUP") => Ok(Ok(())),
-                        other => Err(other),
-                    })?;
-                result.map_err(StoreError::from)
-            })
-            .await
-            .map(|_| ())
+        use std::sync::atomic::Ordering;
+        if self.group_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut conn = self.store.conn();
+        let made: Result<(), StoreError> = self
+            .store
+            .bounded(
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(self.store.keys().outbox(&self.source))
+                    .arg(GROUP)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async(&mut conn),
+            )
+            .await;
+        match made {
+            Ok(()) => {}
+            Err(StoreError::Protocol(m)) if m.contains("BUSYGROUP") => {}
+            Err(other) => return Err(other),
+        }
+        self.group_ready.store(true, Ordering::Release);
+        Ok(())
     }
 
+    /// The next delivery; when Redis lost the consumer group (its key was
+    /// deleted: a flush, a Redis that lost its data, and a later reply made
+    /// the stream again without it), the group is made again on the next
+    /// call.
     async fn next_delivery(&self, wait: Duration) -> Result<Option<OutboundDelivery>, OutboxError> {
+        let result = self.take_delivery(wait).await;
+        if let Err(e) = &result
+            && e.to_string().contains("NOGROUP")
+        {
+            self.group_ready
+                .store(false, std::sync::atomic::Ordering::Release);
+            metrics::counter!("switchboard_store_outbox_groups_recreated_total",
+                "source" => self.source.clone())
+            .increment(1);
+            tracing::warn!(source = %self.source, "The outbox lost its consumer group; it is made again.");
+        }
+        result
+    }
+
+    async fn take_delivery(&self, wait: Duration) -> Result<Option<OutboundDelivery>, OutboxError> {
         self.ensure_group().await?;
         let keys = self.store.keys();
         let stream = keys.outbox(&self.source);
         let mut conn = self.store.conn();
-        let _: i64 = self
+        let unreadable: i64 = self
             .store
             .bounded(
                 self.promote
@@ -139,6 +160,11 @@ impl RedisOutbox {
                     .invoke_async(&mut conn),
             )
             .await?;
+        if unreadable > 0 {
+            metrics::counter!("switchboard_store_unreadable_entries_total")
+                .increment(u64::try_from(unreadable).unwrap_or(0));
+            tracing::warn!(source = %self.source, unreadable, "Deferred outbox entries that were not deliveries were removed.");
+        }
         let claimed: StreamAutoClaimReply = self
             .store
             .bounded(

@@ -341,3 +341,64 @@ async fn one_instance_at_a_time_holds_the_right_to_deliver() {
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
     assert!(one.hold_delivery(lease).await.unwrap());
 }
+
+/// An outbox whose key was deleted (a flush, a Redis that lost its data)
+/// gets its consumer group back, and a deferred member that is not a
+/// delivery does not block the others.
+#[tokio::test]
+async fn an_outbox_recovers_a_lost_group_and_skips_unreadable_deferred_members() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let outbox =
+        RedisOutbox::new(store.clone(), "website", "i1", Duration::from_millis(300)).unwrap();
+    let wait = Duration::from_millis(100);
+    outbox.enqueue(&reply("one")).await.unwrap();
+    let first = outbox.next(wait).await.unwrap().unwrap();
+    outbox
+        .settle(
+            &first,
+            DeliveryOutcome::Delivered {
+                provider_message_id: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let mut conn = raw(&redis).await;
+    let keys = store.keys();
+    let _: i64 = conn.del(keys.outbox("website")).await.unwrap();
+    outbox.enqueue(&reply("two")).await.unwrap();
+    // The first read after the loss may fail (NOGROUP); the next finds it.
+    let mut found = None;
+    for _ in 0..3 {
+        if let Ok(Some(d)) = outbox.next(wait).await {
+            found = Some(d);
+            break;
+        }
+    }
+    let second = found.expect("delivered after the group was made again");
+    assert_eq!(second.message.text, "two");
+    outbox
+        .settle(
+            &second,
+            DeliveryOutcome::Delivered {
+                provider_message_id: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let _: i64 = conn
+        .zadd(
+            keys.outbox_deferred("website"),
+            "garbage-without-separator",
+            0,
+        )
+        .await
+        .unwrap();
+    outbox.enqueue(&reply("three")).await.unwrap();
+    let third = outbox.next(wait).await.unwrap().expect("not blocked");
+    assert_eq!(third.message.text, "three");
+    let left: usize = conn.zcard(keys.outbox_deferred("website")).await.unwrap();
+    assert_eq!(left, 0, "the unreadable member is removed");
+}
