@@ -323,7 +323,10 @@ fn merged(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true)
+                // Values stay text: serde makes numbers and booleans of
+                // them where a key wants one, and leaves "0100" (a key
+                // prefix, an instance id, a password) as written.
+                .try_parsing(false)
                 .source(Some(overrides)),
         )
         .build()
@@ -784,6 +787,30 @@ mod tests {
         assert_eq!(config.redis.url, "redis://env:6380");
         assert_eq!(config.redis.partitions, 4);
         assert_eq!(config.http.listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn environment_strings_stay_strings() {
+        // Values that look like numbers are taken as written where the key
+        // is text: a key prefix "0100" is not the number 100.
+        let f = file("[redis]\nurl = \"redis://file:6379\"\n");
+        let config = load(
+            f.path(),
+            env(&[
+                ("SWITCHBOARD__REDIS__KEY_PREFIX", "0100"),
+                ("SWITCHBOARD__INSTANCE__ID", "007"),
+                ("SWITCHBOARD__REDIS__PASSWORD", "12345678"),
+                ("SWITCHBOARD__SHUTDOWN__DRAIN_TIMEOUT_SECS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.redis.key_prefix, "0100");
+        assert_eq!(config.instance.id, "007");
+        assert!(
+            config.redis.password.is_some(),
+            "a numeric password is a password"
+        );
+        assert_eq!(config.shutdown.drain_timeout_secs, 7, "numbers still parse");
     }
 
     #[test]
