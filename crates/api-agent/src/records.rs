@@ -120,14 +120,16 @@ pub async fn export(
     // store is a 503 rather than a cut-off 200.
     let first = rec
         .records()
-        .contacts_between(q.from, q.to, 0, EXPORT_BATCH)
+        .contacts_page(q.from, q.to, None, EXPORT_BATCH)
         .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
     tokio::spawn(async move {
         let mut batch = first;
-        let mut offset = 0;
         loop {
             let n = batch.len();
+            // Paged by position, not offset: the retention sweep may remove
+            // contacts ahead of it meanwhile.
+            let last = batch.last().cloned();
             for (id, _) in batch {
                 let Ok(cid) = id.parse() else { continue };
                 let line = match contact_record(rec.sources(), &cid).await {
@@ -143,13 +145,12 @@ pub async fn export(
                     return;
                 }
             }
-            if n < EXPORT_BATCH {
+            let Some((last_id, last_at)) = last.filter(|_| n == EXPORT_BATCH) else {
                 return;
-            }
-            offset += n;
+            };
             batch = match rec
                 .records()
-                .contacts_between(q.from, q.to, offset, EXPORT_BATCH)
+                .contacts_page(q.from, q.to, Some((&last_id, last_at)), EXPORT_BATCH)
                 .await
             {
                 Ok(b) => b,

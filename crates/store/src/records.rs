@@ -171,6 +171,61 @@ impl Records {
         Ok(flat.into_iter().map(|(c, s)| (c, s as u64)).collect())
     }
 
+    /// A page of the contacts queued between `from` and `to` (ms,
+    /// inclusive), oldest first (ties by id), after `after` (the last one
+    /// of the previous page: its id and time), at most `limit`. Unlike an
+    /// offset, the position holds while the retention sweep removes
+    /// contacts ahead of it.
+    pub async fn contacts_page(
+        &self,
+        from: u64,
+        to: u64,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let Some((last, at)) = after else {
+            return self.contacts_between(from, to, 0, limit).await;
+        };
+        let key = self.store.keys().route("contacts");
+        let mut conn = self.conn();
+        // The rest of the contacts queued in the same millisecond (Redis
+        // orders them by id), then those after it.
+        let same: Vec<String> = self
+            .store
+            .bounded(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&key)
+                    .arg(at)
+                    .arg(at)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut page: Vec<(String, u64)> = same
+            .into_iter()
+            .filter(|id| id.as_str() > last)
+            .map(|id| (id, at))
+            .take(limit)
+            .collect();
+        if page.len() < limit && at < to {
+            let later: Vec<(String, f64)> = self
+                .store
+                .bounded(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&key)
+                        .arg(format!("({at}"))
+                        .arg(to)
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit - page.len())
+                        .query_async(&mut conn),
+                )
+                .await?;
+            page.extend(later.into_iter().map(|(c, s)| (c, s as u64)));
+        }
+        Ok(page)
+    }
+
     /// The person's contacts across channels, newest first, at most
     /// `limit`, with the time each was queued.
     pub async fn person_contacts(

@@ -191,3 +191,48 @@ async fn a_contact_is_rated_once() {
     assert_eq!(rated.len(), 1);
     assert_eq!(rated[0].fields["s"], "4");
 }
+
+/// Paging through the contacts by position: contacts removed ahead of the
+/// position meanwhile (the retention sweep) shift nothing, and contacts
+/// queued in the same millisecond are all read, once.
+#[tokio::test]
+async fn contact_pages_hold_their_position_while_contacts_are_removed() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let records = Records::new(store.clone());
+    let mut conn = raw(&redis).await;
+    let key = store.keys().route("contacts");
+    // c1..c7; c3, c4 and c5 share a millisecond.
+    for (id, at) in [
+        ("c1", 10),
+        ("c2", 20),
+        ("c3", 30),
+        ("c4", 30),
+        ("c5", 30),
+        ("c6", 40),
+        ("c7", 50),
+    ] {
+        let _: i64 = redis::AsyncCommands::zadd(&mut conn, &key, id, at)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut page = records.contacts_page(0, u64::MAX, None, 2).await.unwrap();
+    let mut removed = false;
+    while !page.is_empty() {
+        seen.extend(page.iter().map(|(id, _)| id.clone()));
+        let (last, at) = page.last().cloned().unwrap();
+        if !removed {
+            // The sweep removes the oldest two after the first page.
+            let _: i64 = redis::AsyncCommands::zrem(&mut conn, &key, &["c1", "c2"])
+                .await
+                .unwrap();
+            removed = true;
+        }
+        page = records
+            .contacts_page(0, u64::MAX, Some((&last, at)), 2)
+            .await
+            .unwrap();
+    }
+    assert_eq!(seen, ["c1", "c2", "c3", "c4", "c5", "c6", "c7"]);
+}
