@@ -10,8 +10,10 @@ use subtle::ConstantTimeEq;
 /// Where a secret comes from. In TOML:
 /// `token = "inline"`, `token = { file = "/etc/switchboard/token" }` or
 /// `token = { env = "INTAKE_TOKEN" }`. A file's trailing newline is dropped.
+/// A table with any other key, or with both, is refused (it used to be
+/// read as whichever form matched first).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum Secret {
     Inline(String),
     File { file: PathBuf },
@@ -96,6 +98,18 @@ mod tests {
     #[derive(Debug, Deserialize)]
     struct Holder {
         token: Secret,
+    }
+
+    #[test]
+    fn a_table_with_other_keys_is_refused() {
+        for bad in [
+            r#"token = { file = "/x", bogus = "x" }"#,
+            r#"token = { file = "/x", env = "X" }"#,
+            r#"token = { envv = "X" }"#,
+        ] {
+            assert!(toml::from_str::<Holder>(bad).is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Holder>(r#"token = { env = "X" }"#).is_ok());
     }
 
     #[test]
