@@ -55,6 +55,40 @@ async fn receive(
     status
 }
 
+/// A store with the webhook feed on, over one partition, and its intake.
+fn store_and_intake(redis: &RedisServer) -> (Store, RedisIntake) {
+    let store = Store::new(StoreConfig {
+        url: redis.url(),
+        password: None,
+        key_prefix: "sb".into(),
+        partitions: 1,
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(1000),
+        topology: Default::default(),
+    })
+    .unwrap()
+    .with_event_feed(true);
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(3600),
+            limits: Default::default(),
+        },
+    );
+    (store, intake)
+}
+
+/// A local receiver at `/in`; its URL.
+async fn serve_receiver(rx: Arc<Mutex<Receiver>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .route("/in", axum::routing::post(receive))
+        .with_state(rx);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://127.0.0.1:{port}/in")
+}
+
 fn event(customer: &str, id: &str, text: &str) -> InboundEvent {
     InboundEvent {
         channel: ChannelKind::Chat,
@@ -75,24 +109,7 @@ fn event(customer: &str, id: &str, text: &str) -> InboundEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_hold_the_partition_back_and_refusals_are_passed() {
     let redis = RedisServer::start();
-    let store = Store::new(StoreConfig {
-        url: redis.url(),
-        password: None,
-        key_prefix: "sb".into(),
-        partitions: 1,
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(1000),
-        topology: Default::default(),
-    })
-    .unwrap()
-    .with_event_feed(true);
-    let intake = RedisIntake::new(
-        store.clone(),
-        IntakeSettings {
-            dedupe_window: Duration::from_secs(3600),
-            limits: Default::default(),
-        },
-    );
+    let (store, intake) = store_and_intake(&redis);
     for (id, text) in [("m1", "first"), ("m2", "reject-me"), ("m3", "third")] {
         intake.submit_event(event("olena", id, text)).await.unwrap();
     }
@@ -101,16 +118,11 @@ async fn failures_hold_the_partition_back_and_refusals_are_passed() {
         failures_left: 2,
         ..Receiver::default()
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .route("/in", axum::routing::post(receive))
-        .with_state(rx.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = serve_receiver(rx.clone()).await;
 
     let config = WebhookConfig {
         name: "crm".into(),
-        url: format!("http://127.0.0.1:{port}/in"),
+        url,
         secret: Secret::Inline(SECRET.into()),
         events: switchboard_webhooks::EventType::ALL.to_vec(),
         timeout_ms: 2000,
@@ -175,34 +187,12 @@ async fn failures_hold_the_partition_back_and_refusals_are_passed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_that_lost_its_group_is_delivered_again() {
     let redis = RedisServer::start();
-    let store = Store::new(StoreConfig {
-        url: redis.url(),
-        password: None,
-        key_prefix: "sb".into(),
-        partitions: 1,
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(1000),
-        topology: Default::default(),
-    })
-    .unwrap()
-    .with_event_feed(true);
-    let intake = RedisIntake::new(
-        store.clone(),
-        IntakeSettings {
-            dedupe_window: Duration::from_secs(3600),
-            limits: Default::default(),
-        },
-    );
+    let (store, intake) = store_and_intake(&redis);
     let rx = Arc::new(Mutex::new(Receiver::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .route("/in", axum::routing::post(receive))
-        .with_state(rx.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = serve_receiver(rx.clone()).await;
     let config = WebhookConfig {
         name: "crm".into(),
-        url: format!("http://127.0.0.1:{port}/in"),
+        url,
         secret: Secret::Inline(SECRET.into()),
         events: vec![switchboard_webhooks::EventType::MessageCreated],
         timeout_ms: 2000,
