@@ -444,6 +444,26 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
             &format!("return !{}.hidden;", w("sb-rating-form")),
         )
         .await;
+    // The visitor reloads before rating: the widget kept the closed
+    // conversation, the new session rates it.
+    visitor.client.refresh().await.unwrap();
+    visitor
+        .until(
+            WAIT,
+            "the widget is back",
+            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
+        )
+        .await;
+    visitor
+        .js("window.SwitchboardWidget.open(); return true;", vec![])
+        .await;
+    visitor
+        .until(
+            WAIT,
+            "the rating form after the reload",
+            &format!("return !{}.hidden;", w("sb-rating-form")),
+        )
+        .await;
     visitor
         .js(
             &format!(

@@ -165,14 +165,24 @@ pub trait ConversationLog: Send + Sync + fmt::Debug {
         id: &'a str,
         within: usize,
     ) -> BoxFuture<'a, Result<Option<LogEntry>, IntakeError>>;
-    /// Appends an entry that is not a customer message (a rating) and rings
-    /// the doorbell; returns its seq.
-    fn append<'a>(
+    /// Appends an entry that is not a customer message and of which a
+    /// conversation keeps one (`dir` `rating`), then rings the doorbell;
+    /// returns its seq, or `None` when the conversation has one already (a
+    /// repeat, another tab).
+    fn append_once<'a>(
         &'a self,
         conversation: &'a ConversationId,
         contact: &'a ContactId,
         source: &'a str,
         dir: &'a str,
         msg: &'a str,
-    ) -> BoxFuture<'a, Result<String, IntakeError>>;
+    ) -> BoxFuture<'a, Result<Option<String>, IntakeError>>;
+    /// The contact of `conversation` when it is the customer's on `source`,
+    /// open or closed; `None` when it is unknown or someone else's.
+    fn customer_conversation<'a>(
+        &'a self,
+        source: &'a str,
+        customer: &'a CustomerIdentity,
+        conversation: &'a ConversationId,
+    ) -> BoxFuture<'a, Result<Option<ContactId>, IntakeError>>;
 }

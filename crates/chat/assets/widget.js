@@ -195,7 +195,7 @@
       outbox: Array.isArray(v.outbox) ? v.outbox : [],
       history: Array.isArray(v.history) ? v.history : [],
       prechatDone: !!v.prechatDone,
-      rate: !!v.rate,
+      rate: typeof v.rate === 'string' ? v.rate : !!v.rate, // the closed conversation to rate
       agent: v.agent || null
     };
   }
@@ -606,7 +606,7 @@
         return;
       case 'agent': return onAgent(f);
       case 'queue': return onQueue(f);
-      case 'closed': return onClosed();
+      case 'closed': return onClosed(f);
       case 'result': return onResult(f);
       case 'error': return onError(f);
       default: return; // pong and fields/types of later versions are ignored
@@ -763,10 +763,12 @@
     }
     queueEl.hidden = false;
   }
-  function onClosed() {
+  function onClosed(f) {
     notice(t('ended'));
+    // Kept until rated, so that a reload can still rate it.
+    S.rate = (typeof f.conversation === 'string' && f.conversation) || S.conversation || true;
     S.conversation = null; S.lastSeq = null; S.history = []; S.agent = null;
-    S.prechatDone = false; S.rate = true;
+    S.prechatDone = false;
     save();
     setText(queueEl, ''); setText(agentEl, ''); setText(typingEl, '');
     showRating();
@@ -786,6 +788,7 @@
     var form = ratingForm.form, checked = form.querySelector('input[name=score]:checked');
     if (!checked) { showError('bad_rating'); return; }
     var f = { type: 'rating', score: Number(checked.value) };
+    if (typeof S.rate === 'string') f.conversation = S.rate;
     var comment = form.querySelector('textarea').value.trim();
     if (comment) f.comment = comment.slice(0, 1000);
     form.querySelector('[type=submit]').disabled = true;

@@ -44,6 +44,11 @@ pub enum ClientFrame {
         score: u8,
         #[serde(default)]
         comment: Option<String>,
+        /// The closed conversation rated, as `closed` named it: lets a
+        /// visitor who reloaded the page (whose session no longer has it)
+        /// rate it.
+        #[serde(default)]
+        conversation: Option<String>,
     },
     Offline {
         name: String,
@@ -103,6 +108,7 @@ pub enum ServerFrame {
     },
     Closed {
         reason: &'static str,
+        conversation: String,
     },
     Result {
         of: &'static str,

@@ -92,7 +92,6 @@ struct Seen {
     position: Option<u32>,
     waiting: bool,
     closed: bool,
-    rated: bool,
 }
 
 struct Conn {
@@ -680,7 +679,12 @@ impl Conn {
                 if !active.seen.closed {
                     active.seen.closed = true;
                     active.seen.agent = None;
-                    self.send(&ServerFrame::Closed { reason: "agent" }).await?;
+                    let conversation = active.conv.map(|(c, _)| c.to_string()).unwrap_or_default();
+                    self.send(&ServerFrame::Closed {
+                        reason: "agent",
+                        conversation,
+                    })
+                    .await?;
                 }
             }
             _ => {
@@ -766,7 +770,11 @@ impl Conn {
                 self.live(active, LiveKind::Read, false, &seq).await;
                 Ok(())
             }
-            ClientFrame::Rating { score, comment } => self.rating(active, score, comment).await,
+            ClientFrame::Rating {
+                score,
+                comment,
+                conversation,
+            } => self.rating(active, score, comment, conversation).await,
             ClientFrame::Offline { name, email, text } => {
                 self.offline(active, name, email, text).await
             }
@@ -978,38 +986,17 @@ impl Conn {
         }
     }
 
+    /// A CSAT rating of the session's conversation once it is closed, or
+    /// of the closed conversation the frame names (a visitor who reloaded
+    /// the page). Kept once per conversation: routing counts the first
+    /// rating, the transcript gets one entry whatever the repeats or tabs.
     async fn rating(
         &self,
         active: &mut Active,
         score: u8,
         comment: Option<String>,
+        named: Option<String>,
     ) -> Result<(), End> {
-        let Some((conv, contact)) = active.conv else {
-            return self
-                .refuse("not_closed", "there is no conversation to rate")
-                .await;
-        };
-        if !active.seen.closed {
-            // The poll may lag: ask routing now.
-            if let Ok(Some(view)) = self.shared.ctx.routing.route(&contact).await
-                && view.state == "closed"
-            {
-                active.seen.closed = true;
-            }
-        }
-        if !active.seen.closed {
-            return self
-                .refuse("not_closed", "rate the conversation once it is closed")
-                .await;
-        }
-        if active.seen.rated {
-            return self
-                .send(&ServerFrame::Result {
-                    of: "rating",
-                    ok: true,
-                })
-                .await;
-        }
         let comment = comment.unwrap_or_default();
         if !(1..=5).contains(&score) || comment.chars().count() > 1000 {
             return self
@@ -1019,8 +1006,17 @@ impl Conn {
                 )
                 .await;
         }
-        // Routing's record first (the KPIs' CSAT; idempotent, so a retry
-        // after a failed log append counts once), then the transcript.
+        let Some((conv, contact, closed)) = self.rated_conversation(active, named).await? else {
+            return Ok(());
+        };
+        if !closed {
+            return self
+                .refuse("not_closed", "rate the conversation once it is closed")
+                .await;
+        }
+        // Routing's record first (the KPIs' CSAT; the first rating counts,
+        // so a retry after a failed log append counts once), then the
+        // transcript's one entry.
         if let Err(error) = self.shared.ctx.routing.rate(&contact, score).await {
             debug!(%error, "Cannot record a rating.");
             return self
@@ -1032,13 +1028,12 @@ impl Conn {
             .shared
             .ctx
             .conversations
-            .append(&conv, &contact, &self.shared.ctx.name, "rating", &msg)
+            .append_once(&conv, &contact, &self.shared.ctx.name, "rating", &msg)
             .await
         {
-            Ok(_) => {
-                active.seen.rated = true;
-                counter!("switchboard_chat_ratings_total", "score" => score.to_string())
-                    .increment(1);
+            Ok(stored) => {
+                let outcome = if stored.is_some() { "stored" } else { "repeat" };
+                counter!("switchboard_chat_ratings_total", "outcome" => outcome).increment(1);
                 self.send(&ServerFrame::Result {
                     of: "rating",
                     ok: true,
@@ -1051,6 +1046,75 @@ impl Conn {
                     .await
             }
         }
+    }
+
+    /// The conversation a rating is for, its contact and whether it is
+    /// closed; `None` once the frame was refused.
+    async fn rated_conversation(
+        &self,
+        active: &mut Active,
+        named: Option<String>,
+    ) -> Result<Option<(ConversationId, ContactId, bool)>, End> {
+        let named = match named.as_deref().map(str::parse::<ConversationId>) {
+            None => None,
+            Some(Ok(conv)) => Some(conv),
+            Some(Err(_)) => {
+                self.refuse("bad_frame", "conversation must be a conversation id")
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let current = active.conv.filter(|(c, _)| named.is_none_or(|n| n == *c));
+        if let Some((conv, contact)) = current {
+            if !active.seen.closed {
+                // The poll may lag: ask routing now.
+                if let Ok(Some(view)) = self.shared.ctx.routing.route(&contact).await
+                    && view.state == "closed"
+                {
+                    active.seen.closed = true;
+                }
+            }
+            return Ok(Some((conv, contact, active.seen.closed)));
+        }
+        let Some(conv) = named else {
+            self.refuse("not_closed", "there is no conversation to rate")
+                .await?;
+            return Ok(None);
+        };
+        // A conversation of an earlier session: it must be this visitor's.
+        let owned = self
+            .shared
+            .ctx
+            .conversations
+            .customer_conversation(&self.shared.ctx.name, &active.customer, &conv)
+            .await;
+        let contact = match owned {
+            Ok(Some(contact)) => contact,
+            Ok(None) => {
+                counter!("switchboard_chat_ratings_refused_total", "reason" => "not_theirs")
+                    .increment(1);
+                self.refuse("not_closed", "there is no such conversation to rate")
+                    .await?;
+                return Ok(None);
+            }
+            Err(error) => {
+                debug!(%error, "Cannot look up the rated conversation.");
+                self.refuse("unavailable", "not stored; send it again shortly")
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let closed = match self.shared.ctx.routing.route(&contact).await {
+            Ok(Some(view)) => view.state == "closed",
+            Ok(None) => false,
+            Err(error) => {
+                debug!(%error, "Cannot read the rated contact's state.");
+                self.refuse("unavailable", "not stored; send it again shortly")
+                    .await?;
+                return Ok(None);
+            }
+        };
+        Ok(Some((conv, contact, closed)))
     }
 
     async fn offline(

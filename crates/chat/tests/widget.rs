@@ -577,6 +577,135 @@ async fn two_tabs_of_one_visitor_both_get_the_reply() {
     );
 }
 
+/// The rating entries of a conversation's transcript.
+async fn ratings(store: &Store, conversation: &str) -> Vec<String> {
+    Conversations::new(store.clone())
+        .transcript(&conversation.parse().unwrap(), "-", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.dir == "rating")
+        .map(|e| e.msg)
+        .collect()
+}
+
+async fn rate(ws: &mut Ws, frame: Value) -> Value {
+    send(ws, frame).await;
+    loop {
+        let f = recv(ws).await;
+        if f["type"] == "result" || f["type"] == "error" {
+            return f;
+        }
+    }
+}
+
+/// A visitor's chat that routing closed and ended, as the `closed` frame
+/// told them: their socket, session token and the conversation's id.
+async fn closed_chat(w: &World, addr: SocketAddr) -> (Ws, String, String) {
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let token = hello(&mut ws, None, None).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ack = message(&mut ws, "c1", "hello").await;
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let contact = contact_of(&w.store, &conversation).await;
+    w.routing.set(contact.parse().unwrap(), "closed", None);
+    let closed = recv_type(&mut ws, "closed").await;
+    assert_eq!(closed["conversation"], conversation.as_str());
+    Conversations::new(w.store.clone())
+        .end(&contact.parse().unwrap())
+        .await
+        .unwrap();
+    (ws, token, conversation)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_chat_keeps_one_rating_and_can_be_rated_after_a_reload() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let (mut tab1, token, conversation) = closed_chat(&w, addr).await;
+    let mut tab2 = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut tab2, Some(&token), None).await;
+
+    // Two tabs rate: the first rating is the transcript's only one.
+    let first = rate(&mut tab1, json!({"type": "rating", "score": 5})).await;
+    assert_eq!(
+        (first["type"].as_str(), first["ok"].as_bool()),
+        (Some("result"), Some(true))
+    );
+    let second = rate(
+        &mut tab2,
+        json!({"type": "rating", "score": 1, "conversation": conversation}),
+    )
+    .await;
+    assert_eq!(
+        (second["type"].as_str(), second["ok"].as_bool()),
+        (Some("result"), Some(true))
+    );
+    let logged = ratings(&w.store, &conversation).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("\"score\":5"), "{logged:?}");
+
+    // The visitor reloads the page.
+    let mut reloaded = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut reloaded, Some(&token), None).await;
+    assert!(welcome["conversation"].is_null());
+    // Without the id the session has nothing to rate ...
+    let bare = rate(&mut reloaded, json!({"type": "rating", "score": 4})).await;
+    assert_eq!(bare["code"], "not_closed");
+    // ... with it, the rating is taken (the conversation keeps its first).
+    let named = rate(
+        &mut reloaded,
+        json!({"type": "rating", "score": 4, "conversation": conversation}),
+    )
+    .await;
+    assert_eq!(
+        (named["type"].as_str(), named["ok"].as_bool()),
+        (Some("result"), Some(true))
+    );
+    assert_eq!(ratings(&w.store, &conversation).await.len(), 1);
+
+    // Another visitor cannot rate it, nor name garbage.
+    let mut stranger = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut stranger, None, None).await;
+    let refused = rate(
+        &mut stranger,
+        json!({"type": "rating", "score": 1, "conversation": conversation}),
+    )
+    .await;
+    assert_eq!(refused["code"], "not_closed");
+    let garbage = rate(
+        &mut stranger,
+        json!({"type": "rating", "score": 1, "conversation": "nope"}),
+    )
+    .await;
+    assert_eq!(garbage["code"], "bad_frame");
+    assert_eq!(ratings(&w.store, &conversation).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_who_reloaded_rates_the_conversation_the_widget_kept() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let (ws, token, conversation) = closed_chat(&w, addr).await;
+    drop(ws);
+    let mut reloaded = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut reloaded, Some(&token), None).await;
+    let named = rate(
+        &mut reloaded,
+        json!({"type": "rating", "score": 3, "comment": "after a reload", "conversation": conversation}),
+    )
+    .await;
+    assert_eq!(
+        (named["type"].as_str(), named["ok"].as_bool()),
+        (Some("result"), Some(true))
+    );
+    let logged = ratings(&w.store, &conversation).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("after a reload"), "{logged:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_reaches_a_visitor_connected_to_another_instance() {
     let w = world();

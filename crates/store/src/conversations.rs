@@ -425,6 +425,73 @@ impl Conversations {
             .map(|contact| (conv, contact)))
     }
 
+    /// Appends an entry of which a conversation keeps one (`dir`, e.g.
+    /// `rating`), then rings the doorbell: `None`, and nothing written, when
+    /// the conversation has one already. The mark (`once:<dir>` in the
+    /// conversation's hash) and the entry are written in one step, so a
+    /// retry after a lost answer, or a second tab, never adds a second one.
+    pub async fn append_once(
+        &self,
+        conversation: &ConversationId,
+        contact: &ContactId,
+        source: &str,
+        dir: &str,
+        msg: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let keys = self.store.keys();
+        let at = Timestamp::now().as_millis();
+        // The conversation's hash and its log share the partition's hash tag.
+        let script = redis::Script::new(
+            "if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4]) == 0 then return false end \
+             return redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'dir', ARGV[3], \
+               'at', ARGV[4], 'msg', ARGV[5])",
+        );
+        let mut inv = script.prepare_invoke();
+        inv.key(keys.conversation(conversation))
+            .key(keys.conversation_log(conversation))
+            .arg(format!("once:{dir}"))
+            .arg(MessageId::new().to_string())
+            .arg(dir)
+            .arg(at)
+            .arg(msg);
+        let mut conn = self.store.conn();
+        let seq: Option<String> = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        if let Some(seq) = &seq {
+            let event = LiveEvent::log(conversation, &contact.to_string(), source, seq, dir)
+                .with_entry(switchboard_channel::entry_text(msg), at);
+            crate::Live::new(self.store.clone()).publish(&event).await;
+        }
+        Ok(seq)
+    }
+
+    /// The contact of `conversation` when it is `customer`'s on `source`
+    /// (open or closed); `None` when it is unknown or someone else's.
+    pub async fn customer_conversation(
+        &self,
+        source: &str,
+        customer: &CustomerIdentity,
+        conversation: &ConversationId,
+    ) -> Result<Option<ContactId>, StoreError> {
+        let mut conn = self.store.conn();
+        let (contact, of_source, of_customer): (Option<String>, Option<String>, Option<String>) =
+            self.store
+                .bounded(
+                    redis::cmd("HMGET")
+                        .arg(self.store.keys().conversation(conversation))
+                        .arg("contact")
+                        .arg("source")
+                        .arg("customer")
+                        .query_async(&mut conn),
+                )
+                .await?;
+        if of_source.as_deref() != Some(source)
+            || of_customer.as_deref() != Some(customer.to_string().as_str())
+        {
+            return Ok(None);
+        }
+        Ok(contact.and_then(|c| c.parse().ok()))
+    }
+
     /// The entry at `seq`, if the log has it.
     pub async fn entry_at(
         &self,
@@ -522,27 +589,31 @@ impl ConversationLog for Conversations {
         })
     }
 
-    fn append<'a>(
+    fn append_once<'a>(
         &'a self,
         conversation: &'a ConversationId,
         contact: &'a ContactId,
         source: &'a str,
         dir: &'a str,
         msg: &'a str,
-    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, IntakeError>> {
         Box::pin(async move {
-            let id = MessageId::new().to_string();
-            Conversations::append(
-                self,
-                conversation,
-                &contact.to_string(),
-                source,
-                &id,
-                dir,
-                msg,
-            )
-            .await
-            .map_err(unavailable)
+            Conversations::append_once(self, conversation, contact, source, dir, msg)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn customer_conversation<'a>(
+        &'a self,
+        source: &'a str,
+        customer: &'a CustomerIdentity,
+        conversation: &'a ConversationId,
+    ) -> BoxFuture<'a, Result<Option<ContactId>, IntakeError>> {
+        Box::pin(async move {
+            Conversations::customer_conversation(self, source, customer, conversation)
+                .await
+                .map_err(unavailable)
         })
     }
 }

@@ -292,15 +292,23 @@ impl ConversationLog for Unused {
     ) -> BoxFuture<'a, Result<Option<LogEntry>, IntakeError>> {
         Box::pin(async { Ok(None) })
     }
-    fn append<'a>(
+    fn append_once<'a>(
         &'a self,
         _: &'a ConversationId,
         _: &'a ContactId,
         _: &'a str,
         _: &'a str,
         _: &'a str,
-    ) -> BoxFuture<'a, Result<String, IntakeError>> {
-        Box::pin(async { Ok(String::new()) })
+    ) -> BoxFuture<'a, Result<Option<String>, IntakeError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn customer_conversation<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a CustomerIdentity,
+        _: &'a ConversationId,
+    ) -> BoxFuture<'a, Result<Option<ContactId>, IntakeError>> {
+        Box::pin(async { Ok(None) })
     }
 }
 
