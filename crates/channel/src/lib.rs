@@ -277,6 +277,17 @@ impl fmt::Display for Resource {
     }
 }
 
+/// A channel another one hands work to ([`ChannelConfig::hands_to`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// The configuration key that names it, e.g. `offline.email_channel`.
+    pub key: &'static str,
+    /// The channel's configured name.
+    pub channel: String,
+    /// The type it must have (`type = …` in `[[channels]]`), e.g. `email`.
+    pub channel_type: &'static str,
+}
+
 /// Why an adapter could not be built or stopped running.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -299,6 +310,12 @@ pub trait ChannelConfig: fmt::Debug + Send + Sync {
     fn validate(&self) -> Result<(), ChannelError>;
     /// What the adapter will claim, known before it is built.
     fn resources(&self) -> Vec<Resource> {
+        Vec::new()
+    }
+    /// The other channels it hands work to (a chat's offline form is
+    /// answered by mail): each must be configured, of the type named, or
+    /// that work would wait in an outbox nobody reads.
+    fn hands_to(&self) -> Vec<Handoff> {
         Vec::new()
     }
     /// Builds the adapter.

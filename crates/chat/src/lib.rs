@@ -50,7 +50,7 @@ pub mod fuzzing {
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use switchboard_channel::{
-    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, MediaSource,
+    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Handoff, MediaSource,
 };
 
 /// Everything a session needs, shared by the instance's sessions.
@@ -72,6 +72,17 @@ impl ChannelConfig for ChatConfig {
 
     fn validate(&self) -> Result<(), ChannelError> {
         self.check()
+    }
+
+    fn hands_to(&self) -> Vec<Handoff> {
+        self.offline
+            .iter()
+            .map(|o| Handoff {
+                key: "offline.email_channel",
+                channel: o.email_channel.clone(),
+                channel_type: "email",
+            })
+            .collect()
     }
 
     fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError> {

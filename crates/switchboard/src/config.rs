@@ -4,7 +4,7 @@
 
 use crate::channels::ChannelSettings;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -457,6 +457,36 @@ impl Config {
                 }
             }
         }
+        self.check_handoffs()
+    }
+
+    /// Every channel a channel hands work to exists and has the right type.
+    fn check_handoffs(&self) -> Result<(), ConfigError> {
+        let types: HashMap<&str, &str> = self
+            .channels
+            .iter()
+            .map(|c| (c.config().name(), c.type_name()))
+            .collect();
+        for channel in &self.channels {
+            let config = channel.config();
+            for handoff in config.hands_to() {
+                let problem = match types.get(handoff.channel.as_str()) {
+                    Some(t) if *t == handoff.channel_type => continue,
+                    Some(t) => format!(
+                        "channel {:?} is of type {t:?}, not {:?}",
+                        handoff.channel, handoff.channel_type
+                    ),
+                    None => format!(
+                        "no channel is named {:?} (a {:?} channel is needed)",
+                        handoff.channel, handoff.channel_type
+                    ),
+                };
+                return Err(ConfigError::new(
+                    format!("channels.{}.{}", config.name(), handoff.key),
+                    problem,
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -873,6 +903,33 @@ mod tests {
             );
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
+    }
+
+    /// A chat's offline form is answered through the email channel it
+    /// names: a name that is not configured, or not an email channel, is
+    /// refused (the answers would wait in an outbox nobody reads).
+    #[test]
+    fn an_offline_form_needs_the_email_channel_it_names() {
+        let chat = "[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"chat\"\nname = \"website\"\n\
+            session_secret = \"0123456789abcdef0123456789abcdef\"\n\
+            [[channels.widgets]]\nid = \"shop\"\norigins = [\"https://shop.example.com\"]\n\
+            [channels.offline]\nemail_channel = \"mail\"\naddress = \"help@support.example.com\"\n";
+        let intake =
+            "[[channels]]\ntype = \"intake_api\"\nname = \"mail\"\ntoken = \"0123456789abcdef0\"\n";
+        let email = "[[channels]]\ntype = \"email\"\nname = \"mail\"\ndomains = [\"support.example.com\"]\n\
+            attachments_dir = \"/tmp/switchboard-test-attachments\"\n[channels.listen]\naddress = \"127.0.0.1:2424\"\n\
+            [channels.smtp]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\n";
+        for (extra, problem) in [
+            ("", "no channel is named \"mail\""),
+            (intake, "is of type \"intake_api\", not \"email\""),
+        ] {
+            let f = file(&format!("{chat}{extra}"));
+            let err = load(f.path(), env(&[])).unwrap_err();
+            assert_eq!(err.key, "channels.website.offline.email_channel", "{err}");
+            assert!(err.to_string().contains(problem), "{err}");
+        }
+        let f = file(&format!("{chat}{email}"));
+        load(f.path(), env(&[])).unwrap();
     }
 
     #[test]
