@@ -30,6 +30,10 @@ pub struct RedisOutbox {
     /// The consumer group exists (as far as this reader knows): made once,
     /// and again after Redis says it is gone (`NOGROUP`).
     group_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Where the next `XAUTOCLAIM` goes on in the pending list: each call
+    /// looks at a few entries only, so one that starts at the beginning
+    /// every time never reaches a stale delivery behind ten in progress.
+    reclaim_from: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl std::fmt::Debug for RedisOutbox {
@@ -68,6 +72,7 @@ impl RedisOutbox {
             defer: std::sync::Arc::new(Script::new(include_str!("lua/outbox_defer.lua"))),
             hold: std::sync::Arc::new(Script::new(include_str!("lua/outbox_hold.lua"))),
             group_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            reclaim_from: std::sync::Arc::new(std::sync::Mutex::new("0-0".to_owned())),
         })
     }
 
@@ -165,6 +170,11 @@ impl RedisOutbox {
                 .increment(u64::try_from(unreadable).unwrap_or(0));
             tracing::warn!(source = %self.source, unreadable, "Deferred outbox entries that were not deliveries were removed.");
         }
+        let from = self
+            .reclaim_from
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|_| "0-0".to_owned());
         let claimed: StreamAutoClaimReply = self
             .store
             .bounded(
@@ -173,12 +183,16 @@ impl RedisOutbox {
                     .arg(GROUP)
                     .arg(&self.consumer)
                     .arg(u64::try_from(self.visibility.as_millis()).unwrap_or(u64::MAX))
-                    .arg("0-0")
+                    .arg(from)
                     .arg("COUNT")
                     .arg(1)
                     .query_async(&mut conn),
             )
             .await?;
+        // "0-0" once the scan reached the end: the next call starts over.
+        if let Ok(mut cursor) = self.reclaim_from.lock() {
+            *cursor = claimed.next_stream_id.clone();
+        }
         if let Some(entry) = claimed.claimed.into_iter().next() {
             return self.delivery(entry).map(Some);
         }

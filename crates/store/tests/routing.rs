@@ -311,6 +311,48 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     assert!(state.contains("window closed"), "{state}");
 }
 
+/// A stale delivery behind more than ten that are in progress (XAUTOCLAIM
+/// looks at ten pending entries per call for a COUNT of 1) is still taken
+/// over: the scan goes on where the last call stopped.
+#[tokio::test]
+async fn a_stale_delivery_behind_many_in_progress_is_taken_over() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let visibility = Duration::from_millis(300);
+    let busy = RedisOutbox::new(store.clone(), "website", "busy", visibility).unwrap();
+    let wait = Duration::from_millis(50);
+    for n in 0..13 {
+        busy.enqueue(&reply(&format!("r{n}"))).await.unwrap();
+    }
+    let mut taken = Vec::new();
+    for _ in 0..13 {
+        taken.push(busy.next(wait).await.unwrap().unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The first twelve are still being worked on (claimed again: not
+    // idle); the last is stale.
+    let stream = store.keys().outbox("website");
+    let mut conn = raw(&redis).await;
+    let mut claim = redis::cmd("XCLAIM");
+    claim.arg(&stream).arg("delivery").arg("busy").arg(0);
+    for d in &taken[..12] {
+        claim.arg(&d.handle);
+    }
+    claim.arg("JUSTID");
+    let _: Vec<String> = claim.query_async(&mut conn).await.unwrap();
+
+    let other = RedisOutbox::new(store.clone(), "website", "other", visibility).unwrap();
+    let mut found = None;
+    for _ in 0..3 {
+        if let Some(d) = other.next(wait).await.unwrap() {
+            found = Some(d);
+            break;
+        }
+    }
+    let found = found.expect("the stale delivery is taken over");
+    assert_eq!(found.message.text, "r12");
+}
+
 #[tokio::test]
 async fn one_instance_at_a_time_holds_the_right_to_deliver() {
     let redis = RedisServer::start();
