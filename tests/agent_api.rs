@@ -374,6 +374,63 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
         (r.status, r.json()["error"]["code"].as_str()),
         (422, Some("invalid_agent"))
     );
+    // Capacities are bounded (their sum overflowed in the router before),
+    // and whole numbers may be written 2.0, as JSON Schema allows.
+    for (body, status, code) in [
+        (
+            json!({"chat": 4_000_000_000u32, "email": 4_000_000_000u32}),
+            422,
+            Some("invalid_agent"),
+        ),
+        (json!({"chat": 1001}), 422, Some("invalid_agent")),
+        (json!({"chat": 2.5}), 400, Some("bad_json")),
+        (json!({"chat": 2.0}), 201, None),
+    ] {
+        let r = http
+            .call(
+                "PUT",
+                &format!("{api}/agents"),
+                Some(SUPERVISOR),
+                Some(&json!({"id": "taras", "capacity": body, "skills": {"billing": 3.0}, "token": "taras-token-0123456789"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].as_str()),
+            (status, code),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = http
+        .call(
+            "PUT",
+            &format!("{api}/agents"),
+            Some(SUPERVISOR),
+            Some(&json!({"id": "taras", "capacity": {"chat": 1}, "total_capacity": 4001, "token": "taras-token-0123456789"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.body);
+    // The websocket's URL without a websocket: who first (401), then 426.
+    let r = http
+        .call("GET", &format!("{api}/ws"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/ws"),
+            Some("mariia-token-0123456789"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 426, "{}", r.body);
 
     let mut first = AgentSocket::connect(&base, "mariia-token-0123456789")
         .await

@@ -26,8 +26,42 @@ struct Detail<'a> {
     message: &'a str,
 }
 
+/// Every error code the API answers with (HTTP and websocket `result`
+/// frames): the list `docs/agent-api.openapi.yaml` gives (checked by a
+/// test), so that a client may match on them.
+pub const CODES: &[&str] = &[
+    "bad_json",
+    "bad_request",
+    "bad_frame",
+    "bad_window",
+    "bad_range",
+    "unauthorized",
+    "forbidden",
+    "unknown_contact",
+    "unknown_agent",
+    "unknown_queue",
+    "unknown_media",
+    "not_offered",
+    "not_assigned",
+    "over_capacity",
+    "conflict",
+    "refused",
+    "too_large",
+    "invalid_cursor",
+    "invalid_presence",
+    "invalid_text",
+    "invalid_disposition",
+    "invalid_transfer",
+    "invalid_agent",
+    "unavailable",
+    "provider_unavailable",
+];
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        // A code not in the documented list is a bug; every test that
+        // reaches an error checks it (debug builds only).
+        debug_assert!(CODES.contains(&code), "undocumented error code {code:?}");
         ApiError {
             status,
             code,

@@ -5,6 +5,7 @@ use crate::actions::{Caller, contact_id, conversation_of};
 use crate::error::ApiError;
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -99,13 +100,53 @@ struct NewAgent {
     id: switchboard_core::AgentId,
     #[serde(default)]
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::map")]
     skills: BTreeMap<String, u8>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::map")]
     capacity: BTreeMap<switchboard_core::ChannelKind, u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::option")]
     total_capacity: Option<u32>,
     token: String,
+}
+
+/// Whole numbers written `3` or `3.0`: both are integers to JSON Schema,
+/// and so to the OpenAPI file; `3.5` or one out of range is refused.
+mod whole {
+    use serde::{Deserialize, Deserializer, de::Error};
+    use std::collections::BTreeMap;
+
+    fn number<T: TryFrom<u64>, E: Error>(n: &serde_json::Number) -> Result<T, E> {
+        n.as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                    .map(|f| f as u64)
+            })
+            .and_then(|w| T::try_from(w).ok())
+            .ok_or_else(|| E::custom(format!("{n} is not a whole number in range")))
+    }
+
+    pub fn map<'de, D, K, T>(d: D) -> Result<BTreeMap<K, T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord,
+        T: TryFrom<u64>,
+    {
+        BTreeMap::<K, serde_json::Number>::deserialize(d)?
+            .into_iter()
+            .map(|(k, n)| Ok((k, number(&n)?)))
+            .collect()
+    }
+
+    pub fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(|n| number(&n))
+            .transpose()
+    }
 }
 
 pub async fn me(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -371,12 +412,9 @@ pub async fn put_agent(
             .unwrap_or(0);
         capacity[i] = *n;
     }
-    if capacity.iter().all(|c| *c == 0) {
-        return Err(ApiError::bad_request(
-            "invalid_agent",
-            "capacity: at least one channel",
-        ));
-    }
+    switchboard_router::settings::check_capacity(&capacity, a.total_capacity).map_err(
+        |(field, problem)| ApiError::bad_request("invalid_agent", format!("{field}: {problem}")),
+    )?;
     let record = AgentRecord {
         id: a.id.to_string(),
         name: if a.name.is_empty() {
@@ -403,10 +441,24 @@ pub async fn ws(
     State(inner): Api,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // Who first: a plain GET without a token is 401, as everywhere else.
     let caller = caller(&inner, &headers, q.get("access_token").map(String::as_str)).await?;
     let agent = caller.agent()?.to_owned();
+    let Ok(upgrade) = upgrade else {
+        let mut response = ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_request",
+            "this is the agent websocket: connect with a websocket client",
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::UPGRADE,
+            axum::http::HeaderValue::from_static("websocket"),
+        );
+        return Ok(response);
+    };
     let max = inner.settings.max_text_bytes + 4096;
     Ok(upgrade
         .max_message_size(max)

@@ -244,6 +244,33 @@ impl AgentApi {
 
 #[cfg(test)]
 mod tests {
+    /// The OpenAPI file's error codes are exactly the ones the API uses,
+    /// and the prose names each.
+    #[test]
+    fn every_error_code_is_documented() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+        let openapi =
+            std::fs::read_to_string(root.join("agent-api.openapi.yaml")).expect("openapi");
+        let prose = std::fs::read_to_string(root.join("agent-api.md")).expect("agent-api.md");
+        let listed = openapi
+            .split("code:")
+            .nth(1)
+            .and_then(|rest| rest.split("enum: [").nth(1))
+            .and_then(|rest| rest.split(']').next())
+            .expect("the Error schema's code enum");
+        let mut documented: Vec<&str> = listed.split(',').map(str::trim).collect();
+        documented.sort_unstable();
+        let mut used = crate::error::CODES.to_vec();
+        used.sort_unstable();
+        assert_eq!(documented, used);
+        for code in used {
+            assert!(
+                prose.contains(&format!("`{code}`")) || prose.contains(&format!(" {code}`")),
+                "{code} is not explained in agent-api.md"
+            );
+        }
+    }
+
     /// The documentation lists every route the API serves.
     #[test]
     fn every_route_is_documented() {

@@ -543,7 +543,7 @@ pub(crate) fn check_name(key: &str, name: &str) -> Result<(), PlanError> {
 /// Proficiency levels are 1 (basic) to 5 (expert).
 pub fn check_levels(key: &str, levels: &BTreeMap<String, u8>, min: u8) -> Result<(), PlanError> {
     for (name, level) in levels {
-        if name.is_empty() || name.len() > 64 {
+        if name.is_empty() || name.chars().count() > 64 {
             return Err(err(
                 format!("{key}.{name}"),
                 "a skill name is 1 to 64 characters",

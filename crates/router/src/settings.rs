@@ -298,12 +298,8 @@ impl RoutingConfig {
                     .position(|c| c == channel)
                     .unwrap_or(0)] = *n;
             }
-            if capacity.iter().all(|c| *c == 0) {
-                return Err(fail(
-                    "capacity",
-                    "give the agent capacity on at least one channel".into(),
-                ));
-            }
+            check_capacity(&capacity, a.total_capacity)
+                .map_err(|(field, problem)| fail(field, problem))?;
             out.push(AgentRecord {
                 id: a.id.to_string(),
                 name: if a.name.is_empty() {
@@ -326,5 +322,58 @@ impl RoutingConfig {
             .map(|c| c.as_str())
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// The most contacts of one channel an agent may hold at once.
+pub const MAX_CAPACITY: u32 = 1000;
+
+/// An agent's capacities (chat, email, social, voice) and optional total:
+/// at least one channel above 0, none above [`MAX_CAPACITY`], a total no
+/// larger than their sum could be. On error, the field and the problem.
+pub fn check_capacity(
+    capacity: &[u32; 4],
+    total: Option<u32>,
+) -> Result<(), (&'static str, String)> {
+    if capacity.iter().all(|c| *c == 0) {
+        return Err((
+            "capacity",
+            "give the agent capacity on at least one channel".into(),
+        ));
+    }
+    if capacity.iter().any(|c| *c > MAX_CAPACITY) {
+        return Err((
+            "capacity",
+            format!("at most {MAX_CAPACITY} contacts per channel"),
+        ));
+    }
+    if total.is_some_and(|t| t > 4 * MAX_CAPACITY) {
+        return Err(("total_capacity", format!("at most {}", 4 * MAX_CAPACITY)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::{MAX_CAPACITY, check_capacity};
+
+    #[test]
+    fn capacities_are_bounded_so_their_sum_fits() {
+        assert!(check_capacity(&[3, 5, 4, 1], None).is_ok());
+        assert!(check_capacity(&[MAX_CAPACITY; 4], Some(4 * MAX_CAPACITY)).is_ok());
+        assert_eq!(check_capacity(&[0; 4], None).unwrap_err().0, "capacity");
+        assert_eq!(
+            check_capacity(&[u32::MAX, u32::MAX, 0, 0], None)
+                .unwrap_err()
+                .0,
+            "capacity"
+        );
+        assert_eq!(
+            check_capacity(&[1, 0, 0, 0], Some(4 * MAX_CAPACITY + 1))
+                .unwrap_err()
+                .0,
+            "total_capacity"
+        );
     }
 }

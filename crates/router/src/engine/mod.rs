@@ -185,15 +185,21 @@ struct AgentSlot {
     removed: bool,
 }
 
+fn saturating_sum(values: &[u32; 4]) -> u32 {
+    values.iter().fold(0u32, |a, b| a.saturating_add(*b))
+}
+
 impl AgentSlot {
     fn total_load(&self) -> u32 {
-        self.status.load.iter().sum()
+        saturating_sum(&self.status.load)
     }
 
     fn total_cap(&self) -> u32 {
+        // Saturating: records written before capacities were bounded (or
+        // by hand) may hold anything.
         self.profile
             .total_capacity
-            .unwrap_or_else(|| self.profile.capacity.iter().sum())
+            .unwrap_or_else(|| saturating_sum(&self.profile.capacity))
     }
 
     fn occupancy_ppm(&self) -> u64 {
