@@ -210,7 +210,8 @@ impl ChatConfig {
         if secret.expose().len() < 32 {
             return Err(err("session_secret", "must be at least 32 characters"));
         }
-        let ranges: [(&str, u64, u64, u64); 11] = [
+        let ranges: [(&str, u64, u64, u64); 12] = [
+            ("uploads_keep_days", self.uploads_keep_days, 0, 36_500),
             (
                 "session_ttl_secs",
                 self.session_ttl_secs,
@@ -352,6 +353,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("upload_bytes_per_session"), "{e}");
+        let e = parse("uploads_keep_days = 36501")
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uploads_keep_days"), "{e}");
         // By default it follows max_upload_bytes.
         let c = parse("max_upload_bytes = 104857600");
         c.check().unwrap();

@@ -269,6 +269,12 @@ impl EmailConfig {
         if self.max_message_bytes < 1024 {
             return Err(err("max_message_bytes", "must be at least 1024"));
         }
+        if self.attachments_keep_days > 36_500 {
+            return Err(err(
+                "attachments_keep_days",
+                "must be at most 36500 (0: never)",
+            ));
+        }
         if self.listen.is_none() && self.imap.is_empty() {
             return Err(err(
                 "listen",
@@ -511,6 +517,10 @@ mod tests {
         let bad = BASE.replace("help@support.example.com", "help");
         let e = config(&bad).check().expect_err("bad address").to_string();
         assert!(e.contains("channels.mail.addresses"), "{e}");
+        let mut long = config(BASE);
+        long.attachments_keep_days = 36_501;
+        let e = long.check().expect_err("too long").to_string();
+        assert!(e.contains("channels.mail.attachments_keep_days"), "{e}");
         let e = toml::from_str::<EmailConfig>(&format!("{BASE}\nbogus = 1"))
             .expect_err("unknown key")
             .to_string();

@@ -345,6 +345,16 @@ impl Plan {
             let qk = format!("{key}.queues[{i}]");
             let mut current: BTreeMap<String, u8> = q.skills.clone();
             check_levels(&format!("{qk}.skills"), &current, 1)?;
+            at_most(
+                &format!("{qk}.service_level_secs"),
+                q.service_level_secs,
+                WEEK_SECS,
+            )?;
+            at_most(
+                &format!("{qk}.priority_weight_secs"),
+                q.priority_weight_secs,
+                DAY_SECS,
+            )?;
             if q.priority_weight_secs == 0 && !q.strict_priority {
                 return Err(err(
                     format!("{qk}.priority_weight_secs"),
@@ -368,6 +378,7 @@ impl Plan {
                         "must be above 0 and above the previous step's",
                     ));
                 }
+                at_most(&format!("{ok}.after_secs"), o.after_secs, WEEK_SECS)?;
                 last_after = o.after_secs;
                 for (name, level) in &o.relax {
                     let Some(old) = current.get(name).copied() else {
@@ -522,6 +533,19 @@ fn requirement(skills: &mut SkillTable, levels: &BTreeMap<String, u8>) -> Requir
         .iter()
         .map(|(name, level)| (skills.intern(name), *level))
         .collect()
+}
+
+pub(crate) const DAY_SECS: u64 = 86_400;
+pub(crate) const WEEK_SECS: u64 = 7 * DAY_SECS;
+
+/// A duration or count from the configuration no larger than `max`: the
+/// times computed from it (milliseconds, deadlines) must not overflow, and
+/// a value past it is a typo, not a plan.
+pub(crate) fn at_most(key: &str, value: u64, max: u64) -> Result<(), PlanError> {
+    if value > max {
+        return Err(err(key.to_owned(), format!("must be at most {max}")));
+    }
+    Ok(())
 }
 
 pub(crate) fn check_name(key: &str, name: &str) -> Result<(), PlanError> {

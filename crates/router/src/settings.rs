@@ -216,6 +216,47 @@ impl RoutingConfig {
                 problem: "must be at least 500".into(),
             });
         }
+        use crate::plan::{WEEK_SECS, at_most};
+        for (key, value, max) in [
+            ("routing.lease_ms", self.lease_ms, 600_000),
+            ("routing.wrap_up_secs", self.wrap_up_secs, WEEK_SECS),
+            (
+                "routing.reconnect_grace_secs",
+                self.reconnect_grace_secs,
+                WEEK_SECS,
+            ),
+            ("routing.sticky_wait_secs", self.sticky_wait_secs, 3600),
+            ("routing.sticky_memory_days", self.sticky_memory_days, 3650),
+            (
+                "routing.offer_timeout_secs.chat",
+                self.offer_timeout_secs.chat,
+                3600,
+            ),
+            (
+                "routing.offer_timeout_secs.email",
+                self.offer_timeout_secs.email,
+                3600,
+            ),
+            (
+                "routing.offer_timeout_secs.social",
+                self.offer_timeout_secs.social,
+                3600,
+            ),
+            (
+                "routing.offer_timeout_secs.voice",
+                self.offer_timeout_secs.voice,
+                3600,
+            ),
+        ] {
+            at_most(key, value, max)?;
+        }
+        let t = &self.offer_timeout_secs;
+        if [t.chat, t.email, t.social, t.voice].contains(&0) {
+            return Err(PlanError {
+                key: "routing.offer_timeout_secs".into(),
+                problem: "every channel's offer timeout must be at least 1 second".into(),
+            });
+        }
         if !(1..=36_500).contains(&self.retention_days) {
             // 0 is no "keep for ever" here: the sweep would delete every
             // contact a minute after it ends.

@@ -893,6 +893,33 @@ mod tests {
                 &[][..],
                 "channels[1].name",
             ),
+            // Durations bounded, so that the times made from them cannot
+            // overflow (a debug build panicked, a release one wrapped).
+            (
+                "[redis]\nurl = \"redis://x\"\n[routing]\nwrap_up_secs = 9223372036854775807\n",
+                &[][..],
+                "routing.wrap_up_secs",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[routing]\nsticky_memory_days = 9223372036854775807\n",
+                &[][..],
+                "routing.sticky_memory_days",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[routing.offer_timeout_secs]\nchat = 0\n",
+                &[][..],
+                "routing.offer_timeout_secs",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[[routing.queues]]\nname = \"q\"\nservice_level_secs = 9223372036854775807\n",
+                &[][..],
+                "routing.queues[0].service_level_secs",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[[routing.queues]]\nname = \"q\"\n[[routing.queues.overflow]]\nafter_secs = 9223372036854775807\n",
+                &[][..],
+                "routing.queues[0].overflow[0].after_secs",
+            ),
         ];
         for (text, vars, key) in cases {
             let f = file(text);
