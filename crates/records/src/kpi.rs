@@ -180,8 +180,9 @@ impl Figures {
         let waits = std::mem::take(&mut self.waits);
         let mut sorted = waits.clone();
         sorted.sort_unstable();
-        self.asa_secs = (!waits.is_empty())
-            .then(|| round3(waits.iter().sum::<u64>() as f64 / waits.len() as f64 / 1000.0));
+        self.asa_secs = (!waits.is_empty()).then(|| {
+            round3(waits.iter().map(|w| *w as f64).sum::<f64>() / waits.len() as f64 / 1000.0)
+        });
         let rank = |p: f64| -> Option<f64> {
             if sorted.is_empty() {
                 return None;
@@ -427,7 +428,7 @@ fn fold(
             let again = reopened.contains_key(contact);
             apply(queue, channel, Some(agent), &|f| {
                 f.closed += 1;
-                f.handle_sum += handle_ms;
+                f.handle_sum = f.handle_sum.saturating_add(*handle_ms);
                 if again {
                     f.reopened += 1;
                 }
@@ -441,7 +442,7 @@ fn fold(
         } => {
             apply(queue, channel, Some(agent), &|f| {
                 f.csat_count += 1;
-                f.score_sum += u64::from(*score);
+                f.score_sum = f.score_sum.saturating_add(u64::from(*score));
             });
         }
         Fact::Reopened { .. } | Fact::Agent { .. } => {}

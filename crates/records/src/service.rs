@@ -172,7 +172,12 @@ impl Recorder {
                 for fact in facts {
                     match Fact::parse(&fact.fields) {
                         Some((at, f)) => kpis.add(at, f),
-                        None => debug!(id = %fact.id, "Skipping a KPI fact of an unknown kind."),
+                        None => {
+                            // A newer instance's kind, or a damaged entry.
+                            metrics::counter!("switchboard_records_facts_skipped_total")
+                                .increment(1);
+                            debug!(id = %fact.id, "Skipping a KPI fact of an unknown kind.");
+                        }
                     }
                 }
                 let now = Timestamp::now().as_millis();

@@ -166,3 +166,29 @@ fn facts_parse_from_their_stored_fields() {
     unknown.insert("k".into(), "something_new".into());
     assert_eq!(Fact::parse(&unknown), None);
 }
+
+/// Damaged facts (times far out of range) give absurd figures, never an
+/// overflow: the sums saturate.
+#[test]
+fn absurd_durations_saturate_rather_than_overflow() {
+    let mut k = Kpis::default();
+    let t0 = 100 * MIN;
+    entered(&mut k, t0, "c1", "sales");
+    answered(&mut k, t0 + 1, "c1", "sales", "ann", u64::MAX);
+    entered(&mut k, t0 + 2, "c2", "sales");
+    answered(&mut k, t0 + 3, "c2", "sales", "ann", u64::MAX);
+    closed(&mut k, t0 + 4, "c1", "sales", "ann", u64::MAX);
+    closed(&mut k, t0 + 5, "c2", "sales", "ann", u64::MAX);
+    let r = k.report("1h", t0 + MIN, 60 * MIN, &target);
+    assert_eq!(r.total.closed, 2);
+    assert!(
+        r.total.aht_secs.is_some_and(|s| s > 1e12),
+        "{:?}",
+        r.total.aht_secs
+    );
+    assert!(
+        r.total.asa_secs.is_some_and(|s| s > 1e12),
+        "{:?}",
+        r.total.asa_secs
+    );
+}
