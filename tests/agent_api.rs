@@ -338,6 +338,170 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
     );
 }
 
+/// The system behind an intake API channel delivers agents' replies itself:
+/// it pulls them, and says what became of each (delivered, failed, retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intake_api_client_pulls_and_settles_the_agents_replies() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let api = format!("{base}/api/v1");
+    let replies = format!("{base}/channels/api/replies");
+    let client = Some(switchboard_e2e::TOKEN);
+
+    let mut ws = AgentSocket::connect(&base, PETRO).await.unwrap();
+    ws.next(Duration::from_secs(5)).await.expect("hello");
+    ws.send(json!({"type": "presence", "presence": "available"}))
+        .await;
+    ws.until("result", Duration::from_secs(5)).await;
+    let r = http
+        .submit(&base, &chat_event("visitor-9", "m-9", "Is it shipped?"))
+        .await
+        .unwrap();
+    let contact = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+    assert!(offer.is_some(), "{}", daemon.log());
+    ws.send(json!({"type": "accept", "ref": "a1", "contact_id": contact}))
+        .await;
+    ws.until("assigned", Duration::from_secs(5)).await;
+    for text in ["Yes, this morning.", "Tracking: 42"] {
+        let r = http
+            .call(
+                "POST",
+                &format!("{api}/contacts/{contact}/messages"),
+                Some(PETRO),
+                Some(&json!({ "text": text })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+
+    // Refusals: no token, a bad query.
+    let r = http.call("GET", &replies, None, None).await.unwrap();
+    assert_eq!(r.status, 401);
+    let r = http
+        .call("GET", &format!("{replies}?max=0"), client, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (422, Some("bad_query"))
+    );
+
+    // Both replies, in order; then nothing while they are leased.
+    let r = http
+        .call("GET", &format!("{replies}?wait=5"), client, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pulled = r.json()["replies"].as_array().unwrap().clone();
+    let texts: Vec<&str> = pulled.iter().map(|p| p["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["Yes, this morning.", "Tracking: 42"]);
+    assert_eq!(pulled[0]["to"]["value"], "visitor-9");
+    assert_eq!(pulled[0]["contact_id"], contact.as_str());
+    assert_eq!(pulled[0]["attempt"], 1);
+    let r = http
+        .call("GET", &format!("{replies}?wait=0"), client, None)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["replies"], json!([]));
+
+    // The first is delivered (once: a repeat is 404), the second is tried
+    // again a second later under a new handle, then fails for good.
+    let settle = |handle: &str| format!("{replies}/{handle}");
+    let first = pulled[0]["handle"].as_str().unwrap();
+    let delivered = json!({"outcome": "delivered", "provider_message_id": "crm-1"});
+    let r = http
+        .call("POST", &settle(first), client, Some(&delivered))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http
+        .call("POST", &settle(first), client, Some(&delivered))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (404, Some("unknown_reply"))
+    );
+    for (handle, body, status) in [
+        ("nope", delivered.clone(), 404),
+        (first, json!({"outcome": "lost"}), 400),
+        (first, json!({"outcome": "failed", "reason": " "}), 422),
+    ] {
+        let r = http
+            .call("POST", &settle(handle), client, Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(r.status, status, "{handle} {body}: {}", r.body);
+    }
+    let second = pulled[1]["handle"].as_str().unwrap();
+    let r = http
+        .call(
+            "POST",
+            &settle(second),
+            client,
+            Some(&json!({"outcome": "retry", "after_secs": 1})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let again = eventually(Duration::from_secs(10), || async {
+        let r = http
+            .call("GET", &format!("{replies}?wait=1"), client, None)
+            .await
+            .unwrap();
+        r.json()["replies"].as_array().is_some_and(|a| a.len() == 1)
+            && r.json()["replies"][0]["attempt"] == 2
+            && r.json()["replies"][0]["text"] == "Tracking: 42"
+            && {
+                let handle = r.json()["replies"][0]["handle"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                assert_ne!(handle, second);
+                let failed = json!({"outcome": "failed", "reason": "customer unreachable"});
+                http.call("POST", &settle(&handle), client, Some(&failed))
+                    .await
+                    .unwrap()
+                    .status
+                    == 200
+            }
+    })
+    .await;
+    assert!(again, "the retried reply came back with attempt 2");
+
+    // The agent sees what became of each.
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/contacts/{contact}"),
+            Some(PETRO),
+            None,
+        )
+        .await
+        .unwrap();
+    let states: Vec<String> = r.json()["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["dir"] == "out")
+        .map(|e| {
+            e["delivery"]["outcome"]["state"]
+                .as_str()
+                .unwrap_or("none")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(states, ["delivered", "failed"], "{}", r.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() {
     let redis = RedisServer::start();

@@ -4,8 +4,12 @@
 //! `POST /channels/{name}/events` with `Authorization: Bearer <token>` and an
 //! [`InboundEvent`] as JSON (its `source` is set to the adapter's name). The
 //! answer is 200 with the receipt only once Redis has the event; 503 with
-//! `Retry-After` when it cannot be stored. Documented in `docs/intake-api.md`.
+//! `Retry-After` when it cannot be stored. Agents' replies to its contacts
+//! are pulled from `GET /channels/{name}/replies` and settled by the client
+//! (`replies`). Documented in `docs/intake-api.md`.
 #![forbid(unsafe_code)]
+
+mod replies;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -13,13 +17,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use futures::future::BoxFuture;
 use metrics::counter;
 use serde::Deserialize;
 use std::sync::Arc;
 use switchboard_channel::{
-    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Routing, Secret,
+    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Outbox, Routing, Secret,
     SecretValue,
 };
 use switchboard_core::{ContactId, InboundEvent, IntakeError};
@@ -71,6 +75,7 @@ impl ChannelConfig for IntakeApiConfig {
                 token: self.token.resolve()?,
                 intake: ctx.intake.clone(),
                 routing: ctx.routing.clone(),
+                outbox: ctx.outbox.clone(),
             }),
             max_body: self.max_body_bytes,
             ctx,
@@ -78,11 +83,13 @@ impl ChannelConfig for IntakeApiConfig {
     }
 }
 
-struct ApiState {
+pub(crate) struct ApiState {
     name: String,
     token: SecretValue,
     intake: Arc<dyn Intake>,
     routing: Arc<dyn Routing>,
+    /// Agents' replies to this source's contacts, pulled by the client.
+    outbox: Arc<dyn Outbox>,
 }
 
 struct IntakeApi {
@@ -98,6 +105,8 @@ impl ChannelAdapter for IntakeApi {
                 .route("/events", post(submit))
                 .route("/contacts/{id}/end", post(end))
                 .route("/contacts/{id}/rating", post(rate))
+                .route("/replies", get(replies::pull))
+                .route("/replies/{handle}", post(replies::settle))
                 .layer(DefaultBodyLimit::max(self.max_body))
                 .layer(axum::middleware::map_response_with_state(
                     self.state.clone(),
@@ -109,7 +118,7 @@ impl ChannelAdapter for IntakeApi {
 
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
         // Everything happens in the HTTP handlers; replies to contacts of this
-        // source stay in its outbox (there is no pull API for them yet).
+        // source wait in its outbox until the client pulls them.
         let shutdown = self.ctx.shutdown.clone();
         Box::pin(async move {
             shutdown.cancelled().await;
@@ -118,7 +127,7 @@ impl ChannelAdapter for IntakeApi {
     }
 }
 
-fn error(status: StatusCode, code: &'static str, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     (status, axum::Json(body)).into_response()
 }
@@ -142,13 +151,13 @@ async fn too_large(State(state): State<Arc<ApiState>>, response: Response) -> Re
     )
 }
 
-fn rejected(source: &str, reason: &'static str) {
+pub(crate) fn rejected(source: &str, reason: &'static str) {
     counter!("switchboard_intake_api_rejected_total", "source" => source.to_owned(), "reason" => reason)
         .increment(1);
 }
 
 /// `None` when the bearer token is right; the 401 otherwise.
-fn unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));

@@ -202,6 +202,18 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     /// Gives the right up (on shutdown), so another instance takes over at
     /// once rather than when the lease runs out.
     fn release_delivery(&self) -> BoxFuture<'_, Result<(), OutboxError>>;
+    /// A delivery handed out earlier and neither settled nor deferred, by
+    /// its handle: for adapters whose clients acknowledge deliveries later,
+    /// perhaps through another instance (the intake API's pulled replies).
+    /// `None` when it is settled, deferred (it comes back with a new handle)
+    /// or unknown.
+    fn pending<'a>(
+        &'a self,
+        handle: &'a str,
+    ) -> BoxFuture<'a, Result<Option<OutboundDelivery>, OutboxError>> {
+        let _ = handle;
+        Box::pin(async { Ok(None) })
+    }
     /// Hands a delivery over to another adapter's outbox: `message` (with
     /// that adapter as its `source`) is enqueued there, then the delivery is
     /// removed from this outbox. At least once: a crash between the two

@@ -9,7 +9,9 @@ use crate::RedisConn;
 use crate::{Store, StoreError};
 use futures::future::BoxFuture;
 use redis::Script;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimReply, StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply,
+};
 use std::time::Duration;
 use switchboard_channel::{OutboundDelivery, Outbox, OutboxError};
 use switchboard_core::{DeliveryOutcome, OutboundMessage, Timestamp};
@@ -333,6 +335,54 @@ impl RedisOutbox {
     }
 
     /// Acknowledges and deletes a delivery from this outbox's stream.
+    async fn pending_delivery(
+        &self,
+        handle: &str,
+    ) -> Result<Option<OutboundDelivery>, OutboxError> {
+        // Only a stream id can be one (anything else is unknown, not an
+        // error from Redis).
+        let id_ok = handle
+            .split_once('-')
+            .is_some_and(|(ms, n)| ms.parse::<u64>().is_ok() && n.parse::<u64>().is_ok());
+        if !id_ok {
+            return Ok(None);
+        }
+        self.ensure_group().await?;
+        let stream = self.store.keys().outbox(&self.source);
+        let mut conn = self.store.conn();
+        let pending: Vec<(String, String, u64, u64)> = self
+            .store
+            .bounded(
+                redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(handle)
+                    .arg(handle)
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let found: StreamRangeReply = self
+            .store
+            .bounded(
+                redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(handle)
+                    .arg(handle)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        found
+            .ids
+            .into_iter()
+            .next()
+            .map(|entry| self.delivery(entry))
+            .transpose()
+    }
+
     async fn remove(&self, delivery: &OutboundDelivery) -> Result<(), OutboxError> {
         let stream = self.store.keys().outbox(&self.source);
         let mut conn = self.store.conn();
@@ -355,6 +405,13 @@ impl RedisOutbox {
 }
 
 impl Outbox for RedisOutbox {
+    fn pending<'a>(
+        &'a self,
+        handle: &'a str,
+    ) -> BoxFuture<'a, Result<Option<OutboundDelivery>, OutboxError>> {
+        Box::pin(self.pending_delivery(handle))
+    }
+
     fn forward<'a>(
         &'a self,
         delivery: &'a OutboundDelivery,
