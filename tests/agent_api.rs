@@ -500,6 +500,25 @@ async fn an_intake_api_client_pulls_and_settles_the_agents_replies() {
         })
         .collect();
     assert_eq!(states, ["delivered", "failed"], "{}", r.body);
+
+    // A pull does not wait behind another's long poll beyond its own wait.
+    let waiting = {
+        let (http, url) = (Http::new(), format!("{replies}?wait=4"));
+        tokio::spawn(async move { http.call("GET", &url, client, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let r = http
+        .call("GET", &format!("{replies}?wait=0"), client, None)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["replies"], json!([]));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(waiting.await.unwrap().unwrap().json()["replies"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,7 @@ impl ChannelConfig for IntakeApiConfig {
                 intake: ctx.intake.clone(),
                 routing: ctx.routing.clone(),
                 outbox: ctx.outbox.clone(),
+                pulling: tokio::sync::Mutex::new(()),
             }),
             max_body: self.max_body_bytes,
             ctx,
@@ -90,6 +91,8 @@ pub(crate) struct ApiState {
     routing: Arc<dyn Routing>,
     /// Agents' replies to this source's contacts, pulled by the client.
     outbox: Arc<dyn Outbox>,
+    /// Held by the pull in progress on this instance (`replies`).
+    pulling: tokio::sync::Mutex<()>,
 }
 
 struct IntakeApi {

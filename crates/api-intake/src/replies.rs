@@ -121,9 +121,19 @@ pub(crate) async fn pull(
             "wait: 0 to 30 (seconds), max: 1 to 100".into(),
         );
     }
+    // One pull at a time per instance: the outbox blocks on one Redis
+    // connection, so a second pull would wait behind the first's block
+    // anyway. It waits for its turn within its own `wait`, else gets none.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait);
+    let Ok(_turn) = tokio::time::timeout_at(deadline, state.pulling.lock()).await else {
+        return Json(serde_json::json!({ "replies": [] })).into_response();
+    };
     let mut taken = Vec::new();
-    // The first waits as asked; the others only take what is there.
-    let mut wait = Duration::from_secs(q.wait).max(Duration::from_millis(1));
+    // The first waits what is left of `wait`; the others only take what
+    // is there.
+    let mut wait = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_millis(1));
     while taken.len() < q.max {
         match state.outbox.next(wait).await {
             Ok(Some(delivery)) => taken.push(delivery),
