@@ -354,11 +354,7 @@ async fn an_intake_api_client_pulls_and_settles_the_agents_replies() {
     let replies = format!("{base}/channels/api/replies");
     let client = Some(switchboard_e2e::TOKEN);
 
-    let mut ws = AgentSocket::connect(&base, PETRO).await.unwrap();
-    ws.next(Duration::from_secs(5)).await.expect("hello");
-    ws.send(json!({"type": "presence", "presence": "available"}))
-        .await;
-    ws.until("result", Duration::from_secs(5)).await;
+    let mut ws = AgentSocket::connect_available(&base, PETRO).await;
     let r = http
         .submit(&base, &chat_event("visitor-9", "m-9", "Is it shipped?"))
         .await
@@ -615,14 +611,7 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
         .unwrap();
     assert_eq!(r.status, 426, "{}", r.body);
 
-    let mut first = AgentSocket::connect(&base, "mariia-token-0123456789")
-        .await
-        .unwrap();
-    first.next(Duration::from_secs(5)).await.expect("hello");
-    first
-        .send(json!({"type": "presence", "presence": "available"}))
-        .await;
-    first.until("result", Duration::from_secs(5)).await;
+    let mut first = AgentSocket::connect_available(&base, "mariia-token-0123456789").await;
 
     let r = http
         .submit(&base, &chat_event("visitor-2", "m-2", "hello"))

@@ -162,6 +162,22 @@ fn count(list: &[(String, String, String)], needle: &str) -> usize {
     list.iter().filter(|(_, _, t)| t.contains(needle)).count()
 }
 
+/// Reloads the visitor's page and opens the widget once it is connected
+/// again.
+async fn reload(visitor: &Browser) {
+    visitor.client.refresh().await.unwrap();
+    visitor
+        .until(
+            WAIT,
+            "the widget is back",
+            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
+        )
+        .await;
+    visitor
+        .js("window.SwitchboardWidget.open(); return true;", vec![])
+        .await;
+}
+
 #[tokio::test]
 async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
     let shop = shop_page().await;
@@ -403,17 +419,7 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
     }
 
     // A reload resumes: the same messages, none doubled.
-    visitor.client.refresh().await.unwrap();
-    visitor
-        .until(
-            WAIT,
-            "the widget is back",
-            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
-        )
-        .await;
-    visitor
-        .js("window.SwitchboardWidget.open(); return true;", vec![])
-        .await;
+    reload(&visitor).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_reload = widget_messages(&visitor).await;
     for text in ["Перша відповідь", "Друга відповідь", "Я ще тут", "Зараз"]
@@ -446,17 +452,7 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
         .await;
     // The visitor reloads before rating: the widget kept the closed
     // conversation, the new session rates it.
-    visitor.client.refresh().await.unwrap();
-    visitor
-        .until(
-            WAIT,
-            "the widget is back",
-            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
-        )
-        .await;
-    visitor
-        .js("window.SwitchboardWidget.open(); return true;", vec![])
-        .await;
+    reload(&visitor).await;
     visitor
         .until(
             WAIT,

@@ -8,7 +8,7 @@
 //! is handed out again, with the same handle: at least once, as everywhere
 //! else. Documented in `docs/intake-api.md`.
 
-use crate::{ApiState, error, rejected, unauthorized};
+use crate::{ApiState, error, json_body, rejected, unauthorized};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -189,12 +189,9 @@ pub(crate) async fn settle(
     if let Some(r) = unauthorized(&state, &headers) {
         return r;
     }
-    let body: Settle = match serde_json::from_slice(&body) {
+    let body: Settle = match json_body(&state, &body) {
         Ok(b) => b,
-        Err(e) => {
-            rejected(&state.name, "bad_json");
-            return error(StatusCode::BAD_REQUEST, "bad_json", e.to_string());
-        }
+        Err(r) => return r,
     };
     let invalid = match &body {
         Settle::Delivered {
