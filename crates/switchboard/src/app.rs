@@ -236,11 +236,17 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     intake.close();
     background.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+    // The channels finish what they are sending (a provider call may take
+    // its whole timeout): as long again as the requests had, at least 5 s.
+    let background = config.drain_timeout().max(Duration::from_secs(5));
+    if tokio::time::timeout(background, tracker.wait())
         .await
         .is_err()
     {
-        warn!("Some background tasks did not stop in time.");
+        warn!(
+            waited_s = background.as_secs(),
+            "Some background tasks did not stop in time."
+        );
     }
     if let Some(w) = watchdog {
         w.abort();

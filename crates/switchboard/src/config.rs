@@ -337,6 +337,12 @@ impl Config {
     /// Checks what serde cannot: addresses, URLs, ranges, secrets, names.
     pub fn check(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if !(1..=3600).contains(&self.shutdown.drain_timeout_secs) {
+            return Err(ConfigError::new(
+                "shutdown.drain_timeout_secs",
+                "must be 1 to 3600",
+            ));
+        }
         self.routing
             .plan()
             .map_err(|e| ConfigError::new(e.key, e.problem))?;
@@ -904,6 +910,11 @@ mod tests {
                 "[redis]\nurl = \"redis://x\"\n[routing]\nsticky_memory_days = 9223372036854775807\n",
                 &[][..],
                 "routing.sticky_memory_days",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[shutdown]\ndrain_timeout_secs = 0\n",
+                &[][..],
+                "shutdown.drain_timeout_secs",
             ),
             (
                 "[redis]\nurl = \"redis://x\"\n[routing.offer_timeout_secs]\nchat = 0\n",
