@@ -336,6 +336,8 @@ impl Records {
                 self.forget(&id).await?;
                 continue;
             };
+            // Another instance's sweep may be deleting the same contacts:
+            // each is counted by the sweep that takes it out of the index.
             let conversation: Option<String> = self
                 .store
                 .bounded(
@@ -367,29 +369,31 @@ impl Records {
                         .query_async(&mut conn),
                 )
                 .await?;
-            self.forget(&id).await?;
-            deleted += 1;
+            if self.forget(&id).await? {
+                deleted += 1;
+            }
         }
         Ok(deleted)
     }
 
-    /// Takes a contact out of the records' indexes.
-    async fn forget(&self, id: &str) -> Result<(), StoreError> {
+    /// Takes a contact out of the records' indexes: whether it was in the
+    /// closed index still (false: another sweep took it first).
+    async fn forget(&self, id: &str) -> Result<bool, StoreError> {
         let k = self.store.keys();
         let mut conn = self.conn();
-        self.store
+        let (closed, _): (i64, i64) = self
+            .store
             .bounded(
                 redis::pipe()
                     .cmd("ZREM")
                     .arg(k.route("closed"))
                     .arg(id)
-                    .ignore()
                     .cmd("ZREM")
                     .arg(k.route("contacts"))
                     .arg(id)
-                    .ignore()
                     .query_async(&mut conn),
             )
-            .await
+            .await?;
+        Ok(closed == 1)
     }
 }

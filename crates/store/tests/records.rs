@@ -236,3 +236,26 @@ async fn contact_pages_hold_their_position_while_contacts_are_removed() {
     }
     assert_eq!(seen, ["c1", "c2", "c3", "c4", "c5", "c6", "c7"]);
 }
+
+/// Two instances sweeping at once delete each contact once, and count it
+/// once: the count is of the contacts this sweep took out of the index.
+#[tokio::test]
+async fn overlapping_sweeps_count_each_contact_once() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let records = Records::new(store.clone());
+    let mut conn = raw(&redis).await;
+    for _ in 0..200 {
+        let id = ContactId::new(switchboard_core::Partition(1));
+        let _: i64 = redis::cmd("ZADD")
+            .arg(store.keys().route("closed"))
+            .arg(T0)
+            .arg(id.to_string())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let (a, b) = tokio::join!(records.sweep(T0, 500), records.sweep(T0, 500));
+    assert_eq!(a.unwrap() + b.unwrap(), 200);
+    assert_eq!(records.sweep(T0, 500).await.unwrap(), 0);
+}
