@@ -403,3 +403,59 @@ async fn ring_no_answer_busy_agents_and_blocked_callers() {
     let routed = route(&twilio.http, &twilio.base, &contact_b).await;
     assert_eq!(routed["state"], "waiting", "{routed}");
 }
+
+/// An agent's phone rang for an offer that was then taken back (their
+/// session ended) and made again when they came back: the first dial's late
+/// "no answer" leaves the new offer standing.
+#[tokio::test]
+async fn a_late_no_answer_of_an_earlier_offer_leaves_the_new_one() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(&agent("olha", TOKEN_OLHA)),
+    );
+    let twilio = Twilio {
+        http: Http::new(),
+        base: daemon.base(),
+    };
+    let olha = online(&twilio.base, TOKEN_OLHA).await;
+    let sid = "CA00000000000000000000000000000021";
+    let wait = twilio.call(sid, "+380503333333").await;
+    let contact = contact_in(&wait);
+    let (_, first_dial, _) = twilio.until_dialed(&wait, sid).await;
+    assert!(first_dial.contains("&offer="), "{first_dial}");
+
+    // Her session ends: the offer is taken back; she returns: offered again.
+    drop(olha);
+    let offered_again = |want: &'static str| {
+        let (http, base, contact) = (twilio.http.clone(), twilio.base.clone(), contact.clone());
+        async move {
+            let r = route(&http, &base, &contact).await;
+            r["state"] == want
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || offered_again("waiting")).await,
+        "{}",
+        daemon.log()
+    );
+    let _olha = online(&twilio.base, TOKEN_OLHA).await;
+    assert!(
+        eventually(Duration::from_secs(10), || offered_again("offered")).await,
+        "{}",
+        daemon.log()
+    );
+
+    // The first dial rang out only now.
+    let mut missed = leg(sid, "in-progress");
+    missed.push(("DialCallStatus", "no-answer"));
+    let r = twilio.post(&first_dial, &missed).await;
+    assert!(r.body.contains("<Redirect"), "held again: {}", r.body);
+    let now = route(&twilio.http, &twilio.base, &contact).await;
+    assert_eq!(now["state"], "offered", "{now}");
+    assert_eq!(now["agent"], "olha", "{now}");
+    // The hold loop rings her again for the offer standing.
+    let (target, _, _) = twilio.until_dialed(&wait, sid).await;
+    assert!(target.contains("olha"), "{target}");
+}

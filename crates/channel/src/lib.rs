@@ -63,6 +63,9 @@ pub struct RouteView {
     pub queue: String,
     /// The channel adapter the contact came in through.
     pub source: String,
+    /// While offered: when the offer runs out (ms since the epoch). It
+    /// tells one offer from the next, even to the same agent.
+    pub offer_until: Option<u64>,
 }
 
 /// What a channel may ask of routing about its own contacts: a voice

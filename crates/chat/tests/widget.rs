@@ -42,6 +42,7 @@ impl FakeRouting {
                 agent_name: agent.map(|a| a.1.to_owned()),
                 queue: "default".into(),
                 source: "widget".into(),
+                offer_until: None,
             },
         );
     }

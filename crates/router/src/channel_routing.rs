@@ -143,7 +143,9 @@ impl Routing for ChannelRouting {
                     .map_err(unavailable)?
                     .map(|(profile, _)| profile.name)
             };
+            let offer_until = (r.state == "offered" && r.offer_until > 0).then_some(r.offer_until);
             Ok(Some(RouteView {
+                offer_until,
                 state: r.state,
                 agent: (!r.agent.is_empty()).then_some(r.agent),
                 agent_name,

@@ -463,6 +463,8 @@ impl Lease {
 /// that does not. Another offer to the same agent later is a new one.
 struct Offer {
     agent: String,
+    /// Routing's stamp of the offer (when it runs out).
+    until: Option<u64>,
     /// Which offer to this agent it is, from 1 (the `Idempotency-Key`).
     number: u32,
     dialed: bool,
@@ -480,12 +482,16 @@ async fn follow(state: &Arc<CtiState>, contact: &ContactId, call_id: &str, lease
             Ok(Some(route)) => match (route.state.as_str(), route.agent) {
                 ("offered", Some(agent)) => {
                     let current = match offer.take() {
-                        Some(o) if o.agent == agent => o,
+                        // The same offer: same agent, same stamp (a new
+                        // offer to the same agent within one poll has
+                        // another).
+                        Some(o) if o.agent == agent && o.until == route.offer_until => o,
                         _ => {
                             let number = offers.entry(agent.clone()).or_default();
                             *number += 1;
                             Offer {
                                 agent,
+                                until: route.offer_until,
                                 number: *number,
                                 dialed: false,
                             }

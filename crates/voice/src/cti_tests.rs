@@ -132,6 +132,8 @@ struct FakeRouting {
     views: Mutex<HashMap<ContactId, RouteView>>,
 }
 
+static NEXT_OFFER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl FakeRouting {
     fn set(&self, contact: ContactId, state: &str, agent: Option<&str>) {
         self.views.lock().unwrap().insert(
@@ -142,6 +144,9 @@ impl FakeRouting {
                 agent_name: None,
                 queue: "default".into(),
                 source: "pbx".into(),
+                // Every `set` offered is a new offer.
+                offer_until: (state == "offered")
+                    .then(|| NEXT_OFFER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
             },
         );
     }
@@ -521,6 +526,23 @@ async fn a_new_offer_to_the_same_agent_is_dialled_again() {
     assert_eq!(agents, ["olha", "olha", "petro", "olha"]);
     tokio::time::sleep(SETTLE).await;
     assert_eq!(world.pbx.count(), 4, "{:?}", world.pbx.dials());
+    instance.stop().await;
+}
+
+/// A new offer to the same agent before the dispatcher's next look (one
+/// poll) is told apart by routing's stamp of the offer: dialled again.
+#[tokio::test]
+async fn a_new_offer_within_one_poll_is_dialled_again() {
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "c1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    world.routing.set(contact, "offered", Some("olha"));
+    let dials = world.dials(2).await;
+    assert_ne!(dials[0].0, dials[1].0, "each offer has its own key");
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(world.pbx.count(), 2, "{:?}", world.pbx.dials());
     instance.stop().await;
 }
 

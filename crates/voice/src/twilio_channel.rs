@@ -340,6 +340,30 @@ impl TwilioState {
 
 /// The contact (and agent) our own URLs carry in their query (signed by
 /// Twilio with the rest of the URL).
+/// The `offer` stamp a dial's result URL carries, when routing has another
+/// offer standing for the same agent now (a late result of an earlier
+/// offer); `None` when it is the current offer or cannot be told.
+async fn stale_offer(
+    state: &TwilioState,
+    uri: &axum::http::Uri,
+    contact: &ContactId,
+    agent: &str,
+) -> Result<Option<u64>, Refusal> {
+    let stamp = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "offer")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .filter(|s| *s > 0);
+    let Some(stamp) = stamp else {
+        return Ok(None);
+    };
+    let route = state.routing.route(contact).await?;
+    Ok(route
+        .filter(|r| r.state == "offered" && r.agent.as_deref() == Some(agent))
+        .and_then(|r| r.offer_until)
+        .filter(|now| *now != stamp)
+        .map(|_| stamp))
+}
+
 fn query(uri: &axum::http::Uri) -> Result<(ContactId, Option<String>), Refusal> {
     let mut contact = None;
     let mut agent = None;
@@ -402,6 +426,7 @@ async fn wait(
             // Not handed to routing yet: hold.
             return state.hold(&contact, false);
         };
+        let offer = route.as_ref().and_then(|r| r.offer_until).unwrap_or(0);
         match (route_state, agent) {
             ("offered" | "assigned", Some(agent)) => {
                 let Some(endpoint) = state.config.agents.get(&agent) else {
@@ -409,7 +434,12 @@ async fn wait(
                     state.routing.answer(&contact, &agent, false).await?;
                     return state.hold(&contact, false);
                 };
-                let action = state.url(&format!("/dialed?contact={contact}&agent={agent}"));
+                // The offer's stamp comes back with the dial's result, so
+                // that a late "no answer" of an earlier offer to the same
+                // agent is not taken for this one's.
+                let action = state.url(&format!(
+                    "/dialed?contact={contact}&agent={agent}&offer={offer}"
+                ));
                 let status = state.url(&format!("/agent?contact={contact}&agent={agent}"));
                 debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Ringing the agent.");
                 twiml_connect(
@@ -472,6 +502,12 @@ async fn dialed(
                 Ok(twiml(twiml_hangup()))
             }
             _ => {
+                if let Some(stale) = stale_offer(&state, &uri, &contact, &agent).await? {
+                    counter!("switchboard_voice_stale_dial_results_total", "source" => state.name.clone())
+                        .increment(1);
+                    info!(source = %state.name, contact_id = %contact, agent_id = %agent, offer = stale, "A dial of an earlier offer ended unanswered; the current offer stands.");
+                    return state.hold(&contact, false);
+                }
                 let outcome = state.routing.answer(&contact, &agent, false).await?;
                 info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent did not answer; the call goes to the next.");
                 state.hold(&contact, false)
