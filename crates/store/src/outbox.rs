@@ -448,3 +448,105 @@ impl Outbox for RedisOutbox {
         Box::pin(self.defer_delivery(delivery, delay))
     }
 }
+
+/// What an outbox holds: replies not handed out yet (`waiting`), handed out
+/// and not settled (`in_flight`), put off after a temporary failure
+/// (`deferred`), and the age of the oldest not settled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub waiting: u64,
+    pub in_flight: u64,
+    pub deferred: u64,
+    /// Milliseconds since the oldest waiting or in-flight reply was put in.
+    pub oldest_age_ms: Option<u64>,
+}
+
+/// The backlog of `source`'s outbox. Settled replies leave the stream, so
+/// its length is what is waiting plus what is in flight.
+pub async fn backlog(store: &Store, source: &str) -> Result<Backlog, StoreError> {
+    let keys = store.keys();
+    let stream = keys.outbox(source);
+    let mut conn = store.conn();
+    let (len, deferred, first): (u64, u64, StreamRangeReply) = store
+        .bounded(
+            redis::pipe()
+                .cmd("XLEN")
+                .arg(&stream)
+                .cmd("ZCARD")
+                .arg(keys.outbox_deferred(source))
+                .cmd("XRANGE")
+                .arg(&stream)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn),
+        )
+        .await?;
+    let mut in_flight = 0;
+    if len > 0 {
+        let groups: redis::streams::StreamInfoGroupsReply = store
+            .bounded(
+                redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&stream)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        in_flight = groups
+            .groups
+            .iter()
+            .find(|g| g.name == GROUP)
+            .map_or(0, |g| g.pending as u64);
+    }
+    let now = Timestamp::now().as_millis();
+    let oldest_age_ms = first
+        .ids
+        .first()
+        .and_then(|e| e.id.split_once('-'))
+        .and_then(|(ms, _)| ms.parse::<u64>().ok())
+        .map(|at| now.saturating_sub(at));
+    Ok(Backlog {
+        waiting: len.saturating_sub(in_flight),
+        in_flight,
+        deferred,
+        oldest_age_ms,
+    })
+}
+
+/// Sets `switchboard_outbox_replies{source, state}` and
+/// `switchboard_outbox_oldest_age_seconds{source}` for each source every
+/// `every`, until `shutdown`. Every instance reports the same figures (they
+/// are Redis's): aggregate with `max`.
+pub async fn report_backlogs(
+    store: Store,
+    sources: Vec<String>,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        for source in &sources {
+            match backlog(&store, source).await {
+                Ok(b) => {
+                    for (state, n) in [
+                        ("waiting", b.waiting),
+                        ("in_flight", b.in_flight),
+                        ("deferred", b.deferred),
+                    ] {
+                        metrics::gauge!("switchboard_outbox_replies", "source" => source.clone(), "state" => state)
+                            .set(n as f64);
+                    }
+                    metrics::gauge!("switchboard_outbox_oldest_age_seconds", "source" => source.clone())
+                        .set(b.oldest_age_ms.unwrap_or(0) as f64 / 1000.0);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, source = %source, "Could not read an outbox's backlog.");
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}

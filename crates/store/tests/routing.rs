@@ -311,6 +311,51 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     assert!(state.contains("window closed"), "{state}");
 }
 
+/// The backlog of an outbox: waiting, in flight, deferred, and the age of
+/// the oldest not settled.
+#[tokio::test]
+async fn an_outbox_backlog_counts_each_state() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let empty = switchboard_store::outbox::backlog(&store, "website")
+        .await
+        .unwrap();
+    assert_eq!(empty, switchboard_store::outbox::Backlog::default());
+    let outbox = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_secs(30)).unwrap();
+    let wait = Duration::from_millis(50);
+    for n in 0..4 {
+        outbox.enqueue(&reply(&format!("r{n}"))).await.unwrap();
+    }
+    let first = outbox.next(wait).await.unwrap().unwrap();
+    let second = outbox.next(wait).await.unwrap().unwrap();
+    outbox
+        .defer(&second, Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let b = switchboard_store::outbox::backlog(&store, "website")
+        .await
+        .unwrap();
+    assert_eq!((b.waiting, b.in_flight, b.deferred), (2, 1, 1), "{b:?}");
+    assert!(
+        b.oldest_age_ms.is_some_and(|ms| ms >= 20 && ms < 10_000),
+        "{b:?}"
+    );
+    outbox
+        .settle(
+            &first,
+            DeliveryOutcome::Delivered {
+                provider_message_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    let b = switchboard_store::outbox::backlog(&store, "website")
+        .await
+        .unwrap();
+    assert_eq!((b.waiting, b.in_flight, b.deferred), (2, 0, 1), "{b:?}");
+}
+
 /// A stale delivery behind more than ten that are in progress (XAUTOCLAIM
 /// looks at ten pending entries per call for a COUNT of 1) is still taken
 /// over: the scan goes on where the last call stopped.

@@ -173,6 +173,16 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         info!(channel = %channel.config().name(), kind, "Channel started.");
     }
     tracker.spawn(agent_api.run(background.clone()));
+    tracker.spawn(switchboard_store::outbox::report_backlogs(
+        store.clone(),
+        config
+            .channels
+            .iter()
+            .map(|c| c.config().name().to_owned())
+            .collect(),
+        Duration::from_secs(15),
+        background.clone(),
+    ));
     if !config.webhooks.is_empty() {
         let webhooks =
             switchboard_webhooks::Webhooks::new(store.clone(), &config.webhooks, &instance)?;
