@@ -282,7 +282,8 @@ pub fn load(
 }
 
 /// One key of the merged configuration as text, unchecked (for scripts).
-/// Secrets are never printed.
+/// Secrets are never printed: keys named for one are refused, and a URL's
+/// password (`redis://user:pw@host`) is shown as `***`.
 pub fn raw_value(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
@@ -298,6 +299,7 @@ pub fn raw_value(
     match raw.get::<config::Value>(key) {
         Ok(value) => value
             .into_string()
+            .map(|v| switchboard_store::redact_url(&v))
             .map_err(|e| ConfigError::new(key, e.to_string())),
         Err(config::ConfigError::NotFound(_)) => Ok(String::new()),
         Err(e) => Err(ConfigError::new(key, e.to_string())),
@@ -968,6 +970,26 @@ mod tests {
         }
         let f = file(&format!("{chat}{email}"));
         load(f.path(), env(&[])).unwrap();
+    }
+
+    #[test]
+    fn show_config_never_prints_a_secret() {
+        let f = file("[redis]\nurl = \"redis://default:hunter2@db.example:6379/0\"\n");
+        let url = raw_value(f.path(), env(&[]), "redis.url").unwrap();
+        assert_eq!(url, "redis://default:***@db.example:6379/0");
+        let from_env = raw_value(
+            f.path(),
+            env(&[("SWITCHBOARD__REDIS__URL", "redis://:s3cret@other:6379")]),
+            "redis.url",
+        )
+        .unwrap();
+        assert!(!from_env.contains("s3cret"), "{from_env}");
+        assert!(raw_value(f.path(), env(&[]), "redis.password").is_err());
+        assert_eq!(
+            raw_value(f.path(), env(&[]), "http.listen").unwrap(),
+            "",
+            "unset keys print nothing"
+        );
     }
 
     #[test]
