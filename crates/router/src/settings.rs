@@ -170,7 +170,9 @@ mod defaults {
         60
     }
     pub fn voice() -> u64 {
-        20
+        // The Twilio channel's hold pause (5) and ring timeout (20) and a
+        // margin (docs/voice.md): the offer outlives the ringing.
+        30
     }
     pub fn missed_offers_before_away() -> u32 {
         3
