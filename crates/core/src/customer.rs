@@ -8,6 +8,7 @@ use std::fmt;
 /// `whatsapp:380501234567`, `messenger:6001002003`, `phone:+15551234567`,
 /// `visitor:vs_…`. The same identity seen again is the same customer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CustomerIdentity {
     /// 1 to 32 characters of `a-z0-9_-`.
     pub scheme: String,
@@ -93,6 +94,16 @@ impl fmt::Display for CustomerIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let ok: Result<CustomerIdentity, _> =
+            serde_json::from_str(r#"{"scheme":"visitor","value":"v1"}"#);
+        assert!(ok.is_ok());
+        let extra: Result<CustomerIdentity, _> =
+            serde_json::from_str(r#"{"scheme":"visitor","value":"v1","vip":true}"#);
+        assert!(extra.is_err());
+    }
 
     #[test]
     fn email_is_normalised() {
