@@ -74,10 +74,6 @@ fn describe() {
         "switchboard_redis_up",
         "1 when the last Redis health check succeeded."
     );
-    describe_counter!(
-        "switchboard_http_requests_total",
-        "HTTP requests answered, by status class."
-    );
     describe_email();
 }
 
