@@ -35,7 +35,7 @@ if [ -z "$url" ]; then
   else
     redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$state/redis" \
       --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
-      --stream-node-max-bytes 1024 \
+      --stream-node-max-bytes 1024 --auto-aof-rewrite-min-size 1gb \
       --daemonize yes --pidfile "$pidfile" --logfile "$state/redis/redis.log"
     for _ in $(seq 50); do
       [ -f "$pidfile" ] && break

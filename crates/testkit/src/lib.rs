@@ -91,6 +91,7 @@ impl RedisServer {
             .args(["--maxmemory-policy", "noeviction"])
             // As deploy/redis-switchboard.conf recommends.
             .args(["--stream-node-max-bytes", "1024"])
+            .args(["--auto-aof-rewrite-min-size", "1gb"])
             .args(&self.extra)
             .arg("--logfile")
             .arg(&log)
