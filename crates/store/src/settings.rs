@@ -18,6 +18,8 @@ pub enum Risk {
     Loss,
     /// Memory: more per contact than needed.
     Memory,
+    /// Latency: Redis stalls more often than needed.
+    Latency,
 }
 
 impl Risk {
@@ -25,6 +27,7 @@ impl Risk {
         match self {
             Risk::Loss => "loss",
             Risk::Memory => "memory",
+            Risk::Latency => "latency",
         }
     }
 }
@@ -45,12 +48,16 @@ pub struct SettingAdvice {
 }
 
 /// The settings read, in order.
-const NAMES: [&str; 4] = [
+const NAMES: [&str; 5] = [
     "appendonly",
     "appendfsync",
     "maxmemory-policy",
     "stream-node-max-bytes",
+    "auto-aof-rewrite-min-size",
 ];
+
+/// The AOF rewrite minimum `deploy/redis-switchboard.conf` recommends.
+const REWRITE_MIN: u64 = 1 << 30;
 
 /// The advice for these settings (names to values, as `CONFIG GET` gives
 /// them); a setting the server did not report is not judged.
@@ -115,6 +122,23 @@ pub fn advise(settings: &HashMap<String, String>) -> Vec<SettingAdvice> {
             "every conversation log preallocates up to 4 KiB: ~9.6 KB per contact instead of ~6.5 KB",
         );
     }
+    let aof_on = settings
+        .get("appendonly")
+        .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+    if let Some(bytes) = settings
+        .get("auto-aof-rewrite-min-size")
+        .and_then(|v| v.parse::<u64>().ok())
+        && aof_on
+        && bytes < REWRITE_MIN
+    {
+        add(
+            "auto-aof-rewrite-min-size",
+            &bytes.to_string(),
+            "1gb",
+            Risk::Latency,
+            "under load the AOF is rewritten every few seconds and each rewrite's fork stalls Redis (routing p99 ~200 ms instead of ~40 ms at 1,000 contacts/s)",
+        );
+    }
     advice
 }
 
@@ -162,6 +186,7 @@ mod tests {
             ("appendfsync", "everysec"),
             ("maxmemory-policy", "noeviction"),
             ("stream-node-max-bytes", "1024"),
+            ("auto-aof-rewrite-min-size", "1073741824"),
         ]);
         assert_eq!(advise(&good), vec![]);
         assert_eq!(advise(&of(&[("appendfsync", "always")])), vec![]);
@@ -175,6 +200,7 @@ mod tests {
             ("appendfsync", "no"),
             ("maxmemory-policy", "allkeys-lru"),
             ("stream-node-max-bytes", "4096"),
+            ("auto-aof-rewrite-min-size", "67108864"),
         ]);
         let advice = advise(&bad);
         let names: Vec<_> = advice.iter().map(|a| (a.name, a.risk)).collect();
@@ -190,6 +216,17 @@ mod tests {
         assert_eq!(advice[2].value, "allkeys-lru");
         let unlimited = advise(&of(&[("stream-node-max-bytes", "0")]));
         assert_eq!(unlimited.len(), 1, "0 means unlimited nodes");
+        let rewrites = advise(&of(&[
+            ("appendonly", "yes"),
+            ("auto-aof-rewrite-min-size", "67108864"),
+        ]));
+        assert_eq!(
+            rewrites
+                .iter()
+                .map(|a| (a.name, a.risk))
+                .collect::<Vec<_>>(),
+            vec![("auto-aof-rewrite-min-size", Risk::Latency)]
+        );
         let volatile = advise(&of(&[("maxmemory-policy", "volatile-ttl")]));
         assert_eq!(volatile.len(), 1, "dedupe marks and closed contacts expire");
     }

@@ -16,6 +16,26 @@ async fn risky_settings_are_named_and_a_hidden_config_is_not_an_error() {
 
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Redis's own AOF rewrite minimum: a latency risk while the AOF is on.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("auto-aof-rewrite-min-size")
+        .arg("64mb")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let advice = store
+        .check_settings()
+        .await
+        .unwrap()
+        .expect("CONFIG allowed");
+    assert_eq!(
+        advice
+            .iter()
+            .map(|a| (a.name, a.value.as_str(), a.risk))
+            .collect::<Vec<_>>(),
+        vec![("auto-aof-rewrite-min-size", "67108864", Risk::Latency)]
+    );
     for (name, value) in [
         ("appendonly", "no"),
         ("maxmemory-policy", "allkeys-lru"),

@@ -329,6 +329,7 @@ async fn report_settings(store: &Store) {
             for risk in [
                 switchboard_store::Risk::Loss,
                 switchboard_store::Risk::Memory,
+                switchboard_store::Risk::Latency,
             ] {
                 let n = advice.iter().filter(|a| a.risk == risk).count();
                 metrics::gauge!("switchboard_redis_risky_settings", "risk" => risk.as_str())
