@@ -249,15 +249,10 @@ async fn an_agent_works_a_chat_in_the_console() {
         )
         .await;
     browser
-        .client
-        .find(Locator::Css(&format!(
+        .click(&format!(
             "[data-testid=\"offer-accept\"][data-contact-id=\"{contact}\"]"
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        ))
+        .await;
 
     // The conversation opens with the customer's message, shown as text.
     browser
@@ -421,15 +416,10 @@ async fn an_agent_works_a_chat_in_the_console() {
         )
         .await;
     browser
-        .client
-        .find(Locator::Css(&format!(
+        .click(&format!(
             "[data-testid=\"offer-accept\"][data-contact-id=\"{again}\"]"
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        ))
+        .await;
     let item = browser
         .until(
             Duration::from_secs(10),

@@ -147,15 +147,7 @@ async fn agent_types(agent: &Browser, testid: &str, text: &str) {
 }
 
 async fn click(agent: &Browser, css: &str) {
-    use fantoccini::Locator;
-    agent
-        .client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
+    agent.click(css).await;
 }
 
 fn count(list: &[(String, String, String)], needle: &str) -> usize {

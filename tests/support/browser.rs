@@ -88,6 +88,24 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
+    /// Clicks the element `css` finds, finding it again when the page
+    /// replaced it between the find and the click (a list that re-renders,
+    /// such as the console's offers with their countdown). Panics after 5 s.
+    pub async fn click(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let clicked = match self.client.find(fantoccini::Locator::Css(css)).await {
+                Ok(element) => element.click().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => panic!("cannot click {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     /// Waits until `script` returns something truthy; returns it.
     pub async fn until(&self, limit: Duration, what: &str, script: &str) -> Value {
         let deadline = Instant::now() + limit;
