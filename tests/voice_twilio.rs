@@ -93,6 +93,22 @@ fn form(params: &[(&str, &str)]) -> String {
 }
 
 /// Plays Twilio against the daemon at `base`.
+/// A private Redis, the daemon with a Twilio channel and `agents`, and a
+/// client that speaks Twilio's side of the calls.
+fn start(agents: &str) -> (RedisServer, Daemon, Twilio) {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(agents),
+    );
+    let twilio = Twilio {
+        http: Http::new(),
+        base: daemon.base(),
+    };
+    (redis, daemon, twilio)
+}
+
 struct Twilio {
     http: Http,
     base: String,
@@ -235,16 +251,7 @@ async fn online(base: &str, token: &str) -> AgentSocket {
 
 #[tokio::test]
 async fn corpus_rows_and_an_answered_call() {
-    let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(&agent("olha", TOKEN_OLHA)),
-    );
-    let twilio = Twilio {
-        http: Http::new(),
-        base: daemon.base(),
-    };
+    let (redis, _daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
     let rows: Vec<Vec<String>> = std::fs::read_to_string(format!("{CORPUS}/SIGNATURES.tsv"))
         .unwrap()
         .lines()
@@ -345,20 +352,11 @@ async fn corpus_rows_and_an_answered_call() {
 
 #[tokio::test]
 async fn ring_no_answer_busy_agents_and_blocked_callers() {
-    let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(&format!(
-            "{}{}",
-            agent("olha", TOKEN_OLHA),
-            agent("petro", TOKEN_PETRO)
-        )),
-    );
-    let twilio = Twilio {
-        http: Http::new(),
-        base: daemon.base(),
-    };
+    let (redis, _daemon, twilio) = start(&format!(
+        "{}{}",
+        agent("olha", TOKEN_OLHA),
+        agent("petro", TOKEN_PETRO)
+    ));
 
     // A blocked caller is rejected and nothing is stored.
     let r = twilio
@@ -409,16 +407,7 @@ async fn ring_no_answer_busy_agents_and_blocked_callers() {
 /// "no answer" leaves the new offer standing.
 #[tokio::test]
 async fn a_late_no_answer_of_an_earlier_offer_leaves_the_new_one() {
-    let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(&agent("olha", TOKEN_OLHA)),
-    );
-    let twilio = Twilio {
-        http: Http::new(),
-        base: daemon.base(),
-    };
+    let (_redis, daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
     let olha = online(&twilio.base, TOKEN_OLHA).await;
     let sid = "CA00000000000000000000000000000021";
     let wait = twilio.call(sid, "+380503333333").await;

@@ -348,6 +348,13 @@ impl Instance {
 }
 
 impl World {
+    /// Once the dispatchers have settled, the PBX was told to dial exactly
+    /// `n` times in all.
+    async fn dialled_exactly(&self, n: usize) {
+        tokio::time::sleep(SETTLE).await;
+        assert_eq!(self.pbx.count(), n, "dials: {:?}", self.pbx.dials());
+    }
+
     async fn new() -> World {
         let (callback, pbx) = pbx().await;
         World {
@@ -452,13 +459,7 @@ async fn a_call_repeated_after_a_restart_is_dialled() {
     assert_eq!(dials[0].1["agent"], "olha");
     assert_eq!(dials[0].1["number"], "201");
     assert_eq!(dials[0].1["contact_id"], contact.to_string());
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(
-        world.pbx.count(),
-        1,
-        "dialled once: {:?}",
-        world.pbx.dials()
-    );
+    world.dialled_exactly(1).await;
     world.routing.set(contact, "assigned", Some("olha"));
     second.stop().await;
 }
@@ -475,25 +476,13 @@ async fn a_repeated_new_call_is_followed_once() {
     world.new_call(&instance, "c1").await;
     world.routing.set(contact, "offered", Some("olha"));
     world.dials(1).await;
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(
-        world.pbx.count(),
-        1,
-        "dialled once: {:?}",
-        world.pbx.dials()
-    );
+    world.dialled_exactly(1).await;
     // Once the call is connected its dispatcher is done, and a later repeat
     // finds nothing to dial.
     world.routing.set(contact, "assigned", Some("olha"));
     tokio::time::sleep(Duration::from_millis(700)).await;
     world.new_call(&instance, "c1").await;
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(
-        world.pbx.count(),
-        1,
-        "dialled once: {:?}",
-        world.pbx.dials()
-    );
+    world.dialled_exactly(1).await;
     instance.stop().await;
 }
 
@@ -529,8 +518,7 @@ async fn a_new_offer_to_the_same_agent_is_dialled_again() {
         .collect();
     assert_eq!(agents, ["olha", "olha", "petro", "olha", "olha"]);
     assert_ne!(dials[3].0, dials[4].0, "each offer has its own key");
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(world.pbx.count(), 5, "{:?}", world.pbx.dials());
+    world.dialled_exactly(5).await;
     instance.stop().await;
 }
 
@@ -547,13 +535,7 @@ async fn one_instance_dials_a_call_that_several_follow() {
     world.new_call(&b, "c1").await;
     world.routing.set(contact, "offered", Some("olha"));
     world.dials(1).await;
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(
-        world.pbx.count(),
-        1,
-        "dialled once: {:?}",
-        world.pbx.dials()
-    );
+    world.dialled_exactly(1).await;
 
     // The instance that took the call first stops; the other dials the
     // next offer.
@@ -562,7 +544,6 @@ async fn one_instance_dials_a_call_that_several_follow() {
     world.routing.set(contact, "offered", Some("petro"));
     let dials = world.dials(2).await;
     assert_eq!(dials[1].1["agent"], "petro");
-    tokio::time::sleep(SETTLE).await;
-    assert_eq!(world.pbx.count(), 2, "{:?}", world.pbx.dials());
+    world.dialled_exactly(2).await;
     b.stop().await;
 }
