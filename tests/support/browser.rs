@@ -1,7 +1,9 @@
 //! A real browser for end-to-end tests: Debian's headless Chromium driven
 //! through chromedriver (WebDriver) by fantoccini. Each [`Browser`] has its
 //! own chromedriver on a free port and its own profile directory; both go
-//! away on drop.
+//! away on drop. Chromedriver runs in a process group of its own, and drop
+//! kills the whole group: killing chromedriver alone would leave its
+//! Chromium running after a test that panicked.
 //!
 //! `apt-get install -y chromium chromium-driver` (scripts/test.sh does);
 //! `SWITCHBOARD_TEST_CHROMIUM` and `SWITCHBOARD_TEST_CHROMEDRIVER` override
@@ -10,6 +12,7 @@
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,6 +38,7 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -134,15 +138,20 @@ impl Browser {
     }
 
     /// Ends the session and chromedriver.
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Drop kills what is left of the group.
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The group's id is chromedriver's pid (`process_group(0)`); Chromium
+        // and its helpers are in it too.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
