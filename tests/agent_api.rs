@@ -184,6 +184,25 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         (r.status, r.json()["error"]["code"].as_str()),
         (409, Some("not_assigned"))
     );
+    // Nor may an offer be transferred, by her or by a supervisor: only
+    // a contact someone accepted is theirs to pass on.
+    for token in [OLENA, SUPERVISOR] {
+        let r = http
+            .call(
+                "POST",
+                &format!("{api}/contacts/{contact}/transfer"),
+                Some(token),
+                Some(&json!({"queue": "billing"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].as_str()),
+            (409, Some("not_assigned")),
+            "{}",
+            r.body
+        );
+    }
 
     ws.send(json!({"type": "accept", "ref": "a1", "contact_id": contact}))
         .await;
@@ -672,6 +691,66 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
     assert_eq!(
         offer.expect("offered again")["contact_id"],
         contact.as_str()
+    );
+
+    // Her token leaked: a supervisor gives her a new one. The socket
+    // opened with the old one is closed (1008) within the recheck period
+    // even though it only listens, and the old token signs in nowhere.
+    let r = http
+        .call(
+            "PUT",
+            &format!("{api}/agents"),
+            Some(SUPERVISOR),
+            Some(&json!({"id": "mariia", "name": "Mariia", "capacity": {"chat": 1}, "token": "mariia-new-token-0123456789"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(again.close_code(Duration::from_secs(8)).await, Some(1008));
+    assert!(
+        AgentSocket::connect(&base, "mariia-token-0123456789")
+            .await
+            .is_err()
+    );
+    // A socket that acts is closed before its action is done.
+    let mut fresh = AgentSocket::connect_available(&base, "mariia-new-token-0123456789").await;
+    let r = http
+        .call(
+            "PUT",
+            &format!("{api}/agents"),
+            Some(SUPERVISOR),
+            Some(&json!({"id": "mariia", "name": "Mariia", "capacity": {"chat": 1}, "token": "mariia-third-token-0123456789"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    fresh
+        .send(json!({"type": "presence", "ref": "p9", "presence": "away"}))
+        .await;
+    assert_eq!(fresh.close_code(Duration::from_secs(2)).await, Some(1008));
+    let me = http
+        .call(
+            "GET",
+            &format!("{api}/me"),
+            Some("mariia-third-token-0123456789"),
+            None,
+        )
+        .await
+        .unwrap();
+    // Her session ended with the socket; what matters is that "away" was
+    // never applied.
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_ne!(me.json()["presence"], "away", "{}", me.body);
+    let metrics = http
+        .call("GET", &format!("{base}/metrics"), None, None)
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .body
+            .contains("switchboard_agent_ws_closed_total{reason=\"revoked\"} 2"),
+        "{}",
+        metrics.body
     );
 }
 

@@ -235,6 +235,14 @@ impl Inner {
     ) -> Result<(), ApiError> {
         let id = contact_id(contact)?;
         let rec = self.visible(caller, &id).await?;
+        // The requeue script also takes back offers (a session that
+        // ended); a transfer is only of what someone accepted.
+        if rec.state != "assigned" {
+            return Err(ApiError::conflict(
+                "not_assigned",
+                "only an accepted contact can be transferred",
+            ));
+        }
         if let Some(q) = queue
             && self.plan.queue_index(q).is_none()
         {

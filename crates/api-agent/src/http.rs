@@ -25,12 +25,7 @@ pub async fn caller(
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Caller, ApiError> {
-    let header_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(token) = header_token.or(query_token).filter(|t| !t.is_empty()) else {
+    let Some(token) = token(headers, query_token) else {
         metrics::counter!("switchboard_agent_api_auth_failures_total").increment(1);
         return Err(ApiError::unauthorized());
     };
@@ -49,6 +44,17 @@ pub async fn caller(
             Err(ApiError::unauthorized())
         }
     }
+}
+
+/// The bearer token of a request: the `Authorization` header's, else the
+/// query's (only the websocket passes one).
+fn token<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -> Option<&'a str> {
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    header_token.or(query_token).filter(|t| !t.is_empty())
 }
 
 pub(crate) async fn who(inner: &Inner, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -444,8 +450,13 @@ pub async fn ws(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // Who first: a plain GET without a token is 401, as everywhere else.
-    let caller = caller(&inner, &headers, q.get("access_token").map(String::as_str)).await?;
+    let query_token = q.get("access_token").map(String::as_str);
+    let caller = caller(&inner, &headers, query_token).await?;
     let agent = caller.agent()?.to_owned();
+    // The session checks that its token stays the agent's (ws.rs).
+    let digest = token(&headers, query_token)
+        .map(switchboard_router::settings::token_digest)
+        .unwrap_or_default();
     let Ok(upgrade) = upgrade else {
         let mut response = ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -468,7 +479,7 @@ pub async fn ws(
         // contacts/s (perf). Agents' frames are small; a larger one still
         // fits (the buffer grows to the frame).
         .read_buffer_size(4096)
-        .on_upgrade(move |socket| crate::ws::session(inner, agent, socket))
+        .on_upgrade(move |socket| crate::ws::session(inner, agent, digest, socket))
         .into_response())
 }
 

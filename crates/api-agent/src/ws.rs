@@ -3,7 +3,10 @@
 //! Opening it starts the agent's session (online); closing it ends it, and
 //! the routing leader takes back pending offers at once and requeues held
 //! contacts after the grace period unless the agent reconnects. The server
-//! pings every 20 s; a client silent for 60 s is disconnected.
+//! pings every 20 s; a client silent for 60 s is disconnected. A session
+//! whose token no longer names its agent (a supervisor gave the agent a new
+//! one) is closed with 1008 before its next action, and within
+//! [`TOKEN_RECHECK`] when it only listens.
 
 use crate::Inner;
 use crate::actions::Caller;
@@ -22,6 +25,9 @@ const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// How long one write may wait for a client that does not read: then the
 /// session ends (its socket, task and buffers with it).
 const WRITE_LIMIT: Duration = Duration::from_secs(10);
+
+/// How often a session checks that its token is still its agent's.
+const TOKEN_RECHECK: Duration = Duration::from_secs(5);
 
 type Sink = futures::stream::SplitSink<WebSocket, Message>;
 
@@ -46,7 +52,20 @@ where
     }
 }
 
-pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
+/// Whether the token the session signed in with (its SHA-256, `digest`)
+/// still belongs to `agent`. A Redis error counts as yes: the next check
+/// decides, and every action needs Redis anyway.
+async fn still_signed_in(inner: &Inner, agent: &str, digest: &str) -> bool {
+    match inner.state.agent_by_token(digest).await {
+        Ok(owner) => owner.as_deref() == Some(agent),
+        Err(error) => {
+            debug!(%error, "Could not check the session's token; checking again later.");
+            true
+        }
+    }
+}
+
+pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: WebSocket) {
     let span = info_span!("agent_session", agent_id = %agent);
     async move {
         let (session_id, mut frames) = inner.hub.register(&agent, inner.settings.ws_send_buffer);
@@ -77,6 +96,13 @@ pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
         let mut last_heard = Instant::now();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
+        let mut recheck = tokio::time::interval(TOKEN_RECHECK);
+        recheck.tick().await;
+        let revoked = |sink| async {
+            closed("revoked");
+            info!("The agent's token was replaced; closing the session.");
+            close(sink, 1008, "token revoked: sign in again").await;
+        };
         while ok {
             tokio::select! {
                 frame = frames.recv() => match frame {
@@ -113,6 +139,10 @@ pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
                     last_heard = Instant::now();
                     match message {
                         Message::Text(text) => {
+                            if !still_signed_in(&inner, &agent, &digest).await {
+                                revoked(&mut sink).await;
+                                break;
+                            }
                             if let Some(reply) = handle(&inner, &agent, text.as_str()).await {
                                 ok = written(send(&mut sink, &reply)).await;
                             }
@@ -127,6 +157,12 @@ pub async fn session(inner: Arc<Inner>, agent: String, socket: WebSocket) {
                             break;
                         }
                         Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                _ = recheck.tick() => {
+                    if !still_signed_in(&inner, &agent, &digest).await {
+                        revoked(&mut sink).await;
+                        break;
                     }
                 }
                 _ = ping.tick() => {
