@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_channel::{LiveEvent, LiveKind};
 use switchboard_core::{
-    ChannelKind, ContactId, ConversationId, CustomerIdentity, InboundEvent, IntakeError, Timestamp,
+    ChannelKind, ContactId, ConversationId, CustomerIdentity, InboundEvent, IntakeError,
+    MAX_CUSTOMER_NAME_BYTES, Timestamp,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -216,6 +217,10 @@ fn incoming(message: Option<Result<Message, axum::Error>>) -> Result<Incoming, E
             if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
                 counter!("switchboard_chat_rejected_total", "reason" => "too_large").increment(1);
                 Err(End::Close(1009, "frame too large"))
+            } else if text.contains("UTF-8") {
+                // A text frame that is not UTF-8 (RFC 6455 7.4.1: 1007).
+                counter!("switchboard_chat_rejected_total", "reason" => "bad_utf8").increment(1);
+                Err(End::Close(1007, "text frames must be UTF-8"))
             } else {
                 debug!(%error, "Chat socket error.");
                 Err(End::Gone)
@@ -830,7 +835,11 @@ impl Conn {
                 .await;
         }
         active.prechat = Prechat {
-            name: clean(name, 128),
+            // 128 characters can be 512 bytes: the intake refuses names
+            // over MAX_CUSTOMER_NAME_BYTES, and every later message of the
+            // session would be refused with it.
+            name: clean(name, 128)
+                .map(|n| switchboard_core::clip(&n, MAX_CUSTOMER_NAME_BYTES).to_owned()),
             email,
             topic: clean(topic, 128),
         };
@@ -1169,6 +1178,7 @@ impl Conn {
             .filter(|c| !c.is_control())
             .take(128)
             .collect();
+        let name = switchboard_core::clip(&name, MAX_CUSTOMER_NAME_BYTES).to_owned();
         let event = InboundEvent {
             channel: ChannelKind::Chat,
             source: self.shared.ctx.name.clone(),

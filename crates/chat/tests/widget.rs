@@ -447,6 +447,43 @@ async fn an_oversize_frame_closes_the_socket() {
     }
 }
 
+/// A text frame that is not UTF-8 closes the socket with 1007 and is
+/// counted (it ended silently as "gone" before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_frame_that_is_not_utf8_is_closed_with_1007_and_counted() {
+    use tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    counted::start();
+    let before = counted::get("switchboard_chat_rejected_total", "reason=bad_utf8");
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    ws.send(Message::Frame(Frame::message(
+        vec![0xff, 0xfe, 0x7b],
+        OpCode::Data(Data::Text),
+        true,
+    )))
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s");
+    assert_eq!(closed, Some(1007));
+    let after = counted::get("switchboard_chat_rejected_total", "reason=bad_utf8");
+    assert_eq!(after, before + 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_session_gets_exactly_the_missed_replies_in_order() {
     let w = world();
@@ -733,6 +770,43 @@ async fn a_reply_reaches_a_visitor_connected_to_another_instance() {
     };
     assert_eq!(m["seq"], seq.as_str());
     assert_eq!(m["text"], "yes, here");
+}
+
+/// 128 characters of a name can be 512 bytes: the name is cut to what the
+/// intake takes (256 bytes), not refused with every later message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_name_in_a_form_is_cut_to_the_intakes_limit() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let long = "😀".repeat(100);
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    send(&mut ws, json!({"type": "prechat", "name": long})).await;
+    assert_eq!(recv_type(&mut ws, "result").await["of"], "prechat");
+    let ack = message(&mut ws, "c1", "hi").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let contact = contact_of(&w.store, &conversation).await;
+    let fields = Conversations::new(w.store.clone())
+        .contact(&contact.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fields["customer_name"], "😀".repeat(64));
+
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    send(
+        &mut ws,
+        json!({"type": "offline", "name": long, "email": "ann@example.org", "text": "call me"}),
+    )
+    .await;
+    let result = recv_type(&mut ws, "result").await;
+    assert_eq!(
+        (result["of"].as_str(), result["ok"].as_bool()),
+        (Some("offline"), Some(true)),
+        "{result}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,22 @@ pub enum InvalidEvent {
     Attributes,
 }
 
+/// The longest customer name an event may carry, in bytes.
+pub const MAX_CUSTOMER_NAME_BYTES: usize = 256;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary: how channels fit what customers write into the limits above.
+pub fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
 impl InboundEvent {
     /// Checks the event against `limits`, normalizing the customer identity.
     pub fn validate(mut self, limits: EventLimits) -> Result<Self, InvalidEvent> {
@@ -92,7 +108,11 @@ impl InboundEvent {
         }
         let short_fields: [(&'static str, Option<&str>, usize); 6] = [
             ("address", Some(&self.address), 320),
-            ("customer_name", self.customer_name.as_deref(), 256),
+            (
+                "customer_name",
+                self.customer_name.as_deref(),
+                MAX_CUSTOMER_NAME_BYTES,
+            ),
             (
                 "provider_message_id",
                 self.provider_message_id.as_deref(),
@@ -321,6 +341,16 @@ fn source_ok(source: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn clip_respects_char_boundaries() {
+        use super::clip;
+        assert_eq!(clip("abc", 5), "abc");
+        assert_eq!(clip("абв", 3), "а");
+        assert_eq!(clip("абв", 4), "аб");
+        assert_eq!(clip("😀", 3), "");
+        assert_eq!(clip("", 0), "");
+    }
+
     use super::*;
 
     fn event() -> InboundEvent {

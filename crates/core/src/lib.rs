@@ -20,9 +20,10 @@ pub use channel::ChannelKind;
 pub use customer::{CustomerIdentity, IdentityError};
 pub use event::ContactEvent;
 pub use ids::{AgentId, ContactId, ConversationId, IdError, MessageId, Partition};
+pub use inbound::clip;
 pub use inbound::{
     Change, InboundEvent, InboundUpdate, IntakeError, IntakeOutcome, IntakeReceipt, InvalidEvent,
-    ReplyStatus, UpdateOutcome,
+    MAX_CUSTOMER_NAME_BYTES, ReplyStatus, UpdateOutcome,
 };
 pub use outbound::{DeliveryOutcome, OutboundMessage};
 pub use time::Timestamp;

@@ -402,18 +402,7 @@ fn summarize(a: &AttachmentRef, text: &str) -> String {
     line
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a character
-/// boundary.
-pub(crate) fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default()
-}
+pub(crate) use switchboard_core::clip;
 
 #[cfg(test)]
 mod tests {
@@ -537,13 +526,5 @@ mod tests {
         assert_eq!(fit("abcdefghi", 8), "ab\n[…]");
         assert_eq!(fit("аб вгд", 9), "а\n[…]");
         assert_eq!(fit("abc", 2), "ab");
-    }
-
-    #[test]
-    fn clip_respects_char_boundaries() {
-        assert_eq!(clip("abc", 5), "abc");
-        assert_eq!(clip("абв", 3), "а");
-        assert_eq!(clip("абв", 4), "аб");
-        assert_eq!(clip("", 0), "");
     }
 }

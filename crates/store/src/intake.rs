@@ -247,11 +247,7 @@ impl Intake for RedisIntake {
 /// The first 500 bytes of a text, cut at a character boundary: what routing
 /// rules match words in.
 fn preview(text: &str) -> &str {
-    let mut end = text.len().min(500);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    switchboard_core::clip(text, 500)
 }
 
 #[cfg(test)]

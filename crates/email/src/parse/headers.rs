@@ -231,15 +231,4 @@ pub(super) fn clean_line(s: &str) -> String {
     out.trim().to_owned()
 }
 
-/// The longest prefix of `s` of at most `max` bytes ending on a character
-/// boundary.
-pub(super) fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub(super) use switchboard_core::clip;

@@ -192,18 +192,7 @@ pub(crate) fn text(field: &'static str, value: &str, max: usize) -> Result<Strin
     Ok(value.to_owned())
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a character
-/// boundary.
-pub(crate) fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while end > 0 && !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default()
-}
+pub(crate) use switchboard_core::clip;
 
 #[cfg(test)]
 pub(crate) mod corpus {
