@@ -88,6 +88,9 @@ pub(crate) enum OnInvalid {
 #[derive(Debug)]
 pub(crate) enum Refusal {
     TooLarge,
+    /// The body could not be read to its end (broken chunked framing, a
+    /// client that went away).
+    Broken(String),
     Signature(SignatureError),
     Parse(ParseError),
     /// The intake refused an event for good (only with [`OnInvalid::Refuse`]).
@@ -99,6 +102,7 @@ impl Refusal {
     fn kind(&self) -> &'static str {
         match self {
             Self::TooLarge => "too_large",
+            Self::Broken(_) => "broken_body",
             Self::Signature(_) => "bad_signature",
             Self::Parse(_) => "bad_payload",
             Self::Invalid(_) => "invalid_event",
@@ -110,9 +114,7 @@ impl Refusal {
 impl Webhook {
     /// The body, if it is no larger than allowed.
     pub(crate) async fn read(&self, body: Body) -> Result<axum::body::Bytes, Refusal> {
-        axum::body::to_bytes(body, self.max_body)
-            .await
-            .map_err(|_| Refusal::TooLarge)
+        read_body(body, self.max_body).await
     }
 
     /// The answer to a delivery, counted.
@@ -133,6 +135,14 @@ impl Webhook {
                 "too_large",
                 format!("the body is larger than {} bytes", self.max_body),
             ),
+            Err(Refusal::Broken(m)) => {
+                debug!(source = %self.name, error = %m, "Webhook delivery refused: the body could not be read.");
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "broken_body",
+                    format!("the body could not be read: {m}"),
+                )
+            }
             Err(Refusal::Signature(e)) => {
                 warn!(source = %self.name, error = %e, "Webhook delivery refused: bad signature.");
                 error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
@@ -331,7 +341,7 @@ impl Webhook {
             source: self.name.clone(),
             customer,
             provider_message_id: id.clone(),
-            update_id: Some(format!("{id}:{}", status.as_str())),
+            update_id: Some(receipt_id(&id, status)),
             change: Change::Status { status, detail },
             at: receipt.at,
         };
@@ -379,12 +389,39 @@ fn edit_id(edit: &MessageEdit) -> String {
         Some(at) => at.as_millis().to_string(),
         None => sha256_hex(&edit.text)[..16].to_owned(),
     };
-    let id = format!("{}:edit:{suffix}", edit.provider_message_id);
+    fitted(
+        format!("{}:edit:{suffix}", edit.provider_message_id),
+        "edit",
+    )
+}
+
+/// The update id of a delivery receipt: `<message id>:<status>`, so that
+/// each status is applied once.
+fn receipt_id(id: &str, status: ReplyStatus) -> String {
+    fitted(format!("{id}:{}", status.as_str()), "receipt")
+}
+
+/// `id`, or `<kind>:<its SHA-256>` when it is longer than the intake keeps
+/// (a provider's id may be as long as the limit itself).
+fn fitted(id: String, kind: &str) -> String {
     if id.len() <= MAX_ID_BYTES {
         id
     } else {
-        format!("edit:{}", sha256_hex(&id))
+        format!("{kind}:{}", sha256_hex(&id))
     }
+}
+
+/// A body of at most `max` bytes; one that is larger and one that broke off
+/// are told apart (413 and 400).
+async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, Refusal> {
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            Refusal::TooLarge
+        } else {
+            Refusal::Broken(e.to_string())
+        }
+    })
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -529,5 +566,36 @@ mod tests {
         long.provider_message_id = "x".repeat(512);
         let id = edit_id(&long);
         assert!(id.starts_with("edit:") && id.len() <= MAX_ID_BYTES, "{id}");
+    }
+
+    /// A body that broke off was answered 413 `too_large` and counted so.
+    #[tokio::test]
+    async fn a_broken_body_is_not_too_large() {
+        let broken = Body::from_stream(futures::stream::iter([
+            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{")),
+            Err(std::io::Error::other("connection reset")),
+        ]));
+        let refusal = read_body(broken, 1000).await.unwrap_err();
+        assert_eq!(refusal.kind(), "broken_body");
+        let big = Body::from(vec![b'x'; 1001]);
+        assert_eq!(read_body(big, 1000).await.unwrap_err().kind(), "too_large");
+        let fits = read_body(Body::from("{}"), 1000).await.unwrap();
+        assert_eq!(&fits[..], b"{}");
+    }
+
+    /// A receipt of a message whose id is near the limit was refused with
+    /// 422 (`update_id` too long), a field the sender never sent.
+    #[test]
+    fn receipt_ids_fit_the_intake_whatever_the_message_id() {
+        assert_eq!(
+            receipt_id("wamid.1", ReplyStatus::Delivered),
+            "wamid.1:delivered"
+        );
+        let long = "x".repeat(505);
+        let delivered = receipt_id(&long, ReplyStatus::Delivered);
+        let read = receipt_id(&long, ReplyStatus::Read);
+        assert!(delivered.len() <= MAX_ID_BYTES, "{delivered}");
+        assert!(delivered.starts_with("receipt:"), "{delivered}");
+        assert_ne!(delivered, read);
     }
 }
