@@ -10,6 +10,7 @@ use smtp_proto::{
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tracing::debug;
 
 /// What the dialogue loop does after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -175,12 +176,13 @@ impl Session {
             return self.error(out, 555, "5.5.4", "Unsupported MAIL FROM parameter");
         }
         if from.size > self.settings.max_message_bytes {
+            // Refused before the body is sent, counted as the body would be.
+            self.count_message("too_large");
             return Reply::too_large().write(out);
         }
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
-            return Reply::new(553, "5.6.7", "Error: non-ASCII address without SMTPUTF8")
-                .write(out);
+            return self.non_ascii(out);
         }
         Reply::new(250, "2.1.0", "Ok").write(out);
         self.tx = Some(Transaction {
@@ -188,6 +190,14 @@ impl Session {
             smtputf8,
             recipients: Vec::new(),
         });
+    }
+
+    /// A non-ASCII address in a transaction without SMTPUTF8: refused for
+    /// good (the message cannot be taken as sent), counted as `rejected`.
+    fn non_ascii(&self, out: &mut Vec<u8>) {
+        debug!("Refused a non-ASCII address without SMTPUTF8.");
+        self.count_message("rejected");
+        Reply::new(553, "5.6.7", "Error: non-ASCII address without SMTPUTF8").write(out);
     }
 
     fn rcpt(&mut self, to: RcptTo<String>, out: &mut Vec<u8>) {
@@ -201,8 +211,7 @@ impl Session {
             return self.error(out, 501, "5.1.3", "Error: empty recipient address");
         }
         if !tx.smtputf8 && !to.address.is_ascii() {
-            return Reply::new(553, "5.6.7", "Error: non-ASCII address without SMTPUTF8")
-                .write(out);
+            return self.non_ascii(out);
         }
         if tx.recipients.len() >= self.settings.max_recipients {
             return Reply::new(452, "4.5.3", "Error: too many recipients").write(out);

@@ -66,7 +66,7 @@ impl Session {
         }
     }
 
-    fn count_message(&self, outcome: &'static str) {
+    pub(super) fn count_message(&self, outcome: &'static str) {
         metrics::counter!("switchboard_email_messages_total",
             "source" => self.settings.name.clone(), "outcome" => outcome)
         .increment(1);

@@ -207,12 +207,20 @@ async fn smtputf8_and_8bitmime_with_raw_utf8() {
     assert_eq!(from, "jörg@exämple.test");
     assert_eq!(data, body);
 
+    let counters = crate::test_counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
     let server = start(settings(Protocol::Lmtp), Arc::new(TestSink::default())).await;
     let mut c = Client::connect(&server).await;
     c.lhlo().await;
     c.expect("MAIL FROM:<jörg@exämple.test>", "553 5.6.7").await;
     c.expect("MAIL FROM:<a@b.test> SMTPUTF8", "250").await;
     c.expect("RCPT TO:<zoë@support.test>", "250 2.1.5").await;
+    // The refusal is counted (it was not).
+    let rejected = format!(
+        "switchboard_email_messages_total{{outcome=rejected,source={}}}",
+        settings(Protocol::Lmtp).name
+    );
+    assert_eq!(counters.get(&rejected), 1, "{}", counters.dump());
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn size_over_the_limit_at_mail_from() {
+    let counters = crate::test_counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
     let server = start(settings(Protocol::Lmtp), Arc::new(TestSink::default())).await;
     let mut c = Client::connect(&server).await;
     c.lhlo().await;
@@ -14,6 +16,12 @@ async fn size_over_the_limit_at_mail_from() {
         .await;
     c.expect("MAIL FROM:<a@b.test> SIZE=10000", "250 2.1.0")
         .await;
+    // Counted like a body over the limit (it was not counted at all).
+    let too_large = format!(
+        "switchboard_email_messages_total{{outcome=too_large,source={}}}",
+        settings(Protocol::Lmtp).name
+    );
+    assert_eq!(counters.get(&too_large), 1, "{}", counters.dump());
 }
 
 #[tokio::test]
