@@ -4,6 +4,7 @@
 use crate::Shared;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
@@ -94,11 +95,19 @@ fn client_ip(headers: &HeaderMap, ext: &Extensions) -> Option<IpAddr> {
 
 async fn ws(
     State(shared): State<Arc<Shared>>,
-    Query(query): Query<WsQuery>,
+    query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
     ext: Extensions,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // Answered and counted here, not by axum in plain text uncounted.
+    let Ok(Query(query)) = query else {
+        return reject(
+            "bad_query",
+            StatusCode::BAD_REQUEST,
+            "the query string does not parse (at most one widget=)\n",
+        );
+    };
     let Some(origin) = headers
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())

@@ -988,84 +988,19 @@ async fn nobody_available_offers_the_offline_form_to_new_visitors() {
     assert!(welcome["conversation"].is_string());
 }
 
-/// Counters as the code increments them, for the tests that check a
-/// refusal or an error is counted: one global recorder for this test
-/// binary. Tests run at once, so a test looks at how much a counter grew.
+/// Counters as the code increments them (the harness's global recorder):
+/// tests run at once, so a test looks at how much a counter grew.
 mod counted {
-    use metrics::{
-        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-
-    type Values = Arc<Mutex<HashMap<String, u64>>>;
-
-    struct Test(Values);
-
-    struct One {
-        key: String,
-        values: Values,
-    }
-
-    impl CounterFn for One {
-        fn increment(&self, value: u64) {
-            *self
-                .values
-                .lock()
-                .unwrap()
-                .entry(self.key.clone())
-                .or_default() += value;
-        }
-        fn absolute(&self, value: u64) {
-            self.values.lock().unwrap().insert(self.key.clone(), value);
-        }
-    }
-
-    impl Recorder for Test {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            Counter::from_arc(Arc::new(One {
-                key: format!("{}{{{}}}", key.name(), labels.join(",")),
-                values: self.0.clone(),
-            }))
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
-
-    fn values() -> &'static Values {
-        static VALUES: OnceLock<Values> = OnceLock::new();
-        VALUES.get_or_init(|| {
-            let values = Values::default();
-            metrics::set_global_recorder(Test(values.clone()))
-                .expect("no other recorder in this test binary");
-            values
-        })
-    }
+    use switchboard_testkit::counters::Counters;
 
     /// Starts counting (before what is counted).
     pub fn start() {
-        values();
+        Counters::global();
     }
 
-    /// The counter `name` with `labels` (`k=v,k=v`, as the code gives them).
+    /// The counter `name` with `labels` (`k=v,k=v`, sorted).
     pub fn get(name: &str, labels: &str) -> u64 {
-        values()
-            .lock()
-            .unwrap()
-            .get(&format!("{name}{{{labels}}}"))
-            .copied()
-            .unwrap_or(0)
+        Counters::global().get(&format!("{name}{{{labels}}}"))
     }
 }
 
@@ -1275,6 +1210,40 @@ async fn uploads_are_limited_per_session_and_per_address() {
     let r = upload(addr, &d, &"x".repeat(60), "").await;
     assert!(r.starts_with("http/1.1 429"), "{r}");
     assert!(r.contains("too many uploads"), "{r}");
+}
+
+/// A websocket request whose query does not parse (two widgets) is refused
+/// and counted (axum answered it uncounted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_query_that_does_not_parse_is_counted() {
+    counted::start();
+    let before = counted::get("switchboard_chat_rejected_total", "reason=bad_query");
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let request = format!(
+        "GET /channels/website/ws?widget=a&widget=b HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    // The head only: the connection stays open (keep-alive).
+    let head = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before an answer");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).to_ascii_lowercase()
+    })
+    .await
+    .expect("an answer");
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    let after = counted::get("switchboard_chat_rejected_total", "reason=bad_query");
+    assert!(after > before, "the 400 is counted");
 }
 
 /// An upload announcing more than `max_upload_bytes` is refused before its

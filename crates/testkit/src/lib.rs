@@ -6,6 +6,7 @@
 //! The binary is `redis-server` from `PATH`, or `SWITCHBOARD_TEST_REDIS_SERVER`.
 #![forbid(unsafe_code)]
 
+pub mod counters;
 pub mod dovecot;
 pub mod postfix;
 

@@ -32,6 +32,7 @@ use crate::{
 };
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -197,17 +198,23 @@ fn answer(status: StatusCode, code: &'static str, message: String) -> Response {
 
 async fn events(
     State(state): State<Arc<CtiState>>,
-    Query(query): Query<TokenQuery>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // A query that does not parse (`?token=a&token=b`) is answered and
+    // counted here like every other refusal, not by axum in plain text.
+    let query = query.map(|Query(q)| q);
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .or(query.token.as_deref());
-    let outcome = match presented {
-        Some(t) if state.token.matches(t.as_bytes()) => handle(&state, &headers, &body).await,
+        .or(query.as_ref().ok().and_then(|q| q.token.as_deref()));
+    let outcome = match (&query, presented) {
+        (Err(e), _) => Err((StatusCode::BAD_REQUEST, "bad_request", e.body_text())),
+        (Ok(_), Some(t)) if state.token.matches(t.as_bytes()) => {
+            handle(&state, &headers, &body).await
+        }
         _ => Err((
             StatusCode::UNAUTHORIZED,
             "unauthorized",

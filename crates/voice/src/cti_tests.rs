@@ -436,6 +436,42 @@ impl World {
     }
 }
 
+/// A query that does not parse (two tokens) is answered in JSON and
+/// counted like every other refusal (axum answered it in plain text,
+/// uncounted).
+#[tokio::test]
+async fn a_query_that_does_not_parse_is_a_counted_json_refusal() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let world = World::new().await;
+    let instance = world.instance(0).await;
+    let reply = world
+        .http
+        .post(format!("{}?token=a&token=b", instance.events))
+        .json(
+            &json!({"event": "newCall", "direction": "in", "callId": "c-1",
+            "from": "+380501234567", "to": "4930609854180"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    assert_eq!(
+        counters
+            .get("switchboard_voice_requests_total{endpoint=cti,outcome=bad_request,source=pbx}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+    assert!(
+        world.intake.calls.lock().unwrap().is_empty(),
+        "nothing stored"
+    );
+    instance.stop().await;
+}
+
 /// Longer than a few of the dispatcher's polls: time for a dial that
 /// should not happen.
 const SETTLE: Duration = Duration::from_millis(1500);

@@ -341,7 +341,7 @@ impl Webhook {
             source: self.name.clone(),
             customer,
             provider_message_id: id.clone(),
-            update_id: Some(receipt_id(&id, status)),
+            update_id: Some(receipt_id(id, status)),
             change: Change::Status { status, detail },
             at: receipt.at,
         };
@@ -575,11 +575,14 @@ mod tests {
             Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{")),
             Err(std::io::Error::other("connection reset")),
         ]));
-        let refusal = read_body(broken, 1000).await.unwrap_err();
+        let refusal = read_body(broken, 1000).await.expect_err("broken");
         assert_eq!(refusal.kind(), "broken_body");
         let big = Body::from(vec![b'x'; 1001]);
-        assert_eq!(read_body(big, 1000).await.unwrap_err().kind(), "too_large");
-        let fits = read_body(Body::from("{}"), 1000).await.unwrap();
+        assert_eq!(
+            read_body(big, 1000).await.expect_err("too large").kind(),
+            "too_large"
+        );
+        let fits = read_body(Body::from("{}"), 1000).await.expect("fits");
         assert_eq!(&fits[..], b"{}");
     }
 
