@@ -36,6 +36,27 @@ fn id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-_.".contains(c)
 }
 
+/// Whether a customer's stored message brought `media_id`: its `media`
+/// list names it. A message stored before messages had that list (an older
+/// version; since then it is always written, empty too) is trusted by its
+/// attachment line instead. A customer cannot write a stored message
+/// without the list, so a `media id …` typed into a text opens nothing.
+fn brought(msg: &str, media_id: &str) -> bool {
+    if !msg.contains(media_id) {
+        return false;
+    }
+    match serde_json::from_str::<serde_json::Value>(msg) {
+        Ok(value) => match value.get("media") {
+            Some(serde_json::Value::Array(ids)) => {
+                ids.iter().any(|id| id.as_str() == Some(media_id))
+            }
+            Some(_) => false,
+            None => mentions(msg, media_id),
+        },
+        Err(_) => false,
+    }
+}
+
 /// Whether `text` names `media_id` as a whole (`media id X]`, not `X0`).
 fn mentions(text: &str, media_id: &str) -> bool {
     let needle = format!("media id {media_id}");
@@ -64,7 +85,7 @@ async fn received(
         let page = inner.conversations.transcript(conv, &after, PAGE).await?;
         if page
             .iter()
-            .any(|e| e.dir == "in" && mentions(&e.msg, media_id))
+            .any(|e| e.dir == "in" && brought(&e.msg, media_id))
         {
             return Ok(true);
         }
@@ -142,7 +163,25 @@ pub async fn media(
 
 #[cfg(test)]
 mod tests {
-    use super::mentions;
+    use super::{brought, mentions};
+
+    /// A customer who writes `media id X` into a text (or a name, or a
+    /// subject) does not open attachment X to the agent of their contact.
+    #[test]
+    fn only_the_media_a_message_brought_is_served() {
+        let forged = r#"{"text":"see media id AAAAAAAAAAAAAAAAAAAAAA]","media":[]}"#;
+        assert!(!brought(forged, "AAAAAAAAAAAAAAAAAAAAAA"));
+        let real = r#"{"text":"hi\n[attachment: a.png, image/png, 5 bytes, media id BBBBBBBBBBBBBBBBBBBBBB]","media":["BBBBBBBBBBBBBBBBBBBBBB"]}"#;
+        assert!(brought(real, "BBBBBBBBBBBBBBBBBBBBBB"));
+        assert!(!brought(real, "BBBBBBBBBBBBBBBBBBBBB"));
+        // Stored by an older version (no list): the attachment line.
+        let old = r#"{"text":"[attachment: a.png, image/png, 5 bytes, media id CCCCCCCCCCCCCCCCCCCCCC]"}"#;
+        assert!(brought(old, "CCCCCCCCCCCCCCCCCCCCCC"));
+        assert!(!brought(
+            "not json media id CCCCCCCCCCCCCCCCCCCCCC]",
+            "CCCCCCCCCCCCCCCCCCCCCC"
+        ));
+    }
 
     #[test]
     fn a_media_id_is_matched_whole() {

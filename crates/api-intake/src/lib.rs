@@ -329,6 +329,9 @@ async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: By
         Err(r) => return r,
     };
     event.source = state.name.clone();
+    // Attachments are the channels' own (the agent API serves a
+    // conversation only those); an outside caller has none to name.
+    event.media.clear();
     match state.intake.submit(event).await {
         Ok(receipt) => (StatusCode::OK, axum::Json(receipt)).into_response(),
         Err(IntakeError::Invalid(e)) => {

@@ -952,6 +952,7 @@ impl Conn {
             attributes,
             sent_at: None,
             new_contact: false,
+            media: attachments,
         };
         match self.shared.ctx.intake.submit(event).await {
             Ok(receipt) => {
@@ -1196,6 +1197,7 @@ impl Conn {
             attributes,
             sent_at: None,
             new_contact: false,
+            media: Vec::new(),
         };
         match self.shared.ctx.intake.submit(event).await {
             Ok(receipt) => {

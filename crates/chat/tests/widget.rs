@@ -1170,6 +1170,58 @@ async fn upload(addr: SocketAddr, token: &str, body: &str, headers: &str) -> Str
         .expect("an answer within 20 s")
 }
 
+/// A message with an upload names it in the stored message's `media` (what
+/// the agent API serves the conversation); a text that merely mentions a
+/// media id names nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_names_the_uploads_it_brought() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut ws, None, None).await;
+    let token = welcome["token"].as_str().unwrap().to_owned();
+    // As `upload`, but keeping the case of the answer (the id is
+    // base64url).
+    let response = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: text/plain\r\nX-Filename: a.txt\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        );
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    };
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+    let id = serde_json::from_str::<Value>(body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(
+        &mut ws,
+        json!({"type": "message", "client_id": "c1", "text": "see this", "attachments": [id]}),
+    )
+    .await;
+    let ack = recv_type(&mut ws, "ack").await;
+    let ack_seq = ack["seq"].as_str().unwrap().to_owned();
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let forged = message(&mut ws, "c2", "and media id BBBBBBBBBBBBBBBBBBBBBB]").await;
+    let entries = Conversations::new(w.store.clone())
+        .transcript(&conversation.parse().unwrap(), "-", 10)
+        .await
+        .unwrap();
+    let media = |seq: &str| -> Value {
+        let e = entries.iter().find(|e| e.seq == seq).unwrap();
+        serde_json::from_str::<Value>(&e.msg).unwrap()["media"].clone()
+    };
+    let uploaded = media(&ack_seq);
+    assert_eq!(uploaded, json!([id]));
+    assert_eq!(media(forged["seq"].as_str().unwrap()), json!([]));
+}
+
 /// Uploads are charged to the client address's allowance (`rate_per_ip`)
 /// and to the visitor's own (`upload_rate_per_session` files and
 /// `upload_bytes_per_session` bytes a minute).

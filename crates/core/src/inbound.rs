@@ -52,6 +52,14 @@ pub struct InboundEvent {
     /// of the customer join the newest conversation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub new_contact: bool,
+    /// The ids of the attachments this message brought, as the channel's
+    /// media source serves them: the agent API serves a conversation only
+    /// the attachments its messages name here, never one a customer merely
+    /// wrote into a text. Adapters set it; the intake API drops what an
+    /// outside caller sends. Always written (an empty list too), so that a
+    /// stored message tells that it had none.
+    #[serde(default)]
+    pub media: Vec<String>,
 }
 
 /// Limits an event must fit before it is stored.
@@ -81,7 +89,13 @@ pub enum InvalidEvent {
     Empty,
     #[error("attributes: at most 32, keys 1 to 64 bytes, values at most 1024 bytes")]
     Attributes,
+    #[error("media: at most 64 ids of 1 to 512 bytes")]
+    Media,
 }
+
+/// Attachments one message may name, and the longest media id.
+pub const MAX_MEDIA: usize = 64;
+pub const MAX_MEDIA_ID_BYTES: usize = 512;
 
 /// The longest customer name an event may carry, in bytes.
 pub const MAX_CUSTOMER_NAME_BYTES: usize = 256;
@@ -131,6 +145,14 @@ impl InboundEvent {
             && self.subject.as_deref().is_none_or(|s| s.trim().is_empty())
         {
             return Err(InvalidEvent::Empty);
+        }
+        let media_ok = self.media.len() <= MAX_MEDIA
+            && self
+                .media
+                .iter()
+                .all(|m| !m.is_empty() && m.len() <= MAX_MEDIA_ID_BYTES);
+        if !media_ok {
+            return Err(InvalidEvent::Media);
         }
         let attrs_ok = self.attributes.len() <= 32
             && self
@@ -367,6 +389,7 @@ mod tests {
             attributes: BTreeMap::new(),
             sent_at: None,
             new_contact: false,
+            media: Vec::new(),
         }
     }
 

@@ -249,6 +249,7 @@ impl Ingest {
         // them room: the whole must fit the intake's limit, or the mail
         // would be refused for good.
         let mut lines = String::new();
+        let mut media = Vec::new();
         for attachment in mail.attachments {
             let size = attachment.bytes.len();
             let id = self
@@ -261,6 +262,7 @@ impl Ingest {
                 "\n[attachment: {}, {}, {size} bytes, media id {id}]",
                 attachment.name, attachment.content_type
             );
+            media.push(id);
         }
         if mail.skipped_attachments > 0 {
             let _ = write!(
@@ -301,6 +303,7 @@ impl Ingest {
             attributes,
             sent_at: mail.date_ms.map(Timestamp),
             new_contact: false,
+            media,
         };
         let receipt = self.intake.submit(event).await.map_err(|e| {
             if matches!(e, IntakeError::Invalid(_)) {

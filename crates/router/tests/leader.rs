@@ -88,6 +88,7 @@ fn event(customer: &str, text: &str) -> InboundEvent {
         attributes: BTreeMap::new(),
         sent_at: None,
         new_contact: false,
+        media: Vec::new(),
     }
 }
 

@@ -328,6 +328,17 @@ impl SocialMessage {
             .map(|a| summarize(a, &self.text))
             .collect();
         let (text, cut) = join_within(&self.text, &lines.join("\n"), max_text_bytes);
+        // What the agent API may fetch for this conversation (an id the
+        // intake would refuse is left out rather than lose the message).
+        let media = self
+            .attachments
+            .iter()
+            .filter_map(|a| a.media_id.clone())
+            .filter(|id| {
+                !id.is_empty() && id.len() <= switchboard_core::inbound::MAX_MEDIA_ID_BYTES
+            })
+            .take(switchboard_core::inbound::MAX_MEDIA)
+            .collect();
         let event = InboundEvent {
             channel: ChannelKind::Social,
             source: source.to_owned(),
@@ -341,6 +352,7 @@ impl SocialMessage {
             attributes,
             sent_at: self.sent_at,
             new_contact: false,
+            media,
         };
         (event, cut)
     }

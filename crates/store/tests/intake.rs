@@ -19,6 +19,7 @@ async fn an_event_marked_new_contact_never_joins_an_open_conversation() {
     let intake = intake_for(&store);
     let call = |id: &str| InboundEvent {
         new_contact: true,
+        media: Vec::new(),
         ..event("vs_call", Some(id), "Incoming call")
     };
     let first = intake.submit_event(call("call-1")).await.unwrap();

@@ -99,6 +99,7 @@ pub fn inbound_event(event: &CallEvent, source: &str) -> Result<InboundEvent, No
         sent_at: event.at,
         // Every call is a contact of its own (two calls from one number are two).
         new_contact: true,
+        media: Vec::new(),
     })
 }
 

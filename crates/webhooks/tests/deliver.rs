@@ -103,6 +103,7 @@ fn event(customer: &str, id: &str, text: &str) -> InboundEvent {
         attributes: Default::default(),
         sent_at: None,
         new_contact: false,
+        media: Vec::new(),
     }
 }
 

@@ -44,6 +44,7 @@ pub fn event(customer: &str, provider_id: Option<&str>, text: &str) -> InboundEv
         attributes: BTreeMap::new(),
         sent_at: None,
         new_contact: false,
+        media: Vec::new(),
     }
 }
 
