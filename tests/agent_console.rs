@@ -286,14 +286,16 @@ async fn an_agent_works_a_chat_in_the_console() {
         )
         .await;
     assert_eq!(harmless, json!([true, 0]));
-    let link = browser
+    // The customer typed an attachment line (the intake API brings no
+    // attachments): it is text, not a download of someone's media.
+    let links = browser
         .js(
-            "const a = document.querySelector('[data-testid=attachment-link]'); \
-             return a && a.getAttribute('data-media-id');",
+            "return document.querySelectorAll('[data-testid=attachment-link]').length;",
             vec![],
         )
         .await;
-    assert_eq!(link, "MEDIA-ID-1");
+    assert_eq!(links, json!(0));
+    assert!(shown.contains("media id MEDIA-ID-1]"), "{shown}");
 
     // A reply sent with Enter, then a note.
     by_testid(&browser, "reply-input")

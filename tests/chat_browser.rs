@@ -315,6 +315,30 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
         .await;
     assert_eq!(safe_widget, json!(true), "nor in the widget");
 
+    // The visitor attaches a file through the widget's file input: the
+    // console offers it as a download (the message names it in `media`).
+    // (A visitor cannot type an attachment line: the chat refuses it.)
+    visitor
+        .js(
+            &format!(
+                "const dt = new DataTransfer();
+                 dt.items.add(new File(['квитанція'], 'receipt.txt', {{type: 'text/plain'}}));
+                 const f = {f}; f.files = dt.files; f.dispatchEvent(new Event('change'));
+                 return true;",
+                f = w("sb-file")
+            ),
+            vec![],
+        )
+        .await;
+    let media = agent
+        .until(
+            WAIT,
+            "the attachment link in the console",
+            "const a = document.querySelector('[data-testid=\"attachment-link\"]'); return a && a.getAttribute('data-media-id');",
+        )
+        .await;
+    assert!(media.as_str().is_some_and(|m| m.len() == 22), "{media}");
+
     // The agent replies (HTML again, as text); the visitor sees it.
     agent_types(
         &agent,

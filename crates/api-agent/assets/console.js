@@ -780,9 +780,18 @@
       body.appendChild(el("p", null, buffer.join("\n")));
       buffer = [];
     }
+    // A link only for what the message really brought (its `media`; a
+    // message stored before that list existed: its attachment lines). A
+    // line a customer typed stays text.
+    var media = e.dir === "in" && e.message ? e.message.media : null;
+    function brought(id) {
+      if (e.dir !== "in") return false;
+      if (!Array.isArray(media)) return true;
+      return media.indexOf(id) >= 0;
+    }
     lines.forEach(function (line) {
       var m = ATTACHMENT.exec(line);
-      if (m && (e.dir === "in" || e.dir === "edit")) {
+      if (m && brought(m[2])) {
         flush();
         body.appendChild(attachmentLink(c.id, m[1], m[2]));
       } else {
