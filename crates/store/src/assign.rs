@@ -456,6 +456,18 @@ impl RoutingState {
         if closed_by_agent && !ended {
             self.end_conversation(contact).await;
         }
+        if ended && !closed_by_agent {
+            // Taken from the agent between the check and the close (a
+            // transfer, a requeue): the contact lives on, and so must its
+            // conversation.
+            if let Err(e) = crate::Conversations::new(self.store.clone())
+                .reopen(contact)
+                .await
+            {
+                metrics::counter!("switchboard_store_conversation_end_errors_total").increment(1);
+                tracing::warn!(contact_id = %contact, error = %e, "Could not reopen the conversation of a close that was refused.");
+            }
+        }
         Ok(outcome)
     }
 

@@ -349,6 +349,38 @@ impl Conversations {
     /// the open-conversation key is removed only while it still names this
     /// conversation.
     pub async fn end(&self, contact: &ContactId) -> Result<(), StoreError> {
+        // The open key and the conversation share the partition's hash tag.
+        self.mark(
+            contact,
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
+             if redis.call('EXISTS', KEYS[2]) == 1 then \
+               redis.call('HSET', KEYS[2], 'state', 'closed', 'closed_at', ARGV[2]) end \
+             return 1",
+        )
+        .await
+    }
+
+    /// Undoes [`end`](Self::end) after a close that routing refused (the
+    /// contact was taken from the agent between the check and the close):
+    /// the conversation is the customer's open one again, unless the
+    /// customer has started another since.
+    pub async fn reopen(&self, contact: &ContactId) -> Result<(), StoreError> {
+        self.mark(
+            contact,
+            "if redis.call('HGET', KEYS[2], 'state') == 'closed' \
+               and redis.call('EXISTS', KEYS[1]) == 0 then \
+               redis.call('SET', KEYS[1], ARGV[1]) \
+               redis.call('HSET', KEYS[2], 'state', 'open') \
+               redis.call('HDEL', KEYS[2], 'closed_at') end \
+             return 1",
+        )
+        .await
+    }
+
+    /// Runs `script` with KEYS[1] the customer's open-conversation key and
+    /// KEYS[2] the conversation of `contact`, ARGV[1] its id and ARGV[2]
+    /// now. Nothing when the contact names no conversation.
+    async fn mark(&self, contact: &ContactId, script: &str) -> Result<(), StoreError> {
         let keys = self.store.keys();
         let mut conn = self.store.conn();
         let (conversation, source, customer): (Option<String>, Option<String>, Option<String>) =
@@ -375,13 +407,7 @@ impl Conversations {
         };
         let open =
             keys.open_conversation(keys.partition_of(&source, &identity), &source, &identity);
-        // The open key and the conversation share the partition's hash tag.
-        let script = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
-             if redis.call('EXISTS', KEYS[2]) == 1 then \
-               redis.call('HSET', KEYS[2], 'state', 'closed', 'closed_at', ARGV[2]) end \
-             return 1",
-        );
+        let script = redis::Script::new(script);
         let mut inv = script.prepare_invoke();
         inv.key(open)
             .key(keys.conversation(&conv))

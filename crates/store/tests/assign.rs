@@ -965,3 +965,87 @@ async fn a_close_ends_the_conversation_even_when_retried() {
     );
     assert_eq!(next("held", "h2").await, held, "still the same contact");
 }
+
+/// A close that loses a race with a transfer (refused: the contact is no
+/// longer the agent's) leaves the customer's conversation open: their next
+/// message joins the contact the next agent holds. The conversation was
+/// ended before the close was refused, and stayed ended. Many rounds of
+/// the race; each must leave the conversation open or the contact closed.
+/// (Found by a review.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = common::intake_for(&store);
+    let conversations = switchboard_store::Conversations::new(store.clone());
+    let state = RoutingState::new(store.clone());
+    let token = state
+        .acquire_lease("one", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a", [200, 0, 0, 0]).await;
+    let day = Duration::from_secs(86_400);
+    let mut refused = 0;
+    for round in 0..150 {
+        let visitor = format!("v{round}");
+        // Provider ids are unique per channel, not per customer.
+        let first = intake
+            .submit_event(common::event(
+                &visitor,
+                Some(&format!("m-{round}")),
+                "hello",
+            ))
+            .await
+            .unwrap();
+        let c = first.contact_id;
+        state
+            .enqueue(&NewRoute {
+                contact: &c,
+                queue: "general",
+                channel: ChannelKind::Chat,
+                priority: 0,
+                since: NOW,
+                now: NOW,
+                rule: "",
+                source: "website",
+                customer: &format!("visitor:{visitor}"),
+                sticky: None,
+                sticky_memory: None,
+                person: "",
+            })
+            .await
+            .unwrap();
+        assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
+        assert_eq!(
+            state.answer(Answer::Accept, &c, "a", NOW, 2).await.unwrap(),
+            "ok"
+        );
+        let (closed, moved) = tokio::join!(
+            state.close(&c, "a", NOW + 1, "done", 0, day, day),
+            state.requeue(&c, "a", NOW + 1, None, "transfer", None)
+        );
+        let (closed, moved) = (closed.unwrap(), moved.unwrap());
+        let customer = switchboard_core::CustomerIdentity::new("visitor", &visitor).unwrap();
+        let open = conversations
+            .open_conversation("website", &customer)
+            .await
+            .unwrap()
+            .map(|(_, contact)| contact);
+        if closed == "ok" {
+            assert_ne!(moved, "ok", "round {round}: both won");
+            assert_eq!(open, None, "round {round}: closed, so not open");
+        } else {
+            refused += 1;
+            assert_eq!(moved, "ok", "round {round}: neither won");
+            assert_eq!(
+                open,
+                Some(c),
+                "round {round}: the close was refused ({closed}, transfer {moved}), the conversation must stay the open one"
+            );
+        }
+    }
+    // The refused close happened (otherwise the test proved nothing; the
+    // transfer usually wins: the close ends the conversation first).
+    assert!(refused > 0, "no close lost the race in 150 rounds");
+}
