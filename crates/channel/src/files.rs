@@ -2,11 +2,37 @@
 //! from growing for ever: files not written or touched for longer than the
 //! channel keeps them are deleted, once an hour. Several instances sharing
 //! the directory may sweep it at once; a file another one deleted first is
-//! not an error.
+//! not an error. And writing a file there so that it survives a crash.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
+
+/// Writes `bytes` to `path` so that once this returns the whole file is on
+/// disk under its name, or (after a crash before) nothing is: a temporary
+/// file beside it, synced, renamed over `path`, and the directory synced.
+/// A temporary file a crash leaves behind is swept with the old files.
+/// Blocking: run it off the async threads.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", ulid::Ulid::new()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    if let Some(parent) = path.parent() {
+        // The rename itself must survive a crash.
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
 
 /// Deletes the regular files of `dir` last modified before `cutoff`;
 /// returns how many. Blocking: run it off the async threads.
@@ -71,7 +97,25 @@ pub async fn keep_clean(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::sweep_older_than;
+    use super::{sweep_older_than, write_atomically};
+
+    #[test]
+    fn an_atomic_write_leaves_the_file_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("sb-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.bin");
+        write_atomically(&path, b"first").unwrap();
+        write_atomically(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a.bin"]);
+        // A directory that is not there: an error, and no temporary file.
+        assert!(write_atomically(&dir.join("missing/b.bin"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     use std::time::{Duration, SystemTime};
 
     #[test]

@@ -65,10 +65,18 @@ impl Uploads {
             size: bytes.len() as u64,
         };
         let json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
-        // The file first, its description last: a description means a
-        // complete file.
-        tokio::fs::write(&path, bytes).await?;
-        tokio::fs::write(path.with_extension("json"), json).await?;
+        // The file first, its description last, each synced and renamed
+        // into place: a description means a complete file, and the 201
+        // (after which the visitor's message names it) means both survive
+        // a crash.
+        let file = bytes.to_vec();
+        tokio::task::spawn_blocking(move || {
+            use switchboard_channel::files::write_atomically;
+            write_atomically(&path, &file)?;
+            write_atomically(&path.with_extension("json"), &json)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         Ok(Attachment {
             id,
             name: meta.name,

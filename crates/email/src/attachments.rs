@@ -7,7 +7,6 @@
 
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use switchboard_channel::{Media, MediaError, MediaSource};
 
@@ -62,19 +61,7 @@ fn keep_blocking(dir: &Path, content_type: &str, bytes: &[u8]) -> std::io::Resul
     Ok(id)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", ulid::Ulid::new()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        // The rename itself must survive a crash.
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
+use switchboard_channel::files::write_atomically;
 
 /// `type/subtype` of safe characters, else `application/octet-stream`.
 fn sanitize_type(t: &str) -> String {
