@@ -284,6 +284,22 @@ async fn message(ws: &mut Ws, client_id: &str, text: &str) -> Value {
     recv_type(ws, "ack").await
 }
 
+/// The code of the close frame the server sends within 5 s (other frames
+/// skipped); `None` when the connection broke without one.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s")
+}
+
 async fn log_len(store: &Store, conversation: &str) -> usize {
     let conv = conversation.parse().unwrap();
     Conversations::new(store.clone())
@@ -431,17 +447,7 @@ async fn an_oversize_frame_closes_the_socket() {
                 .into(),
         ))
         .await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await
-    .expect("closed within 5 s");
+    let closed = close_code(&mut ws).await;
     if let Some(code) = closed {
         assert_eq!(code, 1009);
     }
@@ -468,17 +474,7 @@ async fn a_text_frame_that_is_not_utf8_is_closed_with_1007_and_counted() {
     )))
     .await
     .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await
-    .expect("closed within 5 s");
+    let closed = close_code(&mut ws).await;
     assert_eq!(closed, Some(1007));
     let after = counted::get("switchboard_chat_rejected_total", "reason=bad_utf8");
     assert_eq!(after, before + 1);
@@ -901,12 +897,17 @@ async fn the_widget_script_is_served() {
 
 /// Raw HTTP/1.1 exchange with the instance; the whole response.
 async fn http(addr: SocketAddr, request: &str) -> String {
+    http_exact(addr, request).await.to_ascii_lowercase()
+}
+
+/// As [`http`], keeping the case of the answer.
+async fn http_exact(addr: SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    response.to_ascii_lowercase()
+    response
 }
 
 /// Uploads come from the embedding page's origin: the preflight and the
@@ -1157,14 +1158,18 @@ fn visitor_token() -> String {
     )
 }
 
-/// An upload of `body` (text/plain) with more `headers` (`Name: value\r\n`
-/// each); the whole response, lower-cased. Panics after 20 s.
-async fn upload(addr: SocketAddr, token: &str, body: &str, headers: &str) -> String {
-    let request = format!(
+fn upload_request(token: &str, body: &str, headers: &str) -> String {
+    format!(
         "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: text/plain\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
         body.len()
-    );
+    )
+}
+
+/// An upload of `body` (text/plain) with more `headers` (`Name: value\r\n`
+/// each); the whole response, lower-cased. Panics after 20 s.
+async fn upload(addr: SocketAddr, token: &str, body: &str, headers: &str) -> String {
+    let request = upload_request(token, body, headers);
     tokio::time::timeout(Duration::from_secs(20), http(addr, &request))
         .await
         .expect("an answer within 20 s")
@@ -1180,20 +1185,12 @@ async fn a_message_names_the_uploads_it_brought() {
     let mut ws = connect(addr, ORIGIN).await.unwrap();
     let welcome = hello(&mut ws, None, None).await;
     let token = welcome["token"].as_str().unwrap().to_owned();
-    // As `upload`, but keeping the case of the answer (the id is
-    // base64url).
-    let response = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let request = format!(
-            "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: text/plain\r\nX-Filename: a.txt\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
-        );
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    };
+    // The answer's case kept: the id is base64url.
+    let response = http_exact(
+        addr,
+        &upload_request(&token, "hello", "X-Filename: a.txt\r\n"),
+    )
+    .await;
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
     let id = serde_json::from_str::<Value>(body).unwrap()["id"]

@@ -989,38 +989,7 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
     let mut refused = 0;
     for round in 0..150 {
         let visitor = format!("v{round}");
-        // Provider ids are unique per channel, not per customer.
-        let first = intake
-            .submit_event(common::event(
-                &visitor,
-                Some(&format!("m-{round}")),
-                "hello",
-            ))
-            .await
-            .unwrap();
-        let c = first.contact_id;
-        state
-            .enqueue(&NewRoute {
-                contact: &c,
-                queue: "general",
-                channel: ChannelKind::Chat,
-                priority: 0,
-                since: NOW,
-                now: NOW,
-                rule: "",
-                source: "website",
-                customer: &format!("visitor:{visitor}"),
-                sticky: None,
-                sticky_memory: None,
-                person: "",
-            })
-            .await
-            .unwrap();
-        assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
-        assert_eq!(
-            state.answer(Answer::Accept, &c, "a", NOW, 2).await.unwrap(),
-            "ok"
-        );
+        let c = assigned_from_intake(&state, &intake, &token, &visitor, "a").await;
         let (closed, moved) = tokio::join!(
             state.close(&c, "a", NOW + 1, "done", 0, day, day),
             state.requeue(&c, "a", NOW + 1, None, "transfer", None)
