@@ -953,6 +953,65 @@ async fn a_gap_in_the_routing_events_resends_hello() {
 
 /// A frame over the size limit closes the session with 1009 and is
 /// counted: it used to drop the connection without a word.
+/// An agent's websockets are limited per instance, and their frames per
+/// minute: the next socket is closed (1008), a frame over the allowance
+/// gets `rate_limited` with its `ref` and is not acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_websockets_are_limited_in_number_and_in_frames() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &format!(
+            "{}ws_frames_per_minute = 20\nws_sessions_per_agent = 2\n",
+            config()
+        ),
+    );
+    let base = daemon.base();
+    let mut first = AgentSocket::connect_available(&base, OLENA).await;
+    let _second = AgentSocket::connect_available(&base, OLENA).await;
+    let mut third = AgentSocket::connect(&base, OLENA).await.unwrap();
+    assert_eq!(third.close_code(Duration::from_secs(5)).await, Some(1008));
+
+    // 20 a minute, one spent going available: of 25 frames at once, the
+    // last few are refused, each named by its ref.
+    for n in 0..25 {
+        first
+            .send(json!({"type": "presence", "ref": format!("p{n}"), "presence": "available"}))
+            .await;
+    }
+    let mut limited = Vec::new();
+    for _ in 0..25 {
+        let (result, seen) = first.until("result", Duration::from_secs(5)).await;
+        let result = result.unwrap_or_else(|| panic!("a result for every frame: {seen:?}"));
+        if result["ok"] == false {
+            assert_eq!(result["error"]["code"], "rate_limited", "{result}");
+            limited.push(result["ref"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        (5..=7).contains(&limited.len()),
+        "about 6 of 25 refused: {limited:?}"
+    );
+    assert_eq!(limited.last().map(String::as_str), Some("p24"));
+    let metrics = Http::new()
+        .get(&format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        metrics.contains(r#"switchboard_agent_ws_closed_total{reason="too_many_sessions"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            r#"switchboard_agent_ws_rejected_total{{reason="rate_limited"}} {}"#,
+            limited.len()
+        )),
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_too_large_is_answered_with_1009_and_counted() {
     let redis = RedisServer::start();

@@ -55,6 +55,7 @@ pub const CODES: &[&str] = &[
     "invalid_agent",
     "unavailable",
     "provider_unavailable",
+    "rate_limited",
 ];
 
 impl ApiError {

@@ -41,14 +41,25 @@ pub struct Hub {
 
 impl Hub {
     /// A new session of `agent`; frames for it arrive on the receiver.
-    pub fn register(&self, agent: &str, buffer: usize) -> (u64, mpsc::Receiver<ServerFrame>) {
+    /// Starts a session of `agent`; `None` when the agent already has
+    /// `max` sessions here.
+    pub fn register(
+        &self,
+        agent: &str,
+        buffer: usize,
+        max: usize,
+    ) -> Option<(u64, mpsc::Receiver<ServerFrame>)> {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.entry(agent.to_owned()).or_default().push((id, tx));
+        let mine = sessions.entry(agent.to_owned()).or_default();
+        if mine.len() >= max {
+            return None;
+        }
+        mine.push((id, tx));
         gauge!("switchboard_agent_sessions")
             .set(sessions.values().map(Vec::len).sum::<usize>() as f64);
-        (id, rx)
+        Some((id, rx))
     }
 
     /// Ends a session; true when the agent has no other session here.

@@ -51,6 +51,12 @@ pub struct AgentApiConfig {
     /// disconnected.
     #[serde(default = "defaults::ws_send_buffer")]
     pub ws_send_buffer: usize,
+    /// Frames a websocket may send per minute (a token bucket).
+    #[serde(default = "defaults::ws_frames_per_minute")]
+    pub ws_frames_per_minute: u32,
+    /// Websockets one agent may have open on one instance.
+    #[serde(default = "defaults::ws_sessions_per_agent")]
+    pub ws_sessions_per_agent: usize,
 }
 
 mod defaults {
@@ -63,6 +69,12 @@ mod defaults {
     pub fn ws_send_buffer() -> usize {
         256
     }
+    pub fn ws_frames_per_minute() -> u32 {
+        600
+    }
+    pub fn ws_sessions_per_agent() -> usize {
+        8
+    }
 }
 
 impl Default for AgentApiConfig {
@@ -72,6 +84,8 @@ impl Default for AgentApiConfig {
             session_ttl_secs: defaults::session_ttl_secs(),
             max_text_bytes: defaults::max_text_bytes(),
             ws_send_buffer: defaults::ws_send_buffer(),
+            ws_frames_per_minute: defaults::ws_frames_per_minute(),
+            ws_sessions_per_agent: defaults::ws_sessions_per_agent(),
         }
     }
 }
@@ -106,6 +120,18 @@ impl AgentApiConfig {
             return Err((
                 "agent_api.ws_send_buffer".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        if !(10..=100_000).contains(&self.ws_frames_per_minute) {
+            return Err((
+                "agent_api.ws_frames_per_minute".into(),
+                "must be 10 to 100000".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.ws_sessions_per_agent) {
+            return Err((
+                "agent_api.ws_sessions_per_agent".into(),
+                "must be 1 to 1000".into(),
             ));
         }
         Ok(())

@@ -68,10 +68,20 @@ async fn still_signed_in(inner: &Inner, agent: &str, digest: &str) -> bool {
 pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: WebSocket) {
     let span = info_span!("agent_session", agent_id = %agent);
     async move {
-        let (session_id, mut frames) = inner.hub.register(&agent, inner.settings.ws_send_buffer);
+        let (mut sink, mut stream) = socket.split();
+        let Some((session_id, mut frames)) = inner.hub.register(
+            &agent,
+            inner.settings.ws_send_buffer,
+            inner.settings.ws_sessions_per_agent,
+        ) else {
+            closed("too_many_sessions");
+            info!("Agent refused: too many sessions on this instance.");
+            close(&mut sink, 1008, "too many sessions for this agent").await;
+            return;
+        };
         counter!("switchboard_agent_sessions_total").increment(1);
         info!("Agent connected.");
-        let (mut sink, mut stream) = socket.split();
+        let mut allowance = switchboard_channel::limits::Bucket::new(inner.settings.ws_frames_per_minute);
         let started = async {
             inner.heartbeat(&agent).await?;
             inner.me(&agent).await
@@ -139,6 +149,16 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
                     last_heard = Instant::now();
                     match message {
                         Message::Text(text) => {
+                            if !allowance.take(std::time::Instant::now()) {
+                                counter!("switchboard_agent_ws_rejected_total", "reason" => "rate_limited").increment(1);
+                                let refused = result(reference_of(text.as_str()), Err(ApiError::new(
+                                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                                    "rate_limited",
+                                    format!("more than {} frames a minute; this one was not acted on", inner.settings.ws_frames_per_minute),
+                                )));
+                                ok = written(send(&mut sink, &refused)).await;
+                                continue;
+                            }
                             if !still_signed_in(&inner, &agent, &digest).await {
                                 revoked(&mut sink).await;
                                 break;
@@ -231,6 +251,16 @@ async fn send(sink: &mut Sink, frame: &ServerFrame) -> bool {
         Ok(text) => sink.send(Message::Text(text.into())).await.is_ok(),
         Err(_) => true,
     }
+}
+
+/// The `ref` of a client frame, for a refusal of a frame not acted on.
+fn reference_of(text: &str) -> &str {
+    #[derive(serde::Deserialize)]
+    struct Ref<'a> {
+        #[serde(rename = "ref", borrow, default)]
+        reference: &'a str,
+    }
+    serde_json::from_str::<Ref<'_>>(text).map_or("", |r| r.reference)
 }
 
 fn result(reference: &str, outcome: Result<Option<serde_json::Value>, ApiError>) -> ServerFrame {

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod files;
+pub mod limits;
 pub mod live;
 pub mod secret;
 

@@ -8,50 +8,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// A bucket of `per_minute` tokens, refilled continuously.
-#[derive(Debug, Clone)]
-pub struct Bucket {
-    tokens: f64,
-    per_minute: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    pub fn new(per_minute: u32) -> Bucket {
-        Bucket::of(f64::from(per_minute))
-    }
-
-    fn of(per_minute: f64) -> Bucket {
-        Bucket {
-            tokens: per_minute,
-            per_minute,
-            at: Instant::now(),
-        }
-    }
-
-    /// Takes a token; false when there is none.
-    pub fn take(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Adds what has come in since the last look.
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + elapsed * self.per_minute / 60.0).min(self.per_minute);
-    }
-
-    fn full(&self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens + elapsed * self.per_minute / 60.0 >= self.per_minute
-    }
-}
+pub use switchboard_channel::limits::Bucket;
 
 /// One bucket per client address.
 #[derive(Debug)]
@@ -111,12 +68,10 @@ impl UploadQuota {
         let (files, size) = buckets
             .entry(visitor.to_owned())
             .or_insert_with(|| (Bucket::new(self.files), Bucket::of(self.bytes as f64)));
-        files.refill(now);
-        size.refill(now);
         let bytes = bytes as f64;
-        if files.tokens >= 1.0 && size.tokens >= bytes {
-            files.tokens -= 1.0;
-            size.tokens -= bytes;
+        if files.available(now) >= 1.0 && size.available(now) >= bytes {
+            files.spend(1.0);
+            size.spend(bytes);
             true
         } else {
             false
@@ -127,16 +82,9 @@ impl UploadQuota {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn buckets_refill_per_minute() {
-        let start = Instant::now();
-        let mut b = Bucket::new(2);
-        assert!(b.take(start));
-        assert!(b.take(start));
-        assert!(!b.take(start));
-        assert!(b.take(start + Duration::from_secs(30)));
+    fn addresses_have_a_bucket_each() {
         let ips = PerIp::new(1);
         let ip: IpAddr = [127, 0, 0, 1].into();
         assert!(ips.take(ip));
