@@ -953,6 +953,86 @@ async fn a_gap_in_the_routing_events_resends_hello() {
 
 /// A frame over the size limit closes the session with 1009 and is
 /// counted: it used to drop the connection without a word.
+/// An agent removed from the configuration is retired at the next start:
+/// their token no longer signs in and they are offline. An agent created
+/// through the API is not the configuration's to remove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
+    let redis = RedisServer::start();
+    let http = Http::new();
+    let me = |base: String, token: &'static str| {
+        let http = &http;
+        async move {
+            http.call("GET", &format!("{base}/api/v1/me"), Some(token), None)
+                .await
+                .map_or(0, |r| r.status)
+        }
+    };
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let base = daemon.base();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            me(base.clone(), PETRO).await == 200
+        })
+        .await
+    );
+    let r = http
+        .call(
+            "PUT",
+            &format!("{base}/api/v1/agents"),
+            Some(SUPERVISOR),
+            Some(&json!({"id": "mariia", "name": "Mariia", "capacity": {"chat": 1}, "token": "mariia-token-0123456789"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    drop(daemon);
+
+    let without_petro = config().replace(
+        &format!("[[routing.agents]]\nid = \"petro\"\nname = \"Petro\"\ncapacity = {{ chat = 1 }}\ntoken = \"{PETRO}\"\n"),
+        "",
+    );
+    assert!(!without_petro.contains("petro"), "{without_petro}");
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &without_petro,
+    );
+    let base = daemon.base();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            me(base.clone(), PETRO).await == 401
+        })
+        .await,
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(me(base.clone(), OLENA).await, 200);
+    assert_eq!(me(base.clone(), "mariia-token-0123456789").await, 200);
+    let agents = http
+        .call(
+            "GET",
+            &format!("{base}/api/v1/agents"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    let petro = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "petro")
+        .expect("the profile stays")
+        .clone();
+    assert_eq!(petro["presence"], "offline", "{petro}");
+}
+
 /// An agent's websockets are limited per instance, and their frames per
 /// minute: the next socket is closed (1008), a frame over the allowance
 /// gets `rate_limited` with its `ref` and is not acted on.

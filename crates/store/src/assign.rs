@@ -45,6 +45,7 @@ struct Scripts {
     abandon: Script,
     lease: Script,
     agent: Script,
+    retire: Script,
 }
 
 /// An agent's profile as stored.
@@ -265,6 +266,7 @@ impl RoutingState {
                 abandon: route_script!("abandon"),
                 lease: route_script!("lease"),
                 agent: route_script!("agent"),
+                retire: route_script!("retire"),
             }),
         }
     }
@@ -316,6 +318,22 @@ impl RoutingState {
                 agent.id
             ))),
         }
+    }
+
+    /// Retires an agent the configuration created (`origin` config) and no
+    /// longer names: its token stops signing in, it goes offline and gets
+    /// no work. True when retired; false for an agent of the API.
+    pub async fn retire_agent(&self, id: &str) -> Result<bool, StoreError> {
+        let k = self.store.keys();
+        let mut inv = self.scripts.retire.prepare_invoke();
+        inv.key(k.route_agent(id))
+            .key(k.route("events"))
+            .arg(id)
+            .arg(k.route("token:"))
+            .arg(EVENTS_MAXLEN);
+        let mut conn = self.conn();
+        let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(outcome == "ok")
     }
 
     /// The agent a token (its SHA-256, hex) belongs to.

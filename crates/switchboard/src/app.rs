@@ -271,8 +271,11 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
 }
 
 /// Writes the agents of the configuration to the routing state once Redis
-/// answers (their presence and load are left as they are).
+/// answers (their presence and load are left as they are), then retires the
+/// agents an earlier configuration created that this one no longer names.
 async fn load_agents(state: RoutingState, agents: Vec<AgentRecord>, shutdown: CancellationToken) {
+    let configured: std::collections::HashSet<String> =
+        agents.iter().map(|a| a.id.clone()).collect();
     let mut delay = Duration::from_millis(200);
     let mut left = agents;
     while !left.is_empty() {
@@ -292,6 +295,34 @@ async fn load_agents(state: RoutingState, agents: Vec<AgentRecord>, shutdown: Ca
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    retire_removed_agents(&state, &configured).await;
+}
+
+/// Agents of the configuration (not of the API) that it no longer names: a
+/// removed agent's token must stop signing in. Best effort: a failure is
+/// logged, and the next start tries again.
+async fn retire_removed_agents(
+    state: &RoutingState,
+    configured: &std::collections::HashSet<String>,
+) {
+    let ids = match state.agent_ids().await {
+        Ok(ids) => ids,
+        Err(error) => {
+            warn!(%error, "Cannot list the agents to retire those removed from the configuration.");
+            return;
+        }
+    };
+    for id in ids.iter().filter(|id| !configured.contains(*id)) {
+        match state.retire_agent(id).await {
+            Ok(true) => {
+                info!(agent_id = %id, "Agent removed from the configuration: retired (offline; its token no longer signs in).")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                warn!(agent_id = %id, %error, "Cannot retire an agent removed from the configuration.")
+            }
+        }
     }
 }
 

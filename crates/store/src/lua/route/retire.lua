@@ -1,0 +1,21 @@
+-- Retires an agent the configuration created and no longer names: its
+-- token no longer signs in (open sockets close at their next check), it is
+-- offline and gets no work (what it held returns to the queue after the
+-- grace period, as when a session ends). The profile stays: records name
+-- it. An agent created or changed through the API is not touched.
+--
+-- KEYS[1] agent  KEYS[2] events
+-- ARGV[1] agent id  ARGV[2] token index prefix  ARGV[3] events maxlen
+-- Returns 'ok', or 'kept' (not an agent of the configuration).
+if redis.call('HGET', KEYS[1], 'origin') ~= 'config' then
+  return 'kept'
+end
+local digest = redis.call('HGET', KEYS[1], 'token')
+if digest and digest ~= '' then
+  redis.call('DEL', ARGV[2] .. digest)
+end
+redis.call('HSET', KEYS[1], 'token', '', 'origin', 'retired', 'presence', 'offline',
+  'reason', 'removed from the configuration', 'online_until', 0)
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+emit(KEYS[2], ARGV[3], extend({'type', 'agent'}, agent_state(KEYS[1], ARGV[1])))
+return 'ok'
