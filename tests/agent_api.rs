@@ -951,8 +951,6 @@ async fn a_gap_in_the_routing_events_resends_hello() {
     );
 }
 
-/// A frame over the size limit closes the session with 1009 and is
-/// counted: it used to drop the connection without a word.
 /// An agent removed from the configuration is retired at the next start:
 /// their token no longer signs in and they are offline. An agent created
 /// through the API is not the configuration's to remove.
@@ -1092,6 +1090,8 @@ async fn an_agents_websockets_are_limited_in_number_and_in_frames() {
     );
 }
 
+/// A frame over the size limit closes the session with 1009 and is
+/// counted: it used to drop the connection without a word.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_too_large_is_answered_with_1009_and_counted() {
     let redis = RedisServer::start();

@@ -151,7 +151,7 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
                         Message::Text(text) => {
                             if !allowance.take(std::time::Instant::now()) {
                                 counter!("switchboard_agent_ws_rejected_total", "reason" => "rate_limited").increment(1);
-                                let refused = result(reference_of(text.as_str()), Err(ApiError::new(
+                                let refused = result(&reference_of(text.as_str()), Err(ApiError::new(
                                     axum::http::StatusCode::TOO_MANY_REQUESTS,
                                     "rate_limited",
                                     format!("more than {} frames a minute; this one was not acted on", inner.settings.ws_frames_per_minute),
@@ -254,13 +254,13 @@ async fn send(sink: &mut Sink, frame: &ServerFrame) -> bool {
 }
 
 /// The `ref` of a client frame, for a refusal of a frame not acted on.
-fn reference_of(text: &str) -> &str {
+fn reference_of(text: &str) -> std::borrow::Cow<'_, str> {
     #[derive(serde::Deserialize)]
     struct Ref<'a> {
         #[serde(rename = "ref", borrow, default)]
-        reference: &'a str,
+        reference: std::borrow::Cow<'a, str>,
     }
-    serde_json::from_str::<Ref<'_>>(text).map_or("", |r| r.reference)
+    serde_json::from_str::<Ref<'_>>(text).map_or(std::borrow::Cow::Borrowed(""), |r| r.reference)
 }
 
 fn result(reference: &str, outcome: Result<Option<serde_json::Value>, ApiError>) -> ServerFrame {

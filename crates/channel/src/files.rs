@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 /// Writes `bytes` to `path` so that once this returns the whole file is on
 /// disk under its name, or (after a crash before) nothing is: a temporary
 /// file beside it, synced, renamed over `path`, and the directory synced.
-/// A temporary file a crash leaves behind is swept with the old files.
+/// A temporary file a crash leaves behind (`<name>.tmp-<ulid>`) is swept
+/// with the old files, where the channel sweeps its directory at all.
 /// Blocking: run it off the async threads.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", ulid::Ulid::new()));

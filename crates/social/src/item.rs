@@ -289,10 +289,10 @@ impl SocialMessage {
     /// `address` is the [`account`](Self::account) (empty when unknown),
     /// the channel is [`ChannelKind::Social`], and the attribute `platform`
     /// says which service it came from (so routing rules can tell WhatsApp
-    /// from Instagram). `InboundEvent` has no field for attachments yet: each
-    /// is summarized on its own line after the text (kind, file name, MIME
-    /// type, caption, location, media id or URL), and the attribute
-    /// `attachments` lists their kinds. A button's payload goes in the
+    /// from Instagram). Each attachment is summarized on its own line after
+    /// the text (kind, file name, MIME type, caption, location, media id or
+    /// URL), its media id (if any) goes in `media` (what the agent API will
+    /// serve), and the attribute `attachments` lists their kinds. A button's payload goes in the
     /// attribute `payload`. The event is not validated here; the intake does
     /// that.
     pub fn into_inbound(self, source: &str) -> InboundEvent {

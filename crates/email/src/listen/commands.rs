@@ -182,7 +182,9 @@ impl Session {
         }
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
-            return self.non_ascii(out);
+            // The message cannot be taken as sent: refused, counted.
+            self.count_message("rejected");
+            return non_ascii(out);
         }
         Reply::new(250, "2.1.0", "Ok").write(out);
         self.tx = Some(Transaction {
@@ -190,14 +192,6 @@ impl Session {
             smtputf8,
             recipients: Vec::new(),
         });
-    }
-
-    /// A non-ASCII address in a transaction without SMTPUTF8: refused for
-    /// good (the message cannot be taken as sent), counted as `rejected`.
-    fn non_ascii(&self, out: &mut Vec<u8>) {
-        debug!("Refused a non-ASCII address without SMTPUTF8.");
-        self.count_message("rejected");
-        Reply::new(553, "5.6.7", "Error: non-ASCII address without SMTPUTF8").write(out);
     }
 
     fn rcpt(&mut self, to: RcptTo<String>, out: &mut Vec<u8>) {
@@ -211,7 +205,11 @@ impl Session {
             return self.error(out, 501, "5.1.3", "Error: empty recipient address");
         }
         if !tx.smtputf8 && !to.address.is_ascii() {
-            return self.non_ascii(out);
+            // One recipient refused; the message may still go to others.
+            metrics::counter!("switchboard_email_recipients_refused_total",
+                "source" => self.settings.name.clone())
+            .increment(1);
+            return non_ascii(out);
         }
         if tx.recipients.len() >= self.settings.max_recipients {
             return Reply::new(452, "4.5.3", "Error: too many recipients").write(out);
@@ -264,4 +262,10 @@ impl Session {
         }
         Flow::Continue
     }
+}
+
+/// The refusal of a non-ASCII address in a transaction without SMTPUTF8.
+fn non_ascii(out: &mut Vec<u8>) {
+    debug!("Refused a non-ASCII address without SMTPUTF8.");
+    Reply::new(553, "5.6.7", "Error: non-ASCII address without SMTPUTF8").write(out);
 }

@@ -215,12 +215,18 @@ async fn smtputf8_and_8bitmime_with_raw_utf8() {
     c.expect("MAIL FROM:<jörg@exämple.test>", "553 5.6.7").await;
     c.expect("MAIL FROM:<a@b.test> SMTPUTF8", "250").await;
     c.expect("RCPT TO:<zoë@support.test>", "250 2.1.5").await;
-    // The refusal is counted (it was not).
-    let rejected = format!(
-        "switchboard_email_messages_total{{outcome=rejected,source={}}}",
-        settings(Protocol::Lmtp).name
-    );
+    // Without SMTPUTF8 a non-ASCII recipient is refused: one recipient,
+    // not the message.
+    c.expect("RSET", "250").await;
+    c.expect("MAIL FROM:<a@b.test>", "250").await;
+    c.expect("RCPT TO:<zoë@support.test>", "553 5.6.7").await;
+    // The refusals are counted (they were not): the MAIL FROM's as a
+    // message, the RCPT TO's as a recipient.
+    let name = settings(Protocol::Lmtp).name;
+    let rejected = format!("switchboard_email_messages_total{{outcome=rejected,source={name}}}");
     assert_eq!(counters.get(&rejected), 1, "{}", counters.dump());
+    let refused = format!("switchboard_email_recipients_refused_total{{source={name}}}");
+    assert_eq!(counters.get(&refused), 1, "{}", counters.dump());
 }
 
 #[tokio::test]
