@@ -952,8 +952,10 @@ async fn a_gap_in_the_routing_events_resends_hello() {
 }
 
 /// An agent removed from the configuration is retired at the next start:
-/// their token no longer signs in and they are offline. An agent created
-/// through the API is not the configuration's to remove.
+/// their token no longer signs in, they are offline, and the chat they held
+/// goes back to the queue after the grace period. An agent created through
+/// the API is not the configuration's to remove. An agent renamed in the
+/// configuration with the same token takes the token over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
     let redis = RedisServer::start();
@@ -966,10 +968,16 @@ async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
                 .map_or(0, |r| r.status)
         }
     };
+    let grace = |config: String| {
+        config.replace(
+            "wrap_up_secs = 2",
+            "wrap_up_secs = 2\nreconnect_grace_secs = 1",
+        )
+    };
     let daemon = Daemon::start(
         env!("CARGO_BIN_EXE_switchboard-under-test"),
         &redis.url(),
-        &config(),
+        &grace(config()),
     );
     let base = daemon.base();
     assert!(
@@ -978,6 +986,23 @@ async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
         })
         .await
     );
+    // Petro takes a chat (Olena is not signed in).
+    let mut petro = AgentSocket::connect_available(&base, PETRO).await;
+    let r = http
+        .submit(&base, &chat_event("visitor-9", "m-9", "hello"))
+        .await
+        .unwrap();
+    let contact = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (offer, _) = petro.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(
+        offer.expect("offered to Petro")["contact_id"],
+        contact.as_str()
+    );
+    petro
+        .send(json!({"type": "accept", "ref": "a1", "contact_id": contact}))
+        .await;
+    let (assigned, _) = petro.until("assigned", Duration::from_secs(5)).await;
+    assert!(assigned.is_some());
     let r = http
         .call(
             "PUT",
@@ -988,9 +1013,10 @@ async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
         .await
         .unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
+    drop(petro);
     drop(daemon);
 
-    let without_petro = config().replace(
+    let without_petro = grace(config()).replace(
         &format!("[[routing.agents]]\nid = \"petro\"\nname = \"Petro\"\ncapacity = {{ chat = 1 }}\ntoken = \"{PETRO}\"\n"),
         "",
     );
@@ -1029,6 +1055,55 @@ async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
         .expect("the profile stays")
         .clone();
     assert_eq!(petro["presence"], "offline", "{petro}");
+    // What he held goes back to the queue.
+    let state = || async {
+        http.call(
+            "GET",
+            &format!("{base}/api/v1/contacts/{contact}/routing"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap()
+        .json()["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            state().await == "waiting"
+        })
+        .await,
+        "{}: {}",
+        state().await,
+        daemon.log()
+    );
+    drop(daemon);
+
+    // Renamed in the configuration, with the same token: the new name
+    // signs in with it.
+    let renamed = grace(config()).replace("id = \"petro\"", "id = \"petro.k\"");
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &renamed,
+    );
+    let base = daemon.base();
+    let who = || async {
+        http.call("GET", &format!("{base}/api/v1/me"), Some(PETRO), None)
+            .await
+            .map(|r| r.json()["id"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            who().await == "petro.k"
+        })
+        .await,
+        "{}",
+        daemon.log()
+    );
 }
 
 /// An agent's websockets are limited per instance, and their frames per

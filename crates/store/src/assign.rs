@@ -330,7 +330,8 @@ impl RoutingState {
             .key(k.route("events"))
             .arg(id)
             .arg(k.route("token:"))
-            .arg(EVENTS_MAXLEN);
+            .arg(EVENTS_MAXLEN)
+            .arg(switchboard_core::Timestamp::now().as_millis());
         let mut conn = self.conn();
         let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(outcome == "ok")

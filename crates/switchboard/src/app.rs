@@ -270,25 +270,42 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     }
 }
 
-/// Writes the agents of the configuration to the routing state once Redis
-/// answers (their presence and load are left as they are), then retires the
-/// agents an earlier configuration created that this one no longer names.
+/// Once Redis answers: retires the agents an earlier configuration created
+/// that this one no longer names (first, so that an agent renamed with its
+/// token can take the token over), then writes the agents of the
+/// configuration to the routing state (their presence and load are left as
+/// they are). An agent refused for good (its token is another agent's) is
+/// logged and skipped; Redis being away is waited out.
 async fn load_agents(state: RoutingState, agents: Vec<AgentRecord>, shutdown: CancellationToken) {
     let configured: std::collections::HashSet<String> =
         agents.iter().map(|a| a.id.clone()).collect();
     let mut delay = Duration::from_millis(200);
+    let mut retired = false;
     let mut left = agents;
-    while !left.is_empty() {
+    loop {
+        if !retired {
+            retired = retire_removed_agents(&state, &configured).await;
+        }
         let mut failed = Vec::new();
-        for agent in left {
-            if let Err(error) = state.upsert_agent(&agent, "config").await {
-                warn!(agent_id = %agent.id, %error, "Cannot store a configured agent yet; will retry.");
-                failed.push(agent);
+        if retired {
+            for agent in left {
+                match state.upsert_agent(&agent, "config").await {
+                    Ok(_) => {}
+                    Err(error @ StoreError::Conflict(_)) => {
+                        error!(agent_id = %agent.id, %error, "A configured agent cannot be stored: its token is another agent's. Give it a token of its own.");
+                    }
+                    Err(error) => {
+                        warn!(agent_id = %agent.id, %error, "Cannot store a configured agent yet; will retry.");
+                        failed.push(agent);
+                    }
+                }
             }
+        } else {
+            failed = left;
         }
         left = failed;
-        if left.is_empty() {
-            break;
+        if retired && left.is_empty() {
+            return;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -296,21 +313,20 @@ async fn load_agents(state: RoutingState, agents: Vec<AgentRecord>, shutdown: Ca
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
-    retire_removed_agents(&state, &configured).await;
 }
 
 /// Agents of the configuration (not of the API) that it no longer names: a
-/// removed agent's token must stop signing in. Best effort: a failure is
-/// logged, and the next start tries again.
+/// removed agent's token must stop signing in. False when Redis could not
+/// be asked (tried again).
 async fn retire_removed_agents(
     state: &RoutingState,
     configured: &std::collections::HashSet<String>,
-) {
+) -> bool {
     let ids = match state.agent_ids().await {
         Ok(ids) => ids,
         Err(error) => {
-            warn!(%error, "Cannot list the agents to retire those removed from the configuration.");
-            return;
+            warn!(%error, "Cannot list the agents yet (to retire those removed from the configuration); will retry.");
+            return false;
         }
     };
     for id in ids.iter().filter(|id| !configured.contains(*id)) {
@@ -320,10 +336,12 @@ async fn retire_removed_agents(
             }
             Ok(false) => {}
             Err(error) => {
-                warn!(agent_id = %id, %error, "Cannot retire an agent removed from the configuration.")
+                warn!(agent_id = %id, %error, "Cannot retire an agent removed from the configuration yet; will retry.");
+                return false;
             }
         }
     }
+    true
 }
 
 /// Checks the key layout once Redis answers (a mismatch is fatal), then

@@ -6,6 +6,7 @@
 --
 -- KEYS[1] agent  KEYS[2] events
 -- ARGV[1] agent id  ARGV[2] token index prefix  ARGV[3] events maxlen
+-- ARGV[4] now (ms)
 -- Returns 'ok', or 'kept' (not an agent of the configuration).
 if redis.call('HGET', KEYS[1], 'origin') ~= 'config' then
   return 'kept'
@@ -14,8 +15,13 @@ local digest = redis.call('HGET', KEYS[1], 'token')
 if digest and digest ~= '' then
   redis.call('DEL', ARGV[2] .. digest)
 end
+-- The session ends now (not "never": the leader gives back what an agent
+-- held once its session has ended, online_until > 0 and past, plus the
+-- grace period); an agent that never had one keeps 0.
+local online_until = num(redis.call('HGET', KEYS[1], 'online_until'))
+if online_until > num(ARGV[4]) then online_until = num(ARGV[4]) end
 redis.call('HSET', KEYS[1], 'token', '', 'origin', 'retired', 'presence', 'offline',
-  'reason', 'removed from the configuration', 'online_until', 0)
+  'reason', 'removed from the configuration', 'online_until', online_until)
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
 emit(KEYS[2], ARGV[3], extend({'type', 'agent'}, agent_state(KEYS[1], ARGV[1])))
 return 'ok'
