@@ -476,18 +476,33 @@ impl RoutingState {
             self.end_conversation(contact).await;
         }
         if ended && !closed_by_agent {
-            // Taken from the agent between the check and the close (a
-            // transfer, a requeue): the contact lives on, and so must its
-            // conversation.
-            if let Err(e) = crate::Conversations::new(self.store.clone())
-                .reopen(contact)
-                .await
-            {
-                metrics::counter!("switchboard_store_conversation_end_errors_total").increment(1);
-                tracing::warn!(contact_id = %contact, error = %e, "Could not reopen the conversation of a close that was refused.");
-            }
+            self.reopen_if_live(contact).await;
         }
         Ok(outcome)
+    }
+
+    /// After a close that routing refused although the conversation was
+    /// already ended: if the contact lives on (taken from the agent between
+    /// the check and the close: a transfer, a requeue), so must its
+    /// conversation. If it was closed instead (the channel ended it, or the
+    /// next holder closed it), the conversation stays ended; a close that
+    /// comes while reopening is caught by looking again afterwards.
+    async fn reopen_if_live(&self, contact: &ContactId) {
+        let live = |state: &Result<(Option<String>, Option<String>), StoreError>| matches!(state, Ok((Some(s), _)) if matches!(s.as_str(), "waiting" | "offered" | "assigned"));
+        if !live(&self.state_and_agent(contact).await) {
+            return;
+        }
+        if let Err(e) = crate::Conversations::new(self.store.clone())
+            .reopen(contact)
+            .await
+        {
+            metrics::counter!("switchboard_store_conversation_end_errors_total").increment(1);
+            tracing::warn!(contact_id = %contact, error = %e, "Could not reopen the conversation of a close that was refused.");
+            return;
+        }
+        if matches!(self.state_and_agent(contact).await, Ok((Some(s), _)) if s == "closed") {
+            self.end_conversation(contact).await;
+        }
     }
 
     /// After routing closed or abandoned `contact`: its conversation is no

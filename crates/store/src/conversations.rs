@@ -362,16 +362,15 @@ impl Conversations {
 
     /// Undoes [`end`](Self::end) after a close that routing refused (the
     /// contact was taken from the agent between the check and the close):
-    /// the conversation is the customer's open one again, unless the
-    /// customer has started another since.
+    /// the conversation is open again, and the customer's open one unless
+    /// they have another since.
     pub async fn reopen(&self, contact: &ContactId) -> Result<(), StoreError> {
         self.mark(
             contact,
-            "if redis.call('HGET', KEYS[2], 'state') == 'closed' \
-               and redis.call('EXISTS', KEYS[1]) == 0 then \
-               redis.call('SET', KEYS[1], ARGV[1]) \
+            "if redis.call('HGET', KEYS[2], 'state') == 'closed' then \
                redis.call('HSET', KEYS[2], 'state', 'open') \
-               redis.call('HDEL', KEYS[2], 'closed_at') end \
+               redis.call('HDEL', KEYS[2], 'closed_at') \
+               redis.call('SET', KEYS[1], ARGV[1], 'NX') end \
              return 1",
         )
         .await

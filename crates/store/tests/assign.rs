@@ -1017,4 +1017,32 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
     // The refused close happened (otherwise the test proved nothing; the
     // transfer usually wins: the close ends the conversation first).
     assert!(refused > 0, "no close lost the race in 150 rounds");
+
+    // Against the channel ending the contact (the visitor left): whoever
+    // wins, the contact is closed and its conversation must stay ended
+    // (reopening it would send the customer's next message to a closed
+    // contact, never routed).
+    let mut lost = 0;
+    for round in 150..300 {
+        let visitor = format!("v{round}");
+        let c = assigned_from_intake(&state, &intake, &token, &visitor, "a").await;
+        let (closed, ended) = tokio::join!(
+            state.close(&c, "a", NOW + 1, "done", 0, day, day),
+            state.end_by_channel(&c, NOW + 1, "left", 0, day)
+        );
+        let (closed, ended) = (closed.unwrap(), ended.unwrap());
+        if closed != "ok" {
+            lost += 1;
+        }
+        let customer = switchboard_core::CustomerIdentity::new("visitor", &visitor).unwrap();
+        let open = conversations
+            .open_conversation("website", &customer)
+            .await
+            .unwrap();
+        assert_eq!(
+            open, None,
+            "round {round}: close {closed}, channel {ended}: the contact is closed, its conversation must be ended"
+        );
+    }
+    assert!(lost > 0, "the channel never won the race in 150 rounds");
 }
