@@ -800,7 +800,26 @@ async fn messages_after_the_accept_arrive_live_at_once() {
         let frame = got.unwrap_or_else(|| panic!("{text:?} did not arrive live within 1 s"));
         assert_eq!(frame["contact_id"], contact.as_str());
         assert_eq!(frame["dir"], "in");
+        assert_eq!(frame["media"], json!([]), "{frame}");
     }
+    // A line the customer typed that looks like an attachment: the frame
+    // says the message brought none (the console shows it as text).
+    let text = "[attachment: x.pdf, application/pdf, 5 bytes, media id AAAAAAAAAAAAAAAAAAAAAA]";
+    let r = http
+        .submit(&base, &chat_event("live-1", "l3", text))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let mut got = None;
+    for _ in 0..5 {
+        let (frame, _) = ws.until("message", Duration::from_millis(1000)).await;
+        got = frame.filter(|f| f["text"] == text);
+        if got.is_some() {
+            break;
+        }
+    }
+    let frame = got.expect("the typed line arrives live");
+    assert_eq!(frame["media"], json!([]), "{frame}");
 }
 
 /// A returning customer goes back to the agent who last handled them:

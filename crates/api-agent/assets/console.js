@@ -989,7 +989,9 @@
   function onMessageFrame(f) {
     var c = S.convs.get(f.contact_id);
     if (!c) return;
-    var news = merge(c, [{ seq: f.seq, dir: f.dir, text: f.text, at: f.at }], false);
+    // The media a customer's message brought, for its attachment links.
+    var message = Array.isArray(f.media) ? { media: f.media } : null;
+    var news = merge(c, [{ seq: f.seq, dir: f.dir, text: f.text, at: f.at, message: message }], false);
     if (f.dir === "in") setVisitorTyping(c, false);
     afterNews(c, news);
     if (S.selected === c.id) syncTranscript(c);

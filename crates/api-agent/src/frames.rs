@@ -70,6 +70,10 @@ pub enum ServerFrame {
         dir: String,
         text: String,
         at: u64,
+        /// A customer's message (`in`): the media ids it brought, the
+        /// attachments `GET /contacts/{id}/media/{media_id}` serves.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        media: Option<Vec<String>>,
     },
     /// The customer types (chat).
     Typing {
@@ -280,10 +284,11 @@ mod tests {
             dir: "in".into(),
             text: "hi".into(),
             at: 7,
+            media: Some(vec!["M-1".into()]),
         };
         assert_eq!(
             serde_json::to_string(&f).expect("json"),
-            r#"{"type":"message","contact_id":"1-ABC","seq":"5-0","dir":"in","text":"hi","at":7}"#
+            r#"{"type":"message","contact_id":"1-ABC","seq":"5-0","dir":"in","text":"hi","at":7,"media":["M-1"]}"#
         );
         let t: ClientFrame =
             serde_json::from_str(r#"{"type":"typing","contact_id":"1-ABC","on":true}"#)

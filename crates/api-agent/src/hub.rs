@@ -226,25 +226,36 @@ impl Hub {
                     return Ok(());
                 }
                 // The doorbell usually carries the entry; an older
-                // instance's does not: read it back then.
+                // instance's does not: read it back then. A customer's
+                // message that may name attachments is read back too, for
+                // the media it really brought (the console links only
+                // those, not a line the customer typed).
+                let attachments = event.dir == "in"
+                    && event
+                        .text
+                        .as_deref()
+                        .is_none_or(|t| t.contains("media id "));
                 let frame = match &event.text {
-                    Some(text) => ServerFrame::Message {
+                    Some(text) if !attachments => ServerFrame::Message {
                         contact_id: event.contact.clone(),
                         seq: event.seq.clone(),
                         dir: event.dir.clone(),
                         text: text.clone(),
                         at: event.at,
+                        media: (event.dir == "in").then(Vec::new),
                     },
-                    None => {
+                    _ => {
                         let Some(entry) = conversations.entry_at(&conv, &event.seq).await? else {
                             return Ok(());
                         };
+                        let media = (entry.dir == "in").then(|| media_of(&entry.msg)).flatten();
                         ServerFrame::Message {
                             contact_id: event.contact.clone(),
                             seq: entry.seq,
                             dir: entry.dir,
                             text: entry_text(&entry.msg),
                             at: entry.at,
+                            media,
                         }
                     }
                 };
@@ -406,6 +417,18 @@ impl Gaps {
         self.last = n;
         jumped
     }
+}
+
+/// The media ids a stored customer message brought (its `media` list);
+/// `None` for a message stored before messages had one.
+fn media_of(msg: &str) -> Option<Vec<String>> {
+    let value: serde_json::Value = serde_json::from_str(msg).ok()?;
+    let ids = value.get("media")?.as_array()?;
+    Some(
+        ids.iter()
+            .filter_map(|id| id.as_str().map(str::to_owned))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
