@@ -288,7 +288,7 @@ impl RedisOutbox {
         let due =
             Timestamp::now().as_millis() + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2);
         let mut conn = self.store.conn();
-        let _: i64 = self
+        let deferred: i64 = self
             .store
             .bounded(
                 self.defer
@@ -301,6 +301,12 @@ impl RedisOutbox {
                     .invoke_async(&mut conn),
             )
             .await?;
+        if deferred == 0 {
+            metrics::counter!("switchboard_outbox_late_settlements_total", "source" => self.source.clone())
+                .increment(1);
+            tracing::info!(source = %self.source, message_id = %delivery.message.message_id,
+                "A delivery was settled elsewhere while this instance held it; not deferred again.");
+        }
         Ok(())
     }
 }

@@ -309,6 +309,31 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
         .await
         .unwrap();
     assert!(state.contains("window closed"), "{state}");
+
+    // An instance that stalled past the visibility timeout defers a
+    // delivery another instance took over and settled meanwhile: the late
+    // defer changes nothing (it scheduled the reply a second time).
+    outbox.enqueue(&reply("three")).await.unwrap();
+    let stalled = outbox.next(wait).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let taken = other.next(wait).await.unwrap().unwrap();
+    assert_eq!(taken.message.message_id, stalled.message.message_id);
+    other
+        .settle(
+            &taken,
+            DeliveryOutcome::Delivered {
+                provider_message_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    outbox.defer(&stalled, Duration::ZERO).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        outbox.next(wait).await.unwrap().is_none(),
+        "a settled reply came back"
+    );
+    assert!(other.next(wait).await.unwrap().is_none());
 }
 
 /// The backlog of an outbox: waiting, in flight, deferred, and the age of
