@@ -572,12 +572,18 @@ impl Engine {
         };
         // Not an agent who declined or missed this contact: the store
         // would refuse the offer (`declined_before`) and the contact would
-        // wait for nobody until the sticky deadline.
+        // wait for nobody until the sticky deadline. Nor one who is signed
+        // out: the customer would wait the whole sticky wait for nobody.
         let sticky_agent = contact
             .sticky
             .as_ref()
             .filter(|(agent, deadline)| *deadline > now && !contact.excluded.contains(agent))
-            .and_then(|(agent, deadline)| self.agent_ix.get(agent).map(|ix| (*ix, *deadline)));
+            .and_then(|(agent, deadline)| self.agent_ix.get(agent).map(|ix| (*ix, *deadline)))
+            .filter(|(ix, _)| {
+                self.agents.get(*ix as usize).is_some_and(|a| {
+                    a.status.connected && a.status.availability != Availability::Offline
+                })
+            });
         self.contact_ix.insert(contact.id, ix);
         let place = match sticky_agent {
             Some((agent, _)) => Place::Sticky { agent },

@@ -332,6 +332,23 @@ fn sticky_contacts_wait_for_their_agent_then_go_to_anyone() {
     assert_eq!(e.next_decision(30_000).expect("d").agent.as_str(), "other");
 }
 
+/// A returning customer whose last agent has signed out does not wait for
+/// them (docs/routing.md: "if they are signed in").
+#[test]
+fn a_sticky_contact_of_a_signed_out_agent_goes_to_the_queue_at_once() {
+    let mut e = engine(vec![queue("q", &[])]);
+    let mut gone = available(0);
+    gone.connected = false;
+    e.upsert_agent(profile("last", &[], CHAT), gone);
+    e.upsert_agent(profile("other", &[], CHAT), available(1));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 30_000));
+    e.add_contact(c, 10);
+    let d = e.next_decision(10).expect("offered now");
+    assert_eq!(d.agent.as_str(), "other");
+    assert_eq!(d.explanation.sticky_agent, None);
+}
+
 #[test]
 fn a_sticky_contact_its_agent_declined_goes_to_the_queue_at_once() {
     let mut e = engine(vec![queue("q", &[])]);
