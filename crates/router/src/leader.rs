@@ -684,25 +684,41 @@ impl Leader {
                 .set_presence(&agent, Some(("available", "")), None, Some("wrap_up"))
                 .await?;
         }
+        // Heartbeats extend a live session without an event, so the
+        // mirror's deadline may be old: ask Redis before acting, for all of
+        // them in one pipelined read (after a takeover every signed-out
+        // agent is here once: one read each, one after another, held up
+        // routing for seconds with thousands of agents).
+        let asked: Vec<String> = lapsed.iter().map(|(agent, _)| agent.clone()).collect();
+        let mut fresh: HashMap<String, AgentLive> = HashMap::new();
+        if !asked.is_empty() {
+            for (rec, live) in self.state.agents_by_id(&asked).await? {
+                fresh.insert(rec.id, live);
+            }
+        }
         for (agent, requeue) in lapsed {
-            // Heartbeats extend a live session without an event, so the
-            // mirror's deadline may be old: ask Redis before acting.
-            match self.state.agent(&agent).await? {
-                Some((_, fresh)) if fresh.online_until > now => {
-                    mirror.live.insert(agent.clone(), fresh);
-                    continue;
-                }
-                Some((_, fresh)) => {
-                    mirror.live.insert(agent.clone(), fresh);
-                }
-                None => continue,
+            let Some(live) = fresh.remove(&agent) else {
+                continue;
+            };
+            let online = live.online_until > now;
+            let holds = live.loads.iter().any(|l| *l > 0);
+            mirror.live.insert(agent.clone(), live);
+            if online {
+                continue;
             }
             if let Some(live) = mirror.live.get(&agent)
                 && let Ok(id) = agent.parse::<AgentId>()
             {
                 engine.update_agent(&id, agent_status(live, now));
             }
-            for contact in self.state.held(&agent).await? {
+            // Loads count what an agent holds (offered or assigned): with
+            // none, there is nothing to take back.
+            let held = if holds {
+                self.state.held(&agent).await?
+            } else {
+                Vec::new()
+            };
+            for contact in held {
                 let Ok(id) = contact.parse::<ContactId>() else {
                     continue;
                 };

@@ -177,6 +177,68 @@ async fn states(state: &RoutingState, ids: &[ContactId]) -> HashMap<String, (Str
     out
 }
 
+/// A new leader finds every signed-out agent's session lapsed and checks
+/// them once: in pipelined reads, without reading the held contacts of
+/// agents that hold nothing (one read each, one after another, held up its
+/// routing for seconds with thousands of agents; found by review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_checks_signed_out_agents_without_a_read_each() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    let gone = Timestamp::now().as_millis() - 3_600_000;
+    for n in 0..2000 {
+        let id = format!("gone{n}");
+        agent(&state, &id, &[], 1).await;
+        state
+            .set_presence(&id, Some(("available", "")), Some(gone), None)
+            .await
+            .unwrap();
+    }
+    agent(&state, "here", &[], 1).await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let instance = Instance::start(&store, "one", &routing());
+    let hello = intake
+        .submit_event(event("v1", "Hello"))
+        .await
+        .unwrap()
+        .contact_id;
+    until("it is offered to the agent who is here", || async {
+        states(&state, &[hello]).await[&hello.to_string()] == ("offered".into(), "here".into())
+    })
+    .await;
+    // Long enough for the sweeps after the load.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls = |command: &str| -> usize {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|l| l.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        calls("smembers") < 20,
+        "held contacts read per signed-out agent: {stats}"
+    );
+    instance.stop().await;
+}
+
 #[tokio::test]
 async fn contacts_reach_skilled_agents_and_missed_offers_move_on() {
     let redis = RedisServer::start();

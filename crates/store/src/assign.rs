@@ -747,6 +747,15 @@ impl RoutingState {
     /// Every agent, read in one pipeline.
     pub async fn agents(&self) -> Result<Vec<(AgentRecord, AgentLive)>, StoreError> {
         let ids = self.agent_ids().await?;
+        self.agents_by_id(&ids).await
+    }
+
+    /// The agents named, read in pipelines of 500 (one round trip each);
+    /// unknown ones are left out.
+    pub async fn agents_by_id(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(AgentRecord, AgentLive)>, StoreError> {
         let k = self.store.keys();
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
