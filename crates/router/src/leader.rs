@@ -38,6 +38,10 @@ enum Led {
     Behind,
 }
 
+/// How far back a new leader sends the automatic answers of overflow steps
+/// that came due while no leader ran.
+const CATCH_UP_MS: u64 = 60_000;
+
 /// Events read at once.
 const EVENT_BATCH: usize = 2000;
 
@@ -277,9 +281,12 @@ impl Leader {
                 mirror.live.insert(rec.id.clone(), live);
             }
         }
+        // Steps that came due while no leader ran (or before a reload)
+        // send their automatic answer now; within the last minute only (an
+        // older one was the previous leader's to send).
         for rec in self.state.waiting().await? {
             if let Some(c) = waiting_contact(&rec, &self.plan) {
-                engine.add_contact(c, now);
+                engine.add_contact_catching_up(c, now, now.saturating_sub(CATCH_UP_MS));
             }
         }
         info!(
@@ -609,7 +616,9 @@ impl Leader {
                     && rec.state == "waiting"
                     && let Some(w) = waiting_contact(rec, &self.plan)
                 {
-                    engine.add_contact(w, now);
+                    // Back from an offer or a hold that may have lasted
+                    // past a step: its automatic answer is due.
+                    engine.add_contact_catching_up(w, now, 0);
                 }
             }
             ("offered" | "assigned" | "abandoned" | "closed", Some(c)) => {

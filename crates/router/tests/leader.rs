@@ -502,6 +502,53 @@ async fn an_overflow_step_answers_the_customer_once() {
     second.stop().await;
 }
 
+/// A step whose time comes while no instance leads (a failover) still
+/// sends its automatic answer, once, when the next leader loads the
+/// contact (it was skipped: the new leader put the contact at the step
+/// without its action; found by review).
+#[tokio::test]
+async fn an_overflow_step_due_during_a_failover_still_answers() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let intake = intake(&store);
+    let state = RoutingState::new(store.clone());
+    let mut config = routing();
+    config.queues[0].overflow = vec![switchboard_router::plan::OverflowStepConfig {
+        after_secs: 1,
+        auto_answer: Some("Everyone is busy; we will answer soon.".into()),
+        ..Default::default()
+    }];
+    let first = Instance::start(&store, "first", &config);
+    let receipt = intake.submit_event(event("v1", "hello")).await.unwrap();
+    until("the contact waits in routing", || async {
+        states(&state, &[receipt.contact_id]).await[&receipt.contact_id.to_string()].0 == "waiting"
+    })
+    .await;
+    first.stop().await;
+    // The step comes due while nobody leads.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let outbox_len = || async {
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let n: usize = redis::AsyncCommands::xlen(&mut conn, store.keys().outbox("website"))
+            .await
+            .unwrap();
+        n
+    };
+    assert_eq!(outbox_len().await, 0);
+    let second = Instance::start(&store, "second", &config);
+    until("the automatic answer is in the outbox", || async {
+        outbox_len().await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(outbox_len().await, 1, "sent once");
+    second.stop().await;
+}
+
 /// Outside business hours: the after-hours answer goes out once, the
 /// contact is not offered and its routing record says why; a queue that
 /// closes contacts ends them with `after_hours`; an open queue's contact

@@ -301,6 +301,10 @@ pub struct Engine {
     hours_due: u64,
     /// Contacts whose queue just closed and ends them then, for `advance`.
     closing: Vec<(ContactId, usize)>,
+    /// Automatic answers of overflow steps a contact passed while this
+    /// engine did not hold it (see `add_contact_catching_up`), for the next
+    /// `advance`.
+    catch_up: Vec<StepAction>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -365,6 +369,7 @@ impl Engine {
             hours_next,
             hours_due,
             closing: Vec::new(),
+            catch_up: Vec::new(),
         }
     }
 
@@ -516,7 +521,17 @@ impl Engine {
 
     /// Adds a waiting contact (idempotent: a contact already waiting is
     /// left as it is).
-    pub fn add_contact(&mut self, mut contact: WaitingContact, now: u64) {
+    pub fn add_contact(&mut self, contact: WaitingContact, now: u64) {
+        self.add_contact_catching_up(contact, now, u64::MAX);
+    }
+
+    /// As [`add_contact`](Self::add_contact), and the automatic answers of
+    /// the steps of its queue that came due from `since` until `now` are
+    /// produced by the next [`advance`](Self::advance): steps a contact
+    /// passed while no engine held it (a failover, a reload, an offer that
+    /// lasted past the step). The leader sends each answer once (guarded in
+    /// Redis), so one already sent costs a look-up, nothing more.
+    pub fn add_contact_catching_up(&mut self, mut contact: WaitingContact, now: u64, since: u64) {
         if self.contact_ix.contains_key(&contact.id) || contact.queue >= self.plan.queues.len() {
             return;
         }
@@ -556,6 +571,21 @@ impl Engine {
             }
         }
         let queue = &self.plan.queues[contact.queue];
+        if since <= now {
+            for (n, s) in queue.steps.iter().enumerate().take(step + 1).skip(1) {
+                let due = queue.due(contact.queued_at, s.after_ms).unwrap_or(now);
+                if let Some(text) = &s.auto_answer
+                    && (since..=now).contains(&due)
+                {
+                    self.catch_up.push(StepAction::AutoAnswer {
+                        contact: contact.id,
+                        queue: contact.queue,
+                        step: n,
+                        text: text.clone(),
+                    });
+                }
+            }
+        }
         let rank = Rank::new(
             queue,
             contact.priority,
@@ -651,6 +681,7 @@ impl Engine {
             .drain(..)
             .map(|(contact, queue)| StepAction::ClosedAfterHours { contact, queue })
             .collect();
+        actions.append(&mut self.catch_up);
         while let Some(&(due, ix)) = self.timers.first() {
             if due > now {
                 break;

@@ -249,6 +249,50 @@ fn overflow_steps_apply_at_their_time() {
     assert_eq!((d.agent.as_str(), d.contact.queue), ("ops", 2));
 }
 
+/// A contact that comes back after a step's time (an offer that lasted
+/// past it, a failover) gets that step's automatic answer when added with
+/// catching up, for the steps due within the window asked for; plain
+/// `add_contact` does not (the answer would be looked up for every
+/// contact a reload adds).
+#[test]
+fn a_contact_added_past_a_step_catches_up_its_automatic_answer() {
+    let mut q = queue("q", &[]);
+    q.overflow = vec![
+        OverflowStepConfig {
+            after_secs: 10,
+            auto_answer: Some("Still looking".into()),
+            ..Default::default()
+        },
+        OverflowStepConfig {
+            after_secs: 20,
+            auto_answer: Some("Still looking, sorry".into()),
+            ..Default::default()
+        },
+    ];
+    let mut e = engine(vec![q]);
+    let start = 1_000_000;
+    let c = contact(0, ChannelKind::Chat, start);
+    let id = c.id;
+    e.add_contact_catching_up(c, start + 25_000, start + 15_000);
+    let actions = e.advance(start + 25_000);
+    assert!(
+        matches!(&actions[..], [StepAction::AutoAnswer { contact, step: 2, text, .. }] if *contact == id && text == "Still looking, sorry"),
+        "only the step due within the window: {actions:?}"
+    );
+    assert!(e.advance(start + 25_001).is_empty(), "once");
+    let mut e2 = engine(vec![{
+        let mut q = queue("q", &[]);
+        q.overflow = vec![OverflowStepConfig {
+            after_secs: 10,
+            auto_answer: Some("Still looking".into()),
+            ..Default::default()
+        }];
+        q
+    }]);
+    e2.add_contact(contact(0, ChannelKind::Chat, start), start + 25_000);
+    assert!(e2.advance(start + 25_000).is_empty());
+}
+
 #[test]
 fn contacts_added_late_start_at_the_step_their_wait_reached() {
     let mut q = queue("q", &[("a", 5)]);
