@@ -248,7 +248,7 @@ impl EventFeed {
     /// assignment that allowed it even while the mover lags.
     pub async fn move_routing_events_of(&self, contact: &ContactId) -> Result<Moved, StoreError> {
         let mut conn = self.store.conn();
-        let reply: StreamRangeReply = self
+        let head: StreamRangeReply = self
             .store
             .bounded(
                 redis::cmd("XRANGE")
@@ -260,9 +260,35 @@ impl EventFeed {
                     .query_async(&mut conn),
             )
             .await?;
+        let mut entries = head.ids;
+        if entries.len() == BARRIER_SCAN {
+            // More wait than one look covers (the mover lags, or its
+            // holder died): the contact's latest events, the assignment
+            // that allows a reply among them, are at the end.
+            let tail: StreamRangeReply = self
+                .store
+                .bounded(
+                    redis::cmd("XREVRANGE")
+                        .arg(self.hooks())
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(BARRIER_SCAN)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let last = entries.last().map(|e| stream_id_key(&e.id));
+            let mut newer: Vec<StreamId> = tail
+                .ids
+                .into_iter()
+                .filter(|e| last.is_none_or(|l| stream_id_key(&e.id) > l))
+                .collect();
+            newer.reverse();
+            entries.extend(newer);
+        }
         let wanted = contact.to_string();
         let mut moved = Moved::default();
-        for entry in reply.ids {
+        for entry in entries {
             if field(&entry, "contact").as_deref() != Some(wanted.as_str()) {
                 continue;
             }
@@ -559,6 +585,12 @@ pub fn stream_id_ms(id: &str) -> u64 {
         .next()
         .and_then(|ms| ms.parse().ok())
         .unwrap_or(0)
+}
+
+/// A stream id `<ms>-<seq>` as numbers, to order ids (0-0 for a bad one).
+fn stream_id_key(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -204,6 +204,49 @@ async fn replies_follow_the_assignment_and_notes_are_not_events() {
     assert_eq!(closed.get("at"), Some("1800000000002"));
 }
 
+/// With more routing events waiting than one look at the head covers
+/// (the mover's holder died, or lags), a reply still follows its
+/// assignment: the contact's recent events are at the end.
+#[tokio::test]
+async fn a_reply_follows_its_assignment_behind_a_long_backlog() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4).with_event_feed(true);
+    let receipt = intake_for(&store)
+        .submit_event(event("petro", Some("m1"), "hello"))
+        .await
+        .unwrap();
+    let contact = receipt.contact_id;
+    let others = ContactId::new(Partition(0));
+    for n in 1..=1200 {
+        routing_event(&redis, "accepted", &others, n).await;
+    }
+    routing_event(&redis, "accepted", &contact, 1201).await;
+    let conversations = Conversations::new(store.clone());
+    let reply = conversations
+        .outbound_to(&contact, "Hi, Olena here.")
+        .await
+        .unwrap();
+    conversations.reply(&reply, "olena").await.unwrap();
+    let feed_ops = EventFeed::new(store.clone());
+    while feed_ops.move_routing_events(500).await.unwrap().copied > 0 {}
+    let feed = feed_of(&store, contact.partition()).await;
+    let mine: Vec<(String, String)> = kinds(&feed)
+        .into_iter()
+        .zip(&feed)
+        .filter(|(_, e)| e.get("contact") == Some(contact.to_string().as_str()))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        mine,
+        [
+            ("contact.created".into(), String::new()),
+            ("message.created".into(), "in".into()),
+            ("contact.assigned".into(), String::new()),
+            ("message.created".into(), "out".into()),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn the_mover_copies_each_routing_event_once_in_order() {
     let redis = RedisServer::start();
