@@ -1076,15 +1076,7 @@ async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
     assert_eq!(petro["presence"], "offline", "{petro}");
     // What he held goes back to the queue.
     let state = || async {
-        http.call(
-            "GET",
-            &format!("{base}/api/v1/contacts/{contact}/routing"),
-            Some(SUPERVISOR),
-            None,
-        )
-        .await
-        .unwrap()
-        .json()["state"]
+        http.routing(&base, SUPERVISOR, &contact).await["state"]
             .as_str()
             .unwrap_or_default()
             .to_owned()

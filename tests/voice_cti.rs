@@ -108,15 +108,7 @@ fn new_call(id: &str, from: &str) -> Value {
 }
 
 async fn state_of(http: &Http, base: &str, contact: &str) -> String {
-    http.call(
-        "GET",
-        &format!("{base}/api/v1/contacts/{contact}/routing"),
-        Some(SUPERVISOR),
-        None,
-    )
-    .await
-    .unwrap()
-    .json()["state"]
+    http.routing(base, SUPERVISOR, contact).await["state"]
         .as_str()
         .unwrap_or_default()
         .to_owned()

@@ -229,15 +229,7 @@ fn contact_in(path: &str) -> String {
 }
 
 async fn route(http: &Http, base: &str, contact: &str) -> serde_json::Value {
-    http.call(
-        "GET",
-        &format!("{base}/api/v1/contacts/{contact}/routing"),
-        Some(SUPERVISOR),
-        None,
-    )
-    .await
-    .unwrap()
-    .json()
+    http.routing(base, SUPERVISOR, contact).await
 }
 
 async fn online(base: &str, token: &str) -> AgentSocket {

@@ -305,6 +305,19 @@ impl Http {
             .unwrap();
         self.send(request).await
     }
+
+    /// A contact's routing record (`GET /api/v1/contacts/{id}/routing`)
+    /// as a supervisor with `token` sees it; `Null` when the call fails.
+    pub async fn routing(&self, base: &str, token: &str, contact: &str) -> serde_json::Value {
+        self.call(
+            "GET",
+            &format!("{base}/api/v1/contacts/{contact}/routing"),
+            Some(token),
+            None,
+        )
+        .await
+        .map_or(serde_json::Value::Null, |r| r.json())
+    }
 }
 
 /// An intake API event from `customer` with provider id `id`.

@@ -152,6 +152,18 @@ async fn agent(state: &RoutingState, id: &str, skills: &[(&str, u8)], chat: u32)
         .unwrap();
 }
 
+/// Replies waiting in the `website` channel's outbox.
+async fn outbox_len(redis: &RedisServer, store: &Store) -> usize {
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::AsyncCommands::xlen(&mut conn, store.keys().outbox("website"))
+        .await
+        .unwrap()
+}
+
 /// Waits until `check` holds, polling the routing state.
 async fn until<F, Fut>(what: &str, mut check: F)
 where
@@ -471,26 +483,15 @@ async fn an_overflow_step_answers_the_customer_once() {
     }];
     let first = Instance::start(&store, "first", &config);
     let receipt = intake.submit_event(event("v1", "hello")).await.unwrap();
-    let outbox_len = || async {
-        let mut conn = redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let n: usize = redis::AsyncCommands::xlen(&mut conn, store.keys().outbox("website"))
-            .await
-            .unwrap();
-        n
-    };
     until("the automatic answer is in the outbox", || async {
-        outbox_len().await == 1
+        outbox_len(&redis, &store).await == 1
     })
     .await;
     // Another instance leads from scratch and replays the steps.
     first.stop().await;
     let second = Instance::start(&store, "second", &config);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(outbox_len().await, 1, "sent once");
+    assert_eq!(outbox_len(&redis, &store).await, 1, "sent once");
     let log = switchboard_store::Conversations::new(store.clone())
         .transcript(&receipt.conversation_id, "-", 10)
         .await
@@ -527,25 +528,14 @@ async fn an_overflow_step_due_during_a_failover_still_answers() {
     first.stop().await;
     // The step comes due while nobody leads.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let outbox_len = || async {
-        let mut conn = redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let n: usize = redis::AsyncCommands::xlen(&mut conn, store.keys().outbox("website"))
-            .await
-            .unwrap();
-        n
-    };
-    assert_eq!(outbox_len().await, 0);
+    assert_eq!(outbox_len(&redis, &store).await, 0);
     let second = Instance::start(&store, "second", &config);
     until("the automatic answer is in the outbox", || async {
-        outbox_len().await == 1
+        outbox_len(&redis, &store).await == 1
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(outbox_len().await, 1, "sent once");
+    assert_eq!(outbox_len(&redis, &store).await, 1, "sent once");
     second.stop().await;
 }
 
