@@ -172,6 +172,20 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The request's JSON body as `T` once its bearer token is right; the
+/// counted 401 or 400 answer otherwise.
+#[allow(clippy::result_large_err)]
+pub(crate) fn authorized_json<T: serde::de::DeserializeOwned>(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, Response> {
+    match unauthorized(state, headers) {
+        Some(refused) => Err(refused),
+        None => json_body(state, body),
+    }
+}
+
 /// `None` when the bearer token is right; the 401 otherwise.
 pub(crate) fn unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
@@ -295,10 +309,7 @@ async fn rate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = unauthorized(&state, &headers) {
-        return r;
-    }
-    let body: RatingBody = match json_body(&state, &body) {
+    let body: RatingBody = match authorized_json(&state, &headers, &body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -321,10 +332,7 @@ async fn rate(
 }
 
 async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = unauthorized(&state, &headers) {
-        return r;
-    }
-    let mut event: InboundEvent = match json_body(&state, &body) {
+    let mut event: InboundEvent = match authorized_json(&state, &headers, &body) {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -8,7 +8,7 @@
 //! is handed out again, with the same handle: at least once, as everywhere
 //! else. Documented in `docs/intake-api.md`.
 
-use crate::{ApiState, error, json_body, rejected, unauthorized};
+use crate::{ApiState, authorized_json, error, rejected, unauthorized};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -186,10 +186,7 @@ pub(crate) async fn settle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = unauthorized(&state, &headers) {
-        return r;
-    }
-    let body: Settle = match json_body(&state, &body) {
+    let body: Settle = match authorized_json(&state, &headers, &body) {
         Ok(b) => b,
         Err(r) => return r,
     };
