@@ -152,6 +152,18 @@ async fn agent(state: &RoutingState, id: &str, skills: &[(&str, u8)], chat: u32)
         .unwrap();
 }
 
+/// The routing of these tests with one overflow step: after 1 s, an
+/// automatic answer.
+fn answering_after_a_second() -> RoutingConfig {
+    let mut config = routing();
+    config.queues[0].overflow = vec![switchboard_router::plan::OverflowStepConfig {
+        after_secs: 1,
+        auto_answer: Some("Everyone is busy; we will answer soon.".into()),
+        ..Default::default()
+    }];
+    config
+}
+
 /// Replies waiting in the `website` channel's outbox.
 async fn outbox_len(redis: &RedisServer, store: &Store) -> usize {
     let mut conn = redis::Client::open(redis.url())
@@ -475,12 +487,7 @@ async fn an_overflow_step_answers_the_customer_once() {
     let redis = RedisServer::start();
     let store = store(&redis);
     let intake = intake(&store);
-    let mut config = routing();
-    config.queues[0].overflow = vec![switchboard_router::plan::OverflowStepConfig {
-        after_secs: 1,
-        auto_answer: Some("Everyone is busy; we will answer soon.".into()),
-        ..Default::default()
-    }];
+    let config = answering_after_a_second();
     let first = Instance::start(&store, "first", &config);
     let receipt = intake.submit_event(event("v1", "hello")).await.unwrap();
     until("the automatic answer is in the outbox", || async {
@@ -513,12 +520,7 @@ async fn an_overflow_step_due_during_a_failover_still_answers() {
     let store = store(&redis);
     let intake = intake(&store);
     let state = RoutingState::new(store.clone());
-    let mut config = routing();
-    config.queues[0].overflow = vec![switchboard_router::plan::OverflowStepConfig {
-        after_secs: 1,
-        auto_answer: Some("Everyone is busy; we will answer soon.".into()),
-        ..Default::default()
-    }];
+    let config = answering_after_a_second();
     let first = Instance::start(&store, "first", &config);
     let receipt = intake.submit_event(event("v1", "hello")).await.unwrap();
     until("the contact waits in routing", || async {
