@@ -204,6 +204,44 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         );
     }
 
+    // Seeing an offer is not holding it: she may not write a note nor
+    // type to the customer (who would see her name) before accepting.
+    let r = http
+        .call(
+            "POST",
+            &format!("{api}/contacts/{contact}/notes"),
+            Some(OLENA),
+            Some(&json!({"text": "looks like billing"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (409, Some("not_assigned"))
+    );
+    ws.send(json!({"type": "typing", "ref": "t0", "contact_id": contact, "on": true}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    let result = result.unwrap();
+    assert_eq!(
+        (result["ref"].as_str(), result["error"]["code"].as_str()),
+        (Some("t0"), Some("not_assigned"))
+    );
+    // Refusals over the websocket are counted as over HTTP: the reply,
+    // the two transfers and the note above, and this typing.
+    let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
+    assert!(
+        metrics.contains(r#"switchboard_agent_api_errors_total{code="not_assigned"} 5"#),
+        "{metrics}"
+    );
+    // Frames are JSON objects, a ping carries nothing else.
+    for frame in [r#"["accept","a0","1-ABC"]"#, r#"{"type":"ping","x":1}"#] {
+        ws.send_raw(frame.to_owned()).await;
+        let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+        let result = result.unwrap();
+        assert_eq!(result["error"]["code"], "bad_frame", "{frame}");
+    }
+
     ws.send(json!({"type": "accept", "ref": "a1", "contact_id": contact}))
         .await;
     let (assigned, _) = ws.until("assigned", Duration::from_secs(5)).await;

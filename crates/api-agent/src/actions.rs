@@ -81,6 +81,17 @@ impl Inner {
         }
     }
 
+    /// The routing record of a contact the caller may act on towards its
+    /// customer (reply, type, note): one assigned to them (an offer is
+    /// only seen until it is accepted), or any for a supervisor.
+    pub async fn handled(&self, caller: &Caller, id: &ContactId) -> Result<RouteRecord, ApiError> {
+        let rec = self.visible(caller, id).await?;
+        if matches!(caller, Caller::Agent(_)) && rec.state != "assigned" {
+            return Err(ApiError::conflict("not_assigned", "accept the offer first"));
+        }
+        Ok(rec)
+    }
+
     pub async fn me(&self, agent: &str) -> Result<Value, ApiError> {
         let Some((rec, live)) = self.state.agent(agent).await? else {
             return Err(ApiError::not_found(
@@ -285,7 +296,7 @@ impl Inner {
         text: &str,
     ) -> Result<String, ApiError> {
         let id = contact_id(contact)?;
-        self.visible(caller, &id).await?;
+        self.handled(caller, &id).await?;
         self.check_text(text)?;
         let fields = self.contact_fields(&id).await?;
         let conv = conversation_of(&fields)?;
@@ -304,13 +315,7 @@ impl Inner {
         text: &str,
     ) -> Result<(String, String), ApiError> {
         let id = contact_id(contact)?;
-        let rec = self.visible(&Caller::Agent(agent.to_owned()), &id).await?;
-        if rec.state != "assigned" {
-            return Err(ApiError::conflict(
-                "not_assigned",
-                "accept the offer before replying",
-            ));
-        }
+        self.handled(&Caller::Agent(agent.to_owned()), &id).await?;
         self.check_text(text)?;
         let message = self
             .conversations

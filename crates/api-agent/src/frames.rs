@@ -162,7 +162,23 @@ pub enum ClientFrame {
         contact_id: String,
         on: bool,
     },
-    Ping,
+    /// A struct variant, not a unit one: serde lets an internally tagged
+    /// unit variant carry any other field, whatever `deny_unknown_fields`.
+    Ping {},
+}
+
+/// Parses a client frame; the error is the `bad_frame` message.
+pub fn parse(text: &str) -> Result<ClientFrame, String> {
+    // A frame is a JSON object: serde would also read an internally tagged
+    // enum from an array (`["accept","r","1-ABC"]`), which the protocol is
+    // not.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err("a frame is a JSON object".into());
+    }
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 pub use switchboard_channel::entry_text;
@@ -319,6 +335,15 @@ mod tests {
             )
             .is_err(),
             "unknown fields are refused"
+        );
+        assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping {}));
+        assert!(
+            parse(r#"{"type":"ping","junk":1}"#).is_err(),
+            "a ping carries nothing else"
+        );
+        assert!(
+            parse(r#"["accept","7","1-ABC"]"#).is_err(),
+            "a frame is an object, not an array"
         );
     }
 }

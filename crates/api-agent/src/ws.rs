@@ -271,15 +271,19 @@ fn result(reference: &str, outcome: Result<Option<serde_json::Value>, ApiError>)
             error: None,
             data,
         },
-        Err(e) => ServerFrame::Result {
-            reference: reference.to_owned(),
-            ok: false,
-            error: Some(ErrorBody {
-                code: e.code.to_owned(),
-                message: e.message,
-            }),
-            data: None,
-        },
+        Err(e) => {
+            // Counted as over HTTP (`IntoResponse`).
+            counter!("switchboard_agent_api_errors_total", "code" => e.code).increment(1);
+            ServerFrame::Result {
+                reference: reference.to_owned(),
+                ok: false,
+                error: Some(ErrorBody {
+                    code: e.code.to_owned(),
+                    message: e.message,
+                }),
+                data: None,
+            }
+        }
     }
 }
 
@@ -293,7 +297,7 @@ async fn typing(
     on: bool,
 ) -> Result<(), ApiError> {
     let id = crate::actions::contact_id(contact)?;
-    inner.visible(caller, &id).await?;
+    inner.handled(caller, &id).await?;
     let fields = inner.contact_fields(&id).await?;
     let conv = crate::actions::conversation_of(&fields)?;
     let name = inner
@@ -329,14 +333,11 @@ async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
             Err(ApiError::bad_request("too_large", "frame too large")),
         ));
     }
-    let frame: ClientFrame = match serde_json::from_str(text) {
+    let frame: ClientFrame = match crate::frames::parse(text) {
         Ok(f) => f,
         Err(e) => {
             counter!("switchboard_agent_ws_rejected_total", "reason" => "bad_json").increment(1);
-            return Some(result(
-                "",
-                Err(ApiError::bad_request("bad_frame", e.to_string())),
-            ));
+            return Some(result("", Err(ApiError::bad_request("bad_frame", e))));
         }
     };
     let caller = Caller::Agent(agent.to_owned());
@@ -351,7 +352,7 @@ async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
                 .await
                 .map(|()| None),
         ),
-        ClientFrame::Ping => return Some(ServerFrame::Pong),
+        ClientFrame::Ping {} => return Some(ServerFrame::Pong),
         ClientFrame::Presence {
             reference,
             presence,
