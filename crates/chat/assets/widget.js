@@ -866,6 +866,10 @@
         setState(li, 'failed');
         save();
       }
+    } else if (code === 'unavailable' || code === 'rate_limited') {
+      // Not about one message (an older server names none): whatever
+      // waits in the outbox goes again later.
+      scheduleFlush();
     }
     showError(code);
   }

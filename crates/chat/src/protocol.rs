@@ -143,6 +143,21 @@ impl ServerFrame {
     }
 }
 
+/// The `client_id` of a `message` frame, read without the rest of it: a
+/// message refused before it is parsed (over the rate limit) still names
+/// the message, so the widget retries it.
+pub fn message_client_id(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(rename = "type")]
+        kind: String,
+        client_id: Option<String>,
+    }
+    let peek: Peek = serde_json::from_str(text).ok()?;
+    let id = peek.client_id.filter(|id| client_id_ok(id))?;
+    (peek.kind == "message").then_some(id)
+}
+
 /// Parses a client frame; the error is the `bad_frame` message.
 pub fn parse(text: &str) -> Result<ClientFrame, String> {
     // A frame is a JSON object: serde would also read an internally tagged

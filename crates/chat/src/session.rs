@@ -615,19 +615,22 @@ impl Conn {
 
     /// The agent and queue state from routing, announced when it changes.
     async fn poll_route(&self, active: &mut Active, link: &crate::hub::Link) -> Result<(), End> {
-        let Some((_, contact)) = active.conv else {
-            // Another tab (perhaps on another instance) may have started one.
-            if let Ok(Some((conv, contact))) = self
+        // Another tab (perhaps on another instance) may have started a
+        // conversation: the first, or the next after the one shown closed.
+        if (active.conv.is_none() || active.seen.closed)
+            && let Ok(Some((conv, contact))) = self
                 .shared
                 .ctx
                 .conversations
                 .open_conversation(&self.shared.ctx.name, &active.customer)
                 .await
-            {
-                return self
-                    .hub_event(active, link, HubEvent::Attach(conv, contact))
-                    .await;
-            }
+            && active.conv.map(|(c, _)| c) != Some(conv)
+        {
+            return self
+                .hub_event(active, link, HubEvent::Attach(conv, contact))
+                .await;
+        }
+        let Some((_, contact)) = active.conv else {
             return Ok(());
         };
         // A doorbell may have been lost: the log is the truth.
@@ -735,8 +738,13 @@ impl Conn {
             if self.strikes > STRIKES {
                 return Err(End::Close(1008, "rate limit exceeded"));
             }
+            counter!("switchboard_chat_rejected_total", "reason" => "rate_limited").increment(1);
             return self
-                .refuse("rate_limited", "too many frames; slow down")
+                .send(&ServerFrame::Error {
+                    code: "rate_limited",
+                    message: "too many frames; slow down".into(),
+                    client_id: text.and_then(protocol::message_client_id),
+                })
                 .await;
         }
         let frame = match parse(text) {

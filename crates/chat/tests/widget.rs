@@ -768,6 +768,69 @@ async fn a_reply_reaches_a_visitor_connected_to_another_instance() {
     assert_eq!(m["text"], "yes, here");
 }
 
+/// A tab on another instance follows the conversation the visitor starts
+/// in another tab after the one it showed closed: it used to stay on the
+/// closed one, deaf to the agent, until it reconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_on_another_instance_follows_the_next_conversation() {
+    let w = world();
+    let a = w.instance("a", "").await;
+    let b = w.instance("b", "").await;
+    let mut tab1 = connect(a, ORIGIN).await.unwrap();
+    let token = hello(&mut tab1, None, None).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut tab2 = connect(b, ORIGIN).await.unwrap();
+    hello(&mut tab2, Some(&token), None).await;
+    let ack = message(&mut tab1, "c1", "first question").await;
+    let first = ack["conversation"].as_str().unwrap().to_owned();
+    let own = next_of(&mut tab2, "message", 15).await;
+    assert_eq!(own["text"], "first question");
+
+    let contact = contact_of(&w.store, &first).await;
+    w.routing.set(contact.parse().unwrap(), "closed", None);
+    next_of(&mut tab2, "closed", 15).await;
+    Conversations::new(w.store.clone())
+        .end(&contact.parse().unwrap())
+        .await
+        .unwrap();
+
+    let ack = message(&mut tab1, "c2", "one more thing").await;
+    let second = ack["conversation"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let contact = contact_of(&w.store, &second).await;
+    reply(&w.store, &contact, "welcome back").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = next_of(&mut tab2, "message", left.as_secs().max(1)).await;
+        if m["text"] == "welcome back" {
+            break;
+        }
+    }
+}
+
+/// The next frame of type `kind` within `secs` seconds (others skipped).
+async fn next_of(ws: &mut Ws, kind: &str, secs: u64) -> Value {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                    if v["type"] == kind {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} within {secs} s"))
+}
+
 /// 128 characters of a name can be 512 bytes: the name is cut to what the
 /// intake takes (256 bytes), not refused with every later message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1105,6 +1168,18 @@ async fn binary_frames_are_charged_and_struck_like_text_frames() {
     send(&mut ws, json!({"type": "ping"})).await;
     let answer = recv(&mut ws).await;
     assert_eq!(answer["code"], "rate_limited", "{answer}");
+    // A refused message is named, so that the widget sends it again.
+    send(
+        &mut ws,
+        json!({"type": "message", "client_id": "m-1", "text": "hello?"}),
+    )
+    .await;
+    let answer = recv(&mut ws).await;
+    assert_eq!(
+        (answer["code"].as_str(), answer["client_id"].as_str()),
+        (Some("rate_limited"), Some("m-1")),
+        "{answer}"
+    );
     assert_eq!(binary_until_closed(&mut ws).await, Some(1008));
 }
 
