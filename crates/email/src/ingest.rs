@@ -20,6 +20,20 @@ use switchboard_core::{
 };
 use tracing::{info, warn};
 
+/// The provider id of a mail without a Message-ID, fetched over IMAP:
+/// `imap:<mailbox label>:<UIDVALIDITY>:<UID>`.
+pub const IMAP_ID: &str = "imap:";
+/// The provider id of any other mail without a Message-ID: the first 32
+/// hex digits of its SHA-256.
+pub const DIGEST_ID: &str = "sha256:";
+
+/// Whether a stored provider id is one of ours, made up for a mail without
+/// a Message-ID: nothing threads on it (and the IMAP one names the
+/// mailbox's login and host).
+pub fn is_made_up_id(id: &str) -> bool {
+    id.starts_with(IMAP_ID) || id.starts_with(DIGEST_ID)
+}
+
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taken {
@@ -285,7 +299,7 @@ impl Ingest {
             .message_id
             .clone()
             .or_else(|| fallback_id.map(str::to_owned))
-            .unwrap_or_else(|| format!("sha256:{}", &hex::encode(Sha256::digest(raw))[..32]));
+            .unwrap_or_else(|| format!("{DIGEST_ID}{}", &hex::encode(Sha256::digest(raw))[..32]));
         let event = InboundEvent {
             channel: ChannelKind::Email,
             source: self.source.clone(),

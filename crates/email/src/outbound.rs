@@ -18,9 +18,18 @@ use switchboard_channel::{ChannelContext, ChannelError, OutboundDelivery, Outbox
 use switchboard_core::{DeliveryOutcome, OutboundMessage};
 use tracing::{Instrument, info, info_span, warn};
 
+/// The longest one delivery may take, whatever `timeout_secs` says: below
+/// the outbox's visibility timeout (60 s, `switchboard::app`), after which
+/// another instance would take the reply over and send it a second time.
+const MAX_SEND: Duration = Duration::from_secs(45);
+
 /// Sends one channel's replies.
 pub struct Sender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// The limit on one whole delivery: connection, dialogue and the
+    /// relay's answer to the data (lettre's own timeout covers only the
+    /// connection).
+    send_timeout: Duration,
     retry: Duration,
     max_attempts: u32,
     thread_secret: Option<Vec<u8>>,
@@ -61,6 +70,7 @@ impl Sender {
         };
         Ok(Sender {
             transport: builder.build(),
+            send_timeout: Duration::from_secs(config.timeout_secs.max(1)).min(MAX_SEND),
             retry: Duration::from_secs(config.retry_secs),
             max_attempts: config.max_attempts,
             thread_secret,
@@ -97,18 +107,19 @@ impl Sender {
         }
     }
 
-    async fn deliver(&self, outbox: &dyn Outbox, source: &str, delivery: OutboundDelivery) {
+    /// Sends one reply and settles or defers it.
+    pub async fn deliver(&self, outbox: &dyn Outbox, source: &str, delivery: OutboundDelivery) {
         let started = Instant::now();
         let (outcome, settle) = match build(&delivery.message, self.thread_secret.as_deref()) {
             Err(reason) => ("failed", Ok(DeliveryOutcome::Failed { reason })),
-            Ok((message, message_id)) => match self.transport.send(message).await {
-                Ok(_) => (
+            Ok((message, message_id)) => match self.send(message).await {
+                Ok(()) => (
                     "delivered",
                     Ok(DeliveryOutcome::Delivered {
                         provider_message_id: Some(message_id),
                     }),
                 ),
-                Err(e) if e.is_permanent() => (
+                Err(SendError::Refused(e)) => (
                     "failed",
                     Ok(DeliveryOutcome::Failed {
                         reason: format!("the mail server refused it: {e}"),
@@ -137,7 +148,7 @@ impl Sender {
                         warn!(reason = %reason, "Email reply failed.")
                     }
                 }
-                outbox.settle(&delivery, outcome).await
+                settle_final(outbox, &delivery, outcome).await
             }
             Err(error) => {
                 let delay = backoff(self.retry, delivery.attempt);
@@ -148,6 +159,53 @@ impl Sender {
         if let Err(e) = result {
             // Not settled: the outbox hands it out again after its timeout.
             warn!(error = %e, "Could not record the reply's outcome.");
+        }
+    }
+}
+
+impl Sender {
+    /// Hands `message` to the relay within `send_timeout`.
+    async fn send(&self, message: Message) -> Result<(), SendError> {
+        match tokio::time::timeout(self.send_timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is_permanent() => Err(SendError::Refused(e.to_string())),
+            Ok(Err(e)) => Err(SendError::Temporary(e.to_string())),
+            Err(_) => Err(SendError::Temporary(format!(
+                "the mail server did not finish within {} s",
+                self.send_timeout.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Why a reply was not handed over.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// A `5xx`: sending it again would not help.
+    #[error("{0}")]
+    Refused(String),
+    /// Anything else: a `4xx`, no connection, no answer in time.
+    #[error("{0}")]
+    Temporary(String),
+}
+
+/// Records a final outcome, trying a few times over ~3 s: a reply the relay
+/// took but whose outcome is not recorded is handed out again after the
+/// outbox's timeout and sent a second time.
+async fn settle_final(
+    outbox: &dyn Outbox,
+    delivery: &OutboundDelivery,
+    outcome: DeliveryOutcome,
+) -> Result<(), switchboard_channel::OutboxError> {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match outbox.settle(delivery, outcome.clone()).await {
+            Err(e) if wait <= Duration::from_secs(2) => {
+                warn!(error = %e, "Could not record the reply's outcome yet; trying again.");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            result => return result,
         }
     }
 }
@@ -203,11 +261,9 @@ pub fn build(
         }
     }
     // Only a real Message-ID threads (not our fallback ids).
-    if let Some(parent) = message
-        .in_reply_to
-        .as_deref()
-        .filter(|p| p.contains('@') && !p.contains(['<', '>', ' ']))
-    {
+    if let Some(parent) = message.in_reply_to.as_deref().filter(|p| {
+        !crate::ingest::is_made_up_id(p) && p.contains('@') && !p.contains(['<', '>', ' '])
+    }) {
         builder = builder
             .in_reply_to(format!("<{parent}>"))
             .references(format!("<{parent}>"));
@@ -275,6 +331,12 @@ mod tests {
         let text = String::from_utf8(mail.formatted()).expect("utf-8");
         assert!(!text.contains("In-Reply-To"), "{text}");
         assert!(!text.contains("Reply-To"), "{text}");
+        // An IMAP mail's made-up id names the mailbox's login and host.
+        r.in_reply_to = Some("imap:imap://support@imap.example.com:993/INBOX:1712:7".into());
+        let (mail, _) = build(&r, None).expect("builds");
+        let text = String::from_utf8(mail.formatted()).expect("utf-8");
+        assert!(!text.contains("In-Reply-To"), "{text}");
+        assert!(!text.contains("imap.example.com"), "{text}");
         r.from_address = "not an address".into();
         assert!(build(&r, None).is_err());
     }

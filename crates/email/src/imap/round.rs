@@ -115,7 +115,13 @@ pub(super) async fn run(
             (cp.last, unsaved) = (m.uid, true);
             continue;
         }
-        let fallback = format!("imap:{}:{}:{}", s.label, cp.validity, m.uid);
+        let fallback = format!(
+            "{}{}:{}:{}",
+            crate::ingest::IMAP_ID,
+            s.label,
+            cp.validity,
+            m.uid
+        );
         match ctx.sink.deliver(s, m.uid, raw, &fallback).await {
             Ok(()) => {
                 outcome(ctx, "stored");

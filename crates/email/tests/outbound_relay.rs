@@ -1,0 +1,94 @@
+//! Replies out through a relay that misbehaves, against a real Redis
+//! outbox.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+use switchboard_channel::Outbox;
+use switchboard_core::{
+    ChannelKind, ContactId, ConversationId, CustomerIdentity, MessageId, OutboundMessage,
+    Partition, Timestamp,
+};
+use switchboard_email::config::SmtpConfig;
+use switchboard_email::outbound::Sender;
+use switchboard_store::{RedisOutbox, Store, StoreConfig};
+use switchboard_testkit::RedisServer;
+
+/// A relay that takes the connection and never says a word (a stuck
+/// content filter does the same after the data): the delivery gives up
+/// within `timeout_secs` and is deferred. It used to wait for ever, holding
+/// up every later reply of the channel, until another instance took it over
+/// after the outbox's timeout and sent it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_never_answers_defers_the_reply() {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig {
+        url: redis.url(),
+        password: None,
+        key_prefix: "sb".into(),
+        partitions: 4,
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(1000),
+        topology: Default::default(),
+    })
+    .unwrap();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let config: SmtpConfig = toml::from_str(&format!(
+        "host = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\ntimeout_secs = 1"
+    ))
+    .unwrap();
+    let sender = Sender::new("mail", &config).unwrap();
+
+    let reply = OutboundMessage {
+        message_id: MessageId::new(),
+        contact_id: ContactId::new(Partition(1)),
+        conversation_id: ConversationId::new(Partition(1)),
+        channel: ChannelKind::Email,
+        source: "mail".into(),
+        from_address: "help@support.example.com".into(),
+        to: CustomerIdentity::new("email", "olena@customer.example").unwrap(),
+        subject: Some("Order 4411".into()),
+        text: "It ships today.".into(),
+        in_reply_to: None,
+        created_at: Timestamp::now(),
+    };
+    RedisOutbox::enqueue_to(&store, &reply).await.unwrap();
+    let outbox = RedisOutbox::new(store.clone(), "mail", "test", Duration::from_secs(60)).unwrap();
+    let delivery = outbox
+        .next(Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the reply");
+
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        sender.deliver(&outbox, "mail", delivery),
+    )
+    .await
+    .expect("the delivery gives up on a silent relay");
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deferred: usize = redis::cmd("ZCARD")
+        .arg(store.keys().outbox_deferred("mail"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deferred, 1, "deferred for a retry");
+    assert!(
+        outbox
+            .next(Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_none(),
+        "not handed out again before its retry is due"
+    );
+}
