@@ -506,6 +506,33 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
         .await
         .unwrap();
     assert_eq!(r.body.lines().count(), 1, "{}", r.body);
+
+    // A day later nothing is in the 24-hour window: the queue's gauges
+    // say so (they kept the day's figures for good).
+    day.advance(25 * 3600).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let m = day
+                .http
+                .get(&format!("{}/metrics", day.base))
+                .await
+                .unwrap()
+                .body;
+            let sales = |metric: &str, value: &str| {
+                m.lines().any(|l| {
+                    l.starts_with(metric)
+                        && l.contains("window=\"24h\"")
+                        && l.contains("scope=\"queue\"")
+                        && l.contains("name=\"sales\"")
+                        && l.ends_with(value)
+                })
+            };
+            sales("switchboard_kpi_offered{", " 0")
+                && sales("switchboard_kpi_service_level_ratio{", " NaN")
+        })
+        .await,
+        "the 24h gauges of a quiet queue keep their old figures"
+    );
     drop(daemon);
 }
 

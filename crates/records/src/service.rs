@@ -65,6 +65,10 @@ struct Shared {
     config: RecordsConfig,
     retention: Duration,
     kpis: Mutex<Kpis>,
+    /// The (window, scope, name) groups whose gauges were ever set: a group
+    /// with nothing in its window now reads as nothing (0, NaN) rather
+    /// than keeping its last figures for good.
+    exported: Mutex<std::collections::BTreeSet<(String, &'static str, String)>>,
     /// The last fact read. Held while reading, so that two readers never
     /// add the same facts twice.
     cursor: tokio::sync::Mutex<String>,
@@ -104,6 +108,7 @@ impl Recorder {
                 config,
                 retention,
                 kpis: Mutex::new(Kpis::default()),
+                exported: Mutex::new(Default::default()),
                 cursor: tokio::sync::Mutex::new("-".into()),
             }),
         }
@@ -325,6 +330,12 @@ impl Recorder {
                 .map(|w| kpis.report(w.name(), now, w.millis(), &target))
                 .collect()
         };
+        let mut exported = self
+            .shared
+            .exported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut now_set = std::collections::BTreeSet::new();
         for r in &reports {
             set_figures(&r.window, "total", "all", &r.total);
             for (scope, groups) in [
@@ -334,9 +345,15 @@ impl Recorder {
             ] {
                 for (name, figures) in groups {
                     set_figures(&r.window, scope, name, figures);
+                    now_set.insert((r.window.clone(), scope, name.clone()));
                 }
             }
         }
+        let quiet = Figures::default();
+        for (window, scope, name) in exported.difference(&now_set) {
+            set_figures(window, scope, name, &quiet);
+        }
+        exported.extend(now_set);
     }
 }
 

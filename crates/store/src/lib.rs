@@ -121,16 +121,34 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// `url` with any password replaced by `***`, for logs.
+/// `url` with any password replaced by `***`, for logs: the user info's
+/// (`redis://user:pw@host`) and a `unix://` URL's `pass` parameter
+/// (`unix:///run/redis.sock?pass=pw`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
+            let userinfo = &base[scheme_end + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+            format!("{}{}:***{}", &base[..scheme_end + 3], user, &base[at..])
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("pass") => format!("{key}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// Parses and checks a Redis URL without connecting.
@@ -323,6 +341,12 @@ mod tests {
         ));
         let redacted = redact_url("redis://default:hunter2@db:6379/0");
         assert_eq!(redacted, "redis://default:***@db:6379/0");
+        // A unix socket's password is a query parameter.
+        assert_eq!(
+            redact_url("unix:///run/redis.sock?db=2&pass=hunter2&user=sb"),
+            "unix:///run/redis.sock?db=2&pass=***&user=sb"
+        );
+        assert_eq!(redact_url("redis://db:6379/0"), "redis://db:6379/0");
         let err = parse_url("redis://u:hunter2@[::1", None)
             .expect_err("bad")
             .to_string();

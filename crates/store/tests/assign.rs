@@ -846,6 +846,18 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
         state.offer(&offer(&token, &w, "a1")).await.unwrap(),
         "not_waiting"
     );
+    // Closed by the business's hours, not left by the customer: no
+    // abandon in the KPIs (it lowered the service level).
+    let facts = switchboard_store::Records::new(state.store().clone())
+        .kpi_facts("-", 100)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = facts
+        .iter()
+        .filter(|f| f.fields.get("c") == Some(&w.to_string()))
+        .filter_map(|f| f.fields.get("k").map(String::as_str))
+        .collect();
+    assert_eq!(kinds, ["enqueued"], "{facts:?}");
 }
 
 /// A contact from the intake, handed to routing, offered to and accepted by

@@ -60,6 +60,11 @@ end
 local kind = (was == 'assigned') and 'closed' or 'abandoned'
 fields = {'type', kind, 'contact', ARGV[1], 'channel', c[3], 'disposition', ARGV[4],
   'was', was}
+if ARGV[8] == 'waiting' then
+  -- Ended by the business's rules (out of hours), not by the customer:
+  -- not an abandon in the KPIs.
+  fields = extend(fields, {'by', 'policy'})
+end
 if agent ~= '' then
   fields = extend(fields, agent_state(KEYS[5], agent))
 end

@@ -108,7 +108,7 @@ local function record(events_key, f, now, n)
           redis.call('HSET', ckey, 'last_agent', f['agent'] or '')
         end
       elseif kind == 'abandoned' then
-        if f['was'] ~= 'new' then
+        if f['was'] ~= 'new' and f['by'] ~= 'policy' then
           base['w'] = now - num(c[3])
           fact = base
         end
