@@ -30,18 +30,23 @@ if [ -z "$url" ]; then
   fi
   mkdir -p "$state/redis"
   pidfile="$state/redis/redis.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "run.sh: reusing the private Redis already running (pid $(cat "$pidfile"))"
+  # A pidfile left by a Redis that was killed may name another process now:
+  # reuse only a live redis-server that answers on our port.
+  old_pid=$(cat "$pidfile" 2>/dev/null || true)
+  if [ -n "$old_pid" ] && [ "$(cat "/proc/$old_pid/comm" 2>/dev/null)" = redis-server ] \
+    && redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    echo "run.sh: reusing the private Redis already running (pid $old_pid)"
   else
+    rm -f "$pidfile"
     redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$state/redis" \
       --appendonly yes --appendfsync everysec --save "" --maxmemory-policy noeviction \
       --stream-node-max-bytes 1024 --auto-aof-rewrite-min-size 1gb \
       --daemonize yes --pidfile "$pidfile" --logfile "$state/redis/redis.log"
-    for _ in $(seq 50); do
-      [ -f "$pidfile" ] && break
+    for _ in $(seq 100); do
+      [ -s "$pidfile" ] && redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
       sleep 0.1
     done
-    [ -f "$pidfile" ] || { echo "run.sh: redis-server did not start; see $state/redis/redis.log" >&2; exit 1; }
+    [ -s "$pidfile" ] || { echo "run.sh: redis-server did not start; see $state/redis/redis.log" >&2; exit 1; }
     started_redis=$(cat "$pidfile")
   fi
   url="redis://127.0.0.1:$redis_port"

@@ -243,11 +243,7 @@ impl ConfigError {
         let problem = problem
             .lines()
             .map(str::trim)
-            .filter(|l| {
-                !l.is_empty()
-                    && !l.starts_with('|')
-                    && !l.chars().next().is_some_and(|c| c.is_ascii_digit())
-            })
+            .filter(|l| !l.is_empty() && !is_picture(l))
             .collect::<Vec<_>>()
             .join("; ");
         ConfigError {
@@ -255,6 +251,14 @@ impl ConfigError {
             problem,
         }
     }
+}
+
+/// A line of a parser's picture of the input: `1 | key = 5` or `  |   ^`.
+/// A message that merely starts with a number is not one.
+fn is_picture(line: &str) -> bool {
+    line.trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start()
+        .starts_with('|')
 }
 
 /// The prefix of environment overrides: `SWITCHBOARD__REDIS__URL` sets
@@ -933,6 +937,12 @@ mod tests {
                 &[][..],
                 "routing.queues[0].overflow[0].after_secs",
             ),
+            // A problem that starts with a number keeps its words.
+            (
+                "[redis]\nurl = \"redis://x\"\n[router]\nblock_ms = 5\n",
+                &[][..],
+                "router.block_ms",
+            ),
         ];
         for (text, vars, key) in cases {
             let f = file(text);
@@ -942,7 +952,11 @@ mod tests {
                 "{text:?}: {err} does not name {key}"
             );
             assert!(!err.to_string().contains('\n'), "one line: {err}");
+            assert!(err.problem.len() > 5, "{text:?}: says what is wrong: {err}");
         }
+        let f = file("[redis]\nurl = \"redis://x\"\n[router]\nblock_ms = 5\n");
+        let err = load(f.path(), env(&[])).unwrap_err();
+        assert_eq!(err.problem, "5 is below the minimum of 10", "{err}");
     }
 
     /// A chat's offline form is answered through the email channel it
