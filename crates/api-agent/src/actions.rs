@@ -105,6 +105,11 @@ impl Inner {
                 continue;
             };
             if let Some(r) = self.state.route_record(&id).await? {
+                // Its live events come here while the agent is connected
+                // here (a fresh session, or a resync).
+                if r.agent == agent && (r.state == "offered" || r.state == "assigned") {
+                    self.hub.hold(&c, agent);
+                }
                 held.push(Held {
                     contact_id: c,
                     state: r.state,

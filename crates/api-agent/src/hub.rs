@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use switchboard_channel::{LiveEvent, LiveKind, LiveSignal};
+use switchboard_channel::{LiveEvent, LiveFollows, LiveKind, LiveSignal};
 use switchboard_core::{ContactId, ConversationId};
 use switchboard_store::{Conversations, Live, RouteEvent, RoutingState, StoreError};
 use tokio::sync::mpsc;
@@ -37,6 +37,10 @@ pub struct Hub {
     next: AtomicU64,
     /// Contact → (the agent holding it, or none; when looked up).
     holders: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// The contacts whose live events this instance receives: those
+    /// offered or assigned to an agent connected here (contact → agent).
+    held_here: Mutex<HashMap<String, String>>,
+    follows: LiveFollows,
 }
 
 impl Hub {
@@ -77,7 +81,43 @@ impl Hub {
         }
         gauge!("switchboard_agent_sessions")
             .set(sessions.values().map(Vec::len).sum::<usize>() as f64);
+        drop(sessions);
+        if last {
+            self.release_agent(agent);
+        }
         last
+    }
+
+    /// `agent` holds `contact` (offered or assigned): its live events are
+    /// received here while the agent is connected here.
+    pub fn hold(&self, contact: &str, agent: &str) {
+        if !self.has(agent) {
+            return;
+        }
+        let mut held = self.held_here.lock().unwrap_or_else(|e| e.into_inner());
+        if held.insert(contact.to_owned(), agent.to_owned()).is_none() {
+            self.follows.follow(contact);
+        }
+    }
+
+    /// Nobody here holds `contact` any more.
+    fn release(&self, contact: &str) {
+        let mut held = self.held_here.lock().unwrap_or_else(|e| e.into_inner());
+        if held.remove(contact).is_some() {
+            self.follows.unfollow(contact);
+        }
+    }
+
+    /// The contacts of `agent`, who has no session here any more.
+    fn release_agent(&self, agent: &str) {
+        let mut held = self.held_here.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|contact, holder| {
+            let keep = holder != agent;
+            if !keep {
+                self.follows.unfollow(contact);
+            }
+            keep
+        });
     }
 
     /// Agents with at least one session here.
@@ -139,7 +179,7 @@ impl Hub {
     async fn follow_live(&self, state: RoutingState, shutdown: CancellationToken) {
         let live = Live::new(state.store().clone());
         let conversations = Conversations::new(state.store().clone());
-        let mut events = live.subscribe();
+        let mut events = live.subscribe(self.follows.clone());
         let mut queues = Vec::with_capacity(LIVE_WORKERS);
         let mut workers = Vec::with_capacity(LIVE_WORKERS);
         for _ in 0..LIVE_WORKERS {
@@ -168,6 +208,9 @@ impl Hub {
                             .unwrap_or_else(|e| e.into_inner())
                             .clear();
                     }
+                    // An agent reads the transcript when a contact is
+                    // offered: nothing to catch up.
+                    Some(LiveSignal::Followed(_)) => {}
                     Some(LiveSignal::Event(event)) => {
                         let mut hasher = std::collections::hash_map::DefaultHasher::new();
                         std::hash::Hash::hash(&event.contact, &mut hasher);
@@ -197,10 +240,14 @@ impl Hub {
         match (event.kind.as_str(), &event.agent) {
             ("offered" | "assigned" | "accepted", Some(agent)) => {
                 holders.insert(contact.clone(), (Some(agent.clone()), Instant::now()));
+                drop(holders);
+                self.hold(contact, agent);
             }
             ("enqueued" | "presence" | "agent", _) => {}
             _ => {
                 holders.remove(contact);
+                drop(holders);
+                self.release(contact);
             }
         }
     }
@@ -363,6 +410,17 @@ impl Hub {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .clear();
+                        // What they hold now comes with their fresh hello.
+                        let stale: Vec<String> = self
+                            .held_here
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .keys()
+                            .cloned()
+                            .collect();
+                        for contact in stale {
+                            self.release(&contact);
+                        }
                         let _ = resync.try_send(self.agents());
                     }
                     if let Some(last) = events.last() {
@@ -390,6 +448,18 @@ impl Hub {
     }
 
     async fn refresh(&self, state: &RoutingState, ttl: Duration) {
+        // Contacts of an agent who left while one of theirs was noted.
+        let gone: Vec<String> = self
+            .held_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|agent| !self.has(agent))
+            .cloned()
+            .collect();
+        for agent in gone {
+            self.release_agent(&agent);
+        }
         let until = switchboard_core::Timestamp::now().as_millis() + ttl.as_millis() as u64;
         for agent in self.agents() {
             if let Err(error) = state.set_presence(&agent, None, Some(until), None).await {

@@ -25,7 +25,9 @@ use switchboard_core::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub use live::{ConversationLog, LiveBus, LiveEvent, LiveKind, LiveSignal, LogEntry, entry_text};
+pub use live::{
+    ConversationLog, LiveBus, LiveEvent, LiveFollows, LiveKind, LiveSignal, LogEntry, entry_text,
+};
 pub use secret::{Secret, SecretError, SecretValue, same_secret};
 
 /// The one entry point for inbound events. An `Ok` receipt means the event is

@@ -1,17 +1,22 @@
 //! The live doorbell and the conversation log as channels see them.
 //!
 //! The conversation log (a Redis stream per conversation) is the truth;
-//! the live bus is only a doorbell that says "look again": every instance
-//! subscribes to it, and whoever follows a conversation re-reads its log
-//! after the last entry it has sent. The bus is lossy (Redis pub/sub), so a
-//! subscriber gets [`LiveSignal::Resync`] whenever its subscription
-//! (re)connects and then re-reads every conversation it follows.
+//! the live bus is only a doorbell that says "look again": a subscription
+//! receives the events of the contacts it follows ([`LiveFollows`]), and
+//! whoever follows a conversation re-reads its log after the last entry it
+//! has sent. The bus is lossy (Redis pub/sub), so a subscriber gets
+//! [`LiveSignal::Resync`] whenever its subscription (re)connects and
+//! [`LiveSignal::Followed`] once a newly followed contact's events arrive,
+//! and then re-reads what it follows.
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use switchboard_core::{ContactId, ConversationId, CustomerIdentity, IntakeError};
+use tokio::sync::mpsc;
 
 /// What a live event announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +33,7 @@ pub enum LiveKind {
     Other,
 }
 
-/// One doorbell event: small JSON on `<prefix>:live`.
+/// One doorbell event: small JSON on `<prefix>:live:<contact>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveEvent {
     /// The conversation id.
@@ -114,6 +119,76 @@ pub enum LiveSignal {
     /// The subscription (re)connected: events may have been missed, so
     /// re-read the log of every conversation followed.
     Resync,
+    /// The events of this contact, newly followed, arrive from now on:
+    /// re-read its log for those published before.
+    Followed(String),
+}
+
+/// The contacts whose events a subscription receives. Counted: each
+/// `follow` is undone by one `unfollow`, so several followers of one
+/// contact share its subscription. Cheap to clone (one shared state); may
+/// be used before the subscription exists.
+#[derive(Debug, Clone, Default)]
+pub struct LiveFollows {
+    inner: Arc<Mutex<Follows>>,
+}
+
+#[derive(Debug, Default)]
+struct Follows {
+    counts: HashMap<String, usize>,
+    /// Tells the subscription which contact to look at again.
+    changes: Option<mpsc::UnboundedSender<String>>,
+}
+
+impl LiveFollows {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Follows> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Receive `contact`'s events (from its first follow on).
+    pub fn follow(&self, contact: &str) {
+        let mut f = self.lock();
+        let n = f.counts.entry(contact.to_owned()).or_insert(0);
+        *n += 1;
+        if *n == 1
+            && let Some(tx) = &f.changes
+        {
+            let _ = tx.send(contact.to_owned());
+        }
+    }
+
+    /// Undoes one `follow` (the last one stops the events).
+    pub fn unfollow(&self, contact: &str) {
+        let mut f = self.lock();
+        let Some(n) = f.counts.get_mut(contact) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            f.counts.remove(contact);
+            if let Some(tx) = &f.changes {
+                let _ = tx.send(contact.to_owned());
+            }
+        }
+    }
+
+    pub fn is_followed(&self, contact: &str) -> bool {
+        self.lock().counts.contains_key(contact)
+    }
+
+    /// Every contact followed now.
+    pub fn followed(&self) -> Vec<String> {
+        self.lock().counts.keys().cloned().collect()
+    }
+
+    /// For the bus: the contacts whose following changed arrive on the
+    /// receiver (look at [`LiveFollows::is_followed`] then). Replaces an
+    /// earlier watcher.
+    pub fn watch(&self) -> mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().changes = Some(tx);
+        rx
+    }
 }
 
 /// The live doorbell.
@@ -121,9 +196,11 @@ pub trait LiveBus: Send + Sync + fmt::Debug {
     /// Publishes `event`. Never fails: a lost doorbell is caught up by the
     /// next one or by a resync (failures are logged and counted).
     fn publish(&self, event: LiveEvent) -> BoxFuture<'_, ()>;
-    /// Every event published from now on, with a [`LiveSignal::Resync`]
-    /// first and after every reconnection. Ends when the bus shuts down.
-    fn subscribe(&self) -> BoxStream<'static, LiveSignal>;
+    /// The events of the contacts `follows` names (and of none: those
+    /// published without a contact) from now on, with a
+    /// [`LiveSignal::Resync`] first and after every reconnection. Ends
+    /// when the bus shuts down.
+    fn subscribe(&self, follows: LiveFollows) -> BoxStream<'static, LiveSignal>;
 }
 
 /// One entry of a conversation log.

@@ -1,11 +1,12 @@
 //! The chat sessions of this instance and the live doorbell that wakes
 //! them.
 //!
-//! One subscription per instance. A doorbell for a conversation followed
+//! One subscription per instance, following the contacts of the
+//! conversations its sessions show. A doorbell for a conversation followed
 //! here wakes each of its sessions, which reads the log after the last
 //! entry it sent (so nothing is doubled or missed, whichever instance
 //! wrote the entry); a resync (the subscription reconnected) wakes all of
-//! them. Typing and read marks of agents go straight to the sessions'
+//! them, and a contact's first events after it is followed wake its. Typing and read marks of agents go straight to the sessions'
 //! small event queues (dropped when full: they are ephemeral).
 
 use futures::StreamExt;
@@ -13,7 +14,7 @@ use metrics::gauge;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use switchboard_channel::{LiveBus, LiveKind, LiveSignal};
+use switchboard_channel::{LiveBus, LiveFollows, LiveKind, LiveSignal};
 use switchboard_core::{ContactId, ConversationId};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -46,12 +47,17 @@ struct Maps {
     by_visitor: HashMap<String, Vec<Link>>,
     /// The conversation each session follows.
     conv_of: HashMap<u64, String>,
+    /// The contact of each conversation followed, and back.
+    contact_of: HashMap<String, String>,
+    conv_of_contact: HashMap<String, String>,
 }
 
 #[derive(Debug, Default)]
 pub struct Hub {
     maps: Mutex<Maps>,
     next: AtomicU64,
+    /// The contacts whose live events this instance's chats need.
+    follows: LiveFollows,
 }
 
 impl Hub {
@@ -77,15 +83,19 @@ impl Hub {
         (link, rx)
     }
 
-    /// The session follows `conv` (and nothing else).
-    pub fn follow(&self, link: &Link, conv: &ConversationId) {
+    /// The session follows `conv`, of `contact` (and nothing else).
+    pub fn follow(&self, link: &Link, conv: &ConversationId, contact: &ContactId) {
         let mut maps = self.maps();
-        unfollow(&mut maps, link.id);
-        maps.conv_of.insert(link.id, conv.to_string());
-        maps.by_conv
-            .entry(conv.to_string())
-            .or_default()
-            .push(link.clone());
+        unfollow(&mut maps, &self.follows, link.id);
+        let (conv, contact) = (conv.to_string(), contact.to_string());
+        maps.conv_of.insert(link.id, conv.clone());
+        let links = maps.by_conv.entry(conv.clone()).or_default();
+        links.push(link.clone());
+        if links.len() == 1 {
+            self.follows.follow(&contact);
+            maps.conv_of_contact.insert(contact.clone(), conv.clone());
+            maps.contact_of.insert(conv, contact);
+        }
     }
 
     /// `visitor` has conversation `conv` now: every session of theirs here
@@ -101,7 +111,7 @@ impl Hub {
 
     pub fn unregister(&self, link: &Link) {
         let mut maps = self.maps();
-        unfollow(&mut maps, link.id);
+        unfollow(&mut maps, &self.follows, link.id);
         if let Some(list) = maps.by_visitor.get_mut(&link.visitor) {
             list.retain(|l| l.id != link.id);
             if list.is_empty() {
@@ -137,7 +147,7 @@ impl Hub {
 
     /// Follows the doorbell until `shutdown`.
     pub async fn run(&self, live: Arc<dyn LiveBus>, shutdown: CancellationToken) {
-        let mut signals = live.subscribe();
+        let mut signals = live.subscribe(self.follows.clone());
         loop {
             let signal = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -149,6 +159,12 @@ impl Hub {
                     return;
                 }
                 Some(LiveSignal::Resync) => self.ring_all(),
+                Some(LiveSignal::Followed(contact)) => {
+                    let conv = self.maps().conv_of_contact.get(&contact).cloned();
+                    if let Some(conv) = conv {
+                        self.ring(&conv);
+                    }
+                }
                 Some(LiveSignal::Event(e)) => match e.kind {
                     LiveKind::Log => self.ring(&e.conv),
                     LiveKind::Typing if e.who == "agent" => self.tell(
@@ -168,7 +184,7 @@ impl Hub {
     }
 }
 
-fn unfollow(maps: &mut Maps, id: u64) {
+fn unfollow(maps: &mut Maps, follows: &LiveFollows, id: u64) {
     let Some(conv) = maps.conv_of.remove(&id) else {
         return;
     };
@@ -176,6 +192,10 @@ fn unfollow(maps: &mut Maps, id: u64) {
         list.retain(|l| l.id != id);
         if list.is_empty() {
             maps.by_conv.remove(&conv);
+            if let Some(contact) = maps.contact_of.remove(&conv) {
+                maps.conv_of_contact.remove(&contact);
+                follows.unfollow(&contact);
+            }
         }
     }
 }

@@ -296,7 +296,7 @@ impl Conn {
         let (link, mut events) = self.shared.hub.register(&active.session.visitor);
         let bell = link.bell.clone();
         if let Some((conv, contact)) = active.conv {
-            self.shared.hub.follow(&link, &conv);
+            self.shared.hub.follow(&link, &conv, &contact);
             span.record("conversation_id", conv.to_string());
             span.record("contact_id", contact.to_string());
         }
@@ -603,7 +603,7 @@ impl Conn {
                     active.conv = Some((conv, contact));
                     // Tell the visitor where they are at once.
                     active.poll_at = Instant::now();
-                    self.shared.hub.follow(link, &conv);
+                    self.shared.hub.follow(link, &conv, &contact);
                     self.catch_up(active).await?;
                 }
                 Ok(())

@@ -1,4 +1,7 @@
-//! The live doorbell: Redis pub/sub on `<prefix>:live`.
+//! The live doorbell: Redis pub/sub, one channel per contact
+//! (`<prefix>:live:<contact>`), so an instance receives only the events of
+//! the contacts someone follows there (an agent holding it, a visitor's
+//! chat), not every event of every instance.
 //!
 //! Small JSON events ([`LiveEvent`]) say that a conversation log has a new
 //! entry, or that someone types or read. Pub/sub is lossy (a subscriber
@@ -6,8 +9,14 @@
 //! only a doorbell: whoever follows a conversation re-reads its log after
 //! the last entry it has sent, and re-reads all of them on
 //! [`LiveSignal::Resync`], which a subscription yields first and after
-//! every reconnection. Publishing never fails the operation it follows: a
+//! every reconnection, and a contact's on [`LiveSignal::Followed`], once its
+//! events arrive. Publishing never fails the operation it follows: a
 //! failure is logged and counted in `switchboard_live_publish_errors_total`.
+//!
+//! Every subscription also listens on `<prefix>:live`, where an event
+//! without a contact goes, and where instances of versions before the
+//! per-contact channels published everything (a rolling upgrade keeps
+//! their events).
 //!
 //! On Redis Cluster, `PUBLISH` reaches subscribers on every node, so the
 //! subscription may use any node (the first configured one).
@@ -17,8 +26,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use metrics::counter;
+use std::collections::HashSet;
 use std::time::Duration;
-use switchboard_channel::{LiveBus, LiveEvent, LiveSignal};
+use switchboard_channel::{LiveBus, LiveEvent, LiveFollows, LiveSignal};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -59,12 +69,17 @@ impl Live {
     async fn try_publish(&self, event: &LiveEvent) -> Result<(), StoreError> {
         let json = serde_json::to_string(event)
             .map_err(|e| StoreError::Protocol(format!("cannot encode live event: {e}")))?;
+        let channel = if event.contact.is_empty() {
+            self.channel.clone()
+        } else {
+            contact_channel(&self.channel, &event.contact)
+        };
         let mut conn = self.store.conn();
         let _: i64 = self
             .store
             .bounded(
                 redis::cmd("PUBLISH")
-                    .arg(&self.channel)
+                    .arg(channel)
                     .arg(json)
                     .query_async(&mut conn),
             )
@@ -72,16 +87,22 @@ impl Live {
         Ok(())
     }
 
-    /// Every event from now on, with [`LiveSignal::Resync`] first and after
-    /// every reconnection (and after events were dropped because the
-    /// subscriber fell behind). Reconnects by itself; ends when the stream
-    /// is dropped.
-    pub fn subscribe(&self) -> BoxStream<'static, LiveSignal> {
+    /// The events of the contacts `follows` names from now on, with
+    /// [`LiveSignal::Resync`] first and after every reconnection (and after
+    /// events were dropped because the subscriber fell behind), and
+    /// [`LiveSignal::Followed`] once a newly followed contact's events
+    /// arrive. Reconnects by itself; ends when the stream is dropped.
+    pub fn subscribe(&self, follows: LiveFollows) -> BoxStream<'static, LiveSignal> {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
-        let client = self.store.client().clone();
-        let channel = self.channel.clone();
-        let timeout = self.store.config().connect_timeout + self.store.config().response_timeout;
-        tokio::spawn(follow(client, channel, timeout, tx));
+        let subscription = Subscription {
+            client: self.store.client().clone(),
+            base: self.channel.clone(),
+            timeout: self.store.config().connect_timeout + self.store.config().response_timeout,
+            changes: follows.watch(),
+            follows,
+            tx,
+        };
+        tokio::spawn(subscription.run());
         futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|signal| (signal, rx))
         })
@@ -89,86 +110,129 @@ impl Live {
     }
 }
 
-/// Keeps one subscription up until the subscriber goes away.
-async fn follow(
-    client: redis::Client,
-    channel: String,
-    timeout: Duration,
-    tx: mpsc::Sender<LiveSignal>,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let connected = tokio::time::timeout(timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        })
-        .await;
-        match connected {
-            Ok(Ok(pubsub)) => {
-                backoff = Duration::from_millis(100);
-                if tx.send(LiveSignal::Resync).await.is_err() {
-                    return;
-                }
-                if !pump(pubsub, timeout, &tx).await {
-                    return;
-                }
-                debug!("The live subscription was lost; reconnecting.");
-            }
-            Ok(Err(error)) => debug!(%error, "Cannot subscribe to the live doorbell yet."),
-            Err(_) => debug!("Subscribing to the live doorbell timed out."),
-        }
-        tokio::select! {
-            () = tx.closed() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+/// `<prefix>:live:<contact>`.
+fn contact_channel(base: &str, contact: &str) -> String {
+    format!("{base}:{contact}")
 }
 
-/// Forwards messages until the connection is lost (false: the subscriber
-/// went away).
-async fn pump(
-    pubsub: redis::aio::PubSub,
+/// One subscription, kept up until the subscriber goes away.
+struct Subscription {
+    client: redis::Client,
+    /// `<prefix>:live`.
+    base: String,
     timeout: Duration,
-    tx: &mpsc::Sender<LiveSignal>,
-) -> bool {
-    let (mut sink, mut stream) = pubsub.split();
-    let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
-    ping.tick().await;
-    let mut lost = false;
-    loop {
-        tokio::select! {
-            () = tx.closed() => return false,
-            message = stream.next() => {
-                let Some(message) = message else { return true };
-                let Ok(payload) = message.get_payload::<String>() else { continue };
-                let event = match serde_json::from_str::<LiveEvent>(&payload) {
-                    Ok(event) => event,
-                    Err(error) => {
-                        debug!(%error, "Ignoring a live event this version cannot read.");
-                        continue;
+    follows: LiveFollows,
+    changes: mpsc::UnboundedReceiver<String>,
+    tx: mpsc::Sender<LiveSignal>,
+}
+
+impl Subscription {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // Changes so far are all in `follows` now: subscribe to it whole.
+            while self.changes.try_recv().is_ok() {}
+            let mut channels = vec![self.base.clone()];
+            channels.extend(
+                self.follows
+                    .followed()
+                    .iter()
+                    .map(|c| contact_channel(&self.base, c)),
+            );
+            let connected = tokio::time::timeout(self.timeout, async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&channels).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            })
+            .await;
+            match connected {
+                Ok(Ok(pubsub)) => {
+                    backoff = Duration::from_millis(100);
+                    if self.tx.send(LiveSignal::Resync).await.is_err() {
+                        return;
                     }
-                };
-                if lost {
-                    if tx.try_send(LiveSignal::Resync).is_err() {
-                        continue;
+                    let subscribed = channels.into_iter().skip(1).collect();
+                    if !self.pump(pubsub, subscribed).await {
+                        return;
                     }
-                    lost = false;
+                    debug!("The live subscription was lost; reconnecting.");
                 }
-                match tx.try_send(LiveSignal::Event(event)) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        counter!("switchboard_live_dropped_total").increment(1);
-                        lost = true;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                }
+                Ok(Err(error)) => debug!(%error, "Cannot subscribe to the live doorbell yet."),
+                Err(_) => debug!("Subscribing to the live doorbell timed out."),
             }
-            _ = ping.tick() => {
-                let alive = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
-                if !matches!(alive, Ok(Ok(_))) {
-                    return true;
+            tokio::select! {
+                () = self.tx.closed() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Forwards messages, and follows what `follows` says, until the
+    /// connection is lost (false: the subscriber went away).
+    async fn pump(&mut self, pubsub: redis::aio::PubSub, mut subscribed: HashSet<String>) -> bool {
+        let (mut sink, mut stream) = pubsub.split();
+        let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
+        ping.tick().await;
+        let mut lost = false;
+        let tx = self.tx.clone();
+        loop {
+            tokio::select! {
+                    () = tx.closed() => return false,
+                    change = self.changes.recv() => {
+                        let Some(contact) = change else { return false };
+                        let channel = contact_channel(&self.base, &contact);
+                        let wanted = self.follows.is_followed(&contact);
+                        if wanted == subscribed.contains(&channel) {
+                            continue;
+                        }
+                        let done = if wanted {
+                            tokio::time::timeout(self.timeout, sink.subscribe(&channel)).await
+                        } else {
+                            tokio::time::timeout(self.timeout, sink.unsubscribe(&channel)).await
+                        };
+                        if !matches!(done, Ok(Ok(()))) {
+                            return true;
+                        }
+                        if wanted {
+                            subscribed.insert(channel);
+                            if tx.try_send(LiveSignal::Followed(contact)).is_err() {
+                                lost = true;
+                            }
+                        } else {
+                            subscribed.remove(&channel);
+                        }
+                    }
+                message = stream.next() => {
+                    let Some(message) = message else { return true };
+                    let Ok(payload) = message.get_payload::<String>() else { continue };
+                    let event = match serde_json::from_str::<LiveEvent>(&payload) {
+                        Ok(event) => event,
+                        Err(error) => {
+                            debug!(%error, "Ignoring a live event this version cannot read.");
+                            continue;
+                        }
+                    };
+                    if lost {
+                        if tx.try_send(LiveSignal::Resync).is_err() {
+                            continue;
+                        }
+                        lost = false;
+                    }
+                    match tx.try_send(LiveSignal::Event(event)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            counter!("switchboard_live_dropped_total").increment(1);
+                            lost = true;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                    }
+                }
+                _ = ping.tick() => {
+                    let alive = tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await;
+                    if !matches!(alive, Ok(Ok(_))) {
+                        return true;
+                    }
                 }
             }
         }
@@ -180,7 +244,7 @@ impl LiveBus for Live {
         Box::pin(async move { Live::publish(self, &event).await })
     }
 
-    fn subscribe(&self) -> BoxStream<'static, LiveSignal> {
-        Live::subscribe(self)
+    fn subscribe(&self, follows: LiveFollows) -> BoxStream<'static, LiveSignal> {
+        Live::subscribe(self, follows)
     }
 }

@@ -9,7 +9,7 @@ use common::{event, intake_for, store_for};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use std::time::Duration;
-use switchboard_channel::{LiveEvent, LiveKind, LiveSignal};
+use switchboard_channel::{LiveEvent, LiveFollows, LiveKind, LiveSignal};
 use switchboard_core::IntakeOutcome;
 use switchboard_store::{Conversations, Live};
 use switchboard_testkit::RedisServer;
@@ -34,17 +34,40 @@ async fn the_intake_and_replies_ring_the_doorbell() {
     let redis = RedisServer::start();
     let store = store_for(&redis, 4);
     let live = Live::new(store.clone());
-    let mut signals = live.subscribe();
+    let follows = LiveFollows::default();
+    let mut signals = live.subscribe(follows.clone());
     assert_eq!(next(&mut signals).await, LiveSignal::Resync, "resync first");
 
     let intake = intake_for(&store);
-    // The intake script writes the doorbell's JSON around this text.
+    let first = intake
+        .submit_event(event("v-1", Some("m0"), "hi"))
+        .await
+        .unwrap();
+    // Events arrive for the contacts followed, once they are followed.
+    let contact = first.contact_id.to_string();
+    follows.follow(&contact);
+    assert_eq!(
+        next(&mut signals).await,
+        LiveSignal::Followed(contact.clone())
+    );
+    // Another customer's, not followed here, do not.
+    intake
+        .submit_event(event("v-2", Some("n1"), "not for us"))
+        .await
+        .unwrap();
+    // The intake writes the doorbell's JSON around this text.
     let text = "hello \"there\",\n\\ <b>ї</b> \u{1F600}";
     let receipt = intake
         .submit_event(event("v-1", Some("m1"), text))
         .await
         .unwrap();
-    let e = next_event(&mut signals).await;
+    assert_eq!(receipt.contact_id, first.contact_id, "appended");
+    // (The first message's doorbell, rung by a task of its own, may come
+    // after the follow.)
+    let mut e = next_event(&mut signals).await;
+    if e.seq == first.seq {
+        e = next_event(&mut signals).await;
+    }
     assert_eq!(e.kind, LiveKind::Log);
     assert_eq!(e.conv, receipt.conversation_id.to_string());
     assert_eq!(e.contact, receipt.contact_id.to_string());
@@ -89,6 +112,19 @@ async fn the_intake_and_replies_ring_the_doorbell() {
     let e = next_event(&mut signals).await;
     assert_eq!((e.seq.as_str(), e.dir.as_str()), (note.as_str(), "note"));
     assert_eq!(e.source, "website");
+    // Unfollowed: its events stop.
+    follows.unfollow(&contact);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conversations
+        .note(&receipt.conversation_id, &receipt.contact_id, "olena", "x")
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), signals.next())
+            .await
+            .is_err(),
+        "nothing after the unfollow"
+    );
     assert_eq!(
         conversations
             .entry_at(&receipt.conversation_id, &seq)
@@ -109,7 +145,9 @@ async fn a_subscription_resyncs_after_redis_comes_back_and_publishing_never_fail
     let mut redis = RedisServer::start();
     let store = store_for(&redis, 1);
     let live = Live::new(store.clone());
-    let mut signals = live.subscribe();
+    let follows = LiveFollows::default();
+    follows.follow("1-01ARZ3NDEKTSV4RRFFQ69G5FAV");
+    let mut signals = live.subscribe(follows);
     assert_eq!(next(&mut signals).await, LiveSignal::Resync);
 
     redis.stop();
@@ -137,6 +175,13 @@ async fn a_subscription_resyncs_after_redis_comes_back_and_publishing_never_fail
         LiveSignal::Resync,
         "resync after the gap"
     );
+    live.publish(&event).await;
+    assert_eq!(next_event(&mut signals).await, event);
+    // A contact followed before the gap is followed after it.
+    let event = LiveEvent {
+        contact: "1-01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        ..event
+    };
     live.publish(&event).await;
     assert_eq!(next_event(&mut signals).await, event);
 }

@@ -268,7 +268,7 @@ impl LiveBus for Unused {
     fn publish(&self, _: LiveEvent) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
-    fn subscribe(&self) -> BoxStream<'static, LiveSignal> {
+    fn subscribe(&self, _: switchboard_channel::LiveFollows) -> BoxStream<'static, LiveSignal> {
         Box::pin(futures::stream::empty())
     }
 }
