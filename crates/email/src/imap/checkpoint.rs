@@ -1,5 +1,5 @@
-//! The checkpoint (`UIDVALIDITY:LASTUID` under `<label>:checkpoint`) and
-//! the lease renewal.
+//! The checkpoint (`UIDVALIDITY:LASTUID:BASELINE` under
+//! `<label>:checkpoint`) and the lease renewal.
 
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -15,20 +15,37 @@ pub(super) struct Checkpoint {
     /// The highest UID taken in (stored, rejected or skipped); 0 when none
     /// was in this UIDVALIDITY.
     pub(super) last: u32,
+    /// The folder's UIDNEXT when the checkpoint was (re)set: the messages
+    /// below it were there before, and only those still new among them are
+    /// taken in. 0 in a checkpoint of an earlier version (`V:L`).
+    pub(super) baseline: u32,
 }
 
 impl Checkpoint {
-    /// Parses `UIDVALIDITY:LASTUID`.
+    /// Parses `UIDVALIDITY:LASTUID:BASELINE` (or `UIDVALIDITY:LASTUID`).
     pub(super) fn parse(s: &str) -> Option<Checkpoint> {
-        let (validity, last) = s.trim().split_once(':')?;
-        Some(Checkpoint {
-            validity: validity.parse().ok()?,
-            last: last.parse().ok()?,
+        let mut parts = s.trim().split(':');
+        let validity = parts.next()?.parse().ok()?;
+        let last = parts.next()?.parse().ok()?;
+        let baseline = match parts.next() {
+            Some(b) => b.parse().ok()?,
+            None => 0,
+        };
+        parts.next().is_none().then_some(Checkpoint {
+            validity,
+            last,
+            baseline,
         })
     }
 
     pub(super) fn format(&self) -> String {
-        format!("{}:{}", self.validity, self.last)
+        format!("{}:{}:{}", self.validity, self.last, self.baseline)
+    }
+
+    /// Whether message `uid` was in the folder before the checkpoint was
+    /// set (so it is taken in only if it is still new).
+    pub(super) fn was_there(&self, uid: u32) -> bool {
+        uid < self.baseline
     }
 }
 

@@ -11,12 +11,16 @@
 //!
 //! **UIDVALIDITY.** When the folder's UIDVALIDITY is not the checkpoint's
 //! (the folder was recreated, or this is the first run), the last UID is
-//! reset to 0 and the first round takes in only what is still "new": with
-//! [`AfterIntake::Seen`] the messages without `\Seen`, with `Move`/`Delete`
-//! everything left in the folder (what was taken in before has been moved
-//! or deleted); messages flagged `\Deleted` are skipped either way. So a
-//! mailbox full of old, read mail is never imported, and the few messages
-//! seen twice across the change are dropped by the intake's dedupe.
+//! reset to 0 and the folder's UIDNEXT is kept as the checkpoint's
+//! baseline. Of the messages below the baseline (there before), only what
+//! is still "new" is taken in: with [`AfterIntake::Seen`] the messages
+//! without `\Seen`, with `Move`/`Delete` everything left in the folder
+//! (what was taken in before has been moved or deleted); messages flagged
+//! `\Deleted` are skipped either way (counted as `old`). So a mailbox full
+//! of old, read mail is never imported, also when the first pass is
+//! interrupted, and the few messages seen twice across the change are
+//! dropped by the intake's dedupe. Mail that arrives later is taken in
+//! whatever its flags (someone may have read it in webmail first).
 //!
 //! **One fetcher per mailbox.** Several instances may run the same channel:
 //! only the holder of the lease `<label>:lease` (renewed every 20 s for
@@ -25,7 +29,8 @@
 //! jitter) and never affects the others: each runs as its own task.
 //!
 //! Metrics: `switchboard_email_imap_messages_total{mailbox,outcome}`
-//! (`stored`, `rejected`, `too_large`, `temporary`),
+//! (`stored`, `rejected`, `too_large`, `temporary`, `old`: there before the
+//! checkpoint and not new),
 //! `switchboard_email_imap_errors_total{mailbox,kind}` and the gauge
 //! `switchboard_email_imap_connected{mailbox}`.
 //!

@@ -75,9 +75,6 @@ pub(super) async fn run(
     metas.sort_by_key(|m| m.uid);
     metas.dedup_by_key(|m| m.uid);
     let progress = !metas.is_empty();
-    // Right after a UIDVALIDITY change (or the first time), only what is
-    // still new: see the module's documentation.
-    let fresh = cp.last == 0;
     let mut unsaved = false;
     for m in metas {
         if stop.is_cancelled() {
@@ -86,8 +83,12 @@ pub(super) async fn run(
             }
             return Err(End::Stopped);
         }
-        if fresh && (m.deleted || (s.after == AfterIntake::Seen && m.seen)) {
+        // Of what was in the folder when the checkpoint was set (after a
+        // UIDVALIDITY change, or the first time), only what is still new:
+        // see the module's documentation.
+        if cp.was_there(m.uid) && (m.deleted || (s.after == AfterIntake::Seen && m.seen)) {
             debug!(uid = m.uid, "Passing over a message taken in before.");
+            outcome(ctx, "old");
             (cp.last, unsaved) = (m.uid, true);
             continue;
         }

@@ -109,10 +109,24 @@ pub(super) async fn run(
     let validity = mailbox
         .uid_validity
         .ok_or_else(|| End::failed("select", "the server sent no UIDVALIDITY"))?;
+    // Without UIDNEXT (servers must send it) everything counts as there
+    // before: only unseen mail is taken in, as before there was a baseline.
+    let baseline = mailbox.uid_next.unwrap_or(u32::MAX);
     let mut cp = match checkpoint::load(ctx, stop).await? {
+        // Reset by an earlier version, nothing taken in since: the
+        // baseline is now.
+        Some(cp) if cp.validity == validity && cp.last == 0 && cp.baseline == 0 => {
+            let cp = Checkpoint { baseline, ..cp };
+            checkpoint::save(ctx, cp).await?;
+            cp
+        }
         Some(cp) if cp.validity == validity => cp,
         stored => {
-            let cp = Checkpoint { validity, last: 0 };
+            let cp = Checkpoint {
+                validity,
+                last: 0,
+                baseline,
+            };
             match stored {
                 Some(old) => warn!(
                     old = old.validity,

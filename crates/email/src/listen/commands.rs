@@ -75,9 +75,11 @@ impl Session {
         .write(out);
     }
 
-    /// A protocol error: answered and counted towards [`super::MAX_ERRORS`].
+    /// A protocol error: answered, counted towards [`super::MAX_ERRORS`]
+    /// and in `switchboard_email_commands_refused_total{source, code}`.
     pub(super) fn error(&mut self, out: &mut Vec<u8>, code: u16, status: &str, text: &str) {
         self.errors += 1;
+        refused(&self.settings.name, code);
         Reply::new(code, status, text).write(out);
     }
 
@@ -212,6 +214,7 @@ impl Session {
             return non_ascii(out);
         }
         if tx.recipients.len() >= self.settings.max_recipients {
+            refused(&self.settings.name, 452);
             return Reply::new(452, "4.5.3", "Error: too many recipients").write(out);
         }
         let address = to.address.to_lowercase();
@@ -268,4 +271,12 @@ impl Session {
 fn non_ascii(out: &mut Vec<u8>) {
     debug!("Refused a non-ASCII address without SMTPUTF8.");
     Reply::new(553, "5.6.7", "Error: non-ASCII address without SMTPUTF8").write(out);
+}
+
+/// Counts a command refused with `code` (not a recipient that is not ours,
+/// nor a message: those have their own counters).
+fn refused(source: &str, code: u16) {
+    metrics::counter!("switchboard_email_commands_refused_total",
+        "source" => source.to_owned(), "code" => code.to_string())
+    .increment(1);
 }

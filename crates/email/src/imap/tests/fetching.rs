@@ -144,7 +144,48 @@ async fn a_new_uidvalidity_refetches_what_is_new_without_losing_any() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     fetcher.stop().await;
     assert_eq!(sink.uids(), vec![1, 2, 1, 2, 3]);
-    assert_eq!(state.value(&key), Some(format!("{validity}:3")));
+    assert_eq!(checkpoint(&state, &settings, Some(3)).await, (validity, 3));
+}
+
+/// The first pass, interrupted (a temporary intake error) after the first
+/// message: what was there and read before is still passed over, as the
+/// first pass would have. It used to be imported once the checkpoint had
+/// moved past 0.
+#[tokio::test]
+async fn an_interrupted_first_pass_still_passes_over_old_read_mail() {
+    let dovecot = Dovecot::start();
+    for n in 1..=3 {
+        dovecot.append("support", "INBOX", &mail(n));
+    }
+    dovecot.command(
+        "support",
+        &["SELECT INBOX", "UID STORE 1,3 +FLAGS (\\Seen)"],
+        b"",
+    );
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    sink.temporary.store(1, std::sync::atomic::Ordering::SeqCst);
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(1, WITHIN).await;
+    checkpoint(&state, &settings, Some(3)).await;
+    fetcher.stop().await;
+    assert_eq!(sink.uids(), vec![2], "only the unread one");
+}
+
+/// A mailbox empty at the first start: mail that arrives later is taken
+/// in even when it is already read (someone opened it in webmail before
+/// the next poll). It used to be passed over silently.
+#[tokio::test]
+async fn mail_read_before_the_poll_is_still_taken_in() {
+    let dovecot = Dovecot::start();
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    checkpoint(&state, &settings, Some(0)).await;
+    dovecot.command("support", &["APPEND INBOX (\\Seen) {}"], &mail(1));
+    sink.wait_for(1, WITHIN).await;
+    fetcher.stop().await;
+    assert_eq!(sink.uids(), vec![1]);
 }
 
 #[tokio::test]

@@ -10,11 +10,14 @@ use super::checkpoint::Checkpoint;
 
 #[test]
 fn checkpoints_parse_and_format() {
-    let cp = Checkpoint::parse("1700000000:42").unwrap();
-    assert_eq!((cp.validity, cp.last), (1_700_000_000, 42));
-    assert_eq!(cp.format(), "1700000000:42");
-    assert_eq!(Checkpoint::parse(" 7:0\n").map(|c| c.last), Some(0));
-    for bad in ["", "7", "7:", ":3", "a:b", "7:-1", "7:3:4"] {
+    let cp = Checkpoint::parse("1700000000:42:10").unwrap();
+    assert_eq!((cp.validity, cp.last, cp.baseline), (1_700_000_000, 42, 10));
+    assert_eq!(cp.format(), "1700000000:42:10");
+    assert!(cp.was_there(9) && !cp.was_there(10));
+    // An earlier version's, without a baseline.
+    let cp = Checkpoint::parse(" 7:0\n").unwrap();
+    assert_eq!((cp.last, cp.baseline), (0, 0));
+    for bad in ["", "7", "7:", ":3", "a:b", "7:-1", "7:3:x", "7:3:4:5"] {
         assert!(Checkpoint::parse(bad).is_none(), "{bad:?}");
     }
 }

@@ -243,7 +243,8 @@ pub(super) async fn checkpoint(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let stored = state.value(&key);
-        if let Some((v, l)) = stored.as_deref().and_then(|v| v.split_once(':')) {
+        let parts: Vec<&str> = stored.as_deref().unwrap_or("").split(':').collect();
+        if let [v, l, ..] = parts[..] {
             let (v, l) = (v.parse().unwrap(), l.parse().unwrap());
             if last.is_none_or(|last| last == l) {
                 return (v, l);

@@ -258,3 +258,27 @@ async fn shutdown_while_idle_and_during_data() {
             .is_err()
     );
 }
+
+/// Commands refused are counted by code: an unknown one, a line too long,
+/// a recipient over the limit (they were answered, and counted nowhere).
+#[tokio::test]
+async fn refused_commands_are_counted() {
+    let counters = crate::test_counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let mut s = settings(Protocol::Lmtp);
+    s.max_recipients = 1;
+    let name = s.name.clone();
+    let server = start(s, Arc::new(TestSink::default())).await;
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    c.expect("XYZZY", "500").await;
+    c.expect(&"X".repeat(5000), "500").await;
+    c.expect("MAIL FROM:<a@b.test>", "250").await;
+    c.expect("RCPT TO:<one@support.test>", "250").await;
+    c.expect("RCPT TO:<two@support.test>", "452").await;
+    let key = |code: &str| {
+        format!("switchboard_email_commands_refused_total{{code={code},source={name}}}")
+    };
+    assert_eq!(counters.get(&key("500")), 2, "{}", counters.dump());
+    assert_eq!(counters.get(&key("452")), 1, "{}", counters.dump());
+}
