@@ -18,7 +18,7 @@
   var CHANNEL_URL = SRC.origin + PATH[1] + '/channels/' + PATH[2];
   var WS_URL = CHANNEL_URL.replace(/^http/, 'ws') + '/ws?widget=' + encodeURIComponent(WIDGET);
   var KEY = 'switchboard:' + PATH[2] + ':' + WIDGET;
-  var MAX_FRAME = 16000; // the server's default max_frame_bytes is 16 KiB
+  var MAX_FRAME = 16000; // the server's default max_frame_bytes is 16 KiB; welcome says
   var MAX_TEXT = 4000;
 
   /* ---------- translations ---------- */
@@ -582,11 +582,22 @@
   function flush() {
     clearTimeout(flushTimer); flushTimer = null;
     if (!connected || view === 'prechat') return;
-    S.outbox.forEach(function (o) {
+    var before = S.outbox.length;
+    S.outbox = S.outbox.filter(function (o) {
       var f = { type: 'message', client_id: o.client_id, text: o.text };
       if (o.attachments && o.attachments.length) f.attachments = o.attachments;
+      if (bytes(JSON.stringify(f)) > MAX_FRAME) {
+        // Over this server's limit (welcome said): it would close the
+        // socket at every attempt.
+        setState(pendingEls.get(o.client_id), 'failed');
+        pendingEls.delete(o.client_id);
+        showError('too_long');
+        return false;
+      }
       if (send(f)) setState(pendingEls.get(o.client_id), 'sending');
+      return true;
     });
+    if (S.outbox.length !== before) save();
   }
   function scheduleFlush() {
     if (!flushTimer) flushTimer = setTimeout(flush, 2000 + Math.random() * 3000);
@@ -618,6 +629,9 @@
     attempt = 0;
     setText(connEl, '');
     if (typeof f.token === 'string') S.token = f.token;
+    if (typeof f.max_frame_bytes === 'number' && f.max_frame_bytes >= 1024) {
+      MAX_FRAME = Math.min(f.max_frame_bytes, 16000);
+    }
     var conv = f.conversation || null;
     if (S.conversation && conv !== S.conversation) { // the stored conversation is over
       S.lastSeq = null; S.history = []; S.agent = null;

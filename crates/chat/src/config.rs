@@ -201,6 +201,17 @@ impl ChatConfig {
                         &format!("{o:?} is not an origin (scheme://host[:port], no path)"),
                     ));
                 }
+                // Compared as browsers send it: it could never match.
+                let default_port = (o.starts_with("https://") && o.ends_with(":443"))
+                    || (o.starts_with("http://") && o.ends_with(":80"));
+                if o.chars().any(|c| c.is_ascii_uppercase()) || default_port {
+                    return Err(err(
+                        &format!("widgets[{i}].origins"),
+                        &format!(
+                            "{o:?}: write it as browsers send it, in lower case and without the default port"
+                        ),
+                    ));
+                }
             }
         }
         let secret = self
@@ -362,6 +373,16 @@ mod tests {
         let c = parse("max_upload_bytes = 104857600");
         c.check().unwrap();
         assert_eq!(c.upload_bytes_per_minute(), 500 << 20);
+        for origin in [
+            "https://Shop.example",
+            "https://shop.example:443",
+            "http://shop.example:80",
+        ] {
+            let mut c = parse("");
+            c.widgets[0].origins = vec![origin.into()];
+            let e = c.check().expect_err(origin).to_string();
+            assert!(e.contains("lower case"), "{origin}: {e}");
+        }
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub enum ServerFrame {
         conversation: Option<String>,
         online: bool,
         form: Option<&'static str>,
+        /// The largest frame this server reads (`max_frame_bytes`): a
+        /// client keeps its messages under it.
+        max_frame_bytes: usize,
     },
     Ack {
         client_id: String,

@@ -507,6 +507,7 @@ impl Conn {
             conversation: conv.map(|(c, _)| c.to_string()),
             online,
             form,
+            max_frame_bytes: self.shared.config.max_frame_bytes,
         })
         .await?;
         counter!("switchboard_chat_sessions_total").increment(1);

@@ -343,6 +343,8 @@ async fn a_message_is_acknowledged_once_stored_and_a_resend_is_not_doubled() {
     assert!(welcome["token"].as_str().unwrap().contains('.'));
     assert_eq!(welcome["conversation"], Value::Null);
     assert_eq!(welcome["form"], "prechat");
+    // The frame limit, which the widget keeps its messages under.
+    assert_eq!(welcome["max_frame_bytes"], 4096, "the configured one");
     send(
         &mut ws,
         json!({"type": "prechat", "name": "Olena", "topic": "billing"}),
