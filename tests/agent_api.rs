@@ -858,6 +858,35 @@ async fn messages_after_the_accept_arrive_live_at_once() {
     }
     let frame = got.expect("the typed line arrives live");
     assert_eq!(frame["media"], json!([]), "{frame}");
+
+    // A rating while the chat goes on (a survey through the intake API)
+    // does not end the agent's hold: later messages still arrive live.
+    let r = http
+        .call(
+            "POST",
+            &format!("{base}/channels/api/contacts/{contact}/rating"),
+            Some(TOKEN),
+            Some(&json!({"score": 4})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = "one more thing after the rating";
+    let r = http
+        .submit(&base, &chat_event("live-1", "l4", text))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let mut got = None;
+    for _ in 0..3 {
+        let (frame, _) = ws.until("message", Duration::from_millis(1000)).await;
+        got = frame.filter(|f| f["text"] == text);
+        if got.is_some() {
+            break;
+        }
+    }
+    assert!(got.is_some(), "the message after the rating arrives live");
 }
 
 /// A returning customer goes back to the agent who last handled them:

@@ -108,9 +108,13 @@ impl Hub {
         }
     }
 
-    /// The contacts of `agent`, who has no session here any more.
+    /// The contacts of `agent`, who has no session here any more (unless
+    /// they came back meanwhile).
     fn release_agent(&self, agent: &str) {
         let mut held = self.held_here.lock().unwrap_or_else(|e| e.into_inner());
+        if self.has(agent) {
+            return;
+        }
         held.retain(|contact, holder| {
             let keep = holder != agent;
             if !keep {
@@ -208,8 +212,9 @@ impl Hub {
                             .unwrap_or_else(|e| e.into_inner())
                             .clear();
                     }
-                    // An agent reads the transcript when a contact is
-                    // offered: nothing to catch up.
+                    // Frames are not replayed (docs/agent-api.md): a
+                    // client reads the transcript when a contact becomes
+                    // its, and after a reconnection.
                     Some(LiveSignal::Followed(_)) => {}
                     Some(LiveSignal::Event(event)) => {
                         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -243,11 +248,18 @@ impl Hub {
                 drop(holders);
                 self.hold(contact, agent);
             }
-            ("enqueued" | "presence" | "agent", _) => {}
-            _ => {
+            ("enqueued" | "presence" | "agent" | "rated", _) => {}
+            (kind, _) => {
                 holders.remove(contact);
                 drop(holders);
-                self.release(contact);
+                // What ends a hold (a kind this version does not know is
+                // left to `refresh`).
+                if matches!(
+                    kind,
+                    "declined" | "expired" | "revoked" | "abandoned" | "requeued" | "closed"
+                ) {
+                    self.release(contact);
+                }
             }
         }
     }
@@ -351,6 +363,38 @@ impl Hub {
         Ok(agent)
     }
 
+    /// Releases the contacts followed for agents who no longer hold them
+    /// (a hold that ended while events were missed, or noted just after
+    /// its end) or are no longer connected here.
+    async fn reconcile(&self, state: &RoutingState) {
+        let entries: Vec<(String, String)> = self
+            .held_here
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(c, a)| (c.clone(), a.clone()))
+            .collect();
+        for (contact, agent) in entries {
+            let holds = match contact.parse::<ContactId>() {
+                Ok(id) if self.has(&agent) => match state.holder(&id).await {
+                    Ok(holder) => holder.as_deref() == Some(agent.as_str()),
+                    Err(error) => {
+                        debug!(%error, "Could not check who holds a contact; later.");
+                        return;
+                    }
+                },
+                _ => false,
+            };
+            if !holds {
+                let mut held = self.held_here.lock().unwrap_or_else(|e| e.into_inner());
+                if held.get(&contact) == Some(&agent) {
+                    held.remove(&contact);
+                    self.follows.unfollow(&contact);
+                }
+            }
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.sessions
             .lock()
@@ -410,17 +454,9 @@ impl Hub {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .clear();
-                        // What they hold now comes with their fresh hello.
-                        let stale: Vec<String> = self
-                            .held_here
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .keys()
-                            .cloned()
-                            .collect();
-                        for contact in stale {
-                            self.release(&contact);
-                        }
+                        // What they hold now comes with their fresh hello
+                        // (`me` holds it); what they no longer hold is
+                        // released by the next `refresh`.
                         let _ = resync.try_send(self.agents());
                     }
                     if let Some(last) = events.last() {
@@ -448,18 +484,7 @@ impl Hub {
     }
 
     async fn refresh(&self, state: &RoutingState, ttl: Duration) {
-        // Contacts of an agent who left while one of theirs was noted.
-        let gone: Vec<String> = self
-            .held_here
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|agent| !self.has(agent))
-            .cloned()
-            .collect();
-        for agent in gone {
-            self.release_agent(&agent);
-        }
+        self.reconcile(state).await;
         let until = switchboard_core::Timestamp::now().as_millis() + ttl.as_millis() as u64;
         for agent in self.agents() {
             if let Err(error) = state.set_presence(&agent, None, Some(until), None).await {

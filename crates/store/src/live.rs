@@ -110,6 +110,18 @@ impl Live {
     }
 }
 
+/// Channels subscribed to in one command when (re)connecting.
+const SUBSCRIBE_PART: usize = 1000;
+
+/// Why a subscription could not be made.
+#[derive(Debug, thiserror::Error)]
+enum SubscribeError {
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("timed out")]
+    TimedOut(#[from] tokio::time::error::Elapsed),
+}
+
 /// `<prefix>:live:<contact>`.
 fn contact_channel(base: &str, contact: &str) -> String {
     format!("{base}:{contact}")
@@ -139,14 +151,20 @@ impl Subscription {
                     .iter()
                     .map(|c| contact_channel(&self.base, c)),
             );
-            let connected = tokio::time::timeout(self.timeout, async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&channels).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            })
+            // In parts, each within the timeout: an instance following
+            // tens of thousands of contacts still gets through.
+            let timeout = self.timeout;
+            let connected = async {
+                let mut pubsub =
+                    tokio::time::timeout(timeout, self.client.get_async_pubsub()).await??;
+                for part in channels.chunks(SUBSCRIBE_PART) {
+                    tokio::time::timeout(timeout, pubsub.subscribe(part)).await??;
+                }
+                Ok::<_, SubscribeError>(pubsub)
+            }
             .await;
             match connected {
-                Ok(Ok(pubsub)) => {
+                Ok(pubsub) => {
                     backoff = Duration::from_millis(100);
                     if self.tx.send(LiveSignal::Resync).await.is_err() {
                         return;
@@ -157,8 +175,7 @@ impl Subscription {
                     }
                     debug!("The live subscription was lost; reconnecting.");
                 }
-                Ok(Err(error)) => debug!(%error, "Cannot subscribe to the live doorbell yet."),
-                Err(_) => debug!("Subscribing to the live doorbell timed out."),
+                Err(error) => debug!(%error, "Cannot subscribe to the live doorbell yet."),
             }
             tokio::select! {
                 () = self.tx.closed() => return,
