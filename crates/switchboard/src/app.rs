@@ -73,7 +73,12 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         routing.clone(),
     )?;
     let router_health = router.health();
-    tracker.spawn(router.run(background.clone()));
+    let essential = Essential {
+        tracker: tracker.clone(),
+        background: background.clone(),
+        fatal: fatal_tx.clone(),
+    };
+    essential.spawn("the router", router.run(background.clone()));
     let state = RoutingState::new(store.clone());
     tracker.spawn(load_agents(
         state.clone(),
@@ -88,14 +93,14 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         routing.clone(),
         instance.clone(),
     );
-    tracker.spawn(leader.run(background.clone()));
+    essential.spawn("the routing leader", leader.run(background.clone()));
     let recorder = switchboard_records::Recorder::new(
         store.clone(),
         plan.clone(),
         config.records.clone(),
         Duration::from_secs(routing.retention_days * 86_400),
     );
-    tracker.spawn(recorder.clone().run(background.clone()));
+    essential.spawn("the records", recorder.clone().run(background.clone()));
     let agent_api = switchboard_api_agent::AgentApi::new(
         store.clone(),
         routing.clone(),
@@ -172,7 +177,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         });
         info!(channel = %channel.config().name(), kind, "Channel started.");
     }
-    tracker.spawn(agent_api.run(background.clone()));
+    essential.spawn("the agent API", agent_api.run(background.clone()));
     tracker.spawn(switchboard_store::outbox::report_backlogs(
         store.clone(),
         config
@@ -186,7 +191,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     if !config.webhooks.is_empty() {
         let webhooks =
             switchboard_webhooks::Webhooks::new(store.clone(), &config.webhooks, &instance)?;
-        tracker.spawn(webhooks.run(background.clone()));
+        essential.spawn("the webhooks", webhooks.run(background.clone()));
     }
 
     let addr = config.listen_addr()?;
@@ -203,12 +208,13 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let mut server_task = tokio::spawn(async move { server.await });
 
-    systemd::ready("serving");
-    let watchdog = systemd::spawn_watchdog(background.clone());
-
+    // Before READY: a SIGTERM right after it drains rather than kills.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    systemd::ready("serving");
+    let watchdog = systemd::spawn_watchdog(background.clone());
+
     let fatal = loop {
         tokio::select! {
             _ = sigterm.recv() => break None,
@@ -397,5 +403,84 @@ async fn report_settings(store: &Store) {
             info!("Redis does not allow CONFIG GET here; its persistence settings are not checked.")
         }
         Err(error) => warn!(%error, "Could not read Redis's settings."),
+    }
+}
+
+/// Spawns the loops that last until shutdown. One that ends before it (an
+/// error it could not survive, or a panic, which tokio would otherwise
+/// swallow) stops the instance with an error, so that systemd restarts it,
+/// rather than leave it serving without, say, its router.
+#[derive(Clone)]
+struct Essential {
+    tracker: TaskTracker,
+    background: CancellationToken,
+    fatal: mpsc::Sender<anyhow::Error>,
+}
+
+impl Essential {
+    fn spawn<F>(&self, what: &'static str, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (background, fatal) = (self.background.clone(), self.fatal.clone());
+        self.tracker.spawn(async move {
+            use futures::FutureExt;
+            let ended = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+            if background.is_cancelled() {
+                return;
+            }
+            let why = match ended {
+                Ok(()) => "stopped before shutdown".to_owned(),
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|m| (*m).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    format!("panicked: {message}")
+                }
+            };
+            error!(task = what, reason = %why, "An essential task ended; stopping the instance.");
+            let _ = fatal.send(anyhow::anyhow!("{what} {why}")).await;
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_essential_task_that_ends_before_shutdown_stops_the_instance() {
+        let (fatal, mut stopped) = mpsc::channel(4);
+        let essential = Essential {
+            tracker: TaskTracker::new(),
+            background: CancellationToken::new(),
+            fatal,
+        };
+        let next = |rx: &mut mpsc::Receiver<anyhow::Error>| rx.try_recv().map(|e| e.to_string());
+        essential.spawn("the router", async { panic!("boom") });
+        essential.tracker.close();
+        essential.tracker.wait().await;
+        assert_eq!(
+            next(&mut stopped).as_deref(),
+            Ok("the router panicked: boom")
+        );
+        essential.tracker.reopen();
+        essential.spawn("the leader", async {});
+        essential.tracker.close();
+        essential.tracker.wait().await;
+        assert_eq!(
+            next(&mut stopped).as_deref(),
+            Ok("the leader stopped before shutdown")
+        );
+        // At shutdown, ending is what it should do.
+        essential.background.cancel();
+        essential.tracker.reopen();
+        essential.spawn("the records", async {});
+        essential.tracker.close();
+        essential.tracker.wait().await;
+        assert!(next(&mut stopped).is_err());
     }
 }
