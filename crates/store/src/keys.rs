@@ -8,7 +8,9 @@
 use crate::StoreError;
 use switchboard_core::{ContactId, ConversationId, CustomerIdentity, Partition};
 
-/// Builds every key name. The one place that knows the layout.
+/// Builds key names: the Rust side of the layout (docs/architecture.md
+/// "Key layout"). The Lua scripts derive the names of a key's siblings
+/// from the keys they are given (`tag .. ':conv:'`, `sibling(...)`).
 #[derive(Debug, Clone)]
 pub struct KeySpace {
     prefix: String,
@@ -168,9 +170,9 @@ impl KeySpace {
         format!("{}:{{c:{source}}}:state:{key}", self.prefix)
     }
 
-    /// `<prefix>:live`: the pub/sub channel of the live doorbell
-    /// ([`crate::live`]). Not a key: `PUBLISH` on a cluster reaches every
-    /// node whatever the name's slot.
+    /// `<prefix>:live`: the base of the live doorbell's pub/sub channels
+    /// (`<prefix>:live:<contact>`, [`crate::live`]). Not keys: `PUBLISH`
+    /// on a cluster reaches every node whatever the name's slot.
     pub fn live(&self) -> String {
         format!("{}:live", self.prefix)
     }
