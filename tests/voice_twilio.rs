@@ -96,11 +96,15 @@ fn form(params: &[(&str, &str)]) -> String {
 /// A private Redis, the daemon with a Twilio channel and `agents`, and a
 /// client that speaks Twilio's side of the calls.
 fn start(agents: &str) -> (RedisServer, Daemon, Twilio) {
+    start_with(&config(agents))
+}
+
+fn start_with(config: &str) -> (RedisServer, Daemon, Twilio) {
     let redis = RedisServer::start();
     let daemon = Daemon::start(
         env!("CARGO_BIN_EXE_switchboard-under-test"),
         &redis.url(),
-        &config(agents),
+        config,
     );
     let twilio = Twilio {
         http: Http::new(),
@@ -439,4 +443,32 @@ async fn a_late_no_answer_of_an_earlier_offer_leaves_the_new_one() {
     // The hold loop rings her again for the offer standing.
     let (target, _, _) = twilio.until_dialed(&wait, sid).await;
     assert!(target.contains("olha"), "{target}");
+}
+
+/// The phone rings no longer than the offer lasts: with a voice offer of
+/// 8 s, the dial's timeout is at most 7 s. It was the ring timeout (15 s),
+/// so an agent answering after the deadline found the call offered to the
+/// next agent, and the call ended as abandoned.
+#[tokio::test]
+async fn the_phone_rings_no_longer_than_the_offer_lasts() {
+    let short = config(&agent("olha", TOKEN_OLHA)).replace("voice = 60", "voice = 8");
+    let (_redis, _daemon, twilio) = start_with(&short);
+    let _olha = online(&twilio.base, TOKEN_OLHA).await;
+    let wait = twilio.call("CA0123456789abcdef0123456789abcdef", "+380501112233").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let timeout: u32 = loop {
+        let reply = twilio
+            .post(&wait, &leg("CA0123456789abcdef0123456789abcdef", "in-progress"))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        if reply.body.contains("<Dial") {
+            break attr(&reply.body, "timeout").parse().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "never dialled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        (5..=7).contains(&timeout),
+        "rings {timeout} s of an 8 s offer"
+    );
 }

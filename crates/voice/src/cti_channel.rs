@@ -472,7 +472,8 @@ struct Offer {
     agent: String,
     /// Routing's stamp of the offer (when it runs out).
     until: Option<u64>,
-    /// Which offer to this agent it is, from 1 (the `Idempotency-Key`).
+    /// Which offer to this agent it is, from 1 (the `Idempotency-Key`
+    /// when routing gave no stamp).
     number: u32,
     dialed: bool,
 }
@@ -547,11 +548,13 @@ async fn tell_pbx(
         "agent": agent,
         "contact_id": contact.to_string(),
     });
-    // The first offer to an agent keeps the key it always had; a later one
-    // (after a lapse or a revoked offer) is a new dial, with a key of its own.
-    let key = match offer.number {
-        1 => format!("dial:{contact}:{agent}"),
-        n => format!("dial:{contact}:{agent}:{n}"),
+    // Each offer has a key of its own, the same on every instance and
+    // across restarts: routing's stamp of the offer (a count kept here
+    // started again after a restart, and a PBX that honours the key took a
+    // new offer for one it had dialled). Without a stamp, the count.
+    let key = match offer.until {
+        Some(until) => format!("dial:{contact}:{agent}:{until}"),
+        None => format!("dial:{contact}:{agent}:n{}", offer.number),
     };
     let mut delay = Duration::from_millis(200);
     loop {

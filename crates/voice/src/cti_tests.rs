@@ -496,8 +496,18 @@ async fn a_call_repeated_after_a_restart_is_dialled() {
     assert_eq!(dials[0].1["number"], "201");
     assert_eq!(dials[0].1["contact_id"], contact.to_string());
     world.dialled_exactly(1).await;
-    world.routing.set(contact, "assigned", Some("olha"));
+    // Taken back (her session ended with the restart) and offered to her
+    // again: a new offer, a key the PBX has not seen (a count kept in
+    // memory began again after the restart and repeated the first key).
+    world.routing.set(contact, "waiting", None);
     second.stop().await;
+    let third = world.instance(3).await;
+    world.new_call(&third, "r1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    let dials = world.dials(2).await;
+    assert_ne!(dials[0].0, dials[1].0, "a new offer, a new key");
+    world.routing.set(contact, "assigned", Some("olha"));
+    third.stop().await;
 }
 
 /// The PBX repeating its `newCall` while the call waits starts no second
@@ -537,7 +547,7 @@ async fn a_new_offer_to_the_same_agent_is_dialled_again() {
     world.routing.set(contact, "offered", Some("olha"));
     let dials = world.dials(2).await;
     assert_eq!(dials[1].1["agent"], "olha");
-    assert_eq!(dials[0].0, format!("dial:{contact}:olha"));
+    assert!(dials[0].0.starts_with(&format!("dial:{contact}:olha:")));
     assert_ne!(dials[0].0, dials[1].0, "each offer has its own key");
     // Another agent, then the first again: three offers, three dials more.
     world.routing.set(contact, "offered", Some("petro"));

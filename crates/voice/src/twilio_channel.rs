@@ -44,7 +44,7 @@ use switchboard_channel::{
     ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Routing, Secret,
     SecretValue,
 };
-use switchboard_core::{ContactId, IntakeError};
+use switchboard_core::{ContactId, IntakeError, Timestamp};
 use tracing::{debug, info, warn};
 
 /// `[[channels]] type = "twilio"`.
@@ -429,6 +429,18 @@ async fn wait(
         let offer = route.as_ref().and_then(|r| r.offer_until).unwrap_or(0);
         match (route_state, agent) {
             ("offered" | "assigned", Some(agent)) => {
+                // The phone rings no longer than the offer lasts: an answer
+                // after its deadline would find the call offered to the
+                // next agent (the hold before this dial, a message or
+                // music, ate into the offer's time).
+                let ring = match (route_state, ring_left(offer, Timestamp::now().as_millis())) {
+                    ("offered", Some(left)) if left < MIN_RING_SECS => {
+                        debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Too little of the offer is left to ring; holding until it is passed on.");
+                        return state.hold(&contact, false);
+                    }
+                    ("offered", Some(left)) => state.config.ring_timeout_secs.min(left),
+                    _ => state.config.ring_timeout_secs,
+                };
                 let Some(endpoint) = state.config.agents.get(&agent) else {
                     warn!(source = %state.name, agent_id = %agent, "The agent has no phone in this channel's configuration; the offer is passed on.");
                     state.routing.answer(&contact, &agent, false).await?;
@@ -445,7 +457,7 @@ async fn wait(
                 twiml_connect(
                     &Target::from_endpoint(endpoint),
                     &DialOptions {
-                        ring_timeout_secs: state.config.ring_timeout_secs,
+                        ring_timeout_secs: ring,
                         action_url: &action,
                         status_url: Some(&status),
                         caller_id: None,
@@ -460,6 +472,18 @@ async fn wait(
     }
     .await;
     state.answer("wait", result)
+}
+
+/// Twilio's shortest `<Dial timeout>`.
+const MIN_RING_SECS: u32 = 5;
+
+/// Whole seconds left of an offer that lasts until `offer_until` (ms), one
+/// kept back for the answer's way to routing; `None` without a deadline.
+fn ring_left(offer_until: u64, now_ms: u64) -> Option<u32> {
+    (offer_until > 0).then(|| {
+        let left = offer_until.saturating_sub(now_ms) / 1000;
+        u32::try_from(left.saturating_sub(1)).unwrap_or(u32::MAX)
+    })
 }
 
 async fn agent_leg(
@@ -541,4 +565,17 @@ async fn status(
     }
     .await;
     state.answer("status", result)
+}
+
+#[cfg(test)]
+mod ring_tests {
+    use super::ring_left;
+
+    #[test]
+    fn an_offer_leaves_whole_seconds_less_one() {
+        assert_eq!(ring_left(0, 5_000), None, "no deadline");
+        assert_eq!(ring_left(20_000, 10_000), Some(9));
+        assert_eq!(ring_left(20_000, 19_500), Some(0));
+        assert_eq!(ring_left(20_000, 25_000), Some(0), "already past");
+    }
 }

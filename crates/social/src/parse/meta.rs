@@ -19,7 +19,9 @@
 //! - `reaction`, `referral`, `optin`, …: ignored.
 //!
 //! `entry[].id` is the page or Instagram account: the [`account`] of every
-//! item. `entry[].changes[]` (feed, comments) are ignored for these objects.
+//! item. `entry[].changes[]` (feed, comments) are ignored for these objects,
+//! and so is `entry[].standby[]` (threads another app owns under
+//! Messenger's handover protocol), each counted.
 //!
 //! [`Echo`]: crate::Echo
 //! [`account`]: crate::SocialMessage::account
@@ -54,6 +56,10 @@ pub fn parse_meta(body: &[u8]) -> Result<Vec<SocialItem>, ParseError> {
                 items.ignore(platform, "change");
             }
         }
+        for _ in &entry.standby {
+            items.event()?;
+            items.ignore(platform, "standby");
+        }
         for (j, event) in entry.messaging.into_iter().enumerate() {
             items.event()?;
             let path = || format!("entry[{i}].messaging[{j}]");
@@ -77,6 +83,10 @@ struct Entry {
     messaging: Vec<Messaging>,
     #[serde(default)]
     changes: Vec<Change>,
+    /// Messenger's handover protocol: events of a thread another app
+    /// (e.g. the Page Inbox) owns now. Not ours to answer; counted.
+    #[serde(default)]
+    standby: Vec<IgnoredAny>,
 }
 
 /// One `entry[].changes[]` element. The `value` is read according to
@@ -598,6 +608,21 @@ mod tests {
                 "{event}"
             );
         }
+    }
+
+    /// A thread another app owns (handover protocol): counted as ignored,
+    /// not left out without a word.
+    #[test]
+    fn standby_events_are_ignored_and_counted() {
+        let body = r#"{"object":"page","entry":[{"id":"P1","time":1,"standby":[
+            {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":1,"message":{"mid":"m.1","text":"hi"}}]}]}"#;
+        assert_eq!(
+            parse_meta(body.as_bytes()).expect("parses"),
+            [SocialItem::Ignored(crate::Ignored {
+                platform: Platform::Messenger,
+                reason: "standby"
+            })]
+        );
     }
 
     #[test]

@@ -98,9 +98,22 @@ impl SendOutcome {
         }
     }
 
+    /// A temporary failure; `after` is the provider's hint (`Retry-After`,
+    /// Telegram's `retry_after`), a minimum: the backoff still grows with
+    /// the attempts, and a hint of 0 is none (it would retry in a tight
+    /// loop until `max_attempts` ran out).
     pub(crate) fn retry(after: Option<Duration>, reason: impl Into<String>) -> Self {
         Self::Retry {
-            after,
+            after: after.filter(|a| !a.is_zero()),
+            reason: reason.into(),
+        }
+    }
+
+    /// The send stopped between parts of a long reply (its time ran out):
+    /// to be resumed at once, not after a backoff.
+    pub(crate) fn pause(reason: impl Into<String>) -> Self {
+        Self::Retry {
+            after: Some(Duration::ZERO),
             reason: reason.into(),
         }
     }

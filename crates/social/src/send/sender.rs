@@ -219,10 +219,7 @@ impl Sender {
             let total = parts.len();
             for (index, part) in parts.into_iter().enumerate().skip(progress.parts_sent) {
                 if deadline.is_some_and(|d| Instant::now() + self.timeout > d) {
-                    return SendOutcome::retry(
-                        Some(Duration::ZERO),
-                        format!("paused after part {index} of {total}"),
-                    );
+                    return SendOutcome::pause(format!("paused after part {index} of {total}"));
                 }
                 match self.send_part(msg, part).await {
                     SendOutcome::Delivered {

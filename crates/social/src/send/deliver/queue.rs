@@ -264,9 +264,15 @@ impl Queues {
                         self.recent.insert(id, outcome.clone());
                         actions.push(Action::Settle { delivery, outcome });
                     } else {
-                        let delay = after.unwrap_or_else(|| {
-                            backoff(limits.backoff_base, limits.backoff_cap, head.attempts)
-                        });
+                        let backoff =
+                            backoff(limits.backoff_base, limits.backoff_cap, head.attempts);
+                        let delay = match after {
+                            // A pause between parts: resume at once.
+                            Some(after) if after.is_zero() => after,
+                            // The provider's hint is a minimum.
+                            Some(after) => after.max(backoff),
+                            None => backoff,
+                        };
                         let fits = now.at + delay < taken_at + limits.hold_budget;
                         if !self.draining && delay <= limits.memory_wait_max && fits {
                             head.state = State::Held {

@@ -383,3 +383,45 @@ fn draining_hands_everything_back_in_order() {
     );
     assert_eq!(q.in_memory(), 0);
 }
+
+/// A provider's `Retry-After: 0` (or a date in the past) is no reason to
+/// retry at once: the backoff applies (it used to resend in a tight loop
+/// until `max_attempts` ran out, and the reply failed for good). A hint is
+/// a minimum; a pause between parts of a long reply still resumes at once.
+#[test]
+fn a_zero_retry_after_backs_off_and_a_hint_is_a_minimum() {
+    let clock = Clock(Instant::now());
+    let mut limits = limits();
+    limits.memory_wait_max = Duration::ZERO;
+    let mut q = Queues::new(limits);
+    let a1 = reply(conversation(), "a1");
+    arrive(&mut q, &a1, &clock, 0.0);
+    let delay_of = |actions: Vec<Action>| match actions.first() {
+        Some(Action::Defer { delay, .. }) => *delay,
+        other => panic!("not deferred: {other:?}"),
+    };
+    let first = q.sent(
+        a1.message.conversation_id,
+        a1.message.message_id,
+        retry(Some(0)),
+        Progress::default(),
+        clock.at(0.0),
+    );
+    assert!(delay_of(first) >= Duration::from_millis(500));
+    // The third attempt's backoff (2–4 s) outweighs a hint of 1 s.
+    for (n, at) in [(2, 2.0), (3, 5.0)] {
+        assert_eq!(arrive(&mut q, &returned(&a1, n), &clock, at), ["send a1"]);
+        let next = q.sent(
+            a1.message.conversation_id,
+            a1.message.message_id,
+            retry(Some(1)),
+            Progress::default(),
+            clock.at(at),
+        );
+        if n == 3 {
+            assert!(delay_of(next) >= Duration::from_secs(2));
+        }
+    }
+    let pause = SendOutcome::pause("paused after part 1 of 3");
+    assert!(matches!(pause, SendOutcome::Retry { after: Some(d), .. } if d.is_zero()));
+}
