@@ -87,6 +87,14 @@ impl Day {
         assert_eq!(r.status, 200, "{}", r.body);
     }
 
+    async fn metrics(&self) -> String {
+        self.http
+            .get(&format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .body
+    }
+
     async fn contact(&self, visitor: &str, id: &str, text: &str) -> String {
         let r = self
             .http
@@ -413,24 +421,14 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
     // The same figures on /metrics (refreshed every second).
     assert!(
         eventually(Duration::from_secs(10), || async {
-            let m = day
-                .http
-                .get(&format!("{}/metrics", day.base))
-                .await
-                .unwrap()
-                .body;
-            m.lines().any(|l| {
-                l.starts_with("switchboard_kpi_service_level_ratio{")
-                    && l.contains("window=\"24h\"")
-                    && l.contains("scope=\"queue\"")
-                    && l.contains("name=\"sales\"")
-                    && l.ends_with(" 0.6667")
-            }) && m.lines().any(|l| {
-                l.starts_with("switchboard_kpi_abandoned{")
-                    && l.contains("window=\"24h\"")
-                    && l.contains("scope=\"total\"")
-                    && l.ends_with(" 1")
-            })
+            let m = day.metrics().await;
+            gauge_is(
+                &m,
+                "switchboard_kpi_service_level_ratio",
+                "queue",
+                "sales",
+                "0.6667",
+            ) && gauge_is(&m, "switchboard_kpi_abandoned", "total", "all", "1")
         })
         .await,
         "KPI gauges missing on /metrics"
@@ -512,28 +510,31 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
     day.advance(25 * 3600).await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            let m = day
-                .http
-                .get(&format!("{}/metrics", day.base))
-                .await
-                .unwrap()
-                .body;
-            let sales = |metric: &str, value: &str| {
-                m.lines().any(|l| {
-                    l.starts_with(metric)
-                        && l.contains("window=\"24h\"")
-                        && l.contains("scope=\"queue\"")
-                        && l.contains("name=\"sales\"")
-                        && l.ends_with(value)
-                })
-            };
-            sales("switchboard_kpi_offered{", " 0")
-                && sales("switchboard_kpi_service_level_ratio{", " NaN")
+            let m = day.metrics().await;
+            gauge_is(&m, "switchboard_kpi_offered", "queue", "sales", "0")
+                && gauge_is(
+                    &m,
+                    "switchboard_kpi_service_level_ratio",
+                    "queue",
+                    "sales",
+                    "NaN",
+                )
         })
         .await,
         "the 24h gauges of a quiet queue keep their old figures"
     );
     drop(daemon);
+}
+
+/// Whether the 24-hour gauge `metric` of (`scope`, `name`) reads `value`.
+fn gauge_is(metrics: &str, metric: &str, scope: &str, name: &str, value: &str) -> bool {
+    metrics.lines().any(|l| {
+        l.starts_with(&format!("{metric}{{"))
+            && l.contains("window=\"24h\"")
+            && l.contains(&format!("scope=\"{scope}\""))
+            && l.contains(&format!("name=\"{name}\""))
+            && l.ends_with(&format!(" {value}"))
+    })
 }
 
 fn two_channel_config() -> String {

@@ -454,11 +454,16 @@ async fn the_phone_rings_no_longer_than_the_offer_lasts() {
     let short = config(&agent("olha", TOKEN_OLHA)).replace("voice = 60", "voice = 8");
     let (_redis, _daemon, twilio) = start_with(&short);
     let _olha = online(&twilio.base, TOKEN_OLHA).await;
-    let wait = twilio.call("CA0123456789abcdef0123456789abcdef", "+380501112233").await;
+    let wait = twilio
+        .call("CA0123456789abcdef0123456789abcdef", "+380501112233")
+        .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let timeout: u32 = loop {
         let reply = twilio
-            .post(&wait, &leg("CA0123456789abcdef0123456789abcdef", "in-progress"))
+            .post(
+                &wait,
+                &leg("CA0123456789abcdef0123456789abcdef", "in-progress"),
+            )
             .await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         if reply.body.contains("<Dial") {

@@ -169,16 +169,7 @@ pub enum ClientFrame {
 
 /// Parses a client frame; the error is the `bad_frame` message.
 pub fn parse(text: &str) -> Result<ClientFrame, String> {
-    // A frame is a JSON object: serde would also read an internally tagged
-    // enum from an array (`["accept","r","1-ABC"]`), which the protocol is
-    // not.
-    if !text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .starts_with('{')
-    {
-        return Err("a frame is a JSON object".into());
-    }
-    serde_json::from_str(text).map_err(|e| e.to_string())
+    switchboard_channel::parse_json_object(text)
 }
 
 pub use switchboard_channel::entry_text;

@@ -356,3 +356,17 @@ pub trait ChannelAdapter: Send {
     /// the context's shutdown token is cancelled.
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>>;
 }
+
+/// Reads a websocket frame of JSON into `T`, which must be an object: serde
+/// would also read an internally tagged enum from an array
+/// (`["accept","r","1-ABC"]`), which no protocol of ours is. The error is
+/// the message for the client.
+pub fn parse_json_object<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err("a frame is a JSON object".into());
+    }
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}

@@ -163,15 +163,7 @@ pub fn message_client_id(text: &str) -> Option<String> {
 
 /// Parses a client frame; the error is the `bad_frame` message.
 pub fn parse(text: &str) -> Result<ClientFrame, String> {
-    // A frame is a JSON object: serde would also read an internally tagged
-    // enum from an array (`["typing",true]`), which the protocol is not.
-    if !text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .starts_with('{')
-    {
-        return Err("a frame is a JSON object".into());
-    }
-    serde_json::from_str(text).map_err(|e| e.to_string())
+    switchboard_channel::parse_json_object(text)
 }
 
 /// A `client_id`: 1–64 printable ASCII characters without `|` or `:`
