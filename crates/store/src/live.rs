@@ -197,27 +197,47 @@ impl Subscription {
             tokio::select! {
                     () = tx.closed() => return false,
                     change = self.changes.recv() => {
-                        let Some(contact) = change else { return false };
-                        let channel = contact_channel(&self.base, &contact);
-                        let wanted = self.follows.is_followed(&contact);
-                        if wanted == subscribed.contains(&channel) {
-                            continue;
+                        let Some(first) = change else { return false };
+                        // Every change waiting now, in one SUBSCRIBE and one
+                        // UNSUBSCRIBE: under load (an offer and a close per
+                        // contact) one round trip each would fall behind.
+                        let mut changed = HashSet::from([first]);
+                        while changed.len() < SUBSCRIBE_PART {
+                            match self.changes.try_recv() {
+                                Ok(contact) => changed.insert(contact),
+                                Err(_) => break,
+                            };
                         }
-                        let done = if wanted {
-                            tokio::time::timeout(self.timeout, sink.subscribe(&channel)).await
-                        } else {
-                            tokio::time::timeout(self.timeout, sink.unsubscribe(&channel)).await
-                        };
-                        if !matches!(done, Ok(Ok(()))) {
-                            return true;
+                        let (mut join, mut leave) = (Vec::new(), Vec::new());
+                        for contact in changed {
+                            let channel = contact_channel(&self.base, &contact);
+                            match (self.follows.is_followed(&contact), subscribed.contains(&channel)) {
+                                (true, false) => join.push((contact, channel)),
+                                (false, true) => leave.push(channel),
+                                _ => {}
+                            }
                         }
-                        if wanted {
+                        if !join.is_empty() {
+                            let channels: Vec<&String> = join.iter().map(|(_, c)| c).collect();
+                            let done = tokio::time::timeout(self.timeout, sink.subscribe(&channels)).await;
+                            if !matches!(done, Ok(Ok(()))) {
+                                return true;
+                            }
+                        }
+                        if !leave.is_empty() {
+                            let done = tokio::time::timeout(self.timeout, sink.unsubscribe(&leave)).await;
+                            if !matches!(done, Ok(Ok(()))) {
+                                return true;
+                            }
+                            for channel in leave {
+                                subscribed.remove(&channel);
+                            }
+                        }
+                        for (contact, channel) in join {
                             subscribed.insert(channel);
                             if tx.try_send(LiveSignal::Followed(contact)).is_err() {
                                 lost = true;
                             }
-                        } else {
-                            subscribed.remove(&channel);
                         }
                     }
                 message = stream.next() => {
