@@ -848,15 +848,9 @@ async fn messages_after_the_accept_arrive_live_at_once() {
         .await
         .unwrap();
     assert_eq!(r.status, 200);
-    let mut got = None;
-    for _ in 0..5 {
-        let (frame, _) = ws.until("message", Duration::from_millis(1000)).await;
-        got = frame.filter(|f| f["text"] == text);
-        if got.is_some() {
-            break;
-        }
-    }
-    let frame = got.expect("the typed line arrives live");
+    let frame = live_message(&mut ws, text, 5)
+        .await
+        .expect("the typed line arrives live");
     assert_eq!(frame["media"], json!([]), "{frame}");
 
     // A rating while the chat goes on (a survey through the intake API)
@@ -878,15 +872,22 @@ async fn messages_after_the_accept_arrive_live_at_once() {
         .await
         .unwrap();
     assert_eq!(r.status, 200);
-    let mut got = None;
-    for _ in 0..3 {
+    assert!(
+        live_message(&mut ws, text, 3).await.is_some(),
+        "the message after the rating arrives live"
+    );
+}
+
+/// The live `message` frame of `text`, looked for in up to `tries` frames
+/// a second apart.
+async fn live_message(ws: &mut AgentSocket, text: &str, tries: usize) -> Option<serde_json::Value> {
+    for _ in 0..tries {
         let (frame, _) = ws.until("message", Duration::from_millis(1000)).await;
-        got = frame.filter(|f| f["text"] == text);
-        if got.is_some() {
-            break;
+        if let Some(frame) = frame.filter(|f| f["text"] == text) {
+            return Some(frame);
         }
     }
-    assert!(got.is_some(), "the message after the rating arrives live");
+    None
 }
 
 /// A returning customer goes back to the agent who last handled them:

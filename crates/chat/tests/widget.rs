@@ -102,16 +102,7 @@ impl Drop for World {
 
 fn world() -> World {
     let redis = RedisServer::start();
-    let store = Store::new(StoreConfig {
-        url: redis.url(),
-        password: None,
-        key_prefix: "sb".into(),
-        partitions: 4,
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(1000),
-        topology: Default::default(),
-    })
-    .unwrap();
+    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
     World {
         redis,
         store,

@@ -39,16 +39,7 @@ const THREAD_SECRET: &str = "corpus-thread-secret-0123";
 
 fn world(bulk: BulkPolicy) -> World {
     let redis = RedisServer::start();
-    let store = Store::new(StoreConfig {
-        url: redis.url(),
-        password: None,
-        key_prefix: "sb".into(),
-        partitions: 4,
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(1000),
-        topology: Default::default(),
-    })
-    .unwrap();
+    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
     let intake = RedisIntake::new(
         store.clone(),
         IntakeSettings {

@@ -21,16 +21,7 @@ use switchboard_testkit::RedisServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_never_answers_defers_the_reply() {
     let redis = RedisServer::start();
-    let store = Store::new(StoreConfig {
-        url: redis.url(),
-        password: None,
-        key_prefix: "sb".into(),
-        partitions: 4,
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(1000),
-        topology: Default::default(),
-    })
-    .unwrap();
+    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = silent.local_addr().unwrap().port();
     tokio::spawn(async move {

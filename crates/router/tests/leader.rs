@@ -24,13 +24,8 @@ fn store(redis: &RedisServer) -> Store {
 
 fn store_at(url: String, topology: Topology) -> Store {
     Store::new(StoreConfig {
-        url,
-        password: None,
-        key_prefix: "sb".into(),
-        partitions: 4,
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(1000),
         topology,
+        ..StoreConfig::local(url, 4)
     })
     .unwrap()
 }

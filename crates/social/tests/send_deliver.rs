@@ -24,16 +24,7 @@ const BOT_TOKEN: &str = "7012345678:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
 const VISIBILITY: Duration = Duration::from_secs(10);
 
 fn store_for(redis: &RedisServer) -> Store {
-    Store::new(StoreConfig {
-        url: redis.url(),
-        password: None,
-        key_prefix: "sb".into(),
-        partitions: 1,
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(1000),
-        topology: Default::default(),
-    })
-    .expect("store")
+    Store::new(StoreConfig::local(redis.url(), 1)).expect("store")
 }
 
 fn sender(platform: Platform, account: &str, base: &str) -> Sender {

@@ -90,16 +90,7 @@ impl World {
     /// Replies of the generic adapter go to `reply_url`.
     async fn start(reply_url: Option<String>) -> World {
         let redis = RedisServer::start();
-        let store = Store::new(StoreConfig {
-            url: redis.url(),
-            password: None,
-            key_prefix: "sb".into(),
-            partitions: 1,
-            connect_timeout: Duration::from_millis(300),
-            response_timeout: Duration::from_millis(1000),
-            topology: Default::default(),
-        })
-        .expect("store");
+        let store = Store::new(StoreConfig::local(redis.url(), 1)).expect("store");
         let intake = RedisIntake::new(
             store.clone(),
             IntakeSettings {

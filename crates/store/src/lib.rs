@@ -58,6 +58,23 @@ pub struct StoreConfig {
     pub topology: Topology,
 }
 
+impl StoreConfig {
+    /// A store on a local Redis at `url` with `partitions`, prefix `sb` and
+    /// short timeouts (300 ms to connect, 1 s per answer): what tests and
+    /// benches use.
+    pub fn local(url: impl Into<String>, partitions: u16) -> StoreConfig {
+        StoreConfig {
+            url: url.into(),
+            password: None,
+            key_prefix: "sb".into(),
+            partitions,
+            connect_timeout: Duration::from_millis(300),
+            response_timeout: Duration::from_millis(1000),
+            topology: Topology::default(),
+        }
+    }
+}
+
 /// A failure of the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {

@@ -57,17 +57,9 @@ async fn receive(
 
 /// A store with the webhook feed on, over one partition, and its intake.
 fn store_and_intake(redis: &RedisServer) -> (Store, RedisIntake) {
-    let store = Store::new(StoreConfig {
-        url: redis.url(),
-        password: None,
-        key_prefix: "sb".into(),
-        partitions: 1,
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(1000),
-        topology: Default::default(),
-    })
-    .unwrap()
-    .with_event_feed(true);
+    let store = Store::new(StoreConfig::local(redis.url(), 1))
+        .unwrap()
+        .with_event_feed(true);
     let intake = RedisIntake::new(
         store.clone(),
         IntakeSettings {

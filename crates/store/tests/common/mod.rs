@@ -8,16 +8,7 @@ use switchboard_store::{IntakeSettings, RedisIntake, Store, StoreConfig};
 use switchboard_testkit::RedisServer;
 
 pub fn store_for(redis: &RedisServer, partitions: u16) -> Store {
-    Store::new(StoreConfig {
-        url: redis.url(),
-        password: None,
-        key_prefix: "sb".into(),
-        partitions,
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(1000),
-        topology: Default::default(),
-    })
-    .unwrap()
+    Store::new(StoreConfig::local(redis.url(), partitions)).unwrap()
 }
 
 pub fn intake_for(store: &Store) -> RedisIntake {
