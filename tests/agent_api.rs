@@ -68,10 +68,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         .call("GET", &format!("{api}/me"), None, None)
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (401, Some("unauthorized"))
-    );
+    r.assert_refused(401, "unauthorized");
     let r = http
         .call(
             "GET",
@@ -97,10 +94,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         .call("GET", &format!("{api}/queues"), Some(OLENA), None)
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (403, Some("forbidden"))
-    );
+    r.assert_refused(403, "forbidden");
     let r = http
         .call(
             "PUT",
@@ -110,10 +104,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (422, Some("invalid_presence"))
-    );
+    r.assert_refused(422, "invalid_presence");
     let r = http
         .call(
             "PUT",
@@ -123,10 +114,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (400, Some("bad_json"))
-    );
+    r.assert_refused(400, "bad_json");
 
     // Olena connects and goes available; Petro stays offline.
     let mut ws = AgentSocket::connect(&base, OLENA).await.unwrap();
@@ -167,10 +155,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (409, Some("not_offered"))
-    );
+    r.assert_refused(409, "not_offered");
     let r = http
         .call(
             "POST",
@@ -180,10 +165,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (409, Some("not_assigned"))
-    );
+    r.assert_refused(409, "not_assigned");
     // Nor may an offer be transferred, by her or by a supervisor: only
     // a contact someone accepted is theirs to pass on.
     for token in [OLENA, SUPERVISOR] {
@@ -196,12 +178,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
             )
             .await
             .unwrap();
-        assert_eq!(
-            (r.status, r.json()["error"]["code"].as_str()),
-            (409, Some("not_assigned")),
-            "{}",
-            r.body
-        );
+        r.assert_refused(409, "not_assigned");
     }
 
     // Seeing an offer is not holding it: she may not write a note nor
@@ -215,10 +192,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (409, Some("not_assigned"))
-    );
+    r.assert_refused(409, "not_assigned");
     ws.send(json!({"type": "typing", "ref": "t0", "contact_id": contact, "on": true}))
         .await;
     let (result, _) = ws.until("result", Duration::from_secs(5)).await;
@@ -389,10 +363,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (409, Some("not_assigned"))
-    );
+    r.assert_refused(409, "not_assigned");
 }
 
 /// The system behind an intake API channel delivers agents' replies itself:
@@ -442,10 +413,7 @@ async fn an_intake_api_client_pulls_and_settles_the_agents_replies() {
         .call("GET", &format!("{replies}?max=0"), client, None)
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (422, Some("bad_query"))
-    );
+    r.assert_refused(422, "bad_query");
 
     // Both replies, in order; then nothing while they are leased.
     let r = http
@@ -479,10 +447,7 @@ async fn an_intake_api_client_pulls_and_settles_the_agents_replies() {
         .call("POST", &settle(first), client, Some(&delivered))
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (404, Some("unknown_reply"))
-    );
+    r.assert_refused(404, "unknown_reply");
     for (handle, body, status) in [
         ("nope", delivered.clone(), 404),
         (first, json!({"outcome": "lost"}), 400),
@@ -606,10 +571,7 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
         )
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (422, Some("invalid_agent"))
-    );
+    r.assert_refused(422, "invalid_agent");
     // Capacities are bounded (their sum overflowed in the router before),
     // and whole numbers may be written 2.0, as JSON Schema allows.
     for (body, status, code) in [
@@ -653,10 +615,7 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
         .call("GET", &format!("{api}/ws"), None, None)
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (401, Some("unauthorized"))
-    );
+    r.assert_refused(401, "unauthorized");
     let r = http
         .call(
             "GET",

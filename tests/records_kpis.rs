@@ -407,10 +407,7 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"]["code"].as_str()),
-        (422, Some("bad_window"))
-    );
+    r.assert_refused(422, "bad_window");
     let r = day
         .http
         .call("GET", &format!("{}/kpis", day.api), Some(ANN), None)

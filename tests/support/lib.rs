@@ -212,6 +212,18 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
     }
+
+    /// Asserts a documented error answer: `status` with `{"error":{"code"}}`.
+    #[track_caller]
+    pub fn assert_refused(&self, status: u16, code: &str) {
+        let json = self.json();
+        assert_eq!(
+            (self.status, json["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{}",
+            self.body
+        );
+    }
 }
 
 impl Default for Http {
