@@ -41,6 +41,12 @@ pub struct ChatConfig {
     pub uploads_dir: PathBuf,
     #[serde(default = "defaults::max_upload_bytes")]
     pub max_upload_bytes: usize,
+    /// An upload's whole body must arrive within this many seconds (a
+    /// pause of more than 10 s ends it sooner). Raise it with
+    /// `max_upload_bytes` for visitors on slow links: the default lets
+    /// 10 MiB through at ~1.4 Mbit/s.
+    #[serde(default = "defaults::upload_timeout_secs")]
+    pub upload_timeout_secs: u64,
     /// Uploads per minute from one visitor session.
     #[serde(default = "defaults::upload_rate_per_session")]
     pub upload_rate_per_session: u32,
@@ -118,6 +124,9 @@ mod defaults {
     }
     pub fn max_upload_bytes() -> usize {
         10 * 1024 * 1024
+    }
+    pub fn upload_timeout_secs() -> u64 {
+        60
     }
     pub fn upload_rate_per_session() -> u32 {
         10
@@ -221,7 +230,7 @@ impl ChatConfig {
         if secret.expose().len() < 32 {
             return Err(err("session_secret", "must be at least 32 characters"));
         }
-        let ranges: [(&str, u64, u64, u64); 12] = [
+        let ranges: [(&str, u64, u64, u64); 13] = [
             ("uploads_keep_days", self.uploads_keep_days, 0, 36_500),
             (
                 "session_ttl_secs",
@@ -257,6 +266,7 @@ impl ChatConfig {
                 1,
                 100 << 20,
             ),
+            ("upload_timeout_secs", self.upload_timeout_secs, 1, 3600),
             (
                 "upload_rate_per_session",
                 u64::from(self.upload_rate_per_session),

@@ -21,10 +21,9 @@ use tracing::{debug, info, warn};
 
 /// The widget served at `widget.js` (written in `assets/`).
 const WIDGET_JS: &str = include_str!("../assets/widget.js");
-/// An upload's body may pause this long at most.
+/// An upload's body may pause this long at most (the whole body arrives
+/// within `upload_timeout_secs`).
 const UPLOAD_IDLE: Duration = Duration::from_secs(10);
-/// An upload's whole body arrives within this.
-const UPLOAD_WITHIN: Duration = Duration::from_secs(60);
 
 pub fn routes(shared: Arc<Shared>) -> Router {
     // The body is read by the handler, within `max_upload_bytes` and the
@@ -295,7 +294,14 @@ async fn upload(
             "too many uploads; slow down\n",
         );
     }
-    let body = match read_body(body, limit, UPLOAD_IDLE, UPLOAD_WITHIN).await {
+    let body = match read_body(
+        body,
+        limit,
+        UPLOAD_IDLE,
+        Duration::from_secs(shared.config.upload_timeout_secs),
+    )
+    .await
+    {
         Ok(body) => body,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::Timeout) => {

@@ -1413,6 +1413,45 @@ async fn an_upload_whose_body_stalls_times_out() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
+/// A body that keeps trickling in is given up at `upload_timeout_secs`
+/// for the whole of it, though it never pauses for long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_slower_than_its_timeout_is_given_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world();
+    let addr = w.instance("a", "upload_timeout_secs = 2").await;
+    let token = visitor_token();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let head = format!(
+        "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 200 ms: the whole body would take 20 s.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if write.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), read.read_to_string(&mut response))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    trickle.abort();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(6),
+        "given up after {took:?}, not at the configured 2 s"
+    );
+}
+
 /// Without `[offline]` there is no offline form: the frame is refused and
 /// no contact is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
