@@ -1316,3 +1316,75 @@ async fn refusals_before_the_handler_are_documented_json_and_counted() {
         assert!(metrics.contains(counted), "{counted} missing:\n{metrics}");
     }
 }
+
+/// Whether the supervisor's `GET /agents` shows `agent` online.
+async fn online(http: &Http, base: &str, agent: &str) -> bool {
+    let r = http
+        .call(
+            "GET",
+            &format!("{base}/api/v1/agents"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let agents = r.json()["agents"].as_array().cloned().unwrap_or_default();
+    agents
+        .iter()
+        .find(|a| a["id"] == agent)
+        .unwrap_or_else(|| panic!("{agent} is listed: {}", r.body))["online"]
+        == true
+}
+
+/// An agent with a tab on each of two instances: closing one tab leaves
+/// them online, and offers keep reaching the other tab. Before, the
+/// instance whose last socket closed ended the agent's session for all,
+/// and the leader withdrew their offers until the other instance's next
+/// refresh (up to a third of the session TTL later). Closing the last tab
+/// still ends the session at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_tab_on_one_instance_keeps_the_agent_online_on_another() {
+    let redis = RedisServer::start();
+    let bin = env!("CARGO_BIN_EXE_switchboard-under-test");
+    let one = Daemon::start(bin, &redis.url(), &config());
+    let two = Daemon::start(bin, &redis.url(), &config());
+    let http = Http::new();
+    let mut there = AgentSocket::connect_available(&two.base(), PETRO).await;
+    let here = AgentSocket::connect_available(&one.base(), PETRO).await;
+    assert!(online(&http, &one.base(), "petro").await);
+    drop(here);
+    let metrics = format!("{}/metrics", one.base());
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let body = http.get(&metrics).await.unwrap().body;
+            body.lines().any(|l| l == "switchboard_agent_sessions 0")
+        })
+        .await,
+        "the first instance saw its socket close"
+    );
+    for _ in 0..10 {
+        assert!(
+            online(&http, &one.base(), "petro").await,
+            "petro's tab on the second instance keeps him online"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http
+        .submit(&one.base(), &chat_event("visitor-tabs", "m-tabs", "hello"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let contact = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (offer, _) = there.until("offer", Duration::from_secs(3)).await;
+    assert_eq!(offer.unwrap()["contact_id"], contact.as_str());
+
+    drop(there);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !online(&http, &one.base(), "petro").await
+        })
+        .await,
+        "the last tab closed: petro is offline"
+    );
+}

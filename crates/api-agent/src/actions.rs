@@ -164,13 +164,17 @@ impl Inner {
         Ok(())
     }
 
-    /// Keeps the agent's session alive for the session TTL.
+    /// Keeps the agent's session alive for the session TTL (`POST
+    /// /me/heartbeat`).
     pub async fn heartbeat(&self, agent: &str) -> Result<u64, ApiError> {
+        self.keep_session(agent, "http").await
+    }
+
+    /// Keeps `holder`'s session of the agent alive for the session TTL:
+    /// `http` for heartbeats, the hub's name for this instance's sockets.
+    pub async fn keep_session(&self, agent: &str, holder: &str) -> Result<u64, ApiError> {
         let until = now() + self.session_ttl().as_millis() as u64;
-        let r = self
-            .state
-            .set_presence(agent, None, Some(until), None)
-            .await?;
+        let r = self.state.keep_session(agent, holder, until).await?;
         if r != "ok" {
             return Err(ApiError::refused(&r, ""));
         }

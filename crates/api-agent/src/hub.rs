@@ -31,8 +31,11 @@ const HOLDER_CACHE: Duration = Duration::from_secs(2);
 /// Live events forwarded at once (each contact's by one worker, in order).
 const LIVE_WORKERS: usize = 8;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
+    /// Names this instance's websockets among the holders of an agent's
+    /// session (`RoutingState::keep_session`): unique per process.
+    session_holder: String,
     sessions: Mutex<HashMap<String, Sessions>>,
     next: AtomicU64,
     /// Contact → (the agent holding it, or none; when looked up).
@@ -41,6 +44,19 @@ pub struct Hub {
     /// offered or assigned to an agent connected here (contact → agent).
     held_here: Mutex<HashMap<String, String>>,
     follows: LiveFollows,
+}
+
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub {
+            session_holder: format!("ws:{}", switchboard_core::MessageId::new()),
+            sessions: Mutex::default(),
+            next: AtomicU64::default(),
+            holders: Mutex::default(),
+            held_here: Mutex::default(),
+            follows: LiveFollows::default(),
+        }
+    }
 }
 
 impl Hub {
@@ -122,6 +138,11 @@ impl Hub {
             }
             keep
         });
+    }
+
+    /// This instance's name among the holders of an agent's session.
+    pub fn session_holder(&self) -> &str {
+        &self.session_holder
     }
 
     /// Agents with at least one session here.
@@ -487,9 +508,27 @@ impl Hub {
         self.reconcile(state).await;
         let until = switchboard_core::Timestamp::now().as_millis() + ttl.as_millis() as u64;
         for agent in self.agents() {
-            if let Err(error) = state.set_presence(&agent, None, Some(until), None).await {
+            if let Err(error) = state
+                .keep_session(&agent, &self.session_holder, until)
+                .await
+            {
                 debug!(%error, agent_id = %agent, "Could not refresh an agent's session.");
             }
+            // The last socket closed while this ran: its end may have been
+            // written before the refresh, which must not outlive it.
+            if !self.has(&agent) {
+                self.end_session(state, &agent).await;
+            }
+        }
+    }
+
+    /// This instance no longer keeps `agent`'s session (their last socket
+    /// here closed): they stay online while another instance's socket or a
+    /// heartbeat keeps them.
+    pub async fn end_session(&self, state: &RoutingState, agent: &str) {
+        let now = switchboard_core::Timestamp::now().as_millis();
+        if let Err(error) = state.keep_session(agent, &self.session_holder, now).await {
+            debug!(%error, agent_id = %agent, "Could not end the agent's session; it lapses by itself.");
         }
     }
 }

@@ -83,7 +83,7 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
         info!("Agent connected.");
         let mut allowance = switchboard_channel::limits::Bucket::new(inner.settings.ws_frames_per_minute);
         let started = async {
-            inner.heartbeat(&agent).await?;
+            inner.keep_session(&agent, inner.hub.session_holder()).await?;
             inner.me(&agent).await
         }
         .await;
@@ -197,12 +197,8 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
         }
         if inner.hub.unregister(&agent, session_id) {
             // The last session here: the agent is gone unless another
-            // instance keeps them alive (it refreshes within a third of
-            // the TTL).
-            let now = switchboard_core::Timestamp::now().as_millis();
-            if let Err(error) = inner.state.set_presence(&agent, None, Some(now), None).await {
-                debug!(%error, "Could not end the agent's session; it lapses by itself.");
-            }
+            // instance's socket or a heartbeat keeps them.
+            inner.hub.end_session(&inner.state, &agent).await;
         }
         info!("Agent disconnected.");
     }

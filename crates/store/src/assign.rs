@@ -617,11 +617,38 @@ impl RoutingState {
         online_until: Option<u64>,
         only_if: Option<&str>,
     ) -> Result<String, StoreError> {
+        self.presence_script(agent, presence, online_until, only_if, "")
+            .await
+    }
+
+    /// Keeps `holder`'s session of the agent live until `until` (ms; a
+    /// time already past ends it). The agent is online while any holder's
+    /// session is: `holder` names one instance's websockets, or `http` for
+    /// heartbeats. `Ok("ok")` or `unknown_agent`.
+    pub async fn keep_session(
+        &self,
+        agent: &str,
+        holder: &str,
+        until: u64,
+    ) -> Result<String, StoreError> {
+        self.presence_script(agent, None, Some(until), None, holder)
+            .await
+    }
+
+    async fn presence_script(
+        &self,
+        agent: &str,
+        presence: Option<(&str, &str)>,
+        online_until: Option<u64>,
+        only_if: Option<&str>,
+        holder: &str,
+    ) -> Result<String, StoreError> {
         let k = self.store.keys();
         let (p, reason) = presence.unwrap_or(("", ""));
         let mut inv = self.scripts.presence.prepare_invoke();
         inv.key(k.route_agent(agent))
             .key(k.route("events"))
+            .key(k.route_sessions(agent))
             .arg(agent)
             .arg(p)
             .arg(reason)
@@ -629,7 +656,8 @@ impl RoutingState {
             .arg(EVENTS_MAXLEN)
             .arg(if presence.is_none() { "1" } else { "0" })
             .arg(only_if.unwrap_or(""))
-            .arg(switchboard_core::Timestamp::now().as_millis());
+            .arg(switchboard_core::Timestamp::now().as_millis())
+            .arg(holder);
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }

@@ -144,6 +144,12 @@ impl KeySpace {
         self.route(&format!("agent:{agent}"))
     }
 
+    /// The agent's live sessions: holder (an instance's websockets, or
+    /// `http` for heartbeats) → until when (ms).
+    pub fn route_sessions(&self, agent: &str) -> String {
+        self.route(&format!("sessions:{agent}"))
+    }
+
     pub fn route_held(&self, agent: &str) -> String {
         self.route(&format!("held:{agent}"))
     }

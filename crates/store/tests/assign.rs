@@ -1058,3 +1058,52 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
     }
     assert!(lost > 0, "the channel never won the race in 150 rounds");
 }
+
+/// An agent is online while any holder keeps a session (one instance's
+/// sockets, another's, heartbeats): one ending leaves the others in force,
+/// and the last ending takes the agent offline at once.
+#[tokio::test]
+async fn an_agents_session_lasts_while_any_holder_keeps_it() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    state
+        .upsert_agent(&agent("a", [1, 0, 0, 0]), "test")
+        .await
+        .unwrap();
+    let now = || switchboard_core::Timestamp::now().as_millis();
+    let until = || async { state.agent("a").await.unwrap().unwrap().1.online_until };
+    let keep = |holder: &'static str, until: u64| {
+        let state = state.clone();
+        async move { state.keep_session("a", holder, until).await.unwrap() }
+    };
+    assert_eq!(keep("ws:x", now() + 30_000).await, "ok");
+    assert_eq!(keep("http", now() + 20_000).await, "ok");
+    assert!(
+        until().await >= now() + 25_000,
+        "the latest holder's deadline"
+    );
+    keep("ws:x", now()).await;
+    let left = until().await;
+    assert!(
+        left > now() + 15_000 && left <= now() + 20_000,
+        "the heartbeat's deadline is left: {left}"
+    );
+    keep("http", now()).await;
+    assert!(until().await <= now(), "the last holder gone: offline");
+    // A holder whose deadline passed without an end is pruned.
+    keep("ws:y", now() + 300).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    keep("ws:x", now() + 10_000).await;
+    keep("ws:x", now()).await;
+    assert!(
+        until().await <= now(),
+        "ws:y lapsed; nobody holds a session"
+    );
+    assert_eq!(
+        state
+            .keep_session("nobody", "ws:x", now() + 1_000)
+            .await
+            .unwrap(),
+        "unknown_agent"
+    );
+}

@@ -1,12 +1,19 @@
 -- Sets an agent's presence and/or session deadline.
 --
--- KEYS[1] agent  KEYS[2] events
+-- KEYS[1] agent  KEYS[2] events  KEYS[3] the agent's sessions (hash: holder
+--         → until, ms)
 -- ARGV[1] agent id  ARGV[2] presence ('' keeps it)  ARGV[3] reason
 -- ARGV[4] online until (ms; '' keeps it)  ARGV[5] events maxlen
 -- ARGV[6] '1' to emit only when something changed
 -- ARGV[7] only if the presence is now this ('' for any; 'wrap_up': and its
 --         wrap_until has passed)
 -- ARGV[8] now (ms): a session is live while online_until is later
+-- ARGV[9] the holder whose session ARGV[4] is ('' sets online_until as
+--         given): an instance's websockets, or 'http' for heartbeats. Its
+--         deadline is kept in KEYS[3] (one at or before now ends it), and
+--         online_until becomes the latest live one of all holders, so one
+--         instance's last socket closing does not end a session that
+--         another instance's socket keeps.
 -- Returns 'ok', 'unknown_agent' or 'unchanged' (ARGV[7] did not hold).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 'unknown_agent'
@@ -27,7 +34,30 @@ if ARGV[2] ~= '' then
   if ARGV[2] ~= 'wrap_up' then redis.call('HSET', KEYS[1], 'wrap_until', 0) end
   if ARGV[2] == 'available' then redis.call('HSET', KEYS[1], 'missed', 0) end
 end
-if ARGV[4] ~= '' then
+if ARGV[4] ~= '' and ARGV[9] ~= '' then
+  local untl = num(ARGV[4])
+  if untl > now then
+    redis.call('HSET', KEYS[3], ARGV[9], ARGV[4])
+  else
+    redis.call('HDEL', KEYS[3], ARGV[9])
+  end
+  local latest = 0
+  local all = redis.call('HGETALL', KEYS[3])
+  for i = 1, #all, 2 do
+    local u = num(all[i + 1])
+    if u <= now then
+      redis.call('HDEL', KEYS[3], all[i])
+    elseif u > latest then
+      latest = u
+    end
+  end
+  if latest > 0 then
+    redis.call('PEXPIREAT', KEYS[3], latest)
+    redis.call('HSET', KEYS[1], 'online_until', latest)
+  else
+    redis.call('HSET', KEYS[1], 'online_until', ARGV[4])
+  end
+elseif ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'online_until', ARGV[4])
 end
 local after = redis.call('HMGET', KEYS[1], 'presence', 'reason')
