@@ -1388,3 +1388,50 @@ async fn closing_a_tab_on_one_instance_keeps_the_agent_online_on_another() {
         "the last tab closed: petro is offline"
     );
 }
+
+/// Going away with an offer pending takes the offer back at once (it does
+/// not ring out its deadline, count as missed or bar the agent from the
+/// contact): back to available, the agent is offered it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_away_takes_back_a_pending_offer_without_counting_it() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let mut ws = AgentSocket::connect_available(&base, PETRO).await;
+    let r = http
+        .submit(&base, &chat_event("visitor-away", "m-away", "hello"))
+        .await
+        .unwrap();
+    let contact = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(offer.unwrap()["contact_id"], contact.as_str());
+
+    ws.send(json!({"type": "presence", "ref": "p1", "presence": "away", "reason": "lunch"}))
+        .await;
+    let (withdrawn, seen) = ws.until("offer_withdrawn", Duration::from_secs(3)).await;
+    let withdrawn =
+        withdrawn.unwrap_or_else(|| panic!("the offer is taken back at once: {seen:?}"));
+    assert_eq!(withdrawn["contact_id"], contact.as_str());
+    assert_eq!(withdrawn["reason"], "revoked");
+    let record = http
+        .call(
+            "GET",
+            &format!("{base}/api/v1/contacts/{contact}/routing"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.json()["state"], "waiting", "{}", record.body);
+
+    ws.send(json!({"type": "presence", "ref": "p2", "presence": "available"}))
+        .await;
+    let (again, seen) = ws.until("offer", Duration::from_secs(10)).await;
+    let again = again.unwrap_or_else(|| panic!("offered again once available: {seen:?}"));
+    assert_eq!(again["contact_id"], contact.as_str());
+}

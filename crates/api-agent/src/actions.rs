@@ -161,6 +161,37 @@ impl Inner {
             return Err(ApiError::refused(&r, ""));
         }
         info!(agent_id = agent, presence, "Presence changed.");
+        if presence != "available" {
+            self.withdraw_offers(agent).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes back the offers pending for an agent who went away or
+    /// offline: routed to others at once, and (unlike a missed offer) not
+    /// counted against them nor barring them from the contact.
+    async fn withdraw_offers(&self, agent: &str) -> Result<(), ApiError> {
+        for c in self.state.held(agent).await? {
+            let Ok(id) = c.parse::<ContactId>() else {
+                continue;
+            };
+            let Some(rec) = self.state.route_record(&id).await? else {
+                continue;
+            };
+            if rec.state == "offered" && rec.agent == agent {
+                let r = self
+                    .state
+                    .answer(Answer::Revoke, &id, agent, now(), 0)
+                    .await?;
+                if r == "ok" {
+                    info!(
+                        contact_id = c,
+                        agent_id = agent,
+                        "Agent went away; offer taken back."
+                    );
+                }
+            }
+        }
         Ok(())
     }
 

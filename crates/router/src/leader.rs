@@ -650,29 +650,6 @@ impl Leader {
         mirror: &mut Mirror,
         now: u64,
     ) -> Result<(), StoreError> {
-        for (contact, _) in self.state.due_offers(now, 500).await? {
-            let Ok(id) = contact.parse::<ContactId>() else {
-                continue;
-            };
-            if let Some(rec) = self.state.route_record(&id).await?
-                && rec.state == "offered"
-            {
-                let r = self
-                    .state
-                    .answer(
-                        Answer::Expire,
-                        &id,
-                        &rec.agent,
-                        now,
-                        self.config.missed_offers_before_away,
-                    )
-                    .await?;
-                if r == "ok" {
-                    counter!("switchboard_router_offers_missed_total").increment(1);
-                    info!(contact_id = %id, agent_id = %rec.agent, "Offer not answered in time; routing again.");
-                }
-            }
-        }
         let grace = self.config.reconnect_grace_secs * 1000;
         let mut lapsed = Vec::new();
         let mut wrapped = Vec::new();
@@ -734,23 +711,54 @@ impl Leader {
                 let Some(rec) = self.state.route_record(&id).await? else {
                     continue;
                 };
+                // The scripts check again that the session is still over:
+                // the agent may have come back since the read above.
                 if rec.state == "offered" {
-                    self.state
+                    let r = self
+                        .state
                         .answer(Answer::Revoke, &id, &agent, now, 0)
                         .await?;
-                    info!(contact_id = %id, agent_id = %agent, "Agent disconnected; offer taken back.");
+                    if r == "ok" {
+                        info!(contact_id = %id, agent_id = %agent, "Agent disconnected; offer taken back.");
+                    }
                 } else if rec.state == "assigned" && requeue {
-                    self.state
-                        .requeue(&id, &agent, now, None, "agent_disconnected", None)
-                        .await?;
-                    counter!("switchboard_router_requeued_total", "reason" => "agent_disconnected")
-                        .increment(1);
-                    info!(contact_id = %id, agent_id = %agent, "Agent did not come back; contact back in the queue.");
+                    let r = self.state.requeue_lapsed(&id, &agent, now, grace).await?;
+                    if r == "ok" {
+                        counter!("switchboard_router_requeued_total", "reason" => "agent_disconnected")
+                            .increment(1);
+                        info!(contact_id = %id, agent_id = %agent, "Agent did not come back; contact back in the queue.");
+                    }
                 }
             }
             mirror.revoked.insert(agent.clone());
             if requeue {
                 mirror.requeued.insert(agent);
+            }
+        }
+        // Offer deadlines after lapsed sessions: the offer of an agent whose
+        // session ended is taken back (not counted, not excluded), not
+        // expired as missed because it fell due in the same sweep.
+        for (contact, _) in self.state.due_offers(now, 500).await? {
+            let Ok(id) = contact.parse::<ContactId>() else {
+                continue;
+            };
+            if let Some(rec) = self.state.route_record(&id).await?
+                && rec.state == "offered"
+            {
+                let r = self
+                    .state
+                    .answer(
+                        Answer::Expire,
+                        &id,
+                        &rec.agent,
+                        now,
+                        self.config.missed_offers_before_away,
+                    )
+                    .await?;
+                if r == "ok" {
+                    counter!("switchboard_router_offers_missed_total").increment(1);
+                    info!(contact_id = %id, agent_id = %rec.agent, "Offer not answered in time; routing again.");
+                }
             }
         }
         Ok(())

@@ -140,7 +140,8 @@ pub enum Answer {
     Decline,
     /// The deadline passed (counts as missed).
     Expire,
-    /// The agent's session ended.
+    /// The agent's session ended, or they went away or offline (refused
+    /// with `online` otherwise).
     Revoke,
     /// The agent missed it on the channel itself (their phone rang out):
     /// an expiry before the deadline, counted as missed.
@@ -662,9 +663,9 @@ impl RoutingState {
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }
 
-    /// Puts a contact an agent holds back in a queue (`None`: its own),
-    /// optionally for one agent first (a transfer to an agent).
-    #[allow(clippy::too_many_arguments)]
+    /// Puts a contact assigned to an agent back in a queue (`None`: its
+    /// own), optionally for one agent first (a transfer to an agent).
+    /// `Ok("ok")` or `not_held`.
     pub async fn requeue(
         &self,
         contact: &ContactId,
@@ -673,6 +674,40 @@ impl RoutingState {
         queue: Option<&str>,
         reason: &str,
         first_for: Option<(&str, u64)>,
+    ) -> Result<String, StoreError> {
+        self.requeue_script(contact, agent, now, (queue, reason), first_for, None)
+            .await
+    }
+
+    /// Puts a contact back in its queue because its agent's session ended
+    /// `grace` ago or more: `Ok("ok")`, `not_held`, or `online` when the
+    /// agent came back meanwhile (checked in the same step).
+    pub async fn requeue_lapsed(
+        &self,
+        contact: &ContactId,
+        agent: &str,
+        now: u64,
+        grace: u64,
+    ) -> Result<String, StoreError> {
+        self.requeue_script(
+            contact,
+            agent,
+            now,
+            (None, "agent_disconnected"),
+            None,
+            Some(grace),
+        )
+        .await
+    }
+
+    async fn requeue_script(
+        &self,
+        contact: &ContactId,
+        agent: &str,
+        now: u64,
+        (queue, reason): (Option<&str>, &str),
+        first_for: Option<(&str, u64)>,
+        grace: Option<u64>,
     ) -> Result<String, StoreError> {
         let (sticky, sticky_until) = first_for.unwrap_or(("", 0));
         let k = self.store.keys();
@@ -690,7 +725,8 @@ impl RoutingState {
             .arg(reason)
             .arg(EVENTS_MAXLEN)
             .arg(sticky)
-            .arg(sticky_until);
+            .arg(sticky_until)
+            .arg(grace.map(|g| g.to_string()).unwrap_or_default());
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }

@@ -1107,3 +1107,139 @@ async fn an_agents_session_lasts_while_any_holder_keeps_it() {
         "unknown_agent"
     );
 }
+
+/// What the leader's sweep does to an agent whose session lapsed is checked
+/// again in the scripts: a leader whose view is old (paused, deposed) or
+/// who raced the agent's return takes nothing from an agent who is back.
+/// An offer is revoked only while the session is over or the agent is away
+/// or offline, and an assigned contact goes back only once the grace after
+/// the session's end has passed. A requeue never takes back an offer.
+#[tokio::test]
+async fn a_lapsed_sessions_contacts_are_taken_back_only_while_it_is_over() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a", [2, 0, 0, 0]).await; // online until NOW + 1 h
+    let offered = waiting(&state, ChannelKind::Chat).await;
+    assert_eq!(
+        state.offer(&offer(&token, &offered, "a")).await.unwrap(),
+        "ok"
+    );
+    let assigned = waiting(&state, ChannelKind::Chat).await;
+    assert_eq!(
+        state.offer(&offer(&token, &assigned, "a")).await.unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &assigned, "a", NOW, 3)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    // A transfer-style requeue of the offer: refused (an offer is answered,
+    // not transferred).
+    assert_eq!(
+        state
+            .requeue(&offered, "a", NOW, None, "transfer", None)
+            .await
+            .unwrap(),
+        "not_held"
+    );
+    // The agent is online: a stale sweep takes nothing.
+    assert_eq!(
+        state
+            .answer(Answer::Revoke, &offered, "a", NOW, 0)
+            .await
+            .unwrap(),
+        "online"
+    );
+    assert_eq!(
+        state
+            .requeue_lapsed(&assigned, "a", NOW, 30_000)
+            .await
+            .unwrap(),
+        "online"
+    );
+    // The session ended at NOW + 1 h: within the grace, the assigned
+    // contact stays; after it, it goes back.
+    let ended = NOW + 3_600_000;
+    assert_eq!(
+        state
+            .requeue_lapsed(&assigned, "a", ended + 10_000, 30_000)
+            .await
+            .unwrap(),
+        "online"
+    );
+    assert_eq!(
+        state
+            .requeue_lapsed(&assigned, "a", ended + 30_000, 30_000)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    // Away while online: the offer may be taken back, and the agent is
+    // not barred from it.
+    state
+        .set_presence("a", Some(("away", "lunch")), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .answer(Answer::Revoke, &offered, "a", NOW, 0)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let rec = state.route_record(&offered).await.unwrap().expect("record");
+    assert_eq!(rec.state, "waiting");
+    assert!(rec.excluded.is_empty(), "{:?}", rec.excluded);
+    assert!(state.held("a").await.unwrap().is_empty());
+}
+
+/// A close during the wrap-up of an earlier one restarts the wrap-up: the
+/// agent gets the whole wrap-up time after the last close, not the rest
+/// of the first one's.
+#[tokio::test]
+async fn a_close_during_wrap_up_starts_it_again() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a", [2, 0, 0, 0]).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let c = waiting(&state, ChannelKind::Chat).await;
+        assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
+        assert_eq!(
+            state.answer(Answer::Accept, &c, "a", NOW, 3).await.unwrap(),
+            "ok"
+        );
+        held.push(c);
+    }
+    let keep = Duration::from_secs(60);
+    let close = |c: ContactId, at: u64| {
+        let state = state.clone();
+        async move {
+            state
+                .close(&c, "a", at, "solved", at + 30_000, keep, keep)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(close(held[0], NOW + 1_000).await, "ok");
+    assert_eq!(close(held[1], NOW + 25_000).await, "ok");
+    let (_, live) = state.agent("a").await.unwrap().unwrap();
+    assert_eq!(
+        (live.presence.as_str(), live.wrap_until),
+        ("wrap_up", NOW + 55_000),
+        "30 s after the second close"
+    );
+}

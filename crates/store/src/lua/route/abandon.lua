@@ -52,10 +52,7 @@ if agent ~= '' then
   if redis.call('SCARD', KEYS[6]) == 0 then
     redis.call('HSET', KEYS[5], 'idle_since', ARGV[3])
   end
-  if was == 'assigned' and num(ARGV[5]) > 0
-      and redis.call('HGET', KEYS[5], 'presence') == 'available' then
-    redis.call('HSET', KEYS[5], 'presence', 'wrap_up', 'wrap_until', ARGV[5])
-  end
+  if was == 'assigned' then wrap_up(KEYS[5], ARGV[5]) end
 end
 local kind = (was == 'assigned') and 'closed' or 'abandoned'
 fields = {'type', kind, 'contact', ARGV[1], 'channel', c[3], 'disposition', ARGV[4],

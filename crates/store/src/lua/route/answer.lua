@@ -3,15 +3,19 @@
 --   decline / expire / revoke: offered to this agent -> waiting again, the
 --   agent excluded from it, their load released. `expire` only once the
 --   deadline passed (`miss`: at once, the channel saw it missed), and it
---   counts a missed offer: N in a row sets the agent away. `revoke` (the agent's session ended) neither counts nor
---   excludes: the agent may get it again once back.
+--   counts a missed offer: N in a row sets the agent away. `revoke` (the
+--   agent's session ended, or they went away or offline) neither counts
+--   nor excludes: the agent may get it again once back. It is refused
+--   ('online') while the agent is online and available or in wrap-up: a
+--   leader whose view is old must not take an offer from an agent who came
+--   back meanwhile.
 --
 -- KEYS[1] contact  KEYS[2] agent  KEYS[3] held by agent  KEYS[4] waiting
 -- KEYS[5] offers  KEYS[6] events
 -- ARGV[1] action  ARGV[2] contact id  ARGV[3] agent id  ARGV[4] now
 -- ARGV[5] missed offers before away (0: never)  ARGV[6] events maxlen
 -- Returns 'ok', or why not: 'not_offered' (not offered to this agent now),
--- 'not_due'.
+-- 'not_due', 'online'.
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'offer_until',
   'since', 'excluded')
 if c[1] ~= 'offered' or c[2] ~= ARGV[3] then
@@ -25,6 +29,12 @@ if action == 'accept' then
   emit(KEYS[6], ARGV[6], extend({'type', 'accepted', 'contact', ARGV[2],
     'channel', c[3]}, agent_state(KEYS[2], ARGV[3])), ARGV[4])
   return 'ok'
+end
+if action == 'revoke' then
+  local a = redis.call('HMGET', KEYS[2], 'online_until', 'presence')
+  if num(a[1]) > num(ARGV[4]) and a[2] ~= 'away' and a[2] ~= 'offline' then
+    return 'online'
+  end
 end
 if action == 'miss' then
   -- Missed on the channel itself (a phone that rang out): an expiry that

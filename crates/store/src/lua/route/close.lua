@@ -22,9 +22,7 @@ end
 if redis.call('SCARD', KEYS[3]) == 0 then
   redis.call('HSET', KEYS[2], 'idle_since', ARGV[3])
 end
-if num(ARGV[5]) > 0 and redis.call('HGET', KEYS[2], 'presence') == 'available' then
-  redis.call('HSET', KEYS[2], 'presence', 'wrap_up', 'wrap_until', ARGV[5])
-end
+wrap_up(KEYS[2], ARGV[5])
 emit(KEYS[4], ARGV[8], extend({'type', 'closed', 'contact', ARGV[1], 'channel', c[3],
   'disposition', ARGV[4]}, agent_state(KEYS[2], ARGV[2])), ARGV[3])
 return 'ok'

@@ -198,6 +198,17 @@ local function extend(a, b)
   return a
 end
 
+-- Starts the agent's wrap-up until `untl` (ms; 0 for none) after a close:
+-- from available, or again from wrap-up (a second close during the first
+-- one's wrap-up gets its whole time too). Away and offline are kept.
+local function wrap_up(agent_key, untl)
+  if num(untl) <= 0 then return end
+  local a = redis.call('HMGET', agent_key, 'presence', 'wrap_until')
+  if a[1] == 'available' or (a[1] == 'wrap_up' and num(a[2]) < num(untl)) then
+    redis.call('HSET', agent_key, 'presence', 'wrap_up', 'wrap_until', untl)
+  end
+end
+
 local function release_load(agent_key, channel)
   local left = redis.call('HINCRBY', agent_key, 'l:' .. channel, -1)
   if left < 0 then redis.call('HSET', agent_key, 'l:' .. channel, 0) end

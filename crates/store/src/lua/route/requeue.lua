@@ -1,7 +1,7 @@
--- Puts a contact an agent holds back in the queue: the agent's session
--- ended and did not come back within the grace period, or a supervisor
--- or the agent transferred it to a queue. Works for offered and assigned
--- contacts alike.
+-- Puts a contact assigned to an agent back in the queue: the agent's
+-- session ended and did not come back within the grace period, or a
+-- supervisor or the agent transferred it. Only an assigned contact: an
+-- offer is taken back by `answer.lua` (decline, expire, revoke).
 --
 -- KEYS[1] contact  KEYS[2] agent  KEYS[3] held by agent  KEYS[4] waiting
 -- KEYS[5] offers  KEYS[6] events
@@ -10,10 +10,20 @@
 -- ARGV[7] offer it to this agent first ('' for none)  ARGV[8] until (ms)
 --         A transfer to an agent who declined or missed the contact before
 --         lifts that: they are asked again.
+-- ARGV[9] for a session that ended: the grace (ms) after its end before
+--         its contacts go back ('' for a transfer). Checked here, not only
+--         by the caller: a leader whose view is old (paused, deposed) must
+--         not take contacts from an agent who came back meanwhile.
+-- Returns 'ok', 'not_held' or 'online' (the session is live again, or
+-- its grace has not passed).
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'since', 'queue',
   'excluded')
-if (c[1] ~= 'assigned' and c[1] ~= 'offered') or c[2] ~= ARGV[2] then
+if c[1] ~= 'assigned' or c[2] ~= ARGV[2] then
   return 'not_held'
+end
+if ARGV[9] ~= '' and
+    num(redis.call('HGET', KEYS[2], 'online_until')) + num(ARGV[9]) > num(ARGV[3]) then
+  return 'online'
 end
 redis.call('HSET', KEYS[1], 'state', 'waiting', 'agent', '', 'offer_until', '',
   'queued_at', ARGV[3])
