@@ -1160,7 +1160,7 @@ async fn an_agents_websockets_are_limited_in_number_and_in_frames() {
     );
     let base = daemon.base();
     let mut first = AgentSocket::connect_available(&base, OLENA).await;
-    let _second = AgentSocket::connect_available(&base, OLENA).await;
+    let mut second = AgentSocket::connect_available(&base, OLENA).await;
     let mut third = AgentSocket::connect(&base, OLENA).await.unwrap();
     assert_eq!(third.close_code(Duration::from_secs(5)).await, Some(1008));
 
@@ -1185,6 +1185,24 @@ async fn an_agents_websockets_are_limited_in_number_and_in_frames() {
         "about 6 of 25 refused: {limited:?}"
     );
     assert_eq!(limited.last().map(String::as_str), Some("p24"));
+    // Binary frames (refused as `bad_frame`) spend the allowance too.
+    for _ in 0..25 {
+        assert!(second.send_binary(vec![0; 8]).await);
+    }
+    let mut binary_limited = 0;
+    for _ in 0..25 {
+        let (result, seen) = second.until("result", Duration::from_secs(5)).await;
+        let result = result.unwrap_or_else(|| panic!("a result for every frame: {seen:?}"));
+        match result["error"]["code"].as_str() {
+            Some("rate_limited") => binary_limited += 1,
+            Some("bad_frame") => {}
+            other => panic!("{other:?}: {result}"),
+        }
+    }
+    assert!(
+        (5..=7).contains(&binary_limited),
+        "about 6 of 25 binary frames refused: {binary_limited}"
+    );
     let metrics = Http::new()
         .get(&format!("{base}/metrics"))
         .await
@@ -1197,7 +1215,7 @@ async fn an_agents_websockets_are_limited_in_number_and_in_frames() {
     assert!(
         metrics.contains(&format!(
             r#"switchboard_agent_ws_rejected_total{{reason="rate_limited"}} {}"#,
-            limited.len()
+            limited.len() + binary_limited
         )),
         "{metrics}"
     );
@@ -1215,6 +1233,17 @@ async fn a_frame_too_large_is_answered_with_1009_and_counted() {
     );
     let base = daemon.base();
     let mut ws = AgentSocket::connect_available(&base, OLENA).await;
+    // A text within `max_text_bytes` (16 KiB) whose JSON escaping makes
+    // the frame larger than that, but not over the 4 KiB allowance: acted
+    // on like any other, its result carrying its `ref`.
+    let quoted = "\"".repeat(9_000);
+    let frame = json!({"type": "note", "ref": "n0", "contact_id": "0-x", "text": quoted});
+    assert!(frame.to_string().len() > 17 * 1024 + 512);
+    ws.send_raw(frame.to_string()).await;
+    let (result, seen) = ws.until("result", Duration::from_secs(5)).await;
+    let result = result.unwrap_or_else(|| panic!("a result: {seen:?}"));
+    assert_eq!(result["ref"], "n0", "{result}");
+    assert_ne!(result["error"]["code"], "too_large", "{result}");
     let note = "x".repeat(64 * 1024);
     let frame = json!({"type": "note", "ref": "n1", "contact_id": "0-x", "text": note});
     ws.send_raw(frame.to_string()).await;
@@ -1306,8 +1335,32 @@ async fn refusals_before_the_handler_are_documented_json_and_counted() {
         );
     }
 
+    // An unknown path and a method a path does not take: JSON too.
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/nothing/here"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code(&r), (404, Some("not_found".into())), "{}", r.body);
+    let r = http
+        .call("DELETE", &format!("{api}/me"), Some(OLENA), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&r),
+        (405, Some("method_not_allowed".into())),
+        "{}",
+        r.body
+    );
+
     let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
     for counted in [
+        r#"switchboard_agent_api_errors_total{code="not_found"} 1"#,
+        r#"switchboard_agent_api_errors_total{code="method_not_allowed"} 1"#,
         r#"switchboard_agent_api_errors_total{code="too_large"} 1"#,
         r#"switchboard_agent_api_errors_total{code="bad_request"} 1"#,
         r#"switchboard_agent_api_errors_total{code="invalid_cursor"} 3"#,
@@ -1434,4 +1487,56 @@ async fn going_away_takes_back_a_pending_offer_without_counting_it() {
     let (again, seen) = ws.until("offer", Duration::from_secs(10)).await;
     let again = again.unwrap_or_else(|| panic!("offered again once available: {seen:?}"));
     assert_eq!(again["contact_id"], contact.as_str());
+}
+
+/// A `typing` frame that spells the contact's id in lower case (ids are
+/// case-insensitive) still rings the contact's own live channel, which
+/// the customer's chat follows; it went to a channel nobody follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_rings_the_contacts_channel_whatever_the_ids_case() {
+    use futures_util::StreamExt;
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let mut ws = AgentSocket::connect_available(&base, PETRO).await;
+    http.submit(&base, &chat_event("typing-1", "t1", "hello"))
+        .await
+        .unwrap();
+    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+    let contact = offer.expect("an offer")["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.send(json!({"type": "accept", "contact_id": contact}))
+        .await;
+    ws.until("assigned", Duration::from_secs(5))
+        .await
+        .0
+        .expect("assigned");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(format!("sb:live:{contact}"))
+        .await
+        .unwrap();
+    let lower = contact.to_lowercase();
+    assert_ne!(lower, contact);
+    ws.send(json!({"type": "typing", "ref": "t1", "contact_id": lower, "on": true}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    assert_eq!(result.expect("a result")["ok"], true);
+    let mut messages = pubsub.on_message();
+    let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .expect("the typing event rang the contact's channel")
+        .expect("a message");
+    let payload: String = message.get_payload().unwrap();
+    let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(event["kind"], "typing", "{event}");
+    assert_eq!(event["contact"], contact.as_str(), "{event}");
 }

@@ -494,6 +494,17 @@ impl AgentSocket {
             .is_ok()
     }
 
+    /// Sends `bytes` in one binary frame.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> bool {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                bytes.into(),
+            ))
+            .await
+            .is_ok()
+    }
+
     /// The code of the close frame the server sends within `limit`, skipping
     /// other frames; `None` when none came (or the connection just broke).
     pub async fn close_code(&mut self, limit: Duration) -> Option<u16> {

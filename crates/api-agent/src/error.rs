@@ -56,6 +56,8 @@ pub const CODES: &[&str] = &[
     "unavailable",
     "provider_unavailable",
     "rate_limited",
+    "not_found",
+    "method_not_allowed",
 ];
 
 impl ApiError {
@@ -173,6 +175,22 @@ pub(crate) async fn documented(response: Response) -> Response {
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(status, "too_large", "the request body is over the limit").into_response()
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = response.headers().get(header::ALLOW).cloned();
+            let mut refused = ApiError::new(
+                status,
+                "method_not_allowed",
+                "this path does not take that method",
+            )
+            .into_response();
+            if let Some(allow) = allow {
+                refused.headers_mut().insert(header::ALLOW, allow);
+            }
+            refused
+        }
+        StatusCode::NOT_FOUND => {
+            ApiError::not_found("not_found", "no such path in the API").into_response()
         }
         StatusCode::BAD_REQUEST
         | StatusCode::UNPROCESSABLE_ENTITY

@@ -222,6 +222,9 @@ impl AgentApi {
             .route("/kpis/series", get(records::series))
             .route("/records/export", get(records::export))
             .route("/ws", get(http::ws))
+            .fallback(|| async {
+                error::ApiError::not_found("not_found", "no such path in the API")
+            })
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::map_response(error::documented))
             .with_state(self.inner.clone())

@@ -168,6 +168,18 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
                             }
                         }
                         Message::Binary(_) => {
+                            // Counted against the frame allowance like any
+                            // other frame.
+                            if !allowance.take(std::time::Instant::now()) {
+                                counter!("switchboard_agent_ws_rejected_total", "reason" => "rate_limited").increment(1);
+                                let refused = result("", Err(ApiError::new(
+                                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                                    "rate_limited",
+                                    format!("more than {} frames a minute; this one was not acted on", inner.settings.ws_frames_per_minute),
+                                )));
+                                ok = written(send(&mut sink, &refused)).await;
+                                continue;
+                            }
                             counter!("switchboard_agent_ws_rejected_total", "reason" => "binary").increment(1);
                             let refused = result("", Err(ApiError::bad_request("bad_frame", "text frames only")));
                             ok = written(send(&mut sink, &refused)).await;
@@ -304,7 +316,9 @@ async fn typing(
         .unwrap_or_default();
     let event = switchboard_channel::LiveEvent {
         conv: conv.to_string(),
-        contact: contact.to_owned(),
+        // The id as routing spells it (its channel's name), whatever
+        // spelling the client used.
+        contact: id.to_string(),
         source: fields.get("source").cloned().unwrap_or_default(),
         kind: switchboard_channel::LiveKind::Typing,
         seq: String::new(),
@@ -322,13 +336,9 @@ async fn typing(
 }
 
 async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
-    if text.len() > inner.settings.max_text_bytes + 1024 {
-        counter!("switchboard_agent_ws_rejected_total", "reason" => "too_large").increment(1);
-        return Some(result(
-            "",
-            Err(ApiError::bad_request("too_large", "frame too large")),
-        ));
-    }
+    // Frames over `max_text_bytes` plus 4 KiB close the socket (1009)
+    // before they get here; a text over `max_text_bytes` is refused by
+    // the command, with its `ref`.
     let frame: ClientFrame = match crate::frames::parse(text) {
         Ok(f) => f,
         Err(e) => {

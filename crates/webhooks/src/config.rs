@@ -139,12 +139,17 @@ pub fn check(webhooks: &[WebhookConfig]) -> Result<Vec<Target>, ConfigProblem> {
             ));
         }
         let key = |k: &str| format!("webhooks.{}.{k}", w.name);
+        // The URL is not repeated in the message: it may carry a token
+        // (docs/webhooks.md: URLs are never logged).
         let url = reqwest::Url::parse(&w.url)
-            .map_err(|e| problem(key("url"), format!("{:?} is not a URL: {e}", w.url)))?;
+            .map_err(|e| problem(key("url"), format!("is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
             return Err(problem(
                 key("url"),
-                format!("{:?} must be an http:// or https:// URL with a host", w.url),
+                format!(
+                    "must be an http:// or https:// URL with a host (its scheme is {:?})",
+                    url.scheme()
+                ),
             ));
         }
         let secret = w
@@ -282,6 +287,24 @@ mod tests {
             let hooks = parse(text).unwrap();
             let err = check(&hooks).unwrap_err();
             assert_eq!(err.key, key, "{text}: {err}");
+        }
+    }
+
+    /// A URL that is refused is not repeated in the message (which goes to
+    /// the log and to `switchboard validate`): it may carry a token.
+    #[test]
+    fn a_refused_url_is_not_repeated() {
+        for url in ["ftp://hook:pa55word@x/?token=s3cret", "s3cret token"] {
+            let text = format!(
+                r#"{{"webhooks": [{{"name": "crm", "url": "{url}", "secret": "0123456789abcdef"}}]}}"#
+            );
+            let err = check(&parse(&text).unwrap()).unwrap_err();
+            let said = err.to_string();
+            assert!(said.contains("webhooks.crm.url"), "{said}");
+            assert!(
+                !said.contains("s3cret") && !said.contains("pa55word"),
+                "{said}"
+            );
         }
     }
 }
