@@ -1540,3 +1540,95 @@ async fn typing_rings_the_contacts_channel_whatever_the_ids_case() {
     assert_eq!(event["kind"], "typing", "{event}");
     assert_eq!(event["contact"], contact.as_str(), "{event}");
 }
+
+/// A reply named by its client (`client_id`) and retried, over HTTP and
+/// over the websocket, is queued and logged once and every retry answers
+/// the first attempt's ids; another name is another reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_reply_retried_is_sent_once() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let api = format!("{base}/api/v1");
+    let mut ws = AgentSocket::connect_available(&base, PETRO).await;
+    http.submit(&base, &chat_event("visitor-retry", "m-r", "hello"))
+        .await
+        .unwrap();
+    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+    let contact = offer.expect("an offer")["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.send(json!({"type": "accept", "contact_id": contact}))
+        .await;
+    ws.until("assigned", Duration::from_secs(5))
+        .await
+        .0
+        .expect("assigned");
+    let post = |body: serde_json::Value| {
+        let (http, url) = (&http, format!("{api}/contacts/{contact}/messages"));
+        async move {
+            http.call("POST", &url, Some(PETRO), Some(&body))
+                .await
+                .unwrap()
+        }
+    };
+    let first = post(json!({"text": "One moment.", "client_id": "r-1"})).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let ids = |v: &serde_json::Value| (v["message_id"].clone(), v["seq"].clone());
+    let again = post(json!({"text": "One moment.", "client_id": "r-1"})).await;
+    assert_eq!(again.status, 202, "{}", again.body);
+    assert_eq!(ids(&again.json()), ids(&first.json()));
+    ws.send(json!({"type": "reply", "ref": "w1", "contact_id": contact, "text": "One moment.", "client_id": "r-1"}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    let result = result.expect("a result");
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(ids(&result["data"]), ids(&first.json()));
+    post(json!({"text": "x", "client_id": "not ok!"}))
+        .await
+        .assert_refused(422, "invalid_client_id");
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let queued = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let outbox: redis::streams::StreamRangeReply =
+                redis::AsyncCommands::xrange_all(&mut conn, "sb:{o:api}:outbox")
+                    .await
+                    .unwrap();
+            outbox.ids.len()
+        }
+    };
+    assert_eq!(queued(&mut conn).await, 1, "queued once");
+    let outs = || async {
+        let r = http
+            .call(
+                "GET",
+                &format!("{api}/contacts/{contact}"),
+                Some(PETRO),
+                None,
+            )
+            .await
+            .unwrap();
+        r.json()["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["dir"] == "out")
+            .count()
+    };
+    assert_eq!(outs().await, 1, "logged once");
+    // Another name, another reply.
+    let second = post(json!({"text": "Found it.", "client_id": "r-2"})).await;
+    assert_eq!(second.status, 202, "{}", second.body);
+    assert_ne!(ids(&second.json()), ids(&first.json()));
+    assert_eq!(queued(&mut conn).await, 2);
+    assert_eq!(outs().await, 2);
+}

@@ -38,6 +38,7 @@
     typingSupported: true,
     typingSent: { id: null, at: 0, on: false },
     typingIdle: null,
+    draft: null, // {contact, text, id}: the reply being sent, named by id
     timers: []
   };
 
@@ -1069,8 +1070,19 @@
     if (!text.trim()) return;
     typing(false);
     box.disabled = true;
-    api("POST", "/contacts/" + encodeURIComponent(c.id) + "/messages", { text: text })
+    // The reply's name: sending the same text again after a failure
+    // reuses it, so a reply that was queued before its answer was lost is
+    // not sent twice (docs/agent-api.md, client_id).
+    var d = S.draft;
+    if (!d || d.contact !== c.id || d.text !== text) {
+      var bytes = new Uint8Array(12);
+      crypto.getRandomValues(bytes);
+      var hex = Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
+      d = S.draft = { contact: c.id, text: text, id: "console-" + hex };
+    }
+    api("POST", "/contacts/" + encodeURIComponent(c.id) + "/messages", { text: text, client_id: d.id })
       .then(function (r) {
+        S.draft = null;
         box.value = "";
         merge(c, [{ seq: r.seq, dir: "out", at: now(), message: { author: S.me && S.me.id, message: { text: text } } }], true);
         // The reply is ours; a later read fills in its delivery state.

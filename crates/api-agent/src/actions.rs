@@ -348,16 +348,27 @@ impl Inner {
     }
 
     /// Sends a reply to the customer on the channel the contact came in on.
+    /// With a `client_id`, a retry (after a lost answer or a 503) is sent
+    /// and logged once and answers the first attempt's ids.
     pub async fn reply(
         &self,
         agent: &str,
         contact: &str,
         text: &str,
+        client_id: Option<&str>,
     ) -> Result<(String, String), ApiError> {
         let id = contact_id(contact)?;
+        if let Some(c) = client_id
+            && !client_id_ok(c)
+        {
+            return Err(ApiError::bad_request(
+                "invalid_client_id",
+                "client_id: 1 to 64 characters of A-Za-z0-9._:-",
+            ));
+        }
         self.handled(&Caller::Agent(agent.to_owned()), &id).await?;
         self.check_text(text)?;
-        let message = self
+        let mut message = self
             .conversations
             .outbound_to(&id, text)
             .await
@@ -366,7 +377,14 @@ impl Inner {
                 other => other.into(),
             })?;
         let channel = message.channel;
-        let seq = self.conversations.reply(&message, agent).await?;
+        let seq = match client_id {
+            Some(c) => {
+                self.conversations
+                    .reply_once(&mut message, agent, c)
+                    .await?
+            }
+            None => self.conversations.reply(&message, agent).await?,
+        };
         metrics::counter!("switchboard_agent_replies_total", "channel" => channel.as_str())
             .increment(1);
         info!(contact_id = contact, agent_id = agent, message_id = %message.message_id, "Reply handed to the outbox.");
@@ -396,6 +414,14 @@ impl Inner {
             .await?
             .ok_or_else(|| ApiError::not_found("unknown_contact", format!("no contact {id}")))
     }
+}
+
+/// A client's name for a reply: 1 to 64 characters of A-Za-z0-9._:-.
+fn client_id_ok(c: &str) -> bool {
+    !c.is_empty()
+        && c.len() <= 64
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 pub fn conversation_of(

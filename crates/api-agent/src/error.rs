@@ -50,6 +50,7 @@ pub const CODES: &[&str] = &[
     "invalid_cursor",
     "invalid_presence",
     "invalid_text",
+    "invalid_client_id",
     "invalid_disposition",
     "invalid_transfer",
     "invalid_agent",

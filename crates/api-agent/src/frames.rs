@@ -140,6 +140,10 @@ pub enum ClientFrame {
         reference: String,
         contact_id: String,
         text: String,
+        /// The client's name for this reply: a retry with the same one is
+        /// sent and logged once.
+        #[serde(default)]
+        client_id: Option<String>,
     },
     Note {
         #[serde(rename = "ref", default)]

@@ -86,6 +86,16 @@ struct TextBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ReplyBody {
+    text: String,
+    /// The client's name for this reply: a retry with the same one is sent
+    /// and logged once.
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CloseBody {
     #[serde(default)]
     disposition: String,
@@ -250,8 +260,10 @@ pub async fn reply(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
-    let b: TextBody = body(&bytes)?;
-    let (message_id, seq) = inner.reply(caller.agent()?, &id, &b.text).await?;
+    let b: ReplyBody = body(&bytes)?;
+    let (message_id, seq) = inner
+        .reply(caller.agent()?, &id, &b.text, b.client_id.as_deref())
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "message_id": message_id, "seq": seq })),

@@ -388,10 +388,11 @@ async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
             reference,
             contact_id,
             text,
+            client_id,
         } => (
             reference,
             inner
-                .reply(agent, &contact_id, &text)
+                .reply(agent, &contact_id, &text, client_id.as_deref())
                 .await
                 .map(|(id, seq)| Some(serde_json::json!({ "message_id": id, "seq": seq }))),
         ),

@@ -4,7 +4,9 @@
 //! A reply is put in the outbox of the contact's source first (the promise
 //! to deliver it), then appended to the conversation log. Should the second
 //! write fail, the reply is still delivered but missing from the transcript;
-//! the caller is told the write failed.
+//! the caller is told the write failed. A client that names its replies
+//! (`client_id`) can retry then: [`Conversations::reply_once`] queues and
+//! logs each step once per name.
 
 use crate::{Store, StoreError};
 use futures::future::BoxFuture;
@@ -16,6 +18,18 @@ use switchboard_core::{
 };
 
 pub use switchboard_channel::LogEntry;
+
+/// Names a reply by its client's id: the message id given, or the one a
+/// first attempt named (KEYS[1] the conversation, ARGV[1] `reply:<client
+/// id>`, ARGV[2] the new message id).
+static CLAIM_REPLY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return ARGV[2] end \
+         return redis.call('HGET', KEYS[1], ARGV[1])",
+    )
+});
+static REPLY_ONCE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/reply_once.lua")));
 
 #[derive(Debug, Clone)]
 pub struct Conversations {
@@ -243,6 +257,62 @@ impl Conversations {
             &logged,
         )
         .await
+    }
+
+    /// A reply that the agent's client named `client_id`: queued and
+    /// logged once however often it is retried with that id (after a lost
+    /// answer or a 503, which may come after the reply was queued): a
+    /// retry gets the first attempt's message id (set in `message`) and
+    /// entry id.
+    pub async fn reply_once(
+        &self,
+        message: &mut OutboundMessage,
+        author: &str,
+        client_id: &str,
+    ) -> Result<String, StoreError> {
+        let keys = self.store.keys();
+        let conversation = message.conversation_id;
+        let claimed: String = {
+            let mut conn = self.store.conn();
+            let mut inv = CLAIM_REPLY.prepare_invoke();
+            inv.key(keys.conversation(&conversation))
+                .arg(format!("reply:{client_id}"))
+                .arg(message.message_id.to_string());
+            self.store.bounded(inv.invoke_async(&mut conn)).await?
+        };
+        message.message_id = claimed
+            .parse()
+            .map_err(|_| StoreError::Protocol(format!("stored reply id {claimed:?}")))?;
+        crate::RedisOutbox::enqueue_once(&self.store, message).await?;
+        let contact = message.contact_id.to_string();
+        let feed = self.store.event_feed();
+        if feed {
+            // As `append_with_event`: the assignment's events first.
+            if let Err(error) = crate::EventFeed::new(self.store.clone())
+                .move_routing_events_of(&message.contact_id)
+                .await
+            {
+                tracing::warn!(contact_id = %contact, %error, "Could not move the contact's routing events before its reply.");
+            }
+        }
+        let logged = serde_json::json!({ "author": author, "message": &*message }).to_string();
+        let at = Timestamp::now().as_millis();
+        let mut inv = REPLY_ONCE.prepare_invoke();
+        inv.key(keys.conversation_log(&conversation))
+            .key(keys.feed(conversation.partition()))
+            .key(keys.conversation(&conversation))
+            .arg(message.message_id.to_string())
+            .arg(at)
+            .arg(&logged)
+            .arg(&contact)
+            .arg(conversation.to_string())
+            .arg(if feed { "1" } else { "0" });
+        let mut conn = self.store.conn();
+        let seq: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        let event = LiveEvent::log(&conversation, &contact, &message.source, &seq, "out")
+            .with_entry(message.text.clone(), at);
+        crate::Live::new(self.store.clone()).publish(&event).await;
+        Ok(seq)
     }
 
     /// An internal note: in the transcript, never sent.

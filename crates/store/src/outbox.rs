@@ -18,6 +18,15 @@ use switchboard_core::{DeliveryOutcome, OutboundMessage, Timestamp};
 
 const GROUP: &str = "delivery";
 
+/// Queues a message unless its mark says it was queued already.
+static ENQUEUE_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 604800) then \
+           redis.call('XADD', KEYS[1], '*', 'attempt', 1, 'msg', ARGV[1]) return 1 end \
+         return 0",
+    )
+});
+
 /// The outbox of one adapter (`source`).
 #[derive(Clone)]
 pub struct RedisOutbox {
@@ -102,6 +111,22 @@ impl RedisOutbox {
                     .query_async::<String>(&mut conn),
             )
             .await?;
+        Ok(())
+    }
+
+    /// Like [`enqueue_to`](Self::enqueue_to), at most once per message id
+    /// (for 7 days): a client's retry of a reply that was queued before
+    /// its answer was lost queues nothing more.
+    pub async fn enqueue_once(store: &Store, message: &OutboundMessage) -> Result<(), StoreError> {
+        let json = serde_json::to_string(message)
+            .map_err(|e| StoreError::Protocol(format!("cannot encode outbound message: {e}")))?;
+        let key = store.keys().outbox(&message.source);
+        // The mark shares the outbox's hash tag (its first `{…}`).
+        let mark = format!("{key}:queued:{}", message.message_id);
+        let mut inv = ENQUEUE_ONCE.prepare_invoke();
+        inv.key(&key).key(mark).arg(json);
+        let mut conn = store.conn();
+        let _: i64 = store.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(())
     }
 
