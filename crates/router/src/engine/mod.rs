@@ -785,7 +785,7 @@ impl Engine {
                 continue;
             }
             let nominated_by = self.targets.remove(&ix).unwrap_or_default();
-            if let Some(d) = self.match_contact(ix, now) {
+            if let Some(d) = self.match_contact(ix, now, &nominated_by) {
                 self.dirty_agents.extend(nominated_by);
                 return Some(d);
             }
@@ -996,8 +996,11 @@ impl Engine {
                 .contains(&self.agents[agent as usize].profile.id)
     }
 
-    /// The best agent for a waiting contact.
-    fn match_contact(&mut self, ix: u32, now: u64) -> Option<Decision> {
+    /// The best agent for a waiting contact. The pools are scanned only so
+    /// far ([`SCAN_LIMIT`]); when every agent in that reach declined or
+    /// missed the contact, an agent further down who nominated it (it is
+    /// the best they could take) gets it.
+    fn match_contact(&mut self, ix: u32, now: u64, nominated_by: &[u32]) -> Option<Decision> {
         let slot = self.contacts[ix as usize].as_ref()?;
         if !self.open[slot.contact.queue] {
             // Matched again when the queue opens.
@@ -1022,7 +1025,19 @@ impl Engine {
                         best = Some(*k);
                     }
                 }
-                best.map(|k| k.agent())
+                best.map(|k| k.agent()).or_else(|| {
+                    nominated_by
+                        .iter()
+                        .copied()
+                        .filter(|&ax| {
+                            let a = &self.agents[ax as usize];
+                            !a.removed
+                                && !self.excluded(&slot.contact, ax)
+                                && a.rings[queue].is_some_and(|(ring, _)| (ring as usize) <= step)
+                                && a.can_take(c, &self.interrupt_voice).is_ok()
+                        })
+                        .min_by_key(|&ax| self.key(ax, queue))
+                })
             }
         }?;
         self.commit(ix, agent, now)

@@ -427,6 +427,28 @@ fn declined_agents_are_not_offered_the_contact_again() {
     assert!(e.next_decision(0).is_none());
 }
 
+/// A contact that the first agents of the pool, farther than the matcher
+/// scans, all declined still goes to a free agent further down (one who
+/// nominated it), not only at the next change.
+#[test]
+fn a_contact_declined_by_the_first_agents_of_a_large_pool_still_finds_one() {
+    let mut e = engine(vec![queue("q", &[])]);
+    let n = SCAN_LIMIT + 6;
+    for i in 0..n {
+        e.upsert_agent(profile(&format!("a{i}"), &[], CHAT), available(i as u64));
+    }
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.excluded = (0..=SCAN_LIMIT)
+        .map(|i| agent_id(&format!("a{i}")))
+        .collect();
+    e.add_contact(c, 0);
+    let d = e
+        .next_decision(0)
+        .expect("an agent beyond the declined ones");
+    let taken: usize = d.agent.as_str()[1..].parse().unwrap();
+    assert_eq!(taken, SCAN_LIMIT + 1, "the longest idle of those left");
+}
+
 #[test]
 fn adding_the_same_contact_twice_changes_nothing() {
     let mut e = engine(vec![queue("q", &[])]);
