@@ -445,7 +445,7 @@ fn a_contact_declined_by_the_first_agents_of_a_large_pool_still_finds_one() {
     let d = e
         .next_decision(0)
         .expect("an agent beyond the declined ones");
-    let taken: usize = d.agent.as_str()[1..].parse().unwrap();
+    let taken: usize = d.agent.as_str()[1..].parse().expect("a0…a69");
     assert_eq!(taken, SCAN_LIMIT + 1, "the longest idle of those left");
 }
 
