@@ -105,6 +105,20 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         .await
         .unwrap();
     r.assert_refused(422, "invalid_presence");
+    // The reason's limit counts characters (as the OpenAPI file's
+    // maxLength does), not bytes: 150 Ukrainian letters are 300 bytes.
+    for (reason, status) in [("ї".repeat(150), 200), ("ї".repeat(201), 422)] {
+        let r = http
+            .call(
+                "PUT",
+                &format!("{api}/me/presence"),
+                Some(OLENA),
+                Some(&json!({"presence": "away", "reason": reason})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, status, "{}", r.body);
+    }
     let r = http
         .call(
             "PUT",
@@ -572,6 +586,17 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
         .await
         .unwrap();
     r.assert_refused(422, "invalid_agent");
+    // A proficiency past 5, even past what a byte holds, is out of range.
+    let r = http
+        .call(
+            "PUT",
+            &format!("{api}/agents"),
+            Some(SUPERVISOR),
+            Some(&json!({"id": "bad", "capacity": {"chat": 1}, "skills": {"billing": 256}, "token": "bad-token-0123456789"})),
+        )
+        .await
+        .unwrap();
+    r.assert_refused(422, "invalid_agent");
     // Capacities are bounded (their sum overflowed in the router before),
     // and whole numbers may be written 2.0, as JSON Schema allows.
     for (body, status, code) in [
@@ -581,6 +606,12 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
             Some("invalid_agent"),
         ),
         (json!({"chat": 1001}), 422, Some("invalid_agent")),
+        (
+            json!({"chat": 5_000_000_000u64}),
+            422,
+            Some("invalid_agent"),
+        ),
+        (json!({"chat": -1}), 400, Some("bad_json")),
         (json!({"chat": 2.5}), 400, Some("bad_json")),
         (json!({"chat": 2.0}), 201, None),
     ] {
@@ -812,6 +843,26 @@ async fn messages_after_the_accept_arrive_live_at_once() {
         .expect("the typed line arrives live");
     assert_eq!(frame["media"], json!([]), "{frame}");
 
+    // A score out of range is refused as such, whatever its size; one
+    // that is not a whole number is not JSON this endpoint takes.
+    for (score, status, code) in [
+        (json!(256), 422, "bad_rating"),
+        (json!(-1), 422, "bad_rating"),
+        (json!(0), 422, "bad_rating"),
+        (json!(3.5), 400, "bad_json"),
+    ] {
+        let r = http
+            .call(
+                "POST",
+                &format!("{base}/channels/api/contacts/{contact}/rating"),
+                Some(TOKEN),
+                Some(&json!({ "score": score })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, status, "{score}: {}", r.body);
+        assert!(r.body.contains(code), "{score}: {}", r.body);
+    }
     // A rating while the chat goes on (a survey through the intake API)
     // does not end the agent's hold: later messages still arrive live.
     let r = http

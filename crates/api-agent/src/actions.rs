@@ -147,10 +147,10 @@ impl Inner {
                 format!("presence must be available, away or offline, not {presence:?}"),
             ));
         }
-        if reason.len() > 200 {
+        if reason.chars().count() > 200 {
             return Err(ApiError::bad_request(
                 "invalid_presence",
-                "reason: at most 200 bytes",
+                "reason: at most 200 characters",
             ));
         }
         let r = self
@@ -243,10 +243,10 @@ impl Inner {
         disposition: &str,
     ) -> Result<(), ApiError> {
         let id = contact_id(contact)?;
-        if disposition.len() > 64 {
+        if disposition.chars().count() > 64 {
             return Err(ApiError::bad_request(
                 "invalid_disposition",
-                "at most 64 bytes",
+                "at most 64 characters",
             ));
         }
         let now = now();

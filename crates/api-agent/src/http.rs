@@ -116,12 +116,14 @@ struct NewAgent {
     id: switchboard_core::AgentId,
     #[serde(default)]
     name: String,
+    // Read as u64 and checked against the ranges after: a level of 256 is
+    // out of range (422 invalid_agent), not unreadable JSON.
     #[serde(default, deserialize_with = "whole::map")]
-    skills: BTreeMap<String, u8>,
+    skills: BTreeMap<String, u64>,
     #[serde(default, deserialize_with = "whole::map")]
-    capacity: BTreeMap<switchboard_core::ChannelKind, u32>,
+    capacity: BTreeMap<switchboard_core::ChannelKind, u64>,
     #[serde(default, deserialize_with = "whole::option")]
-    total_capacity: Option<u32>,
+    total_capacity: Option<u64>,
     token: String,
 }
 
@@ -420,7 +422,12 @@ pub async fn put_agent(
             "token: at least 16 characters",
         ));
     }
-    switchboard_router::plan::check_levels("skills", &a.skills, 1)
+    let skills: BTreeMap<String, u8> = a
+        .skills
+        .into_iter()
+        .map(|(s, l)| (s, u8::try_from(l).unwrap_or(u8::MAX)))
+        .collect();
+    switchboard_router::plan::check_levels("skills", &skills, 1)
         .map_err(|e| ApiError::bad_request("invalid_agent", e.to_string()))?;
     let mut capacity = [0u32; 4];
     for (c, n) in &a.capacity {
@@ -428,9 +435,12 @@ pub async fn put_agent(
             .iter()
             .position(|x| x == c)
             .unwrap_or(0);
-        capacity[i] = *n;
+        capacity[i] = u32::try_from(*n).unwrap_or(u32::MAX);
     }
-    switchboard_router::settings::check_capacity(&capacity, a.total_capacity).map_err(
+    let total_capacity = a
+        .total_capacity
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    switchboard_router::settings::check_capacity(&capacity, total_capacity).map_err(
         |(field, problem)| ApiError::bad_request("invalid_agent", format!("{field}: {problem}")),
     )?;
     let record = AgentRecord {
@@ -440,9 +450,9 @@ pub async fn put_agent(
         } else {
             a.name
         },
-        skills: a.skills.into_iter().collect(),
+        skills: skills.into_iter().collect(),
         capacity,
-        total_capacity: a.total_capacity.unwrap_or(0),
+        total_capacity: total_capacity.unwrap_or(0),
         token_sha256: switchboard_router::settings::token_digest(&a.token),
     };
     let created = inner.state.upsert_agent(&record, "api").await?;

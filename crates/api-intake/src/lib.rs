@@ -297,7 +297,8 @@ async fn end(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RatingBody {
-    score: u8,
+    /// Any whole number reads; outside 1 to 5 is `bad_rating`.
+    score: i64,
 }
 
 /// `POST /channels/{name}/contacts/{id}/rating`: the customer's
@@ -313,19 +314,22 @@ async fn rate(
         Ok(b) => b,
         Err(r) => return r,
     };
-    if !(1..=5).contains(&body.score) {
+    let Some(score) = u8::try_from(body.score)
+        .ok()
+        .filter(|s| (1..=5).contains(s))
+    else {
         rejected(&state.name, "bad_rating");
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_rating",
             "score: 1 to 5".into(),
         );
-    }
+    };
     let contact = match own_contact(&state, &id).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    match state.routing.rate(&contact, body.score).await {
+    match state.routing.rate(&contact, score).await {
         Ok(outcome) => axum::Json(serde_json::json!({ "outcome": outcome })).into_response(),
         Err(e) => unavailable(&e),
     }
