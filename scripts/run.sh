@@ -20,6 +20,13 @@ bin=${CARGO_TARGET_DIR:-target}/release/switchboard
 
 url=$("$bin" show-config redis.url --config "$config")
 started_redis=""
+stop_redis() {
+  if [ -n "$started_redis" ] && kill -0 "$started_redis" 2>/dev/null; then
+    echo "run.sh: stopping the private Redis (data kept in $state/redis)"
+    kill -TERM "$started_redis" || true
+  fi
+}
+trap stop_redis EXIT
 if [ -z "$url" ]; then
   if ! command -v redis-server >/dev/null 2>&1; then
     sudo=""
@@ -30,11 +37,14 @@ if [ -z "$url" ]; then
   fi
   mkdir -p "$state/redis"
   pidfile="$state/redis/redis.pid"
+  # Its answer to PING: PONG, "LOADING …" while it reads its data back from
+  # a large append-only file, or nothing.
+  redis_ping() { redis-cli -p "$redis_port" ping 2>/dev/null || true; }
   # A pidfile left by a Redis that was killed may name another process now:
   # reuse only a live redis-server that answers on our port.
   old_pid=$(cat "$pidfile" 2>/dev/null || true)
   if [ -n "$old_pid" ] && [ "$(cat "/proc/$old_pid/comm" 2>/dev/null)" = redis-server ] \
-    && redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+    && [ -n "$(redis_ping)" ]; then
     echo "run.sh: reusing the private Redis already running (pid $old_pid)"
   else
     rm -f "$pidfile"
@@ -43,12 +53,28 @@ if [ -z "$url" ]; then
       --stream-node-max-bytes 1024 --auto-aof-rewrite-min-size 1gb \
       --daemonize yes --pidfile "$pidfile" --logfile "$state/redis/redis.log"
     for _ in $(seq 100); do
-      [ -s "$pidfile" ] && redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+      [ -s "$pidfile" ] && break
       sleep 0.1
     done
     [ -s "$pidfile" ] || { echo "run.sh: redis-server did not start; see $state/redis/redis.log" >&2; exit 1; }
     started_redis=$(cat "$pidfile")
   fi
+  # Wait for PONG: as long as it takes to load its data, 10 s otherwise.
+  silent=0
+  loading=""
+  while :; do
+    answer=$(redis_ping)
+    case "$answer" in
+      PONG) break ;;
+      LOADING*)
+        [ -n "$loading" ] || echo "run.sh: the private Redis is loading its data; waiting"
+        loading=1 ;;
+      *)
+        silent=$((silent + 1))
+        [ "$silent" -le 100 ] || { echo "run.sh: redis-server does not answer; see $state/redis/redis.log" >&2; exit 1; } ;;
+    esac
+    sleep 0.1
+  done
   url="redis://127.0.0.1:$redis_port"
   export SWITCHBOARD__REDIS__URL=$url
   echo "run.sh: private Redis at $url, data in $state/redis"
@@ -58,13 +84,6 @@ listen=$("$bin" show-config http.listen --config "$config")
 echo "run.sh: Switchboard HTTP at http://$listen  (/healthz, /readyz, /metrics, /channels/<name>/…)"
 echo "run.sh: configuration $config; stop with Ctrl-C"
 
-stop_redis() {
-  if [ -n "$started_redis" ] && kill -0 "$started_redis" 2>/dev/null; then
-    echo "run.sh: stopping the private Redis (data kept in $state/redis)"
-    kill -TERM "$started_redis" || true
-  fi
-}
-trap stop_redis EXIT
 "$bin" --config "$config" &
 daemon=$!
 trap 'kill -TERM $daemon 2>/dev/null || true' INT TERM
