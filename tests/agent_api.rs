@@ -1683,3 +1683,56 @@ async fn a_named_reply_retried_is_sent_once() {
     assert_eq!(queued(&mut conn).await, 2);
     assert_eq!(outs().await, 2);
 }
+
+/// An agent set away for a missed offer loses their other pending offers
+/// at once, taken back (not expired: not counted as missed, not barring
+/// them from the contact), as when they go away themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn away_for_a_missed_offer_takes_back_the_other_offers() {
+    let redis = RedisServer::start();
+    let config = config().replace(
+        "wrap_up_secs = 2",
+        "wrap_up_secs = 2\nmissed_offers_before_away = 1",
+    ) + "\n[routing.offer_timeout_secs]\nchat = 2\n";
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config,
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let mut ws = AgentSocket::connect_available(&base, OLENA).await;
+    let mut contacts = Vec::new();
+    for (visitor, id) in [("visitor-m1", "mm-1"), ("visitor-m2", "mm-2")] {
+        http.submit(&base, &chat_event(visitor, id, "hello"))
+            .await
+            .unwrap();
+        let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+        contacts.push(offer.expect("an offer")["contact_id"].clone());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let mut withdrawn = Vec::new();
+    while withdrawn.len() < 2 {
+        let (frame, seen) = ws.until("offer_withdrawn", Duration::from_secs(5)).await;
+        let frame = frame.unwrap_or_else(|| panic!("both offers withdrawn: {seen:?}"));
+        withdrawn.push((frame["contact_id"].clone(), frame["reason"].clone()));
+    }
+    assert_eq!(
+        withdrawn,
+        [
+            (contacts[0].clone(), json!("expired")),
+            (contacts[1].clone(), json!("revoked"))
+        ]
+    );
+    let second = contacts[1].as_str().unwrap();
+    let r = http
+        .call(
+            "GET",
+            &format!("{base}/api/v1/contacts/{second}/routing"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["excluded"], json!([]), "{}", r.body);
+}

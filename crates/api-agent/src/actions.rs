@@ -161,37 +161,8 @@ impl Inner {
             return Err(ApiError::refused(&r, ""));
         }
         info!(agent_id = agent, presence, "Presence changed.");
-        if presence != "available" {
-            self.withdraw_offers(agent).await?;
-        }
-        Ok(())
-    }
-
-    /// Takes back the offers pending for an agent who went away or
-    /// offline: routed to others at once, and (unlike a missed offer) not
-    /// counted against them nor barring them from the contact.
-    async fn withdraw_offers(&self, agent: &str) -> Result<(), ApiError> {
-        for c in self.state.held(agent).await? {
-            let Ok(id) = c.parse::<ContactId>() else {
-                continue;
-            };
-            let Some(rec) = self.state.route_record(&id).await? else {
-                continue;
-            };
-            if rec.state == "offered" && rec.agent == agent {
-                let r = self
-                    .state
-                    .answer(Answer::Revoke, &id, agent, now(), 0)
-                    .await?;
-                if r == "ok" {
-                    info!(
-                        contact_id = c,
-                        agent_id = agent,
-                        "Agent went away; offer taken back."
-                    );
-                }
-            }
-        }
+        // Offers pending for an agent who went away or offline are taken
+        // back by the routing leader (within a sweep, ~0.25 s).
         Ok(())
     }
 
@@ -286,8 +257,8 @@ impl Inner {
     ) -> Result<(), ApiError> {
         let id = contact_id(contact)?;
         let rec = self.visible(caller, &id).await?;
-        // The requeue script also takes back offers (a session that
-        // ended); a transfer is only of what someone accepted.
+        // A transfer is only of what someone accepted (the requeue script
+        // checks it again, against a re-offer in between).
         if rec.state != "assigned" {
             return Err(ApiError::conflict(
                 "not_assigned",

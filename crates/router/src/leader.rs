@@ -170,6 +170,9 @@ struct Mirror {
     /// requeued), until they come back.
     revoked: HashSet<String>,
     requeued: HashSet<String>,
+    /// Agents away or offline with offers pending: taken back at the next
+    /// sweep.
+    withdraw: HashSet<String>,
 }
 
 impl Leader {
@@ -274,10 +277,16 @@ impl Leader {
             live: HashMap::new(),
             revoked: HashSet::new(),
             requeued: HashSet::new(),
+            withdraw: HashSet::new(),
         };
         for (rec, live) in self.state.agents().await? {
             if let Some(profile) = agent_profile(&rec) {
                 engine.upsert_agent(profile, agent_status(&live, now));
+                if matches!(live.presence.as_str(), "away" | "offline")
+                    && live.loads.iter().any(|l| *l > 0)
+                {
+                    mirror.withdraw.insert(rec.id.clone());
+                }
                 mirror.live.insert(rec.id.clone(), live);
             }
         }
@@ -591,6 +600,11 @@ impl Leader {
                     mirror.revoked.remove(agent);
                     mirror.requeued.remove(agent);
                 }
+                if matches!(live.presence.as_str(), "away" | "offline")
+                    && live.loads.iter().any(|l| *l > 0)
+                {
+                    mirror.withdraw.insert(agent.clone());
+                }
                 if let Ok(id) = agent.parse::<AgentId>()
                     && !engine.update_agent(&id, agent_status(live, now))
                     && event.kind != "agent"
@@ -682,11 +696,14 @@ impl Leader {
                 fresh.insert(rec.id, live);
             }
         }
-        for (agent, requeue) in lapsed {
+        for (agent, _) in lapsed {
             let Some(live) = fresh.remove(&agent) else {
                 continue;
             };
             let online = live.online_until > now;
+            // Whether the grace has passed, from Redis's deadline: the
+            // mirror's may be older than the last heartbeat.
+            let requeue = live.online_until + grace <= now && !mirror.requeued.contains(&agent);
             let holds = live.loads.iter().any(|l| *l > 0);
             mirror.live.insert(agent.clone(), live);
             if online {
@@ -699,40 +716,37 @@ impl Leader {
             }
             // Loads count what an agent holds (offered or assigned): with
             // none, there is nothing to take back.
-            let held = if holds {
-                self.state.held(&agent).await?
-            } else {
-                Vec::new()
-            };
-            for contact in held {
-                let Ok(id) = contact.parse::<ContactId>() else {
-                    continue;
-                };
-                let Some(rec) = self.state.route_record(&id).await? else {
-                    continue;
-                };
-                // The scripts check again that the session is still over:
-                // the agent may have come back since the read above.
-                if rec.state == "offered" {
-                    let r = self
-                        .state
-                        .answer(Answer::Revoke, &id, &agent, now, 0)
-                        .await?;
-                    if r == "ok" {
-                        info!(contact_id = %id, agent_id = %agent, "Agent disconnected; offer taken back.");
-                    }
-                } else if rec.state == "assigned" && requeue {
-                    let r = self.state.requeue_lapsed(&id, &agent, now, grace).await?;
-                    if r == "ok" {
-                        counter!("switchboard_router_requeued_total", "reason" => "agent_disconnected")
-                            .increment(1);
-                        info!(contact_id = %id, agent_id = %agent, "Agent did not come back; contact back in the queue.");
+            if !holds {
+                mirror.revoked.insert(agent.clone());
+                if requeue {
+                    mirror.requeued.insert(agent);
+                }
+                continue;
+            }
+            // One agent's failure does not hold up the others, nor the
+            // offer deadlines below; the next sweep tries it again.
+            match self.take_back(&agent, requeue, now, grace).await {
+                Ok(TakenBack { refused: false }) => {
+                    mirror.revoked.insert(agent.clone());
+                    if requeue {
+                        mirror.requeued.insert(agent);
                     }
                 }
+                // The agent came back meanwhile (or the grace is not over
+                // in Redis's view): the next sweep looks again.
+                Ok(TakenBack { refused: true }) => {}
+                Err(error) => {
+                    warn!(agent_id = %agent, %error, "Could not take back a lapsed session's contacts; trying again.");
+                }
             }
-            mirror.revoked.insert(agent.clone());
-            if requeue {
-                mirror.requeued.insert(agent);
+        }
+        // Agents who went away or offline (themselves, or for missed
+        // offers) with offers pending: those go to others at once, not
+        // counted as missed.
+        for agent in std::mem::take(&mut mirror.withdraw) {
+            if let Err(error) = self.take_back(&agent, false, now, grace).await {
+                warn!(agent_id = %agent, %error, "Could not take back an away agent's offers; trying again.");
+                mirror.withdraw.insert(agent);
             }
         }
         // Offer deadlines after lapsed sessions: the offer of an agent whose
@@ -762,6 +776,66 @@ impl Leader {
             }
         }
         Ok(())
+    }
+}
+
+/// What [`Leader::take_back`] did.
+struct TakenBack {
+    /// A script refused because the agent is back (online and available),
+    /// or their session's grace is not over in Redis's view.
+    refused: bool,
+}
+
+impl Leader {
+    /// Takes back the offers pending for `agent`, and with `requeue` puts
+    /// the contacts assigned to them back in their queues. The scripts
+    /// check again that this is still right (the agent's session over, or
+    /// the agent away or offline; the grace passed), so a leader whose
+    /// view is old takes nothing from an agent who came back.
+    async fn take_back(
+        &self,
+        agent: &str,
+        requeue: bool,
+        now: u64,
+        grace: u64,
+    ) -> Result<TakenBack, StoreError> {
+        let mut refused = false;
+        for contact in self.state.held(agent).await? {
+            let Ok(id) = contact.parse::<ContactId>() else {
+                continue;
+            };
+            let Some(rec) = self.state.route_record(&id).await? else {
+                continue;
+            };
+            if rec.agent != agent {
+                continue;
+            }
+            if rec.state == "offered" {
+                let r = self
+                    .state
+                    .answer(Answer::Revoke, &id, agent, now, 0)
+                    .await?;
+                match r.as_str() {
+                    "ok" => {
+                        info!(contact_id = %id, agent_id = %agent, "Agent gone or away; offer taken back.");
+                    }
+                    "online" => refused = true,
+                    _ => {}
+                }
+            } else if rec.state == "assigned" && requeue {
+                let r = self.state.requeue_lapsed(&id, agent, now, grace).await?;
+                match r.as_str() {
+                    "ok" => {
+                        counter!("switchboard_router_requeued_total", "reason" => "agent_disconnected")
+                            .increment(1);
+                        info!(contact_id = %id, agent_id = %agent, "Agent did not come back; contact back in the queue.");
+                    }
+                    "online" => refused = true,
+                    _ => {}
+                }
+            }
+        }
+        Ok(TakenBack { refused })
     }
 }
 
