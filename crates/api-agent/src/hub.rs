@@ -517,7 +517,7 @@ impl Hub {
             // The last socket closed while this ran: its end may have been
             // written before the refresh, which must not outlive it.
             if !self.has(&agent) {
-                self.end_session(state, &agent).await;
+                self.end_session(state, &agent, ttl).await;
             }
         }
     }
@@ -525,10 +525,18 @@ impl Hub {
     /// This instance no longer keeps `agent`'s session (their last socket
     /// here closed): they stay online while another instance's socket or a
     /// heartbeat keeps them.
-    pub async fn end_session(&self, state: &RoutingState, agent: &str) {
+    pub async fn end_session(&self, state: &RoutingState, agent: &str, ttl: Duration) {
         let now = switchboard_core::Timestamp::now().as_millis();
         if let Err(error) = state.keep_session(agent, &self.session_holder, now).await {
             debug!(%error, agent_id = %agent, "Could not end the agent's session; it lapses by itself.");
+        }
+        // A new socket of theirs came in meanwhile here, and its start may
+        // have been written before this end: keep its session.
+        if self.has(agent) {
+            let until = now + ttl.as_millis() as u64;
+            if let Err(error) = state.keep_session(agent, &self.session_holder, until).await {
+                debug!(%error, agent_id = %agent, "Could not keep the agent's session; the next refresh does.");
+            }
         }
     }
 }

@@ -98,7 +98,12 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
                     reason: Utf8Bytes::from(e.message.chars().take(100).collect::<String>()),
                 }));
                 written(async { sink.send(close).await.is_ok() }).await;
-                inner.hub.unregister(&agent, session_id);
+                if inner.hub.unregister(&agent, session_id) {
+                    inner
+                        .hub
+                        .end_session(&inner.state, &agent, inner.session_ttl())
+                        .await;
+                }
                 return;
             }
         };
@@ -210,7 +215,10 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
         if inner.hub.unregister(&agent, session_id) {
             // The last session here: the agent is gone unless another
             // instance's socket or a heartbeat keeps them.
-            inner.hub.end_session(&inner.state, &agent).await;
+            inner
+                .hub
+                .end_session(&inner.state, &agent, inner.session_ttl())
+                .await;
         }
         info!("Agent disconnected.");
     }
