@@ -1682,6 +1682,45 @@ async fn a_named_reply_retried_is_sent_once() {
     assert_ne!(ids(&second.json()), ids(&first.json()));
     assert_eq!(queued(&mut conn).await, 2);
     assert_eq!(outs().await, 2);
+    // The name of a reply is not reused for another text.
+    post(json!({"text": "Something else.", "client_id": "r-2"}))
+        .await
+        .assert_refused(409, "conflict");
+
+    // The first write (the outbox) happened, the second (the transcript)
+    // did not: a retry logs it and queues nothing more.
+    let partition = contact.split('-').next().unwrap();
+    let fields: std::collections::HashMap<String, String> =
+        redis::AsyncCommands::hgetall(&mut conn, format!("sb:{{p{partition}}}:contact:{contact}"))
+            .await
+            .unwrap();
+    let conv = format!("sb:{{p{partition}}}:conv:{}", fields["conversation"]);
+    let (message_id, seq) = ids(&second.json());
+    let (message_id, seq) = (message_id.as_str().unwrap(), seq.as_str().unwrap());
+    let _: () = redis::AsyncCommands::xdel(&mut conn, format!("{conv}:log"), &[seq])
+        .await
+        .unwrap();
+    let _: () = redis::AsyncCommands::hdel(&mut conn, &conv, format!("logged:{message_id}"))
+        .await
+        .unwrap();
+    assert_eq!(outs().await, 1);
+    let again = post(json!({"text": "Found it.", "client_id": "r-2"})).await;
+    assert_eq!(again.status, 202, "{}", again.body);
+    assert_eq!(again.json()["message_id"], message_id);
+    assert_eq!((queued(&mut conn).await, outs().await), (2, 2));
+
+    // Closed: a retry of a named reply is still finished (the contact was
+    // Petro's when it was first sent); a new reply is refused.
+    ws.send(json!({"type": "close", "ref": "c1", "contact_id": contact, "disposition": "done"}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    assert_eq!(result.expect("a result")["ok"], true);
+    let late = post(json!({"text": "Found it.", "client_id": "r-2"})).await;
+    assert_eq!(late.status, 202, "{}", late.body);
+    assert_eq!(late.json()["message_id"], message_id);
+    let r = post(json!({"text": "One more thing.", "client_id": "r-3"})).await;
+    r.assert_refused(403, "forbidden");
+    assert_eq!(queued(&mut conn).await, 2);
 }
 
 /// An agent set away for a missed offer loses their other pending offers

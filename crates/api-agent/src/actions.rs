@@ -4,11 +4,12 @@
 
 use crate::Inner;
 use crate::error::ApiError;
+use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 use switchboard_core::{ContactId, ConversationId, Timestamp};
-use switchboard_store::{Answer, RouteRecord, StoreError};
+use switchboard_store::{Answer, NamedReply, RouteRecord, StoreError};
 use tracing::info;
 
 /// Who is calling.
@@ -337,29 +338,63 @@ impl Inner {
                 "client_id: 1 to 64 characters of A-Za-z0-9._:-",
             ));
         }
-        self.handled(&Caller::Agent(agent.to_owned()), &id).await?;
+        if let Err(refused) = self.handled(&Caller::Agent(agent.to_owned()), &id).await {
+            // A retry of a reply this agent named while the contact was
+            // theirs is finished though it has left them since (closed,
+            // transferred): its first attempt may be queued already.
+            let retry = client_id
+                .filter(|_| matches!(refused.status, StatusCode::CONFLICT | StatusCode::FORBIDDEN));
+            return match retry {
+                Some(c) => self
+                    .send_reply(agent, &id, text, Some((c, true)))
+                    .await?
+                    .ok_or(refused),
+                None => Err(refused),
+            };
+        }
+        self.send_reply(agent, &id, text, client_id.map(|c| (c, false)))
+            .await?
+            .ok_or_else(|| ApiError::conflict("refused", "the reply was not sent"))
+    }
+
+    /// Queues and logs a reply (`named`: its client's name, and whether
+    /// only a retry of a reply named so is to be finished). `None`: only a
+    /// retry, and no reply has that name.
+    async fn send_reply(
+        &self,
+        agent: &str,
+        id: &ContactId,
+        text: &str,
+        named: Option<(&str, bool)>,
+    ) -> Result<Option<(String, String)>, ApiError> {
         self.check_text(text)?;
         let mut message = self
             .conversations
-            .outbound_to(&id, text)
+            .outbound_to(id, text)
             .await
             .map_err(|e| match e {
                 StoreError::Conflict(m) => ApiError::conflict("refused", m),
                 other => other.into(),
             })?;
         let channel = message.channel;
-        let seq = match client_id {
-            Some(c) => {
-                self.conversations
-                    .reply_once(&mut message, agent, c)
-                    .await?
-            }
-            None => self.conversations.reply(&message, agent).await?,
+        let (seq, first) = match named {
+            Some((c, only_retry)) => match self
+                .conversations
+                .reply_once(&mut message, agent, c, only_retry)
+                .await?
+            {
+                NamedReply::Sent { seq, first } => (seq, first),
+                NamedReply::Conflict(why) => return Err(ApiError::conflict("conflict", why)),
+                NamedReply::Unknown => return Ok(None),
+            },
+            None => (self.conversations.reply(&message, agent).await?, true),
         };
-        metrics::counter!("switchboard_agent_replies_total", "channel" => channel.as_str())
-            .increment(1);
-        info!(contact_id = contact, agent_id = agent, message_id = %message.message_id, "Reply handed to the outbox.");
-        Ok((message.message_id.to_string(), seq))
+        if first {
+            metrics::counter!("switchboard_agent_replies_total", "channel" => channel.as_str())
+                .increment(1);
+        }
+        info!(contact_id = %id, agent_id = agent, message_id = %message.message_id, "Reply handed to the outbox.");
+        Ok(Some((message.message_id.to_string(), seq)))
     }
 
     fn check_text(&self, text: &str) -> Result<(), ApiError> {

@@ -126,6 +126,11 @@ impl MessageId {
     pub fn new() -> Self {
         MessageId(Ulid::new())
     }
+
+    /// When it was made (ms since the epoch; a ULID carries it).
+    pub fn created_ms(&self) -> u64 {
+        self.0.timestamp_ms()
+    }
 }
 
 impl Default for MessageId {

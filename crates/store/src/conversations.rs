@@ -19,15 +19,26 @@ use switchboard_core::{
 
 pub use switchboard_channel::LogEntry;
 
-/// Names a reply by its client's id: the message id given, or the one a
-/// first attempt named (KEYS[1] the conversation, ARGV[1] `reply:<client
-/// id>`, ARGV[2] the new message id).
-static CLAIM_REPLY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        "if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return ARGV[2] end \
-         return redis.call('HGET', KEYS[1], ARGV[1])",
-    )
-});
+/// Names a reply by its client's id (`lua/claim_reply.lua`).
+static CLAIM_REPLY: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/claim_reply.lua")));
+
+/// How long a client may retry a named reply: less than the outbox's
+/// once-mark lasts (7 days), so a retry never queues it a second time.
+const RETRY_WITHIN_MS: u64 = 6 * 24 * 3600 * 1000;
+
+/// What became of a named reply ([`Conversations::reply_once`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedReply {
+    /// Queued and logged: its entry id; `first` unless an earlier
+    /// attempt named it.
+    Sent { seq: String, first: bool },
+    /// The name was used for another reply (another text or agent), or
+    /// the first attempt is too old to retry: nothing done.
+    Conflict(String),
+    /// `only_retry` and no reply has that name: nothing done.
+    Unknown,
+}
 static REPLY_ONCE: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/reply_once.lua")));
 
@@ -259,30 +270,51 @@ impl Conversations {
         .await
     }
 
-    /// A reply that the agent's client named `client_id`: queued and
-    /// logged once however often it is retried with that id (after a lost
-    /// answer or a 503, which may come after the reply was queued): a
-    /// retry gets the first attempt's message id (set in `message`) and
-    /// entry id.
+    /// A reply that `author`'s client named `client_id`: queued and
+    /// logged once however often it is retried with that name and text
+    /// (after a lost answer or a 503, which may come after the reply was
+    /// queued): a retry gets the first attempt's message id (set in
+    /// `message`) and entry id. With `only_retry`, only a reply named so
+    /// before is finished (a retry after the contact left the agent).
     pub async fn reply_once(
         &self,
         message: &mut OutboundMessage,
         author: &str,
         client_id: &str,
-    ) -> Result<String, StoreError> {
+        only_retry: bool,
+    ) -> Result<NamedReply, StoreError> {
         let keys = self.store.keys();
         let conversation = message.conversation_id;
-        let claimed: String = {
+        let (status, claimed): (String, String) = {
             let mut conn = self.store.conn();
             let mut inv = CLAIM_REPLY.prepare_invoke();
             inv.key(keys.conversation(&conversation))
                 .arg(format!("reply:{client_id}"))
-                .arg(message.message_id.to_string());
+                .arg(message.message_id.to_string())
+                .arg(author)
+                .arg(&message.text)
+                .arg(if only_retry { "1" } else { "0" });
             self.store.bounded(inv.invoke_async(&mut conn)).await?
         };
+        match status.as_str() {
+            "new" | "retry" => {}
+            "none" => return Ok(NamedReply::Unknown),
+            _ => {
+                return Ok(NamedReply::Conflict(format!(
+                    "client_id {client_id} names another reply (another text or agent)"
+                )));
+            }
+        }
         message.message_id = claimed
             .parse()
             .map_err(|_| StoreError::Protocol(format!("stored reply id {claimed:?}")))?;
+        if status == "retry"
+            && message.message_id.created_ms() + RETRY_WITHIN_MS < Timestamp::now().as_millis()
+        {
+            return Ok(NamedReply::Conflict(format!(
+                "client_id {client_id} names a reply too old to retry"
+            )));
+        }
         crate::RedisOutbox::enqueue_once(&self.store, message).await?;
         let contact = message.contact_id.to_string();
         let feed = self.store.event_feed();
@@ -312,7 +344,10 @@ impl Conversations {
         let event = LiveEvent::log(&conversation, &contact, &message.source, &seq, "out")
             .with_entry(message.text.clone(), at);
         crate::Live::new(self.store.clone()).publish(&event).await;
-        Ok(seq)
+        Ok(NamedReply::Sent {
+            seq,
+            first: status == "new",
+        })
     }
 
     /// An internal note: in the transcript, never sent.

@@ -31,7 +31,7 @@ pub use assign::{
 };
 pub use channel_state::RedisChannelState;
 pub use conn::{RedisConn, Topology};
-pub use conversations::{Conversations, LogEntry};
+pub use conversations::{Conversations, LogEntry, NamedReply};
 pub use feed::{Batch, EventFeed, FeedEntry, Moved};
 pub use intake::{IntakeSettings, RedisIntake};
 pub use keys::KeySpace;
