@@ -139,11 +139,11 @@ pub(crate) async fn pull(
             Ok(Some(delivery)) => taken.push(delivery),
             Ok(None) => break,
             Err(OutboxError::Corrupt { handle, reason }) => {
-                // Not a reply anyone can read: logged and counted; it stays
-                // pending in the outbox, as with the other adapters.
+                // Not a reply anyone can read: logged and counted; the outbox
+                // moved it to its unreadable entries.
                 counter!("switchboard_intake_api_replies_total", "source" => state.name.clone(), "outcome" => "corrupt")
                     .increment(1);
-                tracing::error!(source = %state.name, %handle, %reason, "An outbox entry cannot be read; it stays in the outbox.");
+                tracing::error!(source = %state.name, %handle, %reason, "An outbox entry cannot be read; the outbox set it aside.");
                 break;
             }
             Err(e) if taken.is_empty() => return outbox_unavailable(&e),

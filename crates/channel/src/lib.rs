@@ -177,6 +177,8 @@ pub struct OutboundDelivery {
 pub enum OutboxError {
     #[error("outbox temporarily unavailable: {0}")]
     Unavailable(String),
+    /// An entry that is no delivery: the outbox has set it aside (it is
+    /// not handed out again).
     #[error("corrupt outbox entry {handle}: {reason}")]
     Corrupt { handle: String, reason: String },
 }
@@ -222,8 +224,8 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     }
     /// Hands a delivery over to another adapter's outbox: `message` (with
     /// that adapter as its `source`) is enqueued there, then the delivery is
-    /// removed from this outbox. At least once: a crash between the two
-    /// hands it over again.
+    /// removed from this outbox. A crash between the two hands it over
+    /// again, and the other outbox takes each message id once (7 days).
     fn forward<'a>(
         &'a self,
         delivery: &'a OutboundDelivery,

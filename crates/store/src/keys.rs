@@ -186,6 +186,11 @@ impl KeySpace {
     pub fn outbox_deferred(&self, source: &str) -> String {
         format!("{}:{{o:{source}}}:deferred", self.prefix)
     }
+
+    /// Outbox entries that could not be read, set aside for inspection.
+    pub fn outbox_unreadable(&self, source: &str) -> String {
+        format!("{}:{{o:{source}}}:unreadable", self.prefix)
+    }
 }
 
 #[cfg(test)]

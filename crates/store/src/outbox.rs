@@ -4,6 +4,13 @@
 //! delivery handed out and neither settled nor deferred within the
 //! visibility timeout (the adapter crashed) is handed out again. A deferred
 //! delivery waits in a sorted set until it is due.
+//!
+//! A delivery handed out again and again without being settled (it makes
+//! its adapter crash or hang, or an intake API client never answers) counts
+//! each hand-out as an attempt, so adapters' attempt limits end it; past
+//! [`MAX_HANDOUTS`] the outbox settles it as failed itself. An entry that
+//! cannot be read is moved to `{o:<source>}:unreadable` (trimmed to ~10,000)
+//! and counted, not handed out for ever.
 
 use crate::RedisConn;
 use crate::{Store, StoreError};
@@ -17,6 +24,24 @@ use switchboard_channel::{OutboundDelivery, Outbox, OutboxError};
 use switchboard_core::{DeliveryOutcome, OutboundMessage, Timestamp};
 
 const GROUP: &str = "delivery";
+
+/// Hand-outs without a settlement after which a delivery is failed.
+pub const MAX_HANDOUTS: u32 = 20;
+
+/// Moves an unreadable entry aside (KEYS[1] the outbox, KEYS[2] where
+/// unreadable entries go; ARGV[1] its id, ARGV[2] the group, ARGV[3] why).
+static SET_ASIDE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) \
+         if #e == 0 then return 0 end \
+         local f = {'id', ARGV[1], 'reason', ARGV[3]} \
+         for i = 1, #e[1][2] do f[#f + 1] = e[1][2][i] end \
+         redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', unpack(f)) \
+         redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) \
+         redis.call('XDEL', KEYS[1], ARGV[1]) \
+         return 1",
+    )
+});
 
 /// Queues a message unless its mark says it was queued already.
 static ENQUEUE_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -193,7 +218,7 @@ impl RedisOutbox {
             )
             .await?;
         if unreadable > 0 {
-            metrics::counter!("switchboard_store_unreadable_entries_total")
+            metrics::counter!("switchboard_outbox_unreadable_total", "source" => self.source.clone())
                 .increment(u64::try_from(unreadable).unwrap_or(0));
             tracing::warn!(source = %self.source, unreadable, "Deferred outbox entries that were not deliveries were removed.");
         }
@@ -221,7 +246,7 @@ impl RedisOutbox {
             *cursor = claimed.next_stream_id.clone();
         }
         if let Some(entry) = claimed.claimed.into_iter().next() {
-            return self.delivery(entry).map(Some);
+            return self.reclaimed(entry).await;
         }
         let wait = wait.min(Duration::from_secs(30));
         let options = StreamReadOptions::default()
@@ -239,7 +264,82 @@ impl RedisOutbox {
         let entry = reply
             .and_then(|r| r.keys.into_iter().next())
             .and_then(|k| k.ids.into_iter().next());
-        entry.map(|e| self.delivery(e)).transpose()
+        match entry.map(|e| self.delivery(e)).transpose() {
+            Err(OutboxError::Corrupt { handle, reason }) => {
+                Err(self.set_aside(&handle, &reason).await)
+            }
+            other => other,
+        }
+    }
+
+    /// A delivery handed out before and never settled: each hand-out
+    /// counts as an attempt; past [`MAX_HANDOUTS`] it is settled as failed.
+    async fn reclaimed(&self, entry: StreamId) -> Result<Option<OutboundDelivery>, OutboxError> {
+        let mut delivery = match self.delivery(entry) {
+            Ok(d) => d,
+            Err(OutboxError::Corrupt { handle, reason }) => {
+                return Err(self.set_aside(&handle, &reason).await);
+            }
+            Err(other) => return Err(other),
+        };
+        let stream = self.store.keys().outbox(&self.source);
+        let mut conn = self.store.conn();
+        let pending: redis::streams::StreamPendingCountReply = self
+            .store
+            .bounded(
+                redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&delivery.handle)
+                    .arg(&delivery.handle)
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let handouts = pending
+            .ids
+            .first()
+            .map_or(1, |p| u32::try_from(p.times_delivered).unwrap_or(u32::MAX));
+        delivery.attempt = delivery.attempt.saturating_add(handouts.saturating_sub(1));
+        if handouts > MAX_HANDOUTS {
+            metrics::counter!("switchboard_outbox_abandoned_total", "source" => self.source.clone())
+                .increment(1);
+            tracing::error!(source = %self.source, message_id = %delivery.message.message_id, handouts,
+                "A reply was handed out again and again and never settled; it is marked failed.");
+            let reason = format!("not delivered: handed out {handouts} times without an answer");
+            self.settle_delivery(&delivery, DeliveryOutcome::Failed { reason })
+                .await?;
+            return Ok(None);
+        }
+        Ok(Some(delivery))
+    }
+
+    /// Moves an unreadable entry to `{o:<source>}:unreadable` and counts
+    /// it; the error to return for it.
+    async fn set_aside(&self, handle: &str, reason: &str) -> OutboxError {
+        let keys = self.store.keys();
+        let mut inv = SET_ASIDE.prepare_invoke();
+        inv.key(keys.outbox(&self.source))
+            .key(keys.outbox_unreadable(&self.source))
+            .arg(handle)
+            .arg(GROUP)
+            .arg(reason);
+        let mut conn = self.store.conn();
+        match self.store.bounded::<i64>(inv.invoke_async(&mut conn)).await {
+            Ok(_) => {
+                metrics::counter!("switchboard_outbox_unreadable_total", "source" => self.source.clone())
+                    .increment(1);
+                tracing::error!(source = %self.source, handle, reason,
+                    "An outbox entry cannot be read; it was moved to the outbox's unreadable entries.");
+            }
+            Err(error) => {
+                tracing::warn!(source = %self.source, handle, %error, "Could not set an unreadable outbox entry aside; trying again later.");
+            }
+        }
+        OutboxError::Corrupt {
+            handle: handle.to_owned(),
+            reason: reason.to_owned(),
+        }
     }
 
     fn delivery(&self, entry: StreamId) -> Result<OutboundDelivery, OutboxError> {
@@ -361,7 +461,9 @@ impl RedisOutbox {
         delivery: &OutboundDelivery,
         message: OutboundMessage,
     ) -> Result<(), OutboxError> {
-        Self::enqueue_to(&self.store, &message).await?;
+        // Once per message id: a forward retried after its answer was lost
+        // (or a crash before the removal) does not send it twice.
+        Self::enqueue_once(&self.store, &message).await?;
         self.remove(delivery).await
     }
 

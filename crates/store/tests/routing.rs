@@ -514,3 +514,90 @@ async fn an_outbox_recovers_a_lost_group_and_skips_unreadable_deferred_members()
     let left: usize = conn.zcard(keys.outbox_deferred("website")).await.unwrap();
     assert_eq!(left, 0, "the unreadable member is removed");
 }
+
+/// An entry that is no delivery is moved aside (counted, kept for
+/// inspection), not handed out for ever ahead of the replies behind it;
+/// a delivery handed out again and again without an answer counts each
+/// hand-out as an attempt, and past the limit is settled as failed (the
+/// agent sees it), not handed out for ever.
+#[tokio::test]
+async fn unreadable_and_never_settled_deliveries_do_not_stay_for_ever() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let keys = store.keys();
+    let visibility = Duration::from_millis(20);
+    let outbox = RedisOutbox::new(store.clone(), "website", "i1", visibility).unwrap();
+    let wait = Duration::from_millis(20);
+    let mut conn = raw(&redis).await;
+    outbox.enqueue(&reply("warm")).await.unwrap();
+    let warm = outbox.next(wait).await.unwrap().unwrap();
+    outbox
+        .settle(
+            &warm,
+            DeliveryOutcome::Delivered {
+                provider_message_id: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let _: String = conn
+        .xadd(keys.outbox("website"), "*", &[("msg", "{not json")])
+        .await
+        .unwrap();
+    let err = outbox.next(wait).await.expect_err("unreadable");
+    assert!(
+        matches!(err, switchboard_channel::OutboxError::Corrupt { .. }),
+        "{err:?}"
+    );
+    let aside: usize = conn.xlen(keys.outbox_unreadable("website")).await.unwrap();
+    assert_eq!(aside, 1, "kept for inspection");
+    let left: usize = conn.xlen(keys.outbox("website")).await.unwrap();
+    assert_eq!(left, 0, "no longer in the outbox");
+
+    let never = reply("never settled");
+    outbox.enqueue(&never).await.unwrap();
+    let mut attempts = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        match outbox.next(wait).await.unwrap() {
+            Some(d) => attempts.push(d.attempt),
+            None if attempts.len() >= 20 => break,
+            None => {}
+        }
+    }
+    assert_eq!(attempts.len(), 20, "{attempts:?}");
+    assert_eq!(attempts.first(), Some(&1));
+    assert_eq!(attempts.last(), Some(&20), "each hand-out is an attempt");
+    assert!(outbox.next(wait).await.unwrap().is_none());
+    let state: Option<String> = conn
+        .hget(
+            keys.conversation_delivery(&never.conversation_id),
+            never.message_id.to_string(),
+        )
+        .await
+        .unwrap();
+    let state = state.expect("an outcome is recorded");
+    assert!(state.contains("handed out 21 times"), "{state}");
+}
+
+/// A forward to another outbox (the offline form's answer by mail) that is
+/// retried, after a lost answer or a crash before the removal, queues the
+/// message there once.
+#[tokio::test]
+async fn a_forward_retried_queues_the_message_once() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let wait = Duration::from_millis(50);
+    let chat = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_secs(30)).unwrap();
+    chat.enqueue(&reply("see you by mail")).await.unwrap();
+    let delivery = chat.next(wait).await.unwrap().unwrap();
+    let mut mail = delivery.message.clone();
+    mail.source = "mail".into();
+    mail.channel = ChannelKind::Email;
+    chat.forward(&delivery, mail.clone()).await.unwrap();
+    chat.forward(&delivery, mail).await.unwrap();
+    let mut conn = raw(&redis).await;
+    let queued: usize = conn.xlen(store.keys().outbox("mail")).await.unwrap();
+    assert_eq!(queued, 1);
+}

@@ -80,8 +80,7 @@
 //!   back behind a later one; on a clean shutdown the deferral above keeps
 //!   the order.
 //! - An outbox entry that cannot be decoded (`OutboxError::Corrupt`) is
-//!   logged and counted; the `Outbox` contract has no way to drop it by
-//!   handle, so it stays pending.
+//!   logged and counted; the outbox has moved it to its unreadable entries.
 
 mod backoff;
 mod queue;

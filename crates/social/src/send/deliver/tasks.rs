@@ -59,7 +59,7 @@ pub(super) async fn read(
             Err(OutboxError::Corrupt { handle, reason }) => {
                 metrics::counter!("switchboard_social_outbox_errors_total", "op" => "corrupt")
                     .increment(1);
-                tracing::error!(handle = %handle, reason = %reason, "An outbox entry cannot be read; it stays in the outbox.");
+                tracing::error!(handle = %handle, reason = %reason, "An outbox entry cannot be read; the outbox set it aside.");
             }
             Err(OutboxError::Unavailable(reason)) => {
                 metrics::counter!("switchboard_social_outbox_errors_total", "op" => "next")
