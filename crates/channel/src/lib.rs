@@ -169,6 +169,11 @@ pub struct OutboundDelivery {
     pub handle: String,
     /// How many times it was handed out before, including this one.
     pub attempt: u32,
+    /// How many times the outbox had handed this entry out when it made
+    /// this delivery: settling or deferring it is refused once the entry
+    /// was handed out again (to an instance that took it over), so a late
+    /// answer cannot send it a second time or overwrite the outcome.
+    pub handouts: u32,
     pub message: OutboundMessage,
 }
 

@@ -301,6 +301,7 @@ impl RedisOutbox {
             .first()
             .map_or(1, |p| u32::try_from(p.times_delivered).unwrap_or(u32::MAX));
         delivery.attempt = delivery.attempt.saturating_add(handouts.saturating_sub(1));
+        delivery.handouts = handouts;
         if handouts > MAX_HANDOUTS {
             metrics::counter!("switchboard_outbox_abandoned_total", "source" => self.source.clone())
                 .increment(1);
@@ -312,6 +313,29 @@ impl RedisOutbox {
             return Ok(None);
         }
         Ok(Some(delivery))
+    }
+
+    /// Whether `delivery` is still pending as it was handed out: not
+    /// settled, deferred or handed out again since (to an instance that
+    /// took it over after the visibility timeout).
+    async fn still_ours(&self, delivery: &OutboundDelivery) -> Result<bool, OutboxError> {
+        let stream = self.store.keys().outbox(&self.source);
+        let mut conn = self.store.conn();
+        let pending: redis::streams::StreamPendingCountReply = self
+            .store
+            .bounded(
+                redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&delivery.handle)
+                    .arg(&delivery.handle)
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(pending.ids.first().is_some_and(|p| {
+            delivery.handouts == 0 || p.times_delivered == delivery.handouts as usize
+        }))
     }
 
     /// Moves an unreadable entry to `{o:<source>}:unreadable` and counts
@@ -359,6 +383,7 @@ impl RedisOutbox {
         Ok(OutboundDelivery {
             handle: entry.id.clone(),
             attempt,
+            handouts: 1,
             message,
         })
     }
@@ -369,6 +394,13 @@ impl RedisOutbox {
         outcome: DeliveryOutcome,
     ) -> Result<(), OutboxError> {
         let keys = self.store.keys();
+        if !self.still_ours(delivery).await? {
+            metrics::counter!("switchboard_outbox_late_settlements_total", "source" => self.source.clone())
+                .increment(1);
+            tracing::info!(source = %self.source, message_id = %delivery.message.message_id,
+                "A delivery was handed out again (taken over) or settled elsewhere; this late outcome is not recorded.");
+            return Ok(());
+        }
         let state = serde_json::json!({ "outcome": outcome, "attempts": delivery.attempt, "at": Timestamp::now() });
         let mut conn = self.store.conn();
         // The state first: a crash between the two re-delivers (at least
@@ -423,6 +455,7 @@ impl RedisOutbox {
                     .arg(GROUP)
                     .arg(due)
                     .arg(format!("{}|{json}", delivery.attempt.saturating_add(1)))
+                    .arg(delivery.handouts)
                     .invoke_async(&mut conn),
             )
             .await?;
@@ -508,11 +541,20 @@ impl RedisOutbox {
                     .query_async(&mut conn),
             )
             .await?;
+        // As handed out now: its hand-outs so far (the client settling it
+        // may have been given it by an earlier one; at least once).
+        let handouts = u32::try_from(pending[0].3).unwrap_or(u32::MAX);
         found
             .ids
             .into_iter()
             .next()
-            .map(|entry| self.delivery(entry))
+            .map(|entry| {
+                self.delivery(entry).map(|mut d| {
+                    d.attempt = d.attempt.saturating_add(handouts.saturating_sub(1));
+                    d.handouts = handouts;
+                    d
+                })
+            })
             .transpose()
     }
 

@@ -601,3 +601,63 @@ async fn a_forward_retried_queues_the_message_once() {
     let queued: usize = conn.xlen(store.keys().outbox("mail")).await.unwrap();
     assert_eq!(queued, 1);
 }
+
+/// An instance that held a delivery past the visibility timeout, after
+/// another took it over, can neither defer it (which would send it a
+/// third time) nor record its outcome over the new holder's.
+#[tokio::test]
+async fn a_superseded_holder_neither_defers_nor_settles() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let keys = store.keys();
+    let visibility = Duration::from_millis(100);
+    let wait = Duration::from_millis(20);
+    let a = RedisOutbox::new(store.clone(), "website", "a", visibility).unwrap();
+    let b = RedisOutbox::new(store.clone(), "website", "b", visibility).unwrap();
+    let message = reply("slow one");
+    a.enqueue(&message).await.unwrap();
+    let stale = a.next(wait).await.unwrap().unwrap();
+    assert_eq!(stale.handouts, 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let taken = b.next(wait).await.unwrap().expect("taken over");
+    assert_eq!(
+        (taken.handle.as_str(), taken.handouts),
+        (stale.handle.as_str(), 2)
+    );
+
+    a.defer(&stale, Duration::from_millis(0)).await.unwrap();
+    let mut conn = raw(&redis).await;
+    let deferred: usize = conn.zcard(keys.outbox_deferred("website")).await.unwrap();
+    assert_eq!(deferred, 0, "the stale holder's defer is refused");
+    a.settle(
+        &stale,
+        DeliveryOutcome::Failed {
+            reason: "the stale holder gave up".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let state_key = keys.conversation_delivery(&message.conversation_id);
+    let state: Option<String> = conn
+        .hget(&state_key, message.message_id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(state, None, "the stale holder's outcome is not recorded");
+    b.settle(
+        &taken,
+        DeliveryOutcome::Delivered {
+            provider_message_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let state: Option<String> = conn
+        .hget(&state_key, message.message_id.to_string())
+        .await
+        .unwrap();
+    assert!(state.expect("recorded").contains("delivered"));
+    assert!(
+        a.next(wait).await.unwrap().is_none(),
+        "nothing left to send"
+    );
+}

@@ -42,6 +42,7 @@ fn reply(conversation: ConversationId, text: &str) -> OutboundDelivery {
     OutboundDelivery {
         handle: format!("{text}-1"),
         attempt: 1,
+        handouts: 1,
         message: OutboundMessage {
             message_id: MessageId::new(),
             contact_id: ContactId::new(Partition(0)),
@@ -63,6 +64,7 @@ fn returned(d: &OutboundDelivery, n: u32) -> OutboundDelivery {
     OutboundDelivery {
         handle: format!("{}-{n}", d.message.text),
         attempt: n,
+        handouts: 1,
         message: d.message.clone(),
     }
 }
