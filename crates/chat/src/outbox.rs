@@ -43,6 +43,8 @@ pub async fn run(shared: Arc<Shared>) {
             }
             Ok(None) => {}
             Err(error) => {
+                counter!("switchboard_chat_outbox_errors_total", "op" => error_op(&error))
+                    .increment(1);
                 warn!(%error, "Chat outbox unavailable; retrying.");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -131,6 +133,16 @@ async fn deliver(shared: &Shared, outbox: &dyn Outbox, delivery: OutboundDeliver
         }
     };
     if let Err(error) = result {
+        counter!("switchboard_chat_outbox_errors_total", "op" => "settle").increment(1);
         warn!(%error, "Could not settle a chat reply; it is handed out again later.");
+    }
+}
+
+/// `next` for an outbox that cannot be read, `corrupt` for an entry that
+/// is no delivery (the outbox set it aside).
+fn error_op(error: &switchboard_channel::OutboxError) -> &'static str {
+    match error {
+        switchboard_channel::OutboxError::Corrupt { .. } => "corrupt",
+        switchboard_channel::OutboxError::Unavailable(_) => "next",
     }
 }

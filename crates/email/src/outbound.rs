@@ -97,6 +97,12 @@ impl Sender {
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    let op = match &e {
+                        switchboard_channel::OutboxError::Corrupt { .. } => "corrupt",
+                        switchboard_channel::OutboxError::Unavailable(_) => "next",
+                    };
+                    metrics::counter!("switchboard_email_outbox_errors_total", "op" => op)
+                        .increment(1);
                     warn!(error = %e, "Email outbox unavailable; retrying.");
                     tokio::select! {
                         _ = ctx.shutdown.cancelled() => return Ok(()),
@@ -158,6 +164,8 @@ impl Sender {
         };
         if let Err(e) = result {
             // Not settled: the outbox hands it out again after its timeout.
+            metrics::counter!("switchboard_email_outbox_errors_total", "op" => "settle")
+                .increment(1);
             warn!(error = %e, "Could not record the reply's outcome.");
         }
     }
