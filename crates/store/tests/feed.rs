@@ -429,3 +429,30 @@ async fn announcing_turns_routing_copies_on_for_a_while() {
     routing_event(&redis, "assigned", &ContactId::new(Partition(1)), 1).await;
     assert!(waiting.await.unwrap());
 }
+
+/// A copy that fails half-way (the feed key is not a stream) leaves no
+/// mark: once the key is right, the event is copied, not skipped as if it
+/// had been.
+#[tokio::test]
+async fn a_copy_that_failed_is_copied_later_not_skipped() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4).with_event_feed(true);
+    let feed = EventFeed::new(store.clone());
+    let a = ContactId::new(Partition(2));
+    let mut conn = raw(&redis).await;
+    let broken = store.keys().feed(a.partition());
+    let _: () = redis::AsyncCommands::set(&mut conn, &broken, "not a stream")
+        .await
+        .unwrap();
+    routing_event(&redis, "assigned", &a, 20).await;
+    assert!(feed.move_routing_events(100).await.is_err());
+    let _: () = redis::AsyncCommands::del(&mut conn, &broken).await.unwrap();
+    let moved = feed.move_routing_events(100).await.unwrap();
+    assert_eq!((moved.copied, moved.already), (1, 0));
+    let ids: Vec<String> = feed_of(&store, a.partition())
+        .await
+        .iter()
+        .filter_map(|e| e.get("id").map(str::to_owned))
+        .collect();
+    assert_eq!(ids, [format!("{a}:assigned:20")]);
+}

@@ -9,11 +9,15 @@
 -- ARGV[5] agent  ARGV[6] channel  ARGV[7] disposition  ARGV[8] outcome
 -- ARGV[9] how long the mark is kept (s)
 -- Returns 1 when copied by this call, 0 when copied before.
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[9]) then
+--
+-- The mark is set after the copy: a script that fails half-way is not
+-- rolled back, and a mark without its copy would skip the event for good.
+if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local conv = redis.call('HGET', KEYS[3], 'conversation') or ''
 redis.call('XADD', KEYS[2], '*', 'type', ARGV[1], 'id', ARGV[2], 'contact', ARGV[3],
   'conversation', conv, 'at', ARGV[4], 'agent', ARGV[5], 'channel', ARGV[6],
   'disposition', ARGV[7], 'outcome', ARGV[8])
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[9])
 return 1
