@@ -1555,20 +1555,7 @@ async fn typing_rings_the_contacts_channel_whatever_the_ids_case() {
     let http = Http::new();
     let base = daemon.base();
     let mut ws = AgentSocket::connect_available(&base, PETRO).await;
-    http.submit(&base, &chat_event("typing-1", "t1", "hello"))
-        .await
-        .unwrap();
-    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
-    let contact = offer.expect("an offer")["contact_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    ws.send(json!({"type": "accept", "contact_id": contact}))
-        .await;
-    ws.until("assigned", Duration::from_secs(5))
-        .await
-        .0
-        .expect("assigned");
+    let contact = accepted(&http, &base, &mut ws, "typing-1", "t1").await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub
@@ -1607,20 +1594,7 @@ async fn a_named_reply_retried_is_sent_once() {
     let base = daemon.base();
     let api = format!("{base}/api/v1");
     let mut ws = AgentSocket::connect_available(&base, PETRO).await;
-    http.submit(&base, &chat_event("visitor-retry", "m-r", "hello"))
-        .await
-        .unwrap();
-    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
-    let contact = offer.expect("an offer")["contact_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    ws.send(json!({"type": "accept", "contact_id": contact}))
-        .await;
-    ws.until("assigned", Duration::from_secs(5))
-        .await
-        .0
-        .expect("assigned");
+    let contact = accepted(&http, &base, &mut ws, "visitor-retry", "m-r").await;
     let post = |body: serde_json::Value| {
         let (http, url) = (&http, format!("{api}/contacts/{contact}/messages"));
         async move {
@@ -1774,4 +1748,30 @@ async fn away_for_a_missed_offer_takes_back_the_other_offers() {
         .await
         .unwrap();
     assert_eq!(r.json()["excluded"], json!([]), "{}", r.body);
+}
+
+/// A contact from `visitor` (message `id`), offered to the agent of `ws`
+/// and accepted: its id.
+async fn accepted(
+    http: &Http,
+    base: &str,
+    ws: &mut AgentSocket,
+    visitor: &str,
+    id: &str,
+) -> String {
+    http.submit(base, &chat_event(visitor, id, "hello"))
+        .await
+        .unwrap();
+    let (offer, _) = ws.until("offer", Duration::from_secs(10)).await;
+    let contact = offer.expect("an offer")["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.send(json!({"type": "accept", "contact_id": contact}))
+        .await;
+    ws.until("assigned", Duration::from_secs(5))
+        .await
+        .0
+        .expect("assigned");
+    contact
 }

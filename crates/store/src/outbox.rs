@@ -282,24 +282,7 @@ impl RedisOutbox {
             }
             Err(other) => return Err(other),
         };
-        let stream = self.store.keys().outbox(&self.source);
-        let mut conn = self.store.conn();
-        let pending: redis::streams::StreamPendingCountReply = self
-            .store
-            .bounded(
-                redis::cmd("XPENDING")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg(&delivery.handle)
-                    .arg(&delivery.handle)
-                    .arg(1)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let handouts = pending
-            .ids
-            .first()
-            .map_or(1, |p| u32::try_from(p.times_delivered).unwrap_or(u32::MAX));
+        let handouts = self.handouts(&delivery.handle).await?.unwrap_or(1);
         delivery.attempt = delivery.attempt.saturating_add(handouts.saturating_sub(1));
         delivery.handouts = handouts;
         if handouts > MAX_HANDOUTS {
@@ -319,6 +302,15 @@ impl RedisOutbox {
     /// settled, deferred or handed out again since (to an instance that
     /// took it over after the visibility timeout).
     async fn still_ours(&self, delivery: &OutboundDelivery) -> Result<bool, OutboxError> {
+        Ok(self
+            .handouts(&delivery.handle)
+            .await?
+            .is_some_and(|n| delivery.handouts == 0 || n == delivery.handouts))
+    }
+
+    /// How many times the pending entry `handle` was handed out; `None`
+    /// when it is not pending (settled, deferred, unknown).
+    async fn handouts(&self, handle: &str) -> Result<Option<u32>, OutboxError> {
         let stream = self.store.keys().outbox(&self.source);
         let mut conn = self.store.conn();
         let pending: redis::streams::StreamPendingCountReply = self
@@ -327,15 +319,16 @@ impl RedisOutbox {
                 redis::cmd("XPENDING")
                     .arg(&stream)
                     .arg(GROUP)
-                    .arg(&delivery.handle)
-                    .arg(&delivery.handle)
+                    .arg(handle)
+                    .arg(handle)
                     .arg(1)
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(pending.ids.first().is_some_and(|p| {
-            delivery.handouts == 0 || p.times_delivered == delivery.handouts as usize
-        }))
+        Ok(pending
+            .ids
+            .first()
+            .map(|p| u32::try_from(p.times_delivered).unwrap_or(u32::MAX)))
     }
 
     /// Moves an unreadable entry to `{o:<source>}:unreadable` and counts
@@ -514,23 +507,11 @@ impl RedisOutbox {
             return Ok(None);
         }
         self.ensure_group().await?;
+        let Some(handouts) = self.handouts(handle).await? else {
+            return Ok(None);
+        };
         let stream = self.store.keys().outbox(&self.source);
         let mut conn = self.store.conn();
-        let pending: Vec<(String, String, u64, u64)> = self
-            .store
-            .bounded(
-                redis::cmd("XPENDING")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg(handle)
-                    .arg(handle)
-                    .arg(1)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        if pending.is_empty() {
-            return Ok(None);
-        }
         let found: StreamRangeReply = self
             .store
             .bounded(
@@ -543,7 +524,6 @@ impl RedisOutbox {
             .await?;
         // As handed out now: its hand-outs so far (the client settling it
         // may have been given it by an earlier one; at least once).
-        let handouts = u32::try_from(pending[0].3).unwrap_or(u32::MAX);
         found
             .ids
             .into_iter()
