@@ -1775,3 +1775,42 @@ async fn accepted(
         .expect("assigned");
     contact
 }
+
+/// A contact assigned without an offer (an `auto_accept` queue): once its
+/// live events arrive at the agent's instance, the entries of the last
+/// seconds come as `message` frames, so a message logged between the
+/// client's read of the transcript and the subscription is not missed.
+/// Here that is the customer's first message, logged before the
+/// assignment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_assigned_contacts_recent_messages_follow_the_assignment() {
+    let redis = RedisServer::start();
+    let config = config().replace(
+        "[[routing.queues]]\nname = \"general\"",
+        "[[routing.queues]]\nname = \"general\"\nauto_accept = true",
+    );
+    assert!(config.contains("auto_accept = true"));
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config,
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let mut ws = AgentSocket::connect_available(&base, PETRO).await;
+    let r = http
+        .submit(&base, &chat_event("visitor-auto", "a-1", "first words"))
+        .await
+        .unwrap();
+    let contact = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (assigned, seen) = ws.until("assigned", Duration::from_secs(10)).await;
+    assert_eq!(
+        assigned.unwrap_or_else(|| panic!("assigned: {seen:?}"))["contact_id"],
+        contact.as_str()
+    );
+    let (message, seen) = ws.until("message", Duration::from_secs(5)).await;
+    let message = message.unwrap_or_else(|| panic!("the first message: {seen:?}"));
+    assert_eq!(message["contact_id"], contact.as_str());
+    assert_eq!(message["text"], "first words");
+    assert_eq!(message["dir"], "in");
+}

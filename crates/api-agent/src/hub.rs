@@ -22,6 +22,20 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// What a live worker does: forward an event, or resend the recent entries
+/// of a contact whose events now arrive.
+enum Work {
+    Event(LiveEvent),
+    Followed(String),
+}
+
+/// The worker of a contact: each contact's work by one worker, in order.
+fn worker_of(contact: &str) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(contact, &mut hasher);
+    std::hash::Hasher::finish(&hasher) as usize % LIVE_WORKERS
+}
+
 /// The sessions of one agent: (session id, its frame queue).
 type Sessions = Vec<(u64, mpsc::Sender<ServerFrame>)>;
 
@@ -30,6 +44,11 @@ const HOLDER_CACHE: Duration = Duration::from_secs(2);
 
 /// Live events forwarded at once (each contact's by one worker, in order).
 const LIVE_WORKERS: usize = 8;
+
+/// When a contact's events start arriving here, its log entries of this
+/// last while are sent again: a message logged after the client read the
+/// transcript and before the subscription landed is not missed.
+const FOLLOW_LOOKBACK_MS: u64 = 5_000;
 
 #[derive(Debug)]
 pub struct Hub {
@@ -43,6 +62,9 @@ pub struct Hub {
     /// The contacts whose live events this instance receives: those
     /// offered or assigned to an agent connected here (contact → agent).
     held_here: Mutex<HashMap<String, String>>,
+    /// Contacts assigned without an offer whose events are not arriving
+    /// yet: when they do, the entries of the last seconds are sent again.
+    assigned_unfollowed: Mutex<std::collections::HashSet<String>>,
     follows: LiveFollows,
 }
 
@@ -54,6 +76,7 @@ impl Default for Hub {
             next: AtomicU64::default(),
             holders: Mutex::default(),
             held_here: Mutex::default(),
+            assigned_unfollowed: Mutex::default(),
             follows: LiveFollows::default(),
         }
     }
@@ -107,17 +130,37 @@ impl Hub {
     /// `agent` holds `contact` (offered or assigned): its live events are
     /// received here while the agent is connected here.
     pub fn hold(&self, contact: &str, agent: &str) {
+        self.hold_from(contact, agent, false);
+    }
+
+    /// [`hold`](Self::hold); `assigned`: it became the agent's without an
+    /// offer, and their client reads the transcript now, perhaps before
+    /// the contact's events arrive here.
+    fn hold_from(&self, contact: &str, agent: &str, assigned: bool) {
         if !self.has(agent) {
             return;
         }
         let mut held = self.held_here.lock().unwrap_or_else(|e| e.into_inner());
         if held.insert(contact.to_owned(), agent.to_owned()).is_none() {
+            if assigned {
+                let mut fresh = self
+                    .assigned_unfollowed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if fresh.len() < 100_000 {
+                    fresh.insert(contact.to_owned());
+                }
+            }
             self.follows.follow(contact);
         }
     }
 
     /// Nobody here holds `contact` any more.
     fn release(&self, contact: &str) {
+        self.assigned_unfollowed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(contact);
         let mut held = self.held_here.lock().unwrap_or_else(|e| e.into_inner());
         if held.remove(contact).is_some() {
             self.follows.unfollow(contact);
@@ -208,13 +251,26 @@ impl Hub {
         let mut queues = Vec::with_capacity(LIVE_WORKERS);
         let mut workers = Vec::with_capacity(LIVE_WORKERS);
         for _ in 0..LIVE_WORKERS {
-            let (tx, mut rx) = mpsc::channel::<LiveEvent>(1024);
+            let (tx, mut rx) = mpsc::channel::<Work>(1024);
             queues.push(tx);
             let (state, conversations) = (&state, &conversations);
             workers.push(async move {
-                while let Some(event) = rx.recv().await {
-                    if let Err(error) = self.forward_live(state, conversations, &event).await {
-                        debug!(%error, conversation_id = %event.conv, "Could not forward a live event.");
+                while let Some(work) = rx.recv().await {
+                    match work {
+                        Work::Event(event) => {
+                            if let Err(error) =
+                                self.forward_live(state, conversations, &event).await
+                            {
+                                debug!(%error, conversation_id = %event.conv, "Could not forward a live event.");
+                            }
+                        }
+                        Work::Followed(contact) => {
+                            if let Err(error) =
+                                self.resend_recent(state, conversations, &contact).await
+                            {
+                                debug!(%error, contact_id = %contact, "Could not send a followed contact's recent entries.");
+                            }
+                        }
                     }
                 }
             });
@@ -233,15 +289,19 @@ impl Hub {
                             .unwrap_or_else(|e| e.into_inner())
                             .clear();
                     }
-                    // Frames are not replayed (docs/agent-api.md): a
-                    // client reads the transcript when a contact becomes
-                    // its, and after a reconnection.
-                    Some(LiveSignal::Followed(_)) => {}
+                    // The subscription landed: what was logged just before
+                    // may have come between the client's read of the
+                    // transcript and now. Sent again (clients match by
+                    // seq), by the contact's worker, ahead of its events.
+                    Some(LiveSignal::Followed(contact)) => {
+                        let worker = worker_of(&contact);
+                        if queues[worker].try_send(Work::Followed(contact)).is_err() {
+                            counter!("switchboard_agent_live_dropped_total").increment(1);
+                        }
+                    }
                     Some(LiveSignal::Event(event)) => {
-                        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                        std::hash::Hash::hash(&event.contact, &mut hasher);
-                        let worker = std::hash::Hasher::finish(&hasher) as usize % LIVE_WORKERS;
-                        if queues[worker].try_send(event).is_err() {
+                        let worker = worker_of(&event.contact);
+                        if queues[worker].try_send(Work::Event(event)).is_err() {
                             // A worker this far behind: the doorbell is
                             // lossy by design (the transcript is the truth).
                             counter!("switchboard_agent_live_dropped_total").increment(1);
@@ -267,7 +327,7 @@ impl Hub {
             ("offered" | "assigned" | "accepted", Some(agent)) => {
                 holders.insert(contact.clone(), (Some(agent.clone()), Instant::now()));
                 drop(holders);
-                self.hold(contact, agent);
+                self.hold_from(contact, agent, event.kind == "assigned");
             }
             ("enqueued" | "presence" | "agent" | "rated", _) => {}
             (kind, _) => {
@@ -354,6 +414,61 @@ impl Hub {
         };
         if let Some(agent) = self.holder(state, &event.contact).await? {
             self.send(&agent, &frame);
+        }
+        Ok(())
+    }
+
+    /// The log entries of the last [`FOLLOW_LOOKBACK_MS`] of a contact
+    /// assigned without an offer whose live events now arrive here, to the
+    /// agent holding it, if connected here.
+    async fn resend_recent(
+        &self,
+        state: &RoutingState,
+        conversations: &Conversations,
+        contact: &str,
+    ) -> Result<(), StoreError> {
+        let fresh = self
+            .assigned_unfollowed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(contact);
+        if !fresh {
+            return Ok(());
+        }
+        let Ok(id) = contact.parse::<ContactId>() else {
+            return Ok(());
+        };
+        let Some(agent) = self.holder(state, contact).await? else {
+            return Ok(());
+        };
+        if !self.has(&agent) {
+            return Ok(());
+        }
+        let Some(conv) = conversations.contact(&id).await?.and_then(|f| {
+            f.get("conversation")
+                .and_then(|c| c.parse::<ConversationId>().ok())
+        }) else {
+            return Ok(());
+        };
+        let since = switchboard_core::Timestamp::now()
+            .as_millis()
+            .saturating_sub(FOLLOW_LOOKBACK_MS);
+        for entry in conversations
+            .transcript(&conv, &format!("{since}-0"), 100)
+            .await?
+        {
+            let media = (entry.dir == "in").then(|| media_of(&entry.msg)).flatten();
+            self.send(
+                &agent,
+                &ServerFrame::Message {
+                    contact_id: contact.to_owned(),
+                    seq: entry.seq,
+                    dir: entry.dir,
+                    text: entry_text(&entry.msg),
+                    at: entry.at,
+                    media,
+                },
+            );
         }
         Ok(())
     }
