@@ -45,9 +45,10 @@ const HOLDER_CACHE: Duration = Duration::from_secs(2);
 /// Live events forwarded at once (each contact's by one worker, in order).
 const LIVE_WORKERS: usize = 8;
 
-/// When a contact's events start arriving here, its log entries of this
-/// last while are sent again: a message logged after the client read the
-/// transcript and before the subscription landed is not missed.
+/// When an auto-assigned contact's events start arriving here, its log
+/// entries since this long before the assignment are sent again: a message
+/// logged after the client read the transcript and before the subscription
+/// landed is not missed.
 const FOLLOW_LOOKBACK_MS: u64 = 5_000;
 
 #[derive(Debug)]
@@ -64,7 +65,8 @@ pub struct Hub {
     held_here: Mutex<HashMap<String, String>>,
     /// Contacts assigned without an offer whose events are not arriving
     /// yet: when they do, the entries of the last seconds are sent again.
-    assigned_unfollowed: Mutex<std::collections::HashSet<String>>,
+    /// (contact → when it was assigned, ms).
+    assigned_unfollowed: Mutex<HashMap<String, u64>>,
     follows: LiveFollows,
 }
 
@@ -148,7 +150,10 @@ impl Hub {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 if fresh.len() < 100_000 {
-                    fresh.insert(contact.to_owned());
+                    fresh.insert(
+                        contact.to_owned(),
+                        switchboard_core::Timestamp::now().as_millis(),
+                    );
                 }
             }
             self.follows.follow(contact);
@@ -418,23 +423,23 @@ impl Hub {
         Ok(())
     }
 
-    /// The log entries of the last [`FOLLOW_LOOKBACK_MS`] of a contact
-    /// assigned without an offer whose live events now arrive here, to the
-    /// agent holding it, if connected here.
+    /// The log entries since [`FOLLOW_LOOKBACK_MS`] before its assignment
+    /// of a contact assigned without an offer whose live events now arrive
+    /// here, to the agent holding it, if connected here.
     async fn resend_recent(
         &self,
         state: &RoutingState,
         conversations: &Conversations,
         contact: &str,
     ) -> Result<(), StoreError> {
-        let fresh = self
+        let assigned_at = self
             .assigned_unfollowed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(contact);
-        if !fresh {
+        let Some(assigned_at) = assigned_at else {
             return Ok(());
-        }
+        };
         let Ok(id) = contact.parse::<ContactId>() else {
             return Ok(());
         };
@@ -450,9 +455,10 @@ impl Hub {
         }) else {
             return Ok(());
         };
-        let since = switchboard_core::Timestamp::now()
-            .as_millis()
-            .saturating_sub(FOLLOW_LOOKBACK_MS);
+        // From before the assignment (when the client reads the
+        // transcript), with a margin for clocks: however late the
+        // subscription landed.
+        let since = assigned_at.saturating_sub(FOLLOW_LOOKBACK_MS);
         for entry in conversations
             .transcript(&conv, &format!("{since}-0"), 100)
             .await?

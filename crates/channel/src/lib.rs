@@ -170,9 +170,11 @@ pub struct OutboundDelivery {
     /// How many times it was handed out before, including this one.
     pub attempt: u32,
     /// How many times the outbox had handed this entry out when it made
-    /// this delivery: settling or deferring it is refused once the entry
-    /// was handed out again (to an instance that took it over), so a late
-    /// answer cannot send it a second time or overwrite the outcome.
+    /// this delivery; 0 for one looked up by its handle ([`Outbox::pending`]),
+    /// which may be settled through any instance. Otherwise settling or
+    /// deferring it does nothing once another instance took the entry over
+    /// (past the visibility timeout): a late answer would send it a second
+    /// time or overwrite the new holder's outcome.
     pub handouts: u32,
     pub message: OutboundMessage,
 }
@@ -193,7 +195,9 @@ pub enum OutboxError {
 pub trait Outbox: Send + Sync + fmt::Debug {
     /// The next message to deliver, waiting at most `wait` for one.
     fn next(&self, wait: Duration) -> BoxFuture<'_, Result<Option<OutboundDelivery>, OutboxError>>;
-    /// Records the final outcome and removes the delivery from the outbox.
+    /// Records the final outcome and removes the delivery from the outbox;
+    /// does nothing (and counts a late settlement) when another instance
+    /// has taken the delivery over or settled it meanwhile.
     fn settle<'a>(
         &'a self,
         delivery: &'a OutboundDelivery,

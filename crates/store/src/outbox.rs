@@ -282,7 +282,10 @@ impl RedisOutbox {
             }
             Err(other) => return Err(other),
         };
-        let handouts = self.handouts(&delivery.handle).await?.unwrap_or(1);
+        let handouts = self
+            .pending_entry(&delivery.handle)
+            .await?
+            .map_or(1, |(n, _)| n);
         delivery.attempt = delivery.attempt.saturating_add(handouts.saturating_sub(1));
         delivery.handouts = handouts;
         if handouts > MAX_HANDOUTS {
@@ -298,19 +301,22 @@ impl RedisOutbox {
         Ok(Some(delivery))
     }
 
-    /// Whether `delivery` is still pending as it was handed out: not
-    /// settled, deferred or handed out again since (to an instance that
-    /// took it over after the visibility timeout).
+    /// Whether `delivery` is still pending with this instance: not
+    /// settled, deferred, or taken over by another instance after the
+    /// visibility timeout. (Handed out again to this same instance, it is
+    /// still this instance's to settle.) A delivery looked up by handle
+    /// (`handouts` 0) may be settled through any instance.
     async fn still_ours(&self, delivery: &OutboundDelivery) -> Result<bool, OutboxError> {
         Ok(self
-            .handouts(&delivery.handle)
+            .pending_entry(&delivery.handle)
             .await?
-            .is_some_and(|n| delivery.handouts == 0 || n == delivery.handouts))
+            .is_some_and(|(_, holder)| delivery.handouts == 0 || holder == self.consumer))
     }
 
-    /// How many times the pending entry `handle` was handed out; `None`
-    /// when it is not pending (settled, deferred, unknown).
-    async fn handouts(&self, handle: &str) -> Result<Option<u32>, OutboxError> {
+    /// The pending entry `handle`: how many times it was handed out, and
+    /// to which consumer last; `None` when it is not pending (settled,
+    /// deferred, unknown).
+    async fn pending_entry(&self, handle: &str) -> Result<Option<(u32, String)>, OutboxError> {
         let stream = self.store.keys().outbox(&self.source);
         let mut conn = self.store.conn();
         let pending: redis::streams::StreamPendingCountReply = self
@@ -325,10 +331,12 @@ impl RedisOutbox {
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(pending
-            .ids
-            .first()
-            .map(|p| u32::try_from(p.times_delivered).unwrap_or(u32::MAX)))
+        Ok(pending.ids.into_iter().next().map(|p| {
+            (
+                u32::try_from(p.times_delivered).unwrap_or(u32::MAX),
+                p.consumer,
+            )
+        }))
     }
 
     /// Moves an unreadable entry to `{o:<source>}:unreadable` and counts
@@ -448,7 +456,11 @@ impl RedisOutbox {
                     .arg(GROUP)
                     .arg(due)
                     .arg(format!("{}|{json}", delivery.attempt.saturating_add(1)))
-                    .arg(delivery.handouts)
+                    .arg(if delivery.handouts == 0 {
+                        ""
+                    } else {
+                        self.consumer.as_str()
+                    })
                     .invoke_async(&mut conn),
             )
             .await?;
@@ -507,7 +519,7 @@ impl RedisOutbox {
             return Ok(None);
         }
         self.ensure_group().await?;
-        let Some(handouts) = self.handouts(handle).await? else {
+        let Some((handouts, _)) = self.pending_entry(handle).await? else {
             return Ok(None);
         };
         let stream = self.store.keys().outbox(&self.source);
@@ -522,8 +534,9 @@ impl RedisOutbox {
                     .query_async(&mut conn),
             )
             .await?;
-        // As handed out now: its hand-outs so far (the client settling it
-        // may have been given it by an earlier one; at least once).
+        // Its hand-outs so far count as attempts; it may be settled through
+        // any instance (`handouts` 0): the client answering may have been
+        // given it by an earlier hand-out (at least once, as documented).
         found
             .ids
             .into_iter()
@@ -531,7 +544,7 @@ impl RedisOutbox {
             .map(|entry| {
                 self.delivery(entry).map(|mut d| {
                     d.attempt = d.attempt.saturating_add(handouts.saturating_sub(1));
-                    d.handouts = handouts;
+                    d.handouts = 0;
                     d
                 })
             })

@@ -660,4 +660,32 @@ async fn a_superseded_holder_neither_defers_nor_settles() {
         a.next(wait).await.unwrap().is_none(),
         "nothing left to send"
     );
+
+    // Handed out again to the same instance (it held it past the timeout
+    // itself): its first hand-out is still its own to settle.
+    let mine = reply("held long");
+    a.enqueue(&mine).await.unwrap();
+    let first = a.next(wait).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let again = a.next(wait).await.unwrap().expect("handed out again");
+    assert_eq!(
+        (again.handle.as_str(), again.handouts),
+        (first.handle.as_str(), 2)
+    );
+    a.settle(
+        &first,
+        DeliveryOutcome::Delivered {
+            provider_message_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let state: Option<String> = conn
+        .hget(
+            keys.conversation_delivery(&mine.conversation_id),
+            mine.message_id.to_string(),
+        )
+        .await
+        .unwrap();
+    assert!(state.expect("recorded").contains("delivered"));
 }
