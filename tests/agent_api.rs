@@ -14,6 +14,15 @@ const OLENA: &str = "olena-token-0123456789";
 const PETRO: &str = "petro-token-0123456789";
 const SUPERVISOR: &str = "supervisor-token-0123456789";
 
+/// The daemon under test with [`config`], on `redis`.
+fn daemon(redis: &RedisServer) -> Daemon {
+    Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(),
+    )
+}
+
 fn config() -> String {
     format!(
         r#"
@@ -54,11 +63,7 @@ supervisor_token = "{SUPERVISOR}"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let http = Http::new();
     let base = daemon.base();
     let api = format!("{base}/api/v1");
@@ -385,11 +390,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intake_api_client_pulls_and_settles_the_agents_replies() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let http = Http::new();
     let base = daemon.base();
     let api = format!("{base}/api/v1");
@@ -556,11 +557,7 @@ async fn an_intake_api_client_pulls_and_settles_the_agents_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let http = Http::new();
     let base = daemon.base();
     let api = format!("{base}/api/v1");
@@ -788,11 +785,7 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_after_the_accept_arrive_live_at_once() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let http = Http::new();
     let base = daemon.base();
     let mut ws = AgentSocket::connect_available(&base, PETRO).await;
@@ -907,11 +900,7 @@ async fn live_message(ws: &mut AgentSocket, text: &str, tries: usize) -> Option<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_customer_waits_for_the_last_agent() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let http = Http::new();
     let base = daemon.base();
     let mut olena = AgentSocket::connect_available(&base, OLENA).await;
@@ -992,11 +981,7 @@ async fn a_returning_customer_waits_for_the_last_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_routing_events_resends_hello() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let base = daemon.base();
     let http = Http::new();
     let mut ws = AgentSocket::connect_when_ready(&base, OLENA).await;
@@ -1277,11 +1262,7 @@ async fn an_agents_websockets_are_limited_in_number_and_in_frames() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_too_large_is_answered_with_1009_and_counted() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let base = daemon.base();
     let mut ws = AgentSocket::connect_available(&base, OLENA).await;
     // A text within `max_text_bytes` (16 KiB) whose JSON escaping makes
@@ -1316,11 +1297,7 @@ async fn a_frame_too_large_is_answered_with_1009_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_before_the_handler_are_documented_json_and_counted() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let http = Http::new();
     let base = daemon.base();
     let api = format!("{base}/api/v1");
@@ -1499,11 +1476,7 @@ async fn closing_a_tab_on_one_instance_keeps_the_agent_online_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn going_away_takes_back_a_pending_offer_without_counting_it() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let http = Http::new();
     let base = daemon.base();
     let mut ws = AgentSocket::connect_available(&base, PETRO).await;
@@ -1547,11 +1520,7 @@ async fn going_away_takes_back_a_pending_offer_without_counting_it() {
 async fn typing_rings_the_contacts_channel_whatever_the_ids_case() {
     use futures_util::StreamExt;
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let http = Http::new();
     let base = daemon.base();
     let mut ws = AgentSocket::connect_available(&base, PETRO).await;
@@ -1585,11 +1554,7 @@ async fn typing_rings_the_contacts_channel_whatever_the_ids_case() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_reply_retried_is_sent_once() {
     let redis = RedisServer::start();
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(),
-    );
+    let daemon = daemon(&redis);
     let http = Http::new();
     let base = daemon.base();
     let api = format!("{base}/api/v1");
