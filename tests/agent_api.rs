@@ -843,6 +843,7 @@ async fn messages_after_the_accept_arrive_live_at_once() {
         (json!(-1), 422, "bad_rating"),
         (json!(0), 422, "bad_rating"),
         (json!(3.5), 400, "bad_json"),
+        (json!(1e30), 422, "bad_rating"),
     ] {
         let r = http
             .call(
@@ -863,7 +864,7 @@ async fn messages_after_the_accept_arrive_live_at_once() {
             "POST",
             &format!("{base}/channels/api/contacts/{contact}/rating"),
             Some(TOKEN),
-            Some(&json!({"score": 4})),
+            Some(&json!({"score": 4.0})),
         )
         .await
         .unwrap();

@@ -297,8 +297,9 @@ async fn end(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RatingBody {
-    /// Any whole number reads; outside 1 to 5 is `bad_rating`.
-    score: i64,
+    /// Any number reads: a whole one (`4` or `4.0`) outside 1 to 5 is
+    /// `bad_rating`, another (`3.5`) `bad_json`.
+    score: serde_json::Number,
 }
 
 /// `POST /channels/{name}/contacts/{id}/rating`: the customer's
@@ -314,10 +315,21 @@ async fn rate(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(score) = u8::try_from(body.score)
-        .ok()
-        .filter(|s| (1..=5).contains(s))
-    else {
+    let whole = body.score.as_i64().or_else(|| {
+        body.score
+            .as_f64()
+            .filter(|f| f.fract() == 0.0)
+            .map(|f| f.clamp(-1.0, 6.0) as i64)
+    });
+    let Some(whole) = whole else {
+        rejected(&state.name, "bad_json");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            "score: a whole number, 1 to 5".into(),
+        );
+    };
+    let Some(score) = u8::try_from(whole).ok().filter(|s| (1..=5).contains(s)) else {
         rejected(&state.name, "bad_rating");
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
