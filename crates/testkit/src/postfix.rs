@@ -377,13 +377,29 @@ impl Postfix {
     }
 
     /// Messages not yet delivered or bounced: the queue files in `incoming`,
-    /// `active`, `deferred`, `hold` and `maildrop`.
+    /// `active`, `deferred`, `hold` and `maildrop`. Postfix moves a file
+    /// between them (`active` → `deferred`) while they are read, keeping its
+    /// name (the queue id): files are counted by name, and the directories
+    /// read until two reads agree, so a message on the move is counted once.
     pub fn queue_len(&self) -> usize {
         let queue = self.dir.path().join("queue");
-        ["incoming", "active", "deferred", "hold", "maildrop"]
-            .iter()
-            .map(|sub| count_files(&queue.join(sub)))
-            .sum()
+        let names = || {
+            let mut names = std::collections::HashSet::new();
+            for sub in ["incoming", "active", "deferred", "hold", "maildrop"] {
+                queue_files(&queue.join(sub), &mut names);
+            }
+            names
+        };
+        let mut last = names();
+        for _ in 0..20 {
+            let now = names();
+            if now == last {
+                return now.len();
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        last.len()
     }
 
     /// Waits until [`Postfix::queue_len`] is 0; panics with the log on timeout.
@@ -680,18 +696,20 @@ fn set_mode(path: &Path, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
-fn count_files(dir: &Path) -> usize {
+/// The names of the files under `dir` (Postfix's queue ids), into `names`.
+fn queue_files(dir: &Path, names: &mut std::collections::HashSet<std::ffi::OsString>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return;
     };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(t) if t.is_dir() => count_files(&entry.path()),
-            Ok(t) if t.is_file() => 1,
-            _ => 0,
-        })
-        .sum()
+    for entry in entries.flatten() {
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => queue_files(&entry.path(), names),
+            Ok(t) if t.is_file() => {
+                names.insert(entry.file_name());
+            }
+            _ => {}
+        }
+    }
 }
 
 fn signal(sig: &str, pid: u32) {
