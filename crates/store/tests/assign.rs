@@ -56,6 +56,20 @@ async fn waiting(state: &RoutingState, channel: ChannelKind) -> ContactId {
     id
 }
 
+/// A waiting chat contact offered to `agent` and accepted.
+async fn accepted(state: &RoutingState, token: &str, agent: &str) -> ContactId {
+    let c = waiting(state, ChannelKind::Chat).await;
+    assert_eq!(state.offer(&offer(token, &c, agent)).await.unwrap(), "ok");
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &c, agent, NOW, 3)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    c
+}
+
 fn offer<'a>(token: &'a str, contact: &'a ContactId, agent: &'a str) -> Offer<'a> {
     Offer {
         token,
@@ -1129,18 +1143,7 @@ async fn a_lapsed_sessions_contacts_are_taken_back_only_while_it_is_over() {
         state.offer(&offer(&token, &offered, "a")).await.unwrap(),
         "ok"
     );
-    let assigned = waiting(&state, ChannelKind::Chat).await;
-    assert_eq!(
-        state.offer(&offer(&token, &assigned, "a")).await.unwrap(),
-        "ok"
-    );
-    assert_eq!(
-        state
-            .answer(Answer::Accept, &assigned, "a", NOW, 3)
-            .await
-            .unwrap(),
-        "ok"
-    );
+    let assigned = accepted(&state, &token, "a").await;
     // A transfer-style requeue of the offer: refused (an offer is answered,
     // not transferred).
     assert_eq!(
@@ -1216,13 +1219,7 @@ async fn a_close_during_wrap_up_starts_it_again() {
     online(&state, "a", [2, 0, 0, 0]).await;
     let mut held = Vec::new();
     for _ in 0..2 {
-        let c = waiting(&state, ChannelKind::Chat).await;
-        assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
-        assert_eq!(
-            state.answer(Answer::Accept, &c, "a", NOW, 3).await.unwrap(),
-            "ok"
-        );
-        held.push(c);
+        held.push(accepted(&state, &token, "a").await);
     }
     let keep = Duration::from_secs(60);
     let close = |c: ContactId, at: u64| {
