@@ -78,6 +78,14 @@ if [ -z "$url" ]; then
   url="redis://127.0.0.1:$redis_port"
   export SWITCHBOARD__REDIS__URL=$url
   echo "run.sh: private Redis at $url, data in $state/redis"
+  # Redis now shares the machine: unless configured, leave it a core
+  # (docs/operations.md, "Configuration").
+  configured_threads=$("$bin" show-config runtime.worker_threads --config "$config")
+  if [ -z "$configured_threads" ] || [ "$configured_threads" = "0" ]; then
+    threads=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
+    export SWITCHBOARD__RUNTIME__WORKER_THREADS=$threads
+    echo "run.sh: $threads worker thread(s), one core left to the private Redis"
+  fi
 fi
 
 listen=$("$bin" show-config http.listen --config "$config")

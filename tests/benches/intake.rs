@@ -4,8 +4,10 @@
 //!
 //!   cargo bench -p switchboard-e2e --bench intake
 //!
-//! SWITCHBOARD_BENCH_SECS sets the measured seconds (default 10). Figures and
-//! how to read them: docs/benchmarks.md.
+//! SWITCHBOARD_BENCH_SECS sets the measured seconds (default 10);
+//! SWITCHBOARD_BENCH_THREADS the daemon's `runtime.worker_threads` (default
+//! 1: Redis and the load generator share the machine; 0 is one per core).
+//! Figures and how to read them: docs/benchmarks.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
@@ -21,7 +23,13 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let threads: usize = std::env::var("SWITCHBOARD_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    // One thread, as `redis-benchmark` on the raw side has.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
@@ -36,7 +44,7 @@ fn main() {
     let daemon = Daemon::start(
         env!("CARGO_BIN_EXE_switchboard-under-test"),
         &redis.url(),
-        "",
+        &format!("[runtime]\nworker_threads = {threads}\n"),
     );
     let pids = [
         ("redis-server", redis.pid().unwrap()),
@@ -46,7 +54,7 @@ fn main() {
     let before: Vec<Duration> = pids.iter().map(|(_, pid)| cpu_time(*pid)).collect();
     let (rate, p50, p99, count, errors) = runtime.block_on(intake_rate(&daemon.base(), secs));
     println!(
-        "intake over HTTP, {SUBMITTERS} submitters: {rate:.0} acknowledged submissions/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {errors} errors"
+        "intake over HTTP, {SUBMITTERS} submitters, daemon worker_threads = {threads}: {rate:.0} acknowledged submissions/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {errors} errors"
     );
     println!(
         "ratio intake / raw XADD: {:.3} (target >= 0.3)",

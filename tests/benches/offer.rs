@@ -9,7 +9,8 @@
 //! SWITCHBOARD_BENCH_RATE (default 5000 contacts/s) and SWITCHBOARD_BENCH_SECS
 //! (default 60) set the sustained phase; the peak phase (open loop, as fast
 //! as 256 submitters go) and the closed-loop phase (64 submitters, each
-//! waiting for its offer) last 10 s each.
+//! waiting for its offer) last 10 s each. SWITCHBOARD_BENCH_THREADS sets
+//! the daemon's `runtime.worker_threads` (default 0: one per core).
 //! Figures and how to read them: docs/benchmarks.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,8 +29,9 @@ fn token(i: usize) -> String {
     format!("bench-agent-{i:03}-token-0123456789")
 }
 
-fn config() -> String {
-    let mut c = String::from(
+fn config(threads: u64) -> String {
+    let mut c = format!("[runtime]\nworker_threads = {threads}\n\n");
+    c.push_str(
         "[routing]\nwrap_up_secs = 0\n\n[routing.offer_timeout_secs]\nchat = 60\n\n\
          [agent_api]\nsession_ttl_secs = 120\n",
     );
@@ -61,6 +63,7 @@ fn main() {
     };
     let rate = env("SWITCHBOARD_BENCH_RATE", 5000);
     let secs = env("SWITCHBOARD_BENCH_SECS", 60);
+    let threads = env("SWITCHBOARD_BENCH_THREADS", 0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,7 +77,7 @@ fn main() {
     let daemon = Daemon::start(
         env!("CARGO_BIN_EXE_switchboard-under-test"),
         &redis.url(),
-        &config(),
+        &config(threads),
     );
     let base = daemon.base();
     runtime.block_on(async move {

@@ -198,7 +198,8 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
-    info!(%addr, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /console, /wallboard, /channels/<name>/…");
+    let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    info!(%addr, worker_threads, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /console, /wallboard, /channels/<name>/…");
     let server =
         // With the peer's address: channels limit by it (chat's `rate_per_ip`).
         axum::serve(

@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub shutdown: ShutdownConfig,
     #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
     pub testing: TestingConfig,
     /// The channel adapters, each a `[[channels]]` table with a `type`.
     #[serde(default)]
@@ -168,6 +170,29 @@ pub struct ShutdownConfig {
     /// On SIGTERM, how long requests in flight may take to finish, in seconds.
     #[serde(default = "defaults::drain_timeout_secs")]
     pub drain_timeout_secs: u64,
+}
+
+/// `[runtime]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Threads that run Switchboard's tasks; 0: one per CPU core.
+    #[serde(default)]
+    pub worker_threads: usize,
+}
+
+impl RuntimeConfig {
+    /// The most worker threads accepted.
+    pub const MAX_WORKER_THREADS: usize = 256;
+
+    /// The async runtime this configuration asks for.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if self.worker_threads > 0 {
+            builder.worker_threads(self.worker_threads);
+        }
+        builder.enable_all().build()
+    }
 }
 
 mod defaults {
@@ -417,6 +442,15 @@ impl Config {
                 "must be at least 1024",
             ));
         }
+        if self.runtime.worker_threads > RuntimeConfig::MAX_WORKER_THREADS {
+            return Err(ConfigError::new(
+                "runtime.worker_threads",
+                format!(
+                    "must be 0 (one per CPU core) to {}",
+                    RuntimeConfig::MAX_WORKER_THREADS
+                ),
+            ));
+        }
         if self.router.batch == 0 || self.router.batch > 10_000 {
             return Err(ConfigError::new(
                 "router.batch",
@@ -651,6 +685,8 @@ mod tests {
             "level =",
             "[shutdown]",
             "drain_timeout_secs =",
+            "[runtime]",
+            "worker_threads =",
             "[[channels]]",
             "intake_api",
             "max_body_bytes",
@@ -663,6 +699,37 @@ mod tests {
                 "config/switchboard.toml does not document {key}"
             );
         }
+    }
+
+    /// `runtime.worker_threads` sets the runtime's threads (from the file
+    /// or the environment); 0 leaves one per core; too many is refused.
+    #[test]
+    fn worker_threads_shape_the_runtime() {
+        let f = file("[redis]\nurl = \"redis://127.0.0.1:6379\"\n[runtime]\nworker_threads = 1\n");
+        let config = load(f.path(), env(&[])).unwrap();
+        assert_eq!(config.runtime.build().unwrap().metrics().num_workers(), 1);
+        let config = load(
+            f.path(),
+            env(&[("SWITCHBOARD__RUNTIME__WORKER_THREADS", "3")]),
+        )
+        .unwrap();
+        assert_eq!(config.runtime.build().unwrap().metrics().num_workers(), 3);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let config = load(
+            f.path(),
+            env(&[("SWITCHBOARD__RUNTIME__WORKER_THREADS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.runtime.build().unwrap().metrics().num_workers(),
+            cores
+        );
+        let e = load(
+            f.path(),
+            env(&[("SWITCHBOARD__RUNTIME__WORKER_THREADS", "257")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "runtime.worker_threads", "{e}");
     }
 
     /// Every commented `[[channels]]` example in the shipped file parses
