@@ -6,7 +6,9 @@
 //!
 //! SWITCHBOARD_BENCH_SECS sets the measured seconds (default 10);
 //! SWITCHBOARD_BENCH_THREADS the daemon's `runtime.worker_threads` (default
-//! 1: Redis and the load generator share the machine; 0 is one per core).
+//! 1: Redis and the load generator share the machine; 0 is one per core);
+//! SWITCHBOARD_BENCH_DAEMON another daemon binary (an A/B against an older
+//! build).
 //! Figures and how to read them: docs/benchmarks.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,8 +43,11 @@ fn main() {
         raw.0, raw.1
     );
 
+    // Another build of the daemon for an A/B run, or this one.
+    let binary = std::env::var("SWITCHBOARD_BENCH_DAEMON")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard-under-test").to_owned());
     let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &binary,
         &redis.url(),
         &format!("[runtime]\nworker_threads = {threads}\n"),
     );

@@ -1,5 +1,6 @@
-//! What each routing script costs Redis: a contact's life (enqueue, offer,
-//! accept, close) run for many contacts against a private redis-server,
+//! What each script of a contact's life costs Redis: the intake of its
+//! first message and of three follow-ups, then routing (enqueue, offer,
+//! accept, close), run for many contacts against a private redis-server,
 //! one phase at a time, with `INFO commandstats` read around each phase,
 //! so the figure is Redis's own time per call (inner commands included),
 //! not the round trip. Run with:
@@ -13,7 +14,11 @@
 
 use std::time::Duration;
 use switchboard_core::{ChannelKind, ContactId, Partition};
-use switchboard_store::{AgentRecord, Answer, NewRoute, Offer, RoutingState, Store, StoreConfig};
+use switchboard_core::{CustomerIdentity, InboundEvent};
+use switchboard_store::{
+    AgentRecord, Answer, IntakeSettings, NewRoute, Offer, RedisIntake, RoutingState, Store,
+    StoreConfig,
+};
 use switchboard_testkit::RedisServer;
 
 const NOW: u64 = 1_800_000_000_000;
@@ -60,6 +65,13 @@ fn main() {
             topology: Default::default(),
         })
         .unwrap();
+        let intake = RedisIntake::new(
+            store.clone(),
+            IntakeSettings {
+                dedupe_window: Duration::from_secs(7 * 24 * 3600),
+                limits: Default::default(),
+            },
+        );
         let state = RoutingState::new(store);
         let mut stats = redis::Client::open(redis.url())
             .unwrap()
@@ -93,15 +105,44 @@ fn main() {
         let agent_of = |i: usize| format!("a{:03}", i % AGENTS);
         let customers: Vec<String> = (0..contacts).map(|i| format!("visitor:v{i}")).collect();
 
-        println!("routing scripts, {contacts} contacts, {AGENTS} agents: Redis time per call");
+        println!("scripts, {contacts} contacts, {AGENTS} agents: Redis time per call");
         let phase = |name: &'static str, before: (u64, u64), after: (u64, u64)| {
             let calls = after.0 - before.0;
             let usec = after.1 - before.1;
             println!(
-                "  {name:<8} {calls:>7} calls  {:>6.1} us/call",
+                "  {name:<22} {calls:>7} calls  {:>6.1} us/call",
                 usec as f64 / calls.max(1) as f64
             );
         };
+
+        // As the intake bench submits: a provider id each, a short text.
+        let message = |customer: usize, n: usize| InboundEvent {
+            channel: ChannelKind::Chat,
+            source: "web".into(),
+            address: "widget-1".into(),
+            customer: CustomerIdentity::new("visitor", &format!("v{customer}")).unwrap(),
+            customer_name: None,
+            provider_message_id: Some(format!("m{customer}-{n}")),
+            subject: None,
+            text: "benchmark message of an ordinary length, about sixty bytes".into(),
+            language: None,
+            attributes: Default::default(),
+            sent_at: None,
+            new_contact: false,
+            media: Vec::new(),
+        };
+        let before = evalsha(&mut stats).await;
+        for customer in 0..contacts {
+            intake.submit_event(message(customer, 0)).await.unwrap();
+        }
+        phase("intake, first message", before, evalsha(&mut stats).await);
+        let before = evalsha(&mut stats).await;
+        for n in 1..4 {
+            for customer in 0..contacts {
+                intake.submit_event(message(customer, n)).await.unwrap();
+            }
+        }
+        phase("intake, follow-up", before, evalsha(&mut stats).await);
 
         let before = evalsha(&mut stats).await;
         for (i, id) in ids.iter().enumerate() {

@@ -457,7 +457,9 @@ impl Conversations {
         // The open key and the conversation share the partition's hash tag.
         self.mark(
             contact,
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end \
+            "local open = redis.call('GET', KEYS[1]) \
+             if open == ARGV[1] .. '|' .. ARGV[3] or open == ARGV[1] then \
+               redis.call('DEL', KEYS[1]) end \
              if redis.call('EXISTS', KEYS[2]) == 1 then \
                redis.call('HSET', KEYS[2], 'state', 'closed', 'closed_at', ARGV[2]) end \
              return 1",
@@ -475,15 +477,17 @@ impl Conversations {
             "if redis.call('HGET', KEYS[2], 'state') == 'closed' then \
                redis.call('HSET', KEYS[2], 'state', 'open') \
                redis.call('HDEL', KEYS[2], 'closed_at') \
-               redis.call('SET', KEYS[1], ARGV[1], 'NX') end \
+               redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[3], 'NX') end \
              return 1",
         )
         .await
     }
 
-    /// Runs `script` with KEYS[1] the customer's open-conversation key and
-    /// KEYS[2] the conversation of `contact`, ARGV[1] its id and ARGV[2]
-    /// now. Nothing when the contact names no conversation.
+    /// Runs `script` with KEYS[1] the customer's open-conversation key
+    /// (`conversation|contact`, or the conversation alone as versions
+    /// before 2026-11-26 wrote it) and KEYS[2] the conversation of
+    /// `contact`, ARGV[1] its id, ARGV[2] now and ARGV[3] the contact's id.
+    /// Nothing when the contact names no conversation.
     async fn mark(&self, contact: &ContactId, script: &str) -> Result<(), StoreError> {
         let keys = self.store.keys();
         let mut conn = self.store.conn();
@@ -516,7 +520,8 @@ impl Conversations {
         inv.key(open)
             .key(keys.conversation(&conv))
             .arg(conversation)
-            .arg(Timestamp::now().as_millis());
+            .arg(Timestamp::now().as_millis())
+            .arg(contact.to_string());
         let _: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(())
     }
@@ -538,7 +543,14 @@ impl Conversations {
                     .query_async(&mut conn),
             )
             .await?;
-        let Some(conv) = conv.and_then(|c| c.parse::<ConversationId>().ok()) else {
+        // `conversation|contact`, or the conversation alone as versions
+        // before 2026-11-26 wrote it. The conversation's own record says
+        // whose it is (and that it still exists).
+        let Some(conv) = conv.and_then(|c| {
+            c.split('|')
+                .next()
+                .and_then(|c| c.parse::<ConversationId>().ok())
+        }) else {
             return Ok(None);
         };
         let contact: Option<String> = self

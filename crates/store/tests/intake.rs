@@ -256,3 +256,90 @@ async fn partition_count_cannot_change_under_existing_data() {
     let err = store_for(&redis, 8).check_layout().await.unwrap_err();
     assert!(err.to_string().contains("4 partitions"), "{err}");
 }
+
+/// The open-conversation key names the conversation and its contact, so a
+/// follow-up needs no read of the conversation; a key written by an earlier
+/// version (the conversation alone) still joins it, and still ends.
+#[tokio::test]
+async fn the_open_key_names_the_contact_and_an_older_key_still_joins() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let conversations = switchboard_store::Conversations::new(store.clone());
+    let keys = store.keys();
+    let mut conn = raw(&redis).await;
+    let first = intake
+        .submit_event(event("vs_old", Some("o1"), "Hello"))
+        .await
+        .unwrap();
+    let customer = event("vs_old", None, "").customer;
+    let p = keys.partition_of("website", &customer);
+    let open_key = keys.open_conversation(p, "website", &customer);
+    let open: String = conn.get(&open_key).await.unwrap();
+    assert_eq!(
+        open,
+        format!("{}|{}", first.conversation_id, first.contact_id)
+    );
+
+    // As an earlier version left it.
+    let _: () = conn
+        .set(&open_key, first.conversation_id.to_string())
+        .await
+        .unwrap();
+    let next = intake
+        .submit_event(event("vs_old", Some("o2"), "Still there?"))
+        .await
+        .unwrap();
+    assert_eq!(next.outcome, IntakeOutcome::Appended);
+    assert_eq!(
+        (next.contact_id, next.conversation_id),
+        (first.contact_id, first.conversation_id)
+    );
+    assert_eq!(
+        conversations
+            .open_conversation("website", &customer)
+            .await
+            .unwrap(),
+        Some((first.conversation_id, first.contact_id))
+    );
+    conversations.end(&first.contact_id).await.unwrap();
+    let gone: Option<String> = conn.get(&open_key).await.unwrap();
+    assert_eq!(gone, None, "end() removes a key in the older form too");
+    let later = intake
+        .submit_event(event("vs_old", Some("o3"), "New question"))
+        .await
+        .unwrap();
+    assert_eq!(later.outcome, IntakeOutcome::Created);
+}
+
+/// An open key that outlived its conversation's record (deleted by hand,
+/// or lost) must not make a follow-up join a conversation nobody has: the
+/// message opens a new contact, and no half-made record is left behind.
+#[tokio::test]
+async fn an_open_key_without_its_conversation_opens_a_new_contact() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let keys = store.keys();
+    let mut conn = raw(&redis).await;
+    let first = intake
+        .submit_event(event("vs_lost", Some("l1"), "Hello"))
+        .await
+        .unwrap();
+    let conv_key = keys.conversation(&first.conversation_id);
+    let _: () = conn.del(&conv_key).await.unwrap();
+    let next = intake
+        .submit_event(event("vs_lost", Some("l2"), "Hello again"))
+        .await
+        .unwrap();
+    assert_eq!(next.outcome, IntakeOutcome::Created);
+    assert_ne!(next.contact_id, first.contact_id);
+    assert_ne!(next.conversation_id, first.conversation_id);
+    let left: bool = conn.exists(&conv_key).await.unwrap();
+    assert!(!left, "a conversation record was made for the lost one");
+    let contact: String = conn
+        .hget(keys.conversation(&next.conversation_id), "contact")
+        .await
+        .unwrap();
+    assert_eq!(contact, next.contact_id.to_string());
+}

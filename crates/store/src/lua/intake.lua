@@ -2,7 +2,7 @@
 -- or none of it. All keys share the partition's hash tag.
 --
 -- KEYS[1] dedupe key (ignored unless ARGV[1] == '1')
--- KEYS[2] open-conversation key of (source, customer)
+-- KEYS[2] open-conversation key of (source, customer): "conversation|contact"
 -- KEYS[3] the partition's routing stream
 -- ARGV[1] '1' when the event has a provider message id
 -- ARGV[2] dedupe window, seconds
@@ -28,13 +28,28 @@ end
 
 local tag = ARGV[8]
 local outcome = 'appended'
-local conv = nil
+local conv, contact
 if ARGV[19] ~= '1' then
-  conv = redis.call('GET', KEYS[2])
+  -- The open key holds "conversation|contact"; an earlier version wrote
+  -- the conversation alone.
+  local open = redis.call('GET', KEYS[2])
+  if open then
+    conv, contact = string.match(open, '^([^|]+)|([^|]+)$')
+    if not conv then
+      conv = open
+      contact = redis.call('HGET', tag .. ':conv:' .. conv, 'contact')
+    end
+  end
 end
-local contact
-if conv then
-  contact = redis.call('HGET', tag .. ':conv:' .. conv, 'contact')
+if contact then
+  -- Every conversation has last_inbound_at from its start: a new field
+  -- means its hash is gone (the open key outlived it), so the message
+  -- opens a new contact instead of joining a conversation nobody has.
+  local conv_key = tag .. ':conv:' .. conv
+  if redis.call('HSET', conv_key, 'last_inbound_at', ARGV[6]) == 1 then
+    redis.call('DEL', conv_key)
+    contact = nil
+  end
 end
 if not contact then
   outcome = 'created'
@@ -44,23 +59,19 @@ if not contact then
     'id', conv, 'contact', contact, 'state', 'open',
     'channel', ARGV[9], 'source', ARGV[10], 'address', ARGV[11],
     'customer', ARGV[12], 'created_at', ARGV[6],
-    'last_inbound_at', ARGV[6], 'messages', 0)
+    'last_inbound_at', ARGV[6])
   redis.call('HSET', tag .. ':contact:' .. contact,
     'id', contact, 'conversation', conv, 'state', 'new',
     'channel', ARGV[9], 'source', ARGV[10], 'address', ARGV[11],
     'customer', ARGV[12], 'customer_name', ARGV[13], 'subject', ARGV[14],
     'language', ARGV[15], 'attributes', ARGV[16], 'preview', ARGV[17],
     'created_at', ARGV[6])
-  redis.call('SET', KEYS[2], conv)
+  redis.call('SET', KEYS[2], conv .. '|' .. contact)
   redis.call('XADD', KEYS[3], '*', 'contact', contact, 'at', ARGV[6])
 end
 
 local seq = redis.call('XADD', tag .. ':conv:' .. conv .. ':log', '*',
   'id', ARGV[5], 'dir', 'in', 'at', ARGV[6], 'msg', ARGV[7])
-if outcome == 'appended' then
-  redis.call('HSET', tag .. ':conv:' .. conv, 'last_inbound_at', ARGV[6])
-end
-redis.call('HINCRBY', tag .. ':conv:' .. conv, 'messages', 1)
 
 if ARGV[18] == '1' then
   local feed = tag .. ':feed'
