@@ -1,11 +1,11 @@
 //! The durable intake: one atomic Redis script per inbound message.
 
-use crate::{Store, StoreError};
+use crate::{Doorbell, Store, StoreError};
 use futures::future::BoxFuture;
 use metrics::{counter, histogram};
 use redis::Script;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use switchboard_channel::{Intake, LiveEvent};
 use switchboard_core::inbound::EventLimits;
@@ -35,6 +35,8 @@ pub struct RedisIntake {
     pub(crate) update_script: Arc<Script>,
     /// Set by the daemon when it stops taking new work.
     pub(crate) closed: Arc<AtomicBool>,
+    /// Started at the first message (it needs the runtime).
+    doorbell: Arc<OnceLock<Doorbell>>,
 }
 
 impl std::fmt::Debug for RedisIntake {
@@ -53,6 +55,7 @@ impl RedisIntake {
             script: Arc::new(Script::new(include_str!("lua/intake.lua"))),
             update_script: Arc::new(Script::new(include_str!("lua/update.lua"))),
             closed: Arc::new(AtomicBool::new(false)),
+            doorbell: Arc::new(OnceLock::new()),
         }
     }
 
@@ -73,7 +76,9 @@ impl RedisIntake {
                 if receipt.outcome != IntakeOutcome::Duplicate {
                     // The doorbell, after the script and outside it: it
                     // must never fail or delay the intake (see `live`).
-                    let live = crate::Live::new(self.store.clone());
+                    // Handed to one task that publishes those waiting in
+                    // one round trip: the intake's busiest path saves a
+                    // write to Redis of its own per message.
                     let event = LiveEvent::log(
                         &receipt.conversation_id,
                         &receipt.contact_id.to_string(),
@@ -82,7 +87,9 @@ impl RedisIntake {
                         "in",
                     )
                     .with_entry(text, at);
-                    tokio::spawn(async move { live.publish(&event).await });
+                    self.doorbell
+                        .get_or_init(|| crate::Live::new(self.store.clone()).doorbell())
+                        .ring(event);
                 }
                 Ok(receipt)
             }

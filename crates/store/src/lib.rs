@@ -35,7 +35,7 @@ pub use conversations::{Conversations, LogEntry, NamedReply};
 pub use feed::{Batch, EventFeed, FeedEntry, Moved};
 pub use intake::{IntakeSettings, RedisIntake};
 pub use keys::KeySpace;
-pub use live::Live;
+pub use live::{Doorbell, Live};
 pub use outbox::RedisOutbox;
 pub use records::{KpiFact, Records};
 pub use routing::{QueuedContact, RoutingStreams};

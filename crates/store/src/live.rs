@@ -67,13 +67,7 @@ impl Live {
     }
 
     async fn try_publish(&self, event: &LiveEvent) -> Result<(), StoreError> {
-        let json = serde_json::to_string(event)
-            .map_err(|e| StoreError::Protocol(format!("cannot encode live event: {e}")))?;
-        let channel = if event.contact.is_empty() {
-            self.channel.clone()
-        } else {
-            contact_channel(&self.channel, &event.contact)
-        };
+        let (channel, json) = self.encode(event)?;
         let mut conn = self.store.conn();
         let _: i64 = self
             .store
@@ -85,6 +79,26 @@ impl Live {
             )
             .await?;
         Ok(())
+    }
+
+    /// The pub/sub channel and the JSON of `event`.
+    fn encode(&self, event: &LiveEvent) -> Result<(String, String), StoreError> {
+        let json = serde_json::to_string(event)
+            .map_err(|e| StoreError::Protocol(format!("cannot encode live event: {e}")))?;
+        let channel = if event.contact.is_empty() {
+            self.channel.clone()
+        } else {
+            contact_channel(&self.channel, &event.contact)
+        };
+        Ok((channel, json))
+    }
+
+    /// A [`Doorbell`] on this bus: events handed to it are published in
+    /// order, as many per round trip as are waiting. Needs a Tokio runtime.
+    pub fn doorbell(&self) -> Doorbell {
+        let (tx, rx) = mpsc::channel(DOORBELL_QUEUE);
+        tokio::spawn(ring_in_batches(self.clone(), rx));
+        Doorbell { tx }
     }
 
     /// The events of the contacts `follows` names from now on, with
@@ -283,5 +297,65 @@ impl LiveBus for Live {
 
     fn subscribe(&self, follows: LiveFollows) -> BoxStream<'static, LiveSignal> {
         Live::subscribe(self, follows)
+    }
+}
+
+/// Events a [`Doorbell`] holds before it drops (and counts) new ones.
+const DOORBELL_QUEUE: usize = 8192;
+/// Events published in one round trip at most.
+const DOORBELL_BATCH: usize = 256;
+
+/// Rings the doorbell for a busy path (the intake) without a round trip of
+/// its own per event: [`ring`](Doorbell::ring) hands the event to one task,
+/// which publishes the events waiting as one pipeline, in the order they
+/// were handed over. Best effort, as every doorbell: an event that cannot
+/// be queued or published is counted in
+/// `switchboard_live_publish_errors_total` and logged. The task ends when
+/// the last clone is dropped, after publishing what it holds.
+#[derive(Clone, Debug)]
+pub struct Doorbell {
+    tx: mpsc::Sender<LiveEvent>,
+}
+
+impl Doorbell {
+    /// Queues `event` for publishing; never waits.
+    pub fn ring(&self, event: LiveEvent) {
+        if let Err(e) = self.tx.try_send(event) {
+            counter!("switchboard_live_publish_errors_total").increment(1);
+            let event = match &e {
+                mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => ev,
+            };
+            warn!(conversation_id = %event.conv, error = %e, "Could not ring the live doorbell.");
+        }
+    }
+}
+
+async fn ring_in_batches(live: Live, mut rx: mpsc::Receiver<LiveEvent>) {
+    let mut events = Vec::with_capacity(DOORBELL_BATCH);
+    while rx.recv_many(&mut events, DOORBELL_BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        let mut failed = 0u64;
+        for event in events.drain(..) {
+            match live.encode(&event) {
+                Ok((channel, json)) => {
+                    pipe.cmd("PUBLISH").arg(channel).arg(json).ignore();
+                }
+                Err(error) => {
+                    failed += 1;
+                    warn!(conversation_id = %event.conv, %error, "Could not ring the live doorbell.");
+                }
+            }
+        }
+        let sent = pipe.cmd_iter().count() as u64;
+        if sent > 0 {
+            let mut conn = live.store.conn();
+            if let Err(error) = live.store.bounded(pipe.query_async::<()>(&mut conn)).await {
+                failed += sent;
+                warn!(events = sent, %error, "Could not ring the live doorbell.");
+            }
+        }
+        if failed > 0 {
+            counter!("switchboard_live_publish_errors_total").increment(failed);
+        }
     }
 }

@@ -185,3 +185,53 @@ async fn a_subscription_resyncs_after_redis_comes_back_and_publishing_never_fail
     live.publish(&event).await;
     assert_eq!(next_event(&mut signals).await, event);
 }
+
+/// The intake's doorbells go out in the order of the messages (one task
+/// publishes them, several per round trip), so a follower sees one
+/// customer's quick messages in order, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intakes_doorbells_keep_the_order_of_the_messages() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let live = Live::new(store.clone());
+    let follows = LiveFollows::default();
+    let mut signals = live.subscribe(follows.clone());
+    assert_eq!(next(&mut signals).await, LiveSignal::Resync);
+    let intake = intake_for(&store);
+    let first = intake
+        .submit_event(event("v-order", Some("o0"), "first"))
+        .await
+        .unwrap();
+    let contact = first.contact_id.to_string();
+    follows.follow(&contact);
+    assert_eq!(next(&mut signals).await, LiveSignal::Followed(contact));
+    // Submitted from many tasks at once, each waiting for the one before,
+    // so that the order is known and the intake is busy.
+    let mut seqs = Vec::new();
+    let mut others = Vec::new();
+    for i in 1..=300 {
+        let noise = intake.clone();
+        others.push(tokio::spawn(async move {
+            noise
+                .submit_event(event(&format!("v-noise-{i}"), None, "noise"))
+                .await
+                .unwrap();
+        }));
+        let r = intake
+            .submit_event(event("v-order", Some(&format!("o{i}")), &format!("m{i}")))
+            .await
+            .unwrap();
+        seqs.push(r.seq);
+    }
+    for t in others {
+        t.await.unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < seqs.len() {
+        let e = next_event(&mut signals).await;
+        if e.seq != first.seq {
+            seen.push(e.seq);
+        }
+    }
+    assert_eq!(seen, seqs, "doorbells out of order or missing");
+}
