@@ -331,10 +331,14 @@ impl Doorbell {
 }
 
 async fn ring_in_batches(live: Live, mut rx: mpsc::Receiver<LiveEvent>) {
+    // On a cluster a pipeline may not span slots, and each contact's
+    // channel has its own: there every event is published on its own (all
+    // of a batch at once, in order).
+    let cluster = live.store.conn().is_cluster();
     let mut events = Vec::with_capacity(DOORBELL_BATCH);
     while rx.recv_many(&mut events, DOORBELL_BATCH).await > 0 {
-        let mut pipe = redis::pipe();
         let mut failed = 0u64;
+        let mut pipe = redis::pipe();
         for event in events.drain(..) {
             match live.encode(&event) {
                 Ok((channel, json)) => {
@@ -347,7 +351,19 @@ async fn ring_in_batches(live: Live, mut rx: mpsc::Receiver<LiveEvent>) {
             }
         }
         let sent = pipe.cmd_iter().count() as u64;
-        if sent > 0 {
+        if sent > 0 && cluster {
+            let published = pipe.cmd_iter().map(|cmd| {
+                let mut conn = live.store.conn();
+                let store = &live.store;
+                async move { store.bounded(cmd.query_async::<i64>(&mut conn)).await }
+            });
+            for result in futures::future::join_all(published).await {
+                if let Err(error) = result {
+                    failed += 1;
+                    warn!(%error, "Could not ring the live doorbell.");
+                }
+            }
+        } else if sent > 0 {
             let mut conn = live.store.conn();
             if let Err(error) = live.store.bounded(pipe.query_async::<()>(&mut conn)).await {
                 failed += sent;

@@ -235,3 +235,50 @@ async fn the_intakes_doorbells_keep_the_order_of_the_messages() {
     }
     assert_eq!(seen, seqs, "doorbells out of order or missing");
 }
+
+/// On a Redis Cluster, where one pipeline may not span slots, the
+/// intake's doorbells for contacts of different slots all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intakes_doorbells_arrive_on_a_cluster() {
+    let cluster = switchboard_testkit::RedisCluster::start(3);
+    let urls = cluster.urls();
+    let store = switchboard_store::Store::new(switchboard_store::StoreConfig {
+        topology: switchboard_store::Topology::Cluster {
+            seeds: urls[1..].to_vec(),
+        },
+        ..switchboard_store::StoreConfig::local(urls[0].clone(), 4)
+    })
+    .unwrap();
+    let live = Live::new(store.clone());
+    let follows = LiveFollows::default();
+    let mut signals = live.subscribe(follows.clone());
+    assert_eq!(next(&mut signals).await, LiveSignal::Resync);
+    let intake = intake_for(&store);
+    let mut contacts = std::collections::HashMap::new();
+    for i in 0..40 {
+        let r = intake
+            .submit_event(event(&format!("v-c{i}"), None, "hello"))
+            .await
+            .unwrap();
+        let contact = r.contact_id.to_string();
+        follows.follow(&contact);
+        // (The first messages' own doorbells may come in between.)
+        while next(&mut signals).await != LiveSignal::Followed(contact.clone()) {}
+        contacts.insert(contact, r.conversation_id);
+    }
+    // Rung all at once, so that the doorbell's task finds them waiting
+    // together (one pipeline on a single Redis; not on a cluster).
+    let doorbell = live.doorbell();
+    let mut expected = std::collections::HashSet::new();
+    for (i, (contact, conv)) in contacts.iter().enumerate() {
+        let seq = format!("1-{i}");
+        doorbell.ring(LiveEvent::log(conv, contact, "website", &seq, "in"));
+        expected.insert(seq);
+    }
+    let mut seen = std::collections::HashSet::new();
+    while !expected.is_subset(&seen) {
+        let e = next_event(&mut signals).await;
+        assert!(contacts.contains_key(&e.contact));
+        seen.insert(e.seq);
+    }
+}
