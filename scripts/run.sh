@@ -78,11 +78,20 @@ if [ -z "$url" ]; then
   url="redis://127.0.0.1:$redis_port"
   export SWITCHBOARD__REDIS__URL=$url
   echo "run.sh: private Redis at $url, data in $state/redis"
-  # Redis now shares the machine: unless configured, leave it a core
-  # (docs/operations.md, "Configuration").
+  # Redis now shares the machine: unless configured (0, the default, lets
+  # run.sh decide), leave it a core (docs/operations.md, "Configuration").
   configured_threads=$("$bin" show-config runtime.worker_threads --config "$config")
   if [ -z "$configured_threads" ] || [ "$configured_threads" = "0" ]; then
-    threads=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
+    cores=$(nproc)
+    # A container's CPU limit (cgroup v2), which nproc does not count.
+    if [ -r /sys/fs/cgroup/cpu.max ]; then
+      read -r quota period < /sys/fs/cgroup/cpu.max || true
+      if [ "${quota:-max}" != max ] && [ "${period:-0}" -gt 0 ]; then
+        limit=$(( (quota + period - 1) / period ))
+        if [ "$limit" -lt "$cores" ]; then cores=$limit; fi
+      fi
+    fi
+    threads=$(( cores > 1 ? cores - 1 : 1 ))
     export SWITCHBOARD__RUNTIME__WORKER_THREADS=$threads
     echo "run.sh: $threads worker thread(s), one core left to the private Redis"
   fi

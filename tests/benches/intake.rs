@@ -8,7 +8,7 @@
 //! SWITCHBOARD_BENCH_THREADS the daemon's `runtime.worker_threads` (default
 //! 1: Redis and the load generator share the machine; 0 is one per core);
 //! SWITCHBOARD_BENCH_DAEMON another daemon binary (an A/B against an older
-//! build).
+//! build; before 908d1bd, with SWITCHBOARD_BENCH_THREADS=0).
 //! Figures and how to read them: docs/benchmarks.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -49,7 +49,12 @@ fn main() {
     let daemon = Daemon::start(
         &binary,
         &redis.url(),
-        &format!("[runtime]\nworker_threads = {threads}\n"),
+        // (Left out for 0: builds before 908d1bd refuse the key.)
+        &if threads > 0 {
+            format!("[runtime]\nworker_threads = {threads}\n")
+        } else {
+            String::new()
+        },
     );
     let pids = [
         ("redis-server", redis.pid().unwrap()),

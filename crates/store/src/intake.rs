@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 use metrics::{counter, histogram};
 use redis::Script;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard_channel::{Intake, LiveEvent};
 use switchboard_core::inbound::EventLimits;
@@ -35,8 +35,9 @@ pub struct RedisIntake {
     pub(crate) update_script: Arc<Script>,
     /// Set by the daemon when it stops taking new work.
     pub(crate) closed: Arc<AtomicBool>,
-    /// Started at the first message (it needs the runtime).
-    doorbell: Arc<OnceLock<Doorbell>>,
+    /// Started at the first message (it needs the runtime), and again
+    /// should its task have ended.
+    doorbell: Arc<Mutex<Option<Doorbell>>>,
 }
 
 impl std::fmt::Debug for RedisIntake {
@@ -55,7 +56,7 @@ impl RedisIntake {
             script: Arc::new(Script::new(include_str!("lua/intake.lua"))),
             update_script: Arc::new(Script::new(include_str!("lua/update.lua"))),
             closed: Arc::new(AtomicBool::new(false)),
-            doorbell: Arc::new(OnceLock::new()),
+            doorbell: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -87,9 +88,7 @@ impl RedisIntake {
                         "in",
                     )
                     .with_entry(text, at);
-                    self.doorbell
-                        .get_or_init(|| crate::Live::new(self.store.clone()).doorbell())
-                        .ring(event);
+                    self.ring(event);
                 }
                 Ok(receipt)
             }
@@ -115,6 +114,21 @@ impl RedisIntake {
             }
         }
         result
+    }
+
+    /// Hands `event` to this intake's doorbell, starting it first if it
+    /// has not started or its task has ended.
+    fn ring(&self, event: LiveEvent) {
+        let mut doorbell = self
+            .doorbell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if doorbell.as_ref().is_none_or(Doorbell::is_closed) {
+            *doorbell = Some(crate::Live::new(self.store.clone()).doorbell());
+        }
+        if let Some(doorbell) = doorbell.as_ref() {
+            doorbell.ring(event);
+        }
     }
 
     /// Stores the event; the receipt, with the stored text and time for

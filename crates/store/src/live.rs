@@ -311,13 +311,21 @@ const DOORBELL_BATCH: usize = 256;
 /// were handed over. Best effort, as every doorbell: an event that cannot
 /// be queued or published is counted in
 /// `switchboard_live_publish_errors_total` and logged. The task ends when
-/// the last clone is dropped, after publishing what it holds.
+/// the last clone is dropped, after publishing what it holds, or with its
+/// runtime: at shutdown, events still queued are dropped (readers catch
+/// up from the log, as after any lost doorbell).
 #[derive(Clone, Debug)]
 pub struct Doorbell {
     tx: mpsc::Sender<LiveEvent>,
 }
 
 impl Doorbell {
+    /// True once its task has ended (its runtime stopped): events rung
+    /// now are lost, so the owner starts another.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queues `event` for publishing; never waits.
     pub fn ring(&self, event: LiveEvent) {
         if let Err(e) = self.tx.try_send(event) {

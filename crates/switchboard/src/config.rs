@@ -176,7 +176,8 @@ pub struct ShutdownConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Threads that run Switchboard's tasks; 0: one per CPU core.
+    /// Threads that run Switchboard's tasks; 0: one per CPU core (or
+    /// `TOKIO_WORKER_THREADS`, when set).
     #[serde(default)]
     pub worker_threads: usize,
 }
@@ -714,7 +715,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.runtime.build().unwrap().metrics().num_workers(), 3);
-        let cores = std::thread::available_parallelism().unwrap().get();
+        // (Tokio's own variable, when set, stands for "one per core".)
+        let cores = std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap().get());
         let config = load(
             f.path(),
             env(&[("SWITCHBOARD__RUNTIME__WORKER_THREADS", "0")]),
