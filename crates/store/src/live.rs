@@ -359,6 +359,7 @@ async fn ring_in_batches(live: Live, mut rx: mpsc::Receiver<LiveEvent>) {
             }
         }
         let sent = pipe.cmd_iter().count() as u64;
+        metrics::histogram!("switchboard_live_doorbell_batch_events").record(sent as f64);
         if sent > 0 && cluster {
             let published = pipe.cmd_iter().map(|cmd| {
                 let mut conn = live.store.conn();

@@ -343,3 +343,50 @@ async fn an_open_key_without_its_conversation_opens_a_new_contact() {
         .unwrap();
     assert_eq!(contact, next.contact_id.to_string());
 }
+
+/// Many messages at once right after Redis lost its scripts (a restart,
+/// SCRIPT FLUSH): each call refused unrun (NOSCRIPT) is run again once the
+/// script is loaded, so every message is stored exactly once and
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_together_survive_a_flushed_script_cache() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let mut conn = raw(&redis).await;
+    let keys = store.keys();
+    for round in 0..3 {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let intake = intake.clone();
+            tasks.push(tokio::spawn(async move {
+                intake
+                    .submit_event(event(
+                        &format!("v-flush-{}", i % 20),
+                        Some(&format!("r{round}-{i}")),
+                        &format!("message {round}/{i}"),
+                    ))
+                    .await
+            }));
+        }
+        let mut conversations = HashSet::new();
+        let mut ids = HashSet::new();
+        for t in tasks {
+            let receipt = t.await.unwrap().unwrap();
+            assert_ne!(receipt.outcome, IntakeOutcome::Duplicate);
+            assert!(ids.insert(receipt.message_id), "one id each");
+            conversations.insert(receipt.conversation_id);
+        }
+        let mut stored = 0;
+        for conv in &conversations {
+            let n: usize = conn.xlen(keys.conversation_log(conv)).await.unwrap();
+            stored += n;
+        }
+        assert_eq!(stored, 200 * (round + 1), "round {round}");
+    }
+}
