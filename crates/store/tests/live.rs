@@ -29,14 +29,22 @@ async fn next_event(signals: &mut BoxStream<'static, LiveSignal>) -> LiveEvent {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_intake_and_replies_ring_the_doorbell() {
-    let redis = RedisServer::start();
-    let store = store_for(&redis, 4);
+/// A subscription on `store`'s bus, past its first resync.
+async fn subscribed(
+    store: &switchboard_store::Store,
+) -> (Live, LiveFollows, BoxStream<'static, LiveSignal>) {
     let live = Live::new(store.clone());
     let follows = LiveFollows::default();
     let mut signals = live.subscribe(follows.clone());
     assert_eq!(next(&mut signals).await, LiveSignal::Resync, "resync first");
+    (live, follows, signals)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intake_and_replies_ring_the_doorbell() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let (_live, follows, mut signals) = subscribed(&store).await;
 
     let intake = intake_for(&store);
     let first = intake
@@ -193,10 +201,7 @@ async fn a_subscription_resyncs_after_redis_comes_back_and_publishing_never_fail
 async fn the_intakes_doorbells_keep_the_order_of_the_messages() {
     let redis = RedisServer::start();
     let store = store_for(&redis, 4);
-    let live = Live::new(store.clone());
-    let follows = LiveFollows::default();
-    let mut signals = live.subscribe(follows.clone());
-    assert_eq!(next(&mut signals).await, LiveSignal::Resync);
+    let (_live, follows, mut signals) = subscribed(&store).await;
     let intake = intake_for(&store);
     let first = intake
         .submit_event(event("v-order", Some("o0"), "first"))
@@ -249,10 +254,7 @@ async fn the_intakes_doorbells_arrive_on_a_cluster() {
         ..switchboard_store::StoreConfig::local(urls[0].clone(), 4)
     })
     .unwrap();
-    let live = Live::new(store.clone());
-    let follows = LiveFollows::default();
-    let mut signals = live.subscribe(follows.clone());
-    assert_eq!(next(&mut signals).await, LiveSignal::Resync);
+    let (live, follows, mut signals) = subscribed(&store).await;
     let intake = intake_for(&store);
     let mut contacts = std::collections::HashMap::new();
     for i in 0..40 {
