@@ -996,8 +996,9 @@ async fn a_close_ends_the_conversation_even_when_retried() {
 /// longer the agent's) leaves the customer's conversation open: their next
 /// message joins the contact the next agent holds. The conversation was
 /// ended before the close was refused, and stayed ended. Many rounds of
-/// the race; each must leave the conversation open or the contact closed.
-/// (Found by a review.)
+/// the race, one side delayed by 0 to 4 round trips (`round_trips`) so
+/// that each side wins some; each must leave the conversation open or the
+/// contact closed. (Found by a review.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
     let redis = RedisServer::start();
@@ -1012,14 +1013,18 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
         .unwrap();
     online(&state, "a", [200, 0, 0, 0]).await;
     let day = Duration::from_secs(86_400);
+    let mut raw = common::raw(&redis).await;
     let mut refused = 0;
     for round in 0..150 {
         let visitor = format!("v{round}");
         let c = assigned_from_intake(&state, &intake, &token, &visitor, "a").await;
-        let (closed, moved) = tokio::join!(
-            state.close(&c, "a", NOW + 1, "done", 0, day, day),
-            state.requeue(&c, "a", NOW + 1, None, "transfer", None)
-        );
+        let (closed, moved) =
+            tokio::join!(state.close(&c, "a", NOW + 1, "done", 0, day, day), async {
+                round_trips(&mut raw, round % 5).await;
+                state
+                    .requeue(&c, "a", NOW + 1, None, "transfer", None)
+                    .await
+            });
         let (closed, moved) = (closed.unwrap(), moved.unwrap());
         let customer = switchboard_core::CustomerIdentity::new("visitor", &visitor).unwrap();
         let open = conversations
@@ -1043,6 +1048,7 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
     // The refused close happened (otherwise the test proved nothing; the
     // transfer usually wins: the close ends the conversation first).
     assert!(refused > 0, "no close lost the race in 150 rounds");
+    assert!(refused < 150, "no close won the race in 150 rounds");
 
     // Against the channel ending the contact (the visitor left): whoever
     // wins, the contact is closed and its conversation must stay ended
@@ -1053,7 +1059,10 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
         let visitor = format!("v{round}");
         let c = assigned_from_intake(&state, &intake, &token, &visitor, "a").await;
         let (closed, ended) = tokio::join!(
-            state.close(&c, "a", NOW + 1, "done", 0, day, day),
+            async {
+                round_trips(&mut raw, round % 5).await;
+                state.close(&c, "a", NOW + 1, "done", 0, day, day).await
+            },
             state.end_by_channel(&c, NOW + 1, "left", 0, day)
         );
         let (closed, ended) = (closed.unwrap(), ended.unwrap());
@@ -1071,6 +1080,18 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
         );
     }
     assert!(lost > 0, "the channel never won the race in 150 rounds");
+    assert!(lost < 150, "the close never won the race in 150 rounds");
+}
+
+/// Delays one side of a race by `n` Redis round trips. Both sides take
+/// several round trips, so which script runs first depends on where their
+/// steps fall; started together they move in lockstep and one side would
+/// always win (it did, on a CI machine: the channel never beat the close).
+/// Staggering by 0 to 4 round trips makes every interleaving happen.
+async fn round_trips(raw: &mut redis::aio::MultiplexedConnection, n: usize) {
+    for _ in 0..n {
+        let _: String = redis::cmd("PING").query_async(raw).await.unwrap();
+    }
 }
 
 /// An agent is online while any holder keeps a session (one instance's
