@@ -28,4 +28,6 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-exec cargo test --workspace --locked "$@"
+# --no-fail-fast: one failing test binary must not hide the others' results
+# (a CI run then shows every failure at once).
+exec cargo test --workspace --locked --no-fail-fast "$@"
