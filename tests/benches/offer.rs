@@ -10,8 +10,9 @@
 //! (default 60) set the sustained phase; the peak phase (open loop, as fast
 //! as 256 submitters go) and the closed-loop phase (64 submitters, each
 //! waiting for its offer) last 10 s each. SWITCHBOARD_BENCH_THREADS sets
-//! the daemon's `runtime.worker_threads` (default 0: one per core).
-//! Figures and how to read them: docs/benchmarks.md.
+//! the daemon's `runtime.worker_threads` (default 0: one per core);
+//! SWITCHBOARD_BENCH_DAEMON another daemon binary (an A/B against an older
+//! build). Figures and how to read them: docs/benchmarks.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
@@ -74,11 +75,10 @@ fn main() {
         "raw XADD, 50 clients, unpipelined: {:.0} ops/s ({})",
         raw.0, raw.1
     );
-    let daemon = Daemon::start(
-        env!("CARGO_BIN_EXE_switchboard-under-test"),
-        &redis.url(),
-        &config(threads),
-    );
+    // Another build of the daemon for an A/B run, or this one.
+    let binary = std::env::var("SWITCHBOARD_BENCH_DAEMON")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard-under-test").to_owned());
+    let daemon = Daemon::start(&binary, &redis.url(), &config(threads));
     let base = daemon.base();
     runtime.block_on(async move {
         let clock = Arc::new(Clock::default());

@@ -195,9 +195,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     }
 
     let addr = config.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+    let listener = http_listener(addr).await?;
     let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
     info!(%addr, worker_threads, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /console, /wallboard, /channels/<name>/…");
     let server =
@@ -283,6 +281,25 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
 /// configuration to the routing state (their presence and load are left as
 /// they are). An agent refused for good (its token is another agent's) is
 /// logged and skipped; Redis being away is waited out.
+/// The HTTP listener, with `TCP_NODELAY` on every accepted socket: the
+/// websockets (agents, visitors) write small frames one after another,
+/// which Nagle's algorithm would hold back until the peer's delayed ACK.
+async fn http_listener(
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>> {
+    use axum::serve::ListenerExt as _;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+    Ok(listener.tap_io(no_delay as fn(&mut tokio::net::TcpStream)))
+}
+
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "Could not set TCP_NODELAY on an accepted connection.");
+    }
+}
+
 async fn load_agents(state: RoutingState, agents: Vec<AgentRecord>, shutdown: CancellationToken) {
     let configured: std::collections::HashSet<String> =
         agents.iter().map(|a| a.id.clone()).collect();
@@ -483,5 +500,17 @@ mod tests {
         essential.tracker.close();
         essential.tracker.wait().await;
         assert!(next(&mut stopped).is_err());
+    }
+
+    /// Accepted HTTP connections have Nagle's algorithm off.
+    #[tokio::test]
+    async fn accepted_http_connections_have_nodelay() {
+        use axum::serve::Listener as _;
+        let mut listener = http_listener("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, peer) = listener.accept().await;
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(accepted.nodelay().unwrap());
     }
 }
