@@ -439,7 +439,9 @@ impl AgentSocket {
         request
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (stream, _) = tokio_tungstenite::connect_async(request)
+        // Without Nagle's algorithm, as browsers open their sockets: the
+        // console's small frames go out at once.
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .map_err(|e| e.to_string())?;
         Ok(AgentSocket { stream })
