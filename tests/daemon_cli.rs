@@ -62,6 +62,11 @@ fn invalid_configurations_exit_non_zero_with_one_line_naming_the_cause() {
             &[("SWITCHBOARD__REDIS__NOPE", "1")],
             "unknown field `nope`",
         ),
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\n",
+            &[("SWITCHBOARD__HTTP__BODY_TIMEOUT_SECS", "0")],
+            "http.body_timeout_secs",
+        ),
         ("[redis\n", &[], "c.toml"),
     ];
     for (text, env, expected) in cases {
@@ -280,6 +285,52 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
     }
     let (status, _) = send(post(Some(bearer), good)).await;
     assert_eq!(status, 200);
+}
+
+/// A body that trickles in past `http.body_timeout_secs` gets 408
+/// `body_timeout` (counted), and stores nothing; the connection is not
+/// held open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_trickles_past_its_deadline_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start();
+    let daemon = Daemon::start_with_env(
+        BIN,
+        &redis.url(),
+        "",
+        &[("SWITCHBOARD__HTTP__BODY_TIMEOUT_SECS", "1")],
+    );
+    let base = daemon.base();
+    let body = chat_event("c1", "slow-1", "hi").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /channels/api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let started = std::time::Instant::now();
+    // The rest never comes; the answer does, and then the connection ends.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "the connection was held: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(stored_messages(&redis.url()).await.is_empty());
+    let metrics = Http::new()
+        .get(&format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        metrics.contains("switchboard_http_body_timeouts_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

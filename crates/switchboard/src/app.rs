@@ -194,6 +194,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         essential.spawn("the webhooks", webhooks.run(background.clone()));
     }
 
+    let app = crate::deadline::apply(app, Duration::from_secs(config.http.body_timeout_secs));
     let addr = config.listen_addr()?;
     let listener = http_listener(addr).await?;
     let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();

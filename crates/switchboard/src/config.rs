@@ -113,6 +113,10 @@ pub struct HttpConfig {
     /// Where the HTTP server (health, metrics, APIs, webhooks) listens.
     #[serde(default = "defaults::listen")]
     pub listen: String,
+    /// A request's whole body must arrive within this many seconds of its
+    /// head; a slower one is answered 408 (`body_timeout`).
+    #[serde(default = "defaults::body_timeout_secs")]
+    pub body_timeout_secs: u64,
 }
 
 /// `[intake]`
@@ -211,6 +215,9 @@ mod defaults {
     }
     pub fn listen() -> String {
         "127.0.0.1:8080".into()
+    }
+    pub fn body_timeout_secs() -> u64 {
+        60
     }
     pub fn dedupe_window_secs() -> u64 {
         7 * 24 * 3600
@@ -369,6 +376,12 @@ impl Config {
     /// Checks what serde cannot: addresses, URLs, ranges, secrets, names.
     pub fn check(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if !(1..=3600).contains(&self.http.body_timeout_secs) {
+            return Err(ConfigError::new(
+                "http.body_timeout_secs",
+                "must be 1 to 3600",
+            ));
+        }
         if !(1..=3600).contains(&self.shutdown.drain_timeout_secs) {
             return Err(ConfigError::new(
                 "shutdown.drain_timeout_secs",

@@ -9,6 +9,7 @@ pub mod app;
 pub mod channels;
 pub mod cli;
 pub mod config;
+mod deadline;
 pub mod http;
 pub mod systemd;
 pub mod telemetry;
