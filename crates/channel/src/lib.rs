@@ -9,6 +9,7 @@
 //! background work until shutdown. See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod files;
 pub mod limits;
 pub mod live;

@@ -209,6 +209,10 @@ async fn read_body(
         match tokio::time::timeout_at(wait, stream.next()).await {
             Err(_) => return Err(BodyError::Timeout),
             Ok(None) => return Ok(bytes),
+            // The daemon's deadline for every body (http.body_timeout_secs).
+            Ok(Some(Err(error))) if switchboard_channel::body::is_too_slow(&error) => {
+                return Err(BodyError::Timeout);
+            }
             Ok(Some(Err(error))) => {
                 debug!(%error, "An upload's body broke off.");
                 return Err(BodyError::Broken);
@@ -401,6 +405,29 @@ mod tests {
         assert_eq!(
             read_body(trickle, 1000, short, Duration::from_millis(200)).await,
             Err(BodyError::Timeout)
+        );
+        // The daemon's deadline for every body passed: a timeout too, not
+        // a body that broke off.
+        let cut = |e: axum::Error| Body::from_stream(futures::stream::iter([Err::<Bytes, _>(e)]));
+        assert_eq!(
+            read_body(
+                cut(axum::Error::new(switchboard_channel::body::BodyTooSlow)),
+                30,
+                long,
+                long
+            )
+            .await,
+            Err(BodyError::Timeout)
+        );
+        assert_eq!(
+            read_body(
+                cut(axum::Error::new(std::io::Error::other("reset"))),
+                30,
+                long,
+                long
+            )
+            .await,
+            Err(BodyError::Broken)
         );
     }
 }

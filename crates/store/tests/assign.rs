@@ -996,8 +996,8 @@ async fn a_close_ends_the_conversation_even_when_retried() {
 /// longer the agent's) leaves the customer's conversation open: their next
 /// message joins the contact the next agent holds. The conversation was
 /// ended before the close was refused, and stayed ended. Many rounds of
-/// the race, one side delayed by 0 to 4 round trips (`round_trips`) so
-/// that each side wins some; each must leave the conversation open or the
+/// the race, one side or the other delayed by up to 6 round trips
+/// (`stagger`) so that each side wins some; each must leave the conversation open or the
 /// contact closed. (Found by a review.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
@@ -1013,18 +1013,24 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
         .unwrap();
     online(&state, "a", [200, 0, 0, 0]).await;
     let day = Duration::from_secs(86_400);
-    let mut raw = common::raw(&redis).await;
+    let (mut raw_a, mut raw_b) = (common::raw(&redis).await, common::raw(&redis).await);
     let mut refused = 0;
     for round in 0..150 {
         let visitor = format!("v{round}");
         let c = assigned_from_intake(&state, &intake, &token, &visitor, "a").await;
-        let (closed, moved) =
-            tokio::join!(state.close(&c, "a", NOW + 1, "done", 0, day, day), async {
-                round_trips(&mut raw, round % 5).await;
+        let (late, early) = stagger(round);
+        let (closed, moved) = tokio::join!(
+            async {
+                round_trips(&mut raw_a, early).await;
+                state.close(&c, "a", NOW + 1, "done", 0, day, day).await
+            },
+            async {
+                round_trips(&mut raw_b, late).await;
                 state
                     .requeue(&c, "a", NOW + 1, None, "transfer", None)
                     .await
-            });
+            }
+        );
         let (closed, moved) = (closed.unwrap(), moved.unwrap());
         let customer = switchboard_core::CustomerIdentity::new("visitor", &visitor).unwrap();
         let open = conversations
@@ -1058,12 +1064,16 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
     for round in 150..300 {
         let visitor = format!("v{round}");
         let c = assigned_from_intake(&state, &intake, &token, &visitor, "a").await;
+        let (late, early) = stagger(round);
         let (closed, ended) = tokio::join!(
             async {
-                round_trips(&mut raw, round % 5).await;
+                round_trips(&mut raw_a, late).await;
                 state.close(&c, "a", NOW + 1, "done", 0, day, day).await
             },
-            state.end_by_channel(&c, NOW + 1, "left", 0, day)
+            async {
+                round_trips(&mut raw_b, early).await;
+                state.end_by_channel(&c, NOW + 1, "left", 0, day).await
+            }
         );
         let (closed, ended) = (closed.unwrap(), ended.unwrap());
         if closed != "ok" {
@@ -1083,11 +1093,19 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
     assert!(lost < 150, "the close never won the race in 150 rounds");
 }
 
-/// Delays one side of a race by `n` Redis round trips. Both sides take
-/// several round trips, so which script runs first depends on where their
-/// steps fall; started together they move in lockstep and one side would
-/// always win (it did, on a CI machine: the channel never beat the close).
-/// Staggering by 0 to 4 round trips makes every interleaving happen.
+/// How many Redis round trips to delay each side of a race in `round`:
+/// (0, 6) to (6, 0). Both sides take several round trips (close 3 before
+/// its script, end_by_channel 4, requeue none), so which script runs first
+/// depends on where their steps fall; started together they move in
+/// lockstep and one side always wins (it did, on a CI machine: the channel
+/// never beat the close). A wide stagger either way makes every
+/// interleaving happen, with a margin of several round trips.
+fn stagger(round: usize) -> (usize, usize) {
+    let n = round % 13;
+    (n.saturating_sub(6), 6usize.saturating_sub(n))
+}
+
+/// Delays one side of a race by `n` Redis round trips.
 async fn round_trips(raw: &mut redis::aio::MultiplexedConnection, n: usize) {
     for _ in 0..n {
         let _: String = redis::cmd("PING").query_async(raw).await.unwrap();

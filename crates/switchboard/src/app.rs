@@ -276,12 +276,6 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     }
 }
 
-/// Once Redis answers: retires the agents an earlier configuration created
-/// that this one no longer names (first, so that an agent renamed with its
-/// token can take the token over), then writes the agents of the
-/// configuration to the routing state (their presence and load are left as
-/// they are). An agent refused for good (its token is another agent's) is
-/// logged and skipped; Redis being away is waited out.
 /// The HTTP listener, with `TCP_NODELAY` on every accepted socket: the
 /// websockets (agents, visitors) write small frames one after another,
 /// which Nagle's algorithm would hold back until the peer's delayed ACK.
@@ -301,6 +295,12 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
+/// Once Redis answers: retires the agents an earlier configuration created
+/// that this one no longer names (first, so that an agent renamed with its
+/// token can take the token over), then writes the agents of the
+/// configuration to the routing state (their presence and load are left as
+/// they are). An agent refused for good (its token is another agent's) is
+/// logged and skipped; Redis being away is waited out.
 async fn load_agents(state: RoutingState, agents: Vec<AgentRecord>, shutdown: CancellationToken) {
     let configured: std::collections::HashSet<String> =
         agents.iter().map(|a| a.id.clone()).collect();

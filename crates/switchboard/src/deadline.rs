@@ -10,7 +10,7 @@
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::future::Future as _;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use switchboard_channel::body::BodyTooSlow;
 use tokio::time::{Instant, Sleep};
 
 /// Puts the deadline on every route of `app`.
@@ -29,6 +30,7 @@ pub fn apply(app: Router, limit: Duration) -> Router {
 async fn limit_body(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     let expired = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + limit;
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let flag = expired.clone();
     let request = request.map(move |body| Body::new(Deadline::new(body, deadline, flag)));
     let response = next.run(request).await;
@@ -36,16 +38,32 @@ async fn limit_body(State(limit): State<Duration>, request: Request, next: Next)
         return response;
     }
     metrics::counter!("switchboard_http_body_timeouts_total").increment(1);
-    tracing::info!(
-        limit_s = limit.as_secs(),
-        "Request refused: its body did not arrive in time."
-    );
-    let body = serde_json::json!({ "error": {
-        "code": "body_timeout",
-        "message": format!("the request body did not arrive within {} s", limit.as_secs()),
-    }});
-    // hyper closes the connection: the rest of the body was never read.
-    (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response()
+    tracing::info!(%method, path, limit_s = limit.as_secs(),
+        "Request refused: its body did not arrive in time.");
+    // A route that reads its own body (chat uploads, social webhooks)
+    // answers its own 408, counted under its own metrics.
+    let mut refusal = if response.status() == StatusCode::REQUEST_TIMEOUT {
+        response
+    } else {
+        let body = serde_json::json!({ "error": {
+            "code": "body_timeout",
+            "message": format!("the request body did not arrive within {} s", limit.as_secs()),
+        }});
+        let mut refusal = (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+        // A browser reads the answer only with the route's CORS headers.
+        for (name, value) in response.headers() {
+            if name.as_str().starts_with("access-control-") || name == header::VARY {
+                refusal.headers_mut().append(name, value.clone());
+            }
+        }
+        refusal
+    };
+    // The rest of the body was never read: the connection cannot carry
+    // another request.
+    refusal
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    refusal
 }
 
 /// The body of one request, cut off at its deadline.
@@ -56,6 +74,8 @@ struct Deadline {
     /// their head and never need a timer.
     timer: Option<Pin<Box<Sleep>>>,
     expired: Arc<AtomicBool>,
+    /// Past the deadline: every read fails.
+    done: bool,
 }
 
 impl Deadline {
@@ -65,14 +85,10 @@ impl Deadline {
             deadline,
             timer: None,
             expired,
+            done: false,
         }
     }
 }
-
-/// What a body read past its deadline fails with.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive in time")]
-struct TooSlow;
 
 impl HttpBody for Deadline {
     type Data = Bytes;
@@ -83,6 +99,9 @@ impl HttpBody for Deadline {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTooSlow))));
+        }
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
             return Poll::Ready(frame);
         }
@@ -92,15 +111,16 @@ impl HttpBody for Deadline {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
+                this.done = true;
                 this.expired.store(true, Ordering::Relaxed);
-                Poll::Ready(Some(Err(axum::Error::new(TooSlow))))
+                Poll::Ready(Some(Err(axum::Error::new(BodyTooSlow))))
             }
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        !self.done && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -186,5 +206,63 @@ mod tests {
         let answer = post_slowly(addr, 1, Duration::ZERO).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("10"), "{answer}");
+    }
+
+    /// A route with CORS headers keeps them on the 408 (a browser reads
+    /// the answer only with them); a route that answers its own 408 (it
+    /// told the deadline apart, as chat uploads do) keeps its answer.
+    #[tokio::test]
+    async fn the_408_keeps_cors_headers_and_a_routes_own_answer() {
+        async fn own(body: Body) -> Response {
+            match axum::body::to_bytes(body, 1024).await {
+                Ok(b) => b.len().to_string().into_response(),
+                Err(e) if switchboard_channel::body::is_too_slow(&e) => {
+                    (StatusCode::REQUEST_TIMEOUT, "own answer").into_response()
+                }
+                Err(_) => StatusCode::BAD_REQUEST.into_response(),
+            }
+        }
+        let cors = Router::new()
+            .route(
+                "/",
+                post(|body: Bytes| async move { body.len().to_string() }),
+            )
+            .layer(axum::middleware::map_response(
+                |mut r: Response| async move {
+                    r.headers_mut().insert(
+                        "access-control-allow-origin",
+                        HeaderValue::from_static("https://shop.example"),
+                    );
+                    r
+                },
+            ));
+        let app = apply(
+            Router::new().merge(cors).route("/own", post(own)),
+            Duration::from_millis(300),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let half_sent = |path: &'static str| async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head =
+                format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n01234");
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+            String::from_utf8_lossy(&answer).to_lowercase()
+        };
+        let answer = half_sent("/").await;
+        assert!(answer.starts_with("http/1.1 408"), "{answer}");
+        assert!(
+            answer.contains("access-control-allow-origin: https://shop.example"),
+            "{answer}"
+        );
+        assert!(answer.contains("connection: close"), "{answer}");
+        assert!(answer.contains("body_timeout"), "{answer}");
+        let answer = half_sent("/own").await;
+        assert!(answer.starts_with("http/1.1 408"), "{answer}");
+        assert!(answer.ends_with("own answer"), "{answer}");
     }
 }

@@ -88,6 +88,8 @@ pub(crate) enum OnInvalid {
 #[derive(Debug)]
 pub(crate) enum Refusal {
     TooLarge,
+    /// The body did not arrive within the daemon's deadline for bodies.
+    TooSlow,
     /// The body could not be read to its end (broken chunked framing, a
     /// client that went away).
     Broken(String),
@@ -102,6 +104,7 @@ impl Refusal {
     fn kind(&self) -> &'static str {
         match self {
             Self::TooLarge => "too_large",
+            Self::TooSlow => "body_timeout",
             Self::Broken(_) => "broken_body",
             Self::Signature(_) => "bad_signature",
             Self::Parse(_) => "bad_payload",
@@ -135,6 +138,14 @@ impl Webhook {
                 "too_large",
                 format!("the body is larger than {} bytes", self.max_body),
             ),
+            Err(Refusal::TooSlow) => {
+                debug!(source = %self.name, "Webhook delivery refused: the body did not arrive in time.");
+                error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the body did not arrive in time".into(),
+                )
+            }
             Err(Refusal::Broken(m)) => {
                 debug!(source = %self.name, error = %m, "Webhook delivery refused: the body could not be read.");
                 error(
@@ -418,6 +429,8 @@ async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, Refusal>
         let e = e.into_inner();
         if e.is::<http_body_util::LengthLimitError>() {
             Refusal::TooLarge
+        } else if switchboard_channel::body::is_too_slow(&*e) {
+            Refusal::TooSlow
         } else {
             Refusal::Broken(e.to_string())
         }
@@ -538,6 +551,31 @@ mod tests {
     use super::*;
     use crate::Platform;
     use switchboard_core::{CustomerIdentity, Timestamp};
+
+    /// A body cut off by the daemon's deadline is a timeout (408), not a
+    /// broken body (400); one that broke off is broken.
+    #[tokio::test]
+    async fn a_body_past_the_deadline_is_told_from_a_broken_one() {
+        let cut = |e: axum::Error| {
+            Body::from_stream(futures::stream::iter([Err::<axum::body::Bytes, _>(e)]))
+        };
+        let slow = read_body(
+            cut(axum::Error::new(switchboard_channel::body::BodyTooSlow)),
+            100,
+        )
+        .await;
+        assert!(
+            matches!(slow, Err(Refusal::TooSlow)),
+            "{:?}",
+            slow.err().map(|r| r.kind())
+        );
+        let broken = read_body(cut(axum::Error::new(std::io::Error::other("reset"))), 100).await;
+        assert!(
+            matches!(broken, Err(Refusal::Broken(_))),
+            "{:?}",
+            broken.err().map(|r| r.kind())
+        );
+    }
 
     fn edit(text: &str, edited_at: Option<u64>) -> MessageEdit {
         MessageEdit {
