@@ -1240,11 +1240,7 @@ async fn an_agents_websockets_are_limited_in_number_and_in_frames() {
         (5..=7).contains(&binary_limited),
         "about 6 of 25 binary frames refused: {binary_limited}"
     );
-    let metrics = Http::new()
-        .get(&format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .body;
+    let metrics = metrics_text(&base).await;
     assert!(
         metrics.contains(r#"switchboard_agent_ws_closed_total{reason="too_many_sessions"} 1"#),
         "{metrics}"
@@ -1281,11 +1277,7 @@ async fn a_frame_too_large_is_answered_with_1009_and_counted() {
     let frame = json!({"type": "note", "ref": "n1", "contact_id": "0-x", "text": note});
     ws.send_raw(frame.to_string()).await;
     assert_eq!(ws.close_code(Duration::from_secs(5)).await, Some(1009));
-    let metrics = Http::new()
-        .get(&format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .body;
+    let metrics = metrics_text(&base).await;
     assert!(
         metrics.contains(r#"switchboard_agent_ws_closed_total{reason="too_large"} 1"#),
         "not counted:\n{metrics}"

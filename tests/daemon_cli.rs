@@ -322,11 +322,7 @@ async fn a_request_body_that_trickles_past_its_deadline_gets_408() {
     assert!(answer.contains("\"body_timeout\""), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(stored_messages(&redis.url()).await.is_empty());
-    let metrics = Http::new()
-        .get(&format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .body;
+    let metrics = metrics_text(&base).await;
     assert!(
         metrics.contains("switchboard_http_body_timeouts_total 1"),
         "{metrics}"

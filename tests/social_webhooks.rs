@@ -532,11 +532,7 @@ async fn every_corpus_delivery_has_its_documented_outcome() {
         assert_eq!(reply.status, 413);
     }
     // A new client: the pooled connection may be the one the daemon closed.
-    let metrics = Http::new()
-        .get(&format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .body;
+    let metrics = metrics_text(&base).await;
     for outcome in ["accepted", "bad_signature", "bad_payload", "too_large"] {
         assert!(
             metrics

@@ -333,11 +333,7 @@ async fn corpus_rows_and_an_answered_call() {
     // Once the agent is free again, the abandoned call is never offered.
     let (offer, _) = olha.until("offer", Duration::from_secs(4)).await;
     assert!(offer.is_none(), "an abandoned call was offered: {offer:?}");
-    let metrics = Http::new()
-        .get(&format!("{}/metrics", twilio.base))
-        .await
-        .unwrap()
-        .body;
+    let metrics = metrics_text(&twilio.base).await;
     assert!(
         metrics
             .lines()

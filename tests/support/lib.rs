@@ -232,6 +232,16 @@ impl Default for Http {
     }
 }
 
+/// The daemon's `/metrics` text at `base`, through a new connection (a
+/// pooled one may be one the daemon has closed).
+pub async fn metrics_text(base: &str) -> String {
+    Http::new()
+        .get(&format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .body
+}
+
 impl Http {
     pub fn new() -> Http {
         let mut connector = HttpConnector::new();
