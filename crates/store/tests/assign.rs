@@ -57,16 +57,21 @@ async fn waiting(state: &RoutingState, channel: ChannelKind) -> ContactId {
 }
 
 /// A waiting chat contact offered to `agent` and accepted.
-async fn accepted(state: &RoutingState, token: &str, agent: &str) -> ContactId {
-    let c = waiting(state, ChannelKind::Chat).await;
-    assert_eq!(state.offer(&offer(token, &c, agent)).await.unwrap(), "ok");
+/// Offers `c` to `agent`, who accepts it.
+async fn offer_and_accept(state: &RoutingState, token: &str, c: &ContactId, agent: &str) {
+    assert_eq!(state.offer(&offer(token, c, agent)).await.unwrap(), "ok");
     assert_eq!(
         state
-            .answer(Answer::Accept, &c, agent, NOW, 3)
+            .answer(Answer::Accept, c, agent, NOW, 3)
             .await
             .unwrap(),
         "ok"
     );
+}
+
+async fn accepted(state: &RoutingState, token: &str, agent: &str) -> ContactId {
+    let c = waiting(state, ChannelKind::Chat).await;
+    offer_and_accept(state, token, &c, agent).await;
     c
 }
 
@@ -904,14 +909,7 @@ async fn assigned_from_intake(
         person: "",
     };
     assert!(state.enqueue(&route).await.unwrap());
-    assert_eq!(state.offer(&offer(token, &c, agent)).await.unwrap(), "ok");
-    assert_eq!(
-        state
-            .answer(Answer::Accept, &c, agent, NOW, 3)
-            .await
-            .unwrap(),
-        "ok"
-    );
+    offer_and_accept(state, token, &c, agent).await;
     c
 }
 
