@@ -30,7 +30,9 @@ pub fn apply(app: Router, limit: Duration) -> Router {
 async fn limit_body(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     let expired = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + limit;
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    // For the log line only; cheap (a standard method is a plain value, the
+    // URI shares the request head's buffer): no allocation per request.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let flag = expired.clone();
     let request = request.map(move |body| Body::new(Deadline::new(body, deadline, flag)));
     let response = next.run(request).await;
@@ -38,7 +40,7 @@ async fn limit_body(State(limit): State<Duration>, request: Request, next: Next)
         return response;
     }
     metrics::counter!("switchboard_http_body_timeouts_total").increment(1);
-    tracing::info!(%method, path, limit_s = limit.as_secs(),
+    tracing::info!(%method, path = uri.path(), limit_s = limit.as_secs(),
         "Request refused: its body did not arrive in time.");
     // A route that reads its own body (chat uploads, social webhooks)
     // answers its own 408, counted under its own metrics.
