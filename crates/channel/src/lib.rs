@@ -348,6 +348,13 @@ pub trait ChannelConfig: fmt::Debug + Send + Sync {
     fn hands_to(&self) -> Vec<Handoff> {
         Vec::new()
     }
+    /// The longest its own settings let a request body take to arrive
+    /// (chat uploads), with the key that sets it: the daemon's deadline
+    /// for every body (`http.body_timeout_secs`) must not be shorter, or it
+    /// would cut those bodies off first.
+    fn body_time(&self) -> Option<(&'static str, std::time::Duration)> {
+        None
+    }
     /// Builds the adapter.
     fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError>;
 }

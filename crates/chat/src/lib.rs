@@ -85,6 +85,13 @@ impl ChannelConfig for ChatConfig {
             .collect()
     }
 
+    fn body_time(&self) -> Option<(&'static str, std::time::Duration)> {
+        Some((
+            "upload_timeout_secs",
+            std::time::Duration::from_secs(self.upload_timeout_secs),
+        ))
+    }
+
     fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
         self.check()?;
         let secret = self

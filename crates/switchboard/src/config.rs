@@ -517,7 +517,31 @@ impl Config {
                 }
             }
         }
-        self.check_handoffs()
+        self.check_handoffs()?;
+        self.check_body_times()
+    }
+
+    /// No channel lets a body take longer than the daemon's deadline for
+    /// every body allows: that setting would never apply.
+    fn check_body_times(&self) -> Result<(), ConfigError> {
+        let deadline = self.http.body_timeout_secs;
+        for channel in &self.channels {
+            let config = channel.config();
+            let Some((key, time)) = config.body_time() else {
+                continue;
+            };
+            if time.as_secs() > deadline {
+                return Err(ConfigError::new(
+                    format!("channels.{}.{key}", config.name()),
+                    format!(
+                        "{} s is longer than http.body_timeout_secs ({deadline} s), which would cut those bodies off first: raise http.body_timeout_secs to at least {} too",
+                        time.as_secs(),
+                        time.as_secs()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every channel a channel hands work to exists and has the right type.
@@ -1069,6 +1093,34 @@ mod tests {
         }
         let f = file(&format!("{chat}{email}"));
         load(f.path(), env(&[])).unwrap();
+    }
+
+    /// A chat's uploads may take `upload_timeout_secs`; the daemon's
+    /// deadline for every body must not end them sooner.
+    #[test]
+    fn a_chat_upload_time_beyond_the_body_deadline_is_refused() {
+        let chat = |upload: u64, body: Option<u64>| {
+            let http = body.map_or(String::new(), |b| {
+                format!("[http]\nbody_timeout_secs = {b}\n")
+            });
+            format!(
+                "[redis]\nurl = \"redis://x\"\n{http}[[channels]]\ntype = \"chat\"\nname = \"website\"\n\
+                 session_secret = \"0123456789abcdef0123456789abcdef\"\nupload_timeout_secs = {upload}\n\
+                 [[channels.widgets]]\nid = \"shop\"\norigins = [\"https://shop.example.com\"]\n"
+            )
+        };
+        let f = file(&chat(120, None));
+        let err = load(f.path(), env(&[])).unwrap_err();
+        assert_eq!(err.key, "channels.website.upload_timeout_secs", "{err}");
+        assert!(
+            err.problem
+                .starts_with("120 s is longer than http.body_timeout_secs (60 s)"),
+            "{err}"
+        );
+        for ok in [chat(120, Some(120)), chat(60, None), chat(30, Some(45))] {
+            let f = file(&ok);
+            load(f.path(), env(&[])).unwrap();
+        }
     }
 
     #[test]
