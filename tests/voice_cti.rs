@@ -325,3 +325,53 @@ async fn a_call_waiting_through_a_restart_is_dialled_after_the_pbx_repeats_it() 
     assert_eq!(state_of(&http, &base, &contact).await, "assigned");
     assert_eq!(pbx.dials.lock().unwrap().len(), 1, "dialled once");
 }
+
+/// A voice queue that auto-accepts: routing assigns the call without an
+/// offer, and the agent's phone is still dialled, once (the dispatcher
+/// stopped at "assigned" and the caller waited in the PBX for ever).
+#[tokio::test]
+async fn a_call_of_an_auto_accepting_queue_is_dialled() {
+    let (callback, pbx) = pbx().await;
+    let redis = RedisServer::start();
+    let queue = "[[routing.queues]]\nname = \"phones\"\nauto_accept = true\n\n\
+                 [[routing.rules]]\nname = \"calls\"\nqueue = \"phones\"\nchannels = [\"voice\"]\n";
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &format!("{}\n{queue}", config(&callback)),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let _petro = online(&base, "petro-agent-token-0123456789").await;
+
+    let held = event(&http, &base, new_call("q1", "+380505555555")).await;
+    assert_eq!((held.status, held.json()), (200, json!({})));
+    let contact = contact_for(&redis.url(), "+380505555555").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !pbx.dials.lock().unwrap().is_empty()
+        })
+        .await,
+        "the auto-assigned call was dialled (routing: {})",
+        state_of(&http, &base, &contact).await
+    );
+    assert_eq!(state_of(&http, &base, &contact).await, "assigned");
+    let dial = pbx.dials.lock().unwrap()[0].clone();
+    assert_eq!(
+        (dial["callId"].as_str(), dial["agent"].as_str()),
+        (Some("q1"), Some("petro"))
+    );
+    let answered = event(
+        &http,
+        &base,
+        json!({"event": "answer", "direction": "in", "callId": "q1", "from": "+380505555555", "to": "4930609854180", "answeringNumber": "sip:202@pbx.example.com"}),
+    )
+    .await;
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    // A newCall the PBX repeats now (a late retry) dials nothing more.
+    let again = event(&http, &base, new_call("q1", "+380505555555")).await;
+    assert_eq!(again.status, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(state_of(&http, &base, &contact).await, "assigned");
+    assert_eq!(pbx.dials.lock().unwrap().len(), 1, "dialled once");
+}

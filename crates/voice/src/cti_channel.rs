@@ -48,7 +48,7 @@ use switchboard_channel::{
     ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, ChannelState, Intake, Routing,
     Secret, SecretValue,
 };
-use switchboard_core::{ContactId, IntakeError};
+use switchboard_core::{ContactId, IntakeError, IntakeOutcome};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -288,12 +288,32 @@ async fn handle(
                 .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "reply", e.to_string()));
             }
             let receipt = state.intake.submit(inbound).await.map_err(unavailable)?;
+            let stored = receipt.outcome != IntakeOutcome::Duplicate;
+            if !stored
+                && let Some(route) = state
+                    .routing
+                    .route(&receipt.contact_id)
+                    .await
+                    .map_err(unavailable)?
+                && route.state == "closed"
+            {
+                // Repeated from the PBX's hold loop after routing ended the
+                // call (e.g. closed after hours): the caller is let go.
+                counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "ended")
+                    .increment(1);
+                info!(source = %state.name, call_id = %event.call_id, contact_id = %receipt.contact_id, "A call routing has ended is rejected.");
+                return CtiReply::Reject {
+                    reason: RejectReason::Rejected,
+                }
+                .to_json()
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "reply", e.to_string()));
+            }
             counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "queued")
                 .increment(1);
             info!(source = %state.name, call_id = %event.call_id, contact_id = %receipt.contact_id, "Call queued.");
             // A repeated newCall (a duplicate) too: after a restart, no
             // dispatcher follows the call until the PBX repeats it.
-            follow_call(state, receipt.contact_id, &event.call_id);
+            follow_call(state, receipt.contact_id, &event.call_id, stored);
             Ok(continue_())
         }
         CtiEventKind::Answer => {
@@ -371,8 +391,8 @@ const RENEW: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(2);
 
 /// Starts a dispatcher for `contact` unless one follows it on this instance
-/// already.
-fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str) {
+/// already. `stored`: its `newCall` stored it just now (not a repeat).
+fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str, stored: bool) {
     if state.shutdown.is_cancelled() {
         return;
     }
@@ -391,7 +411,7 @@ fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str) {
     };
     state
         .dispatchers
-        .spawn(dispatch(active, call_id.to_owned()));
+        .spawn(dispatch(active, call_id.to_owned(), stored));
 }
 
 /// A call in [`CtiState::active`], taken out when its dispatcher ends
@@ -413,10 +433,10 @@ impl Drop for Active {
 
 /// Follows one waiting call in routing and tells the PBX to connect it to
 /// each agent it is offered to, until it is connected or over.
-async fn dispatch(active: Active, call_id: String) {
+async fn dispatch(active: Active, call_id: String, stored: bool) {
     let Active { state, contact } = &active;
     let mut lease = Lease::new(contact);
-    follow(state, contact, &call_id, &mut lease).await;
+    follow(state, contact, &call_id, &mut lease, stored).await;
     lease.release(state).await;
 }
 
@@ -478,7 +498,16 @@ struct Offer {
     dialed: bool,
 }
 
-async fn follow(state: &Arc<CtiState>, contact: &ContactId, call_id: &str, lease: &mut Lease) {
+/// Follows the call until it is connected or over. `waited`: the call is
+/// known not to have been assigned before (its `newCall` stored it just
+/// now), so an assignment seen later was made while this dispatcher ran.
+async fn follow(
+    state: &Arc<CtiState>,
+    contact: &ContactId,
+    call_id: &str,
+    lease: &mut Lease,
+    mut waited: bool,
+) {
     let mut offer: Option<Offer> = None;
     let mut offers: HashMap<String, u32> = HashMap::new();
     loop {
@@ -489,31 +518,38 @@ async fn follow(state: &Arc<CtiState>, contact: &ContactId, call_id: &str, lease
         match state.routing.route(contact).await {
             Ok(Some(route)) => match (route.state.as_str(), route.agent) {
                 ("offered", Some(agent)) => {
-                    let current = match offer.take() {
-                        // The same offer: same agent, same stamp (a new
-                        // offer to the same agent within one poll has
-                        // another).
-                        Some(o) if o.agent == agent && o.until == route.offer_until => o,
-                        _ => {
-                            let number = offers.entry(agent.clone()).or_default();
-                            *number += 1;
-                            Offer {
-                                agent,
-                                until: route.offer_until,
-                                number: *number,
-                                dialed: false,
-                            }
-                        }
-                    };
+                    waited = true;
+                    let current = same_offer(offer.take(), &mut offers, agent, route.offer_until);
                     let dialed = current.dialed
                         || (leading && tell_pbx(state, contact, call_id, &current, lease).await);
                     offer = Some(Offer { dialed, ..current });
                 }
-                ("assigned" | "closed", _) => return,
+                ("assigned", Some(agent)) => {
+                    // Connected when its offer was dialled, or when it was
+                    // assigned before this dispatcher began (a newCall
+                    // repeated after the agent answered). Otherwise it was
+                    // assigned without ringing anyone: an auto-accepting
+                    // queue, or an accept in the console while the PBX was
+                    // not answering: the agent's phone must still ring.
+                    let rang = offer.as_ref().is_some_and(|o| o.agent == agent && o.dialed);
+                    if rang || !waited || !leading {
+                        return;
+                    }
+                    let until = offer.as_ref().and_then(|o| o.until);
+                    let current = same_offer(offer.take(), &mut offers, agent, until);
+                    if tell_pbx(state, contact, call_id, &current, lease).await {
+                        return;
+                    }
+                    offer = Some(current);
+                }
+                ("closed", _) => return,
                 // Waiting again: the offer, if any, is over.
-                _ => offer = None,
+                _ => {
+                    waited = true;
+                    offer = None;
+                }
             },
-            Ok(None) => {}
+            Ok(None) => waited = true,
             Err(error) => {
                 debug!(%error, contact_id = %contact, "Could not read the call's routing.")
             }
@@ -525,9 +561,34 @@ async fn follow(state: &Arc<CtiState>, contact: &ContactId, call_id: &str, lease
     }
 }
 
+/// `previous` when it is the offer to `agent` stamped `until`; a new offer
+/// (numbered per agent) otherwise.
+fn same_offer(
+    previous: Option<Offer>,
+    offers: &mut HashMap<String, u32>,
+    agent: String,
+    until: Option<u64>,
+) -> Offer {
+    match previous {
+        // The same offer: same agent, same stamp (a new offer to the same
+        // agent within one poll has another).
+        Some(o) if o.agent == agent && o.until == until => o,
+        _ => {
+            let number = offers.entry(agent.clone()).or_default();
+            *number += 1;
+            Offer {
+                agent,
+                until,
+                number: *number,
+                dialed: false,
+            }
+        }
+    }
+}
+
 /// POSTs the dial instruction, retrying with backoff while the PBX does not
-/// answer 2xx, the offer stands and this instance holds the call's lease.
-/// True once the PBX took it.
+/// answer 2xx, the call stays offered or assigned to the agent and this
+/// instance holds the call's lease. True once the PBX took it.
 async fn tell_pbx(
     state: &CtiState,
     contact: &ContactId,
@@ -595,7 +656,9 @@ async fn tell_pbx(
             return false;
         }
         match state.routing.route(contact).await {
-            Ok(Some(r)) if r.state == "offered" && r.agent.as_deref() == Some(agent) => {}
+            Ok(Some(r))
+                if matches!(r.state.as_str(), "offered" | "assigned")
+                    && r.agent.as_deref() == Some(agent) => {}
             _ => return false,
         }
     }

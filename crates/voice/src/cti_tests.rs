@@ -36,6 +36,9 @@ const TOKEN: &str = "cti-unit-token-0123456789";
 #[derive(Debug, Default)]
 struct Pbx {
     dials: Mutex<Vec<(String, Value)>>,
+    /// Callbacks still to be answered 503 (not recorded) before the PBX
+    /// takes them.
+    down_for: std::sync::atomic::AtomicUsize,
 }
 
 impl Pbx {
@@ -54,6 +57,17 @@ async fn pbx() -> (String, Arc<Pbx>) {
         headers: HeaderMap,
         Json(body): Json<Value>,
     ) -> axum::http::StatusCode {
+        let down = pbx
+            .down_for
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if down {
+            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        }
         let key = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
@@ -592,4 +606,85 @@ async fn one_instance_dials_a_call_that_several_follow() {
     assert_eq!(dials[1].1["agent"], "petro");
     world.dialled_exactly(2).await;
     b.stop().await;
+}
+
+/// A queue that auto-accepts assigns the call without an offer: the
+/// agent's phone must still ring (the dispatcher stopped at `assigned`, so
+/// the caller waited in the PBX's queue for ever).
+#[tokio::test]
+async fn an_auto_accepted_call_is_dialled() {
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "a1").await;
+    world.routing.set(contact, "waiting", None);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    world.routing.set(contact, "assigned", Some("petro"));
+    let dials = world.dials(1).await;
+    assert_eq!(dials[0].1["agent"], "petro");
+    assert_eq!(dials[0].1["number"], "sip:202@pbx.example.com");
+    world.dialled_exactly(1).await;
+    // A repeat of its newCall (the PBX's retry) starts nothing new.
+    world.new_call(&instance, "a1").await;
+    world.dialled_exactly(1).await;
+    instance.stop().await;
+}
+
+/// The agent accepts in the console while the PBX is not taking the dial
+/// callback: the callback is still retried until the PBX takes it (the
+/// retries stopped once the call was no longer "offered").
+#[tokio::test]
+async fn an_accept_while_the_pbx_is_down_is_still_dialled() {
+    let world = World::new().await;
+    world
+        .pbx
+        .down_for
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "d1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.pbx.down_for.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+        assert!(Instant::now() < deadline, "the offer was never dialled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(world.pbx.count(), 0, "the PBX refused the first callback");
+    let until = world.routing.views.lock().unwrap()[&contact].offer_until;
+    world.routing.set(contact, "assigned", Some("olha"));
+    let dials = world.dials(1).await;
+    assert_eq!(dials[0].1["agent"], "olha");
+    assert_eq!(
+        dials[0].0,
+        format!("dial:{contact}:olha:{}", until.unwrap()),
+        "the offer's own key"
+    );
+    world.dialled_exactly(1).await;
+    instance.stop().await;
+}
+
+/// Routing ended a waiting call itself (closed after hours): the PBX's next
+/// newCall for it, from its hold loop, is told to let the caller go.
+#[tokio::test]
+async fn a_call_routing_has_ended_is_rejected_when_repeated() {
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "e1").await;
+    world.routing.set(contact, "closed", None);
+    let reply = world
+        .http
+        .post(&instance.events)
+        .bearer_auth(TOKEN)
+        .json(
+            &json!({"event": "newCall", "direction": "in", "callId": "e1",
+            "from": "+380501234567", "to": "4930609854180"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        reply.json::<Value>().await.unwrap(),
+        json!({"action": "reject", "reason": "rejected"})
+    );
+    world.dialled_exactly(0).await;
+    instance.stop().await;
 }
