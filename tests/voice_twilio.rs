@@ -473,3 +473,30 @@ async fn the_phone_rings_no_longer_than_the_offer_lasts() {
         "rings {timeout} s of an 8 s offer"
     );
 }
+
+/// The caller hangs up while the agent's phone rings: Twilio asks the
+/// `<Dial>` action with the caller's call `completed`. The contact ends;
+/// the agent missed nothing (with `missed_offers_before_away = 1` a
+/// missed offer sets her away, and she would get no next call).
+#[tokio::test]
+async fn a_caller_hanging_up_during_the_ring_is_not_the_agents_miss() {
+    let (_redis, daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
+    let _olha = online(&twilio.base, TOKEN_OLHA).await;
+    let sid = "CA00000000000000000000000000000031";
+    let wait = twilio.call(sid, "+380506666666").await;
+    let contact = contact_in(&wait);
+    let (_, dialed, _) = twilio.until_dialed(&wait, sid).await;
+    let mut gone = leg(sid, "completed");
+    gone.push(("DialCallStatus", "no-answer"));
+    let r = twilio.post(&dialed, &gone).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("<Hangup"), "nobody to hold: {}", r.body);
+    let ended = route(&twilio.http, &twilio.base, &contact).await;
+    assert_eq!(ended["state"], "closed", "{ended}");
+
+    // She is still available: the next call rings her.
+    let next = "CA00000000000000000000000000000032";
+    let wait = twilio.call(next, "+380507777777").await;
+    let (target, _, _) = twilio.until_dialed(&wait, next).await;
+    assert!(target.contains("olha"), "{target}\n{}", daemon.log());
+}

@@ -525,6 +525,16 @@ async fn dialed(
                 state.routing.end(&contact, "completed").await?;
                 Ok(twiml(twiml_hangup()))
             }
+            _ if call.call_status.is_final() => {
+                // The caller hung up while the agent's phone rang: the
+                // agent missed nothing, and there is no one to hold.
+                let cause = call.call_status.end_cause().map_or("completed", |c| c.as_str());
+                let outcome = state.routing.end(&contact, cause).await?;
+                counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => outcome.clone())
+                    .increment(1);
+                info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The caller hung up while the agent's phone rang.");
+                Ok(twiml(twiml_hangup()))
+            }
             _ => {
                 if let Some(stale) = stale_offer(&state, &uri, &contact, &agent).await? {
                     counter!("switchboard_voice_stale_dial_results_total", "source" => state.name.clone())
