@@ -294,6 +294,11 @@ impl EmailConfig {
                     "max_recipients, max_sessions and command_timeout_secs must be positive",
                 ));
             }
+            // A deadline is `now + timeout`: a huge one overflowed the
+            // clock and ended every session in a panic.
+            if l.command_timeout_secs > 3600 {
+                return Err(err("listen.command_timeout_secs", "must be at most 3600"));
+            }
         }
         for (i, m) in self.imap.iter().enumerate() {
             m.password.resolve()?;
@@ -306,10 +311,10 @@ impl EmailConfig {
             if m.address.as_deref().is_some_and(|a| !address_ok(a)) {
                 return Err(err(&format!("imap[{i}].address"), "is not a mail address"));
             }
-            if m.poll_interval_secs == 0 {
+            if !(1..=86_400).contains(&m.poll_interval_secs) {
                 return Err(err(
                     &format!("imap[{i}].poll_interval_secs"),
-                    "must be positive",
+                    "must be 1 to 86400",
                 ));
             }
         }
@@ -326,6 +331,9 @@ impl EmailConfig {
         }
         if self.smtp.max_attempts == 0 || self.smtp.retry_secs == 0 {
             return Err(err("smtp", "max_attempts and retry_secs must be positive"));
+        }
+        if self.smtp.retry_secs > 86_400 {
+            return Err(err("smtp.retry_secs", "must be at most 86400"));
         }
         Ok(())
     }
@@ -521,6 +529,20 @@ mod tests {
         long.attachments_keep_days = 36_501;
         let e = long.check().expect_err("too long").to_string();
         assert!(e.contains("channels.mail.attachments_keep_days"), "{e}");
+        // Past the clock's range: refused, not a panic in every session.
+        let mut huge = config(BASE);
+        if let Some(l) = huge.listen.as_mut() {
+            l.command_timeout_secs = u64::MAX;
+        }
+        let e = huge.check().expect_err("too long").to_string();
+        assert!(
+            e.contains("channels.mail.listen.command_timeout_secs"),
+            "{e}"
+        );
+        let mut slow = config(BASE);
+        slow.smtp.retry_secs = u64::MAX;
+        let e = slow.check().expect_err("too long").to_string();
+        assert!(e.contains("channels.mail.smtp.retry_secs"), "{e}");
         let e = toml::from_str::<EmailConfig>(&format!("{BASE}\nbogus = 1"))
             .expect_err("unknown key")
             .to_string();

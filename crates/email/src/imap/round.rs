@@ -102,14 +102,30 @@ pub(super) async fn run(
             stream.try_collect::<Vec<Fetch>>().await
         })
         .await?;
-        let Some(raw) = raw
-            .iter()
-            .find(|f| f.uid == Some(m.uid))
-            .and_then(Fetch::body)
-        else {
-            debug!(uid = m.uid, "The message is gone.");
-            (cp.last, unsaved) = (m.uid, true);
-            continue;
+        let raw = match find_body(raw.iter().map(|f| (f.uid, f.body())), m.uid) {
+            Found::Body(raw) => raw,
+            Found::Gone => {
+                // Expunged since it was listed (another client, or `after`
+                // of another instance): nothing left to take in.
+                outcome(ctx, "gone");
+                info!(uid = m.uid, "A listed message was gone when fetched.");
+                (cp.last, unsaved) = (m.uid, true);
+                continue;
+            }
+            Found::Bodiless => {
+                // Answered for this UID, but without the message (a flags
+                // update that came first, or `BODY[] NIL`): not taken in,
+                // so the checkpoint stays before it.
+                outcome(ctx, "temporary");
+                warn!(
+                    uid = m.uid,
+                    "The server answered without the message's body; will try again."
+                );
+                if unsaved {
+                    checkpoint::save(ctx, *cp).await?;
+                }
+                return Ok(Round::Temporary);
+            }
         };
         if raw.len() > s.max_message_bytes {
             too_large(ctx, m.uid, raw.len());
@@ -156,6 +172,36 @@ pub(super) async fn run(
         checkpoint::save(ctx, *cp).await?;
     }
     Ok(Round::Done { progress })
+}
+
+/// What a `UID FETCH … BODY.PEEK[]` returned for one message.
+#[derive(Debug, PartialEq, Eq)]
+enum Found<'a> {
+    Body(&'a [u8]),
+    /// Responses for the UID, none with the body.
+    Bodiless,
+    /// No response for the UID: the message was expunged.
+    Gone,
+}
+
+/// The body of message `uid` among a fetch's responses (`(uid, body)` of
+/// each): any of them may be an unsolicited one of another message, or a
+/// flags update of this one, before or after the body.
+fn find_body<'a>(
+    responses: impl Iterator<Item = (Option<u32>, Option<&'a [u8]>)>,
+    uid: u32,
+) -> Found<'a> {
+    let mut found = Found::Gone;
+    for (of, body) in responses {
+        if of != Some(uid) {
+            continue;
+        }
+        match body {
+            Some(body) => return Found::Body(body),
+            None => found = Found::Bodiless,
+        }
+    }
+    found
 }
 
 fn outcome(ctx: &Ctx, outcome: &'static str) {
@@ -238,4 +284,27 @@ async fn delete(
         session.expunge().await?.try_collect::<Vec<_>>().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Found, find_body};
+
+    /// The body is found whatever comes before it; a flags-only answer is
+    /// not a message that is gone (its UID was skipped for good).
+    #[test]
+    fn the_body_is_found_among_other_responses() {
+        let body: &[u8] = b"Subject: hi\r\n\r\nhello";
+        let flags_first = [
+            (Some(7), None),
+            (Some(3), Some(&b"other"[..])),
+            (Some(7), Some(body)),
+        ];
+        assert_eq!(find_body(flags_first.into_iter(), 7), Found::Body(body));
+        let only_flags = [(Some(7), None), (None, None)];
+        assert_eq!(find_body(only_flags.into_iter(), 7), Found::Bodiless);
+        let others = [(Some(8), Some(body))];
+        assert_eq!(find_body(others.into_iter(), 7), Found::Gone);
+        assert_eq!(find_body(std::iter::empty(), 7), Found::Gone);
+    }
 }
