@@ -4,10 +4,10 @@ use super::MAX_ERRORS;
 use super::commands::{Flow, Session};
 use super::session::Outcome;
 use super::wire::{close, farewell, flush};
-use smtp_proto::Error;
 use smtp_proto::request::receiver::{
     DataReceiver, DummyDataReceiver, DummyLineReceiver, MAX_LINE_LENGTH, RequestReceiver,
 };
+use smtp_proto::{Error, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -107,6 +107,10 @@ where
         while !bytes.as_slice().is_empty() {
             let before = bytes.as_slice().len();
             let was_command = matches!(mode, Mode::Command);
+            // A command that moves the session on; not a refused one, nor
+            // NOOP, RSET, VRFY or HELP (which a client could send now and
+            // then to hold a session slot for ever).
+            let mut moved_on = false;
             match &mut mode {
                 Mode::Command => {
                     if shutdown.is_cancelled() {
@@ -137,7 +141,13 @@ where
                         result
                     };
                     let flow = match ingested {
-                        Ok(request) => s.command(request, &mut out),
+                        Ok(request) => {
+                            let errors = s.errors;
+                            moved_on = !is_idle_command(&request);
+                            let flow = s.command(request, &mut out);
+                            moved_on &= s.errors == errors;
+                            flow
+                        }
                         // A whole line that is still not a command: refuse
                         // it rather than read the next line as its end.
                         Err(Error::NeedsMoreData { .. }) if line_end.is_some() => {
@@ -224,11 +234,13 @@ where
                     }
                 }
             }
-            // A command answered (the loop `break`s above while a line is
-            // incomplete), a body or a dropped part finished, or enough of
-            // one arrived: the next record gets a whole timeout again.
+            // A command that moves the session on answered (the loop
+            // `break`s above while a line is incomplete), a body or a
+            // dropped part finished, or enough of one arrived: the next
+            // record gets a whole timeout again.
             progress += before - bytes.as_slice().len();
-            if was_command || matches!(mode, Mode::Command) || progress >= PROGRESS_BYTES {
+            let finished = !was_command && matches!(mode, Mode::Command);
+            if moved_on || finished || progress >= PROGRESS_BYTES {
                 deadline = tokio::time::Instant::now() + timeout;
                 progress = 0;
             }
@@ -244,6 +256,15 @@ fn data_receiver() -> DataReceiver {
     let mut scratch = Vec::new();
     rx.ingest(&mut b"\r\n".iter(), &mut scratch);
     rx
+}
+
+/// NOOP, RSET, VRFY and HELP: answered, but they do not give the session
+/// more time (as Postfix counts them as junk commands).
+fn is_idle_command(request: &Request<String>) -> bool {
+    matches!(
+        request,
+        Request::Noop { .. } | Request::Rset | Request::Vrfy { .. } | Request::Help { .. }
+    )
 }
 
 /// The next line, complete in `input`, is longer than smtp-proto's limit.

@@ -282,3 +282,42 @@ async fn refused_commands_are_counted() {
     assert_eq!(counters.get(&key("500")), 2, "{}", counters.dump());
     assert_eq!(counters.get(&key("452")), 1, "{}", counters.dump());
 }
+
+/// NOOP (or RSET, VRFY, HELP) now and then does not keep a session, and
+/// its slot, for ever: only a command that moves the session on gives it a
+/// whole timeout again.
+#[tokio::test]
+async fn noops_do_not_hold_a_session() {
+    let mut s = settings(Protocol::Lmtp);
+    s.command_timeout = Duration::from_millis(600);
+    let server = start(s, Arc::new(TestSink::default())).await;
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    for command in [
+        "NOOP", "RSET", "VRFY x", "HELP", "NOOP", "NOOP", "NOOP", "NOOP",
+    ] {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        c.send(&format!("{command}\r\n")).await;
+        let line = c.line().await;
+        if line.starts_with("421 4.4.2") {
+            break;
+        }
+        assert!(line.starts_with('2'), "{command}: {line}");
+        answered += 1;
+    }
+    assert!(
+        answered < 4 && started.elapsed() < Duration::from_millis(1500),
+        "{answered} answered in {:?}",
+        started.elapsed()
+    );
+    // A command that moves the session on does give it more time.
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        c.expect("MAIL FROM:<a@b.test>", "250").await;
+        c.expect("RSET", "250").await;
+    }
+}
