@@ -500,3 +500,24 @@ async fn a_caller_hanging_up_during_the_ring_is_not_the_agents_miss() {
     let (target, _, _) = twilio.until_dialed(&wait, next).await;
     assert!(target.contains("olha"), "{target}\n{}", daemon.log());
 }
+
+/// A body over the voice channel's limit is refused before its signature
+/// is checked, and counted; nothing is stored.
+#[tokio::test]
+async fn an_oversized_body_is_refused_and_counted() {
+    let (redis, _daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
+    // Over the channel's 64 KiB.
+    let padding = "x".repeat(70_000);
+    let mut params = incoming("CA00000000000000000000000000000041", "+380508888888");
+    params.push(("Pad", &padding));
+    let r = twilio.post("/incoming", &params).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    let metrics = metrics_text(&twilio.base).await;
+    assert!(
+        metrics.contains(
+            "switchboard_voice_requests_total{source=\"phone\",endpoint=\"incoming\",outcome=\"too_large\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(stored_messages(&redis.url()).await.is_empty());
+}

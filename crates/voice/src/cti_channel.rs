@@ -163,11 +163,13 @@ struct CtiChannel {
 
 impl ChannelAdapter for CtiChannel {
     fn routes(&self) -> Option<Router> {
-        Some(
+        Some(crate::limit::limit_bodies(
             Router::new()
                 .route("/events", post(events))
                 .with_state(self.state.clone()),
-        )
+            &self.state.name,
+            |_| "cti",
+        ))
     }
 
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
@@ -370,15 +372,24 @@ async fn contact_of(state: &CtiState, event: &CtiEvent) -> Result<Option<Contact
     let mut ringing = event.clone();
     ringing.kind = CtiEventKind::NewCall;
     ringing.direction = crate::Direction::Inbound;
-    let Ok(inbound) = inbound_event(&ringing.call_event(), &state.name) else {
-        return Ok(None);
+    let found = match inbound_event(&ringing.call_event(), &state.name) {
+        Ok(inbound) => state
+            .intake
+            .lookup(&state.name, &inbound.customer, &event.call_id)
+            .await
+            .map_err(unavailable)?
+            .map(|r| r.contact_id),
+        Err(_) => None,
     };
-    Ok(state
-        .intake
-        .lookup(&state.name, &inbound.customer, &event.call_id)
-        .await
-        .map_err(unavailable)?
-        .map(|r| r.contact_id))
+    if found.is_none() {
+        // Outbound and internal calls end here too; so does an event for a
+        // call whose newCall never reached us: counted, so that the second
+        // kind shows.
+        counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "unknown_call")
+            .increment(1);
+        debug!(source = %state.name, call_id = %event.call_id, "An event of a call that is not a contact.");
+    }
+    Ok(found)
 }
 
 /// How often a dispatcher reads the call's routing.

@@ -688,3 +688,70 @@ async fn a_call_routing_has_ended_is_rejected_when_repeated() {
     world.dialled_exactly(0).await;
     instance.stop().await;
 }
+
+/// A body over the limit is refused while it is read, before the token is
+/// looked at, and counted (axum's default let 2 MiB in first, and answered
+/// in plain text, uncounted).
+#[tokio::test]
+async fn an_oversized_body_is_a_counted_refusal() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let world = World::new().await;
+    let instance = world.instance(0).await;
+    let padding = "x".repeat(crate::MAX_BODY_BYTES);
+    for token in [TOKEN, "wrong-token"] {
+        let reply = world
+            .http
+            .post(&instance.events)
+            .bearer_auth(token)
+            .json(
+                &json!({"event": "newCall", "direction": "in", "callId": "big",
+                "from": "+380501234567", "to": "4930609854180", "pad": padding}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 413, "{token}");
+    }
+    assert_eq!(
+        counters.get("switchboard_voice_requests_total{endpoint=cti,outcome=too_large,source=pbx}"),
+        2,
+        "{}",
+        counters.dump()
+    );
+    assert!(
+        world.intake.calls.lock().unwrap().is_empty(),
+        "nothing stored"
+    );
+    instance.stop().await;
+}
+
+/// A hangup of a call that is not a contact (outbound, or its newCall
+/// never reached us) is answered, and counted as such rather than as an
+/// ordinary call event.
+#[tokio::test]
+async fn an_event_of_an_unknown_call_is_counted() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let world = World::new().await;
+    let instance = world.instance(0).await;
+    let reply = world
+        .http
+        .post(&instance.events)
+        .bearer_auth(TOKEN)
+        .json(
+            &json!({"event": "hangup", "direction": "in", "callId": "never-seen",
+            "from": "+380501234567", "to": "4930609854180", "cause": "normalClearing"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        counters.get("switchboard_voice_calls_total{outcome=unknown_call,source=pbx}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+    instance.stop().await;
+}

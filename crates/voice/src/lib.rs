@@ -1,12 +1,12 @@
 //! Switchboard's voice channel: call events from a PBX (generic CTI) or
 //! Twilio (issue 7).
 //!
-//! This crate will implement `switchboard_channel::ChannelAdapter` (see
-//! `docs/architecture.md`, "The channel plug-in contract") and be registered
-//! with one line in the daemon's channel list. Until then the daemon refuses
-//! a `[[channels]]` entry of this type.
-//!
-//! What is here is the layer without I/O, in the order a request meets it:
+//! Two adapters implement `switchboard_channel::ChannelAdapter` (see
+//! `docs/architecture.md`, "The channel plug-in contract"):
+//! [`cti_channel`] (`type = "cti"`) and [`twilio_channel`]
+//! (`type = "twilio"`). Under them, the layer without I/O, in the order a
+//! request meets it (bodies are first limited to [`MAX_BODY_BYTES`] while
+//! they are read):
 //!
 //! 1. [`verify`]: is the request from the provider? Twilio's
 //!    `X-Twilio-Signature` over the URL and the form parameters
@@ -18,9 +18,11 @@
 //!    [`parse_cti`] → [`CtiEvent`]; a body that cannot be read is a
 //!    [`ParseError`] (HTTP 400). Both map to one provider-neutral
 //!    [`CallEvent`] ([`call`]).
-//! 3. [`state`]: what does it change? [`CallState`] orders a call's events
-//!    (ringing → queued → offered → connected → ended), drops late and
-//!    out-of-order ones ([`Stale`]), and says when a caller abandoned.
+//! 3. [`state`]: a model of a call's phases, [`CallState`] (ringing →
+//!    queued → offered → connected → ended, late and out-of-order events
+//!    dropped as [`Stale`]). The adapters do not use it yet: they order a
+//!    call's events by routing's own state (offered, assigned, closed),
+//!    which every instance shares.
 //! 4. [`inbound`]: a ringing inbound call becomes an `InboundEvent` for the
 //!    intake ([`inbound_event`]), with the caller's number normalized
 //!    ([`phone`]). Only once the intake has stored it may the adapter answer.
@@ -35,6 +37,7 @@
 pub mod call;
 pub mod cti_channel;
 pub mod inbound;
+mod limit;
 pub mod parse;
 pub mod phone;
 pub mod reply;

@@ -193,7 +193,7 @@ struct TwilioChannel {
 
 impl ChannelAdapter for TwilioChannel {
     fn routes(&self) -> Option<Router> {
-        Some(
+        Some(crate::limit::limit_bodies(
             Router::new()
                 .route("/incoming", post(incoming))
                 .route("/wait", post(wait))
@@ -201,7 +201,9 @@ impl ChannelAdapter for TwilioChannel {
                 .route("/dialed", post(dialed))
                 .route("/status", post(status))
                 .with_state(self.state.clone()),
-        )
+            &self.state.name,
+            endpoint_of,
+        ))
     }
 
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
@@ -210,6 +212,18 @@ impl ChannelAdapter for TwilioChannel {
             shutdown.cancelled().await;
             Ok(())
         })
+    }
+}
+
+/// The endpoint a request path names, as the requests are counted.
+fn endpoint_of(path: &str) -> &'static str {
+    match path.rsplit('/').next() {
+        Some("incoming") => "incoming",
+        Some("wait") => "wait",
+        Some("agent") => "agent",
+        Some("dialed") => "dialed",
+        Some("status") => "status",
+        _ => "other",
     }
 }
 
@@ -564,6 +578,8 @@ async fn status(
             return Ok(empty());
         };
         let Some(contact) = state.contact_of(&call).await? else {
+            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "unknown_call")
+                .increment(1);
             debug!(source = %state.name, call_id = %call.call_sid, "Status of a call we never queued.");
             return Ok(empty());
         };
