@@ -613,13 +613,27 @@ async fn tell_pbx(
         let _ = state.routing.answer(contact, agent, false).await;
         return false;
     };
-    let body = serde_json::json!({
-        "action": "dial",
-        "callId": call_id,
-        "number": endpoint,
-        "agent": agent,
-        "contact_id": contact.to_string(),
-    });
+    // The phone rings no longer than the offer lasts (whole seconds left,
+    // one kept back): an answer after it would find the call offered to
+    // the next agent. Worked out again for every try.
+    let body = || {
+        let mut body = serde_json::json!({
+            "action": "dial",
+            "callId": call_id,
+            "number": endpoint,
+            "agent": agent,
+            "contact_id": contact.to_string(),
+        });
+        let now = switchboard_core::Timestamp::now().as_millis();
+        if let Some(secs) = offer
+            .until
+            .and_then(|until| crate::twilio_channel::ring_left(until, now))
+            .filter(|secs| *secs > 0)
+        {
+            body["ring_timeout"] = secs.into();
+        }
+        body
+    };
     // Each offer has a key of its own, the same on every instance and
     // across restarts: routing's stamp of the offer (a count kept here
     // started again after a restart, and a PBX that honours the key took a
@@ -637,7 +651,7 @@ async fn tell_pbx(
                 .post(&state.config.callback_url)
                 .bearer_auth(state.token.expose())
                 .header("idempotency-key", &key)
-                .json(&body)
+                .json(&body())
                 .send() => sent,
         };
         let ok = matches!(&sent, Ok(r) if r.status().is_success());

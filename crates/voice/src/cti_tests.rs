@@ -149,20 +149,31 @@ struct FakeRouting {
 static NEXT_OFFER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl FakeRouting {
+    /// Offered to `agent` until `until` (ms since the epoch).
+    fn offer(&self, contact: ContactId, agent: &str, until: u64) {
+        let mut view = Self::view("offered", Some(agent));
+        view.offer_until = Some(until);
+        self.views.lock().unwrap().insert(contact, view);
+    }
+
     fn set(&self, contact: ContactId, state: &str, agent: Option<&str>) {
-        self.views.lock().unwrap().insert(
-            contact,
-            RouteView {
-                state: state.into(),
-                agent: agent.map(str::to_owned),
-                agent_name: None,
-                queue: "default".into(),
-                source: "pbx".into(),
-                // Every `set` offered is a new offer.
-                offer_until: (state == "offered")
-                    .then(|| NEXT_OFFER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
-            },
-        );
+        self.views
+            .lock()
+            .unwrap()
+            .insert(contact, Self::view(state, agent));
+    }
+
+    fn view(state: &str, agent: Option<&str>) -> RouteView {
+        RouteView {
+            state: state.into(),
+            agent: agent.map(str::to_owned),
+            agent_name: None,
+            queue: "default".into(),
+            source: "pbx".into(),
+            // Every `set` offered is a new offer.
+            offer_until: (state == "offered")
+                .then(|| NEXT_OFFER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        }
     }
 }
 
@@ -753,5 +764,22 @@ async fn an_event_of_an_unknown_call_is_counted() {
         "{}",
         counters.dump()
     );
+    instance.stop().await;
+}
+
+/// The dial instruction says how long the phone may ring: no longer than
+/// the offer lasts (the PBX rang on, and an answer after the offer's end
+/// found the call offered to the next agent).
+#[tokio::test]
+async fn a_dial_rings_no_longer_than_the_offer_lasts() {
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "t1").await;
+    let until = switchboard_core::Timestamp::now().as_millis() + 20_000;
+    world.routing.offer(contact, "olha", until);
+    let dials = world.dials(1).await;
+    let ring = dials[0].1["ring_timeout"].as_u64().expect("a ring timeout");
+    assert!((15..=19).contains(&ring), "{ring}");
+    assert_eq!(dials[0].0, format!("dial:{contact}:olha:{until}"));
     instance.stop().await;
 }

@@ -493,7 +493,7 @@ const MIN_RING_SECS: u32 = 5;
 
 /// Whole seconds left of an offer that lasts until `offer_until` (ms), one
 /// kept back for the answer's way to routing; `None` without a deadline.
-fn ring_left(offer_until: u64, now_ms: u64) -> Option<u32> {
+pub(crate) fn ring_left(offer_until: u64, now_ms: u64) -> Option<u32> {
     (offer_until > 0).then(|| {
         let left = offer_until.saturating_sub(now_ms) / 1000;
         u32::try_from(left.saturating_sub(1)).unwrap_or(u32::MAX)
