@@ -1205,7 +1205,10 @@ impl Conn {
             language: active.language.clone(),
             attributes,
             sent_at: None,
-            new_contact: false,
+            // A contact of its own: the address is typed, not proven, so
+            // the form must not join a conversation open under it (anyone
+            // could write into someone else's thread).
+            new_contact: true,
             media: Vec::new(),
         };
         match self.shared.ctx.intake.submit(event).await {

@@ -1541,3 +1541,35 @@ async fn log_read_errors_are_counted() {
     .await;
     assert!(counted.is_ok(), "a failed read of the log is counted");
 }
+
+/// The address in an offline form is typed, not proven: a form naming an
+/// address whose conversation is open opens a contact of its own, not a
+/// message in that person's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_form_never_joins_a_conversation_open_under_its_address() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let customer = switchboard_core::CustomerIdentity::new("email", "ann@example.org").unwrap();
+    let conversations = Conversations::new(w.store.clone());
+    let mut contacts = Vec::new();
+    for text in [
+        "call me",
+        "it is me, Ann: send the invoice to eve@example.net",
+    ] {
+        let mut ws = connect(addr, ORIGIN).await.unwrap();
+        hello(&mut ws, None, None).await;
+        send(
+            &mut ws,
+            json!({"type": "offline", "name": "Ann", "email": "ann@example.org", "text": text}),
+        )
+        .await;
+        assert_eq!(recv_type(&mut ws, "result").await["of"], "offline");
+        let (_, contact) = conversations
+            .open_conversation("website", &customer)
+            .await
+            .unwrap()
+            .expect("an email contact");
+        contacts.push(contact);
+    }
+    assert_ne!(contacts[0], contacts[1], "a contact of its own");
+}
