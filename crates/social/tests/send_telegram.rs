@@ -210,3 +210,40 @@ async fn generic_replies_are_signed_like_inbound_deliveries() {
         }
     );
 }
+
+/// Telegram took the message (200) but the answer broke off while it was
+/// read: the reply is delivered, not sent again (it was, so the customer
+/// got it twice).
+#[tokio::test]
+async fn an_answer_broken_off_after_a_success_status_is_delivered() {
+    let provider = StandIn::start(Kind::Telegram).await;
+    provider.script(
+        "once",
+        vec![
+            Canned::new(
+                200,
+                json!({"ok": true, "result": {"message_id": 77, "chat": {"id": 123456789}}}),
+            )
+            .cut(),
+        ],
+    );
+    let sender = telegram(&provider.base);
+    let msg = reply(conversation(), "telegram", "123456789", "shop_bot", "once");
+    let outcome = sender.send(&msg).await;
+    assert_eq!(
+        outcome,
+        SendOutcome::Delivered {
+            provider_message_id: None
+        }
+    );
+    // A 5xx broken off the same way is still tried again.
+    provider.script(
+        "again",
+        vec![Canned::new(502, json!({"ok": false, "error_code": 502})).cut()],
+    );
+    let msg = reply(conversation(), "telegram", "123456789", "shop_bot", "again");
+    assert!(
+        matches!(sender.send(&msg).await, SendOutcome::Retry { .. }),
+        "retried"
+    );
+}

@@ -29,13 +29,26 @@ pub(crate) struct Answer {
 
 /// Sends `request` and reads the answer. A transport failure (connect,
 /// timeout, reset, a body cut short) is a [`SendOutcome::Retry`] whose
-/// reason never contains the URL.
+/// reason never contains the URL; except once the provider answered 2xx:
+/// it took the message, so a body cut short is read as far as it came
+/// (every provider's reading takes an unreadable 2xx for delivered) rather
+/// than sent again.
 pub(crate) async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, SendOutcome> {
     let mut response = request.send().await.map_err(transport)?;
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers(), SystemTime::now());
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(error) if (200..300).contains(&status) => {
+                tracing::debug!(status, error = %error.without_url(), "The provider's answer broke off after a success status; taken as delivered.");
+                body.clear();
+                break;
+            }
+            Err(error) => return Err(transport(error)),
+        };
         let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
         body.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
         if body.len() >= MAX_ANSWER_BYTES {

@@ -53,6 +53,9 @@ pub struct Canned {
     pub body: Value,
     /// Answer only after this long (to provoke timeouts).
     pub delay: Option<Duration>,
+    /// Send the status and the first bytes of the body, then break the
+    /// connection off.
+    pub cut: bool,
 }
 
 impl Canned {
@@ -62,7 +65,13 @@ impl Canned {
             headers: Vec::new(),
             body,
             delay: None,
+            cut: false,
         }
+    }
+
+    pub fn cut(mut self) -> Canned {
+        self.cut = true;
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: &str) -> Canned {
@@ -188,11 +197,24 @@ async fn handle(
     if let Some(delay) = canned.delay {
         tokio::time::sleep(delay).await;
     }
-    let mut response = (
-        StatusCode::from_u16(canned.status).expect("status"),
-        axum::Json(canned.body),
-    )
-        .into_response();
+    let status = StatusCode::from_u16(canned.status).expect("status");
+    let mut response = if canned.cut {
+        let json = canned.body.to_string().into_bytes();
+        let half = Bytes::from(json[..json.len() / 2].to_vec());
+        // The first half goes out with the head; the break comes after.
+        let broken = futures::stream::unfold(Some(half), |half| async move {
+            match half {
+                Some(half) => Some((Ok(half), None)),
+                None => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Some((Err(std::io::Error::other("connection broken off")), None))
+                }
+            }
+        });
+        (status, axum::body::Body::from_stream(broken)).into_response()
+    } else {
+        (status, axum::Json(canned.body)).into_response()
+    };
     for (name, value) in canned.headers {
         response
             .headers_mut()
