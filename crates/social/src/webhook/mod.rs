@@ -393,12 +393,17 @@ const MAX_ID_BYTES: usize = 512;
 /// as a message): `<message id>:edit:<edited_at in ms>`, or, when the
 /// provider gives no time, `<message id>:edit:<the first 16 hex digits of
 /// the new text's SHA-256>`, so that two different edits are two edits and
-/// a repeated delivery of one edit is applied once. An id that would be
-/// longer than the intake keeps is `edit:<SHA-256 of it>`.
+/// a repeated delivery of one edit is applied once. A time in whole
+/// seconds (Telegram's `edit_date`) is followed by the text's digits too
+/// (`…:edit:<ms>:<16 hex digits>`): two edits within one second are two.
+/// An id that would be longer than the intake keeps is `edit:<SHA-256 of
+/// it>`.
 fn edit_id(edit: &MessageEdit) -> String {
+    let text = || sha256_hex(&edit.text)[..16].to_owned();
     let suffix = match edit.edited_at {
+        Some(at) if at.as_millis() % 1000 == 0 => format!("{}:{}", at.as_millis(), text()),
         Some(at) => at.as_millis().to_string(),
-        None => sha256_hex(&edit.text)[..16].to_owned(),
+        None => text(),
     };
     fitted(
         format!("{}:edit:{suffix}", edit.provider_message_id),
@@ -597,9 +602,19 @@ mod tests {
         assert!(first.starts_with("m-1:edit:"), "{first}");
         assert_eq!(first.len(), "m-1:edit:".len() + 16);
         assert_eq!(
-            edit_id(&edit("Hello again", Some(1_795_341_700_000))),
-            "m-1:edit:1795341700000"
+            edit_id(&edit("Hello again", Some(1_795_341_700_123))),
+            "m-1:edit:1795341700123"
         );
+        // Whole seconds (Telegram): two edits within one second are two,
+        // a repeated delivery of one is one.
+        let second = Some(1_795_341_700_000);
+        let (a, b) = (
+            edit_id(&edit("Hello again", second)),
+            edit_id(&edit("Hello again!", second)),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a, edit_id(&edit("Hello again", second)));
+        assert!(a.starts_with("m-1:edit:1795341700000:"), "{a}");
         let mut long = edit("Hello again", None);
         long.provider_message_id = "x".repeat(512);
         let id = edit_id(&long);

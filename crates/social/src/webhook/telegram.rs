@@ -73,6 +73,16 @@ impl ChannelConfig for TelegramConfig {
                 "must be 16 to 256 characters of A-Za-z0-9_- (Telegram's rule, with a floor)",
             ));
         }
+        // The bot's username is every event's address (the intake keeps
+        // up to 320 bytes; Telegram's usernames have at most 32): a longer
+        // one had every message refused by the intake after its 200.
+        if self.bot().is_empty() || self.bot().len() > 64 {
+            return Err(config_error(
+                &self.name,
+                "bot",
+                "must be 1 to 64 bytes (the bot's username)",
+            ));
+        }
         if !self.bot_token.resolve()?.expose().contains(':') {
             return Err(config_error(
                 &self.name,
@@ -182,4 +192,32 @@ async fn deliver(
     }
     .await;
     state.webhook.answer(result)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn config(bot: Option<&str>) -> TelegramConfig {
+        TelegramConfig {
+            name: "telegram".into(),
+            bot: bot.map(str::to_owned),
+            bot_token: switchboard_channel::Secret::Inline("7012345678:AAHdqTcvCH1vGWJx".into()),
+            secret_token: switchboard_channel::Secret::Inline("0123456789abcdef_-".into()),
+            api_url: default_api_url(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+
+    /// The bot's username is every event's address: one the intake would
+    /// refuse (every message answered 200 and lost) is a configuration error.
+    #[test]
+    fn a_bot_name_the_intake_cannot_keep_is_refused() {
+        config(Some("shop_bot")).validate().unwrap();
+        config(None).validate().unwrap();
+        let e = config(Some(&"b".repeat(400))).validate().unwrap_err();
+        assert!(e.to_string().contains("channels.telegram.bot"), "{e}");
+        config(Some("")).validate().unwrap_err();
+    }
 }
