@@ -259,6 +259,25 @@ async fn upload(
         Some(Ok(s)) if shared.config.widget(&s.widget).is_some() => s,
         _ => return reject("bad_session", StatusCode::UNAUTHORIZED, "bad session\n"),
     };
+    // As the websocket: only from a page of the session's widget (CORS
+    // only decides what a browser may read of the answer).
+    let origin_ok = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| {
+            shared
+                .config
+                .widget(&session.widget)
+                .is_some_and(|w| w.origins.iter().any(|allowed| allowed == o))
+        });
+    if !origin_ok {
+        info!(visitor = %session.visitor, "Upload refused: origin not allowed.");
+        return reject(
+            "origin",
+            StatusCode::FORBIDDEN,
+            "uploads are taken from the widget's own pages only\n",
+        );
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

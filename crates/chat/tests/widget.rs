@@ -1229,7 +1229,7 @@ fn visitor_token() -> String {
 fn upload_request(token: &str, body: &str, headers: &str) -> String {
     format!(
         "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: text/plain\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
+         Origin: {ORIGIN}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
         body.len()
     )
 }
@@ -1375,7 +1375,7 @@ async fn an_oversize_upload_is_refused_up_front_and_counted() {
     // Only the head: the body is never sent.
     let request = format!(
         "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: text/plain\r\nContent-Length: 10485760\r\nConnection: close\r\n\r\n"
+         Origin: {ORIGIN}\r\nContent-Type: text/plain\r\nContent-Length: 10485760\r\nConnection: close\r\n\r\n"
     );
     let r = tokio::time::timeout(Duration::from_secs(10), http(addr, &request))
         .await
@@ -1396,7 +1396,7 @@ async fn an_upload_whose_body_stalls_times_out() {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: text/plain\r\nContent-Length: 10000\r\nConnection: close\r\n\r\n"
+         Origin: {ORIGIN}\r\nContent-Type: text/plain\r\nContent-Length: 10000\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&[b'x'; 100]).await.unwrap();
@@ -1425,7 +1425,7 @@ async fn an_upload_slower_than_its_timeout_is_given_up() {
     let (mut read, mut write) = stream.into_split();
     let head = format!(
         "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: text/plain\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"
+         Origin: {ORIGIN}\r\nContent-Type: text/plain\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"
     );
     write.write_all(head.as_bytes()).await.unwrap();
     let started = std::time::Instant::now();
@@ -1572,4 +1572,30 @@ async fn an_offline_form_never_joins_a_conversation_open_under_its_address() {
         contacts.push(contact);
     }
     assert_ne!(contacts[0], contacts[1], "a contact of its own");
+}
+
+/// An upload with a good session is still refused, and counted, from a
+/// page that is not the widget's (or with no Origin at all): CORS alone
+/// only kept the answer from the browser, the file was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_from_another_origin_is_refused() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut ws, None, None).await;
+    let token = welcome["token"].as_str().unwrap().to_owned();
+    let before = counted::get("switchboard_chat_rejected_total", "reason=origin");
+    for origin in ["Origin: https://evil.example\r\n", ""] {
+        let request = format!(
+            "POST /channels/website/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             {origin}Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        );
+        let response = http(addr, &request).await;
+        assert!(response.starts_with("http/1.1 403"), "{origin}: {response}");
+    }
+    let after = counted::get("switchboard_chat_rejected_total", "reason=origin");
+    assert!(after >= before + 2, "{before} -> {after}");
+    // From the widget's page it is taken.
+    let ok = upload(addr, &token, "hello", "").await;
+    assert!(ok.starts_with("http/1.1 201"), "{ok}");
 }
