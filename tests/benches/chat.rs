@@ -92,9 +92,11 @@ type = "chat"
 name = "website"
 session_secret = "chat-session-secret-0123456789abcdef-bench"
 uploads_dir = "{}"
-# The load comes from 8 addresses at thousands of frames a minute.
+# The load comes from 8 addresses at thousands of frames a minute, each
+# holding thousands of chats.
 rate_per_session = 100000
 rate_per_ip = 1000000
+sockets_per_ip = 1000000
 
 [[channels.widgets]]
 id = "{WIDGET}"

@@ -28,6 +28,10 @@ pub struct ChatConfig {
     /// Frames per minute from one client address (all its sessions).
     #[serde(default = "defaults::rate_per_ip")]
     pub rate_per_ip: u32,
+    /// Chats (websockets) open at once from one client address, on this
+    /// instance; an IPv6 address counts with its /64.
+    #[serde(default = "defaults::sockets_per_ip")]
+    pub sockets_per_ip: u32,
     #[serde(default = "defaults::ping_interval_secs")]
     pub ping_interval_secs: u64,
     #[serde(default = "defaults::idle_timeout_secs")]
@@ -109,6 +113,9 @@ mod defaults {
     }
     pub fn rate_per_ip() -> u32 {
         300
+    }
+    pub fn sockets_per_ip() -> u32 {
+        100
     }
     pub fn ping_interval_secs() -> u64 {
         25
@@ -230,7 +237,7 @@ impl ChatConfig {
         if secret.expose().len() < 32 {
             return Err(err("session_secret", "must be at least 32 characters"));
         }
-        let ranges: [(&str, u64, u64, u64); 13] = [
+        let ranges: [(&str, u64, u64, u64); 14] = [
             ("uploads_keep_days", self.uploads_keep_days, 0, 36_500),
             (
                 "session_ttl_secs",
@@ -257,6 +264,12 @@ impl ChatConfig {
                 100_000,
             ),
             ("rate_per_ip", u64::from(self.rate_per_ip), 1, 1_000_000),
+            (
+                "sockets_per_ip",
+                u64::from(self.sockets_per_ip),
+                1,
+                1_000_000,
+            ),
             ("ping_interval_secs", self.ping_interval_secs, 1, 3600),
             ("idle_timeout_secs", self.idle_timeout_secs, 2, 24 * 3600),
             ("send_buffer", self.send_buffer as u64, 1, 100_000),

@@ -87,9 +87,21 @@ fn client_ip(headers: &HeaderMap, ext: &Extensions) -> Option<IpAddr> {
             .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse::<IpAddr>().ok())
     {
-        return Some(forwarded);
+        return Some(crate::limits::client_key(forwarded));
     }
-    Some(peer)
+    Some(crate::limits::client_key(peer))
+}
+
+/// One open socket of a client address, counted until dropped.
+struct OpenSocket {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.shared.open_per_ip.close(self.ip);
+    }
 }
 
 async fn ws(
@@ -134,6 +146,21 @@ async fn ws(
         );
     }
     let ip = client_ip(&headers, &ext);
+    let open = match ip {
+        Some(ip) if shared.open_per_ip.open(ip) => Some(OpenSocket {
+            shared: shared.clone(),
+            ip,
+        }),
+        Some(ip) => {
+            info!(client = %ip, "Chat websocket refused: the address has sockets_per_ip chats open.");
+            return reject(
+                "sockets_per_ip",
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many chats open from your address\n",
+            );
+        }
+        None => None,
+    };
     let max = shared.config.max_frame_bytes;
     upgrade
         .max_frame_size(max)
@@ -145,7 +172,10 @@ async fn ws(
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(max.saturating_mul(4).max(64 * 1024))
-        .on_upgrade(move |socket| crate::session::serve(shared, socket, ip, origin))
+        .on_upgrade(move |socket| async move {
+            let _open = open;
+            crate::session::serve(shared, socket, ip, origin).await;
+        })
 }
 
 async fn widget_js() -> Response {

@@ -61,6 +61,7 @@ pub struct Shared {
     pub tokens: token::Tokens,
     pub hub: hub::Hub,
     pub per_ip: limits::PerIp,
+    pub open_per_ip: limits::OpenPerIp,
     pub upload_quota: limits::UploadQuota,
     pub uploads: uploads::Uploads,
 }
@@ -106,6 +107,7 @@ impl ChannelConfig for ChatConfig {
                 tokens: token::Tokens::new(secret.expose().as_bytes()),
                 hub: hub::Hub::default(),
                 per_ip: limits::PerIp::new(self.rate_per_ip),
+                open_per_ip: limits::OpenPerIp::new(self.sockets_per_ip),
                 upload_quota: limits::UploadQuota::new(
                     self.upload_rate_per_session,
                     self.upload_bytes_per_minute(),

@@ -39,6 +39,62 @@ impl PerIp {
     }
 }
 
+/// Sockets open at once per client address, at most `max` each.
+#[derive(Debug)]
+pub struct OpenPerIp {
+    max: u32,
+    open: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl OpenPerIp {
+    pub fn new(max: u32) -> OpenPerIp {
+        OpenPerIp {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one more socket of `ip`; false, and nothing counted, at the
+    /// limit. Each `true` is matched by one [`close`](OpenPerIp::close).
+    pub fn open(&self, ip: IpAddr) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn close(&self, ip: IpAddr) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn count(&self, ip: IpAddr) -> u32 {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// The address a client's allowances are kept under: an IPv6 address by
+/// its /64 (one subscriber's usual share), an IPv4 address as it is.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+    }
+}
+
 /// Uploads per visitor: a bucket of files and one of bytes, each refilled
 /// per minute.
 #[derive(Debug)]
@@ -102,5 +158,37 @@ mod tests {
         // Short of files.
         assert!(!quota.take("a", 0));
         assert!(quota.take("b", 100));
+    }
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    #[test]
+    fn open_sockets_are_capped_per_address() {
+        let open = OpenPerIp::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(open.open(a) && open.open(a));
+        assert!(!open.open(a), "at the limit");
+        open.close(a);
+        assert!(open.open(a), "one closed, one more");
+        open.close(a);
+        open.close(a);
+        open.close(a);
+        assert_eq!(open.count(a), 0, "never below zero, forgotten at zero");
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let key = |s: &str| client_key(s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(
+            key("198.51.100.7"),
+            "198.51.100.7"
+                .parse::<IpAddr>()
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        );
     }
 }

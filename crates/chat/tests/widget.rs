@@ -1599,3 +1599,34 @@ async fn an_upload_from_another_origin_is_refused() {
     let ok = upload(addr, &token, "hello", "").await;
     assert!(ok.starts_with("http/1.1 201"), "{ok}");
 }
+
+/// One address holds at most `sockets_per_ip` chats open at once (a script
+/// answering pings kept any number open, each asking Redis every few
+/// seconds); a closed one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_chats_are_capped_per_address() {
+    let w = world();
+    let addr = w.instance("a", "sockets_per_ip = 2").await;
+    let before = counted::get("switchboard_chat_rejected_total", "reason=sockets_per_ip");
+    let mut first = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut first, None, None).await;
+    let mut second = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut second, None, None).await;
+    match connect(addr, ORIGIN).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("a third chat from one address: {other:?}"),
+    }
+    let after = counted::get("switchboard_chat_rejected_total", "reason=sockets_per_ip");
+    assert!(after > before, "counted");
+    drop(first);
+    let mut third = None;
+    for _ in 0..50 {
+        if let Ok(ws) = connect(addr, ORIGIN).await {
+            third = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut third = third.expect("room once a chat closed");
+    hello(&mut third, None, None).await;
+}
