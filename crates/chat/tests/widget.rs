@@ -473,6 +473,29 @@ async fn a_text_frame_that_is_not_utf8_is_closed_with_1007_and_counted() {
     assert_eq!(after, before + 1);
 }
 
+/// A frame that breaks the websocket protocol (a reserved bit set) closes
+/// the socket with 1002 and is counted (it ended silently as "gone").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_breaking_the_protocol_is_closed_with_1002_and_counted() {
+    use tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    counted::start();
+    let before = counted::get("switchboard_chat_rejected_total", "reason=protocol");
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    let mut frame = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Text), true);
+    frame.header_mut().rsv1 = true;
+    ws.send(Message::Frame(frame)).await.unwrap();
+    let closed = close_code(&mut ws).await;
+    assert_eq!(closed, Some(1002));
+    let after = counted::get("switchboard_chat_rejected_total", "reason=protocol");
+    assert_eq!(after, before + 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_session_gets_exactly_the_missed_replies_in_order() {
     let w = world();
