@@ -67,7 +67,7 @@ pub fn parse_generic(body: &[u8]) -> Result<Vec<SocialItem>, ParseError> {
             Event::Receipt(r) => SocialItem::Receipt(Receipt {
                 platform: GENERIC,
                 account: non_blank(r.account),
-                customer: r.customer.map(|c| c.identity(&path)).transpose()?,
+                customer: Some(r.customer.identity(&path)?),
                 target: ReceiptTarget::Message(id(r.id, &path)?),
                 status: match r.status {
                     Status::Sent => ReceiptStatus::Sent,
@@ -129,7 +129,9 @@ struct Edit {
 struct ReceiptEvent {
     id: String,
     account: Option<String>,
-    customer: Option<Customer>,
+    /// Required: our replies' statuses are kept per customer, so one
+    /// without it could never be applied (it was answered 200 and lost).
+    customer: Customer,
     status: Status,
     at: Option<u64>,
     error: Option<ErrorInfo>,
@@ -272,7 +274,7 @@ mod tests {
         {"type":"edit","id":"m-1","customer":{"id":"u-42"},"text":"Hello again","edited_at":1795341700000},
         {"type":"receipt","id":"r-9","customer":{"id":"u-42"},"status":"failed","at":1795341800000,
          "error":{"code":7,"title":"blocked"}},
-        {"type":"receipt","id":"r-10","status":"read"}
+        {"type":"receipt","id":"r-10","customer":{"id":"u-42"},"status":"read"}
     ]}"#;
 
     #[test]
@@ -326,12 +328,16 @@ mod tests {
         let SocialItem::Receipt(r) = read else {
             panic!("{read:?}")
         };
-        assert_eq!((r.status, r.customer), (ReceiptStatus::Read, None));
+        assert_eq!(r.status, ReceiptStatus::Read);
+        assert_eq!(
+            r.customer.map(|c| c.to_string()).as_deref(),
+            Some("generic:u-42")
+        );
     }
 
     #[test]
     fn refusals() {
-        let cases: [(&str, &str); 8] = [
+        let cases: [(&str, &str); 9] = [
             (
                 r#"{"events":[{"type":"message","id":"m","customer":{"id":"u"}}]}"#,
                 "events[0].text",
@@ -350,7 +356,11 @@ mod tests {
             ),
             (r#"{"events":[{"type":"poke","id":"m"}]}"#, "events[0].type"),
             (
-                r#"{"events":[{"type":"receipt","id":"m","status":"lost"}]}"#,
+                r#"{"events":[{"type":"receipt","id":"m","customer":{"id":"u"},"status":"lost"}]}"#,
+                "events[0]",
+            ),
+            (
+                r#"{"events":[{"type":"receipt","id":"m","status":"read"}]}"#,
                 "events[0]",
             ),
             (
@@ -372,7 +382,7 @@ mod tests {
 
     #[test]
     fn oversized_batch_is_refused() {
-        let event = r#"{"type":"receipt","id":"r","status":"read"}"#;
+        let event = r#"{"type":"receipt","id":"r","customer":{"id":"u"},"status":"read"}"#;
         let body = |n| format!(r#"{{"events":[{}]}}"#, vec![event; n].join(","));
         let max = crate::parse::MAX_EVENTS;
         assert_eq!(
