@@ -143,7 +143,10 @@ impl GraphMedia {
         }
         let info = self
             .client
-            .get(format!("{}/{media_id}", self.graph_url))
+            .get(format!(
+                "{}/{media_id}",
+                self.graph_url.trim_end_matches('/')
+            ))
             .bearer_auth(token.expose())
             .send()
             .await
@@ -215,7 +218,10 @@ impl TelegramMedia {
         let token = self.token.expose();
         let info = self
             .client
-            .get(format!("{}/bot{token}/getFile", self.api_url))
+            .get(format!(
+                "{}/bot{token}/getFile",
+                self.api_url.trim_end_matches('/')
+            ))
             .query(&[("file_id", media_id)])
             .send()
             .await
@@ -227,7 +233,10 @@ impl TelegramMedia {
         };
         let file = self
             .client
-            .get(format!("{}/file/bot{token}/{path}", self.api_url))
+            .get(format!(
+                "{}/file/bot{token}/{path}",
+                self.api_url.trim_end_matches('/')
+            ))
             .send()
             .await
             .map_err(unavailable)?;
@@ -297,20 +306,28 @@ mod tests {
         Secret::Inline(value.to_owned()).resolve().expect("secret")
     }
 
+    /// Also with the URLs configured with a trailing slash (as the
+    /// senders take them): no `//` in the requests' paths.
     #[tokio::test]
     async fn a_provider_stalling_mid_body_is_given_up_on() {
+        for slash in ["", "/"] {
+            stalling_fetches_are_given_up_on(slash).await;
+        }
+    }
+
+    async fn stalling_fetches_are_given_up_on(slash: &str) {
         let base = stalling_provider().await;
         let client = crate::send::http_client(Duration::from_secs(1)).expect("client");
         let timeout = Duration::from_millis(300);
         let graph = GraphMedia {
             client: client.clone(),
-            graph_url: format!("{base}/v21.0"),
+            graph_url: format!("{base}/v21.0{slash}"),
             tokens: HashMap::from([("106540352242922".to_owned(), secret("token"))]),
             timeout,
         };
         let telegram = TelegramMedia {
             client,
-            api_url: base,
+            api_url: format!("{base}{slash}"),
             token: secret("1:token"),
             timeout,
         };
@@ -321,15 +338,15 @@ mod tests {
         for (name, fetch) in fetches {
             let result = tokio::time::timeout(Duration::from_secs(5), fetch)
                 .await
-                .unwrap_or_else(|_| panic!("{name}: the fetch hung"));
+                .unwrap_or_else(|_| panic!("{name}{slash}: the fetch hung"));
             match result {
                 Err(MediaError::Unavailable(reason)) => {
                     assert!(
                         reason.contains("did not arrive within 300ms"),
-                        "{name}: {reason}"
+                        "{name}{slash}: {reason}"
                     )
                 }
-                other => panic!("{name}: {other:?}"),
+                other => panic!("{name}{slash}: {other:?}"),
             }
         }
     }

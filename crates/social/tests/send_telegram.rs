@@ -247,3 +247,35 @@ async fn an_answer_broken_off_after_a_success_status_is_delivered() {
         "retried"
     );
 }
+
+/// The bridge's id for our reply is kept exactly, however long (up to the
+/// intake's 512 bytes): its receipts name it. An excerpt (300 characters
+/// and "…") matched none of them.
+#[tokio::test]
+async fn a_long_bridge_id_is_kept_whole() {
+    let provider = StandIn::start(Kind::Generic).await;
+    let mut config = SendConfig::new(Platform::Generic, "shop-1", secret("bridge-secret-42"));
+    config.url = Some(format!("{}/switchboard/replies", provider.base));
+    let sender =
+        Sender::new(config, http_client(Duration::from_secs(1)).expect("client")).expect("sender");
+    let long = format!("chat-7:{}", "9".repeat(400));
+    provider.script("long", vec![Canned::new(200, json!({"id": long}))]);
+    let msg = reply(conversation(), "generic", "u-42", "shop-1", "long");
+    assert_eq!(
+        sender.send(&msg).await,
+        SendOutcome::Delivered {
+            provider_message_id: Some(long)
+        }
+    );
+    provider.script(
+        "too long",
+        vec![Canned::new(200, json!({"id": "x".repeat(600)}))],
+    );
+    let msg = reply(conversation(), "generic", "u-42", "shop-1", "too long");
+    assert_eq!(
+        sender.send(&msg).await,
+        SendOutcome::Delivered {
+            provider_message_id: None
+        }
+    );
+}

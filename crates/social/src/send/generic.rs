@@ -102,6 +102,9 @@ pub fn body(msg: &OutboundMessage, text: &str) -> Value {
 }
 
 /// What the bridge's answer means.
+/// The longest provider id kept (the intake's limit).
+const MAX_ID_BYTES: usize = 512;
+
 pub(crate) fn read(answer: &Answer) -> SendOutcome {
     let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
     let field = |name: &str| {
@@ -112,8 +115,15 @@ pub(crate) fn read(answer: &Answer) -> SendOutcome {
             .map(http::excerpt)
     };
     if (200..300).contains(&answer.status) {
+        // The bridge's id as it is (its receipts name it), when the intake
+        // can keep it; an excerpt of a long one would match nothing.
+        let id = json
+            .as_ref()
+            .and_then(|j| j.get("id"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty() && s.len() <= MAX_ID_BYTES);
         return SendOutcome::Delivered {
-            provider_message_id: field("id"),
+            provider_message_id: id.map(str::to_owned),
         };
     }
     let detail = field("error").unwrap_or_else(|| http::body_excerpt(&answer.body));
