@@ -879,6 +879,47 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
     assert_eq!(kinds, ["enqueued"], "{facts:?}");
 }
 
+/// A contact answered, put back in its queue (its agent's session ended),
+/// then left by the customer while it waited again: it was answered, so
+/// the KPIs do not count it abandoned as well (one contact was both, and
+/// its queue's abandonment rate and service level were off).
+#[tokio::test]
+async fn an_answered_contact_left_after_a_requeue_is_not_also_abandoned() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a1", [2, 0, 0, 0]).await;
+    let c = accepted(&state, &token, "a1").await;
+    assert_eq!(
+        state
+            .requeue(&c, "a1", NOW + 10, None, "agent_disconnected", None)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        state
+            .end_by_channel(&c, NOW + 20, "left", 0, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        "abandoned"
+    );
+    let facts = switchboard_store::Records::new(state.store().clone())
+        .kpi_facts("-", 100)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = facts
+        .iter()
+        .filter(|f| f.fields.get("c") == Some(&c.to_string()))
+        .filter_map(|f| f.fields.get("k").map(String::as_str))
+        .collect();
+    assert_eq!(kinds, ["enqueued", "answered"], "{facts:?}");
+}
+
 /// A contact from the intake, handed to routing, offered to and accepted by
 /// `agent`.
 async fn assigned_from_intake(

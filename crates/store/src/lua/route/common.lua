@@ -108,7 +108,9 @@ local function record(events_key, f, now, n)
           redis.call('HSET', ckey, 'last_agent', f['agent'] or '')
         end
       elseif kind == 'abandoned' then
-        if f['was'] ~= 'new' and f['by'] ~= 'policy' then
+        -- Answered, then back in the queue (its agent's session ended) and
+        -- left: it was answered, not abandoned as well.
+        if f['was'] ~= 'new' and f['by'] ~= 'policy' and c[5] ~= '1' then
           base['w'] = now - num(c[3])
           fact = base
         end
