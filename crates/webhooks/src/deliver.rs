@@ -112,18 +112,70 @@ pub async fn post(
             } else {
                 "request failed"
             };
-            // Without the URL: it may carry a token in its query.
+            // Without the URL: it may carry a token in its query. With
+            // the error's causes: reqwest's own text is only "error
+            // sending request", the same for DNS, TLS and a refusal.
             Attempt::Retry {
-                reason: format!("{what}: {}", e.without_url()),
+                reason: format!("{what}: {}", chain(&e.without_url())),
                 after: None,
             }
         }
     }
 }
 
+/// An error and its sources, as one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_connection_says_why() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            // A port nobody listens on (bound, then let go).
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a port")
+                .port();
+            let target = Target {
+                name: "crm".into(),
+                url: format!("http://127.0.0.1:{port}/hooks?token=s3cret")
+                    .parse()
+                    .expect("url"),
+                secret: switchboard_channel::Secret::Inline("0123456789abcdef".into())
+                    .resolve()
+                    .expect("secret"),
+                events: std::collections::HashSet::new(),
+                timeout: Duration::from_secs(2),
+                max_age: Duration::from_secs(60),
+            };
+            let client = reqwest::Client::new();
+            let Attempt::Retry { reason, .. } = post(&client, &target, "e1", "t", b"{}").await
+            else {
+                panic!("not a retry");
+            };
+            assert!(reason.starts_with("cannot connect: "), "{reason}");
+            assert!(
+                reason.to_ascii_lowercase().contains("refused"),
+                "the cause is named: {reason}"
+            );
+            assert!(!reason.contains("s3cret"), "{reason}");
+        });
+    }
 
     #[test]
     fn statuses_are_delivered_retried_or_rejected() {

@@ -73,6 +73,10 @@ impl Mover {
                     }
                 }
                 Err(error) => {
+                    // Every failed pass is counted (one warning per run
+                    // of failures): a mover that keeps failing holds back
+                    // contact.assigned and contact.closed.
+                    counter!("switchboard_webhook_mover_errors_total").increment(1);
                     if !complained {
                         warn!(%error, "Cannot move routing events to the webhook feeds; will retry.");
                         complained = true;
