@@ -49,6 +49,8 @@ pub struct RouterHealth {
     started: Instant,
     /// Milliseconds since `started` of the last healthy pass; 0 = never.
     last_ok_ms: Arc<AtomicU64>,
+    /// Milliseconds since `started` of the last pass, healthy or failed.
+    last_pass_ms: Arc<AtomicU64>,
     stale_after: Duration,
 }
 
@@ -57,19 +59,37 @@ impl RouterHealth {
         RouterHealth {
             started: Instant::now(),
             last_ok_ms: Arc::new(AtomicU64::new(0)),
+            last_pass_ms: Arc::new(AtomicU64::new(0)),
             stale_after,
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn mark_ok(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let ms = self.now_ms().max(1);
         self.last_ok_ms.store(ms, Ordering::Relaxed);
+        self.last_pass_ms.store(ms, Ordering::Relaxed);
     }
 
     fn mark_failed(&self) {
         self.last_ok_ms.store(0, Ordering::Relaxed);
+        self.last_pass_ms
+            .store(self.now_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// True when the loop finished a pass, healthy or not, within `window`
+    /// (or started that recently): it is not stuck, even while Redis is
+    /// away. What the systemd watchdog pings on. The window is at least
+    /// what a pass may take when Redis fails (its block, timeouts and the
+    /// backoff of up to 5 s).
+    pub fn alive_within(&self, window: Duration) -> bool {
+        let last = self.last_pass_ms.load(Ordering::Relaxed);
+        let window = window.max(self.stale_after + Duration::from_secs(10));
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.now_ms().saturating_sub(last) <= window
     }
 
     /// True when the loop completed a pass against Redis recently.
@@ -256,5 +276,32 @@ impl Router {
                 rule = placement.rule.as_deref().unwrap_or("(default)"), "Contact is waiting for an agent.");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::RouterHealth;
+    use std::time::{Duration, Instant};
+
+    /// The watchdog's view: a loop that keeps failing (Redis away) is
+    /// alive but not ready; one that made no pass for the window is not
+    /// alive.
+    #[test]
+    fn a_failing_loop_is_alive_a_silent_one_is_not() {
+        let mut health = RouterHealth::new(Duration::from_secs(1));
+        assert!(health.alive_within(Duration::from_secs(30)), "just started");
+        if let Some(past) = Instant::now().checked_sub(Duration::from_secs(100)) {
+            health.started = past;
+            assert!(
+                !health.alive_within(Duration::from_secs(30)),
+                "no pass in 100 s"
+            );
+        }
+        health.mark_failed();
+        assert!(health.alive_within(Duration::from_secs(30)));
+        assert!(!health.is_running(), "not ready while passes fail");
+        health.mark_ok();
+        assert!(health.alive_within(Duration::from_secs(30)) && health.is_running());
     }
 }

@@ -113,7 +113,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let draining = Arc::new(AtomicBool::new(false));
     let mut app = http::routes(HealthState {
         store: store.clone(),
-        router: router_health,
+        router: router_health.clone(),
         metrics,
         draining: draining.clone(),
     })
@@ -213,7 +213,12 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     systemd::ready("serving");
-    let watchdog = systemd::spawn_watchdog(background.clone());
+    let watchdog = {
+        let health = router_health.clone();
+        systemd::spawn_watchdog(background.clone(), move |window| {
+            health.alive_within(window)
+        })
+    };
 
     let fatal = loop {
         tokio::select! {

@@ -17,18 +17,34 @@ pub fn stopping() {
 }
 
 /// Pings the watchdog at half the interval systemd asked for, until
-/// `shutdown`. A runtime so stuck that this task cannot run gets restarted.
-pub fn spawn_watchdog(shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+/// `shutdown`, while `alive(interval)` says the work it stands for moved
+/// within the whole interval (the router's loop made a pass, even a failed
+/// one: a Redis outage is not a reason to restart). A runtime so stuck that
+/// this task cannot run, or a loop stuck for a whole interval, gets
+/// restarted.
+pub fn spawn_watchdog(
+    shutdown: CancellationToken,
+    alive: impl Fn(Duration) -> bool + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
     let usec = watchdog_usec()?;
-    let period = Duration::from_micros(usec) / 2;
+    let interval = Duration::from_micros(usec);
+    let period = interval / 2;
     tracing::info!(period_ms = period.as_millis() as u64, "Watchdog enabled.");
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
+        let mut withheld = false;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                    if alive(interval) {
+                        withheld = false;
+                        let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                    } else if !withheld {
+                        withheld = true;
+                        tracing::error!(interval_ms = interval.as_millis() as u64,
+                            "The router's loop made no pass for a whole watchdog interval; no more watchdog pings, so systemd restarts the service.");
+                    }
                 }
             }
         }
