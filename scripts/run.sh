@@ -8,11 +8,15 @@
 # (installing it if missing) with its data under .switchboard/redis, then runs
 # the daemon in the foreground. Ctrl-C stops both.
 set -euo pipefail
+# Paths given relative to where the script was started from, before the cd.
+absolute() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
+config=""
+if [ "${1:-}" = "--config" ] && [ -n "${2:-}" ]; then config=$(absolute "$2"); fi
+state=""
+if [ -n "${SWITCHBOARD_STATE_DIR:-}" ]; then state=$(absolute "$SWITCHBOARD_STATE_DIR"); fi
 cd "$(dirname "$0")/.."
-
-config=config/switchboard.toml
-if [ "${1:-}" = "--config" ] && [ -n "${2:-}" ]; then config=$2; fi
-state=${SWITCHBOARD_STATE_DIR:-$PWD/.switchboard}
+config=${config:-$PWD/config/switchboard.toml}
+state=${state:-$PWD/.switchboard}
 redis_port=${SWITCHBOARD_REDIS_PORT:-6390}
 
 cargo build --release --locked -p switchboard
@@ -98,12 +102,20 @@ if [ -z "$url" ]; then
 fi
 
 listen=$("$bin" show-config http.listen --config "$config")
+# Not in the file (nor in the environment): the daemon's default.
+listen=${listen:-127.0.0.1:8080}
 echo "run.sh: Switchboard HTTP at http://$listen  (/healthz, /readyz, /metrics, /channels/<name>/…)"
 echo "run.sh: configuration $config; stop with Ctrl-C"
 
 "$bin" --config "$config" &
 daemon=$!
-trap 'kill -TERM $daemon 2>/dev/null || true' INT TERM
-wait "$daemon" || status=$?
-wait "$daemon" 2>/dev/null || true
-exit "${status:-0}"
+# Ctrl-C, a TERM, or the terminal going away (HUP): the daemon drains and
+# stops, then (the EXIT trap) the private Redis. A second Ctrl-C while it
+# drains waits on: Redis is stopped only after the daemon is gone.
+trap 'kill -TERM $daemon 2>/dev/null || true' INT TERM HUP
+status=0
+while :; do
+  if wait "$daemon"; then status=0; else status=$?; fi
+  kill -0 "$daemon" 2>/dev/null || break
+done
+exit "$status"

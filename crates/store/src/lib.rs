@@ -142,18 +142,26 @@ impl std::fmt::Debug for Store {
 /// (`redis://user:pw@host`) and a `unix://` URL's `pass` parameter
 /// (`unix:///run/redis.sock?pass=pw`).
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut out = match (base.find("://"), base.rfind('@')) {
+    // The user info ends at the last '@': a password written without
+    // percent-encoding may hold '?', '/' or '#' too (one with '?' was
+    // printed whole). An '@' in a query value redacts too much: the safe
+    // side.
+    let (head, rest) = match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &base[scheme_end + 3..at];
+            let userinfo = &url[scheme_end + 3..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &base[..scheme_end + 3], user, &base[at..])
+            (
+                format!("{}{}:***", &url[..scheme_end + 3], user),
+                &url[at..],
+            )
         }
-        _ => base.to_owned(),
+        _ => (String::new(), url),
     };
+    let (base, query) = match rest.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = head + base;
     if let Some(query) = query {
         let params: Vec<String> = query
             .split('&')
@@ -364,6 +372,12 @@ mod tests {
             "unix:///run/redis.sock?db=2&pass=***&user=sb"
         );
         assert_eq!(redact_url("redis://db:6379/0"), "redis://db:6379/0");
+        // A raw '?' (or '/') in the password: still hidden.
+        assert_eq!(redact_url("redis://:pa?ss@db:6379"), "redis://:***@db:6379");
+        assert_eq!(
+            redact_url("redis://u:p/a?s#s@db:6379/0?pass=x"),
+            "redis://u:***@db:6379/0?pass=***"
+        );
         let err = parse_url("redis://u:hunter2@[::1", None)
             .expect_err("bad")
             .to_string();

@@ -42,7 +42,14 @@ pub fn main() -> ExitCode {
     if let Command::ShowConfig { key } = &command {
         return show_config(&path, key);
     }
-    let config = match config::load(&path, std::env::vars()) {
+    let env = match text_environment(std::env::vars_os()) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("switchboard: invalid configuration {}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config = match config::load(&path, env) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("switchboard: invalid configuration {}: {e}", path.display());
@@ -112,8 +119,36 @@ async fn validate(path: &std::path::Path, config: &Config, check_redis: bool) ->
     ExitCode::SUCCESS
 }
 
+/// The environment as text. One of our variables (`SWITCHBOARD__…`) that is
+/// not UTF-8 is an error naming it, never its value (it may be a secret);
+/// another one is not ours to read and is skipped. (`std::env::vars`
+/// panicked on either, and its message printed the value.)
+fn text_environment(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (key, value) in vars {
+        let Ok(key) = key.into_string() else { continue };
+        match value.into_string() {
+            Ok(value) => out.push((key, value)),
+            Err(_) if key.starts_with("SWITCHBOARD__") => {
+                return Err(format!("{key}: the value is not UTF-8 text"));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}
+
 fn show_config(path: &std::path::Path, key: &str) -> ExitCode {
-    match config::raw_value(path, std::env::vars(), key) {
+    let env = match text_environment(std::env::vars_os()) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match config::raw_value(path, env, key) {
         Ok(value) => {
             println!("{value}");
             ExitCode::SUCCESS
@@ -122,5 +157,30 @@ fn show_config(path: &std::path::Path, key: &str) -> ExitCode {
             eprintln!("switchboard: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::text_environment;
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    #[test]
+    fn a_variable_that_is_not_text_is_named_never_shown() {
+        let bad = || OsString::from_vec(b"hunter2\xff".to_vec());
+        let ours = [(OsString::from("SWITCHBOARD__REDIS__PASSWORD"), bad())];
+        let e = text_environment(ours.into_iter()).unwrap_err();
+        assert!(e.contains("SWITCHBOARD__REDIS__PASSWORD"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let others = [
+            (OsString::from("LANG_OLD"), bad()),
+            (OsString::from("HOME"), OsString::from("/root")),
+        ];
+        assert_eq!(
+            text_environment(others.into_iter()).unwrap(),
+            [("HOME".to_owned(), "/root".to_owned())]
+        );
     }
 }
