@@ -163,16 +163,14 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             agent_api.register_media(&name, media);
         }
         let kind = channel.type_name();
-        let fatal = fatal_tx.clone();
-        tracker.spawn(async move {
+        // A channel that cannot serve would leave its contacts' replies
+        // unsent while the instance looks ready: one that ends before
+        // shutdown, with an error, without one, or in a panic, stops the
+        // instance (non-zero; systemd restarts it).
+        let what = format!("channels.{name}");
+        essential.spawn(what, async move {
             if let Err(error) = adapter.run().await {
-                // A channel that cannot serve would leave its contacts'
-                // replies unsent while the instance looks ready: the
-                // instance stops (non-zero; systemd restarts it).
                 error!(channel = %name, kind, %error, "Channel stopped with an error.");
-                let _ = fatal
-                    .send(anyhow::anyhow!("channels.{name}: stopped: {error}"))
-                    .await;
             }
         });
         info!(channel = %channel.config().name(), kind, "Channel started.");
@@ -442,10 +440,11 @@ struct Essential {
 }
 
 impl Essential {
-    fn spawn<F>(&self, what: &'static str, task: F)
+    fn spawn<F>(&self, what: impl Into<String>, task: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        let what: String = what.into();
         let (background, fatal) = (self.background.clone(), self.fatal.clone());
         self.tracker.spawn(async move {
             use futures::FutureExt;
@@ -464,7 +463,7 @@ impl Essential {
                     format!("panicked: {message}")
                 }
             };
-            error!(task = what, reason = %why, "An essential task ended; stopping the instance.");
+            error!(task = %what, reason = %why, "An essential task ended; stopping the instance.");
             let _ = fatal.send(anyhow::anyhow!("{what} {why}")).await;
         });
     }
