@@ -27,3 +27,17 @@ pub use inbound::{
 };
 pub use outbound::{DeliveryOutcome, OutboundMessage};
 pub use time::Timestamp;
+
+/// An error and its sources, as one line (`outer: cause: root`): what a log
+/// or a recorded reason needs when an error's own text is generic (reqwest
+/// says only "error sending request").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

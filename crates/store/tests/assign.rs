@@ -867,16 +867,7 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
     );
     // Closed by the business's hours, not left by the customer: no
     // abandon in the KPIs (it lowered the service level).
-    let facts = switchboard_store::Records::new(state.store().clone())
-        .kpi_facts("-", 100)
-        .await
-        .unwrap();
-    let kinds: Vec<&str> = facts
-        .iter()
-        .filter(|f| f.fields.get("c") == Some(&w.to_string()))
-        .filter_map(|f| f.fields.get("k").map(String::as_str))
-        .collect();
-    assert_eq!(kinds, ["enqueued"], "{facts:?}");
+    assert_eq!(kpi_kinds(&state, &w).await, ["enqueued"]);
 }
 
 /// A contact answered, put back in its queue (its agent's session ended),
@@ -908,16 +899,20 @@ async fn an_answered_contact_left_after_a_requeue_is_not_also_abandoned() {
             .unwrap(),
         "abandoned"
     );
+    assert_eq!(kpi_kinds(&state, &c).await, ["enqueued", "answered"]);
+}
+
+/// The kinds of the KPI facts recorded for contact `c`, in order.
+async fn kpi_kinds(state: &RoutingState, c: &ContactId) -> Vec<String> {
     let facts = switchboard_store::Records::new(state.store().clone())
         .kpi_facts("-", 100)
         .await
         .unwrap();
-    let kinds: Vec<&str> = facts
+    facts
         .iter()
         .filter(|f| f.fields.get("c") == Some(&c.to_string()))
-        .filter_map(|f| f.fields.get("k").map(String::as_str))
-        .collect();
-    assert_eq!(kinds, ["enqueued", "answered"], "{facts:?}");
+        .filter_map(|f| f.fields.get("k").cloned())
+        .collect()
 }
 
 /// A contact from the intake, handed to routing, offered to and accepted by

@@ -433,17 +433,27 @@ impl World {
         }
     }
 
+    /// The PBX posts `event` to `instance` with `token`.
+    async fn post(&self, instance: &Instance, token: &str, event: &Value) -> reqwest::Response {
+        self.http
+            .post(&instance.events)
+            .bearer_auth(token)
+            .json(event)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The PBX posts `newCall` for call `id` to `instance`.
     async fn new_call(&self, instance: &Instance, id: &str) -> ContactId {
         let reply = self
-            .http
-            .post(&instance.events)
-            .bearer_auth(TOKEN)
-            .json(&json!({"event": "newCall", "direction": "in", "callId": id,
-                "from": "+380501234567", "to": "4930609854180"}))
-            .send()
-            .await
-            .unwrap();
+            .post(
+                instance,
+                TOKEN,
+                &json!({"event": "newCall", "direction": "in", "callId": id,
+                    "from": "+380501234567", "to": "4930609854180"}),
+            )
+            .await;
         assert_eq!(reply.status(), 200);
         assert_eq!(reply.json::<Value>().await.unwrap(), json!({}));
         self.intake.contact(id)
@@ -681,16 +691,13 @@ async fn a_call_routing_has_ended_is_rejected_when_repeated() {
     let contact = world.new_call(&instance, "e1").await;
     world.routing.set(contact, "closed", None);
     let reply = world
-        .http
-        .post(&instance.events)
-        .bearer_auth(TOKEN)
-        .json(
+        .post(
+            &instance,
+            TOKEN,
             &json!({"event": "newCall", "direction": "in", "callId": "e1",
             "from": "+380501234567", "to": "4930609854180"}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(reply.status(), 200);
     assert_eq!(
         reply.json::<Value>().await.unwrap(),
@@ -712,16 +719,13 @@ async fn an_oversized_body_is_a_counted_refusal() {
     let padding = "x".repeat(crate::MAX_BODY_BYTES);
     for token in [TOKEN, "wrong-token"] {
         let reply = world
-            .http
-            .post(&instance.events)
-            .bearer_auth(token)
-            .json(
+            .post(
+                &instance,
+                token,
                 &json!({"event": "newCall", "direction": "in", "callId": "big",
                 "from": "+380501234567", "to": "4930609854180", "pad": padding}),
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(reply.status(), 413, "{token}");
     }
     assert_eq!(
@@ -747,16 +751,13 @@ async fn an_event_of_an_unknown_call_is_counted() {
     let world = World::new().await;
     let instance = world.instance(0).await;
     let reply = world
-        .http
-        .post(&instance.events)
-        .bearer_auth(TOKEN)
-        .json(
+        .post(
+            &instance,
+            TOKEN,
             &json!({"event": "hangup", "direction": "in", "callId": "never-seen",
             "from": "+380501234567", "to": "4930609854180", "cause": "normalClearing"}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(reply.status(), 200);
     assert_eq!(
         counters.get("switchboard_voice_calls_total{outcome=unknown_call,source=pbx}"),

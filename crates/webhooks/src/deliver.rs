@@ -116,23 +116,14 @@ pub async fn post(
             // the error's causes: reqwest's own text is only "error
             // sending request", the same for DNS, TLS and a refusal.
             Attempt::Retry {
-                reason: format!("{what}: {}", chain(&e.without_url())),
+                reason: format!(
+                    "{what}: {}",
+                    switchboard_core::error_chain(&e.without_url())
+                ),
                 after: None,
             }
         }
     }
-}
-
-/// An error and its sources, as one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

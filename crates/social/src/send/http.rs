@@ -73,19 +73,10 @@ pub(crate) fn transport(error: reqwest::Error) -> SendOutcome {
     } else {
         "the request failed"
     };
-    SendOutcome::retry(None, format!("{what}: {}", chain(&error)))
-}
-
-/// An error and its sources, as one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    SendOutcome::retry(
+        None,
+        format!("{what}: {}", switchboard_core::error_chain(&error)),
+    )
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), capped
