@@ -168,10 +168,12 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         // shutdown, with an error, without one, or in a panic, stops the
         // instance (non-zero; systemd restarts it).
         let what = format!("channels.{name}");
-        essential.spawn(what, async move {
-            if let Err(error) = adapter.run().await {
+        essential.spawn_result(what, async move {
+            let ran = adapter.run().await;
+            if let Err(error) = &ran {
                 error!(channel = %name, kind, %error, "Channel stopped with an error.");
             }
+            ran
         });
         info!(channel = %channel.config().name(), kind, "Channel started.");
     }
@@ -444,6 +446,19 @@ impl Essential {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        self.spawn_result(what, async move {
+            task.await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+
+    /// As [`spawn`](Essential::spawn), for a task that may end with an
+    /// error, which the instance's own error then names.
+    fn spawn_result<F, E>(&self, what: impl Into<String>, task: F)
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
         let what: String = what.into();
         let (background, fatal) = (self.background.clone(), self.fatal.clone());
         self.tracker.spawn(async move {
@@ -453,7 +468,13 @@ impl Essential {
                 return;
             }
             let why = match ended {
-                Ok(()) => "stopped before shutdown".to_owned(),
+                Ok(Ok(())) => "stopped before shutdown".to_owned(),
+                Ok(Err(error)) => {
+                    let why = format!("stopped: {error}");
+                    error!(task = %what, reason = %why, "An essential task ended; stopping the instance.");
+                    let _ = fatal.send(anyhow::anyhow!("{what}: {why}")).await;
+                    return;
+                }
                 Err(panic) => {
                     let message = panic
                         .downcast_ref::<&str>()
@@ -497,6 +518,15 @@ mod tests {
         assert_eq!(
             next(&mut stopped).as_deref(),
             Ok("the leader stopped before shutdown")
+        );
+        // An error is named.
+        essential.tracker.reopen();
+        essential.spawn_result("channels.mail", async { Err("address in use") });
+        essential.tracker.close();
+        essential.tracker.wait().await;
+        assert_eq!(
+            next(&mut stopped).as_deref(),
+            Ok("channels.mail: stopped: address in use")
         );
         // At shutdown, ending is what it should do.
         essential.background.cancel();
