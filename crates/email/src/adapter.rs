@@ -54,6 +54,7 @@ impl ChannelConfig for EmailConfig {
             },
             bulk: self.bulk,
             accepts: config::Accepts::of(self),
+            customer_address: self.customer_address,
         };
         let sender = Arc::new(Sender::new(&self.name, &self.smtp)?);
         Ok(Box::new(EmailAdapter {

@@ -39,6 +39,9 @@ pub struct EmailConfig {
     /// not routed) or `route`.
     #[serde(default)]
     pub bulk: BulkPolicy,
+    /// Whose address a customer's mail is kept under, and replies go to.
+    #[serde(default)]
+    pub customer_address: CustomerAddress,
     /// The LMTP/SMTP listener mail servers deliver to.
     #[serde(default)]
     pub listen: Option<ListenConfig>,
@@ -47,6 +50,20 @@ pub struct EmailConfig {
     pub imap: Vec<ImapConfig>,
     /// The relay replies are sent through.
     pub smtp: SmtpConfig,
+}
+
+/// Whose address a customer's mail is kept under (the customer's
+/// identity; replies go to it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerAddress {
+    /// `From` (else the envelope's `MAIL FROM`).
+    #[default]
+    From,
+    /// `Reply-To` when the mail has one that is not one of the channel's
+    /// own addresses, else as `from`: for a mailbox fed by web forms that
+    /// send from one address and put the person's in `Reply-To`.
+    ReplyTo,
 }
 
 /// What to do with bulk and list mail.

@@ -6,7 +6,7 @@
 //! (and the attachment store) has it.
 
 use crate::attachments::AttachmentStore;
-use crate::config::{Accepts, BulkPolicy};
+use crate::config::{Accepts, BulkPolicy, CustomerAddress};
 use crate::parse::{self, MailKind, ParseLimits, ParsedMail};
 use metrics::counter;
 use sha2::{Digest, Sha256};
@@ -81,6 +81,7 @@ pub struct Ingest {
     pub limits: ParseLimits,
     pub bulk: BulkPolicy,
     pub accepts: Accepts,
+    pub customer_address: CustomerAddress,
 }
 
 /// How one message arrived.
@@ -255,7 +256,8 @@ impl Ingest {
         envelope_from: Option<&str>,
         fallback_id: Option<&str>,
     ) -> Result<Taken, IngestError> {
-        let from = sender(&mail, envelope_from)
+        let from = self
+            .customer_of(&mail, envelope_from)
             .ok_or_else(|| IngestError::Rejected("the mail names no sender".into()))?;
         let customer = CustomerIdentity::new("email", &from)
             .map_err(|e| IngestError::Rejected(format!("sender address: {e}")))?;
@@ -330,6 +332,23 @@ impl Ingest {
             contact_id: receipt.contact_id.to_string(),
             outcome: receipt.outcome.as_str(),
         })
+    }
+}
+
+impl Ingest {
+    /// The customer's address: the sender, or with `customer_address =
+    /// "reply_to"` a `Reply-To` that is not one of ours (which would make
+    /// replies go to ourselves).
+    fn customer_of(&self, mail: &ParsedMail, envelope_from: Option<&str>) -> Option<String> {
+        let reply_to = mail
+            .reply_to
+            .as_ref()
+            .map(|m| m.address.clone())
+            .filter(|a| crate::config::address_ok(a) && !self.accepts.accepts(a));
+        match (self.customer_address, reply_to) {
+            (CustomerAddress::ReplyTo, Some(reply_to)) => Some(reply_to),
+            _ => sender(mail, envelope_from),
+        }
     }
 }
 

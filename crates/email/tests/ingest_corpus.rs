@@ -12,7 +12,7 @@ use std::time::Duration;
 use switchboard_channel::{MediaSource, Outbox};
 use switchboard_core::DeliveryOutcome;
 use switchboard_email::attachments::AttachmentStore;
-use switchboard_email::config::{Accepts, BulkPolicy, EmailConfig};
+use switchboard_email::config::{Accepts, BulkPolicy, CustomerAddress, EmailConfig};
 use switchboard_email::ingest::{Arrival, Ingest, Taken};
 use switchboard_email::parse::ParseLimits;
 use switchboard_store::{
@@ -38,6 +38,10 @@ struct World {
 const THREAD_SECRET: &str = "corpus-thread-secret-0123";
 
 fn world(bulk: BulkPolicy) -> World {
+    world_with(bulk, CustomerAddress::From)
+}
+
+fn world_with(bulk: BulkPolicy, customer_address: CustomerAddress) -> World {
     let redis = RedisServer::start();
     let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
     let intake = RedisIntake::new(
@@ -69,6 +73,7 @@ fn world(bulk: BulkPolicy) -> World {
         limits: ParseLimits::default(),
         bulk,
         accepts: Accepts::of(&config),
+        customer_address,
     };
     World {
         redis,
@@ -438,4 +443,56 @@ async fn a_long_mail_with_an_attachment_is_cut_to_fit_not_refused() {
         "the attachment's line is kept: {}",
         &text[text.len().saturating_sub(300)..]
     );
+}
+
+/// A web form's mail: sent from the form's address, the person's in
+/// Reply-To. By default the customer is the sender; with
+/// `customer_address = "reply_to"` it is the person (each form's writer a
+/// customer of their own, replies to them), unless Reply-To names one of
+/// the channel's own addresses.
+#[tokio::test]
+async fn a_web_form_mail_is_the_reply_to_persons_with_reply_to() {
+    let form = |reply_to: &str, n: u32| {
+        format!(
+            "From: Website <forms@shop.example>\r\nReply-To: {reply_to}\r\n\
+             To: help@support.example.com\r\nSubject: Contact form\r\n\
+             Message-ID: <form-{n}@shop.example>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\n\
+             Where is my order?\r\n"
+        )
+    };
+    let arrival = Arrival {
+        rcpt: Some("help@support.example.com"),
+        envelope_from: Some("forms@shop.example"),
+        ..Arrival::default()
+    };
+    for (policy, reply_to, want) in [
+        (
+            CustomerAddress::From,
+            "Olena <olena@customer.example>",
+            "email:forms@shop.example",
+        ),
+        (
+            CustomerAddress::ReplyTo,
+            "Olena <olena@customer.example>",
+            "email:olena@customer.example",
+        ),
+        (
+            CustomerAddress::ReplyTo,
+            "help@support.example.com",
+            "email:forms@shop.example",
+        ),
+    ] {
+        let w = world_with(BulkPolicy::Ignore, policy);
+        let taken = w
+            .ingest
+            .take(form(reply_to, 1).as_bytes(), arrival)
+            .await
+            .unwrap();
+        let id = stored(&taken, "created");
+        assert_eq!(
+            w.contact(&id).await["customer"],
+            want,
+            "{policy:?} {reply_to}"
+        );
+    }
 }
