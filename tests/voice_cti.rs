@@ -375,3 +375,51 @@ async fn a_call_of_an_auto_accepting_queue_is_dialled() {
     assert_eq!(state_of(&http, &base, &contact).await, "assigned");
     assert_eq!(pbx.dials.lock().unwrap().len(), 1, "dialled once");
 }
+
+/// An agent with no phone in the channel's configuration cannot take a
+/// call: the offer is passed on as a decline (left out of this call), not
+/// counted as her miss. With `missed_offers_before_away = 1` a miss set her
+/// away for a configuration mistake.
+#[tokio::test]
+async fn an_agent_without_a_phone_is_passed_over_not_set_away() {
+    let (callback, pbx) = pbx().await;
+    let redis = RedisServer::start();
+    let ivan = "[[routing.agents]]\nid = \"ivan\"\ncapacity = { voice = 1 }\ntoken = \"ivan-agent-token-0123456789\"\n";
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &format!("{}\n{ivan}", config(&callback)),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let _ivan = online(&base, "ivan-agent-token-0123456789").await;
+
+    let held = event(&http, &base, new_call("p1", "+380509999999")).await;
+    assert_eq!(held.status, 200);
+    let contact = contact_for(&redis.url(), "+380509999999").await;
+    let passed =
+        || async { http.routing(&base, SUPERVISOR, &contact).await["excluded"] == json!(["ivan"]) };
+    assert!(
+        eventually(Duration::from_secs(10), passed).await,
+        "offered to ivan and passed on: {}\n{}",
+        http.routing(&base, SUPERVISOR, &contact).await,
+        daemon.log()
+    );
+    let agents = http
+        .call(
+            "GET",
+            &format!("{base}/api/v1/agents"),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap()
+        .json();
+    let ivan = agents["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["id"] == "ivan"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ivan["presence"], "available", "{agents}");
+    assert!(pbx.dials.lock().unwrap().is_empty(), "nobody to ring");
+}

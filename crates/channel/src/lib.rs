@@ -91,6 +91,18 @@ pub trait Routing: Send + Sync + fmt::Debug {
         agent: &'a str,
         accept: bool,
     ) -> BoxFuture<'a, Result<String, IntakeError>>;
+    /// The channel cannot reach the agent the contact is offered to (no
+    /// phone of theirs in its configuration): the offer goes on to the
+    /// next agent, and is not counted as the agent's miss (which could
+    /// set them away for a configuration mistake). Routing's own answer
+    /// is that of a decline; by default, a miss.
+    fn pass<'a>(
+        &'a self,
+        contact: &'a ContactId,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        self.answer(contact, agent, false)
+    }
     /// The customer went away or the channel ended the contact: waiting or
     /// offered, it is abandoned (never offered again); assigned, it is
     /// closed with `disposition` and its agent enters wrap-up.

@@ -206,6 +206,31 @@ impl Routing for ChannelRouting {
         })
     }
 
+    fn pass<'a>(
+        &'a self,
+        contact: &'a ContactId,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        Box::pin(async move {
+            // A decline: the agent is left out of this contact, and their
+            // missed offers do not grow.
+            let missed = self.config.missed_offers_before_away;
+            let outcome = self
+                .state
+                .answer(
+                    Answer::Decline,
+                    contact,
+                    agent,
+                    Timestamp::now().as_millis(),
+                    missed,
+                )
+                .await
+                .map_err(unavailable)?;
+            info!(contact_id = %contact, agent_id = agent, outcome = %outcome, "Offer passed on: the channel cannot reach the agent.");
+            Ok(outcome)
+        })
+    }
+
     fn rate<'a>(
         &'a self,
         contact: &'a ContactId,

@@ -610,7 +610,9 @@ async fn tell_pbx(
     let agent = offer.agent.as_str();
     let Some(endpoint) = state.config.agents.get(agent) else {
         warn!(source = %state.name, agent_id = %agent, "The agent has no phone in this channel's configuration; the offer is passed on.");
-        let _ = state.routing.answer(contact, agent, false).await;
+        if let Err(error) = state.routing.pass(contact, agent).await {
+            warn!(source = %state.name, agent_id = %agent, %error, "Could not pass the offer on; it lapses.");
+        }
         return false;
     };
     // The phone rings no longer than the offer lasts (whole seconds left,

@@ -457,7 +457,7 @@ async fn wait(
                 };
                 let Some(endpoint) = state.config.agents.get(&agent) else {
                     warn!(source = %state.name, agent_id = %agent, "The agent has no phone in this channel's configuration; the offer is passed on.");
-                    state.routing.answer(&contact, &agent, false).await?;
+                    state.routing.pass(&contact, &agent).await?;
                     return state.hold(&contact, false);
                 };
                 // The offer's stamp comes back with the dial's result, so
