@@ -367,6 +367,20 @@ pub trait ChannelConfig: fmt::Debug + Send + Sync {
     fn body_time(&self) -> Option<(&'static str, std::time::Duration)> {
         None
     }
+    /// The shortest offer its own settings need on its channel kind, with
+    /// the key that sets that need (Twilio's hold loop asks routing only
+    /// every `hold_pause_secs`): the daemon refuses a shorter
+    /// `routing.offer_timeout_secs` for that kind, whose offers would run
+    /// out before the agent's phone could ring.
+    fn offer_time(
+        &self,
+    ) -> Option<(
+        switchboard_core::ChannelKind,
+        &'static str,
+        std::time::Duration,
+    )> {
+        None
+    }
     /// Builds the adapter.
     fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError>;
 }

@@ -518,7 +518,31 @@ impl Config {
             }
         }
         self.check_handoffs()?;
-        self.check_body_times()
+        self.check_body_times()?;
+        self.check_offer_times()
+    }
+
+    /// No channel needs longer offers than routing gives its kind.
+    fn check_offer_times(&self) -> Result<(), ConfigError> {
+        for channel in &self.channels {
+            let config = channel.config();
+            let Some((kind, key, needed)) = config.offer_time() else {
+                continue;
+            };
+            let given = self.routing.offer_timeout_secs.of(kind);
+            if given < needed {
+                return Err(ConfigError::new(
+                    format!("routing.offer_timeout_secs.{}", kind.as_str()),
+                    format!(
+                        "{} s is shorter than channel {:?} needs ({} s, from its {key}): offers would run out before the agent's phone rings",
+                        given.as_secs(),
+                        config.name(),
+                        needed.as_secs()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// No channel lets a body take longer than the daemon's deadline for
@@ -1119,6 +1143,33 @@ mod tests {
         );
         for ok in [chat(120, Some(120)), chat(60, None), chat(30, Some(45))] {
             let f = file(&ok);
+            load(f.path(), env(&[])).unwrap();
+        }
+    }
+
+    /// Twilio's hold loop asks routing every `hold_pause_secs`: a voice
+    /// offer shorter than a pause and a short ring ran out before the
+    /// agent's phone could ring (each a missed offer).
+    #[test]
+    fn a_voice_offer_shorter_than_the_hold_loop_needs_is_refused() {
+        let twilio = |pause: u32, offer: u64| {
+            format!(
+                "[redis]\nurl = \"redis://x\"\n[routing.offer_timeout_secs]\nvoice = {offer}\n\
+                 [[channels]]\ntype = \"twilio\"\nname = \"phone\"\nauth_token = \"0123456789abcdef0123\"\n\
+                 public_url = \"https://sb.example.com/channels/phone\"\nhold_pause_secs = {pause}\n"
+            )
+        };
+        let f = file(&twilio(60, 20));
+        let err = load(f.path(), env(&[])).unwrap_err();
+        assert_eq!(err.key, "routing.offer_timeout_secs.voice", "{err}");
+        assert!(
+            err.problem.starts_with(
+                "20 s is shorter than channel \"phone\" needs (67 s, from its hold_pause_secs)"
+            ),
+            "{err}"
+        );
+        for (pause, offer) in [(1, 8), (10, 30), (60, 67)] {
+            let f = file(&twilio(pause, offer));
             load(f.path(), env(&[])).unwrap();
         }
     }

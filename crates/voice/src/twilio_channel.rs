@@ -44,7 +44,7 @@ use switchboard_channel::{
     ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Routing, Secret,
     SecretValue,
 };
-use switchboard_core::{ContactId, IntakeError, Timestamp};
+use switchboard_core::{ChannelKind, ContactId, IntakeError, Timestamp};
 use tracing::{debug, info, warn};
 
 /// `[[channels]] type = "twilio"`.
@@ -96,6 +96,19 @@ fn default_ring_timeout() -> u32 {
 impl ChannelConfig for TwilioConfig {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn offer_time(&self) -> Option<(ChannelKind, &'static str, std::time::Duration)> {
+        // The next /wait comes up to one hold pause after the offer, and
+        // the phone must then ring at least MIN_RING_SECS with a second
+        // kept back for the answer (`ring_left`), and one to spare.
+        Some((
+            ChannelKind::Voice,
+            "hold_pause_secs",
+            std::time::Duration::from_secs(
+                u64::from(self.hold_pause_secs) + u64::from(MIN_RING_SECS) + 2,
+            ),
+        ))
     }
 
     fn validate(&self) -> Result<(), ChannelError> {
