@@ -1120,23 +1120,8 @@ async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
     );
     assert_eq!(me(base.clone(), OLENA).await, 200);
     assert_eq!(me(base.clone(), "mariia-token-0123456789").await, 200);
-    let agents = http
-        .call(
-            "GET",
-            &format!("{base}/api/v1/agents"),
-            Some(SUPERVISOR),
-            None,
-        )
-        .await
-        .unwrap()
-        .json();
-    let petro = agents["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["id"] == "petro")
-        .expect("the profile stays")
-        .clone();
+    let petro = http.agent_view(&base, SUPERVISOR, "petro").await;
+    assert!(!petro.is_null(), "the profile stays");
     assert_eq!(petro["presence"], "offline", "{petro}");
     // What he held goes back to the queue.
     let state = || async {

@@ -405,21 +405,7 @@ async fn an_agent_without_a_phone_is_passed_over_not_set_away() {
         http.routing(&base, SUPERVISOR, &contact).await,
         daemon.log()
     );
-    let agents = http
-        .call(
-            "GET",
-            &format!("{base}/api/v1/agents"),
-            Some(SUPERVISOR),
-            None,
-        )
-        .await
-        .unwrap()
-        .json();
-    let ivan = agents["agents"]
-        .as_array()
-        .and_then(|a| a.iter().find(|a| a["id"] == "ivan"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(ivan["presence"], "available", "{agents}");
+    let ivan = http.agent_view(&base, SUPERVISOR, "ivan").await;
+    assert_eq!(ivan["presence"], "available", "{ivan}");
     assert!(pbx.dials.lock().unwrap().is_empty(), "nobody to ring");
 }

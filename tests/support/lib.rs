@@ -330,6 +330,20 @@ impl Http {
 
     /// A contact's routing record (`GET /api/v1/contacts/{id}/routing`)
     /// as a supervisor with `token` sees it; `Null` when the call fails.
+    /// Agent `id` as the supervisors' `GET /api/v1/agents` lists it
+    /// (`Null` when it is not listed).
+    pub async fn agent_view(&self, base: &str, token: &str, id: &str) -> serde_json::Value {
+        let agents = self
+            .call("GET", &format!("{base}/api/v1/agents"), Some(token), None)
+            .await
+            .map_or(serde_json::Value::Null, |r| r.json());
+        agents["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["id"] == id))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub async fn routing(&self, base: &str, token: &str, contact: &str) -> serde_json::Value {
         self.call(
             "GET",

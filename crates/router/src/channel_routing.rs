@@ -122,6 +122,23 @@ fn unavailable(e: StoreError) -> IntakeError {
     IntakeError::Unavailable(e.to_string())
 }
 
+impl ChannelRouting {
+    /// The offer of `contact` to `agent` answered with `action` on the
+    /// channel; routing's own answer.
+    async fn on_channel(
+        &self,
+        action: Answer,
+        contact: &ContactId,
+        agent: &str,
+    ) -> Result<String, IntakeError> {
+        let missed = self.config.missed_offers_before_away;
+        self.state
+            .answer(action, contact, agent, Timestamp::now().as_millis(), missed)
+            .await
+            .map_err(unavailable)
+    }
+}
+
 impl Routing for ChannelRouting {
     fn route<'a>(
         &'a self,
@@ -195,12 +212,7 @@ impl Routing for ChannelRouting {
         Box::pin(async move {
             // A miss on the channel counts toward the agent's missed offers.
             let action = if accept { Answer::Accept } else { Answer::Miss };
-            let missed = self.config.missed_offers_before_away;
-            let outcome = self
-                .state
-                .answer(action, contact, agent, Timestamp::now().as_millis(), missed)
-                .await
-                .map_err(unavailable)?;
+            let outcome = self.on_channel(action, contact, agent).await?;
             info!(contact_id = %contact, agent_id = agent, accept, outcome = %outcome, "Offer answered on the channel.");
             Ok(outcome)
         })
@@ -214,18 +226,7 @@ impl Routing for ChannelRouting {
         Box::pin(async move {
             // A decline: the agent is left out of this contact, and their
             // missed offers do not grow.
-            let missed = self.config.missed_offers_before_away;
-            let outcome = self
-                .state
-                .answer(
-                    Answer::Decline,
-                    contact,
-                    agent,
-                    Timestamp::now().as_millis(),
-                    missed,
-                )
-                .await
-                .map_err(unavailable)?;
+            let outcome = self.on_channel(Answer::Decline, contact, agent).await?;
             info!(contact_id = %contact, agent_id = agent, outcome = %outcome, "Offer passed on: the channel cannot reach the agent.");
             Ok(outcome)
         })
