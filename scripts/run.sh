@@ -26,8 +26,9 @@ url=$("$bin" show-config redis.url --config "$config")
 started_redis=""
 stop_redis() {
   if [ -n "$started_redis" ] && kill -0 "$started_redis" 2>/dev/null; then
-    echo "run.sh: stopping the private Redis (data kept in $state/redis)"
     kill -TERM "$started_redis" || true
+    # After a HUP the terminal may be gone: a failed echo must not matter.
+    echo "run.sh: stopped the private Redis (data kept in $state/redis)" 2>/dev/null || true
   fi
 }
 trap stop_redis EXIT

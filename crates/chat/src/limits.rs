@@ -86,8 +86,10 @@ impl OpenPerIp {
 /// The address a client's allowances are kept under: an IPv6 address by
 /// its /64 (one subscriber's usual share), an IPv4 address as it is.
 pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
+    // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d:
+    // its own address, not one /64 shared by every IPv4 client.
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & !((1u128 << 64) - 1);
             IpAddr::V6(std::net::Ipv6Addr::from(prefix))
@@ -184,6 +186,8 @@ mod open_tests {
         let key = |s: &str| client_key(s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
         assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:198.51.100.7"), key("198.51.100.7"));
+        assert_ne!(key("::ffff:198.51.100.7"), key("::ffff:198.51.100.8"));
         assert_eq!(
             key("198.51.100.7"),
             "198.51.100.7"

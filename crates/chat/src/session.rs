@@ -221,7 +221,10 @@ fn incoming(message: Option<Result<Message, axum::Error>>) -> Result<Incoming, E
                 // A text frame that is not UTF-8 (RFC 6455 7.4.1: 1007).
                 counter!("switchboard_chat_rejected_total", "reason" => "bad_utf8").increment(1);
                 Err(End::Close(1007, "text frames must be UTF-8"))
-            } else if text.contains("protocol error") {
+            } else if text.contains("protocol error") && !text.contains("without closing handshake")
+            {
+                // (A connection that just went away, e.g. a proxy closing
+                // it when the browser left, is not a violation: "gone".)
                 // Reserved bits, an unmasked frame, an unknown opcode, a
                 // fragmented control frame (RFC 6455 7.4.1: 1002).
                 counter!("switchboard_chat_rejected_total", "reason" => "protocol").increment(1);

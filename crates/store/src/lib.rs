@@ -144,16 +144,20 @@ impl std::fmt::Debug for Store {
 pub fn redact_url(url: &str) -> String {
     // The user info ends at the last '@': a password written without
     // percent-encoding may hold '?', '/' or '#' too (one with '?' was
-    // printed whole). An '@' in a query value redacts too much: the safe
-    // side.
+    // printed whole). When what comes before that '@' could also be a
+    // query (it holds '?' or '='), all of it is hidden, user included: an
+    // '@' in a query value (`?pass=a@b`) must not show the rest.
     let (head, rest) = match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            (
-                format!("{}{}:***", &url[..scheme_end + 3], user),
-                &url[at..],
-            )
+            let scheme = &url[..scheme_end + 3];
+            let head = if userinfo.contains(['?', '=']) {
+                format!("{scheme}***")
+            } else {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}{user}:***")
+            };
+            (head, &url[at..])
         }
         _ => (String::new(), url),
     };
@@ -373,11 +377,22 @@ mod tests {
         );
         assert_eq!(redact_url("redis://db:6379/0"), "redis://db:6379/0");
         // A raw '?' (or '/') in the password: still hidden.
-        assert_eq!(redact_url("redis://:pa?ss@db:6379"), "redis://:***@db:6379");
+        assert_eq!(redact_url("redis://:pa?ss@db:6379"), "redis://***@db:6379");
         assert_eq!(
-            redact_url("redis://u:p/a?s#s@db:6379/0?pass=x"),
+            redact_url("redis://u:p/a#s@db:6379/0?pass=x"),
             "redis://u:***@db:6379/0?pass=***"
         );
+        // An '@' in a query's password hides all before it.
+        for leaky in [
+            "unix:///run/redis.sock?pass=hunter@2",
+            "redis://host?pass=a@b",
+        ] {
+            let redacted = redact_url(leaky);
+            assert!(
+                !redacted.contains("hunter") && !redacted.contains("pass=a"),
+                "{redacted}"
+            );
+        }
         let err = parse_url("redis://u:hunter2@[::1", None)
             .expect_err("bad")
             .to_string();

@@ -396,6 +396,9 @@ async fn contact_of(state: &CtiState, event: &CtiEvent) -> Result<Option<Contact
 const POLL: Duration = Duration::from_millis(300);
 /// A call's lease: the instance holding it dials the call.
 const LEASE: Duration = Duration::from_secs(15);
+/// How long the claim to ring an assigned call is kept: one ring per
+/// assignment, whichever instance rings it.
+const RING_CLAIM: Duration = Duration::from_secs(3600);
 /// Its holder renews it this often while it follows the call.
 const RENEW: Duration = Duration::from_secs(5);
 /// How often an instance that does not hold it tries to take it.
@@ -506,6 +509,8 @@ struct Offer {
     /// Which offer to this agent it is, from 1 (the `Idempotency-Key`
     /// when routing gave no stamp).
     number: u32,
+    /// This dispatcher told the PBX (it led while the offer stood).
+    tried: bool,
     dialed: bool,
 }
 
@@ -530,28 +535,67 @@ async fn follow(
             Ok(Some(route)) => match (route.state.as_str(), route.agent) {
                 ("offered", Some(agent)) => {
                     waited = true;
-                    let current = same_offer(offer.take(), &mut offers, agent, route.offer_until);
-                    let dialed = current.dialed
-                        || (leading && tell_pbx(state, contact, call_id, &current, lease).await);
-                    offer = Some(Offer { dialed, ..current });
+                    let mut current =
+                        same_offer(offer.take(), &mut offers, agent, route.offer_until);
+                    if !current.dialed && leading {
+                        current.tried = true;
+                        current.dialed = tell_pbx(state, contact, call_id, &current, lease).await;
+                    }
+                    offer = Some(current);
                 }
                 ("assigned", Some(agent)) => {
-                    // Connected when its offer was dialled, or when it was
-                    // assigned before this dispatcher began (a newCall
-                    // repeated after the agent answered). Otherwise it was
-                    // assigned without ringing anyone: an auto-accepting
-                    // queue, or an accept in the console while the PBX was
-                    // not answering: the agent's phone must still ring.
-                    let rang = offer.as_ref().is_some_and(|o| o.agent == agent && o.dialed);
-                    if rang || !waited || !leading {
+                    // Connected: its offer was dialled, here or (an offer
+                    // this dispatcher saw but did not tell the PBX of) by
+                    // the instance leading then; or it was assigned before
+                    // this dispatcher began (a newCall repeated after the
+                    // agent answered). Otherwise nobody rang: an
+                    // auto-accepting queue, or an accept in the console
+                    // while the PBX refused this dispatcher's dial.
+                    let seen = offer.as_ref().filter(|o| o.agent == agent);
+                    if seen.is_some_and(|o| o.dialed || !o.tried) || !waited {
                         return;
+                    }
+                    if !state.config.agents.contains_key(&agent) {
+                        warn!(source = %state.name, agent_id = %agent, contact_id = %contact, "The call was assigned to an agent with no phone in this channel's configuration; nothing to ring.");
+                        return;
+                    }
+                    if !leading {
+                        // The leading instance rings it; should it stop,
+                        // this one takes over (the ring claim below keeps
+                        // it to one ring).
+                        tokio::select! {
+                            () = state.shutdown.cancelled() => return,
+                            () = tokio::time::sleep(POLL) => {}
+                        }
+                        continue;
+                    }
+                    // Once per assignment, whichever instance gets here:
+                    // another may have rung it and let its lease go.
+                    match state
+                        .leases
+                        .hold(&format!("ring:{contact}:{agent}"), RING_CLAIM)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(error) => {
+                            debug!(source = %state.name, %error, "Could not claim ringing an assigned call; will try again.");
+                            tokio::select! {
+                                () = state.shutdown.cancelled() => return,
+                                () = tokio::time::sleep(POLL) => {}
+                            }
+                            continue;
+                        }
                     }
                     let until = offer.as_ref().and_then(|o| o.until);
                     let current = same_offer(offer.take(), &mut offers, agent, until);
                     if tell_pbx(state, contact, call_id, &current, lease).await {
                         return;
                     }
-                    offer = Some(current);
+                    offer = Some(Offer {
+                        tried: true,
+                        ..current
+                    });
                 }
                 ("closed", _) => return,
                 // Waiting again: the offer, if any, is over.
@@ -591,6 +635,7 @@ fn same_offer(
                 agent,
                 until,
                 number: *number,
+                tried: false,
                 dialed: false,
             }
         }
@@ -598,8 +643,8 @@ fn same_offer(
 }
 
 /// POSTs the dial instruction, retrying with backoff while the PBX does not
-/// answer 2xx, the call stays offered or assigned to the agent and this
-/// instance holds the call's lease. True once the PBX took it.
+/// answer 2xx, the call stays offered to the agent and this instance holds
+/// the call's lease. True once the PBX took it.
 async fn tell_pbx(
     state: &CtiState,
     contact: &ContactId,
@@ -683,9 +728,10 @@ async fn tell_pbx(
             return false;
         }
         match state.routing.route(contact).await {
-            Ok(Some(r))
-                if matches!(r.state.as_str(), "offered" | "assigned")
-                    && r.agent.as_deref() == Some(agent) => {}
+            // Only while offered: once assigned the agent may be on the
+            // call already (a dial that timed out after the PBX acted on
+            // it); an assignment nobody rang is dialled by `follow`.
+            Ok(Some(r)) if r.state == "offered" && r.agent.as_deref() == Some(agent) => {}
             _ => return false,
         }
     }

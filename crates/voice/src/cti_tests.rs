@@ -784,3 +784,35 @@ async fn a_dial_rings_no_longer_than_the_offer_lasts() {
     assert_eq!(dials[0].0, format!("dial:{contact}:olha:{until}"));
     instance.stop().await;
 }
+
+/// Two instances follow a call. An auto-accepted call is rung once: the
+/// instance that rang it lets its lease go, and the other, leading next,
+/// finds the ring claimed. A call whose offer the leader dialled, then
+/// answered, is not rung again by the other either (it would move a
+/// caller already talking to the agent).
+#[tokio::test]
+async fn a_call_two_instances_follow_is_rung_once() {
+    let world = World::new().await;
+    let a = world.instance(1).await;
+    let b = world.instance(2).await;
+    let auto = world.new_call(&a, "x1").await;
+    world.routing.set(auto, "waiting", None);
+    world.new_call(&b, "x1").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    world.routing.set(auto, "assigned", Some("petro"));
+    world.dials(1).await;
+    // Past the other instance's next try for the lease (2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    world.dialled_exactly(1).await;
+
+    let offered = world.new_call(&a, "x2").await;
+    world.routing.set(offered, "waiting", None);
+    world.new_call(&b, "x2").await;
+    world.routing.set(offered, "offered", Some("olha"));
+    world.dials(2).await;
+    world.routing.set(offered, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    world.dialled_exactly(2).await;
+    a.stop().await;
+    b.stop().await;
+}

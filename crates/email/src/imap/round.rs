@@ -97,11 +97,11 @@ pub(super) async fn run(
             (cp.last, unsaved) = (m.uid, true);
             continue;
         }
-        let raw = End::guard(stop, "fetch", BODY_TIMEOUT, async {
-            let stream = session.uid_fetch(m.uid.to_string(), "BODY.PEEK[]").await?;
-            stream.try_collect::<Vec<Fetch>>().await
-        })
-        .await?;
+        let mut raw = fetch_body(session, stop, m.uid).await?;
+        if find_body(raw.iter().map(|f| (f.uid, f.body())), m.uid) == Found::Bodiless {
+            // Once more: a flags update that came first, or a passing NIL.
+            raw = fetch_body(session, stop, m.uid).await?;
+        }
         let raw = match find_body(raw.iter().map(|f| (f.uid, f.body())), m.uid) {
             Found::Body(raw) => raw,
             Found::Gone => {
@@ -113,18 +113,17 @@ pub(super) async fn run(
                 continue;
             }
             Found::Bodiless => {
-                // Answered for this UID, but without the message (a flags
-                // update that came first, or `BODY[] NIL`): not taken in,
-                // so the checkpoint stays before it.
-                outcome(ctx, "temporary");
+                // Twice answered for this UID without the message: one
+                // the server cannot give (damaged, or an answer we cannot
+                // read). Passed over, counted and left in the mailbox for
+                // a person to look at, rather than hold up every later one.
+                outcome(ctx, "unreadable");
                 warn!(
                     uid = m.uid,
-                    "The server answered without the message's body; will try again."
+                    "The server answered twice without the message's body; passing over it and leaving it in the mailbox."
                 );
-                if unsaved {
-                    checkpoint::save(ctx, *cp).await?;
-                }
-                return Ok(Round::Temporary);
+                (cp.last, unsaved) = (m.uid, true);
+                continue;
             }
         };
         if raw.len() > s.max_message_bytes {
@@ -172,6 +171,19 @@ pub(super) async fn run(
         checkpoint::save(ctx, *cp).await?;
     }
     Ok(Round::Done { progress })
+}
+
+/// `UID FETCH <uid> BODY.PEEK[]`: every response the server gave.
+async fn fetch_body(
+    session: &mut ImapSession,
+    stop: &CancellationToken,
+    uid: u32,
+) -> Result<Vec<Fetch>, End> {
+    End::guard(stop, "fetch", BODY_TIMEOUT, async {
+        let stream = session.uid_fetch(uid.to_string(), "BODY.PEEK[]").await?;
+        stream.try_collect::<Vec<Fetch>>().await
+    })
+    .await
 }
 
 /// What a `UID FETCH … BODY.PEEK[]` returned for one message.

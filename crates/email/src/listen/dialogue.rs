@@ -238,7 +238,12 @@ where
             // `break`s above while a line is incomplete), a body or a
             // dropped part finished, or enough of one arrived: the next
             // record gets a whole timeout again.
-            progress += before - bytes.as_slice().len();
+            // Body bytes (a message, a dropped part or line) are
+            // progress; command lines are not (NOOPs padded to a kilobyte
+            // would otherwise renew the timeout).
+            if !was_command {
+                progress += before - bytes.as_slice().len();
+            }
             let finished = !was_command && matches!(mode, Mode::Command);
             if moved_on || finished || progress >= PROGRESS_BYTES {
                 deadline = tokio::time::Instant::now() + timeout;

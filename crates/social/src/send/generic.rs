@@ -102,9 +102,6 @@ pub fn body(msg: &OutboundMessage, text: &str) -> Value {
 }
 
 /// What the bridge's answer means.
-/// The longest provider id kept (the intake's limit).
-const MAX_ID_BYTES: usize = 512;
-
 pub(crate) fn read(answer: &Answer) -> SendOutcome {
     let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
     let field = |name: &str| {
@@ -121,7 +118,7 @@ pub(crate) fn read(answer: &Answer) -> SendOutcome {
             .as_ref()
             .and_then(|j| j.get("id"))
             .and_then(Value::as_str)
-            .filter(|s| !s.trim().is_empty() && s.len() <= MAX_ID_BYTES);
+            .filter(|s| !s.trim().is_empty() && s.len() <= crate::webhook::MAX_ID_BYTES);
         return SendOutcome::Delivered {
             provider_message_id: id.map(str::to_owned),
         };

@@ -30,9 +30,9 @@ pub(crate) struct Answer {
 /// Sends `request` and reads the answer. A transport failure (connect,
 /// timeout, reset, a body cut short) is a [`SendOutcome::Retry`] whose
 /// reason never contains the URL; except once the provider answered 2xx:
-/// it took the message, so a body cut short is read as far as it came
-/// (every provider's reading takes an unreadable 2xx for delivered) rather
-/// than sent again.
+/// it took the message, so a body cut short is dropped and the answer read
+/// as a bare 2xx (every provider's reading takes one for delivered, without
+/// the provider's message id) rather than the reply sent again.
 pub(crate) async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, SendOutcome> {
     let mut response = request.send().await.map_err(transport)?;
     let status = response.status().as_u16();

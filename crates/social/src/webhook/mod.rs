@@ -387,7 +387,7 @@ fn kind_of(item: &SocialItem) -> &'static str {
 }
 
 /// The longest id the intake keeps (a provider message id, an update id).
-const MAX_ID_BYTES: usize = 512;
+pub(crate) const MAX_ID_BYTES: usize = 512;
 
 /// The id of an edit, its dedupe key (and its message id when it is stored
 /// as a message): `<message id>:edit:<edited_at in ms>`, or, when the

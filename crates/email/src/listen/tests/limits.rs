@@ -312,6 +312,26 @@ async fn noops_do_not_hold_a_session() {
         "{answered} answered in {:?}",
         started.elapsed()
     );
+    // Nor do long ones (a kilobyte of padding each).
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    let started = std::time::Instant::now();
+    let padded = format!("NOOP {}", "x".repeat(1000));
+    let mut answered = 0;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        c.send(&format!("{padded}\r\n")).await;
+        let line = c.line().await;
+        if line.starts_with("421 4.4.2") {
+            break;
+        }
+        answered += 1;
+    }
+    assert!(
+        answered < 4 && started.elapsed() < Duration::from_millis(1500),
+        "{answered} padded NOOPs answered in {:?}",
+        started.elapsed()
+    );
     // A command that moves the session on does give it more time.
     let mut c = Client::connect(&server).await;
     c.lhlo().await;
