@@ -224,9 +224,10 @@ impl Routing for ChannelRouting {
         agent: &'a str,
     ) -> BoxFuture<'a, Result<String, IntakeError>> {
         Box::pin(async move {
-            // A decline: the agent is left out of this contact, and their
-            // missed offers do not grow.
-            let outcome = self.on_channel(Answer::Decline, contact, agent).await?;
+            // A decline that is not the agent's: they are left out of this
+            // contact, and their run of missed offers neither grows nor
+            // ends.
+            let outcome = self.on_channel(Answer::Pass, contact, agent).await?;
             info!(contact_id = %contact, agent_id = agent, outcome = %outcome, "Offer passed on: the channel cannot reach the agent.");
             Ok(outcome)
         })

@@ -146,6 +146,10 @@ pub enum Answer {
     /// The agent missed it on the channel itself (their phone rang out):
     /// an expiry before the deadline, counted as missed.
     Miss,
+    /// The channel cannot reach the agent (a call for an agent with no
+    /// phone): a decline (the agent is left out of this contact) that
+    /// neither counts as missed nor ends the agent's run of missed offers.
+    Pass,
 }
 
 impl Answer {
@@ -156,6 +160,7 @@ impl Answer {
             Answer::Expire => "expire",
             Answer::Revoke => "revoke",
             Answer::Miss => "miss",
+            Answer::Pass => "pass",
         }
     }
 }

@@ -291,6 +291,38 @@ async fn accept_expire_autopause_close_and_sticky() {
 }
 
 #[tokio::test]
+async fn a_pass_neither_counts_as_missed_nor_ends_a_run_of_misses() {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    online(&state, "a", [0, 0, 0, 1]).await;
+    // Missed on the phone, then passed over (no phone for another call),
+    // then missed again: the second miss is the second in a row.
+    let mut calls = Vec::new();
+    for (i, action) in [Answer::Miss, Answer::Pass, Answer::Miss]
+        .into_iter()
+        .enumerate()
+    {
+        let c = waiting(&state, ChannelKind::Voice).await;
+        assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
+        assert_eq!(state.answer(action, &c, "a", NOW, 2).await.unwrap(), "ok");
+        let (_, live) = state.agent("a").await.unwrap().unwrap();
+        let expected = if i == 2 { "away" } else { "available" };
+        assert_eq!(live.presence, expected, "after {action:?}");
+        assert_eq!(live.loads, [0; 4]);
+        calls.push(c);
+    }
+    // The passed call waits again, the agent left out of it.
+    let passed = state.route_record(&calls[1]).await.unwrap().unwrap();
+    assert_eq!(passed.state, "waiting");
+    assert!(passed.excluded.contains(&"a".to_owned()), "{passed:?}");
+}
+
+#[tokio::test]
 async fn an_expired_lease_is_taken_over_and_the_old_token_is_refused() {
     let redis = RedisServer::start();
     let state = RoutingState::new(store_for(&redis, 4));

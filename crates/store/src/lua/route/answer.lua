@@ -8,7 +8,10 @@
 --   nor excludes: the agent may get it again once back. It is refused
 --   ('online') while the agent is online and available or in wrap-up: a
 --   leader whose view is old must not take an offer from an agent who came
---   back meanwhile.
+--   back meanwhile. `pass` (the channel cannot reach the agent, e.g. a
+--   call for an agent with no phone) is a decline that leaves the agent's
+--   run of missed offers as it is: not their answer, so neither a miss nor
+--   a sign they are there.
 --
 -- KEYS[1] contact  KEYS[2] agent  KEYS[3] held by agent  KEYS[4] waiting
 -- KEYS[5] offers  KEYS[6] events
@@ -43,6 +46,8 @@ if action == 'miss' then
 elseif action == 'expire' and num(c[4]) > num(ARGV[4]) then
   return 'not_due'
 end
+local keep_missed = action == 'pass'
+if keep_missed then action = 'decline' end
 local excluded = c[6] or ''
 if action ~= 'revoke' then
   if excluded == '' then excluded = ARGV[3] else excluded = excluded .. ',' .. ARGV[3] end
@@ -59,7 +64,7 @@ if action == 'expire' then
   if limit > 0 and missed >= limit and redis.call('HGET', KEYS[2], 'presence') == 'available' then
     redis.call('HSET', KEYS[2], 'presence', 'away', 'reason', 'missed_offers', 'missed', 0)
   end
-elseif action == 'decline' then
+elseif action == 'decline' and not keep_missed then
   redis.call('HSET', KEYS[2], 'missed', 0)
 end
 emit(KEYS[6], ARGV[6], extend({'type', action .. 'd', 'contact', ARGV[2],
