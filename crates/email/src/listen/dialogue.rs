@@ -29,6 +29,18 @@ pub(super) enum Ended<T> {
 /// (slowloris; Postfix's `smtpd_per_record_deadline` does the same).
 const PROGRESS_BYTES: usize = 1024;
 
+/// The most of an over-long command line dropped before the session is
+/// ended: no client sends a megabyte line by mistake.
+const MAX_SKIPPED_LINE: usize = 1024 * 1024;
+
+/// The most of a body over the size limit dropped (beyond the limit, as a
+/// multiple of it; at least a megabyte) before the session is ended with
+/// the message's 552: a client streaming without end would otherwise hold
+/// a session slot for ever, every kilobyte renewing its time.
+fn max_discarded(max_bytes: usize) -> usize {
+    max_bytes.saturating_mul(4).max(1024 * 1024)
+}
+
 /// What the incoming bytes are.
 enum Mode {
     Command,
@@ -61,6 +73,8 @@ where
     let mut buf = vec![0u8; READ_CHUNK];
     let mut deadline = tokio::time::Instant::now() + timeout;
     let mut progress = 0usize;
+    // Bytes of the line or body being dropped (SkipLine, Discard).
+    let mut dropped = 0usize;
     loop {
         if let Err(outcome) = flush(&mut io, &mut out, timeout).await {
             return Ended::Closed(outcome);
@@ -205,6 +219,16 @@ where
                 Mode::SkipLine(skip) => {
                     if skip.ingest(&mut bytes) {
                         mode = Mode::Command;
+                    } else if dropped + (before - bytes.as_slice().len()) > MAX_SKIPPED_LINE {
+                        return farewell(
+                            io,
+                            s,
+                            out,
+                            "4.7.0",
+                            "Error: line too long",
+                            Outcome::TooLarge,
+                        )
+                        .await;
                     }
                 }
                 Mode::Data { rx, body } => {
@@ -231,6 +255,15 @@ where
                     if skip.ingest(&mut bytes) {
                         mode = Mode::Command;
                         s.too_large(&mut out);
+                    } else if dropped + (before - bytes.as_slice().len()) > max_discarded(max_bytes)
+                    {
+                        // The message's answer (552: do not send it again),
+                        // then the end of the session.
+                        s.too_large(&mut out);
+                        if flush(&mut io, &mut out, timeout).await.is_ok() {
+                            close(&mut io).await;
+                        }
+                        return Ended::Closed(Outcome::TooLarge);
                     }
                 }
             }
@@ -243,6 +276,11 @@ where
             // would otherwise renew the timeout).
             if !was_command {
                 progress += before - bytes.as_slice().len();
+            }
+            if matches!(mode, Mode::SkipLine(_) | Mode::Discard(_)) {
+                dropped += before - bytes.as_slice().len();
+            } else {
+                dropped = 0;
             }
             let finished = !was_command && matches!(mode, Mode::Command);
             if moved_on || finished || progress >= PROGRESS_BYTES {

@@ -23,6 +23,8 @@ pub(super) enum Outcome {
     TlsFailed,
     /// Over `max_sessions`: refused at once.
     Refused,
+    /// A line or an over-size body went on far past its limit.
+    TooLarge,
 }
 
 impl Outcome {
@@ -35,6 +37,7 @@ impl Outcome {
             Outcome::Shutdown => "shutdown",
             Outcome::TlsFailed => "tls_failed",
             Outcome::Refused => "refused",
+            Outcome::TooLarge => "too_large",
         }
     }
 }

@@ -60,6 +60,58 @@ async fn body_over_the_limit_is_read_to_the_end_and_refused() {
     assert_eq!(sink.got()[0].1, b"small\r\n");
 }
 
+/// A body that goes on far past the limit is not read for ever: past
+/// 4 × the limit (at least 1 MiB) dropped, the message gets its 552 and the
+/// session ends.
+#[tokio::test]
+async fn a_body_without_end_is_refused_and_the_session_ended() {
+    let counters = crate::test_counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let sink = Arc::new(TestSink::default());
+    let mut s = settings(Protocol::Lmtp);
+    s.max_message_bytes = 100_000;
+    let name = s.name.clone();
+    let server = start(s, sink.clone()).await;
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    c.expect("MAIL FROM:<a@b.test>", "250").await;
+    c.expect("RCPT TO:<one@support.test>", "250").await;
+    c.expect("DATA", "354").await;
+    let line = format!("{}\r\n", "x".repeat(998));
+    // 100,000 + 1 MiB + 30 KB, never ended with "."; the server may end
+    // the session before the last lines (write errors ignored).
+    for _ in 0..(100_000 + 1024 * 1024 + 30_000) / 1000 {
+        use tokio::io::AsyncWriteExt;
+        if c.io.get_mut().write_all(line.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        c.reply().await[0],
+        "552 5.3.4 Error: message size exceeds fixed limit"
+    );
+    assert_eq!(c.line().await, "", "the session ends");
+    assert!(sink.got().is_empty());
+    let ended = format!("switchboard_email_sessions_total{{outcome=too_large,source={name}}}");
+    assert_eq!(counters.get(&ended), 1, "{}", counters.dump());
+}
+
+/// Likewise a command line that never ends.
+#[tokio::test]
+async fn a_command_line_without_end_ends_the_session() {
+    let server = start(settings(Protocol::Lmtp), Arc::new(TestSink::default())).await;
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    let chunk = "a".repeat(10_000);
+    c.send("NOOP ").await;
+    for _ in 0..(1024 * 1024 + 30_000) / chunk.len() {
+        c.send(&chunk).await;
+    }
+    assert!(c.reply().await[0].starts_with("500 5.5.2"));
+    assert_eq!(c.line().await, "421 4.7.0 mx.test Error: line too long");
+    assert_eq!(c.line().await, "");
+}
+
 #[tokio::test]
 async fn over_long_command_line() {
     let server = start(settings(Protocol::Lmtp), Arc::new(TestSink::default())).await;
