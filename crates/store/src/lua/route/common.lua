@@ -128,7 +128,11 @@ local function record(events_key, f, now, n)
     if fact then kpi_fact(events_key, fact) end
     if (kind == 'accepted' or kind == 'assigned' or kind == 'closed' or kind == 'abandoned')
         and redis.call('EXISTS', sibling(events_key, 'hooks:on')) == 1 then
-      redis.call('XADD', sibling(events_key, 'hooks'), '*', 'type', kind, 'contact', contact,
+      -- Bounded (about a million, ~150 MB): while no mover runs (the last
+      -- instance with webhooks gone, `hooks:on` not yet lapsed) it would
+      -- grow until Redis refused every write.
+      redis.call('XADD', sibling(events_key, 'hooks'), 'MAXLEN', '~', 1000000, '*',
+        'type', kind, 'contact', contact,
         'agent', f['agent'] or '', 'channel', f['channel'] or '',
         'disposition', f['disposition'] or '', 'at', now, 'n', n)
     end
