@@ -521,3 +521,126 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
     agent.close().await;
     visitor.close().await;
 }
+
+/// Every contact's customer name and routing attributes, read from Redis.
+async fn stored_contacts(redis_url: &str) -> Vec<(String, String)> {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, "sb:*:contact:*")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for key in keys.iter().filter(|k| k.matches(':').count() == 3) {
+        let (name, attributes): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(key)
+            .arg("customer_name")
+            .arg("attributes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        out.push((name.unwrap_or_default(), attributes.unwrap_or_default()));
+    }
+    out
+}
+
+/// A form frame lost with its socket (sent as the socket died, never
+/// answered) goes again after the reconnect, and pre-chat answers given
+/// before a reconnect still reach the contact: the server keeps them per
+/// socket, the widget sends them again. Before, the Start button stayed
+/// disabled for good, and a message after a reconnect came without the
+/// visitor's name and topic.
+#[tokio::test]
+async fn a_form_lost_with_its_socket_goes_again_and_prechat_answers_survive_a_reconnect() {
+    let shop = shop_page().await;
+    let redis = RedisServer::start();
+    let uploads = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(&shop, uploads.path()),
+    );
+    let visitor = Browser::start().await;
+    visitor
+        .client
+        .goto(&format!("{shop}/?server={}&widget=demo", daemon.base()))
+        .await
+        .unwrap();
+    visitor
+        .until(
+            WAIT,
+            "the widget is connected",
+            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
+        )
+        .await;
+    // Every frame the widget sends notes its socket; one of the type named
+    // in `__lose` is not sent, and its socket is closed instead (as a
+    // socket dying right after the frame was handed to it).
+    visitor
+        .js(
+            "const send = WebSocket.prototype.send;
+             window.__lose = 'prechat';
+             WebSocket.prototype.send = function (data) {
+               window.__sock = this;
+               if (window.__lose && String(data).includes('\"type\":\"' + window.__lose + '\"')) {
+                 window.__lose = null; window.__lost = true; this.close(); return;
+               }
+               return send.call(this, data);
+             };
+             window.SwitchboardWidget.open(); return true;",
+            vec![],
+        )
+        .await;
+    visitor
+        .js(
+            &format!(
+                "{n}.value = 'Олена'; {t}.value = 'доставка'; {s}.click(); return true;",
+                n = w("sb-prechat-name"),
+                t = w("sb-prechat-topic"),
+                s = w("sb-prechat-submit")
+            ),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        visitor.js("return window.__lost === true;", vec![]).await,
+        json!(true)
+    );
+    visitor
+        .until(
+            WAIT,
+            "the pre-chat form answered after the reconnect",
+            &format!(
+                "return window.SwitchboardWidget.state().connected && {}.hidden
+                   && window.SwitchboardWidget.state().view === 'chat';",
+                w("sb-prechat-form")
+            ),
+        )
+        .await;
+    // The socket drops after the answer, before the first message.
+    visitor
+        .js(
+            "window.__old = window.__sock; window.__old.close(); return true;",
+            vec![],
+        )
+        .await;
+    visitor
+        .until(
+            WAIT,
+            "connected on a new socket",
+            "return window.SwitchboardWidget.state().connected && window.__sock !== window.__old;",
+        )
+        .await;
+    visitor_writes(&visitor, "Де моя посилка?").await;
+    visitor
+        .until(WAIT, "the message is acknowledged", &format!(
+            "return Array.from({}.querySelectorAll('[data-testid=\"sb-message\"][data-from=\"visitor\"]')).some(m => m.getAttribute('data-seq'));",
+            w("sb-messages")))
+        .await;
+    let contacts = stored_contacts(&redis.url()).await;
+    assert_eq!(contacts.len(), 1, "{contacts:?}");
+    let (name, attributes) = &contacts[0];
+    assert_eq!(name, "Олена", "{contacts:?}");
+    let attributes: Value = serde_json::from_str(attributes).unwrap();
+    assert_eq!(attributes["topic"], "доставка", "{contacts:?}");
+    visitor.close().await;
+}

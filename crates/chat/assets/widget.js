@@ -195,9 +195,16 @@
       outbox: Array.isArray(v.outbox) ? v.outbox : [],
       history: Array.isArray(v.history) ? v.history : [],
       prechatDone: !!v.prechatDone,
+      prechat: prechatFrame(v.prechat), // the answers, sent again after a reconnect
       rate: typeof v.rate === 'string' ? v.rate : !!v.rate, // the closed conversation to rate
       agent: v.agent || null
     };
+  }
+  function prechatFrame(v) {
+    if (!v || typeof v !== 'object') return null;
+    var f = { type: 'prechat' };
+    ['name', 'email', 'topic'].forEach(function (k) { if (typeof v[k] === 'string' && v[k]) f[k] = v[k]; });
+    return f;
   }
   var S = load();
   function save() {
@@ -527,6 +534,10 @@
   /* ---------- connection ---------- */
   var ws = null, connected = false, attempt = 0, retryTimer = null, flushTimer = null, stopped = false, lastRx = 0;
   var ctlQueue = [];
+  // Form frames (prechat, offline, rating) sent but not yet answered: a
+  // socket that drops before the answer loses them, so they go again after
+  // the next welcome.
+  var inFlight = [];
 
   function rawSend(f) {
     if (!ws || ws.readyState !== 1) return false;
@@ -536,7 +547,7 @@
     return true;
   }
   function send(f) { return connected && rawSend(f); }
-  function sendCtl(f) { if (!send(f)) ctlQueue.push(f); }
+  function sendCtl(f) { if (send(f)) inFlight.push(f); else ctlQueue.push(f); }
 
   function connect() {
     clearTimeout(retryTimer); retryTimer = null;
@@ -567,6 +578,7 @@
     ws = null;
     connected = false;
     typingOn = false;
+    ctlQueue = inFlight.concat(ctlQueue); inFlight = [];
     pendingEls.forEach(function (li) { setState(li, 'retrying'); });
     schedule();
   }
@@ -641,8 +653,14 @@
     lastWelcome = f;
     save();
     decideView();
+    // The pre-chat answers belong to the next contact: a new socket (the
+    // server keeps them per socket) gets them again before any message.
+    if (S.prechatDone && !conv && S.prechat &&
+        !ctlQueue.some(function (c) { return c.type === 'prechat'; })) {
+      ctlQueue.unshift(S.prechat);
+    }
     var q = ctlQueue; ctlQueue = [];
-    q.forEach(function (c) { send(c); });
+    q.forEach(sendCtl);
     flush();
     maybeRead();
   }
@@ -782,7 +800,7 @@
     // Kept until rated, so that a reload can still rate it.
     S.rate = (typeof f.conversation === 'string' && f.conversation) || S.conversation || true;
     S.conversation = null; S.lastSeq = null; S.history = []; S.agent = null;
-    S.prechatDone = false;
+    S.prechatDone = false; S.prechat = null;
     save();
     setText(queueEl, ''); setText(agentEl, ''); setText(typingEl, '');
     showRating();
@@ -816,11 +834,12 @@
       if (v) f[k] = v;
     });
     prechatForm.querySelector('[type=submit]').disabled = true;
+    S.prechat = f; save();
     sendCtl(f);
   }
   function onOffline(e) {
     e.preventDefault();
-    var f = { type: 'offline' };
+    var f = { type: 'offline', client_id: newId() };
     ['name', 'email', 'text'].forEach(function (k) { f[k] = offlineForm.elements[k].value.trim(); });
     if (!f.name || !f.email || !f.text) return;
     offlineForm.querySelector('[type=submit]').disabled = true;
@@ -829,7 +848,13 @@
   function enableForms() {
     [prechatForm, offlineForm, ratingForm.form].forEach(function (form) { form.querySelector('[type=submit]').disabled = false; });
   }
+  function answered(type) {
+    for (var i = 0; i < inFlight.length; i++) {
+      if (type == null || inFlight[i].type === type) { inFlight.splice(i, 1); return; }
+    }
+  }
   function onResult(f) {
+    answered(f.of);
     enableForms();
     if (!f.ok) { showError('bad_frame'); return; }
     if (f.of === 'prechat') {
@@ -852,7 +877,7 @@
     var code = str(f.code);
     enableForms();
     if (code === 'bad_session') {
-      S.token = null; S.conversation = null; S.lastSeq = null; S.history = []; S.prechatDone = false; S.agent = null;
+      S.token = null; S.conversation = null; S.lastSeq = null; S.history = []; S.prechatDone = false; S.prechat = null; S.agent = null;
       save();
       showError(code);
       attempt = 0;
@@ -869,6 +894,9 @@
       showError(code);
       return;
     }
+    // A form's error names no message (the server answers frames in order:
+    // the oldest form waiting is the one answered).
+    if (f.client_id == null) answered(null);
     if (f.client_id != null) {
       var li = pendingEls.get(f.client_id);
       if (code === 'unavailable' || code === 'rate_limited') {

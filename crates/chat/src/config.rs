@@ -63,6 +63,11 @@ pub struct ChatConfig {
     /// Match `[routing] retention_days`.
     #[serde(default = "defaults::uploads_keep_days")]
     pub uploads_keep_days: u64,
+    /// An upload is refused (507) when it would leave less than this many
+    /// bytes free on the upload directory's file system (0: no check), so
+    /// that visitors cannot fill the disk Redis or the logs may share.
+    #[serde(default = "defaults::uploads_min_free_bytes")]
+    pub uploads_min_free_bytes: u64,
     /// Content types accepted for uploads.
     #[serde(default = "defaults::upload_types")]
     pub upload_types: Vec<String>,
@@ -140,6 +145,9 @@ mod defaults {
     }
     pub fn uploads_keep_days() -> u64 {
         30
+    }
+    pub fn uploads_min_free_bytes() -> u64 {
+        1024 * 1024 * 1024
     }
     pub fn upload_types() -> Vec<String> {
         [

@@ -392,6 +392,14 @@ async fn upload(
             info!(visitor = %session.visitor, media_id = %attachment.id, size = attachment.size, "Chat upload stored.");
             (StatusCode::CREATED, axum::Json(attachment)).into_response()
         }
+        Err(error @ crate::uploads::StoreError::Full { .. }) => {
+            warn!(%error, visitor = %session.visitor, "Chat upload refused: the disk is nearly full.");
+            reject(
+                "upload_disk_full",
+                StatusCode::INSUFFICIENT_STORAGE,
+                "no room for files now\n",
+            )
+        }
         Err(error) => {
             warn!(%error, visitor = %session.visitor, "Cannot store a chat upload.");
             reject(

@@ -99,8 +99,12 @@ impl ChannelConfig for ChatConfig {
             .session_secret
             .resolve()
             .map_err(|e| config::config_error(&self.name, "session_secret", &e.to_string()))?;
-        let uploads = uploads::Uploads::open(&self.uploads_dir, self.max_upload_bytes)
-            .map_err(|e| config::config_error(&self.name, "uploads_dir", &e.to_string()))?;
+        let uploads = uploads::Uploads::open(
+            &self.uploads_dir,
+            self.max_upload_bytes,
+            self.uploads_min_free_bytes,
+        )
+        .map_err(|e| config::config_error(&self.name, "uploads_dir", &e.to_string()))?;
         Ok(Box::new(ChatAdapter {
             shared: Arc::new(Shared {
                 config: self.clone(),

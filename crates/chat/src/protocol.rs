@@ -54,6 +54,10 @@ pub enum ClientFrame {
         name: String,
         email: String,
         text: String,
+        /// Names the form like a message's `client_id`: the same form sent
+        /// again (after a reconnect that lost its `result`) is stored once.
+        #[serde(default)]
+        client_id: Option<String>,
     },
     /// A struct variant, not a unit one: serde lets an internally tagged
     /// unit variant carry any other field, whatever `deny_unknown_fields`.

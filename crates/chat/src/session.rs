@@ -727,7 +727,8 @@ impl Conn {
                     let eta = self.shared.config.eta_per_position_secs;
                     self.send(&ServerFrame::Queue {
                         position,
-                        estimated_wait_secs: (eta > 0).then(|| u64::from(position) * eta),
+                        estimated_wait_secs: (eta > 0)
+                            .then(|| u64::from(position).saturating_mul(eta)),
                     })
                     .await?;
                 }
@@ -798,9 +799,12 @@ impl Conn {
                 comment,
                 conversation,
             } => self.rating(active, score, comment, conversation).await,
-            ClientFrame::Offline { name, email, text } => {
-                self.offline(active, name, email, text).await
-            }
+            ClientFrame::Offline {
+                name,
+                email,
+                text,
+                client_id,
+            } => self.offline(active, name, email, text, client_id).await,
         }
     }
 
@@ -1151,6 +1155,7 @@ impl Conn {
         name: String,
         email: String,
         text: String,
+        client_id: Option<String>,
     ) -> Result<(), End> {
         if self.shared.config.offline.is_none() {
             return self
@@ -1166,6 +1171,17 @@ impl Conn {
                 .refuse(
                     "offline_limit",
                     "this session has sent all the offline forms it may",
+                )
+                .await;
+        }
+        if client_id
+            .as_deref()
+            .is_some_and(|id| !protocol::client_id_ok(id))
+        {
+            return self
+                .refuse(
+                    "bad_client_id",
+                    "client_id: 1 to 64 printable characters, no ':' or '|'",
                 )
                 .await;
         }
@@ -1204,10 +1220,12 @@ impl Conn {
             address: active.session.widget.clone(),
             customer,
             customer_name: (!name.is_empty()).then_some(name),
+            // The form's own id when it has one (a resend is stored once),
+            // else a fresh one.
             provider_message_id: Some(format!(
                 "{}:offline:{}",
                 active.session.visitor,
-                random_id()
+                client_id.unwrap_or_else(random_id)
             )),
             subject: None,
             text,

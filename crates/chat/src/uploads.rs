@@ -24,6 +24,18 @@ struct Meta {
 pub struct Uploads {
     dir: PathBuf,
     max_bytes: usize,
+    /// Free space an upload must leave on the directory's file system.
+    min_free: u64,
+}
+
+/// Why an upload was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Storing it would leave less than `uploads_min_free_bytes` free.
+    #[error("{free} bytes free on the upload directory's file system, {min_free} must stay free")]
+    Full { free: u64, min_free: u64 },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 pub(crate) fn id_ok(id: &str) -> bool {
@@ -34,11 +46,12 @@ pub(crate) fn id_ok(id: &str) -> bool {
 }
 
 impl Uploads {
-    pub fn open(dir: &Path, max_bytes: usize) -> std::io::Result<Uploads> {
+    pub fn open(dir: &Path, max_bytes: usize, min_free: u64) -> std::io::Result<Uploads> {
         std::fs::create_dir_all(dir)?;
         Ok(Uploads {
             dir: dir.to_owned(),
             max_bytes,
+            min_free,
         })
     }
 
@@ -53,7 +66,7 @@ impl Uploads {
         name: &str,
         content_type: &str,
         bytes: &[u8],
-    ) -> std::io::Result<Attachment> {
+    ) -> Result<Attachment, StoreError> {
         let id = crate::token::random_id();
         let path = self
             .path(&id)
@@ -70,10 +83,20 @@ impl Uploads {
         // (after which the visitor's message names it) means both survive
         // a crash.
         let file = bytes.to_vec();
+        let (dir, min_free) = (self.dir.clone(), self.min_free);
         tokio::task::spawn_blocking(move || {
             use switchboard_channel::files::write_atomically;
+            if min_free > 0 {
+                let fs = rustix::fs::statvfs(&dir).map_err(std::io::Error::from)?;
+                let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+                let needed = (file.len() + json.len()) as u64;
+                if free.saturating_sub(needed) < min_free {
+                    return Err(StoreError::Full { free, min_free });
+                }
+            }
             write_atomically(&path, &file)?;
-            write_atomically(&path.with_extension("json"), &json)
+            write_atomically(&path.with_extension("json"), &json)?;
+            Ok(())
         })
         .await
         .map_err(std::io::Error::other)??;

@@ -947,6 +947,54 @@ async fn an_offline_form_becomes_an_email_contact_answered_through_the_email_cha
     assert!(msg["to"].to_string().contains("ann@example.org"), "{msg}");
 }
 
+/// An offline form sent again with its `client_id` (the widget does after a
+/// reconnect that lost the `result`) is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_form_sent_again_with_its_client_id_is_stored_once() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let form = json!({"type": "offline", "name": "Ann", "email": "ann@example.org",
+        "text": "call me", "client_id": "form-1"});
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let token = hello(&mut ws, None, None).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut bad = form.clone();
+    bad["client_id"] = json!("a:b");
+    send(&mut ws, bad).await;
+    assert_eq!(recv_type(&mut ws, "error").await["code"], "bad_client_id");
+    send(&mut ws, form.clone()).await;
+    assert_eq!(recv_type(&mut ws, "result").await["of"], "offline");
+    drop(ws);
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, Some(&token), None).await;
+    send(&mut ws, form.clone()).await;
+    assert_eq!(recv_type(&mut ws, "result").await["of"], "offline");
+    // Another form (another id) is another contact.
+    let mut other = form;
+    other["client_id"] = json!("form-2");
+    send(&mut ws, other).await;
+    assert_eq!(recv_type(&mut ws, "result").await["of"], "offline");
+
+    let mut conn = redis::Client::open(w.store.config().url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, "*:contact:*")
+        .await
+        .unwrap();
+    let mut forms = 0;
+    for key in keys.iter().filter(|k| k.matches(':').count() == 3) {
+        let customer: Option<String> = redis::AsyncCommands::hget(&mut conn, key, "customer")
+            .await
+            .unwrap();
+        forms += usize::from(customer.is_some_and(|c| c.contains("ann@example.org")));
+    }
+    assert_eq!(forms, 2, "{keys:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_widget_script_is_served() {
     let w = world();
@@ -1406,6 +1454,31 @@ async fn an_oversize_upload_is_refused_up_front_and_counted() {
     assert!(r.starts_with("http/1.1 413"), "{r}");
     let after = counted::get("switchboard_chat_rejected_total", "reason=upload_too_large");
     assert!(after > before, "the 413 is counted");
+}
+
+/// An upload that would leave less than `uploads_min_free_bytes` free on
+/// the disk is refused (507) and counted; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_is_refused_when_the_disk_is_nearly_full() {
+    counted::start();
+    let reason = "reason=upload_disk_full";
+    let before = counted::get("switchboard_chat_rejected_total", reason);
+    let w = world();
+    // More free space than any disk has.
+    let addr = w
+        .instance("a", "uploads_min_free_bytes = 9223372036854775807")
+        .await;
+    let files = || std::fs::read_dir(w.dir.path()).unwrap().count();
+    let files_before = files();
+    let r = upload(addr, &visitor_token(), "hello", "").await;
+    assert!(r.starts_with("http/1.1 507"), "{r}");
+    let after = counted::get("switchboard_chat_rejected_total", reason);
+    assert!(after > before, "the 507 is counted");
+    assert_eq!(files(), files_before, "nothing written");
+    // With room (the check off), the same upload is stored.
+    let addr = w.instance("b", "uploads_min_free_bytes = 0").await;
+    let r = upload(addr, &visitor_token(), "hello", "").await;
+    assert!(r.starts_with("http/1.1 201"), "{r}");
 }
 
 /// A body that stops coming is given up after a while (408), not waited
