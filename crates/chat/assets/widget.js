@@ -538,6 +538,8 @@
   // socket that drops before the answer loses them, so they go again after
   // the next welcome.
   var inFlight = [];
+  var FORM_ERRORS = ['not_closed', 'bad_rating', 'bad_email', 'no_offline_form', 'offline_limit',
+    'too_long', 'bad_client_id', 'unavailable'];
 
   function rawSend(f) {
     if (!ws || ws.readyState !== 1) return false;
@@ -547,7 +549,13 @@
     return true;
   }
   function send(f) { return connected && rawSend(f); }
-  function sendCtl(f) { if (send(f)) inFlight.push(f); else ctlQueue.push(f); }
+  function sendCtl(f) {
+    if (bytes(JSON.stringify(f)) > MAX_FRAME) { // never sent: say so at once
+      enableForms();
+      showError('too_long');
+    } else if (send(f)) inFlight.push(f);
+    else ctlQueue.push(f);
+  }
 
   function connect() {
     clearTimeout(retryTimer); retryTimer = null;
@@ -647,6 +655,7 @@
     var conv = f.conversation || null;
     if (S.conversation && conv !== S.conversation) { // the stored conversation is over
       S.lastSeq = null; S.history = []; S.agent = null;
+      S.prechatDone = false; S.prechat = null; // they were for that one
       setText(queueEl, ''); setText(agentEl, '');
     }
     S.conversation = conv;
@@ -859,8 +868,12 @@
     if (!f.ok) { showError('bad_frame'); return; }
     if (f.of === 'prechat') {
       S.prechatDone = true; save();
-      view = 'chat'; applyView();
-      if (isOpen) input.focus();
+      // Answers sent again after a reconnect leave the view as it is (the
+      // offline form, when nobody can answer now).
+      if (view === 'prechat') {
+        view = 'chat'; applyView();
+        if (isOpen) input.focus();
+      }
       flush();
     } else if (f.of === 'rating') {
       S.rate = false; save();
@@ -879,6 +892,7 @@
     if (code === 'bad_session') {
       S.token = null; S.conversation = null; S.lastSeq = null; S.history = []; S.prechatDone = false; S.prechat = null; S.agent = null;
       save();
+      ctlQueue = []; inFlight = [];
       showError(code);
       attempt = 0;
       var sock = ws;
@@ -895,8 +909,10 @@
       return;
     }
     // A form's error names no message (the server answers frames in order:
-    // the oldest form waiting is the one answered).
-    if (f.client_id == null) answered(null);
+    // the oldest form waiting is the one answered). Codes other frames may
+    // get too (rate_limited, bad_frame) leave it waiting: at worst it is
+    // sent again after a reconnect, which changes nothing.
+    if (f.client_id == null && FORM_ERRORS.indexOf(code) >= 0) answered(null);
     if (f.client_id != null) {
       var li = pendingEls.get(f.client_id);
       if (code === 'unavailable' || code === 'rate_limited') {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use switchboard_channel::{LiveEvent, LiveKind};
 use switchboard_core::{
     ChannelKind, ContactId, ConversationId, CustomerIdentity, InboundEvent, IntakeError,
-    MAX_CUSTOMER_NAME_BYTES, Timestamp,
+    IntakeOutcome, MAX_CUSTOMER_NAME_BYTES, Timestamp,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -1239,6 +1239,16 @@ impl Conn {
             media: Vec::new(),
         };
         match self.shared.ctx.intake.submit(event).await {
+            Ok(receipt) if receipt.outcome == IntakeOutcome::Duplicate => {
+                // Sent again (its answer was lost): stored already.
+                counter!("switchboard_chat_messages_total", "outcome" => "duplicate").increment(1);
+                info!(contact_id = %receipt.contact_id, "Offline form sent again; stored already.");
+                self.send(&ServerFrame::Result {
+                    of: "offline",
+                    ok: true,
+                })
+                .await
+            }
             Ok(receipt) => {
                 active.offline_forms += 1;
                 counter!("switchboard_chat_messages_total", "outcome" => "offline").increment(1);

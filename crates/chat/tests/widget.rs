@@ -972,10 +972,15 @@ async fn an_offline_form_sent_again_with_its_client_id_is_stored_once() {
     send(&mut ws, form.clone()).await;
     assert_eq!(recv_type(&mut ws, "result").await["of"], "offline");
     // Another form (another id) is another contact.
-    let mut other = form;
+    let mut other = form.clone();
     other["client_id"] = json!("form-2");
     send(&mut ws, other).await;
     assert_eq!(recv_type(&mut ws, "result").await["of"], "offline");
+    // Repeats are not charged to the socket's 3 forms.
+    for _ in 0..3 {
+        send(&mut ws, form.clone()).await;
+        assert_eq!(recv_type(&mut ws, "result").await["of"], "offline");
+    }
 
     let mut conn = redis::Client::open(w.store.config().url.as_str())
         .unwrap()
