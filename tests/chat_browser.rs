@@ -154,6 +154,19 @@ fn count(list: &[(String, String, String)], needle: &str) -> usize {
     list.iter().filter(|(_, _, t)| t.contains(needle)).count()
 }
 
+/// Opens `url` (the shop page with the widget) and waits until the widget
+/// is connected.
+async fn visit(visitor: &Browser, url: &str) {
+    visitor.client.goto(url).await.unwrap();
+    visitor
+        .until(
+            WAIT,
+            "the widget is connected",
+            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
+        )
+        .await;
+}
+
 /// Reloads the visitor's page and opens the widget once it is connected
 /// again.
 async fn reload(visitor: &Browser) {
@@ -218,21 +231,11 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
 
     // The visitor opens the widget on the shop's page (instance A).
     let visitor = Browser::start().await;
-    visitor
-        .client
-        .goto(&format!(
-            "{shop}/?server={}&widget=demo&locale=uk",
-            a.base()
-        ))
-        .await
-        .unwrap();
-    visitor
-        .until(
-            WAIT,
-            "the widget is connected",
-            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
-        )
-        .await;
+    visit(
+        &visitor,
+        &format!("{shop}/?server={}&widget=demo&locale=uk", a.base()),
+    )
+    .await;
     visitor
         .js("window.SwitchboardWidget.open(); return true;", vec![])
         .await;
@@ -560,18 +563,11 @@ async fn a_form_lost_with_its_socket_goes_again_and_prechat_answers_survive_a_re
         &config(&shop, uploads.path()),
     );
     let visitor = Browser::start().await;
-    visitor
-        .client
-        .goto(&format!("{shop}/?server={}&widget=demo", daemon.base()))
-        .await
-        .unwrap();
-    visitor
-        .until(
-            WAIT,
-            "the widget is connected",
-            "return window.SwitchboardWidget && window.SwitchboardWidget.state().connected;",
-        )
-        .await;
+    visit(
+        &visitor,
+        &format!("{shop}/?server={}&widget=demo", daemon.base()),
+    )
+    .await;
     // Every frame the widget sends notes its socket; one of the type named
     // in `__lose` is not sent, and its socket is closed instead (as a
     // socket dying right after the frame was handed to it).

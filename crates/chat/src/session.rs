@@ -1239,20 +1239,19 @@ impl Conn {
             media: Vec::new(),
         };
         match self.shared.ctx.intake.submit(event).await {
-            Ok(receipt) if receipt.outcome == IntakeOutcome::Duplicate => {
-                // Sent again (its answer was lost): stored already.
-                counter!("switchboard_chat_messages_total", "outcome" => "duplicate").increment(1);
-                info!(contact_id = %receipt.contact_id, "Offline form sent again; stored already.");
-                self.send(&ServerFrame::Result {
-                    of: "offline",
-                    ok: true,
-                })
-                .await
-            }
             Ok(receipt) => {
-                active.offline_forms += 1;
-                counter!("switchboard_chat_messages_total", "outcome" => "offline").increment(1);
-                info!(contact_id = %receipt.contact_id, "Offline form stored.");
+                if receipt.outcome == IntakeOutcome::Duplicate {
+                    // Sent again (its answer was lost): stored already, and
+                    // not charged again.
+                    counter!("switchboard_chat_messages_total", "outcome" => "duplicate")
+                        .increment(1);
+                    info!(contact_id = %receipt.contact_id, "Offline form sent again; stored already.");
+                } else {
+                    active.offline_forms += 1;
+                    counter!("switchboard_chat_messages_total", "outcome" => "offline")
+                        .increment(1);
+                    info!(contact_id = %receipt.contact_id, "Offline form stored.");
+                }
                 self.send(&ServerFrame::Result {
                     of: "offline",
                     ok: true,

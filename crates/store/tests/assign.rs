@@ -24,6 +24,19 @@ fn agent(id: &str, capacity: [u32; 4]) -> AgentRecord {
     }
 }
 
+/// A private Redis, the routing state on it, and the routing lease
+/// (instance "one").
+async fn leading() -> (RedisServer, RoutingState, String) {
+    let redis = RedisServer::start();
+    let state = RoutingState::new(store_for(&redis, 4));
+    let token = state
+        .acquire_lease("one", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    (redis, state, token)
+}
+
 async fn online(state: &RoutingState, id: &str, cap: [u32; 4]) {
     state.upsert_agent(&agent(id, cap), "test").await.unwrap();
     let r = state
@@ -176,13 +189,7 @@ async fn offers_are_fenced_single_and_within_capacity() {
 
 #[tokio::test]
 async fn accept_expire_autopause_close_and_sticky() {
-    let redis = RedisServer::start();
-    let state = RoutingState::new(store_for(&redis, 4));
-    let token = state
-        .acquire_lease("one", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let (redis, state, token) = leading().await;
     online(&state, "a", [5, 0, 0, 0]).await;
     let c = waiting(&state, ChannelKind::Chat).await;
     assert_eq!(
@@ -292,13 +299,7 @@ async fn accept_expire_autopause_close_and_sticky() {
 
 #[tokio::test]
 async fn a_pass_neither_counts_as_missed_nor_ends_a_run_of_misses() {
-    let redis = RedisServer::start();
-    let state = RoutingState::new(store_for(&redis, 4));
-    let token = state
-        .acquire_lease("one", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_redis, state, token) = leading().await;
     online(&state, "a", [0, 0, 0, 1]).await;
     // Missed on the phone, then passed over (no phone for another call),
     // then missed again: the second miss is the second in a row.
@@ -548,13 +549,7 @@ async fn tokens_identify_one_agent_each() {
 
 #[tokio::test]
 async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
-    let redis = RedisServer::start();
-    let state = RoutingState::new(store_for(&redis, 4));
-    let token = state
-        .acquire_lease("one", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_redis, state, token) = leading().await;
     online(&state, "a1", [0, 0, 0, 1]).await;
     let retention = Duration::from_secs(3600);
 
@@ -750,13 +745,7 @@ async fn a_message_after_the_close_starts_a_new_contact() {
 /// side by side in the event: readers get each right.
 #[tokio::test]
 async fn a_requeued_event_keeps_its_reason_apart_from_the_agents() {
-    let redis = RedisServer::start();
-    let state = RoutingState::new(store_for(&redis, 4));
-    let token = state
-        .acquire_lease("one", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_redis, state, token) = leading().await;
     online(&state, "a", [2, 0, 0, 0]).await;
     let c = waiting(&state, ChannelKind::Chat).await;
     assert_eq!(state.offer(&offer(&token, &c, "a")).await.unwrap(), "ok");
@@ -800,13 +789,7 @@ async fn a_requeued_event_keeps_its_reason_apart_from_the_agents() {
 
 #[tokio::test]
 async fn a_transfer_to_an_agent_who_declined_before_asks_them_again() {
-    let redis = RedisServer::start();
-    let state = RoutingState::new(store_for(&redis, 4));
-    let token = state
-        .acquire_lease("one", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_redis, state, token) = leading().await;
     online(&state, "a", [2, 0, 0, 0]).await;
     online(&state, "b", [2, 0, 0, 0]).await;
     online(&state, "x", [2, 0, 0, 0]).await;
@@ -860,13 +843,7 @@ async fn a_transfer_to_an_agent_who_declined_before_asks_them_again() {
 
 #[tokio::test]
 async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
-    let redis = RedisServer::start();
-    let state = RoutingState::new(store_for(&redis, 4));
-    let token = state
-        .acquire_lease("one", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_redis, state, token) = leading().await;
     online(&state, "a1", [2, 0, 0, 0]).await;
     let retention = Duration::from_secs(3600);
     // Offered meanwhile (its queue opened): the after-hours end is too late.
@@ -908,13 +885,7 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
 /// its queue's abandonment rate and service level were off).
 #[tokio::test]
 async fn an_answered_contact_left_after_a_requeue_is_not_also_abandoned() {
-    let redis = RedisServer::start();
-    let state = RoutingState::new(store_for(&redis, 4));
-    let token = state
-        .acquire_lease("one", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_redis, state, token) = leading().await;
     online(&state, "a1", [2, 0, 0, 0]).await;
     let c = accepted(&state, &token, "a1").await;
     assert_eq!(
@@ -1235,13 +1206,7 @@ async fn an_agents_session_lasts_while_any_holder_keeps_it() {
 /// the session's end has passed. A requeue never takes back an offer.
 #[tokio::test]
 async fn a_lapsed_sessions_contacts_are_taken_back_only_while_it_is_over() {
-    let redis = RedisServer::start();
-    let state = RoutingState::new(store_for(&redis, 4));
-    let token = state
-        .acquire_lease("one", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_redis, state, token) = leading().await;
     online(&state, "a", [2, 0, 0, 0]).await; // online until NOW + 1 h
     let offered = waiting(&state, ChannelKind::Chat).await;
     assert_eq!(
@@ -1314,13 +1279,7 @@ async fn a_lapsed_sessions_contacts_are_taken_back_only_while_it_is_over() {
 /// of the first one's.
 #[tokio::test]
 async fn a_close_during_wrap_up_starts_it_again() {
-    let redis = RedisServer::start();
-    let state = RoutingState::new(store_for(&redis, 4));
-    let token = state
-        .acquire_lease("one", Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_redis, state, token) = leading().await;
     online(&state, "a", [2, 0, 0, 0]).await;
     let mut held = Vec::new();
     for _ in 0..2 {
