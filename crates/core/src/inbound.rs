@@ -120,6 +120,10 @@ impl InboundEvent {
         if !source_ok(&self.source) {
             return Err(InvalidEvent::Source);
         }
+        // A blank id is no id: as a dedupe key it would make every later
+        // message of the source (in its partition) a "duplicate" of the
+        // first, and drop it.
+        self.provider_message_id = self.provider_message_id.filter(|id| !id.trim().is_empty());
         let short_fields: [(&'static str, Option<&str>, usize); 6] = [
             ("address", Some(&self.address), 320),
             (
@@ -303,6 +307,9 @@ impl InboundUpdate {
         if !source_ok(&self.source) {
             return Err(InvalidEvent::Source);
         }
+        // As for events: a blank update id is none (no dedupe), not one key
+        // shared by every update of the source.
+        self.update_id = self.update_id.filter(|id| !id.trim().is_empty());
         let fields: [(&'static str, Option<&str>, usize); 3] = [
             ("provider_message_id", Some(&self.provider_message_id), 512),
             ("update_id", self.update_id.as_deref(), 512),

@@ -67,6 +67,12 @@ impl KeySpace {
         format!("{}:dedupe:{source}:{provider_message_id}", self.tag(p))
     }
 
+    /// The mark of an update (edit, receipt) applied, by its `update_id`: a
+    /// namespace of its own, apart from messages' ids.
+    pub fn update_seen(&self, p: Partition, source: &str, update_id: &str) -> String {
+        format!("{}:updseen:{source}:{update_id}", self.tag(p))
+    }
+
     /// A reply's id at the provider → `"<conversation>|<message>"`, written
     /// when the provider accepts the reply, so that its receipts find it.
     pub fn reply_ref(&self, p: Partition, source: &str, provider_message_id: &str) -> String {

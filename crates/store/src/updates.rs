@@ -51,9 +51,17 @@ impl RedisIntake {
         let keys = self.store.keys();
         let p = keys.partition_of(&update.source, &update.customer);
         let now = Timestamp::now();
-        let (has_id, own_key) = match &update.update_id {
-            Some(id) => ("1", keys.dedupe(p, &update.source, &format!("update:{id}"))),
-            None => ("0", keys.routing(p)),
+        // The mark's key, and where marks were kept before (until
+        // 2026-11-26: among messages' marks, so a message whose id was
+        // `update:<id>` clashed with it); the old one is only read, until
+        // it expires.
+        let (has_id, own_key, old_key) = match &update.update_id {
+            Some(id) => (
+                "1",
+                keys.update_seen(p, &update.source, id),
+                keys.dedupe(p, &update.source, &format!("update:{id}")),
+            ),
+            None => ("0", keys.routing(p), keys.routing(p)),
         };
         let at = update.at.unwrap_or(now);
         let mut invocation = self.update_script.prepare_invoke();
@@ -104,6 +112,7 @@ impl RedisIntake {
                     .arg(entry.to_string());
             }
         }
+        invocation.key(old_key);
         let mut conn = self.store.conn();
         let reply: String = self
             .store

@@ -143,6 +143,33 @@ async fn repeated_provider_ids_store_nothing_twice() {
     );
 }
 
+/// A blank provider id is no id: it does not make the next message (of
+/// another customer, or the same) a duplicate of the first.
+#[tokio::test]
+async fn a_blank_provider_id_dedupes_nothing() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let intake = intake_for(&store);
+    for (customer, id, text) in [
+        ("vs_1", "", "Hello"),
+        ("vs_2", "", "Hi"),
+        ("vs_2", " ", "Anyone?"),
+    ] {
+        let receipt = intake
+            .submit_event(event(customer, Some(id), text))
+            .await
+            .unwrap();
+        assert_ne!(
+            receipt.outcome,
+            IntakeOutcome::Duplicate,
+            "{customer} {text}"
+        );
+    }
+    let mut conn = raw(&redis).await;
+    let marks: Vec<String> = conn.keys("*dedupe*").await.unwrap();
+    assert!(marks.is_empty(), "{marks:?}");
+}
+
 #[tokio::test]
 async fn concurrent_repeats_yield_one_message_each() {
     let redis = RedisServer::start();

@@ -235,3 +235,45 @@ async fn an_auto_reply_is_logged_next_to_the_reply_it_answers() {
     let contacts: Vec<String> = raw(&redis).await.keys("sb:*:contact:*").await.unwrap();
     assert_eq!(contacts.len(), 1, "{contacts:?}");
 }
+
+/// An update's mark is kept apart from messages' marks: a message whose
+/// provider id reads `update:<id>` is not taken for an update applied with
+/// that id (it got 503 for as long as the mark lived), and the reverse.
+#[tokio::test]
+async fn update_marks_and_message_marks_do_not_clash() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    intake
+        .submit_event(event("v1", Some("tg-1"), "Helo"))
+        .await
+        .unwrap();
+    let applied = intake
+        .submit_update(update("tg-1", Some("u-7"), edit("Hello")))
+        .await
+        .unwrap();
+    assert_eq!(applied, UpdateOutcome::Applied);
+    let message = intake
+        .submit_event(event("v1", Some("update:u-7"), "Another message"))
+        .await
+        .unwrap();
+    assert_eq!(message.outcome, IntakeOutcome::Appended);
+    // The update is still known as applied once.
+    let again = intake
+        .submit_update(update("tg-1", Some("u-7"), edit("Hello")))
+        .await
+        .unwrap();
+    assert_eq!(again, UpdateOutcome::Duplicate);
+    // A mark of the old form (before 2026-11-26) still says "applied".
+    let mut conn = raw(&redis).await;
+    let p = message.contact_id.partition();
+    let _: () = conn
+        .set(store.keys().dedupe(p, "website", "update:u-9"), "1")
+        .await
+        .unwrap();
+    let old = intake
+        .submit_update(update("tg-1", Some("u-9"), edit("Hi")))
+        .await
+        .unwrap();
+    assert_eq!(old, UpdateOutcome::Duplicate);
+}

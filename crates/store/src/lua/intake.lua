@@ -21,7 +21,10 @@
 -- Returns "outcome|contact|conversation|message|seq".
 if ARGV[1] == '1' then
   local seen = redis.call('GET', KEYS[1])
-  if seen then
+  -- Only a message's mark ("contact|conv|msg|seq"): an update's mark of
+  -- before 2026-11-26 (`1`, under `dedupe:<source>:update:<id>`) is not a
+  -- message whose id happens to read `update:<id>`.
+  if seen and string.find(seen, '|', 1, true) then
     return 'duplicate|' .. seen
   end
 end

@@ -6,6 +6,8 @@
 -- KEYS[2] the reference of the message concerned: for an edit, the
 --         inbound message's dedupe key ("contact|conv|msg|seq"); for an
 --         auto reply or a status, the reply's key ("conv|msg")
+-- KEYS[3] where the update's mark was kept before (`dedupe:<source>:
+--         update:<id>`): only read, until it expires
 -- ARGV[1] '1' when the update has an id   ARGV[2] dedupe window, seconds
 -- ARGV[3] 'edit', 'auto' or 'status'      ARGV[4] now, ms
 -- ARGV[5] the partition's key prefix ("sb:{p3}")
@@ -14,7 +16,7 @@
 --         ARGV[7] the status JSON
 -- Returns "applied|conv|msg|seq", "applied|conv|msg", "stale|conv|msg",
 -- "duplicate" or "unknown".
-if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1], KEYS[3]) > 0 then
   return 'duplicate'
 end
 local ref = redis.call('GET', KEYS[2])
