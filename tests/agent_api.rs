@@ -234,6 +234,15 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         let result = result.unwrap();
         assert_eq!(result["error"]["code"], "bad_frame", "{frame}");
     }
+    // A frame that does not parse still gets its answer under its `ref`.
+    ws.send(json!({"type": "reply", "ref": "r0", "contact_id": contact}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    let result = result.unwrap();
+    assert_eq!(
+        (result["ref"].as_str(), result["error"]["code"].as_str()),
+        (Some("r0"), Some("bad_frame"))
+    );
 
     ws.send(json!({"type": "accept", "ref": "a1", "contact_id": contact}))
         .await;

@@ -52,8 +52,10 @@ fn token<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -> Option<&'a
     let header_token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.split_once(' '))
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     header_token.or(query_token).filter(|t| !t.is_empty())
 }
 
@@ -137,7 +139,8 @@ mod whole {
         n.as_u64()
             .or_else(|| {
                 n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                    // `u64::MAX as f64` is 2^64 itself: one past the range.
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
                     .map(|f| f as u64)
             })
             .and_then(|w| T::try_from(w).ok())
@@ -538,6 +541,45 @@ mod cursor_tests {
             "18446744073709551615-18446744073709551615",
         ] {
             assert!(!super::is_cursor(bad), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod input_tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    #[test]
+    fn whole_numbers_stop_at_the_largest_u64() {
+        #[derive(serde::Deserialize)]
+        struct One {
+            #[serde(deserialize_with = "super::whole::option")]
+            n: Option<u64>,
+        }
+        let read = |text: &str| serde_json::from_str::<One>(text).map(|o| o.n);
+        assert_eq!(
+            read(r#"{"n": 18446744073709551615}"#).unwrap(),
+            Some(u64::MAX)
+        );
+        assert_eq!(read(r#"{"n": 3.0}"#).unwrap(), Some(3));
+        // 2^64, written either way, is one past the range.
+        assert!(read(r#"{"n": 18446744073709551616}"#).is_err());
+        assert!(read(r#"{"n": 1.8446744073709552e19}"#).is_err());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for (value, expected) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc ", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer", None),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            assert_eq!(super::token(&headers, None), expected, "{value}");
         }
     }
 }

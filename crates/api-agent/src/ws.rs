@@ -351,7 +351,11 @@ async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
         Ok(f) => f,
         Err(e) => {
             counter!("switchboard_agent_ws_rejected_total", "reason" => "bad_json").increment(1);
-            return Some(result("", Err(ApiError::bad_request("bad_frame", e))));
+            // Its `ref` when it has one: a client waits for that answer.
+            return Some(result(
+                &reference_of(text),
+                Err(ApiError::bad_request("bad_frame", e)),
+            ));
         }
     };
     let caller = Caller::Agent(agent.to_owned());

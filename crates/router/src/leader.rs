@@ -706,13 +706,16 @@ impl Leader {
             let requeue = live.online_until + grace <= now && !mirror.requeued.contains(&agent);
             let holds = live.loads.iter().any(|l| *l > 0);
             mirror.live.insert(agent.clone(), live);
-            if online {
-                continue;
-            }
+            // The engine hears what Redis says either way: an event applied
+            // after its deadline (heartbeats extend a session silently) may
+            // have left the agent disconnected there though still online.
             if let Some(live) = mirror.live.get(&agent)
                 && let Ok(id) = agent.parse::<AgentId>()
             {
                 engine.update_agent(&id, agent_status(live, now));
+            }
+            if online {
+                continue;
             }
             // Loads count what an agent holds (offered or assigned): with
             // none, there is nothing to take back.
