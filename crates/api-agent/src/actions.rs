@@ -290,9 +290,17 @@ impl Inner {
         }
         let now = now();
         let first = agent.map(|a| (a, now + self.routing.sticky_wait_secs.max(30) * 1000));
+        // Another queue, its priority: the contact keeps its rule's part.
+        let priority_of = |name: &str| {
+            self.plan
+                .queue_index(name)
+                .and_then(|q| self.plan.queues.get(q))
+                .map_or(0, |q| q.priority)
+        };
+        let to_queue = queue.map(|q| (q, priority_of(q).saturating_sub(priority_of(&rec.queue))));
         let r = self
             .state
-            .requeue(&id, &rec.agent, now, queue, "transfer", first)
+            .requeue(&id, &rec.agent, now, to_queue, "transfer", first)
             .await?;
         if r != "ok" {
             return Err(ApiError::refused(&r, contact));

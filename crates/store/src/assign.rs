@@ -676,7 +676,7 @@ impl RoutingState {
         contact: &ContactId,
         agent: &str,
         now: u64,
-        queue: Option<&str>,
+        queue: Option<(&str, i32)>,
         reason: &str,
         first_for: Option<(&str, u64)>,
     ) -> Result<String, StoreError> {
@@ -710,11 +710,12 @@ impl RoutingState {
         contact: &ContactId,
         agent: &str,
         now: u64,
-        (queue, reason): (Option<&str>, &str),
+        (queue, reason): (Option<(&str, i32)>, &str),
         first_for: Option<(&str, u64)>,
         grace: Option<u64>,
     ) -> Result<String, StoreError> {
         let (sticky, sticky_until) = first_for.unwrap_or(("", 0));
+        let (queue, priority_change) = queue.unwrap_or(("", 0));
         let k = self.store.keys();
         let mut inv = self.scripts.requeue.prepare_invoke();
         inv.key(k.route_contact(contact))
@@ -726,12 +727,13 @@ impl RoutingState {
             .arg(contact.to_string())
             .arg(agent)
             .arg(now)
-            .arg(queue.unwrap_or(""))
+            .arg(queue)
             .arg(reason)
             .arg(EVENTS_MAXLEN)
             .arg(sticky)
             .arg(sticky_until)
-            .arg(grace.map(|g| g.to_string()).unwrap_or_default());
+            .arg(grace.map(|g| g.to_string()).unwrap_or_default())
+            .arg(priority_change);
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }

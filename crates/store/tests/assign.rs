@@ -1304,3 +1304,37 @@ async fn a_close_during_wrap_up_starts_it_again() {
         "30 s after the second close"
     );
 }
+
+/// A transfer to another queue takes that queue's priority: the new
+/// queue's less the old one's is added, the rule's part kept.
+#[tokio::test]
+async fn a_transfer_to_another_queue_changes_the_priority_by_the_queues_difference() {
+    let (_redis, state, token) = leading().await;
+    online(&state, "a", [2, 0, 0, 0]).await;
+    let c = ContactId::new(Partition(1));
+    let route = NewRoute {
+        contact: &c,
+        queue: "vip",
+        channel: ChannelKind::Chat,
+        priority: 12, // vip's 10 and a rule's 2
+        since: NOW,
+        now: NOW,
+        rule: "",
+        source: "web",
+        customer: "visitor:1",
+        sticky: None,
+        sticky_memory: None,
+        person: "",
+    };
+    assert!(state.enqueue(&route).await.unwrap());
+    offer_and_accept(&state, &token, &c, "a").await;
+    assert_eq!(
+        state
+            .requeue(&c, "a", NOW + 1, Some(("general", -10)), "transfer", None)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let rec = state.route_record(&c).await.unwrap().unwrap();
+    assert_eq!((rec.queue.as_str(), rec.priority), ("general", 2));
+}

@@ -492,15 +492,31 @@ impl Engine {
         self.repool(ix);
     }
 
-    /// Updates an agent's changing state (presence, load, connection).
+    /// Updates an agent's changing state (presence, load, connection). An
+    /// agent who signs out (offline, or the session over) lets go of the
+    /// returning customers waiting for them: they would wait the whole
+    /// sticky wait for nobody (as one added then does not wait at all).
     pub fn update_agent(&mut self, id: &AgentId, status: AgentStatus) -> bool {
         let Some(&ix) = self.agent_ix.get(id) else {
             return false;
         };
+        let signed_out = !status.connected || status.availability == Availability::Offline;
         self.unpool(ix);
         self.agents[ix as usize].status = status;
         self.repool(ix);
+        if signed_out {
+            self.release_sticky_of(ix);
+        }
         true
+    }
+
+    /// Releases the contacts waiting for agent `ix` to the queue.
+    fn release_sticky_of(&mut self, ix: u32) {
+        if let Some(set) = self.sticky.remove(&ix) {
+            for (_, c) in set {
+                self.release_sticky(c);
+            }
+        }
     }
 
     /// Forgets an agent (deleted). Contacts sticky to it are released.
@@ -512,11 +528,7 @@ impl Engine {
         self.agent_ix.remove(id);
         self.agents[ix as usize].removed = true;
         self.agents[ix as usize].status.availability = Availability::Offline;
-        if let Some(set) = self.sticky.remove(&ix) {
-            for (_, c) in set {
-                self.release_sticky(c);
-            }
-        }
+        self.release_sticky_of(ix);
     }
 
     /// Adds a waiting contact (idempotent: a contact already waiting is

@@ -393,6 +393,25 @@ fn a_sticky_contact_of_a_signed_out_agent_goes_to_the_queue_at_once() {
     assert_eq!(d.explanation.sticky_agent, None);
 }
 
+/// Likewise when the agent signs out while the customer waits for them.
+#[test]
+fn a_sticky_contact_is_let_go_when_its_agent_signs_out() {
+    let mut e = engine(vec![queue("q", &[])]);
+    let mut busy = available(0);
+    busy.load = [1, 0, 0, 0];
+    e.upsert_agent(profile("last", &[], [1, 0, 0, 0]), busy);
+    e.upsert_agent(profile("other", &[], CHAT), available(1));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 30_000));
+    e.add_contact(c, 10);
+    assert!(e.next_decision(10).is_none(), "waits for its agent");
+    let mut gone = busy;
+    gone.connected = false;
+    e.update_agent(&agent_id("last"), gone);
+    let d = e.next_decision(20).expect("offered at once");
+    assert_eq!(d.agent.as_str(), "other");
+}
+
 #[test]
 fn a_sticky_contact_its_agent_declined_goes_to_the_queue_at_once() {
     let mut e = engine(vec![queue("q", &[])]);

@@ -14,6 +14,8 @@
 --         its contacts go back ('' for a transfer). Checked here, not only
 --         by the caller: a leader whose view is old (paused, deposed) must
 --         not take contacts from an agent who came back meanwhile.
+-- ARGV[10] with a new queue: what its priority adds to the contact's (the
+--         new queue's less the old one's; the rule's part stays)
 -- Returns 'ok', 'not_held' or 'online' (the session is live again, or
 -- its grace has not passed).
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'since', 'queue',
@@ -27,7 +29,10 @@ if ARGV[9] ~= '' and
 end
 redis.call('HSET', KEYS[1], 'state', 'waiting', 'agent', '', 'offer_until', '',
   'queued_at', ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[4]) end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'queue', ARGV[4])
+  if num(ARGV[10]) ~= 0 then redis.call('HINCRBY', KEYS[1], 'priority', ARGV[10]) end
+end
 redis.call('HSET', KEYS[1], 'sticky', ARGV[7], 'sticky_until', ARGV[8])
 if ARGV[7] ~= '' and c[6] and c[6] ~= '' then
   local kept = {}
