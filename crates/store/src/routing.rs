@@ -39,6 +39,11 @@ pub struct RoutingStreams {
     consumer: String,
     block: Duration,
     routed: Script,
+    /// Per partition, where the next `XAUTOCLAIM` goes on in the pending
+    /// list: each call looks at about 10 × COUNT entries, so a scan that
+    /// began at the start every time never got past entries that keep
+    /// failing to a crashed instance's entries behind them.
+    reclaim_from: std::collections::HashMap<Partition, String>,
 }
 
 impl std::fmt::Debug for RoutingStreams {
@@ -60,6 +65,7 @@ impl RoutingStreams {
             consumer,
             block,
             routed: Script::new(include_str!("lua/routed.lua")),
+            reclaim_from: std::collections::HashMap::new(),
         })
     }
 
@@ -214,16 +220,19 @@ impl RoutingStreams {
         let mut unreadable = Vec::new();
         for p in self.store.keys().all_partitions() {
             let key = self.store.keys().routing(p);
+            let from = self.reclaim_from.get(&p).map_or("0-0", String::as_str);
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&key)
                 .arg(GROUP)
                 .arg(&self.consumer)
                 .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
-                .arg("0-0")
+                .arg(from)
                 .arg("COUNT")
                 .arg(count)
                 .query_async(&mut self.conn)
                 .await?;
+            // "0-0" once the scan reached the end: the next one starts over.
+            self.reclaim_from.insert(p, reply.next_stream_id.clone());
             for entry in reply.claimed {
                 match self.entry(p, &entry.id, &entry.map) {
                     Ok(c) => out.push(c),

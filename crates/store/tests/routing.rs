@@ -14,6 +14,39 @@ use switchboard_core::{
 use switchboard_store::{RedisOutbox, RoutingStreams};
 use switchboard_testkit::RedisServer;
 
+/// Reclaiming goes on through the pending list: entries that keep failing
+/// (claimed, never marked routed) do not hide the ones behind them.
+#[tokio::test]
+async fn reclaiming_reaches_entries_behind_ones_that_keep_failing() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let intake = intake_for(&store);
+    let block = Duration::from_millis(100);
+    let mut a = RoutingStreams::new(store.clone(), "a".into(), block).unwrap();
+    let mut b = RoutingStreams::new(store.clone(), "b".into(), block).unwrap();
+    a.ensure_groups().await.unwrap();
+    for i in 0..12 {
+        intake
+            .submit_event(event(&format!("vs_{i}"), None, "hi"))
+            .await
+            .unwrap();
+    }
+    let mut taken = 0;
+    while taken < 12 {
+        taken += a.read(100).await.unwrap().len();
+    }
+    // b claims two at a time and never gets them routed (they fail); every
+    // entry is reached all the same.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        for entry in b.reclaim(Duration::from_millis(10), 2).await.unwrap() {
+            seen.insert(entry.contact_id);
+        }
+    }
+    assert_eq!(seen.len(), 12);
+}
+
 #[tokio::test]
 async fn entries_are_marked_routed_once_even_when_reclaimed() {
     let redis = RedisServer::start();
