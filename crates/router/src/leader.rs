@@ -268,8 +268,9 @@ impl Leader {
         lost: &AtomicBool,
     ) -> Result<Led, StoreError> {
         let mut reader = self.state.event_reader(Duration::from_millis(100))?;
-        let mut after = self.state.last_event_id().await?;
-        let mut last_n = 0u64;
+        // The next event's number must follow the newest one's: events
+        // trimmed away while the state loads show as a gap at once.
+        let (mut after, mut last_n) = self.state.last_event().await?;
         let loaded = Instant::now();
         let now = now_ms();
         let mut engine = Engine::new(self.plan.clone(), &self.config.interrupt_voice);

@@ -1113,6 +1113,34 @@ impl RoutingState {
             .unwrap_or_else(|| "0-0".into()))
     }
 
+    /// The id of the newest routing event and its number (`n`; 0 when none
+    /// or unnumbered): where a reader that loaded the state goes on, and
+    /// what the next event's number must follow (a gap says it missed some).
+    pub async fn last_event(&self) -> Result<(String, u64), StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route("events");
+        let reply: redis::Value = self
+            .store
+            .bounded(
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let newest = match reply {
+            redis::Value::Array(entries) => entries
+                .into_iter()
+                .next()
+                .and_then(crate::events::from_entry),
+            _ => None,
+        };
+        Ok(newest.map_or_else(|| ("0-0".into(), 0), |e| (e.id.clone(), e.number())))
+    }
+
     /// Events after `after`, waiting up to `block` for the first. Uses the
     /// given (dedicated) connection.
     pub async fn read_events(

@@ -50,7 +50,7 @@ pub(crate) fn from_xread(reply: Value) -> Vec<RouteEvent> {
 }
 
 /// `[id, [field, value, …]]` as a routing event.
-fn from_entry(entry: Value) -> Option<RouteEvent> {
+pub(crate) fn from_entry(entry: Value) -> Option<RouteEvent> {
     let (id, fields, record) = entry_fields(entry)?;
     Some(event(id, fields, record))
 }

@@ -1338,3 +1338,24 @@ async fn a_transfer_to_another_queue_changes_the_priority_by_the_queues_differen
     let rec = state.route_record(&c).await.unwrap().unwrap();
     assert_eq!((rec.queue.as_str(), rec.priority), ("general", 2));
 }
+
+/// The newest event's id and number: a reader that starts there expects
+/// the next event to be numbered one more (the leader's gap check from
+/// its first event on).
+#[tokio::test]
+async fn the_last_event_gives_the_number_the_next_one_follows() {
+    let (_redis, state, _token) = leading().await;
+    assert_eq!(state.last_event().await.unwrap(), ("0-0".to_owned(), 0));
+    online(&state, "a", [2, 0, 0, 0]).await;
+    waiting(&state, ChannelKind::Chat).await;
+    let (id, n) = state.last_event().await.unwrap();
+    assert!(n > 0, "numbered");
+    assert_eq!(id, state.last_event_id().await.unwrap());
+    waiting(&state, ChannelKind::Chat).await;
+    let mut conn = state.event_reader(Duration::from_millis(100)).unwrap();
+    let events = state
+        .read_events(&mut conn, &id, Duration::from_millis(100), 10)
+        .await
+        .unwrap();
+    assert_eq!(events.first().map(|e| e.number()), Some(n + 1));
+}
