@@ -213,41 +213,42 @@ impl Conversations {
 
     /// Sends the customer of `contact` an automatic `text`, once per `key`
     /// (a routing step): a second call with the same key (another instance
-    /// took over routing and replayed the step) sends nothing. True when
-    /// sent by this call.
+    /// took over routing and replayed the step, or a first attempt failed
+    /// half-way) queues and logs nothing twice, and finishes what a first
+    /// attempt left undone. True when this call was the first to claim it.
+    ///
+    /// It is a named reply (`auto/<key>`, as agents' replies are named by
+    /// their client): until 2026-11-26 a guard key was set first and deleted
+    /// when the send failed, so a failure after the outbox had it (a slow
+    /// Redis) sent it twice, and a crash between the guard and the send
+    /// never sent it. Such a guard, still in Redis, says "sent".
     pub async fn automatic_reply(
         &self,
         contact: &ContactId,
         key: &str,
         text: &str,
     ) -> Result<bool, StoreError> {
-        let message = self.outbound_to(contact, text).await?;
-        let guard = format!("{}:auto:{key}", self.store.keys().contact(contact));
+        let mut message = self.outbound_to(contact, text).await?;
+        let old_guard = format!("{}:auto:{key}", self.store.keys().contact(contact));
         let mut conn = self.store.conn();
-        let first: Option<String> = self
+        let guarded: bool = self
             .store
-            .bounded(
-                redis::cmd("SET")
-                    .arg(&guard)
-                    .arg(message.message_id.to_string())
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(7 * 24 * 3600)
-                    .query_async(&mut conn),
-            )
+            .bounded(redis::cmd("EXISTS").arg(&old_guard).query_async(&mut conn))
             .await?;
-        if first.is_none() {
+        if guarded {
             return Ok(false);
         }
-        if let Err(e) = self.reply(&message, "switchboard").await {
-            // Not sent: let a later attempt try again.
-            let _: Result<i64, _> = self
-                .store
-                .bounded(redis::cmd("DEL").arg(&guard).query_async(&mut conn))
-                .await;
-            return Err(e);
+        // '/' is in no agent client's name: no clash with theirs.
+        let name = format!("auto/{key}");
+        match self
+            .reply_once(&mut message, "switchboard", &name, false)
+            .await?
+        {
+            NamedReply::Sent { first, .. } => Ok(first),
+            // Claimed with another text (the configuration changed since)
+            // or too long ago: sent, or given up, then.
+            NamedReply::Conflict(_) | NamedReply::Unknown => Ok(false),
         }
-        Ok(true)
     }
 
     /// Hands a reply to the outbox of its source, then logs it. Returns

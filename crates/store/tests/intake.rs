@@ -417,3 +417,64 @@ async fn messages_sent_together_survive_a_flushed_script_cache() {
         assert_eq!(stored, 200 * (round + 1), "round {round}");
     }
 }
+
+/// An automatic answer per key is queued and logged once, however often
+/// it is sent (a replayed step); one whose first attempt was claimed but
+/// not queued (a crash in between) is finished by the next attempt; a
+/// guard of the older form still says "sent".
+#[tokio::test]
+async fn an_automatic_answer_is_sent_once_and_finished_after_a_crash() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let intake = intake_for(&store);
+    let conversations = switchboard_store::Conversations::new(store.clone());
+    let keys = store.keys();
+    let mut conn = raw(&redis).await;
+    let r = intake
+        .submit_event(event("vs_auto", Some("a1"), "Hello"))
+        .await
+        .unwrap();
+    let outbox = keys.outbox("website");
+    let log = keys.conversation_log(&r.conversation_id);
+    let (c, text) = (&r.contact_id, "Everyone is busy.");
+    assert!(conversations.automatic_reply(c, "q:1", text).await.unwrap());
+    assert!(!conversations.automatic_reply(c, "q:1", text).await.unwrap());
+    let queued: usize = conn.xlen(&outbox).await.unwrap();
+    let logged: usize = conn.xlen(&log).await.unwrap();
+    assert_eq!(
+        (queued, logged),
+        (1, 2),
+        "the customer's message and one answer"
+    );
+
+    // Claimed, then the instance died before the outbox had it.
+    let id = switchboard_core::MessageId::new().to_string();
+    let sha: String = redis::cmd("EVAL")
+        .arg("return redis.sha1hex(ARGV[1])")
+        .arg(0)
+        .arg(text)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(
+            keys.conversation(&r.conversation_id),
+            "reply:auto/q:2",
+            format!("{id}|switchboard|{sha}"),
+        )
+        .await
+        .unwrap();
+    assert!(!conversations.automatic_reply(c, "q:2", text).await.unwrap());
+    let queued: usize = conn.xlen(&outbox).await.unwrap();
+    let logged: usize = conn.xlen(&log).await.unwrap();
+    assert_eq!((queued, logged), (2, 3), "finished");
+
+    // An older version's guard.
+    let _: () = conn
+        .set(format!("{}:auto:q:3", keys.contact(c)), "x")
+        .await
+        .unwrap();
+    assert!(!conversations.automatic_reply(c, "q:3", text).await.unwrap());
+    let queued: usize = conn.xlen(&outbox).await.unwrap();
+    assert_eq!(queued, 2);
+}
