@@ -1321,6 +1321,17 @@ async fn refusals_before_the_handler_are_documented_json_and_counted() {
         .await
         .unwrap();
     assert_eq!(code(&r), (400, Some("bad_request".into())), "{}", r.body);
+    // Who asks comes first: a stranger's unreadable query is 401.
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/records/export?from=yesterday"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code(&r), (401, Some("unauthorized".into())), "{}", r.body);
 
     let submitted = http
         .submit(&base, &chat_event("visitor-c", "m-c", "hello"))
@@ -1336,6 +1347,22 @@ async fn refusals_before_the_handler_are_documented_json_and_counted() {
         })
         .await,
         "the contact is not visible"
+    );
+    // The id as the API writes it, however the path spelled it.
+    let r = http
+        .call(
+            "GET",
+            &format!("{api}/contacts/{}", contact.to_lowercase()),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json()["id"].as_str(),
+        Some(contact.as_str()),
+        "{}",
+        r.body
     );
     for bad in ["garbage", "", "18446744073709551615-18446744073709551615"] {
         let r = http
@@ -1379,7 +1406,7 @@ async fn refusals_before_the_handler_are_documented_json_and_counted() {
         r#"switchboard_agent_api_errors_total{code="too_large"} 1"#,
         r#"switchboard_agent_api_errors_total{code="bad_request"} 1"#,
         r#"switchboard_agent_api_errors_total{code="invalid_cursor"} 3"#,
-        "switchboard_agent_api_auth_failures_total 1",
+        "switchboard_agent_api_auth_failures_total 2",
     ] {
         assert!(metrics.contains(counted), "{counted} missing:\n{metrics}");
     }

@@ -89,6 +89,16 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// A query that cannot be read, refused only once the caller is known
+    /// (a stranger gets 401 whatever the query, and is counted as one).
+    pub fn from_query<T>(
+        query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<T, ApiError> {
+        query
+            .map(|axum::extract::Query(q)| q)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }

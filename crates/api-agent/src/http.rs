@@ -288,9 +288,10 @@ pub async fn contact(
     State(inner): Api,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<TranscriptQuery>,
+    query: Result<Query<TranscriptQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
+    let q = ApiError::from_query(query)?;
     let cid = contact_id(&id)?;
     let rec = inner.visible(&caller, &cid).await?;
     let fields = inner.contact_fields(&cid).await?;
@@ -306,7 +307,9 @@ pub async fn contact(
         switchboard_records::record::transcript(&inner.conversations, &conv, &after, 500).await?;
     let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
     Ok(Json(json!({
-        "id": id,
+        // As the API writes ids elsewhere (the path may have it in lower
+        // case, or with leading zeros in its partition).
+        "id": cid.to_string(),
         "conversation_id": pick("conversation"),
         "channel": pick("channel"),
         "source": pick("source"),
@@ -339,7 +342,7 @@ pub async fn routing(
         .filter_map(|d| serde_json::from_str(d).ok())
         .collect();
     Ok(Json(json!({
-        "contact_id": id,
+        "contact_id": cid.to_string(),
         "state": rec.state,
         "queue": rec.queue,
         "agent": rec.agent,

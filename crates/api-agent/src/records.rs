@@ -59,7 +59,10 @@ pub async fn history(
     inner.visible(&caller, &cid).await?;
     let rec = recorder(&inner)?;
     let previous = previous_contacts(rec.sources(), &cid, 20).await?;
-    Ok(Json(json!({ "contact_id": id, "previous_contacts": previous })).into_response())
+    Ok(
+        Json(json!({ "contact_id": cid.to_string(), "previous_contacts": previous }))
+            .into_response(),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,9 +75,10 @@ pub struct KpiQuery {
 pub async fn kpis(
     State(inner): Api,
     headers: HeaderMap,
-    Query(q): Query<KpiQuery>,
+    query: Result<Query<KpiQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     who(&inner, &headers).await?.supervisor()?;
+    let q = ApiError::from_query(query)?;
     let name = q.window.unwrap_or_else(|| "1h".into());
     let window = Window::parse(&name).ok_or_else(|| {
         ApiError::bad_request("bad_window", format!("window {name:?}: use 5m, 1h or 24h"))
@@ -106,9 +110,10 @@ const EXPORT_BATCH: usize = 200;
 pub async fn export(
     State(inner): Api,
     headers: HeaderMap,
-    Query(q): Query<ExportQuery>,
+    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     who(&inner, &headers).await?.supervisor()?;
+    let q = ApiError::from_query(query)?;
     if q.to < q.from {
         return Err(ApiError::bad_request(
             "bad_range",
