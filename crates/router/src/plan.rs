@@ -24,7 +24,8 @@ pub enum Strategy {
     BestMatch,
     /// Lowest load ÷ capacity, then longest idle.
     LeastOccupied,
-    /// Longest since the agent last finished or was offered work.
+    /// Agents with nothing to do first, longest since they had nothing to
+    /// do; then agents holding work, longest since their last offer.
     LongestIdle,
     /// Longest since the agent was last offered a contact of any queue.
     RoundRobin,

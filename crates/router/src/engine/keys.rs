@@ -24,7 +24,15 @@ impl AgentKey {
         match strategy {
             Strategy::BestMatch => AgentKey(high_first(score), occupancy_ppm, idle_since, agent),
             Strategy::LeastOccupied => AgentKey(occupancy_ppm, idle_since, 0, agent),
-            Strategy::LongestIdle => AgentKey(idle_since, 0, 0, agent),
+            // `idle_since` is when the agent last had nothing to do: an
+            // agent holding work keeps the time they first took some, which
+            // would put the busiest first. Agents with nothing first, by
+            // how long; then the busy ones, by their last offer.
+            Strategy::LongestIdle => {
+                let busy = occupancy_ppm > 0;
+                let since = if busy { last_offer_at } else { idle_since };
+                AgentKey(u64::from(busy), since, 0, agent)
+            }
             Strategy::RoundRobin => AgentKey(last_offer_at, 0, 0, agent),
             Strategy::MostSkilled => AgentKey(
                 high_first(total_proficiency),

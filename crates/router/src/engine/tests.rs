@@ -121,6 +121,22 @@ fn other_strategies() {
     assert_eq!(e.next_decision(10).expect("decision").agent.as_str(), "b");
 }
 
+/// Longest idle: an agent with nothing to do goes before one holding work,
+/// whenever that one last had nothing to do.
+#[test]
+fn longest_idle_prefers_an_agent_with_nothing_to_do() {
+    let mut idle = queue("idle", &[]);
+    idle.strategy = Selection::LongestIdle;
+    let mut e = engine(vec![idle]);
+    let mut busy = available(0);
+    busy.load = [1, 0, 0, 0];
+    busy.last_offer_at = 50;
+    e.upsert_agent(profile("busy", &[], CHAT), busy);
+    e.upsert_agent(profile("free", &[], CHAT), available(100));
+    e.add_contact(contact(0, ChannelKind::Chat, 200), 200);
+    assert_eq!(e.next_decision(200).expect("d").agent.as_str(), "free");
+}
+
 #[test]
 fn capacity_presence_and_voice_are_respected() {
     let mut e = engine(vec![queue("q", &[])]);
