@@ -277,3 +277,31 @@ async fn update_marks_and_message_marks_do_not_clash() {
         .unwrap();
     assert_eq!(old, UpdateOutcome::Duplicate);
 }
+
+/// An update for a message whose conversation the retention sweep deleted
+/// finds nothing, and brings back none of its keys.
+#[tokio::test]
+async fn an_update_after_the_sweep_brings_nothing_back() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let first = intake
+        .submit_event(event("v1", Some("tg-1"), "Helo"))
+        .await
+        .unwrap();
+    let keys = store.keys();
+    let log = keys.conversation_log(&first.conversation_id);
+    let mut conn = raw(&redis).await;
+    // As the sweep leaves it (the dedupe mark lives on until it expires).
+    let _: () = conn
+        .del(&[keys.conversation(&first.conversation_id), log.clone()])
+        .await
+        .unwrap();
+    let edited = intake
+        .submit_update(update("tg-1", Some("u-1"), edit("Hello")))
+        .await
+        .unwrap();
+    assert_eq!(edited, UpdateOutcome::UnknownMessage);
+    let back: bool = conn.exists(&log).await.unwrap();
+    assert!(!back, "the log is not brought back");
+}

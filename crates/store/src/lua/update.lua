@@ -24,10 +24,15 @@ if not ref then
   return 'unknown'
 end
 local tag = ARGV[5]
+-- The conversation was deleted (the retention sweep): writing to its log
+-- or status would bring back keys no sweep knows of any more.
+local function gone(conv)
+  return redis.call('EXISTS', tag .. ':conv:' .. conv) == 0
+end
 local result
 if ARGV[3] == 'edit' then
   local conv, msg = string.match(ref, '^[^|]*|([^|]*)|([^|]*)|')
-  if not conv then
+  if not conv or gone(conv) then
     return 'unknown'
   end
   local seq = redis.call('XADD', tag .. ':conv:' .. conv .. ':log', '*',
@@ -35,7 +40,7 @@ if ARGV[3] == 'edit' then
   result = 'applied|' .. conv .. '|' .. msg .. '|' .. seq
 elseif ARGV[3] == 'auto' then
   local conv, msg = string.match(ref, '^([^|]*)|([^|]*)$')
-  if not conv then
+  if not conv or gone(conv) then
     return 'unknown'
   end
   local seq = redis.call('XADD', tag .. ':conv:' .. conv .. ':log', '*',
@@ -43,7 +48,7 @@ elseif ARGV[3] == 'auto' then
   result = 'applied|' .. conv .. '|' .. msg .. '|' .. seq
 else
   local conv, msg = string.match(ref, '^([^|]*)|([^|]*)$')
-  if not conv then
+  if not conv or gone(conv) then
     return 'unknown'
   end
   local key = tag .. ':conv:' .. conv .. ':status'
