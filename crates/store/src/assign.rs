@@ -1115,25 +1115,7 @@ impl RoutingState {
     /// The id of the newest event ("0-0" when none): read a snapshot after
     /// taking it, then follow events from it, and nothing is missed.
     pub async fn last_event_id(&self) -> Result<String, StoreError> {
-        let mut conn = self.conn();
-        let key = self.store.keys().route("events");
-        let reply: redis::streams::StreamRangeReply = self
-            .store
-            .bounded(
-                redis::cmd("XREVRANGE")
-                    .arg(key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(reply
-            .ids
-            .first()
-            .map(|e| e.id.clone())
-            .unwrap_or_else(|| "0-0".into()))
+        Ok(self.last_event().await?.0)
     }
 
     /// The id of the newest routing event and its number (`n`; 0 when none

@@ -47,13 +47,22 @@ async fn online(state: &RoutingState, id: &str, cap: [u32; 4]) {
 }
 
 async fn waiting(state: &RoutingState, channel: ChannelKind) -> ContactId {
+    waiting_in(state, channel, "general", 0).await
+}
+
+async fn waiting_in(
+    state: &RoutingState,
+    channel: ChannelKind,
+    queue: &str,
+    priority: i32,
+) -> ContactId {
     let id = ContactId::new(Partition(1));
     let queued = state
         .enqueue(&NewRoute {
             contact: &id,
-            queue: "general",
+            queue,
             channel,
-            priority: 0,
+            priority,
             since: NOW,
             now: NOW,
             rule: "",
@@ -1311,22 +1320,8 @@ async fn a_close_during_wrap_up_starts_it_again() {
 async fn a_transfer_to_another_queue_changes_the_priority_by_the_queues_difference() {
     let (_redis, state, token) = leading().await;
     online(&state, "a", [2, 0, 0, 0]).await;
-    let c = ContactId::new(Partition(1));
-    let route = NewRoute {
-        contact: &c,
-        queue: "vip",
-        channel: ChannelKind::Chat,
-        priority: 12, // vip's 10 and a rule's 2
-        since: NOW,
-        now: NOW,
-        rule: "",
-        source: "web",
-        customer: "visitor:1",
-        sticky: None,
-        sticky_memory: None,
-        person: "",
-    };
-    assert!(state.enqueue(&route).await.unwrap());
+    // vip's 10 and a rule's 2.
+    let c = waiting_in(&state, ChannelKind::Chat, "vip", 12).await;
     offer_and_accept(&state, &token, &c, "a").await;
     assert_eq!(
         state

@@ -14,27 +14,44 @@ use switchboard_core::{
 use switchboard_store::{RedisOutbox, RoutingStreams};
 use switchboard_testkit::RedisServer;
 
-/// Reclaiming goes on through the pending list: entries that keep failing
-/// (claimed, never marked routed) do not hide the ones behind them.
-#[tokio::test]
-async fn reclaiming_reaches_entries_behind_ones_that_keep_failing() {
+/// A private Redis with `n` new contacts in `partitions` partitions, all
+/// taken by reader `a` (which then "dies"), and a second reader `b`.
+async fn all_taken_by_a(
+    partitions: u16,
+    n: usize,
+) -> (
+    RedisServer,
+    switchboard_store::Store,
+    RoutingStreams,
+    RoutingStreams,
+    Vec<switchboard_store::QueuedContact>,
+) {
     let redis = RedisServer::start();
-    let store = store_for(&redis, 1);
+    let store = store_for(&redis, partitions);
     let intake = intake_for(&store);
     let block = Duration::from_millis(100);
     let mut a = RoutingStreams::new(store.clone(), "a".into(), block).unwrap();
-    let mut b = RoutingStreams::new(store.clone(), "b".into(), block).unwrap();
+    let b = RoutingStreams::new(store.clone(), "b".into(), block).unwrap();
     a.ensure_groups().await.unwrap();
-    for i in 0..12 {
+    for i in 0..n {
         intake
             .submit_event(event(&format!("vs_{i}"), None, "hi"))
             .await
             .unwrap();
     }
-    let mut taken = 0;
-    while taken < 12 {
-        taken += a.read(100).await.unwrap().len();
+    let mut taken = Vec::new();
+    while taken.len() < n {
+        taken.extend(a.read(100).await.unwrap());
     }
+    (redis, store, a, b, taken)
+}
+
+/// Reclaiming goes on through the pending list: entries that keep failing
+/// (claimed, never marked routed) do not hide the ones behind them.
+#[tokio::test]
+async fn reclaiming_reaches_entries_behind_ones_that_keep_failing() {
+    let (_redis, _store, _a, mut b, taken) = all_taken_by_a(1, 12).await;
+    assert_eq!(taken.len(), 12);
     // b claims two at a time and never gets them routed (they fail); every
     // entry is reached all the same.
     let mut seen = std::collections::HashSet::new();
@@ -49,26 +66,8 @@ async fn reclaiming_reaches_entries_behind_ones_that_keep_failing() {
 
 #[tokio::test]
 async fn entries_are_marked_routed_once_even_when_reclaimed() {
-    let redis = RedisServer::start();
-    let store = store_for(&redis, 2);
-    let intake = intake_for(&store);
-    let block = Duration::from_millis(100);
-    let mut a = RoutingStreams::new(store.clone(), "a".into(), block).unwrap();
-    let mut b = RoutingStreams::new(store.clone(), "b".into(), block).unwrap();
-    a.ensure_groups().await.unwrap();
-    b.ensure_groups().await.unwrap();
-
-    for i in 0..10 {
-        intake
-            .submit_event(event(&format!("vs_{i}"), None, "hi"))
-            .await
-            .unwrap();
-    }
     // Reader a takes everything, then "dies" before moving it.
-    let mut taken = Vec::new();
-    while taken.len() < 10 {
-        taken.extend(a.read(100).await.unwrap());
-    }
+    let (redis, store, a, mut b, taken) = all_taken_by_a(2, 10).await;
     assert!(b.read(100).await.unwrap().is_empty());
     // Not idle long enough yet: nothing to reclaim.
     assert!(

@@ -39,8 +39,14 @@ fn status(s: ReplyStatus) -> Change {
     }
 }
 
-#[tokio::test]
-async fn an_edit_is_logged_once_against_its_message() {
+/// A private Redis, its store and intake, and one customer message
+/// (`tg-1`, "Helo") to update.
+async fn one_message() -> (
+    RedisServer,
+    switchboard_store::Store,
+    switchboard_store::RedisIntake,
+    switchboard_core::IntakeReceipt,
+) {
     let redis = RedisServer::start();
     let store = store_for(&redis, 4);
     let intake = intake_for(&store);
@@ -48,17 +54,25 @@ async fn an_edit_is_logged_once_against_its_message() {
         .submit_event(event("v1", Some("tg-1"), "Helo"))
         .await
         .unwrap();
+    (redis, store, intake, first)
+}
+
+/// An edit of `tg-1` named `id`.
+async fn edit_once(intake: &switchboard_store::RedisIntake, id: &str, text: &str) -> UpdateOutcome {
+    intake
+        .submit_update(update("tg-1", Some(id), edit(text)))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_edit_is_logged_once_against_its_message() {
+    let (redis, store, intake, first) = one_message().await;
     assert_eq!(first.outcome, IntakeOutcome::Created);
 
-    let applied = intake
-        .submit_update(update("tg-1", Some("u-7"), edit("Hello")))
-        .await
-        .unwrap();
+    let applied = edit_once(&intake, "u-7", "Hello").await;
     assert_eq!(applied, UpdateOutcome::Applied);
-    let again = intake
-        .submit_update(update("tg-1", Some("u-7"), edit("Hello")))
-        .await
-        .unwrap();
+    let again = edit_once(&intake, "u-7", "Hello").await;
     assert_eq!(again, UpdateOutcome::Duplicate);
     let unknown = intake
         .submit_update(update("tg-404", Some("u-8"), edit("?")))
@@ -248,10 +262,7 @@ async fn update_marks_and_message_marks_do_not_clash() {
         .submit_event(event("v1", Some("tg-1"), "Helo"))
         .await
         .unwrap();
-    let applied = intake
-        .submit_update(update("tg-1", Some("u-7"), edit("Hello")))
-        .await
-        .unwrap();
+    let applied = edit_once(&intake, "u-7", "Hello").await;
     assert_eq!(applied, UpdateOutcome::Applied);
     let message = intake
         .submit_event(event("v1", Some("update:u-7"), "Another message"))
@@ -259,10 +270,7 @@ async fn update_marks_and_message_marks_do_not_clash() {
         .unwrap();
     assert_eq!(message.outcome, IntakeOutcome::Appended);
     // The update is still known as applied once.
-    let again = intake
-        .submit_update(update("tg-1", Some("u-7"), edit("Hello")))
-        .await
-        .unwrap();
+    let again = edit_once(&intake, "u-7", "Hello").await;
     assert_eq!(again, UpdateOutcome::Duplicate);
     // A mark of the old form (before 2026-11-26) still says "applied".
     let mut conn = raw(&redis).await;
@@ -271,10 +279,7 @@ async fn update_marks_and_message_marks_do_not_clash() {
         .set(store.keys().dedupe(p, "website", "update:u-9"), "1")
         .await
         .unwrap();
-    let old = intake
-        .submit_update(update("tg-1", Some("u-9"), edit("Hi")))
-        .await
-        .unwrap();
+    let old = edit_once(&intake, "u-9", "Hi").await;
     assert_eq!(old, UpdateOutcome::Duplicate);
 }
 
@@ -282,13 +287,7 @@ async fn update_marks_and_message_marks_do_not_clash() {
 /// finds nothing, and brings back none of its keys.
 #[tokio::test]
 async fn an_update_after_the_sweep_brings_nothing_back() {
-    let redis = RedisServer::start();
-    let store = store_for(&redis, 4);
-    let intake = intake_for(&store);
-    let first = intake
-        .submit_event(event("v1", Some("tg-1"), "Helo"))
-        .await
-        .unwrap();
+    let (redis, store, intake, first) = one_message().await;
     let keys = store.keys();
     let log = keys.conversation_log(&first.conversation_id);
     let mut conn = raw(&redis).await;
@@ -297,10 +296,7 @@ async fn an_update_after_the_sweep_brings_nothing_back() {
         .del(&[keys.conversation(&first.conversation_id), log.clone()])
         .await
         .unwrap();
-    let edited = intake
-        .submit_update(update("tg-1", Some("u-1"), edit("Hello")))
-        .await
-        .unwrap();
+    let edited = edit_once(&intake, "u-1", "Hello").await;
     assert_eq!(edited, UpdateOutcome::UnknownMessage);
     let back: bool = conn.exists(&log).await.unwrap();
     assert!(!back, "the log is not brought back");
