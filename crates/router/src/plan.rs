@@ -294,6 +294,9 @@ pub struct Plan {
 /// The queue contacts go to when no queue is configured at all.
 pub const GENERAL_QUEUE: &str = "general";
 
+/// The most overflow steps a queue may have.
+pub const MAX_OVERFLOW_STEPS: usize = 32;
+
 impl Plan {
     /// Checks and compiles. `key` is the configuration path of the section
     /// (`routing`), for error messages.
@@ -370,6 +373,14 @@ impl Plan {
                 move_to: None,
                 auto_answer: None,
             }];
+            // The engine keeps an agent's ring (the first step they are
+            // eligible at) in a byte; no queue needs this many anyway.
+            if q.overflow.len() > MAX_OVERFLOW_STEPS {
+                return Err(err(
+                    format!("{qk}.overflow"),
+                    format!("at most {MAX_OVERFLOW_STEPS} steps"),
+                ));
+            }
             let mut last_after = 0;
             for (j, o) in q.overflow.iter().enumerate() {
                 let ok = format!("{qk}.overflow[{j}]");

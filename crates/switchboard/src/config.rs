@@ -990,6 +990,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
+        // One overflow step more than a queue may have.
+        let many_steps = (1..=33).fold(
+            "[redis]\nurl = \"redis://x\"\n[[routing.queues]]\nname = \"q\"\n".to_owned(),
+            |text, i| text + &format!("[[routing.queues.overflow]]\nafter_secs = {i}\n"),
+        );
         let cases = [
             (
                 "[redis]\nurl = \"redis://x\"\nbogus = 1\n",
@@ -1076,6 +1081,7 @@ mod tests {
                 &[][..],
                 "router.block_ms",
             ),
+            (many_steps.as_str(), &[][..], "routing.queues[0].overflow"),
         ];
         for (text, vars, key) in cases {
             let f = file(text);
