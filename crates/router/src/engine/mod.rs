@@ -1181,6 +1181,19 @@ impl Engine {
         }
         keys.sort_unstable();
         keys.truncate(EXPLAIN_TOP);
+        // Agents who declined or missed it sit in the pools like the
+        // others; they are listed as declined, not counted as eligible.
+        let declined_in_pools = contact
+            .excluded
+            .iter()
+            .filter_map(|id| self.agent_ix.get(id))
+            .filter(|&&ix| {
+                let a = &self.agents[ix as usize];
+                a.rings[queue].is_some_and(|(r, _)| usize::from(r) <= slot.step)
+                    && a.can_take(c, &self.interrupt_voice).is_ok()
+            })
+            .count();
+        eligible = eligible.saturating_sub(declined_in_pools.try_into().unwrap_or(u32::MAX));
         let live = u32::try_from(self.agent_ix.len()).unwrap_or(u32::MAX);
         exclusions.not_skilled = live.saturating_sub(skilled);
         let sticky_agent = match slot.place {

@@ -456,6 +456,8 @@ fn declined_agents_are_not_offered_the_contact_again() {
     let d = e.next_decision(0).expect("d");
     assert_eq!(d.agent.as_str(), "b");
     assert_eq!(d.explanation.excluded.declined, ["a"]);
+    // a is free but declined it: not counted among the eligible too.
+    assert_eq!(d.explanation.eligible, 1);
     let mut c = contact(0, ChannelKind::Chat, 0);
     c.excluded = vec![agent_id("a"), agent_id("b")];
     e.add_contact(c, 0);
