@@ -517,34 +517,13 @@ impl Leader {
                     ),
                 )
             }
-            StepAction::Moved {
+            StepAction::Moved { contact, from, to } => (
                 contact,
-                from,
-                to,
-                at,
-            } => {
-                let (from, to) = (&self.plan.queues[*from], &self.plan.queues[*to]);
-                // The record follows the engine (the contact's routing,
-                // queue positions, supervisors' views, a later requeue).
-                let change = to.priority.saturating_sub(from.priority);
-                match self
-                    .state
-                    .moved(contact, (&from.name, &to.name), *at, change)
-                    .await
-                {
-                    Ok(outcome) if outcome != "ok" => {
-                        debug!(contact_id = %contact, %outcome, "A move to another queue found the contact moved on.");
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        warn!(%error, contact_id = %contact, "Could not record a move to another queue; the engine has it.");
-                    }
-                }
-                (
-                    contact,
-                    format!("moved from queue {} to {}", from.name, to.name),
-                )
-            }
+                format!(
+                    "moved from queue {} to {}",
+                    self.plan.queues[*from].name, self.plan.queues[*to].name
+                ),
+            ),
             StepAction::AutoAnswer {
                 contact,
                 queue,

@@ -505,41 +505,6 @@ async fn an_overflow_step_answers_the_customer_once() {
     second.stop().await;
 }
 
-/// A move to another queue (an overflow step) is in the contact's record
-/// too, with the new queue's priority: not in the leader's memory only.
-#[tokio::test]
-async fn a_move_to_another_queue_is_recorded() {
-    let redis = RedisServer::start();
-    let store = store(&redis);
-    let intake = intake(&store);
-    let mut config = routing();
-    config.queues[1].priority = 5;
-    config.queues[0].overflow = vec![switchboard_router::plan::OverflowStepConfig {
-        after_secs: 1,
-        move_to: Some("billing".into()),
-        ..Default::default()
-    }];
-    let one = Instance::start(&store, "one", &config);
-    let receipt = intake.submit_event(event("v1", "hello")).await.unwrap();
-    let state = RoutingState::new(store.clone());
-    until("the record names the new queue", || async {
-        state
-            .route_record(&receipt.contact_id)
-            .await
-            .unwrap()
-            .is_some_and(|r| r.queue == "billing")
-    })
-    .await;
-    let rec = state
-        .route_record(&receipt.contact_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((rec.state.as_str(), rec.priority), ("waiting", 5));
-    assert!(rec.queued_at > rec.since, "{rec:?}");
-    one.stop().await;
-}
-
 /// A step whose time comes while no instance leads (a failover) still
 /// sends its automatic answer, once, when the next leader loads the
 /// contact (it was skipped: the new leader put the contact at the step

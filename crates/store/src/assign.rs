@@ -42,7 +42,6 @@ struct Scripts {
     close: Script,
     presence: Script,
     requeue: Script,
-    moved: Script,
     abandon: Script,
     lease: Script,
     agent: Script,
@@ -270,7 +269,6 @@ impl RoutingState {
                 close: route_script!("close"),
                 presence: route_script!("presence"),
                 requeue: route_script!("requeue"),
-                moved: route_script!("move"),
                 abandon: route_script!("abandon"),
                 lease: route_script!("lease"),
                 agent: route_script!("agent"),
@@ -1057,27 +1055,6 @@ impl RoutingState {
                     .query_async(&mut conn),
             )
             .await
-    }
-
-    /// An overflow step moved a waiting contact from queue `from` to `to`
-    /// at `at` (ms), its priority changing by `priority_change`: the record
-    /// follows, while the contact still waits in `from` (`ok`; else
-    /// `moved_on`).
-    pub async fn moved(
-        &self,
-        contact: &ContactId,
-        (from, to): (&str, &str),
-        at: u64,
-        priority_change: i32,
-    ) -> Result<String, StoreError> {
-        let mut inv = self.scripts.moved.prepare_invoke();
-        inv.key(self.store.keys().route_contact(contact))
-            .arg(from)
-            .arg(to)
-            .arg(at)
-            .arg(priority_change);
-        let mut conn = self.conn();
-        self.store.bounded(inv.invoke_async(&mut conn)).await
     }
 
     /// Appends a record to a contact's routing decisions (the last 50 are

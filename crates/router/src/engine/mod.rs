@@ -163,8 +163,6 @@ pub enum StepAction {
         contact: ContactId,
         from: usize,
         to: usize,
-        /// When it moved (ms): its time in `to` counts from there.
-        at: u64,
     },
     /// The sticky wait ended; the contact is open to every agent.
     StickyExpired { contact: ContactId, agent: AgentId },
@@ -761,7 +759,6 @@ impl Engine {
                             contact: id,
                             from: queue,
                             to,
-                            at: due,
                         });
                     }
                     self.place_contact(ix);
