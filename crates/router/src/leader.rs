@@ -718,6 +718,11 @@ impl Leader {
             if online {
                 continue;
             }
+            // The grace is over: returning customers waiting for this agent
+            // go to the queue (a reload within it kept them).
+            if requeue && let Ok(id) = agent.parse::<AgentId>() {
+                engine.release_sticky_for(&id);
+            }
             // Loads count what an agent holds (offered or assigned): with
             // none, there is nothing to take back.
             if !holds {

@@ -240,13 +240,15 @@ impl Conversations {
         }
         // '/' is in no agent client's name: no clash with theirs.
         let name = format!("auto/{key}");
+        // The same answer whatever its text now: a template filled from
+        // the clock ({opens_at}, {reply_by}) reads otherwise a minute
+        // later, and the retry of a claimed answer would be refused.
         match self
-            .reply_once(&mut message, "switchboard", &name, false)
+            .named_reply(&mut message, "switchboard", &name, false, &name)
             .await?
         {
             NamedReply::Sent { first, .. } => Ok(first),
-            // Claimed with another text (the configuration changed since)
-            // or too long ago: sent, or given up, then.
+            // Claimed too long ago (RETRY_WITHIN_MS): sent, or given up.
             NamedReply::Conflict(_) | NamedReply::Unknown => Ok(false),
         }
     }
@@ -284,6 +286,21 @@ impl Conversations {
         client_id: &str,
         only_retry: bool,
     ) -> Result<NamedReply, StoreError> {
+        let same = message.text.clone();
+        self.named_reply(message, author, client_id, only_retry, &same)
+            .await
+    }
+
+    /// As [`Self::reply_once`]; a retry is the same reply when its
+    /// `same` (the text, for an agent's reply) is.
+    async fn named_reply(
+        &self,
+        message: &mut OutboundMessage,
+        author: &str,
+        client_id: &str,
+        only_retry: bool,
+        same: &str,
+    ) -> Result<NamedReply, StoreError> {
         let keys = self.store.keys();
         let conversation = message.conversation_id;
         let (status, claimed): (String, String) = {
@@ -293,7 +310,7 @@ impl Conversations {
                 .arg(format!("reply:{client_id}"))
                 .arg(message.message_id.to_string())
                 .arg(author)
-                .arg(&message.text)
+                .arg(same)
                 .arg(if only_retry { "1" } else { "0" });
             self.store.bounded(inv.invoke_async(&mut conn)).await?
         };

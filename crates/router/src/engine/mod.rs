@@ -493,14 +493,16 @@ impl Engine {
     }
 
     /// Updates an agent's changing state (presence, load, connection). An
-    /// agent who signs out (offline, or the session over) lets go of the
-    /// returning customers waiting for them: they would wait the whole
-    /// sticky wait for nobody (as one added then does not wait at all).
+    /// agent who goes offline lets go of the returning customers waiting
+    /// for them: they would wait the whole sticky wait for nobody (as one
+    /// added then does not wait at all). A lost connection does not (a
+    /// page reload): the leader lets them go once the reconnect grace has
+    /// passed ([`Engine::release_sticky_for`]).
     pub fn update_agent(&mut self, id: &AgentId, status: AgentStatus) -> bool {
         let Some(&ix) = self.agent_ix.get(id) else {
             return false;
         };
-        let signed_out = !status.connected || status.availability == Availability::Offline;
+        let signed_out = status.availability == Availability::Offline;
         self.unpool(ix);
         self.agents[ix as usize].status = status;
         self.repool(ix);
@@ -508,6 +510,13 @@ impl Engine {
             self.release_sticky_of(ix);
         }
         true
+    }
+
+    /// Releases the contacts waiting for `id` (sticky) to the queue.
+    pub fn release_sticky_for(&mut self, id: &AgentId) {
+        if let Some(&ix) = self.agent_ix.get(id) {
+            self.release_sticky_of(ix);
+        }
     }
 
     /// Releases the contacts waiting for agent `ix` to the queue.

@@ -409,7 +409,8 @@ fn a_sticky_contact_of_a_signed_out_agent_goes_to_the_queue_at_once() {
     assert_eq!(d.explanation.sticky_agent, None);
 }
 
-/// Likewise when the agent signs out while the customer waits for them.
+/// Likewise when the agent goes offline while the customer waits for them;
+/// a lost connection alone (a page reload) keeps the wait.
 #[test]
 fn a_sticky_contact_is_let_go_when_its_agent_signs_out() {
     let mut e = engine(vec![queue("q", &[])]);
@@ -421,8 +422,12 @@ fn a_sticky_contact_is_let_go_when_its_agent_signs_out() {
     c.sticky = Some((agent_id("last"), 30_000));
     e.add_contact(c, 10);
     assert!(e.next_decision(10).is_none(), "waits for its agent");
+    let mut reloading = busy;
+    reloading.connected = false;
+    e.update_agent(&agent_id("last"), reloading);
+    assert!(e.next_decision(15).is_none(), "still waits");
     let mut gone = busy;
-    gone.connected = false;
+    gone.availability = Availability::Offline;
     e.update_agent(&agent_id("last"), gone);
     let d = e.next_decision(20).expect("offered at once");
     assert_eq!(d.agent.as_str(), "other");
