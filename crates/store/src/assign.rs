@@ -454,7 +454,18 @@ impl RoutingState {
         let (state, holder) = self.state_and_agent(contact).await?;
         let ended = state.as_deref() == Some("assigned") && holder.as_deref() == Some(agent);
         if ended {
-            self.end_conversation(contact).await;
+            // Not closed unless it ended: closed with its conversation
+            // still the customer's open one, the customer's next messages
+            // would join a contact routing is done with, and never be
+            // routed. The error goes back (503): a retried close does both.
+            if let Err(e) = crate::Conversations::new(self.store.clone())
+                .end(contact)
+                .await
+            {
+                metrics::counter!("switchboard_store_conversation_end_errors_total").increment(1);
+                tracing::warn!(contact_id = %contact, error = %e, "Could not end the contact's conversation; not closed.");
+                return Err(e);
+            }
         }
         let k = self.store.keys();
         let mut inv = self.scripts.close.prepare_invoke();

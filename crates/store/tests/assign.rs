@@ -961,6 +961,41 @@ async fn assigned_from_intake(
     c
 }
 
+/// A close whose conversation cannot be ended first is refused (an error,
+/// the contact still assigned), not made with the conversation left open:
+/// the customer's next messages would join a closed contact, never routed.
+#[tokio::test]
+async fn a_close_is_refused_when_its_conversation_cannot_be_ended() {
+    let (redis, state, token) = leading().await;
+    let store = state.store().clone();
+    let intake = intake_for(&store);
+    online(&state, "a1", [3, 0, 0, 0]).await;
+    let c = assigned_from_intake(&state, &intake, &token, "stuck", "a1").await;
+    let customer = event("stuck", None, "").customer;
+    let k = store.keys();
+    let open = k.open_conversation(k.partition_of("website", &customer), "website", &customer);
+    let mut conn = common::raw(&redis).await;
+    // The open key of the wrong type: ending the conversation fails.
+    let kept: String = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::hset(&mut conn, &open, "x", "1")
+        .await
+        .unwrap();
+    let day = Duration::from_secs(86_400);
+    let close = || state.close(&c, "a1", NOW + 1, "solved", 0, day, day);
+    assert!(close().await.is_err());
+    let rec = state.route_record(&c).await.unwrap().unwrap();
+    assert_eq!((rec.state.as_str(), rec.agent.as_str()), ("assigned", "a1"));
+    // Once it can, the retried close does both.
+    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
+        .await
+        .unwrap();
+    assert_eq!(close().await.unwrap(), "ok");
+    let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
+    assert_eq!(left, None, "no longer the customer's open conversation");
+}
+
 /// Closing ends the contact's conversation, so that the customer's next
 /// message is a new contact (routed), also when the close is retried after
 /// its first answer was lost; an agent who does not hold the contact ends
