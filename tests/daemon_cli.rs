@@ -194,6 +194,100 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
     }
 }
 
+/// Draining stops the channels' own listeners too, not only the HTTP
+/// server: while a slow HTTP request holds the drain open, the LMTP
+/// listener takes no new connection and an idle session is answered 421.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_email_listener_while_http_requests_drain() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let redis = RedisServer::start();
+    let attachments = tempfile::tempdir().unwrap();
+    let (lmtp, relay) = (free_port(), free_port());
+    let extra = format!(
+        "[shutdown]\ndrain_timeout_secs = 20\n\
+         [[channels]]\ntype = \"email\"\nname = \"mail\"\naddresses = [\"help@example.test\"]\n\
+         attachments_dir = \"{}\"\n\
+         [channels.listen]\naddress = \"127.0.0.1:{lmtp}\"\nprotocol = \"lmtp\"\n\
+         [channels.smtp]\nhost = \"127.0.0.1\"\nport = {relay}\nsecurity = \"none\"\n",
+        attachments.path().display()
+    );
+    let mut daemon = Daemon::start_with_env(
+        BIN,
+        &redis.url(),
+        &extra,
+        &[("SWITCHBOARD__HTTP__BODY_TIMEOUT_SECS", "30")],
+    );
+    let lmtp_addr = format!("127.0.0.1:{lmtp}");
+    let connect = || async {
+        tokio::net::TcpStream::connect(&lmtp_addr)
+            .await
+            .map(BufReader::new)
+    };
+    let mut idle = None;
+    for _ in 0..100 {
+        if let Ok(s) = connect().await {
+            idle = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut idle = idle.expect("the LMTP listener never came up");
+    let mut line = String::new();
+    idle.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    idle.get_mut().write_all(b"LHLO client\r\n").await.unwrap();
+    loop {
+        line.clear();
+        idle.read_line(&mut line).await.unwrap();
+        if line.starts_with("250 ") {
+            break;
+        }
+    }
+
+    // A request whose body never completes keeps the HTTP drain open.
+    let base = daemon.base();
+    let body = chat_event("c1", "slow-1", "hi").to_string();
+    let mut slow = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /channels/api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    daemon.signal("TERM");
+
+    line.clear();
+    let farewell = tokio::time::timeout(Duration::from_secs(5), idle.read_line(&mut line)).await;
+    assert!(
+        farewell.is_ok(),
+        "the idle session was kept during the drain"
+    );
+    assert!(line.starts_with("421"), "idle session got {line:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        daemon.is_running(),
+        "the drain ended early: {}",
+        daemon.log()
+    );
+    // A new connection is refused, or closed without a greeting.
+    if let Ok(mut late) = connect().await {
+        line.clear();
+        let read = tokio::time::timeout(Duration::from_secs(5), late.read_line(&mut line)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))) || line.starts_with("421"),
+            "a new LMTP session was taken while draining: {line:?}"
+        );
+    }
+
+    drop(slow);
+    let status = daemon.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
     let redis = RedisServer::start();

@@ -3,7 +3,7 @@
 //! A channel adapter (chat, email, social, voice, the intake API) is built
 //! from its configuration with a [`ChannelContext`]: its name, the
 //! [`Intake`] to hand inbound events to, its [`Outbox`] of replies to deliver,
-//! and the shutdown token. It declares the [`Resource`]s it claims so that two
+//! and the drain and shutdown tokens. It declares the [`Resource`]s it claims so that two
 //! adapters cannot collide, may serve HTTP routes under
 //! `/channels/{name}/` on the daemon's shared server, and runs its own
 //! background work until shutdown. See `docs/architecture.md`.
@@ -296,8 +296,14 @@ pub struct ChannelContext {
     /// The conversation logs of the channel's customers (chat resumes
     /// from them).
     pub conversations: Arc<dyn ConversationLog>,
-    /// Cancelled when the daemon shuts down: stop taking new work, finish
-    /// what is in flight, return from [`ChannelAdapter::run`].
+    /// Cancelled when the daemon starts to drain, no later than `shutdown`:
+    /// stop taking new inbound work that does not come through the shared
+    /// HTTP server (own listeners, mailbox fetchers); what is in flight
+    /// finishes. The shared server stops accepting at the same moment.
+    pub draining: CancellationToken,
+    /// Cancelled when the daemon shuts down, after the drain: stop taking
+    /// new work, finish what is in flight, return from
+    /// [`ChannelAdapter::run`].
     pub shutdown: CancellationToken,
 }
 

@@ -169,6 +169,7 @@ impl World {
             state: Arc::new(RedisChannelState::new(store.clone(), "website", instance)),
             live: Arc::new(Live::new(store.clone())),
             conversations: Arc::new(Conversations::new(store.clone())),
+            draining: self.shutdown.clone(),
             shutdown: self.shutdown.clone(),
         };
         let adapter = config(self.dir.path(), extra, offline).build(ctx).unwrap();

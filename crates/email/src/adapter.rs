@@ -111,9 +111,10 @@ impl ChannelAdapter for EmailAdapter {
                 });
                 let socket = tokio::net::TcpListener::bind(l.address).await?;
                 let sink: Arc<dyn MailSink> = Arc::new(ListenerSink(self.ingest.clone()));
-                let shutdown = self.ctx.shutdown.clone();
+                // Stops accepting when the daemon starts to drain.
+                let draining = self.ctx.draining.clone();
                 tasks.spawn(
-                    listen::serve(socket, settings, sink, shutdown)
+                    listen::serve(socket, settings, sink, draining)
                         .instrument(info_span!("email_listener", channel = %name)),
                 );
             }
@@ -148,7 +149,8 @@ impl ChannelAdapter for EmailAdapter {
                     settings,
                     sink,
                     self.ctx.state.clone(),
-                    self.ctx.shutdown.clone(),
+                    // No new fetch rounds once the daemon drains.
+                    self.ctx.draining.clone(),
                 ));
             }
             if self.config.attachments_keep_days > 0 {

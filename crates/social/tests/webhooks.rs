@@ -142,6 +142,7 @@ impl World {
                 state: Arc::new(RedisChannelState::new(store.clone(), &name, "i1")),
                 live: Arc::new(Live::new(store.clone())),
                 conversations: Arc::new(Conversations::new(store.clone())),
+                draining: shutdown.clone(),
                 shutdown: shutdown.clone(),
             };
             let adapter = config.build(ctx).expect("adapter");

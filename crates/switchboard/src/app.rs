@@ -150,6 +150,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             )),
             live: Arc::new(switchboard_store::Live::new(store.clone())),
             conversations: Arc::new(switchboard_store::Conversations::new(store.clone())),
+            draining: stop_accepting.clone(),
             shutdown: background.clone(),
         };
         let adapter = channel

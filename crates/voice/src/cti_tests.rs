@@ -414,6 +414,7 @@ impl World {
             }),
             live: Arc::new(Unused),
             conversations: Arc::new(Unused),
+            draining: shutdown.clone(),
             shutdown: shutdown.clone(),
         };
         let adapter = config.build(ctx).unwrap();
