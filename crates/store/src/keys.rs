@@ -79,6 +79,16 @@ impl KeySpace {
         format!("{}:reply:{source}:{provider_message_id}", self.tag(p))
     }
 
+    /// Where a reply's receipts are applied when its conversation lives in
+    /// another partition than the one the receipts arrive in (a chat
+    /// offline form answered by email: the conversation is the chat
+    /// source's, the bounce comes to the email source) → the partition's
+    /// number. Written next to [`Self::reply_ref`], in the receipts' own
+    /// partition.
+    pub fn reply_home(&self, p: Partition, source: &str, provider_message_id: &str) -> String {
+        format!("{}:replyhome:{source}:{provider_message_id}", self.tag(p))
+    }
+
     /// Each reply's latest status at the provider (`<rank>|<JSON>` by
     /// message id).
     pub fn conversation_status(&self, id: &ConversationId) -> String {

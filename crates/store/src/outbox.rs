@@ -431,6 +431,23 @@ impl RedisOutbox {
                         .query_async::<()>(&mut conn),
                 )
                 .await?;
+            // A reply sent on another source than its conversation's (a
+            // forwarded offline-form answer): its receipts arrive in the
+            // partition of this source and the customer, and look it up
+            // from there.
+            let home = keys.partition_of(&self.source, &delivery.message.to);
+            if home != conversation.partition() {
+                self.store
+                    .bounded(
+                        redis::cmd("SET")
+                            .arg(keys.reply_home(home, &self.source, provider_id))
+                            .arg(conversation.partition().0)
+                            .arg("EX")
+                            .arg(crate::updates::REPLY_REF_TTL.as_secs())
+                            .query_async::<()>(&mut conn),
+                    )
+                    .await?;
+            }
         }
         self.remove(delivery).await
     }

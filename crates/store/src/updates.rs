@@ -7,14 +7,16 @@
 //! Both find their message by the provider's id: an inbound message through
 //! its dedupe key (so an edit is matched within the dedupe window), a reply
 //! through the key the outbox writes when the provider accepts it
-//! ([`crate::keys::KeySpace::reply_ref`], kept [`REPLY_REF_TTL`]).
+//! ([`crate::keys::KeySpace::reply_ref`], kept [`REPLY_REF_TTL`]); a reply
+//! sent on another source than its conversation's is found through
+//! [`crate::keys::KeySpace::reply_home`].
 
 use crate::{RedisIntake, StoreError};
 use metrics::counter;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use switchboard_core::{
-    Change, InboundUpdate, IntakeError, MessageId, ReplyStatus, Timestamp, UpdateOutcome,
+    Change, InboundUpdate, IntakeError, MessageId, Partition, ReplyStatus, Timestamp, UpdateOutcome,
 };
 use tracing::debug;
 
@@ -50,6 +52,39 @@ impl RedisIntake {
         let update = update.validate(self.settings.limits)?;
         let keys = self.store.keys();
         let p = keys.partition_of(&update.source, &update.customer);
+        let outcome = self.update_in(&update, p).await?;
+        if outcome != UpdateOutcome::UnknownMessage
+            || matches!(update.change, Change::Edited { .. })
+        {
+            return Ok(outcome);
+        }
+        // A reply whose conversation lives in another partition (see
+        // `KeySpace::reply_home`) is applied there.
+        let mut conn = self.store.conn();
+        let home: Option<u16> = self
+            .store
+            .bounded(
+                redis::cmd("GET")
+                    .arg(keys.reply_home(p, &update.source, &update.provider_message_id))
+                    .query_async(&mut conn),
+            )
+            .await
+            .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+        match home.map(Partition) {
+            Some(home) if home != p && home.0 < keys.partitions() => {
+                self.update_in(&update, home).await
+            }
+            _ => Ok(outcome),
+        }
+    }
+
+    /// Runs the update script for `update` against partition `p`.
+    async fn update_in(
+        &self,
+        update: &InboundUpdate,
+        p: Partition,
+    ) -> Result<UpdateOutcome, IntakeError> {
+        let keys = self.store.keys();
         let now = Timestamp::now();
         // The mark's key, and where marks were kept before (until
         // 2026-11-26: among messages' marks, so a message whose id was

@@ -250,6 +250,119 @@ async fn an_auto_reply_is_logged_next_to_the_reply_it_answers() {
     assert_eq!(contacts.len(), 1, "{contacts:?}");
 }
 
+/// An offline-form answer: the conversation is the chat source's, the
+/// reply is forwarded to the email channel's outbox and mailed from there,
+/// and its bounce and the customer's out-of-office answer arrive at the
+/// email source, in another partition. They still find the reply.
+#[tokio::test]
+async fn receipts_of_a_reply_forwarded_to_another_source_find_it() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let keys = store.keys();
+    let intake = intake_for(&store);
+    // An email source whose partition for this customer is not the chat
+    // source's (with 4 partitions that depends on the sources' names).
+    let customer = CustomerIdentity::new("email", "olena@example.com").unwrap();
+    let source = ["mail", "email", "inbox", "support-mail", "mail-2"]
+        .into_iter()
+        .find(|s| keys.partition_of("website", &customer) != keys.partition_of(s, &customer))
+        .unwrap();
+    let mut form = event("v1", Some("form-1"), "Please call me back");
+    form.customer = customer.clone();
+    let first = intake.submit_event(form).await.unwrap();
+    let chat = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_secs(30)).unwrap();
+    let mail = RedisOutbox::new(store.clone(), source, "i1", Duration::from_secs(30)).unwrap();
+    let reply = OutboundMessage {
+        message_id: switchboard_core::MessageId::new(),
+        contact_id: first.contact_id,
+        conversation_id: first.conversation_id,
+        channel: ChannelKind::Chat,
+        source: "website".into(),
+        from_address: "widget-1".into(),
+        to: customer.clone(),
+        subject: None,
+        text: "We will call you.".into(),
+        in_reply_to: None,
+        created_at: Timestamp::now(),
+    };
+    chat.enqueue(&reply).await.unwrap();
+    let handed = chat
+        .next(Duration::from_millis(500))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut forwarded = reply.clone();
+    forwarded.channel = ChannelKind::Email;
+    forwarded.source = source.into();
+    chat.forward(&handed, forwarded).await.unwrap();
+    let delivery = mail
+        .next(Duration::from_millis(500))
+        .await
+        .unwrap()
+        .unwrap();
+    mail.settle(
+        &delivery,
+        DeliveryOutcome::Delivered {
+            provider_message_id: Some("r1@support.example".into()),
+        },
+    )
+    .await
+    .unwrap();
+
+    let at_mail = |change: Change, id: &str| InboundUpdate {
+        channel: ChannelKind::Email,
+        source: source.into(),
+        customer: customer.clone(),
+        provider_message_id: "r1@support.example".into(),
+        update_id: Some(id.into()),
+        change,
+        at: None,
+    };
+    let ooo = Change::AutoReply {
+        text: "Out of office.".into(),
+    };
+    assert_eq!(
+        intake
+            .submit_update(at_mail(ooo.clone(), "ooo-1"))
+            .await
+            .unwrap(),
+        UpdateOutcome::Applied
+    );
+    assert_eq!(
+        intake.submit_update(at_mail(ooo, "ooo-1")).await.unwrap(),
+        UpdateOutcome::Duplicate
+    );
+    let bounce = Change::Status {
+        status: ReplyStatus::Failed,
+        detail: Some("bounced: 550 no such user".into()),
+    };
+    assert_eq!(
+        intake.submit_update(at_mail(bounce, "b-1")).await.unwrap(),
+        UpdateOutcome::Applied
+    );
+    let mut conn = raw(&redis).await;
+    let stored: String = conn
+        .hget(
+            keys.conversation_status(&first.conversation_id),
+            reply.message_id.to_string(),
+        )
+        .await
+        .unwrap();
+    assert!(stored.contains("\"status\":\"failed\""), "{stored}");
+    let log = Conversations::new(store.clone())
+        .transcript(&first.conversation_id, "-", 100)
+        .await
+        .unwrap();
+    assert_eq!(log.iter().filter(|e| e.dir == "auto").count(), 1, "{log:?}");
+    // A receipt for an id nobody sent is still unknown.
+    let mut stray = at_mail(status(ReplyStatus::Read), "s-9");
+    stray.provider_message_id = "nobody@example".into();
+    assert_eq!(
+        intake.submit_update(stray).await.unwrap(),
+        UpdateOutcome::UnknownMessage
+    );
+}
+
 /// An update's mark is kept apart from messages' marks: a message whose
 /// provider id reads `update:<id>` is not taken for an update applied with
 /// that id (it got 503 for as long as the mark lived), and the reverse.
