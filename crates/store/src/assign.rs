@@ -458,14 +458,7 @@ impl RoutingState {
             // still the customer's open one, the customer's next messages
             // would join a contact routing is done with, and never be
             // routed. The error goes back (503): a retried close does both.
-            if let Err(e) = crate::Conversations::new(self.store.clone())
-                .end(contact)
-                .await
-            {
-                metrics::counter!("switchboard_store_conversation_end_errors_total").increment(1);
-                tracing::warn!(contact_id = %contact, error = %e, "Could not end the contact's conversation; not closed.");
-                return Err(e);
-            }
+            self.try_end_conversation(contact).await?;
         }
         let k = self.store.keys();
         let mut inv = self.scripts.close.prepare_invoke();
@@ -528,13 +521,19 @@ impl RoutingState {
     /// failure is logged and counted; the customer's next message then still
     /// joins the closed conversation, as before this step existed.
     async fn end_conversation(&self, contact: &ContactId) {
-        if let Err(e) = crate::Conversations::new(self.store.clone())
+        let _ = self.try_end_conversation(contact).await;
+    }
+
+    /// [`Self::end_conversation`], with its error (counted and logged).
+    async fn try_end_conversation(&self, contact: &ContactId) -> Result<(), StoreError> {
+        let ended = crate::Conversations::new(self.store.clone())
             .end(contact)
-            .await
-        {
+            .await;
+        if let Err(e) = &ended {
             metrics::counter!("switchboard_store_conversation_end_errors_total").increment(1);
             tracing::warn!(contact_id = %contact, error = %e, "Could not end the contact's conversation.");
         }
+        ended
     }
 
     /// The customer went away or the channel ended the contact: a waiting
@@ -585,7 +584,11 @@ impl RoutingState {
         let ended = only_in.is_empty()
             && self.route_field(contact, "state").await?.as_deref() != Some("closed");
         if ended {
-            self.end_conversation(contact).await;
+            // Not ended in routing unless its conversation ended: the
+            // customer's next messages would join a closed contact and
+            // never be routed. The error goes back (503 to the channel,
+            // whose retry does both), routing untouched.
+            self.try_end_conversation(contact).await?;
         }
         // The script checks that the agent is still the one read here; a
         // change in between (an offer made meanwhile) means: read again.
@@ -612,8 +615,12 @@ impl RoutingState {
             let mut conn = self.conn();
             let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
             if outcome != "changed" {
-                if !ended && matches!(outcome.as_str(), "abandoned" | "closed") {
-                    self.end_conversation(contact).await;
+                // After routing's script (an end decided earlier, for a
+                // waiting contact): a failure goes back too, and the retry,
+                // which finds the contact closed, ends the conversation then
+                // (ending one already ended changes nothing).
+                if !ended && matches!(outcome.as_str(), "abandoned" | "closed" | "already_closed") {
+                    self.try_end_conversation(contact).await?;
                 }
                 return Ok(outcome);
             }

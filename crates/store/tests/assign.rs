@@ -996,6 +996,69 @@ async fn a_close_is_refused_when_its_conversation_cannot_be_ended() {
     assert_eq!(left, None, "no longer the customer's open conversation");
 }
 
+/// The same for a contact its channel ends (a call hung up, the intake
+/// API's end): refused while its conversation cannot be ended, and an end
+/// decided for a waiting contact (after hours) that ran routing's script
+/// before the conversation failed is finished by its retry.
+#[tokio::test]
+async fn a_channel_end_is_refused_when_its_conversation_cannot_be_ended() {
+    let (redis, state, token) = leading().await;
+    let store = state.store().clone();
+    let intake = intake_for(&store);
+    online(&state, "a1", [3, 0, 0, 0]).await;
+    let c = assigned_from_intake(&state, &intake, &token, "hung-up", "a1").await;
+    let k = store.keys();
+    let open_of = |who: &str| {
+        let customer = event(who, None, "").customer;
+        k.open_conversation(k.partition_of("website", &customer), "website", &customer)
+    };
+    let mut conn = common::raw(&redis).await;
+    // The open key of the wrong type: ending the conversation fails.
+    let spare = conn.clone();
+    let break_open = |open: String| {
+        let mut conn = spare.clone();
+        async move {
+            let kept: String = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
+            let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
+            let _: () = redis::AsyncCommands::hset(&mut conn, &open, "x", "1")
+                .await
+                .unwrap();
+            kept
+        }
+    };
+    let open = open_of("hung-up");
+    let kept = break_open(open.clone()).await;
+    let day = Duration::from_secs(86_400);
+    let end = || state.end_by_channel(&c, NOW + 1, "completed", 0, day);
+    assert!(end().await.is_err());
+    let rec = state.route_record(&c).await.unwrap().unwrap();
+    assert_eq!((rec.state.as_str(), rec.agent.as_str()), ("assigned", "a1"));
+    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
+        .await
+        .unwrap();
+    assert_eq!(end().await.unwrap(), "closed");
+    let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
+    assert_eq!(left, None, "no longer the customer's open conversation");
+
+    // A waiting contact ended after hours: routing's script runs first.
+    let w = intake
+        .submit_event(event("night", Some("night-1"), "hello?"))
+        .await
+        .unwrap();
+    let open = open_of("night");
+    let kept = break_open(open.clone()).await;
+    let end_waiting = || state.end_if_waiting(&w.contact_id, NOW + 2, "after_hours", day);
+    assert!(end_waiting().await.is_err());
+    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
+        .await
+        .unwrap();
+    assert_eq!(end_waiting().await.unwrap(), "already_closed");
+    let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
+    assert_eq!(left, None, "the retry ended the conversation");
+}
+
 /// Closing ends the contact's conversation, so that the customer's next
 /// message is a new contact (routed), also when the close is retried after
 /// its first answer was lost; an agent who does not hold the contact ends
