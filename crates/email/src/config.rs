@@ -414,12 +414,18 @@ impl Accepts {
     /// for a signed plus-address its base mailbox (lower case); `None` when
     /// it is not ours.
     pub fn address_for(&self, rcpt: &str) -> Option<String> {
-        if self.plain(&rcpt.to_ascii_lowercase()) {
-            return Some(rcpt.to_owned());
+        // The signature first: under an accepted domain a plus-address is
+        // also a plain address of ours, and kept as one it would become the
+        // contact's address (no rule matches it) and the next reply's From,
+        // whose Reply-To would then nest another tag in it.
+        if let Some(secret) = self.thread_secret.as_deref()
+            && let Some((base, _)) = crate::parse::verify_plus_address(rcpt, secret)
+            && self.plain(&base)
+        {
+            return Some(base);
         }
-        let secret = self.thread_secret.as_deref()?;
-        let (base, _) = crate::parse::verify_plus_address(rcpt, secret)?;
-        self.plain(&base).then_some(base)
+        self.plain(&rcpt.to_ascii_lowercase())
+            .then(|| rcpt.to_owned())
     }
 
     fn plain(&self, rcpt: &str) -> bool {
@@ -526,6 +532,13 @@ mod tests {
         let foreign =
             crate::parse::plus_address("help@elsewhere.example", "1-01abc", secret.as_bytes());
         assert!(!a.accepts(&foreign));
+        // Under an accepted domain too, a signed one is its mailbox.
+        let in_domain =
+            crate::parse::plus_address("team@billing.example.com", "1-01ABC", secret.as_bytes());
+        assert_eq!(
+            a.address_for(&in_domain).as_deref(),
+            Some("team@billing.example.com")
+        );
         // Plain addresses keep their spelling.
         assert_eq!(
             a.address_for("HELP@support.example.com").as_deref(),
