@@ -162,7 +162,7 @@ impl Ingest {
                         outcome: "delayed",
                     });
                 }
-                let (Some(recipient), Some(original)) = (
+                let (Some(final_recipient), Some(original)) = (
                     bounce.recipient.as_deref(),
                     bounce.original_message_id.as_deref(),
                 ) else {
@@ -176,14 +176,27 @@ impl Ingest {
                     status: ReplyStatus::Failed,
                     detail: Some(detail),
                 };
-                let outcome = self
-                    .update(
-                        recipient,
-                        &[original.to_owned()],
-                        mail.message_id.clone(),
-                        change,
-                    )
-                    .await?;
+                // The reply is found under the address it was sent to:
+                // the original recipient when an alias was rewritten.
+                let mut outcome = UpdateOutcome::UnknownMessage;
+                for recipient in bounce
+                    .original_recipient
+                    .iter()
+                    .map(String::as_str)
+                    .chain([final_recipient])
+                {
+                    outcome = self
+                        .update(
+                            recipient,
+                            &[original.to_owned()],
+                            Some(dedupe_id(mail.message_id.as_deref(), fallback_id, raw)),
+                            change.clone(),
+                        )
+                        .await?;
+                    if outcome != UpdateOutcome::UnknownMessage {
+                        break;
+                    }
+                }
                 Ok(Taken::Update {
                     kind: "bounce",
                     outcome: outcome.as_str(),
@@ -201,9 +214,11 @@ impl Ingest {
                 let change = Change::AutoReply {
                     text: mail.text.clone(),
                 };
-                let outcome = self
-                    .update(&from, &refs, mail.message_id.clone(), change)
-                    .await?;
+                let update_id = dedupe_id(mail.message_id.as_deref(), fallback_id, raw);
+                let outcome = self.update(&from, &refs, Some(update_id), change).await?;
+                if outcome == UpdateOutcome::UnknownMessage {
+                    info!(message_id = ?mail.message_id, "An automatic mail that answers no reply of ours; not stored.");
+                }
                 Ok(Taken::Update {
                     kind: "auto_reply",
                     outcome: outcome.as_str(),
@@ -297,11 +312,7 @@ impl Ingest {
         if mail.no_auto_answer {
             attributes.insert("no_auto_answer".to_owned(), "true".to_owned());
         }
-        let provider_message_id = mail
-            .message_id
-            .clone()
-            .or_else(|| fallback_id.map(str::to_owned))
-            .unwrap_or_else(|| format!("{DIGEST_ID}{}", &hex::encode(Sha256::digest(raw))[..32]));
+        let provider_message_id = dedupe_id(mail.message_id.as_deref(), fallback_id, raw);
         let event = InboundEvent {
             channel: ChannelKind::Email,
             source: self.source.clone(),
@@ -363,6 +374,16 @@ fn sender(mail: &ParsedMail, envelope_from: Option<&str>) -> Option<String> {
                 .filter(|a| crate::config::address_ok(a))
                 .map(str::to_owned)
         })
+}
+
+/// A mail's id for applying it once: its Message-ID, else the id the
+/// fetcher gives it, else a digest of its bytes (a mail without a
+/// Message-ID delivered twice is the same bytes).
+fn dedupe_id(message_id: Option<&str>, fallback_id: Option<&str>, raw: &[u8]) -> String {
+    message_id
+        .or(fallback_id)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{DIGEST_ID}{}", &hex::encode(Sha256::digest(raw))[..32]))
 }
 
 /// What the agent is shown for a bounced reply.

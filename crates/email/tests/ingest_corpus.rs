@@ -335,26 +335,48 @@ async fn a_bounce_fails_our_reply_and_an_auto_reply_is_logged_next_to_it() {
         .await
         .unwrap();
 
+    // Without a Message-ID: delivered twice (a lost 250), logged once.
     let ooo = String::from_utf8(corpus("08-auto-replied-ooo.eml"))
         .unwrap()
         .replace("john@customer.example", "olena@customer.example")
-        .replace("agent-reply-2@support.example.com", &sent_id);
-    let taken = w
-        .ingest
-        .take(ooo.as_bytes(), Arrival::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        taken,
-        Taken::Update {
-            kind: "auto_reply",
-            outcome: "applied"
-        }
-    );
+        .replace("agent-reply-2@support.example.com", &sent_id)
+        .split_inclusive('\n')
+        .filter(|line| !line.starts_with("Message-ID:"))
+        .collect::<String>();
+    assert!(!ooo.contains("Message-ID: <1795"), "the header is gone");
+    for expected in ["applied", "duplicate"] {
+        let taken = w
+            .ingest
+            .take(ooo.as_bytes(), Arrival::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            taken,
+            Taken::Update {
+                kind: "auto_reply",
+                outcome: expected
+            }
+        );
+    }
 
+    // The customer's address is an alias the MTA rewrote: the report names
+    // both, and the reply is found under the one it was sent to.
+    let keys = w.store.keys();
+    let sent_to =
+        switchboard_core::CustomerIdentity::new("email", "olena@customer.example").unwrap();
+    let alias = (0..50)
+        .map(|i| format!("olena.k{i}@mail.customer.example"))
+        .find(|a| {
+            let c = switchboard_core::CustomerIdentity::new("email", a).unwrap();
+            keys.partition_of("mail", &c) != keys.partition_of("mail", &sent_to)
+        })
+        .unwrap();
     let bounce = String::from_utf8(corpus("09-bounce-dsn.eml"))
         .unwrap()
-        .replace("nobody@customer.example", "olena@customer.example")
+        .replace(
+            "Final-Recipient: rfc822; nobody@customer.example",
+            &format!("Original-Recipient: rfc822; olena@customer.example\r\nFinal-Recipient: rfc822; {alias}"),
+        )
         .replace("agent-reply-3@support.example.com", &sent_id);
     let taken = w
         .ingest

@@ -163,11 +163,15 @@ fn read_status(text: &str, bounce: &mut Bounce) {
     let Some(block) = failed.or_else(|| blocks.iter().find(is_recipient)) else {
         return;
     };
-    let recipient = field(block, "final-recipient").or_else(|| field(block, "original-recipient"));
-    bounce.recipient = recipient
-        .as_deref()
-        .map(without_type)
-        .and_then(clean_address);
+    let address = |name: &str| {
+        field(block, name)
+            .as_deref()
+            .map(without_type)
+            .and_then(clean_address)
+    };
+    let original = address("original-recipient");
+    bounce.recipient = address("final-recipient").or_else(|| original.clone());
+    bounce.original_recipient = original.filter(|o| Some(o) != bounce.recipient.as_ref());
     bounce.action = field(block, "action")
         .map(|a| first_token(&a))
         .filter(|a| !a.is_empty() && a.len() <= 32 && a.bytes().all(|b| b.is_ascii_alphabetic()));

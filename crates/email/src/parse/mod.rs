@@ -96,6 +96,10 @@ pub struct Bounce {
     /// The recipient it failed for (`Final-Recipient`, else
     /// `Original-Recipient`), without the `rfc822;` type, lower-cased.
     pub recipient: Option<String>,
+    /// `Original-Recipient` when the report gives it and it differs from
+    /// `recipient` (an alias the MTA rewrote): the address the mail was
+    /// sent to, under which its reply is found.
+    pub original_recipient: Option<String>,
     /// The status code, e.g. `5.1.1`.
     pub status: Option<String>,
     /// The action, lower-cased: `failed`, `delayed`, `delivered`, `relayed`,

@@ -86,6 +86,7 @@ fn bounces() {
     let expected = Bounce {
         original_message_id: Some("reply-9@support.example.com".into()),
         recipient: Some("nobody@customer.example".into()),
+        original_recipient: Some("old@customer.example".into()),
         status: Some("5.1.1".into()),
         action: Some("failed".into()),
         permanent: true,
@@ -118,6 +119,16 @@ fn bounces() {
     assert_eq!(
         (b.recipient.as_deref(), b.permanent),
         (Some("c@d.example"), true)
+    );
+    // An alias the MTA rewrote: both addresses, the original apart.
+    let aliased = "Original-Recipient: rfc822; Olena@Customer.example\r\nFinal-Recipient: rfc822; olena.k@mail.customer.example\r\nAction: failed\r\nStatus: 5.1.1";
+    let b = bounce_of(&dsn(DSN_HEAD, aliased, ""));
+    assert_eq!(
+        (b.recipient.as_deref(), b.original_recipient.as_deref()),
+        (
+            Some("olena.k@mail.customer.example"),
+            Some("olena@customer.example")
+        )
     );
     // Failed without a (valid) status: permanent.
     let b = bounce_of(&dsn(

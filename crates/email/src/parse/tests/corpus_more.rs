@@ -70,6 +70,7 @@ fn c09_bounce_delivery_status() {
     let expected = Bounce {
         original_message_id: Some("agent-reply-3@support.example.com".into()),
         recipient: Some("nobody@customer.example".into()),
+        original_recipient: None,
         status: Some("5.1.1".into()),
         action: Some("failed".into()),
         permanent: true,
