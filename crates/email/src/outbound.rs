@@ -174,9 +174,20 @@ impl Sender {
 impl Sender {
     /// Hands `message` to the relay within `send_timeout`.
     async fn send(&self, message: Message) -> Result<(), SendError> {
+        let envelope = message.envelope();
+        let international = envelope
+            .to()
+            .iter()
+            .chain(envelope.from())
+            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
         match tokio::time::timeout(self.send_timeout, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) if e.is_permanent() => Err(SendError::Refused(e.to_string())),
+            // lettre refuses an address that needs SMTPUTF8 on a relay that
+            // does not offer it before saying a word: no retry can help.
+            Ok(Err(e)) if e.is_client() && international => Err(SendError::Refused(format!(
+                "the address needs SMTPUTF8, which the mail server does not offer ({e})"
+            ))),
             Ok(Err(e)) => Err(SendError::Temporary(e.to_string())),
             Err(_) => Err(SendError::Temporary(format!(
                 "the mail server did not finish within {} s",

@@ -83,3 +83,67 @@ async fn a_relay_that_never_answers_defers_the_reply() {
         "not handed out again before its retry is due"
     );
 }
+
+/// A customer address that needs SMTPUTF8, and a relay (a real Postfix)
+/// that does not offer it: the reply fails at once with the reason, rather
+/// than being retried for hours with no chance of success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_the_relay_cannot_take_fails_at_once() {
+    use switchboard_testkit::postfix::{Postfix, PostfixOptions};
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
+    let postfix = Postfix::start(
+        PostfixOptions::new()
+            .local_domain("customer.example")
+            .main_cf("smtputf8_enable", "no"),
+    );
+    let config: SmtpConfig = toml::from_str(&format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\ntimeout_secs = 5",
+        postfix.smtp_port()
+    ))
+    .unwrap();
+    let sender = Sender::new("mail", &config).unwrap();
+    let reply = OutboundMessage {
+        message_id: MessageId::new(),
+        contact_id: ContactId::new(Partition(1)),
+        conversation_id: ConversationId::new(Partition(1)),
+        channel: ChannelKind::Email,
+        source: "mail".into(),
+        from_address: "help@support.example.com".into(),
+        to: CustomerIdentity::new("email", "олена@customer.example").unwrap(),
+        subject: Some("Замовлення 4411".into()),
+        text: "Відправлено сьогодні.".into(),
+        in_reply_to: None,
+        created_at: Timestamp::now(),
+    };
+    RedisOutbox::enqueue_to(&store, &reply).await.unwrap();
+    let outbox = RedisOutbox::new(store.clone(), "mail", "test", Duration::from_secs(60)).unwrap();
+    let delivery = outbox
+        .next(Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the reply");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        sender.deliver(&outbox, "mail", delivery),
+    )
+    .await
+    .expect("the delivery ends");
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let state: Option<String> = redis::cmd("HGET")
+        .arg(store.keys().conversation_delivery(&reply.conversation_id))
+        .arg(reply.message_id.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let state = state.expect("settled, not deferred");
+    assert!(
+        state.contains("\"failed\"") && state.contains("SMTPUTF8"),
+        "{state}"
+    );
+    assert!(postfix.maildir_messages("customer.example").is_empty());
+}
