@@ -403,6 +403,10 @@ const RING_CLAIM: Duration = Duration::from_secs(3600);
 const RENEW: Duration = Duration::from_secs(5);
 /// How often an instance that does not hold it tries to take it.
 const RETRY: Duration = Duration::from_secs(2);
+/// The backoff between dials the PBX refused: from this, doubling...
+const RING_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// ...up to this.
+const RING_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Starts a dispatcher for `contact` unless one follows it on this instance
 /// already. `stored`: its `newCall` stored it just now (not a repeat).
@@ -450,8 +454,25 @@ impl Drop for Active {
 async fn dispatch(active: Active, call_id: String, stored: bool) {
     let Active { state, contact } = &active;
     let mut lease = Lease::new(contact);
-    follow(state, contact, &call_id, &mut lease, stored).await;
+    let mut ring_claim = None;
+    follow(
+        state,
+        contact,
+        &call_id,
+        &mut lease,
+        &mut ring_claim,
+        stored,
+    )
+    .await;
     lease.release(state).await;
+    // Claimed but not rung (stopped while the PBX refused): let it go, or
+    // the instance that follows the call next finds it claimed and never
+    // rings it.
+    if let Some(key) = ring_claim
+        && let Err(error) = state.leases.release(&key).await
+    {
+        debug!(source = %state.name, %error, "Could not release a ring claim; it lapses.");
+    }
 }
 
 /// This instance's claim to dial a call ([`LEASE`]), so that one instance
@@ -517,15 +538,20 @@ struct Offer {
 /// Follows the call until it is connected or over. `waited`: the call is
 /// known not to have been assigned before (its `newCall` stored it just
 /// now), so an assignment seen later was made while this dispatcher ran.
+/// `ring_claim`: the claim to ring an assigned call, while this dispatcher
+/// holds it and has not rung it yet.
 async fn follow(
     state: &Arc<CtiState>,
     contact: &ContactId,
     call_id: &str,
     lease: &mut Lease,
+    ring_claim: &mut Option<String>,
     mut waited: bool,
 ) {
     let mut offer: Option<Offer> = None;
     let mut offers: HashMap<String, u32> = HashMap::new();
+    // Between tries to ring an assigned call the PBX refused.
+    let mut ring_retry = RING_RETRY_FIRST;
     loop {
         if state.shutdown.is_cancelled() {
             return;
@@ -539,7 +565,8 @@ async fn follow(
                         same_offer(offer.take(), &mut offers, agent, route.offer_until);
                     if !current.dialed && leading {
                         current.tried = true;
-                        current.dialed = tell_pbx(state, contact, call_id, &current, lease).await;
+                        current.dialed =
+                            tell_pbx(state, contact, call_id, &current, lease, Ring::Offered).await;
                     }
                     offer = Some(current);
                 }
@@ -571,12 +598,9 @@ async fn follow(
                     }
                     // Once per assignment, whichever instance gets here:
                     // another may have rung it and let its lease go.
-                    match state
-                        .leases
-                        .hold(&format!("ring:{contact}:{agent}"), RING_CLAIM)
-                        .await
-                    {
-                        Ok(true) => {}
+                    let claim = format!("ring:{contact}:{agent}");
+                    match state.leases.hold(&claim, RING_CLAIM).await {
+                        Ok(true) => *ring_claim = Some(claim),
                         Ok(false) => return,
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not claim ringing an assigned call; will try again.");
@@ -589,13 +613,22 @@ async fn follow(
                     }
                     let until = offer.as_ref().and_then(|o| o.until);
                     let current = same_offer(offer.take(), &mut offers, agent, until);
-                    if tell_pbx(state, contact, call_id, &current, lease).await {
+                    if tell_pbx(state, contact, call_id, &current, lease, Ring::Assigned).await {
+                        // Rung: the claim stays, so nobody rings it again.
+                        *ring_claim = None;
                         return;
                     }
                     offer = Some(Offer {
                         tried: true,
                         ..current
                     });
+                    // The PBX refused: again with backoff, not every poll.
+                    tokio::select! {
+                        () = state.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(ring_retry) => {}
+                    }
+                    ring_retry = (ring_retry * 2).min(RING_RETRY_MAX);
+                    continue;
                 }
                 ("closed", _) => return,
                 // Waiting again: the offer, if any, is over.
@@ -642,15 +675,26 @@ fn same_offer(
     }
 }
 
+/// What a dial is for: an offer standing (the phone rings no longer than
+/// it), or a call already assigned to the agent (no limit from routing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ring {
+    Offered,
+    Assigned,
+}
+
 /// POSTs the dial instruction, retrying with backoff while the PBX does not
 /// answer 2xx, the call stays offered to the agent and this instance holds
-/// the call's lease. True once the PBX took it.
+/// the call's lease. True once the PBX took it. An offer with less than a
+/// whole second left is not dialled: it lapses to the next agent, whose
+/// phone would ring while this one still did.
 async fn tell_pbx(
     state: &CtiState,
     contact: &ContactId,
     call_id: &str,
     offer: &Offer,
     lease: &mut Lease,
+    ring: Ring,
 ) -> bool {
     let agent = offer.agent.as_str();
     let Some(endpoint) = state.config.agents.get(agent) else {
@@ -662,8 +706,19 @@ async fn tell_pbx(
     };
     // The phone rings no longer than the offer lasts (whole seconds left,
     // one kept back): an answer after it would find the call offered to
-    // the next agent. Worked out again for every try.
-    let body = || {
+    // the next agent. Worked out again for every try; `None` when there
+    // is not a second left.
+    let ring_timeout = || {
+        let now = switchboard_core::Timestamp::now().as_millis();
+        match (ring, offer.until) {
+            (Ring::Offered, Some(until)) => match crate::twilio_channel::ring_left(until, now) {
+                Some(0) => None,
+                left => Some(left),
+            },
+            _ => Some(None),
+        }
+    };
+    let body = |ring_timeout: Option<u32>| {
         let mut body = serde_json::json!({
             "action": "dial",
             "callId": call_id,
@@ -671,12 +726,7 @@ async fn tell_pbx(
             "agent": agent,
             "contact_id": contact.to_string(),
         });
-        let now = switchboard_core::Timestamp::now().as_millis();
-        if let Some(secs) = offer
-            .until
-            .and_then(|until| crate::twilio_channel::ring_left(until, now))
-            .filter(|secs| *secs > 0)
-        {
+        if let Some(secs) = ring_timeout {
             body["ring_timeout"] = secs.into();
         }
         body
@@ -689,8 +739,15 @@ async fn tell_pbx(
         Some(until) => format!("dial:{contact}:{agent}:{until}"),
         None => format!("dial:{contact}:{agent}:n{}", offer.number),
     };
-    let mut delay = Duration::from_millis(200);
+    let mut delay = RING_RETRY_FIRST;
     loop {
+        let Some(ring_timeout) = ring_timeout() else {
+            counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
+                "outcome" => "too_late")
+            .increment(1);
+            debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Too little of the offer is left to ring; it lapses to the next agent.");
+            return false;
+        };
         let sent = tokio::select! {
             () = state.shutdown.cancelled() => return false,
             sent = state
@@ -698,7 +755,7 @@ async fn tell_pbx(
                 .post(&state.config.callback_url)
                 .bearer_auth(state.token.expose())
                 .header("idempotency-key", &key)
-                .json(&body())
+                .json(&body(ring_timeout))
                 .send() => sent,
         };
         let ok = matches!(&sent, Ok(r) if r.status().is_success());
@@ -721,7 +778,7 @@ async fn tell_pbx(
             () = state.shutdown.cancelled() => return false,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
+        delay = (delay * 2).min(RING_RETRY_MAX);
         // Retry only while the call is still offered to this agent, and
         // this instance still holds its lease.
         if !lease.hold(state).await {

@@ -170,9 +170,12 @@ impl FakeRouting {
             agent_name: None,
             queue: "default".into(),
             source: "pbx".into(),
-            // Every `set` offered is a new offer.
-            offer_until: (state == "offered")
-                .then(|| NEXT_OFFER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            // Every `set` offered is a new offer, standing a minute.
+            offer_until: (state == "offered").then(|| {
+                switchboard_core::Timestamp::now().as_millis()
+                    + 60_000
+                    + NEXT_OFFER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            }),
         }
     }
 }
@@ -679,8 +682,71 @@ async fn an_accept_while_the_pbx_is_down_is_still_dialled() {
         format!("dial:{contact}:olha:{}", until.unwrap()),
         "the offer's own key"
     );
+    // Accepted: the phone rings as long as the PBX lets it, not for what
+    // was left of the offer.
+    assert_eq!(dials[0].1.get("ring_timeout"), None, "{}", dials[0].1);
     world.dialled_exactly(1).await;
     instance.stop().await;
+}
+
+/// An offer with less than a second left is not dialled: it lapses to the
+/// next agent, and a dial without a ring limit would ring on while the
+/// next agent's phone rings for the same call.
+#[tokio::test]
+async fn an_offer_about_to_lapse_is_not_dialled() {
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "late1").await;
+    let until = switchboard_core::Timestamp::now().as_millis() + 800;
+    world.routing.offer(contact, "olha", until);
+    world.dialled_exactly(0).await;
+    // The next offer, with time to ring, is.
+    world.routing.set(contact, "offered", Some("petro"));
+    let dials = world.dials(1).await;
+    assert_eq!(dials[0].1["agent"], "petro");
+    assert!(
+        dials[0].1["ring_timeout"].as_u64().is_some(),
+        "{}",
+        dials[0].1
+    );
+    instance.stop().await;
+}
+
+/// An assigned call the PBX would not take: the instance that claimed its
+/// ringing stops gracefully; the instance following it next rings it (the
+/// claim was held for an hour, so the call was never rung). Meanwhile the
+/// refused dials are retried with backoff, not at every poll.
+#[tokio::test]
+async fn an_assigned_call_is_rung_by_the_next_instance_after_a_stop() {
+    let world = World::new().await;
+    world
+        .pbx
+        .down_for
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
+    let a = world.instance(1).await;
+    let b = world.instance(2).await;
+    let contact = world.new_call(&a, "s1").await;
+    // The PBX's repeat reaches the other instance while the call waits.
+    world.new_call(&b, "s1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    world.routing.set(contact, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let refused = 1000 - world.pbx.down_for.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=8).contains(&refused), "{refused} dials in 6 s");
+    assert_eq!(world.pbx.count(), 0);
+    a.stop().await;
+    world
+        .pbx
+        .down_for
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while world.pbx.count() == 0 {
+        assert!(Instant::now() < deadline, "never rung after the stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.dialled_exactly(1).await;
+    assert_eq!(world.pbx.dials()[0].1["agent"], "olha");
+    b.stop().await;
 }
 
 /// Routing ended a waiting call itself (closed after hours): the PBX's next
