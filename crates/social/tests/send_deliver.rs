@@ -52,7 +52,7 @@ fn settings() -> DeliverySettings {
 /// A deliverer running on the outbox of source `social` as `consumer`.
 struct Running {
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<switchboard_social::send::deliver::Memory>,
 }
 
 impl Running {

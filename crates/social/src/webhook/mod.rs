@@ -29,7 +29,7 @@ pub mod meta;
 pub mod telegram;
 
 use crate::item::fit;
-use crate::send::deliver::{Deliverer, DeliverySettings};
+use crate::send::deliver::{Deliverer, DeliverySettings, Memory};
 use crate::send::{SendConfig, Sender, Senders, http_client};
 use crate::{
     MessageEdit, ParseError, Receipt, ReceiptStatus, ReceiptTarget, SignatureError, SocialItem,
@@ -492,9 +492,11 @@ impl Replies {
                 ctx.shutdown.cancelled().await;
                 return Ok(());
             }
+            // Known outcomes and partial sends, from one hold to the next.
+            let mut memory = Memory::default();
             while !ctx.shutdown.is_cancelled() {
                 match ctx.outbox.hold_delivery(HOLD_LEASE).await {
-                    Ok(true) => self.deliver_while_held(&ctx).await?,
+                    Ok(true) => memory = self.deliver_while_held(&ctx, memory).await?,
                     Ok(false) => {}
                     Err(error) => {
                         debug!(source = %ctx.name, %error, "Could not ask for the outbox.")
@@ -509,20 +511,25 @@ impl Replies {
         })
     }
 
-    async fn deliver_while_held(&self, ctx: &ChannelContext) -> Result<(), ChannelError> {
+    async fn deliver_while_held(
+        &self,
+        ctx: &ChannelContext,
+        memory: Memory,
+    ) -> Result<Memory, ChannelError> {
         let deliverer = Deliverer::new(
             ctx.outbox.clone(),
             self.senders.clone(),
             DeliverySettings::default(),
         )
-        .map_err(|e| ChannelError::Config(format!("channels.{}: {e}", ctx.name)))?;
+        .map_err(|e| ChannelError::Config(format!("channels.{}: {e}", ctx.name)))?
+        .remembering(memory);
         debug!(source = %ctx.name, "This instance delivers the outbox now.");
         let stop = ctx.shutdown.child_token();
         let mut running = tokio::spawn(deliverer.run(stop.clone()));
         let mut renewed = tokio::time::Instant::now();
-        loop {
+        let memory = loop {
             tokio::select! {
-                _ = &mut running => break,
+                ran = &mut running => break ran.unwrap_or_default(),
                 () = tokio::time::sleep(HOLD_LEASE / 3) => {}
             }
             match ctx.outbox.hold_delivery(HOLD_LEASE).await {
@@ -532,14 +539,13 @@ impl Replies {
                 Err(_) => {}
             }
             if stop.is_cancelled() {
-                let _ = running.await;
-                break;
+                break running.await.unwrap_or_default();
             }
-        }
+        };
         if ctx.shutdown.is_cancelled() {
             let _ = ctx.outbox.release_delivery().await;
         }
-        Ok(())
+        Ok(memory)
     }
 }
 

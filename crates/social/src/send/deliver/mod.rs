@@ -62,9 +62,12 @@
 //!   bridge gets `Idempotency-Key`). Within one instance, a redelivered
 //!   reply whose outcome is known (its settle failed, or it was in the
 //!   outbox twice) is settled from memory without being sent again (the
-//!   last [`DeliverySettings::recent_outcomes`] outcomes are kept). A reply
-//!   in several parts resumes after the last accepted part while this
-//!   instance remembers it.
+//!   last [`DeliverySettings::recent_outcomes`] outcomes are kept, and
+//!   passed on to the next deliverer of the instance: the adapter starts a
+//!   new one each time it takes the outbox's lease again, as after a Redis
+//!   outage, which is also when settles fail). A reply in several parts
+//!   resumes after the last accepted part while this instance remembers
+//!   it.
 //! - **Order per conversation, on one instance.** While one instance reads an
 //!   outbox, a conversation's replies reach the provider in the order they
 //!   were handed out, whatever the retries: the in-memory queue decides the
@@ -87,6 +90,7 @@ mod queue;
 mod tasks;
 
 use super::{Progress, SendOutcome, Senders};
+pub use queue::Memory;
 use queue::{Action, Limits, Now, Queues};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,6 +173,7 @@ pub struct Deliverer {
     senders: Arc<Senders>,
     settings: DeliverySettings,
     limits: Limits,
+    memory: Memory,
 }
 
 impl Deliverer {
@@ -213,12 +218,21 @@ impl Deliverer {
             senders,
             settings,
             limits,
+            memory: Memory::default(),
         })
     }
 
+    /// Starts from what an earlier deliverer of this outbox on this
+    /// instance knew (what its [`Self::run`] returned).
+    pub fn remembering(mut self, memory: Memory) -> Deliverer {
+        self.memory = memory;
+        self
+    }
+
     /// Delivers until `shutdown` is cancelled, then hands back what is left
-    /// (see the module documentation) and returns.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// (see the module documentation) and returns what the next deliverer
+    /// should know ([`Self::remembering`]).
+    pub async fn run(self, shutdown: CancellationToken) -> Memory {
         let permits = Arc::new(Semaphore::new(self.settings.max_held));
         let (tx, mut rx) = mpsc::channel(16);
         // The reader also stops if this future is dropped instead of
@@ -235,7 +249,7 @@ impl Deliverer {
         let mut run = Dispatch {
             outbox: self.outbox.clone(),
             senders: self.senders.clone(),
-            queues: Queues::new(self.limits.clone()),
+            queues: Queues::new(self.limits.clone(), self.memory),
             jobs: JoinSet::new(),
             sending: std::collections::HashMap::new(),
             permits,
@@ -257,7 +271,7 @@ impl Deliverer {
             };
             run.start(actions);
         }
-        run.shut_down(rx, reader, self.senders.max_timeout()).await;
+        run.shut_down(rx, reader, self.senders.max_timeout()).await
     }
 }
 
@@ -362,7 +376,7 @@ impl Dispatch {
         mut rx: mpsc::Receiver<(OutboundDelivery, Instant)>,
         reader: tokio::task::JoinHandle<()>,
         timeout: Duration,
-    ) {
+    ) -> Memory {
         self.queues.stop_sending();
         // The reader finishes its read (at most poll_wait) and stops; what it
         // read still joins its queue.
@@ -401,5 +415,6 @@ impl Dispatch {
             );
         }
         self.jobs.shutdown().await;
+        self.queues.into_memory()
     }
 }

@@ -119,24 +119,43 @@ impl Recent {
     }
 }
 
+/// What one deliverer leaves to the next on the same instance: the outbox
+/// may hand the same replies out again (a settle that failed, a deferral
+/// that did not reach Redis), and the next deliverer must neither send a
+/// reply again whose outcome is known nor send again the parts of a reply
+/// the provider accepted. Oldest first; at most the recent capacity of each.
+#[derive(Debug, Default)]
+pub struct Memory {
+    outcomes: Vec<(MessageId, DeliveryOutcome)>,
+    progress: Vec<(MessageId, Progress)>,
+}
+
 /// Every conversation with replies in memory or away.
 pub(crate) struct Queues {
     limits: Limits,
     convs: HashMap<ConversationId, VecDeque<Slot>>,
     recent: Recent,
+    /// Progress of replies sent in part by an earlier deliverer, taken up
+    /// when they arrive.
+    carried: HashMap<MessageId, Progress>,
     in_memory: usize,
     in_flight: usize,
     draining: bool,
 }
 
 impl Queues {
-    pub(crate) fn new(limits: Limits) -> Queues {
-        let recent = Recent {
+    pub(crate) fn new(limits: Limits, memory: Memory) -> Queues {
+        let mut recent = Recent {
             map: HashMap::new(),
             order: VecDeque::new(),
             capacity: limits.recent_capacity,
         };
+        for (id, outcome) in memory.outcomes {
+            recent.insert(id, outcome);
+        }
+        let skip = memory.progress.len().saturating_sub(limits.recent_capacity);
         Queues {
+            carried: memory.progress.into_iter().skip(skip).collect(),
             limits,
             convs: HashMap::new(),
             recent,
@@ -144,6 +163,24 @@ impl Queues {
             in_flight: 0,
             draining: false,
         }
+    }
+
+    /// What the next deliverer on this instance should know (see
+    /// [`Memory`]).
+    pub(crate) fn into_memory(mut self) -> Memory {
+        let outcomes = self
+            .recent
+            .order
+            .iter()
+            .filter_map(|id| self.recent.map.remove(id).map(|o| (*id, o)))
+            .collect();
+        let mut progress: Vec<(MessageId, Progress)> = self.carried.drain().collect();
+        for slot in self.convs.values().flatten() {
+            if slot.progress != Progress::default() {
+                progress.push((slot.message_id, slot.progress.clone()));
+            }
+        }
+        Memory { outcomes, progress }
     }
 
     /// Replies held in memory (waiting or being sent).
@@ -178,7 +215,7 @@ impl Queues {
                 queue.push_back(Slot {
                     message_id: id,
                     attempts: delivery.attempt.saturating_sub(1),
-                    progress: Progress::default(),
+                    progress: self.carried.remove(&id).unwrap_or_default(),
                     last_reason: None,
                     created_at_ms: delivery.message.created_at.as_millis(),
                     state: State::Held {

@@ -118,7 +118,7 @@ fn arrive(q: &mut Queues, d: &OutboundDelivery, clock: &Clock, secs: f64) -> Vec
 #[test]
 fn one_send_at_a_time_per_conversation_and_others_go_ahead() {
     let clock = Clock(Instant::now());
-    let mut q = Queues::new(limits());
+    let mut q = Queues::new(limits(), Memory::default());
     let (a, b) = (conversation(), conversation());
     let (a1, a2, b1) = (reply(a, "a1"), reply(a, "a2"), reply(b, "b1"));
     assert_eq!(arrive(&mut q, &a1, &clock, 0.0), ["send a1"]);
@@ -135,7 +135,7 @@ fn one_send_at_a_time_per_conversation_and_others_go_ahead() {
 #[test]
 fn a_short_wait_is_spent_in_memory_and_holds_the_conversation() {
     let clock = Clock(Instant::now());
-    let mut q = Queues::new(limits());
+    let mut q = Queues::new(limits(), Memory::default());
     let a = conversation();
     let (a1, a2) = (reply(a, "a1"), reply(a, "a2"));
     arrive(&mut q, &a1, &clock, 0.0);
@@ -149,7 +149,7 @@ fn a_short_wait_is_spent_in_memory_and_holds_the_conversation() {
 #[test]
 fn a_long_wait_goes_back_to_the_outbox_and_the_reply_keeps_its_place() {
     let clock = Clock(Instant::now());
-    let mut q = Queues::new(limits());
+    let mut q = Queues::new(limits(), Memory::default());
     let (a, b) = (conversation(), conversation());
     let (a1, a2, b1) = (reply(a, "a1"), reply(a, "a2"), reply(b, "b1"));
     arrive(&mut q, &a1, &clock, 0.0);
@@ -171,7 +171,7 @@ fn a_backoff_without_retry_after_grows() {
     let clock = Clock(Instant::now());
     let mut limits = limits();
     limits.memory_wait_max = Duration::ZERO;
-    let mut q = Queues::new(limits);
+    let mut q = Queues::new(limits, Memory::default());
     let a1 = reply(conversation(), "a1");
     arrive(&mut q, &a1, &clock, 0.0);
     let first = q.sent(
@@ -202,7 +202,7 @@ fn a_backoff_without_retry_after_grows() {
 #[test]
 fn replies_behind_an_absent_head_leave_memory_before_the_visibility_timeout() {
     let clock = Clock(Instant::now());
-    let mut q = Queues::new(limits());
+    let mut q = Queues::new(limits(), Memory::default());
     let a = conversation();
     let (a1, a2, a3) = (reply(a, "a1"), reply(a, "a2"), reply(a, "a3"));
     arrive(&mut q, &a1, &clock, 0.0);
@@ -233,7 +233,7 @@ fn a_head_that_waited_too_long_in_memory_is_handed_back_instead_of_sent() {
     let clock = Clock(Instant::now());
     let mut limits = limits();
     limits.max_in_flight = 1;
-    let mut q = Queues::new(limits);
+    let mut q = Queues::new(limits, Memory::default());
     let (a1, b1) = (reply(conversation(), "a1"), reply(conversation(), "b1"));
     assert_eq!(arrive(&mut q, &a1, &clock, 0.0), ["send a1"]);
     // b1 waits for a send slot until its hold budget is gone.
@@ -248,7 +248,7 @@ fn the_in_flight_limit_holds_across_conversations() {
     let clock = Clock(Instant::now());
     let mut limits = limits();
     limits.max_in_flight = 1;
-    let mut q = Queues::new(limits);
+    let mut q = Queues::new(limits, Memory::default());
     let (a1, b1) = (reply(conversation(), "a1"), reply(conversation(), "b1"));
     assert_eq!(arrive(&mut q, &a1, &clock, 0.0), ["send a1"]);
     assert!(arrive(&mut q, &b1, &clock, 0.0).is_empty());
@@ -261,7 +261,7 @@ fn gives_up_after_max_attempts_or_age() {
     let mut limits = limits();
     limits.max_attempts = 2;
     limits.give_up_after = Duration::from_secs(3600);
-    let mut q = Queues::new(limits);
+    let mut q = Queues::new(limits, Memory::default());
     let a1 = reply(conversation(), "a1");
     arrive(&mut q, &a1, &clock, 0.0);
     sent(&mut q, &a1, retry(Some(1)), clock.at(0.0));
@@ -295,7 +295,7 @@ fn gives_up_after_max_attempts_or_age() {
 #[test]
 fn a_known_outcome_is_settled_again_without_sending() {
     let clock = Clock(Instant::now());
-    let mut q = Queues::new(limits());
+    let mut q = Queues::new(limits(), Memory::default());
     let a1 = reply(conversation(), "a1");
     arrive(&mut q, &a1, &clock, 0.0);
     sent(&mut q, &a1, delivered(), clock.at(0.1));
@@ -309,7 +309,7 @@ fn a_known_outcome_is_settled_again_without_sending() {
 #[test]
 fn the_same_entry_again_refreshes_and_a_copy_waits() {
     let clock = Clock(Instant::now());
-    let mut q = Queues::new(limits());
+    let mut q = Queues::new(limits(), Memory::default());
     let a = conversation();
     let (a1, a2) = (reply(a, "a1"), reply(a, "a2"));
     arrive(&mut q, &a1, &clock, 0.0);
@@ -328,7 +328,7 @@ fn the_same_entry_again_refreshes_and_a_copy_waits() {
 #[test]
 fn a_reply_that_never_comes_back_stops_holding_the_conversation() {
     let clock = Clock(Instant::now());
-    let mut q = Queues::new(limits());
+    let mut q = Queues::new(limits(), Memory::default());
     let a = conversation();
     let (a1, a2) = (reply(a, "a1"), reply(a, "a2"));
     arrive(&mut q, &a1, &clock, 0.0);
@@ -355,7 +355,7 @@ fn a_reply_that_never_comes_back_stops_holding_the_conversation() {
 #[test]
 fn draining_hands_everything_back_in_order() {
     let clock = Clock(Instant::now());
-    let mut q = Queues::new(limits());
+    let mut q = Queues::new(limits(), Memory::default());
     let (a, b) = (conversation(), conversation());
     let (a1, a2, a3, b1) = (
         reply(a, "a1"),
@@ -395,7 +395,7 @@ fn a_zero_retry_after_backs_off_and_a_hint_is_a_minimum() {
     let clock = Clock(Instant::now());
     let mut limits = limits();
     limits.memory_wait_max = Duration::ZERO;
-    let mut q = Queues::new(limits);
+    let mut q = Queues::new(limits, Memory::default());
     let a1 = reply(conversation(), "a1");
     arrive(&mut q, &a1, &clock, 0.0);
     let delay_of = |actions: Vec<Action>| match actions.first() {
@@ -426,4 +426,41 @@ fn a_zero_retry_after_backs_off_and_a_hint_is_a_minimum() {
     }
     let pause = SendOutcome::pause("paused after part 1 of 3");
     assert!(matches!(pause, SendOutcome::Retry { after: Some(d), .. } if d.is_zero()));
+}
+
+/// What one deliverer knew reaches the next one of the instance (the
+/// adapter starts a new one each time it takes the outbox's lease again,
+/// as after a Redis outage, which is also when settles fail): a reply
+/// whose outcome is known is settled from memory, not sent again, and a
+/// reply sent in part resumes after its accepted parts.
+#[test]
+fn the_next_deliverer_knows_outcomes_and_progress() {
+    let clock = Clock(Instant::now());
+    let mut first = Queues::new(limits(), Memory::default());
+    let (a, b) = (conversation(), conversation());
+    let (a1, b1) = (reply(a, "a1"), reply(b, "b1"));
+    arrive(&mut first, &a1, &clock, 0.0);
+    arrive(&mut first, &b1, &clock, 0.0);
+    assert!(sent(&mut first, &a1, delivered(), clock.at(0.1)).is_empty());
+    let part = Progress {
+        parts_sent: 1,
+        provider_message_id: Some("m_part".into()),
+    };
+    let deferred = first.sent(
+        b,
+        b1.message.message_id,
+        retry(Some(30)),
+        part.clone(),
+        clock.at(0.1),
+    );
+    assert_eq!(show(&deferred), ["defer b1 30000"]);
+
+    let mut next = Queues::new(limits(), first.into_memory());
+    let again = next.arrive(returned(&a1, 2), clock.at(60.0).at, clock.at(60.0));
+    assert_eq!(show(&again), ["settle a1 delivered"]);
+    let resumed = next.arrive(returned(&b1, 2), clock.at(60.0).at, clock.at(60.0));
+    match resumed.as_slice() {
+        [Action::Send { progress, .. }] => assert_eq!(progress, &part),
+        other => panic!("{:?}", show(other)),
+    }
 }
