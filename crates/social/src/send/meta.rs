@@ -251,7 +251,8 @@ pub fn classify(
             FailureKind::InvalidRecipient,
             format!("Not delivered: WhatsApp refused the recipient: {detail}"),
         ),
-        Some(190 | 102) => failed(
+        // 0: AuthException (401); 190: the token expired; 102: the session.
+        Some(0 | 190 | 102) => failed(
             FailureKind::BadToken,
             format!(
                 "Not delivered: {name} refused Switchboard's access token (code {}); an \
@@ -259,7 +260,9 @@ pub fn classify(
                 code.unwrap_or_default()
             ),
         ),
-        Some(10 | 200..=299 | 368 | 131_031) => failed(
+        // 3: a capability or permissions issue (WhatsApp answers it with
+        // HTTP 500, which no retry mends).
+        Some(3 | 10 | 200..=299 | 368 | 131_031) => failed(
             FailureKind::Forbidden,
             format!(
                 "Not delivered: {name} does not allow this account to send it (code {}): {detail}",
@@ -317,6 +320,17 @@ mod tests {
             SendOutcome::Failed { kind, .. } => Some(kind),
             _ => None,
         }
+    }
+
+    /// Codes that mean "no", whatever the HTTP status: a permissions issue
+    /// WhatsApp answers with 500 fails at once (it was retried for a day),
+    /// and an AuthException is a bad token (an administrator must act).
+    #[test]
+    fn permission_and_auth_codes_fail_whatever_the_status() {
+        let capability = classify(Platform::WhatsApp, 500, None, &error(3, None));
+        assert_eq!(kind(capability), Some(FailureKind::Forbidden));
+        let auth = classify(Platform::WhatsApp, 401, None, &error(0, None));
+        assert_eq!(kind(auth), Some(FailureKind::BadToken));
     }
 
     #[test]
