@@ -98,6 +98,26 @@ fn status_error(status: reqwest::StatusCode) -> MediaError {
     }
 }
 
+/// What a refused `getFile` means: only a 400 is about the file (an
+/// unknown id: not found; "file is too big": over the Bot API's 20 MB);
+/// anything else (401 a revoked token, 429, 5xx) is the provider's or
+/// ours, and is reported as such rather than as a missing file.
+fn telegram_refusal(status: reqwest::StatusCode, description: Option<&str>) -> MediaError {
+    let description = description.unwrap_or_default();
+    if status == reqwest::StatusCode::BAD_REQUEST {
+        if description.to_ascii_lowercase().contains("too big") {
+            MediaError::TooLarge(MAX_MEDIA_BYTES)
+        } else {
+            MediaError::NotFound
+        }
+    } else {
+        MediaError::Unavailable(format!(
+            "Telegram's getFile answered {status}: {}",
+            switchboard_core::clip(description, 200)
+        ))
+    }
+}
+
 /// WhatsApp Cloud media, by phone number id.
 #[derive(Debug)]
 pub struct GraphMedia {
@@ -190,6 +210,8 @@ struct TelegramFile {
     ok: bool,
     #[serde(default)]
     result: Option<TelegramFileResult>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -226,10 +248,12 @@ impl TelegramMedia {
             .send()
             .await
             .map_err(unavailable)?;
+        let status = info.status();
         let info: TelegramFile = info.json().await.map_err(unavailable)?;
         let path = match (info.ok, info.result.and_then(|r| r.file_path)) {
             (true, Some(path)) if !path.contains("..") => path,
-            _ => return Err(MediaError::NotFound),
+            (true, _) => return Err(MediaError::NotFound),
+            (false, _) => return Err(telegram_refusal(status, info.description.as_deref())),
         };
         let file = self
             .client
@@ -300,6 +324,53 @@ mod tests {
             .route("/file/bot1:token/photos/a.jpg", get(file));
         tokio::spawn(async move { axum::serve(listener, app).await });
         base
+    }
+
+    /// A `getFile` refusal is told apart: a revoked token or a rate limit
+    /// is not a missing file (they were all "not found", logged at debug).
+    #[tokio::test]
+    async fn telegram_refusals_are_told_apart() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let app = axum::Router::new().route(
+            "/bot{token}/getFile",
+            get(
+                |axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>| async move {
+                    let (status, description) = match q.get("file_id").map(String::as_str) {
+                        Some("gone") => (400, "Bad Request: invalid file_id"),
+                        Some("big") => (400, "Bad Request: file is too big"),
+                        Some("revoked") => (401, "Unauthorized"),
+                        _ => (429, "Too Many Requests: retry after 5"),
+                    };
+                    (
+                        axum::http::StatusCode::from_u16(status).expect("status"),
+                        axum::Json(serde_json::json!({
+                            "ok": false, "error_code": status, "description": description
+                        })),
+                    )
+                },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let telegram = TelegramMedia {
+            client: crate::send::http_client(Duration::from_secs(1)).expect("client"),
+            api_url: base,
+            token: secret("1:token"),
+            timeout: Duration::from_secs(5),
+        };
+        let fetch = |id: &'static str| telegram.fetch("bot", id);
+        assert!(matches!(fetch("gone").await, Err(MediaError::NotFound)));
+        assert!(matches!(fetch("big").await, Err(MediaError::TooLarge(_))));
+        for id in ["revoked", "busy"] {
+            match fetch(id).await {
+                Err(MediaError::Unavailable(reason)) => {
+                    assert!(reason.contains("getFile answered"), "{id}: {reason}")
+                }
+                other => panic!("{id}: {other:?}"),
+            }
+        }
     }
 
     fn secret(value: &str) -> SecretValue {
