@@ -61,7 +61,7 @@ pub fn parse_generic(body: &[u8]) -> Result<Vec<SocialItem>, ParseError> {
                 account: non_blank(e.account),
                 customer: e.customer.identity(&path)?,
                 provider_message_id: id(e.id, &path)?,
-                text: e.text,
+                text: edit_text(e.text, &path)?,
                 edited_at: e.edited_at.and_then(from_millis),
             }),
             Event::Receipt(r) => SocialItem::Receipt(Receipt {
@@ -251,6 +251,18 @@ fn attachment(a: Attachment, path: &str) -> Result<AttachmentRef, ParseError> {
 }
 
 /// A message id: 1 to 512 bytes, what the intake stores.
+/// An edit's new text: never blank (an edit to nothing would be logged
+/// against a known message, and refused as a message for an unknown one).
+fn edit_text(text: String, path: &str) -> Result<String, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::invalid(
+            format!("{path}.text"),
+            "must not be blank",
+        ));
+    }
+    Ok(text)
+}
+
 fn id(id: String, path: &str) -> Result<String, ParseError> {
     if id.trim().is_empty() || id.len() > 512 {
         return Err(ParseError::invalid(
@@ -276,6 +288,13 @@ mod tests {
          "error":{"code":7,"title":"blocked"}},
         {"type":"receipt","id":"r-10","customer":{"id":"u-42"},"status":"read"}
     ]}"#;
+
+    #[test]
+    fn a_blank_edit_is_refused_naming_its_text() {
+        let body = r#"{"events":[{"type":"edit","id":"m-1","customer":{"id":"u"},"text":" "}]}"#;
+        let e = parse_generic(body.as_bytes()).expect_err("blank");
+        assert_eq!(e.to_string(), "events[0].text: must not be blank");
+    }
 
     #[test]
     fn documented_example() {

@@ -243,6 +243,11 @@ fn messaging(
         let Some(customer) = sender(items)? else {
             return Ok(());
         };
+        if edit.text.trim().is_empty() {
+            // An edit to nothing (or one whose text Meta left out).
+            items.ignore(platform, "no_content");
+            return Ok(());
+        }
         items.push(SocialItem::Edit(MessageEdit {
             platform,
             account,
@@ -544,6 +549,17 @@ mod tests {
                 text: "new".into(),
                 edited_at: Some(Timestamp(9)),
             })]
+        );
+
+        // An edit without text is skipped (counted), not logged as empty.
+        let items = one_event(
+            "page",
+            r#"{"sender":{"id":"U1"},"timestamp":9,"message_edit":{"mid":"m1","num_edit":1}}"#,
+        )
+        .expect("parses");
+        assert!(
+            matches!(items.as_slice(), [SocialItem::Ignored(i)] if i.reason == "no_content"),
+            "{items:?}"
         );
 
         let items = one_event(
