@@ -274,6 +274,13 @@ impl Ingest {
         let from = self
             .customer_of(&mail, envelope_from)
             .ok_or_else(|| IngestError::Rejected("the mail names no sender".into()))?;
+        if self.accepts.accepts(&from) {
+            // Our replies to it would come back to us: a loop, or a spoof.
+            return Err(IngestError::Rejected(
+                "the sender is one of this channel's own addresses; not taken (it would loop)"
+                    .into(),
+            ));
+        }
         let customer = CustomerIdentity::new("email", &from)
             .map_err(|e| IngestError::Rejected(format!("sender address: {e}")))?;
         // The attachments' lines go after the text, which is cut to leave

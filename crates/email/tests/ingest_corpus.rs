@@ -433,6 +433,25 @@ async fn an_answer_to_a_signed_reply_to_address_is_taken() {
     assert!(!w.ingest.accepts.accepts(&forged));
 }
 
+/// Mail from one of the channel's own addresses (a spoof, or a forwarding
+/// loop) is refused with a clear reason, not made a contact whose replies
+/// would go to our own mailbox and come back as customer mail.
+#[tokio::test]
+async fn mail_from_our_own_address_is_refused() {
+    let w = world(BulkPolicy::Ignore);
+    let raw = String::from_utf8(corpus("01-uk-plain-utf8.eml"))
+        .unwrap()
+        .replace("olena@customer.example", "help@support.example.com");
+    let taken = w.ingest.take(raw.as_bytes(), Arrival::default()).await;
+    match taken {
+        Err(switchboard_email::ingest::IngestError::Rejected(reason)) => {
+            assert!(reason.contains("own addresses"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.contacts().await, 0);
+}
+
 /// A long mail with an attachment: its text is cut so that the text and the
 /// attachment's line fit the intake's limit together (it used to be refused
 /// for good, 550, for being over the limit after the line was added).
