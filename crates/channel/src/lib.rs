@@ -271,6 +271,17 @@ pub trait ChannelState: Send + Sync + fmt::Debug {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StateError>>;
     /// Stores `value` under `key`, durably when this returns `Ok`.
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), StateError>>;
+    /// Stores `value` under `key` for `ttl`: a marker that need not outlive
+    /// what it is about. (The default keeps it, for stores without expiry.)
+    fn set_for<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let _ = ttl;
+        self.set(key, value)
+    }
     /// Takes, or renews, the lease `key` for `lease`. True while this
     /// instance holds it; one instance holds a lease at a time.
     fn hold<'a>(&'a self, key: &'a str, lease: Duration)

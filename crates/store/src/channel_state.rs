@@ -68,6 +68,29 @@ impl RedisChannelState {
 }
 
 impl ChannelState for RedisChannelState {
+    fn set_for<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            let mut conn = self.store.conn();
+            let _: () = self
+                .store
+                .bounded(
+                    redis::cmd("SET")
+                        .arg(self.key(key))
+                        .arg(value)
+                        .arg("PX")
+                        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StateError>> {
         Box::pin(async move {
             let mut conn = self.store.conn();

@@ -32,3 +32,21 @@ async fn values_persist_and_one_instance_holds_a_lease() {
     a.release("inbox").await.expect("release");
     assert!(b.hold("inbox", lease).await.expect("hold after release"));
 }
+
+/// A marker set for a while is read by every instance, then expires.
+#[tokio::test]
+async fn a_marker_expires() {
+    let redis = RedisServer::start();
+    let store = common::store_for(&redis, 4);
+    let a = RedisChannelState::new(store.clone(), "pbx", "instance-a");
+    let b = RedisChannelState::new(store.clone(), "pbx", "instance-b");
+    a.set_for("hungup:c1", "abandoned", Duration::from_millis(300))
+        .await
+        .expect("set");
+    assert_eq!(
+        b.get("hungup:c1").await.expect("get").as_deref(),
+        Some("abandoned")
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(b.get("hungup:c1").await.expect("get"), None);
+}

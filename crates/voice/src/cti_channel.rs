@@ -291,6 +291,30 @@ async fn handle(
             }
             let receipt = state.intake.submit(inbound).await.map_err(unavailable)?;
             let stored = receipt.outcome != IntakeOutcome::Duplicate;
+            // Its hangup came first (events reordered, or handled while
+            // this was being stored): the call is over, not routed.
+            let hungup = state
+                .leases
+                .get(&hangup_key(&event.call_id))
+                .await
+                .map_err(|e| {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        e.to_string(),
+                    )
+                })?;
+            if let Some(disposition) = hungup {
+                let outcome = state
+                    .routing
+                    .end(&receipt.contact_id, &disposition)
+                    .await
+                    .map_err(unavailable)?;
+                counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "hung_up_first")
+                    .increment(1);
+                info!(source = %state.name, call_id = %event.call_id, contact_id = %receipt.contact_id, outcome = %outcome, "A call whose hangup came before it was stored is ended.");
+                return Ok(continue_());
+            }
             if !stored
                 && let Some(route) = state
                     .routing
@@ -346,13 +370,18 @@ async fn handle(
             Ok(continue_())
         }
         CtiEventKind::Hangup { cause } => {
-            let Some(contact) = contact_of(state, &event).await? else {
-                return Ok(continue_());
-            };
             let disposition = cause
                 .as_ref()
                 .map(|c| c.end_cause().as_str().to_owned())
                 .unwrap_or_else(|| "ended".to_owned());
+            let contact = match contact_of(state, &event).await? {
+                Some(contact) => contact,
+                None => match remember_hangup(state, &event, &disposition).await? {
+                    // Stored meanwhile: ended below, as if found at once.
+                    Some(contact) => contact,
+                    None => return Ok(continue_()),
+                },
+            };
             let outcome = state
                 .routing
                 .end(&contact, &disposition)
@@ -366,21 +395,67 @@ async fn handle(
     }
 }
 
-/// The contact of the call `event` is about (found by the call id the
-/// `newCall` was stored under).
-async fn contact_of(state: &CtiState, event: &CtiEvent) -> Result<Option<ContactId>, Refused> {
+/// How long a hangup of a call not (yet) stored is remembered for its
+/// `newCall`, should that come after it.
+const HANGUP_MEMORY: Duration = Duration::from_secs(3600);
+
+fn hangup_key(call_id: &str) -> String {
+    format!("hungup:{call_id}")
+}
+
+/// A hangup of an inbound call that is not a contact (yet): remembered for
+/// its `newCall` (which ends the call instead of routing it), then looked
+/// up again, in case the `newCall` was stored in between (it may have
+/// checked before this was written). The contact, when it is there now.
+async fn remember_hangup(
+    state: &CtiState,
+    event: &CtiEvent,
+    disposition: &str,
+) -> Result<Option<ContactId>, Refused> {
+    if ringing_of(state, event).is_none() {
+        // Outbound and internal calls are never contacts.
+        return Ok(None);
+    }
+    state
+        .leases
+        .set_for(&hangup_key(&event.call_id), disposition, HANGUP_MEMORY)
+        .await
+        .map_err(|e| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
+    lookup(state, event).await
+}
+
+/// The `newCall` an event's call would have been stored as, when it is an
+/// inbound call's.
+fn ringing_of(state: &CtiState, event: &CtiEvent) -> Option<switchboard_core::InboundEvent> {
     let mut ringing = event.clone();
     ringing.kind = CtiEventKind::NewCall;
     ringing.direction = crate::Direction::Inbound;
-    let found = match inbound_event(&ringing.call_event(), &state.name) {
-        Ok(inbound) => state
-            .intake
-            .lookup(&state.name, &inbound.customer, &event.call_id)
-            .await
-            .map_err(unavailable)?
-            .map(|r| r.contact_id),
-        Err(_) => None,
+    inbound_event(&ringing.call_event(), &state.name).ok()
+}
+
+/// The contact of the call `event` is about, without counting a miss.
+async fn lookup(state: &CtiState, event: &CtiEvent) -> Result<Option<ContactId>, Refused> {
+    let Some(inbound) = ringing_of(state, event) else {
+        return Ok(None);
     };
+    Ok(state
+        .intake
+        .lookup(&state.name, &inbound.customer, &event.call_id)
+        .await
+        .map_err(unavailable)?
+        .map(|r| r.contact_id))
+}
+
+/// The contact of the call `event` is about (found by the call id the
+/// `newCall` was stored under).
+async fn contact_of(state: &CtiState, event: &CtiEvent) -> Result<Option<ContactId>, Refused> {
+    let found = lookup(state, event).await?;
     if found.is_none() {
         // Outbound and internal calls end here too; so does an event for a
         // call whose newCall never reached us: counted, so that the second
@@ -685,9 +760,9 @@ enum Ring {
 
 /// POSTs the dial instruction, retrying with backoff while the PBX does not
 /// answer 2xx, the call stays offered to the agent and this instance holds
-/// the call's lease. True once the PBX took it. An offer with less than a
-/// whole second left is not dialled: it lapses to the next agent, whose
-/// phone would ring while this one still did.
+/// the call's lease. True once the PBX took it. An offer whose deadline
+/// has passed is not dialled: it lapses to the next agent, whose phone
+/// would ring while this one still did.
 async fn tell_pbx(
     state: &CtiState,
     contact: &ContactId,
@@ -705,16 +780,16 @@ async fn tell_pbx(
         return false;
     };
     // The phone rings no longer than the offer lasts (whole seconds left,
-    // one kept back): an answer after it would find the call offered to
-    // the next agent. Worked out again for every try; `None` when there
-    // is not a second left.
+    // one kept back, at least one): an answer after it would find the call
+    // offered to the next agent. Worked out again for every try; `None`
+    // once the offer's deadline has passed.
     let ring_timeout = || {
         let now = switchboard_core::Timestamp::now().as_millis();
         match (ring, offer.until) {
-            (Ring::Offered, Some(until)) => match crate::twilio_channel::ring_left(until, now) {
-                Some(0) => None,
-                left => Some(left),
-            },
+            (Ring::Offered, Some(until)) if until <= now => None,
+            (Ring::Offered, Some(until)) => {
+                Some(crate::twilio_channel::ring_left(until, now).map(|s| s.max(1)))
+            }
             _ => Some(None),
         }
     };
@@ -745,7 +820,7 @@ async fn tell_pbx(
             counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
                 "outcome" => "too_late")
             .increment(1);
-            debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Too little of the offer is left to ring; it lapses to the next agent.");
+            debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "The offer's time is up; it lapses to the next agent.");
             return false;
         };
         let sent = tokio::select! {
