@@ -62,6 +62,11 @@ pub struct CtiConfig {
     pub token: Secret,
     /// Where we tell the PBX to connect a waiting call to an agent.
     pub callback_url: String,
+    /// The bearer token Switchboard presents on its callbacks; `token` when
+    /// not set. Set it, so that the PBX's side does not hold the token
+    /// that lets a caller post events to Switchboard.
+    #[serde(default)]
+    pub callback_token: Option<Secret>,
     /// Each agent's extension or SIP URI, by agent id.
     #[serde(default)]
     pub agents: BTreeMap<String, String>,
@@ -80,6 +85,15 @@ impl ChannelConfig for CtiConfig {
             return Err(config_error(
                 &self.name,
                 "token",
+                "must be at least 16 characters",
+            ));
+        }
+        if let Some(callback) = &self.callback_token
+            && callback.resolve()?.expose().len() < 16
+        {
+            return Err(config_error(
+                &self.name,
+                "callback_token",
                 "must be at least 16 characters",
             ));
         }
@@ -120,6 +134,11 @@ impl ChannelConfig for CtiConfig {
         let state = Arc::new(CtiState {
             name: ctx.name.clone(),
             token: self.token.resolve()?,
+            callback_token: self
+                .callback_token
+                .as_ref()
+                .unwrap_or(&self.token)
+                .resolve()?,
             config: self.clone(),
             by_endpoint,
             blocked,
@@ -139,6 +158,8 @@ impl ChannelConfig for CtiConfig {
 struct CtiState {
     name: String,
     token: SecretValue,
+    /// Presented on the dial callbacks.
+    callback_token: SecretValue,
     config: CtiConfig,
     /// Extension or SIP URI → agent id.
     by_endpoint: HashMap<String, String>,
@@ -828,7 +849,7 @@ async fn tell_pbx(
             sent = state
                 .client
                 .post(&state.config.callback_url)
-                .bearer_auth(state.token.expose())
+                .bearer_auth(state.callback_token.expose())
                 .header("idempotency-key", &key)
                 .json(&body(ring_timeout))
                 .send() => sent,

@@ -36,6 +36,8 @@ const TOKEN: &str = "cti-unit-token-0123456789";
 #[derive(Debug, Default)]
 struct Pbx {
     dials: Mutex<Vec<(String, Value)>>,
+    /// The `Authorization` header of each dial taken.
+    auth: Mutex<Vec<String>>,
     /// Callbacks still to be answered 503 (not recorded) before the PBX
     /// takes them.
     down_for: std::sync::atomic::AtomicUsize,
@@ -73,6 +75,12 @@ async fn pbx() -> (String, Arc<Pbx>) {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        pbx.auth.lock().unwrap().push(auth);
         pbx.dials.lock().unwrap().push((key, body));
         axum::http::StatusCode::OK
     }
@@ -412,13 +420,21 @@ impl World {
     /// A CTI channel named `pbx` of instance `owner`, serving its routes on
     /// a port of its own.
     async fn instance(&self, owner: usize) -> Instance {
-        let config: CtiConfig = serde_json::from_value(json!({
+        self.instance_with(owner, json!({})).await
+    }
+
+    /// [`Self::instance`] with more configuration keys.
+    async fn instance_with(&self, owner: usize, more: Value) -> Instance {
+        let mut config = json!({
             "name": "pbx",
             "token": TOKEN,
             "callback_url": self.callback,
             "agents": {"olha": "201", "petro": "sip:202@pbx.example.com"},
-        }))
-        .unwrap();
+        });
+        if let (Some(config), Some(more)) = (config.as_object_mut(), more.as_object()) {
+            config.extend(more.clone());
+        }
+        let config: CtiConfig = serde_json::from_value(config).unwrap();
         let shutdown = CancellationToken::new();
         let ctx = ChannelContext {
             name: "pbx".into(),
@@ -843,6 +859,38 @@ async fn an_event_of_an_unknown_call_is_counted() {
         counters.dump()
     );
     instance.stop().await;
+}
+
+/// Dial callbacks carry the inbound token unless a callback token of its
+/// own is configured (then the PBX never holds the token that posts
+/// events); a short one is refused by the validation.
+#[tokio::test]
+async fn callbacks_carry_their_own_token_when_configured() {
+    const CALLBACK: &str = "callback-token-9876543210";
+    let world = World::new().await;
+    let plain = world.instance(1).await;
+    let first = world.new_call(&plain, "k1").await;
+    world.routing.set(first, "offered", Some("olha"));
+    world.dials(1).await;
+    plain.stop().await;
+    let own = world
+        .instance_with(2, json!({"callback_token": CALLBACK}))
+        .await;
+    let second = world.new_call(&own, "k2").await;
+    world.routing.set(second, "offered", Some("olha"));
+    world.dials(2).await;
+    let auth = world.pbx.auth.lock().unwrap().clone();
+    assert_eq!(
+        auth,
+        [format!("Bearer {TOKEN}"), format!("Bearer {CALLBACK}")]
+    );
+    own.stop().await;
+    let short: CtiConfig = serde_json::from_value(json!({
+        "name": "pbx", "token": TOKEN, "callback_url": world.callback, "callback_token": "short",
+    }))
+    .unwrap();
+    let e = short.validate().unwrap_err().to_string();
+    assert!(e.contains("callback_token"), "{e}");
 }
 
 /// A hangup that comes before its call's newCall is stored (events
