@@ -568,7 +568,8 @@
       lastRx = Date.now();
       rawSend({
         type: 'hello', v: 1, widget: WIDGET, token: S.token || undefined, locale: LOCALE,
-        after: (S.conversation && S.lastSeq) || undefined
+        after: (S.conversation && S.lastSeq) || undefined,
+        conversation: (S.conversation && S.lastSeq) ? S.conversation : undefined
       });
     };
     sock.onmessage = function (ev) {

@@ -19,6 +19,11 @@ pub enum ClientFrame {
         locale: Option<String>,
         #[serde(default)]
         after: Option<String>,
+        /// The conversation `after` is in (the widget's), so that a
+        /// visitor whose conversation closed while away still gets what
+        /// was said before it closed.
+        #[serde(default)]
+        conversation: Option<String>,
     },
     Prechat {
         #[serde(default)]
@@ -221,7 +226,8 @@ mod tests {
                 widget: "shop".into(),
                 token: None,
                 locale: None,
-                after: None
+                after: None,
+                conversation: None,
             }
         );
         assert!(parse(r#"{"type":"message","client_id":"c1","text":"hi","x":1}"#).is_err());

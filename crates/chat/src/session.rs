@@ -415,6 +415,7 @@ impl Conn {
             token,
             locale,
             after,
+            conversation: last,
         } = frame
         else {
             if matches!(frame, ClientFrame::Ping {}) {
@@ -486,6 +487,27 @@ impl Conn {
                 self.refuse("unavailable", "try again shortly").await?;
                 return Ok(None);
             }
+        };
+        // No open conversation, but the widget was in one: it closed while
+        // the visitor was away. Resumed all the same (when it is theirs),
+        // so that the replies before the close, and the close, arrive.
+        let conv = match (conv, &after, last.and_then(|c| c.parse().ok())) {
+            (None, Some(_), Some(last)) => match self
+                .shared
+                .ctx
+                .conversations
+                .customer_conversation(&self.shared.ctx.name, &customer, &last)
+                .await
+            {
+                Ok(Some(contact)) => Some((last, contact)),
+                Ok(None) => None,
+                Err(error) => {
+                    debug!(%error, "Cannot look up the visitor's last conversation.");
+                    self.refuse("unavailable", "try again shortly").await?;
+                    return Ok(None);
+                }
+            },
+            (conv, _, _) => conv,
         };
         // Without an agent who could answer now, a new visitor is offered
         // the offline form (when one is configured); a routing error counts
@@ -582,8 +604,10 @@ impl Conn {
                         .and_then(|v| v.get("author")?.as_str().map(str::to_owned))
                         .is_some_and(|a| a != "switchboard" && !active.names.contains_key(&a))
             });
+            // A close waits until the page is sent: it comes after the
+            // conversation's last messages, never before.
             if unknown_author && let Some((_, contact)) = active.conv {
-                self.announce_route(active, contact).await?;
+                self.announce_route(active, contact, false).await?;
             }
             for entry in entries {
                 active.cursor = entry.seq.clone();
@@ -645,12 +669,17 @@ impl Conn {
         };
         // A doorbell may have been lost: the log is the truth.
         self.catch_up(active).await?;
-        self.announce_route(active, contact).await
+        self.announce_route(active, contact, true).await
     }
 
     /// Reads the contact's routing state and tells the visitor what changed
-    /// (agent joined or left, queue position, closed).
-    async fn announce_route(&self, active: &mut Active, contact: ContactId) -> Result<(), End> {
+    /// (agent joined or left, queue position, and with `closing` closed).
+    async fn announce_route(
+        &self,
+        active: &mut Active,
+        contact: ContactId,
+        closing: bool,
+    ) -> Result<(), End> {
         let routing = &self.shared.ctx.routing;
         let view = match routing.route(&contact).await {
             Ok(v) => v,
@@ -692,6 +721,7 @@ impl Conn {
                     active.seen.agent = agent;
                 }
             }
+            "closed" if !closing => {}
             "closed" => {
                 active.seen.waiting = false;
                 if !active.seen.closed {

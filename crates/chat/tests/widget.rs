@@ -558,6 +558,66 @@ async fn a_resumed_session_gets_exactly_the_missed_replies_in_order() {
     }
 }
 
+/// The conversation closed while the visitor was away (the agent replied,
+/// then closed): the reload still gets the reply and the close, from the
+/// conversation the widget names, and only when it is the visitor's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_closed_while_away_still_delivers_its_last_replies() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let token = hello(&mut ws, None, None).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ack = message(&mut ws, "c1", "hello?").await;
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let seen = ack["seq"].as_str().unwrap().to_owned();
+    ws.close(None).await.unwrap();
+    drop(ws);
+
+    let contact = contact_of(&w.store, &conversation).await;
+    let answer = reply(&w.store, &contact, "It ships today.").await;
+    w.routing.set(contact.parse().unwrap(), "closed", None);
+    Conversations::new(w.store.clone())
+        .end(&contact.parse().unwrap())
+        .await
+        .unwrap();
+
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    send(
+        &mut ws,
+        json!({"type": "hello", "v": 1, "widget": "shop", "token": token,
+               "after": seen, "conversation": conversation}),
+    )
+    .await;
+    let welcome = recv(&mut ws).await;
+    assert_eq!(welcome["conversation"], conversation.as_str(), "{welcome}");
+    let got = recv_type(&mut ws, "message").await;
+    assert_eq!(
+        (got["seq"].as_str(), got["text"].as_str()),
+        (Some(answer.as_str()), Some("It ships today."))
+    );
+    let closed = recv_type(&mut ws, "closed").await;
+    assert_eq!(closed["conversation"], conversation.as_str());
+
+    // Another visitor naming that conversation gets nothing of it.
+    let mut other = connect(addr, ORIGIN).await.unwrap();
+    send(
+        &mut other,
+        json!({"type": "hello", "v": 1, "widget": "shop",
+               "after": seen, "conversation": conversation}),
+    )
+    .await;
+    let welcome = recv(&mut other).await;
+    assert_eq!(welcome["conversation"], Value::Null, "{welcome}");
+    assert!(
+        collect(&mut other, "message", Duration::from_millis(800))
+            .await
+            .is_empty()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tabs_of_one_visitor_both_get_the_reply() {
     let w = world();
