@@ -171,11 +171,19 @@ async fn ws(
         // frame still fits (tungstenite reserves its full length).
         .read_buffer_size(1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(max.saturating_mul(4).max(64 * 1024))
+        .max_write_buffer_size(write_limit(&shared.config))
         .on_upgrade(move |socket| async move {
             let _open = open;
             crate::session::serve(shared, socket, ip, origin).await;
         })
+}
+
+/// The most a socket's write buffer holds (a client that stops reading is
+/// dropped by the slow-reader timeout long before): also the largest
+/// frame the server can send, so at least 1 MiB, room for an agent's
+/// long reply whose JSON escaping made it six times its size.
+pub(crate) fn write_limit(config: &crate::config::ChatConfig) -> usize {
+    config.max_frame_bytes.saturating_mul(4).max(1024 * 1024)
 }
 
 async fn widget_js() -> Response {

@@ -252,9 +252,31 @@ type Stream = futures::stream::SplitStream<WebSocket>;
 impl Conn {
     /// Queues a frame; `Err(End::Slow)` when the client stopped reading.
     async fn send(&self, frame: &ServerFrame) -> Result<(), End> {
-        let Ok(text) = serde_json::to_string(frame) else {
+        let Ok(mut text) = serde_json::to_string(frame) else {
             return Ok(());
         };
+        let limit = crate::http::write_limit(&self.shared.config);
+        if text.len() > limit {
+            // The socket would refuse it and end, and every resume would
+            // stop at it again: a message goes out cut, anything else not.
+            counter!("switchboard_chat_rejected_total", "reason" => "frame_too_large").increment(1);
+            warn!(
+                bytes = text.len(),
+                limit, "A frame too large for the socket; a message's text is cut."
+            );
+            let ServerFrame::Message { text: long, .. } = frame else {
+                return Ok(());
+            };
+            let mut cut = frame.clone();
+            if let ServerFrame::Message { text: short, .. } = &mut cut {
+                // Escaping makes a byte at most six.
+                *short = format!("{} […]", switchboard_core::clip(long, limit / 8));
+            }
+            let Ok(shorter) = serde_json::to_string(&cut) else {
+                return Ok(());
+            };
+            text = shorter;
+        }
         match tokio::time::timeout(SLOW_READER, self.out.send(Out::Text(text))).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),

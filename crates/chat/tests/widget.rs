@@ -618,6 +618,33 @@ async fn a_conversation_closed_while_away_still_delivers_its_last_replies() {
     );
 }
 
+/// A reply whose frame would not fit the socket's write buffer (control
+/// characters escape to six bytes each) goes out cut, and what follows
+/// still arrives: it used to end the socket, and every resume stopped at
+/// it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_too_large_for_a_frame_goes_out_cut_and_the_chat_goes_on() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    let ack = message(&mut ws, "c1", "hello?").await;
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let contact = contact_of(&w.store, &conversation).await;
+    let huge = "\u{1}".repeat(200_000);
+    reply(&w.store, &contact, &huge).await;
+    reply(&w.store, &contact, "after it").await;
+    let first = recv_type(&mut ws, "message").await;
+    let text = first["text"].as_str().unwrap();
+    assert!(
+        text.ends_with("[…]") && text.len() < huge.len(),
+        "{}",
+        text.len()
+    );
+    let second = recv_type(&mut ws, "message").await;
+    assert_eq!(second["text"], "after it");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tabs_of_one_visitor_both_get_the_reply() {
     let w = world();
