@@ -702,6 +702,7 @@ impl Leader {
                 continue;
             };
             let online = live.online_until > now;
+            let fresh_presence = live.presence.clone();
             // Whether the grace has passed, from Redis's deadline: the
             // mirror's may be older than the last heartbeat.
             let requeue = live.online_until + grace <= now && !mirror.requeued.contains(&agent);
@@ -726,6 +727,16 @@ impl Leader {
             // Loads count what an agent holds (offered or assigned): with
             // none, there is nothing to take back.
             if !holds {
+                // No script runs for it: its occupancy is recorded here
+                // (once; on failure the next sweep tries again). One who
+                // went offline had it recorded then.
+                if !mirror.revoked.contains(&agent)
+                    && fresh_presence != "offline"
+                    && let Err(error) = self.state.record_lapse(&agent, now).await
+                {
+                    debug!(agent_id = %agent, %error, "Could not record a lapsed session's occupancy.");
+                    continue;
+                }
                 mirror.revoked.insert(agent.clone());
                 if requeue {
                     mirror.requeued.insert(agent);

@@ -46,6 +46,7 @@ struct Scripts {
     lease: Script,
     agent: Script,
     retire: Script,
+    lapse: Script,
 }
 
 /// An agent's profile as stored.
@@ -273,6 +274,7 @@ impl RoutingState {
                 lease: route_script!("lease"),
                 agent: route_script!("agent"),
                 retire: route_script!("retire"),
+                lapse: route_script!("lapse"),
             }),
         }
     }
@@ -341,6 +343,20 @@ impl RoutingState {
         let mut conn = self.conn();
         let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
         Ok(outcome == "ok")
+    }
+
+    /// Records that `id`'s session has ended (at `now`, ms) when it held
+    /// nothing, so no other script did: its occupancy goes offline.
+    pub async fn record_lapse(&self, id: &str, now: u64) -> Result<(), StoreError> {
+        let k = self.store.keys();
+        let mut inv = self.scripts.lapse.prepare_invoke();
+        inv.key(k.route_agent(id))
+            .key(k.route("events"))
+            .arg(id)
+            .arg(now);
+        let mut conn = self.conn();
+        let _: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(())
     }
 
     /// The agent a token (its SHA-256, hex) belongs to.

@@ -1452,3 +1452,59 @@ async fn the_last_event_gives_the_number_the_next_one_follows() {
         .unwrap();
     assert_eq!(events.first().map(|e| e.number()), Some(n + 1));
 }
+
+/// The occupancy facts of `agent`: (online, presence) in order.
+async fn occupancy_of(state: &RoutingState, agent: &str) -> Vec<(String, String)> {
+    let facts = switchboard_store::Records::new(state.store().clone())
+        .kpi_facts("-", 100)
+        .await
+        .unwrap();
+    facts
+        .iter()
+        .filter(|f| f.fields.get("k").map(String::as_str) == Some("agent"))
+        .filter(|f| f.fields.get("ag").map(String::as_str) == Some(agent))
+        .map(|f| (f.fields["o"].clone(), f.fields["p"].clone()))
+        .collect()
+}
+
+/// A session that runs out with nothing held, and an agent retired from
+/// the configuration, each end the agent's online time in the KPIs: no
+/// other event records it, and occupancy counted them online and idle
+/// until their next event.
+#[tokio::test]
+async fn a_lapsed_session_and_a_retirement_end_the_online_time() {
+    let (_redis, state, _token) = leading().await;
+    online(&state, "a1", [1, 0, 0, 0]).await;
+    assert_eq!(
+        occupancy_of(&state, "a1").await,
+        [("1".to_owned(), "available".to_owned())]
+    );
+    let after = NOW + 3_600_000 + 1;
+    state.record_lapse("a1", after).await.unwrap();
+    state.record_lapse("a1", after + 1).await.unwrap();
+    assert_eq!(
+        occupancy_of(&state, "a1").await,
+        [
+            ("1".to_owned(), "available".to_owned()),
+            ("0".to_owned(), "available".to_owned())
+        ],
+        "offline once"
+    );
+
+    state
+        .upsert_agent(&agent("a2", [1, 0, 0, 0]), "config")
+        .await
+        .unwrap();
+    state
+        .set_presence("a2", Some(("available", "")), Some(NOW + 3_600_000), None)
+        .await
+        .unwrap();
+    assert!(state.retire_agent("a2").await.unwrap());
+    assert_eq!(
+        occupancy_of(&state, "a2")
+            .await
+            .last()
+            .map(|(o, _)| o.as_str()),
+        Some("0")
+    );
+}

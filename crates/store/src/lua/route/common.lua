@@ -61,6 +61,35 @@ local function kpi_fact(events_key, fact)
     '*', 'e', cjson.encode(body))
 end
 
+-- An agent's occupancy: online (a live session, not offline), presence,
+-- and busy (holding a contact or in wrap-up), recorded when it changes.
+-- `f` holds the agent's state as `agent_state` gives it (by name).
+local function occupancy(events_key, f, now)
+  local agent = f['agent']
+  if not (agent and f['presence']) then return end
+  local busy = '0'
+  for l in string.gmatch(f['loads'] or '', '[^,]+') do
+    if num(l) > 0 then busy = '1' end
+  end
+  if f['presence'] == 'wrap_up' then busy = '1' end
+  local online = '0'
+  if f['presence'] ~= 'offline' and num(f['online_until']) > now then online = '1' end
+  local state = online .. f['presence'] .. busy
+  local akey = sibling(events_key, 'agent:' .. agent)
+  if redis.call('HGET', akey, 'kpi_state') ~= state then
+    redis.call('HSET', akey, 'kpi_state', state)
+    kpi_fact(events_key, {k = 'agent', at = now, ag = agent, o = online, p = f['presence'],
+      b = busy})
+  end
+end
+
+-- `agent_state`'s list as a table by name.
+local function by_name(list)
+  local t = {}
+  for i = 1, #list, 2 do t[list[i]] = tostring(list[i + 1]) end
+  return t
+end
+
 -- The records of one event (`crates/records`, docs/records.md): the
 -- contact's timeline, KPI facts, and a copy for the webhooks when they are on.
 local function record(events_key, f, now, n)
@@ -137,26 +166,10 @@ local function record(events_key, f, now, n)
         'disposition', f['disposition'] or '', 'at', now, 'n', n)
     end
   end
-  -- An agent's occupancy: online (a live session, not offline), presence,
-  -- and busy (holding a contact or in wrap-up), recorded when it changes.
-  -- A profile update (`agent`) changes none of them and has no caller's
+  -- A profile update (`agent`) changes no occupancy and has no caller's
   -- clock; an accept neither (the offer made the agent busy already).
-  local agent = f['agent']
-  if agent and f['presence'] and kind ~= 'agent' and kind ~= 'accepted' then
-    local busy = '0'
-    for l in string.gmatch(f['loads'] or '', '[^,]+') do
-      if num(l) > 0 then busy = '1' end
-    end
-    if f['presence'] == 'wrap_up' then busy = '1' end
-    local online = '0'
-    if f['presence'] ~= 'offline' and num(f['online_until']) > now then online = '1' end
-    local state = online .. f['presence'] .. busy
-    local akey = sibling(events_key, 'agent:' .. agent)
-    if redis.call('HGET', akey, 'kpi_state') ~= state then
-      redis.call('HSET', akey, 'kpi_state', state)
-      kpi_fact(events_key, {k = 'agent', at = now, ag = agent, o = online, p = f['presence'],
-        b = busy})
-    end
+  if kind ~= 'agent' and kind ~= 'accepted' then
+    occupancy(events_key, f, now)
   end
 end
 

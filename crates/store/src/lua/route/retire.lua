@@ -23,5 +23,8 @@ if online_until > num(ARGV[4]) then online_until = num(ARGV[4]) end
 redis.call('HSET', KEYS[1], 'token', '', 'origin', 'retired', 'presence', 'offline',
   'reason', 'removed from the configuration', 'online_until', online_until)
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
-emit(KEYS[2], ARGV[3], extend({'type', 'agent'}, agent_state(KEYS[1], ARGV[1])))
+local state = agent_state(KEYS[1], ARGV[1])
+emit(KEYS[2], ARGV[3], extend({'type', 'agent'}, state))
+-- Offline from now on: its occupancy says so (an `agent` event records none).
+occupancy(KEYS[2], by_name(state), num(ARGV[4]))
 return 'ok'
