@@ -1508,3 +1508,35 @@ async fn a_lapsed_session_and_a_retirement_end_the_online_time() {
         Some("0")
     );
 }
+
+/// A transfer to another agent of the same queue is neither a transfer
+/// (sent on to another queue) nor a new offer, and the next agent's accept
+/// is not a second answer: the queue's figures count the contact once.
+/// To another queue it is all three.
+#[tokio::test]
+async fn a_transfer_within_a_queue_counts_the_contact_once() {
+    let (_redis, state, token) = leading().await;
+    online(&state, "a1", [2, 0, 0, 0]).await;
+    online(&state, "a2", [2, 0, 0, 0]).await;
+    let c = accepted(&state, &token, "a1").await;
+    assert_eq!(
+        state
+            .requeue(&c, "a1", NOW + 1, None, "transfer", None)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    offer_and_accept(&state, &token, &c, "a2").await;
+    assert_eq!(kpi_kinds(&state, &c).await, ["enqueued", "answered"]);
+    assert_eq!(
+        state
+            .requeue(&c, "a2", NOW + 2, Some(("sales", 0)), "transfer", None)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        kpi_kinds(&state, &c).await,
+        ["enqueued", "answered", "transferred", "enqueued"]
+    );
+}

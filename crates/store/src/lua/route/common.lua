@@ -117,9 +117,10 @@ local function record(events_key, f, now, n)
         fact = base
         redis.call('HSET', ckey, 'kpi_answered', '0')
       elseif kind == 'requeued' then
-        if f['reason'] == 'transfer' then
-          -- Sent on by an agent: counted against the queue it leaves, and
-          -- as a new offer to the queue it enters.
+        -- Sent on by an agent to another queue: counted against the queue
+        -- it leaves, and as a new offer to the queue it enters. To another
+        -- agent of the same queue it is neither (nor answered again).
+        if f['reason'] == 'transfer' and (f['from_queue'] or '') ~= (c[1] or '') then
           kpi_fact(events_key, {k = 'transferred', at = now, c = contact,
             q = f['from_queue'] or '', ch = c[2] or '', ag = f['agent'] or ''})
           fact = base
