@@ -1,5 +1,6 @@
-//! A metrics recorder that keeps counters, for tests that check a refusal
-//! or an error is counted. Keys are `name{k=v,k=v}` with the labels sorted.
+//! A metrics recorder that keeps counters (and gauges, as their last whole
+//! value), for tests that check a refusal or an error is counted. Keys are
+//! `name{k=v,k=v}` with the labels sorted.
 //!
 //! Two ways to install it:
 //! - [`Counters::default`] with `metrics::set_default_local_recorder`: for
@@ -10,7 +11,8 @@
 #![allow(clippy::unwrap_used)]
 
 use metrics::{
-    Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
+    Unit,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -66,23 +68,48 @@ impl CounterFn for One {
     }
 }
 
+impl GaugeFn for One {
+    fn increment(&self, value: f64) {
+        let mut values = self.values.lock().unwrap();
+        let v = values.entry(self.key.clone()).or_default();
+        *v = (*v as f64 + value).max(0.0) as u64;
+    }
+    fn decrement(&self, value: f64) {
+        GaugeFn::increment(self, -value);
+    }
+    fn set(&self, value: f64) {
+        self.values
+            .lock()
+            .unwrap()
+            .insert(self.key.clone(), value.max(0.0) as u64);
+    }
+}
+
+/// `name{k=v,k=v}`, labels sorted.
+fn key_of(key: &Key) -> String {
+    let mut labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    labels.sort();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
 impl Recorder for Counters {
     fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let mut labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        labels.sort();
         Counter::from_arc(Arc::new(One {
-            key: format!("{}{{{}}}", key.name(), labels.join(",")),
+            key: key_of(key),
             values: self.0.clone(),
         }))
     }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(Arc::new(One {
+            key: key_of(key),
+            values: self.0.clone(),
+        }))
     }
     fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
         Histogram::noop()

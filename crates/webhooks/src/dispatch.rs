@@ -84,8 +84,23 @@ impl Worker {
         self.target.timeout + Duration::from_secs(20)
     }
 
-    /// Takes or renews the lease; false when not held.
-    async fn hold(&self) -> bool {
+    /// Renews the lease last renewed at `renewed` (updated when it is): true
+    /// while it is ours. A renewal Redis did not answer is no loss while the
+    /// last one still covers the lease: a moment's outage must not reset a
+    /// retry's backoff nor look like another instance taking over.
+    async fn keep(&self, renewed: &mut Instant) -> bool {
+        match self.hold().await {
+            Some(true) => {
+                *renewed = Instant::now();
+                true
+            }
+            Some(false) => false,
+            None => renewed.elapsed() < self.lease().saturating_sub(RENEW_EVERY),
+        }
+    }
+
+    /// Takes or renews the lease; `None` when Redis did not answer.
+    async fn hold(&self) -> Option<bool> {
         match self
             .feed
             .hold(
@@ -96,10 +111,10 @@ impl Worker {
             )
             .await
         {
-            Ok(held) => held,
+            Ok(held) => Some(held),
             Err(error) => {
                 debug!(webhook = %self.target.name, partition = self.partition.0, %error, "Cannot take or renew the webhook lease.");
-                false
+                None
             }
         }
     }
@@ -124,7 +139,15 @@ impl Worker {
         let mut measured: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             if !held || renewed.elapsed() >= RENEW_EVERY {
-                let now_held = self.hold().await;
+                let now_held = if held {
+                    self.keep(&mut renewed).await
+                } else {
+                    let taken = self.hold().await == Some(true);
+                    if taken {
+                        renewed = Instant::now();
+                    }
+                    taken
+                };
                 if held && !now_held {
                     warn!(webhook = %self.target.name, partition = self.partition.0, "Lost the webhook lease; another instance delivers this partition now.");
                     queue.clear();
@@ -133,7 +156,6 @@ impl Worker {
                     debug!(webhook = %self.target.name, partition = self.partition.0, "Delivering this partition's webhook events.");
                 }
                 held = now_held;
-                renewed = Instant::now();
                 if !held {
                     self.backlog.set(self.partition, 0);
                     let wait = TAKE_EVERY + Duration::from_millis(rand::random_range(0..500));
@@ -200,6 +222,10 @@ impl Worker {
                 Handled::Settled => {
                     if self.settle(&entry, &group, &shutdown, &mut renewed).await {
                         queue.pop_front();
+                    } else if shutdown.is_cancelled() {
+                        // Still ours: released below, so that another
+                        // instance need not wait for it to lapse.
+                        break;
                     } else {
                         queue.clear();
                         held = false;
@@ -239,11 +265,8 @@ impl Worker {
                     if sleep(shutdown, Duration::from_secs(1)).await {
                         return false;
                     }
-                    if renewed.elapsed() >= RENEW_EVERY {
-                        if !self.hold().await {
-                            return false;
-                        }
-                        *renewed = Instant::now();
+                    if renewed.elapsed() >= RENEW_EVERY && !self.keep(renewed).await {
+                        return false;
                     }
                 }
             }
@@ -298,11 +321,8 @@ impl Worker {
                 );
                 return Handled::Settled;
             }
-            if renewed.elapsed() >= RENEW_EVERY {
-                if !self.hold().await {
-                    return Handled::LeaseLost;
-                }
-                *renewed = Instant::now();
+            if renewed.elapsed() >= RENEW_EVERY && !self.keep(renewed).await {
+                return Handled::LeaseLost;
             }
             let bytes = match &body {
                 Some(b) => b.clone(),
@@ -352,6 +372,12 @@ impl Worker {
                         "webhook" => name.clone(), "outcome" => "retried")
                     .increment(1);
                     let wait = deliver::backoff(attempt, after);
+                    // Events pile up behind this one: the backlog gauge says
+                    // so while it is retried (it was only read between
+                    // events, so it stood still while a receiver failed).
+                    if let Ok(Some(n)) = self.feed.backlog(self.partition, &self.group()).await {
+                        self.backlog.set(self.partition, n);
+                    }
                     if attempt == 1 {
                         warn!(%reason, retry_in_ms = wait.as_millis() as u64, "Webhook delivery failed; retrying (later events of this partition wait).");
                     } else {
@@ -383,11 +409,8 @@ impl Worker {
             if sleep(shutdown, left.min(RENEW_EVERY)).await {
                 return Some(Handled::Shutdown);
             }
-            if renewed.elapsed() >= RENEW_EVERY {
-                if !self.hold().await {
-                    return Some(Handled::LeaseLost);
-                }
-                *renewed = Instant::now();
+            if renewed.elapsed() >= RENEW_EVERY && !self.keep(renewed).await {
+                return Some(Handled::LeaseLost);
             }
         }
     }

@@ -1,0 +1,86 @@
+//! The backlog gauge while a receiver keeps failing: it grows with the
+//! events waiting behind the one being retried (it was only read between
+//! events, so it stood still while a receiver was down). Its own test
+//! binary: the metrics recorder is process-wide.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::http::StatusCode;
+use std::time::Duration;
+use switchboard_channel::Secret;
+use switchboard_core::{ChannelKind, CustomerIdentity, InboundEvent};
+use switchboard_store::{IntakeSettings, RedisIntake, Store, StoreConfig};
+use switchboard_testkit::RedisServer;
+use switchboard_testkit::counters::Counters;
+use switchboard_webhooks::{WebhookConfig, Webhooks};
+use tokio_util::sync::CancellationToken;
+
+fn event(id: &str) -> InboundEvent {
+    InboundEvent {
+        channel: ChannelKind::Chat,
+        source: "website".into(),
+        address: "widget-1".into(),
+        customer: CustomerIdentity::new("visitor", "olena").unwrap(),
+        customer_name: None,
+        provider_message_id: Some(id.into()),
+        subject: None,
+        text: format!("text of {id}"),
+        language: None,
+        attributes: Default::default(),
+        sent_at: None,
+        new_contact: false,
+        media: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_grows_while_the_receiver_fails() {
+    let counters = Counters::global();
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 1))
+        .unwrap()
+        .with_event_feed(true);
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(3600),
+            limits: Default::default(),
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = WebhookConfig {
+        name: "down".into(),
+        url,
+        secret: Secret::Inline("0123456789abcdef-secret".into()),
+        events: switchboard_webhooks::EventType::ALL.to_vec(),
+        timeout_ms: 1000,
+        max_age_hours: 1,
+    };
+    let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(hooks.run(shutdown.clone()));
+    intake.submit_event(event("m0")).await.unwrap();
+    // The first event is being retried; more arrive behind it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 1..=20 {
+        intake.submit_event(event(&format!("m{i}"))).await.unwrap();
+    }
+    let key = "switchboard_webhook_backlog{webhook=down}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while counters.get(key) < 20 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let backlog = counters.get(key);
+    shutdown.cancel();
+    running.await.unwrap();
+    assert!(
+        backlog >= 20,
+        "the backlog gauge read {backlog}: {}",
+        counters.dump()
+    );
+}
