@@ -359,13 +359,13 @@
 
     prechatForm = h('form', { class: 'pane', 'data-testid': 'sb-prechat-form', hidden: true, onsubmit: onPrechat },
       h('p', { text: t('prechatIntro') }),
-      field('sb-prechat-name', t('name'), 'input', { type: 'text', name: 'name', autocomplete: 'name', maxlength: '200' }),
+      field('sb-prechat-name', t('name'), 'input', { type: 'text', name: 'name', autocomplete: 'name', maxlength: '128' }),
       field('sb-prechat-email', t('email'), 'input', { type: 'email', name: 'email', autocomplete: 'email', maxlength: '254' }),
-      field('sb-prechat-topic', t('topic'), 'input', { type: 'text', name: 'topic', maxlength: '200' }),
+      field('sb-prechat-topic', t('topic'), 'input', { type: 'text', name: 'topic', maxlength: '128' }),
       h('button', { type: 'submit', class: 'primary', 'data-testid': 'sb-prechat-submit', text: t('start') }));
     offlineForm = h('form', { class: 'pane', 'data-testid': 'sb-offline-form', hidden: true, onsubmit: onOffline },
       h('p', { text: t('offlineIntro') }),
-      field('sb-offline-name', t('name'), 'input', { type: 'text', name: 'name', autocomplete: 'name', required: true, maxlength: '200' }),
+      field('sb-offline-name', t('name'), 'input', { type: 'text', name: 'name', autocomplete: 'name', required: true, maxlength: '128' }),
       field('sb-offline-email', t('email'), 'input', { type: 'email', name: 'email', autocomplete: 'email', required: true, maxlength: '254' }),
       field('sb-offline-text', t('message'), 'textarea', { name: 'text', rows: '5', required: true, maxlength: String(MAX_TEXT) }),
       h('button', { type: 'submit', class: 'primary', 'data-testid': 'sb-offline-submit', text: t('send') }));
