@@ -142,6 +142,15 @@ pub trait Routing: Send + Sync + fmt::Debug {
         let _ = channel;
         Box::pin(async { Ok(true) })
     }
+    /// An agent's display name (for a channel that shows customers who
+    /// wrote, such as chat); `None` when unknown.
+    fn agent_name<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, IntakeError>> {
+        let _ = agent;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A customer's attachment, fetched from the provider.

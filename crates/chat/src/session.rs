@@ -619,17 +619,40 @@ impl Conn {
             // A reply from an agent not announced yet (the routing poll has
             // not seen the assignment): announce them first, so the visitor
             // sees who joined and their name on the reply.
-            let unknown_author = entries.iter().any(|e| {
-                e.dir == "out"
-                    && serde_json::from_str::<serde_json::Value>(&e.msg)
-                        .ok()
-                        .and_then(|v| v.get("author")?.as_str().map(str::to_owned))
-                        .is_some_and(|a| a != "switchboard" && !active.names.contains_key(&a))
-            });
+            let unknown = |active: &Active| -> Vec<String> {
+                let mut authors: Vec<String> = entries
+                    .iter()
+                    .filter(|e| e.dir == "out")
+                    .filter_map(|e| {
+                        serde_json::from_str::<serde_json::Value>(&e.msg)
+                            .ok()
+                            .and_then(|v| v.get("author")?.as_str().map(str::to_owned))
+                    })
+                    .filter(|a| a != "switchboard" && !active.names.contains_key(a))
+                    .collect();
+                authors.sort();
+                authors.dedup();
+                authors
+            };
             // A close waits until the page is sent: it comes after the
             // conversation's last messages, never before.
-            if unknown_author && let Some((_, contact)) = active.conv {
+            if !unknown(active).is_empty()
+                && let Some((_, contact)) = active.conv
+            {
                 self.announce_route(active, contact, false).await?;
+            }
+            // Replies of agents who no longer hold the contact (a transfer,
+            // a reload after it): their names from routing, not their ids.
+            for author in unknown(active) {
+                let name = match self.shared.ctx.routing.agent_name(&author).await {
+                    Ok(Some(name)) => name,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        debug!(%error, agent_id = %author, "Cannot look up an agent's name.");
+                        continue;
+                    }
+                };
+                active.names.insert(author, name);
             }
             for entry in entries {
                 active.cursor = entry.seq.clone();

@@ -30,6 +30,8 @@ struct FakeRouting {
     views: Mutex<HashMap<ContactId, RouteView>>,
     /// No agent could take a chat now.
     nobody: std::sync::atomic::AtomicBool,
+    /// Agents' display names, by id.
+    names: Mutex<HashMap<String, String>>,
 }
 
 impl FakeRouting {
@@ -83,6 +85,13 @@ impl Routing for FakeRouting {
         _: &'a ContactId,
     ) -> BoxFuture<'a, Result<Option<u32>, IntakeError>> {
         Box::pin(async { Ok(Some(3)) })
+    }
+    fn agent_name<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, IntakeError>> {
+        let name = self.names.lock().unwrap().get(agent).cloned();
+        Box::pin(async move { Ok(name) })
     }
 }
 
@@ -643,6 +652,40 @@ async fn a_reply_too_large_for_a_frame_goes_out_cut_and_the_chat_goes_on() {
     );
     let second = recv_type(&mut ws, "message").await;
     assert_eq!(second["text"], "after it");
+}
+
+/// A reply from an agent who no longer holds the contact (transferred
+/// on, or back in the queue) shows the agent's name, not their id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_of_an_agent_no_longer_on_the_contact_shows_their_name() {
+    let w = world();
+    w.routing
+        .names
+        .lock()
+        .unwrap()
+        .insert("olena".into(), "Olena K.".into());
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    let token = hello(&mut ws, None, None).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ack = message(&mut ws, "c1", "hello?").await;
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let contact = contact_of(&w.store, &conversation).await;
+    w.routing.set(contact.parse().unwrap(), "waiting", None);
+    reply(&w.store, &contact, "I'll pass you on.").await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, Some(&token), None).await;
+    let messages = collect(&mut ws, "message", Duration::from_millis(1500)).await;
+    let theirs: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["from"] == "agent")
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(theirs, ["Olena K."]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,6 +203,18 @@ impl Routing for ChannelRouting {
         })
     }
 
+    fn agent_name<'a>(
+        &'a self,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, IntakeError>> {
+        Box::pin(async move {
+            let found = self.state.agent(agent).await.map_err(unavailable)?;
+            Ok(found
+                .map(|(record, _)| record.name)
+                .filter(|name| !name.is_empty()))
+        })
+    }
+
     fn answer<'a>(
         &'a self,
         contact: &'a ContactId,
