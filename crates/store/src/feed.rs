@@ -390,9 +390,15 @@ impl EventFeed {
         Ok(())
     }
 
-    /// Creates `group` on the partition's feed, from the feed's start (a
-    /// webhook added later gets what the feed still holds).
-    pub async fn ensure_group(&self, p: Partition, group: &str) -> Result<(), StoreError> {
+    /// Creates `group` on the partition's feed, from the entries written
+    /// after `since_ms` (a webhook added later gets what the feed holds of
+    /// its own `max_age_hours`, not older events it would only drop).
+    pub async fn ensure_group(
+        &self,
+        p: Partition,
+        group: &str,
+        since_ms: u64,
+    ) -> Result<(), StoreError> {
         let mut conn = self.store.conn();
         let result: Result<(), StoreError> = self
             .store
@@ -401,7 +407,7 @@ impl EventFeed {
                     .arg("CREATE")
                     .arg(self.store.keys().feed(p))
                     .arg(group)
-                    .arg("0")
+                    .arg(format!("{since_ms}-0"))
                     .arg("MKSTREAM")
                     .query_async(&mut conn),
             )

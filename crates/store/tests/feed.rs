@@ -337,8 +337,8 @@ async fn a_new_holder_delivers_what_the_dead_one_left_first() {
             .unwrap();
     }
     let group = "hook:crm";
-    feed.ensure_group(p, group).await.unwrap();
-    feed.ensure_group(p, group).await.unwrap();
+    feed.ensure_group(p, group, 0).await.unwrap();
+    feed.ensure_group(p, group, 0).await.unwrap();
 
     // One holder at a time.
     let lease = Duration::from_millis(300);

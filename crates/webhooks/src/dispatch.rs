@@ -75,6 +75,13 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Where a new consumer group starts: events older than `max_age`
+    /// would only be dropped (and counted so), not delivered.
+    fn since(&self) -> u64 {
+        let max_age = u64::try_from(self.target.max_age.as_millis()).unwrap_or(u64::MAX);
+        Timestamp::now().as_millis().saturating_sub(max_age)
+    }
+
     fn group(&self) -> String {
         format!("hook:{}", self.target.name)
     }
@@ -123,7 +130,11 @@ impl Worker {
         let group = self.group();
         // The group first (from the feed's start); retried until Redis answers.
         loop {
-            match self.feed.ensure_group(self.partition, &group).await {
+            match self
+                .feed
+                .ensure_group(self.partition, &group, self.since())
+                .await
+            {
                 Ok(()) => break,
                 Err(error) => {
                     debug!(webhook = %self.target.name, %error, "Cannot create the webhook's consumer group yet.");
@@ -202,7 +213,11 @@ impl Worker {
                         .increment(1);
                         warn!(webhook = %self.target.name, partition = self.partition.0,
                             "The webhook feed lost its consumer group; creating it again.");
-                        if let Err(error) = self.feed.ensure_group(self.partition, &group).await {
+                        if let Err(error) = self
+                            .feed
+                            .ensure_group(self.partition, &group, self.since())
+                            .await
+                        {
                             warn!(webhook = %self.target.name, %error, "Cannot create the webhook feed's group; will retry.");
                             if sleep(&shutdown, Duration::from_secs(1)).await {
                                 break;

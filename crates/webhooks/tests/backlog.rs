@@ -84,3 +84,92 @@ async fn the_backlog_grows_while_the_receiver_fails() {
         counters.dump()
     );
 }
+
+/// A webhook added while the feed holds events older than its own
+/// `max_age_hours` starts after them: they are not delivered, and not
+/// counted as dropped (every one was, with a warning each); newer ones
+/// are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_webhook_starts_at_its_own_max_age() {
+    let counters = Counters::global();
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 1))
+        .unwrap()
+        .with_event_feed(true);
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(3600),
+            limits: Default::default(),
+        },
+    );
+    // An event two hours old in the feed (as a webhook with a longer
+    // max_age would have kept it), then a new one.
+    let old = switchboard_core::Timestamp::now().as_millis() - 2 * 3600 * 1000;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(store.keys().feed(switchboard_core::Partition(0)))
+        .arg(format!("{old}-0"))
+        .arg("type")
+        .arg("contact.created")
+        .arg("id")
+        .arg("old-event-1")
+        .arg("contact")
+        .arg(switchboard_core::ContactId::new(switchboard_core::Partition(0)).to_string())
+        .arg("at")
+        .arg(old)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    intake.submit_event(event("later")).await.unwrap();
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                log.lock()
+                    .unwrap()
+                    .push(json["id"].as_str().unwrap_or("").to_owned());
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = WebhookConfig {
+        name: "late".into(),
+        url,
+        secret: Secret::Inline("0123456789abcdef-secret".into()),
+        events: switchboard_webhooks::EventType::ALL.to_vec(),
+        timeout_ms: 1000,
+        max_age_hours: 1,
+    };
+    let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(hooks.run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    running.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the newer event was delivered");
+    assert!(!seen.contains(&"old-event-1".to_owned()), "{seen:?}");
+    assert_eq!(
+        counters.get("switchboard_webhook_deliveries_total{outcome=dropped,webhook=late}"),
+        0,
+        "{}",
+        counters.dump()
+    );
+}
