@@ -39,6 +39,7 @@
 //! `async_imap` target below trace.
 
 mod backoff;
+mod checked;
 mod checkpoint;
 mod conn;
 mod round;

@@ -2,12 +2,11 @@
 //! flags first, then each body, the sink, the after-intake action and the
 //! checkpoint.
 
-use async_imap::types::{Fetch, Flag};
-use futures::TryStreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::checked;
 use super::checkpoint::{self, Checkpoint};
 use super::conn::ImapSession;
 use super::session::{COMMAND_TIMEOUT, End};
@@ -53,9 +52,10 @@ pub(super) async fn run(
 ) -> Result<Round, End> {
     let s = &ctx.settings;
     let set = format!("{}:*", cp.last.saturating_add(1));
+    // A listing the server cut short (a tagged NO) fails the round: the
+    // UIDs it left out would be passed over by the checkpoint.
     let fetches = End::guard(stop, "fetch", COMMAND_TIMEOUT, async {
-        let stream = session.uid_fetch(&set, "(UID RFC822.SIZE FLAGS)").await?;
-        stream.try_collect::<Vec<Fetch>>().await
+        checked::uid_fetch(session, &set, "(UID RFC822.SIZE FLAGS)").await
     })
     .await?;
     // `N:*` includes the last message even when its UID is below N.
@@ -63,12 +63,11 @@ pub(super) async fn run(
         .iter()
         .filter_map(|f| {
             let uid = f.uid.filter(|uid| *uid > cp.last)?;
-            let flags: Vec<Flag<'_>> = f.flags().collect();
             Some(Meta {
                 uid,
                 size: f.size,
-                seen: flags.contains(&Flag::Seen),
-                deleted: flags.contains(&Flag::Deleted),
+                seen: f.seen,
+                deleted: f.deleted,
             })
         })
         .collect();
@@ -98,11 +97,11 @@ pub(super) async fn run(
             continue;
         }
         let mut raw = fetch_body(session, stop, m.uid).await?;
-        if find_body(raw.iter().map(|f| (f.uid, f.body())), m.uid) == Found::Bodiless {
+        if find_body(raw.iter().map(|f| (f.uid, f.body.as_deref())), m.uid) == Found::Bodiless {
             // Once more: a flags update that came first, or a passing NIL.
             raw = fetch_body(session, stop, m.uid).await?;
         }
-        let raw = match find_body(raw.iter().map(|f| (f.uid, f.body())), m.uid) {
+        let raw = match find_body(raw.iter().map(|f| (f.uid, f.body.as_deref())), m.uid) {
             Found::Body(raw) => raw,
             Found::Gone => {
                 // Expunged since it was listed (another client, or `after`
@@ -173,15 +172,16 @@ pub(super) async fn run(
     Ok(Round::Done { progress })
 }
 
-/// `UID FETCH <uid> BODY.PEEK[]`: every response the server gave.
+/// `UID FETCH <uid> BODY.PEEK[]`: every response the server gave, once it
+/// answered OK (a NO or a dropped connection ends the session: the message
+/// is fetched again, not taken for expunged).
 async fn fetch_body(
     session: &mut ImapSession,
     stop: &CancellationToken,
     uid: u32,
-) -> Result<Vec<Fetch>, End> {
+) -> Result<Vec<checked::Fetched>, End> {
     End::guard(stop, "fetch", BODY_TIMEOUT, async {
-        let stream = session.uid_fetch(uid.to_string(), "BODY.PEEK[]").await?;
-        stream.try_collect::<Vec<Fetch>>().await
+        checked::uid_fetch(session, &uid.to_string(), "BODY.PEEK[]").await
     })
     .await
 }
@@ -266,17 +266,13 @@ async fn after_intake(
     }
 }
 
+/// `UID STORE`, failing on a refusal (async-imap's own took a NO for done).
 async fn store(
     session: &mut ImapSession,
     uid_set: &str,
     query: &str,
 ) -> async_imap::error::Result<()> {
-    session
-        .uid_store(uid_set, query)
-        .await?
-        .try_collect::<Vec<_>>()
-        .await?;
-    Ok(())
+    checked::ok(session, &format!("UID STORE {uid_set} {query}")).await
 }
 
 /// `\Deleted`, then `UID EXPUNGE` (UIDPLUS) or a plain `EXPUNGE`.
@@ -287,15 +283,10 @@ async fn delete(
 ) -> async_imap::error::Result<()> {
     store(session, uid_set, "+FLAGS.SILENT (\\Deleted)").await?;
     if caps.uidplus {
-        session
-            .uid_expunge(uid_set)
-            .await?
-            .try_collect::<Vec<_>>()
-            .await?;
+        checked::ok(session, &format!("UID EXPUNGE {uid_set}")).await
     } else {
-        session.expunge().await?.try_collect::<Vec<_>>().await?;
+        checked::ok(session, "EXPUNGE").await
     }
-    Ok(())
 }
 
 #[cfg(test)]

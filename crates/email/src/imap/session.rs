@@ -109,9 +109,23 @@ pub(super) async fn run(
     let validity = mailbox
         .uid_validity
         .ok_or_else(|| End::failed("select", "the server sent no UIDVALIDITY"))?;
-    // Without UIDNEXT (servers must send it) everything counts as there
-    // before: only unseen mail is taken in, as before there was a baseline.
-    let baseline = mailbox.uid_next.unwrap_or(u32::MAX);
+    // Without UIDNEXT (servers must send it, some do not) the baseline is
+    // the last message's UID + 1: a baseline of "everything" passed over
+    // new mail read or deleted before the poll, for good.
+    let baseline = match mailbox.uid_next {
+        Some(next) => next,
+        None if mailbox.exists == 0 => 1,
+        None => {
+            let last = End::guard(stop, "select", COMMAND_TIMEOUT, async {
+                super::checked::uid_fetch(&mut session, "*", "(UID)").await
+            })
+            .await?;
+            last.iter()
+                .filter_map(|f| f.uid)
+                .max()
+                .map_or(1, |uid| uid.saturating_add(1))
+        }
+    };
     let mut cp = match checkpoint::load(ctx, stop).await? {
         // Reset by an earlier version, nothing taken in since: the
         // baseline is now.
