@@ -168,7 +168,15 @@ struct Ctx {
     state: Arc<dyn ChannelState>,
     lease_key: String,
     checkpoint_key: String,
+    /// The message whose body fetch failed last, and how many times in a
+    /// row: one the server can never give is passed over after
+    /// [`BODY_FAILURES`] tries instead of holding up every later one.
+    failing: std::sync::Mutex<Option<(u32, u32, u32)>>,
 }
+
+/// How many sessions in a row may fail fetching one message's body before
+/// it is passed over (counted `unreadable`, left in the mailbox).
+const BODY_FAILURES: u32 = 5;
 
 /// Fetches from one mailbox until `shutdown` is cancelled, then gives the
 /// lease up. Never panics and never returns early: failures are logged,
@@ -186,6 +194,7 @@ pub async fn run_mailbox(
         settings,
         sink,
         state,
+        failing: std::sync::Mutex::new(None),
     };
     run(&ctx, &shutdown).instrument(span).await;
 }

@@ -96,7 +96,30 @@ pub(super) async fn run(
             (cp.last, unsaved) = (m.uid, true);
             continue;
         }
-        let mut raw = fetch_body(session, stop, m.uid).await?;
+        // A message whose fetch failed session after session (a server that
+        // cannot give it, a body too slow or too large for one response):
+        // passed over, counted, left in the mailbox.
+        if failures_of(ctx, cp.validity, m.uid) >= super::BODY_FAILURES {
+            outcome(ctx, "unreadable");
+            warn!(
+                uid = m.uid,
+                tries = super::BODY_FAILURES,
+                "Fetching the message failed every time; passing over it and leaving it in the mailbox."
+            );
+            (cp.last, unsaved) = (m.uid, true);
+            continue;
+        }
+        let mut raw = match fetch_body(session, stop, m.uid).await {
+            Ok(raw) => raw,
+            Err(End::Failed { kind, error }) => {
+                failed_fetch(ctx, cp.validity, m.uid);
+                if unsaved {
+                    checkpoint::save(ctx, *cp).await?;
+                }
+                return Err(End::Failed { kind, error });
+            }
+            Err(end) => return Err(end),
+        };
         if find_body(raw.iter().map(|f| (f.uid, f.body.as_deref())), m.uid) == Found::Bodiless {
             // Once more: a flags update that came first, or a passing NIL.
             raw = fetch_body(session, stop, m.uid).await?;
@@ -170,6 +193,19 @@ pub(super) async fn run(
         checkpoint::save(ctx, *cp).await?;
     }
     Ok(Round::Done { progress })
+}
+
+/// How many sessions in a row failed fetching message `uid`.
+fn failures_of(ctx: &Ctx, validity: u32, uid: u32) -> u32 {
+    match *ctx.failing.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some((v, u, n)) if v == validity && u == uid => n,
+        _ => 0,
+    }
+}
+
+fn failed_fetch(ctx: &Ctx, validity: u32, uid: u32) {
+    let n = failures_of(ctx, validity, uid) + 1;
+    *ctx.failing.lock().unwrap_or_else(|e| e.into_inner()) = Some((validity, uid, n));
 }
 
 /// `UID FETCH <uid> BODY.PEEK[]`: every response the server gave, once it
