@@ -423,6 +423,54 @@ async fn a_request_body_that_trickles_past_its_deadline_gets_408() {
     );
 }
 
+/// A request head that trickles in (a byte now and then, never the end)
+/// is cut off after `http.header_timeout_secs`: it held a connection and
+/// its task for ever (hyper's own limit was off without a timer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_that_trickles_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start();
+    let daemon = Daemon::start_with_env(
+        BIN,
+        &redis.url(),
+        "",
+        &[("SWITCHBOARD__HTTP__HEADER_TIMEOUT_SECS", "1")],
+    );
+    let base = daemon.base();
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let closed = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the connection was held open"
+        );
+        // One byte at a time, never the end of the head.
+        if tcp.write_all(b"a").await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => break true, // an error answer, then the close
+            Err(_) => {}
+        }
+    };
+    assert!(closed);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Ordinary requests still work.
+    let ok = Http::new().get(&format!("{base}/healthz")).await.unwrap();
+    assert_eq!(ok.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_could_lose_acknowledged_contacts_is_reported() {
     // Redis's own defaults: no append-only file; and an evicting policy.

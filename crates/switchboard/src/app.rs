@@ -197,17 +197,19 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
 
     let app = crate::deadline::apply(app, Duration::from_secs(config.http.body_timeout_secs));
     let addr = config.listen_addr()?;
-    let listener = http_listener(addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
     let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
     info!(%addr, worker_threads, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /console, /wallboard, /channels/<name>/…");
-    let server =
-        // With the peer's address: channels limit by it (chat's `rate_per_ip`).
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-    let mut server_task = tokio::spawn(async move { server.await });
+    // With the peer's address: channels limit by it (chat's `rate_per_ip`).
+    let server = crate::serve::serve(
+        listener,
+        app,
+        Duration::from_secs(config.http.header_timeout_secs),
+        stop_accepting.clone(),
+    );
+    let mut server_task = tokio::spawn(server);
 
     // Before READY: a SIGTERM right after it drains rather than kills.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -231,8 +233,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             Some(err) = fatal_rx.recv() => break Some(err),
             result = &mut server_task => {
                 break Some(match result {
-                    Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
-                    Ok(Err(e)) => anyhow::Error::new(e).context("the HTTP server failed"),
+                    Ok(()) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
                     Err(e) => anyhow::Error::new(e).context("the HTTP server task failed"),
                 });
             }
@@ -279,25 +280,6 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             info!("Switchboard stopped.");
             Ok(())
         }
-    }
-}
-
-/// The HTTP listener, with `TCP_NODELAY` on every accepted socket: the
-/// websockets (agents, visitors) write small frames one after another,
-/// which Nagle's algorithm would hold back until the peer's delayed ACK.
-async fn http_listener(
-    addr: std::net::SocketAddr,
-) -> anyhow::Result<axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>> {
-    use axum::serve::ListenerExt as _;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
-    Ok(listener.tap_io(no_delay as fn(&mut tokio::net::TcpStream)))
-}
-
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "Could not set TCP_NODELAY on an accepted connection.");
     }
 }
 

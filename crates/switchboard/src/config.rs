@@ -117,6 +117,11 @@ pub struct HttpConfig {
     /// head; a slower one is answered 408 (`body_timeout`).
     #[serde(default = "defaults::body_timeout_secs")]
     pub body_timeout_secs: u64,
+    /// A request's head (its line and headers) must arrive within this many
+    /// seconds; a slower connection is closed. Also how long a keep-alive
+    /// connection may sit idle between requests.
+    #[serde(default = "defaults::header_timeout_secs")]
+    pub header_timeout_secs: u64,
 }
 
 /// `[intake]`
@@ -218,6 +223,9 @@ mod defaults {
     }
     pub fn body_timeout_secs() -> u64 {
         60
+    }
+    pub fn header_timeout_secs() -> u64 {
+        30
     }
     pub fn dedupe_window_secs() -> u64 {
         7 * 24 * 3600
@@ -379,6 +387,12 @@ impl Config {
         if !(1..=3600).contains(&self.http.body_timeout_secs) {
             return Err(ConfigError::new(
                 "http.body_timeout_secs",
+                "must be 1 to 3600",
+            ));
+        }
+        if !(1..=3600).contains(&self.http.header_timeout_secs) {
+            return Err(ConfigError::new(
+                "http.header_timeout_secs",
                 "must be 1 to 3600",
             ));
         }
@@ -745,6 +759,7 @@ mod tests {
             "[log]",
             "format =",
             "level =",
+            "header_timeout_secs =",
             "[shutdown]",
             "drain_timeout_secs =",
             "[runtime]",

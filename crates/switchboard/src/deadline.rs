@@ -1,8 +1,9 @@
 //! A deadline for request bodies: the whole body must arrive within
 //! `http.body_timeout_secs` of the request's head, or the answer is 408.
 //!
-//! Each route limits a body's size, and hyper limits how long the head may
-//! take, but nothing limited how long a body may trickle in: a client
+//! Each route limits a body's size, and the server (`serve.rs`,
+//! `http.header_timeout_secs`) how long the head may take, but nothing
+//! limited how long a body may trickle in: a client
 //! sending a byte now and then held a connection (and its task) for as
 //! long as it liked. The deadline covers every route; the chat channel's
 //! uploads also have their own, shorter idle limit.

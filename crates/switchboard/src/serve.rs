@@ -1,0 +1,85 @@
+//! The HTTP server's accept loop: hyper's HTTP/1 connections with a limit
+//! on how long a request's head may take, `TCP_NODELAY`, the peer's
+//! address for the handlers (`ConnectInfo`), and a graceful stop.
+//!
+//! `axum::serve` starts hyper without a timer, which switches hyper's
+//! header-read timeout off: a client sending its head a byte now and then
+//! held a connection, and its task, for ever (and a draining instance
+//! waited for it). Here the head must arrive within
+//! `http.header_timeout_secs`, and each connection is a task of this
+//! loop's own set, so that stopping the loop (the drain deadline) closes
+//! them all.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+/// Serves `app` on `listener` until `stop` is cancelled, then lets the
+/// requests in flight finish (each connection closes after its current
+/// request) and returns once every connection has ended. Dropping the
+/// future closes every connection at once.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(connection) => connection,
+            Err(error) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::warn!(%error, "Accepting an HTTP connection failed.");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "Could not set TCP_NODELAY on an accepted connection.");
+        }
+        let app = app.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(request.map(Body::new))
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let connection = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::trace!(%error, "An HTTP connection ended with an error.");
+                    }
+                    return;
+                }
+                () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            if let Err(error) = connection.await {
+                tracing::trace!(%error, "An HTTP connection ended with an error.");
+            }
+        });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
