@@ -519,16 +519,4 @@ mod tests {
         essential.tracker.wait().await;
         assert!(next(&mut stopped).is_err());
     }
-
-    /// Accepted HTTP connections have Nagle's algorithm off.
-    #[tokio::test]
-    async fn accepted_http_connections_have_nodelay() {
-        use axum::serve::Listener as _;
-        let mut listener = http_listener("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (accepted, peer) = listener.accept().await;
-        assert_eq!(peer, client.local_addr().unwrap());
-        assert!(accepted.nodelay().unwrap());
-    }
 }

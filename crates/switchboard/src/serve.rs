@@ -83,3 +83,44 @@ pub async fn serve(
     drop(listener);
     while connections.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Handlers see the peer's address, and a stop lets the request in
+    /// flight finish before the server returns.
+    #[tokio::test]
+    async fn handlers_get_the_peer_and_a_stop_finishes_requests_in_flight() {
+        let app = Router::new().route(
+            "/peer",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                peer.to_string()
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, Duration::from_secs(5), stop.clone()));
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let me = tcp.local_addr().unwrap();
+        tcp.write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.cancel();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with(&me.to_string()), "{answer}");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server returns once its connections end")
+            .unwrap();
+    }
+}
