@@ -159,6 +159,8 @@ pub fn redact_url(url: &str) -> String {
             };
             (head, &url[at..])
         }
+        // No scheme: whatever comes before an '@' may be a password.
+        (None, Some(at)) => ("***".to_owned(), &url[at..]),
         _ => (String::new(), url),
     };
     let (base, query) = match rest.split_once('?') {
@@ -170,7 +172,10 @@ pub fn redact_url(url: &str) -> String {
         let params: Vec<String> = query
             .split('&')
             .map(|param| match param.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("pass") => format!("{key}=***"),
+                // The key as the client reads it: percent-decoded.
+                Some((key, _)) if decoded(key).eq_ignore_ascii_case("pass") => {
+                    format!("{key}=***")
+                }
                 _ => param.to_owned(),
             })
             .collect();
@@ -178,6 +183,31 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(&params.join("&"));
     }
     out
+}
+
+/// `%XX` escapes decoded (an undecodable one is kept as it is).
+fn decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parses and checks a Redis URL without connecting.
@@ -188,10 +218,10 @@ pub fn parse_url(url: &str, password: Option<&str>) -> Result<redis::ConnectionI
         || lower.starts_with("rediss://")
         || lower.starts_with("unix://"))
     {
-        return Err(StoreError::Url(format!(
-            "{:?} must start with redis://, rediss:// or unix://",
-            redact_url(url)
-        )));
+        // Not echoed: a URL written wrong may hold a password anywhere.
+        return Err(StoreError::Url(
+            "must start with redis://, rediss:// or unix://".to_owned(),
+        ));
     }
     let info = url
         .into_connection_info()
@@ -397,5 +427,17 @@ mod tests {
             .expect_err("bad")
             .to_string();
         assert!(!err.contains("hunter2"), "{err}");
+        // Written without its scheme's slashes, or with a percent-encoded
+        // key: still hidden, and never echoed by the check.
+        for leaky in [
+            "redis:/:hunter2@db:6379",
+            ":hunter2@db:6379",
+            "unix:///s?pa%73s=hunter2",
+        ] {
+            assert!(!redact_url(leaky).contains("hunter2"), "{leaky}");
+            if let Err(e) = parse_url(leaky, None) {
+                assert!(!e.to_string().contains("hunter2"), "{e}");
+            }
+        }
     }
 }

@@ -72,7 +72,8 @@ pub struct TestingConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path`. Required.
+    /// `redis://host:port[/db]` or `unix:///path`. Required. (`rediss://`
+    /// is refused: the Redis client is built without TLS.)
     #[serde(default)]
     pub url: String,
     /// A password that overrides the one in `url`; a secret.
@@ -320,10 +321,45 @@ pub fn load(
         } else {
             key
         };
-        ConfigError::new(key, e.into_inner().to_string())
+        let problem = scrub(&key, &e.into_inner().to_string());
+        ConfigError::new(key, problem)
     })?;
     config.check()?;
     Ok(config)
+}
+
+/// `problem` with every quoted value hidden when `key` may hold a secret
+/// (serde quotes the value it could not take: `invalid type: string
+/// "redis://:pw@host", expected a sequence`).
+fn scrub(key: &str, problem: &str) -> String {
+    let secretive = [
+        "password",
+        "token",
+        "secret",
+        "url",
+        "cluster_nodes",
+        "auth",
+    ]
+    .iter()
+    .any(|s| key.contains(s));
+    if !secretive {
+        return problem.to_owned();
+    }
+    let mut out = String::with_capacity(problem.len());
+    let mut quoted = false;
+    for c in problem.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"***");
+            } else {
+                out.push('"');
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One key of the merged configuration as text, unchecked (for scripts).
@@ -463,6 +499,20 @@ impl Config {
                     format!("{value} is below the minimum of {min}"),
                 ));
             }
+        }
+        // Redis refuses an expiry beyond ~292 million years, and it is the
+        // intake's last write: the message would be stored, the sender told
+        // 503, and each retry stored again. Ten years is more than any
+        // provider retries.
+        const MAX_DEDUPE_SECS: u64 = 10 * 366 * 86_400;
+        if self.intake.dedupe_window_secs > MAX_DEDUPE_SECS {
+            return Err(ConfigError::new(
+                "intake.dedupe_window_secs",
+                format!(
+                    "{} is above the maximum of {MAX_DEDUPE_SECS} (ten years)",
+                    self.intake.dedupe_window_secs
+                ),
+            ));
         }
         if self.intake.max_text_bytes < 1024 {
             return Err(ConfigError::new(
@@ -1193,6 +1243,35 @@ mod tests {
             let f = file(&twilio(pause, offer));
             load(f.path(), env(&[])).unwrap();
         }
+    }
+
+    /// A value of the wrong type for a key that may hold a secret is not
+    /// quoted back (serde's message quotes it): cluster nodes set from the
+    /// environment as one string carried the password to the journal.
+    #[test]
+    fn a_dedupe_window_redis_cannot_keep_is_refused() {
+        let f = file(
+            "[redis]\nurl = \"redis://db:6379\"\n[intake]\ndedupe_window_secs = 10000000000000000\n",
+        );
+        let err = load(f.path(), env(&[])).unwrap_err().to_string();
+        assert!(err.starts_with("intake.dedupe_window_secs: "), "{err}");
+        assert!(err.contains("maximum"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_do_not_quote_secrets() {
+        let f = file("[redis]\nurl = \"redis://db:6379\"\n");
+        let err = load(
+            f.path(),
+            env(&[(
+                "SWITCHBOARD__REDIS__CLUSTER_NODES",
+                "redis://:hunter2@10.0.0.6:6379",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("redis.cluster_nodes"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

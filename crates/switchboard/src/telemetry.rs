@@ -2,29 +2,40 @@
 
 use crate::config::{LogConfig, LogFormat};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, filter};
 
 /// Installs the log subscriber. Logs go to stderr (journald keeps them).
 pub fn init_logs(config: &LogConfig) {
-    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    // async-imap traces every command it sends, LOGIN with its password
-    // included: never below debug, whatever the configured level.
-    let filter = match "async_imap=debug".parse() {
-        Ok(cap) => filter.add_directive(cap),
-        Err(_) => filter,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     // A second init (tests) is harmless: the first subscriber stays.
-    let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let _ = subscriber(config, std::io::stderr).try_init();
+}
+
+/// The log subscriber writing to `writer`.
+fn subscriber<W>(config: &LogConfig, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let level = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // async-imap traces every command it sends, LOGIN with its password
+    // included: never at trace, whatever the configured level (a directive
+    // for `async_imap` alone was overridden by a more specific one, say
+    // `async_imap::imap_stream=trace`).
+    let no_imap_trace = filter::filter_fn(|meta| {
+        !(meta.target().starts_with("async_imap") && *meta.level() == tracing::Level::TRACE)
+    });
+    let layer = match config.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .with_writer(writer)
+            .boxed(),
     };
+    tracing_subscriber::registry().with(layer.with_filter(level).with_filter(no_imap_trace))
 }
 
 /// Installs the metrics recorder and returns the handle `/metrics` renders.
@@ -118,4 +129,56 @@ fn describe_email() {
         Unit::Seconds,
         "Time for the SMTP relay to answer one reply."
     );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod log_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    /// async-imap's LOGIN trace never reaches the log, even when the
+    /// configured level asks for its module at trace.
+    #[test]
+    fn the_imap_login_trace_is_never_logged() {
+        let buffer = Buffer::default();
+        let config = LogConfig {
+            format: LogFormat::Text,
+            level: "info,async_imap::imap_stream=trace".into(),
+        };
+        tracing::subscriber::with_default(subscriber(&config, buffer.clone()), || {
+            tracing::trace!(target: "async_imap::imap_stream", "A1 LOGIN olha hunter2");
+            tracing::debug!(target: "async_imap::imap_stream", "a debug line");
+            tracing::info!("an info line");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("a debug line") && text.contains("an info line"),
+            "{text}"
+        );
+    }
 }
