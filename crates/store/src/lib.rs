@@ -210,6 +210,24 @@ fn decoded(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Checks a cluster's seed URLs (`url` and `seeds`) as the cluster client
+/// will at start (one password for all, TCP only), without connecting: so
+/// that `validate` refuses what the daemon would fail on.
+pub fn check_cluster(
+    url: &str,
+    seeds: &[String],
+    password: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut nodes = vec![parse_url(url, password)?];
+    for seed in seeds {
+        nodes.push(parse_url(seed, password)?);
+    }
+    redis::cluster::ClusterClient::builder(nodes)
+        .build()
+        .map(|_| ())
+        .map_err(|e| StoreError::Url(format!("the cluster client refuses these nodes: {e}")))
+}
+
 /// Parses and checks a Redis URL without connecting.
 pub fn parse_url(url: &str, password: Option<&str>) -> Result<redis::ConnectionInfo, StoreError> {
     use redis::IntoConnectionInfo;

@@ -472,6 +472,14 @@ impl Config {
                 "set only with redis.mode = \"cluster\"",
             ));
         }
+        if self.redis.mode == RedisMode::Cluster {
+            switchboard_store::check_cluster(
+                &self.redis.url,
+                &self.redis.cluster_nodes,
+                password.as_deref(),
+            )
+            .map_err(|e| ConfigError::new("redis.cluster_nodes", e.to_string()))?;
+        }
         switchboard_store::KeySpace::new(&self.redis.key_prefix, self.redis.partitions)
             .map_err(|e| ConfigError::new("redis", e.to_string()))?;
         for (key, value, min) in [
@@ -1248,6 +1256,23 @@ mod tests {
     /// A value of the wrong type for a key that may hold a secret is not
     /// quoted back (serde's message quotes it): cluster nodes set from the
     /// environment as one string carried the password to the journal.
+    /// Cluster seeds the cluster client would refuse at start (a password
+    /// on one node only) are refused by `validate`, naming the key: the
+    /// daemon passed ExecStartPre, then failed and restarted in a loop.
+    #[test]
+    fn cluster_seeds_the_client_refuses_are_refused() {
+        let f = file(
+            "[redis]\nmode = \"cluster\"\nurl = \"redis://default:pw@10.0.0.5:6379\"\ncluster_nodes = [\"redis://10.0.0.6:6379\"]\n",
+        );
+        let err = load(f.path(), env(&[])).unwrap_err().to_string();
+        assert!(err.starts_with("redis.cluster_nodes: "), "{err}");
+        assert!(!err.contains("pw@"), "{err}");
+        let ok = file(
+            "[redis]\nmode = \"cluster\"\nurl = \"redis://10.0.0.5:6379\"\ncluster_nodes = [\"redis://10.0.0.6:6379\"]\n",
+        );
+        load(ok.path(), env(&[])).unwrap();
+    }
+
     #[test]
     fn a_dedupe_window_redis_cannot_keep_is_refused() {
         let f = file(
