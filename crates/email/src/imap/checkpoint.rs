@@ -107,8 +107,9 @@ pub(super) async fn keep_lease(ctx: &Ctx, stop: &CancellationToken) {
 
 fn lease_error(ctx: &Ctx, stop: &CancellationToken, renewed: Instant, error: &str) {
     super::error_metric(ctx, "state");
-    // Give up before the lease can run out under us.
-    if renewed.elapsed() + LEASE_RENEW + Duration::from_secs(5) >= LEASE {
+    // Give up before the lease can run out under us: the next try comes
+    // LEASE_RENEW from now and may itself take STATE_TIMEOUT to fail.
+    if renewed.elapsed() + LEASE_RENEW + STATE_TIMEOUT + Duration::from_secs(5) >= LEASE {
         warn!(error, "Could not renew the mailbox's lease; stopping.");
         stop.cancel();
     } else {
