@@ -255,7 +255,8 @@ impl Conn {
         let Ok(mut text) = serde_json::to_string(frame) else {
             return Ok(());
         };
-        let limit = crate::http::write_limit(&self.shared.config);
+        // The socket counts the frame's header too (up to 14 bytes).
+        let limit = crate::http::write_limit(&self.shared.config).saturating_sub(14);
         if text.len() > limit {
             // The socket would refuse it and end, and every resume would
             // stop at it again: a message goes out cut, anything else not.

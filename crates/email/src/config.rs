@@ -428,6 +428,20 @@ impl Accepts {
             .then(|| rcpt.to_owned())
     }
 
+    /// Whether `address` is the channel's own: one of its addresses, the
+    /// default one replies go out from, or a signed plus-address of one.
+    /// Not anyone else of an accepted domain (colleagues may write in).
+    pub fn is_own(&self, address: &str) -> bool {
+        let lower = address.to_ascii_lowercase();
+        if self.addresses.contains(&lower) || lower == self.default_address() {
+            return true;
+        }
+        self.thread_secret
+            .as_deref()
+            .and_then(|secret| crate::parse::verify_plus_address(address, secret))
+            .is_some_and(|(base, _)| self.plain(&base))
+    }
+
     fn plain(&self, rcpt: &str) -> bool {
         self.addresses.iter().any(|a| a == rcpt)
             || rcpt
@@ -505,6 +519,17 @@ mod tests {
         let signed =
             crate::parse::plus_address("help@support.example.com", "1-01abc", b"0123456789abcdef");
         assert!(!a.accepts(&signed));
+    }
+
+    /// The channel's own addresses are its addresses and their signed
+    /// plus-addresses, not everyone of an accepted domain.
+    #[test]
+    fn own_addresses_are_the_channels_not_its_domains() {
+        let a = Accepts::of(&config(BASE));
+        assert!(a.is_own("HELP@support.example.com"));
+        assert!(a.accepts("olha@billing.example.com"));
+        assert!(!a.is_own("olha@billing.example.com"));
+        assert!(!a.is_own("olena@customer.example"));
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Ingest {
         let from = self
             .customer_of(&mail, envelope_from)
             .ok_or_else(|| IngestError::Rejected("the mail names no sender".into()))?;
-        if self.accepts.accepts(&from) {
+        if self.accepts.is_own(&from) {
             // Our replies to it would come back to us: a loop, or a spoof.
             return Err(IngestError::Rejected(
                 "the sender is one of this channel's own addresses; not taken (it would loop)"

@@ -2,6 +2,7 @@
 
 use crate::config::{LogConfig, LogFormat};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -23,9 +24,13 @@ where
     // included: never at trace, whatever the configured level (a directive
     // for `async_imap` alone was overridden by a more specific one, say
     // `async_imap::imap_stream=trace`).
+    // (With a hint, so that the configured level still bounds what the
+    // `log` bridge and tracing's callsites let through: a filter without
+    // one made the global maximum TRACE.)
     let no_imap_trace = filter::filter_fn(|meta| {
         !(meta.target().starts_with("async_imap") && *meta.level() == tracing::Level::TRACE)
-    });
+    })
+    .with_max_level_hint(filter::LevelFilter::TRACE);
     let layer = match config.format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -35,7 +40,7 @@ where
             .with_writer(writer)
             .boxed(),
     };
-    tracing_subscriber::registry().with(layer.with_filter(level).with_filter(no_imap_trace))
+    tracing_subscriber::registry().with(layer.with_filter(level.and(no_imap_trace)))
 }
 
 /// Installs the metrics recorder and returns the handle `/metrics` renders.
@@ -179,6 +184,15 @@ mod log_tests {
         assert!(
             text.contains("a debug line") && text.contains("an info line"),
             "{text}"
+        );
+        // The configured level still bounds the whole subscriber.
+        let info = LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        };
+        assert_eq!(
+            tracing::Subscriber::max_level_hint(&subscriber(&info, Buffer::default())),
+            Some(filter::LevelFilter::INFO)
         );
     }
 }

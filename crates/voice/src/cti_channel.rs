@@ -696,7 +696,17 @@ async fn follow(
                     // another may have rung it and let its lease go.
                     let claim = format!("ring:{contact}:{agent}");
                     match state.leases.hold(&claim, RING_CLAIM).await {
-                        Ok(true) => *ring_claim = Some(claim),
+                        Ok(true) => {
+                            // A claim for an earlier assignee (the PBX never
+                            // took that dial) is given up, or it would block
+                            // ringing them for an hour.
+                            if let Some(old) = ring_claim.replace(claim.clone())
+                                && old != claim
+                                && let Err(error) = state.leases.release(&old).await
+                            {
+                                debug!(source = %state.name, %error, "Could not release a ring claim; it lapses.");
+                            }
+                        }
                         Ok(false) => return,
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not claim ringing an assigned call; will try again.");

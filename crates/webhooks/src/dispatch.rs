@@ -102,7 +102,14 @@ impl Worker {
                 true
             }
             Some(false) => false,
-            None => renewed.elapsed() < self.lease().saturating_sub(RENEW_EVERY),
+            // Long enough for the attempt that may follow (up to the
+            // webhook's timeout) to end inside the lease.
+            None => {
+                renewed.elapsed()
+                    < self
+                        .lease()
+                        .saturating_sub(RENEW_EVERY + self.target.timeout)
+            }
         }
     }
 
