@@ -21,6 +21,24 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+/// An intake request whose head is complete and whose body stops after
+/// 10 bytes: the connection, to hold it open or read its answer.
+async fn body_that_never_ends(base: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let body = chat_event("c1", "slow-1", "hi").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /channels/api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tcp
+}
+
 #[test]
 fn invalid_configurations_exit_non_zero_with_one_line_naming_the_cause() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,17 +264,7 @@ async fn sigterm_stops_the_email_listener_while_http_requests_drain() {
 
     // A request whose body never completes keeps the HTTP drain open.
     let base = daemon.base();
-    let body = chat_event("c1", "slow-1", "hi").to_string();
-    let mut slow = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /channels/api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let slow = body_that_never_ends(&base).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     daemon.signal("TERM");
 
@@ -386,7 +394,7 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
 /// held open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_body_that_trickles_past_its_deadline_gets_408() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let redis = RedisServer::start();
     let daemon = Daemon::start_with_env(
         BIN,
@@ -395,17 +403,7 @@ async fn a_request_body_that_trickles_past_its_deadline_gets_408() {
         &[("SWITCHBOARD__HTTP__BODY_TIMEOUT_SECS", "1")],
     );
     let base = daemon.base();
-    let body = chat_event("c1", "slow-1", "hi").to_string();
-    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /channels/api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).await.unwrap();
-    tcp.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let mut tcp = body_that_never_ends(&base).await;
     let started = std::time::Instant::now();
     // The rest never comes; the answer does, and then the connection ends.
     let mut answer = Vec::new();

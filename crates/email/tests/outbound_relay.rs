@@ -13,6 +13,39 @@ use switchboard_email::outbound::Sender;
 use switchboard_store::{RedisOutbox, Store, StoreConfig};
 use switchboard_testkit::RedisServer;
 
+/// A reply to `to` in the `mail` outbox, and the outbox's delivery of it.
+async fn queued_reply(
+    store: &Store,
+    to: &str,
+    text: &str,
+) -> (
+    OutboundMessage,
+    RedisOutbox,
+    switchboard_channel::OutboundDelivery,
+) {
+    let reply = OutboundMessage {
+        message_id: MessageId::new(),
+        contact_id: ContactId::new(Partition(1)),
+        conversation_id: ConversationId::new(Partition(1)),
+        channel: ChannelKind::Email,
+        source: "mail".into(),
+        from_address: "help@support.example.com".into(),
+        to: CustomerIdentity::new("email", to).unwrap(),
+        subject: Some("Order 4411".into()),
+        text: text.into(),
+        in_reply_to: None,
+        created_at: Timestamp::now(),
+    };
+    RedisOutbox::enqueue_to(store, &reply).await.unwrap();
+    let outbox = RedisOutbox::new(store.clone(), "mail", "test", Duration::from_secs(60)).unwrap();
+    let delivery = outbox
+        .next(Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the reply");
+    (reply, outbox, delivery)
+}
+
 /// A relay that takes the connection and never says a word (a stuck
 /// content filter does the same after the data): the delivery gives up
 /// within `timeout_secs` and is deferred. It used to wait for ever, holding
@@ -36,26 +69,8 @@ async fn a_relay_that_never_answers_defers_the_reply() {
     .unwrap();
     let sender = Sender::new("mail", &config).unwrap();
 
-    let reply = OutboundMessage {
-        message_id: MessageId::new(),
-        contact_id: ContactId::new(Partition(1)),
-        conversation_id: ConversationId::new(Partition(1)),
-        channel: ChannelKind::Email,
-        source: "mail".into(),
-        from_address: "help@support.example.com".into(),
-        to: CustomerIdentity::new("email", "olena@customer.example").unwrap(),
-        subject: Some("Order 4411".into()),
-        text: "It ships today.".into(),
-        in_reply_to: None,
-        created_at: Timestamp::now(),
-    };
-    RedisOutbox::enqueue_to(&store, &reply).await.unwrap();
-    let outbox = RedisOutbox::new(store.clone(), "mail", "test", Duration::from_secs(60)).unwrap();
-    let delivery = outbox
-        .next(Duration::from_secs(1))
-        .await
-        .unwrap()
-        .expect("the reply");
+    let (_, outbox, delivery) =
+        queued_reply(&store, "olena@customer.example", "It ships today.").await;
 
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -103,26 +118,8 @@ async fn an_address_the_relay_cannot_take_fails_at_once() {
     ))
     .unwrap();
     let sender = Sender::new("mail", &config).unwrap();
-    let reply = OutboundMessage {
-        message_id: MessageId::new(),
-        contact_id: ContactId::new(Partition(1)),
-        conversation_id: ConversationId::new(Partition(1)),
-        channel: ChannelKind::Email,
-        source: "mail".into(),
-        from_address: "help@support.example.com".into(),
-        to: CustomerIdentity::new("email", "олена@customer.example").unwrap(),
-        subject: Some("Замовлення 4411".into()),
-        text: "Відправлено сьогодні.".into(),
-        in_reply_to: None,
-        created_at: Timestamp::now(),
-    };
-    RedisOutbox::enqueue_to(&store, &reply).await.unwrap();
-    let outbox = RedisOutbox::new(store.clone(), "mail", "test", Duration::from_secs(60)).unwrap();
-    let delivery = outbox
-        .next(Duration::from_secs(1))
-        .await
-        .unwrap()
-        .expect("the reply");
+    let (reply, outbox, delivery) =
+        queued_reply(&store, "олена@customer.example", "Відправлено сьогодні.").await;
     tokio::time::timeout(
         Duration::from_secs(20),
         sender.deliver(&outbox, "mail", delivery),

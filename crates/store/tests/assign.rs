@@ -961,6 +961,29 @@ async fn assigned_from_intake(
     c
 }
 
+/// Makes the customer's open-conversation key unusable (a hash instead
+/// of a string), so that ending their conversation fails; its value, for
+/// [`mend_open`].
+async fn break_open(conn: &mut redis::aio::MultiplexedConnection, open: &str) -> String {
+    let kept: String = redis::AsyncCommands::get(conn, open).await.unwrap();
+    let _: () = redis::AsyncCommands::del(conn, open).await.unwrap();
+    let _: () = redis::AsyncCommands::hset(conn, open, "x", "1")
+        .await
+        .unwrap();
+    kept
+}
+
+/// Puts the open-conversation key back as it was.
+async fn mend_open(conn: &mut redis::aio::MultiplexedConnection, open: &str, kept: String) {
+    let _: () = redis::AsyncCommands::del(conn, open).await.unwrap();
+    let _: () = redis::AsyncCommands::set(conn, open, kept).await.unwrap();
+}
+
+/// The open-conversation key, once the conversation has ended: none.
+async fn open_left(conn: &mut redis::aio::MultiplexedConnection, open: &str) -> Option<String> {
+    redis::AsyncCommands::get(conn, open).await.unwrap()
+}
+
 /// A close whose conversation cannot be ended first is refused (an error,
 /// the contact still assigned), not made with the conversation left open:
 /// the customer's next messages would join a closed contact, never routed.
@@ -975,25 +998,20 @@ async fn a_close_is_refused_when_its_conversation_cannot_be_ended() {
     let k = store.keys();
     let open = k.open_conversation(k.partition_of("website", &customer), "website", &customer);
     let mut conn = common::raw(&redis).await;
-    // The open key of the wrong type: ending the conversation fails.
-    let kept: String = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::hset(&mut conn, &open, "x", "1")
-        .await
-        .unwrap();
+    let kept = break_open(&mut conn, &open).await;
     let day = Duration::from_secs(86_400);
     let close = || state.close(&c, "a1", NOW + 1, "solved", 0, day, day);
     assert!(close().await.is_err());
     let rec = state.route_record(&c).await.unwrap().unwrap();
     assert_eq!((rec.state.as_str(), rec.agent.as_str()), ("assigned", "a1"));
     // Once it can, the retried close does both.
-    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
-        .await
-        .unwrap();
+    mend_open(&mut conn, &open, kept).await;
     assert_eq!(close().await.unwrap(), "ok");
-    let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
-    assert_eq!(left, None, "no longer the customer's open conversation");
+    assert_eq!(
+        open_left(&mut conn, &open).await,
+        None,
+        "no longer the customer's open conversation"
+    );
 }
 
 /// The same for a contact its channel ends (a call hung up, the intake
@@ -1013,33 +1031,20 @@ async fn a_channel_end_is_refused_when_its_conversation_cannot_be_ended() {
         k.open_conversation(k.partition_of("website", &customer), "website", &customer)
     };
     let mut conn = common::raw(&redis).await;
-    // The open key of the wrong type: ending the conversation fails.
-    let spare = conn.clone();
-    let break_open = |open: String| {
-        let mut conn = spare.clone();
-        async move {
-            let kept: String = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
-            let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
-            let _: () = redis::AsyncCommands::hset(&mut conn, &open, "x", "1")
-                .await
-                .unwrap();
-            kept
-        }
-    };
     let open = open_of("hung-up");
-    let kept = break_open(open.clone()).await;
+    let kept = break_open(&mut conn, &open).await;
     let day = Duration::from_secs(86_400);
     let end = || state.end_by_channel(&c, NOW + 1, "completed", 0, day);
     assert!(end().await.is_err());
     let rec = state.route_record(&c).await.unwrap().unwrap();
     assert_eq!((rec.state.as_str(), rec.agent.as_str()), ("assigned", "a1"));
-    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
-        .await
-        .unwrap();
+    mend_open(&mut conn, &open, kept).await;
     assert_eq!(end().await.unwrap(), "closed");
-    let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
-    assert_eq!(left, None, "no longer the customer's open conversation");
+    assert_eq!(
+        open_left(&mut conn, &open).await,
+        None,
+        "no longer the customer's open conversation"
+    );
 
     // A waiting contact ended after hours: routing's script runs first.
     let w = intake
@@ -1047,16 +1052,16 @@ async fn a_channel_end_is_refused_when_its_conversation_cannot_be_ended() {
         .await
         .unwrap();
     let open = open_of("night");
-    let kept = break_open(open.clone()).await;
+    let kept = break_open(&mut conn, &open).await;
     let end_waiting = || state.end_if_waiting(&w.contact_id, NOW + 2, "after_hours", day);
     assert!(end_waiting().await.is_err());
-    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
-        .await
-        .unwrap();
+    mend_open(&mut conn, &open, kept).await;
     assert_eq!(end_waiting().await.unwrap(), "already_closed");
-    let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
-    assert_eq!(left, None, "the retry ended the conversation");
+    assert_eq!(
+        open_left(&mut conn, &open).await,
+        None,
+        "the retry ended the conversation"
+    );
 }
 
 /// Closing ends the contact's conversation, so that the customer's next

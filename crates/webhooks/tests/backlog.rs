@@ -32,9 +32,9 @@ fn event(id: &str) -> InboundEvent {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_backlog_grows_while_the_receiver_fails() {
-    let counters = Counters::global();
+/// A private Redis, a store over one partition with the webhook feed on,
+/// and its intake.
+fn world() -> (RedisServer, Store, RedisIntake) {
     let redis = RedisServer::start();
     let store = Store::new(StoreConfig::local(redis.url(), 1))
         .unwrap()
@@ -46,6 +46,13 @@ async fn the_backlog_grows_while_the_receiver_fails() {
             limits: Default::default(),
         },
     );
+    (redis, store, intake)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_grows_while_the_receiver_fails() {
+    let counters = Counters::global();
+    let (_redis, store, intake) = world();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let app = axum::Router::new().route(
@@ -92,17 +99,7 @@ async fn the_backlog_grows_while_the_receiver_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_webhook_starts_at_its_own_max_age() {
     let counters = Counters::global();
-    let redis = RedisServer::start();
-    let store = Store::new(StoreConfig::local(redis.url(), 1))
-        .unwrap()
-        .with_event_feed(true);
-    let intake = RedisIntake::new(
-        store.clone(),
-        IntakeSettings {
-            dedupe_window: Duration::from_secs(3600),
-            limits: Default::default(),
-        },
-    );
+    let (redis, store, intake) = world();
     // An event two hours old in the feed (as a webhook with a longer
     // max_age would have kept it), then a new one.
     let old = switchboard_core::Timestamp::now().as_millis() - 2 * 3600 * 1000;
