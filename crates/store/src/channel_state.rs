@@ -50,6 +50,19 @@ impl RedisChannelState {
         self.store.keys().channel_state(&self.source, key)
     }
 
+    /// `SET key value`, expiring after `ttl` when given.
+    async fn write(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), StateError> {
+        let mut conn = self.store.conn();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value);
+        if let Some(ttl) = ttl {
+            cmd.arg("PX")
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        }
+        let _: () = self.store.bounded(cmd.query_async(&mut conn)).await?;
+        Ok(())
+    }
+
     async fn lease(&self, key: &str, action: &str, lease: Duration) -> Result<bool, StateError> {
         let mut conn = self.store.conn();
         let held: i64 = self
@@ -74,21 +87,7 @@ impl ChannelState for RedisChannelState {
         value: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        Box::pin(async move {
-            let mut conn = self.store.conn();
-            let _: () = self
-                .store
-                .bounded(
-                    redis::cmd("SET")
-                        .arg(self.key(key))
-                        .arg(value)
-                        .arg("PX")
-                        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-                        .query_async(&mut conn),
-                )
-                .await?;
-            Ok(())
-        })
+        Box::pin(self.write(key, value, Some(ttl)))
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StateError>> {
@@ -103,19 +102,7 @@ impl ChannelState for RedisChannelState {
     }
 
     fn set<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), StateError>> {
-        Box::pin(async move {
-            let mut conn = self.store.conn();
-            let _: () = self
-                .store
-                .bounded(
-                    redis::cmd("SET")
-                        .arg(self.key(key))
-                        .arg(value)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            Ok(())
-        })
+        Box::pin(self.write(key, value, None))
     }
 
     fn hold<'a>(

@@ -267,6 +267,15 @@ async fn events(
 
 type Refused = (StatusCode, &'static str, String);
 
+/// The channel's state could not be read or written: 503, retried.
+fn state_unavailable(e: switchboard_channel::StateError) -> Refused {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+    )
+}
+
 fn unavailable(e: IntakeError) -> Refused {
     match e {
         IntakeError::Invalid(e) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
@@ -318,13 +327,7 @@ async fn handle(
                 .leases
                 .get(&hangup_key(&event.call_id))
                 .await
-                .map_err(|e| {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        e.to_string(),
-                    )
-                })?;
+                .map_err(state_unavailable)?;
             if let Some(disposition) = hungup {
                 let outcome = state
                     .routing
@@ -441,13 +444,7 @@ async fn remember_hangup(
         .leases
         .set_for(&hangup_key(&event.call_id), disposition, HANGUP_MEMORY)
         .await
-        .map_err(|e| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?;
+        .map_err(state_unavailable)?;
     lookup(state, event).await
 }
 
