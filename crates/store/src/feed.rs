@@ -507,6 +507,20 @@ impl EventFeed {
         })
     }
 
+    /// Deletes `group`'s dead consumers (other instances' from before
+    /// their restarts) when `pruner` says it is time ([`crate::groups`]).
+    pub async fn prune(&self, pruner: &crate::Pruner, p: Partition, group: &str, keep: &str) {
+        pruner
+            .maybe(
+                &self.store,
+                [self.store.keys().feed(p)],
+                group,
+                keep,
+                "feed",
+            )
+            .await;
+    }
+
     /// Settles an entry for `group`.
     pub async fn ack(&self, p: Partition, group: &str, entry_id: &str) -> Result<(), StoreError> {
         let mut conn = self.store.conn();

@@ -70,6 +70,8 @@ pub struct RedisOutbox {
     /// looks at a few entries only, so one that starts at the beginning
     /// every time never reaches a stale delivery behind ten in progress.
     reclaim_from: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Deletes the group's dead consumers now and then.
+    pruner: std::sync::Arc<crate::Pruner>,
 }
 
 impl std::fmt::Debug for RedisOutbox {
@@ -109,6 +111,7 @@ impl RedisOutbox {
             hold: std::sync::Arc::new(Script::new(include_str!("lua/outbox_hold.lua"))),
             group_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
             reclaim_from: std::sync::Arc::new(std::sync::Mutex::new("0-0".to_owned())),
+            pruner: std::sync::Arc::default(),
         })
     }
 
@@ -248,6 +251,15 @@ impl RedisOutbox {
         if let Some(entry) = claimed.claimed.into_iter().next() {
             return self.reclaimed(entry).await;
         }
+        self.pruner
+            .maybe(
+                &self.store,
+                [stream.clone()],
+                GROUP,
+                &self.consumer,
+                "outbox",
+            )
+            .await;
         let wait = wait.min(Duration::from_secs(30));
         let options = StreamReadOptions::default()
             .group(GROUP, &self.consumer)

@@ -44,6 +44,8 @@ pub struct RoutingStreams {
     /// began at the start every time never got past entries that keep
     /// failing to a crashed instance's entries behind them.
     reclaim_from: std::collections::HashMap<Partition, String>,
+    /// Deletes the group's dead consumers now and then (on reclaims).
+    pruner: crate::Pruner,
 }
 
 impl std::fmt::Debug for RoutingStreams {
@@ -66,6 +68,7 @@ impl RoutingStreams {
             block,
             routed: Script::new(include_str!("lua/routed.lua")),
             reclaim_from: std::collections::HashMap::new(),
+            pruner: crate::Pruner::default(),
         })
     }
 
@@ -241,6 +244,14 @@ impl RoutingStreams {
             }
         }
         self.set_aside(unreadable).await;
+        let streams = self
+            .store
+            .keys()
+            .all_partitions()
+            .map(|p| self.store.keys().routing(p));
+        self.pruner
+            .maybe(&self.store, streams, GROUP, &self.consumer, "routing")
+            .await;
         Ok(out)
     }
 

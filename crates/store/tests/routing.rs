@@ -721,3 +721,105 @@ async fn a_superseded_holder_neither_defers_nor_settles() {
         .unwrap();
     assert!(state.expect("recorded").contains("delivered"));
 }
+
+/// Consumers left behind by restarted instances are deleted once they have
+/// nothing pending and have not read for the idle limit; one with pending
+/// entries, a recent one and the caller's own are kept.
+#[tokio::test]
+async fn dead_consumers_are_deleted_only_when_nothing_is_pending() {
+    let (redis, store, _a, mut b, taken) = all_taken_by_a(1, 3).await;
+    assert_eq!(taken.len(), 3);
+    let stream = store.keys().routing(Partition(0));
+    let group = switchboard_store::routing::GROUP;
+    let raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let consumer = |name: &'static str| {
+        let (mut raw, stream) = (raw.clone(), stream.clone());
+        async move {
+            let made: i64 = redis::cmd("XGROUP")
+                .arg("CREATECONSUMER")
+                .arg(&stream)
+                .arg(group)
+                .arg(name)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            assert_eq!(made, 1);
+        }
+    };
+    consumer("gone-with-nothing").await;
+    let names = |raw: redis::aio::MultiplexedConnection| {
+        let stream = stream.clone();
+        async move {
+            let mut raw = raw;
+            let infos: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&stream)
+                .arg(group)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            let mut names: Vec<String> = infos
+                .iter()
+                .map(|i| redis::from_redis_value(i["name"].clone()).unwrap())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // `a` still holds all three entries: kept, as is the idle empty one
+    // while it is younger than the limit.
+    let idle = Duration::from_millis(200);
+    let young = Duration::from_secs(60);
+    assert_eq!(
+        switchboard_store::groups::prune_consumers(&store, &stream, group, "b", young)
+            .await
+            .unwrap(),
+        0
+    );
+    let deleted = switchboard_store::groups::prune_consumers(&store, &stream, group, "b", idle)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "only the empty idle consumer");
+    assert_eq!(names(raw.clone()).await, vec!["a".to_owned()]);
+    // `b` takes `a`'s entries over: `a` has nothing pending now, and goes
+    // once it has been idle long enough; `b` (the caller) stays.
+    assert_eq!(
+        b.reclaim(Duration::from_millis(1), 10).await.unwrap().len(),
+        3
+    );
+    let pruner = switchboard_store::Pruner::new(idle, Duration::from_secs(3600));
+    pruner
+        .maybe(&store, [stream.clone()], group, "b", "routing")
+        .await;
+    assert_eq!(
+        names(raw.clone()).await,
+        vec!["b".to_owned()],
+        "a new pruner looks at once, and `a` has been idle long enough"
+    );
+    consumer("c").await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    pruner
+        .maybe(&store, [stream.clone()], group, "b", "routing")
+        .await;
+    assert_eq!(
+        names(raw.clone()).await,
+        vec!["b".to_owned(), "c".to_owned()],
+        "not again before `every` has passed"
+    );
+    let soon = switchboard_store::Pruner::new(idle, Duration::ZERO);
+    soon.maybe(&store, [stream.clone()], group, "b", "routing")
+        .await;
+    assert_eq!(names(raw.clone()).await, vec!["b".to_owned()]);
+    // A stream or group that does not exist: nothing to do, no error.
+    assert_eq!(
+        switchboard_store::groups::prune_consumers(&store, "sb:{p0}:nothing", group, "b", idle)
+            .await
+            .unwrap(),
+        0
+    );
+}

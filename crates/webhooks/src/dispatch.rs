@@ -155,6 +155,7 @@ impl Worker {
         let mut held = false;
         let mut renewed = Instant::now();
         let mut measured: Option<Instant> = None;
+        let pruner = switchboard_store::Pruner::default();
         while !shutdown.is_cancelled() {
             if !held || renewed.elapsed() >= RENEW_EVERY {
                 let now_held = if held {
@@ -188,6 +189,9 @@ impl Worker {
                 if let Ok(Some(n)) = self.feed.backlog(self.partition, &group).await {
                     self.backlog.set(self.partition, n);
                 }
+                self.feed
+                    .prune(&pruner, self.partition, &group, &self.holder)
+                    .await;
             }
             let Some(entry) = queue.front().cloned() else {
                 match self
