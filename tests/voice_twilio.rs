@@ -441,6 +441,38 @@ async fn a_late_no_answer_of_an_earlier_offer_leaves_the_new_one() {
     assert!(target.contains("olha"), "{target}");
 }
 
+/// A call assigned to an agent this channel has no phone for (she took it
+/// in the console before any dial) goes back to its queue and reaches an
+/// agent with a phone. It was held for ever: a dial that could never come.
+#[tokio::test]
+async fn a_call_assigned_to_an_agent_without_a_phone_goes_back_to_its_queue() {
+    let (_redis, daemon, twilio) = start(&format!(
+        "{}{}",
+        agent("taras", TOKEN_PETRO),
+        agent("olha", TOKEN_OLHA)
+    ));
+    let mut taras = online(&twilio.base, TOKEN_PETRO).await;
+    let sid = "CA00000000000000000000000000000031";
+    let wait = twilio.call(sid, "+380504444444").await;
+    let contact = contact_in(&wait);
+    let (offer, _) = taras.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(offer.expect("an offer")["contact_id"], contact.as_str());
+    taras
+        .send(json!({"type": "accept", "contact_id": contact}))
+        .await;
+    let (assigned, _) = taras.until("assigned", Duration::from_secs(5)).await;
+    assert!(assigned.is_some(), "{}", daemon.log());
+    let _olha = online(&twilio.base, TOKEN_OLHA).await;
+    let (target, _, _) = twilio.until_dialed(&wait, sid).await;
+    assert!(target.contains("olha"), "{target}");
+    let (requeued, _) = taras.until("requeued", Duration::from_secs(5)).await;
+    let requeued = requeued.expect("taras is told the call left him");
+    assert_eq!(
+        (requeued["contact_id"].as_str(), requeued["reason"].as_str()),
+        (Some(contact.as_str()), Some("unreachable"))
+    );
+}
+
 /// The phone rings no longer than the offer lasts: with a voice offer of
 /// 8 s, the dial's timeout is at most 7 s. It was the ring timeout (15 s),
 /// so an agent answering after the deadline found the call offered to the

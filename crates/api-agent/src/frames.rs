@@ -35,7 +35,7 @@ pub enum ServerFrame {
         channel: String,
     },
     /// A contact you held went back to a queue (`transfer`,
-    /// `agent_disconnected`).
+    /// `agent_disconnected`, `unreachable`).
     Requeued {
         contact_id: String,
         reason: String,

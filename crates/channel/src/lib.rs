@@ -95,7 +95,9 @@ pub trait Routing: Send + Sync + fmt::Debug {
     /// phone of theirs in its configuration): the offer goes on to the
     /// next agent, and is not counted as the agent's miss (which could
     /// set them away for a configuration mistake). Routing's own answer
-    /// is that of a decline; by default, a miss.
+    /// is that of a decline; by default, a miss. A contact already
+    /// assigned to that agent (accepted elsewhere, transferred to them)
+    /// goes back to its queue (`ok`; `not_held` when it is neither).
     fn pass<'a>(
         &'a self,
         contact: &'a ContactId,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use switchboard_channel::{RouteView, Routing};
 use switchboard_core::{ChannelKind, ContactId, IntakeError, Timestamp};
 use switchboard_store::{Answer, RoutingState, StoreError};
-use tracing::info;
+use tracing::{info, warn};
 
 /// [`Routing`] on the routing state in Redis.
 #[derive(Debug, Clone)]
@@ -240,7 +240,30 @@ impl Routing for ChannelRouting {
             // contact, and their run of missed offers neither grows nor
             // ends.
             let outcome = self.on_channel(Answer::Pass, contact, agent).await?;
-            info!(contact_id = %contact, agent_id = agent, outcome = %outcome, "Offer passed on: the channel cannot reach the agent.");
+            if outcome != "not_offered" {
+                info!(contact_id = %contact, agent_id = agent, outcome = %outcome, "Offer passed on: the channel cannot reach the agent.");
+                return Ok(outcome);
+            }
+            // Assigned already (accepted in the console, a transfer to
+            // them): back to its queue, or the call would wait for a dial
+            // that can never come.
+            let outcome = self
+                .state
+                .requeue(
+                    contact,
+                    agent,
+                    Timestamp::now().as_millis(),
+                    None,
+                    "unreachable",
+                    None,
+                )
+                .await
+                .map_err(unavailable)?;
+            if outcome == "ok" {
+                counter!("switchboard_router_requeued_total", "reason" => "unreachable")
+                    .increment(1);
+                warn!(contact_id = %contact, agent_id = agent, "Contact put back in its queue: the channel cannot reach the agent it was assigned to.");
+            }
             Ok(outcome)
         })
     }
