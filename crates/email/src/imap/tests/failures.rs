@@ -131,3 +131,51 @@ async fn an_unreachable_server_is_retried_and_shutdown_is_prompt() {
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     assert_eq!(sink.len(), 0);
 }
+
+/// A message the server cannot give (here: its Maildir file unreadable,
+/// so Dovecot answers its body FETCH with NO) fails the session each time;
+/// after `BODY_FAILURES` sessions in a row it is passed over, counted
+/// `unreadable` and left in the mailbox, and later mail arrives.
+#[tokio::test]
+async fn a_message_that_cannot_be_fetched_is_passed_over_after_five_sessions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dovecot = Dovecot::start();
+    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    dovecot.append("support", "INBOX", &mail(1));
+    dovecot.append("support", "INBOX", &mail(2));
+    // Dovecot has listed both (sizes and flags are in its index); then the
+    // first one's file becomes unreadable to it.
+    assert_eq!(dovecot.messages("support", "INBOX").len(), 2);
+    let first: Vec<_> = ["cur", "new"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(dovecot.maildir("support").join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|f| {
+            String::from_utf8_lossy(&std::fs::read(f).unwrap()).contains("<q1@example.com>")
+        })
+        .collect();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let first = &first[0];
+    std::fs::set_permissions(first, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(1, Duration::from_secs(40)).await;
+    assert_eq!(
+        sink.uids(),
+        vec![2],
+        "{}\n{}",
+        counters.dump(),
+        dovecot.log()
+    );
+    let label = &settings.label;
+    let key =
+        |o: &str| format!("switchboard_email_imap_messages_total{{mailbox={label},outcome={o}}}");
+    assert_eq!(counters.get(&key("unreadable")), 1, "{}", counters.dump());
+    assert_eq!(counters.get(&key("gone")), 0, "never taken for expunged");
+    assert_eq!(checkpoint(&state, &settings, Some(2)).await.1, 2);
+    // Still there, unread, for a person to look at.
+    assert_eq!(dovecot.messages("support", "INBOX")[0], (1, String::new()));
+    fetcher.stop().await;
+}
