@@ -60,7 +60,9 @@ type Sent = Arc<Mutex<Vec<(String, String, Value)>>>;
 
 /// A stand-in for the Graph API's WhatsApp send endpoint
 /// (`POST /{version}/{phone-number-id}/messages`), answering as documented.
-async fn graph_stand_in() -> (String, Sent) {
+/// While the test holds the returned lock for writing, media downloads
+/// wait (a slow provider).
+async fn graph_stand_in() -> (String, Sent, Arc<tokio::sync::RwLock<()>>) {
     async fn send(
         State(sent): State<Sent>,
         Path((version, phone)): Path<(String, String)>,
@@ -108,7 +110,10 @@ async fn graph_stand_in() -> (String, Sent) {
             })),
         )
     };
-    let file = |Path(id): Path<String>, headers: HeaderMap| async move {
+    let stall = Arc::new(tokio::sync::RwLock::new(()));
+    let gate = stall.clone();
+    let file = move |Path(id): Path<String>, headers: HeaderMap| async move {
+        let _open = gate.read().await;
         let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
             == Some("Bearer whatsapp-access-token");
         if authorized && id == "MEDIA-ID-1" {
@@ -123,7 +128,7 @@ async fn graph_stand_in() -> (String, Sent) {
         .route("/files/{id}", axum::routing::get(file))
         .with_state(sent.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/v21.0"), sent)
+    (format!("http://{addr}/v21.0"), sent, stall)
 }
 
 fn config(meta_secret: &str, telegram_secret: &str, graph_url: &str) -> String {
@@ -131,6 +136,9 @@ fn config(meta_secret: &str, telegram_secret: &str, graph_url: &str) -> String {
         r#"
 [routing]
 wrap_up_secs = 0
+
+[agent_api]
+media_fetches = 1
 
 [[routing.agents]]
 id = "olha"
@@ -260,7 +268,7 @@ async fn reply_status(redis_url: &str) -> Vec<String> {
 async fn every_corpus_delivery_has_its_documented_outcome() {
     let (rows, meta_secret, telegram_secret) = signatures();
     assert_eq!(rows.len(), 12, "SIGNATURES.tsv rows");
-    let (graph_url, sent) = graph_stand_in().await;
+    let (graph_url, sent, stall) = graph_stand_in().await;
     let redis = RedisServer::start();
     let daemon = Daemon::start(
         env!("CARGO_BIN_EXE_switchboard-under-test"),
@@ -449,6 +457,25 @@ async fn every_corpus_delivery_has_its_documented_outcome() {
                     .await
                     .unwrap();
                 assert_eq!(missing.status, 404, "only media the conversation received");
+                // With the provider slow, one fetch at a time
+                // (`media_fetches = 1`): the next waits, then gets 503.
+                let held = stall.write().await;
+                let first = tokio::spawn({
+                    let (http, url) = (http.clone(), url.clone());
+                    async move { http.call("GET", &url, Some(AGENT_TOKEN), None).await }
+                });
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let busy = http
+                    .call("GET", &url, Some(AGENT_TOKEN), None)
+                    .await
+                    .unwrap();
+                busy.assert_refused(503, "unavailable");
+                drop(held);
+                let first = first.await.unwrap().unwrap();
+                assert_eq!(
+                    first.status, 200,
+                    "the first is served once the provider answers"
+                );
             }
             7 => {
                 assert_eq!(reply.status, 200, "{context}");

@@ -57,6 +57,11 @@ pub struct AgentApiConfig {
     /// Websockets one agent may have open on one instance.
     #[serde(default = "defaults::ws_sessions_per_agent")]
     pub ws_sessions_per_agent: usize,
+    /// Attachments fetched for agents at once on one instance (each is
+    /// held in memory, up to its channel's size limit, while it is
+    /// fetched); more wait up to 5 s, then get 503.
+    #[serde(default = "defaults::media_fetches")]
+    pub media_fetches: usize,
 }
 
 mod defaults {
@@ -75,6 +80,9 @@ mod defaults {
     pub fn ws_sessions_per_agent() -> usize {
         8
     }
+    pub fn media_fetches() -> usize {
+        8
+    }
 }
 
 impl Default for AgentApiConfig {
@@ -86,6 +94,7 @@ impl Default for AgentApiConfig {
             ws_send_buffer: defaults::ws_send_buffer(),
             ws_frames_per_minute: defaults::ws_frames_per_minute(),
             ws_sessions_per_agent: defaults::ws_sessions_per_agent(),
+            media_fetches: defaults::media_fetches(),
         }
     }
 }
@@ -134,6 +143,9 @@ impl AgentApiConfig {
                 "must be 1 to 1000".into(),
             ));
         }
+        if !(1..=256).contains(&self.media_fetches) {
+            return Err(("agent_api.media_fetches".into(), "must be 1 to 256".into()));
+        }
         Ok(())
     }
 }
@@ -148,6 +160,8 @@ pub struct Inner {
     pub(crate) settings: AgentApiConfig,
     pub(crate) hub: hub::Hub,
     pub(crate) media: media::MediaSources,
+    /// Attachments being fetched (`media_fetches`).
+    pub(crate) media_permits: tokio::sync::Semaphore,
     pub(crate) recorder: Option<switchboard_records::Recorder>,
 }
 
@@ -178,6 +192,7 @@ impl AgentApi {
             ),
             None => None,
         };
+        let media_fetches = settings.media_fetches;
         Ok(AgentApi {
             inner: Arc::new(Inner {
                 state: RoutingState::new(store.clone()),
@@ -188,6 +203,7 @@ impl AgentApi {
                 settings,
                 hub: hub::Hub::default(),
                 media: media::MediaSources::default(),
+                media_permits: tokio::sync::Semaphore::new(media_fetches),
                 recorder,
             }),
         })

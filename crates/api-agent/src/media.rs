@@ -74,6 +74,9 @@ fn mentions(text: &str, media_id: &str) -> bool {
 const PAGE: usize = 1000;
 const MAX_PAGES: usize = 100;
 
+/// How long a fetch waits for one of the `agent_api.media_fetches` permits.
+const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Whether a customer's message in the conversation names `media_id`.
 async fn received(
     inner: &Inner,
@@ -121,6 +124,15 @@ pub async fn media(
     }
     let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
     let source = inner.media.get(&pick("source")).ok_or_else(unknown)?;
+    let Ok(Ok(_permit)) = tokio::time::timeout(PERMIT_WAIT, inner.media_permits.acquire()).await
+    else {
+        metrics::counter!("switchboard_agent_media_busy_total").increment(1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many attachments are being fetched; try again",
+        ));
+    };
     let media = source
         .fetch(&pick("address"), &media_id)
         .await
