@@ -376,6 +376,56 @@ async fn a_call_of_an_auto_accepting_queue_is_dialled() {
     assert_eq!(pbx.dials.lock().unwrap().len(), 1, "dialled once");
 }
 
+/// A call an auto-accepting queue assigns to an agent with no phone goes
+/// back to its queue without her and reaches an agent with one. The
+/// dispatcher stopped at "assigned, nothing to ring": the caller waited in
+/// the PBX for ever.
+#[tokio::test]
+async fn a_call_assigned_to_an_agent_without_a_phone_goes_to_one_with_a_phone() {
+    let (callback, pbx) = pbx().await;
+    let redis = RedisServer::start();
+    let extra = "[[routing.queues]]\nname = \"phones\"\nauto_accept = true\n\n\
+                 [[routing.rules]]\nname = \"calls\"\nqueue = \"phones\"\nchannels = [\"voice\"]\n\n\
+                 [[routing.agents]]\nid = \"ivan\"\ncapacity = { voice = 1 }\ntoken = \"ivan-agent-token-0123456789\"\n";
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &format!("{}\n{extra}", config(&callback)),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let mut ivan = online(&base, "ivan-agent-token-0123456789").await;
+
+    let held = event(&http, &base, new_call("r1", "+380506666666")).await;
+    assert_eq!(held.status, 200);
+    let contact = contact_for(&redis.url(), "+380506666666").await;
+    let (requeued, _) = ivan.until("requeued", Duration::from_secs(10)).await;
+    let requeued = requeued.unwrap_or_else(|| panic!("never requeued: {}", daemon.log()));
+    assert_eq!(
+        (requeued["contact_id"].as_str(), requeued["reason"].as_str()),
+        (Some(contact.as_str()), Some("unreachable"))
+    );
+    // Left out of it: waiting, not assigned to him again and again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let routed = http.routing(&base, SUPERVISOR, &contact).await;
+    assert_eq!(
+        (routed["state"].as_str(), routed["excluded"].clone()),
+        (Some("waiting"), json!(["ivan"])),
+        "{routed}"
+    );
+    let _olha = online(&base, "olha-agent-token-0123456789").await;
+    let dialled = || async { !pbx.dials.lock().unwrap().is_empty() };
+    assert!(
+        eventually(Duration::from_secs(10), dialled).await,
+        "{}",
+        daemon.log()
+    );
+    let dials = pbx.dials.lock().unwrap().clone();
+    assert_eq!(dials.len(), 1, "{dials:?}");
+    assert_eq!(dials[0]["agent"], "olha", "{dials:?}");
+    assert_eq!(state_of(&http, &base, &contact).await, "assigned");
+}
+
 /// An agent with no phone in the channel's configuration cannot take a
 /// call: the offer is passed on as a decline (left out of this call), not
 /// counted as her miss. With `missed_offers_before_away = 1` a miss set her

@@ -96,8 +96,9 @@ pub trait Routing: Send + Sync + fmt::Debug {
     /// next agent, and is not counted as the agent's miss (which could
     /// set them away for a configuration mistake). Routing's own answer
     /// is that of a decline; by default, a miss. A contact already
-    /// assigned to that agent (accepted elsewhere, transferred to them)
-    /// goes back to its queue (`ok`; `not_held` when it is neither).
+    /// assigned to that agent (accepted in the console, an auto-accepting
+    /// queue) goes back to its queue, the agent left out of it as after a
+    /// decline (`ok`; `not_held` when it is neither).
     fn pass<'a>(
         &'a self,
         contact: &'a ContactId,

@@ -244,19 +244,12 @@ impl Routing for ChannelRouting {
                 info!(contact_id = %contact, agent_id = agent, outcome = %outcome, "Offer passed on: the channel cannot reach the agent.");
                 return Ok(outcome);
             }
-            // Assigned already (accepted in the console, a transfer to
-            // them): back to its queue, or the call would wait for a dial
-            // that can never come.
+            // Assigned already (accepted in the console, an auto-accepting
+            // queue): back to its queue without them (as a decline), or the
+            // call would wait for a dial that can never come.
             let outcome = self
                 .state
-                .requeue(
-                    contact,
-                    agent,
-                    Timestamp::now().as_millis(),
-                    None,
-                    "unreachable",
-                    None,
-                )
+                .requeue_unreachable(contact, agent, Timestamp::now().as_millis())
                 .await
                 .map_err(unavailable)?;
             if outcome == "ok" {

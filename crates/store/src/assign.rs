@@ -714,7 +714,20 @@ impl RoutingState {
         reason: &str,
         first_for: Option<(&str, u64)>,
     ) -> Result<String, StoreError> {
-        self.requeue_script(contact, agent, now, (queue, reason), first_for, None)
+        self.requeue_script(contact, agent, now, (queue, reason), first_for, None, false)
+            .await
+    }
+
+    /// Puts a contact assigned to an agent its channel cannot reach (a
+    /// call, and no phone of theirs) back in its queue, the agent left out
+    /// of it from now on: `Ok("ok")` or `not_held`.
+    pub async fn requeue_unreachable(
+        &self,
+        contact: &ContactId,
+        agent: &str,
+        now: u64,
+    ) -> Result<String, StoreError> {
+        self.requeue_script(contact, agent, now, (None, "unreachable"), None, None, true)
             .await
     }
 
@@ -735,10 +748,12 @@ impl RoutingState {
             (None, "agent_disconnected"),
             None,
             Some(grace),
+            false,
         )
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn requeue_script(
         &self,
         contact: &ContactId,
@@ -747,6 +762,7 @@ impl RoutingState {
         (queue, reason): (Option<(&str, i32)>, &str),
         first_for: Option<(&str, u64)>,
         grace: Option<u64>,
+        exclude: bool,
     ) -> Result<String, StoreError> {
         let (sticky, sticky_until) = first_for.unwrap_or(("", 0));
         let (queue, priority_change) = queue.unwrap_or(("", 0));
@@ -767,7 +783,8 @@ impl RoutingState {
             .arg(sticky)
             .arg(sticky_until)
             .arg(grace.map(|g| g.to_string()).unwrap_or_default())
-            .arg(priority_change);
+            .arg(priority_change)
+            .arg(if exclude { "1" } else { "" });
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }

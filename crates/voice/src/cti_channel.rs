@@ -676,8 +676,20 @@ async fn follow(
                         return;
                     }
                     if !state.config.agents.contains_key(&agent) {
-                        warn!(source = %state.name, agent_id = %agent, contact_id = %contact, "The call was assigned to an agent with no phone in this channel's configuration; nothing to ring.");
-                        return;
+                        // Nothing to ring: back to its queue without her
+                        // (by the leading instance), and followed on.
+                        if leading {
+                            warn!(source = %state.name, agent_id = %agent, contact_id = %contact, "The call was assigned to an agent with no phone in this channel's configuration; it goes back to its queue.");
+                            if let Err(error) = state.routing.pass(contact, &agent).await {
+                                debug!(source = %state.name, %error, "Could not put the call back in its queue; will try again.");
+                            }
+                        }
+                        offer = None;
+                        tokio::select! {
+                            () = state.shutdown.cancelled() => return,
+                            () = tokio::time::sleep(POLL) => {}
+                        }
+                        continue;
                     }
                     if !leading {
                         // The leading instance rings it; should it stop,

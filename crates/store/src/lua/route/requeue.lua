@@ -16,6 +16,9 @@
 --         not take contacts from an agent who came back meanwhile.
 -- ARGV[10] with a new queue: what its priority adds to the contact's (the
 --         new queue's less the old one's; the rule's part stays)
+-- ARGV[11] '1' to leave the agent out of this contact from now on (the
+--         channel cannot reach them: a call for an agent with no phone),
+--         as a decline does; '' or absent (an older caller) keeps them in
 -- Returns 'ok', 'not_held' or 'online' (the session is live again, or
 -- its grace has not passed).
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'since', 'queue',
@@ -40,6 +43,11 @@ if ARGV[7] ~= '' and c[6] and c[6] ~= '' then
     if a ~= ARGV[7] then kept[#kept + 1] = a end
   end
   redis.call('HSET', KEYS[1], 'excluded', table.concat(kept, ','))
+end
+if ARGV[11] == '1' then
+  local excluded = redis.call('HGET', KEYS[1], 'excluded') or ''
+  if excluded == '' then excluded = ARGV[2] else excluded = excluded .. ',' .. ARGV[2] end
+  redis.call('HSET', KEYS[1], 'excluded', excluded)
 end
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[4], c[4], ARGV[1])
