@@ -1057,16 +1057,29 @@ impl Conn {
                 counter!("switchboard_chat_messages_total", "outcome" => receipt.outcome.as_str())
                     .increment(1);
                 let conv = receipt.conversation_id;
-                if active.conv.map(|(c, _)| c) != Some(conv) {
+                let current = active.conv.map(|(c, _)| c);
+                // A resend whose first copy was stored before: its
+                // conversation may be an earlier one, closed since, and the
+                // visitor's tabs must not leave the one open now for it.
+                // Only this tab follows it, and only when it follows none
+                // or an earlier one (a visitor's conversations share a
+                // partition, so their ids order by time); a tab on a closed
+                // one moves on to the open one by itself.
+                let duplicate = receipt.outcome == IntakeOutcome::Duplicate;
+                let earlier = duplicate && current.is_some_and(|c| conv < c);
+                if current != Some(conv) && !earlier {
                     let span = tracing::Span::current();
                     span.record("conversation_id", conv.to_string());
                     span.record("contact_id", receipt.contact_id.to_string());
-                    // Every tab of the visitor here follows it (this one too).
-                    self.shared.hub.attach_visitor(
-                        &active.session.visitor,
-                        &conv,
-                        &receipt.contact_id,
-                    );
+                    if !duplicate {
+                        // Every tab of the visitor here follows it (this
+                        // one too).
+                        self.shared.hub.attach_visitor(
+                            &active.session.visitor,
+                            &conv,
+                            &receipt.contact_id,
+                        );
+                    }
                     self.hub_event(active, link, HubEvent::Attach(conv, receipt.contact_id))
                         .await?;
                 }

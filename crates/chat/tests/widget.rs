@@ -627,6 +627,44 @@ async fn a_conversation_closed_while_away_still_delivers_its_last_replies() {
     );
 }
 
+/// A message resent from a tab whose first copy went into an earlier
+/// conversation, closed since, leaves the visitor's other tabs on the
+/// conversation open now: they get its replies. The resend moved every tab
+/// of the visitor back to the closed conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_into_a_closed_conversation_leaves_other_tabs_on_the_open_one() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let (_tab1, token, first) = closed_chat(&w, addr).await;
+    let mut tab2 = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut tab2, Some(&token), None).await;
+    let ack = message(&mut tab2, "c2", "one more thing").await;
+    let open = ack["conversation"].as_str().unwrap().to_owned();
+    assert_ne!(open, first);
+
+    // A third tab sends the first message again (its answer was lost).
+    let mut tab3 = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut tab3, Some(&token), None).await;
+    let again = message(&mut tab3, "c1", "hello").await;
+    assert_eq!(again["conversation"], first.as_str(), "stored there once");
+    // The other tab is not shown the closed conversation again.
+    let moved = collect(&mut tab2, "closed", Duration::from_millis(1500)).await;
+    assert!(moved.is_empty(), "{moved:?}");
+
+    let contact = contact_of(&w.store, &open).await;
+    let seq = reply(&w.store, &contact, "Of course").await;
+    let got = loop {
+        let m = recv_type(&mut tab2, "message").await;
+        if m["from"] == "agent" {
+            break m;
+        }
+    };
+    assert_eq!(
+        (got["seq"].as_str(), got["text"].as_str()),
+        (Some(seq.as_str()), Some("Of course"))
+    );
+}
+
 /// A reply whose frame would not fit the socket's write buffer (control
 /// characters escape to six bytes each) goes out cut, and what follows
 /// still arrives: it used to end the socket, and every resume stopped at
