@@ -14,7 +14,8 @@
 //! - `closed` (sorted set): contacts by the time they ended (closed or
 //!   abandoned): the retention sweep's work list.
 //! - `person:<key>` (sorted set): a person's contacts across channels
-//!   (`CustomerIdentity::person_key`).
+//!   (`CustomerIdentity::person_key`) by the time each was queued; a
+//!   contact leaves it when the retention sweep deletes it.
 //! - `settings` (hash): `fcr_ms`, `retention_s`, written by each instance at
 //!   start from its configuration; read by the scripts.
 //! - `series` (list): samples of the waiting contacts per queue, newest
@@ -333,9 +334,18 @@ impl Records {
         let mut deleted = 0;
         for id in old {
             let Ok(contact) = id.parse::<ContactId>() else {
-                self.forget(&id).await?;
+                self.forget(&id, None).await?;
                 continue;
             };
+            let person: Option<String> = self
+                .store
+                .bounded(
+                    redis::cmd("HGET")
+                        .arg(k.route_contact(&contact))
+                        .arg("person")
+                        .query_async(&mut conn),
+                )
+                .await?;
             // Another instance's sweep may be deleting the same contacts:
             // each is counted by the sweep that takes it out of the index.
             let conversation: Option<String> = self
@@ -369,31 +379,29 @@ impl Records {
                         .query_async(&mut conn),
                 )
                 .await?;
-            if self.forget(&id).await? {
+            if self.forget(&id, person.filter(|p| !p.is_empty())).await? {
                 deleted += 1;
             }
         }
         Ok(deleted)
     }
 
-    /// Takes a contact out of the records' indexes: whether it was in the
-    /// closed index still (false: another sweep took it first).
-    async fn forget(&self, id: &str) -> Result<bool, StoreError> {
+    /// Takes a contact out of the records' indexes (its person's too):
+    /// whether it was in the closed index still (false: another sweep took
+    /// it first).
+    async fn forget(&self, id: &str, person: Option<String>) -> Result<bool, StoreError> {
         let k = self.store.keys();
         let mut conn = self.conn();
-        let (closed, _): (i64, i64) = self
-            .store
-            .bounded(
-                redis::pipe()
-                    .cmd("ZREM")
-                    .arg(k.route("closed"))
-                    .arg(id)
-                    .cmd("ZREM")
-                    .arg(k.route("contacts"))
-                    .arg(id)
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM").arg(k.route("closed")).arg(id);
+        pipe.cmd("ZREM").arg(k.route("contacts")).arg(id).ignore();
+        if let Some(person) = person {
+            pipe.cmd("ZREM")
+                .arg(k.route(&format!("person:{person}")))
+                .arg(id)
+                .ignore();
+        }
+        let (closed,): (i64,) = self.store.bounded(pipe.query_async(&mut conn)).await?;
         Ok(closed == 1)
     }
 }

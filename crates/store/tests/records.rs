@@ -159,6 +159,61 @@ async fn the_sweep_deletes_old_closed_contacts_with_their_conversation() {
     assert!(!open_conv.is_empty());
 }
 
+/// A contact open longer than the retention stays in its person's history
+/// (the index was trimmed by queue time at each new contact), leaves it
+/// when the sweep deletes it, and the index does not expire under it.
+#[tokio::test]
+async fn a_persons_contacts_leave_their_index_with_the_sweep_not_by_age() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let state = RoutingState::new(store.clone());
+    let records = Records::new(store.clone());
+    records.write_settings(60_000, 3600).await.unwrap();
+    let long = intake
+        .submit_event(event("ann", Some("m1"), "an old thread"))
+        .await
+        .unwrap();
+    let later = intake
+        .submit_event(event("ann-2", Some("m2"), "and a new one"))
+        .await
+        .unwrap();
+    queue(&state, &long.contact_id, "visitor:ann", T0).await;
+    // Three retentions later, still open, the same person comes back.
+    let t1 = T0 + 3 * 3_600_000;
+    queue(&state, &later.contact_id, "visitor:ann", t1).await;
+    assert_eq!(
+        records.person_contacts("visitor:ann", 5).await.unwrap(),
+        [
+            (later.contact_id.to_string(), t1),
+            (long.contact_id.to_string(), T0)
+        ]
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(store.keys().route("person:visitor:ann"))
+        .query_async(&mut raw(&redis).await)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "no expiry while it has members");
+    // Ended, then swept after its retention: out of the index.
+    let ended = state
+        .end_by_channel(
+            &long.contact_id,
+            t1 + 1,
+            "left",
+            0,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, "abandoned");
+    assert_eq!(records.sweep(t1 + 1, 100).await.unwrap(), 1);
+    assert_eq!(
+        records.person_contacts("visitor:ann", 5).await.unwrap(),
+        [(later.contact_id.to_string(), t1)]
+    );
+}
+
 #[tokio::test]
 async fn a_contact_is_rated_once() {
     let redis = RedisServer::start();

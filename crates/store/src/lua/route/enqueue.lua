@@ -44,8 +44,15 @@ if ARGV[13] and ARGV[13] ~= '' then
   local person = sibling(KEYS[3], 'person:' .. ARGV[13])
   local before = redis.call('ZREVRANGE', person, 0, 0)
   redis.call('ZADD', person, now, ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', person, '-inf', now - retention_s * 1000)
-  redis.call('EXPIRE', person, retention_s)
+  -- A member leaves when the retention sweep deletes its contact (the
+  -- retention runs from a contact's end, however long it was open), and the
+  -- index goes with its last member. Trimming by queue time dropped a
+  -- contact open longer than the retention from its person's history. As a
+  -- backstop for members whose contacts an earlier version swept without
+  -- taking them out, those queued more than ten retentions ago go; and the
+  -- expiry an earlier version set is cleared.
+  redis.call('ZREMRANGEBYSCORE', person, '-inf', now - retention_s * 10000)
+  redis.call('PERSIST', person)
   if before[1] then
     local p = redis.call('HMGET', sibling(KEYS[3], 'c:' .. before[1]), 'state', 'closed_at',
       'queue', 'channel', 'last_agent', 'answered_at')
