@@ -914,6 +914,41 @@ async fn an_answered_contact_left_after_a_requeue_is_not_also_abandoned() {
     assert_eq!(kpi_kinds(&state, &c).await, ["enqueued", "answered"]);
 }
 
+/// A contact put back because its channel cannot reach the agent it was
+/// assigned to (a call, no phone) leaves that agent out from then on, and
+/// enters its queue again in the KPIs: nobody answered the customer, so
+/// hanging up now counts as abandoned.
+#[tokio::test]
+async fn an_unreachable_agents_contact_enters_its_queue_again_without_them() {
+    let (_redis, state, token) = leading().await;
+    online(&state, "a1", [2, 0, 0, 0]).await;
+    let c = accepted(&state, &token, "a1").await;
+    assert_eq!(
+        state.requeue_unreachable(&c, "a1", NOW + 10).await.unwrap(),
+        "ok"
+    );
+    let rec = state.route_record(&c).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state.as_str(), rec.excluded.clone()),
+        ("waiting", vec!["a1".to_owned()])
+    );
+    assert_eq!(
+        state.requeue_unreachable(&c, "a1", NOW + 11).await.unwrap(),
+        "not_held"
+    );
+    assert_eq!(
+        state
+            .end_by_channel(&c, NOW + 20, "left", 0, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        "abandoned"
+    );
+    assert_eq!(
+        kpi_kinds(&state, &c).await,
+        ["enqueued", "answered", "enqueued", "abandoned"]
+    );
+}
+
 /// The kinds of the KPI facts recorded for contact `c`, in order.
 async fn kpi_kinds(state: &RoutingState, c: &ContactId) -> Vec<String> {
     let facts = switchboard_store::Records::new(state.store().clone())

@@ -671,13 +671,11 @@ async fn follow(
                     // agent answered). Otherwise nobody rang: an
                     // auto-accepting queue, or an accept in the console
                     // while the PBX refused this dispatcher's dial.
-                    let seen = offer.as_ref().filter(|o| o.agent == agent);
-                    if seen.is_some_and(|o| o.dialed || !o.tried) || !waited {
-                        return;
-                    }
                     if !state.config.agents.contains_key(&agent) {
-                        // Nothing to ring: back to its queue without her
-                        // (by the leading instance), and followed on.
+                        // Nothing to ring, and never connected through this
+                        // channel (whatever this dispatcher saw before):
+                        // back to its queue without her (by the leading
+                        // instance), and followed on.
                         if leading {
                             warn!(source = %state.name, agent_id = %agent, contact_id = %contact, "The call was assigned to an agent with no phone in this channel's configuration; it goes back to its queue.");
                             if let Err(error) = state.routing.pass(contact, &agent).await {
@@ -690,6 +688,10 @@ async fn follow(
                             () = tokio::time::sleep(POLL) => {}
                         }
                         continue;
+                    }
+                    let seen = offer.as_ref().filter(|o| o.agent == agent);
+                    if seen.is_some_and(|o| o.dialed || !o.tried) || !waited {
+                        return;
                     }
                     if !leading {
                         // The leading instance rings it; should it stop,

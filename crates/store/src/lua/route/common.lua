@@ -126,6 +126,14 @@ local function record(events_key, f, now, n)
           fact = base
           base['k'] = 'enqueued'
           redis.call('HSET', ckey, 'kpi_answered', '0')
+        elseif f['reason'] == 'unreachable' then
+          -- Its channel could not reach the agent who took it (a call, no
+          -- phone): nobody answered the customer. It enters its queue
+          -- again, so that the real answer, or the caller hanging up, is
+          -- counted; the assignment's answer stays counted too.
+          fact = base
+          base['k'] = 'enqueued'
+          redis.call('HSET', ckey, 'kpi_answered', '0')
         end
       elseif kind == 'accepted' or kind == 'assigned' then
         if c[5] ~= '1' then
