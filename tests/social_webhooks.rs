@@ -60,9 +60,14 @@ type Sent = Arc<Mutex<Vec<(String, String, Value)>>>;
 
 /// A stand-in for the Graph API's WhatsApp send endpoint
 /// (`POST /{version}/{phone-number-id}/messages`), answering as documented.
-/// While the test holds the returned lock for writing, media downloads
-/// wait (a slow provider).
-async fn graph_stand_in() -> (String, Sent, Arc<tokio::sync::RwLock<()>>) {
+/// A slow provider: while the test holds `stall` for writing, media
+/// downloads wait; `entered` counts the downloads begun.
+struct Stall {
+    stall: Arc<tokio::sync::RwLock<()>>,
+    entered: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn graph_stand_in() -> (String, Sent, Stall) {
     async fn send(
         State(sent): State<Sent>,
         Path((version, phone)): Path<(String, String)>,
@@ -110,9 +115,13 @@ async fn graph_stand_in() -> (String, Sent, Arc<tokio::sync::RwLock<()>>) {
             })),
         )
     };
-    let stall = Arc::new(tokio::sync::RwLock::new(()));
-    let gate = stall.clone();
+    let stall = Stall {
+        stall: Arc::new(tokio::sync::RwLock::new(())),
+        entered: Arc::default(),
+    };
+    let (gate, entered) = (stall.stall.clone(), stall.entered.clone());
     let file = move |Path(id): Path<String>, headers: HeaderMap| async move {
+        entered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _open = gate.read().await;
         let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
             == Some("Bearer whatsapp-access-token");
@@ -459,12 +468,19 @@ async fn every_corpus_delivery_has_its_documented_outcome() {
                 assert_eq!(missing.status, 404, "only media the conversation received");
                 // With the provider slow, one fetch at a time
                 // (`media_fetches = 1`): the next waits, then gets 503.
-                let held = stall.write().await;
+                let held = stall.stall.write().await;
+                let begun = stall.entered.load(std::sync::atomic::Ordering::SeqCst);
                 let first = tokio::spawn({
                     let (http, url) = (http.clone(), url.clone());
                     async move { http.call("GET", &url, Some(AGENT_TOKEN), None).await }
                 });
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // The first holds the one permit once its download began.
+                let entered = stall.entered.clone();
+                let holding = || {
+                    let entered = entered.clone();
+                    async move { entered.load(std::sync::atomic::Ordering::SeqCst) > begun }
+                };
+                assert!(eventually(Duration::from_secs(5), holding).await);
                 let busy = http
                     .call("GET", &url, Some(AGENT_TOKEN), None)
                     .await

@@ -59,7 +59,8 @@ pub struct AgentApiConfig {
     pub ws_sessions_per_agent: usize,
     /// Attachments fetched for agents at once on one instance (each is
     /// held in memory, up to its channel's size limit, while it is
-    /// fetched); more wait up to 5 s, then get 503.
+    /// fetched; the permit ends with the fetch, not with the answer's
+    /// write); more wait up to 5 s, then get 503.
     #[serde(default = "defaults::media_fetches")]
     pub media_fetches: usize,
 }

@@ -1062,12 +1062,12 @@ impl Conn {
                 // conversation may be an earlier one, closed since, and the
                 // visitor's tabs must not leave the one open now for it.
                 // Only this tab follows it, and only when it follows none
-                // or an earlier one (a visitor's conversations share a
-                // partition, so their ids order by time); a tab on a closed
-                // one moves on to the open one by itself.
+                // or one that has closed (ids are not compared: they come
+                // from the clocks of different instances); a tab that ends
+                // up on a closed one moves on to the open one by itself.
                 let duplicate = receipt.outcome == IntakeOutcome::Duplicate;
-                let earlier = duplicate && current.is_some_and(|c| conv < c);
-                if current != Some(conv) && !earlier {
+                let stay = duplicate && current.is_some() && !active.seen.closed;
+                if current != Some(conv) && !stay {
                     let span = tracing::Span::current();
                     span.record("conversation_id", conv.to_string());
                     span.record("contact_id", receipt.contact_id.to_string());
