@@ -426,6 +426,56 @@ async fn a_call_assigned_to_an_agent_without_a_phone_goes_to_one_with_a_phone() 
     assert_eq!(state_of(&http, &base, &contact).await, "assigned");
 }
 
+/// Two instances on one Redis. The one that took the call crashes
+/// (SIGKILL) after routing auto-assigned it and before the PBX took the
+/// dial; the PBX repeats its `newCall` to the other, which rings the
+/// agent once the crashed instance's claim lapses. It took the assigned
+/// call for connected, and the caller waited for ever.
+#[tokio::test]
+async fn a_call_auto_assigned_before_a_crash_is_rung_by_the_other_instance() {
+    let (callback, pbx) = pbx().await;
+    let redis = RedisServer::start();
+    let queue = "[[routing.queues]]\nname = \"phones\"\nauto_accept = true\n\n\
+                 [[routing.rules]]\nname = \"calls\"\nqueue = \"phones\"\nchannels = [\"voice\"]\n";
+    let config = format!("{}\n{queue}", config(&callback));
+    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
+    let mut first = Daemon::start(binary, &redis.url(), &config);
+    let second = Daemon::start(binary, &redis.url(), &config);
+    let http = Http::new();
+    let _olha = online(&second.base(), "olha-agent-token-0123456789").await;
+
+    pbx.down_for.store(1_000_000, Ordering::SeqCst);
+    let held = event(&http, &first.base(), new_call("k1", "+380507777777")).await;
+    assert_eq!(held.status, 200);
+    let contact = contact_for(&redis.url(), "+380507777777").await;
+    let refused = || async { pbx.attempts.load(Ordering::SeqCst) >= 2 };
+    assert!(
+        eventually(Duration::from_secs(10), refused).await,
+        "the first instance tried to ring: {}",
+        first.log()
+    );
+    assert_eq!(state_of(&http, &second.base(), &contact).await, "assigned");
+    first.kill9();
+    pbx.down_for.store(0, Ordering::SeqCst);
+
+    let again = event(&http, &second.base(), new_call("k1", "+380507777777")).await;
+    assert_eq!(again.status, 200);
+    let dialled = || async { !pbx.dials.lock().unwrap().is_empty() };
+    assert!(
+        eventually(Duration::from_secs(25), dialled).await,
+        "{}",
+        second.log()
+    );
+    let dials = pbx.dials.lock().unwrap().clone();
+    assert_eq!(dials.len(), 1, "{dials:?}");
+    assert_eq!(dials[0]["agent"], "olha");
+    assert_eq!(dials[0]["contact_id"], contact.as_str());
+    // Rung: a later repeat rings nothing more.
+    event(&http, &second.base(), new_call("k1", "+380507777777")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pbx.dials.lock().unwrap().len(), 1);
+}
+
 /// An agent with no phone in the channel's configuration cannot take a
 /// call: the offer is passed on as a decline (left out of this call), not
 /// counted as her miss. With `missed_offers_before_away = 1` a miss set her

@@ -70,6 +70,11 @@ pub struct RouteView {
     /// While offered: when the offer runs out (ms since the epoch). It
     /// tells one offer from the next, even to the same agent.
     pub offer_until: Option<u64>,
+    /// While offered or assigned: routing's stamp of the offer (or the
+    /// auto-assignment) that made it so, as `offer_until` gives it while
+    /// offered. It tells one assignment from the next, even to the same
+    /// agent.
+    pub stamp: Option<u64>,
 }
 
 /// What a channel may ask of routing about its own contacts: a voice

@@ -45,6 +45,7 @@ impl FakeRouting {
                 queue: "default".into(),
                 source: "widget".into(),
                 offer_until: None,
+                stamp: None,
             },
         );
     }

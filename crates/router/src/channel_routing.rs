@@ -161,8 +161,11 @@ impl Routing for ChannelRouting {
                     .map(|(profile, _)| profile.name)
             };
             let offer_until = (r.state == "offered" && r.offer_until > 0).then_some(r.offer_until);
+            let stamp = (matches!(r.state.as_str(), "offered" | "assigned") && r.offer_until > 0)
+                .then_some(r.offer_until);
             Ok(Some(RouteView {
                 offer_until,
+                stamp,
                 state: r.state,
                 agent: (!r.agent.is_empty()).then_some(r.agent),
                 agent_name,

@@ -363,7 +363,7 @@ async fn handle(
             info!(source = %state.name, call_id = %event.call_id, contact_id = %receipt.contact_id, "Call queued.");
             // A repeated newCall (a duplicate) too: after a restart, no
             // dispatcher follows the call until the PBX repeats it.
-            follow_call(state, receipt.contact_id, &event.call_id, stored);
+            follow_call(state, receipt.contact_id, &event.call_id);
             Ok(continue_())
         }
         CtiEventKind::Answer => {
@@ -489,9 +489,13 @@ async fn contact_of(state: &CtiState, event: &CtiEvent) -> Result<Option<Contact
 const POLL: Duration = Duration::from_millis(300);
 /// A call's lease: the instance holding it dials the call.
 const LEASE: Duration = Duration::from_secs(15);
-/// How long the claim to ring an assigned call is kept: one ring per
-/// assignment, whichever instance rings it.
-const RING_CLAIM: Duration = Duration::from_secs(3600);
+/// The claim to ring an assigned call: one instance at a time, renewed
+/// at each try; it lapses this long after its holder stopped trying
+/// (crashed).
+const RING_CLAIM: Duration = Duration::from_secs(15);
+/// How long the marker of a dial the PBX took is kept: a call is not rung
+/// again for the same offer or assignment within it.
+const RUNG_MEMORY: Duration = Duration::from_secs(3600);
 /// Its holder renews it this often while it follows the call.
 const RENEW: Duration = Duration::from_secs(5);
 /// How often an instance that does not hold it tries to take it.
@@ -502,8 +506,8 @@ const RING_RETRY_FIRST: Duration = Duration::from_millis(200);
 const RING_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Starts a dispatcher for `contact` unless one follows it on this instance
-/// already. `stored`: its `newCall` stored it just now (not a repeat).
-fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str, stored: bool) {
+/// already.
+fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str) {
     if state.shutdown.is_cancelled() {
         return;
     }
@@ -522,7 +526,7 @@ fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str, stored:
     };
     state
         .dispatchers
-        .spawn(dispatch(active, call_id.to_owned(), stored));
+        .spawn(dispatch(active, call_id.to_owned()));
 }
 
 /// A call in [`CtiState::active`], taken out when its dispatcher ends
@@ -544,19 +548,11 @@ impl Drop for Active {
 
 /// Follows one waiting call in routing and tells the PBX to connect it to
 /// each agent it is offered to, until it is connected or over.
-async fn dispatch(active: Active, call_id: String, stored: bool) {
+async fn dispatch(active: Active, call_id: String) {
     let Active { state, contact } = &active;
     let mut lease = Lease::new(contact);
     let mut ring_claim = None;
-    follow(
-        state,
-        contact,
-        &call_id,
-        &mut lease,
-        &mut ring_claim,
-        stored,
-    )
-    .await;
+    follow(state, contact, &call_id, &mut lease, &mut ring_claim).await;
     lease.release(state).await;
     // Claimed but not rung (stopped while the PBX refused): let it go, or
     // the instance that follows the call next finds it claimed and never
@@ -623,23 +619,25 @@ struct Offer {
     /// Which offer to this agent it is, from 1 (the `Idempotency-Key`
     /// when routing gave no stamp).
     number: u32,
-    /// This dispatcher told the PBX (it led while the offer stood).
-    tried: bool,
+    /// The PBX took this dispatcher's dial of it.
     dialed: bool,
 }
 
-/// Follows the call until it is connected or over. `waited`: the call is
-/// known not to have been assigned before (its `newCall` stored it just
-/// now), so an assignment seen later was made while this dispatcher ran.
-/// `ring_claim`: the claim to ring an assigned call, while this dispatcher
-/// holds it and has not rung it yet.
+/// Follows the call until it is connected or over. `ring_claim`: the
+/// claim to ring an assigned call, while this dispatcher holds it and has
+/// not rung it yet.
+///
+/// Whether an assigned call was connected is told by the `rung:` marker
+/// of its assignment ([`rung_key`]), set once the PBX took a dial for it,
+/// by any instance: a dispatcher started after the assignment (a `newCall`
+/// the PBX repeated to another instance after the first one crashed) rings
+/// an assignment without one, and leaves one with one alone.
 async fn follow(
     state: &Arc<CtiState>,
     contact: &ContactId,
     call_id: &str,
     lease: &mut Lease,
     ring_claim: &mut Option<String>,
-    mut waited: bool,
 ) {
     let mut offer: Option<Offer> = None;
     let mut offers: HashMap<String, u32> = HashMap::new();
@@ -653,24 +651,18 @@ async fn follow(
         match state.routing.route(contact).await {
             Ok(Some(route)) => match (route.state.as_str(), route.agent) {
                 ("offered", Some(agent)) => {
-                    waited = true;
                     let mut current =
                         same_offer(offer.take(), &mut offers, agent, route.offer_until);
                     if !current.dialed && leading {
-                        current.tried = true;
                         current.dialed =
                             tell_pbx(state, contact, call_id, &current, lease, Ring::Offered).await;
+                        if current.dialed {
+                            mark_rung(state, contact, &current.agent, current.until).await;
+                        }
                     }
                     offer = Some(current);
                 }
                 ("assigned", Some(agent)) => {
-                    // Connected: its offer was dialled, here or (an offer
-                    // this dispatcher saw but did not tell the PBX of) by
-                    // the instance leading then; or it was assigned before
-                    // this dispatcher began (a newCall repeated after the
-                    // agent answered). Otherwise nobody rang: an
-                    // auto-accepting queue, or an accept in the console
-                    // while the PBX refused this dispatcher's dial.
                     if !state.config.agents.contains_key(&agent) {
                         // Nothing to ring, and never connected through this
                         // channel (whatever this dispatcher saw before):
@@ -689,9 +681,30 @@ async fn follow(
                         }
                         continue;
                     }
-                    let seen = offer.as_ref().filter(|o| o.agent == agent);
-                    if seen.is_some_and(|o| o.dialed || !o.tried) || !waited {
+                    // The offer this dispatcher dialled and the agent
+                    // answered; or, by its marker, one another instance
+                    // dialled or an assignment it rang. Otherwise nobody
+                    // rang: an auto-accepting queue, an accept in the
+                    // console while the PBX refused the dial, or an
+                    // instance that stopped or crashed before the dial.
+                    let stamp = route.stamp.or(offer.as_ref().and_then(|o| o.until));
+                    if offer
+                        .as_ref()
+                        .is_some_and(|o| o.agent == agent && o.dialed && o.until == stamp)
+                    {
                         return;
+                    }
+                    match state.leases.get(&rung_key(contact, &agent, stamp)).await {
+                        Ok(Some(_)) => return,
+                        Ok(None) => {}
+                        Err(error) => {
+                            debug!(source = %state.name, %error, "Could not read whether the call was rung; will try again.");
+                            tokio::select! {
+                                () = state.shutdown.cancelled() => return,
+                                () = tokio::time::sleep(POLL) => {}
+                            }
+                            continue;
+                        }
                     }
                     if !leading {
                         // The leading instance rings it; should it stop,
@@ -703,14 +716,13 @@ async fn follow(
                         }
                         continue;
                     }
-                    // Once per assignment, whichever instance gets here:
-                    // another may have rung it and let its lease go.
-                    let claim = format!("ring:{contact}:{agent}");
+                    // One instance at a time; a claim whose holder crashed
+                    // lapses within RING_CLAIM.
+                    let claim = format!("ring:{contact}:{agent}:{}", stamp.unwrap_or(0));
                     match state.leases.hold(&claim, RING_CLAIM).await {
                         Ok(true) => {
                             // A claim for an earlier assignee (the PBX never
-                            // took that dial) is given up, or it would block
-                            // ringing them for an hour.
+                            // took that dial) is given up.
                             if let Some(old) = ring_claim.replace(claim.clone())
                                 && old != claim
                                 && let Err(error) = state.leases.release(&old).await
@@ -718,7 +730,15 @@ async fn follow(
                                 debug!(source = %state.name, %error, "Could not release a ring claim; it lapses.");
                             }
                         }
-                        Ok(false) => return,
+                        Ok(false) => {
+                            // Another instance rings it; should it stop,
+                            // its claim lapses and this one rings it.
+                            tokio::select! {
+                                () = state.shutdown.cancelled() => return,
+                                () = tokio::time::sleep(POLL) => {}
+                            }
+                            continue;
+                        }
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not claim ringing an assigned call; will try again.");
                             tokio::select! {
@@ -728,17 +748,17 @@ async fn follow(
                             continue;
                         }
                     }
-                    let until = offer.as_ref().and_then(|o| o.until);
-                    let current = same_offer(offer.take(), &mut offers, agent, until);
+                    let current = same_offer(offer.take(), &mut offers, agent, stamp);
                     if tell_pbx(state, contact, call_id, &current, lease, Ring::Assigned).await {
-                        // Rung: the claim stays, so nobody rings it again.
-                        *ring_claim = None;
+                        mark_rung(state, contact, &current.agent, stamp).await;
+                        if let Some(claim) = ring_claim.take()
+                            && let Err(error) = state.leases.release(&claim).await
+                        {
+                            debug!(source = %state.name, %error, "Could not release a ring claim; it lapses.");
+                        }
                         return;
                     }
-                    offer = Some(Offer {
-                        tried: true,
-                        ..current
-                    });
+                    offer = Some(current);
                     // The PBX refused: again with backoff, not every poll.
                     tokio::select! {
                         () = state.shutdown.cancelled() => return,
@@ -749,12 +769,9 @@ async fn follow(
                 }
                 ("closed", _) => return,
                 // Waiting again: the offer, if any, is over.
-                _ => {
-                    waited = true;
-                    offer = None;
-                }
+                _ => offer = None,
             },
-            Ok(None) => waited = true,
+            Ok(None) => {}
             Err(error) => {
                 debug!(%error, contact_id = %contact, "Could not read the call's routing.")
             }
@@ -763,6 +780,25 @@ async fn follow(
             () = state.shutdown.cancelled() => return,
             () = tokio::time::sleep(POLL) => {}
         }
+    }
+}
+
+/// The marker that the PBX took a dial of `agent` for the offer or
+/// assignment stamped `stamp` (routing's stamp; 0 without one).
+fn rung_key(contact: &ContactId, agent: &str, stamp: Option<u64>) -> String {
+    format!("rung:{contact}:{agent}:{}", stamp.unwrap_or(0))
+}
+
+/// Notes that the PBX took a dial of `agent` for the offer or assignment
+/// `stamp`. A failure is logged: a dispatcher that follows the call later
+/// may then dial it again, with the same `Idempotency-Key`.
+async fn mark_rung(state: &CtiState, contact: &ContactId, agent: &str, stamp: Option<u64>) {
+    if let Err(error) = state
+        .leases
+        .set_for(&rung_key(contact, agent, stamp), "1", RUNG_MEMORY)
+        .await
+    {
+        warn!(source = %state.name, contact_id = %contact, agent_id = %agent, %error, "Could not note that the call was rung; a later dispatcher may dial it again.");
     }
 }
 
@@ -785,7 +821,6 @@ fn same_offer(
                 agent,
                 until,
                 number: *number,
-                tried: false,
                 dialed: false,
             }
         }

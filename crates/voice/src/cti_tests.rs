@@ -163,29 +163,41 @@ impl FakeRouting {
     fn offer(&self, contact: ContactId, agent: &str, until: u64) {
         let mut view = Self::view("offered", Some(agent));
         view.offer_until = Some(until);
+        view.stamp = Some(until);
         self.views.lock().unwrap().insert(contact, view);
     }
 
+    /// As routing sets it. An accept keeps its offer's stamp (an offer to
+    /// the same agent becoming an assignment); anything else is new.
     fn set(&self, contact: ContactId, state: &str, agent: Option<&str>) {
-        self.views
-            .lock()
-            .unwrap()
-            .insert(contact, Self::view(state, agent));
+        let mut views = self.views.lock().unwrap();
+        let mut view = Self::view(state, agent);
+        if let Some(before) = views.get(&contact)
+            && state == "assigned"
+            && before.state == "offered"
+            && before.agent.as_deref() == agent
+        {
+            view.stamp = before.stamp;
+        }
+        views.insert(contact, view);
     }
 
     fn view(state: &str, agent: Option<&str>) -> RouteView {
+        // Every `set` offered or assigned is a new offer (or assignment),
+        // standing a minute.
+        let stamp = matches!(state, "offered" | "assigned").then(|| {
+            switchboard_core::Timestamp::now().as_millis()
+                + 60_000
+                + NEXT_OFFER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
         RouteView {
             state: state.into(),
             agent: agent.map(str::to_owned),
             agent_name: None,
             queue: "default".into(),
             source: "pbx".into(),
-            // Every `set` offered is a new offer, standing a minute.
-            offer_until: (state == "offered").then(|| {
-                switchboard_core::Timestamp::now().as_millis()
-                    + 60_000
-                    + NEXT_OFFER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            }),
+            offer_until: stamp.filter(|_| state == "offered"),
+            stamp,
         }
     }
 }
@@ -773,6 +785,43 @@ async fn an_assigned_call_is_rung_by_the_next_instance_after_a_stop() {
     world.dialled_exactly(1).await;
     assert_eq!(world.pbx.dials()[0].1["agent"], "olha");
     b.stop().await;
+}
+
+/// An instance crashed (no graceful stop: its claim to ring stays until it
+/// lapses) after the call was auto-assigned and before the PBX took the
+/// dial. The instance the PBX repeats its `newCall` to rings the call once
+/// that claim lapses; it took an assigned call it had not seen wait for
+/// connected, and the caller waited for ever. Once rung, a repeat rings
+/// nothing more.
+#[tokio::test]
+async fn an_assignment_whose_instance_crashed_before_the_dial_is_rung() {
+    let world = World::new().await;
+    let first = world.instance(1).await;
+    let contact = world.new_call(&first, "k1").await;
+    first.stop().await;
+    world.routing.set(contact, "assigned", Some("olha"));
+    let stamp = world.routing.views.lock().unwrap()[&contact].stamp.unwrap();
+    // What the crashed instance left: its claim, for two seconds more.
+    world.leases.held.lock().unwrap().insert(
+        format!("ring:{contact}:olha:{stamp}"),
+        (99, Instant::now() + Duration::from_secs(2)),
+    );
+    let second = world.instance(2).await;
+    world.new_call(&second, "k1").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(world.pbx.count(), 0, "not while another instance claims it");
+    let dials = world.dials(1).await;
+    assert_eq!(dials[0].1["agent"], "olha");
+    assert_eq!(dials[0].0, format!("dial:{contact}:olha:{stamp}"));
+    world.dialled_exactly(1).await;
+    world.new_call(&second, "k1").await;
+    world.dialled_exactly(1).await;
+    second.stop().await;
+    // Nor after a restart.
+    let third = world.instance(3).await;
+    world.new_call(&third, "k1").await;
+    world.dialled_exactly(1).await;
+    third.stop().await;
 }
 
 /// Routing ended a waiting call itself (closed after hours): the PBX's next
