@@ -21,6 +21,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 use switchboard_core::{ChannelKind, ContactId};
 
+/// How long an ended contact's routing record lives: the retention, and a
+/// day more. The retention sweep deletes it (and takes it out of its
+/// person's index, which the record names) once the retention has passed;
+/// the expiry is a backstop should no sweep run, and must not beat it.
+fn record_expiry(retention: Duration) -> u64 {
+    retention.as_secs().max(1) + 86_400
+}
+
 /// Routing events kept in the stream (approximate trim). Instances read it
 /// live; a reader that falls this far behind reloads a snapshot.
 pub const EVENTS_MAXLEN: u64 = 100_000;
@@ -487,7 +495,7 @@ impl RoutingState {
             .arg(now)
             .arg(disposition)
             .arg(wrap_until)
-            .arg(retention.as_secs().max(1))
+            .arg(record_expiry(retention))
             .arg(sticky_memory.as_secs())
             .arg(EVENTS_MAXLEN);
         let mut conn = self.conn();
@@ -625,7 +633,7 @@ impl RoutingState {
                 .arg(now)
                 .arg(disposition)
                 .arg(wrap_until)
-                .arg(retention.as_secs().max(1))
+                .arg(record_expiry(retention))
                 .arg(EVENTS_MAXLEN)
                 .arg(only_in);
             let mut conn = self.conn();

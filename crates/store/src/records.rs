@@ -334,7 +334,7 @@ impl Records {
         let mut deleted = 0;
         for id in old {
             let Ok(contact) = id.parse::<ContactId>() else {
-                self.forget(&id, None).await?;
+                self.forget(&id).await?;
                 continue;
             };
             let person: Option<String> = self
@@ -369,39 +369,48 @@ impl Records {
                 .store
                 .bounded(redis::cmd("DEL").arg(&partition).query_async(&mut conn))
                 .await?;
-            let _: i64 = self
-                .store
-                .bounded(
-                    redis::cmd("DEL")
-                        .arg(k.route_contact(&contact))
-                        .arg(k.route(&format!("tl:{contact}")))
-                        .arg(k.route_decisions(&contact))
-                        .query_async(&mut conn),
-                )
-                .await?;
-            if self.forget(&id, person.filter(|p| !p.is_empty())).await? {
+            // Out of its person's index in the same step as the record
+            // that names the person is deleted (all under `{r}`): a retry
+            // after a failure between the two would find no person.
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            if let Some(person) = person.filter(|p| !p.is_empty()) {
+                pipe.cmd("ZREM")
+                    .arg(k.route(&format!("person:{person}")))
+                    .arg(&id)
+                    .ignore();
+            }
+            pipe.cmd("DEL")
+                .arg(k.route_contact(&contact))
+                .arg(k.route(&format!("tl:{contact}")))
+                .arg(k.route_decisions(&contact))
+                .ignore();
+            let _: () = self.store.bounded(pipe.query_async(&mut conn)).await?;
+            if self.forget(&id).await? {
                 deleted += 1;
             }
         }
         Ok(deleted)
     }
 
-    /// Takes a contact out of the records' indexes (its person's too):
-    /// whether it was in the closed index still (false: another sweep took
-    /// it first).
-    async fn forget(&self, id: &str, person: Option<String>) -> Result<bool, StoreError> {
+    /// Takes a contact out of the records' indexes: whether it was in the
+    /// closed index still (false: another sweep took it first).
+    async fn forget(&self, id: &str) -> Result<bool, StoreError> {
         let k = self.store.keys();
         let mut conn = self.conn();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREM").arg(k.route("closed")).arg(id);
-        pipe.cmd("ZREM").arg(k.route("contacts")).arg(id).ignore();
-        if let Some(person) = person {
-            pipe.cmd("ZREM")
-                .arg(k.route(&format!("person:{person}")))
-                .arg(id)
-                .ignore();
-        }
-        let (closed,): (i64,) = self.store.bounded(pipe.query_async(&mut conn)).await?;
+        let (closed, _): (i64, i64) = self
+            .store
+            .bounded(
+                redis::pipe()
+                    .cmd("ZREM")
+                    .arg(k.route("closed"))
+                    .arg(id)
+                    .cmd("ZREM")
+                    .arg(k.route("contacts"))
+                    .arg(id)
+                    .query_async(&mut conn),
+            )
+            .await?;
         Ok(closed == 1)
     }
 }

@@ -9,7 +9,8 @@
 -- KEYS[6] held by that agent
 -- ARGV[1] contact id  ARGV[2] the agent the caller read ('' for none)
 -- ARGV[3] now  ARGV[4] disposition  ARGV[5] wrap-up until (ms; 0 for none)
--- ARGV[6] retention (s)  ARGV[7] events maxlen
+-- ARGV[6] how long the ended record is kept (s): the retention
+-- and a day, so that the retention sweep finds it  ARGV[7] events maxlen
 -- ARGV[8] 'waiting' to end it only while it waits ('' for any state): the
 --         after-hours ends, decided before an offer may have been made
 -- Returns 'abandoned', 'closed', 'already_closed', 'not_waiting' or

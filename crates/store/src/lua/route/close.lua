@@ -4,7 +4,8 @@
 --
 -- KEYS[1] contact  KEYS[2] agent  KEYS[3] held by agent  KEYS[4] events
 -- ARGV[1] contact id  ARGV[2] agent id  ARGV[3] now  ARGV[4] disposition
--- ARGV[5] wrap-up until (ms; 0 for none)  ARGV[6] retention (s)
+-- ARGV[5] wrap-up until (ms; 0 for none)  ARGV[6] how long the ended record is kept (s): the retention
+-- and a day, so that the retention sweep finds it
 -- ARGV[7] sticky memory (s; 0 for none)  ARGV[8] events maxlen
 -- The customer's sticky key (`sticky:<customer>`, next to the events) is
 -- derived here from the contact's record: no read before the call.
