@@ -456,6 +456,17 @@ async fn a_call_auto_assigned_before_a_crash_is_rung_by_the_other_instance() {
     );
     assert_eq!(state_of(&http, &second.base(), &contact).await, "assigned");
     first.kill9();
+    let killed = std::time::Instant::now();
+    // A try it wrote just before it died is answered (refused) first.
+    let mut tries = pbx.attempts.load(Ordering::SeqCst);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = pbx.attempts.load(Ordering::SeqCst);
+        if now == tries {
+            break;
+        }
+        tries = now;
+    }
     pbx.down_for.store(0, Ordering::SeqCst);
 
     let again = event(&http, &second.base(), new_call("k1", "+380507777777")).await;
@@ -465,6 +476,12 @@ async fn a_call_auto_assigned_before_a_crash_is_rung_by_the_other_instance() {
         eventually(Duration::from_secs(25), dialled).await,
         "{}",
         second.log()
+    );
+    // By the other instance, once the dead one's claim lapsed.
+    assert!(
+        killed.elapsed() > Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
     );
     let dials = pbx.dials.lock().unwrap().clone();
     assert_eq!(dials.len(), 1, "{dials:?}");

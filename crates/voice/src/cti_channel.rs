@@ -496,6 +496,8 @@ const RING_CLAIM: Duration = Duration::from_secs(15);
 /// How long the marker of a dial the PBX took is kept: a call is not rung
 /// again for the same offer or assignment within it.
 const RUNG_MEMORY: Duration = Duration::from_secs(3600);
+/// How many times noting a dial is tried, a poll apart.
+const MARK_TRIES: u32 = 10;
 /// Its holder renews it this often while it follows the call.
 const RENEW: Duration = Duration::from_secs(5);
 /// How often an instance that does not hold it tries to take it.
@@ -790,16 +792,28 @@ fn rung_key(contact: &ContactId, agent: &str, stamp: Option<u64>) -> String {
 }
 
 /// Notes that the PBX took a dial of `agent` for the offer or assignment
-/// `stamp`. A failure is logged: a dispatcher that follows the call later
-/// may then dial it again, with the same `Idempotency-Key`.
+/// `stamp`, trying for up to [`MARK_TRIES`] polls (while this dispatcher
+/// still holds the call's lease and claim, so no other dials meanwhile).
+/// A failure after that is logged and counted: a dispatcher that follows
+/// the call later may dial it again, with the same `Idempotency-Key`.
 async fn mark_rung(state: &CtiState, contact: &ContactId, agent: &str, stamp: Option<u64>) {
-    if let Err(error) = state
-        .leases
-        .set_for(&rung_key(contact, agent, stamp), "1", RUNG_MEMORY)
-        .await
-    {
-        warn!(source = %state.name, contact_id = %contact, agent_id = %agent, %error, "Could not note that the call was rung; a later dispatcher may dial it again.");
+    let key = rung_key(contact, agent, stamp);
+    for _ in 0..MARK_TRIES {
+        match state.leases.set_for(&key, "1", RUNG_MEMORY).await {
+            Ok(()) => return,
+            Err(error) => {
+                debug!(source = %state.name, contact_id = %contact, %error, "Could not note that the call was rung; trying again.");
+            }
+        }
+        tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            () = tokio::time::sleep(POLL) => {}
+        }
     }
+    counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
+        "outcome" => "unmarked")
+    .increment(1);
+    warn!(source = %state.name, contact_id = %contact, agent_id = %agent, "Could not note that the call was rung; a dispatcher that follows it later may dial it again (with the same Idempotency-Key).");
 }
 
 /// `previous` when it is the offer to `agent` stamped `until`; a new offer
