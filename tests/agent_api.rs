@@ -1311,6 +1311,20 @@ async fn refusals_before_the_handler_are_documented_json_and_counted() {
         .await
         .unwrap();
     assert_eq!(code(&r), (413, Some("too_large".into())), "{}", r.body);
+    // A stranger's large body: 401 (and counted as such), not 413.
+    for path in ["contacts/0-x/notes", "contacts/0-x/messages", "me/presence"] {
+        let method = if path == "me/presence" { "PUT" } else { "POST" };
+        let r = http
+            .call(method, &format!("{api}/{path}"), None, Some(&big))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(&r),
+            (401, Some("unauthorized".into())),
+            "{path}: {}",
+            r.body
+        );
+    }
     let r = http
         .call(
             "GET",
@@ -1406,7 +1420,7 @@ async fn refusals_before_the_handler_are_documented_json_and_counted() {
         r#"switchboard_agent_api_errors_total{code="too_large"} 1"#,
         r#"switchboard_agent_api_errors_total{code="bad_request"} 1"#,
         r#"switchboard_agent_api_errors_total{code="invalid_cursor"} 3"#,
-        "switchboard_agent_api_auth_failures_total 2",
+        "switchboard_agent_api_auth_failures_total 5",
     ] {
         assert!(metrics.contains(counted), "{counted} missing:\n{metrics}");
     }

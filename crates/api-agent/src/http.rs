@@ -68,6 +68,28 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
 }
 
+/// A request's body, read only once the caller is known (handlers take the
+/// raw body and call this after `who`): a stranger gets 401 whatever they
+/// send, not 413 for a large body. At most `max_text_bytes` + 4 KiB.
+async fn read_body(inner: &Inner, raw: axum::body::Body) -> Result<Bytes, ApiError> {
+    let limit = inner.settings.max_text_bytes + 4096;
+    axum::body::to_bytes(raw, limit).await.map_err(|e| {
+        let too_large = e
+            .into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some();
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is longer than {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request("bad_request", "the body could not be read")
+        }
+    })
+}
+
 fn ok() -> Response {
     Json(json!({ "ok": true })).into_response()
 }
@@ -178,9 +200,10 @@ pub async fn me(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiEr
 pub async fn presence(
     State(inner): Api,
     headers: HeaderMap,
-    bytes: Bytes,
+    raw: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
+    let bytes = read_body(&inner, raw).await?;
     let b: PresenceBody = body(&bytes)?;
     inner
         .set_presence(caller.agent()?, &b.presence, &b.reason)
@@ -218,9 +241,10 @@ pub async fn close(
     State(inner): Api,
     headers: HeaderMap,
     Path(id): Path<String>,
-    bytes: Bytes,
+    raw: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
+    let bytes = read_body(&inner, raw).await?;
     let b: CloseBody = if bytes.is_empty() {
         CloseBody {
             disposition: String::new(),
@@ -236,9 +260,10 @@ pub async fn transfer(
     State(inner): Api,
     headers: HeaderMap,
     Path(id): Path<String>,
-    bytes: Bytes,
+    raw: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
+    let bytes = read_body(&inner, raw).await?;
     let b: TransferBody = body(&bytes)?;
     inner
         .transfer(&caller, &id, b.queue.as_deref(), b.agent.as_deref())
@@ -250,9 +275,10 @@ pub async fn note(
     State(inner): Api,
     headers: HeaderMap,
     Path(id): Path<String>,
-    bytes: Bytes,
+    raw: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
+    let bytes = read_body(&inner, raw).await?;
     let b: TextBody = body(&bytes)?;
     let seq = inner.note(&caller, &id, &b.text).await?;
     Ok((StatusCode::CREATED, Json(json!({ "seq": seq }))).into_response())
@@ -262,9 +288,10 @@ pub async fn reply(
     State(inner): Api,
     headers: HeaderMap,
     Path(id): Path<String>,
-    bytes: Bytes,
+    raw: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
+    let bytes = read_body(&inner, raw).await?;
     let b: ReplyBody = body(&bytes)?;
     let (message_id, seq) = inner
         .reply(caller.agent()?, &id, &b.text, b.client_id.as_deref())
@@ -418,9 +445,10 @@ pub async fn agents(State(inner): Api, headers: HeaderMap) -> Result<Response, A
 pub async fn put_agent(
     State(inner): Api,
     headers: HeaderMap,
-    bytes: Bytes,
+    raw: axum::body::Body,
 ) -> Result<Response, ApiError> {
     who(&inner, &headers).await?.supervisor()?;
+    let bytes = read_body(&inner, raw).await?;
     let a: NewAgent = body(&bytes)?;
     if a.token.len() < switchboard_router::settings::MIN_TOKEN_LEN {
         return Err(ApiError::bad_request(
