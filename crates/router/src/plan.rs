@@ -271,7 +271,9 @@ pub struct Rule {
     pub channels: Vec<ChannelKind>,
     pub sources: Vec<String>,
     pub addresses: Vec<String>,
-    pub words: Vec<String>,
+    /// Each configured word as its tokens ([`crate::rules::tokens`]): one
+    /// for `refund`, two for `e-mail` (matched as a run).
+    pub words: Vec<Vec<String>>,
     pub languages: Vec<String>,
     pub attributes: BTreeMap<String, String>,
     pub priority: i32,
@@ -488,13 +490,24 @@ impl Plan {
         for (i, r) in rules.iter().enumerate() {
             let rk = format!("{key}.rules[{i}]");
             check_name(&format!("{rk}.name"), &r.name)?;
+            let mut words = Vec::with_capacity(r.words.len());
+            for (j, w) in r.words.iter().enumerate() {
+                let t = crate::rules::tokens(w);
+                if t.is_empty() {
+                    return Err(err(
+                        format!("{rk}.words[{j}]"),
+                        "must contain a letter or a digit",
+                    ));
+                }
+                words.push(t);
+            }
             compiled_rules.push(Rule {
                 name: r.name.clone(),
                 queue: lookup(format!("{rk}.queue"), &r.queue)?,
                 channels: r.channels.clone(),
                 sources: r.sources.clone(),
                 addresses: r.addresses.iter().map(|a| a.to_lowercase()).collect(),
-                words: r.words.iter().map(|w| w.to_lowercase()).collect(),
+                words,
                 languages: r.languages.iter().map(|l| l.to_lowercase()).collect(),
                 attributes: r.attributes.clone(),
                 priority: r.priority,

@@ -72,15 +72,50 @@ fn matches(rule: &crate::plan::Rule, f: &ContactFacts) -> bool {
         return false;
     }
     if !rule.words.is_empty() {
-        let haystack = format!("{} {}", f.subject, f.text).to_lowercase();
-        let found = haystack
-            .split(|c: char| !c.is_alphanumeric())
-            .any(|w| rule.words.iter().any(|r| r == w));
+        let haystack = tokens(&format!("{} {}", f.subject, f.text));
+        let found = rule.words.iter().any(|word| {
+            !word.is_empty()
+                && haystack
+                    .windows(word.len())
+                    .any(|run| run == word.as_slice())
+        });
         if !found {
             return false;
         }
     }
     true
+}
+
+/// The words of `text` for `words` rules, lower-cased: runs of letters and
+/// digits, with apostrophes inside a word kept as part of it (`з'єднання`,
+/// `don't`; the typewriter, typographic and modifier-letter apostrophes
+/// are one). A hyphen or any other character separates words, so a rule
+/// word such as `e-mail` is its run of words (`e`, `mail`).
+pub fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() && c != '\u{2bc}' {
+            word.extend(c.to_lowercase());
+        } else if matches!(c, '\'' | '\u{2019}' | '\u{2bc}') && !word.is_empty() {
+            word.push('\'');
+        } else {
+            push_word(&mut out, &mut word);
+        }
+    }
+    push_word(&mut out, &mut word);
+    out
+}
+
+/// Ends the word being read (an apostrophe at its end is a closing quote,
+/// not part of it).
+fn push_word(out: &mut Vec<String>, word: &mut String) {
+    while word.ends_with('\'') {
+        word.pop();
+    }
+    if !word.is_empty() {
+        out.push(std::mem::take(word));
+    }
 }
 
 #[cfg(test)]
@@ -172,8 +207,65 @@ mod tests {
         assert_eq!((p.queue, p.rule), (0, None));
     }
 
+    /// Words with apostrophes (Ukrainian `з'єднання`, in any of its three
+    /// apostrophes) and hyphens match whole, and their fragments do not.
+    /// They were split at the apostrophe: the rule never matched, and a
+    /// fragment (`єднання`) did.
+    #[test]
+    fn words_with_apostrophes_and_hyphens_match_whole() {
+        let mut link = rule("link", "support");
+        link.words = vec!["з'єднання".into(), "E-Mail".into()];
+        let mut fragment = rule("fragment", "support");
+        fragment.words = vec!["єднання".into(), "mail".into()];
+        let plan = Plan::compile(
+            "routing",
+            &[queue("general", 0), queue("support", 0)],
+            &[link],
+            "general",
+        )
+        .expect("valid");
+        let rule_of = |plan: &Plan, text: &str| {
+            let f = ContactFacts {
+                channel: Some(ChannelKind::Chat),
+                text: text.into(),
+                ..Default::default()
+            };
+            place(plan, &f).rule
+        };
+        for text in [
+            "Немає з'єднання",
+            "немає з\u{2019}єднання з сервером",
+            "немає з\u{2bc}єднання",
+            "my e-mail bounced",
+            "'E-MAIL' bounced",
+        ] {
+            assert_eq!(rule_of(&plan, text).as_deref(), Some("link"), "{text}");
+        }
+        for text in ["немає єднання", "my email bounced", "mail-order"] {
+            assert_eq!(rule_of(&plan, text), None, "{text}");
+        }
+        let plan = Plan::compile(
+            "routing",
+            &[queue("general", 0), queue("support", 0)],
+            &[fragment],
+            "general",
+        )
+        .expect("valid");
+        assert_eq!(rule_of(&plan, "немає з'єднання"), None, "not a fragment");
+        assert_eq!(rule_of(&plan, "e-mail").as_deref(), Some("fragment"));
+        assert_eq!(
+            tokens("'quoted' don't  Wi-Fi"),
+            ["quoted", "don't", "wi", "fi"]
+        );
+    }
+
     #[test]
     fn bad_configurations_name_the_key() {
+        let mut empty = rule("r", "a");
+        empty.words = vec!["refund".into(), " - ".into()];
+        let e = Plan::compile("routing", &[queue("a", 0)], &[empty], "")
+            .expect_err("a word without letters");
+        assert_eq!(e.key, "routing.rules[0].words[1]");
         let e = Plan::compile("routing", &[queue("a", 0)], &[rule("r", "nope")], "")
             .expect_err("unknown queue");
         assert_eq!(e.key, "routing.rules[0].queue");
