@@ -21,25 +21,23 @@ impl AgentKey {
         agent: u32,
     ) -> AgentKey {
         let high_first = |v: u32| u64::from(u32::MAX - v);
+        // `idle_since` is when the agent last had nothing to do: an agent
+        // holding work keeps the time they first took some, which would put
+        // the one working longest first. For a busy agent "idle" is the
+        // time since their last offer (docs/routing.md). Where it breaks a
+        // tie of equal occupancy, both agents are busy or both are not.
+        let busy = occupancy_ppm > 0;
+        let idle = if busy { last_offer_at } else { idle_since };
         match strategy {
-            Strategy::BestMatch => AgentKey(high_first(score), occupancy_ppm, idle_since, agent),
-            Strategy::LeastOccupied => AgentKey(occupancy_ppm, idle_since, 0, agent),
-            // `idle_since` is when the agent last had nothing to do: an
-            // agent holding work keeps the time they first took some, which
-            // would put the busiest first. Agents with nothing first, by
-            // how long; then the busy ones, by their last offer.
-            Strategy::LongestIdle => {
-                let busy = occupancy_ppm > 0;
-                let since = if busy { last_offer_at } else { idle_since };
-                AgentKey(u64::from(busy), since, 0, agent)
-            }
+            Strategy::BestMatch => AgentKey(high_first(score), occupancy_ppm, idle, agent),
+            Strategy::LeastOccupied => AgentKey(occupancy_ppm, idle, 0, agent),
+            // Agents with nothing to do first, by how long; then the busy
+            // ones, by their last offer.
+            Strategy::LongestIdle => AgentKey(u64::from(busy), idle, 0, agent),
             Strategy::RoundRobin => AgentKey(last_offer_at, 0, 0, agent),
-            Strategy::MostSkilled => AgentKey(
-                high_first(total_proficiency),
-                occupancy_ppm,
-                idle_since,
-                agent,
-            ),
+            Strategy::MostSkilled => {
+                AgentKey(high_first(total_proficiency), occupancy_ppm, idle, agent)
+            }
         }
     }
 
@@ -84,5 +82,35 @@ impl Rank {
 
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two equally skilled agents each holding one chat: the tie goes to
+    /// the one whose last offer is older, not to the one who has been
+    /// working longest (whose `idle_since` is from before all their work).
+    #[test]
+    fn a_tie_between_busy_agents_goes_to_the_longest_since_their_last_offer() {
+        let (nine, five_to_eleven, ten_to_eleven, eleven) =
+            (32_400_000, 39_300_000, 39_000_000, 39_600_000);
+        for strategy in [
+            Strategy::BestMatch,
+            Strategy::LeastOccupied,
+            Strategy::MostSkilled,
+            Strategy::LongestIdle,
+        ] {
+            // Working since nine, offered a chat a minute ago.
+            let a = AgentKey::new(strategy, 3, 3, 333_333, nine, eleven - 60_000, 0);
+            // Idle until ten to eleven, offered one at five to eleven.
+            let b = AgentKey::new(strategy, 3, 3, 333_333, ten_to_eleven, five_to_eleven, 1);
+            assert!(b < a, "{strategy:?}");
+            // With nothing to do, longest idle first, as before.
+            let a = AgentKey::new(strategy, 3, 3, 0, nine, eleven - 60_000, 0);
+            let b = AgentKey::new(strategy, 3, 3, 0, ten_to_eleven, five_to_eleven, 1);
+            assert!(a < b, "{strategy:?}");
+        }
     }
 }

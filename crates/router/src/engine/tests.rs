@@ -706,6 +706,9 @@ proptest! {
             p.skills = skills.iter().map(|(s, l)| (SKILLS[*s].to_string(), *l)).collect();
             let mut status = available(*idle);
             status.load = [*load, 0, 0, 0];
+            // Round robin: nobody was offered yet.
+            let last_offer = if queue_ix == 2 { 0 } else { (*idle * 7) % 1000 };
+            status.last_offer_at = last_offer;
             e.upsert_agent(p, status);
             let mut m = BTreeMap::new();
             for (s, l) in skills { m.insert(SKILLS[*s], *l); }
@@ -718,9 +721,12 @@ proptest! {
                 _ => 0,
             };
             let occupancy = u64::from(*load) * 1_000_000 / 5;
+            // Idle: since nothing to do, or for a busy agent since the
+            // last offer.
+            let idle = if *load > 0 { last_offer } else { *idle };
             let key = match queue_ix {
-                0 => (u64::MAX - score, occupancy, *idle, i),
-                1 => (occupancy, *idle, 0, i),
+                0 => (u64::MAX - score, occupancy, idle, i),
+                1 => (occupancy, idle, 0, i),
                 _ => (0, 0, 0, i), // round robin: nobody was offered yet
             };
             if expected.is_none_or(|k| key < k) { expected = Some(key); }
