@@ -677,9 +677,8 @@ async fn follow(
                             }
                         }
                         offer = None;
-                        tokio::select! {
-                            () = state.shutdown.cancelled() => return,
-                            () = tokio::time::sleep(POLL) => {}
+                        if stopped_during(state, POLL).await {
+                            return;
                         }
                         continue;
                     }
@@ -701,9 +700,8 @@ async fn follow(
                         Ok(None) => {}
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not read whether the call was rung; will try again.");
-                            tokio::select! {
-                                () = state.shutdown.cancelled() => return,
-                                () = tokio::time::sleep(POLL) => {}
+                            if stopped_during(state, POLL).await {
+                                return;
                             }
                             continue;
                         }
@@ -712,9 +710,8 @@ async fn follow(
                         // The leading instance rings it; should it stop,
                         // this one takes over (the ring claim below keeps
                         // it to one ring).
-                        tokio::select! {
-                            () = state.shutdown.cancelled() => return,
-                            () = tokio::time::sleep(POLL) => {}
+                        if stopped_during(state, POLL).await {
+                            return;
                         }
                         continue;
                     }
@@ -735,17 +732,15 @@ async fn follow(
                         Ok(false) => {
                             // Another instance rings it; should it stop,
                             // its claim lapses and this one rings it.
-                            tokio::select! {
-                                () = state.shutdown.cancelled() => return,
-                                () = tokio::time::sleep(POLL) => {}
+                            if stopped_during(state, POLL).await {
+                                return;
                             }
                             continue;
                         }
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not claim ringing an assigned call; will try again.");
-                            tokio::select! {
-                                () = state.shutdown.cancelled() => return,
-                                () = tokio::time::sleep(POLL) => {}
+                            if stopped_during(state, POLL).await {
+                                return;
                             }
                             continue;
                         }
@@ -762,9 +757,8 @@ async fn follow(
                     }
                     offer = Some(current);
                     // The PBX refused: again with backoff, not every poll.
-                    tokio::select! {
-                        () = state.shutdown.cancelled() => return,
-                        () = tokio::time::sleep(ring_retry) => {}
+                    if stopped_during(state, ring_retry).await {
+                        return;
                     }
                     ring_retry = (ring_retry * 2).min(RING_RETRY_MAX);
                     continue;
@@ -778,10 +772,17 @@ async fn follow(
                 debug!(%error, contact_id = %contact, "Could not read the call's routing.")
             }
         }
-        tokio::select! {
-            () = state.shutdown.cancelled() => return,
-            () = tokio::time::sleep(POLL) => {}
+        if stopped_during(state, POLL).await {
+            return;
         }
+    }
+}
+
+/// Waits `pause`; true when the channel began to shut down meanwhile.
+async fn stopped_during(state: &CtiState, pause: Duration) -> bool {
+    tokio::select! {
+        () = state.shutdown.cancelled() => true,
+        () = tokio::time::sleep(pause) => false,
     }
 }
 
@@ -805,9 +806,8 @@ async fn mark_rung(state: &CtiState, contact: &ContactId, agent: &str, stamp: Op
                 debug!(source = %state.name, contact_id = %contact, %error, "Could not note that the call was rung; trying again.");
             }
         }
-        tokio::select! {
-            () = state.shutdown.cancelled() => break,
-            () = tokio::time::sleep(POLL) => {}
+        if stopped_during(state, POLL).await {
+            break;
         }
     }
     counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
@@ -940,9 +940,8 @@ async fn tell_pbx(
                 debug!(source = %state.name, error = %e.without_url(), "The PBX callback failed; retrying.")
             }
         }
-        tokio::select! {
-            () = state.shutdown.cancelled() => return false,
-            () = tokio::time::sleep(delay) => {}
+        if stopped_during(state, delay).await {
+            return false;
         }
         delay = (delay * 2).min(RING_RETRY_MAX);
         // Retry only while the call is still offered to this agent, and
