@@ -4,6 +4,8 @@
 use crate::plan::Plan;
 use std::collections::BTreeMap;
 use switchboard_core::ChannelKind;
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 
 /// What the rules look at, read from the contact the intake stored.
 #[derive(Debug, Clone, Default)]
@@ -91,11 +93,17 @@ fn matches(rule: &crate::plan::Rule, f: &ContactFacts) -> bool {
 /// `don't`; the typewriter, typographic and modifier-letter apostrophes
 /// are one). A hyphen or any other character separates words, so a rule
 /// word such as `e-mail` is its run of words (`e`, `mail`).
+///
+/// The text is put in Unicode normal form C first, so `café` typed with a
+/// combining accent (as some mail clients send it) is the same word as
+/// `café` in one character; and combining marks inside a word belong to
+/// it (the virama of `नमस्ते`, which no precomposed letter absorbs).
 pub fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
-    for c in text.chars() {
-        if c.is_alphanumeric() && c != '\u{2bc}' {
+    for c in text.nfc() {
+        let mark = is_combining_mark(c) && !word.is_empty();
+        if (c.is_alphanumeric() || mark) && c != '\u{2bc}' {
             word.extend(c.to_lowercase());
         } else if matches!(c, '\'' | '\u{2019}' | '\u{2bc}') && !word.is_empty() {
             word.push('\'');
@@ -257,6 +265,39 @@ mod tests {
             tokens("'quoted' don't  Wi-Fi"),
             ["quoted", "don't", "wi", "fi"]
         );
+    }
+
+    /// The same word written with a combining accent or with a
+    /// precomposed letter is one word, and a combining mark does not split
+    /// a word. Before, `cafe\u{301}` was the word `cafe` (the accent ended
+    /// it) and `नमस्ते` was two words, split at its virama.
+    #[test]
+    fn words_are_compared_in_normal_form_c() {
+        let mut r = rule("r", "support");
+        r.words = vec!["café".into(), "cafe\u{301}s".into(), "नमस्ते".into()];
+        let plan = Plan::compile(
+            "routing",
+            &[queue("general", 0), queue("support", 0)],
+            &[r],
+            "general",
+        )
+        .expect("valid");
+        let rule_of = |text: &str| {
+            let f = ContactFacts {
+                text: text.into(),
+                ..Default::default()
+            };
+            place(&plan, &f).rule
+        };
+        for text in ["le cafe\u{301} est froid", "CAFÉS", "नमस्ते जी"] {
+            assert_eq!(rule_of(text).as_deref(), Some("r"), "{text}");
+        }
+        for text in ["cafe", "नमस", "ते"] {
+            assert_eq!(rule_of(text), None, "{text}");
+        }
+        assert_eq!(tokens("cafe\u{301}-bar"), ["caf\u{e9}", "bar"]);
+        assert_eq!(tokens("नमस्ते"), ["नमस्ते"]);
+        assert_eq!(tokens("\u{301}x"), ["x"], "a mark alone is no word");
     }
 
     #[test]
