@@ -760,3 +760,55 @@ async fn a_sticky_contact_its_agent_declines_goes_to_someone_else() {
         .await
         .expect("the leader stops");
 }
+
+/// The occupancy facts of `agent` in the KPI stream: (online, presence).
+async fn occupancy_of(store: &Store, agent: &str) -> Vec<(String, String)> {
+    switchboard_store::Records::new(store.clone())
+        .kpi_facts("-", 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|f| f.fields.get("k").map(String::as_str) == Some("agent"))
+        .filter(|f| f.fields.get("ag").map(String::as_str) == Some(agent))
+        .map(|f| (f.fields["o"].clone(), f.fields["p"].clone()))
+        .collect()
+}
+
+/// An agent whose session runs out while holding nothing goes offline in
+/// the KPIs once: no script takes anything back for her, so the leader's
+/// sweep records it (session 17's fix, untested until now: without it her
+/// occupancy counted her online and idle until her next event).
+#[tokio::test]
+async fn the_leader_records_a_lapsed_session_that_held_nothing() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    agent(&state, "idle", &[], 1).await;
+    agent(&state, "stays", &[], 1).await;
+    let soon = Timestamp::now().as_millis() + 1_000;
+    state
+        .set_presence("idle", Some(("available", "")), Some(soon), None)
+        .await
+        .unwrap();
+    let instance = Instance::start(&store, "one", &routing());
+    until("the lapse is recorded", || async {
+        occupancy_of(&store, "idle").await.last() == Some(&("0".into(), "available".into()))
+    })
+    .await;
+    // Later sweeps do not record it again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle = occupancy_of(&store, "idle").await;
+    assert_eq!(
+        idle.iter().filter(|(online, _)| online == "0").count(),
+        1,
+        "{idle:?}"
+    );
+    assert!(
+        occupancy_of(&store, "stays")
+            .await
+            .iter()
+            .all(|(online, _)| online == "1"),
+        "an agent still signed in is not recorded offline"
+    );
+    instance.stop().await;
+}
