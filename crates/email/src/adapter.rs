@@ -139,6 +139,7 @@ impl ChannelAdapter for EmailAdapter {
                     poll_interval: Duration::from_secs(m.poll_interval_secs),
                     idle: m.idle,
                     max_message_bytes: self.config.max_message_bytes,
+                    pass_over_after: imap::PASS_OVER_AFTER,
                     tls_roots: None,
                 };
                 let sink: Arc<dyn imap::FetchedMailSink> = Arc::new(ImapSink {

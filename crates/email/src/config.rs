@@ -418,11 +418,18 @@ impl Accepts {
         // also a plain address of ours, and kept as one it would become the
         // contact's address (no rule matches it) and the next reply's From,
         // whose Reply-To would then nest another tag in it.
-        if let Some(secret) = self.thread_secret.as_deref()
-            && let Some((base, _)) = crate::parse::verify_plus_address(rcpt, secret)
-            && self.plain(&base)
-        {
-            return Some(base);
+        if let Some(secret) = self.thread_secret.as_deref() {
+            if let Some((base, _)) = crate::parse::verify_plus_address(rcpt, secret)
+                && self.plain(&base)
+            {
+                return Some(base);
+            }
+            // Shaped like one of ours but not signed by us (forged, or made
+            // with another secret): refused as documented, not taken as a
+            // plain address of an accepted domain.
+            if crate::parse::looks_plus_addressed(rcpt) {
+                return None;
+            }
         }
         self.plain(&rcpt.to_ascii_lowercase())
             .then(|| rcpt.to_owned())
@@ -564,6 +571,16 @@ mod tests {
             a.address_for(&in_domain).as_deref(),
             Some("team@billing.example.com")
         );
+        // A forged one under an accepted domain is refused too (it was
+        // taken as a plain address of the domain, became the contact's
+        // address and the next reply's From, nesting a second tag), while
+        // a colleague's own plus-address of another shape is not ours to
+        // refuse.
+        let (local, domain) = in_domain.rsplit_once('@').expect("an address");
+        let last = if local.ends_with('0') { '1' } else { '0' };
+        let forged = format!("{}{last}@{domain}", &local[..local.len() - 1]);
+        assert_eq!(a.address_for(&forged), None, "{forged}");
+        assert!(a.accepts("team+newsletter@billing.example.com"));
         // Plain addresses keep their spelling.
         assert_eq!(
             a.address_for("HELP@support.example.com").as_deref(),

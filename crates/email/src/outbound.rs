@@ -33,6 +33,8 @@ pub struct Sender {
     retry: Duration,
     max_attempts: u32,
     thread_secret: Option<Vec<u8>>,
+    /// The channel's name, in metrics.
+    source: String,
 }
 
 impl std::fmt::Debug for Sender {
@@ -74,6 +76,7 @@ impl Sender {
             retry: Duration::from_secs(config.retry_secs),
             max_attempts: config.max_attempts,
             thread_secret,
+            source: name.to_owned(),
         })
     }
 
@@ -182,6 +185,18 @@ impl Sender {
             .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
         match tokio::time::timeout(self.send_timeout, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
+            // A refusal of our credentials is the relay's configuration, not
+            // the reply's: every reply would fail for good until someone
+            // fixed the password. Retried (up to `max_attempts`) instead,
+            // and counted for an alert.
+            Ok(Err(e)) if e.is_permanent() && refuses_credentials(&e) => {
+                metrics::counter!("switchboard_email_relay_auth_failures_total",
+                    "source" => self.source.clone())
+                .increment(1);
+                Err(SendError::Temporary(format!(
+                    "the mail server refused our credentials ({e}): check [email.smtp] user and password"
+                )))
+            }
             Ok(Err(e)) if e.is_permanent() => Err(SendError::Refused(e.to_string())),
             // lettre refuses an address that needs SMTPUTF8 on a relay that
             // does not offer it before saying a word: no retry can help.
@@ -195,6 +210,14 @@ impl Sender {
             ))),
         }
     }
+}
+
+/// Whether the relay's answer is about our authentication (RFC 4954:
+/// 530 authentication required, 534 mechanism too weak, 535 credentials
+/// invalid, 538 encryption required for it), not about this reply.
+fn refuses_credentials(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538))
 }
 
 /// Why a reply was not handed over.

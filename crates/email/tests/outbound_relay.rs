@@ -144,3 +144,95 @@ async fn an_address_the_relay_cannot_take_fails_at_once() {
     );
     assert!(postfix.maildir_messages("customer.example").is_empty());
 }
+
+/// A relay that refuses the channel's credentials (a real Postfix
+/// authenticating against a real Dovecot: `535 5.7.8`) defers the reply
+/// for a retry and counts it, rather than settling it failed for good: a
+/// rotated password failed every reply sent until someone noticed. With
+/// the right password the same relay takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_refuses_our_credentials_defers_the_reply() {
+    use switchboard_testkit::dovecot::Dovecot;
+    use switchboard_testkit::postfix::{Postfix, PostfixOptions};
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
+    let dovecot = Dovecot::start_with_users(&[("relay", "right-password")]);
+    let sasl = format!("inet:127.0.0.1:{}", dovecot.auth_port());
+    let postfix = Postfix::start(
+        PostfixOptions::new()
+            .local_domain("customer.example")
+            .main_cf("smtpd_sasl_auth_enable", "yes")
+            .main_cf("smtpd_sasl_type", "dovecot")
+            .main_cf("smtpd_sasl_path", &sasl)
+            .main_cf("mynetworks", "")
+            .main_cf(
+                "smtpd_relay_restrictions",
+                "permit_sasl_authenticated, reject",
+            ),
+    );
+    let sender = |password: &str| {
+        let config: SmtpConfig = toml::from_str(&format!(
+            "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\ntimeout_secs = 10\n\
+             user = \"relay\"\npassword = \"{password}\"",
+            postfix.smtp_port()
+        ))
+        .unwrap();
+        Sender::new("mail", &config).unwrap()
+    };
+    let counters = switchboard_testkit::counters::Counters::default();
+    let recorder = metrics::set_default_local_recorder(&counters);
+    let (reply, outbox, delivery) =
+        queued_reply(&store, "olena@customer.example", "It ships today.").await;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        sender("wrong-password").deliver(&outbox, "mail", delivery),
+    )
+    .await
+    .expect("the delivery ends");
+    drop(recorder);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let settled: Option<String> = redis::cmd("HGET")
+        .arg(store.keys().conversation_delivery(&reply.conversation_id))
+        .arg(reply.message_id.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(settled, None, "not settled failed");
+    let deferred: usize = redis::cmd("ZCARD")
+        .arg(store.keys().outbox_deferred("mail"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deferred, 1, "deferred for a retry");
+    assert_eq!(
+        counters.get("switchboard_email_relay_auth_failures_total{source=mail}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+    assert!(
+        postfix.log().contains("authentication failed"),
+        "{}",
+        postfix.log()
+    );
+
+    // The same relay with the right password takes the reply.
+    let (reply, outbox, delivery) =
+        queued_reply(&store, "olena@customer.example", "It ships today, really.").await;
+    sender("right-password")
+        .deliver(&outbox, "mail", delivery)
+        .await;
+    let settled: Option<String> = redis::cmd("HGET")
+        .arg(store.keys().conversation_delivery(&reply.conversation_id))
+        .arg(reply.message_id.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let settled = settled.expect("settled");
+    assert!(settled.contains("\"delivered\""), "{settled}");
+    postfix.wait_for_maildir("customer.example", 1, Duration::from_secs(20));
+}

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::free_port;
 
-/// `{ROOT}`, `{PORT}`, `{TLS_PORT}`, `{SSL}`, `{LOGIN_USER}`, `{INTERNAL_USER}`,
+/// `{ROOT}`, `{PORT}`, `{TLS_PORT}`, `{AUTH_PORT}`, `{SSL}`, `{LOGIN_USER}`, `{INTERNAL_USER}`,
 /// `{INTERNAL_GROUP}`, `{UID}`, `{GID}` are filled in.
 const CONF: &str = r#"protocols = imap
 listen = 127.0.0.1
@@ -69,6 +69,14 @@ service imap-login {
     port = {TLS_PORT}
   }
 }
+# Dovecot's SASL service on a loopback port, for a Postfix that
+# authenticates its clients (`smtpd_sasl_type = dovecot`).
+service auth {
+  inet_listener sasl {
+    address = 127.0.0.1
+    port = {AUTH_PORT}
+  }
+}
 # No auth penalty: without its socket, failed logins are not slowed down.
 service anvil {
   chroot =
@@ -87,6 +95,7 @@ pub struct Dovecot {
     dir: tempfile::TempDir,
     port: u16,
     tls_port: Option<u16>,
+    auth_port: u16,
     users: Vec<(String, String)>,
     child: Option<Child>,
 }
@@ -140,6 +149,7 @@ impl Dovecot {
             dir,
             port: 0,
             tls_port: None,
+            auth_port: 0,
             users: users
                 .iter()
                 .map(|(u, p)| (u.to_string(), p.to_string()))
@@ -149,6 +159,7 @@ impl Dovecot {
         for _ in 0..5 {
             dovecot.port = free_port();
             dovecot.tls_port = tls.map(|_| free_port());
+            dovecot.auth_port = free_port();
             write(&dovecot.conf_path(), &dovecot.conf());
             if dovecot.spawn() {
                 return dovecot;
@@ -175,6 +186,7 @@ impl Dovecot {
         CONF.replace("{ROOT}", &root)
             .replace("{SSL}", &ssl)
             .replace("{TLS_PORT}", &self.tls_port.unwrap_or(0).to_string())
+            .replace("{AUTH_PORT}", &self.auth_port.to_string())
             .replace("{PORT}", &self.port.to_string())
             .replace("{LOGIN_USER}", &login)
             .replace("{INTERNAL_USER}", &internal)
@@ -227,6 +239,13 @@ impl Dovecot {
     /// The implicit TLS port, with [`Dovecot::start_tls`].
     pub fn tls_port(&self) -> Option<u16> {
         self.tls_port
+    }
+
+    /// Dovecot's SASL service (`127.0.0.1`), for Postfix's
+    /// `smtpd_sasl_path = inet:127.0.0.1:<port>` with `smtpd_sasl_type =
+    /// dovecot`: the users are this Dovecot's.
+    pub fn auth_port(&self) -> u16 {
+        self.auth_port
     }
 
     /// The first user's name.

@@ -103,6 +103,11 @@ pub struct MailboxSettings {
     pub idle: bool,
     /// Larger messages are skipped (left in the mailbox) and counted.
     pub max_message_bytes: usize,
+    /// A message whose body fetch fails is passed over only after
+    /// [`BODY_FAILURES`] sessions in a row that span at least this long
+    /// ([`PASS_OVER_AFTER`] in the daemon): a server that throttles or has
+    /// a passing fault for a minute must not cost a customer's mail.
+    pub pass_over_after: Duration,
     /// Trusted roots for TLS; the webpki roots when `None`.
     pub tls_roots: Option<Arc<tokio_rustls::rustls::RootCertStore>>,
 }
@@ -121,6 +126,7 @@ impl fmt::Debug for MailboxSettings {
             .field("poll_interval", &self.poll_interval)
             .field("idle", &self.idle)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("pass_over_after", &self.pass_over_after)
             .field("tls_roots", &self.tls_roots.as_ref().map(|r| r.len()))
             .finish()
     }
@@ -168,15 +174,29 @@ struct Ctx {
     state: Arc<dyn ChannelState>,
     lease_key: String,
     checkpoint_key: String,
-    /// The message whose body fetch failed last, and how many times in a
-    /// row: one the server can never give is passed over after
-    /// [`BODY_FAILURES`] tries instead of holding up every later one.
-    failing: std::sync::Mutex<Option<(u32, u32, u32)>>,
+    /// The message whose body fetch failed last (UIDVALIDITY, UID), how
+    /// many times in a row, and when first: one the server can never give
+    /// is passed over after [`BODY_FAILURES`] tries over
+    /// `pass_over_after` instead of holding up every later one.
+    failing: std::sync::Mutex<Option<Failing>>,
 }
 
-/// How many sessions in a row may fail fetching one message's body before
-/// it is passed over (counted `unreadable`, left in the mailbox).
+/// The message whose body fetch keeps failing.
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    validity: u32,
+    uid: u32,
+    times: u32,
+    since: std::time::Instant,
+}
+
+/// How many sessions in a row must fail fetching one message's body before
+/// it is passed over (counted `unreadable`, left in the mailbox)...
 const BODY_FAILURES: u32 = 5;
+
+/// ...and for how long at least: sessions are retried after 0.5–16 s, so
+/// five failures alone took as little as 15 s.
+pub const PASS_OVER_AFTER: Duration = Duration::from_secs(600);
 
 /// Fetches from one mailbox until `shutdown` is cancelled, then gives the
 /// lease up. Never panics and never returns early: failures are logged,

@@ -99,7 +99,7 @@ pub(super) async fn run(
         // A message whose fetch failed session after session (a server that
         // cannot give it, a body too slow or too large for one response):
         // passed over, counted, left in the mailbox.
-        if failures_of(ctx, cp.validity, m.uid) >= super::BODY_FAILURES {
+        if gave_up_on(ctx, cp.validity, m.uid) {
             outcome(ctx, "unreadable");
             warn!(
                 uid = m.uid,
@@ -195,17 +195,31 @@ pub(super) async fn run(
     Ok(Round::Done { progress })
 }
 
-/// How many sessions in a row failed fetching message `uid`.
-fn failures_of(ctx: &Ctx, validity: u32, uid: u32) -> u32 {
+/// Whether fetching message `uid` failed [`super::BODY_FAILURES`] sessions
+/// in a row over at least `pass_over_after`.
+fn gave_up_on(ctx: &Ctx, validity: u32, uid: u32) -> bool {
     match *ctx.failing.lock().unwrap_or_else(|e| e.into_inner()) {
-        Some((v, u, n)) if v == validity && u == uid => n,
-        _ => 0,
+        Some(f) if f.validity == validity && f.uid == uid => {
+            f.times >= super::BODY_FAILURES && f.since.elapsed() >= ctx.settings.pass_over_after
+        }
+        _ => false,
     }
 }
 
 fn failed_fetch(ctx: &Ctx, validity: u32, uid: u32) {
-    let n = failures_of(ctx, validity, uid) + 1;
-    *ctx.failing.lock().unwrap_or_else(|e| e.into_inner()) = Some((validity, uid, n));
+    let mut failing = ctx.failing.lock().unwrap_or_else(|e| e.into_inner());
+    *failing = match *failing {
+        Some(f) if f.validity == validity && f.uid == uid => Some(super::Failing {
+            times: f.times.saturating_add(1),
+            ..f
+        }),
+        _ => Some(super::Failing {
+            validity,
+            uid,
+            times: 1,
+            since: std::time::Instant::now(),
+        }),
+    };
 }
 
 /// `UID FETCH <uid> BODY.PEEK[]`: every response the server gave, once it

@@ -40,6 +40,11 @@ pub(super) struct Session {
     greeted: bool,
     pub(super) tx: Option<Transaction>,
     pub(super) errors: usize,
+    /// Commands refused for what they asked (a recipient that is not ours,
+    /// too many, a message too large): not protocol errors, so not counted
+    /// towards [`super::MAX_ERRORS`], but they do not move the session on
+    /// either (they give it no more time).
+    pub(super) refusals: usize,
 }
 
 impl Session {
@@ -56,6 +61,7 @@ impl Session {
             greeted: false,
             tx: None,
             errors: 0,
+            refusals: 0,
         }
     }
 
@@ -179,12 +185,14 @@ impl Session {
         }
         if from.size > self.settings.max_message_bytes {
             // Refused before the body is sent, counted as the body would be.
+            self.refusals += 1;
             self.count_message("too_large");
             return Reply::too_large().write(out);
         }
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
             // The message cannot be taken as sent: refused, counted.
+            self.refusals += 1;
             self.count_message("rejected");
             return non_ascii(out);
         }
@@ -208,12 +216,14 @@ impl Session {
         }
         if !tx.smtputf8 && !to.address.is_ascii() {
             // One recipient refused; the message may still go to others.
+            self.refusals += 1;
             metrics::counter!("switchboard_email_recipients_refused_total",
                 "source" => self.settings.name.clone())
             .increment(1);
             return non_ascii(out);
         }
         if tx.recipients.len() >= self.settings.max_recipients {
+            self.refusals += 1;
             refused(&self.settings.name, 452);
             return Reply::new(452, "4.5.3", "Error: too many recipients").write(out);
         }
@@ -225,12 +235,16 @@ impl Session {
             }
             RcptVerdict::Unknown => {
                 // Not ours (no relay): refused and counted.
+                self.refusals += 1;
                 metrics::counter!("switchboard_email_recipients_refused_total",
                     "source" => self.settings.name.clone())
                 .increment(1);
                 Reply::unknown_recipient(&address).write(out)
             }
-            RcptVerdict::Refuse(reply) => reply.write(out),
+            RcptVerdict::Refuse(reply) => {
+                self.refusals += 1;
+                reply.write(out)
+            }
         }
     }
 

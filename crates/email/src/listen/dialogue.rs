@@ -156,10 +156,10 @@ where
                     };
                     let flow = match ingested {
                         Ok(request) => {
-                            let errors = s.errors;
+                            let before = (s.errors, s.refusals);
                             moved_on = !is_idle_command(&request);
                             let flow = s.command(request, &mut out);
-                            moved_on &= s.errors == errors;
+                            moved_on &= (s.errors, s.refusals) == before;
                             flow
                         }
                         // A whole line that is still not a command: refuse

@@ -19,7 +19,9 @@ mod threading;
 #[cfg(test)]
 mod tests;
 
-pub use threading::{conversation_tag, plus_address, tagged_subject, verify_plus_address};
+pub use threading::{
+    conversation_tag, looks_plus_addressed, plus_address, tagged_subject, verify_plus_address,
+};
 
 use headers::Headers;
 use mail_parser::MessageParser;

@@ -161,6 +161,32 @@ pub fn verify_plus_address(address: &str, secret: &[u8]) -> Option<(String, Stri
     if secret.is_empty() {
         return None;
     }
+    let PlusParts {
+        base,
+        domain,
+        id,
+        sig,
+    } = plus_parts(address)?;
+    let sig = hex::decode(sig).ok()?;
+    signature(&id, secret)?.verify_truncated_left(&sig).ok()?;
+    Some((format!("{base}@{domain}"), id))
+}
+
+/// Whether `address` has the shape of a [`plus_address`]
+/// (`local+id.<16 hex>@domain`), signed right or not.
+pub fn looks_plus_addressed(address: &str) -> bool {
+    plus_parts(address).is_some()
+}
+
+/// The parts of an address shaped like a [`plus_address`], lower case.
+struct PlusParts {
+    base: String,
+    domain: String,
+    id: String,
+    sig: String,
+}
+
+fn plus_parts(address: &str) -> Option<PlusParts> {
     let address = address
         .trim()
         .trim_start_matches('<')
@@ -174,10 +200,10 @@ pub fn verify_plus_address(address: &str, secret: &[u8]) -> Option<(String, Stri
         && !id.is_empty()
         && sig.len() == SIGNATURE_HEX
         && sig.bytes().all(|b| b.is_ascii_hexdigit());
-    if !well_formed {
-        return None;
-    }
-    let sig = hex::decode(sig).ok()?;
-    signature(id, secret)?.verify_truncated_left(&sig).ok()?;
-    Some((format!("{base}@{domain}"), id.to_owned()))
+    well_formed.then(|| PlusParts {
+        base: base.to_owned(),
+        domain: domain.to_owned(),
+        id: id.to_owned(),
+        sig: sig.to_owned(),
+    })
 }

@@ -134,7 +134,9 @@ async fn an_unreachable_server_is_retried_and_shutdown_is_prompt() {
 
 /// A message the server cannot give (here: its Maildir file unreadable,
 /// so Dovecot answers its body FETCH with NO) fails the session each time;
-/// after `BODY_FAILURES` sessions in a row it is passed over, counted
+/// after `BODY_FAILURES` sessions in a row, and not before
+/// `pass_over_after` (five failures alone took as little as 15 s: a
+/// server's passing fault cost the mail), it is passed over, counted
 /// `unreadable` and left in the mailbox, and later mail arrives.
 #[tokio::test]
 async fn a_message_that_cannot_be_fetched_is_passed_over_after_five_sessions() {
@@ -143,7 +145,10 @@ async fn a_message_that_cannot_be_fetched_is_passed_over_after_five_sessions() {
     let (sink, state) = (Arc::new(Sink::default()), MemState::new());
     let counters = Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
-    let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    let mut settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    // Sessions are retried after 0.5, 1, 2, 4, 8 s (±), so five failures
+    // alone were passed over after 15.5–31 s.
+    settings.pass_over_after = Duration::from_secs(35);
     dovecot.append("support", "INBOX", &mail(1));
     dovecot.append("support", "INBOX", &mail(2));
     // Dovecot has listed both (sizes and flags are in its index); then the
@@ -160,8 +165,14 @@ async fn a_message_that_cannot_be_fetched_is_passed_over_after_five_sessions() {
     assert_eq!(first.len(), 1, "{first:?}");
     let first = &first[0];
     std::fs::set_permissions(first, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let started = std::time::Instant::now();
     let fetcher = Fetcher::start(settings.clone(), &sink, &state);
-    sink.wait_for(1, Duration::from_secs(40)).await;
+    sink.wait_for(1, Duration::from_secs(90)).await;
+    assert!(
+        started.elapsed() >= settings.pass_over_after,
+        "passed over after {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         sink.uids(),
         vec![2],

@@ -36,6 +36,7 @@ fn the_password_is_not_in_debug_output() {
         poll_interval: std::time::Duration::from_secs(60),
         idle: true,
         max_message_bytes: 1000,
+        pass_over_after: super::PASS_OVER_AFTER,
         tls_roots: None,
     };
     let shown = format!("{settings:?}");

@@ -188,6 +188,7 @@ pub(super) fn settings(dovecot: &Dovecot, folder: &str, after: AfterIntake) -> M
         poll_interval: Duration::from_secs(60),
         idle: true,
         max_message_bytes: 1 << 20,
+        pass_over_after: Duration::from_secs(3),
         tls_roots: None,
     }
 }

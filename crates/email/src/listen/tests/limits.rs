@@ -384,6 +384,29 @@ async fn noops_do_not_hold_a_session() {
         "{answered} padded NOOPs answered in {:?}",
         started.elapsed()
     );
+    // Nor do refused recipients (they are no protocol error, so the error
+    // limit does not end it either): they used to renew the time, so
+    // `RCPT TO:<x@nowhere>` now and then held a slot for ever.
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    c.expect("MAIL FROM:<a@b.test>", "250").await;
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        c.send("RCPT TO:<x@nowhere.test>\r\n").await;
+        let line = c.line().await;
+        if line.starts_with("421 4.4.2") {
+            break;
+        }
+        assert!(line.starts_with("550"), "{line}");
+        answered += 1;
+    }
+    assert!(
+        answered < 4 && started.elapsed() < Duration::from_millis(1500),
+        "{answered} refused recipients answered in {:?}",
+        started.elapsed()
+    );
     // A command that moves the session on does give it more time.
     let mut c = Client::connect(&server).await;
     c.lhlo().await;
