@@ -123,7 +123,12 @@ async fn the_bot_token_never_reaches_a_reason() {
     let client = http_client(Duration::from_millis(300)).expect("client");
     let sender = Sender::new(config, client.clone()).expect("sender");
     let mut reasons = Vec::new();
-    for text in ["who am I", "slow"] {
+    // A proxy or a self-hosted Bot API server behind Apache answering a
+    // wrong path with a page that names it: the body went into the reason
+    // (logs, the agent's transcript) with the token in it.
+    provider.script("lost", vec![Canned::echoing_path(404)]);
+    provider.script("gateway", vec![Canned::echoing_path(502)]);
+    for text in ["who am I", "slow", "lost", "gateway"] {
         let msg = reply(conversation(), "telegram", "42", "", text);
         reasons.push(format!("{:?}", sender.send(&msg).await));
     }
@@ -135,7 +140,13 @@ async fn the_bot_token_never_reaches_a_reason() {
 
     assert!(reasons[0].contains("BadToken"), "{}", reasons[0]);
     assert!(reasons[1].contains("timed out"), "{}", reasons[1]);
-    assert!(reasons[2].contains("could not connect"), "{}", reasons[2]);
+    for (reason, status) in [(&reasons[2], "HTTP 404"), (&reasons[3], "HTTP 502")] {
+        assert!(
+            reason.contains(status) && reason.contains("/bot<redacted>/sendMessage"),
+            "{reason}"
+        );
+    }
+    assert!(reasons[4].contains("could not connect"), "{}", reasons[4]);
     for reason in &reasons {
         assert!(!reason.contains(BOT_TOKEN), "{reason}");
         assert!(!reason.contains("AAHdqTcv"), "{reason}");

@@ -460,3 +460,46 @@ async fn generic_replies_go_out_for_the_account_the_customer_wrote_to() {
     assert_eq!(seen[0].body["account"], "shop-1");
     assert_eq!(seen[0].body["text"], "It left today.");
 }
+
+/// A stranger's large body without the token or signature header is
+/// refused for that (401) before it is read: the Telegram token is a
+/// header, and a delivery without any signature header cannot be ours.
+/// Each adapter used to read up to `max_body_bytes` first (waiting for the
+/// whole body here, then 413).
+#[tokio::test]
+async fn a_body_without_credentials_is_refused_unread() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let world = World::start(None).await;
+    for (path, headers) in [
+        ("telegram", vec![]),
+        (
+            "telegram",
+            vec![(TELEGRAM_TOKEN_HEADER, "wrong-token-0123")],
+        ),
+        ("meta", vec![]),
+        ("inhouse", vec![(GENERIC_TIMESTAMP_HEADER, "1795341600")]),
+    ] {
+        let addr = world.base.trim_start_matches("http://");
+        let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut head = format!(
+            "POST /channels/{path}/webhook HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n",
+            2 * 1024 * 1024
+        );
+        for (name, value) in &headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        socket.write_all(head.as_bytes()).await.expect("head");
+        socket
+            .write_all(&[b' '; 1024])
+            .await
+            .expect("a first kilobyte");
+        let mut answer = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{path} {headers:?}: no answer before the body"))
+            .expect("read");
+        assert_eq!(&answer, b"HTTP/1.1 401", "{path} {headers:?}");
+    }
+}

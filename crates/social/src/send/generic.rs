@@ -53,6 +53,19 @@ impl GenericApi {
         })
     }
 
+    /// The reply URL's query and password, where a bridge may want a token
+    /// (the signing secret itself is never sent).
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        let Ok(url) = reqwest::Url::parse(&self.url) else {
+            return Vec::new();
+        };
+        url.query()
+            .into_iter()
+            .chain(url.password())
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub(crate) fn request(
         &self,
         client: &reqwest::Client,

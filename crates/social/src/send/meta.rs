@@ -94,6 +94,11 @@ impl MetaApi {
             .json(&body))
     }
 
+    /// The access token (sent as a bearer token).
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        vec![self.token.expose().to_owned()]
+    }
+
     pub(crate) fn read(&self, answer: &Answer) -> SendOutcome {
         if (200..300).contains(&answer.status) {
             return SendOutcome::Delivered {

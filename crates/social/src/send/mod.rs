@@ -90,6 +90,21 @@ impl SendOutcome {
         }
     }
 
+    /// The outcome with every one of `secrets` in its reason replaced by
+    /// `<redacted>`: a provider's (or a proxy's) error page may echo the
+    /// request's path or headers, and the reason goes to logs and to the
+    /// agent's transcript.
+    pub(crate) fn redacted(mut self, secrets: &[String]) -> Self {
+        if let Self::Retry { reason, .. } | Self::Failed { reason, .. } = &mut self {
+            for secret in secrets.iter().filter(|s| s.len() >= 8) {
+                if reason.contains(secret.as_str()) {
+                    *reason = reason.replace(secret.as_str(), "<redacted>");
+                }
+            }
+        }
+        self
+    }
+
     pub(crate) fn failed(kind: FailureKind, code: Option<i64>, reason: impl Into<String>) -> Self {
         Self::Failed {
             kind,

@@ -279,11 +279,21 @@ impl Sender {
             Err(refusal) => refusal,
             Ok(request) => match http::exchange(request.timeout(self.timeout)).await {
                 Err(retry) => retry,
-                Ok(answer) => self.read(msg, &answer),
+                Ok(answer) => self.read(msg, &answer).redacted(&self.secrets()),
             },
         };
         http::record(self.platform, started, &outcome);
         outcome
+    }
+
+    /// What must never show in a reason: the account's credentials as
+    /// they travel in the request.
+    fn secrets(&self) -> Vec<String> {
+        match &self.api {
+            Api::Meta(api) => api.secrets(),
+            Api::Telegram(api) => api.secrets(),
+            Api::Generic(api) => api.secrets(),
+        }
     }
 
     fn read(&self, msg: &OutboundMessage, answer: &Answer) -> SendOutcome {

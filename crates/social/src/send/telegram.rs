@@ -61,6 +61,21 @@ impl TelegramApi {
         })
     }
 
+    /// The bot token, which is in the request's path, as it is and
+    /// percent-encoded (an error page may echo the path either way).
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        let token = self
+            .url
+            .rsplit_once("/bot")
+            .and_then(|(_, rest)| rest.strip_suffix("/sendMessage"))
+            .unwrap_or_default();
+        vec![
+            token.to_owned(),
+            token.replace(':', "%3A"),
+            token.replace(':', "%3a"),
+        ]
+    }
+
     pub(crate) fn request(
         &self,
         client: &reqwest::Client,

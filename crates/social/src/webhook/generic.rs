@@ -145,6 +145,12 @@ async fn deliver(
     body: Body,
 ) -> Response {
     let result = async {
+        // No signature at all: refused before a stranger's body is read.
+        if header(&headers, GENERIC_TIMESTAMP_HEADER).is_none()
+            || header(&headers, GENERIC_SIGNATURE_HEADER).is_none()
+        {
+            return Err(Refusal::Signature(crate::verify::SignatureError::Missing));
+        }
         let body = state.webhook.read(body).await?;
         verify_generic(
             state.secret.expose().as_bytes(),

@@ -216,6 +216,10 @@ async fn handshake(
 
 async fn deliver(State(state): State<Arc<MetaState>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
+        // No signature at all: refused before a stranger's body is read.
+        if header(&headers, META_SIGNATURE_HEADER).is_none() {
+            return Err(Refusal::Signature(crate::verify::SignatureError::Missing));
+        }
         let body = state.webhook.read(body).await?;
         verify_meta_signature(
             state.app_secret.expose().as_bytes(),

@@ -173,12 +173,13 @@ async fn deliver(
     body: Body,
 ) -> Response {
     let result = async {
-        let body = state.webhook.read(body).await?;
+        // The token is a header: checked before a stranger's body is read.
         verify_telegram_token(
             state.secret_token.expose().as_bytes(),
             header(&headers, TELEGRAM_TOKEN_HEADER),
         )
         .map_err(Refusal::Signature)?;
+        let body = state.webhook.read(body).await?;
         let mut items = parse_telegram(&body).map_err(Refusal::Parse)?;
         // Telegram does not name the bot in an update: it is this one.
         for item in &mut items {

@@ -56,6 +56,10 @@ pub struct Canned {
     /// Send the status and the first bytes of the body, then break the
     /// connection off.
     pub cut: bool,
+    /// Answer an HTML page naming the request's path (and its path
+    /// percent-encoded), as Apache's and many proxies' error pages do,
+    /// instead of `body`.
+    pub echo_path: bool,
 }
 
 impl Canned {
@@ -66,6 +70,15 @@ impl Canned {
             body,
             delay: None,
             cut: false,
+            echo_path: false,
+        }
+    }
+
+    /// An HTML error page that names the request's path.
+    pub fn echoing_path(status: u16) -> Canned {
+        Canned {
+            echo_path: true,
+            ..Canned::new(status, Value::Null)
         }
     }
 
@@ -198,7 +211,15 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     let status = StatusCode::from_u16(canned.status).expect("status");
-    let mut response = if canned.cut {
+    let mut response = if canned.echo_path {
+        let path = uri.path();
+        let encoded = path.replace(':', "%3A");
+        let page = format!(
+            "<html><body><h1>Not Found</h1><p>The requested URL {path} was not found \
+             on this server.</p><!-- {encoded} --></body></html>"
+        );
+        (status, [("content-type", "text/html")], page).into_response()
+    } else if canned.cut {
         let json = canned.body.to_string().into_bytes();
         let half = Bytes::from(json[..json.len() / 2].to_vec());
         // The first half goes out with the head; the break comes after.
