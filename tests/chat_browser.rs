@@ -632,11 +632,149 @@ async fn a_form_lost_with_its_socket_goes_again_and_prechat_answers_survive_a_re
             "return Array.from({}.querySelectorAll('[data-testid=\"sb-message\"][data-from=\"visitor\"]')).some(m => m.getAttribute('data-seq'));",
             w("sb-messages")))
         .await;
+    // Five messages written before any acknowledgement can come back:
+    // each goes out once. flush() sent every unacknowledged message at each
+    // call (1 + 2 + 3 + 4 + 5 = 15 frames here).
+    visitor
+        .js(
+            &format!(
+                "window.__messages = [];
+                 const send = WebSocket.prototype.send;
+                 WebSocket.prototype.send = function (data) {{
+                   if (String(data).includes('\"type\":\"message\"')) window.__messages.push(JSON.parse(data).client_id);
+                   return send.call(this, data);
+                 }};
+                 for (let n = 1; n <= 5; n++) {{
+                   const i = {}; i.value = 'квиток ' + n;
+                   i.dispatchEvent(new Event('input', {{bubbles: true}}));
+                   {}.click();
+                 }}
+                 return true;",
+                w("sb-input"),
+                w("sb-send")
+            ),
+            vec![],
+        )
+        .await;
+    visitor
+        .until(WAIT, "the five messages are acknowledged", &format!(
+            "return Array.from({}.querySelectorAll('[data-testid=\"sb-message\"][data-from=\"visitor\"]')).filter(m => m.getAttribute('data-seq')).length === 6;",
+            w("sb-messages")))
+        .await;
+    let sent = visitor.js("return window.__messages;", vec![]).await;
+    let sent: Vec<String> = serde_json::from_value(sent).unwrap();
+    let distinct: std::collections::BTreeSet<&String> = sent.iter().collect();
+    assert_eq!(
+        (sent.len(), distinct.len()),
+        (5, 5),
+        "each message sent once: {sent:?}"
+    );
     let contacts = stored_contacts(&redis.url()).await;
     assert_eq!(contacts.len(), 1, "{contacts:?}");
     let (name, attributes) = &contacts[0];
     assert_eq!(name, "Олена", "{contacts:?}");
     let attributes: Value = serde_json::from_str(attributes).unwrap();
     assert_eq!(attributes["topic"], "доставка", "{contacts:?}");
+    visitor.close().await;
+}
+
+/// Two tabs of one visitor share the widget's storage. A message one tab
+/// queued but could not send (its socket swallowed it here, as a dying
+/// connection would) is taken over by the other tab when the first closes,
+/// and stored. Each tab wrote its own copy of the state, so the last one
+/// to save dropped the other's queued messages for good.
+#[tokio::test]
+async fn a_message_queued_in_a_closed_tab_is_sent_by_the_other() {
+    let shop = shop_page().await;
+    let redis = RedisServer::start();
+    let uploads = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(&shop, uploads.path()),
+    );
+    let url = format!("{shop}/?server={}&widget=demo", daemon.base());
+    let visitor = Browser::start().await;
+    visit(&visitor, &url).await;
+    visitor
+        .js("window.SwitchboardWidget.open(); return true;", vec![])
+        .await;
+    let acked = |text: &str| {
+        format!(
+            "return Array.from({}.querySelectorAll('[data-testid=\"sb-message\"][data-from=\"visitor\"]'))
+               .some(m => m.getAttribute('data-seq') && m.textContent.includes({}));",
+            w("sb-messages"),
+            serde_json::to_string(text).unwrap()
+        )
+    };
+    // The pre-chat form first, when it is shown.
+    visitor
+        .js(
+            &format!(
+                "if (window.SwitchboardWidget.state().view === 'prechat') {{
+                   {n}.value = 'Олена'; {s}.click(); }}
+                 return true;",
+                n = w("sb-prechat-name"),
+                s = w("sb-prechat-submit")
+            ),
+            vec![],
+        )
+        .await;
+    visitor
+        .until(
+            WAIT,
+            "the chat view",
+            "return window.SwitchboardWidget.state().view === 'chat';",
+        )
+        .await;
+    visitor_writes(&visitor, "перше").await;
+    visitor
+        .until(WAIT, "the first message is acknowledged", &acked("перше"))
+        .await;
+    let first = visitor.client.window().await.unwrap();
+
+    // A second tab: the same visitor.
+    let second = visitor.client.new_window(true).await.unwrap().handle;
+    visitor.client.switch_to_window(second).await.unwrap();
+    visit(&visitor, &url).await;
+    visitor
+        .js(
+            "window.SwitchboardWidget.open();
+             const send = WebSocket.prototype.send;
+             WebSocket.prototype.send = function (data) {
+               if (String(data).includes('\"type\":\"message\"')) return;
+               return send.call(this, data);
+             };
+             return true;",
+            vec![],
+        )
+        .await;
+    visitor
+        .until(
+            WAIT,
+            "the second tab is the same visitor in the same conversation",
+            "return window.SwitchboardWidget.state().conversation !== null;",
+        )
+        .await;
+    visitor_writes(&visitor, "друге").await;
+    let pending = visitor
+        .js("return window.SwitchboardWidget.state().pending;", vec![])
+        .await;
+    assert_eq!(pending, json!(1), "queued in the second tab");
+    visitor.client.close_window().await.unwrap();
+
+    // The first tab sends it.
+    visitor.client.switch_to_window(first).await.unwrap();
+    visitor
+        .until(
+            WAIT,
+            "the second tab's message is sent by the first",
+            &acked("друге"),
+        )
+        .await;
+    let pending = visitor
+        .js("return window.SwitchboardWidget.state().pending;", vec![])
+        .await;
+    assert_eq!(pending, json!(0));
     visitor.close().await;
 }

@@ -184,12 +184,16 @@
   }
 
   /* ---------- persistent state (per channel and widget) ---------- */
-  function load() {
+  function stored() {
     var v = null;
     try { v = JSON.parse(localStorage.getItem(KEY)); } catch (e) { /* blocked or corrupt */ }
-    v = v && typeof v === 'object' ? v : {};
+    return v && typeof v === 'object' ? v : {};
+  }
+  function load() {
+    var v = stored();
     return {
       token: typeof v.token === 'string' ? v.token : null,
+      visitor: typeof v.visitor === 'string' ? v.visitor : null,
       conversation: v.conversation || null,
       lastSeq: v.lastSeq || null,
       outbox: Array.isArray(v.outbox) ? v.outbox : [],
@@ -207,7 +211,28 @@
     return f;
   }
   var S = load();
+  // Every message this tab has had in its outbox: one another tab of the
+  // same visitor queued (and may have closed with) is taken over once.
+  var known = new Set(S.outbox.map(function (o) { return o && o.client_id; }));
+  // Takes over the messages another tab of this visitor left in storage
+  // that this tab never had; true when there were any. (Tabs share one
+  // storage key and each wrote its own copy: the last one to save dropped
+  // the others' queued messages.)
+  function adoptOutbox() {
+    var v = stored(), added = false;
+    if (!Array.isArray(v.outbox) || !S.visitor || v.visitor !== S.visitor) return false;
+    v.outbox.forEach(function (o) {
+      if (o && typeof o.client_id === 'string' && typeof o.text === 'string' && !known.has(o.client_id)) {
+        known.add(o.client_id);
+        S.outbox.push(o);
+        if (list) showPending(o);
+        added = true;
+      }
+    });
+    return added;
+  }
   function save() {
+    if (adoptOutbox()) scheduleFlush();
     if (S.history.length > 200) S.history = S.history.slice(-200);
     try { localStorage.setItem(KEY, JSON.stringify(S)); } catch (e) { /* private mode: memory only */ }
   }
@@ -538,6 +563,10 @@
   // socket that drops before the answer loses them, so they go again after
   // the next welcome.
   var inFlight = [];
+  // Messages sent on this socket and not refused since: flush() sends each
+  // once per socket (it sent every unacknowledged one at every call, so ten
+  // quick messages while the server was slow made 55 frames).
+  var sentOn = new Set();
   var FORM_ERRORS = ['not_closed', 'bad_rating', 'bad_email', 'no_offline_form', 'offline_limit',
     'too_long', 'bad_client_id', 'unavailable'];
 
@@ -586,6 +615,7 @@
     if (ws !== sock) return;
     ws = null;
     connected = false;
+    sentOn.clear();
     typingOn = false;
     ctlQueue = inFlight.concat(ctlQueue); inFlight = [];
     pendingEls.forEach(function (li) { setState(li, 'retrying'); });
@@ -615,7 +645,11 @@
         showError('too_long');
         return false;
       }
-      if (send(f)) setState(pendingEls.get(o.client_id), 'sending');
+      if (sentOn.has(o.client_id)) return true;
+      if (send(f)) {
+        sentOn.add(o.client_id);
+        setState(pendingEls.get(o.client_id), 'sending');
+      }
       return true;
     });
     if (S.outbox.length !== before) save();
@@ -650,6 +684,21 @@
     attempt = 0;
     setText(connEl, '');
     if (typeof f.token === 'string') S.token = f.token;
+    // Two tabs opened at once on a first visit each got a visitor. The one
+    // whose welcome came second, with nothing of its own yet, becomes the
+    // first one's visitor (a reload would have, leaving its conversation
+    // behind): it says hello again with the stored token.
+    var v = stored();
+    if (typeof f.visitor === 'string' && typeof v.visitor === 'string' && typeof v.token === 'string' &&
+        v.visitor !== f.visitor && !f.conversation && !S.conversation && !S.outbox.length) {
+      S.token = v.token; S.visitor = v.visitor;
+      var sock = ws;
+      drop(sock);
+      if (sock) try { sock.close(); } catch (e) { /* already closing */ }
+      connect();
+      return;
+    }
+    if (typeof f.visitor === 'string') S.visitor = f.visitor;
     if (typeof f.max_frame_bytes === 'number' && f.max_frame_bytes >= 1024) {
       MAX_FRAME = Math.min(f.max_frame_bytes, 16000);
     }
@@ -710,6 +759,7 @@
     var i = -1;
     S.outbox.forEach(function (o, j) { if (o.client_id === f.client_id) i = j; });
     var o = i >= 0 ? S.outbox.splice(i, 1)[0] : null;
+    sentOn.delete(f.client_id);
     if (f.conversation) S.conversation = f.conversation;
     var li = pendingEls.get(f.client_id);
     pendingEls.delete(f.client_id);
@@ -768,6 +818,7 @@
     if (attachments) { o.attachments = attachments; o.names = names; }
     if (bytes(JSON.stringify(o)) > MAX_FRAME - 200) { showError('too_long'); return false; }
     if (S.rate) { S.rate = false; ratingForm.form.hidden = true; ratingThanks.hidden = true; }
+    known.add(o.client_id);
     S.outbox.push(o);
     save();
     showPending(o);
@@ -917,6 +968,7 @@
     if (f.client_id != null) {
       var li = pendingEls.get(f.client_id);
       if (code === 'unavailable' || code === 'rate_limited') {
+        sentOn.delete(f.client_id);
         setState(li, 'retrying');
         scheduleFlush();
       } else {
@@ -928,6 +980,7 @@
     } else if (code === 'unavailable' || code === 'rate_limited') {
       // Not about one message (an older server names none): whatever
       // waits in the outbox goes again later.
+      sentOn.clear();
       scheduleFlush();
     }
     showError(code);
@@ -987,6 +1040,10 @@
       send({ type: 'ping' });
     }, 25000);
     window.addEventListener('online', kick);
+    // Another tab of this visitor saved: take over what it queued.
+    window.addEventListener('storage', function (e) {
+      if (e.key === KEY && adoptOutbox()) flush();
+    });
     document.addEventListener('visibilitychange', function () {
       if (document.visibilityState === 'visible') { kick(); maybeRead(); }
     });
@@ -998,7 +1055,7 @@
     state: function () {
       return {
         connected: connected, conversation: S.conversation, lastSeq: S.lastSeq,
-        pending: S.outbox.length, open: isOpen, view: view, locale: LOCALE
+        pending: S.outbox.length, open: isOpen, view: view, locale: LOCALE, visitor: S.visitor
       };
     }
   });

@@ -59,6 +59,17 @@ pub struct ChatConfig {
     /// [`ChatConfig::upload_bytes_per_minute`].
     #[serde(default)]
     pub upload_bytes_per_session: Option<u64>,
+    /// Upload bytes per minute from one client address (an IPv6 /64), all
+    /// its sessions together (at least `max_upload_bytes`); default 10 ×
+    /// `max_upload_bytes`. A new session costs nothing, so without it the
+    /// session's allowance alone did not bound what one address could
+    /// upload. See [`ChatConfig::upload_bytes_per_ip_minute`].
+    #[serde(default)]
+    pub upload_bytes_per_ip: Option<u64>,
+    /// Uploads one instance reads at once (each is held in memory, up to
+    /// `max_upload_bytes`); more get 503 and the widget tries again.
+    #[serde(default = "defaults::uploads_in_flight")]
+    pub uploads_in_flight: usize,
     /// Uploads older than this many days are deleted (0: kept for ever).
     /// Match `[routing] retention_days`.
     #[serde(default = "defaults::uploads_keep_days")]
@@ -142,6 +153,9 @@ mod defaults {
     }
     pub fn upload_rate_per_session() -> u32 {
         10
+    }
+    pub fn uploads_in_flight() -> usize {
+        16
     }
     pub fn uploads_keep_days() -> u64 {
         30
@@ -245,7 +259,7 @@ impl ChatConfig {
         if secret.expose().len() < 32 {
             return Err(err("session_secret", "must be at least 32 characters"));
         }
-        let ranges: [(&str, u64, u64, u64); 14] = [
+        let ranges: [(&str, u64, u64, u64); 16] = [
             ("uploads_keep_days", self.uploads_keep_days, 0, 36_500),
             (
                 "session_ttl_secs",
@@ -300,6 +314,18 @@ impl ChatConfig {
                 1,
                 10 << 30,
             ),
+            (
+                "upload_bytes_per_ip",
+                self.upload_bytes_per_ip_minute(),
+                1,
+                100 << 30,
+            ),
+            (
+                "uploads_in_flight",
+                self.uploads_in_flight as u64,
+                1,
+                10_000,
+            ),
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {
@@ -309,6 +335,12 @@ impl ChatConfig {
         if self.upload_bytes_per_minute() < self.max_upload_bytes as u64 {
             return Err(err(
                 "upload_bytes_per_session",
+                "must be at least max_upload_bytes",
+            ));
+        }
+        if self.upload_bytes_per_ip_minute() < self.max_upload_bytes as u64 {
+            return Err(err(
+                "upload_bytes_per_ip",
                 "must be at least max_upload_bytes",
             ));
         }
@@ -339,6 +371,13 @@ impl ChatConfig {
     pub fn upload_bytes_per_minute(&self) -> u64 {
         self.upload_bytes_per_session
             .unwrap_or((self.max_upload_bytes as u64).saturating_mul(5))
+    }
+
+    /// Upload bytes a minute from one client address:
+    /// `upload_bytes_per_ip`, by default 10 × `max_upload_bytes`.
+    pub fn upload_bytes_per_ip_minute(&self) -> u64 {
+        self.upload_bytes_per_ip
+            .unwrap_or((self.max_upload_bytes as u64).saturating_mul(10))
     }
 
     pub fn widget(&self, id: &str) -> Option<&WidgetConfig> {

@@ -279,7 +279,8 @@ async fn upload(
     ext: Extensions,
     body: Body,
 ) -> Response {
-    if let Some(ip) = client_ip(&headers, &ext)
+    let ip = client_ip(&headers, &ext);
+    if let Some(ip) = ip
         && !shared.per_ip.take(ip)
     {
         return reject(
@@ -355,6 +356,27 @@ async fn upload(
             "too many uploads; slow down\n",
         );
     }
+    if let Some(ip) = ip
+        && !shared
+            .upload_quota_per_ip
+            .take(&ip.to_string(), declared.unwrap_or(limit as u64))
+    {
+        info!(visitor = %session.visitor, client = %ip, "Upload refused: the address's upload allowance is spent.");
+        return reject(
+            "upload_quota_ip",
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many uploads from your address; slow down\n",
+        );
+    }
+    // Each body is held in memory while it is read: at most
+    // `uploads_in_flight` at once.
+    let Ok(_slot) = shared.upload_slots.try_acquire() else {
+        return reject(
+            "upload_busy",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many uploads at once; try again shortly\n",
+        );
+    };
     let body = match read_body(
         body,
         limit,

@@ -63,6 +63,10 @@ pub struct Shared {
     pub per_ip: limits::PerIp,
     pub open_per_ip: limits::OpenPerIp,
     pub upload_quota: limits::UploadQuota,
+    /// The same, per client address (keyed by [`limits::client_key`]).
+    pub upload_quota_per_ip: limits::UploadQuota,
+    /// Uploads being read now (`uploads_in_flight`).
+    pub upload_slots: tokio::sync::Semaphore,
     pub uploads: uploads::Uploads,
 }
 
@@ -116,6 +120,11 @@ impl ChannelConfig for ChatConfig {
                     self.upload_rate_per_session,
                     self.upload_bytes_per_minute(),
                 ),
+                upload_quota_per_ip: limits::UploadQuota::new(
+                    self.rate_per_ip,
+                    self.upload_bytes_per_ip_minute(),
+                ),
+                upload_slots: tokio::sync::Semaphore::new(self.uploads_in_flight),
                 uploads,
                 ctx,
             }),

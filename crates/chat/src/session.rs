@@ -290,10 +290,11 @@ impl Conn {
         self.send(&ServerFrame::error(code, message)).await
     }
 
-    /// Charges one frame to the session's and the address's allowance.
-    fn allowed(&mut self) -> bool {
+    /// Charges one frame to the session's allowance and, unless
+    /// `session_only`, the address's.
+    fn allowed(&mut self, session_only: bool) -> bool {
         let session_ok = self.bucket.take(std::time::Instant::now());
-        session_ok && self.ip.is_none_or(|ip| self.shared.per_ip.take(ip))
+        session_ok && (session_only || self.ip.is_none_or(|ip| self.shared.per_ip.take(ip)))
     }
 
     async fn run(&mut self, mut stream: Stream, origin: &str) -> End {
@@ -820,7 +821,13 @@ impl Conn {
         link: &crate::hub::Link,
         text: Option<&str>,
     ) -> Result<(), End> {
-        if !self.allowed() {
+        let parsed = parse(text);
+        // The widget's keep-alive ping (every 25 s per open tab) is charged
+        // to its session only: charged to the address as well, a hundred
+        // idle tabs behind one office NAT spent the address's allowance
+        // and everyone there was refused.
+        let ping = matches!(parsed, Ok(ClientFrame::Ping {}));
+        if !self.allowed(ping) {
             self.strikes += 1;
             if self.strikes > STRIKES {
                 return Err(End::Close(1008, "rate limit exceeded"));
@@ -834,7 +841,7 @@ impl Conn {
                 })
                 .await;
         }
-        let frame = match parse(text) {
+        let frame = match parsed {
             Ok(f) => f,
             Err(e) => {
                 self.strikes += 1;

@@ -1573,6 +1573,53 @@ async fn uploads_are_limited_per_session_and_per_address() {
     let r = upload(addr, &d, &"x".repeat(60), "").await;
     assert!(r.starts_with("http/1.1 429"), "{r}");
     assert!(r.contains("too many uploads"), "{r}");
+
+    // Bytes per address, all its sessions together: a new session costs
+    // nothing, so the session's allowance alone did not bound an address.
+    let addr = w
+        .instance("c", "max_upload_bytes = 64\nupload_bytes_per_ip = 150")
+        .await;
+    for n in 0..2 {
+        let r = upload(addr, &visitor_token(), &"x".repeat(60), "").await;
+        assert!(r.starts_with("http/1.1 201"), "session {n}: {r}");
+    }
+    let r = upload(addr, &visitor_token(), &"x".repeat(60), "").await;
+    assert!(r.starts_with("http/1.1 429"), "{r}");
+    assert!(r.contains("your address"), "{r}");
+    let r = upload(
+        addr,
+        &visitor_token(),
+        &"x".repeat(60),
+        "X-Forwarded-For: 192.0.2.8\r\n",
+    )
+    .await;
+    assert!(r.starts_with("http/1.1 201"), "another address: {r}");
+}
+
+/// At most `uploads_in_flight` bodies are read at once (each is held in
+/// memory): one more is answered 503 at once, and once the first ends the
+/// next is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_in_flight_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world();
+    let addr = w.instance("a", "uploads_in_flight = 1").await;
+    let token = visitor_token();
+    // The first upload's body comes slowly: half of it, then a pause.
+    let request = upload_request(&token, &"x".repeat(40), "");
+    let (head, rest) = request.split_at(request.len() - 20);
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = upload(addr, &token, "hello", "").await;
+    assert!(r.starts_with("http/1.1 503"), "{r}");
+    assert!(r.contains("at once"), "{r}");
+    slow.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let r = upload(addr, &token, "hello", "").await;
+    assert!(r.starts_with("http/1.1 201"), "{r}");
 }
 
 /// A websocket request whose query does not parse (two widgets) is refused
@@ -1900,4 +1947,26 @@ async fn open_chats_are_capped_per_address() {
     }
     let mut third = third.expect("room once a chat closed");
     hello(&mut third, None, None).await;
+}
+
+/// The widget's keep-alive pings are charged to their session, not to the
+/// address: idle tabs behind one NAT address no longer spend its allowance
+/// for everyone there (a ping every 25 s per tab; ~125 tabs spent the
+/// default 300 a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_do_not_spend_the_addresss_allowance() {
+    let w = world();
+    let addr = w.instance("a", "rate_per_ip = 5").await;
+    let mut idle = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut idle, None, None).await;
+    for _ in 0..10 {
+        send(&mut idle, json!({"type": "ping"})).await;
+        let answer = recv(&mut idle).await;
+        assert_eq!(answer["type"], "pong", "{answer}");
+    }
+    // Another tab at the same address still says hello and writes.
+    let mut busy = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut busy, None, None).await;
+    let ack = message(&mut busy, "m-1", "hello").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
 }
