@@ -473,6 +473,67 @@ async fn a_call_assigned_to_an_agent_without_a_phone_goes_back_to_its_queue() {
     );
 }
 
+/// A call the agent accepted in the console whose phone then rings out is
+/// redirected on no answer: back to its queue without her, and the next
+/// agent's phone rings. It was dialled to her again at every hold, for as
+/// long as the caller waited.
+#[tokio::test]
+async fn an_assigned_call_whose_phone_rings_out_goes_to_the_next_agent() {
+    let (_redis, daemon, twilio) = start(&format!(
+        "{}{}",
+        agent("olha", TOKEN_OLHA),
+        agent("petro", TOKEN_PETRO)
+    ));
+    let mut olha = online(&twilio.base, TOKEN_OLHA).await;
+    let sid = "CA00000000000000000000000000000041";
+    let wait = twilio.call(sid, "+380505555555").await;
+    let contact = contact_in(&wait);
+    let (offer, _) = olha.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(offer.expect("an offer")["contact_id"], contact.as_str());
+    olha.send(json!({"type": "accept", "contact_id": contact}))
+        .await;
+    let (assigned, _) = olha.until("assigned", Duration::from_secs(5)).await;
+    assert!(assigned.is_some(), "{}", daemon.log());
+    let (target, dialed, _) = twilio.until_dialed(&wait, sid).await;
+    assert!(target.contains("olha"), "{target}");
+    let _petro = online(&twilio.base, TOKEN_PETRO).await;
+    let mut missed = leg(sid, "in-progress");
+    missed.push(("DialCallStatus", "no-answer"));
+    let r = twilio.post(&dialed, &missed).await;
+    assert!(r.body.contains("<Redirect"), "held again: {}", r.body);
+    let (requeued, _) = olha.until("requeued", Duration::from_secs(5)).await;
+    let requeued = requeued.expect("olha is told the call left her");
+    assert_eq!(requeued["contact_id"], contact.as_str());
+    let (target, _, _) = twilio.until_dialed(&wait, sid).await;
+    assert!(target.contains("+380441234567"), "petro's phone: {target}");
+}
+
+/// While Redis is away, a held caller's `/wait` and a dial's result are
+/// answered with the hold, not 503: Twilio does not retry those requests,
+/// it plays its error message and ends the call. The call is dialled once
+/// Redis is back.
+#[tokio::test]
+async fn a_held_caller_stays_on_hold_while_redis_is_away() {
+    let (mut redis, daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
+    let sid = "CA00000000000000000000000000000051";
+    let wait = twilio.call(sid, "+380508888888").await;
+    redis.stop();
+    for path in [
+        wait.clone(),
+        format!("/dialed?contact={}&agent=olha&offer=1", contact_in(&wait)),
+    ] {
+        let mut params = leg(sid, "in-progress");
+        params.push(("DialCallStatus", "no-answer"));
+        let r = twilio.post(&path, &params).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(r.body.contains("<Redirect"), "{path}: held: {}", r.body);
+    }
+    redis.restart();
+    let _olha = online(&twilio.base, TOKEN_OLHA).await;
+    let (target, _, _) = twilio.until_dialed(&wait, sid).await;
+    assert!(target.contains("olha"), "{target}\n{}", daemon.log());
+}
+
 /// The phone rings no longer than the offer lasts: with a voice offer of
 /// 8 s, the dial's timeout is at most 7 s. It was the ring timeout (15 s),
 /// so an agent answering after the deadline found the call offered to the

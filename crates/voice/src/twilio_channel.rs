@@ -312,6 +312,21 @@ impl TwilioState {
             .map_err(|e| Refusal::Unavailable(e.to_string()))
     }
 
+    /// Holds a caller whose contact is stored while routing cannot be
+    /// asked (Redis away): Twilio does not retry a redirect or a `<Dial
+    /// action>` that fails, it plays its error message and ends the call.
+    /// Counted; the next `/wait` asks again.
+    fn hold_through(&self, endpoint: &'static str, contact: &ContactId, error: Refusal) -> Served {
+        let Refusal::Unavailable(error) = error else {
+            return Err(error);
+        };
+        counter!("switchboard_voice_held_unavailable_total",
+            "source" => self.name.clone(), "endpoint" => endpoint)
+        .increment(1);
+        warn!(source = %self.name, endpoint, contact_id = %contact, %error, "Routing is unavailable; the caller is held and asked again.");
+        self.hold(contact, false)
+    }
+
     fn answer(&self, endpoint: &'static str, result: Served) -> Response {
         let outcome = match &result {
             Ok(_) => "ok",
@@ -445,60 +460,69 @@ async fn wait(
     let result = async {
         state.read(&uri, &headers, &body)?;
         let (contact, _) = query(&uri)?;
-        let route = state.routing.route(&contact).await?;
-        let (Some(route_state), agent) = (
-            route.as_ref().map(|r| r.state.as_str()),
-            route.as_ref().and_then(|r| r.agent.clone()),
-        ) else {
-            // Not handed to routing yet: hold.
-            return state.hold(&contact, false);
-        };
-        let offer = route.as_ref().and_then(|r| r.offer_until).unwrap_or(0);
-        match (route_state, agent) {
-            ("offered" | "assigned", Some(agent)) => {
-                // The phone rings no longer than the offer lasts: an answer
-                // after its deadline would find the call offered to the
-                // next agent (the hold before this dial, a message or
-                // music, ate into the offer's time).
-                let ring = match (route_state, ring_left(offer, Timestamp::now().as_millis())) {
-                    ("offered", Some(left)) if left < MIN_RING_SECS => {
-                        debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Too little of the offer is left to ring; holding until it is passed on.");
-                        return state.hold(&contact, false);
-                    }
-                    ("offered", Some(left)) => state.config.ring_timeout_secs.min(left),
-                    _ => state.config.ring_timeout_secs,
-                };
-                let Some(endpoint) = state.config.agents.get(&agent) else {
-                    warn!(source = %state.name, agent_id = %agent, "The agent has no phone in this channel's configuration; the offer is passed on.");
-                    state.routing.pass(&contact, &agent).await?;
-                    return state.hold(&contact, false);
-                };
-                // The offer's stamp comes back with the dial's result, so
-                // that a late "no answer" of an earlier offer to the same
-                // agent is not taken for this one's.
-                let action = state.url(&format!(
-                    "/dialed?contact={contact}&agent={agent}&offer={offer}"
-                ));
-                let status = state.url(&format!("/agent?contact={contact}&agent={agent}"));
-                debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Ringing the agent.");
-                twiml_connect(
-                    &Target::from_endpoint(endpoint),
-                    &DialOptions {
-                        ring_timeout_secs: ring,
-                        action_url: &action,
-                        status_url: Some(&status),
-                        caller_id: None,
-                    },
-                )
-                .map(twiml)
-                .map_err(|e| Refusal::Unavailable(e.to_string()))
-            }
-            ("closed", _) => Ok(twiml(twiml_hangup())),
-            _ => state.hold(&contact, false),
-        }
+        wait_for(&state, &contact)
+            .await
+            .or_else(|e| state.hold_through("wait", &contact, e))
     }
     .await;
     state.answer("wait", result)
+}
+
+/// What a held caller's `/wait` does next: dial the agent the call is
+/// offered or assigned to, hang up a closed call, or hold on.
+async fn wait_for(state: &TwilioState, contact: &ContactId) -> Served {
+    let contact = *contact;
+    let route = state.routing.route(&contact).await?;
+    let (Some(route_state), agent) = (
+        route.as_ref().map(|r| r.state.as_str()),
+        route.as_ref().and_then(|r| r.agent.clone()),
+    ) else {
+        // Not handed to routing yet: hold.
+        return state.hold(&contact, false);
+    };
+    let offer = route.as_ref().and_then(|r| r.offer_until).unwrap_or(0);
+    match (route_state, agent) {
+        ("offered" | "assigned", Some(agent)) => {
+            // The phone rings no longer than the offer lasts: an answer
+            // after its deadline would find the call offered to the
+            // next agent (the hold before this dial, a message or
+            // music, ate into the offer's time).
+            let ring = match (route_state, ring_left(offer, Timestamp::now().as_millis())) {
+                ("offered", Some(left)) if left < MIN_RING_SECS => {
+                    debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Too little of the offer is left to ring; holding until it is passed on.");
+                    return state.hold(&contact, false);
+                }
+                ("offered", Some(left)) => state.config.ring_timeout_secs.min(left),
+                _ => state.config.ring_timeout_secs,
+            };
+            let Some(endpoint) = state.config.agents.get(&agent) else {
+                warn!(source = %state.name, agent_id = %agent, "The agent has no phone in this channel's configuration; the offer is passed on.");
+                state.routing.pass(&contact, &agent).await?;
+                return state.hold(&contact, false);
+            };
+            // The offer's stamp comes back with the dial's result, so
+            // that a late "no answer" of an earlier offer to the same
+            // agent is not taken for this one's.
+            let action = state.url(&format!(
+                "/dialed?contact={contact}&agent={agent}&offer={offer}"
+            ));
+            let status = state.url(&format!("/agent?contact={contact}&agent={agent}"));
+            debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Ringing the agent.");
+            twiml_connect(
+                &Target::from_endpoint(endpoint),
+                &DialOptions {
+                    ring_timeout_secs: ring,
+                    action_url: &action,
+                    status_url: Some(&status),
+                    caller_id: None,
+                },
+            )
+            .map(twiml)
+            .map_err(|e| Refusal::Unavailable(e.to_string()))
+        }
+        ("closed", _) => Ok(twiml(twiml_hangup())),
+        _ => state.hold(&contact, false),
+    }
 }
 
 /// Twilio's shortest `<Dial timeout>`.
@@ -562,21 +586,43 @@ async fn dialed(
                 info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The caller hung up while the agent's phone rang.");
                 Ok(twiml(twiml_hangup()))
             }
-            _ => {
-                if let Some(stale) = stale_offer(&state, &uri, &contact, &agent).await? {
-                    counter!("switchboard_voice_stale_dial_results_total", "source" => state.name.clone())
-                        .increment(1);
-                    info!(source = %state.name, contact_id = %contact, agent_id = %agent, offer = stale, "A dial of an earlier offer ended unanswered; the current offer stands.");
-                    return state.hold(&contact, false);
-                }
-                let outcome = state.routing.answer(&contact, &agent, false).await?;
-                info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent did not answer; the call goes to the next.");
-                state.hold(&contact, false)
-            }
+            _ => unanswered(&state, &uri, &contact, &agent)
+                .await
+                .or_else(|e| state.hold_through("dialed", &contact, e)),
         }
     }
     .await;
     state.answer("dialed", result)
+}
+
+/// The agent's phone rang out (or was busy) while the caller waits: the
+/// call goes to the next agent, or on hold.
+async fn unanswered(
+    state: &TwilioState,
+    uri: &axum::http::Uri,
+    contact: &ContactId,
+    agent: &str,
+) -> Served {
+    if let Some(stale) = stale_offer(state, uri, contact, agent).await? {
+        counter!("switchboard_voice_stale_dial_results_total", "source" => state.name.clone())
+            .increment(1);
+        info!(source = %state.name, contact_id = %contact, agent_id = %agent, offer = stale, "A dial of an earlier offer ended unanswered; the current offer stands.");
+        return state.hold(contact, false);
+    }
+    let outcome = state.routing.answer(contact, agent, false).await?;
+    if outcome == "not_offered" {
+        // Assigned to her already (accepted in the console, an
+        // auto-accepting queue) and her phone rang out: redirected on no
+        // answer, back to the queue without her. It was dialled to her
+        // again at every hold, for as long as the caller waited.
+        let requeued = state.routing.pass(contact, agent).await?;
+        counter!("switchboard_voice_assigned_no_answer_total", "source" => state.name.clone())
+            .increment(1);
+        info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %requeued, "The agent the call is assigned to did not answer; it goes back to its queue without her.");
+        return state.hold(contact, false);
+    }
+    info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent did not answer; the call goes to the next.");
+    state.hold(contact, false)
 }
 
 async fn status(
