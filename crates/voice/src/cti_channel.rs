@@ -656,10 +656,37 @@ async fn follow(
                     let mut current =
                         same_offer(offer.take(), &mut offers, agent, route.offer_until);
                     if !current.dialed && leading {
-                        current.dialed =
-                            tell_pbx(state, contact, call_id, &current, lease, Ring::Offered).await;
-                        if current.dialed {
-                            mark_rung(state, contact, &current.agent, current.until).await;
+                        // Another instance may have dialled this offer and
+                        // handed the call over (a graceful stop hands its
+                        // lease on at once): its marker says so, and the
+                        // PBX is not told to ring the same offer twice.
+                        let rung = match current.until {
+                            Some(until) => state
+                                .leases
+                                .get(&rung_key(contact, &current.agent, Some(until)))
+                                .await
+                                .map(|marker| marker.is_some()),
+                            None => Ok(false),
+                        };
+                        match rung {
+                            Ok(true) => current.dialed = true,
+                            Ok(false) => {
+                                current.dialed = tell_pbx(
+                                    state,
+                                    contact,
+                                    call_id,
+                                    &current,
+                                    lease,
+                                    Ring::Offered,
+                                )
+                                .await;
+                                if current.dialed {
+                                    mark_rung(state, contact, &current.agent, current.until).await;
+                                }
+                            }
+                            Err(error) => {
+                                debug!(source = %state.name, %error, "Could not read whether the offer was rung; will look again.");
+                            }
                         }
                     }
                     offer = Some(current);

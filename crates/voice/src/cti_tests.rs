@@ -675,6 +675,30 @@ async fn one_instance_dials_a_call_that_several_follow() {
     b.stop().await;
 }
 
+/// The instance that dialled an offer stops gracefully (its lease goes to
+/// the other at once) while the offer stands: the other does not dial the
+/// same offer again (it re-transferred a ringing call unless the PBX
+/// honoured the `Idempotency-Key`; the sample scripts do not).
+#[tokio::test]
+async fn an_offer_dialled_before_a_hand_over_is_not_dialled_again() {
+    let world = World::new().await;
+    let a = world.instance(1).await;
+    let b = world.instance(2).await;
+    let contact = world.new_call(&a, "h1").await;
+    world.routing.set(contact, "waiting", None);
+    world.new_call(&b, "h1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    world.dialled_exactly(1).await;
+    a.stop().await;
+    world.dialled_exactly(1).await;
+    // A new offer is still dialled by the instance left.
+    world.routing.set(contact, "offered", Some("petro"));
+    let dials = world.dials(2).await;
+    assert_eq!(dials[1].1["agent"], "petro");
+    b.stop().await;
+}
+
 /// A queue that auto-accepts assigns the call without an offer: the
 /// agent's phone must still ring (the dispatcher stopped at `assigned`, so
 /// the caller waited in the PBX's queue for ever).
