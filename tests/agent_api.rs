@@ -1807,3 +1807,66 @@ async fn an_auto_assigned_contacts_recent_messages_follow_the_assignment() {
     assert_eq!(message["text"], "first words");
     assert_eq!(message["dir"], "in");
 }
+
+/// A queue's longest wait counts from when the contact entered it: a
+/// contact transferred after minutes with an agent is not shown as having
+/// waited all that time (it counted from the contact's creation, so the
+/// wallboard showed the handling time as the new queue's longest wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transferred_contacts_wait_counts_from_the_transfer() {
+    let redis = RedisServer::start();
+    let daemon = daemon(&redis);
+    let http = Http::new();
+    let base = daemon.base();
+    let api = format!("{base}/api/v1");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            http.call("GET", &format!("{api}/me"), Some(PETRO), None)
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await,
+        "{}",
+        daemon.log()
+    );
+    let mut petro = AgentSocket::connect_available(&base, PETRO).await;
+    let r = http
+        .submit(&base, &chat_event("visitor-9", "m-9", "hello"))
+        .await
+        .unwrap();
+    let contact = r.json()["contact_id"].as_str().unwrap().to_owned();
+    let (offer, _) = petro.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(offer.expect("an offer")["contact_id"], contact.as_str());
+    petro
+        .send(json!({"type": "accept", "ref": "a", "contact_id": contact}))
+        .await;
+    let (assigned, _) = petro.until("assigned", Duration::from_secs(5)).await;
+    assert!(assigned.is_some(), "{}", daemon.log());
+    // He handles it for 2.5 s, then passes it to billing, where nobody
+    // (Olena is not signed in) can take it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = http
+        .call(
+            "POST",
+            &format!("{api}/contacts/{contact}/transfer"),
+            Some(PETRO),
+            Some(&json!({"queue": "billing"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http
+        .call("GET", &format!("{api}/queues"), Some(SUPERVISOR), None)
+        .await
+        .unwrap();
+    let billing = r.json()["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "billing")
+        .unwrap()
+        .clone();
+    assert_eq!(billing["waiting"], 1, "{billing}");
+    let longest = billing["longest_wait_ms"].as_u64().unwrap();
+    assert!(longest < 2000, "waited {longest} ms in billing");
+}

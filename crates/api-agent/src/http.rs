@@ -392,7 +392,14 @@ pub async fn queues(State(inner): Api, headers: HeaderMap) -> Result<Response, A
     for rec in inner.state.waiting().await? {
         let entry = by_queue.entry(rec.queue.clone()).or_default();
         entry.0 += 1;
-        entry.1 = entry.1.max(now.saturating_sub(rec.since));
+        // Since it entered this queue (a transfer or a requeue starts the
+        // wait again), as the KPIs count waits; `since` is its creation.
+        let queued = if rec.queued_at > 0 {
+            rec.queued_at
+        } else {
+            rec.since
+        };
+        entry.1 = entry.1.max(now.saturating_sub(queued));
     }
     let list: Vec<Value> = by_queue
         .into_iter()
