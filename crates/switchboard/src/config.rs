@@ -447,6 +447,18 @@ impl Config {
         self.records
             .check()
             .map_err(|(key, problem)| ConfigError::new(key, problem))?;
+        // A returning customer's earlier contact is looked up in records
+        // kept `retention_days`: one deleted before `fcr_days` passed makes
+        // a repeat look like a first contact resolved.
+        if self.records.fcr_days > self.routing.retention_days {
+            return Err(ConfigError::new(
+                "records.fcr_days",
+                format!(
+                    "must be at most routing.retention_days ({}): older contacts are deleted, so a return after them would count as resolved",
+                    self.routing.retention_days
+                ),
+            ));
+        }
         if self.testing.manual_clock && self.agent_api.supervisor_token.is_none() {
             return Err(ConfigError::new(
                 "testing.manual_clock",
@@ -1281,6 +1293,20 @@ mod tests {
         let err = load(f.path(), env(&[])).unwrap_err().to_string();
         assert!(err.starts_with("intake.dedupe_window_secs: "), "{err}");
         assert!(err.contains("maximum"), "{err}");
+    }
+
+    #[test]
+    fn fcr_days_beyond_the_retention_are_refused() {
+        let f = file(
+            "[redis]\nurl = \"redis://db:6379\"\n[routing]\nretention_days = 1\n[records]\nfcr_days = 3\n",
+        );
+        let err = load(f.path(), env(&[])).unwrap_err().to_string();
+        assert!(err.starts_with("records.fcr_days: "), "{err}");
+        assert!(err.contains("retention_days (1)"), "{err}");
+        let f = file(
+            "[redis]\nurl = \"redis://db:6379\"\n[routing]\nretention_days = 3\n[records]\nfcr_days = 3\n",
+        );
+        load(f.path(), env(&[])).unwrap();
     }
 
     #[test]
