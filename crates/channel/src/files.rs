@@ -35,6 +35,27 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Creates `dir` when missing and checks that a file can be written there
+/// (one is created and removed). A directory that exists but cannot be
+/// written (a read-only mount, or outside the systemd unit's writable
+/// paths under `ProtectSystem=strict`) was only found out at the first
+/// attachment or upload; now at start, naming the directory.
+pub fn open_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".switchboard-probe-{}", ulid::Ulid::new()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{} is not writable ({e}); under systemd, list it in ReadWritePaths=",
+                    dir.display()
+                ),
+            )
+        })
+}
+
 /// Deletes the regular files of `dir` last modified before `cutoff`;
 /// returns how many. Blocking: run it off the async threads.
 pub fn sweep_older_than(dir: &Path, cutoff: SystemTime) -> std::io::Result<usize> {
@@ -98,7 +119,24 @@ pub async fn keep_clean(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::{sweep_older_than, write_atomically};
+    use super::{open_writable, sweep_older_than, write_atomically};
+
+    /// A directory that cannot be written is refused when it is opened
+    /// (`/proc/self`: no one may create files there, root included), and
+    /// one that can is created and left empty.
+    #[test]
+    fn a_directory_that_cannot_be_written_is_refused_at_once() {
+        let err = open_writable(std::path::Path::new("/proc/self")).unwrap_err();
+        assert!(
+            err.to_string().contains("/proc/self is not writable"),
+            "{err}"
+        );
+        let dir = std::env::temp_dir().join(format!("sb-writable-{}", std::process::id()));
+        let inner = dir.join("uploads");
+        open_writable(&inner).unwrap();
+        assert_eq!(std::fs::read_dir(&inner).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn an_atomic_write_leaves_the_file_and_nothing_else() {

@@ -47,7 +47,7 @@ pub(crate) fn id_ok(id: &str) -> bool {
 
 impl Uploads {
     pub fn open(dir: &Path, max_bytes: usize, min_free: u64) -> std::io::Result<Uploads> {
-        std::fs::create_dir_all(dir)?;
+        switchboard_channel::files::open_writable(dir)?;
         Ok(Uploads {
             dir: dir.to_owned(),
             max_bytes,

@@ -20,7 +20,7 @@ pub struct AttachmentStore {
 impl AttachmentStore {
     /// Creates the directory when missing.
     pub fn open(dir: &Path, max_bytes: usize) -> std::io::Result<AttachmentStore> {
-        std::fs::create_dir_all(dir)?;
+        switchboard_channel::files::open_writable(dir)?;
         Ok(AttachmentStore {
             dir: dir.to_owned(),
             max_bytes,
