@@ -508,6 +508,31 @@ async fn an_assigned_call_whose_phone_rings_out_goes_to_the_next_agent() {
     assert!(target.contains("+380441234567"), "petro's phone: {target}");
 }
 
+/// The caller hangs up while `/incoming` is still storing the call, and
+/// the final status arrives first: the status finds no contact, so the
+/// call is remembered as over, and the `/incoming` that finishes after it
+/// ends the contact instead of queueing it. It waited for ever: offered to
+/// agent after agent, none rung (no `/wait` came), each a missed offer.
+#[tokio::test]
+async fn a_call_whose_status_came_before_it_was_stored_is_ended() {
+    let (_redis, _daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
+    let sid = "CA00000000000000000000000000000061";
+    let mut ended = incoming(sid, "+380509999999");
+    ended.retain(|(k, _)| *k != "CallStatus");
+    ended.push(("CallStatus", "completed"));
+    let r = twilio.post("/status", &ended).await;
+    assert!(r.status == 200 || r.status == 204, "{}", r.body);
+    let r = twilio
+        .post("/incoming", &incoming(sid, "+380509999999"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("<Hangup"), "not queued: {}", r.body);
+    // Nothing is offered to an agent who signs in now.
+    let mut olha = online(&twilio.base, TOKEN_OLHA).await;
+    let (offer, _) = olha.until("offer", Duration::from_secs(2)).await;
+    assert!(offer.is_none(), "{offer:?}");
+}
+
 /// While Redis is away, a held caller's `/wait` and a dial's result are
 /// answered with the hold, not 503: Twilio does not retry those requests,
 /// it plays its error message and ends the call. The call is dialled once

@@ -41,8 +41,8 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use switchboard_channel::{
-    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Intake, Routing, Secret,
-    SecretValue,
+    ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, ChannelState, Intake, Routing,
+    Secret, SecretValue,
 };
 use switchboard_core::{ChannelKind, ContactId, IntakeError, Timestamp};
 use tracing::{debug, info, warn};
@@ -172,6 +172,7 @@ impl ChannelConfig for TwilioConfig {
             blocked,
             intake: ctx.intake.clone(),
             routing: ctx.routing.clone(),
+            memory: ctx.state.clone(),
         });
         Ok(Box::new(TwilioChannel { state, ctx }))
     }
@@ -197,6 +198,20 @@ struct TwilioState {
     blocked: HashSet<String>,
     intake: Arc<dyn Intake>,
     routing: Arc<dyn Routing>,
+    /// Hangups of calls not stored yet (`hungup:<CallSid>`).
+    memory: Arc<dyn ChannelState>,
+}
+
+/// How long the end of a call not (yet) stored is remembered for its
+/// `/incoming`, should that finish after it.
+const HANGUP_MEMORY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn hangup_key(call_sid: &str) -> String {
+    format!("hungup:{call_sid}")
+}
+
+fn memory_unavailable(e: switchboard_channel::StateError) -> Refusal {
+    Refusal::Unavailable(e.to_string())
 }
 
 struct TwilioChannel {
@@ -442,6 +457,22 @@ async fn incoming(
             return Ok(twiml(twiml_reject(RejectReason::Rejected)));
         }
         let receipt = state.intake.submit(inbound).await?;
+        // The caller hung up while this was being stored, and the final
+        // status came first and found nothing: the call is over, not
+        // routed. (It waited for ever: offered to agent after agent, none
+        // rung, each a missed offer.)
+        if let Some(cause) = state
+            .memory
+            .get(&hangup_key(&call.call_sid))
+            .await
+            .map_err(memory_unavailable)?
+        {
+            let outcome = state.routing.end(&receipt.contact_id, &cause).await?;
+            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "hung_up_first")
+                .increment(1);
+            info!(source = %state.name, call_id = %call.call_sid, contact_id = %receipt.contact_id, outcome = %outcome, "A call whose end came before it was stored is ended.");
+            return Ok(twiml(twiml_hangup()));
+        }
         counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "queued")
             .increment(1);
         info!(source = %state.name, call_id = %call.call_sid, contact_id = %receipt.contact_id, "Call queued.");
@@ -636,11 +667,26 @@ async fn status(
         let Some(CallEventKind::Ended { cause, .. }) = call.call_event().map(|e| e.kind) else {
             return Ok(empty());
         };
-        let Some(contact) = state.contact_of(&call).await? else {
-            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "unknown_call")
-                .increment(1);
-            debug!(source = %state.name, call_id = %call.call_sid, "Status of a call we never queued.");
-            return Ok(empty());
+        let contact = match state.contact_of(&call).await? {
+            Some(contact) => contact,
+            None => {
+                // Not stored (yet): remembered for an `/incoming` still
+                // being served, then looked up once more.
+                state
+                    .memory
+                    .set_for(&hangup_key(&call.call_sid), cause.as_str(), HANGUP_MEMORY)
+                    .await
+                    .map_err(memory_unavailable)?;
+                match state.contact_of(&call).await? {
+                    Some(contact) => contact,
+                    None => {
+                        counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "unknown_call")
+                            .increment(1);
+                        debug!(source = %state.name, call_id = %call.call_sid, "Status of a call we never queued (remembered for an hour).");
+                        return Ok(empty());
+                    }
+                }
+            }
         };
         let outcome = state.routing.end(&contact, cause.as_str()).await?;
         counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => outcome.clone())
