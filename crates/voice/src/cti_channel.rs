@@ -125,11 +125,7 @@ impl ChannelConfig for CtiConfig {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| config_error(&self.name, "callback_url", &e.without_url().to_string()))?;
-        let by_endpoint = self
-            .agents
-            .iter()
-            .map(|(agent, endpoint)| (endpoint.clone(), agent.clone()))
-            .collect();
+        let by_endpoint = endpoints(&self.agents);
         let blocked = crate::phone::blocked_set(&self.blocked);
         let state = Arc::new(CtiState {
             name: ctx.name.clone(),
@@ -377,7 +373,7 @@ async fn handle(
                 .find_map(|who| {
                     state
                         .by_endpoint
-                        .get(who)
+                        .get(&endpoint_key(who))
                         .cloned()
                         .or_else(|| state.config.agents.contains_key(who).then(|| who.clone()))
                 });
@@ -389,7 +385,9 @@ async fn handle(
                     .map_err(unavailable)?;
                 info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent answered the call.");
             } else {
-                warn!(source = %state.name, call_id = %event.call_id, "A call was answered by someone who is not a configured agent.");
+                counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "answered_by_unknown")
+                    .increment(1);
+                warn!(source = %state.name, call_id = %event.call_id, contact_id = %contact, "A call was answered by someone who is not a configured agent.");
             }
             Ok(continue_())
         }
@@ -422,6 +420,48 @@ async fn handle(
 /// How long a hangup of a call not (yet) stored is remembered for its
 /// `newCall`, should that come after it.
 const HANGUP_MEMORY: Duration = Duration::from_secs(3600);
+
+/// An extension or SIP address as it is compared: lower case, without a
+/// `sip:`, `sips:` or `tel:` scheme, angle brackets or `;parameters`. A
+/// PBX reports `SIP:202@PBX.example.com;transport=tcp` for the agent
+/// configured as `sip:202@pbx.example.com`, and her answer matched nobody.
+pub(crate) fn endpoint_key(endpoint: &str) -> String {
+    let trimmed = endpoint
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    let lower = trimmed.to_ascii_lowercase();
+    let bare = ["sips:", "sip:", "tel:"]
+        .iter()
+        .find_map(|scheme| lower.strip_prefix(scheme))
+        .unwrap_or(&lower);
+    bare.split(';').next().unwrap_or_default().trim().to_owned()
+}
+
+/// Each agent by the keys of her endpoint ([`endpoint_key`]): the whole
+/// address, and for a SIP address its user part (`202` of
+/// `sip:202@pbx.example.com`, the extension a PBX may report instead)
+/// when no other agent has the same.
+fn endpoints(agents: &BTreeMap<String, String>) -> HashMap<String, String> {
+    let mut by: HashMap<String, String> = HashMap::new();
+    let mut users: HashMap<String, Vec<String>> = HashMap::new();
+    for (agent, endpoint) in agents {
+        let key = endpoint_key(endpoint);
+        if let Some((user, _)) = key.split_once('@') {
+            users
+                .entry(user.to_owned())
+                .or_default()
+                .push(agent.clone());
+        }
+        by.insert(key, agent.clone());
+    }
+    for (user, agents) in users {
+        if let [agent] = agents.as_slice() {
+            by.entry(user).or_insert_with(|| agent.clone());
+        }
+    }
+    by
+}
 
 fn hangup_key(call_id: &str) -> String {
     format!("hungup:{call_id}")

@@ -154,6 +154,8 @@ struct FakeRouting {
     views: Mutex<HashMap<ContactId, RouteView>>,
     /// The contacts the channel ended, with their dispositions.
     ended: Mutex<Vec<(ContactId, String)>>,
+    /// The accepts the channel reported: (contact, agent).
+    accepted: Mutex<Vec<(ContactId, String)>>,
 }
 
 static NEXT_OFFER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -213,10 +215,16 @@ impl Routing for FakeRouting {
 
     fn answer<'a>(
         &'a self,
-        _: &'a ContactId,
-        _: &'a str,
-        _: bool,
+        contact: &'a ContactId,
+        agent: &'a str,
+        accept: bool,
     ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        if accept {
+            self.accepted
+                .lock()
+                .unwrap()
+                .push((*contact, agent.to_owned()));
+        }
         Box::pin(async { Ok("ok".into()) })
     }
 
@@ -846,6 +854,59 @@ async fn an_assignment_whose_instance_crashed_before_the_dial_is_rung() {
     world.new_call(&third, "k1").await;
     world.dialled_exactly(1).await;
     third.stop().await;
+}
+
+/// The PBX reports who answered in its own spelling: a SIP address in
+/// upper case with parameters, or the bare extension of a SIP agent. Each
+/// is the configured agent (they matched nobody: the answer was dropped,
+/// the offer lapsed as her miss, and the call went to the next agent while
+/// she talked). Someone who is no agent is counted, not guessed.
+#[tokio::test]
+async fn an_answer_in_another_spelling_is_the_agents() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    for (id, who) in [
+        (
+            "a1",
+            json!({"answeringNumber": "SIP:202@PBX.example.com;transport=tcp"}),
+        ),
+        ("a2", json!({"answeringNumber": "202"})),
+        ("a3", json!({"user": ["<sip:201>"]})),
+        ("a4", json!({"answeringNumber": "reception@example.com"})),
+    ] {
+        let contact = world.new_call(&instance, id).await;
+        let mut event = json!({"event": "answer", "direction": "in", "callId": id,
+            "from": "+380501234567", "to": "4930609854180"});
+        event
+            .as_object_mut()
+            .unwrap()
+            .extend(who.as_object().unwrap().clone());
+        let reply = world.post(&instance, TOKEN, &event).await;
+        assert_eq!(reply.status(), 200, "{id}");
+        let accepted = world.routing.accepted.lock().unwrap().clone();
+        let want = match id {
+            "a1" | "a2" => Some("petro"),
+            "a3" => Some("olha"),
+            _ => None,
+        };
+        assert_eq!(
+            accepted
+                .iter()
+                .find(|(c, _)| *c == contact)
+                .map(|(_, a)| a.as_str()),
+            want,
+            "{id}: {accepted:?}"
+        );
+    }
+    assert_eq!(
+        counters.get("switchboard_voice_calls_total{outcome=answered_by_unknown,source=pbx}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+    instance.stop().await;
 }
 
 /// Routing ended a waiting call itself (closed after hours): the PBX's next
