@@ -680,9 +680,10 @@ async fn a_form_lost_with_its_socket_goes_again_and_prechat_answers_survive_a_re
 
 /// Two tabs of one visitor share the widget's storage. A message one tab
 /// queued but could not send (its socket swallowed it here, as a dying
-/// connection would) is taken over by the other tab when the first closes,
-/// and stored. Each tab wrote its own copy of the state, so the last one
-/// to save dropped the other's queued messages for good.
+/// connection would) is taken over by the other tab once it has waited
+/// 10 s, and stored. Each tab wrote its own copy of the state, so the last
+/// one to save dropped the other's queued messages for good. A message a
+/// tab sends itself is not sent by the other.
 #[tokio::test]
 async fn a_message_queued_in_a_closed_tab_is_sent_by_the_other() {
     let shop = shop_page().await;
@@ -735,14 +736,21 @@ async fn a_message_queued_in_a_closed_tab_is_sent_by_the_other() {
 
     // A second tab: the same visitor.
     let second = visitor.client.new_window(true).await.unwrap().handle;
-    visitor.client.switch_to_window(second).await.unwrap();
+    visitor
+        .client
+        .switch_to_window(second.clone())
+        .await
+        .unwrap();
     visit(&visitor, &url).await;
     visitor
         .js(
             "window.SwitchboardWidget.open();
+             window.__swallowed = [];
              const send = WebSocket.prototype.send;
              WebSocket.prototype.send = function (data) {
-               if (String(data).includes('\"type\":\"message\"')) return;
+               if (String(data).includes('\"type\":\"message\"')) {
+                 window.__swallowed.push(JSON.parse(data).client_id); return;
+               }
                return send.call(this, data);
              };
              return true;",
@@ -756,6 +764,30 @@ async fn a_message_queued_in_a_closed_tab_is_sent_by_the_other() {
             "return window.SwitchboardWidget.state().conversation !== null;",
         )
         .await;
+    // A message the first tab writes and sends is not sent by the second
+    // as well (it took every message over at once: each open tab sent
+    // each message).
+    visitor
+        .client
+        .switch_to_window(first.clone())
+        .await
+        .unwrap();
+    visitor_writes(&visitor, "третє").await;
+    visitor
+        .until(
+            WAIT,
+            "the first tab's message is acknowledged",
+            &acked("третє"),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    visitor
+        .client
+        .switch_to_window(second.clone())
+        .await
+        .unwrap();
+    let swallowed = visitor.js("return window.__swallowed;", vec![]).await;
+    assert_eq!(swallowed, json!([]), "the second tab sent nothing");
     visitor_writes(&visitor, "друге").await;
     let pending = visitor
         .js("return window.SwitchboardWidget.state().pending;", vec![])

@@ -214,21 +214,45 @@
   // Every message this tab has had in its outbox: one another tab of the
   // same visitor queued (and may have closed with) is taken over once.
   var known = new Set(S.outbox.map(function (o) { return o && o.client_id; }));
+  // Messages sent on this socket and not refused since: flush() sends each
+  // once per socket (it sent every unacknowledged one at every call, so ten
+  // quick messages while the server was slow made 55 frames).
+  var sentOn = new Set();
   // Takes over the messages another tab of this visitor left in storage
-  // that this tab never had; true when there were any. (Tabs share one
-  // storage key and each wrote its own copy: the last one to save dropped
-  // the others' queued messages.)
+  // that this tab never had, once they have waited ADOPT_AFTER there (the
+  // tab that wrote one sends it meanwhile, if it still can: taken over at
+  // once, every open tab sent every message); true when there were any.
+  // (Tabs share one storage key and each wrote its own copy: the last one
+  // to save dropped the others' queued messages.) One taken over that has
+  // left storage since was settled by another tab: dropped here too.
+  var ADOPT_AFTER = 10000, adopted = new Set(), adoptTimer = null;
   function adoptOutbox() {
-    var v = stored(), added = false;
+    var v = stored(), added = false, now = Date.now(), young = false;
     if (!Array.isArray(v.outbox) || !S.visitor || v.visitor !== S.visitor) return false;
+    var there = new Set();
     v.outbox.forEach(function (o) {
-      if (o && typeof o.client_id === 'string' && typeof o.text === 'string' && !known.has(o.client_id)) {
-        known.add(o.client_id);
-        S.outbox.push(o);
-        if (list) showPending(o);
-        added = true;
-      }
+      if (!o || typeof o.client_id !== 'string' || typeof o.text !== 'string') return;
+      there.add(o.client_id);
+      if (known.has(o.client_id)) return;
+      if (typeof o.at === 'number' && now - o.at < ADOPT_AFTER && now >= o.at) { young = true; return; }
+      known.add(o.client_id);
+      adopted.add(o.client_id);
+      S.outbox.push(o);
+      if (list) showPending(o);
+      added = true;
     });
+    S.outbox = S.outbox.filter(function (o) {
+      if (!adopted.has(o.client_id) || there.has(o.client_id)) return true;
+      adopted.delete(o.client_id);
+      sentOn.delete(o.client_id);
+      return false;
+    });
+    if (young && !adoptTimer) {
+      adoptTimer = setTimeout(function () {
+        adoptTimer = null;
+        if (adoptOutbox()) flush();
+      }, ADOPT_AFTER);
+    }
     return added;
   }
   function save() {
@@ -563,10 +587,9 @@
   // socket that drops before the answer loses them, so they go again after
   // the next welcome.
   var inFlight = [];
-  // Messages sent on this socket and not refused since: flush() sends each
-  // once per socket (it sent every unacknowledged one at every call, so ten
-  // quick messages while the server was slow made 55 frames).
-  var sentOn = new Set();
+  // The visitor adoption of onWelcome: done already on this page, and the
+  // last token the server refused.
+  var visitorAdopted = false, refusedToken = null;
   var FORM_ERRORS = ['not_closed', 'bad_rating', 'bad_email', 'no_offline_form', 'offline_limit',
     'too_long', 'bad_client_id', 'unavailable'];
 
@@ -688,9 +711,13 @@
     // whose welcome came second, with nothing of its own yet, becomes the
     // first one's visitor (a reload would have, leaving its conversation
     // behind): it says hello again with the stored token.
+    // Once per page load, and never a token the server has just refused
+    // (storage that cannot be written keeps offering it: a reconnect loop).
     var v = stored();
-    if (typeof f.visitor === 'string' && typeof v.visitor === 'string' && typeof v.token === 'string' &&
+    if (!visitorAdopted && typeof f.visitor === 'string' && typeof v.visitor === 'string' &&
+        typeof v.token === 'string' && v.token !== refusedToken &&
         v.visitor !== f.visitor && !f.conversation && !S.conversation && !S.outbox.length) {
+      visitorAdopted = true;
       S.token = v.token; S.visitor = v.visitor;
       var sock = ws;
       drop(sock);
@@ -814,7 +841,7 @@
     input.focus();
   }
   function sendMessage(text, attachments, names) {
-    var o = { client_id: newId(), text: text.slice(0, MAX_TEXT) };
+    var o = { client_id: newId(), text: text.slice(0, MAX_TEXT), at: Date.now() };
     if (attachments) { o.attachments = attachments; o.names = names; }
     if (bytes(JSON.stringify(o)) > MAX_FRAME - 200) { showError('too_long'); return false; }
     if (S.rate) { S.rate = false; ratingForm.form.hidden = true; ratingThanks.hidden = true; }
@@ -942,6 +969,7 @@
     var code = str(f.code);
     enableForms();
     if (code === 'bad_session') {
+      refusedToken = S.token; S.visitor = null;
       S.token = null; S.conversation = null; S.lastSeq = null; S.history = []; S.prechatDone = false; S.prechat = null; S.agent = null;
       save();
       ctlQueue = []; inFlight = [];

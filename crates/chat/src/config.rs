@@ -67,7 +67,8 @@ pub struct ChatConfig {
     #[serde(default)]
     pub upload_bytes_per_ip: Option<u64>,
     /// Uploads one instance reads at once (each is held in memory, up to
-    /// `max_upload_bytes`); more get 503 and the widget tries again.
+    /// `max_upload_bytes`), a quarter of them (at least 2) from one client
+    /// address; more get 503 (the widget reports the upload failed).
     #[serde(default = "defaults::uploads_in_flight")]
     pub uploads_in_flight: usize,
     /// Uploads older than this many days are deleted (0: kept for ever).
@@ -378,6 +379,15 @@ impl ChatConfig {
     pub fn upload_bytes_per_ip_minute(&self) -> u64 {
         self.upload_bytes_per_ip
             .unwrap_or((self.max_upload_bytes as u64).saturating_mul(10))
+    }
+
+    /// Uploads read at once from one client address: a quarter of
+    /// `uploads_in_flight`, at least 2 (at most all of them).
+    pub fn uploads_per_ip(&self) -> u32 {
+        let quarter = (self.uploads_in_flight / 4)
+            .max(2)
+            .min(self.uploads_in_flight);
+        u32::try_from(quarter).unwrap_or(u32::MAX)
     }
 
     pub fn widget(&self, id: &str) -> Option<&WidgetConfig> {

@@ -104,6 +104,45 @@ impl Drop for OpenSocket {
     }
 }
 
+/// An upload being read: one of the instance's `uploads_in_flight`, and
+/// one of its address's share of them; given back when dropped.
+struct UploadSlot<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    per_ip: Option<(&'a crate::limits::OpenPerIp, IpAddr)>,
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        if let Some((open, ip)) = self.per_ip {
+            open.close(ip);
+        }
+    }
+}
+
+/// A slot for an upload from `ip`, or `None` when its address has its
+/// share reading already (so that one address trickling bodies cannot hold
+/// every slot) or the instance is at `uploads_in_flight`.
+fn upload_slot(shared: &Shared, ip: Option<IpAddr>) -> Option<UploadSlot<'_>> {
+    if let Some(ip) = ip
+        && !shared.uploads_per_ip.open(ip)
+    {
+        return None;
+    }
+    let per_ip = ip.map(|ip| (&shared.uploads_per_ip, ip));
+    match shared.upload_slots.try_acquire() {
+        Ok(permit) => Some(UploadSlot {
+            _permit: permit,
+            per_ip,
+        }),
+        Err(_) => {
+            if let Some((open, ip)) = per_ip {
+                open.close(ip);
+            }
+            None
+        }
+    }
+}
+
 async fn ws(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<WsQuery>, QueryRejection>,
@@ -343,6 +382,15 @@ async fn upload(
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large();
     }
+    // Each body is held in memory while it is read: a slot first, so that
+    // a visitor refused for want of one is not charged for it.
+    let Some(_slot) = upload_slot(&shared, ip) else {
+        return reject(
+            "upload_busy",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many uploads at once; try again shortly\n",
+        );
+    };
     // Charged before the body is read; a body without a length as the
     // largest there may be.
     if !shared
@@ -368,15 +416,7 @@ async fn upload(
             "too many uploads from your address; slow down\n",
         );
     }
-    // Each body is held in memory while it is read: at most
-    // `uploads_in_flight` at once.
-    let Ok(_slot) = shared.upload_slots.try_acquire() else {
-        return reject(
-            "upload_busy",
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many uploads at once; try again shortly\n",
-        );
-    };
+
     let body = match read_body(
         body,
         limit,

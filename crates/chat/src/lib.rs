@@ -67,6 +67,8 @@ pub struct Shared {
     pub upload_quota_per_ip: limits::UploadQuota,
     /// Uploads being read now (`uploads_in_flight`).
     pub upload_slots: tokio::sync::Semaphore,
+    /// Uploads being read now per client address.
+    pub uploads_per_ip: limits::OpenPerIp,
     pub uploads: uploads::Uploads,
 }
 
@@ -125,6 +127,7 @@ impl ChannelConfig for ChatConfig {
                     self.upload_bytes_per_ip_minute(),
                 ),
                 upload_slots: tokio::sync::Semaphore::new(self.uploads_in_flight),
+                uploads_per_ip: limits::OpenPerIp::new(self.uploads_per_ip()),
                 uploads,
                 ctx,
             }),

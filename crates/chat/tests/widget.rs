@@ -1596,29 +1596,88 @@ async fn uploads_are_limited_per_session_and_per_address() {
     assert!(r.starts_with("http/1.1 201"), "another address: {r}");
 }
 
-/// At most `uploads_in_flight` bodies are read at once (each is held in
-/// memory): one more is answered 503 at once, and once the first ends the
-/// next is taken.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uploads_in_flight_are_capped() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let w = world();
-    let addr = w.instance("a", "uploads_in_flight = 1").await;
-    let token = visitor_token();
-    // The first upload's body comes slowly: half of it, then a pause.
-    let request = upload_request(&token, &"x".repeat(40), "");
+/// Starts an upload whose body stops half-way (held open by the returned
+/// socket, with the rest of the request to send).
+async fn slow_upload(
+    addr: SocketAddr,
+    token: &str,
+    headers: &str,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncWriteExt;
+    let request = upload_request(token, &"x".repeat(40), headers);
     let (head, rest) = request.split_at(request.len() - 20);
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = upload(addr, &token, "hello", "").await;
-    assert!(r.starts_with("http/1.1 503"), "{r}");
-    assert!(r.contains("at once"), "{r}");
+    (slow, rest.to_owned())
+}
+
+/// Probes until an upload from `headers`' address is refused with 503
+/// (the slow uploads have their slots), within 5 s.
+async fn until_busy(addr: SocketAddr, token: &str, headers: &str) -> String {
+    for _ in 0..50 {
+        let r = upload(addr, token, "hello", headers).await;
+        if r.starts_with("http/1.1 503") {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never refused for want of a slot");
+}
+
+/// Finishes a slow upload: its answer.
+async fn finish(mut slow: tokio::net::TcpStream, rest: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     slow.write_all(rest.as_bytes()).await.unwrap();
     let mut answer = String::new();
     slow.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
-    let r = upload(addr, &token, "hello", "").await;
+    answer
+}
+
+/// At most `uploads_in_flight` bodies are read at once (each is held in
+/// memory), and a quarter of them (at least 2) from one address, so that
+/// one address trickling bodies cannot hold every slot: one more is
+/// answered 503 at once, and is charged nothing (the visitor refused while
+/// the slots were busy may upload once one is free).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_in_flight_are_capped() {
+    let w = world();
+    let addr = w
+        .instance("a", "uploads_in_flight = 8\nupload_rate_per_session = 1")
+        .await;
+    let (a, b) = (visitor_token(), visitor_token());
+    let first = slow_upload(addr, &a, "").await;
+    let second = slow_upload(addr, &b, "").await;
+    let probe = visitor_token();
+    let r = until_busy(addr, &probe, "").await;
+    assert!(r.contains("at once"), "{r}");
+    // Refused again and again while busy: not charged for it.
+    for _ in 0..3 {
+        let r = upload(addr, &probe, "hello", "").await;
+        assert!(r.starts_with("http/1.1 503"), "{r}");
+    }
+    // Another address has slots left.
+    let other = "X-Forwarded-For: 192.0.2.9\r\n";
+    let r = upload(addr, &visitor_token(), "hello", other).await;
+    assert!(r.starts_with("http/1.1 201"), "another address: {r}");
+    assert!(finish(first.0, &first.1).await.starts_with("HTTP/1.1 201"));
+    assert!(
+        finish(second.0, &second.1)
+            .await
+            .starts_with("HTTP/1.1 201")
+    );
+    let r = upload(addr, &probe, "hello", "").await;
+    assert!(
+        r.starts_with("http/1.1 201"),
+        "its one upload a minute: {r}"
+    );
+
+    // The instance's cap, from any address.
+    let addr = w.instance("b", "uploads_in_flight = 1").await;
+    let token = visitor_token();
+    let slow = slow_upload(addr, &token, "").await;
+    until_busy(addr, &token, other).await;
+    assert!(finish(slow.0, &slow.1).await.starts_with("HTTP/1.1 201"));
+    let r = upload(addr, &token, "hello", other).await;
     assert!(r.starts_with("http/1.1 201"), "{r}");
 }
 

@@ -128,7 +128,9 @@ async fn the_bot_token_never_reaches_a_reason() {
     // (logs, the agent's transcript) with the token in it.
     provider.script("lost", vec![Canned::echoing_path(404)]);
     provider.script("gateway", vec![Canned::echoing_path(502)]);
-    for text in ["who am I", "slow", "lost", "gateway"] {
+    // The token right where the reason's excerpt is cut (300 characters).
+    provider.script("cut", vec![Canned::echoing_path_after(404, 230)]);
+    for text in ["who am I", "slow", "lost", "gateway", "cut"] {
         let msg = reply(conversation(), "telegram", "42", "", text);
         reasons.push(format!("{:?}", sender.send(&msg).await));
     }
@@ -146,10 +148,12 @@ async fn the_bot_token_never_reaches_a_reason() {
             "{reason}"
         );
     }
-    assert!(reasons[4].contains("could not connect"), "{}", reasons[4]);
+    assert!(reasons[4].contains("HTTP 404"), "{}", reasons[4]);
+    assert!(reasons[5].contains("could not connect"), "{}", reasons[5]);
     for reason in &reasons {
         assert!(!reason.contains(BOT_TOKEN), "{reason}");
         assert!(!reason.contains("AAHdqTcv"), "{reason}");
+        assert!(!reason.contains("7012345678:"), "{reason}");
     }
     // A token that could change the path is refused up front.
     let bad = SendConfig::new(Platform::Telegram, "x", secret("1:abc/../other"));

@@ -125,7 +125,7 @@ impl ChannelConfig for CtiConfig {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| config_error(&self.name, "callback_url", &e.without_url().to_string()))?;
-        let by_endpoint = endpoints(&self.agents);
+        let (by_endpoint, by_user) = endpoints(&self.agents);
         let blocked = crate::phone::blocked_set(&self.blocked);
         let state = Arc::new(CtiState {
             name: ctx.name.clone(),
@@ -137,6 +137,7 @@ impl ChannelConfig for CtiConfig {
                 .resolve()?,
             config: self.clone(),
             by_endpoint,
+            by_user,
             blocked,
             intake: ctx.intake.clone(),
             routing: ctx.routing.clone(),
@@ -157,8 +158,10 @@ struct CtiState {
     /// Presented on the dial callbacks.
     callback_token: SecretValue,
     config: CtiConfig,
-    /// Extension or SIP URI → agent id.
+    /// Extension or SIP URI ([`endpoint_key`]) → agent id.
     by_endpoint: HashMap<String, String>,
+    /// A SIP URI's user part → agent id, when only one agent has it.
+    by_user: HashMap<String, String>,
     blocked: HashSet<String>,
     intake: Arc<dyn Intake>,
     routing: Arc<dyn Routing>,
@@ -371,11 +374,14 @@ async fn handle(
                 .iter()
                 .chain(event.users.iter())
                 .find_map(|who| {
+                    let key = endpoint_key(who);
+                    // Her address, else her id, else her address's user part.
                     state
                         .by_endpoint
-                        .get(&endpoint_key(who))
+                        .get(&key)
                         .cloned()
                         .or_else(|| state.config.agents.contains_key(who).then(|| who.clone()))
+                        .or_else(|| state.by_user.get(&key).cloned())
                 });
             if let Some(agent) = by {
                 let outcome = state
@@ -438,11 +444,12 @@ pub(crate) fn endpoint_key(endpoint: &str) -> String {
     bare.split(';').next().unwrap_or_default().trim().to_owned()
 }
 
-/// Each agent by the keys of her endpoint ([`endpoint_key`]): the whole
-/// address, and for a SIP address its user part (`202` of
-/// `sip:202@pbx.example.com`, the extension a PBX may report instead)
-/// when no other agent has the same.
-fn endpoints(agents: &BTreeMap<String, String>) -> HashMap<String, String> {
+/// Each agent by her endpoint ([`endpoint_key`]), and by the user part of
+/// a SIP address (`202` of `sip:202@pbx.example.com`, the extension a PBX
+/// may report instead) when no other agent has the same.
+fn endpoints(
+    agents: &BTreeMap<String, String>,
+) -> (HashMap<String, String>, HashMap<String, String>) {
     let mut by: HashMap<String, String> = HashMap::new();
     let mut users: HashMap<String, Vec<String>> = HashMap::new();
     for (agent, endpoint) in agents {
@@ -455,12 +462,14 @@ fn endpoints(agents: &BTreeMap<String, String>) -> HashMap<String, String> {
         }
         by.insert(key, agent.clone());
     }
-    for (user, agents) in users {
-        if let [agent] = agents.as_slice() {
-            by.entry(user).or_insert_with(|| agent.clone());
-        }
-    }
-    by
+    let by_user = users
+        .into_iter()
+        .filter_map(|(user, agents)| match agents.as_slice() {
+            [agent] => Some((user, agent.clone())),
+            _ => None,
+        })
+        .collect();
+    (by, by_user)
 }
 
 fn hangup_key(call_id: &str) -> String {

@@ -646,10 +646,15 @@ async fn unanswered(
         // auto-accepting queue) and her phone rang out: redirected on no
         // answer, back to the queue without her. It was dialled to her
         // again at every hold, for as long as the caller waited.
+        // (`pass` changes nothing unless the call is assigned to her.)
         let requeued = state.routing.pass(contact, agent).await?;
-        counter!("switchboard_voice_assigned_no_answer_total", "source" => state.name.clone())
-            .increment(1);
-        info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %requeued, "The agent the call is assigned to did not answer; it goes back to its queue without her.");
+        if requeued == "ok" {
+            counter!("switchboard_voice_assigned_no_answer_total", "source" => state.name.clone())
+                .increment(1);
+            info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The agent the call is assigned to did not answer; it goes back to its queue without her.");
+        } else {
+            info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %requeued, "A dial ended unanswered for a call no longer offered to the agent; nothing changes.");
+        }
         return state.hold(contact, false);
     }
     info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent did not answer; the call goes to the next.");

@@ -53,16 +53,18 @@ impl GenericApi {
         })
     }
 
-    /// The reply URL's query and password, where a bridge may want a token
-    /// (the signing secret itself is never sent).
+    /// The reply URL's query (whole, and each value) and password, where a
+    /// bridge may want a token (the signing secret itself is never sent).
     pub(crate) fn secrets(&self) -> Vec<String> {
         let Ok(url) = reqwest::Url::parse(&self.url) else {
             return Vec::new();
         };
+        let values = url.query_pairs().map(|(_, v)| v.into_owned());
         url.query()
             .into_iter()
             .chain(url.password())
             .map(str::to_owned)
+            .chain(values)
             .collect()
     }
 

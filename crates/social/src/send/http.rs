@@ -27,6 +27,31 @@ pub(crate) struct Answer {
     pub body: Vec<u8>,
 }
 
+impl Answer {
+    /// The answer with every one of `secrets` (8 bytes or longer) in its
+    /// body replaced by `<redacted>`, before any part of it is cut out for
+    /// a reason (cut first, a secret at the cut was left in part).
+    pub(crate) fn redacted(mut self, secrets: &[String]) -> Answer {
+        for secret in secrets.iter().filter(|s| s.len() >= 8) {
+            self.body = replace_all(&self.body, secret.as_bytes(), b"<redacted>");
+        }
+        self
+    }
+}
+
+/// `haystack` with every `needle` (not empty) replaced by `with`.
+fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut rest = haystack;
+    while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(with);
+        rest = &rest[at + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
 /// Sends `request` and reads the answer. A transport failure (connect,
 /// timeout, reset, a body cut short) is a [`SendOutcome::Retry`] whose
 /// reason never contains the URL; except once the provider answered 2xx:

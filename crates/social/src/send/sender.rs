@@ -279,7 +279,11 @@ impl Sender {
             Err(refusal) => refusal,
             Ok(request) => match http::exchange(request.timeout(self.timeout)).await {
                 Err(retry) => retry,
-                Ok(answer) => self.read(msg, &answer).redacted(&self.secrets()),
+                Ok(answer) => {
+                    let secrets = self.secrets();
+                    self.read(msg, &answer.redacted(&secrets))
+                        .redacted(&secrets)
+                }
             },
         };
         http::record(self.platform, started, &outcome);

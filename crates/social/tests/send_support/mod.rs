@@ -60,6 +60,8 @@ pub struct Canned {
     /// percent-encoded), as Apache's and many proxies' error pages do,
     /// instead of `body`.
     pub echo_path: bool,
+    /// Characters of filler before the echoed path.
+    pub echo_after: usize,
 }
 
 impl Canned {
@@ -71,6 +73,15 @@ impl Canned {
             delay: None,
             cut: false,
             echo_path: false,
+            echo_after: 0,
+        }
+    }
+
+    /// [`Canned::echoing_path`] with `filler` characters before the path.
+    pub fn echoing_path_after(status: u16, filler: usize) -> Canned {
+        Canned {
+            echo_after: filler,
+            ..Canned::echoing_path(status)
         }
     }
 
@@ -214,8 +225,9 @@ async fn handle(
     let mut response = if canned.echo_path {
         let path = uri.path();
         let encoded = path.replace(':', "%3A");
+        let filler = ".".repeat(canned.echo_after);
         let page = format!(
-            "<html><body><h1>Not Found</h1><p>The requested URL {path} was not found \
+            "<html><body><h1>Not Found</h1><p>{filler}The requested URL {path} was not found \
              on this server.</p><!-- {encoded} --></body></html>"
         );
         (status, [("content-type", "text/html")], page).into_response()
