@@ -702,17 +702,7 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
     assert!(taken_back, "{}", daemon.log());
 
     // Queues show it waiting.
-    let r = http
-        .call("GET", &format!("{api}/queues"), Some(SUPERVISOR), None)
-        .await
-        .unwrap();
-    let general = r.json()["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "general")
-        .unwrap()
-        .clone();
+    let general = queue(&http, &api, "general").await;
     assert_eq!(general["waiting"], 1);
 
     // She comes back: the contact is offered again.
@@ -1808,6 +1798,21 @@ async fn an_auto_assigned_contacts_recent_messages_follow_the_assignment() {
     assert_eq!(message["dir"], "in");
 }
 
+/// A queue's figures on the supervisors' `/queues`.
+async fn queue(http: &Http, api: &str, name: &str) -> serde_json::Value {
+    let r = http
+        .call("GET", &format!("{api}/queues"), Some(SUPERVISOR), None)
+        .await
+        .unwrap();
+    r.json()["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == name)
+        .unwrap_or_else(|| panic!("no queue {name}: {}", r.body))
+        .clone()
+}
+
 /// A queue's longest wait counts from when the contact entered it: a
 /// contact transferred after minutes with an agent is not shown as having
 /// waited all that time (it counted from the contact's creation, so the
@@ -1819,16 +1824,6 @@ async fn a_transferred_contacts_wait_counts_from_the_transfer() {
     let http = Http::new();
     let base = daemon.base();
     let api = format!("{base}/api/v1");
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            http.call("GET", &format!("{api}/me"), Some(PETRO), None)
-                .await
-                .is_ok_and(|r| r.status == 200)
-        })
-        .await,
-        "{}",
-        daemon.log()
-    );
     let mut petro = AgentSocket::connect_available(&base, PETRO).await;
     let r = http
         .submit(&base, &chat_event("visitor-9", "m-9", "hello"))
@@ -1855,17 +1850,7 @@ async fn a_transferred_contacts_wait_counts_from_the_transfer() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = http
-        .call("GET", &format!("{api}/queues"), Some(SUPERVISOR), None)
-        .await
-        .unwrap();
-    let billing = r.json()["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "billing")
-        .unwrap()
-        .clone();
+    let billing = queue(&http, &api, "billing").await;
     assert_eq!(billing["waiting"], 1, "{billing}");
     let longest = billing["longest_wait_ms"].as_u64().unwrap();
     assert!(longest < 2000, "waited {longest} ms in billing");

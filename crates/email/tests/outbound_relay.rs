@@ -46,6 +46,22 @@ async fn queued_reply(
     (reply, outbox, delivery)
 }
 
+/// What the outbox recorded of `reply` (its delivery state JSON), if
+/// anything.
+async fn settled(redis: &RedisServer, store: &Store, reply: &OutboundMessage) -> Option<String> {
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("HGET")
+        .arg(store.keys().conversation_delivery(&reply.conversation_id))
+        .arg(reply.message_id.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
 /// A relay that takes the connection and never says a word (a stuck
 /// content filter does the same after the data): the delivery gives up
 /// within `timeout_secs` and is deferred. It used to wait for ever, holding
@@ -126,18 +142,9 @@ async fn an_address_the_relay_cannot_take_fails_at_once() {
     )
     .await
     .expect("the delivery ends");
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    let state = settled(&redis, &store, &reply)
         .await
-        .unwrap();
-    let state: Option<String> = redis::cmd("HGET")
-        .arg(store.keys().conversation_delivery(&reply.conversation_id))
-        .arg(reply.message_id.to_string())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let state = state.expect("settled, not deferred");
+        .expect("settled, not deferred");
     assert!(
         state.contains("\"failed\"") && state.contains("SMTPUTF8"),
         "{state}"
@@ -195,13 +202,11 @@ async fn a_relay_that_refuses_our_credentials_defers_the_reply() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let settled: Option<String> = redis::cmd("HGET")
-        .arg(store.keys().conversation_delivery(&reply.conversation_id))
-        .arg(reply.message_id.to_string())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(settled, None, "not settled failed");
+    assert_eq!(
+        settled(&redis, &store, &reply).await,
+        None,
+        "not settled failed"
+    );
     let deferred: usize = redis::cmd("ZCARD")
         .arg(store.keys().outbox_deferred("mail"))
         .query_async(&mut conn)
@@ -226,13 +231,7 @@ async fn a_relay_that_refuses_our_credentials_defers_the_reply() {
     sender("right-password")
         .deliver(&outbox, "mail", delivery)
         .await;
-    let settled: Option<String> = redis::cmd("HGET")
-        .arg(store.keys().conversation_delivery(&reply.conversation_id))
-        .arg(reply.message_id.to_string())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let settled = settled.expect("settled");
+    let settled = settled(&redis, &store, &reply).await.expect("settled");
     assert!(settled.contains("\"delivered\""), "{settled}");
     postfix.wait_for_maildir("customer.example", 1, Duration::from_secs(20));
 }
