@@ -106,6 +106,7 @@ impl ChannelAdapter for EmailAdapter {
                     max_recipients: l.max_recipients,
                     command_timeout: Duration::from_secs(l.command_timeout_secs),
                     max_sessions: l.max_sessions,
+                    max_session: listen::MAX_SESSION,
                     tls,
                     require_tls: l.require_tls,
                 });

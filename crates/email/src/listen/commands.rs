@@ -45,6 +45,8 @@ pub(super) struct Session {
     /// towards [`super::MAX_ERRORS`], but they do not move the session on
     /// either (they give it no more time).
     pub(super) refusals: usize,
+    /// When the connection was accepted.
+    pub(super) started: std::time::Instant,
 }
 
 impl Session {
@@ -62,6 +64,7 @@ impl Session {
             tx: None,
             errors: 0,
             refusals: 0,
+            started: std::time::Instant::now(),
         }
     }
 

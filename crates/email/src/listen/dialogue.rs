@@ -138,6 +138,17 @@ where
                         )
                         .await;
                     }
+                    if s.started.elapsed() >= s.settings.max_session {
+                        return farewell(
+                            io,
+                            s,
+                            out,
+                            "4.4.2",
+                            "Error: session too long",
+                            Outcome::Timeout,
+                        )
+                        .await;
+                    }
                     // The receiver caps a line it buffers, not one it gets
                     // whole: the same limit for both. It is given one line
                     // at a time: smtp-proto 0.2 looks past the end of a

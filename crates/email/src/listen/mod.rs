@@ -41,6 +41,11 @@ pub use tls::load_tls;
 /// The server-side TLS configuration STARTTLS uses.
 pub use tokio_rustls::rustls::ServerConfig;
 
+/// How long a session may last ([`ListenerSettings::max_session`]): an
+/// hour, five times what Postfix keeps a connection for reuse
+/// (`lmtp_connection_reuse_time_limit`, 300 s).
+pub const MAX_SESSION: Duration = Duration::from_secs(3600);
+
 /// Protocol errors tolerated per session; the next one closes it with 421.
 pub const MAX_ERRORS: usize = 10;
 
@@ -84,6 +89,12 @@ pub struct ListenerSettings {
     pub command_timeout: Duration,
     /// Concurrent sessions; further connections get `421 4.3.2` and close.
     pub max_sessions: usize,
+    /// How long one session may last: at the next command after it,
+    /// `421 4.4.2` and close (a message being received is finished first).
+    /// Commands that move the session on renew `command_timeout`, so
+    /// without it a client sending `MAIL` and `RSET` now and then held a
+    /// session slot for ever. [`MAX_SESSION`] in the daemon.
+    pub max_session: Duration,
     /// Enables STARTTLS.
     pub tls: Option<Arc<ServerConfig>>,
     /// Refuse `MAIL` before STARTTLS (`530 5.7.0`).

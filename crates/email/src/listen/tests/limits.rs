@@ -416,3 +416,33 @@ async fn noops_do_not_hold_a_session() {
         c.expect("RSET", "250").await;
     }
 }
+
+/// A session ends at the first command after `max_session`, however it
+/// keeps moving on: `MAIL` and `RSET` now and then renew the command
+/// timeout, and held a session slot for ever.
+#[tokio::test]
+async fn a_session_ends_after_its_longest_time() {
+    let mut s = settings(Protocol::Lmtp);
+    s.max_session = Duration::from_millis(1200);
+    let server = start(s, Arc::new(TestSink::default())).await;
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    let started = std::time::Instant::now();
+    let mut ended = None;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.send("MAIL FROM:<a@b.test>\r\n").await;
+        let line = c.line().await;
+        if line.starts_with("421 4.4.2") {
+            ended = Some(started.elapsed());
+            break;
+        }
+        assert!(line.starts_with("250"), "{line}");
+        c.expect("RSET", "250").await;
+    }
+    let ended = ended.expect("the session ended");
+    assert!(
+        ended >= Duration::from_millis(900) && ended < Duration::from_secs(3),
+        "ended after {ended:?}"
+    );
+}

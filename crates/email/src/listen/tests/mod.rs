@@ -75,6 +75,7 @@ pub(super) fn settings(protocol: Protocol) -> ListenerSettings {
         max_recipients: 100,
         command_timeout: Duration::from_secs(10),
         max_sessions: 10,
+        max_session: Duration::from_secs(60),
         tls: None,
         require_tls: false,
     }
