@@ -75,6 +75,7 @@ fn contact(rng: &mut StdRng, now: u64) -> WaitingContact {
         queued_at: since,
         rule: None,
         sticky: None,
+        sticky_remembered: false,
         excluded: Vec::new(),
     }
 }

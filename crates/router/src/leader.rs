@@ -159,6 +159,7 @@ pub fn waiting_contact(rec: &RouteRecord, plan: &Plan) -> Option<WaitingContact>
         queued_at: rec.queued_at,
         rule: (!rec.rule.is_empty()).then(|| rec.rule.clone()),
         sticky,
+        sticky_remembered: rec.sticky_remembered,
         excluded: rec.excluded.iter().filter_map(|a| a.parse().ok()).collect(),
     })
 }

@@ -100,6 +100,9 @@ pub struct RouteRecord {
     pub customer: String,
     pub sticky: String,
     pub sticky_until: u64,
+    /// `sticky` is the customer's last agent (`sticky_from = memory`), not
+    /// the target of a transfer.
+    pub sticky_remembered: bool,
     pub excluded: Vec<String>,
     pub agent: String,
     pub offer_until: u64,
@@ -1256,6 +1259,7 @@ pub(crate) fn record_from(map: HashMap<String, String>) -> RouteRecord {
         customer: s("customer"),
         sticky: s("sticky"),
         sticky_until: n("sticky_until"),
+        sticky_remembered: map.get("sticky_from").is_some_and(|f| f == "memory"),
         excluded: s("excluded")
             .split(',')
             .filter(|x| !x.is_empty())

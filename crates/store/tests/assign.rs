@@ -257,6 +257,8 @@ async fn accept_expire_autopause_close_and_sticky() {
         assert!(state.enqueue(&new_route).await.unwrap());
         let rec = state.route_record(&back).await.unwrap().unwrap();
         assert_eq!(rec.sticky, expected, "{customer}");
+        // Remembered, not a transfer's target: the router checks skills.
+        assert_eq!(rec.sticky_remembered, !expected.is_empty(), "{customer}");
         let until = if expected.is_empty() { 0 } else { NOW + 20_000 };
         assert_eq!(rec.sticky_until, until, "{customer}");
         state
@@ -842,6 +844,7 @@ async fn a_transfer_to_an_agent_who_declined_before_asks_them_again() {
     );
     let rec = state.route_record(&c).await.unwrap().expect("record");
     assert_eq!(rec.sticky, "b");
+    assert!(!rec.sticky_remembered, "a transfer's target is not checked");
     assert_eq!(rec.excluded, ["x"]);
     assert_eq!(
         state.offer(&offer(&token, &c, "x")).await.unwrap(),

@@ -129,6 +129,11 @@ pub struct WaitingContact {
     pub rule: Option<String>,
     /// Offer it to this agent first, until the deadline (ms).
     pub sticky: Option<(AgentId, u64)>,
+    /// The sticky agent is the customer's last agent (remembered at a
+    /// close), not the target of a transfer: the contact waits for them
+    /// only if they qualify for its queue at one of its steps. A transfer
+    /// to an agent is the sender's choice and is not checked.
+    pub sticky_remembered: bool,
     /// Agents who declined or missed it: not offered again.
     pub excluded: Vec<AgentId>,
 }
@@ -625,6 +630,8 @@ impl Engine {
         // would refuse the offer (`declined_before`) and the contact would
         // wait for nobody until the sticky deadline. Nor one who is signed
         // out: the customer would wait the whole sticky wait for nobody.
+        // Nor, for a remembered agent, one the queue would never offer it
+        // to (a returning customer writing in another language, say).
         let sticky_agent = contact
             .sticky
             .as_ref()
@@ -632,7 +639,10 @@ impl Engine {
             .and_then(|(agent, deadline)| self.agent_ix.get(agent).map(|ix| (*ix, *deadline)))
             .filter(|(ix, _)| {
                 self.agents.get(*ix as usize).is_some_and(|a| {
-                    a.status.connected && a.status.availability != Availability::Offline
+                    a.status.connected
+                        && a.status.availability != Availability::Offline
+                        && (!contact.sticky_remembered
+                            || a.rings.get(contact.queue).is_some_and(Option::is_some))
                 })
             });
         self.contact_ix.insert(contact.id, ix);

@@ -50,6 +50,7 @@ fn contact(queue: usize, channel: ChannelKind, since: u64) -> WaitingContact {
         queued_at: since,
         rule: None,
         sticky: None,
+        sticky_remembered: false,
         excluded: Vec::new(),
     }
 }
@@ -431,6 +432,48 @@ fn a_sticky_contact_is_let_go_when_its_agent_signs_out() {
     e.update_agent(&agent_id("last"), gone);
     let d = e.next_decision(20).expect("offered at once");
     assert_eq!(d.agent.as_str(), "other");
+}
+
+/// A returning customer's last agent is waited for only if the contact's
+/// queue would offer it to them: their new message in another language
+/// goes to that language's agents at once. A transfer to an agent is the
+/// sender's choice and waits for them whatever the queue asks.
+#[test]
+fn a_remembered_agent_who_lacks_the_queues_skills_is_not_waited_for() {
+    let mut e = engine(vec![queue("fr", &[("french", 3)])]);
+    let mut busy = available(0);
+    busy.load = [1, 0, 0, 0];
+    e.upsert_agent(profile("last", &[("english", 5)], [1, 0, 0, 0]), busy);
+    e.upsert_agent(profile("fr1", &[("french", 4)], CHAT), available(1));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 30_000));
+    c.sticky_remembered = true;
+    e.add_contact(c, 10);
+    let d = e.next_decision(10).expect("offered now");
+    assert_eq!(d.agent.as_str(), "fr1");
+    assert_eq!(d.explanation.sticky_agent, None);
+
+    // The same agent as a transfer's target: the contact waits for them.
+    let mut t = contact(0, ChannelKind::Chat, 0);
+    t.sticky = Some((agent_id("last"), 30_000));
+    e.add_contact(t, 20);
+    assert!(
+        e.next_decision(20).is_none(),
+        "waits for the transfer's target"
+    );
+
+    // A remembered agent who qualifies is waited for.
+    let mut e = engine(vec![queue("fr", &[("french", 3)])]);
+    e.upsert_agent(profile("last", &[("french", 3)], [1, 0, 0, 0]), busy);
+    e.upsert_agent(profile("fr1", &[("french", 4)], CHAT), available(1));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 30_000));
+    c.sticky_remembered = true;
+    e.add_contact(c, 10);
+    assert!(
+        e.next_decision(10).is_none(),
+        "waits for its qualified agent"
+    );
 }
 
 #[test]

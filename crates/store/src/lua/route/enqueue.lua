@@ -17,17 +17,19 @@
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-local sticky, sticky_until = ARGV[10], ARGV[11]
+local sticky, sticky_until, sticky_from = ARGV[10], ARGV[11], ''
 if sticky == '' and ARGV[14] and ARGV[14] ~= '' then
   local remembered = redis.call('GET', sibling(KEYS[3], 'sticky:' .. ARGV[9]))
   if remembered then
-    sticky, sticky_until = remembered, ARGV[14]
+    -- `memory`: the router waits for this agent only if the contact's
+    -- queue would offer it to them (a transfer's target is not checked).
+    sticky, sticky_until, sticky_from = remembered, ARGV[14], 'memory'
   end
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'waiting', 'queue', ARGV[2],
   'channel', ARGV[3], 'priority', ARGV[4], 'since', ARGV[5], 'queued_at', ARGV[6],
   'rule', ARGV[7], 'source', ARGV[8], 'customer', ARGV[9],
-  'sticky', sticky, 'sticky_until', sticky_until, 'excluded', '')
+  'sticky', sticky, 'sticky_until', sticky_until, 'sticky_from', sticky_from, 'excluded', '')
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 -- The records: every contact by the time it was queued (the export's
 -- index), and the person's contacts across channels. A contact of the same

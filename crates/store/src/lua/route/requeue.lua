@@ -36,7 +36,7 @@ if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'queue', ARGV[4])
   if num(ARGV[10]) ~= 0 then redis.call('HINCRBY', KEYS[1], 'priority', ARGV[10]) end
 end
-redis.call('HSET', KEYS[1], 'sticky', ARGV[7], 'sticky_until', ARGV[8])
+redis.call('HSET', KEYS[1], 'sticky', ARGV[7], 'sticky_until', ARGV[8], 'sticky_from', '')
 if ARGV[7] ~= '' and c[6] and c[6] ~= '' then
   local kept = {}
   for a in string.gmatch(c[6], '[^,]+') do
