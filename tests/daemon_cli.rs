@@ -387,6 +387,11 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
     }
     let (status, _) = send(post(Some(bearer), good)).await;
     assert_eq!(status, 200);
+    // The scheme's name in any case (RFC 9110 §11.1), as the agent API
+    // reads it: `bearer` was refused with 401.
+    let lower: &'static str = Box::leak(bearer.replacen("Bearer", "bearer", 1).into_boxed_str());
+    let (status, body) = send(post(Some(lower), chat_event("c1", "g4", "hi").to_string())).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// A body that trickles in past `http.body_timeout_secs` gets 408

@@ -281,6 +281,18 @@
   function onFrame(f) {
     switch (f.type) {
       case "hello":
+        if (f.version !== 1) {
+          // docs/agent-api.md: a client that does not know the version
+          // does not go on. No reconnecting either: a reload fetches the
+          // console that matches the server.
+          var old = S.socket;
+          S.socket = null;
+          S.connected = false;
+          if (old) old.close();
+          status("This console speaks version 1 of the agent API; the server speaks version " +
+            String(f.version) + ". Reload the page.", true);
+          return;
+        }
         S.connected = true;
         S.retry = 0;
         applyMe(f.me || {});

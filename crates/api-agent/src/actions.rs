@@ -106,11 +106,15 @@ impl Inner {
                 continue;
             };
             if let Some(r) = self.state.route_record(&id).await? {
+                // Read after the set: closed, requeued or taken by someone
+                // else in between, it is no longer this agent's, and is
+                // neither listed nor followed.
+                if r.agent != agent || (r.state != "offered" && r.state != "assigned") {
+                    continue;
+                }
                 // Its live events come here while the agent is connected
                 // here (a fresh session, or a resync).
-                if r.agent == agent && (r.state == "offered" || r.state == "assigned") {
-                    self.hub.hold(&c, agent);
-                }
+                self.hub.hold(&c, agent);
                 held.push(Held {
                     contact_id: c,
                     state: r.state,

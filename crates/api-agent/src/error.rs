@@ -85,6 +85,18 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// A body cut off by the daemon's deadline (`[http]
+    /// body_timeout_secs`): the daemon's layer replaces the answer with
+    /// its own 408 `body_timeout` and counts it, so the API neither lists
+    /// nor counts the code.
+    pub fn body_timeout() -> ApiError {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "body_timeout",
+            message: "the request body did not arrive in time".into(),
+        }
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
@@ -144,7 +156,9 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        counter!("switchboard_agent_api_errors_total", "code" => self.code).increment(1);
+        if self.status != StatusCode::REQUEST_TIMEOUT {
+            counter!("switchboard_agent_api_errors_total", "code" => self.code).increment(1);
+        }
         let mut response = (
             self.status,
             Json(Body {

@@ -14,10 +14,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// First frame of a session: who you are and what you hold.
-    Hello {
-        version: u32,
-        me: serde_json::Value,
-    },
+    Hello { version: u32, me: serde_json::Value },
     /// A contact is offered to you until `until` (ms since the epoch).
     Offer {
         contact_id: String,
@@ -25,21 +22,12 @@ pub enum ServerFrame {
         until: u64,
     },
     /// An offer was withdrawn: `declined`, `expired`, `revoked` or `abandoned`.
-    OfferWithdrawn {
-        contact_id: String,
-        reason: String,
-    },
+    OfferWithdrawn { contact_id: String, reason: String },
     /// A contact is yours (accepted, or assigned without asking).
-    Assigned {
-        contact_id: String,
-        channel: String,
-    },
+    Assigned { contact_id: String, channel: String },
     /// A contact you held went back to a queue (`transfer`,
     /// `agent_disconnected`, `unreachable`).
-    Requeued {
-        contact_id: String,
-        reason: String,
-    },
+    Requeued { contact_id: String, reason: String },
     /// A contact you held was closed.
     Closed {
         contact_id: String,
@@ -61,7 +49,11 @@ pub enum ServerFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         data: Option<serde_json::Value>,
     },
-    Pong,
+    /// The answer to `ping`, with its `ref` when it had one.
+    Pong {
+        #[serde(rename = "ref", skip_serializing_if = "String::is_empty")]
+        reference: String,
+    },
     /// A new entry in the log of a contact you hold (`in`, `out`, `note`,
     /// `rating`, …): the customer's messages live, and what other tabs sent.
     Message {
@@ -76,15 +68,9 @@ pub enum ServerFrame {
         media: Option<Vec<String>>,
     },
     /// The customer types (chat).
-    Typing {
-        contact_id: String,
-        on: bool,
-    },
+    Typing { contact_id: String, on: bool },
     /// The customer has read up to `seq` (chat).
-    Read {
-        contact_id: String,
-        seq: String,
-    },
+    Read { contact_id: String, seq: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -168,7 +154,10 @@ pub enum ClientFrame {
     },
     /// A struct variant, not a unit one: serde lets an internally tagged
     /// unit variant carry any other field, whatever `deny_unknown_fields`.
-    Ping {},
+    Ping {
+        #[serde(rename = "ref", default)]
+        reference: String,
+    },
 }
 
 /// Parses a client frame; the error is the `bad_frame` message.
@@ -258,6 +247,7 @@ pub fn event(kind: &str, agent: &str, fields: &[(&str, &str)]) -> RouteEvent {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -331,7 +321,28 @@ mod tests {
             .is_err(),
             "unknown fields are refused"
         );
-        assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping {}));
+        assert_eq!(
+            parse(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping {
+                reference: String::new()
+            })
+        );
+        // Every command may carry a `ref` (docs/agent-api.md); `pong`
+        // echoes it, and leaves it out when there was none.
+        assert_eq!(
+            parse(r#"{"type":"ping","ref":"p1"}"#),
+            Ok(ClientFrame::Ping {
+                reference: "p1".into()
+            })
+        );
+        let pong = |r: &str| {
+            serde_json::to_string(&ServerFrame::Pong {
+                reference: r.into(),
+            })
+            .unwrap()
+        };
+        assert_eq!(pong("p1"), r#"{"type":"pong","ref":"p1"}"#);
+        assert_eq!(pong(""), r#"{"type":"pong"}"#);
         assert!(
             parse(r#"{"type":"ping","junk":1}"#).is_err(),
             "a ping carries nothing else"

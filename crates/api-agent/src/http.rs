@@ -49,14 +49,7 @@ pub async fn caller(
 /// The bearer token of a request: the `Authorization` header's, else the
 /// query's (only the websocket passes one).
 fn token<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -> Option<&'a str> {
-    let header_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        // The scheme's name is case-insensitive (RFC 9110 §11.1).
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    header_token.or(query_token).filter(|t| !t.is_empty())
+    switchboard_channel::bearer(headers).or(query_token.filter(|t| !t.is_empty()))
 }
 
 pub(crate) async fn who(inner: &Inner, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -70,22 +63,31 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 
 /// A request's body, read only once the caller is known (handlers take the
 /// raw body and call this after `who`): a stranger gets 401 whatever they
-/// send, not 413 for a large body. At most `max_text_bytes` + 4 KiB.
+/// send, not 413 for a large body. At most
+/// [`AgentApiConfig::wire_limit`](crate::AgentApiConfig::wire_limit).
 async fn read_body(inner: &Inner, raw: axum::body::Body) -> Result<Bytes, ApiError> {
-    let limit = inner.settings.max_text_bytes + 4096;
+    let limit = inner.settings.wire_limit();
     axum::body::to_bytes(raw, limit).await.map_err(|e| {
-        let too_large = e
-            .into_inner()
+        let inner = e.into_inner();
+        if inner
             .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some();
-        if too_large {
+            .is_some()
+        {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("the body is longer than {limit} bytes"),
             )
+        } else if switchboard_channel::body::is_too_slow(inner.as_ref()) {
+            // The daemon's body deadline: it answers 408 `body_timeout`
+            // itself and counts it (`switchboard_http_body_timeouts_total`).
+            ApiError::body_timeout()
         } else {
-            ApiError::bad_request("bad_request", "the body could not be read")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body could not be read",
+            )
         }
     })
 }
@@ -533,7 +535,7 @@ pub async fn ws(
         );
         return Ok(response);
     };
-    let max = inner.settings.max_text_bytes + 4096;
+    let max = inner.settings.wire_limit();
     Ok(upgrade
         .max_message_size(max)
         .max_frame_size(max)

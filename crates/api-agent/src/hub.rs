@@ -58,8 +58,12 @@ pub struct Hub {
     session_holder: String,
     sessions: Mutex<HashMap<String, Sessions>>,
     next: AtomicU64,
-    /// Contact → (the agent holding it, or none; when looked up).
+    /// Contact → (the agent holding it, or none; when looked up or told
+    /// by a routing event).
     holders: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// Bumped whenever `holders` is cleared: a lookup that began before
+    /// does not put back what it read.
+    holders_epoch: AtomicU64,
     /// The contacts whose live events this instance receives: those
     /// offered or assigned to an agent connected here (contact → agent).
     held_here: Mutex<HashMap<String, String>>,
@@ -77,6 +81,7 @@ impl Default for Hub {
             sessions: Mutex::default(),
             next: AtomicU64::default(),
             holders: Mutex::default(),
+            holders_epoch: AtomicU64::new(0),
             held_here: Mutex::default(),
             assigned_unfollowed: Mutex::default(),
             follows: LiveFollows::default(),
@@ -288,12 +293,7 @@ impl Hub {
                 };
                 match signal {
                     None => return,
-                    Some(LiveSignal::Resync) => {
-                        self.holders
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .clear();
-                    }
+                    Some(LiveSignal::Resync) => self.forget_holders(),
                     // The subscription landed: what was logged just before
                     // may have come between the client's read of the
                     // transcript and now. Sent again (clients match by
@@ -336,14 +336,21 @@ impl Hub {
             }
             ("enqueued" | "presence" | "agent" | "rated", _) => {}
             (kind, _) => {
-                holders.remove(contact);
-                drop(holders);
                 // What ends a hold (a kind this version does not know is
-                // left to `refresh`).
-                if matches!(
+                // left to `refresh`). Nobody holds the contact now: said
+                // with the time, so that a lookup that read the holder
+                // before this event does not put them back (`holder`).
+                let ends = matches!(
                     kind,
                     "declined" | "expired" | "revoked" | "abandoned" | "requeued" | "closed"
-                ) {
+                );
+                if ends {
+                    holders.insert(contact.clone(), (None, Instant::now()));
+                } else {
+                    holders.remove(contact);
+                }
+                drop(holders);
+                if ends {
                     self.release(contact);
                 }
             }
@@ -479,6 +486,13 @@ impl Hub {
         Ok(())
     }
 
+    /// Forgets every cached holder (events were missed).
+    fn forget_holders(&self) {
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        self.holders_epoch.fetch_add(1, Ordering::AcqRel);
+        holders.clear();
+    }
+
     /// The agent holding `contact` (offered or assigned), cached briefly.
     async fn holder(
         &self,
@@ -496,13 +510,38 @@ impl Hub {
         let Ok(id) = contact.parse::<ContactId>() else {
             return Ok(None);
         };
+        let (asked, epoch) = (Instant::now(), self.holders_epoch.load(Ordering::Acquire));
         let agent = state.holder(&id).await?;
+        Ok(self.settle_holder(contact, agent, asked, epoch))
+    }
+
+    /// Caches `agent`, read from Redis for `contact` from `asked` on, and
+    /// returns who holds the contact.
+    fn settle_holder(
+        &self,
+        contact: &str,
+        agent: Option<String>,
+        asked: Instant,
+        epoch: u64,
+    ) -> Option<String> {
         let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        // A routing event about the contact noted while Redis answered is
+        // newer than the answer (a transfer that ended the hold, say): it
+        // stays, and is the answer. Likewise nothing is put back into a
+        // cache cleared meanwhile.
+        if let Some((newer, at)) = holders.get(contact)
+            && *at >= asked
+        {
+            return newer.clone();
+        }
+        if self.holders_epoch.load(Ordering::Acquire) != epoch {
+            return agent;
+        }
         if holders.len() > 10_000 {
             holders.retain(|_, (_, at)| at.elapsed() < HOLDER_CACHE);
         }
         holders.insert(contact.to_owned(), (agent.clone(), Instant::now()));
-        Ok(agent)
+        agent
     }
 
     /// Releases the contacts followed for agents who no longer hold them
@@ -592,10 +631,7 @@ impl Hub {
                     if gap {
                         counter!("switchboard_agent_event_gaps_total").increment(1);
                         warn!("Routing events were trimmed before this instance read them; resynchronising its agents.");
-                        self.holders
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .clear();
+                        self.forget_holders();
                         // What they hold now comes with their fresh hello
                         // (`me` holds it); what they no longer hold is
                         // released by the next `refresh`.
@@ -707,5 +743,64 @@ mod gap_tests {
         assert!(g.jumped(12), "9 to 11 missed");
         assert!(!g.jumped(3), "a reset counter");
         assert!(!g.jumped(4));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod holder_tests {
+    use super::*;
+
+    fn event(kind: &str, contact: &str) -> RouteEvent {
+        RouteEvent {
+            id: "1-0".into(),
+            kind: kind.into(),
+            contact: Some(contact.into()),
+            agent: None,
+            live: None,
+            record: None,
+            fields: HashMap::new(),
+        }
+    }
+
+    fn cached(hub: &Hub, contact: &str) -> Option<Option<String>> {
+        hub.holders
+            .lock()
+            .unwrap()
+            .get(contact)
+            .map(|(agent, _)| agent.clone())
+    }
+
+    /// A transfer noted while Redis answered who holds the contact is newer
+    /// than that answer: the old holder is not put back into the cache, or
+    /// the customer's next messages went to them for up to two seconds.
+    #[test]
+    fn an_event_noted_during_a_lookup_wins_over_its_answer() {
+        let hub = Hub::default();
+        let c = "1-01JAAAAAAAAAAAAAAAAAAAAAAA";
+        let asked = Instant::now();
+        hub.note_holder(&event("requeued", c));
+        assert_eq!(hub.settle_holder(c, Some("a".into()), asked, 0), None);
+        assert_eq!(cached(&hub, c), Some(None));
+
+        // A lookup that began after the event: its answer is the news.
+        std::thread::sleep(Duration::from_millis(2));
+        let asked = Instant::now();
+        assert_eq!(
+            hub.settle_holder(c, Some("b".into()), asked, 0),
+            Some("b".into())
+        );
+        assert_eq!(cached(&hub, c), Some(Some("b".into())));
+
+        // The cache cleared while Redis answered (events were missed):
+        // the answer is used, not cached.
+        let asked = Instant::now();
+        let epoch = hub.holders_epoch.load(Ordering::Acquire);
+        hub.forget_holders();
+        assert_eq!(
+            hub.settle_holder(c, Some("c".into()), asked, epoch),
+            Some("c".into())
+        );
+        assert_eq!(cached(&hub, c), None);
     }
 }

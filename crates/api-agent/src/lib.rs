@@ -65,6 +65,17 @@ pub struct AgentApiConfig {
     pub media_fetches: usize,
 }
 
+impl AgentApiConfig {
+    /// The largest request body or websocket frame read: a text of
+    /// `max_text_bytes` may take six times as many bytes once escaped in
+    /// JSON (`\u0001` for a control character, `\uXXXX` for each byte of
+    /// a non-ASCII one, as many encoders write them), plus the rest of the
+    /// command. The text itself is held to `max_text_bytes` after decoding.
+    pub fn wire_limit(&self) -> usize {
+        self.max_text_bytes.saturating_mul(6).saturating_add(4096)
+    }
+}
+
 mod defaults {
     pub fn session_ttl_secs() -> u64 {
         30
@@ -217,7 +228,7 @@ impl AgentApi {
 
     /// The routes, to be mounted at `/api/v1`.
     pub fn routes(&self) -> Router {
-        let limit = self.inner.settings.max_text_bytes + 4096;
+        let limit = self.inner.settings.wire_limit();
         Router::new()
             .route("/me", get(http::me))
             .route("/me/presence", put(http::presence))

@@ -344,7 +344,7 @@ async fn typing(
 }
 
 async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
-    // Frames over `max_text_bytes` plus 4 KiB close the socket (1009)
+    // Frames over `wire_limit` (6 × `max_text_bytes` + 4 KiB) close the socket (1009)
     // before they get here; a text over `max_text_bytes` is refused by
     // the command, with its `ref`.
     let frame: ClientFrame = match crate::frames::parse(text) {
@@ -370,7 +370,7 @@ async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
                 .await
                 .map(|()| None),
         ),
-        ClientFrame::Ping {} => return Some(ServerFrame::Pong),
+        ClientFrame::Ping { reference } => return Some(ServerFrame::Pong { reference }),
         ClientFrame::Presence {
             reference,
             presence,

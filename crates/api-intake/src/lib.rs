@@ -188,10 +188,8 @@ pub(crate) fn authorized_json<T: serde::de::DeserializeOwned>(
 
 /// `None` when the bearer token is right; the 401 otherwise.
 pub(crate) fn unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    if presented.is_some_and(|t| state.token.matches(t)) {
+    let presented = switchboard_channel::bearer(headers);
+    if presented.is_some_and(|t| state.token.matches(t.as_bytes())) {
         return None;
     }
     rejected(&state.name, "unauthorized");

@@ -91,6 +91,20 @@ impl fmt::Debug for SecretValue {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme's
+/// name is read in any case (RFC 9110 §11.1: `bearer`, `BEARER`), spaces
+/// around the token are dropped; `None` for no header, another scheme or
+/// an empty token. Every route that takes a bearer token reads it here.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +124,30 @@ mod tests {
             assert!(toml::from_str::<Holder>(bad).is_err(), "{bad}");
         }
         assert!(toml::from_str::<Holder>(r#"token = { env = "X" }"#).is_ok());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        let read = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                axum::http::header::AUTHORIZATION,
+                value.parse().expect("a header value"),
+            );
+            bearer(&headers).map(str::to_owned)
+        };
+        for (value, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc ", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer ", None),
+            ("Bearerabc", None),
+            ("abc", None),
+        ] {
+            assert_eq!(read(value).as_deref(), token, "{value:?}");
+        }
+        assert_eq!(bearer(&axum::http::HeaderMap::new()), None);
     }
 
     #[test]

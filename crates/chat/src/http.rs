@@ -329,10 +329,7 @@ async fn upload(
         );
     }
     let now = switchboard_core::Timestamp::now().as_millis();
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = switchboard_channel::bearer(&headers);
     let session = match token.map(|t| shared.tokens.verify(t, now)) {
         Some(Ok(s)) if shared.config.widget(&s.widget).is_some() => s,
         _ => return reject("bad_session", StatusCode::UNAUTHORIZED, "bad session\n"),

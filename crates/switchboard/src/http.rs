@@ -56,11 +56,7 @@ async fn move_clock(
     body: axum::body::Bytes,
 ) -> impl IntoResponse {
     use switchboard_core::Timestamp;
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let token = switchboard_channel::bearer(&headers).unwrap_or("");
     if !supervisor.matches(token.as_bytes()) {
         return (StatusCode::UNAUTHORIZED, "supervisor token required\n").into_response();
     }

@@ -227,10 +227,7 @@ async fn events(
     // A query that does not parse (`?token=a&token=b`) is answered and
     // counted here like every other refusal, not by axum in plain text.
     let query = query.map(|Query(q)| q);
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let presented = switchboard_channel::bearer(&headers)
         .or(query.as_ref().ok().and_then(|q| q.token.as_deref()));
     let outcome = match (&query, presented) {
         (Err(e), _) => Err((StatusCode::BAD_REQUEST, "bad_request", e.body_text())),
