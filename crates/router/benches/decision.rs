@@ -77,6 +77,7 @@ fn contact(rng: &mut StdRng, now: u64) -> WaitingContact {
         sticky: None,
         sticky_remembered: false,
         excluded: Vec::new(),
+        excluded_at: 0,
     }
 }
 

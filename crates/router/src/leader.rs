@@ -161,6 +161,7 @@ pub fn waiting_contact(rec: &RouteRecord, plan: &Plan) -> Option<WaitingContact>
         sticky,
         sticky_remembered: rec.sticky_remembered,
         excluded: rec.excluded.iter().filter_map(|a| a.parse().ok()).collect(),
+        excluded_at: rec.excluded_at,
     })
 }
 
@@ -275,6 +276,7 @@ impl Leader {
         let loaded = Instant::now();
         let now = now_ms();
         let mut engine = Engine::new(self.plan.clone(), &self.config.interrupt_voice);
+        engine.set_exclusion(Duration::from_secs(self.config.declined_again_after_secs));
         let mut mirror = Mirror {
             live: HashMap::new(),
             revoked: HashSet::new(),
@@ -442,6 +444,7 @@ impl Leader {
                 interrupt_voice: &self.interrupt_voice,
                 explanation: &explanation,
                 step: d.step,
+                exclusion: Duration::from_secs(self.config.declined_again_after_secs),
             })
             .await?;
         histogram!("switchboard_router_offer_commit_seconds")

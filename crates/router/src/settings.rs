@@ -105,6 +105,11 @@ pub struct RoutingConfig {
     /// routing).
     #[serde(default = "defaults::sticky_memory_days")]
     pub sticky_memory_days: u64,
+    /// An agent who declined or missed a contact is not offered it again
+    /// until this long after its latest decline or miss; then every agent
+    /// it excluded may be (0: never, for as long as it waits).
+    #[serde(default = "defaults::declined_again_after_secs")]
+    pub declined_again_after_secs: u64,
     /// Channels whose contacts may be offered to an agent on a call.
     #[serde(default)]
     pub interrupt_voice: Vec<ChannelKind>,
@@ -148,6 +153,7 @@ impl Default for RoutingConfig {
             reconnect_grace_secs: defaults::reconnect_grace_secs(),
             sticky_wait_secs: defaults::sticky_wait_secs(),
             sticky_memory_days: defaults::sticky_memory_days(),
+            declined_again_after_secs: defaults::declined_again_after_secs(),
             interrupt_voice: Vec::new(),
             lease_ms: defaults::lease_ms(),
             retention_days: defaults::retention_days(),
@@ -173,6 +179,9 @@ mod defaults {
         // The Twilio channel's hold pause (5) and ring timeout (20) and a
         // margin (docs/voice.md): the offer outlives the ringing.
         30
+    }
+    pub fn declined_again_after_secs() -> u64 {
+        120
     }
     pub fn missed_offers_before_away() -> u32 {
         3
@@ -229,6 +238,11 @@ impl RoutingConfig {
             ),
             ("routing.sticky_wait_secs", self.sticky_wait_secs, 3600),
             ("routing.sticky_memory_days", self.sticky_memory_days, 3650),
+            (
+                "routing.declined_again_after_secs",
+                self.declined_again_after_secs,
+                WEEK_SECS,
+            ),
             (
                 "routing.offer_timeout_secs.chat",
                 self.offer_timeout_secs.chat,

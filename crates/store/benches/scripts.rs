@@ -183,6 +183,7 @@ fn main() {
                     interrupt_voice: "",
                     explanation: r#"{"at":1,"kind":"offer","explanation":{"candidates":[{"agent":"a001","score":0}],"chosen":"a001"}}"#,
                     step: 0,
+                    exclusion: Duration::ZERO,
                 })
                 .await
                 .unwrap();

@@ -104,6 +104,8 @@ pub struct RouteRecord {
     /// the target of a transfer.
     pub sticky_remembered: bool,
     pub excluded: Vec<String>,
+    /// When the latest agent was excluded, ms (0: never, or unknown).
+    pub excluded_at: u64,
     pub agent: String,
     pub offer_until: u64,
     pub fields: HashMap<String, String>,
@@ -143,6 +145,9 @@ pub struct Offer<'a> {
     pub interrupt_voice: &'a str,
     pub explanation: &'a str,
     pub step: usize,
+    /// How long a decline or miss keeps the agent from the contact,
+    /// counted from its latest exclusion; zero: as long as it waits.
+    pub exclusion: Duration,
 }
 
 /// What an agent does with an offer, or what happens to it.
@@ -428,7 +433,8 @@ impl RoutingState {
             .arg(o.interrupt_voice)
             .arg(o.explanation)
             .arg(EVENTS_MAXLEN)
-            .arg(o.step);
+            .arg(o.step)
+            .arg(o.exclusion.as_millis().to_string());
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }
@@ -1265,6 +1271,7 @@ pub(crate) fn record_from(map: HashMap<String, String>) -> RouteRecord {
             .filter(|x| !x.is_empty())
             .map(str::to_owned)
             .collect(),
+        excluded_at: n("excluded_at"),
         agent: s("agent"),
         offer_until: n("offer_until"),
         fields: map,

@@ -108,6 +108,7 @@ fn offer<'a>(token: &'a str, contact: &'a ContactId, agent: &'a str) -> Offer<'a
         interrupt_voice: "",
         explanation: "{}",
         step: 0,
+        exclusion: Duration::ZERO,
     }
 }
 
@@ -796,6 +797,56 @@ async fn a_requeued_event_keeps_its_reason_apart_from_the_agents() {
     );
     let rec = requeued.record.as_ref().expect("the record");
     assert_eq!(rec.state, "waiting");
+}
+
+/// A decline or a miss keeps the agent from the contact only for the
+/// offer's `exclusion`, counted from the contact's latest exclusion: then
+/// every agent it excluded may be offered it again (a contact the whole
+/// team declined was stranded until the customer gave up).
+#[tokio::test]
+async fn exclusions_lapse_together_after_the_latest() {
+    let (_redis, state, token) = leading().await;
+    online(&state, "a", [2, 0, 0, 0]).await;
+    online(&state, "b", [2, 0, 0, 0]).await;
+    let c = waiting(&state, ChannelKind::Chat).await;
+    let at = |agent: &'static str, now: u64, exclusion: u64| Offer {
+        now,
+        exclusion: Duration::from_millis(exclusion),
+        ..offer(&token, &c, agent)
+    };
+    assert_eq!(state.offer(&at("a", NOW, 0)).await.unwrap(), "ok");
+    assert_eq!(
+        state
+            .answer(Answer::Decline, &c, "a", NOW + 10, 3)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(state.offer(&at("b", NOW + 20, 0)).await.unwrap(), "ok");
+    assert_eq!(
+        state
+            .answer(Answer::Expire, &c, "b", NOW + 40_000, 3)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let rec = state.route_record(&c).await.unwrap().expect("record");
+    assert_eq!(rec.excluded, ["a", "b"]);
+    assert_eq!(rec.excluded_at, NOW + 40_000);
+    // a declined 40 s before b missed it: both wait for b's 60 s.
+    assert_eq!(
+        state.offer(&at("a", NOW + 90_000, 60_000)).await.unwrap(),
+        "declined_before"
+    );
+    // Without a lapse (0), never again.
+    assert_eq!(
+        state.offer(&at("a", NOW + 200_000, 0)).await.unwrap(),
+        "declined_before"
+    );
+    assert_eq!(
+        state.offer(&at("a", NOW + 100_000, 60_000)).await.unwrap(),
+        "ok"
+    );
 }
 
 #[tokio::test]

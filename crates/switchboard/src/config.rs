@@ -805,6 +805,7 @@ mod tests {
             "reconnect_grace_secs =",
             "sticky_wait_secs =",
             "sticky_memory_days =",
+            "declined_again_after_secs =",
             "interrupt_voice =",
             "lease_ms =",
             "retention_days =",

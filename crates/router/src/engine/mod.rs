@@ -43,6 +43,7 @@ use crate::plan::{AfterHours, Plan};
 use keys::{AgentKey, Rank};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 use switchboard_core::{AgentId, ChannelKind, ContactId};
 
 fn ch(c: ChannelKind) -> usize {
@@ -134,8 +135,11 @@ pub struct WaitingContact {
     /// only if they qualify for its queue at one of its steps. A transfer
     /// to an agent is the sender's choice and is not checked.
     pub sticky_remembered: bool,
-    /// Agents who declined or missed it: not offered again.
+    /// Agents who declined or missed it: not offered it again until
+    /// [`Engine::set_exclusion`]'s time has passed since `excluded_at`.
     pub excluded: Vec<AgentId>,
+    /// When the latest agent was excluded, ms (0: unknown).
+    pub excluded_at: u64,
 }
 
 /// One offer to make.
@@ -267,6 +271,8 @@ struct ContactSlot {
     place: Place,
     rank: Rank,
     timer: Option<u64>,
+    /// When its exclusions lapse (an entry of `lapses`).
+    lapse: Option<u64>,
 }
 
 /// The engine. See the module documentation.
@@ -288,6 +294,11 @@ pub struct Engine {
     /// Contacts waiting for one agent (sticky), by that agent.
     sticky: HashMap<u32, BTreeSet<(Rank, u32)>>,
     timers: BTreeSet<(u64, u32)>,
+    /// When contacts' exclusions lapse (see `set_exclusion`).
+    lapses: BTreeSet<(u64, u32)>,
+    /// How long a decline or a miss excludes the agent from the contact,
+    /// ms; 0: for as long as the contact waits.
+    exclusion_ms: u64,
     /// Contacts to match, best rank first: new or changed contacts, and
     /// the best contact of each agent who freed up.
     dirty_contacts: BTreeSet<(Rank, u32)>,
@@ -366,6 +377,8 @@ impl Engine {
             waiting,
             sticky: HashMap::new(),
             timers: BTreeSet::new(),
+            lapses: BTreeSet::new(),
+            exclusion_ms: 0,
             dirty_contacts: BTreeSet::new(),
             dirty_agents: VecDeque::new(),
             targets: HashMap::new(),
@@ -379,6 +392,15 @@ impl Engine {
     }
 
     /// Whether queue `queue` was open at the last look at its schedule.
+    /// How long a decline or a missed offer keeps the agent from the
+    /// contact, counted from the latest exclusion (`excluded_at`): then
+    /// every agent it excluded may be offered it again, so that a contact
+    /// that a small team declined is not stranded. 0: for as long as it
+    /// waits.
+    pub fn set_exclusion(&mut self, lasts: Duration) {
+        self.exclusion_ms = u64::try_from(lasts.as_millis()).unwrap_or(u64::MAX);
+    }
+
     pub fn is_queue_open(&self, queue: usize) -> bool {
         self.open.get(queue).copied().unwrap_or(false)
     }
@@ -626,6 +648,14 @@ impl Engine {
                 u32::try_from(self.contacts.len() - 1).unwrap_or(u32::MAX)
             }
         };
+        // Exclusions that lapsed already are forgotten; the others lapse
+        // by `advance`.
+        let mut contact = contact;
+        let lapse = self.lapse_of(&contact);
+        if lapse.is_some_and(|t| t <= now) {
+            contact.excluded.clear();
+        }
+        let lapse = lapse.filter(|t| *t > now);
         // Not an agent who declined or missed this contact: the store
         // would refuse the offer (`declined_before`) and the contact would
         // wait for nobody until the sticky deadline. Nor one who is signed
@@ -659,7 +689,11 @@ impl Engine {
             place,
             rank,
             timer: None,
+            lapse,
         });
+        if let Some(t) = lapse {
+            self.lapses.insert((t, ix));
+        }
         self.place_contact(ix);
         match sticky_agent {
             Some((_, deadline)) => self.set_timer(ix, Some(deadline)),
@@ -688,6 +722,9 @@ impl Engine {
         self.unplace_contact(ix);
         self.set_timer(ix, None);
         let slot = self.contacts[ix as usize].take()?;
+        if let Some(t) = slot.lapse {
+            self.lapses.remove(&(t, ix));
+        }
         self.free_contacts.push(ix);
         Some(slot.contact)
     }
@@ -695,7 +732,11 @@ impl Engine {
     /// The time of the next timer, if any (an opening or closing of a
     /// queue included).
     pub fn next_timer(&self) -> Option<u64> {
-        let timer = self.timers.first().map(|(t, _)| *t);
+        let timer = [self.timers.first(), self.lapses.first()]
+            .into_iter()
+            .flatten()
+            .map(|(t, _)| *t)
+            .min();
         let hours = (self.hours_due != u64::MAX).then_some(self.hours_due);
         match (timer, hours) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -713,6 +754,17 @@ impl Engine {
             .map(|(contact, queue)| StepAction::ClosedAfterHours { contact, queue })
             .collect();
         actions.append(&mut self.catch_up);
+        while let Some(&(due, ix)) = self.lapses.first() {
+            if due > now {
+                break;
+            }
+            self.lapses.pop_first();
+            if let Some(slot) = self.contacts[ix as usize].as_mut() {
+                slot.lapse = None;
+                slot.contact.excluded.clear();
+                self.mark_contact(ix);
+            }
+        }
         while let Some(&(due, ix)) = self.timers.first() {
             if due > now {
                 break;
@@ -987,6 +1039,12 @@ impl Engine {
         self.place_contact(ix);
         self.schedule_next_step(ix);
         self.mark_contact(ix);
+    }
+
+    /// When `contact`'s exclusions lapse, if they do.
+    fn lapse_of(&self, contact: &WaitingContact) -> Option<u64> {
+        (self.exclusion_ms > 0 && !contact.excluded.is_empty())
+            .then(|| contact.excluded_at.saturating_add(self.exclusion_ms))
     }
 
     fn mark_contact(&mut self, ix: u32) {

@@ -52,6 +52,7 @@ fn contact(queue: usize, channel: ChannelKind, since: u64) -> WaitingContact {
         sticky: None,
         sticky_remembered: false,
         excluded: Vec::new(),
+        excluded_at: 0,
     }
 }
 
@@ -491,6 +492,56 @@ fn a_sticky_contact_its_agent_declined_goes_to_the_queue_at_once() {
     assert_eq!(d.agent.as_str(), "other");
     assert_eq!(d.explanation.sticky_agent, None);
     assert!(e.next_decision(10).is_none());
+}
+
+/// The exclusions of a declined or missed contact lapse
+/// (`set_exclusion`), counted from the latest: a contact that the only
+/// agent able to take it declined is offered to them again then, not
+/// stranded. Without a lapse, never.
+#[test]
+fn exclusions_lapse_after_the_latest_decline() {
+    let mut e = engine(vec![queue("q", &[])]);
+    e.set_exclusion(Duration::from_secs(60));
+    e.upsert_agent(profile("only", &[], CHAT), available(0));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.excluded = vec![agent_id("only")];
+    c.excluded_at = 1_000;
+    let id = c.id;
+    e.add_contact(c.clone(), 2_000);
+    assert!(e.next_decision(2_000).is_none(), "excluded for now");
+    assert_eq!(e.next_timer(), Some(61_000));
+    assert!(e.advance(60_999).is_empty());
+    assert!(e.next_decision(60_999).is_none());
+    e.advance(61_000);
+    let d = e.next_decision(61_000).expect("offered again");
+    assert_eq!((d.contact.id, d.agent.as_str()), (id, "only"));
+    assert!(d.contact.excluded.is_empty());
+    assert_eq!(e.next_timer(), None);
+
+    // Lapsed already when it is added (a leader that took over later).
+    let mut e = engine(vec![queue("q", &[])]);
+    e.set_exclusion(Duration::from_secs(60));
+    e.upsert_agent(profile("only", &[], CHAT), available(0));
+    e.add_contact(c.clone(), 61_000);
+    assert_eq!(
+        e.next_decision(61_000).expect("offered").agent.as_str(),
+        "only"
+    );
+
+    // A removed contact's lapse goes with it.
+    let mut e = engine(vec![queue("q", &[])]);
+    e.set_exclusion(Duration::from_secs(60));
+    e.add_contact(c.clone(), 2_000);
+    e.remove_contact(&id);
+    assert_eq!(e.next_timer(), None);
+
+    // No lapse: excluded for as long as it waits.
+    let mut e = engine(vec![queue("q", &[])]);
+    e.upsert_agent(profile("only", &[], CHAT), available(0));
+    e.add_contact(c, 2_000);
+    assert_eq!(e.next_timer(), None);
+    e.advance(10_000_000);
+    assert!(e.next_decision(10_000_000).is_none());
 }
 
 #[test]

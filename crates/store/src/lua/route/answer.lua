@@ -54,6 +54,10 @@ if action ~= 'revoke' then
 end
 redis.call('HSET', KEYS[1], 'state', 'waiting', 'agent', '', 'offer_until', '',
   'excluded', excluded)
+if action ~= 'revoke' then
+  -- Exclusions lapse together, counted from the latest (offer.lua).
+  redis.call('HSET', KEYS[1], 'excluded_at', ARGV[4])
+end
 redis.call('ZREM', KEYS[5], ARGV[2])
 redis.call('ZADD', KEYS[4], c[5], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[2])

@@ -12,18 +12,25 @@
 -- ARGV[5] offer deadline (ms)  ARGV[6] '1' to assign without asking
 -- ARGV[7] channels that may interrupt a call, comma-separated
 -- ARGV[8] explanation JSON  ARGV[9] events maxlen  ARGV[10] step
+-- ARGV[11] how long a decline or miss excludes the agent, ms, counted
+--          from the contact's latest exclusion (`excluded_at`); '' or 0:
+--          for as long as it waits
 -- Returns 'ok' or the reason it was refused.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 'fenced'
 end
-local c = redis.call('HMGET', KEYS[2], 'state', 'channel', 'excluded', 'first_offered_at')
+local c = redis.call('HMGET', KEYS[2], 'state', 'channel', 'excluded', 'first_offered_at',
+  'excluded_at')
 if c[1] ~= 'waiting' then
   return 'not_waiting'
 end
 local channel = c[2]
 local excluded = c[3] or ''
 if string.find(',' .. excluded .. ',', ',' .. ARGV[3] .. ',', 1, true) then
-  return 'declined_before'
+  local lasts = num(ARGV[11])
+  if lasts <= 0 or num(c[5]) + lasts > num(ARGV[4]) then
+    return 'declined_before'
+  end
 end
 -- One read of the agent: an agent's hash always has its capacity (agent.lua).
 local a = redis.call('HMGET', KEYS[3], 'presence', 'online_until', 'cap', 'cap_total',

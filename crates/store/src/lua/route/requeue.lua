@@ -47,7 +47,7 @@ end
 if ARGV[11] == '1' then
   local excluded = redis.call('HGET', KEYS[1], 'excluded') or ''
   if excluded == '' then excluded = ARGV[2] else excluded = excluded .. ',' .. ARGV[2] end
-  redis.call('HSET', KEYS[1], 'excluded', excluded)
+  redis.call('HSET', KEYS[1], 'excluded', excluded, 'excluded_at', ARGV[3])
 end
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[4], c[4], ARGV[1])
