@@ -212,6 +212,77 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
     }
 }
 
+/// A request whose body is still arriving when SIGTERM comes is finished,
+/// answered 200 and stored before the daemon exits 0: the drain waits
+/// for it (the test above lets requests be refused or finished, and would
+/// pass if all were cut off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_a_request_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start();
+    let mut daemon = Daemon::start(BIN, &redis.url(), "");
+    let base = daemon.base();
+    let body = chat_event("c-slow", "slow-1", "hi").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /channels/api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(daemon.is_running(), "exited with a request in flight");
+    tcp.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "no answer: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer}\n{}",
+        daemon.log()
+    );
+    let status = daemon.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    let stored = stored_messages(&redis.url()).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+}
+
+/// SIGHUP (which would end a process that does not handle it) is logged
+/// and ignored: the daemon goes on serving (docs/operations.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_logged_and_ignored() {
+    let redis = RedisServer::start();
+    let mut daemon = Daemon::start(BIN, &redis.url(), "");
+    let base = daemon.base();
+    daemon.signal("HUP");
+    let logged = eventually(Duration::from_secs(5), || {
+        let log = daemon.log();
+        async move { log.contains("SIGHUP received") }
+    })
+    .await;
+    assert!(logged, "{}", daemon.log());
+    assert!(daemon.is_running(), "{}", daemon.log());
+    let http = Http::new();
+    let ready = eventually(Duration::from_secs(10), || {
+        let (http, url) = (http.clone(), format!("{base}/readyz"));
+        async move { http.get(&url).await.is_ok_and(|r| r.status == 200) }
+    })
+    .await;
+    assert!(ready, "{}", daemon.log());
+    assert!(daemon.is_running(), "{}", daemon.log());
+    let reply = http
+        .submit(&base, &chat_event("c-hup", "hup-1", "still here"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
 /// Draining stops the channels' own listeners too, not only the HTTP
 /// server: while a slow HTTP request holds the drain open, the LMTP
 /// listener takes no new connection and an idle session is answered 421.
