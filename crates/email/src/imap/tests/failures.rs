@@ -122,11 +122,22 @@ async fn an_unreachable_server_is_retried_and_shutdown_is_prompt() {
     let port = switchboard_testkit::free_port();
     let dovecot = Dovecot::start();
     let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
     let mut settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
     settings.port = port;
     drop(dovecot);
+    let label = settings.label.clone();
     let fetcher = Fetcher::start(settings, &sink, &state);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Retried: a second failed connection (after 0.5–1 s), and the task
+    // still running (a fetcher that gave up would also stop at once).
+    let key = format!("switchboard_email_imap_errors_total{{kind=connect,mailbox={label}}}");
+    let started = std::time::Instant::now();
+    while counters.get(&key) < 2 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counters.get(&key) >= 2, "{}", counters.dump());
+    assert!(!fetcher.task.is_finished(), "the fetcher gave up");
     let took = fetcher.stop().await;
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     assert_eq!(sink.len(), 0);
