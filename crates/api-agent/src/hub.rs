@@ -345,6 +345,12 @@ impl Hub {
                     "declined" | "expired" | "revoked" | "abandoned" | "requeued" | "closed"
                 );
                 if ends {
+                    // Tombstones are kept no longer than answers are: on
+                    // an instance where nobody is connected (no lookups
+                    // prune) they would pile up for every contact closed.
+                    if holders.len() > 10_000 {
+                        holders.retain(|_, (_, at)| at.elapsed() < HOLDER_CACHE);
+                    }
                     holders.insert(contact.clone(), (None, Instant::now()));
                 } else {
                     holders.remove(contact);

@@ -188,8 +188,8 @@ pub(crate) fn authorized_json<T: serde::de::DeserializeOwned>(
 
 /// `None` when the bearer token is right; the 401 otherwise.
 pub(crate) fn unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
-    let presented = switchboard_channel::bearer(headers);
-    if presented.is_some_and(|t| state.token.matches(t.as_bytes())) {
+    let presented = switchboard_channel::bearer_bytes(headers);
+    if presented.is_some_and(|t| state.token.matches(t)) {
         return None;
     }
     rejected(&state.name, "unauthorized");

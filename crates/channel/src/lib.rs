@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use live::{
     ConversationLog, LiveBus, LiveEvent, LiveFollows, LiveKind, LiveSignal, LogEntry, entry_text,
 };
-pub use secret::{Secret, SecretError, SecretValue, bearer, same_secret};
+pub use secret::{Secret, SecretError, SecretValue, bearer, bearer_bytes, same_secret};
 
 /// The one entry point for inbound events. An `Ok` receipt means the event is
 /// durably stored: only then may the adapter acknowledge its sender.

@@ -91,18 +91,25 @@ impl fmt::Debug for SecretValue {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header. The scheme's
-/// name is read in any case (RFC 9110 §11.1: `bearer`, `BEARER`), spaces
-/// around the token are dropped; `None` for no header, another scheme or
-/// an empty token. Every route that takes a bearer token reads it here.
+/// The token of an `Authorization: Bearer <token>` header, as bytes (a
+/// token need not be ASCII). The scheme's name is read in any case (RFC
+/// 9110 §11.1: `bearer`, `BEARER`), spaces around the token are dropped;
+/// `None` for no header, another scheme or an empty token. Every route
+/// that takes a bearer token reads it here.
+pub fn bearer_bytes(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .as_bytes()
+        .trim_ascii();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, token) = value.split_at(space);
+    let token = token.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
+}
+
+/// [`bearer_bytes`] for routes whose tokens are text.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|t| !t.is_empty())
+    bearer_bytes(headers).and_then(|t| std::str::from_utf8(t).ok())
 }
 
 #[cfg(test)]
@@ -148,6 +155,13 @@ mod tests {
             assert_eq!(read(value).as_deref(), token, "{value:?}");
         }
         assert_eq!(bearer(&axum::http::HeaderMap::new()), None);
+        // Not ASCII: read as bytes (the intake API compared bytes before).
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            axum::http::HeaderValue::from_bytes("Bearer sécret".as_bytes()).expect("a value"),
+        );
+        assert_eq!(bearer_bytes(&headers), Some("sécret".as_bytes()));
     }
 
     #[test]

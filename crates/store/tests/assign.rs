@@ -806,7 +806,7 @@ async fn a_requeued_event_keeps_its_reason_apart_from_the_agents() {
 /// team declined was stranded until the customer gave up).
 #[tokio::test]
 async fn exclusions_lapse_together_after_the_latest() {
-    let (_redis, state, token) = leading().await;
+    let (redis, state, token) = leading().await;
     online(&state, "a", [2, 0, 0, 0]).await;
     online(&state, "b", [2, 0, 0, 0]).await;
     let c = waiting(&state, ChannelKind::Chat).await;
@@ -847,6 +847,44 @@ async fn exclusions_lapse_together_after_the_latest() {
     assert_eq!(
         state.offer(&at("a", NOW + 100_000, 60_000)).await.unwrap(),
         "ok"
+    );
+    // The lapsed exclusions are forgotten: a's new decline excludes a
+    // alone, not b again with it (nor a twice).
+    assert_eq!(
+        state
+            .answer(Answer::Decline, &c, "a", NOW + 110_000, 3)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let rec = state.route_record(&c).await.unwrap().expect("record");
+    assert_eq!(rec.excluded, ["a"]);
+    assert_eq!(
+        state.offer(&at("a", NOW + 110_001, 60_000)).await.unwrap(),
+        "declined_before"
+    );
+    assert_eq!(
+        state.offer(&at("b", NOW + 110_001, 60_000)).await.unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        state
+            .answer(Answer::Decline, &c, "b", NOW + 120_000, 3)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    // Exclusions without a time (an older version's) never lapse.
+    let mut conn = common::raw(&redis).await;
+    let _: () = redis::cmd("HDEL")
+        .arg(state.store().keys().route_contact(&c))
+        .arg("excluded_at")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        state.offer(&at("a", NOW + 900_000, 60_000)).await.unwrap(),
+        "declined_before"
     );
 }
 

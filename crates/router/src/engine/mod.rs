@@ -391,7 +391,6 @@ impl Engine {
         }
     }
 
-    /// Whether queue `queue` was open at the last look at its schedule.
     /// How long a decline or a missed offer keeps the agent from the
     /// contact, counted from the latest exclusion (`excluded_at`): then
     /// every agent it excluded may be offered it again, so that a contact
@@ -401,6 +400,7 @@ impl Engine {
         self.exclusion_ms = u64::try_from(lasts.as_millis()).unwrap_or(u64::MAX);
     }
 
+    /// Whether queue `queue` was open at the last look at its schedule.
     pub fn is_queue_open(&self, queue: usize) -> bool {
         self.open.get(queue).copied().unwrap_or(false)
     }
@@ -660,8 +660,10 @@ impl Engine {
         // would refuse the offer (`declined_before`) and the contact would
         // wait for nobody until the sticky deadline. Nor one who is signed
         // out: the customer would wait the whole sticky wait for nobody.
-        // Nor, for a remembered agent, one the queue would never offer it
-        // to (a returning customer writing in another language, say).
+        // Nor, for a remembered agent, one the queue would not offer it to
+        // at its step now (a returning customer writing in another
+        // language, say; a later step that relaxes the skills does not
+        // count: the wait is for an agent who could answer now).
         let sticky_agent = contact
             .sticky
             .as_ref()
@@ -672,7 +674,11 @@ impl Engine {
                     a.status.connected
                         && a.status.availability != Availability::Offline
                         && (!contact.sticky_remembered
-                            || a.rings.get(contact.queue).is_some_and(Option::is_some))
+                            || a.rings
+                                .get(contact.queue)
+                                .copied()
+                                .flatten()
+                                .is_some_and(|(ring, _)| usize::from(ring) <= step))
                 })
             });
         self.contact_ix.insert(contact.id, ix);
@@ -1042,8 +1048,10 @@ impl Engine {
     }
 
     /// When `contact`'s exclusions lapse, if they do.
+    /// Exclusions without a time (written by an older version) never
+    /// lapse, as `offer.lua` sees them.
     fn lapse_of(&self, contact: &WaitingContact) -> Option<u64> {
-        (self.exclusion_ms > 0 && !contact.excluded.is_empty())
+        (self.exclusion_ms > 0 && contact.excluded_at > 0 && !contact.excluded.is_empty())
             .then(|| contact.excluded_at.saturating_add(self.exclusion_ms))
     }
 

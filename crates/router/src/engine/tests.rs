@@ -463,6 +463,26 @@ fn a_remembered_agent_who_lacks_the_queues_skills_is_not_waited_for() {
         "waits for the transfer's target"
     );
 
+    // Nor one who would qualify only at a later step that relaxes the
+    // skills: the wait is for someone who can answer now.
+    let mut q = queue("fr", &[("french", 3)]);
+    q.overflow = vec![OverflowStepConfig {
+        after_secs: 30,
+        relax: [("french".to_string(), 1)].into(),
+        ..Default::default()
+    }];
+    let mut e = engine(vec![q]);
+    e.upsert_agent(profile("last", &[("french", 1)], [1, 0, 0, 0]), busy);
+    e.upsert_agent(profile("fr1", &[("french", 4)], CHAT), available(1));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 30_000));
+    c.sticky_remembered = true;
+    e.add_contact(c, 10);
+    assert_eq!(
+        e.next_decision(10).expect("offered now").agent.as_str(),
+        "fr1"
+    );
+
     // A remembered agent who qualifies is waited for.
     let mut e = engine(vec![queue("fr", &[("french", 3)])]);
     e.upsert_agent(profile("last", &[("french", 3)], [1, 0, 0, 0]), busy);
@@ -533,6 +553,14 @@ fn exclusions_lapse_after_the_latest_decline() {
     e.set_exclusion(Duration::from_secs(60));
     e.add_contact(c.clone(), 2_000);
     e.remove_contact(&id);
+    assert_eq!(e.next_timer(), None);
+
+    // Excluded without a time (an older version's record): no lapse.
+    let mut e = engine(vec![queue("q", &[])]);
+    e.set_exclusion(Duration::from_secs(60));
+    let mut old = c.clone();
+    old.excluded_at = 0;
+    e.add_contact(old, 2_000);
     assert_eq!(e.next_timer(), None);
 
     // No lapse: excluded for as long as it waits.

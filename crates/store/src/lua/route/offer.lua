@@ -14,7 +14,10 @@
 -- ARGV[8] explanation JSON  ARGV[9] events maxlen  ARGV[10] step
 -- ARGV[11] how long a decline or miss excludes the agent, ms, counted
 --          from the contact's latest exclusion (`excluded_at`); '' or 0:
---          for as long as it waits
+--          for as long as it waits. Exclusions without `excluded_at`
+--          (written before it existed, or by an older instance) never lapse.
+--          Once lapsed, they are forgotten here, so that the next decline
+--          does not bring them back.
 -- Returns 'ok' or the reason it was refused.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 'fenced'
@@ -26,11 +29,13 @@ if c[1] ~= 'waiting' then
 end
 local channel = c[2]
 local excluded = c[3] or ''
+local lasts, excluded_at = num(ARGV[11]), num(c[5])
+if excluded ~= '' and lasts > 0 and excluded_at > 0 and excluded_at + lasts <= num(ARGV[4]) then
+  excluded = ''
+  redis.call('HSET', KEYS[2], 'excluded', '', 'excluded_at', '')
+end
 if string.find(',' .. excluded .. ',', ',' .. ARGV[3] .. ',', 1, true) then
-  local lasts = num(ARGV[11])
-  if lasts <= 0 or num(c[5]) + lasts > num(ARGV[4]) then
-    return 'declined_before'
-  end
+  return 'declined_before'
 end
 -- One read of the agent: an agent's hash always has its capacity (agent.lua).
 local a = redis.call('HMGET', KEYS[3], 'presence', 'online_until', 'cap', 'cap_total',
