@@ -323,7 +323,24 @@ impl Leader {
             }
             let steps = engine.advance(now);
             for chunk in steps.chunks(COMMIT_BATCH) {
-                futures::future::join_all(chunk.iter().map(|a| self.record_step(a, now))).await;
+                // Different contacts' steps at once; one contact's in
+                // order (an automatic answer before the after-hours close
+                // that ends it, the overflow before its move).
+                let mut groups: Vec<Vec<&StepAction>> = Vec::new();
+                let mut group_of: HashMap<&ContactId, usize> = HashMap::new();
+                for action in chunk {
+                    let n = *group_of.entry(action.contact()).or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                    groups[n].push(action);
+                }
+                futures::future::join_all(groups.into_iter().map(|group| async move {
+                    for action in group {
+                        self.record_step(action, now).await;
+                    }
+                }))
+                .await;
                 if lost.load(Ordering::Relaxed) {
                     return Ok(Led::Stopped);
                 }

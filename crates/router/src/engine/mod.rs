@@ -142,6 +142,19 @@ pub struct WaitingContact {
     pub excluded_at: u64,
 }
 
+impl StepAction {
+    /// The contact the step is about.
+    pub fn contact(&self) -> &ContactId {
+        match self {
+            StepAction::Overflowed { contact, .. }
+            | StepAction::AutoAnswer { contact, .. }
+            | StepAction::Moved { contact, .. }
+            | StepAction::StickyExpired { contact, .. }
+            | StepAction::ClosedAfterHours { contact, .. } => contact,
+        }
+    }
+}
+
 /// One offer to make.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -754,12 +767,7 @@ impl Engine {
     /// overflow steps, moves, the end of sticky waits.
     pub fn advance(&mut self, now: u64) -> Vec<StepAction> {
         self.update_hours(now);
-        let mut actions: Vec<StepAction> = self
-            .closing
-            .drain(..)
-            .map(|(contact, queue)| StepAction::ClosedAfterHours { contact, queue })
-            .collect();
-        actions.append(&mut self.catch_up);
+        let mut actions: Vec<StepAction> = std::mem::take(&mut self.catch_up);
         while let Some(&(due, ix)) = self.lapses.first() {
             if due > now {
                 break;
@@ -837,6 +845,15 @@ impl Engine {
                             from: queue,
                             to,
                         });
+                        // Into a queue that is closed now and ends its
+                        // contacts: ended, as a contact reloaded into it
+                        // after a failover is (`add_contact_catching_up`).
+                        if !self.open[to] && target.after_hours == AfterHours::Close {
+                            actions.push(StepAction::ClosedAfterHours {
+                                contact: id,
+                                queue: to,
+                            });
+                        }
                     }
                     self.place_contact(ix);
                     self.schedule_next_step(ix);
@@ -844,6 +861,14 @@ impl Engine {
                 }
             }
         }
+        // The closings last: a contact's automatic answer due now goes out
+        // before the answer that ends it (the leader runs one contact's
+        // steps in order).
+        actions.extend(
+            self.closing
+                .drain(..)
+                .map(|(contact, queue)| StepAction::ClosedAfterHours { contact, queue }),
+        );
         actions
     }
 

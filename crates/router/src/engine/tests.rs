@@ -870,7 +870,12 @@ fn utc(local: &str) -> u64 {
 }
 
 /// Queue 0 "office" (UTC, Monday to Friday 09:00-17:00), queue 1 "always".
-fn office_engine(mut office: QueueConfig) -> Engine {
+fn office_engine(office: QueueConfig) -> Engine {
+    office_engine_with(office, queue("always", &[]))
+}
+
+/// As [`office_engine`], with queue 1 as given (named "always").
+fn office_engine_with(mut office: QueueConfig, always: QueueConfig) -> Engine {
     use crate::hours::{ScheduleConfig, WeekHours};
     let day = vec!["09:00-17:00".to_string()];
     let schedule = ScheduleConfig {
@@ -887,7 +892,7 @@ fn office_engine(mut office: QueueConfig) -> Engine {
         holidays: vec![],
     };
     office.schedule = Some("office".into());
-    let queues = vec![office, queue("always", &[]), queue("fallback", &[])];
+    let queues = vec![office, always, queue("fallback", &[])];
     let plan =
         Plan::compile_with_schedules("routing", &queues, &[], "", &[schedule]).expect("valid plan");
     Engine::new(Arc::new(plan), &[])
@@ -1093,4 +1098,73 @@ fn a_contact_coming_into_a_closed_close_queue_is_reported_too() {
     // The open queue beside it: nothing.
     e.add_contact(contact(1, ChannelKind::Chat, sunday), sunday);
     assert!(e.advance(sunday + 1).is_empty());
+}
+
+/// A contact that an overflow step moves into a closed `close` queue is
+/// ended then, as one reloaded into it after a failover is: it waited in
+/// it until the opening while the leader lived, and was ended only if a
+/// failover came first.
+#[test]
+fn a_contact_moved_into_a_closed_close_queue_is_reported() {
+    let mut close = queue("office", &[]);
+    close.after_hours = crate::plan::AfterHours::Close;
+    let mut always = queue("always", &[]);
+    always.overflow = vec![OverflowStepConfig {
+        after_secs: 30,
+        move_to: Some("office".into()),
+        ..Default::default()
+    }];
+    let mut e = office_engine_with(close, always);
+    let sunday = utc("2026-05-03T12:00");
+    let c = contact(1, ChannelKind::Chat, sunday);
+    e.add_contact(c.clone(), sunday);
+    assert!(e.advance(sunday + 29_999).is_empty());
+    let actions = e.advance(sunday + 30_000);
+    assert!(
+        matches!(
+            actions[..],
+            [
+                StepAction::Overflowed { .. },
+                StepAction::Moved { from: 1, to: 0, .. },
+                StepAction::ClosedAfterHours { contact, queue: 0 }
+            ] if contact == c.id
+        ),
+        "{actions:?}"
+    );
+}
+
+/// A step's automatic answer due at the closing comes before the closing
+/// that ends the contact: the leader sends one contact's steps in order,
+/// so the customer does not read "still looking" after "we are closed".
+#[test]
+fn a_closing_comes_after_the_answers_due_with_it() {
+    let mut close = queue("office", &[]);
+    close.after_hours = crate::plan::AfterHours::Close;
+    close.overflow = vec![OverflowStepConfig {
+        after_secs: 30,
+        auto_answer: Some("Still looking".into()),
+        ..Default::default()
+    }];
+    let mut e = office_engine(close);
+    let before = utc("2026-05-04T16:59:30");
+    assert!(e.advance(before).is_empty());
+    let c = contact(0, ChannelKind::Chat, before);
+    e.add_contact(c.clone(), before);
+    let actions = e.advance(utc("2026-05-04T17:00"));
+    let kinds: Vec<&str> = actions
+        .iter()
+        .map(|a| match a {
+            StepAction::Overflowed { .. } => "overflowed",
+            StepAction::AutoAnswer { .. } => "auto_answer",
+            StepAction::ClosedAfterHours { .. } => "closed",
+            StepAction::Moved { .. } => "moved",
+            StepAction::StickyExpired { .. } => "sticky",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["overflowed", "auto_answer", "closed"],
+        "{actions:?}"
+    );
+    assert!(actions.iter().all(|a| *a.contact() == c.id));
 }
