@@ -935,6 +935,10 @@ async fn a_transfer_to_an_agent_who_declined_before_asks_them_again() {
     let rec = state.route_record(&c).await.unwrap().expect("record");
     assert_eq!(rec.sticky, "b");
     assert!(!rec.sticky_remembered, "a transfer's target is not checked");
+    // a worked on it until now: idle from the transfer ("longest idle"
+    // ranked them idle since before it).
+    let (_, live) = state.agent("a").await.unwrap().unwrap();
+    assert_eq!((live.loads, live.idle_since), ([0; 4], NOW + 1));
     assert_eq!(rec.excluded, ["x"]);
     assert_eq!(
         state.offer(&offer(&token, &c, "x")).await.unwrap(),

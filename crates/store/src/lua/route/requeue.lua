@@ -53,6 +53,12 @@ redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[4], c[4], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 release_load(KEYS[2], c[3])
+-- Worked on until now: idle from now when it was the last (as a close;
+-- "longest idle" otherwise ranked an agent who just transferred their
+-- only contact as idle since before it).
+if redis.call('SCARD', KEYS[3]) == 0 then
+  redis.call('HSET', KEYS[2], 'idle_since', ARGV[3])
+end
 emit(KEYS[6], ARGV[6], extend({'type', 'requeued', 'contact', ARGV[1], 'channel', c[3],
   'reason', ARGV[5], 'from_queue', c[5] or ''}, agent_state(KEYS[2], ARGV[2])), ARGV[3])
 return 'ok'
