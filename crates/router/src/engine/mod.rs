@@ -1195,15 +1195,17 @@ impl Engine {
                     continue;
                 }
                 for step in (*ring as usize)..self.plan.queues[q].steps.len() {
-                    let found =
-                        self.waiting[q][step][c]
-                            .iter()
-                            .take(SCAN_LIMIT)
-                            .find(|(_, cix)| {
-                                self.contacts[*cix as usize]
-                                    .as_ref()
-                                    .is_some_and(|s| !self.excluded(&s.contact, ax))
-                            });
+                    // Not limited to SCAN_LIMIT: beyond that many contacts
+                    // this agent declined (until their exclusions lapse)
+                    // may wait one they did not, and nothing else would
+                    // look for it when they free up. Only contacts that
+                    // excluded this agent are passed over, so the common
+                    // case stops at the first entry.
+                    let found = self.waiting[q][step][c].iter().find(|(_, cix)| {
+                        self.contacts[*cix as usize]
+                            .as_ref()
+                            .is_some_and(|s| !self.excluded(&s.contact, ax))
+                    });
                     if let Some(entry) = found
                         && best.is_none_or(|b| *entry < b)
                     {

@@ -1168,3 +1168,25 @@ fn a_closing_comes_after_the_answers_due_with_it() {
     );
     assert!(actions.iter().all(|a| *a.contact() == c.id));
 }
+
+/// An agent who frees up finds a contact they may take behind more than
+/// `SCAN_LIMIT` contacts they declined: it waited, unseen, until an
+/// overflow step or the exclusions' lapse marked it again.
+#[test]
+fn a_free_agent_finds_work_behind_many_contacts_they_declined() {
+    let mut e = engine(vec![queue("q", &[])]);
+    let mut busy = available(0);
+    busy.load = [1, 0, 0, 0];
+    e.upsert_agent(profile("a", &[], [1, 0, 0, 0]), busy);
+    for i in 0..(SCAN_LIMIT as u64 + 6) {
+        let mut c = contact(0, ChannelKind::Chat, i);
+        c.excluded = vec![agent_id("a")];
+        e.add_contact(c, 100);
+    }
+    let other = contact(0, ChannelKind::Chat, 1_000);
+    e.add_contact(other.clone(), 1_000);
+    assert!(e.next_decision(1_000).is_none(), "a is busy");
+    e.update_agent(&agent_id("a"), available(2_000));
+    let d = e.next_decision(2_000).expect("the contact a may take");
+    assert_eq!(d.contact.id, other.id);
+}
