@@ -617,6 +617,10 @@ impl Engine {
                 .unwrap_or(0);
             match queue.steps[step].move_to {
                 Some(to) if hops < self.plan.queues.len() => {
+                    // The answers of the steps it passed in this queue,
+                    // the moving step's included, before it leaves.
+                    self.catch_up_answers(&contact, step, since, now);
+                    let queue = &self.plan.queues[contact.queue];
                     contact.queued_at = queue
                         .due(contact.queued_at, queue.steps[step].after_ms)
                         .unwrap_or(now)
@@ -631,22 +635,8 @@ impl Engine {
                 _ => break,
             }
         }
+        self.catch_up_answers(&contact, step, since, now);
         let queue = &self.plan.queues[contact.queue];
-        if since <= now {
-            for (n, s) in queue.steps.iter().enumerate().take(step + 1).skip(1) {
-                let due = queue.due(contact.queued_at, s.after_ms).unwrap_or(now);
-                if let Some(text) = &s.auto_answer
-                    && (since..=now).contains(&due)
-                {
-                    self.catch_up.push(StepAction::AutoAnswer {
-                        contact: contact.id,
-                        queue: contact.queue,
-                        step: n,
-                        text: text.clone(),
-                    });
-                }
-            }
-        }
         let rank = Rank::new(
             queue,
             contact.priority,
@@ -728,6 +718,28 @@ impl Engine {
             let q = slot.contact.queue;
             if !self.open[q] && self.plan.queues[q].after_hours == AfterHours::Close {
                 self.closing.push((slot.contact.id, q));
+            }
+        }
+    }
+
+    /// The automatic answers of `contact`'s queue's steps up to `step`
+    /// that came due from `since` until `now`, for the next `advance`.
+    fn catch_up_answers(&mut self, contact: &WaitingContact, step: usize, since: u64, now: u64) {
+        if since > now {
+            return;
+        }
+        let queue = &self.plan.queues[contact.queue];
+        for (n, s) in queue.steps.iter().enumerate().take(step + 1).skip(1) {
+            let due = queue.due(contact.queued_at, s.after_ms).unwrap_or(now);
+            if let Some(text) = &s.auto_answer
+                && (since..=now).contains(&due)
+            {
+                self.catch_up.push(StepAction::AutoAnswer {
+                    contact: contact.id,
+                    queue: contact.queue,
+                    step: n,
+                    text: text.clone(),
+                });
             }
         }
     }

@@ -1190,3 +1190,46 @@ fn a_free_agent_finds_work_behind_many_contacts_they_declined() {
     let d = e.next_decision(2_000).expect("the contact a may take");
     assert_eq!(d.contact.id, other.id);
 }
+
+/// A contact caught up past a move: the answers of the steps it passed in
+/// the queue it left (the moving step's included) go out too, not only
+/// those of the queue it is in now.
+#[test]
+fn catching_up_across_a_move_keeps_the_left_queues_answers() {
+    let mut a = queue("a", &[]);
+    a.overflow = vec![
+        OverflowStepConfig {
+            after_secs: 30,
+            auto_answer: Some("Still looking".into()),
+            ..Default::default()
+        },
+        OverflowStepConfig {
+            after_secs: 60,
+            auto_answer: Some("Passing you on".into()),
+            move_to: Some("b".into()),
+            ..Default::default()
+        },
+    ];
+    let mut e = engine(vec![a, queue("b", &[])]);
+    let start = 1_000_000;
+    let c = contact(0, ChannelKind::Chat, start);
+    let id = c.id;
+    // The leader died 25 s in; its successor loads the contact at 65 s.
+    e.add_contact_catching_up(c, start + 65_000, start + 25_000);
+    assert!(e.is_waiting(&id));
+    let texts: Vec<(usize, String)> = e
+        .advance(start + 65_000)
+        .into_iter()
+        .filter_map(|a| match a {
+            StepAction::AutoAnswer { queue, text, .. } => Some((queue, text)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (0, "Still looking".to_string()),
+            (0, "Passing you on".to_string())
+        ]
+    );
+}
