@@ -184,6 +184,28 @@ impl World {
         };
         let adapter = config(self.dir.path(), extra, offline).build(ctx).unwrap();
         let routes = adapter.routes().unwrap();
+        // The hub's doorbell subscription: waited for below, so that
+        // nothing published before it lands is missed (pub/sub is lossy).
+        let channel = store.keys().live();
+        let mut conn = redis::Client::open(store.config().url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let subscribers = |conn: &mut redis::aio::MultiplexedConnection| {
+            let mut conn = conn.clone();
+            let channel = channel.clone();
+            async move {
+                let (_, n): (String, u64) = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(&channel)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                n
+            }
+        };
+        let before = subscribers(&mut conn).await;
         tokio::spawn(adapter.run());
         let app = axum::Router::new().nest("/channels/website", routes);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -197,8 +219,14 @@ impl World {
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
         });
-        // Let the hub subscribe before anything is published.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let started = std::time::Instant::now();
+        while subscribers(&mut conn).await <= before {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the hub did not subscribe"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         addr
     }
 }
