@@ -393,6 +393,57 @@ async fn a_new_holder_delivers_what_the_dead_one_left_first() {
     assert_eq!(batch, Default::default());
 }
 
+/// The feed's retention (docs/webhooks.md): entries older than it go,
+/// whole stream nodes at a time, in every partition; newer ones stay.
+#[tokio::test]
+async fn trimming_drops_what_is_older_than_the_retention() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 2).with_event_feed(true);
+    let feed = EventFeed::new(store.clone());
+    let mut conn = raw(&redis).await;
+    // Nodes of two entries, so that `~` trims exactly at node bounds.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let now = switchboard_core::Timestamp::now().as_millis();
+    let day = 86_400_000;
+    for p in [Partition(0), Partition(1)] {
+        for i in 0..10u64 {
+            let _: String = redis::cmd("XADD")
+                .arg(store.keys().feed(p))
+                .arg(format!("{}-{i}", now - 2 * day))
+                .arg("type")
+                .arg("old")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        for _ in 0..4 {
+            let _: String = redis::cmd("XADD")
+                .arg(store.keys().feed(p))
+                .arg("*")
+                .arg("type")
+                .arg("new")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    feed.trim(Duration::from_secs(86_400)).await.unwrap();
+    for p in [Partition(0), Partition(1)] {
+        let left: Vec<String> = feed_of(&store, p)
+            .await
+            .iter()
+            .map(|e| e.get("type").unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(left, ["new"; 4], "partition {p:?}");
+    }
+}
+
 #[tokio::test]
 async fn announcing_turns_routing_copies_on_for_a_while() {
     let redis = RedisServer::start();
