@@ -170,3 +170,94 @@ async fn a_new_webhook_starts_at_its_own_max_age() {
         counters.dump()
     );
 }
+
+/// An event older than the webhook's `max_age_hours` when its turn comes
+/// is dropped undelivered and counted `dropped`, and the events behind it
+/// are delivered (docs/webhooks.md, "Retention"). The event's age is its
+/// `at`, so one written late with an old `at` stands for a receiver that
+/// was down that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_past_max_age_is_dropped_and_the_next_delivered() {
+    let counters = Counters::global();
+    let (redis, store, intake) = world();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                log.lock()
+                    .unwrap()
+                    .push(json["id"].as_str().unwrap_or("").to_owned());
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = WebhookConfig {
+        name: "aging".into(),
+        url,
+        secret: Secret::Inline("0123456789abcdef-secret".into()),
+        events: switchboard_webhooks::EventType::ALL.to_vec(),
+        timeout_ms: 1000,
+        max_age_hours: 1,
+    };
+    let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(hooks.run(shutdown.clone()));
+    let delivered = |n: usize| {
+        let seen = seen.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while seen.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen.lock().unwrap().clone()
+        }
+    };
+    // The webhook runs (its group exists): a first message is delivered,
+    // as its two events (contact.created, message.created).
+    intake.submit_event(event("first")).await.unwrap();
+    let before = delivered(2).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    let n = before.len();
+
+    let old = switchboard_core::Timestamp::now().as_millis() - 2 * 3600 * 1000;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(store.keys().feed(switchboard_core::Partition(0)))
+        .arg("*")
+        .arg("type")
+        .arg("contact.created")
+        .arg("id")
+        .arg("aged-event-1")
+        .arg("contact")
+        .arg(switchboard_core::ContactId::new(switchboard_core::Partition(0)).to_string())
+        .arg("at")
+        .arg(old)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    intake.submit_event(event("after")).await.unwrap();
+    // Delivered in the feed's order: the event behind the aged one
+    // arrives only once the aged one was handled.
+    let after = delivered(n + 1).await;
+    shutdown.cancel();
+    running.await.unwrap();
+    assert_eq!(after.len(), n + 1, "the event behind it: {after:?}");
+    assert!(!after.contains(&"aged-event-1".to_owned()), "{after:?}");
+    assert_eq!(
+        counters.get("switchboard_webhook_deliveries_total{outcome=dropped,webhook=aging}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+}
