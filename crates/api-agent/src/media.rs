@@ -117,13 +117,9 @@ pub async fn media(
     if media_id.is_empty() || media_id.len() > 512 || !media_id.chars().all(id_char) {
         return Err(unknown());
     }
-    let fields = inner.contact_fields(&cid).await?;
-    let conv = conversation_of(&fields)?;
-    if !received(&inner, &conv, &media_id).await? {
-        return Err(unknown());
-    }
-    let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
-    let source = inner.media.get(&pick("source")).ok_or_else(unknown)?;
+    // The permit covers the look-up too: it reads up to 100,000 log
+    // entries of a long conversation, and an agent repeating requests
+    // for ids that are not there would otherwise load Redis unbounded.
     let Ok(Ok(_permit)) = tokio::time::timeout(PERMIT_WAIT, inner.media_permits.acquire()).await
     else {
         metrics::counter!("switchboard_agent_media_busy_total").increment(1);
@@ -133,6 +129,13 @@ pub async fn media(
             "too many attachments are being fetched; try again",
         ));
     };
+    let fields = inner.contact_fields(&cid).await?;
+    let conv = conversation_of(&fields)?;
+    if !received(&inner, &conv, &media_id).await? {
+        return Err(unknown());
+    }
+    let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    let source = inner.media.get(&pick("source")).ok_or_else(unknown)?;
     let media = source
         .fetch(&pick("address"), &media_id)
         .await
