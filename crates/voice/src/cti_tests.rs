@@ -1,8 +1,9 @@
 //! The CTI channel's dispatcher, built through its configuration and driven
 //! over HTTP like a PBX would, against fakes of the intake (a repeated
-//! `newCall` is a duplicate), routing (set by the test) and the channel
-//! state (leases shared by "instances"), with a local PBX stand-in that
-//! records our dial callbacks.
+//! `newCall` is a duplicate) and routing (set by the test), the real
+//! channel state on a private redis-server (leases and markers shared by
+//! "instances", with their expiry), and a local PBX stand-in that records
+//! our dial callbacks.
 //!
 //! A restart is an instance stopped (its shutdown token cancelled, `run`
 //! awaited) and another built on the same fakes.
@@ -21,13 +22,14 @@ use std::time::{Duration, Instant};
 use switchboard_channel::{
     ChannelConfig, ChannelContext, ChannelError, ChannelState, ConversationLog, Intake, LiveBus,
     LiveEvent, LiveSignal, LogEntry, OutboundDelivery, Outbox, OutboxError, RouteView, Routing,
-    StateError,
 };
 use switchboard_core::{
     ContactId, ConversationId, CustomerIdentity, DeliveryOutcome, InboundEvent, InboundUpdate,
     IntakeError, IntakeOutcome, IntakeReceipt, MessageId, OutboundMessage, Partition,
     UpdateOutcome,
 };
+use switchboard_store::{RedisChannelState, Store, StoreConfig};
+use switchboard_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "cti-unit-token-0123456789";
@@ -241,62 +243,6 @@ impl Routing for FakeRouting {
     }
 }
 
-/// Leases shared by every instance of a test, as Redis holds them.
-#[derive(Debug, Default)]
-struct Leases {
-    held: Mutex<HashMap<String, (usize, Instant)>>,
-    /// Values set (markers), shared like the leases.
-    values: Mutex<HashMap<String, String>>,
-}
-
-/// One instance's channel state.
-#[derive(Debug)]
-struct MemState {
-    leases: Arc<Leases>,
-    owner: usize,
-}
-
-impl ChannelState for MemState {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StateError>> {
-        let value = self.leases.values.lock().unwrap().get(key).cloned();
-        Box::pin(async { Ok(value) })
-    }
-
-    fn set<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), StateError>> {
-        self.leases
-            .values
-            .lock()
-            .unwrap()
-            .insert(key.to_owned(), value.to_owned());
-        Box::pin(async { Ok(()) })
-    }
-
-    fn hold<'a>(
-        &'a self,
-        key: &'a str,
-        lease: Duration,
-    ) -> BoxFuture<'a, Result<bool, StateError>> {
-        let mut held = self.leases.held.lock().unwrap();
-        let now = Instant::now();
-        let ok = match held.get(key) {
-            Some((owner, until)) if *owner != self.owner && *until > now => false,
-            _ => {
-                held.insert(key.into(), (self.owner, now + lease));
-                true
-            }
-        };
-        Box::pin(async move { Ok(ok) })
-    }
-
-    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StateError>> {
-        let mut held = self.leases.held.lock().unwrap();
-        if held.get(key).is_some_and(|(owner, _)| *owner == self.owner) {
-            held.remove(key);
-        }
-        Box::pin(async { Ok(()) })
-    }
-}
-
 /// What the CTI channel never uses.
 #[derive(Debug)]
 struct Unused;
@@ -388,13 +334,14 @@ impl ConversationLog for Unused {
 }
 
 /// What every instance of a test shares: the PBX, the intake, routing and
-/// the leases (Redis, in the daemon).
+/// Redis (the channel state).
 struct World {
     callback: String,
     pbx: Arc<Pbx>,
     intake: Arc<FakeIntake>,
     routing: Arc<FakeRouting>,
-    leases: Arc<Leases>,
+    _redis: RedisServer,
+    store: Store,
     http: reqwest::Client,
 }
 
@@ -427,14 +374,21 @@ impl World {
 
     async fn new() -> World {
         let (callback, pbx) = pbx().await;
+        let redis = RedisServer::start();
         World {
             callback,
             pbx,
             intake: Arc::default(),
             routing: Arc::default(),
-            leases: Arc::default(),
+            store: Store::new(StoreConfig::local(redis.url(), 1)).unwrap(),
+            _redis: redis,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The channel state of instance `owner`, as its daemon has it.
+    fn state_of(&self, owner: usize) -> RedisChannelState {
+        RedisChannelState::new(self.store.clone(), "pbx", &format!("instance-{owner}"))
     }
 
     /// A CTI channel named `pbx` of instance `owner`, serving its routes on
@@ -461,10 +415,7 @@ impl World {
             intake: self.intake.clone(),
             outbox: Arc::new(Unused),
             routing: self.routing.clone(),
-            state: Arc::new(MemState {
-                leases: self.leases.clone(),
-                owner,
-            }),
+            state: Arc::new(self.state_of(owner)),
             live: Arc::new(Unused),
             conversations: Arc::new(Unused),
             draining: shutdown.clone(),
@@ -834,10 +785,15 @@ async fn an_assignment_whose_instance_crashed_before_the_dial_is_rung() {
     world.routing.set(contact, "assigned", Some("olha"));
     let stamp = world.routing.views.lock().unwrap()[&contact].stamp.unwrap();
     // What the crashed instance left: its claim, for two seconds more.
-    world.leases.held.lock().unwrap().insert(
-        format!("ring:{contact}:olha:{stamp}"),
-        (99, Instant::now() + Duration::from_secs(2)),
-    );
+    let claimed = world
+        .state_of(99)
+        .hold(
+            &format!("ring:{contact}:olha:{stamp}"),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert!(claimed);
     let second = world.instance(2).await;
     world.new_call(&second, "k1").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
