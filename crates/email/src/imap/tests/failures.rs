@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use switchboard_testkit::dovecot::Dovecot;
 
-use super::support::{Fetcher, MemState, Sink, checkpoint, mail, settings};
+use super::support::{Fetcher, RedisState, Sink, checkpoint, mail, settings};
 use crate::imap::AfterIntake;
 use crate::test_counters::Counters;
 
@@ -14,7 +14,7 @@ const WITHIN: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn a_temporary_sink_error_keeps_the_message_for_the_next_round() {
     let dovecot = Dovecot::start();
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     sink.temporary.store(2, Ordering::SeqCst);
     let counters = Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
@@ -36,7 +36,7 @@ async fn a_temporary_sink_error_keeps_the_message_for_the_next_round() {
 #[tokio::test]
 async fn an_oversized_message_is_skipped_and_counted_and_later_ones_arrive() {
     let dovecot = Dovecot::start();
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let counters = Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
     let mut settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
@@ -65,7 +65,7 @@ async fn an_oversized_message_is_skipped_and_counted_and_later_ones_arrive() {
 #[tokio::test]
 async fn a_rejected_message_is_left_in_the_mailbox_even_when_taken_ones_are_deleted() {
     let dovecot = Dovecot::start();
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     sink.reject.store(1, Ordering::SeqCst);
     let counters = Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
@@ -91,7 +91,7 @@ async fn a_rejected_message_is_left_in_the_mailbox_even_when_taken_ones_are_dele
 async fn a_wrong_password_is_retried_with_backoff_until_shutdown() {
     let dovecot = Dovecot::start();
     dovecot.append("support", "INBOX", &mail(1));
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let counters = Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
     let mut settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
@@ -114,14 +114,14 @@ async fn a_wrong_password_is_retried_with_backoff_until_shutdown() {
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     assert_eq!(sink.len(), 0);
     assert_eq!(sink.calls.load(Ordering::SeqCst), 0);
-    assert_eq!(state.value(&format!("{label}:checkpoint")), None);
+    assert_eq!(state.value(&format!("{label}:checkpoint")).await, None);
 }
 
 #[tokio::test]
 async fn an_unreachable_server_is_retried_and_shutdown_is_prompt() {
     let port = switchboard_testkit::free_port();
     let dovecot = Dovecot::start();
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let counters = Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
     let mut settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
@@ -153,7 +153,7 @@ async fn an_unreachable_server_is_retried_and_shutdown_is_prompt() {
 async fn a_message_that_cannot_be_fetched_is_passed_over_after_five_sessions() {
     use std::os::unix::fs::PermissionsExt;
     let dovecot = Dovecot::start();
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let counters = Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
     let mut settings = settings(&dovecot, "INBOX", AfterIntake::Seen);

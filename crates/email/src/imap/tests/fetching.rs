@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_testkit::dovecot::Dovecot;
 
-use super::support::{Fetcher, MemState, Sink, checkpoint, mail, settings};
+use super::support::{Fetcher, RedisState, Sink, checkpoint, mail, settings};
 use crate::imap::AfterIntake;
 
 const WITHIN: Duration = Duration::from_secs(10);
@@ -16,7 +16,7 @@ async fn each_message_once_in_uid_order_marked_seen_and_not_again_after_a_restar
     for n in 1..=3 {
         dovecot.append("support", "INBOX", &mail(n));
     }
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
     let fetcher = Fetcher::start(settings.clone(), &sink, &state);
     sink.wait_for(3, WITHIN).await;
@@ -51,7 +51,7 @@ async fn moves_taken_in_messages_to_a_folder() {
     for n in 1..=2 {
         dovecot.append("support", "INBOX", &mail(n));
     }
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let settings = settings(&dovecot, "INBOX", AfterIntake::Move("Done".into()));
     let fetcher = Fetcher::start(settings.clone(), &sink, &state);
     sink.wait_for(2, WITHIN).await;
@@ -70,7 +70,7 @@ async fn deletes_taken_in_messages() {
     for n in 1..=2 {
         dovecot.append("support", "INBOX", &mail(n));
     }
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let settings = settings(&dovecot, "INBOX", AfterIntake::Delete);
     let fetcher = Fetcher::start(settings.clone(), &sink, &state);
     sink.wait_for(2, WITHIN).await;
@@ -83,7 +83,7 @@ async fn deletes_taken_in_messages() {
 #[tokio::test]
 async fn mail_arriving_during_idle_is_prompt_and_shutdown_during_idle_too() {
     let dovecot = Dovecot::start();
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
     let fetcher = Fetcher::start(settings.clone(), &sink, &state);
     checkpoint(&state, &settings, None).await;
@@ -104,7 +104,7 @@ async fn mail_arriving_during_idle_is_prompt_and_shutdown_during_idle_too() {
 async fn a_new_uidvalidity_refetches_what_is_new_without_losing_any() {
     let dovecot = Dovecot::start();
     dovecot.create_folder("support", "Support");
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let settings = settings(&dovecot, "Support", AfterIntake::Seen);
     for n in 1..=2 {
         dovecot.append("support", "Support", &mail(n));
@@ -137,7 +137,7 @@ async fn a_new_uidvalidity_refetches_what_is_new_without_losing_any() {
     // A checkpoint of another UIDVALIDITY: what is seen is not taken again,
     // what is not yet seen is.
     let key = format!("{}:checkpoint", settings.label);
-    state.put(&key, "1:99");
+    state.put(&key, "1:99").await;
     dovecot.append("support", "Support", &mail(5));
     let fetcher = Fetcher::start(settings.clone(), &sink, &state);
     sink.wait_for(5, WITHIN).await;
@@ -162,7 +162,7 @@ async fn an_interrupted_first_pass_still_passes_over_old_read_mail() {
         &["SELECT INBOX", "UID STORE 1,3 +FLAGS (\\Seen)"],
         b"",
     );
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     sink.temporary.store(1, std::sync::atomic::Ordering::SeqCst);
     let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
     let fetcher = Fetcher::start(settings.clone(), &sink, &state);
@@ -178,7 +178,7 @@ async fn an_interrupted_first_pass_still_passes_over_old_read_mail() {
 #[tokio::test]
 async fn mail_read_before_the_poll_is_still_taken_in() {
     let dovecot = Dovecot::start();
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
     let fetcher = Fetcher::start(settings.clone(), &sink, &state);
     checkpoint(&state, &settings, Some(0)).await;
@@ -191,7 +191,7 @@ async fn mail_read_before_the_poll_is_still_taken_in() {
 #[tokio::test]
 async fn two_instances_take_each_message_in_once() {
     let dovecot = Dovecot::start();
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
     let a = Fetcher::start(settings.clone(), &sink, &state);
     let b = Fetcher::start(settings.clone(), &sink, &state.instance());

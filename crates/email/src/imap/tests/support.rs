@@ -1,12 +1,13 @@
-//! Test doubles: an in-memory channel state with leases, a collecting sink,
-//! and helpers to run a fetcher against Dovecot.
+//! Test helpers: the channel state on a private redis-server, a collecting
+//! sink, and helpers to run a fetcher against Dovecot.
 
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchboard_channel::{ChannelState, StateError};
+use switchboard_channel::ChannelState;
+use switchboard_store::{RedisChannelState, Store, StoreConfig};
+use switchboard_testkit::RedisServer;
 use switchboard_testkit::dovecot::Dovecot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,90 +18,47 @@ use crate::imap::{
 
 static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
-#[derive(Debug, Default)]
-struct Shared {
-    values: HashMap<String, String>,
-    leases: HashMap<String, (u64, Instant)>,
+/// One instance's handle on the channel state in a private redis-server
+/// (the state the daemon gives the channel: leases and checkpoints with
+/// their expiry), shared by the instances of a test.
+#[derive(Clone)]
+pub(super) struct RedisState {
+    _redis: Arc<RedisServer>,
+    store: Store,
+    state: Arc<RedisChannelState>,
 }
 
-/// One instance's handle on a shared in-memory state.
-#[derive(Debug, Clone)]
-pub(super) struct MemState {
-    shared: Arc<Mutex<Shared>>,
-    owner: u64,
-}
+impl RedisState {
+    pub(super) fn new() -> RedisState {
+        let redis = Arc::new(RedisServer::start());
+        let store = Store::new(StoreConfig::local(redis.url(), 1)).unwrap();
+        RedisState::on(redis, store)
+    }
 
-impl MemState {
-    pub(super) fn new() -> MemState {
-        MemState {
-            shared: Arc::default(),
-            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+    fn on(redis: Arc<RedisServer>, store: Store) -> RedisState {
+        let holder = format!("imap-{}", NEXT_OWNER.fetch_add(1, Ordering::Relaxed));
+        RedisState {
+            state: Arc::new(RedisChannelState::new(store.clone(), "mail", &holder)),
+            _redis: redis,
+            store,
         }
     }
 
     /// Another instance's handle on the same state.
-    pub(super) fn instance(&self) -> MemState {
-        MemState {
-            shared: self.shared.clone(),
-            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
-        }
+    pub(super) fn instance(&self) -> RedisState {
+        RedisState::on(self._redis.clone(), self.store.clone())
     }
 
-    pub(super) fn value(&self, key: &str) -> Option<String> {
-        self.shared.lock().unwrap().values.get(key).cloned()
+    pub(super) async fn value(&self, key: &str) -> Option<String> {
+        self.state.get(key).await.unwrap()
     }
 
-    pub(super) fn put(&self, key: &str, value: &str) {
-        self.shared
-            .lock()
-            .unwrap()
-            .values
-            .insert(key.into(), value.into());
-    }
-}
-
-impl ChannelState for MemState {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StateError>> {
-        Box::pin(async move { Ok(self.value(key)) })
+    pub(super) async fn put(&self, key: &str, value: &str) {
+        self.state.set(key, value).await.unwrap();
     }
 
-    fn set<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), StateError>> {
-        Box::pin(async move {
-            self.put(key, value);
-            Ok(())
-        })
-    }
-
-    fn hold<'a>(
-        &'a self,
-        key: &'a str,
-        lease: Duration,
-    ) -> BoxFuture<'a, Result<bool, StateError>> {
-        Box::pin(async move {
-            let mut shared = self.shared.lock().unwrap();
-            let now = Instant::now();
-            match shared.leases.get(key) {
-                Some((owner, until)) if *owner != self.owner && *until > now => Ok(false),
-                _ => {
-                    shared.leases.insert(key.into(), (self.owner, now + lease));
-                    Ok(true)
-                }
-            }
-        })
-    }
-
-    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StateError>> {
-        Box::pin(async move {
-            let mut shared = self.shared.lock().unwrap();
-            if shared
-                .leases
-                .get(key)
-                .is_some_and(|(owner, _)| *owner == self.owner)
-            {
-                shared.leases.remove(key);
-            }
-            Ok(())
-        })
+    pub(super) fn channel_state(&self) -> Arc<dyn ChannelState> {
+        self.state.clone()
     }
 }
 
@@ -200,12 +158,16 @@ pub(super) struct Fetcher {
 }
 
 impl Fetcher {
-    pub(super) fn start(settings: MailboxSettings, sink: &Arc<Sink>, state: &MemState) -> Fetcher {
+    pub(super) fn start(
+        settings: MailboxSettings,
+        sink: &Arc<Sink>,
+        state: &RedisState,
+    ) -> Fetcher {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run_mailbox(
             settings,
             sink.clone(),
-            Arc::new(state.clone()),
+            state.channel_state(),
             shutdown.clone(),
         ));
         Fetcher { shutdown, task }
@@ -236,14 +198,14 @@ pub(super) fn mail(n: u32) -> Vec<u8> {
 /// `last`, has reached that UID (it is written just after the delivery);
 /// returns (UIDVALIDITY, last UID).
 pub(super) async fn checkpoint(
-    state: &MemState,
+    state: &RedisState,
     settings: &MailboxSettings,
     last: Option<u32>,
 ) -> (u32, u32) {
     let key = format!("{}:checkpoint", settings.label);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stored = state.value(&key);
+        let stored = state.value(&key).await;
         let parts: Vec<&str> = stored.as_deref().unwrap_or("").split(':').collect();
         if let [v, l, ..] = parts[..] {
             let (v, l) = (v.parse().unwrap(), l.parse().unwrap());

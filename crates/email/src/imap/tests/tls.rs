@@ -5,7 +5,7 @@ use std::time::Duration;
 use switchboard_testkit::dovecot::Dovecot;
 use tokio_rustls::rustls::RootCertStore;
 
-use super::support::{Fetcher, MemState, Sink, mail, settings};
+use super::support::{Fetcher, RedisState, Sink, mail, settings};
 use crate::imap::{AfterIntake, Security};
 use crate::test_counters::Counters;
 
@@ -19,7 +19,7 @@ async fn fetches_over_tls_and_starttls_and_refuses_an_unknown_certificate() {
     let mut roots = RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     let roots = Arc::new(roots);
-    let (sink, state) = (Arc::new(Sink::default()), MemState::new());
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
     dovecot.append("support", "INBOX", &mail(1));
 
     let mut tls = settings(&dovecot, "INBOX", AfterIntake::Seen);
