@@ -439,10 +439,18 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
 
     // A reload resumes: the same messages, none doubled.
     reload(&visitor).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after_reload = widget_messages(&visitor).await;
-    for text in ["Перша відповідь", "Друга відповідь", "Я ще тут", "Зараз"]
+    let texts = ["Перша відповідь", "Друга відповідь", "Я ще тут", "Зараз"];
+    // The widget re-renders the transcript after the reload: polled (a
+    // fixed second raced it on a loaded machine), then checked.
+    let started = std::time::Instant::now();
+    let mut after_reload = widget_messages(&visitor).await;
+    while !texts.iter().all(|t| count(&after_reload, t) >= 1)
+        && started.elapsed() < Duration::from_secs(10)
     {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after_reload = widget_messages(&visitor).await;
+    }
+    for text in texts {
         assert_eq!(
             count(&after_reload, text),
             1,
