@@ -392,6 +392,17 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         .await
         .unwrap();
     r.assert_refused(409, "not_assigned");
+
+    // The contact's wait is a histogram with buckets up to an hour (the
+    // durations' buckets stop at 10 s; a wait is often longer).
+    let metrics = metrics_text(&base).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_router_wait_seconds_bucket")
+                && l.contains("le=\"3600\"")),
+        "{metrics}"
+    );
 }
 
 /// The system behind an intake API channel delivers agents' replies itself:

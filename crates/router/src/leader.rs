@@ -216,6 +216,9 @@ impl Leader {
                         self.status.set(true);
                         let result = self.lead(&token, &shutdown).await;
                         self.status.set(false);
+                        // A former leader's figure would go on being
+                        // exported as if it were current.
+                        gauge!("switchboard_router_waiting_contacts").set(0.0);
                         match result {
                             Ok(()) => info!("Stopped leading."),
                             Err(error) => {

@@ -44,13 +44,49 @@ where
 }
 
 /// Installs the metrics recorder and returns the handle `/metrics` renders.
-/// Durations (`*_seconds`) are histograms with buckets from 0.5 ms to 10 s.
+/// Durations (`*_seconds`) are histograms with buckets from 0.5 ms to 10 s,
+/// customers' waits from 1 s to an hour; the two histograms of counts and
+/// sizes have buckets of their own (any other histogram would be exported
+/// as a summary).
 pub fn init_metrics() -> Result<PrometheusHandle, String> {
     let buckets = [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ];
+    let waits = [
+        1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    ];
+    let batch = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
+    let bytes = [
+        1024.0,
+        4096.0,
+        16384.0,
+        65536.0,
+        262_144.0,
+        1_048_576.0,
+        4_194_304.0,
+        16_777_216.0,
+        67_108_864.0,
+    ];
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("switchboard_router_wait_seconds".into()),
+                &waits,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("switchboard_live_doorbell_batch_events".into()),
+                &batch,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("switchboard_email_message_bytes".into()),
+                &bytes,
+            )
+        })
         .map_err(|e| e.to_string())?
         .build_recorder();
     let handle = recorder.handle();
