@@ -667,6 +667,73 @@ async fn closed_queues_answer_and_hold_their_contacts() {
     instance.stop().await;
 }
 
+/// An after-hours close whose conversation could not be ended (the
+/// instance died, or Redis failed, between the two steps) is finished by
+/// the hand-off's retry: the conversation ends, and the customer's next
+/// message opens a new contact. The retry found the contact closed and did
+/// nothing, so every later message joined a closed contact nobody saw.
+#[tokio::test]
+async fn an_after_hours_close_cut_off_half_way_is_finished_by_the_retry() {
+    use switchboard_router::hours::ScheduleConfig;
+    use switchboard_router::plan::AfterHours;
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    let mut config = routing();
+    config.schedules = vec![ScheduleConfig {
+        name: "never".into(),
+        timezone: "Europe/Kyiv".into(),
+        hours: Default::default(),
+        holidays: vec![],
+    }];
+    config.queues[0].schedule = Some("never".into());
+    config.queues[0].after_hours = AfterHours::Close;
+    let first = intake.submit_event(event("v9", "hello")).await.unwrap();
+    // The conversation cannot be ended: its open key is of the wrong type.
+    let k = store.keys();
+    let customer = event("v9", "").customer;
+    let open = k.open_conversation(k.partition_of("website", &customer), "website", &customer);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let kept: String = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::hset(&mut conn, &open, "x", "1")
+        .await
+        .unwrap();
+    let instance = Instance::start(&store, "one", &config);
+    until("the contact is closed in routing", || async {
+        states(&state, &[first.contact_id]).await[&first.contact_id.to_string()].0 == "closed"
+    })
+    .await;
+    // The open key back as it was: the entry's retry (after the reclaim
+    // idle time, 2 s here) finishes the end.
+    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
+        .await
+        .unwrap();
+    until("the conversation is ended", || {
+        let mut conn = conn.clone();
+        let open = open.clone();
+        async move {
+            let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
+            left.is_none()
+        }
+    })
+    .await;
+    let mut again = event("v9", "anyone there?");
+    again.provider_message_id = Some("m-v9-2".into());
+    let again = intake.submit_event(again).await.unwrap();
+    assert_ne!(
+        again.contact_id, first.contact_id,
+        "joined the closed contact"
+    );
+    instance.stop().await;
+}
+
 /// A returning customer's contact waits for their last agent (sticky
 /// routing); that agent declines it. It goes to someone else at once, and
 /// the leader goes on routing (it used to re-offer it to the agent who
