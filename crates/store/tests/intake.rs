@@ -485,3 +485,60 @@ async fn an_automatic_answer_is_sent_once_and_finished_after_a_crash() {
     let queued: usize = conn.xlen(&outbox).await.unwrap();
     assert_eq!(queued, 2);
 }
+
+/// On a Redis Cluster, a node that answers late (paused here; a fork for an
+/// AOF rewrite in production) does not get the command again: a write
+/// re-sent after a response timeout would run two or three times (a
+/// message without a provider id stored thrice). The caller gets an error;
+/// the command runs once, when the node wakes. (A review suspected the
+/// cluster client's retries of re-sending it; this shows they do not.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cluster_node_runs_a_write_once() {
+    let cluster = switchboard_testkit::RedisCluster::start(3);
+    let urls = cluster.urls();
+    let store = switchboard_store::Store::new(switchboard_store::StoreConfig {
+        topology: switchboard_store::Topology::Cluster {
+            seeds: urls[1..].to_vec(),
+        },
+        response_timeout: Duration::from_millis(200),
+        ..switchboard_store::StoreConfig::local(urls[0].clone(), 4)
+    })
+    .unwrap();
+    let intake = intake_for(&store);
+    // Connected, and the slots known.
+    intake
+        .submit_event(event("warm", Some("w1"), "hello"))
+        .await
+        .unwrap();
+    let mut conns = Vec::new();
+    for url in &urls {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        conns.push(client.get_multiplexed_async_connection().await.unwrap());
+    }
+    for conn in &mut conns {
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(800)
+            .arg("WRITE")
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+    let answer = intake.submit_event(event("slow", None, "once")).await;
+    assert!(answer.is_err(), "answered within the pause: {answer:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every conversation log on every node: the warm-up's and this one's.
+    let mut stored = 0;
+    for conn in &mut conns {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*:log")
+            .query_async(conn)
+            .await
+            .unwrap();
+        for key in keys {
+            let n: usize = conn.xlen(&key).await.unwrap();
+            stored += n;
+        }
+    }
+    assert_eq!(stored, 2, "the slow write ran more than once");
+}
