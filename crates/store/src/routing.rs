@@ -150,12 +150,26 @@ impl RoutingStreams {
             });
             let mut out = Vec::new();
             let mut unreadable = Vec::new();
+            let mut failed = None;
             for result in futures::future::join_all(reads).await {
-                let (good, bad) = result?;
-                out.extend(good);
-                unreadable.extend(bad);
+                match result {
+                    Ok((good, bad)) => {
+                        out.extend(good);
+                        unreadable.extend(bad);
+                    }
+                    Err(e) => failed = Some(e),
+                }
             }
             this.set_aside(unreadable).await;
+            // What the other partitions gave is pending under this
+            // consumer now: handed on even when one partition failed (it
+            // would otherwise wait for a reclaim).
+            if let Some(error) = failed {
+                if out.is_empty() {
+                    return Err(error);
+                }
+                partition_failed("read", &error);
+            }
             if !out.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(out);
             }
@@ -221,10 +235,11 @@ impl RoutingStreams {
     ) -> Result<Vec<QueuedContact>, StoreError> {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
+        let mut failed = None;
         for p in self.store.keys().all_partitions() {
             let key = self.store.keys().routing(p);
             let from = self.reclaim_from.get(&p).map_or("0-0", String::as_str);
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            let claimed: Result<StreamAutoClaimReply, _> = redis::cmd("XAUTOCLAIM")
                 .arg(&key)
                 .arg(GROUP)
                 .arg(&self.consumer)
@@ -233,7 +248,17 @@ impl RoutingStreams {
                 .arg("COUNT")
                 .arg(count)
                 .query_async(&mut self.conn)
-                .await?;
+                .await;
+            // One partition failing does not lose what the others claimed
+            // (pending under this consumer now, they would wait for the
+            // next reclaim), nor move its own cursor.
+            let reply = match claimed {
+                Ok(reply) => reply,
+                Err(e) => {
+                    failed = Some(StoreError::from(e));
+                    continue;
+                }
+            };
             // "0-0" once the scan reached the end: the next one starts over.
             self.reclaim_from.insert(p, reply.next_stream_id.clone());
             for entry in reply.claimed {
@@ -249,6 +274,12 @@ impl RoutingStreams {
             .keys()
             .all_partitions()
             .map(|p| self.store.keys().routing(p));
+        if let Some(error) = failed {
+            if out.is_empty() {
+                return Err(error);
+            }
+            partition_failed("reclaim", &error);
+        }
         self.pruner
             .maybe(&self.store, streams, GROUP, &self.consumer, "routing")
             .await;
@@ -349,4 +380,13 @@ pub(crate) async fn contact_fields(
     store
         .bounded(redis::cmd("HGETALL").arg(key).query_async(&mut conn))
         .await
+}
+
+/// A partition's read or reclaim failed while others gave entries: those
+/// are handed on, the failure is counted and logged (the next pass tries
+/// the partition again).
+fn partition_failed(what: &'static str, error: &StoreError) {
+    metrics::counter!("switchboard_store_routing_partition_errors_total", "op" => what)
+        .increment(1);
+    tracing::warn!(%error, op = what, "A routing partition could not be read; the others' entries are handed on.");
 }

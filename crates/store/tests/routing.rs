@@ -64,6 +64,41 @@ async fn reclaiming_reaches_entries_behind_ones_that_keep_failing() {
     assert_eq!(seen.len(), 12);
 }
 
+/// One partition failing (here its group is gone) does not hold back what
+/// the others claimed: those are handed on at once. They were claimed,
+/// pending under this reader with their idle time reset, and returned to
+/// nobody, so they waited for another reclaim.
+#[tokio::test]
+async fn a_failing_partition_does_not_hold_back_the_others() {
+    let (redis, store, _a, mut b, taken) = all_taken_by_a(2, 10).await;
+    let on = |p: u16| {
+        taken
+            .iter()
+            .filter(|e| e.contact_id.partition() == Partition(p))
+            .count()
+    };
+    let (zero, one) = (on(0), on(1));
+    assert!(zero > 0 && one > 0, "both partitions: {zero} and {one}");
+    let mut conn = raw(&redis).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(store.keys().routing(Partition(1)))
+        .arg("router")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reclaimed = b.reclaim(Duration::from_millis(10), 100).await.unwrap();
+    assert_eq!(reclaimed.len(), zero, "partition 0's, at once");
+    assert!(
+        reclaimed
+            .iter()
+            .all(|e| e.contact_id.partition() == Partition(0))
+    );
+    // With no partition giving anything, the failure is the answer.
+    assert!(b.reclaim(Duration::from_secs(60), 100).await.is_err());
+}
+
 #[tokio::test]
 async fn entries_are_marked_routed_once_even_when_reclaimed() {
     // Reader a takes everything, then "dies" before moving it.
