@@ -450,6 +450,9 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         after_reload = widget_messages(&visitor).await;
     }
+    // And nothing doubled a moment later (a replay after the resync).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_reload = widget_messages(&visitor).await;
     for text in texts {
         assert_eq!(
             count(&after_reload, text),

@@ -65,18 +65,13 @@ impl Router {
         let then = if end { Then::End } else { Then::Wait };
         if let Some(known) = self.state.route_record(contact).await? {
             // Handed off before (this entry is handled again): the answers
-            // went out then. A contact still waiting is ended as planned;
-            // one closed already may be an end cut off before its
-            // conversation ended (a crash, a Redis error between the two
-            // steps): ending it again ends the conversation, and changes
-            // nothing when it had ended.
-            return Ok(
-                if end && (known.state == "waiting" || known.state == "closed") {
-                    Then::End
-                } else {
-                    Then::Wait
-                },
-            );
+            // went out then. A contact still waiting is ended as planned
+            // (one closed already has its conversation ended by `queue`).
+            return Ok(if end && known.state == "waiting" {
+                Then::End
+            } else {
+                Then::Wait
+            });
         }
         // Auto replies, bounces and bulk mail never become contacts; mail
         // that asks for no automatic answer (X-Auto-Response-Suppress, bulk

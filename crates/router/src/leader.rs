@@ -207,6 +207,8 @@ impl Leader {
     /// Runs until `shutdown`: waits for the lease, routes while holding it.
     pub async fn run(self, shutdown: CancellationToken) {
         let span = info_span!("routing_leader", instance = %self.instance);
+        // Exported by every instance, 0 where it does not lead.
+        gauge!("switchboard_router_waiting_contacts").set(0.0);
         async move {
             while !shutdown.is_cancelled() {
                 match self.state.acquire_lease(&self.instance, self.lease()).await {

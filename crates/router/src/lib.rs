@@ -269,6 +269,24 @@ impl Router {
             })
             .await?;
         self.after_queueing(&entry.contact_id, then, now).await?;
+        if !queued
+            && self
+                .state
+                .route_record(&entry.contact_id)
+                .await?
+                .is_some_and(|r| r.state == "closed")
+        {
+            // Handled again (a retry) and closed already: perhaps by an end
+            // cut off before its conversation ended (a crash, a Redis error
+            // between the two steps), which would leave the customer's
+            // messages joining a contact nobody sees. Ending the
+            // conversation again changes nothing when it had ended, and
+            // never touches a newer conversation of the customer. Whatever
+            // the business hours are by now.
+            switchboard_store::Conversations::new(self.state.store().clone())
+                .end(&entry.contact_id)
+                .await?;
+        }
         if queued {
             counter!("switchboard_router_contacts_queued_total", "queue" => queue.name.clone())
                 .increment(1);

@@ -46,6 +46,10 @@ pub struct RoutingStreams {
     reclaim_from: std::collections::HashMap<Partition, String>,
     /// Deletes the group's dead consumers now and then (on reclaims).
     pruner: crate::Pruner,
+    /// A partition failed while others gave entries: its group may be gone
+    /// (a node restarted empty), so the groups are made sure of before the
+    /// next read or reclaim (a whole pass failing has the router do it).
+    regroup: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RoutingStreams {
@@ -69,6 +73,7 @@ impl RoutingStreams {
             routed: Script::new(include_str!("lua/routed.lua")),
             reclaim_from: std::collections::HashMap::new(),
             pruner: crate::Pruner::default(),
+            regroup: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -94,8 +99,19 @@ impl RoutingStreams {
         Ok(())
     }
 
+    /// [`Self::ensure_groups`] when a partition failed last time.
+    async fn regroup_if_asked(&mut self) -> Result<(), StoreError> {
+        if self.regroup.load(std::sync::atomic::Ordering::Relaxed) {
+            self.ensure_groups().await?;
+            self.regroup
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// New entries for this consumer, waiting at most the block time.
     pub async fn read(&mut self, count: usize) -> Result<Vec<QueuedContact>, StoreError> {
+        self.regroup_if_asked().await?;
         if self.conn.is_cluster() {
             return self.read_each(count).await;
         }
@@ -169,6 +185,8 @@ impl RoutingStreams {
                     return Err(error);
                 }
                 partition_failed("read", &error);
+                this.regroup
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
             if !out.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(out);
@@ -233,6 +251,7 @@ impl RoutingStreams {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<QueuedContact>, StoreError> {
+        self.regroup_if_asked().await?;
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         let mut failed = None;
@@ -279,6 +298,8 @@ impl RoutingStreams {
                 return Err(error);
             }
             partition_failed("reclaim", &error);
+            self.regroup
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.pruner
             .maybe(&self.store, streams, GROUP, &self.consumer, "routing")
