@@ -174,6 +174,8 @@ pub struct Inner {
     pub(crate) media: media::MediaSources,
     /// Attachments being fetched (`media_fetches`).
     pub(crate) media_permits: tokio::sync::Semaphore,
+    /// Attachment requests in flight by caller (two each).
+    pub(crate) media_callers: media::InFlight,
     pub(crate) recorder: Option<switchboard_records::Recorder>,
 }
 
@@ -216,6 +218,7 @@ impl AgentApi {
                 hub: hub::Hub::default(),
                 media: media::MediaSources::default(),
                 media_permits: tokio::sync::Semaphore::new(media_fetches),
+                media_callers: media::InFlight::default(),
                 recorder,
             }),
         })

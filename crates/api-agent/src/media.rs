@@ -74,6 +74,49 @@ fn mentions(text: &str, media_id: &str) -> bool {
 const PAGE: usize = 1000;
 const MAX_PAGES: usize = 100;
 
+/// Attachment requests one caller (an agent, or the supervisors) may have
+/// in flight on one instance: the shared permits, held through the
+/// look-up, are not all taken by one agent's console stuck in a loop.
+const PER_CALLER: usize = 2;
+
+/// The attachment requests in flight, by caller.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(std::sync::Mutex<HashMap<String, usize>>);
+
+/// One caller's request in flight; ends when dropped.
+pub(crate) struct Slot<'a> {
+    of: &'a InFlight,
+    caller: String,
+}
+
+impl InFlight {
+    /// A slot for `caller`, unless they have [`PER_CALLER`] in flight.
+    pub(crate) fn take(&self, caller: &str) -> Option<Slot<'_>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(caller.to_owned()).or_default();
+        if *n >= PER_CALLER {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            of: self,
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.of.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.caller);
+            }
+        }
+    }
+}
+
 /// How long a fetch waits for one of the `agent_api.media_fetches` permits.
 const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -120,6 +163,19 @@ pub async fn media(
     // The permit covers the look-up too: it reads up to 100,000 log
     // entries of a long conversation, and an agent repeating requests
     // for ids that are not there would otherwise load Redis unbounded.
+    // Each caller has a share of the permits, not all of them.
+    let who_asks = match &caller {
+        crate::actions::Caller::Agent(id) => id.as_str(),
+        crate::actions::Caller::Supervisor => "supervisor",
+    };
+    let Some(_slot) = inner.media_callers.take(who_asks) else {
+        metrics::counter!("switchboard_agent_media_busy_total").increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("{PER_CALLER} attachments of yours are being fetched; wait for them"),
+        ));
+    };
     let Ok(Ok(_permit)) = tokio::time::timeout(PERMIT_WAIT, inner.media_permits.acquire()).await
     else {
         metrics::counter!("switchboard_agent_media_busy_total").increment(1);
@@ -178,7 +234,29 @@ pub async fn media(
 
 #[cfg(test)]
 mod tests {
-    use super::{brought, mentions};
+    use super::{InFlight, PER_CALLER, brought, mentions};
+
+    /// Each caller may have two attachment requests in flight; a third is
+    /// refused until one ends; another caller is not held up.
+    #[test]
+    fn each_caller_has_a_share_of_the_fetches() {
+        let in_flight = InFlight::default();
+        let first = in_flight.take("olena").expect("one");
+        let second = in_flight.take("olena").expect("two");
+        assert_eq!(PER_CALLER, 2);
+        assert!(in_flight.take("olena").is_none(), "a third");
+        assert!(in_flight.take("petro").is_some(), "another caller");
+        drop(first);
+        let third = in_flight.take("olena").expect("one ended");
+        drop((second, third));
+        assert!(
+            in_flight
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        );
+    }
 
     /// A customer who writes `media id X` into a text (or a name, or a
     /// subject) does not open attachment X to the agent of their contact.
