@@ -24,8 +24,12 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 /// An intake request whose head is complete and whose body stops after
 /// 10 bytes: the connection, to hold it open or read its answer.
 async fn body_that_never_ends(base: &str) -> tokio::net::TcpStream {
+    body_held_back(base, &chat_event("c1", "slow-1", "hi").to_string()).await
+}
+
+/// An intake request of `body` whose body stops after its first 10 bytes.
+async fn body_held_back(base: &str, body: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let body = chat_event("c1", "slow-1", "hi").to_string();
     let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
         .await
         .unwrap();
@@ -223,16 +227,7 @@ async fn sigterm_finishes_a_request_in_flight() {
     let mut daemon = Daemon::start(BIN, &redis.url(), "");
     let base = daemon.base();
     let body = chat_event("c-slow", "slow-1", "hi").to_string();
-    let mut tcp = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /channels/api/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).await.unwrap();
-    tcp.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let mut tcp = body_held_back(&base, &body).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     daemon.signal("TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::http::StatusCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchboard_channel::Secret;
 use switchboard_core::{ChannelKind, CustomerIdentity, InboundEvent};
@@ -47,6 +48,30 @@ fn world() -> (RedisServer, Store, RedisIntake) {
         },
     );
     (redis, store, intake)
+}
+
+/// A receiver that answers 200 and records each delivery's event id: its
+/// URL, and the ids so far.
+async fn recording_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                log.lock()
+                    .unwrap()
+                    .push(json["id"].as_str().unwrap_or("").to_owned());
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,24 +149,7 @@ async fn a_new_webhook_starts_at_its_own_max_age() {
         .unwrap();
     intake.submit_event(event("later")).await.unwrap();
 
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let log = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let log = log.clone();
-            async move {
-                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                log.lock()
-                    .unwrap()
-                    .push(json["id"].as_str().unwrap_or("").to_owned());
-                StatusCode::OK
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, seen) = recording_receiver().await;
     let config = WebhookConfig {
         name: "late".into(),
         url,
@@ -180,24 +188,7 @@ async fn a_new_webhook_starts_at_its_own_max_age() {
 async fn an_event_past_max_age_is_dropped_and_the_next_delivered() {
     let counters = Counters::global();
     let (redis, store, intake) = world();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let log = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let log = log.clone();
-            async move {
-                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                log.lock()
-                    .unwrap()
-                    .push(json["id"].as_str().unwrap_or("").to_owned());
-                StatusCode::OK
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (url, seen) = recording_receiver().await;
     let config = WebhookConfig {
         name: "aging".into(),
         url,
