@@ -50,6 +50,27 @@ fn world() -> (RedisServer, Store, RedisIntake) {
     (redis, store, intake)
 }
 
+/// Webhook `name` (every event, 1 s timeout, one hour's max age) to `url`,
+/// running until the token is cancelled.
+fn start_webhook(
+    store: &Store,
+    name: &str,
+    url: String,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let config = WebhookConfig {
+        name: name.into(),
+        url,
+        secret: Secret::Inline("0123456789abcdef-secret".into()),
+        events: switchboard_webhooks::EventType::ALL.to_vec(),
+        timeout_ms: 1000,
+        max_age_hours: 1,
+    };
+    let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(hooks.run(shutdown.clone()));
+    (shutdown, running)
+}
+
 /// A receiver that answers 200 and records each delivery's event id: its
 /// URL, and the ids so far.
 async fn recording_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -85,17 +106,7 @@ async fn the_backlog_grows_while_the_receiver_fails() {
         axum::routing::post(|| async { StatusCode::SERVICE_UNAVAILABLE }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let config = WebhookConfig {
-        name: "down".into(),
-        url,
-        secret: Secret::Inline("0123456789abcdef-secret".into()),
-        events: switchboard_webhooks::EventType::ALL.to_vec(),
-        timeout_ms: 1000,
-        max_age_hours: 1,
-    };
-    let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(hooks.run(shutdown.clone()));
+    let (shutdown, running) = start_webhook(&store, "down", url);
     intake.submit_event(event("m0")).await.unwrap();
     // The first event is being retried; more arrive behind it.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -150,17 +161,7 @@ async fn a_new_webhook_starts_at_its_own_max_age() {
     intake.submit_event(event("later")).await.unwrap();
 
     let (url, seen) = recording_receiver().await;
-    let config = WebhookConfig {
-        name: "late".into(),
-        url,
-        secret: Secret::Inline("0123456789abcdef-secret".into()),
-        events: switchboard_webhooks::EventType::ALL.to_vec(),
-        timeout_ms: 1000,
-        max_age_hours: 1,
-    };
-    let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(hooks.run(shutdown.clone()));
+    let (shutdown, running) = start_webhook(&store, "late", url);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while seen.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -189,17 +190,7 @@ async fn an_event_past_max_age_is_dropped_and_the_next_delivered() {
     let counters = Counters::global();
     let (redis, store, intake) = world();
     let (url, seen) = recording_receiver().await;
-    let config = WebhookConfig {
-        name: "aging".into(),
-        url,
-        secret: Secret::Inline("0123456789abcdef-secret".into()),
-        events: switchboard_webhooks::EventType::ALL.to_vec(),
-        timeout_ms: 1000,
-        max_age_hours: 1,
-    };
-    let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(hooks.run(shutdown.clone()));
+    let (shutdown, running) = start_webhook(&store, "aging", url);
     let delivered = |n: usize| {
         let seen = seen.clone();
         async move {
