@@ -50,6 +50,38 @@ fn world() -> (RedisServer, Store, RedisIntake) {
     (redis, store, intake)
 }
 
+/// A `contact.created` event two hours old (its `at`) in partition 0's
+/// feed, named `id`; with `old_entry`, its stream entry is as old too (as a
+/// webhook with a longer max_age would have kept it), else it is written
+/// now (as a receiver down that long would find it).
+async fn feed_event_two_hours_old(redis: &RedisServer, store: &Store, id: &str, old_entry: bool) {
+    let old = switchboard_core::Timestamp::now().as_millis() - 2 * 3600 * 1000;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entry = if old_entry {
+        format!("{old}-0")
+    } else {
+        "*".to_owned()
+    };
+    let _: String = redis::cmd("XADD")
+        .arg(store.keys().feed(switchboard_core::Partition(0)))
+        .arg(entry)
+        .arg("type")
+        .arg("contact.created")
+        .arg("id")
+        .arg(id)
+        .arg("contact")
+        .arg(switchboard_core::ContactId::new(switchboard_core::Partition(0)).to_string())
+        .arg("at")
+        .arg(old)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
 /// Webhook `name` (every event, 1 s timeout, one hour's max age) to `url`,
 /// running until the token is cancelled.
 fn start_webhook(
@@ -138,26 +170,7 @@ async fn a_new_webhook_starts_at_its_own_max_age() {
     let (redis, store, intake) = world();
     // An event two hours old in the feed (as a webhook with a longer
     // max_age would have kept it), then a new one.
-    let old = switchboard_core::Timestamp::now().as_millis() - 2 * 3600 * 1000;
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg(store.keys().feed(switchboard_core::Partition(0)))
-        .arg(format!("{old}-0"))
-        .arg("type")
-        .arg("contact.created")
-        .arg("id")
-        .arg("old-event-1")
-        .arg("contact")
-        .arg(switchboard_core::ContactId::new(switchboard_core::Partition(0)).to_string())
-        .arg("at")
-        .arg(old)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    feed_event_two_hours_old(&redis, &store, "old-event-1", true).await;
     intake.submit_event(event("later")).await.unwrap();
 
     let (url, seen) = recording_receiver().await;
@@ -208,26 +221,7 @@ async fn an_event_past_max_age_is_dropped_and_the_next_delivered() {
     assert_eq!(before.len(), 2, "{before:?}");
     let n = before.len();
 
-    let old = switchboard_core::Timestamp::now().as_millis() - 2 * 3600 * 1000;
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg(store.keys().feed(switchboard_core::Partition(0)))
-        .arg("*")
-        .arg("type")
-        .arg("contact.created")
-        .arg("id")
-        .arg("aged-event-1")
-        .arg("contact")
-        .arg(switchboard_core::ContactId::new(switchboard_core::Partition(0)).to_string())
-        .arg("at")
-        .arg(old)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    feed_event_two_hours_old(&redis, &store, "aged-event-1", false).await;
     intake.submit_event(event("after")).await.unwrap();
     // Delivered in the feed's order: the event behind the aged one
     // arrives only once the aged one was handled.
