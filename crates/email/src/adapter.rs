@@ -201,6 +201,7 @@ impl MailSink for ListenerSink {
             let arrival = Arrival {
                 rcpt: envelope.recipients.first().map(String::as_str),
                 envelope_from: from,
+                null_sender: envelope.mail_from.is_empty(),
                 ..Arrival::default()
             };
             let reply = match self.0.take(data, arrival).await {

@@ -94,6 +94,9 @@ pub struct Arrival<'a> {
     pub default_address: Option<&'a str>,
     /// The envelope sender (`MAIL FROM`), when there was one.
     pub envelope_from: Option<&'a str>,
+    /// The envelope sender was null (`MAIL FROM:<>`): a notification,
+    /// never answered automatically (RFC 3834 section 2, RFC 5321 4.5.5).
+    pub null_sender: bool,
     /// The message's name when it has no Message-ID (an IMAP UID); a hash
     /// of the bytes otherwise.
     pub fallback_id: Option<&'a str>,
@@ -103,7 +106,8 @@ impl Ingest {
     /// Takes one message. A repeat (same Message-ID, or the same
     /// fallback id) is stored once.
     pub async fn take(&self, raw: &[u8], arrival: Arrival<'_>) -> Result<Taken, IngestError> {
-        let mail = parse::parse(raw, &self.limits);
+        let mut mail = parse::parse(raw, &self.limits);
+        mail.no_auto_answer |= arrival.null_sender;
         // A signed plus-address (a reply's Reply-To) stands for its mailbox.
         let address = arrival
             .rcpt
@@ -316,7 +320,9 @@ impl Ingest {
         if let Some(tag) = &mail.tag {
             attributes.insert("email_thread".to_owned(), tag.clone());
         }
-        if mail.no_auto_answer {
+        // Answers to an address only software sends from (noreply@,
+        // MAILER-DAEMON, a list's -request) reach no one, or loop.
+        if mail.no_auto_answer || parse::automated_sender(&from) {
             attributes.insert("no_auto_answer".to_owned(), "true".to_owned());
         }
         let provider_message_id = dedupe_id(mail.message_id.as_deref(), fallback_id, raw);

@@ -452,6 +452,65 @@ async fn mail_from_our_own_address_is_refused() {
     assert_eq!(w.contacts().await, 0);
 }
 
+/// Mail that no one would read an automatic answer to is marked so: a null
+/// envelope sender (a notification), or a customer address only software
+/// sends from. A web form's noreply sender with the person in Reply-To is
+/// answered when Reply-To names the customer.
+#[tokio::test]
+async fn mail_from_software_is_marked_for_no_automatic_answer() {
+    let mail = |from: &str, n: u32| {
+        format!(
+            "From: {from}\r\nReply-To: Olena <olena@customer.example>\r\n\
+             To: help@support.example.com\r\nSubject: Your order\r\n\
+             Message-ID: <auto-{n}@shop.example>\r\n\r\nWhere is my order?\r\n"
+        )
+    };
+    let rcpt = Some("help@support.example.com");
+    for (policy, from, null_sender, want) in [
+        (CustomerAddress::From, "anna@shop.example", false, false),
+        (CustomerAddress::From, "anna@shop.example", true, true),
+        (
+            CustomerAddress::From,
+            "No-Reply <no-reply@shop.example>",
+            false,
+            true,
+        ),
+        (
+            CustomerAddress::ReplyTo,
+            "No-Reply <no-reply@shop.example>",
+            false,
+            false,
+        ),
+        (
+            CustomerAddress::From,
+            "owner-staff@lists.example",
+            false,
+            true,
+        ),
+    ] {
+        let w = world_with(BulkPolicy::Ignore, policy);
+        let arrival = Arrival {
+            rcpt,
+            envelope_from: (!null_sender).then_some("bounces@shop.example"),
+            null_sender,
+            ..Arrival::default()
+        };
+        let taken = w
+            .ingest
+            .take(mail(from, 1).as_bytes(), arrival)
+            .await
+            .unwrap();
+        let id = stored(&taken, "created");
+        let attributes: HashMap<String, String> =
+            serde_json::from_str(&w.contact(&id).await["attributes"]).unwrap();
+        assert_eq!(
+            attributes.get("no_auto_answer").map(String::as_str) == Some("true"),
+            want,
+            "{policy:?} {from} null sender {null_sender}"
+        );
+    }
+}
+
 /// A long mail with an attachment: its text is cut so that the text and the
 /// attachment's line fit the intake's limit together (it used to be refused
 /// for good, 550, for being over the limit after the line was added).

@@ -40,6 +40,15 @@ fn attribute(facts: &ContactFacts, name: &str) -> bool {
     facts.attributes.get(name).is_some_and(|v| v == "true")
 }
 
+/// A flag among a stored contact's attributes (`fields`, as
+/// `RoutingState::contact_fields` reads them): `"true"`.
+pub(crate) fn stored_flag(fields: &HashMap<String, String>, name: &str) -> bool {
+    fields
+        .get("attributes")
+        .and_then(|a| serde_json::from_str::<HashMap<String, String>>(a).ok())
+        .is_some_and(|a| a.get(name).is_some_and(|v| v == "true"))
+}
+
 impl Router {
     /// Before a new contact is queued: its automatic answers, and the
     /// after-hours decision when its queue is closed at `now`.
@@ -253,11 +262,7 @@ pub(crate) async fn close_after_hours(
             ));
         }
     };
-    let attributes: HashMap<String, String> = fields
-        .get("attributes")
-        .and_then(|a| serde_json::from_str(a).ok())
-        .unwrap_or_default();
-    let flag = |name: &str| attributes.get(name).is_some_and(|v| v == "true");
+    let flag = |name: &str| stored_flag(&fields, name);
     if flag("offline") {
         return None;
     }

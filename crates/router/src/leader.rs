@@ -557,13 +557,23 @@ impl Leader {
                 text,
             } => {
                 let queue = &self.plan.queues[*queue].name;
-                let sent = self
-                    .conversations
-                    .automatic_reply(contact, &format!("{queue}:{step}"), text)
-                    .await;
+                // Mail that asked for no automatic answer (bulk routed
+                // anyway, a notification, noreply@) gets none here either.
+                let sent = match self.state.contact_fields(contact).await {
+                    Ok(fields) if crate::greeting::stored_flag(&fields, "no_auto_answer") => {
+                        Ok(None)
+                    }
+                    Ok(_) => self
+                        .conversations
+                        .automatic_reply(contact, &format!("{queue}:{step}"), text)
+                        .await
+                        .map(Some),
+                    Err(error) => Err(error),
+                };
                 let outcome = match &sent {
-                    Ok(true) => "sent",
-                    Ok(false) => "already_sent",
+                    Ok(Some(true)) => "sent",
+                    Ok(Some(false)) => "already_sent",
+                    Ok(None) => "suppressed",
                     Err(_) => "failed",
                 };
                 counter!("switchboard_router_auto_answers_total", "outcome" => outcome)

@@ -505,6 +505,52 @@ async fn an_overflow_step_answers_the_customer_once() {
     second.stop().await;
 }
 
+/// A contact whose message asked for no automatic answer (mail from a
+/// machine, bulk mail routed anyway) gets no overflow-step answer; the
+/// step is still recorded, saying why nothing was sent.
+#[tokio::test]
+async fn an_overflow_step_answers_no_one_who_asked_for_none() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let intake = intake(&store);
+    let state = RoutingState::new(store.clone());
+    let config = answering_after_a_second();
+    let first = Instance::start(&store, "first", &config);
+    let mut quiet = event("v-quiet", "hello");
+    quiet
+        .attributes
+        .insert("no_auto_answer".into(), "true".into());
+    let quiet = intake.submit_event(quiet).await.unwrap();
+    let loud = intake.submit_event(event("v-loud", "hello")).await.unwrap();
+    until("the step's answer is in the outbox", || async {
+        outbox_len(&redis, &store).await == 1
+    })
+    .await;
+    until("the quiet contact's step is recorded", || async {
+        state
+            .decisions(&quiet.contact_id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.contains("automatic answer (suppressed)"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(outbox_len(&redis, &store).await, 1, "only the loud one");
+    let log = switchboard_store::Conversations::new(store.clone());
+    for (receipt, want) in [(&quiet, 0), (&loud, 1)] {
+        let out = log
+            .transcript(&receipt.conversation_id, "-", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.dir == "out")
+            .count();
+        assert_eq!(out, want);
+    }
+    first.stop().await;
+}
+
 /// A step whose time comes while no instance leads (a failover) still
 /// sends its automatic answer, once, when the next leader loads the
 /// contact (it was skipped: the new leader put the contact at the step

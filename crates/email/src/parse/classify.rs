@@ -68,6 +68,27 @@ fn is_auto_reply(hdrs: &Headers<'_>, subject: Option<&str>) -> bool {
             .any(|s| subject.starts_with(s) || (s.starts_with("out of") && subject.contains(s)))
 }
 
+/// An address only software sends from, never answered automatically
+/// (RFC 5230 section 4.6, Sieve's vacation: `MAILER-DAEMON`, `LISTSERV`,
+/// `majordomo`, `owner-*`, `*-request`; and the usual "no reply" names).
+/// Case is ignored; `+` tags are not part of the name.
+pub fn automated_sender(address: &str) -> bool {
+    let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
+    let local = local
+        .split('+')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let bare: String = local
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .collect();
+    matches!(local.as_str(), "mailer-daemon" | "listserv" | "majordomo")
+        || local.starts_with("owner-")
+        || local.ends_with("-request")
+        || matches!(bare.as_str(), "noreply" | "donotreply" | "noreplies")
+}
+
 /// `Precedence: bulk|list|junk`, or any `List-*` field (RFC 2369, 2919).
 fn is_bulk(hdrs: &Headers<'_>) -> bool {
     let precedence = precedence(hdrs);

@@ -23,6 +23,7 @@ pub use threading::{
     conversation_tag, looks_plus_addressed, plus_address, tagged_subject, verify_plus_address,
 };
 
+pub use classify::automated_sender;
 use headers::Headers;
 use mail_parser::MessageParser;
 
@@ -149,7 +150,9 @@ pub struct ParsedMail {
     /// What kind of mail it is.
     pub kind: MailKind,
     /// Never answer automatically: auto replies, bounces, bulk and list mail,
-    /// and mail carrying `X-Auto-Response-Suppress`.
+    /// and mail carrying `X-Auto-Response-Suppress` or a null `Return-Path`.
+    /// The channel adds mail whose envelope sender is null, and mail whose
+    /// customer address only software writes from ([`automated_sender`]).
     pub no_auto_answer: bool,
     /// The `Date` field as Unix milliseconds, when valid and after 1970.
     pub date_ms: Option<u64>,
@@ -176,7 +179,9 @@ pub fn parse(raw: &[u8], limits: &ParseLimits) -> ParsedMail {
     let tag = subject_full.as_deref().and_then(conversation_tag);
     let from = hdrs.mailbox("From");
     let kind = classify::kind(msg, &hdrs, subject_full.as_deref(), from.as_ref());
-    let no_auto_answer = kind != MailKind::Customer || hdrs.has("X-Auto-Response-Suppress");
+    let no_auto_answer = kind != MailKind::Customer
+        || hdrs.has("X-Auto-Response-Suppress")
+        || hdrs.raw("Return-Path").as_deref() == Some("<>");
     let body = text::body(msg, limits.max_text_bytes);
     let is_bounce = matches!(kind, MailKind::Bounce(_));
     let (attachments, skipped_attachments) = attach::collect(msg, limits, &body.used, is_bounce);

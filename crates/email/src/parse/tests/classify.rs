@@ -60,6 +60,46 @@ fn bulk_and_list_mail() {
     assert_eq!(m.kind, MailKind::AutoReply);
 }
 
+#[test]
+fn mail_that_no_one_reads_is_never_answered() {
+    let answerable = |head: &str| !mail(head, "Hello, my order is late.").no_auto_answer;
+    assert!(answerable("From: anna@shop.example"));
+    // A null Return-Path alone (the delivering server's record of an
+    // empty envelope sender): a notification, whatever its subject.
+    assert!(!answerable("From: anna@shop.example\nReturn-Path: <>"));
+    assert!(answerable(
+        "From: anna@shop.example\nReturn-Path: <anna@shop.example>"
+    ));
+}
+
+#[test]
+fn addresses_only_software_sends_from() {
+    for sender in [
+        "MAILER-DAEMON@mx.example",
+        "listserv@lists.example",
+        "Majordomo@lists.example",
+        "owner-staff@lists.example",
+        "staff-request@lists.example",
+        "noreply@shop.example",
+        "no-reply@shop.example",
+        "No_Reply+orders@shop.example",
+        "do-not-reply@shop.example",
+        "donotreply@shop.example",
+    ] {
+        assert!(automated_sender(sender), "{sender}");
+    }
+    // Names that merely contain those words are people.
+    for sender in [
+        "reply@shop.example",
+        "noreen@shop.example",
+        "owner@shop.example",
+        "requests@shop.example",
+        "postmaster@shop.example",
+    ] {
+        assert!(!automated_sender(sender), "{sender}");
+    }
+}
+
 const DSN_HEAD: &str = "From: MAILER-DAEMON@mx.example\nTo: help@support.example.com\nAuto-Submitted: auto-replied\nContent-Type: multipart/mixed; boundary=\"B\"";
 
 fn dsn(head: &str, status: &str, returned: &str) -> ParsedMail {
