@@ -167,6 +167,13 @@ impl Twilio {
                 let target = between(&reply.body[start..], ">", &format!("</{noun}>")).unwrap();
                 let action = path_of(&attr(&reply.body, "action"));
                 let status = path_of(&attr(&reply.body, "statusCallback"));
+                // The agent's pick-up asks first whether to connect them.
+                assert_eq!(
+                    path_of(&attr(&reply.body, "url")),
+                    bridge_of(&status),
+                    "{}",
+                    reply.body
+                );
                 return (target, action, status);
             }
             assert!(reply.body.contains("<Redirect"), "{}", reply.body);
@@ -186,6 +193,12 @@ fn incoming<'a>(sid: &'a str, from: &'a str) -> Vec<(&'a str, &'a str)> {
         ("From", from),
         ("To", "+15550783881"),
     ]
+}
+
+/// The bridge question of a dial (the noun's `url`), from its agent
+/// callback's path: the same contact and agent.
+fn bridge_of(agent_status: &str) -> String {
+    agent_status.replacen("/agent?", "/bridge?", 1)
 }
 
 fn leg<'a>(sid: &'a str, status: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -439,6 +452,68 @@ async fn a_late_no_answer_of_an_earlier_offer_leaves_the_new_one() {
     // The hold loop rings her again for the offer standing.
     let (target, _, _) = twilio.until_dialed(&wait, sid).await;
     assert!(target.contains("olha"), "{target}");
+}
+
+/// An agent who picks up after the offer left her (her session ended while
+/// the phone rang) is not connected: the bridge question hangs her up, the
+/// call stays in its queue, and the dial's end holds the caller instead of
+/// ending the call. Once the call is hers again, her pick-up connects her.
+/// Before, Twilio connected whoever picked up, and the dial's end closed a
+/// call that routing had given to someone else.
+#[tokio::test]
+async fn an_agent_picking_up_after_the_offer_left_her_is_not_connected() {
+    let (_redis, daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
+    let olha = online(&twilio.base, TOKEN_OLHA).await;
+    let sid = "CA00000000000000000000000000000025";
+    let wait = twilio.call(sid, "+380505555555").await;
+    let contact = contact_in(&wait);
+    let (_, dialed, status) = twilio.until_dialed(&wait, sid).await;
+    let state_is = |want: &'static str| {
+        let (http, base, contact) = (twilio.http.clone(), twilio.base.clone(), contact.clone());
+        async move { route(&http, &base, &contact).await["state"] == want }
+    };
+    drop(olha);
+    assert!(
+        eventually(Duration::from_secs(10), || state_is("waiting")).await,
+        "{}",
+        daemon.log()
+    );
+
+    // Her phone is picked up only now.
+    let mut pick_up = leg("CA99999999999999999999999999999925", "in-progress");
+    pick_up.push(("ParentCallSid", sid));
+    let r = twilio.post(&bridge_of(&status), &pick_up).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("<Hangup"), "not connected: {}", r.body);
+    let now = route(&twilio.http, &twilio.base, &contact).await;
+    assert_eq!(now["state"], "waiting", "{now}");
+    // Twilio ends the dial; the caller is held, the call not ended.
+    let mut over = leg(sid, "in-progress");
+    over.push(("DialCallStatus", "completed"));
+    let r = twilio.post(&dialed, &over).await;
+    assert!(r.body.contains("<Redirect"), "held again: {}", r.body);
+    let now = route(&twilio.http, &twilio.base, &contact).await;
+    assert_eq!(now["state"], "waiting", "{now}");
+    let metrics = metrics_text(&twilio.base).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_voice_late_answers_total") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // She is back: the call is offered to her, and her pick-up connects.
+    let _olha = online(&twilio.base, TOKEN_OLHA).await;
+    let (_, _, status) = twilio.until_dialed(&wait, sid).await;
+    let r = twilio.post(&bridge_of(&status), &pick_up).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("<Hangup"), "connected: {}", r.body);
+    let now = route(&twilio.http, &twilio.base, &contact).await;
+    assert_eq!(
+        (now["state"].as_str(), now["agent"].as_str()),
+        (Some("assigned"), Some("olha")),
+        "{now}"
+    );
 }
 
 /// A call assigned to an agent this channel has no phone for (she took it

@@ -56,7 +56,7 @@ pub use parse::{
 pub use phone::{Caller, classify_caller, normalize_phone};
 pub use reply::{
     CtiReply, DialOptions, HOLD_PAUSE_SECS, Hold, RejectReason, ReplyError, Target, twiml_connect,
-    twiml_hangup, twiml_hold, twiml_reject,
+    twiml_hangup, twiml_hold, twiml_proceed, twiml_reject,
 };
 pub use state::{CallState, Ending, Phase, RouteStep, Stale, Transition};
 pub use twilio_channel::TwilioConfig;

@@ -26,8 +26,8 @@
 use crate::config_error;
 use crate::{
     CallEvent, CallEventKind, DialOptions, Direction, Hold, Provider, RejectReason, Target,
-    TwilioCall, inbound_event, parse_form, parse_twilio, twiml_connect, twiml_hangup, twiml_reject,
-    verify_twilio_signature,
+    TwilioCall, inbound_event, parse_form, parse_twilio, twiml_connect, twiml_hangup,
+    twiml_proceed, twiml_reject, verify_twilio_signature,
 };
 use axum::Router;
 use axum::body::Bytes;
@@ -151,6 +151,7 @@ impl ChannelConfig for TwilioConfig {
                     ring_timeout_secs: self.ring_timeout_secs,
                     action_url: &probe,
                     status_url: Some(&probe),
+                    answer_url: Some(&probe),
                     caller_id: None,
                 },
             )
@@ -226,6 +227,7 @@ impl ChannelAdapter for TwilioChannel {
                 .route("/incoming", post(incoming))
                 .route("/wait", post(wait))
                 .route("/agent", post(agent_leg))
+                .route("/bridge", post(bridge))
                 .route("/dialed", post(dialed))
                 .route("/status", post(status))
                 .with_state(self.state.clone()),
@@ -249,6 +251,7 @@ fn endpoint_of(path: &str) -> &'static str {
         Some("incoming") => "incoming",
         Some("wait") => "wait",
         Some("agent") => "agent",
+        Some("bridge") => "bridge",
         Some("dialed") => "dialed",
         Some("status") => "status",
         _ => "other",
@@ -538,6 +541,7 @@ async fn wait_for(state: &TwilioState, contact: &ContactId) -> Served {
                 "/dialed?contact={contact}&agent={agent}&offer={offer}"
             ));
             let status = state.url(&format!("/agent?contact={contact}&agent={agent}"));
+            let answer = state.url(&format!("/bridge?contact={contact}&agent={agent}"));
             debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Ringing the agent.");
             twiml_connect(
                 &Target::from_endpoint(endpoint),
@@ -545,6 +549,7 @@ async fn wait_for(state: &TwilioState, contact: &ContactId) -> Served {
                     ring_timeout_secs: ring,
                     action_url: &action,
                     status_url: Some(&status),
+                    answer_url: Some(&answer),
                     caller_id: None,
                 },
             )
@@ -588,6 +593,73 @@ async fn agent_leg(
     state.answer("agent", result)
 }
 
+/// The agent picked up: Twilio asks (the noun's `url`, on the agent's leg,
+/// before the two are connected) what to do. They are connected only if
+/// the call is still theirs: offered to them (accepted now) or assigned to
+/// them. An offer that moved on while the phone rang (taken back when
+/// their session ended, expired, passed on, transferred) belongs to
+/// someone else now, or to no one: the agent is hung up, counted
+/// (`switchboard_voice_late_answers_total`), and the caller stays where
+/// routing has them (the `<Dial action>` holds them again). Before, Twilio
+/// connected whoever picked up, while routing offered the call to the next
+/// agent. When routing cannot be asked (Redis away), nobody is connected:
+/// a call that might be another agent's is never bridged.
+async fn bridge(
+    State(state): State<Arc<TwilioState>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        state.read(&uri, &headers, &body)?;
+        let (contact, agent) = query(&uri)?;
+        let agent = agent.ok_or_else(|| Refusal::Bad("agent: missing".into()))?;
+        let theirs = match still_theirs(&state, &contact, &agent).await {
+            Ok(theirs) => theirs,
+            Err(Refusal::Unavailable(error)) => {
+                warn!(source = %state.name, contact_id = %contact, agent_id = %agent, %error, "Routing is unavailable; the agent who answered is not connected.");
+                false
+            }
+            Err(other) => return Err(other),
+        };
+        if theirs {
+            info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The agent answered; connecting the caller.");
+            return Ok(twiml(twiml_proceed()));
+        }
+        counter!("switchboard_voice_late_answers_total", "source" => state.name.clone())
+            .increment(1);
+        info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The agent answered a call no longer theirs; hung up.");
+        Ok(twiml(twiml_hangup()))
+    }
+    .await;
+    state.answer("bridge", result)
+}
+
+/// Whether `agent` may be connected to the call now: its offer to them is
+/// accepted, or it is assigned to them already.
+async fn still_theirs(
+    state: &TwilioState,
+    contact: &ContactId,
+    agent: &str,
+) -> Result<bool, Refusal> {
+    if state.routing.answer(contact, agent, true).await? == "ok" {
+        return Ok(true);
+    }
+    assigned_to(state, contact, agent).await
+}
+
+async fn assigned_to(
+    state: &TwilioState,
+    contact: &ContactId,
+    agent: &str,
+) -> Result<bool, Refusal> {
+    Ok(state
+        .routing
+        .route(contact)
+        .await?
+        .is_some_and(|r| r.state == "assigned" && r.agent.as_deref() == Some(agent)))
+}
+
 async fn dialed(
     State(state): State<Arc<TwilioState>>,
     OriginalUri(uri): OriginalUri,
@@ -601,9 +673,21 @@ async fn dialed(
         match call.call_event().map(|e| e.kind) {
             Some(CallEventKind::Answered { .. }) => {
                 // Answered and over (the agent's leg ended): the contact is
-                // done. Accepting first is harmless when the agent leg's
-                // callback did it already.
-                state.routing.answer(&contact, &agent, true).await?;
+                // done, if it was this agent's (the bridge, or the agent
+                // leg's callback, accepted it when they picked up). A call
+                // no longer theirs (a late answer hung up at the bridge, a
+                // transfer during the call) is held for where routing has
+                // it now: not accepted here, for a new offer to the same
+                // agent may stand (they came back while it rang).
+                let route = state.routing.route(&contact).await?;
+                let done = route.as_ref().is_none_or(|r| {
+                    r.state == "closed"
+                        || (r.state == "assigned" && r.agent.as_deref() == Some(agent.as_str()))
+                });
+                if !done {
+                    info!(source = %state.name, contact_id = %contact, agent_id = %agent, "A dial ended for a call no longer the agent's; the caller is held.");
+                    return state.hold(&contact, false);
+                }
                 state.routing.end(&contact, "completed").await?;
                 Ok(twiml(twiml_hangup()))
             }

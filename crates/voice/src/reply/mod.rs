@@ -15,7 +15,8 @@ pub mod twiml;
 
 pub use cti::CtiReply;
 pub use twiml::{
-    DialOptions, HOLD_PAUSE_SECS, Hold, twiml_connect, twiml_hangup, twiml_hold, twiml_reject,
+    DialOptions, HOLD_PAUSE_SECS, Hold, twiml_connect, twiml_hangup, twiml_hold, twiml_proceed,
+    twiml_reject,
 };
 
 /// Where an agent's phone is, for connecting a caller to it.

@@ -140,6 +140,11 @@ pub struct DialOptions<'a> {
     /// `statusCallbackEvent="answered completed"`: tells us the moment the
     /// agent answers.
     pub status_url: Option<&'a str>,
+    /// The noun's `url` (POST): TwiML Twilio runs on the agent's leg once
+    /// they answer, before the two are connected. An empty `<Response/>`
+    /// connects them; `<Hangup/>` hangs up the agent and leaves the caller
+    /// unconnected (the `<Dial>` ends and its `action` is requested).
+    pub answer_url: Option<&'a str>,
     /// `<Dial callerId>`: the number the agent's phone shows (for a
     /// `<Number>` it must be one of the account's numbers; Twilio shows the
     /// caller's by default).
@@ -153,6 +158,10 @@ pub fn twiml_connect(target: &Target, dial: &DialOptions<'_>) -> Result<String, 
     let status = dial
         .status_url
         .map(|u| checked_url("status_url", u))
+        .transpose()?;
+    let answer = dial
+        .answer_url
+        .map(|u| checked_url("answer_url", u))
         .transpose()?;
     if !(5..=600).contains(&dial.ring_timeout_secs) {
         return Err(ReplyError::Invalid {
@@ -182,6 +191,10 @@ pub fn twiml_connect(target: &Target, dial: &DialOptions<'_>) -> Result<String, 
         Target::Client(_) => "Client",
     };
     let _ = write!(xml, "<{noun}");
+    if let Some(answer) = answer {
+        attribute(&mut xml, "url", answer);
+        attribute(&mut xml, "method", "POST");
+    }
     if let Some(status) = status {
         attribute(&mut xml, "statusCallbackEvent", "answered completed");
         attribute(&mut xml, "statusCallback", status);
@@ -205,6 +218,12 @@ pub fn twiml_reject(reason: RejectReason) -> String {
 
 /// Ends the call (`<Hangup/>`), e.g. as the `<Dial>` action's answer after
 /// the conversation.
+/// Nothing to do: on an agent's leg (the noun's `url`), connects them to
+/// the caller.
+pub fn twiml_proceed() -> String {
+    close(open())
+}
+
 pub fn twiml_hangup() -> String {
     close(open() + "<Hangup/>")
 }
@@ -347,6 +366,7 @@ mod tests {
             ring_timeout_secs: 20,
             action_url: ACTION_URL,
             status_url: None,
+            answer_url: None,
             caller_id: None,
         }
     }
@@ -356,13 +376,15 @@ mod tests {
         let target = Target::Sip("sip:olena@pbx.example.com;transport=tls".into());
         let options = DialOptions {
             status_url: Some("https://sb.example/channels/voice/twilio/status?leg=agent&c=1"),
+            answer_url: Some("https://sb.example/channels/voice/twilio/bridge?c=1&a=o"),
             ..dial()
         };
         assert_eq!(
             twiml_connect(&target, &options).expect("valid"),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>\
              <Dial timeout=\"20\" action=\"https://sb.example/channels/voice/twilio/dial?call=CA1\" method=\"POST\">\
-             <Sip statusCallbackEvent=\"answered completed\" \
+             <Sip url=\"https://sb.example/channels/voice/twilio/bridge?c=1&amp;a=o\" method=\"POST\" \
+             statusCallbackEvent=\"answered completed\" \
              statusCallback=\"https://sb.example/channels/voice/twilio/status?leg=agent&amp;c=1\" \
              statusCallbackMethod=\"POST\">sip:olena@pbx.example.com;transport=tls</Sip>\
              </Dial></Response>"
@@ -415,6 +437,13 @@ mod tests {
             (
                 DialOptions {
                     status_url: Some("x"),
+                    ..dial()
+                },
+                "url",
+            ),
+            (
+                DialOptions {
+                    answer_url: Some("javascript:x"),
                     ..dial()
                 },
                 "url",
