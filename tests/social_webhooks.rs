@@ -550,6 +550,42 @@ async fn every_corpus_delivery_has_its_documented_outcome() {
 
     // Malformed and oversized bodies: a clear error each, and counted.
     let sig = |body: &[u8]| meta_signature(&meta_secret, body);
+
+    // A batch with one unreadable event (a message without its `mid`): the
+    // good event is stored and the delivery acknowledged; the bad one is
+    // counted. The whole batch was refused before, and Meta's retries of
+    // it lost the good event too.
+    let batch = br#"{"object":"page","entry":[{"id":"105550001","time":1,"messaging":[
+        {"sender":{"id":"7100000000000001"},"recipient":{"id":"105550001"},"timestamp":1764100000000,"message":{"text":"no mid"}},
+        {"sender":{"id":"7100000000000002"},"recipient":{"id":"105550001"},"timestamp":1764100000001,"message":{"mid":"m_batch_good","text":"the good one"}}]}]}"#.to_vec();
+    let before = snapshot(&redis.url()).await;
+    let reply = http
+        .post(
+            &format!("{base}/channels/meta/webhook"),
+            &[("x-hub-signature-256", sig(&batch).as_str())],
+            batch,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let after = snapshot(&redis.url()).await;
+    let new: Vec<&Value> = after
+        .inbound()
+        .into_iter()
+        .filter(|m| !before.inbound().contains(m))
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["text"], "the good one");
+    let metrics = metrics_text(&base).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_social_items_total")
+                && l.contains("kind=\"unreadable\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
     let broken = b"{\"object\": \"page\", \"entry\": [".to_vec();
     let reply = http
         .post(

@@ -49,6 +49,7 @@ fn counts(items: &[SocialItem]) -> [usize; 5] {
             SocialItem::Echo(_) => 2,
             SocialItem::Edit(_) => 3,
             SocialItem::Ignored(_) => 4,
+            SocialItem::Unreadable(u) => panic!("a corpus event could not be read: {u:?}"),
         };
         c[i] += 1;
     }

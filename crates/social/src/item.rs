@@ -55,6 +55,10 @@ pub enum SocialItem {
     /// An event we knowingly skip (reactions, group chats, unsupported
     /// types, …): acknowledged to the provider, counted, not stored.
     Ignored(Ignored),
+    /// One event of a batch that could not be read (a field missing or of
+    /// the wrong type), while the batch itself could: the others are
+    /// stored, this one is counted and logged with where it failed.
+    Unreadable(Unreadable),
 }
 
 /// A new message from a customer.
@@ -278,6 +282,18 @@ pub struct Ignored {
     /// Why, as a short fixed label fit for metrics (`reaction`,
     /// `group_chat`, `no_content`, `unsupported_type`, …).
     pub reason: &'static str,
+}
+
+/// An event of a batch that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub platform: Platform,
+    /// Where in the body, e.g. `entry[0].messaging[1].message.mid`.
+    pub path: String,
+    /// What was wrong, as [`ParseError::kind`](crate::ParseError::kind)
+    /// gives it (`json`, `invalid`). The error's own words are not kept:
+    /// they may quote the customer's text.
+    pub kind: &'static str,
 }
 
 /// Longest attribute value the intake accepts.

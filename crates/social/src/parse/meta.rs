@@ -26,7 +26,9 @@
 //! [`Echo`]: crate::Echo
 //! [`account`]: crate::SocialMessage::account
 
-use super::{Items, ParseError, customer, from_millis, from_slice, non_blank, whatsapp};
+use super::{
+    Items, ParseError, customer, from_millis, from_slice, from_value, non_blank, whatsapp,
+};
 use crate::item::{
     AttachmentKind, AttachmentRef, Echo, GeoPoint, MessageEdit, Platform, Receipt, ReceiptStatus,
     ReceiptTarget, SocialItem, SocialMessage, clip,
@@ -50,7 +52,8 @@ pub fn parse_meta(body: &[u8]) -> Result<Vec<SocialItem>, ParseError> {
         for (j, change) in entry.changes.into_iter().enumerate() {
             if platform == Platform::WhatsApp {
                 let path = format!("entry[{i}].changes[{j}]");
-                whatsapp::parse_change(change, &path, &mut items)?;
+                let read = whatsapp::parse_change(change, &path, &mut items);
+                items.unreadable(platform, read)?;
             } else {
                 items.event()?;
                 items.ignore(platform, "change");
@@ -63,7 +66,9 @@ pub fn parse_meta(body: &[u8]) -> Result<Vec<SocialItem>, ParseError> {
         for (j, event) in entry.messaging.into_iter().enumerate() {
             items.event()?;
             let path = || format!("entry[{i}].messaging[{j}]");
-            messaging(platform, &entry.id, event, path, &mut items)?;
+            let read = from_value::<Messaging>(event, &path())
+                .and_then(|event| messaging(platform, &entry.id, event, path, &mut items));
+            items.unreadable(platform, read)?;
         }
     }
     Ok(items.into_vec())
@@ -79,8 +84,10 @@ struct Envelope {
 struct Entry {
     #[serde(default)]
     id: String,
+    /// Each event read on its own (`Messaging`), so that one unreadable
+    /// event does not refuse the batch.
     #[serde(default)]
-    messaging: Vec<Messaging>,
+    messaging: Vec<serde_json::Value>,
     #[serde(default)]
     changes: Vec<Change>,
     /// Messenger's handover protocol: events of a thread another app
@@ -655,35 +662,65 @@ mod tests {
             "{e}"
         );
 
-        let e = one_event(
-            "page",
-            r#"{"sender":{"id":"U1"},"message":{"text":"no mid"}}"#,
-        )
-        .expect_err("no mid");
-        assert!(
-            matches!(&e, ParseError::Json { path, .. } if path == "entry[0].messaging[0].message"),
-            "{e}"
+        // One event that cannot be read is that event's problem, not the
+        // batch's: it is kept as `Unreadable`, with where it failed.
+        assert_eq!(
+            unreadable(one_event(
+                "page",
+                r#"{"sender":{"id":"U1"},"message":{"text":"no mid"}}"#,
+            )),
+            ("entry[0].messaging[0].message".to_owned(), "json")
         );
+        assert_eq!(
+            unreadable(one_event(
+                "page",
+                r#"{"sender":{"id":"U1"},"timestamp":"soon","message":{"mid":"m"}}"#,
+            )),
+            ("entry[0].messaging[0].timestamp".to_owned(), "json")
+        );
+        assert_eq!(
+            unreadable(one_event(
+                "page",
+                r#"{"sender":{"id":" "},"message":{"mid":"m","text":"hi"}}"#,
+            )),
+            ("entry[0].messaging[0].sender.id".to_owned(), "invalid")
+        );
+    }
 
-        let e = one_event(
-            "page",
-            r#"{"sender":{"id":"U1"},"timestamp":"soon","message":{"mid":"m"}}"#,
-        )
-        .expect_err("timestamp must be a number");
-        assert!(
-            matches!(&e, ParseError::Json { path, .. } if path == "entry[0].messaging[0].timestamp"),
-            "{e}"
-        );
+    /// The one unreadable event of a delivery: where, and what kind.
+    fn unreadable(items: Result<Vec<SocialItem>, ParseError>) -> (String, &'static str) {
+        match items.expect("the batch reads").as_slice() {
+            [SocialItem::Unreadable(u)] => (u.path.clone(), u.kind),
+            other => panic!("{other:?}"),
+        }
+    }
 
-        let e = one_event(
-            "page",
-            r#"{"sender":{"id":" "},"message":{"mid":"m","text":"hi"}}"#,
-        )
-        .expect_err("blank sender");
-        assert!(
-            matches!(&e, ParseError::Invalid { path, .. } if path == "entry[0].messaging[0].sender.id"),
-            "{e}"
+    /// A batch with one unreadable event between two good ones: both good
+    /// ones are read, in order. Before, the whole batch was refused (400),
+    /// Meta retried it as it was, and its good messages were lost once
+    /// Meta gave up.
+    #[test]
+    fn one_unreadable_event_leaves_the_rest_of_the_batch() {
+        let body = r#"{"object":"page","entry":[
+            {"id":"P1","time":1,"messaging":[
+                {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":1,"message":{"mid":"m.1","text":"first"}},
+                {"sender":{"id":"U2"},"recipient":{"id":"P1"},"timestamp":2,"message":{"text":"no mid"}}]},
+            {"id":"P1","time":1,"messaging":[
+                {"sender":{"id":"U3"},"recipient":{"id":"P1"},"timestamp":3,"message":{"mid":"m.3","text":"third"}}]}]}"#;
+        let items = parse_meta(body.as_bytes()).expect("the batch reads");
+        let [
+            SocialItem::Message(first),
+            SocialItem::Unreadable(bad),
+            SocialItem::Message(third),
+        ] = items.as_slice()
+        else {
+            panic!("{items:?}")
+        };
+        assert_eq!(
+            (first.text.as_str(), third.text.as_str()),
+            ("first", "third")
         );
+        assert_eq!(bad.path, "entry[0].messaging[1].message");
     }
 
     #[test]

@@ -32,7 +32,9 @@ use switchboard_core::{CustomerIdentity, Timestamp};
 pub const MAX_EVENTS: usize = 1000;
 
 /// Why a body could not be read. The delivery is refused (HTTP 400) as a
-/// whole: a provider never sends these, so it is broken or forged.
+/// whole: a provider never sends these, so it is broken or forged. Within
+/// a Meta batch whose envelope reads, one unreadable event becomes a
+/// [`SocialItem::Unreadable`] instead (see [`Items::unreadable`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// Not JSON, or a field is missing or has the wrong type. `path` is
@@ -121,6 +123,30 @@ impl Items {
 
     pub(crate) fn push(&mut self, item: SocialItem) {
         self.items.push(item);
+    }
+
+    /// One event of the batch could not be read: kept as an
+    /// [`SocialItem::Unreadable`] so that the others are still stored (a
+    /// whole batch refused for one event is retried by the provider as it
+    /// is, and its good events were lost with it once the provider gave
+    /// up). Too many events still refuses the whole delivery.
+    pub(crate) fn unreadable(
+        &mut self,
+        platform: Platform,
+        result: Result<(), ParseError>,
+    ) -> Result<(), ParseError> {
+        let (path, kind) = match result {
+            Ok(()) => return Ok(()),
+            Err(e @ (ParseError::TooMany { .. } | ParseError::WrongObject(_))) => return Err(e),
+            Err(ParseError::Json { path, .. }) => (path, "json"),
+            Err(ParseError::Invalid { path, .. }) => (path, "invalid"),
+        };
+        self.push(SocialItem::Unreadable(crate::item::Unreadable {
+            platform,
+            path,
+            kind,
+        }));
+        Ok(())
     }
 
     pub(crate) fn ignore(&mut self, platform: Platform, reason: &'static str) {

@@ -50,58 +50,77 @@ pub(crate) fn parse_change(
         items.event()?;
         items.ignore(WA, "error");
     }
+    // Each message and status is read on its own: one unreadable event
+    // does not refuse the others (`Items::unreadable`).
     for (k, message) in value.messages.into_iter().enumerate() {
         items.event()?;
         let path = format!("{path}.value.messages[{k}]");
-        let name = value
-            .contacts
-            .iter()
-            .find(|c| c.wa_id.as_deref() == Some(message.from.as_str()))
-            .and_then(|c| c.profile.as_ref())
-            .and_then(|p| p.name.as_deref())
-            .and_then(display_name);
-        match self::message(message, &path, name, account.clone())? {
-            Ok(m) => items.push(SocialItem::Message(m)),
-            Err(reason) => items.ignore(WA, reason),
-        }
+        let read = from_value::<Message>(message, &path).and_then(|message| {
+            let name = value
+                .contacts
+                .iter()
+                .find(|c| c.wa_id.as_deref() == Some(message.from.as_str()))
+                .and_then(|c| c.profile.as_ref())
+                .and_then(|p| p.name.as_deref())
+                .and_then(display_name);
+            match self::message(message, &path, name, account.clone())? {
+                Ok(m) => items.push(SocialItem::Message(m)),
+                Err(reason) => items.ignore(WA, reason),
+            }
+            Ok(())
+        });
+        items.unreadable(WA, read)?;
     }
     for (k, status) in value.statuses.into_iter().enumerate() {
         items.event()?;
         let path = format!("{path}.value.statuses[{k}]");
-        let status_kind = match status.status.as_str() {
-            "sent" => ReceiptStatus::Sent,
-            "delivered" => ReceiptStatus::Delivered,
-            "read" => ReceiptStatus::Read,
-            "failed" => {
-                let first = status.errors.into_iter().next();
-                ReceiptStatus::Failed {
-                    code: first.as_ref().and_then(|e| e.code),
-                    title: first.and_then(|e| non_blank(e.title)),
-                }
-            }
-            _ => {
-                items.ignore(WA, "unknown_status");
-                continue;
-            }
-        };
-        let recipient = status
-            .recipient_id
-            .map(|id| customer(WA, &id, || format!("{path}.recipient_id")))
-            .transpose()?;
-        let at = status
-            .timestamp
-            .map(|t| seconds(&t, &path))
-            .transpose()?
-            .flatten();
-        items.push(SocialItem::Receipt(Receipt {
-            platform: WA,
-            account: account.clone(),
-            customer: recipient,
-            target: ReceiptTarget::Message(status.id),
-            status: status_kind,
-            at,
-        }));
+        let read = from_value::<Status>(status, &path)
+            .and_then(|status| self::status(status, &path, account.clone(), items));
+        items.unreadable(WA, read)?;
     }
+    Ok(())
+}
+
+/// One `statuses[]` element: a receipt of one of our messages.
+fn status(
+    status: Status,
+    path: &str,
+    account: Option<String>,
+    items: &mut Items,
+) -> Result<(), ParseError> {
+    let status_kind = match status.status.as_str() {
+        "sent" => ReceiptStatus::Sent,
+        "delivered" => ReceiptStatus::Delivered,
+        "read" => ReceiptStatus::Read,
+        "failed" => {
+            let first = status.errors.into_iter().next();
+            ReceiptStatus::Failed {
+                code: first.as_ref().and_then(|e| e.code),
+                title: first.and_then(|e| non_blank(e.title)),
+            }
+        }
+        _ => {
+            items.ignore(WA, "unknown_status");
+            return Ok(());
+        }
+    };
+    let recipient = status
+        .recipient_id
+        .map(|id| customer(WA, &id, || format!("{path}.recipient_id")))
+        .transpose()?;
+    let at = status
+        .timestamp
+        .map(|t| seconds(&t, path))
+        .transpose()?
+        .flatten();
+    items.push(SocialItem::Receipt(Receipt {
+        platform: WA,
+        account,
+        customer: recipient,
+        target: ReceiptTarget::Message(status.id),
+        status: status_kind,
+        at,
+    }));
     Ok(())
 }
 
@@ -111,9 +130,9 @@ struct Value {
     #[serde(default)]
     contacts: Vec<Contact>,
     #[serde(default)]
-    messages: Vec<Message>,
+    messages: Vec<serde_json::Value>,
     #[serde(default)]
-    statuses: Vec<Status>,
+    statuses: Vec<serde_json::Value>,
     #[serde(default)]
     errors: Vec<IgnoredAny>,
 }
@@ -533,33 +552,66 @@ mod tests {
         );
     }
 
+    /// An unreadable change or event is kept as `Unreadable`, with where
+    /// it failed; the other events of the change and of the batch are read.
     #[test]
-    fn refusals_name_the_field() {
+    fn unreadable_events_name_the_field() {
         let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"W","changes":[{"field":"messages","value":{"messages":[]}}]}]}"#;
-        let e = parse_meta(body).expect_err("no metadata");
-        assert!(
-            matches!(&e, ParseError::Json { path, .. } if path == "entry[0].changes[0].value"),
-            "{e}"
+        assert_eq!(
+            unreadable(parse_meta(body)),
+            ("entry[0].changes[0].value".to_owned(), "json")
         );
+        assert_eq!(
+            unreadable(value(&msg("image", r#""text":{"body":"no image object"}"#))),
+            (
+                "entry[0].changes[0].value.messages[0].image".to_owned(),
+                "invalid"
+            )
+        );
+        assert_eq!(
+            unreadable(value(
+                r#""messages":[{"from":"380501234567","id":"wamid.X","timestamp":"yesterday","type":"text","text":{"body":"hi"}}]"#
+            )),
+            (
+                "entry[0].changes[0].value.messages[0].timestamp".to_owned(),
+                "invalid"
+            )
+        );
+        assert_eq!(
+            unreadable(value(
+                r#""messages":[{"from":"380501234567","id":"wamid.X","timestamp":"1","type":"text","text":{"body":5}}]"#
+            )),
+            (
+                "entry[0].changes[0].value.messages[0].text.body".to_owned(),
+                "json"
+            )
+        );
+        // Between two good messages and before a status.
+        let items = value(
+            r#""messages":[
+                {"from":"380501234567","id":"wamid.A","timestamp":"1","type":"text","text":{"body":"first"}},
+                {"id":"wamid.B","timestamp":"1","type":"text","text":{"body":"no from"}},
+                {"from":"380501234567","id":"wamid.C","timestamp":"1","type":"text","text":{"body":"third"}}],
+               "statuses":[{"id":"wamid.OUR","status":"read","timestamp":"1","recipient_id":"380501234567"}]"#,
+        )
+        .expect("the batch reads");
+        let [
+            SocialItem::Message(a),
+            SocialItem::Unreadable(b),
+            SocialItem::Message(c),
+            SocialItem::Receipt(_),
+        ] = items.as_slice()
+        else {
+            panic!("{items:?}")
+        };
+        assert_eq!((a.text.as_str(), c.text.as_str()), ("first", "third"));
+        assert_eq!(b.path, "entry[0].changes[0].value.messages[1]");
+    }
 
-        let e = value(&msg("image", r#""text":{"body":"no image object"}"#)).expect_err("no image");
-        assert!(
-            matches!(&e, ParseError::Invalid { path, .. } if path == "entry[0].changes[0].value.messages[0].image"),
-            "{e}"
-        );
-
-        let e = value(r#""messages":[{"from":"380501234567","id":"wamid.X","timestamp":"yesterday","type":"text","text":{"body":"hi"}}]"#)
-            .expect_err("bad timestamp");
-        assert!(
-            matches!(&e, ParseError::Invalid { path, .. } if path == "entry[0].changes[0].value.messages[0].timestamp"),
-            "{e}"
-        );
-
-        let e = value(r#""messages":[{"from":"380501234567","id":"wamid.X","timestamp":"1","type":"text","text":{"body":5}}]"#)
-            .expect_err("body must be a string");
-        assert!(
-            matches!(&e, ParseError::Json { path, .. } if path == "entry[0].changes[0].value.messages[0].text.body"),
-            "{e}"
-        );
+    fn unreadable(items: Result<Vec<SocialItem>, ParseError>) -> (String, &'static str) {
+        match items.expect("the batch reads").as_slice() {
+            [SocialItem::Unreadable(u)] => (u.path.clone(), u.kind),
+            other => panic!("{other:?}"),
+        }
     }
 }

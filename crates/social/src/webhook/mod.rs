@@ -276,6 +276,13 @@ impl Webhook {
                 debug!(source = %self.name, reason = ignored.reason, "Webhook event ignored.");
                 Ok(ignored.reason)
             }
+            SocialItem::Unreadable(u) => {
+                // Where and what kind only: the parser's words may quote
+                // the customer's text.
+                warn!(source = %self.name, platform = u.platform.as_str(), path = %u.path, kind = u.kind,
+                    "An event of a webhook delivery could not be read; the others are stored.");
+                Ok(u.kind)
+            }
         }
     }
 
@@ -383,6 +390,7 @@ fn kind_of(item: &SocialItem) -> &'static str {
         SocialItem::Receipt(_) => "receipt",
         SocialItem::Echo(_) => "echo",
         SocialItem::Ignored(_) => "ignored",
+        SocialItem::Unreadable(_) => "unreadable",
     }
 }
 
