@@ -43,6 +43,39 @@ static SET_ASIDE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
     )
 });
 
+/// Takes a pending delivery for settling (KEYS[1] the outbox; ARGV[1] its
+/// id, ARGV[2] the group, ARGV[3] this consumer, ARGV[4] the holder it
+/// must have, '' for any): claimed by this consumer with its idle time
+/// reset (`JUSTID` leaves its hand-out count as it is), so that no other
+/// instance takes it over after the visibility timeout while the outcome
+/// is written; a check alone let a delivery idle for most of the timeout
+/// (a slow send) be handed out again between the check and the write, and
+/// the late outcome overwrite the new holder's. 1 when claimed, 0 when it
+/// is no longer pending with that holder.
+static SETTLE_CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local p = redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[1], ARGV[1], 1) \
+         if #p == 0 then return 0 end \
+         if ARGV[4] ~= '' and p[1][2] ~= ARGV[4] then return 0 end \
+         redis.call('XCLAIM', KEYS[1], ARGV[2], ARGV[3], 0, ARGV[1], 'JUSTID') \
+         return 1",
+    )
+});
+
+/// Acknowledges and deletes a settled delivery if this consumer still
+/// holds it (KEYS[1] the outbox; ARGV[1] its id, ARGV[2] the group,
+/// ARGV[3] this consumer): never another holder's, taken over after a
+/// stall longer than the visibility timeout. 1 when removed.
+static SETTLE_REMOVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local p = redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[1], ARGV[1], 1) \
+         if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end \
+         redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) \
+         redis.call('XDEL', KEYS[1], ARGV[1]) \
+         return 1",
+    )
+});
+
 /// Queues a message unless its mark says it was queued already.
 static ENQUEUE_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -313,16 +346,35 @@ impl RedisOutbox {
         Ok(Some(delivery))
     }
 
-    /// Whether `delivery` is still pending with this instance: not
-    /// settled, deferred, or taken over by another instance after the
-    /// visibility timeout. (Handed out again to this same instance, it is
-    /// still this instance's to settle.) A delivery looked up by handle
-    /// (`handouts` 0) may be settled through any instance.
-    async fn still_ours(&self, delivery: &OutboundDelivery) -> Result<bool, OutboxError> {
-        Ok(self
-            .pending_entry(&delivery.handle)
-            .await?
-            .is_some_and(|(_, holder)| delivery.handouts == 0 || holder == self.consumer))
+    /// Takes `delivery` for settling if it is still pending with this
+    /// instance: not settled, deferred, or taken over by another instance
+    /// after the visibility timeout. (Handed out again to this same
+    /// instance, it is still this instance's to settle.) A delivery looked
+    /// up by handle (`handouts` 0) may be settled through any instance.
+    /// Taken, it is this instance's for a whole visibility timeout
+    /// ([`SETTLE_CLAIM`]).
+    async fn take_for_settling(&self, delivery: &OutboundDelivery) -> Result<bool, OutboxError> {
+        let holder = if delivery.handouts == 0 {
+            ""
+        } else {
+            self.consumer.as_str()
+        };
+        let mut inv = SETTLE_CLAIM.prepare_invoke();
+        inv.key(self.store.keys().outbox(&self.source))
+            .arg(&delivery.handle)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(holder);
+        let mut conn = self.store.conn();
+        let taken: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(taken == 1)
+    }
+
+    fn late_settlement(&self, delivery: &OutboundDelivery) {
+        metrics::counter!("switchboard_outbox_late_settlements_total", "source" => self.source.clone())
+            .increment(1);
+        tracing::info!(source = %self.source, message_id = %delivery.message.message_id,
+            "A delivery was handed out again (taken over) or settled elsewhere; this late outcome is not recorded.");
     }
 
     /// The pending entry `handle`: how many times it was handed out, and
@@ -407,11 +459,8 @@ impl RedisOutbox {
         outcome: DeliveryOutcome,
     ) -> Result<(), OutboxError> {
         let keys = self.store.keys();
-        if !self.still_ours(delivery).await? {
-            metrics::counter!("switchboard_outbox_late_settlements_total", "source" => self.source.clone())
-                .increment(1);
-            tracing::info!(source = %self.source, message_id = %delivery.message.message_id,
-                "A delivery was handed out again (taken over) or settled elsewhere; this late outcome is not recorded.");
+        if !self.take_for_settling(delivery).await? {
+            self.late_settlement(delivery);
             return Ok(());
         }
         let state = serde_json::json!({ "outcome": outcome, "attempts": delivery.attempt, "at": Timestamp::now() });
@@ -461,7 +510,19 @@ impl RedisOutbox {
                     .await?;
             }
         }
-        self.remove(delivery).await
+        let mut inv = SETTLE_REMOVE.prepare_invoke();
+        inv.key(keys.outbox(&self.source))
+            .arg(&delivery.handle)
+            .arg(GROUP)
+            .arg(&self.consumer);
+        let removed: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+        if removed == 0 {
+            // Taken over after a stall longer than the visibility timeout
+            // since it was taken for settling: the new holder's outcome
+            // will be written over this one.
+            self.late_settlement(delivery);
+        }
+        Ok(())
     }
 
     async fn defer_delivery(
