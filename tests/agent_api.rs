@@ -712,9 +712,15 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
     .await;
     assert!(taken_back, "{}", daemon.log());
 
-    // Queues show it waiting.
-    let general = queue(&http, &api, "general").await;
-    assert_eq!(general["waiting"], 1);
+    // Queues show it waiting (the leader's count, about a second behind).
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            queue(&http, &api, "general").await["waiting"] == 1
+        })
+        .await,
+        "{}",
+        daemon.log()
+    );
 
     // She comes back: the contact is offered again.
     let mut again = AgentSocket::connect(&base, "mariia-token-0123456789")
@@ -1878,10 +1884,26 @@ async fn a_transferred_contacts_wait_counts_from_the_transfer() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
+    // The figures are the routing leader's, published about once a second.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            queue(&http, &api, "billing").await["waiting"] == 1
+        })
+        .await,
+        "{}",
+        daemon.log()
+    );
     let billing = queue(&http, &api, "billing").await;
-    assert_eq!(billing["waiting"], 1, "{billing}");
     let longest = billing["longest_wait_ms"].as_u64().unwrap();
     assert!(longest < 2000, "waited {longest} ms in billing");
+    let metrics = metrics_text(&base).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_store_queue_summaries_total")
+                && l.contains("source=\"leader\"")),
+        "the leader's summary is read: {metrics}"
+    );
 }
 
 /// An agent's contacts are the set of what they hold, each checked against

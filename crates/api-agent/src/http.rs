@@ -385,27 +385,20 @@ pub async fn routing(
 pub async fn queues(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
     who(&inner, &headers).await?.supervisor()?;
     let now = switchboard_core::Timestamp::now().as_millis();
-    let mut by_queue: BTreeMap<String, (u64, u64)> = inner
+    let mut by_queue: BTreeMap<String, switchboard_store::QueueWaiting> = inner
         .plan
         .queues
         .iter()
-        .map(|q| (q.name.clone(), (0, 0)))
+        .map(|q| (q.name.clone(), Default::default()))
         .collect();
-    for rec in inner.state.waiting().await? {
-        let entry = by_queue.entry(rec.queue.clone()).or_default();
-        entry.0 += 1;
-        // Since it entered this queue (a transfer or a requeue starts the
-        // wait again), as the KPIs count waits; `since` is its creation.
-        let queued = if rec.queued_at > 0 {
-            rec.queued_at
-        } else {
-            rec.since
-        };
-        entry.1 = entry.1.max(now.saturating_sub(queued));
-    }
+    // The routing leader's count (about a second old), or counted here
+    // when there is none. The wait is since the contact entered its queue
+    // (a transfer or a requeue starts it again), as the KPIs count waits.
+    by_queue.extend(inner.state.waiting_by_queue(now).await?);
     let list: Vec<Value> = by_queue
         .into_iter()
-        .map(|(name, (waiting, longest))| {
+        .map(|(name, q)| {
+            let (waiting, longest) = (q.waiting, q.longest_wait_ms(now));
             // Business hours: open now, or when it opens next.
             let queue = inner.plan.queues.iter().find(|q| q.name == name);
             let open = queue.is_none_or(|q| q.is_open(now));

@@ -271,9 +271,9 @@ impl Recorder {
             .map(|q| (q.name.clone(), 0))
             .collect();
         let mut longest: u64 = 0;
-        for rec in self.shared.state.waiting().await? {
-            *waiting.entry(rec.queue.clone()).or_default() += 1;
-            longest = longest.max(now.saturating_sub(rec.queued_at));
+        for (queue, q) in self.shared.state.waiting_by_queue(now).await? {
+            *waiting.entry(queue).or_default() += q.waiting;
+            longest = longest.max(q.longest_wait_ms(now));
         }
         let total: u64 = waiting.values().sum();
         let every = self.shared.config.sample_secs.max(1);

@@ -43,6 +43,9 @@ enum Led {
 const CATCH_UP_MS: u64 = 60_000;
 
 /// Events read at once.
+/// How often the leader publishes the queue summary.
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
+
 const EVENT_BATCH: usize = 2000;
 
 /// Offers committed together at most.
@@ -314,6 +317,7 @@ impl Leader {
             "Routing state loaded."
         );
         let mut last_sweep = Instant::now();
+        let mut last_summary = Instant::now() - SUMMARY_EVERY;
         // Offers the store refused twice in one round (same contact, same
         // agent): tried again next round, after the events and a new clock,
         // so that a view the engine cannot correct never spins this loop.
@@ -381,6 +385,10 @@ impl Leader {
                 }
             }
             gauge!("switchboard_router_waiting_contacts").set(engine.waiting_count() as f64);
+            if last_summary.elapsed() >= SUMMARY_EVERY {
+                self.publish_summary(&engine, now).await;
+                last_summary = Instant::now();
+            }
             if last_sweep.elapsed() >= Duration::from_millis(250) {
                 self.sweep(&mut engine, &mut mirror, now).await?;
                 last_sweep = Instant::now();
@@ -695,6 +703,29 @@ impl Leader {
     }
 
     /// Offer deadlines, wrap-up ends, lapsed sessions.
+    /// Publishes each queue's waiting count and oldest wait for
+    /// supervisors' views (`RoutingState::waiting_by_queue`). A failure is
+    /// counted and logged: readers then count for themselves.
+    async fn publish_summary(&self, engine: &Engine, now: u64) {
+        let queues = engine
+            .queue_summary()
+            .into_iter()
+            .zip(&self.plan.queues)
+            .map(|((waiting, oldest_queued_at), q)| {
+                let summary = switchboard_store::QueueWaiting {
+                    waiting,
+                    oldest_queued_at,
+                };
+                (q.name.clone(), summary)
+            })
+            .collect();
+        if let Err(error) = self.state.publish_queue_summary(now, queues).await {
+            counter!("switchboard_router_errors_total", "error_type" => "queue_summary")
+                .increment(1);
+            debug!(%error, "Could not publish the queue summary.");
+        }
+    }
+
     async fn sweep(
         &self,
         engine: &mut Engine,

@@ -1013,6 +1013,55 @@ impl RoutingState {
         Ok(out)
     }
 
+    /// Every waiting contact's queue and when it entered it (ms; its
+    /// creation when older records lack `queued_at`): three fields each,
+    /// not the whole record ([`RoutingState::waiting_by_queue`] without
+    /// the leader's summary).
+    pub(crate) async fn waiting_queues(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut conn = self.conn();
+        let k = self.store.keys();
+        let ids: Vec<String> = self
+            .store
+            .bounded(
+                redis::cmd("ZRANGE")
+                    .arg(k.route("waiting"))
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HMGET")
+                    .arg(k.route(&format!("c:{id}")))
+                    .arg("state")
+                    .arg("queue")
+                    .arg("queued_at")
+                    .arg("since");
+            }
+            let rows: Vec<[Option<String>; 4]> =
+                self.store.bounded(pipe.query_async(&mut conn)).await?;
+            out.extend(
+                rows.into_iter()
+                    .filter_map(|[state, queue, queued_at, since]| {
+                        (state.as_deref() == Some("waiting")).then(|| {
+                            let at = |v: Option<String>| {
+                                v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                            };
+                            let queued = match at(queued_at) {
+                                0 => at(since),
+                                q => q,
+                            };
+                            (queue.unwrap_or_default(), queued)
+                        })
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
     /// A waiting contact's place in its queue: 1 + the contacts of the same
     /// queue waiting longer (among the 1,000 longest-waiting ahead of it).
     /// `None` when it is not waiting. Priorities are not counted: an

@@ -1677,3 +1677,46 @@ async fn a_transfer_within_a_queue_counts_the_contact_once() {
         ["enqueued", "answered", "transferred", "enqueued"]
     );
 }
+
+/// Each queue's waiting contacts: the leader's published summary while it
+/// is fresh, else counted from the waiting contacts (only those still
+/// waiting: an offered one is not).
+#[tokio::test]
+async fn queue_summaries_come_from_the_leader_while_fresh() {
+    use switchboard_store::QueueWaiting;
+    let (_redis, state, token) = leading().await;
+    online(&state, "olena", [1, 0, 0, 0]).await;
+    waiting_in(&state, ChannelKind::Chat, "general", 0).await;
+    waiting_in(&state, ChannelKind::Chat, "billing", 0).await;
+    let offered = waiting_in(&state, ChannelKind::Chat, "billing", 0).await;
+    assert_eq!(
+        state
+            .offer(&offer(&token, &offered, "olena"))
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let now = NOW + 10_000;
+    // No summary: counted.
+    let counted = state.waiting_by_queue(now).await.unwrap();
+    let one = QueueWaiting {
+        waiting: 1,
+        oldest_queued_at: NOW,
+    };
+    assert_eq!(counted.get("general"), Some(&one));
+    assert_eq!(counted.get("billing"), Some(&one));
+    assert_eq!(one.longest_wait_ms(now), 10_000);
+    // The leader's, while fresh.
+    let published = QueueWaiting {
+        waiting: 7,
+        oldest_queued_at: NOW - 5_000,
+    };
+    let summary = [("general".to_owned(), published)].into_iter().collect();
+    state.publish_queue_summary(now, summary).await.unwrap();
+    let read = state.waiting_by_queue(now + 1_000).await.unwrap();
+    assert_eq!(read.get("general"), Some(&published));
+    assert_eq!(read.get("billing"), None);
+    // Too old by the reader's clock: counted again.
+    let read = state.waiting_by_queue(now + 6_000).await.unwrap();
+    assert_eq!(read, counted);
+}

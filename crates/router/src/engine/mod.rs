@@ -475,6 +475,24 @@ impl Engine {
         self.agent_ix.len()
     }
 
+    /// Per queue of the plan (by index): how many contacts wait in it, and
+    /// the earliest `queued_at` among them (0 when none). One pass over
+    /// the waiting contacts.
+    pub fn queue_summary(&self) -> Vec<(u64, u64)> {
+        let mut out = vec![(0u64, 0u64); self.plan.queues.len()];
+        for slot in self.contacts.iter().flatten() {
+            let Some((waiting, oldest)) = out.get_mut(slot.contact.queue) else {
+                continue;
+            };
+            *waiting += 1;
+            let at = slot.contact.queued_at;
+            if *oldest == 0 || at < *oldest {
+                *oldest = at;
+            }
+        }
+        out
+    }
+
     pub fn is_waiting(&self, id: &ContactId) -> bool {
         self.contact_ix.contains_key(id)
     }
