@@ -149,6 +149,19 @@ impl Twilio {
         redirect(&reply.body)
     }
 
+    /// The agent's phone is picked up (leg `child` of the caller's
+    /// `parent`): Twilio asks the bridge, which must connect them, then
+    /// reports the leg answered to the dial's status callback `status`.
+    async fn pick_up(&self, status: &str, parent: &str, child: &str) {
+        let mut leg = leg(child, "in-progress");
+        leg.push(("ParentCallSid", parent));
+        let r = self.post(&bridge_of(status), &leg).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(!r.body.contains("<Hangup"), "connected: {}", r.body);
+        let r = self.post(status, &leg).await;
+        assert!(r.status < 300, "{}", r.body);
+    }
+
     /// Follows the hold loop until the TwiML dials someone; the dialled
     /// target and the `/dialed…` and `/agent…` paths.
     async fn until_dialed(&self, wait: &str, sid: &str) -> (String, String, String) {
@@ -311,11 +324,10 @@ async fn corpus_rows_and_an_answered_call() {
     let (offer, _) = olha.until("offer", Duration::from_secs(5)).await;
     assert_eq!(offer.unwrap()["channel"], "voice");
 
-    // Her phone is answered: the agent leg's callback accepts the offer.
-    let mut agent_leg = leg("CA99999999999999999999999999999999", "in-progress");
-    agent_leg.push(("ParentCallSid", sid));
-    let r = twilio.post(&agent_status, &agent_leg).await;
-    assert!(r.status < 300, "{}", r.body);
+    // Her phone is answered: the bridge accepts the offer and connects her.
+    twilio
+        .pick_up(&agent_status, sid, "CA99999999999999999999999999999999")
+        .await;
     let routed = route(&twilio.http, &twilio.base, &contact).await;
     assert_eq!(routed["state"], "assigned", "{routed}");
 
@@ -386,9 +398,9 @@ async fn ring_no_answer_busy_agents_and_blocked_callers() {
     assert!(r.body.contains("<Redirect"), "held again: {}", r.body);
     let (second, _, status) = twilio.until_dialed(&wait, a).await;
     assert_ne!(first, second, "the next agent's phone rings");
-    let mut answered = leg("CA00000000000000000000000000000009", "in-progress");
-    answered.push(("ParentCallSid", a));
-    twilio.post(&status, &answered).await;
+    twilio
+        .pick_up(&status, a, "CA00000000000000000000000000000009")
+        .await;
 
     // The agent who answered is on a call (voice capacity 1) and the one who
     // missed was set away (missed_offers_before_away = 1): a second call
@@ -502,9 +514,14 @@ async fn an_agent_picking_up_after_the_offer_left_her_is_not_connected() {
         "{metrics}"
     );
 
-    // She is back: the call is offered to her, and her pick-up connects.
+    // She is back: the call is offered to her. The agent leg's callback
+    // alone accepts nothing (the bridge decides); her pick-up connects.
     let _olha = online(&twilio.base, TOKEN_OLHA).await;
-    let (_, _, status) = twilio.until_dialed(&wait, sid).await;
+    let (_, dialed, status) = twilio.until_dialed(&wait, sid).await;
+    let r = twilio.post(&status, &pick_up).await;
+    assert!(r.status < 300, "{}", r.body);
+    let now = route(&twilio.http, &twilio.base, &contact).await;
+    assert_eq!(now["state"], "offered", "{now}");
     let r = twilio.post(&bridge_of(&status), &pick_up).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(!r.body.contains("<Hangup"), "connected: {}", r.body);
@@ -514,6 +531,61 @@ async fn an_agent_picking_up_after_the_offer_left_her_is_not_connected() {
         (Some("assigned"), Some("olha")),
         "{now}"
     );
+    // The conversation ends: the call is closed, completed.
+    let r = twilio.post(&dialed, &over).await;
+    assert!(r.body.contains("<Hangup"), "{}", r.body);
+    let now = route(&twilio.http, &twilio.base, &contact).await;
+    assert_eq!(now["state"], "closed", "{now}");
+}
+
+/// A call assigned to the agent (accepted in the console) whose dial ends
+/// "answered" without the bridge having connected them (its answer lost,
+/// or its note of the bridge): nobody talked to the caller, so it goes
+/// back to its queue without her and the caller is held, rather than
+/// being closed as completed.
+#[tokio::test]
+async fn an_answered_dial_the_bridge_never_connected_does_not_close_the_call() {
+    let (_redis, daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
+    let mut olha = online(&twilio.base, TOKEN_OLHA).await;
+    let sid = "CA00000000000000000000000000000027";
+    let wait = twilio.call(sid, "+380507777777").await;
+    let contact = contact_in(&wait);
+    let (offer, _) = olha.until("offer", Duration::from_secs(10)).await;
+    assert_eq!(offer.expect("an offer")["contact_id"], contact.as_str());
+    olha.send(json!({"type": "accept", "contact_id": contact}))
+        .await;
+    let (assigned, _) = olha.until("assigned", Duration::from_secs(5)).await;
+    assert!(assigned.is_some(), "{}", daemon.log());
+    let (_, dialed, _) = twilio.until_dialed(&wait, sid).await;
+    let mut over = leg(sid, "in-progress");
+    over.push(("DialCallStatus", "completed"));
+    let r = twilio.post(&dialed, &over).await;
+    assert!(r.body.contains("<Redirect"), "held: {}", r.body);
+    let now = route(&twilio.http, &twilio.base, &contact).await;
+    assert_ne!(now["state"], "closed", "{now}");
+    assert_ne!(now["agent"], "olha", "{now}");
+}
+
+/// A dial made before the bridge existed (no `b=1` in its URLs, e.g. by
+/// an instance not yet upgraded): the agent leg's callback accepts, and
+/// an answered end closes the call, as before; an answered end whose
+/// callback was lost accepts and closes too.
+#[tokio::test]
+async fn a_dial_from_before_the_bridge_is_accepted_and_closed_as_before() {
+    let (_redis, _daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
+    let _olha = online(&twilio.base, TOKEN_OLHA).await;
+    let sid = "CA00000000000000000000000000000026";
+    let wait = twilio.call(sid, "+380506666666").await;
+    let contact = contact_in(&wait);
+    let (_, dialed, _) = twilio.until_dialed(&wait, sid).await;
+    let old = dialed.replace("&b=1", "");
+    assert_ne!(old, dialed);
+    let mut over = leg(sid, "in-progress");
+    over.push(("DialCallStatus", "completed"));
+    let r = twilio.post(&old, &over).await;
+    assert!(r.body.contains("<Hangup"), "{}", r.body);
+    let now = route(&twilio.http, &twilio.base, &contact).await;
+    assert_eq!(now["state"], "closed", "{now}");
 }
 
 /// A call assigned to an agent this channel has no phone for (she took it

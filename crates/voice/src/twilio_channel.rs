@@ -211,6 +211,21 @@ fn hangup_key(call_sid: &str) -> String {
     format!("hungup:{call_sid}")
 }
 
+/// How long the mark of a bridged call is kept: longer than any call.
+const BRIDGED_MEMORY: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// The mark `/bridge` leaves when it connects `agent` to the caller of
+/// `contact`: `/dialed` ends an answered call as `completed` only with it.
+fn bridged_key(contact: &ContactId, agent: &str) -> String {
+    format!("bridged:{contact}:{agent}")
+}
+
+/// Whether our URL belongs to a dial that asks `/bridge` before connecting
+/// (`b=1`); dials made before the bridge existed do not.
+fn bridged_dial(uri: &axum::http::Uri) -> bool {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).any(|(k, v)| k == "b" && v == "1")
+}
+
 fn memory_unavailable(e: switchboard_channel::StateError) -> Refusal {
     Refusal::Unavailable(e.to_string())
 }
@@ -537,11 +552,13 @@ async fn wait_for(state: &TwilioState, contact: &ContactId) -> Served {
             // The offer's stamp comes back with the dial's result, so
             // that a late "no answer" of an earlier offer to the same
             // agent is not taken for this one's.
+            // `b=1`: this dial asks `/bridge` before connecting, so only
+            // the bridge accepts the offer (see `agent_leg`, `answered`).
             let action = state.url(&format!(
-                "/dialed?contact={contact}&agent={agent}&offer={offer}"
+                "/dialed?contact={contact}&agent={agent}&offer={offer}&b=1"
             ));
-            let status = state.url(&format!("/agent?contact={contact}&agent={agent}"));
-            let answer = state.url(&format!("/bridge?contact={contact}&agent={agent}"));
+            let status = state.url(&format!("/agent?contact={contact}&agent={agent}&b=1"));
+            let answer = state.url(&format!("/bridge?contact={contact}&agent={agent}&b=1"));
             debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "Ringing the agent.");
             twiml_connect(
                 &Target::from_endpoint(endpoint),
@@ -584,8 +601,14 @@ async fn agent_leg(
         let (contact, agent) = query(&uri)?;
         let agent = agent.ok_or_else(|| Refusal::Bad("agent: missing".into()))?;
         if let Some(CallEventKind::Answered { .. }) = call.call_event().map(|e| e.kind) {
-            let outcome = state.routing.answer(&contact, &agent, true).await?;
-            info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent answered the call.");
+            if bridged_dial(&uri) {
+                // The bridge decided, and accepted if it connected them.
+                debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "The agent's leg is answered.");
+            } else {
+                // A dial from before the bridge existed: accepted here.
+                let outcome = state.routing.answer(&contact, &agent, true).await?;
+                info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent answered the call.");
+            }
         }
         Ok(empty())
     }
@@ -622,7 +645,21 @@ async fn bridge(
             }
             Err(other) => return Err(other),
         };
-        if theirs {
+        // Marked before connecting: `/dialed` ends the call as completed
+        // only with the mark. Unmarked (Redis away), nobody is connected.
+        let marked = theirs
+            && match state
+                .memory
+                .set_for(&bridged_key(&contact, &agent), "1", BRIDGED_MEMORY)
+                .await
+            {
+                Ok(()) => true,
+                Err(error) => {
+                    warn!(source = %state.name, contact_id = %contact, agent_id = %agent, %error, "The bridge could not be noted; the agent who answered is not connected.");
+                    false
+                }
+            };
+        if marked {
             info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The agent answered; connecting the caller.");
             return Ok(twiml(twiml_proceed()));
         }
@@ -672,24 +709,7 @@ async fn dialed(
         let agent = agent.ok_or_else(|| Refusal::Bad("agent: missing".into()))?;
         match call.call_event().map(|e| e.kind) {
             Some(CallEventKind::Answered { .. }) => {
-                // Answered and over (the agent's leg ended): the contact is
-                // done, if it was this agent's (the bridge, or the agent
-                // leg's callback, accepted it when they picked up). A call
-                // no longer theirs (a late answer hung up at the bridge, a
-                // transfer during the call) is held for where routing has
-                // it now: not accepted here, for a new offer to the same
-                // agent may stand (they came back while it rang).
-                let route = state.routing.route(&contact).await?;
-                let done = route.as_ref().is_none_or(|r| {
-                    r.state == "closed"
-                        || (r.state == "assigned" && r.agent.as_deref() == Some(agent.as_str()))
-                });
-                if !done {
-                    info!(source = %state.name, contact_id = %contact, agent_id = %agent, "A dial ended for a call no longer the agent's; the caller is held.");
-                    return state.hold(&contact, false);
-                }
-                state.routing.end(&contact, "completed").await?;
-                Ok(twiml(twiml_hangup()))
+                answered(&state, &uri, &call, &contact, &agent).await
             }
             _ if call.call_status.is_final() => {
                 // The caller hung up while the agent's phone rang: the
@@ -708,6 +728,62 @@ async fn dialed(
     }
     .await;
     state.answer("dialed", result)
+}
+
+/// A dial that ended answered (the agent's leg is over). With the bridge
+/// (`b=1`), the contact is done only if the bridge connected this agent
+/// (its mark) and it is still theirs, or closed already. Otherwise nobody
+/// talked to the caller on this dial (hung up at the bridge; or the bridge
+/// accepted but could not answer) or the call moved on (a transfer during
+/// it): assigned to the agent without a conversation, it goes back to its
+/// queue without them; then the caller is held for where routing has the
+/// call now, or, gone already, the contact ends. A dial from before the
+/// bridge is accepted and ended as before.
+async fn answered(
+    state: &TwilioState,
+    uri: &axum::http::Uri,
+    call: &TwilioCall,
+    contact: &ContactId,
+    agent: &str,
+) -> Served {
+    if !bridged_dial(uri) {
+        state.routing.answer(contact, agent, true).await?;
+        state.routing.end(contact, "completed").await?;
+        return Ok(twiml(twiml_hangup()));
+    }
+    let route = state.routing.route(contact).await?;
+    let theirs = route
+        .as_ref()
+        .is_some_and(|r| r.state == "assigned" && r.agent.as_deref() == Some(agent));
+    let over = route.as_ref().is_none_or(|r| r.state == "closed");
+    let talked = theirs
+        && state
+            .memory
+            .get(&bridged_key(contact, agent))
+            .await
+            .map_err(memory_unavailable)?
+            .is_some();
+    if talked || over {
+        state.routing.end(contact, "completed").await?;
+        return Ok(twiml(twiml_hangup()));
+    }
+    if theirs {
+        let outcome = state.routing.pass(contact, agent).await?;
+        counter!("switchboard_voice_late_answers_total", "source" => state.name.clone())
+            .increment(1);
+        warn!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "A call assigned to the agent ended its dial without a conversation; it goes back to its queue without them.");
+    }
+    if call.call_status.is_final() {
+        let cause = call
+            .call_status
+            .end_cause()
+            .map_or("completed", |c| c.as_str());
+        let outcome = state.routing.end(contact, cause).await?;
+        info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The caller hung up after a dial that connected nobody.");
+        return Ok(twiml(twiml_hangup()));
+    }
+    info!(source = %state.name, contact_id = %contact, agent_id = %agent, "A dial ended for a call no longer the agent's; the caller is held.");
+    state.hold(contact, false)
 }
 
 /// The agent's phone rang out (or was busy) while the caller waits: the

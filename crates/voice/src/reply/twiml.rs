@@ -216,14 +216,14 @@ pub fn twiml_reject(reason: RejectReason) -> String {
     close(xml)
 }
 
-/// Ends the call (`<Hangup/>`), e.g. as the `<Dial>` action's answer after
-/// the conversation.
 /// Nothing to do: on an agent's leg (the noun's `url`), connects them to
 /// the caller.
 pub fn twiml_proceed() -> String {
     close(open())
 }
 
+/// Ends the call (`<Hangup/>`), e.g. as the `<Dial>` action's answer after
+/// the conversation.
 pub fn twiml_hangup() -> String {
     close(open() + "<Hangup/>")
 }
