@@ -42,10 +42,10 @@ enum Led {
 /// that came due while no leader ran.
 const CATCH_UP_MS: u64 = 60_000;
 
-/// Events read at once.
 /// How often the leader publishes the queue summary.
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
 
+/// Events read at once.
 const EVENT_BATCH: usize = 2000;
 
 /// Offers committed together at most.
@@ -702,7 +702,6 @@ impl Leader {
         Ok(())
     }
 
-    /// Offer deadlines, wrap-up ends, lapsed sessions.
     /// Publishes each queue's waiting count and oldest wait for
     /// supervisors' views (`RoutingState::waiting_by_queue`). A failure is
     /// counted and logged: readers then count for themselves.
@@ -726,6 +725,7 @@ impl Leader {
         }
     }
 
+    /// Offer deadlines, wrap-up ends, lapsed sessions.
     async fn sweep(
         &self,
         engine: &mut Engine,

@@ -1014,7 +1014,7 @@ impl RoutingState {
     }
 
     /// Every waiting contact's queue and when it entered it (ms; its
-    /// creation when older records lack `queued_at`): three fields each,
+    /// creation when older records lack `queued_at`): four fields each,
     /// not the whole record ([`RoutingState::waiting_by_queue`] without
     /// the leader's summary).
     pub(crate) async fn waiting_queues(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -6,7 +6,7 @@
 //! (`<prefix>:{r}:queue_summary`, one JSON value that expires after
 //! [`SUMMARY_TTL`]). Readers use it while it is fresh; without one (no
 //! leader for a while, or an instance too old to publish it) they read the
-//! waiting contacts themselves, as before: two fields each, not the whole
+//! waiting contacts themselves, as before: four fields each, not the whole
 //! record.
 
 use crate::{RoutingState, StoreError};

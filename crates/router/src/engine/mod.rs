@@ -485,7 +485,12 @@ impl Engine {
                 continue;
             };
             *waiting += 1;
-            let at = slot.contact.queued_at;
+            // Older records lack `queued_at`: their creation, as the
+            // counted figures take it.
+            let at = match slot.contact.queued_at {
+                0 => slot.contact.waiting_since,
+                at => at,
+            };
             if *oldest == 0 || at < *oldest {
                 *oldest = at;
             }

@@ -20,7 +20,8 @@
 //! and channel messages are ignored.
 
 use super::{
-    Items, ParseError, customer, display_name, from_secs, from_slice, language, non_blank,
+    Items, ParseError, customer, display_name, from_secs, from_slice, from_value, language,
+    non_blank,
 };
 use crate::item::{
     AttachmentKind, AttachmentRef, GeoPoint, MessageEdit, Platform, SocialItem, SocialMessage,
@@ -36,19 +37,29 @@ pub fn parse_telegram(body: &[u8]) -> Result<Vec<SocialItem>, ParseError> {
     let update: Update = from_slice(body)?;
     let mut items = Items::default();
     items.event()?;
-    if let Some(m) = update.message {
-        match message(m, "message")? {
-            Ok(m) => items.push(SocialItem::Message(m)),
-            Err(reason) => items.ignore(TG, reason),
-        }
+    // An update whose message cannot be read is that update's problem:
+    // kept as `Unreadable` (counted, logged) and acknowledged, rather than
+    // refused and retried by Telegram until it gives up. Only a body that
+    // is no update at all is refused.
+    let read = if let Some(m) = update.message {
+        from_value::<Message>(m, "message")
+            .and_then(|m| message(m, "message"))
+            .map(|m| match m {
+                Ok(m) => items.push(SocialItem::Message(m)),
+                Err(reason) => items.ignore(TG, reason),
+            })
     } else if let Some(m) = update.edited_message {
-        match edit(m, "edited_message")? {
-            Ok(e) => items.push(SocialItem::Edit(e)),
-            Err(reason) => items.ignore(TG, reason),
-        }
+        from_value::<Message>(m, "edited_message")
+            .and_then(|m| edit(m, "edited_message"))
+            .map(|e| match e {
+                Ok(e) => items.push(SocialItem::Edit(e)),
+                Err(reason) => items.ignore(TG, reason),
+            })
     } else {
         items.ignore(TG, "unsupported_update");
-    }
+        Ok(())
+    };
+    items.unreadable(TG, read)?;
     Ok(items.into_vec())
 }
 
@@ -58,8 +69,9 @@ struct Update {
     /// it is not an update.
     #[serde(rename = "update_id")]
     _update_id: i64,
-    message: Option<Message>,
-    edited_message: Option<Message>,
+    /// Read as a [`Message`] on its own (see [`parse_telegram`]).
+    message: Option<serde_json::Value>,
+    edited_message: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -421,16 +433,34 @@ mod tests {
             matches!(&e, ParseError::Json { path, .. } if path == "."),
             "{e}"
         );
-        let e = update(r#"{"message_id":1,"date":1,"text":"no chat"}"#).expect_err("no chat");
-        assert!(
-            matches!(&e, ParseError::Json { path, .. } if path == "message"),
-            "{e}"
+    }
+
+    /// An update whose message cannot be read is kept as `Unreadable`,
+    /// with where it failed, and not refused.
+    #[test]
+    fn an_unreadable_message_is_named_not_refused() {
+        let unreadable = |items: Result<Vec<SocialItem>, ParseError>| match items
+            .expect("the update reads")
+            .as_slice()
+        {
+            [SocialItem::Unreadable(u)] => (u.path.clone(), u.kind),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            unreadable(update(r#"{"message_id":1,"date":1,"text":"no chat"}"#)),
+            ("message".to_owned(), "json")
         );
-        let e = update(r#"{"message_id":1,"chat":{"id":"nine","type":"private"},"text":"x"}"#)
-            .expect_err("chat id must be a number");
-        assert!(
-            matches!(&e, ParseError::Json { path, .. } if path == "message.chat.id"),
-            "{e}"
+        assert_eq!(
+            unreadable(update(
+                r#"{"message_id":1,"chat":{"id":"nine","type":"private"},"text":"x"}"#
+            )),
+            ("message.chat.id".to_owned(), "json")
+        );
+        assert_eq!(
+            unreadable(parse_telegram(
+                br#"{"update_id":7,"edited_message":{"message_id":"one","chat":{"id":9,"type":"private"},"date":1,"text":"x"}}"#
+            )),
+            ("edited_message.message_id".to_owned(), "json")
         );
     }
 }

@@ -44,7 +44,15 @@ pub(crate) fn parse_change(
         items.ignore(WA, "change");
         return Ok(());
     }
-    let value: Value = from_value(change.value, &format!("{path}.value"))?;
+    let value: Value = match from_value(change.value, &format!("{path}.value")) {
+        Ok(value) => value,
+        Err(e) => {
+            // Counted as one event, so that a batch of unreadable changes
+            // is bounded by MAX_EVENTS too.
+            items.event()?;
+            return Err(e);
+        }
+    };
     let account = Some(value.metadata.phone_number_id).filter(|a| !a.is_empty());
     if value.messages.is_empty() && value.statuses.is_empty() && !value.errors.is_empty() {
         items.event()?;
@@ -606,6 +614,26 @@ mod tests {
         };
         assert_eq!((a.text.as_str(), c.text.as_str()), ("first", "third"));
         assert_eq!(b.path, "entry[0].changes[0].value.messages[1]");
+    }
+
+    /// Unreadable changes count as events too: a batch of them is bounded.
+    #[test]
+    fn too_many_unreadable_changes_are_refused() {
+        let bad = r#"{"field":"messages","value":{"messages":[]}}"#;
+        let body = |n: usize| {
+            format!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"W","changes":[{}]}}]}}"#,
+                vec![bad; n].join(",")
+            )
+        };
+        let items = parse_meta(body(crate::parse::MAX_EVENTS).as_bytes()).expect("at the limit");
+        assert_eq!(items.len(), crate::parse::MAX_EVENTS);
+        assert_eq!(
+            parse_meta(body(crate::parse::MAX_EVENTS + 1).as_bytes()),
+            Err(ParseError::TooMany {
+                max: crate::parse::MAX_EVENTS
+            })
+        );
     }
 
     fn unreadable(items: Result<Vec<SocialItem>, ParseError>) -> (String, &'static str) {
