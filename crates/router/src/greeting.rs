@@ -234,7 +234,8 @@ pub(crate) fn opening(queue: &Queue, now: u64) -> Opening<'_> {
 /// language, and the message did not ask for none), then the end of the
 /// contact. An offline form waits, as at arrival; so does a contact no
 /// longer waiting (the hand-off ended it already). Returns what happened,
-/// for the routing record, or `None` when nothing was done.
+/// for the routing record, and whether the end failed (to be tried again:
+/// [`retry_close_after_hours`]), or `None` when nothing was done.
 pub(crate) async fn close_after_hours(
     state: &RoutingState,
     plan: &Plan,
@@ -242,7 +243,7 @@ pub(crate) async fn close_after_hours(
     queue_ix: usize,
     now: u64,
     retention: Duration,
-) -> Option<String> {
+) -> Option<(String, bool)> {
     let queue = &plan.queues[queue_ix];
     let read = async {
         let waiting = state
@@ -256,9 +257,12 @@ pub(crate) async fn close_after_hours(
         Ok((false, _)) => return None,
         Err(error) => {
             warn!(%error, contact_id = %contact, "Could not read a contact to close after hours.");
-            return Some(format!(
-                "queue {} closed; the contact could not be read: it waits",
-                queue.name
+            return Some((
+                format!(
+                    "queue {} closed; the contact could not be read: it waits",
+                    queue.name
+                ),
+                false,
             ));
         }
     };
@@ -291,24 +295,42 @@ pub(crate) async fn close_after_hours(
             format!("automatic answer {}", outcome.replace('_', " "))
         }
     };
-    let ended = match state
+    let (ended, failed) = match state
         .end_if_waiting(contact, now, AFTER_HOURS_DISPOSITION, retention)
         .await
     {
-        Ok(outcome) => outcome,
+        Ok(outcome) => (outcome, false),
         Err(error) => {
-            warn!(%error, contact_id = %contact, "Could not close a contact after hours.");
-            "failed".to_owned()
+            warn!(%error, contact_id = %contact, "Could not close a contact after hours; tried again shortly.");
+            ("failed (tried again)".to_owned(), true)
         }
     };
     counter!("switchboard_router_after_hours_total",
         "queue" => queue.name.clone(), "action" => "closed_at_closing")
     .increment(1);
     info!(contact_id = %contact, queue = %queue.name, outcome = %ended, "Queue closed: waiting contact closed after hours.");
-    Some(format!(
-        "queue {} is closed (until {} {}) while the contact waits; {answered}; ended: {ended} (disposition {AFTER_HOURS_DISPOSITION})",
-        queue.name, o.opens_at, o.timezone
+    Some((
+        format!(
+            "queue {} is closed (until {} {}) while the contact waits; {answered}; ended: {ended} (disposition {AFTER_HOURS_DISPOSITION})",
+            queue.name, o.opens_at, o.timezone
+        ),
+        failed,
     ))
+}
+
+/// Tries again an after-hours end that failed: abandons the contact if it
+/// still waits, and ends its conversation (again) if routing closed it;
+/// either is harmless when done already. The store's outcome
+/// (`abandoned`, `already_closed`, `not_waiting`: offered meanwhile).
+pub(crate) async fn retry_close_after_hours(
+    state: &RoutingState,
+    contact: &ContactId,
+    now: u64,
+    retention: Duration,
+) -> Result<String, StoreError> {
+    state
+        .end_if_waiting(contact, now, AFTER_HOURS_DISPOSITION, retention)
+        .await
 }
 
 /// Sends one automatic answer: `sent`, `already_sent` or `failed` (logged;

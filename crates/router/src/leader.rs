@@ -91,7 +91,16 @@ pub struct Leader {
     instance: String,
     status: LeaderStatus,
     interrupt_voice: String,
+    /// After-hours ends that failed (Redis away), by contact: when to try
+    /// again (ms) and how many tries so far.
+    closings: std::sync::Mutex<HashMap<ContactId, (u64, u32)>>,
 }
+
+/// How long after a failed after-hours end it is tried again, ms.
+const CLOSING_RETRY_MS: u64 = 5_000;
+
+/// Tries of a failed after-hours end before it is given up (~5 minutes).
+const CLOSING_TRIES: u32 = 60;
 
 impl std::fmt::Debug for Leader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,6 +205,7 @@ impl Leader {
             instance,
             status: LeaderStatus::default(),
             interrupt_voice,
+            closings: std::sync::Mutex::default(),
         }
     }
 
@@ -390,6 +400,7 @@ impl Leader {
                 last_summary = Instant::now();
             }
             if last_sweep.elapsed() >= Duration::from_millis(250) {
+                self.retry_closings(now).await;
                 self.sweep(&mut engine, &mut mirror, now).await?;
                 last_sweep = Instant::now();
             }
@@ -598,7 +609,7 @@ impl Leader {
             StepAction::ClosedAfterHours { contact, queue } => {
                 let retention =
                     Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1));
-                let Some(detail) = crate::greeting::close_after_hours(
+                let Some((detail, failed)) = crate::greeting::close_after_hours(
                     &self.state,
                     &self.plan,
                     contact,
@@ -610,6 +621,9 @@ impl Leader {
                 else {
                     return;
                 };
+                if failed && let Ok(mut closings) = self.closings.lock() {
+                    closings.insert(*contact, (now + CLOSING_RETRY_MS, 0));
+                }
                 (contact, detail)
             }
         };
@@ -722,6 +736,52 @@ impl Leader {
             counter!("switchboard_router_errors_total", "error_type" => "queue_summary")
                 .increment(1);
             debug!(%error, "Could not publish the queue summary.");
+        }
+    }
+
+    /// Tries again the after-hours ends that failed and are due: a contact
+    /// left waiting in Redis (its abandon failed) would wait outside the
+    /// engine, and one whose conversation was not ended would take the
+    /// customer's next messages into a closed contact nobody sees.
+    async fn retry_closings(&self, now: u64) {
+        let due: Vec<(ContactId, u32)> = match self.closings.lock() {
+            Ok(closings) => closings
+                .iter()
+                .filter(|(_, (at, _))| *at <= now)
+                .map(|(c, (_, tries))| (*c, *tries))
+                .collect(),
+            Err(_) => return,
+        };
+        let retention =
+            Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1));
+        for (contact, tries) in due {
+            let result =
+                crate::greeting::retry_close_after_hours(&self.state, &contact, now, retention)
+                    .await;
+            let outcome = match &result {
+                Ok(_) => "done",
+                Err(_) if tries + 1 >= CLOSING_TRIES => "given_up",
+                Err(_) => "failed",
+            };
+            counter!("switchboard_router_closing_retries_total", "outcome" => outcome).increment(1);
+            match result {
+                Ok(ended) => {
+                    info!(contact_id = %contact, outcome = %ended, "A failed after-hours end is finished.");
+                }
+                Err(error) if outcome == "given_up" => {
+                    warn!(%error, contact_id = %contact, tries = tries + 1, "A failed after-hours end is given up; the contact's conversation may stay open.");
+                }
+                Err(error) => {
+                    debug!(%error, contact_id = %contact, "An after-hours end failed again.");
+                }
+            }
+            if let Ok(mut closings) = self.closings.lock() {
+                if outcome == "failed" {
+                    closings.insert(contact, (now + CLOSING_RETRY_MS, tries + 1));
+                } else {
+                    closings.remove(&contact);
+                }
+            }
         }
     }
 

@@ -782,6 +782,86 @@ async fn an_after_hours_close_cut_off_half_way_is_finished_by_the_retry() {
     instance.stop().await;
 }
 
+/// A contact moved by an overflow step into a queue closed for the night
+/// (`after_hours = "close"`) is ended by the leader; when that end fails
+/// (here its conversation cannot be ended: the open key is of the wrong
+/// type), the leader tries it again until it is done, and the customer's
+/// next message opens a new contact. It was logged and left: the
+/// conversation stayed open, and every later message joined a closed
+/// contact nobody saw.
+#[tokio::test]
+async fn a_failed_end_at_a_closed_queue_is_tried_again_by_the_leader() {
+    use switchboard_router::hours::ScheduleConfig;
+    use switchboard_router::plan::{AfterHours, OverflowStepConfig, QueueConfig};
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    let mut config = routing();
+    config.schedules = vec![ScheduleConfig {
+        name: "never".into(),
+        timezone: "Europe/Kyiv".into(),
+        hours: Default::default(),
+        holidays: vec![],
+    }];
+    let mut night = QueueConfig::general();
+    night.name = "night".into();
+    night.schedule = Some("never".into());
+    night.after_hours = AfterHours::Close;
+    config.queues.push(night);
+    config.queues[0].overflow = vec![OverflowStepConfig {
+        after_secs: 2,
+        move_to: Some("night".into()),
+        ..Default::default()
+    }];
+    let instance = Instance::start(&store, "one", &config);
+    let first = intake.submit_event(event("v10", "hello")).await.unwrap();
+    until("the contact waits", || async {
+        states(&state, &[first.contact_id]).await[&first.contact_id.to_string()].0 == "waiting"
+    })
+    .await;
+    // Before the move: the conversation cannot be ended.
+    let k = store.keys();
+    let customer = event("v10", "").customer;
+    let open = k.open_conversation(k.partition_of("website", &customer), "website", &customer);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let kept: String = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::hset(&mut conn, &open, "x", "1")
+        .await
+        .unwrap();
+    until("the contact is closed in routing", || async {
+        states(&state, &[first.contact_id]).await[&first.contact_id.to_string()].0 == "closed"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
+        .await
+        .unwrap();
+    until("the conversation is ended", || {
+        let mut conn = conn.clone();
+        let open = open.clone();
+        async move {
+            let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
+            left.is_none()
+        }
+    })
+    .await;
+    let mut again = event("v10", "anyone there?");
+    again.provider_message_id = Some("m-v10-2".into());
+    let again = intake.submit_event(again).await.unwrap();
+    assert_ne!(
+        again.contact_id, first.contact_id,
+        "joined the closed contact"
+    );
+    instance.stop().await;
+}
+
 /// A returning customer's contact waits for their last agent (sticky
 /// routing); that agent declines it. It goes to someone else at once, and
 /// the leader goes on routing (it used to re-offer it to the agent who
