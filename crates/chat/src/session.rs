@@ -429,7 +429,20 @@ impl Conn {
         let frame = match parse(text) {
             Ok(f) => f,
             Err(e) => {
-                self.refuse("bad_frame", &e).await?;
+                // A hello of another version may have fields this one does
+                // not know: it is told the version, not `bad_frame`, so
+                // that it can fall back rather than retry for ever.
+                if let Some(v) = hello_version(text)
+                    && v != u64::from(VERSION)
+                {
+                    self.refuse(
+                        "unsupported_version",
+                        &format!("this server speaks version {VERSION}"),
+                    )
+                    .await?;
+                } else {
+                    self.refuse("bad_frame", &e).await?;
+                }
                 return Ok(None);
             }
         };
@@ -677,7 +690,18 @@ impl Conn {
         match event {
             HubEvent::Attach(conv, contact) => {
                 if active.conv.map(|(c, _)| c) != Some(conv) {
-                    if active.conv.is_some() {
+                    if let Some((_, old)) = active.conv {
+                        // The conversation shown ended before the session
+                        // saw it (the visitor wrote right after the close,
+                        // before the routing poll): its last messages and
+                        // its close first, so that the visitor gets the
+                        // agent's last words, the closing notice and the
+                        // rating form, not a new queue position under the
+                        // old agent's name.
+                        if !active.seen.closed {
+                            self.catch_up(active).await?;
+                            self.announce_route(active, old, true).await?;
+                        }
                         active.cursor = "-".into();
                         active.seen = Seen::default();
                     }
@@ -1365,6 +1389,15 @@ impl Conn {
 }
 
 /// The `message` frame for a log entry the visitor sees (`in`, `out`).
+/// The `v` of a frame that reads as a JSON object with `type: "hello"`,
+/// whatever else it holds.
+fn hello_version(text: Option<&str>) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_str(text?).ok()?;
+    (value.get("type")?.as_str()? == "hello")
+        .then(|| value.get("v")?.as_u64())
+        .flatten()
+}
+
 fn message_frame(active: &Active, entry: &switchboard_channel::LogEntry) -> Option<ServerFrame> {
     let value: serde_json::Value = serde_json::from_str(&entry.msg).ok()?;
     match entry.dir.as_str() {

@@ -465,6 +465,36 @@ async fn a_foreign_origin_is_forbidden_and_a_forged_token_is_a_bad_session() {
     assert_eq!(recv(&mut other).await["code"], "bad_frame", "hello twice");
 }
 
+/// A hello of another protocol version is told `unsupported_version`,
+/// even when it carries fields this version does not know (it was told
+/// `bad_frame`, and a newer client could not tell it should fall back);
+/// this version's hello with an unknown field is a `bad_frame`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_of_another_version_is_told_the_version() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    for (frame, code) in [
+        (
+            json!({"type": "hello", "v": 2, "widget": "shop", "features": ["x"]}),
+            "unsupported_version",
+        ),
+        (
+            json!({"type": "hello", "v": 2, "widget": "shop"}),
+            "unsupported_version",
+        ),
+        (
+            json!({"type": "hello", "v": 1, "widget": "shop", "features": ["x"]}),
+            "bad_frame",
+        ),
+    ] {
+        send(&mut ws, frame.clone()).await;
+        let error = recv(&mut ws).await;
+        assert_eq!(error["code"], code, "{frame} → {error}");
+    }
+    hello(&mut ws, None, None).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_frame_closes_the_socket() {
     let w = world();
@@ -822,6 +852,59 @@ async fn two_tabs_of_one_visitor_both_get_the_reply() {
         log.iter()
             .any(|e| e.dir == "rating" && e.msg.contains("quick"))
     );
+}
+
+/// The visitor writes right after the agent closed, before the session's
+/// routing poll saw the close: the message opens a new conversation, and
+/// the visitor still gets the agent's last reply and the `closed` frame of
+/// the first (with it the rating form), before the new conversation's
+/// ack. The switch to the new conversation skipped both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_right_after_the_close_still_gets_the_close() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    let ack = message(&mut ws, "c1", "where is my order?").await;
+    let first = ack["conversation"].as_str().unwrap().to_owned();
+    let contact = contact_of(&w.store, &first).await;
+    w.routing.set(
+        contact.parse().unwrap(),
+        "assigned",
+        Some(("olena", "Olena")),
+    );
+    let joined = recv_type(&mut ws, "agent").await;
+    assert_eq!(joined["state"], "joined");
+    // The agent's last words and the close, then at once the visitor's
+    // next message.
+    reply(&w.store, &contact, "Anything else?").await;
+    w.routing.set(contact.parse().unwrap(), "closed", None);
+    Conversations::new(w.store.clone())
+        .end(&contact.parse().unwrap())
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        json!({"type": "message", "client_id": "c2", "text": "no, thanks"}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    let second = loop {
+        let f = recv(&mut ws).await;
+        match f["type"].as_str() {
+            Some("ack") => break f["conversation"].as_str().unwrap().to_owned(),
+            Some("closed") => {
+                assert_eq!(f["conversation"], first.as_str(), "{f}");
+                seen.push("closed".to_owned());
+            }
+            Some("message") if f["from"] == "agent" => {
+                seen.push(f["text"].as_str().unwrap().to_owned());
+            }
+            _ => {}
+        }
+    };
+    assert_ne!(second, first);
+    assert_eq!(seen, ["Anything else?", "closed"]);
 }
 
 /// The rating entries of a conversation's transcript.
