@@ -308,6 +308,11 @@ impl EventFeed {
         let (kind, outcome, short) = match field(entry, "type").as_deref() {
             Some("accepted" | "assigned") => ("contact.assigned", "", "assigned"),
             Some("closed") => ("contact.closed", "closed", "closed"),
+            // Ended by the business's hours, not by the customer: closed
+            // (its disposition says `after_hours`), as the KPIs count it.
+            Some("abandoned") if field(entry, "by").as_deref() == Some("policy") => {
+                ("contact.closed", "closed", "closed")
+            }
             Some("abandoned") => ("contact.closed", "abandoned", "closed"),
             _ => return Ok(None),
         };

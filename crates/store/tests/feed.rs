@@ -247,6 +247,72 @@ async fn a_reply_follows_its_assignment_behind_a_long_backlog() {
     );
 }
 
+/// A contact ended because its queue was closed (routing's `by: policy`)
+/// reaches webhooks as `closed` with its `after_hours` disposition, as the
+/// KPIs count it; one the customer left is `abandoned`. Both were
+/// `abandoned`, and a CRM counted the business's closes as the customers'.
+#[tokio::test]
+async fn an_after_hours_end_is_closed_not_abandoned() {
+    use switchboard_core::ChannelKind;
+    use switchboard_store::{NewRoute, RoutingState};
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4).with_event_feed(true);
+    let feed = EventFeed::new(store.clone());
+    let state = RoutingState::new(store.clone());
+    let mut conn = raw(&redis).await;
+    let _: () = redis::cmd("SET")
+        .arg("sb:{r}:hooks:on")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let now = 1_800_000_000_000;
+    let retention = Duration::from_secs(86_400);
+    let mut ended = Vec::new();
+    for (customer, policy) in [("visitor:night", true), ("visitor:left", false)] {
+        let id = ContactId::new(Partition(1));
+        let queued = state
+            .enqueue(&NewRoute {
+                contact: &id,
+                queue: "general",
+                channel: ChannelKind::Chat,
+                priority: 0,
+                since: now,
+                now,
+                rule: "",
+                source: "web",
+                customer,
+                sticky: None,
+                sticky_memory: None,
+                person: "",
+            })
+            .await
+            .unwrap();
+        assert!(queued);
+        let outcome = if policy {
+            state
+                .end_if_waiting(&id, now + 1, "after_hours", retention)
+                .await
+        } else {
+            state
+                .end_by_channel(&id, now + 1, "left", 0, retention)
+                .await
+        };
+        assert_eq!(outcome.unwrap(), "abandoned");
+        ended.push(id);
+    }
+    feed.move_routing_events(100).await.unwrap();
+    let entries = feed_of(&store, Partition(1)).await;
+    let outcome = |id: &ContactId| {
+        entries
+            .iter()
+            .find(|e| e.get("contact") == Some(id.to_string().as_str()))
+            .and_then(|e| e.get("outcome").map(str::to_owned))
+    };
+    assert_eq!(outcome(&ended[0]).as_deref(), Some("closed"));
+    assert_eq!(outcome(&ended[1]).as_deref(), Some("abandoned"));
+}
+
 #[tokio::test]
 async fn the_mover_copies_each_routing_event_once_in_order() {
     let redis = RedisServer::start();

@@ -172,7 +172,7 @@ local function record(events_key, f, now, n)
       redis.call('XADD', sibling(events_key, 'hooks'), 'MAXLEN', '~', 1000000, '*',
         'type', kind, 'contact', contact,
         'agent', f['agent'] or '', 'channel', f['channel'] or '',
-        'disposition', f['disposition'] or '', 'at', now, 'n', n)
+        'disposition', f['disposition'] or '', 'by', f['by'] or '', 'at', now, 'n', n)
     end
   end
   -- A profile update (`agent`) changes no occupancy and has no caller's
