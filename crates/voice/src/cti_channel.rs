@@ -377,7 +377,15 @@ async fn handle(
                         .by_endpoint
                         .get(&key)
                         .cloned()
-                        .or_else(|| state.config.agents.contains_key(who).then(|| who.clone()))
+                        .or_else(|| {
+                            // Her id, in any case (as her address is).
+                            state
+                                .config
+                                .agents
+                                .keys()
+                                .find(|id| id.eq_ignore_ascii_case(who.trim()))
+                                .cloned()
+                        })
                         .or_else(|| state.by_user.get(&key).cloned())
                 });
             if let Some(agent) = by {

@@ -831,6 +831,8 @@ async fn an_answer_in_another_spelling_is_the_agents() {
         ("a2", json!({"answeringNumber": "202"})),
         ("a3", json!({"user": ["<sip:201>"]})),
         ("a4", json!({"answeringNumber": "reception@example.com"})),
+        // Her id, in another case.
+        ("a5", json!({"user": ["Petro"]})),
     ] {
         let contact = world.new_call(&instance, id).await;
         let mut event = json!({"event": "answer", "direction": "in", "callId": id,
@@ -843,7 +845,7 @@ async fn an_answer_in_another_spelling_is_the_agents() {
         assert_eq!(reply.status(), 200, "{id}");
         let accepted = world.routing.accepted.lock().unwrap().clone();
         let want = match id {
-            "a1" | "a2" => Some("petro"),
+            "a1" | "a2" | "a5" => Some("petro"),
             "a3" => Some("olha"),
             _ => None,
         };
