@@ -589,7 +589,6 @@ async fn an_overflow_step_due_during_a_failover_still_answers() {
 #[tokio::test]
 async fn closed_queues_answer_and_hold_their_contacts() {
     use switchboard_router::answers::{TemplateEntry, TemplatesConfig};
-    use switchboard_router::hours::ScheduleConfig;
     use switchboard_router::plan::AfterHours;
     let redis = RedisServer::start();
     let store = store(&redis);
@@ -597,12 +596,7 @@ async fn closed_queues_answer_and_hold_their_contacts() {
     let intake = intake(&store);
     agent(&state, "generalist", &[("billing", 5)], 5).await;
     let mut config = routing();
-    config.schedules = vec![ScheduleConfig {
-        name: "never".into(),
-        timezone: "Europe/Kyiv".into(),
-        hours: Default::default(),
-        holidays: vec![],
-    }];
+    config.schedules = vec![never()];
     // general: closed, contacts wait; billing: closed, contacts are
     // closed; "open" (rule: the word "open") has no schedule.
     config.queues[0].schedule = Some("never".into());
@@ -713,6 +707,67 @@ async fn closed_queues_answer_and_hold_their_contacts() {
     instance.stop().await;
 }
 
+/// A schedule that is never open.
+fn never() -> switchboard_router::hours::ScheduleConfig {
+    switchboard_router::hours::ScheduleConfig {
+        name: "never".into(),
+        timezone: "Europe/Kyiv".into(),
+        hours: Default::default(),
+        holidays: vec![],
+    }
+}
+
+/// The customer's open-conversation key, made unusable (of the wrong
+/// type) so that ending the conversation fails until [`OpenKey::mend`].
+struct OpenKey {
+    conn: redis::aio::MultiplexedConnection,
+    key: String,
+    kept: String,
+}
+
+impl OpenKey {
+    async fn broken(redis: &RedisServer, store: &Store, customer: &str) -> OpenKey {
+        let k = store.keys();
+        let customer = event(customer, "").customer;
+        let key = k.open_conversation(k.partition_of("website", &customer), "website", &customer);
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let kept: String = redis::AsyncCommands::get(&mut conn, &key).await.unwrap();
+        let _: () = redis::AsyncCommands::del(&mut conn, &key).await.unwrap();
+        let _: () = redis::AsyncCommands::hset(&mut conn, &key, "x", "1")
+            .await
+            .unwrap();
+        OpenKey { conn, key, kept }
+    }
+
+    /// Back as it was.
+    async fn mend(&mut self) {
+        let _: () = redis::AsyncCommands::del(&mut self.conn, &self.key)
+            .await
+            .unwrap();
+        let _: () = redis::AsyncCommands::set(&mut self.conn, &self.key, &self.kept)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the conversation is ended (the key is gone).
+    async fn until_ended(&self) {
+        until("the conversation is ended", || {
+            let mut conn = self.conn.clone();
+            let key = self.key.clone();
+            async move {
+                let left: Option<String> =
+                    redis::AsyncCommands::get(&mut conn, &key).await.unwrap();
+                left.is_none()
+            }
+        })
+        .await;
+    }
+}
+
 /// An after-hours close whose conversation could not be ended (the
 /// instance died, or Redis failed, between the two steps) is finished by
 /// the hand-off's retry: the conversation ends, and the customer's next
@@ -720,36 +775,18 @@ async fn closed_queues_answer_and_hold_their_contacts() {
 /// nothing, so every later message joined a closed contact nobody saw.
 #[tokio::test]
 async fn an_after_hours_close_cut_off_half_way_is_finished_by_the_retry() {
-    use switchboard_router::hours::ScheduleConfig;
     use switchboard_router::plan::AfterHours;
     let redis = RedisServer::start();
     let store = store(&redis);
     let state = RoutingState::new(store.clone());
     let intake = intake(&store);
     let mut config = routing();
-    config.schedules = vec![ScheduleConfig {
-        name: "never".into(),
-        timezone: "Europe/Kyiv".into(),
-        hours: Default::default(),
-        holidays: vec![],
-    }];
+    config.schedules = vec![never()];
     config.queues[0].schedule = Some("never".into());
     config.queues[0].after_hours = AfterHours::Close;
     let first = intake.submit_event(event("v9", "hello")).await.unwrap();
     // The conversation cannot be ended: its open key is of the wrong type.
-    let k = store.keys();
-    let customer = event("v9", "").customer;
-    let open = k.open_conversation(k.partition_of("website", &customer), "website", &customer);
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let kept: String = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::hset(&mut conn, &open, "x", "1")
-        .await
-        .unwrap();
+    let mut open = OpenKey::broken(&redis, &store, "v9").await;
     let instance = Instance::start(&store, "one", &config);
     until("the contact is closed in routing", || async {
         states(&state, &[first.contact_id]).await[&first.contact_id.to_string()].0 == "closed"
@@ -759,19 +796,8 @@ async fn an_after_hours_close_cut_off_half_way_is_finished_by_the_retry() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The open key back as it was: the entry's retry (after the reclaim
     // idle time, 2 s here) finishes the end.
-    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
-        .await
-        .unwrap();
-    until("the conversation is ended", || {
-        let mut conn = conn.clone();
-        let open = open.clone();
-        async move {
-            let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
-            left.is_none()
-        }
-    })
-    .await;
+    open.mend().await;
+    open.until_ended().await;
     let mut again = event("v9", "anyone there?");
     again.provider_message_id = Some("m-v9-2".into());
     let again = intake.submit_event(again).await.unwrap();
@@ -791,19 +817,13 @@ async fn an_after_hours_close_cut_off_half_way_is_finished_by_the_retry() {
 /// contact nobody saw.
 #[tokio::test]
 async fn a_failed_end_at_a_closed_queue_is_tried_again_by_the_leader() {
-    use switchboard_router::hours::ScheduleConfig;
     use switchboard_router::plan::{AfterHours, OverflowStepConfig, QueueConfig};
     let redis = RedisServer::start();
     let store = store(&redis);
     let state = RoutingState::new(store.clone());
     let intake = intake(&store);
     let mut config = routing();
-    config.schedules = vec![ScheduleConfig {
-        name: "never".into(),
-        timezone: "Europe/Kyiv".into(),
-        hours: Default::default(),
-        holidays: vec![],
-    }];
+    config.schedules = vec![never()];
     let mut night = QueueConfig::general();
     night.name = "night".into();
     night.schedule = Some("never".into());
@@ -821,37 +841,14 @@ async fn a_failed_end_at_a_closed_queue_is_tried_again_by_the_leader() {
     })
     .await;
     // Before the move: the conversation cannot be ended.
-    let k = store.keys();
-    let customer = event("v10", "").customer;
-    let open = k.open_conversation(k.partition_of("website", &customer), "website", &customer);
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let kept: String = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::hset(&mut conn, &open, "x", "1")
-        .await
-        .unwrap();
+    let mut open = OpenKey::broken(&redis, &store, "v10").await;
     until("the contact is closed in routing", || async {
         states(&state, &[first.contact_id]).await[&first.contact_id.to_string()].0 == "closed"
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _: () = redis::AsyncCommands::del(&mut conn, &open).await.unwrap();
-    let _: () = redis::AsyncCommands::set(&mut conn, &open, kept)
-        .await
-        .unwrap();
-    until("the conversation is ended", || {
-        let mut conn = conn.clone();
-        let open = open.clone();
-        async move {
-            let left: Option<String> = redis::AsyncCommands::get(&mut conn, &open).await.unwrap();
-            left.is_none()
-        }
-    })
-    .await;
+    open.mend().await;
+    open.until_ended().await;
     let mut again = event("v10", "anyone there?");
     again.provider_message_id = Some("m-v10-2".into());
     let again = intake.submit_event(again).await.unwrap();

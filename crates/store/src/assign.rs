@@ -986,16 +986,7 @@ impl RoutingState {
     pub async fn waiting(&self) -> Result<Vec<RouteRecord>, StoreError> {
         let mut conn = self.conn();
         let k = self.store.keys();
-        let ids: Vec<String> = self
-            .store
-            .bounded(
-                redis::cmd("ZRANGE")
-                    .arg(k.route("waiting"))
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let ids = self.waiting_ids().await?;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
             let mut pipe = redis::pipe();
@@ -1013,6 +1004,20 @@ impl RoutingState {
         Ok(out)
     }
 
+    /// The ids in the waiting set (some may have moved on since).
+    async fn waiting_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        self.store
+            .bounded(
+                redis::cmd("ZRANGE")
+                    .arg(self.store.keys().route("waiting"))
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn),
+            )
+            .await
+    }
+
     /// Every waiting contact's queue and when it entered it (ms; its
     /// creation when older records lack `queued_at`): four fields each,
     /// not the whole record ([`RoutingState::waiting_by_queue`] without
@@ -1020,16 +1025,7 @@ impl RoutingState {
     pub(crate) async fn waiting_queues(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut conn = self.conn();
         let k = self.store.keys();
-        let ids: Vec<String> = self
-            .store
-            .bounded(
-                redis::cmd("ZRANGE")
-                    .arg(k.route("waiting"))
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let ids = self.waiting_ids().await?;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
             let mut pipe = redis::pipe();
