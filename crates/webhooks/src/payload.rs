@@ -13,6 +13,19 @@ use switchboard_store::{Conversations, StoreError};
 /// Log entries read per page of a transcript.
 const PAGE: usize = 500;
 
+/// A `contact.closed` transcript holds at most this many messages...
+pub const MAX_TRANSCRIPT_MESSAGES: usize = 1000;
+
+/// ...and at most this many bytes of their texts (the first messages that
+/// fit; `transcript_truncated` says when some were left out). Without a
+/// bound, a long mail thread made a body of many megabytes, held for every
+/// retry, that a receiver refusing it (413) lost for good.
+pub const MAX_TRANSCRIPT_TEXT_BYTES: usize = 1024 * 1024;
+
+/// Log entries read for a transcript at most (notes and other internal
+/// entries included).
+const MAX_LOG_ENTRIES: usize = 20 * PAGE;
+
 /// What a body is built from.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
@@ -20,9 +33,11 @@ pub struct Facts {
     pub contact: Option<HashMap<String, String>>,
     /// message.created: the log entry; `None` when gone.
     pub message: Option<LogEntry>,
-    /// contact.closed: the conversation's log (all entries; only messages
-    /// to and from the customer are sent).
+    /// contact.closed: the conversation's log (up to `MAX_LOG_ENTRIES`
+    /// entries; only messages to and from the customer are sent).
     pub transcript: Vec<LogEntry>,
+    /// The log has more entries than were read.
+    pub log_truncated: bool,
 }
 
 /// Reads the facts of `event`.
@@ -49,6 +64,10 @@ pub async fn load(conversations: &Conversations, event: &Event) -> Result<Facts,
                 }
                 facts.transcript.extend(page);
                 if !full {
+                    break;
+                }
+                if facts.transcript.len() >= MAX_LOG_ENTRIES {
+                    facts.log_truncated = true;
                     break;
                 }
             }
@@ -110,13 +129,27 @@ pub fn body(event: &Event, facts: &Facts) -> Value {
                 "outcome".into(),
                 json!(event.outcome.as_deref().unwrap_or("closed")),
             );
-            let transcript: Vec<Value> = facts
+            let mut truncated = facts.log_truncated;
+            let mut transcript: Vec<Value> = Vec::new();
+            let mut text_bytes = 0;
+            for e in facts
                 .transcript
                 .iter()
                 .filter(|e| e.dir == "in" || e.dir == "out")
-                .map(|e| message_json(e, &customer))
-                .collect();
+            {
+                let message = message_json(e, &customer);
+                let bytes = message["text"].as_str().map_or(0, str::len);
+                if transcript.len() >= MAX_TRANSCRIPT_MESSAGES
+                    || text_bytes + bytes > MAX_TRANSCRIPT_TEXT_BYTES
+                {
+                    truncated = true;
+                    break;
+                }
+                text_bytes += bytes;
+                transcript.push(message);
+            }
             out.insert("transcript".into(), Value::Array(transcript));
+            out.insert("transcript_truncated".into(), json!(truncated));
         }
     }
     Value::Object(out)
@@ -232,6 +265,7 @@ mod tests {
                 json!({"text": "Hello", "provider_message_id": "p1"}),
             )),
             transcript: vec![],
+            log_truncated: false,
         };
         let body = body(&e, &facts);
         assert_eq!(body["id"], "evt-1");
@@ -278,8 +312,10 @@ mod tests {
                 entry("3-0", "note", json!({"author": "olena", "text": "VIP"})),
                 entry("4-0", "in", json!({"text": "Thanks"})),
             ],
+            log_truncated: false,
         };
         let body = body(&e, &facts);
+        assert_eq!(body["transcript_truncated"], false);
         assert_eq!(body["agent"], "olena");
         assert_eq!(body["disposition"], "resolved");
         assert_eq!(body["outcome"], "closed");
@@ -288,6 +324,38 @@ mod tests {
         assert_eq!(texts, ["Hello", "Hi, how can I help?", "Thanks"]);
         assert_eq!(t[1]["author"], "olena");
         assert_eq!(t[1]["direction"], "out");
+    }
+
+    /// A transcript is bounded by its number of messages and by the bytes
+    /// of their texts: the first messages that fit are sent, and
+    /// `transcript_truncated` says that more exist.
+    #[test]
+    fn a_long_transcript_is_cut_and_says_so() {
+        let e = event(EventType::ContactClosed);
+        let many = |n: usize, text: &str| Facts {
+            contact: Some(contact()),
+            transcript: (0..n)
+                .map(|i| entry(&format!("{i}-0"), "in", json!({ "text": text })))
+                .collect(),
+            ..Facts::default()
+        };
+        let body_n = body(&e, &many(MAX_TRANSCRIPT_MESSAGES + 5, "hi"));
+        assert_eq!(
+            body_n["transcript"].as_array().unwrap().len(),
+            MAX_TRANSCRIPT_MESSAGES
+        );
+        assert_eq!(body_n["transcript_truncated"], true);
+        assert_eq!(body_n["transcript"][0]["seq"], "0-0");
+        let big = "x".repeat(300 * 1024);
+        let body_b = body(&e, &many(5, &big));
+        assert_eq!(body_b["transcript"].as_array().unwrap().len(), 3);
+        assert_eq!(body_b["transcript_truncated"], true);
+        let body_ok = body(&e, &many(3, &big));
+        assert_eq!(body_ok["transcript"].as_array().unwrap().len(), 3);
+        assert_eq!(body_ok["transcript_truncated"], false);
+        let mut read_part = many(2, "hi");
+        read_part.log_truncated = true;
+        assert_eq!(body(&e, &read_part)["transcript_truncated"], true);
     }
 
     #[test]
