@@ -59,6 +59,10 @@ pub async fn timeline(records: &Records, contact: &ContactId) -> Result<Vec<Valu
         .collect())
 }
 
+/// Transcript entries in one record at most; `transcript_truncated` says
+/// when the conversation has more (page through them with the agent API).
+pub const RECORD_TRANSCRIPT_MAX: usize = 10_000;
+
 /// The whole record of `contact`; `None` when nothing is known of it
 /// (never existed, or deleted after the retention).
 pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<Value>, StoreError> {
@@ -83,7 +87,7 @@ pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<V
     };
     let rn = |k: &str| rf(k).parse::<u64>().ok();
     let transcript = match pick("conversation").parse::<ConversationId>() {
-        Ok(conv) => transcript(&s.conversations, &conv, "-", 10_000).await?,
+        Ok(conv) => transcript(&s.conversations, &conv, "-", RECORD_TRANSCRIPT_MAX).await?,
         Err(_) => Vec::new(),
     };
     let decisions: Vec<Value> = s
@@ -117,6 +121,7 @@ pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<V
             "closed": rn("closed_at"),
         },
         "timeline": timeline,
+        "transcript_truncated": transcript.len() >= RECORD_TRANSCRIPT_MAX,
         "transcript": transcript,
         "routing_decisions": decisions,
     })))
