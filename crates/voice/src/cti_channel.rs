@@ -490,7 +490,7 @@ async fn remember_hangup(
     event: &CtiEvent,
     disposition: &str,
 ) -> Result<Option<ContactId>, Refused> {
-    if ringing_of(state, event).is_none() {
+    if event.direction == crate::Direction::Outbound || ringing_of(state, event).is_none() {
         // Outbound and internal calls are never contacts.
         return Ok(None);
     }
@@ -677,6 +677,9 @@ struct Offer {
     number: u32,
     /// The PBX took this dispatcher's dial of it.
     dialed: bool,
+    /// Its deadline passed before it was dialled: not tried again (nor
+    /// counted `too_late` again) at every poll until routing moves it on.
+    late: bool,
 }
 
 /// Follows the call until it is connected or over. `ring_claim`: the
@@ -709,7 +712,7 @@ async fn follow(
                 ("offered", Some(agent)) => {
                     let mut current =
                         same_offer(offer.take(), &mut offers, agent, route.offer_until);
-                    if !current.dialed && leading {
+                    if !current.dialed && !current.late && leading {
                         // Another instance may have dialled this offer and
                         // handed the call over (a graceful stop hands its
                         // lease on at once): its marker says so, and the
@@ -736,6 +739,10 @@ async fn follow(
                                 .await;
                                 if current.dialed {
                                     mark_rung(state, contact, &current.agent, current.until).await;
+                                } else if current.until.is_some_and(|u| {
+                                    u <= switchboard_core::Timestamp::now().as_millis()
+                                }) {
+                                    current.late = true;
                                 }
                             }
                             Err(error) => {
@@ -917,6 +924,7 @@ fn same_offer(
                 until,
                 number: *number,
                 dialed: false,
+                late: false,
             }
         }
     }

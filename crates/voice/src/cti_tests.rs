@@ -1014,6 +1014,54 @@ async fn a_hangup_before_its_new_call_ends_the_call() {
     b.stop().await;
 }
 
+/// The hangup of an outbound call (never a contact) is not remembered for
+/// a `newCall` that will never come; an inbound one is. Every outbound and
+/// internal call's hangup wrote a marker for an hour (the check could not
+/// fail: the call was looked at as inbound).
+#[tokio::test]
+async fn an_outbound_hangup_is_not_remembered() {
+    let world = World::new().await;
+    let a = world.instance(1).await;
+    for (direction, call) in [("out", "dialled-out"), ("in", "hung-up-in")] {
+        let reply = world
+            .post(
+                &a,
+                TOKEN,
+                &json!({"event": "hangup", "direction": direction, "callId": call,
+                "from": "4930609854180", "to": "+380501234567", "cause": "normalClearing"}),
+            )
+            .await;
+        assert_eq!(reply.status(), 200);
+    }
+    let memory = world.state_of(1);
+    assert_eq!(memory.get("hungup:dialled-out").await.unwrap(), None);
+    assert!(memory.get("hungup:hung-up-in").await.unwrap().is_some());
+    a.stop().await;
+}
+
+/// An offer whose deadline passed before it was dialled is not dialled,
+/// and counted `too_late` once, not at every poll while routing has not
+/// moved it on yet.
+#[tokio::test]
+async fn a_lapsed_offer_is_counted_too_late_once() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "late1").await;
+    let past = switchboard_core::Timestamp::now().as_millis() - 1_000;
+    world.routing.offer(contact, "olha", past);
+    world.dialled_exactly(0).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        counters.get("switchboard_voice_callbacks_total{outcome=too_late,source=pbx}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+    instance.stop().await;
+}
+
 /// The dial instruction says how long the phone may ring: no longer than
 /// the offer lasts (the PBX rang on, and an answer after the offer's end
 /// found the call offered to the next agent).
