@@ -218,7 +218,10 @@ impl Worker {
                     Err(error) if error.to_string().contains("NOGROUP") => {
                         // The feed's key was deleted (a flush, a Redis that
                         // lost its data): new events made a stream without
-                        // the group. Made again, from the feed's start.
+                        // the group. Made again, reading from `max_age`
+                        // ago: every entry of the new stream (all written
+                        // since the key was lost, moments ago), and none
+                        // a receiver would refuse as too old.
                         counter!("switchboard_webhook_groups_recreated_total",
                             "webhook" => self.target.name.clone())
                         .increment(1);
