@@ -451,7 +451,7 @@ async fn upload(
     );
     match shared
         .uploads
-        .store(&session.visitor, &name, &content_type, &body)
+        .store(&session.visitor, &name, &content_type, body)
         .await
     {
         Ok(attachment) => {

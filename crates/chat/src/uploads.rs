@@ -59,13 +59,14 @@ impl Uploads {
         id_ok(id).then(|| self.dir.join(id))
     }
 
-    /// Stores an upload of `visitor`; returns its description.
+    /// Stores an upload of `visitor`; returns its description. The bytes
+    /// are taken, not copied: one upload holds its size in memory once.
     pub async fn store(
         &self,
         visitor: &str,
         name: &str,
         content_type: &str,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<Attachment, StoreError> {
         let id = crate::token::random_id();
         let path = self
@@ -82,7 +83,7 @@ impl Uploads {
         // into place: a description means a complete file, and the 201
         // (after which the visitor's message names it) means both survive
         // a crash.
-        let file = bytes.to_vec();
+        let file = bytes;
         let (dir, min_free) = (self.dir.clone(), self.min_free);
         tokio::task::spawn_blocking(move || {
             use switchboard_channel::files::write_atomically;
