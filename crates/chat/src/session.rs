@@ -702,6 +702,19 @@ impl Conn {
                             self.catch_up(active).await?;
                             self.announce_route(active, old, true).await?;
                         }
+                        // Routing may not say so yet (a close ends the
+                        // conversation first, routing a moment later), but
+                        // a new conversation opens only once the old one
+                        // ended: it is closed for the visitor either way.
+                        if !active.seen.closed {
+                            let conversation =
+                                active.conv.map(|(c, _)| c.to_string()).unwrap_or_default();
+                            self.send(&ServerFrame::Closed {
+                                reason: "agent",
+                                conversation,
+                            })
+                            .await?;
+                        }
                         active.cursor = "-".into();
                         active.seen = Seen::default();
                     }
@@ -1388,7 +1401,6 @@ impl Conn {
     }
 }
 
-/// The `message` frame for a log entry the visitor sees (`in`, `out`).
 /// The `v` of a frame that reads as a JSON object with `type: "hello"`,
 /// whatever else it holds.
 fn hello_version(text: Option<&str>) -> Option<u64> {
@@ -1398,6 +1410,7 @@ fn hello_version(text: Option<&str>) -> Option<u64> {
         .flatten()
 }
 
+/// The `message` frame for a log entry the visitor sees (`in`, `out`).
 fn message_frame(active: &Active, entry: &switchboard_channel::LogEntry) -> Option<ServerFrame> {
     let value: serde_json::Value = serde_json::from_str(&entry.msg).ok()?;
     match entry.dir.as_str() {

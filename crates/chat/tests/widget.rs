@@ -907,6 +907,40 @@ async fn a_message_right_after_the_close_still_gets_the_close() {
     assert_eq!(seen, ["Anything else?", "closed"]);
 }
 
+/// The same while routing does not yet say closed (a close ends the
+/// conversation first, routing a moment later): the old conversation is
+/// still closed for the visitor, not left open under the agent's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_between_the_two_steps_of_a_close_still_gets_the_close() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    let ack = message(&mut ws, "c1", "where is my order?").await;
+    let first = ack["conversation"].as_str().unwrap().to_owned();
+    let contact = contact_of(&w.store, &first).await;
+    w.routing.set(
+        contact.parse().unwrap(),
+        "assigned",
+        Some(("olena", "Olena")),
+    );
+    recv_type(&mut ws, "agent").await;
+    // The conversation ended; routing still says assigned.
+    Conversations::new(w.store.clone())
+        .end(&contact.parse().unwrap())
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        json!({"type": "message", "client_id": "c2", "text": "hello?"}),
+    )
+    .await;
+    let closed = recv_type(&mut ws, "closed").await;
+    assert_eq!(closed["conversation"], first.as_str());
+    let ack = recv_type(&mut ws, "ack").await;
+    assert_ne!(ack["conversation"], first.as_str());
+}
+
 /// The rating entries of a conversation's transcript.
 async fn ratings(store: &Store, conversation: &str) -> Vec<String> {
     Conversations::new(store.clone())

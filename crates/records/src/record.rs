@@ -86,10 +86,13 @@ pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<V
             .unwrap_or_default()
     };
     let rn = |k: &str| rf(k).parse::<u64>().ok();
-    let transcript = match pick("conversation").parse::<ConversationId>() {
-        Ok(conv) => transcript(&s.conversations, &conv, "-", RECORD_TRANSCRIPT_MAX).await?,
+    // One entry more than kept: it tells whether there are more.
+    let mut transcript = match pick("conversation").parse::<ConversationId>() {
+        Ok(conv) => transcript(&s.conversations, &conv, "-", RECORD_TRANSCRIPT_MAX + 1).await?,
         Err(_) => Vec::new(),
     };
+    let transcript_truncated = transcript.len() > RECORD_TRANSCRIPT_MAX;
+    transcript.truncate(RECORD_TRANSCRIPT_MAX);
     let decisions: Vec<Value> = s
         .state
         .decisions(contact)
@@ -121,7 +124,7 @@ pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<V
             "closed": rn("closed_at"),
         },
         "timeline": timeline,
-        "transcript_truncated": transcript.len() >= RECORD_TRANSCRIPT_MAX,
+        "transcript_truncated": transcript_truncated,
         "transcript": transcript,
         "routing_decisions": decisions,
     })))

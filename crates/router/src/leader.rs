@@ -295,6 +295,12 @@ impl Leader {
         let now = now_ms();
         let mut engine = Engine::new(self.plan.clone(), &self.config.interrupt_voice);
         engine.set_exclusion(Duration::from_secs(self.config.declined_again_after_secs));
+        // Ends that failed while this instance led before: the state
+        // loaded now shows what is left of them (a contact still waiting
+        // in a closed queue is closed again by the engine).
+        if let Ok(mut closings) = self.closings.lock() {
+            closings.clear();
+        }
         let mut mirror = Mirror {
             live: HashMap::new(),
             revoked: HashSet::new(),
@@ -400,7 +406,7 @@ impl Leader {
                 last_summary = Instant::now();
             }
             if last_sweep.elapsed() >= Duration::from_millis(250) {
-                self.retry_closings(now).await;
+                self.retry_closings(&engine, lost, now).await;
                 self.sweep(&mut engine, &mut mirror, now).await?;
                 last_sweep = Instant::now();
             }
@@ -743,18 +749,29 @@ impl Leader {
     /// left waiting in Redis (its abandon failed) would wait outside the
     /// engine, and one whose conversation was not ended would take the
     /// customer's next messages into a closed contact nobody sees.
-    async fn retry_closings(&self, now: u64) {
+    /// A contact the engine still has waiting in a queue that is open now,
+    /// or that does not close its contacts (moved by a step, or requeued
+    /// since), is no longer to be ended: its entry is dropped. One the
+    /// engine does not have (routing closed it, and only its conversation
+    /// is left to end; or its abandon failed) is tried.
+    async fn retry_closings(&self, engine: &Engine, lost: &AtomicBool, now: u64) {
         let due: Vec<(ContactId, u32)> = match self.closings.lock() {
-            Ok(closings) => closings
-                .iter()
-                .filter(|(_, (at, _))| *at <= now)
-                .map(|(c, (_, tries))| (*c, *tries))
-                .collect(),
+            Ok(mut closings) => {
+                closings.retain(|c, _| engine.waits_where_closed(c) != Some(false));
+                closings
+                    .iter()
+                    .filter(|(_, (at, _))| *at <= now)
+                    .map(|(c, (_, tries))| (*c, *tries))
+                    .collect()
+            }
             Err(_) => return,
         };
         let retention =
             Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1));
         for (contact, tries) in due {
+            if lost.load(Ordering::Relaxed) {
+                return;
+            }
             let result =
                 crate::greeting::retry_close_after_hours(&self.state, &contact, now, retention)
                     .await;

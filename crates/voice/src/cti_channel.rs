@@ -377,15 +377,7 @@ async fn handle(
                         .by_endpoint
                         .get(&key)
                         .cloned()
-                        .or_else(|| {
-                            // Her id, in any case (as her address is).
-                            state
-                                .config
-                                .agents
-                                .keys()
-                                .find(|id| id.eq_ignore_ascii_case(who.trim()))
-                                .cloned()
-                        })
+                        .or_else(|| agent_by_id(&state.config.agents, who))
                         .or_else(|| state.by_user.get(&key).cloned())
                 });
             if let Some(agent) = by {
@@ -475,6 +467,20 @@ fn endpoints(
         })
         .collect();
     (by, by_user)
+}
+
+/// The agent whose id `who` names: exactly, else in another case when
+/// only one id matches so (ids that differ only in case are both allowed).
+fn agent_by_id<V>(agents: &BTreeMap<String, V>, who: &str) -> Option<String> {
+    let who = who.trim();
+    if agents.contains_key(who) {
+        return Some(who.to_owned());
+    }
+    let mut matching = agents.keys().filter(|id| id.eq_ignore_ascii_case(who));
+    match (matching.next(), matching.next()) {
+        (Some(id), None) => Some(id.clone()),
+        _ => None,
+    }
 }
 
 fn hangup_key(call_id: &str) -> String {

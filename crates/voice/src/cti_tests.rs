@@ -1014,6 +1014,25 @@ async fn a_hangup_before_its_new_call_ends_the_call() {
     b.stop().await;
 }
 
+/// An id names its agent exactly first; in another case only when one id
+/// alone matches so (`Ann` and `ann` may both be agents).
+#[test]
+fn an_id_in_another_case_names_one_agent_or_none() {
+    let agents: std::collections::BTreeMap<String, String> =
+        [("Ann", "201"), ("ann", "202"), ("petro", "203")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+    assert_eq!(super::agent_by_id(&agents, "ann").as_deref(), Some("ann"));
+    assert_eq!(super::agent_by_id(&agents, "Ann").as_deref(), Some("Ann"));
+    assert_eq!(super::agent_by_id(&agents, "ANN"), None);
+    assert_eq!(
+        super::agent_by_id(&agents, " Petro ").as_deref(),
+        Some("petro")
+    );
+    assert_eq!(super::agent_by_id(&agents, "olha"), None);
+}
+
 /// The hangup of an outbound call (never a contact) is not remembered for
 /// a `newCall` that will never come; an inbound one is. Every outbound and
 /// internal call's hangup wrote a marker for an hour (the check could not

@@ -67,7 +67,9 @@ pub async fn load(conversations: &Conversations, event: &Event) -> Result<Facts,
                     break;
                 }
                 if facts.transcript.len() >= MAX_LOG_ENTRIES {
-                    facts.log_truncated = true;
+                    // More only if there is another entry.
+                    facts.log_truncated =
+                        !conversations.transcript(&conv, &after, 1).await?.is_empty();
                     break;
                 }
             }

@@ -475,6 +475,18 @@ impl Engine {
         self.agent_ix.len()
     }
 
+    /// Whether `id` waits in a queue that is closed now and closes its
+    /// contacts (`after_hours = "close"`); `None` when it does not wait
+    /// here at all.
+    pub fn waits_where_closed(&self, id: &ContactId) -> Option<bool> {
+        let slot = self
+            .contacts
+            .get(*self.contact_ix.get(id)? as usize)?
+            .as_ref()?;
+        let q = slot.contact.queue;
+        Some(!self.open[q] && self.plan.queues[q].after_hours == AfterHours::Close)
+    }
+
     /// Per queue of the plan (by index): how many contacts wait in it, and
     /// the earliest `queued_at` among them (0 when none). One pass over
     /// the waiting contacts.
