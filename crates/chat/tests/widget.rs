@@ -854,14 +854,10 @@ async fn two_tabs_of_one_visitor_both_get_the_reply() {
     );
 }
 
-/// The visitor writes right after the agent closed, before the session's
-/// routing poll saw the close: the message opens a new conversation, and
-/// the visitor still gets the agent's last reply and the `closed` frame of
-/// the first (with it the rating form), before the new conversation's
-/// ack. The switch to the new conversation skipped both.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_right_after_the_close_still_gets_the_close() {
-    let w = world();
+/// A visitor's chat on a new instance of `w`, assigned to Olena (the
+/// visitor was told she joined): the socket, the conversation and its
+/// contact.
+async fn assigned_chat(w: &World) -> (Ws, String, String) {
     let addr = w.instance("a", "").await;
     let mut ws = connect(addr, ORIGIN).await.unwrap();
     hello(&mut ws, None, None).await;
@@ -875,6 +871,18 @@ async fn a_message_right_after_the_close_still_gets_the_close() {
     );
     let joined = recv_type(&mut ws, "agent").await;
     assert_eq!(joined["state"], "joined");
+    (ws, first, contact)
+}
+
+/// The visitor writes right after the agent closed, before the session's
+/// routing poll saw the close: the message opens a new conversation, and
+/// the visitor still gets the agent's last reply and the `closed` frame of
+/// the first (with it the rating form), before the new conversation's
+/// ack. The switch to the new conversation skipped both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_right_after_the_close_still_gets_the_close() {
+    let w = world();
+    let (mut ws, first, contact) = assigned_chat(&w).await;
     // The agent's last words and the close, then at once the visitor's
     // next message.
     reply(&w.store, &contact, "Anything else?").await;
@@ -913,18 +921,7 @@ async fn a_message_right_after_the_close_still_gets_the_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_between_the_two_steps_of_a_close_still_gets_the_close() {
     let w = world();
-    let addr = w.instance("a", "").await;
-    let mut ws = connect(addr, ORIGIN).await.unwrap();
-    hello(&mut ws, None, None).await;
-    let ack = message(&mut ws, "c1", "where is my order?").await;
-    let first = ack["conversation"].as_str().unwrap().to_owned();
-    let contact = contact_of(&w.store, &first).await;
-    w.routing.set(
-        contact.parse().unwrap(),
-        "assigned",
-        Some(("olena", "Olena")),
-    );
-    recv_type(&mut ws, "agent").await;
+    let (mut ws, first, contact) = assigned_chat(&w).await;
     // The conversation ended; routing still says assigned.
     Conversations::new(w.store.clone())
         .end(&contact.parse().unwrap())
