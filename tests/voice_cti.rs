@@ -213,7 +213,7 @@ async fn calls_through_the_cti_api_with_a_pbx_that_is_down_at_first() {
         json!({"event": "answer", "direction": "in", "callId": "c1", "from": "+380501234567", "to": "4930609854180", "user": ["201"], "answeringNumber": "201"}),
     )
     .await;
-    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!((answered.status, answered.json()), (200, json!({})));
     assert_eq!(state_of(&http, &base, &contact).await, "assigned");
     let hung_up = event(
         &http,
@@ -240,6 +240,29 @@ async fn calls_through_the_cti_api_with_a_pbx_that_is_down_at_first() {
     assert_eq!(dials[1]["callId"], "c2");
     assert_eq!(dials[2]["callId"], "c2");
     assert_ne!(dials[1]["agent"], dials[2]["agent"]);
+    // The first agent picks up after her offer moved on: the PBX is told to
+    // release her (she used to be connected, talking to a caller routing
+    // had offered to the second agent), and the call stays with routing.
+    let late = dials[1]["agent"].as_str().unwrap();
+    let number = if late == "olha" {
+        "201"
+    } else {
+        "sip:202@pbx.example.com"
+    };
+    let answered = event(
+        &http,
+        &base,
+        json!({"event": "answer", "direction": "in", "callId": "c2", "from": "+380502222222", "to": "4930609854180", "answeringNumber": number}),
+    )
+    .await;
+    assert_eq!(
+        (answered.status, answered.json()),
+        (200, json!({"action": "release", "agent": late}))
+    );
+    let second = contact_for(&redis.url(), "+380502222222").await;
+    let view = http.routing(&base, SUPERVISOR, &second).await;
+    assert_ne!(view["state"], "assigned", "{view}");
+    assert_ne!(view["agent"], late, "{view}");
 
     // A caller who hangs up while queued (both agents are now away or busy
     // with c2) is abandoned and never offered.
@@ -367,7 +390,11 @@ async fn a_call_of_an_auto_accepting_queue_is_dialled() {
         json!({"event": "answer", "direction": "in", "callId": "q1", "from": "+380505555555", "to": "4930609854180", "answeringNumber": "sip:202@pbx.example.com"}),
     )
     .await;
-    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(
+        (answered.status, answered.json()),
+        (200, json!({})),
+        "the agent the call is assigned to is connected"
+    );
     // A newCall the PBX repeats now (a late retry) dials nothing more.
     let again = event(&http, &base, new_call("q1", "+380505555555")).await;
     assert_eq!(again.status, 200);

@@ -13,7 +13,9 @@
 //!   2xx, for as long as the offer stands. If the offer lapses (nobody
 //!   picked up), the next agent's dial follows.
 //! - `answer`: the agent (`user` or `answeringNumber`, matched against the
-//!   configured agents) picked up: the offer is accepted.
+//!   configured agents) picked up: the offer is accepted. An agent it is no
+//!   longer offered to (her phone rang past the offer's end) gets
+//!   `{"action":"release",…}`: the PBX hangs up her leg.
 //! - `hangup`: waiting or offered, the call is abandoned (never offered
 //!   again); connected, the contact is closed and the agent wraps up.
 //!
@@ -386,6 +388,18 @@ async fn handle(
                     .answer(&contact, &agent, true)
                     .await
                     .map_err(unavailable)?;
+                if outcome != "ok" && !assigned_to(state, &contact, &agent).await? {
+                    // Her phone rang past the offer's end and the offer
+                    // moved on (expired, passed to the next agent, taken
+                    // back): she must not talk to a caller routing has
+                    // offered to someone else.
+                    counter!("switchboard_voice_late_answers_total", "source" => state.name.clone())
+                        .increment(1);
+                    warn!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "An agent answered a call no longer offered to her; the PBX is told to release her.");
+                    return CtiReply::Release { agent }
+                        .to_json()
+                        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "reply", e.to_string()));
+                }
                 info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The agent answered the call.");
             } else {
                 counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "answered_by_unknown")
@@ -418,6 +432,17 @@ async fn handle(
             Ok(continue_())
         }
     }
+}
+
+/// Whether `contact` is assigned to `agent` (accepted in the console, an
+/// auto-accepting queue): her answer then is the call going as planned.
+async fn assigned_to(state: &CtiState, contact: &ContactId, agent: &str) -> Result<bool, Refused> {
+    Ok(state
+        .routing
+        .route(contact)
+        .await
+        .map_err(unavailable)?
+        .is_some_and(|r| r.state == "assigned" && r.agent.as_deref() == Some(agent)))
 }
 
 /// How long a hangup of a call not (yet) stored is remembered for its

@@ -10,6 +10,12 @@
 //!   id; we also use it to steer an inbound call to the chosen agent's
 //!   extension or SIP URI. (Zammad's own code writes `caller_id`; one page
 //!   of its documentation shows `callerId`, which its code never sent.)
+//! - `{"action":"release","agent":"…"}`: our own addition, the answer to an
+//!   `answer` by an agent the call is no longer offered to (her phone rang
+//!   past the offer's end, and the offer moved on): hang up that agent's
+//!   leg and keep the caller held where they are. A PBX that ignores it
+//!   leaves the agent talking to a caller routing has offered to someone
+//!   else.
 
 use super::{RejectReason, ReplyError, Target};
 use serde_json::{Map, Value};
@@ -27,6 +33,9 @@ pub enum CtiReply {
         caller_id: Option<String>,
         target: Target,
     },
+    /// `{"action":"release","agent":…}`: hang up the leg of the agent who
+    /// answered; the caller stays held.
+    Release { agent: String },
 }
 
 impl CtiReply {
@@ -61,6 +70,10 @@ impl CtiReply {
                     body.insert("caller_id".into(), caller_id.as_str().into());
                 }
                 body.insert("number".into(), number.into());
+            }
+            Self::Release { agent } => {
+                body.insert("action".into(), "release".into());
+                body.insert("agent".into(), agent.as_str().into());
             }
         }
         Ok(Value::Object(body).to_string())
@@ -98,6 +111,12 @@ mod tests {
                 target: Target::Sip("sip:201@pbx.example.com".into()),
             }),
             serde_json::json!({"action": "dial", "number": "sip:201@pbx.example.com"})
+        );
+        assert_eq!(
+            json(&CtiReply::Release {
+                agent: "olha".into()
+            }),
+            serde_json::json!({"action": "release", "agent": "olha"})
         );
     }
 
