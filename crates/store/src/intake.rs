@@ -148,10 +148,14 @@ impl RedisIntake {
         let conversation = ConversationId::new(p);
         let message = MessageId::new();
         let routing = keys.routing(p);
-        let (has_dedupe, dedupe) = match &event.provider_message_id {
-            Some(id) => ("1", keys.dedupe(p, &event.source, id)),
-            // A key of the same slot that the script will not touch.
-            None => ("0", routing.clone()),
+        let (has_dedupe, dedupe, dedupe_before) = match &event.provider_message_id {
+            Some(id) => (
+                "1",
+                keys.dedupe(p, &event.source, &event.customer, id),
+                keys.dedupe_before_2026_11_27(p, &event.source, id),
+            ),
+            // Keys of the same slot that the script will not touch.
+            None => ("0", routing.clone(), routing.clone()),
         };
         let message_json = serde_json::to_string(&StoredMessage {
             event: &event,
@@ -166,6 +170,7 @@ impl RedisIntake {
             .key(dedupe)
             .key(keys.open_conversation(p, &event.source, &event.customer))
             .key(routing)
+            .key(dedupe_before)
             .arg(has_dedupe)
             .arg(self.settings.dedupe_window.as_secs().max(1))
             .arg(contact.to_string())
@@ -249,18 +254,39 @@ impl Intake for RedisIntake {
     ) -> BoxFuture<'a, Result<Option<IntakeReceipt>, IntakeError>> {
         Box::pin(async move {
             let keys = self.store.keys();
-            let key = keys.dedupe(
-                keys.partition_of(source, customer),
-                source,
-                provider_message_id,
-            );
+            let p = keys.partition_of(source, customer);
             let mut conn = self.store.conn();
-            let ids: Option<String> = self
+            let (ids, before): (Option<String>, Option<String>) = self
                 .store
-                .bounded(redis::cmd("GET").arg(key).query_async(&mut conn))
+                .bounded(
+                    redis::cmd("MGET")
+                        .arg(keys.dedupe(p, source, customer, provider_message_id))
+                        .arg(keys.dedupe_before_2026_11_27(p, source, provider_message_id))
+                        .query_async(&mut conn),
+                )
                 .await
                 .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
-            Ok(ids.and_then(|ids| parse_reply(&format!("duplicate|{ids}"))))
+            let own = ids.and_then(|ids| parse_reply(&format!("duplicate|{ids}")));
+            if own.is_some() {
+                return Ok(own);
+            }
+            // A mark of the old form counts only for this customer's
+            // message (as in intake.lua).
+            let Some(receipt) = before.and_then(|ids| parse_reply(&format!("duplicate|{ids}")))
+            else {
+                return Ok(None);
+            };
+            let theirs: Option<String> = self
+                .store
+                .bounded(
+                    redis::cmd("HGET")
+                        .arg(keys.contact(&receipt.contact_id))
+                        .arg("customer")
+                        .query_async(&mut conn),
+                )
+                .await
+                .map_err(|e| IntakeError::Unavailable(e.to_string()))?;
+            Ok((theirs.as_deref() == Some(customer.to_string().as_str())).then_some(receipt))
         })
     }
 }

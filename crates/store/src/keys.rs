@@ -63,7 +63,38 @@ impl KeySpace {
         format!("{}:meta", self.prefix)
     }
 
-    pub fn dedupe(&self, p: Partition, source: &str, provider_message_id: &str) -> String {
+    /// The mark of a message seen from `customer` on `source` with the
+    /// provider's id: `dedupe:<source>:<length>:<customer>:<id>`. The
+    /// customer is part of it (since 2026-11-27): two customers whose
+    /// messages carry the same id (a mail generator with poor
+    /// Message-IDs, a forged one) are two messages, never one stored and
+    /// the other acknowledged as its duplicate. The customer's length keeps
+    /// the key unambiguous whatever the customer and the id contain.
+    pub fn dedupe(
+        &self,
+        p: Partition,
+        source: &str,
+        customer: &CustomerIdentity,
+        provider_message_id: &str,
+    ) -> String {
+        let customer = customer.to_string();
+        format!(
+            "{}:dedupe:{source}:{}:{customer}:{provider_message_id}",
+            self.tag(p),
+            customer.len()
+        )
+    }
+
+    /// Where a message's mark was kept before the customer was part of it
+    /// (`dedupe:<source>:<id>`), and updates' marks before 2026-11-26: read
+    /// only, until the last of them expires (one dedupe window after the
+    /// upgrade).
+    pub fn dedupe_before_2026_11_27(
+        &self,
+        p: Partition,
+        source: &str,
+        provider_message_id: &str,
+    ) -> String {
         format!("{}:dedupe:{source}:{provider_message_id}", self.tag(p))
     }
 
@@ -222,7 +253,8 @@ mod tests {
         let conv = ConversationId::new(p);
         let tag = ks.tag(p);
         for key in [
-            ks.dedupe(p, "mail", "<x@y>"),
+            ks.dedupe(p, "mail", &customer, "<x@y>"),
+            ks.dedupe_before_2026_11_27(p, "mail", "<x@y>"),
             ks.open_conversation(p, "mail", &customer),
             ks.contact(&contact),
             ks.conversation(&conv),

@@ -94,7 +94,7 @@ impl RedisIntake {
             Some(id) => (
                 "1",
                 keys.update_seen(p, &update.source, id),
-                keys.dedupe(p, &update.source, &format!("update:{id}")),
+                keys.dedupe_before_2026_11_27(p, &update.source, &format!("update:{id}")),
             ),
             None => ("0", keys.routing(p), keys.routing(p)),
         };
@@ -109,7 +109,12 @@ impl RedisIntake {
                     "edited_at": at,
                 });
                 invocation
-                    .key(keys.dedupe(p, &update.source, &update.provider_message_id))
+                    .key(keys.dedupe(
+                        p,
+                        &update.source,
+                        &update.customer,
+                        &update.provider_message_id,
+                    ))
                     .arg(has_id)
                     .arg(self.settings.dedupe_window.as_secs().max(1))
                     .arg("edit")

@@ -7,7 +7,8 @@ use common::*;
 use redis::AsyncCommands;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use switchboard_core::{InboundEvent, IntakeError, IntakeOutcome};
+use switchboard_channel::Intake;
+use switchboard_core::{CustomerIdentity, InboundEvent, IntakeError, IntakeOutcome};
 use switchboard_testkit::RedisServer;
 
 /// A phone call is a contact of its own: two calls from one number are two
@@ -134,12 +135,104 @@ async fn repeated_provider_ids_store_nothing_twice() {
     // The dedupe mark lasts the configured window (7 days).
     let p = first.contact_id.partition();
     let ttl: i64 = conn
-        .ttl(store.keys().dedupe(p, "website", "wamid.1"))
+        .ttl(
+            store
+                .keys()
+                .dedupe(p, "website", &visitor("vs_1"), "wamid.1"),
+        )
         .await
         .unwrap();
     assert!(
         ttl > 7 * 24 * 3600 - 60 && ttl <= 7 * 24 * 3600,
         "ttl {ttl}"
+    );
+}
+
+fn visitor(id: &str) -> CustomerIdentity {
+    CustomerIdentity::new("visitor", id).unwrap()
+}
+
+/// Two customers whose messages carry the same provider id (a mail
+/// generator with poor Message-IDs, a forged one) send two messages. The
+/// second used to be acknowledged as a duplicate of the first, another
+/// customer's, and lost. A mark of the form before the customer was part
+/// of it still dedupes its own customer's message, and no one else's.
+#[tokio::test]
+async fn the_same_provider_id_from_two_customers_is_two_messages() {
+    let redis = RedisServer::start();
+    // One partition: every customer's marks side by side.
+    let store = store_for(&redis, 1);
+    let intake = intake_for(&store);
+    let first = intake
+        .submit_event(event("vs_1", Some("<1@mailer>"), "Hello"))
+        .await
+        .unwrap();
+    let second = intake
+        .submit_event(event("vs_2", Some("<1@mailer>"), "Hi"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.outcome, second.outcome),
+        (IntakeOutcome::Created, IntakeOutcome::Created)
+    );
+    assert_ne!(first.contact_id, second.contact_id);
+    for (customer, receipt) in [("vs_1", &first), ("vs_2", &second)] {
+        let again = intake
+            .submit_event(event(customer, Some("<1@mailer>"), "again"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.outcome, &again.message_id),
+            (IntakeOutcome::Duplicate, &receipt.message_id)
+        );
+        let found = intake
+            .lookup("website", &visitor(customer), "<1@mailer>")
+            .await
+            .unwrap()
+            .map(|r| r.message_id);
+        assert_eq!(found.as_ref(), Some(&receipt.message_id));
+    }
+
+    // A mark written before the upgrade (`dedupe:<source>:<id>`).
+    let keys = store.keys();
+    let p = first.contact_id.partition();
+    let old = intake
+        .submit_event(event("vs_3", Some("<2@mailer>"), "Before"))
+        .await
+        .unwrap();
+    let mut conn = raw(&redis).await;
+    let _: () = conn
+        .rename(
+            keys.dedupe(p, "website", &visitor("vs_3"), "<2@mailer>"),
+            keys.dedupe_before_2026_11_27(p, "website", "<2@mailer>"),
+        )
+        .await
+        .unwrap();
+    let again = intake
+        .submit_event(event("vs_3", Some("<2@mailer>"), "Before"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.outcome, &again.message_id),
+        (IntakeOutcome::Duplicate, &old.message_id)
+    );
+    let found = intake
+        .lookup("website", &visitor("vs_3"), "<2@mailer>")
+        .await
+        .unwrap()
+        .map(|r| r.message_id);
+    assert_eq!(found.as_ref(), Some(&old.message_id));
+    let other = intake
+        .submit_event(event("vs_4", Some("<2@mailer>"), "Mine"))
+        .await
+        .unwrap();
+    assert_eq!(other.outcome, IntakeOutcome::Created);
+    assert_eq!(
+        intake
+            .lookup("website", &visitor("vs_5"), "<2@mailer>")
+            .await
+            .unwrap(),
+        None
     );
 }
 

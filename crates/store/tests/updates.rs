@@ -389,7 +389,12 @@ async fn update_marks_and_message_marks_do_not_clash() {
     let mut conn = raw(&redis).await;
     let p = message.contact_id.partition();
     let _: () = conn
-        .set(store.keys().dedupe(p, "website", "update:u-9"), "1")
+        .set(
+            store
+                .keys()
+                .dedupe_before_2026_11_27(p, "website", "update:u-9"),
+            "1",
+        )
         .await
         .unwrap();
     let old = edit_once(&intake, "u-9", "Hi").await;

@@ -4,6 +4,8 @@
 -- KEYS[1] dedupe key (ignored unless ARGV[1] == '1')
 -- KEYS[2] open-conversation key of (source, customer): "conversation|contact"
 -- KEYS[3] the partition's routing stream
+-- KEYS[4] the mark's key before the customer was part of it (read only,
+--         until the last such mark expires; ignored unless ARGV[1] == '1')
 -- ARGV[1] '1' when the event has a provider message id
 -- ARGV[2] dedupe window, seconds
 -- ARGV[3] new contact id      ARGV[4] new conversation id
@@ -26,6 +28,15 @@ if ARGV[1] == '1' then
   -- message whose id happens to read `update:<id>`.
   if seen and string.find(seen, '|', 1, true) then
     return 'duplicate|' .. seen
+  end
+  -- A mark of the old form counts only if its contact is this customer's:
+  -- another customer's message with the same id is a message of its own.
+  seen = redis.call('GET', KEYS[4])
+  if seen then
+    local first = string.match(seen, '^([^|]+)|')
+    if first and redis.call('HGET', ARGV[8] .. ':contact:' .. first, 'customer') == ARGV[12] then
+      return 'duplicate|' .. seen
+    end
   end
 end
 
