@@ -320,7 +320,7 @@ async fn upload(
 ) -> Response {
     let ip = client_ip(&headers, &ext);
     if let Some(ip) = ip
-        && !shared.per_ip.take(ip)
+        && !shared.per_ip.take(&ip)
     {
         return reject(
             "upload_rate_limited",

@@ -61,6 +61,8 @@ pub struct Shared {
     pub tokens: token::Tokens,
     pub hub: hub::Hub,
     pub per_ip: limits::PerIp,
+    /// Frames per visitor, whatever socket they come on (`rate_per_session`).
+    pub per_visitor: limits::PerVisitor,
     pub open_per_ip: limits::OpenPerIp,
     pub upload_quota: limits::UploadQuota,
     /// The same, per client address (keyed by [`limits::client_key`]).
@@ -117,6 +119,7 @@ impl ChannelConfig for ChatConfig {
                 tokens: token::Tokens::new(secret.expose().as_bytes()),
                 hub: hub::Hub::default(),
                 per_ip: limits::PerIp::new(self.rate_per_ip),
+                per_visitor: limits::PerVisitor::new(self.rate_per_session),
                 open_per_ip: limits::OpenPerIp::new(self.sockets_per_ip),
                 upload_quota: limits::UploadQuota::new(
                     self.upload_rate_per_session,

@@ -1,41 +1,58 @@
-//! Token buckets for `rate_per_session` and `rate_per_ip`, and for uploads
+//! Token buckets for `rate_per_session` (per visitor) and `rate_per_ip`, and for uploads
 //! (`upload_rate_per_session`, `upload_bytes_per_session`): in memory, per
 //! instance (a visitor who spreads frames over several instances gets each
 //! instance's allowance; acceptable for flood protection).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
 pub use switchboard_channel::limits::Bucket;
 
-/// One bucket per client address.
+/// One bucket per key: per client address (`rate_per_ip`), per visitor
+/// (`rate_per_session`: every socket of one visitor on this instance draws
+/// on the same allowance, so reconnecting or opening more tabs does not
+/// refill it).
 #[derive(Debug)]
-pub struct PerIp {
+pub struct PerKey<K> {
     per_minute: u32,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl PerIp {
-    pub fn new(per_minute: u32) -> PerIp {
-        PerIp {
+/// Frames per client address.
+pub type PerIp = PerKey<IpAddr>;
+/// Frames per visitor.
+pub type PerVisitor = PerKey<String>;
+
+impl<K: Hash + Eq> PerKey<K> {
+    pub fn new(per_minute: u32) -> PerKey<K> {
+        PerKey {
             per_minute,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn take(&self, ip: IpAddr) -> bool {
+    pub fn take<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            return bucket.take(now);
+        }
         if buckets.len() > 100_000 {
-            // Forget addresses whose bucket is full again (idle ones).
+            // Forget keys whose bucket is full again (idle ones).
             buckets.retain(|_, b| !b.full(now));
         }
-        buckets
-            .entry(ip)
-            .or_insert_with(|| Bucket::new(self.per_minute))
-            .take(now)
+        let mut bucket = Bucket::new(self.per_minute);
+        let taken = bucket.take(now);
+        buckets.insert(key.to_owned(), bucket);
+        taken
     }
 }
 
@@ -145,9 +162,9 @@ mod tests {
     fn addresses_have_a_bucket_each() {
         let ips = PerIp::new(1);
         let ip: IpAddr = [127, 0, 0, 1].into();
-        assert!(ips.take(ip));
-        assert!(!ips.take(ip));
-        assert!(ips.take([127, 0, 0, 2].into()));
+        assert!(ips.take(&ip));
+        assert!(!ips.take(&ip));
+        assert!(ips.take(&[127, 0, 0, 2].into()));
     }
 
     #[test]

@@ -100,6 +100,7 @@ struct Conn {
     out: mpsc::Sender<Out>,
     /// `None` when the server does not know the peer.
     ip: Option<IpAddr>,
+    /// This socket's keep-alive pings (`rate_per_session` a minute).
     bucket: Bucket,
     strikes: u32,
 }
@@ -290,11 +291,16 @@ impl Conn {
         self.send(&ServerFrame::error(code, message)).await
     }
 
-    /// Charges one frame to the session's allowance and, unless
-    /// `session_only`, the address's.
-    fn allowed(&mut self, session_only: bool) -> bool {
-        let session_ok = self.bucket.take(std::time::Instant::now());
-        session_ok && (session_only || self.ip.is_none_or(|ip| self.shared.per_ip.take(ip)))
+    /// Charges one frame: a keep-alive ping to this socket's allowance
+    /// alone, anything else to the visitor's (shared by all their sockets
+    /// on this instance: a reconnect or a second tab used to start with a
+    /// full allowance) and the address's.
+    fn allowed(&mut self, visitor: &str, ping: bool) -> bool {
+        if ping {
+            return self.bucket.take(std::time::Instant::now());
+        }
+        self.shared.per_visitor.take(visitor)
+            && self.ip.is_none_or(|ip| self.shared.per_ip.take(&ip))
     }
 
     async fn run(&mut self, mut stream: Stream, origin: &str) -> End {
@@ -598,7 +604,7 @@ impl Conn {
     }
 
     fn allowed_hello(&self) -> bool {
-        self.ip.is_none_or(|ip| self.shared.per_ip.take(ip))
+        self.ip.is_none_or(|ip| self.shared.per_ip.take(&ip))
     }
 
     /// Sends every `in`/`out` entry after the cursor, in order.
@@ -864,7 +870,7 @@ impl Conn {
         // idle tabs behind one office NAT spent the address's allowance
         // and everyone there was refused.
         let ping = matches!(parsed, Ok(ClientFrame::Ping {}));
-        if !self.allowed(ping) {
+        if !self.allowed(&active.session.visitor, ping) {
             self.strikes += 1;
             if self.strikes > STRIKES {
                 return Err(End::Close(1008, "rate limit exceeded"));

@@ -1550,11 +1550,8 @@ async fn binary_frames_are_charged_and_struck_like_text_frames() {
             .unwrap();
         assert_eq!(recv_type(&mut ws, "error").await["code"], "bad_frame");
     }
-    // The allowance is spent: a ping is refused too.
-    send(&mut ws, json!({"type": "ping"})).await;
-    let answer = recv(&mut ws).await;
-    assert_eq!(answer["code"], "rate_limited", "{answer}");
-    // A refused message is named, so that the widget sends it again.
+    // The allowance is spent. A refused message is named, so that the
+    // widget sends it again.
     send(
         &mut ws,
         json!({"type": "message", "client_id": "m-1", "text": "hello?"}),
@@ -1567,6 +1564,73 @@ async fn binary_frames_are_charged_and_struck_like_text_frames() {
         "{answer}"
     );
     assert_eq!(binary_until_closed(&mut ws).await, Some(1008));
+}
+
+/// The answer to a `message` frame: its `ack` or its `error` (other frames
+/// skipped).
+async fn ack_or_error(ws: &mut Ws) -> Value {
+    loop {
+        let frame = recv(ws).await;
+        if frame["type"] == "ack" || frame["type"] == "error" {
+            return frame;
+        }
+    }
+}
+
+/// `rate_per_session` is the visitor's, whatever socket their frames come
+/// on: a second tab, or a reconnect, used to start with a full allowance,
+/// so a visitor could send `rate_per_session` messages a minute per socket.
+/// A socket's keep-alive pings are charged to that socket alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_allowance_is_shared_by_the_visitors_sockets() {
+    let w = world();
+    // Two a minute: one more every 30 s, longer than the test takes.
+    let addr = w.instance("a", "rate_per_session = 2").await;
+    let mut first = connect(addr, ORIGIN).await.unwrap();
+    let welcome = hello(&mut first, None, None).await;
+    let token = welcome["token"].as_str().unwrap().to_owned();
+    for i in 0..2 {
+        message(&mut first, &format!("m-{i}"), "hello").await;
+    }
+    send(
+        &mut first,
+        json!({"type": "message", "client_id": "m-2", "text": "again"}),
+    )
+    .await;
+    let refused = ack_or_error(&mut first).await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["client_id"].as_str()),
+        (Some("rate_limited"), Some("m-2")),
+        "{refused}"
+    );
+    // A second tab of the same visitor, and a reconnect: no new allowance.
+    let mut second = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut second, Some(&token), None).await;
+    send(
+        &mut second,
+        json!({"type": "message", "client_id": "m-2", "text": "again"}),
+    )
+    .await;
+    let refused = ack_or_error(&mut second).await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    drop(first);
+    drop(second);
+    let mut third = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut third, Some(&token), None).await;
+    // Pings are the socket's: still answered.
+    send(&mut third, json!({"type": "ping"})).await;
+    assert_eq!(recv_type(&mut third, "pong").await["type"], "pong");
+    send(
+        &mut third,
+        json!({"type": "message", "client_id": "m-2", "text": "again"}),
+    )
+    .await;
+    let refused = ack_or_error(&mut third).await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    // Another visitor has an allowance of their own.
+    let mut other = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut other, None, None).await;
+    message(&mut other, "o-1", "hi").await;
 }
 
 /// Before `hello` as well: binary frames are charged to the address and
