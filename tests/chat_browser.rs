@@ -680,6 +680,54 @@ async fn a_form_lost_with_its_socket_goes_again_and_prechat_answers_survive_a_re
         (5, 5),
         "each message sent once: {sent:?}"
     );
+    // A message refused (rate_limited: not stored) is sent again before the
+    // one written after it, and stored first. The widget sent every queued
+    // message at once and retried the refused one 2-5 s later, after the
+    // next was stored: the agent read them out of order.
+    visitor
+        .js(
+            "const send = WebSocket.prototype.send;
+             let refuse = true;
+             WebSocket.prototype.send = function (data) {
+               const f = JSON.parse(data);
+               if (refuse && f.type === 'message') {
+                 refuse = false;
+                 setTimeout(() => this.onmessage({data: JSON.stringify({type: 'error',
+                   code: 'rate_limited', message: 'slow down', client_id: f.client_id})}), 300);
+                 return;
+               }
+               return send.call(this, data);
+             };
+             return true;",
+            vec![],
+        )
+        .await;
+    visitor_writes(&visitor, "перше").await;
+    visitor_writes(&visitor, "друге").await;
+    visitor
+        .until(
+            WAIT,
+            "both messages are acknowledged",
+            "return window.SwitchboardWidget.state().pending === 0;",
+        )
+        .await;
+    let messages = widget_messages(&visitor).await;
+    let seq_of = |text: &str| {
+        messages
+            .iter()
+            .find(|(_, _, t)| t == text)
+            .map(|(_, seq, _)| seq.clone())
+            .unwrap_or_default()
+    };
+    let (first, second) = (seq_of("перше"), seq_of("друге"));
+    let ms = |seq: &str| -> (u64, u64) {
+        let (a, b) = seq.split_once('-').unwrap_or((seq, "0"));
+        (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+    };
+    assert!(
+        !first.is_empty() && ms(&first) < ms(&second),
+        "stored in the order written: {messages:?}"
+    );
     let contacts = stored_contacts(&redis.url()).await;
     assert_eq!(contacts.len(), 1, "{contacts:?}");
     let (name, attributes) = &contacts[0];

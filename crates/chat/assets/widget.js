@@ -657,6 +657,11 @@
     clearTimeout(flushTimer); flushTimer = null;
     if (!connected || view === 'prechat') return;
     var before = S.outbox.length;
+    // One message in flight at a time, oldest first: the server stores them
+    // in the order it takes them, and a refused one (rate_limited,
+    // unavailable) sent again after a later one would be stored after it.
+    // The next goes when the one in flight is acknowledged or fails.
+    var held = false;
     S.outbox = S.outbox.filter(function (o) {
       var f = { type: 'message', client_id: o.client_id, text: o.text };
       if (o.attachments && o.attachments.length) f.attachments = o.attachments;
@@ -668,6 +673,8 @@
         showError('too_long');
         return false;
       }
+      if (held) return true;
+      held = true;
       if (sentOn.has(o.client_id)) return true;
       if (send(f)) {
         sentOn.add(o.client_id);
@@ -799,6 +806,7 @@
       if (o) remember({ seq: f.seq, from: 'visitor', text: o.text, attachments: o.names || [] });
     }
     save();
+    flush();
   }
 
   var typingOn = false, typingSentAt = 0, typingTimer = null, agentTypingTimer = null;
@@ -1004,6 +1012,7 @@
         pendingEls.delete(f.client_id);
         setState(li, 'failed');
         save();
+        flush();
       }
     } else if (code === 'unavailable' || code === 'rate_limited') {
       // Not about one message (an older server names none): whatever
