@@ -728,6 +728,53 @@ async fn a_form_lost_with_its_socket_goes_again_and_prechat_answers_survive_a_re
         !first.is_empty() && ms(&first) < ms(&second),
         "stored in the order written: {messages:?}"
     );
+    // A resend whose first copy went into an earlier conversation is
+    // acknowledged naming that one (docs/widget-protocol.md; played here as
+    // the server sends it): the widget stays on its own conversation. It
+    // took the named one, and its next hello asked for the wrong one.
+    let own = visitor
+        .js(
+            "return window.SwitchboardWidget.state().conversation;",
+            vec![],
+        )
+        .await;
+    assert!(own.as_str().is_some_and(|c| !c.is_empty()), "{own}");
+    visitor
+        .js(
+            "const send = WebSocket.prototype.send;
+             let answer = true;
+             WebSocket.prototype.send = function (data) {
+               const f = JSON.parse(data);
+               if (answer && f.type === 'message') {
+                 answer = false;
+                 setTimeout(() => this.onmessage({data: JSON.stringify({type: 'ack',
+                   client_id: f.client_id, conversation: '0-01EARLIERCONVERSATION0000',
+                   seq: '1700000000000-0'})}), 100);
+                 return;
+               }
+               return send.call(this, data);
+             };
+             return true;",
+            vec![],
+        )
+        .await;
+    visitor_writes(&visitor, "ще раз").await;
+    visitor
+        .until(
+            WAIT,
+            "the resend is acknowledged",
+            "return window.SwitchboardWidget.state().pending === 0;",
+        )
+        .await;
+    assert_eq!(
+        visitor
+            .js(
+                "return window.SwitchboardWidget.state().conversation;",
+                vec![]
+            )
+            .await,
+        own
+    );
     let contacts = stored_contacts(&redis.url()).await;
     assert_eq!(contacts.len(), 1, "{contacts:?}");
     let (name, attributes) = &contacts[0];

@@ -794,7 +794,13 @@
     S.outbox.forEach(function (o, j) { if (o.client_id === f.client_id) i = j; });
     var o = i >= 0 ? S.outbox.splice(i, 1)[0] : null;
     sentOn.delete(f.client_id);
-    if (f.conversation) S.conversation = f.conversation;
+    // A resend's ack names the conversation its first copy went into; the
+    // socket follows it only when it followed none (the server's rule:
+    // docs/widget-protocol.md). Adopting it while on another conversation
+    // sent the next hello for the wrong one: its history was wiped, or the
+    // closed one was resumed and this one's replies and close were missed.
+    var elsewhere = f.conversation && S.conversation && f.conversation !== S.conversation;
+    if (f.conversation && !S.conversation) S.conversation = f.conversation;
     var li = pendingEls.get(f.client_id);
     pendingEls.delete(f.client_id);
     if (f.seq != null) {
@@ -803,7 +809,7 @@
         if (seen.has(sk) && bySeq.get(String(f.seq)) !== li) li.remove(); else markSent(li, f.seq);
       }
       seen.add(sk);
-      if (o) remember({ seq: f.seq, from: 'visitor', text: o.text, attachments: o.names || [] });
+      if (o && !elsewhere) remember({ seq: f.seq, from: 'visitor', text: o.text, attachments: o.names || [] });
     }
     save();
     flush();
