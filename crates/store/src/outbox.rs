@@ -510,11 +510,18 @@ impl RedisOutbox {
                     .await?;
             }
         }
+        self.remove_held(delivery).await
+    }
+
+    /// Acknowledges and deletes a delivery taken for settling, if this
+    /// instance still holds it.
+    async fn remove_held(&self, delivery: &OutboundDelivery) -> Result<(), OutboxError> {
         let mut inv = SETTLE_REMOVE.prepare_invoke();
-        inv.key(keys.outbox(&self.source))
+        inv.key(self.store.keys().outbox(&self.source))
             .arg(&delivery.handle)
             .arg(GROUP)
             .arg(&self.consumer);
+        let mut conn = self.store.conn();
         let removed: i64 = self.store.bounded(inv.invoke_async(&mut conn)).await?;
         if removed == 0 {
             // Taken over after a stall longer than the visibility timeout
@@ -589,13 +596,19 @@ impl RedisOutbox {
         delivery: &OutboundDelivery,
         message: OutboundMessage,
     ) -> Result<(), OutboxError> {
+        // Only while this instance holds it, as a settlement: one that
+        // stalled past the visibility timeout must not forward a delivery
+        // another instance took over (and may have settled failed).
+        if !self.take_for_settling(delivery).await? {
+            self.late_settlement(delivery);
+            return Ok(());
+        }
         // Once per message id: a forward retried after its answer was lost
         // (or a crash before the removal) does not send it twice.
         Self::enqueue_once(&self.store, &message).await?;
-        self.remove(delivery).await
+        self.remove_held(delivery).await
     }
 
-    /// Acknowledges and deletes a delivery from this outbox's stream.
     async fn pending_delivery(
         &self,
         handle: &str,
@@ -639,26 +652,6 @@ impl RedisOutbox {
                 })
             })
             .transpose()
-    }
-
-    async fn remove(&self, delivery: &OutboundDelivery) -> Result<(), OutboxError> {
-        let stream = self.store.keys().outbox(&self.source);
-        let mut conn = self.store.conn();
-        self.store
-            .bounded(
-                redis::pipe()
-                    .atomic()
-                    .cmd("XACK")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg(&delivery.handle)
-                    .cmd("XDEL")
-                    .arg(&stream)
-                    .arg(&delivery.handle)
-                    .query_async::<()>(&mut conn),
-            )
-            .await?;
-        Ok(())
     }
 }
 

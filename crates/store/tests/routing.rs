@@ -738,6 +738,29 @@ async fn a_superseded_holder_neither_defers_nor_settles() {
         "nothing left to send"
     );
 
+    // Nor forward it to another outbox (the offline form's answer by mail)
+    // after the new holder settled it failed: the customer would get the
+    // mail while the agent sees the reply failed.
+    let offline = reply("by mail");
+    a.enqueue(&offline).await.unwrap();
+    let stale = a.next(wait).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let taken = b.next(wait).await.unwrap().expect("taken over");
+    b.settle(
+        &taken,
+        DeliveryOutcome::Failed {
+            reason: "no address".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut mail = stale.message.clone();
+    mail.source = "mail".into();
+    mail.channel = ChannelKind::Email;
+    a.forward(&stale, mail).await.unwrap();
+    let forwarded: usize = conn.xlen(keys.outbox("mail")).await.unwrap();
+    assert_eq!(forwarded, 0, "the stale holder's forward is refused");
+
     // Handed out again to the same instance (it held it past the timeout
     // itself): its first hand-out is still its own to settle.
     let mine = reply("held long");
