@@ -280,6 +280,11 @@ enum Place {
 
 struct ContactSlot {
     contact: WaitingContact,
+    /// The queue it came to and its `queued_at` there, as its record keeps
+    /// them: an overflow step's move is the leader's alone, so the figures
+    /// supervisors see name the queue the contact came to (as counted from
+    /// the records, while no leader publishes them).
+    came_to: (usize, u64),
     step: usize,
     place: Place,
     rank: Rank,
@@ -488,18 +493,20 @@ impl Engine {
     }
 
     /// Per queue of the plan (by index): how many contacts wait in it, and
-    /// the earliest `queued_at` among them (0 when none). One pass over
-    /// the waiting contacts.
+    /// the earliest `queued_at` among them (0 when none), by the queue each
+    /// came to (an overflow step's move is not counted: docs/routing.md).
+    /// One pass over the waiting contacts.
     pub fn queue_summary(&self) -> Vec<(u64, u64)> {
         let mut out = vec![(0u64, 0u64); self.plan.queues.len()];
         for slot in self.contacts.iter().flatten() {
-            let Some((waiting, oldest)) = out.get_mut(slot.contact.queue) else {
+            let (queue, queued_at) = slot.came_to;
+            let Some((waiting, oldest)) = out.get_mut(queue) else {
                 continue;
             };
             *waiting += 1;
             // Older records lack `queued_at`: their creation, as the
             // counted figures take it.
-            let at = match slot.contact.queued_at {
+            let at = match queued_at {
                 0 => slot.contact.waiting_since,
                 at => at,
             };
@@ -635,6 +642,7 @@ impl Engine {
         // failover) is where the move put it. Moves cannot loop (a queue
         // never moves to itself, and each hop needs more waiting), but the
         // hops are bounded anyway.
+        let came_to = (contact.queue, contact.queued_at);
         let mut step;
         let mut hops = 0;
         loop {
@@ -729,6 +737,7 @@ impl Engine {
         };
         self.contacts[ix as usize] = Some(ContactSlot {
             contact,
+            came_to,
             step,
             place,
             rank,

@@ -341,6 +341,31 @@ fn contacts_reloaded_after_their_move_time_are_in_the_target_queue() {
     assert_eq!((d.contact.queue, d.contact.queued_at), (1, 60_000));
 }
 
+/// Supervisors' figures name the queue a contact came to, whether it moved
+/// while this engine held it or before it was loaded (a failover): the
+/// leader's summary used to count it in the target queue, the counted one
+/// (from the records, while no leader publishes) in the first, so the
+/// wallboard jumped at every change of leader.
+#[test]
+fn the_queue_summary_names_the_queue_a_moved_contact_came_to() {
+    let mut q = queue("first", &[("a", 1)]);
+    q.overflow = vec![OverflowStepConfig {
+        after_secs: 60,
+        move_to: Some("second".into()),
+        ..Default::default()
+    }];
+    let mut e = engine(vec![q, queue("second", &[("b", 1)])]);
+    e.add_contact(contact(0, ChannelKind::Chat, 1_000), 1_000);
+    let actions = e.advance(61_000);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, StepAction::Moved { from: 0, to: 1, .. }))
+    );
+    e.add_contact(contact(0, ChannelKind::Chat, 500), 62_000);
+    assert_eq!(e.queue_summary(), vec![(2, 500), (0, 0)]);
+}
+
 #[test]
 fn priority_ages_and_strict_priority_does_not() {
     let mut aging = queue("aging", &[]);
