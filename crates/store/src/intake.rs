@@ -148,14 +148,21 @@ impl RedisIntake {
         let conversation = ConversationId::new(p);
         let message = MessageId::new();
         let routing = keys.routing(p);
+        let older = self
+            .store
+            .older_marks_possible(now.as_millis(), self.settings.dedupe_window);
         let (has_dedupe, dedupe, dedupe_before) = match &event.provider_message_id {
             Some(id) => (
                 "1",
                 keys.dedupe(p, &event.source, &event.customer, id),
-                keys.dedupe_before_2026_11_27(p, &event.source, id),
+                older.then(|| keys.dedupe_before_2026_11_27(p, &event.source, id)),
             ),
-            // Keys of the same slot that the script will not touch.
-            None => ("0", routing.clone(), routing.clone()),
+            // A key of the same slot that the script will not touch.
+            None => ("0", routing.clone(), None),
+        };
+        let (read_before, dedupe_before) = match dedupe_before {
+            Some(key) => ("1", key),
+            None => ("0", routing.clone()),
         };
         let message_json = serde_json::to_string(&StoredMessage {
             event: &event,
@@ -189,7 +196,8 @@ impl RedisIntake {
             .arg(attributes)
             .arg(preview(&event.text))
             .arg(if self.store.event_feed() { "1" } else { "0" })
-            .arg(if event.new_contact { "1" } else { "0" });
+            .arg(if event.new_contact { "1" } else { "0" })
+            .arg(read_before);
         let mut conn = self.store.conn();
         let reply: String = self
             .store

@@ -45,6 +45,8 @@ pub use records::{KpiFact, Records};
 pub use routing::{QueuedContact, RoutingStreams};
 pub use settings::{Risk, SettingAdvice};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How to reach Redis and lay out keys.
@@ -131,7 +133,26 @@ pub struct Store {
     /// Whether the intake and agents' replies write the webhook event feed
     /// ([`feed`]); set by the daemon when webhooks are configured.
     event_feed: bool,
+    /// Since when message marks name their customer in this Redis (ms; 0:
+    /// always, a store laid out by a version that wrote them so): until a
+    /// dedupe window after it, marks of the older form may exist and the
+    /// intake reads them too. `u64::MAX` until [`Store::check_layout`] has
+    /// read it (read them, to be safe). Shared by the store's clones.
+    marks_name_customer_since: Arc<AtomicU64>,
 }
+
+/// `marks_name_customer_since` not read yet.
+const SINCE_UNKNOWN: u64 = u64::MAX;
+
+/// Records the partition count and since when marks name their customer,
+/// on first use; returns both as stored.
+const LAYOUT: &str = r"
+local fresh = redis.call('HSETNX', KEYS[1], 'partitions', ARGV[1])
+-- A store laid out now has only marks of the new form; one laid out by an
+-- older version may hold marks of the older form until they expire.
+redis.call('HSETNX', KEYS[1], 'marks_name_customer_since', fresh == 1 and '0' or ARGV[2])
+return redis.call('HMGET', KEYS[1], 'partitions', 'marks_name_customer_since')
+";
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -281,6 +302,7 @@ impl Store {
             keys,
             config,
             event_feed: false,
+            marks_name_customer_since: Arc::new(AtomicU64::new(SINCE_UNKNOWN)),
         })
     }
 
@@ -363,27 +385,37 @@ impl Store {
         let mut conn = self.conn();
         let meta = self.keys.meta();
         let configured = self.keys.partitions();
-        let stored: Option<u16> = self
-            .bounded(async {
-                redis::cmd("HSETNX")
-                    .arg(&meta)
-                    .arg("partitions")
+        let (stored, since): (Option<u16>, Option<u64>) = self
+            .bounded(
+                redis::Script::new(LAYOUT)
+                    .key(&meta)
                     .arg(configured)
-                    .query_async::<i64>(&mut conn)
-                    .await?;
-                redis::cmd("HGET")
-                    .arg(&meta)
-                    .arg("partitions")
-                    .query_async(&mut conn)
-                    .await
-            })
+                    .arg(switchboard_core::Timestamp::now().as_millis())
+                    .invoke_async(&mut conn),
+            )
             .await?;
+        if let Some(since) = since {
+            self.marks_name_customer_since
+                .store(since, Ordering::Relaxed);
+        }
         match stored {
             Some(stored) if stored == configured => Ok(()),
             Some(stored) => Err(StoreError::Layout { stored, configured }),
             None => Err(StoreError::Protocol(
                 "meta partitions missing after HSETNX".into(),
             )),
+        }
+    }
+
+    /// Whether message marks of the form before the customer was part of
+    /// them may still exist at `now` (ms), with marks kept `window`.
+    pub(crate) fn older_marks_possible(&self, now: u64, window: Duration) -> bool {
+        match self.marks_name_customer_since.load(Ordering::Relaxed) {
+            SINCE_UNKNOWN => true,
+            0 => false,
+            since => {
+                now < since.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
+            }
         }
     }
 

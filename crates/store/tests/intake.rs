@@ -160,8 +160,15 @@ fn visitor(id: &str) -> CustomerIdentity {
 #[tokio::test]
 async fn the_same_provider_id_from_two_customers_is_two_messages() {
     let redis = RedisServer::start();
-    // One partition: every customer's marks side by side.
+    // One partition: every customer's marks side by side. Laid out by an
+    // older version: marks of the older form may exist.
     let store = store_for(&redis, 1);
+    let mut conn = raw(&redis).await;
+    let _: () = conn
+        .hset(store.keys().meta(), "partitions", 1)
+        .await
+        .unwrap();
+    store.check_layout().await.unwrap();
     let intake = intake_for(&store);
     let first = intake
         .submit_event(event("vs_1", Some("<1@mailer>"), "Hello"))
@@ -200,7 +207,6 @@ async fn the_same_provider_id_from_two_customers_is_two_messages() {
         .submit_event(event("vs_3", Some("<2@mailer>"), "Before"))
         .await
         .unwrap();
-    let mut conn = raw(&redis).await;
     let _: () = conn
         .rename(
             keys.dedupe(p, "website", &visitor("vs_3"), "<2@mailer>"),
@@ -234,6 +240,48 @@ async fn the_same_provider_id_from_two_customers_is_two_messages() {
             .unwrap(),
         None
     );
+}
+
+/// A store laid out by a version whose marks name their customer holds no
+/// mark of the older form: the intake does not look for one (a read saved
+/// on every message).
+#[tokio::test]
+async fn a_store_laid_out_now_reads_no_marks_of_the_older_form() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    store.check_layout().await.unwrap();
+    let intake = intake_for(&store);
+    let keys = store.keys();
+    let first = intake
+        .submit_event(event("vs_1", Some("<3@mailer>"), "Hello"))
+        .await
+        .unwrap();
+    let p = first.contact_id.partition();
+    let mut conn = raw(&redis).await;
+    let _: () = conn
+        .rename(
+            keys.dedupe(p, "website", &visitor("vs_1"), "<3@mailer>"),
+            keys.dedupe_before_2026_11_27(p, "website", "<3@mailer>"),
+        )
+        .await
+        .unwrap();
+    let again = intake
+        .submit_event(event("vs_1", Some("<3@mailer>"), "Hello"))
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, IntakeOutcome::Appended);
+    // A second instance (or a restart) finds the same.
+    let since: String = conn
+        .hget(keys.meta(), "marks_name_customer_since")
+        .await
+        .unwrap();
+    assert_eq!(since, "0");
+    store.check_layout().await.unwrap();
+    let since: String = conn
+        .hget(keys.meta(), "marks_name_customer_since")
+        .await
+        .unwrap();
+    assert_eq!(since, "0");
 }
 
 /// A blank provider id is no id: it does not make the next message (of

@@ -5,7 +5,7 @@
 -- KEYS[2] open-conversation key of (source, customer): "conversation|contact"
 -- KEYS[3] the partition's routing stream
 -- KEYS[4] the mark's key before the customer was part of it (read only,
---         until the last such mark expires; ignored unless ARGV[1] == '1')
+--         until the last such mark expires; ignored unless ARGV[20] == '1')
 -- ARGV[1] '1' when the event has a provider message id
 -- ARGV[2] dedupe window, seconds
 -- ARGV[3] new contact id      ARGV[4] new conversation id
@@ -20,6 +20,8 @@
 -- ARGV[19] '1' for a new contact whatever is open (a phone call): the open
 --          conversation is not looked up, and the new one becomes the open
 --          one.
+-- ARGV[20] '1' while marks of the older form may exist (a store laid out
+--          before 2026-11-27, within a dedupe window of the upgrade)
 -- Returns "outcome|contact|conversation|message|seq".
 if ARGV[1] == '1' then
   local seen = redis.call('GET', KEYS[1])
@@ -31,7 +33,7 @@ if ARGV[1] == '1' then
   end
   -- A mark of the old form counts only if its contact is this customer's:
   -- another customer's message with the same id is a message of its own.
-  seen = redis.call('GET', KEYS[4])
+  seen = ARGV[20] == '1' and redis.call('GET', KEYS[4])
   if seen then
     local first = string.match(seen, '^([^|]+)|')
     if first and redis.call('HGET', ARGV[8] .. ':contact:' .. first, 'customer') == ARGV[12] then
