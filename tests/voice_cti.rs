@@ -223,6 +223,15 @@ async fn calls_through_the_cti_api_with_a_pbx_that_is_down_at_first() {
     .await;
     assert_eq!(hung_up.status, 200);
     assert_eq!(state_of(&http, &base, &contact).await, "closed");
+    // The PBX repeats the answer after the hangup (its first reply lost):
+    // nothing to release, the call is over.
+    let again = event(
+        &http,
+        &base,
+        json!({"event": "answer", "direction": "in", "callId": "c1", "from": "+380501234567", "to": "4930609854180", "answeringNumber": "201"}),
+    )
+    .await;
+    assert_eq!((again.status, again.json()), (200, json!({})));
     assert_eq!(pbx.dials.lock().unwrap().len(), 1, "dialled once");
 
     // Nobody picks up: the offer lapses (2 s) and the next agent is dialled.
@@ -395,6 +404,15 @@ async fn a_call_of_an_auto_accepting_queue_is_dialled() {
         (200, json!({})),
         "the agent the call is assigned to is connected"
     );
+    // A colleague we never dialled for the call picks up (a transfer made
+    // on the PBX): the PBX's business, not released.
+    let colleague = event(
+        &http,
+        &base,
+        json!({"event": "answer", "direction": "in", "callId": "q1", "from": "+380505555555", "to": "4930609854180", "answeringNumber": "201"}),
+    )
+    .await;
+    assert_eq!((colleague.status, colleague.json()), (200, json!({})));
     // A newCall the PBX repeats now (a late retry) dials nothing more.
     let again = event(&http, &base, new_call("q1", "+380505555555")).await;
     assert_eq!(again.status, 200);

@@ -388,7 +388,7 @@ async fn handle(
                     .answer(&contact, &agent, true)
                     .await
                     .map_err(unavailable)?;
-                if outcome != "ok" && !assigned_to(state, &contact, &agent).await? {
+                if outcome != "ok" && late_answer(state, &contact, &agent).await? {
                     // Her phone rang past the offer's end and the offer
                     // moved on (expired, passed to the next agent, taken
                     // back): she must not talk to a caller routing has
@@ -434,15 +434,35 @@ async fn handle(
     }
 }
 
-/// Whether `contact` is assigned to `agent` (accepted in the console, an
-/// auto-accepting queue): her answer then is the call going as planned.
-async fn assigned_to(state: &CtiState, contact: &ContactId, agent: &str) -> Result<bool, Refused> {
-    Ok(state
-        .routing
-        .route(contact)
+/// Whether an answer by `agent` that routing did not take as hers is one
+/// to release: we dialled her for this call (an offer that moved on while
+/// her phone rang), and the call is neither assigned to her (accepted in
+/// the console, an auto-accepting queue: the call going as planned) nor
+/// over (a repeated `answer` after the hangup). Someone we never dialled
+/// for it (a transfer made on the PBX, a colleague picking up) is the
+/// PBX's business, as before.
+async fn late_answer(state: &CtiState, contact: &ContactId, agent: &str) -> Result<bool, Refused> {
+    let route = state.routing.route(contact).await.map_err(unavailable)?;
+    let Some(route) = route else {
+        return Ok(false);
+    };
+    if route.state == "closed"
+        || (route.state == "assigned" && route.agent.as_deref() == Some(agent))
+    {
+        return Ok(false);
+    }
+    let dialled = state
+        .leases
+        .get(&dialled_key(contact, agent))
         .await
-        .map_err(unavailable)?
-        .is_some_and(|r| r.state == "assigned" && r.agent.as_deref() == Some(agent)))
+        .map_err(state_unavailable)?;
+    Ok(dialled.is_some())
+}
+
+/// The marker that the PBX took a dial of `agent` for this call, whatever
+/// the offer: an answer of hers that routing does not take is a late one.
+fn dialled_key(contact: &ContactId, agent: &str) -> String {
+    format!("dialled:{contact}:{agent}")
 }
 
 /// How long a hangup of a call not (yet) stored is remembered for its
@@ -919,7 +939,16 @@ fn rung_key(contact: &ContactId, agent: &str, stamp: Option<u64>) -> String {
 async fn mark_rung(state: &CtiState, contact: &ContactId, agent: &str, stamp: Option<u64>) {
     let key = rung_key(contact, agent, stamp);
     for _ in 0..MARK_TRIES {
-        match state.leases.set_for(&key, "1", RUNG_MEMORY).await {
+        let marked = match state.leases.set_for(&key, "1", RUNG_MEMORY).await {
+            Ok(()) => {
+                state
+                    .leases
+                    .set_for(&dialled_key(contact, agent), "1", RUNG_MEMORY)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match marked {
             Ok(()) => return,
             Err(error) => {
                 debug!(source = %state.name, contact_id = %contact, %error, "Could not note that the call was rung; trying again.");
