@@ -396,6 +396,10 @@ pub struct AutoAnswers {
     pub acknowledgement: Templates,
     pub after_hours: Templates,
     pub name_fallback: NameFallback,
+    /// At most this many automatic answers (acknowledgements, after-hours
+    /// and overflow-step answers together) per customer and source an hour
+    /// (`routing.auto_answers_per_customer_hour`; 0: no limit).
+    pub per_customer_hour: u32,
 }
 
 impl AutoAnswers {

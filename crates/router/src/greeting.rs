@@ -17,7 +17,7 @@ use metrics::counter;
 use std::collections::HashMap;
 use std::time::Duration;
 use switchboard_core::{ChannelKind, ContactId};
-use switchboard_store::{Conversations, RoutingState, StoreError};
+use switchboard_store::{AutoReply, Conversations, RoutingState, StoreError};
 use tracing::{info, warn};
 
 /// The automatic-reply keys (`Conversations::automatic_reply`).
@@ -113,7 +113,14 @@ impl Router {
                 }
                 Some(t) => {
                     let text = answers.render(t, name, fill.clone());
-                    let outcome = send(&conversations, contact, AFTER_HOURS_KEY, &text).await;
+                    let outcome = send(
+                        &conversations,
+                        contact,
+                        AFTER_HOURS_KEY,
+                        &text,
+                        answers.per_customer_hour,
+                    )
+                    .await;
                     format!("automatic answer {}", outcome.replace('_', " "))
                 }
             };
@@ -161,7 +168,14 @@ impl Router {
                 "after_hours"
             } else {
                 let text = answers.render(t, name, fill);
-                send(&conversations, contact, ACK_KEY, &text).await
+                send(
+                    &conversations,
+                    contact,
+                    ACK_KEY,
+                    &text,
+                    answers.per_customer_hour,
+                )
+                .await
             };
             counter!("switchboard_router_acknowledgements_total",
                 "channel" => channel.as_str(), "outcome" => outcome)
@@ -291,7 +305,14 @@ pub(crate) async fn close_after_hours(
             };
             let text = plan.answers.render(t, name, fill);
             let conversations = Conversations::new(state.store().clone());
-            let outcome = send(&conversations, contact, AFTER_HOURS_KEY, &text).await;
+            let outcome = send(
+                &conversations,
+                contact,
+                AFTER_HOURS_KEY,
+                &text,
+                plan.answers.per_customer_hour,
+            )
+            .await;
             format!("automatic answer {}", outcome.replace('_', " "))
         }
     };
@@ -333,17 +354,26 @@ pub(crate) async fn retry_close_after_hours(
         .await
 }
 
-/// Sends one automatic answer: `sent`, `already_sent` or `failed` (logged;
-/// never fails the hand-off).
+/// Sends one automatic answer: `sent`, `already_sent`, `limited` (the
+/// customer had `per_hour` this hour) or `failed` (logged; never fails the
+/// hand-off).
 async fn send(
     conversations: &Conversations,
     contact: &ContactId,
     key: &str,
     text: &str,
+    per_hour: u32,
 ) -> &'static str {
-    match conversations.automatic_reply(contact, key, text).await {
-        Ok(true) => "sent",
-        Ok(false) => "already_sent",
+    match conversations
+        .automatic_reply(contact, key, text, per_hour)
+        .await
+    {
+        Ok(outcome) => {
+            if outcome == AutoReply::Limited {
+                info!(contact_id = %contact, key, "No automatic answer: the customer had their allowance this hour.");
+            }
+            outcome.as_str()
+        }
         Err(error) => {
             warn!(%error, contact_id = %contact, key, "Could not send an automatic answer.");
             "failed"

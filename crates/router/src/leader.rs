@@ -590,14 +590,18 @@ impl Leader {
                     }
                     Ok(_) => self
                         .conversations
-                        .automatic_reply(contact, &format!("{queue}:{step}"), text)
+                        .automatic_reply(
+                            contact,
+                            &format!("{queue}:{step}"),
+                            text,
+                            self.plan.answers.per_customer_hour,
+                        )
                         .await
                         .map(Some),
                     Err(error) => Err(error),
                 };
                 let outcome = match &sent {
-                    Ok(Some(true)) => "sent",
-                    Ok(Some(false)) => "already_sent",
+                    Ok(Some(outcome)) => outcome.as_str(),
                     Ok(None) => "suppressed",
                     Err(_) => "failed",
                 };

@@ -132,6 +132,12 @@ pub struct RoutingConfig {
     /// routing while its queue is closed, instead of the acknowledgement.
     #[serde(default)]
     pub after_hours_answer: TemplatesConfig,
+    /// At most this many automatic answers (acknowledgements, after-hours
+    /// and overflow-step answers together) go to one customer on one
+    /// source in an hour (0: no limit): an autoresponder that does not say
+    /// it is one cannot keep a mail loop going with us.
+    #[serde(default = "defaults::auto_answers_per_customer_hour")]
+    pub auto_answers_per_customer_hour: u32,
     /// `[routing.name_fallback]`: what `{name}` reads when the customer gave
     /// no name, by language (`en = "there"`); unset: nothing, and the space
     /// before it goes too.
@@ -161,11 +167,15 @@ impl Default for RoutingConfig {
             acknowledgement: TemplatesConfig::default(),
             after_hours_answer: TemplatesConfig::default(),
             name_fallback: BTreeMap::new(),
+            auto_answers_per_customer_hour: defaults::auto_answers_per_customer_hour(),
         }
     }
 }
 
 mod defaults {
+    pub fn auto_answers_per_customer_hour() -> u32 {
+        10
+    }
     pub fn chat() -> u64 {
         30
     }
@@ -302,6 +312,7 @@ impl RoutingConfig {
                 &self.after_hours_answer,
             )?,
             name_fallback: NameFallback::compile("routing.name_fallback", &self.name_fallback)?,
+            per_customer_hour: self.auto_answers_per_customer_hour,
         };
         Ok(plan)
     }

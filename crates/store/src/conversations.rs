@@ -39,6 +39,29 @@ pub enum NamedReply {
     /// `only_retry` and no reply has that name: nothing done.
     Unknown,
 }
+/// What became of an automatic answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoReply {
+    /// Queued and logged now.
+    Sent,
+    /// Sent before (another instance replayed the step), or given up.
+    AlreadySent,
+    /// The customer had their allowance of automatic answers this hour:
+    /// none sent (a mail loop with an autoresponder that does not say so
+    /// ends here).
+    Limited,
+}
+
+impl AutoReply {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoReply::Sent => "sent",
+            AutoReply::AlreadySent => "already_sent",
+            AutoReply::Limited => "limited",
+        }
+    }
+}
+
 static REPLY_ONCE: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/reply_once.lua")));
 
@@ -222,34 +245,80 @@ impl Conversations {
     /// when the send failed, so a failure after the outbox had it (a slow
     /// Redis) sent it twice, and a crash between the guard and the send
     /// never sent it. Such a guard, still in Redis, says "sent".
+    ///
+    /// At most `per_hour` automatic answers (0: no limit) go to one
+    /// customer on one source in an hour, whatever their contacts and
+    /// steps: an autoresponder that does not say it is one (no
+    /// `Auto-Submitted`) answering each of ours would otherwise start a
+    /// mail loop, a contact and an answer at a time (RFC 3834 section 2).
+    /// An answer claimed before the limit was reached is still finished.
     pub async fn automatic_reply(
         &self,
         contact: &ContactId,
         key: &str,
         text: &str,
-    ) -> Result<bool, StoreError> {
+        per_hour: u32,
+    ) -> Result<AutoReply, StoreError> {
         let mut message = self.outbound_to(contact, text).await?;
-        let old_guard = format!("{}:auto:{key}", self.store.keys().contact(contact));
+        let keys = self.store.keys();
+        let old_guard = format!("{}:auto:{key}", keys.contact(contact));
+        let counter = keys.auto_answers(contact.partition(), &message.source, &message.to);
         let mut conn = self.store.conn();
-        let guarded: bool = self
+        let (guarded, sent): (bool, Option<u32>) = self
             .store
-            .bounded(redis::cmd("EXISTS").arg(&old_guard).query_async(&mut conn))
+            .bounded(
+                redis::pipe()
+                    .cmd("EXISTS")
+                    .arg(&old_guard)
+                    .cmd("GET")
+                    .arg(&counter)
+                    .query_async(&mut conn),
+            )
             .await?;
         if guarded {
-            return Ok(false);
+            return Ok(AutoReply::AlreadySent);
         }
+        let limited = per_hour > 0 && sent.unwrap_or(0) >= per_hour;
         // '/' is in no agent client's name: no clash with theirs.
         let name = format!("auto/{key}");
         // The same answer whatever its text now: a template filled from
         // the clock ({opens_at}, {reply_by}) reads otherwise a minute
         // later, and the retry of a claimed answer would be refused.
         match self
-            .named_reply(&mut message, "switchboard", &name, false, &name)
+            .named_reply(&mut message, "switchboard", &name, limited, &name)
             .await?
         {
-            NamedReply::Sent { first, .. } => Ok(first),
-            // Claimed too long ago (RETRY_WITHIN_MS): sent, or given up.
-            NamedReply::Conflict(_) | NamedReply::Unknown => Ok(false),
+            NamedReply::Sent { first: true, .. } => {
+                if per_hour > 0 {
+                    // Counted once sent: a crash before this leaves one
+                    // answer uncounted, never one counted and unsent.
+                    self.store
+                        .bounded(
+                            redis::pipe()
+                                .atomic()
+                                .cmd("SET")
+                                .arg(&counter)
+                                .arg(0)
+                                .arg("EX")
+                                .arg(3600)
+                                .arg("NX")
+                                .ignore()
+                                .cmd("INCR")
+                                .arg(&counter)
+                                .ignore()
+                                .query_async::<()>(&mut conn),
+                        )
+                        .await?;
+                }
+                Ok(AutoReply::Sent)
+            }
+            // Over the limit and never claimed: not sent.
+            NamedReply::Unknown => Ok(AutoReply::Limited),
+            // Claimed before (a replay), or claimed too long ago
+            // (RETRY_WITHIN_MS): sent, or given up.
+            NamedReply::Sent { first: false, .. } | NamedReply::Conflict(_) => {
+                Ok(AutoReply::AlreadySent)
+            }
         }
     }
 

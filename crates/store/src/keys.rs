@@ -64,12 +64,15 @@ impl KeySpace {
     }
 
     /// The mark of a message seen from `customer` on `source` with the
-    /// provider's id: `dedupe:<source>:<length>:<customer>:<id>`. The
+    /// provider's id: `msgseen:<source>:<length>:<customer>:<id>`. The
     /// customer is part of it (since 2026-11-27): two customers whose
     /// messages carry the same id (a mail generator with poor
     /// Message-IDs, a forged one) are two messages, never one stored and
     /// the other acknowledged as its duplicate. The customer's length keeps
-    /// the key unambiguous whatever the customer and the id contain.
+    /// the key unambiguous whatever the customer and the id contain, and
+    /// the name apart from the older `dedupe:` marks, whose ids an older
+    /// instance takes as they come (an id shaped like `<length>:<customer>:
+    /// <id>` cannot stand for another customer's new mark).
     pub fn dedupe(
         &self,
         p: Partition,
@@ -79,7 +82,7 @@ impl KeySpace {
     ) -> String {
         let customer = customer.to_string();
         format!(
-            "{}:dedupe:{source}:{}:{customer}:{provider_message_id}",
+            "{}:msgseen:{source}:{}:{customer}:{provider_message_id}",
             self.tag(p),
             customer.len()
         )
@@ -96,6 +99,12 @@ impl KeySpace {
         provider_message_id: &str,
     ) -> String {
         format!("{}:dedupe:{source}:{provider_message_id}", self.tag(p))
+    }
+
+    /// How many automatic answers the customer got on `source` in the
+    /// current hour (a counter that expires an hour after the first).
+    pub fn auto_answers(&self, p: Partition, source: &str, customer: &CustomerIdentity) -> String {
+        format!("{}:autoans:{source}:{customer}", self.tag(p))
     }
 
     /// The mark of an update (edit, receipt) applied, by its `update_id`: a
@@ -255,6 +264,7 @@ mod tests {
         for key in [
             ks.dedupe(p, "mail", &customer, "<x@y>"),
             ks.dedupe_before_2026_11_27(p, "mail", "<x@y>"),
+            ks.auto_answers(p, "mail", &customer),
             ks.open_conversation(p, "mail", &customer),
             ks.contact(&contact),
             ks.conversation(&conv),

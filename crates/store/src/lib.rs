@@ -33,7 +33,7 @@ pub use assign::{
 };
 pub use channel_state::RedisChannelState;
 pub use conn::{RedisConn, Topology};
-pub use conversations::{Conversations, LogEntry, NamedReply};
+pub use conversations::{AutoReply, Conversations, LogEntry, NamedReply};
 pub use feed::{Batch, EventFeed, FeedEntry, Moved};
 pub use groups::Pruner;
 pub use intake::{IntakeSettings, RedisIntake};
@@ -144,14 +144,26 @@ pub struct Store {
 /// `marks_name_customer_since` not read yet.
 const SINCE_UNKNOWN: u64 = u64::MAX;
 
-/// Records the partition count and since when marks name their customer,
-/// on first use; returns both as stored.
+/// Records the partition count on first use, and since when marks name
+/// their customer; returns both as stored. ARGV[3] '1': an instance starts
+/// (not `validate`).
 const LAYOUT: &str = r"
 local fresh = redis.call('HSETNX', KEYS[1], 'partitions', ARGV[1])
--- A store laid out now has only marks of the new form; one laid out by an
--- older version may hold marks of the older form until they expire.
-redis.call('HSETNX', KEYS[1], 'marks_name_customer_since', fresh == 1 and '0' or ARGV[2])
-return redis.call('HMGET', KEYS[1], 'partitions', 'marks_name_customer_since')
+local field = 'marks_name_customer_since'
+if fresh == 1 then
+  -- A store laid out now has only marks of the new form.
+  redis.call('HSET', KEYS[1], field, '0')
+elseif ARGV[3] == '1' then
+  -- One laid out by an older version may hold marks of the older form,
+  -- written until the last older instance stopped: counted from the
+  -- latest start of a newer one (a rolling upgrade's last, an upgrade
+  -- again after a rollback).
+  local since = redis.call('HGET', KEYS[1], field)
+  if since ~= '0' and (not since or tonumber(since) < tonumber(ARGV[2])) then
+    redis.call('HSET', KEYS[1], field, ARGV[2])
+  end
+end
+return redis.call('HMGET', KEYS[1], 'partitions', field)
 ";
 
 impl std::fmt::Debug for Store {
@@ -380,8 +392,20 @@ impl Store {
     }
 
     /// Records the partition count on first use and refuses a different one
-    /// later: customers are placed by it.
+    /// later: customers are placed by it. For a check (`validate`): an
+    /// instance that starts calls [`Store::check_layout_at_start`].
     pub async fn check_layout(&self) -> Result<(), StoreError> {
+        self.layout(false).await
+    }
+
+    /// As [`Store::check_layout`], for an instance that starts serving: it
+    /// also notes its start, from which marks of the older form are read
+    /// for one dedupe window.
+    pub async fn check_layout_at_start(&self) -> Result<(), StoreError> {
+        self.layout(true).await
+    }
+
+    async fn layout(&self, starting: bool) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let meta = self.keys.meta();
         let configured = self.keys.partitions();
@@ -391,6 +415,7 @@ impl Store {
                     .key(&meta)
                     .arg(configured)
                     .arg(switchboard_core::Timestamp::now().as_millis())
+                    .arg(if starting { "1" } else { "0" })
                     .invoke_async(&mut conn),
             )
             .await?;

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use switchboard_channel::Intake;
 use switchboard_core::{CustomerIdentity, InboundEvent, IntakeError, IntakeOutcome};
+use switchboard_store::AutoReply;
 use switchboard_testkit::RedisServer;
 
 /// A phone call is a contact of its own: two calls from one number are two
@@ -168,7 +169,14 @@ async fn the_same_provider_id_from_two_customers_is_two_messages() {
         .hset(store.keys().meta(), "partitions", 1)
         .await
         .unwrap();
+    // A check (`validate`) notes nothing; a start does.
     store.check_layout().await.unwrap();
+    let since: Option<String> = conn
+        .hget(store.keys().meta(), "marks_name_customer_since")
+        .await
+        .unwrap();
+    assert_eq!(since, None);
+    store.check_layout_at_start().await.unwrap();
     let intake = intake_for(&store);
     let first = intake
         .submit_event(event("vs_1", Some("<1@mailer>"), "Hello"))
@@ -276,7 +284,7 @@ async fn a_store_laid_out_now_reads_no_marks_of_the_older_form() {
         .await
         .unwrap();
     assert_eq!(since, "0");
-    store.check_layout().await.unwrap();
+    store.check_layout_at_start().await.unwrap();
     let since: String = conn
         .hget(keys.meta(), "marks_name_customer_since")
         .await
@@ -307,8 +315,10 @@ async fn a_blank_provider_id_dedupes_nothing() {
         );
     }
     let mut conn = raw(&redis).await;
-    let marks: Vec<String> = conn.keys("*dedupe*").await.unwrap();
-    assert!(marks.is_empty(), "{marks:?}");
+    for pattern in ["*msgseen*", "*dedupe*"] {
+        let marks: Vec<String> = conn.keys(pattern).await.unwrap();
+        assert!(marks.is_empty(), "{marks:?}");
+    }
 }
 
 #[tokio::test]
@@ -578,8 +588,20 @@ async fn an_automatic_answer_is_sent_once_and_finished_after_a_crash() {
     let outbox = keys.outbox("website");
     let log = keys.conversation_log(&r.conversation_id);
     let (c, text) = (&r.contact_id, "Everyone is busy.");
-    assert!(conversations.automatic_reply(c, "q:1", text).await.unwrap());
-    assert!(!conversations.automatic_reply(c, "q:1", text).await.unwrap());
+    assert_eq!(
+        conversations
+            .automatic_reply(c, "q:1", text, 10)
+            .await
+            .unwrap(),
+        AutoReply::Sent
+    );
+    assert_eq!(
+        conversations
+            .automatic_reply(c, "q:1", text, 10)
+            .await
+            .unwrap(),
+        AutoReply::AlreadySent
+    );
     let queued: usize = conn.xlen(&outbox).await.unwrap();
     let logged: usize = conn.xlen(&log).await.unwrap();
     assert_eq!(
@@ -607,11 +629,12 @@ async fn an_automatic_answer_is_sent_once_and_finished_after_a_crash() {
         .await
         .unwrap();
     let later = "Everyone is busy until 10:01.";
-    assert!(
-        !conversations
-            .automatic_reply(c, "q:2", later)
+    assert_eq!(
+        conversations
+            .automatic_reply(c, "q:2", later, 10)
             .await
-            .unwrap()
+            .unwrap(),
+        AutoReply::AlreadySent
     );
     let queued: usize = conn.xlen(&outbox).await.unwrap();
     let logged: usize = conn.xlen(&log).await.unwrap();
@@ -622,9 +645,100 @@ async fn an_automatic_answer_is_sent_once_and_finished_after_a_crash() {
         .set(format!("{}:auto:q:3", keys.contact(c)), "x")
         .await
         .unwrap();
-    assert!(!conversations.automatic_reply(c, "q:3", text).await.unwrap());
+    assert_eq!(
+        conversations
+            .automatic_reply(c, "q:3", text, 10)
+            .await
+            .unwrap(),
+        AutoReply::AlreadySent
+    );
     let queued: usize = conn.xlen(&outbox).await.unwrap();
     assert_eq!(queued, 2);
+}
+
+/// A customer gets at most so many automatic answers an hour, whatever
+/// their contacts and steps: an autoresponder that does not say it is one
+/// answering each of ours (a new contact each time, e.g. after hours) no
+/// longer loops with us for ever. An answer claimed before the limit was
+/// reached is still finished; other customers are not concerned.
+#[tokio::test]
+async fn automatic_answers_to_one_customer_are_limited_per_hour() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 2);
+    let intake = intake_for(&store);
+    let conversations = switchboard_store::Conversations::new(store.clone());
+    let keys = store.keys();
+    let mut conn = raw(&redis).await;
+    let outbox = keys.outbox("website");
+    let mut first = None;
+    for (n, key) in ["ack", "q:1", "q:2"].into_iter().enumerate() {
+        let r = intake
+            .submit_event(InboundEvent {
+                new_contact: true,
+                ..event("vs_loop", Some(&format!("loop-{n}")), "Auto: got it")
+            })
+            .await
+            .unwrap();
+        first.get_or_insert(r.contact_id);
+        let outcome = conversations
+            .automatic_reply(&r.contact_id, key, "We received your message.", 2)
+            .await
+            .unwrap();
+        let expected = if n < 2 {
+            AutoReply::Sent
+        } else {
+            AutoReply::Limited
+        };
+        assert_eq!(outcome, expected, "answer {n}");
+    }
+    let queued: usize = conn.xlen(&outbox).await.unwrap();
+    assert_eq!(queued, 2);
+    let counter = keys.auto_answers(first.unwrap().partition(), "website", &visitor("vs_loop"));
+    let ttl: i64 = conn.ttl(&counter).await.unwrap();
+    assert!(ttl > 3500 && ttl <= 3600, "ttl {ttl}");
+    // Claimed before the limit (the instance died before the outbox had
+    // it): finished all the same.
+    let c = first.unwrap();
+    let conversation: String = conn.hget(keys.contact(&c), "conversation").await.unwrap();
+    let conversation: switchboard_core::ConversationId = conversation.parse().unwrap();
+    let id = switchboard_core::MessageId::new().to_string();
+    let sha: String = redis::cmd("EVAL")
+        .arg("return redis.sha1hex(ARGV[1])")
+        .arg(0)
+        .arg("auto/q:9")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(
+            keys.conversation(&conversation),
+            "reply:auto/q:9",
+            format!("{id}|switchboard|{sha}"),
+        )
+        .await
+        .unwrap();
+    let outcome = conversations
+        .automatic_reply(&c, "q:9", "Still looking.", 2)
+        .await
+        .unwrap();
+    assert_eq!(outcome, AutoReply::AlreadySent);
+    let queued: usize = conn.xlen(&outbox).await.unwrap();
+    assert_eq!(queued, 3, "finished");
+    // Another customer, and no limit.
+    let other = intake
+        .submit_event(event("vs_other", Some("o-1"), "Hello"))
+        .await
+        .unwrap();
+    let outcome = conversations
+        .automatic_reply(&other.contact_id, "ack", "We received your message.", 2)
+        .await
+        .unwrap();
+    assert_eq!(outcome, AutoReply::Sent);
+    let outcome = conversations
+        .automatic_reply(&c, "q:10", "Unlimited.", 0)
+        .await
+        .unwrap();
+    assert_eq!(outcome, AutoReply::Sent);
 }
 
 /// On a Redis Cluster, a node that answers late (paused here; a fork for an

@@ -366,7 +366,7 @@ async fn check_layout(
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match store.check_layout().await {
+        match store.check_layout_at_start().await {
             Ok(()) => return report_settings(&store).await,
             Err(e @ StoreError::Layout { .. }) => {
                 let _ = fatal.send(anyhow::Error::new(e)).await;
