@@ -216,6 +216,31 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
     }
 }
 
+/// The instance compares its clock with Redis's and shows the offset: on
+/// one machine, well within a second.
+#[tokio::test]
+async fn the_offset_to_redis_clock_is_a_gauge() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(BIN, &redis.url(), "");
+    let base = daemon.base();
+    let offset = || async {
+        metrics_text(&base)
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_redis_clock_offset_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            offset().await.is_some()
+        })
+        .await,
+        "no clock offset in /metrics"
+    );
+    let seconds = offset().await.unwrap();
+    assert!(seconds.abs() < 1.0, "{seconds} s");
+}
+
 /// A request whose body is still arriving when SIGTERM comes is finished,
 /// answered 200 and stored before the daemon exits 0: the drain waits
 /// for it (the test above lets requests be refused or finished, and would

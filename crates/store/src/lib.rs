@@ -391,6 +391,26 @@ impl Store {
         Ok(start.elapsed())
     }
 
+    /// How far Redis's clock is ahead of this instance's
+    /// ([`switchboard_core::Timestamp::now`]), in ms (negative: behind),
+    /// taking the reading as made halfway through the round trip. Routing
+    /// compares times written by different instances (offer deadlines,
+    /// wrap-ups, sessions, waits), so instances whose clocks differ go
+    /// wrong by that much; Redis's clock is the common yardstick.
+    pub async fn clock_offset(&self) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let sent = switchboard_core::Timestamp::now().as_millis();
+        let started = Instant::now();
+        let (secs, micros): (u64, u64) = self
+            .bounded(redis::cmd("TIME").query_async(&mut conn))
+            .await?;
+        let half_trip = u64::try_from(started.elapsed().as_millis() / 2).unwrap_or(0);
+        let redis_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
+        let ours = sent.saturating_add(half_trip);
+        let ahead = i128::from(redis_ms) - i128::from(ours);
+        Ok(i64::try_from(ahead).unwrap_or(if ahead > 0 { i64::MAX } else { i64::MIN }))
+    }
+
     /// Records the partition count on first use and refuses a different one
     /// later: customers are placed by it. For a check (`validate`): an
     /// instance that starts calls [`Store::check_layout_at_start`].

@@ -58,6 +58,9 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         background.clone(),
         fatal_tx.clone(),
     ));
+    if !switchboard_core::Timestamp::is_manual() {
+        tracker.spawn(watch_clock(store.clone(), background.clone()));
+    }
 
     let routing = Arc::new(config.routing.clone());
     let plan = Arc::new(routing.plan().map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -379,6 +382,54 @@ async fn check_layout(
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How often this instance's clock is compared with Redis's.
+const CLOCK_EVERY: Duration = Duration::from_secs(60);
+/// An offset beyond this is warned about.
+const CLOCK_TOLERANCE_MS: i64 = 2_000;
+
+/// Compares this instance's clock with Redis's now and then: the gauge
+/// `switchboard_redis_clock_offset_seconds` (Redis ahead: positive), and a
+/// warning when they differ by more than [`CLOCK_TOLERANCE_MS`] (once, and
+/// again every ten minutes while it lasts). Instances write times that
+/// others compare (offer deadlines, wrap-ups, sessions, KPI waits): a clock
+/// off by seconds makes them wrong by as much (docs/operations.md).
+async fn watch_clock(store: Store, shutdown: CancellationToken) {
+    let mut warned: Option<std::time::Instant> = None;
+    let mut next = Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(next) => {}
+        }
+        next = CLOCK_EVERY;
+        let offset = match store.clock_offset().await {
+            Ok(offset) => offset,
+            Err(error) => {
+                tracing::debug!(%error, "Could not read Redis's clock.");
+                continue;
+            }
+        };
+        metrics::gauge!("switchboard_redis_clock_offset_seconds").set(offset as f64 / 1000.0);
+        if offset.abs() <= CLOCK_TOLERANCE_MS {
+            if warned.take().is_some() {
+                info!(
+                    offset_ms = offset,
+                    "This instance's clock agrees with Redis's again."
+                );
+            }
+            continue;
+        }
+        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(600)) {
+            warn!(
+                offset_ms = offset,
+                "This instance's clock differs from Redis's by {:.1} s: keep every instance's clock in sync (NTP). Offer deadlines, wrap-ups, agents' sessions and KPI waits compare times that different instances write.",
+                offset as f64 / 1000.0
+            );
+            warned = Some(std::time::Instant::now());
+        }
     }
 }
 
