@@ -77,11 +77,16 @@ static SETTLE_REMOVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::
 });
 
 /// Queues a message unless its mark says it was queued already.
+/// The message first, then its mark: Redis does not undo a script's
+/// writes when a later command in it fails, so a mark set before an `XADD`
+/// that failed (out of memory, a key of the wrong type) said "queued" for a
+/// message never queued, and every retry found it and queued nothing.
 static ENQUEUE_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
-        "if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 604800) then \
-           redis.call('XADD', KEYS[1], '*', 'attempt', 1, 'msg', ARGV[1]) return 1 end \
-         return 0",
+        "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end \
+         redis.call('XADD', KEYS[1], '*', 'attempt', 1, 'msg', ARGV[1]) \
+         redis.call('SET', KEYS[2], '1', 'EX', 604800) \
+         return 1",
     )
 });
 

@@ -672,10 +672,18 @@ async fn a_forward_retried_queues_the_message_once() {
     let mut mail = delivery.message.clone();
     mail.source = "mail".into();
     mail.channel = ChannelKind::Email;
+    // The first try fails in Redis (the mail outbox is of the wrong type
+    // here; out of memory would do the same): the retry still queues it.
+    // The once-mark was set before the XADD, so the retry found it and
+    // queued nothing, and the customer never got the mail.
+    let mut conn = raw(&redis).await;
+    let mail_outbox = store.keys().outbox("mail");
+    let _: () = conn.set(&mail_outbox, "not a stream").await.unwrap();
+    assert!(chat.forward(&delivery, mail.clone()).await.is_err());
+    let _: () = conn.del(&mail_outbox).await.unwrap();
     chat.forward(&delivery, mail.clone()).await.unwrap();
     chat.forward(&delivery, mail).await.unwrap();
-    let mut conn = raw(&redis).await;
-    let queued: usize = conn.xlen(store.keys().outbox("mail")).await.unwrap();
+    let queued: usize = conn.xlen(&mail_outbox).await.unwrap();
     assert_eq!(queued, 1);
 }
 
