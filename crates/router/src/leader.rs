@@ -94,6 +94,18 @@ pub struct Leader {
     /// After-hours ends that failed (Redis away), by contact: when to try
     /// again (ms) and how many tries so far.
     closings: std::sync::Mutex<HashMap<ContactId, (u64, u32)>>,
+    /// Overflow-step answers that could not be sent (Redis away), by
+    /// contact and step: what to send, when to try again (ms) and how many
+    /// tries so far.
+    answers_due: std::sync::Mutex<HashMap<(ContactId, usize, usize), DueAnswer>>,
+}
+
+/// An overflow-step answer to send again.
+#[derive(Debug, Clone)]
+struct DueAnswer {
+    text: String,
+    at: u64,
+    tries: u32,
 }
 
 /// How long after a failed after-hours end it is tried again, ms.
@@ -206,6 +218,7 @@ impl Leader {
             status: LeaderStatus::default(),
             interrupt_voice,
             closings: std::sync::Mutex::default(),
+            answers_due: std::sync::Mutex::default(),
         }
     }
 
@@ -300,6 +313,11 @@ impl Leader {
         // in a closed queue is closed again by the engine).
         if let Ok(mut closings) = self.closings.lock() {
             closings.clear();
+        }
+        // Answers that failed then: the catch-up below sends those of the
+        // last minute again (each still once).
+        if let Ok(mut due) = self.answers_due.lock() {
+            due.clear();
         }
         let mut mirror = Mirror {
             live: HashMap::new(),
@@ -407,6 +425,7 @@ impl Leader {
             }
             if last_sweep.elapsed() >= Duration::from_millis(250) {
                 self.retry_closings(&engine, lost, now).await;
+                self.retry_answers(&engine, lost, now).await;
                 self.sweep(&mut engine, &mut mirror, now).await?;
                 last_sweep = Instant::now();
             }
@@ -581,34 +600,18 @@ impl Leader {
                 step,
                 text,
             } => {
-                let queue = &self.plan.queues[*queue].name;
-                // Mail that asked for no automatic answer (bulk routed
-                // anyway, a notification, noreply@) gets none here either.
-                let sent = match self.state.contact_fields(contact).await {
-                    Ok(fields) if crate::greeting::stored_flag(&fields, "no_auto_answer") => {
-                        Ok(None)
-                    }
-                    Ok(_) => self
-                        .conversations
-                        .automatic_reply(
-                            contact,
-                            &format!("{queue}:{step}"),
-                            text,
-                            self.plan.answers.per_customer_hour,
-                        )
-                        .await
-                        .map(Some),
-                    Err(error) => Err(error),
-                };
-                let outcome = match &sent {
-                    Ok(Some(outcome)) => outcome.as_str(),
-                    Ok(None) => "suppressed",
-                    Err(_) => "failed",
-                };
-                counter!("switchboard_router_auto_answers_total", "outcome" => outcome)
-                    .increment(1);
-                if let Err(error) = &sent {
-                    warn!(%error, contact_id = %contact, "Could not send an automatic answer.");
+                let outcome = self.step_answer(contact, *queue, *step, text).await;
+                if outcome == "failed"
+                    && let Ok(mut due) = self.answers_due.lock()
+                {
+                    due.insert(
+                        (*contact, *queue, *step),
+                        DueAnswer {
+                            text: text.clone(),
+                            at: now + CLOSING_RETRY_MS,
+                            tries: 0,
+                        },
+                    );
                 }
                 (contact, format!("automatic answer ({outcome}): {text}"))
             }
@@ -801,6 +804,88 @@ impl Leader {
                     closings.insert(contact, (now + CLOSING_RETRY_MS, tries + 1));
                 } else {
                     closings.remove(&contact);
+                }
+            }
+        }
+    }
+
+    /// Sends an overflow step's automatic answer (once per contact and
+    /// step, guarded in Redis): its outcome, counted.
+    async fn step_answer(
+        &self,
+        contact: &ContactId,
+        queue: usize,
+        step: usize,
+        text: &str,
+    ) -> &'static str {
+        let queue = &self.plan.queues[queue].name;
+        // Mail that asked for no automatic answer (bulk routed anyway, a
+        // notification, noreply@) gets none here either.
+        let sent = match self.state.contact_fields(contact).await {
+            Ok(fields) if crate::greeting::stored_flag(&fields, "no_auto_answer") => Ok(None),
+            Ok(_) => self
+                .conversations
+                .automatic_reply(
+                    contact,
+                    &format!("{queue}:{step}"),
+                    text,
+                    self.plan.answers.per_customer_hour,
+                )
+                .await
+                .map(Some),
+            Err(error) => Err(error),
+        };
+        let outcome = match &sent {
+            Ok(Some(outcome)) => outcome.as_str(),
+            Ok(None) => "suppressed",
+            Err(_) => "failed",
+        };
+        counter!("switchboard_router_auto_answers_total", "outcome" => outcome).increment(1);
+        if let Err(error) = &sent {
+            warn!(%error, contact_id = %contact, "Could not send an automatic answer; it is tried again.");
+        }
+        outcome
+    }
+
+    /// Tries again the overflow-step answers that failed (every
+    /// [`CLOSING_RETRY_MS`], up to [`CLOSING_TRIES`] times), while their
+    /// contact still waits: one offered, assigned or ended meanwhile needs
+    /// a "still looking" answer no more. A failure used to be logged and
+    /// lost (the step's timer was spent).
+    async fn retry_answers(&self, engine: &Engine, lost: &AtomicBool, now: u64) {
+        let due: Vec<((ContactId, usize, usize), DueAnswer)> = match self.answers_due.lock() {
+            Ok(mut due) => {
+                due.retain(|(c, _, _), _| engine.is_waiting(c));
+                due.iter()
+                    .filter(|(_, d)| d.at <= now)
+                    .map(|(k, d)| (*k, d.clone()))
+                    .collect()
+            }
+            Err(_) => return,
+        };
+        for ((contact, queue, step), answer) in due {
+            if lost.load(Ordering::Relaxed) {
+                return;
+            }
+            let outcome = self.step_answer(&contact, queue, step, &answer.text).await;
+            if let Ok(mut due) = self.answers_due.lock() {
+                let tries = answer.tries + 1;
+                if outcome == "failed" && tries < CLOSING_TRIES {
+                    due.insert(
+                        (contact, queue, step),
+                        DueAnswer {
+                            at: now + CLOSING_RETRY_MS,
+                            tries,
+                            ..answer
+                        },
+                    );
+                } else {
+                    due.remove(&(contact, queue, step));
+                    if outcome == "failed" {
+                        warn!(contact_id = %contact, tries, "An automatic answer is given up.");
+                    } else {
+                        info!(contact_id = %contact, outcome, "A failed automatic answer was tried again.");
+                    }
                 }
             }
         }

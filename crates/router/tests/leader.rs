@@ -505,6 +505,47 @@ async fn an_overflow_step_answers_the_customer_once() {
     second.stop().await;
 }
 
+/// An overflow-step answer that could not be sent (here the outbox is of
+/// the wrong type, as Redis failing would make it) is tried again by the
+/// leader while the contact waits, and sent once it can be. It was logged
+/// and lost: the step's time was spent.
+#[tokio::test]
+async fn a_failed_overflow_step_answer_is_tried_again() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let intake = intake(&store);
+    let config = answering_after_a_second();
+    let outbox = store.keys().outbox("website");
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, &outbox, "not a stream")
+        .await
+        .unwrap();
+    let instance = Instance::start(&store, "one", &config);
+    let receipt = intake.submit_event(event("v11", "hello")).await.unwrap();
+    // The step is due after a second; its send fails.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let _: () = redis::AsyncCommands::del(&mut conn, &outbox).await.unwrap();
+    until("the automatic answer is in the outbox", || async {
+        redis::AsyncCommands::exists::<_, bool>(&mut conn.clone(), &outbox)
+            .await
+            .unwrap()
+            && outbox_len(&redis, &store).await == 1
+    })
+    .await;
+    let log = switchboard_store::Conversations::new(store.clone())
+        .transcript(&receipt.conversation_id, "-", 10)
+        .await
+        .unwrap();
+    let out: Vec<_> = log.iter().filter(|e| e.dir == "out").collect();
+    assert_eq!(out.len(), 1);
+    assert!(out[0].msg.contains("Everyone is busy"), "{}", out[0].msg);
+    instance.stop().await;
+}
+
 /// A contact whose message asked for no automatic answer (mail from a
 /// machine, bulk mail routed anyway) gets no overflow-step answer; the
 /// step is still recorded, saying why nothing was sent.
