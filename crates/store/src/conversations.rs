@@ -658,7 +658,10 @@ impl Conversations {
     /// `rating`), then rings the doorbell: `None`, and nothing written, when
     /// the conversation has one already. The mark (`once:<dir>` in the
     /// conversation's hash) and the entry are written in one step, so a
-    /// retry after a lost answer, or a second tab, never adds a second one.
+    /// retry after a lost answer, or a second tab, never adds a second one:
+    /// the entry first, then the mark (Redis does not undo a script's
+    /// writes when a later command fails, and a mark set before an `XADD`
+    /// that failed turned every retry away with nothing logged).
     pub async fn append_once(
         &self,
         conversation: &ConversationId,
@@ -671,9 +674,11 @@ impl Conversations {
         let at = Timestamp::now().as_millis();
         // The conversation's hash and its log share the partition's hash tag.
         let script = redis::Script::new(
-            "if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4]) == 0 then return false end \
-             return redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'dir', ARGV[3], \
-               'at', ARGV[4], 'msg', ARGV[5])",
+            "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return false end \
+             local seq = redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'dir', ARGV[3], \
+               'at', ARGV[4], 'msg', ARGV[5]) \
+             redis.call('HSET', KEYS[1], ARGV[1], ARGV[4]) \
+             return seq",
         );
         let mut inv = script.prepare_invoke();
         inv.key(keys.conversation(conversation))

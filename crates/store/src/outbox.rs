@@ -79,8 +79,9 @@ static SETTLE_REMOVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::
 /// Queues a message unless its mark says it was queued already.
 /// The message first, then its mark: Redis does not undo a script's
 /// writes when a later command in it fails, so a mark set before an `XADD`
-/// that failed (out of memory, a key of the wrong type) said "queued" for a
-/// message never queued, and every retry found it and queued nothing.
+/// that failed (a key of the wrong type; not memory, which Redis checks
+/// only before a script's first write) said "queued" for a message never
+/// queued, and every retry found it and queued nothing.
 static ENQUEUE_ONCE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end \

@@ -656,6 +656,45 @@ async fn an_automatic_answer_is_sent_once_and_finished_after_a_crash() {
     assert_eq!(queued, 2);
 }
 
+/// An entry a conversation keeps one of (the visitor's rating) whose write
+/// failed in Redis (its log of the wrong type here) is written by the
+/// retry, once. The mark was set before the entry, so the retry was told
+/// "already there" and the rating never reached the transcript.
+#[tokio::test]
+async fn an_entry_kept_once_is_written_by_the_retry_after_a_failure() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let intake = intake_for(&store);
+    let conversations = switchboard_store::Conversations::new(store.clone());
+    let r = intake
+        .submit_event(event("vs_rate", Some("r1"), "Hello"))
+        .await
+        .unwrap();
+    let log = store.keys().conversation_log(&r.conversation_id);
+    let mut conn = raw(&redis).await;
+    let len: usize = conn.xlen(&log).await.unwrap();
+    assert_eq!(len, 1);
+    let _: () = conn.rename(&log, "kept-log").await.unwrap();
+    let _: () = conn.set(&log, "not a stream").await.unwrap();
+    let rating = r#"{"score":5}"#;
+    let append = || {
+        conversations.append_once(
+            &r.conversation_id,
+            &r.contact_id,
+            "website",
+            "rating",
+            rating,
+        )
+    };
+    assert!(append().await.is_err());
+    let _: () = conn.del(&log).await.unwrap();
+    let _: () = conn.rename("kept-log", &log).await.unwrap();
+    assert!(append().await.unwrap().is_some(), "written by the retry");
+    assert_eq!(append().await.unwrap(), None, "once");
+    let len: usize = conn.xlen(&log).await.unwrap();
+    assert_eq!(len, 2);
+}
+
 /// A customer gets at most so many automatic answers an hour, whatever
 /// their contacts and steps: an autoresponder that does not say it is one
 /// answering each of ours (a new contact each time, e.g. after hours) no
