@@ -1720,3 +1720,47 @@ async fn queue_summaries_come_from_the_leader_while_fresh() {
     let read = state.waiting_by_queue(now + 6_000).await.unwrap();
     assert_eq!(read, counted);
 }
+
+/// A contact whose enqueue failed half-way (here the waiting set is of the
+/// wrong type, as a stray key would make it) is queued by the routing
+/// entry's retry. The contact's hash, which says "queued already", was
+/// written first: the retry found it and left the contact out of the
+/// waiting set for ever (Redis does not undo a script's earlier writes).
+#[tokio::test]
+async fn an_enqueue_that_failed_half_way_is_finished_by_the_retry() {
+    let (redis, state, _) = leading().await;
+    let waiting_key = state.store().keys().route("waiting");
+    let mut conn = common::raw(&redis).await;
+    let _: () = redis::AsyncCommands::set(&mut conn, &waiting_key, "not a set")
+        .await
+        .unwrap();
+    let id = ContactId::new(Partition(1));
+    let route = NewRoute {
+        contact: &id,
+        queue: "general",
+        channel: ChannelKind::Chat,
+        priority: 0,
+        since: NOW,
+        now: NOW,
+        rule: "",
+        source: "web",
+        customer: "visitor:1",
+        sticky: None,
+        sticky_memory: None,
+        person: "visitor:1",
+    };
+    assert!(state.enqueue(&route).await.is_err());
+    let _: () = redis::AsyncCommands::del(&mut conn, &waiting_key)
+        .await
+        .unwrap();
+    assert!(state.enqueue(&route).await.unwrap(), "queued by the retry");
+    assert!(!state.enqueue(&route).await.unwrap(), "once");
+    let waiting: Vec<String> = state
+        .waiting()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.contact)
+        .collect();
+    assert_eq!(waiting, vec![id.to_string()]);
+}

@@ -26,10 +26,11 @@ if sticky == '' and ARGV[14] and ARGV[14] ~= '' then
     sticky, sticky_until, sticky_from = remembered, ARGV[14], 'memory'
   end
 end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'waiting', 'queue', ARGV[2],
-  'channel', ARGV[3], 'priority', ARGV[4], 'since', ARGV[5], 'queued_at', ARGV[6],
-  'rule', ARGV[7], 'source', ARGV[8], 'customer', ARGV[9],
-  'sticky', sticky, 'sticky_until', sticky_until, 'sticky_from', sticky_from, 'excluded', '')
+-- The contact's hash is the mark that it is queued (above): written after
+-- everything else it stands for, since Redis does not undo a script's
+-- writes when a later command fails, and a retry would find the mark and
+-- leave, say, the contact out of the waiting set for ever. The writes
+-- before it are idempotent.
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 -- The records: every contact by the time it was queued (the export's
 -- index), and the person's contacts across channels. A contact of the same
@@ -41,8 +42,9 @@ local retention_s = tonumber(settings[2]) or (30 * 86400)
 local now = num(ARGV[6])
 local index = sibling(KEYS[3], 'contacts')
 redis.call('ZADD', index, now, ARGV[1])
+local person_key = ''
 if ARGV[13] and ARGV[13] ~= '' then
-  redis.call('HSET', KEYS[1], 'person', ARGV[13])
+  person_key = ARGV[13]
   local person = sibling(KEYS[3], 'person:' .. ARGV[13])
   local before = redis.call('ZREVRANGE', person, 0, 0)
   redis.call('ZADD', person, now, ARGV[1])
@@ -63,6 +65,13 @@ if ARGV[13] and ARGV[13] ~= '' then
         ch = p[4] or '', ag = p[5] or '', by = ARGV[1]})
     end
   end
+end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'waiting', 'queue', ARGV[2],
+  'channel', ARGV[3], 'priority', ARGV[4], 'since', ARGV[5], 'queued_at', ARGV[6],
+  'rule', ARGV[7], 'source', ARGV[8], 'customer', ARGV[9],
+  'sticky', sticky, 'sticky_until', sticky_until, 'sticky_from', sticky_from, 'excluded', '')
+if person_key ~= '' then
+  redis.call('HSET', KEYS[1], 'person', person_key)
 end
 emit(KEYS[3], ARGV[12], {'type', 'enqueued', 'contact', ARGV[1]}, ARGV[6])
 return 1
