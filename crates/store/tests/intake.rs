@@ -836,3 +836,33 @@ async fn a_slow_cluster_node_runs_a_write_once() {
     }
     assert_eq!(stored, 2, "the slow write ran more than once");
 }
+
+/// A first message whose intake failed half-way (here the partition's
+/// routing stream is of the wrong type, as a stray key would make it) is
+/// stored whole by the retry: a contact that is routed. The open key was
+/// set before the routing entry, so the retry joined the half-made contact
+/// as a follow-up, and it was never routed.
+#[tokio::test]
+async fn a_first_message_whose_intake_failed_half_way_is_routed_after_the_retry() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 1);
+    let intake = intake_for(&store);
+    let keys = store.keys();
+    let routing = keys.routing(switchboard_core::Partition(0));
+    let mut conn = raw(&redis).await;
+    let _: () = conn.set(&routing, "not a stream").await.unwrap();
+    assert!(
+        intake
+            .submit_event(event("vs_half", Some("h1"), "Hello"))
+            .await
+            .is_err()
+    );
+    let _: () = conn.del(&routing).await.unwrap();
+    let again = intake
+        .submit_event(event("vs_half", Some("h1"), "Hello"))
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, IntakeOutcome::Created);
+    let routed: usize = conn.xlen(&routing).await.unwrap();
+    assert_eq!(routed, 1);
+}

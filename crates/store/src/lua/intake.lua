@@ -82,8 +82,6 @@ if not contact then
     'customer', ARGV[12], 'customer_name', ARGV[13], 'subject', ARGV[14],
     'language', ARGV[15], 'attributes', ARGV[16], 'preview', ARGV[17],
     'created_at', ARGV[6])
-  redis.call('SET', KEYS[2], conv .. '|' .. contact)
-  redis.call('XADD', KEYS[3], '*', 'contact', contact, 'at', ARGV[6])
 end
 
 local seq = redis.call('XADD', tag .. ':conv:' .. conv .. ':log', '*',
@@ -100,6 +98,16 @@ if ARGV[18] == '1' then
     'seq', seq, 'dir', 'in', 'at', ARGV[6])
 end
 
+-- What marks the message as stored comes last: Redis does not undo a
+-- script's writes when a later command fails, and a retry that found the
+-- open key (or the dedupe mark) of a contact whose routing entry or first
+-- message was never written would join it (or call it a duplicate), and
+-- the contact would never be routed. An attempt cut short leaves an
+-- orphan hash at worst. SET cannot fail on the key's type.
+if outcome == 'created' then
+  redis.call('XADD', KEYS[3], '*', 'contact', contact, 'at', ARGV[6])
+  redis.call('SET', KEYS[2], conv .. '|' .. contact)
+end
 local ids = contact .. '|' .. conv .. '|' .. ARGV[5] .. '|' .. seq
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[1], ids, 'EX', ARGV[2])
