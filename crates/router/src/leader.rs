@@ -114,6 +114,9 @@ const CLOSING_RETRY_MS: u64 = 5_000;
 /// Tries of a failed after-hours end before it is given up (~5 minutes).
 const CLOSING_TRIES: u32 = 60;
 
+/// Failed step answers tried again per sweep, at most.
+const RETRIES_PER_SWEEP: usize = 20;
+
 impl std::fmt::Debug for Leader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Leader")
@@ -314,11 +317,9 @@ impl Leader {
         if let Ok(mut closings) = self.closings.lock() {
             closings.clear();
         }
-        // Answers that failed then: the catch-up below sends those of the
-        // last minute again (each still once).
-        if let Ok(mut due) = self.answers_due.lock() {
-            due.clear();
-        }
+        // Step answers that failed while this instance led before stay due:
+        // `retry_answers` drops those whose contact no longer waits, and
+        // the Redis guard sends none twice (the catch-up below included).
         let mut mirror = Mirror {
             live: HashMap::new(),
             revoked: HashSet::new(),
@@ -856,8 +857,11 @@ impl Leader {
         let due: Vec<((ContactId, usize, usize), DueAnswer)> = match self.answers_due.lock() {
             Ok(mut due) => {
                 due.retain(|(c, _, _), _| engine.is_waiting(c));
+                // A bounded number per sweep: each waits for Redis, in the
+                // leader's loop.
                 due.iter()
                     .filter(|(_, d)| d.at <= now)
+                    .take(RETRIES_PER_SWEEP)
                     .map(|(k, d)| (*k, d.clone()))
                     .collect()
             }

@@ -527,7 +527,16 @@ async fn a_failed_overflow_step_answer_is_tried_again() {
     let instance = Instance::start(&store, "one", &config);
     let receipt = intake.submit_event(event("v11", "hello")).await.unwrap();
     // The step is due after a second; its send fails.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let state = RoutingState::new(store.clone());
+    until("the automatic answer failed", || async {
+        state
+            .decisions(&receipt.contact_id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.contains("automatic answer (failed)"))
+    })
+    .await;
     let _: () = redis::AsyncCommands::del(&mut conn, &outbox).await.unwrap();
     until("the automatic answer is in the outbox", || async {
         redis::AsyncCommands::exists::<_, bool>(&mut conn.clone(), &outbox)

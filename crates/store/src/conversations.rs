@@ -291,8 +291,10 @@ impl Conversations {
             NamedReply::Sent { first: true, .. } => {
                 if per_hour > 0 {
                     // Counted once sent: a crash before this leaves one
-                    // answer uncounted, never one counted and unsent.
-                    self.store
+                    // answer uncounted, never one counted and unsent. The
+                    // answer is sent whatever this says.
+                    let counted = self
+                        .store
                         .bounded(
                             redis::pipe()
                                 .atomic()
@@ -308,7 +310,10 @@ impl Conversations {
                                 .ignore()
                                 .query_async::<()>(&mut conn),
                         )
-                        .await?;
+                        .await;
+                    if let Err(error) = counted {
+                        tracing::warn!(contact_id = %contact, %error, "An automatic answer was sent but could not be counted toward the customer's hourly limit.");
+                    }
                 }
                 Ok(AutoReply::Sent)
             }

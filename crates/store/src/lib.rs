@@ -135,8 +135,8 @@ pub struct Store {
     event_feed: bool,
     /// Since when message marks name their customer in this Redis (ms; 0:
     /// always, a store laid out by a version that wrote them so): until a
-    /// dedupe window after it, marks of the older form may exist and the
-    /// intake reads them too. `u64::MAX` until [`Store::check_layout`] has
+    /// dedupe window and a day after it, marks of the older form may exist
+    /// and the intake reads them too. `u64::MAX` until [`Store::check_layout`] has
     /// read it (read them, to be safe). Shared by the store's clones.
     marks_name_customer_since: Arc<AtomicU64>,
 }
@@ -154,14 +154,11 @@ if fresh == 1 then
   -- A store laid out now has only marks of the new form.
   redis.call('HSET', KEYS[1], field, '0')
 elseif ARGV[3] == '1' then
-  -- One laid out by an older version may hold marks of the older form,
-  -- written until the last older instance stopped: counted from the
-  -- latest start of a newer one (a rolling upgrade's last, an upgrade
-  -- again after a rollback).
-  local since = redis.call('HGET', KEYS[1], field)
-  if since ~= '0' and (not since or tonumber(since) < tonumber(ARGV[2])) then
-    redis.call('HSET', KEYS[1], field, ARGV[2])
-  end
+  -- One laid out by an older version may hold marks of the older form:
+  -- counted from the first start of a newer instance (older ones may go on
+  -- writing them for the rest of a rolling upgrade: the reader allows a
+  -- day more than the dedupe window).
+  redis.call('HSETNX', KEYS[1], field, ARGV[2])
 end
 return redis.call('HMGET', KEYS[1], 'partitions', field)
 ";
@@ -418,9 +415,10 @@ impl Store {
         self.layout(false).await
     }
 
-    /// As [`Store::check_layout`], for an instance that starts serving: it
-    /// also notes its start, from which marks of the older form are read
-    /// for one dedupe window.
+    /// As [`Store::check_layout`], for an instance that starts serving: the
+    /// first to start on a store laid out by an older version notes when,
+    /// from which marks of the older form are read for a dedupe window and
+    /// a day.
     pub async fn check_layout_at_start(&self) -> Result<(), StoreError> {
         self.layout(true).await
     }
@@ -453,13 +451,18 @@ impl Store {
     }
 
     /// Whether message marks of the form before the customer was part of
-    /// them may still exist at `now` (ms), with marks kept `window`.
+    /// them may still exist at `now` (ms), with marks kept `window`: until
+    /// a window and a day (the rest of a rolling upgrade, during which
+    /// older instances still write them) after the first start of a newer
+    /// instance.
     pub(crate) fn older_marks_possible(&self, now: u64, window: Duration) -> bool {
+        const UPGRADE_MS: u64 = 24 * 3600 * 1000;
         match self.marks_name_customer_since.load(Ordering::Relaxed) {
             SINCE_UNKNOWN => true,
             0 => false,
             since => {
-                now < since.saturating_add(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
+                let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+                now < since.saturating_add(window).saturating_add(UPGRADE_MS)
             }
         }
     }

@@ -177,6 +177,20 @@ async fn the_same_provider_id_from_two_customers_is_two_messages() {
         .unwrap();
     assert_eq!(since, None);
     store.check_layout_at_start().await.unwrap();
+    let noted: Option<String> = conn
+        .hget(store.keys().meta(), "marks_name_customer_since")
+        .await
+        .unwrap();
+    let noted = noted.expect("noted at the first start");
+    assert_ne!(noted, "0");
+    // Another start keeps the first's time.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.check_layout_at_start().await.unwrap();
+    let again: Option<String> = conn
+        .hget(store.keys().meta(), "marks_name_customer_since")
+        .await
+        .unwrap();
+    assert_eq!(again, Some(noted));
     let intake = intake_for(&store);
     let first = intake
         .submit_event(event("vs_1", Some("<1@mailer>"), "Hello"))
