@@ -626,22 +626,7 @@ async fn an_automatic_answer_is_sent_once_and_finished_after_a_crash() {
 
     // Claimed, then the instance died before the outbox had it; the
     // retry's text differs (a template filled from the clock).
-    let id = switchboard_core::MessageId::new().to_string();
-    let sha: String = redis::cmd("EVAL")
-        .arg("return redis.sha1hex(ARGV[1])")
-        .arg(0)
-        .arg("auto/q:2")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = conn
-        .hset(
-            keys.conversation(&r.conversation_id),
-            "reply:auto/q:2",
-            format!("{id}|switchboard|{sha}"),
-        )
-        .await
-        .unwrap();
+    claim_without_sending(&mut conn, &keys.conversation(&r.conversation_id), "q:2").await;
     let later = "Everyone is busy until 10:01.";
     assert_eq!(
         conversations
@@ -709,6 +694,32 @@ async fn an_entry_kept_once_is_written_by_the_retry_after_a_failure() {
     assert_eq!(len, 2);
 }
 
+/// Claims the automatic answer `key` in `conversation` (a hash) as an
+/// instance that died before the outbox had it would have left it.
+async fn claim_without_sending(
+    conn: &mut redis::aio::MultiplexedConnection,
+    conversation: &str,
+    key: &str,
+) {
+    let name = format!("auto/{key}");
+    let id = switchboard_core::MessageId::new().to_string();
+    let sha: String = redis::cmd("EVAL")
+        .arg("return redis.sha1hex(ARGV[1])")
+        .arg(0)
+        .arg(&name)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(
+            conversation,
+            format!("reply:{name}"),
+            format!("{id}|switchboard|{sha}"),
+        )
+        .await
+        .unwrap();
+}
+
 /// A customer gets at most so many automatic answers an hour, whatever
 /// their contacts and steps: an autoresponder that does not say it is one
 /// answering each of ours (a new contact each time, e.g. after hours) no
@@ -754,22 +765,7 @@ async fn automatic_answers_to_one_customer_are_limited_per_hour() {
     let c = first.unwrap();
     let conversation: String = conn.hget(keys.contact(&c), "conversation").await.unwrap();
     let conversation: switchboard_core::ConversationId = conversation.parse().unwrap();
-    let id = switchboard_core::MessageId::new().to_string();
-    let sha: String = redis::cmd("EVAL")
-        .arg("return redis.sha1hex(ARGV[1])")
-        .arg(0)
-        .arg("auto/q:9")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = conn
-        .hset(
-            keys.conversation(&conversation),
-            "reply:auto/q:9",
-            format!("{id}|switchboard|{sha}"),
-        )
-        .await
-        .unwrap();
+    claim_without_sending(&mut conn, &keys.conversation(&conversation), "q:9").await;
     let outcome = conversations
         .automatic_reply(&c, "q:9", "Still looking.", 2)
         .await
