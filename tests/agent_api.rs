@@ -1567,7 +1567,8 @@ async fn going_away_takes_back_a_pending_offer_without_counting_it() {
 
 /// A `typing` frame that spells the contact's id in lower case (ids are
 /// case-insensitive) still rings the contact's own live channel, which
-/// the customer's chat follows; it went to a channel nobody follows.
+/// the customer's chat follows; it went to a channel nobody follows. A
+/// `read` frame rings it too, with its seq.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_rings_the_contacts_channel_whatever_the_ids_case() {
     use futures_util::StreamExt;
@@ -1597,6 +1598,29 @@ async fn typing_rings_the_contacts_channel_whatever_the_ids_case() {
     let payload: String = message.get_payload().unwrap();
     let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
     assert_eq!(event["kind"], "typing", "{event}");
+    assert_eq!(event["contact"], contact.as_str(), "{event}");
+
+    // `read` goes the same way, with its seq; a seq that is no entry's is
+    // refused and rings nothing.
+    ws.send(json!({"type": "read", "ref": "r0", "contact_id": contact, "seq": "12"}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    let result = result.expect("a result");
+    assert_eq!(result["ref"], "r0", "{result}");
+    assert_eq!(result["error"]["code"], "bad_frame", "{result}");
+    ws.send(json!({"type": "read", "ref": "r1", "contact_id": lower, "seq": "1795389528425-3"}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    assert_eq!(result.expect("a result")["ok"], true);
+    let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .expect("the read event rang the contact's channel")
+        .expect("a message");
+    let payload: String = message.get_payload().unwrap();
+    let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(event["kind"], "read", "{event}");
+    assert_eq!(event["who"], "agent", "{event}");
+    assert_eq!(event["seq"], "1795389528425-3", "{event}");
     assert_eq!(event["contact"], contact.as_str(), "{event}");
 }
 

@@ -290,6 +290,13 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
     agent
         .until(WAIT, "the visitor's message in the transcript", "return Array.from(document.querySelectorAll('[data-testid=\"entry\"][data-dir=\"in\"]')).some(e => e.textContent.includes('Де моє замовлення?'));")
         .await;
+    // The conversation is on the agent's screen: the console reports the
+    // message read, and the widget (on the other instance) shows it so.
+    visitor
+        .until(WAIT, "the visitor's message shown as read", &format!(
+            "return Array.from({}.querySelectorAll('[data-testid=\"sb-message\"][data-from=\"visitor\"]')).some(m => m.getAttribute('data-status') === 'read');",
+            w("sb-messages")))
+        .await;
     let entries = console_entries(&agent).await;
     assert_eq!(
         count(&entries, "<img src=x onerror="),

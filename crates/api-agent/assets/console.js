@@ -36,6 +36,7 @@
     ended: null, // the conversation still shown after it ended
     clockSkew: 0, // server time minus local time, ms
     typingSupported: true,
+    readSupported: true,
     typingSent: { id: null, at: 0, on: false },
     typingIdle: null,
     draft: null, // {contact, text, id}: the reply being sent, named by id
@@ -337,7 +338,12 @@
         onReadFrame(f);
         break;
       case "result":
-        if (!f.ok && f.error && f.error.code === "bad_frame" && !f.ref) {
+        if (f.ref === "read") {
+          // A server without `read` refuses it as a frame it cannot read:
+          // stop sending it. Other refusals (the contact just ended) are
+          // nothing to show.
+          if (!f.ok && f.error && f.error.code === "bad_frame") S.readSupported = false;
+        } else if (!f.ok && f.error && f.error.code === "bad_frame" && !f.ref) {
           // The only commands sent on the socket are ping and typing: a
           // server without typing refuses it. Stop sending it.
           S.typingSupported = false;
@@ -553,6 +559,7 @@
         unread: false,
         typing: false,
         typingTimer: null,
+        readSent: null, // the newest customer message reported read
         loading: null,
         history: null // the person's earlier contacts, on any channel
       };
@@ -713,6 +720,21 @@
       prev = li;
     });
     if (stick) transcript.scrollTop = transcript.scrollHeight;
+    markRead(c);
+  }
+
+  // The customer's messages on screen are read: their widget shows them
+  // so (chat). Sent for the newest one, once, while the page is visible.
+  function markRead(c) {
+    if (!S.readSupported || S.selected !== c.id || document.hidden) return;
+    for (var i = c.order.length - 1; i >= 0; i--) {
+      var e = c.entries.get(c.order[i]);
+      if (e && e.dir === "in") {
+        if (c.readSent && seqCmp(e.seq, c.readSent) <= 0) return;
+        if (send({ type: "read", ref: "read", contact_id: c.id, seq: e.seq })) c.readSent = e.seq;
+        return;
+      }
+    }
   }
 
   // ---- Transcript entries ----------------------------------------------
@@ -1253,6 +1275,7 @@
         c.unread = false;
         renderConversations();
       }
+      if (c) markRead(c);
     });
 
     var saved = null;

@@ -152,6 +152,14 @@ pub enum ClientFrame {
         contact_id: String,
         on: bool,
     },
+    /// You have read the customer's messages up to `seq` (an entry's
+    /// `seq`) in a contact you hold: the customer sees them as read (chat).
+    Read {
+        #[serde(rename = "ref", default)]
+        reference: String,
+        contact_id: String,
+        seq: String,
+    },
     /// A struct variant, not a unit one: serde lets an internally tagged
     /// unit variant carry any other field, whatever `deny_unknown_fields`.
     Ping {

@@ -544,16 +544,7 @@ pub async fn ws(
 /// A transcript cursor: `-` (from the start) or an entry's `seq`, a Redis
 /// stream id `<ms>-<n>` after which another can exist.
 fn is_cursor(after: &str) -> bool {
-    if after == "-" {
-        return true;
-    }
-    let Some((ms, n)) = after.split_once('-') else {
-        return false;
-    };
-    match (ms.parse::<u64>(), n.parse::<u64>()) {
-        (Ok(ms), Ok(n)) => !(ms == u64::MAX && n == u64::MAX),
-        _ => false,
-    }
+    after == "-" || switchboard_channel::live::seq_ok(after)
 }
 
 #[cfg(test)]
@@ -571,6 +562,7 @@ mod cursor_tests {
             "-1",
             "1-2-3",
             "+",
+            "+1-2",
             "18446744073709551615-18446744073709551615",
         ] {
             assert!(!super::is_cursor(bad), "{bad}");

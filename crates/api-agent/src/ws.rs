@@ -303,33 +303,64 @@ fn result(reference: &str, outcome: Result<Option<serde_json::Value>, ApiError>)
     }
 }
 
-/// The agent types in a contact they hold: a live `typing` event the
-/// customer's channel (chat) shows.
-async fn typing(
+/// What an agent signals in a contact they hold, for the customer's
+/// channel (chat) to show: typing (`on`), or read up to `seq`.
+enum Signal {
+    Typing { on: bool },
+    Read { seq: String },
+}
+
+/// Publishes the agent's `signal` as a live event on the contact's
+/// channel: the widget shows the agent typing, or its messages as read.
+async fn signal(
     inner: &Inner,
     caller: &Caller,
     agent: &str,
     contact: &str,
-    on: bool,
+    signal: Signal,
 ) -> Result<(), ApiError> {
     let id = crate::actions::contact_id(contact)?;
+    if let Signal::Read { seq } = &signal
+        && !switchboard_channel::live::seq_ok(seq)
+    {
+        return Err(ApiError::bad_request(
+            "bad_frame",
+            "seq must be an entry's seq (<ms>-<n>)",
+        ));
+    }
     inner.handled(caller, &id).await?;
     let fields = inner.contact_fields(&id).await?;
     let conv = crate::actions::conversation_of(&fields)?;
-    let name = inner
-        .state
-        .agent(agent)
-        .await?
-        .map(|(profile, _)| profile.name)
-        .unwrap_or_default();
+    let (kind, on, seq, name) = match signal {
+        Signal::Typing { on } => {
+            let name = inner
+                .state
+                .agent(agent)
+                .await?
+                .map(|(profile, _)| profile.name)
+                .unwrap_or_default();
+            (
+                switchboard_channel::LiveKind::Typing,
+                on,
+                String::new(),
+                name,
+            )
+        }
+        Signal::Read { seq } => (
+            switchboard_channel::LiveKind::Read,
+            false,
+            seq,
+            String::new(),
+        ),
+    };
     let event = switchboard_channel::LiveEvent {
         conv: conv.to_string(),
         // The id as routing spells it (its channel's name), whatever
         // spelling the client used.
         contact: id.to_string(),
         source: fields.get("source").cloned().unwrap_or_default(),
-        kind: switchboard_channel::LiveKind::Typing,
-        seq: String::new(),
+        kind,
+        seq,
         dir: String::new(),
         on,
         who: "agent".into(),
@@ -366,7 +397,17 @@ async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
             on,
         } => (
             reference,
-            typing(inner, &caller, agent, &contact_id, on)
+            signal(inner, &caller, agent, &contact_id, Signal::Typing { on })
+                .await
+                .map(|()| None),
+        ),
+        ClientFrame::Read {
+            reference,
+            contact_id,
+            seq,
+        } => (
+            reference,
+            signal(inner, &caller, agent, &contact_id, Signal::Read { seq })
                 .await
                 .map(|()| None),
         ),

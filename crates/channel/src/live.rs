@@ -33,6 +33,24 @@ pub enum LiveKind {
     Other,
 }
 
+/// A stream id `ms-n` (a log entry's `seq`: what the widget's `after` and
+/// `read.seq`, and the agent API's transcript cursors and `read`, carry) that Redis can read
+/// after: both parts digits that fit a `u64`, and not the last id there is
+/// (`u64::MAX-u64::MAX`: nothing can follow it, and `XRANGE key (id +`
+/// refuses it as an invalid start). Redis refuses anything else, so such a
+/// cursor would fail every read of the conversation.
+pub fn seq_ok(seq: &str) -> bool {
+    let part = |p: &str| {
+        (!p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<u64>().ok())
+            .flatten()
+    };
+    match seq.split_once('-').map(|(ms, n)| (part(ms), part(n))) {
+        Some((Some(ms), Some(n))) => (ms, n) != (u64::MAX, u64::MAX),
+        _ => false,
+    }
+}
+
 /// One doorbell event: small JSON on `<prefix>:live:<contact>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveEvent {

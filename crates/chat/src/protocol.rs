@@ -185,22 +185,7 @@ pub fn client_id_ok(id: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'|' && b != b':')
 }
 
-/// A stream id `ms-n` (what `after`, `read.seq` carry) that Redis can read
-/// after: both parts digits that fit a `u64`, and not the last id there is
-/// (`u64::MAX-u64::MAX`: nothing can follow it, and `XRANGE key (id +`
-/// refuses it as an invalid start). Redis refuses anything else, so such a
-/// cursor would fail every read of the conversation.
-pub fn seq_ok(seq: &str) -> bool {
-    let part = |p: &str| {
-        (!p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| p.parse::<u64>().ok())
-            .flatten()
-    };
-    match seq.split_once('-').map(|(ms, n)| (part(ms), part(n))) {
-        Some((Some(ms), Some(n))) => (ms, n) != (u64::MAX, u64::MAX),
-        _ => false,
-    }
-}
+pub use switchboard_channel::live::seq_ok;
 
 /// The BCP 47 tag of a widget locale, when it looks like one.
 pub fn language(locale: Option<&str>) -> Option<String> {
