@@ -56,6 +56,9 @@ pub enum ClientFrame {
         conversation: Option<String>,
     },
     Offline {
+        /// Optional, as the protocol says: a form without it is no less a
+        /// message to answer.
+        #[serde(default)]
         name: String,
         email: String,
         text: String,
@@ -257,6 +260,17 @@ mod tests {
 
     /// Found by the `chat_frames` fuzz target (27 bytes, as found): `ping`
     /// took unknown fields.
+    /// The offline form's `name` is optional (docs/widget-protocol.md): a
+    /// form without it was refused as `bad_frame`.
+    #[test]
+    fn an_offline_form_needs_no_name() {
+        let form = parse(r#"{"type":"offline","email":"a@b.example","text":"Call me"}"#);
+        assert!(
+            matches!(form, Ok(ClientFrame::Offline { ref name, .. }) if name.is_empty()),
+            "{form:?}"
+        );
+    }
+
     #[test]
     fn ping_takes_no_fields() {
         assert!(parse(r#"{"type":"ping","nnnn":true}"#).is_err());
