@@ -39,7 +39,7 @@ id = "olena"
 capacity = { chat = 3, email = 5 }
 token = "agent-token-olena-0123456789"
 TOML
-target/debug/switchboard --config "$work/switchboard.toml" >"$work/daemon.log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/switchboard" --config "$work/switchboard.toml" >"$work/daemon.log" 2>&1 &
 daemon=$!
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$http_port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 
