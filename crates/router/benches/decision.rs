@@ -216,6 +216,21 @@ fn main() {
             "{agents:>8} {waiting:>9}  {:<18} {p50:>9.2} {p99:>9.2} {max:>9.1}   ({} of 20000 made an offer; built in {built:.1?})",
             "agent frees up", w.decided
         );
+        // The leader's per-queue summary (count and oldest wait), published
+        // about once a second for wallboards and KPI samples: one pass over
+        // the waiting contacts, so linear in them by design.
+        let samples: Vec<u64> = (0..200)
+            .map(|_| {
+                let started = Instant::now();
+                black_box(w.engine.queue_summary());
+                started.elapsed().as_nanos() as u64
+            })
+            .collect();
+        let (p50, p99, max) = percentiles(samples);
+        println!(
+            "{agents:>8} {waiting:>9}  {:<18} {p50:>9.2} {p99:>9.2} {max:>9.1}   (once a second, by the leader)",
+            "queue summary"
+        );
         let mut w = idle_world(agents);
         let samples: Vec<u64> = (0..20_000).map(|_| w.contact_arrives()).collect();
         let (p50, p99, max) = percentiles(samples);
