@@ -22,6 +22,11 @@ pub struct OutboundMessage {
     /// The provider id of the customer message this answers, for threading.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
+    /// The provider ids of the customer's earlier messages in the
+    /// conversation, oldest first, without `in_reply_to`: the thread an
+    /// email reply names in its References. Empty on other channels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
     pub created_at: Timestamp,
 }
 

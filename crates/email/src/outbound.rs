@@ -303,18 +303,49 @@ pub fn build(
         }
     }
     // Only a real Message-ID threads (not our fallback ids).
-    if let Some(parent) = message.in_reply_to.as_deref().filter(|p| {
-        !crate::ingest::is_made_up_id(p) && p.contains('@') && !p.contains(['<', '>', ' '])
-    }) {
-        builder = builder
-            .in_reply_to(format!("<{parent}>"))
-            .references(format!("<{parent}>"));
+    let parent = message.in_reply_to.as_deref().filter(|p| real_id(p));
+    if let Some(parent) = parent {
+        builder = builder.in_reply_to(format!("<{parent}>"));
+    }
+    if let Some(references) = references(message, parent) {
+        builder = builder.references(references);
     }
     let mail = builder
         .header(ContentType::TEXT_PLAIN)
         .body(message.text.clone())
         .map_err(|e| format!("cannot build the mail: {e}"))?;
     Ok((mail, id))
+}
+
+/// A Message-ID as the customer's mail gave it: not one of our fallback
+/// ids, and one that fits between angle brackets.
+fn real_id(id: &str) -> bool {
+    !crate::ingest::is_made_up_id(id) && id.contains('@') && !id.contains(['<', '>', ' '])
+}
+
+/// At most this many ids in References: the first (the thread's root) and
+/// the latest ones, as RFC 5322 §3.6.4 allows trimming.
+const MAX_REFERENCES: usize = 20;
+
+/// The References of a reply: the customer's earlier messages in the
+/// conversation, oldest first, then the one it answers; `None` when none
+/// is a real Message-ID.
+fn references(message: &OutboundMessage, parent: Option<&str>) -> Option<String> {
+    let mut ids: Vec<&str> = Vec::new();
+    for id in message.references.iter().map(String::as_str).chain(parent) {
+        if real_id(id) && !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.len() > MAX_REFERENCES {
+        ids.drain(1..ids.len() - (MAX_REFERENCES - 1));
+    }
+    (!ids.is_empty()).then(|| {
+        ids.iter()
+            .map(|id| format!("<{id}>"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
 }
 
 #[cfg(test)]
@@ -336,6 +367,7 @@ mod tests {
             subject: Some("Замовлення #4411".into()),
             text: "Добрий день!\n<b>not html</b>".into(),
             in_reply_to: Some("order-4411@mail.customer.example".into()),
+            references: Vec::new(),
             created_at: Timestamp::now(),
         }
     }
@@ -381,6 +413,67 @@ mod tests {
         assert!(!text.contains("imap.example.com"), "{text}");
         r.from_address = "not an address".into();
         assert!(build(&r, None).is_err());
+    }
+
+    /// The mail as text with folded header lines joined.
+    fn unfolded(mail: Message) -> String {
+        String::from_utf8(mail.formatted())
+            .expect("utf-8")
+            .replace("\r\n ", " ")
+            .replace("\r\n\t", " ")
+    }
+
+    /// References name the customer's earlier messages, oldest first, then
+    /// the one answered (RFC 5322 §3.6.4), each once and without fallback
+    /// ids; a long thread keeps its root and its latest ids. Before, they
+    /// named the parent alone.
+    #[test]
+    fn references_carry_the_thread() {
+        let mut r = reply();
+        r.references = vec![
+            "first@c.example".into(),
+            "sha256:abcd".into(),
+            "second@c.example".into(),
+            "order-4411@mail.customer.example".into(),
+        ];
+        let (mail, _) = build(&r, None).expect("builds");
+        let text = unfolded(mail);
+        assert!(
+            text.contains(
+                "References: <first@c.example> <second@c.example> \
+                 <order-4411@mail.customer.example>\r\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("In-Reply-To: <order-4411@mail.customer.example>\r\n"),
+            "{text}"
+        );
+
+        r.references = (0..30).map(|i| format!("r{i}@c.example")).collect();
+        let (mail, _) = build(&r, None).expect("builds");
+        let text = unfolded(mail);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("References: "))
+            .expect("references");
+        let ids: Vec<&str> = line["References: ".len()..].split(' ').collect();
+        assert_eq!(ids.len(), MAX_REFERENCES, "{line}");
+        assert_eq!(ids[0], "<r0@c.example>", "the root is kept: {line}");
+        assert_eq!(ids[1], "<r12@c.example>", "{line}");
+        assert_eq!(
+            ids[MAX_REFERENCES - 1],
+            "<order-4411@mail.customer.example>",
+            "{line}"
+        );
+
+        // Without a real parent, the earlier real ids still thread.
+        r.in_reply_to = Some("sha256:abcd".into());
+        r.references = vec!["first@c.example".into()];
+        let (mail, _) = build(&r, None).expect("builds");
+        let text = unfolded(mail);
+        assert!(text.contains("References: <first@c.example>\r\n"), "{text}");
+        assert!(!text.contains("In-Reply-To"), "{text}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ async fn queued_reply(
         subject: Some("Order 4411".into()),
         text: text.into(),
         in_reply_to: None,
+        references: Vec::new(),
         created_at: Timestamp::now(),
     };
     RedisOutbox::enqueue_to(store, &reply).await.unwrap();

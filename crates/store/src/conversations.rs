@@ -174,7 +174,9 @@ impl Conversations {
             .parse()
             .map_err(|_| refused("no conversation"))?;
         let subject = get("subject");
-        let in_reply_to = self.last_inbound_provider_id(&conversation_id).await?;
+        let (in_reply_to, references) = self
+            .inbound_thread(&conversation_id, channel == ChannelKind::Email)
+            .await?;
         Ok(OutboundMessage {
             message_id: MessageId::new(),
             contact_id: *contact,
@@ -186,29 +188,45 @@ impl Conversations {
             subject: (!subject.is_empty()).then_some(subject),
             text: text.to_owned(),
             in_reply_to,
+            references,
             created_at: Timestamp::now(),
         })
     }
 
     /// The provider's id of the customer's latest message in the
     /// conversation (among its last 100 entries): what a reply answers
-    /// (email threads on it).
-    async fn last_inbound_provider_id(
+    /// (email threads on it); with `earlier`, the ids of the customer's
+    /// messages before it among those entries, oldest first, each once
+    /// (an email reply's References).
+    async fn inbound_thread(
         &self,
         conversation: &ConversationId,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(self
+        earlier: bool,
+    ) -> Result<(Option<String>, Vec<String>), StoreError> {
+        let mut ids = self
             .recent(conversation, 100)
             .await?
             .into_iter()
             .filter(|e| e.dir == "in")
-            .find_map(|e| {
+            .filter_map(|e| {
                 let value: serde_json::Value = serde_json::from_str(&e.msg).ok()?;
                 value
                     .get("provider_message_id")?
                     .as_str()
                     .map(str::to_owned)
-            }))
+            });
+        let latest = ids.next();
+        if !earlier {
+            return Ok((latest, Vec::new()));
+        }
+        let mut before: Vec<String> = Vec::new();
+        for id in ids {
+            if Some(&id) != latest.as_ref() && !before.contains(&id) {
+                before.push(id);
+            }
+        }
+        before.reverse();
+        Ok((latest, before))
     }
 
     /// The last `count` entries of the conversation, newest first.

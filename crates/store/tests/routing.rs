@@ -320,6 +320,7 @@ fn reply(text: &str) -> OutboundMessage {
         subject: None,
         text: text.into(),
         in_reply_to: None,
+        references: Vec::new(),
         created_at: Timestamp::now(),
     }
 }

@@ -120,6 +120,7 @@ async fn reply_statuses_move_forward_only() {
         subject: None,
         text: "Hello!".into(),
         in_reply_to: None,
+        references: Vec::new(),
         created_at: Timestamp::now(),
     };
     outbox.enqueue(&reply).await.unwrap();
@@ -201,6 +202,7 @@ async fn an_auto_reply_is_logged_next_to_the_reply_it_answers() {
         subject: None,
         text: "Hello!".into(),
         in_reply_to: None,
+        references: Vec::new(),
         created_at: Timestamp::now(),
     };
     outbox.enqueue(&reply).await.unwrap();
@@ -283,6 +285,7 @@ async fn receipts_of_a_reply_forwarded_to_another_source_find_it() {
         subject: None,
         text: "We will call you.".into(),
         in_reply_to: None,
+        references: Vec::new(),
         created_at: Timestamp::now(),
     };
     chat.enqueue(&reply).await.unwrap();

@@ -332,6 +332,7 @@ pub fn reply(
         subject: None,
         text: text.into(),
         in_reply_to: None,
+        references: Vec::new(),
         created_at: Timestamp::now(),
     }
 }

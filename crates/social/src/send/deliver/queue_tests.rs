@@ -54,6 +54,7 @@ fn reply(conversation: ConversationId, text: &str) -> OutboundDelivery {
             subject: None,
             text: text.into(),
             in_reply_to: None,
+            references: Vec::new(),
             created_at: Timestamp(WALL),
         },
     }
