@@ -5,8 +5,9 @@
 //! and wakes up when the hub rings (read the log after the last entry
 //! sent), when the hub has an event (another tab's conversation, the agent
 //! typing), and on timers (ping, routing state). A client that leaves the
-//! queue full for [`SLOW_READER`] is closed with 1008; the writer also
-//! gives up a frame the client does not take within [`SLOW_READER`], and
+//! queue full for [`SLOW_READER`] is dropped (no close frame: it reads
+//! none); the writer also gives up a frame the client does not take
+//! within [`SLOW_READER`], and
 //! once the session has ended it gets [`WRITER_GRACE`] to send what is
 //! queued before it is stopped (so no socket outlives its session).
 

@@ -46,7 +46,7 @@ pub use tokio_rustls::rustls::ServerConfig;
 /// (`lmtp_connection_reuse_time_limit`, 300 s).
 pub const MAX_SESSION: Duration = Duration::from_secs(3600);
 
-/// Protocol errors tolerated per session; the next one closes it with 421.
+/// Protocol errors per session: the last of them (the 10th) closes it with 421.
 pub const MAX_ERRORS: usize = 10;
 
 /// How long [`serve`] waits, after shutdown, for sessions to finish.
