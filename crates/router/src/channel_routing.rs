@@ -296,6 +296,9 @@ impl Routing for ChannelRouting {
                     disposition,
                     if wrap > 0 { now + wrap } else { 0 },
                     Duration::from_secs(self.config.retention_days * 86_400),
+                    // An answered call the caller hung up is remembered as
+                    // an agent's close is: the customer comes back to them.
+                    Duration::from_secs(self.config.sticky_memory_days * 86_400),
                 )
                 .await
                 .map_err(unavailable)?;

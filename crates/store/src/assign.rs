@@ -21,6 +21,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 use switchboard_core::{ChannelKind, ContactId};
 
+/// What an end keeps and for how long: the ended record (the retention),
+/// the customer's agent when an assigned contact ends (sticky memory; zero
+/// for none), and `only_in` (`waiting` to end only a waiting contact).
+struct Ends<'a> {
+    retention: Duration,
+    sticky_memory: Duration,
+    only_in: &'a str,
+}
+
 /// How long an ended contact's routing record lives: the retention, and a
 /// day more. The retention sweep deletes it (and takes it out of its
 /// person's index, which the record names) once the retention has passed;
@@ -582,8 +591,14 @@ impl RoutingState {
         disposition: &str,
         wrap_until: u64,
         retention: Duration,
+        sticky_memory: Duration,
     ) -> Result<String, StoreError> {
-        self.end_contact(contact, now, disposition, wrap_until, retention, "")
+        let ends = Ends {
+            retention,
+            sticky_memory,
+            only_in: "",
+        };
+        self.end_contact(contact, now, disposition, wrap_until, ends)
             .await
     }
 
@@ -598,8 +613,12 @@ impl RoutingState {
         disposition: &str,
         retention: Duration,
     ) -> Result<String, StoreError> {
-        self.end_contact(contact, now, disposition, 0, retention, "waiting")
-            .await
+        let ends = Ends {
+            retention,
+            sticky_memory: Duration::ZERO,
+            only_in: "waiting",
+        };
+        self.end_contact(contact, now, disposition, 0, ends).await
     }
 
     async fn end_contact(
@@ -608,9 +627,13 @@ impl RoutingState {
         now: u64,
         disposition: &str,
         wrap_until: u64,
-        retention: Duration,
-        only_in: &str,
+        ends: Ends<'_>,
     ) -> Result<String, StoreError> {
+        let Ends {
+            retention,
+            sticky_memory,
+            only_in,
+        } = ends;
         let k = self.store.keys();
         // The conversation ends first (see `close`), unless the end is only
         // for a waiting contact: decided earlier, it may come too late.
@@ -644,7 +667,8 @@ impl RoutingState {
                 .arg(wrap_until)
                 .arg(record_expiry(retention))
                 .arg(EVENTS_MAXLEN)
-                .arg(only_in);
+                .arg(only_in)
+                .arg(sticky_memory.as_secs());
             let mut conn = self.conn();
             let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
             if outcome != "changed" {

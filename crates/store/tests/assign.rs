@@ -263,7 +263,14 @@ async fn accept_expire_autopause_close_and_sticky() {
         let until = if expected.is_empty() { 0 } else { NOW + 20_000 };
         assert_eq!(rec.sticky_until, until, "{customer}");
         state
-            .end_by_channel(&back, NOW + 3, "customer_left", 0, Duration::from_secs(60))
+            .end_by_channel(
+                &back,
+                NOW + 3,
+                "customer_left",
+                0,
+                Duration::from_secs(60),
+                Duration::ZERO,
+            )
             .await
             .unwrap();
     }
@@ -570,7 +577,7 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
     let w = waiting(&state, ChannelKind::Voice).await;
     assert_eq!(
         state
-            .end_by_channel(&w, NOW + 5, "abandoned", 0, retention)
+            .end_by_channel(&w, NOW + 5, "abandoned", 0, retention, Duration::ZERO)
             .await
             .unwrap(),
         "abandoned"
@@ -587,7 +594,7 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
     assert_eq!(state.agent("a1").await.unwrap().unwrap().1.loads[3], 1);
     assert_eq!(
         state
-            .end_by_channel(&o, NOW + 6, "abandoned", 0, retention)
+            .end_by_channel(&o, NOW + 6, "abandoned", 0, retention, Duration::ZERO)
             .await
             .unwrap(),
         "abandoned"
@@ -614,18 +621,32 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
     );
     assert_eq!(
         state
-            .end_by_channel(&a, NOW + 60_000, "completed", NOW + 90_000, retention)
+            .end_by_channel(
+                &a,
+                NOW + 60_000,
+                "completed",
+                NOW + 90_000,
+                retention,
+                Duration::from_secs(600)
+            )
             .await
             .unwrap(),
         "closed"
     );
     let (_, live) = state.agent("a1").await.unwrap().unwrap();
     assert_eq!((live.loads[3], live.presence.as_str()), (0, "wrap_up"));
+    // The caller who hung up is remembered for the agent who answered, as
+    // an agent's close remembers them (it was not: a voice customer never
+    // came back to their agent).
+    assert_eq!(
+        state.sticky_agent("visitor:1").await.unwrap().as_deref(),
+        Some("a1")
+    );
     let rec = state.route_record(&a).await.unwrap().unwrap();
     assert_eq!(rec.state, "closed");
     assert_eq!(
         state
-            .end_by_channel(&a, NOW + 61_000, "completed", 0, retention)
+            .end_by_channel(&a, NOW + 61_000, "completed", 0, retention, Duration::ZERO)
             .await
             .unwrap(),
         "already_closed"
@@ -635,7 +656,7 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
     let early = ContactId::new(Partition(2));
     assert_eq!(
         state
-            .end_by_channel(&early, NOW, "canceled", 0, retention)
+            .end_by_channel(&early, NOW, "canceled", 0, retention, Duration::ZERO)
             .await
             .unwrap(),
         "abandoned"
@@ -742,7 +763,7 @@ async fn a_message_after_the_close_starts_a_new_contact() {
     let waiting = route(second.contact_id).await;
     assert_eq!(
         state
-            .end_by_channel(&waiting, NOW + 2, "abandoned", 0, retention)
+            .end_by_channel(&waiting, NOW + 2, "abandoned", 0, retention, Duration::ZERO)
             .await
             .unwrap(),
         "abandoned"
@@ -1003,7 +1024,14 @@ async fn an_answered_contact_left_after_a_requeue_is_not_also_abandoned() {
     );
     assert_eq!(
         state
-            .end_by_channel(&c, NOW + 20, "left", 0, Duration::from_secs(3600))
+            .end_by_channel(
+                &c,
+                NOW + 20,
+                "left",
+                0,
+                Duration::from_secs(3600),
+                Duration::ZERO
+            )
             .await
             .unwrap(),
         "abandoned"
@@ -1035,7 +1063,14 @@ async fn an_unreachable_agents_contact_enters_its_queue_again_without_them() {
     );
     assert_eq!(
         state
-            .end_by_channel(&c, NOW + 20, "left", 0, Duration::from_secs(3600))
+            .end_by_channel(
+                &c,
+                NOW + 20,
+                "left",
+                0,
+                Duration::from_secs(3600),
+                Duration::ZERO
+            )
             .await
             .unwrap(),
         "abandoned"
@@ -1166,7 +1201,7 @@ async fn a_channel_end_is_refused_when_its_conversation_cannot_be_ended() {
     let open = open_of("hung-up");
     let kept = break_open(&mut conn, &open).await;
     let day = Duration::from_secs(86_400);
-    let end = || state.end_by_channel(&c, NOW + 1, "completed", 0, day);
+    let end = || state.end_by_channel(&c, NOW + 1, "completed", 0, day, Duration::ZERO);
     assert!(end().await.is_err());
     let rec = state.route_record(&c).await.unwrap().unwrap();
     assert_eq!((rec.state.as_str(), rec.agent.as_str()), ("assigned", "a1"));
@@ -1353,7 +1388,9 @@ async fn a_close_that_loses_to_a_transfer_leaves_the_conversation_open() {
             },
             async {
                 round_trips(&mut raw_b, early).await;
-                state.end_by_channel(&c, NOW + 1, "left", 0, day).await
+                state
+                    .end_by_channel(&c, NOW + 1, "left", 0, day, Duration::ZERO)
+                    .await
             }
         );
         let (closed, ended) = (closed.unwrap(), ended.unwrap());

@@ -295,7 +295,7 @@ async fn an_after_hours_end_is_closed_not_abandoned() {
                 .await
         } else {
             state
-                .end_by_channel(&id, now + 1, "left", 0, retention)
+                .end_by_channel(&id, now + 1, "left", 0, retention, Duration::ZERO)
                 .await
         };
         assert_eq!(outcome.unwrap(), "abandoned");

@@ -59,6 +59,7 @@ async fn the_sweep_deletes_old_closed_contacts_with_their_conversation() {
             "left",
             0,
             Duration::from_secs(3600),
+            Duration::ZERO,
         )
         .await
         .unwrap();
@@ -105,7 +106,14 @@ async fn the_sweep_deletes_old_closed_contacts_with_their_conversation() {
         .await
         .unwrap();
     let ended = state
-        .end_by_channel(&early.contact_id, T0, "left", 0, Duration::from_secs(3600))
+        .end_by_channel(
+            &early.contact_id,
+            T0,
+            "left",
+            0,
+            Duration::from_secs(3600),
+            Duration::ZERO,
+        )
         .await
         .unwrap();
     assert_eq!(ended, "abandoned");
@@ -199,7 +207,14 @@ async fn a_persons_contacts_leave_their_index_with_the_sweep_not_by_age() {
     // the index. The routing record that names the person outlives the
     // retention, so the sweep still finds it.
     let ended = state
-        .end_by_channel(&long.contact_id, t1 + 1, "left", 0, Duration::from_secs(1))
+        .end_by_channel(
+            &long.contact_id,
+            t1 + 1,
+            "left",
+            0,
+            Duration::from_secs(1),
+            Duration::ZERO,
+        )
         .await
         .unwrap();
     assert_eq!(ended, "abandoned");

@@ -2,7 +2,8 @@
 -- ended the contact. A waiting or offered contact is *abandoned*: taken out
 -- of the queue (and the offer withdrawn), never offered again. An assigned
 -- one is closed with the given disposition, as if its agent had closed it
--- (the agent enters wrap-up when one is set).
+-- (the agent enters wrap-up when one is set, and the customer is
+-- remembered for sticky routing, as `close.lua` does).
 --
 -- KEYS[1] contact  KEYS[2] waiting  KEYS[3] offers  KEYS[4] events
 -- KEYS[5] agent (of the record as read by the caller; '' key unused when none)
@@ -13,9 +14,11 @@
 -- and a day, so that the retention sweep finds it  ARGV[7] events maxlen
 -- ARGV[8] 'waiting' to end it only while it waits ('' for any state): the
 --         after-hours ends, decided before an offer may have been made
+-- ARGV[9] sticky memory (s; 0 or '' for none): how long an assigned
+--         contact's customer is remembered for its agent
 -- Returns 'abandoned', 'closed', 'already_closed', 'not_waiting' or
 -- 'changed' (the record's agent is not ARGV[2]: read it again and retry).
-local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel')
+local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'customer')
 if not c[1] then
   -- Not handed to routing yet (the caller hung up within moments): a
   -- closed record now makes the hand-off's enqueue a no-op later, so the
@@ -53,7 +56,12 @@ if agent ~= '' then
   if redis.call('SCARD', KEYS[6]) == 0 then
     redis.call('HSET', KEYS[5], 'idle_since', ARGV[3])
   end
-  if was == 'assigned' then wrap_up(KEYS[5], ARGV[5]) end
+  if was == 'assigned' then
+    wrap_up(KEYS[5], ARGV[5])
+    if num(ARGV[9]) > 0 and c[4] and c[4] ~= '' then
+      redis.call('SET', sibling(KEYS[4], 'sticky:' .. c[4]), agent, 'EX', ARGV[9])
+    end
+  end
 end
 local kind = (was == 'assigned') and 'closed' or 'abandoned'
 fields = {'type', kind, 'contact', ARGV[1], 'channel', c[3], 'disposition', ARGV[4],
