@@ -106,6 +106,7 @@ fn world(agents: usize, waiting: usize) -> World {
                 load: [3, 5, 0, 0],
                 idle_since: now - rng.random_range(0..600_000),
                 last_offer_at: 0,
+                online_until: 0,
             },
         );
     }

@@ -151,6 +151,7 @@ pub fn agent_status(live: &AgentLive, now: u64) -> AgentStatus {
         load: live.loads,
         idle_since: live.idle_since,
         last_offer_at: live.last_offer_at,
+        online_until: live.online_until,
     }
 }
 
@@ -311,6 +312,7 @@ impl Leader {
         let now = now_ms();
         let mut engine = Engine::new(self.plan.clone(), &self.config.interrupt_voice);
         engine.set_exclusion(Duration::from_secs(self.config.declined_again_after_secs));
+        engine.set_reconnect_grace(Duration::from_secs(self.config.reconnect_grace_secs));
         // Ends that failed while this instance led before: the state
         // loaded now shows what is left of them (a contact still waiting
         // in a closed queue is closed again by the engine).
@@ -703,8 +705,10 @@ impl Leader {
                     && rec.state == "waiting"
                     && let Some(w) = waiting_contact(rec, &self.plan)
                 {
-                    // Back from an offer or a hold that may have lasted
-                    // past a step: its automatic answer is due.
+                    // Back from an offer that may have lasted past a step:
+                    // its automatic answer is due. (One back from a hold
+                    // starts again at the first step: `requeue.lua` sets
+                    // its `queued_at` anew.)
                     engine.add_contact_catching_up(w, now, 0);
                 }
             }
@@ -957,7 +961,8 @@ impl Leader {
                 continue;
             }
             // The grace is over: returning customers waiting for this agent
-            // go to the queue (a reload within it kept them).
+            // go to the queue (a reload within it kept them: the engine
+            // waits for an agent within the grace).
             if requeue && let Ok(id) = agent.parse::<AgentId>() {
                 engine.release_sticky_for(&id);
             }

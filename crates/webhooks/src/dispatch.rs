@@ -135,7 +135,8 @@ impl Worker {
 
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let group = self.group();
-        // The group first (from the feed's start); retried until Redis answers.
+        // The group first (reading from `max_age_hours` ago, which is the
+        // whole of a feed made anew); retried until Redis answers.
         loop {
             match self
                 .feed

@@ -112,6 +112,9 @@ pub struct AgentStatus {
     pub idle_since: u64,
     /// When the agent was last offered a contact, ms (round robin).
     pub last_offer_at: u64,
+    /// Until when the agent's session is live, ms (0: unknown). With the
+    /// reconnect grace, how long a lost connection may still come back.
+    pub online_until: u64,
 }
 
 /// A contact waiting for an agent.
@@ -317,6 +320,9 @@ pub struct Engine {
     /// How long a decline or a miss excludes the agent from the contact,
     /// ms; 0: for as long as the contact waits.
     exclusion_ms: u64,
+    /// How long after its session's end a disconnected agent may come back
+    /// (`[routing] reconnect_grace_secs`), ms.
+    grace_ms: u64,
     /// Contacts to match, best rank first: new or changed contacts, and
     /// the best contact of each agent who freed up.
     dirty_contacts: BTreeSet<(Rank, u32)>,
@@ -397,6 +403,7 @@ impl Engine {
             timers: BTreeSet::new(),
             lapses: BTreeSet::new(),
             exclusion_ms: 0,
+            grace_ms: 0,
             dirty_contacts: BTreeSet::new(),
             dirty_agents: VecDeque::new(),
             targets: HashMap::new(),
@@ -416,6 +423,13 @@ impl Engine {
     /// waits.
     pub fn set_exclusion(&mut self, lasts: Duration) {
         self.exclusion_ms = u64::try_from(lasts.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// How long a disconnected agent's returning customers keep waiting
+    /// for them (`[routing] reconnect_grace_secs`): a contact added
+    /// meanwhile (at a reload of the routing state, say) waits too.
+    pub fn set_reconnect_grace(&mut self, grace: Duration) {
+        self.grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
     }
 
     /// Whether queue `queue` was open at the last look at its schedule.
@@ -705,7 +719,10 @@ impl Engine {
         // Not an agent who declined or missed this contact: the store
         // would refuse the offer (`declined_before`) and the contact would
         // wait for nobody until the sticky deadline. Nor one who is signed
-        // out: the customer would wait the whole sticky wait for nobody.
+        // out, or whose session ended longer ago than the reconnect grace:
+        // the customer would wait the whole sticky wait for nobody. (One
+        // within the grace, reloading a page, is waited for, as contacts
+        // waiting already are: a reload of the routing state let them go.)
         // Nor, for a remembered agent, one the queue would not offer it to
         // at its step now (a returning customer writing in another
         // language, say; a later step that relaxes the skills does not
@@ -717,7 +734,8 @@ impl Engine {
             .and_then(|(agent, deadline)| self.agent_ix.get(agent).map(|ix| (*ix, *deadline)))
             .filter(|(ix, _)| {
                 self.agents.get(*ix as usize).is_some_and(|a| {
-                    a.status.connected
+                    (a.status.connected
+                        || a.status.online_until.saturating_add(self.grace_ms) > now)
                         && a.status.availability != Availability::Offline
                         && (!contact.sticky_remembered
                             || a.rings

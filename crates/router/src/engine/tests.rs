@@ -37,6 +37,7 @@ fn available(idle_since: u64) -> AgentStatus {
         load: [0; 4],
         idle_since,
         last_offer_at: 0,
+        online_until: 0,
     }
 }
 
@@ -434,6 +435,32 @@ fn a_sticky_contact_of_a_signed_out_agent_goes_to_the_queue_at_once() {
     let d = e.next_decision(10).expect("offered now");
     assert_eq!(d.agent.as_str(), "other");
     assert_eq!(d.explanation.sticky_agent, None);
+}
+
+/// A returning customer's agent lost their connection a moment ago (a page
+/// reload) and is within the reconnect grace: a contact added now (as at a
+/// reload of the routing state, which adds every waiting contact again)
+/// waits for them, as one waiting already does; it went to the queue at
+/// once. Past the grace, a contact added goes to the queue at once.
+#[test]
+fn a_sticky_contact_added_within_its_agents_reconnect_grace_waits() {
+    let mut e = engine(vec![queue("q", &[])]);
+    e.set_reconnect_grace(std::time::Duration::from_secs(20));
+    let mut reloading = available(0);
+    reloading.connected = false;
+    reloading.online_until = 5;
+    e.upsert_agent(profile("last", &[], CHAT), reloading);
+    e.upsert_agent(profile("other", &[], CHAT), available(1));
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 60_000));
+    e.add_contact(c, 10);
+    assert!(e.next_decision(10).is_none(), "waits for its agent");
+    let mut late = contact(0, ChannelKind::Chat, 0);
+    late.sticky = Some((agent_id("last"), 60_000));
+    let late_id = late.id;
+    e.add_contact(late, 30_000);
+    let d = e.next_decision(30_000).expect("offered now");
+    assert_eq!((d.contact.id, d.agent.as_str()), (late_id, "other"));
 }
 
 /// Likewise when the agent goes offline while the customer waits for them;
