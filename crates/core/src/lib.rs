@@ -25,7 +25,7 @@ pub use inbound::{
     Change, InboundEvent, InboundUpdate, IntakeError, IntakeOutcome, IntakeReceipt, InvalidEvent,
     MAX_CUSTOMER_NAME_BYTES, ReplyStatus, UpdateOutcome,
 };
-pub use outbound::{DeliveryOutcome, OutboundMessage};
+pub use outbound::{DeliveryOutcome, OutboundMessage, THREAD_ATTRIBUTE};
 pub use time::Timestamp;
 
 /// An error and its sources, as one line (`outer: cause: root`): what a log

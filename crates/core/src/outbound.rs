@@ -3,6 +3,12 @@
 use crate::{ChannelKind, ContactId, ConversationId, CustomerIdentity, MessageId, Timestamp};
 use serde::{Deserialize, Serialize};
 
+/// The attribute of an inbound message that names the thread it continues:
+/// provider ids, space-separated, oldest first (an email's References, or
+/// its one In-Reply-To). A reply to the message names them, then the
+/// message's own id (RFC 5322 §3.6.4).
+pub const THREAD_ATTRIBUTE: &str = "email_references";
+
 /// A message an agent (or Switchboard itself) sends to a customer. It is put
 /// in the outbox of the adapter named by `source`, which delivers it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,9 +28,9 @@ pub struct OutboundMessage {
     /// The provider id of the customer message this answers, for threading.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
-    /// The provider ids of the customer's earlier messages in the
-    /// conversation, oldest first, without `in_reply_to`: the thread an
-    /// email reply names in its References. Empty on other channels.
+    /// The thread the message answered continues ([`THREAD_ATTRIBUTE`] of
+    /// the message `in_reply_to` names), oldest first: an email reply's
+    /// References are these, then `in_reply_to`. Empty on other channels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<String>,
     pub created_at: Timestamp,

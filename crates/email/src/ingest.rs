@@ -320,6 +320,11 @@ impl Ingest {
         if let Some(tag) = &mail.tag {
             attributes.insert("email_thread".to_owned(), tag.clone());
         }
+        // The thread this mail continues, for the References of our reply
+        // to it (RFC 5322 §3.6.4: its References and its own id).
+        if let Some(thread) = thread_of(&mail.references, &mail.in_reply_to) {
+            attributes.insert(switchboard_core::THREAD_ATTRIBUTE.to_owned(), thread);
+        }
         // Answers to an address only software sends from (noreply@,
         // MAILER-DAEMON, a list's -request) reach no one, or loop.
         if mail.no_auto_answer || parse::automated_sender(&from) {
@@ -438,4 +443,69 @@ fn fit(text: &str, room: usize) -> String {
         end -= 1;
     }
     format!("{}{mark}", text[..end].trim_end())
+}
+
+/// At most this many bytes of ids in [`switchboard_core::THREAD_ATTRIBUTE`]
+/// (an attribute's limit is 1024): the thread's first id and as many of its
+/// latest as fit.
+const MAX_THREAD_BYTES: usize = 1000;
+
+/// The thread a mail continues: its References, or its one In-Reply-To
+/// (RFC 5322 §3.6.4), as [`switchboard_core::THREAD_ATTRIBUTE`] keeps it.
+fn thread_of(references: &[String], in_reply_to: &[String]) -> Option<String> {
+    let ids: &[String] = if !references.is_empty() {
+        references
+    } else if in_reply_to.len() == 1 {
+        in_reply_to
+    } else {
+        return None;
+    };
+    let (first, rest) = ids.split_first()?;
+    let mut kept: Vec<&str> = Vec::new();
+    let mut bytes = first.len();
+    for id in rest.iter().rev() {
+        if bytes + 1 + id.len() > MAX_THREAD_BYTES {
+            break;
+        }
+        bytes += 1 + id.len();
+        kept.push(id);
+    }
+    (first.len() <= MAX_THREAD_BYTES).then(|| {
+        std::iter::once(first.as_str())
+            .chain(kept.into_iter().rev())
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod thread_tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("m{i:03}@mail.example")).collect()
+    }
+
+    #[test]
+    fn a_mail_keeps_the_thread_it_continues_within_an_attribute() {
+        // References first; a lone In-Reply-To when there are none.
+        assert_eq!(
+            thread_of(&ids(2), &["x@y".into()]).as_deref(),
+            Some("m000@mail.example m001@mail.example")
+        );
+        assert_eq!(thread_of(&[], &["x@y".into()]).as_deref(), Some("x@y"));
+        assert_eq!(thread_of(&[], &["x@y".into(), "z@y".into()]), None);
+        assert_eq!(thread_of(&[], &[]), None);
+        // A long thread: its first id and as many of the latest as fit.
+        let long = thread_of(&ids(100), &[]).expect("a thread");
+        assert!(long.len() <= MAX_THREAD_BYTES, "{}", long.len());
+        let kept: Vec<&str> = long.split(' ').collect();
+        assert_eq!(kept[0], "m000@mail.example");
+        assert_eq!(kept[kept.len() - 1], "m099@mail.example");
+        assert_eq!(
+            kept[1],
+            format!("m{:03}@mail.example", 100 - (kept.len() - 1))
+        );
+    }
 }

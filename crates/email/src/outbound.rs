@@ -320,16 +320,20 @@ pub fn build(
 /// A Message-ID as the customer's mail gave it: not one of our fallback
 /// ids, and one that fits between angle brackets.
 fn real_id(id: &str) -> bool {
-    !crate::ingest::is_made_up_id(id) && id.contains('@') && !id.contains(['<', '>', ' '])
+    !crate::ingest::is_made_up_id(id)
+        && id.is_ascii()
+        && id.contains('@')
+        && !id.contains(['<', '>', ' '])
 }
 
 /// At most this many ids in References: the first (the thread's root) and
 /// the latest ones, as RFC 5322 §3.6.4 allows trimming.
 const MAX_REFERENCES: usize = 20;
 
-/// The References of a reply: the customer's earlier messages in the
-/// conversation, oldest first, then the one it answers; `None` when none
-/// is a real Message-ID.
+/// The References of a reply: the thread of the message it answers
+/// (`message.references`, oldest first), then that message (RFC 5322
+/// §3.6.4); each once, fallback and non-ASCII ids left out; `None` when
+/// none is left.
 fn references(message: &OutboundMessage, parent: Option<&str>) -> Option<String> {
     let mut ids: Vec<&str> = Vec::new();
     for id in message.references.iter().map(String::as_str).chain(parent) {
@@ -423,8 +427,8 @@ mod tests {
             .replace("\r\n\t", " ")
     }
 
-    /// References name the customer's earlier messages, oldest first, then
-    /// the one answered (RFC 5322 §3.6.4), each once and without fallback
+    /// References name the thread of the message answered, oldest first,
+    /// then that message (RFC 5322 §3.6.4), each once and without fallback
     /// ids; a long thread keeps its root and its latest ids. Before, they
     /// named the parent alone.
     #[test]

@@ -168,8 +168,9 @@ async fn every_corpus_file_gets_its_expected_outcome() {
         "duplicate",
     );
     assert_eq!(again, c01);
-    // A reply answers the follow-up, and its References name the first
-    // mail too (they named the follow-up alone).
+    // A reply answers the follow-up, and its References name the thread
+    // the follow-up continues (its own References: the first mail and our
+    // reply to it), then the follow-up (they named the follow-up alone).
     let reply = Conversations::new(w.store.clone())
         .outbound_to(&c01.parse().unwrap(), "Перевіряю.")
         .await
@@ -178,7 +179,13 @@ async fn every_corpus_file_gets_its_expected_outcome() {
         reply.in_reply_to.as_deref(),
         Some("order-4411-followup@mail.customer.example")
     );
-    assert_eq!(reply.references, ["order-4411@mail.customer.example"]);
+    assert_eq!(
+        reply.references,
+        [
+            "order-4411@mail.customer.example",
+            "agent-reply-1@support.example.com"
+        ]
+    );
 
     // 04, 05: other charsets decoded to UTF-8.
     let c04 = stored(

@@ -195,38 +195,42 @@ impl Conversations {
 
     /// The provider's id of the customer's latest message in the
     /// conversation (among its last 100 entries): what a reply answers
-    /// (email threads on it); with `earlier`, the ids of the customer's
-    /// messages before it among those entries, oldest first, each once
-    /// (an email reply's References).
+    /// (email threads on it); with `thread`, the ids of the thread that
+    /// message continues ([`switchboard_core::THREAD_ATTRIBUTE`]), oldest
+    /// first: an email reply's References (RFC 5322 §3.6.4). Not the
+    /// conversation's other messages: a customer's unrelated mail that
+    /// joined the open conversation is another thread in their mail client.
     async fn inbound_thread(
         &self,
         conversation: &ConversationId,
-        earlier: bool,
+        thread: bool,
     ) -> Result<(Option<String>, Vec<String>), StoreError> {
-        let mut ids = self
+        let latest = self
             .recent(conversation, 100)
             .await?
             .into_iter()
             .filter(|e| e.dir == "in")
-            .filter_map(|e| {
+            .find_map(|e| {
                 let value: serde_json::Value = serde_json::from_str(&e.msg).ok()?;
-                value
-                    .get("provider_message_id")?
-                    .as_str()
-                    .map(str::to_owned)
+                let id = value.get("provider_message_id")?.as_str()?.to_owned();
+                Some((id, value))
             });
-        let latest = ids.next();
-        if !earlier {
-            return Ok((latest, Vec::new()));
-        }
-        let mut before: Vec<String> = Vec::new();
-        for id in ids {
-            if Some(&id) != latest.as_ref() && !before.contains(&id) {
-                before.push(id);
-            }
-        }
-        before.reverse();
-        Ok((latest, before))
+        let Some((id, value)) = latest else {
+            return Ok((None, Vec::new()));
+        };
+        let references = match value
+            .get("attributes")
+            .and_then(|a| a.get(switchboard_core::THREAD_ATTRIBUTE))
+            .and_then(serde_json::Value::as_str)
+        {
+            Some(ids) if thread => ids
+                .split_ascii_whitespace()
+                .filter(|r| *r != id)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok((Some(id), references))
     }
 
     /// The last `count` entries of the conversation, newest first.
