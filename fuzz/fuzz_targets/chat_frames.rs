@@ -25,13 +25,13 @@ use switchboard_chat::protocol::{self, ClientFrame};
 
 /// Each client frame type and the fields it may carry besides `type`.
 const FIELDS: [(&str, &[&str]); 8] = [
-    ("hello", &["v", "widget", "token", "locale", "after"]),
+    ("hello", &["v", "widget", "token", "locale", "after", "conversation"]),
     ("prechat", &["name", "email", "topic"]),
     ("message", &["client_id", "text", "attachments"]),
     ("typing", &["on"]),
     ("read", &["seq"]),
-    ("rating", &["score", "comment"]),
-    ("offline", &["name", "email", "text"]),
+    ("rating", &["score", "comment", "conversation"]),
+    ("offline", &["name", "email", "text", "client_id"]),
     ("ping", &[]),
 ];
 

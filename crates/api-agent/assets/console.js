@@ -296,6 +296,14 @@
         }
         S.connected = true;
         S.retry = 0;
+        // Another instance may answer now (a rolling upgrade): what the
+        // last one refused is tried again, and reads are reported anew
+        // (one lost with the old socket would not be).
+        S.typingSupported = true;
+        S.readSupported = true;
+        S.convs.forEach(function (c) {
+          c.readSent = null;
+        });
         applyMe(f.me || {});
         status("Connected as " + agentLabel() + ".");
         // applyMe re-reads every held conversation's transcript, which
@@ -344,9 +352,11 @@
           // nothing to show.
           if (!f.ok && f.error && f.error.code === "bad_frame") S.readSupported = false;
         } else if (!f.ok && f.error && f.error.code === "bad_frame" && !f.ref) {
-          // The only commands sent on the socket are ping and typing: a
-          // server without typing refuses it. Stop sending it.
+          // Commands sent without a ref are ping and typing: a server
+          // without typing refuses it. A server that old (before the
+          // refusal named its ref) has no `read` either. Stop both.
           S.typingSupported = false;
+          S.readSupported = false;
         } else if (!f.ok && f.error) {
           status("Refused: " + f.error.code + " (" + f.error.message + ")", true);
         }
@@ -726,7 +736,8 @@
   // The customer's messages on screen are read: their widget shows them
   // so (chat). Sent for the newest one, once, while the page is visible.
   function markRead(c) {
-    if (!S.readSupported || S.selected !== c.id || document.hidden) return;
+    // Only a chat widget shows it.
+    if (c.channel !== "chat" || !S.readSupported || S.selected !== c.id || document.hidden) return;
     for (var i = c.order.length - 1; i >= 0; i--) {
       var e = c.entries.get(c.order[i]);
       if (e && e.dir === "in") {

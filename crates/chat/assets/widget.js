@@ -695,6 +695,8 @@
       case 'ack': return onAck(f);
       case 'typing': return onTyping(f);
       case 'read':
+        // Never backwards (an agent's older tab reporting late).
+        if (agentRead && cmpSeq(f.seq, agentRead) <= 0) return;
         agentRead = f.seq;
         bySeq.forEach(function (li, seq) {
           if (li.getAttribute('data-from') === 'visitor' && cmpSeq(seq, agentRead) <= 0) setState(li, 'read');

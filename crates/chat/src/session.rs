@@ -931,7 +931,10 @@ impl Conn {
                 email,
                 text,
                 client_id,
-            } => self.offline(active, name, email, text, client_id).await,
+            } => {
+                self.offline(active, name.unwrap_or_default(), email, text, client_id)
+                    .await
+            }
         }
     }
 
