@@ -220,11 +220,20 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         (result["ref"].as_str(), result["error"]["code"].as_str()),
         (Some("t0"), Some("not_assigned"))
     );
+    // Nor report the customer's messages read.
+    ws.send(json!({"type": "read", "ref": "r0", "contact_id": contact, "seq": "1-0"}))
+        .await;
+    let (result, _) = ws.until("result", Duration::from_secs(5)).await;
+    let result = result.unwrap();
+    assert_eq!(
+        (result["ref"].as_str(), result["error"]["code"].as_str()),
+        (Some("r0"), Some("not_assigned"))
+    );
     // Refusals over the websocket are counted as over HTTP: the reply,
-    // the two transfers and the note above, and this typing.
+    // the two transfers and the note above, this typing and this read.
     let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
     assert!(
-        metrics.contains(r#"switchboard_agent_api_errors_total{code="not_assigned"} 5"#),
+        metrics.contains(r#"switchboard_agent_api_errors_total{code="not_assigned"} 6"#),
         "{metrics}"
     );
     // Frames are JSON objects, a ping carries nothing else.
