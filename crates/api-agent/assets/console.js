@@ -301,6 +301,7 @@
         // (one lost with the old socket would not be).
         S.typingSupported = true;
         S.readSupported = true;
+        S.typingSent = { id: null, at: 0, on: false };
         S.convs.forEach(function (c) {
           c.readSent = null;
         });
@@ -1088,7 +1089,8 @@
 
   function typing(on) {
     var c = S.selected ? S.convs.get(S.selected) : null;
-    if (!c || !S.typingSupported) return;
+    // Only a chat widget shows it.
+    if (!c || c.channel !== "chat" || !S.typingSupported) return;
     var t = Date.now();
     var last = S.typingSent;
     if (on) {

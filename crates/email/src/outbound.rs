@@ -327,7 +327,7 @@ fn real_id(id: &str) -> bool {
 }
 
 /// At most this many ids in References: the first (the thread's root) and
-/// the latest ones, as RFC 5322 §3.6.4 allows trimming.
+/// the latest ones (trimmed as RFC 5537 §3.4.4 describes for long threads).
 const MAX_REFERENCES: usize = 20;
 
 /// The References of a reply: the thread of the message it answers

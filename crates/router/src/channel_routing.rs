@@ -296,8 +296,10 @@ impl Routing for ChannelRouting {
                     disposition,
                     if wrap > 0 { now + wrap } else { 0 },
                     Duration::from_secs(self.config.retention_days * 86_400),
-                    // An answered call the caller hung up is remembered as
-                    // an agent's close is: the customer comes back to them.
+                    // An assigned contact the channel ends (a caller who hung
+                    // up) is remembered as an agent's close is: the customer
+                    // comes back to that agent, even one whose phone was
+                    // still ringing (assigned is all routing knows).
                     Duration::from_secs(self.config.sticky_memory_days * 86_400),
                 )
                 .await

@@ -577,7 +577,14 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
     let w = waiting(&state, ChannelKind::Voice).await;
     assert_eq!(
         state
-            .end_by_channel(&w, NOW + 5, "abandoned", 0, retention, Duration::ZERO)
+            .end_by_channel(
+                &w,
+                NOW + 5,
+                "abandoned",
+                0,
+                retention,
+                Duration::from_secs(600)
+            )
             .await
             .unwrap(),
         "abandoned"
@@ -594,7 +601,14 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
     assert_eq!(state.agent("a1").await.unwrap().unwrap().1.loads[3], 1);
     assert_eq!(
         state
-            .end_by_channel(&o, NOW + 6, "abandoned", 0, retention, Duration::ZERO)
+            .end_by_channel(
+                &o,
+                NOW + 6,
+                "abandoned",
+                0,
+                retention,
+                Duration::from_secs(600)
+            )
             .await
             .unwrap(),
         "abandoned"
@@ -608,6 +622,9 @@ async fn a_customer_who_leaves_is_abandoned_and_a_held_contact_released() {
             .unwrap()
             .is_empty()
     );
+
+    // Neither remembers an agent: nobody had the customer yet.
+    assert_eq!(state.sticky_agent("visitor:1").await.unwrap(), None);
 
     // Assigned: closed by the channel, the agent in wrap-up.
     let a = waiting(&state, ChannelKind::Voice).await;
