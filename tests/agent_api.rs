@@ -1600,12 +1600,16 @@ async fn typing_rings_the_contacts_channel_whatever_the_ids_case() {
     let (result, _) = ws.until("result", Duration::from_secs(5)).await;
     assert_eq!(result.expect("a result")["ok"], true);
     let mut messages = pubsub.on_message();
-    let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-        .await
-        .expect("the typing event rang the contact's channel")
-        .expect("a message");
-    let payload: String = message.get_payload().unwrap();
-    let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    // The next live event on the contact's channel, as JSON.
+    let mut rung = async |what: &str| -> serde_json::Value {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("the {what} event rang the contact's channel"))
+            .expect("a message");
+        let payload: String = message.get_payload().unwrap();
+        serde_json::from_str(&payload).unwrap()
+    };
+    let event = rung("typing").await;
     assert_eq!(event["kind"], "typing", "{event}");
     assert_eq!(event["contact"], contact.as_str(), "{event}");
 
@@ -1621,12 +1625,7 @@ async fn typing_rings_the_contacts_channel_whatever_the_ids_case() {
         .await;
     let (result, _) = ws.until("result", Duration::from_secs(5)).await;
     assert_eq!(result.expect("a result")["ok"], true);
-    let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-        .await
-        .expect("the read event rang the contact's channel")
-        .expect("a message");
-    let payload: String = message.get_payload().unwrap();
-    let event: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let event = rung("read").await;
     assert_eq!(event["kind"], "read", "{event}");
     assert_eq!(event["who"], "agent", "{event}");
     assert_eq!(event["seq"], "1795389528425-3", "{event}");
