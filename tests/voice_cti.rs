@@ -223,6 +223,18 @@ async fn calls_through_the_cti_api_with_a_pbx_that_is_down_at_first() {
     .await;
     assert_eq!(hung_up.status, 200);
     assert_eq!(state_of(&http, &base, &contact).await, "closed");
+    // The caller is remembered for the agent who answered, as an agent's
+    // close remembers a customer: calling back, they wait for her first.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let sticky: Option<String> =
+        redis::AsyncCommands::get(&mut conn, "sb:{r}:sticky:pbx:phone:+380501234567")
+            .await
+            .unwrap();
+    assert_eq!(sticky.as_deref(), Some("olha"));
     // The PBX repeats the answer after the hangup (its first reply lost):
     // nothing to release, the call is over.
     let again = event(
