@@ -1347,6 +1347,12 @@ impl Conn {
         };
         let mut attributes = BTreeMap::new();
         attributes.insert("offline".to_owned(), "true".to_owned());
+        // The address is whatever the visitor typed: nothing shows it is
+        // theirs. No automatic answer (acknowledgement, after-hours or
+        // overflow step) goes to it, or anyone could make the company mail
+        // any address a text with their chosen {name} in it. The widget
+        // confirms the form itself; an agent's reply still goes.
+        attributes.insert("no_auto_answer".to_owned(), "true".to_owned());
         if let Some(t) = &active.prechat.topic {
             attributes.insert("topic".to_owned(), t.clone());
         }

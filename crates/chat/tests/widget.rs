@@ -1222,7 +1222,10 @@ async fn an_offline_form_becomes_an_email_contact_answered_through_the_email_cha
         .unwrap()
         .expect("an email contact");
     let fields = conversations.contact(&contact).await.unwrap().unwrap();
-    assert!(fields["attributes"].contains("offline"), "{fields:?}");
+    let attributes: HashMap<String, String> = serde_json::from_str(&fields["attributes"]).unwrap();
+    assert_eq!(attributes["offline"], "true", "{fields:?}");
+    // Typed by the visitor, unverified: never answered automatically.
+    assert_eq!(attributes["no_auto_answer"], "true", "{fields:?}");
     assert_eq!(fields["channel"], "chat");
 
     reply(&w.store, &contact.to_string(), "We will call you.").await;

@@ -109,7 +109,7 @@ impl Router {
             let answered = match after {
                 None => format!("no automatic answer is configured for {}", channel.as_str()),
                 Some(_) if suppressed => {
-                    "no automatic answer: the message asks for none".to_owned()
+                    "no automatic answer: the contact is marked no_auto_answer".to_owned()
                 }
                 Some(t) => {
                     let text = answers.render(t, name, fill.clone());
@@ -294,7 +294,7 @@ pub(crate) async fn close_after_hours(
     let answered = match plan.answers.after_hours.pick(channel, language) {
         None => format!("no automatic answer is configured for {}", channel.as_str()),
         Some(_) if flag("no_auto_answer") => {
-            "no automatic answer: the message asks for none".to_owned()
+            "no automatic answer: the contact is marked no_auto_answer".to_owned()
         }
         Some(t) => {
             let fill = Fill {
