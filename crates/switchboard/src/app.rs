@@ -209,7 +209,10 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let server = crate::serve::serve(
         listener,
         app,
-        Duration::from_secs(config.http.header_timeout_secs),
+        crate::serve::Timeouts {
+            header: Duration::from_secs(config.http.header_timeout_secs),
+            write: Duration::from_secs(config.http.write_timeout_secs),
+        },
         stop_accepting.clone(),
     );
     let mut server_task = tokio::spawn(server);

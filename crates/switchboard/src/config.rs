@@ -123,6 +123,11 @@ pub struct HttpConfig {
     /// connection may sit idle between requests.
     #[serde(default = "defaults::header_timeout_secs")]
     pub header_timeout_secs: u64,
+    /// A write to a client that makes no progress for this many seconds
+    /// (a client that stopped reading) closes its connection, websockets
+    /// included.
+    #[serde(default = "defaults::write_timeout_secs")]
+    pub write_timeout_secs: u64,
 }
 
 /// `[intake]`
@@ -226,6 +231,9 @@ mod defaults {
         60
     }
     pub fn header_timeout_secs() -> u64 {
+        30
+    }
+    pub fn write_timeout_secs() -> u64 {
         30
     }
     pub fn dedupe_window_secs() -> u64 {
@@ -363,8 +371,9 @@ fn scrub(key: &str, problem: &str) -> String {
 }
 
 /// One key of the merged configuration as text, unchecked (for scripts).
-/// Secrets are never printed: keys named for one are refused, and a URL's
-/// password (`redis://user:pw@host`) is shown as `***`.
+/// Secrets are never printed: keys named for one are refused, a URL's
+/// password (`redis://user:pw@host`) is shown as `***`, and so is every
+/// value of a URL's query (a webhook's `?token=…`, a callback's key).
 pub fn raw_value(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
@@ -380,11 +389,32 @@ pub fn raw_value(
     match raw.get::<config::Value>(key) {
         Ok(value) => value
             .into_string()
-            .map(|v| switchboard_store::redact_url(&v))
+            .map(|v| without_query_values(&switchboard_store::redact_url(&v)))
             .map_err(|e| ConfigError::new(key, e.to_string())),
         Err(config::ConfigError::NotFound(_)) => Ok(String::new()),
         Err(e) => Err(ConfigError::new(key, e.to_string())),
     }
+}
+
+/// A URL's query with every value as `***` (`?token=***&db=***`), and its
+/// fragment dropped; any other text as it is.
+fn without_query_values(value: &str) -> String {
+    let Some((base, query)) = value
+        .contains("://")
+        .then(|| value.split_once('?'))
+        .flatten()
+    else {
+        return value.to_owned();
+    };
+    let query = query.split('#').next().unwrap_or("");
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((key, _)) => format!("{key}=***"),
+            None => param.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 /// The file with the environment's overrides on top.
@@ -429,6 +459,12 @@ impl Config {
         if !(1..=3600).contains(&self.http.header_timeout_secs) {
             return Err(ConfigError::new(
                 "http.header_timeout_secs",
+                "must be 1 to 3600",
+            ));
+        }
+        if !(1..=3600).contains(&self.http.write_timeout_secs) {
+            return Err(ConfigError::new(
+                "http.write_timeout_secs",
                 "must be 1 to 3600",
             ));
         }
@@ -831,6 +867,7 @@ mod tests {
             "format =",
             "level =",
             "header_timeout_secs =",
+            "write_timeout_secs =",
             "[shutdown]",
             "drain_timeout_secs =",
             "[runtime]",
@@ -1339,6 +1376,13 @@ mod tests {
         .unwrap();
         assert!(!from_env.contains("s3cret"), "{from_env}");
         assert!(raw_value(f.path(), env(&[]), "redis.password").is_err());
+        // A token in a URL's query (webhooks, callbacks) is a secret too.
+        let hooks =
+            file("[[webhooks]]\nurl = \"https://crm.example/hook?token=s3cret&v=2#frag\"\n");
+        assert_eq!(
+            raw_value(hooks.path(), env(&[]), "webhooks[0].url").unwrap(),
+            "https://crm.example/hook?token=***&v=***"
+        );
         assert_eq!(
             raw_value(f.path(), env(&[]), "http.listen").unwrap(),
             "",

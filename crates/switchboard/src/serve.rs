@@ -9,6 +9,13 @@
 //! `http.header_timeout_secs`, and each connection is a task of this
 //! loop's own set, so that stopping the loop (the drain deadline) closes
 //! them all.
+//!
+//! Nothing limited a response's writing either: a client that asked for
+//! something large (the widget's script, `/metrics`, an export) and then
+//! stopped reading held its connection and task for ever, a file
+//! descriptor each. A write that makes no progress for
+//! `http.write_timeout_secs` now closes the connection (`tokio-io-timeout`
+//! around the socket, so upgraded websockets have it too).
 
 use axum::Router;
 use axum::body::Body;
@@ -18,8 +25,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+
+/// How long a connection may take over its parts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For a request's head, and idle between two requests.
+    pub header: Duration,
+    /// For a write that makes no progress.
+    pub write: Duration,
+}
 
 /// Serves `app` on `listener` until `stop` is cancelled, then lets the
 /// requests in flight finish (each connection closes after its current
@@ -28,7 +45,7 @@ use tower::ServiceExt as _;
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     stop: CancellationToken,
 ) {
     let mut connections = JoinSet::new();
@@ -61,9 +78,11 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(timeouts.header);
+            let mut io = TimeoutStream::new(tcp);
+            io.set_write_timeout(Some(timeouts.write));
             let connection = builder
-                .serve_connection(TokioIo::new(tcp), service)
+                .serve_connection(TokioIo::new(Box::pin(io)), service)
                 .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
@@ -105,7 +124,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, app, Duration::from_secs(5), stop.clone()));
+        let timeouts = Timeouts {
+            header: Duration::from_secs(5),
+            write: Duration::from_secs(5),
+        };
+        let server = tokio::spawn(serve(listener, app, timeouts, stop.clone()));
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let me = tcp.local_addr().unwrap();
         tcp.write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -121,6 +144,47 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), server)
             .await
             .expect("the server returns once its connections end")
+            .unwrap();
+    }
+
+    /// A client that stops reading a large answer has its connection
+    /// closed once a write makes no progress for the write timeout: what
+    /// it reads afterwards is cut short. (Without the timeout the server
+    /// waits, and the whole answer arrives once the client reads again.)
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+        const SIZE: usize = 32 << 20;
+        let app = Router::new().route("/big", axum::routing::get(|| async { vec![b'x'; SIZE] }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let timeouts = Timeouts {
+            header: Duration::from_secs(5),
+            write: Duration::from_millis(500),
+        };
+        let server = tokio::spawn(serve(listener, app, timeouts, stop.clone()));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut tcp = socket.connect(addr).await.unwrap();
+        tcp.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Not reading, for longer than the write timeout.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut answer))
+            .await
+            .expect("the connection ends");
+        // Cut off: an error (reset) or an early end, never the whole body.
+        assert!(
+            read.is_err() || answer.len() < SIZE,
+            "read {} bytes of a {SIZE}-byte body",
+            answer.len()
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("no connection is left")
             .unwrap();
     }
 }
