@@ -140,11 +140,7 @@ pub async fn export(
                 let line = match contact_record(rec.sources(), &cid).await {
                     Ok(Some(record)) => format!("{record}\n"),
                     Ok(None) => continue,
-                    Err(e) => {
-                        metrics::counter!("switchboard_records_export_errors_total").increment(1);
-                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                        return;
-                    }
+                    Err(e) => return cut_off(&tx, e).await,
                 };
                 if tx.send(Ok(line)).await.is_err() {
                     return;
@@ -159,10 +155,7 @@ pub async fn export(
                 .await
             {
                 Ok(b) => b,
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
+                Err(e) => return cut_off(&tx, e).await,
             };
         }
     });
@@ -181,4 +174,15 @@ pub async fn export(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Ends an export that has begun (its 200 is sent) on a Redis error: the
+/// client sees the body break off; the server counts and logs it.
+async fn cut_off(
+    tx: &tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
+    error: switchboard_store::StoreError,
+) {
+    metrics::counter!("switchboard_records_export_errors_total").increment(1);
+    tracing::warn!(%error, "A records export was cut short.");
+    let _ = tx.send(Err(std::io::Error::other(error.to_string()))).await;
 }

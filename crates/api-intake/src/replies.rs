@@ -146,8 +146,17 @@ pub(crate) async fn pull(
                 tracing::error!(source = %state.name, %handle, %reason, "An outbox entry cannot be read; the outbox set it aside.");
                 break;
             }
-            Err(e) if taken.is_empty() => return outbox_unavailable(&e),
-            Err(_) => break,
+            Err(e) => {
+                // Redis failed: what was taken is handed out, the rest
+                // stays in the outbox for the next pull.
+                counter!("switchboard_intake_api_replies_total", "source" => state.name.clone(), "outcome" => "unavailable")
+                    .increment(1);
+                tracing::warn!(source = %state.name, taken = taken.len(), error = %e, "A reply pull could not read the outbox.");
+                if taken.is_empty() {
+                    return outbox_unavailable(&e);
+                }
+                break;
+            }
         }
         wait = Duration::from_millis(1);
     }

@@ -216,7 +216,12 @@ impl Router {
     async fn queue(&self, entry: &QueuedContact) -> Result<(), StoreError> {
         let fields = self.streams.contact_fields(&entry.contact_id).await?;
         if fields.is_empty() {
-            // Expired or deleted since: nothing to route.
+            // Deleted since (by hand, or evicted by a Redis whose
+            // `maxmemory-policy` is not `noeviction`): nothing to route,
+            // but a contact that was acknowledged is lost, and says so.
+            counter!("switchboard_router_errors_total", "error_type" => "contact_missing")
+                .increment(1);
+            warn!(contact_id = %entry.contact_id, "A queued contact is gone from Redis: it cannot be routed.");
             return Ok(());
         }
         let get = |k: &str| fields.get(k).cloned().unwrap_or_default();

@@ -537,7 +537,7 @@ impl Replies {
         let mut renewed = tokio::time::Instant::now();
         let memory = loop {
             tokio::select! {
-                ran = &mut running => break ran.unwrap_or_default(),
+                ran = &mut running => break ended(ran, &ctx.name),
                 () = tokio::time::sleep(HOLD_LEASE / 3) => {}
             }
             match ctx.outbox.hold_delivery(HOLD_LEASE).await {
@@ -547,7 +547,7 @@ impl Replies {
                 Err(_) => {}
             }
             if stop.is_cancelled() {
-                break running.await.unwrap_or_default();
+                break ended(running.await, &ctx.name);
             }
         };
         if ctx.shutdown.is_cancelled() {
@@ -555,6 +555,17 @@ impl Replies {
         }
         Ok(memory)
     }
+}
+
+/// What a deliverer that ended leaves for the next: its memory, or none
+/// when it panicked (counted and logged: replies whose settle it had not
+/// written may then be sent again).
+fn ended(ran: Result<Memory, tokio::task::JoinError>, source: &str) -> Memory {
+    ran.unwrap_or_else(|error| {
+        counter!("switchboard_social_outbox_errors_total", "op" => "deliverer").increment(1);
+        tracing::error!(%source, %error, "The outbox deliverer failed; the next one starts afresh.");
+        Memory::default()
+    })
 }
 
 /// How long the right to deliver an outbox lasts unless renewed.
