@@ -15,13 +15,32 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 /// Where Redis is.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum Topology {
     /// One server (or a Sentinel-managed primary behind a fixed address).
     #[default]
     Standalone,
     /// A Redis Cluster; `url` is one seed node and these are more.
     Cluster { seeds: Vec<String> },
+}
+
+/// Seeds without their passwords.
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Topology::Standalone => f.write_str("Standalone"),
+            Topology::Cluster { seeds } => f
+                .debug_struct("Cluster")
+                .field(
+                    "seeds",
+                    &seeds
+                        .iter()
+                        .map(|s| crate::redact_url(s))
+                        .collect::<Vec<_>>(),
+                )
+                .finish(),
+        }
+    }
 }
 
 /// A connection to Redis: cheap to clone, connects lazily, reconnects by

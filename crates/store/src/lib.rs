@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How to reach Redis and lay out keys.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreConfig {
     /// `redis://[user:password@]host:port[/db]` or `rediss://…`.
     pub url: String,
@@ -62,6 +62,21 @@ pub struct StoreConfig {
     pub response_timeout: Duration,
     /// A single server or a cluster.
     pub topology: Topology,
+}
+
+/// Without the password, in `url` or alone.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("key_prefix", &self.key_prefix)
+            .field("partitions", &self.partitions)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("topology", &self.topology)
+            .finish()
+    }
 }
 
 impl StoreConfig {
@@ -217,6 +232,34 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(&params.join("&"));
     }
     out
+}
+
+/// `url` as [`redact_url`] shows it, and with every value of its query as
+/// `***` too: for the URLs of other services (a webhook's `?token=…`, a
+/// callback's key), whose parameters are not known.
+pub fn redact_url_all(url: &str) -> String {
+    without_query_values(&redact_url(url))
+}
+
+/// A URL's query with every value as `***` (`?token=***&db=***`), and its
+/// fragment dropped; any other text as it is.
+fn without_query_values(value: &str) -> String {
+    let Some((base, query)) = value
+        .contains("://")
+        .then(|| value.split_once('?'))
+        .flatten()
+    else {
+        return value.to_owned();
+    };
+    let query = query.split('#').next().unwrap_or("");
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((key, _)) => format!("{key}=***"),
+            None => param.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 /// `%XX` escapes decoded (an undecodable one is kept as it is).
@@ -541,5 +584,30 @@ mod tests {
                 assert!(!e.to_string().contains("hunter2"), "{e}");
             }
         }
+    }
+
+    /// Other services' URLs lose every query value; a configuration's
+    /// `Debug` (should a log line ever print it) shows no password.
+    #[test]
+    fn query_values_and_configurations_are_redacted() {
+        assert_eq!(
+            redact_url_all("https://u:pw@crm.example/hook?token=s3cret&v=2#f"),
+            "https://u:***@crm.example/hook?token=***&v=***"
+        );
+        assert_eq!(
+            redact_url_all("https://crm.example/hook"),
+            "https://crm.example/hook"
+        );
+        assert_eq!(redact_url_all("not a url?x=1"), "not a url?x=1");
+        let mut config = StoreConfig::local("redis://sb:hunter2@db:6379", 4);
+        config.password = Some("hunter3".into());
+        config.topology = Topology::Cluster {
+            seeds: vec!["redis://:hunter4@db2:6379".into()],
+        };
+        let shown = format!("{config:?}");
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("db2:6379"), "{shown}");
     }
 }

@@ -69,7 +69,7 @@ pub struct TestingConfig {
 }
 
 /// `[redis]`
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port[/db]` or `unix:///path`. Required. (`rediss://`
@@ -105,6 +105,29 @@ pub enum RedisMode {
     #[default]
     Standalone,
     Cluster,
+}
+
+/// Without the URL's password (a derived `Debug` would print it).
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &switchboard_store::redact_url(&self.url))
+            .field("password", &self.password)
+            .field("key_prefix", &self.key_prefix)
+            .field("partitions", &self.partitions)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("response_timeout_ms", &self.response_timeout_ms)
+            .field("mode", &self.mode)
+            .field(
+                "cluster_nodes",
+                &self
+                    .cluster_nodes
+                    .iter()
+                    .map(|n| switchboard_store::redact_url(n))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// `[http]`
@@ -389,32 +412,11 @@ pub fn raw_value(
     match raw.get::<config::Value>(key) {
         Ok(value) => value
             .into_string()
-            .map(|v| without_query_values(&switchboard_store::redact_url(&v)))
+            .map(|v| switchboard_store::redact_url_all(&v))
             .map_err(|e| ConfigError::new(key, e.to_string())),
         Err(config::ConfigError::NotFound(_)) => Ok(String::new()),
         Err(e) => Err(ConfigError::new(key, e.to_string())),
     }
-}
-
-/// A URL's query with every value as `***` (`?token=***&db=***`), and its
-/// fragment dropped; any other text as it is.
-fn without_query_values(value: &str) -> String {
-    let Some((base, query)) = value
-        .contains("://")
-        .then(|| value.split_once('?'))
-        .flatten()
-    else {
-        return value.to_owned();
-    };
-    let query = query.split('#').next().unwrap_or("");
-    let params: Vec<String> = query
-        .split('&')
-        .map(|param| match param.split_once('=') {
-            Some((key, _)) => format!("{key}=***"),
-            None => param.to_owned(),
-        })
-        .collect();
-    format!("{base}?{}", params.join("&"))
 }
 
 /// The file with the environment's overrides on top.

@@ -41,7 +41,7 @@ impl EventType {
 }
 
 /// One `[[webhooks]]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Unique; names the webhook in metrics, logs and Redis keys.
@@ -98,8 +98,22 @@ fn problem(key: String, problem: impl Into<String>) -> ConfigProblem {
     }
 }
 
+/// Without the URL's query values: a receiver may take a token there.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &switchboard_store::redact_url_all(&self.url))
+            .field("secret", &self.secret)
+            .field("events", &self.events)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_age_hours", &self.max_age_hours)
+            .finish()
+    }
+}
+
 /// A checked webhook, its secret read.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     pub name: String,
     pub url: reqwest::Url,
@@ -107,6 +121,20 @@ pub struct Target {
     pub events: HashSet<EventType>,
     pub timeout: Duration,
     pub max_age: Duration,
+}
+
+/// Without the URL's password and query values.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("url", &switchboard_store::redact_url_all(self.url.as_str()))
+            .field("secret", &self.secret)
+            .field("events", &self.events)
+            .field("timeout", &self.timeout)
+            .field("max_age", &self.max_age)
+            .finish()
+    }
 }
 
 impl Target {
@@ -218,6 +246,20 @@ mod tests {
         format!(
             r#"{{"webhooks": [{{"name": "crm", "url": "https://crm.example/hooks", "secret": "0123456789abcdef"{extra}}}]}}"#
         )
+    }
+
+    /// A token in the receiver's URL, or the signing key, never shows in
+    /// a `Debug` (should a log line ever print a configuration).
+    #[test]
+    fn debug_shows_no_token_or_secret() {
+        let json = r#"{"webhooks": [{"name": "crm", "url": "https://crm.example/hooks?token=t0ken", "secret": "0123456789abcdef"}]}"#;
+        let hooks = parse(json).unwrap();
+        let targets = check(&hooks).unwrap();
+        for shown in [format!("{hooks:?}"), format!("{targets:?}")] {
+            assert!(!shown.contains("t0ken"), "{shown}");
+            assert!(!shown.contains("0123456789abcdef"), "{shown}");
+            assert!(shown.contains("crm.example/hooks"), "{shown}");
+        }
     }
 
     #[test]
