@@ -1064,6 +1064,84 @@ async fn a_gap_in_the_routing_events_resends_hello() {
 /// goes back to the queue after the grace period. An agent created through
 /// the API is not the configuration's to remove. An agent renamed in the
 /// configuration with the same token takes the token over.
+/// The websocket opens with a one-time ticket, so that no token goes
+/// into a URL (which proxies log): a ticket opens one socket for its
+/// agent, once; a used, made-up or revoked token's ticket opens nothing;
+/// only agents get tickets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_ticket_opens_one_socket_once() {
+    let redis = RedisServer::start();
+    let daemon = daemon(&redis);
+    let base = daemon.base();
+    let api = format!("{base}/api/v1");
+    let http = Http::new();
+    let ticket = |token: Option<&'static str>| {
+        let (http, url) = (&http, format!("{api}/ws-ticket"));
+        async move { http.call("POST", &url, token, None).await.unwrap() }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            ticket(Some(OLENA)).await.status == 200
+        })
+        .await
+    );
+    ticket(None).await.assert_refused(401, "unauthorized");
+    ticket(Some(SUPERVISOR))
+        .await
+        .assert_refused(403, "forbidden");
+
+    let r = ticket(Some(OLENA)).await;
+    let body = r.json();
+    let t = body["ticket"].as_str().unwrap().to_owned();
+    assert_eq!(t.len(), 64, "{body}");
+    assert_eq!(body["expires_in_secs"], 30, "{body}");
+    let mut ws = AgentSocket::connect_with_ticket(&base, &t).await.unwrap();
+    let hello = ws.next(Duration::from_secs(5)).await.expect("hello");
+    assert_eq!(
+        (hello["type"].as_str(), hello["me"]["id"].as_str()),
+        (Some("hello"), Some("olena"))
+    );
+    // Spent.
+    let again = AgentSocket::connect_with_ticket(&base, &t).await;
+    assert!(
+        again.as_ref().is_err_and(|e| e.contains("401")),
+        "{:?}",
+        again.err()
+    );
+    let made_up = AgentSocket::connect_with_ticket(&base, &"0".repeat(64)).await;
+    assert!(
+        made_up.as_ref().is_err_and(|e| e.contains("401")),
+        "{:?}",
+        made_up.err()
+    );
+
+    // A ticket of a token replaced since opens nothing.
+    let put = |token: &'static str| {
+        let (http, url) = (&http, format!("{api}/agents"));
+        async move {
+            http.call(
+                "PUT",
+                &url,
+                Some(SUPERVISOR),
+                Some(&json!({"id": "mariia", "name": "Mariia", "capacity": {"chat": 1}, "token": token})),
+            )
+            .await
+            .unwrap()
+            .status
+        }
+    };
+    assert_eq!(put("mariia-token-0123456789").await, 201);
+    let r = ticket(Some("mariia-token-0123456789")).await;
+    let t = r.json()["ticket"].as_str().unwrap().to_owned();
+    assert_eq!(put("mariia-token-9876543210").await, 200);
+    let revoked = AgentSocket::connect_with_ticket(&base, &t).await;
+    assert!(
+        revoked.as_ref().is_err_and(|e| e.contains("401")),
+        "{:?}",
+        revoked.err()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
     let redis = RedisServer::start();

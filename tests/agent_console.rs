@@ -444,6 +444,17 @@ async fn an_agent_works_a_chat_in_the_console() {
             .await,
         true
     );
+    // The console's websockets opened with one-time tickets, never with
+    // the token in their URL (which proxies log).
+    let metrics = metrics_text(&base).await;
+    let redeemed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("switchboard_agent_api_ws_tickets_total")
+                && l.contains("outcome=\"redeemed\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(redeemed.is_some_and(|n| n >= 1.0), "{metrics}");
     browser
         .screenshot(&screenshot_dir().join("agent-console.png"))
         .await;

@@ -471,6 +471,19 @@ impl AgentSocket {
         Ok(AgentSocket { stream })
     }
 
+    /// Connects with a one-time ticket (`POST /api/v1/ws-ticket`) in the
+    /// URL and no header, as the console does.
+    pub async fn connect_with_ticket(base: &str, ticket: &str) -> Result<AgentSocket, String> {
+        let url = format!(
+            "{}/api/v1/ws?ticket={ticket}",
+            base.replacen("http://", "ws://", 1)
+        );
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(AgentSocket { stream })
+    }
+
     /// Connects, retrying for up to 5 s while the token is refused: agents
     /// from the configuration are written to Redis just after the daemon
     /// starts listening.

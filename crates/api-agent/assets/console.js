@@ -30,6 +30,7 @@
     socketSeen: 0,
     retry: 0,
     retryTimer: null,
+    connecting: false, // a websocket ticket is being fetched
     offers: new Map(), // contact id -> {id, channel, until, details, el}
     convs: new Map(), // contact id -> conversation
     selected: null,
@@ -226,10 +227,32 @@
 
   // ---- Websocket -------------------------------------------------------
 
+  // The websocket opens with a one-time ticket (POST /ws-ticket), so that
+  // the token never goes into a URL, which proxies log. Only a server
+  // without tickets (older, 404) gets the token in the URL.
   function connect() {
-    if (!S.token) return;
+    if (!S.token || S.socket || S.connecting) return;
+    var token = S.token;
+    S.connecting = true;
+    api("POST", "/ws-ticket").then(
+      function (t) {
+        S.connecting = false;
+        if (S.token !== token || S.socket) return;
+        openSocket("ticket=" + encodeURIComponent(t.ticket));
+      },
+      function (e) {
+        S.connecting = false;
+        // Signed out (a 401 did it), or signed in anew meanwhile.
+        if (S.token !== token || S.socket) return;
+        if (e instanceof ApiFailure && e.status === 404) openSocket("access_token=" + encodeURIComponent(token));
+        else scheduleReconnect();
+      }
+    );
+  }
+
+  function openSocket(query) {
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var url = scheme + window.location.host + API + "/ws?access_token=" + encodeURIComponent(S.token);
+    var url = scheme + window.location.host + API + "/ws?" + query;
     var sock;
     try {
       sock = new WebSocket(url);
@@ -264,7 +287,7 @@
   }
 
   function scheduleReconnect() {
-    if (!S.token || S.socket || S.retryTimer) return;
+    if (!S.token || S.socket || S.connecting || S.retryTimer) return;
     var delay = Math.min(15000, 500 * Math.pow(2, S.retry)) * (0.75 + Math.random() * 0.5);
     S.retry = Math.min(S.retry + 1, 6);
     S.retryTimer = window.setTimeout(function () {

@@ -216,7 +216,11 @@ mod tests {
         assert_eq!(
             SCRIPT.matches("access_token=").count(),
             1,
-            "the token goes into one URL only, the websocket's"
+            "the token goes into one URL only, the websocket's for a server without tickets"
+        );
+        assert!(
+            SCRIPT.contains("\"/ws-ticket\""),
+            "the websocket opens with a ticket"
         );
         assert!(SCRIPT.contains("sessionStorage"));
     }

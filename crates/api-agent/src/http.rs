@@ -500,6 +500,55 @@ pub async fn put_agent(
     Ok((status, Json(json!({ "id": record.id, "created": created }))).into_response())
 }
 
+/// How long a websocket ticket may wait for its websocket.
+const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `POST /api/v1/ws-ticket`: a one-time ticket that opens the agent's
+/// websocket (`/ws?ticket=`) within 30 s. Browsers cannot set headers on
+/// a websocket, so the console would otherwise put its token in the URL,
+/// which proxies write to their logs (nginx's error log, with the request
+/// line, whenever the upstream is down). A ticket in a log is spent or
+/// expired.
+pub async fn ws_ticket(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
+    let caller = who(&inner, &headers).await?;
+    let agent = caller.agent()?;
+    let token_digest = token(&headers, None)
+        .map(switchboard_router::settings::token_digest)
+        .unwrap_or_default();
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let ticket: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let digest = switchboard_router::settings::token_digest(&ticket);
+    inner
+        .state
+        .issue_ticket(&digest, agent, &token_digest, TICKET_TTL)
+        .await?;
+    metrics::counter!("switchboard_agent_api_ws_tickets_total", "outcome" => "issued").increment(1);
+    Ok(Json(json!({ "ticket": ticket, "expires_in_secs": TICKET_TTL.as_secs() })).into_response())
+}
+
+/// The agent and token digest a websocket ticket was issued for, once, and
+/// only while that token is still the agent's.
+async fn redeem(inner: &Inner, ticket: &str) -> Result<(String, String), ApiError> {
+    let refused = |outcome: &'static str| {
+        metrics::counter!("switchboard_agent_api_ws_tickets_total", "outcome" => outcome)
+            .increment(1);
+        metrics::counter!("switchboard_agent_api_auth_failures_total").increment(1);
+        ApiError::unauthorized()
+    };
+    // Looked up by its digest, as tokens are: the time tells nothing.
+    let digest = switchboard_router::settings::token_digest(ticket);
+    let Some((token_digest, agent)) = inner.state.redeem_ticket(&digest).await? else {
+        return Err(refused("unknown"));
+    };
+    if inner.state.agent_by_token(&token_digest).await?.as_deref() != Some(agent.as_str()) {
+        return Err(refused("revoked"));
+    }
+    metrics::counter!("switchboard_agent_api_ws_tickets_total", "outcome" => "redeemed")
+        .increment(1);
+    Ok((agent, token_digest))
+}
+
 /// The agent websocket.
 pub async fn ws(
     State(inner): Api,
@@ -508,13 +557,20 @@ pub async fn ws(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     // Who first: a plain GET without a token is 401, as everywhere else.
-    let query_token = q.get("access_token").map(String::as_str);
-    let caller = caller(&inner, &headers, query_token).await?;
-    let agent = caller.agent()?.to_owned();
-    // The session checks that its token stays the agent's (ws.rs).
-    let digest = token(&headers, query_token)
-        .map(switchboard_router::settings::token_digest)
-        .unwrap_or_default();
+    // The session checks that its token stays the agent's (ws.rs), by
+    // the token's digest.
+    let (agent, digest) = match q.get("ticket").filter(|t| !t.is_empty()) {
+        Some(ticket) => redeem(&inner, ticket).await?,
+        None => {
+            let query_token = q.get("access_token").map(String::as_str);
+            let caller = caller(&inner, &headers, query_token).await?;
+            let agent = caller.agent()?.to_owned();
+            let digest = token(&headers, query_token)
+                .map(switchboard_router::settings::token_digest)
+                .unwrap_or_default();
+            (agent, digest)
+        }
+    };
     let Ok(upgrade) = upgrade else {
         let mut response = ApiError::new(
             StatusCode::UPGRADE_REQUIRED,

@@ -253,6 +253,7 @@ impl AgentApi {
             .route("/kpis/series", get(records::series))
             .route("/records/export", get(records::export))
             .route("/ws", get(http::ws))
+            .route("/ws-ticket", post(http::ws_ticket))
             .fallback(|| async {
                 error::ApiError::not_found("not_found", "no such path in the API")
             })

@@ -393,6 +393,51 @@ impl RoutingState {
             .await
     }
 
+    /// Keeps a one-time websocket ticket for `agent` for `ttl`: `digest` is
+    /// the ticket's SHA-256 (the ticket itself is never stored), and
+    /// `token_digest` the digest of the token it was issued for, so that
+    /// the session it opens follows that token (and a revoked token's
+    /// ticket opens nothing).
+    pub async fn issue_ticket(
+        &self,
+        digest: &str,
+        agent: &str,
+        token_digest: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route(&format!("ticket:{digest}"));
+        self.store
+            .bounded(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(format!("{token_digest}|{agent}"))
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .query_async::<()>(&mut conn),
+            )
+            .await
+    }
+
+    /// Takes the ticket whose SHA-256 is `digest`, once: the digest of the
+    /// token it was issued for and its agent, or `None` when it is unknown,
+    /// used or expired.
+    pub async fn redeem_ticket(
+        &self,
+        digest: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.store.keys().route(&format!("ticket:{digest}"));
+        let value: Option<String> = self
+            .store
+            .bounded(redis::cmd("GETDEL").arg(key).query_async(&mut conn))
+            .await?;
+        Ok(value.and_then(|v| {
+            v.split_once('|')
+                .map(|(token, agent)| (token.to_owned(), agent.to_owned()))
+        }))
+    }
+
     /// Puts a new contact in the routing state; false when it was known.
     pub async fn enqueue(&self, r: &NewRoute<'_>) -> Result<bool, StoreError> {
         let k = self.store.keys();
