@@ -88,3 +88,50 @@ async fn redis_outage_is_survived_and_reported() {
     let stored = stored_messages(&redis.url()).await;
     assert_eq!(stored.len(), 2);
 }
+
+/// `switchboard_redis_up` follows Redis without anyone asking `/readyz`
+/// (on a plain systemd install nothing does): 1 while it answers, 0 a few
+/// seconds after it stops, 1 again when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_up_follows_redis_without_readyz() {
+    let mut redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        "",
+    );
+    let base = daemon.base();
+    let up = || async {
+        metrics_text(&base)
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_redis_up "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            up().await == Some(1.0)
+        })
+        .await,
+        "redis_up is not 1: {:?}",
+        up().await
+    );
+    redis.stop();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            up().await == Some(0.0)
+        })
+        .await,
+        "redis_up is not 0 with Redis stopped: {:?}",
+        up().await
+    );
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            up().await == Some(1.0)
+        })
+        .await,
+        "redis_up is not 1 again: {:?}",
+        up().await
+    );
+}

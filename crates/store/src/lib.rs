@@ -110,6 +110,11 @@ pub enum StoreError {
          set redis.partitions = {stored} (the partition count cannot change once data exists)"
     )]
     Layout { stored: u16, configured: u16 },
+    #[error(
+        "redis {found} is too old: Switchboard needs Redis {MIN_REDIS} or later \
+         (XAUTOCLAIM, GETDEL, XADD MINID; tested on 7.0)"
+    )]
+    Version { found: String },
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -185,6 +190,21 @@ impl std::fmt::Debug for Store {
             .field("keys", &self.keys)
             .finish()
     }
+}
+
+/// The oldest Redis Switchboard runs on.
+pub const MIN_REDIS: &str = "6.2";
+const MIN_REDIS_PARTS: (u32, u32) = (6, 2);
+
+/// `redis_version` of an `INFO server` answer, as written and as (major,
+/// minor).
+fn redis_version(info: &str) -> Option<(&str, (u32, u32))> {
+    let found = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))?
+        .trim();
+    let mut parts = found.split('.').map(|p| p.parse::<u32>().ok());
+    Some((found, (parts.next()??, parts.next()??)))
 }
 
 /// `url` with any password replaced by `***`, for logs: the user info's
@@ -458,6 +478,31 @@ impl Store {
         self.layout(false).await
     }
 
+    /// Refuses a Redis older than [`MIN_REDIS`]: its router passes would
+    /// fail on every reclaim (`XAUTOCLAIM`), and nothing would be routed,
+    /// while intake went on acknowledging. A server that does not answer
+    /// `INFO server` (a hosted Redis may forbid it) is let through.
+    async fn check_version(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let info: String = match self
+            .bounded(redis::cmd("INFO").arg("server").query_async(&mut conn))
+            .await
+        {
+            Ok(info) => info,
+            Err(e @ StoreError::Unavailable(_)) => return Err(e),
+            Err(error) => {
+                tracing::debug!(%error, "Cannot read Redis's version (INFO server); not checked.");
+                return Ok(());
+            }
+        };
+        match redis_version(&info) {
+            Some((found, version)) if version < MIN_REDIS_PARTS => Err(StoreError::Version {
+                found: found.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// As [`Store::check_layout`], for an instance that starts serving: the
     /// first to start on a store laid out by an older version notes when,
     /// from which marks of the older form are read for a dedupe window and
@@ -467,6 +512,7 @@ impl Store {
     }
 
     async fn layout(&self, starting: bool) -> Result<(), StoreError> {
+        self.check_version().await?;
         let mut conn = self.conn();
         let meta = self.keys.meta();
         let configured = self.keys.partitions();
@@ -528,6 +574,7 @@ impl Store {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -584,6 +631,19 @@ mod tests {
                 assert!(!e.to_string().contains("hunter2"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn the_redis_version_is_read_from_info() {
+        let info = "# Server\r\nredis_version:6.0.16\r\nredis_git_sha1:0\r\n";
+        assert_eq!(redis_version(info), Some(("6.0.16", (6, 0))));
+        assert!(redis_version(info).unwrap().1 < MIN_REDIS_PARTS);
+        for ok in ["6.2.0", "7.0.15", "7.2.4", "8.0.1", "10.0.0"] {
+            let info = format!("redis_version:{ok}\r\n");
+            assert!(redis_version(&info).unwrap().1 >= MIN_REDIS_PARTS, "{ok}");
+        }
+        assert_eq!(redis_version("redis_version:unstable\r\n"), None);
+        assert_eq!(redis_version("# Server\r\n"), None);
     }
 
     /// Other services' URLs lose every query value; a configuration's

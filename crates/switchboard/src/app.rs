@@ -61,6 +61,11 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     if !switchboard_core::Timestamp::is_manual() {
         tracker.spawn(watch_clock(store.clone(), background.clone()));
     }
+    tracker.spawn(keep_metrics(
+        store.clone(),
+        metrics.clone(),
+        background.clone(),
+    ));
 
     let routing = Arc::new(config.routing.clone());
     let plan = Arc::new(routing.plan().map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -374,7 +379,7 @@ async fn check_layout(
     loop {
         match store.check_layout_at_start().await {
             Ok(()) => return report_settings(&store).await,
-            Err(e @ StoreError::Layout { .. }) => {
+            Err(e @ (StoreError::Layout { .. } | StoreError::Version { .. })) => {
                 let _ = fatal.send(anyhow::Error::new(e)).await;
                 return;
             }
@@ -385,6 +390,27 @@ async fn check_layout(
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// How often the metrics' upkeep runs and Redis is pinged for them.
+const METRICS_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the metrics true without a scraper: histograms' samples are
+/// folded into their buckets (the recorder otherwise keeps every sample
+/// until `/metrics` is rendered: memory that grows for ever where nobody
+/// scrapes), and `switchboard_redis_up` is set from a ping (it was set
+/// only by `/readyz`, which nothing calls on a plain systemd install, so
+/// an alert on it never fired).
+async fn keep_metrics(store: Store, handle: PrometheusHandle, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(METRICS_EVERY) => {}
+        }
+        handle.run_upkeep();
+        let up = store.ping().await.is_ok();
+        metrics::gauge!("switchboard_redis_up").set(if up { 1.0 } else { 0.0 });
     }
 }
 
