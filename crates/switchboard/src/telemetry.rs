@@ -11,11 +11,19 @@ use tracing_subscriber::{EnvFilter, Layer as _, filter};
 /// Installs the log subscriber. Logs go to stderr (journald keeps them).
 pub fn init_logs(config: &LogConfig) {
     // A second init (tests) is harmless: the first subscriber stays.
-    let _ = subscriber(config, std::io::stderr).try_init();
+    // Colours only on a terminal: journald and files would keep the escape
+    // codes as text (`NO_COLOR` turns them off on a terminal too).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let _ = subscriber(config, std::io::stderr, ansi).try_init();
 }
 
-/// The log subscriber writing to `writer`.
-fn subscriber<W>(config: &LogConfig, writer: W) -> impl tracing::Subscriber + Send + Sync
+/// The log subscriber writing to `writer`, with colours when `ansi`.
+fn subscriber<W>(
+    config: &LogConfig,
+    writer: W,
+    ansi: bool,
+) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -32,7 +40,10 @@ where
     })
     .with_max_level_hint(filter::LevelFilter::TRACE);
     let layer = match config.format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
@@ -210,13 +221,15 @@ mod log_tests {
             format: LogFormat::Text,
             level: "info,async_imap::imap_stream=trace".into(),
         };
-        tracing::subscriber::with_default(subscriber(&config, buffer.clone()), || {
+        tracing::subscriber::with_default(subscriber(&config, buffer.clone(), false), || {
             tracing::trace!(target: "async_imap::imap_stream", "A1 LOGIN olha hunter2");
             tracing::debug!(target: "async_imap::imap_stream", "a debug line");
             tracing::info!("an info line");
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert!(!text.contains("hunter2"), "{text}");
+        // Not on a terminal: no colour codes in the text.
+        assert!(!text.contains('\x1b'), "{text:?}");
         assert!(
             text.contains("a debug line") && text.contains("an info line"),
             "{text}"
@@ -227,7 +240,7 @@ mod log_tests {
             level: "info".into(),
         };
         assert_eq!(
-            tracing::Subscriber::max_level_hint(&subscriber(&info, Buffer::default())),
+            tracing::Subscriber::max_level_hint(&subscriber(&info, Buffer::default(), false)),
             Some(filter::LevelFilter::INFO)
         );
     }
