@@ -1059,11 +1059,6 @@ async fn a_gap_in_the_routing_events_resends_hello() {
     );
 }
 
-/// An agent removed from the configuration is retired at the next start:
-/// their token no longer signs in, they are offline, and the chat they held
-/// goes back to the queue after the grace period. An agent created through
-/// the API is not the configuration's to remove. An agent renamed in the
-/// configuration with the same token takes the token over.
 /// The websocket opens with a one-time ticket, so that no token goes
 /// into a URL (which proxies log): a ticket opens one socket for its
 /// agent, once; a used, made-up or revoked token's ticket opens nothing;
@@ -1094,13 +1089,47 @@ async fn a_websocket_ticket_opens_one_socket_once() {
     let body = r.json();
     let t = body["ticket"].as_str().unwrap().to_owned();
     assert_eq!(t.len(), 64, "{body}");
-    assert_eq!(body["expires_in_secs"], 30, "{body}");
+    assert_eq!(body["expires_in_secs"], 15, "{body}");
+    // Redis keeps it (by its digest) for 15 s at most.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*:ticket:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !keys.is_empty() && !keys.iter().any(|k| k.contains(&t)),
+        "{keys:?}"
+    );
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((1..=15_000).contains(&ttl), "{key}: {ttl} ms");
+    }
+    // A plain GET is told to upgrade, and does not spend the ticket.
+    let plain = http.get(&format!("{api}/ws?ticket={t}")).await.unwrap();
+    assert_eq!(plain.status, 426, "{}", plain.body);
     let mut ws = AgentSocket::connect_with_ticket(&base, &t).await.unwrap();
     let hello = ws.next(Duration::from_secs(5)).await.expect("hello");
     assert_eq!(
         (hello["type"].as_str(), hello["me"]["id"].as_str()),
         (Some("hello"), Some("olena"))
     );
+    // Past the session's token re-check (every 5 s): still Olena's token,
+    // so still open and working.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    ws.send(json!({"type": "presence", "ref": "p1", "presence": "available"}))
+        .await;
+    let (result, seen) = ws.until("result", Duration::from_secs(5)).await;
+    let result = result.unwrap_or_else(|| panic!("no result after the re-check: {seen:?}"));
+    assert_eq!(result["ok"], true, "{result}");
     // Spent.
     let again = AgentSocket::connect_with_ticket(&base, &t).await;
     assert!(
@@ -1142,6 +1171,11 @@ async fn a_websocket_ticket_opens_one_socket_once() {
     );
 }
 
+/// An agent removed from the configuration is retired at the next start:
+/// their token no longer signs in, they are offline, and the chat they held
+/// goes back to the queue after the grace period. An agent created through
+/// the API is not the configuration's to remove. An agent renamed in the
+/// configuration with the same token takes the token over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_removed_from_the_configuration_no_longer_signs_in() {
     let redis = RedisServer::start();

@@ -12,6 +12,8 @@
   var TYPING_IDLE_MS = 5000;
   var VISITOR_TYPING_MS = 10000;
   var SILENT_MS = 60000;
+  // How long a websocket ticket request may take before the attempt gives up.
+  var TICKET_WAIT_MS = 10000;
 
   var CHANNELS = { chat: "Chat", email: "Email", social: "Social", voice: "Voice" };
   var WITHDRAWN = {
@@ -30,7 +32,8 @@
     socketSeen: 0,
     retry: 0,
     retryTimer: null,
-    connecting: false, // a websocket ticket is being fetched
+    connecting: 0, // the websocket attempt fetching its ticket (0: none)
+    attempts: 0,
     offers: new Map(), // contact id -> {id, channel, until, details, el}
     convs: new Map(), // contact id -> conversation
     selected: null,
@@ -110,14 +113,17 @@
     this.message = message;
   }
 
-  function api(method, path, body) {
+  // `signal` (optional): an AbortSignal that gives up on the request.
+  function api(method, path, body, signal) {
+    var token = S.token;
     var init = {
       method: method,
-      headers: { Authorization: "Bearer " + S.token },
+      headers: { Authorization: "Bearer " + token },
       cache: "no-store",
       credentials: "omit",
       referrerPolicy: "no-referrer"
     };
+    if (signal) init.signal = signal;
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -138,7 +144,9 @@
         }
         if (!r.ok) {
           var err = (data && data.error) || {};
-          if (r.status === 401) signedOut("The token is no longer accepted. Sign in again.");
+          // Only the token this request carried is refused: an answer to
+          // a request of an earlier sign-in does not sign out this one.
+          if (r.status === 401 && S.token === token) signedOut("The token is no longer accepted. Sign in again.");
           throw new ApiFailure(r.status, err.code || "http_" + r.status, err.message || r.statusText);
         }
         return data;
@@ -197,6 +205,7 @@
     S.token = null;
     S.me = null;
     S.connected = false;
+    S.connecting = 0;
     if (S.retryTimer) window.clearTimeout(S.retryTimer);
     S.retryTimer = null;
     if (S.socket) {
@@ -230,20 +239,29 @@
   // The websocket opens with a one-time ticket (POST /ws-ticket), so that
   // the token never goes into a URL, which proxies log. Only a server
   // without tickets (older, 404) gets the token in the URL.
+  // `S.connecting` names the attempt in progress (a number, or 0); a
+  // sign-out or a newer attempt makes an older one's answer moot.
   function connect() {
     if (!S.token || S.socket || S.connecting) return;
     var token = S.token;
-    S.connecting = true;
-    api("POST", "/ws-ticket").then(
+    var attempt = ++S.attempts;
+    S.connecting = attempt;
+    // A ticket request that hangs (the upstream restarting) gives up, so
+    // that reconnecting goes on.
+    var abort = typeof AbortController === "function" ? new AbortController() : null;
+    var giveUp = abort ? window.setTimeout(function () { abort.abort(); }, TICKET_WAIT_MS) : null;
+    function done() {
+      if (giveUp) window.clearTimeout(giveUp);
+      if (S.connecting !== attempt) return false;
+      S.connecting = 0;
+      return S.token === token && !S.socket;
+    }
+    api("POST", "/ws-ticket", undefined, abort ? abort.signal : undefined).then(
       function (t) {
-        S.connecting = false;
-        if (S.token !== token || S.socket) return;
-        openSocket("ticket=" + encodeURIComponent(t.ticket));
+        if (done()) openSocket("ticket=" + encodeURIComponent(t.ticket));
       },
       function (e) {
-        S.connecting = false;
-        // Signed out (a 401 did it), or signed in anew meanwhile.
-        if (S.token !== token || S.socket) return;
+        if (!done()) return;
         if (e instanceof ApiFailure && e.status === 404) openSocket("access_token=" + encodeURIComponent(token));
         else scheduleReconnect();
       }

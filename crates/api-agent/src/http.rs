@@ -501,14 +501,14 @@ pub async fn put_agent(
 }
 
 /// How long a websocket ticket may wait for its websocket.
-const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `POST /api/v1/ws-ticket`: a one-time ticket that opens the agent's
-/// websocket (`/ws?ticket=`) within 30 s. Browsers cannot set headers on
+/// websocket (`/ws?ticket=`) within 15 s. Browsers cannot set headers on
 /// a websocket, so the console would otherwise put its token in the URL,
 /// which proxies write to their logs (nginx's error log, with the request
-/// line, whenever the upstream is down). A ticket in a log is spent or
-/// expired.
+/// line, whenever the upstream is down). A ticket in a log is spent, or
+/// expires within seconds.
 pub async fn ws_ticket(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
     let agent = caller.agent()?;
@@ -556,11 +556,15 @@ pub async fn ws(
     Query(q): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let ticket = q.get("ticket").filter(|t| !t.is_empty());
     // Who first: a plain GET without a token is 401, as everywhere else.
+    // A ticket is redeemed only by a websocket upgrade: a plain GET
+    // carrying one is told to upgrade, and the ticket is kept.
     // The session checks that its token stays the agent's (ws.rs), by
     // the token's digest.
-    let (agent, digest) = match q.get("ticket").filter(|t| !t.is_empty()) {
-        Some(ticket) => redeem(&inner, ticket).await?,
+    let (agent, digest) = match ticket {
+        Some(ticket) if upgrade.is_ok() => redeem(&inner, ticket).await?,
+        Some(_) => (String::new(), String::new()),
         None => {
             let query_token = q.get("access_token").map(String::as_str);
             let caller = caller(&inner, &headers, query_token).await?;

@@ -67,14 +67,24 @@ pub struct StoreConfig {
 /// Without the password, in `url` or alone.
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named: a new one fails to compile until shown here.
+        let StoreConfig {
+            url,
+            password,
+            key_prefix,
+            partitions,
+            connect_timeout,
+            response_timeout,
+            topology,
+        } = self;
         f.debug_struct("StoreConfig")
-            .field("url", &redact_url(&self.url))
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("key_prefix", &self.key_prefix)
-            .field("partitions", &self.partitions)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .field("topology", &self.topology)
+            .field("url", &redact_url(url))
+            .field("password", &password.as_ref().map(|_| "***"))
+            .field("key_prefix", key_prefix)
+            .field("partitions", partitions)
+            .field("connect_timeout", connect_timeout)
+            .field("response_timeout", response_timeout)
+            .field("topology", topology)
             .finish()
     }
 }
@@ -196,6 +206,28 @@ impl std::fmt::Debug for Store {
 pub const MIN_REDIS: &str = "6.2";
 const MIN_REDIS_PARTS: (u32, u32) = (6, 2);
 
+/// The texts of an `INFO` answer: a server's one, or each node's of a
+/// cluster's map (node → text).
+fn info_texts(value: &redis::Value, out: &mut Vec<String>) {
+    match value {
+        redis::Value::BulkString(bytes) => out.push(String::from_utf8_lossy(bytes).into_owned()),
+        redis::Value::SimpleString(text) | redis::Value::VerbatimString { text, .. } => {
+            out.push(text.clone());
+        }
+        redis::Value::Map(pairs) => {
+            for (_, v) in pairs {
+                info_texts(v, out);
+            }
+        }
+        redis::Value::Array(items) => {
+            for v in items {
+                info_texts(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// `redis_version` of an `INFO server` answer, as written and as (major,
 /// minor).
 fn redis_version(info: &str) -> Option<(&str, (u32, u32))> {
@@ -276,7 +308,9 @@ fn without_query_values(value: &str) -> String {
         .split('&')
         .map(|param| match param.split_once('=') {
             Some((key, _)) => format!("{key}=***"),
-            None => param.to_owned(),
+            // A bare value (`?s3cret`) may be the secret itself.
+            None if param.is_empty() => String::new(),
+            None => "***".to_owned(),
         })
         .collect();
     format!("{base}?{}", params.join("&"))
@@ -484,7 +518,9 @@ impl Store {
     /// `INFO server` (a hosted Redis may forbid it) is let through.
     async fn check_version(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let info: String = match self
+        // One text from a server; one per master from a cluster (the
+        // client asks them all), each checked.
+        let info: redis::Value = match self
             .bounded(redis::cmd("INFO").arg("server").query_async(&mut conn))
             .await
         {
@@ -495,12 +531,18 @@ impl Store {
                 return Ok(());
             }
         };
-        match redis_version(&info) {
-            Some((found, version)) if version < MIN_REDIS_PARTS => Err(StoreError::Version {
-                found: found.to_owned(),
-            }),
-            _ => Ok(()),
+        let mut texts = Vec::new();
+        info_texts(&info, &mut texts);
+        for text in &texts {
+            if let Some((found, version)) = redis_version(text)
+                && version < MIN_REDIS_PARTS
+            {
+                return Err(StoreError::Version {
+                    found: found.to_owned(),
+                });
+            }
         }
+        Ok(())
     }
 
     /// As [`Store::check_layout`], for an instance that starts serving: the
@@ -643,6 +685,24 @@ mod tests {
             assert!(redis_version(&info).unwrap().1 >= MIN_REDIS_PARTS, "{ok}");
         }
         assert_eq!(redis_version("redis_version:unstable\r\n"), None);
+        // A cluster answers per node: each is found.
+        let cluster = redis::Value::Map(vec![
+            (
+                redis::Value::SimpleString("10.0.0.1:6379".into()),
+                redis::Value::BulkString(b"redis_version:7.0.15\r\n".to_vec()),
+            ),
+            (
+                redis::Value::SimpleString("10.0.0.2:6379".into()),
+                redis::Value::VerbatimString {
+                    format: redis::VerbatimFormat::Text,
+                    text: "redis_version:6.0.16\r\n".into(),
+                },
+            ),
+        ]);
+        let mut texts = Vec::new();
+        info_texts(&cluster, &mut texts);
+        let versions: Vec<_> = texts.iter().filter_map(|t| redis_version(t)).collect();
+        assert_eq!(versions, [("7.0.15", (7, 0)), ("6.0.16", (6, 0))]);
         assert_eq!(redis_version("# Server\r\n"), None);
     }
 
@@ -659,6 +719,10 @@ mod tests {
             "https://crm.example/hook"
         );
         assert_eq!(redact_url_all("not a url?x=1"), "not a url?x=1");
+        assert_eq!(
+            redact_url_all("https://pbx.example/dial?s3cret"),
+            "https://pbx.example/dial?***"
+        );
         let mut config = StoreConfig::local("redis://sb:hunter2@db:6379", 4);
         config.password = Some("hunter3".into());
         config.topology = Topology::Cluster {

@@ -110,18 +110,28 @@ pub enum RedisMode {
 /// Without the URL's password (a derived `Debug` would print it).
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named: a new one fails to compile until shown here.
+        let RedisConfig {
+            url,
+            password,
+            key_prefix,
+            partitions,
+            connect_timeout_ms,
+            response_timeout_ms,
+            mode,
+            cluster_nodes,
+        } = self;
         f.debug_struct("RedisConfig")
-            .field("url", &switchboard_store::redact_url(&self.url))
-            .field("password", &self.password)
-            .field("key_prefix", &self.key_prefix)
-            .field("partitions", &self.partitions)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("response_timeout_ms", &self.response_timeout_ms)
-            .field("mode", &self.mode)
+            .field("url", &switchboard_store::redact_url(url))
+            .field("password", password)
+            .field("key_prefix", key_prefix)
+            .field("partitions", partitions)
+            .field("connect_timeout_ms", connect_timeout_ms)
+            .field("response_timeout_ms", response_timeout_ms)
+            .field("mode", mode)
             .field(
                 "cluster_nodes",
-                &self
-                    .cluster_nodes
+                &cluster_nodes
                     .iter()
                     .map(|n| switchboard_store::redact_url(n))
                     .collect::<Vec<_>>(),
@@ -1368,6 +1378,11 @@ mod tests {
     #[test]
     fn show_config_never_prints_a_secret() {
         let f = file("[redis]\nurl = \"redis://default:hunter2@db.example:6379/0\"\n");
+        // Nor does a Debug of the loaded configuration (a log line that
+        // ever printed it).
+        let loaded = format!("{:?}", load(f.path(), env(&[])).unwrap());
+        assert!(!loaded.contains("hunter2"), "{loaded}");
+        assert!(loaded.contains("db.example:6379"), "{loaded}");
         let url = raw_value(f.path(), env(&[]), "redis.url").unwrap();
         assert_eq!(url, "redis://default:***@db.example:6379/0");
         let from_env = raw_value(

@@ -101,13 +101,22 @@ fn problem(key: String, problem: impl Into<String>) -> ConfigProblem {
 /// Without the URL's query values: a receiver may take a token there.
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named: a new one fails to compile until shown here.
+        let WebhookConfig {
+            name,
+            url,
+            secret,
+            events,
+            timeout_ms,
+            max_age_hours,
+        } = self;
         f.debug_struct("WebhookConfig")
-            .field("name", &self.name)
-            .field("url", &switchboard_store::redact_url_all(&self.url))
-            .field("secret", &self.secret)
-            .field("events", &self.events)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("max_age_hours", &self.max_age_hours)
+            .field("name", name)
+            .field("url", &switchboard_store::redact_url_all(url))
+            .field("secret", secret)
+            .field("events", events)
+            .field("timeout_ms", timeout_ms)
+            .field("max_age_hours", max_age_hours)
             .finish()
     }
 }
@@ -126,13 +135,21 @@ pub struct Target {
 /// Without the URL's password and query values.
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Target {
+            name,
+            url,
+            secret,
+            events,
+            timeout,
+            max_age,
+        } = self;
         f.debug_struct("Target")
-            .field("name", &self.name)
-            .field("url", &switchboard_store::redact_url_all(self.url.as_str()))
-            .field("secret", &self.secret)
-            .field("events", &self.events)
-            .field("timeout", &self.timeout)
-            .field("max_age", &self.max_age)
+            .field("name", name)
+            .field("url", &switchboard_store::redact_url_all(url.as_str()))
+            .field("secret", secret)
+            .field("events", events)
+            .field("timeout", timeout)
+            .field("max_age", max_age)
             .finish()
     }
 }
