@@ -10,7 +10,7 @@
 //! small event queues (dropped when full: they are ephemeral).
 
 use futures::StreamExt;
-use metrics::gauge;
+use metrics::{counter, gauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,22 @@ pub enum HubEvent {
     Typing { on: bool, name: String },
     /// The agent read up to `seq`.
     Read { seq: String },
+}
+
+/// Hands `event` to a session, or drops it when the session's queue is
+/// full (a session that does not keep up), counted: a lost `Attach` is
+/// made good by the session's 2–10 s look at its visitor's conversation, a
+/// lost `Typing` or `Read` by the next one.
+fn offer(link: &Link, event: HubEvent) {
+    let kind = match &event {
+        HubEvent::Attach(..) => "attach",
+        HubEvent::Typing { .. } => "typing",
+        HubEvent::Read { .. } => "read",
+    };
+    // A closed queue is a session ending: nothing to count.
+    if let Err(mpsc::error::TrySendError::Full(_)) = link.events.try_send(event) {
+        counter!("switchboard_chat_hub_dropped_total", "event" => kind).increment(1);
+    }
 }
 
 /// A session as the hub knows it.
@@ -104,7 +120,7 @@ impl Hub {
         let maps = self.maps();
         if let Some(links) = maps.by_visitor.get(visitor) {
             for l in links {
-                let _ = l.events.try_send(HubEvent::Attach(*conv, *contact));
+                offer(l, HubEvent::Attach(*conv, *contact));
             }
         }
     }
@@ -140,7 +156,7 @@ impl Hub {
     fn tell(&self, conv: &str, event: &HubEvent) {
         if let Some(links) = self.maps().by_conv.get(conv) {
             for l in links {
-                let _ = l.events.try_send(event.clone());
+                offer(l, event.clone());
             }
         }
     }
