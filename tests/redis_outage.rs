@@ -108,30 +108,17 @@ async fn redis_up_follows_redis_without_readyz() {
             .find_map(|l| l.strip_prefix("switchboard_redis_up "))
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            up().await == Some(1.0)
+    // Waits up to 20 s for the gauge to read `want`.
+    let until_up = |want: f64, when: &'static str| async move {
+        let reached = eventually(Duration::from_secs(20), || async {
+            up().await == Some(want)
         })
-        .await,
-        "redis_up is not 1: {:?}",
-        up().await
-    );
+        .await;
+        assert!(reached, "redis_up is not {want} {when}: {:?}", up().await);
+    };
+    until_up(1.0, "at start").await;
     redis.stop();
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            up().await == Some(0.0)
-        })
-        .await,
-        "redis_up is not 0 with Redis stopped: {:?}",
-        up().await
-    );
+    until_up(0.0, "with Redis stopped").await;
     redis.restart();
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            up().await == Some(1.0)
-        })
-        .await,
-        "redis_up is not 1 again: {:?}",
-        up().await
-    );
+    until_up(1.0, "with Redis back").await;
 }
