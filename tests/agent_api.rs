@@ -1169,6 +1169,24 @@ async fn a_websocket_ticket_opens_one_socket_once() {
         "{:?}",
         revoked.err()
     );
+
+    // 30 tickets a minute per agent: Mariia has had one; 29 more, then a
+    // refusal (a refill, one every 2 s, only moves it later).
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let r = ticket(Some("mariia-token-9876543210")).await;
+        if r.status == 429 {
+            r.assert_refused(429, "rate_limited");
+        }
+        statuses.push(r.status);
+    }
+    let issued = statuses.iter().take_while(|s| **s == 200).count();
+    assert!(
+        (29..40).contains(&issued) && statuses[issued] == 429,
+        "{statuses:?}"
+    );
+    // Olena's own allowance is untouched by Mariia's.
+    assert_eq!(ticket(Some(OLENA)).await.status, 200);
 }
 
 /// An agent removed from the configuration is retired at the next start:

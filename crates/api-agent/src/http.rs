@@ -512,6 +512,18 @@ const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(15);
 pub async fn ws_ticket(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
     let agent = caller.agent()?;
+    if !inner.tickets.take(agent, std::time::Instant::now()) {
+        metrics::counter!("switchboard_agent_api_ws_tickets_total", "outcome" => "rate_limited")
+            .increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "at most {} websocket tickets a minute; wait before asking again",
+                crate::tickets::PER_MINUTE
+            ),
+        ));
+    }
     let token_digest = token(&headers, None)
         .map(switchboard_router::settings::token_digest)
         .unwrap_or_default();

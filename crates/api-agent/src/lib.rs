@@ -18,6 +18,7 @@ mod http;
 pub mod hub;
 mod media;
 mod records;
+mod tickets;
 pub mod wallboard;
 mod ws;
 
@@ -176,6 +177,8 @@ pub struct Inner {
     pub(crate) media_permits: tokio::sync::Semaphore,
     /// Attachment requests in flight by caller (two each).
     pub(crate) media_callers: media::InFlight,
+    /// Websocket tickets each agent may still ask for.
+    pub(crate) tickets: tickets::Allowance,
     pub(crate) recorder: Option<switchboard_records::Recorder>,
 }
 
@@ -219,6 +222,7 @@ impl AgentApi {
                 media: media::MediaSources::default(),
                 media_permits: tokio::sync::Semaphore::new(media_fetches),
                 media_callers: media::InFlight::default(),
+                tickets: tickets::Allowance::default(),
                 recorder,
             }),
         })
