@@ -25,7 +25,10 @@ use switchboard_chat::protocol::{self, ClientFrame};
 
 /// Each client frame type and the fields it may carry besides `type`.
 const FIELDS: [(&str, &[&str]); 8] = [
-    ("hello", &["v", "widget", "token", "locale", "after", "conversation"]),
+    (
+        "hello",
+        &["v", "widget", "token", "locale", "after", "conversation"],
+    ),
     ("prechat", &["name", "email", "topic"]),
     ("message", &["client_id", "text", "attachments"]),
     ("typing", &["on"]),
@@ -133,6 +136,11 @@ fn check(text: &str) {
             }
         }
         ClientFrame::Message { client_id, .. } => check_client_id(client_id),
+        // The offline form's, when it has one, follows the same rule.
+        ClientFrame::Offline {
+            client_id: Some(client_id),
+            ..
+        } => check_client_id(client_id),
         ClientFrame::Read { seq } => check_seq(seq),
         ClientFrame::Rating { score, .. } => {
             let number = object.get("score").and_then(Value::as_u64);
