@@ -214,6 +214,9 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
             Err(e) => panic!("no STOPPING=1 ({e}); got {seen:?}"),
         }
     }
+    // With it, how long the stop may take: 10 s of drain (the default), as
+    // long again for deliveries, 5 s to exit.
+    assert!(seen.contains("EXTEND_TIMEOUT_USEC=25000000"), "{seen:?}");
 }
 
 /// The instance compares its clock with Redis's and shows the offset: on

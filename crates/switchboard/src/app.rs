@@ -208,15 +208,27 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+    let open_files = crate::limits::raise_open_files();
+    let max_connections = crate::limits::http_connections(config.http.max_connections, open_files);
+    if let Some(files) = open_files
+        && max_connections > crate::limits::http_connections(0, open_files)
+    {
+        warn!(
+            max_connections,
+            open_files = files,
+            "http.max_connections leaves too little of the open-file limit to Redis, mail and files (1,024, or a quarter of a smaller limit): raise LimitNOFILE or lower it."
+        );
+    }
     let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
-    info!(%addr, worker_threads, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /console, /wallboard, /channels/<name>/…");
+    info!(%addr, worker_threads, max_connections, open_files, "Switchboard is listening: /healthz, /readyz, /metrics, /api/v1/…, /console, /wallboard, /channels/<name>/…");
     // With the peer's address: channels limit by it (chat's `rate_per_ip`).
     let server = crate::serve::serve(
         listener,
         app,
-        crate::serve::Timeouts {
+        crate::serve::Limits {
             header: Duration::from_secs(config.http.header_timeout_secs),
             write: Duration::from_secs(config.http.write_timeout_secs),
+            connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         },
         stop_accepting.clone(),
     );
@@ -255,7 +267,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         drain_timeout_s = config.shutdown.drain_timeout_secs,
         "Shutting down: no new work, finishing requests in flight."
     );
-    systemd::stopping();
+    systemd::stopping(config.drain_timeout());
     draining.store(true, Ordering::SeqCst);
     stop_accepting.cancel();
     if !server_task.is_finished() {

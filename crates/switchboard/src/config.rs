@@ -161,6 +161,12 @@ pub struct HttpConfig {
     /// included.
     #[serde(default = "defaults::write_timeout_secs")]
     pub write_timeout_secs: u64,
+    /// Connections served at once (websockets included); one more is
+    /// answered 503 and closed. 0: what the open-file limit leaves after
+    /// 1,024 descriptors (a quarter of a small limit) kept for Redis, mail
+    /// and files.
+    #[serde(default)]
+    pub max_connections: u64,
 }
 
 /// `[intake]`
@@ -880,6 +886,7 @@ mod tests {
             "level =",
             "header_timeout_secs =",
             "write_timeout_secs =",
+            "max_connections =",
             "[shutdown]",
             "drain_timeout_secs =",
             "[runtime]",

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 mod deadline;
 pub mod http;
+mod limits;
 mod serve;
 pub mod systemd;
 pub mod telemetry;

@@ -16,39 +16,62 @@
 //! descriptor each. A write that makes no progress for
 //! `http.write_timeout_secs` now closes the connection (`tokio-io-timeout`
 //! around the socket, so upgraded websockets have it too).
+//!
+//! And nothing limited how many connections were open: past the open-file
+//! limit `accept` fails (`EMFILE`), and so does everything else that opens
+//! a descriptor, Redis reconnects included. At most
+//! `http.max_connections` are served now (by default what the open-file
+//! limit leaves after a reserve, `limits.rs`); one more is answered `503`
+//! and closed, and counted in `switchboard_http_connections_refused_total`.
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-/// How long a connection may take over its parts.
+/// How long a connection may take over its parts, and how many there may
+/// be.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct Limits {
     /// For a request's head, and idle between two requests.
     pub header: Duration,
     /// For a write that makes no progress.
     pub write: Duration,
+    /// Connections served at once.
+    pub connections: usize,
 }
+
+/// What a connection over [`Limits::connections`] is told before it is
+/// closed.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: 34\r\nretry-after: 5\r\nconnection: close\r\n\r\ntoo many connections, retry later\n";
+
+/// How often a refusal is logged, at most.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `stop` is cancelled, then lets the
 /// requests in flight finish (each connection closes after its current
 /// request) and returns once every connection has ended. Dropping the
 /// future closes every connection at once.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    timeouts: Timeouts,
-    stop: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: CancellationToken) {
     let mut connections = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(
+        limits.connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let mut refused = Refusals::default();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -64,6 +87,13 @@ pub async fn serve(
                 continue;
             }
         };
+        // A permit per socket, held by the socket itself: an upgraded
+        // websocket outlives its HTTP connection's task.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refuse(&tcp);
+            refused.log(peer, limits.connections);
+            continue;
+        };
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "Could not set TCP_NODELAY on an accepted connection.");
         }
@@ -78,11 +108,12 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(timeouts.header);
+                .header_read_timeout(limits.header);
             let mut io = TimeoutStream::new(tcp);
-            io.set_write_timeout(Some(timeouts.write));
+            io.set_write_timeout(Some(limits.write));
+            let io = Counted::new(Box::pin(io), permit);
             let connection = builder
-                .serve_connection(TokioIo::new(Box::pin(io)), service)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
@@ -101,6 +132,113 @@ pub async fn serve(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// A served socket with its permit: counted in
+/// `switchboard_http_connections` until it is dropped, websockets
+/// included.
+struct Counted {
+    io: Pin<Box<TimeoutStream<TcpStream>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Counted {
+    fn new(io: Pin<Box<TimeoutStream<TcpStream>>>, permit: OwnedSemaphorePermit) -> Counted {
+        metrics::gauge!("switchboard_http_connections").increment(1.0);
+        Counted {
+            io,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        metrics::gauge!("switchboard_http_connections").decrement(1.0);
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io.as_mut().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io.as_mut().poll_shutdown(cx)
+    }
+}
+
+/// Answers a connection over the limit `503` and closes it, without a task
+/// or a wait: what the client already sent is read first (closing a socket
+/// with unread input resets it, and the client would lose the answer).
+fn refuse(tcp: &TcpStream) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(tcp.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    // A fresh socket's send buffer takes this much at once.
+    let _ = tcp.try_write(REFUSAL);
+    metrics::counter!("switchboard_http_connections_refused_total").increment(1);
+}
+
+/// Refusals since the last log line, so that a flood logs one line every
+/// [`REFUSALS_LOGGED_EVERY`] rather than one per connection.
+#[derive(Default)]
+struct Refusals {
+    since: usize,
+    logged_at: Option<tokio::time::Instant>,
+}
+
+impl Refusals {
+    fn log(&mut self, peer: std::net::SocketAddr, max: usize) {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= REFUSALS_LOGGED_EVERY)
+        {
+            tracing::warn!(
+                %peer,
+                refused = self.since,
+                max_connections = max,
+                "Too many HTTP connections; refused with 503 (http.max_connections)."
+            );
+            self.since = 0;
+            self.logged_at = Some(now);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,9 +262,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let timeouts = Timeouts {
+        let timeouts = Limits {
             header: Duration::from_secs(5),
             write: Duration::from_secs(5),
+            connections: 100,
         };
         let server = tokio::spawn(serve(listener, app, timeouts, stop.clone()));
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -158,9 +297,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let timeouts = Timeouts {
+        let timeouts = Limits {
             header: Duration::from_secs(5),
             write: Duration::from_millis(500),
+            connections: 100,
         };
         let server = tokio::spawn(serve(listener, app, timeouts, stop.clone()));
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -180,6 +320,92 @@ mod tests {
             read.is_err() || answer.len() < SIZE,
             "read {} bytes of a {SIZE}-byte body",
             answer.len()
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("no connection is left")
+            .unwrap();
+    }
+
+    /// Reads from `tcp` until the end of an answer's head.
+    async fn head(tcp: &mut tokio::net::TcpStream) -> String {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"\r\n\r\n") {
+            if tcp.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            seen.push(byte[0]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    /// Past `connections`, a new connection is answered 503 and closed; an
+    /// upgraded websocket counts for as long as it is open (its HTTP
+    /// connection's task ended at the upgrade), and its close frees its
+    /// place.
+    #[tokio::test]
+    async fn connections_over_the_limit_get_503_and_websockets_count() {
+        let app = Router::new()
+            .route("/ok", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/ws",
+                axum::routing::get(|ws: axum::extract::ws::WebSocketUpgrade| async move {
+                    ws.on_upgrade(|mut socket| async move {
+                        while let Some(Ok(_)) = socket.recv().await {}
+                    })
+                }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let limits = Limits {
+            header: Duration::from_secs(5),
+            write: Duration::from_secs(5),
+            connections: 1,
+        };
+        let server = tokio::spawn(serve(listener, app, limits, stop.clone()));
+        let get = |path: &'static str| async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        };
+
+        let mut ws = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ws.write_all(
+            b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+              sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let upgraded = head(&mut ws).await;
+        assert!(upgraded.starts_with("HTTP/1.1 101"), "{upgraded}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let refused = get("/ok").await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.contains("retry-after: 5"), "{refused}");
+        assert!(
+            refused.ends_with("too many connections, retry later\n"),
+            "{refused}"
+        );
+
+        drop(ws);
+        let mut served = String::new();
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            served = get("/ok").await;
+            if served.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(
+            served.starts_with("HTTP/1.1 200"),
+            "the websocket's place is free again: {served}"
         );
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), server)

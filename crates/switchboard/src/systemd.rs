@@ -9,11 +9,26 @@ pub fn ready(status: &str) {
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-pub fn stopping() {
+/// STOPPING, and how long the stop may take: requests get `drain`, then
+/// the channels' deliveries as long again (at least 5 s), plus 5 s to exit.
+/// systemd (`EXTEND_TIMEOUT_USEC`, v236 and later) then waits that long
+/// even past the unit's `TimeoutStopSec`, rather than killing a drain the
+/// configuration asked for while replies are in flight.
+pub fn stopping(drain: Duration) {
+    let usec = u32::try_from(stop_takes(drain).as_micros()).unwrap_or(u32::MAX);
     let _ = sd_notify::notify(
         false,
-        &[NotifyState::Stopping, NotifyState::Status("draining")],
+        &[
+            NotifyState::Stopping,
+            NotifyState::Status("draining"),
+            NotifyState::ExtendTimeoutUsec(usec),
+        ],
     );
+}
+
+/// The longest a stop takes with `drain` (`shutdown.drain_timeout_secs`).
+fn stop_takes(drain: Duration) -> Duration {
+    drain + drain.max(Duration::from_secs(5)) + Duration::from_secs(5)
 }
 
 /// Pings the watchdog at half the interval systemd asked for, until
