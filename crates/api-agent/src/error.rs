@@ -174,6 +174,13 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        // Buckets refill a token every 2 s (websocket tickets); attachment
+        // fetches end within seconds.
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -226,5 +233,27 @@ pub(crate) async fn documented(response: Response) -> Response {
         )
         .into_response(),
         _ => response,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A client told to slow down or come back is told when.
+    #[test]
+    fn refusals_to_retry_say_when() {
+        let retry_after = |e: ApiError| {
+            e.into_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let limited = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down");
+        assert_eq!(retry_after(limited).as_deref(), Some("2"));
+        let away = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "later");
+        assert_eq!(retry_after(away).as_deref(), Some("1"));
+        assert_eq!(retry_after(ApiError::unauthorized()), None);
     }
 }

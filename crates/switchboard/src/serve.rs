@@ -233,7 +233,7 @@ impl Refusals {
                 %peer,
                 refused = self.since,
                 max_connections = max,
-                "Too many HTTP connections; refused with 503 (http.max_connections)."
+                "Too many HTTP connections; refused with 503 (http.max_connections). `refused` counts those since the previous such line."
             );
             self.since = 0;
             self.logged_at = Some(now);
@@ -347,6 +347,10 @@ mod tests {
     /// place.
     #[tokio::test]
     async fn connections_over_the_limit_get_503_and_websockets_count() {
+        // One thread: the server's tasks count into this recorder.
+        let counters = switchboard_testkit::counters::Counters::default();
+        let _recorder = metrics::set_default_local_recorder(&counters);
+        let open = || counters.get("switchboard_http_connections{}");
         let app = Router::new()
             .route("/ok", axum::routing::get(|| async { "ok" }))
             .route(
@@ -386,8 +390,13 @@ mod tests {
         assert!(upgraded.starts_with("HTTP/1.1 101"), "{upgraded}");
         tokio::time::sleep(Duration::from_millis(200)).await;
 
+        assert_eq!(open(), 1, "the websocket counts");
         let refused = get("/ok").await;
         assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert_eq!(
+            counters.get("switchboard_http_connections_refused_total{}"),
+            1
+        );
         assert!(refused.contains("retry-after: 5"), "{refused}");
         assert!(
             refused.ends_with("too many connections, retry later\n"),
@@ -407,6 +416,13 @@ mod tests {
             served.starts_with("HTTP/1.1 200"),
             "the websocket's place is free again: {served}"
         );
+        for _ in 0..50 {
+            if open() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(open(), 0, "{}", counters.dump());
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), server)
             .await

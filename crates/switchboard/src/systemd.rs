@@ -15,13 +15,15 @@ pub fn ready(status: &str) {
 /// even past the unit's `TimeoutStopSec`, rather than killing a drain the
 /// configuration asked for while replies are in flight.
 pub fn stopping(drain: Duration) {
-    let usec = u32::try_from(stop_takes(drain).as_micros()).unwrap_or(u32::MAX);
+    // Written out: the crate's `ExtendTimeoutUsec` takes a u32 (71 min),
+    // shorter than the longest drain the configuration allows.
+    let extend = format!("EXTEND_TIMEOUT_USEC={}", stop_takes(drain).as_micros());
     let _ = sd_notify::notify(
         false,
         &[
             NotifyState::Stopping,
             NotifyState::Status("draining"),
-            NotifyState::ExtendTimeoutUsec(usec),
+            NotifyState::Custom(&extend),
         ],
     );
 }
@@ -78,4 +80,20 @@ fn watchdog_usec() -> Option<u64> {
         return None;
     }
     (usec > 0).then_some(usec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_takes_twice_the_drain_at_least_drain_and_5_s_plus_5_s() {
+        assert_eq!(stop_takes(Duration::from_secs(10)), Duration::from_secs(25));
+        assert_eq!(stop_takes(Duration::from_secs(1)), Duration::from_secs(11));
+        // The longest drain allowed: more than a u32 of microseconds.
+        assert_eq!(
+            stop_takes(Duration::from_secs(3600)).as_micros(),
+            7_205_000_000
+        );
+    }
 }

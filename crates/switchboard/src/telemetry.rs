@@ -123,7 +123,7 @@ fn describe() {
     );
     describe_counter!(
         "switchboard_intake_api_rejected_total",
-        "Intake API requests refused, by source and reason (unauthorized, bad_json, invalid_event)."
+        "Intake API requests refused, by source and reason (the error code answered: unauthorized, bad_json, invalid_event, too_large, unknown_contact, bad_disposition, bad_rating, bad_query, bad_outcome, unknown_reply)."
     );
     describe_counter!(
         "switchboard_router_contacts_queued_total",
@@ -131,7 +131,7 @@ fn describe() {
     );
     describe_counter!(
         "switchboard_router_errors_total",
-        "Router passes that failed, by error_type."
+        "Routing failures, by error_type (store, leader, queue_summary, contact_missing)."
     );
     describe_gauge!(
         "switchboard_redis_up",
