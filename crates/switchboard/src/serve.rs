@@ -23,10 +23,14 @@
 //! `http.max_connections` are served now (by default what the open-file
 //! limit leaves after a reserve, `limits.rs`); one more is answered `503`
 //! and closed, and counted in `switchboard_http_connections_refused_total`.
+//! Websockets may take nineteen twentieths of the places; the rest are
+//! kept for plain requests and the agent API's websocket.
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse as _;
+use futures::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::io::IoSlice;
@@ -99,11 +103,15 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
         }
         let app = app.clone();
         let stop = stop.clone();
+        let permits = permits.clone();
         connections.spawn(async move {
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    if upgrade_over_reserve(&request, &permits, limits.connections) {
+                        return Either::Left(std::future::ready(Ok(refuse_upgrade())));
+                    }
                     request.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(request.map(Body::new))
+                    Either::Right(app.clone().oneshot(request.map(Body::new)))
                 });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -132,6 +140,36 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Websockets whose upgrade may take the last places: the agent API's
+/// (agents are few, and they are the ones answering).
+const UPGRADES_INTO_RESERVE: &[&str] = &["/api/v1/ws"];
+
+/// Whether `request` asks to upgrade (a websocket) while fewer than a
+/// twentieth of the `max` places are free. Websockets stay open for hours,
+/// so a crowd of them (chat widgets) could otherwise take every place, and
+/// leave none for health checks, metrics, webhooks and the agent API:
+/// they keep that twentieth.
+fn upgrade_over_reserve<B>(request: &hyper::Request<B>, permits: &Semaphore, max: usize) -> bool {
+    let reserve = max / 20;
+    reserve > 0
+        && permits.available_permits() < reserve
+        && request.headers().contains_key(hyper::header::UPGRADE)
+        && !UPGRADES_INTO_RESERVE.contains(&request.uri().path())
+}
+
+/// The answer to an upgrade refused by [`upgrade_over_reserve`].
+fn refuse_upgrade() -> axum::response::Response {
+    metrics::counter!("switchboard_http_connections_refused_total", "kind" => "upgrade")
+        .increment(1);
+    tracing::debug!("A websocket upgrade refused: the last places are kept for plain requests.");
+    (
+        hyper::StatusCode::SERVICE_UNAVAILABLE,
+        [(hyper::header::RETRY_AFTER, "5")],
+        "too many connections, retry later\n",
+    )
+        .into_response()
 }
 
 /// A served socket with its permit: counted in
@@ -210,7 +248,8 @@ fn refuse(tcp: &TcpStream) {
     }
     // A fresh socket's send buffer takes this much at once.
     let _ = tcp.try_write(REFUSAL);
-    metrics::counter!("switchboard_http_connections_refused_total").increment(1);
+    metrics::counter!("switchboard_http_connections_refused_total", "kind" => "connection")
+        .increment(1);
 }
 
 /// Refusals since the last log line, so that a flood logs one line every
@@ -341,6 +380,56 @@ mod tests {
         String::from_utf8_lossy(&seen).into_owned()
     }
 
+    /// A server of `connections` places with `/ok`, and websockets at
+    /// `/ws` and `/api/v1/ws` that stay open until the client closes.
+    async fn small_server(
+        connections: usize,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let socket = || {
+            axum::routing::get(|ws: axum::extract::ws::WebSocketUpgrade| async move {
+                ws.on_upgrade(
+                    |mut socket| async move { while let Some(Ok(_)) = socket.recv().await {} },
+                )
+            })
+        };
+        let app = Router::new()
+            .route("/ok", axum::routing::get(|| async { "ok" }))
+            .route("/ws", socket())
+            .route("/api/v1/ws", socket());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let limits = Limits {
+            header: Duration::from_secs(5),
+            write: Duration::from_secs(5),
+            connections,
+        };
+        let server = tokio::spawn(serve(listener, app, limits, stop.clone()));
+        (addr, stop, server)
+    }
+
+    /// A GET of `path` on a connection of its own: the whole answer.
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// A websocket upgrade of `path`: the socket and the answer's head.
+    async fn upgrade(addr: SocketAddr, path: &str) -> (tokio::net::TcpStream, String) {
+        let mut ws = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+             sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        ws.write_all(request.as_bytes()).await.unwrap();
+        let answer = head(&mut ws).await;
+        (ws, answer)
+    }
+
     /// Past `connections`, a new connection is answered 503 and closed; an
     /// upgraded websocket counts for as long as it is open (its HTTP
     /// connection's task ended at the upgrade), and its close frees its
@@ -351,50 +440,17 @@ mod tests {
         let counters = switchboard_testkit::counters::Counters::default();
         let _recorder = metrics::set_default_local_recorder(&counters);
         let open = || counters.get("switchboard_http_connections{}");
-        let app = Router::new()
-            .route("/ok", axum::routing::get(|| async { "ok" }))
-            .route(
-                "/ws",
-                axum::routing::get(|ws: axum::extract::ws::WebSocketUpgrade| async move {
-                    ws.on_upgrade(|mut socket| async move {
-                        while let Some(Ok(_)) = socket.recv().await {}
-                    })
-                }),
-            );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let limits = Limits {
-            header: Duration::from_secs(5),
-            write: Duration::from_secs(5),
-            connections: 1,
-        };
-        let server = tokio::spawn(serve(listener, app, limits, stop.clone()));
-        let get = |path: &'static str| async move {
-            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-            tcp.write_all(request.as_bytes()).await.unwrap();
-            let mut answer = Vec::new();
-            let _ = tcp.read_to_end(&mut answer).await;
-            String::from_utf8_lossy(&answer).into_owned()
-        };
+        let (addr, stop, server) = small_server(1).await;
 
-        let mut ws = tokio::net::TcpStream::connect(addr).await.unwrap();
-        ws.write_all(
-            b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
-              sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .unwrap();
-        let upgraded = head(&mut ws).await;
+        let (ws, upgraded) = upgrade(addr, "/ws").await;
         assert!(upgraded.starts_with("HTTP/1.1 101"), "{upgraded}");
         tokio::time::sleep(Duration::from_millis(200)).await;
 
         assert_eq!(open(), 1, "the websocket counts");
-        let refused = get("/ok").await;
+        let refused = get(addr, "/ok").await;
         assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
         assert_eq!(
-            counters.get("switchboard_http_connections_refused_total{}"),
+            counters.get("switchboard_http_connections_refused_total{kind=connection}"),
             1
         );
         assert!(refused.contains("retry-after: 5"), "{refused}");
@@ -407,7 +463,7 @@ mod tests {
         let mut served = String::new();
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            served = get("/ok").await;
+            served = get(addr, "/ok").await;
             if served.starts_with("HTTP/1.1 200") {
                 break;
             }
@@ -423,6 +479,53 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(open(), 0, "{}", counters.dump());
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("no connection is left")
+            .unwrap();
+    }
+
+    /// Websockets take at most nineteen twentieths of the places: the last
+    /// twentieth is kept for plain requests (health checks, metrics,
+    /// webhooks) and the agent API's websocket.
+    #[tokio::test]
+    async fn websockets_leave_a_twentieth_of_the_places_to_plain_requests() {
+        let counters = switchboard_testkit::counters::Counters::default();
+        let _recorder = metrics::set_default_local_recorder(&counters);
+        let (addr, stop, server) = small_server(40).await;
+        let mut sockets = Vec::new();
+        for n in 0..38 {
+            let (ws, answer) = upgrade(addr, "/ws").await;
+            assert!(
+                answer.starts_with("HTTP/1.1 101"),
+                "websocket {n}: {answer}"
+            );
+            sockets.push(ws);
+        }
+        let (_refused, answer) = upgrade(addr, "/ws").await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("retry-after: 5"), "{answer}");
+        assert_eq!(
+            counters.get("switchboard_http_connections_refused_total{kind=upgrade}"),
+            1
+        );
+        drop(_refused);
+        let mut served = String::new();
+        for _ in 0..50 {
+            served = get(addr, "/ok").await;
+            if served.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+        let (agent, answer) = upgrade(addr, "/api/v1/ws").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 101"),
+            "an agent's websocket: {answer}"
+        );
+        drop((agent, sockets));
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), server)
             .await

@@ -134,6 +134,14 @@ fn describe() {
         "Routing failures, by error_type (store, leader, queue_summary, contact_missing)."
     );
     describe_gauge!(
+        "switchboard_http_connections",
+        "HTTP connections open on this instance, websockets included."
+    );
+    describe_counter!(
+        "switchboard_http_connections_refused_total",
+        "HTTP connections refused with 503, by kind (connection: over http.max_connections; upgrade: a websocket while only the last twentieth of the places was free)."
+    );
+    describe_gauge!(
         "switchboard_redis_up",
         "1 when the last Redis health check succeeded."
     );
