@@ -1003,6 +1003,131 @@ async fn a_sticky_contact_its_agent_declines_goes_to_someone_else() {
         .expect("the leader stops");
 }
 
+/// A returning customer whose last agent lost her connection waits for her
+/// within the reconnect grace, also across a change of leader (the new one
+/// loads the waiting contact and the agent's lapsed session from Redis),
+/// and goes to another agent once the grace is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_customer_waits_out_the_grace_across_a_leader_change() {
+    const GRACE_MS: u64 = 8_000;
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    agent(&state, "a", &[], 5).await;
+    agent(&state, "b", &[], 5).await;
+    let mut config = routing();
+    config.offer_timeout_secs.chat = 60;
+    config.missed_offers_before_away = 0;
+    config.sticky_wait_secs = 300;
+    config.sticky_memory_days = 1;
+    config.reconnect_grace_secs = GRACE_MS / 1000;
+    let first = Instance::start(&store, "first", &config);
+    until("first leads", || async {
+        state
+            .leader()
+            .await
+            .unwrap()
+            .is_some_and(|t| t.ends_with(":first"))
+    })
+    .await;
+
+    let contact = intake
+        .submit_event(event("v1", "hi"))
+        .await
+        .unwrap()
+        .contact_id;
+    until("the first contact is offered", || async {
+        states(&state, &[contact]).await[&contact.to_string()].0 == "offered"
+    })
+    .await;
+    let last = states(&state, &[contact]).await[&contact.to_string()]
+        .1
+        .clone();
+    let other = if last == "a" { "b" } else { "a" };
+    let now = Timestamp::now().as_millis();
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &contact, &last, now, 0)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let day = Duration::from_secs(86_400);
+    assert_eq!(
+        state
+            .close(&contact, &last, now, "done", 0, day, day)
+            .await
+            .unwrap(),
+        "ok"
+    );
+
+    // Her connection drops: her session ends now, the grace runs on.
+    let lapsed_at = Timestamp::now().as_millis();
+    state
+        .set_presence(&last, None, Some(lapsed_at), None)
+        .await
+        .unwrap();
+    let grace_ends = lapsed_at + GRACE_MS;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = intake
+        .submit_event(InboundEvent {
+            provider_message_id: Some("m-v1-again".into()),
+            ..event("v1", "one more thing")
+        })
+        .await
+        .unwrap()
+        .contact_id;
+    until("the returning contact waits", || async {
+        states(&state, &[again]).await[&again.to_string()].0 == "waiting"
+    })
+    .await;
+
+    // The leader goes without a word; another takes over and reloads.
+    first.stop.cancel();
+    for t in first.tasks {
+        t.abort();
+    }
+    let second = Instance::start(&store, "second", &config);
+    until("second leads", || async {
+        state
+            .leader()
+            .await
+            .unwrap()
+            .is_some_and(|t| t.ends_with(":second"))
+    })
+    .await;
+    // Within the grace it keeps waiting for her, not for the free agent.
+    // (Checked while the clock says the grace has a second left at least:
+    // a slow machine gets fewer looks, never a wrong one.)
+    let mut looks = 0;
+    while Timestamp::now().as_millis() + 1_000 < grace_ends {
+        let (waiting, agent) = states(&state, &[again]).await[&again.to_string()].clone();
+        if Timestamp::now().as_millis() + 1_000 < grace_ends {
+            assert_eq!(
+                (waiting.as_str(), agent.as_str()),
+                ("waiting", ""),
+                "offered within the grace"
+            );
+            looks += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("{looks} looks within the grace after the new leader took over");
+    until(
+        "the grace is over and the other agent is offered it",
+        || async {
+            states(&state, &[again]).await[&again.to_string()]
+                == ("offered".into(), other.to_owned())
+        },
+    )
+    .await;
+    assert!(Timestamp::now().as_millis() >= grace_ends);
+    tokio::time::timeout(Duration::from_secs(5), second.stop())
+        .await
+        .expect("the leader stops");
+}
+
 /// The occupancy facts of `agent` in the KPI stream: (online, presence).
 async fn occupancy_of(store: &Store, agent: &str) -> Vec<(String, String)> {
     switchboard_store::Records::new(store.clone())
