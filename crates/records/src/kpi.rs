@@ -89,7 +89,14 @@ impl Fact {
                 .unwrap_or(0)
                 .max(0) as u64
         };
-        let at = n("at");
+        // Every fact is written with its time, and a rating with a score
+        // of 1 to 5: one without is damaged (or another version's), and is
+        // skipped and counted rather than read as 0 (a fact of 1970, pruned
+        // at once; a rating that drags the average below the scale).
+        let at = fields
+            .get("at")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|at| *at > 0)?;
         let fact = match s("k").as_str() {
             "enqueued" => Fact::Entered {
                 contact: s("c"),
@@ -126,7 +133,10 @@ impl Fact {
                 queue: s("q"),
                 channel: s("ch"),
                 agent: s("ag"),
-                score: u8::try_from(n("s").min(5)).unwrap_or(0),
+                score: fields
+                    .get("s")
+                    .and_then(|v| v.parse::<u8>().ok())
+                    .filter(|s| (1..=5).contains(s))?,
             },
             "reopened" => Fact::Reopened { contact: s("c") },
             "agent" => Fact::Agent {

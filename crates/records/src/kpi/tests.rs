@@ -192,3 +192,36 @@ fn absurd_durations_saturate_rather_than_overflow() {
         r.total.asa_secs
     );
 }
+
+/// A fact without its time, or a rating without a score of 1 to 5, is
+/// damaged: skipped (the caller counts it), never read as 0.
+#[test]
+fn damaged_facts_are_skipped_not_read_as_zero() {
+    let fields = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let rated = |s: Option<&str>| {
+        let mut f = fields(&[("k", "rated"), ("at", "1800000000000"), ("q", "sales")]);
+        if let Some(s) = s {
+            f.insert("s".into(), s.into());
+        }
+        Fact::parse(&f)
+    };
+    assert!(matches!(
+        rated(Some("4")),
+        Some((1_800_000_000_000, Fact::Rated { score: 4, .. }))
+    ));
+    for bad in [None, Some("0"), Some("6"), Some("-1"), Some("x")] {
+        assert!(rated(bad).is_none(), "score {bad:?}");
+    }
+    let entered = fields(&[("k", "enqueued"), ("c", "c1"), ("q", "sales")]);
+    assert!(Fact::parse(&entered).is_none(), "no time");
+    let mut timed = entered.clone();
+    timed.insert("at".into(), "1800000000000".into());
+    assert!(Fact::parse(&timed).is_some());
+    timed.insert("at".into(), "soon".into());
+    assert!(Fact::parse(&timed).is_none(), "an unreadable time");
+}
