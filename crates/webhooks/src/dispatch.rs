@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_core::{Partition, Timestamp};
-use switchboard_store::{Conversations, EventFeed, FeedEntry};
+use switchboard_store::{Conversations, EventFeed, FeedEntry, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -25,6 +25,12 @@ const RENEW_EVERY: Duration = Duration::from_secs(5);
 const BATCH: usize = 32;
 /// How often the backlog gauge is refreshed.
 const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+/// Reads of an event's contact and messages that Redis refused over the
+/// data itself (not its being away) before the event is dropped.
+const UNREADABLE_TRIES: u32 = 5;
+/// The longest wait between two such reads: Redis coming back is noticed
+/// within it.
+const LOAD_RETRY_CAP: Duration = Duration::from_secs(10);
 
 /// The backlog of one webhook on this instance, per partition it holds.
 #[derive(Debug)]
@@ -340,6 +346,7 @@ impl Worker {
         let max_age = u64::try_from(self.target.max_age.as_millis()).unwrap_or(u64::MAX);
         let mut body: Option<Vec<u8>> = None;
         let mut attempt = 0u32;
+        let mut unreadable = 0u32;
         loop {
             if Timestamp::now().as_millis().saturating_sub(event.at) > max_age {
                 counter!("switchboard_webhook_deliveries_total",
@@ -363,8 +370,28 @@ impl Worker {
                         b
                     }
                     Err(error) => {
+                        // Redis away passes; an error Redis answers about
+                        // the data itself (a damaged entry's log position,
+                        // a key of the wrong type) does not: after a few
+                        // tries the event is dropped, or it would hold up
+                        // every later event of the partition until
+                        // max_age_hours.
+                        let lasting = !matches!(error, StoreError::Unavailable(_));
+                        let error_type = if lasting { "unreadable" } else { "unavailable" };
+                        counter!("switchboard_webhook_payload_errors_total",
+                            "webhook" => name.clone(), "error_type" => error_type)
+                        .increment(1);
+                        unreadable += 1;
+                        if lasting && unreadable >= UNREADABLE_TRIES {
+                            counter!("switchboard_webhook_deliveries_total",
+                                "webhook" => name.clone(), "outcome" => "dropped")
+                            .increment(1);
+                            error!(%error, tries = unreadable, "A webhook event whose contact or messages cannot be read was dropped.");
+                            return Handled::Settled;
+                        }
                         warn!(%error, "Cannot read a webhook event's contact or messages; will retry.");
-                        if sleep(shutdown, Duration::from_secs(1)).await {
+                        let wait = deliver::backoff(unreadable, None).min(LOAD_RETRY_CAP);
+                        if sleep(shutdown, wait).await {
                             return Handled::Shutdown;
                         }
                         continue;

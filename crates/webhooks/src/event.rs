@@ -84,11 +84,28 @@ impl Event {
             disposition: text("disposition"),
             outcome: text("outcome"),
         };
-        if kind == EventType::MessageCreated && event.seq.is_none() {
-            return Err(missing("seq"));
+        if kind == EventType::MessageCreated {
+            match &event.seq {
+                None => return Err(missing("seq")),
+                Some(seq) if !stream_id(seq) => return Err(invalid("seq", seq)),
+                Some(_) => {}
+            }
         }
         Ok(event)
     }
+}
+
+/// A Redis stream id, `<ms>-<n>`: Redis refuses any other as a log
+/// position, and the event could never be read.
+fn stream_id(s: &str) -> bool {
+    let digits = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 20
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u64>().is_ok()
+    };
+    s.split_once('-')
+        .is_some_and(|(ms, n)| digits(ms) && digits(n))
 }
 
 #[cfg(test)]
@@ -156,5 +173,27 @@ mod tests {
             Event::from_entry(&entry(&[])),
             Err(EventError::Missing { field: "type", .. })
         ));
+        for seq in [
+            "x",
+            "1",
+            "1-",
+            "-1",
+            "+1-0",
+            "1-0-0",
+            "99999999999999999999999-0",
+        ] {
+            assert!(
+                matches!(
+                    Event::from_entry(&entry(&[
+                        ("type", "message.created"),
+                        ("id", "x"),
+                        ("contact", &contact),
+                        ("seq", seq),
+                    ])),
+                    Err(EventError::Invalid { field: "seq", .. })
+                ),
+                "{seq}"
+            );
+        }
     }
 }

@@ -237,3 +237,74 @@ async fn an_event_past_max_age_is_dropped_and_the_next_delivered() {
         counters.dump()
     );
 }
+
+/// An event whose contact Redis cannot read for a reason that does not
+/// pass (its key holds another type: damaged, or written by something
+/// else) is tried a few times, then dropped and counted, and the events
+/// behind it are delivered (it held up its partition until max_age_hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_contact_cannot_be_read_is_dropped_after_a_few_tries() {
+    let counters = Counters::global();
+    let (redis, store, intake) = world();
+    let (url, seen) = recording_receiver().await;
+    let (shutdown, running) = start_webhook(&store, "damaged", url);
+    let delivered = |n: usize| {
+        let seen = seen.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+            while seen.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen.lock().unwrap().clone()
+        }
+    };
+    intake.submit_event(event("first")).await.unwrap();
+    let before = delivered(2).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    let contact = switchboard_core::ContactId::new(switchboard_core::Partition(0));
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(store.keys().contact(&contact))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(store.keys().feed(switchboard_core::Partition(0)))
+        .arg("*")
+        .arg("type")
+        .arg("contact.created")
+        .arg("id")
+        .arg("damaged-event")
+        .arg("contact")
+        .arg(contact.to_string())
+        .arg("at")
+        .arg(switchboard_core::Timestamp::now().as_millis())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    intake.submit_event(event("after")).await.unwrap();
+    let after = delivered(3).await;
+    shutdown.cancel();
+    running.await.unwrap();
+    assert_eq!(after.len(), 3, "the event behind it: {after:?}");
+    assert!(!after.contains(&"damaged-event".to_owned()), "{after:?}");
+    assert_eq!(
+        counters.get("switchboard_webhook_deliveries_total{outcome=dropped,webhook=damaged}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+    assert_eq!(
+        counters
+            .get("switchboard_webhook_payload_errors_total{error_type=unreadable,webhook=damaged}"),
+        5,
+        "{}",
+        counters.dump()
+    );
+}
