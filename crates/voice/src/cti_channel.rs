@@ -998,8 +998,16 @@ enum Ring {
     Assigned,
 }
 
+/// Whether the PBX's answer to a dial callback says no for good: a 4xx
+/// other than those that ask to come back (408 timeout, 425 too early,
+/// 429 too many).
+fn refused_for_good(status: reqwest::StatusCode) -> bool {
+    status.is_client_error() && !matches!(status.as_u16(), 408 | 425 | 429)
+}
+
 /// POSTs the dial instruction, retrying with backoff while the PBX does not
-/// answer 2xx, the call stays offered to the agent and this instance holds
+/// answer 2xx (a 4xx that is no for good passes the call to the next
+/// agent instead), the call stays offered to the agent and this instance holds
 /// the call's lease. True once the PBX took it. An offer whose deadline
 /// has passed is not dialled: it lapses to the next agent, whose phone
 /// would ring while this one still did.
@@ -1074,12 +1082,29 @@ async fn tell_pbx(
                 .send() => sent,
         };
         let ok = matches!(&sent, Ok(r) if r.status().is_success());
+        let refused = matches!(&sent, Ok(r) if refused_for_good(r.status()));
         counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
-            "outcome" => if ok { "delivered" } else { "retry" })
+            "outcome" => if ok { "delivered" } else if refused { "refused" } else { "retry" })
         .increment(1);
         if ok {
             info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The PBX was told to connect the call.");
             return true;
+        }
+        if refused {
+            // Asking again gets the same answer (a wrong callback_token, a
+            // dead path, an agent the PBX will not ring): the call goes to
+            // the next agent, with this one left out of it, as when she has
+            // no phone here. Not counted as a miss of hers.
+            let status = sent
+                .as_ref()
+                .map(|r| r.status().as_u16())
+                .unwrap_or_default();
+            warn!(source = %state.name, contact_id = %contact, agent_id = %agent, status,
+                "The PBX refused the dial callback for good (a 4xx); the call is passed to the next agent. Check callback_url and callback_token.");
+            if let Err(error) = state.routing.pass(contact, agent).await {
+                warn!(source = %state.name, agent_id = %agent, %error, "Could not pass the call on; it lapses.");
+            }
+            return false;
         }
         match sent {
             Ok(r) => {

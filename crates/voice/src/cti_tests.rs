@@ -43,6 +43,10 @@ struct Pbx {
     /// Callbacks still to be answered 503 (not recorded) before the PBX
     /// takes them.
     down_for: std::sync::atomic::AtomicUsize,
+    /// A status every callback is answered with instead (not recorded),
+    /// counted in `refused`.
+    refuse_with: Mutex<Option<axum::http::StatusCode>>,
+    refused: std::sync::atomic::AtomicUsize,
 }
 
 impl Pbx {
@@ -71,6 +75,12 @@ async fn pbx() -> (String, Arc<Pbx>) {
             .is_ok();
         if down {
             return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        let refusal = *pbx.refuse_with.lock().unwrap();
+        if let Some(status) = refusal {
+            pbx.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return status;
         }
         let key = headers
             .get("idempotency-key")
@@ -158,6 +168,8 @@ struct FakeRouting {
     ended: Mutex<Vec<(ContactId, String)>>,
     /// The accepts the channel reported: (contact, agent).
     accepted: Mutex<Vec<(ContactId, String)>>,
+    /// The declines and passes the channel reported: (contact, agent).
+    declined: Mutex<Vec<(ContactId, String)>>,
 }
 
 static NEXT_OFFER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -226,6 +238,19 @@ impl Routing for FakeRouting {
                 .lock()
                 .unwrap()
                 .push((*contact, agent.to_owned()));
+        } else {
+            // Routing takes it from her: it waits for the next agent.
+            self.declined
+                .lock()
+                .unwrap()
+                .push((*contact, agent.to_owned()));
+            let mut views = self.views.lock().unwrap();
+            if views
+                .get(contact)
+                .is_some_and(|v| v.agent.as_deref() == Some(agent))
+            {
+                views.insert(*contact, Self::view("waiting", None));
+            }
         }
         Box::pin(async { Ok("ok".into()) })
     }
@@ -1128,4 +1153,56 @@ async fn a_call_two_instances_follow_is_rung_once() {
     world.dialled_exactly(2).await;
     a.stop().await;
     b.stop().await;
+}
+
+/// A dial callback the PBX refuses for good (a 4xx other than 408, 425,
+/// 429) is not asked again: the call is passed on to the next agent, and
+/// the refusal counted. A 429 is asked again. (Every refusal was retried,
+/// uncounted, for as long as the offer lasted, and an assigned call for as
+/// long as it stayed assigned.)
+#[tokio::test]
+async fn a_dial_the_pbx_refuses_for_good_passes_the_call_on() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let world = World::new().await;
+    *world.pbx.refuse_with.lock().unwrap() = Some(axum::http::StatusCode::FORBIDDEN);
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "r1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.routing.declined.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the call was never passed on");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        world.routing.declined.lock().unwrap().clone(),
+        vec![(contact, "olha".to_owned())]
+    );
+    // Not asked again (retries come every 200 ms doubling).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        world.pbx.refused.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(
+        counters.get("switchboard_voice_callbacks_total{outcome=refused,source=pbx}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+
+    // Too many requests: asked again, and taken once the PBX is willing.
+    *world.pbx.refuse_with.lock().unwrap() = Some(axum::http::StatusCode::TOO_MANY_REQUESTS);
+    let other = world.new_call(&instance, "r2").await;
+    world.routing.set(other, "offered", Some("petro"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.pbx.refused.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "a 429 was not asked again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    *world.pbx.refuse_with.lock().unwrap() = None;
+    let dials = world.dials(1).await;
+    assert_eq!(dials[0].1["agent"], "petro");
+    assert_eq!(world.routing.declined.lock().unwrap().len(), 1);
+    instance.stop().await;
 }
