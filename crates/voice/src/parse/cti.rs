@@ -78,12 +78,12 @@ pub struct CtiEvent {
     pub to: String,
     /// `direction`: `in` or `out`.
     pub direction: Direction,
-    /// `user` / `user[]`: the PBX users involved (names), at most
-    /// [`MAX_USERS`].
+    /// `user` / `user[]`: the PBX users involved (names), the first
+    /// [`MAX_USERS`]; none for a hangup (not read).
     pub users: Vec<String>,
-    /// `queue`.
+    /// `queue` (not read for a hangup).
     pub queue: Option<String>,
-    /// `answeringNumber`.
+    /// `answeringNumber` (not read for a hangup).
     pub answering_number: Option<String>,
 }
 
@@ -257,22 +257,29 @@ impl Raw {
             MAX_TEXT_BYTES,
         )?;
         let to = text("to", &required("to", self.to)?, MAX_TEXT_BYTES)?;
-        if self.users.len() > MAX_USERS {
-            return Err(ParseError::invalid(
-                "user",
-                format!("more than {MAX_USERS} users"),
-            ));
-        }
-        let mut users = self
-            .users
-            .iter()
-            .map(|u| text("user", u, MAX_TEXT_BYTES))
-            .collect::<Result<Vec<_>, _>>()?;
+        // A hangup ends the call whatever else it says: its users, queue
+        // and answering number are not read, so they cannot get it refused
+        // (a PBX does not send a refused event again, and the caller, gone,
+        // would be offered on).
+        let hangup = matches!(kind, CtiEventKind::Hangup { .. });
+        // A ring group larger than we keep: the first users, not a refusal
+        // (the answer names its user first).
+        let mut users = if hangup {
+            Vec::new()
+        } else {
+            self.users
+                .iter()
+                .take(MAX_USERS)
+                .map(|u| text("user", u, MAX_TEXT_BYTES))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         users.retain(|u| !u.is_empty());
         let queue = optional(self.queue)
+            .filter(|_| !hangup)
             .map(|q| text("queue", &q, MAX_TEXT_BYTES))
             .transpose()?;
         let answering_number = optional(self.answering_number)
+            .filter(|_| !hangup)
             .map(|a| text("answeringNumber", &a, MAX_TEXT_BYTES))
             .transpose()?;
         Ok(CtiEvent {
@@ -305,7 +312,7 @@ fn from_form(params: &[(String, String)]) -> Result<Raw, ParseError> {
     let users: Vec<String> = form
         .all("user[]")
         .chain(form.all("user"))
-        .take(MAX_USERS + 1)
+        .take(MAX_USERS)
         .map(str::to_owned)
         .collect();
     Ok(Raw {
@@ -581,8 +588,25 @@ mod tests {
         assert_eq!(form(&long_id).map_err(|e| e.kind()), Err("invalid"));
         let max_id = ok.replace("callId=c", &format!("callId={}", "я".repeat(125)));
         assert!(form(&max_id).is_ok());
-        let users = format!("{ok}{}", "&user[]=u".repeat(MAX_USERS + 1));
-        assert_eq!(form(&users).map_err(|e| e.kind()), Err("invalid"));
+        // A ring group larger than kept: its first users.
+        let users: String = (0..=MAX_USERS).map(|n| format!("&user[]=u{n}")).collect();
+        let many = form(&format!("{ok}{users}")).expect("a large ring group");
+        assert_eq!(many.users.len(), MAX_USERS);
+        assert_eq!(many.users[0], "u0");
+        // A hangup is read whatever its users, queue and answering number
+        // say: they cannot get it refused.
+        let hangup = ok.replace("event=newCall", "event=hangup");
+        let odd = format!(
+            "{hangup}&user[]=a%00b&queue={}&answeringNumber=%01",
+            "q".repeat(MAX_TEXT_BYTES + 1)
+        );
+        let ended = form(&odd).expect("a hangup with odd fields");
+        assert_eq!(
+            (ended.users.len(), ended.queue, ended.answering_number),
+            (0, None, None)
+        );
+        let odd_call = odd.replace("event=hangup", "event=newCall");
+        assert_eq!(form(&odd_call).map_err(|e| e.kind()), Err("invalid"));
         for bad in [
             "",
             "[]",
