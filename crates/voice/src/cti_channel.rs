@@ -257,7 +257,9 @@ async fn events(
         )
             .into_response(),
         Err((status, code, message)) => {
-            debug!(source = %state.name, code, %message, "CTI request refused.");
+            // The code, not the message: it may quote what the PBX sent (a
+            // caller's number). The PBX gets the message in the answer.
+            debug!(source = %state.name, code, "CTI request refused.");
             answer(status, code, message)
         }
     }

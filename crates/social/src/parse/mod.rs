@@ -64,6 +64,16 @@ impl ParseError {
         }
     }
 
+    /// Where in the body, for logs: never the value (serde's messages quote
+    /// it, and it may be a customer's text).
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Json { path, .. } | Self::Invalid { path, .. } => path,
+            Self::WrongObject(_) => "object",
+            Self::TooMany { .. } => ".",
+        }
+    }
+
     pub(crate) fn invalid(path: String, reason: impl Into<String>) -> Self {
         ParseError::Invalid {
             path,

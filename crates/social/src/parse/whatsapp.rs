@@ -54,9 +54,18 @@ pub(crate) fn parse_change(
         }
     };
     let account = Some(value.metadata.phone_number_id).filter(|a| !a.is_empty());
-    if value.messages.is_empty() && value.statuses.is_empty() && !value.errors.is_empty() {
+    if value.messages.is_empty() && value.statuses.is_empty() {
+        // Nothing to store, but counted: an error report, or a change
+        // carrying nothing we read (a field Meta adds later).
         items.event()?;
-        items.ignore(WA, "error");
+        items.ignore(
+            WA,
+            if value.errors.is_empty() {
+                "empty_change"
+            } else {
+                "error"
+            },
+        );
     }
     // Each message and status is read on its own: one unreadable event
     // does not refuse the others (`Items::unreadable`).
@@ -556,6 +565,20 @@ mod tests {
             [SocialItem::Ignored(Ignored {
                 platform: Platform::WhatsApp,
                 reason: "change"
+            })]
+        );
+    }
+
+    /// A messages change with neither messages, statuses nor errors is
+    /// counted as ignored, not passed over without a trace.
+    #[test]
+    fn an_empty_messages_change_is_counted() {
+        let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"W","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"106540352242922"}}}]}]}"#;
+        assert_eq!(
+            parse_meta(body).expect("parses"),
+            [SocialItem::Ignored(Ignored {
+                platform: Platform::WhatsApp,
+                reason: "empty_change"
             })]
         );
     }

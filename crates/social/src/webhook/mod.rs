@@ -159,7 +159,9 @@ impl Webhook {
                 error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
             }
             Err(Refusal::Parse(e)) => {
-                debug!(source = %self.name, error = %e, "Webhook delivery refused: unreadable body.");
+                // The kind and the place, not the message: serde quotes
+                // the value, which may be a customer's text.
+                debug!(source = %self.name, kind = e.kind(), at = e.path(), "Webhook delivery refused: unreadable body.");
                 error(StatusCode::BAD_REQUEST, e.kind(), e.to_string())
             }
             Err(Refusal::Invalid(m)) => {
