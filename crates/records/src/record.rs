@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use switchboard_core::{ContactId, ConversationId};
-use switchboard_store::{Conversations, Records, RoutingState, StoreError};
+use switchboard_store::{Conversations, LogEntry, Records, RoutingState, StoreError};
 
 /// The transcript of a conversation after `after` (`-`: from the start),
 /// at most `limit` entries: every message in and out (replies with their
@@ -16,6 +16,16 @@ pub async fn transcript(
     limit: usize,
 ) -> Result<Vec<Value>, StoreError> {
     let entries = conversations.transcript(conversation, after, limit).await?;
+    rendered(conversations, conversation, entries).await
+}
+
+/// `entries` of `conversation` as the API shows them, replies with their
+/// delivery and provider status.
+async fn rendered(
+    conversations: &Conversations,
+    conversation: &ConversationId,
+    entries: Vec<LogEntry>,
+) -> Result<Vec<Value>, StoreError> {
     let mut replies = conversations.reply_states(conversation).await?;
     let parse = |j: Option<String>| {
         j.and_then(|j| serde_json::from_str::<Value>(&j).ok())
@@ -63,6 +73,44 @@ pub async fn timeline(records: &Records, contact: &ContactId) -> Result<Vec<Valu
 /// when the conversation has more (page through them with the agent API).
 pub const RECORD_TRANSCRIPT_MAX: usize = 10_000;
 
+/// The messages of one record's transcript, in bytes as stored, at most: a
+/// customer may send 10,000 mails of 64 KiB into one conversation, and a
+/// record is built whole in memory (several times its text, as JSON).
+pub const RECORD_TRANSCRIPT_MAX_BYTES: usize = 8 << 20;
+
+/// Read at a time while a record's transcript is gathered.
+const RECORD_PAGE: usize = 500;
+
+/// The first entries of `conversation` within [`RECORD_TRANSCRIPT_MAX`]
+/// entries and [`RECORD_TRANSCRIPT_MAX_BYTES`], and whether it has more.
+async fn record_transcript(
+    conversations: &Conversations,
+    conversation: &ConversationId,
+) -> Result<(Vec<Value>, bool), StoreError> {
+    let mut kept = Vec::new();
+    let mut bytes = 0usize;
+    let mut after = "-".to_owned();
+    loop {
+        let page = conversations
+            .transcript(conversation, &after, RECORD_PAGE)
+            .await?;
+        let full = page.len() == RECORD_PAGE;
+        for entry in page {
+            if kept.len() == RECORD_TRANSCRIPT_MAX
+                || bytes + entry.msg.len() > RECORD_TRANSCRIPT_MAX_BYTES
+            {
+                return Ok((rendered(conversations, conversation, kept).await?, true));
+            }
+            bytes += entry.msg.len();
+            after.clone_from(&entry.seq);
+            kept.push(entry);
+        }
+        if !full {
+            return Ok((rendered(conversations, conversation, kept).await?, false));
+        }
+    }
+}
+
 /// The whole record of `contact`; `None` when nothing is known of it
 /// (never existed, or deleted after the retention).
 pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<Value>, StoreError> {
@@ -86,13 +134,10 @@ pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<V
             .unwrap_or_default()
     };
     let rn = |k: &str| rf(k).parse::<u64>().ok();
-    // One entry more than kept: it tells whether there are more.
-    let mut transcript = match pick("conversation").parse::<ConversationId>() {
-        Ok(conv) => transcript(&s.conversations, &conv, "-", RECORD_TRANSCRIPT_MAX + 1).await?,
-        Err(_) => Vec::new(),
+    let (transcript, transcript_truncated) = match pick("conversation").parse::<ConversationId>() {
+        Ok(conv) => record_transcript(&s.conversations, &conv).await?,
+        Err(_) => (Vec::new(), false),
     };
-    let transcript_truncated = transcript.len() > RECORD_TRANSCRIPT_MAX;
-    transcript.truncate(RECORD_TRANSCRIPT_MAX);
     let decisions: Vec<Value> = s
         .state
         .decisions(contact)

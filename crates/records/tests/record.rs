@@ -1,0 +1,102 @@
+//! A contact's record against a real redis-server: its transcript stops at
+//! a byte budget as well as at a count.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+use switchboard_core::{ChannelKind, CustomerIdentity, InboundEvent};
+use switchboard_records::record::{RECORD_TRANSCRIPT_MAX_BYTES, Sources, contact_record};
+use switchboard_store::{
+    Conversations, IntakeSettings, Records, RedisIntake, RoutingState, Store, StoreConfig,
+};
+use switchboard_testkit::RedisServer;
+
+fn mail(customer: &str, n: usize, text: String) -> InboundEvent {
+    InboundEvent {
+        channel: ChannelKind::Email,
+        source: "support".into(),
+        address: "support@example.com".into(),
+        customer: CustomerIdentity::new("email", customer).unwrap(),
+        customer_name: None,
+        provider_message_id: Some(format!("<{customer}-{n}@example.net>")),
+        subject: Some("a long thread".into()),
+        text,
+        language: None,
+        attributes: Default::default(),
+        sent_at: None,
+        new_contact: false,
+        media: Vec::new(),
+    }
+}
+
+/// A conversation of 140 mails of 64,000 bytes (8.5 MiB of text) gives a
+/// record of the first ones within 8 MiB, marked truncated; a short one is
+/// whole. (The record is built in memory at once: 10,000 such mails were
+/// ~640 MiB of text before the budget.)
+#[tokio::test]
+async fn a_records_transcript_stops_at_its_byte_budget() {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 1)).unwrap();
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(3600),
+            limits: Default::default(),
+        },
+    );
+    let sources = Sources {
+        conversations: Conversations::new(store.clone()),
+        state: RoutingState::new(store.clone()),
+        records: Records::new(store.clone()),
+    };
+    let mut long = None;
+    for n in 0..140 {
+        let text = format!("{n:05} {}", "x".repeat(63_994));
+        let receipt = intake
+            .submit_event(mail("long@example.net", n, text))
+            .await
+            .unwrap();
+        long.get_or_insert(receipt.contact_id);
+    }
+    let short = intake
+        .submit_event(mail("short@example.net", 0, "hello".into()))
+        .await
+        .unwrap()
+        .contact_id;
+    intake
+        .submit_event(mail("short@example.net", 1, "again".into()))
+        .await
+        .unwrap();
+
+    let record = contact_record(&sources, &long.unwrap())
+        .await
+        .unwrap()
+        .expect("a record");
+    let transcript = record["transcript"].as_array().unwrap();
+    assert_eq!(record["transcript_truncated"], true);
+    let text: usize = transcript
+        .iter()
+        .map(|e| e["message"]["text"].as_str().unwrap().len())
+        .sum();
+    assert!(
+        (120..140).contains(&transcript.len()) && text <= RECORD_TRANSCRIPT_MAX_BYTES,
+        "{} entries, {text} bytes of text",
+        transcript.len()
+    );
+    // The first ones, in order.
+    for (n, entry) in transcript.iter().enumerate() {
+        assert!(
+            entry["message"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{n:05} ")),
+            "entry {n}"
+        );
+    }
+
+    let record = contact_record(&sources, &short)
+        .await
+        .unwrap()
+        .expect("a record");
+    assert_eq!(record["transcript_truncated"], false);
+    assert_eq!(record["transcript"].as_array().unwrap().len(), 2);
+}
