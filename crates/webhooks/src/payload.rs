@@ -34,9 +34,11 @@ pub struct Facts {
     /// message.created: the log entry; `None` when gone.
     pub message: Option<LogEntry>,
     /// contact.closed: the conversation's log (up to `MAX_LOG_ENTRIES`
-    /// entries; only messages to and from the customer are sent).
+    /// entries, and no further than the messages the body keeps; only
+    /// messages to and from the customer are sent).
     pub transcript: Vec<LogEntry>,
-    /// The log has more entries than were read.
+    /// The log has more entries than were read (or more messages than the
+    /// body keeps).
     pub log_truncated: bool,
 }
 
@@ -56,13 +58,30 @@ pub async fn load(conversations: &Conversations, event: &Event) -> Result<Facts,
         }
         (EventType::ContactClosed, Some(conv)) => {
             let mut after = "-".to_owned();
-            loop {
+            // What the body will keep, counted as it is read: reading on
+            // past it held up to 10,000 whole entries (mails of 64 KiB) in
+            // memory for a body of 1 MiB of text.
+            let (mut messages, mut text_bytes) = (0usize, 0usize);
+            'pages: loop {
                 let page = conversations.transcript(&conv, &after, PAGE).await?;
                 let full = page.len() == PAGE;
                 if let Some(last) = page.last() {
                     after = last.seq.clone();
                 }
-                facts.transcript.extend(page);
+                for entry in page {
+                    if entry.dir == "in" || entry.dir == "out" {
+                        let bytes = entry_text(&entry.msg).len();
+                        if messages >= MAX_TRANSCRIPT_MESSAGES
+                            || text_bytes + bytes > MAX_TRANSCRIPT_TEXT_BYTES
+                        {
+                            facts.log_truncated = true;
+                            break 'pages;
+                        }
+                        messages += 1;
+                        text_bytes += bytes;
+                    }
+                    facts.transcript.push(entry);
+                }
                 if !full {
                     break;
                 }

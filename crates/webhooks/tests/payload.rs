@@ -1,0 +1,75 @@
+//! What a `contact.closed` body is built from, read from a real
+//! redis-server: no more of a long conversation than the body keeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+use switchboard_core::{ChannelKind, CustomerIdentity, InboundEvent, Timestamp};
+use switchboard_store::{Conversations, IntakeSettings, RedisIntake, Store, StoreConfig};
+use switchboard_testkit::RedisServer;
+use switchboard_webhooks::payload::{self, MAX_TRANSCRIPT_TEXT_BYTES};
+use switchboard_webhooks::{Event, EventType};
+
+/// 40 mails of 64,000 bytes (2.4 MiB of text) in one conversation: the
+/// facts hold the first 16 (all that fit in 1 MiB of text), not all 40,
+/// and the body says the transcript is cut.
+#[tokio::test]
+async fn a_closed_contact_reads_no_more_than_its_body_keeps() {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 1)).unwrap();
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(3600),
+            limits: Default::default(),
+        },
+    );
+    let mut contact = None;
+    for n in 0..40 {
+        let receipt = intake
+            .submit_event(InboundEvent {
+                channel: ChannelKind::Email,
+                source: "support".into(),
+                address: "support@example.com".into(),
+                customer: CustomerIdentity::new("email", "long@example.net").unwrap(),
+                customer_name: None,
+                provider_message_id: Some(format!("<long-{n}@example.net>")),
+                subject: Some("a long thread".into()),
+                text: format!("{n:05} {}", "x".repeat(63_994)),
+                language: None,
+                attributes: Default::default(),
+                sent_at: None,
+                new_contact: false,
+                media: Vec::new(),
+            })
+            .await
+            .unwrap();
+        contact.get_or_insert(receipt.contact_id);
+    }
+    let event = Event {
+        id: "closed-1".into(),
+        kind: EventType::ContactClosed,
+        contact: contact.unwrap(),
+        conversation: None,
+        at: Timestamp::now().as_millis(),
+        seq: None,
+        dir: None,
+        agent: Some("olena".into()),
+        channel: Some("email".into()),
+        disposition: Some("done".into()),
+        outcome: Some("closed".into()),
+    };
+    let facts = payload::load(&Conversations::new(store.clone()), &event)
+        .await
+        .unwrap();
+    assert_eq!(facts.transcript.len(), MAX_TRANSCRIPT_TEXT_BYTES / 64_000);
+    assert!(facts.log_truncated);
+    let body = payload::body(&event, &facts);
+    assert_eq!(body["transcript_truncated"], true);
+    assert_eq!(body["transcript"].as_array().unwrap().len(), 16);
+    assert!(
+        body["transcript"][15]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("00015 ")
+    );
+}
