@@ -364,10 +364,13 @@ impl Records {
                 partition.push(k.conversation_delivery(&conv));
                 partition.push(k.conversation_status(&conv));
             }
-            // Each DEL touches one hash tag: the partition's, then routing's.
+            // Each delete touches one hash tag: the partition's, then
+            // routing's. UNLINK: a long conversation's log (thousands of
+            // entries) is freed by Redis's background thread rather than
+            // stalling every client while DEL frees it.
             let _: i64 = self
                 .store
-                .bounded(redis::cmd("DEL").arg(&partition).query_async(&mut conn))
+                .bounded(redis::cmd("UNLINK").arg(&partition).query_async(&mut conn))
                 .await?;
             // Out of its person's index in the same step as the record
             // that names the person is deleted (all under `{r}`): a retry
