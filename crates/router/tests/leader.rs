@@ -909,6 +909,42 @@ async fn a_failed_end_at_a_closed_queue_is_tried_again_by_the_leader() {
     instance.stop().await;
 }
 
+/// Customer `v1`'s first contact, offered to agent `a` or `b`, accepted
+/// and closed by them: (their agent, the other agent).
+async fn first_contact_answered_and_closed(
+    state: &RoutingState,
+    intake: &RedisIntake,
+) -> (String, &'static str) {
+    let first = intake
+        .submit_event(event("v1", "hi"))
+        .await
+        .unwrap()
+        .contact_id;
+    until("the first contact is offered", || async {
+        states(state, &[first]).await[&first.to_string()].0 == "offered"
+    })
+    .await;
+    let last = states(state, &[first]).await[&first.to_string()].1.clone();
+    let other = if last == "a" { "b" } else { "a" };
+    let now = Timestamp::now().as_millis();
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &first, &last, now, 0)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let day = Duration::from_secs(86_400);
+    assert_eq!(
+        state
+            .close(&first, &last, now, "done", 0, day, day)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    (last, other)
+}
+
 /// A returning customer's contact waits for their last agent (sticky
 /// routing); that agent declines it. It goes to someone else at once, and
 /// the leader goes on routing (it used to re-offer it to the agent who
@@ -928,33 +964,7 @@ async fn a_sticky_contact_its_agent_declines_goes_to_someone_else() {
     config.sticky_memory_days = 1;
     let instance = Instance::start(&store, "one", &config);
 
-    let first = intake
-        .submit_event(event("v1", "hi"))
-        .await
-        .unwrap()
-        .contact_id;
-    until("the first contact is offered", || async {
-        states(&state, &[first]).await[&first.to_string()].0 == "offered"
-    })
-    .await;
-    let last = states(&state, &[first]).await[&first.to_string()].1.clone();
-    let other = if last == "a" { "b" } else { "a" };
-    let now = Timestamp::now().as_millis();
-    assert_eq!(
-        state
-            .answer(Answer::Accept, &first, &last, now, 0)
-            .await
-            .unwrap(),
-        "ok"
-    );
-    let day = Duration::from_secs(86_400);
-    assert_eq!(
-        state
-            .close(&first, &last, now, "done", 0, day, day)
-            .await
-            .unwrap(),
-        "ok"
-    );
+    let (last, other) = first_contact_answered_and_closed(&state, &intake).await;
 
     // The customer comes back: offered to their last agent, who declines.
     let again = intake
@@ -1032,35 +1042,7 @@ async fn a_returning_customer_waits_out_the_grace_across_a_leader_change() {
     })
     .await;
 
-    let contact = intake
-        .submit_event(event("v1", "hi"))
-        .await
-        .unwrap()
-        .contact_id;
-    until("the first contact is offered", || async {
-        states(&state, &[contact]).await[&contact.to_string()].0 == "offered"
-    })
-    .await;
-    let last = states(&state, &[contact]).await[&contact.to_string()]
-        .1
-        .clone();
-    let other = if last == "a" { "b" } else { "a" };
-    let now = Timestamp::now().as_millis();
-    assert_eq!(
-        state
-            .answer(Answer::Accept, &contact, &last, now, 0)
-            .await
-            .unwrap(),
-        "ok"
-    );
-    let day = Duration::from_secs(86_400);
-    assert_eq!(
-        state
-            .close(&contact, &last, now, "done", 0, day, day)
-            .await
-            .unwrap(),
-        "ok"
-    );
+    let (last, other) = first_contact_answered_and_closed(&state, &intake).await;
 
     // Her connection drops: her session ends now, the grace runs on.
     let lapsed_at = Timestamp::now().as_millis();

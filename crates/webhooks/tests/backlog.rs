@@ -127,6 +127,15 @@ async fn recording_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
+/// The ids `seen` once it holds `n`, or after `within`.
+async fn delivered(seen: &Arc<Mutex<Vec<String>>>, n: usize, within: Duration) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    while seen.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen.lock().unwrap().clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backlog_grows_while_the_receiver_fails() {
     let counters = Counters::global();
@@ -204,16 +213,7 @@ async fn an_event_past_max_age_is_dropped_and_the_next_delivered() {
     let (redis, store, intake) = world();
     let (url, seen) = recording_receiver().await;
     let (shutdown, running) = start_webhook(&store, "aging", url);
-    let delivered = |n: usize| {
-        let seen = seen.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while seen.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            seen.lock().unwrap().clone()
-        }
-    };
+    let delivered = |n: usize| delivered(&seen, n, Duration::from_secs(10));
     // The webhook runs (its group exists): a first message is delivered,
     // as its two events (contact.created, message.created).
     intake.submit_event(event("first")).await.unwrap();
@@ -248,16 +248,7 @@ async fn an_event_whose_contact_cannot_be_read_is_dropped_after_a_few_tries() {
     let (redis, store, intake) = world();
     let (url, seen) = recording_receiver().await;
     let (shutdown, running) = start_webhook(&store, "damaged", url);
-    let delivered = |n: usize| {
-        let seen = seen.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-            while seen.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            seen.lock().unwrap().clone()
-        }
-    };
+    let delivered = |n: usize| delivered(&seen, n, Duration::from_secs(40));
     intake.submit_event(event("first")).await.unwrap();
     let before = delivered(2).await;
     assert_eq!(before.len(), 2, "{before:?}");
