@@ -274,13 +274,18 @@ pub fn classify(
                 code.unwrap_or_default()
             ),
         ),
-        Some(4 | 17 | 32 | 613 | 80_007 | 130_429 | 131_048 | 131_056) => SendOutcome::retry(
-            retry_after,
-            format!(
-                "{name} rate limit (code {}): {detail}",
-                code.unwrap_or_default()
-            ),
-        ),
+        // 80000-80014: the Business Use Case rate limits (80001 Pages,
+        // 80002 Instagram, 80006 Messenger, 80007 WhatsApp, ...), answered
+        // with HTTP 400 and no `is_transient`.
+        Some(4 | 17 | 32 | 613 | 80_000..=80_014 | 130_429 | 131_048 | 131_056) => {
+            SendOutcome::retry(
+                retry_after,
+                format!(
+                    "{name} rate limit (code {}): {detail}",
+                    code.unwrap_or_default()
+                ),
+            )
+        }
         Some(1 | 2 | 1200 | 131_000 | 131_016 | 133_004) => SendOutcome::retry(
             retry_after,
             format!(
@@ -372,7 +377,8 @@ mod tests {
     #[test]
     fn rate_limits_and_temporary_errors_are_retried() {
         for code in [
-            4, 17, 32, 613, 80_007, 130_429, 131_048, 131_056, 1, 2, 1200, 131_000,
+            4, 17, 32, 613, 80_001, 80_002, 80_006, 80_007, 130_429, 131_048, 131_056, 1, 2, 1200,
+            131_000,
         ] {
             let outcome = classify(Platform::WhatsApp, 400, None, &error(code, None));
             assert!(matches!(outcome, SendOutcome::Retry { .. }), "{code}");
