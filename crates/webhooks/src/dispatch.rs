@@ -32,6 +32,21 @@ const UNREADABLE_TRIES: u32 = 5;
 /// within it.
 const LOAD_RETRY_CAP: Duration = Duration::from_secs(10);
 
+/// Whether Redis refused a read over the data it holds, which trying again
+/// does not mend: a key of the wrong type, an impossible stream id, a reply
+/// of a shape no entry has. Everything else (Redis away, a cluster failing
+/// over, refused credentials) may pass, and is tried for as long as the
+/// event may wait.
+fn about_the_data(error: &StoreError) -> bool {
+    const DATA_ERRORS: &[&str] = &[
+        "WRONGTYPE",
+        "Invalid stream ID",
+        "Response type not",
+        "Response was of incompatible type",
+    ];
+    matches!(error, StoreError::Protocol(m) if DATA_ERRORS.iter().any(|e| m.contains(e)))
+}
+
 /// The backlog of one webhook on this instance, per partition it holds.
 #[derive(Debug)]
 pub(crate) struct Backlog {
@@ -346,7 +361,9 @@ impl Worker {
         let max_age = u64::try_from(self.target.max_age.as_millis()).unwrap_or(u64::MAX);
         let mut body: Option<Vec<u8>> = None;
         let mut attempt = 0u32;
-        let mut unreadable = 0u32;
+        // Reads of the payload that failed, and those in a row that failed
+        // over the data itself.
+        let (mut failed_reads, mut unreadable) = (0u32, 0u32);
         loop {
             if Timestamp::now().as_millis().saturating_sub(event.at) > max_age {
                 counter!("switchboard_webhook_deliveries_total",
@@ -370,19 +387,21 @@ impl Worker {
                         b
                     }
                     Err(error) => {
-                        // Redis away passes; an error Redis answers about
-                        // the data itself (a damaged entry's log position,
-                        // a key of the wrong type) does not: after a few
-                        // tries the event is dropped, or it would hold up
-                        // every later event of the partition until
-                        // max_age_hours.
-                        let lasting = !matches!(error, StoreError::Unavailable(_));
+                        // Redis away passes, and so may its other errors (a
+                        // cluster failing over, a password being rotated);
+                        // an error about the data itself (a key of the
+                        // wrong type, a reply that reads as no log entry)
+                        // does not: after a few such in a row the event is
+                        // dropped, or it would hold up every later event of
+                        // the partition until max_age_hours.
+                        let lasting = about_the_data(&error);
                         let error_type = if lasting { "unreadable" } else { "unavailable" };
                         counter!("switchboard_webhook_payload_errors_total",
                             "webhook" => name.clone(), "error_type" => error_type)
                         .increment(1);
-                        unreadable += 1;
-                        if lasting && unreadable >= UNREADABLE_TRIES {
+                        failed_reads += 1;
+                        unreadable = if lasting { unreadable + 1 } else { 0 };
+                        if unreadable >= UNREADABLE_TRIES {
                             counter!("switchboard_webhook_deliveries_total",
                                 "webhook" => name.clone(), "outcome" => "dropped")
                             .increment(1);
@@ -390,7 +409,7 @@ impl Worker {
                             return Handled::Settled;
                         }
                         warn!(%error, "Cannot read a webhook event's contact or messages; will retry.");
-                        let wait = deliver::backoff(unreadable, None).min(LOAD_RETRY_CAP);
+                        let wait = deliver::backoff(failed_reads, None).min(LOAD_RETRY_CAP);
                         if sleep(shutdown, wait).await {
                             return Handled::Shutdown;
                         }
@@ -478,5 +497,31 @@ async fn sleep(shutdown: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => true,
         () = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only errors about the data drop an event; Redis away, a cluster
+    /// failing over or refused credentials are waited out.
+    #[test]
+    fn only_errors_about_the_data_are_lasting() {
+        let protocol = |m: &str| StoreError::Protocol(m.to_owned());
+        assert!(about_the_data(&protocol(
+            "WRONGTYPE: Operation against a key holding the wrong kind of value"
+        )));
+        assert!(about_the_data(&protocol(
+            "An error was signalled by the server - ResponseError: Invalid stream ID specified as stream command argument"
+        )));
+        for passing in [
+            protocol("ERR max number of clients reached"),
+            protocol("WRONGPASS invalid username-password pair"),
+            protocol("MOVED 3999 127.0.0.1:6381"),
+            StoreError::Unavailable("connection refused".into()),
+        ] {
+            assert!(!about_the_data(&passing), "{passing}");
+        }
     }
 }
