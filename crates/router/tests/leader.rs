@@ -1096,6 +1096,7 @@ async fn a_returning_customer_waits_out_the_grace_across_a_leader_change() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("{looks} looks within the grace after the new leader took over");
+    assert!(looks > 0, "the new leader took over too late to look");
     until(
         "the grace is over and the other agent is offered it",
         || async {

@@ -1002,9 +1002,12 @@ enum Ring {
 
 /// Whether the PBX's answer to a dial callback says no for good: a 4xx
 /// other than those that ask to come back (408 timeout, 425 too early,
-/// 429 too many).
+/// 429 too many) and those an idempotent endpoint gives a repeated key (409
+/// the first try is still in flight; 422 the first try was taken with
+/// another body: each try carries the ring time left, so the phone may be
+/// ringing already and passing the call on would ring a second one).
 fn refused_for_good(status: reqwest::StatusCode) -> bool {
-    status.is_client_error() && !matches!(status.as_u16(), 408 | 425 | 429)
+    status.is_client_error() && !matches!(status.as_u16(), 408 | 409 | 422 | 425 | 429)
 }
 
 /// POSTs the dial instruction, retrying with backoff while the PBX does not
@@ -1104,7 +1107,7 @@ async fn tell_pbx(
             warn!(source = %state.name, contact_id = %contact, agent_id = %agent, status,
                 "The PBX refused the dial callback for good (a 4xx); the call is passed to the next agent. Check callback_url and callback_token.");
             if let Err(error) = state.routing.pass(contact, agent).await {
-                warn!(source = %state.name, agent_id = %agent, %error, "Could not pass the call on; it lapses.");
+                warn!(source = %state.name, agent_id = %agent, %error, "Could not pass the call on; it is tried again.");
             }
             return false;
         }

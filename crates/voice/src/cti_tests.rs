@@ -168,8 +168,10 @@ struct FakeRouting {
     ended: Mutex<Vec<(ContactId, String)>>,
     /// The accepts the channel reported: (contact, agent).
     accepted: Mutex<Vec<(ContactId, String)>>,
-    /// The declines and passes the channel reported: (contact, agent).
+    /// The declines the channel reported: (contact, agent).
     declined: Mutex<Vec<(ContactId, String)>>,
+    /// The calls the channel passed on (no miss of the agent's).
+    passed: Mutex<Vec<(ContactId, String)>>,
 }
 
 static NEXT_OFFER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -196,6 +198,17 @@ impl FakeRouting {
             view.stamp = before.stamp;
         }
         views.insert(contact, view);
+    }
+
+    /// Routing takes the call from `agent`: it waits for the next one.
+    fn take_from(&self, contact: &ContactId, agent: &str) {
+        let mut views = self.views.lock().unwrap();
+        if views
+            .get(contact)
+            .is_some_and(|v| v.agent.as_deref() == Some(agent))
+        {
+            views.insert(*contact, Self::view("waiting", None));
+        }
     }
 
     fn view(state: &str, agent: Option<&str>) -> RouteView {
@@ -233,25 +246,28 @@ impl Routing for FakeRouting {
         agent: &'a str,
         accept: bool,
     ) -> BoxFuture<'a, Result<String, IntakeError>> {
-        if accept {
-            self.accepted
-                .lock()
-                .unwrap()
-                .push((*contact, agent.to_owned()));
+        let answers = if accept {
+            &self.accepted
         } else {
-            // Routing takes it from her: it waits for the next agent.
-            self.declined
-                .lock()
-                .unwrap()
-                .push((*contact, agent.to_owned()));
-            let mut views = self.views.lock().unwrap();
-            if views
-                .get(contact)
-                .is_some_and(|v| v.agent.as_deref() == Some(agent))
-            {
-                views.insert(*contact, Self::view("waiting", None));
-            }
+            &self.declined
+        };
+        answers.lock().unwrap().push((*contact, agent.to_owned()));
+        if !accept {
+            self.take_from(contact, agent);
         }
+        Box::pin(async { Ok("ok".into()) })
+    }
+
+    fn pass<'a>(
+        &'a self,
+        contact: &'a ContactId,
+        agent: &'a str,
+    ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        self.passed
+            .lock()
+            .unwrap()
+            .push((*contact, agent.to_owned()));
+        self.take_from(contact, agent);
         Box::pin(async { Ok("ok".into()) })
     }
 
@@ -1155,8 +1171,8 @@ async fn a_call_two_instances_follow_is_rung_once() {
     b.stop().await;
 }
 
-/// A dial callback the PBX refuses for good (a 4xx other than 408, 425,
-/// 429) is not asked again: the call is passed on to the next agent, and
+/// A dial callback the PBX refuses for good (a 4xx other than 408, 409,
+/// 422, 425, 429) is not asked again: the call is passed on to the next agent, and
 /// the refusal counted. A 429 is asked again. (Every refusal was retried,
 /// uncounted, for as long as the offer lasted, and an assigned call for as
 /// long as it stayed assigned.)
@@ -1170,13 +1186,17 @@ async fn a_dial_the_pbx_refuses_for_good_passes_the_call_on() {
     let contact = world.new_call(&instance, "r1").await;
     world.routing.set(contact, "offered", Some("olha"));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while world.routing.declined.lock().unwrap().is_empty() {
+    while world.routing.passed.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the call was never passed on");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        world.routing.declined.lock().unwrap().clone(),
+        world.routing.passed.lock().unwrap().clone(),
         vec![(contact, "olha".to_owned())]
+    );
+    assert!(
+        world.routing.declined.lock().unwrap().is_empty(),
+        "passed on, not declined (a miss of hers)"
     );
     // Not asked again (retries come every 200 ms doubling).
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -1203,6 +1223,6 @@ async fn a_dial_the_pbx_refuses_for_good_passes_the_call_on() {
     *world.pbx.refuse_with.lock().unwrap() = None;
     let dials = world.dials(1).await;
     assert_eq!(dials[0].1["agent"], "petro");
-    assert_eq!(world.routing.declined.lock().unwrap().len(), 1);
+    assert_eq!(world.routing.passed.lock().unwrap().len(), 1);
     instance.stop().await;
 }

@@ -195,7 +195,8 @@ const OUTSIDE_WINDOW_SUBCODES: [i64; 2] = [2_018_278, 2_534_022];
 ///   available right now"), code 100 subcode 2018001 ("No matching user").
 /// - Credentials: 190 (invalid or expired token), 102; permissions 10, 200–299,
 ///   230; restricted accounts 368, 131031: failed, logged as errors.
-/// - Rate limits: 4, 17, 32, 613, 80007, 130429 (throughput), 131048 (spam
+/// - Rate limits: 4, 17, 32, 613, 80000–80014 (Business Use Case: 80002
+///   Instagram, 80006 Messenger, 80007 WhatsApp), 130429 (throughput), 131048 (spam
 ///   rate limit), 131056 (too many messages to one customer): retried.
 /// - Temporary: 1, 2, 1200 ("Temporary send message failure"), 131000,
 ///   131016, 133004, anything Meta marks `is_transient`, HTTP 429 and 5xx:

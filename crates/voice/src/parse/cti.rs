@@ -309,21 +309,28 @@ fn from_form(params: &[(String, String)]) -> Result<Raw, ParseError> {
     let owned = |name: &'static str| Ok::<_, ParseError>(form.get(name)?.map(str::to_owned));
     // Zammad documents `user[]` for forms; a PBX sending one `user` is read
     // the same way.
+    let event = owned("event")?;
+    // A hangup's users, queue and answering number are not read (a
+    // repeated queue would refuse it otherwise).
+    let hangup = event.as_deref().map(str::trim) == Some("hangup");
     let users: Vec<String> = form
         .all("user[]")
         .chain(form.all("user"))
-        .take(MAX_USERS)
+        .take(if hangup { 0 } else { MAX_USERS })
         .map(str::to_owned)
         .collect();
+    let unless_hangup = |name: &'static str| {
+        if hangup { Ok(None) } else { owned(name) }
+    };
     Ok(Raw {
-        event: owned("event")?,
+        event,
         call_id: owned("callId")?,
         from: owned("from")?,
         to: owned("to")?,
         direction: owned("direction")?,
         users,
-        queue: owned("queue")?,
-        answering_number: owned("answeringNumber")?,
+        queue: unless_hangup("queue")?,
+        answering_number: unless_hangup("answeringNumber")?,
         cause: owned("cause")?,
     })
 }
@@ -371,13 +378,48 @@ struct JsonBody {
     cause: Option<String>,
 }
 
+/// A hangup, read without the fields it does not use (`user`, `queue`,
+/// `answeringNumber`), whatever their shape.
+#[derive(Deserialize)]
+struct JsonHangup {
+    event: Option<String>,
+    #[serde(rename = "callId")]
+    call_id: Option<Scalar>,
+    from: Option<Scalar>,
+    to: Option<Scalar>,
+    direction: Option<String>,
+    cause: Option<String>,
+}
+
 fn from_json(body: &[u8]) -> Result<Raw, ParseError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: JsonBody =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| ParseError::Json {
-            path: e.path().to_string(),
-            message: e.into_inner().to_string(),
-        })?;
+    let parsed: JsonBody = match serde_path_to_error::deserialize(&mut de) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            // A hangup is not refused over the shape of a field it does not
+            // read (`"queue": 600`, `"user": [201]`): the call would stay
+            // open with the caller gone.
+            if let Ok(hangup) = serde_json::from_slice::<JsonHangup>(body)
+                && hangup.event.as_deref().map(str::trim) == Some("hangup")
+            {
+                return Ok(Raw {
+                    event: hangup.event,
+                    call_id: hangup.call_id.map(Scalar::into_string),
+                    from: hangup.from.map(Scalar::into_string),
+                    to: hangup.to.map(Scalar::into_string),
+                    direction: hangup.direction,
+                    users: Vec::new(),
+                    queue: None,
+                    answering_number: None,
+                    cause: hangup.cause,
+                });
+            }
+            return Err(ParseError::Json {
+                path: e.path().to_string(),
+                message: e.into_inner().to_string(),
+            });
+        }
+    };
     de.end().map_err(|e| ParseError::Json {
         path: ".".into(),
         message: e.to_string(),
@@ -607,6 +649,25 @@ mod tests {
         );
         let odd_call = odd.replace("event=hangup", "event=newCall");
         assert_eq!(form(&odd_call).map_err(|e| e.kind()), Err("invalid"));
+        // Nor by their shape: a repeated queue in a form, numbers in JSON.
+        let repeated = format!("{hangup}&queue=a&queue=b&answeringNumber=1&answeringNumber=2");
+        assert!(form(&repeated).is_ok(), "{repeated}");
+        assert_eq!(
+            form(&repeated.replace("event=hangup", "event=newCall")).map_err(|e| e.kind()),
+            Err("repeated")
+        );
+        let numbers = r#"{"event":"hangup","from":"1","to":"2","direction":"in","callId":"c","user":[201],"queue":600,"answeringNumber":{"x":1},"cause":"busy"}"#;
+        let ended = json(numbers).expect("a hangup with numbers for names");
+        assert_eq!(
+            ended.kind,
+            CtiEventKind::Hangup {
+                cause: Some(HangupCause::Busy)
+            }
+        );
+        assert_eq!(
+            json(&numbers.replace("hangup", "newCall")).map_err(|e| e.kind()),
+            Err("json")
+        );
         for bad in [
             "",
             "[]",
