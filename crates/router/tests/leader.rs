@@ -909,6 +909,59 @@ async fn a_failed_end_at_a_closed_queue_is_tried_again_by_the_leader() {
     instance.stop().await;
 }
 
+/// A queued contact whose hash is gone from Redis (deleted by hand, or
+/// evicted by a Redis that is not `noeviction`) is counted and logged,
+/// not retried for ever, and the contacts behind it are routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_contact_gone_from_redis_is_counted_and_passed_over() {
+    let counters = switchboard_testkit::counters::Counters::global();
+    let missing = || counters.get("switchboard_router_errors_total{error_type=contact_missing}");
+    let before = missing();
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    agent(&state, "a1", &[], 100).await;
+    // Both queued before any router runs; the first one's hash then goes.
+    let gone = intake
+        .submit_event(event("v1", "hi"))
+        .await
+        .unwrap()
+        .contact_id;
+    let next = intake
+        .submit_event(event("v2", "hi"))
+        .await
+        .unwrap()
+        .contact_id;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(store.keys().contact(&gone))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let mut config = routing();
+    config.offer_timeout_secs.chat = 60;
+    let instance = Instance::start(&store, "one", &config);
+    until("the contact behind it is offered", || async {
+        states(&state, &[next]).await[&next.to_string()].0 == "offered"
+    })
+    .await;
+    until("the missing contact is counted", || async {
+        missing() > before
+    })
+    .await;
+    assert!(
+        state.route_record(&gone).await.unwrap().is_none(),
+        "nothing is routed for it"
+    );
+    instance.stop().await;
+}
+
 /// Customer `v1`'s first contact, offered to agent `a` or `b`, accepted
 /// and closed by them: (their agent, the other agent).
 async fn first_contact_answered_and_closed(
