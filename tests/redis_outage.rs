@@ -58,6 +58,18 @@ async fn redis_outage_is_survived_and_reported() {
         .await
         .unwrap();
     assert_eq!(still.status, 503);
+    // The intake API's reply pull says so too, and counts it.
+    let pull = http
+        .call(
+            "GET",
+            &format!("{base}/channels/api/replies?wait=0"),
+            Some(TOKEN),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pull.status, 503, "{}", pull.body);
+    assert_eq!(pull.json()["error"]["code"], "unavailable");
     let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
     assert!(
         metrics
@@ -65,6 +77,13 @@ async fn redis_outage_is_survived_and_reported() {
             .any(|l| l.starts_with("switchboard_intake_errors_total")
                 && l.contains("error_type=\"unavailable\"")),
         "unavailable errors are not counted:\n{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_intake_api_replies_total")
+                && l.contains("outcome=\"unavailable\"")),
+        "the failed pull is not counted:\n{metrics}"
     );
 
     redis.restart();
