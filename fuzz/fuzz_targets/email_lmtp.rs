@@ -346,6 +346,7 @@ fuzz_target!(|data: &[u8]| {
         max_message_bytes: SIZES[usize::from((config >> 3) & 7)],
         max_recipients: usize::from((config >> 1) & 3) + 1,
         command_timeout: Duration::from_secs(10),
+        max_session: Duration::from_secs(3600),
         max_sessions: 1,
         tls: None,
         require_tls: false,
