@@ -152,10 +152,11 @@ const UPGRADES_INTO_RESERVE: &[&str] = &["/api/v1/ws"];
 /// leave none for health checks, metrics, webhooks and the agent API:
 /// they keep that twentieth.
 fn upgrade_over_reserve<B>(request: &hyper::Request<B>, permits: &Semaphore, max: usize) -> bool {
+    // The header first: nearly every request has none.
     let reserve = max / 20;
-    reserve > 0
+    request.headers().contains_key(hyper::header::UPGRADE)
+        && reserve > 0
         && permits.available_permits() < reserve
-        && request.headers().contains_key(hyper::header::UPGRADE)
         && !UPGRADES_INTO_RESERVE.contains(&request.uri().path())
 }
 
