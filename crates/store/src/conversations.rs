@@ -286,60 +286,33 @@ impl Conversations {
         let old_guard = format!("{}:auto:{key}", keys.contact(contact));
         let counter = keys.auto_answers(contact.partition(), &message.source, &message.to);
         let mut conn = self.store.conn();
-        let (guarded, sent): (bool, Option<u32>) = self
+        let guarded: bool = self
             .store
-            .bounded(
-                redis::pipe()
-                    .cmd("EXISTS")
-                    .arg(&old_guard)
-                    .cmd("GET")
-                    .arg(&counter)
-                    .query_async(&mut conn),
-            )
+            .bounded(redis::cmd("EXISTS").arg(&old_guard).query_async(&mut conn))
             .await?;
         if guarded {
             return Ok(AutoReply::AlreadySent);
         }
-        let limited = per_hour > 0 && sent.unwrap_or(0) >= per_hour;
         // '/' is in no agent client's name: no clash with theirs.
         let name = format!("auto/{key}");
         // The same answer whatever its text now: a template filled from
         // the clock ({opens_at}, {reply_by}) reads otherwise a minute
-        // later, and the retry of a claimed answer would be refused.
+        // later, and the retry of a claimed answer would be refused. The
+        // claim checks and counts the customer's hourly limit with the
+        // name (`claim_reply.lua`).
         match self
-            .named_reply(&mut message, "switchboard", &name, limited, &name)
+            .named_reply(
+                &mut message,
+                "switchboard",
+                &name,
+                false,
+                &name,
+                Some((&counter, per_hour)),
+            )
             .await?
         {
-            NamedReply::Sent { first: true, .. } => {
-                if per_hour > 0 {
-                    // Counted once sent: a crash before this leaves one
-                    // answer uncounted, never one counted and unsent. The
-                    // answer is sent whatever this says.
-                    let counted = self
-                        .store
-                        .bounded(
-                            redis::pipe()
-                                .atomic()
-                                .cmd("SET")
-                                .arg(&counter)
-                                .arg(0)
-                                .arg("EX")
-                                .arg(3600)
-                                .arg("NX")
-                                .ignore()
-                                .cmd("INCR")
-                                .arg(&counter)
-                                .ignore()
-                                .query_async::<()>(&mut conn),
-                        )
-                        .await;
-                    if let Err(error) = counted {
-                        tracing::warn!(contact_id = %contact, %error, "An automatic answer was sent but could not be counted toward the customer's hourly limit.");
-                    }
-                }
-                Ok(AutoReply::Sent)
-            }
-            // Over the limit and never claimed: not sent.
+            NamedReply::Sent { first: true, .. } => Ok(AutoReply::Sent),
+            // Over the limit (checked at the claim), never claimed: not sent.
             NamedReply::Unknown => Ok(AutoReply::Limited),
             // Claimed before (a replay), or claimed too long ago
             // (RETRY_WITHIN_MS): sent, or given up.
@@ -383,7 +356,7 @@ impl Conversations {
         only_retry: bool,
     ) -> Result<NamedReply, StoreError> {
         let same = message.text.clone();
-        self.named_reply(message, author, client_id, only_retry, &same)
+        self.named_reply(message, author, client_id, only_retry, &same, None)
             .await
     }
 
@@ -396,6 +369,7 @@ impl Conversations {
         client_id: &str,
         only_retry: bool,
         same: &str,
+        limit: Option<(&str, u32)>,
     ) -> Result<NamedReply, StoreError> {
         let keys = self.store.keys();
         let conversation = message.conversation_id;
@@ -408,6 +382,9 @@ impl Conversations {
                 .arg(author)
                 .arg(same)
                 .arg(if only_retry { "1" } else { "0" });
+            if let Some((counter, per_hour)) = limit {
+                inv.key(counter).arg(per_hour);
+            }
             self.store.bounded(inv.invoke_async(&mut conn)).await?
         };
         match status.as_str() {

@@ -790,6 +790,48 @@ async fn automatic_answers_to_one_customer_are_limited_per_hour() {
     assert_eq!(outcome, AutoReply::Sent);
 }
 
+/// Automatic answers claimed at once for one customer (several of their
+/// contacts routed together) do not pass the hourly limit: it is checked
+/// and counted with the claim. (Read before and counted after the send, a
+/// burst let a few too many through.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_automatic_answers_keeps_to_the_hourly_limit() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 2);
+    let intake = intake_for(&store);
+    let conversations = switchboard_store::Conversations::new(store.clone());
+    let mut contacts = Vec::new();
+    for n in 0..12 {
+        let r = intake
+            .submit_event(InboundEvent {
+                new_contact: true,
+                ..event("vs_burst", Some(&format!("burst-{n}")), "hello?")
+            })
+            .await
+            .unwrap();
+        contacts.push(r.contact_id);
+    }
+    let answers = futures::future::join_all(contacts.iter().map(|c| {
+        let conversations = conversations.clone();
+        async move {
+            conversations
+                .automatic_reply(c, "ack", "We received your message.", 3)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let sent = answers.iter().filter(|a| **a == AutoReply::Sent).count();
+    let limited = answers.iter().filter(|a| **a == AutoReply::Limited).count();
+    assert_eq!((sent, limited), (3, 9), "{answers:?}");
+    let queued: usize = raw(&redis)
+        .await
+        .xlen(store.keys().outbox("website"))
+        .await
+        .unwrap();
+    assert_eq!(queued, 3);
+}
+
 /// On a Redis Cluster, a node that answers late (paused here; a fork for an
 /// AOF rewrite in production) does not get the command again: a write
 /// re-sent after a response timeout would run two or three times (a
