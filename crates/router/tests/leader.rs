@@ -117,6 +117,15 @@ impl Instance {
         Instance { stop, tasks }
     }
 
+    /// Stops without a word: its tasks are aborted, its lease just
+    /// expires.
+    fn kill(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         for t in self.tasks {
@@ -169,6 +178,19 @@ async fn outbox_len(redis: &RedisServer, store: &Store) -> usize {
     redis::AsyncCommands::xlen(&mut conn, store.keys().outbox("website"))
         .await
         .unwrap()
+}
+
+/// Waits until instance `name` holds the routing lease.
+async fn leads(state: &RoutingState, name: &str) {
+    let suffix = format!(":{name}");
+    until(&format!("{name} leads"), || async {
+        state
+            .leader()
+            .await
+            .unwrap()
+            .is_some_and(|t| t.ends_with(&suffix))
+    })
+    .await;
 }
 
 /// Waits until `check` holds, polling the routing state.
@@ -350,14 +372,7 @@ async fn another_instance_takes_over_routing_when_the_leader_stops() {
     let mut config = routing();
     config.offer_timeout_secs.chat = 60;
     let first = Instance::start(&store, "first", &config);
-    until("first leads", || async {
-        state
-            .leader()
-            .await
-            .unwrap()
-            .is_some_and(|t| t.ends_with(":first"))
-    })
-    .await;
+    leads(&state, "first").await;
     let second = Instance::start(&store, "second", &config);
     let c1 = intake
         .submit_event(event("v1", "hi"))
@@ -370,10 +385,7 @@ async fn another_instance_takes_over_routing_when_the_leader_stops() {
     .await;
 
     // The leader stops without a word (its lease just expires).
-    first.stop.cancel();
-    for t in first.tasks {
-        t.abort();
-    }
+    first.kill();
     let c2 = intake
         .submit_event(event("v2", "hi"))
         .await
@@ -1086,14 +1098,7 @@ async fn a_returning_customer_waits_out_the_grace_across_a_leader_change() {
     config.sticky_memory_days = 1;
     config.reconnect_grace_secs = GRACE_MS / 1000;
     let first = Instance::start(&store, "first", &config);
-    until("first leads", || async {
-        state
-            .leader()
-            .await
-            .unwrap()
-            .is_some_and(|t| t.ends_with(":first"))
-    })
-    .await;
+    leads(&state, "first").await;
 
     let (last, other) = first_contact_answered_and_closed(&state, &intake).await;
 
@@ -1119,19 +1124,9 @@ async fn a_returning_customer_waits_out_the_grace_across_a_leader_change() {
     .await;
 
     // The leader goes without a word; another takes over and reloads.
-    first.stop.cancel();
-    for t in first.tasks {
-        t.abort();
-    }
+    first.kill();
     let second = Instance::start(&store, "second", &config);
-    until("second leads", || async {
-        state
-            .leader()
-            .await
-            .unwrap()
-            .is_some_and(|t| t.ends_with(":second"))
-    })
-    .await;
+    leads(&state, "second").await;
     // Within the grace it keeps waiting for her, not for the free agent.
     // (Checked while the clock says the grace has a second left at least:
     // a slow machine gets fewer looks, never a wrong one.)
