@@ -241,7 +241,7 @@ impl imap::FetchedMailSink for ImapSink {
         _uid: u32,
         raw: &'a [u8],
         fallback_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), imap::SinkError>> {
+    ) -> BoxFuture<'a, Result<imap::Delivered, imap::SinkError>> {
         Box::pin(async move {
             match self
                 .ingest
@@ -255,7 +255,8 @@ impl imap::FetchedMailSink for ImapSink {
                 )
                 .await
             {
-                Ok(_) => Ok(()),
+                Ok(taken) if taken.kept() => Ok(imap::Delivered::Taken),
+                Ok(_) => Ok(imap::Delivered::Left("not_kept")),
                 Err(IngestError::Temporary(e)) => Err(imap::SinkError::Temporary(e)),
                 Err(IngestError::Rejected(e)) => Err(imap::SinkError::Rejected(e)),
             }

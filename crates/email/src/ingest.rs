@@ -52,6 +52,19 @@ pub enum Taken {
     Ignored { kind: &'static str },
 }
 
+impl Taken {
+    /// Whether something of the mail is kept: stored, or applied to the
+    /// reply it concerns (now or before). Bulk mail left alone, and an
+    /// automatic mail or delay notice that changed nothing, are not.
+    pub fn kept(&self) -> bool {
+        match self {
+            Taken::Stored { .. } => true,
+            Taken::Update { outcome, .. } => matches!(*outcome, "applied" | "duplicate"),
+            Taken::Ignored { .. } => false,
+        }
+    }
+}
+
 /// Why a message was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -507,5 +520,30 @@ mod thread_tests {
             kept[1],
             format!("m{:03}@mail.example", 100 - (kept.len() - 1))
         );
+    }
+}
+
+#[cfg(test)]
+mod kept_tests {
+    use super::Taken;
+
+    /// What `after` may delete: only mail of which something is kept.
+    #[test]
+    fn only_stored_or_applied_mail_is_kept() {
+        let update = |outcome| Taken::Update {
+            kind: "bounce",
+            outcome,
+        };
+        let stored = Taken::Stored {
+            contact_id: "0-c".into(),
+            outcome: "created",
+        };
+        assert!(stored.kept());
+        assert!(update("applied").kept());
+        assert!(update("duplicate").kept());
+        for outcome in ["unknown_message", "delayed", "stale"] {
+            assert!(!update(outcome).kept(), "{outcome}");
+        }
+        assert!(!Taken::Ignored { kind: "bulk" }.kept());
     }
 }

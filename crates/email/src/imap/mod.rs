@@ -139,15 +139,30 @@ pub enum SinkError {
     /// fetched again after a backoff.
     #[error("temporarily unavailable: {0}")]
     Temporary(String),
-    /// Never acceptable: counted, logged, and passed over (the after-intake
-    /// action is applied and the checkpoint advanced).
+    /// Never acceptable: counted, logged, passed over (the checkpoint
+    /// advanced) and left in the mailbox as it is (no after-intake action).
     #[error("rejected: {0}")]
     Rejected(String),
 }
 
+/// What the sink did with a message it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Stored, or applied to the reply it concerns: the after-intake
+    /// action (`delete`, `move`, `seen`) applies.
+    Taken,
+    /// Taken but not kept anywhere (bulk mail not routed, an automatic mail
+    /// that answers no reply of ours, a delay notice): counted under this
+    /// outcome, passed over and left in the mailbox as it is, since the
+    /// intake has no copy a `delete` could rely on.
+    Left(&'static str),
+}
+
 /// Where fetched messages go (the intake, in the daemon).
 pub trait FetchedMailSink: Send + Sync + 'static {
-    /// Stores one fetched message durably; `Ok` only once it is stored.
+    /// Stores one fetched message durably; `Ok(Delivered::Taken)` only
+    /// once it is stored (or applied), `Ok(Delivered::Left)` for one the
+    /// intake took without keeping it.
     /// `fallback_id` is `imap:<label>:<uidvalidity>:<uid>`, the id to use
     /// for a message without a Message-ID.
     fn deliver<'a>(
@@ -156,7 +171,7 @@ pub trait FetchedMailSink: Send + Sync + 'static {
         uid: u32,
         raw: &'a [u8],
         fallback_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), SinkError>>;
+    ) -> BoxFuture<'a, Result<Delivered, SinkError>>;
 }
 
 /// How long the lease runs, how often it is renewed, and how long an

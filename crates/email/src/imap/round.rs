@@ -10,7 +10,7 @@ use super::checked;
 use super::checkpoint::{self, Checkpoint};
 use super::conn::ImapSession;
 use super::session::{COMMAND_TIMEOUT, End};
-use super::{AfterIntake, Ctx, SinkError, error_metric};
+use super::{AfterIntake, Ctx, Delivered, SinkError, error_metric};
 
 /// The longest wait for one message's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -109,20 +109,19 @@ pub(super) async fn run(
             (cp.last, unsaved) = (m.uid, true);
             continue;
         }
+        // A failed fetch, the first or the second, counts towards passing
+        // over the message: one the server never gives (a `NO` or a
+        // timeout every session) must not hold up later mail for ever.
         let mut raw = match fetch_body(session, stop, m.uid).await {
             Ok(raw) => raw,
-            Err(End::Failed { kind, error }) => {
-                failed_fetch(ctx, cp.validity, m.uid);
-                if unsaved {
-                    checkpoint::save(ctx, *cp).await?;
-                }
-                return Err(End::Failed { kind, error });
-            }
-            Err(end) => return Err(end),
+            Err(end) => return Err(fetch_failed(ctx, cp, unsaved, m.uid, end).await),
         };
         if find_body(raw.iter().map(|f| (f.uid, f.body.as_deref())), m.uid) == Found::Bodiless {
             // Once more: a flags update that came first, or a passing NIL.
-            raw = fetch_body(session, stop, m.uid).await?;
+            raw = match fetch_body(session, stop, m.uid).await {
+                Ok(raw) => raw,
+                Err(end) => return Err(fetch_failed(ctx, cp, unsaved, m.uid, end).await),
+            };
         }
         let raw = match find_body(raw.iter().map(|f| (f.uid, f.body.as_deref())), m.uid) {
             Found::Body(raw) => raw,
@@ -161,9 +160,21 @@ pub(super) async fn run(
             m.uid
         );
         match ctx.sink.deliver(s, m.uid, raw, &fallback).await {
-            Ok(()) => {
+            Ok(Delivered::Taken) => {
                 outcome(ctx, "stored");
                 info!(uid = m.uid, bytes = raw.len(), "Took in a message.");
+            }
+            Ok(Delivered::Left(kind)) => {
+                // Nothing of it is kept (bulk mail not routed, an automatic
+                // mail about no reply of ours): `after` would delete or
+                // move the only copy, so it is left as it is.
+                outcome(ctx, kind);
+                info!(
+                    uid = m.uid,
+                    "A fetched message was not kept; passing over it and leaving it in the mailbox."
+                );
+                (cp.last, unsaved) = (m.uid, true);
+                continue;
             }
             Err(SinkError::Rejected(e)) => {
                 // Not stored: left in the mailbox as it is (never deleted
@@ -193,6 +204,19 @@ pub(super) async fn run(
         checkpoint::save(ctx, *cp).await?;
     }
     Ok(Round::Done { progress })
+}
+
+/// How a round ends when fetching message `uid` ended with `end`: a
+/// failure is noted against the message (see [`gave_up_on`]), and the
+/// checkpoint of the messages passed over before it saved.
+async fn fetch_failed(ctx: &Ctx, cp: &Checkpoint, unsaved: bool, uid: u32, end: End) -> End {
+    if let End::Failed { .. } = end {
+        failed_fetch(ctx, cp.validity, uid);
+        if unsaved && let Err(end) = checkpoint::save(ctx, *cp).await {
+            return end;
+        }
+    }
+    end
 }
 
 /// Whether fetching message `uid` failed [`super::BODY_FAILURES`] sessions

@@ -64,9 +64,25 @@ async fn an_oversized_message_is_skipped_and_counted_and_later_ones_arrive() {
 
 #[tokio::test]
 async fn a_rejected_message_is_left_in_the_mailbox_even_when_taken_ones_are_deleted() {
-    let dovecot = Dovecot::start();
-    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
+    let sink = Sink::default();
     sink.reject.store(1, Ordering::SeqCst);
+    left_in_the_mailbox(sink, "rejected").await;
+}
+
+/// Bulk mail not routed, or an automatic mail about no reply of ours: the
+/// intake keeps no copy, so `delete` must not remove the only one.
+#[tokio::test]
+async fn a_message_taken_but_not_kept_is_left_in_the_mailbox_when_taken_ones_are_deleted() {
+    let sink = Sink::default();
+    sink.leave.store(1, Ordering::SeqCst);
+    left_in_the_mailbox(sink, "not_kept").await;
+}
+
+/// Two messages, `after = delete`, the first not stored by `sink`: the
+/// second is deleted, the first stays, counted under `outcome`.
+async fn left_in_the_mailbox(sink: Sink, outcome: &str) {
+    let dovecot = Dovecot::start();
+    let (sink, state) = (Arc::new(sink), RedisState::new());
     let counters = Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
     let settings = settings(&dovecot, "INBOX", AfterIntake::Delete);
@@ -82,8 +98,8 @@ async fn a_rejected_message_is_left_in_the_mailbox_even_when_taken_ones_are_dele
         vec![(1, String::new())]
     );
     let label = &settings.label;
-    let key = format!("switchboard_email_imap_messages_total{{mailbox={label},outcome=rejected}}");
-    assert_eq!(counters.get(&key), 1);
+    let key = format!("switchboard_email_imap_messages_total{{mailbox={label},outcome={outcome}}}");
+    assert_eq!(counters.get(&key), 1, "{}", counters.dump());
     fetcher.stop().await;
 }
 
@@ -199,5 +215,107 @@ async fn a_message_that_cannot_be_fetched_is_passed_over_after_five_sessions() {
     assert_eq!(checkpoint(&state, &settings, Some(2)).await.1, 2);
     // Still there, unread, for a person to look at.
     assert_eq!(dovecot.messages("support", "INBOX")[0], (1, String::new()));
+    fetcher.stop().await;
+}
+
+/// A server that lists one message (UID 1), answers its first body fetch
+/// of each session with flags only and the second with `NO`: what a
+/// server with a damaged message may do, which Dovecot cannot be made to.
+/// Counts the sessions it served.
+async fn bodiless_then_no_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = sessions.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            served.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"* OK ready\r\n").await;
+                let mut body_fetches = 0;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut words = line.splitn(2, ' ');
+                    let tag = words.next().unwrap_or("*").to_owned();
+                    let command = words.next().unwrap_or("").to_ascii_uppercase();
+                    let answer = if command.starts_with("CAPABILITY") {
+                        "* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n".to_owned()
+                    } else if command.starts_with("SELECT") {
+                        "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n\
+                         {tag} OK [READ-WRITE] selected\r\n"
+                            .to_owned()
+                    } else if command.contains("RFC822.SIZE") {
+                        "* 1 FETCH (UID 1 RFC822.SIZE 100 FLAGS ())\r\n{tag} OK done\r\n".to_owned()
+                    } else if command.contains("BODY.PEEK") {
+                        body_fetches += 1;
+                        if body_fetches == 1 {
+                            "* 1 FETCH (UID 1 FLAGS ())\r\n{tag} OK done\r\n".to_owned()
+                        } else {
+                            "{tag} NO the message cannot be read\r\n".to_owned()
+                        }
+                    } else if command.starts_with("LOGOUT") {
+                        "* BYE\r\n{tag} OK bye\r\n".to_owned()
+                    } else {
+                        "{tag} OK done\r\n".to_owned()
+                    };
+                    if write
+                        .write_all(answer.replace("{tag}", &tag).as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, sessions)
+}
+
+/// A message whose second fetch of a session fails (the first came back
+/// without the body) counts towards passing over it like one whose first
+/// fails: after five sessions it is passed over and the checkpoint moves,
+/// rather than the session failing on it for ever.
+#[tokio::test]
+async fn a_message_whose_second_fetch_fails_is_passed_over_too() {
+    let (port, sessions) = bodiless_then_no_server().await;
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let settings = crate::imap::MailboxSettings {
+        label: format!("imap://support@127.0.0.1:{port}/INBOX"),
+        host: "127.0.0.1".into(),
+        port,
+        security: crate::imap::Security::None,
+        user: "support".into(),
+        password: "secret".into(),
+        folder: "INBOX".into(),
+        after: AfterIntake::Seen,
+        poll_interval: Duration::from_secs(60),
+        idle: false,
+        max_message_bytes: 1 << 20,
+        pass_over_after: Duration::from_secs(1),
+        tls_roots: None,
+    };
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    let label = &settings.label;
+    let key =
+        format!("switchboard_email_imap_messages_total{{mailbox={label},outcome=unreadable}}");
+    // Sessions are retried after 0.5, 1, 2, 4 s (±): the sixth passes over.
+    let started = std::time::Instant::now();
+    while counters.get(&key) == 0 && started.elapsed() < Duration::from_secs(40) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        counters.get(&key),
+        1,
+        "after {} sessions: {}",
+        sessions.load(Ordering::SeqCst),
+        counters.dump()
+    );
+    assert_eq!(checkpoint(&state, &settings, Some(1)).await, (7, 1));
+    assert_eq!(sink.len(), 0);
     fetcher.stop().await;
 }

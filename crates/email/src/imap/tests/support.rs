@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::imap::{
-    AfterIntake, FetchedMailSink, MailboxSettings, Security, SinkError, run_mailbox,
+    AfterIntake, Delivered, FetchedMailSink, MailboxSettings, Security, SinkError, run_mailbox,
 };
 
 static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
@@ -73,6 +73,9 @@ pub(super) struct Sink {
     /// The next this many calls (after the temporary ones) are refused
     /// for good ([`SinkError::Rejected`]).
     pub(super) reject: AtomicUsize,
+    /// The next this many calls (after those) are taken and not kept
+    /// ([`Delivered::Left`]: bulk mail left alone).
+    pub(super) leave: AtomicUsize,
 }
 
 impl Sink {
@@ -110,7 +113,7 @@ impl FetchedMailSink for Sink {
         uid: u32,
         raw: &'a [u8],
         fallback_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    ) -> BoxFuture<'a, Result<Delivered, SinkError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let left = self.temporary.load(Ordering::SeqCst);
@@ -123,11 +126,16 @@ impl FetchedMailSink for Sink {
                 self.reject.store(refuse - 1, Ordering::SeqCst);
                 return Err(SinkError::Rejected("the mail names no sender".into()));
             }
+            let leave = self.leave.load(Ordering::SeqCst);
+            if leave > 0 {
+                self.leave.store(leave - 1, Ordering::SeqCst);
+                return Ok(Delivered::Left("not_kept"));
+            }
             self.got
                 .lock()
                 .unwrap()
                 .push((uid, raw.to_vec(), fallback_id.to_string()));
-            Ok(())
+            Ok(Delivered::Taken)
         })
     }
 }
