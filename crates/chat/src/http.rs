@@ -6,6 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -77,9 +78,13 @@ fn reject(reason: &'static str, status: StatusCode, message: &'static str) -> Re
 
 /// The client's address: the peer's, or behind a proxy on this host
 /// (a loopback peer) the last `X-Forwarded-For` hop. `None` when the
-/// server does not tell the peer (no per-address limit then).
+/// server does not tell the peer (no per-address limit then). On a
+/// dual-stack listener (`[::]:8080`) an IPv4 peer arrives as
+/// `::ffff:a.b.c.d`: a proxy at `127.0.0.1` is loopback all the same.
 fn client_ip(headers: &HeaderMap, ext: &Extensions) -> Option<IpAddr> {
-    let peer = ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
+    let peer = ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical())?;
     if peer.is_loopback()
         && let Some(forwarded) = headers
             .get("x-forwarded-for")
@@ -148,8 +153,17 @@ async fn ws(
     query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
     ext: Extensions,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Not a websocket handshake (a plain GET, a missing key, another
+    // version): axum's answer (400, 405 or 426), counted.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            counter!("switchboard_chat_rejected_total", "reason" => "not_websocket").increment(1);
+            return rejection.into_response();
+        }
+    };
     // Answered and counted here, not by axum in plain text uncounted.
     let Ok(Query(query)) = query else {
         return reject(
@@ -479,9 +493,31 @@ async fn upload(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use axum::body::Bytes;
+
+    /// Behind a proxy on this host the client is the last forwarded hop,
+    /// also when a dual-stack listener sees the proxy as `::ffff:127.0.0.1`;
+    /// a peer that is not loopback cannot claim another address.
+    #[test]
+    fn a_proxy_on_this_host_is_seen_through_on_a_dual_stack_listener() {
+        let ip_of = |peer: &str, forwarded: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(f) = forwarded {
+                headers.insert("x-forwarded-for", f.parse().unwrap());
+            }
+            let mut ext = Extensions::new();
+            ext.insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+            client_ip(&headers, &ext).unwrap().to_string()
+        };
+        let via = Some("203.0.113.9, 198.51.100.7");
+        assert_eq!(ip_of("127.0.0.1:5000", via), "198.51.100.7");
+        assert_eq!(ip_of("[::ffff:127.0.0.1]:5000", via), "198.51.100.7");
+        assert_eq!(ip_of("[::ffff:198.51.100.8]:5000", via), "198.51.100.8");
+        assert_eq!(ip_of("[::ffff:127.0.0.1]:5000", None), "127.0.0.1");
+    }
 
     #[test]
     fn file_names_are_decoded_and_made_harmless() {

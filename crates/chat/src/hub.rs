@@ -219,3 +219,57 @@ fn unfollow(maps: &mut Maps, follows: &LiveFollows, id: u64) {
 fn count(map: &HashMap<String, Vec<Link>>) -> usize {
     map.values().map(Vec::len).sum()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use switchboard_core::Partition;
+
+    /// A session that does not keep up loses what its queue cannot hold,
+    /// counted by kind, and keeps what it holds, in order; another session
+    /// of the same visitor is not held back by it.
+    #[test]
+    fn events_for_a_full_queue_are_dropped_and_counted() {
+        let counters = switchboard_testkit::counters::Counters::default();
+        let _recorder = metrics::set_default_local_recorder(&counters);
+        let hub = Hub::default();
+        let (slow, mut slow_rx) = hub.register("v-1");
+        let (_quick, mut quick_rx) = hub.register("v-1");
+        let conv = ConversationId::new(Partition::of(b"v-1", 16));
+        let contacts: Vec<ContactId> = (0..20).map(|_| ContactId::new(conv.partition())).collect();
+        for (i, contact) in contacts.iter().enumerate() {
+            hub.attach_visitor("v-1", &conv, contact);
+            if i < 19 {
+                // The quick session reads each as it comes.
+                assert_eq!(
+                    quick_rx.try_recv().unwrap(),
+                    HubEvent::Attach(conv, *contact)
+                );
+            }
+        }
+        assert_eq!(
+            counters.get("switchboard_chat_hub_dropped_total{event=attach}"),
+            4,
+            "{}",
+            counters.dump()
+        );
+        for contact in contacts.iter().take(16) {
+            assert_eq!(
+                slow_rx.try_recv().unwrap(),
+                HubEvent::Attach(conv, *contact)
+            );
+        }
+        assert!(
+            slow_rx.try_recv().is_err(),
+            "the four beyond the queue are gone"
+        );
+        // Room again: the next one arrives.
+        hub.attach_visitor("v-1", &conv, &contacts[0]);
+        assert_eq!(
+            slow_rx.try_recv().unwrap(),
+            HubEvent::Attach(conv, contacts[0])
+        );
+        hub.unregister(&slow);
+    }
+}

@@ -793,6 +793,10 @@ impl Conn {
         match state {
             "assigned" => {
                 active.seen.waiting = false;
+                // The widget clears its queue line when an agent joins: a
+                // later wait (a transfer back to a queue) tells the
+                // position again, even the same one.
+                active.seen.position = None;
                 if active.seen.agent != agent {
                     if let Some((_, name)) = active.seen.agent.take() {
                         self.send(&ServerFrame::Agent {

@@ -874,6 +874,33 @@ async fn assigned_chat(w: &World) -> (Ws, String, String) {
     (ws, first, contact)
 }
 
+/// A chat transferred back to a queue: the visitor is told the agent left
+/// and their place in the queue again, even the place they had before the
+/// agent joined (the widget cleared its queue line at the join).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_back_in_its_queue_tells_its_position_again() {
+    let w = world();
+    let (mut ws, _, contact) = assigned_chat(&w).await;
+    w.routing.set(contact.parse().unwrap(), "waiting", None);
+    // The session looks at routing every 10 s while an agent has the chat.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(text) = message {
+            let f: Value = serde_json::from_str(text.as_str()).unwrap();
+            match f["type"].as_str() {
+                Some("agent") => seen.push(format!("{} {}", f["state"], f["name"])),
+                Some("queue") => {
+                    seen.push(format!("queue {}", f["position"]));
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(seen, ["\"left\" \"Olena\"", "queue 3"]);
+}
+
 /// The visitor writes right after the agent closed, before the session's
 /// routing poll saw the close: the message opens a new conversation, and
 /// the visitor still gets the agent's last reply and the `closed` frame of
@@ -1934,6 +1961,34 @@ async fn a_websocket_query_that_does_not_parse_is_counted() {
     assert!(head.starts_with("http/1.1 400"), "{head}");
     let after = counted::get("switchboard_chat_rejected_total", "reason=bad_query");
     assert!(after > before, "the 400 is counted");
+}
+
+/// A request to the websocket URL that is no handshake (a plain GET, a
+/// websocket version we do not speak) gets axum's answer, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_the_websocket_url_that_is_no_handshake_is_counted() {
+    counted::start();
+    let before = counted::get("switchboard_chat_rejected_total", "reason=not_websocket");
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let plain = format!(
+        "GET /channels/website/ws HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\nConnection: close\r\n\r\n"
+    );
+    let r = tokio::time::timeout(Duration::from_secs(10), http(addr, &plain))
+        .await
+        .expect("an answer");
+    assert!(r.starts_with("http/1.1 4"), "{r}");
+    let version = format!(
+        "GET /channels/website/ws HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\n\
+         Connection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let r = tokio::time::timeout(Duration::from_secs(10), http(addr, &version))
+        .await
+        .expect("an answer");
+    assert!(r.starts_with("http/1.1 4"), "{r}");
+    let after = counted::get("switchboard_chat_rejected_total", "reason=not_websocket");
+    assert!(after >= before + 2, "both are counted: {before} -> {after}");
 }
 
 /// An upload announcing more than `max_upload_bytes` is refused before its
