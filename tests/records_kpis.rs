@@ -521,6 +521,44 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
         .await,
         "the 24h gauges of a quiet queue keep their old figures"
     );
+
+    // An export that meets a Redis error once its 200 is sent breaks off
+    // after the records before it, and is counted: c2's contact hash made
+    // a string, so reading its record fails with WRONGTYPE.
+    let mut redis_conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*:contact:{c2}"))
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let _: () = redis::cmd("SET")
+        .arg(&keys[0])
+        .arg("not a hash")
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    let cut = day
+        .http
+        .call(
+            "GET",
+            &format!("{}/records/export?from=0&to=99999999999999", day.api),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await;
+    assert!(cut.is_err(), "the body breaks off: {cut:?}");
+    assert!(
+        day.metrics()
+            .await
+            .lines()
+            .any(|l| l == "switchboard_records_export_errors_total 1"),
+        "counted"
+    );
     drop(daemon);
 }
 

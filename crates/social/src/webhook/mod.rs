@@ -648,6 +648,30 @@ mod tests {
         assert!(id.starts_with("edit:") && id.len() <= MAX_ID_BYTES, "{id}");
     }
 
+    /// A deliverer that panicked leaves no memory and is counted; one that
+    /// ended leaves its memory, uncounted.
+    #[tokio::test]
+    async fn a_deliverer_that_panicked_is_counted() {
+        let counters = switchboard_testkit::counters::Counters::default();
+        let _recorder = metrics::set_default_local_recorder(&counters);
+        let panicked = tokio::spawn(async {
+            if std::hint::black_box(true) {
+                panic!("a deliverer's bug");
+            }
+            Memory::default()
+        })
+        .await;
+        assert!(panicked.as_ref().is_err_and(|e| e.is_panic()));
+        let _ = ended(panicked, "meta");
+        let _ = ended(Ok(Memory::default()), "meta");
+        assert_eq!(
+            counters.get("switchboard_social_outbox_errors_total{op=deliverer}"),
+            1,
+            "{}",
+            counters.dump()
+        );
+    }
+
     /// A body that broke off was answered 413 `too_large` and counted so.
     #[tokio::test]
     async fn a_broken_body_is_not_too_large() {
