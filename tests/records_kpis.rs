@@ -87,6 +87,18 @@ impl Day {
         assert_eq!(r.status, 200, "{}", r.body);
     }
 
+    /// The records export of every contact queued since `from` (ms).
+    async fn export(&self, from: u64) -> Result<Reply, String> {
+        self.http
+            .call(
+                "GET",
+                &format!("{}/records/export?from={from}&to=99999999999999", self.api),
+                Some(SUPERVISOR),
+                None,
+            )
+            .await
+    }
+
     async fn metrics(&self) -> String {
         self.http
             .get(&format!("{}/metrics", self.base))
@@ -466,16 +478,7 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
     assert_eq!(previous[0]["disposition"], "sold");
 
     // The export: every contact of the range, one record per line.
-    let r = day
-        .http
-        .call(
-            "GET",
-            &format!("{}/records/export?from=0&to=99999999999999", day.api),
-            Some(SUPERVISOR),
-            None,
-        )
-        .await
-        .unwrap();
+    let r = day.export(0).await.unwrap();
     assert_eq!(r.status, 200);
     let lines: Vec<Value> = r
         .body
@@ -487,20 +490,7 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
     assert_eq!(lines[2]["timeline"][1]["type"], "abandoned");
     assert_eq!(lines[0]["rating"], 5);
     // A range that holds only c4.
-    let r = day
-        .http
-        .call(
-            "GET",
-            &format!(
-                "{}/records/export?from={}&to=99999999999999",
-                day.api,
-                t0 + 1_000_000
-            ),
-            Some(SUPERVISOR),
-            None,
-        )
-        .await
-        .unwrap();
+    let r = day.export(t0 + 1_000_000).await.unwrap();
     assert_eq!(r.body.lines().count(), 1, "{}", r.body);
 
     // A day later nothing is in the 24-hour window: the queue's gauges
@@ -542,15 +532,7 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
         .query_async(&mut redis_conn)
         .await
         .unwrap();
-    let cut = day
-        .http
-        .call(
-            "GET",
-            &format!("{}/records/export?from=0&to=99999999999999", day.api),
-            Some(SUPERVISOR),
-            None,
-        )
-        .await;
+    let cut = day.export(0).await;
     assert!(cut.is_err(), "the body breaks off: {cut:?}");
     assert!(
         day.metrics()
