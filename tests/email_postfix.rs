@@ -539,3 +539,81 @@ security = "none"
             .is_none()
     );
 }
+
+/// Reads an LMTP/SMTP reply (all its lines) and returns its last line.
+async fn lmtp_reply(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+) -> String {
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a reply within 10 s")
+            .unwrap()
+            .expect("the connection is open");
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return line;
+        }
+    }
+}
+
+/// A message in the middle of DATA when the daemon is told to stop is
+/// still taken (250) and stored, though no HTTP request was in flight:
+/// the intake stays open while the channels drain. It closed as soon as
+/// the HTTP server had drained, and the message got 451.
+#[tokio::test]
+async fn a_message_in_data_at_sigterm_is_still_taken() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let redis = switchboard_testkit::RedisServer::start();
+    let files = tempfile::tempdir().unwrap();
+    let lmtp = free_port();
+    let mut daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(files.path(), &listener_and_relay(lmtp, free_port())),
+    );
+    let mut stream = None;
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", lmtp)).await {
+            stream = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (read, mut write) = stream.expect("the LMTP listener").into_split();
+    let mut lines = BufReader::new(read).lines();
+    assert!(lmtp_reply(&mut lines).await.starts_with("220"));
+    for (command, want) in [
+        ("LHLO client.example.com".to_owned(), "250"),
+        ("MAIL FROM:<ann@customer.example>".to_owned(), "250"),
+        (format!("RCPT TO:<{HELP}>"), "250"),
+        ("DATA".to_owned(), "354"),
+    ] {
+        write
+            .write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let reply = lmtp_reply(&mut lines).await;
+        assert!(reply.starts_with(want), "{command}: {reply}");
+    }
+    write
+        .write_all(
+            format!(
+                "From: Ann <ann@customer.example>\r\nTo: {HELP}\r\n\
+                 Subject: Stopping\r\nMessage-ID: <stop-1@customer.example>\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    daemon.signal("TERM");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    write
+        .write_all(b"Are you still there?\r\n.\r\n")
+        .await
+        .unwrap();
+    let reply = lmtp_reply(&mut lines).await;
+    assert!(reply.starts_with("250"), "{reply}\n{}", daemon.log());
+    assert_eq!(contacts(&redis.url()).await, 1);
+    let status = daemon.wait(Duration::from_secs(40));
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+}

@@ -279,11 +279,13 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             }
         }
     }
-    intake.close();
     background.cancel();
     tracker.close();
     // The channels finish what they are sending (a provider call may take
     // its whole timeout): as long again as the requests had, at least 5 s.
+    // The intake stays open meanwhile: a mail session in the middle of
+    // DATA when the drain began (the listeners stopped accepting then)
+    // finishes its message, stored and answered 250, rather than 451.
     let background = config.drain_timeout().max(Duration::from_secs(5));
     if tokio::time::timeout(background, tracker.wait())
         .await
@@ -294,6 +296,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
             "Some background tasks did not stop in time."
         );
     }
+    intake.close();
     if let Some(w) = watchdog {
         w.abort();
     }
