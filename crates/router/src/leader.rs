@@ -363,7 +363,7 @@ impl Leader {
             if shutdown.is_cancelled() || lost.load(Ordering::Relaxed) {
                 return Ok(Led::Stopped);
             }
-            let now = now_ms();
+            let mut now = now_ms();
             for c in refused.next_round() {
                 engine.add_contact(c, now);
             }
@@ -395,6 +395,12 @@ impl Leader {
             // connection pipelines them); each is checked by Redis on its
             // own, so a batch cannot break an invariant either.
             loop {
+                // The clock again for each batch: the steps above, and the
+                // batches before, may have taken seconds against a slow
+                // Redis, and an offer stamped with the round's start would
+                // be born (nearly) expired, and its agent's session checked
+                // against a time already past.
+                now = now_ms();
                 let mut batch = Vec::new();
                 while batch.len() < COMMIT_BATCH {
                     match engine.next_decision(now) {

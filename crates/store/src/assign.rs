@@ -521,7 +521,9 @@ impl RoutingState {
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }
 
-    /// Closes an assigned contact. `Ok("ok")` or `not_assigned`.
+    /// Closes an assigned contact. `Ok("ok")` or `not_assigned` (also for
+    /// a contact this agent closed already: the API's documented 409 for a
+    /// second close; its conversation is ended again all the same).
     #[allow(clippy::too_many_arguments)]
     pub async fn close(
         &self,
@@ -570,7 +572,12 @@ impl RoutingState {
                 && self.state_and_agent(contact).await?
                     == (Some("closed".to_owned()), Some(agent.to_owned())));
         if closed_by_agent && !ended {
-            self.end_conversation(contact).await;
+            // A retry (the first attempt ended it already), or an accept
+            // that landed between the read above and the script: either
+            // way the conversation must end, or the customer's next
+            // messages join a closed contact. Its error goes back (503),
+            // and the retried close ends it.
+            self.try_end_conversation(contact).await?;
         }
         if ended && !closed_by_agent {
             self.reopen_if_live(contact).await;
