@@ -90,6 +90,12 @@ fn invalid_configurations_exit_non_zero_with_one_line_naming_the_cause() {
             "http.body_timeout_secs",
         ),
         ("[redis\n", &[], "c.toml"),
+        // Tokio panicked on it (exit 101, a panic message).
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\n",
+            &[("TOKIO_WORKER_THREADS", "0")],
+            "TOKIO_WORKER_THREADS",
+        ),
     ];
     for (text, env, expected) in cases {
         std::fs::write(&path, text).unwrap();

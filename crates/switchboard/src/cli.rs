@@ -58,6 +58,10 @@ pub fn main() -> ExitCode {
     };
     let runtime = match config.runtime.build() {
         Ok(rt) => rt,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("switchboard: invalid configuration {}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(e) => {
             eprintln!("switchboard: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
@@ -76,7 +80,13 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(crate::app::run(config, metrics)) {
+            let result = runtime.block_on(crate::app::run(config, metrics));
+            // Dropping the runtime waits for its blocking threads without
+            // end (a directory sweep on a hung NFS mount, a DNS lookup):
+            // past the stop's time systemd would kill the process and mark
+            // the unit failed. What is still running then is abandoned.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "Switchboard failed.");

@@ -240,14 +240,44 @@ impl RuntimeConfig {
     /// The most worker threads accepted.
     pub const MAX_WORKER_THREADS: usize = 256;
 
-    /// The async runtime this configuration asks for.
+    /// The async runtime this configuration asks for. With 0 threads,
+    /// `TOKIO_WORKER_THREADS` when set (checked here: Tokio panics on one
+    /// that is not a positive number), else one per core. An invalid
+    /// variable is an `InvalidInput` error naming it.
     pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if self.worker_threads > 0 {
-            builder.worker_threads(self.worker_threads);
+        let threads = match (self.worker_threads, std::env::var("TOKIO_WORKER_THREADS")) {
+            (n, _) if n > 0 => n,
+            (_, Err(std::env::VarError::NotPresent)) => 0,
+            (_, set) => set
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|n| (1..=Self::MAX_WORKER_THREADS).contains(n))
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "TOKIO_WORKER_THREADS (read as runtime.worker_threads is 0) must be a number from 1 to {}",
+                            Self::MAX_WORKER_THREADS
+                        ),
+                    )
+                })?,
+        };
+        if threads > 0 {
+            builder.worker_threads(threads);
         }
         builder.enable_all().build()
     }
+}
+
+/// Whether the kernel would refuse to bind both: one port, and the same
+/// address, or an unspecified one of the same family (`[::]`, dual-stack
+/// on Linux, also covers every IPv4 address).
+fn sockets_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |x: SocketAddr, y: SocketAddr| {
+        x.ip().is_unspecified() && (x.is_ipv6() || x.is_ipv4() == y.is_ipv4())
+    };
+    a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
 mod defaults {
@@ -619,6 +649,13 @@ impl Config {
     fn check_channels(&self) -> Result<(), ConfigError> {
         let mut names = HashSet::new();
         let mut claimed = BTreeMap::new();
+        // Listening sockets, by who listens: two that the kernel would not
+        // both bind (one port, and one address or an unspecified one) fail
+        // here, not at start (where the unit would restart in a loop).
+        let mut sockets: Vec<(SocketAddr, String)> = Vec::new();
+        if let Ok(http) = self.listen_addr() {
+            sockets.push((http, "the HTTP server (http.listen)".to_owned()));
+        }
         for (i, channel) in self.channels.iter().enumerate() {
             let config = channel.config();
             let name = config.name();
@@ -647,6 +684,16 @@ impl Config {
                 )
             })?;
             for resource in config.resources() {
+                if let switchboard_channel::Resource::TcpListener(addr) = &resource {
+                    if let Some((_, other)) = sockets.iter().find(|(a, _)| sockets_clash(*a, *addr))
+                    {
+                        return Err(ConfigError::new(
+                            format!("channels.{name}"),
+                            format!("{resource} cannot be bound: {other} listens on that port"),
+                        ));
+                    }
+                    sockets.push((*addr, format!("channel {name:?}")));
+                }
                 if let Some(other) = claimed.insert(resource.clone(), name) {
                     return Err(ConfigError::new(
                         format!("channels.{name}"),
@@ -814,6 +861,21 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn listeners_clash_as_the_kernel_would_refuse_them() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(sockets_clash(a("127.0.0.1:25"), a("127.0.0.1:25")));
+        assert!(sockets_clash(a("0.0.0.0:25"), a("127.0.0.1:25")));
+        assert!(sockets_clash(a("127.0.0.1:25"), a("0.0.0.0:25")));
+        assert!(sockets_clash(a("[::]:25"), a("127.0.0.1:25")));
+        assert!(sockets_clash(a("[::]:25"), a("0.0.0.0:25")));
+        assert!(sockets_clash(a("[::]:25"), a("[::1]:25")));
+        assert!(!sockets_clash(a("127.0.0.1:25"), a("127.0.0.2:25")));
+        assert!(!sockets_clash(a("127.0.0.1:25"), a("127.0.0.1:26")));
+        assert!(!sockets_clash(a("0.0.0.0:25"), a("[::1]:25")));
+        assert!(!sockets_clash(a("127.0.0.1:25"), a("[::1]:25")));
     }
 
     #[test]
@@ -1184,6 +1246,19 @@ mod tests {
                 "[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"0123456789abcdef0\"\n[[channels]]\ntype = \"intake_api\"\nname = \"a\"\ntoken = \"0123456789abcdef0\"\n",
                 &[][..],
                 "channels[1].name",
+            ),
+            // A mail listener on the HTTP server's port, and two on one
+            // port, one of them on every address: validated, then the
+            // daemon failed to bind (and restarted in a loop).
+            (
+                "[redis]\nurl = \"redis://x\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[[channels]]\ntype = \"email\"\nname = \"m\"\naddresses = [\"a@b.example\"]\nattachments_dir = \"/tmp\"\n[channels.listen]\naddress = \"0.0.0.0:8080\"\n[channels.smtp]\nhost = \"127.0.0.1\"\n",
+                &[][..],
+                "channels.m",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[[channels]]\ntype = \"email\"\nname = \"m\"\naddresses = [\"a@b.example\"]\nattachments_dir = \"/tmp\"\n[channels.listen]\naddress = \"[::]:2424\"\n[channels.smtp]\nhost = \"127.0.0.1\"\n[[channels]]\ntype = \"email\"\nname = \"n\"\naddresses = [\"c@b.example\"]\nattachments_dir = \"/tmp\"\n[channels.listen]\naddress = \"127.0.0.1:2424\"\n[channels.smtp]\nhost = \"127.0.0.1\"\n",
+                &[][..],
+                "channels.n",
             ),
             // Durations bounded, so that the times made from them cannot
             // overflow (a debug build panicked, a release one wrapped).
