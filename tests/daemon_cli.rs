@@ -472,6 +472,28 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
             assert_eq!(json["error"]["code"], code, "{body}");
         }
     }
+    // axum's own refusals, answered as the API's JSON and counted (they
+    // were plain text, uncounted): a path that is not UTF-8, a method the
+    // route does not take.
+    let odd = [
+        (
+            hyper::Request::post(format!("{base}/channels/api/contacts/%FF/end"))
+                .header("authorization", &*bearer),
+            400,
+            "bad_request",
+        ),
+        (
+            hyper::Request::get(format!("{base}/channels/api/events")),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, code) in odd {
+        let (got, body) = send((request, String::new())).await;
+        assert_eq!(got, status, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["error"]["code"], code, "{body}");
+    }
     assert!(
         stored_messages(&redis.url()).await.is_empty(),
         "a refused request stored something"
@@ -482,6 +504,8 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
         "bad_json\"} 2",
         "invalid_event\"} 2",
         "too_large\"} 1",
+        "bad_request\"} 1",
+        "method_not_allowed\"} 1",
     ] {
         assert!(metrics.contains(reason), "{reason} not counted:\n{metrics}");
     }

@@ -137,21 +137,39 @@ pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> 
 
 /// A body over `max_body_bytes` is refused by axum before the handler, in
 /// plain text: answered as the API's JSON error instead, and counted.
+/// axum's own refusals, in plain text and uncounted, made this API's:
+/// JSON with a code, counted. A body over the limit (413 `too_large`); an
+/// extractor's 400 (`bad_request`: a path segment that is not UTF-8, a
+/// body that broke off); a method the route does not take (405
+/// `method_not_allowed`).
 async fn too_large(State(state): State<Arc<ApiState>>, response: Response) -> Response {
-    if response.status() != StatusCode::PAYLOAD_TOO_LARGE
-        || response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    if response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
     {
         return response;
     }
-    rejected(&state.name, "too_large");
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        "the request body is over the channel's max_body_bytes".into(),
-    )
+    let (code, message) = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "too_large",
+            "the request body is over the channel's max_body_bytes",
+        ),
+        StatusCode::BAD_REQUEST => (
+            "bad_request",
+            "the request could not be read (its path, or its body, which broke off)",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this path does not take that method")
+        }
+        _ => return response,
+    };
+    rejected(&state.name, code);
+    let mut answer = error(response.status(), code, message.into());
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    answer
 }
 
 pub(crate) fn rejected(source: &str, reason: &'static str) {
