@@ -38,7 +38,10 @@ impl Bucket {
     /// The tokens there are now.
     pub fn available(&mut self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = now;
+        // Callers read the clock before taking the bucket's lock: an
+        // earlier `now` after a later one must not move the bucket's time
+        // back, or the same stretch would be refilled twice.
+        self.at = self.at.max(now);
         self.tokens = (self.tokens + elapsed * self.per_minute / 60.0).min(self.per_minute);
         self.tokens
     }
@@ -63,13 +66,26 @@ mod tests {
 
     #[test]
     fn buckets_refill_per_minute() {
-        let start = Instant::now();
         let mut b = Bucket::new(2);
+        let start = Instant::now();
         assert!(b.take(start));
         assert!(b.take(start));
         assert!(!b.take(start));
         assert!(b.take(start + Duration::from_secs(30)));
         assert!(!b.full(start + Duration::from_secs(30)));
         assert!(b.full(start + Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn an_earlier_clock_reading_refills_nothing_twice() {
+        let mut b = Bucket::new(60);
+        let start = Instant::now();
+        for _ in 0..60 {
+            assert!(b.take(start));
+        }
+        let later = start + Duration::from_secs(10);
+        assert!((b.available(later) - 10.0).abs() < 1e-9);
+        assert!((b.available(start) - 10.0).abs() < 1e-9);
+        assert!((b.available(later) - 10.0).abs() < 1e-9, "refilled twice");
     }
 }
