@@ -143,13 +143,6 @@ pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> 
 /// body that broke off); a method the route does not take (405
 /// `method_not_allowed`).
 async fn too_large(State(state): State<Arc<ApiState>>, response: Response) -> Response {
-    if response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
-    {
-        return response;
-    }
     let (code, message) = match response.status() {
         StatusCode::PAYLOAD_TOO_LARGE => (
             "too_large",
@@ -164,6 +157,13 @@ async fn too_large(State(state): State<Arc<ApiState>>, response: Response) -> Re
         }
         _ => return response,
     };
+    if response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        return response;
+    }
     rejected(&state.name, code);
     let mut answer = error(response.status(), code, message.into());
     if let Some(allow) = response.headers().get(header::ALLOW) {
