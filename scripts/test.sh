@@ -15,6 +15,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -x /usr/sbin/postfix ] || need+=(postfix)
 [ -x /usr/sbin/dovecot ] && [ -e /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
+[ -x /usr/sbin/nginx ] || need+=(nginx)                   # deploy/nginx-switchboard.conf, tests/nginx_proxy.rs
 [ -x /usr/bin/chromium ] || need+=(chromium)              # the tests look there (SWITCHBOARD_TEST_CHROMIUM)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)  # SWITCHBOARD_TEST_CHROMEDRIVER
 if ((${#need[@]})); then
