@@ -10,7 +10,8 @@
 //!   one just as the daemon closes it, a race no test here can time);
 //! - the agent API's websocket upgrades through it, with a ticket;
 //! - the access log leaves out query strings (no ticket in it);
-//! - health and metrics answer the local network.
+//! - `/healthz` answers a client on this host (the site allows loopback
+//!   and 10.0.0.0/8 to health and metrics).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;

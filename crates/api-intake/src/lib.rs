@@ -12,8 +12,7 @@
 mod replies;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -77,8 +76,8 @@ impl ChannelConfig for IntakeApiConfig {
                 routing: ctx.routing.clone(),
                 outbox: ctx.outbox.clone(),
                 pulling: tokio::sync::Mutex::new(()),
+                max_body: self.max_body_bytes,
             }),
-            max_body: self.max_body_bytes,
             ctx,
         }))
     }
@@ -93,11 +92,12 @@ pub(crate) struct ApiState {
     outbox: Arc<dyn Outbox>,
     /// Held by the pull in progress on this instance (`replies`).
     pulling: tokio::sync::Mutex<()>,
+    /// `max_body_bytes`: the longest body read.
+    max_body: usize,
 }
 
 struct IntakeApi {
     state: Arc<ApiState>,
-    max_body: usize,
     ctx: ChannelContext,
 }
 
@@ -110,7 +110,6 @@ impl ChannelAdapter for IntakeApi {
                 .route("/contacts/{id}/rating", post(rate))
                 .route("/replies", get(replies::pull))
                 .route("/replies/{handle}", post(replies::settle))
-                .layer(DefaultBodyLimit::max(self.max_body))
                 .layer(axum::middleware::map_response_with_state(
                     self.state.clone(),
                     too_large,
@@ -135,13 +134,11 @@ pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> 
     (status, axum::Json(body)).into_response()
 }
 
-/// A body over `max_body_bytes` is refused by axum before the handler, in
-/// plain text: answered as the API's JSON error instead, and counted.
 /// axum's own refusals, in plain text and uncounted, made this API's:
-/// JSON with a code, counted. A body over the limit (413 `too_large`); an
-/// extractor's 400 (`bad_request`: a path segment that is not UTF-8, a
-/// body that broke off); a method the route does not take (405
-/// `method_not_allowed`).
+/// JSON with a code, counted. An extractor's 400 (`bad_request`: a path
+/// segment that is not UTF-8); a method the route does not take (405
+/// `method_not_allowed`); a 413, should one come from elsewhere (bodies
+/// are read by [`read_body`], which answers its own).
 async fn too_large(State(state): State<Arc<ApiState>>, response: Response) -> Response {
     let (code, message) = match response.status() {
         StatusCode::PAYLOAD_TOO_LARGE => (
@@ -193,15 +190,52 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
 /// The request's JSON body as `T` once its bearer token is right; the
 /// counted 401 or 400 answer otherwise.
 #[allow(clippy::result_large_err)]
-pub(crate) fn authorized_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn authorized_json<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     headers: &HeaderMap,
-    body: &[u8],
+    raw: Body,
 ) -> Result<T, Response> {
-    match unauthorized(state, headers) {
-        Some(refused) => Err(refused),
-        None => json_body(state, body),
+    if let Some(refused) = unauthorized(state, headers) {
+        return Err(refused);
     }
+    json_body(state, &read_body(state, raw).await?)
+}
+
+/// A request's body, read only once the token is checked (a stranger gets
+/// 401 whatever they send, not 413 for a large body): at most
+/// `max_body_bytes`, or 413 `too_large`; one that broke off 400
+/// `bad_request`, both counted. One cut off by the daemon's deadline for
+/// bodies is answered 408 `body_timeout` and counted by the daemon
+/// (`switchboard_http_body_timeouts_total`), not here.
+// The error is the answer, sent at once: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+pub(crate) async fn read_body(state: &ApiState, raw: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(raw, state.max_body)
+        .await
+        .map_err(|e| {
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                rejected(&state.name, "too_large");
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "the request body is over the channel's max_body_bytes".into(),
+                )
+            } else if switchboard_channel::body::is_too_slow(&*e) {
+                error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body did not arrive in time".into(),
+                )
+            } else {
+                rejected(&state.name, "bad_request");
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request body could not be read".into(),
+                )
+            }
+        })
 }
 
 /// `None` when the bearer token is right; the 401 otherwise.
@@ -277,11 +311,15 @@ async fn end(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Body,
 ) -> Response {
     if let Some(r) = unauthorized(&state, &headers) {
         return r;
     }
+    let body = match read_body(&state, raw).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let body: EndBody = if body.is_empty() {
         EndBody {
             disposition: default_disposition(),
@@ -325,9 +363,9 @@ async fn rate(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Body,
 ) -> Response {
-    let body: RatingBody = match authorized_json(&state, &headers, &body) {
+    let body: RatingBody = match authorized_json(&state, &headers, raw).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -363,8 +401,8 @@ async fn rate(
     }
 }
 
-async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut event: InboundEvent = match authorized_json(&state, &headers, &body) {
+async fn submit(State(state): State<Arc<ApiState>>, headers: HeaderMap, raw: Body) -> Response {
+    let mut event: InboundEvent = match authorized_json(&state, &headers, raw).await {
         Ok(b) => b,
         Err(r) => return r,
     };

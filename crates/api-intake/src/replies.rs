@@ -10,7 +10,7 @@
 
 use crate::{ApiState, authorized_json, error, rejected, unauthorized};
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -193,9 +193,9 @@ pub(crate) async fn settle(
     State(state): State<Arc<ApiState>>,
     Path(handle): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Body,
 ) -> Response {
-    let body: Settle = match authorized_json(&state, &headers, &body) {
+    let body: Settle = match authorized_json(&state, &headers, raw).await {
         Ok(b) => b,
         Err(r) => return r,
     };

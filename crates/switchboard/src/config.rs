@@ -270,14 +270,17 @@ impl RuntimeConfig {
     }
 }
 
-/// Whether the kernel would refuse to bind both: one port, and the same
-/// address, or an unspecified one of the same family (`[::]`, dual-stack
-/// on Linux, also covers every IPv4 address).
+/// Whether the kernel would refuse to bind both: one port (not 0, which
+/// picks a free one each time), and the same address, or an unspecified
+/// one of the same family (`[::]` also covers every IPv4 address: dual
+/// stack, Linux's default `net.ipv6.bindv6only = 0`; a host that sets it
+/// to 1 could bind `[::]` and `0.0.0.0` on one port, which is refused here
+/// all the same).
 fn sockets_clash(a: SocketAddr, b: SocketAddr) -> bool {
     let covers = |x: SocketAddr, y: SocketAddr| {
         x.ip().is_unspecified() && (x.is_ipv6() || x.is_ipv4() == y.is_ipv4())
     };
-    a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
 mod defaults {
@@ -876,6 +879,7 @@ mod tests {
         assert!(!sockets_clash(a("127.0.0.1:25"), a("127.0.0.1:26")));
         assert!(!sockets_clash(a("0.0.0.0:25"), a("[::1]:25")));
         assert!(!sockets_clash(a("127.0.0.1:25"), a("[::1]:25")));
+        assert!(!sockets_clash(a("127.0.0.1:0"), a("0.0.0.0:0")));
     }
 
     #[test]

@@ -123,7 +123,7 @@ fn describe() {
     );
     describe_counter!(
         "switchboard_intake_api_rejected_total",
-        "Intake API requests refused, by source and reason (the error code answered: unauthorized, bad_json, invalid_event, too_large, unknown_contact, bad_disposition, bad_rating, bad_query, bad_outcome, unknown_reply)."
+        "Intake API requests refused, by source and reason (the error code answered: unauthorized, bad_json, invalid_event, too_large, bad_request, method_not_allowed, unknown_contact, bad_disposition, bad_rating, bad_query, bad_outcome, unknown_reply)."
     );
     describe_counter!(
         "switchboard_router_contacts_queued_total",
