@@ -38,11 +38,17 @@ impl Bucket {
     /// The tokens there are now.
     pub fn available(&mut self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        // Callers read the clock before taking the bucket's lock: an
-        // earlier `now` after a later one must not move the bucket's time
-        // back, or the same stretch would be refilled twice.
-        self.at = self.at.max(now);
         self.tokens = (self.tokens + elapsed * self.per_minute / 60.0).min(self.per_minute);
+        // Callers read the clock before taking the bucket's lock: an
+        // earlier `now` after a later one must not move the time of a
+        // bucket being refilled back, or the same stretch would be refilled
+        // twice. A full bucket takes any reading (one made just before the
+        // bucket was: its first spend counts from then).
+        self.at = if self.tokens >= self.per_minute {
+            now
+        } else {
+            self.at.max(now)
+        };
         self.tokens
     }
 
