@@ -9,7 +9,7 @@
 //! read the responses themselves and fail unless the answer is `OK`.
 
 use async_imap::error::{Error, Result};
-use async_imap::imap_proto::{AttributeValue, Response, Status};
+use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, Status};
 
 use super::conn::ImapSession;
 
@@ -54,10 +54,26 @@ pub(super) async fn uid_fetch(
     set: &str,
     query: &str,
 ) -> Result<Vec<Fetched>> {
+    uid_fetch_noting(session, set, query)
+        .await
+        .map(|(fetched, _)| fetched)
+}
+
+/// [`uid_fetch`], and the mailbox's size if the server announced it
+/// meanwhile (an untagged `EXISTS`, the last one): the session's own queue
+/// of unsolicited responses never sees those read here, so a listing that
+/// found nothing while a mail arrived would otherwise wait for the next
+/// poll.
+pub(super) async fn uid_fetch_noting(
+    session: &mut ImapSession,
+    set: &str,
+    query: &str,
+) -> Result<(Vec<Fetched>, Option<u32>)> {
     let id = session
         .run_command(format!("UID FETCH {set} {query}"))
         .await?;
     let mut fetched = Vec::new();
+    let mut exists = None;
     loop {
         let Some(response) = session.read_response().await? else {
             return Err(Error::ConnectionLost);
@@ -72,7 +88,7 @@ pub(super) async fn uid_fetch(
             } if *tag == id => {
                 let text = information.as_deref().unwrap_or_default().to_owned();
                 return match status {
-                    Status::Ok => Ok(fetched),
+                    Status::Ok => Ok((fetched, exists)),
                     Status::No => Err(Error::No(text)),
                     _ => Err(Error::Bad(text)),
                 };
@@ -81,7 +97,8 @@ pub(super) async fn uid_fetch(
                 status: Status::Bye,
                 ..
             } => return Err(Error::ConnectionLost),
-            // Unsolicited (EXISTS, EXPUNGE, another command's answer).
+            Response::MailboxData(MailboxDatum::Exists(n)) => exists = Some(*n),
+            // Unsolicited (EXPUNGE, another command's answer).
             _ => {}
         }
     }

@@ -27,8 +27,9 @@ pub(super) struct Caps {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Round {
     /// Everything after the checkpoint was taken in; `progress` when there
-    /// was anything.
-    Done { progress: bool },
+    /// was anything; `exists`: the mailbox's size, when the listing's
+    /// answer announced it.
+    Done { progress: bool, exists: Option<u32> },
     /// The sink asked to try again later; the checkpoint stays before the
     /// message.
     Temporary,
@@ -55,9 +56,12 @@ pub(super) async fn run(
     // A listing the server cut short (a tagged NO) fails the round: the
     // UIDs it left out would be passed over by the checkpoint.
     let fetches = End::guard(stop, "fetch", COMMAND_TIMEOUT, async {
-        checked::uid_fetch(session, &set, "(UID RFC822.SIZE FLAGS)").await
+        checked::uid_fetch_noting(session, &set, "(UID RFC822.SIZE FLAGS)").await
     })
     .await?;
+    // The mailbox's size, if the server announced it during the listing
+    // (the session looks again at once when it grew).
+    let (fetches, exists) = fetches;
     // `N:*` includes the last message even when its UID is below N.
     let mut metas: Vec<Meta> = fetches
         .iter()
@@ -203,7 +207,7 @@ pub(super) async fn run(
     if unsaved {
         checkpoint::save(ctx, *cp).await?;
     }
-    Ok(Round::Done { progress })
+    Ok(Round::Done { progress, exists })
 }
 
 /// How a round ends when fetching message `uid` ended with `end`: a

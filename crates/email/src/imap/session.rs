@@ -154,6 +154,11 @@ pub(super) async fn run(
         }
     };
     info!(last_uid = cp.last, idle = caps.idle, "Connected.");
+    // The mailbox's size as last announced: a listing whose answer says it
+    // changed is followed by another at once (new mail during a round
+    // that found nothing would otherwise wait for the next poll; a server
+    // that repeats an unchanged EXISTS does not make the rounds spin).
+    let mut known = mailbox.exists;
     let mut temporary = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
         changed(&mut session);
@@ -164,11 +169,13 @@ pub(super) async fn run(
                 }
                 continue;
             }
-            Round::Done { progress } => {
+            Round::Done { progress, exists } => {
                 backoff.reset();
                 temporary.reset();
+                let grew = exists.is_some_and(|n| n != known);
+                known = exists.unwrap_or(known);
                 // More may have come in meanwhile (or its EXISTS been lost).
-                if changed(&mut session) || progress {
+                if changed(&mut session) || progress || grew {
                     continue;
                 }
             }

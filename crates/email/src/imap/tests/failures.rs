@@ -319,3 +319,89 @@ async fn a_message_whose_second_fetch_fails_is_passed_over_too() {
     assert_eq!(sink.len(), 0);
     fetcher.stop().await;
 }
+
+/// A server whose mailbox is empty when the first listing runs and gets a
+/// message while it does: the listing's answer finds nothing but announces
+/// `* 1 EXISTS` (as a server does for mail arriving during a command).
+/// Later listings give the message. No IDLE.
+async fn mail_during_the_listing_server() -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = String::from_utf8(mail(1)).unwrap();
+    tokio::spawn(async move {
+        let mut listings = 0;
+        while let Ok((socket, _)) = listener.accept().await {
+            let (read, mut write) = socket.into_split();
+            let mut lines = BufReader::new(read).lines();
+            let _ = write.write_all(b"* OK ready\r\n").await;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut words = line.splitn(2, ' ');
+                let tag = words.next().unwrap_or("*").to_owned();
+                let command = words.next().unwrap_or("").to_ascii_uppercase();
+                let answer = if command.starts_with("CAPABILITY") {
+                    "* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n".to_owned()
+                } else if command.starts_with("SELECT") {
+                    "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n\
+                     {tag} OK [READ-WRITE] selected\r\n"
+                        .to_owned()
+                } else if command.contains("RFC822.SIZE") {
+                    listings += 1;
+                    if listings == 1 {
+                        "* 1 EXISTS\r\n{tag} OK done\r\n".to_owned()
+                    } else {
+                        format!(
+                            "* 1 FETCH (UID 1 RFC822.SIZE {} FLAGS ())\r\n{{tag}} OK done\r\n",
+                            body.len()
+                        )
+                    }
+                } else if command.contains("BODY.PEEK") {
+                    format!(
+                        "* 1 FETCH (UID 1 BODY[] {{{}}}\r\n{body})\r\n{{tag}} OK done\r\n",
+                        body.len()
+                    )
+                } else if command.starts_with("LOGOUT") {
+                    "* BYE\r\n{tag} OK bye\r\n".to_owned()
+                } else {
+                    "{tag} OK done\r\n".to_owned()
+                };
+                if write
+                    .write_all(answer.replace("{tag}", &tag).as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    port
+}
+
+/// Mail announced during a listing that found nothing is fetched at once,
+/// not at the next poll (60 s here): the listing read the server's
+/// `EXISTS` itself, and the session's queue never saw it.
+#[tokio::test]
+async fn mail_announced_during_an_empty_listing_is_fetched_at_once() {
+    let port = mail_during_the_listing_server().await;
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
+    let settings = crate::imap::MailboxSettings {
+        label: format!("imap://support@127.0.0.1:{port}/INBOX"),
+        host: "127.0.0.1".into(),
+        port,
+        security: crate::imap::Security::None,
+        user: "support".into(),
+        password: "secret".into(),
+        folder: "INBOX".into(),
+        after: AfterIntake::Seen,
+        poll_interval: Duration::from_secs(60),
+        idle: false,
+        max_message_bytes: 1 << 20,
+        pass_over_after: Duration::from_secs(600),
+        tls_roots: None,
+    };
+    let fetcher = Fetcher::start(settings, &sink, &state);
+    sink.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(sink.uids(), vec![1]);
+    fetcher.stop().await;
+}
