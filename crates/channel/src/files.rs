@@ -67,15 +67,50 @@ pub fn sweep_older_than(dir: &Path, cutoff: SystemTime) -> std::io::Result<usize
             continue;
         }
         let old = meta.modified().map(|m| m < cutoff).unwrap_or(false);
-        if old {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => deleted += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+        if old && remove_if_still_old(&entry.path(), cutoff)? {
+            deleted += 1;
         }
     }
     Ok(deleted)
+}
+
+/// Deletes `path` if it is still older than `cutoff` once out of the way.
+/// A file received again is made young again by its owner (an email
+/// attachment's `keep` touches it, then answers the mail `250` naming it):
+/// one touched between the sweep's look and its delete was deleted all the
+/// same, and the stored message named a file that was gone. So the file
+/// is first renamed aside (`<name>.swept-<ulid>`) and looked at again:
+/// still old, it is deleted; young again, it is put back. A `keep` that
+/// finds it away writes it again. A file left aside by a crash is old
+/// (deleted by the next sweep) or was put back by its `keep`.
+fn remove_if_still_old(path: &Path, cutoff: SystemTime) -> std::io::Result<bool> {
+    let Some(name) = path.file_name() else {
+        return Ok(false);
+    };
+    let mut aside_name = name.to_os_string();
+    aside_name.push(format!(".swept-{}", ulid::Ulid::new()));
+    let aside = path.with_file_name(aside_name);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let still_old = std::fs::metadata(&aside)
+        .and_then(|m| m.modified())
+        .map(|m| m < cutoff)
+        .unwrap_or(true);
+    if !still_old {
+        // Made young again meanwhile. A copy written in its place by a
+        // `keep` that found it away has the same bytes (files are named
+        // by their content's digest, or uniquely).
+        std::fs::rename(&aside, path)?;
+        return Ok(false);
+    }
+    match std::fs::remove_file(&aside) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Sweeps `dir` every `every` (and once at start), deleting files older
@@ -119,7 +154,7 @@ pub async fn keep_clean(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::{open_writable, sweep_older_than, write_atomically};
+    use super::{open_writable, remove_if_still_old, sweep_older_than, write_atomically};
 
     /// A directory that cannot be written is refused when it is opened
     /// (`/proc/self`: no one may create files there, root included), and
@@ -176,6 +211,37 @@ mod tests {
         assert_eq!(sweep_older_than(&dir, cutoff).unwrap(), 1);
         assert!(!old.exists() && new.exists() && dir.join("sub").exists());
         assert_eq!(sweep_older_than(&dir, cutoff).unwrap(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file the sweep saw old but that was touched before its delete
+    /// (received again) stays, whole, under its name; one still old goes;
+    /// nothing is left aside either way.
+    #[test]
+    fn a_file_made_young_again_before_the_delete_stays() {
+        let dir = std::env::temp_dir().join(format!("sb-aside-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cutoff = SystemTime::now() - Duration::from_secs(30 * 86_400);
+        let young = dir.join("young");
+        std::fs::write(&young, b"kept").unwrap();
+        // The sweep's first look saw it old; it was touched since.
+        assert!(!remove_if_still_old(&young, cutoff).unwrap());
+        assert_eq!(std::fs::read(&young).unwrap(), b"kept");
+        let old = dir.join("old");
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(40 * 86_400))
+            .unwrap();
+        assert!(remove_if_still_old(&old, cutoff).unwrap());
+        assert!(!remove_if_still_old(&dir.join("gone"), cutoff).unwrap());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["young"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

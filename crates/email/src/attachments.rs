@@ -50,12 +50,21 @@ fn keep_blocking(dir: &Path, content_type: &str, bytes: &[u8]) -> std::io::Resul
     write_atomically(&dir.join(format!("{id}.type")), content_type.as_bytes())?;
     if path.exists() {
         // Received again: young again for the clean-up (attachments not
-        // seen for `attachments_keep_days` are deleted).
-        std::fs::File::options()
+        // seen for `attachments_keep_days` are deleted). The sweep may have
+        // taken it aside meanwhile (files.rs): then it is written again.
+        let touched = std::fs::File::options()
             .write(true)
-            .open(&path)?
-            .set_modified(std::time::SystemTime::now())?;
-    } else {
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        match touched {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Not there (new, or swept since the look above): written, so that the
+    // message this answers for names a file that exists.
+    if !path.exists() {
         write_atomically(&path, bytes)?;
     }
     Ok(id)
