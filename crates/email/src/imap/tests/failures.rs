@@ -218,155 +218,41 @@ async fn a_message_that_cannot_be_fetched_is_passed_over_after_five_sessions() {
     fetcher.stop().await;
 }
 
-/// A server that lists one message (UID 1), answers its first body fetch
-/// of each session with flags only and the second with `NO`: what a
-/// server with a damaged message may do, which Dovecot cannot be made to.
-/// Counts the sessions it served.
-async fn bodiless_then_no_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+/// A scripted IMAP server on a free port, for answers Dovecot cannot be
+/// made to give on demand. `answer` gets the upper-cased command (without
+/// its tag), the number of the connection (from 1) and how many times this
+/// connection sent a command containing `BODY.PEEK` before, and returns
+/// the response lines, `{tag}` standing for the command's tag. LOGIN,
+/// LOGOUT and CAPABILITY (no IDLE) are answered for it.
+async fn scripted_server(answer: fn(&str, usize, usize) -> String) -> u16 {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let served = sessions.clone();
     tokio::spawn(async move {
+        let mut sessions = 0;
         while let Ok((socket, _)) = listener.accept().await {
-            served.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut lines = BufReader::new(read).lines();
-                let _ = write.write_all(b"* OK ready\r\n").await;
-                let mut body_fetches = 0;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut words = line.splitn(2, ' ');
-                    let tag = words.next().unwrap_or("*").to_owned();
-                    let command = words.next().unwrap_or("").to_ascii_uppercase();
-                    let answer = if command.starts_with("CAPABILITY") {
-                        "* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n".to_owned()
-                    } else if command.starts_with("SELECT") {
-                        "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n\
-                         {tag} OK [READ-WRITE] selected\r\n"
-                            .to_owned()
-                    } else if command.contains("RFC822.SIZE") {
-                        "* 1 FETCH (UID 1 RFC822.SIZE 100 FLAGS ())\r\n{tag} OK done\r\n".to_owned()
-                    } else if command.contains("BODY.PEEK") {
-                        body_fetches += 1;
-                        if body_fetches == 1 {
-                            "* 1 FETCH (UID 1 FLAGS ())\r\n{tag} OK done\r\n".to_owned()
-                        } else {
-                            "{tag} NO the message cannot be read\r\n".to_owned()
-                        }
-                    } else if command.starts_with("LOGOUT") {
-                        "* BYE\r\n{tag} OK bye\r\n".to_owned()
-                    } else {
-                        "{tag} OK done\r\n".to_owned()
-                    };
-                    if write
-                        .write_all(answer.replace("{tag}", &tag).as_bytes())
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, sessions)
-}
-
-/// A message whose second fetch of a session fails (the first came back
-/// without the body) counts towards passing over it like one whose first
-/// fails: after five sessions it is passed over and the checkpoint moves,
-/// rather than the session failing on it for ever.
-#[tokio::test]
-async fn a_message_whose_second_fetch_fails_is_passed_over_too() {
-    let (port, sessions) = bodiless_then_no_server().await;
-    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
-    let counters = Counters::default();
-    let _recorder = metrics::set_default_local_recorder(&counters);
-    let settings = crate::imap::MailboxSettings {
-        label: format!("imap://support@127.0.0.1:{port}/INBOX"),
-        host: "127.0.0.1".into(),
-        port,
-        security: crate::imap::Security::None,
-        user: "support".into(),
-        password: "secret".into(),
-        folder: "INBOX".into(),
-        after: AfterIntake::Seen,
-        poll_interval: Duration::from_secs(60),
-        idle: false,
-        max_message_bytes: 1 << 20,
-        pass_over_after: Duration::from_secs(1),
-        tls_roots: None,
-    };
-    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
-    let label = &settings.label;
-    let key =
-        format!("switchboard_email_imap_messages_total{{mailbox={label},outcome=unreadable}}");
-    // Sessions are retried after 0.5, 1, 2, 4 s (±): the sixth passes over.
-    let started = std::time::Instant::now();
-    while counters.get(&key) == 0 && started.elapsed() < Duration::from_secs(40) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        counters.get(&key),
-        1,
-        "after {} sessions: {}",
-        sessions.load(Ordering::SeqCst),
-        counters.dump()
-    );
-    assert_eq!(checkpoint(&state, &settings, Some(1)).await, (7, 1));
-    assert_eq!(sink.len(), 0);
-    fetcher.stop().await;
-}
-
-/// A server whose mailbox is empty when the first listing runs and gets a
-/// message while it does: the listing's answer finds nothing but announces
-/// `* 1 EXISTS` (as a server does for mail arriving during a command).
-/// Later listings give the message. No IDLE.
-async fn mail_during_the_listing_server() -> u16 {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let body = String::from_utf8(mail(1)).unwrap();
-    tokio::spawn(async move {
-        let mut listings = 0;
-        while let Ok((socket, _)) = listener.accept().await {
+            sessions += 1;
             let (read, mut write) = socket.into_split();
             let mut lines = BufReader::new(read).lines();
             let _ = write.write_all(b"* OK ready\r\n").await;
+            let mut body_fetches = 0;
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut words = line.splitn(2, ' ');
                 let tag = words.next().unwrap_or("*").to_owned();
                 let command = words.next().unwrap_or("").to_ascii_uppercase();
-                let answer = if command.starts_with("CAPABILITY") {
+                let text = if command.starts_with("CAPABILITY") {
                     "* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n".to_owned()
-                } else if command.starts_with("SELECT") {
-                    "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n\
-                     {tag} OK [READ-WRITE] selected\r\n"
-                        .to_owned()
-                } else if command.contains("RFC822.SIZE") {
-                    listings += 1;
-                    if listings == 1 {
-                        "* 1 EXISTS\r\n{tag} OK done\r\n".to_owned()
-                    } else {
-                        format!(
-                            "* 1 FETCH (UID 1 RFC822.SIZE {} FLAGS ())\r\n{{tag}} OK done\r\n",
-                            body.len()
-                        )
-                    }
-                } else if command.contains("BODY.PEEK") {
-                    format!(
-                        "* 1 FETCH (UID 1 BODY[] {{{}}}\r\n{body})\r\n{{tag}} OK done\r\n",
-                        body.len()
-                    )
                 } else if command.starts_with("LOGOUT") {
                     "* BYE\r\n{tag} OK bye\r\n".to_owned()
+                } else if command.starts_with("LOGIN") {
+                    "{tag} OK logged in\r\n".to_owned()
                 } else {
-                    "{tag} OK done\r\n".to_owned()
+                    let text = answer(&command, sessions, body_fetches);
+                    body_fetches += usize::from(command.contains("BODY.PEEK"));
+                    text
                 };
                 if write
-                    .write_all(answer.replace("{tag}", &tag).as_bytes())
+                    .write_all(text.replace("{tag}", &tag).as_bytes())
                     .await
                     .is_err()
                 {
@@ -378,14 +264,10 @@ async fn mail_during_the_listing_server() -> u16 {
     port
 }
 
-/// Mail announced during a listing that found nothing is fetched at once,
-/// not at the next poll (60 s here): the listing read the server's
-/// `EXISTS` itself, and the session's queue never saw it.
-#[tokio::test]
-async fn mail_announced_during_an_empty_listing_is_fetched_at_once() {
-    let port = mail_during_the_listing_server().await;
-    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
-    let settings = crate::imap::MailboxSettings {
+/// Settings for the `support` mailbox of a [`scripted_server`], no IDLE,
+/// polled every 60 s.
+fn scripted_settings(port: u16, pass_over_after: Duration) -> crate::imap::MailboxSettings {
+    crate::imap::MailboxSettings {
         label: format!("imap://support@127.0.0.1:{port}/INBOX"),
         host: "127.0.0.1".into(),
         port,
@@ -397,9 +279,89 @@ async fn mail_announced_during_an_empty_listing_is_fetched_at_once() {
         poll_interval: Duration::from_secs(60),
         idle: false,
         max_message_bytes: 1 << 20,
-        pass_over_after: Duration::from_secs(600),
+        pass_over_after,
         tls_roots: None,
-    };
+    }
+}
+
+/// A message whose second fetch of a session fails (the first came back
+/// without the body) counts towards passing over it like one whose first
+/// fails: after five sessions it is passed over and the checkpoint moves,
+/// rather than the session failing on it for ever. The server lists one
+/// message (UID 1), answers its first body fetch of each session with
+/// flags only and the second with `NO`: what a server with a damaged
+/// message may do.
+#[tokio::test]
+async fn a_message_whose_second_fetch_fails_is_passed_over_too() {
+    let port = scripted_server(|command, _, body_fetches| {
+        if command.starts_with("SELECT") {
+            "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n\
+             {tag} OK [READ-WRITE] selected\r\n"
+                .to_owned()
+        } else if command.contains("RFC822.SIZE") {
+            "* 1 FETCH (UID 1 RFC822.SIZE 100 FLAGS ())\r\n{tag} OK done\r\n".to_owned()
+        } else if command.contains("BODY.PEEK") && body_fetches == 0 {
+            "* 1 FETCH (UID 1 FLAGS ())\r\n{tag} OK done\r\n".to_owned()
+        } else if command.contains("BODY.PEEK") {
+            "{tag} NO the message cannot be read\r\n".to_owned()
+        } else {
+            "{tag} OK done\r\n".to_owned()
+        }
+    })
+    .await;
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let settings = scripted_settings(port, Duration::from_secs(1));
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    let label = &settings.label;
+    let key =
+        format!("switchboard_email_imap_messages_total{{mailbox={label},outcome=unreadable}}");
+    // Sessions are retried after 0.5, 1, 2, 4 s (±): the sixth passes over.
+    let started = std::time::Instant::now();
+    while counters.get(&key) == 0 && started.elapsed() < Duration::from_secs(40) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counters.get(&key), 1, "{}", counters.dump());
+    assert_eq!(checkpoint(&state, &settings, Some(1)).await, (7, 1));
+    assert_eq!(sink.len(), 0);
+    fetcher.stop().await;
+}
+
+/// Mail announced during a listing that found nothing is fetched at once,
+/// not at the next poll (60 s here): the listing read the server's
+/// `EXISTS` itself, and the session's queue never saw it. The server's
+/// mailbox is empty when the first listing runs and gets a message while
+/// it does: its answer finds nothing but says `* 1 EXISTS`; later
+/// listings give the message.
+#[tokio::test]
+async fn mail_announced_during_an_empty_listing_is_fetched_at_once() {
+    static LISTINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let port = scripted_server(|command, _, _| {
+        let body = String::from_utf8(mail(1)).unwrap();
+        if command.starts_with("SELECT") {
+            "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n\
+             {tag} OK [READ-WRITE] selected\r\n"
+                .to_owned()
+        } else if command.contains("RFC822.SIZE") && LISTINGS.fetch_add(1, Ordering::SeqCst) == 0 {
+            "* 1 EXISTS\r\n{tag} OK done\r\n".to_owned()
+        } else if command.contains("RFC822.SIZE") {
+            format!(
+                "* 1 FETCH (UID 1 RFC822.SIZE {} FLAGS ())\r\n{{tag}} OK done\r\n",
+                body.len()
+            )
+        } else if command.contains("BODY.PEEK") {
+            format!(
+                "* 1 FETCH (UID 1 BODY[] {{{}}}\r\n{body})\r\n{{tag}} OK done\r\n",
+                body.len()
+            )
+        } else {
+            "{tag} OK done\r\n".to_owned()
+        }
+    })
+    .await;
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
+    let settings = scripted_settings(port, Duration::from_secs(600));
     let fetcher = Fetcher::start(settings, &sink, &state);
     sink.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(sink.uids(), vec![1]);
