@@ -66,30 +66,25 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 /// send, not 413 for a large body. At most
 /// [`AgentApiConfig::wire_limit`](crate::AgentApiConfig::wire_limit).
 async fn read_body(inner: &Inner, raw: axum::body::Body) -> Result<Bytes, ApiError> {
+    use switchboard_channel::body::ReadError;
     let limit = inner.settings.wire_limit();
-    axum::body::to_bytes(raw, limit).await.map_err(|e| {
-        let inner = e.into_inner();
-        if inner
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            ApiError::new(
+    switchboard_channel::body::read(raw, limit)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge(_) => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("the body is longer than {limit} bytes"),
-            )
-        } else if switchboard_channel::body::is_too_slow(inner.as_ref()) {
+            ),
             // The daemon's body deadline: it answers 408 `body_timeout`
             // itself and counts it (`switchboard_http_body_timeouts_total`).
-            ApiError::body_timeout()
-        } else {
-            ApiError::new(
+            ReadError::TooSlow => ApiError::body_timeout(),
+            ReadError::Broken(_) => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 "the body could not be read",
-            )
-        }
-    })
+            ),
+        })
 }
 
 fn ok() -> Response {

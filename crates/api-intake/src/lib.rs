@@ -210,24 +210,20 @@ pub(crate) async fn authorized_json<T: serde::de::DeserializeOwned>(
 // The error is the answer, sent at once: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
 pub(crate) async fn read_body(state: &ApiState, raw: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(raw, state.max_body)
+    use switchboard_channel::body::ReadError;
+    switchboard_channel::body::read(raw, state.max_body)
         .await
-        .map_err(|e| {
-            let e = e.into_inner();
-            if e.is::<http_body_util::LengthLimitError>() {
+        .map_err(|e| match e {
+            ReadError::TooLarge(_) => {
                 rejected(&state.name, "too_large");
                 error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
                     "the request body is over the channel's max_body_bytes".into(),
                 )
-            } else if switchboard_channel::body::is_too_slow(&*e) {
-                error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    "the request body did not arrive in time".into(),
-                )
-            } else {
+            }
+            ReadError::TooSlow => error(StatusCode::REQUEST_TIMEOUT, "body_timeout", e.to_string()),
+            ReadError::Broken(_) => {
                 rejected(&state.name, "bad_request");
                 error(
                     StatusCode::BAD_REQUEST,

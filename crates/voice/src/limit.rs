@@ -15,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::counter;
 use std::sync::Arc;
+use switchboard_channel::body::ReadError;
 use tracing::debug;
 
 /// Where a refusal is counted: the channel's name and how to name the
@@ -43,41 +44,25 @@ pub(crate) fn limit_bodies(
 
 async fn read(State(counted): State<Counted>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let (status, outcome, message) = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let error = match switchboard_channel::body::read(body, MAX_BODY_BYTES).await {
         Ok(bytes) => {
             return next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
         }
-        Err(e) => {
-            let e = e.into_inner();
-            if e.is::<http_body_util::LengthLimitError>() {
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the body is over {MAX_BODY_BYTES} bytes"),
-                )
-            } else if switchboard_channel::body::is_too_slow(&*e) {
-                (
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    "the body did not arrive in time".to_owned(),
-                )
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    "broken_body",
-                    format!("the body could not be read: {e}"),
-                )
-            }
-        }
+        Err(e) => e,
+    };
+    let (status, outcome) = match &error {
+        ReadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        ReadError::TooSlow => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+        ReadError::Broken(_) => (StatusCode::BAD_REQUEST, "broken_body"),
     };
     let endpoint = (counted.endpoint)(parts.uri.path());
     counter!("switchboard_voice_requests_total",
         "source" => counted.source.to_string(), "endpoint" => endpoint, "outcome" => outcome)
     .increment(1);
     debug!(source = %counted.source, endpoint, outcome, "Voice request refused while its body was read.");
-    (status, message).into_response()
+    (status, error.to_string()).into_response()
 }
 
 #[cfg(test)]

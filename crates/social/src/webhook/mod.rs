@@ -440,16 +440,14 @@ fn fitted(id: String, kind: &str) -> String {
 /// A body of at most `max` bytes; one that is larger and one that broke off
 /// are told apart (413 and 400).
 async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, Refusal> {
-    axum::body::to_bytes(body, max).await.map_err(|e| {
-        let e = e.into_inner();
-        if e.is::<http_body_util::LengthLimitError>() {
-            Refusal::TooLarge
-        } else if switchboard_channel::body::is_too_slow(&*e) {
-            Refusal::TooSlow
-        } else {
-            Refusal::Broken(e.to_string())
-        }
-    })
+    use switchboard_channel::body::ReadError;
+    switchboard_channel::body::read(body, max)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge(_) => Refusal::TooLarge,
+            ReadError::TooSlow => Refusal::TooSlow,
+            ReadError::Broken(m) => Refusal::Broken(m),
+        })
 }
 
 fn sha256_hex(text: &str) -> String {
