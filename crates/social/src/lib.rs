@@ -1,9 +1,9 @@
 //! Switchboard's social channel: Meta, Telegram and generic signed webhooks, with replies through each provider's API (issue 6).
 //!
-//! This crate will implement `switchboard_channel::ChannelAdapter` (see
-//! `docs/architecture.md`, "The channel plug-in contract") and be registered
-//! with one line in the daemon's channel list. Until then the daemon refuses
-//! a `[[channels]]` entry of this type.
+//! The crate implements `switchboard_channel::ChannelAdapter` (see
+//! `docs/architecture.md`, "The channel plug-in contract"), registered with
+//! one line each in the daemon's channel list (`meta`, `telegram`,
+//! `webhook`).
 //!
 //! What is here is the layer without I/O, in the order a delivery meets it:
 //!

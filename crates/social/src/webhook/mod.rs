@@ -170,7 +170,12 @@ impl Webhook {
             }
             Err(Refusal::Unavailable(m)) => {
                 warn!(source = %self.name, error = %m, "Webhook delivery not stored; the provider will retry.");
-                let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m);
+                // The store's own words stay in the log.
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the delivery could not be stored now; retry later".to_owned(),
+                );
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -503,8 +508,9 @@ impl Replies {
             // Known outcomes and partial sends, from one hold to the next.
             let mut memory = Memory::default();
             while !ctx.shutdown.is_cancelled() {
+                let asked = tokio::time::Instant::now();
                 match ctx.outbox.hold_delivery(HOLD_LEASE).await {
-                    Ok(true) => memory = self.deliver_while_held(&ctx, memory).await?,
+                    Ok(true) => memory = self.deliver_while_held(&ctx, memory, asked).await?,
                     Ok(false) => {}
                     Err(error) => {
                         debug!(source = %ctx.name, %error, "Could not ask for the outbox.")
@@ -523,6 +529,7 @@ impl Replies {
         &self,
         ctx: &ChannelContext,
         memory: Memory,
+        held_since: tokio::time::Instant,
     ) -> Result<Memory, ChannelError> {
         let deliverer = Deliverer::new(
             ctx.outbox.clone(),
@@ -534,17 +541,24 @@ impl Replies {
         debug!(source = %ctx.name, "This instance delivers the outbox now.");
         let stop = ctx.shutdown.child_token();
         let mut running = tokio::spawn(deliverer.run(stop.clone()));
-        let mut renewed = tokio::time::Instant::now();
+        // When the lease last held, counted from the asking (Redis set it
+        // no earlier), so the holder stops while the lease still stands.
+        let mut renewed = held_since;
         let memory = loop {
             tokio::select! {
                 ran = &mut running => break ended(ran, &ctx.name),
-                () = tokio::time::sleep(HOLD_LEASE / 3) => {}
+                () = tokio::time::sleep((HOLD_LEASE / 3).min(lease_left(renewed))) => {}
             }
-            match ctx.outbox.hold_delivery(HOLD_LEASE).await {
-                Ok(true) => renewed = tokio::time::Instant::now(),
-                Ok(false) => stop.cancel(),
-                Err(_) if renewed.elapsed() >= HOLD_LEASE => stop.cancel(),
-                Err(_) => {}
+            let asked = tokio::time::Instant::now();
+            let renewal = ctx.outbox.hold_delivery(HOLD_LEASE);
+            match tokio::time::timeout(lease_left(renewed), renewal).await {
+                Ok(Ok(true)) => renewed = asked,
+                Ok(Ok(false)) => stop.cancel(),
+                Ok(Err(_)) | Err(_) if lease_left(renewed).is_zero() => {
+                    warn!(source = %ctx.name, "The outbox's lease could not be renewed in time; this instance stops delivering.");
+                    stop.cancel();
+                }
+                Ok(Err(_)) | Err(_) => {}
             }
             if stop.is_cancelled() {
                 break ended(running.await, &ctx.name);
@@ -570,6 +584,13 @@ fn ended(ran: Result<Memory, tokio::task::JoinError>, source: &str) -> Memory {
 
 /// How long the right to deliver an outbox lasts unless renewed.
 const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// How long a holder whose lease last held at `renewed` may go on: it
+/// stops a third of the lease before the lease can run out in Redis, so
+/// that no other instance holds it while this one still starts sends.
+fn lease_left(renewed: tokio::time::Instant) -> std::time::Duration {
+    (HOLD_LEASE * 2 / 3).saturating_sub(renewed.elapsed())
+}
 
 /// A configuration error naming the key.
 pub(crate) fn config_error(name: &str, key: &str, problem: &str) -> ChannelError {

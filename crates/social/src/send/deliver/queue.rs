@@ -5,7 +5,7 @@
 //! [`Action`]s it returns. See the design in [`super`].
 
 use super::backoff::backoff;
-use crate::send::{Progress, SendOutcome};
+use crate::send::{FailureKind, Progress, SendOutcome};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use switchboard_channel::OutboundDelivery;
@@ -295,6 +295,7 @@ impl Queues {
                 SendOutcome::Retry { after, reason } => {
                     head.last_reason = Some(reason);
                     if let Some(reason) = give_up(limits, head, now) {
+                        count_gave_up(&delivery);
                         queue.pop_front();
                         self.in_memory -= 1;
                         let outcome = DeliveryOutcome::Failed { reason };
@@ -367,11 +368,17 @@ impl Queues {
     pub(crate) fn tick(&mut self, now: Now) -> Vec<Action> {
         let mut actions = Vec::new();
         let limits = &self.limits;
+        let carried = &mut self.carried;
         for (conversation, queue) in &mut self.convs {
-            queue.retain(|slot| match slot.state {
+            queue.retain_mut(|slot| match slot.state {
                 State::Away { due } if now.at > due + limits.away_grace => {
                     tracing::warn!(conversation_id = %conversation, message_id = %slot.message_id,
                         "A reply handed back to the outbox did not come back in time; later replies of its conversation no longer wait for it.");
+                    // When it does come back, its accepted parts are not
+                    // sent again.
+                    if slot.progress != Progress::default() {
+                        carried.insert(slot.message_id, std::mem::take(&mut slot.progress));
+                    }
                     false
                 }
                 _ => true,
@@ -490,6 +497,7 @@ impl Queues {
                     ..
                 }) = queue.pop_front()
                 {
+                    count_gave_up(&delivery);
                     self.in_memory -= 1;
                     let outcome = DeliveryOutcome::Failed { reason };
                     self.recent.insert(id, outcome.clone());
@@ -541,6 +549,15 @@ impl Queues {
 }
 
 /// Why `slot` is given up, when it is: too many attempts, or too old.
+/// Counts a reply given up on, as the provider's refusals are counted:
+/// `switchboard_social_send_failures_total{kind="gave_up"}`.
+fn count_gave_up(delivery: &OutboundDelivery) {
+    let platform = crate::send::platform_of(&delivery.message.to.scheme)
+        .map_or("unknown", crate::Platform::as_str);
+    metrics::counter!("switchboard_social_send_failures_total", "platform" => platform, "kind" => FailureKind::GaveUp.as_str())
+        .increment(1);
+}
+
 fn give_up(limits: &Limits, slot: &Slot, now: Now) -> Option<String> {
     let age = Duration::from_millis(now.wall_ms.saturating_sub(slot.created_at_ms));
     let too_old = age > limits.give_up_after;

@@ -258,6 +258,8 @@ fn the_in_flight_limit_holds_across_conversations() {
 
 #[test]
 fn gives_up_after_max_attempts_or_age() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
     let clock = Clock(Instant::now());
     let mut limits = limits();
     limits.max_attempts = 2;
@@ -291,6 +293,10 @@ fn gives_up_after_max_attempts_or_age() {
     let old = reply(conversation(), "old");
     assert_eq!(arrive(&mut q, &old, &clock, 3601.0), ["settle old failed"]);
     assert_eq!(q.in_memory(), 0);
+    assert_eq!(
+        counters.get("switchboard_social_send_failures_total{kind=gave_up,platform=messenger}"),
+        2
+    );
 }
 
 #[test]
@@ -461,6 +467,36 @@ fn the_next_deliverer_knows_outcomes_and_progress() {
     assert_eq!(show(&again), ["settle a1 delivered"]);
     let resumed = next.arrive(returned(&b1, 2), clock.at(60.0).at, clock.at(60.0));
     match resumed.as_slice() {
+        [Action::Send { progress, .. }] => assert_eq!(progress, &part),
+        other => panic!("{:?}", show(other)),
+    }
+}
+
+/// A reply sent in part, handed back and not back within the grace, stops
+/// holding its conversation; when it does come back, its accepted parts
+/// are not sent again.
+#[test]
+fn a_late_reply_keeps_its_accepted_parts() {
+    let clock = Clock(Instant::now());
+    let mut q = Queues::new(limits(), Memory::default());
+    let a = conversation();
+    let a1 = reply(a, "a1");
+    arrive(&mut q, &a1, &clock, 0.0);
+    let part = Progress {
+        parts_sent: 2,
+        provider_message_id: Some("m_part".into()),
+    };
+    let deferred = q.sent(
+        a,
+        a1.message.message_id,
+        retry(Some(20)),
+        part.clone(),
+        clock.at(0.0),
+    );
+    assert_eq!(show(&deferred), ["defer a1 20000"]);
+    assert!(show(&q.tick(clock.at(80.1))).is_empty());
+    let back = q.arrive(returned(&a1, 2), clock.at(90.0).at, clock.at(90.0));
+    match back.as_slice() {
         [Action::Send { progress, .. }] => assert_eq!(progress, &part),
         other => panic!("{:?}", show(other)),
     }
