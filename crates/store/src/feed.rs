@@ -77,6 +77,23 @@ impl FeedEntry {
     }
 }
 
+/// A pass of the mover that failed: entries before `entry` were moved.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct MoveFailed {
+    /// The routing event whose copy failed (none: reading or deleting the
+    /// stream failed).
+    pub entry: Option<String>,
+    #[source]
+    pub error: StoreError,
+}
+
+impl From<StoreError> for MoveFailed {
+    fn from(error: StoreError) -> Self {
+        MoveFailed { entry: None, error }
+    }
+}
+
 /// What a pass of the mover did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Moved {
@@ -194,7 +211,7 @@ impl EventFeed {
     /// its feed in the order they happened, whichever instance moves them
     /// and however often; a consumer group would hand a later entry to one
     /// mover while an earlier one waits with another.
-    pub async fn move_routing_events(&self, count: usize) -> Result<Moved, StoreError> {
+    pub async fn move_routing_events(&self, count: usize) -> Result<Moved, MoveFailed> {
         let mut conn = self.store.conn();
         let hooks = self.hooks();
         let reply: StreamRangeReply = self
@@ -217,8 +234,11 @@ impl EventFeed {
                 Ok(Some(true)) => moved.copied += 1,
                 Ok(Some(false)) => moved.already += 1,
                 Ok(None) => moved.ignored += 1,
-                Err(e) => {
-                    failure = Some(e);
+                Err(error) => {
+                    failure = Some(MoveFailed {
+                        entry: Some(entry.id),
+                        error,
+                    });
                     break;
                 }
             }
@@ -239,6 +259,23 @@ impl EventFeed {
             Some(e) => Err(e),
             None => Ok(moved),
         }
+    }
+
+    /// Deletes one routing event from `{r}:hooks` without copying it: one
+    /// whose copy Redis keeps refusing over the data, which would otherwise
+    /// hold up every later one.
+    pub async fn drop_routing_event(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.store.conn();
+        let _: i64 = self
+            .store
+            .bounded(
+                redis::cmd("XDEL")
+                    .arg(self.hooks())
+                    .arg(id)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Copies the routing events of `contact` still waiting in `{r}:hooks`

@@ -34,7 +34,7 @@ pub use assign::{
 pub use channel_state::RedisChannelState;
 pub use conn::{RedisConn, Topology};
 pub use conversations::{AutoReply, Conversations, LogEntry, NamedReply};
-pub use feed::{Batch, EventFeed, FeedEntry, Moved};
+pub use feed::{Batch, EventFeed, FeedEntry, MoveFailed, Moved};
 pub use groups::Pruner;
 pub use intake::{IntakeSettings, RedisIntake};
 pub use keys::KeySpace;

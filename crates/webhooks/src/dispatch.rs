@@ -27,17 +27,24 @@ const BATCH: usize = 32;
 const BACKLOG_EVERY: Duration = Duration::from_secs(10);
 /// Reads of an event's contact and messages that Redis refused over the
 /// data itself (not its being away) before the event is dropped.
-const UNREADABLE_TRIES: u32 = 5;
+pub(crate) const UNREADABLE_TRIES: u32 = 5;
 /// The longest wait between two such reads: Redis coming back is noticed
 /// within it.
 const LOAD_RETRY_CAP: Duration = Duration::from_secs(10);
+
+/// Counts a failed Redis operation of a webhook's worker:
+/// `switchboard_webhook_store_errors_total{webhook, op}`.
+pub(crate) fn store_error(webhook: &str, op: &'static str) {
+    counter!("switchboard_webhook_store_errors_total", "webhook" => webhook.to_owned(), "op" => op)
+        .increment(1);
+}
 
 /// Whether Redis refused a read over the data it holds, which trying again
 /// does not mend: a key of the wrong type, an impossible stream id, a reply
 /// of a shape no entry has. Everything else (Redis away, a cluster failing
 /// over, refused credentials) may pass, and is tried for as long as the
 /// event may wait.
-fn about_the_data(error: &StoreError) -> bool {
+pub(crate) fn about_the_data(error: &StoreError) -> bool {
     const DATA_ERRORS: &[&str] = &[
         "WRONGTYPE",
         "Invalid stream ID",
@@ -148,6 +155,7 @@ impl Worker {
         {
             Ok(held) => Some(held),
             Err(error) => {
+                store_error(&self.target.name, "lease");
                 debug!(webhook = %self.target.name, partition = self.partition.0, %error, "Cannot take or renew the webhook lease.");
                 None
             }
@@ -166,6 +174,7 @@ impl Worker {
             {
                 Ok(()) => break,
                 Err(error) => {
+                    store_error(&self.target.name, "group");
                     debug!(webhook = %self.target.name, %error, "Cannot create the webhook's consumer group yet.");
                     if sleep(&shutdown, Duration::from_secs(1)).await {
                         return;
@@ -254,6 +263,7 @@ impl Worker {
                             .ensure_group(self.partition, &group, self.since())
                             .await
                         {
+                            store_error(&self.target.name, "group");
                             warn!(webhook = %self.target.name, %error, "Cannot create the webhook feed's group; will retry.");
                             if sleep(&shutdown, Duration::from_secs(1)).await {
                                 break;
@@ -261,6 +271,7 @@ impl Worker {
                         }
                     }
                     Err(error) => {
+                        store_error(&self.target.name, "read");
                         warn!(webhook = %self.target.name, %error, "Cannot read the webhook feed; will retry.");
                         if sleep(&shutdown, Duration::from_secs(1)).await {
                             break;
@@ -312,6 +323,7 @@ impl Worker {
             match self.feed.ack(self.partition, group, &entry.entry_id).await {
                 Ok(()) => return true,
                 Err(error) => {
+                    store_error(&self.target.name, "ack");
                     warn!(webhook = %self.target.name, entry = %entry.entry_id, %error, "Cannot acknowledge a webhook event; will retry.");
                     if sleep(shutdown, Duration::from_secs(1)).await {
                         return false;

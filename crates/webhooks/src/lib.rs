@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_store::{Conversations, EventFeed, Store};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 /// How much longer than the longest `max_age_hours` the feeds keep events.
 pub const RETENTION_MARGIN: Duration = Duration::from_secs(24 * 3600);
@@ -126,6 +126,16 @@ impl Webhooks {
             }
             info!(webhook = %target.name, events = target.events.len(), "Webhook started.");
         }
-        while tasks.join_next().await.is_some() {}
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(failed) = joined
+                && failed.is_panic()
+            {
+                // One worker fewer would leave its partition undelivered
+                // here with nothing to show for it: the essential task
+                // ends instead, which stops the instance (and the others).
+                error!(error = %failed, "A webhook task failed; stopping the webhooks.");
+                return;
+            }
+        }
     }
 }
