@@ -219,6 +219,7 @@ impl Recorder {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seconds: u64 = 0;
+        let mut complaints = Complaints::default();
         info!("Records are following the KPI facts.");
         loop {
             tokio::select! {
@@ -226,6 +227,10 @@ impl Recorder {
                 _ = tick.tick() => {}
             }
             seconds += 1;
+            // Each step on its own: one that fails (Redis refusing a write
+            // at maxmemory, a key of the wrong type) is counted and tried
+            // again, and holds none of the others up; the sweep, which
+            // frees memory, least of all.
             if !settings_written {
                 match self
                     .shared
@@ -234,15 +239,12 @@ impl Recorder {
                     .await
                 {
                     Ok(()) => settings_written = true,
-                    Err(error) => {
-                        debug!(%error, "Cannot write the records' settings yet.");
-                        continue;
-                    }
+                    Err(error) => failed(&mut complaints.settings, "settings", &error),
                 }
             }
-            if let Err(error) = self.catch_up().await {
-                debug!(%error, "Cannot read KPI facts now.");
-                continue;
+            match self.catch_up().await {
+                Ok(_) => complaints.facts = false,
+                Err(error) => failed(&mut complaints.facts, "facts", &error),
             }
             if seconds.is_multiple_of(self.shared.config.metrics_secs.max(1)) {
                 let this = self.clone();
@@ -250,10 +252,11 @@ impl Recorder {
                     warn!(%error, "Setting the KPI gauges failed.");
                 }
             }
-            if seconds.is_multiple_of(self.shared.config.sample_secs.max(1))
-                && let Err(error) = self.sample().await
-            {
-                debug!(%error, "Cannot sample the waiting contacts now.");
+            if seconds.is_multiple_of(self.shared.config.sample_secs.max(1)) {
+                match self.sample().await {
+                    Ok(()) => complaints.sample = false,
+                    Err(error) => failed(&mut complaints.sample, "sample", &error),
+                }
             }
             if seconds.is_multiple_of(60) {
                 self.sweep().await;
@@ -304,6 +307,8 @@ impl Recorder {
                     }
                 }
                 Err(error) => {
+                    metrics::counter!("switchboard_records_errors_total", "op" => "sweep")
+                        .increment(1);
                     warn!(%error, "Could not sweep old contacts.");
                     break;
                 }
@@ -394,5 +399,26 @@ fn set_figures(window: &str, scope: &'static str, name: &str, f: &Figures) {
     for (metric, value) in figures {
         // No data is not zero: Prometheus gets NaN, which alerts ignore.
         gauge!(metric, &labels).set(value.unwrap_or(f64::NAN));
+    }
+}
+
+/// Which steps of the records' loop are failing now: each failure is
+/// counted, the first of a run of them logged as a warning.
+#[derive(Debug, Default)]
+struct Complaints {
+    settings: bool,
+    facts: bool,
+    sample: bool,
+}
+
+/// Counts a failed step (`switchboard_records_errors_total{op}`) and logs
+/// the first of a run of failures as a warning, the rest at debug.
+fn failed(complained: &mut bool, op: &'static str, error: &StoreError) {
+    metrics::counter!("switchboard_records_errors_total", "op" => op).increment(1);
+    if *complained {
+        debug!(%error, op, "A step of the records failed again; will retry.");
+    } else {
+        warn!(%error, op, "A step of the records failed (settings: routing's; facts: the KPIs and their gauges; sample: the waiting series); will retry.");
+        *complained = true;
     }
 }
