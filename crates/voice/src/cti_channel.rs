@@ -108,6 +108,19 @@ impl ChannelConfig for CtiConfig {
                 "must be an http(s) URL",
             ));
         }
+        // An answer names the phone that picked up; two agents on one
+        // phone could not be told apart (the other's offer would lapse
+        // as her miss while the caller talks to her).
+        let mut phones: HashMap<String, &str> = HashMap::new();
+        for (agent, endpoint) in &self.agents {
+            if let Some(other) = phones.insert(endpoint_key(endpoint), agent) {
+                return Err(config_error(
+                    &self.name,
+                    &format!("agents.{agent}"),
+                    &format!("the same phone as agents.{other}: each agent needs her own"),
+                ));
+            }
+        }
         for (agent, endpoint) in &self.agents {
             CtiReply::Dial {
                 caller_id: None,

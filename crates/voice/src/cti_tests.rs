@@ -1024,6 +1024,18 @@ async fn callbacks_carry_their_own_token_when_configured() {
     .unwrap();
     let e = short.validate().unwrap_err().to_string();
     assert!(e.contains("callback_token"), "{e}");
+    // Two agents on one phone (written two ways): an answer could not
+    // tell them apart.
+    let shared: CtiConfig = serde_json::from_value(json!({
+        "name": "pbx", "token": TOKEN, "callback_url": world.callback, "callback_token": CALLBACK,
+        "agents": {"olha": "sip:201@pbx.example.com", "petro": "<SIP:201@pbx.example.com>"},
+    }))
+    .unwrap();
+    let e = shared.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("agents.petro") && e.contains("agents.olha"),
+        "{e}"
+    );
 }
 
 /// A hangup that comes before its call's newCall is stored (events
