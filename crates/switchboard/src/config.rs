@@ -1374,29 +1374,44 @@ mod tests {
         }
     }
 
-    /// Twilio's hold loop asks routing every `hold_pause_secs`: a voice
-    /// offer shorter than a pause and a short ring ran out before the
-    /// agent's phone could ring (each a missed offer).
+    /// Twilio's hold loop asks routing every `hold_pause_secs`, the first
+    /// time after the hold message too: a voice offer shorter than those
+    /// and a short ring ran out before the agent's phone could ring (each
+    /// a missed offer).
     #[test]
     fn a_voice_offer_shorter_than_the_hold_loop_needs_is_refused() {
-        let twilio = |pause: u32, offer: u64| {
+        let twilio = |pause: u32, offer: u64, message: &str| {
             format!(
                 "[redis]\nurl = \"redis://x\"\n[routing.offer_timeout_secs]\nvoice = {offer}\n\
                  [[channels]]\ntype = \"twilio\"\nname = \"phone\"\nauth_token = \"0123456789abcdef0123\"\n\
-                 public_url = \"https://sb.example.com/channels/phone\"\nhold_pause_secs = {pause}\n"
+                 public_url = \"https://sb.example.com/channels/phone\"\nhold_pause_secs = {pause}\n\
+                 hold_message = \"{message}\"\n"
             )
         };
-        let f = file(&twilio(60, 20));
+        let f = file(&twilio(60, 20, ""));
         let err = load(f.path(), env(&[])).unwrap_err();
         assert_eq!(err.key, "routing.offer_timeout_secs.voice", "{err}");
         assert!(
             err.problem.starts_with(
-                "20 s is shorter than channel \"phone\" needs (67 s, from its hold_pause_secs)"
+                "20 s is shorter than channel \"phone\" needs (67 s, from its hold_pause_secs and hold_message)"
             ),
             "{err}"
         );
-        for (pause, offer) in [(1, 8), (10, 30), (60, 67)] {
-            let f = file(&twilio(pause, offer));
+        // The default message (74 characters, counted 7 s) at a 20 s
+        // pause fits the default 30 s offer no longer: the first /wait came
+        // at about 25 s, too late to ring.
+        let default_message =
+            "Thank you for calling. Please hold; the next available agent will answer.".to_owned();
+        let f = file(&twilio(20, 30, &default_message));
+        let err = load(f.path(), env(&[])).unwrap_err();
+        assert!(err.problem.contains("needs (34 s"), "{err}");
+        for (pause, offer, message) in [
+            (1, 8, ""),
+            (10, 30, ""),
+            (60, 67, ""),
+            (5, 19, default_message.as_str()),
+        ] {
+            let f = file(&twilio(pause, offer, message));
             load(f.path(), env(&[])).unwrap();
         }
     }

@@ -81,6 +81,12 @@ pub struct TwilioConfig {
     pub blocked: Vec<String>,
 }
 
+/// A generous guess at how long Twilio takes to say `message`: 12
+/// characters a second (its voices speak about 14).
+fn say_secs(message: &str) -> u64 {
+    (message.trim().chars().count() as u64).div_ceil(12)
+}
+
 fn default_hold_message() -> String {
     "Thank you for calling. Please hold; the next available agent will answer.".into()
 }
@@ -99,14 +105,19 @@ impl ChannelConfig for TwilioConfig {
     }
 
     fn offer_time(&self) -> Option<(ChannelKind, &'static str, std::time::Duration)> {
-        // The next /wait comes up to one hold pause after the offer, and
+        // The next /wait comes up to one hold pause after the offer (the
+        // first, at a new call's /incoming, after the hold message too:
+        // an offer made at once finds the caller listening to it), and
         // the phone must then ring at least MIN_RING_SECS with a second
         // kept back for the answer (`ring_left`), and one to spare.
         Some((
             ChannelKind::Voice,
-            "hold_pause_secs",
+            "hold_pause_secs and hold_message",
             std::time::Duration::from_secs(
-                u64::from(self.hold_pause_secs) + u64::from(MIN_RING_SECS) + 2,
+                u64::from(self.hold_pause_secs)
+                    + say_secs(&self.hold_message)
+                    + u64::from(MIN_RING_SECS)
+                    + 2,
             ),
         ))
     }
