@@ -793,3 +793,34 @@ async fn an_oversized_body_is_refused_and_counted() {
     );
     assert!(stored_messages(&redis.url()).await.is_empty());
 }
+
+/// Whether a stored call ended already cannot be read (its `hungup:` key
+/// holds the wrong type, as Redis refusing the read would): the caller is
+/// held, counted, not answered 503, which Twilio does not retry (the
+/// caller heard an error while routing offered their call to agent after
+/// agent).
+#[tokio::test]
+async fn a_new_call_whose_hangup_cannot_be_read_is_held() {
+    let (redis, daemon, twilio) = start(&agent("olha", TOKEN_OLHA));
+    let sid = "CA00000000000000000000000000000077";
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("sb:{{c:phone}}:state:hungup:{sid}"))
+        .arg("not")
+        .arg("a string")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let wait = twilio.call(sid, "+380507777777").await;
+    assert!(wait.contains("/wait?contact="), "{wait}\n{}", daemon.log());
+    let metrics = metrics_text(&daemon.base()).await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("switchboard_voice_held_unavailable_total{")
+                && l.contains("endpoint=\"incoming\"")
+                && l.ends_with(" 1")
+        ),
+        "{metrics}"
+    );
+}

@@ -490,17 +490,43 @@ async fn incoming(
         // status came first and found nothing: the call is over, not
         // routed. (It waited for ever: offered to agent after agent, none
         // rung, each a missed offer.)
-        if let Some(cause) = state
-            .memory
-            .get(&hangup_key(&call.call_sid))
-            .await
-            .map_err(memory_unavailable)?
-        {
-            let outcome = state.routing.end(&receipt.contact_id, &cause).await?;
-            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "hung_up_first")
+        // The call is stored: from here a 503 would strand it (Twilio
+        // does not retry /incoming; it plays its error and hangs up, and
+        // routing offers a call nobody holds). Redis failing now, the
+        // caller is held as if no hangup were known: a caller who is gone
+        // has their final /status end the contact.
+        let hung_up = async {
+            let Some(cause) = state
+                .memory
+                .get(&hangup_key(&call.call_sid))
+                .await
+                .map_err(memory_unavailable)?
+            else {
+                return Ok(None);
+            };
+            state
+                .routing
+                .end(&receipt.contact_id, &cause)
+                .await
+                .map(Some)
+                .map_err(Refusal::from)
+        }
+        .await;
+        match hung_up {
+            Ok(Some(outcome)) => {
+                counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "hung_up_first")
+                    .increment(1);
+                info!(source = %state.name, call_id = %call.call_sid, contact_id = %receipt.contact_id, outcome = %outcome, "A call whose end came before it was stored is ended.");
+                return Ok(twiml(twiml_hangup()));
+            }
+            Ok(None) => {}
+            Err(Refusal::Unavailable(error)) => {
+                counter!("switchboard_voice_held_unavailable_total",
+                    "source" => state.name.clone(), "endpoint" => "incoming")
                 .increment(1);
-            info!(source = %state.name, call_id = %call.call_sid, contact_id = %receipt.contact_id, outcome = %outcome, "A call whose end came before it was stored is ended.");
-            return Ok(twiml(twiml_hangup()));
+                warn!(source = %state.name, contact_id = %receipt.contact_id, %error, "Cannot tell whether a stored call ended already; the caller is held.");
+            }
+            Err(other) => return Err(other),
         }
         counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "queued")
             .increment(1);
