@@ -1090,6 +1090,13 @@ impl Leader {
                     "online" => refused = true,
                     _ => {}
                 }
+            } else if rec.state == "assigned" && requeue && rec.channel == "voice" {
+                // The call is on her phone, not in her console: it stays
+                // hers (and her voice capacity used) until the channel
+                // ends it (a hangup closes it; a phone that does not
+                // answer sends it back). Requeued, it was offered to
+                // agents whose phones could not ring while she talked.
+                debug!(contact_id = %id, agent_id = %agent, "Agent's session ended during a call; the call stays hers.");
             } else if rec.state == "assigned" && requeue {
                 let r = self.state.requeue_lapsed(&id, agent, now, grace).await?;
                 match r.as_str() {

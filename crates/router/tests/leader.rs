@@ -1210,3 +1210,87 @@ async fn the_leader_records_a_lapsed_session_that_held_nothing() {
     );
     instance.stop().await;
 }
+
+/// An agent whose session ends during a call keeps the call (it is on her
+/// phone): past the reconnect grace her chat goes back to the queue, her
+/// call stays assigned to her. Requeued, the call was offered to agents
+/// whose phones could not ring while she still talked to the caller, and
+/// her voice capacity was free for another call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_stays_with_its_agent_when_her_session_ends() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    state
+        .upsert_agent(
+            &AgentRecord {
+                id: "a".into(),
+                name: "a".into(),
+                skills: Default::default(),
+                capacity: [1, 0, 0, 1],
+                total_capacity: 0,
+                token_sha256: format!("{:0>64}", "a"),
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let online = Timestamp::now().as_millis() + 3_600_000;
+    state
+        .set_presence("a", Some(("available", "")), Some(online), None)
+        .await
+        .unwrap();
+    let mut config = routing();
+    config.offer_timeout_secs.chat = 60;
+    config.offer_timeout_secs.voice = 60;
+    config.reconnect_grace_secs = 1;
+    let instance = Instance::start(&store, "only", &config);
+    let chat = intake
+        .submit_event(event("v1", "hi"))
+        .await
+        .unwrap()
+        .contact_id;
+    let call = intake
+        .submit_event(InboundEvent {
+            channel: ChannelKind::Voice,
+            source: "phone".into(),
+            address: "+380441234567".into(),
+            customer: CustomerIdentity::new("phone", "+380501234567").unwrap(),
+            provider_message_id: Some("CA01".into()),
+            ..event("v2", "inbound call")
+        })
+        .await
+        .unwrap()
+        .contact_id;
+    until("both are offered", || async {
+        let s = states(&state, &[chat, call]).await;
+        s[&chat.to_string()].0 == "offered" && s[&call.to_string()].0 == "offered"
+    })
+    .await;
+    let now = Timestamp::now().as_millis();
+    for id in [&chat, &call] {
+        assert_eq!(
+            state.answer(Answer::Accept, id, "a", now, 0).await.unwrap(),
+            "ok"
+        );
+    }
+    // Her connection drops; the grace (1 s) passes.
+    state
+        .set_presence("a", None, Some(Timestamp::now().as_millis()), None)
+        .await
+        .unwrap();
+    until("the chat goes back to the queue", || async {
+        states(&state, &[chat]).await[&chat.to_string()].0 == "waiting"
+    })
+    .await;
+    // A few sweeps more (each ~0.25 s): the call is still hers.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        states(&state, &[call]).await[&call.to_string()],
+        ("assigned".to_owned(), "a".to_owned())
+    );
+    tokio::time::timeout(Duration::from_secs(5), instance.stop())
+        .await
+        .expect("the leader stops");
+}
