@@ -50,7 +50,9 @@
       e_bad_email: 'Please enter a valid email address.',
       e_unknown_attachment: 'The attachment could not be found. Please attach it again.',
       e_upload_413: 'The file is too large.', e_upload_415: 'This type of file is not allowed.',
-      e_upload_failed: 'The file could not be uploaded.'
+      e_upload_failed: 'The file could not be uploaded.',
+      e_no_offline_form: 'Messages cannot be left here right now.',
+      e_offline_limit: 'You have already left us messages. We will answer by email.'
     },
     uk: {
       title: 'Напишіть нам', open: 'Відкрити чат', openNew: 'Відкрити чат (нові повідомлення)', close: 'Закрити чат',
@@ -79,7 +81,9 @@
       e_bad_email: 'Введіть дійсну адресу електронної пошти.',
       e_unknown_attachment: 'Вкладення не знайдено. Прикріпіть його ще раз.',
       e_upload_413: 'Файл завеликий.', e_upload_415: 'Файли такого типу не дозволені.',
-      e_upload_failed: 'Не вдалося завантажити файл.'
+      e_upload_failed: 'Не вдалося завантажити файл.',
+      e_no_offline_form: 'Зараз тут не можна залишити повідомлення.',
+      e_offline_limit: 'Ви вже залишили нам повідомлення. Ми відповімо електронною поштою.'
     },
     ru: {
       title: 'Напишите нам', open: 'Открыть чат', openNew: 'Открыть чат (новые сообщения)', close: 'Закрыть чат',
@@ -108,7 +112,9 @@
       e_bad_email: 'Введите действительный адрес электронной почты.',
       e_unknown_attachment: 'Вложение не найдено. Прикрепите его ещё раз.',
       e_upload_413: 'Файл слишком большой.', e_upload_415: 'Файлы такого типа не разрешены.',
-      e_upload_failed: 'Не удалось загрузить файл.'
+      e_upload_failed: 'Не удалось загрузить файл.',
+      e_no_offline_form: 'Сейчас здесь нельзя оставить сообщение.',
+      e_offline_limit: 'Вы уже оставили нам сообщения. Мы ответим по электронной почте.'
     },
     pl: {
       title: 'Porozmawiaj z nami', open: 'Otwórz czat', openNew: 'Otwórz czat (nowe wiadomości)', close: 'Zamknij czat',
@@ -137,7 +143,9 @@
       e_bad_email: 'Podaj prawidłowy adres e-mail.',
       e_unknown_attachment: 'Nie znaleziono załącznika. Załącz go ponownie.',
       e_upload_413: 'Plik jest za duży.', e_upload_415: 'Ten typ pliku jest niedozwolony.',
-      e_upload_failed: 'Nie udało się przesłać pliku.'
+      e_upload_failed: 'Nie udało się przesłać pliku.',
+      e_no_offline_form: 'Teraz nie można tu zostawić wiadomości.',
+      e_offline_limit: 'Wiadomości zostały już wysłane. Odpowiemy e-mailem.'
     },
     zh: {
       title: '与我们聊天', open: '打开聊天', openNew: '打开聊天（有新消息）', close: '关闭聊天',
@@ -166,7 +174,9 @@
       e_bad_email: '请输入有效的电子邮箱地址。',
       e_unknown_attachment: '找不到附件，请重新添加。',
       e_upload_413: '文件太大。', e_upload_415: '不允许上传此类型的文件。',
-      e_upload_failed: '文件上传失败。'
+      e_upload_failed: '文件上传失败。',
+      e_no_offline_form: '目前无法在此留言。',
+      e_offline_limit: '您已给我们留言，我们会通过电子邮件回复。'
     }
   };
   var LOCALE = (function () {

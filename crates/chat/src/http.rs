@@ -498,6 +498,41 @@ mod tests {
     use super::*;
     use axum::body::Bytes;
 
+    /// Every error code docs/widget-protocol.md lists has its own message
+    /// in every locale of the reference widget (two fell back to "Something
+    /// went wrong. Please try again.", which a retry could not mend).
+    #[test]
+    fn every_documented_error_code_has_a_widget_message_in_every_locale() {
+        let docs = include_str!("../../../docs/widget-protocol.md");
+        let section = docs
+            .split("### Error codes")
+            .nth(1)
+            .and_then(|rest| rest.trim_start().split("\n\n").next())
+            .expect("an error code section");
+        let codes: Vec<&str> = section
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .filter(|c| *c != "score" && *c != "hello" && *c != "client_id")
+            .collect();
+        assert!(codes.len() >= 12, "{codes:?}");
+        let locales: Vec<&str> = WIDGET_JS
+            .split("\n    },\n")
+            .filter(|block| block.contains("e_bad_frame:"))
+            .collect();
+        assert_eq!(locales.len(), 5, "en, uk, ru, pl, zh");
+        for code in codes {
+            for block in &locales {
+                assert!(
+                    block.contains(&format!("e_{code}: ")),
+                    "no e_{code} in the locale starting {:?}",
+                    &block[block.len().saturating_sub(60)..]
+                );
+            }
+        }
+    }
+
     /// Behind a proxy on this host the client is the last forwarded hop,
     /// also when a dual-stack listener sees the proxy as `::ffff:127.0.0.1`;
     /// a peer that is not loopback cannot claim another address.
