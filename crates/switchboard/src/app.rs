@@ -42,6 +42,9 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let stop_accepting = CancellationToken::new();
     let background = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // The first fatal error stops the instance; later ones are logged where
+    // they happen and dropped (`try_send`: a sender that waited for room
+    // held the drain up to its deadline).
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<anyhow::Error>(1);
 
     let intake = RedisIntake::new(
@@ -395,7 +398,7 @@ async fn check_layout(
         match store.check_layout_at_start().await {
             Ok(()) => return report_settings(&store).await,
             Err(e @ (StoreError::Layout { .. } | StoreError::Version { .. })) => {
-                let _ = fatal.send(anyhow::Error::new(e)).await;
+                let _ = fatal.try_send(anyhow::Error::new(e));
                 return;
             }
             Err(e) => warn!(error = %e, "Redis is not reachable yet; will retry."),
@@ -550,7 +553,7 @@ impl Essential {
                 Ok(Err(error)) => {
                     let why = format!("stopped: {error}");
                     error!(task = %what, reason = %why, "An essential task ended; stopping the instance.");
-                    let _ = fatal.send(anyhow::anyhow!("{what}: {why}")).await;
+                    let _ = fatal.try_send(anyhow::anyhow!("{what}: {why}"));
                     return;
                 }
                 Err(panic) => {
@@ -563,7 +566,7 @@ impl Essential {
                 }
             };
             error!(task = %what, reason = %why, "An essential task ended; stopping the instance.");
-            let _ = fatal.send(anyhow::anyhow!("{what} {why}")).await;
+            let _ = fatal.try_send(anyhow::anyhow!("{what} {why}"));
         });
     }
 }

@@ -75,6 +75,10 @@ where
     let mut progress = 0usize;
     // Bytes of the line or body being dropped (SkipLine, Discard).
     let mut dropped = 0usize;
+    // When the body (or part dropped) being read began: progress renews
+    // the timeout within it, but not past `max_session` from its start,
+    // or a client sending a kilobyte per timeout held a slot for months.
+    let mut body_since: Option<tokio::time::Instant> = None;
     loop {
         if let Err(outcome) = flush(&mut io, &mut out, timeout).await {
             return Ended::Closed(outcome);
@@ -295,8 +299,15 @@ where
             }
             let finished = !was_command && matches!(mode, Mode::Command);
             if moved_on || finished || progress >= PROGRESS_BYTES {
-                deadline = tokio::time::Instant::now() + timeout;
+                let now = tokio::time::Instant::now();
+                deadline = now + timeout;
                 progress = 0;
+                if matches!(mode, Mode::Command) {
+                    body_since = None;
+                } else {
+                    let body_end = *body_since.get_or_insert(now) + s.settings.max_session;
+                    deadline = deadline.min(body_end);
+                }
             }
         }
     }

@@ -90,7 +90,8 @@ pub struct ListenerSettings {
     /// Concurrent sessions; further connections get `421 4.3.2` and close.
     pub max_sessions: usize,
     /// How long one session may last: at the next command after it,
-    /// `421 4.4.2` and close (a message being received is finished first).
+    /// `421 4.4.2` and close (a message being received is finished first,
+    /// if it takes less than this from its `DATA`).
     /// Commands that move the session on renew `command_timeout`, so
     /// without it a client sending `MAIL` and `RSET` now and then held a
     /// session slot for ever. [`MAX_SESSION`] in the daemon.

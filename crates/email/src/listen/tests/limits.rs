@@ -238,6 +238,39 @@ async fn a_body_dribbled_a_byte_at_a_time_times_out_but_a_slow_steady_one_does_n
     );
 }
 
+/// A body that keeps coming, a kilobyte per timeout, ends `max_session`
+/// after it began: the timeout renewed at each kilobyte without end.
+#[tokio::test]
+async fn a_body_that_never_ends_is_cut_at_max_session() {
+    let mut s = settings(Protocol::Lmtp);
+    s.command_timeout = Duration::from_millis(400);
+    s.max_session = Duration::from_millis(1000);
+    s.max_message_bytes = 1_000_000;
+    let server = start(s, Arc::new(TestSink::default())).await;
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    c.expect("MAIL FROM:<a@b.test>", "250").await;
+    c.expect("RCPT TO:<one@support.test>", "250").await;
+    c.expect("DATA", "354").await;
+    let started = std::time::Instant::now();
+    let line = format!("{}\r\n", "x".repeat(1100));
+    // 3 s of steady body if the server let it go on.
+    for _ in 0..15 {
+        use tokio::io::AsyncWriteExt;
+        let io = c.io.get_mut();
+        if io.write_all(line.as_bytes()).await.is_err() || io.flush().await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(c.line().await, "421 4.4.2 mx.test Error: timeout exceeded");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn too_many_errors() {
     let server = start(settings(Protocol::Lmtp), Arc::new(TestSink::default())).await;
