@@ -9,6 +9,38 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
+/// How long a file operation a sender or agent waits for may take: a
+/// directory on NFS whose server stopped answering (a hard mount) never
+/// returns. Past it the caller is answered with an error it can retry
+/// (`TimedOut`); the blocked thread stays blocked, the caller does not.
+pub const FILE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs blocking file work `f` off the async threads, answering
+/// `TimedOut` when it has not returned within [`FILE_TIMEOUT`].
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    blocking_within(FILE_TIMEOUT, f).await
+}
+
+/// [`blocking`] with its own limit.
+pub async fn blocking_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(failed)) => Err(std::io::Error::other(failed)),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the file system did not answer within {} s",
+                limit.as_secs_f64()
+            ),
+        )),
+    }
+}
+
 /// Writes `bytes` to `path` so that once this returns the whole file is on
 /// disk under its name, or (after a crash before) nothing is: a temporary
 /// file beside it, synced, renamed over `path`, and the directory synced.
@@ -155,6 +187,21 @@ pub async fn keep_clean(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::{open_writable, remove_if_still_old, sweep_older_than, write_atomically};
+
+    /// File work that does not return in time (an NFS server gone) is
+    /// answered `TimedOut`; work that does returns its result.
+    #[tokio::test]
+    async fn file_work_that_hangs_is_answered_timed_out() {
+        use std::time::Duration;
+        let hung = super::blocking_within(Duration::from_millis(50), || {
+            std::thread::sleep(Duration::from_millis(500));
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(hung.kind(), std::io::ErrorKind::TimedOut, "{hung}");
+        let done = super::blocking_within(Duration::from_secs(5), || 7).await;
+        assert_eq!(done.unwrap(), 7);
+    }
 
     /// A directory that cannot be written is refused when it is opened
     /// (`/proc/self`: no one may create files there, root included), and

@@ -85,7 +85,7 @@ impl Uploads {
         // a crash.
         let file = bytes;
         let (dir, min_free) = (self.dir.clone(), self.min_free);
-        tokio::task::spawn_blocking(move || {
+        switchboard_channel::files::blocking(move || {
             use switchboard_channel::files::write_atomically;
             if min_free > 0 {
                 let fs = rustix::fs::statvfs(&dir).map_err(std::io::Error::from)?;
@@ -99,8 +99,7 @@ impl Uploads {
             write_atomically(&path.with_extension("json"), &json)?;
             Ok(())
         })
-        .await
-        .map_err(std::io::Error::other)??;
+        .await??;
         Ok(Attachment {
             id,
             name: meta.name,
@@ -112,7 +111,11 @@ impl Uploads {
     /// The upload `id` if `visitor` uploaded it.
     pub async fn describe(&self, visitor: &str, id: &str) -> Option<Attachment> {
         let path = self.path(id)?;
-        let json = tokio::fs::read(path.with_extension("json")).await.ok()?;
+        let read = tokio::fs::read(path.with_extension("json"));
+        let json = tokio::time::timeout(switchboard_channel::files::FILE_TIMEOUT, read)
+            .await
+            .ok()?
+            .ok()?;
         let meta: Meta = serde_json::from_slice(&json).ok()?;
         (meta.visitor == visitor).then(|| Attachment {
             id: id.to_owned(),
@@ -130,21 +133,32 @@ impl MediaSource for Uploads {
         media_id: &'a str,
     ) -> BoxFuture<'a, Result<Media, MediaError>> {
         Box::pin(async move {
-            let path = self.path(media_id).ok_or(MediaError::NotFound)?;
-            let json = tokio::fs::read(path.with_extension("json"))
+            let read = async move {
+                let path = self.path(media_id).ok_or(MediaError::NotFound)?;
+                let json = tokio::fs::read(path.with_extension("json"))
+                    .await
+                    .map_err(|_| MediaError::NotFound)?;
+                let meta: Meta = serde_json::from_slice(&json).map_err(|_| MediaError::NotFound)?;
+                if meta.size > self.max_bytes as u64 {
+                    return Err(MediaError::TooLarge(self.max_bytes));
+                }
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+                Ok(Media {
+                    content_type: meta.content_type,
+                    bytes,
+                })
+            };
+            // A file system that stopped answering (NFS) holds no
+            // agent's request, nor a media permit, for ever.
+            tokio::time::timeout(switchboard_channel::files::FILE_TIMEOUT, read)
                 .await
-                .map_err(|_| MediaError::NotFound)?;
-            let meta: Meta = serde_json::from_slice(&json).map_err(|_| MediaError::NotFound)?;
-            if meta.size > self.max_bytes as u64 {
-                return Err(MediaError::TooLarge(self.max_bytes));
-            }
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|e| MediaError::Unavailable(e.to_string()))?;
-            Ok(Media {
-                content_type: meta.content_type,
-                bytes,
-            })
+                .unwrap_or_else(|_| {
+                    Err(MediaError::Unavailable(
+                        "the file system did not answer in time".into(),
+                    ))
+                })
         })
     }
 }

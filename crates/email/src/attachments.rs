@@ -31,9 +31,8 @@ impl AttachmentStore {
     pub async fn keep(&self, content_type: &str, bytes: Vec<u8>) -> std::io::Result<String> {
         let dir = self.dir.clone();
         let content_type = sanitize_type(content_type);
-        tokio::task::spawn_blocking(move || keep_blocking(&dir, &content_type, &bytes))
-            .await
-            .map_err(std::io::Error::other)?
+        switchboard_channel::files::blocking(move || keep_blocking(&dir, &content_type, &bytes))
+            .await?
     }
 
     fn path(&self, media_id: &str) -> Option<PathBuf> {
@@ -94,24 +93,35 @@ impl MediaSource for AttachmentStore {
         media_id: &'a str,
     ) -> BoxFuture<'a, Result<Media, MediaError>> {
         Box::pin(async move {
-            let path = self.path(media_id).ok_or(MediaError::NotFound)?;
-            let meta = tokio::fs::metadata(&path)
+            let read = async move {
+                let path = self.path(media_id).ok_or(MediaError::NotFound)?;
+                let meta = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|_| MediaError::NotFound)?;
+                if meta.len() > self.max_bytes as u64 {
+                    return Err(MediaError::TooLarge(self.max_bytes));
+                }
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+                let content_type = tokio::fs::read_to_string(path.with_extension("type"))
+                    .await
+                    .map(|t| sanitize_type(&t))
+                    .unwrap_or_else(|_| "application/octet-stream".into());
+                Ok(Media {
+                    content_type,
+                    bytes,
+                })
+            };
+            // A file system that stopped answering (NFS) holds no
+            // agent's request, nor a media permit, for ever.
+            tokio::time::timeout(switchboard_channel::files::FILE_TIMEOUT, read)
                 .await
-                .map_err(|_| MediaError::NotFound)?;
-            if meta.len() > self.max_bytes as u64 {
-                return Err(MediaError::TooLarge(self.max_bytes));
-            }
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|e| MediaError::Unavailable(e.to_string()))?;
-            let content_type = tokio::fs::read_to_string(path.with_extension("type"))
-                .await
-                .map(|t| sanitize_type(&t))
-                .unwrap_or_else(|_| "application/octet-stream".into());
-            Ok(Media {
-                content_type,
-                bytes,
-            })
+                .unwrap_or_else(|_| {
+                    Err(MediaError::Unavailable(
+                        "the file system did not answer in time".into(),
+                    ))
+                })
         })
     }
 }
