@@ -110,7 +110,7 @@ impl RedisConn {
             .retries(2)
             .min_retry_wait(50)
             .max_retry_wait(500)
-            .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
+            .tcp_settings(crate::tcp_settings())
             .build()?;
         Ok(RedisConn::Cluster(Arc::new(LazyCluster {
             client,
