@@ -2168,3 +2168,22 @@ async fn a_slow_body_is_a_timeout_not_an_api_error() {
         "counted as an API error:\n{metrics}"
     );
 }
+
+/// An instance that stops closes its agents' websockets with 1001 (going
+/// away: connect again), as the chat widget's; they were cut without a
+/// close frame (1006) when the runtime ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_instance_closes_agent_sockets_with_going_away() {
+    let redis = RedisServer::start();
+    let daemon = daemon(&redis);
+    let mut olena = AgentSocket::connect_when_ready(&daemon.base(), OLENA).await;
+    let (hello, _) = olena.until("hello", Duration::from_secs(5)).await;
+    assert!(hello.is_some(), "no hello");
+    daemon.signal("TERM");
+    assert_eq!(
+        olena.close_code(Duration::from_secs(15)).await,
+        Some(1001),
+        "{}",
+        daemon.log()
+    );
+}

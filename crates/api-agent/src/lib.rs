@@ -180,6 +180,9 @@ pub struct Inner {
     /// Websocket tickets each agent may still ask for.
     pub(crate) tickets: tickets::Allowance,
     pub(crate) recorder: Option<switchboard_records::Recorder>,
+    /// Cancelled when the instance shuts down: open websockets close with
+    /// 1001, as the chat widget's do.
+    pub(crate) closing: CancellationToken,
 }
 
 impl std::fmt::Debug for Inner {
@@ -224,6 +227,7 @@ impl AgentApi {
                 media_callers: media::InFlight::default(),
                 tickets: tickets::Allowance::default(),
                 recorder,
+                closing: CancellationToken::new(),
             }),
         })
     }
@@ -299,11 +303,15 @@ impl AgentApi {
                 }
             }
         };
+        let closing = async {
+            shutdown.cancelled().await;
+            self.inner.closing.cancel();
+        };
         let follow = self
             .inner
             .hub
-            .run(self.inner.state.clone(), ttl, resync, shutdown);
-        tokio::join!(follow, hellos);
+            .run(self.inner.state.clone(), ttl, resync, shutdown.clone());
+        tokio::join!(follow, hellos, closing);
     }
 }
 

@@ -196,6 +196,11 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
+                () = inner.closing.cancelled() => {
+                    closed("shutdown");
+                    close(&mut sink, 1001, "server going away: connect again").await;
+                    break;
+                }
                 _ = recheck.tick() => {
                     if !still_signed_in(&inner, &agent, &digest).await {
                         revoked(&mut sink).await;
