@@ -504,3 +504,36 @@ async fn a_body_without_credentials_is_refused_unread() {
         assert_eq!(&answer, b"HTTP/1.1 401", "{path} {headers:?}");
     }
 }
+
+/// A Meta delivery about an object the channel does not read (the app
+/// subscribed to `user` changes too) is acknowledged and counted: refused
+/// with 400, Meta retried it for hours and may turn the app's webhook
+/// off, messages included. One it does read still stores its messages.
+#[tokio::test]
+async fn a_meta_object_the_channel_does_not_read_is_acknowledged() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let world = World::start(None).await;
+    let other = json!({"object": "user", "entry": [{"id": "42", "time": 1795341600u64,
+        "changes": [{"field": "email", "value": "changed"}]}]});
+    let (status, body) = world.post_meta(&other).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        counters
+            .get("switchboard_social_items_total{kind=ignored,outcome=unknown_object,source=meta}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+    let delivery = json!({"object": "page", "entry": [{"id": PAGE, "time": 1795341600000u64,
+        "messaging": [{"sender": {"id": "6001002004"}, "recipient": {"id": PAGE},
+            "timestamp": 1795341600000u64, "message": {"mid": "m_after-object", "text": "hi"}}]}]});
+    let (status, body) = world.post_meta(&delivery).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        world
+            .stored("meta", "messenger", "6001002004", "m_after-object")
+            .await
+            .is_some()
+    );
+}

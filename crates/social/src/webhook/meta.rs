@@ -28,6 +28,7 @@ use std::sync::Arc;
 use switchboard_channel::{
     ChannelAdapter, ChannelConfig, ChannelContext, ChannelError, Secret, SecretValue,
 };
+use tracing::debug;
 
 /// `[[channels]] type = "meta"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -227,7 +228,18 @@ async fn deliver(State(state): State<Arc<MetaState>>, headers: HeaderMap, body: 
             &body,
         )
         .map_err(Refusal::Signature)?;
-        let items = crate::parse_meta(&body).map_err(Refusal::Parse)?;
+        let items = match crate::parse_meta(&body) {
+            // An object this channel does not read (the app subscribed
+            // to more than messages: `user`, `permissions`, …). Refused,
+            // Meta retried it for hours and may turn the app's whole
+            // webhook off, messages included: acknowledged and counted.
+            Err(crate::ParseError::WrongObject(object)) => {
+                state.webhook.count("ignored", "unknown_object");
+                debug!(source = %state.webhook.name, %object, "A Meta delivery about an object this channel does not read; acknowledged.");
+                Vec::new()
+            }
+            parsed => parsed.map_err(Refusal::Parse)?,
+        };
         state.webhook.store(items).await
     }
     .await;

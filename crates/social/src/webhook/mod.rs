@@ -206,7 +206,7 @@ impl Webhook {
         Ok(count)
     }
 
-    fn count(&self, kind: &'static str, outcome: &'static str) {
+    pub(crate) fn count(&self, kind: &'static str, outcome: &'static str) {
         counter!("switchboard_social_items_total",
             "source" => self.name.clone(), "kind" => kind, "outcome" => outcome)
         .increment(1);
