@@ -320,6 +320,9 @@ async fn handle(
         CtiEventKind::NewCall => {
             let Ok(inbound) = inbound_event(&event.call_event(), &state.name) else {
                 // Outbound calls and other events are not contacts.
+                counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "unknown_call")
+                    .increment(1);
+                debug!(source = %state.name, call_id = %event.call_id, "A newCall that is not a contact (an outbound call).");
                 return Ok(continue_());
             };
             if state.blocked.contains(&inbound.customer.value) {

@@ -991,6 +991,23 @@ async fn an_event_of_an_unknown_call_is_counted() {
         "{}",
         counters.dump()
     );
+    // An outbound call's newCall is not a contact either: counted so too
+    // (it was answered and counted nowhere).
+    let reply = world
+        .post(
+            &instance,
+            TOKEN,
+            &json!({"event": "newCall", "direction": "out", "callId": "outbound-1",
+            "from": "201", "to": "+380501234567"}),
+        )
+        .await;
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        counters.get("switchboard_voice_calls_total{outcome=unknown_call,source=pbx}"),
+        2,
+        "{}",
+        counters.dump()
+    );
     instance.stop().await;
 }
 
