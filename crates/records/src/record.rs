@@ -26,7 +26,14 @@ async fn rendered(
     conversation: &ConversationId,
     entries: Vec<LogEntry>,
 ) -> Result<Vec<Value>, StoreError> {
-    let mut replies = conversations.reply_states(conversation).await?;
+    let replies: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.dir == "out")
+        .map(|e| e.id.as_str())
+        .collect();
+    let mut replies = conversations
+        .reply_states_of(conversation, &replies)
+        .await?;
     let parse = |j: Option<String>| {
         j.and_then(|j| serde_json::from_str::<Value>(&j).ok())
             .unwrap_or(Value::Null)

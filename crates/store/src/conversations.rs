@@ -144,10 +144,43 @@ impl Conversations {
             out.entry(id).or_default().0 = Some(json);
         }
         for (id, ranked) in status {
-            let json = ranked.split_once('|').map(|(_, j)| j.to_owned());
-            out.entry(id).or_default().1 = json;
+            out.entry(id).or_default().1 = status_json(&ranked);
         }
         Ok(out)
+    }
+
+    /// [`Self::reply_states`] of the replies `ids` only: a transcript page
+    /// reads what it shows, not every reply of a conversation that may
+    /// hold tens of thousands.
+    pub async fn reply_states_of(
+        &self,
+        conversation: &ConversationId,
+        ids: &[&str],
+    ) -> Result<HashMap<String, (Option<String>, Option<String>)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys = self.store.keys();
+        let mut conn = self.store.conn();
+        let (delivery, status): (Vec<Option<String>>, Vec<Option<String>>) = self
+            .store
+            .bounded(
+                redis::pipe()
+                    .cmd("HMGET")
+                    .arg(keys.conversation_delivery(conversation))
+                    .arg(ids)
+                    .cmd("HMGET")
+                    .arg(keys.conversation_status(conversation))
+                    .arg(ids)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(delivery.into_iter().zip(status))
+            .filter(|(_, (d, s))| d.is_some() || s.is_some())
+            .map(|(id, (d, s))| ((*id).to_owned(), (d, s.as_deref().and_then(status_json))))
+            .collect())
     }
 
     /// A reply to the customer of `contact`, on the channel and through the
@@ -854,4 +887,9 @@ impl ConversationLog for Conversations {
                 .map_err(unavailable)
         })
     }
+}
+
+/// The JSON of a stored reply status (`<rank>|<json>`).
+fn status_json(ranked: &str) -> Option<String> {
+    ranked.split_once('|').map(|(_, j)| j.to_owned())
 }
