@@ -108,6 +108,7 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
             }
         };
         let mut ok = written(send(&mut sink, &hello)).await;
+        let mut going_away = false;
         let mut last_heard = Instant::now();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
@@ -199,6 +200,7 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
                 () = inner.closing.cancelled() => {
                     closed("shutdown");
                     close(&mut sink, 1001, "server going away: connect again").await;
+                    going_away = true;
                     break;
                 }
                 _ = recheck.tick() => {
@@ -217,7 +219,10 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
                 }
             }
         }
-        if inner.hub.unregister(&agent, session_id) {
+        // The instance stopping does not end the session: it lapses by its
+        // TTL unless the agent connects again (to this instance restarted,
+        // or another), so a restart shorter than the TTL takes nothing back.
+        if inner.hub.unregister(&agent, session_id) && !going_away {
             // The last session here: the agent is gone unless another
             // instance's socket or a heartbeat keeps them.
             inner

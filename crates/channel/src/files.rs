@@ -23,14 +23,29 @@ pub async fn blocking<T: Send + 'static>(
     blocking_within(FILE_TIMEOUT, f).await
 }
 
-/// [`blocking`] with its own limit.
+/// File work under way at once, in the whole process. Each piece holds
+/// a blocking thread until it returns: while a file system does not
+/// answer, callers that time out leave theirs blocked, and this keeps them
+/// from filling tokio's blocking pool, which DNS lookups and Redis
+/// reconnects need too.
+static FILE_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
+
+/// [`blocking`] with its own limit (waiting for a turn included).
 pub async fn blocking_within<T: Send + 'static>(
     limit: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::io::Result<T> {
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
-        Ok(Ok(done)) => Ok(done),
-        Ok(Err(failed)) => Err(std::io::Error::other(failed)),
+    let work = async {
+        let turn = FILE_WORK.acquire().await.map_err(std::io::Error::other)?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            f()
+        })
+        .await
+        .map_err(std::io::Error::other)
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(done) => done,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!(

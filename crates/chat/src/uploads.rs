@@ -111,11 +111,12 @@ impl Uploads {
     /// The upload `id` if `visitor` uploaded it.
     pub async fn describe(&self, visitor: &str, id: &str) -> Option<Attachment> {
         let path = self.path(id)?;
-        let read = tokio::fs::read(path.with_extension("json"));
-        let json = tokio::time::timeout(switchboard_channel::files::FILE_TIMEOUT, read)
-            .await
-            .ok()?
-            .ok()?;
+        let json = switchboard_channel::files::blocking(move || {
+            std::fs::read(path.with_extension("json"))
+        })
+        .await
+        .ok()?
+        .ok()?;
         let meta: Meta = serde_json::from_slice(&json).ok()?;
         (meta.visitor == visitor).then(|| Attachment {
             id: id.to_owned(),
@@ -133,32 +134,26 @@ impl MediaSource for Uploads {
         media_id: &'a str,
     ) -> BoxFuture<'a, Result<Media, MediaError>> {
         Box::pin(async move {
-            let read = async move {
-                let path = self.path(media_id).ok_or(MediaError::NotFound)?;
-                let json = tokio::fs::read(path.with_extension("json"))
-                    .await
-                    .map_err(|_| MediaError::NotFound)?;
+            let path = self.path(media_id).ok_or(MediaError::NotFound)?;
+            let max_bytes = self.max_bytes;
+            // Off the async threads and bounded (a file system that stopped
+            // answering holds no agent's request for ever).
+            switchboard_channel::files::blocking(move || {
+                let json =
+                    std::fs::read(path.with_extension("json")).map_err(|_| MediaError::NotFound)?;
                 let meta: Meta = serde_json::from_slice(&json).map_err(|_| MediaError::NotFound)?;
-                if meta.size > self.max_bytes as u64 {
-                    return Err(MediaError::TooLarge(self.max_bytes));
+                if meta.size > max_bytes as u64 {
+                    return Err(MediaError::TooLarge(max_bytes));
                 }
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+                let bytes =
+                    std::fs::read(&path).map_err(|e| MediaError::Unavailable(e.to_string()))?;
                 Ok(Media {
                     content_type: meta.content_type,
                     bytes,
                 })
-            };
-            // A file system that stopped answering (NFS) holds no
-            // agent's request, nor a media permit, for ever.
-            tokio::time::timeout(switchboard_channel::files::FILE_TIMEOUT, read)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(MediaError::Unavailable(
-                        "the file system did not answer in time".into(),
-                    ))
-                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(MediaError::Unavailable(e.to_string())))
         })
     }
 }

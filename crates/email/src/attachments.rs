@@ -93,35 +93,28 @@ impl MediaSource for AttachmentStore {
         media_id: &'a str,
     ) -> BoxFuture<'a, Result<Media, MediaError>> {
         Box::pin(async move {
-            let read = async move {
-                let path = self.path(media_id).ok_or(MediaError::NotFound)?;
-                let meta = tokio::fs::metadata(&path)
-                    .await
-                    .map_err(|_| MediaError::NotFound)?;
-                if meta.len() > self.max_bytes as u64 {
-                    return Err(MediaError::TooLarge(self.max_bytes));
+            let path = self.path(media_id).ok_or(MediaError::NotFound)?;
+            let max_bytes = self.max_bytes;
+            // Off the async threads and bounded: a file system that stopped
+            // answering (NFS) holds no agent's request, nor a media permit,
+            // for ever.
+            switchboard_channel::files::blocking(move || {
+                let meta = std::fs::metadata(&path).map_err(|_| MediaError::NotFound)?;
+                if meta.len() > max_bytes as u64 {
+                    return Err(MediaError::TooLarge(max_bytes));
                 }
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map_err(|e| MediaError::Unavailable(e.to_string()))?;
-                let content_type = tokio::fs::read_to_string(path.with_extension("type"))
-                    .await
+                let bytes =
+                    std::fs::read(&path).map_err(|e| MediaError::Unavailable(e.to_string()))?;
+                let content_type = std::fs::read_to_string(path.with_extension("type"))
                     .map(|t| sanitize_type(&t))
                     .unwrap_or_else(|_| "application/octet-stream".into());
                 Ok(Media {
                     content_type,
                     bytes,
                 })
-            };
-            // A file system that stopped answering (NFS) holds no
-            // agent's request, nor a media permit, for ever.
-            tokio::time::timeout(switchboard_channel::files::FILE_TIMEOUT, read)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(MediaError::Unavailable(
-                        "the file system did not answer in time".into(),
-                    ))
-                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(MediaError::Unavailable(e.to_string())))
         })
     }
 }

@@ -111,14 +111,27 @@ impl ChannelConfig for CtiConfig {
         // An answer names the phone that picked up; two agents on one
         // phone could not be told apart (the other's offer would lapse
         // as her miss while the caller talks to her).
+        // A SIP address's user part counts too: a PBX may report the
+        // extension (`201` for `sip:201@pbx…`), which an agent configured
+        // as plain `201` would take.
         let mut phones: HashMap<String, &str> = HashMap::new();
+        let same = |agent: &str, other: &str| {
+            config_error(
+                &self.name,
+                &format!("agents.{agent}"),
+                &format!("the same phone as agents.{other}: each agent needs her own"),
+            )
+        };
         for (agent, endpoint) in &self.agents {
             if let Some(other) = phones.insert(endpoint_key(endpoint), agent) {
-                return Err(config_error(
-                    &self.name,
-                    &format!("agents.{agent}"),
-                    &format!("the same phone as agents.{other}: each agent needs her own"),
-                ));
+                return Err(same(agent, other));
+            }
+        }
+        for (key, agent) in &phones {
+            if let Some((user, _)) = key.split_once('@')
+                && let Some(other) = phones.get(user)
+            {
+                return Err(same(agent, other));
             }
         }
         for (agent, endpoint) in &self.agents {

@@ -1053,6 +1053,25 @@ async fn callbacks_carry_their_own_token_when_configured() {
         e.contains("agents.petro") && e.contains("agents.olha"),
         "{e}"
     );
+    // One as the extension, the other as a SIP address with that user
+    // part (an answer reported as `201` would go to the first).
+    let extension: CtiConfig = serde_json::from_value(json!({
+        "name": "pbx", "token": TOKEN, "callback_url": world.callback, "callback_token": CALLBACK,
+        "agents": {"olha": "201", "petro": "sip:201@pbx.example.com"},
+    }))
+    .unwrap();
+    let e = extension.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("agents.petro") && e.contains("agents.olha"),
+        "{e}"
+    );
+    // Different phones on one PBX are fine.
+    let apart: CtiConfig = serde_json::from_value(json!({
+        "name": "pbx", "token": TOKEN, "callback_url": world.callback, "callback_token": CALLBACK,
+        "agents": {"olha": "sip:201@pbx.example.com", "petro": "sip:202@pbx.example.com", "ivan": "203"},
+    }))
+    .unwrap();
+    apart.validate().unwrap();
 }
 
 /// A hangup that comes before its call's newCall is stored (events

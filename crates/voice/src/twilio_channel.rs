@@ -493,8 +493,10 @@ async fn incoming(
         // The call is stored: from here a 503 would strand it (Twilio
         // does not retry /incoming; it plays its error and hangs up, and
         // routing offers a call nobody holds). Redis failing now, the
-        // caller is held as if no hangup were known: a caller who is gone
-        // has their final /status end the contact.
+        // caller is held: a caller still there is dialled from the hold
+        // loop; one gone has their final /status end the contact, unless
+        // that /status came first and it was ending the contact that failed
+        // (then it waits, offered in vain, as after the 503 before).
         let hung_up = async {
             let Some(cause) = state
                 .memory
@@ -524,7 +526,7 @@ async fn incoming(
                 counter!("switchboard_voice_held_unavailable_total",
                     "source" => state.name.clone(), "endpoint" => "incoming")
                 .increment(1);
-                warn!(source = %state.name, contact_id = %receipt.contact_id, %error, "Cannot tell whether a stored call ended already; the caller is held.");
+                warn!(source = %state.name, contact_id = %receipt.contact_id, %error, "Cannot read or act on whether a stored call ended already; the caller is held.");
             }
             Err(other) => return Err(other),
         }

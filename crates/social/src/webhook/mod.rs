@@ -544,21 +544,28 @@ impl Replies {
         // When the lease last held, counted from the asking (Redis set it
         // no earlier), so the holder stops while the lease still stands.
         let mut renewed = held_since;
+        // After a failed renewal the next comes sooner, so that a short
+        // Redis hiccup does not hand the outbox over.
+        let mut next = HOLD_RENEW;
         let memory = loop {
             tokio::select! {
                 ran = &mut running => break ended(ran, &ctx.name),
-                () = tokio::time::sleep((HOLD_LEASE / 3).min(lease_left(renewed))) => {}
+                () = tokio::time::sleep(next.min(lease_left(renewed))) => {}
             }
             let asked = tokio::time::Instant::now();
+            let left = lease_left(renewed);
             let renewal = ctx.outbox.hold_delivery(HOLD_LEASE);
-            match tokio::time::timeout(lease_left(renewed), renewal).await {
-                Ok(Ok(true)) => renewed = asked,
+            match tokio::time::timeout(left, renewal).await {
+                Ok(Ok(true)) => {
+                    renewed = asked;
+                    next = HOLD_RENEW;
+                }
                 Ok(Ok(false)) => stop.cancel(),
                 Ok(Err(_)) | Err(_) if lease_left(renewed).is_zero() => {
                     warn!(source = %ctx.name, "The outbox's lease could not be renewed in time; this instance stops delivering.");
                     stop.cancel();
                 }
-                Ok(Err(_)) | Err(_) => {}
+                Ok(Err(_)) | Err(_) => next = HOLD_RETRY,
             }
             if stop.is_cancelled() {
                 break ended(running.await, &ctx.name);
@@ -583,11 +590,16 @@ fn ended(ran: Result<Memory, tokio::task::JoinError>, source: &str) -> Memory {
 }
 
 /// How long the right to deliver an outbox lasts unless renewed.
-const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(6);
+const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(9);
+/// How often its holder renews it.
+const HOLD_RENEW: std::time::Duration = std::time::Duration::from_secs(2);
+/// How soon a renewal that failed is tried again.
+const HOLD_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How long a holder whose lease last held at `renewed` may go on: it
-/// stops a third of the lease before the lease can run out in Redis, so
-/// that no other instance holds it while this one still starts sends.
+/// stops a third of the lease (3 s) before the lease can run out in
+/// Redis, so that no other instance holds it while this one still starts
+/// sends; Redis failing for up to about 4 s after a renewal is ridden out.
 fn lease_left(renewed: tokio::time::Instant) -> std::time::Duration {
     (HOLD_LEASE * 2 / 3).saturating_sub(renewed.elapsed())
 }

@@ -378,6 +378,14 @@ impl Queues {
                     // sent again.
                     if slot.progress != Progress::default() {
                         carried.insert(slot.message_id, std::mem::take(&mut slot.progress));
+                        // Bounded as the next deliverer's memory is: a
+                        // reply that never comes back is forgotten.
+                        if carried.len() > limits.recent_capacity
+                            && let Some(old) =
+                                carried.keys().find(|k| **k != slot.message_id).copied()
+                        {
+                            carried.remove(&old);
+                        }
                     }
                     false
                 }
@@ -548,7 +556,6 @@ impl Queues {
     }
 }
 
-/// Why `slot` is given up, when it is: too many attempts, or too old.
 /// Counts a reply given up on, as the provider's refusals are counted:
 /// `switchboard_social_send_failures_total{kind="gave_up"}`.
 fn count_gave_up(delivery: &OutboundDelivery) {
@@ -558,6 +565,7 @@ fn count_gave_up(delivery: &OutboundDelivery) {
         .increment(1);
 }
 
+/// Why `slot` is given up, when it is: too many attempts, or too old.
 fn give_up(limits: &Limits, slot: &Slot, now: Now) -> Option<String> {
     let age = Duration::from_millis(now.wall_ms.saturating_sub(slot.created_at_ms));
     let too_old = age > limits.give_up_after;
