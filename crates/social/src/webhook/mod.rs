@@ -541,40 +541,57 @@ impl Replies {
         debug!(source = %ctx.name, "This instance delivers the outbox now.");
         let stop = ctx.shutdown.child_token();
         let mut running = tokio::spawn(deliverer.run(stop.clone()));
-        // When the lease last held, counted from the asking (Redis set it
-        // no earlier), so the holder stops while the lease still stands.
-        let mut renewed = held_since;
-        // After a failed renewal the next comes sooner, so that a short
-        // Redis hiccup does not hand the outbox over.
-        let mut next = HOLD_RENEW;
-        let memory = loop {
-            tokio::select! {
-                ran = &mut running => break ended(ran, &ctx.name),
-                () = tokio::time::sleep(next.min(lease_left(renewed))) => {}
-            }
-            let asked = tokio::time::Instant::now();
-            let left = lease_left(renewed);
-            let renewal = ctx.outbox.hold_delivery(HOLD_LEASE);
-            match tokio::time::timeout(left, renewal).await {
-                Ok(Ok(true)) => {
-                    renewed = asked;
-                    next = HOLD_RENEW;
-                }
-                Ok(Ok(false)) => stop.cancel(),
-                Ok(Err(_)) | Err(_) if lease_left(renewed).is_zero() => {
-                    warn!(source = %ctx.name, "The outbox's lease could not be renewed in time; this instance stops delivering.");
-                    stop.cancel();
-                }
-                Ok(Err(_)) | Err(_) => next = HOLD_RETRY,
-            }
-            if stop.is_cancelled() {
-                break ended(running.await, &ctx.name);
-            }
-        };
+        let renew = || ctx.outbox.hold_delivery(HOLD_LEASE);
+        let ran = hold_while(renew, held_since, &mut running, &stop, &ctx.name).await;
+        let memory = ended(ran, &ctx.name);
         if ctx.shutdown.is_cancelled() {
             let _ = ctx.outbox.release_delivery().await;
         }
         Ok(memory)
+    }
+}
+
+/// Renews the outbox's lease (`renew`) while the deliverer `running` runs,
+/// and stops it (`stop`) when the lease is lost: refused, or not renewed in
+/// time. Returns how the deliverer ended.
+async fn hold_while<'a, F>(
+    mut renew: F,
+    held_since: tokio::time::Instant,
+    running: &mut tokio::task::JoinHandle<Memory>,
+    stop: &tokio_util::sync::CancellationToken,
+    source: &str,
+) -> Result<Memory, tokio::task::JoinError>
+where
+    F: FnMut() -> BoxFuture<'a, Result<bool, switchboard_channel::OutboxError>>,
+{
+    // When the lease last held, counted from the asking (Redis set it no
+    // earlier), so the holder stops while the lease still stands.
+    let mut renewed = held_since;
+    // After a failed renewal the next comes sooner, so that a short Redis
+    // hiccup does not hand the outbox over.
+    let mut next = HOLD_RENEW;
+    loop {
+        tokio::select! {
+            ran = &mut *running => return ran,
+            () = tokio::time::sleep(next.min(lease_left(renewed))) => {}
+        }
+        let asked = tokio::time::Instant::now();
+        let left = lease_left(renewed);
+        match tokio::time::timeout(left, renew()).await {
+            Ok(Ok(true)) => {
+                renewed = asked;
+                next = HOLD_RENEW;
+            }
+            Ok(Ok(false)) => stop.cancel(),
+            Ok(Err(_)) | Err(_) if lease_left(renewed).is_zero() => {
+                warn!(%source, "The outbox's lease could not be renewed in time; this instance stops delivering.");
+                stop.cancel();
+            }
+            Ok(Err(_)) | Err(_) => next = HOLD_RETRY,
+        }
+        if stop.is_cancelled() {
+            return (&mut *running).await;
+        }
     }
 }
 
@@ -677,6 +694,70 @@ mod tests {
         long.provider_message_id = "x".repeat(512);
         let id = edit_id(&long);
         assert!(id.starts_with("edit:") && id.len() <= MAX_ID_BYTES, "{id}");
+    }
+
+    /// The lease holder rides out a renewal that fails now and then (one
+    /// such failure made it give the outbox up), and stops before the lease
+    /// can lapse when renewals keep failing, or at once when refused.
+    #[tokio::test(start_paused = true)]
+    async fn the_holder_rides_out_a_failed_renewal_and_stops_before_the_lease_lapses() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use switchboard_channel::OutboxError;
+        use tokio::time::{Duration, Instant};
+        // Runs until stopped; answers `calls` renewals with `answer(n)`.
+        async fn hold(answer: fn(u32) -> Result<bool, OutboxError>) -> (Duration, u32) {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let inner = stop.clone();
+            let mut running = tokio::spawn(async move {
+                inner.cancelled().await;
+                Memory::default()
+            });
+            let calls = AtomicU32::new(0);
+            let started = Instant::now();
+            let renew = || -> BoxFuture<'_, Result<bool, OutboxError>> {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                // Redis takes a moment to answer.
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    answer(n)
+                })
+            };
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(60),
+                hold_while(renew, started, &mut running, &stop, "meta"),
+            )
+            .await;
+            let stopped = started.elapsed();
+            assert!(outcome.is_ok_and(|r| r.is_ok()), "the holder never stopped");
+            (stopped, calls.load(Ordering::SeqCst))
+        }
+        // Every fourth renewal fails: it holds on.
+        let flaky = tokio::time::timeout(
+            Duration::from_secs(30),
+            hold(|n| {
+                if n % 4 == 1 {
+                    Err(OutboxError::Unavailable("blip".into()))
+                } else {
+                    Ok(true)
+                }
+            }),
+        )
+        .await;
+        assert!(
+            flaky.is_err(),
+            "gave the outbox up over a single failed renewal: {flaky:?}"
+        );
+        // Redis gone: it stops 6 s after the lease was last taken, before
+        // the 9 s lease can lapse.
+        let (stopped, calls) = hold(|_| Err(OutboxError::Unavailable("down".into()))).await;
+        assert!(
+            stopped <= Duration::from_millis(6100) && stopped >= Duration::from_secs(5),
+            "{stopped:?}"
+        );
+        assert!(calls >= 3, "{calls} renewals tried");
+        // Another instance holds it: it stops at the first refusal (2 s).
+        let (stopped, _) = hold(|_| Ok(false)).await;
+        assert_eq!(stopped, Duration::from_millis(2010));
     }
 
     /// A deliverer that panicked leaves no memory and is counted; one that
