@@ -347,6 +347,10 @@ pub enum UpdateOutcome {
     UnknownMessage,
     /// A status older than the one recorded (e.g. `delivered` after `read`).
     Stale,
+    /// A provider's status for a reply not settled yet (its receipt
+    /// outran our record of the provider's answer): kept for a while and
+    /// applied when the reply is settled. Social channels only.
+    Early,
 }
 
 impl UpdateOutcome {
@@ -356,6 +360,7 @@ impl UpdateOutcome {
             Self::Duplicate => "duplicate",
             Self::UnknownMessage => "unknown_message",
             Self::Stale => "stale",
+            Self::Early => "early",
         }
     }
 }

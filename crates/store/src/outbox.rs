@@ -28,6 +28,10 @@ const GROUP: &str = "delivery";
 /// Hand-outs without a settlement after which a delivery is failed.
 pub const MAX_HANDOUTS: u32 = 20;
 
+/// Applies a receipt kept because it came before its reply's settle.
+static APPLY_EARLY: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/apply_early.lua")));
+
 /// Moves an unreadable entry aside (KEYS[1] the outbox, KEYS[2] where
 /// unreadable entries go; ARGV[1] its id, ARGV[2] the group, ARGV[3] why).
 static SET_ASIDE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -503,7 +507,26 @@ impl RedisOutbox {
             // partition of this source and the customer, and look it up
             // from there.
             let home = keys.partition_of(&self.source, &delivery.message.to);
-            if home != conversation.partition() {
+            if home == conversation.partition() {
+                // A receipt that came before this settle was kept
+                // (`UpdateOutcome::Early`): applied now. (Of a reply whose
+                // receipts arrive in another partition it is not: it
+                // lapses.)
+                let reply_ref = keys.reply_ref(home, &self.source, provider_id);
+                let applied: i64 = self
+                    .store
+                    .bounded(
+                        APPLY_EARLY
+                            .key(format!("{reply_ref}:early"))
+                            .key(keys.conversation_status(conversation))
+                            .arg(delivery.message.message_id.to_string())
+                            .invoke_async(&mut conn),
+                    )
+                    .await?;
+                if applied == 1 {
+                    tracing::debug!(message_id = %delivery.message.message_id, "A receipt that came before the settle is applied.");
+                }
+            } else {
                 self.store
                     .bounded(
                         redis::cmd("SET")

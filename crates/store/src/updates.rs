@@ -16,12 +16,19 @@ use metrics::counter;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use switchboard_core::{
-    Change, InboundUpdate, IntakeError, MessageId, Partition, ReplyStatus, Timestamp, UpdateOutcome,
+    Change, ChannelKind, InboundUpdate, IntakeError, MessageId, Partition, ReplyStatus, Timestamp,
+    UpdateOutcome,
 };
 use tracing::debug;
 
 /// How long a reply's provider id is remembered for its receipts.
 pub const REPLY_REF_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long a social provider's status that came before its reply was
+/// settled is kept for the settle ([`UpdateOutcome::Early`]): longer than a
+/// settle that failed takes to be retried (the outbox's visibility timeout,
+/// 60 s, and the deliverer's handing out again).
+pub const EARLY_STATUS_TTL: Duration = Duration::from_secs(600);
 
 impl RedisIntake {
     /// Applies `update` durably (or finds there is nothing to apply).
@@ -53,8 +60,10 @@ impl RedisIntake {
         let keys = self.store.keys();
         let p = keys.partition_of(&update.source, &update.customer);
         let outcome = self.update_in(&update, p).await?;
-        if outcome != UpdateOutcome::UnknownMessage
-            || matches!(update.change, Change::Edited { .. })
+        if !matches!(
+            outcome,
+            UpdateOutcome::UnknownMessage | UpdateOutcome::Early
+        ) || matches!(update.change, Change::Edited { .. })
         {
             return Ok(outcome);
         }
@@ -149,7 +158,17 @@ impl RedisIntake {
                     .arg(now.as_millis())
                     .arg(keys.tag(p))
                     .arg(rank(*status))
-                    .arg(entry.to_string());
+                    .arg(entry.to_string())
+                    // A social provider's receipt names our reply by the
+                    // exact id it gave it, and may come before we recorded
+                    // that id: kept for the settle. (Email matches replies
+                    // by guessing among references: not kept.)
+                    .arg(if update.channel == ChannelKind::Social {
+                        "1"
+                    } else {
+                        ""
+                    })
+                    .arg(EARLY_STATUS_TTL.as_secs());
             }
         }
         invocation.key(old_key);
@@ -167,6 +186,7 @@ impl RedisIntake {
             Some("stale") => UpdateOutcome::Stale,
             Some("duplicate") => UpdateOutcome::Duplicate,
             Some("unknown") => UpdateOutcome::UnknownMessage,
+            Some("early") => UpdateOutcome::Early,
             _ => {
                 return Err(IntakeError::Unavailable(format!(
                     "unexpected update reply {reply:?}"

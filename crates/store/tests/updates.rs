@@ -422,3 +422,110 @@ async fn an_update_after_the_sweep_brings_nothing_back() {
     let back: bool = conn.exists(&log).await.unwrap();
     assert!(!back, "the log is not brought back");
 }
+
+/// A social provider's receipt that comes before its reply is settled (it
+/// outran our record of the provider's answer) is kept, the highest one,
+/// and applied when the reply is settled; before, it was acknowledged and
+/// lost, and a reply that failed at the provider showed as delivered.
+#[tokio::test]
+async fn a_social_receipt_before_the_settle_is_applied_at_the_settle() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let customer = CustomerIdentity::new("whatsapp", "380501234567").unwrap();
+    let first = intake
+        .submit_event(switchboard_core::InboundEvent {
+            channel: ChannelKind::Social,
+            source: "meta".into(),
+            address: "1001".into(),
+            customer: customer.clone(),
+            ..event("v1", Some("wamid.IN1"), "Hi")
+        })
+        .await
+        .unwrap();
+    let outbox = RedisOutbox::new(store.clone(), "meta", "i1", Duration::from_secs(30)).unwrap();
+    let reply = OutboundMessage {
+        message_id: switchboard_core::MessageId::new(),
+        contact_id: first.contact_id,
+        conversation_id: first.conversation_id,
+        channel: ChannelKind::Social,
+        source: "meta".into(),
+        from_address: "1001".into(),
+        to: customer.clone(),
+        subject: None,
+        text: "Hello!".into(),
+        in_reply_to: None,
+        references: Vec::new(),
+        created_at: Timestamp::now(),
+    };
+    outbox.enqueue(&reply).await.unwrap();
+    let receipt = |s: ReplyStatus, id: &'static str| {
+        let (intake, customer) = (intake.clone(), customer.clone());
+        async move {
+            intake
+                .submit_update(InboundUpdate {
+                    channel: ChannelKind::Social,
+                    source: "meta".into(),
+                    customer,
+                    provider_message_id: "wamid.OUT1".into(),
+                    update_id: Some(id.into()),
+                    change: Change::Status {
+                        status: s,
+                        detail: Some("131047".into()),
+                    },
+                    at: None,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // `sent` then `failed` arrive before the settle: kept, the higher wins.
+    assert_eq!(receipt(ReplyStatus::Sent, "r1").await, UpdateOutcome::Early);
+    assert_eq!(
+        receipt(ReplyStatus::Failed, "r2").await,
+        UpdateOutcome::Early
+    );
+    assert_eq!(
+        receipt(ReplyStatus::Delivered, "r3").await,
+        UpdateOutcome::Early
+    );
+    let delivery = outbox
+        .next(Duration::from_millis(500))
+        .await
+        .unwrap()
+        .unwrap();
+    outbox
+        .settle(
+            &delivery,
+            DeliveryOutcome::Delivered {
+                provider_message_id: Some("wamid.OUT1".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let states = Conversations::new(store.clone())
+        .reply_states(&first.conversation_id)
+        .await
+        .unwrap();
+    let (delivered, status) = &states[&reply.message_id.to_string()];
+    assert!(delivered.is_some());
+    let status = status.as_deref().expect("the early status, applied");
+    assert!(
+        status.contains("\"failed\"") && status.contains("131047"),
+        "{status}"
+    );
+    // Applied once: the kept status is gone, and later receipts apply as
+    // they always did (a lower one is stale).
+    let mut conn = raw(&redis).await;
+    let kept: bool = conn
+        .exists(format!(
+            "{}:early",
+            store
+                .keys()
+                .reply_ref(first.conversation_id.partition(), "meta", "wamid.OUT1")
+        ))
+        .await
+        .unwrap();
+    assert!(!kept);
+    assert_eq!(receipt(ReplyStatus::Read, "r4").await, UpdateOutcome::Stale);
+}

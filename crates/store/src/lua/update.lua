@@ -14,13 +14,26 @@
 -- edit, auto: ARGV[6] the entry's own message id   ARGV[7] the log entry's JSON
 -- status: ARGV[6] the status's rank (sent 1 < delivered 2 < read 3 < failed 4)
 --         ARGV[7] the status JSON
+--         ARGV[8] '1': a status for a reply not known yet is kept (the
+--         highest only) at KEYS[2]..':early' for ARGV[9] seconds, and the
+--         outbox applies it when it settles the reply (its receipt outran
+--         the record of the provider's answer); '' or absent: 'unknown'
 -- Returns "applied|conv|msg|seq", "applied|conv|msg", "stale|conv|msg",
--- "duplicate" or "unknown".
+-- "duplicate", "early" or "unknown".
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1], KEYS[3]) > 0 then
   return 'duplicate'
 end
 local ref = redis.call('GET', KEYS[2])
 if not ref then
+  if ARGV[3] == 'status' and ARGV[8] == '1' then
+    local early = KEYS[2] .. ':early'
+    local kept = redis.call('GET', early)
+    local rank = kept and tonumber(string.match(kept, '^(%d+)|')) or 0
+    if rank < tonumber(ARGV[6]) then
+      redis.call('SET', early, ARGV[6] .. '|' .. ARGV[7], 'EX', ARGV[9])
+    end
+    return 'early'
+  end
   return 'unknown'
 end
 local tag = ARGV[5]
