@@ -39,6 +39,50 @@ fn status(s: ReplyStatus) -> Change {
     }
 }
 
+/// A reply to the contact of `first` through `source`, to `to`.
+fn reply_to(
+    first: &switchboard_core::IntakeReceipt,
+    channel: ChannelKind,
+    source: &str,
+    from: &str,
+    to: &CustomerIdentity,
+    text: &str,
+) -> OutboundMessage {
+    OutboundMessage {
+        message_id: switchboard_core::MessageId::new(),
+        contact_id: first.contact_id,
+        conversation_id: first.conversation_id,
+        channel,
+        source: source.into(),
+        from_address: from.into(),
+        to: to.clone(),
+        subject: None,
+        text: text.into(),
+        in_reply_to: None,
+        references: Vec::new(),
+        created_at: Timestamp::now(),
+    }
+}
+
+/// Takes the next reply from `outbox` and settles it as accepted by the
+/// provider under `provider_id`.
+async fn settle_accepted(outbox: &RedisOutbox, provider_id: &str) {
+    let delivery = outbox
+        .next(Duration::from_millis(500))
+        .await
+        .unwrap()
+        .unwrap();
+    outbox
+        .settle(
+            &delivery,
+            DeliveryOutcome::Delivered {
+                provider_message_id: Some(provider_id.into()),
+            },
+        )
+        .await
+        .unwrap();
+}
+
 /// A private Redis, its store and intake, and one customer message
 /// (`tg-1`, "Helo") to update.
 async fn one_message() -> (
@@ -109,20 +153,14 @@ async fn reply_statuses_move_forward_only() {
         .await
         .unwrap();
     let outbox = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_secs(30)).unwrap();
-    let reply = OutboundMessage {
-        message_id: switchboard_core::MessageId::new(),
-        contact_id: first.contact_id,
-        conversation_id: first.conversation_id,
-        channel: ChannelKind::Chat,
-        source: "website".into(),
-        from_address: "widget-1".into(),
-        to: CustomerIdentity::new("visitor", "v1").unwrap(),
-        subject: None,
-        text: "Hello!".into(),
-        in_reply_to: None,
-        references: Vec::new(),
-        created_at: Timestamp::now(),
-    };
+    let reply = reply_to(
+        &first,
+        ChannelKind::Chat,
+        "website",
+        "widget-1",
+        &CustomerIdentity::new("visitor", "v1").unwrap(),
+        "Hello!",
+    );
     outbox.enqueue(&reply).await.unwrap();
 
     // Before the provider accepted it, a status finds nothing.
@@ -132,20 +170,7 @@ async fn reply_statuses_move_forward_only() {
         .unwrap();
     assert_eq!(early, UpdateOutcome::UnknownMessage);
 
-    let delivery = outbox
-        .next(Duration::from_millis(500))
-        .await
-        .unwrap()
-        .unwrap();
-    outbox
-        .settle(
-            &delivery,
-            DeliveryOutcome::Delivered {
-                provider_message_id: Some("wamid.R1".into()),
-            },
-        )
-        .await
-        .unwrap();
+    settle_accepted(&outbox, "wamid.R1").await;
     let apply = |s: ReplyStatus, id: &'static str| {
         let intake = intake.clone();
         async move {
@@ -191,20 +216,14 @@ async fn an_auto_reply_is_logged_next_to_the_reply_it_answers() {
         .await
         .unwrap();
     let outbox = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_secs(30)).unwrap();
-    let reply = OutboundMessage {
-        message_id: switchboard_core::MessageId::new(),
-        contact_id: first.contact_id,
-        conversation_id: first.conversation_id,
-        channel: ChannelKind::Chat,
-        source: "website".into(),
-        from_address: "widget-1".into(),
-        to: CustomerIdentity::new("visitor", "v1").unwrap(),
-        subject: None,
-        text: "Hello!".into(),
-        in_reply_to: None,
-        references: Vec::new(),
-        created_at: Timestamp::now(),
-    };
+    let reply = reply_to(
+        &first,
+        ChannelKind::Chat,
+        "website",
+        "widget-1",
+        &CustomerIdentity::new("visitor", "v1").unwrap(),
+        "Hello!",
+    );
     outbox.enqueue(&reply).await.unwrap();
     let ooo = || Change::AutoReply {
         text: "I am out of office until Monday.".into(),
@@ -214,20 +233,7 @@ async fn an_auto_reply_is_logged_next_to_the_reply_it_answers() {
         .await
         .unwrap();
     assert_eq!(early, UpdateOutcome::UnknownMessage);
-    let delivery = outbox
-        .next(Duration::from_millis(500))
-        .await
-        .unwrap()
-        .unwrap();
-    outbox
-        .settle(
-            &delivery,
-            DeliveryOutcome::Delivered {
-                provider_message_id: Some("reply-1@support.example".into()),
-            },
-        )
-        .await
-        .unwrap();
+    settle_accepted(&outbox, "reply-1@support.example").await;
     let applied = intake
         .submit_update(update("reply-1@support.example", Some("ooo-1"), ooo()))
         .await
@@ -274,20 +280,14 @@ async fn receipts_of_a_reply_forwarded_to_another_source_find_it() {
     let first = intake.submit_event(form).await.unwrap();
     let chat = RedisOutbox::new(store.clone(), "website", "i1", Duration::from_secs(30)).unwrap();
     let mail = RedisOutbox::new(store.clone(), source, "i1", Duration::from_secs(30)).unwrap();
-    let reply = OutboundMessage {
-        message_id: switchboard_core::MessageId::new(),
-        contact_id: first.contact_id,
-        conversation_id: first.conversation_id,
-        channel: ChannelKind::Chat,
-        source: "website".into(),
-        from_address: "widget-1".into(),
-        to: customer.clone(),
-        subject: None,
-        text: "We will call you.".into(),
-        in_reply_to: None,
-        references: Vec::new(),
-        created_at: Timestamp::now(),
-    };
+    let reply = reply_to(
+        &first,
+        ChannelKind::Chat,
+        "website",
+        "widget-1",
+        &customer,
+        "We will call you.",
+    );
     chat.enqueue(&reply).await.unwrap();
     let handed = chat
         .next(Duration::from_millis(500))
@@ -444,20 +444,14 @@ async fn a_social_receipt_before_the_settle_is_applied_at_the_settle() {
         .await
         .unwrap();
     let outbox = RedisOutbox::new(store.clone(), "meta", "i1", Duration::from_secs(30)).unwrap();
-    let reply = OutboundMessage {
-        message_id: switchboard_core::MessageId::new(),
-        contact_id: first.contact_id,
-        conversation_id: first.conversation_id,
-        channel: ChannelKind::Social,
-        source: "meta".into(),
-        from_address: "1001".into(),
-        to: customer.clone(),
-        subject: None,
-        text: "Hello!".into(),
-        in_reply_to: None,
-        references: Vec::new(),
-        created_at: Timestamp::now(),
-    };
+    let reply = reply_to(
+        &first,
+        ChannelKind::Social,
+        "meta",
+        "1001",
+        &customer,
+        "Hello!",
+    );
     outbox.enqueue(&reply).await.unwrap();
     let receipt = |s: ReplyStatus, id: &'static str| {
         let (intake, customer) = (intake.clone(), customer.clone());
@@ -489,20 +483,7 @@ async fn a_social_receipt_before_the_settle_is_applied_at_the_settle() {
         receipt(ReplyStatus::Delivered, "r3").await,
         UpdateOutcome::Early
     );
-    let delivery = outbox
-        .next(Duration::from_millis(500))
-        .await
-        .unwrap()
-        .unwrap();
-    outbox
-        .settle(
-            &delivery,
-            DeliveryOutcome::Delivered {
-                provider_message_id: Some("wamid.OUT1".into()),
-            },
-        )
-        .await
-        .unwrap();
+    settle_accepted(&outbox, "wamid.OUT1").await;
     let states = Conversations::new(store.clone())
         .reply_states(&first.conversation_id)
         .await

@@ -1041,37 +1041,34 @@ async fn callbacks_carry_their_own_token_when_configured() {
     .unwrap();
     let e = short.validate().unwrap_err().to_string();
     assert!(e.contains("callback_token"), "{e}");
-    // Two agents on one phone (written two ways): an answer could not
-    // tell them apart.
-    let shared: CtiConfig = serde_json::from_value(json!({
-        "name": "pbx", "token": TOKEN, "callback_url": world.callback, "callback_token": CALLBACK,
-        "agents": {"olha": "sip:201@pbx.example.com", "petro": "<SIP:201@pbx.example.com>"},
-    }))
-    .unwrap();
-    let e = shared.validate().unwrap_err().to_string();
-    assert!(
-        e.contains("agents.petro") && e.contains("agents.olha"),
-        "{e}"
-    );
-    // One as the extension, the other as a SIP address with that user
-    // part (an answer reported as `201` would go to the first).
-    let extension: CtiConfig = serde_json::from_value(json!({
-        "name": "pbx", "token": TOKEN, "callback_url": world.callback, "callback_token": CALLBACK,
-        "agents": {"olha": "201", "petro": "sip:201@pbx.example.com"},
-    }))
-    .unwrap();
-    let e = extension.validate().unwrap_err().to_string();
-    assert!(
-        e.contains("agents.petro") && e.contains("agents.olha"),
-        "{e}"
-    );
+    // The configuration's check of `agents`.
+    let check = |agents: serde_json::Value| {
+        let config: CtiConfig = serde_json::from_value(json!({
+            "name": "pbx", "token": TOKEN, "callback_url": world.callback,
+            "callback_token": CALLBACK, "agents": agents,
+        }))
+        .unwrap();
+        config.validate().map_err(|e| e.to_string())
+    };
+    for (phones, why) in [
+        (
+            json!({"olha": "sip:201@pbx.example.com", "petro": "<SIP:201@pbx.example.com>"}),
+            "one phone written two ways: an answer could not tell them apart",
+        ),
+        (
+            json!({"olha": "201", "petro": "sip:201@pbx.example.com"}),
+            "the extension, and a SIP address with that user part (an answer reported as 201 went to the first)",
+        ),
+    ] {
+        let e = check(phones).unwrap_err();
+        assert!(
+            e.contains("agents.petro") && e.contains("agents.olha"),
+            "{why}: {e}"
+        );
+    }
     // Different phones on one PBX are fine.
-    let apart: CtiConfig = serde_json::from_value(json!({
-        "name": "pbx", "token": TOKEN, "callback_url": world.callback, "callback_token": CALLBACK,
-        "agents": {"olha": "sip:201@pbx.example.com", "petro": "sip:202@pbx.example.com", "ivan": "203"},
-    }))
-    .unwrap();
-    apart.validate().unwrap();
+    check(json!({"olha": "sip:201@pbx.example.com", "petro": "sip:202@pbx.example.com", "ivan": "203"}))
+        .unwrap();
 }
 
 /// A hangup that comes before its call's newCall is stored (events
