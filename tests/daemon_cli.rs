@@ -507,7 +507,7 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
     assert_eq!(answered, Some(401), "{reset} tries reset");
     // axum's own refusals, answered as the API's JSON and counted (they
     // were plain text, uncounted): a path that is not UTF-8, a method the
-    // route does not take.
+    // route does not take, a path the channel does not serve.
     let odd = [
         (
             hyper::Request::post(format!("{base}/channels/api/contacts/%FF/end"))
@@ -519,6 +519,12 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
             hyper::Request::get(format!("{base}/channels/api/events")),
             405,
             "method_not_allowed",
+        ),
+        (
+            hyper::Request::post(format!("{base}/channels/api/event"))
+                .header("authorization", &*bearer),
+            404,
+            "not_found",
         ),
     ];
     for (request, status, code) in odd {
@@ -550,6 +556,7 @@ async fn intake_api_refuses_bad_input_clearly_and_counts_it() {
         "too_large\"} 1",
         "bad_request\"} 1",
         "method_not_allowed\"} 1",
+        "not_found\"} 1",
     ] {
         assert!(metrics.contains(reason), "{reason} not counted:\n{metrics}");
     }

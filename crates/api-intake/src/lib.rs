@@ -110,6 +110,7 @@ impl ChannelAdapter for IntakeApi {
                 .route("/contacts/{id}/rating", post(rate))
                 .route("/replies", get(replies::pull))
                 .route("/replies/{handle}", post(replies::settle))
+                .fallback(no_such_path)
                 .layer(axum::middleware::map_response_with_state(
                     self.state.clone(),
                     too_large,
@@ -167,6 +168,16 @@ async fn too_large(State(state): State<Arc<ApiState>>, response: Response) -> Re
         answer.headers_mut().insert(header::ALLOW, allow.clone());
     }
     answer
+}
+
+/// A path the channel does not serve: the API's JSON error, counted.
+async fn no_such_path(State(state): State<Arc<ApiState>>) -> Response {
+    rejected(&state.name, "not_found");
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such path in this channel".into(),
+    )
 }
 
 pub(crate) fn rejected(source: &str, reason: &'static str) {

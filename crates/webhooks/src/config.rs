@@ -46,7 +46,8 @@ impl EventType {
 pub struct WebhookConfig {
     /// Unique; names the webhook in metrics, logs and Redis keys.
     pub name: String,
-    /// Where events are POSTed (`http://` or `https://`).
+    /// Where events are POSTed: `https://`, or `http://` to this machine
+    /// (loopback) or with `allow_http`.
     pub url: String,
     /// The HMAC-SHA256 key of `Switchboard-Signature` (at least 16
     /// characters): inline, `{ file = … }` or `{ env = … }`.
@@ -62,6 +63,11 @@ pub struct WebhookConfig {
     /// these.
     #[serde(default = "defaults::max_age_hours")]
     pub max_age_hours: u64,
+    /// Lets `url` be plain `http://` to another machine: the events (with
+    /// customers' messages) and their signatures then cross the network
+    /// readable by anyone on the path.
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 mod defaults {
@@ -109,6 +115,7 @@ impl std::fmt::Debug for WebhookConfig {
             events,
             timeout_ms,
             max_age_hours,
+            allow_http,
         } = self;
         f.debug_struct("WebhookConfig")
             .field("name", name)
@@ -117,6 +124,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("events", events)
             .field("timeout_ms", timeout_ms)
             .field("max_age_hours", max_age_hours)
+            .field("allow_http", allow_http)
             .finish()
     }
 }
@@ -195,6 +203,18 @@ pub fn check(webhooks: &[WebhookConfig]) -> Result<Vec<Target>, ConfigProblem> {
                     "must be an http:// or https:// URL with a host (its scheme is {:?})",
                     url.scheme()
                 ),
+            ));
+        }
+        if url.scheme() == "http"
+            && !w.allow_http
+            && !url
+                .host_str()
+                .is_some_and(switchboard_channel::net::is_loopback_host)
+        {
+            return Err(problem(
+                key("url"),
+                "is plain http:// to another machine: use https://, or set allow_http = true \
+                 to send customers' messages unencrypted",
             ));
         }
         let secret = w
@@ -346,6 +366,34 @@ mod tests {
             let hooks = parse(text).unwrap();
             let err = check(&hooks).unwrap_err();
             assert_eq!(err.key, key, "{text}: {err}");
+        }
+    }
+
+    /// Plain http:// only to this machine, unless `allow_http` says so.
+    #[test]
+    fn plain_http_to_another_machine_needs_allow_http() {
+        let hook = |url: &str, extra: &str| {
+            format!(
+                r#"{{"webhooks": [{{"name": "crm", "url": "{url}", "secret": "0123456789abcdef"{extra}}}]}}"#
+            )
+        };
+        for url in [
+            "http://crm.example.com/hooks",
+            "http://10.1.2.3:8080/hooks",
+            "HTTP://169.254.169.254/",
+        ] {
+            let err = check(&parse(&hook(url, "")).unwrap()).unwrap_err();
+            assert_eq!(err.key, "webhooks.crm.url", "{url}");
+            assert!(err.problem.contains("allow_http"), "{err}");
+            assert!(check(&parse(&hook(url, r#", "allow_http": true"#)).unwrap()).is_ok());
+        }
+        for url in [
+            "https://crm.example.com/hooks",
+            "http://127.0.0.1:9000/hooks",
+            "http://localhost/hooks",
+            "http://[::1]:9000/hooks",
+        ] {
+            assert!(check(&parse(&hook(url, "")).unwrap()).is_ok(), "{url}");
         }
     }
 

@@ -96,6 +96,7 @@ fn start_webhook(
         events: switchboard_webhooks::EventType::ALL.to_vec(),
         timeout_ms: 1000,
         max_age_hours: 1,
+        allow_http: false,
     };
     let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
     let shutdown = CancellationToken::new();

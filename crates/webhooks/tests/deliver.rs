@@ -120,6 +120,7 @@ async fn failures_hold_the_partition_back_and_refusals_are_passed() {
         events: switchboard_webhooks::EventType::ALL.to_vec(),
         timeout_ms: 2000,
         max_age_hours: 1,
+        allow_http: false,
     };
     let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
     let shutdown = CancellationToken::new();
@@ -190,6 +191,7 @@ async fn a_feed_that_lost_its_group_is_delivered_again() {
         events: vec![switchboard_webhooks::EventType::MessageCreated],
         timeout_ms: 2000,
         max_age_hours: 1,
+        allow_http: false,
     };
     let hooks = Webhooks::new(store.clone(), &[config], "test-instance").unwrap();
     let shutdown = CancellationToken::new();
