@@ -354,6 +354,7 @@ impl Leader {
             "Routing state loaded."
         );
         let mut last_sweep = Instant::now();
+        let mut last_calls = Instant::now();
         let mut last_summary = Instant::now() - SUMMARY_EVERY;
         // Offers the store refused twice in one round (same contact, same
         // agent): tried again next round, after the events and a new clock,
@@ -437,6 +438,13 @@ impl Leader {
                 self.retry_answers(&engine, lost, now).await;
                 self.sweep(&mut engine, &mut mirror, now).await?;
                 last_sweep = Instant::now();
+            }
+            if self.config.max_call_secs > 0
+                && last_calls.elapsed()
+                    >= Duration::from_secs((self.config.max_call_secs / 4).clamp(1, 30))
+            {
+                self.end_lost_calls(&mirror, lost, now).await;
+                last_calls = Instant::now();
             }
             let wait = engine
                 .next_timer()
@@ -1044,6 +1052,86 @@ impl Leader {
             }
         }
         Ok(())
+    }
+}
+
+impl Leader {
+    /// Closes, as `call_end_lost`, every call still assigned
+    /// `max_call_secs` after it was answered: its hangup never reached
+    /// routing (the daemon was down when the PBX or Twilio reported it, or
+    /// the report failed), and it held its agent's voice capacity, and so
+    /// all their work, for good. A hangup arriving later finds it closed.
+    /// Failures are logged and tried again at the next check.
+    async fn end_lost_calls(&self, mirror: &Mirror, lost: &AtomicBool, now: u64) {
+        let longest = self.config.max_call_secs * 1000;
+        let wrap = self.config.wrap_up_secs * 1000;
+        for (agent, live) in &mirror.live {
+            if live.loads[3] == 0 {
+                continue;
+            }
+            if lost.load(Ordering::Relaxed) {
+                return;
+            }
+            let held = match self.state.held(agent).await {
+                Ok(held) => held,
+                Err(error) => {
+                    warn!(agent_id = %agent, %error, "Could not read an agent's calls to look for lost call ends.");
+                    continue;
+                }
+            };
+            for contact in held {
+                let Ok(id) = contact.parse::<ContactId>() else {
+                    continue;
+                };
+                let rec = match self.state.route_record(&id).await {
+                    Ok(Some(rec)) => rec,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        warn!(contact_id = %id, %error, "Could not read a call to look for a lost call end.");
+                        continue;
+                    }
+                };
+                let answered = rec
+                    .fields
+                    .get("answered_at")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(rec.since);
+                if rec.agent != *agent
+                    || rec.state != "assigned"
+                    || rec.channel != "voice"
+                    || answered == 0
+                    || answered.saturating_add(longest) > now
+                {
+                    continue;
+                }
+                let ended = self
+                    .state
+                    .end_by_channel(
+                        &id,
+                        now,
+                        "call_end_lost",
+                        if wrap > 0 { now + wrap } else { 0 },
+                        Duration::from_secs(self.config.retention_days * 86_400),
+                        Duration::from_secs(self.config.sticky_memory_days * 86_400),
+                    )
+                    .await;
+                match ended {
+                    Ok(outcome) if outcome == "closed" => {
+                        counter!("switchboard_router_calls_end_lost_total").increment(1);
+                        warn!(
+                            contact_id = %id,
+                            agent_id = %agent,
+                            answered_ms_ago = now.saturating_sub(answered),
+                            "A call was still assigned max_call_secs after it was answered: its end was never reported; closed as call_end_lost."
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        warn!(contact_id = %id, %error, "Could not close a call whose end was lost; trying again.");
+                    }
+                }
+            }
+        }
     }
 }
 

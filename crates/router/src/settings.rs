@@ -113,6 +113,11 @@ pub struct RoutingConfig {
     /// Channels whose contacts may be offered to an agent on a call.
     #[serde(default)]
     pub interrupt_voice: Vec<ChannelKind>,
+    /// A call still assigned this long after it was answered is taken to
+    /// have ended unreported (its hangup lost) and is closed as
+    /// `call_end_lost`, freeing its agent (0: never).
+    #[serde(default = "defaults::max_call_secs")]
+    pub max_call_secs: u64,
     /// The routing lease: an instance that stops renewing it for this long
     /// is replaced as the router by another.
     #[serde(default = "defaults::lease_ms")]
@@ -161,6 +166,7 @@ impl Default for RoutingConfig {
             sticky_memory_days: defaults::sticky_memory_days(),
             declined_again_after_secs: defaults::declined_again_after_secs(),
             interrupt_voice: Vec::new(),
+            max_call_secs: defaults::max_call_secs(),
             lease_ms: defaults::lease_ms(),
             retention_days: defaults::retention_days(),
             schedules: Vec::new(),
@@ -189,6 +195,9 @@ mod defaults {
         // The Twilio channel's hold pause (5) and ring timeout (20) and a
         // margin (docs/voice.md): the offer outlives the ringing.
         30
+    }
+    pub fn max_call_secs() -> u64 {
+        4 * 3600
     }
     pub fn declined_again_after_secs() -> u64 {
         120
@@ -247,6 +256,7 @@ impl RoutingConfig {
                 WEEK_SECS,
             ),
             ("routing.sticky_wait_secs", self.sticky_wait_secs, 3600),
+            ("routing.max_call_secs", self.max_call_secs, WEEK_SECS),
             ("routing.sticky_memory_days", self.sticky_memory_days, 3650),
             (
                 "routing.declined_again_after_secs",

@@ -1294,3 +1294,110 @@ async fn a_call_stays_with_its_agent_when_her_session_ends() {
         .await
         .expect("the leader stops");
 }
+
+/// A call whose hangup never reached routing (the daemon was down when the
+/// PBX reported it) is closed as `call_end_lost` once it has been assigned
+/// `max_call_secs`: before, it held its agent's voice capacity, and with it
+/// all her work, for good. A call answered later is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_end_is_lost_is_closed_after_the_longest_call() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    for agent in ["a", "b"] {
+        state
+            .upsert_agent(
+                &AgentRecord {
+                    id: agent.into(),
+                    name: agent.into(),
+                    skills: Default::default(),
+                    capacity: [1, 0, 0, 1],
+                    total_capacity: 0,
+                    token_sha256: format!("{:0>64}", agent),
+                },
+                "test",
+            )
+            .await
+            .unwrap();
+    }
+    let online = Timestamp::now().as_millis() + 3_600_000;
+    state
+        .set_presence("a", Some(("available", "")), Some(online), None)
+        .await
+        .unwrap();
+    let mut config = routing();
+    config.offer_timeout_secs.voice = 60;
+    config.wrap_up_secs = 0;
+    config.max_call_secs = 3;
+    let instance = Instance::start(&store, "only", &config);
+    let call = |n: &str| InboundEvent {
+        channel: ChannelKind::Voice,
+        source: "phone".into(),
+        address: "+380441234567".into(),
+        customer: CustomerIdentity::new("phone", &format!("+38050123456{n}")).unwrap(),
+        provider_message_id: Some(format!("CA0{n}")),
+        ..event(&format!("v{n}"), "inbound call")
+    };
+    let first = intake.submit_event(call("1")).await.unwrap().contact_id;
+    until("the first call is offered to a", || async {
+        states(&state, &[first]).await[&first.to_string()] == ("offered".into(), "a".into())
+    })
+    .await;
+    let answered = Timestamp::now().as_millis();
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &first, "a", answered, 0)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    // b answers a second call three seconds later: it is not due with the
+    // first.
+    state
+        .set_presence("b", Some(("available", "")), Some(online), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = intake.submit_event(call("2")).await.unwrap().contact_id;
+    until("the second call is offered to b", || async {
+        states(&state, &[second]).await[&second.to_string()] == ("offered".into(), "b".into())
+    })
+    .await;
+    let now = Timestamp::now().as_millis();
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &second, "b", now, 0)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    // No hangup comes for either.
+    until("the first call is closed", || async {
+        states(&state, &[first]).await[&first.to_string()].0 == "closed"
+    })
+    .await;
+    let closed_at = Timestamp::now().as_millis();
+    let rec = state.route_record(&first).await.unwrap().unwrap();
+    assert_eq!(rec.fields["disposition"], "call_end_lost");
+    assert!(
+        closed_at >= answered + 3000,
+        "closed {} ms after it was answered",
+        closed_at - answered
+    );
+    assert_eq!(
+        states(&state, &[second]).await[&second.to_string()],
+        ("assigned".to_owned(), "b".to_owned()),
+        "a call answered later is not due yet"
+    );
+    // a is free again: her voice capacity is back.
+    let (_, live) = state
+        .agents_by_id(&["a".to_string()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(live.loads, [0, 0, 0, 0]);
+    tokio::time::timeout(Duration::from_secs(5), instance.stop())
+        .await
+        .expect("the leader stops");
+}
