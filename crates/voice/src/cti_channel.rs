@@ -623,6 +623,9 @@ async fn contact_of(state: &CtiState, event: &CtiEvent) -> Result<Option<Contact
 
 /// How often a dispatcher reads the call's routing.
 const POLL: Duration = Duration::from_millis(300);
+/// ... and while the call is connected to an agent's phone, for a transfer
+/// (in the console, or a requeue) to be dialled.
+const CONNECTED_POLL: Duration = Duration::from_secs(1);
 /// A call's lease: the instance holding it dials the call.
 const LEASE: Duration = Duration::from_secs(15);
 /// The claim to ring an assigned call: one instance at a time, renewed
@@ -764,9 +767,14 @@ struct Offer {
     late: bool,
 }
 
-/// Follows the call until it is connected or over. `ring_claim`: the
-/// claim to ring an assigned call, while this dispatcher holds it and has
-/// not rung it yet.
+/// Follows the call until it is over, dialling each offer and each
+/// assignment nobody rang. `ring_claim`: the claim to ring an assigned
+/// call, while this dispatcher holds it and has not rung it yet.
+///
+/// A connected call is followed on (more slowly): when an agent transfers
+/// it in the console, or it is requeued, the next offer or assignment is
+/// dialled like the first, with `transfer_from` naming the agent whose
+/// phone has the call, so that the PBX moves the caller there.
 ///
 /// Whether an assigned call was connected is told by the `rung:` marker
 /// of its assignment ([`rung_key`]), set once the PBX took a dial for it,
@@ -782,6 +790,9 @@ async fn follow(
 ) {
     let mut offer: Option<Offer> = None;
     let mut offers: HashMap<String, u32> = HashMap::new();
+    // The assignment (agent, stamp) whose phone has the call, once it was
+    // connected; the agent stays named for the dials of a transfer.
+    let mut connected: Option<(String, Option<u64>)> = None;
     // Between tries to ring an assigned call the PBX refused.
     let mut ring_retry = RING_RETRY_FIRST;
     loop {
@@ -817,6 +828,7 @@ async fn follow(
                                     &current,
                                     lease,
                                     Ring::Offered,
+                                    connected.as_ref().map(|(from, _)| from.as_str()),
                                 )
                                 .await;
                                 if current.dialed {
@@ -859,14 +871,26 @@ async fn follow(
                     // console while the PBX refused the dial, or an
                     // instance that stopped or crashed before the dial.
                     let stamp = route.stamp.or(offer.as_ref().and_then(|o| o.until));
-                    if offer
-                        .as_ref()
-                        .is_some_and(|o| o.agent == agent && o.dialed && o.until == stamp)
+                    let this = (agent.clone(), stamp);
+                    if connected.as_ref() == Some(&this)
+                        || offer
+                            .as_ref()
+                            .is_some_and(|o| o.agent == agent && o.dialed && o.until == stamp)
                     {
-                        return;
+                        connected = Some(this);
+                        if stopped_during(state, CONNECTED_POLL).await {
+                            return;
+                        }
+                        continue;
                     }
                     match state.leases.get(&rung_key(contact, &agent, stamp)).await {
-                        Ok(Some(_)) => return,
+                        Ok(Some(_)) => {
+                            connected = Some(this);
+                            if stopped_during(state, CONNECTED_POLL).await {
+                                return;
+                            }
+                            continue;
+                        }
                         Ok(None) => {}
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not read whether the call was rung; will try again.");
@@ -916,14 +940,26 @@ async fn follow(
                         }
                     }
                     let current = same_offer(offer.take(), &mut offers, agent, stamp);
-                    if tell_pbx(state, contact, call_id, &current, lease, Ring::Assigned).await {
+                    let from = connected.as_ref().map(|(from, _)| from.as_str());
+                    if tell_pbx(
+                        state,
+                        contact,
+                        call_id,
+                        &current,
+                        lease,
+                        Ring::Assigned,
+                        from,
+                    )
+                    .await
+                    {
                         mark_rung(state, contact, &current.agent, stamp).await;
                         if let Some(claim) = ring_claim.take()
                             && let Err(error) = state.leases.release(&claim).await
                         {
                             debug!(source = %state.name, %error, "Could not release a ring claim; it lapses.");
                         }
-                        return;
+                        connected = Some(this);
+                        continue;
                     }
                     offer = Some(current);
                     // The PBX refused: again with backoff, not every poll.
@@ -1052,6 +1088,7 @@ async fn tell_pbx(
     offer: &Offer,
     lease: &mut Lease,
     ring: Ring,
+    transfer_from: Option<&str>,
 ) -> bool {
     let agent = offer.agent.as_str();
     let Some(endpoint) = state.config.agents.get(agent) else {
@@ -1085,6 +1122,9 @@ async fn tell_pbx(
         });
         if let Some(secs) = ring_timeout {
             body["ring_timeout"] = secs.into();
+        }
+        if let Some(from) = transfer_from {
+            body["transfer_from"] = from.into();
         }
         body
     };

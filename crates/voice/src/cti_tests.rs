@@ -604,12 +604,51 @@ async fn a_repeated_new_call_is_followed_once() {
     world.routing.set(contact, "offered", Some("olha"));
     world.dials(1).await;
     world.dialled_exactly(1).await;
-    // Once the call is connected its dispatcher is done, and a later repeat
-    // finds nothing to dial.
+    // Once the call is connected its dispatcher follows it on (for a
+    // transfer), and a later repeat starts no second one.
     world.routing.set(contact, "assigned", Some("olha"));
     tokio::time::sleep(Duration::from_millis(700)).await;
     world.new_call(&instance, "c1").await;
     world.dialled_exactly(1).await;
+    instance.stop().await;
+}
+
+/// A connected call transferred in the console (routing offers it to
+/// another agent) is dialled to her, naming the agent whose phone has it in
+/// `transfer_from`; her answer connects it, and a transfer onwards names
+/// her. Before, the dispatcher stopped at the first connection: the offer
+/// was never dialled, lapsed as her miss, and the caller stayed with the
+/// first agent.
+#[tokio::test]
+async fn a_transfer_of_a_connected_call_is_dialled() {
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "c1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    let dials = world.dials(1).await;
+    assert!(dials[0].1.get("transfer_from").is_none(), "{:?}", dials[0]);
+    world.routing.set(contact, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Olha transfers it to petro: back to waiting, then offered to him.
+    world.routing.set(contact, "waiting", None);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    world.routing.set(contact, "offered", Some("petro"));
+    let dials = world.dials(2).await;
+    assert_eq!(dials[1].1["agent"], "petro");
+    assert_eq!(dials[1].1["callId"], "c1");
+    assert_eq!(dials[1].1["number"], "sip:202@pbx.example.com");
+    assert_eq!(dials[1].1["transfer_from"], "olha");
+    world.routing.set(contact, "assigned", Some("petro"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    world.dialled_exactly(2).await;
+    // Petro passes it back to olha, whose queue accepts at once: the
+    // assignment nobody rang is dialled, from petro.
+    world.routing.set(contact, "assigned", Some("olha"));
+    let dials = world.dials(3).await;
+    assert_eq!(dials[2].1["agent"], "olha");
+    assert_eq!(dials[2].1["transfer_from"], "petro");
+    world.dialled_exactly(3).await;
+    world.routing.set(contact, "closed", None);
     instance.stop().await;
 }
 
