@@ -13,6 +13,7 @@ pub mod body;
 pub mod files;
 pub mod limits;
 pub mod live;
+pub mod logs;
 pub mod net;
 pub mod secret;
 

@@ -191,7 +191,10 @@ async fn ws(
             .any(|w| w.origins.contains(&origin)),
     };
     if !allowed {
-        warn!(origin = %origin, "Chat websocket refused: origin not allowed.");
+        // Any page can try: one line a minute at warn.
+        static FOREIGN_ORIGINS: switchboard_channel::logs::LogThrottle =
+            switchboard_channel::logs::LogThrottle::new(std::time::Duration::from_secs(60));
+        switchboard_channel::warn_throttled!(FOREIGN_ORIGINS, origin = %origin, "Chat websocket refused: origin not allowed.");
         return reject(
             "origin",
             StatusCode::FORBIDDEN,

@@ -537,3 +537,40 @@ async fn a_meta_object_the_channel_does_not_read_is_acknowledged() {
             .is_some()
     );
 }
+
+/// A receipt for a page (or number) this channel is not configured for is
+/// skipped and counted: another app's statuses on the same webhook are not
+/// about our replies, even when an id matches one. It was applied.
+#[tokio::test]
+async fn a_receipt_for_an_account_that_is_not_configured_is_skipped() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let world = World::start(None).await;
+    let receipt = |page: &str| {
+        json!({"object": "page", "entry": [{"id": page, "time": 1795341600000u64,
+            "messaging": [{"sender": {"id": "6001002004"}, "recipient": {"id": page},
+                "timestamp": 1795341600000u64,
+                "delivery": {"mids": ["m_OUR-1"], "watermark": 1795341600000u64}}]}]})
+    };
+    let (status, body) = world.post_meta(&receipt("999")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        counters.get(
+            "switchboard_social_items_total{kind=receipt,outcome=unknown_account,source=meta}"
+        ),
+        1,
+        "{}",
+        counters.dump()
+    );
+    // The configured page's receipt goes on to the intake.
+    let (status, body) = world.post_meta(&receipt(PAGE)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        counters.get(
+            "switchboard_social_items_total{kind=receipt,outcome=unknown_account,source=meta}"
+        ),
+        1,
+        "{}",
+        counters.dump()
+    );
+}

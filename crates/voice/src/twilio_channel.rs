@@ -384,7 +384,10 @@ impl TwilioState {
         match result {
             Ok(response) => response,
             Err(Refusal::Signature(e)) => {
-                warn!(source = %self.name, endpoint, error = %e, "Twilio request refused: bad signature.");
+                // Anyone can send these: one line a minute at warn.
+                static BAD_SIGNATURES: switchboard_channel::logs::LogThrottle =
+                    switchboard_channel::logs::LogThrottle::new(std::time::Duration::from_secs(60));
+                switchboard_channel::warn_throttled!(BAD_SIGNATURES, source = %self.name, endpoint, error = %e, "Twilio request refused: bad signature.");
                 (StatusCode::FORBIDDEN, e).into_response()
             }
             Err(Refusal::Bad(e)) => {

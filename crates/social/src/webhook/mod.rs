@@ -42,6 +42,7 @@ use metrics::counter;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::Arc;
+use switchboard_channel::logs::LogThrottle;
 use switchboard_channel::{ChannelContext, ChannelError, Intake};
 use switchboard_core::{
     Change, ChannelKind, InboundUpdate, IntakeError, InvalidEvent, ReplyStatus, UpdateOutcome,
@@ -155,7 +156,10 @@ impl Webhook {
                 )
             }
             Err(Refusal::Signature(e)) => {
-                warn!(source = %self.name, error = %e, "Webhook delivery refused: bad signature.");
+                // Anyone can send these: one line a minute at warn.
+                static BAD_SIGNATURES: LogThrottle =
+                    LogThrottle::new(std::time::Duration::from_secs(60));
+                switchboard_channel::warn_throttled!(BAD_SIGNATURES, source = %self.name, error = %e, "Webhook delivery refused: bad signature.");
                 error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
             }
             Err(Refusal::Parse(e)) => {
@@ -343,6 +347,13 @@ impl Webhook {
     /// watermarks (Messenger's "everything before this time was read") and
     /// receipts without a customer are counted only.
     async fn store_receipt(&self, receipt: Receipt) -> Result<&'static str, Refusal> {
+        // Another app's number or page on the same webhook: its statuses
+        // are not about our replies, whatever their ids match. At debug:
+        // statuses come by the thousand.
+        if !self.known(receipt.account.as_deref()) {
+            debug!(source = %self.name, account = ?receipt.account, "A receipt for an account that is not configured was skipped.");
+            return Ok("unknown_account");
+        }
         let (ReceiptTarget::Message(id), Some(customer)) = (&receipt.target, receipt.customer)
         else {
             return Ok("unsupported");
