@@ -476,6 +476,13 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
     assert_eq!(previous[0]["id"], c1.as_str());
     assert_eq!(previous[0]["rating"], 5);
     assert_eq!(previous[0]["disposition"], "sold");
+    // c1's history is what came before it: c4, later, is not in it.
+    let history = day.get(&format!("/contacts/{c1}/history")).await;
+    assert_eq!(
+        history["previous_contacts"],
+        serde_json::json!([]),
+        "{history:#}"
+    );
 
     // The export: every contact of the range, one record per line.
     let r = day.export(0).await.unwrap();

@@ -182,8 +182,9 @@ pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<V
     })))
 }
 
-/// The person's other contacts, newest first (at most `limit`): what an
-/// agent sees of the customer's history, on any channel.
+/// The person's contacts before this one, newest first (at most `limit`):
+/// what an agent sees of the customer's history, on any channel, as it
+/// stood when the contact came (a later contact is not its history).
 pub async fn previous_contacts(
     s: &Sources,
     contact: &ContactId,
@@ -194,10 +195,12 @@ pub async fn previous_contacts(
     };
     let person = route.fields.get("person").cloned().unwrap_or_default();
     let mut out = Vec::new();
-    for (id, at) in s.records.person_contacts(&person, limit + 1).await? {
-        if id == contact.to_string() {
-            continue;
-        }
+    let contact = contact.to_string();
+    for (id, at) in s
+        .records
+        .person_contacts_before(&person, &contact, limit)
+        .await?
+    {
         let Ok(other) = id.parse::<ContactId>() else {
             continue;
         };

@@ -252,6 +252,55 @@ impl Records {
         Ok(flat.into_iter().map(|(c, s)| (c, s as u64)).collect())
     }
 
+    /// The person's contacts queued before `contact` (or in the same
+    /// millisecond), newest first, at most `limit`, without `contact`
+    /// itself: its history as it stood when it came. Empty when `contact`
+    /// is not in the person's index.
+    pub async fn person_contacts_before(
+        &self,
+        person: &str,
+        contact: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        if person.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.store.keys().route(&format!("person:{person}"));
+        let mut conn = self.conn();
+        let score: Option<f64> = self
+            .store
+            .bounded(
+                redis::cmd("ZSCORE")
+                    .arg(&key)
+                    .arg(contact)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let Some(score) = score else {
+            return Ok(Vec::new());
+        };
+        let flat: Vec<(String, f64)> = self
+            .store
+            .bounded(
+                redis::cmd("ZREVRANGEBYSCORE")
+                    .arg(&key)
+                    .arg(score)
+                    .arg("-inf")
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit + 1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(flat
+            .into_iter()
+            .filter(|(c, _)| c != contact)
+            .take(limit)
+            .map(|(c, s)| (c, s as u64))
+            .collect())
+    }
+
     /// Adds a sample of the waiting contacts (a JSON object) to the series,
     /// unless another instance sampled within `every_ms`. Keeps `keep`.
     pub async fn sample(&self, json: &str, every_ms: u64, keep: usize) -> Result<bool, StoreError> {

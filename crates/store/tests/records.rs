@@ -197,6 +197,22 @@ async fn a_persons_contacts_leave_their_index_with_the_sweep_not_by_age() {
             (long.contact_id.to_string(), T0)
         ]
     );
+    // Each contact's history is what came before it, without itself.
+    let (long_id, later_id) = (long.contact_id.to_string(), later.contact_id.to_string());
+    assert_eq!(
+        records
+            .person_contacts_before("visitor:ann", &long_id, 5)
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        records
+            .person_contacts_before("visitor:ann", &later_id, 5)
+            .await
+            .unwrap(),
+        [(long_id.clone(), T0)]
+    );
     let ttl: i64 = redis::cmd("TTL")
         .arg(store.keys().route("person:visitor:ann"))
         .query_async(&mut raw(&redis).await)
