@@ -465,6 +465,7 @@ async fn a_scripted_day_gives_the_hand_computed_kpis() {
     assert_eq!(record["agent"], "ann");
     assert_eq!(record["transcript"][0]["message"]["text"], "I need help");
     assert_eq!(record["transcript_truncated"], false);
+    assert_eq!(record["timeline_truncated"], false);
     assert_eq!(record["timeline"][3]["reason"], "transfer");
     assert_eq!(record["timeline"][3]["agent"], "bob");
 

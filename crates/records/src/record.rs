@@ -66,14 +66,26 @@ pub struct Sources {
     pub records: Records,
 }
 
-/// A contact's timeline (oldest first), parsed.
-pub async fn timeline(records: &Records, contact: &ContactId) -> Result<Vec<Value>, StoreError> {
-    Ok(records
-        .timeline(contact)
-        .await?
-        .iter()
-        .filter_map(|e| serde_json::from_str(e).ok())
-        .collect())
+/// Timeline entries in one record at most (each ~200 bytes);
+/// `timeline_truncated` says when the contact has more. A contact open for
+/// weeks that went from agent to agent grows one entry per offer, decline,
+/// lapse and requeue, and a record is built whole in memory.
+pub const RECORD_TIMELINE_MAX: usize = 1_000;
+
+/// A contact's timeline (oldest first), parsed: its first
+/// [`RECORD_TIMELINE_MAX`] entries, and whether it has more.
+pub async fn timeline(
+    records: &Records,
+    contact: &ContactId,
+) -> Result<(Vec<Value>, bool), StoreError> {
+    let (entries, more) = records.timeline(contact, RECORD_TIMELINE_MAX).await?;
+    Ok((
+        entries
+            .iter()
+            .filter_map(|e| serde_json::from_str(e).ok())
+            .collect(),
+        more,
+    ))
 }
 
 /// Transcript entries in one record at most; `transcript_truncated` says
@@ -127,7 +139,9 @@ pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<V
         return Ok(None);
     };
     let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
-    let timeline = timeline(&s.records, contact).await?;
+    // The first entries: the queued and answered times are read from them
+    // (the close's time from the routing record).
+    let (timeline, timeline_truncated) = timeline(&s.records, contact).await?;
     let first_at = |kinds: &[&str]| {
         timeline
             .iter()
@@ -175,6 +189,7 @@ pub async fn contact_record(s: &Sources, contact: &ContactId) -> Result<Option<V
             "answered": first_at(&["accepted", "assigned"]),
             "closed": rn("closed_at"),
         },
+        "timeline_truncated": timeline_truncated,
         "timeline": timeline,
         "transcript_truncated": transcript_truncated,
         "transcript": transcript,

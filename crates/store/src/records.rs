@@ -104,18 +104,27 @@ impl Records {
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }
 
-    /// The contact's timeline, oldest first (JSON objects).
-    pub async fn timeline(&self, contact: &ContactId) -> Result<Vec<String>, StoreError> {
+    /// The contact's timeline, oldest first (JSON objects): its first `max`
+    /// entries, and whether it has more.
+    pub async fn timeline(
+        &self,
+        contact: &ContactId,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
         let mut conn = self.conn();
-        self.store
+        let mut entries: Vec<String> = self
+            .store
             .bounded(
                 redis::cmd("LRANGE")
                     .arg(self.store.keys().route(&format!("tl:{contact}")))
                     .arg(0)
-                    .arg(-1)
+                    .arg(max)
                     .query_async(&mut conn),
             )
-            .await
+            .await?;
+        let more = entries.len() > max;
+        entries.truncate(max);
+        Ok((entries, more))
     }
 
     /// Up to `count` KPI facts after stream id `after` (`-` or `0` from the

@@ -66,7 +66,8 @@ async fn the_sweep_deletes_old_closed_contacts_with_their_conversation() {
     assert_eq!(ended, "abandoned");
 
     // The timeline and the facts of the abandoned contact.
-    let timeline = records.timeline(&old.contact_id).await.unwrap();
+    let (timeline, more) = records.timeline(&old.contact_id, 100).await.unwrap();
+    assert!(!more);
     let kinds: Vec<String> = timeline
         .iter()
         .map(|e| {
@@ -77,6 +78,12 @@ async fn the_sweep_deletes_old_closed_contacts_with_their_conversation() {
         })
         .collect();
     assert_eq!(kinds, ["enqueued", "abandoned"]);
+    // Read within a bound: the first entries, and that there are more.
+    let (first, more) = records.timeline(&old.contact_id, 1).await.unwrap();
+    assert_eq!(first, timeline[..1]);
+    assert!(more);
+    let (both, more) = records.timeline(&old.contact_id, 2).await.unwrap();
+    assert_eq!((both.len(), more), (2, false));
     let facts = records.kpi_facts("-", 100).await.unwrap();
     let abandoned = facts
         .iter()
