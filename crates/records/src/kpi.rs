@@ -248,6 +248,9 @@ struct AgentState {
 /// The facts of the last `keep_ms`, folded on demand.
 #[derive(Debug, Default)]
 pub struct Kpis {
+    /// The stream id of the last fact added (or skipped); empty before the
+    /// first.
+    position: String,
     facts: VecDeque<(u64, Fact)>,
     reopened: HashMap<String, u64>,
     /// Per agent: their state changes in time order; the first may be older
@@ -257,6 +260,21 @@ pub struct Kpis {
 
 impl Kpis {
     /// Adds a fact (facts arrive in about time order).
+    /// Where the facts read so far end: the stream id to read after (`-`
+    /// before the first).
+    pub fn position(&self) -> &str {
+        if self.position.is_empty() {
+            "-"
+        } else {
+            &self.position
+        }
+    }
+
+    /// The fact with stream id `id` was added (or skipped).
+    pub fn passed(&mut self, id: String) {
+        self.position = id;
+    }
+
     pub fn add(&mut self, at: u64, fact: Fact) {
         match &fact {
             Fact::Reopened { contact } => {

@@ -69,9 +69,9 @@ struct Shared {
     /// with nothing in its window now reads as nothing (0, NaN) rather
     /// than keeping its last figures for good.
     exported: Mutex<std::collections::BTreeSet<(String, &'static str, String)>>,
-    /// The last fact read. Held while reading, so that two readers never
-    /// add the same facts twice.
-    cursor: tokio::sync::Mutex<String>,
+    /// Held while reading, so that two readers never add the same facts
+    /// twice. The position itself is kept with the facts (in `kpis`).
+    reading: tokio::sync::Mutex<()>,
 }
 
 /// Follows the KPI facts and keeps the records (see the crate docs).
@@ -109,7 +109,7 @@ impl Recorder {
                 retention,
                 kpis: Mutex::new(Kpis::default()),
                 exported: Mutex::new(Default::default()),
-                cursor: tokio::sync::Mutex::new("-".into()),
+                reading: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -124,8 +124,9 @@ impl Recorder {
     }
 
     fn kpis(&self) -> MutexGuard<'_, Kpis> {
-        // A panic while holding it cannot leave a fold half-done that
-        // matters: the next read rebuilds nothing, it only adds.
+        // A panic while holding it leaves the facts added so far, and the
+        // position after the last of them: the next read goes on from
+        // there, adding none twice and skipping none.
         self.shared
             .kpis
             .lock()
@@ -162,14 +163,15 @@ impl Recorder {
 
     /// Reads the facts written since the last read.
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
-        let mut cursor = self.shared.cursor.lock().await;
+        let _reading = self.shared.reading.lock().await;
         let mut read = 0;
         loop {
-            let facts = self.shared.records.kpi_facts(&cursor, 5000).await?;
+            // Where the facts added end: moved with each fact, under the
+            // same lock, so that a fold that fails half-way (a panic, a
+            // runtime shutting down) is taken up after its last fact.
+            let after = self.kpis().position().to_owned();
+            let facts = self.shared.records.kpi_facts(&after, 5000).await?;
             let n = facts.len();
-            if let Some(last) = facts.last() {
-                *cursor = last.id.clone();
-            }
             // Off the request threads: the lock may be held by a fold.
             let this = self.clone();
             tokio::task::spawn_blocking(move || {
@@ -184,6 +186,7 @@ impl Recorder {
                             debug!(id = %fact.id, "Skipping a KPI fact of an unknown kind.");
                         }
                     }
+                    kpis.passed(fact.id);
                 }
                 let now = Timestamp::now().as_millis();
                 kpis.prune(now.saturating_sub(KEEP_MS));
