@@ -104,12 +104,15 @@ pub(super) async fn send(
             }
         };
         if let Some(final_outcome) = outcome.to_delivery_outcome() {
-            let label = outcome.label();
-            metrics::counter!("switchboard_social_replies_total", "outcome" => label).increment(1);
+            // Counted once its outcome is recorded: one that could not be
+            // is settled (and counted) when the outbox hands it out again.
             if let Err(error) = outbox.settle(&delivery, final_outcome).await {
                 metrics::counter!("switchboard_social_outbox_errors_total", "op" => "settle")
                     .increment(1);
                 tracing::warn!(error = %error, "Could not record a reply's outcome; it is settled when the outbox hands it out again.");
+            } else {
+                metrics::counter!("switchboard_social_replies_total", "outcome" => outcome.label())
+                    .increment(1);
             }
         }
         Done::Sent {
@@ -133,12 +136,13 @@ pub(super) async fn outbox_write(outbox: Arc<dyn Outbox>, actions: Vec<Action>) 
                     DeliveryOutcome::Delivered { .. } => "delivered",
                     DeliveryOutcome::Failed { .. } => "failed",
                 };
-                metrics::counter!("switchboard_social_replies_total", "outcome" => label)
-                    .increment(1);
                 if let Err(error) = outbox.settle(&delivery, outcome).await {
                     metrics::counter!("switchboard_social_outbox_errors_total", "op" => "settle")
                         .increment(1);
                     tracing::warn!(message_id = %delivery.message.message_id, error = %error, "Could not record a reply's outcome.");
+                } else {
+                    metrics::counter!("switchboard_social_replies_total", "outcome" => label)
+                        .increment(1);
                 }
                 Done::Other
             }
