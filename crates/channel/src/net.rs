@@ -3,16 +3,13 @@
 use std::net::IpAddr;
 
 /// Whether `host` (a URL's host, an IPv6 address in brackets or not) is this
-/// machine: `localhost` (and names under it), `127.0.0.0/8`, `::1`. Plain
+/// machine: `localhost`, `127.0.0.0/8`, `::1` (names under `localhost` are
+/// not: the resolver need not keep them on loopback). Plain
 /// `http://` to such a host never leaves the machine, so it is accepted
 /// where a remote one needs TLS.
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_end_matches('.');
-    if host.eq_ignore_ascii_case("localhost")
-        || host
-            .get(host.len().saturating_sub(10)..)
-            .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost"))
-    {
+    if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
     let bare = host
@@ -37,7 +34,6 @@ mod tests {
             "localhost",
             "LOCALHOST",
             "localhost.",
-            "crm.localhost",
             "127.0.0.1",
             "127.8.9.10",
             "::1",
@@ -49,6 +45,7 @@ mod tests {
         for host in [
             "crm.example.com",
             "localhost.example.com",
+            "crm.localhost",
             "notlocalhost",
             "10.0.0.1",
             "169.254.169.254",

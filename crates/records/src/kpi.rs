@@ -259,7 +259,6 @@ pub struct Kpis {
 }
 
 impl Kpis {
-    /// Adds a fact (facts arrive in about time order).
     /// Where the facts read so far end: the stream id to read after (`-`
     /// before the first).
     pub fn position(&self) -> &str {
@@ -275,6 +274,21 @@ impl Kpis {
         self.position = id;
     }
 
+    /// Whether stream id `id` comes after the position (a fact not added
+    /// yet).
+    pub fn is_after(&self, id: &str) -> bool {
+        fn parts(id: &str) -> Option<(u64, u64)> {
+            let (ms, seq) = id.split_once('-')?;
+            Some((ms.parse().ok()?, seq.parse().ok()?))
+        }
+        match (parts(id), parts(&self.position)) {
+            (Some(id), Some(position)) => id > position,
+            // Before the first fact, or an id that does not parse.
+            _ => true,
+        }
+    }
+
+    /// Adds a fact (facts arrive in about time order).
     pub fn add(&mut self, at: u64, fact: Fact) {
         match &fact {
             Fact::Reopened { contact } => {

@@ -169,7 +169,10 @@ impl Recorder {
             // Where the facts added end: moved with each fact, under the
             // same lock, so that a fold that fails half-way (a panic, a
             // runtime shutting down) is taken up after its last fact.
-            let after = self.kpis().position().to_owned();
+            let this = self.clone();
+            let after = tokio::task::spawn_blocking(move || this.kpis().position().to_owned())
+                .await
+                .map_err(|e| StoreError::Protocol(format!("KPI position not read: {e}")))?;
             let facts = self.shared.records.kpi_facts(&after, 5000).await?;
             let n = facts.len();
             // Off the request threads: the lock may be held by a fold.
@@ -177,6 +180,11 @@ impl Recorder {
             tokio::task::spawn_blocking(move || {
                 let mut kpis = this.kpis();
                 for fact in facts {
+                    // Added already by a reader whose caller went away
+                    // while its fold waited (the read lock went with it).
+                    if !kpis.is_after(&fact.id) {
+                        continue;
+                    }
                     match Fact::parse(&fact.fields) {
                         Some((at, f)) => kpis.add(at, f),
                         None => {

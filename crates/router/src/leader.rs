@@ -1072,11 +1072,13 @@ impl Leader {
             if lost.load(Ordering::Relaxed) {
                 return;
             }
+            // A failure ends the pass (Redis away: every read would wait
+            // out its timeout while routing waits); the next one tries again.
             let held = match self.state.held(agent).await {
                 Ok(held) => held,
                 Err(error) => {
                     warn!(agent_id = %agent, %error, "Could not read an agent's calls to look for lost call ends.");
-                    continue;
+                    return;
                 }
             };
             for contact in held {
@@ -1088,7 +1090,7 @@ impl Leader {
                     Ok(None) => continue,
                     Err(error) => {
                         warn!(contact_id = %id, %error, "Could not read a call to look for a lost call end.");
-                        continue;
+                        return;
                     }
                 };
                 let answered = rec
@@ -1104,10 +1106,13 @@ impl Leader {
                 {
                     continue;
                 }
+                // Only while it is still hers: a transfer since the read
+                // above is not ended.
                 let ended = self
                     .state
-                    .end_by_channel(
+                    .end_if_assigned_to(
                         &id,
+                        agent,
                         now,
                         "call_end_lost",
                         if wrap > 0 { now + wrap } else { 0 },
@@ -1128,6 +1133,7 @@ impl Leader {
                     Ok(_) => {}
                     Err(error) => {
                         warn!(contact_id = %id, %error, "Could not close a call whose end was lost; trying again.");
+                        return;
                     }
                 }
             }

@@ -673,6 +673,67 @@ impl RoutingState {
         self.end_contact(contact, now, disposition, 0, ends).await
     }
 
+    /// Closes `contact` only while it is assigned to `agent` (the routing
+    /// leader's end of a call whose hangup was lost, decided on a read
+    /// that may be old): `closed`, or why not (`not_assigned`, `changed`:
+    /// another agent has it, `already_closed`). The conversation ends
+    /// after routing's close.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn end_if_assigned_to(
+        &self,
+        contact: &ContactId,
+        agent: &str,
+        now: u64,
+        disposition: &str,
+        wrap_until: u64,
+        retention: Duration,
+        sticky_memory: Duration,
+    ) -> Result<String, StoreError> {
+        let ends = Ends {
+            retention,
+            sticky_memory,
+            only_in: "assigned",
+        };
+        let outcome = self
+            .abandon(contact, agent, now, disposition, wrap_until, &ends)
+            .await?;
+        if outcome == "closed" {
+            self.try_end_conversation(contact).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// One run of `abandon.lua` for `contact` as held by `agent`.
+    async fn abandon(
+        &self,
+        contact: &ContactId,
+        agent: &str,
+        now: u64,
+        disposition: &str,
+        wrap_until: u64,
+        ends: &Ends<'_>,
+    ) -> Result<String, StoreError> {
+        let k = self.store.keys();
+        let mut inv = self.scripts.abandon.prepare_invoke();
+        inv.key(k.route_contact(contact))
+            .key(k.route("waiting"))
+            .key(k.route("offers"))
+            .key(k.route("events"))
+            .key(k.route_agent(agent))
+            .key(k.route_held(agent))
+            .arg(contact.to_string())
+            .arg(agent)
+            .arg(now)
+            .arg(disposition)
+            .arg(wrap_until)
+            .arg(record_expiry(ends.retention))
+            .arg(EVENTS_MAXLEN)
+            .arg(ends.only_in)
+            .arg(ends.sticky_memory.as_secs());
+        let mut conn = self.conn();
+        self.store.bounded(inv.invoke_async(&mut conn)).await
+    }
+
     async fn end_contact(
         &self,
         contact: &ContactId,
@@ -681,12 +742,7 @@ impl RoutingState {
         wrap_until: u64,
         ends: Ends<'_>,
     ) -> Result<String, StoreError> {
-        let Ends {
-            retention,
-            sticky_memory,
-            only_in,
-        } = ends;
-        let k = self.store.keys();
+        let only_in = ends.only_in;
         // The conversation ends first (see `close`), unless the end is only
         // for a waiting contact: decided earlier, it may come too late.
         let ended = only_in.is_empty()
@@ -705,24 +761,9 @@ impl RoutingState {
                 .route_field(contact, "agent")
                 .await?
                 .unwrap_or_default();
-            let mut inv = self.scripts.abandon.prepare_invoke();
-            inv.key(k.route_contact(contact))
-                .key(k.route("waiting"))
-                .key(k.route("offers"))
-                .key(k.route("events"))
-                .key(k.route_agent(&agent))
-                .key(k.route_held(&agent))
-                .arg(contact.to_string())
-                .arg(&agent)
-                .arg(now)
-                .arg(disposition)
-                .arg(wrap_until)
-                .arg(record_expiry(retention))
-                .arg(EVENTS_MAXLEN)
-                .arg(only_in)
-                .arg(sticky_memory.as_secs());
-            let mut conn = self.conn();
-            let outcome: String = self.store.bounded(inv.invoke_async(&mut conn)).await?;
+            let outcome = self
+                .abandon(contact, &agent, now, disposition, wrap_until, &ends)
+                .await?;
             if outcome != "changed" {
                 // After routing's script (an end decided earlier, for a
                 // waiting contact): a failure goes back too, and the retry,

@@ -687,8 +687,8 @@ impl Drop for Active {
     }
 }
 
-/// Follows one waiting call in routing and tells the PBX to connect it to
-/// each agent it is offered to, until it is connected or over.
+/// Follows one call in routing and tells the PBX to connect it to each
+/// agent it is offered to (a transfer included), until it is over.
 async fn dispatch(active: Active, call_id: String) {
     let Active { state, contact } = &active;
     let mut lease = Lease::new(contact);
@@ -805,6 +805,15 @@ async fn follow(
                 ("offered", Some(agent)) => {
                     let mut current =
                         same_offer(offer.take(), &mut offers, agent, route.offer_until);
+                    if connected
+                        .as_ref()
+                        .is_some_and(|(on, _)| *on == current.agent)
+                    {
+                        // Back to the agent whose phone has the call (a
+                        // requeue she is offered again): nothing to ring;
+                        // her accept in the console keeps it with her.
+                        current.dialed = true;
+                    }
                     if !current.dialed && !current.late && leading {
                         // Another instance may have dialled this offer and
                         // handed the call over (a graceful stop hands its
@@ -828,10 +837,14 @@ async fn follow(
                                     &current,
                                     lease,
                                     Ring::Offered,
-                                    connected.as_ref().map(|(from, _)| from.as_str()),
+                                    transfer_from(&connected, &current.agent),
                                 )
                                 .await;
                                 if current.dialed {
+                                    // The PBX moved the caller off the
+                                    // first agent's phone: a later dial
+                                    // transfers from nobody.
+                                    connected = None;
                                     mark_rung(state, contact, &current.agent, current.until).await;
                                 } else if current.until.is_some_and(|u| {
                                     u <= switchboard_core::Timestamp::now().as_millis()
@@ -872,7 +885,8 @@ async fn follow(
                     // instance that stopped or crashed before the dial.
                     let stamp = route.stamp.or(offer.as_ref().and_then(|o| o.until));
                     let this = (agent.clone(), stamp);
-                    if connected.as_ref() == Some(&this)
+                    // Still (or again) with the agent whose phone has it.
+                    if connected.as_ref().is_some_and(|(on, _)| *on == agent)
                         || offer
                             .as_ref()
                             .is_some_and(|o| o.agent == agent && o.dialed && o.until == stamp)
@@ -940,7 +954,7 @@ async fn follow(
                         }
                     }
                     let current = same_offer(offer.take(), &mut offers, agent, stamp);
-                    let from = connected.as_ref().map(|(from, _)| from.as_str());
+                    let from = transfer_from(&connected, &current.agent);
                     if tell_pbx(
                         state,
                         contact,
@@ -959,6 +973,7 @@ async fn follow(
                             debug!(source = %state.name, %error, "Could not release a ring claim; it lapses.");
                         }
                         connected = Some(this);
+                        ring_retry = RING_RETRY_FIRST;
                         continue;
                     }
                     offer = Some(current);
@@ -982,6 +997,17 @@ async fn follow(
             return;
         }
     }
+}
+
+/// The agent whose phone has the call, for a dial of it to `to`: none
+/// before it was connected, nor when it goes back to the same agent (the
+/// caller is on her phone already; a transfer to herself would hang her
+/// leg up).
+fn transfer_from<'a>(connected: &'a Option<(String, Option<u64>)>, to: &str) -> Option<&'a str> {
+    connected
+        .as_ref()
+        .map(|(from, _)| from.as_str())
+        .filter(|from| *from != to)
 }
 
 /// Waits `pause`; true when the channel began to shut down meanwhile.

@@ -225,3 +225,22 @@ fn damaged_facts_are_skipped_not_read_as_zero() {
     timed.insert("at".into(), "soon".into());
     assert!(Fact::parse(&timed).is_none(), "an unreadable time");
 }
+
+/// The position in the fact stream: facts at or before it were added.
+#[test]
+fn the_position_tells_facts_added_from_new_ones() {
+    let mut kpis = Kpis::default();
+    assert_eq!(kpis.position(), "-");
+    assert!(kpis.is_after("1-0"));
+    kpis.passed("1795341600000-3".into());
+    assert_eq!(kpis.position(), "1795341600000-3");
+    assert!(!kpis.is_after("1795341600000-3"));
+    assert!(!kpis.is_after("1795341600000-2"));
+    assert!(
+        !kpis.is_after("999999999999-9"),
+        "compared as numbers, not text"
+    );
+    assert!(kpis.is_after("1795341600000-4"));
+    assert!(kpis.is_after("1795341600000-10"));
+    assert!(kpis.is_after("1795341600001-0"));
+}

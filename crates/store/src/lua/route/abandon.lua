@@ -13,11 +13,14 @@
 -- ARGV[6] how long the ended record is kept (s): the retention
 -- and a day, so that the retention sweep finds it  ARGV[7] events maxlen
 -- ARGV[8] 'waiting' to end it only while it waits ('' for any state): the
---         after-hours ends, decided before an offer may have been made
+--         after-hours ends, decided before an offer may have been made;
+--         'assigned' only while it is assigned to ARGV[2] (the leader's
+--         end of a call whose hangup was lost)
 -- ARGV[9] sticky memory (s; 0 or '' for none): how long an assigned
 --         contact's customer is remembered for its agent
--- Returns 'abandoned', 'closed', 'already_closed', 'not_waiting' or
--- 'changed' (the record's agent is not ARGV[2]: read it again and retry).
+-- Returns 'abandoned', 'closed', 'already_closed', 'not_waiting',
+-- 'not_assigned' or 'changed' (the record's agent is not ARGV[2]: read it
+-- again and retry).
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'customer')
 if not c[1] then
   -- Not handed to routing yet (the caller hung up within moments): a
@@ -38,6 +41,9 @@ if c[1] == 'closed' then
 end
 if ARGV[8] == 'waiting' and c[1] ~= 'waiting' then
   return 'not_waiting'
+end
+if ARGV[8] == 'assigned' and c[1] ~= 'assigned' then
+  return 'not_assigned'
 end
 local agent = c[2] or ''
 if agent ~= ARGV[2] then
