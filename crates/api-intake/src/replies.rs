@@ -235,12 +235,7 @@ pub(crate) async fn settle(
         } => (
             state
                 .outbox
-                .settle(
-                    &delivery,
-                    DeliveryOutcome::Delivered {
-                        provider_message_id,
-                    },
-                )
+                .settle(&delivery, DeliveryOutcome::delivered(provider_message_id))
                 .await,
             "delivered",
         ),

@@ -102,12 +102,7 @@ async fn deliver(shared: &Shared, outbox: &dyn Outbox, delivery: OutboundDeliver
             Ok(Some(_)) => {
                 counter!("switchboard_chat_replies_total", "outcome" => "delivered").increment(1);
                 outbox
-                    .settle(
-                        &delivery,
-                        DeliveryOutcome::Delivered {
-                            provider_message_id: None,
-                        },
-                    )
+                    .settle(&delivery, DeliveryOutcome::delivered(None))
                     .await
             }
             Ok(None) if delivery.attempt < LOG_ATTEMPTS => {

@@ -36,12 +36,29 @@ pub struct OutboundMessage {
     pub created_at: Timestamp,
 }
 
+impl DeliveryOutcome {
+    /// Delivered, with the provider's id when it gave one (one part).
+    pub fn delivered(provider_message_id: Option<String>) -> DeliveryOutcome {
+        DeliveryOutcome::Delivered {
+            provider_message_id,
+            earlier_ids: Vec::new(),
+        }
+    }
+}
+
 /// How an adapter settles one outbound message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum DeliveryOutcome {
     /// The provider accepted it; `provider_message_id` when it gave one.
-    Delivered { provider_message_id: Option<String> },
+    /// A reply sent in several parts (a long text cut to a messenger's
+    /// limit): the last part's id, and the earlier parts' in
+    /// `earlier_ids`, so that a receipt for any part finds the reply.
+    Delivered {
+        provider_message_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        earlier_ids: Vec<String>,
+    },
     /// It can never be delivered (e.g. a closed messaging window, an unknown
     /// recipient); the agent is shown `reason`.
     Failed { reason: String },

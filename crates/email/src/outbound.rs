@@ -124,9 +124,7 @@ impl Sender {
             Ok((message, message_id)) => match self.send(message).await {
                 Ok(()) => (
                     "delivered",
-                    Ok(DeliveryOutcome::Delivered {
-                        provider_message_id: Some(message_id),
-                    }),
+                    Ok(DeliveryOutcome::delivered(Some(message_id))),
                 ),
                 Err(SendError::Refused(e)) => (
                     "failed",

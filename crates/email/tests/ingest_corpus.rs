@@ -344,12 +344,7 @@ async fn a_bounce_fails_our_reply_and_an_auto_reply_is_logged_next_to_it() {
     let delivery = outbox.next(Duration::from_secs(1)).await.unwrap().unwrap();
     let sent_id = switchboard_email::outbound::message_id_for(&delivery.message);
     outbox
-        .settle(
-            &delivery,
-            DeliveryOutcome::Delivered {
-                provider_message_id: Some(sent_id.clone()),
-            },
-        )
+        .settle(&delivery, DeliveryOutcome::delivered(Some(sent_id.clone())))
         .await
         .unwrap();
 

@@ -318,6 +318,19 @@ async fn a_long_reply_goes_out_in_parts_and_a_retry_resumes_after_the_accepted_o
             provider_message_id: seen[3].id.clone()
         }
     );
+    // Every accepted part's id is recorded: receipts come for each.
+    let earlier: Vec<String> = [&seen[0], &seen[2]]
+        .iter()
+        .map(|s| s.id.clone().expect("an id"))
+        .collect();
+    assert_eq!(progress.earlier_ids, earlier);
+    assert_eq!(
+        outcome.to_delivery_outcome(&progress),
+        Some(switchboard_core::DeliveryOutcome::Delivered {
+            provider_message_id: seen[3].id.clone(),
+            earlier_ids: earlier,
+        })
+    );
 }
 
 #[tokio::test]

@@ -487,56 +487,65 @@ impl RedisOutbox {
             )
             .await?;
         if let DeliveryOutcome::Delivered {
-            provider_message_id: Some(provider_id),
+            provider_message_id,
+            earlier_ids,
         } = &outcome
         {
-            // So that the provider's receipts for it find it.
-            let conversation = &delivery.message.conversation_id;
-            self.store
-                .bounded(
-                    redis::cmd("SET")
-                        .arg(keys.reply_ref(conversation.partition(), &self.source, provider_id))
-                        .arg(format!("{conversation}|{}", delivery.message.message_id))
-                        .arg("EX")
-                        .arg(crate::updates::REPLY_REF_TTL.as_secs())
-                        .query_async::<()>(&mut conn),
-                )
-                .await?;
-            // A reply sent on another source than its conversation's (a
-            // forwarded offline-form answer): its receipts arrive in the
-            // partition of this source and the customer, and look it up
-            // from there.
-            let home = keys.partition_of(&self.source, &delivery.message.to);
-            if home == conversation.partition() {
-                // A receipt that came before this settle was kept
-                // (`UpdateOutcome::Early`): applied now. (Of a reply whose
-                // receipts arrive in another partition it is not: it
-                // lapses.)
-                let reply_ref = keys.reply_ref(home, &self.source, provider_id);
-                let applied: i64 = self
-                    .store
-                    .bounded(
-                        APPLY_EARLY
-                            .key(format!("{reply_ref}:early"))
-                            .key(keys.conversation_status(conversation))
-                            .arg(delivery.message.message_id.to_string())
-                            .invoke_async(&mut conn),
-                    )
-                    .await?;
-                if applied == 1 {
-                    tracing::debug!(message_id = %delivery.message.message_id, "A receipt that came before the settle is applied.");
-                }
-            } else {
+            // Every part's id of a reply sent in parts: a receipt may come
+            // for any of them.
+            for provider_id in earlier_ids.iter().chain(provider_message_id) {
+                // So that the provider's receipts for it find it.
+                let conversation = &delivery.message.conversation_id;
                 self.store
                     .bounded(
                         redis::cmd("SET")
-                            .arg(keys.reply_home(home, &self.source, provider_id))
-                            .arg(conversation.partition().0)
+                            .arg(keys.reply_ref(
+                                conversation.partition(),
+                                &self.source,
+                                provider_id,
+                            ))
+                            .arg(format!("{conversation}|{}", delivery.message.message_id))
                             .arg("EX")
                             .arg(crate::updates::REPLY_REF_TTL.as_secs())
                             .query_async::<()>(&mut conn),
                     )
                     .await?;
+                // A reply sent on another source than its conversation's (a
+                // forwarded offline-form answer): its receipts arrive in the
+                // partition of this source and the customer, and look it up
+                // from there.
+                let home = keys.partition_of(&self.source, &delivery.message.to);
+                if home == conversation.partition() {
+                    // A receipt that came before this settle was kept
+                    // (`UpdateOutcome::Early`): applied now. (Of a reply whose
+                    // receipts arrive in another partition it is not: it
+                    // lapses.)
+                    let reply_ref = keys.reply_ref(home, &self.source, provider_id);
+                    let applied: i64 = self
+                        .store
+                        .bounded(
+                            APPLY_EARLY
+                                .key(format!("{reply_ref}:early"))
+                                .key(keys.conversation_status(conversation))
+                                .arg(delivery.message.message_id.to_string())
+                                .invoke_async(&mut conn),
+                        )
+                        .await?;
+                    if applied == 1 {
+                        tracing::debug!(message_id = %delivery.message.message_id, "A receipt that came before the settle is applied.");
+                    }
+                } else {
+                    self.store
+                        .bounded(
+                            redis::cmd("SET")
+                                .arg(keys.reply_home(home, &self.source, provider_id))
+                                .arg(conversation.partition().0)
+                                .arg("EX")
+                                .arg(crate::updates::REPLY_REF_TTL.as_secs())
+                                .query_async::<()>(&mut conn),
+                        )
+                        .await?;
+                }
             }
         }
         self.remove_held(delivery).await

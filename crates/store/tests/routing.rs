@@ -346,12 +346,7 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     let second = outbox.next(wait).await.unwrap().unwrap();
     assert_eq!(second.message.text, "two");
     outbox
-        .settle(
-            &second,
-            DeliveryOutcome::Delivered {
-                provider_message_id: Some("p2".into()),
-            },
-        )
+        .settle(&second, DeliveryOutcome::delivered(Some("p2".into())))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -397,12 +392,7 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     let taken = other.next(wait).await.unwrap().unwrap();
     assert_eq!(taken.message.message_id, stalled.message.message_id);
     other
-        .settle(
-            &taken,
-            DeliveryOutcome::Delivered {
-                provider_message_id: None,
-            },
-        )
+        .settle(&taken, DeliveryOutcome::delivered(None))
         .await
         .unwrap();
     outbox.defer(&stalled, Duration::ZERO).await.unwrap();
@@ -445,12 +435,7 @@ async fn an_outbox_backlog_counts_each_state() {
         "{b:?}"
     );
     outbox
-        .settle(
-            &first,
-            DeliveryOutcome::Delivered {
-                provider_message_id: None,
-            },
-        )
+        .settle(&first, DeliveryOutcome::delivered(None))
         .await
         .unwrap();
     let b = switchboard_store::outbox::backlog(&store, "website")
@@ -545,12 +530,7 @@ async fn an_outbox_recovers_a_lost_group_and_skips_unreadable_deferred_members()
     outbox.enqueue(&reply("one")).await.unwrap();
     let first = outbox.next(wait).await.unwrap().unwrap();
     outbox
-        .settle(
-            &first,
-            DeliveryOutcome::Delivered {
-                provider_message_id: None,
-            },
-        )
+        .settle(&first, DeliveryOutcome::delivered(None))
         .await
         .unwrap();
 
@@ -569,12 +549,7 @@ async fn an_outbox_recovers_a_lost_group_and_skips_unreadable_deferred_members()
     let second = found.expect("delivered after the group was made again");
     assert_eq!(second.message.text, "two");
     outbox
-        .settle(
-            &second,
-            DeliveryOutcome::Delivered {
-                provider_message_id: None,
-            },
-        )
+        .settle(&second, DeliveryOutcome::delivered(None))
         .await
         .unwrap();
 
@@ -610,12 +585,7 @@ async fn unreadable_and_never_settled_deliveries_do_not_stay_for_ever() {
     outbox.enqueue(&reply("warm")).await.unwrap();
     let warm = outbox.next(wait).await.unwrap().unwrap();
     outbox
-        .settle(
-            &warm,
-            DeliveryOutcome::Delivered {
-                provider_message_id: None,
-            },
-        )
+        .settle(&warm, DeliveryOutcome::delivered(None))
         .await
         .unwrap();
 
@@ -729,14 +699,9 @@ async fn a_superseded_holder_neither_defers_nor_settles() {
         .await
         .unwrap();
     assert_eq!(state, None, "the stale holder's outcome is not recorded");
-    b.settle(
-        &taken,
-        DeliveryOutcome::Delivered {
-            provider_message_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    b.settle(&taken, DeliveryOutcome::delivered(None))
+        .await
+        .unwrap();
     let state: Option<String> = conn
         .hget(&state_key, message.message_id.to_string())
         .await
@@ -781,14 +746,9 @@ async fn a_superseded_holder_neither_defers_nor_settles() {
         (again.handle.as_str(), again.handouts),
         (first.handle.as_str(), 2)
     );
-    a.settle(
-        &first,
-        DeliveryOutcome::Delivered {
-            provider_message_id: None,
-        },
-    )
-    .await
-    .unwrap();
+    a.settle(&first, DeliveryOutcome::delivered(None))
+        .await
+        .unwrap();
     let state: Option<String> = conn
         .hget(
             keys.conversation_delivery(&mine.conversation_id),

@@ -75,9 +75,7 @@ async fn settle_accepted(outbox: &RedisOutbox, provider_id: &str) {
     outbox
         .settle(
             &delivery,
-            DeliveryOutcome::Delivered {
-                provider_message_id: Some(provider_id.into()),
-            },
+            DeliveryOutcome::delivered(Some(provider_id.into())),
         )
         .await
         .unwrap();
@@ -305,9 +303,7 @@ async fn receipts_of_a_reply_forwarded_to_another_source_find_it() {
         .unwrap();
     mail.settle(
         &delivery,
-        DeliveryOutcome::Delivered {
-            provider_message_id: Some("r1@support.example".into()),
-        },
+        DeliveryOutcome::delivered(Some("r1@support.example".into())),
     )
     .await
     .unwrap();
@@ -509,4 +505,96 @@ async fn a_social_receipt_before_the_settle_is_applied_at_the_settle() {
         .unwrap();
     assert!(!kept);
     assert_eq!(receipt(ReplyStatus::Read, "r4").await, UpdateOutcome::Stale);
+}
+
+/// A reply sent in three parts: a receipt for any part finds it, whether it
+/// comes after the settle or before it (kept, then applied). Before, only
+/// the last part's id was recorded: WhatsApp failing part 1 went unseen
+/// and the reply showed as delivered.
+#[tokio::test]
+async fn a_receipt_for_any_part_of_a_reply_finds_it() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let customer = CustomerIdentity::new("whatsapp", "380501234567").unwrap();
+    let first = intake
+        .submit_event(switchboard_core::InboundEvent {
+            channel: ChannelKind::Social,
+            source: "meta".into(),
+            address: "1001".into(),
+            customer: customer.clone(),
+            ..event("v1", Some("wamid.IN1"), "Hi")
+        })
+        .await
+        .unwrap();
+    let outbox = RedisOutbox::new(store.clone(), "meta", "i1", Duration::from_secs(30)).unwrap();
+    let reply = reply_to(
+        &first,
+        ChannelKind::Social,
+        "meta",
+        "1001",
+        &customer,
+        "A long answer",
+    );
+    outbox.enqueue(&reply).await.unwrap();
+    let receipt = |s: ReplyStatus, part: &'static str, id: &'static str| {
+        let (intake, customer) = (intake.clone(), customer.clone());
+        async move {
+            intake
+                .submit_update(InboundUpdate {
+                    channel: ChannelKind::Social,
+                    source: "meta".into(),
+                    customer,
+                    provider_message_id: part.into(),
+                    update_id: Some(id.into()),
+                    change: Change::Status {
+                        status: s,
+                        detail: None,
+                    },
+                    at: None,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // Part 2's `sent` comes before the settle: kept.
+    assert_eq!(
+        receipt(ReplyStatus::Sent, "wamid.P2", "r1").await,
+        UpdateOutcome::Early
+    );
+    let delivery = outbox
+        .next(Duration::from_millis(500))
+        .await
+        .unwrap()
+        .unwrap();
+    outbox
+        .settle(
+            &delivery,
+            DeliveryOutcome::Delivered {
+                provider_message_id: Some("wamid.P3".into()),
+                earlier_ids: vec!["wamid.P1".into(), "wamid.P2".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let status = || async {
+        let states = Conversations::new(store.clone())
+            .reply_states(&first.conversation_id)
+            .await
+            .unwrap();
+        states[&reply.message_id.to_string()].1.clone()
+    };
+    let kept = status().await.expect("part 2's early status, applied");
+    assert!(kept.contains("\"sent\""), "{kept}");
+    // Part 3 delivered, then part 1 failed: the reply failed.
+    assert_eq!(
+        receipt(ReplyStatus::Delivered, "wamid.P3", "r2").await,
+        UpdateOutcome::Applied
+    );
+    assert_eq!(
+        receipt(ReplyStatus::Failed, "wamid.P1", "r3").await,
+        UpdateOutcome::Applied
+    );
+    let failed = status().await.expect("a status");
+    assert!(failed.contains("\"failed\""), "{failed}");
 }

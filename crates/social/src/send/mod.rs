@@ -75,13 +75,15 @@ impl SendOutcome {
         }
     }
 
-    /// The final outcome to record on the message; `None` for a retry.
-    pub fn to_delivery_outcome(&self) -> Option<DeliveryOutcome> {
+    /// The final outcome to record on the message, with the ids of the
+    /// parts `progress` saw accepted before the last; `None` for a retry.
+    pub fn to_delivery_outcome(&self, progress: &Progress) -> Option<DeliveryOutcome> {
         match self {
             Self::Delivered {
                 provider_message_id,
             } => Some(DeliveryOutcome::Delivered {
                 provider_message_id: provider_message_id.clone(),
+                earlier_ids: progress.earlier_ids.clone(),
             }),
             Self::Retry { .. } => None,
             Self::Failed { reason, .. } => Some(DeliveryOutcome::Failed {
@@ -190,4 +192,7 @@ pub struct Progress {
     pub parts_sent: usize,
     /// The provider's id of the last accepted part.
     pub provider_message_id: Option<String>,
+    /// The ids of the parts accepted before it (at most `MAX_PARTS`):
+    /// receipts come for each part.
+    pub earlier_ids: Vec<String>,
 }

@@ -226,8 +226,10 @@ impl Sender {
                         provider_message_id,
                     } => {
                         progress.parts_sent = index + 1;
-                        if provider_message_id.is_some() {
-                            progress.provider_message_id = provider_message_id;
+                        if let Some(id) = provider_message_id
+                            && let Some(earlier) = progress.provider_message_id.replace(id)
+                        {
+                            progress.earlier_ids.push(earlier);
                         }
                     }
                     other => return other,

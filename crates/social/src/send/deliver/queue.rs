@@ -332,9 +332,10 @@ impl Queues {
                     }
                 }
                 final_outcome => {
+                    let outcome = final_outcome.to_delivery_outcome(&head.progress);
                     queue.pop_front();
                     self.in_memory -= 1;
-                    if let Some(outcome) = final_outcome.to_delivery_outcome() {
+                    if let Some(outcome) = outcome {
                         self.recent.insert(id, outcome);
                     }
                 }

@@ -452,6 +452,7 @@ fn the_next_deliverer_knows_outcomes_and_progress() {
     let part = Progress {
         parts_sent: 1,
         provider_message_id: Some("m_part".into()),
+        earlier_ids: Vec::new(),
     };
     let deferred = first.sent(
         b,
@@ -485,6 +486,7 @@ fn a_late_reply_keeps_its_accepted_parts() {
     let part = Progress {
         parts_sent: 2,
         provider_message_id: Some("m_part".into()),
+        earlier_ids: Vec::new(),
     };
     let deferred = q.sent(
         a,

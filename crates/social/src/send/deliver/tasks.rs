@@ -103,7 +103,7 @@ pub(super) async fn send(
                 SendOutcome::failed(FailureKind::Unroutable, None, unroutable.to_string())
             }
         };
-        if let Some(final_outcome) = outcome.to_delivery_outcome() {
+        if let Some(final_outcome) = outcome.to_delivery_outcome(&progress) {
             // Counted once its outcome is recorded: one that could not be
             // is settled (and counted) when the outbox hands it out again.
             if let Err(error) = outbox.settle(&delivery, final_outcome).await {
