@@ -1065,76 +1065,89 @@ impl Leader {
     async fn end_lost_calls(&self, mirror: &Mirror, lost: &AtomicBool, now: u64) {
         let longest = self.config.max_call_secs * 1000;
         let wrap = self.config.wrap_up_secs * 1000;
-        for (agent, live) in &mirror.live {
-            if live.loads[3] == 0 {
+        // Two pipelined reads, however many agents are on calls: this runs
+        // in the leader's loop, and routing waits for it. A failure ends
+        // the pass; the next one tries again.
+        let on_calls: Vec<&str> = mirror
+            .live
+            .iter()
+            .filter(|(_, live)| live.loads[3] > 0)
+            .map(|(agent, _)| agent.as_str())
+            .collect();
+        if on_calls.is_empty() {
+            return;
+        }
+        let held = match self.state.held_by_each(&on_calls).await {
+            Ok(held) => held,
+            Err(error) => {
+                warn!(%error, "Could not read agents' calls to look for lost call ends.");
+                return;
+            }
+        };
+        let mut held_by: Vec<(&str, ContactId)> = Vec::new();
+        for (agent, contacts) in on_calls.iter().zip(held) {
+            for contact in contacts {
+                if let Ok(id) = contact.parse::<ContactId>() {
+                    held_by.push((agent, id));
+                }
+            }
+        }
+        let ids: Vec<ContactId> = held_by.iter().map(|(_, id)| *id).collect();
+        let records = match self.state.route_records(&ids).await {
+            Ok(records) => records,
+            Err(error) => {
+                warn!(%error, "Could not read agents' contacts to look for lost call ends.");
+                return;
+            }
+        };
+        for ((agent, id), rec) in held_by.into_iter().zip(records) {
+            let Some(rec) = rec else {
+                continue;
+            };
+            let answered = rec
+                .fields
+                .get("answered_at")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(rec.since);
+            if rec.agent != agent
+                || rec.state != "assigned"
+                || rec.channel != "voice"
+                || answered == 0
+                || answered.saturating_add(longest) > now
+            {
                 continue;
             }
             if lost.load(Ordering::Relaxed) {
                 return;
             }
-            // A failure ends the pass (Redis away: every read would wait
-            // out its timeout while routing waits); the next one tries again.
-            let held = match self.state.held(agent).await {
-                Ok(held) => held,
+            // Only while it is still hers: a transfer since the read above
+            // is not ended.
+            let ended = self
+                .state
+                .end_if_assigned_to(
+                    &id,
+                    agent,
+                    now,
+                    "call_end_lost",
+                    if wrap > 0 { now + wrap } else { 0 },
+                    Duration::from_secs(self.config.retention_days * 86_400),
+                    Duration::from_secs(self.config.sticky_memory_days * 86_400),
+                )
+                .await;
+            match ended {
+                Ok(outcome) if outcome == "closed" => {
+                    counter!("switchboard_router_calls_end_lost_total").increment(1);
+                    warn!(
+                        contact_id = %id,
+                        agent_id = %agent,
+                        answered_ms_ago = now.saturating_sub(answered),
+                        "A call was still assigned max_call_secs after it was answered: its end was never reported; closed as call_end_lost."
+                    );
+                }
+                Ok(_) => {}
                 Err(error) => {
-                    warn!(agent_id = %agent, %error, "Could not read an agent's calls to look for lost call ends.");
+                    warn!(contact_id = %id, %error, "Could not close a call whose end was lost; trying again.");
                     return;
-                }
-            };
-            for contact in held {
-                let Ok(id) = contact.parse::<ContactId>() else {
-                    continue;
-                };
-                let rec = match self.state.route_record(&id).await {
-                    Ok(Some(rec)) => rec,
-                    Ok(None) => continue,
-                    Err(error) => {
-                        warn!(contact_id = %id, %error, "Could not read a call to look for a lost call end.");
-                        return;
-                    }
-                };
-                let answered = rec
-                    .fields
-                    .get("answered_at")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(rec.since);
-                if rec.agent != *agent
-                    || rec.state != "assigned"
-                    || rec.channel != "voice"
-                    || answered == 0
-                    || answered.saturating_add(longest) > now
-                {
-                    continue;
-                }
-                // Only while it is still hers: a transfer since the read
-                // above is not ended.
-                let ended = self
-                    .state
-                    .end_if_assigned_to(
-                        &id,
-                        agent,
-                        now,
-                        "call_end_lost",
-                        if wrap > 0 { now + wrap } else { 0 },
-                        Duration::from_secs(self.config.retention_days * 86_400),
-                        Duration::from_secs(self.config.sticky_memory_days * 86_400),
-                    )
-                    .await;
-                match ended {
-                    Ok(outcome) if outcome == "closed" => {
-                        counter!("switchboard_router_calls_end_lost_total").increment(1);
-                        warn!(
-                            contact_id = %id,
-                            agent_id = %agent,
-                            answered_ms_ago = now.saturating_sub(answered),
-                            "A call was still assigned max_call_secs after it was answered: its end was never reported; closed as call_end_lost."
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        warn!(contact_id = %id, %error, "Could not close a call whose end was lost; trying again.");
-                        return;
-                    }
                 }
             }
         }

@@ -1031,6 +1031,30 @@ impl RoutingState {
         Ok(out)
     }
 
+    /// The routing records of `contacts`, in order (`None` for one not
+    /// known), in pipelined reads.
+    pub async fn route_records(
+        &self,
+        contacts: &[ContactId],
+    ) -> Result<Vec<Option<RouteRecord>>, StoreError> {
+        let k = self.store.keys();
+        let mut out = Vec::with_capacity(contacts.len());
+        for chunk in contacts.chunks(500) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGETALL").arg(k.route_contact(id));
+            }
+            let mut conn = self.conn();
+            let maps: Vec<HashMap<String, String>> =
+                self.store.bounded(pipe.query_async(&mut conn)).await?;
+            out.extend(
+                maps.into_iter()
+                    .map(|m| (!m.is_empty()).then(|| record_from(m))),
+            );
+        }
+        Ok(out)
+    }
+
     pub async fn route_record(
         &self,
         contact: &ContactId,
@@ -1264,6 +1288,22 @@ impl RoutingState {
     }
 
     /// The contacts an agent holds (offered or assigned).
+    /// [`Self::held`] of each of `agents`, in order, in pipelined reads.
+    pub async fn held_by_each(&self, agents: &[&str]) -> Result<Vec<Vec<String>>, StoreError> {
+        let k = self.store.keys();
+        let mut out = Vec::with_capacity(agents.len());
+        for chunk in agents.chunks(500) {
+            let mut pipe = redis::pipe();
+            for agent in chunk {
+                pipe.cmd("SMEMBERS").arg(k.route_held(agent));
+            }
+            let mut conn = self.conn();
+            let sets: Vec<Vec<String>> = self.store.bounded(pipe.query_async(&mut conn)).await?;
+            out.extend(sets);
+        }
+        Ok(out)
+    }
+
     pub async fn held(&self, agent: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn();
         let key = self.store.keys().route_held(agent);
