@@ -72,7 +72,8 @@ pub fn main() -> ExitCode {
             runtime.block_on(validate(&path, &config, check_redis))
         }
         Command::Run => {
-            crate::telemetry::init_logs(&config.log);
+            // Held to the end: its drop writes out the queued lines.
+            let _logs = crate::telemetry::init_logs(&config.log);
             let metrics = match crate::telemetry::init_metrics() {
                 Ok(m) => m,
                 Err(e) => {

@@ -111,6 +111,7 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
 }
 
 async fn render_metrics(State(state): State<HealthState>) -> impl IntoResponse {
+    crate::telemetry::count_dropped_log_lines();
     (
         [(
             axum::http::header::CONTENT_TYPE,

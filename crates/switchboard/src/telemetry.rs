@@ -8,14 +8,55 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, filter};
 
-/// Installs the log subscriber. Logs go to stderr (journald keeps them).
-pub fn init_logs(config: &LogConfig) {
-    // A second init (tests) is harmless: the first subscriber stays.
+/// Lines the log writer dropped because stderr did not keep up.
+static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// How many lines the log queue holds while stderr does not take them;
+/// more are dropped (and counted).
+const LOG_QUEUE_LINES: usize = 64_000;
+
+/// Installs the log subscriber. Logs go to stderr (journald keeps them),
+/// written by a thread of their own: a stderr that stalls (journald
+/// throttling, a full pipe) fills a queue of [`LOG_QUEUE_LINES`] and then
+/// drops lines, counted in `switchboard_log_lines_dropped_total`, where
+/// every thread that logged used to wait. Keep the guard until exit: its
+/// drop writes out what is queued.
+pub fn init_logs(config: &LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
     // Colours only on a terminal: journald and files would keep the escape
     // codes as text (`NO_COLOR` turns them off on a terminal too).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let _ = subscriber(config, std::io::stderr, ansi).try_init();
+    let (writer, guard) = log_writer(std::io::stderr(), LOG_QUEUE_LINES);
+    let _ = DROPPED.set(writer.error_counter());
+    // A second init (tests) is harmless: the first subscriber stays.
+    let _ = subscriber(config, writer, ansi).try_init();
+    guard
+}
+
+/// A writer to `out` from a thread of its own, queueing at most `lines`
+/// and dropping (counting) the rest while `out` does not take them.
+fn log_writer<W: std::io::Write + Send + 'static>(
+    out: W,
+    lines: usize,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(lines)
+        .lossy(true)
+        .thread_name("switchboard-log")
+        .finish(out)
+}
+
+/// Brings `switchboard_log_lines_dropped_total` up to date (before each
+/// scrape).
+pub fn count_dropped_log_lines() {
+    if let Some(dropped) = DROPPED.get() {
+        metrics::counter!("switchboard_log_lines_dropped_total")
+            .absolute(dropped.dropped_lines() as u64);
+    }
 }
 
 /// The log subscriber writing to `writer`, with colours when `ansi`.
@@ -218,6 +259,50 @@ mod log_tests {
         fn make_writer(&'w self) -> Buffer {
             self.clone()
         }
+    }
+
+    /// A stderr that takes nothing (a stalled journald) does not stop the
+    /// threads that log: lines past the queue are dropped and counted.
+    #[test]
+    fn a_stalled_stderr_drops_lines_instead_of_blocking() {
+        struct Stalled(std::sync::mpsc::Receiver<()>);
+        impl std::io::Write for Stalled {
+            fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+                // Blocks until the test ends (the sender is dropped).
+                let _ = self.0.recv();
+                Ok(data.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let (writer, guard) = log_writer(Stalled(stalled), 4);
+        let dropped = writer.error_counter();
+        let config = LogConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        let logging = std::thread::spawn(move || {
+            tracing::subscriber::with_default(subscriber(&config, writer, false), || {
+                for n in 0..100 {
+                    tracing::info!(n, "a line");
+                }
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("logging blocked on a stderr that takes nothing");
+        logging.join().unwrap();
+        assert!(
+            dropped.dropped_lines() >= 90,
+            "{} dropped",
+            dropped.dropped_lines()
+        );
+        drop(release);
+        drop(guard);
     }
 
     /// async-imap's LOGIN trace never reaches the log, even when the
