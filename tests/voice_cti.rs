@@ -5,7 +5,8 @@
 //! agent, a caller who hangs up while queued (abandoned, never offered), a
 //! blocked caller, and a wrong token. And a call waiting through a restart
 //! of the daemon: the PBX repeats its `newCall`, and the call is dialled
-//! once an agent is chosen.
+//! once an agent is chosen; and a connected call transferred in the
+//! console, dialled to the colleague with `transfer_from`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::Json;
@@ -582,4 +583,100 @@ async fn an_agent_without_a_phone_is_passed_over_not_set_away() {
     let ivan = http.agent_view(&base, SUPERVISOR, "ivan").await;
     assert_eq!(ivan["presence"], "available", "{ivan}");
     assert!(pbx.dials.lock().unwrap().is_empty(), "nobody to ring");
+}
+
+/// An agent on a connected call transfers it to a colleague in the
+/// console: the PBX is told to dial him, naming her in `transfer_from`; his
+/// answer connects him, and his hangup ends the call. Before, nothing
+/// dialled the transfer: his offer lapsed as his miss (setting him away)
+/// while the caller stayed on her phone.
+#[tokio::test]
+async fn a_call_transferred_in_the_console_is_dialled_to_the_colleague() {
+    let (callback, pbx) = pbx().await;
+    let redis = RedisServer::start();
+    // Offers long enough for the transfer's to be answered in time.
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(&callback).replace("voice = 2", "voice = 20"),
+    );
+    let http = Http::new();
+    let base = daemon.base();
+    let _olha = online(&base, "olha-agent-token-0123456789").await;
+    let held = event(&http, &base, new_call("t1", "+380507777777")).await;
+    assert_eq!((held.status, held.json()), (200, json!({})));
+    let contact = contact_for(&redis.url(), "+380507777777").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !pbx.dials.lock().unwrap().is_empty()
+        })
+        .await,
+        "the call was dialled to olha"
+    );
+    let answered = event(
+        &http,
+        &base,
+        json!({"event": "answer", "direction": "in", "callId": "t1", "from": "+380507777777", "to": "4930609854180", "answeringNumber": "201"}),
+    )
+    .await;
+    assert_eq!((answered.status, answered.json()), (200, json!({})));
+    assert_eq!(state_of(&http, &base, &contact).await, "assigned");
+    // Petro comes online; olha transfers the call to him in her console.
+    let _petro = online(&base, "petro-agent-token-0123456789").await;
+    let r = http
+        .call(
+            "POST",
+            &format!("{base}/api/v1/contacts/{contact}/transfer"),
+            Some("olha-agent-token-0123456789"),
+            Some(&json!({"agent": "petro"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            pbx.dials.lock().unwrap().len() >= 2
+        })
+        .await,
+        "the transfer was dialled (routing: {}):\n{}",
+        state_of(&http, &base, &contact).await,
+        daemon.log()
+    );
+    let dial = pbx.dials.lock().unwrap()[1].clone();
+    assert_eq!(
+        (
+            dial["callId"].as_str(),
+            dial["agent"].as_str(),
+            dial["number"].as_str(),
+            dial["transfer_from"].as_str()
+        ),
+        (
+            Some("t1"),
+            Some("petro"),
+            Some("sip:202@pbx.example.com"),
+            Some("olha")
+        )
+    );
+    let answered = event(
+        &http,
+        &base,
+        json!({"event": "answer", "direction": "in", "callId": "t1", "from": "+380507777777", "to": "4930609854180", "answeringNumber": "sip:202@pbx.example.com"}),
+    )
+    .await;
+    assert_eq!((answered.status, answered.json()), (200, json!({})));
+    let routing = http.routing(&base, SUPERVISOR, &contact).await;
+    assert_eq!(
+        (routing["state"].as_str(), routing["agent"].as_str()),
+        (Some("assigned"), Some("petro")),
+        "{routing}"
+    );
+    let hung_up = event(
+        &http,
+        &base,
+        json!({"event": "hangup", "direction": "in", "callId": "t1", "from": "+380507777777", "to": "4930609854180", "cause": "normalClearing"}),
+    )
+    .await;
+    assert_eq!(hung_up.status, 200);
+    assert_eq!(state_of(&http, &base, &contact).await, "closed");
+    assert_eq!(pbx.dials.lock().unwrap().len(), 2, "dialled twice in all");
 }
