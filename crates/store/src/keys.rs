@@ -119,6 +119,19 @@ impl KeySpace {
         format!("{}:reply:{source}:{provider_message_id}", self.tag(p))
     }
 
+    /// Set while replies to `customer` on `source` may be on their way
+    /// (queued or handed out in the last minutes): only then is a receipt
+    /// for a reply not recorded yet kept as early. Written in the
+    /// receipts' own partition.
+    pub fn replying(&self, p: Partition, source: &str, customer: &CustomerIdentity) -> String {
+        format!(
+            "{}:replying:{source}:{}:{}",
+            self.tag(p),
+            customer.scheme,
+            customer.value
+        )
+    }
+
     /// Where a reply's receipts are applied when its conversation lives in
     /// another partition than the one the receipts arrive in (a chat
     /// offline form answered by email: the conversation is the chat

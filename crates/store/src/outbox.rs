@@ -132,6 +132,34 @@ impl From<StoreError> for OutboxError {
     }
 }
 
+/// Notes, for a social reply, that replies to its customer may be on
+/// their way ([`crate::keys::KeySpace::replying`], for
+/// [`crate::updates::EARLY_STATUS_TTL`]): a provider's receipt that
+/// outruns the settle is kept only then, so statuses of messages we never
+/// sent (another app on the same number) are not. Best effort: without
+/// it, an early receipt is not kept (as before 2026-11-28).
+async fn note_replying(store: &Store, message: &OutboundMessage) {
+    if message.channel != switchboard_core::ChannelKind::Social {
+        return;
+    }
+    let keys = store.keys();
+    let p = keys.partition_of(&message.source, &message.to);
+    let mut conn = store.conn();
+    let set = store
+        .bounded(
+            redis::cmd("SET")
+                .arg(keys.replying(p, &message.source, &message.to))
+                .arg(1)
+                .arg("EX")
+                .arg(crate::updates::EARLY_STATUS_TTL.as_secs())
+                .query_async::<()>(&mut conn),
+        )
+        .await;
+    if let Err(error) = set {
+        tracing::debug!(%error, message_id = %message.message_id, "Could not note a reply on its way; a receipt before its settle is not kept.");
+    }
+}
+
 impl RedisOutbox {
     /// The outbox of `source`, read by `consumer` (unique per instance). A
     /// delivery not settled within `visibility` is handed out again.
@@ -166,6 +194,7 @@ impl RedisOutbox {
     /// Puts a message in the outbox of its `source`, without a reader of
     /// that outbox (the agent API hands replies over this way).
     pub async fn enqueue_to(store: &Store, message: &OutboundMessage) -> Result<(), StoreError> {
+        note_replying(store, message).await;
         let json = serde_json::to_string(message)
             .map_err(|e| StoreError::Protocol(format!("cannot encode outbound message: {e}")))?;
         let mut conn = store.conn();
@@ -189,6 +218,7 @@ impl RedisOutbox {
     /// (for 7 days): a client's retry of a reply that was queued before
     /// its answer was lost queues nothing more.
     pub async fn enqueue_once(store: &Store, message: &OutboundMessage) -> Result<(), StoreError> {
+        note_replying(store, message).await;
         let json = serde_json::to_string(message)
             .map_err(|e| StoreError::Protocol(format!("cannot encode outbound message: {e}")))?;
         let key = store.keys().outbox(&message.source);
@@ -234,6 +264,9 @@ impl RedisOutbox {
     /// call.
     async fn next_delivery(&self, wait: Duration) -> Result<Option<OutboundDelivery>, OutboxError> {
         let result = self.take_delivery(wait).await;
+        if let Ok(Some(delivery)) = &result {
+            note_replying(&self.store, &delivery.message).await;
+        }
         if let Err(e) = &result
             && e.to_string().contains("NOGROUP")
         {

@@ -172,6 +172,8 @@ impl RedisIntake {
             }
         }
         invocation.key(old_key);
+        // Only a status reads it (see `KeySpace::replying`).
+        invocation.key(keys.replying(p, &update.source, &update.customer));
         let mut conn = self.store.conn();
         let reply: String = self
             .store

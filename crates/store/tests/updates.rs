@@ -598,3 +598,40 @@ async fn a_receipt_for_any_part_of_a_reply_finds_it() {
     let failed = status().await.expect("a status");
     assert!(failed.contains("\"failed\""), "{failed}");
 }
+
+/// A status for a message we never sent (another app on the same WhatsApp
+/// number): with no reply to that customer on its way it is unknown, not
+/// kept as early for ten minutes (and counted so) as before.
+#[tokio::test]
+async fn a_status_of_a_message_we_never_sent_is_not_kept() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 4);
+    let intake = intake_for(&store);
+    let customer = CustomerIdentity::new("whatsapp", "380501234999").unwrap();
+    let outcome = intake
+        .submit_update(InboundUpdate {
+            channel: ChannelKind::Social,
+            source: "meta".into(),
+            customer: customer.clone(),
+            provider_message_id: "wamid.NEVER".into(),
+            update_id: Some("n1".into()),
+            change: Change::Status {
+                status: ReplyStatus::Delivered,
+                detail: None,
+            },
+            at: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, UpdateOutcome::UnknownMessage);
+    let p = store.keys().partition_of("meta", &customer);
+    let kept: bool = raw(&redis)
+        .await
+        .exists(format!(
+            "{}:early",
+            store.keys().reply_ref(p, "meta", "wamid.NEVER")
+        ))
+        .await
+        .unwrap();
+    assert!(!kept);
+}

@@ -8,16 +8,20 @@
 --         auto reply or a status, the reply's key ("conv|msg")
 -- KEYS[3] where the update's mark was kept before (`dedupe:<source>:
 --         update:<id>`): only read, until it expires
+-- KEYS[4] set while replies to the customer may be on their way (the
+--         outbox writes it at enqueue and hand-out): a status is kept as
+--         early only then
 -- ARGV[1] '1' when the update has an id   ARGV[2] dedupe window, seconds
 -- ARGV[3] 'edit', 'auto' or 'status'      ARGV[4] now, ms
 -- ARGV[5] the partition's key prefix ("sb:{p3}")
 -- edit, auto: ARGV[6] the entry's own message id   ARGV[7] the log entry's JSON
 -- status: ARGV[6] the status's rank (sent 1 < delivered 2 < read 3 < failed 4)
 --         ARGV[7] the status JSON
---         ARGV[8] '1': a status for a reply not known yet is kept (the
---         highest only) at KEYS[2]..':early' for ARGV[9] seconds, and the
---         outbox applies it when it settles the reply (its receipt outran
---         the record of the provider's answer); '' or absent: 'unknown'
+--         ARGV[8] '1': a status for a reply not known yet, while KEYS[4]
+--         exists, is kept (the highest only) at KEYS[2]..':early' for
+--         ARGV[9] seconds, and the outbox applies it when it settles the
+--         reply (its receipt outran the record of the provider's answer);
+--         '' or absent, or no reply on its way: 'unknown'
 -- Returns "applied|conv|msg|seq", "applied|conv|msg", "stale|conv|msg",
 -- "duplicate", "early" or "unknown".
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1], KEYS[3]) > 0 then
@@ -25,7 +29,7 @@ if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1], KEYS[3]) > 0 then
 end
 local ref = redis.call('GET', KEYS[2])
 if not ref then
-  if ARGV[3] == 'status' and ARGV[8] == '1' then
+  if ARGV[3] == 'status' and ARGV[8] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
     local early = KEYS[2] .. ':early'
     local kept = redis.call('GET', early)
     local rank = kept and tonumber(string.match(kept, '^(%d+)|')) or 0
