@@ -524,7 +524,7 @@ pub async fn ws_ticket(State(inner): Api, headers: HeaderMap) -> Result<Response
         .unwrap_or_default();
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    let ticket: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let ticket = hex::encode(bytes);
     let digest = switchboard_router::settings::token_digest(&ticket);
     inner
         .state

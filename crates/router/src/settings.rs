@@ -230,10 +230,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
 
 /// SHA-256 of a token, hex: what Redis stores and sign-in compares.
 pub fn token_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 impl RoutingConfig {
@@ -452,6 +449,19 @@ mod capacity_tests {
                 .unwrap_err()
                 .0,
             "total_capacity"
+        );
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    /// Lower-case hex of SHA-256, as stored since the first version: a
+    /// change would sign every agent out.
+    #[test]
+    fn a_token_digest_is_lower_case_hex_of_sha256() {
+        assert_eq!(
+            super::token_digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 }
