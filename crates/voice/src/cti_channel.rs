@@ -56,7 +56,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 /// `[[channels]] type = "cti"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CtiConfig {
     pub name: String,
@@ -75,6 +75,33 @@ pub struct CtiConfig {
     /// Callers rejected outright.
     #[serde(default)]
     pub blocked: Vec<String>,
+}
+
+/// Without the callback URL's password and query values: a PBX may take
+/// a token there.
+impl std::fmt::Debug for CtiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named: a new one fails to compile until shown here.
+        let CtiConfig {
+            name,
+            token,
+            callback_url,
+            callback_token,
+            agents,
+            blocked,
+        } = self;
+        f.debug_struct("CtiConfig")
+            .field("name", name)
+            .field("token", token)
+            .field(
+                "callback_url",
+                &switchboard_store::redact_url_all(callback_url),
+            )
+            .field("callback_token", callback_token)
+            .field("agents", agents)
+            .field("blocked", blocked)
+            .finish()
+    }
 }
 
 impl ChannelConfig for CtiConfig {

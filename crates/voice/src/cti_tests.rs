@@ -1080,6 +1080,17 @@ async fn callbacks_carry_their_own_token_when_configured() {
     .unwrap();
     let e = short.validate().unwrap_err().to_string();
     assert!(e.contains("callback_token"), "{e}");
+    // Printed, the configuration shows neither token nor one in the URL.
+    let printed: CtiConfig = serde_json::from_value(json!({
+        "name": "pbx", "token": TOKEN, "callback_token": CALLBACK,
+        "callback_url": "https://pbx:pa55@pbx.example.com/dial?key=s3cret",
+    }))
+    .unwrap();
+    let shown = format!("{printed:?}");
+    for secret in [TOKEN, CALLBACK, "pa55", "s3cret"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("pbx.example.com/dial"), "{shown}");
     // The configuration's check of `agents`.
     let check = |agents: serde_json::Value| {
         let config: CtiConfig = serde_json::from_value(json!({
