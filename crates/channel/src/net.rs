@@ -1,4 +1,5 @@
-//! Small checks on the addresses adapters send to.
+//! Small checks on the addresses adapters send to, and URLs shown
+//! without their secrets.
 
 use std::net::IpAddr;
 
@@ -22,6 +23,108 @@ pub fn is_loopback_host(host: &str) -> bool {
             v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
     })
+}
+
+/// `url` with any password replaced by `***`, for logs: the user info's
+/// (`redis://user:pw@host`) and a `unix://` URL's `pass` parameter
+/// (`unix:///run/redis.sock?pass=pw`).
+pub fn redact_url(url: &str) -> String {
+    // The user info ends at the last '@': a password written without
+    // percent-encoding may hold '?', '/' or '#' too (one with '?' was
+    // printed whole). When what comes before that '@' could also be a
+    // query (it holds '?' or '='), all of it is hidden, user included: an
+    // '@' in a query value (`?pass=a@b`) must not show the rest.
+    let (head, rest) = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let scheme = &url[..scheme_end + 3];
+            let head = if userinfo.contains(['?', '=']) {
+                format!("{scheme}***")
+            } else {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}{user}:***")
+            };
+            (head, &url[at..])
+        }
+        // No scheme: whatever comes before an '@' may be a password.
+        (None, Some(at)) => ("***".to_owned(), &url[at..]),
+        _ => (String::new(), url),
+    };
+    let (base, query) = match rest.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = head + base;
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                // The key as the client reads it: percent-decoded.
+                Some((key, _)) if decoded(key).eq_ignore_ascii_case("pass") => {
+                    format!("{key}=***")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// `url` as [`redact_url`] shows it, and with every value of its query as
+/// `***` too: for the URLs of other services (a webhook's `?token=…`, a
+/// callback's key), whose parameters are not known.
+pub fn redact_url_all(url: &str) -> String {
+    without_query_values(&redact_url(url))
+}
+
+/// A URL's query with every value as `***` (`?token=***&db=***`), and its
+/// fragment dropped; any other text as it is.
+fn without_query_values(value: &str) -> String {
+    let Some((base, query)) = value
+        .contains("://")
+        .then(|| value.split_once('?'))
+        .flatten()
+    else {
+        return value.to_owned();
+    };
+    let query = query.split('#').next().unwrap_or("");
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((key, _)) => format!("{key}=***"),
+            // A bare value (`?s3cret`) may be the secret itself.
+            None if param.is_empty() => String::new(),
+            None => "***".to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
+}
+
+/// `%XX` escapes decoded (an undecodable one is kept as it is).
+fn decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ impl std::fmt::Debug for CtiConfig {
             .field("token", token)
             .field(
                 "callback_url",
-                &switchboard_store::redact_url_all(callback_url),
+                &switchboard_channel::net::redact_url_all(callback_url),
             )
             .field("callback_token", callback_token)
             .field("agents", agents)
@@ -1210,8 +1210,17 @@ async fn tell_pbx(
         };
         let ok = matches!(&sent, Ok(r) if r.status().is_success());
         let refused = matches!(&sent, Ok(r) if refused_for_good(r.status()));
+        // Our credentials refused: no call of this channel can be
+        // connected, whichever agent it goes to.
+        let unauthorized = matches!(&sent, Ok(r) if matches!(r.status().as_u16(), 401 | 403));
+        let outcome = match (ok, refused, unauthorized) {
+            (true, _, _) => "delivered",
+            (_, true, true) => "unauthorized",
+            (_, true, false) => "refused",
+            _ => "retry",
+        };
         counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
-            "outcome" => if ok { "delivered" } else if refused { "refused" } else { "retry" })
+            "outcome" => outcome)
         .increment(1);
         if ok {
             info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The PBX was told to connect the call.");
@@ -1226,8 +1235,25 @@ async fn tell_pbx(
                 .as_ref()
                 .map(|r| r.status().as_u16())
                 .unwrap_or_default();
-            warn!(source = %state.name, contact_id = %contact, agent_id = %agent, status,
-                "The PBX refused the dial callback for good (a 4xx); the call is passed to the next agent. Check callback_url and callback_token.");
+            if unauthorized {
+                // Every call now goes from agent to agent until its caller
+                // hangs up: an outage of the channel, logged as one (once
+                // a minute), not as one agent's trouble.
+                static UNAUTHORIZED: switchboard_channel::logs::LogThrottle =
+                    switchboard_channel::logs::LogThrottle::new(Duration::from_secs(60));
+                match UNAUTHORIZED.admit() {
+                    Some(left_out) => {
+                        tracing::error!(source = %state.name, contact_id = %contact, status, left_out,
+                        "The PBX refused our credentials on a dial callback: no call of this channel can be connected. Check callback_token (or token) against the PBX's side.")
+                    }
+                    None => {
+                        debug!(source = %state.name, contact_id = %contact, status, "The PBX refused our credentials again.")
+                    }
+                }
+            } else {
+                warn!(source = %state.name, contact_id = %contact, agent_id = %agent, status,
+                    "The PBX refused the dial callback for good (a 4xx); the call is passed to the next agent. Check callback_url and callback_token.");
+            }
             if let Err(error) = state.routing.pass(contact, agent).await {
                 warn!(source = %state.name, agent_id = %agent, %error, "Could not pass the call on; it is tried again.");
             }

@@ -1299,6 +1299,22 @@ async fn a_dial_the_pbx_refuses_for_good_passes_the_call_on() {
         world.pbx.refused.load(std::sync::atomic::Ordering::SeqCst),
         1
     );
+    // Our credentials refused: counted apart, an outage of the channel.
+    assert_eq!(
+        counters.get("switchboard_voice_callbacks_total{outcome=unauthorized,source=pbx}"),
+        1,
+        "{}",
+        counters.dump()
+    );
+    // Another 4xx (a number the PBX will not ring) is this agent's.
+    *world.pbx.refuse_with.lock().unwrap() = Some(axum::http::StatusCode::NOT_FOUND);
+    let unringable = world.new_call(&instance, "r0").await;
+    world.routing.set(unringable, "offered", Some("petro"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.routing.passed.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the call was never passed on");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         counters.get("switchboard_voice_callbacks_total{outcome=refused,source=pbx}"),
         1,
@@ -1311,13 +1327,14 @@ async fn a_dial_the_pbx_refuses_for_good_passes_the_call_on() {
     let other = world.new_call(&instance, "r2").await;
     world.routing.set(other, "offered", Some("petro"));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while world.pbx.refused.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+    // Two refused above, then two 429s.
+    while world.pbx.refused.load(std::sync::atomic::Ordering::SeqCst) < 4 {
         assert!(Instant::now() < deadline, "a 429 was not asked again");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     *world.pbx.refuse_with.lock().unwrap() = None;
     let dials = world.dials(1).await;
     assert_eq!(dials[0].1["agent"], "petro");
-    assert_eq!(world.routing.passed.lock().unwrap().len(), 1);
+    assert_eq!(world.routing.passed.lock().unwrap().len(), 2);
     instance.stop().await;
 }
