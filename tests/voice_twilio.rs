@@ -384,6 +384,27 @@ async fn ring_no_answer_busy_agents_and_blocked_callers() {
         .await;
     assert!(r.body.contains("<Reject"), "{}", r.body);
     assert!(stored_messages(&redis.url()).await.is_empty());
+    // Its final status is no call we lost track of: not counted
+    // `unknown_call`, nothing remembered.
+    let mut ended = incoming("CA00000000000000000000000000000001", "+48220000000");
+    ended.retain(|(k, _)| *k != "CallStatus");
+    ended.push(("CallStatus", "busy"));
+    let r = twilio.post("/status", &ended).await;
+    assert!(r.status == 200 || r.status == 204, "{}", r.body);
+    let metrics = metrics_text(&twilio.base).await;
+    assert!(!metrics.contains("unknown_call"), "{metrics}");
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let remembered: bool = redis::AsyncCommands::exists(
+        &mut conn,
+        "sb:{c:phone}:state:hungup:CA00000000000000000000000000000001",
+    )
+    .await
+    .unwrap();
+    assert!(!remembered);
 
     let _olha = online(&twilio.base, TOKEN_OLHA).await;
     let _petro = online(&twilio.base, TOKEN_PETRO).await;

@@ -403,6 +403,24 @@ impl TwilioState {
 
     /// The contact of the caller's call `call_sid` from `from` to `to`.
     async fn contact_of(&self, call: &TwilioCall) -> Result<Option<ContactId>, Refusal> {
+        let Some(event) = self.as_new_call(call) else {
+            return Ok(None);
+        };
+        Ok(self
+            .intake
+            .lookup(&self.name, &event.customer, &call.call_sid)
+            .await?
+            .map(|r| r.contact_id))
+    }
+
+    /// Whether the call's caller is one `/incoming` rejects (`blocked`).
+    fn blocked(&self, call: &TwilioCall) -> bool {
+        self.as_new_call(call)
+            .is_some_and(|event| self.blocked.contains(&event.customer.value))
+    }
+
+    /// The call as `/incoming` stored it (or would have).
+    fn as_new_call(&self, call: &TwilioCall) -> Option<switchboard_core::InboundEvent> {
         let ringing = CallEvent {
             provider: Provider::Twilio,
             call_id: call.call_sid.clone(),
@@ -416,14 +434,7 @@ impl TwilioState {
             sequence: None,
             at: None,
         };
-        let Ok(event) = inbound_event(&ringing, &self.name) else {
-            return Ok(None);
-        };
-        Ok(self
-            .intake
-            .lookup(&self.name, &event.customer, &call.call_sid)
-            .await?
-            .map(|r| r.contact_id))
+        inbound_event(&ringing, &self.name).ok()
     }
 }
 
@@ -679,31 +690,40 @@ async fn bridge(
         state.read(&uri, &headers, &body)?;
         let (contact, agent) = query(&uri)?;
         let agent = agent.ok_or_else(|| Refusal::Bad("agent: missing".into()))?;
+        // Redis away (routing, or the mark below): the agent is not
+        // connected, counted as unavailable, not as late (her dial's end,
+        // `/dialed`, counts what became of the call).
+        let unavailable = || {
+            counter!("switchboard_voice_held_unavailable_total",
+                "source" => state.name.clone(), "endpoint" => "bridge")
+            .increment(1);
+            Ok(twiml(twiml_hangup()))
+        };
         let theirs = match still_theirs(&state, &contact, &agent).await {
             Ok(theirs) => theirs,
             Err(Refusal::Unavailable(error)) => {
                 warn!(source = %state.name, contact_id = %contact, agent_id = %agent, %error, "Routing is unavailable; the agent who answered is not connected.");
-                false
+                return unavailable();
             }
             Err(other) => return Err(other),
         };
         // Marked before connecting: `/dialed` ends the call as completed
         // only with the mark. Unmarked (Redis away), nobody is connected.
-        let marked = theirs
-            && match state
+        if theirs {
+            match state
                 .memory
                 .set_for(&bridged_key(&contact, &agent), "1", BRIDGED_MEMORY)
                 .await
             {
-                Ok(()) => true,
+                Ok(()) => {
+                    info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The agent answered; connecting the caller.");
+                    return Ok(twiml(twiml_proceed()));
+                }
                 Err(error) => {
                     warn!(source = %state.name, contact_id = %contact, agent_id = %agent, %error, "The bridge could not be noted; the agent who answered is not connected.");
-                    false
+                    return unavailable();
                 }
-            };
-        if marked {
-            info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The agent answered; connecting the caller.");
-            return Ok(twiml(twiml_proceed()));
+            }
         }
         counter!("switchboard_voice_late_answers_total", "source" => state.name.clone())
             .increment(1);
@@ -876,6 +896,9 @@ async fn status(
         };
         let contact = match state.contact_of(&call).await? {
             Some(contact) => contact,
+            // A caller `/incoming` rejected: never stored, nothing to end
+            // (counted `blocked` there already).
+            None if state.blocked(&call) => return Ok(empty()),
             None => {
                 // Not stored (yet): remembered for an `/incoming` still
                 // being served, then looked up once more.
