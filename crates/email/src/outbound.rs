@@ -23,6 +23,10 @@ use tracing::{Instrument, info, info_span, warn};
 /// another instance would take the reply over and send it a second time.
 const MAX_SEND: Duration = Duration::from_secs(45);
 
+/// The outbox's visibility timeout (`switchboard::app`): a reply handed out
+/// this long ago may be taken over by another instance.
+const VISIBILITY: Duration = Duration::from_secs(60);
+
 /// Sends one channel's replies.
 pub struct Sender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -155,7 +159,14 @@ impl Sender {
                         warn!(reason = %reason, "Email reply failed.")
                     }
                 }
-                settle_final(outbox, &delivery, outcome).await
+                // Tried until shortly before the reply could be taken over:
+                // one the relay took whose outcome is not recorded by then
+                // is sent a second time.
+                let patience = VISIBILITY
+                    .saturating_sub(started.elapsed())
+                    .saturating_sub(Duration::from_secs(5))
+                    .max(Duration::from_secs(3));
+                settle_final(outbox, &delivery, outcome, patience).await
             }
             Err(error) => {
                 let delay = backoff(self.retry, delivery.attempt);
@@ -229,21 +240,25 @@ enum SendError {
     Temporary(String),
 }
 
-/// Records a final outcome, trying a few times over ~3 s: a reply the relay
-/// took but whose outcome is not recorded is handed out again after the
-/// outbox's timeout and sent a second time.
+/// Records a final outcome, trying again (0.25 s doubling to 4 s) for up
+/// to `patience`: a reply the relay took but whose outcome is not recorded
+/// is handed out again after the outbox's timeout and sent a second time,
+/// so a Redis that comes back within it (a restart, a failover) spares
+/// the customer the second copy. It used to give up after ~4 s.
 async fn settle_final(
     outbox: &dyn Outbox,
     delivery: &OutboundDelivery,
     outcome: DeliveryOutcome,
+    patience: Duration,
 ) -> Result<(), switchboard_channel::OutboxError> {
+    let until = tokio::time::Instant::now() + patience;
     let mut wait = Duration::from_millis(250);
     loop {
         match outbox.settle(delivery, outcome.clone()).await {
-            Err(e) if wait <= Duration::from_secs(2) => {
+            Err(e) if tokio::time::Instant::now() + wait <= until => {
                 warn!(error = %e, "Could not record the reply's outcome yet; trying again.");
                 tokio::time::sleep(wait).await;
-                wait *= 2;
+                wait = (wait * 2).min(Duration::from_secs(4));
             }
             result => return result,
         }
@@ -353,6 +368,7 @@ fn references(message: &OutboundMessage, parent: Option<&str>) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_channel::OutboxError;
     use switchboard_core::{
         ChannelKind, ContactId, ConversationId, CustomerIdentity, MessageId, Partition, Timestamp,
     };
@@ -372,6 +388,106 @@ mod tests {
             references: Vec::new(),
             created_at: Timestamp::now(),
         }
+    }
+
+    /// An outbox whose settle fails `failing` times, then succeeds.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        failing: std::sync::atomic::AtomicU32,
+        tries: std::sync::atomic::AtomicU32,
+    }
+
+    impl Outbox for Flaky {
+        fn next(
+            &self,
+            _: Duration,
+        ) -> futures::future::BoxFuture<'_, Result<Option<OutboundDelivery>, OutboxError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn settle<'a>(
+            &'a self,
+            _: &'a OutboundDelivery,
+            _: DeliveryOutcome,
+        ) -> futures::future::BoxFuture<'a, Result<(), OutboxError>> {
+            use std::sync::atomic::Ordering;
+            self.tries.fetch_add(1, Ordering::SeqCst);
+            let failed = self
+                .failing
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            Box::pin(async move {
+                if failed {
+                    Err(OutboxError::Unavailable("redis is restarting".into()))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+        fn defer<'a>(
+            &'a self,
+            _: &'a OutboundDelivery,
+            _: Duration,
+        ) -> futures::future::BoxFuture<'a, Result<(), OutboxError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn hold_delivery(
+            &self,
+            _: Duration,
+        ) -> futures::future::BoxFuture<'_, Result<bool, OutboxError>> {
+            Box::pin(async { Ok(true) })
+        }
+        fn release_delivery(&self) -> futures::future::BoxFuture<'_, Result<(), OutboxError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn forward<'a>(
+            &'a self,
+            _: &'a OutboundDelivery,
+            _: OutboundMessage,
+        ) -> futures::future::BoxFuture<'a, Result<(), OutboxError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A Redis away for ~30 s (a restart): the outcome is recorded once it
+    /// is back, within the patience; it gave up after ~4 s, and the reply
+    /// went to the customer a second time.
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_is_recorded_when_redis_comes_back_within_the_patience() {
+        use std::sync::atomic::Ordering;
+        let delivery = OutboundDelivery {
+            handle: "1-0".into(),
+            attempt: 1,
+            handouts: 1,
+            message: reply(),
+        };
+        // 0.25 + 0.5 + 1 + 2 + 4 × 6 = 27.75 s of failures.
+        let outbox = Flaky::default();
+        outbox.failing.store(10, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let settled = settle_final(
+            &outbox,
+            &delivery,
+            DeliveryOutcome::delivered(None),
+            Duration::from_secs(50),
+        )
+        .await;
+        assert!(settled.is_ok(), "{settled:?}");
+        assert_eq!(outbox.tries.load(Ordering::SeqCst), 11);
+        assert!(started.elapsed() < Duration::from_secs(50));
+        // Past the patience it gives up (the outbox hands the reply out
+        // again).
+        let outbox = Flaky::default();
+        outbox.failing.store(1_000, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let settled = settle_final(
+            &outbox,
+            &delivery,
+            DeliveryOutcome::delivered(None),
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(settled.is_err());
+        assert!(started.elapsed() <= Duration::from_secs(20));
     }
 
     #[test]
