@@ -664,9 +664,19 @@ async fn a_redis_that_could_lose_acknowledged_contacts_is_reported() {
         })
     })
     .await;
+    assert!(reported, "gauge not set; log:\n{}", daemon.log());
+    // The warnings are logged after the gauge is set, by the log's own
+    // thread: looked for until they come.
+    let named = ["appendonly = no", "maxmemory-policy = allkeys-lru"];
+    eventually(Duration::from_secs(5), || async {
+        let log = daemon.log();
+        named
+            .iter()
+            .all(|setting| log.contains(&format!("Redis setting {setting}")))
+    })
+    .await;
     let log = daemon.log();
-    assert!(reported, "gauge not set; log:\n{log}");
-    for setting in ["appendonly = no", "maxmemory-policy = allkeys-lru"] {
+    for setting in named {
         assert!(
             log.contains(&format!("Redis setting {setting}")),
             "{setting} not named in the log:\n{log}"

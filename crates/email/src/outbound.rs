@@ -23,9 +23,14 @@ use tracing::{Instrument, info, info_span, warn};
 /// another instance would take the reply over and send it a second time.
 const MAX_SEND: Duration = Duration::from_secs(45);
 
-/// The outbox's visibility timeout (`switchboard::app`): a reply handed out
-/// this long ago may be taken over by another instance.
+/// The outbox's visibility timeout (`switchboard::app`'s
+/// `OUTBOX_VISIBILITY`): a reply handed out this long ago may be taken
+/// over by another instance.
 const VISIBILITY: Duration = Duration::from_secs(60);
+
+/// The last settle is tried this long before [`VISIBILITY`] runs out: one
+/// try may take Redis's connect and response timeouts (3 s by default).
+const SETTLE_MARGIN: Duration = Duration::from_secs(10);
 
 /// Sends one channel's replies.
 pub struct Sender {
@@ -164,7 +169,7 @@ impl Sender {
                 // is sent a second time.
                 let patience = VISIBILITY
                     .saturating_sub(started.elapsed())
-                    .saturating_sub(Duration::from_secs(5))
+                    .saturating_sub(SETTLE_MARGIN)
                     .max(Duration::from_secs(3));
                 settle_final(outbox, &delivery, outcome, patience).await
             }

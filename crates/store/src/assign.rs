@@ -1287,7 +1287,6 @@ impl RoutingState {
             .await
     }
 
-    /// The contacts an agent holds (offered or assigned).
     /// [`Self::held`] of each of `agents`, in order, in pipelined reads.
     pub async fn held_by_each(&self, agents: &[&str]) -> Result<Vec<Vec<String>>, StoreError> {
         let k = self.store.keys();
@@ -1304,6 +1303,7 @@ impl RoutingState {
         Ok(out)
     }
 
+    /// The contacts an agent holds (offered or assigned).
     pub async fn held(&self, agent: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn();
         let key = self.store.keys().route_held(agent);

@@ -73,7 +73,7 @@ pub fn main() -> ExitCode {
         }
         Command::Run => {
             // Held to the end: its drop writes out the queued lines.
-            let _logs = crate::telemetry::init_logs(&config.log);
+            let logs = crate::telemetry::init_logs(&config.log);
             let metrics = match crate::telemetry::init_metrics() {
                 Ok(m) => m,
                 Err(e) => {
@@ -91,6 +91,8 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "Switchboard failed.");
+                    // The queued lines first, then the plain one.
+                    drop(logs);
                     eprintln!("switchboard: {e:#}");
                     ExitCode::FAILURE
                 }

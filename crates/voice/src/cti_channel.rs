@@ -201,6 +201,7 @@ impl ChannelConfig for CtiConfig {
             leases: ctx.state.clone(),
             active: std::sync::Mutex::new(HashSet::new()),
             dispatchers: TaskTracker::new(),
+            unauthorized: switchboard_channel::logs::LogThrottle::new(Duration::from_secs(60)),
         });
         Ok(Box::new(CtiChannel { state, ctx }))
     }
@@ -229,6 +230,8 @@ struct CtiState {
     active: std::sync::Mutex<HashSet<ContactId>>,
     /// The dispatchers, awaited on shutdown (they give their leases up).
     dispatchers: TaskTracker,
+    /// The PBX refusing our credentials: logged at error once a minute.
+    unauthorized: switchboard_channel::logs::LogThrottle,
 }
 
 struct CtiChannel {
@@ -1239,9 +1242,7 @@ async fn tell_pbx(
                 // Every call now goes from agent to agent until its caller
                 // hangs up: an outage of the channel, logged as one (once
                 // a minute), not as one agent's trouble.
-                static UNAUTHORIZED: switchboard_channel::logs::LogThrottle =
-                    switchboard_channel::logs::LogThrottle::new(Duration::from_secs(60));
-                match UNAUTHORIZED.admit() {
+                match state.unauthorized.admit() {
                     Some(left_out) => {
                         tracing::error!(source = %state.name, contact_id = %contact, status, left_out,
                         "The PBX refused our credentials on a dial callback: no call of this channel can be connected. Check callback_token (or token) against the PBX's side.")
