@@ -34,6 +34,12 @@ pub struct OutboundMessage {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<String>,
     pub created_at: Timestamp,
+    /// Sent by Switchboard itself (an acknowledgement, an after-hours or
+    /// overflow-step answer), not by a person: an email carries
+    /// `Auto-Submitted: auto-replied` (RFC 3834), so that the customer's
+    /// autoresponder does not answer it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub automatic: bool,
 }
 
 impl DeliveryOutcome {

@@ -55,6 +55,7 @@ impl ChannelConfig for EmailConfig {
             bulk: self.bulk,
             accepts: config::Accepts::of(self),
             customer_address: self.customer_address,
+            reply_to_senders: self.reply_to_senders.clone(),
         };
         let sender = Arc::new(Sender::new(&self.name, &self.smtp)?);
         Ok(Box::new(EmailAdapter {

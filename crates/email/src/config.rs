@@ -42,6 +42,13 @@ pub struct EmailConfig {
     /// Whose address a customer's mail is kept under, and replies go to.
     #[serde(default)]
     pub customer_address: CustomerAddress,
+    /// With `customer_address = "reply_to"`: the senders (`From` addresses,
+    /// or `@domain` for all of a domain's) whose `Reply-To` is taken as the
+    /// customer: the web forms. Anyone else's mail is kept under its
+    /// `From`: a `Reply-To` is the sender's to write, and anyone's trusted
+    /// would let a stranger write into another customer's conversation.
+    #[serde(default)]
+    pub reply_to_senders: Vec<String>,
     /// The LMTP/SMTP listener mail servers deliver to.
     #[serde(default)]
     pub listen: Option<ListenConfig>,
@@ -282,6 +289,27 @@ impl EmailConfig {
             .find(|d| d.is_empty() || d.contains('@') || d.contains(char::is_whitespace))
         {
             return Err(err("domains", &format!("{bad:?} is not a domain")));
+        }
+        if self.customer_address == CustomerAddress::ReplyTo && self.reply_to_senders.is_empty() {
+            return Err(err(
+                "reply_to_senders",
+                "name the web forms' From addresses (or @domains) whose Reply-To is the customer's: \
+                 with customer_address = \"reply_to\" and anyone's Reply-To trusted, a stranger could \
+                 write into another customer's conversation",
+            ));
+        }
+        if let Some(bad) = self
+            .reply_to_senders
+            .iter()
+            .find(|s| match s.strip_prefix('@') {
+                Some(domain) => domain.is_empty() || domain.contains(['@', ' ']),
+                None => !address_ok(s),
+            })
+        {
+            return Err(err(
+                "reply_to_senders",
+                &format!("{bad:?} is neither a mail address nor an @domain"),
+            ));
         }
         if self.max_message_bytes < 1024 {
             return Err(err("max_message_bytes", "must be at least 1024"));
@@ -526,6 +554,37 @@ mod tests {
         let signed =
             crate::parse::plus_address("help@support.example.com", "1-01abc", b"0123456789abcdef");
         assert!(!a.accepts(&signed));
+    }
+
+    /// `customer_address = "reply_to"` needs the form senders it trusts.
+    #[test]
+    fn reply_to_customers_need_their_form_senders() {
+        let with = |more: &str| {
+            BASE.replace(
+                "attachments_dir",
+                &format!("{more}\n        attachments_dir"),
+            )
+        };
+        let e = config(&with(r#"customer_address = "reply_to""#))
+            .check()
+            .expect_err("no form senders")
+            .to_string();
+        assert!(e.contains("reply_to_senders"), "{e}");
+        config(&with(
+            r#"customer_address = "reply_to"
+        reply_to_senders = ["forms@shop.example", "@forms.example"]"#,
+        ))
+        .check()
+        .expect("valid");
+        for bad in ["shop", "@", "a@b@c"] {
+            let e = config(&with(&format!(
+                "customer_address = \"reply_to\"\n        reply_to_senders = [\"{bad}\"]"
+            )))
+            .check()
+            .expect_err("a bad form sender")
+            .to_string();
+            assert!(e.contains("reply_to_senders"), "{bad}: {e}");
+        }
     }
 
     /// The channel's own addresses are its addresses and their signed

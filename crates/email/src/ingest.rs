@@ -95,6 +95,8 @@ pub struct Ingest {
     pub bulk: BulkPolicy,
     pub accepts: Accepts,
     pub customer_address: CustomerAddress,
+    /// `reply_to_senders`: whose `Reply-To` names the customer.
+    pub reply_to_senders: Vec<String>,
 }
 
 /// How one message arrived.
@@ -379,12 +381,25 @@ impl Ingest {
 
 impl Ingest {
     /// The customer's address: the sender, or with `customer_address =
-    /// "reply_to"` a `Reply-To` that is not one of ours (which would make
-    /// replies go to ourselves).
+    /// "reply_to"`, in mail from one of `reply_to_senders`, a `Reply-To`
+    /// that is not one of ours (which would make replies go to ourselves).
     fn customer_of(&self, mail: &ParsedMail, envelope_from: Option<&str>) -> Option<String> {
+        let from = mail
+            .from
+            .as_ref()
+            .map(|m| m.address.to_ascii_lowercase())
+            .unwrap_or_default();
+        let trusted = self.reply_to_senders.iter().any(|s| {
+            let s = s.to_ascii_lowercase();
+            match s.strip_prefix('@') {
+                Some(domain) => from.rsplit_once('@').is_some_and(|(_, d)| d == domain),
+                None => from == s,
+            }
+        });
         let reply_to = mail
             .reply_to
             .as_ref()
+            .filter(|_| trusted)
             .map(|m| m.address.clone())
             .filter(|a| crate::config::address_ok(a) && !self.accepts.accepts(a));
         match (self.customer_address, reply_to) {

@@ -328,11 +328,48 @@ pub fn build(
     if let Some(references) = references(message, parent) {
         builder = builder.references(references);
     }
+    if message.automatic {
+        // Not a person's: autoresponders and helpdesks do not answer it
+        // (RFC 3834 section 5; Exchange reads the second).
+        builder = builder.header(AutoSubmitted).header(AutoResponseSuppress);
+    }
     let mail = builder
         .header(ContentType::TEXT_PLAIN)
         .body(message.text.clone())
         .map_err(|e| format!("cannot build the mail: {e}"))?;
     Ok((mail, id))
+}
+
+/// `Auto-Submitted: auto-replied` (RFC 3834): an automatic answer.
+#[derive(Debug, Clone, Copy)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "auto-replied".into())
+    }
+}
+
+/// `X-Auto-Response-Suppress: All`: Exchange's own flag for the same.
+#[derive(Debug, Clone, Copy)]
+struct AutoResponseSuppress;
+
+impl lettre::message::header::Header for AutoResponseSuppress {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("X-Auto-Response-Suppress")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoResponseSuppress)
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "All".into())
+    }
 }
 
 /// A Message-ID as the customer's mail gave it: not one of our fallback
@@ -392,6 +429,7 @@ mod tests {
             in_reply_to: Some("order-4411@mail.customer.example".into()),
             references: Vec::new(),
             created_at: Timestamp::now(),
+            automatic: false,
         }
     }
 
@@ -518,6 +556,23 @@ mod tests {
             "{text}"
         );
         assert_eq!(message_id_for(&r), id, "stable across attempts");
+        // A person's reply says nothing of being automatic.
+        assert!(!text.contains("Auto-Submitted"), "{text}");
+    }
+
+    /// Switchboard's own answers (acknowledgements, after-hours) say they
+    /// are automatic (RFC 3834), so that the customer's autoresponder does
+    /// not answer them.
+    #[test]
+    fn an_automatic_answer_says_so() {
+        let r = OutboundMessage {
+            automatic: true,
+            ..reply()
+        };
+        let (mail, _) = build(&r, None).expect("builds");
+        let text = String::from_utf8(mail.formatted()).expect("utf-8");
+        assert!(text.contains("Auto-Submitted: auto-replied\r\n"), "{text}");
+        assert!(text.contains("X-Auto-Response-Suppress: All\r\n"), "{text}");
     }
 
     #[test]

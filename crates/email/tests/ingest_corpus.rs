@@ -74,6 +74,11 @@ fn world_with(bulk: BulkPolicy, customer_address: CustomerAddress) -> World {
         bulk,
         accepts: Accepts::of(&config),
         customer_address,
+        reply_to_senders: vec![
+            "forms@shop.example".into(),
+            "No-Reply@Shop.Example".into(),
+            "@forms.example".into(),
+        ],
     };
     World {
         redis,
@@ -608,4 +613,52 @@ async fn a_web_form_mail_is_the_reply_to_persons_with_reply_to() {
             "{policy:?} {reply_to}"
         );
     }
+}
+
+/// With `customer_address = "reply_to"`, only the configured form senders'
+/// Reply-To is the customer: a stranger writing `Reply-To: <Olena>` from
+/// their own address is kept under their own address, not appended to
+/// Olena's open conversation (where the agent would have read it as hers,
+/// and answered her).
+#[tokio::test]
+async fn a_reply_to_from_a_sender_not_listed_is_not_the_customer() {
+    let w = world_with(BulkPolicy::Ignore, CustomerAddress::ReplyTo);
+    let mail = |from: &str, n: u32| {
+        format!(
+            "From: {from}\r\nReply-To: Olena <olena@customer.example>\r\n\
+             To: help@support.example.com\r\nSubject: About my order\r\n\
+             Message-ID: <rt-{n}@example>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\n\
+             Please send it to another address.\r\n"
+        )
+    };
+    let arrival = Arrival {
+        rcpt: Some("help@support.example.com"),
+        ..Arrival::default()
+    };
+    // The form (a listed domain's sender) opens Olena's conversation.
+    let form = w
+        .ingest
+        .take(mail("Website <web@forms.example>", 1).as_bytes(), arrival)
+        .await
+        .unwrap();
+    let olenas = stored(&form, "created");
+    assert_eq!(
+        w.contact(&olenas).await["customer"],
+        "email:olena@customer.example"
+    );
+    // A stranger's mail naming her in Reply-To is the stranger's own.
+    let forged = w
+        .ingest
+        .take(
+            mail("Mallory <mallory@evil.example>", 2).as_bytes(),
+            arrival,
+        )
+        .await
+        .unwrap();
+    let id = stored(&forged, "created");
+    assert_ne!(id, olenas, "appended to Olena's conversation");
+    assert_eq!(
+        w.contact(&id).await["customer"],
+        "email:mallory@evil.example"
+    );
 }

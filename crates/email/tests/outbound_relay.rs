@@ -36,6 +36,7 @@ async fn queued_reply(
         in_reply_to: None,
         references: Vec::new(),
         created_at: Timestamp::now(),
+        automatic: false,
     };
     RedisOutbox::enqueue_to(store, &reply).await.unwrap();
     let outbox = RedisOutbox::new(store.clone(), "mail", "test", Duration::from_secs(60)).unwrap();

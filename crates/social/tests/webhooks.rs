@@ -424,6 +424,7 @@ async fn generic_replies_go_out_for_the_account_the_customer_wrote_to() {
         in_reply_to: Some("m-1".into()),
         references: Vec::new(),
         created_at: Timestamp::now(),
+        automatic: false,
     };
     RedisOutbox::enqueue_to(&world.store, &reply)
         .await

@@ -223,6 +223,7 @@ impl Conversations {
             in_reply_to,
             references,
             created_at: Timestamp::now(),
+            automatic: false,
         })
     }
 
@@ -315,6 +316,7 @@ impl Conversations {
         per_hour: u32,
     ) -> Result<AutoReply, StoreError> {
         let mut message = self.outbound_to(contact, text).await?;
+        message.automatic = true;
         let keys = self.store.keys();
         let old_guard = format!("{}:auto:{key}", keys.contact(contact));
         let counter = keys.auto_answers(contact.partition(), &message.source, &message.to);

@@ -322,6 +322,7 @@ fn reply(text: &str) -> OutboundMessage {
         in_reply_to: None,
         references: Vec::new(),
         created_at: Timestamp::now(),
+        automatic: false,
     }
 }
 

@@ -61,6 +61,7 @@ fn reply_to(
         in_reply_to: None,
         references: Vec::new(),
         created_at: Timestamp::now(),
+        automatic: false,
     }
 }
 

@@ -334,6 +334,7 @@ pub fn reply(
         in_reply_to: None,
         references: Vec::new(),
         created_at: Timestamp::now(),
+        automatic: false,
     }
 }
 

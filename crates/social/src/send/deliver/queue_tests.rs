@@ -56,6 +56,7 @@ fn reply(conversation: ConversationId, text: &str) -> OutboundDelivery {
             in_reply_to: None,
             references: Vec::new(),
             created_at: Timestamp(WALL),
+            automatic: false,
         },
     }
 }
