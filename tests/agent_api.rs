@@ -310,6 +310,7 @@ async fn an_agent_takes_a_contact_from_offer_to_wrap_up() {
         .map(|e| e["dir"].as_str().unwrap())
         .collect();
     assert_eq!(dirs, ["in", "out", "note"]);
+    assert_eq!(c["more"], false, "the whole transcript fits one page");
     assert_eq!(
         c["transcript"][0]["message"]["text"],
         "<b>Where</b> is my invoice?"

@@ -1048,7 +1048,8 @@
           c.httpSeq = "-";
         }
         pages += 1;
-        if (transcript.length >= PAGE && pages < 40) return page(transcript[transcript.length - 1].seq);
+        var more = d.more === undefined ? transcript.length >= PAGE : d.more === true;
+        if (more && transcript.length && pages < 40) return page(transcript[transcript.length - 1].seq);
         return null;
       });
     }

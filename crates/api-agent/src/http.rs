@@ -327,8 +327,14 @@ pub async fn contact(
             "after: '-' or a transcript entry's seq (<ms>-<n>)",
         ));
     }
-    let transcript =
-        switchboard_records::record::transcript(&inner.conversations, &conv, &after, 500).await?;
+    let (transcript, more) = switchboard_records::record::transcript_page(
+        &inner.conversations,
+        &conv,
+        &after,
+        TRANSCRIPT_PAGE,
+        TRANSCRIPT_PAGE_BYTES,
+    )
+    .await?;
     let pick = |k: &str| fields.get(k).cloned().unwrap_or_default();
     Ok(Json(json!({
         // As the API writes ids elsewhere (the path may have it in lower
@@ -345,9 +351,15 @@ pub async fn contact(
         "created_at": pick("created_at").parse::<u64>().unwrap_or(0),
         "routing": { "state": rec.state, "queue": rec.queue, "agent": rec.agent, "rule": rec.rule },
         "transcript": transcript,
+        "more": more,
     }))
     .into_response())
 }
+
+/// Transcript entries in one page of `GET /contacts/{id}`.
+const TRANSCRIPT_PAGE: usize = 500;
+/// ...and messages in one page, in bytes as stored (beyond its first entry).
+const TRANSCRIPT_PAGE_BYTES: usize = 4 << 20;
 
 /// Every routing decision recorded for a contact, with its explanation.
 pub async fn routing(

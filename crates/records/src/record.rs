@@ -6,17 +6,37 @@ use serde_json::{Value, json};
 use switchboard_core::{ContactId, ConversationId};
 use switchboard_store::{Conversations, LogEntry, Records, RoutingState, StoreError};
 
-/// The transcript of a conversation after `after` (`-`: from the start),
-/// at most `limit` entries: every message in and out (replies with their
-/// delivery and provider status), notes, ratings and automatic answers.
-pub async fn transcript(
+/// A page of the transcript after `after` (`-`: from the start): every
+/// message in and out (replies with their delivery and provider status),
+/// notes, ratings and automatic answers; at most `limit` entries and,
+/// beyond the first, at most `max_bytes` of messages as stored, and
+/// whether more follow. A customer may send 500 mails of 64 KiB: a page
+/// of 500 was ~32 MiB as stored, several times that as JSON.
+pub async fn transcript_page(
     conversations: &Conversations,
     conversation: &ConversationId,
     after: &str,
     limit: usize,
-) -> Result<Vec<Value>, StoreError> {
-    let entries = conversations.transcript(conversation, after, limit).await?;
-    rendered(conversations, conversation, entries).await
+    max_bytes: usize,
+) -> Result<(Vec<Value>, bool), StoreError> {
+    let mut entries = conversations
+        .transcript(conversation, after, limit + 1)
+        .await?;
+    let mut more = entries.len() > limit;
+    entries.truncate(limit);
+    let mut bytes = 0usize;
+    let fit = entries
+        .iter()
+        .position(|e| {
+            bytes += e.msg.len();
+            bytes > max_bytes
+        })
+        .map_or(entries.len(), |n| n.max(1));
+    if fit < entries.len() {
+        entries.truncate(fit);
+        more = true;
+    }
+    Ok((rendered(conversations, conversation, entries).await?, more))
 }
 
 /// `entries` of `conversation` as the API shows them, replies with their

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 use switchboard_core::{ChannelKind, CustomerIdentity, InboundEvent};
-use switchboard_records::record::{RECORD_TRANSCRIPT_MAX_BYTES, Sources, contact_record};
+use switchboard_records::record::{
+    RECORD_TRANSCRIPT_MAX_BYTES, Sources, contact_record, transcript_page,
+};
 use switchboard_store::{
     Conversations, IntakeSettings, Records, RedisIntake, RoutingState, Store, StoreConfig,
 };
@@ -99,4 +101,63 @@ async fn a_records_transcript_stops_at_its_byte_budget() {
         .expect("a record");
     assert_eq!(record["transcript_truncated"], false);
     assert_eq!(record["transcript"].as_array().unwrap().len(), 2);
+}
+
+/// The agent API's transcript pages stop at a byte budget as well as at a
+/// count, keep at least one entry, and say whether more follow; paging
+/// through them gives every entry once, in order.
+#[tokio::test]
+async fn transcript_pages_stop_at_their_byte_budget_and_say_more_follow() {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 1)).unwrap();
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(3600),
+            limits: Default::default(),
+        },
+    );
+    let conversations = Conversations::new(store.clone());
+    let mut conversation = None;
+    for n in 0..10 {
+        let text = format!("{n:05} {}", "x".repeat(994));
+        let receipt = intake
+            .submit_event(mail("pages@example.net", n, text))
+            .await
+            .unwrap();
+        conversation.get_or_insert(receipt.conversation_id);
+    }
+    let conversation = conversation.unwrap();
+    let text = |e: &serde_json::Value| e["message"]["text"].as_str().unwrap()[..5].to_owned();
+    // 3,500 bytes: three entries of ~1,000 bytes each (and their JSON).
+    let (page, more) = transcript_page(&conversations, &conversation, "-", 500, 3_500)
+        .await
+        .unwrap();
+    assert!(more);
+    assert!((2..=3).contains(&page.len()), "{} entries", page.len());
+    // A budget smaller than one entry still gives one.
+    let (one, more) = transcript_page(&conversations, &conversation, "-", 500, 10)
+        .await
+        .unwrap();
+    assert_eq!((one.len(), more), (1, true));
+    // Paged through: all ten, in order, the last page saying no more.
+    let mut seen = Vec::new();
+    let mut after = "-".to_owned();
+    loop {
+        let (page, more) = transcript_page(&conversations, &conversation, &after, 4, 3_500)
+            .await
+            .unwrap();
+        seen.extend(page.iter().map(text));
+        after = page.last().unwrap()["seq"].as_str().unwrap().to_owned();
+        if !more {
+            break;
+        }
+    }
+    let want: Vec<String> = (0..10).map(|n| format!("{n:05}")).collect();
+    assert_eq!(seen, want);
+    // Exactly a count's worth: no more to say.
+    let (all, more) = transcript_page(&conversations, &conversation, "-", 10, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!((all.len(), more), (10, false));
 }
