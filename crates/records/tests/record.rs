@@ -30,13 +30,8 @@ fn mail(customer: &str, n: usize, text: String) -> InboundEvent {
     }
 }
 
-/// A conversation of 140 mails of 64,000 bytes (8.5 MiB of text) gives a
-/// record of the first ones within 8 MiB, marked truncated; a short one is
-/// whole. (The record is built in memory at once: 10,000 such mails were
-/// ~640 MiB of text before the budget.)
-#[tokio::test]
-async fn a_records_transcript_stops_at_its_byte_budget() {
-    let redis = RedisServer::start();
+/// A store on `redis`, and its intake.
+fn store_and_intake(redis: &RedisServer) -> (Store, RedisIntake) {
     let store = Store::new(StoreConfig::local(redis.url(), 1)).unwrap();
     let intake = RedisIntake::new(
         store.clone(),
@@ -45,6 +40,17 @@ async fn a_records_transcript_stops_at_its_byte_budget() {
             limits: Default::default(),
         },
     );
+    (store, intake)
+}
+
+/// A conversation of 140 mails of 64,000 bytes (8.5 MiB of text) gives a
+/// record of the first ones within 8 MiB, marked truncated; a short one is
+/// whole. (The record is built in memory at once: 10,000 such mails were
+/// ~640 MiB of text before the budget.)
+#[tokio::test]
+async fn a_records_transcript_stops_at_its_byte_budget() {
+    let redis = RedisServer::start();
+    let (store, intake) = store_and_intake(&redis);
     let sources = Sources {
         conversations: Conversations::new(store.clone()),
         state: RoutingState::new(store.clone()),
@@ -109,14 +115,7 @@ async fn a_records_transcript_stops_at_its_byte_budget() {
 #[tokio::test]
 async fn transcript_pages_stop_at_their_byte_budget_and_say_more_follow() {
     let redis = RedisServer::start();
-    let store = Store::new(StoreConfig::local(redis.url(), 1)).unwrap();
-    let intake = RedisIntake::new(
-        store.clone(),
-        IntakeSettings {
-            dedupe_window: Duration::from_secs(3600),
-            limits: Default::default(),
-        },
-    );
+    let (store, intake) = store_and_intake(&redis);
     let conversations = Conversations::new(store.clone());
     let mut conversation = None;
     for n in 0..10 {

@@ -1211,6 +1211,24 @@ async fn the_leader_records_a_lapsed_session_that_held_nothing() {
     instance.stop().await;
 }
 
+/// Agent `id`, with a chat and a call at a time.
+async fn phone_agent(state: &RoutingState, id: &str) {
+    state
+        .upsert_agent(
+            &AgentRecord {
+                id: id.into(),
+                name: id.into(),
+                skills: Default::default(),
+                capacity: [1, 0, 0, 1],
+                total_capacity: 0,
+                token_sha256: format!("{id:0>64}"),
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+}
+
 /// An agent whose session ends during a call keeps the call (it is on her
 /// phone): past the reconnect grace her chat goes back to the queue, her
 /// call stays assigned to her. Requeued, the call was offered to agents
@@ -1222,20 +1240,7 @@ async fn a_call_stays_with_its_agent_when_her_session_ends() {
     let store = store(&redis);
     let state = RoutingState::new(store.clone());
     let intake = intake(&store);
-    state
-        .upsert_agent(
-            &AgentRecord {
-                id: "a".into(),
-                name: "a".into(),
-                skills: Default::default(),
-                capacity: [1, 0, 0, 1],
-                total_capacity: 0,
-                token_sha256: format!("{:0>64}", "a"),
-            },
-            "test",
-        )
-        .await
-        .unwrap();
+    phone_agent(&state, "a").await;
     let online = Timestamp::now().as_millis() + 3_600_000;
     state
         .set_presence("a", Some(("available", "")), Some(online), None)
@@ -1306,20 +1311,7 @@ async fn a_call_whose_end_is_lost_is_closed_after_the_longest_call() {
     let state = RoutingState::new(store.clone());
     let intake = intake(&store);
     for agent in ["a", "b"] {
-        state
-            .upsert_agent(
-                &AgentRecord {
-                    id: agent.into(),
-                    name: agent.into(),
-                    skills: Default::default(),
-                    capacity: [1, 0, 0, 1],
-                    total_capacity: 0,
-                    token_sha256: format!("{:0>64}", agent),
-                },
-                "test",
-            )
-            .await
-            .unwrap();
+        phone_agent(&state, agent).await;
     }
     let online = Timestamp::now().as_millis() + 3_600_000;
     state

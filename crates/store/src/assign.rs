@@ -1013,20 +1013,33 @@ impl RoutingState {
         ids: &[String],
     ) -> Result<Vec<(AgentRecord, AgentLive)>, StoreError> {
         let k = self.store.keys();
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
+        let maps: Vec<HashMap<String, String>> = self
+            .per_key("HGETALL", ids.iter().map(|id| k.route_agent(id)).collect())
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(maps)
+            .filter(|(_, map)| !map.is_empty())
+            .map(|(id, map)| agent_from(id, &map))
+            .collect())
+    }
+
+    /// `cmd <key>` for each of `keys`, in pipelines of 500 (one round trip
+    /// each): the answers, in order.
+    async fn per_key<T: redis::FromRedisValue>(
+        &self,
+        cmd: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
             let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HGETALL").arg(k.route_agent(id));
+            for key in chunk {
+                pipe.cmd(cmd).arg(key);
             }
             let mut conn = self.conn();
-            let maps: Vec<HashMap<String, String>> =
-                self.store.bounded(pipe.query_async(&mut conn)).await?;
-            for (id, map) in chunk.iter().zip(maps) {
-                if !map.is_empty() {
-                    out.push(agent_from(id, &map));
-                }
-            }
+            let answers: Vec<T> = self.store.bounded(pipe.query_async(&mut conn)).await?;
+            out.extend(answers);
         }
         Ok(out)
     }
@@ -1038,21 +1051,16 @@ impl RoutingState {
         contacts: &[ContactId],
     ) -> Result<Vec<Option<RouteRecord>>, StoreError> {
         let k = self.store.keys();
-        let mut out = Vec::with_capacity(contacts.len());
-        for chunk in contacts.chunks(500) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HGETALL").arg(k.route_contact(id));
-            }
-            let mut conn = self.conn();
-            let maps: Vec<HashMap<String, String>> =
-                self.store.bounded(pipe.query_async(&mut conn)).await?;
-            out.extend(
-                maps.into_iter()
-                    .map(|m| (!m.is_empty()).then(|| record_from(m))),
-            );
-        }
-        Ok(out)
+        let maps: Vec<HashMap<String, String>> = self
+            .per_key(
+                "HGETALL",
+                contacts.iter().map(|id| k.route_contact(id)).collect(),
+            )
+            .await?;
+        Ok(maps
+            .into_iter()
+            .map(|m| (!m.is_empty()).then(|| record_from(m)))
+            .collect())
     }
 
     pub async fn route_record(
@@ -1290,17 +1298,11 @@ impl RoutingState {
     /// [`Self::held`] of each of `agents`, in order, in pipelined reads.
     pub async fn held_by_each(&self, agents: &[&str]) -> Result<Vec<Vec<String>>, StoreError> {
         let k = self.store.keys();
-        let mut out = Vec::with_capacity(agents.len());
-        for chunk in agents.chunks(500) {
-            let mut pipe = redis::pipe();
-            for agent in chunk {
-                pipe.cmd("SMEMBERS").arg(k.route_held(agent));
-            }
-            let mut conn = self.conn();
-            let sets: Vec<Vec<String>> = self.store.bounded(pipe.query_async(&mut conn)).await?;
-            out.extend(sets);
-        }
-        Ok(out)
+        self.per_key(
+            "SMEMBERS",
+            agents.iter().map(|agent| k.route_held(agent)).collect(),
+        )
+        .await
     }
 
     /// The contacts an agent holds (offered or assigned).

@@ -420,56 +420,84 @@ async fn an_update_after_the_sweep_brings_nothing_back() {
     assert!(!back, "the log is not brought back");
 }
 
+/// A WhatsApp customer's message, and a reply to it in the outbox (not
+/// handed out yet).
+struct WhatsApp {
+    redis: RedisServer,
+    store: switchboard_store::Store,
+    intake: switchboard_store::RedisIntake,
+    customer: CustomerIdentity,
+    first: switchboard_core::IntakeReceipt,
+    outbox: RedisOutbox,
+    reply: OutboundMessage,
+}
+
+impl WhatsApp {
+    async fn with_a_reply_queued(text: &str) -> WhatsApp {
+        let redis = RedisServer::start();
+        let store = store_for(&redis, 4);
+        let intake = intake_for(&store);
+        let customer = CustomerIdentity::new("whatsapp", "380501234567").unwrap();
+        let first = intake
+            .submit_event(switchboard_core::InboundEvent {
+                channel: ChannelKind::Social,
+                source: "meta".into(),
+                address: "1001".into(),
+                customer: customer.clone(),
+                ..event("v1", Some("wamid.IN1"), "Hi")
+            })
+            .await
+            .unwrap();
+        let outbox =
+            RedisOutbox::new(store.clone(), "meta", "i1", Duration::from_secs(30)).unwrap();
+        let reply = reply_to(&first, ChannelKind::Social, "meta", "1001", &customer, text);
+        outbox.enqueue(&reply).await.unwrap();
+        WhatsApp {
+            redis,
+            store,
+            intake,
+            customer,
+            first,
+            outbox,
+            reply,
+        }
+    }
+
+    /// WhatsApp's `status` for provider message `part`, with update id `id`.
+    async fn receipt(
+        &self,
+        status: ReplyStatus,
+        part: &str,
+        id: &str,
+        detail: Option<&str>,
+    ) -> UpdateOutcome {
+        self.intake
+            .submit_update(InboundUpdate {
+                channel: ChannelKind::Social,
+                source: "meta".into(),
+                customer: self.customer.clone(),
+                provider_message_id: part.into(),
+                update_id: Some(id.into()),
+                change: Change::Status {
+                    status,
+                    detail: detail.map(str::to_owned),
+                },
+                at: None,
+            })
+            .await
+            .unwrap()
+    }
+}
+
 /// A social provider's receipt that comes before its reply is settled (it
 /// outran our record of the provider's answer) is kept, the highest one,
 /// and applied when the reply is settled; before, it was acknowledged and
 /// lost, and a reply that failed at the provider showed as delivered.
 #[tokio::test]
 async fn a_social_receipt_before_the_settle_is_applied_at_the_settle() {
-    let redis = RedisServer::start();
-    let store = store_for(&redis, 4);
-    let intake = intake_for(&store);
-    let customer = CustomerIdentity::new("whatsapp", "380501234567").unwrap();
-    let first = intake
-        .submit_event(switchboard_core::InboundEvent {
-            channel: ChannelKind::Social,
-            source: "meta".into(),
-            address: "1001".into(),
-            customer: customer.clone(),
-            ..event("v1", Some("wamid.IN1"), "Hi")
-        })
-        .await
-        .unwrap();
-    let outbox = RedisOutbox::new(store.clone(), "meta", "i1", Duration::from_secs(30)).unwrap();
-    let reply = reply_to(
-        &first,
-        ChannelKind::Social,
-        "meta",
-        "1001",
-        &customer,
-        "Hello!",
-    );
-    outbox.enqueue(&reply).await.unwrap();
-    let receipt = |s: ReplyStatus, id: &'static str| {
-        let (intake, customer) = (intake.clone(), customer.clone());
-        async move {
-            intake
-                .submit_update(InboundUpdate {
-                    channel: ChannelKind::Social,
-                    source: "meta".into(),
-                    customer,
-                    provider_message_id: "wamid.OUT1".into(),
-                    update_id: Some(id.into()),
-                    change: Change::Status {
-                        status: s,
-                        detail: Some("131047".into()),
-                    },
-                    at: None,
-                })
-                .await
-                .unwrap()
-        }
-    };
+    let w = WhatsApp::with_a_reply_queued("Hello!").await;
+    let (redis, store, first, outbox, reply) = (&w.redis, &w.store, &w.first, &w.outbox, &w.reply);
+    let receipt = |s: ReplyStatus, id: &'static str| w.receipt(s, "wamid.OUT1", id, Some("131047"));
     // `sent` then `failed` arrive before the settle: kept, the higher wins.
     assert_eq!(receipt(ReplyStatus::Sent, "r1").await, UpdateOutcome::Early);
     assert_eq!(
@@ -480,7 +508,7 @@ async fn a_social_receipt_before_the_settle_is_applied_at_the_settle() {
         receipt(ReplyStatus::Delivered, "r3").await,
         UpdateOutcome::Early
     );
-    settle_accepted(&outbox, "wamid.OUT1").await;
+    settle_accepted(outbox, "wamid.OUT1").await;
     let states = Conversations::new(store.clone())
         .reply_states(&first.conversation_id)
         .await
@@ -494,7 +522,7 @@ async fn a_social_receipt_before_the_settle_is_applied_at_the_settle() {
     );
     // Applied once: the kept status is gone, and later receipts apply as
     // they always did (a lower one is stale).
-    let mut conn = raw(&redis).await;
+    let mut conn = raw(redis).await;
     let kept: bool = conn
         .exists(format!(
             "{}:early",
@@ -514,50 +542,10 @@ async fn a_social_receipt_before_the_settle_is_applied_at_the_settle() {
 /// and the reply showed as delivered.
 #[tokio::test]
 async fn a_receipt_for_any_part_of_a_reply_finds_it() {
-    let redis = RedisServer::start();
-    let store = store_for(&redis, 4);
-    let intake = intake_for(&store);
-    let customer = CustomerIdentity::new("whatsapp", "380501234567").unwrap();
-    let first = intake
-        .submit_event(switchboard_core::InboundEvent {
-            channel: ChannelKind::Social,
-            source: "meta".into(),
-            address: "1001".into(),
-            customer: customer.clone(),
-            ..event("v1", Some("wamid.IN1"), "Hi")
-        })
-        .await
-        .unwrap();
-    let outbox = RedisOutbox::new(store.clone(), "meta", "i1", Duration::from_secs(30)).unwrap();
-    let reply = reply_to(
-        &first,
-        ChannelKind::Social,
-        "meta",
-        "1001",
-        &customer,
-        "A long answer",
-    );
-    outbox.enqueue(&reply).await.unwrap();
-    let receipt = |s: ReplyStatus, part: &'static str, id: &'static str| {
-        let (intake, customer) = (intake.clone(), customer.clone());
-        async move {
-            intake
-                .submit_update(InboundUpdate {
-                    channel: ChannelKind::Social,
-                    source: "meta".into(),
-                    customer,
-                    provider_message_id: part.into(),
-                    update_id: Some(id.into()),
-                    change: Change::Status {
-                        status: s,
-                        detail: None,
-                    },
-                    at: None,
-                })
-                .await
-                .unwrap()
-        }
-    };
+    let w = WhatsApp::with_a_reply_queued("A long answer").await;
+    let (store, first, outbox, reply) = (&w.store, &w.first, &w.outbox, &w.reply);
+    let receipt =
+        |s: ReplyStatus, part: &'static str, id: &'static str| w.receipt(s, part, id, None);
     // Part 2's `sent` comes before the settle: kept.
     assert_eq!(
         receipt(ReplyStatus::Sent, "wamid.P2", "r1").await,
