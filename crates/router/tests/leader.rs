@@ -1331,19 +1331,23 @@ async fn a_call_whose_end_is_lost_is_closed_after_the_longest_call() {
         provider_message_id: Some(format!("CA0{n}")),
         ..event(&format!("v{n}"), "inbound call")
     };
+    // Offered to `agent`, who answers it: when.
+    let answer = |contact: ContactId, agent: &'static str| {
+        let state = state.clone();
+        async move {
+            until("the call is offered", || async {
+                states(&state, &[contact]).await[&contact.to_string()]
+                    == ("offered".into(), agent.into())
+            })
+            .await;
+            let at = Timestamp::now().as_millis();
+            let accepted = state.answer(Answer::Accept, &contact, agent, at, 0).await;
+            assert_eq!(accepted.unwrap(), "ok");
+            at
+        }
+    };
     let first = intake.submit_event(call("1")).await.unwrap().contact_id;
-    until("the first call is offered to a", || async {
-        states(&state, &[first]).await[&first.to_string()] == ("offered".into(), "a".into())
-    })
-    .await;
-    let answered = Timestamp::now().as_millis();
-    assert_eq!(
-        state
-            .answer(Answer::Accept, &first, "a", answered, 0)
-            .await
-            .unwrap(),
-        "ok"
-    );
+    let answered = answer(first, "a").await;
     // b answers a second call three seconds later: it is not due with the
     // first.
     state
@@ -1352,18 +1356,7 @@ async fn a_call_whose_end_is_lost_is_closed_after_the_longest_call() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let second = intake.submit_event(call("2")).await.unwrap().contact_id;
-    until("the second call is offered to b", || async {
-        states(&state, &[second]).await[&second.to_string()] == ("offered".into(), "b".into())
-    })
-    .await;
-    let now = Timestamp::now().as_millis();
-    assert_eq!(
-        state
-            .answer(Answer::Accept, &second, "b", now, 0)
-            .await
-            .unwrap(),
-        "ok"
-    );
+    answer(second, "b").await;
     // No hangup comes for either.
     until("the first call is closed", || async {
         states(&state, &[first]).await[&first.to_string()].0 == "closed"
