@@ -14,6 +14,12 @@ use super::{AfterIntake, Ctx, Delivered, SinkError, error_metric};
 
 /// The longest wait for one message's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(300);
+/// UIDs listed at most in one round while going through mail that was in
+/// the folder when it was selected (small in tests, to exercise windows).
+#[cfg(not(test))]
+const LIST_WINDOW: u32 = 5000;
+#[cfg(test)]
+const LIST_WINDOW: u32 = 3;
 
 /// What the server can do.
 #[derive(Debug, Clone, Copy)]
@@ -44,15 +50,33 @@ struct Meta {
     deleted: bool,
 }
 
+/// The UIDs a round lists after `last`: below `next` (the folder's UIDNEXT
+/// when it was selected, so every UID there is given out) a window of at
+/// most [`LIST_WINDOW`], ending at `Some(end)`; from `next` on, all to the
+/// end (`None`). A folder of any size is then listed in commands that end
+/// in time, each window's mail checkpointed before the next is listed.
+fn listing(last: u32, next: u32) -> (String, Option<u32>) {
+    let from = last.saturating_add(1);
+    if from < next {
+        let end = from.saturating_add(LIST_WINDOW - 1).min(next - 1);
+        (format!("{from}:{end}"), Some(end))
+    } else {
+        (format!("{from}:*"), None)
+    }
+}
+
+/// One round from the checkpoint `cp`; `next` is the folder's UIDNEXT when
+/// it was selected.
 pub(super) async fn run(
     ctx: &Ctx,
     session: &mut ImapSession,
     caps: &Caps,
     cp: &mut Checkpoint,
+    next: u32,
     stop: &CancellationToken,
 ) -> Result<Round, End> {
     let s = &ctx.settings;
-    let set = format!("{}:*", cp.last.saturating_add(1));
+    let (set, window_end) = listing(cp.last, next);
     // A listing the server cut short (a tagged NO) fails the round: the
     // UIDs it left out would be passed over by the checkpoint.
     let fetches = End::guard(stop, "fetch", COMMAND_TIMEOUT, async {
@@ -66,7 +90,9 @@ pub(super) async fn run(
     let mut metas: Vec<Meta> = fetches
         .iter()
         .filter_map(|f| {
-            let uid = f.uid.filter(|uid| *uid > cp.last)?;
+            let uid = f
+                .uid
+                .filter(|uid| *uid > cp.last && window_end.is_none_or(|end| *uid <= end))?;
             Some(Meta {
                 uid,
                 size: f.size,
@@ -204,10 +230,21 @@ pub(super) async fn run(
         unsaved = false;
         after?;
     }
+    // Every UID of a window was given out before the folder was selected:
+    // those not listed were expunged, and none can come later. The next
+    // round lists the next window at once.
+    if let Some(end) = window_end
+        && cp.last < end
+    {
+        (cp.last, unsaved) = (end, true);
+    }
     if unsaved {
         checkpoint::save(ctx, *cp).await?;
     }
-    Ok(Round::Done { progress, exists })
+    Ok(Round::Done {
+        progress: progress || window_end.is_some(),
+        exists,
+    })
 }
 
 /// How a round ends when fetching message `uid` ended with `end`: a
@@ -369,7 +406,23 @@ async fn delete(
 
 #[cfg(test)]
 mod tests {
-    use super::{Found, find_body};
+    use super::{Found, LIST_WINDOW, find_body, listing};
+
+    /// Below the UIDNEXT of the selection, windows; from it, to the end.
+    #[test]
+    fn old_mail_is_listed_a_window_at_a_time() {
+        assert_eq!(LIST_WINDOW, 3);
+        assert_eq!(listing(0, 10), ("1:3".to_owned(), Some(3)));
+        assert_eq!(listing(3, 10), ("4:6".to_owned(), Some(6)));
+        assert_eq!(listing(7, 10), ("8:9".to_owned(), Some(9)));
+        assert_eq!(listing(9, 10), ("10:*".to_owned(), None));
+        assert_eq!(listing(12, 10), ("13:*".to_owned(), None));
+        assert_eq!(listing(0, 1), ("1:*".to_owned(), None));
+        assert_eq!(
+            listing(u32::MAX - 1, u32::MAX),
+            ("4294967295:*".to_owned(), None)
+        );
+    }
 
     /// The body is found whatever comes before it; a flags-only answer is
     /// not a message that is gone (its UID was skipped for good).

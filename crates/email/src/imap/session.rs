@@ -162,7 +162,7 @@ pub(super) async fn run(
     let mut temporary = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
         changed(&mut session);
-        match round::run(ctx, &mut session, &caps, &mut cp, stop).await? {
+        match round::run(ctx, &mut session, &caps, &mut cp, baseline, stop).await? {
             Round::Temporary => {
                 if !backoff::sleep(stop, temporary.next_delay()).await {
                     break;

@@ -172,6 +172,35 @@ async fn an_interrupted_first_pass_still_passes_over_old_read_mail() {
     assert_eq!(sink.uids(), vec![2], "only the unread one");
 }
 
+/// Mail that was there at the start is listed a window at a time (three
+/// UIDs in tests): a window whose messages were all expunged moves the
+/// checkpoint past it, and the rest is taken in, in order.
+#[tokio::test]
+async fn old_mail_is_taken_in_a_window_at_a_time_across_expunged_ones() {
+    let dovecot = Dovecot::start();
+    for n in 1..=9 {
+        dovecot.append("support", "INBOX", &mail(n));
+    }
+    dovecot.command(
+        "support",
+        &[
+            "SELECT INBOX",
+            "UID STORE 4:6 +FLAGS (\\Deleted)",
+            "EXPUNGE",
+        ],
+        b"",
+    );
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
+    let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(6, WITHIN).await;
+    checkpoint(&state, &settings, Some(9)).await;
+    dovecot.append("support", "INBOX", &mail(10));
+    sink.wait_for(7, WITHIN).await;
+    fetcher.stop().await;
+    assert_eq!(sink.uids(), vec![1, 2, 3, 7, 8, 9, 10]);
+}
+
 /// A mailbox empty at the first start: mail that arrives later is taken
 /// in even when it is already read (someone opened it in webmail before
 /// the next poll). It used to be passed over silently.
