@@ -2188,3 +2188,81 @@ async fn a_stopping_instance_closes_agent_sockets_with_going_away() {
         daemon.log()
     );
 }
+
+/// Failed sign-ins are limited per client address (behind a proxy on this
+/// host, the forwarded one): past the allowance the address is refused
+/// `429` whatever token it brings, and other addresses are not. Changes
+/// are limited per token; reads are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_are_limited_per_address_and_changes_per_token() {
+    let redis = RedisServer::start();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &format!(
+            "{}failed_sign_ins_per_minute = 5\nhttp_writes_per_minute = 10\n",
+            config()
+        ),
+    );
+    let base = daemon.base();
+    let http = Http::new();
+    let heartbeat = format!("{base}/api/v1/me/heartbeat");
+    let from = |address: &'static str, token: &str| {
+        let auth = format!("Bearer {token}");
+        let http = &http;
+        let url = heartbeat.clone();
+        async move {
+            http.post(
+                &url,
+                &[("authorization", &auth), ("x-forwarded-for", address)],
+                "",
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let guesser = "203.0.113.50";
+    for n in 0..5 {
+        let reply = from(guesser, &format!("guess-{n}-0123456789abcdef")).await;
+        reply.assert_refused(401, "unauthorized");
+    }
+    let refused = from(guesser, "guess-5-0123456789abcdef").await;
+    refused.assert_refused(429, "rate_limited");
+    assert!(refused.body.contains("try again in"), "{}", refused.body);
+    let wait: u64 = refused.header("retry-after").parse().unwrap();
+    assert!(
+        (1..=12).contains(&wait),
+        "five a minute: one refills in 12 s: {wait}"
+    );
+    // The address waits, even with a valid token; another one does not.
+    from(guesser, OLENA)
+        .await
+        .assert_refused(429, "rate_limited");
+    assert_eq!(from("203.0.113.51", OLENA).await.status, 200);
+
+    // Ten changes a minute per token: the eleventh is refused, reads go on,
+    // and another agent's token has its own allowance.
+    let office = "198.51.100.8";
+    for n in 0..10 {
+        assert_eq!(from(office, PETRO).await.status, 200, "change {n}");
+    }
+    from(office, PETRO)
+        .await
+        .assert_refused(429, "rate_limited");
+    let me = http
+        .call("GET", &format!("{base}/api/v1/me"), Some(PETRO), None)
+        .await
+        .unwrap();
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(from(office, OLENA).await.status, 200);
+
+    let metrics = metrics_text(&base).await;
+    for (reason, n) in [("failed_sign_ins", 2), ("writes", 1)] {
+        assert!(
+            metrics.contains(&format!(
+                r#"switchboard_agent_api_throttled_total{{reason="{reason}"}} {n}"#
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}

@@ -460,6 +460,11 @@ async fn every_corpus_delivery_has_its_documented_outcome() {
                     .unwrap();
                 assert_eq!(got.status, 200, "{}", got.body);
                 assert!(got.body.ends_with("JPEGDATA"), "{}", got.body);
+                // Never shown in the console's origin: a download, not
+                // sniffed, and sandboxed should a browser render it.
+                assert!(got.header("content-disposition").starts_with("attachment"));
+                assert_eq!(got.header("x-content-type-options"), "nosniff");
+                assert_eq!(got.header("content-security-policy"), "sandbox");
                 let other = format!("{base}/api/v1/contacts/{whatsapp_contact}/media/MEDIA-ID-2");
                 let missing = http
                     .call("GET", &other, Some(AGENT_TOKEN), None)

@@ -206,9 +206,18 @@ pub struct Http {
 pub struct Reply {
     pub status: u16,
     pub body: String,
+    pub headers: hyper::HeaderMap,
 }
 
 impl Reply {
+    /// A header's value, or "" when there is none.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
     }
@@ -259,6 +268,7 @@ impl Http {
             .map_err(|_| "timed out".to_owned())?
             .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
@@ -268,6 +278,7 @@ impl Http {
         Ok(Reply {
             status,
             body: String::from_utf8_lossy(&body).into_owned(),
+            headers,
         })
     }
 

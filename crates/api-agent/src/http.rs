@@ -519,7 +519,7 @@ const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(15);
 pub async fn ws_ticket(State(inner): Api, headers: HeaderMap) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
     let agent = caller.agent()?;
-    if !inner.tickets.take(agent, std::time::Instant::now()) {
+    if !inner.tickets.take(agent) {
         metrics::counter!("switchboard_agent_api_ws_tickets_total", "outcome" => "rate_limited")
             .increment(1);
         return Err(ApiError::new(

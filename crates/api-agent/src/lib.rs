@@ -14,6 +14,7 @@ pub mod actions;
 pub mod console;
 pub mod error;
 pub mod frames;
+mod guard;
 mod http;
 pub mod hub;
 mod media;
@@ -64,6 +65,14 @@ pub struct AgentApiConfig {
     /// write); more wait up to 5 s, then get 503.
     #[serde(default = "defaults::media_fetches")]
     pub media_fetches: usize,
+    /// Failed sign-ins (answers `401`) per client address and minute; an
+    /// address over it is answered `429` until its allowance refills.
+    #[serde(default = "defaults::failed_sign_ins_per_minute")]
+    pub failed_sign_ins_per_minute: u32,
+    /// HTTP requests that change something (`POST`, `PUT`) per token and
+    /// minute.
+    #[serde(default = "defaults::http_writes_per_minute")]
+    pub http_writes_per_minute: u32,
 }
 
 impl AgentApiConfig {
@@ -96,6 +105,12 @@ mod defaults {
     pub fn media_fetches() -> usize {
         8
     }
+    pub fn failed_sign_ins_per_minute() -> u32 {
+        30
+    }
+    pub fn http_writes_per_minute() -> u32 {
+        600
+    }
 }
 
 impl Default for AgentApiConfig {
@@ -108,6 +123,8 @@ impl Default for AgentApiConfig {
             ws_frames_per_minute: defaults::ws_frames_per_minute(),
             ws_sessions_per_agent: defaults::ws_sessions_per_agent(),
             media_fetches: defaults::media_fetches(),
+            failed_sign_ins_per_minute: defaults::failed_sign_ins_per_minute(),
+            http_writes_per_minute: defaults::http_writes_per_minute(),
         }
     }
 }
@@ -159,6 +176,18 @@ impl AgentApiConfig {
         if !(1..=256).contains(&self.media_fetches) {
             return Err(("agent_api.media_fetches".into(), "must be 1 to 256".into()));
         }
+        if !(1..=100_000).contains(&self.failed_sign_ins_per_minute) {
+            return Err((
+                "agent_api.failed_sign_ins_per_minute".into(),
+                "must be 1 to 100000".into(),
+            ));
+        }
+        if !(10..=100_000).contains(&self.http_writes_per_minute) {
+            return Err((
+                "agent_api.http_writes_per_minute".into(),
+                "must be 10 to 100000".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -179,6 +208,8 @@ pub struct Inner {
     pub(crate) media_callers: media::InFlight,
     /// Websocket tickets each agent may still ask for.
     pub(crate) tickets: tickets::Allowance,
+    /// Failed sign-ins per address, changes per token.
+    pub(crate) guard: guard::Guard,
     pub(crate) recorder: Option<switchboard_records::Recorder>,
     /// Cancelled when the instance shuts down: open websockets close with
     /// 1001, as the chat widget's do.
@@ -213,6 +244,10 @@ impl AgentApi {
             None => None,
         };
         let media_fetches = settings.media_fetches;
+        let guard = guard::Guard::new(
+            settings.failed_sign_ins_per_minute,
+            settings.http_writes_per_minute,
+        );
         Ok(AgentApi {
             inner: Arc::new(Inner {
                 state: RoutingState::new(store.clone()),
@@ -225,7 +260,8 @@ impl AgentApi {
                 media: media::MediaSources::default(),
                 media_permits: tokio::sync::Semaphore::new(media_fetches),
                 media_callers: media::InFlight::default(),
-                tickets: tickets::Allowance::default(),
+                tickets: tickets::allowance(),
+                guard,
                 recorder,
                 closing: CancellationToken::new(),
             }),
@@ -267,6 +303,10 @@ impl AgentApi {
             })
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::map_response(error::documented))
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                guard::guard,
+            ))
             .with_state(self.inner.clone())
     }
 

@@ -1,7 +1,8 @@
 //! `GET /api/v1/contacts/{id}/media/{media_id}`: a customer's attachment,
 //! fetched through the provider's API by the contact's channel when an
 //! agent opens it. Only media ids the conversation received are served, and
-//! always as a download (`Content-Disposition: attachment`, `nosniff`), so
+//! always as a download (`Content-Disposition: attachment`, `nosniff`,
+//! `Content-Security-Policy: sandbox`), so
 //! a customer's file never runs in the console's origin.
 
 use crate::Inner;
@@ -221,6 +222,12 @@ pub async fn media(
             (
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
+            ),
+            // Should a browser render it all the same (an old one, a
+            // plug-in), it runs in an origin of its own.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("sandbox"),
             ),
             (
                 header::CACHE_CONTROL,

@@ -1,7 +1,31 @@
 //! Small checks on the addresses adapters send to, and URLs shown
 //! without their secrets.
 
-use std::net::IpAddr;
+use axum::extract::ConnectInfo;
+use axum::http::{Extensions, HeaderMap};
+use std::net::{IpAddr, SocketAddr};
+
+/// The client's address, as its allowances are kept
+/// ([`client_key`](crate::limits::client_key)): the peer's, or behind a
+/// proxy on this host (a loopback peer) the last `X-Forwarded-For` hop.
+/// `None` when the server does not tell the peer (no per-address limit
+/// then). On a dual-stack listener (`[::]:8080`) an IPv4 peer arrives as
+/// `::ffff:a.b.c.d`: a proxy at `127.0.0.1` is loopback all the same.
+pub fn client_ip(headers: &HeaderMap, ext: &Extensions) -> Option<IpAddr> {
+    let peer = ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical())?;
+    if peer.is_loopback()
+        && let Some(forwarded) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+    {
+        return Some(crate::limits::client_key(forwarded));
+    }
+    Some(crate::limits::client_key(peer))
+}
 
 /// Whether `host` (a URL's host, an IPv6 address in brackets or not) is this
 /// machine: `localhost`, `127.0.0.0/8`, `::1` (names under `localhost` are
@@ -128,8 +152,33 @@ fn decoded(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use super::is_loopback_host;
+    use super::{client_ip, is_loopback_host};
+    use axum::extract::ConnectInfo;
+    use axum::http::{Extensions, HeaderMap};
+    use std::net::SocketAddr;
+
+    /// Behind a proxy on this host the client is the last forwarded hop,
+    /// also when a dual-stack listener sees the proxy as `::ffff:127.0.0.1`;
+    /// a peer that is not loopback cannot claim another address.
+    #[test]
+    fn a_proxy_on_this_host_is_seen_through_on_a_dual_stack_listener() {
+        let ip_of = |peer: &str, forwarded: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(f) = forwarded {
+                headers.insert("x-forwarded-for", f.parse().unwrap());
+            }
+            let mut ext = Extensions::new();
+            ext.insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+            client_ip(&headers, &ext).unwrap().to_string()
+        };
+        let via = Some("203.0.113.9, 198.51.100.7");
+        assert_eq!(ip_of("127.0.0.1:5000", via), "198.51.100.7");
+        assert_eq!(ip_of("[::ffff:127.0.0.1]:5000", via), "198.51.100.7");
+        assert_eq!(ip_of("[::ffff:198.51.100.8]:5000", via), "198.51.100.8");
+        assert_eq!(ip_of("[::ffff:127.0.0.1]:5000", None), "127.0.0.1");
+    }
 
     #[test]
     fn loopback_hosts() {

@@ -7,16 +7,17 @@ use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use metrics::counter;
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_channel::net::client_ip;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -74,27 +75,6 @@ struct WsQuery {
 fn reject(reason: &'static str, status: StatusCode, message: &'static str) -> Response {
     counter!("switchboard_chat_rejected_total", "reason" => reason).increment(1);
     (status, message).into_response()
-}
-
-/// The client's address: the peer's, or behind a proxy on this host
-/// (a loopback peer) the last `X-Forwarded-For` hop. `None` when the
-/// server does not tell the peer (no per-address limit then). On a
-/// dual-stack listener (`[::]:8080`) an IPv4 peer arrives as
-/// `::ffff:a.b.c.d`: a proxy at `127.0.0.1` is loopback all the same.
-fn client_ip(headers: &HeaderMap, ext: &Extensions) -> Option<IpAddr> {
-    let peer = ext
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical())?;
-    if peer.is_loopback()
-        && let Some(forwarded) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-    {
-        return Some(crate::limits::client_key(forwarded));
-    }
-    Some(crate::limits::client_key(peer))
 }
 
 /// One open socket of a client address, counted until dropped.
@@ -534,27 +514,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    /// Behind a proxy on this host the client is the last forwarded hop,
-    /// also when a dual-stack listener sees the proxy as `::ffff:127.0.0.1`;
-    /// a peer that is not loopback cannot claim another address.
-    #[test]
-    fn a_proxy_on_this_host_is_seen_through_on_a_dual_stack_listener() {
-        let ip_of = |peer: &str, forwarded: Option<&str>| {
-            let mut headers = HeaderMap::new();
-            if let Some(f) = forwarded {
-                headers.insert("x-forwarded-for", f.parse().unwrap());
-            }
-            let mut ext = Extensions::new();
-            ext.insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
-            client_ip(&headers, &ext).unwrap().to_string()
-        };
-        let via = Some("203.0.113.9, 198.51.100.7");
-        assert_eq!(ip_of("127.0.0.1:5000", via), "198.51.100.7");
-        assert_eq!(ip_of("[::ffff:127.0.0.1]:5000", via), "198.51.100.7");
-        assert_eq!(ip_of("[::ffff:198.51.100.8]:5000", via), "198.51.100.8");
-        assert_eq!(ip_of("[::ffff:127.0.0.1]:5000", None), "127.0.0.1");
     }
 
     #[test]

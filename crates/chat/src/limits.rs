@@ -3,58 +3,19 @@
 //! instance (a visitor who spreads frames over several instances gets each
 //! instance's allowance; acceptable for flood protection).
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-pub use switchboard_channel::limits::Bucket;
+pub use switchboard_channel::limits::{Bucket, PerKey, client_key};
 
-/// One bucket per key: per client address (`rate_per_ip`), per visitor
-/// (`rate_per_session`: every socket of one visitor on this instance draws
-/// on the same allowance, so reconnecting or opening more tabs does not
-/// refill it).
-#[derive(Debug)]
-pub struct PerKey<K> {
-    per_minute: u32,
-    buckets: Mutex<HashMap<K, Bucket>>,
-}
-
-/// Frames per client address.
+/// Frames per client address (`rate_per_ip`).
 pub type PerIp = PerKey<IpAddr>;
-/// Frames per visitor.
+/// Frames per visitor (`rate_per_session`: every socket of one visitor on
+/// this instance draws on the same allowance, so reconnecting or opening
+/// more tabs does not refill it).
 pub type PerVisitor = PerKey<String>;
-
-impl<K: Hash + Eq> PerKey<K> {
-    pub fn new(per_minute: u32) -> PerKey<K> {
-        PerKey {
-            per_minute,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn take<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bucket) = buckets.get_mut(key) {
-            return bucket.take(now);
-        }
-        if buckets.len() > 100_000 {
-            // Forget keys whose bucket is full again (idle ones).
-            buckets.retain(|_, b| !b.full(now));
-        }
-        let mut bucket = Bucket::new(self.per_minute);
-        let taken = bucket.take(now);
-        buckets.insert(key.to_owned(), bucket);
-        taken
-    }
-}
 
 /// Sockets open at once per client address, at most `max` each.
 #[derive(Debug)]
@@ -97,20 +58,6 @@ impl OpenPerIp {
     fn count(&self, ip: IpAddr) -> u32 {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(&ip).copied().unwrap_or(0)
-    }
-}
-
-/// The address a client's allowances are kept under: an IPv6 address by
-/// its /64 (one subscriber's usual share), an IPv4 address as it is.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d:
-    // its own address, not one /64 shared by every IPv4 client.
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
-        }
     }
 }
 
@@ -196,20 +143,5 @@ mod open_tests {
         open.close(a);
         open.close(a);
         assert_eq!(open.count(a), 0, "never below zero, forgotten at zero");
-    }
-
-    #[test]
-    fn ipv6_addresses_share_their_64() {
-        let key = |s: &str| client_key(s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-        assert_eq!(key("::ffff:198.51.100.7"), key("198.51.100.7"));
-        assert_ne!(key("::ffff:198.51.100.7"), key("::ffff:198.51.100.8"));
-        assert_eq!(
-            key("198.51.100.7"),
-            "198.51.100.7"
-                .parse::<IpAddr>()
-                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
-        );
     }
 }
