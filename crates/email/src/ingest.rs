@@ -34,6 +34,28 @@ pub fn is_made_up_id(id: &str) -> bool {
     id.starts_with(IMAP_ID) || id.starts_with(DIGEST_ID)
 }
 
+/// Mails up to this size are parsed where they arrive; larger ones on the
+/// blocking pool: a 25 MiB mail takes up to a quarter of a second (HTML to
+/// text, base64), which would hold a runtime thread that carries every
+/// other connection (the daemon may run on one).
+const PARSE_INLINE_MAX: usize = 256 * 1024;
+
+/// [`parse::parse`], off the runtime's threads for a large mail. A parse
+/// that panics (a defect) refuses the mail, counted and logged, rather than
+/// ending the session that carried it.
+async fn parse_mail(raw: &[u8], limits: &ParseLimits) -> Result<ParsedMail, IngestError> {
+    if raw.len() <= PARSE_INLINE_MAX {
+        return Ok(parse::parse(raw, limits));
+    }
+    let (raw, limits) = (raw.to_vec(), limits.clone());
+    tokio::task::spawn_blocking(move || parse::parse(&raw, &limits))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "Parsing a mail failed.");
+            IngestError::Rejected("the message could not be parsed".into())
+        })
+}
+
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taken {
@@ -121,7 +143,7 @@ impl Ingest {
     /// Takes one message. A repeat (same Message-ID, or the same
     /// fallback id) is stored once.
     pub async fn take(&self, raw: &[u8], arrival: Arrival<'_>) -> Result<Taken, IngestError> {
-        let mut mail = parse::parse(raw, &self.limits);
+        let mut mail = parse_mail(raw, &self.limits).await?;
         mail.no_auto_answer |= arrival.null_sender;
         // A signed plus-address (a reply's Reply-To) stands for its mailbox.
         let address = arrival
@@ -560,5 +582,42 @@ mod kept_tests {
             assert!(!update(outcome).kept(), "{outcome}");
         }
         assert!(!Taken::Ignored { kind: "bulk" }.kept());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod parse_tests {
+    use super::{PARSE_INLINE_MAX, parse_mail};
+    use crate::parse::ParseLimits;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn mail(body_bytes: usize) -> Vec<u8> {
+        let mut raw = b"From: Olena <olena@example.com>\r\nTo: support@example.com\r\n\
+Subject: Invoice\r\nMessage-ID: <big@example.com>\r\n\r\n"
+            .to_vec();
+        while raw.len() < body_bytes {
+            raw.extend_from_slice(b"The invoice is wrong, please check it.\r\n");
+        }
+        raw
+    }
+
+    /// Whether the runtime ran another task while `raw` was parsed (on a
+    /// current-thread runtime it can only when the parse was elsewhere).
+    async fn others_ran_during(raw: &[u8]) -> bool {
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+        let parsed = parse_mail(raw, &ParseLimits::default()).await.unwrap();
+        assert_eq!(parsed.subject.as_deref(), Some("Invoice"));
+        ran.load(Ordering::SeqCst)
+    }
+
+    /// A large mail is parsed on the blocking pool, a small one where it is.
+    #[tokio::test]
+    async fn a_large_mail_is_parsed_off_the_runtime() {
+        assert!(others_ran_during(&mail(PARSE_INLINE_MAX + 1)).await);
+        assert!(!others_ran_during(&mail(10_000)).await);
     }
 }
