@@ -393,6 +393,37 @@ fn priority_ages_and_strict_priority_does_not() {
     assert_eq!(e.next_decision(100_000).expect("d").contact.id, new_id);
 }
 
+/// As docs/routing.md says: an agent who serves a strict queue and another
+/// gets the strict queue's contacts of priority above 0 first, however long
+/// the other queue's waited; its priority 0 ranks by waiting time with the
+/// others, and below 0 after them.
+#[test]
+fn strict_priority_reaches_across_queues() {
+    let mut strict = queue("strict", &[]);
+    strict.strict_priority = true;
+    let mut aging = queue("aging", &[]);
+    aging.priority_weight_secs = 60;
+    let mut e = engine(vec![strict, aging]);
+    let mut old_other = contact(1, ChannelKind::Chat, 0);
+    old_other.priority = 5;
+    let mut new_urgent = contact(0, ChannelKind::Chat, 100_000);
+    new_urgent.priority = 1;
+    let mut new_plain = contact(0, ChannelKind::Chat, 50_000);
+    new_plain.priority = 0;
+    let mut low = contact(0, ChannelKind::Chat, 0);
+    low.priority = -1;
+    let order = [new_urgent.id, old_other.id, new_plain.id, low.id];
+    for c in [low, new_plain, old_other, new_urgent] {
+        e.add_contact(c, 100_000);
+    }
+    e.upsert_agent(profile("a", &[], [4, 0, 0, 0]), available(0));
+    let mut served = Vec::new();
+    while let Some(d) = e.next_decision(100_000) {
+        served.push(d.contact.id);
+    }
+    assert_eq!(served, order);
+}
+
 #[test]
 fn sticky_contacts_wait_for_their_agent_then_go_to_anyone() {
     let mut e = engine(vec![queue("q", &[])]);
