@@ -307,6 +307,26 @@ pub trait ChannelState: Send + Sync + fmt::Debug {
     -> BoxFuture<'a, Result<bool, StateError>>;
     /// Gives the lease up, if this instance holds it.
     fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StateError>>;
+    /// Sets `field` of the map `map` to `value`, durably when this returns
+    /// `Ok` (a small registry: the calls a voice channel follows, by
+    /// contact, so that a restarted instance follows them again).
+    fn put_entry<'a>(
+        &'a self,
+        map: &'a str,
+        field: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+    /// Removes `field` from the map `map`.
+    fn remove_entry<'a>(
+        &'a self,
+        map: &'a str,
+        field: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
+    /// Every field of the map `map`, with its value.
+    fn entries<'a>(
+        &'a self,
+        map: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, StateError>>;
 }
 
 /// Everything an adapter is built with.

@@ -116,4 +116,48 @@ impl ChannelState for RedisChannelState {
     fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(async move { self.lease(key, "release", Duration::ZERO).await.map(|_| ()) })
     }
+
+    fn put_entry<'a>(
+        &'a self,
+        map: &'a str,
+        field: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            let mut conn = self.store.conn();
+            let cmd = redis::cmd("HSET")
+                .arg(self.key(map))
+                .arg(field)
+                .arg(value)
+                .to_owned();
+            let _: i64 = self.store.bounded(cmd.query_async(&mut conn)).await?;
+            Ok(())
+        })
+    }
+
+    fn remove_entry<'a>(
+        &'a self,
+        map: &'a str,
+        field: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            let mut conn = self.store.conn();
+            let cmd = redis::cmd("HDEL").arg(self.key(map)).arg(field).to_owned();
+            let _: i64 = self.store.bounded(cmd.query_async(&mut conn)).await?;
+            Ok(())
+        })
+    }
+
+    fn entries<'a>(
+        &'a self,
+        map: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, StateError>> {
+        Box::pin(async move {
+            let mut conn = self.store.conn();
+            let cmd = redis::cmd("HGETALL").arg(self.key(map)).to_owned();
+            let entries: Vec<(String, String)> =
+                self.store.bounded(cmd.query_async(&mut conn)).await?;
+            Ok(entries)
+        })
+    }
 }

@@ -50,3 +50,38 @@ async fn a_marker_expires() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(b.get("hungup:c1").await.expect("get"), None);
 }
+
+/// A map is shared by every instance of the adapter, and by none of
+/// another's.
+#[tokio::test]
+async fn map_entries_are_shared_by_the_adapters_instances() {
+    let redis = RedisServer::start();
+    let store = common::store_for(&redis, 4);
+    let a = RedisChannelState::new(store.clone(), "pbx", "instance-a");
+    let b = RedisChannelState::new(store.clone(), "pbx", "instance-b");
+    let other = RedisChannelState::new(store.clone(), "pbx2", "instance-a");
+    assert!(a.entries("calls").await.expect("entries").is_empty());
+    a.put_entry("calls", "c1", "call-1").await.expect("put");
+    a.put_entry("calls", "c2", "call-2").await.expect("put");
+    b.put_entry("calls", "c1", "call-1b")
+        .await
+        .expect("put again");
+    let mut entries = b.entries("calls").await.expect("entries");
+    entries.sort();
+    assert_eq!(
+        entries,
+        vec![
+            ("c1".to_owned(), "call-1b".to_owned()),
+            ("c2".to_owned(), "call-2".to_owned())
+        ]
+    );
+    assert!(other.entries("calls").await.expect("entries").is_empty());
+    b.remove_entry("calls", "c1").await.expect("remove");
+    b.remove_entry("calls", "c9")
+        .await
+        .expect("remove what is not there");
+    assert_eq!(
+        a.entries("calls").await.expect("entries"),
+        vec![("c2".to_owned(), "call-2".to_owned())]
+    );
+}

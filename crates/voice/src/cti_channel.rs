@@ -254,6 +254,12 @@ impl ChannelAdapter for CtiChannel {
         let shutdown = self.ctx.shutdown.clone();
         let state = self.state.clone();
         Box::pin(async move {
+            // Calls followed before this instance started (its restart,
+            // another instance's crash) are followed again.
+            tokio::select! {
+                () = resume_calls(state.clone()) => {}
+                () = shutdown.cancelled() => {}
+            }
             shutdown.cancelled().await;
             // The dispatchers stop at once and release their calls' leases,
             // so that another instance (or this one, restarted) dials them
@@ -420,9 +426,11 @@ async fn handle(
             counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "queued")
                 .increment(1);
             info!(source = %state.name, call_id = %event.call_id, contact_id = %receipt.contact_id, "Call queued.");
-            // A repeated newCall (a duplicate) too: after a restart, no
-            // dispatcher follows the call until the PBX repeats it.
-            follow_call(state, receipt.contact_id, &event.call_id);
+            // Noted before the answer, so that a restart follows it again.
+            // A repeated newCall (a duplicate) too: it starts a dispatcher
+            // where none follows the call.
+            register_call(state, &receipt.contact_id, &event.call_id).await;
+            follow_call(state, receipt.contact_id, &event.call_id, false);
             Ok(continue_())
         }
         CtiEventKind::Answer => {
@@ -676,11 +684,64 @@ const RING_RETRY_FIRST: Duration = Duration::from_millis(200);
 /// ...up to this.
 const RING_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The channel state's map of the calls being followed: contact id → call
+/// id, written before a `newCall` is answered and removed once the call is
+/// over, so that an instance that starts (a restart, another one after a
+/// crash) follows every call again, connected ones included, without
+/// waiting for the PBX to repeat its `newCall`.
+const CALLS: &str = "calls";
+/// How often an instance looks in [`CALLS`] for calls nobody follows here.
+const RESUME_EVERY: Duration = Duration::from_secs(30);
+/// A call followed again from [`CALLS`] that routing does not show within
+/// this long is taken out of it (its contact was deleted).
+const UNKNOWN_FOR: Duration = Duration::from_secs(60);
+
+/// Notes the call in [`CALLS`]. A failure is logged: the PBX's repeated
+/// `newCall` still has it followed after a restart.
+async fn register_call(state: &CtiState, contact: &ContactId, call_id: &str) {
+    if let Err(error) = state
+        .leases
+        .put_entry(CALLS, &contact.to_string(), call_id)
+        .await
+    {
+        debug!(source = %state.name, contact_id = %contact, %error, "Could not note the call in the registry; a repeated newCall has it followed after a restart.");
+    }
+}
+
+/// Follows every call in [`CALLS`] that no dispatcher of this instance
+/// follows: at the start, then every [`RESUME_EVERY`], until shutdown.
+async fn resume_calls(state: Arc<CtiState>) {
+    loop {
+        match state.leases.entries(CALLS).await {
+            Ok(calls) => {
+                for (contact, call_id) in calls {
+                    let Ok(contact) = contact.parse::<ContactId>() else {
+                        warn!(source = %state.name, entry = %contact, "Not a contact id in the call registry; removed.");
+                        let _ = state.leases.remove_entry(CALLS, &contact).await;
+                        continue;
+                    };
+                    if follow_call(&state, contact, &call_id, true) {
+                        counter!("switchboard_voice_calls_resumed_total", "source" => state.name.clone())
+                            .increment(1);
+                        info!(source = %state.name, contact_id = %contact, call_id = %call_id, "Following a call again from the registry.");
+                    }
+                }
+            }
+            Err(error) => {
+                debug!(source = %state.name, %error, "Could not read the call registry; will look again.");
+            }
+        }
+        if stopped_during(&state, RESUME_EVERY).await {
+            return;
+        }
+    }
+}
+
 /// Starts a dispatcher for `contact` unless one follows it on this instance
-/// already.
-fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str) {
+/// already; true when it started one. `resumed`: from the registry.
+fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str, resumed: bool) -> bool {
     if state.shutdown.is_cancelled() {
-        return;
+        return false;
     }
     let fresh = state
         .active
@@ -689,7 +750,7 @@ fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str) {
         .insert(contact);
     if !fresh {
         debug!(source = %state.name, contact_id = %contact, "The call is followed already.");
-        return;
+        return false;
     }
     let active = Active {
         state: state.clone(),
@@ -697,7 +758,8 @@ fn follow_call(state: &Arc<CtiState>, contact: ContactId, call_id: &str) {
     };
     state
         .dispatchers
-        .spawn(dispatch(active, call_id.to_owned()));
+        .spawn(dispatch(active, call_id.to_owned(), resumed));
+    true
 }
 
 /// A call in [`CtiState::active`], taken out when its dispatcher ends
@@ -719,11 +781,22 @@ impl Drop for Active {
 
 /// Follows one call in routing and tells the PBX to connect it to each
 /// agent it is offered to (a transfer included), until it is over.
-async fn dispatch(active: Active, call_id: String) {
+async fn dispatch(active: Active, call_id: String, resumed: bool) {
     let Active { state, contact } = &active;
     let mut lease = Lease::new(contact);
     let mut ring_claim = None;
-    follow(state, contact, &call_id, &mut lease, &mut ring_claim).await;
+    let over = follow(
+        state,
+        contact,
+        &call_id,
+        &mut lease,
+        &mut ring_claim,
+        resumed,
+    )
+    .await;
+    if over && let Err(error) = state.leases.remove_entry(CALLS, &contact.to_string()).await {
+        debug!(source = %state.name, contact_id = %contact, %error, "Could not take an ended call out of the registry; the next look at it does.");
+    }
     lease.release(state).await;
     // Claimed but not rung (stopped while the PBX refused): let it go, or
     // the instance that follows the call next finds it claimed and never
@@ -817,7 +890,8 @@ async fn follow(
     call_id: &str,
     lease: &mut Lease,
     ring_claim: &mut Option<String>,
-) {
+    resumed: bool,
+) -> bool {
     let mut offer: Option<Offer> = None;
     let mut offers: HashMap<String, u32> = HashMap::new();
     // The assignment (agent, stamp) whose phone has the call, once it was
@@ -825,12 +899,17 @@ async fn follow(
     let mut connected: Option<(String, Option<u64>)> = None;
     // Between tries to ring an assigned call the PBX refused.
     let mut ring_retry = RING_RETRY_FIRST;
+    // Whether routing has shown the call to this dispatcher.
+    let mut known = false;
+    let started = Instant::now();
     loop {
         if state.shutdown.is_cancelled() {
-            return;
+            return false;
         }
         let leading = lease.hold(state).await;
-        match state.routing.route(contact).await {
+        let route = state.routing.route(contact).await;
+        known |= matches!(route, Ok(Some(_)));
+        match route {
             Ok(Some(route)) => match (route.state.as_str(), route.agent) {
                 ("offered", Some(agent)) => {
                     let mut current =
@@ -903,7 +982,7 @@ async fn follow(
                         }
                         offer = None;
                         if stopped_during(state, POLL).await {
-                            return;
+                            return false;
                         }
                         continue;
                     }
@@ -923,7 +1002,7 @@ async fn follow(
                     {
                         connected = Some(this);
                         if stopped_during(state, CONNECTED_POLL).await {
-                            return;
+                            return false;
                         }
                         continue;
                     }
@@ -931,7 +1010,7 @@ async fn follow(
                         Ok(Some(_)) => {
                             connected = Some(this);
                             if stopped_during(state, CONNECTED_POLL).await {
-                                return;
+                                return false;
                             }
                             continue;
                         }
@@ -939,7 +1018,7 @@ async fn follow(
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not read whether the call was rung; will try again.");
                             if stopped_during(state, POLL).await {
-                                return;
+                                return false;
                             }
                             continue;
                         }
@@ -949,7 +1028,7 @@ async fn follow(
                         // this one takes over (the ring claim below keeps
                         // it to one ring).
                         if stopped_during(state, POLL).await {
-                            return;
+                            return false;
                         }
                         continue;
                     }
@@ -971,14 +1050,14 @@ async fn follow(
                             // Another instance rings it; should it stop,
                             // its claim lapses and this one rings it.
                             if stopped_during(state, POLL).await {
-                                return;
+                                return false;
                             }
                             continue;
                         }
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not claim ringing an assigned call; will try again.");
                             if stopped_during(state, POLL).await {
-                                return;
+                                return false;
                             }
                             continue;
                         }
@@ -1009,22 +1088,30 @@ async fn follow(
                     offer = Some(current);
                     // The PBX refused: again with backoff, not every poll.
                     if stopped_during(state, ring_retry).await {
-                        return;
+                        return false;
                     }
                     ring_retry = (ring_retry * 2).min(RING_RETRY_MAX);
                     continue;
                 }
-                ("closed", _) => return,
+                ("closed", _) => return true,
                 // Waiting again: the offer, if any, is over.
                 _ => offer = None,
             },
-            Ok(None) => {}
+            Ok(None) => {
+                // Routing knew the call and no longer does (deleted after
+                // its retention), or a call followed again from the
+                // registry never shows up: nothing left to dial.
+                if known || (resumed && started.elapsed() >= UNKNOWN_FOR) {
+                    info!(source = %state.name, contact_id = %contact, "Routing does not know the call (any more); it is no longer followed.");
+                    return true;
+                }
+            }
             Err(error) => {
                 debug!(%error, contact_id = %contact, "Could not read the call's routing.")
             }
         }
         if stopped_during(state, POLL).await {
-            return;
+            return false;
         }
     }
 }

@@ -591,6 +591,51 @@ async fn a_call_repeated_after_a_restart_is_dialled() {
     third.stop().await;
 }
 
+/// Calls are followed again after a restart without the PBX repeating its
+/// `newCall`: a waiting one is dialled when offered, and a connected one
+/// transferred in the console is dialled with `transfer_from`. Once over,
+/// a call leaves the registry. Before, nothing followed either until the
+/// PBX repeated its `newCall`, which it does not for a connected call.
+#[tokio::test]
+async fn calls_are_followed_again_after_a_restart() {
+    let world = World::new().await;
+    let first = world.instance(1).await;
+    let waiting = world.new_call(&first, "w1").await;
+    world.routing.set(waiting, "waiting", None);
+    let talking = world.new_call(&first, "t1").await;
+    world.routing.set(talking, "offered", Some("olha"));
+    world.dials(1).await;
+    world.routing.set(talking, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.stop().await;
+
+    let second = world.instance(2).await;
+    world.routing.set(waiting, "offered", Some("petro"));
+    let dials = world.dials(2).await;
+    assert_eq!(dials[1].1["callId"], "w1");
+    assert_eq!(dials[1].1["agent"], "petro");
+    assert!(dials[1].1.get("transfer_from").is_none(), "{:?}", dials[1]);
+    world.routing.set(waiting, "assigned", Some("petro"));
+    // Olha transfers hers to petro's colleague queue: offered to petro too.
+    world.routing.set(talking, "waiting", None);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    world.routing.set(talking, "offered", Some("petro"));
+    let dials = world.dials(3).await;
+    assert_eq!(dials[2].1["callId"], "t1");
+    assert_eq!(dials[2].1["transfer_from"], "olha");
+    world.dialled_exactly(3).await;
+
+    world.routing.set(waiting, "closed", None);
+    world.routing.set(talking, "closed", None);
+    let registry = world.state_of(2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !registry.entries("calls").await.unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(registry.entries("calls").await.unwrap(), vec![]);
+    second.stop().await;
+}
+
 /// The PBX repeating its `newCall` while the call waits starts no second
 /// dispatcher: each offer is dialled once.
 #[tokio::test]
