@@ -28,6 +28,9 @@ use switchboard_core::ContactId;
 
 /// Events kept in the routing events stream (as in `assign`).
 const EVENTS_MAXLEN: usize = 100_000;
+/// Contacts of one person queued in one millisecond that a history read
+/// looks past (those after the contact, by id).
+const SAME_MS: usize = 16;
 
 /// One KPI fact as stored: its stream id and fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,9 +265,9 @@ impl Records {
     }
 
     /// The person's contacts queued before `contact` (or in the same
-    /// millisecond), newest first, at most `limit`, without `contact`
-    /// itself: its history as it stood when it came. Empty when `contact`
-    /// is not in the person's index.
+    /// millisecond with a smaller id), newest first, at most `limit`,
+    /// without `contact` itself: its history as it stood when it came.
+    /// Empty when `contact` is not in the person's index.
     pub async fn person_contacts_before(
         &self,
         person: &str,
@@ -298,13 +301,15 @@ impl Records {
                     .arg("WITHSCORES")
                     .arg("LIMIT")
                     .arg(0)
-                    .arg(limit + 1)
+                    .arg(limit + 1 + SAME_MS)
                     .query_async(&mut conn),
             )
             .await?;
+        // Contacts queued in the same millisecond are ordered by id, as
+        // the index orders them: those after this one are not its history.
         Ok(flat
             .into_iter()
-            .filter(|(c, _)| c != contact)
+            .filter(|(c, s)| *s < score || c.as_str() < contact)
             .take(limit)
             .map(|(c, s)| (c, s as u64))
             .collect())

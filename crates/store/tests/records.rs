@@ -220,6 +220,34 @@ async fn a_persons_contacts_leave_their_index_with_the_sweep_not_by_age() {
             .unwrap(),
         [(long_id.clone(), T0)]
     );
+    // Two contacts queued in one millisecond: the one with the smaller id
+    // came first (the index's own order), and only it is the other's
+    // history.
+    let twin = intake
+        .submit_event(event("ann-3", Some("m3"), "at the same moment"))
+        .await
+        .unwrap();
+    queue(&state, &twin.contact_id, "visitor:ann", t1).await;
+    let twin_id = twin.contact_id.to_string();
+    let (first, second) = if twin_id < later_id {
+        (twin_id.clone(), later_id.clone())
+    } else {
+        (later_id.clone(), twin_id.clone())
+    };
+    assert_eq!(
+        records
+            .person_contacts_before("visitor:ann", &first, 5)
+            .await
+            .unwrap(),
+        [(long_id.clone(), T0)]
+    );
+    assert_eq!(
+        records
+            .person_contacts_before("visitor:ann", &second, 5)
+            .await
+            .unwrap(),
+        [(first.clone(), t1), (long_id.clone(), T0)]
+    );
     let ttl: i64 = redis::cmd("TTL")
         .arg(store.keys().route("person:visitor:ann"))
         .query_async(&mut raw(&redis).await)
@@ -245,7 +273,7 @@ async fn a_persons_contacts_leave_their_index_with_the_sweep_not_by_age() {
     assert_eq!(records.sweep(t1 + 1, 100).await.unwrap(), 1);
     assert_eq!(
         records.person_contacts("visitor:ann", 5).await.unwrap(),
-        [(later.contact_id.to_string(), t1)]
+        [(second, t1), (first, t1)]
     );
 }
 
