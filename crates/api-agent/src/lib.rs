@@ -66,11 +66,12 @@ pub struct AgentApiConfig {
     #[serde(default = "defaults::media_fetches")]
     pub media_fetches: usize,
     /// Failed sign-ins (answers `401`) per client address and minute; an
-    /// address over it is answered `429` until its allowance refills.
+    /// address over it is answered `429` until its allowance refills
+    /// (tokens known good on this instance still pass).
     #[serde(default = "defaults::failed_sign_ins_per_minute")]
     pub failed_sign_ins_per_minute: u32,
-    /// HTTP requests that change something (`POST`, `PUT`) per token and
-    /// minute.
+    /// HTTP requests that change something (`POST`, `PUT`, `PATCH`,
+    /// `DELETE`) per token and minute.
     #[serde(default = "defaults::http_writes_per_minute")]
     pub http_writes_per_minute: u32,
 }

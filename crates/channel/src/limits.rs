@@ -64,6 +64,11 @@ impl Bucket {
         self.tokens -= n;
     }
 
+    /// Returns `n` tokens spent for nothing, up to a full bucket.
+    pub fn refund(&mut self, n: f64) {
+        self.tokens = (self.tokens + n).min(self.per_minute);
+    }
+
     /// Whether the bucket is full again (its owner has been idle).
     pub fn full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
@@ -120,6 +125,19 @@ impl<K: Hash + Eq> PerKey<K> {
         let taken = bucket.take(now);
         buckets.insert(key.to_owned(), bucket);
         taken
+    }
+
+    /// Gives back a token taken by [`take_at`](Self::take_at) for a
+    /// request that turned out not to count (up to a full bucket).
+    pub fn give_back<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.refund(1.0);
+        }
     }
 
     /// Whether `key` has a token left, taking none: a key never seen has.
@@ -192,6 +210,19 @@ mod tests {
         let later = start + Duration::from_secs(2);
         assert!(per.has_token_at("olena", later), "refilled, one every 2 s");
         assert!(per.take_at("olena", later));
+        assert!(!per.has_token_at("olena", later));
+        per.give_back("olena");
+        assert!(per.has_token_at("olena", later), "given back");
+        assert!(per.take_at("olena", later));
+        assert!(!per.take_at("olena", later));
+        // Never more than a full bucket.
+        per.give_back("petro");
+        per.give_back("petro");
+        per.give_back("nobody");
+        for n in 0..30 {
+            assert!(per.take_at("petro", start), "token {n}");
+        }
+        assert!(!per.take_at("petro", start), "full is full");
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 
 /// The client's address, as its allowances are kept
 /// ([`client_key`](crate::limits::client_key)): the peer's, or behind a
-/// proxy on this host (a loopback peer) the last `X-Forwarded-For` hop.
+/// proxy on this host (a loopback peer) the last `X-Forwarded-For` hop
+/// (of the last such header: the one the proxy added or extended).
 /// `None` when the server does not tell the peer (no per-address limit
 /// then). On a dual-stack listener (`[::]:8080`) an IPv4 peer arrives as
 /// `::ffff:a.b.c.d`: a proxy at `127.0.0.1` is loopback all the same.
@@ -17,7 +18,9 @@ pub fn client_ip(headers: &HeaderMap, ext: &Extensions) -> Option<IpAddr> {
         .map(|c| c.0.ip().to_canonical())?;
     if peer.is_loopback()
         && let Some(forwarded) = headers
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse::<IpAddr>().ok())
