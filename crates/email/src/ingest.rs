@@ -51,8 +51,13 @@ async fn parse_mail(raw: &[u8], limits: &ParseLimits) -> Result<ParsedMail, Inge
     tokio::task::spawn_blocking(move || parse::parse(&raw, &limits))
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "Parsing a mail failed.");
-            IngestError::Rejected("the message could not be parsed".into())
+            if e.is_cancelled() {
+                // The runtime is shutting down: taken again later.
+                IngestError::Temporary("shutting down".into())
+            } else {
+                tracing::error!(error = %e, "Parsing a mail failed.");
+                IngestError::Rejected("the message could not be parsed".into())
+            }
         })
 }
 
@@ -143,7 +148,19 @@ impl Ingest {
     /// Takes one message. A repeat (same Message-ID, or the same
     /// fallback id) is stored once.
     pub async fn take(&self, raw: &[u8], arrival: Arrival<'_>) -> Result<Taken, IngestError> {
-        let mut mail = parse_mail(raw, &self.limits).await?;
+        let mut mail = match parse_mail(raw, &self.limits).await {
+            Ok(mail) => mail,
+            Err(e) => {
+                let outcome = match &e {
+                    IngestError::Temporary(_) => "temporary",
+                    IngestError::Rejected(_) => "rejected",
+                };
+                counter!("switchboard_email_intake_total",
+                    "source" => self.source.clone(), "kind" => "unparsed", "outcome" => outcome)
+                .increment(1);
+                return Err(e);
+            }
+        };
         mail.no_auto_answer |= arrival.null_sender;
         // A signed plus-address (a reply's Reply-To) stands for its mailbox.
         let address = arrival
