@@ -693,8 +693,54 @@ const CALLS: &str = "calls";
 /// How often an instance looks in [`CALLS`] for calls nobody follows here.
 const RESUME_EVERY: Duration = Duration::from_secs(30);
 /// A call followed again from [`CALLS`] that routing does not show within
-/// this long is taken out of it (its contact was deleted).
-const UNKNOWN_FOR: Duration = Duration::from_secs(60);
+/// this long is taken out of it (its contact was deleted). Long enough for
+/// routing's hand-off to catch up after an outage.
+const UNKNOWN_FOR: Duration = Duration::from_secs(15 * 60);
+/// How long the note of whose phone has a call is kept.
+const ON_PHONE_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+/// How a dispatcher starts.
+enum Start {
+    /// From the PBX's `newCall`.
+    NewCall,
+    /// From the registry, with the agent whose phone had the call as last
+    /// noted.
+    Registry { on_phone: Option<String> },
+}
+
+/// The note of the agent whose phone has a connected call (empty once the
+/// PBX moved the caller off it), read by a dispatcher that follows the
+/// call after a restart, so that a transfer it dials names her in
+/// `transfer_from`.
+fn on_phone_key(contact: &ContactId) -> String {
+    format!("on:{contact}")
+}
+
+/// What this dispatcher last noted under [`on_phone_key`].
+struct OnPhone {
+    key: String,
+    agent: Option<String>,
+}
+
+impl OnPhone {
+    /// Notes `agent` when it changed; a failure is tried again at the next
+    /// poll.
+    async fn note(&mut self, state: &CtiState, agent: Option<&str>) {
+        if self.agent.as_deref() == agent {
+            return;
+        }
+        match state
+            .leases
+            .set_for(&self.key, agent.unwrap_or_default(), ON_PHONE_MEMORY)
+            .await
+        {
+            Ok(()) => self.agent = agent.map(str::to_owned),
+            Err(error) => {
+                debug!(source = %state.name, %error, "Could not note whose phone has the call; will try again.");
+            }
+        }
+    }
+}
 
 /// Notes the call in [`CALLS`]. A failure is logged: the PBX's repeated
 /// `newCall` still has it followed after a restart.
@@ -785,15 +831,20 @@ async fn dispatch(active: Active, call_id: String, resumed: bool) {
     let Active { state, contact } = &active;
     let mut lease = Lease::new(contact);
     let mut ring_claim = None;
-    let over = follow(
-        state,
-        contact,
-        &call_id,
-        &mut lease,
-        &mut ring_claim,
-        resumed,
-    )
-    .await;
+    let start = if resumed {
+        // Whose phone has it, as the dispatcher before noted it.
+        let on_phone = match state.leases.get(&on_phone_key(contact)).await {
+            Ok(agent) => agent.filter(|a| !a.is_empty()),
+            Err(error) => {
+                debug!(source = %state.name, contact_id = %contact, %error, "Could not read whose phone has the call; a transfer is dialled without transfer_from.");
+                None
+            }
+        };
+        Start::Registry { on_phone }
+    } else {
+        Start::NewCall
+    };
+    let over = follow(state, contact, &call_id, &mut lease, &mut ring_claim, start).await;
     if over && let Err(error) = state.leases.remove_entry(CALLS, &contact.to_string()).await {
         debug!(source = %state.name, contact_id = %contact, %error, "Could not take an ended call out of the registry; the next look at it does.");
     }
@@ -890,13 +941,23 @@ async fn follow(
     call_id: &str,
     lease: &mut Lease,
     ring_claim: &mut Option<String>,
-    resumed: bool,
+    start: Start,
 ) -> bool {
     let mut offer: Option<Offer> = None;
     let mut offers: HashMap<String, u32> = HashMap::new();
+    let (resumed, on_phone) = match start {
+        Start::NewCall => (false, None),
+        Start::Registry { on_phone } => (true, on_phone),
+    };
     // The assignment (agent, stamp) whose phone has the call, once it was
-    // connected; the agent stays named for the dials of a transfer.
-    let mut connected: Option<(String, Option<u64>)> = None;
+    // connected; the agent stays named for the dials of a transfer. Noted
+    // in Redis ([`on_phone_key`]) for a dispatcher that follows the call
+    // after a restart.
+    let mut connected: Option<(String, Option<u64>)> = on_phone.clone().map(|a| (a, None));
+    let mut noted = OnPhone {
+        key: on_phone_key(contact),
+        agent: on_phone,
+    };
     // Between tries to ring an assigned call the PBX refused.
     let mut ring_retry = RING_RETRY_FIRST;
     // Whether routing has shown the call to this dispatcher.
@@ -906,6 +967,9 @@ async fn follow(
         if state.shutdown.is_cancelled() {
             return false;
         }
+        noted
+            .note(state, connected.as_ref().map(|(agent, _)| agent.as_str()))
+            .await;
         let leading = lease.hold(state).await;
         let route = state.routing.route(contact).await;
         known |= matches!(route, Ok(Some(_)));
@@ -937,7 +1001,12 @@ async fn follow(
                             None => Ok(false),
                         };
                         match rung {
-                            Ok(true) => current.dialed = true,
+                            Ok(true) => {
+                                // Dialled by another instance: the caller
+                                // is off the first agent's phone too.
+                                current.dialed = true;
+                                connected = None;
+                            }
                             Ok(false) => {
                                 current.dialed = tell_pbx(
                                     state,

@@ -593,7 +593,8 @@ async fn a_call_repeated_after_a_restart_is_dialled() {
 
 /// Calls are followed again after a restart without the PBX repeating its
 /// `newCall`: a waiting one is dialled when offered, and a connected one
-/// transferred in the console is dialled with `transfer_from`. Once over,
+/// transferred in the console, then or while no instance ran, is dialled
+/// with `transfer_from`. Once over,
 /// a call leaves the registry. Before, nothing followed either until the
 /// PBX repeated its `newCall`, which it does not for a connected call.
 #[tokio::test]
@@ -606,27 +607,39 @@ async fn calls_are_followed_again_after_a_restart() {
     world.routing.set(talking, "offered", Some("olha"));
     world.dials(1).await;
     world.routing.set(talking, "assigned", Some("olha"));
+    let moved = world.new_call(&first, "m1").await;
+    world.routing.set(moved, "offered", Some("olha"));
+    world.dials(2).await;
+    world.routing.set(moved, "assigned", Some("olha"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     first.stop().await;
+    // Transferred to petro while no instance runs.
+    world.routing.set(moved, "offered", Some("petro"));
 
     let second = world.instance(2).await;
+    let dials = world.dials(3).await;
+    assert_eq!(dials[2].1["callId"], "m1");
+    assert_eq!(dials[2].1["agent"], "petro");
+    assert_eq!(dials[2].1["transfer_from"], "olha", "noted before the stop");
+    world.routing.set(moved, "assigned", Some("petro"));
     world.routing.set(waiting, "offered", Some("petro"));
-    let dials = world.dials(2).await;
-    assert_eq!(dials[1].1["callId"], "w1");
-    assert_eq!(dials[1].1["agent"], "petro");
-    assert!(dials[1].1.get("transfer_from").is_none(), "{:?}", dials[1]);
+    let dials = world.dials(4).await;
+    assert_eq!(dials[3].1["callId"], "w1");
+    assert_eq!(dials[3].1["agent"], "petro");
+    assert!(dials[3].1.get("transfer_from").is_none(), "{:?}", dials[3]);
     world.routing.set(waiting, "assigned", Some("petro"));
     // Olha transfers hers to petro's colleague queue: offered to petro too.
     world.routing.set(talking, "waiting", None);
     tokio::time::sleep(Duration::from_millis(400)).await;
     world.routing.set(talking, "offered", Some("petro"));
-    let dials = world.dials(3).await;
-    assert_eq!(dials[2].1["callId"], "t1");
-    assert_eq!(dials[2].1["transfer_from"], "olha");
-    world.dialled_exactly(3).await;
+    let dials = world.dials(5).await;
+    assert_eq!(dials[4].1["callId"], "t1");
+    assert_eq!(dials[4].1["transfer_from"], "olha");
+    world.dialled_exactly(5).await;
 
-    world.routing.set(waiting, "closed", None);
-    world.routing.set(talking, "closed", None);
+    for call in [waiting, talking, moved] {
+        world.routing.set(call, "closed", None);
+    }
     let registry = world.state_of(2);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !registry.entries("calls").await.unwrap().is_empty() && Instant::now() < deadline {
