@@ -69,17 +69,44 @@ pub(super) async fn uid_fetch_noting(
     set: &str,
     query: &str,
 ) -> Result<(Vec<Fetched>, Option<u32>)> {
-    let id = session
-        .run_command(format!("UID FETCH {set} {query}"))
-        .await?;
     let mut fetched = Vec::new();
+    let exists = answer(session, &format!("UID FETCH {set} {query}"), |r| {
+        if let Response::Fetch(_, attrs) = r {
+            fetched.push(Fetched::of(attrs));
+        }
+    })
+    .await?;
+    Ok((fetched, exists))
+}
+
+/// `UID SEARCH <criteria>`: the UIDs found, once the server answered `OK`
+/// (async-imap's own takes a `NO` for an empty answer).
+pub(super) async fn uid_search(session: &mut ImapSession, criteria: &str) -> Result<Vec<u32>> {
+    let mut uids = Vec::new();
+    answer(session, &format!("UID SEARCH {criteria}"), |r| {
+        if let Response::MailboxData(MailboxDatum::Search(found)) = r {
+            uids.extend_from_slice(found);
+        }
+    })
+    .await?;
+    Ok(uids)
+}
+
+/// Runs `command`, hands each untagged response to `data`, and fails
+/// unless the tagged answer is `OK`; the mailbox's size if the server
+/// announced it meanwhile.
+async fn answer(
+    session: &mut ImapSession,
+    command: &str,
+    mut data: impl FnMut(&Response<'_>),
+) -> Result<Option<u32>> {
+    let id = session.run_command(command).await?;
     let mut exists = None;
     loop {
         let Some(response) = session.read_response().await? else {
             return Err(Error::ConnectionLost);
         };
         match response.parsed() {
-            Response::Fetch(_, attrs) => fetched.push(Fetched::of(attrs)),
             Response::Done {
                 tag,
                 status,
@@ -88,7 +115,7 @@ pub(super) async fn uid_fetch_noting(
             } if *tag == id => {
                 let text = information.as_deref().unwrap_or_default().to_owned();
                 return match status {
-                    Status::Ok => Ok((fetched, exists)),
+                    Status::Ok => Ok(exists),
                     Status::No => Err(Error::No(text)),
                     _ => Err(Error::Bad(text)),
                 };
@@ -98,8 +125,9 @@ pub(super) async fn uid_fetch_noting(
                 ..
             } => return Err(Error::ConnectionLost),
             Response::MailboxData(MailboxDatum::Exists(n)) => exists = Some(*n),
-            // Unsolicited (EXPUNGE, another command's answer).
-            _ => {}
+            // The command's data, or unsolicited (EXPUNGE, another
+            // command's answer).
+            other => data(other),
         }
     }
 }
@@ -189,6 +217,25 @@ mod tests {
         assert!(matches!(
             uid_fetch(&mut s, "6", "BODY.PEEK[]").await,
             Err(Error::ConnectionLost)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_search_is_taken_only_when_the_server_says_ok() {
+        let mut s = session(vec![
+            Some("* SEARCH 7 12 40\r\n{tag} OK done\r\n"),
+            Some("* SEARCH\r\n{tag} OK nothing\r\n"),
+            Some("{tag} NO [SERVERBUG] try later\r\n"),
+        ])
+        .await;
+        assert_eq!(
+            uid_search(&mut s, "UID 5:50").await.unwrap(),
+            vec![7, 12, 40]
+        );
+        assert!(uid_search(&mut s, "UID 51:90").await.unwrap().is_empty());
+        assert!(matches!(
+            uid_search(&mut s, "UID 91:99").await,
+            Err(Error::No(_))
         ));
     }
 

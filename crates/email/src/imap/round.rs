@@ -20,6 +20,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(300);
 const LIST_WINDOW: u32 = 5000;
 #[cfg(test)]
 const LIST_WINDOW: u32 = 3;
+/// UIDs searched at most for the next message after an empty window.
+const SEARCH_SPAN: u32 = LIST_WINDOW * 1000;
 
 /// What the server can do.
 #[derive(Debug, Clone, Copy)]
@@ -233,10 +235,20 @@ pub(super) async fn run(
     // Every UID of a window was given out before the folder was selected:
     // those not listed were expunged, and none can come later. The next
     // round lists the next window at once.
+    // (RFC 3501 2.3.1.1: UIDs are given out in ascending order, and every
+    // UID below UIDNEXT was given out before it was announced.) A window
+    // that listed nothing is followed by a search for the next UID there
+    // is, so that a folder whose UIDs are sparse (a server that numbers
+    // items across folders) is not gone through window by empty window.
     if let Some(end) = window_end
         && cp.last < end
     {
-        (cp.last, unsaved) = (end, true);
+        let last = if progress || end.saturating_add(1) >= next {
+            end
+        } else {
+            skip_empty(session, stop, end, next).await?
+        };
+        (cp.last, unsaved) = (last, true);
     }
     if unsaved {
         checkpoint::save(ctx, *cp).await?;
@@ -245,6 +257,28 @@ pub(super) async fn run(
         progress: progress || window_end.is_some(),
         exists,
     })
+}
+
+/// After the empty window ending at `end`: the UID just before the next
+/// message below `next` (searched for up to [`SEARCH_SPAN`] UIDs on), or
+/// the end of the span searched when there is none.
+async fn skip_empty(
+    session: &mut ImapSession,
+    stop: &CancellationToken,
+    end: u32,
+    next: u32,
+) -> Result<u32, End> {
+    let to = end.saturating_add(SEARCH_SPAN).min(next - 1);
+    let criteria = format!("UID {}:{to}", end + 1);
+    let found = End::guard(stop, "fetch", COMMAND_TIMEOUT, async {
+        checked::uid_search(session, &criteria).await
+    })
+    .await?;
+    Ok(found
+        .into_iter()
+        .filter(|uid| *uid > end && *uid <= to)
+        .min()
+        .map_or(to, |first| first - 1))
 }
 
 /// How a round ends when fetching message `uid` ended with `end`: a

@@ -173,19 +173,20 @@ async fn an_interrupted_first_pass_still_passes_over_old_read_mail() {
 }
 
 /// Mail that was there at the start is listed a window at a time (three
-/// UIDs in tests): a window whose messages were all expunged moves the
-/// checkpoint past it, and the rest is taken in, in order.
+/// UIDs in tests): after a window whose messages were all expunged the
+/// next message is searched for (UIDs 4 to 13 are gone here, over three
+/// windows), and the rest is taken in, in order.
 #[tokio::test]
 async fn old_mail_is_taken_in_a_window_at_a_time_across_expunged_ones() {
     let dovecot = Dovecot::start();
-    for n in 1..=9 {
+    for n in 1..=16 {
         dovecot.append("support", "INBOX", &mail(n));
     }
     dovecot.command(
         "support",
         &[
             "SELECT INBOX",
-            "UID STORE 4:6 +FLAGS (\\Deleted)",
+            "UID STORE 4:13 +FLAGS (\\Deleted)",
             "EXPUNGE",
         ],
         b"",
@@ -194,11 +195,11 @@ async fn old_mail_is_taken_in_a_window_at_a_time_across_expunged_ones() {
     let settings = settings(&dovecot, "INBOX", AfterIntake::Seen);
     let fetcher = Fetcher::start(settings.clone(), &sink, &state);
     sink.wait_for(6, WITHIN).await;
-    checkpoint(&state, &settings, Some(9)).await;
-    dovecot.append("support", "INBOX", &mail(10));
+    checkpoint(&state, &settings, Some(16)).await;
+    dovecot.append("support", "INBOX", &mail(17));
     sink.wait_for(7, WITHIN).await;
     fetcher.stop().await;
-    assert_eq!(sink.uids(), vec![1, 2, 3, 7, 8, 9, 10]);
+    assert_eq!(sink.uids(), vec![1, 2, 3, 14, 15, 16, 17]);
 }
 
 /// A mailbox empty at the first start: mail that arrives later is taken
