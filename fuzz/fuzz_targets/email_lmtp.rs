@@ -350,6 +350,7 @@ fuzz_target!(|data: &[u8]| {
         max_sessions: 1,
         tls: None,
         require_tls: false,
+        budget: ListenerSettings::budget(1 << 30),
     });
     let whole = run(&settings, input, 64 * 1024);
     check(&settings, &whole);

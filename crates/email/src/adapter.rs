@@ -110,6 +110,9 @@ impl ChannelAdapter for EmailAdapter {
                     max_session: listen::MAX_SESSION,
                     tls,
                     require_tls: l.require_tls,
+                    budget: listen::ListenerSettings::budget(
+                        l.max_mib_in_flight.saturating_mul(1 << 20),
+                    ),
                 });
                 let socket = tokio::net::TcpListener::bind(l.address).await?;
                 let sink: Arc<dyn MailSink> = Arc::new(ListenerSink(self.ingest.clone()));

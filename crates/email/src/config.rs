@@ -111,6 +111,12 @@ pub struct ListenConfig {
     pub command_timeout_secs: u64,
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// Message bodies held at once by all of the listener's sessions, in
+    /// MiB (being received, parsed or stored); a body that would pass it
+    /// is read to its end and answered `452 4.3.1` (the sender tries
+    /// again later).
+    #[serde(default = "default_max_mib_in_flight")]
+    pub max_mib_in_flight: usize,
 }
 
 /// The listener's dialect.
@@ -204,6 +210,9 @@ fn default_command_timeout_secs() -> u64 {
 }
 fn default_max_sessions() -> usize {
     256
+}
+fn default_max_mib_in_flight() -> usize {
+    512
 }
 fn default_folder() -> String {
     "INBOX".into()
@@ -337,6 +346,14 @@ impl EmailConfig {
                 return Err(err(
                     "listen",
                     "max_recipients, max_sessions and command_timeout_secs must be positive",
+                ));
+            }
+            if l.max_mib_in_flight.saturating_mul(1 << 20) < self.max_message_bytes
+                || l.max_mib_in_flight > 1 << 20
+            {
+                return Err(err(
+                    "listen.max_mib_in_flight",
+                    "must hold at least one message of max_message_bytes, and be at most 1048576",
                 ));
             }
             // A deadline is `now + timeout`: a huge one overflowed the

@@ -48,13 +48,22 @@ impl Session {
 
     /// The body was over the size limit (and not kept).
     pub(super) fn too_large(&mut self, out: &mut Vec<u8>) {
+        self.refuse_body(Reply::too_large(), "too_large", out);
+    }
+
+    /// The body did not fit in the listener's budget (and was not kept).
+    pub(super) fn no_room(&mut self, out: &mut Vec<u8>) {
+        self.refuse_body(Reply::no_room(), "no_room", out);
+    }
+
+    fn refuse_body(&mut self, reply: Reply, outcome: &'static str, out: &mut Vec<u8>) {
         let Some(tx) = self.tx.take() else { return };
         debug!(
             recipients = tx.recipients.len(),
-            "Message over the size limit refused."
+            outcome, "Message refused."
         );
-        self.count_message("too_large");
-        let replies = vec![Reply::too_large(); tx.recipients.len()];
+        self.count_message(outcome);
+        let replies = vec![reply; tx.recipients.len()];
         self.answer(&replies, out);
     }
 

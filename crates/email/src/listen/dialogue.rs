@@ -8,7 +8,9 @@ use smtp_proto::request::receiver::{
     DataReceiver, DummyDataReceiver, DummyLineReceiver, MAX_LINE_LENGTH, RequestReceiver,
 };
 use smtp_proto::{Error, Request};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -49,9 +51,15 @@ enum Mode {
     Data {
         rx: DataReceiver,
         body: Vec<u8>,
+        /// The body's share of the listener's budget, in KiB.
+        held: Option<OwnedSemaphorePermit>,
     },
-    /// The rest of a body over the size limit, dropped.
-    Discard(DummyDataReceiver),
+    /// The rest of a body over the size limit, or (`no_room`) over the
+    /// listener's budget, dropped.
+    Discard {
+        skip: DummyDataReceiver,
+        no_room: bool,
+    },
 }
 
 /// The command/answer loop on one stream (plain, then again under TLS).
@@ -213,6 +221,7 @@ where
                             mode = Mode::Data {
                                 rx: data_receiver(),
                                 body: Vec::new(),
+                                held: None,
                             }
                         }
                         Flow::StartTls => {
@@ -246,30 +255,47 @@ where
                         .await;
                     }
                 }
-                Mode::Data { rx, body } => {
+                Mode::Data { rx, body, held } => {
                     let done = rx.ingest(&mut bytes, body);
                     // Until the end is seen, the body may hold a CR that
                     // turns out to start the final CRLF.
-                    if body.len() > max_bytes + usize::from(!done) {
+                    let too_large = body.len() > max_bytes + usize::from(!done);
+                    if too_large || !reserve(&s.settings.budget, held, body.len()) {
+                        if !too_large {
+                            switchboard_channel::warn_throttled!(NO_ROOM, listener = %s.settings.name, "Message bodies held at once reached max_mib_in_flight; a message is answered 452 (try again later).");
+                        }
+                        // The body and its share of the budget go now.
                         let skip = DummyDataReceiver::new_data(rx);
                         mode = if done {
                             Mode::Command
                         } else {
-                            Mode::Discard(skip)
+                            Mode::Discard {
+                                skip,
+                                no_room: !too_large,
+                            }
                         };
-                        if done {
+                        if done && too_large {
                             s.too_large(&mut out);
+                        } else if done {
+                            s.no_room(&mut out);
                         }
                     } else if done {
                         let body = std::mem::take(body);
+                        let held = held.take();
                         mode = Mode::Command;
                         s.deliver(body, &mut out).await;
+                        drop(held);
                     }
                 }
-                Mode::Discard(skip) => {
+                Mode::Discard { skip, no_room } => {
                     if skip.ingest(&mut bytes) {
+                        let no_room = *no_room;
                         mode = Mode::Command;
-                        s.too_large(&mut out);
+                        if no_room {
+                            s.no_room(&mut out);
+                        } else {
+                            s.too_large(&mut out);
+                        }
                     } else if dropped + (before - bytes.as_slice().len()) > max_discarded(max_bytes)
                     {
                         // The message's answer (552: do not send it again),
@@ -292,7 +318,7 @@ where
             if !was_command {
                 progress += before - bytes.as_slice().len();
             }
-            if matches!(mode, Mode::SkipLine(_) | Mode::Discard(_)) {
+            if matches!(mode, Mode::SkipLine(_) | Mode::Discard { .. }) {
                 dropped += before - bytes.as_slice().len();
             } else {
                 dropped = 0;
@@ -310,6 +336,30 @@ where
                 }
             }
         }
+    }
+}
+
+/// Logs a full budget at most once a minute.
+static NO_ROOM: switchboard_channel::logs::LogThrottle =
+    switchboard_channel::logs::LogThrottle::new(std::time::Duration::from_secs(60));
+
+/// Grows `held` to cover a body of `len` bytes from `budget` (KiB
+/// permits); false, and nothing more taken, when the budget has no room.
+fn reserve(budget: &Arc<Semaphore>, held: &mut Option<OwnedSemaphorePermit>, len: usize) -> bool {
+    let need = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
+    let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
+    if need <= have {
+        return true;
+    }
+    match budget.clone().try_acquire_many_owned(need - have) {
+        Ok(more) => {
+            match held {
+                Some(held) => held.merge(more),
+                None => *held = Some(more),
+            }
+            true
+        }
+        Err(_) => false,
     }
 }
 

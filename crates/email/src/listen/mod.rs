@@ -100,6 +100,17 @@ pub struct ListenerSettings {
     pub tls: Option<Arc<ServerConfig>>,
     /// Refuse `MAIL` before STARTTLS (`530 5.7.0`).
     pub require_tls: bool,
+    /// The bodies all sessions may hold at once, in KiB permits
+    /// ([`ListenerSettings::budget`]); shared by the listener's sessions.
+    pub budget: Arc<tokio::sync::Semaphore>,
+}
+
+impl ListenerSettings {
+    /// A budget of `bytes` of message bodies held at once.
+    pub fn budget(bytes: usize) -> Arc<tokio::sync::Semaphore> {
+        let kib = (bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
+        Arc::new(tokio::sync::Semaphore::new(kib))
+    }
 }
 
 /// The envelope of one message handed to the [`MailSink`].

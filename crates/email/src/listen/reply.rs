@@ -39,6 +39,16 @@ impl Reply {
         Self::new(552, "5.3.4", "Error: message size exceeds fixed limit")
     }
 
+    /// `452 4.3.1`: no room for the message just now (the listener holds
+    /// `max_mib_in_flight` of bodies); the sender tries again later.
+    pub fn no_room() -> Self {
+        Self::new(
+            452,
+            "4.3.1",
+            "Error: insufficient system storage, try again later",
+        )
+    }
+
     /// `550 5.6.0 <text>`: the message can never be taken.
     pub fn rejected(text: &str) -> Self {
         Self::new(550, "5.6.0", text)

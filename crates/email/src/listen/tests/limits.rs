@@ -60,6 +60,58 @@ async fn body_over_the_limit_is_read_to_the_end_and_refused() {
     assert_eq!(sink.got()[0].1, b"small\r\n");
 }
 
+/// Bodies held at once by all sessions are bounded: while one session
+/// holds 12 KiB of a body, another's 8 KiB does not fit a 16 KiB budget and
+/// is answered 452 (try again later), counted; once the first is stored,
+/// the second goes through.
+#[tokio::test]
+async fn bodies_over_the_listeners_budget_are_answered_try_again_later() {
+    let counters = crate::test_counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let sink = Arc::new(TestSink::default());
+    let mut s = settings(Protocol::Lmtp);
+    s.max_message_bytes = 20_000;
+    s.budget = crate::listen::ListenerSettings::budget(16 * 1024);
+    let name = s.name.clone();
+    let server = start(s, sink.clone()).await;
+    let line = format!("{}\r\n", "x".repeat(998));
+    let mut first = Client::connect(&server).await;
+    first.lhlo().await;
+    first.expect("MAIL FROM:<a@b.test>", "250").await;
+    first.expect("RCPT TO:<one@support.test>", "250").await;
+    first.expect("DATA", "354").await;
+    for _ in 0..12 {
+        first.send(&line).await;
+    }
+    let mut second = Client::connect(&server).await;
+    second.lhlo().await;
+    // The first's twelve lines are read before the second's DATA ends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for attempt in ["refused", "taken"] {
+        second.expect("MAIL FROM:<a@b.test>", "250").await;
+        second.expect("RCPT TO:<two@support.test>", "250").await;
+        second.expect("DATA", "354").await;
+        for _ in 0..8 {
+            second.send(&line).await;
+        }
+        second.send(".\r\n").await;
+        let reply = second.reply().await[0].clone();
+        if attempt == "refused" {
+            assert_eq!(
+                reply, "452 4.3.1 Error: insufficient system storage, try again later",
+                "{attempt}"
+            );
+            first.send(".\r\n").await;
+            assert_eq!(first.reply().await[0], "250 2.0.0 stored");
+        } else {
+            assert_eq!(reply, "250 2.0.0 stored", "{attempt}");
+        }
+    }
+    assert_eq!(sink.got().len(), 2);
+    let no_room = format!("switchboard_email_messages_total{{outcome=no_room,source={name}}}");
+    assert_eq!(counters.get(&no_room), 1, "{}", counters.dump());
+}
+
 /// A body that goes on far past the limit is not read for ever: past
 /// 4 × the limit (at least 1 MiB) dropped, the message gets its 552 and the
 /// session ends.

@@ -78,6 +78,7 @@ pub(super) fn settings(protocol: Protocol) -> ListenerSettings {
         max_session: Duration::from_secs(60),
         tls: None,
         require_tls: false,
+        budget: ListenerSettings::budget(1 << 20),
     }
 }
 
