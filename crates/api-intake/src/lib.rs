@@ -263,6 +263,13 @@ pub(crate) fn unauthorized(state: &ApiState, headers: &HeaderMap) -> Option<Resp
     Some(response)
 }
 
+/// [`unavailable`], counted as a refusal (`/events` counts its own in
+/// `switchboard_intake_errors_total`).
+fn unavailable_counted(source: &str, e: &IntakeError) -> Response {
+    rejected(source, "unavailable");
+    unavailable(e)
+}
+
 fn unavailable(e: &IntakeError) -> Response {
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -294,7 +301,7 @@ async fn own_contact(state: &ApiState, id: &str) -> Result<ContactId, Response> 
             Ok(Some(view)) if view.source == state.name => return Ok(contact),
             Ok(Some(_)) => return Err(unknown()),
             Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-            Err(e) => return Err(unavailable(&e)),
+            Err(e) => return Err(unavailable_counted(&state.name, &e)),
         }
     }
     Err(unknown())
@@ -351,7 +358,7 @@ async fn end(
     };
     match state.routing.end(&contact, &body.disposition).await {
         Ok(outcome) => axum::Json(serde_json::json!({ "outcome": outcome })).into_response(),
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable_counted(&state.name, &e),
     }
 }
 
@@ -404,7 +411,7 @@ async fn rate(
     };
     match state.routing.rate(&contact, score).await {
         Ok(outcome) => axum::Json(serde_json::json!({ "outcome": outcome })).into_response(),
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable_counted(&state.name, &e),
     }
 }
 

@@ -83,7 +83,9 @@ impl<'a> From<&'a OutboundDelivery> for Reply<'a> {
     }
 }
 
-fn outbox_unavailable(e: &OutboxError) -> Response {
+/// `503 unavailable`, counted as a refusal.
+fn outbox_unavailable(source: &str, e: &OutboxError) -> Response {
+    crate::rejected(source, "unavailable");
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
@@ -153,7 +155,7 @@ pub(crate) async fn pull(
                     .increment(1);
                 tracing::warn!(source = %state.name, taken = taken.len(), error = %e, "A reply pull could not read the outbox.");
                 if taken.is_empty() {
-                    return outbox_unavailable(&e);
+                    return outbox_unavailable(&state.name, &e);
                 }
                 break;
             }
@@ -227,7 +229,7 @@ pub(crate) async fn settle(
                 ),
             );
         }
-        Err(e) => return outbox_unavailable(&e),
+        Err(e) => return outbox_unavailable(&state.name, &e),
     };
     let (result, outcome) = match body {
         Settle::Delivered {
@@ -262,6 +264,6 @@ pub(crate) async fn settle(
                 message_id = %delivery.message.message_id, outcome, "Reply settled by the client.");
             Json(serde_json::json!({ "ok": true })).into_response()
         }
-        Err(e) => outbox_unavailable(&e),
+        Err(e) => outbox_unavailable(&state.name, &e),
     }
 }

@@ -84,6 +84,23 @@ pub struct PerKey<K> {
     per_minute: u32,
     max_keys: usize,
     buckets: Mutex<HashMap<K, Bucket>>,
+    /// When the map was last swept of idle keys.
+    swept_at: Mutex<Option<Instant>>,
+}
+
+/// A map of allowances over its size is swept of idle keys at most this
+/// often: a flood of new keys (addresses, sessions) that are all busy would
+/// otherwise have every new one scan the whole map under its lock.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a sweep is due at `now` (and, if so, notes it).
+pub fn sweep_due(swept_at: &Mutex<Option<Instant>>, now: Instant) -> bool {
+    let mut at = swept_at.lock().unwrap_or_else(|e| e.into_inner());
+    if at.is_some_and(|at| now.saturating_duration_since(at) < SWEEP_EVERY) {
+        return false;
+    }
+    *at = Some(now);
+    true
 }
 
 impl<K: Hash + Eq> PerKey<K> {
@@ -96,6 +113,7 @@ impl<K: Hash + Eq> PerKey<K> {
             per_minute,
             max_keys,
             buckets: Mutex::new(HashMap::new()),
+            swept_at: Mutex::new(None),
         }
     }
 
@@ -117,7 +135,7 @@ impl<K: Hash + Eq> PerKey<K> {
         if let Some(bucket) = buckets.get_mut(key) {
             return bucket.take(now);
         }
-        if buckets.len() >= self.max_keys {
+        if buckets.len() >= self.max_keys && sweep_due(&self.swept_at, now) {
             // Forget keys whose bucket is full again (idle ones).
             buckets.retain(|_, b| !b.full(now));
         }

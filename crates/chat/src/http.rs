@@ -386,11 +386,10 @@ async fn upload(
         );
     };
     // Charged before the body is read; a body without a length as the
-    // largest there may be.
-    if !shared
-        .upload_quota
-        .take(&session.visitor, declared.unwrap_or(limit as u64))
-    {
+    // largest there may be. Refused by the address's allowance, the
+    // session's charge is given back.
+    let charge = declared.unwrap_or(limit as u64);
+    if !shared.upload_quota.take(&session.visitor, charge) {
         info!(visitor = %session.visitor, "Upload refused: the session's upload allowance is spent.");
         return reject(
             "upload_quota",
@@ -399,10 +398,9 @@ async fn upload(
         );
     }
     if let Some(ip) = ip
-        && !shared
-            .upload_quota_per_ip
-            .take(&ip.to_string(), declared.unwrap_or(limit as u64))
+        && !shared.upload_quota_per_ip.take(&ip.to_string(), charge)
     {
+        shared.upload_quota.give_back(&session.visitor, charge);
         info!(visitor = %session.visitor, client = %ip, "Upload refused: the address's upload allowance is spent.");
         return reject(
             "upload_quota_ip",

@@ -68,6 +68,7 @@ pub struct UploadQuota {
     files: u32,
     bytes: u64,
     buckets: Mutex<HashMap<String, (Bucket, Bucket)>>,
+    swept_at: Mutex<Option<Instant>>,
 }
 
 impl UploadQuota {
@@ -76,6 +77,17 @@ impl UploadQuota {
             files: files_per_minute,
             bytes: bytes_per_minute,
             buckets: Mutex::new(HashMap::new()),
+            swept_at: Mutex::new(None),
+        }
+    }
+
+    /// Gives back one upload of `bytes` charged by [`take`](Self::take)
+    /// for an upload refused by another allowance.
+    pub fn give_back(&self, visitor: &str, bytes: u64) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((files, size)) = buckets.get_mut(visitor) {
+            files.refund(1.0);
+            size.refund(bytes as f64);
         }
     }
 
@@ -84,7 +96,7 @@ impl UploadQuota {
     pub fn take(&self, visitor: &str, bytes: u64) -> bool {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() > 100_000 {
+        if buckets.len() > 100_000 && switchboard_channel::limits::sweep_due(&self.swept_at, now) {
             buckets.retain(|_, (files, size)| !(files.full(now) && size.full(now)));
         }
         let (files, size) = buckets
@@ -121,6 +133,10 @@ mod tests {
         // Short of bytes: refused, and the file is not charged.
         assert!(!quota.take("a", 60));
         assert!(quota.take("a", 40));
+        // Given back (another allowance refused it): one more fits.
+        quota.give_back("a", 40);
+        assert!(quota.take("a", 40));
+        assert!(!quota.take("a", 1));
         // Short of files.
         assert!(!quota.take("a", 0));
         assert!(quota.take("b", 100));

@@ -57,7 +57,9 @@ pub async fn run(shared: Arc<Shared>) {
 
 async fn deliver(shared: &Shared, outbox: &dyn Outbox, delivery: OutboundDelivery) {
     let message = &delivery.message;
-    let result = if message.to.scheme == "email" {
+    // The outcome counted once it is written (a settle that fails is
+    // handed out again, and would be counted twice).
+    let (result, outcome) = if message.to.scheme == "email" {
         match &shared.config.offline {
             Some(offline) => {
                 let mut mail = message.clone();
@@ -72,12 +74,10 @@ async fn deliver(shared: &Shared, outbox: &dyn Outbox, delivery: OutboundDeliver
                         .unwrap_or_else(|| "Your message".into());
                     mail.subject = Some(title);
                 }
-                counter!("switchboard_chat_replies_total", "outcome" => "forwarded").increment(1);
                 info!(email_channel = %offline.email_channel, "Offline-form answer forwarded to email.");
-                outbox.forward(&delivery, mail).await
+                (outbox.forward(&delivery, mail).await, Some("forwarded"))
             }
-            None => {
-                counter!("switchboard_chat_replies_total", "outcome" => "failed").increment(1);
+            None => (
                 outbox
                     .settle(
                         &delivery,
@@ -85,8 +85,9 @@ async fn deliver(shared: &Shared, outbox: &dyn Outbox, delivery: OutboundDeliver
                             reason: "this chat has no offline email channel configured".into(),
                         },
                     )
-                    .await
-            }
+                    .await,
+                Some("failed"),
+            ),
         }
     } else {
         let found = shared
@@ -99,37 +100,49 @@ async fn deliver(shared: &Shared, outbox: &dyn Outbox, delivery: OutboundDeliver
             )
             .await;
         match found {
-            Ok(Some(_)) => {
-                counter!("switchboard_chat_replies_total", "outcome" => "delivered").increment(1);
+            Ok(Some(_)) => (
                 outbox
                     .settle(&delivery, DeliveryOutcome::delivered(None))
-                    .await
-            }
+                    .await,
+                Some("delivered"),
+            ),
             Ok(None) if delivery.attempt < LOG_ATTEMPTS => {
                 debug!("Reply not in the log yet; looking again shortly.");
-                outbox.defer(&delivery, Duration::from_millis(500)).await
+                (
+                    outbox.defer(&delivery, Duration::from_millis(500)).await,
+                    None,
+                )
             }
             Ok(None) => {
-                counter!("switchboard_chat_replies_total", "outcome" => "failed").increment(1);
                 warn!("A chat reply never reached the conversation log.");
-                outbox
-                    .settle(
-                        &delivery,
-                        DeliveryOutcome::Failed {
-                            reason: "the reply was not recorded in the conversation".into(),
-                        },
-                    )
-                    .await
+                (
+                    outbox
+                        .settle(
+                            &delivery,
+                            DeliveryOutcome::Failed {
+                                reason: "the reply was not recorded in the conversation".into(),
+                            },
+                        )
+                        .await,
+                    Some("failed"),
+                )
             }
             Err(error) => {
                 debug!(%error, "Cannot read the log; deferring the reply.");
-                outbox.defer(&delivery, Duration::from_secs(1)).await
+                (outbox.defer(&delivery, Duration::from_secs(1)).await, None)
             }
         }
     };
-    if let Err(error) = result {
-        counter!("switchboard_chat_outbox_errors_total", "op" => "settle").increment(1);
-        warn!(%error, "Could not settle a chat reply; it is handed out again later.");
+    match result {
+        Ok(()) => {
+            if let Some(outcome) = outcome {
+                counter!("switchboard_chat_replies_total", "outcome" => outcome).increment(1);
+            }
+        }
+        Err(error) => {
+            counter!("switchboard_chat_outbox_errors_total", "op" => "settle").increment(1);
+            warn!(%error, "Could not settle a chat reply; it is handed out again later.");
+        }
     }
 }
 

@@ -1044,10 +1044,7 @@ impl Conn {
         // Attachments are lines the server appends to the text; a visitor
         // may not write one (it would show as an attachment, or name
         // another conversation's media id to the agent).
-        if text
-            .lines()
-            .any(|l| l.trim_start().starts_with(crate::uploads::LINE_PREFIX))
-        {
+        if writes_attachment_line(&text) {
             counter!("switchboard_chat_rejected_total", "reason" => "bad_frame").increment(1);
             return self
                 .send(&with_id(
@@ -1344,6 +1341,13 @@ impl Conn {
         if text.trim().is_empty() {
             return self.refuse("bad_frame", "the message is empty").await;
         }
+        // As in a chat message: an attachment line the visitor wrote would
+        // show the agent a file that never came.
+        if writes_attachment_line(&text) {
+            return self
+                .refuse("bad_frame", "a line may not start with \"[attachment: \"")
+                .await;
+        }
         let Ok(customer) = CustomerIdentity::new("email", &email.to_ascii_lowercase()) else {
             return self
                 .refuse("bad_email", "that is not an email address")
@@ -1498,4 +1502,11 @@ fn message_frame(active: &Active, entry: &switchboard_channel::LogEntry) -> Opti
         }
         _ => None,
     }
+}
+
+/// Whether `text` has a line that reads as one of the attachment lines the
+/// server appends (`[attachment: …`): a visitor may not write one.
+fn writes_attachment_line(text: &str) -> bool {
+    text.lines()
+        .any(|l| l.trim_start().starts_with(crate::uploads::LINE_PREFIX))
 }

@@ -2128,6 +2128,30 @@ async fn the_offline_form_is_refused_without_an_offline_channel() {
     assert!(open.is_none(), "no contact: {open:?}");
 }
 
+/// An offline form may not carry a line that reads as an attachment (the
+/// agent would be shown a file that never came), as a chat message may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_form_may_not_write_an_attachment_line() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut ws, None, None).await;
+    send(
+        &mut ws,
+        json!({"type": "offline", "name": "Ann", "email": "ann@example.org",
+            "text": "hi\n [attachment: invoice.pdf, application/pdf, 9 bytes, media id abc]"}),
+    )
+    .await;
+    let answer = recv(&mut ws).await;
+    assert_eq!(answer["code"], "bad_frame", "{answer}");
+    let customer = switchboard_core::CustomerIdentity::new("email", "ann@example.org").unwrap();
+    let open = Conversations::new(w.store.clone())
+        .open_conversation("website", &customer)
+        .await
+        .unwrap();
+    assert!(open.is_none(), "no contact: {open:?}");
+}
+
 /// A session may send a few offline forms, not any number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_forms_are_limited_per_session() {
