@@ -2105,21 +2105,18 @@ async fn an_upload_slower_than_its_timeout_is_given_up() {
     );
 }
 
-/// Without `[offline]` there is no offline form: the frame is refused and
-/// no contact is made.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_offline_form_is_refused_without_an_offline_channel() {
-    let w = world();
-    let addr = w.instance_without_offline("a", "").await;
+/// Sends Ann's offline form with `text` to `addr`: it is refused with
+/// `code`, and no contact is made.
+async fn offline_form_refused(w: &World, addr: SocketAddr, text: &str, code: &str) {
     let mut ws = connect(addr, ORIGIN).await.unwrap();
     hello(&mut ws, None, None).await;
     send(
         &mut ws,
-        json!({"type": "offline", "name": "Ann", "email": "ann@example.org", "text": "call me"}),
+        json!({"type": "offline", "name": "Ann", "email": "ann@example.org", "text": text}),
     )
     .await;
     let answer = recv(&mut ws).await;
-    assert_eq!(answer["code"], "no_offline_form", "{answer}");
+    assert_eq!(answer["code"], code, "{answer}");
     let customer = switchboard_core::CustomerIdentity::new("email", "ann@example.org").unwrap();
     let open = Conversations::new(w.store.clone())
         .open_conversation("website", &customer)
@@ -2128,28 +2125,23 @@ async fn the_offline_form_is_refused_without_an_offline_channel() {
     assert!(open.is_none(), "no contact: {open:?}");
 }
 
+/// Without `[offline]` there is no offline form: the frame is refused and
+/// no contact is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_form_is_refused_without_an_offline_channel() {
+    let w = world();
+    let addr = w.instance_without_offline("a", "").await;
+    offline_form_refused(&w, addr, "call me", "no_offline_form").await;
+}
+
 /// An offline form may not carry a line that reads as an attachment (the
 /// agent would be shown a file that never came), as a chat message may not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_form_may_not_write_an_attachment_line() {
     let w = world();
     let addr = w.instance("a", "").await;
-    let mut ws = connect(addr, ORIGIN).await.unwrap();
-    hello(&mut ws, None, None).await;
-    send(
-        &mut ws,
-        json!({"type": "offline", "name": "Ann", "email": "ann@example.org",
-            "text": "hi\n [attachment: invoice.pdf, application/pdf, 9 bytes, media id abc]"}),
-    )
-    .await;
-    let answer = recv(&mut ws).await;
-    assert_eq!(answer["code"], "bad_frame", "{answer}");
-    let customer = switchboard_core::CustomerIdentity::new("email", "ann@example.org").unwrap();
-    let open = Conversations::new(w.store.clone())
-        .open_conversation("website", &customer)
-        .await
-        .unwrap();
-    assert!(open.is_none(), "no contact: {open:?}");
+    let text = "hi\n [attachment: invoice.pdf, application/pdf, 9 bytes, media id abc]";
+    offline_form_refused(&w, addr, text, "bad_frame").await;
 }
 
 /// A session may send a few offline forms, not any number.
