@@ -963,6 +963,13 @@ async fn follow(
     // Whether routing has shown the call to this dispatcher.
     let mut known = false;
     let started = Instant::now();
+    // A connected call back in a queue (transferred to one, requeued):
+    // since when, and when the PBX may next be asked to take the caller
+    // off the agent's phone ([`RELEASE_AFTER`]).
+    let mut waiting_since: Option<Instant> = None;
+    let mut release_at: Option<Instant> = None;
+    let mut release_retry = RING_RETRY_FIRST;
+    let mut was_leading = false;
     loop {
         if state.shutdown.is_cancelled() {
             return false;
@@ -971,8 +978,23 @@ async fn follow(
             .note(state, connected.as_ref().map(|(agent, _)| agent.as_str()))
             .await;
         let leading = lease.hold(state).await;
+        if leading && !was_leading {
+            // Taken over (or first led): whose phone has the call, as the
+            // leader before noted it, is newer than this dispatcher's view.
+            if let Ok(Some(noted_agent)) = state.leases.get(&noted.key).await {
+                let agent = Some(noted_agent).filter(|a| !a.is_empty());
+                connected = agent.clone().map(|a| (a, None));
+                noted.agent = agent;
+            }
+        }
+        was_leading = leading;
         let route = state.routing.route(contact).await;
         known |= matches!(route, Ok(Some(_)));
+        if !matches!(&route, Ok(Some(r)) if r.state == "waiting") {
+            waiting_since = None;
+            release_at = None;
+            release_retry = RING_RETRY_FIRST;
+        }
         match route {
             Ok(Some(route)) => match (route.state.as_str(), route.agent) {
                 ("offered", Some(agent)) => {
@@ -1163,8 +1185,41 @@ async fn follow(
                     continue;
                 }
                 ("closed", _) => return true,
-                // Waiting again: the offer, if any, is over.
-                _ => offer = None,
+                // Waiting again: the offer, if any, is over. A connected
+                // call (transferred to a queue, requeued) that still waits
+                // after RELEASE_AFTER is taken off the agent's phone: she is
+                // free in routing, and would be rung for the next call
+                // while still talking to this caller.
+                (waiting, _) => {
+                    offer = None;
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    if waiting == "waiting"
+                        && leading
+                        && let Some((on, stamp)) = connected.clone()
+                        && since.elapsed() >= RELEASE_AFTER
+                        && release_at.is_none_or(|at| Instant::now() >= at)
+                    {
+                        match release(state, contact, call_id, &on, stamp).await {
+                            Released::Done => {
+                                connected = None;
+                                noted.note(state, None).await;
+                            }
+                            // Still on her phone: the next dial transfers
+                            // from her; not asked again while it waits.
+                            Released::Refused => {
+                                release_at = Some(Instant::now() + Duration::from_secs(24 * 3600));
+                            }
+                            Released::Retry => {
+                                release_at = Some(Instant::now() + release_retry);
+                                release_retry = (release_retry * 2).min(RING_RETRY_MAX);
+                            }
+                        }
+                    }
+                    if stopped_during(state, POLL).await {
+                        return false;
+                    }
+                    continue;
+                }
             },
             Ok(None) => {
                 // Routing knew the call and no longer does (deleted after
@@ -1285,6 +1340,75 @@ enum Ring {
 /// ringing already and passing the call on would ring a second one).
 fn refused_for_good(status: reqwest::StatusCode) -> bool {
     status.is_client_error() && !matches!(status.as_u16(), 408 | 409 | 422 | 425 | 429)
+}
+
+/// How long a connected call may wait in a queue (transferred to one with
+/// nobody free, requeued) before the PBX is asked to take the caller off
+/// the agent's phone. A transfer to a free colleague is offered within it
+/// and dialled with `transfer_from`, as a direct transfer.
+#[cfg(not(test))]
+const RELEASE_AFTER: Duration = Duration::from_secs(5);
+#[cfg(test)]
+const RELEASE_AFTER: Duration = Duration::from_millis(1500);
+
+/// What became of asking the PBX to release an agent's leg.
+enum Released {
+    /// The PBX took it: the caller is held by the PBX.
+    Done,
+    /// Refused for good (a PBX without the action): the caller stays with
+    /// the agent, as before; not asked again for this call.
+    Refused,
+    /// Not answered: asked again later.
+    Retry,
+}
+
+/// POSTs `{"action":"release"}` for `agent`'s leg of the call: the PBX
+/// hangs it up and holds the caller (as for a late answer).
+async fn release(
+    state: &CtiState,
+    contact: &ContactId,
+    call_id: &str,
+    agent: &str,
+    stamp: Option<u64>,
+) -> Released {
+    let body = serde_json::json!({
+        "action": "release",
+        "callId": call_id,
+        "agent": agent,
+        "contact_id": contact.to_string(),
+    });
+    let key = format!("release:{contact}:{agent}:{}", stamp.unwrap_or(0));
+    let sent = tokio::select! {
+        () = state.shutdown.cancelled() => return Released::Retry,
+        sent = state
+            .client
+            .post(&state.config.callback_url)
+            .bearer_auth(state.callback_token.expose())
+            .header("idempotency-key", &key)
+            .json(&body)
+            .send() => sent,
+    };
+    let status = sent.as_ref().map(|r| r.status()).ok();
+    let (released, outcome) = match status {
+        Some(s) if s.is_success() => (Released::Done, "released"),
+        Some(s) if refused_for_good(s) => (Released::Refused, "release_refused"),
+        _ => (Released::Retry, "retry"),
+    };
+    counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(), "outcome" => outcome)
+        .increment(1);
+    match released {
+        Released::Done => {
+            info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The call waits in a queue; the PBX holds the caller and freed the agent's phone.");
+        }
+        Released::Refused => {
+            warn!(source = %state.name, contact_id = %contact, agent_id = %agent, status = status.map(|s| s.as_u16()).unwrap_or_default(),
+                "The PBX refused to release the agent's leg of a call back in its queue; the caller stays with her until the call is offered again.");
+        }
+        Released::Retry => {
+            debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "The PBX did not take the release; will ask again.");
+        }
+    }
+    released
 }
 
 /// POSTs the dial instruction, retrying with backoff while the PBX does not

@@ -710,6 +710,64 @@ async fn a_transfer_of_a_connected_call_is_dialled() {
     instance.stop().await;
 }
 
+/// A connected call transferred to a queue with nobody free is taken off
+/// the agent's phone once it has waited a moment (she is free in routing,
+/// and would be rung for the next call while still talking): the PBX is
+/// asked to release her leg, once, and the next agent's dial has no
+/// `transfer_from` (the PBX holds the caller). A PBX that refuses the
+/// action leaves the caller with her, and the next dial transfers from her.
+#[tokio::test]
+async fn a_connected_call_waiting_in_a_queue_is_taken_off_the_agents_phone() {
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "q1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    world.routing.set(contact, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.routing.set(contact, "waiting", None);
+    let calls = world.dials(2).await;
+    assert_eq!(calls[1].1["action"], "release", "{:?}", calls[1]);
+    assert_eq!(calls[1].1["agent"], "olha");
+    assert_eq!(calls[1].1["callId"], "q1");
+    assert!(calls[1].0.starts_with("release:"), "{:?}", calls[1]);
+    world.dialled_exactly(2).await;
+    world.routing.set(contact, "offered", Some("petro"));
+    let calls = world.dials(3).await;
+    assert_eq!(calls[2].1["action"], "dial");
+    assert!(calls[2].1.get("transfer_from").is_none(), "{:?}", calls[2]);
+    world.routing.set(contact, "closed", None);
+
+    // A PBX without the action: refused, not asked again, and the caller
+    // is transferred from olha's phone when someone is offered the call.
+    let other = world.new_call(&instance, "q2").await;
+    world.routing.set(other, "offered", Some("olha"));
+    world.dials(4).await;
+    world.routing.set(other, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    *world.pbx.refuse_with.lock().unwrap() = Some(axum::http::StatusCode::BAD_REQUEST);
+    world.routing.set(other, "waiting", None);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.pbx.refused.load(std::sync::atomic::Ordering::SeqCst) == 0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        world.pbx.refused.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "asked once"
+    );
+    *world.pbx.refuse_with.lock().unwrap() = None;
+    world.routing.set(other, "offered", Some("petro"));
+    let calls = world.dials(5).await;
+    assert_eq!(calls[4].1["action"], "dial");
+    assert_eq!(calls[4].1["transfer_from"], "olha");
+    world.routing.set(other, "closed", None);
+    instance.stop().await;
+}
+
 /// An offer taken back (the agent's session lapsed) and made again to the
 /// same agent is a new offer: the PBX is told to dial again, with an
 /// `Idempotency-Key` of its own.
