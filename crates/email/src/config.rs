@@ -348,7 +348,9 @@ impl EmailConfig {
                     "max_recipients, max_sessions and command_timeout_secs must be positive",
                 ));
             }
-            if l.max_mib_in_flight.saturating_mul(1 << 20) < self.max_message_bytes
+            // A body is counted by the KiB as it arrives, and may hold one
+            // byte past the limit until its end is seen.
+            if l.max_mib_in_flight.saturating_mul(1 << 20) < self.max_message_bytes + 2048
                 || l.max_mib_in_flight > 1 << 20
             {
                 return Err(err(

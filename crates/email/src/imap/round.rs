@@ -246,7 +246,17 @@ pub(super) async fn run(
         let last = if progress || end.saturating_add(1) >= next {
             end
         } else {
-            skip_empty(session, stop, end, next).await?
+            // A server that refuses or does not finish the search: the
+            // windows go on one by one, as without it.
+            match skip_empty(session, stop, end, next).await {
+                Ok(last) => last,
+                Err(End::Stopped) => return Err(End::Stopped),
+                Err(End::Failed { error, .. }) => {
+                    error_metric(ctx, "search");
+                    warn!(%error, after_uid = end, "Searching for the next message failed; going on window by window.");
+                    end
+                }
+            }
         };
         (cp.last, unsaved) = (last, true);
     }
@@ -270,7 +280,7 @@ async fn skip_empty(
 ) -> Result<u32, End> {
     let to = end.saturating_add(SEARCH_SPAN).min(next - 1);
     let criteria = format!("UID {}:{to}", end + 1);
-    let found = End::guard(stop, "fetch", COMMAND_TIMEOUT, async {
+    let found = End::guard(stop, "search", COMMAND_TIMEOUT, async {
         checked::uid_search(session, &criteria).await
     })
     .await?;

@@ -54,11 +54,14 @@ enum Mode {
         /// The body's share of the listener's budget, in KiB.
         held: Option<OwnedSemaphorePermit>,
     },
-    /// The rest of a body over the size limit, or (`no_room`) over the
-    /// listener's budget, dropped.
-    Discard {
-        skip: DummyDataReceiver,
-        no_room: bool,
+    /// The rest of a body over the size limit, dropped.
+    Discard(DummyDataReceiver),
+    /// The rest of a body that did not fit the listener's budget, read
+    /// and dropped, its size (`seen`, unstuffed) counted: answered 452 if it
+    /// is within the size limit, else 552.
+    Drain {
+        rx: DataReceiver,
+        seen: usize,
     },
 }
 
@@ -265,13 +268,14 @@ where
                             switchboard_channel::warn_throttled!(NO_ROOM, listener = %s.settings.name, "Message bodies held at once reached max_mib_in_flight; a message is answered 452 (try again later).");
                         }
                         // The body and its share of the budget go now.
-                        let skip = DummyDataReceiver::new_data(rx);
                         mode = if done {
                             Mode::Command
+                        } else if too_large {
+                            Mode::Discard(DummyDataReceiver::new_data(rx))
                         } else {
-                            Mode::Discard {
-                                skip,
-                                no_room: !too_large,
+                            Mode::Drain {
+                                seen: body.len(),
+                                rx: std::mem::replace(rx, DataReceiver::new()),
                             }
                         };
                         if done && too_large {
@@ -287,15 +291,27 @@ where
                         drop(held);
                     }
                 }
-                Mode::Discard { skip, no_room } => {
-                    if skip.ingest(&mut bytes) {
-                        let no_room = *no_room;
-                        mode = Mode::Command;
-                        if no_room {
-                            s.no_room(&mut out);
-                        } else {
+                Mode::Drain { rx, seen } => {
+                    let mut scratch = Vec::new();
+                    let done = rx.ingest(&mut bytes, &mut scratch);
+                    *seen += scratch.len();
+                    if *seen > max_bytes + usize::from(!done) {
+                        // Over the size limit after all: 552, not 452.
+                        if done {
+                            mode = Mode::Command;
                             s.too_large(&mut out);
+                        } else {
+                            mode = Mode::Discard(DummyDataReceiver::new_data(rx));
                         }
+                    } else if done {
+                        mode = Mode::Command;
+                        s.no_room(&mut out);
+                    }
+                }
+                Mode::Discard(skip) => {
+                    if skip.ingest(&mut bytes) {
+                        mode = Mode::Command;
+                        s.too_large(&mut out);
                     } else if dropped + (before - bytes.as_slice().len()) > max_discarded(max_bytes)
                     {
                         // The message's answer (552: do not send it again),
@@ -318,7 +334,10 @@ where
             if !was_command {
                 progress += before - bytes.as_slice().len();
             }
-            if matches!(mode, Mode::SkipLine(_) | Mode::Discard { .. }) {
+            if matches!(
+                mode,
+                Mode::SkipLine(_) | Mode::Discard(_) | Mode::Drain { .. }
+            ) {
                 dropped += before - bytes.as_slice().len();
             } else {
                 dropped = 0;

@@ -87,6 +87,18 @@ async fn bodies_over_the_listeners_budget_are_answered_try_again_later() {
     second.lhlo().await;
     // The first's twelve lines are read before the second's DATA ends.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Over the size limit as well: 552 (never send it again), not 452.
+    second.expect("MAIL FROM:<a@b.test>", "250").await;
+    second.expect("RCPT TO:<two@support.test>", "250").await;
+    second.expect("DATA", "354").await;
+    for _ in 0..21 {
+        second.send(&line).await;
+    }
+    second.send(".\r\n").await;
+    assert_eq!(
+        second.reply().await[0],
+        "552 5.3.4 Error: message size exceeds fixed limit"
+    );
     for attempt in ["refused", "taken"] {
         second.expect("MAIL FROM:<a@b.test>", "250").await;
         second.expect("RCPT TO:<two@support.test>", "250").await;
