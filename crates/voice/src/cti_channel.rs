@@ -966,31 +966,46 @@ async fn follow(
     // A connected call back in a queue (transferred to one, requeued):
     // since when, and when the PBX may next be asked to take the caller
     // off the agent's phone ([`RELEASE_AFTER`]).
-    let mut waiting_since: Option<Instant> = None;
+    let mut waiting_since: Option<(Instant, u64)> = None;
     let mut release_at: Option<Instant> = None;
     let mut release_retry = RING_RETRY_FIRST;
+    // A release was sent and its answer lost.
+    let mut release_unsure = false;
     let mut was_leading = false;
     loop {
         if state.shutdown.is_cancelled() {
             return false;
         }
-        noted
-            .note(state, connected.as_ref().map(|(agent, _)| agent.as_str()))
-            .await;
         let leading = lease.hold(state).await;
         if leading && !was_leading {
             // Taken over (or first led): whose phone has the call, as the
             // leader before noted it, is newer than this dispatcher's view.
-            if let Ok(Some(noted_agent)) = state.leases.get(&noted.key).await {
-                let agent = Some(noted_agent).filter(|a| !a.is_empty());
-                connected = agent.clone().map(|a| (a, None));
-                noted.agent = agent;
+            // Read again at the next poll when Redis does not answer.
+            match state.leases.get(&noted.key).await {
+                Ok(Some(noted_agent)) => {
+                    let agent = Some(noted_agent).filter(|a| !a.is_empty());
+                    connected = agent.clone().map(|a| (a, None));
+                    noted.agent = agent;
+                    was_leading = true;
+                }
+                Ok(None) => was_leading = true,
+                Err(error) => {
+                    debug!(source = %state.name, %error, "Could not read whose phone has the call; will look again.");
+                }
             }
+        } else {
+            was_leading = leading;
         }
-        was_leading = leading;
         let route = state.routing.route(contact).await;
         known |= matches!(route, Ok(Some(_)));
         if !matches!(&route, Ok(Some(r)) if r.state == "waiting") {
+            if release_unsure && matches!(&route, Ok(Some(_))) {
+                // A release whose answer was lost may have been carried
+                // out: dialled again (an offer back to her included), and
+                // with no transfer from a leg that may be gone.
+                connected = None;
+                release_unsure = false;
+            }
             waiting_since = None;
             release_at = None;
             release_retry = RING_RETRY_FIRST;
@@ -1045,6 +1060,7 @@ async fn follow(
                                     // first agent's phone: a later dial
                                     // transfers from nobody.
                                     connected = None;
+                                    noted.note(state, None).await;
                                     mark_rung(state, contact, &current.agent, current.until).await;
                                 } else if current.until.is_some_and(|u| {
                                     u <= switchboard_core::Timestamp::now().as_millis()
@@ -1072,7 +1088,7 @@ async fn follow(
                             }
                         }
                         offer = None;
-                        if stopped_during(state, POLL).await {
+                        if pause(state, &mut noted, leading, &connected, POLL).await {
                             return false;
                         }
                         continue;
@@ -1092,7 +1108,7 @@ async fn follow(
                             .is_some_and(|o| o.agent == agent && o.dialed && o.until == stamp)
                     {
                         connected = Some(this);
-                        if stopped_during(state, CONNECTED_POLL).await {
+                        if pause(state, &mut noted, leading, &connected, CONNECTED_POLL).await {
                             return false;
                         }
                         continue;
@@ -1100,7 +1116,7 @@ async fn follow(
                     match state.leases.get(&rung_key(contact, &agent, stamp)).await {
                         Ok(Some(_)) => {
                             connected = Some(this);
-                            if stopped_during(state, CONNECTED_POLL).await {
+                            if pause(state, &mut noted, leading, &connected, CONNECTED_POLL).await {
                                 return false;
                             }
                             continue;
@@ -1108,7 +1124,7 @@ async fn follow(
                         Ok(None) => {}
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not read whether the call was rung; will try again.");
-                            if stopped_during(state, POLL).await {
+                            if pause(state, &mut noted, leading, &connected, POLL).await {
                                 return false;
                             }
                             continue;
@@ -1118,7 +1134,7 @@ async fn follow(
                         // The leading instance rings it; should it stop,
                         // this one takes over (the ring claim below keeps
                         // it to one ring).
-                        if stopped_during(state, POLL).await {
+                        if pause(state, &mut noted, leading, &connected, POLL).await {
                             return false;
                         }
                         continue;
@@ -1140,14 +1156,14 @@ async fn follow(
                         Ok(false) => {
                             // Another instance rings it; should it stop,
                             // its claim lapses and this one rings it.
-                            if stopped_during(state, POLL).await {
+                            if pause(state, &mut noted, leading, &connected, POLL).await {
                                 return false;
                             }
                             continue;
                         }
                         Err(error) => {
                             debug!(source = %state.name, %error, "Could not claim ringing an assigned call; will try again.");
-                            if stopped_during(state, POLL).await {
+                            if pause(state, &mut noted, leading, &connected, POLL).await {
                                 return false;
                             }
                             continue;
@@ -1178,7 +1194,7 @@ async fn follow(
                     }
                     offer = Some(current);
                     // The PBX refused: again with backoff, not every poll.
-                    if stopped_during(state, ring_retry).await {
+                    if pause(state, &mut noted, leading, &connected, ring_retry).await {
                         return false;
                     }
                     ring_retry = (ring_retry * 2).min(RING_RETRY_MAX);
@@ -1192,16 +1208,22 @@ async fn follow(
                 // while still talking to this caller.
                 (waiting, _) => {
                     offer = None;
-                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    let (since, period) = *waiting_since.get_or_insert_with(|| {
+                        (
+                            Instant::now(),
+                            switchboard_core::Timestamp::now().as_millis(),
+                        )
+                    });
                     if waiting == "waiting"
                         && leading
                         && let Some((on, stamp)) = connected.clone()
                         && since.elapsed() >= RELEASE_AFTER
                         && release_at.is_none_or(|at| Instant::now() >= at)
                     {
-                        match release(state, contact, call_id, &on, stamp).await {
+                        match release(state, contact, call_id, &on, (stamp, period)).await {
                             Released::Done => {
                                 connected = None;
+                                release_unsure = false;
                                 noted.note(state, None).await;
                             }
                             // Still on her phone: the next dial transfers
@@ -1209,13 +1231,14 @@ async fn follow(
                             Released::Refused => {
                                 release_at = Some(Instant::now() + Duration::from_secs(24 * 3600));
                             }
-                            Released::Retry => {
+                            Released::Retry { unsure } => {
+                                release_unsure |= unsure;
                                 release_at = Some(Instant::now() + release_retry);
                                 release_retry = (release_retry * 2).min(RING_RETRY_MAX);
                             }
                         }
                     }
-                    if stopped_during(state, POLL).await {
+                    if pause(state, &mut noted, leading, &connected, POLL).await {
                         return false;
                     }
                     continue;
@@ -1234,7 +1257,7 @@ async fn follow(
                 debug!(%error, contact_id = %contact, "Could not read the call's routing.")
             }
         }
-        if stopped_during(state, POLL).await {
+        if pause(state, &mut noted, leading, &connected, POLL).await {
             return false;
         }
     }
@@ -1249,6 +1272,25 @@ fn transfer_from<'a>(connected: &'a Option<(String, Option<u64>)>, to: &str) -> 
         .as_ref()
         .map(|(from, _)| from.as_str())
         .filter(|from| *from != to)
+}
+
+/// Notes whose phone has the call (the leader only: a follower's view may
+/// be older), then waits `pause`; true when the channel began to shut
+/// down meanwhile. Noted before every wait, so that a stop during it
+/// leaves the note current.
+async fn pause(
+    state: &CtiState,
+    noted: &mut OnPhone,
+    leading: bool,
+    connected: &Option<(String, Option<u64>)>,
+    pause: Duration,
+) -> bool {
+    if leading {
+        noted
+            .note(state, connected.as_ref().map(|(agent, _)| agent.as_str()))
+            .await;
+    }
+    stopped_during(state, pause).await
 }
 
 /// Waits `pause`; true when the channel began to shut down meanwhile.
@@ -1358,8 +1400,9 @@ enum Released {
     /// Refused for good (a PBX without the action): the caller stays with
     /// the agent, as before; not asked again for this call.
     Refused,
-    /// Not answered: asked again later.
-    Retry,
+    /// Not taken: asked again later. `unsure`: the request went out and
+    /// its answer was lost (it may have been carried out).
+    Retry { unsure: bool },
 }
 
 /// POSTs `{"action":"release"}` for `agent`'s leg of the call: the PBX
@@ -1369,7 +1412,7 @@ async fn release(
     contact: &ContactId,
     call_id: &str,
     agent: &str,
-    stamp: Option<u64>,
+    (stamp, period): (Option<u64>, u64),
 ) -> Released {
     let body = serde_json::json!({
         "action": "release",
@@ -1377,9 +1420,12 @@ async fn release(
         "agent": agent,
         "contact_id": contact.to_string(),
     });
-    let key = format!("release:{contact}:{agent}:{}", stamp.unwrap_or(0));
+    // One key per stay in the queue (when this dispatcher saw it begin),
+    // so that a second release of the same agent is not taken for a
+    // repeat of the first.
+    let key = format!("release:{contact}:{agent}:{}:{period}", stamp.unwrap_or(0));
     let sent = tokio::select! {
-        () = state.shutdown.cancelled() => return Released::Retry,
+        () = state.shutdown.cancelled() => return Released::Retry { unsure: false },
         sent = state
             .client
             .post(&state.config.callback_url)
@@ -1391,8 +1437,15 @@ async fn release(
     let status = sent.as_ref().map(|r| r.status()).ok();
     let (released, outcome) = match status {
         Some(s) if s.is_success() => (Released::Done, "released"),
+        // What an idempotent endpoint answers a repeated key: the first
+        // try was taken.
+        Some(s) if matches!(s.as_u16(), 409 | 422) => (Released::Done, "released"),
         Some(s) if refused_for_good(s) => (Released::Refused, "release_refused"),
-        _ => (Released::Retry, "retry"),
+        Some(_) => (Released::Retry { unsure: false }, "retry"),
+        None => {
+            let unsure = sent.as_ref().err().is_some_and(|e| !e.is_connect());
+            (Released::Retry { unsure }, "retry")
+        }
     };
     counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(), "outcome" => outcome)
         .increment(1);
@@ -1404,7 +1457,7 @@ async fn release(
             warn!(source = %state.name, contact_id = %contact, agent_id = %agent, status = status.map(|s| s.as_u16()).unwrap_or_default(),
                 "The PBX refused to release the agent's leg of a call back in its queue; the caller stays with her until the call is offered again.");
         }
-        Released::Retry => {
+        Released::Retry { .. } => {
             debug!(source = %state.name, contact_id = %contact, agent_id = %agent, "The PBX did not take the release; will ask again.");
         }
     }
