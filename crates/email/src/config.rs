@@ -355,7 +355,7 @@ impl EmailConfig {
             {
                 return Err(err(
                     "listen.max_mib_in_flight",
-                    "must hold at least one message of max_message_bytes, and be at most 1048576",
+                    "must hold at least one message of max_message_bytes plus 2 KiB, and be at most 1048576",
                 ));
             }
             // A deadline is `now + timeout`: a huge one overflowed the

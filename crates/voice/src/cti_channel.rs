@@ -971,12 +971,14 @@ async fn follow(
     let mut release_retry = RING_RETRY_FIRST;
     // A release was sent and its answer lost.
     let mut release_unsure = false;
+    // Releases tried in this stay in a queue.
+    let mut release_tries = 0u32;
     let mut was_leading = false;
     loop {
         if state.shutdown.is_cancelled() {
             return false;
         }
-        let leading = lease.hold(state).await;
+        let mut leading = lease.hold(state).await;
         if leading && !was_leading {
             // Taken over (or first led): whose phone has the call, as the
             // leader before noted it, is newer than this dispatcher's view.
@@ -990,6 +992,8 @@ async fn follow(
                 }
                 Ok(None) => was_leading = true,
                 Err(error) => {
+                    // Not acted on with an older view: read again first.
+                    leading = false;
                     debug!(source = %state.name, %error, "Could not read whose phone has the call; will look again.");
                 }
             }
@@ -998,8 +1002,8 @@ async fn follow(
         }
         let route = state.routing.route(contact).await;
         known |= matches!(route, Ok(Some(_)));
-        if !matches!(&route, Ok(Some(r)) if r.state == "waiting") {
-            if release_unsure && matches!(&route, Ok(Some(_))) {
+        if matches!(&route, Ok(Some(r)) if r.state != "waiting") {
+            if release_unsure {
                 // A release whose answer was lost may have been carried
                 // out: dialled again (an offer back to her included), and
                 // with no transfer from a leg that may be gone.
@@ -1009,6 +1013,7 @@ async fn follow(
             waiting_since = None;
             release_at = None;
             release_retry = RING_RETRY_FIRST;
+            release_tries = 0;
         }
         match route {
             Ok(Some(route)) => match (route.state.as_str(), route.agent) {
@@ -1189,6 +1194,7 @@ async fn follow(
                             debug!(source = %state.name, %error, "Could not release a ring claim; it lapses.");
                         }
                         connected = Some(this);
+                        noted.note(state, Some(&current.agent)).await;
                         ring_retry = RING_RETRY_FIRST;
                         continue;
                     }
@@ -1220,7 +1226,9 @@ async fn follow(
                         && since.elapsed() >= RELEASE_AFTER
                         && release_at.is_none_or(|at| Instant::now() >= at)
                     {
-                        match release(state, contact, call_id, &on, (stamp, period)).await {
+                        let tried = release_tries > 0;
+                        release_tries += 1;
+                        match release(state, contact, call_id, &on, (stamp, period), tried).await {
                             Released::Done => {
                                 connected = None;
                                 release_unsure = false;
@@ -1229,6 +1237,7 @@ async fn follow(
                             // Still on her phone: the next dial transfers
                             // from her; not asked again while it waits.
                             Released::Refused => {
+                                release_unsure = false;
                                 release_at = Some(Instant::now() + Duration::from_secs(24 * 3600));
                             }
                             Released::Retry { unsure } => {
@@ -1413,6 +1422,7 @@ async fn release(
     call_id: &str,
     agent: &str,
     (stamp, period): (Option<u64>, u64),
+    tried: bool,
 ) -> Released {
     let body = serde_json::json!({
         "action": "release",
@@ -1438,8 +1448,9 @@ async fn release(
     let (released, outcome) = match status {
         Some(s) if s.is_success() => (Released::Done, "released"),
         // What an idempotent endpoint answers a repeated key: the first
-        // try was taken.
-        Some(s) if matches!(s.as_u16(), 409 | 422) => (Released::Done, "released"),
+        // try was taken. To a first try, a passing refusal.
+        Some(s) if matches!(s.as_u16(), 409 | 422) && tried => (Released::Done, "released"),
+        Some(s) if matches!(s.as_u16(), 409 | 422) => (Released::Retry { unsure: false }, "retry"),
         Some(s) if refused_for_good(s) => (Released::Refused, "release_refused"),
         Some(_) => (Released::Retry { unsure: false }, "retry"),
         None => {

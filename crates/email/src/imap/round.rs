@@ -246,15 +246,24 @@ pub(super) async fn run(
         let last = if progress || end.saturating_add(1) >= next {
             end
         } else {
-            // A server that refuses or does not finish the search: the
-            // windows go on one by one, as without it.
+            // A server that refuses the search: the windows go on one by
+            // one, as without it. One that does not answer (or a broken
+            // connection): the window's advance is saved and the session
+            // ends, as after any command that fails that way.
             match skip_empty(session, stop, end, next).await {
-                Ok(last) => last,
-                Err(End::Stopped) => return Err(End::Stopped),
-                Err(End::Failed { error, .. }) => {
+                Ok(Some(last)) => last,
+                Ok(None) => {
                     error_metric(ctx, "search");
-                    warn!(%error, after_uid = end, "Searching for the next message failed; going on window by window.");
+                    warn!(
+                        after_uid = end,
+                        "The server refused to search for the next message; going on window by window."
+                    );
                     end
+                }
+                Err(failed) => {
+                    cp.last = end;
+                    checkpoint::save(ctx, *cp).await?;
+                    return Err(failed);
                 }
             }
         };
@@ -271,24 +280,32 @@ pub(super) async fn run(
 
 /// After the empty window ending at `end`: the UID just before the next
 /// message below `next` (searched for up to [`SEARCH_SPAN`] UIDs on), or
-/// the end of the span searched when there is none.
+/// the end of the span searched when there is none; `None` when the server
+/// refused the search (`NO`, `BAD`).
 async fn skip_empty(
     session: &mut ImapSession,
     stop: &CancellationToken,
     end: u32,
     next: u32,
-) -> Result<u32, End> {
+) -> Result<Option<u32>, End> {
+    use async_imap::error::Error;
     let to = end.saturating_add(SEARCH_SPAN).min(next - 1);
     let criteria = format!("UID {}:{to}", end + 1);
     let found = End::guard(stop, "search", COMMAND_TIMEOUT, async {
-        checked::uid_search(session, &criteria).await
+        match checked::uid_search(session, &criteria).await {
+            Ok(found) => Ok(Some(found)),
+            Err(Error::No(_) | Error::Bad(_)) => Ok(None),
+            Err(other) => Err(other),
+        }
     })
     .await?;
-    Ok(found
-        .into_iter()
-        .filter(|uid| *uid > end && *uid <= to)
-        .min()
-        .map_or(to, |first| first - 1))
+    Ok(found.map(|found| {
+        found
+            .into_iter()
+            .filter(|uid| *uid > end && *uid <= to)
+            .min()
+            .map_or(to, |first| first - 1)
+    }))
 }
 
 /// How a round ends when fetching message `uid` ended with `end`: a

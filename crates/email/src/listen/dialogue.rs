@@ -57,11 +57,14 @@ enum Mode {
     /// The rest of a body over the size limit, dropped.
     Discard(DummyDataReceiver),
     /// The rest of a body that did not fit the listener's budget, read
-    /// and dropped, its size (`seen`, unstuffed) counted: answered 452 if it
-    /// is within the size limit, else 552.
+    /// and dropped, its size (unstuffed) counted: answered 452 if it is
+    /// within the size limit, else 552. `counted` bytes so far, and the last
+    /// one kept in `tail` (a CR that may turn out to start the end, which
+    /// the receiver then takes back).
     Drain {
         rx: DataReceiver,
-        seen: usize,
+        counted: usize,
+        tail: Vec<u8>,
     },
 }
 
@@ -274,7 +277,8 @@ where
                             Mode::Discard(DummyDataReceiver::new_data(rx))
                         } else {
                             Mode::Drain {
-                                seen: body.len(),
+                                counted: body.len().saturating_sub(1),
+                                tail: body.last().map(|b| vec![*b]).unwrap_or_default(),
                                 rx: std::mem::replace(rx, DataReceiver::new()),
                             }
                         };
@@ -291,11 +295,15 @@ where
                         drop(held);
                     }
                 }
-                Mode::Drain { rx, seen } => {
-                    let mut scratch = Vec::new();
-                    let done = rx.ingest(&mut bytes, &mut scratch);
-                    *seen += scratch.len();
-                    if *seen > max_bytes + usize::from(!done) {
+                Mode::Drain { rx, counted, tail } => {
+                    let done = rx.ingest(&mut bytes, tail);
+                    let seen = *counted + tail.len();
+                    if let Some(&last) = tail.last() {
+                        *counted = seen - 1;
+                        tail.clear();
+                        tail.push(last);
+                    }
+                    if seen > max_bytes + usize::from(!done) {
                         // Over the size limit after all: 552, not 452.
                         if done {
                             mode = Mode::Command;
