@@ -301,6 +301,9 @@ pub trait ChannelState: Send + Sync + fmt::Debug {
         let _ = ttl;
         self.set(key, value)
     }
+    /// Removes the value stored under `key` (by [`Self::set`] or
+    /// [`Self::set_for`]), if any.
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StateError>>;
     /// Takes, or renews, the lease `key` for `lease`. True while this
     /// instance holds it; one instance holds a lease at a time.
     fn hold<'a>(&'a self, key: &'a str, lease: Duration)

@@ -105,6 +105,15 @@ impl ChannelState for RedisChannelState {
         Box::pin(self.write(key, value, None))
     }
 
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            let mut conn = self.store.conn();
+            let cmd = redis::cmd("DEL").arg(self.key(key)).to_owned();
+            let _: i64 = self.store.bounded(cmd.query_async(&mut conn)).await?;
+            Ok(())
+        })
+    }
+
     fn hold<'a>(
         &'a self,
         key: &'a str,

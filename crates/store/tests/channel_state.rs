@@ -51,6 +51,24 @@ async fn a_marker_expires() {
     assert_eq!(b.get("hungup:c1").await.expect("get"), None);
 }
 
+/// A value removed by one instance is gone for every instance; removing
+/// what is not there is no error.
+#[tokio::test]
+async fn a_value_is_removed() {
+    let redis = RedisServer::start();
+    let store = common::store_for(&redis, 4);
+    let a = RedisChannelState::new(store.clone(), "pbx", "instance-a");
+    let b = RedisChannelState::new(store.clone(), "pbx", "instance-b");
+    a.set_for("on:c1", "olha", Duration::from_secs(60))
+        .await
+        .expect("set");
+    a.set("on:c2", "petro").await.expect("set");
+    b.remove("on:c1").await.expect("remove");
+    b.remove("on:c9").await.expect("remove what is not there");
+    assert_eq!(a.get("on:c1").await.expect("get"), None);
+    assert_eq!(a.get("on:c2").await.expect("get").as_deref(), Some("petro"));
+}
+
 /// A map is shared by every instance of the adapter, and by none of
 /// another's.
 #[tokio::test]

@@ -75,6 +75,16 @@ pub struct CtiConfig {
     /// Callers rejected outright.
     #[serde(default)]
     pub blocked: Vec<String>,
+    /// How long a connected call may wait in a queue (transferred to a
+    /// queue with nobody free, requeued) before the PBX is asked to take
+    /// the caller off the agent's phone (`{"action":"release"}`); 0 never
+    /// asks (a PBX without the action). At most 3600.
+    #[serde(default = "default_release_after_secs")]
+    pub release_after_secs: u64,
+}
+
+fn default_release_after_secs() -> u64 {
+    5
 }
 
 /// Without the callback URL's password and query values: a PBX may take
@@ -89,6 +99,7 @@ impl std::fmt::Debug for CtiConfig {
             callback_token,
             agents,
             blocked,
+            release_after_secs,
         } = self;
         f.debug_struct("CtiConfig")
             .field("name", name)
@@ -100,6 +111,7 @@ impl std::fmt::Debug for CtiConfig {
             .field("callback_token", callback_token)
             .field("agents", agents)
             .field("blocked", blocked)
+            .field("release_after_secs", release_after_secs)
             .finish()
     }
 }
@@ -124,6 +136,13 @@ impl ChannelConfig for CtiConfig {
                 &self.name,
                 "callback_token",
                 "must be at least 16 characters",
+            ));
+        }
+        if self.release_after_secs > 3600 {
+            return Err(config_error(
+                &self.name,
+                "release_after_secs",
+                "must be at most 3600 (0 never asks the PBX to release a caller)",
             ));
         }
         if !url::Url::parse(&self.callback_url)
@@ -190,6 +209,8 @@ impl ChannelConfig for CtiConfig {
                 .as_ref()
                 .unwrap_or(&self.token)
                 .resolve()?,
+            release_after: (self.release_after_secs > 0)
+                .then(|| Duration::from_secs(self.release_after_secs)),
             config: self.clone(),
             by_endpoint,
             by_user,
@@ -214,6 +235,9 @@ struct CtiState {
     /// Presented on the dial callbacks.
     callback_token: SecretValue,
     config: CtiConfig,
+    /// How long a connected call may wait in a queue before the PBX is
+    /// asked to take the caller off the agent's phone; `None`: never.
+    release_after: Option<Duration>,
     /// Extension or SIP URI ([`endpoint_key`]) → agent id.
     by_endpoint: HashMap<String, String>,
     /// A SIP URI's user part → agent id, when only one agent has it.
@@ -845,8 +869,14 @@ async fn dispatch(active: Active, call_id: String, resumed: bool) {
         Start::NewCall
     };
     let over = follow(state, contact, &call_id, &mut lease, &mut ring_claim, start).await;
-    if over && let Err(error) = state.leases.remove_entry(CALLS, &contact.to_string()).await {
-        debug!(source = %state.name, contact_id = %contact, %error, "Could not take an ended call out of the registry; the next look at it does.");
+    if over {
+        if let Err(error) = state.leases.remove_entry(CALLS, &contact.to_string()).await {
+            debug!(source = %state.name, contact_id = %contact, %error, "Could not take an ended call out of the registry; the next look at it does.");
+        }
+        // Not needed once the call is over (it would lapse in a day).
+        if let Err(error) = state.leases.remove(&on_phone_key(contact)).await {
+            debug!(source = %state.name, contact_id = %contact, %error, "Could not remove the note of whose phone had the call; it lapses.");
+        }
     }
     lease.release(state).await;
     // Claimed but not rung (stopped while the PBX refused): let it go, or
@@ -965,7 +995,7 @@ async fn follow(
     let started = Instant::now();
     // A connected call back in a queue (transferred to one, requeued):
     // since when, and when the PBX may next be asked to take the caller
-    // off the agent's phone ([`RELEASE_AFTER`]).
+    // off the agent's phone ([`CtiConfig::release_after_secs`]).
     let mut waiting_since: Option<(Instant, u64)> = None;
     let mut release_at: Option<Instant> = None;
     let mut release_retry = RING_RETRY_FIRST;
@@ -1209,7 +1239,7 @@ async fn follow(
                 ("closed", _) => return true,
                 // Waiting again: the offer, if any, is over. A connected
                 // call (transferred to a queue, requeued) that still waits
-                // after RELEASE_AFTER is taken off the agent's phone: she is
+                // after `release_after` is taken off the agent's phone: she is
                 // free in routing, and would be rung for the next call
                 // while still talking to this caller.
                 (waiting, _) => {
@@ -1223,7 +1253,9 @@ async fn follow(
                     if waiting == "waiting"
                         && leading
                         && let Some((on, stamp)) = connected.clone()
-                        && since.elapsed() >= RELEASE_AFTER
+                        && state
+                            .release_after
+                            .is_some_and(|after| since.elapsed() >= after)
                         && release_at.is_none_or(|at| Instant::now() >= at)
                     {
                         let tried = release_tries > 0;
@@ -1392,15 +1424,6 @@ enum Ring {
 fn refused_for_good(status: reqwest::StatusCode) -> bool {
     status.is_client_error() && !matches!(status.as_u16(), 408 | 409 | 422 | 425 | 429)
 }
-
-/// How long a connected call may wait in a queue (transferred to one with
-/// nobody free, requeued) before the PBX is asked to take the caller off
-/// the agent's phone. A transfer to a free colleague is offered within it
-/// and dialled with `transfer_from`, as a direct transfer.
-#[cfg(not(test))]
-const RELEASE_AFTER: Duration = Duration::from_secs(5);
-#[cfg(test)]
-const RELEASE_AFTER: Duration = Duration::from_millis(1500);
 
 /// What became of asking the PBX to release an agent's leg.
 enum Released {

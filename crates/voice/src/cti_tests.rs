@@ -445,6 +445,7 @@ impl World {
             "token": TOKEN,
             "callback_url": self.callback,
             "agents": {"olha": "201", "petro": "sip:202@pbx.example.com"},
+            "release_after_secs": 2,
         });
         if let (Some(config), Some(more)) = (config.as_object_mut(), more.as_object()) {
             config.extend(more.clone());
@@ -640,13 +641,52 @@ async fn calls_are_followed_again_after_a_restart() {
     for call in [waiting, talking, moved] {
         world.routing.set(call, "closed", None);
     }
+    // Out of the registry, and whose phone had them is not kept either.
     let registry = world.state_of(2);
+    let notes = || async {
+        let mut left = Vec::new();
+        for call in [waiting, talking, moved] {
+            if let Some(agent) = registry.get(&format!("on:{call}")).await.unwrap() {
+                left.push((call, agent));
+            }
+        }
+        left
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !registry.entries("calls").await.unwrap().is_empty() && Instant::now() < deadline {
+    while (!registry.entries("calls").await.unwrap().is_empty() || !notes().await.is_empty())
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(registry.entries("calls").await.unwrap(), vec![]);
+    assert_eq!(notes().await, vec![]);
     second.stop().await;
+}
+
+/// With `release_after_secs = 0` a connected call waiting in a queue is
+/// left on the agent's phone (a PBX without the release action), and the
+/// next dial transfers from her.
+#[tokio::test]
+async fn a_pbx_may_be_never_asked_to_release_a_caller() {
+    let world = World::new().await;
+    let instance = world
+        .instance_with(1, json!({"release_after_secs": 0}))
+        .await;
+    let contact = world.new_call(&instance, "n1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    world.routing.set(contact, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.routing.set(contact, "waiting", None);
+    // Past the 2 s the other tests release after.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    world.dialled_exactly(1).await;
+    world.routing.set(contact, "offered", Some("petro"));
+    let dials = world.dials(2).await;
+    assert_eq!(dials[1].1["action"], "dial");
+    assert_eq!(dials[1].1["transfer_from"], "olha", "{:?}", dials[1]);
+    world.routing.set(contact, "closed", None);
+    instance.stop().await;
 }
 
 /// The PBX repeating its `newCall` while the call waits starts no second
@@ -1196,6 +1236,12 @@ async fn callbacks_carry_their_own_token_when_configured() {
     .unwrap();
     let e = short.validate().unwrap_err().to_string();
     assert!(e.contains("callback_token"), "{e}");
+    let slow: CtiConfig = serde_json::from_value(json!({
+        "name": "pbx", "token": TOKEN, "callback_url": world.callback, "release_after_secs": 3601,
+    }))
+    .unwrap();
+    let e = slow.validate().unwrap_err().to_string();
+    assert!(e.contains("release_after_secs"), "{e}");
     // Printed, the configuration shows neither token nor one in the URL.
     let printed: CtiConfig = serde_json::from_value(json!({
         "name": "pbx", "token": TOKEN, "callback_token": CALLBACK,
