@@ -535,7 +535,8 @@ impl Conn {
         // No open conversation, but the widget was in one: it closed while
         // the visitor was away. Resumed all the same (when it is theirs),
         // so that the replies before the close, and the close, arrive.
-        let conv = match (conv, &after, last.and_then(|c| c.parse().ok())) {
+        let last: Option<ConversationId> = last.and_then(|c| c.parse().ok());
+        let conv = match (conv, &after, last) {
             (None, Some(_), Some(last)) => match self
                 .shared
                 .ctx
@@ -552,6 +553,13 @@ impl Conn {
                 }
             },
             (conv, _, _) => conv,
+        };
+        // `after` is a place in the conversation the client names: in
+        // another one (it closed, and the visitor opened a new one in
+        // another tab) every message is new to this client.
+        let after = match (&conv, last) {
+            (Some((open, _)), Some(last)) if *open != last => None,
+            _ => after,
         };
         // Without an agent who could answer now, a new visitor is offered
         // the offline form (when one is configured); a routing error counts

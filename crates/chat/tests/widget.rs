@@ -723,6 +723,56 @@ async fn a_resend_into_a_closed_conversation_leaves_other_tabs_on_the_open_one()
     );
 }
 
+/// A resume whose `after` is a place in another conversation (the one the
+/// tab showed closed while the visitor went on in another tab) gets every
+/// message of the conversation open now: the cursor of one conversation
+/// is not applied to another's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_in_another_conversation_gets_all_of_the_open_one() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let (_tab1, token, first) = closed_chat(&w, addr).await;
+    let mut tab2 = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut tab2, Some(&token), None).await;
+    let ack = message(&mut tab2, "c2", "one more thing").await;
+    let open = ack["conversation"].as_str().unwrap().to_owned();
+    assert_ne!(open, first);
+    let contact = contact_of(&w.store, &open).await;
+    let answer = reply(&w.store, &contact, "Of course").await;
+
+    // The first tab comes back with a cursor far past both logs' entries,
+    // naming the closed conversation.
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    send(
+        &mut ws,
+        json!({"type": "hello", "v": 1, "widget": "shop", "token": token,
+               "after": "99999999999999-0", "conversation": first}),
+    )
+    .await;
+    let welcome = recv(&mut ws).await;
+    assert_eq!(welcome["conversation"], open.as_str(), "{welcome}");
+    let got: Vec<(String, String)> = collect(&mut ws, "message", Duration::from_millis(1500))
+        .await
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_str().unwrap_or_default().to_owned(),
+                m["text"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                ack["seq"].as_str().unwrap().to_owned(),
+                "one more thing".to_owned()
+            ),
+            (answer, "Of course".to_owned()),
+        ]
+    );
+}
+
 /// A reply whose frame would not fit the socket's write buffer (control
 /// characters escape to six bytes each) goes out cut, and what follows
 /// still arrives: it used to end the socket, and every resume stopped at
