@@ -124,6 +124,64 @@ async fn bodies_over_the_listeners_budget_are_answered_try_again_later() {
     assert_eq!(counters.get(&no_room), 1, "{}", counters.dump());
 }
 
+/// The size limit is of the body as stored (dot-stuffing undone), exactly
+/// at the limit taken and one byte over refused, both when the body is
+/// held and when it is drained because the budget had no room for it (452
+/// at the limit, 552 over it).
+#[tokio::test]
+async fn the_size_limit_is_exact_and_of_the_unstuffed_body() {
+    let sink = Arc::new(TestSink::default());
+    let mut s = settings(Protocol::Lmtp);
+    s.max_message_bytes = 20_000;
+    s.budget = crate::listen::ListenerSettings::budget(24 * 1024);
+    let server = start(s, sink.clone()).await;
+    // 20 lines of 1,000 bytes once unstuffed (1,001 on the wire); the
+    // last one a byte longer for one byte over.
+    async fn body(c: &mut Client<tokio::net::TcpStream>, over: bool) -> String {
+        c.expect("MAIL FROM:<a@b.test>", "250").await;
+        c.expect("RCPT TO:<one@support.test>", "250").await;
+        c.expect("DATA", "354").await;
+        for n in 0..20 {
+            let x = if over && n == 19 { 998 } else { 997 };
+            c.send(&format!("..{}\r\n", "x".repeat(x))).await;
+        }
+        c.send(".\r\n").await;
+        c.reply().await[0].clone()
+    }
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    // Held: the budget has room while nobody else holds a body.
+    assert_eq!(body(&mut c, false).await, "250 2.0.0 stored");
+    assert_eq!(sink.got()[0].1.len(), 20_000);
+    assert_eq!(
+        body(&mut c, true).await,
+        "552 5.3.4 Error: message size exceeds fixed limit"
+    );
+    // Drained: another session holds 12 KiB of the 24 KiB budget.
+    let mut first = Client::connect(&server).await;
+    first.lhlo().await;
+    first.expect("MAIL FROM:<a@b.test>", "250").await;
+    first.expect("RCPT TO:<one@support.test>", "250").await;
+    first.expect("DATA", "354").await;
+    for _ in 0..12 {
+        first.send(&format!("{}\r\n", "x".repeat(998))).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        body(&mut c, false).await,
+        "452 4.3.1 Error: insufficient system storage, try again later",
+        "at the limit once unstuffed, though over it on the wire"
+    );
+    assert_eq!(
+        body(&mut c, true).await,
+        "552 5.3.4 Error: message size exceeds fixed limit",
+        "one byte over"
+    );
+    first.send(".\r\n").await;
+    assert_eq!(first.reply().await[0], "250 2.0.0 stored");
+    assert_eq!(sink.got().len(), 2);
+}
+
 /// A body that goes on far past the limit is not read for ever: past
 /// 4 × the limit (at least 1 MiB) dropped, the message gets its 552 and the
 /// session ends.
