@@ -62,7 +62,9 @@ fn main() {
         ("load generator", std::process::id()),
     ];
     let before: Vec<Duration> = pids.iter().map(|(_, pid)| cpu_time(*pid)).collect();
+    let stats_before = runtime.block_on(commandstats(&redis.url()));
     let (rate, p50, p99, count, errors) = runtime.block_on(intake_rate(&daemon.base(), secs));
+    let stats = commandstats_between(&stats_before, runtime.block_on(commandstats(&redis.url())));
     println!(
         "intake over HTTP, {SUBMITTERS} submitters, daemon worker_threads = {threads}: {rate:.0} acknowledged submissions/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {errors} errors"
     );
@@ -77,6 +79,18 @@ fn main() {
             "  CPU {name}: {:.1} s, {:.1} us per submission",
             used.as_secs_f64(),
             used.as_secs_f64() * 1e6 / count.max(1) as f64
+        );
+    }
+    // What Redis spent its time on (the warm-up included, as above): the
+    // intake's script, and whatever else the daemon asks of Redis meanwhile.
+    println!("  Redis commands per submission (INFO commandstats, script calls included):");
+    let per = |n: u64| n as f64 / count.max(1) as f64;
+    for (name, calls, usec) in stats.iter().take(12) {
+        println!(
+            "    {name}: {:.3} calls, {:.2} us per submission ({:.1} us per call)",
+            per(*calls),
+            per(*usec),
+            *usec as f64 / (*calls).max(1) as f64
         );
     }
 }

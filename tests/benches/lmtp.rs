@@ -283,36 +283,6 @@ async fn client(
     t
 }
 
-/// `INFO commandstats` as command → (calls, usec).
-async fn commandstats(url: &str) -> BTreeMap<String, (u64, u64)> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for line in info.lines() {
-        // cmdstat_evalsha:calls=12,usec=345,usec_per_call=28.75,...
-        let Some((name, fields)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        let field = |key: &str| {
-            fields
-                .split(',')
-                .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        out.insert(name.to_owned(), (field("calls"), field("usec")));
-    }
-    out
-}
-
 /// All CPUs' (busy, total) ticks since boot from /proc/stat, and the
 /// number of CPUs: how busy the machine was, other processes included.
 fn machine_ticks() -> (u64, u64, usize) {
@@ -414,14 +384,7 @@ fn main() {
                 *tally.outcomes.entry(k).or_default() += v;
             }
         }
-        let stats: Vec<(String, u64, u64)> = stats_after
-            .into_iter()
-            .map(|(name, (calls, usec))| {
-                let (c0, u0) = stats_before.get(&name).copied().unwrap_or((0, 0));
-                (name, calls.saturating_sub(c0), usec.saturating_sub(u0))
-            })
-            .filter(|(_, calls, _)| *calls > 0)
-            .collect();
+        let stats = commandstats_between(&stats_before, stats_after);
         let busy = machine_after.0.saturating_sub(machine_before.0) as f64
             / machine_after.1.saturating_sub(machine_before.1).max(1) as f64;
         (elapsed, tally, cpu, stats, (busy, machine_after.2))
@@ -476,8 +439,6 @@ fn main() {
     // the script's (EVALSHA's).
     let per = |n: u64| n as f64 / accepted.max(1) as f64;
     println!("  Redis commands per accepted delivery (INFO commandstats, script calls included):");
-    let mut stats = stats;
-    stats.sort_by_key(|s| std::cmp::Reverse(s.2));
     for (name, calls, usec) in stats.iter().take(12) {
         println!(
             "    {name}: {:.2} calls, {:.1} us per delivery",

@@ -458,6 +458,55 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// `INFO commandstats` as command → (calls, usec).
+pub async fn commandstats(url: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for line in info.lines() {
+        // cmdstat_evalsha:calls=12,usec=345,usec_per_call=28.75,...
+        let Some((name, fields)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        out.insert(name.to_owned(), (field("calls"), field("usec")));
+    }
+    out
+}
+
+/// What Redis ran between two `commandstats` readings: (command, calls,
+/// usec), the most expensive first. Commands run by a script are counted
+/// too, and their time is also in the script's (`evalsha`'s).
+pub fn commandstats_between(
+    before: &std::collections::BTreeMap<String, (u64, u64)>,
+    after: std::collections::BTreeMap<String, (u64, u64)>,
+) -> Vec<(String, u64, u64)> {
+    let mut out: Vec<(String, u64, u64)> = after
+        .into_iter()
+        .map(|(name, (calls, usec))| {
+            let (c0, u0) = before.get(&name).copied().unwrap_or((0, 0));
+            (name, calls.saturating_sub(c0), usec.saturating_sub(u0))
+        })
+        .filter(|(_, calls, _)| *calls > 0)
+        .collect();
+    out.sort_by_key(|s| std::cmp::Reverse(s.2));
+    out
+}
+
 /// An agent's websocket to the daemon's agent API.
 pub struct AgentSocket {
     stream: tokio_tungstenite::WebSocketStream<
