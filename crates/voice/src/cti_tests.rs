@@ -47,6 +47,9 @@ struct Pbx {
     /// counted in `refused`.
     refuse_with: Mutex<Option<axum::http::StatusCode>>,
     refused: std::sync::atomic::AtomicUsize,
+    /// Callbacks still to be taken (recorded) and then left unanswered:
+    /// the connection is dropped, as when an answer is lost on the way.
+    lose_answers: std::sync::atomic::AtomicUsize,
 }
 
 impl Pbx {
@@ -65,6 +68,25 @@ async fn pbx() -> (String, Arc<Pbx>) {
         headers: HeaderMap,
         Json(body): Json<Value>,
     ) -> axum::http::StatusCode {
+        let lose = pbx
+            .lose_answers
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if lose {
+            let key = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            pbx.dials.lock().unwrap().push((key, body));
+            // Ends the connection's task: the connection is dropped
+            // without an answer.
+            panic!("the PBX stand-in took the callback and loses its answer");
+        }
         let down = pbx
             .down_for
             .fetch_update(
@@ -663,6 +685,94 @@ async fn calls_are_followed_again_after_a_restart() {
     second.stop().await;
 }
 
+/// A release the PBX took but whose answer was lost may have been carried
+/// out: while the PBX is down the release is asked again (not taken), and
+/// when the call is offered meanwhile, its dial does not name the agent
+/// whose leg may be gone in `transfer_from`.
+#[tokio::test]
+async fn a_release_whose_answer_was_lost_is_not_taken_for_a_connected_call() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "l1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    world.routing.set(contact, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.pbx.lose_answers.store(1, SeqCst);
+    world.pbx.down_for.store(1000, SeqCst);
+    world.routing.set(contact, "waiting", None);
+    let calls = world.dials(2).await;
+    assert_eq!(calls[1].1["action"], "release", "{:?}", calls[1]);
+    // Asked again (answered 503) until the call is offered.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.pbx.down_for.load(SeqCst) == 1000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        world.pbx.down_for.load(SeqCst) < 1000,
+        "the release is asked again"
+    );
+    world.routing.set(contact, "offered", Some("petro"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    world.pbx.down_for.store(0, SeqCst);
+    let calls = world.dials(3).await;
+    assert_eq!(calls[2].1["action"], "dial");
+    assert_eq!(calls[2].1["agent"], "petro");
+    assert!(calls[2].1.get("transfer_from").is_none(), "{:?}", calls[2]);
+    world.dialled_exactly(3).await;
+    world.routing.set(contact, "closed", None);
+    instance.stop().await;
+}
+
+/// An instance that takes a call over from one that stopped (the PBX had
+/// sent its `newCall` to both) starts from what the instance before noted
+/// of whose phone has the call: a transfer from the agent who has it names
+/// her, and once the leader had the PBX release her leg, the next dial
+/// names nobody (this instance had seen her connected, not the release).
+#[tokio::test]
+async fn an_instance_taking_a_call_over_starts_from_the_note() {
+    let world = World::new().await;
+    let first = world.instance(1).await;
+    let second = world.instance(2).await;
+    let contact = world.new_call(&first, "k1").await;
+    assert_eq!(world.new_call(&second, "k1").await, contact);
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    world.routing.set(contact, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.routing.set(contact, "waiting", None);
+    let dials = world.dials(2).await;
+    assert_eq!(dials[1].1["action"], "release", "{:?}", dials[1]);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    first.stop().await;
+    world.routing.set(contact, "offered", Some("petro"));
+    let dials = world.dials(3).await;
+    assert_eq!(dials[2].1["agent"], "petro");
+    assert!(dials[2].1.get("transfer_from").is_none(), "{:?}", dials[2]);
+    world.routing.set(contact, "assigned", Some("petro"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // The same for a call the first instance connected and stopped after.
+    let first = world.instance(3).await;
+    let other = world.new_call(&first, "k2").await;
+    assert_eq!(world.new_call(&second, "k2").await, other);
+    world.routing.set(other, "offered", Some("olha"));
+    let dials = world.dials(4).await;
+    assert_eq!(dials[3].1["callId"], "k2");
+    world.routing.set(other, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    first.stop().await;
+    world.routing.set(other, "offered", Some("petro"));
+    let dials = world.dials(5).await;
+    assert_eq!(dials[4].1["agent"], "petro");
+    assert_eq!(dials[4].1["transfer_from"], "olha", "{:?}", dials[4]);
+    world.dialled_exactly(5).await;
+    world.routing.set(contact, "closed", None);
+    world.routing.set(other, "closed", None);
+    second.stop().await;
+}
+
 /// With `release_after_secs = 0` a connected call waiting in a queue is
 /// left on the agent's phone (a PBX without the release action), and the
 /// next dial transfers from her.
@@ -678,8 +788,8 @@ async fn a_pbx_may_be_never_asked_to_release_a_caller() {
     world.routing.set(contact, "assigned", Some("olha"));
     tokio::time::sleep(Duration::from_millis(700)).await;
     world.routing.set(contact, "waiting", None);
-    // Past the 2 s the other tests release after.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Well past the 5 s default and the 2 s the other tests release after.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     world.dialled_exactly(1).await;
     world.routing.set(contact, "offered", Some("petro"));
     let dials = world.dials(2).await;
