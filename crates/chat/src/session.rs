@@ -535,6 +535,7 @@ impl Conn {
         // No open conversation, but the widget was in one: it closed while
         // the visitor was away. Resumed all the same (when it is theirs),
         // so that the replies before the close, and the close, arrive.
+        let named = last.is_some();
         let last: Option<ConversationId> = last.and_then(|c| c.parse().ok());
         let conv = match (conv, &after, last) {
             (None, Some(_), Some(last)) => match self
@@ -554,11 +555,15 @@ impl Conn {
             },
             (conv, _, _) => conv,
         };
-        // `after` is a place in the conversation the client names: in
+        // `after` is a place in the conversation the client names (a v1
+        // client from before `conversation` names none: the open one). In
         // another one (it closed, and the visitor opened a new one in
-        // another tab) every message is new to this client.
+        // another tab), or in none (a conversation this session attaches
+        // to later), every message is new to this client.
         let after = match (&conv, last) {
+            (None, _) => None,
             (Some((open, _)), Some(last)) if *open != last => None,
+            (Some(_), None) if named => None,
             _ => after,
         };
         // Without an agent who could answer now, a new visitor is offered

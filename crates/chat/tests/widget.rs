@@ -773,6 +773,37 @@ async fn a_resume_in_another_conversation_gets_all_of_the_open_one() {
     );
 }
 
+/// A resume with a cursor but no conversation to resume (none open, none
+/// named): the conversation the visitor then opens is read from its start,
+/// so the agent's reply arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_without_a_conversation_is_not_applied_to_the_next_one() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let mut ws = connect(addr, ORIGIN).await.unwrap();
+    send(
+        &mut ws,
+        json!({"type": "hello", "v": 1, "widget": "shop", "after": "99999999999999-0"}),
+    )
+    .await;
+    let welcome = recv(&mut ws).await;
+    assert_eq!(welcome["conversation"], Value::Null, "{welcome}");
+    let ack = message(&mut ws, "c1", "hello?").await;
+    let conversation = ack["conversation"].as_str().unwrap().to_owned();
+    let contact = contact_of(&w.store, &conversation).await;
+    let answer = reply(&w.store, &contact, "Hello!").await;
+    let got = loop {
+        let m = recv_type(&mut ws, "message").await;
+        if m["from"] == "agent" {
+            break m;
+        }
+    };
+    assert_eq!(
+        (got["seq"].as_str(), got["text"].as_str()),
+        (Some(answer.as_str()), Some("Hello!"))
+    );
+}
+
 /// A reply whose frame would not fit the socket's write buffer (control
 /// characters escape to six bytes each) goes out cut, and what follows
 /// still arrives: it used to end the socket, and every resume stopped at

@@ -78,7 +78,8 @@ pub struct CtiConfig {
     /// How long a connected call may wait in a queue (transferred to a
     /// queue with nobody free, requeued) before the PBX is asked to take
     /// the caller off the agent's phone (`{"action":"release"}`); 0 never
-    /// asks (a PBX without the action). At most 3600.
+    /// asks for such a call (a PBX without the action; a late `answer` is
+    /// still answered with the action). At most 3600.
     #[serde(default = "default_release_after_secs")]
     pub release_after_secs: u64,
 }

@@ -134,6 +134,7 @@ async fn the_size_limit_is_exact_and_of_the_unstuffed_body() {
     let mut s = settings(Protocol::Lmtp);
     s.max_message_bytes = 20_000;
     s.budget = crate::listen::ListenerSettings::budget(24 * 1024);
+    let budget = s.budget.clone();
     let server = start(s, sink.clone()).await;
     // 20 lines of 1,000 bytes once unstuffed (1,001 on the wire); the
     // last one a byte longer for one byte over.
@@ -166,7 +167,12 @@ async fn the_size_limit_is_exact_and_of_the_unstuffed_body() {
     for _ in 0..12 {
         first.send(&format!("{}\r\n", "x".repeat(998))).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the listener has read them (12 of the 24 KiB permits taken).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while budget.available_permits() > 12 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(budget.available_permits(), 12);
     assert_eq!(
         body(&mut c, false).await,
         "452 4.3.1 Error: insufficient system storage, try again later",
