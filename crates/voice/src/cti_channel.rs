@@ -715,8 +715,11 @@ const RING_RETRY_MAX: Duration = Duration::from_secs(5);
 /// crash) follows every call again, connected ones included, without
 /// waiting for the PBX to repeat its `newCall`.
 const CALLS: &str = "calls";
-/// How often an instance looks in [`CALLS`] for calls nobody follows here.
-const RESUME_EVERY: Duration = Duration::from_secs(30);
+/// How often an instance looks in [`CALLS`] for calls nobody follows here
+/// (one `HGETALL` of the calls in progress): a call begun on another
+/// instance that stops is followed here within this (or the lease's lapse
+/// after a crash).
+const RESUME_EVERY: Duration = Duration::from_secs(5);
 /// A call followed again from [`CALLS`] that routing does not show within
 /// this long is taken out of it (its contact was deleted). Long enough for
 /// routing's hand-off to catch up after an outage.

@@ -799,6 +799,29 @@ async fn a_pbx_may_be_never_asked_to_release_a_caller() {
     instance.stop().await;
 }
 
+/// A call that began on another instance after this one started is
+/// followed from the registry within seconds: when that instance stops,
+/// this one dials its offer (it took up to 30 s).
+#[tokio::test]
+async fn a_call_begun_on_another_instance_is_followed_within_seconds() {
+    let world = World::new().await;
+    let second = world.instance(2).await;
+    // Its look at the registry at its start is over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = world.instance(1).await;
+    let contact = world.new_call(&first, "b1").await;
+    world.routing.set(contact, "waiting", None);
+    first.stop().await;
+    world.routing.set(contact, "offered", Some("olha"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dials = world.dials(1).await;
+    assert_eq!(dials[0].1["callId"], "b1");
+    assert_eq!(dials[0].1["agent"], "olha");
+    world.dialled_exactly(1).await;
+    world.routing.set(contact, "closed", None);
+    second.stop().await;
+}
+
 /// The PBX repeating its `newCall` while the call waits starts no second
 /// dispatcher: each offer is dialled once.
 #[tokio::test]
