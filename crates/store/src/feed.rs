@@ -368,13 +368,14 @@ impl EventFeed {
             .unwrap_or_else(|| stream_id_ms(&entry.id));
         let keys = self.store.keys();
         let p = contact.partition();
+        let id = format!("{contact}:{short}:{n}");
         let mut invocation = MOVE.prepare_invoke();
         invocation
-            .key(keys.feed_seen(p, &n))
+            .key(keys.feed_seen(p, &id))
             .key(keys.feed(p))
             .key(keys.contact(&contact))
             .arg(kind)
-            .arg(format!("{contact}:{short}:{n}"))
+            .arg(&id)
             .arg(contact.to_string())
             .arg(at)
             .arg(field(entry, "agent").unwrap_or_default())

@@ -185,10 +185,14 @@ impl KeySpace {
         format!("{}:feed", self.tag(p))
     }
 
-    /// Marks a routing event (by its number) as copied into the partition's
-    /// feed, so that it is copied once.
-    pub fn feed_seen(&self, p: Partition, n: &str) -> String {
-        format!("{}:hookseen:{n}", self.tag(p))
+    /// Marks a routing event (by its webhook event id,
+    /// `<contact>:<kind>:<n>`) as copied into the partition's feed, so that
+    /// it is copied once. Not by its number alone: routing's numbering may
+    /// start again (its counter deleted, or rolled back by a failover of
+    /// the routing node), and another contact's event of a number seen
+    /// before was then taken for a copy and never sent.
+    pub fn feed_seen(&self, p: Partition, event_id: &str) -> String {
+        format!("{}:hookseen:{event_id}", self.tag(p))
     }
 
     /// Who delivers webhook `name` from the partition's feed (a lease).
@@ -284,7 +288,7 @@ mod tests {
             ks.conversation_log(&conv),
             ks.routing(p),
             ks.feed(p),
-            ks.feed_seen(p, "7"),
+            ks.feed_seen(p, &format!("{contact}:closed:7")),
             ks.feed_holder(p, "crm"),
         ] {
             assert!(key.starts_with(&tag), "{key} outside {tag}");

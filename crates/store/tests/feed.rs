@@ -383,6 +383,29 @@ async fn the_mover_copies_each_routing_event_once_in_order() {
     let moved = feed.move_routing_events(100).await.unwrap();
     assert_eq!((moved.copied, moved.already), (0, 1));
     assert_eq!(feed_of(&store, a.partition()).await.len(), 2);
+
+    // Routing's numbering started again (its counter deleted, or rolled
+    // back by a failover): another contact's event of a number copied
+    // before is copied all the same. It was taken for a copy and dropped.
+    let c = ContactId::new(Partition(2));
+    routing_event(&redis, "assigned", &c, 10).await;
+    routing_event(&redis, "closed", &c, 14).await;
+    let moved = feed.move_routing_events(100).await.unwrap();
+    assert_eq!((moved.copied, moved.already), (2, 0));
+    let ids: Vec<String> = feed_of(&store, c.partition())
+        .await
+        .iter()
+        .filter_map(|e| e.get("id").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("{a}:assigned:10"),
+            format!("{a}:closed:14"),
+            format!("{c}:assigned:10"),
+            format!("{c}:closed:14")
+        ]
+    );
 }
 
 #[tokio::test]

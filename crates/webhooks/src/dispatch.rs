@@ -429,6 +429,13 @@ impl Worker {
                     }
                 },
             };
+            // Reading a closed contact's transcript may take seconds (a
+            // Redis slow to answer): the lease is made sure of again, or
+            // another instance that took it over meanwhile and sent later
+            // events would see this one arrive after them.
+            if renewed.elapsed() >= RENEW_EVERY && !self.keep(renewed).await {
+                return Handled::LeaseLost;
+            }
             attempt += 1;
             let started = Instant::now();
             let outcome = tokio::select! {

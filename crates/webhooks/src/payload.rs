@@ -61,31 +61,35 @@ pub async fn load(conversations: &Conversations, event: &Event) -> Result<Facts,
             // What the body will keep, counted as it is read: reading on
             // past it held up to 10,000 whole entries (mails of 64 KiB) in
             // memory for a body of 1 MiB of text.
-            let (mut messages, mut text_bytes) = (0usize, 0usize);
+            // Only the messages are kept: notes and automatic entries (an
+            // out-of-office mail of 64 KiB) are left out of the body anyway.
+            let (mut messages, mut text_bytes, mut read) = (0usize, 0usize, 0usize);
             'pages: loop {
                 let page = conversations.transcript(&conv, &after, PAGE).await?;
                 let full = page.len() == PAGE;
                 if let Some(last) = page.last() {
                     after = last.seq.clone();
                 }
+                read += page.len();
                 for entry in page {
-                    if entry.dir == "in" || entry.dir == "out" {
-                        let bytes = entry_text(&entry.msg).len();
-                        if messages >= MAX_TRANSCRIPT_MESSAGES
-                            || text_bytes + bytes > MAX_TRANSCRIPT_TEXT_BYTES
-                        {
-                            facts.log_truncated = true;
-                            break 'pages;
-                        }
-                        messages += 1;
-                        text_bytes += bytes;
+                    if entry.dir != "in" && entry.dir != "out" {
+                        continue;
                     }
+                    let bytes = entry_text(&entry.msg).len();
+                    if messages >= MAX_TRANSCRIPT_MESSAGES
+                        || text_bytes + bytes > MAX_TRANSCRIPT_TEXT_BYTES
+                    {
+                        facts.log_truncated = true;
+                        break 'pages;
+                    }
+                    messages += 1;
+                    text_bytes += bytes;
                     facts.transcript.push(entry);
                 }
                 if !full {
                     break;
                 }
-                if facts.transcript.len() >= MAX_LOG_ENTRIES {
+                if read >= MAX_LOG_ENTRIES {
                     // More only if there is another entry.
                     facts.log_truncated =
                         !conversations.transcript(&conv, &after, 1).await?.is_empty();
@@ -150,7 +154,10 @@ pub fn body(event: &Event, facts: &Facts) -> Value {
                 "outcome".into(),
                 json!(event.outcome.as_deref().unwrap_or("closed")),
             );
-            let mut truncated = facts.log_truncated;
+            // Without the contact's data (the records' retention removed
+            // it before the event was delivered) the transcript is not
+            // known to be whole.
+            let mut truncated = facts.log_truncated || facts.contact.is_none();
             let mut transcript: Vec<Value> = Vec::new();
             let mut text_bytes = 0;
             for e in facts

@@ -73,3 +73,77 @@ async fn a_closed_contact_reads_no_more_than_its_body_keeps() {
             .starts_with("00015 ")
     );
 }
+
+/// Notes are read past, not kept: a conversation of 50 notes of 60,000
+/// bytes and two messages holds the two messages (the body drops notes),
+/// and a closed contact whose data is gone says its transcript may be cut.
+#[tokio::test]
+async fn a_closed_contact_keeps_only_its_messages() {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 1)).unwrap();
+    let intake = RedisIntake::new(
+        store.clone(),
+        IntakeSettings {
+            dedupe_window: Duration::from_secs(3600),
+            limits: Default::default(),
+        },
+    );
+    let conversations = Conversations::new(store.clone());
+    let submit = |n: u32| InboundEvent {
+        channel: ChannelKind::Chat,
+        source: "site".into(),
+        address: "widget".into(),
+        customer: CustomerIdentity::new("visitor", "v1").unwrap(),
+        customer_name: None,
+        provider_message_id: Some(format!("m-{n}")),
+        subject: None,
+        text: format!("message {n}"),
+        language: None,
+        attributes: Default::default(),
+        sent_at: None,
+        new_contact: false,
+        media: Vec::new(),
+    };
+    let first = intake.submit_event(submit(1)).await.unwrap();
+    for _ in 0..50 {
+        conversations
+            .note(
+                &first.conversation_id,
+                &first.contact_id,
+                "olena",
+                &"n".repeat(60_000),
+            )
+            .await
+            .unwrap();
+    }
+    intake.submit_event(submit(2)).await.unwrap();
+    let mut event = Event {
+        id: "closed-1".into(),
+        kind: EventType::ContactClosed,
+        contact: first.contact_id,
+        conversation: None,
+        at: Timestamp::now().as_millis(),
+        seq: None,
+        dir: None,
+        agent: Some("olena".into()),
+        channel: Some("chat".into()),
+        disposition: Some("done".into()),
+        outcome: Some("closed".into()),
+    };
+    let facts = payload::load(&conversations, &event).await.unwrap();
+    let texts: Vec<&str> = facts.transcript.iter().map(|e| e.dir.as_str()).collect();
+    assert_eq!(texts, ["in", "in"]);
+    let body = payload::body(&event, &facts);
+    assert_eq!(body["transcript_truncated"], false);
+    assert_eq!(body["transcript"].as_array().unwrap().len(), 2);
+
+    // The contact's data removed (past the records' retention) before the
+    // event was delivered: an empty transcript, said to be cut.
+    event.contact = switchboard_core::ContactId::new(first.contact_id.partition());
+    event.conversation = Some(first.conversation_id);
+    let mut gone = payload::load(&conversations, &event).await.unwrap();
+    assert!(gone.contact.is_none());
+    gone.transcript.clear();
+    let body = payload::body(&event, &gone);
+    assert_eq!(body["transcript_truncated"], true);
+}

@@ -1,5 +1,5 @@
 -- Copies one routing event (from `<prefix>:{r}:hooks`) into the event feed
--- of its contact's partition, once: the mark `hookseen:<n>` says it was
+-- of its contact's partition, once: the mark `hookseen:<event id>` says it was
 -- copied, so a second copy (a mover that died before deleting the routing
 -- entry, or an agent's reply that moved it first) does nothing.
 -- All keys share the partition's hash tag.
