@@ -601,7 +601,40 @@ async fn every_corpus_delivery_has_its_documented_outcome() {
         .await
         .unwrap();
     assert_eq!(reply.status, 400, "{}", reply.body);
-    let huge = vec![b' '; 2 * 1024 * 1024];
+    // A batch of 1.6 MB (400 messages of 4,000 bytes) is taken whole: the
+    // default limit was 1 MiB, and Meta's payloads reach 3 MB.
+    let items: Vec<String> = (0..400)
+        .map(|i| {
+            format!(
+                r#"{{"sender":{{"id":"72000000000{i:05}"}},"recipient":{{"id":"105550001"}},"timestamp":1764100000000,"message":{{"mid":"m_big_{i}","text":"{}"}}}}"#,
+                "b".repeat(4000)
+            )
+        })
+        .collect();
+    let big = format!(
+        r#"{{"object":"page","entry":[{{"id":"105550001","time":1,"messaging":[{}]}}]}}"#,
+        items.join(",")
+    )
+    .into_bytes();
+    assert!(big.len() > 1_600_000, "{}", big.len());
+    let before = snapshot(&redis.url()).await;
+    let reply = http
+        .post(
+            &format!("{base}/channels/meta/webhook"),
+            &[("x-hub-signature-256", sig(&big).as_str())],
+            big,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let after = snapshot(&redis.url()).await;
+    let stored = after
+        .inbound()
+        .into_iter()
+        .filter(|m| !before.inbound().contains(m))
+        .count();
+    assert_eq!(stored, 400);
+    let huge = vec![b' '; 4 * 1024 * 1024];
     let reply = http
         .post(
             &format!("{base}/channels/meta/webhook"),

@@ -324,6 +324,8 @@ async fn shutdown_hands_waiting_replies_back_and_the_next_instance_delivers_them
 
 #[tokio::test]
 async fn gives_up_after_max_attempts_and_fails_replies_without_a_sender() {
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
     let redis = RedisServer::start();
     let store = store_for(&redis);
     let provider = StandIn::start(Kind::Graph).await;
@@ -358,5 +360,12 @@ async fn gives_up_after_max_attempts_and_fails_replies_without_a_sender() {
                "reason": "Not sent: no messenger account \"999\" is configured to reply from."})
     );
     assert!(provider.requests_for("stray").is_empty());
+    // Counted as a failure to send, as every permanent failure is.
+    assert_eq!(
+        counters.get("switchboard_social_send_failures_total{kind=unroutable,platform=messenger}"),
+        1,
+        "{}",
+        counters.dump()
+    );
     running.stop().await;
 }

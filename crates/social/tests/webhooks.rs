@@ -575,3 +575,30 @@ async fn a_receipt_for_an_account_that_is_not_configured_is_skipped() {
         counters.dump()
     );
 }
+
+/// Printed, a generic bridge's configuration and its sender show neither
+/// the secret nor a token in the reply URL (a bridge may take one there).
+#[test]
+fn printed_configurations_hide_the_reply_urls_token() {
+    let config = GenericConfig {
+        name: "inhouse".into(),
+        secret: secret(BRIDGE_SECRET),
+        tolerance_secs: 300,
+        reply_url: Some("https://bridge:pa55@bridge.example/replies?token=s3cret12".into()),
+        max_body_bytes: 1024 * 1024,
+    };
+    let send = switchboard_social::send::SendConfig {
+        url: config.reply_url.clone(),
+        ..switchboard_social::send::SendConfig::new(
+            switchboard_social::Platform::Generic,
+            "",
+            secret(BRIDGE_SECRET).resolve().expect("an inline secret"),
+        )
+    };
+    for shown in [format!("{config:?}"), format!("{send:?}")] {
+        for hidden in [BRIDGE_SECRET, "pa55", "s3cret12"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        assert!(shown.contains("bridge.example/replies"), "{shown}");
+    }
+}

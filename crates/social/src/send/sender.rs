@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 /// How to reach one account's send API. Plain values: the adapter's
 /// configuration resolves secrets and fills this in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SendConfig {
     /// Which API: Messenger, Instagram and WhatsApp use the Graph API,
     /// Telegram the Bot API, Generic our signed webhook.
@@ -38,6 +38,33 @@ pub struct SendConfig {
     /// last message (the app needs Meta's Human Agent permission). Otherwise
     /// replies are `RESPONSE`s, accepted within 24 hours.
     pub human_agent_tag: bool,
+}
+
+/// Without the URL's password and query values (a generic bridge may take
+/// its token there).
+impl std::fmt::Debug for SendConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named: a new one fails to compile until shown here.
+        let SendConfig {
+            platform,
+            account,
+            url,
+            secret,
+            timeout,
+            human_agent_tag,
+        } = self;
+        f.debug_struct("SendConfig")
+            .field("platform", platform)
+            .field("account", account)
+            .field(
+                "url",
+                &url.as_deref().map(switchboard_channel::net::redact_url_all),
+            )
+            .field("secret", secret)
+            .field("timeout", timeout)
+            .field("human_agent_tag", human_agent_tag)
+            .finish()
+    }
 }
 
 impl SendConfig {

@@ -11,7 +11,7 @@
 //! is listed under `accounts` with a name and its access token (for
 //! replies); it is the `address` of its contacts, which routing rules match.
 
-use super::{OnInvalid, Refusal, Replies, Webhook, config_error, default_max_body, header};
+use super::{OnInvalid, Refusal, Replies, Webhook, config_error, default_meta_max_body, header};
 use crate::Platform;
 use crate::send::SendConfig;
 use crate::verify::{META_SIGNATURE_HEADER, verify_meta_signature};
@@ -42,7 +42,7 @@ pub struct MetaConfig {
     /// The Graph API base URL replies are sent to.
     #[serde(default = "default_graph_url")]
     pub graph_url: String,
-    #[serde(default = "default_max_body")]
+    #[serde(default = "default_meta_max_body")]
     pub max_body_bytes: usize,
     /// The pages, Instagram accounts and WhatsApp phone numbers served.
     pub accounts: Vec<MetaAccount>,

@@ -49,10 +49,18 @@ use switchboard_core::{
 };
 use tracing::{debug, info, warn};
 
-/// The default largest delivery accepted, in bytes (Meta batches up to 1000
-/// events; Telegram sends one update per request).
+/// The default largest delivery accepted, in bytes (Telegram sends one
+/// update per request; the generic format is ours).
 pub(crate) fn default_max_body() -> usize {
     1024 * 1024
+}
+
+/// The default largest Meta delivery accepted: Meta batches up to 1,000
+/// events and documents WhatsApp webhook payloads of up to 3 MB. A larger
+/// one is refused (413), and Meta would send it again for days, every
+/// message in it lost.
+pub(crate) fn default_meta_max_body() -> usize {
+    3 * 1024 * 1024
 }
 
 /// What every webhook handler needs.
@@ -266,7 +274,11 @@ impl Webhook {
         match item {
             SocialItem::Message(m) => {
                 if !self.known(m.account.as_deref()) {
-                    warn!(source = %self.name, account = ?m.account, "A message for an account that is not configured was skipped.");
+                    // Another app's number on the same webhook sends these
+                    // all the time: counted each, logged once a minute.
+                    static UNKNOWN_ACCOUNTS: LogThrottle =
+                        LogThrottle::new(std::time::Duration::from_secs(60));
+                    switchboard_channel::warn_throttled!(UNKNOWN_ACCOUNTS, source = %self.name, account = ?m.account, "A message for an account that is not configured was skipped (logged at most once a minute; counted in switchboard_social_items_total).");
                     return Ok("unknown_account");
                 }
                 let id = m.provider_message_id.clone();
@@ -302,7 +314,9 @@ impl Webhook {
     /// new text is stored as a message, so the customer's words are not lost.
     async fn store_edit(&self, edit: MessageEdit) -> Result<&'static str, Refusal> {
         if !self.known(edit.account.as_deref()) {
-            warn!(source = %self.name, account = ?edit.account, "An edit for an account that is not configured was skipped.");
+            static UNKNOWN_ACCOUNTS: LogThrottle =
+                LogThrottle::new(std::time::Duration::from_secs(60));
+            switchboard_channel::warn_throttled!(UNKNOWN_ACCOUNTS, source = %self.name, account = ?edit.account, "An edit for an account that is not configured was skipped (logged at most once a minute; counted).");
             return Ok("unknown_account");
         }
         let update_id = edit_id(&edit);

@@ -100,7 +100,20 @@ pub(super) async fn send(
             Ok(sender) => sender.send_until(msg, &mut progress, Some(deadline)).await,
             Err(unroutable) => {
                 tracing::error!(reason = %unroutable, "A reply has no sender.");
-                SendOutcome::failed(FailureKind::Unroutable, None, unroutable.to_string())
+                let refusal =
+                    SendOutcome::failed(FailureKind::Unroutable, None, unroutable.to_string());
+                match crate::send::platform_of(&msg.to.scheme) {
+                    Some(platform) => {
+                        crate::send::http::record(platform, std::time::Instant::now(), &refusal);
+                    }
+                    // No platform to name: counted as failed all the same.
+                    None => {
+                        metrics::counter!("switchboard_social_send_failures_total",
+                            "platform" => "unknown", "kind" => FailureKind::Unroutable.as_str())
+                        .increment(1);
+                    }
+                }
+                refusal
             }
         };
         if let Some(final_outcome) = outcome.to_delivery_outcome(&progress) {
