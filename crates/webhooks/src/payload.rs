@@ -33,9 +33,9 @@ pub struct Facts {
     pub contact: Option<HashMap<String, String>>,
     /// message.created: the log entry; `None` when gone.
     pub message: Option<LogEntry>,
-    /// contact.closed: the conversation's log (up to `MAX_LOG_ENTRIES`
-    /// entries, and no further than the messages the body keeps; only
-    /// messages to and from the customer are sent).
+    /// contact.closed: the messages to and from the customer in the
+    /// conversation's log (of its first `MAX_LOG_ENTRIES` entries, and no
+    /// more than the body keeps); notes and other entries are left out.
     pub transcript: Vec<LogEntry>,
     /// The log has more entries than were read (or more messages than the
     /// body keeps).

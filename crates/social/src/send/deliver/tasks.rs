@@ -100,20 +100,14 @@ pub(super) async fn send(
             Ok(sender) => sender.send_until(msg, &mut progress, Some(deadline)).await,
             Err(unroutable) => {
                 tracing::error!(reason = %unroutable, "A reply has no sender.");
-                let refusal =
-                    SendOutcome::failed(FailureKind::Unroutable, None, unroutable.to_string());
-                match crate::send::platform_of(&msg.to.scheme) {
-                    Some(platform) => {
-                        crate::send::http::record(platform, std::time::Instant::now(), &refusal);
-                    }
-                    // No platform to name: counted as failed all the same.
-                    None => {
-                        metrics::counter!("switchboard_social_send_failures_total",
-                            "platform" => "unknown", "kind" => FailureKind::Unroutable.as_str())
-                        .increment(1);
-                    }
-                }
-                refusal
+                // Counted as every permanent failure is; no request was
+                // made, so not as a send.
+                let platform =
+                    crate::send::platform_of(&msg.to.scheme).map_or("unknown", |p| p.as_str());
+                metrics::counter!("switchboard_social_send_failures_total",
+                    "platform" => platform, "kind" => FailureKind::Unroutable.as_str())
+                .increment(1);
+                SendOutcome::failed(FailureKind::Unroutable, None, unroutable.to_string())
             }
         };
         if let Some(final_outcome) = outcome.to_delivery_outcome(&progress) {
