@@ -709,17 +709,23 @@ async fn a_resend_into_a_closed_conversation_leaves_other_tabs_on_the_open_one()
     let moved = collect(&mut tab2, "closed", Duration::from_millis(1500)).await;
     assert!(moved.is_empty(), "{moved:?}");
 
-    let contact = contact_of(&w.store, &open).await;
-    let seq = reply(&w.store, &contact, "Of course").await;
+    reply_arrives(&w, &mut tab2, &open, "Of course").await;
+}
+
+/// The agent replies `text` to the contact of `conversation`; the reply
+/// arrives on `ws` as the agent's message, with its seq.
+async fn reply_arrives(w: &World, ws: &mut Ws, conversation: &str, text: &str) {
+    let contact = contact_of(&w.store, conversation).await;
+    let seq = reply(&w.store, &contact, text).await;
     let got = loop {
-        let m = recv_type(&mut tab2, "message").await;
+        let m = recv_type(ws, "message").await;
         if m["from"] == "agent" {
             break m;
         }
     };
     assert_eq!(
         (got["seq"].as_str(), got["text"].as_str()),
-        (Some(seq.as_str()), Some("Of course"))
+        (Some(seq.as_str()), Some(text))
     );
 }
 
@@ -790,18 +796,7 @@ async fn a_cursor_without_a_conversation_is_not_applied_to_the_next_one() {
     assert_eq!(welcome["conversation"], Value::Null, "{welcome}");
     let ack = message(&mut ws, "c1", "hello?").await;
     let conversation = ack["conversation"].as_str().unwrap().to_owned();
-    let contact = contact_of(&w.store, &conversation).await;
-    let answer = reply(&w.store, &contact, "Hello!").await;
-    let got = loop {
-        let m = recv_type(&mut ws, "message").await;
-        if m["from"] == "agent" {
-            break m;
-        }
-    };
-    assert_eq!(
-        (got["seq"].as_str(), got["text"].as_str()),
-        (Some(answer.as_str()), Some("Hello!"))
-    );
+    reply_arrives(&w, &mut ws, &conversation, "Hello!").await;
 }
 
 /// A reply whose frame would not fit the socket's write buffer (control
@@ -1184,7 +1179,6 @@ async fn a_reply_reaches_a_visitor_connected_to_another_instance() {
     hello(&mut ws, None, None).await;
     let ack = message(&mut ws, "c1", "anyone?").await;
     let conversation = ack["conversation"].as_str().unwrap().to_owned();
-    let contact = contact_of(&w.store, &conversation).await;
     // The waiting visitor learns their place.
     let queue = recv_type(&mut ws, "queue").await;
     assert_eq!(queue["position"], 3);
@@ -1192,15 +1186,7 @@ async fn a_reply_reaches_a_visitor_connected_to_another_instance() {
 
     // The agent works on another instance: their reply is logged there
     // and the doorbell goes through Redis.
-    let seq = reply(&w.store, &contact, "yes, here").await;
-    let m = loop {
-        let m = recv_type(&mut ws, "message").await;
-        if m["from"] == "agent" {
-            break m;
-        }
-    };
-    assert_eq!(m["seq"], seq.as_str());
-    assert_eq!(m["text"], "yes, here");
+    reply_arrives(&w, &mut ws, &conversation, "yes, here").await;
 }
 
 /// A tab on another instance follows the conversation the visitor starts

@@ -9,12 +9,8 @@ use switchboard_testkit::RedisServer;
 use switchboard_webhooks::payload::{self, MAX_TRANSCRIPT_TEXT_BYTES};
 use switchboard_webhooks::{Event, EventType};
 
-/// 40 mails of 64,000 bytes (2.4 MiB of text) in one conversation: the
-/// facts hold the first 16 (all that fit in 1 MiB of text), not all 40,
-/// and the body says the transcript is cut.
-#[tokio::test]
-async fn a_closed_contact_reads_no_more_than_its_body_keeps() {
-    let redis = RedisServer::start();
+/// A store on `redis`, and its intake.
+fn store_and_intake(redis: &RedisServer) -> (Store, RedisIntake) {
     let store = Store::new(StoreConfig::local(redis.url(), 1)).unwrap();
     let intake = RedisIntake::new(
         store.clone(),
@@ -23,6 +19,33 @@ async fn a_closed_contact_reads_no_more_than_its_body_keeps() {
             limits: Default::default(),
         },
     );
+    (store, intake)
+}
+
+/// The `contact.closed` event of `contact`, closed by olena.
+fn closed(contact: switchboard_core::ContactId, channel: &str) -> Event {
+    Event {
+        id: "closed-1".into(),
+        kind: EventType::ContactClosed,
+        contact,
+        conversation: None,
+        at: Timestamp::now().as_millis(),
+        seq: None,
+        dir: None,
+        agent: Some("olena".into()),
+        channel: Some(channel.into()),
+        disposition: Some("done".into()),
+        outcome: Some("closed".into()),
+    }
+}
+
+/// 40 mails of 64,000 bytes (2.4 MiB of text) in one conversation: the
+/// facts hold the first 16 (all that fit in 1 MiB of text), not all 40,
+/// and the body says the transcript is cut.
+#[tokio::test]
+async fn a_closed_contact_reads_no_more_than_its_body_keeps() {
+    let redis = RedisServer::start();
+    let (store, intake) = store_and_intake(&redis);
     let mut contact = None;
     for n in 0..40 {
         let receipt = intake
@@ -45,19 +68,7 @@ async fn a_closed_contact_reads_no_more_than_its_body_keeps() {
             .unwrap();
         contact.get_or_insert(receipt.contact_id);
     }
-    let event = Event {
-        id: "closed-1".into(),
-        kind: EventType::ContactClosed,
-        contact: contact.unwrap(),
-        conversation: None,
-        at: Timestamp::now().as_millis(),
-        seq: None,
-        dir: None,
-        agent: Some("olena".into()),
-        channel: Some("email".into()),
-        disposition: Some("done".into()),
-        outcome: Some("closed".into()),
-    };
+    let event = closed(contact.unwrap(), "email");
     let facts = payload::load(&Conversations::new(store.clone()), &event)
         .await
         .unwrap();
@@ -80,14 +91,7 @@ async fn a_closed_contact_reads_no_more_than_its_body_keeps() {
 #[tokio::test]
 async fn a_closed_contact_keeps_only_its_messages() {
     let redis = RedisServer::start();
-    let store = Store::new(StoreConfig::local(redis.url(), 1)).unwrap();
-    let intake = RedisIntake::new(
-        store.clone(),
-        IntakeSettings {
-            dedupe_window: Duration::from_secs(3600),
-            limits: Default::default(),
-        },
-    );
+    let (store, intake) = store_and_intake(&redis);
     let conversations = Conversations::new(store.clone());
     let submit = |n: u32| InboundEvent {
         channel: ChannelKind::Chat,
@@ -117,19 +121,7 @@ async fn a_closed_contact_keeps_only_its_messages() {
             .unwrap();
     }
     intake.submit_event(submit(2)).await.unwrap();
-    let mut event = Event {
-        id: "closed-1".into(),
-        kind: EventType::ContactClosed,
-        contact: first.contact_id,
-        conversation: None,
-        at: Timestamp::now().as_millis(),
-        seq: None,
-        dir: None,
-        agent: Some("olena".into()),
-        channel: Some("chat".into()),
-        disposition: Some("done".into()),
-        outcome: Some("closed".into()),
-    };
+    let mut event = closed(first.contact_id, "chat");
     let facts = payload::load(&conversations, &event).await.unwrap();
     let texts: Vec<&str> = facts.transcript.iter().map(|e| e.dir.as_str()).collect();
     assert_eq!(texts, ["in", "in"]);
