@@ -2260,6 +2260,40 @@ async fn failed_sign_ins_are_limited_per_address_and_changes_per_token() {
     let held = replies.iter().filter(|r| r.status == 429).count();
     assert_eq!((looked_up, held), (5, 7), "{replies:?}");
 
+    // A guess answered without being looked at (an unknown path's 404, a
+    // websocket route asked without an upgrade) is not a token that signed
+    // in: it used to be taken for one, and passed the address's allowance.
+    let primer = "203.0.113.70";
+    for n in 0..12 {
+        let auth = format!("Bearer prime-{n}-0123456789abcdef");
+        let url = if n % 2 == 0 {
+            format!("{base}/api/v1/nothing")
+        } else {
+            format!("{base}/api/v1/ws?ticket=x")
+        };
+        let reply = http
+            .call_with(
+                "GET",
+                &url,
+                &[("authorization", &auth), ("x-forwarded-for", primer)],
+                "",
+            )
+            .await
+            .unwrap();
+        assert!(matches!(reply.status, 404 | 426), "{n}: {}", reply.status);
+    }
+    let mut statuses = Vec::new();
+    for n in 0..12 {
+        statuses.push(
+            from(primer, &format!("prime-{n}-0123456789abcdef"))
+                .await
+                .status,
+        );
+    }
+    let looked_up = statuses.iter().filter(|s| **s == 401).count();
+    let held = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((looked_up, held), (5, 7), "{statuses:?}");
+
     // Ten changes a minute per token: the eleventh is refused, reads go on,
     // and another agent's token has its own allowance.
     // (Petro spent one above.)
@@ -2278,7 +2312,7 @@ async fn failed_sign_ins_are_limited_per_address_and_changes_per_token() {
     assert_eq!(from(office, OLENA).await.status, 200);
 
     let metrics = metrics_text(&base).await;
-    for (reason, n) in [("failed_sign_ins", 9), ("writes", 1)] {
+    for (reason, n) in [("failed_sign_ins", 16), ("writes", 1)] {
         assert!(
             metrics.contains(&format!(
                 r#"switchboard_agent_api_throttled_total{{reason="{reason}"}} {n}"#

@@ -316,7 +316,18 @@ impl Http {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Result<Reply, String> {
-        let mut request = hyper::Request::post(url);
+        self.call_with("POST", url, headers, body).await
+    }
+
+    /// Sends `method` with a raw body and the given headers.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
+        let mut request = hyper::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

@@ -44,7 +44,8 @@ const KNOWN_GOOD_MAX: usize = 10_000;
 pub(crate) struct Guard {
     failures: PerKey<IpAddr>,
     writes: PerKey<String>,
-    /// Digests of tokens answered other than `401` lately, with when.
+    /// Digests of tokens that signed in lately (`crate::http::caller`),
+    /// with when.
     good: Mutex<HashMap<String, Instant>>,
 }
 
@@ -63,7 +64,12 @@ impl Guard {
             .is_some_and(|at| now.saturating_duration_since(*at) < KNOWN_GOOD)
     }
 
-    fn signed_in(&self, digest: String, now: Instant) {
+    /// Notes a token that signed in (its caller was authenticated):
+    /// it passes a refused address for [`KNOWN_GOOD`]. Only there: an
+    /// answer's status says nothing of the token when the route never
+    /// looked at it (a 404 of an unknown path, a 405, a websocket route
+    /// asked without an upgrade), and any guess would pass that way.
+    pub(crate) fn signed_in(&self, digest: String, now: Instant) {
         let mut good = self.good.lock().unwrap_or_else(|e| e.into_inner());
         if good.len() >= KNOWN_GOOD_MAX && !good.contains_key(&digest) {
             good.retain(|_, at| now.saturating_duration_since(*at) < KNOWN_GOOD);
@@ -173,13 +179,6 @@ pub(crate) async fn guard(
         }
         Some(ip) if !failed && charged.is_some() => guard.failures.give_back(&ip),
         _ => {}
-    }
-    // A token answered anything but 401 (or a failure of ours) is good.
-    if !failed
-        && !response.status().is_server_error()
-        && let Credential::Token(digest) = credential
-    {
-        guard.signed_in(digest, Instant::now());
     }
     response
 }

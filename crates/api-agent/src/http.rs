@@ -29,16 +29,20 @@ pub async fn caller(
         metrics::counter!("switchboard_agent_api_auth_failures_total").increment(1);
         return Err(ApiError::unauthorized());
     };
-    if let Some(secret) = &inner.supervisor
-        && secret.matches(token.as_bytes())
-    {
-        return Ok(Caller::Supervisor);
-    }
     // Looked up by the token's SHA-256: the time this takes tells nothing
     // about the token.
     let digest = switchboard_router::settings::token_digest(token);
+    if let Some(secret) = &inner.supervisor
+        && secret.matches(token.as_bytes())
+    {
+        inner.guard.signed_in(digest, std::time::Instant::now());
+        return Ok(Caller::Supervisor);
+    }
     match inner.state.agent_by_token(&digest).await? {
-        Some(agent) => Ok(Caller::Agent(agent)),
+        Some(agent) => {
+            inner.guard.signed_in(digest, std::time::Instant::now());
+            Ok(Caller::Agent(agent))
+        }
         None => {
             metrics::counter!("switchboard_agent_api_auth_failures_total").increment(1);
             Err(ApiError::unauthorized())
