@@ -203,6 +203,7 @@ impl Router {
                 now,
                 AFTER_HOURS_DISPOSITION,
                 Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1)),
+                None,
             )
             .await?;
         info!(contact_id = %contact, outcome = %outcome, "Contact closed outside business hours.");
@@ -250,6 +251,10 @@ pub(crate) fn opening(queue: &Queue, now: u64) -> Opening<'_> {
 /// longer waiting (the hand-off ended it already). Returns what happened,
 /// for the routing record, and whether the end failed (to be tried again:
 /// [`retry_close_after_hours`]), or `None` when nothing was done.
+///
+/// `token` is the leader's lease token: a leader that lost the lease (it
+/// was paused, and may have missed the contact's transfer to an open
+/// queue) neither answers nor ends the contact.
 pub(crate) async fn close_after_hours(
     state: &RoutingState,
     plan: &Plan,
@@ -257,6 +262,7 @@ pub(crate) async fn close_after_hours(
     queue_ix: usize,
     now: u64,
     retention: Duration,
+    token: &str,
 ) -> Option<(String, bool)> {
     let queue = &plan.queues[queue_ix];
     let read = async {
@@ -264,7 +270,8 @@ pub(crate) async fn close_after_hours(
             .route_record(contact)
             .await?
             .is_some_and(|r| r.state == "waiting");
-        Ok::<_, StoreError>((waiting, state.contact_fields(contact).await?))
+        let leading = state.leader().await?.as_deref() == Some(token);
+        Ok::<_, StoreError>((waiting && leading, state.contact_fields(contact).await?))
     };
     let fields = match read.await {
         Ok((true, f)) => f,
@@ -317,7 +324,13 @@ pub(crate) async fn close_after_hours(
         }
     };
     let (ended, failed) = match state
-        .end_if_waiting(contact, now, AFTER_HOURS_DISPOSITION, retention)
+        .end_if_waiting(
+            contact,
+            now,
+            AFTER_HOURS_DISPOSITION,
+            retention,
+            Some(token),
+        )
         .await
     {
         Ok(outcome) => (outcome, false),
@@ -348,9 +361,16 @@ pub(crate) async fn retry_close_after_hours(
     contact: &ContactId,
     now: u64,
     retention: Duration,
+    token: &str,
 ) -> Result<String, StoreError> {
     state
-        .end_if_waiting(contact, now, AFTER_HOURS_DISPOSITION, retention)
+        .end_if_waiting(
+            contact,
+            now,
+            AFTER_HOURS_DISPOSITION,
+            retention,
+            Some(token),
+        )
         .await
 }
 

@@ -384,7 +384,7 @@ impl Leader {
                 }
                 futures::future::join_all(groups.into_iter().map(|group| async move {
                     for action in group {
-                        self.record_step(action, now).await;
+                        self.record_step(action, now, token).await;
                     }
                 }))
                 .await;
@@ -434,7 +434,7 @@ impl Leader {
                 last_summary = Instant::now();
             }
             if last_sweep.elapsed() >= Duration::from_millis(250) {
-                self.retry_closings(&engine, lost, now).await;
+                self.retry_closings(&engine, lost, now, token).await;
                 self.retry_answers(&engine, lost, now).await;
                 self.sweep(&mut engine, &mut mirror, now).await?;
                 last_sweep = Instant::now();
@@ -587,7 +587,7 @@ impl Leader {
         }
     }
 
-    async fn record_step(&self, action: &StepAction, now: u64) {
+    async fn record_step(&self, action: &StepAction, now: u64, token: &str) {
         let (contact, detail) = match action {
             StepAction::Overflowed {
                 contact,
@@ -646,6 +646,7 @@ impl Leader {
                     *queue,
                     now,
                     retention,
+                    token,
                 )
                 .await
                 else {
@@ -780,7 +781,7 @@ impl Leader {
     /// since), is no longer to be ended: its entry is dropped. One the
     /// engine does not have (routing closed it, and only its conversation
     /// is left to end; or its abandon failed) is tried.
-    async fn retry_closings(&self, engine: &Engine, lost: &AtomicBool, now: u64) {
+    async fn retry_closings(&self, engine: &Engine, lost: &AtomicBool, now: u64, token: &str) {
         let due: Vec<(ContactId, u32)> = match self.closings.lock() {
             Ok(mut closings) => {
                 closings.retain(|c, _| engine.waits_where_closed(c) != Some(false));
@@ -798,9 +799,14 @@ impl Leader {
             if lost.load(Ordering::Relaxed) {
                 return;
             }
-            let result =
-                crate::greeting::retry_close_after_hours(&self.state, &contact, now, retention)
-                    .await;
+            let result = crate::greeting::retry_close_after_hours(
+                &self.state,
+                &contact,
+                now,
+                retention,
+                token,
+            )
+            .await;
             let outcome = match &result {
                 Ok(_) => "done",
                 Err(_) if tries + 1 >= CLOSING_TRIES => "given_up",

@@ -28,6 +28,9 @@ struct Ends<'a> {
     retention: Duration,
     sticky_memory: Duration,
     only_in: &'a str,
+    /// The routing leader's lease token for an end it decided ('' for
+    /// none): refused (`fenced`) once another instance leads.
+    fence: &'a str,
 }
 
 /// How long an ended contact's routing record lives: the retention, and a
@@ -649,6 +652,7 @@ impl RoutingState {
             retention,
             sticky_memory,
             only_in: "",
+            fence: "",
         };
         self.end_contact(contact, now, disposition, wrap_until, ends)
             .await
@@ -664,11 +668,13 @@ impl RoutingState {
         now: u64,
         disposition: &str,
         retention: Duration,
+        fence: Option<&str>,
     ) -> Result<String, StoreError> {
         let ends = Ends {
             retention,
             sticky_memory: Duration::ZERO,
             only_in: "waiting",
+            fence: fence.unwrap_or_default(),
         };
         self.end_contact(contact, now, disposition, 0, ends).await
     }
@@ -693,6 +699,7 @@ impl RoutingState {
             retention,
             sticky_memory,
             only_in: "assigned",
+            fence: "",
         };
         let outcome = self
             .abandon(contact, agent, now, disposition, wrap_until, &ends)
@@ -721,6 +728,7 @@ impl RoutingState {
             .key(k.route("events"))
             .key(k.route_agent(agent))
             .key(k.route_held(agent))
+            .key(k.route("leader"))
             .arg(contact.to_string())
             .arg(agent)
             .arg(now)
@@ -729,7 +737,8 @@ impl RoutingState {
             .arg(record_expiry(ends.retention))
             .arg(EVENTS_MAXLEN)
             .arg(ends.only_in)
-            .arg(ends.sticky_memory.as_secs());
+            .arg(ends.sticky_memory.as_secs())
+            .arg(ends.fence);
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }

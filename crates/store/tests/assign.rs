@@ -995,7 +995,7 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
     assert_eq!(state.offer(&offer(&token, &o, "a1")).await.unwrap(), "ok");
     assert_eq!(
         state
-            .end_if_waiting(&o, NOW + 5, "after_hours", retention)
+            .end_if_waiting(&o, NOW + 5, "after_hours", retention, None)
             .await
             .unwrap(),
         "not_waiting"
@@ -1005,11 +1005,24 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
         "offered"
     );
     assert_eq!(state.agent("a1").await.unwrap().unwrap().1.loads[0], 1);
-    // Still waiting: ended.
+    // Decided by a leader that lost the lease since (it was paused, and
+    // may have missed the contact's transfer to an open queue): refused.
     let w = waiting(&state, ChannelKind::Chat).await;
     assert_eq!(
         state
-            .end_if_waiting(&w, NOW + 6, "after_hours", retention)
+            .end_if_waiting(&w, NOW + 6, "after_hours", retention, Some("0:stale"))
+            .await
+            .unwrap(),
+        "fenced"
+    );
+    assert_eq!(
+        state.route_record(&w).await.unwrap().expect("record").state,
+        "waiting"
+    );
+    // Still waiting, decided by the leader: ended.
+    assert_eq!(
+        state
+            .end_if_waiting(&w, NOW + 6, "after_hours", retention, Some(&token))
             .await
             .unwrap(),
         "abandoned"
@@ -1237,7 +1250,7 @@ async fn a_channel_end_is_refused_when_its_conversation_cannot_be_ended() {
         .unwrap();
     let open = open_of("night");
     let kept = break_open(&mut conn, &open).await;
-    let end_waiting = || state.end_if_waiting(&w.contact_id, NOW + 2, "after_hours", day);
+    let end_waiting = || state.end_if_waiting(&w.contact_id, NOW + 2, "after_hours", day, None);
     assert!(end_waiting().await.is_err());
     mend_open(&mut conn, &open, kept).await;
     assert_eq!(end_waiting().await.unwrap(), "already_closed");

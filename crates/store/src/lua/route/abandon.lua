@@ -18,9 +18,16 @@
 --         end of a call whose hangup was lost)
 -- ARGV[9] sticky memory (s; 0 or '' for none): how long an assigned
 --         contact's customer is remembered for its agent
+-- KEYS[7] the routing lease  ARGV[10] the routing leader's lease token
+--         ('' for none): an end the leader decided (after hours) is
+--         refused once another instance leads, since this one's view of
+--         the contact may be old (paused, it missed a transfer)
 -- Returns 'abandoned', 'closed', 'already_closed', 'not_waiting',
--- 'not_assigned' or 'changed' (the record's agent is not ARGV[2]: read it
--- again and retry).
+-- 'not_assigned', 'fenced' or 'changed' (the record's agent is not
+-- ARGV[2]: read it again and retry).
+if ARGV[10] and ARGV[10] ~= '' and redis.call('GET', KEYS[7]) ~= ARGV[10] then
+  return 'fenced'
+end
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'customer')
 if not c[1] then
   -- Not handed to routing yet (the caller hung up within moments): a
