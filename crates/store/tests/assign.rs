@@ -1713,6 +1713,59 @@ async fn a_lapsed_session_and_a_retirement_end_the_online_time() {
     );
 }
 
+/// A retired agent's socket, still open until its token check closes it,
+/// cannot bring it back: its session and presence changes are refused, and
+/// it gets no offer. It used to be made available again, and offered work.
+#[tokio::test]
+async fn a_retired_agent_cannot_come_back_through_an_open_socket() {
+    let (_redis, state, token) = leading().await;
+    state
+        .upsert_agent(&agent("a2", [1, 0, 0, 0]), "config")
+        .await
+        .unwrap();
+    state
+        .keep_session("a2", "i1", NOW + 3_600_000)
+        .await
+        .unwrap();
+    state
+        .set_presence("a2", Some(("available", "")), None, None)
+        .await
+        .unwrap();
+    assert!(state.retire_agent("a2").await.unwrap());
+    assert_eq!(
+        state
+            .keep_session("a2", "i1", NOW + 3_600_000)
+            .await
+            .unwrap(),
+        "unknown_agent"
+    );
+    assert_eq!(
+        state
+            .set_presence("a2", Some(("available", "")), None, None)
+            .await
+            .unwrap(),
+        "unknown_agent"
+    );
+    let (_, live) = state.agent("a2").await.unwrap().unwrap();
+    assert_eq!(live.presence, "offline");
+    assert!(live.online_until < NOW, "{}", live.online_until);
+    let w = waiting(&state, ChannelKind::Chat).await;
+    assert_ne!(state.offer(&offer(&token, &w, "a2")).await.unwrap(), "ok");
+    // Named by the configuration again: back as before.
+    state
+        .upsert_agent(&agent("a2", [1, 0, 0, 0]), "config")
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .set_presence("a2", Some(("available", "")), Some(NOW + 3_600_000), None)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(state.offer(&offer(&token, &w, "a2")).await.unwrap(), "ok");
+}
+
 /// A transfer to another agent of the same queue is neither a transfer
 /// (sent on to another queue) nor a new offer, and the next agent's accept
 /// is not a second answer: the queue's figures count the contact once.

@@ -14,8 +14,15 @@
 --         online_until becomes the latest live one of all holders, so one
 --         instance's last socket closing does not end a session that
 --         another instance's socket keeps.
--- Returns 'ok', 'unknown_agent' or 'unchanged' (ARGV[7] did not hold).
+-- Returns 'ok', 'unknown_agent' (none, or retired) or 'unchanged' (ARGV[7]
+-- did not hold).
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 'unknown_agent'
+end
+-- Retired (removed from the configuration): its open sockets close at
+-- their next token check; until then they neither bring it back online
+-- nor make it available (it got offers for up to that check).
+if redis.call('HGET', KEYS[1], 'origin') == 'retired' then
   return 'unknown_agent'
 end
 if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'presence') ~= ARGV[7] then
