@@ -685,6 +685,18 @@ async fn a_conversation_closed_while_away_still_delivers_its_last_replies() {
     );
 }
 
+/// A chat closed in one tab, and the visitor going on in a second: (the
+/// first tab, the second, the session token, the closed conversation, the
+/// ack of the second tab's message, which opened a new conversation).
+async fn closed_then_new(w: &World, addr: SocketAddr) -> (Ws, Ws, String, String, Value) {
+    let (tab1, token, first) = closed_chat(w, addr).await;
+    let mut tab2 = connect(addr, ORIGIN).await.unwrap();
+    hello(&mut tab2, Some(&token), None).await;
+    let ack = message(&mut tab2, "c2", "one more thing").await;
+    assert_ne!(ack["conversation"].as_str(), Some(first.as_str()));
+    (tab1, tab2, token, first, ack)
+}
+
 /// A message resent from a tab whose first copy went into an earlier
 /// conversation, closed since, leaves the visitor's other tabs on the
 /// conversation open now: they get its replies. The resend moved every tab
@@ -693,12 +705,8 @@ async fn a_conversation_closed_while_away_still_delivers_its_last_replies() {
 async fn a_resend_into_a_closed_conversation_leaves_other_tabs_on_the_open_one() {
     let w = world();
     let addr = w.instance("a", "").await;
-    let (_tab1, token, first) = closed_chat(&w, addr).await;
-    let mut tab2 = connect(addr, ORIGIN).await.unwrap();
-    hello(&mut tab2, Some(&token), None).await;
-    let ack = message(&mut tab2, "c2", "one more thing").await;
+    let (_tab1, mut tab2, token, first, ack) = closed_then_new(&w, addr).await;
     let open = ack["conversation"].as_str().unwrap().to_owned();
-    assert_ne!(open, first);
 
     // A third tab sends the first message again (its answer was lost).
     let mut tab3 = connect(addr, ORIGIN).await.unwrap();
@@ -737,12 +745,8 @@ async fn reply_arrives(w: &World, ws: &mut Ws, conversation: &str, text: &str) {
 async fn a_resume_in_another_conversation_gets_all_of_the_open_one() {
     let w = world();
     let addr = w.instance("a", "").await;
-    let (_tab1, token, first) = closed_chat(&w, addr).await;
-    let mut tab2 = connect(addr, ORIGIN).await.unwrap();
-    hello(&mut tab2, Some(&token), None).await;
-    let ack = message(&mut tab2, "c2", "one more thing").await;
+    let (_tab1, _tab2, token, first, ack) = closed_then_new(&w, addr).await;
     let open = ack["conversation"].as_str().unwrap().to_owned();
-    assert_ne!(open, first);
     let contact = contact_of(&w.store, &open).await;
     let answer = reply(&w.store, &contact, "Of course").await;
 

@@ -250,7 +250,7 @@ pub(crate) fn opening(queue: &Queue, now: u64) -> Opening<'_> {
 /// contact. An offline form waits, as at arrival; so does a contact no
 /// longer waiting (the hand-off ended it already). Returns what happened,
 /// for the routing record, and whether the end failed (to be tried again:
-/// [`retry_close_after_hours`]), or `None` when nothing was done.
+/// [`end_after_hours`]), or `None` when nothing was done.
 ///
 /// `token` is the leader's lease token: a leader that lost the lease (it
 /// was paused, and may have missed the contact's transfer to an open
@@ -323,16 +323,7 @@ pub(crate) async fn close_after_hours(
             format!("automatic answer {}", outcome.replace('_', " "))
         }
     };
-    let (ended, failed) = match state
-        .end_if_waiting(
-            contact,
-            now,
-            AFTER_HOURS_DISPOSITION,
-            retention,
-            Some(token),
-        )
-        .await
-    {
+    let (ended, failed) = match end_after_hours(state, contact, now, retention, token).await {
         Ok(outcome) => (outcome, false),
         Err(error) => {
             warn!(%error, contact_id = %contact, "Could not close a contact after hours; tried again shortly.");
@@ -352,11 +343,13 @@ pub(crate) async fn close_after_hours(
     ))
 }
 
-/// Tries again an after-hours end that failed: abandons the contact if it
+/// The after-hours end of a contact the leader found waiting in a closed
+/// queue (its first try, or again after one failed): abandons it if it
 /// still waits, and ends its conversation (again) if routing closed it;
 /// either is harmless when done already. The store's outcome
-/// (`abandoned`, `already_closed`, `not_waiting`: offered meanwhile).
-pub(crate) async fn retry_close_after_hours(
+/// (`abandoned`, `already_closed`, `not_waiting`: offered meanwhile;
+/// `fenced`: `token` no longer holds the lease).
+pub(crate) async fn end_after_hours(
     state: &RoutingState,
     contact: &ContactId,
     now: u64,

@@ -799,14 +799,9 @@ impl Leader {
             if lost.load(Ordering::Relaxed) {
                 return;
             }
-            let result = crate::greeting::retry_close_after_hours(
-                &self.state,
-                &contact,
-                now,
-                retention,
-                token,
-            )
-            .await;
+            let result =
+                crate::greeting::end_after_hours(&self.state, &contact, now, retention, token)
+                    .await;
             let outcome = match &result {
                 Ok(_) => "done",
                 Err(_) if tries + 1 >= CLOSING_TRIES => "given_up",
