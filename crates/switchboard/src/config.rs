@@ -646,6 +646,21 @@ impl Config {
             .map_err(|e| ConfigError::new("log.level", e.to_string()))?;
         switchboard_webhooks::check(&self.webhooks)
             .map_err(|e| ConfigError::new(e.key, e.problem))?;
+        // An event kept longer than its contact's records would be sent
+        // without them (an empty transcript said to be cut).
+        let retention_hours = self.routing.retention_days.saturating_mul(24);
+        if let Some(w) = self
+            .webhooks
+            .iter()
+            .find(|w| w.max_age_hours > retention_hours)
+        {
+            return Err(ConfigError::new(
+                format!("webhooks.{}.max_age_hours", w.name),
+                format!(
+                    "must be at most routing.retention_days × 24 ({retention_hours}): the contacts of older events are deleted before they are sent"
+                ),
+            ));
+        }
         self.check_channels()
     }
 
@@ -1457,6 +1472,21 @@ mod tests {
         let f = file(
             "[redis]\nurl = \"redis://db:6379\"\n[routing]\nretention_days = 3\n[records]\nfcr_days = 3\n",
         );
+        load(f.path(), env(&[])).unwrap();
+    }
+
+    #[test]
+    fn webhook_events_kept_beyond_the_retention_are_refused() {
+        let hook = |hours: u64| {
+            format!(
+                "[redis]\nurl = \"redis://db:6379\"\n[routing]\nretention_days = 3\n[[webhooks]]\nname = \"crm\"\nurl = \"https://crm.example.com/hook\"\nsecret = \"0123456789abcdef0123\"\nmax_age_hours = {hours}\n"
+            )
+        };
+        let f = file(&hook(73));
+        let err = load(f.path(), env(&[])).unwrap_err().to_string();
+        assert!(err.starts_with("webhooks.crm.max_age_hours: "), "{err}");
+        assert!(err.contains("(72)"), "{err}");
+        let f = file(&hook(72));
         load(f.path(), env(&[])).unwrap();
     }
 
