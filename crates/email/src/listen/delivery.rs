@@ -56,6 +56,11 @@ impl Session {
         self.refuse_body(Reply::no_room(), "no_room", out);
     }
 
+    /// The body ended in `<CRLF>.<CR>…<CR><LF>` (and was not kept).
+    pub(super) fn bad_end_of_data(&mut self, out: &mut Vec<u8>) {
+        self.refuse_body(Reply::bad_end_of_data(), "bad_end_of_data", out);
+    }
+
     fn refuse_body(&mut self, reply: Reply, outcome: &'static str, out: &mut Vec<u8>) {
         let Some(tx) = self.tx.take() else { return };
         debug!(

@@ -263,6 +263,9 @@ where
                 }
                 Mode::Data { rx, body, held } => {
                     let done = rx.ingest(&mut bytes, body);
+                    if done && smuggled_end(body) {
+                        return bad_end_of_data(io, s, out, timeout).await;
+                    }
                     // Until the end is seen, the body may hold a CR that
                     // turns out to start the final CRLF.
                     let too_large = body.len() > max_bytes + usize::from(!done);
@@ -297,6 +300,9 @@ where
                 }
                 Mode::Drain { rx, counted, tail } => {
                     let done = rx.ingest(&mut bytes, tail);
+                    if done && smuggled_end(tail) {
+                        return bad_end_of_data(io, s, out, timeout).await;
+                    }
                     let seen = *counted + tail.len();
                     if let Some(&last) = tail.last() {
                         *counted = seen - 1;
@@ -365,6 +371,40 @@ where
         }
     }
 }
+
+/// Whether a body the DATA receiver saw end was ended by
+/// `<CRLF>.<CR>…<CR><LF>` rather than `<CRLF>.<CRLF>`. smtp-proto takes
+/// both for the end; a body properly ended always ends with the CRLF
+/// before the dot (or is empty), while the other form leaves a CR at its
+/// end. An MTA in front that does not dot-stuff such a line would let a
+/// sender smuggle a second message (with its own MAIL FROM) behind it.
+fn smuggled_end(body: &[u8]) -> bool {
+    body.last() == Some(&b'\r')
+}
+
+/// Refuses the message (every recipient) and ends the session: the bytes
+/// after such an end may be a smuggled transaction, not the sender's next
+/// command.
+async fn bad_end_of_data<T>(
+    mut io: T,
+    s: &mut Session,
+    mut out: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Ended<T>
+where
+    T: AsyncWrite + Unpin,
+{
+    switchboard_channel::warn_throttled!(BAD_END, listener = %s.settings.name, peer = %s.peer, "A message ended in <CRLF>.<CR>...<CR><LF> (SMTP smuggling?): refused, and the session closed.");
+    s.bad_end_of_data(&mut out);
+    if flush(&mut io, &mut out, timeout).await.is_ok() {
+        close(&mut io).await;
+    }
+    Ended::Closed(Outcome::BadEndOfData)
+}
+
+/// Logs a smuggling-like end of data at most once a minute.
+static BAD_END: switchboard_channel::logs::LogThrottle =
+    switchboard_channel::logs::LogThrottle::new(std::time::Duration::from_secs(60));
 
 /// Logs a full budget at most once a minute.
 static NO_ROOM: switchboard_channel::logs::LogThrottle =

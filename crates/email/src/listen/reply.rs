@@ -39,6 +39,13 @@ impl Reply {
         Self::new(552, "5.3.4", "Error: message size exceeds fixed limit")
     }
 
+    /// `550 5.5.2`: the end of data was `<CRLF>.<CR>…<CR><LF>`, not
+    /// `<CRLF>.<CRLF>`: what follows cannot be told apart from a smuggled
+    /// message, so the session ends after this answer.
+    pub fn bad_end_of_data() -> Self {
+        Self::new(550, "5.5.2", "Error: bare <CR> in the end-of-data sequence")
+    }
+
     /// `452 4.3.1`: no room for the message just now (the listener holds
     /// `max_mib_in_flight` of bodies); the sender tries again later.
     pub fn no_room() -> Self {

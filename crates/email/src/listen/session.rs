@@ -25,6 +25,8 @@ pub(super) enum Outcome {
     Refused,
     /// A line or an over-size body went on far past its limit.
     TooLarge,
+    /// The end of a body was not `<CRLF>.<CRLF>` (SMTP smuggling).
+    BadEndOfData,
 }
 
 impl Outcome {
@@ -38,6 +40,7 @@ impl Outcome {
             Outcome::TlsFailed => "tls_failed",
             Outcome::Refused => "refused",
             Outcome::TooLarge => "too_large",
+            Outcome::BadEndOfData => "bad_end_of_data",
         }
     }
 }

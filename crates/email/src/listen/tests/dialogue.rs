@@ -303,3 +303,73 @@ async fn a_body_of_exactly_the_limit_is_accepted_however_it_is_split() {
     assert_eq!(sink.got().len(), 2);
     assert_eq!(sink.got()[1].1.len(), 256);
 }
+
+/// `<CRLF>.<CR><CR><LF>` is not an end of data a sender may use: smtp-proto
+/// takes it for one, and what follows it (here a second transaction, as
+/// in SMTP smuggling) would run as the sender's next commands. The message
+/// is refused for every recipient, counted, and the session ends, however
+/// the bytes are split; a body held and one drained (no room in the
+/// budget) alike.
+#[tokio::test]
+async fn a_bare_cr_in_the_end_of_data_refuses_the_message_and_ends_the_session() {
+    let counters = crate::test_counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let smuggled = "MAIL FROM:<ceo@support.test>\r\nRCPT TO:<help@support.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nPay.\r\n.\r\n";
+    let long = format!("{}\r\n", "x".repeat(998));
+    for (round, drained) in [false, true].into_iter().enumerate() {
+        let sink = Arc::new(TestSink::default());
+        let mut s = settings(Protocol::Lmtp);
+        if drained {
+            s.max_message_bytes = 20_000;
+            s.budget = crate::listen::ListenerSettings::budget(1024);
+        }
+        let name = s.name.clone();
+        let server = start(s, sink.clone()).await;
+        for split in [None, Some(1), Some(2)] {
+            let mut c = Client::connect(&server).await;
+            c.lhlo().await;
+            c.expect("MAIL FROM:<a@b.test>", "250").await;
+            c.expect("RCPT TO:<one@support.test>", "250").await;
+            c.expect("RCPT TO:<two@support.test>", "250").await;
+            c.expect("DATA", "354").await;
+            let body = if drained {
+                long.repeat(2)
+            } else {
+                BODY.to_owned()
+            };
+            let end = format!(".\r\r\n{smuggled}");
+            let wire = format!("{body}{end}");
+            match split {
+                None => c.send(&wire).await,
+                Some(n) => {
+                    // The CRs split from the dot and from the LF.
+                    let at = body.len() + n;
+                    c.send(&wire[..at]).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    c.send(&wire[at..]).await;
+                }
+            }
+            for _ in 0..2 {
+                assert_eq!(
+                    c.reply().await,
+                    ["550 5.5.2 Error: bare <CR> in the end-of-data sequence"],
+                    "drained {drained}, split {split:?}"
+                );
+            }
+            assert_eq!(
+                c.line().await,
+                "",
+                "closed: drained {drained}, split {split:?}"
+            );
+        }
+        assert!(sink.got().is_empty(), "nothing stored, nothing smuggled");
+        let refused =
+            format!("switchboard_email_messages_total{{outcome=bad_end_of_data,source={name}}}");
+        assert_eq!(
+            counters.get(&refused),
+            3 * (round as u64 + 1),
+            "{}",
+            counters.dump()
+        );
+    }
+}
