@@ -6,10 +6,11 @@
 
 use crate::config::{Security, SmtpConfig};
 use crate::parse;
+use lettre::Message;
 use lettre::message::{Mailbox, header::ContentType};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use metrics::{counter, histogram};
 use rand::Rng;
 use std::sync::Arc;
@@ -32,9 +33,13 @@ const VISIBILITY: Duration = Duration::from_secs(60);
 /// try may take Redis's connect and response timeouts (3 s by default).
 const SETTLE_MARGIN: Duration = Duration::from_secs(10);
 
+/// How long a QUIT after an accepted reply may take: best effort, since
+/// the reply is the relay's once it answered the data.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Sends one channel's replies.
 pub struct Sender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    relay: Relay,
     /// The limit on one whole delivery: connection, dialogue and the
     /// relay's answer to the data (lettre's own timeout covers only the
     /// connection).
@@ -58,29 +63,34 @@ impl Sender {
         let err =
             |e: &dyn std::fmt::Display| crate::config::config_error(name, "smtp", &e.to_string());
         let tls = match config.security {
-            Security::None => Tls::None,
+            Security::None => RelayTls::None,
             Security::StartTls => {
-                Tls::Required(TlsParameters::new(config.host.clone()).map_err(|e| err(&e))?)
+                RelayTls::StartTls(TlsParameters::new(config.host.clone()).map_err(|e| err(&e))?)
             }
             Security::Tls => {
-                Tls::Wrapper(TlsParameters::new(config.host.clone()).map_err(|e| err(&e))?)
+                RelayTls::Wrapper(TlsParameters::new(config.host.clone()).map_err(|e| err(&e))?)
             }
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
-            .port(config.port())
-            .tls(tls)
-            .timeout(Some(Duration::from_secs(config.timeout_secs.max(1))));
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            let password = password.resolve()?;
-            builder =
-                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
-        }
+        let credentials = match (&config.user, &config.password) {
+            (Some(user), Some(password)) => Some(Credentials::new(
+                user.clone(),
+                password.resolve()?.expose().to_owned(),
+            )),
+            _ => None,
+        };
         let thread_secret = match &config.thread_secret {
             Some(s) => Some(s.resolve()?.expose().as_bytes().to_vec()),
             None => None,
         };
         Ok(Sender {
-            transport: builder.build(),
+            relay: Relay {
+                host: config.host.clone(),
+                port: config.port(),
+                tls,
+                credentials,
+                connect_timeout: Duration::from_secs(config.timeout_secs.max(1)),
+                hello: ClientId::default(),
+            },
             send_timeout: Duration::from_secs(config.timeout_secs.max(1)).min(MAX_SEND),
             retry: Duration::from_secs(config.retry_secs),
             max_attempts: config.max_attempts,
@@ -197,7 +207,33 @@ impl Sender {
             .iter()
             .chain(envelope.from())
             .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
-        match tokio::time::timeout(self.send_timeout, self.transport.send(message)).await {
+        let raw = message.formatted();
+        let attempt = async {
+            let mut conn = self.relay.connect().await?;
+            let sent = conn.send(envelope, &raw).await;
+            Ok::<_, lettre::transport::smtp::Error>((conn, sent))
+        };
+        // The relay's answer to the data decides; the QUIT after it is
+        // outside the limit. (lettre's transport QUITs inside the send: a
+        // relay slow to answer it turned a reply it had taken into a
+        // timeout, and the reply was sent a second time.)
+        let sent = match tokio::time::timeout(self.send_timeout, attempt).await {
+            Ok(Ok((mut conn, sent))) => {
+                if sent.is_ok() {
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.quit()).await;
+                    });
+                } else {
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.abort()).await;
+                    });
+                }
+                Ok(sent)
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
+        };
+        match sent {
             Ok(Ok(_)) => Ok(()),
             // A refusal of our credentials is the relay's configuration, not
             // the reply's: every reply would fail for good until someone
@@ -223,6 +259,52 @@ impl Sender {
                 self.send_timeout.as_secs()
             ))),
         }
+    }
+}
+
+/// Where replies go and how to connect (what lettre's transport did for
+/// us, less its QUIT inside the send).
+struct Relay {
+    host: String,
+    port: u16,
+    tls: RelayTls,
+    credentials: Option<Credentials>,
+    /// lettre's limit on the TCP connection.
+    connect_timeout: Duration,
+    hello: ClientId,
+}
+
+/// `security`, with what TLS needs.
+enum RelayTls {
+    None,
+    StartTls(TlsParameters),
+    Wrapper(TlsParameters),
+}
+
+impl Relay {
+    /// A connection that has said EHLO, upgraded to TLS as configured and
+    /// signed in.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let wrapper = match &self.tls {
+            RelayTls::Wrapper(p) => Some(p.clone()),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.connect_timeout),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        if let RelayTls::StartTls(p) = &self.tls {
+            // Refused when the relay does not offer STARTTLS.
+            conn.starttls(p.clone(), &self.hello).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(conn)
     }
 }
 

@@ -117,6 +117,122 @@ async fn a_relay_that_never_answers_defers_the_reply() {
     );
 }
 
+/// A relay on a local port that answers every command, takes any data
+/// (`250`) and records the command lines, but never answers `QUIT`, as
+/// one behind a firewall that drops the connection once the data is in.
+/// It offers AUTH, and not STARTTLS.
+async fn relay_silent_at_quit() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = relay.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = relay.accept().await {
+            let (read, mut write) = socket.into_split();
+            let mut lines = BufReader::new(read).lines();
+            write.write_all(b"220 relay.test ESMTP\r\n").await.unwrap();
+            let mut in_data = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer: &[u8] = if in_data {
+                    if line != "." {
+                        continue;
+                    }
+                    in_data = false;
+                    log.lock().unwrap().push("<data>".to_owned());
+                    b"250 2.0.0 queued\r\n"
+                } else {
+                    log.lock().unwrap().push(line.clone());
+                    if line.starts_with("EHLO") {
+                        b"250-relay.test\r\n250 AUTH PLAIN LOGIN\r\n"
+                    } else if line == "DATA" {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    } else if line == "QUIT" {
+                        break;
+                    } else {
+                        b"250 2.1.0 ok\r\n"
+                    }
+                };
+                write.write_all(answer).await.unwrap();
+            }
+            held.push((lines, write));
+        }
+    });
+    (port, seen)
+}
+
+/// A relay that takes the reply (250 to its data) but never answers the
+/// QUIT after it: the reply is delivered, once. lettre's transport sent
+/// the QUIT within the same time limit, so the reply the relay had taken
+/// was deferred and sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_silent_after_taking_the_reply_gets_it_once() {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
+    let (port, seen) = relay_silent_at_quit().await;
+    let config: SmtpConfig = toml::from_str(&format!(
+        "host = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\ntimeout_secs = 2"
+    ))
+    .unwrap();
+    let sender = Sender::new("mail", &config).unwrap();
+    let (reply, outbox, delivery) =
+        queued_reply(&store, "olena@customer.example", "It ships today.").await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        sender.deliver(&outbox, "mail", delivery),
+    )
+    .await
+    .expect("the delivery ends");
+    let settled = settled(&redis, &store, &reply).await.expect("settled");
+    assert!(settled.contains("\"delivered\""), "{settled}");
+    assert!(
+        outbox
+            .next(Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_none(),
+        "not to be sent again"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|l| *l == "<data>").count(),
+        1,
+        "{seen:?}"
+    );
+}
+
+/// `security = "start_tls"` and a relay that does not offer STARTTLS: the
+/// reply is deferred without a word of it said in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_without_starttls_gets_nothing_in_the_clear() {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
+    let (port, seen) = relay_silent_at_quit().await;
+    let config: SmtpConfig = toml::from_str(&format!(
+        "host = \"127.0.0.1\"\nport = {port}\nsecurity = \"start_tls\"\ntimeout_secs = 2\n\
+         user = \"relay\"\npassword = \"secret\""
+    ))
+    .unwrap();
+    let sender = Sender::new("mail", &config).unwrap();
+    let (reply, outbox, delivery) =
+        queued_reply(&store, "olena@customer.example", "It ships today.").await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        sender.deliver(&outbox, "mail", delivery),
+    )
+    .await
+    .expect("the delivery ends");
+    assert_eq!(settled(&redis, &store, &reply).await, None, "deferred");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|l| l.starts_with("EHLO")),
+        "only the greeting before giving up: {seen:?}"
+    );
+    assert!(!seen.is_empty());
+}
+
 /// A customer address that needs SMTPUTF8, and a relay (a real Postfix)
 /// that does not offer it: the reply fails at once with the reason, rather
 /// than being retried for hours with no chance of success.
