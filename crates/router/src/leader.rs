@@ -313,12 +313,13 @@ impl Leader {
         let mut engine = Engine::new(self.plan.clone(), &self.config.interrupt_voice);
         engine.set_exclusion(Duration::from_secs(self.config.declined_again_after_secs));
         engine.set_reconnect_grace(Duration::from_secs(self.config.reconnect_grace_secs));
-        // Ends that failed while this instance led before: the state
-        // loaded now shows what is left of them (a contact still waiting
-        // in a closed queue is closed again by the engine).
-        if let Ok(mut closings) = self.closings.lock() {
-            closings.clear();
-        }
+        // Ends that failed while this instance led before are kept: one
+        // whose contact routing closed has only its conversation left to
+        // end, which the state loaded now does not show (the contact is no
+        // longer waiting), and the customer's next messages would join a
+        // closed contact nobody sees. `retry_closings` drops those the
+        // engine has waiting in an open queue; trying one that is done
+        // changes nothing.
         // Step answers that failed while this instance led before stay due:
         // `retry_answers` drops those whose contact no longer waits, and
         // the Redis guard sends none twice (the catch-up below included).
