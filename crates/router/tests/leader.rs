@@ -961,7 +961,7 @@ async fn a_failed_end_is_tried_again_after_the_leader_leads_again() {
     // under a new lease (well before the retry, 5 s after the failure).
     let before = state.leader().await.unwrap();
     assert!(before.is_some());
-    let mut conn = redis::Client::open(redis.url())
+    let conn = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
