@@ -141,3 +141,68 @@ async fn redis_up_follows_redis_without_readyz() {
     redis.restart();
     until_up(1.0, "with Redis back").await;
 }
+
+/// An instance started while Redis is away, configured with another
+/// partition count than the store was laid out with: when Redis comes
+/// back, nothing is acknowledged before the layout is checked (the events
+/// would be placed by the wrong count, where routing never looks), it is
+/// never ready, and it stops with the reason. The check is retried with a
+/// backoff in the background, and the intake took submissions meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_taken_before_the_partition_count_is_checked() {
+    let mut redis = RedisServer::start();
+    let binary = env!("CARGO_BIN_EXE_switchboard-under-test");
+    let http = Http::new();
+    // The store is laid out with the default count (8).
+    let mut first = Daemon::start(binary, &redis.url(), "");
+    let base = first.base();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            http.get(&format!("{base}/readyz"))
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await,
+        "not ready: {}",
+        first.log()
+    );
+    first.kill9();
+    redis.stop();
+    let mut daemon = Daemon::start_with_env(
+        binary,
+        &redis.url(),
+        "",
+        &[("SWITCHBOARD__REDIS__PARTITIONS", "16")],
+    );
+    let base = daemon.base();
+    // The layout check's backoff (0.2 s doubling) is between tries when
+    // Redis comes back.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    redis.restart();
+    let mut answers = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) && daemon.is_running() {
+        if let Ok(reply) = http
+            .submit(
+                &base,
+                &chat_event("c1", &format!("m{}", answers.len()), "hi"),
+            )
+            .await
+        {
+            answers.push(reply.status);
+            if let Ok(readyz) = http.get(&format!("{base}/readyz")).await {
+                assert_eq!(readyz.status, 503, "{}", readyz.body);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!answers.is_empty());
+    assert!(
+        answers.iter().all(|s| *s == 503),
+        "acknowledged before the check: {answers:?}"
+    );
+    let status = daemon.wait(Duration::from_secs(10));
+    assert!(!status.success(), "{status}: {}", daemon.log());
+    assert!(daemon.log().contains("partitions"), "{}", daemon.log());
+    assert!(stored_messages(&redis.url()).await.is_empty());
+}

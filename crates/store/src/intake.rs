@@ -35,6 +35,11 @@ pub struct RedisIntake {
     pub(crate) update_script: Arc<Script>,
     /// Set by the daemon when it stops taking new work.
     pub(crate) closed: Arc<AtomicBool>,
+    /// Whether the store's layout (its partition count) is known to match
+    /// the configuration: until then an event would be placed, and its
+    /// customer's open conversation and dedupe mark looked for, by a count
+    /// that may not be the store's. True unless [`RedisIntake::gated_by`].
+    layout_checked: Arc<AtomicBool>,
     /// Started at the first message (it needs the runtime), and again
     /// should its task have ended.
     doorbell: Arc<Mutex<Option<Doorbell>>>,
@@ -56,8 +61,30 @@ impl RedisIntake {
             script: Arc::new(Script::new(include_str!("lua/intake.lua"))),
             update_script: Arc::new(Script::new(include_str!("lua/update.lua"))),
             closed: Arc::new(AtomicBool::new(false)),
+            layout_checked: Arc::new(AtomicBool::new(true)),
             doorbell: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Takes nothing (answers [`IntakeError::Unavailable`]) until `checked`
+    /// is set: the daemon sets it once [`Store::check_layout_at_start`]
+    /// passed, which it retries in the background while Redis is away.
+    pub fn gated_by(mut self, checked: Arc<AtomicBool>) -> RedisIntake {
+        self.layout_checked = checked;
+        self
+    }
+
+    /// Why nothing can be taken now, if so.
+    pub(crate) fn refusal(&self) -> Option<IntakeError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Some(IntakeError::ShuttingDown);
+        }
+        if !self.layout_checked.load(Ordering::SeqCst) {
+            return Some(IntakeError::Unavailable(
+                "the store's layout is not checked yet (Redis not reached since the start)".into(),
+            ));
+        }
+        None
     }
 
     /// Stops taking new events: later submissions fail with
@@ -137,8 +164,8 @@ impl RedisIntake {
         &self,
         event: InboundEvent,
     ) -> Result<(IntakeReceipt, String, u64), IntakeError> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(IntakeError::ShuttingDown);
+        if let Some(refused) = self.refusal() {
+            return Err(refused);
         }
         let event = event.validate(self.settings.limits)?;
         let keys = self.store.keys();
@@ -261,6 +288,15 @@ impl Intake for RedisIntake {
         provider_message_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<IntakeReceipt>, IntakeError>> {
         Box::pin(async move {
+            if let Some(refused) = self.refusal() {
+                return Err(refused);
+            }
+            // As `submit` normalises it (an email address lower-cased):
+            // the partition and the mark's key are of the normal form.
+            let customer = &customer
+                .clone()
+                .validated()
+                .map_err(|e| IntakeError::Invalid(e.into()))?;
             let keys = self.store.keys();
             let p = keys.partition_of(source, customer);
             let mut conn = self.store.conn();

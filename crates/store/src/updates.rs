@@ -13,7 +13,6 @@
 
 use crate::{RedisIntake, StoreError};
 use metrics::counter;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use switchboard_core::{
     Change, ChannelKind, InboundUpdate, IntakeError, MessageId, Partition, ReplyStatus, Timestamp,
@@ -53,8 +52,8 @@ impl RedisIntake {
     }
 
     async fn store_update(&self, update: InboundUpdate) -> Result<UpdateOutcome, IntakeError> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(IntakeError::ShuttingDown);
+        if let Some(refused) = self.refusal() {
+            return Err(refused);
         }
         let update = update.validate(self.settings.limits)?;
         let keys = self.store.keys();

@@ -264,6 +264,43 @@ async fn the_same_provider_id_from_two_customers_is_two_messages() {
     );
 }
 
+/// `lookup` finds a message by an identity as the sender spelt it (an
+/// email address in capitals, as deserialized), as `submit` stores it: the
+/// partition and the mark are of the normal form. It looked in another
+/// partition and said "not stored". The layout not checked yet (an
+/// instance started while Redis was away) refuses it as unavailable.
+#[tokio::test]
+async fn lookup_normalises_the_customer_and_waits_for_the_layout() {
+    let redis = RedisServer::start();
+    let store = store_for(&redis, 8);
+    let intake = intake_for(&store);
+    let spelt: CustomerIdentity =
+        serde_json::from_str(r#"{"scheme":"email","value":" Olena.K@Example.COM "}"#).unwrap();
+    let mut e = event("x", Some("<m1@mailer>"), "Hello");
+    e.customer = spelt.clone().validated().unwrap();
+    let stored = intake.submit_event(e).await.unwrap();
+    let found = intake
+        .lookup("website", &spelt, "<m1@mailer>")
+        .await
+        .unwrap()
+        .map(|r| r.message_id);
+    assert_eq!(found, Some(stored.message_id));
+
+    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gated = intake_for(&store).gated_by(gate.clone());
+    for refused in [
+        gated.submit_event(event("y", None, "hi")).await.err(),
+        gated.lookup("website", &spelt, "<m1@mailer>").await.err(),
+    ] {
+        assert!(
+            matches!(refused, Some(IntakeError::Unavailable(_))),
+            "{refused:?}"
+        );
+    }
+    gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(gated.submit_event(event("y", None, "hi")).await.is_ok());
+}
+
 /// A store laid out by a version whose marks name their customer holds no
 /// mark of the older form: the intake does not look for one (a read saved
 /// on every message).

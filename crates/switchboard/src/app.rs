@@ -47,6 +47,9 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     // held the drain up to its deadline).
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<anyhow::Error>(1);
 
+    // Set once the store's partition count is known to match ours: until
+    // then the intake takes nothing and the instance is not ready.
+    let layout_checked = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let intake = RedisIntake::new(
         store.clone(),
         IntakeSettings {
@@ -55,9 +58,11 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
                 max_text_bytes: config.intake.max_text_bytes,
             },
         },
-    );
+    )
+    .gated_by(layout_checked.clone());
     tracker.spawn(check_layout(
         store.clone(),
+        layout_checked.clone(),
         background.clone(),
         fatal_tx.clone(),
     ));
@@ -127,6 +132,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         router: router_health.clone(),
         metrics,
         draining: draining.clone(),
+        layout_checked,
     })
     .nest("/api/v1", agent_api.routes())
     .merge(agent_api.console_routes());
@@ -390,13 +396,17 @@ async fn retire_removed_agents(
 /// Redis's persistence and memory settings (risky ones are logged).
 async fn check_layout(
     store: Store,
+    checked: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
     fatal: mpsc::Sender<anyhow::Error>,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
         match store.check_layout_at_start().await {
-            Ok(()) => return report_settings(&store).await,
+            Ok(()) => {
+                checked.store(true, std::sync::atomic::Ordering::SeqCst);
+                return report_settings(&store).await;
+            }
             Err(e @ (StoreError::Layout { .. } | StoreError::Version { .. })) => {
                 let _ = fatal.try_send(anyhow::Error::new(e));
                 return;

@@ -20,6 +20,9 @@ pub struct HealthState {
     pub metrics: PrometheusHandle,
     /// Set on SIGTERM: a draining instance is alive but not ready.
     pub draining: Arc<AtomicBool>,
+    /// Set once the store's layout matched the configuration (checked at
+    /// the start, again while Redis is away): not ready before.
+    pub layout_checked: Arc<AtomicBool>,
 }
 
 /// The daemon's own routes.
@@ -92,7 +95,8 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
     metrics::gauge!("switchboard_redis_up").set(if redis.is_ok() { 1.0 } else { 0.0 });
     let router = state.router.is_running();
     let draining = state.draining.load(Ordering::SeqCst);
-    let ready = redis.is_ok() && router && !draining;
+    let layout = state.layout_checked.load(Ordering::SeqCst);
+    let ready = redis.is_ok() && router && !draining && layout;
     let body = serde_json::json!({
         "ready": ready,
         "redis": match &redis {
@@ -101,6 +105,7 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
         },
         "router": if router { "running" } else { "not running" },
         "draining": draining,
+        "layout": if layout { "checked" } else { "not checked yet" },
     });
     let status = if ready {
         StatusCode::OK
