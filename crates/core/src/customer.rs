@@ -51,6 +51,12 @@ impl CustomerIdentity {
         } else {
             value.to_owned()
         };
+        // Lower-casing can make a value longer (`İ`, 2 bytes, becomes
+        // `i̇`, 3): checked again, or a stored identity would not pass
+        // `new` when read back.
+        if value.len() > Self::MAX_VALUE_BYTES {
+            return Err(IdentityError::Value);
+        }
         Ok(CustomerIdentity {
             scheme: scheme.to_owned(),
             value,
@@ -94,6 +100,31 @@ impl fmt::Display for CustomerIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value within the limit that lower-casing makes longer is refused:
+    /// stored, it would not pass `new` when read back (closes and replies
+    /// failed on it).
+    #[test]
+    fn an_email_value_longer_once_lower_cased_is_refused() {
+        let at = "@example.com";
+        let fits = format!(
+            "{}{at}",
+            "a".repeat(CustomerIdentity::MAX_VALUE_BYTES - at.len())
+        );
+        assert!(CustomerIdentity::new("email", &fits).is_ok());
+        // 'İ' is 2 bytes, lower-cased 3: 150 of them are 300 bytes, 450 once
+        // lower-cased.
+        let grows = format!("{}{at}", "İ".repeat(150));
+        assert!(grows.len() <= CustomerIdentity::MAX_VALUE_BYTES);
+        assert_eq!(
+            CustomerIdentity::new("email", &grows),
+            Err(IdentityError::Value)
+        );
+        // Read back, every identity `new` made passes it again.
+        let small = CustomerIdentity::new("email", &format!("{}{at}", "İ".repeat(10)));
+        assert!(small.is_ok());
+        assert_eq!(small.clone().and_then(CustomerIdentity::validated), small);
+    }
 
     #[test]
     fn unknown_fields_are_refused() {
