@@ -45,7 +45,7 @@ const PARSE_INLINE_MAX: usize = 256 * 1024;
 /// ending the session that carried it.
 async fn parse_mail(raw: &[u8], limits: &ParseLimits) -> Result<ParsedMail, IngestError> {
     if raw.len() <= PARSE_INLINE_MAX {
-        return Ok(parse::parse(raw, limits));
+        return refused_if_panics(|| parse::parse(raw, limits));
     }
     let (raw, limits) = (raw.to_vec(), limits.clone());
     tokio::task::spawn_blocking(move || parse::parse(&raw, &limits))
@@ -59,6 +59,17 @@ async fn parse_mail(raw: &[u8], limits: &ParseLimits) -> Result<ParsedMail, Inge
                 IngestError::Rejected("the message could not be parsed".into())
             }
         })
+}
+
+/// Runs a parse where the caller is, a panic in it refused as the blocking
+/// pool's join error is: it unwound the mail session's task, which dropped
+/// the connection with no answer and nothing counted, and the MTA sent the
+/// same mail again for days.
+fn refused_if_panics(parse: impl FnOnce() -> ParsedMail) -> Result<ParsedMail, IngestError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).map_err(|_| {
+        tracing::error!("Parsing a mail panicked.");
+        IngestError::Rejected("the message could not be parsed".into())
+    })
 }
 
 /// What happened to one message.
@@ -609,6 +620,16 @@ mod parse_tests {
     use crate::parse::ParseLimits;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A parse that panics is a refusal, wherever it ran.
+    #[test]
+    fn a_parse_that_panics_is_refused() {
+        let refused = super::refused_if_panics(|| panic!("a defect"));
+        assert!(
+            matches!(refused, Err(super::IngestError::Rejected(_))),
+            "{refused:?}"
+        );
+    }
 
     fn mail(body_bytes: usize) -> Vec<u8> {
         let mut raw = b"From: Olena <olena@example.com>\r\nTo: support@example.com\r\n\

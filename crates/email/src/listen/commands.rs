@@ -31,6 +31,10 @@ pub(super) struct Transaction {
     pub(super) recipients: Vec<String>,
 }
 
+/// The longest recipient address taken (RFC 5321 4.5.3.1.3: a path is at
+/// most 256 octets with its angle brackets).
+const MAX_ADDRESS_BYTES: usize = 254;
+
 /// One session's state.
 pub(super) struct Session {
     pub(super) settings: Arc<ListenerSettings>,
@@ -231,6 +235,15 @@ impl Session {
             return Reply::new(452, "4.5.3", "Error: too many recipients").write(out);
         }
         let address = to.address.to_lowercase();
+        if address.len() > MAX_ADDRESS_BYTES {
+            // Accepted, it would refuse the whole message after DATA (the
+            // intake's address limit), for every recipient.
+            self.refusals += 1;
+            metrics::counter!("switchboard_email_recipients_refused_total",
+                "source" => self.settings.name.clone())
+            .increment(1);
+            return Reply::new(501, "5.1.3", "Error: recipient address too long").write(out);
+        }
         match self.sink.recipient(&address) {
             RcptVerdict::Accept => {
                 Reply::new(250, "2.1.5", "Ok").write(out);

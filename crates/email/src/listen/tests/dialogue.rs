@@ -373,3 +373,35 @@ async fn a_bare_cr_in_the_end_of_data_refuses_the_message_and_ends_the_session()
         );
     }
 }
+
+/// A recipient longer than a path may be (RFC 5321) is refused at RCPT,
+/// counted, and the message goes to the others. Accepted, it made the
+/// intake refuse the whole message after DATA, for every recipient.
+#[tokio::test]
+async fn an_over_long_recipient_is_refused_at_rcpt() {
+    let counters = crate::test_counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let sink = Arc::new(TestSink::default());
+    let s = settings(Protocol::Lmtp);
+    let name = s.name.clone();
+    let server = start(s, sink.clone()).await;
+    let mut c = Client::connect(&server).await;
+    c.lhlo().await;
+    c.expect("MAIL FROM:<a@b.test>", "250").await;
+    let long = format!("{}@support.test", "a".repeat(241));
+    assert_eq!(long.len(), 254);
+    c.expect(&format!("RCPT TO:<{long}>"), "250").await;
+    let longer = format!("{}@support.test", "a".repeat(242));
+    c.expect(&format!("RCPT TO:<{longer}>"), "501 5.1.3").await;
+    c.expect("RCPT TO:<help@support.test>", "250").await;
+    c.expect("DATA", "354").await;
+    c.send(&format!("{BODY}.\r\n")).await;
+    assert_eq!(c.reply().await, ["250 2.0.0 stored"]);
+    assert_eq!(c.reply().await, ["250 2.0.0 stored"]);
+    assert_eq!(
+        sink.got()[0].0.recipients,
+        [long.as_str(), "help@support.test"]
+    );
+    let refused = format!("switchboard_email_recipients_refused_total{{source={name}}}");
+    assert_eq!(counters.get(&refused), 1, "{}", counters.dump());
+}
