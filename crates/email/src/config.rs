@@ -366,11 +366,30 @@ impl EmailConfig {
         }
         for (i, m) in self.imap.iter().enumerate() {
             m.password.resolve()?;
-            if parse_after(&m.after).is_none() {
+            let Some(after) = parse_after(&m.after) else {
                 return Err(err(
                     &format!("imap[{i}].after"),
                     "must be seen, delete or move:<folder>",
                 ));
+            };
+            if m.folder.trim().is_empty() || m.folder.chars().any(char::is_control) {
+                return Err(err(
+                    &format!("imap[{i}].folder"),
+                    "must be a folder name without control characters",
+                ));
+            }
+            if let After::Move(to) = &after {
+                // Moved into the folder it is read from, a mail comes back
+                // with a new UID every round (and one without a
+                // Message-ID is a new message each time).
+                let same = to == &m.folder
+                    || (to.eq_ignore_ascii_case("inbox") && m.folder.eq_ignore_ascii_case("inbox"));
+                if same || to.chars().any(char::is_control) {
+                    return Err(err(
+                        &format!("imap[{i}].after"),
+                        "must move to another folder than `folder`, named without control characters",
+                    ));
+                }
             }
             if m.address.as_deref().is_some_and(|a| !address_ok(a)) {
                 return Err(err(&format!("imap[{i}].address"), "is not a mail address"));
@@ -534,7 +553,8 @@ pub fn parse_after(s: &str) -> Option<After> {
         "delete" => Some(After::Delete),
         _ => s
             .strip_prefix("move:")
-            .filter(|f| !f.trim().is_empty())
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
             .map(|f| After::Move(f.to_owned())),
     }
 }
@@ -699,11 +719,41 @@ mod tests {
         assert!(e.contains("bogus"), "{e}");
     }
 
+    /// A move into the folder read from (INBOX in any case) is refused: on
+    /// a server without MOVE the copy comes back with a new UID every round.
+    #[test]
+    fn a_move_into_the_folder_read_from_is_refused() {
+        let mailbox = |folder: &str, after: &str| {
+            format!(
+                "{BASE}\n[[imap]]\nhost = \"127.0.0.1\"\nuser = \"u\"\npassword = \"p\"\n\
+                 folder = \"{folder}\"\nafter = \"{after}\"\n"
+            )
+        };
+        for (folder, after) in [
+            ("INBOX", "move:INBOX"),
+            ("INBOX", "move: inbox"),
+            ("Support", "move:Support"),
+        ] {
+            let e = config(&mailbox(folder, after))
+                .check()
+                .expect_err(after)
+                .to_string();
+            assert!(e.contains("channels.mail.imap[0].after"), "{e}");
+        }
+        config(&mailbox("INBOX", "move:Done"))
+            .check()
+            .expect("another folder");
+        config(&mailbox("Support", "move:support"))
+            .check()
+            .expect("names are case-sensitive but INBOX");
+    }
+
     #[test]
     fn after_actions_parse() {
         assert_eq!(parse_after("seen"), Some(After::Seen));
         assert_eq!(parse_after("move:Done"), Some(After::Move("Done".into())));
         assert_eq!(parse_after("move:"), None);
+        assert_eq!(parse_after("move: Done "), Some(After::Move("Done".into())));
         assert_eq!(parse_after("archive"), None);
     }
 }
