@@ -134,6 +134,26 @@ pub(super) async fn run(
             checkpoint::save(ctx, cp).await?;
             cp
         }
+        // The folder gives out UIDs below ones already taken in, under the
+        // same UIDVALIDITY (restored from a backup, an index rebuilt):
+        // against RFC 3501, but new mail would be passed over up to the
+        // old checkpoint, silently. Taken as a new UIDVALIDITY.
+        Some(cp)
+            if cp.validity == validity && mailbox.uid_next.is_some_and(|next| next <= cp.last) =>
+        {
+            warn!(
+                last_uid = cp.last,
+                uid_next = baseline,
+                "The folder's UIDNEXT is below the checkpoint under the same UIDVALIDITY (restored, or its index rebuilt?); taking in what is still new."
+            );
+            let cp = Checkpoint {
+                validity,
+                last: 0,
+                baseline,
+            };
+            checkpoint::save(ctx, cp).await?;
+            cp
+        }
         Some(cp) if cp.validity == validity => cp,
         stored => {
             let cp = Checkpoint {

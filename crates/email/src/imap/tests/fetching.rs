@@ -147,6 +147,35 @@ async fn a_new_uidvalidity_refetches_what_is_new_without_losing_any() {
     assert_eq!(checkpoint(&state, &settings, Some(3)).await, (validity, 3));
 }
 
+/// A checkpoint past the folder's UIDNEXT under the same UIDVALIDITY (a
+/// mailbox restored from a backup, an index rebuilt reusing UIDs: against
+/// the RFC, but it happens) is reset as a new UIDVALIDITY is: new mail is
+/// taken in, what was read before is not taken again. Every UID up to the
+/// old checkpoint was passed over, silently.
+#[tokio::test]
+async fn a_checkpoint_past_uidnext_is_reset_and_new_mail_taken_in() {
+    let dovecot = Dovecot::start();
+    dovecot.create_folder("support", "Support");
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
+    let settings = settings(&dovecot, "Support", AfterIntake::Seen);
+    for n in 1..=2 {
+        dovecot.append("support", "Support", &mail(n));
+    }
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(2, WITHIN).await;
+    let (validity, _) = checkpoint(&state, &settings, Some(2)).await;
+    fetcher.stop().await;
+    let key = format!("{}:checkpoint", settings.label);
+    state.put(&key, &format!("{validity}:500:1")).await;
+    dovecot.append("support", "Support", &mail(3));
+    let fetcher = Fetcher::start(settings.clone(), &sink, &state);
+    sink.wait_for(3, WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fetcher.stop().await;
+    assert_eq!(sink.uids(), vec![1, 2, 3]);
+    assert_eq!(checkpoint(&state, &settings, Some(3)).await, (validity, 3));
+}
+
 /// The first pass, interrupted (a temporary intake error) after the first
 /// message: what was there and read before is still passed over, as the
 /// first pass would have. It used to be imported once the checkpoint had
