@@ -366,8 +366,17 @@ impl Leader {
                 return Ok(Led::Stopped);
             }
             let mut now = now_ms();
+            // Read again: an end (abandoned, closed) read while the contact
+            // was out of the engine changed nothing there, and putting the
+            // old record back made a phantom that a closed queue kept for
+            // the night (in the supervisors' counts).
             for c in refused.next_round() {
-                engine.add_contact(c, now);
+                if let Some(rec) = self.state.route_record(&c.id).await?
+                    && rec.state == "waiting"
+                    && let Some(c) = waiting_contact(&rec, &self.plan)
+                {
+                    engine.add_contact(c, now);
+                }
             }
             let steps = engine.advance(now);
             for chunk in steps.chunks(COMMIT_BATCH) {

@@ -653,9 +653,9 @@ impl Engine {
             return;
         }
         // A contact that waited past its queue's move (reloaded after a
-        // failover) is where the move put it. Moves cannot loop (a queue
-        // never moves to itself, and each hop needs more waiting), but the
-        // hops are bounded anyway.
+        // failover) is where the move put it. Moves cannot loop (the plan
+        // refuses moves that come back to a queue they left), but the hops
+        // are bounded anyway.
         let came_to = (contact.queue, contact.queued_at);
         let mut step;
         let mut hops = 0;

@@ -1316,3 +1316,28 @@ fn catching_up_across_a_move_keeps_the_left_queues_answers() {
         ]
     );
 }
+
+/// Moves that come back to a queue they left are refused, naming the step
+/// and the loop: a contact went round for as long as it waited, and one
+/// reloaded after a failover was placed where a cap on the hops left it.
+/// A chain that ends in a queue keeping its contacts is fine.
+#[test]
+fn moves_that_loop_are_refused() {
+    let moving = |name: &str, to: &str| {
+        let mut q = queue(name, &[]);
+        q.overflow = vec![OverflowStepConfig {
+            after_secs: 60,
+            move_to: Some(to.into()),
+            ..Default::default()
+        }];
+        q
+    };
+    let looped = [moving("a", "b"), moving("b", "c"), moving("c", "a")];
+    let Err(e) = Plan::compile("routing", &looped, &[], "") else {
+        panic!("a loop");
+    };
+    assert_eq!(e.key, "routing.queues[2].overflow[0].move_to");
+    assert!(e.problem.contains("a -> b -> c -> a"), "{}", e.problem);
+    let ends = [moving("a", "b"), moving("b", "c"), queue("c", &[])];
+    assert!(Plan::compile("routing", &ends, &[], "").is_ok());
+}
