@@ -17,6 +17,10 @@ use super::checkpoint::{self, Checkpoint};
 use super::conn::{self, ImapSession};
 use super::round::{self, Caps, Round};
 
+/// How long a session must have lasted before a good round resets the
+/// reconnection backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
 /// The longest wait for a connection (TCP, TLS, greeting, LOGIN).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait for one command's answer.
@@ -97,6 +101,7 @@ pub(super) async fn run(
 ) -> Result<(), End> {
     let s = &ctx.settings;
     let mut session = End::guard(stop, "connect", CONNECT_TIMEOUT, conn::connect(s)).await?;
+    let connected = std::time::Instant::now();
     let label = s.label.clone();
     metrics::gauge!("switchboard_email_imap_connected", "mailbox" => label).set(1.0);
     let found = End::guard(stop, "protocol", COMMAND_TIMEOUT, session.capabilities()).await?;
@@ -190,7 +195,12 @@ pub(super) async fn run(
                 continue;
             }
             Round::Done { progress, exists } => {
-                backoff.reset();
+                // Only a session that lasted: one that always fails right
+                // after a good round (IDLE refused, a connection dropped)
+                // reconnected and logged in again every second, for ever.
+                if connected.elapsed() >= HEALTHY_AFTER {
+                    backoff.reset();
+                }
                 temporary.reset();
                 let grew = exists.is_some_and(|n| n != known);
                 known = exists.unwrap_or(known);

@@ -225,6 +225,14 @@ async fn a_message_that_cannot_be_fetched_is_passed_over_after_five_sessions() {
 /// the response lines, `{tag}` standing for the command's tag. LOGIN,
 /// LOGOUT and CAPABILITY (no IDLE) are answered for it.
 async fn scripted_server(answer: fn(&str, usize, usize) -> String) -> u16 {
+    scripted_server_with("IMAP4rev1", answer).await
+}
+
+/// A [`scripted_server`] whose CAPABILITY lists `capabilities`.
+async fn scripted_server_with(
+    capabilities: &'static str,
+    answer: fn(&str, usize, usize) -> String,
+) -> u16 {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -241,7 +249,7 @@ async fn scripted_server(answer: fn(&str, usize, usize) -> String) -> u16 {
                 let tag = words.next().unwrap_or("*").to_owned();
                 let command = words.next().unwrap_or("").to_ascii_uppercase();
                 let text = if command.starts_with("CAPABILITY") {
-                    "* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n".to_owned()
+                    format!("* CAPABILITY {capabilities}\r\n{{tag}} OK done\r\n")
                 } else if command.starts_with("LOGOUT") {
                     "* BYE\r\n{tag} OK bye\r\n".to_owned()
                 } else if command.starts_with("LOGIN") {
@@ -366,4 +374,37 @@ async fn mail_announced_during_an_empty_listing_is_fetched_at_once() {
     sink.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(sink.uids(), vec![1]);
     fetcher.stop().await;
+}
+
+/// A server that fails every session right after a good round (here it
+/// offers IDLE and refuses it) is reconnected to with a growing backoff.
+/// The good round reset the backoff, so the session was connected, logged
+/// in and selected again every second, for ever (providers lock accounts
+/// for less).
+#[tokio::test]
+async fn a_session_failing_after_each_good_round_backs_off() {
+    static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let port = scripted_server_with("IMAP4rev1 IDLE", |command, sessions, _| {
+        if command.starts_with("SELECT") {
+            SESSIONS.store(sessions, std::sync::atomic::Ordering::SeqCst);
+            "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n\
+             {tag} OK [READ-WRITE] selected\r\n"
+                .to_owned()
+        } else if command.starts_with("IDLE") {
+            "{tag} BAD not today\r\n".to_owned()
+        } else {
+            "{tag} OK done\r\n".to_owned()
+        }
+    })
+    .await;
+    let (sink, state) = (Arc::new(Sink::default()), RedisState::new());
+    let mut settings = scripted_settings(port, Duration::from_secs(600));
+    settings.idle = true;
+    let fetcher = Fetcher::start(settings, &sink, &state);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    fetcher.stop().await;
+    // Sessions at 0 s and after 0.5-1, 1-2 and 2-4 s more: at most four
+    // in 6 s (every 0.5-1 s: six or more).
+    let sessions = SESSIONS.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=4).contains(&sessions), "{sessions} sessions in 6 s");
 }
