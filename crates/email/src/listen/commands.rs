@@ -236,8 +236,9 @@ impl Session {
         }
         let address = to.address.to_lowercase();
         if address.len() > MAX_ADDRESS_BYTES {
-            // Accepted, it would refuse the whole message after DATA (the
-            // intake's address limit), for every recipient.
+            // RFC 5321's limit. As the first recipient (the contact's
+            // address), one over the intake's 320 bytes refused the whole
+            // message after DATA, for every recipient.
             self.refusals += 1;
             metrics::counter!("switchboard_email_recipients_refused_total",
                 "source" => self.settings.name.clone())

@@ -5,7 +5,7 @@ use super::commands::{Flow, Session};
 use super::session::Outcome;
 use super::wire::{close, farewell, flush};
 use smtp_proto::request::receiver::{
-    DataReceiver, DummyDataReceiver, DummyLineReceiver, MAX_LINE_LENGTH, RequestReceiver,
+    DataReceiver, DummyLineReceiver, MAX_LINE_LENGTH, RequestReceiver,
 };
 use smtp_proto::{Error, Request};
 use std::sync::Arc;
@@ -54,13 +54,18 @@ enum Mode {
         /// The body's share of the listener's budget, in KiB.
         held: Option<OwnedSemaphorePermit>,
     },
-    /// The rest of a body over the size limit, dropped.
-    Discard(DummyDataReceiver),
+    /// The rest of a body over the size limit, dropped; its last two
+    /// bytes kept in `tail` to check how it ends ([`smuggled_end`]).
+    Discard {
+        rx: DataReceiver,
+        tail: Vec<u8>,
+    },
     /// The rest of a body that did not fit the listener's budget, read
     /// and dropped, its size (unstuffed) counted: answered 452 if it is
     /// within the size limit, else 552. `counted` bytes so far, and the last
-    /// one kept in `tail` (a CR that may turn out to start the end, which
-    /// the receiver then takes back).
+    /// two kept in `tail` (a CR that may turn out to start the end, which
+    /// the receiver then takes back, and the byte before it, which tells
+    /// how the body ended).
     Drain {
         rx: DataReceiver,
         counted: usize,
@@ -274,16 +279,15 @@ where
                             switchboard_channel::warn_throttled!(NO_ROOM, listener = %s.settings.name, "Message bodies held at once reached max_mib_in_flight; a message is answered 452 (try again later).");
                         }
                         // The body and its share of the budget go now.
+                        let mut tail = std::mem::take(body);
+                        let counted = keep_last_two(&mut tail);
+                        let rx = std::mem::replace(rx, DataReceiver::new());
                         mode = if done {
                             Mode::Command
                         } else if too_large {
-                            Mode::Discard(DummyDataReceiver::new_data(rx))
+                            Mode::Discard { rx, tail }
                         } else {
-                            Mode::Drain {
-                                counted: body.len().saturating_sub(1),
-                                tail: body.last().map(|b| vec![*b]).unwrap_or_default(),
-                                rx: std::mem::replace(rx, DataReceiver::new()),
-                            }
+                            Mode::Drain { rx, counted, tail }
                         };
                         if done && too_large {
                             s.too_large(&mut out);
@@ -303,27 +307,31 @@ where
                     if done && smuggled_end(tail) {
                         return bad_end_of_data(io, s, out, timeout).await;
                     }
+                    *counted += keep_last_two(tail);
                     let seen = *counted + tail.len();
-                    if let Some(&last) = tail.last() {
-                        *counted = seen - 1;
-                        tail.clear();
-                        tail.push(last);
-                    }
                     if seen > max_bytes + usize::from(!done) {
                         // Over the size limit after all: 552, not 452.
                         if done {
                             mode = Mode::Command;
                             s.too_large(&mut out);
                         } else {
-                            mode = Mode::Discard(DummyDataReceiver::new_data(rx));
+                            mode = Mode::Discard {
+                                rx: std::mem::replace(rx, DataReceiver::new()),
+                                tail: std::mem::take(tail),
+                            };
                         }
                     } else if done {
                         mode = Mode::Command;
                         s.no_room(&mut out);
                     }
                 }
-                Mode::Discard(skip) => {
-                    if skip.ingest(&mut bytes) {
+                Mode::Discard { rx, tail } => {
+                    let done = rx.ingest(&mut bytes, tail);
+                    if done && smuggled_end(tail) {
+                        return bad_end_of_data(io, s, out, timeout).await;
+                    }
+                    keep_last_two(tail);
+                    if done {
                         mode = Mode::Command;
                         s.too_large(&mut out);
                     } else if dropped + (before - bytes.as_slice().len()) > max_discarded(max_bytes)
@@ -350,7 +358,7 @@ where
             }
             if matches!(
                 mode,
-                Mode::SkipLine(_) | Mode::Discard(_) | Mode::Drain { .. }
+                Mode::SkipLine(_) | Mode::Discard { .. } | Mode::Drain { .. }
             ) {
                 dropped += before - bytes.as_slice().len();
             } else {
@@ -370,6 +378,14 @@ where
             }
         }
     }
+}
+
+/// Drops all but the last two bytes of `tail` (what a dropped body's end
+/// is checked on); how many went.
+fn keep_last_two(tail: &mut Vec<u8>) -> usize {
+    let gone = tail.len().saturating_sub(2);
+    tail.drain(..gone);
+    gone
 }
 
 /// Whether a body the DATA receiver saw end was ended by

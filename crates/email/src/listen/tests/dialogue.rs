@@ -308,24 +308,31 @@ async fn a_body_of_exactly_the_limit_is_accepted_however_it_is_split() {
 /// takes it for one, and what follows it (here a second transaction, as
 /// in SMTP smuggling) would run as the sender's next commands. The message
 /// is refused for every recipient, counted, and the session ends, however
-/// the bytes are split; a body held and one drained (no room in the
-/// budget) alike.
+/// the bytes are split; a body held, one drained (no room in the budget)
+/// and one discarded (over the size limit) alike.
 #[tokio::test]
 async fn a_bare_cr_in_the_end_of_data_refuses_the_message_and_ends_the_session() {
     let counters = crate::test_counters::Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
     let smuggled = "MAIL FROM:<ceo@support.test>\r\nRCPT TO:<help@support.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nPay.\r\n.\r\n";
     let long = format!("{}\r\n", "x".repeat(998));
-    for (round, drained) in [false, true].into_iter().enumerate() {
+    for (round, kept) in ["held", "drained", "discarded"].into_iter().enumerate() {
+        let drained = kept != "held";
         let sink = Arc::new(TestSink::default());
         let mut s = settings(Protocol::Lmtp);
-        if drained {
-            s.max_message_bytes = 20_000;
-            s.budget = crate::listen::ListenerSettings::budget(1024);
+        match kept {
+            // No room in the listener's budget: drained.
+            "drained" => {
+                s.max_message_bytes = 20_000;
+                s.budget = crate::listen::ListenerSettings::budget(1024);
+            }
+            // Over the size limit: discarded.
+            "discarded" => s.max_message_bytes = 1_000,
+            _ => {}
         }
         let name = s.name.clone();
         let server = start(s, sink.clone()).await;
-        for split in [None, Some(1), Some(2)] {
+        for split in [None, Some(1), Some(2), Some(3)] {
             let mut c = Client::connect(&server).await;
             c.lhlo().await;
             c.expect("MAIL FROM:<a@b.test>", "250").await;
@@ -342,7 +349,8 @@ async fn a_bare_cr_in_the_end_of_data_refuses_the_message_and_ends_the_session()
             match split {
                 None => c.send(&wire).await,
                 Some(n) => {
-                    // The CRs split from the dot and from the LF.
+                    // The CRs split from the dot, from each other and
+                    // from the LF.
                     let at = body.len() + n;
                     c.send(&wire[..at]).await;
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -353,21 +361,17 @@ async fn a_bare_cr_in_the_end_of_data_refuses_the_message_and_ends_the_session()
                 assert_eq!(
                     c.reply().await,
                     ["550 5.5.2 Error: bare <CR> in the end-of-data sequence"],
-                    "drained {drained}, split {split:?}"
+                    "{kept}, split {split:?}"
                 );
             }
-            assert_eq!(
-                c.line().await,
-                "",
-                "closed: drained {drained}, split {split:?}"
-            );
+            assert_eq!(c.line().await, "", "closed: {kept}, split {split:?}");
         }
         assert!(sink.got().is_empty(), "nothing stored, nothing smuggled");
         let refused =
             format!("switchboard_email_messages_total{{outcome=bad_end_of_data,source={name}}}");
         assert_eq!(
             counters.get(&refused),
-            3 * (round as u64 + 1),
+            4 * (round as u64 + 1),
             "{}",
             counters.dump()
         );
