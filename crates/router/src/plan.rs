@@ -178,39 +178,6 @@ pub struct PlanError {
     pub problem: String,
 }
 
-/// Refuses moves that come back to a queue they left (`a` moves to `b`,
-/// `b` to `a`): a contact would go round for as long as it waits, and one
-/// reloaded after a failover was placed where a cap on the hops left it,
-/// not where the rounds would have. A queue's moves end in a queue that
-/// keeps its contacts.
-fn check_moves_end(key: &str, queues: &[Queue]) -> Result<(), PlanError> {
-    let move_of = |q: usize| queues[q].steps.last().and_then(|s| s.move_to);
-    for start in 0..queues.len() {
-        let mut path = vec![start];
-        let mut at = start;
-        while let Some(to) = move_of(at) {
-            if path.contains(&to) {
-                let names: Vec<&str> = path
-                    .iter()
-                    .chain(std::iter::once(&to))
-                    .map(|q| queues[*q].name.as_str())
-                    .collect();
-                let last = queues[at].steps.len().saturating_sub(2);
-                return Err(err(
-                    format!("{key}.queues[{at}].overflow[{last}].move_to"),
-                    format!(
-                        "moves must end in a queue that keeps its contacts, not loop: {}",
-                        names.join(" -> ")
-                    ),
-                ));
-            }
-            path.push(to);
-            at = to;
-        }
-    }
-    Ok(())
-}
-
 fn err(key: String, problem: impl Into<String>) -> PlanError {
     PlanError {
         key,
@@ -551,7 +518,6 @@ impl Plan {
         } else {
             lookup(format!("{key}.default_queue"), default_queue)?
         };
-        check_moves_end(key, &compiled)?;
         Ok(Plan {
             queues: compiled,
             rules: compiled_rules,

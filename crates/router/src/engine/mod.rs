@@ -359,6 +359,10 @@ impl std::fmt::Debug for Engine {
 /// How far a decision scans past agents a contact excluded (declined) or
 /// contacts that excluded an agent, before giving up on that set.
 const SCAN_LIMIT: usize = 64;
+
+/// The most queue moves one catch-up follows: a safety bound (every hop
+/// needs at least a second of open time), far above a real wait's.
+const MAX_CATCH_UP_HOPS: usize = 10_000;
 /// Candidates kept in an explanation.
 const EXPLAIN_TOP: usize = 5;
 
@@ -653,9 +657,10 @@ impl Engine {
             return;
         }
         // A contact that waited past its queue's move (reloaded after a
-        // failover) is where the move put it. Moves cannot loop (the plan
-        // refuses moves that come back to a queue they left), but the hops
-        // are bounded anyway.
+        // failover) is where the moves put it. Moves may go round (`a` to
+        // `b`, `b` back to `a`), and every hop needs more waiting (a step is
+        // at least 1 s of open time), so this ends; the hops are bounded
+        // anyway, far above what a real wait gives.
         let came_to = (contact.queue, contact.queued_at);
         let mut step;
         let mut hops = 0;
@@ -673,7 +678,7 @@ impl Engine {
                 .rposition(|s| s.after_ms <= waited_in_queue)
                 .unwrap_or(0);
             match queue.steps[step].move_to {
-                Some(to) if hops < self.plan.queues.len() => {
+                Some(to) if hops < MAX_CATCH_UP_HOPS => {
                     // The answers of the steps it passed in this queue,
                     // the moving step's included, before it leaves.
                     self.catch_up_answers(&contact, step, since, now);
