@@ -1081,12 +1081,25 @@ impl Conn {
                 .describe(&active.session.visitor, id)
                 .await
             {
-                Some(a) => lines.push(attachment_line(&a)),
-                None => {
+                Ok(Some(a)) => lines.push(attachment_line(&a)),
+                Ok(None) => {
                     counter!("switchboard_chat_rejected_total", "reason" => "unknown_attachment")
                         .increment(1);
                     return self
                         .send(&with_id("unknown_attachment", "no such upload of yours"))
+                        .await;
+                }
+                Err(error) => {
+                    // The widget sends it again later with the same
+                    // client_id; the visitor's text and file are kept.
+                    counter!("switchboard_chat_messages_total", "outcome" => "unavailable")
+                        .increment(1);
+                    counter!("switchboard_chat_rejected_total", "reason" => "unavailable")
+                        .increment(1);
+                    switchboard_channel::warn_throttled!(UPLOADS_UNREADABLE, %error,
+                        "An upload's description could not be read; the message is refused as unavailable.");
+                    return self
+                        .send(&with_id("unavailable", "not stored; send it again shortly"))
                         .await;
                 }
             }
@@ -1523,3 +1536,7 @@ fn writes_attachment_line(text: &str) -> bool {
     text.lines()
         .any(|l| l.trim_start().starts_with(crate::uploads::LINE_PREFIX))
 }
+
+/// Logs unreadable upload descriptions at most once a minute.
+static UPLOADS_UNREADABLE: switchboard_channel::logs::LogThrottle =
+    switchboard_channel::logs::LogThrottle::new(std::time::Duration::from_secs(60));

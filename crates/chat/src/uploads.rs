@@ -108,22 +108,37 @@ impl Uploads {
         })
     }
 
-    /// The upload `id` if `visitor` uploaded it.
-    pub async fn describe(&self, visitor: &str, id: &str) -> Option<Attachment> {
-        let path = self.path(id)?;
-        let json = switchboard_channel::files::blocking(move || {
+    /// The upload `id` if `visitor` uploaded it; `Ok(None)` when there is
+    /// no such upload of theirs, `Err` when the files could not be read
+    /// (a disk that fails or does not answer in time: the message is to be
+    /// sent again, not dropped as naming an unknown upload).
+    pub async fn describe(
+        &self,
+        visitor: &str,
+        id: &str,
+    ) -> Result<Option<Attachment>, std::io::Error> {
+        let Some(path) = self.path(id) else {
+            return Ok(None);
+        };
+        let read = switchboard_channel::files::blocking(move || {
             std::fs::read(path.with_extension("json"))
         })
-        .await
-        .ok()?
-        .ok()?;
-        let meta: Meta = serde_json::from_slice(&json).ok()?;
-        (meta.visitor == visitor).then(|| Attachment {
+        .await?;
+        let json = match read {
+            Ok(json) => json,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // A description that does not parse is one nobody can use.
+        let Ok(meta) = serde_json::from_slice::<Meta>(&json) else {
+            return Ok(None);
+        };
+        Ok((meta.visitor == visitor).then(|| Attachment {
             id: id.to_owned(),
             name: meta.name,
             content_type: meta.content_type,
             size: meta.size,
-        })
+        }))
     }
 }
 
@@ -207,6 +222,36 @@ fn parse_line(line: &str) -> Option<Attachment> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Someone else's upload, or none, is unknown; a description that
+    /// cannot be read (here a directory where the file should be, as an
+    /// I/O error gives) is an error, not an unknown upload: the widget
+    /// dropped the visitor's message as naming no upload of theirs.
+    #[tokio::test]
+    async fn an_unreadable_description_is_an_error_not_an_unknown_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = Uploads::open(dir.path(), 1 << 20, 0).unwrap();
+        let a = uploads
+            .store("v1", "a.png", "image/png", b"png".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            uploads.describe("v1", &a.id).await.unwrap(),
+            Some(a.clone())
+        );
+        assert_eq!(uploads.describe("v2", &a.id).await.unwrap(), None);
+        assert_eq!(
+            uploads
+                .describe("v1", "BBBBBBBBBBBBBBBBBBBBBB")
+                .await
+                .unwrap(),
+            None
+        );
+        let json = dir.path().join(format!("{}.json", a.id));
+        std::fs::remove_file(&json).unwrap();
+        std::fs::create_dir(&json).unwrap();
+        assert!(uploads.describe("v1", &a.id).await.is_err());
+    }
 
     #[test]
     fn attachment_lines_round_trip() {

@@ -1843,6 +1843,34 @@ async fn a_message_names_the_uploads_it_brought() {
     let uploaded = media(&ack_seq);
     assert_eq!(uploaded, json!([id]));
     assert_eq!(media(forged["seq"].as_str().unwrap()), json!([]));
+
+    // A description the disk cannot give (a directory where the file
+    // should be: an I/O error, as a failing or stalled disk gives) is
+    // "unavailable", to be sent again, not an upload unknown to the
+    // visitor: the widget dropped such a message, text and file.
+    let description = w.dir.path().join(format!("{id}.json"));
+    let kept = std::fs::read(&description).unwrap();
+    std::fs::remove_file(&description).unwrap();
+    std::fs::create_dir(&description).unwrap();
+    send(
+        &mut ws,
+        json!({"type": "message", "client_id": "c3", "text": "again", "attachments": [id]}),
+    )
+    .await;
+    let refused = recv_type(&mut ws, "error").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["client_id"].as_str()),
+        (Some("unavailable"), Some("c3")),
+        "{refused}"
+    );
+    std::fs::remove_dir(&description).unwrap();
+    std::fs::write(&description, kept).unwrap();
+    send(
+        &mut ws,
+        json!({"type": "message", "client_id": "c3", "text": "again", "attachments": [id]}),
+    )
+    .await;
+    recv_type(&mut ws, "ack").await;
 }
 
 /// Uploads are charged to the client address's allowance (`rate_per_ip`)
