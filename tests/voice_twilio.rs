@@ -845,3 +845,65 @@ async fn a_new_call_whose_hangup_cannot_be_read_is_held() {
         "{metrics}"
     );
 }
+
+/// A caller gone whose final `/status` was lost (Twilio does not send it
+/// again when we answer 503: Redis away, every instance restarting): the
+/// call, asked about by nobody for three holds and a ring, is ended
+/// (`caller_lost`, counted), and never offered again. It waited for ever,
+/// offered to agent after agent, each a missed offer. A caller still held,
+/// whose call asks `/wait` at every hold, is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_final_status_was_lost_is_ended_once_nobody_asks() {
+    let (_redis, daemon, twilio) = start_with(
+        &config("")
+            .replace("ring_timeout_secs = 15", "ring_timeout_secs = 5")
+            .replace(
+                "hold_pause_secs = 1",
+                "hold_pause_secs = 1\nhold_message = \"Hold.\"",
+            ),
+    );
+    let gone = twilio
+        .call("CA00000000000000000000000000000091", "+380501110001")
+        .await;
+    let held = twilio
+        .call("CA00000000000000000000000000000092", "+380501110002")
+        .await;
+    let (gone_contact, held_contact) = (contact_in(&gone), contact_in(&held));
+    // Three holds of 2 s and a ring of 5 s, and 10 s: 21 s without a word
+    // (and as long of Redis reached since the start), swept every 5 s.
+    let started = std::time::Instant::now();
+    let mut ended = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        let r = twilio
+            .post(
+                &held,
+                &leg("CA00000000000000000000000000000092", "in-progress"),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("<Redirect"), "still held: {}", r.body);
+        let routed = route(&twilio.http, &twilio.base, &gone_contact).await;
+        if routed["state"] == "closed" {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(ended, "never ended: {}", daemon.log());
+    assert!(
+        started.elapsed() >= Duration::from_secs(15),
+        "ended too soon: {:?}",
+        started.elapsed()
+    );
+    let routed = route(&twilio.http, &twilio.base, &held_contact).await;
+    assert_eq!(routed["state"], "waiting", "{routed}");
+    let metrics = metrics_text(&twilio.base).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_voice_calls_total")
+                && l.contains("outcome=\"lost\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}

@@ -21,7 +21,11 @@
 //!   while connected is closed.
 //!
 //! Routing's answer is the truth: the adapter keeps no call state of its
-//! own, so any instance can serve any request of a call.
+//! own, so any instance can serve any request of a call. It only notes
+//! when Twilio last asked about each caller, to end the calls whose final
+//! status was lost ([`lost`]).
+
+mod lost;
 
 use crate::config_error;
 use crate::{
@@ -265,7 +269,7 @@ impl ChannelAdapter for TwilioChannel {
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
         let shutdown = self.ctx.shutdown.clone();
         Box::pin(async move {
-            shutdown.cancelled().await;
+            lost::sweep(self.state.clone(), shutdown).await;
             Ok(())
         })
     }
@@ -547,6 +551,7 @@ async fn incoming(
         counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "queued")
             .increment(1);
         info!(source = %state.name, call_id = %call.call_sid, contact_id = %receipt.contact_id, "Call queued.");
+        state.seen(&receipt.contact_id).await;
         state.hold(&receipt.contact_id, true)
     }
     .await;
@@ -562,6 +567,7 @@ async fn wait(
     let result = async {
         state.read(&uri, &headers, &body)?;
         let (contact, _) = query(&uri)?;
+        state.seen(&contact).await;
         wait_for(&state, &contact)
             .await
             .or_else(|e| state.hold_through("wait", &contact, e))
@@ -626,7 +632,10 @@ async fn wait_for(state: &TwilioState, contact: &ContactId) -> Served {
             .map(twiml)
             .map_err(|e| Refusal::Unavailable(e.to_string()))
         }
-        ("closed", _) => Ok(twiml(twiml_hangup())),
+        ("closed", _) => {
+            state.forget(&contact).await;
+            Ok(twiml(twiml_hangup()))
+        }
         _ => state.hold(&contact, false),
     }
 }
@@ -769,6 +778,7 @@ async fn dialed(
         let (call, _) = state.read(&uri, &headers, &body)?;
         let (contact, agent) = query(&uri)?;
         let agent = agent.ok_or_else(|| Refusal::Bad("agent: missing".into()))?;
+        state.seen(&contact).await;
         match call.call_event().map(|e| e.kind) {
             Some(CallEventKind::Answered { .. }) => {
                 answered(&state, &uri, &call, &contact, &agent).await
@@ -781,6 +791,7 @@ async fn dialed(
                 counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => outcome.clone())
                     .increment(1);
                 info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The caller hung up while the agent's phone rang.");
+                state.forget(&contact).await;
                 Ok(twiml(twiml_hangup()))
             }
             _ => unanswered(&state, &uri, &contact, &agent)
@@ -919,6 +930,7 @@ async fn status(
             }
         };
         let outcome = state.routing.end(&contact, cause.as_str()).await?;
+        state.forget(&contact).await;
         counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => outcome.clone())
             .increment(1);
         info!(source = %state.name, call_id = %call.call_sid, contact_id = %contact, outcome = %outcome, "Call ended.");
