@@ -64,6 +64,29 @@ async fn settled(redis: &RedisServer, store: &Store, reply: &OutboundMessage) ->
         .unwrap()
 }
 
+/// A reply queued in a fresh Redis and delivered once through the relay
+/// on `port` (`settings`: more of `[channels.smtp]`), within 10 s: the
+/// server, the store, the reply and its outbox.
+async fn delivered_once(
+    port: u16,
+    settings: &str,
+) -> (RedisServer, Store, OutboundMessage, RedisOutbox) {
+    let redis = RedisServer::start();
+    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
+    let config: SmtpConfig =
+        toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}\n{settings}")).unwrap();
+    let sender = Sender::new("mail", &config).unwrap();
+    let (reply, outbox, delivery) =
+        queued_reply(&store, "olena@customer.example", "It ships today.").await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        sender.deliver(&outbox, "mail", delivery),
+    )
+    .await
+    .expect("the delivery ends");
+    (redis, store, reply, outbox)
+}
+
 /// A relay that takes the connection and never says a word (a stuck
 /// content filter does the same after the data): the delivery gives up
 /// within `timeout_secs` and is deferred. It used to wait for ever, holding
@@ -71,8 +94,6 @@ async fn settled(redis: &RedisServer, store: &Store, reply: &OutboundMessage) ->
 /// after the outbox's timeout and sent it a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_never_answers_defers_the_reply() {
-    let redis = RedisServer::start();
-    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = silent.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -81,21 +102,9 @@ async fn a_relay_that_never_answers_defers_the_reply() {
             held.push(socket);
         }
     });
-    let config: SmtpConfig = toml::from_str(&format!(
-        "host = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\ntimeout_secs = 1"
-    ))
-    .unwrap();
-    let sender = Sender::new("mail", &config).unwrap();
-
-    let (_, outbox, delivery) =
-        queued_reply(&store, "olena@customer.example", "It ships today.").await;
-
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        sender.deliver(&outbox, "mail", delivery),
-    )
-    .await
-    .expect("the delivery gives up on a silent relay");
+    // The delivery gives up on a silent relay (within 10 s).
+    let (redis, store, _, outbox) =
+        delivered_once(port, "security = \"none\"\ntimeout_secs = 1").await;
     let mut conn = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -169,22 +178,9 @@ async fn relay_silent_at_quit() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Str
 /// was deferred and sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_silent_after_taking_the_reply_gets_it_once() {
-    let redis = RedisServer::start();
-    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
     let (port, seen) = relay_silent_at_quit().await;
-    let config: SmtpConfig = toml::from_str(&format!(
-        "host = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\ntimeout_secs = 2"
-    ))
-    .unwrap();
-    let sender = Sender::new("mail", &config).unwrap();
-    let (reply, outbox, delivery) =
-        queued_reply(&store, "olena@customer.example", "It ships today.").await;
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        sender.deliver(&outbox, "mail", delivery),
-    )
-    .await
-    .expect("the delivery ends");
+    let (redis, store, reply, outbox) =
+        delivered_once(port, "security = \"none\"\ntimeout_secs = 2").await;
     let settled = settled(&redis, &store, &reply).await.expect("settled");
     assert!(settled.contains("\"delivered\""), "{settled}");
     assert!(
@@ -207,23 +203,12 @@ async fn a_relay_silent_after_taking_the_reply_gets_it_once() {
 /// reply is deferred without a word of it said in the clear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_without_starttls_gets_nothing_in_the_clear() {
-    let redis = RedisServer::start();
-    let store = Store::new(StoreConfig::local(redis.url(), 4)).unwrap();
     let (port, seen) = relay_silent_at_quit().await;
-    let config: SmtpConfig = toml::from_str(&format!(
-        "host = \"127.0.0.1\"\nport = {port}\nsecurity = \"start_tls\"\ntimeout_secs = 2\n\
-         user = \"relay\"\npassword = \"secret\""
-    ))
-    .unwrap();
-    let sender = Sender::new("mail", &config).unwrap();
-    let (reply, outbox, delivery) =
-        queued_reply(&store, "olena@customer.example", "It ships today.").await;
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        sender.deliver(&outbox, "mail", delivery),
+    let (redis, store, reply, _) = delivered_once(
+        port,
+        "security = \"start_tls\"\ntimeout_secs = 2\nuser = \"relay\"\npassword = \"secret\"",
     )
-    .await
-    .expect("the delivery ends");
+    .await;
     assert_eq!(settled(&redis, &store, &reply).await, None, "deferred");
     let seen = seen.lock().unwrap().clone();
     assert!(

@@ -879,46 +879,7 @@ async fn an_after_hours_close_cut_off_half_way_is_finished_by_the_retry() {
 /// contact nobody saw.
 #[tokio::test]
 async fn a_failed_end_at_a_closed_queue_is_tried_again_by_the_leader() {
-    use switchboard_router::plan::{AfterHours, OverflowStepConfig, QueueConfig};
-    let redis = RedisServer::start();
-    let store = store(&redis);
-    let state = RoutingState::new(store.clone());
-    let intake = intake(&store);
-    let mut config = routing();
-    config.schedules = vec![never()];
-    let mut night = QueueConfig::general();
-    night.name = "night".into();
-    night.schedule = Some("never".into());
-    night.after_hours = AfterHours::Close;
-    config.queues.push(night);
-    config.queues[0].overflow = vec![OverflowStepConfig {
-        after_secs: 2,
-        move_to: Some("night".into()),
-        ..Default::default()
-    }];
-    let instance = Instance::start(&store, "one", &config);
-    let first = intake.submit_event(event("v10", "hello")).await.unwrap();
-    until("the contact waits", || async {
-        states(&state, &[first.contact_id]).await[&first.contact_id.to_string()].0 == "waiting"
-    })
-    .await;
-    // Before the move: the conversation cannot be ended.
-    let mut open = OpenKey::broken(&redis, &store, "v10").await;
-    until("the contact is closed in routing", || async {
-        states(&state, &[first.contact_id]).await[&first.contact_id.to_string()].0 == "closed"
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    open.mend().await;
-    open.until_ended().await;
-    let mut again = event("v10", "anyone there?");
-    again.provider_message_id = Some("m-v10-2".into());
-    let again = intake.submit_event(again).await.unwrap();
-    assert_ne!(
-        again.contact_id, first.contact_id,
-        "joined the closed contact"
-    );
-    instance.stop().await;
+    failed_end_at_night("v10", false).await;
 }
 
 /// The same failed end at a closed queue, and the leader stops on an error
@@ -928,6 +889,15 @@ async fn a_failed_end_at_a_closed_queue_is_tried_again_by_the_leader() {
 /// in routing), so the conversation stayed open for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_end_is_tried_again_after_the_leader_leads_again() {
+    failed_end_at_night("v11", true).await;
+}
+
+/// A contact of `customer` moves into a queue closed for the night, whose
+/// end fails (the conversation cannot be ended) and, with `leads_again`,
+/// the leader stops on an error (its connections cut) and leads again
+/// under a new lease; then the end can be done. The retry ends the
+/// conversation, and the customer's next message opens a new contact.
+async fn failed_end_at_night(customer: &str, leads_again: bool) {
     use switchboard_router::plan::{AfterHours, OverflowStepConfig, QueueConfig};
     let redis = RedisServer::start();
     let store = store(&redis);
@@ -946,48 +916,51 @@ async fn a_failed_end_is_tried_again_after_the_leader_leads_again() {
         ..Default::default()
     }];
     let instance = Instance::start(&store, "one", &config);
-    let first = intake.submit_event(event("v11", "hello")).await.unwrap();
+    let first = intake.submit_event(event(customer, "hello")).await.unwrap();
     until("the contact waits", || async {
         states(&state, &[first.contact_id]).await[&first.contact_id.to_string()].0 == "waiting"
     })
     .await;
-    let mut open = OpenKey::broken(&redis, &store, "v11").await;
+    // Before the move: the conversation cannot be ended.
+    let mut open = OpenKey::broken(&redis, &store, customer).await;
     until("the contact is closed in routing", || async {
         states(&state, &[first.contact_id]).await[&first.contact_id.to_string()].0 == "closed"
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // Every connection but this one cut until the leader leads again
-    // under a new lease (well before the retry, 5 s after the failure).
-    let before = state.leader().await.unwrap();
-    assert!(before.is_some());
-    let conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    until("the leader leads again", || {
-        let mut conn = conn.clone();
-        let state = state.clone();
-        let before = before.clone();
-        async move {
-            let _: Result<i64, _> = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("normal")
-                .query_async(&mut conn)
-                .await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            matches!(state.leader().await, Ok(Some(t)) if Some(&t) != before.as_ref())
-        }
-    })
-    .await;
-    // Its own connection was cut too.
-    open.conn = conn;
+    if leads_again {
+        // Every connection but this one cut until the leader leads again
+        // under a new lease (well before the retry, 5 s after the failure).
+        let before = state.leader().await.unwrap();
+        assert!(before.is_some());
+        let conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        until("the leader leads again", || {
+            let mut conn = conn.clone();
+            let state = state.clone();
+            let before = before.clone();
+            async move {
+                let _: Result<i64, _> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .query_async(&mut conn)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                matches!(state.leader().await, Ok(Some(t)) if Some(&t) != before.as_ref())
+            }
+        })
+        .await;
+        // Its own connection was cut too.
+        open.conn = conn;
+    }
     open.mend().await;
     open.until_ended().await;
-    let mut again = event("v11", "anyone there?");
-    again.provider_message_id = Some("m-v11-2".into());
+    let mut again = event(customer, "anyone there?");
+    again.provider_message_id = Some(format!("m-{customer}-2"));
     let again = intake.submit_event(again).await.unwrap();
     assert_ne!(
         again.contact_id, first.contact_id,
