@@ -42,19 +42,22 @@ pub enum SecretError {
 }
 
 impl Secret {
-    /// Reads the secret.
+    /// Reads the secret, without the spaces and line breaks around it: a
+    /// presented bearer token is read without them, so a secret kept with
+    /// them (`echo` into a file or a variable, a stray space in the
+    /// configuration) validated and then refused every request.
     pub fn resolve(&self) -> Result<SecretValue, SecretError> {
         let value = match self {
             Secret::Inline(v) => v.clone(),
-            Secret::File { file } => std::fs::read_to_string(file)
-                .map_err(|e| SecretError::File {
+            Secret::File { file } => {
+                std::fs::read_to_string(file).map_err(|e| SecretError::File {
                     path: file.display().to_string(),
                     reason: e.to_string(),
                 })?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned(),
+            }
             Secret::Env { env } => std::env::var(env).map_err(|_| SecretError::Env(env.clone()))?,
         };
+        let value = value.trim_ascii().to_owned();
         if value.is_empty() {
             return Err(SecretError::Empty);
         }
@@ -176,6 +179,16 @@ mod tests {
         let value = file.token.resolve().expect("resolve");
         assert_eq!(value.expose(), "from-file");
         std::fs::remove_file(&dir).expect("remove");
+
+        // Spaces and line breaks around a secret are not part of it.
+        std::fs::write(&dir, " from-file \r\n").expect("write");
+        let value = file.token.resolve().expect("resolve");
+        assert_eq!(value.expose(), "from-file");
+        std::fs::remove_file(&dir).expect("remove");
+        let spaced: Holder = toml::from_str(r#"token = "s3cret ""#).expect("inline");
+        assert_eq!(spaced.token.resolve().expect("resolve").expose(), "s3cret");
+        let blank: Holder = toml::from_str(r#"token = " ""#).expect("inline");
+        assert_eq!(blank.token.resolve().err(), Some(SecretError::Empty));
 
         let env: Holder = toml::from_str(r#"token = { env = "PATH" }"#).expect("env");
         assert!(env.token.resolve().is_ok());

@@ -145,7 +145,9 @@ mod tests {
             .expect("again");
         let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
         assert_eq!(
-            switchboard_channel::files::sweep_older_than(dir.path(), cutoff).expect("sweep"),
+            switchboard_channel::files::sweep_older_than(dir.path(), cutoff)
+                .expect("sweep")
+                .deleted,
             0,
             "the repeated attachment was kept"
         );
