@@ -360,9 +360,10 @@ impl std::fmt::Debug for Engine {
 /// contacts that excluded an agent, before giving up on that set.
 const SCAN_LIMIT: usize = 64;
 
-/// The most queue moves one catch-up follows: a safety bound (every hop
-/// needs at least a second of open time), far above a real wait's.
-const MAX_CATCH_UP_HOPS: usize = 10_000;
+/// The most queue moves one catch-up follows: a bound on the work of a
+/// reload (every hop looks at a queue's hours), far above what a real wait
+/// gives with moves of minutes.
+const MAX_CATCH_UP_HOPS: usize = 1_000;
 /// Candidates kept in an explanation.
 const EXPLAIN_TOP: usize = 5;
 
@@ -659,8 +660,10 @@ impl Engine {
         // A contact that waited past its queue's move (reloaded after a
         // failover) is where the moves put it. Moves may go round (`a` to
         // `b`, `b` back to `a`), and every hop needs more waiting (a step is
-        // at least 1 s of open time), so this ends; the hops are bounded
-        // anyway, far above what a real wait gives.
+        // at least 1 s of open time), so this ends. The hops are bounded
+        // all the same (each looks at the queue's hours): past the bound,
+        // the contact makes its move now and starts the next queue afresh,
+        // so that it keeps moving (left at a moving step, it never would).
         let came_to = (contact.queue, contact.queued_at);
         let mut step;
         let mut hops = 0;
@@ -678,15 +681,19 @@ impl Engine {
                 .rposition(|s| s.after_ms <= waited_in_queue)
                 .unwrap_or(0);
             match queue.steps[step].move_to {
-                Some(to) if hops < MAX_CATCH_UP_HOPS => {
+                Some(to) => {
                     // The answers of the steps it passed in this queue,
                     // the moving step's included, before it leaves.
                     self.catch_up_answers(&contact, step, since, now);
                     let queue = &self.plan.queues[contact.queue];
-                    contact.queued_at = queue
-                        .due(contact.queued_at, queue.steps[step].after_ms)
-                        .unwrap_or(now)
-                        .min(now);
+                    contact.queued_at = if hops + 1 < MAX_CATCH_UP_HOPS {
+                        queue
+                            .due(contact.queued_at, queue.steps[step].after_ms)
+                            .unwrap_or(now)
+                            .min(now)
+                    } else {
+                        now
+                    };
                     contact.priority = contact
                         .priority
                         .saturating_sub(queue.priority)

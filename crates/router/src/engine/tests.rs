@@ -1343,3 +1343,29 @@ fn catching_up_follows_moves_that_go_round() {
     let placed = e.remove_contact(&id).expect("waiting");
     assert_eq!((placed.queue, placed.queued_at), (1, start + 180_000));
 }
+
+/// Past the bound on the hops a catch-up follows (1,000; here moves of a
+/// second and 1,500 s of waiting), the contact makes its move at once and
+/// starts the next queue afresh, so it keeps moving. It was left at a
+/// moving step with no timer, and never moved again.
+#[test]
+fn catching_up_past_the_bound_keeps_the_contact_moving() {
+    let moving = |name: &str, to: &str| {
+        let mut q = queue(name, &[]);
+        q.overflow = vec![OverflowStepConfig {
+            after_secs: 1,
+            move_to: Some(to.into()),
+            ..Default::default()
+        }];
+        q
+    };
+    let mut e = engine(vec![moving("a", "b"), moving("b", "a")]);
+    let start = 1_000_000;
+    let now = start + 1_500_000;
+    let c = contact(0, ChannelKind::Chat, start);
+    let id = c.id;
+    e.add_contact_catching_up(c, now, now - 1_000);
+    assert_eq!(e.next_timer(), Some(now + 1_000), "its next move is due");
+    let placed = e.remove_contact(&id).expect("waiting");
+    assert_eq!((placed.queue, placed.queued_at), (0, now));
+}
