@@ -848,20 +848,29 @@ async fn a_new_call_whose_hangup_cannot_be_read_is_held() {
 
 /// A caller gone whose final `/status` was lost (Twilio does not send it
 /// again when we answer 503: Redis away, every instance restarting): the
-/// call, asked about by nobody for three holds and a ring, is ended
+/// call, without a sign of life for three holds and a ring, is ended
 /// (`caller_lost`, counted), and never offered again. It waited for ever,
 /// offered to agent after agent, each a missed offer. A caller still held,
-/// whose call asks `/wait` at every hold, is not touched.
+/// whose call asks `/wait` at every hold, and one connected to an agent
+/// (asking nothing while the call lasts) are not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_whose_final_status_was_lost_is_ended_once_nobody_asks() {
     let (_redis, daemon, twilio) = start_with(
-        &config("")
+        &config(&agent("olha", TOKEN_OLHA))
             .replace("ring_timeout_secs = 15", "ring_timeout_secs = 5")
             .replace(
                 "hold_pause_secs = 1",
-                "hold_pause_secs = 1\nhold_message = \"Hold.\"",
+                "hold_pause_secs = 1\nhold_message = \"Hold.\"\nlost_calls_grace_secs = 0",
             ),
     );
+    let _olha = online(&twilio.base, TOKEN_OLHA).await;
+    let on_call_sid = "CA00000000000000000000000000000090";
+    let wait = twilio.call(on_call_sid, "+380501110000").await;
+    let (_, _, status) = twilio.until_dialed(&wait, on_call_sid).await;
+    twilio
+        .pick_up(&status, on_call_sid, "CA00000000000000000000000000000099")
+        .await;
+    let on_call = contact_in(&wait);
     let gone = twilio
         .call("CA00000000000000000000000000000091", "+380501110001")
         .await;
@@ -869,8 +878,8 @@ async fn a_call_whose_final_status_was_lost_is_ended_once_nobody_asks() {
         .call("CA00000000000000000000000000000092", "+380501110002")
         .await;
     let (gone_contact, held_contact) = (contact_in(&gone), contact_in(&held));
-    // Three holds of 2 s and a ring of 5 s, and 10 s: 21 s without a word
-    // (and as long of Redis reached since the start), swept every 5 s.
+    // Three holds of 2 s and a ring of 5 s, and 10 s: 21 s without a sign
+    // of life, watched every 5 s.
     let started = std::time::Instant::now();
     let mut ended = false;
     while started.elapsed() < Duration::from_secs(60) {
@@ -895,8 +904,12 @@ async fn a_call_whose_final_status_was_lost_is_ended_once_nobody_asks() {
         "ended too soon: {:?}",
         started.elapsed()
     );
+    // Another round of the watch for the connected call, quiet as long.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let routed = route(&twilio.http, &twilio.base, &held_contact).await;
     assert_eq!(routed["state"], "waiting", "{routed}");
+    let routed = route(&twilio.http, &twilio.base, &on_call).await;
+    assert_eq!(routed["state"], "assigned", "{routed}");
     let metrics = metrics_text(&twilio.base).await;
     assert!(
         metrics

@@ -83,6 +83,15 @@ pub struct TwilioConfig {
     /// Callers rejected outright.
     #[serde(default)]
     pub blocked: Vec<String>,
+    /// How long after its start an instance ends no call whose caller gave
+    /// no sign of life ([`lost`]): during a rolling upgrade, instances of
+    /// an older version write none. 0 for a single instance.
+    #[serde(default = "default_lost_calls_grace")]
+    pub lost_calls_grace_secs: u64,
+}
+
+fn default_lost_calls_grace() -> u64 {
+    3600
 }
 
 /// A generous guess at how long Twilio takes to say `message`: 12
@@ -155,6 +164,13 @@ impl ChannelConfig for TwilioConfig {
                 &self.name,
                 "ring_timeout_secs",
                 "must be 5 to 120",
+            ));
+        }
+        if self.lost_calls_grace_secs > 86_400 {
+            return Err(config_error(
+                &self.name,
+                "lost_calls_grace_secs",
+                "must be at most 86400",
             ));
         }
         // Every endpoint and the hold TwiML are checked by building them.
@@ -269,7 +285,8 @@ impl ChannelAdapter for TwilioChannel {
     fn run(self: Box<Self>) -> BoxFuture<'static, Result<(), ChannelError>> {
         let shutdown = self.ctx.shutdown.clone();
         Box::pin(async move {
-            lost::sweep(self.state.clone(), shutdown).await;
+            let grace = std::time::Duration::from_secs(self.state.config.lost_calls_grace_secs);
+            lost::watch(self.state.clone(), shutdown, grace).await;
             Ok(())
         })
     }
@@ -717,13 +734,18 @@ async fn bridge(
             Err(other) => return Err(other),
         };
         // Marked before connecting: `/dialed` ends the call as completed
-        // only with the mark. Unmarked (Redis away), nobody is connected.
+        // only with the mark, and the watch for lost callers leaves a
+        // connected one be. Unmarked (Redis away), nobody is connected.
         if theirs {
-            match state
-                .memory
-                .set_for(&bridged_key(&contact, &agent), "1", BRIDGED_MEMORY)
-                .await
-            {
+            let marked = match state.on_call(&contact).await {
+                Ok(()) => state
+                    .memory
+                    .set_for(&bridged_key(&contact, &agent), "1", BRIDGED_MEMORY)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error),
+            };
+            match marked {
                 Ok(()) => {
                     info!(source = %state.name, contact_id = %contact, agent_id = %agent, "The agent answered; connecting the caller.");
                     return Ok(twiml(twiml_proceed()));
