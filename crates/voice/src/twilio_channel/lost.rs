@@ -46,6 +46,14 @@ const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// routing, by `max_call_secs`, is forgotten).
 const RECHECK_CONNECTED: Duration = Duration::from_secs(60);
 
+/// How long a caller may stay connected without a sign of life while
+/// routing has the call elsewhere than with an agent (transferred or
+/// requeued during the conversation: it goes on on the first agent's phone
+/// until she hangs up). Past it, the dial's end and the final status were
+/// both lost, and the call is a ghost that `max_call_secs` does not end (it
+/// bounds assigned calls only). Routing's default `max_call_secs`.
+const CONNECTED_LOST_AFTER: Duration = Duration::from_secs(4 * 3600);
+
 /// The disposition of a call ended so.
 pub(super) const LOST: &str = "caller_lost";
 
@@ -74,7 +82,10 @@ impl TwilioState {
             .put_entry(HELD, &contact.to_string(), value)
             .await
         {
-            debug!(source = %self.name, contact_id = %contact, %error, "Could not note a sign of life of a caller.");
+            // Worth seeing: the watcher, reaching Redis, may take this
+            // instance's callers for gone.
+            switchboard_channel::warn_throttled!(UNNOTED, source = %self.name, contact_id = %contact, %error,
+                "Could not note a sign of life of a caller (logged once a minute); if this instance cannot reach Redis for long, the lost-call watch may end its callers.");
         }
     }
 
@@ -100,6 +111,10 @@ impl TwilioState {
         Duration::from_secs(3 * hold + u64::from(self.config.ring_timeout_secs) + 10 + music)
     }
 }
+
+/// Failed signs of life, logged at most once a minute.
+static UNNOTED: switchboard_channel::logs::LogThrottle =
+    switchboard_channel::logs::LogThrottle::new(Duration::from_secs(60));
 
 /// What the watcher saw of one entry.
 struct Seen {
@@ -190,31 +205,40 @@ async fn watch_once(
         } else if entry.since.elapsed() < lost_after || !may_end {
             continue;
         }
-        let route = state
-            .routing
-            .route(&contact)
-            .await
-            .map_err(|e| e.to_string())?;
-        if route.as_ref().is_some_and(|r| r.state == "closed") {
+        let quiet = entry.since.elapsed();
+        // One contact's trouble is its own: the others are watched on (a
+        // restart of the whole watch kept ghosts alive through any blip).
+        let route = match state.routing.route(&contact).await {
+            Ok(route) => route,
+            Err(error) => {
+                debug!(source = %state.name, contact_id = %contact, %error, "Cannot look at a followed call now.");
+                continue;
+            }
+        };
+        let where_now = route.as_ref().map(|r| r.state.as_str());
+        if where_now == Some("closed") {
             state.forget(&contact).await;
             seen.remove(&field);
             continue;
         }
-        if connected {
+        if connected && (where_now == Some("assigned") || quiet < CONNECTED_LOST_AFTER || !may_end)
+        {
             continue;
         }
-        let outcome = state
-            .routing
-            .end(&contact, LOST)
-            .await
-            .map_err(|e| e.to_string())?;
+        let outcome = match state.routing.end(&contact, LOST).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                debug!(source = %state.name, contact_id = %contact, %error, "Cannot end a lost call now.");
+                continue;
+            }
+        };
         state.forget(&contact).await;
         seen.remove(&field);
         if matches!(outcome.as_str(), "abandoned" | "closed") {
             counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "lost")
                 .increment(1);
             warn!(source = %state.name, contact_id = %contact, outcome = %outcome,
-                quiet_secs = lost_after.as_secs(),
+                quiet_secs = quiet.as_secs(),
                 "A call without a sign of life for a while is ended: its caller is gone (its final status was not taken).");
         }
     }
