@@ -254,6 +254,7 @@ async fn run(ctx: &Ctx, shutdown: &CancellationToken) {
             }
         }
         let stop = shutdown.child_token();
+        let began = std::time::Instant::now();
         let work = async {
             let result = session::run(ctx, &stop, &mut backoff).await;
             stop.cancel();
@@ -262,6 +263,12 @@ async fn run(ctx: &Ctx, shutdown: &CancellationToken) {
         let (result, ()) = tokio::join!(work, checkpoint::keep_lease(ctx, &stop));
         metrics::gauge!("switchboard_email_imap_connected", "mailbox" => ctx.settings.label.clone())
             .set(0.0);
+        // A session that lasted ends like a first failure, whether or not
+        // a round finished after its first minute (a connection dropped
+        // in a long IDLE is no reason to wait minutes).
+        if began.elapsed() >= session::HEALTHY_AFTER {
+            backoff.reset();
+        }
         if let Err(End::Failed { kind, error }) = result {
             fail(ctx, shutdown, &mut backoff, kind, &error).await;
         }

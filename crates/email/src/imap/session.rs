@@ -19,7 +19,7 @@ use super::round::{self, Caps, Round};
 
 /// How long a session must have lasted before a good round resets the
 /// reconnection backoff.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+pub(super) const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 /// The longest wait for a connection (TCP, TLS, greeting, LOGIN).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
