@@ -143,6 +143,14 @@ pub async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: Option<IpAddr>, o
             strikes: 0,
         };
         let end = conn.run(stream, &origin).await;
+        // Every end counted by why: a flood of sockets that never say
+        // hello, or are closed for refused frames, shows here.
+        let why = match &end {
+            End::Slow => "slow_reader",
+            End::Close(_, reason) => reason,
+            End::Gone => "gone",
+        };
+        counter!("switchboard_chat_closed_total", "reason" => why).increment(1);
         match end {
             End::Slow => {
                 counter!("switchboard_chat_rejected_total", "reason" => "slow_reader").increment(1);

@@ -1738,6 +1738,14 @@ async fn the_session_allowance_is_shared_by_the_visitors_sockets() {
 /// struck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_frames_before_hello_are_charged_and_struck() {
+    counted::start();
+    let closed = || {
+        counted::get(
+            "switchboard_chat_closed_total",
+            "reason=too many refused frames",
+        )
+    };
+    let before = closed();
     let w = world();
     let addr = w.instance("a", "rate_per_ip = 5").await;
     let mut ws = connect(addr, ORIGIN).await.unwrap();
@@ -1749,6 +1757,16 @@ async fn binary_frames_before_hello_are_charged_and_struck() {
     let answer = recv(&mut ws).await;
     assert_eq!(answer["code"], "rate_limited", "{answer}");
     assert_eq!(binary_until_closed(&mut ws).await, Some(1008));
+    // The close is counted by its reason.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while closed() == before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        closed() > before,
+        "the close was not counted: {}",
+        switchboard_testkit::counters::Counters::global().dump()
+    );
 }
 
 /// Sends binary frames one at a time, each after the server answered the
