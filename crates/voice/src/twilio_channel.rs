@@ -584,10 +584,9 @@ async fn wait(
     let result = async {
         state.read(&uri, &headers, &body)?;
         let (contact, _) = query(&uri)?;
-        state.seen(&contact).await;
-        wait_for(&state, &contact)
-            .await
-            .or_else(|e| state.hold_through("wait", &contact, e))
+        // The sign of life along with routing's answer, not before it.
+        let ((), served) = tokio::join!(state.seen(&contact), wait_for(&state, &contact));
+        served.or_else(|e| state.hold_through("wait", &contact, e))
     }
     .await;
     state.answer("wait", result)

@@ -256,7 +256,7 @@ async fn run(ctx: &Ctx, shutdown: &CancellationToken) {
         let stop = shutdown.child_token();
         let began = std::time::Instant::now();
         let work = async {
-            let result = session::run(ctx, &stop, &mut backoff).await;
+            let result = session::run(ctx, &stop).await;
             stop.cancel();
             result
         };

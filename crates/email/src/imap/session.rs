@@ -17,8 +17,10 @@ use super::checkpoint::{self, Checkpoint};
 use super::conn::{self, ImapSession};
 use super::round::{self, Caps, Round};
 
-/// How long a session must have lasted before a good round resets the
-/// reconnection backoff.
+/// How long a session must have lasted for its end to reset the
+/// reconnection backoff (`super::run`): one that always fails soon after
+/// it starts (IDLE refused, a proxy that drops the connection) reconnected
+/// every second, for ever, when any good round reset it.
 pub(super) const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 /// The longest wait for a connection (TCP, TLS, greeting, LOGIN).
@@ -92,16 +94,10 @@ impl IntoEnd for StateError {
     }
 }
 
-/// Runs one session until `stop` or a failure. `backoff` is reset once a
-/// whole round has worked.
-pub(super) async fn run(
-    ctx: &Ctx,
-    stop: &CancellationToken,
-    backoff: &mut Backoff,
-) -> Result<(), End> {
+/// Runs one session until `stop` or a failure.
+pub(super) async fn run(ctx: &Ctx, stop: &CancellationToken) -> Result<(), End> {
     let s = &ctx.settings;
     let mut session = End::guard(stop, "connect", CONNECT_TIMEOUT, conn::connect(s)).await?;
-    let connected = std::time::Instant::now();
     let label = s.label.clone();
     metrics::gauge!("switchboard_email_imap_connected", "mailbox" => label).set(1.0);
     let found = End::guard(stop, "protocol", COMMAND_TIMEOUT, session.capabilities()).await?;
@@ -195,12 +191,6 @@ pub(super) async fn run(
                 continue;
             }
             Round::Done { progress, exists } => {
-                // Only a session that lasted: one that always fails right
-                // after a good round (IDLE refused, a connection dropped)
-                // reconnected and logged in again every second, for ever.
-                if connected.elapsed() >= HEALTHY_AFTER {
-                    backoff.reset();
-                }
                 temporary.reset();
                 let grew = exists.is_some_and(|n| n != known);
                 known = exists.unwrap_or(known);

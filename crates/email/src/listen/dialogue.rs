@@ -278,9 +278,11 @@ where
                         if !too_large {
                             switchboard_channel::warn_throttled!(NO_ROOM, listener = %s.settings.name, "Message bodies held at once reached max_mib_in_flight; a message is answered 452 (try again later).");
                         }
-                        // The body and its share of the budget go now.
-                        let mut tail = std::mem::take(body);
-                        let counted = keep_last_two(&mut tail);
+                        // The body and its share of the budget go now
+                        // (its last two bytes kept, in a vector of their
+                        // own: the body's memory goes with its share).
+                        let counted = body.len().saturating_sub(2);
+                        let tail = body.get(counted..).unwrap_or_default().to_vec();
                         let rx = std::mem::replace(rx, DataReceiver::new());
                         mode = if done {
                             Mode::Command

@@ -51,7 +51,9 @@ const RECHECK_CONNECTED: Duration = Duration::from_secs(60);
 /// requeued during the conversation: it goes on on the first agent's phone
 /// until she hangs up). Past it, the dial's end and the final status were
 /// both lost, and the call is a ghost that `max_call_secs` does not end (it
-/// bounds assigned calls only). Routing's default `max_call_secs`.
+/// bounds assigned calls only). Routing's default `max_call_secs`, not its
+/// configured value: a heuristic bound for calls routing no longer ties to
+/// an agent.
 const CONNECTED_LOST_AFTER: Duration = Duration::from_secs(4 * 3600);
 
 /// The disposition of a call ended so.
