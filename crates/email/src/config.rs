@@ -193,6 +193,9 @@ pub struct SmtpConfig {
     pub thread_secret: Option<Secret>,
 }
 
+/// The largest `max_message_bytes` taken.
+const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
 fn default_max_message_bytes() -> usize {
     25 * 1024 * 1024
 }
@@ -320,8 +323,13 @@ impl EmailConfig {
                 &format!("{bad:?} is neither a mail address nor an @domain"),
             ));
         }
-        if self.max_message_bytes < 1024 {
-            return Err(err("max_message_bytes", "must be at least 1024"));
+        // A fetched mail is held whole in memory (IMAP has no streaming
+        // intake), so the limit bounds what one mailbox can make us hold.
+        if !(1024..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
+            return Err(err(
+                "max_message_bytes",
+                "must be 1024 to 1073741824 (1 GiB)",
+            ));
         }
         if self.attachments_keep_days > 36_500 {
             return Err(err(
@@ -372,10 +380,15 @@ impl EmailConfig {
                     "must be seen, delete or move:<folder>",
                 ));
             };
-            if m.folder.trim().is_empty() || m.folder.chars().any(char::is_control) {
+            // Spaces around the name would be sent to the server as part
+            // of it: a folder that does not exist, failing every round.
+            if m.folder.trim().is_empty()
+                || m.folder.trim() != m.folder
+                || m.folder.chars().any(char::is_control)
+            {
                 return Err(err(
                     &format!("imap[{i}].folder"),
-                    "must be a folder name without control characters",
+                    "must be a folder name without control characters or spaces around it",
                 ));
             }
             if let After::Move(to) = &after {
@@ -709,6 +722,11 @@ mod tests {
             e.contains("channels.mail.listen.command_timeout_secs"),
             "{e}"
         );
+        // A mail is held whole: a limit past 1 GiB is refused.
+        let mut big = config(BASE);
+        big.max_message_bytes = (1 << 30) + 1;
+        let e = big.check().expect_err("too big").to_string();
+        assert!(e.contains("channels.mail.max_message_bytes"), "{e}");
         let mut slow = config(BASE);
         slow.smtp.retry_secs = u64::MAX;
         let e = slow.check().expect_err("too long").to_string();
@@ -740,6 +758,12 @@ mod tests {
                 .to_string();
             assert!(e.contains("channels.mail.imap[0].after"), "{e}");
         }
+        // Spaces around a folder's name would be sent as part of it.
+        let e = config(&mailbox(" Support", "seen"))
+            .check()
+            .expect_err("spaced folder")
+            .to_string();
+        assert!(e.contains("channels.mail.imap[0].folder"), "{e}");
         config(&mailbox("INBOX", "move:Done"))
             .check()
             .expect("another folder");
