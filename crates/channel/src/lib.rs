@@ -440,6 +440,14 @@ pub trait ChannelConfig: fmt::Debug + Send + Sync {
     )> {
         None
     }
+    /// Whether the adapter finds a contact again by the provider id of its
+    /// first event for as long as the contact lasts (a call's `answer` and
+    /// `hangup` name its call id, looked up through [`Intake::lookup`]):
+    /// the intake keeps that id for `[intake] dedupe_window_secs`, which
+    /// the daemon then refuses to be shorter than the longest call.
+    fn finds_contacts_by_provider_id(&self) -> bool {
+        false
+    }
     /// Builds the adapter.
     fn build(&self, ctx: ChannelContext) -> Result<Box<dyn ChannelAdapter>, ChannelError>;
 }

@@ -722,7 +722,36 @@ impl Config {
         }
         self.check_handoffs()?;
         self.check_body_times()?;
-        self.check_offer_times()
+        self.check_offer_times()?;
+        self.check_lookup_window()
+    }
+
+    /// A channel that finds its contacts again by their first event's
+    /// provider id (a call's `hangup` by its call id) can do so only while
+    /// the intake remembers that id: at least the longest call routing
+    /// allows (`routing.max_call_secs`) and a day of waiting and slack.
+    /// With less, a long call's `hangup` found no call, and its agent was
+    /// held until `max_call_secs` ended it.
+    fn check_lookup_window(&self) -> Result<(), ConfigError> {
+        let needed = self.routing.max_call_secs.saturating_add(86_400);
+        if self.intake.dedupe_window_secs >= needed {
+            return Ok(());
+        }
+        match self
+            .channels
+            .iter()
+            .find(|c| c.config().finds_contacts_by_provider_id())
+        {
+            Some(channel) => Err(ConfigError::new(
+                "intake.dedupe_window_secs",
+                format!(
+                    "{} s is shorter than channel {:?} needs ({needed} s: routing.max_call_secs and a day): a call's later events find it by its call id, remembered for this window",
+                    self.intake.dedupe_window_secs,
+                    channel.config().name()
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// No channel needs longer offers than routing gives its kind.
@@ -1459,6 +1488,35 @@ mod tests {
         let err = load(f.path(), env(&[])).unwrap_err().to_string();
         assert!(err.starts_with("intake.dedupe_window_secs: "), "{err}");
         assert!(err.contains("maximum"), "{err}");
+    }
+
+    /// A call's `hangup` finds it by its call id, which the intake keeps
+    /// for its dedupe window: with a voice channel, a window shorter than
+    /// the longest call and a day is refused (a long call's hangup found
+    /// no call, and its agent stayed held until `max_call_secs`).
+    #[test]
+    fn a_dedupe_window_shorter_than_a_call_is_refused_with_voice() {
+        let cti = |window: u64, max_call: u64| {
+            format!(
+                "[redis]\nurl = \"redis://x\"\n[intake]\ndedupe_window_secs = {window}\n\
+                 [routing]\nmax_call_secs = {max_call}\n\
+                 [[channels]]\ntype = \"cti\"\nname = \"pbx\"\ntoken = \"0123456789abcdef0123\"\n\
+                 callback_url = \"https://pbx.example.com/dial\"\n"
+            )
+        };
+        let f = file(&cti(3600, 14_400));
+        let err = load(f.path(), env(&[])).unwrap_err();
+        assert_eq!(err.key, "intake.dedupe_window_secs", "{err}");
+        assert!(
+            err.problem
+                .starts_with("3600 s is shorter than channel \"pbx\" needs (100800 s"),
+            "{err}"
+        );
+        let f = file(&cti(100_800, 14_400));
+        load(f.path(), env(&[])).expect("a day longer than the longest call");
+        // Without a voice channel, a short window is the operator's choice.
+        let f = file("[redis]\nurl = \"redis://x\"\n[intake]\ndedupe_window_secs = 3600\n");
+        load(f.path(), env(&[])).expect("no voice channel");
     }
 
     #[test]

@@ -122,6 +122,11 @@ impl ChannelConfig for CtiConfig {
         &self.name
     }
 
+    fn finds_contacts_by_provider_id(&self) -> bool {
+        // A call's later events name it by its call id.
+        true
+    }
+
     fn validate(&self) -> Result<(), ChannelError> {
         if self.token.resolve()?.expose().len() < 16 {
             return Err(config_error(
@@ -411,6 +416,16 @@ async fn handle(
             }
             let receipt = state.intake.submit(inbound).await.map_err(unavailable)?;
             let stored = receipt.outcome != IntakeOutcome::Duplicate;
+            // Followed from the moment it is stored, before anything below
+            // can fail: a PBX that queues the caller whatever we answer
+            // (the Asterisk example) may never repeat this newCall, and a
+            // call in routing that no dispatcher follows is offered to
+            // agent after agent and never dialled. Noted before the answer,
+            // so that a restart follows it again; a repeated newCall (a
+            // duplicate) too: it starts a dispatcher where none follows the
+            // call. The dispatcher ends a call whose hangup came first.
+            register_call(state, &receipt.contact_id, &event.call_id).await;
+            follow_call(state, receipt.contact_id, &event.call_id, false);
             // Its hangup came first (events reordered, or handled while
             // this was being stored): the call is over, not routed.
             let hungup = state
@@ -448,14 +463,11 @@ async fn handle(
                 .to_json()
                 .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "reply", e.to_string()));
             }
-            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "queued")
+            // A repeat (the PBX's hold loop, a retry) is not another call.
+            let outcome = if stored { "queued" } else { "repeated" };
+            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => outcome)
                 .increment(1);
-            info!(source = %state.name, call_id = %event.call_id, contact_id = %receipt.contact_id, "Call queued.");
-            // Noted before the answer, so that a restart follows it again.
-            // A repeated newCall (a duplicate) too: it starts a dispatcher
-            // where none follows the call.
-            register_call(state, &receipt.contact_id, &event.call_id).await;
-            follow_call(state, receipt.contact_id, &event.call_id, false);
+            info!(source = %state.name, call_id = %event.call_id, contact_id = %receipt.contact_id, outcome, "Call queued.");
             Ok(continue_())
         }
         CtiEventKind::Answer => {
@@ -508,7 +520,19 @@ async fn handle(
                 .map(|c| c.end_cause().as_str().to_owned())
                 .unwrap_or_else(|| "ended".to_owned());
             let contact = match contact_of(state, &event).await? {
-                Some(contact) => contact,
+                Some(contact) => {
+                    // Remembered first: should the end below fail (a 503
+                    // the PBX may not repeat), the call's dispatcher ends
+                    // it, rather than offering a caller who is gone.
+                    if let Err(error) = state
+                        .leases
+                        .set_for(&hangup_key(&event.call_id), &disposition, HANGUP_MEMORY)
+                        .await
+                    {
+                        debug!(source = %state.name, call_id = %event.call_id, %error, "Could not note the hangup.");
+                    }
+                    contact
+                }
                 None => match remember_hangup(state, &event, &disposition).await? {
                     // Stored meanwhile: ended below, as if found at once.
                     Some(contact) => contact,
@@ -562,6 +586,9 @@ fn dialled_key(contact: &ContactId, agent: &str) -> String {
 /// How long a hangup of a call not (yet) stored is remembered for its
 /// `newCall`, should that come after it.
 const HANGUP_MEMORY: Duration = Duration::from_secs(3600);
+/// How often the leading dispatcher looks for a hangup that was noted but
+/// not acted on ([`end_if_hung_up`]).
+const HANGUP_CHECK: Duration = Duration::from_secs(3);
 
 /// An extension or SIP address as it is compared: lower case, without a
 /// `sip:`, `sips:` or `tel:` scheme, angle brackets or `;parameters`. A
@@ -1008,11 +1035,26 @@ async fn follow(
     // Releases tried in this stay in a queue.
     let mut release_tries = 0u32;
     let mut was_leading = false;
+    let mut hangup_checked: Option<Instant> = None;
+    let mut hangup_seen = false;
     loop {
         if state.shutdown.is_cancelled() {
             return false;
         }
         let mut leading = lease.hold(state).await;
+        if leading && hangup_checked.is_none_or(|at| at.elapsed() >= HANGUP_CHECK) {
+            hangup_checked = Some(Instant::now());
+            // Seen at two checks in a row: the handling of the hangup (or
+            // of a newCall after it) had its time to end the call itself.
+            let noted = hung_up(state, contact, call_id).await;
+            if let Some(disposition) = &noted
+                && hangup_seen
+                && end_hung_up(state, contact, call_id, disposition).await
+            {
+                return true;
+            }
+            hangup_seen |= noted.is_some();
+        }
         if leading && !was_leading {
             // Taken over (or first led): whose phone has the call, as the
             // leader before noted it, is newer than this dispatcher's view.
@@ -1308,6 +1350,44 @@ async fn follow(
     }
 }
 
+/// The disposition of the call's hangup, when one was noted
+/// ([`hangup_key`]): acted on when it came, or not (it came before the
+/// `newCall` was stored and ending the call then failed, or ending it
+/// failed when it came: answered 503, and a PBX does not repeat a hangup).
+async fn hung_up(state: &CtiState, contact: &ContactId, call_id: &str) -> Option<String> {
+    match state.leases.get(&hangup_key(call_id)).await {
+        Ok(found) => found,
+        Err(error) => {
+            debug!(source = %state.name, contact_id = %contact, %error, "Could not read whether the call was hung up; will look again.");
+            None
+        }
+    }
+}
+
+/// Ends a call that was hung up ([`hung_up`]); true once routing has it
+/// ended.
+async fn end_hung_up(
+    state: &CtiState,
+    contact: &ContactId,
+    call_id: &str,
+    disposition: &str,
+) -> bool {
+    match state.routing.end(contact, disposition).await {
+        // Ended by the hangup's own handling: nothing more to count.
+        Ok(outcome) if outcome == "already_closed" => true,
+        Ok(outcome) => {
+            counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => "ended_after_hangup")
+                .increment(1);
+            info!(source = %state.name, contact_id = %contact, call_id = %call_id, outcome = %outcome, "A call whose hangup was not acted on when it came is ended.");
+            true
+        }
+        Err(error) => {
+            debug!(source = %state.name, contact_id = %contact, %error, "Could not end a call that was hung up; will try again.");
+            false
+        }
+    }
+}
+
 /// The agent whose phone has the call, for a dial of it to `to`: none
 /// before it was connected, nor when it goes back to the same agent (the
 /// caller is on her phone already; a transfer to herself would hang her
@@ -1425,8 +1505,18 @@ enum Ring {
 /// the first try is still in flight; 422 the first try was taken with
 /// another body: each try carries the ring time left, so the phone may be
 /// ringing already and passing the call on would ring a second one).
+///
+/// A redirect is one too: redirects are not followed (`callback_url` must
+/// name the endpoint itself), and asking again gets the same answer.
 fn refused_for_good(status: reqwest::StatusCode) -> bool {
-    status.is_client_error() && !matches!(status.as_u16(), 408 | 409 | 422 | 425 | 429)
+    status.is_redirection()
+        || (status.is_client_error() && !matches!(status.as_u16(), 408 | 409 | 422 | 425 | 429))
+}
+
+/// What an idempotent endpoint answers a key it saw before (409: that try
+/// is still in flight; 422: it was taken with another body).
+fn repeated_key(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 409 | 422)
 }
 
 /// What became of asking the PBX to release an agent's leg.
@@ -1476,8 +1566,8 @@ async fn release(
         Some(s) if s.is_success() => (Released::Done, "released"),
         // What an idempotent endpoint answers a repeated key: the first
         // try was taken. To a first try, a passing refusal.
-        Some(s) if matches!(s.as_u16(), 409 | 422) && tried => (Released::Done, "released"),
-        Some(s) if matches!(s.as_u16(), 409 | 422) => (Released::Retry { unsure: false }, "retry"),
+        Some(s) if repeated_key(s) && tried => (Released::Done, "released"),
+        Some(s) if repeated_key(s) => (Released::Retry { unsure: false }, "retry"),
         Some(s) if refused_for_good(s) => (Released::Refused, "release_refused"),
         Some(_) => (Released::Retry { unsure: false }, "retry"),
         None => {
@@ -1564,6 +1654,9 @@ async fn tell_pbx(
         None => format!("dial:{contact}:{agent}:n{}", offer.number),
     };
     let mut delay = RING_RETRY_FIRST;
+    // A try went out and its answer was lost (a timeout): the PBX may have
+    // acted on it, and answers the next try with the same key 409 or 422.
+    let mut unsure = false;
     loop {
         let Some(ring_timeout) = ring_timeout() else {
             counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
@@ -1582,8 +1675,14 @@ async fn tell_pbx(
                 .json(&body(ring_timeout))
                 .send() => sent,
         };
-        let ok = matches!(&sent, Ok(r) if r.status().is_success());
+        // A repeated key after a lost answer: the first try was taken (the
+        // phone may be ringing), as `release` takes it. Dialled again, the
+        // answer would be the same until the offer ran out, and an
+        // assigned call would be dialled every few seconds for its length.
+        let ok = matches!(&sent, Ok(r) if r.status().is_success()
+            || (unsure && repeated_key(r.status())));
         let refused = matches!(&sent, Ok(r) if refused_for_good(r.status()));
+        unsure |= sent.as_ref().err().is_some_and(|e| !e.is_connect());
         // Our credentials refused: no call of this channel can be
         // connected, whichever agent it goes to.
         let unauthorized = matches!(&sent, Ok(r) if matches!(r.status().as_u16(), 401 | 403));
@@ -1624,7 +1723,7 @@ async fn tell_pbx(
                 }
             } else {
                 warn!(source = %state.name, contact_id = %contact, agent_id = %agent, status,
-                    "The PBX refused the dial callback for good (a 4xx); the call is passed to the next agent. Check callback_url and callback_token.");
+                    "The PBX refused the dial callback for good (a 4xx, or a redirect); the call is passed to the next agent. Check callback_url and callback_token.");
             }
             if let Err(error) = state.routing.pass(contact, agent).await {
                 warn!(source = %state.name, agent_id = %agent, %error, "Could not pass the call on; it is tried again.");

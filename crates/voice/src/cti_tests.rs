@@ -194,6 +194,8 @@ struct FakeRouting {
     declined: Mutex<Vec<(ContactId, String)>>,
     /// The calls the channel passed on (no miss of the agent's).
     passed: Mutex<Vec<(ContactId, String)>>,
+    /// `end` fails (routing unreachable).
+    fail_end: std::sync::atomic::AtomicBool,
 }
 
 static NEXT_OFFER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -298,6 +300,16 @@ impl Routing for FakeRouting {
         contact: &'a ContactId,
         disposition: &'a str,
     ) -> BoxFuture<'a, Result<String, IntakeError>> {
+        // As routing's: the contact is closed, and ending it again is
+        // `already_closed` (not recorded again). `fail_end`: unreachable.
+        if self.fail_end.load(std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async { Err(IntakeError::Unavailable("routing is down".into())) });
+        }
+        let mut views = self.views.lock().unwrap();
+        if views.get(contact).is_some_and(|v| v.state == "closed") {
+            return Box::pin(async { Ok("already_closed".into()) });
+        }
+        views.insert(*contact, Self::view("closed", None));
         self.ended
             .lock()
             .unwrap()
@@ -1438,9 +1450,12 @@ async fn a_hangup_before_its_new_call_ends_the_call() {
     let ended = world.routing.ended.lock().unwrap().clone();
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(ended[0].0, contact);
-    // Not followed: an offer made anyway is not dialled.
+    // Followed only until its dispatcher sees it closed: an offer made
+    // anyway after that is not dialled.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     world.routing.set(contact, "offered", Some("olha"));
     world.dialled_exactly(0).await;
+    assert_eq!(world.routing.ended.lock().unwrap().len(), 1);
     a.stop().await;
     b.stop().await;
 }
@@ -1630,5 +1645,108 @@ async fn a_dial_the_pbx_refuses_for_good_passes_the_call_on() {
     let dials = world.dials(1).await;
     assert_eq!(dials[0].1["agent"], "petro");
     assert_eq!(world.routing.passed.lock().unwrap().len(), 2);
+    instance.stop().await;
+}
+
+/// A newCall whose hangup came first, where ending the call fails (routing
+/// unreachable: answered 503, and the PBX queues the caller whatever the
+/// answer and never repeats a newCall): the call is still followed, and
+/// ended once routing answers. So is a call whose own hangup could not be
+/// acted on when it came. (The newCall was neither registered nor
+/// followed, and a hangup answered 503 was lost: both calls were offered
+/// to agent after agent for a caller who was gone.)
+#[tokio::test]
+async fn a_hangup_that_could_not_be_acted_on_still_ends_the_call() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let counters = switchboard_testkit::counters::Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let world = World::new().await;
+    let instance = world.instance(1).await;
+    let hangup = |id: &str| {
+        json!({"event": "hangup", "direction": "in", "callId": id,
+            "from": "+380501234567", "to": "4930609854180", "cause": "normalClearing"})
+    };
+    let reply = world.post(&instance, TOKEN, &hangup("gone")).await;
+    assert_eq!(reply.status(), 200);
+    world.routing.fail_end.store(true, SeqCst);
+    let reply = world
+        .post(
+            &instance,
+            TOKEN,
+            &json!({"event": "newCall", "direction": "in", "callId": "gone",
+                "from": "+380501234567", "to": "4930609854180"}),
+        )
+        .await;
+    assert_eq!(reply.status(), 503);
+    let early = world.intake.contact("gone");
+    // A call stored and queued, whose hangup is answered 503.
+    world.routing.fail_end.store(false, SeqCst);
+    let later = world.new_call(&instance, "later").await;
+    world.routing.fail_end.store(true, SeqCst);
+    let reply = world.post(&instance, TOKEN, &hangup("later")).await;
+    assert_eq!(reply.status(), 503);
+    world.routing.fail_end.store(false, SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ended: Vec<ContactId> = world
+            .routing
+            .ended
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(c, _)| *c)
+            .collect();
+        if ended.contains(&early) && ended.contains(&later) {
+            assert_eq!(ended.len(), 2, "{ended:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "ended: {ended:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        counters.get("switchboard_voice_calls_total{outcome=ended_after_hangup,source=pbx}"),
+        2,
+        "{}",
+        counters.dump()
+    );
+    instance.stop().await;
+}
+
+/// A dial whose answer was lost and whose next try the PBX answers 422
+/// (the first try was taken, with another ring time) is taken as
+/// delivered: not dialled again while the offer stands, nor once the
+/// call is assigned (it was dialled every few seconds for the call's
+/// length). A redirect is no for good: the call is passed on.
+#[tokio::test]
+async fn a_repeated_key_after_a_lost_answer_is_a_dial_taken() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let world = World::new().await;
+    world.pbx.lose_answers.store(1, SeqCst);
+    *world.pbx.refuse_with.lock().unwrap() = Some(axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+    let instance = world.instance(1).await;
+    let contact = world.new_call(&instance, "k1").await;
+    world.routing.set(contact, "offered", Some("olha"));
+    world.dials(1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.pbx.refused.load(SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the dial was never tried again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    world.routing.set(contact, "assigned", Some("olha"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(world.pbx.refused.load(SeqCst), 1, "dialled again");
+    assert!(world.routing.passed.lock().unwrap().is_empty());
+
+    *world.pbx.refuse_with.lock().unwrap() = Some(axum::http::StatusCode::TEMPORARY_REDIRECT);
+    let moved = world.new_call(&instance, "k2").await;
+    world.routing.set(moved, "offered", Some("petro"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.routing.passed.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "a redirect was asked again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(world.pbx.refused.load(SeqCst), 2);
+    world.routing.set(contact, "closed", None);
+    world.routing.set(moved, "closed", None);
     instance.stop().await;
 }

@@ -117,6 +117,11 @@ impl ChannelConfig for TwilioConfig {
         &self.name
     }
 
+    fn finds_contacts_by_provider_id(&self) -> bool {
+        // A call's later events name it by its call id.
+        true
+    }
+
     fn offer_time(&self) -> Option<(ChannelKind, &'static str, std::time::Duration)> {
         // The next /wait comes up to one hold pause after the offer (the
         // first, at a new call's /incoming, after the hold message too:
