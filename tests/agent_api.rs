@@ -2294,6 +2294,30 @@ async fn failed_sign_ins_are_limited_per_address_and_changes_per_token() {
     let held = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((looked_up, held), (5, 7), "{statuses:?}");
 
+    // A repeated query key does not let the websocket's handler check a
+    // token the guard never weighed: it read a repeated key's last value,
+    // the guard the first, so that `ticket=x&access_token=GUESS&ticket=`
+    // passed as a ticket and had GUESS looked up, without limit, and
+    // `access_token=<signed in>&access_token=GUESS` likewise.
+    let smuggler = "203.0.113.80";
+    for n in 0..12 {
+        let query = if n % 2 == 0 {
+            format!("ticket=x&access_token=smuggled-{n}-0123456789abcdef&ticket=")
+        } else {
+            format!("access_token={OLENA}&access_token=smuggled-{n}-0123456789abcdef")
+        };
+        let reply = http
+            .call_with(
+                "GET",
+                &format!("{base}/api/v1/ws?{query}"),
+                &[("x-forwarded-for", smuggler)],
+                "",
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 426, "{n}: the guess was looked up: {reply:?}");
+    }
+
     // Ten changes a minute per token: the eleventh is refused, reads go on,
     // and another agent's token has its own allowance.
     // (Petro spent one above.)

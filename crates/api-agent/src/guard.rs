@@ -114,6 +114,18 @@ fn credential(request: &Request) -> Credential {
     Credential::None
 }
 
+/// The first non-empty value of `name` in a query, as [`credential`]
+/// reads it. The websocket's handler reads its `ticket` and
+/// `access_token` through this: read otherwise (a repeated key's last
+/// value), the guard weighed one credential and the handler checked
+/// another, so that `?ticket=x&access_token=GUESS&ticket=` had tokens
+/// guessed past the limit on failed sign-ins.
+pub(crate) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(n, v)| n == name && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
+}
+
 /// The middleware: refuses a request over either allowance, and charges
 /// the caller's address for each `401` answered.
 pub(crate) async fn guard(

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use switchboard_store::AgentRecord;
 
@@ -576,20 +576,22 @@ async fn redeem(inner: &Inner, ticket: &str) -> Result<(String, String), ApiErro
 pub async fn ws(
     State(inner): Api,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ticket = q.get("ticket").filter(|t| !t.is_empty());
+    // Read as the guard read them (the first non-empty value of each).
+    let ticket = crate::guard::query_value(uri.query(), "ticket");
+    let access_token = crate::guard::query_value(uri.query(), "access_token");
     // Who first: a plain GET without a token is 401, as everywhere else.
     // A ticket is redeemed only by a websocket upgrade: a plain GET
     // carrying one is told to upgrade, and the ticket is kept.
     // The session checks that its token stays the agent's (ws.rs), by
     // the token's digest.
     let (agent, digest) = match ticket {
-        Some(ticket) if upgrade.is_ok() => redeem(&inner, ticket).await?,
+        Some(ticket) if upgrade.is_ok() => redeem(&inner, &ticket).await?,
         Some(_) => (String::new(), String::new()),
         None => {
-            let query_token = q.get("access_token").map(String::as_str);
+            let query_token = access_token.as_deref();
             let caller = caller(&inner, &headers, query_token).await?;
             let agent = caller.agent()?.to_owned();
             let digest = token(&headers, query_token)

@@ -18,7 +18,7 @@ use metrics::counter;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
@@ -36,14 +36,19 @@ fn closed(reason: &'static str) {
     counter!("switchboard_agent_ws_closed_total", "reason" => reason).increment(1);
 }
 
-/// Runs one write under [`WRITE_LIMIT`]; false when it failed or took too
-/// long (counted as `write_timeout`).
+/// Runs one write under [`WRITE_LIMIT`]; false when it failed (counted as
+/// `write_error`: the connection broke) or took too long (`write_timeout`).
 async fn written<F>(write: F) -> bool
 where
     F: std::future::Future<Output = bool>,
 {
     match tokio::time::timeout(WRITE_LIMIT, write).await {
-        Ok(ok) => ok,
+        Ok(true) => true,
+        Ok(false) => {
+            closed("write_error");
+            debug!("Could not write to the agent's client; closing.");
+            false
+        }
         Err(_) => {
             closed("write_timeout");
             debug!("The agent's client does not read; closing.");
@@ -93,11 +98,14 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
                 me,
             },
             Err(e) => {
+                closed("start_failed");
+                warn!(error = %e.message, "Could not start the agent's session (Redis?); closing with 1011.");
                 let close = Message::Close(Some(CloseFrame {
                     code: 1011,
                     reason: Utf8Bytes::from(e.message.chars().take(100).collect::<String>()),
                 }));
-                written(async { sink.send(close).await.is_ok() }).await;
+                // Counted once, as start_failed, whatever the write does.
+                let _ = tokio::time::timeout(WRITE_LIMIT, sink.send(close)).await;
                 if inner.hub.unregister(&agent, session_id) {
                     inner
                         .hub
@@ -489,12 +497,28 @@ async fn handle(inner: &Inner, agent: &str, text: &str) -> Option<ServerFrame> {
 mod tests {
     use super::{WRITE_LIMIT, written};
 
+    /// A write that waits past the limit ends the socket as
+    /// `write_timeout`; one that fails (the connection broke) as
+    /// `write_error` (it ended uncounted).
     #[tokio::test(start_paused = true)]
     async fn a_write_the_client_never_takes_gives_up_after_the_limit() {
+        let counters = switchboard_testkit::counters::Counters::default();
+        let _recorder = metrics::set_default_local_recorder(&counters);
         let started = tokio::time::Instant::now();
         assert!(!written(std::future::pending::<bool>()).await);
         assert_eq!(started.elapsed(), WRITE_LIMIT);
         assert!(written(async { true }).await);
         assert!(!written(async { false }).await, "a failed write");
+        let closed = |reason: &str| {
+            counters.get(&format!(
+                "switchboard_agent_ws_closed_total{{reason={reason}}}"
+            ))
+        };
+        assert_eq!(
+            (closed("write_timeout"), closed("write_error")),
+            (1, 1),
+            "{}",
+            counters.dump()
+        );
     }
 }
