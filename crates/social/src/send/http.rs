@@ -166,6 +166,15 @@ pub(crate) fn record(platform: Platform, started: Instant, outcome: &SendOutcome
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("switchboard_social_sends_total", "platform" => p, "outcome" => outcome.label())
         .increment(1);
+    record_unsent(platform, outcome);
+}
+
+/// The failure of a reply refused before any request was made (a customer
+/// of another platform, an empty or too long text): counted in
+/// `switchboard_social_send_failures_total` only, since `sends_total` and
+/// `send_seconds` count HTTP requests.
+pub(crate) fn record_unsent(platform: Platform, outcome: &SendOutcome) {
+    let p = platform.as_str();
     match outcome {
         SendOutcome::Failed { kind, code, reason } => {
             metrics::counter!("switchboard_social_send_failures_total", "platform" => p, "kind" => kind.as_str())

@@ -233,13 +233,13 @@ impl Sender {
                         self.platform.as_str()
                     ),
                 );
-                http::record(self.platform, Instant::now(), &refusal);
+                http::record_unsent(self.platform, &refusal);
                 return refusal;
             }
             let parts = match self.parts(&msg.text) {
                 Ok(parts) => parts,
                 Err(refusal) => {
-                    http::record(self.platform, Instant::now(), &refusal);
+                    http::record_unsent(self.platform, &refusal);
                     return refusal;
                 }
             };

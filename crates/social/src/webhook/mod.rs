@@ -538,7 +538,11 @@ impl Replies {
                     Ok(true) => memory = self.deliver_while_held(&ctx, memory, asked).await?,
                     Ok(false) => {}
                     Err(error) => {
-                        debug!(source = %ctx.name, %error, "Could not ask for the outbox.")
+                        // Nothing is delivered meanwhile, by this instance
+                        // nor (Redis down) any other: counted, and said.
+                        counter!("switchboard_social_outbox_errors_total", "op" => "hold")
+                            .increment(1);
+                        switchboard_channel::warn_throttled!(HOLD_FAILED, source = %ctx.name, %error, "Could not ask for the outbox's lease; replies wait until Redis answers.");
                     }
                 }
                 tokio::select! {
@@ -559,7 +563,10 @@ impl Replies {
         let deliverer = Deliverer::new(
             ctx.outbox.clone(),
             self.senders.clone(),
-            DeliverySettings::default(),
+            DeliverySettings {
+                source: ctx.name.clone(),
+                ..DeliverySettings::default()
+            },
         )
         .map_err(|e| ChannelError::Config(format!("channels.{}: {e}", ctx.name)))?
         .remembering(memory);
@@ -609,10 +616,14 @@ where
             }
             Ok(Ok(false)) => stop.cancel(),
             Ok(Err(_)) | Err(_) if lease_left(renewed).is_zero() => {
+                counter!("switchboard_social_outbox_errors_total", "op" => "hold").increment(1);
                 warn!(%source, "The outbox's lease could not be renewed in time; this instance stops delivering.");
                 stop.cancel();
             }
-            Ok(Err(_)) | Err(_) => next = HOLD_RETRY,
+            Ok(Err(_)) | Err(_) => {
+                counter!("switchboard_social_outbox_errors_total", "op" => "hold").increment(1);
+                next = HOLD_RETRY;
+            }
         }
         if stop.is_cancelled() {
             return (&mut *running).await;
@@ -630,6 +641,10 @@ fn ended(ran: Result<Memory, tokio::task::JoinError>, source: &str) -> Memory {
         Memory::default()
     })
 }
+
+/// Failures to ask for the outbox's lease: logged at most once a minute.
+static HOLD_FAILED: switchboard_channel::logs::LogThrottle =
+    switchboard_channel::logs::LogThrottle::new(std::time::Duration::from_secs(60));
 
 /// How long the right to deliver an outbox lasts unless renewed.
 const HOLD_LEASE: std::time::Duration = std::time::Duration::from_secs(9);

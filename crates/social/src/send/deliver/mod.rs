@@ -72,12 +72,12 @@
 //!   outbox, a conversation's replies reach the provider in the order they
 //!   were handed out, whatever the retries: the in-memory queue decides the
 //!   order; due times only bring deferred replies back in roughly that order.
-//! - **Not across instances.** Several instances reading one outbox share it
-//!   through a consumer group that hands each entry to whichever instance
-//!   asks: two replies of one conversation can be sent by two instances at
-//!   the same time, and a reply deferred by one can come back to another.
-//!   Keeping per-conversation order there needs the outbox to hand a
-//!   conversation to one reader at a time (a change in `switchboard-store`).
+//! - **One instance at a time.** The adapter runs a deliverer only while
+//!   its instance holds the outbox's lease (`Outbox::hold_delivery`,
+//!   `switchboard_social::webhook`), so the order above holds across
+//!   instances too, except around a hand-over: replies the old holder had
+//!   taken come back to the new one through the visibility timeout (a
+//!   crash) or at once (a clean stop), possibly behind later ones.
 //! - **After a crash**, pending replies come back in outbox order, which is
 //!   conversation order except where a reply that was deferred earlier came
 //!   back behind a later one; on a clean shutdown the deferral above keeps
@@ -89,7 +89,7 @@ mod backoff;
 mod queue;
 mod tasks;
 
-use super::{Progress, SendOutcome, Senders};
+use super::Senders;
 pub use queue::Memory;
 use queue::{Action, Limits, Now, Queues};
 use std::sync::Arc;
@@ -135,6 +135,9 @@ pub struct DeliverySettings {
     pub away_grace: Option<Duration>,
     /// How many final outcomes are remembered (default 10,000).
     pub recent_outcomes: usize,
+    /// The channel's name: the `source` label of
+    /// `switchboard_social_replies_in_memory` (default `social`).
+    pub source: String,
 }
 
 impl Default for DeliverySettings {
@@ -152,6 +155,7 @@ impl Default for DeliverySettings {
             max_attempts: 1000,
             away_grace: None,
             recent_outcomes: 10_000,
+            source: "social".to_owned(),
         }
     }
 }
@@ -254,6 +258,7 @@ impl Deliverer {
             sending: std::collections::HashMap::new(),
             permits,
             accounted: 0,
+            source: self.settings.source.clone(),
         };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -293,6 +298,8 @@ struct Dispatch {
     permits: Arc<Semaphore>,
     /// Permits taken by the reader and not yet returned.
     accounted: usize,
+    /// The channel's name (`source` label).
+    source: String,
 }
 
 impl Dispatch {
@@ -301,15 +308,11 @@ impl Dispatch {
             Ok(joined) => joined,
             Err(error) => {
                 let lost = self.sending.remove(&error.id());
-                tracing::error!(error = %error, "A delivery task failed.");
+                metrics::counter!("switchboard_social_outbox_errors_total", "op" => "send_task")
+                    .increment(1);
+                tracing::error!(source = %self.source, error = %error, "A delivery task failed.");
                 return match lost {
-                    Some((conversation, id)) => self.queues.sent(
-                        conversation,
-                        id,
-                        SendOutcome::retry(None, "internal error"),
-                        Progress::default(),
-                        now(),
-                    ),
+                    Some((conversation, id)) => self.queues.lost(conversation, id, now()),
                     None => Vec::new(),
                 };
             }
@@ -368,7 +371,8 @@ impl Dispatch {
             self.permits.add_permits(self.accounted - held);
             self.accounted = held;
         }
-        metrics::gauge!("switchboard_social_replies_in_memory").set(held as f64);
+        metrics::gauge!("switchboard_social_replies_in_memory", "source" => self.source.clone())
+            .set(held as f64);
     }
 
     async fn shut_down(
@@ -415,6 +419,9 @@ impl Dispatch {
             );
         }
         self.jobs.shutdown().await;
+        // Handed back (or left to the visibility timeout): none is held.
+        metrics::gauge!("switchboard_social_replies_in_memory", "source" => self.source.clone())
+            .set(0.0);
         self.queues.into_memory()
     }
 }

@@ -265,6 +265,31 @@ impl Queues {
         actions
     }
 
+    /// A send task of the head of `conversation` ended without an outcome
+    /// (it panicked): tried again, from the progress the slot kept, so
+    /// that the parts the provider accepted before are not sent again.
+    pub(crate) fn lost(
+        &mut self,
+        conversation: ConversationId,
+        id: MessageId,
+        now: Now,
+    ) -> Vec<Action> {
+        let progress = self
+            .convs
+            .get(&conversation)
+            .and_then(VecDeque::front)
+            .filter(|head| head.message_id == id)
+            .map(|head| head.progress.clone())
+            .unwrap_or_default();
+        self.sent(
+            conversation,
+            id,
+            SendOutcome::retry(None, "internal error"),
+            progress,
+            now,
+        )
+    }
+
     /// A send of the head of `conversation` finished with `outcome` (a final
     /// one is settled already by the send job).
     pub(crate) fn sent(

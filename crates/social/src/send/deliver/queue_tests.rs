@@ -504,3 +504,41 @@ fn a_late_reply_keeps_its_accepted_parts() {
         other => panic!("{:?}", show(other)),
     }
 }
+
+/// A send task that panicked leaves the reply's progress as it was: the
+/// parts the provider accepted in an earlier attempt are not sent again
+/// (it was reset, and the next attempt sent them all).
+#[test]
+fn a_lost_send_task_keeps_the_progress() {
+    let clock = Clock(Instant::now());
+    let mut limits = limits();
+    limits.memory_wait_max = Duration::ZERO;
+    let mut q = Queues::new(limits, Memory::default());
+    let a1 = reply(conversation(), "a1");
+    arrive(&mut q, &a1, &clock, 0.0);
+    let accepted = Progress {
+        parts_sent: 2,
+        provider_message_id: Some("m.2".into()),
+        earlier_ids: vec!["m.1".into()],
+    };
+    let (conversation, id) = (a1.message.conversation_id, a1.message.message_id);
+    q.sent(
+        conversation,
+        id,
+        retry(None),
+        accepted.clone(),
+        clock.at(0.0),
+    );
+    assert_eq!(arrive(&mut q, &returned(&a1, 2), &clock, 2.0), ["send a1"]);
+    let lost = q.lost(conversation, id, clock.at(2.0));
+    assert!(
+        matches!(lost.first(), Some(Action::Defer { .. })),
+        "tried again later: {lost:?}"
+    );
+    let now = clock.at(10.0);
+    let again = q.arrive(returned(&a1, 3), now.at, now);
+    match again.first() {
+        Some(Action::Send { progress, .. }) => assert_eq!(*progress, accepted),
+        other => panic!("not sent again: {other:?}"),
+    }
+}

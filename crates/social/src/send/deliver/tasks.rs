@@ -158,11 +158,13 @@ pub(super) async fn outbox_write(outbox: Arc<dyn Outbox>, actions: Vec<Action>) 
                 delivery,
                 delay,
             } => {
-                metrics::counter!("switchboard_social_replies_total", "outcome" => "deferred")
-                    .increment(1);
                 let id = delivery.message.message_id;
                 let ok = match outbox.defer(&delivery, delay).await {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        metrics::counter!("switchboard_social_replies_total", "outcome" => "deferred")
+                            .increment(1);
+                        true
+                    }
                     Err(error) => {
                         metrics::counter!("switchboard_social_outbox_errors_total", "op" => "defer")
                             .increment(1);
