@@ -42,6 +42,13 @@ static APPEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/feed_append.lua")));
 /// The take/renew/release lease script shared with the outboxes.
 static HOLD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/outbox_hold.lua")));
+static COUNT_AFTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/feed_count_after.lua")));
+
+/// The most entries counted past a group's last delivered one when Redis
+/// cannot tell its lag ([`EventFeed::backlog`]): the count runs in Redis,
+/// on the node that also carries routing.
+pub const BACKLOG_COUNT_MAX: u64 = 1000;
 
 /// One entry of a partition's feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -581,23 +588,41 @@ impl EventFeed {
     }
 
     /// Entries of the partition's feed not yet settled for `group`
-    /// (pending + never read); `None` when Redis cannot tell.
+    /// (pending + never read); `None` when the group does not exist.
+    ///
+    /// Where Redis gives no `lag` (Redis 6.2; 7.x for a group created
+    /// mid-stream, as a webhook's is, until it has read the last entry:
+    /// never, while its receiver is down), the entries after the group's
+    /// last delivered one are counted, up to [`BACKLOG_COUNT_MAX`]. The
+    /// gauge stood at 0 there while events piled up.
     pub async fn backlog(&self, p: Partition, group: &str) -> Result<Option<u64>, StoreError> {
         let mut conn = self.store.conn();
+        let feed = self.store.keys().feed(p);
         let reply: StreamInfoGroupsReply = self
             .store
             .bounded(
                 redis::cmd("XINFO")
                     .arg("GROUPS")
-                    .arg(self.store.keys().feed(p))
+                    .arg(&feed)
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(reply
-            .groups
-            .into_iter()
-            .find(|g| g.name == group)
-            .and_then(|g| g.lag.map(|lag| (lag + g.pending) as u64)))
+        let Some(g) = reply.groups.into_iter().find(|g| g.name == group) else {
+            return Ok(None);
+        };
+        if let Some(lag) = g.lag {
+            return Ok(Some((lag + g.pending) as u64));
+        }
+        let mut invocation = COUNT_AFTER.prepare_invoke();
+        invocation
+            .key(&feed)
+            .arg(&g.last_delivered_id)
+            .arg(BACKLOG_COUNT_MAX);
+        let after: u64 = self
+            .store
+            .bounded(invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(Some(g.pending as u64 + after))
     }
 }
 

@@ -444,6 +444,25 @@ async fn a_new_holder_delivers_what_the_dead_one_left_first() {
         .unwrap();
     let unsettled = batch.entries[1].entry_id.clone();
     assert_eq!(feed.backlog(p, group).await.unwrap(), Some(4));
+    // A group created mid-stream (a webhook's starts at now - max_age),
+    // whose lag Redis 7 cannot tell until it has read the last entry: its
+    // backlog is counted all the same (it was None, and the gauge stood at
+    // 0 while events piled up behind a receiver that was down).
+    let entries = feed_of(&store, p).await;
+    assert!(entries.len() >= 4, "{}", entries.len());
+    let late = "hook:late";
+    let mut conn = raw_conn(&store).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(store.keys().feed(p))
+        .arg(late)
+        .arg(&entries[1].entry_id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let after_second = entries.len() as u64 - 2;
+    assert_eq!(feed.backlog(p, late).await.unwrap(), Some(after_second));
+    assert_eq!(feed.backlog(p, "hook:none").await.unwrap(), None);
 
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(feed.hold(p, "crm", "b", lease).await.unwrap());
