@@ -874,7 +874,11 @@ impl Config {
         Duration::from_secs(self.shutdown.drain_timeout_secs)
     }
 
-    /// The instance's name: configured, or `<host>-<pid>`.
+    /// The instance's name: configured, or `<host>-<pid>-<random>`. The
+    /// random part tells apart two instances with one host name and pid
+    /// (containers on one host with host networking each run the daemon
+    /// as pid 1): with the same name they would share every lease and
+    /// consumer, and deliver one outbox or webhook feed at once.
     pub fn instance_id(&self) -> String {
         if !self.instance.id.is_empty() {
             return self.instance.id.clone();
@@ -882,7 +886,11 @@ impl Config {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "switchboard".into());
-        format!("{host}-{}", std::process::id())
+        format!(
+            "{host}-{}-{:06x}",
+            std::process::id(),
+            rand::random::<u32>() & 0xff_ffff
+        )
     }
 }
 
@@ -1517,6 +1525,17 @@ mod tests {
         // Without a voice channel, a short window is the operator's choice.
         let f = file("[redis]\nurl = \"redis://x\"\n[intake]\ndedupe_window_secs = 3600\n");
         load(f.path(), env(&[])).expect("no voice channel");
+    }
+
+    /// Two daemons started with one host name and pid (containers on one
+    /// host, each daemon pid 1) get names of their own.
+    #[test]
+    fn default_instance_names_differ() {
+        let f = file("[redis]\nurl = \"redis://x\"\n");
+        let config = load(f.path(), env(&[])).unwrap();
+        let (a, b) = (config.instance_id(), config.instance_id());
+        assert_ne!(a, b);
+        assert!(a.contains(&format!("-{}-", std::process::id())), "{a}");
     }
 
     #[test]
