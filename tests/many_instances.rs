@@ -291,7 +291,9 @@ async fn three_instances_kill_and_stop_nothing_doubled_or_overrun() {
             let token: Option<String> = redis::AsyncCommands::get(&mut conn, "sb:{r}:leader")
                 .await
                 .unwrap();
-            token.and_then(|t| t.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()))
+            // The token ends with the instance's default name,
+            // `<host>-<pid>-<random>`.
+            token.and_then(|t| t.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok()))
         }
     };
     let started = Instant::now();

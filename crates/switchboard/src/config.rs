@@ -52,7 +52,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
     /// This instance's name among those sharing one Redis. Empty: the host
-    /// name and process id.
+    /// name, the process id and a random part ([`Config::instance_id`]).
     #[serde(default)]
     pub id: String,
 }
@@ -729,11 +729,16 @@ impl Config {
     /// A channel that finds its contacts again by their first event's
     /// provider id (a call's `hangup` by its call id) can do so only while
     /// the intake remembers that id: at least the longest call routing
-    /// allows (`routing.max_call_secs`) and a day of waiting and slack.
+    /// allows (`routing.max_call_secs`) and a day of waiting and slack (a
+    /// week when calls have no longest).
     /// With less, a long call's `hangup` found no call, and its agent was
     /// held until `max_call_secs` ended it.
     fn check_lookup_window(&self) -> Result<(), ConfigError> {
-        let needed = self.routing.max_call_secs.saturating_add(86_400);
+        // With no longest call (0), the default window: a week.
+        let needed = match self.routing.max_call_secs {
+            0 => 7 * 86_400,
+            longest => longest.saturating_add(86_400),
+        };
         if self.intake.dedupe_window_secs >= needed {
             return Ok(());
         }
@@ -1522,6 +1527,14 @@ mod tests {
         );
         let f = file(&cti(100_800, 14_400));
         load(f.path(), env(&[])).expect("a day longer than the longest call");
+        // No longest call: a week.
+        let f = file(&cti(604_799, 0));
+        assert_eq!(
+            load(f.path(), env(&[])).unwrap_err().key,
+            "intake.dedupe_window_secs"
+        );
+        let f = file(&cti(604_800, 0));
+        load(f.path(), env(&[])).expect("the default window");
         // Without a voice channel, a short window is the operator's choice.
         let f = file("[redis]\nurl = \"redis://x\"\n[intake]\ndedupe_window_secs = 3600\n");
         load(f.path(), env(&[])).expect("no voice channel");

@@ -523,10 +523,12 @@ async fn handle(
                 Some(contact) => {
                     // Remembered first: should the end below fail (a 503
                     // the PBX may not repeat), the call's dispatcher ends
-                    // it, rather than offering a caller who is gone.
+                    // it, rather than offering a caller who is gone. By
+                    // the contact, not the call id: a PBX that uses an id
+                    // again would have the next caller's call ended.
                     if let Err(error) = state
                         .leases
-                        .set_for(&hangup_key(&event.call_id), &disposition, HANGUP_MEMORY)
+                        .set_for(&contact_hangup_key(&contact), &disposition, HANGUP_MEMORY)
                         .await
                     {
                         debug!(source = %state.name, call_id = %event.call_id, %error, "Could not note the hangup.");
@@ -587,7 +589,7 @@ fn dialled_key(contact: &ContactId, agent: &str) -> String {
 /// `newCall`, should that come after it.
 const HANGUP_MEMORY: Duration = Duration::from_secs(3600);
 /// How often the leading dispatcher looks for a hangup that was noted but
-/// not acted on ([`end_if_hung_up`]).
+/// not acted on ([`hung_up`], [`end_hung_up`]).
 const HANGUP_CHECK: Duration = Duration::from_secs(3);
 
 /// An extension or SIP address as it is compared: lower case, without a
@@ -653,6 +655,11 @@ fn hangup_key(call_id: &str) -> String {
     format!("hungup:{call_id}")
 }
 
+/// The hangup of a stored call, noted before it is acted on.
+fn contact_hangup_key(contact: &ContactId) -> String {
+    format!("hungup-contact:{contact}")
+}
+
 /// A hangup of an inbound call that is not a contact (yet): remembered for
 /// its `newCall` (which ends the call instead of routing it), then looked
 /// up again, in case the `newCall` was stored in between (it may have
@@ -662,8 +669,12 @@ async fn remember_hangup(
     event: &CtiEvent,
     disposition: &str,
 ) -> Result<Option<ContactId>, Refused> {
-    if event.direction == crate::Direction::Outbound || ringing_of(state, event).is_none() {
-        // Outbound and internal calls are never contacts.
+    if event.direction == crate::Direction::Outbound
+        || ringing_of(state, event).is_none()
+        || blocked_caller(state, event)
+    {
+        // Outbound and internal calls are never contacts, nor are blocked
+        // callers' (their newCall was rejected, and comes no more).
         return Ok(None);
     }
     state
@@ -672,6 +683,11 @@ async fn remember_hangup(
         .await
         .map_err(state_unavailable)?;
     lookup(state, event).await
+}
+
+/// Whether the event's caller is one the channel rejects (`blocked`).
+fn blocked_caller(state: &CtiState, event: &CtiEvent) -> bool {
+    ringing_of(state, event).is_some_and(|r| state.blocked.contains(&r.customer.value))
 }
 
 /// The `newCall` an event's call would have been stored as, when it is an
@@ -700,7 +716,9 @@ async fn lookup(state: &CtiState, event: &CtiEvent) -> Result<Option<ContactId>,
 /// `newCall` was stored under).
 async fn contact_of(state: &CtiState, event: &CtiEvent) -> Result<Option<ContactId>, Refused> {
     let found = lookup(state, event).await?;
-    if found.is_none() {
+    // A blocked caller's call was rejected, not lost: not counted as one
+    // whose first event never reached us.
+    if found.is_none() && !blocked_caller(state, event) {
         // Outbound and internal calls end here too; so does an event for a
         // call whose newCall never reached us: counted, so that the second
         // kind shows.
@@ -980,6 +998,11 @@ struct Offer {
     /// Its deadline passed before it was dialled: not tried again (nor
     /// counted `too_late` again) at every poll until routing moves it on.
     late: bool,
+    /// A dial of it went out and its answer was lost (a timeout): the PBX
+    /// may have acted on it, and answers the next try with the same key
+    /// 409 or 422. Kept with the offer, since the next try may be the
+    /// assignment's (the agent answered the dial whose answer was lost).
+    unsure: bool,
 }
 
 /// Follows the call until it is over, dialling each offer and each
@@ -1046,14 +1069,23 @@ async fn follow(
             hangup_checked = Some(Instant::now());
             // Seen at two checks in a row: the handling of the hangup (or
             // of a newCall after it) had its time to end the call itself.
-            let noted = hung_up(state, contact, call_id).await;
-            if let Some(disposition) = &noted
+            let hangup = hung_up(state, contact, call_id).await;
+            if let Some(disposition) = &hangup
                 && hangup_seen
                 && end_hung_up(state, contact, call_id, disposition).await
             {
                 return true;
             }
-            hangup_seen |= noted.is_some();
+            hangup_seen |= hangup.is_some();
+        }
+        if hangup_seen {
+            // The caller is gone: nothing is dialled (nor released) while
+            // the end is being made, by the hangup's handling or the next
+            // check here.
+            if pause(state, &mut noted, leading, &connected, POLL).await {
+                return false;
+            }
+            continue;
         }
         if leading && !was_leading {
             // Taken over (or first led): whose phone has the call, as the
@@ -1126,16 +1158,18 @@ async fn follow(
                                 connected = None;
                             }
                             Ok(false) => {
-                                current.dialed = tell_pbx(
+                                let from = transfer_from(&connected, &current.agent).map(str::to_owned);
+                                let dialed = tell_pbx(
                                     state,
                                     contact,
                                     call_id,
-                                    &current,
+                                    &mut current,
                                     lease,
                                     Ring::Offered,
-                                    transfer_from(&connected, &current.agent),
+                                    from.as_deref(),
                                 )
                                 .await;
+                                current.dialed = dialed;
                                 if current.dialed {
                                     // The PBX moved the caller off the
                                     // first agent's phone: a later dial
@@ -1250,13 +1284,13 @@ async fn follow(
                             continue;
                         }
                     }
-                    let current = same_offer(offer.take(), &mut offers, agent, stamp);
+                    let mut current = same_offer(offer.take(), &mut offers, agent, stamp);
                     let from = transfer_from(&connected, &current.agent);
                     if tell_pbx(
                         state,
                         contact,
                         call_id,
-                        &current,
+                        &mut current,
                         lease,
                         Ring::Assigned,
                         from,
@@ -1355,13 +1389,17 @@ async fn follow(
 /// `newCall` was stored and ending the call then failed, or ending it
 /// failed when it came: answered 503, and a PBX does not repeat a hangup).
 async fn hung_up(state: &CtiState, contact: &ContactId, call_id: &str) -> Option<String> {
-    match state.leases.get(&hangup_key(call_id)).await {
-        Ok(found) => found,
-        Err(error) => {
-            debug!(source = %state.name, contact_id = %contact, %error, "Could not read whether the call was hung up; will look again.");
-            None
+    for key in [hangup_key(call_id), contact_hangup_key(contact)] {
+        match state.leases.get(&key).await {
+            Ok(Some(disposition)) => return Some(disposition),
+            Ok(None) => {}
+            Err(error) => {
+                debug!(source = %state.name, contact_id = %contact, %error, "Could not read whether the call was hung up; will look again.");
+                return None;
+            }
         }
     }
+    None
 }
 
 /// Ends a call that was hung up ([`hung_up`]); true once routing has it
@@ -1486,6 +1524,7 @@ fn same_offer(
                 number: *number,
                 dialed: false,
                 late: false,
+                unsure: false,
             }
         }
     }
@@ -1602,12 +1641,14 @@ async fn tell_pbx(
     state: &CtiState,
     contact: &ContactId,
     call_id: &str,
-    offer: &Offer,
+    offer: &mut Offer,
     lease: &mut Lease,
     ring: Ring,
     transfer_from: Option<&str>,
 ) -> bool {
-    let agent = offer.agent.as_str();
+    // Read out, so that `offer.unsure` can be noted on the way.
+    let (agent, until, number) = (offer.agent.clone(), offer.until, offer.number);
+    let agent = agent.as_str();
     let Some(endpoint) = state.config.agents.get(agent) else {
         warn!(source = %state.name, agent_id = %agent, "The agent has no phone in this channel's configuration; the offer is passed on.");
         if let Err(error) = state.routing.pass(contact, agent).await {
@@ -1621,7 +1662,7 @@ async fn tell_pbx(
     // once the offer's deadline has passed.
     let ring_timeout = || {
         let now = switchboard_core::Timestamp::now().as_millis();
-        match (ring, offer.until) {
+        match (ring, until) {
             (Ring::Offered, Some(until)) if until <= now => None,
             (Ring::Offered, Some(until)) => {
                 Some(crate::twilio_channel::ring_left(until, now).map(|s| s.max(1)))
@@ -1649,14 +1690,11 @@ async fn tell_pbx(
     // across restarts: routing's stamp of the offer (a count kept here
     // started again after a restart, and a PBX that honours the key took a
     // new offer for one it had dialled). Without a stamp, the count.
-    let key = match offer.until {
+    let key = match until {
         Some(until) => format!("dial:{contact}:{agent}:{until}"),
-        None => format!("dial:{contact}:{agent}:n{}", offer.number),
+        None => format!("dial:{contact}:{agent}:n{number}"),
     };
     let mut delay = RING_RETRY_FIRST;
-    // A try went out and its answer was lost (a timeout): the PBX may have
-    // acted on it, and answers the next try with the same key 409 or 422.
-    let mut unsure = false;
     loop {
         let Some(ring_timeout) = ring_timeout() else {
             counter!("switchboard_voice_callbacks_total", "source" => state.name.clone(),
@@ -1680,9 +1718,9 @@ async fn tell_pbx(
         // answer would be the same until the offer ran out, and an
         // assigned call would be dialled every few seconds for its length.
         let ok = matches!(&sent, Ok(r) if r.status().is_success()
-            || (unsure && repeated_key(r.status())));
+            || (offer.unsure && repeated_key(r.status())));
         let refused = matches!(&sent, Ok(r) if refused_for_good(r.status()));
-        unsure |= sent.as_ref().err().is_some_and(|e| !e.is_connect());
+        offer.unsure |= sent.as_ref().err().is_some_and(|e| !e.is_connect());
         // Our credentials refused: no call of this channel can be
         // connected, whichever agent it goes to.
         let unauthorized = matches!(&sent, Ok(r) if matches!(r.status().as_u16(), 401 | 403));

@@ -1315,7 +1315,9 @@ async fn an_event_of_an_unknown_call_is_counted() {
     let counters = switchboard_testkit::counters::Counters::default();
     let _recorder = metrics::set_default_local_recorder(&counters);
     let world = World::new().await;
-    let instance = world.instance(0).await;
+    let instance = world
+        .instance_with(0, json!({"blocked": ["+48220000000"]}))
+        .await;
     let reply = world
         .post(
             &instance,
@@ -1348,6 +1350,26 @@ async fn an_event_of_an_unknown_call_is_counted() {
         "{}",
         counters.dump()
     );
+    // A blocked caller's hangup (after the newCall we rejected) is neither
+    // an unknown call nor remembered for a newCall that will not come.
+    let blocked = |event: &str| {
+        json!({"event": event, "direction": "in", "callId": "blocked-1",
+            "from": "+48220000000", "to": "4930609854180", "cause": "normalClearing"})
+    };
+    let reply = world.post(&instance, TOKEN, &blocked("newCall")).await;
+    assert_eq!(reply.json::<Value>().await.unwrap()["action"], "reject");
+    let reply = world.post(&instance, TOKEN, &blocked("hangup")).await;
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        counters.get("switchboard_voice_calls_total{outcome=unknown_call,source=pbx}"),
+        2,
+        "{}",
+        counters.dump()
+    );
+    let remembered = switchboard_channel::ChannelState::get(&world.state_of(0), "hungup:blocked-1")
+        .await
+        .unwrap();
+    assert_eq!(remembered, None);
     instance.stop().await;
 }
 
@@ -1679,6 +1701,9 @@ async fn a_hangup_that_could_not_be_acted_on_still_ends_the_call() {
         .await;
     assert_eq!(reply.status(), 503);
     let early = world.intake.contact("gone");
+    // Offered meanwhile (routing knows nothing of the hangup): the PBX is
+    // not told to ring an agent for a caller who is gone.
+    world.routing.set(early, "offered", Some("olha"));
     // A call stored and queued, whose hangup is answered 503.
     world.routing.fail_end.store(false, SeqCst);
     let later = world.new_call(&instance, "later").await;
@@ -1709,6 +1734,7 @@ async fn a_hangup_that_could_not_be_acted_on_still_ends_the_call() {
         "{}",
         counters.dump()
     );
+    world.dialled_exactly(0).await;
     instance.stop().await;
 }
 
@@ -1716,7 +1742,9 @@ async fn a_hangup_that_could_not_be_acted_on_still_ends_the_call() {
 /// (the first try was taken, with another ring time) is taken as
 /// delivered: not dialled again while the offer stands, nor once the
 /// call is assigned (it was dialled every few seconds for the call's
-/// length). A redirect is no for good: the call is passed on.
+/// length), whether the next try was the offer's or, the agent having
+/// answered the lost one, the assignment's. A redirect is no for good:
+/// the call is passed on.
 #[tokio::test]
 async fn a_repeated_key_after_a_lost_answer_is_a_dial_taken() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -1737,6 +1765,29 @@ async fn a_repeated_key_after_a_lost_answer_is_a_dial_taken() {
     assert_eq!(world.pbx.refused.load(SeqCst), 1, "dialled again");
     assert!(world.routing.passed.lock().unwrap().is_empty());
 
+    // She answered the dial whose answer was lost: the call is assigned
+    // before the next try, which is the assignment's, with the same key.
+    world.pbx.lose_answers.store(1, SeqCst);
+    let answered = world.new_call(&instance, "k3").await;
+    world.routing.set(answered, "offered", Some("petro"));
+    world.dials(2).await;
+    world.routing.set(answered, "assigned", Some("petro"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while world.pbx.refused.load(SeqCst) == 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the assignment was never dialled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        world.pbx.refused.load(SeqCst),
+        2,
+        "the assignment dialled again"
+    );
+    world.routing.set(answered, "closed", None);
+
     *world.pbx.refuse_with.lock().unwrap() = Some(axum::http::StatusCode::TEMPORARY_REDIRECT);
     let moved = world.new_call(&instance, "k2").await;
     world.routing.set(moved, "offered", Some("petro"));
@@ -1745,7 +1796,7 @@ async fn a_repeated_key_after_a_lost_answer_is_a_dial_taken() {
         assert!(Instant::now() < deadline, "a redirect was asked again");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(world.pbx.refused.load(SeqCst), 2);
+    assert_eq!(world.pbx.refused.load(SeqCst), 3);
     world.routing.set(contact, "closed", None);
     world.routing.set(moved, "closed", None);
     instance.stop().await;
