@@ -64,7 +64,7 @@ if [ -z "$url" ]; then
     fi
     echo "run.sh: installing redis-server" >&2
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
   fi
   mkdir -p "$state/redis"
   # One run.sh per state directory: a second would share (and at its exit

@@ -18,17 +18,42 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 [ -x /usr/sbin/nginx ] || need+=(nginx)                   # deploy/nginx-switchboard.conf, tests/nginx_proxy.rs
 [ -x /usr/bin/chromium ] || need+=(chromium)              # the tests look there (SWITCHBOARD_TEST_CHROMIUM)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)  # SWITCHBOARD_TEST_CHROMEDRIVER
+command -v kill >/dev/null 2>&1 || need+=(procps)         # the tests signal their servers with kill(1)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)  # the linker, and ring's C parts
 if ((${#need[@]})); then
   sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      echo "scripts/test.sh: ${need[*]} must be installed, which needs root: run as root, install sudo, or install them (apt-get install ${need[*]})" >&2
+      exit 1
+    }
+    sudo=sudo
+  fi
   echo "scripts/test.sh: installing ${need[*]}" >&2
   # Postfix asks how to configure the machine's own mail: not at all (the
   # tests run private instances and leave the system's alone).
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # A fresh VM's unattended upgrades may hold the package lock for a while:
+  # wait for it (bounded) rather than fail or hang.
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+  # env: sudo resets the environment, and a debconf question would wait at
+  # a prompt nobody sees.
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+    install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 # --no-fail-fast: one failing test binary must not hide the others' results
-# (a CI run then shows every failure at once).
-exec cargo test --workspace --locked --no-fail-fast "$@"
+# (a CI run then shows every failure at once). The time limit (80 minutes,
+# within CI's 90; a run takes about 30 on 2 cores) makes a test stuck on a
+# browser or a server end the run with a message instead of using up CI's
+# whole budget silently. Not at a terminal: timeout(1) runs the tests in a
+# process group of their own, which Ctrl-C would not reach.
+if [ -t 0 ]; then
+  exec cargo test --workspace --locked --no-fail-fast "$@"
+fi
+limit="${SWITCHBOARD_TEST_TIMEOUT:-80m}"
+timeout -k 2m "$limit" cargo test --workspace --locked --no-fail-fast "$@" || {
+  status=$?
+  [ "$status" -eq 124 ] && echo "scripts/test.sh: the tests did not finish within $limit (SWITCHBOARD_TEST_TIMEOUT)" >&2
+  exit "$status"
+}
