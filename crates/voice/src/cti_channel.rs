@@ -1158,7 +1158,8 @@ async fn follow(
                                 connected = None;
                             }
                             Ok(false) => {
-                                let from = transfer_from(&connected, &current.agent).map(str::to_owned);
+                                let from =
+                                    transfer_from(&connected, &current.agent).map(str::to_owned);
                                 let dialed = tell_pbx(
                                     state,
                                     contact,
