@@ -187,10 +187,14 @@ impl Router {
     /// After the contact is queued: ends it when its queue was closed and
     /// says `after_hours = "close"` (only while it is still waiting, so a
     /// contact an agent took meanwhile is left alone).
+    /// `queue`: the queue the contact was placed in, where it must still
+    /// wait to be ended (this entry handled again after a transfer to an
+    /// open queue: that one decides).
     pub(crate) async fn after_queueing(
         &self,
         contact: &ContactId,
         then: Then,
+        queue: &str,
         now: u64,
     ) -> Result<(), StoreError> {
         if then != Then::End {
@@ -204,6 +208,7 @@ impl Router {
                 AFTER_HOURS_DISPOSITION,
                 Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1)),
                 None,
+                Some(queue),
             )
             .await?;
         info!(contact_id = %contact, outcome = %outcome, "Contact closed outside business hours.");
@@ -363,6 +368,7 @@ pub(crate) async fn end_after_hours(
             AFTER_HOURS_DISPOSITION,
             retention,
             Some(token),
+            None,
         )
         .await
 }

@@ -273,7 +273,8 @@ impl Router {
                 person: &person,
             })
             .await?;
-        self.after_queueing(&entry.contact_id, then, now).await?;
+        self.after_queueing(&entry.contact_id, then, &queue.name, now)
+            .await?;
         if !queued
             && self
                 .state

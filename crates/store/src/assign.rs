@@ -31,6 +31,9 @@ struct Ends<'a> {
     /// The routing leader's lease token for an end it decided ('' for
     /// none): refused (`fenced`) once another instance leads.
     fence: &'a str,
+    /// With `only_in = "waiting"`: the queue it must still wait in ('' for
+    /// any).
+    queue: &'a str,
 }
 
 /// How long an ended contact's routing record lives: the retention, and a
@@ -653,6 +656,7 @@ impl RoutingState {
             sticky_memory,
             only_in: "",
             fence: "",
+            queue: "",
         };
         self.end_contact(contact, now, disposition, wrap_until, ends)
             .await
@@ -660,8 +664,10 @@ impl RoutingState {
 
     /// Abandons `contact` only while it is waiting (not offered, not
     /// assigned, not yet handed to routing): for ends decided before an
-    /// offer may have been made (a queue closed for the night). `Ok` with
-    /// `abandoned`, `not_waiting` or `already_closed`.
+    /// offer may have been made (a queue closed for the night), and, with
+    /// `queue`, only while it waits in that queue (a transfer to another
+    /// meanwhile keeps it). `Ok` with `abandoned`, `not_waiting` or
+    /// `already_closed`.
     pub async fn end_if_waiting(
         &self,
         contact: &ContactId,
@@ -669,12 +675,14 @@ impl RoutingState {
         disposition: &str,
         retention: Duration,
         fence: Option<&str>,
+        queue: Option<&str>,
     ) -> Result<String, StoreError> {
         let ends = Ends {
             retention,
             sticky_memory: Duration::ZERO,
             only_in: "waiting",
             fence: fence.unwrap_or_default(),
+            queue: queue.unwrap_or_default(),
         };
         self.end_contact(contact, now, disposition, 0, ends).await
     }
@@ -700,6 +708,7 @@ impl RoutingState {
             sticky_memory,
             only_in: "assigned",
             fence: "",
+            queue: "",
         };
         let outcome = self
             .abandon(contact, agent, now, disposition, wrap_until, &ends)
@@ -738,7 +747,8 @@ impl RoutingState {
             .arg(EVENTS_MAXLEN)
             .arg(ends.only_in)
             .arg(ends.sticky_memory.as_secs())
-            .arg(ends.fence);
+            .arg(ends.fence)
+            .arg(ends.queue);
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }

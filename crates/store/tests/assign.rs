@@ -995,7 +995,7 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
     assert_eq!(state.offer(&offer(&token, &o, "a1")).await.unwrap(), "ok");
     assert_eq!(
         state
-            .end_if_waiting(&o, NOW + 5, "after_hours", retention, None)
+            .end_if_waiting(&o, NOW + 5, "after_hours", retention, None, None)
             .await
             .unwrap(),
         "not_waiting"
@@ -1010,7 +1010,7 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
     let w = waiting(&state, ChannelKind::Chat).await;
     assert_eq!(
         state
-            .end_if_waiting(&w, NOW + 6, "after_hours", retention, Some("0:stale"))
+            .end_if_waiting(&w, NOW + 6, "after_hours", retention, Some("0:stale"), None)
             .await
             .unwrap(),
         "fenced"
@@ -1022,7 +1022,7 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
     // Still waiting, decided by the leader: ended.
     assert_eq!(
         state
-            .end_if_waiting(&w, NOW + 6, "after_hours", retention, Some(&token))
+            .end_if_waiting(&w, NOW + 6, "after_hours", retention, Some(&token), None)
             .await
             .unwrap(),
         "abandoned"
@@ -1034,6 +1034,47 @@ async fn an_end_only_while_waiting_leaves_an_offered_contact_alone() {
     // Closed by the business's hours, not left by the customer: no
     // abandon in the KPIs (it lowered the service level).
     assert_eq!(kpi_kinds(&state, &w).await, ["enqueued"]);
+    // Decided on the queue it was placed in (the hand-off handled again),
+    // while it now waits in another (transferred there meanwhile): left
+    // alone. It was ended as after hours while waiting in an open queue.
+    let moved = waiting_in(&state, ChannelKind::Chat, "billing", 0).await;
+    assert_eq!(
+        state
+            .end_if_waiting(
+                &moved,
+                NOW + 7,
+                "after_hours",
+                retention,
+                None,
+                Some("general")
+            )
+            .await
+            .unwrap(),
+        "not_waiting"
+    );
+    assert_eq!(
+        state
+            .route_record(&moved)
+            .await
+            .unwrap()
+            .expect("record")
+            .state,
+        "waiting"
+    );
+    assert_eq!(
+        state
+            .end_if_waiting(
+                &moved,
+                NOW + 7,
+                "after_hours",
+                retention,
+                None,
+                Some("billing")
+            )
+            .await
+            .unwrap(),
+        "abandoned"
+    );
 }
 
 /// A contact answered, put back in its queue (its agent's session ended),
@@ -1250,7 +1291,8 @@ async fn a_channel_end_is_refused_when_its_conversation_cannot_be_ended() {
         .unwrap();
     let open = open_of("night");
     let kept = break_open(&mut conn, &open).await;
-    let end_waiting = || state.end_if_waiting(&w.contact_id, NOW + 2, "after_hours", day, None);
+    let end_waiting =
+        || state.end_if_waiting(&w.contact_id, NOW + 2, "after_hours", day, None, None);
     assert!(end_waiting().await.is_err());
     mend_open(&mut conn, &open, kept).await;
     assert_eq!(end_waiting().await.unwrap(), "already_closed");

@@ -291,7 +291,7 @@ async fn an_after_hours_end_is_closed_not_abandoned() {
         assert!(queued);
         let outcome = if policy {
             state
-                .end_if_waiting(&id, now + 1, "after_hours", retention, None)
+                .end_if_waiting(&id, now + 1, "after_hours", retention, None, None)
                 .await
         } else {
             state

@@ -22,13 +22,17 @@
 --         ('' for none): an end the leader decided (after hours) is
 --         refused once another instance leads, since this one's view of
 --         the contact may be old (paused, it missed a transfer)
+-- ARGV[11] with 'waiting': the queue it must still wait in ('' for any):
+--          the hand-off's after-hours end, decided on the queue the
+--          contact was placed in, must not end one that was transferred
+--          meanwhile to another queue (the hand-off handled again)
 -- Returns 'abandoned', 'closed', 'already_closed', 'not_waiting',
 -- 'not_assigned', 'fenced' or 'changed' (the record's agent is not
 -- ARGV[2]: read it again and retry).
 if ARGV[10] and ARGV[10] ~= '' and redis.call('GET', KEYS[7]) ~= ARGV[10] then
   return 'fenced'
 end
-local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'customer')
+local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'customer', 'queue')
 if not c[1] then
   -- Not handed to routing yet (the caller hung up within moments): a
   -- closed record now makes the hand-off's enqueue a no-op later, so the
@@ -46,7 +50,8 @@ end
 if c[1] == 'closed' then
   return 'already_closed'
 end
-if ARGV[8] == 'waiting' and c[1] ~= 'waiting' then
+if ARGV[8] == 'waiting' and (c[1] ~= 'waiting'
+    or (ARGV[11] and ARGV[11] ~= '' and c[5] ~= ARGV[11])) then
   return 'not_waiting'
 end
 if ARGV[8] == 'assigned' and c[1] ~= 'assigned' then
