@@ -216,6 +216,17 @@ impl Router {
     }
 }
 
+/// What is left of a closing's work on a contact ([`close_after_hours`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// Nothing.
+    Done,
+    /// Its end failed: [`end_after_hours`] again.
+    End,
+    /// The contact could not be read: all of [`close_after_hours`] again.
+    Again,
+}
+
 /// When a closed queue opens next, as the answers' placeholders show it.
 pub(crate) struct Opening<'a> {
     /// `None`: no opening within the schedule's horizon.
@@ -254,8 +265,8 @@ pub(crate) fn opening(queue: &Queue, now: u64) -> Opening<'_> {
 /// language, and the message did not ask for none), then the end of the
 /// contact. An offline form waits, as at arrival; so does a contact no
 /// longer waiting (the hand-off ended it already). Returns what happened,
-/// for the routing record, and whether the end failed (to be tried again:
-/// [`end_after_hours`]), or `None` when nothing was done.
+/// for the routing record, and what is left to try again ([`Closing`]),
+/// or `None` when nothing was done.
 ///
 /// `token` is the leader's lease token: a leader that lost the lease (it
 /// was paused, and may have missed the contact's transfer to an open
@@ -268,7 +279,7 @@ pub(crate) async fn close_after_hours(
     now: u64,
     retention: Duration,
     token: &str,
-) -> Option<(String, bool)> {
+) -> Option<(String, Closing)> {
     let queue = &plan.queues[queue_ix];
     let read = async {
         let waiting = state
@@ -283,12 +294,14 @@ pub(crate) async fn close_after_hours(
         Ok((false, _)) => return None,
         Err(error) => {
             warn!(%error, contact_id = %contact, "Could not read a contact to close after hours.");
+            // Tried again whole (the answer too): the closing is noticed
+            // once, and the contact would wait for the next opening.
             return Some((
                 format!(
-                    "queue {} closed; the contact could not be read: it waits",
+                    "queue {} closed; the contact could not be read: tried again",
                     queue.name
                 ),
-                false,
+                Closing::Again,
             ));
         }
     };
@@ -328,11 +341,11 @@ pub(crate) async fn close_after_hours(
             format!("automatic answer {}", outcome.replace('_', " "))
         }
     };
-    let (ended, failed) = match end_after_hours(state, contact, now, retention, token).await {
-        Ok(outcome) => (outcome, false),
+    let (ended, left) = match end_after_hours(state, contact, now, retention, token).await {
+        Ok(outcome) => (outcome, Closing::Done),
         Err(error) => {
             warn!(%error, contact_id = %contact, "Could not close a contact after hours; tried again shortly.");
-            ("failed (tried again)".to_owned(), true)
+            ("failed (tried again)".to_owned(), Closing::End)
         }
     };
     counter!("switchboard_router_after_hours_total",
@@ -344,7 +357,7 @@ pub(crate) async fn close_after_hours(
             "queue {} is closed (until {} {}) while the contact waits; {answered}; ended: {ended} (disposition {AFTER_HOURS_DISPOSITION})",
             queue.name, o.opens_at, o.timezone
         ),
-        failed,
+        left,
     ))
 }
 

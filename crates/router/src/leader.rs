@@ -92,8 +92,9 @@ pub struct Leader {
     status: LeaderStatus,
     interrupt_voice: String,
     /// After-hours ends that failed (Redis away), by contact: when to try
-    /// again (ms) and how many tries so far.
-    closings: std::sync::Mutex<HashMap<ContactId, (u64, u32)>>,
+    /// again (ms), how many tries so far, and the queue (by index) when the
+    /// whole closing is tried again (the contact could not be read).
+    closings: std::sync::Mutex<HashMap<ContactId, ClosingRetry>>,
     /// Overflow-step answers that could not be sent (Redis away), by
     /// contact and step: what to send, when to try again (ms) and how many
     /// tries so far.
@@ -110,6 +111,10 @@ struct DueAnswer {
 
 /// How long after a failed after-hours end it is tried again, ms.
 const CLOSING_RETRY_MS: u64 = 5_000;
+
+/// An after-hours end to try again: when (ms), after how many tries, and
+/// the queue (by index) when the whole closing is tried again.
+type ClosingRetry = (u64, u32, Option<usize>);
 
 /// Tries of a failed after-hours end before it is given up (~5 minutes).
 const CLOSING_TRIES: u32 = 60;
@@ -649,7 +654,7 @@ impl Leader {
             StepAction::ClosedAfterHours { contact, queue } => {
                 let retention =
                     Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1));
-                let Some((detail, failed)) = crate::greeting::close_after_hours(
+                let Some((detail, left)) = crate::greeting::close_after_hours(
                     &self.state,
                     &self.plan,
                     contact,
@@ -662,12 +667,24 @@ impl Leader {
                 else {
                     return;
                 };
-                if failed && let Ok(mut closings) = self.closings.lock() {
-                    closings.insert(*contact, (now + CLOSING_RETRY_MS, 0));
+                let again = match left {
+                    crate::greeting::Closing::Done => None,
+                    crate::greeting::Closing::End => Some(None),
+                    crate::greeting::Closing::Again => Some(Some(*queue)),
+                };
+                if let Some(whole) = again
+                    && let Ok(mut closings) = self.closings.lock()
+                {
+                    closings.insert(*contact, (now + CLOSING_RETRY_MS, 0, whole));
                 }
                 (contact, detail)
             }
         };
+        self.write_step(contact, detail, now).await;
+    }
+
+    /// Records a routing step (its detail) in the contact's decisions.
+    async fn write_step(&self, contact: &ContactId, detail: String, now: u64) {
         let record = serde_json::to_string(&DecisionRecord {
             at: now,
             kind: "step",
@@ -792,22 +809,64 @@ impl Leader {
     /// engine does not have (routing closed it, and only its conversation
     /// is left to end; or its abandon failed) is tried.
     async fn retry_closings(&self, engine: &Engine, lost: &AtomicBool, now: u64, token: &str) {
-        let due: Vec<(ContactId, u32)> = match self.closings.lock() {
+        let due: Vec<(ContactId, u32, Option<usize>)> = match self.closings.lock() {
             Ok(mut closings) => {
                 closings.retain(|c, _| engine.waits_where_closed(c) != Some(false));
                 closings
                     .iter()
-                    .filter(|(_, (at, _))| *at <= now)
-                    .map(|(c, (_, tries))| (*c, *tries))
+                    .filter(|(_, (at, _, _))| *at <= now)
+                    .map(|(c, (_, tries, whole))| (*c, *tries, *whole))
                     .collect()
             }
             Err(_) => return,
         };
         let retention =
             Duration::from_secs(self.config.retention_days.saturating_mul(86_400).max(1));
-        for (contact, tries) in due {
+        for (contact, tries, whole) in due {
             if lost.load(Ordering::Relaxed) {
                 return;
+            }
+            if let Some(queue) = whole {
+                // The contact could not be read at the closing: the whole
+                // closing again (answer, offline form, end), recorded.
+                let left = match crate::greeting::close_after_hours(
+                    &self.state,
+                    &self.plan,
+                    &contact,
+                    queue,
+                    now,
+                    retention,
+                    token,
+                )
+                .await
+                {
+                    Some((detail, left)) => {
+                        self.write_step(&contact, detail, now).await;
+                        left
+                    }
+                    None => crate::greeting::Closing::Done,
+                };
+                let outcome = match left {
+                    crate::greeting::Closing::Done => "done",
+                    _ if tries + 1 >= CLOSING_TRIES => "given_up",
+                    _ => "failed",
+                };
+                counter!("switchboard_router_closing_retries_total", "outcome" => outcome)
+                    .increment(1);
+                if let Ok(mut closings) = self.closings.lock() {
+                    match (outcome, left) {
+                        ("failed", crate::greeting::Closing::End) => {
+                            closings.insert(contact, (now + CLOSING_RETRY_MS, tries + 1, None));
+                        }
+                        ("failed", _) => {
+                            closings.insert(contact, (now + CLOSING_RETRY_MS, tries + 1, whole));
+                        }
+                        _ => {
+                            closings.remove(&contact);
+                        }
+                    }
+                }
+                continue;
             }
             let result =
                 crate::greeting::end_after_hours(&self.state, &contact, now, retention, token)
@@ -831,7 +890,7 @@ impl Leader {
             }
             if let Ok(mut closings) = self.closings.lock() {
                 if outcome == "failed" {
-                    closings.insert(contact, (now + CLOSING_RETRY_MS, tries + 1));
+                    closings.insert(contact, (now + CLOSING_RETRY_MS, tries + 1, None));
                 } else {
                     closings.remove(&contact);
                 }
@@ -848,21 +907,42 @@ impl Leader {
         step: usize,
         text: &str,
     ) -> &'static str {
-        let queue = &self.plan.queues[queue].name;
+        let queue_plan = &self.plan.queues[queue];
+        let queue = &queue_plan.name;
         // Mail that asked for no automatic answer (bulk routed anyway, a
         // notification, noreply@) gets none here either.
         let sent = match self.state.contact_fields(contact).await {
             Ok(fields) if crate::greeting::stored_flag(&fields, "no_auto_answer") => Ok(None),
-            Ok(_) => self
-                .conversations
-                .automatic_reply(
-                    contact,
-                    &format!("{queue}:{step}"),
-                    text,
-                    self.plan.answers.per_customer_hour,
-                )
-                .await
-                .map(Some),
+            Ok(fields) => {
+                // Its placeholders filled as the other answers' are
+                // (checked when the plan was built).
+                let text = match crate::answers::Template::parse("auto_answer", text, "") {
+                    Ok(template) => {
+                        let o = crate::greeting::opening(
+                            queue_plan,
+                            switchboard_core::Timestamp::now().as_millis(),
+                        );
+                        let fill = crate::answers::Fill {
+                            name: "",
+                            opens_at: &o.opens_at,
+                            reply_by: &o.reply_by,
+                            timezone: o.timezone,
+                        };
+                        let name = fields.get("customer_name").map_or("", String::as_str);
+                        self.plan.answers.render(&template, name, fill)
+                    }
+                    Err(_) => text.to_owned(),
+                };
+                self.conversations
+                    .automatic_reply(
+                        contact,
+                        &format!("{queue}:{step}"),
+                        &text,
+                        self.plan.answers.per_customer_hour,
+                    )
+                    .await
+                    .map(Some)
+            }
             Err(error) => Err(error),
         };
         let outcome = match &sent {

@@ -394,6 +394,11 @@ impl Plan {
                 }
                 at_most(&format!("{ok}.after_secs"), o.after_secs, WEEK_SECS)?;
                 last_after = o.after_secs;
+                // Checked as the other answers are: an empty text went out
+                // as an empty message, and a misspelt placeholder as is.
+                if let Some(text) = &o.auto_answer {
+                    crate::answers::Template::parse(&format!("{ok}.auto_answer"), text, "")?;
+                }
                 for (name, level) in &o.relax {
                     let Some(old) = current.get(name).copied() else {
                         return Err(err(

@@ -162,7 +162,7 @@ fn answering_after_a_second() -> RoutingConfig {
     let mut config = routing();
     config.queues[0].overflow = vec![switchboard_router::plan::OverflowStepConfig {
         after_secs: 1,
-        auto_answer: Some("Everyone is busy; we will answer soon.".into()),
+        auto_answer: Some("Everyone is busy, {name}; we will answer soon.".into()),
         ..Default::default()
     }];
     config
@@ -496,7 +496,9 @@ async fn an_overflow_step_answers_the_customer_once() {
     let intake = intake(&store);
     let config = answering_after_a_second();
     let first = Instance::start(&store, "first", &config);
-    let receipt = intake.submit_event(event("v1", "hello")).await.unwrap();
+    let mut hello = event("v1", "hello");
+    hello.customer_name = Some("Olena".into());
+    let receipt = intake.submit_event(hello).await.unwrap();
     until("the automatic answer is in the outbox", || async {
         outbox_len(&redis, &store).await == 1
     })
@@ -512,7 +514,12 @@ async fn an_overflow_step_answers_the_customer_once() {
         .unwrap();
     let out: Vec<_> = log.iter().filter(|e| e.dir == "out").collect();
     assert_eq!(out.len(), 1);
-    assert!(out[0].msg.contains("Everyone is busy"), "{}", out[0].msg);
+    // Its placeholder filled (it went out as written).
+    assert!(
+        out[0].msg.contains("Everyone is busy, Olena; we will"),
+        "{}",
+        out[0].msg
+    );
     assert!(out[0].msg.contains("\"author\":\"switchboard\""));
     second.stop().await;
 }
@@ -965,6 +972,83 @@ async fn failed_end_at_night(customer: &str, leads_again: bool) {
     assert_ne!(
         again.contact_id, first.contact_id,
         "joined the closed contact"
+    );
+    instance.stop().await;
+}
+
+/// A contact that cannot be read when its queue closes for the night
+/// (`after_hours = "close"`; here its hash is of the wrong type for a
+/// while) is closed once it can be: the leader tries the whole closing
+/// again. The closing is noticed once, and the contact waited for the next
+/// opening, to be offered in the morning.
+#[tokio::test]
+async fn a_contact_unreadable_at_the_closing_is_closed_once_readable() {
+    use switchboard_router::plan::{AfterHours, OverflowStepConfig, QueueConfig};
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    let mut config = routing();
+    config.schedules = vec![never()];
+    let mut night = QueueConfig::general();
+    night.name = "night".into();
+    night.schedule = Some("never".into());
+    night.after_hours = AfterHours::Close;
+    config.queues.push(night);
+    config.queues[0].overflow = vec![OverflowStepConfig {
+        after_secs: 2,
+        move_to: Some("night".into()),
+        ..Default::default()
+    }];
+    let instance = Instance::start(&store, "one", &config);
+    let first = intake.submit_event(event("v12", "hello")).await.unwrap();
+    let id = first.contact_id;
+    until("the contact waits", || async {
+        states(&state, &[id]).await[&id.to_string()].0 == "waiting"
+    })
+    .await;
+    // Unreadable before the move: its hash, kept aside, becomes a string.
+    let key = store.keys().contact(&id);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let kept: Vec<u8> = redis::cmd("DUMP")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::AsyncCommands::del(&mut conn, &key).await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, &key, "unreadable")
+        .await
+        .unwrap();
+    until("the closing could not read the contact", || async {
+        state
+            .decisions(&id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.contains("could not be read"))
+    })
+    .await;
+    assert_eq!(states(&state, &[id]).await[&id.to_string()].0, "waiting");
+    let _: () = redis::cmd("RESTORE")
+        .arg(&key)
+        .arg(0)
+        .arg(kept)
+        .arg("REPLACE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    until("the contact is closed after hours", || async {
+        states(&state, &[id]).await[&id.to_string()].0 == "closed"
+    })
+    .await;
+    let rec = state.route_record(&id).await.unwrap().unwrap();
+    assert_eq!(
+        rec.fields.get("disposition").map(String::as_str),
+        Some("after_hours")
     );
     instance.stop().await;
 }

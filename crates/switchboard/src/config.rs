@@ -1353,6 +1353,19 @@ mod tests {
                 &[][..],
                 "routing.queues[0].overflow[0].after_secs",
             ),
+            // An overflow step's answer is checked as the others are: an
+            // empty one went out as an empty message, a misspelt
+            // placeholder as written.
+            (
+                "[redis]\nurl = \"redis://x\"\n[[routing.queues]]\nname = \"q\"\n[[routing.queues.overflow]]\nafter_secs = 60\nauto_answer = \" \"\n",
+                &[][..],
+                "routing.queues[0].overflow[0].auto_answer",
+            ),
+            (
+                "[redis]\nurl = \"redis://x\"\n[[routing.queues]]\nname = \"q\"\n[[routing.queues.overflow]]\nafter_secs = 60\nauto_answer = \"Sorry {nmae}\"\n",
+                &[][..],
+                "routing.queues[0].overflow[0].auto_answer",
+            ),
             // A problem that starts with a number keeps its words.
             (
                 "[redis]\nurl = \"redis://x\"\n[router]\nblock_ms = 5\n",
