@@ -18,7 +18,7 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 [ -x /usr/sbin/nginx ] || need+=(nginx)                   # deploy/nginx-switchboard.conf, tests/nginx_proxy.rs
 [ -x /usr/bin/chromium ] || need+=(chromium)              # the tests look there (SWITCHBOARD_TEST_CHROMIUM)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)  # SWITCHBOARD_TEST_CHROMEDRIVER
-command -v kill >/dev/null 2>&1 || need+=(procps)         # the tests signal their servers with kill(1)
+type -P kill >/dev/null 2>&1 || need+=(procps)            # the tests run kill(1), not the shell's builtin
 command -v cc >/dev/null 2>&1 || need+=(build-essential)  # the linker, and ring's C parts
 if ((${#need[@]})); then
   sudo=""
@@ -46,14 +46,21 @@ fi
 # (a CI run then shows every failure at once). The time limit (80 minutes,
 # within CI's 90; a run takes about 30 on 2 cores) makes a test stuck on a
 # browser or a server end the run with a message instead of using up CI's
-# whole budget silently. Not at a terminal: timeout(1) runs the tests in a
-# process group of their own, which Ctrl-C would not reach.
-if [ -t 0 ]; then
-  exec cargo test --workspace --locked --no-fail-fast "$@"
-fi
+# whole budget silently. timeout(1) runs the tests in a process group of
+# its own, which a Ctrl-C or a runner's signal to this script's group does
+# not reach: the script passes such a signal on, and waits for the end.
 limit="${SWITCHBOARD_TEST_TIMEOUT:-80m}"
-timeout -k 2m "$limit" cargo test --workspace --locked --no-fail-fast "$@" || {
-  status=$?
-  [ "$status" -eq 124 ] && echo "scripts/test.sh: the tests did not finish within $limit (SWITCHBOARD_TEST_TIMEOUT)" >&2
-  exit "$status"
-}
+timeout -k 2m "$limit" cargo test --workspace --locked --no-fail-fast "$@" &
+tests=$!
+trap 'kill -TERM "$tests" 2>/dev/null || true' INT TERM HUP
+status=0
+wait "$tests" || status=$?
+# A signal passed on interrupts `wait`: wait for the tests to end.
+while kill -0 "$tests" 2>/dev/null; do
+  status=0
+  wait "$tests" || status=$?
+done
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+  echo "scripts/test.sh: the tests did not finish within $limit (SWITCHBOARD_TEST_TIMEOUT)" >&2
+fi
+exit "$status"

@@ -1069,19 +1069,28 @@ async fn follow(
             hangup_checked = Some(Instant::now());
             // Seen at two checks in a row: the handling of the hangup (or
             // of a newCall after it) had its time to end the call itself.
-            let hangup = hung_up(state, contact, call_id).await;
-            if let Some(disposition) = &hangup
-                && hangup_seen
-                && end_hung_up(state, contact, call_id, disposition).await
-            {
-                return true;
+            match hung_up(state, contact, call_id).await {
+                Some(Some(disposition)) => {
+                    if hangup_seen && end_hung_up(state, contact, call_id, &disposition).await {
+                        return true;
+                    }
+                    hangup_seen = true;
+                }
+                // The note lapsed (an hour) before the end could be made:
+                // followed as routing has it.
+                Some(None) => hangup_seen = false,
+                None => {}
             }
-            hangup_seen |= hangup.is_some();
         }
         if hangup_seen {
             // The caller is gone: nothing is dialled (nor released) while
             // the end is being made, by the hangup's handling or the next
-            // check here.
+            // check here; ended meanwhile, the call is no longer followed.
+            match state.routing.route(contact).await {
+                Ok(Some(r)) if r.state == "closed" => return true,
+                Ok(None) if known => return true,
+                _ => {}
+            }
             if pause(state, &mut noted, leading, &connected, POLL).await {
                 return false;
             }
@@ -1389,10 +1398,11 @@ async fn follow(
 /// ([`hangup_key`]): acted on when it came, or not (it came before the
 /// `newCall` was stored and ending the call then failed, or ending it
 /// failed when it came: answered 503, and a PBX does not repeat a hangup).
-async fn hung_up(state: &CtiState, contact: &ContactId, call_id: &str) -> Option<String> {
+/// `None` when it could not be read.
+async fn hung_up(state: &CtiState, contact: &ContactId, call_id: &str) -> Option<Option<String>> {
     for key in [hangup_key(call_id), contact_hangup_key(contact)] {
         match state.leases.get(&key).await {
-            Ok(Some(disposition)) => return Some(disposition),
+            Ok(Some(disposition)) => return Some(Some(disposition)),
             Ok(None) => {}
             Err(error) => {
                 debug!(source = %state.name, contact_id = %contact, %error, "Could not read whether the call was hung up; will look again.");
@@ -1400,7 +1410,7 @@ async fn hung_up(state: &CtiState, contact: &ContactId, call_id: &str) -> Option
             }
         }
     }
-    None
+    Some(None)
 }
 
 /// Ends a call that was hung up ([`hung_up`]); true once routing has it
