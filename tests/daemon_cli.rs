@@ -262,7 +262,9 @@ async fn sigterm_finishes_a_request_in_flight() {
     let base = daemon.base();
     let body = chat_event("c-slow", "slow-1", "hi").to_string();
     let mut tcp = body_held_back(&base, &body).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for the daemon to read the request's head (a connection whose
+    // head it has not read yet is idle to the drain), on a loaded machine.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     daemon.signal("TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(daemon.is_running(), "exited with a request in flight");

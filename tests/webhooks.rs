@@ -212,24 +212,26 @@ async fn a_crm_that_was_down_gets_every_event_once_and_in_order() {
         r.body
     );
 
-    // The receiver stays down a while: the daemon retries.
+    // The receiver stays down a while (at least 5 s): the daemon retries.
+    let retried = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("switchboard_webhook_deliveries_total")
+                    && l.contains("outcome=\"retried\"")
+                    && l.contains("webhook=\"crm\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let counted = eventually(Duration::from_secs(20), || async {
+        retried(&http.get(&format!("{base}/metrics")).await.unwrap().body) >= 1.0
+    })
+    .await;
     let left = Duration::from_secs(5).saturating_sub(down_since.elapsed());
     tokio::time::sleep(left).await;
     let metrics = http.get(&format!("{base}/metrics")).await.unwrap().body;
-    let retried: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("switchboard_webhook_deliveries_total")
-                && l.contains("outcome=\"retried\"")
-                && l.contains("webhook=\"crm\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(
-        retried >= 1.0,
-        "no retries counted:\n{metrics}\n{}",
-        daemon.log()
-    );
+    assert!(counted, "no retries counted:\n{metrics}\n{}", daemon.log());
     assert!(
         !metrics.contains("outcome=\"delivered\""),
         "delivered while the receiver was down?"

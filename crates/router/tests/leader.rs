@@ -630,7 +630,10 @@ async fn an_overflow_step_due_during_a_failover_still_answers() {
     let store = store(&redis);
     let intake = intake(&store);
     let state = RoutingState::new(store.clone());
-    let config = answering_after_a_second();
+    // The step 3 s after the contact came: the first instance stops well
+    // before, even on a loaded machine.
+    let mut config = answering_after_a_second();
+    config.queues[0].overflow[0].after_secs = 3;
     let first = Instance::start(&store, "first", &config);
     let receipt = intake.submit_event(event("v1", "hello")).await.unwrap();
     until("the contact waits in routing", || async {
@@ -639,7 +642,7 @@ async fn an_overflow_step_due_during_a_failover_still_answers() {
     .await;
     first.stop().await;
     // The step comes due while nobody leads.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(outbox_len(&redis, &store).await, 0);
     let second = Instance::start(&store, "second", &config);
     until("the automatic answer is in the outbox", || async {

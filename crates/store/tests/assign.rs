@@ -346,18 +346,19 @@ async fn a_pass_neither_counts_as_missed_nor_ends_a_run_of_misses() {
 async fn an_expired_lease_is_taken_over_and_the_old_token_is_refused() {
     let redis = RedisServer::start();
     let state = RoutingState::new(store_for(&redis, 4));
+    // Long enough to be renewed on a loaded machine before it lapses.
     let old = state
-        .acquire_lease("paused", Duration::from_millis(200))
+        .acquire_lease("paused", Duration::from_millis(1000))
         .await
         .unwrap()
         .unwrap();
     assert!(
         state
-            .renew_lease(&old, Duration::from_millis(200))
+            .renew_lease(&old, Duration::from_millis(1000))
             .await
             .unwrap()
     );
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     let new = state
         .acquire_lease("successor", Duration::from_secs(10))
         .await

@@ -40,14 +40,15 @@ async fn a_marker_expires() {
     let store = common::store_for(&redis, 4);
     let a = RedisChannelState::new(store.clone(), "pbx", "instance-a");
     let b = RedisChannelState::new(store.clone(), "pbx", "instance-b");
-    a.set_for("hungup:c1", "abandoned", Duration::from_millis(300))
+    // Long enough to be read on a loaded machine before it lapses.
+    a.set_for("hungup:c1", "abandoned", Duration::from_millis(1500))
         .await
         .expect("set");
     assert_eq!(
         b.get("hungup:c1").await.expect("get").as_deref(),
         Some("abandoned")
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     assert_eq!(b.get("hungup:c1").await.expect("get"), None);
 }
 

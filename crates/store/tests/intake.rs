@@ -898,10 +898,12 @@ async fn a_slow_cluster_node_runs_a_write_once() {
         let client = redis::Client::open(url.as_str()).unwrap();
         conns.push(client.get_multiplexed_async_connection().await.unwrap());
     }
+    // Paused long enough (3 s) to outlast the pauses of the other nodes
+    // and the submit on a loaded machine; the timeout is 200 ms.
     for conn in &mut conns {
         let _: () = redis::cmd("CLIENT")
             .arg("PAUSE")
-            .arg(800)
+            .arg(3000)
             .arg("WRITE")
             .query_async(conn)
             .await
@@ -909,7 +911,7 @@ async fn a_slow_cluster_node_runs_a_write_once() {
     }
     let answer = intake.submit_event(event("slow", None, "once")).await;
     assert!(answer.is_err(), "answered within the pause: {answer:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3700)).await;
     // Every conversation log on every node: the warm-up's and this one's.
     let mut stored = 0;
     for conn in &mut conns {

@@ -340,8 +340,9 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     let first = outbox.next(wait).await.unwrap().unwrap();
     assert_eq!((first.message.text.as_str(), first.attempt), ("one", 1));
     // A temporary failure: deferred, then handed out again with attempt 2.
+    // Deferred long enough that "two" comes first on a loaded machine.
     outbox
-        .defer(&first, Duration::from_millis(200))
+        .defer(&first, Duration::from_millis(1000))
         .await
         .unwrap();
     let second = outbox.next(wait).await.unwrap().unwrap();
@@ -350,15 +351,15 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
         .settle(&second, DeliveryOutcome::delivered(Some("p2".into())))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let retried = outbox.next(wait).await.unwrap().unwrap();
     assert_eq!((retried.message.text.as_str(), retried.attempt), ("one", 2));
 
     // Another instance takes over a delivery that was never settled.
     let other =
-        RedisOutbox::new(store.clone(), "website", "i2", Duration::from_millis(300)).unwrap();
+        RedisOutbox::new(store.clone(), "website", "i2", Duration::from_millis(1500)).unwrap();
     assert!(other.next(wait).await.unwrap().is_none());
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let again = other.next(wait).await.unwrap().unwrap();
     assert_eq!(again.message.message_id, retried.message.message_id);
     other
@@ -389,7 +390,7 @@ async fn outbox_delivers_defers_and_redelivers_after_a_crash() {
     // defer changes nothing (it scheduled the reply a second time).
     outbox.enqueue(&reply("three")).await.unwrap();
     let stalled = outbox.next(wait).await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let taken = other.next(wait).await.unwrap().unwrap();
     assert_eq!(taken.message.message_id, stalled.message.message_id);
     other

@@ -540,6 +540,27 @@ impl World {
         self.intake.contact(id)
     }
 
+    /// Waits (up to 10 s) until the leading dispatcher has noted whose
+    /// phone has the call (`on:<contact>`): it has seen the call connected
+    /// to `agent`, or (None) released. A fixed pause there raced the
+    /// dispatcher's polls on a loaded machine.
+    async fn noted(&self, contact: ContactId, agent: Option<&str>) {
+        let state = self.state_of(0);
+        let key = format!("on:{contact}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = switchboard_channel::ChannelState::get(&state, &key)
+                .await
+                .unwrap()
+                .filter(|a| !a.is_empty());
+            if now.as_deref() == agent {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{key}: {now:?}, not {agent:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits up to 5 s for the PBX to have `n` dials.
     async fn dials(&self, n: usize) -> Vec<(String, Value)> {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -710,7 +731,7 @@ async fn a_release_whose_answer_was_lost_is_not_taken_for_a_connected_call() {
     world.routing.set(contact, "offered", Some("olha"));
     world.dials(1).await;
     world.routing.set(contact, "assigned", Some("olha"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.noted(contact, Some("olha")).await;
     world.pbx.lose_answers.store(1, SeqCst);
     world.pbx.down_for.store(1000, SeqCst);
     world.routing.set(contact, "waiting", None);
@@ -752,18 +773,18 @@ async fn an_instance_taking_a_call_over_starts_from_the_note() {
     world.routing.set(contact, "offered", Some("olha"));
     world.dials(1).await;
     world.routing.set(contact, "assigned", Some("olha"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.noted(contact, Some("olha")).await;
     world.routing.set(contact, "waiting", None);
     let dials = world.dials(2).await;
     assert_eq!(dials[1].1["action"], "release", "{:?}", dials[1]);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.noted(contact, None).await;
     first.stop().await;
     world.routing.set(contact, "offered", Some("petro"));
     let dials = world.dials(3).await;
     assert_eq!(dials[2].1["agent"], "petro");
     assert!(dials[2].1.get("transfer_from").is_none(), "{:?}", dials[2]);
     world.routing.set(contact, "assigned", Some("petro"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.noted(contact, Some("petro")).await;
 
     // The same for a call the first instance connected and stopped after.
     let first = world.instance(3).await;
@@ -773,7 +794,7 @@ async fn an_instance_taking_a_call_over_starts_from_the_note() {
     let dials = world.dials(4).await;
     assert_eq!(dials[3].1["callId"], "k2");
     world.routing.set(other, "assigned", Some("olha"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.noted(other, Some("olha")).await;
     first.stop().await;
     world.routing.set(other, "offered", Some("petro"));
     let dials = world.dials(5).await;
@@ -798,7 +819,7 @@ async fn a_pbx_may_be_never_asked_to_release_a_caller() {
     world.routing.set(contact, "offered", Some("olha"));
     world.dials(1).await;
     world.routing.set(contact, "assigned", Some("olha"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.noted(contact, Some("olha")).await;
     world.routing.set(contact, "waiting", None);
     // Well past the 5 s default and the 2 s the other tests release after.
     tokio::time::sleep(Duration::from_millis(5500)).await;
@@ -850,7 +871,7 @@ async fn a_repeated_new_call_is_followed_once() {
     // Once the call is connected its dispatcher follows it on (for a
     // transfer), and a later repeat starts no second one.
     world.routing.set(contact, "assigned", Some("olha"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.noted(contact, Some("olha")).await;
     world.new_call(&instance, "c1").await;
     world.dialled_exactly(1).await;
     instance.stop().await;
@@ -909,7 +930,7 @@ async fn a_connected_call_waiting_in_a_queue_is_taken_off_the_agents_phone() {
     world.routing.set(contact, "offered", Some("olha"));
     world.dials(1).await;
     world.routing.set(contact, "assigned", Some("olha"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.noted(contact, Some("olha")).await;
     world.routing.set(contact, "waiting", None);
     let calls = world.dials(2).await;
     assert_eq!(calls[1].1["action"], "release", "{:?}", calls[1]);
@@ -929,7 +950,7 @@ async fn a_connected_call_waiting_in_a_queue_is_taken_off_the_agents_phone() {
     world.routing.set(other, "offered", Some("olha"));
     world.dials(4).await;
     world.routing.set(other, "assigned", Some("olha"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    world.noted(other, Some("olha")).await;
     *world.pbx.refuse_with.lock().unwrap() = Some(axum::http::StatusCode::BAD_REQUEST);
     world.routing.set(other, "waiting", None);
     let deadline = Instant::now() + Duration::from_secs(5);
