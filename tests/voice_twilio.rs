@@ -365,6 +365,15 @@ async fn corpus_rows_and_an_answered_call() {
             .any(|l| l.starts_with("switchboard_voice_calls_total") && l.contains("abandoned")),
         "{metrics}"
     );
+    // The answered call, closed at its /dialed, is counted there (its
+    // /status found it closed already: it was counted nowhere as closed).
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_voice_calls_total")
+                && l.contains("outcome=\"closed\"")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

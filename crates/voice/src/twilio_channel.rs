@@ -8,14 +8,16 @@
 //!   and hears the hold message, then a pause and a redirect to `/wait`.
 //! - `POST /wait?contact=ID`: while the contact waits, more hold; once it is
 //!   offered to an agent, `<Dial>` to the agent's endpoint (SIP URI, number
-//!   or client) with the ring timeout, reporting the agent's leg to
-//!   `/agent` and the outcome to `/dialed`.
-//! - `POST /agent?contact=ID&agent=A` (the agent leg's status callback):
-//!   `in-progress` means the agent answered: the offer is accepted.
+//!   or client) with the ring timeout, the noun's `url` asking `/bridge`
+//!   when the agent picks up, the agent's leg reported to `/agent` and the
+//!   outcome to `/dialed`.
+//! - `POST /bridge?contact=ID&agent=A` (the agent picked up): the offer is
+//!   accepted and the agent connected, or, the call no longer hers, her
+//!   leg hung up. (`/agent` acts only for dials from before the bridge.)
 //! - `POST /dialed?contact=ID&agent=A` (the `<Dial>` action): answered and
 //!   over, the contact is closed (the agent enters wrap-up) and the call
 //!   hung up; not answered, the offer counts as missed, goes to the next
-//!   agent, and the caller holds again.
+//!   agent, and the caller holds again (docs/voice.md has every case).
 //! - `POST /status` (the number's status callback): a call that ends while
 //!   waiting or offered is *abandoned* (never offered again); one that ends
 //!   while connected is closed.
@@ -235,7 +237,10 @@ struct TwilioState {
     blocked: HashSet<String>,
     intake: Arc<dyn Intake>,
     routing: Arc<dyn Routing>,
-    /// Hangups of calls not stored yet (`hungup:<CallSid>`).
+    /// The channel's notes in Redis: hangups of calls not stored yet
+    /// (`hungup:<CallSid>`), bridged dials (`bridged:`), the calls held
+    /// and their signs of life, and the lost-call watcher's lease
+    /// ([`lost`]).
     memory: Arc<dyn ChannelState>,
 }
 
@@ -464,8 +469,6 @@ impl TwilioState {
     }
 }
 
-/// The contact (and agent) our own URLs carry in their query (signed by
-/// Twilio with the rest of the URL).
 /// The `offer` stamp a dial's result URL carries, when routing has another
 /// offer standing for the same agent now (a late result of an earlier
 /// offer); `None` when it is the current offer or cannot be told.
@@ -490,6 +493,8 @@ async fn stale_offer(
         .map(|_| stamp))
 }
 
+/// The contact (and agent) our own URLs carry in their query (signed by
+/// Twilio with the rest of the URL).
 fn query(uri: &axum::http::Uri) -> Result<(ContactId, Option<String>), Refusal> {
     let mut contact = None;
     let mut agent = None;
@@ -845,9 +850,15 @@ async fn answered(
     contact: &ContactId,
     agent: &str,
 ) -> Served {
+    // Every end here is counted, as /status counts its own (the final
+    // /status then finds the call closed: `already_closed`).
+    let ended = |outcome: &str| {
+        counter!("switchboard_voice_calls_total", "source" => state.name.clone(), "outcome" => outcome.to_owned())
+            .increment(1);
+    };
     if !bridged_dial(uri) {
         state.routing.answer(contact, agent, true).await?;
-        state.routing.end(contact, "completed").await?;
+        ended(&state.routing.end(contact, "completed").await?);
         return Ok(twiml(twiml_hangup()));
     }
     let route = state.routing.route(contact).await?;
@@ -863,7 +874,7 @@ async fn answered(
             .map_err(memory_unavailable)?
             .is_some();
     if talked || over {
-        state.routing.end(contact, "completed").await?;
+        ended(&state.routing.end(contact, "completed").await?);
         return Ok(twiml(twiml_hangup()));
     }
     if theirs {
@@ -878,6 +889,7 @@ async fn answered(
             .end_cause()
             .map_or("completed", |c| c.as_str());
         let outcome = state.routing.end(contact, cause).await?;
+        ended(&outcome);
         info!(source = %state.name, contact_id = %contact, agent_id = %agent, outcome = %outcome, "The caller hung up after a dial that connected nobody.");
         return Ok(twiml(twiml_hangup()));
     }
