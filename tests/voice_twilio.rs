@@ -673,6 +673,12 @@ async fn an_assigned_call_whose_phone_rings_out_goes_to_the_next_agent() {
     assert!(assigned.is_some(), "{}", daemon.log());
     let (target, dialed, _) = twilio.until_dialed(&wait, sid).await;
     assert!(target.contains("olha"), "{target}");
+    // The assignment's stamp (its offer's) comes back with the dial's
+    // result: a late "no answer" of it is told from a newer offer's.
+    assert!(
+        dialed.contains("&offer=") && !dialed.contains("&offer=0&"),
+        "{dialed}"
+    );
     let _petro = online(&twilio.base, TOKEN_PETRO).await;
     let mut missed = leg(sid, "in-progress");
     missed.push(("DialCallStatus", "no-answer"));

@@ -902,17 +902,10 @@ async fn a_failed_end_is_tried_again_after_the_leader_leads_again() {
     failed_end_at_night("v11", true).await;
 }
 
-/// A contact of `customer` moves into a queue closed for the night, whose
-/// end fails (the conversation cannot be ended) and, with `leads_again`,
-/// the leader stops on an error (its connections cut) and leads again
-/// under a new lease; then the end can be done. The retry ends the
-/// conversation, and the customer's next message opens a new contact.
-async fn failed_end_at_night(customer: &str, leads_again: bool) {
-    use switchboard_router::plan::{AfterHours, OverflowStepConfig, QueueConfig};
-    let redis = RedisServer::start();
-    let store = store(&redis);
-    let state = RoutingState::new(store.clone());
-    let intake = intake(&store);
+/// Routing whose first queue moves a contact after 2 s into `night`, a
+/// queue never open that closes its contacts (`after_hours = "close"`).
+fn moving_to_night() -> RoutingConfig {
+    use switchboard_router::plan::{AfterHours, OverflowStepConfig};
     let mut config = routing();
     config.schedules = vec![never()];
     let mut night = QueueConfig::general();
@@ -925,6 +918,20 @@ async fn failed_end_at_night(customer: &str, leads_again: bool) {
         move_to: Some("night".into()),
         ..Default::default()
     }];
+    config
+}
+
+/// A contact of `customer` moves into a queue closed for the night, whose
+/// end fails (the conversation cannot be ended) and, with `leads_again`,
+/// the leader stops on an error (its connections cut) and leads again
+/// under a new lease; then the end can be done. The retry ends the
+/// conversation, and the customer's next message opens a new contact.
+async fn failed_end_at_night(customer: &str, leads_again: bool) {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let state = RoutingState::new(store.clone());
+    let intake = intake(&store);
+    let config = moving_to_night();
     let instance = Instance::start(&store, "one", &config);
     let first = intake.submit_event(event(customer, "hello")).await.unwrap();
     until("the contact waits", || async {
@@ -986,23 +993,11 @@ async fn failed_end_at_night(customer: &str, leads_again: bool) {
 /// opening, to be offered in the morning.
 #[tokio::test]
 async fn a_contact_unreadable_at_the_closing_is_closed_once_readable() {
-    use switchboard_router::plan::{AfterHours, OverflowStepConfig, QueueConfig};
     let redis = RedisServer::start();
     let store = store(&redis);
     let state = RoutingState::new(store.clone());
     let intake = intake(&store);
-    let mut config = routing();
-    config.schedules = vec![never()];
-    let mut night = QueueConfig::general();
-    night.name = "night".into();
-    night.schedule = Some("never".into());
-    night.after_hours = AfterHours::Close;
-    config.queues.push(night);
-    config.queues[0].overflow = vec![OverflowStepConfig {
-        after_secs: 2,
-        move_to: Some("night".into()),
-        ..Default::default()
-    }];
+    let config = moving_to_night();
     let instance = Instance::start(&store, "one", &config);
     let first = intake.submit_event(event("v12", "hello")).await.unwrap();
     let id = first.contact_id;

@@ -614,7 +614,10 @@ async fn wait_for(state: &TwilioState, contact: &ContactId) -> Served {
         // Not handed to routing yet: hold.
         return state.hold(&contact, false);
     };
-    let offer = route.as_ref().and_then(|r| r.offer_until).unwrap_or(0);
+    // Routing's stamp: an offer's deadline, kept by the assignment it
+    // became (an assigned call's dial carried 0, so a late "no answer" of
+    // it could not be told from one of a newer offer to the same agent).
+    let offer = route.as_ref().and_then(|r| r.stamp).unwrap_or(0);
     match (route_state, agent) {
         ("offered" | "assigned", Some(agent)) => {
             // The phone rings no longer than the offer lasts: an answer
