@@ -613,6 +613,17 @@ async fn a_dropped_agent_loses_the_offer_at_once_and_a_supervisor_adds_agents() 
         .await
         .unwrap();
     r.assert_refused(422, "invalid_agent");
+    // Records name the supervisor "supervisor": no agent may pass for it.
+    let r = http
+        .call(
+            "PUT",
+            &format!("{api}/agents"),
+            Some(SUPERVISOR),
+            Some(&json!({"id": "Supervisor", "capacity": {"chat": 1}, "token": "super-token-0123456789"})),
+        )
+        .await
+        .unwrap();
+    r.assert_refused(422, "invalid_agent");
     // A proficiency past 5, even past what a byte holds, is out of range.
     let r = http
         .call(

@@ -463,6 +463,8 @@ pub async fn put_agent(
     who(&inner, &headers).await?.supervisor()?;
     let bytes = read_body(&inner, raw).await?;
     let a: NewAgent = body(&bytes)?;
+    switchboard_router::settings::check_agent_id(a.id.as_str())
+        .map_err(|problem| ApiError::bad_request("invalid_agent", format!("id: {problem}")))?;
     if a.token.len() < switchboard_router::settings::MIN_TOKEN_LEN {
         return Err(ApiError::bad_request(
             "invalid_agent",

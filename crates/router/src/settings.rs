@@ -337,6 +337,7 @@ impl RoutingConfig {
             if !seen.insert(a.id.clone()) {
                 return Err(fail("id", format!("agent {} is defined twice", a.id)));
             }
+            check_agent_id(a.id.as_str()).map_err(|problem| fail("id", problem))?;
             check_levels(&key("skills"), &a.skills, 1)?;
             let digest = match (&a.token, &a.token_sha256) {
                 (Some(secret), None) => {
@@ -397,6 +398,24 @@ impl RoutingConfig {
             .map(|c| c.as_str())
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// Ids no agent may have: records name the supervisor by this word (a
+/// note's author, a transfer's `by`), so an agent of that id would pass
+/// for one.
+pub const RESERVED_AGENT_IDS: [&str; 1] = ["supervisor"];
+
+/// Refuses an agent id that is reserved (ASCII case ignored).
+pub fn check_agent_id(id: &str) -> Result<(), String> {
+    match RESERVED_AGENT_IDS
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(id))
+    {
+        Some(r) => Err(format!(
+            "\"{r}\" is reserved: records name the supervisor so"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -463,5 +482,32 @@ mod digest_tests {
             super::token_digest("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+}
+
+#[cfg(test)]
+mod agent_id_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::RoutingConfig;
+
+    fn agents(id: &str) -> RoutingConfig {
+        serde_json::from_value(serde_json::json!({"agents": [{
+            "id": id,
+            "capacity": {"chat": 1},
+            "token_sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        }]}))
+        .unwrap()
+    }
+
+    /// Records name the supervisor "supervisor" (a note's author): an
+    /// agent of that id, in any case, would pass for it.
+    #[test]
+    fn the_supervisors_name_is_no_agent_id() {
+        assert!(agents("supervisors").agent_records().is_ok());
+        for id in ["supervisor", "SUPERVISOR"] {
+            let e = agents(id).agent_records().unwrap_err();
+            assert_eq!(e.key, "routing.agents[0].id");
+            assert!(e.problem.contains("reserved"), "{}", e.problem);
+        }
     }
 }
