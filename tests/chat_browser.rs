@@ -908,8 +908,16 @@ async fn a_message_queued_in_a_closed_tab_is_sent_by_the_other() {
     assert_eq!(pending, json!(1), "queued in the second tab");
     visitor.client.close_window().await.unwrap();
 
-    // The first tab sends it.
+    // The first tab saves its state while that message is too young to
+    // take over (a message of its own, acknowledged): the message stays
+    // in storage (the save wrote this tab's outbox over it, and it was
+    // never sent). The save comes well within the 10 s.
     visitor.client.switch_to_window(first).await.unwrap();
+    visitor_writes(&visitor, "четверте").await;
+    visitor
+        .until(WAIT, "the first tab's own message", &acked("четверте"))
+        .await;
+    // The first tab sends it.
     visitor
         .until(
             WAIT,
@@ -921,5 +929,57 @@ async fn a_message_queued_in_a_closed_tab_is_sent_by_the_other() {
         .js("return window.SwitchboardWidget.state().pending;", vec![])
         .await;
     assert_eq!(pending, json!(0));
+    visitor.close().await;
+}
+
+/// A hello refused for a moment (Redis unreachable: `unavailable`) is
+/// tried again on a new socket with the usual backoff. The server reads
+/// nothing more on a socket whose hello it refused, and the widget waited
+/// for its 30 s deadline: a blip of a second cost every visitor who
+/// connected during it half a minute.
+#[tokio::test]
+async fn a_refused_hello_is_tried_again_without_waiting_for_the_deadline() {
+    let shop = shop_page().await;
+    let mut redis = RedisServer::start();
+    let uploads = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        env!("CARGO_BIN_EXE_switchboard-under-test"),
+        &redis.url(),
+        &config(&shop, uploads.path()),
+    );
+    let url = format!("{shop}/?server={}&widget=demo", daemon.base());
+    let visitor = Browser::start().await;
+    visit(&visitor, &url).await;
+
+    redis.stop();
+    visitor.client.refresh().await.unwrap();
+    visitor
+        .until(
+            WAIT,
+            "the hello is refused as unavailable",
+            &format!(
+                "const e = {};
+                 return !!e && e.getAttribute('data-code') === 'unavailable'
+                   && !window.SwitchboardWidget.state().connected;",
+                w("sb-error")
+            ),
+        )
+        .await;
+    redis.restart();
+    let back = std::time::Instant::now();
+    visitor
+        .until(
+            WAIT,
+            "the widget is connected again",
+            "return window.SwitchboardWidget.state().connected;",
+        )
+        .await;
+    // The backoff after three or four refusals is at most 8 s; the
+    // server's deadline for a hello is 30 s from the socket's start.
+    assert!(
+        back.elapsed() < Duration::from_secs(15),
+        "connected {:?} after Redis came back",
+        back.elapsed()
+    );
     visitor.close().await;
 }

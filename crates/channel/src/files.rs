@@ -15,6 +15,15 @@ use tokio_util::sync::CancellationToken;
 /// (`TimedOut`); the blocked thread stays blocked, the caller does not.
 pub const FILE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Characters a file name shown to an agent may not keep: control
+/// characters, and the Unicode bidirectional controls (U+061C, U+200E,
+/// U+200F, U+202A–U+202E, U+2066–U+2069), with which `invoice\u{202E}fdp.exe`
+/// shows as `invoiceexe.pdf`.
+pub fn hidden_in_a_name(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Runs blocking file work `f` off the async threads, answering
 /// `TimedOut` when it has not returned within [`FILE_TIMEOUT`].
 pub async fn blocking<T: Send + 'static>(

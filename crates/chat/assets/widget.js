@@ -265,10 +265,24 @@
     }
     return added;
   }
+  // Writes this tab's state. Messages another tab of the visitor queued
+  // too recently to take over (adoptOutbox leaves them to it for a while)
+  // stay in storage: written over, they were lost once that tab closed.
   function save() {
     if (adoptOutbox()) scheduleFlush();
     if (S.history.length > 200) S.history = S.history.slice(-200);
-    try { localStorage.setItem(KEY, JSON.stringify(S)); } catch (e) { /* private mode: memory only */ }
+    var out = S, v = stored();
+    if (Array.isArray(v.outbox) && S.visitor && v.visitor === S.visitor) {
+      var theirs = v.outbox.filter(function (o) {
+        return o && typeof o.client_id === 'string' && typeof o.text === 'string' && !known.has(o.client_id);
+      });
+      if (theirs.length) {
+        out = {};
+        for (var k in S) out[k] = S[k];
+        out.outbox = S.outbox.concat(theirs);
+      }
+    }
+    try { localStorage.setItem(KEY, JSON.stringify(out)); } catch (e) { /* private mode: memory only */ }
   }
 
   /* ---------- helpers ---------- */
@@ -775,6 +789,12 @@
     var sk = 's:' + f.seq, ik = f.id != null ? 'i:' + f.id : null;
     if (seen.has(sk) || (ik && seen.has(ik))) return;
     seen.add(sk); if (ik) seen.add(ik);
+    // A conversation another tab opened: no welcome or ack of this tab
+    // names it, and the next hello resumes it by its id.
+    if (!S.conversation && typeof f.conversation === 'string' && f.conversation) {
+      S.conversation = f.conversation;
+      decideView();
+    }
     if (cmpSeq(f.seq, S.lastSeq) > 0) S.lastSeq = f.seq;
     var rec = {
       seq: f.seq, id: f.id, from: f.from === 'agent' ? 'agent' : 'visitor', name: str(f.name),
@@ -1011,6 +1031,16 @@
       clearTimeout(retryTimer);
       if (ws) try { ws.close(); } catch (e) { /* already closing */ }
       setText(connEl, '');
+      showError(code);
+      return;
+    }
+    // The hello itself was refused (unavailable, rate_limited): the server
+    // reads nothing else on this socket, so a new one later, not a wait
+    // for its 30 s deadline.
+    if (!connected) {
+      var refused = ws;
+      drop(refused);
+      if (refused) try { refused.close(); } catch (e) { /* already closing */ }
       showError(code);
       return;
     }

@@ -244,11 +244,15 @@ async fn widget_js() -> Response {
 }
 
 /// Percent-decodes a file name and keeps it harmless: no path, no control
-/// characters, at most 200 characters.
+/// or bidirectional control characters, at most 200 characters.
 pub(crate) fn file_name(raw: &str) -> String {
     let name = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
     let name = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let clean: String = name.chars().filter(|c| !c.is_control()).take(200).collect();
+    let clean: String = name
+        .chars()
+        .filter(|c| !switchboard_channel::files::hidden_in_a_name(*c))
+        .take(200)
+        .collect();
     if clean.trim().is_empty() || clean == "." || clean == ".." {
         "file".into()
     } else {
@@ -521,6 +525,10 @@ mod tests {
         assert_eq!(file_name(".."), "file");
         assert_eq!(file_name("%E2%9C%93.txt"), "✓.txt");
         assert_eq!(file_name("bad%zz"), "bad%zz");
+        // U+202E (right-to-left override) showed `invoice<U+202E>fdp.exe`
+        // as `invoiceexe.pdf`; U+2066 and U+200F are bidirectional too.
+        assert_eq!(file_name("invoice%E2%80%AEfdp.exe"), "invoicefdp.exe");
+        assert_eq!(file_name("a\u{2066}b\u{200F}.png"), "ab.png");
     }
 
     fn chunks(n: usize) -> Body {

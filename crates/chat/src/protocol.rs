@@ -105,6 +105,10 @@ pub enum ServerFrame {
         /// The visitor's own message: the `client_id` it was sent with.
         #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
+        /// The conversation the message belongs to: a tab that joined it
+        /// through another tab of the visitor learns it here.
+        #[serde(skip_serializing_if = "String::is_empty")]
+        conversation: String,
     },
     Typing {
         on: bool,
@@ -222,6 +226,20 @@ mod tests {
         assert!(parse(r#"{"type":"explode"}"#).is_err());
         assert!(parse("not json").is_err());
         assert!(parse(r#"{"type":"rating","score":300}"#).is_err());
+    }
+
+    /// A message the parser refuses (a lone surrogate, which browsers'
+    /// `JSON.stringify` writes) still names its `client_id`, so the
+    /// widget learns which message failed.
+    #[test]
+    fn an_unreadable_message_still_names_its_client_id() {
+        let text = r#"{"type":"message","client_id":"c7","text":"\ud83d"}"#;
+        assert!(parse(text).is_err());
+        assert_eq!(message_client_id(text), Some("c7".into()));
+        assert_eq!(
+            message_client_id(r#"{"type":"rating","client_id":"c7"}"#),
+            None
+        );
     }
 
     #[test]

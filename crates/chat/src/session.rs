@@ -917,7 +917,17 @@ impl Conn {
                 if self.strikes > STRIKES {
                     return Err(End::Close(1008, "too many refused frames"));
                 }
-                return self.refuse("bad_frame", &e).await;
+                // A message that reads as one but not wholly (a lone UTF-16
+                // surrogate in its text): its `client_id` tells the widget
+                // which one failed, or it waits for an answer for ever.
+                counter!("switchboard_chat_rejected_total", "reason" => "bad_frame").increment(1);
+                return self
+                    .send(&ServerFrame::Error {
+                        code: "bad_frame",
+                        message: e,
+                        client_id: text.and_then(protocol::message_client_id),
+                    })
+                    .await;
             }
         };
         self.strikes = 0;
@@ -1471,6 +1481,11 @@ fn hello_version(text: Option<&str>) -> Option<u64> {
 /// The `message` frame for a log entry the visitor sees (`in`, `out`).
 fn message_frame(active: &Active, entry: &switchboard_channel::LogEntry) -> Option<ServerFrame> {
     let value: serde_json::Value = serde_json::from_str(&entry.msg).ok()?;
+    let conversation = active
+        .conv
+        .as_ref()
+        .map(|(c, _)| c.to_string())
+        .unwrap_or_default();
     match entry.dir.as_str() {
         "in" => {
             let text = value
@@ -1493,6 +1508,7 @@ fn message_frame(active: &Active, entry: &switchboard_channel::LogEntry) -> Opti
                 at: entry.at,
                 attachments,
                 client_id,
+                conversation,
             })
         }
         "out" => {
@@ -1532,6 +1548,7 @@ fn message_frame(active: &Active, entry: &switchboard_channel::LogEntry) -> Opti
                 at: entry.at,
                 attachments: Vec::<Attachment>::new(),
                 client_id: None,
+                conversation,
             })
         }
         _ => None,

@@ -429,6 +429,19 @@ async fn a_message_is_acknowledged_once_stored_and_a_resend_is_not_doubled() {
         (refused["code"].as_str(), refused["client_id"].as_str()),
         (Some("bad_frame"), Some("c-spoof"))
     );
+    // A message that does not parse (a lone surrogate, as a browser's
+    // JSON.stringify writes it) is refused by its client_id, so the widget
+    // knows which one failed instead of waiting for its answer for ever.
+    ws.send(Message::Text(
+        r#"{"type":"message","client_id":"c-lone","text":"\ud83d"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let refused = recv_type(&mut ws, "error").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["client_id"].as_str()),
+        (Some("bad_frame"), Some("c-lone"))
+    );
     send(&mut ws, json!({"type": "ping"})).await;
     recv_type(&mut ws, "pong").await;
 }
@@ -718,6 +731,23 @@ async fn a_resend_into_a_closed_conversation_leaves_other_tabs_on_the_open_one()
     assert!(moved.is_empty(), "{moved:?}");
 
     reply_arrives(&w, &mut tab2, &open, "Of course").await;
+}
+
+/// A tab joined to a conversation that another tab opened learns its id
+/// from the messages: no welcome or ack of its own names it, and without
+/// it the widget's next hello could not resume that conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_joined_by_another_learns_the_conversation_from_its_messages() {
+    let w = world();
+    let addr = w.instance("a", "").await;
+    let (mut tab1, _tab2, _token, _first, ack) = closed_then_new(&w, addr).await;
+    let got = loop {
+        let m = recv_type(&mut tab1, "message").await;
+        if m["text"] == "one more thing" {
+            break m;
+        }
+    };
+    assert_eq!(got["conversation"], ack["conversation"], "{got}");
 }
 
 /// The agent replies `text` to the contact of `conversation`; the reply

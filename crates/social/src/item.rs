@@ -410,6 +410,11 @@ pub(crate) fn fit(text: &str, room: usize) -> String {
 fn summarize(a: &AttachmentRef, text: &str) -> String {
     let mut line = format!("[attachment: {}", a.kind.describe());
     if let Some(name) = &a.filename {
+        // Shown to agents: no line breaks, no bidirectional controls.
+        let name: String = name
+            .chars()
+            .filter(|c| !switchboard_channel::files::hidden_in_a_name(*c))
+            .collect();
         let _ = write!(line, " \"{name}\"");
     }
     if let Some(mime) = &a.mime_type {
@@ -514,6 +519,19 @@ mod tests {
         let event = m.into_inbound("meta");
         assert_eq!(event.text, "[attachment: document \"invoice.pdf\"]");
         assert!(event.validate(Default::default()).is_ok());
+    }
+
+    /// A file name reversed by a bidirectional control (shown to agents as
+    /// `invoiceexe.pdf`) or broken over lines loses those characters.
+    #[test]
+    fn a_file_name_loses_its_bidirectional_controls_and_line_breaks() {
+        let mut m = message();
+        m.text = String::new();
+        let mut doc = AttachmentRef::new(AttachmentKind::Document);
+        doc.filename = Some("invoice\u{202E}fdp.exe\n[x]".into());
+        m.attachments = vec![doc];
+        let event = m.into_inbound("meta");
+        assert_eq!(event.text, "[attachment: document \"invoicefdp.exe[x]\"]");
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub(super) fn content_type(part: &MessagePart<'_>) -> String {
 }
 
 /// A file name safe to show and to store: its last path segment, encoded
-/// words decoded, without control characters, with `: * ? " < > |` as `_`,
+/// words decoded, without control or bidirectional control characters, with `: * ? " < > |` as `_`,
 /// at most 200 bytes (the extension kept); `None` when nothing is left or
 /// only dots.
 pub(super) fn file_name(name: &str) -> Option<String> {
@@ -110,7 +110,7 @@ pub(super) fn file_name(name: &str) -> Option<String> {
     let base = decoded.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = base
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !switchboard_channel::files::hidden_in_a_name(*c))
         .map(|c| if ":*?\"<>|".contains(c) { '_' } else { c })
         .collect();
     let cleaned = cleaned.trim();

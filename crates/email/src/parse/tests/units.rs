@@ -157,6 +157,21 @@ fn attachments_and_limits() {
     assert_eq!((sizes, m.skipped_attachments), (vec![1, 2], 3));
 }
 
+/// A name reversed by U+202E (right-to-left override), shown to agents as
+/// `invoiceexe.pdf`, loses the control.
+#[test]
+fn an_attachment_name_loses_its_bidirectional_controls() {
+    let body = "--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n--B\r\n\
+         Content-Type: application/octet-stream\r\n\
+         Content-Disposition: attachment; filename=\"=?utf-8?B?aW52b2ljZeKArmZkcC5leGU=?=\"\r\n\r\nx\r\n--B--\r\n";
+    let m = mail(
+        "From: a@b.example\nContent-Type: multipart/mixed; boundary=B",
+        body,
+    );
+    let names: Vec<&str> = m.attachments.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["invoicefdp.exe"]);
+}
+
 #[test]
 fn nested_messages_are_attached_decoded() {
     let inner = "Message-ID: <in@x>\r\nSubject: inner\r\n\r\ninner body\r\n";
