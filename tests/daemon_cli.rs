@@ -153,9 +153,10 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    // Read all along, on a thread of its own: a socket left unread fills
+    // (`net.unix.max_dgram_qlen` is 10 here) and the daemon's next
+    // notification waits for room.
+    let notes = Notes::read(socket);
     let mut daemon = Daemon::start_with_env(
         BIN,
         &redis.url(),
@@ -165,15 +166,7 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
             ("WATCHDOG_USEC", "200000"),
         ],
     );
-    let mut seen = String::new();
-    let mut buf = [0u8; 512];
-    while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
-        let n = socket
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no notification ({e}); got {seen:?}"));
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        seen.push('\n');
-    }
+    notes.wait_for(&["READY=1", "WATCHDOG=1"]);
 
     // Requests in flight when SIGTERM arrives either finish (200, stored) or
     // are refused before anything is acknowledged; nothing hangs.
@@ -193,14 +186,18 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
     let mut ok = 0;
     for t in tasks {
-        if let Ok(reply) = t.await.unwrap() {
-            assert!(
-                reply.status == 200 || reply.status == 503,
-                "{} {}",
-                reply.status,
-                reply.body
-            );
-            ok += usize::from(reply.status == 200);
+        match t.await.unwrap() {
+            Ok(reply) => {
+                assert!(
+                    reply.status == 200 || reply.status == 503,
+                    "{} {}",
+                    reply.status,
+                    reply.body
+                );
+                ok += usize::from(reply.status == 200);
+            }
+            // Refused or cut when the listener closed: never left waiting.
+            Err(e) => assert_ne!(e, "timed out", "a request hung through the drain"),
         }
     }
     let stored = stored_messages(&redis.url()).await;
@@ -209,20 +206,92 @@ async fn sigterm_drains_and_exits_zero_speaking_sd_notify() {
         "{ok} acknowledged but {} stored",
         stored.len()
     );
-    loop {
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-                if seen.contains("STOPPING=1") {
-                    break;
-                }
-            }
-            Err(e) => panic!("no STOPPING=1 ({e}); got {seen:?}"),
-        }
-    }
+    let seen = notes.wait_for(&["STOPPING=1"]);
     // With it, how long the stop may take: 10 s of drain (the default), as
     // long again for deliveries, 5 s to exit.
     assert!(seen.contains("EXTEND_TIMEOUT_USEC=25000000"), "{seen:?}");
+}
+
+/// A notify socket nobody reads (its queue full of watchdog pings) does
+/// not stop the daemon: each notification waits for room on a blocking
+/// thread, not on the threads that drain and exit. Before, the pings and
+/// then STOPPING blocked the runtime's threads and SIGTERM never ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_socket_nobody_reads_does_not_hold_the_daemon() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let mut daemon = Daemon::start_with_env(
+        BIN,
+        &redis.url(),
+        "",
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "100000"),
+        ],
+    );
+    // A ping every 50 ms: the socket's queue is full well within this.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let health = Http::new()
+        .get(&format!("{}/healthz", daemon.base()))
+        .await
+        .expect("the daemon answers");
+    assert_eq!(health.status, 200, "{}", health.body);
+    daemon.signal("TERM");
+    let status = daemon.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    drop(socket);
+}
+
+/// The sd_notify datagrams a daemon sends, read on a thread as they come.
+struct Notes {
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Notes {
+    fn read(socket: UnixDatagram) -> Notes {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (into, stop) = (seen.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let mut seen = into.lock().unwrap();
+                    seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    seen.push('\n');
+                }
+            }
+        });
+        Notes { seen, done }
+    }
+
+    /// Everything received once it holds each of `wanted` (panics after 15 s).
+    fn wait_for(&self, wanted: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if wanted.iter().all(|w| seen.contains(w)) {
+                return seen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {wanted:?} within 15 s; got {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Notes {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The instance compares its clock with Redis's and shows the offset: on
@@ -352,22 +421,33 @@ async fn sigterm_stops_the_email_listener_while_http_requests_drain() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut idle = idle.expect("the LMTP listener never came up");
+    // Each line within 10 s, and an end of stream is a failure, not a
+    // loop that never ends.
+    async fn next_line(s: &mut BufReader<tokio::net::TcpStream>, line: &mut String) {
+        line.clear();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_line(line))
+            .await
+            .expect("an LMTP line within 10 s")
+            .unwrap();
+        assert!(read > 0, "the LMTP listener closed the connection");
+    }
     let mut line = String::new();
-    idle.read_line(&mut line).await.unwrap();
+    next_line(&mut idle, &mut line).await;
     assert!(line.starts_with("220"), "{line}");
     idle.get_mut().write_all(b"LHLO client\r\n").await.unwrap();
     loop {
-        line.clear();
-        idle.read_line(&mut line).await.unwrap();
+        next_line(&mut idle, &mut line).await;
         if line.starts_with("250 ") {
             break;
         }
     }
 
     // A request whose body never completes keeps the HTTP drain open.
+    // (Given a second to be read: a request whose head the daemon has not
+    // read yet is an idle connection, and the drain would not wait for it.)
     let base = daemon.base();
     let slow = body_that_never_ends(&base).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     daemon.signal("TERM");
 
     line.clear();

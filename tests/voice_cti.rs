@@ -136,12 +136,8 @@ async fn contact_for(redis: &str, from: &str) -> String {
 }
 
 async fn online(base: &str, token: &str) -> AgentSocket {
-    let mut ws = AgentSocket::connect_when_ready(base, token).await;
-    ws.next(Duration::from_secs(5)).await.expect("hello");
-    ws.send(json!({"type": "presence", "presence": "available"}))
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    ws
+    // Once the presence is answered, not after a guessed pause.
+    AgentSocket::connect_available(base, token).await
 }
 
 #[tokio::test]
@@ -623,6 +619,31 @@ async fn a_call_transferred_in_the_console_is_dialled_to_the_colleague() {
     .await;
     assert_eq!((answered.status, answered.json()), (200, json!({})));
     assert_eq!(state_of(&http, &base, &contact).await, "assigned");
+    // The dispatcher sees her answer at its next look at routing (every
+    // 300 ms) and notes whose phone has the call; a transfer before that,
+    // which no agent's hand is quick enough for, would name no one.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut conn = conn.clone();
+            let pattern = format!("sb:{{c:*}}:state:on:{contact}");
+            async move {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let Some(key) = keys.first() else {
+                    return false;
+                };
+                let on: Option<String> = redis::AsyncCommands::get(&mut conn, key).await.unwrap();
+                on.as_deref() == Some("olha")
+            }
+        })
+        .await,
+        "the call was noted on olha's phone"
+    );
     // Petro comes online; olha transfers the call to him in her console.
     let _petro = online(&base, "petro-agent-token-0123456789").await;
     let r = http

@@ -263,12 +263,8 @@ async fn route(http: &Http, base: &str, contact: &str) -> serde_json::Value {
 }
 
 async fn online(base: &str, token: &str) -> AgentSocket {
-    let mut ws = AgentSocket::connect_when_ready(base, token).await;
-    ws.next(Duration::from_secs(5)).await.expect("hello");
-    ws.send(json!({"type": "presence", "presence": "available"}))
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    ws
+    // Once the presence is answered, not after a guessed pause.
+    AgentSocket::connect_available(base, token).await
 }
 
 #[tokio::test]

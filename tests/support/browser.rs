@@ -33,8 +33,13 @@ impl Browser {
     pub async fn start() -> Browser {
         let port = crate::free_port();
         let chromedriver = binary("SWITCHBOARD_TEST_CHROMEDRIVER", "/usr/bin/chromedriver");
-        let driver = Command::new(&chromedriver)
+        // One language and time zone whatever the machine's: pages render
+        // dates and numbers with them (the wallboard's "closed until Mon").
+        let mut driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .env("TZ", "UTC")
+            .env("LANG", "en_US.UTF-8")
+            .env("LANGUAGE", "en_US")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -48,6 +53,9 @@ impl Browser {
             });
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = driver.try_wait() {
+                panic!("chromedriver exited at start ({status}), on port {port}");
+            }
             assert!(Instant::now() < deadline, "chromedriver did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -62,6 +70,7 @@ impl Browser {
                 "binary": binary("SWITCHBOARD_TEST_CHROMIUM", "/usr/bin/chromium"),
                 "args": [
                     "--headless=new",
+                    "--lang=en-US",
                     "--no-sandbox",
                     "--disable-gpu",
                     "--disable-dev-shm-usage",

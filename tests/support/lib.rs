@@ -262,24 +262,32 @@ impl Http {
         }
     }
 
+    /// Sends `request`; "timed out" when the answer, body included, has
+    /// not come within 10 s.
     async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Result<Reply, String> {
-        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok(Reply {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                headers,
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
             .await
             .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            body: String::from_utf8_lossy(&body).into_owned(),
-            headers,
-        })
     }
 
     pub async fn get(&self, url: &str) -> Result<Reply, String> {
@@ -518,6 +526,10 @@ pub fn commandstats_between(
     out
 }
 
+/// How long a websocket upgrade may take before it counts as failed (a
+/// daemon that accepts and never answers fails a test, not hangs it).
+const UPGRADE_WITHIN: Duration = Duration::from_secs(10);
+
 /// An agent's websocket to the daemon's agent API.
 pub struct AgentSocket {
     stream: tokio_tungstenite::WebSocketStream<
@@ -536,9 +548,13 @@ impl AgentSocket {
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         // Without Nagle's algorithm, as browsers open their sockets: the
         // console's small frames go out at once.
-        let (stream, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (stream, _) = tokio::time::timeout(
+            UPGRADE_WITHIN,
+            tokio_tungstenite::connect_async_with_config(request, None, true),
+        )
+        .await
+        .map_err(|_| "the upgrade timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
         Ok(AgentSocket { stream })
     }
 
@@ -549,9 +565,13 @@ impl AgentSocket {
             "{}/api/v1/ws?ticket={ticket}",
             base.replacen("http://", "ws://", 1)
         );
-        let (stream, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (stream, _) = tokio::time::timeout(
+            UPGRADE_WITHIN,
+            tokio_tungstenite::connect_async_with_config(url, None, true),
+        )
+        .await
+        .map_err(|_| "the upgrade timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
         Ok(AgentSocket { stream })
     }
 

@@ -247,7 +247,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    systemd::ready("serving");
+    systemd::ready("serving").await;
     let watchdog = {
         let health = router_health.clone();
         systemd::spawn_watchdog(background.clone(), move |window| {
@@ -276,7 +276,7 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         drain_timeout_s = config.shutdown.drain_timeout_secs,
         "Shutting down: no new work, finishing requests in flight."
     );
-    systemd::stopping(config.drain_timeout());
+    systemd::stopping(config.drain_timeout()).await;
     draining.store(true, Ordering::SeqCst);
     stop_accepting.cancel();
     if !server_task.is_finished() {

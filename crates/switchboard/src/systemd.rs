@@ -1,12 +1,36 @@
 //! sd_notify: READY, STOPPING and WATCHDOG for `Type=notify` units. Without
 //! `NOTIFY_SOCKET` (not under systemd) every call does nothing.
+//!
+//! The crate sends on a blocking socket: when nobody reads the other end
+//! (a queue of `net.unix.max_dgram_qlen` datagrams, 10 by default), a send
+//! waits for room. So every notification goes from a blocking thread, and
+//! the async threads wait for one at most [`SEND_WAIT`].
 
 use sd_notify::NotifyState;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub fn ready(status: &str) {
-    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
+/// How long READY or STOPPING is waited for before the daemon goes on
+/// without knowing it was sent.
+const SEND_WAIT: Duration = Duration::from_secs(1);
+
+/// Sends what `f` sends from a blocking thread, waiting for it at most
+/// [`SEND_WAIT`].
+async fn send_off_thread(f: impl FnOnce() + Send + 'static) {
+    if tokio::time::timeout(SEND_WAIT, tokio::task::spawn_blocking(f))
+        .await
+        .is_err()
+    {
+        tracing::warn!("A notification to systemd is still waiting for room in its socket.");
+    }
+}
+
+pub async fn ready(status: &str) {
+    let status = status.to_owned();
+    send_off_thread(move || {
+        let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
+    })
+    .await;
 }
 
 /// STOPPING, and how long the stop may take: requests get `drain`, then
@@ -14,18 +38,21 @@ pub fn ready(status: &str) {
 /// systemd (`EXTEND_TIMEOUT_USEC`, v236 and later) then waits that long
 /// even past the unit's `TimeoutStopSec`, rather than killing a drain the
 /// configuration asked for while replies are in flight.
-pub fn stopping(drain: Duration) {
+pub async fn stopping(drain: Duration) {
     // Written out: the crate's `ExtendTimeoutUsec` takes a u32 (71 min),
     // shorter than the longest drain the configuration allows.
     let extend = format!("EXTEND_TIMEOUT_USEC={}", stop_takes(drain).as_micros());
-    let _ = sd_notify::notify(
-        false,
-        &[
-            NotifyState::Stopping,
-            NotifyState::Status("draining"),
-            NotifyState::Custom(&extend),
-        ],
-    );
+    send_off_thread(move || {
+        let _ = sd_notify::notify(
+            false,
+            &[
+                NotifyState::Stopping,
+                NotifyState::Status("draining"),
+                NotifyState::Custom(&extend),
+            ],
+        );
+    })
+    .await;
 }
 
 /// The longest a stop takes with `drain` (`shutdown.drain_timeout_secs`).
@@ -50,13 +77,19 @@ pub fn spawn_watchdog(
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         let mut withheld = false;
+        // The ping on its way: no second one while it waits for room.
+        let mut sending: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     if alive(interval) {
                         withheld = false;
-                        let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                        if sending.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                            sending = Some(tokio::task::spawn_blocking(|| {
+                                let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                            }));
+                        }
                     } else if !withheld {
                         withheld = true;
                         tracing::error!(interval_ms = interval.as_millis() as u64,

@@ -67,7 +67,8 @@ impl RedisServer {
             }
             dir = server.take_dir();
         }
-        panic!("could not start redis-server on a free port after 5 tries");
+        let log = std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default();
+        panic!("could not start redis-server on a free port after 5 tries; its log:\n{log}");
     }
 
     fn take_dir(mut self) -> tempfile::TempDir {
@@ -117,7 +118,15 @@ impl RedisServer {
                 return false;
             }
             if ping(self.port) {
-                return true;
+                // Ours, not another test's server that took the port
+                // between asking for it and binding it (ours then fails to
+                // bind, perhaps only after this PING).
+                let ours = self.child.as_ref().map(Child::id);
+                if pid_on(self.port) == ours {
+                    return true;
+                }
+                self.kill();
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -274,6 +283,30 @@ pub fn ping(port: u16) -> bool {
     stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
+/// The `process_id` of the Redis server on 127.0.0.1:`port` (`INFO server`).
+fn pid_on(port: u16) -> Option<u32> {
+    use std::io::BufRead;
+    let stream = TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Duration::from_millis(200),
+    )
+    .ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    (&stream).write_all(b"INFO server\r\n").ok()?;
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut head = String::new();
+    reader.read_line(&mut head).ok()?;
+    let len: usize = head.trim_end().strip_prefix('$')?.parse().ok()?;
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +315,7 @@ mod tests {
     fn starts_stops_and_restarts() {
         let mut redis = RedisServer::start();
         assert!(redis.is_running());
+        assert_eq!(pid_on(redis.port()), redis.pid());
         let port = redis.port();
         redis.stop();
         assert!(!ping(port));
