@@ -2365,3 +2365,58 @@ async fn failed_sign_ins_are_limited_per_address_and_changes_per_token() {
         );
     }
 }
+
+/// A caller has at most two record reads in flight (each reads up to
+/// 10,000 log entries): a third is refused at once with 429, and counted,
+/// while the two wait for a Redis that does not answer; once they end,
+/// reads go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_record_read_in_flight_is_refused_at_once() {
+    let redis = RedisServer::start();
+    let daemon = daemon(&redis);
+    let http = Http::new();
+    let base = daemon.base();
+    let url = format!("{base}/api/v1/contacts/0-01JAAAAAAAAAAAAAAAAAAAAAAA/record");
+    let read = || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { http.call("GET", &url, Some(SUPERVISOR), None).await }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            read().await.is_ok_and(|r| r.status == 404)
+        })
+        .await,
+        "an unknown contact's record is a 404"
+    );
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let slow: Vec<_> = (0..2).map(|_| tokio::spawn(read())).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    let third = read().await.unwrap();
+    third.assert_refused(429, "rate_limited");
+    assert!(
+        asked.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        asked.elapsed()
+    );
+    for s in slow {
+        let r = s.await.unwrap().unwrap();
+        assert_ne!(r.status, 429, "{}", r.body);
+    }
+    assert_eq!(read().await.unwrap().status, 404);
+    let metrics = metrics_text(&base).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchboard_agent_records_busy_total") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}

@@ -20,6 +20,14 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The agent's id, or `supervisor` (reserved: no agent has it).
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Agent(id) => id,
+            Caller::Supervisor => "supervisor",
+        }
+    }
+
     pub fn agent(&self) -> Result<&str, ApiError> {
         match self {
             Caller::Agent(id) => Ok(id),
@@ -324,11 +332,10 @@ impl Inner {
         self.check_text(text)?;
         let fields = self.contact_fields(&id).await?;
         let conv = conversation_of(&fields)?;
-        let author = match caller {
-            Caller::Agent(a) => a.as_str(),
-            Caller::Supervisor => "supervisor",
-        };
-        Ok(self.conversations.note(&conv, &id, author, text).await?)
+        Ok(self
+            .conversations
+            .note(&conv, &id, caller.name(), text)
+            .await?)
     }
 
     /// Sends a reply to the customer on the channel the contact came in on.

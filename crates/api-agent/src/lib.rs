@@ -207,6 +207,8 @@ pub struct Inner {
     pub(crate) media_permits: tokio::sync::Semaphore,
     /// Attachment requests in flight by caller (two each).
     pub(crate) media_callers: media::InFlight,
+    /// Record and history reads in flight by caller (two each).
+    pub(crate) record_callers: media::InFlight,
     /// Websocket tickets each agent may still ask for.
     pub(crate) tickets: tickets::Allowance,
     /// Failed sign-ins per address, changes per token.
@@ -261,6 +263,7 @@ impl AgentApi {
                 media: media::MediaSources::default(),
                 media_permits: tokio::sync::Semaphore::new(media_fetches),
                 media_callers: media::InFlight::default(),
+                record_callers: media::InFlight::default(),
                 tickets: tickets::allowance(),
                 guard,
                 recorder,

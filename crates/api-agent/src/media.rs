@@ -80,7 +80,7 @@ const MAX_PAGES: usize = 100;
 /// look-up, are not all taken by one agent's console stuck in a loop.
 const PER_CALLER: usize = 2;
 
-/// The attachment requests in flight, by caller.
+/// Requests of one kind in flight, by caller: attachments, records.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight(std::sync::Mutex<HashMap<String, usize>>);
 
@@ -165,11 +165,7 @@ pub async fn media(
     // entries of a long conversation, and an agent repeating requests
     // for ids that are not there would otherwise load Redis unbounded.
     // Each caller has a share of the permits, not all of them.
-    let who_asks = match &caller {
-        crate::actions::Caller::Agent(id) => id.as_str(),
-        crate::actions::Caller::Supervisor => "supervisor",
-    };
-    let Some(_slot) = inner.media_callers.take(who_asks) else {
+    let Some(_slot) = inner.media_callers.take(caller.name()) else {
         metrics::counter!("switchboard_agent_media_busy_total").increment(1);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

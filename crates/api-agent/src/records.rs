@@ -3,7 +3,7 @@
 //! export of every contact of a time range as JSON lines.
 
 use crate::Inner;
-use crate::actions::contact_id;
+use crate::actions::{Caller, contact_id};
 use crate::error::ApiError;
 use crate::http::who;
 use axum::Json;
@@ -29,6 +29,21 @@ fn recorder(inner: &Inner) -> Result<&Recorder, ApiError> {
     })
 }
 
+/// One of the caller's record reads in flight: a record reads up to
+/// 10,000 log entries (8 MiB), and a console stuck in a loop, or a token
+/// in a script, would otherwise hold as many as it sends. A third is
+/// refused at once, not queued.
+fn read_slot<'a>(inner: &'a Inner, caller: &Caller) -> Result<crate::media::Slot<'a>, ApiError> {
+    inner.record_callers.take(caller.name()).ok_or_else(|| {
+        metrics::counter!("switchboard_agent_records_busy_total").increment(1);
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "2 record reads of yours are in flight; wait for them",
+        )
+    })
+}
+
 /// The whole record of a contact: its supervisor, or the agent holding it.
 pub async fn record(
     State(inner): Api,
@@ -36,6 +51,7 @@ pub async fn record(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
+    let _slot = read_slot(&inner, &caller)?;
     let cid = contact_id(&id)?;
     inner.visible(&caller, &cid).await?;
     let rec = recorder(&inner)?;
@@ -55,6 +71,7 @@ pub async fn history(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let caller = who(&inner, &headers).await?;
+    let _slot = read_slot(&inner, &caller)?;
     let cid = contact_id(&id)?;
     inner.visible(&caller, &cid).await?;
     let rec = recorder(&inner)?;
