@@ -497,6 +497,16 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
             &format!("return !{}.hidden;", w("sb-rating-form")),
         )
         .await;
+    // The socket the rating goes out on, kept to hand the widget a frame.
+    visitor
+        .js(
+            "window.__sock = null;
+             const send = WebSocket.prototype.send;
+             WebSocket.prototype.send = function (data) { window.__sock = this; return send.call(this, data); };
+             return true;",
+            vec![],
+        )
+        .await;
     visitor
         .js(
             &format!(
@@ -518,6 +528,33 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
         )
         .await;
     visitor.screenshot(&shots.join("widget-rated.png")).await;
+    // A message of the closed conversation arriving late (an agent's reply
+    // logged just after the close comes after `closed`) does not make it
+    // the widget's conversation again: its next hello would resume it.
+    let closed_conversation = http
+        .call(
+            "GET",
+            &format!("{}/api/v1/contacts/{contact}", b.base()),
+            Some(SUPERVISOR),
+            None,
+        )
+        .await
+        .unwrap()
+        .json()["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let late = json!({"type": "message", "seq": "99999999999999-0", "id": "late-1",
+        "from": "agent", "name": "Ольга", "text": "late", "at": 1, "attachments": [],
+        "conversation": closed_conversation});
+    let after = visitor
+        .js(
+            "window.__sock.onmessage({ data: JSON.stringify(arguments[0]) });
+             return window.SwitchboardWidget.state().conversation;",
+            vec![late],
+        )
+        .await;
+    assert_eq!(after, Value::Null, "the closed conversation came back");
     let rated = eventually(WAIT, || async {
         let record = http
             .call(

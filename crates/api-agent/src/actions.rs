@@ -317,7 +317,7 @@ impl Inner {
         if r != "ok" {
             return Err(ApiError::refused(&r, contact));
         }
-        info!(contact_id = contact, from = %rec.agent, to_queue = queue, to_agent = agent, "Contact transferred.");
+        info!(contact_id = contact, agent_id = %rec.agent, to_queue = queue, to_agent_id = agent, "Contact transferred.");
         Ok(())
     }
 

@@ -84,7 +84,7 @@ pub async fn session(inner: Arc<Inner>, agent: String, digest: String, socket: W
             close(&mut sink, 1008, "too many sessions for this agent").await;
             return;
         };
-        counter!("switchboard_agent_sessions_total").increment(1);
+        counter!("switchboard_agent_sessions_opened_total").increment(1);
         info!("Agent connected.");
         let mut allowance = switchboard_channel::limits::Bucket::new(inner.settings.ws_frames_per_minute);
         let started = async {

@@ -193,9 +193,10 @@ fn remove_if_still_old(path: &Path, cutoff: SystemTime) -> std::io::Result<bool>
 
 /// Sweeps `dir` every `every` (and once at start), deleting files older
 /// than `keep`, until `shutdown`. `what` names the directory in logs and in
-/// `switchboard_channel_files_deleted_total{channel, what}`.
+/// `switchboard_channel_files_deleted_total{source, what}`, `source` being
+/// the channel's name.
 pub async fn keep_clean(
-    channel: String,
+    source: String,
     what: &'static str,
     dir: PathBuf,
     keep: Duration,
@@ -219,22 +220,22 @@ pub async fn keep_clean(
             Ok(Ok(swept)) => {
                 if swept.deleted > 0 {
                     metrics::counter!("switchboard_channel_files_deleted_total",
-                        "channel" => channel.clone(), "what" => what)
+                        "source" => source.clone(), "what" => what)
                     .increment(swept.deleted as u64);
-                    tracing::info!(channel = %channel, what, files = swept.deleted, "Deleted files older than the channel keeps them.");
+                    tracing::info!(source = %source, what, files = swept.deleted, "Deleted files older than the channel keeps them.");
                 }
                 if let Some(error) = &swept.last_error {
                     metrics::counter!("switchboard_channel_files_undeletable_total",
-                        "channel" => channel.clone(), "what" => what)
+                        "source" => source.clone(), "what" => what)
                     .increment(swept.failed as u64);
-                    tracing::warn!(channel = %channel, what, files = swept.failed, %error, dir = %dir.display(), "Old files could not be deleted; the others were.");
+                    tracing::warn!(source = %source, what, files = swept.failed, %error, dir = %dir.display(), "Old files could not be deleted; the others were.");
                 }
             }
             Ok(Err(error)) => {
-                tracing::warn!(channel = %channel, what, %error, dir = %dir.display(), "Could not sweep old files.");
+                tracing::warn!(source = %source, what, %error, dir = %dir.display(), "Could not sweep old files.");
             }
             Err(error) => {
-                tracing::warn!(channel = %channel, what, %error, "The file sweep failed.")
+                tracing::warn!(source = %source, what, %error, "The file sweep failed.")
             }
         }
         tokio::select! {

@@ -221,6 +221,10 @@
     return f;
   }
   var S = load();
+  // Conversations seen closed (on this page, or before a reload while
+  // still to be rated): messages of theirs arriving late do not make them
+  // the current one again.
+  var ended = new Set(typeof S.rate === 'string' ? [S.rate] : []);
   // Every message this tab has had in its outbox: one another tab of the
   // same visitor queued (and may have closed with) is taken over once.
   var known = new Set(S.outbox.map(function (o) { return o && o.client_id; }));
@@ -790,11 +794,16 @@
     if (seen.has(sk) || (ik && seen.has(ik))) return;
     seen.add(sk); if (ik) seen.add(ik);
     // A conversation another tab opened: no welcome or ack of this tab
-    // names it, and the next hello resumes it by its id.
-    if (!S.conversation && typeof f.conversation === 'string' && f.conversation) {
+    // names it, and the next hello resumes it by its id. Not one that
+    // closed (a reply logged just after the close arrives after `closed`).
+    if (!S.conversation && typeof f.conversation === 'string' && f.conversation &&
+        !ended.has(f.conversation)) {
       S.conversation = f.conversation;
       decideView();
     }
+    // Our own message, echoed: stored, so never one to carry over from
+    // storage or take over from another tab.
+    if (typeof f.client_id === 'string') known.add(f.client_id);
     if (cmpSeq(f.seq, S.lastSeq) > 0) S.lastSeq = f.seq;
     var rec = {
       seq: f.seq, id: f.id, from: f.from === 'agent' ? 'agent' : 'visitor', name: str(f.name),
@@ -933,6 +942,7 @@
     notice(t('ended'));
     // Kept until rated, so that a reload can still rate it.
     S.rate = (typeof f.conversation === 'string' && f.conversation) || S.conversation || true;
+    if (typeof S.rate === 'string') ended.add(S.rate);
     S.conversation = null; S.lastSeq = null; S.history = []; S.agent = null;
     S.prechatDone = false; S.prechat = null;
     save();

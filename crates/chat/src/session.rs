@@ -128,7 +128,7 @@ struct Active {
 
 /// Serves one websocket until it closes.
 pub async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: Option<IpAddr>, origin: String) {
-    let span = info_span!("chat_session", channel = %shared.ctx.name, visitor = tracing::field::Empty,
+    let span = info_span!("chat_session", source = %shared.ctx.name, visitor = tracing::field::Empty,
         conversation_id = tracing::field::Empty, contact_id = tracing::field::Empty);
     async move {
         counter!("switchboard_chat_connections_total").increment(1);
@@ -606,7 +606,7 @@ impl Conn {
             max_frame_bytes: self.shared.config.max_frame_bytes,
         })
         .await?;
-        counter!("switchboard_chat_sessions_total").increment(1);
+        counter!("switchboard_chat_sessions_opened_total").increment(1);
         Ok(Some((
             Active {
                 session,

@@ -120,7 +120,7 @@ impl ChannelAdapter for EmailAdapter {
                 let draining = self.ctx.draining.clone();
                 tasks.spawn(
                     listen::serve(socket, settings, sink, draining)
-                        .instrument(info_span!("email_listener", channel = %name)),
+                        .instrument(info_span!("email_listener", source = %name)),
                 );
             }
             for m in &self.config.imap {
@@ -173,7 +173,7 @@ impl ChannelAdapter for EmailAdapter {
             let ctx = self.ctx.clone();
             let result = sender
                 .run(ctx)
-                .instrument(info_span!("email_sender", channel = %name))
+                .instrument(info_span!("email_sender", source = %name))
                 .await;
             while let Some(joined) = tasks.join_next().await {
                 if let Err(e) = joined {

@@ -401,10 +401,10 @@ impl RoutingConfig {
     }
 }
 
-/// Ids no agent may have: records name the supervisor by this word (a
-/// note's author, a transfer's `by`), so an agent of that id would pass
-/// for one.
-pub const RESERVED_AGENT_IDS: [&str; 1] = ["supervisor"];
+/// Ids no agent may have: records name the supervisor (a note's author)
+/// and Switchboard itself (automatic answers, shown to customers without a
+/// name) by these words, so an agent of either id would pass for them.
+pub const RESERVED_AGENT_IDS: [&str; 2] = ["supervisor", "switchboard"];
 
 /// Refuses an agent id that is reserved (ASCII case ignored).
 pub fn check_agent_id(id: &str) -> Result<(), String> {
@@ -413,7 +413,7 @@ pub fn check_agent_id(id: &str) -> Result<(), String> {
         .find(|r| r.eq_ignore_ascii_case(id))
     {
         Some(r) => Err(format!(
-            "\"{r}\" is reserved: records name the supervisor so"
+            "\"{r}\" is reserved: records name the supervisor and Switchboard itself so"
         )),
         None => Ok(()),
     }
@@ -499,12 +499,13 @@ mod agent_id_tests {
         .unwrap()
     }
 
-    /// Records name the supervisor "supervisor" (a note's author): an
-    /// agent of that id, in any case, would pass for it.
+    /// Records name the supervisor "supervisor" (a note's author) and
+    /// automatic answers "switchboard": an agent of either id, in any
+    /// case, would pass for them.
     #[test]
     fn the_supervisors_name_is_no_agent_id() {
         assert!(agents("supervisors").agent_records().is_ok());
-        for id in ["supervisor", "SUPERVISOR"] {
+        for id in ["supervisor", "SUPERVISOR", "switchboard"] {
             let e = agents(id).agent_records().unwrap_err();
             assert_eq!(e.key, "routing.agents[0].id");
             assert!(e.problem.contains("reserved"), "{}", e.problem);

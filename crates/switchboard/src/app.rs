@@ -189,11 +189,11 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         essential.spawn_result(what, async move {
             let ran = adapter.run().await;
             if let Err(error) = &ran {
-                error!(channel = %name, kind, %error, "Channel stopped with an error.");
+                error!(source = %name, kind, %error, "Channel stopped with an error.");
             }
             ran
         });
-        info!(channel = %channel.config().name(), kind, "Channel started.");
+        info!(source = %channel.config().name(), kind, "Channel started.");
     }
     essential.spawn("the agent API", agent_api.run(background.clone()));
     tracker.spawn(switchboard_store::outbox::report_backlogs(

@@ -14,6 +14,18 @@ use tokio_util::sync::CancellationToken;
 /// without knowing it was sent.
 const SEND_WAIT: Duration = Duration::from_secs(1);
 
+/// Held while a notification is sent: one waiting for room holds it, so
+/// the next (STOPPING after a READY that waited) goes after it, in order.
+static IN_ORDER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Sends `states` as one notification, after any still waiting for room.
+fn notify(states: &[NotifyState<'_>]) {
+    let _turn = IN_ORDER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = sd_notify::notify(false, states);
+}
+
 /// Sends what `f` sends from a blocking thread, waiting for it at most
 /// [`SEND_WAIT`].
 async fn send_off_thread(f: impl FnOnce() + Send + 'static) {
@@ -28,7 +40,7 @@ async fn send_off_thread(f: impl FnOnce() + Send + 'static) {
 pub async fn ready(status: &str) {
     let status = status.to_owned();
     send_off_thread(move || {
-        let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
+        notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     })
     .await;
 }
@@ -43,14 +55,11 @@ pub async fn stopping(drain: Duration) {
     // shorter than the longest drain the configuration allows.
     let extend = format!("EXTEND_TIMEOUT_USEC={}", stop_takes(drain).as_micros());
     send_off_thread(move || {
-        let _ = sd_notify::notify(
-            false,
-            &[
-                NotifyState::Stopping,
-                NotifyState::Status("draining"),
-                NotifyState::Custom(&extend),
-            ],
-        );
+        notify(&[
+            NotifyState::Stopping,
+            NotifyState::Status("draining"),
+            NotifyState::Custom(&extend),
+        ]);
     })
     .await;
 }
@@ -87,7 +96,7 @@ pub fn spawn_watchdog(
                         withheld = false;
                         if sending.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
                             sending = Some(tokio::task::spawn_blocking(|| {
-                                let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+                                notify(&[NotifyState::Watchdog]);
                             }));
                         }
                     } else if !withheld {

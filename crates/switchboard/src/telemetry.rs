@@ -96,16 +96,20 @@ where
 }
 
 /// Installs the metrics recorder and returns the handle `/metrics` renders.
-/// Durations (`*_seconds`) are histograms with buckets from 0.5 ms to 10 s,
-/// customers' waits from 1 s to an hour; the two histograms of counts and
+/// Durations (`*_seconds`) are histograms with buckets from 0.5 ms to 60 s
+/// (deliveries to relays and providers may take up to their 45–60 s
+/// timeouts), customers' waits from 0.25 s to a day (a chat is answered in
+/// seconds, an email may wait overnight); the two histograms of counts and
 /// sizes have buckets of their own (any other histogram would be exported
 /// as a summary).
 pub fn init_metrics() -> Result<PrometheusHandle, String> {
     let buckets = [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+        30.0, 60.0,
     ];
     let waits = [
-        1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+        0.25, 0.5, 1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14_400.0,
+        43_200.0, 86_400.0,
     ];
     let batch = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
     let bytes = [
@@ -164,7 +168,7 @@ fn describe() {
     );
     describe_counter!(
         "switchboard_intake_api_rejected_total",
-        "Intake API requests refused, by source and reason (the error code answered: unauthorized, bad_json, invalid_event, too_large, bad_request, method_not_allowed, unknown_contact, bad_disposition, bad_rating, bad_query, bad_outcome, unknown_reply)."
+        "Intake API requests refused, by source and reason (the error code answered; docs/intake-api.md lists them)."
     );
     describe_counter!(
         "switchboard_router_contacts_queued_total",
@@ -198,7 +202,7 @@ fn describe_email() {
     );
     describe_counter!(
         "switchboard_email_messages_total",
-        "Mail transactions answered by the listener, by source and outcome (accepted, temporary, rejected, too_large)."
+        "Mail transactions answered by the listener, by source and outcome (docs/email.md lists them)."
     );
     describe_histogram!(
         "switchboard_email_message_bytes",
@@ -207,7 +211,7 @@ fn describe_email() {
     );
     describe_counter!(
         "switchboard_email_intake_total",
-        "Mail parsed, by source, kind (customer, auto_reply, bounce, bulk) and outcome."
+        "Mail parsed, by source, kind and outcome (docs/email.md lists them)."
     );
     describe_counter!(
         "switchboard_email_imap_messages_total",

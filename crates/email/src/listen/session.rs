@@ -64,7 +64,7 @@ pub async fn session<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let span = info_span!("email_session", listener = %settings.name, %peer,
+    let span = info_span!("email_session", source = %settings.name, %peer,
         protocol = settings.protocol.as_str());
     async move {
         let name = settings.name.clone();
