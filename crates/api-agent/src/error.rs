@@ -141,15 +141,33 @@ impl ApiError {
     }
 }
 
+/// Store failures answered 503: logged at `warn` once a minute.
+static STORE_FAILURES: switchboard_channel::logs::LogThrottle =
+    switchboard_channel::logs::LogThrottle::new(std::time::Duration::from_secs(60));
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => ApiError::conflict("conflict", m),
-            other => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("temporarily unavailable: {other}"),
-            ),
+            // The store's own words go to the log, not to the caller: the
+            // sign-in reads Redis before any credential is accepted, so a
+            // stranger would learn Redis's state ("NOAUTH", "LOADING",
+            // "Connection refused") from the answer.
+            other => {
+                match STORE_FAILURES.admit() {
+                    Some(left_out) => {
+                        tracing::warn!(error = %other, left_out, "The agent API could not reach the store; answered 503.");
+                    }
+                    None => {
+                        tracing::debug!(error = %other, "The agent API could not reach the store; answered 503.");
+                    }
+                }
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "temporarily unavailable; try again shortly",
+                )
+            }
         }
     }
 }
@@ -255,5 +273,19 @@ mod tests {
         let away = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "later");
         assert_eq!(retry_after(away).as_deref(), Some("1"));
         assert_eq!(retry_after(ApiError::unauthorized()), None);
+    }
+
+    /// A store failure is answered without the store's words, which a
+    /// caller not signed in yet would otherwise read.
+    #[test]
+    fn a_store_failure_is_answered_without_its_details() {
+        let e = ApiError::from(StoreError::Unavailable(
+            "NOAUTH Authentication required".into(),
+        ));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert!(!e.message.contains("NOAUTH"), "{}", e.message);
     }
 }

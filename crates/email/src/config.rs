@@ -136,8 +136,22 @@ pub enum Security {
     #[default]
     Tls,
     StartTls,
-    /// Plain text: only for a peer on loopback or a private link.
+    /// Plain text: only for a peer on loopback or a private link. With a
+    /// password, a host other than loopback also needs `allow_plaintext`.
     None,
+}
+
+/// Why a mailbox's or relay's password may not cross the network as plain
+/// text, or `None` when it may: TLS, a loopback peer, or `allow_plaintext`.
+fn plaintext_refused(
+    security: Security,
+    host: &str,
+    allow_plaintext: bool,
+) -> Option<&'static str> {
+    (security == Security::None
+        && !allow_plaintext
+        && !switchboard_channel::net::is_loopback_host(host))
+    .then_some("security = \"none\" would send the password unencrypted to a host other than loopback; use tls or start_tls, or set allow_plaintext = true for a private link")
 }
 
 /// `[[channels.imap]]`: one mailbox.
@@ -164,6 +178,10 @@ pub struct ImapConfig {
     pub idle: bool,
     #[serde(default = "default_poll_secs")]
     pub poll_interval_secs: u64,
+    /// Lets `security = "none"` send the password to a host other than
+    /// loopback (a private link the operator trusts).
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 /// `[channels.smtp]`: the relay.
@@ -191,6 +209,10 @@ pub struct SmtpConfig {
     /// none when unset.
     #[serde(default)]
     pub thread_secret: Option<Secret>,
+    /// Lets `security = "none"` send the password to a host other than
+    /// loopback (a private link the operator trusts).
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 /// The largest `max_message_bytes` taken.
@@ -374,6 +396,9 @@ impl EmailConfig {
         }
         for (i, m) in self.imap.iter().enumerate() {
             m.password.resolve()?;
+            if let Some(problem) = plaintext_refused(m.security, &m.host, m.allow_plaintext) {
+                return Err(err(&format!("imap[{i}].security"), problem));
+            }
             let Some(after) = parse_after(&m.after) else {
                 return Err(err(
                     &format!("imap[{i}].after"),
@@ -419,6 +444,15 @@ impl EmailConfig {
         }
         if self.smtp.password.is_some() != self.smtp.user.is_some() {
             return Err(err("smtp.user", "user and password go together"));
+        }
+        if self.smtp.password.is_some()
+            && let Some(problem) = plaintext_refused(
+                self.smtp.security,
+                &self.smtp.host,
+                self.smtp.allow_plaintext,
+            )
+        {
+            return Err(err("smtp.security", problem));
         }
         if let Some(s) = &self.smtp.thread_secret
             && s.resolve()?.expose().len() < 16
@@ -606,6 +640,54 @@ mod tests {
         let signed =
             crate::parse::plus_address("help@support.example.com", "1-01abc", b"0123456789abcdef");
         assert!(!a.accepts(&signed));
+    }
+
+    /// A password goes unencrypted (`security = "none"`) only to loopback,
+    /// or where `allow_plaintext` says the link is private.
+    #[test]
+    fn a_password_in_plain_text_goes_only_to_loopback_unless_allowed() {
+        let smtp = |host: &str, more: &str| {
+            BASE.replace(
+                "host = \"127.0.0.1\"",
+                &format!(
+                    "host = \"{host}\"\n        security = \"none\"\n        user = \"u\"\n        password = \"p\"\n{more}"
+                ),
+            )
+        };
+        config(&smtp("127.0.0.1", "")).check().expect("loopback");
+        config(&smtp("localhost", "")).check().expect("loopback");
+        let e = config(&smtp("smtp.example.com", ""))
+            .check()
+            .expect_err("a remote relay")
+            .to_string();
+        assert!(
+            e.contains("smtp.security") && e.contains("allow_plaintext"),
+            "{e}"
+        );
+        config(&smtp("10.0.0.5", "        allow_plaintext = true"))
+            .check()
+            .expect("allowed");
+        // Without a password, nothing secret crosses.
+        let anonymous = BASE.replace(
+            "host = \"127.0.0.1\"",
+            "host = \"10.0.0.5\"\n        security = \"none\"",
+        );
+        config(&anonymous).check().expect("no password");
+
+        let imap = |host: &str, more: &str| {
+            format!(
+                "{BASE}\n        [[imap]]\n        host = \"{host}\"\n        security = \"none\"\n        user = \"u\"\n        password = \"p\"\n{more}"
+            )
+        };
+        config(&imap("::1", "")).check().expect("loopback");
+        let e = config(&imap("imap.example.com", ""))
+            .check()
+            .expect_err("a remote mailbox")
+            .to_string();
+        assert!(e.contains("imap[0].security"), "{e}");
+        config(&imap("imap.example.com", "        allow_plaintext = true"))
+            .check()
+            .expect("allowed");
     }
 
     /// `customer_address = "reply_to"` needs the form senders it trusts.

@@ -54,7 +54,7 @@ use switchboard_core::{ChannelKind, ContactId, IntakeError, Timestamp};
 use tracing::{debug, info, warn};
 
 /// `[[channels]] type = "twilio"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioConfig {
     pub name: String,
@@ -90,6 +90,41 @@ pub struct TwilioConfig {
     /// an older version write none. 0 for a single instance.
     #[serde(default = "default_lost_calls_grace")]
     pub lost_calls_grace_secs: u64,
+}
+
+impl std::fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field named: a new one fails to compile until shown here.
+        // The URLs without their query or user info: a hold music URL is
+        // often a presigned one.
+        let TwilioConfig {
+            name,
+            auth_token,
+            public_url,
+            hold_message,
+            hold_language,
+            hold_music_url,
+            hold_pause_secs,
+            ring_timeout_secs,
+            agents,
+            blocked,
+            lost_calls_grace_secs,
+        } = self;
+        let redact = switchboard_channel::net::redact_url_all;
+        f.debug_struct("TwilioConfig")
+            .field("name", name)
+            .field("auth_token", auth_token)
+            .field("public_url", &redact(public_url))
+            .field("hold_message", hold_message)
+            .field("hold_language", hold_language)
+            .field("hold_music_url", &hold_music_url.as_deref().map(redact))
+            .field("hold_pause_secs", hold_pause_secs)
+            .field("ring_timeout_secs", ring_timeout_secs)
+            .field("agents", agents)
+            .field("blocked", blocked)
+            .field("lost_calls_grace_secs", lost_calls_grace_secs)
+            .finish()
+    }
 }
 
 fn default_lost_calls_grace() -> u64 {
@@ -991,5 +1026,28 @@ mod ring_tests {
         assert_eq!(ring_left(20_000, 10_000), Some(9));
         assert_eq!(ring_left(20_000, 19_500), Some(0));
         assert_eq!(ring_left(20_000, 25_000), Some(0), "already past");
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::TwilioConfig;
+
+    /// A presigned hold music URL's signature, and the auth token, never
+    /// show in the configuration's Debug (a panic message, a debug log).
+    #[test]
+    fn the_debug_form_shows_no_secret() {
+        let config: TwilioConfig = serde_json::from_value(serde_json::json!({
+            "name": "phone",
+            "auth_token": "twilio-auth-token-0123456789",
+            "public_url": "https://switchboard.example.com/channels/phone",
+            "hold_music_url": "https://cdn.example.com/hold.mp3?X-Amz-Signature=SIGNED123",
+        }))
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("cdn.example.com/hold.mp3"), "{shown}");
+        assert!(!shown.contains("SIGNED123"), "{shown}");
+        assert!(!shown.contains("twilio-auth-token"), "{shown}");
     }
 }
