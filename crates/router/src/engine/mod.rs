@@ -664,6 +664,11 @@ impl Engine {
         // all the same (each looks at the queue's hours): past the bound,
         // the contact makes its move now and starts the next queue afresh,
         // so that it keeps moving (left at a moving step, it never would).
+        // Older records lack `queued_at`: counted from their creation, as
+        // the queue summary does (from 0, the epoch, every step was due).
+        if contact.queued_at == 0 {
+            contact.queued_at = contact.waiting_since;
+        }
         let came_to = (contact.queue, contact.queued_at);
         let mut step;
         let mut hops = 0;
@@ -1368,14 +1373,17 @@ impl Engine {
                     .take(EXPLAIN_TOP),
             );
         }
+        keys.sort_unstable();
+        keys.truncate(EXPLAIN_TOP);
         if let Some(a) = chosen
             && !keys.iter().any(|k| k.agent() == a)
         {
-            // A sticky pick, or the agent's key already moved.
-            keys.insert(0, self.key(a, queue));
+            // A sticky pick, a transfer's target, or one ranked past the
+            // top: the record always names who was chosen, kept in rank
+            // order with the others (one more than the top then).
+            keys.push(self.key(a, queue));
+            keys.sort_unstable();
         }
-        keys.sort_unstable();
-        keys.truncate(EXPLAIN_TOP);
         // Agents who declined or missed it sit in the pools like the
         // others; they are listed as declined, not counted as eligible.
         let declined_in_pools = contact

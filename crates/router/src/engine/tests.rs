@@ -342,6 +342,26 @@ fn contacts_reloaded_after_their_move_time_are_in_the_target_queue() {
     assert_eq!((d.contact.queue, d.contact.queued_at), (1, 60_000));
 }
 
+/// A record of an older version without `queued_at` counts its steps from
+/// its creation: from 0 (the epoch) every step, the move included, was due
+/// at once.
+#[test]
+fn a_record_without_queued_at_counts_from_its_creation() {
+    let mut q = queue("first", &[("a", 1)]);
+    q.overflow = vec![OverflowStepConfig {
+        after_secs: 60,
+        move_to: Some("second".into()),
+        ..Default::default()
+    }];
+    let mut e = engine(vec![q, queue("second", &[("b", 1)])]);
+    e.upsert_agent(profile("a-agent", &[("a", 1)], CHAT), available(0));
+    let mut old = contact(0, ChannelKind::Chat, 100_000);
+    old.queued_at = 0;
+    e.add_contact(old, 101_000);
+    let d = e.next_decision(101_000).expect("offered where it came");
+    assert_eq!((d.contact.queue, d.contact.queued_at), (0, 100_000));
+}
+
 /// Supervisors' figures name the queue a contact came to, whether it moved
 /// while this engine held it or before it was loaded (a failover): the
 /// leader's summary used to count it in the target queue, the counted one
@@ -422,6 +442,33 @@ fn strict_priority_reaches_across_queues() {
         served.push(d.contact.id);
     }
     assert_eq!(served, order);
+}
+
+/// The offer's record names the agent chosen among its candidates even
+/// when a sticky pick ranks below the five best (it was sorted in, then
+/// cut off with the sixth and later).
+#[test]
+fn the_chosen_agent_is_among_the_recorded_candidates() {
+    let mut e = engine(vec![queue("q", &[])]);
+    for i in 0..6 {
+        e.upsert_agent(profile(&format!("idle{i}"), &[], CHAT), available(0));
+    }
+    // The busiest of all: ranked last by occupancy.
+    let mut busy = available(0);
+    busy.load = [2, 0, 0, 0];
+    e.upsert_agent(profile("last", &[], CHAT), busy);
+    let mut c = contact(0, ChannelKind::Chat, 0);
+    c.sticky = Some((agent_id("last"), 30_000));
+    e.add_contact(c, 0);
+    let d = e.next_decision(0).expect("sticky");
+    assert_eq!(d.agent.as_str(), "last");
+    let names: Vec<&str> = d
+        .explanation
+        .candidates
+        .iter()
+        .map(|c| c.agent.as_str())
+        .collect();
+    assert!(names.contains(&"last"), "{names:?}");
 }
 
 #[test]
