@@ -99,7 +99,7 @@ async fn text(browser: &Browser, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wallboard_shows_queues_and_agents_live() {
-    let redis = RedisServer::start();
+    let mut redis = RedisServer::start();
     let daemon = Daemon::start(
         env!("CARGO_BIN_EXE_switchboard-under-test"),
         &redis.url(),
@@ -249,6 +249,26 @@ async fn the_wallboard_shows_queues_and_agents_live() {
         .await;
     let pwned = browser.js("return window.__pwned || null;", vec![]).await;
     assert!(pwned.is_null(), "markup in a name ran");
+
+    // Redis goes away: the figures are shown as stale, not as live; once
+    // it is back, live again.
+    redis.stop();
+    browser
+        .until(
+            Duration::from_secs(15),
+            "the board marked stale",
+            "return document.getElementById('board').getAttribute('data-stale') === 'true'
+               && document.getElementById('board').classList.contains('stale')",
+        )
+        .await;
+    redis.restart();
+    browser
+        .until(
+            Duration::from_secs(20),
+            "the board live again",
+            "return document.getElementById('board').getAttribute('data-stale') === 'false'",
+        )
+        .await;
     browser
         .screenshot(&screenshot_dir().join("wallboard.png"))
         .await;

@@ -10,7 +10,15 @@
   var SERIES_MS = 15000;
   var SVG = "http://www.w3.org/2000/svg";
 
-  var S = { token: null, timer: null, seriesTimer: null, failures: 0 };
+  var S = { token: null, timer: null, seriesTimer: null, failures: 0, seriesFailed: false, busy: false };
+
+  // Figures that could not be refreshed are shown as stale (dimmed, and
+  // said so), never as live: a wall screen is read from across the room.
+  function markStale() {
+    var stale = S.failures > 0 || S.seriesFailed;
+    $("board").classList.toggle("stale", stale);
+    $("board").setAttribute("data-stale", stale ? "true" : "false");
+  }
 
   function $(id) {
     return document.getElementById(id);
@@ -49,10 +57,17 @@
     return x >= 0.8 ? "ok" : x >= 0.6 ? "warn" : "bad";
   }
 
+  // Each request is given up after 10 s: one left hanging would hold the
+  // refresh (one at a time) for ever.
   function call(path) {
+    var abort = new AbortController();
+    var timer = setTimeout(function () { abort.abort(); }, 10000);
     return fetch(API + path, {
       headers: { Authorization: "Bearer " + S.token },
-      cache: "no-store"
+      cache: "no-store",
+      signal: abort.signal
+    }).finally(function () {
+      clearTimeout(timer);
     }).then(function (r) {
       if (r.status === 401 || r.status === 403) {
         throw { auth: true };
@@ -176,13 +191,16 @@
   }
 
   function refresh() {
+    // One refresh at a time: a slow answer must not land after a newer one.
+    if (S.busy) return;
+    S.busy = true;
     Promise.all([call("/queues"), call("/agents"), call("/kpis?window=1h")])
       .then(function (r) {
         renderQueues(r[0].queues, r[2]);
         renderAgents(r[1].agents, r[2]);
         S.failures = 0;
         $("updated").textContent = "Updated " + new Date().toLocaleTimeString();
-        status("Live.");
+        status(S.seriesFailed ? "Live; the chart could not be refreshed." : "Live.");
       })
       .catch(function (e) {
         if (e && e.auth) {
@@ -190,7 +208,11 @@
           return;
         }
         S.failures += 1;
-        status("Cannot reach Switchboard (" + S.failures + "); retrying.");
+        status("Cannot reach Switchboard (" + S.failures + "); the figures shown are stale; retrying.");
+      })
+      .then(function () {
+        S.busy = false;
+        markStale();
       });
   }
 
@@ -198,8 +220,13 @@
     call("/kpis/series")
       .then(function (r) {
         renderChart(r.samples || []);
+        S.seriesFailed = false;
       })
-      .catch(function () {});
+      .catch(function (e) {
+        if (e && e.auth) return; // refresh() signs out
+        S.seriesFailed = true;
+      })
+      .then(markStale);
   }
 
   function start() {

@@ -32,6 +32,7 @@ fn day() -> Vec<(u64, Fact)> {
                 contact: c.clone(),
                 queue: q.clone(),
                 channel: ch.clone(),
+                moved: false,
             },
         ));
         if i % 10 == 0 {
@@ -42,6 +43,7 @@ fn day() -> Vec<(u64, Fact)> {
                     queue: q,
                     channel: ch,
                     wait_ms: 30_000,
+                    moved: false,
                 },
             ));
             continue;
@@ -55,6 +57,7 @@ fn day() -> Vec<(u64, Fact)> {
                 channel: ch.clone(),
                 agent: ag.clone(),
                 wait_ms: wait,
+                moved: false,
             },
         ));
         facts.push((
@@ -74,7 +77,7 @@ fn day() -> Vec<(u64, Fact)> {
                 queue: q.clone(),
                 channel: ch.clone(),
                 agent: ag.clone(),
-                handle_ms: handle,
+                handle_ms: Some(handle),
             },
         ));
         facts.push((

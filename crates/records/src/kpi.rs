@@ -15,7 +15,8 @@
 //! - **wait percentiles** (`wait_p50_secs`, `wait_p90_secs`,
 //!   `wait_p99_secs`): of answered contacts' waits, nearest rank.
 //! - **average handle time** (`aht_secs`): mean from the (last) accept to
-//!   the close, over contacts closed in the window (wrap-up not included).
+//!   the close, over contacts closed in the window (wrap-up not included;
+//!   nor calls closed as `call_end_lost`, whose end was never reported).
 //! - **first-contact resolution** (`fcr_rate`): the share of contacts
 //!   closed in the window whose person did not come back with a new
 //!   contact within the FCR window after the close (`reopened`); it may
@@ -30,10 +31,15 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 /// One fact, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fact {
+    /// `moved`: the contact entered this queue by a transfer after it had
+    /// been answered: it counts for the queue, not again in the total or
+    /// its channel (they count contacts, not the queues they went
+    /// through). Likewise its answer and abandonment in that queue.
     Entered {
         contact: String,
         queue: String,
         channel: String,
+        moved: bool,
     },
     Answered {
         contact: String,
@@ -41,12 +47,14 @@ pub enum Fact {
         channel: String,
         agent: String,
         wait_ms: u64,
+        moved: bool,
     },
     Abandoned {
         contact: String,
         queue: String,
         channel: String,
         wait_ms: u64,
+        moved: bool,
     },
     Transferred {
         contact: String,
@@ -59,7 +67,11 @@ pub enum Fact {
         queue: String,
         channel: String,
         agent: String,
-        handle_ms: u64,
+        /// `None` when the handle time is not known: a call whose end
+        /// was never reported, closed by routing `max_call_secs` after its
+        /// answer (disposition `call_end_lost`): counted as closed, not
+        /// in the average handle time (it added hours to it).
+        handle_ms: Option<u64>,
     },
     Rated {
         queue: String,
@@ -102,6 +114,7 @@ impl Fact {
                 contact: s("c"),
                 queue: s("q"),
                 channel: s("ch"),
+                moved: s("x") == "1",
             },
             "answered" => Fact::Answered {
                 contact: s("c"),
@@ -109,12 +122,14 @@ impl Fact {
                 channel: s("ch"),
                 agent: s("ag"),
                 wait_ms: n("w"),
+                moved: s("x") == "1",
             },
             "abandoned" => Fact::Abandoned {
                 contact: s("c"),
                 queue: s("q"),
                 channel: s("ch"),
                 wait_ms: n("w"),
+                moved: s("x") == "1",
             },
             "transferred" => Fact::Transferred {
                 contact: s("c"),
@@ -127,7 +142,7 @@ impl Fact {
                 queue: s("q"),
                 channel: s("ch"),
                 agent: s("ag"),
-                handle_ms: n("h"),
+                handle_ms: (s("d") != "call_end_lost").then(|| n("h")),
             },
             "rated" => Fact::Rated {
                 queue: s("q"),
@@ -176,6 +191,9 @@ pub struct Figures {
     waits: Vec<u64>,
     #[serde(skip)]
     handle_sum: u64,
+    /// Closes whose handle time is known (the average's count).
+    #[serde(skip)]
+    handled: u64,
     #[serde(skip)]
     score_sum: u64,
     #[serde(skip)]
@@ -207,8 +225,8 @@ impl Figures {
         let decided = self.answered + self.abandoned;
         self.service_level = ratio(self.answered_within_target, decided);
         self.abandonment_rate = ratio(self.abandoned, decided);
-        self.aht_secs =
-            (self.closed > 0).then(|| round3(self.handle_sum as f64 / self.closed as f64 / 1000.0));
+        self.aht_secs = (self.handled > 0)
+            .then(|| round3(self.handle_sum as f64 / self.handled as f64 / 1000.0));
         self.fcr_rate = ratio(self.closed.saturating_sub(self.reopened), self.closed);
         self.csat_avg =
             (self.csat_count > 0).then(|| round3(self.score_sum as f64 / self.csat_count as f64));
@@ -410,32 +428,44 @@ fn fold(
     target_ms: &dyn Fn(&str) -> u64,
 ) {
     // Every fact counts for the total, its queue and its channel; facts
-    // with an agent also for that agent.
-    let mut apply = |queue: &str, channel: &str, agent: Option<&str>, f: &dyn Fn(&mut Figures)| {
-        f(&mut r.total);
-        if !queue.is_empty() {
-            f(r.queues.entry(queue.to_owned()).or_default());
-        }
-        if !channel.is_empty() {
-            f(r.channels.entry(channel.to_owned()).or_default());
-        }
-        if let Some(agent) = agent.filter(|a| !a.is_empty()) {
-            f(r.agents.entry(agent.to_owned()).or_default());
-        }
-    };
+    // with an agent also for that agent. A contact's entry into another
+    // queue after its answer (`moved`: a transfer), and what became of it
+    // there, count for that queue and agent only: the total and the
+    // channel count each contact once.
+    let mut scoped =
+        |moved: bool, queue: &str, channel: &str, agent: Option<&str>, f: &dyn Fn(&mut Figures)| {
+            if !moved {
+                f(&mut r.total);
+            }
+            if !queue.is_empty() {
+                f(r.queues.entry(queue.to_owned()).or_default());
+            }
+            if !channel.is_empty() && !moved {
+                f(r.channels.entry(channel.to_owned()).or_default());
+            }
+            if let Some(agent) = agent.filter(|a| !a.is_empty()) {
+                f(r.agents.entry(agent.to_owned()).or_default());
+            }
+        };
     match fact {
-        Fact::Entered { queue, channel, .. } => {
-            apply(queue, channel, None, &|f| f.offered += 1);
+        Fact::Entered {
+            queue,
+            channel,
+            moved,
+            ..
+        } => {
+            scoped(*moved, queue, channel, None, &|f| f.offered += 1);
         }
         Fact::Answered {
             queue,
             channel,
             agent,
             wait_ms,
+            moved,
             ..
         } => {
             let within = *wait_ms <= target_ms(queue);
-            apply(queue, channel, Some(agent), &|f| {
+            scoped(*moved, queue, channel, Some(agent), &|f| {
                 f.answered += 1;
                 f.waits.push(*wait_ms);
                 if within {
@@ -447,10 +477,11 @@ fn fold(
             queue,
             channel,
             wait_ms,
+            moved,
             ..
         } => {
             let _ = wait_ms;
-            apply(queue, channel, None, &|f| f.abandoned += 1);
+            scoped(*moved, queue, channel, None, &|f| f.abandoned += 1);
         }
         Fact::Transferred {
             queue,
@@ -458,7 +489,7 @@ fn fold(
             agent,
             ..
         } => {
-            apply(queue, channel, Some(agent), &|f| f.transferred += 1);
+            scoped(false, queue, channel, Some(agent), &|f| f.transferred += 1);
         }
         Fact::Closed {
             contact,
@@ -468,9 +499,12 @@ fn fold(
             handle_ms,
         } => {
             let again = reopened.contains_key(contact);
-            apply(queue, channel, Some(agent), &|f| {
+            scoped(false, queue, channel, Some(agent), &|f| {
                 f.closed += 1;
-                f.handle_sum = f.handle_sum.saturating_add(*handle_ms);
+                if let Some(ms) = handle_ms {
+                    f.handled += 1;
+                    f.handle_sum = f.handle_sum.saturating_add(*ms);
+                }
                 if again {
                     f.reopened += 1;
                 }
@@ -482,7 +516,7 @@ fn fold(
             agent,
             score,
         } => {
-            apply(queue, channel, Some(agent), &|f| {
+            scoped(false, queue, channel, Some(agent), &|f| {
                 f.csat_count += 1;
                 f.score_sum = f.score_sum.saturating_add(u64::from(*score));
             });

@@ -1839,6 +1839,33 @@ async fn a_transfer_within_a_queue_counts_the_contact_once() {
         kpi_kinds(&state, &c).await,
         ["enqueued", "answered", "transferred", "enqueued"]
     );
+    // Answered before: its entry into sales, and its answer there, are
+    // marked (`x`): they count for sales, not again in the totals.
+    offer_and_accept(&state, &token, &c, "a1").await;
+    let marks: Vec<(String, String)> = switchboard_store::Records::new(state.store().clone())
+        .kpi_facts("-", 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|f| f.fields.get("c") == Some(&c.to_string()))
+        .map(|f| {
+            (
+                f.fields.get("k").cloned().unwrap_or_default(),
+                f.fields.get("x").cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mark = |k: &str, x: &str| (k.to_owned(), x.to_owned());
+    assert_eq!(
+        marks,
+        [
+            mark("enqueued", ""),
+            mark("answered", ""),
+            mark("transferred", ""),
+            mark("enqueued", "1"),
+            mark("answered", "1"),
+        ]
+    );
 }
 
 /// Each queue's waiting contacts: the leader's published summary while it

@@ -16,6 +16,7 @@ fn entered(k: &mut Kpis, at: u64, c: &str, q: &str) {
             contact: c.into(),
             queue: q.into(),
             channel: "chat".into(),
+            moved: false,
         },
     );
 }
@@ -29,6 +30,7 @@ fn answered(k: &mut Kpis, at: u64, c: &str, q: &str, ag: &str, wait_ms: u64) {
             channel: "chat".into(),
             agent: ag.into(),
             wait_ms,
+            moved: false,
         },
     );
 }
@@ -41,7 +43,7 @@ fn closed(k: &mut Kpis, at: u64, c: &str, q: &str, ag: &str, handle_ms: u64) {
             queue: q.into(),
             channel: "chat".into(),
             agent: ag.into(),
-            handle_ms,
+            handle_ms: Some(handle_ms),
         },
     );
 }
@@ -78,6 +80,7 @@ fn a_small_day_gives_the_hand_computed_figures() {
             queue: "sales".into(),
             channel: "chat".into(),
             wait_ms: 40_000,
+            moved: false,
         },
     );
     // c1's customer comes back: c1 was not resolved at first contact.
@@ -159,6 +162,7 @@ fn facts_parse_from_their_stored_fields() {
                 channel: "email".into(),
                 agent: "ann".into(),
                 wait_ms: 4500,
+                moved: false,
             }
         ))
     );
@@ -243,4 +247,126 @@ fn the_position_tells_facts_added_from_new_ones() {
     assert!(kpis.is_after("1795341600000-4"));
     assert!(kpis.is_after("1795341600000-10"));
     assert!(kpis.is_after("1795341600001-0"));
+}
+
+/// A call whose end was never reported, closed by routing `max_call_secs`
+/// after its answer (`call_end_lost`), counts as closed but not in the
+/// average handle time: its four hours made a queue of five-minute calls
+/// look like one of seven.
+#[test]
+fn a_call_closed_for_a_lost_end_is_not_in_the_handle_time() {
+    let fact = |d: &str| {
+        let fields: HashMap<String, String> = [
+            ("k", "closed"),
+            ("at", "1234"),
+            ("c", "3-abc"),
+            ("q", "sales"),
+            ("ch", "voice"),
+            ("ag", "ann"),
+            ("h", "14400000"),
+            ("d", d),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        Fact::parse(&fields).unwrap()
+    };
+    assert!(matches!(
+        fact("resolved").1,
+        Fact::Closed {
+            handle_ms: Some(14_400_000),
+            ..
+        }
+    ));
+    let (_, lost) = fact("call_end_lost");
+    assert!(
+        matches!(
+            lost,
+            Fact::Closed {
+                handle_ms: None,
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+
+    let mut k = Kpis::default();
+    let t0 = 100 * MIN;
+    entered(&mut k, t0, "c1", "sales");
+    answered(&mut k, t0 + 1, "c1", "sales", "ann", 1_000);
+    closed(&mut k, t0 + 5 * MIN, "c1", "sales", "ann", 5 * MIN);
+    k.add(t0 + 6 * MIN, lost);
+    let r = k.report("1h", t0 + 10 * MIN, 60 * MIN, &target);
+    assert_eq!(r.total.closed, 2);
+    assert_eq!(r.total.aht_secs, Some(300.0));
+}
+
+/// A contact answered in one queue and transferred to another counts for
+/// both queues, but once in the total and its channel: offered once,
+/// answered once, and never abandoned there when the caller hangs up while
+/// waiting in the second queue (it was answered).
+#[test]
+fn a_transferred_contact_counts_once_in_the_totals() {
+    let moved_entered = |k: &mut Kpis, at: u64, c: &str, q: &str| {
+        k.add(
+            at,
+            Fact::Entered {
+                contact: c.into(),
+                queue: q.into(),
+                channel: "chat".into(),
+                moved: true,
+            },
+        );
+    };
+    let mut k = Kpis::default();
+    let t0 = 100 * MIN;
+    entered(&mut k, t0, "c1", "sales");
+    answered(&mut k, t0 + 10_000, "c1", "sales", "ann", 10_000);
+    k.add(
+        t0 + MIN,
+        Fact::Transferred {
+            contact: "c1".into(),
+            queue: "sales".into(),
+            channel: "chat".into(),
+            agent: "ann".into(),
+        },
+    );
+    moved_entered(&mut k, t0 + MIN, "c1", "billing");
+    k.add(
+        t0 + MIN + 5_000,
+        Fact::Answered {
+            contact: "c1".into(),
+            queue: "billing".into(),
+            channel: "chat".into(),
+            agent: "bob".into(),
+            wait_ms: 5_000,
+            moved: true,
+        },
+    );
+    // c2: answered, transferred, and abandoned while waiting in billing.
+    entered(&mut k, t0, "c2", "sales");
+    answered(&mut k, t0 + 1_000, "c2", "sales", "ann", 1_000);
+    moved_entered(&mut k, t0 + MIN, "c2", "billing");
+    k.add(
+        t0 + 2 * MIN,
+        Fact::Abandoned {
+            contact: "c2".into(),
+            queue: "billing".into(),
+            channel: "chat".into(),
+            wait_ms: MIN,
+            moved: true,
+        },
+    );
+    let r = k.report("1h", t0 + 10 * MIN, 60 * MIN, &target);
+    let counts = |f: &Figures| (f.offered, f.answered, f.abandoned);
+    assert_eq!(counts(&r.total), (2, 2, 0), "the total counts contacts");
+    assert_eq!(counts(&r.channels["chat"]), (2, 2, 0));
+    assert_eq!(counts(&r.queues["sales"]), (2, 2, 0));
+    assert_eq!(
+        counts(&r.queues["billing"]),
+        (2, 1, 1),
+        "each queue its entries"
+    );
+    assert_eq!(r.agents["bob"].answered, 1);
+    assert_eq!(r.total.abandonment_rate, Some(0.0));
 }

@@ -111,8 +111,13 @@ local function record(events_key, f, now, n)
     if kind == 'enqueued' or kind == 'requeued' or kind == 'accepted' or kind == 'assigned'
         or kind == 'abandoned' or kind == 'closed' or kind == 'rated' then
       local c = redis.call('HMGET', ckey, 'queue', 'channel', 'queued_at', 'answered_at',
-        'kpi_answered', 'agent', 'last_agent')
+        'kpi_answered', 'agent', 'last_agent', 'kpi_moved')
       local base = {k = kind, at = now, c = contact, q = c[1] or '', ch = c[2] or ''}
+      -- In a queue it was transferred to after its answer: counted for
+      -- that queue, not again for the total and the channel (records' kpi.rs).
+      if c[8] == '1' and (kind == 'accepted' or kind == 'assigned' or kind == 'abandoned') then
+        base['x'] = '1'
+      end
       if kind == 'enqueued' then
         fact = base
         redis.call('HSET', ckey, 'kpi_answered', '0')
@@ -125,7 +130,12 @@ local function record(events_key, f, now, n)
             q = f['from_queue'] or '', ch = c[2] or '', ag = f['agent'] or ''})
           fact = base
           base['k'] = 'enqueued'
-          redis.call('HSET', ckey, 'kpi_answered', '0')
+          if c[5] == '1' or c[8] == '1' then
+            base['x'] = '1'
+            redis.call('HSET', ckey, 'kpi_answered', '0', 'kpi_moved', '1')
+          else
+            redis.call('HSET', ckey, 'kpi_answered', '0')
+          end
         elseif f['reason'] == 'unreachable' then
           -- Its channel could not reach the agent who took it (a call, no
           -- phone): nobody answered the customer. It enters its queue
