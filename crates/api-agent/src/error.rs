@@ -136,6 +136,12 @@ impl ApiError {
             }
             "at_capacity" => ApiError::conflict("over_capacity", "the agent is at capacity"),
             "unknown_agent" => ApiError::not_found("unknown_agent", "no such agent"),
+            "on_call" => ApiError::conflict(
+                "refused",
+                format!(
+                    "you are on a call: contact {contact} was taken back and goes to another agent"
+                ),
+            ),
             other => ApiError::conflict("refused", format!("refused: {other}")),
         }
     }

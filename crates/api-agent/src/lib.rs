@@ -253,7 +253,8 @@ impl AgentApi {
         );
         Ok(AgentApi {
             inner: Arc::new(Inner {
-                state: RoutingState::new(store.clone()),
+                state: RoutingState::new(store.clone())
+                    .with_interrupt_voice(&routing.interrupt_voice_csv()),
                 conversations: Conversations::new(store),
                 routing,
                 plan,

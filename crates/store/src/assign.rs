@@ -231,6 +231,10 @@ impl RouteEvent {
 pub struct RoutingState {
     store: Store,
     scripts: std::sync::Arc<Scripts>,
+    /// The channels that may interrupt an agent's call (`routing.
+    /// interrupt_voice`, comma-separated): an offer of another channel
+    /// accepted while the agent is on a call is taken back instead.
+    interrupt_voice: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for RoutingState {
@@ -307,7 +311,16 @@ impl RoutingState {
                 retire: route_script!("retire"),
                 lapse: route_script!("lapse"),
             }),
+            interrupt_voice: "".into(),
         }
+    }
+
+    /// The channels that may interrupt a call (`routing.interrupt_voice`,
+    /// comma-separated); none unless set.
+    #[must_use]
+    pub fn with_interrupt_voice(mut self, csv: &str) -> RoutingState {
+        self.interrupt_voice = csv.into();
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -522,7 +535,8 @@ impl RoutingState {
             .arg(agent)
             .arg(now)
             .arg(missed_before_away)
-            .arg(EVENTS_MAXLEN);
+            .arg(EVENTS_MAXLEN)
+            .arg(&*self.interrupt_voice);
         let mut conn = self.conn();
         self.store.bounded(inv.invoke_async(&mut conn)).await
     }

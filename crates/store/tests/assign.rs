@@ -1954,3 +1954,45 @@ async fn an_enqueue_that_failed_half_way_is_finished_by_the_retry() {
         .collect();
     assert_eq!(waiting, vec![id.to_string()]);
 }
+
+/// A chat offered before a call, accepted once the agent has the call, is
+/// taken back (`on_call`) and waits for another agent, not for them: no
+/// new work during a call unless its channel may interrupt one. A
+/// channel that may is accepted as usual.
+#[tokio::test]
+async fn an_offer_accepted_during_a_call_is_taken_back() {
+    let (_redis, state, token) = leading().await;
+    online(&state, "a", [2, 0, 0, 1]).await;
+    let chat = waiting(&state, ChannelKind::Chat).await;
+    assert_eq!(state.offer(&offer(&token, &chat, "a")).await.unwrap(), "ok");
+    let call = waiting(&state, ChannelKind::Voice).await;
+    offer_and_accept(&state, &token, &call, "a").await;
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &chat, "a", NOW + 1, 3)
+            .await
+            .unwrap(),
+        "on_call"
+    );
+    let rec = state.route_record(&chat).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state.as_str(), rec.agent.as_str(), rec.excluded.len()),
+        ("waiting", "", 0),
+        "back in its queue, the agent not excluded"
+    );
+    let (_, live) = state.agent("a").await.unwrap().unwrap();
+    assert_eq!(live.loads, [0, 0, 0, 1], "the chat's load released");
+
+    // Chat may interrupt: accepted.
+    let state = state.with_interrupt_voice("chat");
+    let mut o = offer(&token, &chat, "a");
+    o.interrupt_voice = "chat";
+    assert_eq!(state.offer(&o).await.unwrap(), "ok");
+    assert_eq!(
+        state
+            .answer(Answer::Accept, &chat, "a", NOW + 2, 3)
+            .await
+            .unwrap(),
+        "ok"
+    );
+}

@@ -13,18 +13,38 @@
 --   run of missed offers as it is: not their answer, so neither a miss nor
 --   a sign they are there.
 --
+--   An accept of a contact of another channel than voice while the agent
+--   is on a call (a call offered and answered while this offer was
+--   pending), unless that channel may interrupt a call, is taken back as a
+--   revoke and answered 'on_call': the agent gets no new work during a
+--   call (offer.lua's rule, kept at the accept too).
+--
 -- KEYS[1] contact  KEYS[2] agent  KEYS[3] held by agent  KEYS[4] waiting
 -- KEYS[5] offers  KEYS[6] events
 -- ARGV[1] action  ARGV[2] contact id  ARGV[3] agent id  ARGV[4] now
 -- ARGV[5] missed offers before away (0: never)  ARGV[6] events maxlen
+-- ARGV[7] channels that may interrupt a call, comma-separated (may be
+--         absent: none)
 -- Returns 'ok', or why not: 'not_offered' (not offered to this agent now),
--- 'not_due', 'online'.
+-- 'not_due', 'online', 'on_call' (taken back).
 local c = redis.call('HMGET', KEYS[1], 'state', 'agent', 'channel', 'offer_until',
   'since', 'excluded')
 if c[1] ~= 'offered' or c[2] ~= ARGV[3] then
   return 'not_offered'
 end
 local action = ARGV[1]
+local answer = 'ok'
+if action == 'accept' and c[3] ~= 'voice'
+    and num(redis.call('HGET', KEYS[2], 'l:voice')) > 0 then
+  local may = false
+  for name in string.gmatch(ARGV[7] or '', '[^,]+') do
+    if name == c[3] then may = true end
+  end
+  if not may then
+    action = 'revoke'
+    answer = 'on_call'
+  end
+end
 if action == 'accept' then
   redis.call('HSET', KEYS[1], 'state', 'assigned', 'answered_at', ARGV[4])
   redis.call('ZREM', KEYS[5], ARGV[2])
@@ -33,7 +53,7 @@ if action == 'accept' then
     'channel', c[3]}, agent_state(KEYS[2], ARGV[3])), ARGV[4])
   return 'ok'
 end
-if action == 'revoke' then
+if action == 'revoke' and answer == 'ok' then
   local a = redis.call('HMGET', KEYS[2], 'online_until', 'presence')
   if num(a[1]) > num(ARGV[4]) and a[2] ~= 'away' and a[2] ~= 'offline' then
     return 'online'
@@ -73,4 +93,4 @@ elseif action == 'decline' and not keep_missed then
 end
 emit(KEYS[6], ARGV[6], extend({'type', action .. 'd', 'contact', ARGV[2],
   'channel', c[3]}, agent_state(KEYS[2], ARGV[3])), ARGV[4])
-return 'ok'
+return answer
