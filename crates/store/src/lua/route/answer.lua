@@ -17,7 +17,9 @@
 --   is on a call (a call offered and answered while this offer was
 --   pending), unless that channel may interrupt a call, is taken back as a
 --   revoke and answered 'on_call': the agent gets no new work during a
---   call (offer.lua's rule, kept at the accept too).
+--   call (offer.lua's rule, kept at the accept too). A call still ringing
+--   does not count: both offers are in front of the agent, who may take
+--   the chat first.
 --
 -- KEYS[1] contact  KEYS[2] agent  KEYS[3] held by agent  KEYS[4] waiting
 -- KEYS[5] offers  KEYS[6] events
@@ -41,8 +43,18 @@ if action == 'accept' and c[3] ~= 'voice'
     if name == c[3] then may = true end
   end
   if not may then
-    action = 'revoke'
-    answer = 'on_call'
+    -- A call answered (assigned), not one ringing: the agent holds at
+    -- most their capacity, so this reads a handful of contacts, and only
+    -- while a call is offered or held.
+    local on_call = false
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+      local h = redis.call('HMGET', sibling(KEYS[6], 'c:' .. id), 'channel', 'state')
+      if h[1] == 'voice' and h[2] == 'assigned' then on_call = true end
+    end
+    if on_call then
+      action = 'revoke'
+      answer = 'on_call'
+    end
   end
 end
 if action == 'accept' then
