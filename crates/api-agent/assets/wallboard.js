@@ -10,7 +10,8 @@
   var SERIES_MS = 15000;
   var SVG = "http://www.w3.org/2000/svg";
 
-  var S = { token: null, timer: null, seriesTimer: null, failures: 0, seriesFailed: false, busy: false };
+  // `session` counts sign-ins: answers to an earlier one are dropped.
+  var S = { token: null, timer: null, seriesTimer: null, failures: 0, seriesFailed: false, busy: false, session: 0 };
 
   // Figures that could not be refreshed are shown as stale (dimmed, and
   // said so), never as live: a wall screen is read from across the room.
@@ -66,14 +67,14 @@
       headers: { Authorization: "Bearer " + S.token },
       cache: "no-store",
       signal: abort.signal
-    }).finally(function () {
-      clearTimeout(timer);
     }).then(function (r) {
       if (r.status === 401 || r.status === 403) {
         throw { auth: true };
       }
       if (!r.ok) throw new Error("HTTP " + r.status);
-      return r.json();
+      return r.json(); // the body too, within the 10 s
+    }).finally(function () {
+      clearTimeout(timer);
     });
   }
 
@@ -194,8 +195,10 @@
     // One refresh at a time: a slow answer must not land after a newer one.
     if (S.busy) return;
     S.busy = true;
+    var session = S.session;
     Promise.all([call("/queues"), call("/agents"), call("/kpis?window=1h")])
       .then(function (r) {
+        if (session !== S.session) return;
         renderQueues(r[0].queues, r[2]);
         renderAgents(r[1].agents, r[2]);
         S.failures = 0;
@@ -203,6 +206,7 @@
         status(S.seriesFailed ? "Live; the chart could not be refreshed." : "Live.");
       })
       .catch(function (e) {
+        if (session !== S.session) return;
         if (e && e.auth) {
           signOut("The token was refused.");
           return;
@@ -211,22 +215,27 @@
         status("Cannot reach Switchboard (" + S.failures + "); the figures shown are stale; retrying.");
       })
       .then(function () {
+        if (session !== S.session) return;
         S.busy = false;
         markStale();
       });
   }
 
   function refreshSeries() {
+    var session = S.session;
     call("/kpis/series")
       .then(function (r) {
+        if (session !== S.session) return;
         renderChart(r.samples || []);
         S.seriesFailed = false;
       })
       .catch(function (e) {
-        if (e && e.auth) return; // refresh() signs out
+        if (session !== S.session || (e && e.auth)) return; // refresh() signs out
         S.seriesFailed = true;
       })
-      .then(markStale);
+      .then(function () {
+        if (session === S.session) markStale();
+      });
   }
 
   function start() {
@@ -234,6 +243,7 @@
     $("board").hidden = false;
     $("sign-out").hidden = false;
     status("Loading…");
+    markStale();
     refresh();
     refreshSeries();
     S.timer = setInterval(refresh, REFRESH_MS);
@@ -243,6 +253,11 @@
   function signOut(why) {
     clearInterval(S.timer);
     clearInterval(S.seriesTimer);
+    // A new session: answers still on their way belong to this one.
+    S.session += 1;
+    S.busy = false;
+    S.failures = 0;
+    S.seriesFailed = false;
     S.token = null;
     try {
       sessionStorage.removeItem(TOKEN_KEY);

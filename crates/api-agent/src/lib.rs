@@ -206,9 +206,9 @@ pub struct Inner {
     /// Attachments being fetched (`media_fetches`).
     pub(crate) media_permits: tokio::sync::Semaphore,
     /// Attachment requests in flight by caller (two each).
-    pub(crate) media_callers: media::InFlight,
-    /// Record and history reads in flight by caller (two each).
-    pub(crate) record_callers: media::InFlight,
+    pub(crate) media_callers: Arc<media::InFlight>,
+    /// Record, history and export reads in flight by caller (two each).
+    pub(crate) record_callers: Arc<media::InFlight>,
     /// Websocket tickets each agent may still ask for.
     pub(crate) tickets: tickets::Allowance,
     /// Failed sign-ins per address, changes per token.
@@ -263,8 +263,8 @@ impl AgentApi {
                 hub: hub::Hub::default(),
                 media: media::MediaSources::default(),
                 media_permits: tokio::sync::Semaphore::new(media_fetches),
-                media_callers: media::InFlight::default(),
-                record_callers: media::InFlight::default(),
+                media_callers: Arc::default(),
+                record_callers: Arc::default(),
                 tickets: tickets::allowance(),
                 guard,
                 recorder,

@@ -84,15 +84,16 @@ const PER_CALLER: usize = 2;
 #[derive(Debug, Default)]
 pub(crate) struct InFlight(std::sync::Mutex<HashMap<String, usize>>);
 
-/// One caller's request in flight; ends when dropped.
-pub(crate) struct Slot<'a> {
-    of: &'a InFlight,
+/// One caller's request in flight; ends when dropped (it may be moved
+/// into a task that streams the answer).
+pub(crate) struct Slot {
+    of: std::sync::Arc<InFlight>,
     caller: String,
 }
 
 impl InFlight {
     /// A slot for `caller`, unless they have [`PER_CALLER`] in flight.
-    pub(crate) fn take(&self, caller: &str) -> Option<Slot<'_>> {
+    pub(crate) fn take(self: &std::sync::Arc<Self>, caller: &str) -> Option<Slot> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(caller.to_owned()).or_default();
         if *n >= PER_CALLER {
@@ -100,13 +101,13 @@ impl InFlight {
         }
         *n += 1;
         Some(Slot {
-            of: self,
+            of: self.clone(),
             caller: caller.to_owned(),
         })
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut map = self.of.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = map.get_mut(&self.caller) {
@@ -243,7 +244,7 @@ mod tests {
     /// refused until one ends; another caller is not held up.
     #[test]
     fn each_caller_has_a_share_of_the_fetches() {
-        let in_flight = InFlight::default();
+        let in_flight = std::sync::Arc::new(InFlight::default());
         let first = in_flight.take("olena").expect("one");
         let second = in_flight.take("olena").expect("two");
         assert_eq!(PER_CALLER, 2);

@@ -29,11 +29,11 @@ fn recorder(inner: &Inner) -> Result<&Recorder, ApiError> {
     })
 }
 
-/// One of the caller's record reads in flight: a record reads up to
-/// 10,000 log entries (8 MiB), and a console stuck in a loop, or a token
-/// in a script, would otherwise hold as many as it sends. A third is
-/// refused at once, not queued.
-fn read_slot<'a>(inner: &'a Inner, caller: &Caller) -> Result<crate::media::Slot<'a>, ApiError> {
+/// One of the caller's record reads in flight (a record, a history, an
+/// export): a record reads up to 10,000 log entries (8 MiB), and a
+/// console stuck in a loop, or a token in a script, would otherwise hold
+/// as many as it sends. A third is refused at once, not queued.
+fn read_slot(inner: &Inner, caller: &Caller) -> Result<crate::media::Slot, ApiError> {
     inner.record_callers.take(caller.name()).ok_or_else(|| {
         metrics::counter!("switchboard_agent_records_busy_total").increment(1);
         ApiError::new(
@@ -129,7 +129,10 @@ pub async fn export(
     headers: HeaderMap,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    who(&inner, &headers).await?.supervisor()?;
+    let caller = who(&inner, &headers).await?;
+    caller.supervisor()?;
+    // Held until the last line is streamed: the heaviest read of all.
+    let slot = read_slot(&inner, &caller)?;
     let q = ApiError::from_query(query)?;
     if q.to < q.from {
         return Err(ApiError::bad_request(
@@ -146,6 +149,7 @@ pub async fn export(
         .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
     tokio::spawn(async move {
+        let _slot = slot;
         let mut batch = first;
         loop {
             let n = batch.len();

@@ -1840,8 +1840,28 @@ async fn a_transfer_within_a_queue_counts_the_contact_once() {
         ["enqueued", "answered", "transferred", "enqueued"]
     );
     // Answered before: its entry into sales, and its answer there, are
-    // marked (`x`): they count for sales, not again in the totals.
+    // marked (`x`): they count for sales, not again in the totals. So are
+    // its entry again when the agent could not be reached, and its
+    // abandonment after that.
     offer_and_accept(&state, &token, &c, "a1").await;
+    assert_eq!(
+        state.requeue_unreachable(&c, "a1", NOW + 3).await.unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        state
+            .end_by_channel(
+                &c,
+                NOW + 4,
+                "left",
+                0,
+                Duration::from_secs(3600),
+                Duration::ZERO
+            )
+            .await
+            .unwrap(),
+        "abandoned"
+    );
     let marks: Vec<(String, String)> = switchboard_store::Records::new(state.store().clone())
         .kpi_facts("-", 100)
         .await
@@ -1864,6 +1884,8 @@ async fn a_transfer_within_a_queue_counts_the_contact_once() {
             mark("transferred", ""),
             mark("enqueued", "1"),
             mark("answered", "1"),
+            mark("enqueued", "1"),
+            mark("abandoned", "1"),
         ]
     );
 }

@@ -276,7 +276,7 @@ where
                     let too_large = body.len() > max_bytes + usize::from(!done);
                     if too_large || !reserve(&s.settings.budget, held, body.len()) {
                         if !too_large {
-                            switchboard_channel::warn_throttled!(NO_ROOM, listener = %s.settings.name, "Message bodies held at once reached max_mib_in_flight; a message is answered 452 (try again later).");
+                            switchboard_channel::warn_throttled!(NO_ROOM, source = %s.settings.name, "Message bodies held at once reached max_mib_in_flight; a message is answered 452 (try again later).");
                         }
                         // The body and its share of the budget go now
                         // (its last two bytes kept, in a vector of their
@@ -412,7 +412,7 @@ async fn bad_end_of_data<T>(
 where
     T: AsyncWrite + Unpin,
 {
-    switchboard_channel::warn_throttled!(BAD_END, listener = %s.settings.name, peer = %s.peer, "A message ended in <CRLF>.<CR>...<CR><LF> (SMTP smuggling?): refused, and the session closed.");
+    switchboard_channel::warn_throttled!(BAD_END, source = %s.settings.name, peer = %s.peer, "A message ended in <CRLF>.<CR>...<CR><LF> (SMTP smuggling?): refused, and the session closed.");
     s.bad_end_of_data(&mut out);
     if flush(&mut io, &mut out, timeout).await.is_ok() {
         close(&mut io).await;

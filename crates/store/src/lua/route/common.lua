@@ -140,9 +140,11 @@ local function record(events_key, f, now, n)
           -- Its channel could not reach the agent who took it (a call, no
           -- phone): nobody answered the customer. It enters its queue
           -- again, so that the real answer, or the caller hanging up, is
-          -- counted; the assignment's answer stays counted too.
+          -- counted; the assignment's answer stays counted too. In a queue
+          -- it was transferred to, marked like its answer there will be.
           fact = base
           base['k'] = 'enqueued'
+          if c[8] == '1' then base['x'] = '1' end
           redis.call('HSET', ckey, 'kpi_answered', '0')
         end
       elseif kind == 'accepted' or kind == 'assigned' then
