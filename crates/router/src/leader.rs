@@ -748,10 +748,20 @@ impl Leader {
                     && let Some(w) = waiting_contact(rec, &self.plan)
                 {
                     // Back from an offer that may have lasted past a step:
-                    // its automatic answer is due. (One back from a hold
-                    // starts again at the first step: `requeue.lua` sets
-                    // its `queued_at` anew.)
-                    engine.add_contact_catching_up(w, now, 0);
+                    // its automatic answer is due, and the step (or move)
+                    // is recorded. (One back from a hold starts again at
+                    // the first step: `requeue.lua` sets its `queued_at`
+                    // anew.)
+                    let offered_at = rec
+                        .fields
+                        .get("offered_at")
+                        .and_then(|v| v.parse::<u64>().ok());
+                    match offered_at {
+                        Some(at) if kind != "enqueued" && kind != "requeued" => {
+                            engine.add_contact_after_offer(w, now, at);
+                        }
+                        _ => engine.add_contact_catching_up(w, now, 0),
+                    }
                 }
             }
             ("offered" | "assigned" | "abandoned" | "closed", Some(c)) => {

@@ -653,7 +653,27 @@ impl Engine {
     /// passed while no engine held it (a failover, a reload, an offer that
     /// lasted past the step). The leader sends each answer once (guarded in
     /// Redis), so one already sent costs a look-up, nothing more.
-    pub fn add_contact_catching_up(&mut self, mut contact: WaitingContact, now: u64, since: u64) {
+    pub fn add_contact_catching_up(&mut self, contact: WaitingContact, now: u64, since: u64) {
+        self.add_contact_recording(contact, now, since, u64::MAX);
+    }
+
+    /// As [`add_contact_catching_up`](Self::add_contact_catching_up) with
+    /// `since` 0, for a contact back from an offer made at `offered_at`:
+    /// the overflow steps and moves that came due while it was offered are
+    /// also recorded (by the next `advance`), so that its routing record
+    /// says how it came to the queue and step of its next offer. (Those
+    /// due before the offer were recorded when they came due.)
+    pub fn add_contact_after_offer(&mut self, contact: WaitingContact, now: u64, offered_at: u64) {
+        self.add_contact_recording(contact, now, 0, offered_at.saturating_add(1));
+    }
+
+    fn add_contact_recording(
+        &mut self,
+        mut contact: WaitingContact,
+        now: u64,
+        since: u64,
+        steps_since: u64,
+    ) {
         if self.contact_ix.contains_key(&contact.id) || contact.queue >= self.plan.queues.len() {
             return;
         }
@@ -689,6 +709,7 @@ impl Engine {
                 Some(to) => {
                     // The answers of the steps it passed in this queue,
                     // the moving step's included, before it leaves.
+                    self.catch_up_steps(&contact, step, steps_since, now, Some(to));
                     self.catch_up_answers(&contact, step, since, now);
                     let queue = &self.plan.queues[contact.queue];
                     contact.queued_at = if hops + 1 < MAX_CATCH_UP_HOPS {
@@ -709,6 +730,7 @@ impl Engine {
                 _ => break,
             }
         }
+        self.catch_up_steps(&contact, step, steps_since, now, None);
         self.catch_up_answers(&contact, step, since, now);
         let queue = &self.plan.queues[contact.queue];
         let rank = Rank::new(
@@ -818,6 +840,44 @@ impl Engine {
                     queue: contact.queue,
                     step: n,
                     text: text.clone(),
+                });
+            }
+        }
+    }
+
+    /// The overflow steps of `contact`'s queue up to `step` that came due
+    /// from `since` until `now`, and the move out of it to `moved_to` (made
+    /// by step `step`), recorded by the next `advance` as they would have
+    /// been had the engine held the contact then.
+    fn catch_up_steps(
+        &mut self,
+        contact: &WaitingContact,
+        step: usize,
+        since: u64,
+        now: u64,
+        moved_to: Option<usize>,
+    ) {
+        if since > now {
+            return;
+        }
+        let queue = &self.plan.queues[contact.queue];
+        for (n, s) in queue.steps.iter().enumerate().take(step + 1).skip(1) {
+            let due = queue.due(contact.queued_at, s.after_ms).unwrap_or(now);
+            if !(since..=now).contains(&due) {
+                continue;
+            }
+            self.catch_up.push(StepAction::Overflowed {
+                contact: contact.id,
+                queue: contact.queue,
+                step: n,
+            });
+            if n == step
+                && let Some(to) = moved_to
+            {
+                self.catch_up.push(StepAction::Moved {
+                    contact: contact.id,
+                    from: contact.queue,
+                    to,
                 });
             }
         }

@@ -342,6 +342,62 @@ fn contacts_reloaded_after_their_move_time_are_in_the_target_queue() {
     assert_eq!((d.contact.queue, d.contact.queued_at), (1, 60_000));
 }
 
+/// A contact back from an offer that lasted past its queue's move is
+/// placed where the move put it, and the step and the move are recorded
+/// (by the next `advance`), as when the engine held it: its next offer's
+/// record would otherwise show another queue with no word of how it got
+/// there. Steps due before the offer were recorded then, not again.
+#[test]
+fn a_move_made_while_offered_is_recorded() {
+    let mut q = queue("first", &[("a", 1)]);
+    q.overflow = vec![
+        OverflowStepConfig {
+            after_secs: 5,
+            relax: [("a".to_string(), 1)].into(),
+            ..Default::default()
+        },
+        OverflowStepConfig {
+            after_secs: 60,
+            move_to: Some("second".into()),
+            ..Default::default()
+        },
+    ];
+    let mut e = engine(vec![q, queue("second", &[("b", 1)])]);
+    // Offered at 10 s (step 1 was due at 5 s, recorded then), declined at
+    // 70 s: the move at 60 s came due meanwhile.
+    e.add_contact_after_offer(contact(0, ChannelKind::Chat, 0), 70_000, 10_000);
+    let actions = e.advance(70_000);
+    assert!(
+        matches!(
+            actions[..],
+            [
+                StepAction::Overflowed {
+                    step: 2,
+                    queue: 0,
+                    ..
+                },
+                StepAction::Moved { from: 0, to: 1, .. }
+            ]
+        ),
+        "{actions:?}"
+    );
+    // A reload records nothing it cannot tell was recorded before.
+    let mut e2 = engine(vec![
+        {
+            let mut q = queue("first", &[("a", 1)]);
+            q.overflow = vec![OverflowStepConfig {
+                after_secs: 60,
+                move_to: Some("second".into()),
+                ..Default::default()
+            }];
+            q
+        },
+        queue("second", &[("b", 1)]),
+    ]);
+    e2.add_contact_catching_up(contact(0, ChannelKind::Chat, 0), 70_000, 0);
+    assert!(e2.advance(70_000).is_empty());
+}
+
 /// A record of an older version without `queued_at` counts its steps from
 /// its creation: from 0 (the epoch) every step, the move included, was due
 /// at once.

@@ -198,7 +198,7 @@ end
 -- be waiting again after it, so the leader need not read them back.
 local RECORD_FIELDS = {'id', 'state', 'queue', 'channel', 'priority', 'since', 'queued_at',
   'rule', 'source', 'customer', 'sticky', 'sticky_until', 'sticky_from', 'excluded', 'excluded_at', 'agent',
-  'offer_until'}
+  'offer_until', 'offered_at'}
 local CARRIES_RECORD = {enqueued = true, requeued = true, declined = true, expired = true,
   revoked = true}
 
