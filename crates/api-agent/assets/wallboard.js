@@ -11,14 +11,19 @@
   var SVG = "http://www.w3.org/2000/svg";
 
   // `session` counts sign-ins: answers to an earlier one are dropped.
-  var S = { token: null, timer: null, seriesTimer: null, failures: 0, seriesFailed: false, busy: false, session: 0 };
+  var S = { token: null, timer: null, seriesTimer: null, failures: 0, seriesFailed: false, busy: false, session: 0, loaded: false };
 
   // Figures that could not be refreshed are shown as stale (dimmed, and
   // said so), never as live: a wall screen is read from across the room.
+  // The board until its first refresh after a sign-in (it may show an
+  // earlier session's figures), or after a failed one; the chart alone
+  // when only its own refresh failed.
   function markStale() {
-    var stale = S.failures > 0 || S.seriesFailed;
+    var stale = !S.loaded || S.failures > 0;
     $("board").classList.toggle("stale", stale);
     $("board").setAttribute("data-stale", stale ? "true" : "false");
+    $("chart").classList.toggle("stale", S.seriesFailed);
+    $("chart").setAttribute("data-stale", S.seriesFailed ? "true" : "false");
   }
 
   function $(id) {
@@ -202,8 +207,9 @@
         renderQueues(r[0].queues, r[2]);
         renderAgents(r[1].agents, r[2]);
         S.failures = 0;
+        S.loaded = true;
         $("updated").textContent = "Updated " + new Date().toLocaleTimeString();
-        status(S.seriesFailed ? "Live; the chart could not be refreshed." : "Live.");
+        status(S.seriesFailed ? "Live; the chart could not be refreshed (dimmed)." : "Live.");
       })
       .catch(function (e) {
         if (session !== S.session) return;
@@ -229,9 +235,10 @@
         renderChart(r.samples || []);
         S.seriesFailed = false;
       })
-      .catch(function (e) {
-        if (session !== S.session || (e && e.auth)) return; // refresh() signs out
-        S.seriesFailed = true;
+      .catch(function () {
+        // Refused too (refresh() signs out if the token is): a frozen
+        // chart is marked either way.
+        if (session === S.session) S.seriesFailed = true;
       })
       .then(function () {
         if (session === S.session) markStale();
@@ -258,6 +265,7 @@
     S.busy = false;
     S.failures = 0;
     S.seriesFailed = false;
+    S.loaded = false;
     S.token = null;
     try {
       sessionStorage.removeItem(TOKEN_KEY);

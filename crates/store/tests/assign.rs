@@ -1983,12 +1983,21 @@ async fn an_enqueue_that_failed_half_way_is_finished_by_the_retry() {
 /// channel that may is accepted as usual.
 #[tokio::test]
 async fn an_offer_accepted_during_a_call_is_taken_back() {
-    let (_redis, state, token) = leading().await;
+    let (redis, state, token) = leading().await;
     online(&state, "a", [2, 0, 0, 1]).await;
     let chat = waiting(&state, ChannelKind::Chat).await;
     assert_eq!(state.offer(&offer(&token, &chat, "a")).await.unwrap(), "ok");
     let call = waiting(&state, ChannelKind::Voice).await;
     offer_and_accept(&state, &token, &call, "a").await;
+    // A run of missed offers (planted): the take-back, an answer, ends it.
+    let mut raw = common::raw(&redis).await;
+    let _: () = redis::cmd("HSET")
+        .arg(state.store().keys().route_agent("a"))
+        .arg("missed")
+        .arg(2)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(
         state
             .answer(Answer::Accept, &chat, "a", NOW + 1, 3)
@@ -2004,6 +2013,13 @@ async fn an_offer_accepted_during_a_call_is_taken_back() {
     );
     let (_, live) = state.agent("a").await.unwrap().unwrap();
     assert_eq!(live.loads, [0, 0, 0, 1], "the chat's load released");
+    let run: String = redis::cmd("HGET")
+        .arg(state.store().keys().route_agent("a"))
+        .arg("missed")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(run, "0", "an answer ends the run of missed offers");
 
     // Chat may interrupt: accepted.
     let state = state.with_interrupt_voice("chat");

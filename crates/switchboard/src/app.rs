@@ -95,7 +95,8 @@ pub async fn run(config: Config, metrics: PrometheusHandle) -> anyhow::Result<()
         fatal: fatal_tx.clone(),
     };
     essential.spawn("the router", router.run(background.clone()));
-    let state = RoutingState::new(store.clone());
+    let state =
+        RoutingState::new(store.clone()).with_interrupt_voice(&routing.interrupt_voice_csv());
     tracker.spawn(load_agents(
         state.clone(),
         routing

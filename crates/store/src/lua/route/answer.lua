@@ -100,7 +100,9 @@ if action == 'expire' then
   if limit > 0 and missed >= limit and redis.call('HGET', KEYS[2], 'presence') == 'available' then
     redis.call('HSET', KEYS[2], 'presence', 'away', 'reason', 'missed_offers', 'missed', 0)
   end
-elseif action == 'decline' and not keep_missed then
+elseif (action == 'decline' and not keep_missed) or answer == 'on_call' then
+  -- An answer (a decline, or an accept taken back for the call): the
+  -- agent is there, their run of missed offers ends.
   redis.call('HSET', KEYS[2], 'missed', 0)
 end
 emit(KEYS[6], ARGV[6], extend({'type', action .. 'd', 'contact', ARGV[2],
