@@ -415,16 +415,7 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
         .await;
     assert_eq!(count(&console_entries(&agent).await, "Я ще тут"), 1);
     // Stored once each in Redis too.
-    let record = http
-        .call(
-            "GET",
-            &format!("{}/api/v1/contacts/{contact}", b.base()),
-            Some(SUPERVISOR),
-            None,
-        )
-        .await
-        .unwrap()
-        .json();
+    let record = contact_as_supervisor(&http, &b.base(), &contact).await;
     let texts: Vec<String> = record["transcript"]
         .as_array()
         .unwrap()
@@ -531,19 +522,11 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
     // A message of the closed conversation arriving late (an agent's reply
     // logged just after the close comes after `closed`) does not make it
     // the widget's conversation again: its next hello would resume it.
-    let closed_conversation = http
-        .call(
-            "GET",
-            &format!("{}/api/v1/contacts/{contact}", b.base()),
-            Some(SUPERVISOR),
-            None,
-        )
-        .await
-        .unwrap()
-        .json()["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let closed_conversation =
+        contact_as_supervisor(&http, &b.base(), &contact).await["conversation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let late = json!({"type": "message", "seq": "99999999999999-0", "id": "late-1",
         "from": "agent", "name": "Ольга", "text": "late", "at": 1, "attachments": [],
         "conversation": closed_conversation});
@@ -578,6 +561,19 @@ async fn a_visitor_and_an_agent_chat_through_a_crash_and_a_rating() {
     agent.screenshot(&shots.join("console-closed.png")).await;
     agent.close().await;
     visitor.close().await;
+}
+
+/// `GET /api/v1/contacts/{contact}` as a supervisor of the daemon at `base`.
+async fn contact_as_supervisor(http: &Http, base: &str, contact: &str) -> Value {
+    http.call(
+        "GET",
+        &format!("{base}/api/v1/contacts/{contact}"),
+        Some(SUPERVISOR),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
 }
 
 /// Every contact's customer name and routing attributes, read from Redis.

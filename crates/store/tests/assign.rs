@@ -1094,20 +1094,7 @@ async fn an_answered_contact_left_after_a_requeue_is_not_also_abandoned() {
             .unwrap(),
         "ok"
     );
-    assert_eq!(
-        state
-            .end_by_channel(
-                &c,
-                NOW + 20,
-                "left",
-                0,
-                Duration::from_secs(3600),
-                Duration::ZERO
-            )
-            .await
-            .unwrap(),
-        "abandoned"
-    );
+    assert_eq!(left(&state, &c, NOW + 20).await, "abandoned");
     assert_eq!(kpi_kinds(&state, &c).await, ["enqueued", "answered"]);
 }
 
@@ -1133,24 +1120,19 @@ async fn an_unreachable_agents_contact_enters_its_queue_again_without_them() {
         state.requeue_unreachable(&c, "a1", NOW + 11).await.unwrap(),
         "not_held"
     );
-    assert_eq!(
-        state
-            .end_by_channel(
-                &c,
-                NOW + 20,
-                "left",
-                0,
-                Duration::from_secs(3600),
-                Duration::ZERO
-            )
-            .await
-            .unwrap(),
-        "abandoned"
-    );
+    assert_eq!(left(&state, &c, NOW + 20).await, "abandoned");
     assert_eq!(
         kpi_kinds(&state, &c).await,
         ["enqueued", "answered", "enqueued", "abandoned"]
     );
+}
+
+/// The customer left (`end_by_channel`, reason `left`) at `now`: its outcome.
+async fn left(state: &RoutingState, c: &ContactId, now: u64) -> String {
+    state
+        .end_by_channel(c, now, "left", 0, Duration::from_secs(3600), Duration::ZERO)
+        .await
+        .unwrap()
 }
 
 /// The kinds of the KPI facts recorded for contact `c`, in order.
@@ -1848,20 +1830,7 @@ async fn a_transfer_within_a_queue_counts_the_contact_once() {
         state.requeue_unreachable(&c, "a1", NOW + 3).await.unwrap(),
         "ok"
     );
-    assert_eq!(
-        state
-            .end_by_channel(
-                &c,
-                NOW + 4,
-                "left",
-                0,
-                Duration::from_secs(3600),
-                Duration::ZERO
-            )
-            .await
-            .unwrap(),
-        "abandoned"
-    );
+    assert_eq!(left(&state, &c, NOW + 4).await, "abandoned");
     let marks: Vec<(String, String)> = switchboard_store::Records::new(state.store().clone())
         .kpi_facts("-", 100)
         .await

@@ -10,13 +10,18 @@ fn target(q: &str) -> u64 {
 }
 
 fn entered(k: &mut Kpis, at: u64, c: &str, q: &str) {
+    entered_as(k, at, c, q, false);
+}
+
+/// `moved`: an entry after the contact's answer (a transfer).
+fn entered_as(k: &mut Kpis, at: u64, c: &str, q: &str, moved: bool) {
     k.add(
         at,
         Fact::Entered {
             contact: c.into(),
             queue: q.into(),
             channel: "chat".into(),
-            moved: false,
+            moved,
         },
     );
 }
@@ -307,17 +312,6 @@ fn a_call_closed_for_a_lost_end_is_not_in_the_handle_time() {
 /// waiting in the second queue (it was answered).
 #[test]
 fn a_transferred_contact_counts_once_in_the_totals() {
-    let moved_entered = |k: &mut Kpis, at: u64, c: &str, q: &str| {
-        k.add(
-            at,
-            Fact::Entered {
-                contact: c.into(),
-                queue: q.into(),
-                channel: "chat".into(),
-                moved: true,
-            },
-        );
-    };
     let mut k = Kpis::default();
     let t0 = 100 * MIN;
     entered(&mut k, t0, "c1", "sales");
@@ -331,7 +325,7 @@ fn a_transferred_contact_counts_once_in_the_totals() {
             agent: "ann".into(),
         },
     );
-    moved_entered(&mut k, t0 + MIN, "c1", "billing");
+    entered_as(&mut k, t0 + MIN, "c1", "billing", true);
     k.add(
         t0 + MIN + 5_000,
         Fact::Answered {
@@ -346,7 +340,7 @@ fn a_transferred_contact_counts_once_in_the_totals() {
     // c2: answered, transferred, and abandoned while waiting in billing.
     entered(&mut k, t0, "c2", "sales");
     answered(&mut k, t0 + 1_000, "c2", "sales", "ann", 1_000);
-    moved_entered(&mut k, t0 + MIN, "c2", "billing");
+    entered_as(&mut k, t0 + MIN, "c2", "billing", true);
     k.add(
         t0 + 2 * MIN,
         Fact::Abandoned {

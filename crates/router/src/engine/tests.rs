@@ -327,15 +327,21 @@ fn contacts_added_late_start_at_the_step_their_wait_reached() {
     assert_eq!(e.next_decision(15_000).expect("step 1").step, 1);
 }
 
-#[test]
-fn contacts_reloaded_after_their_move_time_are_in_the_target_queue() {
+/// Queue `first` (skill `a`) moves its contacts to `second` (skill `b`)
+/// after 60 s.
+fn first_moves_to_second() -> Vec<QueueConfig> {
     let mut q = queue("first", &[("a", 1)]);
     q.overflow = vec![OverflowStepConfig {
         after_secs: 60,
         move_to: Some("second".into()),
         ..Default::default()
     }];
-    let mut e = engine(vec![q, queue("second", &[("b", 1)])]);
+    vec![q, queue("second", &[("b", 1)])]
+}
+
+#[test]
+fn contacts_reloaded_after_their_move_time_are_in_the_target_queue() {
+    let mut e = engine(first_moves_to_second());
     e.upsert_agent(profile("b-agent", &[("b", 1)], CHAT), available(0));
     e.add_contact(contact(0, ChannelKind::Chat, 0), 61_000);
     let d = e.next_decision(61_000).expect("moved, then offered");
@@ -382,18 +388,7 @@ fn a_move_made_while_offered_is_recorded() {
         "{actions:?}"
     );
     // A reload records nothing it cannot tell was recorded before.
-    let mut e2 = engine(vec![
-        {
-            let mut q = queue("first", &[("a", 1)]);
-            q.overflow = vec![OverflowStepConfig {
-                after_secs: 60,
-                move_to: Some("second".into()),
-                ..Default::default()
-            }];
-            q
-        },
-        queue("second", &[("b", 1)]),
-    ]);
+    let mut e2 = engine(first_moves_to_second());
     e2.add_contact_catching_up(contact(0, ChannelKind::Chat, 0), 70_000, 0);
     assert!(e2.advance(70_000).is_empty());
 }
@@ -403,13 +398,7 @@ fn a_move_made_while_offered_is_recorded() {
 /// at once.
 #[test]
 fn a_record_without_queued_at_counts_from_its_creation() {
-    let mut q = queue("first", &[("a", 1)]);
-    q.overflow = vec![OverflowStepConfig {
-        after_secs: 60,
-        move_to: Some("second".into()),
-        ..Default::default()
-    }];
-    let mut e = engine(vec![q, queue("second", &[("b", 1)])]);
+    let mut e = engine(first_moves_to_second());
     e.upsert_agent(profile("a-agent", &[("a", 1)], CHAT), available(0));
     let mut old = contact(0, ChannelKind::Chat, 100_000);
     old.queued_at = 0;
@@ -425,13 +414,7 @@ fn a_record_without_queued_at_counts_from_its_creation() {
 /// wallboard jumped at every change of leader.
 #[test]
 fn the_queue_summary_names_the_queue_a_moved_contact_came_to() {
-    let mut q = queue("first", &[("a", 1)]);
-    q.overflow = vec![OverflowStepConfig {
-        after_secs: 60,
-        move_to: Some("second".into()),
-        ..Default::default()
-    }];
-    let mut e = engine(vec![q, queue("second", &[("b", 1)])]);
+    let mut e = engine(first_moves_to_second());
     e.add_contact(contact(0, ChannelKind::Chat, 1_000), 1_000);
     let actions = e.advance(61_000);
     assert!(
